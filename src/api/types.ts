@@ -1,0 +1,340 @@
+// Generated from deploy/crds/access-gateway.io_accessgateways.yaml by scripts/gen-types.ts.
+// Do not edit: change the CRD, then run `npm run gen`.
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+/**
+ * AccessGateway gives a team its own authenticated, policy-checked proxy to the Kubernetes apiserver and to in-cluster Services. Workloads call the gateway's listener with an audience-bound projected service-account token; the gateway authenticates the token, checks the access rules, and forwards the request along the first matching route.
+ */
+export interface AccessGateway {
+  /**
+   * APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values.
+   */
+  apiVersion?: string;
+  /**
+   * Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. In CamelCase.
+   */
+  kind?: string;
+  metadata: ObjectMeta;
+  /**
+   * Desired state of the gateway (its listener, how callers authenticate, who may call it, and where requests go).
+   */
+  spec: AccessGatewaySpec;
+  /**
+   * Observed state of the gateway, written by the operator's leader.
+   */
+  status?: AccessGatewayStatus;
+}
+
+/**
+ * Observed state of the gateway, written by the operator's leader.
+ */
+export interface AccessGatewayStatus {
+  /**
+   * The metadata.generation of the spec this status describes.
+   */
+  observedGeneration?: number;
+  /**
+   * The listener actually serving this gateway.
+   */
+  listener?: ListenerStatus;
+  /**
+   * Per-route state.
+   */
+  routes?: RouteStatus[];
+  /**
+   * Conditions, Gateway API style: Accepted (spec valid, port free), ResolvedRefs (Services and Secrets found), Programmed (listener serving this generation) and Ready (the summary kubectl wait --for=condition=Ready waits on). Reasons for False include PortConflict, InvalidRegex, BackendNotFound, NoReadyEndpoints, InvalidCertificateRef and RefNotPermitted.
+   */
+  conditions?: Condition[];
+}
+
+/**
+ * A metav1.Condition.
+ */
+export interface Condition {
+  /**
+   * Type of the condition, in CamelCase, for example Ready.
+   */
+  type: string;
+  /**
+   * Status of the condition, one of True, False, Unknown.
+   */
+  status: "True" | "False" | "Unknown";
+  /**
+   * The metadata.generation the condition was set for.
+   */
+  observedGeneration?: number;
+  /**
+   * When the condition last changed status.
+   */
+  lastTransitionTime: string;
+  /**
+   * Programmatic identifier of the last transition, in CamelCase.
+   */
+  reason: string;
+  /**
+   * Human-readable details of the last transition.
+   */
+  message: string;
+}
+
+/**
+ * State of one route.
+ */
+export interface RouteStatus {
+  /**
+   * Name of the route.
+   */
+  name: string;
+  /**
+   * Ready upstream endpoints of a service route (unset for apiserver routes).
+   */
+  endpoints?: number;
+}
+
+/**
+ * The listener actually serving this gateway.
+ */
+export interface ListenerStatus {
+  /**
+   * Port the gateway pods listen on, from spec.listener.port or allocated.
+   */
+  port?: number;
+  /**
+   * Stable in-cluster URL of the gateway, served by the Service agw-NAME in this namespace, for example http://agw-payments.team-payments.svc.
+   */
+  url?: string;
+}
+
+/**
+ * Desired state of the gateway (its listener, how callers authenticate, who may call it, and where requests go).
+ */
+export interface AccessGatewaySpec {
+  /**
+   * Where the gateway listens. Every gateway replica serves the listener; in the cluster it is reachable through the Service agw-NAME in this namespace (see status.listener.url).
+   */
+  listener?: Listener;
+  /**
+   * How the gateway authenticates callers' bearer tokens.
+   */
+  authentication: Authentication;
+  /**
+   * Who may use the gateway. A request is allowed if any rule matches the authenticated caller (and, when the rule lists routes, the matched route). With no rules nobody is allowed: every authenticated request gets 403. Access rules decide who reaches a route; for apiserver routes in Impersonate mode, the caller's own RBAC then decides what it may do.
+   */
+  access?: AccessRule[];
+  /**
+   * Where requests go. Routes are tried in order and the first whose pathPrefix (and methods, when set) matches wins; a request no route matches gets 404. Each route forwards either to the Kubernetes apiserver (apiserver) or to an in-cluster Service (service).
+   */
+  routes: Route[];
+  /**
+   * Optional per-caller token-bucket rate limit: each authenticated identity gets its own bucket. A request over the limit gets 429 with Retry-After. When unset, requests are not rate limited.
+   */
+  rateLimit?: RateLimit;
+}
+
+/**
+ * Optional per-caller token-bucket rate limit: each authenticated identity gets its own bucket. A request over the limit gets 429 with Retry-After. When unset, requests are not rate limited.
+ */
+export interface RateLimit {
+  /**
+   * Sustained rate allowed per caller, in requests per second (the bucket's refill rate).
+   */
+  requestsPerSecond: number;
+  /**
+   * Largest burst allowed per caller (the bucket's size).
+   */
+  burst: number;
+}
+
+/**
+ * One route, the requests it matches and the upstream it forwards them to.
+ */
+export interface Route {
+  /**
+   * Name of the route, unique within the gateway and shaped like a DNS label. Used by access rules, in metrics, in the access log and in status.routes.
+   */
+  name: string;
+  /**
+   * Requests whose path starts with this prefix match the route; "/" matches everything. Compared against the canonical path: requests holding "..", "//" or their percent-encodings are refused before routing.
+   */
+  pathPrefix: string;
+  /**
+   * Optional. Replaces the matched pathPrefix before the request is forwarded, for example pathPrefix /ledger/ with rewritePrefix / sends /ledger/v1/x upstream as /v1/x. When unset the path is forwarded unchanged.
+   */
+  rewritePrefix?: string;
+  /**
+   * Optional. HTTP methods this route matches; when unset it matches every method. A request whose method is not listed falls through to the next route.
+   */
+  methods?: ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "CONNECT" | "TRACE")[];
+  /**
+   * Seconds to wait for the upstream's response headers before answering 504. Once headers arrive, streamed bodies (watches, chunked responses) and upgraded connections (exec, port-forward, WebSocket) are not cut off.
+   */
+  timeoutSeconds?: number;
+  /**
+   * How many times a request is retried on another upstream endpoint after a connection failure, or a 502/503 from an endpoint that went away. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) are retried. Default 0: no retries.
+   */
+  retries?: number;
+  /**
+   * Forward to the Kubernetes apiserver, like kubectl proxy, but for an authenticated caller. Mutually exclusive with service. Set it to {} to take every default.
+   */
+  apiserver?: ApiserverUpstream;
+  /**
+   * Forward to the ready endpoints of an in-cluster Service, load balanced at L7 (like the apiserver's services/NAME/proxy, without the hop through the apiserver). Mutually exclusive with apiserver.
+   */
+  service?: ServiceUpstream;
+}
+
+/**
+ * Forward to the ready endpoints of an in-cluster Service, load balanced at L7 (like the apiserver's services/NAME/proxy, without the hop through the apiserver). Mutually exclusive with apiserver.
+ */
+export interface ServiceUpstream {
+  /**
+   * Name of the Service.
+   */
+  name: string;
+  /**
+   * Namespace of the Service; default the gateway's own namespace. A Service in another namespace needs a ReferenceGrant (gateway.networking.k8s.io) in that namespace admitting AccessGateways from this one, else the gateway reports ResolvedRefs=False, reason RefNotPermitted.
+   */
+  namespace?: string;
+  /**
+   * The Service port, by name (spec.ports[].name) or by number (spec.ports[].port). The request goes to the matching ready endpoints of the Service's EndpointSlices.
+   */
+  port: number | string;
+  /**
+   * Protocol spoken to the endpoints. With https the endpoints' certificates are verified against caRef when set, else against the system trust store.
+   */
+  scheme?: "http" | "https";
+  /**
+   * Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace. Certificates are always verified; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
+   */
+  caRef?: CARef;
+}
+
+/**
+ * Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace. Certificates are always verified; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
+ */
+export interface CARef {
+  /**
+   * Kind of the object holding the CA bundle.
+   */
+  kind: "ConfigMap" | "Secret";
+  /**
+   * Name of the ConfigMap or Secret, in the gateway's namespace.
+   */
+  name: string;
+  /**
+   * Key holding the PEM bundle, for example ca.crt.
+   */
+  key: string;
+}
+
+/**
+ * Forward to the Kubernetes apiserver, like kubectl proxy, but for an authenticated caller. Mutually exclusive with service. Set it to {} to take every default.
+ */
+export interface ApiserverUpstream {
+  /**
+   * Whose identity the apiserver sees. Impersonate (default): the gateway sends Impersonate-User/Group/Uid/Extra headers for the caller, so the caller's RBAC applies and the audit log names caller, gateway and route. Gateway: the gateway's own service account, like kubectl proxy (the caller gets whatever the gateway may do). Passthrough: the caller's token is forwarded unchanged (its audience must then be accepted by the apiserver).
+   */
+  identity?: "Impersonate" | "Gateway" | "Passthrough";
+  /**
+   * Regular expressions (kubectl proxy --accept-paths semantics); a request path must match at least one of them. Default ["^.*"], every path. An invalid expression makes the gateway Accepted=False, reason InvalidRegex.
+   */
+  acceptPaths?: string[];
+  /**
+   * Regular expressions (kubectl proxy --reject-paths semantics); a request path matching any of them is refused with 403, even if it is accepted. Default: kubectl proxy's, which blocks pods' exec and attach. Set [] to reject no path.
+   */
+  rejectPaths?: string[];
+  /**
+   * Regular expressions (kubectl proxy --reject-methods semantics) matched against the HTTP method; a matching request is refused with 403. For a read-only gateway use ["^POST$", "^PUT$", "^PATCH$", "^DELETE$"] (a plain "POST" also matches, as a substring). Default [], no method is rejected (kubectl proxy's default "^$" rejects nothing either).
+   */
+  rejectMethods?: string[];
+}
+
+/**
+ * One access rule: a set of subjects (service accounts, groups, users) and, optionally, the routes they may use. A caller matching any subject matches the rule.
+ */
+export interface AccessRule {
+  /**
+   * Service accounts that match this rule.
+   */
+  serviceAccounts?: ServiceAccountRef[];
+  /**
+   * Groups, as reported by authentication, that match this rule; for example system:serviceaccounts:team-payments matches every service account of that namespace.
+   */
+  groups?: string[];
+  /**
+   * Full usernames, as reported by authentication, that match this rule, for example system:serviceaccount:team-payments:billing.
+   */
+  users?: string[];
+  /**
+   * Names of the routes (spec.routes[].name) this rule grants, at most 16. Optional: when unset the rule grants every route.
+   */
+  routes?: string[];
+}
+
+/**
+ * A service account, by namespace and name.
+ */
+export interface ServiceAccountRef {
+  /**
+   * Namespace of the service account.
+   */
+  namespace: string;
+  /**
+   * Name of the service account, or "*" for every service account in the namespace.
+   */
+  name: string;
+}
+
+/**
+ * How the gateway authenticates callers' bearer tokens.
+ */
+export interface Authentication {
+  /**
+   * Token audiences this gateway accepts; a token must carry at least one of them. Use a dedicated audience (for example access-gateway) in the projected token volume, so the token the gateway sees is not usable against the apiserver itself.
+   */
+  audiences: string[];
+  /**
+   * How tokens are verified. TokenReview (default) asks the apiserver, which honours revocation of bound tokens (deleted pod or secret). JWKS checks the signature offline against the keys published by the apiserver's OIDC discovery endpoint; it keeps working while the apiserver is unreachable but does not see revocations before the token expires.
+   */
+  mode?: "TokenReview" | "JWKS";
+  /**
+   * How long a successful authentication is cached, in seconds; the effective lifetime is the smaller of this and the token's expiry. 0 disables the cache. Failures are never cached.
+   */
+  cacheTTLSeconds?: number;
+}
+
+/**
+ * Where the gateway listens. Every gateway replica serves the listener; in the cluster it is reachable through the Service agw-NAME in this namespace (see status.listener.url).
+ */
+export interface Listener {
+  /**
+   * Port the gateway pods listen on for this gateway. Optional: when unset a free port is allocated from the operator's --port-range and recorded in status.listener.port; an allocated port never changes while the gateway exists. A port already used by another gateway makes this one Accepted=False, reason PortConflict.
+   */
+  port?: number;
+  /**
+   * Serve the listener over HTTPS. When unset the listener speaks plain HTTP.
+   */
+  tls?: ListenerTLS;
+}
+
+/**
+ * Serve the listener over HTTPS. When unset the listener speaks plain HTTP.
+ */
+export interface ListenerTLS {
+  /**
+   * Name of a kubernetes.io/tls Secret in the gateway's namespace, labelled access-gateway.io/listener-tls=true (the operator only watches labelled Secrets). A renewed certificate is picked up without dropping connections.
+   */
+  secretName: string;
+}

@@ -1,0 +1,131 @@
+// Validation shared by `access-gateway validate`, the file source and the controller: the CRD
+// schema (walked generically, so it cannot drift), the CRD's CEL rules (each rule text has a
+// TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
+// (regexes compile).
+import { schema } from './schema.js';
+
+export interface Problem {
+  field: string;
+  message: string;
+}
+
+type S = {
+  type?: string; properties?: Record<string, S>; items?: S; required?: string[]; enum?: unknown[];
+  minimum?: number; maximum?: number; minLength?: number; maxLength?: number; minItems?: number; maxItems?: number;
+  pattern?: string; 'x-kubernetes-int-or-string'?: boolean; 'x-kubernetes-preserve-unknown-fields'?: boolean;
+  'x-kubernetes-validations'?: { rule: string; message?: string; messageExpression?: string; fieldPath?: string }[];
+  'x-kubernetes-list-type'?: string; 'x-kubernetes-list-map-keys'?: string[]; additionalProperties?: S | boolean;
+};
+
+type Obj = Record<string, any>;
+const has = (o: Obj, k: string) => o !== null && typeof o === 'object' && o[k] !== undefined;
+
+/** TypeScript twins of the CRD's CEL rules, keyed by the rule's text. */
+export const celRules: Record<string, (self: any) => string | null> = {
+  '!has(self.access) || self.access.all(a, !has(a.routes) || a.routes.all(n, self.routes.exists(r, r.name == n)))': (self: Obj) => {
+    const names = new Set((self.routes ?? []).map((r: Obj) => r.name));
+    const unknown = (self.access ?? []).flatMap((a: Obj) => (a.routes ?? []).filter((n: string) => !names.has(n)));
+    return unknown.length ? `access rules may only name routes defined in spec.routes; unknown: ${unknown.join(', ')}` : null;
+  },
+  'has(self.serviceAccounts) || has(self.groups) || has(self.users)': (self: Obj) =>
+    has(self, 'serviceAccounts') || has(self, 'groups') || has(self, 'users') ? null : 'an access rule must name at least one of serviceAccounts, groups or users',
+  'self.all(r, self.exists_one(o, o.name == r.name))': (self: Obj[]) => {
+    const seen = new Map<string, number>();
+    for (const r of self) seen.set(r?.name, (seen.get(r?.name) ?? 0) + 1);
+    const dups = [...seen].filter(([, n]) => n > 1).map(([k]) => k);
+    return dups.length ? `route names must be unique; duplicated: ${dups.join(', ')}` : null;
+  },
+  'has(self.apiserver) != has(self.service)': (self: Obj) =>
+    has(self, 'apiserver') !== has(self, 'service') ? null : 'exactly one of apiserver or service must be set',
+  "!has(self.caRef) || (has(self.scheme) && self.scheme == 'https')": (self: Obj) =>
+    !has(self, 'caRef') || self.scheme === 'https' ? null : 'caRef may only be set when scheme is https',
+  "type(self) == int ? (self >= 1 && self <= 65535) : self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')": (self: unknown) =>
+    (typeof self === 'number' ? self >= 1 && self <= 65535 : typeof self === 'string' && self.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(self))
+      ? null : 'port must be a number from 1 to 65535 or a Service port name (a DNS label)',
+};
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'integer' : 'number';
+  return typeof v;
+}
+
+function walk(v: unknown, s: S, path: string, out: Problem[]): void {
+  const at = path || '<root>';
+  if (s['x-kubernetes-int-or-string']) {
+    if (typeof v !== 'string' && !Number.isInteger(v)) out.push({ field: at, message: `must be an integer or a string, got ${typeName(v)}` });
+  } else if (s.type) {
+    const t = typeName(v);
+    const ok = s.type === t || (s.type === 'number' && t === 'integer');
+    if (!ok) {
+      out.push({ field: at, message: `must be of type ${s.type}, got ${t}` });
+      return;
+    }
+  }
+  if (s.enum && !s.enum.includes(v)) out.push({ field: at, message: `unsupported value ${JSON.stringify(v)}: must be one of ${s.enum.map((e) => JSON.stringify(e)).join(', ')}` });
+  if (typeof v === 'number') {
+    if (s.minimum !== undefined && v < s.minimum) out.push({ field: at, message: `must be at least ${s.minimum}, got ${v}` });
+    if (s.maximum !== undefined && v > s.maximum) out.push({ field: at, message: `must be at most ${s.maximum}, got ${v}` });
+  }
+  if (typeof v === 'string') {
+    if (s.minLength !== undefined && v.length < s.minLength) out.push({ field: at, message: `must be at least ${s.minLength} characters long` });
+    if (s.maxLength !== undefined && v.length > s.maxLength) out.push({ field: at, message: `must be at most ${s.maxLength} characters long` });
+    if (s.pattern && !new RegExp(s.pattern).test(v)) out.push({ field: at, message: `${JSON.stringify(v)} does not match ${s.pattern}` });
+  }
+  if (Array.isArray(v)) {
+    if (s.minItems !== undefined && v.length < s.minItems) out.push({ field: at, message: `must have at least ${s.minItems} item(s)` });
+    if (s.maxItems !== undefined && v.length > s.maxItems) out.push({ field: at, message: `must have at most ${s.maxItems} items, got ${v.length}` });
+    if (s['x-kubernetes-list-type'] === 'map') {
+      const keys = s['x-kubernetes-list-map-keys'] ?? [];
+      const seen = new Set<string>();
+      for (const [i, item] of v.entries()) {
+        const k = JSON.stringify(keys.map((key) => (item as Obj)?.[key]));
+        if (seen.has(k)) out.push({ field: `${path}[${i}]`, message: `duplicate entry for key ${keys.join(',')}=${k}` });
+        seen.add(k);
+      }
+    }
+    if (s.items) v.forEach((item, i) => walk(item, s.items!, `${path}[${i}]`, out));
+  } else if (v !== null && typeof v === 'object') {
+    const o = v as Obj;
+    for (const r of s.required ?? []) if (o[r] === undefined) out.push({ field: path ? `${path}.${r}` : r, message: 'required field is missing' });
+    if (s.properties && !s['x-kubernetes-preserve-unknown-fields']) {
+      for (const k of Object.keys(o)) {
+        if (!(k in s.properties)) out.push({ field: path ? `${path}.${k}` : k, message: 'unknown field' });
+      }
+    }
+    for (const [k, p] of Object.entries(s.properties ?? {})) {
+      if (o[k] !== undefined && !(path === '' && k === 'metadata')) walk(o[k], p, path ? `${path}.${k}` : k, out);
+    }
+  }
+  for (const rule of s['x-kubernetes-validations'] ?? []) {
+    const twin = celRules[rule.rule];
+    if (!twin) throw new Error(`no TypeScript twin for CEL rule ${JSON.stringify(rule.rule)}`);
+    const msg = twin(v);
+    if (msg) out.push({ field: rule.fieldPath ? `${path}${rule.fieldPath}` : at, message: msg });
+  }
+}
+
+function regexes(spec: Obj, out: Problem[]): void {
+  for (const [i, r] of (spec?.routes ?? []).entries()) {
+    for (const f of ['acceptPaths', 'rejectPaths', 'rejectMethods']) {
+      for (const [j, p] of (r?.apiserver?.[f] ?? []).entries()) {
+        try { new RegExp(p); } catch (err) { out.push({ field: `spec.routes[${i}].apiserver.${f}[${j}]`, message: `invalid regex: ${(err as Error).message}` }); }
+      }
+    }
+  }
+}
+
+/** Every problem with an AccessGateway object; empty when it is valid. */
+export function validateGateway(obj: unknown): Problem[] {
+  const out: Problem[] = [];
+  const o = obj as Obj;
+  if (!o || typeof o !== 'object') return [{ field: '<root>', message: 'not an object' }];
+  if (!o.metadata?.name) out.push({ field: 'metadata.name', message: 'required field is missing' });
+  else if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.metadata.name) || o.metadata.name.length > 63) {
+    out.push({ field: 'metadata.name', message: 'must be a DNS label (lower-case letters, digits and -, at most 63 characters)' });
+  }
+  walk(o, schema as S, '', out);
+  if (!out.length) regexes(o.spec, out);
+  return out;
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// access-gateway: operator | validate (serve comes with the file source).
+import { runOperator } from './operator.js';
+import { runValidate } from './validate.js';
+
+const usage = `usage:
+  access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
+                           [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
+                           [--drain-seconds N] [--log-level info] [--log-format json|pretty]
+  access-gateway validate  -f FILE|DIR ...
+Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
+
+async function main(argv: string[]): Promise<number | undefined> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'operator':
+      await runOperator(rest);
+      return undefined; // keeps running until a signal
+    case 'validate':
+      return runValidate(rest);
+    case 'serve':
+      console.error('access-gateway serve is not available yet: it arrives with the file source');
+      return 2;
+    case undefined: case '-h': case '--help': case 'help':
+      console.log(usage);
+      return cmd === undefined ? 2 : 0;
+    default:
+      console.error(`unknown command ${cmd}\n${usage}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  if (code !== undefined) process.exitCode = code;
+}, (err) => {
+  console.error(`access-gateway: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

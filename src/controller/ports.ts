@@ -1,0 +1,82 @@
+// Listener ports: the one a spec asks for, else one from the range, kept while the gateway
+// exists. Two gateways asking for one port: the older (creationTimestamp, then key) keeps it.
+
+export type Claim = { port: number; evicted?: string } | { conflict: string };
+
+export interface ClaimRequest {
+  key: string;
+  requested?: number;
+  /** The port recorded in status (stable across operator restarts). */
+  previous?: number;
+  /** Orders claimants: lower wins a contested port. */
+  rank: string;
+}
+
+export class PortAllocator {
+  private readonly owners = new Map<number, { key: string; rank: string }>();
+  private readonly byKey = new Map<string, number>();
+  private readonly blocked = new Map<number, number>();
+
+  constructor(private readonly range: [number, number], private readonly now: () => number = Date.now) {}
+
+  portOf(key: string): number | undefined {
+    return this.byKey.get(key);
+  }
+
+  claim(req: ClaimRequest): Claim {
+    const { key, requested } = req;
+    if (requested !== undefined) {
+      const holder = this.owners.get(requested);
+      if (holder && holder.key !== key) {
+        if (holder.rank <= req.rank) return { conflict: `port ${requested} is used by AccessGateway ${holder.key}` };
+        this.release(holder.key);
+        this.take(key, requested, req.rank);
+        return { port: requested, evicted: holder.key };
+      }
+      this.take(key, requested, req.rank);
+      return { port: requested };
+    }
+    const mine = this.byKey.get(key);
+    if (mine !== undefined && this.inRange(mine)) return { port: mine };
+    if (req.previous !== undefined && this.inRange(req.previous) && this.free(req.previous)) {
+      this.take(key, req.previous, req.rank);
+      return { port: req.previous };
+    }
+    for (let p = this.range[0]; p <= this.range[1]; p++) {
+      if (this.free(p)) {
+        this.take(key, p, req.rank);
+        return { port: p };
+      }
+    }
+    return { conflict: `no free port left in the range ${this.range[0]}-${this.range[1]}` };
+  }
+
+  release(key: string): void {
+    const p = this.byKey.get(key);
+    if (p === undefined) return;
+    this.byKey.delete(key);
+    if (this.owners.get(p)?.key === key) this.owners.delete(p);
+  }
+
+  /** A port some other process holds: not handed out again for a while. */
+  block(port: number, forMs = 60_000): void {
+    this.blocked.set(port, this.now() + forMs);
+  }
+
+  private inRange(p: number): boolean {
+    return p >= this.range[0] && p <= this.range[1];
+  }
+
+  private free(p: number): boolean {
+    const until = this.blocked.get(p);
+    if (until !== undefined && until > this.now()) return false;
+    return !this.owners.has(p);
+  }
+
+  private take(key: string, port: number, rank: string): void {
+    const prev = this.byKey.get(key);
+    if (prev !== undefined && prev !== port) this.release(key);
+    this.owners.set(port, { key, rank });
+    this.byKey.set(key, port);
+  }
+}

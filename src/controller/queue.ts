@@ -1,0 +1,109 @@
+// A work queue with client-go's guarantees: de-duplicating, fair (FIFO), never the same key in
+// two workers at once, per-key exponential backoff (5 ms -> 1000 s) under a global token bucket.
+
+export interface QueueOptions {
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /** Global bucket for rate-limited re-adds: tokens per second and burst. */
+  qps?: number;
+  burst?: number;
+}
+
+export class WorkQueue {
+  private readonly items: string[] = [];
+  private readonly dirty = new Set<string>();
+  private readonly processing = new Set<string>();
+  private readonly failures = new Map<string, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private waiters: Array<(key: string | undefined) => void> = [];
+  private closed = false;
+  private tokens: number;
+  private lastRefill = Date.now();
+  adds = 0;
+  retries = 0;
+
+  constructor(private readonly opts: QueueOptions = {}) {
+    this.tokens = opts.burst ?? 100;
+  }
+
+  get depth(): number {
+    return this.items.length;
+  }
+
+  add(key: string): void {
+    if (this.closed || this.dirty.has(key)) return;
+    this.adds++;
+    this.dirty.add(key);
+    if (this.processing.has(key)) return;
+    const w = this.waiters.shift();
+    if (w) {
+      this.dirty.delete(key);
+      this.processing.add(key);
+      w(key);
+    } else {
+      this.items.push(key);
+    }
+  }
+
+  addAfter(key: string, ms: number): void {
+    if (this.closed) return;
+    if (ms <= 0) return this.add(key);
+    const t = setTimeout(() => { this.timers.delete(t); this.add(key); }, ms);
+    t.unref();
+    this.timers.add(t);
+  }
+
+  /** Re-adds a key that failed, after its backoff (and the global bucket's) delay. */
+  addRateLimited(key: string): void {
+    const n = this.failures.get(key) ?? 0;
+    this.failures.set(key, n + 1);
+    this.retries++;
+    const perKey = Math.min(this.opts.maxDelayMs ?? 1_000_000, (this.opts.baseDelayMs ?? 5) * 2 ** n);
+    this.addAfter(key, Math.max(perKey, this.bucketDelay()));
+  }
+
+  forget(key: string): void {
+    this.failures.delete(key);
+  }
+
+  numRequeues(key: string): number {
+    return this.failures.get(key) ?? 0;
+  }
+
+  /** The next key, or undefined after shutdown. Call done(key) when finished with it. */
+  get(): Promise<string | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    const key = this.items.shift();
+    if (key !== undefined) {
+      this.dirty.delete(key);
+      this.processing.add(key);
+      return Promise.resolve(key);
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  done(key: string): void {
+    this.processing.delete(key);
+    if (this.dirty.has(key)) {
+      this.dirty.delete(key);
+      this.add(key);
+    }
+  }
+
+  shutdown(): void {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    for (const w of this.waiters) w(undefined);
+    this.waiters = [];
+  }
+
+  private bucketDelay(): number {
+    const qps = this.opts.qps ?? 10;
+    const burst = this.opts.burst ?? 100;
+    const now = Date.now();
+    this.tokens = Math.min(burst, this.tokens + ((now - this.lastRefill) / 1000) * qps);
+    this.lastRefill = now;
+    this.tokens -= 1;
+    return this.tokens >= 0 ? 0 : (-this.tokens / qps) * 1000;
+  }
+}

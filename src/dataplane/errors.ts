@@ -1,0 +1,48 @@
+// Errors with stable codes, mapped once to HTTP answers with a Kubernetes `Status` body.
+
+export class AgwError extends Error {
+  readonly code: string = 'AGW_ERR_INTERNAL';
+  readonly status: number = 500;
+  readonly reason: string = 'InternalError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AgwError';
+  }
+}
+
+function define(name: string, code: string, status: number, reason: string) {
+  const cls = class extends AgwError {
+    override readonly code = code;
+    override readonly status = status;
+    override readonly reason = reason;
+    constructor(message: string, options?: { cause?: unknown }) {
+      super(message, options);
+      this.name = name;
+    }
+  };
+  Object.defineProperty(cls, 'name', { value: name });
+  return cls;
+}
+
+export const BadPathError = define('BadPathError', 'AGW_ERR_BAD_PATH', 400, 'BadRequest');
+export const UnauthenticatedError = define('UnauthenticatedError', 'AGW_ERR_UNAUTHENTICATED', 401, 'Unauthorized');
+export const ForbiddenError = define('ForbiddenError', 'AGW_ERR_FORBIDDEN', 403, 'Forbidden');
+export const RouteNotFoundError = define('RouteNotFoundError', 'AGW_ERR_NO_ROUTE', 404, 'NotFound');
+export const RateLimitedError = define('RateLimitedError', 'AGW_ERR_RATE_LIMITED', 429, 'TooManyRequests');
+export const NotImplementedError = define('NotImplementedError', 'AGW_ERR_NOT_IMPLEMENTED', 501, 'NotImplemented');
+export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
+export const AuthUnavailableError = define('AuthUnavailableError', 'AGW_ERR_AUTH_UNAVAILABLE', 503, 'ServiceUnavailable');
+export const NoEndpointsError = define('NoEndpointsError', 'AGW_ERR_NO_ENDPOINTS', 503, 'ServiceUnavailable');
+export const UpstreamTimeoutError = define('UpstreamTimeoutError', 'AGW_ERR_UPSTREAM_TIMEOUT', 504, 'Timeout');
+
+/** The JSON `Status` body the apiserver would send for the same situation. */
+export function statusBody(err: AgwError): string {
+  return JSON.stringify({
+    kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure',
+    message: err.message, reason: err.reason, details: { causes: [{ reason: err.code }] }, code: err.status,
+  });
+}
+
+export function toAgwError(err: unknown): AgwError {
+  return err instanceof AgwError ? err : new AgwError('internal error', { cause: err });
+}

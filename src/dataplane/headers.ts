@@ -1,0 +1,64 @@
+// Header hygiene: what never crosses the gateway, and the impersonation headers it adds.
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { CallerIdentity } from '../auth/identity.js';
+
+const hopByHop = new Set([
+  'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
+  'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
+]);
+
+function connectionTokens(headers: IncomingHttpHeaders): Set<string> {
+  const c = headers.connection;
+  if (!c) return new Set();
+  return new Set(c.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+}
+
+/**
+ * Request headers to forward: drops hop-by-hop headers, headers named in Connection, every
+ * Impersonate-* and X-Remote-* header, client X-Forwarded-*, and Authorization unless kept.
+ */
+export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthorization: boolean): OutgoingHttpHeaders {
+  const named = connectionTokens(headers);
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || hopByHop.has(name) || named.has(name)) continue;
+    if (name.startsWith('impersonate-') || name.startsWith('x-remote-') || name.startsWith('x-forwarded-')) continue;
+    if (name === 'authorization' && !keepAuthorization) continue;
+    if (name === 'host') continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+export function forwardResponseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const named = connectionTokens(headers);
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || hopByHop.has(name) || named.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+// client-go's headerKeyEscape: characters that are not legal in a header name are %-encoded.
+const legalHeaderKeyChar = /[!#$&'*+\-.^_`|~0-9A-Za-z]/;
+export function escapeExtraKey(key: string): string {
+  let out = '';
+  for (const ch of key) {
+    if (ch !== '%' && legalHeaderKeyChar.test(ch)) out += ch;
+    else for (const b of Buffer.from(ch, 'utf8')) out += '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+/** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route). */
+export function impersonationHeaders(id: CallerIdentity, extras: Record<string, string>): OutgoingHttpHeaders {
+  const h: OutgoingHttpHeaders = { 'impersonate-user': id.username };
+  if (id.groups.length) h['impersonate-group'] = [...id.groups];
+  if (id.uid) h['impersonate-uid'] = id.uid;
+  for (const [k, v] of Object.entries(id.extra)) {
+    if (v.length) h[`impersonate-extra-${escapeExtraKey(k)}`] = [...v];
+  }
+  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
+  return h;
+}

@@ -1,0 +1,62 @@
+// Applies plans as a diff: opens, updates (route table swap) and closes listeners.
+import type { GatewayPlan } from '../translate/plan.js';
+import { Listener } from './listener.js';
+import type { DataplaneDeps } from './route-table.js';
+
+export type ApplyResult =
+  | { programmed: true; port: number }
+  | { programmed: false; reason: string; message: string };
+
+export class ListenerManager {
+  private readonly listeners = new Map<string, Listener>();
+
+  constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000) {}
+
+  get size(): number {
+    return this.listeners.size;
+  }
+
+  /** Makes the data plane serve `plan` for `key` (or nothing, when null). */
+  async apply(key: string, plan: GatewayPlan | null): Promise<ApplyResult | null> {
+    const current = this.listeners.get(key);
+    if (plan === null) {
+      if (current) {
+        this.listeners.delete(key);
+        await current.close(this.closeGraceMs);
+        this.deps.log.info({ gateway: key, port: current.plan.port }, 'listener closed');
+      }
+      return null;
+    }
+    if (current && current.plan.port === plan.port && current.tls === (plan.tls !== null)) {
+      current.update(plan);
+      return { programmed: true, port: plan.port };
+    }
+    const next = new Listener(plan, this.deps);
+    if (current && current.plan.port === plan.port) {
+      // Same port, TLS switched on or off: the old listener must let go of the port first.
+      this.listeners.delete(key);
+      await current.close(0);
+    }
+    try {
+      await next.listen(plan.port, this.host);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (current) {
+        this.listeners.delete(key);
+        await current.close(this.closeGraceMs);
+      }
+      const reason = code === 'EADDRINUSE' ? 'PortConflict' : 'ListenFailed';
+      return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
+    }
+    this.listeners.set(key, next);
+    this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
+    if (current && current.plan.port !== plan.port) await current.close(this.closeGraceMs);
+    return { programmed: true, port: plan.port };
+  }
+
+  async closeAll(graceMs: number): Promise<void> {
+    const all = [...this.listeners.values()];
+    this.listeners.clear();
+    await Promise.all(all.map((l) => l.close(graceMs)));
+  }
+}

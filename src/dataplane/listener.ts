@@ -1,0 +1,201 @@
+// One gateway's listener: authenticate -> authorize -> route -> upstream. The route table is
+// swapped on plan changes without touching open connections.
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { bearerToken } from '../auth/bearer.js';
+import type { CallerIdentity } from '../auth/identity.js';
+import type { GatewayPlan } from '../translate/plan.js';
+import { proxyRequest, proxyUpgrade, type UpstreamCall } from './apiserver-proxy.js';
+import { AgwError, BadPathError, ForbiddenError, NotImplementedError, RouteNotFoundError, statusBody, toAgwError } from './errors.js';
+import { forwardRequestHeaders, forwardResponseHeaders, impersonationHeaders } from './headers.js';
+import { nonCanonical } from './path.js';
+import { RouteTable, upstreamPath, type CompiledRoute, type DataplaneDeps } from './route-table.js';
+
+const wellKnownPath = '/.well-known/access-gateway';
+
+type Admitted =
+  | { kind: 'discovery'; id: CallerIdentity }
+  | { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string };
+
+let nextId = 0;
+
+function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
+  const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
+  if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
+  return h;
+}
+
+export class Listener {
+  private table: RouteTable;
+  private readonly server: Server | TLSServer;
+  private readonly upgraded = new Set<Duplex>();
+
+  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps) {
+    this.table = RouteTable.build(plan, deps);
+    const opts = { noDelay: true, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 65_000 };
+    this.server = plan.tls ? createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2' }) : createServer(opts);
+    this.server.on('request', (req, res) => void this.onRequest(req, res));
+    this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
+    this.server.on('clientError', (_err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+      else socket.destroy();
+    });
+  }
+
+  get plan(): GatewayPlan {
+    return this.table.plan;
+  }
+
+  get tls(): boolean {
+    return this.table.plan.tls !== null;
+  }
+
+  /** Swaps the route table; a renewed certificate is served to new connections. */
+  update(plan: GatewayPlan): void {
+    const old = this.table.plan.tls;
+    if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key)) {
+      (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key });
+      this.table.log.info({ secret: plan.tls.secretName }, 'listener certificate reloaded');
+    }
+    this.table = RouteTable.build(plan, this.deps, this.table);
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ port, host, exclusive: true }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.table.log.error({ err }, 'listener error'));
+        resolve();
+      });
+    });
+  }
+
+  /** Stops accepting at once; open requests get `graceMs`, then every connection is closed. */
+  close(graceMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => {
+      this.server.closeAllConnections();
+      for (const s of this.upgraded) s.destroy();
+    }, graceMs);
+    timer.unref();
+    return closed.finally(() => clearTimeout(timer));
+  }
+
+  private async admit(t: RouteTable, method: string, rawUrl: string, headers: IncomingMessage['headers'], seen: { caller: string }): Promise<Admitted> {
+    const q = rawUrl.indexOf('?');
+    const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    const bad = nonCanonical(path);
+    if (bad) throw new BadPathError(`refused: ${bad}`);
+    const id = await t.authenticator.authenticate(bearerToken(headers.authorization));
+    seen.caller = id.username;
+    if (t.policy.allowed(id) === null) throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
+    if (path === wellKnownPath && (method === 'GET' || method === 'HEAD')) return { kind: 'discovery', id };
+    const route = t.match(path, method);
+    if (!route) throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
+    if (!t.policy.mayUse(id, route.plan.name)) throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
+    const target = route.plan.target;
+    if (target.kind === 'service') {
+      throw new NotImplementedError(`route ${route.plan.name} targets Service ${target.namespace}/${target.name}; service routes are not implemented yet`);
+    }
+    const up = upstreamPath(route.plan, path);
+    const why = route.filter!.check(method, up);
+    if (why) throw new ForbiddenError(why);
+    return { kind: 'route', id, route, path: q < 0 ? up : up + rawUrl.slice(q) };
+  }
+
+  private call(a: Extract<Admitted, { kind: 'route' }>, req: IncomingMessage): UpstreamCall {
+    const target = a.route.plan.target;
+    const identity = target.kind === 'apiserver' ? target.identity : 'Gateway';
+    const conn = this.deps.apiserver;
+    const headers = forwardRequestHeaders(req.headers, identity === 'Passthrough');
+    if (identity !== 'Passthrough') {
+      const auth = conn.authorization();
+      if (auth) headers.authorization = auth;
+      if (identity === 'Impersonate') Object.assign(headers, impersonationHeaders(a.id, a.route.extras));
+    }
+    const fwd = req.socket.remoteAddress;
+    if (fwd) headers['x-forwarded-for'] = fwd;
+    return {
+      method: req.method ?? 'GET', path: a.path, headers,
+      agent: identity === 'Passthrough' ? conn.anonymousAgent : conn.identityAgent,
+      timeoutMs: a.route.plan.timeoutSeconds * 1000,
+    };
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t = this.table;
+    const started = performance.now();
+    const reqId = (++nextId).toString(36);
+    const seen = { caller: '-' };
+    let route = '-';
+    res.once('close', () => {
+      t.log.info({ reqId, caller: seen.caller, route, method: req.method, status: res.statusCode, durationMs: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
+    });
+    const fail = (err: AgwError) => {
+      if (res.headersSent) { res.destroy(); return; }
+      const body = statusBody(err);
+      res.writeHead(err.status, errorHeaders(err, body)).end(body);
+    };
+    try {
+      const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, seen);
+      if (a.kind === 'discovery') {
+        const body = JSON.stringify(discovery(t, a.id));
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+        return;
+      }
+      route = a.route.plan.name;
+      proxyRequest(this.deps.apiserver, this.call(a, req), req, res,
+        (status, headers) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers'])), fail);
+    } catch (err) {
+      const e = toAgwError(err);
+      if (e.status >= 500) t.log.warn({ reqId, err: e.cause ?? e }, e.message);
+      fail(e);
+    }
+  }
+
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const t = this.table;
+    socket.on('error', () => socket.destroy());
+    const fail = (err: AgwError) => {
+      const body = statusBody(err);
+      let headText = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
+      for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
+      socket.end(headText + '\r\n' + body);
+    };
+    try {
+      const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, { caller: '-' });
+      if (a.kind !== 'route') throw new BadPathError('discovery does not upgrade');
+      const call = this.call(a, req);
+      call.headers.connection = 'Upgrade';
+      call.headers.upgrade = req.headers.upgrade;
+      t.log.info({ caller: a.id.username, route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');
+      proxyUpgrade(this.deps.apiserver, call, socket, head, fail, (s) => {
+        this.upgraded.add(s);
+        s.once('close', () => this.upgraded.delete(s));
+      });
+    } catch (err) {
+      fail(toAgwError(err));
+    }
+  }
+}
+
+function discovery(t: RouteTable, id: CallerIdentity) {
+  return {
+    kind: 'AccessGatewayDiscovery',
+    apiVersion: 'access-gateway.io/v1alpha1',
+    gateway: { namespace: t.plan.namespace, name: t.plan.name },
+    caller: { username: id.username, groups: id.groups },
+    routes: t.routes.filter((r) => t.policy.mayUse(id, r.plan.name)).map((r) => ({
+      name: r.plan.name,
+      pathPrefix: r.plan.pathPrefix,
+      methods: r.plan.methods,
+      upstream: r.plan.target.kind === 'apiserver'
+        ? { apiserver: { identity: r.plan.target.identity } }
+        : { service: { namespace: r.plan.target.namespace, name: r.plan.target.name, port: r.plan.target.port } },
+    })),
+  };
+}

@@ -1,0 +1,68 @@
+// A gateway's compiled form, built once per plan: the data plane swaps it atomically and never
+// compiles anything per request.
+import type { Logger } from 'pino';
+import { AccessPolicy } from '../auth/access.js';
+import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
+import type { TokenReviewer } from '../auth/identity.js';
+import type { GatewayPlan, RoutePlan } from '../translate/plan.js';
+import type { ApiserverConnection } from './apiserver-proxy.js';
+import { PathFilter } from './path.js';
+
+export interface DataplaneDeps {
+  apiserver: ApiserverConnection;
+  reviewer: TokenReviewer;
+  log: Logger;
+}
+
+export interface CompiledRoute {
+  plan: RoutePlan;
+  filter: PathFilter | null;
+  methods: ReadonlySet<string> | null;
+  /** Impersonate-Extra values naming the gateway and route, for the apiserver's audit log. */
+  extras: Record<string, string>;
+}
+
+export class RouteTable {
+  readonly key: string;
+  readonly routes: CompiledRoute[];
+  readonly policy: AccessPolicy;
+  readonly log: Logger;
+
+  private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, deps: DataplaneDeps) {
+    this.key = `${plan.namespace}/${plan.name}`;
+    this.policy = new AccessPolicy(plan.access);
+    this.log = deps.log.child({ gateway: this.key });
+    this.routes = plan.routes.map((r) => ({
+      plan: r,
+      filter: r.target.kind === 'apiserver' ? new PathFilter(r.target) : null,
+      methods: r.methods ? new Set(r.methods) : null,
+      extras: { 'access-gateway.io/gateway': this.key, 'access-gateway.io/route': r.name },
+    }));
+  }
+
+  /** Builds the table for a plan, keeping the previous authenticator (and its cache) when auth is unchanged. */
+  static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable): RouteTable {
+    const sameAuth = previous && JSON.stringify(previous.plan.auth) === JSON.stringify(plan.auth);
+    const authn = sameAuth ? previous.authenticator
+      : new TokenReviewAuthenticator(deps.reviewer, plan.auth.audiences, plan.auth.cacheTTLSeconds);
+    return new RouteTable(plan, authn, deps);
+  }
+
+  /** First route whose prefix (and methods, if any) match. `/x` also matches prefix `/x/`. */
+  match(path: string, method: string): CompiledRoute | undefined {
+    for (const r of this.routes) {
+      const prefix = r.plan.pathPrefix;
+      const hit = path.startsWith(prefix) || (prefix.endsWith('/') && path === prefix.slice(0, -1));
+      if (hit && (!r.methods || r.methods.has(method))) return r;
+    }
+    return undefined;
+  }
+}
+
+/** The path sent upstream: the prefix replaced by rewritePrefix, when set. */
+export function upstreamPath(route: RoutePlan, path: string): string {
+  if (route.rewritePrefix === null) return path;
+  const rest = path.length >= route.pathPrefix.length ? path.slice(route.pathPrefix.length) : '';
+  const joined = route.rewritePrefix.endsWith('/') && rest.startsWith('/') ? route.rewritePrefix + rest.slice(1) : route.rewritePrefix + rest;
+  return joined || '/';
+}

@@ -1,0 +1,161 @@
+// A supervised informer: list, then watch from the list's resourceVersion with bookmarks;
+// relist on 410 Gone; any other failure restarts the watch with jittered exponential backoff.
+// A watch that stays silent past its own server-side timeout is cut (the idle timeout) and
+// resumed, so a silently dead connection never leaves the cache stale.
+import type { Logger } from 'pino';
+import { KubeApiError, type KubeClient } from './client.js';
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name: string; namespace?: string; resourceVersion?: string; generation?: number; uid?: string; [k: string]: unknown };
+}
+
+export type InformerEvent = 'add' | 'update' | 'delete';
+
+export interface InformerOptions<T> {
+  name: string;
+  /** Collection path, e.g. /apis/access-gateway.io/v1alpha1/accessgateways */
+  path: string;
+  labelSelector?: string;
+  log: Logger;
+  onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
+  /** Server-side watch timeout range in seconds (client-go uses 5-10 minutes). */
+  watchTimeoutSeconds?: [number, number];
+  maxBackoffMs?: number;
+}
+
+class Gone extends Error {}
+
+export function objectKey(o: KubeObject): string {
+  return o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
+}
+
+const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
+  const t = setTimeout(resolve, ms);
+  signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+});
+
+export class Informer<T extends KubeObject> {
+  readonly cache = new Map<string, T>();
+  restarts = 0;
+  lastEventAt = 0;
+  private synced = false;
+  private readonly abort = new AbortController();
+  private markSynced!: () => void;
+  readonly firstSync = new Promise<void>((r) => { this.markSynced = r; });
+  private running?: Promise<void>;
+
+  constructor(private readonly client: KubeClient, private readonly opts: InformerOptions<T>) {}
+
+  get hasSynced(): boolean {
+    return this.synced;
+  }
+
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.running;
+  }
+
+  private query(extra: Record<string, string>): string {
+    const q = new URLSearchParams(extra);
+    if (this.opts.labelSelector) q.set('labelSelector', this.opts.labelSelector);
+    return `${this.opts.path}?${q}`;
+  }
+
+  private async run(): Promise<void> {
+    const { log } = this.opts;
+    let rv: string | undefined;
+    let failures = 0;
+    while (!this.abort.signal.aborted) {
+      try {
+        rv ??= await this.list();
+        await this.watch(rv, (next) => { rv = next; });
+        failures = 0;
+      } catch (err) {
+        if (this.abort.signal.aborted) break;
+        if (err instanceof Gone) {
+          log.info({ informer: this.opts.name }, 'resourceVersion too old; relisting');
+          rv = undefined;
+          continue;
+        }
+        failures++;
+        this.restarts++;
+        const max = this.opts.maxBackoffMs ?? 30_000;
+        const delay = Math.min(max, 250 * 2 ** Math.min(failures, 10)) * (0.5 + Math.random() / 2);
+        log.warn({ informer: this.opts.name, err: String(err), retryInMs: Math.round(delay) }, 'watch failed; restarting');
+        await sleep(delay, this.abort.signal);
+      }
+    }
+  }
+
+  private async list(): Promise<string> {
+    const items: T[] = [];
+    let cont: string | undefined;
+    let rv = '';
+    do {
+      const res = await this.client.request('GET', this.query({ limit: '500', ...(cont ? { continue: cont } : {}) }), undefined, { timeoutMs: 60_000 });
+      if (res.status === 410) throw new Gone('list continuation expired');
+      if (res.status !== 200) throw new KubeApiError(res.status, res.body, `list ${this.opts.path}`);
+      items.push(...(res.body.items as T[]));
+      cont = res.body.metadata?.continue || undefined;
+      rv = res.body.metadata?.resourceVersion ?? '';
+    } while (cont);
+    const seen = new Set<string>();
+    for (const item of items) {
+      const key = objectKey(item);
+      seen.add(key);
+      const old = this.cache.get(key);
+      this.cache.set(key, item);
+      if (!old) this.opts.onEvent('add', item, undefined);
+      else if (old.metadata.resourceVersion !== item.metadata.resourceVersion) this.opts.onEvent('update', item, old);
+    }
+    for (const [key, old] of this.cache) {
+      if (!seen.has(key)) {
+        this.cache.delete(key);
+        this.opts.onEvent('delete', old, old);
+      }
+    }
+    this.lastEventAt = Date.now();
+    if (!this.synced) {
+      this.synced = true;
+      this.markSynced();
+    }
+    return rv;
+  }
+
+  private async watch(rv: string, setRv: (rv: string) => void): Promise<void> {
+    const [lo, hi] = this.opts.watchTimeoutSeconds ?? [300, 600];
+    const timeout = Math.round(lo + Math.random() * (hi - lo));
+    const path = this.query({ watch: '1', resourceVersion: rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) });
+    try {
+      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, (ev) => {
+        this.lastEventAt = Date.now();
+        const obj = ev.object as T;
+        if (ev.type === 'ERROR') {
+          const status = ev.object as { code?: number; message?: string };
+          if (status.code === 410) throw new Gone(status.message);
+          throw new Error(`watch error ${status.code}: ${status.message}`);
+        }
+        if (obj?.metadata?.resourceVersion) setRv(obj.metadata.resourceVersion);
+        if (ev.type === 'BOOKMARK') return;
+        const key = objectKey(obj);
+        const old = this.cache.get(key);
+        if (ev.type === 'DELETED') {
+          this.cache.delete(key);
+          this.opts.onEvent('delete', obj, old);
+        } else {
+          this.cache.set(key, obj);
+          this.opts.onEvent(old ? 'update' : 'add', obj, old);
+        }
+      });
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 410) throw new Gone(err.message);
+      throw err;
+    }
+  }
+}

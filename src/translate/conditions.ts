@@ -1,0 +1,42 @@
+// Gateway-API style conditions (metav1.Condition): reason never empty, observedGeneration set.
+
+export type ConditionType = 'Accepted' | 'ResolvedRefs' | 'Programmed' | 'Ready';
+export type ConditionStatus = 'True' | 'False' | 'Unknown';
+
+export interface ConditionDraft {
+  type: ConditionType;
+  status: ConditionStatus;
+  reason: string;
+  message: string;
+}
+
+export interface Condition extends ConditionDraft {
+  observedGeneration: number;
+  lastTransitionTime: string;
+}
+
+export const conditionOrder: ConditionType[] = ['Accepted', 'ResolvedRefs', 'Programmed', 'Ready'];
+
+export function cond(type: ConditionType, ok: boolean, reason: string, message: string): ConditionDraft {
+  return { type, status: ok ? 'True' : 'False', reason, message };
+}
+
+/** Ready summarises the other three. */
+export function readyFrom(drafts: ConditionDraft[]): ConditionDraft {
+  const bad = conditionOrder.slice(0, 3).map((t) => drafts.find((d) => d.type === t))
+    .find((d) => !d || d.status !== 'True');
+  if (!bad) return cond('Ready', true, 'Ready', 'the listener serves this generation');
+  return cond('Ready', false, bad.reason, `${bad.type}: ${bad.message}`);
+}
+
+/** Final conditions: keeps lastTransitionTime of conditions whose status did not change. */
+export function stampConditions(drafts: ConditionDraft[], previous: readonly { type: string; status: string; lastTransitionTime?: string }[] | undefined,
+  generation: number, now: string): Condition[] {
+  return conditionOrder.flatMap((type) => {
+    const d = drafts.find((x) => x.type === type);
+    if (!d) return [];
+    const prev = previous?.find((p) => p.type === type);
+    const lastTransitionTime = prev && prev.status === d.status && prev.lastTransitionTime ? prev.lastTransitionTime : now;
+    return [{ ...d, observedGeneration: generation, lastTransitionTime }];
+  });
+}

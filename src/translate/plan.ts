@@ -1,0 +1,67 @@
+// The plan: the plain, validated intermediate representation the data plane serves.
+// Built by translate(), compared with equal(), printed with printPlan().
+
+export type Identity = 'Impersonate' | 'Gateway' | 'Passthrough';
+
+export interface ApiserverTarget {
+  kind: 'apiserver';
+  identity: Identity;
+  acceptPaths: string[];
+  rejectPaths: string[];
+  rejectMethods: string[];
+}
+
+export interface ServiceTarget {
+  kind: 'service';
+  namespace: string;
+  name: string;
+  port: string | number;
+  scheme: 'http' | 'https';
+}
+
+export interface RoutePlan {
+  name: string;
+  pathPrefix: string;
+  rewritePrefix: string | null;
+  methods: string[] | null;
+  timeoutSeconds: number;
+  retries: number;
+  target: ApiserverTarget | ServiceTarget;
+}
+
+export interface AccessRulePlan {
+  serviceAccounts: { namespace: string; name: string }[];
+  groups: string[];
+  users: string[];
+  /** null: every route. */
+  routes: string[] | null;
+}
+
+export interface GatewayPlan {
+  namespace: string;
+  name: string;
+  generation: number;
+  port: number;
+  /** Listener TLS from a kubernetes.io/tls Secret (PEM); null: plain HTTP. */
+  tls: { secretName: string; cert: string; key: string } | null;
+  auth: { mode: 'TokenReview' | 'JWKS'; audiences: string[]; cacheTTLSeconds: number };
+  access: AccessRulePlan[];
+  routes: RoutePlan[];
+  rateLimit: { requestsPerSecond: number; burst: number } | null;
+}
+
+export function planKey(plan: Pick<GatewayPlan, 'namespace' | 'name'>): string {
+  return `${plan.namespace}/${plan.name}`;
+}
+
+/** Structural equality, ignoring the generation (a new generation with the same plan is a no-op). */
+export function equal(a: GatewayPlan | null, b: GatewayPlan | null): boolean {
+  if (a === null || b === null) return a === b;
+  return JSON.stringify({ ...a, generation: 0 }) === JSON.stringify({ ...b, generation: 0 });
+}
+
+/** Printable form for logs and golden files: the TLS private key is redacted. */
+export function printPlan(plan: GatewayPlan): string {
+  const tls = plan.tls && { ...plan.tls, key: '[REDACTED]' };
+  return JSON.stringify({ ...plan, tls }, null, 2);
+}

@@ -1,0 +1,138 @@
+// Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
+// No I/O, no clock: golden-tested.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import type { AccessGateway, Route } from '../api/types.js';
+import { cond, type ConditionDraft } from './conditions.js';
+import type { AccessRulePlan, GatewayPlan, RoutePlan } from './plan.js';
+
+/** What the controller knows about the cluster that the spec alone does not say. */
+export interface Snapshot {
+  /** The port the allocator gave this gateway, or why it could not. */
+  port: { port: number } | { conflict: string };
+  /** Secrets labelled access-gateway.io/listener-tls=true, by namespace/name. */
+  secrets?: Record<string, SecretLike>;
+}
+
+export interface SecretLike {
+  type?: string;
+  data?: Record<string, string>;
+  metadata?: { labels?: Record<string, string> };
+}
+
+export const listenerTLSLabel = 'access-gateway.io/listener-tls';
+
+/** The PEM pair of a listener TLS Secret, or why it cannot be used. */
+export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
+  { cert: string; key: string } | { problem: string } {
+  const s = secrets?.[`${ns}/${name}`];
+  if (!s) return { problem: `Secret ${ns}/${name} not found (it must be labelled ${listenerTLSLabel}=true)` };
+  if (s.type !== 'kubernetes.io/tls') return { problem: `Secret ${ns}/${name} has type ${s.type ?? 'Opaque'}, not kubernetes.io/tls` };
+  const cert = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
+  const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
+  try {
+    const x = new X509Certificate(cert);
+    if (!x.checkPrivateKey(createPrivateKey(key))) return { problem: `Secret ${ns}/${name}: tls.key does not match tls.crt` };
+  } catch (err) {
+    return { problem: `Secret ${ns}/${name}: tls.crt/tls.key are not a valid PEM certificate and key: ${(err as Error).message}` };
+  }
+  return { cert, key };
+}
+
+export interface Translation {
+  plan: GatewayPlan | null;
+  /** Accepted and ResolvedRefs; Programmed and Ready come from applying the plan. */
+  conditions: ConditionDraft[];
+}
+
+function regexProblem(patterns: readonly string[], field: string): string | null {
+  for (const [i, p] of patterns.entries()) {
+    try {
+      new RegExp(p);
+    } catch (err) {
+      return `${field}[${i}] ${JSON.stringify(p)}: ${(err as Error).message}`;
+    }
+  }
+  return null;
+}
+
+function routePlan(r: Route, i: number): RoutePlan | { invalid: string } {
+  const base = {
+    name: r.name,
+    pathPrefix: r.pathPrefix,
+    rewritePrefix: r.rewritePrefix ?? null,
+    methods: r.methods?.length ? [...r.methods] : null,
+    timeoutSeconds: r.timeoutSeconds ?? 30,
+    retries: r.retries ?? 0,
+  };
+  if (r.apiserver) {
+    const a = r.apiserver;
+    const acceptPaths = a.acceptPaths ?? ['^.*'];
+    const rejectPaths = a.rejectPaths ?? [];
+    const rejectMethods = a.rejectMethods ?? [];
+    const bad = regexProblem(acceptPaths, `spec.routes[${i}].apiserver.acceptPaths`)
+      ?? regexProblem(rejectPaths, `spec.routes[${i}].apiserver.rejectPaths`)
+      ?? regexProblem(rejectMethods, `spec.routes[${i}].apiserver.rejectMethods`);
+    if (bad) return { invalid: bad };
+    return { ...base, target: { kind: 'apiserver', identity: a.identity ?? 'Impersonate', acceptPaths, rejectPaths, rejectMethods } };
+  }
+  const s = r.service!;
+  return {
+    ...base,
+    target: { kind: 'service', namespace: s.namespace ?? '', name: s.name, port: s.port, scheme: s.scheme ?? 'http' },
+  };
+}
+
+export function translate(gw: AccessGateway, snap: Snapshot): Translation {
+  const ns = gw.metadata.namespace;
+  const spec = gw.spec;
+  const routes: RoutePlan[] = [];
+  for (const [i, r] of spec.routes.entries()) {
+    const p = routePlan(r, i);
+    if ('invalid' in p) {
+      return { plan: null, conditions: [cond('Accepted', false, 'InvalidRegex', p.invalid), cond('ResolvedRefs', true, 'ResolvedRefs', 'no references checked')] };
+    }
+    if (p.target.kind === 'service' && !p.target.namespace) p.target.namespace = ns;
+    routes.push(p);
+  }
+  const resolved = cond('ResolvedRefs', true, 'ResolvedRefs', 'all references resolved');
+  if (spec.authentication.mode === 'JWKS') {
+    return { plan: null, conditions: [cond('Accepted', false, 'UnsupportedValue', 'authentication.mode JWKS is not implemented yet; use TokenReview'), resolved] };
+  }
+  let tls: GatewayPlan['tls'] = null;
+  if (spec.listener?.tls) {
+    const pair = listenerTLS(ns, spec.listener.tls.secretName, snap.secrets);
+    if ('problem' in pair) {
+      return { plan: null, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid'), cond('ResolvedRefs', false, 'InvalidCertificateRef', `${pair.problem}; the listener is not served in plain HTTP instead`)] };
+    }
+    tls = { secretName: spec.listener.tls.secretName, ...pair };
+  }
+  if ('conflict' in snap.port) {
+    return { plan: null, conditions: [cond('Accepted', false, 'PortConflict', snap.port.conflict), resolved] };
+  }
+  const access: AccessRulePlan[] = (spec.access ?? []).map((a) => ({
+    serviceAccounts: (a.serviceAccounts ?? []).map((s) => ({ namespace: s.namespace, name: s.name })),
+    groups: [...(a.groups ?? [])],
+    users: [...(a.users ?? [])],
+    routes: a.routes?.length ? [...a.routes] : null,
+  }));
+  const plan: GatewayPlan = {
+    namespace: ns,
+    name: gw.metadata.name,
+    generation: gw.metadata.generation ?? 0,
+    port: snap.port.port,
+    tls,
+    auth: {
+      mode: spec.authentication.mode ?? 'TokenReview',
+      audiences: [...spec.authentication.audiences],
+      cacheTTLSeconds: spec.authentication.cacheTTLSeconds ?? 10,
+    },
+    access,
+    routes,
+    rateLimit: spec.rateLimit ? { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond } : null,
+  };
+  const services = routes.filter((r) => r.target.kind === 'service').map((r) => r.name);
+  const accepted = services.length
+    ? cond('Accepted', true, 'Accepted', `accepted; service routes (${services.join(', ')}) answer 501 until service routes are implemented`)
+    : cond('Accepted', true, 'Accepted', 'spec is valid and the port is free');
+  return { plan, conditions: [accepted, resolved] };
+}

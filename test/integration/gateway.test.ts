@@ -1,0 +1,178 @@
+// The gateway lifecycle against a real control plane: apply, conditions, live edits without
+// dropped connections, deletion; CRD validation; bad gateways that do not disturb others.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Agent, request } from 'node:http';
+import { createServer, type Server } from 'node:net';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
+import { startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, condition, gatewayPort, getGateway, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
+import { freePort, waitFor } from '../support/procs.js';
+
+let cp: ControlPlane;
+let op: OperatorProc;
+let token: string;
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml('team-a', ['app']));
+  await cp.kubectl(['create', 'role', 'cm-reader', '-n', 'team-a', '--verb=get,list,watch', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'app-cm-reader', '-n', 'team-a', '--role=cm-reader', '--serviceaccount=team-a:app']);
+  op = await startOperator(cp);
+  token = await cp.token('team-a', 'app', ['gw']);
+}, { timeout: 180_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+const gateway = (name: string, extra = '', route = '') => `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}, namespace: team-a}
+spec:
+  ${extra}
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes:
+    - name: kube-api
+      pathPrefix: /
+      apiserver: {acceptPaths: ["^/api/.*", "^/version$"${route}]}
+`;
+
+/** GET through a listener on a given agent; resolves with status, body and the socket used. */
+function get(port: number, path: string, agent: Agent): Promise<{ status: number; body: string; socket: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body, socket: req.socket }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('an applied gateway answers within 2 s with every condition True for its generation', async () => {
+  await applyYaml(cp, gateway('life'));
+  // The listener answers (401 without a token) within 2 s of the apply.
+  await waitFor('listener answers', async () => {
+    const gw = await getGateway(cp, 'team-a', 'life');
+    const port = gw?.status?.listener?.port;
+    if (!port) return false;
+    const res = await fetch(`http://127.0.0.1:${port}/version`);
+    return res.status === 401;
+  }, 2_000, 50);
+  const gw = await waitObserved(cp, 'team-a', 'life');
+  for (const type of ['Accepted', 'ResolvedRefs', 'Programmed', 'Ready']) {
+    const c = condition(gw, type);
+    assert.equal(c?.status, 'True', `${type}: ${JSON.stringify(c)}`);
+    assert.equal(c.observedGeneration, gw.metadata.generation);
+    assert.ok(c.reason && c.lastTransitionTime);
+  }
+  assert.equal(gw.status.observedGeneration, gw.metadata.generation);
+  const port = gw.status.listener.port;
+  assert.ok(port >= op.portRange[0] && port <= op.portRange[1]);
+  // printer columns
+  const table = await cp.kubectl(['get', 'agw', 'life', '-n', 'team-a']);
+  assert.match(table, /NAME\s+PORT\s+READY\s+AGE/);
+  assert.match(table, new RegExp(`life\\s+${port}\\s+True`));
+});
+
+test('editing routes takes effect without closing open connections; deleting closes the listener', async () => {
+  const port = await gatewayPort(cp, 'team-a', 'life');
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const first = await get(port, '/version', agent);
+  assert.equal(first.status, 200);
+  assert.equal((await get(port, '/apis', agent)).status, 403); // not accepted yet
+  // an open watch through the gateway
+  const events: string[] = [];
+  const watch = request({ host: '127.0.0.1', port, path: '/api/v1/namespaces/team-a/configmaps?watch=1',
+    headers: { authorization: `Bearer ${token}` } });
+  const watchOpen = new Promise<void>((resolve) => watch.on('response', (res) => { res.on('data', (c) => events.push(String(c))); resolve(); }));
+  watch.end();
+  await watchOpen;
+
+  const gen = (await getGateway(cp, 'team-a', 'life')).metadata.generation;
+  await applyYaml(cp, gateway('life', '', ', "^/apis$"'));
+  await waitFor('new generation observed', async () => (await getGateway(cp, 'team-a', 'life')).status.observedGeneration > gen);
+  const after = await get(port, '/apis', agent);
+  assert.equal(after.status, 200, after.body);
+  assert.equal(after.socket, first.socket, 'the keep-alive connection survived the edit');
+  assert.equal((await getGateway(cp, 'team-a', 'life')).status.listener.port, port, 'port is stable');
+  // the watch opened before the edit still streams
+  await cp.kubectl(['create', 'configmap', 'during-edit', '-n', 'team-a']);
+  await waitFor('watch event after edit', async () => events.join('').includes('during-edit'), 10_000).catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(events).slice(0, 500)}`); });
+
+  await cp.kubectl(['delete', 'agw', 'life', '-n', 'team-a']);
+  await waitFor('listener closed', async () => {
+    try {
+      await fetch(`http://127.0.0.1:${port}/version`, { headers: { connection: 'close' } });
+      return false;
+    } catch {
+      return true;
+    }
+  }, 10_000);
+  watch.destroy();
+  agent.destroy();
+});
+
+test('the CRD refuses invalid manifests with a message a person understands', async () => {
+  const dir = join(repoRoot, 'test', 'fixtures', 'invalid');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+  assert.ok(files.length >= 10);
+  await applyYaml(cp, namespaceYaml('team-payments', []));
+  for (const f of files) {
+    const text = readFileSync(join(dir, f), 'utf8');
+    const expect = /^# expect: (.*)$/m.exec(text)![1]!.trim();
+    const err = await cp.kubectl(['apply', '-f', join(dir, f)]).then(() => undefined, (e) => String(e.stderr));
+    assert.ok(err, `${f} was accepted`);
+    assert.ok(err.includes(expect), `${f}: expected ${JSON.stringify(expect)} in ${err}`);
+  }
+});
+
+test('an invalid regex or a taken port marks only that gateway; the others keep serving', async () => {
+  await applyYaml(cp, gateway('good'));
+  const goodPort = await gatewayPort(cp, 'team-a', 'good');
+
+  await applyYaml(cp, gateway('bad-regex', '', ', "^/api/(unclosed"'));
+  const bad = await waitObserved(cp, 'team-a', 'bad-regex');
+  assert.equal(condition(bad, 'Accepted').status, 'False');
+  assert.equal(condition(bad, 'Accepted').reason, 'InvalidRegex');
+  assert.equal(condition(bad, 'Ready').status, 'False');
+
+  // two gateways asking for one port: the younger gets PortConflict
+  const wanted = await freePort();
+  await applyYaml(cp, gateway('first', `listener: {port: ${wanted}}`));
+  assert.equal(await gatewayPort(cp, 'team-a', 'first'), wanted);
+  await applyYaml(cp, gateway('second', `listener: {port: ${wanted}}`));
+  const second = await waitObserved(cp, 'team-a', 'second');
+  assert.equal(condition(second, 'Accepted').reason, 'PortConflict');
+  assert.match(condition(second, 'Accepted').message, /team-a\/first/);
+
+  // a port another process holds
+  const blocker: Server = createServer();
+  const held = await freePort();
+  await new Promise<void>((r) => blocker.listen(held, '127.0.0.1', () => r()));
+  await applyYaml(cp, gateway('taken', `listener: {port: ${held}}`));
+  const taken = await waitObserved(cp, 'team-a', 'taken');
+  assert.equal(condition(taken, 'Accepted').reason, 'PortConflict');
+  assert.equal(condition(taken, 'Programmed').status, 'False');
+  blocker.close();
+
+  // the good gateways kept serving throughout
+  for (const p of [goodPort, wanted]) {
+    const res = await fetch(`http://127.0.0.1:${p}/version`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+  }
+  // fixing the conflict (deleting first) lets second take the port
+  await cp.kubectl(['delete', 'agw', 'first', '-n', 'team-a']);
+  await waitFor('second programmed after first is gone', async () => {
+    const g = await getGateway(cp, 'team-a', 'second');
+    return condition(g, 'Ready')?.status === 'True';
+  }, 40_000);
+});

@@ -1,0 +1,88 @@
+// The operator survives its watch being cut (apiserver restart) and fails closed while the
+// apiserver is away; namespace deletion (kube-controller-manager) removes gateways.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
+
+let cp: ControlPlane;
+let op: OperatorProc;
+
+before(async () => {
+  cp = await startControlPlane({ controllerManager: true });
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml('team-r', ['app']));
+  await cp.kubectl(['create', 'role', 'cm-reader', '-n', 'team-r', '--verb=get,list,watch', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'app-cm-reader', '-n', 'team-r', '--role=cm-reader', '--serviceaccount=team-r:app']);
+  op = await startOperator(cp);
+}, { timeout: 180_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+const gateway = (name: string, ns = 'team-r', accept = '"^/api/.*"') => `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw], cacheTTLSeconds: 300}
+  access: [{groups: ["system:serviceaccounts"]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: [${accept}, "^/version$"]}}]
+`;
+
+test('after the apiserver restarts, changes made meanwhile are reconciled; while it is away, auth fails closed', async () => {
+  await applyYaml(cp, gateway('steady'));
+  const port = await gatewayPort(cp, 'team-r', 'steady');
+  const cached = await cp.token('team-r', 'app', ['gw']);
+  const fresh = await cp.token('team-r', 'app', ['gw']);
+  assert.equal((await curl(`http://127.0.0.1:${port}/version`, bearer(cached))).status, 200);
+
+  await cp.restartApiserver(); // the operator's watch connections are cut
+  // change things right away, while the operator is still reconnecting
+  await applyYaml(cp, gateway('steady', 'team-r', '"^/apis/.*"'));
+  await applyYaml(cp, gateway('born-after-restart'));
+  const newPort = await gatewayPort(cp, 'team-r', 'born-after-restart');
+  assert.ok(newPort > 0);
+  await waitFor('edit reconciled', async () => {
+    const gw = await getGateway(cp, 'team-r', 'steady');
+    return gw.status.observedGeneration === gw.metadata.generation && condition(gw, 'Ready').status === 'True';
+  }, 60_000);
+  assert.equal((await curl(`http://127.0.0.1:${port}/apis`, bearer(cached))).status, 200);
+  assert.equal((await curl(`http://127.0.0.1:${port}/api`, bearer(cached))).status, 403);
+  const log = await import('node:fs').then((fs) => fs.readFileSync(op.logFile, 'utf8'));
+  assert.match(log, /watch failed; restarting|relisting/);
+
+  // apiserver away: a token never seen cannot be reviewed -> 503, never allowed
+  await cp.stopApiserver();
+  try {
+    const r = await curl(`http://127.0.0.1:${port}/apis`, bearer(fresh));
+    assert.equal(r.status, 503, r.body);
+    assert.equal(JSON.parse(r.body).reason, 'ServiceUnavailable');
+    // a cached caller is still authenticated; the upstream is down: 502
+    const r2 = await curl(`http://127.0.0.1:${port}/apis`, bearer(cached));
+    assert.equal(r2.status, 502, r2.body);
+  } finally {
+    await cp.startApiserver();
+  }
+  assert.equal((await curl(`http://127.0.0.1:${port}/apis`, bearer(fresh))).status, 200);
+});
+
+test('deleting a namespace removes its gateways and closes their listeners', async () => {
+  await applyYaml(cp, namespaceYaml('team-gone', []));
+  await applyYaml(cp, gateway('doomed', 'team-gone'));
+  const port = await gatewayPort(cp, 'team-gone', 'doomed');
+  await cp.kubectl(['delete', 'namespace', 'team-gone', '--wait=false']);
+  await waitFor('listener closed', async () => {
+    try {
+      await fetch(`http://127.0.0.1:${port}/version`, { headers: { connection: 'close' } });
+      return false;
+    } catch {
+      return true;
+    }
+  }, 60_000);
+  await waitFor('namespace gone', async () => (await cp.api('GET', '/api/v1/namespaces/team-gone')).status === 404, 60_000);
+});

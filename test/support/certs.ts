@@ -1,0 +1,43 @@
+// Test certificates made with the openssl command line (X.509 creation is not in node:crypto).
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+function openssl(args: string[], cwd: string): void {
+  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+export interface CertPair { cert: string; key: string; certFile: string; keyFile: string }
+
+/** A self-signed CA. */
+export function makeCA(dir: string, name: string): CertPair {
+  const keyFile = join(dir, `${name}.key`);
+  const certFile = join(dir, `${name}.crt`);
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${name}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
+}
+
+/** A leaf certificate signed by `ca`: client (CN/O) or server (SANs). */
+export function makeLeaf(dir: string, ca: CertPair, name: string, opts: {
+  cn: string; orgs?: string[]; dnsNames?: string[]; ips?: string[]; client?: boolean;
+}): CertPair {
+  const keyFile = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  const certFile = join(dir, `${name}.crt`);
+  const ext = join(dir, `${name}.ext`);
+  const subj = `/CN=${opts.cn}` + (opts.orgs ?? []).map((o) => `/O=${o}`).join('');
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', csr, '-subj', subj], dir);
+  const sans = [...(opts.dnsNames ?? []).map((d) => `DNS:${d}`), ...(opts.ips ?? []).map((i) => `IP:${i}`)];
+  writeFileSync(ext, [
+    'basicConstraints=CA:FALSE',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+    `extendedKeyUsage=${opts.client ? 'clientAuth' : 'serverAuth'}`,
+    ...(sans.length ? [`subjectAltName=${sans.join(',')}`] : []),
+  ].join('\n'));
+  openssl(['x509', '-req', '-in', csr, '-CA', ca.certFile, '-CAkey', ca.keyFile, '-CAcreateserial',
+    '-out', certFile, '-days', '2', '-extfile', ext], dir);
+  return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
+}

@@ -1,0 +1,76 @@
+// Helpers over a test control plane: the CRD, gateways, and requests through listeners.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { mkdtempSync } from 'node:fs';
+import { makeCA, makeLeaf, type CertPair } from './certs.js';
+import { repoRoot, type ControlPlane } from './control-plane.js';
+import { waitFor } from './procs.js';
+
+const execFileP = promisify(execFile);
+
+export async function installCRD(cp: ControlPlane): Promise<void> {
+  await cp.kubectl(['apply', '--server-side', '-f', join(repoRoot, 'deploy', 'crds')]);
+  await cp.kubectl(['wait', '--for=condition=Established', 'crd/accessgateways.access-gateway.io', '--timeout=60s']);
+}
+
+export async function applyYaml(cp: ControlPlane, yaml: string): Promise<void> {
+  await cp.kubectl(['apply', '-f', '-'], yaml);
+}
+
+export async function getGateway(cp: ControlPlane, ns: string, name: string): Promise<any> {
+  const r = await cp.api('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/${name}`);
+  return r.status === 200 ? r.body : undefined;
+}
+
+export function condition(gw: any, type: string): any {
+  return gw?.status?.conditions?.find((c: any) => c.type === type);
+}
+
+/** Waits until the gateway's status describes its current generation, and returns it. */
+export async function waitObserved(cp: ControlPlane, ns: string, name: string, timeoutMs = 15_000): Promise<any> {
+  return waitFor(`${ns}/${name} observed`, async () => {
+    const gw = await getGateway(cp, ns, name);
+    const ready = condition(gw, 'Ready');
+    return gw && gw.status?.observedGeneration === gw.metadata.generation && ready?.observedGeneration === gw.metadata.generation ? gw : undefined;
+  }, timeoutMs);
+}
+
+export async function gatewayPort(cp: ControlPlane, ns: string, name: string): Promise<number> {
+  const gw = await waitFor(`${ns}/${name} ready`, async () => {
+    const g = await getGateway(cp, ns, name);
+    return condition(g, 'Ready')?.status === 'True' && g.status.observedGeneration === g.metadata.generation ? g : undefined;
+  }, 15_000);
+  return gw.status.listener.port;
+}
+
+export interface CurlResult { status: number; body: string; headers: string }
+
+/** The real curl; `args` come before the URL. */
+export async function curl(url: string, args: string[] = []): Promise<CurlResult> {
+  const { stdout } = await execFileP('curl', ['-sS', '--max-time', '20', '-D', '-', '-w', '\n%{http_code}', ...args, url], { maxBuffer: 16 << 20 })
+    .catch((e) => { throw new Error(`curl ${url}: exit ${e.code}: ${e.stderr}`); });
+  const nl = stdout.lastIndexOf('\n');
+  const all = stdout.slice(0, nl);
+  const split = all.indexOf('\r\n\r\n');
+  return { status: Number(stdout.slice(nl + 1)), headers: all.slice(0, split), body: all.slice(split + 4) };
+}
+
+export function bearer(token: string): string[] {
+  return ['-H', `Authorization: Bearer ${token}`];
+}
+
+export const namespaceYaml = (ns: string, sas: string[]) => [
+  `apiVersion: v1\nkind: Namespace\nmetadata: {name: ${ns}}`,
+  ...sas.map((s) => `apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: ${s}, namespace: ${ns}}`),
+].join('\n---\n');
+
+/** A labelled kubernetes.io/tls Secret for a listener on 127.0.0.1/localhost; returns the CA. */
+export async function createListenerTLS(cp: ControlPlane, ns: string, name: string): Promise<CertPair> {
+  const dir = mkdtempSync(join(cp.dir, 'tls-'));
+  const ca = makeCA(dir, 'listener-ca');
+  const leaf = makeLeaf(dir, ca, 'listener', { cn: 'access-gateway', dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+  await cp.kubectl(['create', 'secret', 'tls', name, '-n', ns, '--cert', leaf.certFile, '--key', leaf.keyFile]);
+  await cp.kubectl(['label', 'secret', name, '-n', ns, 'access-gateway.io/listener-tls=true']);
+  return ca;
+}

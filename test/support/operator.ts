@@ -1,0 +1,35 @@
+// Runs the real `access-gateway operator` binary as a child process against a control plane.
+import { join } from 'node:path';
+import { request } from 'undici';
+import type { ControlPlane } from './control-plane.js';
+import { repoRoot } from './control-plane.js';
+import { freePort, startProc, waitFor, type Proc } from './procs.js';
+
+export interface OperatorProc extends Proc {
+  adminPort: number;
+  portRange: [number, number];
+  readyz(): Promise<number>;
+}
+
+export const cliPath = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+
+/** A port range no other test file uses at the same time (random base, 40 ports). */
+export async function testPortRange(): Promise<[number, number]> {
+  const base = 30000 + Math.floor(Math.random() * 700) * 40;
+  return [base, base + 39];
+}
+
+export async function startOperator(cp: ControlPlane, opts: { args?: string[]; logName?: string; env?: NodeJS.ProcessEnv } = {}): Promise<OperatorProc> {
+  const adminPort = await freePort();
+  const portRange = await testPortRange();
+  const proc = startProc(process.execPath, [cliPath, 'operator', '--kubeconfig', cp.kubeconfig,
+    '--admin-address', `127.0.0.1:${adminPort}`, '--listen-address', '127.0.0.1',
+    '--port-range', `${portRange[0]}-${portRange[1]}`, '--drain-seconds', '2', '--log-level', 'debug', ...(opts.args ?? [])],
+  join(cp.dir, opts.logName ?? 'operator.log'), opts.env);
+  const readyz = async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode;
+  await waitFor('operator /readyz', async () => {
+    if (proc.child.exitCode !== null) throw new Error(`operator exited ${proc.child.exitCode}; see ${proc.logFile}`);
+    return (await readyz()) === 200;
+  }, 30_000, 100);
+  return Object.assign(proc, { adminPort, portRange, readyz });
+}

@@ -1,0 +1,33 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { escapeExtraKey, forwardRequestHeaders, forwardResponseHeaders, impersonationHeaders } from '../../src/dataplane/headers.js';
+
+test('identity, hop-by-hop and Connection-named headers never cross', () => {
+  const out = forwardRequestHeaders({
+    authorization: 'Bearer x', 'impersonate-user': 'admin', 'impersonate-group': 'system:masters',
+    'impersonate-extra-scopes': 'a', 'impersonate-uid': '1', 'x-remote-user': 'admin', 'x-remote-group': 'g',
+    connection: 'keep-alive, x-secret', 'x-secret': 's', 'keep-alive': 'timeout=5', te: 'trailers',
+    'transfer-encoding': 'chunked', upgrade: 'websocket', 'proxy-authorization': 'p', 'x-forwarded-for': '1.2.3.4',
+    host: 'evil', accept: 'application/json', 'content-type': 'application/json',
+  }, false);
+  assert.deepEqual(out, { accept: 'application/json', 'content-type': 'application/json' });
+});
+
+test('Passthrough keeps Authorization but still strips impersonation', () => {
+  const out = forwardRequestHeaders({ authorization: 'Bearer x', 'impersonate-user': 'admin' }, true);
+  assert.deepEqual(out, { authorization: 'Bearer x' });
+});
+
+test('response headers lose hop-by-hop headers', () => {
+  assert.deepEqual(forwardResponseHeaders({ 'content-type': 'a', connection: 'close', 'transfer-encoding': 'chunked' }), { 'content-type': 'a' });
+});
+
+test('impersonation headers carry user, groups, uid and escaped extras', () => {
+  const h = impersonationHeaders({ username: 'system:serviceaccount:a:b', uid: 'u1', groups: ['g1', 'g2'], extra: { 'authentication.kubernetes.io/pod-name': ['p'] } },
+    { 'access-gateway.io/gateway': 'a/gw' });
+  assert.deepEqual(h, {
+    'impersonate-user': 'system:serviceaccount:a:b', 'impersonate-group': ['g1', 'g2'], 'impersonate-uid': 'u1',
+    'impersonate-extra-authentication.kubernetes.io%2Fpod-name': ['p'], 'impersonate-extra-access-gateway.io%2Fgateway': 'a/gw',
+  });
+  assert.equal(escapeExtraKey('a%b c'), 'a%25b%20c');
+});
