@@ -1,0 +1,66 @@
+// The real `access-gateway validate` binary on files: examples pass; a broken file is reported
+// with file, object, field and reason, exit 1.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const cli = join(root, 'dist', 'src', 'cli', 'main.js');
+const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+
+test('validate accepts every example', () => {
+  const r = run('validate', '-f', join(root, 'deploy', 'examples'));
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.equal(r.stdout, '');
+});
+
+test('validate rejects a broken file with one line per problem: file, object, field, why', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-validate-'));
+  const file = join(dir, 'broken.yaml');
+  writeFileSync(file, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: broken, namespace: team-x}
+spec:
+  listener: {port: 70000}
+  authentication: {audiences: [gw], mode: Magic}
+  routes:
+    - {name: a, pathPrefix: /, apiserver: {rejectPaths: ["(unclosed"]}, service: {name: s, port: 80}}
+    - {name: a, pathPrefix: /x/, apiserver: {}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+`);
+  const r = run('validate', '-f', file);
+  assert.equal(r.status, 1);
+  const lines = r.stdout.trim().split('\n');
+  assert.ok(lines.includes(`${file}: AccessGateway team-x/broken: spec.listener.port: must be at most 65535, got 70000`), r.stdout);
+  assert.ok(lines.includes(`${file}: AccessGateway team-x/broken: spec.authentication.mode: unsupported value "Magic": must be one of "TokenReview", "JWKS"`), r.stdout);
+  assert.ok(lines.includes(`${file}: AccessGateway team-x/broken: spec.routes[0]: exactly one of apiserver or service must be set`), r.stdout);
+  assert.ok(lines.some((l) => l.includes('spec.routes: route names must be unique')), r.stdout);
+  assert.equal(lines.length, 4, r.stdout);
+});
+
+test('an invalid regex alone is reported with its field', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-validate-'));
+  const file = join(dir, 'regex.yaml');
+  writeFileSync(file, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: rx}
+spec:
+  authentication: {audiences: [gw]}
+  routes: [{name: a, pathPrefix: /, apiserver: {acceptPaths: ["^/api/(x"]}}]
+`);
+  const r = run('validate', '-f', file);
+  assert.equal(r.status, 1);
+  assert.match(r.stdout, /AccessGateway rx: spec\.routes\[0\]\.apiserver\.acceptPaths\[0\]: invalid regex/);
+});
+
+test('unknown commands and flags are refused with usage', () => {
+  assert.equal(run('frobnicate').status, 2);
+  assert.equal(run('operator', '--no-such-flag').status, 1);
+});
