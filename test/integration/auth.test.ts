@@ -40,16 +40,6 @@ before(async () => {
   reporter = await cp.token(ns, 'reporter', ['access-gateway']);
 }, { timeout: 180_000 });
 
-test('the operator log holds access-log lines but never a token', async () => {
-  const { readFileSync } = await import('node:fs');
-  const log = readFileSync(op.logFile, 'utf8');
-  assert.match(log, /"caller":"system:serviceaccount:team-payments:billing"/);
-  for (const t of [billing, reporter]) {
-    assert.ok(!log.includes(t), 'a token leaked into the log');
-    assert.ok(!log.includes(t.split('.')[2]!), 'a token signature leaked into the log');
-  }
-});
-
 after(async () => {
   await op?.stop();
   await cp?.stop();
@@ -227,4 +217,14 @@ test('upgrades pass through (WebSocket watch), and an upgrade the apiserver answ
   await closed;
   assert.match(data, /^HTTP\/1\.1 200 /);
   assert.doesNotMatch(data, /101 Switching/);
+});
+
+test('the operator log holds access-log lines but never a token', async () => {
+  const { readFileSync } = await import('node:fs');
+  const log = readFileSync(op.logFile, 'utf8');
+  assert.match(log, /"caller":"system:serviceaccount:team-payments:billing"/);
+  for (const t of [billing, reporter]) {
+    assert.ok(!log.includes(t), 'a token leaked into the log');
+    assert.ok(!log.includes(t.split('.')[2]!), 'a token signature leaked into the log');
+  }
 });
