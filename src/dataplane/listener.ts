@@ -8,7 +8,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import type { GatewayPlan } from '../translate/plan.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall } from './apiserver-proxy.js';
 import { AgwError, BadPathError, ForbiddenError, NotImplementedError, RouteNotFoundError, statusBody, toAgwError } from './errors.js';
-import { forwardRequestHeaders, forwardResponseHeaders, impersonationHeaders } from './headers.js';
+import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { nonCanonical } from './path.js';
 import { RouteTable, upstreamPath, type CompiledRoute, type DataplaneDeps } from './route-table.js';
 
@@ -107,7 +107,7 @@ export class Listener {
     return { kind: 'route', id, route, path: q < 0 ? up : up + rawUrl.slice(q) };
   }
 
-  private call(a: Extract<Admitted, { kind: 'route' }>, req: IncomingMessage): UpstreamCall {
+  private call(t: RouteTable, a: Extract<Admitted, { kind: 'route' }>, req: IncomingMessage): UpstreamCall {
     const target = a.route.plan.target;
     const identity = target.kind === 'apiserver' ? target.identity : 'Gateway';
     const conn = this.deps.apiserver;
@@ -115,7 +115,7 @@ export class Listener {
     if (identity !== 'Passthrough') {
       const auth = conn.authorization();
       if (auth) headers.authorization = auth;
-      if (identity === 'Impersonate') Object.assign(headers, impersonationHeaders(a.id, a.route.extras));
+      if (identity === 'Impersonate') Object.assign(headers, t.impersonationFor(a.id, a.route));
     }
     const fwd = req.socket.remoteAddress;
     if (fwd) headers['x-forwarded-for'] = fwd;
@@ -148,7 +148,7 @@ export class Listener {
         return;
       }
       route = a.route.plan.name;
-      proxyRequest(this.deps.apiserver, this.call(a, req), req, res,
+      proxyRequest(this.deps.apiserver, this.call(t, a, req), req, res,
         (status, headers) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers'])), fail);
     } catch (err) {
       const e = toAgwError(err);
@@ -169,7 +169,7 @@ export class Listener {
     try {
       const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, { caller: '-' });
       if (a.kind !== 'route') throw new BadPathError('discovery does not upgrade');
-      const call = this.call(a, req);
+      const call = this.call(t, a, req);
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
       t.log.info({ caller: a.id.username, route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');

@@ -7,6 +7,9 @@ import type { TokenReviewer } from '../auth/identity.js';
 import type { GatewayPlan, RoutePlan } from '../translate/plan.js';
 import type { ApiserverConnection } from './apiserver-proxy.js';
 import { PathFilter } from './path.js';
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { CallerIdentity } from '../auth/identity.js';
+import { impersonationHeaders } from './headers.js';
 
 export interface DataplaneDeps {
   apiserver: ApiserverConnection;
@@ -27,6 +30,8 @@ export class RouteTable {
   readonly routes: CompiledRoute[];
   readonly policy: AccessPolicy;
   readonly log: Logger;
+  /** Impersonation headers per cached caller and route: built once, not per request. */
+  private readonly impersonation = new WeakMap<CallerIdentity, Map<string, OutgoingHttpHeaders>>();
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, deps: DataplaneDeps) {
     this.key = `${plan.namespace}/${plan.name}`;
@@ -46,6 +51,14 @@ export class RouteTable {
     const authn = sameAuth ? previous.authenticator
       : new TokenReviewAuthenticator(deps.reviewer, plan.auth.audiences, plan.auth.cacheTTLSeconds);
     return new RouteTable(plan, authn, deps);
+  }
+
+  impersonationFor(id: CallerIdentity, route: CompiledRoute): OutgoingHttpHeaders {
+    let byRoute = this.impersonation.get(id);
+    if (!byRoute) this.impersonation.set(id, (byRoute = new Map()));
+    let h = byRoute.get(route.plan.name);
+    if (!h) byRoute.set(route.plan.name, (h = impersonationHeaders(id, route.extras)));
+    return h;
   }
 
   /** First route whose prefix (and methods, if any) match. `/x` also matches prefix `/x/`. */
