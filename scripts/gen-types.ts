@@ -88,7 +88,7 @@ export function generate(): { types: string; schema: string } {
   const header = '// Generated from deploy/crds/access-gateway.io_accessgateways.yaml by scripts/gen-types.ts.\n// Do not edit: change the CRD, then run `npm run gen`.\n';
   const meta = `export interface ObjectMeta {\n  name: string;\n  namespace: string;\n  uid?: string;\n  generation?: number;\n  resourceVersion?: string;\n  creationTimestamp?: string;\n  deletionTimestamp?: string;\n  labels?: Record<string, string>;\n  annotations?: Record<string, string>;\n  [key: string]: unknown;\n}\n`;
   const types = `${header}\n${meta}\n${decls.reverse().join('\n')}`;
-  const schema = `${header}\nexport const group = ${JSON.stringify(crd.spec.group)};\nexport const version = ${JSON.stringify(version.name)};\nexport const kind = ${JSON.stringify(crd.spec.names.kind)};\n\n// The openAPIV3Schema of the served version (validation and defaults for files).\nexport const schema: Record<string, unknown> = ${JSON.stringify(top, null, 2)};\n`;
+  const schema = `${header}\nexport const group = ${JSON.stringify(crd.spec.group)};\nexport const version = ${JSON.stringify(version.name)};\nexport const kind = ${JSON.stringify(crd.spec.names.kind)};\nexport const plural = ${JSON.stringify(crd.spec.names.plural)};\n\n// The openAPIV3Schema of the served version (validation and defaults for files).\nexport const schema: Record<string, unknown> = ${JSON.stringify(top, null, 2)};\n`;
   return { types, schema };
 }
 

@@ -4,6 +4,7 @@
 export const group = "access-gateway.io";
 export const version = "v1alpha1";
 export const kind = "AccessGateway";
+export const plural = "accessgateways";
 
 // The openAPIV3Schema of the served version (validation and defaults for files).
 export const schema: Record<string, unknown> = {

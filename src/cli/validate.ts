@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { validateGateway } from '../api/validate.js';
-import { group, kind } from '../api/schema.js';
+import { group, kind, version } from '../api/schema.js';
 
 export function manifestFiles(paths: string[]): string[] {
   return paths.flatMap((p) => {
@@ -35,8 +35,8 @@ export function validateFiles(paths: string[]): { lines: string[]; gateways: num
       if (!obj || obj.kind !== kind) continue;
       gateways++;
       const name = `${kind} ${obj.metadata?.namespace ? `${obj.metadata.namespace}/` : ''}${obj.metadata?.name ?? `(document ${i + 1})`}`;
-      if (obj.apiVersion !== `${group}/v1alpha1`) {
-        lines.push(`${file}: ${name}: apiVersion: must be ${group}/v1alpha1, got ${JSON.stringify(obj.apiVersion)}`);
+      if (obj.apiVersion !== `${group}/${version}`) {
+        lines.push(`${file}: ${name}: apiVersion: must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}`);
         continue;
       }
       for (const p of validateGateway(obj)) lines.push(`${file}: ${name}: ${p.field}: ${p.message}`);

@@ -36,7 +36,6 @@ export class Manager {
   private workers: Promise<void>[] = [];
   private resyncTimer?: NodeJS.Timeout;
   private reconcileSeq = 0;
-  reconciles = { success: 0, error: 0, requeue: 0 };
 
   constructor(private readonly client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions) {
     this.ports = new PortAllocator(opts.portRange);
@@ -79,10 +78,6 @@ export class Manager {
   /** Informers synced and every gateway seen at start-up reconciled once. */
   get ready(): boolean {
     return this.initialListed && this.initial.size === 0;
-  }
-
-  get informerRestarts(): number {
-    return this.allInformers.reduce((n, i) => n + i.restarts, 0);
   }
 
   async start(): Promise<void> {
@@ -130,14 +125,8 @@ export class Manager {
       try {
         const result = await this.reconcile(key, log);
         this.queue.forget(key);
-        if (result.requeueAfterMs) {
-          this.reconciles.requeue++;
-          this.queue.addAfter(key, result.requeueAfterMs);
-        } else {
-          this.reconciles.success++;
-        }
+        if (result.requeueAfterMs) this.queue.addAfter(key, result.requeueAfterMs);
       } catch (err) {
-        this.reconciles.error++;
         if (err instanceof TerminalError) {
           log.error({ err }, 'reconcile failed (not retried)');
           this.queue.forget(key);

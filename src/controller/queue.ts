@@ -19,8 +19,6 @@ export class WorkQueue {
   private closed = false;
   private tokens: number;
   private lastRefill = Date.now();
-  adds = 0;
-  retries = 0;
 
   constructor(private readonly opts: QueueOptions = {}) {
     this.tokens = opts.burst ?? 100;
@@ -32,7 +30,6 @@ export class WorkQueue {
 
   add(key: string): void {
     if (this.closed || this.dirty.has(key)) return;
-    this.adds++;
     this.dirty.add(key);
     if (this.processing.has(key)) return;
     const w = this.waiters.shift();
@@ -57,7 +54,6 @@ export class WorkQueue {
   addRateLimited(key: string): void {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
-    this.retries++;
     const perKey = Math.min(this.opts.maxDelayMs ?? 1_000_000, (this.opts.baseDelayMs ?? 5) * 2 ** n);
     this.addAfter(key, Math.max(perKey, this.bucketDelay()));
   }

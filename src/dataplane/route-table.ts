@@ -1,14 +1,13 @@
 // A gateway's compiled form, built once per plan: the data plane swaps it atomically and never
 // compiles anything per request.
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { Logger } from 'pino';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
-import type { TokenReviewer } from '../auth/identity.js';
+import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import type { GatewayPlan, RoutePlan } from '../translate/plan.js';
 import type { ApiserverConnection } from './apiserver-proxy.js';
 import { PathFilter } from './path.js';
-import type { OutgoingHttpHeaders } from 'node:http';
-import type { CallerIdentity } from '../auth/identity.js';
 import { impersonationHeaders } from './headers.js';
 
 export interface DataplaneDeps {

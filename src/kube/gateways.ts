@@ -1,10 +1,7 @@
 // AccessGateway access: where they live, and status writes through /status (merge-patch).
+import { group, plural, version } from '../api/schema.js';
 import type { AccessGateway } from '../api/types.js';
 import { KubeApiError, type KubeClient } from './client.js';
-
-export const group = 'access-gateway.io';
-export const version = 'v1alpha1';
-export const plural = 'accessgateways';
 
 export function gatewaysPath(namespace?: string): string {
   return namespace ? `/apis/${group}/${version}/namespaces/${namespace}/${plural}` : `/apis/${group}/${version}/${plural}`;

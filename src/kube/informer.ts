@@ -38,8 +38,6 @@ const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) =
 
 export class Informer<T extends KubeObject> {
   readonly cache = new Map<string, T>();
-  restarts = 0;
-  lastEventAt = 0;
   private synced = false;
   private readonly abort = new AbortController();
   private markSynced!: () => void;
@@ -84,7 +82,6 @@ export class Informer<T extends KubeObject> {
           continue;
         }
         failures++;
-        this.restarts++;
         const max = this.opts.maxBackoffMs ?? 30_000;
         const delay = Math.min(max, 250 * 2 ** Math.min(failures, 10)) * (0.5 + Math.random() / 2);
         log.warn({ informer: this.opts.name, err: String(err), retryInMs: Math.round(delay) }, 'watch failed; restarting');
@@ -120,7 +117,6 @@ export class Informer<T extends KubeObject> {
         this.opts.onEvent('delete', old, old);
       }
     }
-    this.lastEventAt = Date.now();
     if (!this.synced) {
       this.synced = true;
       this.markSynced();
@@ -134,7 +130,6 @@ export class Informer<T extends KubeObject> {
     const path = this.query({ watch: '1', resourceVersion: rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) });
     try {
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, (ev) => {
-        this.lastEventAt = Date.now();
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };

@@ -3,14 +3,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { SignJWT, importPKCS8 } from 'jose';
 import WebSocket from 'ws';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, bearer as bearerOnly, createListenerTLS, curl, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+import { applyYaml, bearer as bearerOnly, createListenerTLS, curl, gatewayPort, tokenKubeconfig, installCRD, namespaceYaml } from '../support/cluster.js';
 import type { CertPair } from '../support/certs.js';
 import { waitFor } from '../support/procs.js';
 
@@ -134,13 +133,7 @@ test('client-supplied Impersonate-*, X-Remote-* headers never reach the apiserve
 });
 
 test('kubectl works through the gateway: get, apply, and get -w streaming an event made during the watch', async () => {
-  const kubeconfig = join(cp.dir, 'billing.kubeconfig');
-  writeFileSync(kubeconfig, JSON.stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'gw',
-    clusters: [{ name: 'gw', cluster: { server: base(), 'certificate-authority-data': Buffer.from(ca.cert).toString('base64') } }],
-    users: [{ name: 'billing', user: { token: billing } }],
-    contexts: [{ name: 'gw', context: { cluster: 'gw', user: 'billing', namespace: ns } }],
-  }));
+  const kubeconfig = tokenKubeconfig(join(cp.dir, 'billing.kubeconfig'), base(), billing, { ca: ca.cert, namespace: ns });
   const kubectl = (args: string[], input?: string) => new Promise<string>((resolve, reject) => {
     const p = spawn('kubectl', ['--kubeconfig', kubeconfig, ...args]);
     let out = ''; let err = '';

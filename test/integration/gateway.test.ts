@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, condition, gatewayPort, getGateway, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
+import { applyYaml, condition, gatewayPort, getGateway, installCRD, namespaceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
 import { freePort, waitFor } from '../support/procs.js';
 
 let cp: ControlPlane;
@@ -109,14 +109,7 @@ test('editing routes takes effect without closing open connections; deleting clo
   await waitFor('watch event after edit', async () => events.join('').includes('during-edit'), 10_000).catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(events).slice(0, 500)}`); });
 
   await cp.kubectl(['delete', 'agw', 'life', '-n', 'team-a']);
-  await waitFor('listener closed', async () => {
-    try {
-      await fetch(`http://127.0.0.1:${port}/version`, { headers: { connection: 'close' } });
-      return false;
-    } catch {
-      return true;
-    }
-  }, 10_000);
+  await waitListenerClosed(port, 10_000);
   watch.destroy();
   agent.destroy();
 });

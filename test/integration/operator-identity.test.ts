@@ -3,11 +3,10 @@
 // would be accepted there and carries more rights than the gateway's own identity.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
 
 let cp: ControlPlane;
 let op: OperatorProc;
@@ -46,13 +45,7 @@ before(async () => {
   await applyYaml(cp, operatorRBAC);
   await cp.kubectl(['create', 'clusterrolebinding', 'root-admin', '--clusterrole=cluster-admin', `--serviceaccount=${ns}:root`]);
   const token = await cp.token(ns, 'agw-operator', [cp.issuer]);
-  const kubeconfig = join(cp.dir, 'operator-token.kubeconfig');
-  writeFileSync(kubeconfig, JSON.stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'op',
-    clusters: [{ name: 'c', cluster: { server: cp.url, 'certificate-authority-data': Buffer.from(cp.ca.cert).toString('base64') } }],
-    users: [{ name: 'op', user: { token } }],
-    contexts: [{ name: 'op', context: { cluster: 'c', user: 'op' } }],
-  }));
+  const kubeconfig = tokenKubeconfig(join(cp.dir, 'operator-token.kubeconfig'), cp.url, token, { ca: cp.ca.cert });
   op = await startOperator({ ...cp, kubeconfig }, { args: ['--namespace', ns] });
 }, { timeout: 180_000 });
 

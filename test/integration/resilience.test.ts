@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml } from '../support/cluster.js';
+import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml, waitListenerClosed } from '../support/cluster.js';
 import { waitFor } from '../support/procs.js';
 
 let cp: ControlPlane;
@@ -76,13 +76,6 @@ test('deleting a namespace removes its gateways and closes their listeners', asy
   await applyYaml(cp, gateway('doomed', 'team-gone'));
   const port = await gatewayPort(cp, 'team-gone', 'doomed');
   await cp.kubectl(['delete', 'namespace', 'team-gone', '--wait=false']);
-  await waitFor('listener closed', async () => {
-    try {
-      await fetch(`http://127.0.0.1:${port}/version`, { headers: { connection: 'close' } });
-      return false;
-    } catch {
-      return true;
-    }
-  }, 60_000);
+  await waitListenerClosed(port, 60_000);
   await waitFor('namespace gone', async () => (await cp.api('GET', '/api/v1/namespaces/team-gone')).status === 404, 60_000);
 });

@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { makeCA, makeLeaf, type CertPair } from './certs.js';
 import { repoRoot, type ControlPlane } from './control-plane.js';
 import { waitFor } from './procs.js';
@@ -73,4 +73,27 @@ export async function createListenerTLS(cp: ControlPlane, ns: string, name: stri
   await cp.kubectl(['create', 'secret', 'tls', name, '-n', ns, '--cert', leaf.certFile, '--key', leaf.keyFile]);
   await cp.kubectl(['label', 'secret', name, '-n', ns, 'access-gateway.io/listener-tls=true']);
   return ca;
+}
+
+/** Writes a kubeconfig that reaches `server` with a bearer token (and a CA, for https). */
+export function tokenKubeconfig(file: string, server: string, token: string, opts: { ca?: string; namespace?: string } = {}): string {
+  writeFileSync(file, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'ctx',
+    clusters: [{ name: 'c', cluster: { server, ...(opts.ca ? { 'certificate-authority-data': Buffer.from(opts.ca).toString('base64') } : {}) } }],
+    users: [{ name: 'u', user: { token } }],
+    contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u', ...(opts.namespace ? { namespace: opts.namespace } : {}) } }],
+  }));
+  return file;
+}
+
+/** Resolves once nothing accepts connections on 127.0.0.1:port any more. */
+export async function waitListenerClosed(port: number, timeoutMs: number): Promise<void> {
+  await waitFor(`listener on ${port} closed`, async () => {
+    try {
+      await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: 'close' } });
+      return false;
+    } catch {
+      return true;
+    }
+  }, timeoutMs);
 }

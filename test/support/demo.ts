@@ -1,11 +1,10 @@
 // The demo: a local control plane, the CRD, the examples, the operator, and ready-to-paste
 // commands that go through the gateway with freshly minted tokens. Runs until Ctrl-C.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, repoRoot } from './control-plane.js';
 import { startOperator } from './operator.js';
-import { createListenerTLS } from './cluster.js';
+import { createListenerTLS, tokenKubeconfig } from './cluster.js';
 import { waitFor } from './procs.js';
 
 const cp = await startControlPlane();
@@ -23,14 +22,11 @@ op = await startOperator(cp, { logName: 'operator.log' });
 await cp.kubectl(['wait', '--for=condition=Ready', 'agw/payments', '-n', 'team-payments', '--timeout=30s']);
 const port = JSON.parse(await cp.kubectl(['get', 'agw/payments', '-n', 'team-payments', '-o', 'json'])).status.listener.port;
 const token = await cp.token('team-payments', 'billing', ['access-gateway'], 3600);
-const kubeconfig = join(cp.dir, 'billing.kubeconfig');
-writeFileSync(kubeconfig, JSON.stringify({
-  apiVersion: 'v1', kind: 'Config', 'current-context': 'gw',
-  clusters: [{ name: 'gw', cluster: { server: `https://127.0.0.1:${port}`, 'certificate-authority-data': Buffer.from(ca.cert).toString('base64') } }],
-  users: [{ name: 'billing', user: { token } }],
-  contexts: [{ name: 'gw', context: { cluster: 'gw', user: 'billing', namespace: 'team-payments' } }],
-}));
-await waitFor('gateway answers', async () => execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'get', 'configmaps'], { stdio: 'pipe' }).length >= 0);
+const kubeconfig = tokenKubeconfig(join(cp.dir, 'billing.kubeconfig'), `https://127.0.0.1:${port}`, token, { ca: ca.cert, namespace: 'team-payments' });
+await waitFor('kubectl through the gateway', async () => {
+  execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'get', 'configmaps'], { stdio: 'pipe' });
+  return true;
+});
 console.log(await cp.kubectl(['get', 'agw', '-A']));
 console.log(`
 The payments gateway listens on https://127.0.0.1:${port} (CA ${ca.certFile}); billing's token (audience access-gateway, 1 h) is minted.
