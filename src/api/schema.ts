@@ -382,7 +382,7 @@ export const schema: Record<string, unknown> = {
                   },
                   "caRef": {
                     "type": "object",
-                    "description": "Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace. Certificates are always verified; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.",
+                    "description": "Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace, labelled access-gateway.io/ca-bundle=true (the operator only watches labelled objects). Certificates are always verified, against the name SERVICE.NAMESPACE.svc; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.",
                     "required": [
                       "kind",
                       "name",

@@ -216,13 +216,13 @@ export interface ServiceUpstream {
    */
   scheme?: "http" | "https";
   /**
-   * Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace. Certificates are always verified; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
+   * Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace, labelled access-gateway.io/ca-bundle=true (the operator only watches labelled objects). Certificates are always verified, against the name SERVICE.NAMESPACE.svc; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
    */
   caRef?: CARef;
 }
 
 /**
- * Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace. Certificates are always verified; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
+ * Optional, https only: the CA bundle (PEM) used to verify the endpoints' certificates, read from a ConfigMap or Secret key in the gateway's namespace, labelled access-gateway.io/ca-bundle=true (the operator only watches labelled objects). Certificates are always verified, against the name SERVICE.NAMESPACE.svc; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
  */
 export interface CARef {
   /**

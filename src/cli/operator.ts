@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import { Manager } from '../controller/manager.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
+import { PoolRegistry } from '../dataplane/endpoints.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
 import { startAdminServer } from '../observability/admin-server.js';
@@ -34,7 +35,7 @@ export async function runOperator(args: string[]): Promise<void> {
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
-  const dataplane = new ListenerManager({ apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client), log }, listenHost, drainMs);
+  const dataplane = new ListenerManager({ apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client), log, pools: new PoolRegistry() }, listenHost, drainMs);
   const manager = new Manager(client, dataplane, { namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log });
   let stopping = false;
   const registry = createRegistry();

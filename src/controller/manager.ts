@@ -6,8 +6,10 @@ import { applyDefaults } from '../api/defaults.js';
 import type { ListenerManager } from '../dataplane/listener-manager.js';
 import type { KubeClient } from '../kube/client.js';
 import { gatewaysPath, writeStatus } from '../kube/gateways.js';
-import { Informer, type InformerEvent, type KubeObject } from '../kube/informer.js';
-import { listenerTLSLabel, translate, type SecretLike } from '../translate/translate.js';
+import type { InformerEvent } from '../kube/informer.js';
+import { translate } from '../translate/translate.js';
+import { ClusterState, type Ref } from './cluster-state.js';
+import { Watched } from '../kube/watched.js';
 import { PortAllocator } from './ports.js';
 import { WorkQueue } from './queue.js';
 import { TerminalError, type Result } from './reconcile.js';
@@ -23,8 +25,8 @@ export interface ManagerOptions {
 }
 
 export class Manager {
-  private readonly informers: Informer<AccessGateway>[];
-  private readonly secretInformers: Informer<SecretLike & KubeObject>[];
+  private readonly gateways: Watched<AccessGateway>;
+  private readonly cluster: ClusterState;
   readonly queue = new WorkQueue();
   private readonly ports: PortAllocator;
   /** Status last written per key, so our own writes do not trigger reconciles. */
@@ -39,40 +41,18 @@ export class Manager {
 
   constructor(private readonly client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions) {
     this.ports = new PortAllocator(opts.portRange);
-    const nss = opts.namespaces.length ? opts.namespaces : [undefined];
-    this.informers = nss.map((ns) => new Informer<AccessGateway>(client, {
-      name: `accessgateways${ns ? `/${ns}` : ''}`,
-      path: gatewaysPath(ns),
-      log: opts.log,
+    this.gateways = new Watched<AccessGateway>(client, {
+      name: 'accessgateways', namespaces: opts.namespaces, path: gatewaysPath, log: opts.log,
       onEvent: (type, obj, old) => this.onEvent(type, obj, old),
-    }));
-    // Only labelled Secrets are watched (and cached): listener certificates.
-    this.secretInformers = nss.map((ns) => new Informer<SecretLike & KubeObject>(client, {
-      name: `secrets${ns ? `/${ns}` : ''}`,
-      path: ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets',
-      labelSelector: `${listenerTLSLabel}=true`,
-      log: opts.log,
-      onEvent: (_type, obj) => this.onSecret(obj),
-    }));
+    });
+    this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, onChange: (ref) => this.onRef(ref) });
   }
 
-  private onSecret(secret: KubeObject): void {
-    for (const key of this.keys()) {
-      const gw = this.get(key)!;
-      if (gw.metadata.namespace === secret.metadata.namespace && gw.spec.listener?.tls?.secretName === secret.metadata.name) this.queue.add(key);
+  /** A referenced object changed: reconcile the gateways that refer to it. */
+  private onRef(ref: Ref): void {
+    for (const gw of this.gateways.values()) {
+      if (ClusterState.refersTo(gw, ref)) this.queue.add(`${gw.metadata.namespace}/${gw.metadata.name}`);
     }
-  }
-
-  private secret(ns: string, name: string): SecretLike | undefined {
-    for (const i of this.secretInformers) {
-      const s = i.cache.get(`${ns}/${name}`);
-      if (s) return s;
-    }
-    return undefined;
-  }
-
-  private get allInformers(): Informer<KubeObject>[] {
-    return [...this.informers, ...this.secretInformers] as Informer<KubeObject>[];
   }
 
   /** Informers synced and every gateway seen at start-up reconciled once. */
@@ -81,10 +61,11 @@ export class Manager {
   }
 
   async start(): Promise<void> {
-    for (const i of this.allInformers) i.start();
+    this.gateways.start();
+    this.cluster.start();
     const n = this.opts.workers ?? 2;
     for (let w = 0; w < n; w++) this.workers.push(this.work());
-    await Promise.all(this.allInformers.map((i) => i.firstSync));
+    await Promise.all([this.gateways.firstSync(), this.cluster.firstSync()]);
     for (const key of this.keys()) this.initial.add(key);
     this.initialListed = true;
     this.resyncTimer = setInterval(() => { for (const k of this.keys()) this.queue.add(k); }, this.opts.resyncMs ?? 300_000).unref();
@@ -93,20 +74,17 @@ export class Manager {
   async stop(): Promise<void> {
     clearInterval(this.resyncTimer);
     this.queue.shutdown();
-    await Promise.all(this.allInformers.map((i) => i.stop()));
+    await Promise.all([this.gateways.stop(), this.cluster.stop()]);
     await Promise.all(this.workers);
   }
 
   private keys(): string[] {
-    return this.informers.flatMap((i) => [...i.cache.keys()]);
+    return this.gateways.keys();
   }
 
   private get(key: string): AccessGateway | undefined {
-    for (const i of this.informers) {
-      const gw = i.cache.get(key);
-      if (gw) return gw;
-    }
-    return undefined;
+    const [ns, name] = key.split('/') as [string, string];
+    return this.gateways.get(ns, name);
   }
 
   private onEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
@@ -162,11 +140,7 @@ export class Manager {
     if ('port' in claim && claim.evicted) this.queue.add(claim.evicted);
     if ('conflict' in claim) this.waitingForPort.add(key);
     else this.waitingForPort.delete(key);
-    const secrets: Record<string, SecretLike> = {};
-    const tlsName = spec.spec.listener?.tls?.secretName;
-    const tlsSecret = tlsName ? this.secret(gw.metadata.namespace, tlsName) : undefined;
-    if (tlsSecret) secrets[`${gw.metadata.namespace}/${tlsName}`] = tlsSecret;
-    const t = translate(spec, { port: 'port' in claim ? { port: claim.port } : { conflict: claim.conflict }, secrets });
+    const t = translate(spec, { port: 'port' in claim ? { port: claim.port } : { conflict: claim.conflict }, ...this.cluster.snapshotFor(spec) });
     const applied = await this.dataplane.apply(key, t.plan);
     let requeueAfterMs: number | undefined;
     if (applied && !applied.programmed && applied.reason === 'PortConflict') {
@@ -187,6 +161,7 @@ export class Manager {
       drafts: t.conditions,
       applied,
       port,
+      routes: t.routes,
       url: port !== undefined && applied?.programmed ? `${t.plan?.tls ? 'https' : 'http'}://${this.opts.advertiseHost}:${port}` : undefined,
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     });

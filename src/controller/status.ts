@@ -9,6 +9,7 @@ export function desiredStatus(opts: {
   drafts: ConditionDraft[];
   applied: ApplyResult | null;
   port: number | undefined;
+  routes: { name: string; endpoints: number }[];
   url: string | undefined;
   now: string;
 }): AccessGatewayStatus {
@@ -32,6 +33,7 @@ export function desiredStatus(opts: {
     observedGeneration: opts.generation,
     conditions: stampConditions(all, opts.previous?.conditions, opts.generation, opts.now),
   };
+  if (opts.routes.length) status.routes = opts.routes;
   if (opts.port !== undefined) status.listener = { port: opts.port, ...(opts.url ? { url: opts.url } : {}) };
   return status;
 }

@@ -28,7 +28,15 @@ export const BadPathError = define('BadPathError', 'AGW_ERR_BAD_PATH', 400, 'Bad
 export const UnauthenticatedError = define('UnauthenticatedError', 'AGW_ERR_UNAUTHENTICATED', 401, 'Unauthorized');
 export const ForbiddenError = define('ForbiddenError', 'AGW_ERR_FORBIDDEN', 403, 'Forbidden');
 export const RouteNotFoundError = define('RouteNotFoundError', 'AGW_ERR_NO_ROUTE', 404, 'NotFound');
-export const RateLimitedError = define('RateLimitedError', 'AGW_ERR_RATE_LIMITED', 429, 'TooManyRequests');
+export class RateLimitedError extends AgwError {
+  override readonly code = 'AGW_ERR_RATE_LIMITED';
+  override readonly status = 429;
+  override readonly reason = 'TooManyRequests';
+  constructor(message: string, readonly retryAfterSeconds: number) {
+    super(message);
+    this.name = 'RateLimitedError';
+  }
+}
 export const NotImplementedError = define('NotImplementedError', 'AGW_ERR_NOT_IMPLEMENTED', 501, 'NotImplemented');
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
 export const AuthUnavailableError = define('AuthUnavailableError', 'AGW_ERR_AUTH_UNAVAILABLE', 503, 'ServiceUnavailable');

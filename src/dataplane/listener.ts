@@ -5,24 +5,28 @@ import { createServer as createTLSServer, type Server as TLSServer } from 'node:
 import type { Duplex } from 'node:stream';
 import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
-import type { GatewayPlan } from '../translate/plan.js';
-import { proxyRequest, proxyUpgrade, type UpstreamCall } from './apiserver-proxy.js';
-import { AgwError, BadPathError, ForbiddenError, NotImplementedError, RouteNotFoundError, statusBody, toAgwError } from './errors.js';
+import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../translate/plan.js';
+import type { EndpointPool } from './endpoints.js';
+import { proxyRequest, proxyUpgrade, type UpstreamCall } from './upstream.js';
+import {
+  AgwError, BadPathError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UpstreamTimeoutError,
+  UpstreamUnreachableError, statusBody, toAgwError,
+} from './errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { nonCanonical } from './path.js';
 import { RouteTable, upstreamPath, type CompiledRoute, type DataplaneDeps } from './route-table.js';
 
 const wellKnownPath = '/.well-known/access-gateway';
 
-type Admitted =
-  | { kind: 'discovery'; id: CallerIdentity }
-  | { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string };
+type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string };
+type Admitted = { kind: 'discovery'; id: CallerIdentity } | RouteAdmitted;
 
 let nextId = 0;
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
+  if (err instanceof RateLimitedError) h['retry-after'] = String(err.retryAfterSeconds);
   return h;
 }
 
@@ -53,12 +57,14 @@ export class Listener {
 
   /** Swaps the route table; a renewed certificate is served to new connections. */
   update(plan: GatewayPlan): void {
+    const previous = this.table;
     const old = this.table.plan.tls;
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key)) {
       (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key });
       this.table.log.info({ secret: plan.tls.secretName }, 'listener certificate reloaded');
     }
-    this.table = RouteTable.build(plan, this.deps, this.table);
+    this.table = RouteTable.build(plan, this.deps, previous);
+    previous.dispose();
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -82,47 +88,74 @@ export class Listener {
       for (const s of this.upgraded) s.destroy();
     }, graceMs);
     timer.unref();
-    return closed.finally(() => clearTimeout(timer));
+    return closed.finally(() => {
+      clearTimeout(timer);
+      this.table.dispose();
+    });
   }
 
   private async admit(t: RouteTable, method: string, rawUrl: string, headers: IncomingMessage['headers'], seen: { caller: string }): Promise<Admitted> {
     const q = rawUrl.indexOf('?');
     const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    const query = q < 0 ? '' : rawUrl.slice(q);
     const bad = nonCanonical(path);
     if (bad) throw new BadPathError(`refused: ${bad}`);
     const id = await t.authenticator.authenticate(bearerToken(headers.authorization));
     seen.caller = id.username;
     if (t.policy.allowed(id) === null) throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
+    if (t.limiter) {
+      const wait = t.limiter.take(id.username);
+      if (wait > 0) throw new RateLimitedError(`rate limit of gateway ${t.key} exceeded for ${id.username}`, Math.ceil(wait));
+    }
     if (path === wellKnownPath && (method === 'GET' || method === 'HEAD')) return { kind: 'discovery', id };
-    const route = t.match(path, method);
-    if (!route) throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
+    const sp = servicesProxyPath.exec(path);
+    const route = sp ? t.serviceRouteFor(sp[1]!, sp[3]!, sp[2]?.slice(0, -1), sp[4]?.slice(1)) : t.match(path, method);
+    if (!route) {
+      if (sp) throw new ForbiddenError(`no route of gateway ${t.key} names Service ${sp[1]}/${sp[3]}${sp[4] ?? ''}`);
+      throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
+    }
     if (!t.policy.mayUse(id, route.plan.name)) throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
     const target = route.plan.target;
     if (target.kind === 'service') {
-      throw new NotImplementedError(`route ${route.plan.name} targets Service ${target.namespace}/${target.name}; service routes are not implemented yet`);
+      if (target.problem) throw target.problem.status === 403 ? new ForbiddenError(target.problem.message) : new NoEndpointsError(target.problem.message);
+      const up = sp ? (sp[5] || '/') : upstreamPath(route.plan, path);
+      return { kind: 'route', id, route, path: up + query };
     }
     const up = upstreamPath(route.plan, path);
     const why = route.filter!.check(method, up);
     if (why) throw new ForbiddenError(why);
-    return { kind: 'route', id, route, path: q < 0 ? up : up + rawUrl.slice(q) };
+    return { kind: 'route', id, route, path: up + query };
   }
 
-  private call(t: RouteTable, a: Extract<Admitted, { kind: 'route' }>, req: IncomingMessage): UpstreamCall {
-    const target = a.route.plan.target;
-    const identity = target.kind === 'apiserver' ? target.identity : 'Gateway';
+  /** The upstream call for an apiserver route. */
+  private apiserverCall(t: RouteTable, a: RouteAdmitted, req: IncomingMessage): UpstreamCall {
+    const target = a.route.plan.target as ApiserverTarget;
     const conn = this.deps.apiserver;
-    const headers = forwardRequestHeaders(req.headers, identity === 'Passthrough');
-    if (identity !== 'Passthrough') {
+    const headers = forwardRequestHeaders(req.headers, target.identity === 'Passthrough');
+    if (target.identity !== 'Passthrough') {
       const auth = conn.authorization();
       if (auth) headers.authorization = auth;
-      if (identity === 'Impersonate') Object.assign(headers, t.impersonationFor(a.id, a.route));
+      if (target.identity === 'Impersonate') Object.assign(headers, t.impersonationFor(a.id, a.route));
     }
-    const fwd = req.socket.remoteAddress;
-    if (fwd) headers['x-forwarded-for'] = fwd;
+    forwardedFor(headers, req);
     return {
+      url: conn.url, what: 'the apiserver',
       method: req.method ?? 'GET', path: a.path, headers,
-      agent: identity === 'Passthrough' ? conn.anonymousAgent : conn.identityAgent,
+      agent: target.identity === 'Passthrough' ? conn.anonymousAgent : conn.identityAgent,
       timeoutMs: a.route.plan.timeoutSeconds * 1000,
+    };
+  }
+
+  /** The upstream call for a service route, to one endpoint. */
+  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool): UpstreamCall {
+    const target = a.route.plan.target as ServiceTarget;
+    const headers = forwardRequestHeaders(req.headers, false);
+    forwardedFor(headers, req);
+    headers['x-remote-user'] = a.id.username;
+    if (a.id.groups.length) headers['x-remote-group'] = a.id.groups;
+    return {
+      url: ep.url, agent: ep.agent, what: `Service ${target.namespace}/${target.name} endpoint ${ep.url.host}`,
+      method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,
     };
   }
 
@@ -136,10 +169,12 @@ export class Listener {
       t.log.info({ reqId, caller: seen.caller, route, method: req.method, status: res.statusCode, durationMs: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
     });
     const fail = (err: AgwError) => {
+      if (err.status >= 500) t.log.warn({ reqId, err: err.cause ?? err }, err.message);
       if (res.headersSent) { res.destroy(); return; }
       const body = statusBody(err);
       res.writeHead(err.status, errorHeaders(err, body)).end(body);
     };
+    const respond = (status: number, headers: OutgoingHttpHeaders) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers']));
     try {
       const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, seen);
       if (a.kind === 'discovery') {
@@ -148,12 +183,39 @@ export class Listener {
         return;
       }
       route = a.route.plan.name;
-      proxyRequest(this.deps.apiserver, this.call(t, a, req), req, res,
-        (status, headers) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers'])), fail);
+      const backend = a.route.backend;
+      if (!backend) {
+        proxyRequest(this.apiserverCall(t, a, req), req, res, { sendBody: true, respond, onError: (f) => fail(f.err) });
+        return;
+      }
+      // Service route: retry idempotent, body-less requests on another endpoint when the
+      // connection fails or is reset before any answer (never after a timeout).
+      const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+      const retries = !hasBody && idempotent.has(req.method ?? 'GET') ? a.route.plan.retries : 0;
+      const tried = new Set<EndpointPool>();
+      const attempt = (n: number, last?: AgwError) => {
+        const ep = backend.pick(tried);
+        if (!ep) {
+          fail(last ?? new NoEndpointsError(`Service ${backend.target.namespace}/${backend.target.name} has no ready endpoints`));
+          return;
+        }
+        tried.add(ep);
+        ep.outstanding++;
+        ep.served++;
+        proxyRequest(this.serviceCall(a, req, ep), req, res, {
+          sendBody: hasBody,
+          respond: (status, headers) => { ep.succeeded(); respond(status, headers); },
+          onEnd: () => ep.release(),
+          onError: (f) => {
+            if (f.connect) ep.eject();
+            if (n < retries && !(f.err instanceof UpstreamTimeoutError) && !res.destroyed) attempt(n + 1, f.err);
+            else fail(f.err);
+          },
+        });
+      };
+      attempt(0);
     } catch (err) {
-      const e = toAgwError(err);
-      if (e.status >= 500) t.log.warn({ reqId, err: e.cause ?? e }, e.message);
-      fail(e);
+      fail(toAgwError(err));
     }
   }
 
@@ -169,11 +231,22 @@ export class Listener {
     try {
       const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, { caller: '-' });
       if (a.kind !== 'route') throw new BadPathError('discovery does not upgrade');
-      const call = this.call(t, a, req);
+      let call: UpstreamCall;
+      let ep: EndpointPool | undefined;
+      if (a.route.backend) {
+        ep = a.route.backend.pick(new Set());
+        if (!ep) throw new NoEndpointsError(`Service ${a.route.backend.target.namespace}/${a.route.backend.target.name} has no ready endpoints`);
+        ep.outstanding++;
+        ep.served++;
+        call = this.serviceCall(a, req, ep);
+      } else {
+        call = this.apiserverCall(t, a, req);
+      }
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
       t.log.info({ caller: a.id.username, route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');
-      proxyUpgrade(this.deps.apiserver, call, socket, head, fail, (s) => {
+      socket.once('close', () => ep?.release());
+      proxyUpgrade(call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); }, (s) => {
         this.upgraded.add(s);
         s.once('close', () => this.upgraded.delete(s));
       });
@@ -181,6 +254,18 @@ export class Listener {
       fail(toAgwError(err));
     }
   }
+}
+
+const idempotent = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** The apiserver's services-proxy form: /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy[/PATH] */
+const servicesProxyPath = /^\/api\/v1\/namespaces\/([^/]+)\/services\/(https?:)?([^/:]+)(:[^/]+)?\/proxy(\/.*)?$/;
+
+function forwardedFor(headers: OutgoingHttpHeaders, req: IncomingMessage): void {
+  const addr = req.socket.remoteAddress;
+  if (addr) headers['x-forwarded-for'] = addr;
+  headers['x-forwarded-proto'] = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
 }
 
 function discovery(t: RouteTable, id: CallerIdentity) {

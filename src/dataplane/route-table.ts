@@ -5,21 +5,25 @@ import type { Logger } from 'pino';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
-import type { GatewayPlan, RoutePlan } from '../translate/plan.js';
-import type { ApiserverConnection } from './apiserver-proxy.js';
+import type { GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
+import type { ApiserverConnection } from './upstream.js';
 import { PathFilter } from './path.js';
+import { RateLimiter } from '../auth/rate-limit.js';
+import { PoolRegistry, ServiceBackend } from './endpoints.js';
 import { impersonationHeaders } from './headers.js';
 
 export interface DataplaneDeps {
   apiserver: ApiserverConnection;
   reviewer: TokenReviewer;
   log: Logger;
+  pools: PoolRegistry;
 }
 
 export interface CompiledRoute {
   plan: RoutePlan;
   filter: PathFilter | null;
   methods: ReadonlySet<string> | null;
+  backend: ServiceBackend | null;
   /** Impersonate-Extra values naming the gateway and route, for the apiserver's audit log. */
   extras: Record<string, string>;
 }
@@ -29,10 +33,13 @@ export class RouteTable {
   readonly routes: CompiledRoute[];
   readonly policy: AccessPolicy;
   readonly log: Logger;
+  readonly limiter: RateLimiter | null;
   /** Impersonation headers per cached caller and route: built once, not per request. */
   private readonly impersonation = new WeakMap<CallerIdentity, Map<string, OutgoingHttpHeaders>>();
 
-  private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, deps: DataplaneDeps) {
+  private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
+    private readonly deps: DataplaneDeps) {
+    this.limiter = limiter;
     this.key = `${plan.namespace}/${plan.name}`;
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
@@ -40,16 +47,29 @@ export class RouteTable {
       plan: r,
       filter: r.target.kind === 'apiserver' ? new PathFilter(r.target) : null,
       methods: r.methods ? new Set(r.methods) : null,
+      backend: r.target.kind === 'service'
+        ? new ServiceBackend(r.target, r.target.endpoints.map((e) => deps.pools.acquire(r.target as ServiceTarget, e)))
+        : null,
       extras: { 'access-gateway.io/gateway': this.key, 'access-gateway.io/route': r.name },
     }));
   }
 
-  /** Builds the table for a plan, keeping the previous authenticator (and its cache) when auth is unchanged. */
+  /** Builds the table for a plan, keeping the previous authenticator (and its cache) and rate
+   * limiter (and its buckets) when their settings are unchanged. */
   static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable): RouteTable {
     const sameAuth = previous && JSON.stringify(previous.plan.auth) === JSON.stringify(plan.auth);
     const authn = sameAuth ? previous.authenticator
       : new TokenReviewAuthenticator(deps.reviewer, plan.auth.audiences, plan.auth.cacheTTLSeconds);
-    return new RouteTable(plan, authn, deps);
+    const rl = plan.rateLimit;
+    const limiter = !rl ? null
+      : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
+        : new RateLimiter(rl.requestsPerSecond, rl.burst);
+    return new RouteTable(plan, authn, limiter, deps);
+  }
+
+  /** Releases the endpoint pools this table holds (after a newer table took over). */
+  dispose(): void {
+    for (const r of this.routes) for (const p of r.backend?.pools ?? []) this.deps.pools.release(p);
   }
 
   impersonationFor(id: CallerIdentity, route: CompiledRoute): OutgoingHttpHeaders {
@@ -58,6 +78,16 @@ export class RouteTable {
     let h = byRoute.get(route.plan.name);
     if (!h) byRoute.set(route.plan.name, (h = impersonationHeaders(id, route.extras)));
     return h;
+  }
+
+  /** The first service route naming Service ns/name (and the scheme and port, when given):
+   * the apiserver's services-proxy URL form. */
+  serviceRouteFor(ns: string, name: string, scheme?: string, port?: string): CompiledRoute | undefined {
+    return this.routes.find((r) => {
+      const t = r.plan.target;
+      return t.kind === 'service' && t.namespace === ns && t.name === name &&
+        (scheme === undefined || t.scheme === scheme) && (port === undefined || String(t.port) === port);
+    });
   }
 
   /** First route whose prefix (and methods, if any) match. `/x` also matches prefix `/x/`. */

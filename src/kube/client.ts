@@ -5,7 +5,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { Agent as HttpsAgent } from 'node:https';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
-import type { ApiserverConnection } from '../dataplane/apiserver-proxy.js';
+import type { ApiserverConnection } from '../dataplane/upstream.js';
 
 export class KubeApiError extends Error {
   constructor(readonly status: number, readonly body: any, what: string) {
@@ -66,11 +66,14 @@ export class KubeClient {
   }
 
   async request<T = any>(method: string, path: string, body?: unknown,
-    opts: { contentType?: string; timeoutMs?: number; what?: string } = {}): Promise<{ status: number; body: T }> {
+    opts: { contentType?: string; timeoutMs?: number; accept?: string } = {}): Promise<{ status: number; body: T }> {
     const res = await request(new URL(path, this.server), {
       dispatcher: this.dispatcher,
       method: method as any,
-      headers: this.headers(body === undefined ? undefined : { 'content-type': opts.contentType ?? 'application/json' }),
+      headers: this.headers({
+        ...(body === undefined ? {} : { 'content-type': opts.contentType ?? 'application/json' }),
+        ...(opts.accept ? { accept: opts.accept } : {}),
+      }),
       body: body === undefined ? undefined : JSON.stringify(body),
       headersTimeout: opts.timeoutMs ?? 30_000,
       bodyTimeout: opts.timeoutMs ?? 30_000,
@@ -83,9 +86,10 @@ export class KubeClient {
   }
 
   /** Streams a watch; `onEvent` gets each decoded event. Resolves when the server ends the stream. */
-  async watch(path: string, signal: AbortSignal, idleTimeoutMs: number, onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
+  async watch(path: string, signal: AbortSignal, idleTimeoutMs: number, accept: string | undefined,
+    onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
     const res = await request(new URL(path, this.server), {
-      dispatcher: this.dispatcher, method: 'GET', headers: this.headers(), signal,
+      dispatcher: this.dispatcher, method: 'GET', headers: this.headers(accept ? { accept } : undefined), signal,
       headersTimeout: 30_000, bodyTimeout: idleTimeoutMs,
     });
     if (res.statusCode !== 200) {

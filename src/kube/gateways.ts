@@ -10,7 +10,10 @@ export function gatewaysPath(namespace?: string): string {
 /** Writes `status`; a gateway deleted meanwhile is not an error (returns false). */
 export async function writeStatus(client: KubeClient, gw: AccessGateway, status: AccessGateway['status']): Promise<boolean> {
   const path = `${gatewaysPath(gw.metadata.namespace)}/${gw.metadata.name}/status`;
-  const res = await client.request('PATCH', path, { status }, { contentType: 'application/merge-patch+json' });
+  // merge-patch keeps keys it does not mention: remove the ones the new status drops
+  const removed = Object.keys(gw.status ?? {}).filter((k) => !(k in (status ?? {})));
+  const patch = { ...status, ...Object.fromEntries(removed.map((k) => [k, null])) };
+  const res = await client.request('PATCH', path, { status: patch }, { contentType: 'application/merge-patch+json' });
   if (res.status === 404) return false;
   if (res.status !== 200) throw new KubeApiError(res.status, res.body, `status of ${gw.metadata.namespace}/${gw.metadata.name}`);
   return true;

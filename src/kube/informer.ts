@@ -8,7 +8,7 @@ import { KubeApiError, type KubeClient } from './client.js';
 export interface KubeObject {
   apiVersion?: string;
   kind?: string;
-  metadata: { name: string; namespace?: string; resourceVersion?: string; generation?: number; uid?: string; [k: string]: unknown };
+  metadata: { name: string; namespace?: string; resourceVersion?: string; generation?: number; uid?: string; labels?: Record<string, string>; [k: string]: unknown };
 }
 
 export type InformerEvent = 'add' | 'update' | 'delete';
@@ -23,9 +23,14 @@ export interface InformerOptions<T> {
   /** Server-side watch timeout range in seconds (client-go uses 5-10 minutes). */
   watchTimeoutSeconds?: [number, number];
   maxBackoffMs?: number;
+  /** A resource whose CRD may be absent (404): counts as synced and empty, and is retried. */
+  optional?: boolean;
+  /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
+  accept?: string;
 }
 
 class Gone extends Error {}
+class Absent extends Error {}
 
 export function objectKey(o: KubeObject): string {
   return o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
@@ -76,6 +81,11 @@ export class Informer<T extends KubeObject> {
         failures = 0;
       } catch (err) {
         if (this.abort.signal.aborted) break;
+        if (err instanceof Absent) {
+          this.markSyncedOnce();
+          await sleep(30_000, this.abort.signal);
+          continue;
+        }
         if (err instanceof Gone) {
           log.info({ informer: this.opts.name }, 'resourceVersion too old; relisting');
           rv = undefined;
@@ -95,8 +105,10 @@ export class Informer<T extends KubeObject> {
     let cont: string | undefined;
     let rv = '';
     do {
-      const res = await this.client.request('GET', this.query({ limit: '500', ...(cont ? { continue: cont } : {}) }), undefined, { timeoutMs: 60_000 });
+      const res = await this.client.request('GET', this.query({ limit: '500', ...(cont ? { continue: cont } : {}) }), undefined,
+        { timeoutMs: 60_000, accept: this.opts.accept });
       if (res.status === 410) throw new Gone('list continuation expired');
+      if (res.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
       if (res.status !== 200) throw new KubeApiError(res.status, res.body, `list ${this.opts.path}`);
       items.push(...(res.body.items as T[]));
       cont = res.body.metadata?.continue || undefined;
@@ -117,11 +129,15 @@ export class Informer<T extends KubeObject> {
         this.opts.onEvent('delete', old, old);
       }
     }
+    this.markSyncedOnce();
+    return rv;
+  }
+
+  private markSyncedOnce(): void {
     if (!this.synced) {
       this.synced = true;
       this.markSynced();
     }
-    return rv;
   }
 
   private async watch(rv: string, setRv: (rv: string) => void): Promise<void> {
@@ -129,7 +145,7 @@ export class Informer<T extends KubeObject> {
     const timeout = Math.round(lo + Math.random() * (hi - lo));
     const path = this.query({ watch: '1', resourceVersion: rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) });
     try {
-      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, (ev) => {
+      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, this.opts.accept, (ev) => {
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };

@@ -11,12 +11,25 @@ export interface ApiserverTarget {
   rejectMethods: string[];
 }
 
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
 export interface ServiceTarget {
   kind: 'service';
   namespace: string;
   name: string;
   port: string | number;
   scheme: 'http' | 'https';
+  /** Ready, serving, non-terminating endpoints on the route's port, sorted. */
+  endpoints: Endpoint[];
+  /** CA bundle (PEM) for https upstreams; null: the system roots. */
+  ca: string | null;
+  /** The name upstream certificates are verified against: NAME.NAMESPACE.svc. */
+  serverName: string;
+  /** Why the route cannot be served (answered with this status), or null. */
+  problem: { status: 403 | 503; message: string } | null;
 }
 
 export interface RoutePlan {

@@ -3,10 +3,11 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, Route } from '../api/types.js';
 import { cond, type ConditionDraft } from './conditions.js';
+import { resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, GatewayPlan, RoutePlan } from './plan.js';
 
 /** What the controller knows about the cluster that the spec alone does not say. */
-export interface Snapshot {
+export interface Snapshot extends ServiceSnapshot {
   /** The port the allocator gave this gateway, or why it could not. */
   port: { port: number } | { conflict: string };
   /** Secrets labelled access-gateway.io/listener-tls=true, by namespace/name. */
@@ -42,6 +43,8 @@ export interface Translation {
   plan: GatewayPlan | null;
   /** Accepted and ResolvedRefs; Programmed and Ready come from applying the plan. */
   conditions: ConditionDraft[];
+  /** status.routes: ready endpoints per service route. */
+  routes: { name: string; endpoints: number }[];
 }
 
 function regexProblem(patterns: readonly string[], field: string): string | null {
@@ -55,7 +58,7 @@ function regexProblem(patterns: readonly string[], field: string): string | null
   return null;
 }
 
-function routePlan(r: Route, i: number): RoutePlan | { invalid: string } {
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[]): RoutePlan | { invalid: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -75,39 +78,40 @@ function routePlan(r: Route, i: number): RoutePlan | { invalid: string } {
     if (bad) return { invalid: bad };
     return { ...base, target: { kind: 'apiserver', identity: a.identity ?? 'Impersonate', acceptPaths, rejectPaths, rejectMethods } };
   }
-  const s = r.service!;
-  return {
-    ...base,
-    target: { kind: 'service', namespace: s.namespace ?? '', name: s.name, port: s.port, scheme: s.scheme ?? 'http' },
-  };
+  const { target, problem } = resolveService(ns, r, snap);
+  if (problem) problems.push(problem);
+  return { ...base, target };
 }
 
 export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const ns = gw.metadata.namespace;
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
+  const problems: ServiceProblem[] = [];
   for (const [i, r] of spec.routes.entries()) {
-    const p = routePlan(r, i);
+    const p = routePlan(r, i, ns, snap, problems);
     if ('invalid' in p) {
-      return { plan: null, conditions: [cond('Accepted', false, 'InvalidRegex', p.invalid), cond('ResolvedRefs', true, 'ResolvedRefs', 'no references checked')] };
+      return { plan: null, routes: [], conditions: [cond('Accepted', false, 'InvalidRegex', p.invalid), cond('ResolvedRefs', true, 'ResolvedRefs', 'no references checked')] };
     }
-    if (p.target.kind === 'service' && !p.target.namespace) p.target.namespace = ns;
     routes.push(p);
   }
-  const resolved = cond('ResolvedRefs', true, 'ResolvedRefs', 'all references resolved');
+  const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
+  const resolved = problems.length
+    ? cond('ResolvedRefs', false, problems[0]!.reason, problems.map((p) => p.message).join('; '))
+    : cond('ResolvedRefs', true, 'ResolvedRefs', 'all references resolved');
   if (spec.authentication.mode === 'JWKS') {
-    return { plan: null, conditions: [cond('Accepted', false, 'UnsupportedValue', 'authentication.mode JWKS is not implemented yet; use TokenReview'), resolved] };
+    return { plan: null, routes: routeStatus, conditions: [cond('Accepted', false, 'UnsupportedValue', 'authentication.mode JWKS is not implemented yet; use TokenReview'), resolved] };
   }
   let tls: GatewayPlan['tls'] = null;
   if (spec.listener?.tls) {
     const pair = listenerTLS(ns, spec.listener.tls.secretName, snap.secrets);
     if ('problem' in pair) {
-      return { plan: null, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid'), cond('ResolvedRefs', false, 'InvalidCertificateRef', `${pair.problem}; the listener is not served in plain HTTP instead`)] };
+      return { plan: null, routes: routeStatus, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid'), cond('ResolvedRefs', false, 'InvalidCertificateRef', `${pair.problem}; the listener is not served in plain HTTP instead`)] };
     }
     tls = { secretName: spec.listener.tls.secretName, ...pair };
   }
   if ('conflict' in snap.port) {
-    return { plan: null, conditions: [cond('Accepted', false, 'PortConflict', snap.port.conflict), resolved] };
+    return { plan: null, routes: routeStatus, conditions: [cond('Accepted', false, 'PortConflict', snap.port.conflict), resolved] };
   }
   const access: AccessRulePlan[] = (spec.access ?? []).map((a) => ({
     serviceAccounts: (a.serviceAccounts ?? []).map((s) => ({ namespace: s.namespace, name: s.name })),
@@ -130,9 +134,5 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     routes,
     rateLimit: spec.rateLimit ? { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond } : null,
   };
-  const services = routes.filter((r) => r.target.kind === 'service').map((r) => r.name);
-  const accepted = services.length
-    ? cond('Accepted', true, 'Accepted', `accepted; service routes (${services.join(', ')}) answer 501 until service routes are implemented`)
-    : cond('Accepted', true, 'Accepted', 'spec is valid and the port is free');
-  return { plan, conditions: [accepted, resolved] };
+  return { plan, routes: routeStatus, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid and the port is free'), resolved] };
 }

@@ -27,9 +27,14 @@ export async function startOperator(cp: ControlPlane, opts: { args?: string[]; l
     '--port-range', `${portRange[0]}-${portRange[1]}`, '--drain-seconds', '2', '--log-level', 'debug', ...(opts.args ?? [])],
   join(cp.dir, opts.logName ?? 'operator.log'), opts.env);
   const readyz = async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode;
-  await waitFor('operator /readyz', async () => {
-    if (proc.child.exitCode !== null) throw new Error(`operator exited ${proc.child.exitCode}; see ${proc.logFile}`);
-    return (await readyz()) === 200;
-  }, 30_000, 100);
+  try {
+    await waitFor('operator /readyz', async () => {
+      if (proc.child.exitCode !== null) throw new Error(`operator exited ${proc.child.exitCode}; see ${proc.logFile}`);
+      return (await readyz()) === 200;
+    }, 30_000, 100);
+  } catch (err) {
+    await proc.stop('SIGKILL'); // a child left running would keep the test process alive
+    throw err;
+  }
   return Object.assign(proc, { adminPort, portRange, readyz });
 }

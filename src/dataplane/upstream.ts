@@ -1,8 +1,7 @@
-// Forwarding to the Kubernetes apiserver: plain requests, streamed watches, and upgrades
-// (closed unless the apiserver answers 101).
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { request as httpsRequest, type Agent } from 'node:https';
-import { request as httpRequest } from 'node:http';
+// Forwarding to an upstream (the apiserver or a Service endpoint): plain requests, streamed
+// responses (watches), and upgrades (joined only on 101, else relayed and closed).
+import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from './errors.js';
 
@@ -10,63 +9,89 @@ import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '.
 export interface ApiserverConnection {
   url: URL;
   /** Presents the gateway's own credentials (client certificate, if any). */
-  identityAgent: Agent;
+  identityAgent: HttpsAgent;
   /** Verifies the apiserver but presents no credentials (Passthrough). */
-  anonymousAgent: Agent;
+  anonymousAgent: HttpsAgent;
   /** The gateway's own Authorization header (token credentials), kept fresh by the kube layer. */
   authorization(): string | undefined;
 }
 
 export interface UpstreamCall {
+  /** Origin of the upstream (scheme, host, port). */
+  url: URL;
+  agent: HttpAgent | HttpsAgent;
   method: string;
   path: string;
   headers: OutgoingHttpHeaders;
-  agent: Agent;
   /** Time allowed until the response headers arrive (watches stream on after that). */
   timeoutMs: number;
+  /** The upstream, as error messages name it. */
+  what: string;
 }
 
-function start(conn: ApiserverConnection, call: UpstreamCall) {
-  const req = conn.url.protocol === 'https:' ? httpsRequest : httpRequest;
+/** A failure before the response started; `connect`: no connection could be made. */
+export interface UpstreamFailure {
+  err: AgwError;
+  connect: boolean;
+}
+
+const connectCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+
+function start(call: UpstreamCall) {
+  const req = call.url.protocol === 'https:' ? httpsRequest : httpRequest;
   return req({
-    protocol: conn.url.protocol,
-    hostname: conn.url.hostname,
-    port: conn.url.port,
+    protocol: call.url.protocol,
+    hostname: call.url.hostname,
+    port: call.url.port,
     method: call.method,
     path: call.path,
-    headers: { ...call.headers, host: conn.url.host },
+    headers: { ...call.headers, host: call.url.host },
     agent: call.agent as any,
   });
 }
 
-function upstreamError(err: unknown, timedOut: boolean): AgwError {
-  if (timedOut) return new UpstreamTimeoutError('the apiserver did not answer in time');
-  return new UpstreamUnreachableError(`the apiserver is unreachable: ${(err as Error).message}`, { cause: err });
+function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamFailure {
+  if (timedOut) return { err: new UpstreamTimeoutError(`${call.what} did not answer within ${call.timeoutMs / 1000} s`), connect: false };
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  return { err: new UpstreamUnreachableError(`${call.what} is unreachable: ${(err as Error).message}`, { cause: err }), connect: connectCodes.has(code) };
 }
 
-/** Proxies one request; `fail` answers errors that happen before the response starts. */
-export function proxyRequest(conn: ApiserverConnection, call: UpstreamCall, req: IncomingMessage, res: ServerResponse,
-  respond: (status: number, headers: OutgoingHttpHeaders) => void, fail: (err: AgwError) => void): void {
-  const up = start(conn, call);
+/**
+ * Proxies one request. `req` is piped upstream when `sendBody`; errors before the response
+ * starts go to `onError` (the caller answers or retries), later ones reset the client.
+ */
+export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: ServerResponse, opts: {
+  sendBody: boolean;
+  respond: (status: number, headers: OutgoingHttpHeaders) => void;
+  onError: (f: UpstreamFailure) => void;
+  onEnd?: () => void;
+}): void {
+  const up = start(call);
   let timedOut = false;
+  let done = false;
+  const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
   up.on('response', (ur) => {
     clearTimeout(timer);
-    respond(ur.statusCode ?? 502, ur.headers as OutgoingHttpHeaders);
+    opts.respond(ur.statusCode ?? 502, ur.headers as OutgoingHttpHeaders);
     res.flushHeaders();
     ur.pipe(res);
-    ur.on('error', () => res.destroy());
-    ur.on('aborted', () => res.destroy());
+    ur.on('end', finish);
+    ur.on('error', () => { finish(); res.destroy(); });
+    ur.on('aborted', () => { finish(); res.destroy(); });
   });
   up.on('error', (err) => {
     clearTimeout(timer);
+    finish();
     if (res.headersSent) res.destroy();
-    else fail(upstreamError(err, timedOut));
+    else opts.onError(failure(call, err, timedOut));
   });
   res.on('close', () => {
+    finish();
     if (!res.writableFinished) up.destroy();
   });
-  req.pipe(up);
+  if (opts.sendBody) req.pipe(up);
+  else up.end();
 }
 
 function rawHead(status: number, message: string, headers: Record<string, string | string[] | number | undefined>): string {
@@ -82,9 +107,9 @@ function rawHead(status: number, message: string, headers: Record<string, string
  * Proxies an upgrade (WebSocket, SPDY). The client socket is joined to the upstream only on 101;
  * any other answer is relayed and the connection closed (CVE-2018-1002105).
  */
-export function proxyUpgrade(conn: ApiserverConnection, call: UpstreamCall, socket: Duplex, head: Buffer,
+export function proxyUpgrade(call: UpstreamCall, socket: Duplex, head: Buffer,
   fail: (err: AgwError) => void, track: (s: Duplex) => void): void {
-  const up = start(conn, call);
+  const up = start(call);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
   up.on('upgrade', (ures, usocket, uhead) => {
@@ -119,7 +144,7 @@ export function proxyUpgrade(conn: ApiserverConnection, call: UpstreamCall, sock
   });
   up.on('error', (err) => {
     clearTimeout(timer);
-    fail(upstreamError(err, timedOut));
+    fail(failure(call, err, timedOut).err);
   });
   socket.on('error', () => up.destroy());
   up.end();

@@ -1,0 +1,113 @@
+// What gateways refer to, watched: Services, EndpointSlices, ReferenceGrants, and the labelled
+// Secrets and ConfigMaps (listener certificates, CA bundles). Builds translate()'s snapshot.
+import type { Logger } from 'pino';
+import type { AccessGateway } from '../api/types.js';
+import type { KubeClient } from '../kube/client.js';
+import type { KubeObject } from '../kube/informer.js';
+import { Watched } from '../kube/watched.js';
+import type { EndpointSliceLike, ReferenceGrantLike, ServiceLike } from '../translate/services.js';
+import { listenerTLSLabel, type SecretLike, type Snapshot } from '../translate/translate.js';
+
+export const caBundleLabel = 'access-gateway.io/ca-bundle';
+const serviceNameLabel = 'kubernetes.io/service-name';
+
+export interface Ref {
+  kind: 'Service' | 'Secret' | 'ConfigMap' | 'ReferenceGrant';
+  namespace: string;
+  name: string;
+}
+
+type Obj<T> = T & KubeObject;
+type DataObject = Obj<{ data?: Record<string, string> }>;
+
+function refersTo(gw: AccessGateway, ref: Ref): boolean {
+  const ns = gw.metadata.namespace;
+  if (ref.kind === 'Secret' && ref.namespace === ns && gw.spec.listener?.tls?.secretName === ref.name) return true;
+  return gw.spec.routes.some((r) => {
+    const s = r.service;
+    if (!s) return false;
+    const sns = s.namespace ?? ns;
+    switch (ref.kind) {
+      case 'Service': return sns === ref.namespace && s.name === ref.name;
+      case 'ReferenceGrant': return sns === ref.namespace && sns !== ns;
+      default: return ref.namespace === ns && s.caRef?.kind === ref.kind && s.caRef.name === ref.name;
+    }
+  });
+}
+
+export class ClusterState {
+  private readonly all: Watched<any>[];
+  private readonly services: Watched<Obj<ServiceLike>>;
+  private readonly slices: Watched<Obj<EndpointSliceLike>>;
+  private readonly grants: Watched<Obj<ReferenceGrantLike>>;
+  private readonly tlsSecrets: Watched<Obj<SecretLike>>;
+  private readonly caSecrets: Watched<DataObject>;
+  private readonly caConfigMaps: Watched<DataObject>;
+
+  constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; onChange: (ref: Ref) => void }) {
+    const base = { namespaces: opts.namespaces, log: opts.log };
+    const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
+    const emit = (kind: Ref['kind'], name?: (o: any) => string | undefined) => (_t: unknown, o: KubeObject) => {
+      const n = name ? name(o) : o.metadata.name;
+      if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
+    };
+    this.services = new Watched(client, { ...base, name: 'services', path: core('services'), onEvent: emit('Service') });
+    this.slices = new Watched(client, {
+      ...base, name: 'endpointslices',
+      path: (ns) => (ns ? `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices` : '/apis/discovery.k8s.io/v1/endpointslices'),
+      indexBy: (s) => { const svc = s.metadata.labels?.[serviceNameLabel]; return svc ? `${s.metadata.namespace}/${svc}` : undefined; },
+      onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
+    });
+    this.grants = new Watched(client, {
+      ...base, name: 'referencegrants', optional: true,
+      path: (ns) => (ns ? `/apis/gateway.networking.k8s.io/v1beta1/namespaces/${ns}/referencegrants` : '/apis/gateway.networking.k8s.io/v1beta1/referencegrants'),
+      onEvent: emit('ReferenceGrant'),
+    });
+    this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
+    this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
+    this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
+    this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps];
+  }
+
+  static refersTo = refersTo;
+
+  start(): void {
+    for (const w of this.all) w.start();
+  }
+
+  async firstSync(): Promise<void> {
+    await Promise.all(this.all.map((w) => w.firstSync()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.all.map((w) => w.stop()));
+  }
+
+  /** The parts of translate()'s snapshot this gateway refers to. */
+  snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'> {
+    const ns = gw.metadata.namespace;
+    const snap: Required<Omit<Snapshot, 'port'>> = { secrets: {}, services: {}, endpointSlices: {}, referenceGrants: {}, caBundles: {} };
+    const tls = gw.spec.listener?.tls?.secretName;
+    const secret = tls ? this.tlsSecrets.get(ns, tls) : undefined;
+    if (secret) snap.secrets[`${ns}/${tls}`] = secret;
+    for (const r of gw.spec.routes) {
+      const s = r.service;
+      if (!s) continue;
+      const sns = s.namespace ?? ns;
+      const key = `${sns}/${s.name}`;
+      const svc = this.services.get(sns, s.name);
+      if (svc) snap.services[key] = svc;
+      snap.endpointSlices[key] = this.slices.byIndex(key);
+      if (sns !== ns) snap.referenceGrants[sns] = [...this.grants.values()].filter((g) => g.metadata.namespace === sns);
+      if (s.caRef) {
+        const from = s.caRef.kind === 'Secret' ? this.caSecrets.get(ns, s.caRef.name) : this.caConfigMaps.get(ns, s.caRef.name);
+        if (from?.data) {
+          snap.caBundles[`${s.caRef.kind}/${ns}/${s.caRef.name}`] = s.caRef.kind === 'Secret'
+            ? Object.fromEntries(Object.entries(from.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]))
+            : from.data;
+        }
+      }
+    }
+    return snap;
+  }
+}

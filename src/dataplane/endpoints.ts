@@ -1,0 +1,89 @@
+// Service endpoints: one keep-alive pool per endpoint (shared by every gateway that routes to it
+// and kept across plan changes), passive ejection of endpoints that refuse connections, and
+// power-of-two-choices balancing on outstanding requests.
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import type { Endpoint, ServiceTarget } from '../translate/plan.js';
+
+export class EndpointPool {
+  readonly url: URL;
+  readonly agent: HttpAgent | HttpsAgent;
+  outstanding = 0;
+  served = 0;
+  ejectedUntil = 0;
+  private ejections = 0;
+  refs = 0;
+  retired = false;
+
+  constructor(readonly key: string, scheme: 'http' | 'https', ep: Endpoint, ca: string | null, serverName: string) {
+    const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
+    this.url = new URL(`${scheme}://${host}:${ep.port}`);
+    const common = { keepAlive: true, maxFreeSockets: 32, timeout: 120_000 };
+    this.agent = scheme === 'https'
+      ? new HttpsAgent({ ...common, servername: serverName, ...(ca ? { ca } : {}), rejectUnauthorized: true })
+      : new HttpAgent(common);
+  }
+
+  /** Takes the endpoint out of rotation, longer each time in a row (1 s .. 30 s). */
+  eject(now = Date.now()): void {
+    this.ejectedUntil = now + Math.min(30_000, 1_000 * 2 ** this.ejections++);
+  }
+
+  succeeded(): void {
+    this.ejections = 0;
+  }
+
+  /** One request finished. */
+  release(): void {
+    this.outstanding--;
+    if (this.retired && this.outstanding === 0) this.agent.destroy();
+  }
+}
+
+/** Pools by endpoint, reference-counted by the route tables that use them. */
+export class PoolRegistry {
+  private readonly pools = new Map<string, EndpointPool>();
+
+  get size(): number {
+    return this.pools.size;
+  }
+
+  acquire(t: ServiceTarget, ep: Endpoint): EndpointPool {
+    const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca ?? ''}`;
+    let p = this.pools.get(key);
+    if (!p) {
+      p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName);
+      this.pools.set(key, p);
+    }
+    p.refs++;
+    return p;
+  }
+
+  /** Drops a reference; an unused pool is closed once its in-flight requests finish. */
+  release(p: EndpointPool): void {
+    if (--p.refs > 0) return;
+    this.pools.delete(p.key);
+    p.retired = true;
+    if (p.outstanding === 0) p.agent.destroy();
+  }
+}
+
+/** One service route's endpoints and its balancer. */
+export class ServiceBackend {
+  constructor(readonly target: ServiceTarget, readonly pools: EndpointPool[]) {}
+
+  /** Power of two choices on outstanding requests (ties: fewer served); ejected endpoints are
+   * skipped unless every candidate is ejected. `exclude`: endpoints already tried. */
+  pick(exclude: ReadonlySet<EndpointPool>, now = Date.now()): EndpointPool | undefined {
+    let cands = this.pools.filter((p) => !exclude.has(p) && p.ejectedUntil <= now);
+    if (!cands.length) cands = this.pools.filter((p) => !exclude.has(p));
+    if (cands.length <= 1) return cands[0];
+    const i = Math.floor(Math.random() * cands.length);
+    let j = Math.floor(Math.random() * (cands.length - 1));
+    if (j >= i) j++;
+    const a = cands[i]!;
+    const b = cands[j]!;
+    if (a.outstanding !== b.outstanding) return a.outstanding < b.outstanding ? a : b;
+    return a.served <= b.served ? a : b;
+  }
+}

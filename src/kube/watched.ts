@@ -1,0 +1,88 @@
+// One watched resource across the operator's namespaces (one informer per namespace, or one
+// cluster-wide), with lookups by namespace/name and an optional secondary index.
+import type { Logger } from 'pino';
+import type { KubeClient } from './client.js';
+import { Informer, objectKey, type InformerEvent, type KubeObject } from './informer.js';
+
+export interface WatchedOptions<T> {
+  name: string;
+  /** Collection path for a namespace (or all namespaces when undefined). */
+  path: (ns?: string) => string;
+  namespaces: string[];
+  labelSelector?: string;
+  optional?: boolean;
+  accept?: string;
+  /** Secondary index key of an object, e.g. the Service an EndpointSlice belongs to. */
+  indexBy?: (obj: T) => string | undefined;
+  log: Logger;
+  onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
+}
+
+export class Watched<T extends KubeObject> {
+  private readonly informers: Informer<T>[];
+  private readonly index = new Map<string, Map<string, T>>();
+
+  constructor(client: KubeClient, private readonly opts: WatchedOptions<T>) {
+    const nss = opts.namespaces.length ? opts.namespaces : [undefined];
+    this.informers = nss.map((ns) => new Informer<T>(client, {
+      name: `${opts.name}${ns ? `/${ns}` : ''}`,
+      path: opts.path(ns),
+      labelSelector: opts.labelSelector,
+      optional: opts.optional,
+      accept: opts.accept,
+      log: opts.log,
+      onEvent: (type, obj, old) => {
+        if (opts.indexBy) this.reindex(type, obj, old);
+        opts.onEvent(type, obj, old);
+      },
+    }));
+  }
+
+  get synced(): boolean {
+    return this.informers.every((i) => i.hasSynced);
+  }
+
+  start(): void {
+    for (const i of this.informers) i.start();
+  }
+
+  firstSync(): Promise<void> {
+    return Promise.all(this.informers.map((i) => i.firstSync)).then(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.informers.map((i) => i.stop()));
+  }
+
+  get(ns: string, name: string): T | undefined {
+    for (const i of this.informers) {
+      const o = i.cache.get(`${ns}/${name}`);
+      if (o) return o;
+    }
+    return undefined;
+  }
+
+  *values(): IterableIterator<T> {
+    for (const i of this.informers) yield* i.cache.values();
+  }
+
+  keys(): string[] {
+    return this.informers.flatMap((i) => [...i.cache.keys()]);
+  }
+
+  byIndex(key: string): T[] {
+    return [...(this.index.get(key)?.values() ?? [])];
+  }
+
+  private reindex(type: InformerEvent, obj: T, old: T | undefined): void {
+    const k = objectKey(obj);
+    const before = old && this.opts.indexBy!(old);
+    if (before !== undefined) this.index.get(before)?.delete(k);
+    if (type === 'delete') return;
+    const after = this.opts.indexBy!(obj);
+    if (after === undefined) return;
+    let m = this.index.get(after);
+    if (!m) this.index.set(after, (m = new Map()));
+    m.set(k, obj);
+  }
+}

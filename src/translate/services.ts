@@ -1,0 +1,91 @@
+// Service routes: Service + EndpointSlices (+ ReferenceGrant, CA bundle) -> endpoints, or why not.
+// Pure: everything comes from the snapshot.
+import type { Route } from '../api/types.js';
+import type { Endpoint, ServiceTarget } from './plan.js';
+
+export interface ServiceLike {
+  metadata?: { name?: string; namespace?: string };
+  spec?: { ports?: { name?: string; port: number; protocol?: string }[] };
+}
+
+export interface EndpointSliceLike {
+  metadata?: { labels?: Record<string, string> };
+  addressType?: string;
+  ports?: { name?: string; port?: number; protocol?: string }[] | null;
+  endpoints?: { addresses: string[]; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }[] | null;
+}
+
+export interface ReferenceGrantLike {
+  spec?: { from?: { group?: string; kind?: string; namespace?: string }[]; to?: { group?: string; kind?: string; name?: string }[] };
+}
+
+export interface ServiceSnapshot {
+  /** By namespace/name. */
+  services?: Record<string, ServiceLike>;
+  /** EndpointSlices by the namespace/name of their Service. */
+  endpointSlices?: Record<string, EndpointSliceLike[]>;
+  /** ReferenceGrants by namespace. */
+  referenceGrants?: Record<string, ReferenceGrantLike[]>;
+  /** CA bundles labelled access-gateway.io/ca-bundle=true, by "ConfigMap/ns/name" or "Secret/ns/name": key -> PEM. */
+  caBundles?: Record<string, Record<string, string>>;
+}
+
+export type ServiceProblem = { reason: 'BackendNotFound' | 'RefNotPermitted' | 'NoReadyEndpoints' | 'InvalidCertificateRef'; message: string };
+
+/** Does a ReferenceGrant in the Service's namespace admit AccessGateways from `fromNs`? */
+export function granted(grants: ReferenceGrantLike[] | undefined, fromNs: string, service: string): boolean {
+  return (grants ?? []).some((g) =>
+    (g.spec?.from ?? []).some((f) => f.group === 'access-gateway.io' && f.kind === 'AccessGateway' && f.namespace === fromNs) &&
+    (g.spec?.to ?? []).some((t) => (t.group ?? '') === '' && t.kind === 'Service' && (!t.name || t.name === service)));
+}
+
+function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint[] {
+  const out: Endpoint[] = [];
+  const seen = new Set<string>();
+  for (const s of slices) {
+    if (s.addressType && s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
+    const port = (s.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === 'TCP')?.port;
+    if (!port) continue;
+    for (const e of s.endpoints ?? []) {
+      const c = e.conditions ?? {};
+      if (c.ready === false || c.serving === false || c.terminating === true) continue;
+      const ip = e.addresses[0];
+      if (!ip || seen.has(`${ip}:${port}`)) continue;
+      seen.add(`${ip}:${port}`);
+      out.push({ ip, port });
+    }
+  }
+  return out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
+}
+
+/** Resolves one service route of gateway namespace `gwNs`. */
+export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot): { target: ServiceTarget; problem: ServiceProblem | null } {
+  const s = r.service!;
+  const ns = s.namespace ?? gwNs;
+  const scheme = s.scheme ?? 'http';
+  const target: ServiceTarget = {
+    kind: 'service', namespace: ns, name: s.name, port: s.port, scheme,
+    endpoints: [], ca: null, serverName: `${s.name}.${ns}.svc`, problem: null,
+  };
+  const fail = (reason: ServiceProblem['reason'], message: string, status: 403 | 503) => {
+    target.problem = { status, message };
+    return { target, problem: { reason, message: `route ${r.name}: ${message}` } };
+  };
+  if (ns !== gwNs && !granted(snap.referenceGrants?.[ns], gwNs, s.name)) {
+    return fail('RefNotPermitted', `Service ${ns}/${s.name} is in another namespace and no ReferenceGrant there admits AccessGateways from ${gwNs}`, 403);
+  }
+  const svc = snap.services?.[`${ns}/${s.name}`];
+  if (!svc) return fail('BackendNotFound', `Service ${ns}/${s.name} not found`, 503);
+  const sp = (svc.spec?.ports ?? []).find((p) => (typeof s.port === 'number' ? p.port === s.port : p.name === s.port) && (p.protocol ?? 'TCP') === 'TCP');
+  if (!sp) return fail('BackendNotFound', `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
+  if (s.caRef) {
+    const pem = snap.caBundles?.[`${s.caRef.kind}/${gwNs}/${s.caRef.name}`]?.[s.caRef.key];
+    if (!pem || !pem.includes('BEGIN CERTIFICATE')) {
+      return fail('InvalidCertificateRef', `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)`, 503);
+    }
+    target.ca = pem;
+  }
+  target.endpoints = readyEndpoints(snap.endpointSlices?.[`${ns}/${s.name}`] ?? [], sp.name ?? '');
+  if (!target.endpoints.length) return fail('NoReadyEndpoints', `Service ${ns}/${s.name} has no ready endpoints`, 503);
+  return { target, problem: null };
+}

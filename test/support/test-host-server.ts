@@ -1,0 +1,81 @@
+// A test upstream, run inside a test host's netns (see startServer in netns.ts):
+//   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F]
+// Every request is echoed as JSON {name, method, path, headers, bodyLength}; /slow?ms=N answers
+// after N ms; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
+// is answered 200 with a body. Prints `ready` once listening; exits on SIGTERM/SIGINT.
+import { readFileSync } from 'node:fs';
+import { createServer as createHttp, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttps } from 'node:https';
+import { parseArgs } from 'node:util';
+import { WebSocketServer } from 'ws';
+
+const { values: opt } = parseArgs({
+  options: {
+    host: { type: 'string' }, port: { type: 'string' }, name: { type: 'string' },
+    'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+  },
+});
+if (!opt.host || !opt.port || !opt.name) throw new Error('usage: test-host-server --host IP --port P --name N [--tls-cert F --tls-key F]');
+const name = opt.name;
+
+function echo(req: IncomingMessage, bodyLength: number) {
+  return { name, method: req.method, path: req.url, headers: req.headers, bodyLength };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (status === 204 || status === 304 || status < 200) {
+    res.writeHead(status).end();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+}
+
+function handle(req: IncomingMessage, res: ServerResponse): void {
+  let bodyLength = 0;
+  req.on('data', (c: Buffer) => { bodyLength += c.length; });
+  req.on('end', () => {
+    const url = new URL(req.url ?? '/', 'http://test-host');
+    const status = /^\/status\/(\d{3})$/.exec(url.pathname);
+    if (status) return send(res, Number(status[1]), echo(req, bodyLength));
+    if (url.pathname === '/slow') {
+      const timer = setTimeout(() => send(res, 200, echo(req, bodyLength)), Number(url.searchParams.get('ms') ?? 1000));
+      res.once('close', () => clearTimeout(timer));
+      return;
+    }
+    send(res, 200, echo(req, bodyLength));
+  });
+}
+
+const server = opt['tls-cert'] && opt['tls-key']
+  ? createHttps({ cert: readFileSync(opt['tls-cert']), key: readFileSync(opt['tls-key']) }, handle)
+  : createHttp(handle);
+
+const wss = new WebSocketServer({ noServer: true });
+wss.on('connection', (ws) => {
+  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+});
+
+server.on('upgrade', (req, socket, head) => {
+  socket.on('error', () => socket.destroy());
+  const path = new URL(req.url ?? '/', 'http://test-host').pathname;
+  if (path === '/ws') {
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  } else {
+    const refuse = path === '/upgrade-refuse';
+    const body = refuse ? JSON.stringify(echo(req, 0)) : '';
+    socket.end(`HTTP/1.1 ${refuse ? '200 OK' : '404 Not Found'}\r\ncontent-type: application/json\r\n`
+      + `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  }
+});
+
+server.listen(Number(opt.port), opt.host, () => process.stdout.write('ready\n'));
+
+const shutdown = () => {
+  for (const ws of wss.clients) ws.terminate();
+  server.closeAllConnections();
+  server.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 1000).unref();
+};
+process.once('SIGTERM', shutdown);
+process.once('SIGINT', shutdown);
