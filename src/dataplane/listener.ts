@@ -185,13 +185,14 @@ export class Listener {
       route = a.route.plan.name;
       const backend = a.route.backend;
       if (!backend) {
-        proxyRequest(this.apiserverCall(t, a, req), req, res, { sendBody: true, respond, onError: (f) => fail(f.err) });
+        proxyRequest(this.apiserverCall(t, a, req), req, res, { body: 'stream', respond, onError: (f) => fail(f.err) });
         return;
       }
-      // Service route: retry idempotent, body-less requests on another endpoint when the
-      // connection fails or is reset before any answer (never after a timeout).
-      const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
-      const retries = !hasBody && idempotent.has(req.method ?? 'GET') ? a.route.plan.retries : 0;
+      // Service route. A small body is buffered so the request can be retried: on another
+      // endpoint when the connection fails (nothing was sent), and for idempotent methods also
+      // when it is reset before any answer; never after a timeout.
+      const body = await requestBody(req);
+      const retryable = idempotent.has(req.method ?? 'GET');
       const tried = new Set<EndpointPool>();
       const attempt = (n: number, last?: AgwError) => {
         const ep = backend.pick(tried);
@@ -203,12 +204,13 @@ export class Listener {
         ep.outstanding++;
         ep.served++;
         proxyRequest(this.serviceCall(a, req, ep), req, res, {
-          sendBody: hasBody,
+          body,
           respond: (status, headers) => { ep.succeeded(); respond(status, headers); },
           onEnd: () => ep.release(),
           onError: (f) => {
             if (f.connect) ep.eject();
-            if (n < retries && !(f.err instanceof UpstreamTimeoutError) && !res.destroyed) attempt(n + 1, f.err);
+            const again = body !== 'stream' && (f.connect || retryable) && !(f.err instanceof UpstreamTimeoutError);
+            if (again && n < a.route.plan.retries && !res.destroyed) attempt(n + 1, f.err);
             else fail(f.err);
           },
         });
@@ -257,6 +259,18 @@ export class Listener {
 }
 
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const maxBufferedBody = 1 << 20;
+
+/** The request body, buffered when it is small and of known length; else 'stream'. */
+async function requestBody(req: IncomingMessage): Promise<Buffer | null | 'stream'> {
+  if (req.headers['transfer-encoding'] !== undefined) return 'stream';
+  const len = Number(req.headers['content-length'] ?? 0);
+  if (!len) return null;
+  if (!(len <= maxBufferedBody)) return 'stream';
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
 
 /** The apiserver's services-proxy form: /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy[/PATH] */
 const servicesProxyPath = /^\/api\/v1\/namespaces\/([^/]+)\/services\/(https?:)?([^/:]+)(:[^/]+)?\/proxy(\/.*)?$/;

@@ -57,11 +57,12 @@ function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamF
 }
 
 /**
- * Proxies one request. `req` is piped upstream when `sendBody`; errors before the response
- * starts go to `onError` (the caller answers or retries), later ones reset the client.
+ * Proxies one request. The body is `req` itself ('stream'), a buffered copy (so the request can
+ * be retried), or nothing. Errors before the response starts go to `onError` (the caller
+ * answers or retries), later ones reset the client.
  */
 export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: ServerResponse, opts: {
-  sendBody: boolean;
+  body: 'stream' | Buffer | null;
   respond: (status: number, headers: OutgoingHttpHeaders) => void;
   onError: (f: UpstreamFailure) => void;
   onEnd?: () => void;
@@ -90,7 +91,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     finish();
     if (!res.writableFinished) up.destroy();
   });
-  if (opts.sendBody) req.pipe(up);
+  if (opts.body === 'stream') req.pipe(up);
+  else if (opts.body) up.end(opts.body);
   else up.end();
 }
 

@@ -165,3 +165,11 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
   }
   return cp;
 }
+
+/** The ReferenceGrant CRD from the Gateway API module (downloaded through the Go module proxy). */
+export function referenceGrantCRD(version = 'v1.6.3'): string {
+  const out = execFileSync('go', ['mod', 'download', '-json', `sigs.k8s.io/gateway-api@${version}`], {
+    cwd: tmpdir(), encoding: 'utf8', env: { ...process.env, GOFLAGS: '-mod=mod', GO111MODULE: 'on' },
+  });
+  return join(JSON.parse(out).Dir, 'config', 'crd', 'standard', 'gateway.networking.k8s.io_referencegrants.yaml');
+}
