@@ -5,6 +5,8 @@ import { ListenerManager } from '../dataplane/listener-manager.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
+import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
+import { JwksKeySet } from '../auth/jwks.js';
 import { startAdminServer } from '../observability/admin-server.js';
 import { createLogger } from '../observability/logger.js';
 import { createRegistry } from '../observability/metrics.js';
@@ -35,10 +37,15 @@ export async function runOperator(args: string[]): Promise<void> {
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
-  const dataplane = new ListenerManager({ apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client), log, pools: new PoolRegistry() }, listenHost, drainMs);
+  const registry = createRegistry();
+  const revocation = new KubeRevocation(client, log);
+  const keySet = new JwksKeySet(new KubeKeySource(client));
+  const dataplane = new ListenerManager({
+    apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, registry), log, pools: new PoolRegistry(),
+    jwks: { keySet, revocation },
+  }, listenHost, drainMs);
   const manager = new Manager(client, dataplane, { namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log });
   let stopping = false;
-  const registry = createRegistry();
   const adminServer = await startAdminServer({ host: admin.host, port: admin.port, registry, ready: () => !stopping && manager.ready });
   log.info({ admin: adminServer.address(), server: client.server.origin, portRange: range, namespaces: f.namespace ?? 'all' }, 'operator starting');
 
@@ -47,6 +54,8 @@ export async function runOperator(args: string[]): Promise<void> {
     stopping = true;
     log.info({ signal, drainMs }, 'shutting down: unready, draining listeners');
     await manager.stop();
+    keySet.stop();
+    await revocation.stop();
     await dataplane.closeAll(drainMs);
     adminServer.close();
     await client.close();

@@ -4,6 +4,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { Logger } from 'pino';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
+import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import type { GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
@@ -17,6 +18,8 @@ export interface DataplaneDeps {
   reviewer: TokenReviewer;
   log: Logger;
   pools: PoolRegistry;
+  /** For authentication.mode JWKS: the shared key set and revocation check. */
+  jwks?: { keySet: JwksKeySet; revocation: RevocationCheck };
 }
 
 export interface CompiledRoute {
@@ -26,6 +29,14 @@ export interface CompiledRoute {
   backend: ServiceBackend | null;
   /** Impersonate-Extra values naming the gateway and route, for the apiserver's audit log. */
   extras: Record<string, string>;
+}
+
+function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator {
+  const { mode, audiences, cacheTTLSeconds } = plan.auth;
+  if (mode === 'TokenReview') return new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds);
+  if (!deps.jwks) throw new Error('JWKS authentication is not configured in this data plane');
+  deps.jwks.keySet.start();
+  return new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds, { revocation: deps.jwks.revocation });
 }
 
 export class RouteTable {
@@ -58,8 +69,7 @@ export class RouteTable {
    * limiter (and its buckets) when their settings are unchanged. */
   static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable): RouteTable {
     const sameAuth = previous && JSON.stringify(previous.plan.auth) === JSON.stringify(plan.auth);
-    const authn = sameAuth ? previous.authenticator
-      : new TokenReviewAuthenticator(deps.reviewer, plan.auth.audiences, plan.auth.cacheTTLSeconds);
+    const authn = sameAuth ? previous.authenticator : authenticatorFor(plan, deps);
     const rl = plan.rateLimit;
     const limiter = !rl ? null
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter

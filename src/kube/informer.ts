@@ -74,10 +74,11 @@ export class Informer<T extends KubeObject> {
     const { log } = this.opts;
     let rv: string | undefined;
     let failures = 0;
+    let gone = 0;
     while (!this.abort.signal.aborted) {
       try {
         rv ??= await this.list();
-        await this.watch(rv, (next) => { rv = next; });
+        await this.watch(rv, (next) => { rv = next; gone = 0; });
         failures = 0;
       } catch (err) {
         if (this.abort.signal.aborted) break;
@@ -89,6 +90,8 @@ export class Informer<T extends KubeObject> {
         if (err instanceof Gone) {
           log.info({ informer: this.opts.name }, 'resourceVersion too old; relisting');
           rv = undefined;
+          // an apiserver whose watch cache is still starting answers 410 again and again
+          if (++gone > 1) await sleep(Math.min(10_000, 200 * gone), this.abort.signal);
           continue;
         }
         failures++;
@@ -145,7 +148,9 @@ export class Informer<T extends KubeObject> {
     const timeout = Math.round(lo + Math.random() * (hi - lo));
     const path = this.query({ watch: '1', resourceVersion: rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) });
     try {
-      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, this.opts.accept, (ev) => {
+      // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
+      const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
+      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };

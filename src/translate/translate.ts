@@ -99,9 +99,6 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const resolved = problems.length
     ? cond('ResolvedRefs', false, problems[0]!.reason, problems.map((p) => p.message).join('; '))
     : cond('ResolvedRefs', true, 'ResolvedRefs', 'all references resolved');
-  if (spec.authentication.mode === 'JWKS') {
-    return { plan: null, routes: routeStatus, conditions: [cond('Accepted', false, 'UnsupportedValue', 'authentication.mode JWKS is not implemented yet; use TokenReview'), resolved] };
-  }
   let tls: GatewayPlan['tls'] = null;
   if (spec.listener?.tls) {
     const pair = listenerTLS(ns, spec.listener.tls.secretName, snap.secrets);
