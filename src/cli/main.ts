@@ -1,12 +1,14 @@
 #!/usr/bin/env node
-// access-gateway: operator | validate (serve comes with the file source).
-import { runOperator } from './operator.js';
+// access-gateway: operator | serve | validate.
+import { runOperator, runServe } from './operator.js';
 import { runValidate } from './validate.js';
 
 const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
+  access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
+                           [--listen-address HOST] [--port-range 20000-20999]
   access-gateway validate  -f FILE|DIR ...
 Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
 
@@ -19,8 +21,8 @@ async function main(argv: string[]): Promise<number | undefined> {
     case 'validate':
       return runValidate(rest);
     case 'serve':
-      console.error('access-gateway serve is not available yet: it arrives with the file source');
-      return 2;
+      await runServe(rest);
+      return undefined;
     case undefined: case '-h': case '--help': case 'help':
       console.log(usage);
       return cmd === undefined ? 2 : 0;

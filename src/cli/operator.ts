@@ -1,6 +1,8 @@
 // access-gateway operator: watch AccessGateways, serve their listeners, write their status.
 import { hostname } from 'node:os';
-import { Manager } from '../controller/manager.js';
+import { Manager, type GatewayEvents } from '../controller/manager.js';
+import { FileSource } from '../controller/file-source.js';
+import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
@@ -25,10 +27,33 @@ export const operatorFlags: FlagSpec = {
   'log-format': { type: 'string', default: 'json' },
 };
 
+export const serveFlags: FlagSpec = {
+  gateways: { type: 'string', multiple: true },
+  kubeconfig: { type: 'string' },
+  'admin-address': { type: 'string', default: '127.0.0.1:8080' },
+  'listen-address': { type: 'string', default: '127.0.0.1' },
+  'port-range': { type: 'string', default: '20000-20999' },
+  'drain-seconds': { type: 'string', default: '2' },
+  'log-level': { type: 'string', default: 'info' },
+  'log-format': { type: 'string', default: 'json' },
+};
+
+/** access-gateway operator: gateways from the cluster, status to the cluster. */
 export async function runOperator(args: string[]): Promise<void> {
   const f = parseFlags(args, operatorFlags);
-  const log = createLogger({ level: f['log-level'], format: f['log-format'] === 'pretty' ? 'pretty' : 'json' });
   if (f['leader-elect']) throw new Error('--leader-elect is not implemented yet: run a single replica');
+  await run(f, 'operator');
+}
+
+/** access-gateway serve: gateways from files (re-read on change), status on the admin port and in logs. */
+export async function runServe(args: string[]): Promise<void> {
+  const f = parseFlags(args, serveFlags);
+  if (!f.gateways?.length) throw new Error('serve: --gateways FILE|DIR is required');
+  await run(f, 'serve');
+}
+
+async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<void> {
+  const log = createLogger({ level: f['log-level'], format: f['log-format'] === 'pretty' ? 'pretty' : 'json' });
   const admin = hostPort(f['admin-address'], '--admin-address');
   const range = portRange(f['port-range']);
   const listenHost: string = f['listen-address'];
@@ -44,10 +69,29 @@ export async function runOperator(args: string[]): Promise<void> {
     apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, registry), log, pools: new PoolRegistry(),
     jwks: { keySet, revocation },
   }, listenHost, drainMs);
-  const manager = new Manager(client, dataplane, { namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log });
+  let files: FileSource | undefined;
+  const statuses = new Map<string, AccessGatewayStatus>();
+  const manager = new Manager(client, dataplane, {
+    namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log,
+    ...(mode === 'serve' ? {
+      source: (onEvent: GatewayEvents) => (files = new FileSource(f.gateways, onEvent, log)),
+      writeStatus: async (gw: AccessGateway, status: AccessGatewayStatus) => {
+        statuses.set(`${gw.metadata.namespace}/${gw.metadata.name}`, status);
+        files!.setStatus(gw, status);
+        const ready = status.conditions?.find((c) => c.type === 'Ready');
+        log.info({ gateway: `${gw.metadata.namespace}/${gw.metadata.name}`, port: status.listener?.port, ready: ready?.status, reason: ready?.reason, message: ready?.message }, 'gateway status');
+      },
+    } : {}),
+  });
   let stopping = false;
-  const adminServer = await startAdminServer({ host: admin.host, port: admin.port, registry, ready: () => !stopping && manager.ready });
-  log.info({ admin: adminServer.address(), server: client.server.origin, portRange: range, namespaces: f.namespace ?? 'all' }, 'operator starting');
+  const adminServer = await startAdminServer({
+    host: admin.host, port: admin.port, registry, ready: () => !stopping && manager.ready,
+    status: mode === 'serve' ? () => ({
+      gateways: Object.fromEntries([...statuses].filter(([k]) => files?.get(...(k.split('/') as [string, string])))),
+      fileProblems: Object.fromEntries(files?.problems ?? []),
+    }) : undefined,
+  });
+  log.info({ mode, admin: adminServer.address(), server: client.server.origin, portRange: range, namespaces: f.namespace ?? 'all' }, 'starting');
 
   const shutdown = async (signal: string) => {
     if (stopping) return;

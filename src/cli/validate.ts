@@ -1,18 +1,9 @@
 // access-gateway validate -f FILE|DIR ...: one line per problem (file, object, field, why).
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { manifestFiles } from '../api/manifests.js';
 import { parseAllDocuments } from 'yaml';
 import { validateGateway } from '../api/validate.js';
 import { group, kind, version } from '../api/schema.js';
-
-export function manifestFiles(paths: string[]): string[] {
-  return paths.flatMap((p) => {
-    if (statSync(p).isDirectory()) {
-      return readdirSync(p).filter((f) => /\.(ya?ml|json)$/.test(f)).sort().map((f) => join(p, f));
-    }
-    return [p];
-  });
-}
 
 /** Problems as printable lines; empty when every AccessGateway in the files is valid. */
 export function validateFiles(paths: string[]): { lines: string[]; gateways: number } {

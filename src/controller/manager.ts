@@ -1,7 +1,7 @@
 // Wires informers, the work queue, reconcile and the data plane. Level-triggered: every
 // reconcile recomputes the gateway's plan and status from the cache, whatever the event was.
 import type { Logger } from 'pino';
-import type { AccessGateway } from '../api/types.js';
+import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { applyDefaults } from '../api/defaults.js';
 import type { ListenerManager } from '../dataplane/listener-manager.js';
 import type { KubeClient } from '../kube/client.js';
@@ -24,14 +24,32 @@ export interface ManagerOptions {
   log: Logger;
 }
 
+/** Where gateways come from: the cluster (a watch) or files (`serve`). */
+export interface GatewaySource {
+  start(): void;
+  firstSync(): Promise<void>;
+  stop(): Promise<void>;
+  get(ns: string, name: string): AccessGateway | undefined;
+  keys(): string[];
+  values(): IterableIterator<AccessGateway>;
+}
+
+export type GatewayEvents = (type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined) => void;
+
+/** Where status goes: the /status subresource, or (for `serve`) memory and logs. */
+export type StatusWriter = (gw: AccessGateway, status: AccessGatewayStatus) => Promise<void>;
+
 export class Manager {
-  private readonly gateways: Watched<AccessGateway>;
+  private readonly gateways: GatewaySource;
+  private readonly writeStatus: StatusWriter;
   private readonly cluster: ClusterState;
   readonly queue = new WorkQueue();
   private readonly ports: PortAllocator;
   /** Status last written per key, so our own writes do not trigger reconciles. */
   private readonly written = new Map<string, string>();
+  /** Gateways present at start-up, and every key reconciled since: /readyz waits for the first to be in the second. */
   private readonly initial = new Set<string>();
+  private readonly reconciled = new Set<string>();
   /** Gateways waiting for a port another gateway holds: retried when a port is released. */
   private readonly waitingForPort = new Set<string>();
   private initialListed = false;
@@ -39,12 +57,18 @@ export class Manager {
   private resyncTimer?: NodeJS.Timeout;
   private reconcileSeq = 0;
 
-  constructor(private readonly client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions) {
+  constructor(client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions & {
+    /** Defaults to watching AccessGateways in the cluster. */
+    source?: (onEvent: GatewayEvents) => GatewaySource;
+    /** Defaults to the /status subresource. */
+    writeStatus?: StatusWriter;
+  }) {
     this.ports = new PortAllocator(opts.portRange);
-    this.gateways = new Watched<AccessGateway>(client, {
-      name: 'accessgateways', namespaces: opts.namespaces, path: gatewaysPath, log: opts.log,
-      onEvent: (type, obj, old) => this.onEvent(type, obj, old),
+    const onEvent: GatewayEvents = (type, obj, old) => this.onEvent(type, obj, old);
+    this.gateways = opts.source ? opts.source(onEvent) : new Watched<AccessGateway>(client, {
+      name: 'accessgateways', namespaces: opts.namespaces, path: gatewaysPath, log: opts.log, onEvent,
     });
+    this.writeStatus = opts.writeStatus ?? (async (gw, status) => { await writeStatus(client, gw, status); });
     this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, onChange: (ref) => this.onRef(ref) });
   }
 
@@ -57,7 +81,12 @@ export class Manager {
 
   /** Informers synced and every gateway seen at start-up reconciled once. */
   get ready(): boolean {
-    return this.initialListed && this.initial.size === 0;
+    if (!this.initialListed) return false;
+    for (const k of this.initial) {
+      if (!this.reconciled.has(k) && this.get(k)) return false;
+      this.initial.delete(k);
+    }
+    return true;
   }
 
   async start(): Promise<void> {
@@ -113,7 +142,7 @@ export class Manager {
           this.queue.addRateLimited(key);
         }
       } finally {
-        this.initial.delete(key);
+        if (this.initial.size || !this.initialListed) this.reconciled.add(key);
         this.queue.done(key);
       }
     }
@@ -168,7 +197,7 @@ export class Manager {
     const json = canonical(status);
     if (json !== canonical(gw.status)) {
       this.written.set(key, json);
-      await writeStatus(this.client, gw, status);
+      await this.writeStatus(gw, status);
       log.info({ ready: status.conditions?.find((c) => c.type === 'Ready')?.status, port }, 'status written');
     } else {
       this.written.set(key, json);

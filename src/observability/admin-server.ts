@@ -8,6 +8,8 @@ export interface AdminOptions {
   port: number;
   registry: Registry;
   ready: () => boolean;
+  /** `serve` mode: gateway status, shown at /status instead of written to a cluster. */
+  status?: () => unknown;
 }
 
 export async function startAdminServer(opts: AdminOptions): Promise<Server> {
@@ -18,6 +20,8 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
     if (opts.ready()) res.type('text/plain').send('ok');
     else res.status(503).type('text/plain').send('not ready');
   });
+  const status = opts.status;
+  if (status) app.get('/status', (_req, res) => { res.json(status()); });
   app.get('/metrics', async (_req, res) => {
     res.type(opts.registry.contentType).send(await opts.registry.metrics());
   });

@@ -1,0 +1,142 @@
+// AccessGateways from manifest files (`access-gateway serve`): re-read on change; a file that
+// does not parse, or a gateway that does not validate, keeps its last good version (and says why).
+import { watch, type FSWatcher, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { parseAllDocuments } from 'yaml';
+import { group, kind, version } from '../api/schema.js';
+import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
+import { validateGateway } from '../api/validate.js';
+import { manifestFiles } from '../api/manifests.js';
+import { canonical } from './status.js';
+import type { GatewayEvents, GatewaySource } from './manager.js';
+
+export class FileSource implements GatewaySource {
+  private readonly gateways = new Map<string, AccessGateway>();
+  /** Last good gateways per file. */
+  private readonly byFile = new Map<string, Map<string, AccessGateway>>();
+  /** Problems of the last read, by file (shown on /status). */
+  readonly problems = new Map<string, string[]>();
+  private readonly watchers: FSWatcher[] = [];
+  private timer?: NodeJS.Timeout;
+  private synced!: () => void;
+  private readonly syncedP = new Promise<void>((r) => { this.synced = r; });
+
+  constructor(private readonly paths: string[], private readonly onEvent: GatewayEvents, private readonly log: Logger) {}
+
+  start(): void {
+    this.reload();
+    this.synced();
+    for (const p of this.paths) {
+      const dir = statSync(p).isDirectory() ? resolve(p) : dirname(resolve(p));
+      const only = statSync(p).isDirectory() ? null : basename(p);
+      const w = watch(dir, (_ev, file) => {
+        if (only && file && file !== only) return;
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.reload(), 150); // editors write in several steps
+      });
+      this.watchers.push(w);
+    }
+  }
+
+  firstSync(): Promise<void> {
+    return this.syncedP;
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    for (const w of this.watchers) w.close();
+  }
+
+  get(ns: string, name: string): AccessGateway | undefined {
+    return this.gateways.get(`${ns}/${name}`);
+  }
+
+  keys(): string[] {
+    return [...this.gateways.keys()];
+  }
+
+  values(): IterableIterator<AccessGateway> {
+    return this.gateways.values();
+  }
+
+  /** Keeps the status with the object (no event: status is ours). */
+  setStatus(gw: AccessGateway, status: AccessGatewayStatus): void {
+    const cur = this.gateways.get(`${gw.metadata.namespace}/${gw.metadata.name}`);
+    if (cur) cur.status = status;
+  }
+
+  private reload(): void {
+    let files: string[];
+    try {
+      files = manifestFiles(this.paths);
+    } catch (err) {
+      this.log.error({ err: String(err) }, 'cannot list gateway files; keeping the last good configuration');
+      return;
+    }
+    for (const f of [...this.byFile.keys()]) if (!files.includes(f)) this.byFile.delete(f);
+    for (const file of files) this.readFile(file);
+    const next = new Map<string, AccessGateway>();
+    for (const m of this.byFile.values()) for (const [k, gw] of m) if (!next.has(k)) next.set(k, gw);
+    for (const [key, gw] of next) {
+      const old = this.gateways.get(key);
+      if (old && canonical(old.spec) === canonical(gw.spec)) continue;
+      gw.metadata.generation = (old?.metadata.generation ?? 0) + 1;
+      gw.metadata.creationTimestamp = old?.metadata.creationTimestamp ?? new Date().toISOString();
+      if (old?.status) gw.status = old.status;
+      this.gateways.set(key, gw);
+      this.onEvent(old ? 'update' : 'add', gw, old);
+    }
+    for (const [key, old] of [...this.gateways]) {
+      if (!next.has(key)) {
+        this.gateways.delete(key);
+        this.onEvent('delete', old, old);
+      }
+    }
+  }
+
+  private readFile(file: string): void {
+    const problems: string[] = [];
+    const prev = this.byFile.get(file) ?? new Map<string, AccessGateway>();
+    let docs;
+    try {
+      docs = parseAllDocuments(readFileSync(file, 'utf8'));
+    } catch (err) {
+      problems.push(`cannot read: ${(err as Error).message}`);
+    }
+    const bad = docs?.find((d) => d.errors.length);
+    if (bad) problems.push(`invalid YAML: ${bad.errors[0]!.message.split('\n')[0]}`);
+    if (problems.length || !docs) {
+      this.report(file, problems);
+      return; // keep the last good version of the whole file
+    }
+    const found = new Map<string, AccessGateway>();
+    for (const d of docs) {
+      const obj = d.toJS();
+      if (!obj || obj.kind !== kind) continue;
+      obj.metadata = { ...obj.metadata, namespace: obj.metadata?.namespace ?? 'default' };
+      const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
+      const issues = obj.apiVersion !== `${group}/${version}`
+        ? [`apiVersion: must be ${group}/${version}`]
+        : validateGateway(obj).map((p) => `${p.field}: ${p.message}`);
+      if (issues.length) {
+        problems.push(...issues.map((i) => `${key}: ${i}`));
+        const last = prev.get(key);
+        if (last) found.set(key, last); // keep the last good version of this gateway
+        continue;
+      }
+      found.set(key, { apiVersion: obj.apiVersion, kind: obj.kind, metadata: obj.metadata, spec: obj.spec });
+    }
+    this.byFile.set(file, found);
+    this.report(file, problems);
+  }
+
+  private report(file: string, problems: string[]): void {
+    if (problems.length) {
+      this.problems.set(file, problems);
+      this.log.error({ file, problems }, 'gateway file has problems; keeping the last good configuration');
+    } else {
+      this.problems.delete(file);
+    }
+  }
+}

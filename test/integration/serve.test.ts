@@ -1,0 +1,77 @@
+// access-gateway serve: the examples served from files against the test control plane, for
+// curl and kubectl; editing a file changes routing; a broken edit keeps the last good one.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { request } from 'undici';
+import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
+import { cliPath, testPortRange } from '../support/operator.js';
+import { bearer, createListenerTLS, curl, tokenKubeconfig } from '../support/cluster.js';
+import { freePort, startProc, waitFor, type Proc } from '../support/procs.js';
+import type { CertPair } from '../support/certs.js';
+
+const ns = 'team-payments';
+let cp: ControlPlane;
+let serve: Proc;
+let adminPort: number;
+let dir: string;
+let ca: CertPair;
+let billing: string;
+
+const status = async () => (await (await request(`http://127.0.0.1:${adminPort}/status`)).body.json()) as any;
+const portOf = async (name: string) => (await status()).gateways[`${ns}/${name}`]?.listener?.port as number;
+
+before(async () => {
+  cp = await startControlPlane();
+  await cp.kubectl(['apply', '-f', join(repoRoot, 'deploy', 'examples', 'namespace.yaml')]);
+  ca = await createListenerTLS(cp, ns, 'payments-gw-tls');
+  dir = mkdtempSync(join(cp.dir, 'gateways-'));
+  for (const f of ['payments-gateway.yaml', 'readonly-gateway.yaml']) copyFileSync(join(repoRoot, 'deploy', 'examples', f), join(dir, f));
+  adminPort = await freePort();
+  const [lo, hi] = await testPortRange();
+  serve = startProc(process.execPath, [cliPath, 'serve', '--gateways', dir, '--kubeconfig', cp.kubeconfig,
+    '--admin-address', `127.0.0.1:${adminPort}`, '--port-range', `${lo}-${hi}`], join(cp.dir, 'serve.log'));
+  await waitFor('serve ready', async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 30_000);
+  billing = await cp.token(ns, 'billing', ['access-gateway']);
+}, { timeout: 180_000 });
+
+after(async () => {
+  await serve?.stop();
+  await cp?.stop();
+});
+
+test('the examples served from files work for curl and kubectl', async () => {
+  const port = await portOf('payments');
+  assert.ok(port > 0);
+  const r = await curl(`https://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, ['--cacert', ca.certFile, ...bearer(billing)]);
+  assert.equal(r.status, 200, r.body);
+  const kubeconfig = tokenKubeconfig(join(cp.dir, 'serve.kubeconfig'), `https://127.0.0.1:${port}`, billing, { ca: ca.cert, namespace: ns });
+  const out = await promisify(execFile)('kubectl', ['--kubeconfig', kubeconfig, 'get', 'configmaps', '-o', 'name']);
+  assert.match(out.stdout, /configmap\/kube-root-ca\.crt|^$/);
+  const st = await status();
+  assert.equal(st.gateways[`${ns}/payments`].conditions.find((c: any) => c.type === 'Ready').status, 'True');
+});
+
+test('editing a file changes routing; a broken edit keeps the last good configuration', async () => {
+  const port = await portOf('readonly');
+  const get = (path: string) => curl(`http://127.0.0.1:${port}${path}`, bearer(billing));
+  assert.equal((await get(`/api/v1/namespaces/${ns}/configmaps`)).status, 200);
+  const file = join(dir, 'readonly-gateway.yaml');
+  const original = readFileSync(file, 'utf8');
+  writeFileSync(file, original.replace(/acceptPaths: \[.*\]/, 'acceptPaths: ["^/version$"]'));
+  await waitFor('routing changed', async () => (await get(`/api/v1/namespaces/${ns}/configmaps`)).status === 403, 10_000);
+  assert.equal((await get('/version')).status, 200);
+
+  writeFileSync(file, original.replace(/acceptPaths: \[.*\]/, 'acceptPaths: ["^/version$"]').replace('pathPrefix: /', 'pathPrefix: no-slash'));
+  await waitFor('problem reported', async () => Object.keys((await status()).fileProblems).length > 0, 10_000);
+  assert.match(JSON.stringify((await status()).fileProblems), /pathPrefix/);
+  assert.equal((await get('/version')).status, 200); // last good kept
+  writeFileSync(file, 'this: is: not: yaml: [');
+  await waitFor('yaml problem reported', async () => /invalid YAML/.test(JSON.stringify((await status()).fileProblems)), 10_000);
+  assert.equal((await get('/version')).status, 200);
+  assert.equal(await portOf('readonly'), port);
+  assert.match(readFileSync(serve.logFile, 'utf8'), /keeping the last good configuration/);
+});
