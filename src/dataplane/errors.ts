@@ -37,7 +37,6 @@ export class RateLimitedError extends AgwError {
     this.name = 'RateLimitedError';
   }
 }
-export const NotImplementedError = define('NotImplementedError', 'AGW_ERR_NOT_IMPLEMENTED', 501, 'NotImplemented');
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
 export const AuthUnavailableError = define('AuthUnavailableError', 'AGW_ERR_AUTH_UNAVAILABLE', 503, 'ServiceUnavailable');
 export const NoEndpointsError = define('NoEndpointsError', 'AGW_ERR_NO_ENDPOINTS', 503, 'ServiceUnavailable');
