@@ -18,8 +18,9 @@ export class TokenReviewAuthenticator implements Authenticator {
     private readonly audiences: string[],
     private readonly cacheTTLSeconds: number,
     private readonly now: () => number = Date.now,
+    onCacheLookup?: (hit: boolean) => void,
   ) {
-    this.cache = new TokenCache(10_000, now);
+    this.cache = new TokenCache(10_000, now, onCacheLookup);
   }
 
   authenticate(token: string): Promise<CallerIdentity> {

@@ -93,6 +93,8 @@ export interface JwksKeySetOptions {
   /** Minimum gap between on-demand refreshes (unknown kid, nothing loaded); default 10 s. */
   minRefreshIntervalMs?: number;
   now?: () => number;
+  /** Called on every refresh attempt (metrics). */
+  onRefresh?: () => void;
 }
 
 /** The apiserver's signing keys, imported once; one per operator, shared by all gateways. */
@@ -113,7 +115,10 @@ export class JwksKeySet {
     this.intervalMs = options.refreshIntervalMs ?? 300_000;
     this.minGapMs = options.minRefreshIntervalMs ?? 10_000;
     this.now = options.now ?? Date.now;
+    this.onRefresh = options.onRefresh;
   }
+
+  private readonly onRefresh?: () => void;
 
   get loaded(): boolean {
     return this.current !== null;
@@ -142,6 +147,7 @@ export class JwksKeySet {
     if (!this.pending) {
       this.lastAttempt = this.now();
       this.fetches++;
+      this.onRefresh?.();
       this.pending = this.load().then(
         (next) => { this.current = next; this.lastError = null; },
         (err) => { this.lastError = err; throw err; },
@@ -195,6 +201,7 @@ export interface JwksAuthenticatorOptions {
   /** Leeway for exp/nbf; default 0, at most 5 s. */
   clockToleranceSeconds?: number;
   now?: () => number;
+  onCacheLookup?: (hit: boolean) => void;
 }
 
 export class JwksAuthenticator implements Authenticator {
@@ -214,7 +221,7 @@ export class JwksAuthenticator implements Authenticator {
     this.revocation = options.revocation;
     this.tolerance = Math.min(Math.max(options.clockToleranceSeconds ?? 0, 0), 5);
     this.now = options.now ?? Date.now;
-    this.cache = new TokenCache(10_000, this.now);
+    this.cache = new TokenCache(10_000, this.now, options.onCacheLookup);
   }
 
   async authenticate(token: string): Promise<CallerIdentity> {

@@ -5,7 +5,8 @@ export class TokenCache<V> {
   private readonly entries = new Map<string, { value: V; expiresAt: number }>();
   private readonly pending = new Map<string, Promise<{ value: V; ttlMs: number }>>();
 
-  constructor(private readonly maxEntries = 10_000, private readonly now: () => number = Date.now) {}
+  constructor(private readonly maxEntries = 10_000, private readonly now: () => number = Date.now,
+    private readonly onLookup?: (hit: boolean) => void) {}
 
   get size(): number {
     return this.entries.size;
@@ -24,6 +25,7 @@ export class TokenCache<V> {
   /** The cached value, or the one `load` gives (shared by concurrent callers), cached for its ttl. */
   async getOrLoad(key: string, load: () => Promise<{ value: V; ttlMs: number }>): Promise<V> {
     const hit = this.get(key);
+    this.onLookup?.(hit !== undefined);
     if (hit !== undefined) return hit;
     let p = this.pending.get(key);
     if (!p) {

@@ -11,7 +11,7 @@ import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
 import { JwksKeySet } from '../auth/jwks.js';
 import { startAdminServer } from '../observability/admin-server.js';
 import { createLogger } from '../observability/logger.js';
-import { createRegistry } from '../observability/metrics.js';
+import { createMetrics } from '../observability/metrics.js';
 import { hostPort, parseFlags, portRange, type FlagSpec } from './flags.js';
 
 export const operatorFlags: FlagSpec = {
@@ -62,17 +62,18 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
-  const registry = createRegistry();
-  const revocation = new KubeRevocation(client, log);
-  const keySet = new JwksKeySet(new KubeKeySource(client));
+  const metrics = createMetrics();
+  const registry = metrics.registry;
+  const revocation = new KubeRevocation(client, log, metrics);
+  const keySet = new JwksKeySet(new KubeKeySource(client), { onRefresh: () => metrics.jwksRefreshes.inc() });
   const dataplane = new ListenerManager({
-    apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, registry), log, pools: new PoolRegistry(),
+    apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, metrics), log, pools: new PoolRegistry(), metrics,
     jwks: { keySet, revocation },
   }, listenHost, drainMs);
   let files: FileSource | undefined;
   const statuses = new Map<string, AccessGatewayStatus>();
   const manager = new Manager(client, dataplane, {
-    namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log,
+    namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log, metrics,
     ...(mode === 'serve' ? {
       source: (onEvent: GatewayEvents) => (files = new FileSource(f.gateways, onEvent, log)),
       writeStatus: async (gw: AccessGateway, status: AccessGatewayStatus) => {

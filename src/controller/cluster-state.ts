@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import type { EndpointSliceLike, ReferenceGrantLike, ServiceLike } from '../translate/services.js';
@@ -44,8 +45,8 @@ export class ClusterState {
   private readonly caSecrets: Watched<DataObject>;
   private readonly caConfigMaps: Watched<DataObject>;
 
-  constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; onChange: (ref: Ref) => void }) {
-    const base = { namespaces: opts.namespaces, log: opts.log };
+  constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void }) {
+    const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
     const emit = (kind: Ref['kind'], name?: (o: any) => string | undefined) => (_t: unknown, o: KubeObject) => {
       const n = name ? name(o) : o.metadata.name;

@@ -2,6 +2,7 @@
 // reconcile recomputes the gateway's plan and status from the cache, whatever the event was.
 import type { Logger } from 'pino';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
+import type { Metrics } from '../observability/metrics.js';
 import { applyDefaults } from '../api/defaults.js';
 import type { ListenerManager } from '../dataplane/listener-manager.js';
 import type { KubeClient } from '../kube/client.js';
@@ -16,6 +17,7 @@ import { TerminalError, type Result } from './reconcile.js';
 import { canonical, desiredStatus } from './status.js';
 
 export interface ManagerOptions {
+  metrics?: Metrics;
   namespaces: string[];
   portRange: [number, number];
   advertiseHost: string;
@@ -43,7 +45,7 @@ export class Manager {
   private readonly gateways: GatewaySource;
   private readonly writeStatus: StatusWriter;
   private readonly cluster: ClusterState;
-  readonly queue = new WorkQueue();
+  readonly queue: WorkQueue;
   private readonly ports: PortAllocator;
   /** Status last written per key, so our own writes do not trigger reconciles. */
   private readonly written = new Map<string, string>();
@@ -64,12 +66,19 @@ export class Manager {
     writeStatus?: StatusWriter;
   }) {
     this.ports = new PortAllocator(opts.portRange);
+    const m = opts.metrics;
+    this.queue = new WorkQueue(m ? {
+      hooks: {
+        add: () => m.queueAdds.inc(), retry: () => m.queueRetries.inc(),
+        depth: (n) => m.queueDepth.set(n), waited: (s) => m.queueDuration.observe(s),
+      },
+    } : {});
     const onEvent: GatewayEvents = (type, obj, old) => this.onEvent(type, obj, old);
     this.gateways = opts.source ? opts.source(onEvent) : new Watched<AccessGateway>(client, {
-      name: 'accessgateways', namespaces: opts.namespaces, path: gatewaysPath, log: opts.log, onEvent,
+      name: 'accessgateways', namespaces: opts.namespaces, path: gatewaysPath, log: opts.log, metrics: opts.metrics, onEvent,
     });
     this.writeStatus = opts.writeStatus ?? (async (gw, status) => { await writeStatus(client, gw, status); });
-    this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, onChange: (ref) => this.onRef(ref) });
+    this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
   }
 
   /** A referenced object changed: reconcile the gateways that refer to it. */
@@ -129,10 +138,14 @@ export class Manager {
       if (key === undefined) return;
       const reconcileId = (++this.reconcileSeq).toString(36);
       const log = this.opts.log.child({ controller: 'accessgateway', key, reconcileId });
+      const m = this.opts.metrics;
+      const started = performance.now();
+      let result = 'error';
       try {
-        const result = await this.reconcile(key, log);
+        const r = await this.reconcile(key, log);
         this.queue.forget(key);
-        if (result.requeueAfterMs) this.queue.addAfter(key, result.requeueAfterMs);
+        result = r.requeueAfterMs ? 'requeue' : 'success';
+        if (r.requeueAfterMs) this.queue.addAfter(key, r.requeueAfterMs);
       } catch (err) {
         if (err instanceof TerminalError) {
           log.error({ err }, 'reconcile failed (not retried)');
@@ -143,6 +156,10 @@ export class Manager {
         }
       } finally {
         if (this.initial.size || !this.initialListed) this.reconciled.add(key);
+        const seconds = (performance.now() - started) / 1000;
+        m?.reconciles.inc({ result });
+        m?.reconcileDuration.observe(seconds);
+        m?.workDuration.observe(seconds);
         this.queue.done(key);
       }
     }

@@ -7,6 +7,8 @@ export interface QueueOptions {
   /** Global bucket for rate-limited re-adds: tokens per second and burst. */
   qps?: number;
   burst?: number;
+  /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
+  hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
 }
 
 export class WorkQueue {
@@ -15,6 +17,7 @@ export class WorkQueue {
   private readonly processing = new Set<string>();
   private readonly failures = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly enqueuedAt = new Map<string, number>();
   private waiters: Array<(key: string | undefined) => void> = [];
   private closed = false;
   private tokens: number;
@@ -30,6 +33,7 @@ export class WorkQueue {
 
   add(key: string): void {
     if (this.closed || this.dirty.has(key)) return;
+    this.opts.hooks?.add();
     this.dirty.add(key);
     if (this.processing.has(key)) return;
     const w = this.waiters.shift();
@@ -39,6 +43,8 @@ export class WorkQueue {
       w(key);
     } else {
       this.items.push(key);
+      this.enqueuedAt.set(key, performance.now());
+      this.opts.hooks?.depth(this.items.length);
     }
   }
 
@@ -54,6 +60,7 @@ export class WorkQueue {
   addRateLimited(key: string): void {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
+    this.opts.hooks?.retry();
     const perKey = Math.min(this.opts.maxDelayMs ?? 1_000_000, (this.opts.baseDelayMs ?? 5) * 2 ** n);
     this.addAfter(key, Math.max(perKey, this.bucketDelay()));
   }
@@ -71,6 +78,10 @@ export class WorkQueue {
     if (this.closed) return Promise.resolve(undefined);
     const key = this.items.shift();
     if (key !== undefined) {
+      const at = this.enqueuedAt.get(key);
+      this.enqueuedAt.delete(key);
+      if (at !== undefined) this.opts.hooks?.waited((performance.now() - at) / 1000);
+      this.opts.hooks?.depth(this.items.length);
       this.dirty.delete(key);
       this.processing.add(key);
       return Promise.resolve(key);

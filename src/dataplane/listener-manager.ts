@@ -22,6 +22,7 @@ export class ListenerManager {
     if (plan === null) {
       if (current) {
         this.listeners.delete(key);
+        this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
         await current.close(this.closeGraceMs);
         this.deps.log.info({ gateway: key, port: current.plan.port }, 'listener closed');
       }
@@ -49,6 +50,7 @@ export class ListenerManager {
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
     }
     this.listeners.set(key, next);
+    this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
     if (current && current.plan.port !== plan.port) await current.close(this.closeGraceMs);
     return { programmed: true, port: plan.port };

@@ -7,9 +7,9 @@ import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../translate/plan.js';
 import type { EndpointPool } from './endpoints.js';
-import { proxyRequest, proxyUpgrade, type UpstreamCall } from './upstream.js';
+import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UpstreamTimeoutError,
+  AgwError, AuthUnavailableError, BadPathError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UpstreamTimeoutError,
   UpstreamUnreachableError, statusBody, toAgwError,
 } from './errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
@@ -94,18 +94,34 @@ export class Listener {
     });
   }
 
-  private async admit(t: RouteTable, method: string, rawUrl: string, headers: IncomingMessage['headers'], seen: { caller: string }): Promise<Admitted> {
+  private async admit(t: RouteTable, method: string, rawUrl: string, headers: IncomingMessage['headers'], seen: Seen): Promise<Admitted> {
     const q = rawUrl.indexOf('?');
     const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
     const query = q < 0 ? '' : rawUrl.slice(q);
     const bad = nonCanonical(path);
-    if (bad) throw new BadPathError(`refused: ${bad}`);
-    const id = await t.authenticator.authenticate(bearerToken(headers.authorization));
+    if (bad) {
+      t.m.denied.path.inc();
+      throw new BadPathError(`refused: ${bad}`);
+    }
+    let id: CallerIdentity;
+    try {
+      id = await t.authenticator.authenticate(bearerToken(headers.authorization));
+      t.m.auth.allowed.inc();
+    } catch (err) {
+      (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
+      throw err;
+    }
     seen.caller = id.username;
-    if (t.policy.allowed(id) === null) throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
+    if (t.policy.allowed(id) === null) {
+      t.m.denied.access.inc();
+      throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
+    }
     if (t.limiter) {
       const wait = t.limiter.take(id.username);
-      if (wait > 0) throw new RateLimitedError(`rate limit of gateway ${t.key} exceeded for ${id.username}`, Math.ceil(wait));
+      if (wait > 0) {
+        t.m.rateLimited.inc();
+        throw new RateLimitedError(`rate limit of gateway ${t.key} exceeded for ${id.username}`, Math.ceil(wait));
+      }
     }
     if (path === wellKnownPath && (method === 'GET' || method === 'HEAD')) return { kind: 'discovery', id };
     const sp = servicesProxyPath.exec(path);
@@ -114,7 +130,11 @@ export class Listener {
       if (sp) throw new ForbiddenError(`no route of gateway ${t.key} names Service ${sp[1]}/${sp[3]}${sp[4] ?? ''}`);
       throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
     }
-    if (!t.policy.mayUse(id, route.plan.name)) throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
+    seen.route = route;
+    if (!t.policy.mayUse(id, route.plan.name)) {
+      t.m.denied.route.inc();
+      throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
+    }
     const target = route.plan.target;
     if (target.kind === 'service') {
       if (target.problem) throw target.problem.status === 403 ? new ForbiddenError(target.problem.message) : new NoEndpointsError(target.problem.message);
@@ -123,7 +143,10 @@ export class Listener {
     }
     const up = upstreamPath(route.plan, path);
     const why = route.filter!.check(method, up);
-    if (why) throw new ForbiddenError(why);
+    if (why) {
+      t.m.denied.filter.inc();
+      throw new ForbiddenError(why);
+    }
     return { kind: 'route', id, route, path: up + query };
   }
 
@@ -163,10 +186,23 @@ export class Listener {
     const t = this.table;
     const started = performance.now();
     const reqId = (++nextId).toString(36);
-    const seen = { caller: '-' };
-    let route = '-';
+    const seen: Seen = { caller: '-' };
+    const sock = req.socket;
+    t.m.inFlight.inc();
     res.once('close', () => {
-      t.log.info({ reqId, caller: seen.caller, route, method: req.method, status: res.statusCode, durationMs: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
+      const seconds = (performance.now() - started) / 1000;
+      t.m.inFlight.dec();
+      // bytes since the last request on this connection (headers are read before 'request')
+      const last = accounted.get(sock) ?? { read: 0, written: 0 };
+      t.m.bytesIn.inc(sock.bytesRead - last.read);
+      t.m.bytesOut.inc(sock.bytesWritten - last.written);
+      accounted.set(sock, { read: sock.bytesRead, written: sock.bytesWritten });
+      (seen.route?.m ?? t.noRoute).done(req.method, res.statusCode, seconds);
+      const log = t.plan.accessLog;
+      if (res.statusCode >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
+        t.log.info({ reqId, caller: seen.caller, route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
+          durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-' }, 'request');
+      }
     });
     const fail = (err: AgwError) => {
       if (err.status >= 500) t.log.warn({ reqId, err: err.cause ?? err }, err.message);
@@ -182,10 +218,16 @@ export class Listener {
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
         return;
       }
-      route = a.route.plan.name;
+      const rm = a.route.m;
       const backend = a.route.backend;
       if (!backend) {
-        proxyRequest(this.apiserverCall(t, a, req), req, res, { body: 'stream', respond, onError: (f) => fail(f.err) });
+        const sent = performance.now();
+        seen.upstream = 'apiserver';
+        proxyRequest(this.apiserverCall(t, a, req), req, res, {
+          body: 'stream',
+          respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
+          onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
+        });
         return;
       }
       // Service route. A small body is buffered so the request can be retried: on another
@@ -203,12 +245,18 @@ export class Listener {
         tried.add(ep);
         ep.outstanding++;
         ep.served++;
+        seen.upstream = ep.url.host;
+        const sent = performance.now();
         proxyRequest(this.serviceCall(a, req, ep), req, res, {
           body,
-          respond: (status, headers) => { ep.succeeded(); respond(status, headers); },
+          respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
           onEnd: () => ep.release(),
           onError: (f) => {
-            if (f.connect) ep.eject();
+            rm.errors[errorKind(f)].inc();
+            if (f.connect) {
+              ep.eject();
+              rm.ejections.inc();
+            }
             const again = body !== 'stream' && (f.connect || retryable) && !(f.err instanceof UpstreamTimeoutError);
             if (again && n < a.route.plan.retries && !res.destroyed) attempt(n + 1, f.err);
             else fail(f.err);
@@ -248,14 +296,27 @@ export class Listener {
       call.headers.upgrade = req.headers.upgrade;
       t.log.info({ caller: a.id.username, route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');
       socket.once('close', () => ep?.release());
+      const rm = a.route.m;
       proxyUpgrade(call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); }, (s) => {
         this.upgraded.add(s);
+        if (s === socket) {
+          rm.upgraded.inc();
+          s.once('close', () => rm.upgraded.dec());
+        }
         s.once('close', () => this.upgraded.delete(s));
       });
     } catch (err) {
       fail(toAgwError(err));
     }
   }
+}
+
+const accounted = new WeakMap<object, { read: number; written: number }>();
+
+type Seen = { caller: string; route?: CompiledRoute; upstream?: string };
+
+function errorKind(f: UpstreamFailure): 'connect' | 'timeout' | 'reset' {
+  return f.connect ? 'connect' : f.err instanceof UpstreamTimeoutError ? 'timeout' : 'reset';
 }
 
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);

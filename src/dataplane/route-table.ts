@@ -11,6 +11,8 @@ import type { ApiserverConnection } from './upstream.js';
 import { PathFilter } from './path.js';
 import { RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend } from './endpoints.js';
+import type { Metrics } from '../observability/metrics.js';
+import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
 import { impersonationHeaders } from './headers.js';
 
 export interface DataplaneDeps {
@@ -18,6 +20,7 @@ export interface DataplaneDeps {
   reviewer: TokenReviewer;
   log: Logger;
   pools: PoolRegistry;
+  metrics: Metrics;
   /** For authentication.mode JWKS: the shared key set and revocation check. */
   jwks?: { keySet: JwksKeySet; revocation: RevocationCheck };
 }
@@ -27,16 +30,21 @@ export interface CompiledRoute {
   filter: PathFilter | null;
   methods: ReadonlySet<string> | null;
   backend: ServiceBackend | null;
+  m: RouteMetrics;
   /** Impersonate-Extra values naming the gateway and route, for the apiserver's audit log. */
   extras: Record<string, string>;
 }
 
 function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator {
   const { mode, audiences, cacheTTLSeconds } = plan.auth;
-  if (mode === 'TokenReview') return new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds);
+  const cache = deps.metrics.tokenCache;
+  const hit = cache.labels(plan.namespace, plan.name, 'hit');
+  const miss = cache.labels(plan.namespace, plan.name, 'miss');
+  const onCacheLookup = (h: boolean) => (h ? hit : miss).inc();
+  if (mode === 'TokenReview') return new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds, Date.now, onCacheLookup);
   if (!deps.jwks) throw new Error('JWKS authentication is not configured in this data plane');
   deps.jwks.keySet.start();
-  return new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds, { revocation: deps.jwks.revocation });
+  return new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds, { revocation: deps.jwks.revocation, onCacheLookup });
 }
 
 export class RouteTable {
@@ -45,12 +53,17 @@ export class RouteTable {
   readonly policy: AccessPolicy;
   readonly log: Logger;
   readonly limiter: RateLimiter | null;
+  readonly m: GatewayMetrics;
+  /** Metrics for requests answered before a route was chosen. */
+  readonly noRoute: RouteMetrics;
   /** Impersonation headers per cached caller and route: built once, not per request. */
   private readonly impersonation = new WeakMap<CallerIdentity, Map<string, OutgoingHttpHeaders>>();
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
     private readonly deps: DataplaneDeps) {
     this.limiter = limiter;
+    this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
+    this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
     this.key = `${plan.namespace}/${plan.name}`;
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
@@ -61,6 +74,7 @@ export class RouteTable {
       backend: r.target.kind === 'service'
         ? new ServiceBackend(r.target, r.target.endpoints.map((e) => deps.pools.acquire(r.target as ServiceTarget, e)))
         : null,
+      m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
       extras: { 'access-gateway.io/gateway': this.key, 'access-gateway.io/route': r.name },
     }));
   }

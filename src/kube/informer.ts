@@ -4,6 +4,7 @@
 // resumed, so a silently dead connection never leaves the cache stale.
 import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient } from './client.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export interface KubeObject {
   apiVersion?: string;
@@ -27,6 +28,7 @@ export interface InformerOptions<T> {
   optional?: boolean;
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
+  metrics?: Metrics;
 }
 
 class Gone extends Error {}
@@ -95,6 +97,7 @@ export class Informer<T extends KubeObject> {
           continue;
         }
         failures++;
+        this.opts.metrics?.informerRestarts.inc({ informer: this.opts.name });
         const max = this.opts.maxBackoffMs ?? 30_000;
         const delay = Math.min(max, 250 * 2 ** Math.min(failures, 10)) * (0.5 + Math.random() / 2);
         log.warn({ informer: this.opts.name, err: String(err), retryInMs: Math.round(delay) }, 'watch failed; restarting');
@@ -133,6 +136,7 @@ export class Informer<T extends KubeObject> {
       }
     }
     this.markSyncedOnce();
+    this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, Date.now() / 1000);
     return rv;
   }
 
@@ -151,6 +155,7 @@ export class Informer<T extends KubeObject> {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
       const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
+        this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, Date.now() / 1000);
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };

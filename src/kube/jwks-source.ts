@@ -6,6 +6,7 @@ import { revocationReason } from '../auth/jwks.js';
 import { KubeApiError, type KubeClient } from './client.js';
 import type { KubeObject } from './informer.js';
 import { Watched } from './watched.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export class KubeKeySource implements KeySource {
   constructor(private readonly client: KubeClient) {}
@@ -30,9 +31,9 @@ export class KubeRevocation implements RevocationCheck {
   private readonly watched: Record<'sa' | 'pod' | 'secret', Watched<KubeObject>>;
   private started = false;
 
-  constructor(client: KubeClient, log: Logger) {
+  constructor(client: KubeClient, log: Logger, metrics?: Metrics) {
     const w = (name: string, plural: string) => new Watched<KubeObject>(client, {
-      name: `${name}(metadata)`, namespaces: [], accept: metadataOnly, log,
+      name: `${name}(metadata)`, namespaces: [], accept: metadataOnly, log, metrics,
       path: () => `/api/v1/${plural}`, onEvent: () => {},
     });
     this.watched = { sa: w('serviceaccounts', 'serviceaccounts'), pod: w('pods', 'pods'), secret: w('secrets', 'secrets') };

@@ -1,23 +1,22 @@
 // TokenReview over the apiserver (authentication.k8s.io/v1).
-import { Counter, type Registry } from 'prom-client';
+import type { Metrics } from '../observability/metrics.js';
 import type { ReviewResult, TokenReviewer } from '../auth/identity.js';
 import { KubeApiError, type KubeClient } from './client.js';
 
 export class KubeTokenReviewer implements TokenReviewer {
-  private readonly calls: Counter<'result'>;
-
-  constructor(private readonly client: KubeClient, registry: Registry, private readonly timeoutMs = 5_000) {
-    this.calls = new Counter({ name: 'access_gateway_token_reviews_total', help: 'TokenReview calls to the apiserver, by result (authenticated, rejected, error).', labelNames: ['result'], registers: [registry] });
-  }
+  constructor(private readonly client: KubeClient, private readonly metrics: Metrics, private readonly timeoutMs = 5_000) {}
 
   async review(token: string, audiences: string[]): Promise<ReviewResult> {
+    const end = this.metrics.tokenReviewDuration.startTimer();
     try {
       const r = await this.call(token, audiences);
-      this.calls.inc({ result: r.authenticated ? 'authenticated' : 'rejected' });
+      this.metrics.tokenReviews.inc({ result: r.authenticated ? 'authenticated' : 'rejected' });
       return r;
     } catch (err) {
-      this.calls.inc({ result: 'error' });
+      this.metrics.tokenReviews.inc({ result: 'error' });
       throw err;
+    } finally {
+      end();
     }
   }
 

@@ -2,6 +2,7 @@
 // cluster-wide), with lookups by namespace/name and an optional secondary index.
 import type { Logger } from 'pino';
 import type { KubeClient } from './client.js';
+import type { Metrics } from '../observability/metrics.js';
 import { Informer, objectKey, type InformerEvent, type KubeObject } from './informer.js';
 
 export interface WatchedOptions<T> {
@@ -15,6 +16,7 @@ export interface WatchedOptions<T> {
   /** Secondary index key of an object, e.g. the Service an EndpointSlice belongs to. */
   indexBy?: (obj: T) => string | undefined;
   log: Logger;
+  metrics?: Metrics;
   onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
 }
 
@@ -30,6 +32,7 @@ export class Watched<T extends KubeObject> {
       labelSelector: opts.labelSelector,
       optional: opts.optional,
       accept: opts.accept,
+      metrics: opts.metrics,
       log: opts.log,
       onEvent: (type, obj, old) => {
         if (opts.indexBy) this.reindex(type, obj, old);

@@ -1,8 +1,63 @@
-// The Prometheus registry: prom-client's process and Node.js metrics, prefixed access_gateway_.
-import { Registry, collectDefaultMetrics } from 'prom-client';
+// Prometheus metrics (prefix access_gateway_, base units, bounded labels: gateway namespace and
+// name, route, method, status class, fixed result/kind enums — never a path, user, token or
+// address). See docs/metrics.md.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export function createRegistry(): Registry {
-  const registry = new Registry();
+const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']);
+
+/** A method as a bounded label value. */
+export function methodLabel(m: string | undefined): string {
+  return m && knownMethods.has(m) ? m : 'OTHER';
+}
+
+/** A status code as a bounded label value: 2xx, 4xx, … */
+export function codeClass(status: number): string {
+  return status >= 100 && status < 600 ? `${Math.floor(status / 100)}xx` : 'other';
+}
+
+export function createMetrics(registry = new Registry()) {
   collectDefaultMetrics({ register: registry, prefix: 'access_gateway_' });
-  return registry;
+  const r = [registry];
+  const gw = ['namespace', 'gateway'] as const;
+  const route = ['namespace', 'gateway', 'route'] as const;
+  return {
+    registry,
+    // data plane
+    requests: new Counter({ name: 'access_gateway_requests_total', help: 'Requests answered, by gateway, route, method and status class.', labelNames: [...route, 'method', 'code'], registers: r }),
+    requestDuration: new Histogram({ name: 'access_gateway_request_duration_seconds', help: 'Time from request to response end (upgraded connections excluded).', labelNames: [...route, 'code'], buckets: latencyBuckets, registers: r }),
+    upstreamDuration: new Histogram({ name: 'access_gateway_upstream_duration_seconds', help: 'Time from sending upstream to the upstream response headers.', labelNames: [...route], buckets: latencyBuckets, registers: r }),
+    inFlight: new Gauge({ name: 'access_gateway_requests_in_flight', help: 'Requests being served.', labelNames: [...gw], registers: r }),
+    upgraded: new Gauge({ name: 'access_gateway_upgraded_connections', help: 'Open upgraded connections (WebSocket, SPDY).', labelNames: [...route], registers: r }),
+    bytesIn: new Counter({ name: 'access_gateway_request_bytes_total', help: 'Bytes received from clients (headers and bodies).', labelNames: [...gw], registers: r }),
+    bytesOut: new Counter({ name: 'access_gateway_response_bytes_total', help: 'Bytes sent to clients (headers and bodies).', labelNames: [...gw], registers: r }),
+    authentications: new Counter({ name: 'access_gateway_authentications_total', help: 'Authentication decisions: result allowed, unauthenticated (401), unavailable (503).', labelNames: [...gw, 'result'], registers: r }),
+    authorizations: new Counter({ name: 'access_gateway_authorization_denials_total', help: 'Requests refused after authentication, by reason: access (spec.access), route (route not granted), filter (path or method filters), path (non-canonical).', labelNames: [...gw, 'reason'], registers: r }),
+    tokenCache: new Counter({ name: 'access_gateway_token_cache_requests_total', help: 'Token cache lookups: hit or miss.', labelNames: [...gw, 'result'], registers: r }),
+    tokenReviews: new Counter({ name: 'access_gateway_token_reviews_total', help: 'TokenReview calls to the apiserver, by result (authenticated, rejected, error).', labelNames: ['result'], registers: r }),
+    tokenReviewDuration: new Histogram({ name: 'access_gateway_token_review_duration_seconds', help: 'TokenReview call latency.', buckets: latencyBuckets, registers: r }),
+    jwksRefreshes: new Counter({ name: 'access_gateway_jwks_refreshes_total', help: 'JWKS key set refresh attempts.', registers: r }),
+    rateLimited: new Counter({ name: 'access_gateway_rate_limited_total', help: 'Requests refused with 429.', labelNames: [...gw], registers: r }),
+    upstreamErrors: new Counter({ name: 'access_gateway_upstream_errors_total', help: 'Upstream failures by kind: connect, timeout, reset.', labelNames: [...route, 'kind'], registers: r }),
+    ejections: new Counter({ name: 'access_gateway_endpoint_ejections_total', help: 'Endpoints taken out of rotation after refusing connections.', labelNames: [...route], registers: r }),
+    // operator
+    reconciles: new Counter({ name: 'access_gateway_reconcile_total', help: 'Reconciles by result: success, error, requeue.', labelNames: ['result'], registers: r }),
+    reconcileDuration: new Histogram({ name: 'access_gateway_reconcile_duration_seconds', help: 'Reconcile duration.', buckets: latencyBuckets, registers: r }),
+    queueDepth: new Gauge({ name: 'access_gateway_workqueue_depth', help: 'Keys waiting in the work queue.', registers: r }),
+    queueAdds: new Counter({ name: 'access_gateway_workqueue_adds_total', help: 'Keys added to the work queue.', registers: r }),
+    queueRetries: new Counter({ name: 'access_gateway_workqueue_retries_total', help: 'Rate-limited re-adds after a failed reconcile.', registers: r }),
+    queueDuration: new Histogram({ name: 'access_gateway_workqueue_queue_duration_seconds', help: 'Time a key waited in the queue.', buckets: latencyBuckets, registers: r }),
+    workDuration: new Histogram({ name: 'access_gateway_workqueue_work_duration_seconds', help: 'Time spent processing a key.', buckets: latencyBuckets, registers: r }),
+    listeners: new Gauge({ name: 'access_gateway_listeners', help: 'Listeners by state: open.', labelNames: ['state'], registers: r }),
+    informerRestarts: new Counter({ name: 'access_gateway_informer_restarts_total', help: 'Watch restarts after errors, by informer.', labelNames: ['informer'], registers: r }),
+    informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed or received a watch event (Unix time).', labelNames: ['informer'], registers: r }),
+    leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** A registry with no-op use, for library callers and unit tests. */
+export function testMetrics(): Metrics {
+  return createMetrics(new Registry());
 }

@@ -61,6 +61,8 @@ export interface GatewayPlan {
   access: AccessRulePlan[];
   routes: RoutePlan[];
   rateLimit: { requestsPerSecond: number; burst: number } | null;
+  /** Access log: every request, errors only (status >= 400), none, or errors plus a sample of the rest (0..1). */
+  accessLog: { errors: boolean; sample: number };
 }
 
 export function planKey(plan: Pick<GatewayPlan, 'namespace' | 'name'>): string {

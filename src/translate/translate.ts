@@ -21,6 +21,16 @@ export interface SecretLike {
 }
 
 export const listenerTLSLabel = 'access-gateway.io/listener-tls';
+export const accessLogAnnotation = 'access-gateway.io/access-log';
+
+/** The access-log annotation: all (default) | errors | none | sample:PERCENT (errors always logged). */
+export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
+  if (v === 'none') return { errors: false, sample: 0 };
+  if (v === 'errors') return { errors: true, sample: 0 };
+  const m = /^sample:(\d+(?:\.\d+)?)$/.exec(v ?? '');
+  if (m) return { errors: true, sample: Math.min(100, Number(m[1])) / 100 };
+  return { errors: true, sample: 1 };
+}
 
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */
 export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
@@ -129,6 +139,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     },
     access,
     routes,
+    accessLog: accessLog(gw.metadata.annotations?.[accessLogAnnotation]),
     rateLimit: spec.rateLimit ? { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond } : null,
   };
   return { plan, routes: routeStatus, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid and the port is free'), resolved] };

@@ -1,0 +1,138 @@
+// Metrics and access logs: exact counts after a mixed run, bounded series under many callers and
+// paths, a parseable exposition, and JSON access-log lines without tokens.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { Agent, request } from 'undici';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
+
+// these gateways route to a missing Service on purpose: Programmed, not Ready
+const gatewayPort = async (c: ControlPlane, n: string, name: string) => (await waitObserved(c, n, name)).status.listener.port as number;
+
+const parsePrometheus = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => any[];
+const ns = 'team-m';
+let cp: ControlPlane;
+let op: OperatorProc;
+let ok: string;
+let out: string;
+const agent = new Agent({ connections: 16 });
+
+const gateway = (name: string, extra = '') => `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: ok}]}]
+  ${extra}
+  routes:
+    - {name: svc, pathPrefix: /svc/, service: {name: missing, port: 80}}
+    - {name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$", "^/api/.*"]}}
+`;
+
+async function call(port: number, path: string, token?: string): Promise<number> {
+  const r = await request(`http://127.0.0.1:${port}${path}`, { dispatcher: agent, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  await r.body.dump();
+  return r.statusCode;
+}
+async function scrape(): Promise<string> {
+  return (await request(`http://127.0.0.1:${op.adminPort}/metrics`)).body.text();
+}
+function value(families: any[], name: string, labels: Record<string, string>): number {
+  const f = families.find((x) => x.name === name);
+  const m = f?.metrics.find((x: any) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
+  return m ? Number(m.value) : 0;
+}
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml(ns, ['ok', 'out']));
+  op = await startOperator(cp);
+  await applyYaml(cp, gateway('m'));
+  await applyYaml(cp, gateway('limited', 'rateLimit: {requestsPerSecond: 1, burst: 2}'));
+  ok = await cp.token(ns, 'ok', ['gw']);
+  out = await cp.token(ns, 'out', ['gw']);
+}, { timeout: 180_000 });
+
+after(async () => {
+  await agent.close();
+  await op?.stop();
+  await cp?.stop();
+});
+
+test('after a mixed run, /metrics shows exactly those counts in the right series', async () => {
+  const m = await gatewayPort(cp, ns, 'm');
+  const limited = await gatewayPort(cp, ns, 'limited');
+  const expect = (got: number[], want: number) => assert.deepEqual(got, got.map(() => want));
+  const allowed = [];
+  for (let i = 0; i < 10; i++) allowed.push(await call(m, '/version', ok)); // sequential: cache hits are exact
+  expect(allowed, 200);
+  for (let i = 0; i < 3; i++) assert.equal(await call(m, '/svc/x', ok), 503);
+  for (let i = 0; i < 4; i++) assert.equal(await call(m, '/version', out), 403);
+  for (let i = 0; i < 2; i++) assert.equal(await call(m, '/version'), 401);
+  const lim = [];
+  for (let i = 0; i < 5; i++) lim.push(await call(limited, '/version', ok));
+  assert.deepEqual(lim, [200, 200, 429, 429, 429]);
+
+  const text = await scrape();
+  const fams = parsePrometheus(text);
+  const g = (gateway: string, extra: Record<string, string>) => ({ namespace: ns, gateway, ...extra });
+  const req = 'access_gateway_requests_total';
+  assert.equal(value(fams, req, g('m', { route: 'kube-api', method: 'GET', code: '2xx' })), 10);
+  assert.equal(value(fams, req, g('m', { route: 'svc', method: 'GET', code: '5xx' })), 3);
+  assert.equal(value(fams, req, g('m', { route: '', method: 'GET', code: '4xx' })), 6);
+  assert.equal(value(fams, req, g('limited', { route: 'kube-api', method: 'GET', code: '2xx' })), 2);
+  assert.equal(value(fams, req, g('limited', { route: '', method: 'GET', code: '4xx' })), 3);
+  assert.equal(value(fams, 'access_gateway_rate_limited_total', g('limited', {})), 3);
+  assert.equal(value(fams, 'access_gateway_authentications_total', g('m', { result: 'allowed' })), 17);
+  assert.equal(value(fams, 'access_gateway_authentications_total', g('m', { result: 'unauthenticated' })), 2);
+  assert.equal(value(fams, 'access_gateway_authorization_denials_total', g('m', { reason: 'access' })), 4);
+  assert.equal(value(fams, 'access_gateway_token_cache_requests_total', g('m', { result: 'miss' })), 2);
+  assert.equal(value(fams, 'access_gateway_token_cache_requests_total', g('m', { result: 'hit' })), 15);
+  assert.equal(value(fams, 'access_gateway_token_reviews_total', { result: 'authenticated' }), 3);
+  assert.equal(value(fams, 'access_gateway_requests_in_flight', g('m', {})), 0);
+  const count = /^access_gateway_request_duration_seconds_count\{namespace="team-m",gateway="m",route="kube-api",code="2xx"\} (\d+)$/m.exec(text);
+  assert.equal(Number(count?.[1]), 10);
+  assert.ok(value(fams, 'access_gateway_reconcile_total', { result: 'success' }) >= 2);
+  assert.equal(value(fams, 'access_gateway_listeners', { state: 'open' }), 2);
+  assert.ok(value(fams, 'access_gateway_request_bytes_total', g('m', {})) > 0);
+});
+
+test('series stay bounded with 1,000 distinct callers and 1,000 distinct paths; no path or token in labels', async () => {
+  const m = await gatewayPort(cp, ns, 'm');
+  // every kind of answer once, so all series exist
+  await call(m, '/healthz', ok); // filter 403 on kube-api
+  await call(m, '/api/v1/nope-0', ok); // apiserver 404
+  await call(m, '/version', 'garbage-0');
+  const series = (text: string) => text.split('\n').filter((l) => l.startsWith('access_gateway_') && !/^access_gateway_(process|nodejs)_/.test(l)).length;
+  const before = series(await scrape());
+  let i = 0;
+  const worker = async () => {
+    while (i < 1000) {
+      const n = ++i;
+      await call(m, '/version', `garbage-${n}`);
+      await call(m, `/api/v1/nope-${n}`, ok);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  const text = await scrape();
+  assert.equal(series(text), before);
+  assert.doesNotMatch(text, /nope-|garbage-|system:serviceaccount/);
+  parsePrometheus(text);
+});
+
+test('access-log lines are JSON with caller, gateway, route, method, status, duration, upstream and request id, never a token', async () => {
+  const lines = readFileSync(op.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const reqs = lines.filter((l) => l.msg === 'request');
+  assert.ok(reqs.length > 2000);
+  const okLine = reqs.find((l) => l.status === 200 && l.gateway === `${ns}/m`);
+  for (const k of ['reqId', 'caller', 'gateway', 'route', 'method', 'status', 'durationMs', 'upstream']) assert.ok(k in okLine, k);
+  assert.equal(okLine.caller, `system:serviceaccount:${ns}:ok`);
+  assert.equal(okLine.upstream, 'apiserver');
+  const raw = readFileSync(op.logFile, 'utf8');
+  for (const t of [ok, out]) assert.ok(!raw.includes(t) && !raw.includes(t.split('.')[2]!), 'token in the log');
+});
