@@ -34,6 +34,8 @@ export class Listener {
   private table: RouteTable;
   private readonly server: Server | TLSServer;
   private readonly upgraded = new Set<Duplex>();
+  /** Responses still streaming (watches): ended cleanly when the listener drains. */
+  private readonly streams = new Set<() => void>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps) {
     this.table = RouteTable.build(plan, deps);
@@ -84,8 +86,12 @@ export class Listener {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     const timer = setTimeout(() => {
-      this.server.closeAllConnections();
-      for (const s of this.upgraded) s.destroy();
+      // end open streams (watches) with a proper last chunk, then drop what is left
+      for (const end of this.streams) end();
+      setTimeout(() => {
+        this.server.closeAllConnections();
+        for (const s of this.upgraded) s.destroy();
+      }, 100).unref();
     }, graceMs);
     timer.unref();
     return closed.finally(() => {
@@ -148,6 +154,11 @@ export class Listener {
       throw new ForbiddenError(why);
     }
     return { kind: 'route', id, route, path: up + query };
+  }
+
+  private track(res: ServerResponse, end: () => void): void {
+    this.streams.add(end);
+    res.once('close', () => this.streams.delete(end));
   }
 
   /** The upstream call for an apiserver route. */
@@ -225,6 +236,7 @@ export class Listener {
         seen.upstream = 'apiserver';
         proxyRequest(this.apiserverCall(t, a, req), req, res, {
           body: 'stream',
+          streaming: (end) => this.track(res, end),
           respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
           onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
         });
@@ -249,6 +261,7 @@ export class Listener {
         const sent = performance.now();
         proxyRequest(this.serviceCall(a, req, ep), req, res, {
           body,
+          streaming: (end) => this.track(res, end),
           respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
           onEnd: () => ep.release(),
           onError: (f) => {

@@ -66,6 +66,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   respond: (status: number, headers: OutgoingHttpHeaders) => void;
   onError: (f: UpstreamFailure) => void;
   onEnd?: () => void;
+  /** Called once the response streams: `end` finishes it cleanly (shutdown drain of watches). */
+  streaming?: (end: () => void) => void;
 }): void {
   const up = start(call);
   let timedOut = false;
@@ -77,9 +79,17 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     opts.respond(ur.statusCode ?? 502, ur.headers as OutgoingHttpHeaders);
     res.flushHeaders();
     ur.pipe(res);
+    let ending = false;
+    opts.streaming?.(() => {
+      ending = true;
+      ur.unpipe(res);
+      up.destroy();
+      finish();
+      res.end();
+    });
     ur.on('end', finish);
-    ur.on('error', () => { finish(); res.destroy(); });
-    ur.on('aborted', () => { finish(); res.destroy(); });
+    ur.on('error', () => { finish(); if (!ending) res.destroy(); });
+    ur.on('aborted', () => { finish(); if (!ending) res.destroy(); });
   });
   up.on('error', (err) => {
     clearTimeout(timer);

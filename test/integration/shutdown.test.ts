@@ -1,0 +1,88 @@
+// SIGTERM under load: unready first, no failed request that started before the signal, open
+// watches ended cleanly, exit 0 within the drain time.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+
+const ns = 'team-d';
+let cp: ControlPlane;
+let op: OperatorProc;
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml(ns, ['app']));
+  await cp.kubectl(['create', 'role', 'cm', '-n', ns, '--verb=get,list,watch', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'cm', '-n', ns, '--role=cm', `--serviceaccount=${ns}:app`]);
+  op = await startOperator(cp); // --drain-seconds 2
+}, { timeout: 180_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+test('SIGTERM under load: no failed request that started before it, the watch ends cleanly, exit 0 within the drain time', async () => {
+  await applyYaml(cp, `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: drain, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$", "^/api/.*"]}}]
+`);
+  const port = await gatewayPort(cp, ns, 'drain');
+  const token = await cp.token(ns, 'app', ['gw']);
+  const headers = { authorization: `Bearer ${token}` };
+
+  // an open watch
+  const watch = await new Promise<{ ended: Promise<'end' | 'aborted'> }>((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: `/api/v1/namespaces/${ns}/configmaps?watch=1`, headers }, (res) => {
+      assert.equal(res.statusCode, 200);
+      res.resume();
+      resolve({ ended: new Promise((r) => { res.on('end', () => r('end')); res.on('aborted', () => r('aborted')); res.on('error', () => r('aborted')); }) });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+
+  // a steady stream of requests
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 4 });
+  let signalledAt = Infinity;
+  let stop = false;
+  const results: { started: number; ok: boolean; why?: string }[] = [];
+  const one = () => new Promise<void>((resolve) => {
+    const started = performance.now();
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/version', headers, agent }, (res) => {
+      res.resume();
+      res.on('end', () => { results.push({ started, ok: res.statusCode === 200, why: String(res.statusCode) }); resolve(); });
+      res.on('error', (e) => { results.push({ started, ok: false, why: e.message }); resolve(); });
+    });
+    req.on('error', (e) => { results.push({ started, ok: false, why: e.message }); resolve(); });
+    req.end();
+  });
+  const worker = async () => { while (!stop) await one(); };
+  const workers = Array.from({ length: 4 }, worker);
+  await new Promise((r) => setTimeout(r, 1000));
+
+  const exited = new Promise<{ code: number | null; at: number }>((r) => op.child.once('exit', (code) => r({ code, at: performance.now() })));
+  signalledAt = performance.now();
+  op.child.kill('SIGTERM');
+  const readyAfter = await fetch(`http://127.0.0.1:${op.adminPort}/readyz`).then((r) => r.status, () => 0);
+  const { code, at } = await exited;
+  stop = true;
+  await Promise.all(workers);
+  agent.destroy();
+
+  assert.equal(code, 0);
+  assert.ok(at - signalledAt < 2000 + 1500, `exit took ${Math.round(at - signalledAt)} ms with a 2 s drain`);
+  assert.notEqual(readyAfter, 200, 'unready as soon as SIGTERM arrives');
+  const before = results.filter((r) => r.started < signalledAt);
+  assert.ok(before.length > 50, `only ${before.length} requests before SIGTERM`);
+  assert.deepEqual(before.filter((r) => !r.ok), []);
+  assert.equal(await watch.ended, 'end', 'the watch ended with a proper last chunk');
+});
