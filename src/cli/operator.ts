@@ -7,6 +7,7 @@ import { ListenerManager } from '../dataplane/listener-manager.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
+import { LeaderElector } from '../kube/leader.js';
 import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
 import { JwksKeySet } from '../auth/jwks.js';
 import { startAdminServer } from '../observability/admin-server.js';
@@ -22,6 +23,8 @@ export const operatorFlags: FlagSpec = {
   'advertise-address': { type: 'string' },
   'port-range': { type: 'string', default: '20000-20999' },
   'leader-elect': { type: 'boolean', default: false },
+  'leader-election-namespace': { type: 'string' },
+  'leader-election-id': { type: 'string', default: 'access-gateway-operator' },
   'drain-seconds': { type: 'string', default: '10' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
@@ -41,7 +44,6 @@ export const serveFlags: FlagSpec = {
 /** access-gateway operator: gateways from the cluster, status to the cluster. */
 export async function runOperator(args: string[]): Promise<void> {
   const f = parseFlags(args, operatorFlags);
-  if (f['leader-elect']) throw new Error('--leader-elect is not implemented yet: run a single replica');
   await run(f, 'operator');
 }
 
@@ -71,9 +73,22 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
     jwks: { keySet, revocation },
   }, listenHost, drainMs);
   let files: FileSource | undefined;
+  let elector: LeaderElector | undefined;
+  if (mode === 'operator' && f['leader-elect']) {
+    const identity = process.env.POD_NAME ?? `${hostname()}_${process.pid}`;
+    elector = new LeaderElector(client, {
+      namespace: f['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'default',
+      name: f['leader-election-id'], identity, log,
+      onStartedLeading: () => { metrics.leader.set(1); manager.resyncAll(); },
+      onStoppedLeading: () => metrics.leader.set(0),
+    });
+  } else {
+    metrics.leader.set(1);
+  }
   const statuses = new Map<string, AccessGatewayStatus>();
   const manager = new Manager(client, dataplane, {
     namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log, metrics,
+    ...(elector ? { isLeader: () => elector!.isLeader } : {}),
     ...(mode === 'serve' ? {
       source: (onEvent: GatewayEvents) => (files = new FileSource(f.gateways, onEvent, log)),
       writeStatus: async (gw: AccessGateway, status: AccessGatewayStatus) => {
@@ -98,6 +113,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
     if (stopping) return;
     stopping = true;
     log.info({ signal, drainMs }, 'shutting down: unready, draining listeners');
+    await elector?.stop(); // releases the Lease at once
     await manager.stop();
     keySet.stop();
     await revocation.stop();
@@ -109,6 +125,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  elector?.start();
   await manager.start();
   log.info('caches synced');
 }

@@ -18,6 +18,8 @@ import { canonical, desiredStatus } from './status.js';
 
 export interface ManagerOptions {
   metrics?: Metrics;
+  /** Only the leader writes status; every replica serves. Default: always leader. */
+  isLeader?: () => boolean;
   namespaces: string[];
   portRange: [number, number];
   advertiseHost: string;
@@ -79,6 +81,11 @@ export class Manager {
     });
     this.writeStatus = opts.writeStatus ?? (async (gw, status) => { await writeStatus(client, gw, status); });
     this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
+  }
+
+  /** Leadership gained: reconcile everything so this replica writes what the old leader did not. */
+  resyncAll(): void {
+    for (const k of this.keys()) this.queue.add(k);
   }
 
   /** A referenced object changed: reconcile the gateways that refer to it. */
@@ -212,7 +219,9 @@ export class Manager {
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     });
     const json = canonical(status);
-    if (json !== canonical(gw.status)) {
+    if (this.opts.isLeader && !this.opts.isLeader()) {
+      log.debug('not the leader: status left to the leader');
+    } else if (json !== canonical(gw.status)) {
       this.written.set(key, json);
       await this.writeStatus(gw, status);
       log.info({ ready: status.conditions?.find((c) => c.type === 'Ready')?.status, port }, 'status written');

@@ -19,9 +19,9 @@ export async function testPortRange(): Promise<[number, number]> {
   return [base, base + 39];
 }
 
-export async function startOperator(cp: ControlPlane, opts: { args?: string[]; logName?: string; env?: NodeJS.ProcessEnv } = {}): Promise<OperatorProc> {
+export async function startOperator(cp: ControlPlane, opts: { args?: string[]; logName?: string; env?: NodeJS.ProcessEnv; portRange?: [number, number] } = {}): Promise<OperatorProc> {
   const adminPort = await freePort();
-  const portRange = await testPortRange();
+  const portRange = opts.portRange ?? await testPortRange();
   const proc = startProc(process.execPath, [cliPath, 'operator', '--kubeconfig', cp.kubeconfig,
     '--admin-address', `127.0.0.1:${adminPort}`, '--listen-address', '127.0.0.1',
     '--port-range', `${portRange[0]}-${portRange[1]}`, '--drain-seconds', '2', '--log-level', 'debug', ...(opts.args ?? [])],
