@@ -2,6 +2,8 @@
 import { hostname } from 'node:os';
 import { Manager, type GatewayEvents } from '../controller/manager.js';
 import { FileSource } from '../controller/file-source.js';
+import { publishable } from '../controller/exposure.js';
+import { Replicas } from '../kube/replicas.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
@@ -21,6 +23,8 @@ export const operatorFlags: FlagSpec = {
   'admin-address': { type: 'string', default: '0.0.0.0:8080' },
   'listen-address': { type: 'string', default: '0.0.0.0' },
   'advertise-address': { type: 'string' },
+  'no-expose': { type: 'boolean', default: false },
+  'replica-selector': { type: 'string' },
   'port-range': { type: 'string', default: '20000-20999' },
   'leader-elect': { type: 'boolean', default: false },
   'leader-election-namespace': { type: 'string' },
@@ -73,6 +77,10 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
     jwks: { keySet, revocation },
   }, listenHost, drainMs);
   let files: FileSource | undefined;
+  // the ready operator pods (in a cluster: --replica-selector, e.g. app.kubernetes.io/name=access-gateway)
+  const replicas = mode === 'operator' && f['replica-selector']
+    ? new Replicas(client, process.env.POD_NAMESPACE ?? 'default', f['replica-selector'], log, () => manager.resyncAll())
+    : undefined;
   let elector: LeaderElector | undefined;
   if (mode === 'operator' && f['leader-elect']) {
     const identity = process.env.POD_NAME ?? `${hostname()}_${process.pid}`;
@@ -89,6 +97,10 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   const manager = new Manager(client, dataplane, {
     namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log, metrics,
     ...(elector ? { isLeader: () => elector!.isLeader } : {}),
+    // in a cluster the pod's own address (POD_IP); outside, --advertise-address when it is publishable
+    ...(mode === 'operator' && !f['no-expose'] ? {
+      exposeAddresses: () => (replicas ? replicas.addresses() : [process.env.POD_IP ?? advertise].filter(publishable)),
+    } : {}),
     ...(mode === 'serve' ? {
       source: (onEvent: GatewayEvents) => (files = new FileSource(f.gateways, onEvent, log)),
       writeStatus: async (gw: AccessGateway, status: AccessGatewayStatus) => {
@@ -114,6 +126,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
     stopping = true;
     log.info({ signal, drainMs }, 'shutting down: unready, draining listeners');
     await elector?.stop(); // releases the Lease at once
+    await replicas?.stop();
     await manager.stop();
     keySet.stop();
     await revocation.stop();
@@ -126,6 +139,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
   elector?.start();
+  replicas?.start();
   await manager.start();
   log.info('caches synced');
 }

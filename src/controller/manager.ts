@@ -6,7 +6,8 @@ import type { Metrics } from '../observability/metrics.js';
 import { applyDefaults } from '../api/defaults.js';
 import type { ListenerManager } from '../dataplane/listener-manager.js';
 import type { KubeClient } from '../kube/client.js';
-import { gatewaysPath, writeStatus } from '../kube/gateways.js';
+import { applyOwned, gatewaysPath, writeStatus } from '../kube/gateways.js';
+import { exposure } from './exposure.js';
 import type { InformerEvent } from '../kube/informer.js';
 import { translate } from '../translate/translate.js';
 import { ClusterState, type Ref } from './cluster-state.js';
@@ -18,6 +19,8 @@ import { canonical, desiredStatus } from './status.js';
 
 export interface ManagerOptions {
   metrics?: Metrics;
+  /** Addresses of the replicas to publish in each gateway's agw-NAME EndpointSlice; none: no exposure. */
+  exposeAddresses?: () => string[];
   /** Only the leader writes status; every replica serves. Default: always leader. */
   isLeader?: () => boolean;
   namespaces: string[];
@@ -60,8 +63,10 @@ export class Manager {
   private workers: Promise<void>[] = [];
   private resyncTimer?: NodeJS.Timeout;
   private reconcileSeq = 0;
+  /** Exposure objects last applied per key (skip applies that change nothing). */
+  private readonly exposed = new Map<string, string>();
 
-  constructor(client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions & {
+  constructor(private readonly client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions & {
     /** Defaults to watching AccessGateways in the cluster. */
     source?: (onEvent: GatewayEvents) => GatewaySource;
     /** Defaults to the /status subresource. */
@@ -85,6 +90,7 @@ export class Manager {
 
   /** Leadership gained: reconcile everything so this replica writes what the old leader did not. */
   resyncAll(): void {
+    this.exposed.clear();
     for (const k of this.keys()) this.queue.add(k);
   }
 
@@ -179,6 +185,7 @@ export class Manager {
       this.waitingForPort.delete(key);
       for (const k of this.waitingForPort) this.queue.add(k);
       this.written.delete(key);
+      this.exposed.delete(key);
       await this.dataplane.apply(key, null);
       log.debug('gateway gone; listener closed');
       return {};
@@ -208,6 +215,19 @@ export class Manager {
       }
     }
     const port = 'port' in claim ? this.ports.portOf(key) : undefined;
+    const leader = !this.opts.isLeader || this.opts.isLeader();
+    const addresses = this.opts.exposeAddresses?.() ?? [];
+    let url = port !== undefined && applied?.programmed ? `${t.plan?.tls ? 'https' : 'http'}://${this.opts.advertiseHost}:${port}` : undefined;
+    if (port !== undefined && applied?.programmed && addresses.length && gw.metadata.uid) {
+      const e = exposure(gw, port, t.plan!.tls !== null, addresses);
+      url = e.url;
+      const want = canonical([e.service, e.slice]);
+      if (leader && this.exposed.get(key) !== want) {
+        await applyOwned(this.client, e.service);
+        await applyOwned(this.client, e.slice);
+        this.exposed.set(key, want);
+      }
+    }
     const status = desiredStatus({
       generation: gw.metadata.generation ?? 0,
       previous: gw.status,
@@ -215,11 +235,11 @@ export class Manager {
       applied,
       port,
       routes: t.routes,
-      url: port !== undefined && applied?.programmed ? `${t.plan?.tls ? 'https' : 'http'}://${this.opts.advertiseHost}:${port}` : undefined,
+      url,
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     });
     const json = canonical(status);
-    if (this.opts.isLeader && !this.opts.isLeader()) {
+    if (!leader) {
       log.debug('not the leader: status left to the leader');
     } else if (json !== canonical(gw.status)) {
       this.written.set(key, json);

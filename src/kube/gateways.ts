@@ -7,6 +7,15 @@ export function gatewaysPath(namespace?: string): string {
   return namespace ? `/apis/${group}/${version}/namespaces/${namespace}/${plural}` : `/apis/${group}/${version}/${plural}`;
 }
 
+/** Server-side apply of an owned object (Service, EndpointSlice), as field manager access-gateway. */
+export async function applyOwned(client: KubeClient, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }): Promise<void> {
+  const plural = obj.kind === 'Service' ? 'services' : 'endpointslices';
+  const base = obj.apiVersion === 'v1' ? '/api/v1' : `/apis/${obj.apiVersion}`;
+  const path = `${base}/namespaces/${obj.metadata.namespace}/${plural}/${obj.metadata.name}?fieldManager=access-gateway&force=true`;
+  const res = await client.request('PATCH', path, obj, { contentType: 'application/apply-patch+yaml' });
+  if (res.status !== 200 && res.status !== 201) throw new KubeApiError(res.status, res.body, `apply ${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name}`);
+}
+
 /** Writes `status`; a gateway deleted meanwhile is not an error (returns false). */
 export async function writeStatus(client: KubeClient, gw: AccessGateway, status: AccessGateway['status']): Promise<boolean> {
   const path = `${gatewaysPath(gw.metadata.namespace)}/${gw.metadata.name}/status`;

@@ -16,7 +16,8 @@ before(async () => {
   await applyYaml(cp, namespaceYaml('team-r', ['app']));
   await cp.kubectl(['create', 'role', 'cm-reader', '-n', 'team-r', '--verb=get,list,watch', '--resource=configmaps']);
   await cp.kubectl(['create', 'rolebinding', 'app-cm-reader', '-n', 'team-r', '--role=cm-reader', '--serviceaccount=team-r:app']);
-  op = await startOperator(cp);
+  // 198.18.255.1 is only published in EndpointSlices (the apiserver refuses loopback); nothing is sent to it
+  op = await startOperator(cp, { args: ['--advertise-address', '198.18.255.1'] });
 }, { timeout: 180_000 });
 
 after(async () => {
@@ -78,4 +79,25 @@ test('deleting a namespace removes its gateways and closes their listeners', asy
   await cp.kubectl(['delete', 'namespace', 'team-gone', '--wait=false']);
   await waitListenerClosed(port, 60_000);
   await waitFor('namespace gone', async () => (await cp.api('GET', '/api/v1/namespaces/team-gone')).status === 404, 60_000);
+});
+
+test('the agw-NAME Service and EndpointSlice exist with the right port and owner, and disappear with the gateway', async () => {
+  await applyYaml(cp, gateway('exposed'));
+  const port = await gatewayPort(cp, 'team-r', 'exposed');
+  const gw = await getGateway(cp, 'team-r', 'exposed');
+  assert.equal(gw.status.listener.url, 'http://agw-exposed.team-r.svc');
+  const svc = (await cp.api('GET', '/api/v1/namespaces/team-r/services/agw-exposed')).body;
+  assert.deepEqual(svc.spec.ports.map((p: any) => [p.name, p.port, p.targetPort]), [['http', 80, port]]);
+  assert.equal(svc.spec.selector, undefined);
+  assert.equal(svc.metadata.ownerReferences[0].uid, gw.metadata.uid);
+  assert.equal(svc.metadata.ownerReferences[0].kind, 'AccessGateway');
+  const slice = (await cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/team-r/endpointslices/agw-exposed')).body;
+  assert.equal(slice.metadata.labels['kubernetes.io/service-name'], 'agw-exposed');
+  assert.deepEqual(slice.endpoints.map((e: any) => e.addresses[0]), ['198.18.255.1']);
+  assert.equal(slice.ports[0].port, port);
+  assert.equal(slice.metadata.ownerReferences[0].uid, gw.metadata.uid);
+  await cp.kubectl(['delete', 'agw', 'exposed', '-n', 'team-r']);
+  await waitFor('Service and EndpointSlice collected', async () =>
+    (await cp.api('GET', '/api/v1/namespaces/team-r/services/agw-exposed')).status === 404 &&
+    (await cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/team-r/endpointslices/agw-exposed')).status === 404, 60_000, 500);
 });
