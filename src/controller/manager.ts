@@ -8,6 +8,7 @@ import type { ListenerManager } from '../dataplane/listener-manager.js';
 import type { KubeClient } from '../kube/client.js';
 import { applyOwned, gatewaysPath, writeStatus } from '../kube/gateways.js';
 import { exposure } from './exposure.js';
+import { EventRecorder } from '../kube/events.js';
 import type { InformerEvent } from '../kube/informer.js';
 import { translate } from '../translate/translate.js';
 import { ClusterState, type Ref } from './cluster-state.js';
@@ -65,6 +66,7 @@ export class Manager {
   private reconcileSeq = 0;
   /** Exposure objects last applied per key (skip applies that change nothing). */
   private readonly exposed = new Map<string, string>();
+  private readonly events: EventRecorder;
 
   constructor(private readonly client: KubeClient, private readonly dataplane: ListenerManager, private readonly opts: ManagerOptions & {
     /** Defaults to watching AccessGateways in the cluster. */
@@ -73,6 +75,7 @@ export class Manager {
     writeStatus?: StatusWriter;
   }) {
     this.ports = new PortAllocator(opts.portRange);
+    this.events = new EventRecorder(client, opts.log);
     const m = opts.metrics;
     this.queue = new WorkQueue(m ? {
       hooks: {
@@ -86,6 +89,17 @@ export class Manager {
     });
     this.writeStatus = opts.writeStatus ?? (async (gw, status) => { await writeStatus(client, gw, status); });
     this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
+  }
+
+  /** An Event when Ready changes status or reason: Programmed, or the reason it is not. */
+  private recordTransition(gw: AccessGateway, status: AccessGatewayStatus): void {
+    const before = gw.status?.conditions?.find((c) => c.type === 'Ready');
+    const after = status.conditions?.find((c) => c.type === 'Ready');
+    if (!after || (before && before.status === after.status && before.reason === after.reason)) return;
+    const programmed = status.conditions?.find((c) => c.type === 'Programmed');
+    void this.events.record(gw, after.status === 'True' ? 'Normal' : 'Warning',
+      after.status === 'True' ? 'Programmed' : after.reason,
+      after.status === 'True' ? programmed?.message ?? 'programmed' : after.message);
   }
 
   /** Leadership gained: reconcile everything so this replica writes what the old leader did not. */
@@ -242,6 +256,7 @@ export class Manager {
     if (!leader) {
       log.debug('not the leader: status left to the leader');
     } else if (json !== canonical(gw.status)) {
+      this.recordTransition(gw, status);
       this.written.set(key, json);
       await this.writeStatus(gw, status);
       log.info({ ready: status.conditions?.find((c) => c.type === 'Ready')?.status, port }, 'status written');

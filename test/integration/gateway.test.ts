@@ -168,4 +168,14 @@ test('an invalid regex or a taken port marks only that gateway; the others keep 
     const g = await getGateway(cp, 'team-a', 'second');
     return condition(g, 'Ready')?.status === 'True';
   }, 40_000);
+  // one Event for the conflict and one for its resolution
+  const events = async () => (await cp.api('GET', '/api/v1/namespaces/team-a/events?fieldSelector=involvedObject.name=second')).body.items as any[];
+  await waitFor('events recorded', async () => (await events()).some((e) => e.reason === 'Programmed'), 10_000);
+  const evs = await events();
+  const byReason = (r: string) => evs.filter((e) => e.reason === r);
+  assert.equal(byReason('PortConflict').length, 1, JSON.stringify(evs.map((e) => [e.reason, e.count])));
+  assert.equal(byReason('PortConflict')[0].type, 'Warning');
+  assert.equal(byReason('PortConflict')[0].count, 1);
+  assert.equal(byReason('Programmed').length, 1);
+  assert.equal(byReason('Programmed')[0].type, 'Normal');
 });

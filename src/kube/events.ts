@@ -1,0 +1,44 @@
+// Kubernetes Events on AccessGateways, de-duplicated: the same reason and message on the same
+// object within 10 minutes bumps the existing Event's count (at most once a minute) instead of
+// creating a new one, so a flapping gateway cannot flood the apiserver.
+import type { Logger } from 'pino';
+import type { AccessGateway } from '../api/types.js';
+import type { KubeClient } from './client.js';
+
+interface Sent { name: string; count: number; first: string; lastPatch: number }
+
+export class EventRecorder {
+  private readonly sent = new Map<string, Sent>();
+  private seq = 0;
+
+  constructor(private readonly client: KubeClient, private readonly log: Logger, private readonly component = 'access-gateway') {}
+
+  async record(gw: AccessGateway, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const ns = gw.metadata.namespace;
+    const key = `${gw.metadata.uid}/${type}/${reason}/${message}`;
+    const now = Date.now();
+    const stamp = new Date(now).toISOString().replace(/\.\d+Z$/, 'Z');
+    const prev = this.sent.get(key);
+    try {
+      if (prev && now - Date.parse(prev.first) < 600_000) {
+        prev.count++;
+        if (now - prev.lastPatch < 60_000) return; // counted; written with the next patch
+        prev.lastPatch = now;
+        await this.client.request('PATCH', `/api/v1/namespaces/${ns}/events/${prev.name}`,
+          { count: prev.count, lastTimestamp: stamp }, { contentType: 'application/merge-patch+json' });
+        return;
+      }
+      if (this.sent.size > 10_000) this.sent.clear();
+      const name = `${gw.metadata.name}.${now.toString(16)}${(++this.seq).toString(16)}`;
+      await this.client.request('POST', `/api/v1/namespaces/${ns}/events`, {
+        apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: ns },
+        involvedObject: { apiVersion: gw.apiVersion, kind: 'AccessGateway', name: gw.metadata.name, namespace: ns, uid: gw.metadata.uid },
+        type, reason, message, count: 1, firstTimestamp: stamp, lastTimestamp: stamp, source: { component: this.component },
+        reportingComponent: this.component, reportingInstance: process.env.POD_NAME ?? '',
+      });
+      this.sent.set(key, { name, count: 1, first: stamp, lastPatch: now });
+    } catch (err) {
+      this.log.warn({ err: String(err), reason }, 'could not record an Event');
+    }
+  }
+}
