@@ -155,6 +155,7 @@ export class Manager {
   private onEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
     const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
+      && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && canonical(obj.status) === this.written.get(key)) return;
     this.queue.add(key);
   }
