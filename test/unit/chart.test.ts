@@ -1,0 +1,378 @@
+// The Helm chart (charts/access-gateway): lint, rendering of the defaults and of every ci/ values
+// file, the RBAC it grants, the CRD copy, the rendered deploy/install.yaml, the generated values
+// table and the values schema. Shells out to helm (scripts/build-helm.sh, cached); no cluster.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse, parseAllDocuments } from 'yaml';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const chart = join(root, 'charts', 'access-gateway');
+const ciDir = join(chart, 'ci');
+const ciFiles = readdirSync(ciDir).filter((f) => f.endsWith('.yaml')).sort();
+// The chart's kubeVersion floor: the result must not depend on what helm was built with.
+const kubeVersion = ['--kube-version', '1.30.0'];
+
+let helmPath: string | undefined;
+function helm(): string {
+  helmPath ??= execFileSync(join(root, 'scripts', 'build-helm.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  return helmPath;
+}
+
+function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: env ? { ...process.env, ...env } : process.env, maxBuffer: 64 << 20 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
+
+function template(args: string[] = [], release = 'agw-test', ns = 'agw-system'): Obj[] {
+  const r = run(helm(), ['template', release, chart, '--namespace', ns, ...kubeVersion, ...args]);
+  assert.equal(r.status, 0, `helm template ${args.join(' ')} failed:\n${r.stderr}`);
+  return parseAllDocuments(r.stdout).map((d) => d.toJS()).filter(Boolean);
+}
+
+const find = (objs: Obj[], kind: string, name?: string, namespace?: string) =>
+  objs.filter((o) => o.kind === kind && (name === undefined || o.metadata.name === name) && (namespace === undefined || o.metadata.namespace === namespace));
+const one = (objs: Obj[], kind: string, name?: string, namespace?: string): Obj => {
+  const found = find(objs, kind, name, namespace);
+  assert.equal(found.length, 1, `expected one ${kind} ${namespace ?? ''}/${name ?? '*'}, got ${found.length}`);
+  return found[0]!;
+};
+
+/** Rules flattened to "group|resource|verb" (and "url|PATH|verb"), resourceNames appended. */
+function grants(rules: any[]): string[] {
+  const out: string[] = [];
+  for (const r of rules) {
+    const names = r.resourceNames ? `@${[...r.resourceNames].sort().join(',')}` : '';
+    for (const v of r.verbs) {
+      for (const u of r.nonResourceURLs ?? []) out.push(`url|${u}|${v}`);
+      for (const g of r.apiGroups ?? []) for (const res of r.resources ?? []) out.push(`${g}|${res}|${v}${names}`);
+    }
+  }
+  return out.sort();
+}
+const expand = (group: string, resources: string[], verbs: string[]) => resources.flatMap((r) => verbs.map((v) => `${group}|${r}|${v}`));
+
+// What the operator does in a watched namespace (src/controller/cluster-state.ts, manager.ts, src/kube/).
+const namespaced = [
+  ...expand('access-gateway.io', ['accessgateways'], ['list', 'watch']),
+  ...expand('access-gateway.io', ['accessgateways/status'], ['patch']),
+  ...expand('access-gateway.io', ['accessgateways/finalizers'], ['update']),
+  ...expand('', ['services'], ['list', 'watch', 'create', 'patch']),
+  ...expand('discovery.k8s.io', ['endpointslices'], ['list', 'watch', 'create', 'patch']),
+  ...expand('', ['secrets', 'configmaps'], ['list', 'watch']),
+  ...expand('gateway.networking.k8s.io', ['referencegrants'], ['list', 'watch']),
+  ...expand('', ['events'], ['create', 'patch']),
+];
+const extras = ['access-gateway.io/gateway', 'access-gateway.io/route', 'authentication.kubernetes.io/credential-id',
+  'authentication.kubernetes.io/pod-name', 'authentication.kubernetes.io/pod-uid', 'authentication.kubernetes.io/node-name',
+  'authentication.kubernetes.io/node-uid'];
+const clusterScoped = [
+  ...expand('authentication.k8s.io', ['tokenreviews'], ['create']),
+  ...expand('', ['users', 'groups', 'serviceaccounts'], ['impersonate']),
+  ...expand('authentication.k8s.io', ['uids', ...extras.map((e) => `userextras/${e}`)], ['impersonate']),
+  'url|/.well-known/openid-configuration|get', 'url|/openid/v1/jwks|get',
+];
+const revocation = (withSecrets: boolean) => expand('', ['serviceaccounts', 'pods', ...(withSecrets ? ['secrets'] : [])], ['list', 'watch']);
+
+test('helm lint is clean, also with --strict, for the defaults and every ci/ values file', () => {
+  for (const values of [undefined, ...ciFiles]) {
+    for (const strict of [[], ['--strict']]) {
+      const r = run(helm(), ['lint', chart, ...strict, ...kubeVersion, ...(values ? ['-f', join(ciDir, values)] : [])]);
+      const what = `helm lint ${strict.join(' ')} ${values ?? '(defaults)'}`;
+      assert.equal(r.status, 0, `${what}:\n${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/, what);
+      assert.doesNotMatch(r.stdout, /\[(WARNING|ERROR)\]/, `${what}:\n${r.stdout}`);
+    }
+  }
+});
+
+test('there are at least three ci/ values files, and each renders', () => {
+  assert.ok(ciFiles.length >= 3, `ci/ has ${ciFiles.length} values files`);
+  for (const f of ciFiles) {
+    const objs = template(['-f', join(ciDir, f)]);
+    assert.ok(find(objs, 'Deployment').length === 1, f);
+  }
+});
+
+test('defaults: a hardened Deployment that runs the operator with the chart flags', () => {
+  const objs = template();
+  const d = one(objs, 'Deployment', 'agw-test-access-gateway', 'agw-system');
+  const pod = d.spec.template.spec;
+  const c = pod.containers[0];
+  assert.equal(d.spec.replicas, 2);
+  assert.equal(c.image, 'ghcr.io/kube-access-gateway/access-gateway:0.1.0');
+  assert.equal(c.imagePullPolicy, 'IfNotPresent');
+  assert.deepEqual(c.args, [
+    'operator', '--admin-address=0.0.0.0:8080', '--port-range=20000-20999', '--drain-seconds=10', '--log-level=info',
+    '--log-format=json', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
+    '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
+  ]);
+  // the replica selector is the Deployment's selector
+  assert.deepEqual(d.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'access-gateway', 'app.kubernetes.io/instance': 'agw-test' });
+  assert.deepEqual(c.env.map((e: any) => [e.name, e.valueFrom.fieldRef.fieldPath]),
+    [['POD_NAME', 'metadata.name'], ['POD_NAMESPACE', 'metadata.namespace'], ['POD_IP', 'status.podIP']]);
+  assert.deepEqual(c.ports, [{ name: 'admin', containerPort: 8080, protocol: 'TCP' }]);
+  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
+  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+  assert.equal(c.livenessProbe.httpGet.port, 'admin');
+  // secure defaults
+  assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
+  assert.deepEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+  assert.deepEqual(c.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } });
+  assert.ok(pod.terminationGracePeriodSeconds > 10);
+  // the token: not automounted, an explicit projected volume at the standard path
+  assert.equal(pod.automountServiceAccountToken, false);
+  const api = pod.volumes.find((v: any) => v.projected);
+  assert.deepEqual(api.projected.sources, [
+    { serviceAccountToken: { path: 'token', expirationSeconds: 3607 } },
+    { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+    { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
+  ]);
+  const mounts = Object.fromEntries(c.volumeMounts.map((m: any) => [m.mountPath, m]));
+  assert.deepEqual(mounts['/var/run/secrets/kubernetes.io/serviceaccount'], { name: api.name, mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true });
+  assert.ok(pod.volumes.find((v: any) => v.name === mounts['/tmp'].name).emptyDir, 'a writable /tmp');
+  assert.equal(pod.serviceAccountName, 'agw-test-access-gateway');
+  assert.equal(one(objs, 'ServiceAccount', 'agw-test-access-gateway').automountServiceAccountToken, false);
+  // spread over nodes by default, with the selector labels filled in
+  assert.deepEqual(pod.topologySpreadConstraints, [{
+    maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', matchLabelKeys: ['pod-template-hash'],
+    labelSelector: { matchLabels: d.spec.selector.matchLabels },
+  }]);
+  // admin Service, PDB; optional objects off
+  const svc = one(objs, 'Service', 'agw-test-access-gateway');
+  assert.deepEqual(svc.spec.ports, [{ name: 'admin', port: 8080, targetPort: 'admin', protocol: 'TCP' }]);
+  assert.equal(one(objs, 'PodDisruptionBudget').spec.minAvailable, 1);
+  for (const k of ['ServiceMonitor', 'PrometheusRule', 'NetworkPolicy', 'CustomResourceDefinition']) assert.equal(find(objs, k).length, 0, k);
+  // every object carries the app.kubernetes.io labels
+  for (const o of objs) assert.equal(o.metadata.labels?.['app.kubernetes.io/instance'], 'agw-test', `${o.kind} ${o.metadata.name}`);
+});
+
+test('defaults: least-privilege RBAC, cluster-wide, exactly the verbs the operator uses', () => {
+  const objs = template();
+  const cr = one(objs, 'ClusterRole', 'agw-test-access-gateway');
+  assert.deepEqual(grants(cr.rules), [...namespaced, ...clusterScoped, ...revocation(false)].sort());
+  const crb = one(objs, 'ClusterRoleBinding', 'agw-test-access-gateway');
+  assert.deepEqual(crb.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'agw-test-access-gateway' });
+  assert.deepEqual(crb.subjects, [{ kind: 'ServiceAccount', name: 'agw-test-access-gateway', namespace: 'agw-system' }]);
+  const lease = one(objs, 'Role', 'agw-test-access-gateway-leader-election', 'agw-system');
+  assert.deepEqual(grants(lease.rules), ['coordination.k8s.io|leases|create', 'coordination.k8s.io|leases|get@agw-test-access-gateway',
+    'coordination.k8s.io|leases|update@agw-test-access-gateway']);
+  one(objs, 'RoleBinding', 'agw-test-access-gateway-leader-election', 'agw-system');
+  assert.deepEqual(grants(one(objs, 'Role', 'agw-test-access-gateway-replicas', 'agw-system').rules), ['|pods|list', '|pods|watch']);
+  // nothing anywhere may delete, escalate, bind or read single objects it only watches
+  for (const o of [...find(objs, 'ClusterRole'), ...find(objs, 'Role')]) {
+    for (const g of grants(o.rules)) assert.doesNotMatch(g, /\|(delete|deletecollection|escalate|bind|\*)(@|$)|\|\*\|/, `${o.kind} ${o.metadata.name}: ${g}`);
+  }
+  // the admission policy that holds Service/EndpointSlice writes to agw-* is bound to this ServiceAccount
+  const vap = one(objs, 'ValidatingAdmissionPolicy', 'agw-test-access-gateway-writes');
+  assert.match(vap.spec.matchConditions[0].expression, /system:serviceaccount:agw-system:agw-test-access-gateway'/);
+  assert.deepEqual(one(objs, 'ValidatingAdmissionPolicyBinding').spec, { policyName: vap.metadata.name, validationActions: ['Deny'] });
+});
+
+test('every RBAC rule in the rendered manifests carries a comment saying why', () => {
+  for (const values of [[], ['--set', 'rbac.watchNamespaces={a,b}', '--set', 'rbac.jwksRevocationWatches=true']]) {
+    const r = run(helm(), ['template', 't', chart, '-n', 'ns', ...kubeVersion, '--show-only', 'templates/rbac.yaml', ...values]);
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.split('\n');
+    let rules = 0;
+    lines.forEach((l, i) => {
+      if (!/^\s*- (apiGroups|nonResourceURLs):/.test(l)) return;
+      rules++;
+      assert.match(lines[i - 1] ?? '', /^\s*#/, `rule without a comment above it: ${l}\n${lines.slice(Math.max(0, i - 3), i + 3).join('\n')}`);
+    });
+    assert.ok(rules >= 10);
+  }
+});
+
+test('ci/watch-namespaces: a Role per namespace, a ClusterRole only for cluster-scoped rights', () => {
+  const objs = template(['-f', join(ciDir, 'watch-namespaces-values.yaml')]);
+  const d = one(objs, 'Deployment', 'agw');
+  const args: string[] = d.spec.template.spec.containers[0].args;
+  assert.ok(args.includes('--namespace=team-a') && args.includes('--namespace=team-b'), args.join(' '));
+  assert.ok(args.includes('--leader-election-namespace=kube-system'));
+  const cr = one(objs, 'ClusterRole', 'agw');
+  assert.deepEqual(grants(cr.rules), [...clusterScoped, ...expand('authentication.k8s.io', ['userextras/example.com/tenant'], ['impersonate'])].sort());
+  for (const ns of ['team-a', 'team-b']) {
+    assert.deepEqual(grants(one(objs, 'Role', 'agw', ns).rules), [...namespaced].sort());
+    const rb = one(objs, 'RoleBinding', 'agw', ns);
+    assert.deepEqual(rb.subjects, [{ kind: 'ServiceAccount', name: 'agw', namespace: 'agw-system' }]);
+  }
+  one(objs, 'Role', 'agw-leader-election', 'kube-system');
+  one(objs, 'Role', 'agw-replicas', 'agw-system');
+  // JWKS revocation watches are cluster-wide: opting in brings them back, with secrets
+  const jwks = template(['-f', join(ciDir, 'watch-namespaces-values.yaml'), '--set', 'rbac.jwksRevocationWatches=true']);
+  assert.deepEqual(grants(one(jwks, 'ClusterRole', 'agw').rules),
+    [...clusterScoped, ...expand('authentication.k8s.io', ['userextras/example.com/tenant'], ['impersonate']), ...revocation(true)].sort());
+});
+
+test('ci/single-replica: no leader election, no Lease Role, no PodDisruptionBudget', () => {
+  const objs = template(['-f', join(ciDir, 'single-replica-values.yaml')]);
+  const d = one(objs, 'Deployment');
+  const args: string[] = d.spec.template.spec.containers[0].args;
+  assert.equal(d.spec.replicas, 1);
+  assert.ok(!args.some((a) => a.startsWith('--leader-elect')), args.join(' '));
+  assert.equal(args.at(-1), '--no-expose', 'extraArgs come last');
+  assert.ok(args.includes('--log-format=pretty'));
+  assert.equal(find(objs, 'Role', 'agw-test-access-gateway-leader-election').length, 0);
+  assert.equal(find(objs, 'PodDisruptionBudget').length, 0);
+});
+
+test('ci/monitoring: ServiceMonitor, PrometheusRule with the four alerts, NetworkPolicy over the port range', () => {
+  const objs = template(['-f', join(ciDir, 'monitoring-values.yaml')]);
+  const sm = one(objs, 'ServiceMonitor');
+  assert.equal(sm.metadata.labels?.release, 'kube-prometheus-stack');
+  assert.deepEqual(sm.spec.endpoints, [{ port: 'admin', path: '/metrics', interval: '15s', honorLabels: true }]);
+  const rules = one(objs, 'PrometheusRule').spec.groups[0].rules;
+  const byName = Object.fromEntries(rules.map((r: any) => [r.alert, r.expr]));
+  assert.deepEqual(Object.keys(byName).sort(), ['AccessGatewayAuthenticationFailures', 'AccessGatewayHighErrorRatio', 'AccessGatewayNoLeader', 'AccessGatewayReconcileErrors']);
+  assert.match(byName.AccessGatewayHighErrorRatio, /access_gateway_requests_total\{job="agw-test-access-gateway",code="5xx"\}/);
+  assert.match(byName.AccessGatewayHighErrorRatio, /sum by \(namespace, gateway\)/);
+  assert.match(byName.AccessGatewayAuthenticationFailures, /access_gateway_authentications_total\{job="agw-test-access-gateway",result="unauthenticated"\}/);
+  assert.match(byName.AccessGatewayReconcileErrors, /access_gateway_reconcile_total\{job="agw-test-access-gateway",result="error"\}/);
+  assert.match(byName.AccessGatewayNoLeader, /sum\(access_gateway_leader\{[^}]*\}\) != 1\s+or\s+absent\(access_gateway_leader/);
+  // every alert template reaches Prometheus unexpanded by Helm
+  for (const r of rules) assert.doesNotMatch(JSON.stringify(r.annotations), /<no value>/);
+  assert.match(rules[0].annotations.summary, /\{\{ \$labels\.namespace \}\}/);
+  const np = one(objs, 'NetworkPolicy');
+  assert.deepEqual(np.spec.ingress, [{ ports: [{ port: 9090, protocol: 'TCP' }, { port: 30000, endPort: 30099, protocol: 'TCP' }] }]);
+  assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+  const d = one(objs, 'Deployment');
+  assert.equal(d.spec.template.metadata.labels.team, 'platform');
+  assert.equal(d.spec.template.metadata.annotations['example.com/owner'], 'platform');
+});
+
+test('combinations that cannot work are refused at render time', () => {
+  const bad: [string[], RegExp][] = [
+    [['--set', 'leaderElection.enabled=false'], /replicaCount > 1 needs leaderElection\.enabled=true/],
+    [['--set', 'terminationGracePeriodSeconds=10'], /terminationGracePeriodSeconds \(10\) must exceed operator\.drainSeconds \(10\)/],
+    [['--set', 'admin.port=20001'], /admin\.port 20001 lies inside operator\.portRange/],
+    [['--set', 'operator.portRange=300-200'], /operator\.portRange "300-200": expected LOW-HIGH/],
+  ];
+  for (const [args, want] of bad) {
+    const r = run(helm(), ['template', 't', chart, ...kubeVersion, ...args]);
+    assert.notEqual(r.status, 0, `helm template ${args.join(' ')} rendered`);
+    assert.match(r.stderr, want);
+  }
+});
+
+test('the values schema refuses wrong types and unknown keys', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-chart-values-'));
+  try {
+    const bad: Record<string, string> = {
+      'replicas-string': 'replicaCount: "two"\n',
+      'unknown-top-level': 'replicas: 2\n',
+      'unknown-nested': 'image:\n  registry: docker.io\n',
+      'pull-policy': 'image:\n  pullPolicy: Sometimes\n',
+      'leader-election-string': 'leaderElection:\n  enabled: "yes"\n',
+      'watch-namespaces-string': 'rbac:\n  watchNamespaces: team-a\n',
+      'watch-namespaces-bad-name': 'rbac:\n  watchNamespaces: [Team_A]\n',
+      'resources-list': 'resources: [cpu]\n',
+      'log-format': 'operator:\n  logFormat: xml\n',
+      'port-range': 'operator:\n  portRange: 20000\n',
+      'drain-negative': 'operator:\n  drainSeconds: -1\n',
+      'admin-port': 'admin:\n  port: 70000\n',
+      'annotations-not-strings': 'podAnnotations:\n  a: {b: c}\n',
+      'service-monitor-unknown': 'metrics:\n  serviceMonitor:\n    enable: true\n',
+      'jwks-string': 'rbac:\n  jwksRevocationWatches: auto\n',
+    };
+    for (const [name, text] of Object.entries(bad)) {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, text);
+      const r = run(helm(), ['template', 't', chart, ...kubeVersion, '-f', file]);
+      assert.notEqual(r.status, 0, `${name}: rendered although the schema should refuse it`);
+      assert.match(r.stderr, /values don't meet the specifications of the schema/, `${name}: ${r.stderr}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('values.yaml and values.schema.json describe the same keys', () => {
+  const values = parse(readFileSync(join(chart, 'values.yaml'), 'utf8'));
+  const schema = JSON.parse(readFileSync(join(chart, 'values.schema.json'), 'utf8'));
+  assert.equal(schema.$schema, 'http://json-schema.org/draft-07/schema#');
+  const problems: string[] = [];
+  const walk = (v: any, s: any, path: string) => {
+    if (!s) return problems.push(`${path}: in values.yaml, not in the schema`);
+    if (s.properties === undefined || v === null || typeof v !== 'object' || Array.isArray(v)) return;
+    if (s.additionalProperties !== false) return; // a free-form map (labels, resources, ...)
+    for (const k of Object.keys(v)) walk(v[k], s.properties[k], path ? `${path}.${k}` : k);
+    for (const k of Object.keys(s.properties)) if (!(k in v) && !(path === '' && k === 'global')) problems.push(`${path ? `${path}.` : ''}${k}: in the schema, not in values.yaml`);
+  };
+  walk(values, schema, '');
+  assert.deepEqual(problems, []);
+});
+
+test('the chart CRD is an exact copy of deploy/crds', () => {
+  const file = 'access-gateway.io_accessgateways.yaml';
+  assert.deepEqual(readdirSync(join(chart, 'crds')), [file]);
+  const copy = readFileSync(join(chart, 'crds', file), 'utf8');
+  const source = readFileSync(join(root, 'deploy', 'crds', file), 'utf8');
+  assert.ok(copy === source, 'charts/access-gateway/crds/ differs from deploy/crds/: cp deploy/crds/*.yaml charts/access-gateway/crds/');
+});
+
+test('deploy/install.yaml is the rendered chart (render-manifests.sh --check), and the check catches a hand edit', () => {
+  const script = join(root, 'scripts', 'render-manifests.sh');
+  const env = { HELM: helm() };
+  const ok = run(script, ['--check'], env);
+  assert.equal(ok.status, 0, `deploy/install.yaml is stale:\n${ok.stdout}${ok.stderr}`);
+  const installed = readFileSync(join(root, 'deploy', 'install.yaml'), 'utf8');
+  assert.match(installed.split('\n')[0]!, /^# Generated by scripts\/render-manifests\.sh .*do not edit/);
+  const objs = parseAllDocuments(installed).map((d) => d.toJS()).filter(Boolean) as Obj[];
+  assert.equal(objs[0]!.kind, 'Namespace');
+  assert.equal(objs[0]!.metadata.name, 'access-gateway');
+  one(objs, 'CustomResourceDefinition', 'accessgateways.access-gateway.io');
+  for (const o of objs.slice(1)) if (o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster') && !o.kind.startsWith('ValidatingAdmission')) assert.equal(o.metadata.namespace, 'access-gateway', `${o.kind} ${o.metadata.name}`);
+  // a hand edit to a copy (the repository's file is never touched)
+  const dir = mkdtempSync(join(tmpdir(), 'agw-install-'));
+  try {
+    const copy = join(dir, 'install.yaml');
+    writeFileSync(copy, installed.replace('replicas: 2', 'replicas: 3'));
+    const edited = run(script, ['--check'], { ...env, AGW_INSTALL_YAML: copy });
+    assert.equal(edited.status, 1, edited.stderr);
+    assert.match(edited.stdout, /^-  replicas: 3$/m, 'the diff shows the edit');
+    assert.match(edited.stdout, /^\+  replicas: 2$/m);
+    assert.match(edited.stderr, /is stale: run scripts\/render-manifests\.sh/);
+    const missing = run(script, ['--check'], { ...env, AGW_INSTALL_YAML: join(dir, 'nothing.yaml') });
+    assert.notEqual(missing.status, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the README values table is generated from values.yaml (gen-chart-readme.ts --check)', () => {
+  const script = join(root, 'scripts', 'gen-chart-readme.ts');
+  const gen = (env?: NodeJS.ProcessEnv, check = true) => run(process.execPath, ['--experimental-strip-types', '--no-warnings', script, ...(check ? ['--check'] : [])], env);
+  const ok = gen();
+  assert.equal(ok.status, 0, ok.stderr);
+  const readme = readFileSync(join(chart, 'README.md'), 'utf8');
+  for (const key of ['replicaCount', 'rbac.watchNamespaces', 'podSecurityContext', 'metrics.prometheusRule.enabled']) {
+    assert.match(readme, new RegExp(`^\\| \`${key.replace(/\./g, '\\.')}\` \\|`, 'm'), key);
+  }
+  // on a copy of the chart: a changed description makes the table stale, an undocumented key is refused
+  const dir = mkdtempSync(join(tmpdir(), 'agw-chart-'));
+  try {
+    cpSync(chart, dir, { recursive: true });
+    const values = join(dir, 'values.yaml');
+    const original = readFileSync(values, 'utf8');
+    writeFileSync(values, original.replace('# -- Operator image repository.', '# -- The operator image repository.'));
+    const stale = gen({ AGW_CHART_DIR: dir });
+    assert.equal(stale.status, 1);
+    assert.match(stale.stderr, /values table is stale/);
+    assert.equal(gen({ AGW_CHART_DIR: dir }, false).status, 0);
+    assert.equal(gen({ AGW_CHART_DIR: dir }).status, 0, 'regenerated');
+    assert.match(readFileSync(join(dir, 'README.md'), 'utf8'), /\| `image\.repository` \| string \| `"ghcr\.io\/kube-access-gateway\/access-gateway"` \| The operator image repository\. \|/);
+    writeFileSync(values, `${original}\nundocumented: true\n`);
+    const undocumented = gen({ AGW_CHART_DIR: dir });
+    assert.equal(undocumented.status, 1);
+    assert.match(undocumented.stderr, /undocumented is not documented/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
