@@ -5,6 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
@@ -59,6 +60,20 @@ test('the rendered manifests (default values) are accepted by the apiserver', as
     assert.ok(kinds.includes(k), `${k} rendered`);
   }
   await cp.kubectl(['apply', '--server-side', '--field-manager', 'chart-test', '-f', '-'], rendered.map((o) => stringify(o)).join('---\n'));
+});
+
+test('every ci/ values file renders manifests the apiserver accepts (server dry-run; Prometheus Operator kinds aside)', async () => {
+  const dir = join(repoRoot, 'charts', 'access-gateway', 'ci');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+  assert.ok(files.length >= 3);
+  for (const f of files) {
+    const text = execFileSync(helm(), ['template', release, join(repoRoot, 'charts', 'access-gateway'), '--namespace', releaseNs, '-f', join(dir, f)], { encoding: 'utf8' });
+    const objs = parseAllDocuments(text).map((d) => d.toJS()).filter((o) => o && !['ServiceMonitor', 'PrometheusRule'].includes(o.kind));
+    for (const o of objs) if (o.metadata && !o.metadata.namespace && o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding' && o.kind !== 'ValidatingAdmissionPolicy' && o.kind !== 'ValidatingAdmissionPolicyBinding') o.metadata.namespace ??= releaseNs;
+    for (const n of new Set(objs.map((o) => o.metadata?.namespace).filter(Boolean))) await applyYaml(cp, namespaceYaml(n, []));
+    await cp.kubectl(['apply', '--server-side', '--dry-run=server', '--field-manager', 'chart-test', '-f', '-'], objs.map((o) => stringify(o)).join('---\n'))
+      .catch((e) => { throw new Error(`${f}: ${e.stderr ?? e}`); });
+  }
 });
 
 /** The Deployment's operator flags, less those the test harness sets (addresses, port range, drain, logs). */
