@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, condition, getGateway, installCRD, namespaceYaml, tokenKubeconfig, waitObserved } from '../support/cluster.js';
+import { applyYaml, condition, getGateway, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig, waitObserved } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 
 const release = 'access-gateway';
@@ -35,18 +35,7 @@ before(async () => {
   await cp.kubectl(['create', 'rolebinding', 'cm', '-n', ns, '--role=cm', `--serviceaccount=${ns}:app`]);
   net = await createTestNet({ hosts: 1 });
   await startServer(net.hosts[0]!, { name: 'backend' });
-  await applyYaml(cp, `apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: ${ns}}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, namespace: ${ns}, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: [${net.hosts[0]!.ip}]}]
-`);
+  await applyYaml(cp, serviceYaml(ns, 'backend', [net.hosts[0]!.ip]));
 }, { timeout: 240_000 });
 
 after(async () => {

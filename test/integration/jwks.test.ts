@@ -9,7 +9,7 @@ import { SignJWT, importPKCS8 } from 'jose';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { waitFor } from '../support/procs.js';
 
@@ -48,19 +48,8 @@ before(async () => {
   await applyYaml(cp, namespaceYaml(ns, ['a']));
   net = await createTestNet({ hosts: 1 });
   await startServer(net.hosts[0]!, { name: 'web0' });
+  await applyYaml(cp, serviceYaml(ns, 'web', [net.hosts[0]!.ip]));
   await applyYaml(cp, `apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: ${ns}}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: ${ns}, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: [${net.hosts[0]!.ip}]}]
----
-apiVersion: v1
 kind: Pod
 metadata: {name: p1, namespace: ${ns}}
 spec: {serviceAccountName: a, containers: [{name: c, image: registry.invalid/none}]}

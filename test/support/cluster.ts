@@ -97,3 +97,19 @@ export async function waitListenerClosed(port: number, timeoutMs: number): Promi
     }
   }, timeoutMs);
 }
+
+/** A selector-less Service NAME (port "http" 80) and its EndpointSlice: test hosts at 8080. */
+export function serviceYaml(ns: string, name: string, ips: string[]): string {
+  return `apiVersion: v1
+kind: Service
+metadata: {name: ${name}, namespace: ${ns}}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ${name}-1, namespace: ${ns}, labels: {kubernetes.io/service-name: ${name}}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [${ips.map((ip) => `{addresses: [${ip}]}`).join(', ')}]
+`;
+}
