@@ -31,7 +31,18 @@ const names: Record<string, string> = {
 type Schema = {
   type?: string; properties?: Record<string, Schema>; items?: Schema; required?: string[]; enum?: unknown[];
   description?: string; 'x-kubernetes-int-or-string'?: boolean; additionalProperties?: Schema | boolean;
+  'x-kubernetes-validations'?: { rule: string }[];
 };
+
+/** The values of a string closed by a CEL rule `self in ['A', 'B']` (used instead of an enum
+ * where the CRD wants its own message for a refused value). */
+function celEnum(s: Schema): string[] | null {
+  for (const v of s['x-kubernetes-validations'] ?? []) {
+    const m = /^self in \[((?:'[^']*'(?:, )?)+)\]$/.exec(v.rule);
+    if (m) return [...m[1]!.matchAll(/'([^']*)'/g)].map((x) => x[1]!);
+  }
+  return null;
+}
 
 function pascal(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
@@ -52,6 +63,8 @@ export function generate(): { types: string; schema: string } {
   function typeOf(s: Schema, path: string, parentName: string, field: string): string {
     if (s['x-kubernetes-int-or-string']) return 'number | string';
     if (s.enum) return s.enum.map((e) => JSON.stringify(e)).join(' | ');
+    const closed = s.type === 'string' ? celEnum(s) : null;
+    if (closed) return closed.map((e) => JSON.stringify(e)).join(' | ');
     switch (s.type) {
       case 'string': return 'string';
       case 'integer': case 'number': return 'number';

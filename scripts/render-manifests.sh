@@ -12,6 +12,8 @@ case "${1:-}" in
   '') ;;
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
+# the chart carries a copy of the CRD (Helm installs crds/ once): refreshed here, checked by a test
+$check || cp "$root"/deploy/crds/*.yaml "$root/charts/access-gateway/crds/"
 HELM=$("$root/scripts/build-helm.sh")
 namespace=access-gateway
 # The chart's kubeVersion floor, so the output does not depend on the Kubernetes version a helm

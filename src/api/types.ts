@@ -166,11 +166,11 @@ export interface Route {
    */
   name: string;
   /**
-   * Requests whose path starts with this prefix match the route; "/" matches everything. Compared against the canonical path: requests holding "..", "//" or their percent-encodings are refused before routing.
+   * Requests whose path begins with this prefix, element by element, match the route (Gateway API PathPrefix): /a matches /a and /a/b but not /ab; a trailing slash is ignored (/a/ matches /a too); "/" matches everything. Compared against the request path decoded once, as the apiserver reads it: requests holding ".", "..", "//", encoded slashes or backslashes, or a percent-encoded "%" are refused with 400 before routing.
    */
   pathPrefix: string;
   /**
-   * Optional. Replaces the matched pathPrefix before the request is forwarded, for example pathPrefix /ledger/ with rewritePrefix / sends /ledger/v1/x upstream as /v1/x. When unset the path is forwarded unchanged.
+   * Optional. Replaces the matched pathPrefix before the request is forwarded, element by element, for example pathPrefix /ledger/ with rewritePrefix / sends /ledger/v1/x upstream as /v1/x and /ledger as /. When unset the path is forwarded unchanged. The services-proxy URL form (/api/v1/namespaces/NS/services/NAME/proxy/PATH) reaches a service route only for a PATH under its rewritePrefix (or pathPrefix), as if the caller had used the path form.
    */
   rewritePrefix?: string;
   /**
@@ -186,7 +186,7 @@ export interface Route {
    */
   retries?: number;
   /**
-   * Forward to the Kubernetes apiserver, like kubectl proxy, but for an authenticated caller. Mutually exclusive with service. Set it to {} to take every default.
+   * Forward to the Kubernetes apiserver, like kubectl proxy, but for an authenticated caller and never with the operator's own rights. Mutually exclusive with service. Set it to {} to take every default.
    */
   apiserver?: ApiserverUpstream;
   /**
@@ -240,23 +240,27 @@ export interface CARef {
 }
 
 /**
- * Forward to the Kubernetes apiserver, like kubectl proxy, but for an authenticated caller. Mutually exclusive with service. Set it to {} to take every default.
+ * Forward to the Kubernetes apiserver, like kubectl proxy, but for an authenticated caller and never with the operator's own rights. Mutually exclusive with service. Set it to {} to take every default.
  */
 export interface ApiserverUpstream {
   /**
-   * Whose identity the apiserver sees. Impersonate (default): the gateway sends Impersonate-User/Group/Uid/Extra headers for the caller, so the caller's RBAC applies and the audit log names caller, gateway and route. Gateway: the gateway's own service account, like kubectl proxy (the caller gets whatever the gateway may do). Passthrough: the caller's token is forwarded unchanged (its audience must then be accepted by the apiserver).
+   * Whose identity the apiserver sees; the operator's own credentials never carry a team's request. Impersonate (default): the authenticated caller (Impersonate-User/Group/Uid/Extra), so the caller's own RBAC applies. ServiceAccount: the service account serviceAccountName of this gateway's namespace (system:serviceaccount:NAMESPACE:NAME and its groups), so callers get exactly that account's RBAC. Passthrough: the caller's token is forwarded unchanged (its audience must then be accepted by the apiserver). In every mode the apiserver's audit log names the gateway, the route and the original caller (Impersonate-Extra access-gateway.io/gateway, access-gateway.io/route, access-gateway.io/caller; Passthrough sends no extras). The value Gateway (the operator's own identity) was removed.
    */
-  identity?: "Impersonate" | "Gateway" | "Passthrough";
+  identity?: "Impersonate" | "ServiceAccount" | "Passthrough";
   /**
-   * Regular expressions (kubectl proxy --accept-paths semantics); a request path must match at least one of them. Default ["^.*"], every path. An invalid expression makes the gateway Accepted=False, reason InvalidRegex.
+   * With identity ServiceAccount (and only then): the name of a service account in this gateway's namespace that the gateway impersonates. It cannot name an account of another namespace: only a name is given.
+   */
+  serviceAccountName?: string;
+  /**
+   * RE2 regular expressions (Go's syntax, as kubectl proxy --accept-paths; run in linear time), searched unanchored in the decoded request path; a request path must match at least one of them. Default ["^.*"], every path. An expression RE2 cannot compile (for example a lookaround or a backreference) makes the gateway Accepted=False, reason InvalidRegex.
    */
   acceptPaths?: string[];
   /**
-   * Regular expressions (kubectl proxy --reject-paths semantics); a request path matching any of them is refused with 403, even if it is accepted. Default: kubectl proxy's, which blocks pods' exec and attach. Set [] to reject no path.
+   * RE2 regular expressions (kubectl proxy --reject-paths semantics), searched unanchored in the decoded request path (so /api/v1/namespaces/a/%73ecrets is seen as .../secrets); a request path matching any of them is refused with 403, even if it is accepted. Default: kubectl proxy's, which blocks pods' exec and attach. Set [] to reject no path.
    */
   rejectPaths?: string[];
   /**
-   * Regular expressions (kubectl proxy --reject-methods semantics) matched against the HTTP method; a matching request is refused with 403. For a read-only gateway use ["^POST$", "^PUT$", "^PATCH$", "^DELETE$"] (a plain "POST" also matches, as a substring). Default [], no method is rejected (kubectl proxy's default "^$" rejects nothing either).
+   * RE2 regular expressions (kubectl proxy --reject-methods semantics) searched in the HTTP method; a matching request is refused with 403. For a read-only gateway use ["^POST$", "^PUT$", "^PATCH$", "^DELETE$"] (a plain "POST" also matches, as a substring). Default [], no method is rejected (kubectl proxy's default "^$" rejects nothing either).
    */
   rejectMethods?: string[];
 }

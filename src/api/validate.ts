@@ -2,6 +2,7 @@
 // schema (walked generically, so it cannot drift), the CRD's CEL rules (each rule text has a
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
+import { regexProblem } from './regex.js';
 import { schema } from './schema.js';
 
 export interface Problem {
@@ -37,6 +38,15 @@ export const celRules: Record<string, (self: any) => string | null> = {
   },
   'has(self.apiserver) != has(self.service)': (self: Obj) =>
     has(self, 'apiserver') !== has(self, 'service') ? null : 'exactly one of apiserver or service must be set',
+  "has(self.serviceAccountName) == (has(self.identity) && self.identity == 'ServiceAccount')": (self: Obj) =>
+    has(self, 'serviceAccountName') === (self.identity === 'ServiceAccount')
+      ? null : 'serviceAccountName is required with identity ServiceAccount, and only allowed with it',
+  "self in ['Impersonate', 'ServiceAccount', 'Passthrough']": (self: unknown) => {
+    if (self === 'Impersonate' || self === 'ServiceAccount' || self === 'Passthrough') return null;
+    return self === 'Gateway'
+      ? "identity Gateway was removed: it sent requests with the operator's own credentials. Use identity ServiceAccount with serviceAccountName (a service account of this namespace), or Impersonate (the caller)"
+      : 'identity must be one of Impersonate, ServiceAccount, Passthrough';
+  },
   "!has(self.caRef) || (has(self.scheme) && self.scheme == 'https')": (self: Obj) =>
     !has(self, 'caRef') || self.scheme === 'https' ? null : 'caRef may only be set when scheme is https',
   "type(self) == int ? (self >= 1 && self <= 65535) : self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')": (self: unknown) =>
@@ -110,7 +120,8 @@ function regexes(spec: Obj, out: Problem[]): void {
   for (const [i, r] of (spec?.routes ?? []).entries()) {
     for (const f of ['acceptPaths', 'rejectPaths', 'rejectMethods']) {
       for (const [j, p] of (r?.apiserver?.[f] ?? []).entries()) {
-        try { new RegExp(p); } catch (err) { out.push({ field: `spec.routes[${i}].apiserver.${f}[${j}]`, message: `invalid regex: ${(err as Error).message}` }); }
+        const why = typeof p === 'string' ? regexProblem(p) : null;
+        if (why) out.push({ field: `spec.routes[${i}].apiserver.${f}[${j}]`, message: `invalid regex: ${why}` });
       }
     }
   }

@@ -1,11 +1,14 @@
 // The plan: the plain, validated intermediate representation the data plane serves.
 // Built by translate(), compared with equal(), printed with printPlan().
 
-export type Identity = 'Impersonate' | 'Gateway' | 'Passthrough';
+/** Whose identity the apiserver sees: never the operator's own (DESIGN.md §2, tenancy). */
+export type Identity = 'Impersonate' | 'ServiceAccount' | 'Passthrough';
 
 export interface ApiserverTarget {
   kind: 'apiserver';
   identity: Identity;
+  /** identity ServiceAccount: a service account of the gateway's own namespace; else null. */
+  serviceAccountName: string | null;
   acceptPaths: string[];
   rejectPaths: string[];
   rejectMethods: string[];

@@ -2,9 +2,10 @@
 // No I/O, no clock: golden-tested.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, Route } from '../api/types.js';
+import { regexProblem as compileProblem } from '../api/regex.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
-import type { AccessRulePlan, GatewayPlan, RoutePlan } from './plan.js';
+import type { AccessRulePlan, ApiserverTarget, GatewayPlan, RoutePlan } from './plan.js';
 
 /** What the controller knows about the cluster that the spec alone does not say. */
 export interface Snapshot extends ServiceSnapshot {
@@ -59,16 +60,33 @@ export interface Translation {
 
 function regexProblem(patterns: readonly string[], field: string): string | null {
   for (const [i, p] of patterns.entries()) {
-    try {
-      new RegExp(p);
-    } catch (err) {
-      return `${field}[${i}] ${JSON.stringify(p)}: ${(err as Error).message}`;
-    }
+    const why = compileProblem(p);
+    if (why) return `${field}[${i}] ${JSON.stringify(p)}: ${why}`;
   }
   return null;
 }
 
-function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[]): RoutePlan | { invalid: string } {
+const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** The apiserver identity of a route, or why it is refused. The CRD refuses the same; this
+ * guards objects stored before it did (the removed identity Gateway). */
+function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<ApiserverTarget, 'identity' | 'serviceAccountName'> | { invalid: string } {
+  const identity = (a.identity ?? 'Impersonate') as string;
+  if (identity === 'ServiceAccount') {
+    const name = a.serviceAccountName ?? '';
+    if (name.length > 253 || !dnsSubdomain.test(name)) return { invalid: `${field}.serviceAccountName ${JSON.stringify(name)}: must be the name of a service account of this namespace` };
+    return { identity, serviceAccountName: name };
+  }
+  if (identity !== 'Impersonate' && identity !== 'Passthrough') {
+    return { invalid: identity === 'Gateway'
+      ? `${field}.identity: identity Gateway was removed: it sent requests with the operator's own credentials; use identity ServiceAccount with serviceAccountName, or Impersonate`
+      : `${field}.identity: ${JSON.stringify(identity)} is not one of Impersonate, ServiceAccount, Passthrough` };
+  }
+  if (a.serviceAccountName !== undefined) return { invalid: `${field}.serviceAccountName: only allowed with identity ServiceAccount` };
+  return { identity, serviceAccountName: null };
+}
+
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[]): RoutePlan | { invalid: string; reason: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -85,8 +103,10 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const bad = regexProblem(acceptPaths, `spec.routes[${i}].apiserver.acceptPaths`)
       ?? regexProblem(rejectPaths, `spec.routes[${i}].apiserver.rejectPaths`)
       ?? regexProblem(rejectMethods, `spec.routes[${i}].apiserver.rejectMethods`);
-    if (bad) return { invalid: bad };
-    return { ...base, target: { kind: 'apiserver', identity: a.identity ?? 'Impersonate', acceptPaths, rejectPaths, rejectMethods } };
+    if (bad) return { invalid: bad, reason: 'InvalidRegex' };
+    const who = identityOf(a, `spec.routes[${i}].apiserver`);
+    if ('invalid' in who) return { invalid: who.invalid, reason: 'InvalidIdentity' };
+    return { ...base, target: { kind: 'apiserver', ...who, acceptPaths, rejectPaths, rejectMethods } };
   }
   const { target, problem } = resolveService(ns, r, snap);
   if (problem) problems.push(problem);
@@ -101,7 +121,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems);
     if ('invalid' in p) {
-      return { plan: null, routes: [], conditions: [cond('Accepted', false, 'InvalidRegex', p.invalid), cond('ResolvedRefs', true, 'ResolvedRefs', 'no references checked')] };
+      return { plan: null, routes: [], conditions: [cond('Accepted', false, p.reason, p.invalid), cond('ResolvedRefs', true, 'ResolvedRefs', 'no references checked')] };
     }
     routes.push(p);
   }
