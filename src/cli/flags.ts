@@ -36,3 +36,10 @@ export function portRange(v: string): [number, number] {
   if (!m || lo < 1 || hi > 65535 || lo > hi) throw new Error(`--port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(v)}`);
   return [lo, hi];
 }
+
+/** An integer flag within [min, max]; anything else is an error naming the flag. */
+export function intFlag(v: string, flag: string, min: number, max: number): number {
+  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!(n >= min && n <= max)) throw new Error(`--${flag}: expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  return n;
+}

@@ -15,7 +15,7 @@ import { JwksKeySet } from '../auth/jwks.js';
 import { startAdminServer } from '../observability/admin-server.js';
 import { createLogger } from '../observability/logger.js';
 import { createMetrics } from '../observability/metrics.js';
-import { hostPort, parseFlags, portRange, type FlagSpec } from './flags.js';
+import { hostPort, intFlag, parseFlags, portRange, type FlagSpec } from './flags.js';
 
 export const operatorFlags: FlagSpec = {
   kubeconfig: { type: 'string' },
@@ -30,6 +30,10 @@ export const operatorFlags: FlagSpec = {
   'leader-election-namespace': { type: 'string' },
   'leader-election-id': { type: 'string', default: 'access-gateway-operator' },
   'drain-seconds': { type: 'string', default: '10' },
+  'max-gateways-per-namespace': { type: 'string', default: '16' },
+  'max-connections-per-listener': { type: 'string', default: '4096' },
+  'header-timeout-seconds': { type: 'string', default: '10' },
+  'idle-timeout-seconds': { type: 'string', default: '65' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
 };
@@ -41,6 +45,9 @@ export const serveFlags: FlagSpec = {
   'listen-address': { type: 'string', default: '127.0.0.1' },
   'port-range': { type: 'string', default: '20000-20999' },
   'drain-seconds': { type: 'string', default: '2' },
+  'max-connections-per-listener': { type: 'string', default: '4096' },
+  'header-timeout-seconds': { type: 'string', default: '10' },
+  'idle-timeout-seconds': { type: 'string', default: '65' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
 };
@@ -64,7 +71,13 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   const range = portRange(f['port-range']);
   const listenHost: string = f['listen-address'];
   const advertise: string = f['advertise-address'] ?? (listenHost === '0.0.0.0' || listenHost === '::' ? hostname() : listenHost);
-  const drainMs = Number(f['drain-seconds']) * 1000;
+  const drainMs = intFlag(f['drain-seconds'], 'drain-seconds', 0, 3600) * 1000;
+  const limits = {
+    maxConnections: intFlag(f['max-connections-per-listener'], 'max-connections-per-listener', 1, 1_000_000),
+    headersTimeoutMs: intFlag(f['header-timeout-seconds'], 'header-timeout-seconds', 1, 3600) * 1000,
+    idleTimeoutMs: intFlag(f['idle-timeout-seconds'], 'idle-timeout-seconds', 1, 3600) * 1000,
+  };
+  const maxGatewaysPerNamespace = mode === 'operator' ? intFlag(f['max-gateways-per-namespace'], 'max-gateways-per-namespace', 0, 100_000) : 0;
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
@@ -75,7 +88,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, metrics), log, pools: new PoolRegistry(), metrics,
     jwks: { keySet, revocation },
-  }, listenHost, drainMs);
+  }, listenHost, drainMs, limits);
   let files: FileSource | undefined;
   // the ready operator pods (in a cluster: --replica-selector, e.g. app.kubernetes.io/name=access-gateway)
   const replicas = mode === 'operator' && f['replica-selector']
@@ -95,7 +108,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   }
   const statuses = new Map<string, AccessGatewayStatus>();
   const manager = new Manager(client, dataplane, {
-    namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log, metrics,
+    namespaces: f.namespace ?? [], portRange: range, maxGatewaysPerNamespace, advertiseHost: advertise, log, metrics,
     ...(elector ? { isLeader: () => elector!.isLeader } : {}),
     // in a cluster the pod's own address (POD_IP); outside, --advertise-address when it is publishable
     ...(mode === 'operator' && !f['no-expose'] ? {

@@ -84,6 +84,23 @@ export class ClusterState {
     await Promise.all(this.all.map((w) => w.stop()));
   }
 
+  /**
+   * The gateway's agw-NAME Service and EndpointSlice as cached: whether each exists, and why the
+   * gateway may not write them (an object of that name it does not own), or null.
+   */
+  exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null } {
+    const ns = gw.metadata.namespace;
+    const owned = (o: KubeObject | undefined) => (o?.metadata.ownerReferences as { uid?: string; controller?: boolean }[] | undefined)
+      ?.some((r) => r.uid === gw.metadata.uid && r.controller === true) ?? false;
+    const svc = this.services.get(ns, name);
+    const slice = this.slices.get(ns, name);
+    const foreign = svc && !owned(svc) ? `Service ${ns}/${name}` : slice && !owned(slice) ? `EndpointSlice ${ns}/${name}` : null;
+    return {
+      service: svc !== undefined, slice: slice !== undefined,
+      foreign: foreign && `${foreign} exists and is not owned by this AccessGateway: the gateway is not exposed in the cluster (the operator never writes objects it does not own); delete or rename it`,
+    };
+  }
+
   /** The parts of translate()'s snapshot this gateway refers to. */
   snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'> {
     const ns = gw.metadata.namespace;

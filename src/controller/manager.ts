@@ -13,7 +13,7 @@ import type { InformerEvent } from '../kube/informer.js';
 import { translate } from '../translate/translate.js';
 import { ClusterState, type Ref } from './cluster-state.js';
 import { Watched } from '../kube/watched.js';
-import { PortAllocator } from './ports.js';
+import { PortAllocator, type Claim } from './ports.js';
 import { WorkQueue } from './queue.js';
 import { TerminalError, type Result } from './reconcile.js';
 import { canonical, desiredStatus } from './status.js';
@@ -26,6 +26,8 @@ export interface ManagerOptions {
   isLeader?: () => boolean;
   namespaces: string[];
   portRange: [number, number];
+  /** Gateways one namespace may have served (the oldest first); 0: no limit. */
+  maxGatewaysPerNamespace?: number;
   advertiseHost: string;
   workers?: number;
   resyncMs?: number;
@@ -110,6 +112,10 @@ export class Manager {
 
   /** A referenced object changed: reconcile the gateways that refer to it. */
   private onRef(ref: Ref): void {
+    // an agw-NAME object changed (ours, or someone else's in the way): its gateway decides
+    if (ref.kind === 'Service' && ref.name.startsWith('agw-') && this.gateways.get(ref.namespace, ref.name.slice(4))) {
+      this.queue.add(`${ref.namespace}/${ref.name.slice(4)}`);
+    }
     for (const gw of this.gateways.values()) {
       if (ClusterState.refersTo(gw, ref)) this.queue.add(`${gw.metadata.namespace}/${gw.metadata.name}`);
     }
@@ -128,9 +134,13 @@ export class Manager {
   async start(): Promise<void> {
     this.gateways.start();
     this.cluster.start();
+    await Promise.all([this.gateways.firstSync(), this.cluster.firstSync()]);
+    // ports held before a restart go back to their gateways before anyone else may claim them
+    this.ports.seed([...this.gateways.values()].map((gw) => ({
+      key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw),
+    })));
     const n = this.opts.workers ?? 2;
     for (let w = 0; w < n; w++) this.workers.push(this.work());
-    await Promise.all([this.gateways.firstSync(), this.cluster.firstSync()]);
     for (const key of this.keys()) this.initial.add(key);
     this.initialListed = true;
     this.resyncTimer = setInterval(() => { for (const k of this.keys()) this.queue.add(k); }, this.opts.resyncMs ?? 300_000).unref();
@@ -141,6 +151,20 @@ export class Manager {
     this.queue.shutdown();
     await Promise.all([this.gateways.stop(), this.cluster.stop()]);
     await Promise.all(this.workers);
+  }
+
+  /** Why a gateway is over its namespace's limit (it is not among the oldest N), or null. */
+  private overLimit(gw: AccessGateway): string | null {
+    const max = this.opts.maxGatewaysPerNamespace ?? 0;
+    if (max <= 0) return null;
+    const ns = gw.metadata.namespace;
+    const rank = rankOf(gw);
+    let older = 0;
+    for (const other of this.gateways.values()) {
+      if (other.metadata.namespace === ns && rankOf(other) < rank) older++;
+    }
+    return older < max ? null
+      : `namespace ${ns} already has ${max} AccessGateways, the operator's limit (--max-gateways-per-namespace); this one is served when an older one is deleted`;
   }
 
   private keys(): string[] {
@@ -201,22 +225,27 @@ export class Manager {
       for (const k of this.waitingForPort) this.queue.add(k);
       this.written.delete(key);
       this.exposed.delete(key);
+      // a place under the namespace limit may have come free
+      const ns = key.slice(0, key.indexOf('/') + 1);
+      for (const k of this.keys()) if (k.startsWith(ns)) this.queue.add(k);
       await this.dataplane.apply(key, null);
       log.debug('gateway gone; listener closed');
       return {};
     }
     const spec = applyDefaults(gw);
-    const claim = this.ports.claim({
-      key,
-      requested: spec.spec.listener?.port,
-      previous: gw.status?.listener?.port,
-      rank: `${gw.metadata.creationTimestamp ?? ''}/${key}`,
-    });
-    if ('port' in claim && claim.evicted) this.queue.add(claim.evicted);
-    if ('conflict' in claim) this.waitingForPort.add(key);
+    const over = this.overLimit(gw);
+    let claim: Claim;
+    if (over) {
+      this.ports.release(key);
+      claim = { conflict: over };
+    } else {
+      claim = this.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
+    }
+    if ('conflict' in claim && !over) this.waitingForPort.add(key);
     else this.waitingForPort.delete(key);
     const t = translate(spec, { port: 'port' in claim ? { port: claim.port } : { conflict: claim.conflict }, ...this.cluster.snapshotFor(spec) });
-    const applied = await this.dataplane.apply(key, t.plan);
+    if (over) t.conditions = t.conditions.map((c) => (c.type === 'Accepted' ? { ...c, reason: 'TooManyGateways' } : c));
+    let applied = await this.dataplane.apply(key, t.plan);
     let requeueAfterMs: number | undefined;
     if (applied && !applied.programmed && applied.reason === 'PortConflict') {
       const port = this.ports.portOf(key);
@@ -235,12 +264,20 @@ export class Manager {
     let url = port !== undefined && applied?.programmed ? `${t.plan?.tls ? 'https' : 'http'}://${this.opts.advertiseHost}:${port}` : undefined;
     if (port !== undefined && applied?.programmed && addresses.length && gw.metadata.uid) {
       const e = exposure(gw, port, t.plan!.tls !== null, addresses);
-      url = e.url;
-      const want = canonical([e.service, e.slice]);
-      if (leader && this.exposed.get(key) !== want) {
-        await applyOwned(this.client, e.service);
-        await applyOwned(this.client, e.slice);
-        this.exposed.set(key, want);
+      const cached = this.cluster.exposureState(gw, e.service.metadata.name);
+      if (cached.foreign) {
+        // never write an object this gateway does not own (someone else's agw-NAME)
+        applied = { programmed: false, reason: 'ExposureConflict', message: cached.foreign };
+        url = undefined;
+        this.exposed.delete(key);
+      } else {
+        url = e.url;
+        const want = canonical([e.service, e.slice]);
+        if (leader && this.exposed.get(key) !== want) {
+          await applyOwned(this.client, e.service, cached.service);
+          await applyOwned(this.client, e.slice, cached.slice);
+          this.exposed.set(key, want);
+        }
       }
     }
     const status = desiredStatus({
@@ -266,4 +303,13 @@ export class Manager {
     }
     return requeueAfterMs ? { requeueAfterMs } : {};
   }
+}
+
+function keyOf(gw: AccessGateway): string {
+  return `${gw.metadata.namespace}/${gw.metadata.name}`;
+}
+
+/** Orders gateways by age (then key): the older wins a tie or a place under the limit. */
+function rankOf(gw: AccessGateway): string {
+  return `${gw.metadata.creationTimestamp ?? ''}/${keyOf(gw)}`;
 }

@@ -1,14 +1,16 @@
 // Listener ports: the one a spec asks for, else one from the range, kept while the gateway
-// exists. Two gateways asking for one port: the older (creationTimestamp, then key) keeps it.
+// exists. A port belongs to whoever holds it: a gateway asking for a port another holds gets a
+// conflict and never takes it away (no team can evict another's listener). After a restart the
+// ports recorded in status are claimed again first (seed), the older gateway winning a tie.
 
-export type Claim = { port: number; evicted?: string } | { conflict: string };
+export type Claim = { port: number } | { conflict: string };
 
 export interface ClaimRequest {
   key: string;
   requested?: number;
   /** The port recorded in status (stable across operator restarts). */
   previous?: number;
-  /** Orders claimants: lower wins a contested port. */
+  /** Orders claimants when seeding: lower wins a contested port. */
   rank: string;
 }
 
@@ -23,16 +25,22 @@ export class PortAllocator {
     return this.byKey.get(key);
   }
 
+  /** Gives back the ports gateways held before a restart (status.listener.port), oldest first;
+   * call once, before any claim. */
+  seed(held: ClaimRequest[]): void {
+    for (const h of [...held].sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0))) {
+      const port = h.previous;
+      if (port === undefined || (h.requested !== undefined && h.requested !== port)) continue;
+      if (h.requested === undefined && !this.inRange(port)) continue;
+      if (!this.owners.has(port) && !this.byKey.has(h.key)) this.take(h.key, port, h.rank);
+    }
+  }
+
   claim(req: ClaimRequest): Claim {
     const { key, requested } = req;
     if (requested !== undefined) {
       const holder = this.owners.get(requested);
-      if (holder && holder.key !== key) {
-        if (holder.rank <= req.rank) return { conflict: `port ${requested} is used by AccessGateway ${holder.key}` };
-        this.release(holder.key);
-        this.take(key, requested, req.rank);
-        return { port: requested, evicted: holder.key };
-      }
+      if (holder && holder.key !== key) return { conflict: `port ${requested} is used by AccessGateway ${holder.key}` };
       this.take(key, requested, req.rank);
       return { port: requested };
     }

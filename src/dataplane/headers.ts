@@ -13,6 +13,13 @@ function connectionTokens(headers: IncomingHttpHeaders): Set<string> {
   return new Set(c.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
 }
 
+/** Identity headers the gateway alone sets. Some upstream frameworks read "_" as "-" (CGI,
+ * WSGI), so X_Remote_User counts as X-Remote-User here. */
+function identityHeader(name: string): boolean {
+  const n = name.includes('_') ? name.replace(/_/g, '-') : name;
+  return n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-');
+}
+
 /**
  * Request headers to forward: drops hop-by-hop headers, headers named in Connection, every
  * Impersonate-* and X-Remote-* header, client X-Forwarded-*, and Authorization unless kept.
@@ -22,7 +29,7 @@ export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthoriz
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined || hopByHop.has(name) || named.has(name)) continue;
-    if (name.startsWith('impersonate-') || name.startsWith('x-remote-') || name.startsWith('x-forwarded-')) continue;
+    if (identityHeader(name)) continue;
     if (name === 'authorization' && !keepAuthorization) continue;
     if (name === 'host') continue;
     out[name] = value;
@@ -51,7 +58,12 @@ export function escapeExtraKey(key: string): string {
   return out;
 }
 
-/** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route). */
+/** Impersonate-Extra keys the gateway adds, so the apiserver's audit log names all three. */
+export const extraGateway = 'access-gateway.io/gateway';
+export const extraRoute = 'access-gateway.io/route';
+export const extraCaller = 'access-gateway.io/caller';
+
+/** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route, caller). */
 export function impersonationHeaders(id: CallerIdentity, extras: Record<string, string>): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'impersonate-user': id.username };
   if (id.groups.length) h['impersonate-group'] = [...id.groups];
@@ -59,6 +71,22 @@ export function impersonationHeaders(id: CallerIdentity, extras: Record<string, 
   for (const [k, v] of Object.entries(id.extra)) {
     if (v.length) h[`impersonate-extra-${escapeExtraKey(k)}`] = [...v];
   }
+  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
+  return h;
+}
+
+const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/**
+ * Impersonate-* headers for service account `name` of namespace `namespace` (the gateway's own):
+ * the apiserver adds the account's groups. Throws unless both are plain names, so no spec can
+ * turn this into any other user.
+ */
+export function serviceAccountHeaders(namespace: string, name: string, extras: Record<string, string>): OutgoingHttpHeaders {
+  if (!dnsSubdomain.test(namespace) || !dnsSubdomain.test(name)) {
+    throw new Error(`refusing to impersonate service account ${JSON.stringify(namespace)}/${JSON.stringify(name)}`);
+  }
+  const h: OutgoingHttpHeaders = { 'impersonate-user': `system:serviceaccount:${namespace}:${name}` };
   for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
   return h;
 }

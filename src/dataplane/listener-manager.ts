@@ -1,6 +1,6 @@
 // Applies plans as a diff: opens, updates (route table swap) and closes listeners.
 import type { GatewayPlan } from '../translate/plan.js';
-import { Listener } from './listener.js';
+import { defaultLimits, Listener, type ListenerLimits } from './listener.js';
 import type { DataplaneDeps } from './route-table.js';
 
 export type ApplyResult =
@@ -10,7 +10,8 @@ export type ApplyResult =
 export class ListenerManager {
   private readonly listeners = new Map<string, Listener>();
 
-  constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000) {}
+  constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
+    private readonly limits: ListenerLimits = defaultLimits) {}
 
   get size(): number {
     return this.listeners.size;
@@ -32,7 +33,7 @@ export class ListenerManager {
       current.update(plan);
       return { programmed: true, port: plan.port };
     }
-    const next = new Listener(plan, this.deps);
+    const next = new Listener(plan, this.deps, this.limits);
     if (current && current.plan.port === plan.port) {
       // Same port, TLS switched on or off: the old listener must let go of the port first.
       this.listeners.delete(key);

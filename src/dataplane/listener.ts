@@ -3,25 +3,30 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
 import type { Duplex } from 'node:stream';
-import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../translate/plan.js';
+import { admit, type RouteAdmitted, type Seen } from './admission.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UpstreamTimeoutError,
-  UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, BadPathError, NoEndpointsError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from './errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
-import { nonCanonical } from './path.js';
-import { RouteTable, upstreamPath, type CompiledRoute, type DataplaneDeps } from './route-table.js';
-
-const wellKnownPath = '/.well-known/access-gateway';
-
-type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string };
-type Admitted = { kind: 'discovery'; id: CallerIdentity } | RouteAdmitted;
+import { RouteTable, type DataplaneDeps } from './route-table.js';
 
 let nextId = 0;
+
+/** Bounds on what one client connection can hold (flags of the operator). */
+export interface ListenerLimits {
+  /** Open connections per listener; more are refused at accept. */
+  maxConnections: number;
+  /** Time to receive a request's headers (slow clients are cut). */
+  headersTimeoutMs: number;
+  /** How long an idle keep-alive connection stays open. */
+  idleTimeoutMs: number;
+}
+
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
@@ -37,10 +42,14 @@ export class Listener {
   /** Responses still streaming (watches): ended cleanly when the listener drains. */
   private readonly streams = new Set<() => void>();
 
-  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps) {
+  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, limits: ListenerLimits = defaultLimits) {
     this.table = RouteTable.build(plan, deps);
-    const opts = { noDelay: true, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 65_000 };
+    const opts = {
+      noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs), maxHeaderSize: 16 * 1024,
+    };
     this.server = plan.tls ? createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2' }) : createServer(opts);
+    this.server.maxConnections = limits.maxConnections;
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err, socket) => {
@@ -100,62 +109,6 @@ export class Listener {
     });
   }
 
-  private async admit(t: RouteTable, method: string, rawUrl: string, headers: IncomingMessage['headers'], seen: Seen): Promise<Admitted> {
-    const q = rawUrl.indexOf('?');
-    const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
-    const query = q < 0 ? '' : rawUrl.slice(q);
-    const bad = nonCanonical(path);
-    if (bad) {
-      t.m.denied.path.inc();
-      throw new BadPathError(`refused: ${bad}`);
-    }
-    let id: CallerIdentity;
-    try {
-      id = await t.authenticator.authenticate(bearerToken(headers.authorization));
-      t.m.auth.allowed.inc();
-    } catch (err) {
-      (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
-      throw err;
-    }
-    seen.caller = id.username;
-    if (t.policy.allowed(id) === null) {
-      t.m.denied.access.inc();
-      throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
-    }
-    if (t.limiter) {
-      const wait = t.limiter.take(id.username);
-      if (wait > 0) {
-        t.m.rateLimited.inc();
-        throw new RateLimitedError(`rate limit of gateway ${t.key} exceeded for ${id.username}`, Math.ceil(wait));
-      }
-    }
-    if (path === wellKnownPath && (method === 'GET' || method === 'HEAD')) return { kind: 'discovery', id };
-    const sp = servicesProxyPath.exec(path);
-    const route = sp ? t.serviceRouteFor(sp[1]!, sp[3]!, sp[2]?.slice(0, -1), sp[4]?.slice(1)) : t.match(path, method);
-    if (!route) {
-      if (sp) throw new ForbiddenError(`no route of gateway ${t.key} names Service ${sp[1]}/${sp[3]}${sp[4] ?? ''}`);
-      throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
-    }
-    seen.route = route;
-    if (!t.policy.mayUse(id, route.plan.name)) {
-      t.m.denied.route.inc();
-      throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
-    }
-    const target = route.plan.target;
-    if (target.kind === 'service') {
-      if (target.problem) throw target.problem.status === 403 ? new ForbiddenError(target.problem.message) : new NoEndpointsError(target.problem.message);
-      const up = sp ? (sp[5] || '/') : upstreamPath(route.plan, path);
-      return { kind: 'route', id, route, path: up + query };
-    }
-    const up = upstreamPath(route.plan, path);
-    const why = route.filter!.check(method, up);
-    if (why) {
-      t.m.denied.filter.inc();
-      throw new ForbiddenError(why);
-    }
-    return { kind: 'route', id, route, path: up + query };
-  }
-
   private track(res: ServerResponse, end: () => void): void {
     this.streams.add(end);
     res.once('close', () => this.streams.delete(end));
@@ -167,9 +120,11 @@ export class Listener {
     const conn = this.deps.apiserver;
     const headers = forwardRequestHeaders(req.headers, target.identity === 'Passthrough');
     if (target.identity !== 'Passthrough') {
+      // the operator's credentials go out only with an impersonation of the caller, or of a
+      // service account of this gateway's namespace (impersonationFor refuses anything else)
+      Object.assign(headers, t.impersonationFor(a.id, a.route));
       const auth = conn.authorization();
       if (auth) headers.authorization = auth;
-      if (target.identity === 'Impersonate') Object.assign(headers, t.impersonationFor(a.id, a.route));
     }
     forwardedFor(headers, req);
     return {
@@ -219,11 +174,14 @@ export class Listener {
       if (err.status >= 500) t.log.warn({ reqId, err: err.cause ?? err }, err.message);
       if (res.headersSent) { res.destroy(); return; }
       const body = statusBody(err);
-      res.writeHead(err.status, errorHeaders(err, body)).end(body);
+      const h = errorHeaders(err, body);
+      // a body not read yet is not drained (a refused client could send for ever): close instead
+      if (!req.complete) h.connection = 'close';
+      res.writeHead(err.status, h).end(body);
     };
     const respond = (status: number, headers: OutgoingHttpHeaders) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers']));
     try {
-      const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, seen);
+      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen);
       if (a.kind === 'discovery') {
         const body = JSON.stringify(discovery(t, a.id));
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
@@ -292,7 +250,7 @@ export class Listener {
       socket.end(headText + '\r\n' + body);
     };
     try {
-      const a = await this.admit(t, req.method ?? 'GET', req.url ?? '/', req.headers, { caller: '-' });
+      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, { caller: '-' });
       if (a.kind !== 'route') throw new BadPathError('discovery does not upgrade');
       let call: UpstreamCall;
       let ep: EndpointPool | undefined;
@@ -326,8 +284,6 @@ export class Listener {
 
 const accounted = new WeakMap<object, { read: number; written: number }>();
 
-type Seen = { caller: string; route?: CompiledRoute; upstream?: string };
-
 function errorKind(f: UpstreamFailure): 'connect' | 'timeout' | 'reset' {
   return f.connect ? 'connect' : f.err instanceof UpstreamTimeoutError ? 'timeout' : 'reset';
 }
@@ -345,9 +301,6 @@ async function requestBody(req: IncomingMessage): Promise<Buffer | null | 'strea
   for await (const c of req) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
-
-/** The apiserver's services-proxy form: /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy[/PATH] */
-const servicesProxyPath = /^\/api\/v1\/namespaces\/([^/]+)\/services\/(https?:)?([^/:]+)(:[^/]+)?\/proxy(\/.*)?$/;
 
 function forwardedFor(headers: OutgoingHttpHeaders, req: IncomingMessage): void {
   const addr = req.socket.remoteAddress;

@@ -1,41 +1,85 @@
-// Canonical-path check and kubectl proxy's path/method filters.
+// The request path in one canonical form, decoded once as the apiserver decodes it: routing,
+// grants and filters all read that form, and the path sent upstream encodes exactly it. Also
+// element-wise prefixes (Gateway API PathPrefix) and kubectl proxy's path/method filters.
+import { compileRegex, type Regex } from '../api/regex.js';
 
-const maxDecodes = 3;
+/** Longest request path accepted (414 beyond): bounds the work any one request can cause. */
+export const maxPathLength = 4096;
+
+export type CanonicalPath = { path: string; encoded: string } | { problem: string; tooLong?: true };
+
+// Characters a path may carry unencoded (RFC 3986 pchar and "/"), as Go's url.PathEscape keeps them.
+const plain = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$/;
+const unsafe = /%(2f|5c|00|25)/i;
+const dotOrEmpty = /\/\/|\/\.\.?(\/|$)/;
+// eslint-disable-next-line no-control-regex
+const control = /[\x00-\x1f\x7f\\]/;
 
 /**
- * Why a path is not canonical, or null. Refuses `.`/`..` segments, empty segments (`//`),
- * backslashes and NUL, also when percent-encoded (once or several times), and encoded slashes.
+ * The path decoded once, and its canonical encoding to forward; or why it is refused: `.`/`..`
+ * segments, empty segments (`//`), backslashes and control characters, also percent-encoded;
+ * encoded slashes; an encoded `%` (double encoding, which other hops may decode again); malformed
+ * percent-encoding or UTF-8. What passes reads the same to the gateway and the apiserver.
  */
-export function nonCanonical(path: string): string | null {
-  if (!path.startsWith('/')) return 'path must start with /';
-  let p = path;
-  for (let i = 0; i <= maxDecodes; i++) {
-    if (/%2f|%5c|%00/i.test(p)) return 'encoded slash, backslash or NUL in path';
-    if (p.includes('\\') || p.includes('\0')) return 'backslash or NUL in path';
-    if (/\/\/|\/\.\.?(\/|$)/.test(p)) return "'//', '.' or '..' segment in path";
-    if (!p.includes('%')) return null;
-    let next: string;
-    try {
-      next = decodeURIComponent(p);
-    } catch {
-      return 'malformed percent-encoding in path';
-    }
-    if (next === p) return null;
-    p = next;
+export function canonicalPath(raw: string): CanonicalPath {
+  if (!raw.startsWith('/')) return { problem: 'path must start with /' };
+  if (raw.length > maxPathLength) return { problem: `path longer than ${maxPathLength} characters`, tooLong: true };
+  if (plain.test(raw)) {
+    if (dotOrEmpty.test(raw)) return { problem: "'//', '.' or '..' segment in path" };
+    return { path: raw, encoded: raw };
   }
-  return 'path is percent-encoded too many times';
+  if (/[^\x21-\x7e]/.test(raw)) return { problem: 'space or non-ASCII character in path (percent-encode it)' };
+  if (unsafe.test(raw)) return { problem: 'encoded slash, backslash, NUL or percent sign in path' };
+  let path: string;
+  try {
+    path = decodeURIComponent(raw);
+  } catch {
+    return { problem: 'malformed percent-encoding in path' };
+  }
+  if (control.test(path)) return { problem: 'backslash or control character in path' };
+  if (dotOrEmpty.test(path)) return { problem: "'//', '.' or '..' segment in path (after decoding)" };
+  return { path, encoded: encodePath(path) };
 }
 
-/** kubectl proxy's filter: reject paths, then reject methods, then accept paths (regex search). */
+/** Percent-encodes what a path may not carry plainly (UTF-8), keeping every pchar and "/". */
+export function encodePath(path: string): string {
+  if (plain.test(path)) return path;
+  let out = '';
+  for (const ch of path) {
+    if (plain.test(ch)) out += ch;
+    else for (const b of Buffer.from(ch, 'utf8')) out += '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+/** A prefix in the form element-wise matching uses: without trailing slashes ("/" becomes ""). */
+export function normalizePrefix(prefix: string): string {
+  let end = prefix.length;
+  while (end > 0 && prefix.charCodeAt(end - 1) === 47 /* / */) end--;
+  return prefix.slice(0, end);
+}
+
+/** Does `path` lie under the normalized `prefix`, element by element? (/a: /a, /a/b; not /ab) */
+export function underPrefix(path: string, prefix: string): boolean {
+  if (prefix === '') return true;
+  return path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 47);
+}
+
+/** `path` (under `from`) with `from` replaced by `to`; both normalized. */
+export function replacePrefix(path: string, from: string, to: string): string {
+  return to + path.slice(from.length) || '/';
+}
+
+/** kubectl proxy's filter: reject paths, then reject methods, then accept paths (RE2, unanchored search). */
 export class PathFilter {
-  private readonly accept: RegExp[];
-  private readonly rejectPaths: RegExp[];
-  private readonly rejectMethods: RegExp[];
+  private readonly accept: Regex[];
+  private readonly rejectPaths: Regex[];
+  private readonly rejectMethods: Regex[];
 
   constructor(spec: { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }) {
-    this.accept = spec.acceptPaths.map((s) => new RegExp(s));
-    this.rejectPaths = spec.rejectPaths.map((s) => new RegExp(s));
-    this.rejectMethods = spec.rejectMethods.map((s) => new RegExp(s));
+    this.accept = spec.acceptPaths.map(compileRegex);
+    this.rejectPaths = spec.rejectPaths.map(compileRegex);
+    this.rejectMethods = spec.rejectMethods.map(compileRegex);
   }
 
   /** Why the request is rejected, or null when it may pass. */

@@ -6,14 +6,14 @@ import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
-import type { GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
+import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
-import { PathFilter } from './path.js';
+import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
 import { RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
-import { impersonationHeaders } from './headers.js';
+import { extraCaller, extraGateway, extraRoute, impersonationHeaders, serviceAccountHeaders } from './headers.js';
 
 export interface DataplaneDeps {
   apiserver: ApiserverConnection;
@@ -27,6 +27,9 @@ export interface DataplaneDeps {
 
 export interface CompiledRoute {
   plan: RoutePlan;
+  /** pathPrefix and rewritePrefix, normalized for element-wise matching ("/" is ""). */
+  prefix: string;
+  rewrite: string | null;
   filter: PathFilter | null;
   methods: ReadonlySet<string> | null;
   backend: ServiceBackend | null;
@@ -69,13 +72,15 @@ export class RouteTable {
     this.log = deps.log.child({ gateway: this.key });
     this.routes = plan.routes.map((r) => ({
       plan: r,
+      prefix: normalizePrefix(r.pathPrefix),
+      rewrite: r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix),
       filter: r.target.kind === 'apiserver' ? new PathFilter(r.target) : null,
       methods: r.methods ? new Set(r.methods) : null,
       backend: r.target.kind === 'service'
         ? new ServiceBackend(r.target, r.target.endpoints.map((e) => deps.pools.acquire(r.target as ServiceTarget, e)))
         : null,
       m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
-      extras: { 'access-gateway.io/gateway': this.key, 'access-gateway.io/route': r.name },
+      extras: { [extraGateway]: this.key, [extraRoute]: r.name },
     }));
   }
 
@@ -96,39 +101,62 @@ export class RouteTable {
     for (const r of this.routes) for (const p of r.backend?.pools ?? []) this.deps.pools.release(p);
   }
 
+  /** The Impersonate-* headers of an apiserver route for this caller: the caller itself, or
+   * the route's service account of this gateway's namespace; never anyone else. */
   impersonationFor(id: CallerIdentity, route: CompiledRoute): OutgoingHttpHeaders {
     let byRoute = this.impersonation.get(id);
     if (!byRoute) this.impersonation.set(id, (byRoute = new Map()));
     let h = byRoute.get(route.plan.name);
-    if (!h) byRoute.set(route.plan.name, (h = impersonationHeaders(id, route.extras)));
+    if (!h) {
+      const t = route.plan.target as ApiserverTarget;
+      const extras = { ...route.extras, [extraCaller]: id.username };
+      h = t.identity === 'ServiceAccount'
+        ? serviceAccountHeaders(this.plan.namespace, t.serviceAccountName!, extras)
+        : impersonationHeaders(id, extras);
+      byRoute.set(route.plan.name, h);
+    }
     return h;
   }
 
-  /** The first service route naming Service ns/name (and the scheme and port, when given):
-   * the apiserver's services-proxy URL form. */
-  serviceRouteFor(ns: string, name: string, scheme?: string, port?: string): CompiledRoute | undefined {
-    return this.routes.find((r) => {
-      const t = r.plan.target;
-      return t.kind === 'service' && t.namespace === ns && t.name === name &&
-        (scheme === undefined || t.scheme === scheme) && (port === undefined || String(t.port) === port);
-    });
-  }
-
-  /** First route whose prefix (and methods, if any) match. `/x` also matches prefix `/x/`. */
+  /** First route whose prefix (element-wise) and methods (if any) match the decoded path. */
   match(path: string, method: string): CompiledRoute | undefined {
     for (const r of this.routes) {
-      const prefix = r.plan.pathPrefix;
-      const hit = path.startsWith(prefix) || (prefix.endsWith('/') && path === prefix.slice(0, -1));
-      if (hit && (!r.methods || r.methods.has(method))) return r;
+      if (underPrefix(path, r.prefix) && (!r.methods || r.methods.has(method))) return r;
     }
     return undefined;
   }
+
+  /**
+   * The apiserver's services-proxy URL form, /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy/PATH,
+   * read as the path form of the same request: among the routes to that Service, the first the
+   * caller may use whose upstream paths include PATH and that the path form would choose for it.
+   * Returns that path-form path (routing it gives the route, rewriting it gives PATH; when no
+   * such route is granted, the first one that is not, so the caller gets the path form's 403).
+   */
+  servicesProxy(svc: { namespace: string; name: string; scheme?: string; port?: string }, path: string, method: string,
+    mayUse: (r: CompiledRoute) => boolean): { path: string } | { status: 403 | 404; message: string } {
+    let named = false;
+    let denied: string | undefined;
+    for (const r of this.routes) {
+      const t = r.plan.target;
+      if (t.kind !== 'service' || t.namespace !== svc.namespace || t.name !== svc.name) continue;
+      if ((svc.scheme !== undefined && t.scheme !== svc.scheme) || (svc.port !== undefined && String(t.port) !== svc.port)) continue;
+      named = true;
+      const upstream = r.rewrite ?? r.prefix;
+      if (!underPrefix(path, upstream)) continue;
+      const pathForm = replacePrefix(path, upstream, r.prefix);
+      if (this.match(pathForm, method) !== r) continue;
+      if (mayUse(r)) return { path: pathForm };
+      denied ??= pathForm;
+    }
+    if (denied !== undefined) return { path: denied };
+    const service = `Service ${svc.namespace}/${svc.name}${svc.port ? `:${svc.port}` : ''}`;
+    if (!named) return { status: 403, message: `no route of gateway ${this.key} names ${service}` };
+    return { status: 404, message: `no route of gateway ${this.key} serves ${method} ${path} on ${service}` };
+  }
 }
 
-/** The path sent upstream: the prefix replaced by rewritePrefix, when set. */
-export function upstreamPath(route: RoutePlan, path: string): string {
-  if (route.rewritePrefix === null) return path;
-  const rest = path.length >= route.pathPrefix.length ? path.slice(route.pathPrefix.length) : '';
-  const joined = route.rewritePrefix.endsWith('/') && rest.startsWith('/') ? route.rewritePrefix + rest.slice(1) : route.rewritePrefix + rest;
-  return joined || '/';
+/** The decoded path sent upstream: the matched prefix replaced by rewritePrefix, when set. */
+export function upstreamPath(route: CompiledRoute, path: string): string {
+  return route.rewrite === null ? path : replacePrefix(path, route.prefix, route.rewrite);
 }

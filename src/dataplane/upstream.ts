@@ -143,16 +143,12 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, head: Buffer,
   });
   up.on('response', (ures) => {
     clearTimeout(timer);
-    // Not upgraded: relay the answer, then close (never keep the connection open).
-    const { connection: _c, 'transfer-encoding': _te, ...headers } = ures.headers;
-    const chunks: Buffer[] = [];
-    ures.on('data', (c: Buffer) => chunks.push(c));
-    ures.on('end', () => {
-      const body = Buffer.concat(chunks);
-      socket.end(Buffer.concat([Buffer.from(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '',
-        { ...headers, 'content-length': body.length, connection: 'close' })), body]));
-    });
+    // Not upgraded: relay the answer as it streams (never buffered), then close the connection.
+    const { connection: _c, 'transfer-encoding': _te, 'keep-alive': _ka, ...headers } = ures.headers;
+    socket.write(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...headers, connection: 'close' }));
+    ures.pipe(socket);
     ures.on('error', () => socket.destroy());
+    socket.on('close', () => ures.destroy());
   });
   up.on('error', (err) => {
     clearTimeout(timer);

@@ -7,13 +7,19 @@ export function gatewaysPath(namespace?: string): string {
   return namespace ? `/apis/${group}/${version}/namespaces/${namespace}/${plural}` : `/apis/${group}/${version}/${plural}`;
 }
 
-/** Server-side apply of an owned object (Service, EndpointSlice), as field manager access-gateway. */
-export async function applyOwned(client: KubeClient, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }): Promise<void> {
+/**
+ * Writes an object the gateway owns (Service, EndpointSlice), as field manager access-gateway:
+ * created when it does not exist (a create never replaces anyone's object: 409 if one appeared
+ * meanwhile), else server-side applied — the caller has checked that the existing one is ours.
+ */
+export async function applyOwned(client: KubeClient, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, exists: boolean): Promise<void> {
   const plural = obj.kind === 'Service' ? 'services' : 'endpointslices';
   const base = obj.apiVersion === 'v1' ? '/api/v1' : `/apis/${obj.apiVersion}`;
-  const path = `${base}/namespaces/${obj.metadata.namespace}/${plural}/${obj.metadata.name}?fieldManager=access-gateway&force=true`;
-  const res = await client.request('PATCH', path, obj, { contentType: 'application/apply-patch+yaml' });
-  if (res.status !== 200 && res.status !== 201) throw new KubeApiError(res.status, res.body, `apply ${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name}`);
+  const collection = `${base}/namespaces/${obj.metadata.namespace}/${plural}`;
+  const res = exists
+    ? await client.request('PATCH', `${collection}/${obj.metadata.name}?fieldManager=access-gateway&force=true`, obj, { contentType: 'application/apply-patch+yaml' })
+    : await client.request('POST', `${collection}?fieldManager=access-gateway`, obj);
+  if (res.status !== 200 && res.status !== 201) throw new KubeApiError(res.status, res.body, `${exists ? 'apply' : 'create'} ${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name}`);
 }
 
 /** Writes `status`; a gateway deleted meanwhile is not an error (returns false). */

@@ -29,7 +29,7 @@ rules:
   - apiGroups: [authentication.k8s.io]
     verbs: [impersonate]
     resources: [uids, userextras/access-gateway.io/gateway, userextras/access-gateway.io/route,
-      userextras/authentication.kubernetes.io/credential-id, userextras/authentication.kubernetes.io/pod-name,
+      userextras/access-gateway.io/caller, userextras/authentication.kubernetes.io/credential-id, userextras/authentication.kubernetes.io/pod-name,
       userextras/authentication.kubernetes.io/pod-uid, userextras/authentication.kubernetes.io/node-name,
       userextras/authentication.kubernetes.io/node-uid]
 ---
@@ -56,7 +56,7 @@ after(async () => {
   await cp?.stop();
 });
 
-test('Gateway identity: a client token valid at the apiserver is stripped, the gateway own identity is used', async () => {
+test('a client token valid at the apiserver is stripped: ServiceAccount routes act as that account, Impersonate as the caller', async () => {
   await applyYaml(cp, `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
@@ -65,21 +65,24 @@ spec:
   authentication: {audiences: [access-gateway]}
   access: [{serviceAccounts: [{namespace: ${ns}, name: root}]}]
   routes:
-    - {name: as-gateway, pathPrefix: /gw/, rewritePrefix: /, apiserver: {identity: Gateway}}
+    - {name: as-account, pathPrefix: /sa/, rewritePrefix: /, apiserver: {identity: ServiceAccount, serviceAccountName: nobody}}
     - {name: as-caller, pathPrefix: /, apiserver: {identity: Impersonate}}
 `);
   const port = await gatewayPort(cp, ns, 'gw');
   // root is cluster-admin, and this token is accepted by the apiserver as well as by the gateway
   const rootToken = await cp.token(ns, 'root', ['access-gateway', cp.issuer]);
   const path = '/apis/rbac.authorization.k8s.io/v1/clusterroles';
-  // sanity: the token alone would get through to the apiserver
-  const direct = await cp.api('GET', '/version');
-  assert.equal(direct.status, 200);
+  // sanity: the token alone gets through to the apiserver
+  const direct = await curl(cp.url + path, ['--cacert', cp.ca.certFile, ...bearer(rootToken)]);
+  assert.equal(direct.status, 200, direct.body);
   // Impersonate: the apiserver sees root -> allowed
   const asCaller = await curl(`http://127.0.0.1:${port}${path}`, bearer(rootToken));
   assert.equal(asCaller.status, 200, asCaller.body);
-  // Gateway: the apiserver sees the operator's own service account, not root's Authorization
-  const r = await curl(`http://127.0.0.1:${port}/gw${path}`, [...bearer(rootToken), '-H', 'Impersonate-User: system:admin', '-H', 'Impersonate-Group: system:masters']);
+  // ServiceAccount: the apiserver sees the route's account (no rights), not root's Authorization,
+  // not the client's Impersonate-* headers, and never the operator's own identity
+  const r = await curl(`http://127.0.0.1:${port}/sa${path}`, [...bearer(rootToken), '-H', 'Impersonate-User: system:admin', '-H', 'Impersonate-Group: system:masters']);
   assert.equal(r.status, 403, r.body);
-  assert.match(JSON.parse(r.body).message, new RegExp(`system:serviceaccount:${ns}:agw-operator`));
+  const message = JSON.parse(r.body).message;
+  assert.match(message, new RegExp(`system:serviceaccount:${ns}:nobody`));
+  assert.doesNotMatch(message, /agw-operator/);
 });

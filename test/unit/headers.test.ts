@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeExtraKey, forwardRequestHeaders, forwardResponseHeaders, impersonationHeaders } from '../../src/dataplane/headers.js';
+import { escapeExtraKey, forwardRequestHeaders, forwardResponseHeaders, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
 
 test('identity, hop-by-hop and Connection-named headers never cross', () => {
   const out = forwardRequestHeaders({
@@ -30,4 +30,19 @@ test('impersonation headers carry user, groups, uid and escaped extras', () => {
     'impersonate-extra-authentication.kubernetes.io%2Fpod-name': ['p'], 'impersonate-extra-access-gateway.io%2Fgateway': 'a/gw',
   });
   assert.equal(escapeExtraKey('a%b c'), 'a%25b%20c');
+});
+
+test('identity headers spelt with underscores never cross either (CGI/WSGI read _ as -)', () => {
+  const out = forwardRequestHeaders({ 'impersonate_user': 'admin', 'x_remote_user': 'admin', 'x-remote_group': 'g', 'x_forwarded_for': '1', accept: 'a' }, false);
+  assert.deepEqual(out, { accept: 'a' });
+});
+
+test('service-account identity: only a plain name of the given namespace, groups left to the apiserver', () => {
+  assert.deepEqual(serviceAccountHeaders('team-a', 'reader', { 'access-gateway.io/caller': 'system:serviceaccount:team-a:app' }), {
+    'impersonate-user': 'system:serviceaccount:team-a:reader',
+    'impersonate-extra-access-gateway.io%2Fcaller': 'system:serviceaccount:team-a:app',
+  });
+  for (const [ns, name] of [['team-a', 'x:y'], ['team-a:b', 'x'], ['team-a', ''], ['', 'x'], ['team-a', '../x'], ['team-a', 'system:admin'], ['Team', 'x']]) {
+    assert.throws(() => serviceAccountHeaders(ns!, name!, {}), /refusing to impersonate/, `${ns}/${name}`);
+  }
 });

@@ -1,21 +1,63 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nonCanonical, PathFilter } from '../../src/dataplane/path.js';
+import { canonicalPath, encodePath, normalizePrefix, PathFilter, replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 
-test('canonical paths pass', () => {
-  for (const p of ['/', '/api/v1/namespaces/a/configmaps', '/apis/apps/v1/deployments', '/version', '/a%20b', '/a.b/c..d/...']) {
-    assert.equal(nonCanonical(p), null, p);
+const ok = (raw: string) => {
+  const c = canonicalPath(raw);
+  assert.ok('path' in c, `${raw}: ${'problem' in c ? c.problem : ''}`);
+  return c;
+};
+
+test('canonical paths pass unchanged', () => {
+  for (const p of ['/', '/api/v1/namespaces/a/configmaps', '/apis/apps/v1/deployments', '/version', '/a.b/c..d/...', "/a:b@c!$&'()*+,;=~_-"]) {
+    assert.deepEqual(ok(p), { path: p, encoded: p });
   }
 });
 
-test('dot segments, empty segments and their encodings are refused', () => {
+test('a path is decoded once, and forwarded as the canonical encoding of exactly that', () => {
+  assert.deepEqual(ok('/api/v1/namespaces/a/%73ecrets'), { path: '/api/v1/namespaces/a/secrets', encoded: '/api/v1/namespaces/a/secrets' });
+  assert.deepEqual(ok('/a%20b'), { path: '/a b', encoded: '/a%20b' });
+  assert.deepEqual(ok('/%E2%82%AC/%3F%23'), { path: '/€/?#', encoded: '/%E2%82%AC/%3F%23' });
+  assert.deepEqual(ok('/%7Bx%7D'), { path: '/{x}', encoded: '/%7Bx%7D' });
+  // what the apiserver decodes from the forwarded form is the path the gateway checked
+  for (const raw of ['/a%20b', '/%E2%82%AC/%3F%23', '/x/%73ecrets', '/%7e%41']) {
+    const c = ok(raw);
+    assert.equal(decodeURIComponent(c.encoded), c.path, raw);
+    assert.equal(encodePath(c.path), c.encoded, raw);
+  }
+});
+
+test('dot segments, empty segments, slashes, backslashes, NUL, double encoding: refused, also encoded', () => {
   for (const p of ['/api/../secrets', '/api/..', '/./api', '//api', '/api//v1', '/api/%2e%2e/secrets', '/api/%2E%2E/x',
-    '/api/.%2e/x', '/api%2f..%2fsecrets', '/api/%252e%252e/x', '/a\\b', '/a%5cb', '/a%00', '/%2f%2fapi', 'api', '/a%zz']) {
-    assert.notEqual(nonCanonical(p), null, p);
+    '/api/.%2e/x', '/api%2f..%2fsecrets', '/api/%252e%252e/x', '/a/%2573ecrets', '/a%25', '/a\\b', '/a%5cb', '/a%00', '/a%0a', '/%2f%2fapi',
+    'api', '*', 'http://evil/x', '/a%zz', '/a%', '/%ff', '/%c0%ae%c0%ae/x', '/a b', '/é']) {
+    assert.ok('problem' in canonicalPath(p), p);
   }
+  const long = canonicalPath('/' + 'a'.repeat(5000));
+  assert.ok('problem' in long && long.tooLong);
 });
 
-test('kubectl proxy filter semantics: reject paths, then methods, then accept paths (unanchored regex search)', () => {
+test('prefixes match whole path elements (Gateway API PathPrefix)', () => {
+  const p = normalizePrefix('/api/v1/namespaces/team-a');
+  assert.ok(underPrefix('/api/v1/namespaces/team-a', p));
+  assert.ok(underPrefix('/api/v1/namespaces/team-a/configmaps', p));
+  assert.ok(!underPrefix('/api/v1/namespaces/team-a-prod/configmaps', p));
+  assert.ok(!underPrefix('/api/v1/namespaces/team', p));
+  assert.equal(normalizePrefix('/ledger/'), '/ledger');
+  assert.ok(underPrefix('/ledger', normalizePrefix('/ledger/')));
+  assert.ok(!underPrefix('/ledgers', normalizePrefix('/ledger/')));
+  assert.equal(normalizePrefix('/'), '');
+  assert.ok(underPrefix('/anything', ''));
+});
+
+test('rewrites replace the prefix element-wise', () => {
+  assert.equal(replacePrefix('/ledger/v1/x', '/ledger', ''), '/v1/x');
+  assert.equal(replacePrefix('/ledger', '/ledger', ''), '/');
+  assert.equal(replacePrefix('/ledger/v1/accounts', '/ledger/v1', '/v1'), '/v1/accounts');
+  assert.equal(replacePrefix('/a', '', '/x'), '/x/a');
+});
+
+test('kubectl proxy filter semantics: reject paths, then methods, then accept paths (unanchored RE2 search)', () => {
   const f = new PathFilter({ acceptPaths: ['^/api/.*', '^/apis/.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: ['POST', '^DELETE$'] });
   assert.equal(f.check('GET', '/api/v1/namespaces/a/pods'), null);
   assert.match(f.check('GET', '/api/v1/namespaces/a/pods/p/exec')!, /rejectPaths/);
@@ -24,7 +66,20 @@ test('kubectl proxy filter semantics: reject paths, then methods, then accept pa
   assert.match(f.check('DELETE', '/apis/apps/v1/x')!, /rejectMethods/);
   assert.match(f.check('GET', '/version')!, /acceptPaths/);
   assert.match(f.check('GET', '/healthz')!, /acceptPaths/);
-  // unanchored: a pattern without ^ matches anywhere, as Go's regexp.MatchString does
   const g = new PathFilter({ acceptPaths: ['configmaps'], rejectPaths: [], rejectMethods: [] });
   assert.equal(g.check('GET', '/api/v1/namespaces/a/configmaps'), null);
+});
+
+test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
+  const f = new PathFilter({ acceptPaths: ['^/(a+)+$'], rejectPaths: [], rejectMethods: [] });
+  // with a backtracking engine this is ~2^4000 steps; the test would never end
+  assert.match(f.check('GET', '/' + 'a'.repeat(4000) + '!')!, /acceptPaths/);
+  assert.equal(f.check('GET', '/aaaa'), null);
+});
+
+test('RE2 syntax: what Go accepts compiles, lookarounds and backreferences do not', () => {
+  assert.doesNotThrow(() => new PathFilter({ acceptPaths: ['(?i)^/API/', '\\pL+', '^/a{2,3}$'], rejectPaths: [], rejectMethods: [] }));
+  for (const bad of ['(?<=x)y', '(?=x)', '(a)\\1', 'a(b']) {
+    assert.throws(() => new PathFilter({ acceptPaths: [bad], rejectPaths: [], rejectMethods: [] }), /error parsing regexp/, bad);
+  }
 });

@@ -30,18 +30,38 @@ test('per-key exponential backoff', () => {
   q.shutdown();
 });
 
-test('ports: requested, allocated and kept, conflicts resolved by age', () => {
+test('ports: requested, allocated and kept; a held port is never taken away', () => {
   const p = new PortAllocator([100, 102]);
   assert.deepEqual(p.claim({ key: 'a', rank: '2' }), { port: 100 });
   assert.deepEqual(p.claim({ key: 'a', rank: '2' }), { port: 100 });
   assert.deepEqual(p.claim({ key: 'b', rank: '3', previous: 102 }), { port: 102 });
   assert.deepEqual(p.claim({ key: 'c', rank: '4', requested: 8080 }), { port: 8080 });
   assert.ok('conflict' in p.claim({ key: 'd', rank: '5', requested: 8080 }));
-  // an older gateway asking for the same port takes it; the younger one is evicted
-  assert.deepEqual(p.claim({ key: 'e', rank: '1', requested: 8080 }), { port: 8080, evicted: 'c' });
+  // an older gateway asking for a held port does not get it: the holder keeps it
+  assert.match((p.claim({ key: 'e', rank: '1', requested: 8080 }) as { conflict: string }).conflict, /used by AccessGateway c/);
+  // nor does a newcomer asking explicitly for a port the range allocated to another
+  assert.match((p.claim({ key: 'e', rank: '1', requested: 100 }) as { conflict: string }).conflict, /used by AccessGateway a/);
+  assert.equal(p.portOf('a'), 100);
   assert.deepEqual(p.claim({ key: 'f', rank: '6' }), { port: 101 });
   assert.ok('conflict' in p.claim({ key: 'g', rank: '7' }));
   p.release('a');
   p.block(100);
   assert.ok('conflict' in p.claim({ key: 'g', rank: '7' }));
+});
+
+test('ports: after a restart, the ports in status go back to their holders before any claim', () => {
+  const p = new PortAllocator([100, 102]);
+  p.seed([
+    { key: 'young', rank: '5', previous: 101 },
+    { key: 'explicit', rank: '3', requested: 8080, previous: 8080 },
+    { key: 'stale', rank: '9', previous: 101 }, // same port as young, younger: loses the tie
+    { key: 'moved', rank: '2', requested: 9090, previous: 100 }, // its spec asks for another port now
+  ]);
+  assert.equal(p.portOf('young'), 101);
+  assert.equal(p.portOf('explicit'), 8080);
+  assert.equal(p.portOf('stale'), undefined);
+  assert.equal(p.portOf('moved'), undefined);
+  // an older gateway reconciled first cannot take young's port
+  assert.ok('conflict' in p.claim({ key: 'old', rank: '1', requested: 101 }));
+  assert.deepEqual(p.claim({ key: 'young', rank: '5', previous: 101 }), { port: 101 });
 });

@@ -1,0 +1,134 @@
+// Admission of one request, as a chain of small steps that all read the same canonical request
+// (kube-rbac-proxy's filters, the apiserver's handler chain): target -> credentials ->
+// authentication -> access rules -> rate limit -> route -> route checks. Each step throws the
+// AgwError it answers with; none touches a socket.
+import type { IncomingHttpHeaders } from 'node:http';
+import { bearerToken } from '../auth/bearer.js';
+import type { CallerIdentity } from '../auth/identity.js';
+import {
+  AuthUnavailableError, BadPathError, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError,
+} from './errors.js';
+import { canonicalPath, encodePath } from './path.js';
+import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
+
+export const wellKnownPath = '/.well-known/access-gateway';
+
+export interface RequestHead {
+  method: string;
+  /** The request target as received. */
+  url: string;
+  headers: IncomingHttpHeaders;
+  /** Header names and values as received, names at even indexes. */
+  rawHeaders: string[];
+}
+
+export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string };
+export type Admitted = { kind: 'discovery'; id: CallerIdentity } | RouteAdmitted;
+
+/** What admission learnt, for the access log (filled as the steps pass). */
+export interface Seen { caller: string; route?: CompiledRoute; upstream?: string }
+
+/** The target's path decoded once (canonical) and its query, untouched. */
+export function requestTarget(t: RouteTable, url: string): { path: string; query: string } {
+  const q = url.indexOf('?');
+  const c = canonicalPath(q < 0 ? url : url.slice(0, q));
+  if ('problem' in c) {
+    t.m.denied.path.inc();
+    throw c.tooLong ? new UriTooLongError(`refused: ${c.problem}`) : new BadPathError(`refused: ${c.problem}`);
+  }
+  return { path: c.path, query: q < 0 ? '' : url.slice(q) };
+}
+
+/** The one Authorization header; several are refused (which one would the upstream read?). */
+export function authorizationHeader(h: RequestHead): string | undefined {
+  let n = 0;
+  for (let i = 0; i < h.rawHeaders.length; i += 2) {
+    const name = h.rawHeaders[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') n++;
+  }
+  if (n > 1) throw new BadRequestError('more than one Authorization header');
+  return h.headers.authorization;
+}
+
+export async function authenticate(t: RouteTable, authorization: string | undefined): Promise<CallerIdentity> {
+  try {
+    const id = await t.authenticator.authenticate(bearerToken(authorization));
+    t.m.auth.allowed.inc();
+    return id;
+  } catch (err) {
+    (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
+    throw err;
+  }
+}
+
+/** spec.access: some rule must match the caller. */
+export function authorize(t: RouteTable, id: CallerIdentity): void {
+  if (t.policy.allowed(id) === null) {
+    t.m.denied.access.inc();
+    throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
+  }
+}
+
+export function rateLimit(t: RouteTable, id: CallerIdentity): void {
+  if (!t.limiter) return;
+  const wait = t.limiter.take(id.username);
+  if (wait > 0) {
+    t.m.rateLimited.inc();
+    throw new RateLimitedError(`rate limit of gateway ${t.key} exceeded for ${id.username}`, Math.ceil(wait));
+  }
+}
+
+/** The apiserver's services-proxy form: /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy[/PATH] (decoded). */
+const servicesProxyPath = /^\/api\/v1\/namespaces\/([^/]+)\/services\/(https?:)?([^/:]+)(:[^/]+)?\/proxy(\/.*)?$/;
+
+/** The route for a decoded path (the services-proxy form read as its path form), granted to the caller. */
+export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, path: string): { route: CompiledRoute; path: string } {
+  const sp = servicesProxyPath.exec(path);
+  if (sp) {
+    const found = t.servicesProxy({ namespace: sp[1]!, name: sp[3]!, scheme: sp[2]?.slice(0, -1), port: sp[4]?.slice(1) },
+      sp[5] ?? '/', method, (r) => t.policy.mayUse(id, r.plan.name));
+    if ('status' in found) {
+      if (found.status === 403) t.m.denied.route.inc();
+      throw found.status === 403 ? new ForbiddenError(found.message) : new RouteNotFoundError(found.message);
+    }
+    path = found.path;
+  }
+  const route = t.match(path, method);
+  if (!route) throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
+  if (!t.policy.mayUse(id, route.plan.name)) {
+    t.m.denied.route.inc();
+    throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
+  }
+  return { route, path };
+}
+
+/** What the route itself refuses: a Service it cannot reach, or kubectl proxy's filters on the
+ * (decoded) path the apiserver will see. Returns that path. */
+export function checkRoute(t: RouteTable, route: CompiledRoute, method: string, path: string): string {
+  const up = upstreamPath(route, path);
+  const target = route.plan.target;
+  if (target.kind === 'service') {
+    if (target.problem) throw target.problem.status === 403 ? new ForbiddenError(target.problem.message) : new NoEndpointsError(target.problem.message);
+    return up;
+  }
+  const why = route.filter!.check(method, up);
+  if (why) {
+    t.m.denied.filter.inc();
+    throw new ForbiddenError(why);
+  }
+  return up;
+}
+
+/** Every step in order; the upstream path is the canonical encoding of the decoded path. */
+export async function admit(t: RouteTable, h: RequestHead, seen: Seen): Promise<Admitted> {
+  const { path, query } = requestTarget(t, h.url);
+  const id = await authenticate(t, authorizationHeader(h));
+  seen.caller = id.username;
+  authorize(t, id);
+  rateLimit(t, id);
+  if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id };
+  const selected = selectRoute(t, id, h.method, path);
+  seen.route = selected.route;
+  const up = checkRoute(t, selected.route, h.method, selected.path);
+  return { kind: 'route', id, route: selected.route, path: encodePath(up) + query };
+}

@@ -1,0 +1,172 @@
+// The request admission chain, step by step, without sockets (kube-rbac-proxy tests its filters
+// this way): a plan from translate(), a fake token reviewer, the real route table.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { applyDefaults } from '../../src/api/defaults.js';
+import { translate } from '../../src/translate/translate.js';
+import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
+import { PoolRegistry } from '../../src/dataplane/endpoints.js';
+import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
+import { testMetrics } from '../../src/observability/metrics.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import type { CallerIdentity } from '../../src/auth/identity.js';
+import type { AccessGateway } from '../../src/api/types.js';
+
+/** A JWT-shaped token (never verified here: the fake reviewer knows it). */
+function token(sa: string): string {
+  const b = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b({ alg: 'RS256', kid: 'k' })}.${b({ sub: sa, aud: ['gw'], exp: Math.floor(Date.now() / 1000) + 3600 })}.c2ln`;
+}
+
+const users: Record<string, string> = {
+  app: 'system:serviceaccount:team-a:app', limited: 'system:serviceaccount:team-a:limited', other: 'system:serviceaccount:team-b:x',
+};
+const tokens = Object.fromEntries(Object.entries(users).map(([k, u]) => [k, token(u)]));
+const byToken = new Map(Object.entries(users).map(([k, u]) => [tokens[k]!, u]));
+
+function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}): RouteTable {
+  const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: 'team-a', generation: 1 },
+    spec: { authentication: { audiences: ['gw'] }, ...spec } } as unknown as AccessGateway;
+  const t = translate(applyDefaults(gw), { port: { port: 1 }, ...snapshot });
+  assert.ok(t.plan, JSON.stringify(t.conditions));
+  const deps: DataplaneDeps = {
+    apiserver: {} as DataplaneDeps['apiserver'], log: silentLogger, pools: new PoolRegistry(), metrics: testMetrics(),
+    reviewer: {
+      async review(tok: string) {
+        const username = byToken.get(tok);
+        if (!username) return { authenticated: false as const, error: 'unknown token' };
+        const ns = username.split(':')[2]!;
+        const user: CallerIdentity = { username, uid: 'u', groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`], extra: {} };
+        return { authenticated: true as const, user, audiences: ['gw'] };
+      },
+    },
+  };
+  return RouteTable.build(t.plan, deps);
+}
+
+const req = (url: string, who: string | null, method = 'GET', extra: string[] = []) => {
+  const rawHeaders = [...(who ? ['Authorization', `Bearer ${tokens[who]}`] : []), ...extra];
+  const headers: Record<string, string> = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) headers[rawHeaders[i]!.toLowerCase()] ??= rawHeaders[i + 1]!;
+  return { method, url, headers, rawHeaders };
+};
+
+async function status(t: RouteTable, url: string, who: string | null, method = 'GET', extra: string[] = []): Promise<number | string> {
+  try {
+    const a = await admit(t, req(url, who, method, extra), { caller: '-' } as Seen);
+    return a.kind === 'route' ? `${a.route.plan.name} ${a.path}` : 'discovery';
+  } catch (err) {
+    return (err as { status: number }).status;
+  }
+}
+
+const ledger = {
+  services: { 'team-a/ledger': { metadata: { name: 'ledger', namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } } },
+  endpointSlices: { 'team-a/ledger': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: ['198.18.0.2'] }] }] },
+};
+
+test('requestTarget: refuses non-canonical paths (400) and long ones (414), keeps the query as sent', () => {
+  const t = table({ access: [], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] });
+  assert.deepEqual(requestTarget(t, '/api/%73ecrets?watch=1&x=%2F'), { path: '/api/secrets', query: '?watch=1&x=%2F' });
+  assert.throws(() => requestTarget(t, '/api/%2e%2e/x'), (e: any) => e.status === 400);
+  assert.throws(() => requestTarget(t, '/' + 'a'.repeat(5000)), (e: any) => e.status === 414);
+});
+
+test('authorizationHeader: one is read, two are refused whatever their case', () => {
+  assert.equal(authorizationHeader(req('/', 'app')), `Bearer ${tokens.app}`);
+  assert.throws(() => authorizationHeader(req('/', 'app', 'GET', ['AUTHORIZATION', 'Bearer x'])), (e: any) => e.status === 400);
+});
+
+test('the chain answers each refusal with its status, in order', async () => {
+  const t = table({
+    access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }, { serviceAccounts: [{ namespace: 'team-a', name: 'limited' }], routes: ['rest'] }],
+    routes: [
+      { name: 'configmaps', pathPrefix: '/api/v1/namespaces/team-a/configmaps', apiserver: {} },
+      { name: 'rest', pathPrefix: '/', apiserver: { rejectPaths: ['^/api/v1/namespaces/team-a/secrets'], rejectMethods: ['^DELETE$'] } },
+    ],
+  });
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/../x', 'app'), 400); // before authentication
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/configmaps', null), 401);
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/configmaps', 'other'), 403); // no access rule
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/configmaps', 'app'), 'configmaps /api/v1/namespaces/team-a/configmaps');
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/configmaps', 'limited'), 403); // route not granted
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/%63onfigmaps', 'limited'), 403); // nor encoded
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/%73ecrets', 'app'), 403); // rejectPaths on the decoded path
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/pods', 'app', 'DELETE'), 403); // rejectMethods
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/p%C3%B6ds?x=1', 'app'), 'rest /api/v1/namespaces/team-a/p%C3%B6ds?x=1');
+  assert.equal(await status(t, '/.well-known/access-gateway', 'limited'), 'discovery');
+});
+
+test('routes match whole path elements; no route is 404', async () => {
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }],
+    routes: [{ name: 'own', pathPrefix: '/api/v1/namespaces/team-a', apiserver: {} }] });
+  assert.equal(await status(t, '/api/v1/namespaces/team-a', 'app'), 'own /api/v1/namespaces/team-a');
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/configmaps', 'app'), 'own /api/v1/namespaces/team-a/configmaps');
+  assert.equal(await status(t, '/api/v1/namespaces/team-a-prod/configmaps', 'app'), 404);
+});
+
+test('the services-proxy form is its path form: methods, prefix, rewrite, grants and route order apply', async () => {
+  const t = table({
+    access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }], routes: ['admin', 'read'] }, { serviceAccounts: [{ namespace: 'team-a', name: 'limited' }], routes: ['read'] }],
+    routes: [
+      { name: 'admin', pathPrefix: '/ledger/v1/admin', rewritePrefix: '/v1/admin', service: { name: 'ledger', port: 'http' } },
+      { name: 'read', pathPrefix: '/ledger/v1/', rewritePrefix: '/v1/', methods: ['GET'], service: { name: 'ledger', port: 'http' } },
+      { name: 'kube-api', pathPrefix: '/', apiserver: {} },
+    ],
+  }, ledger);
+  const sp = '/api/v1/namespaces/team-a/services/ledger:http/proxy';
+  assert.equal(await status(t, `${sp}/v1/accounts?a=b`, 'app'), 'read /v1/accounts?a=b');
+  assert.equal(await status(t, '/ledger/v1/accounts?a=b', 'app'), 'read /v1/accounts?a=b');
+  assert.equal(await status(t, `${sp}/v1/admin/x`, 'app'), 'admin /v1/admin/x');
+  // limited may use read only: the path form of /v1/admin/x is route admin, which it may not use
+  assert.equal(await status(t, '/ledger/v1/admin/x', 'limited'), 403);
+  assert.equal(await status(t, `${sp}/v1/admin/x`, 'limited'), 403);
+  // a method the route does not allow: no service route serves it (the path form goes to kube-api)
+  assert.equal(await status(t, `${sp}/v1/accounts`, 'app', 'DELETE'), 404);
+  // outside the route's upstream paths
+  assert.equal(await status(t, `${sp}/admin`, 'app'), 404);
+  assert.equal(await status(t, `${sp}`, 'app'), 404);
+  // another Service, port or scheme than any route names
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/services/other/proxy/v1/x', 'app'), 403);
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/services/ledger:9999/proxy/v1/x', 'app'), 403);
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/services/https:ledger:http/proxy/v1/x', 'app'), 403);
+  // encoded forms read the same
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/services/ledger:http/pro%78y/v1/accounts', 'app'), 'read /v1/accounts');
+});
+
+test('identity ServiceAccount impersonates that account of the gateway namespace; audit extras in both modes', async () => {
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }],
+    routes: [
+      { name: 'as-reader', pathPrefix: '/r', rewritePrefix: '/', apiserver: { identity: 'ServiceAccount', serviceAccountName: 'reader' } },
+      { name: 'as-caller', pathPrefix: '/', apiserver: {} },
+    ] });
+  const a = await admit(t, req('/r/api', 'app'), { caller: '-' });
+  assert.equal(a.kind, 'route');
+  if (a.kind !== 'route') return;
+  assert.deepEqual(t.impersonationFor(a.id, a.route), {
+    'impersonate-user': 'system:serviceaccount:team-a:reader',
+    'impersonate-extra-access-gateway.io%2Fgateway': 'team-a/gw',
+    'impersonate-extra-access-gateway.io%2Froute': 'as-reader',
+    'impersonate-extra-access-gateway.io%2Fcaller': 'system:serviceaccount:team-a:app',
+  });
+  const b = await admit(t, req('/api', 'app'), { caller: '-' });
+  if (b.kind !== 'route') return assert.fail('not routed');
+  const h = t.impersonationFor(b.id, b.route);
+  assert.equal(h['impersonate-user'], 'system:serviceaccount:team-a:app');
+  assert.equal(h['impersonate-extra-access-gateway.io%2Fcaller'], 'system:serviceaccount:team-a:app');
+});
+
+test('translate refuses a stored identity Gateway, and a serviceAccountName that is not a plain name', () => {
+  const gw = (apiserver: Record<string, unknown>) => applyDefaults({ apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
+    metadata: { name: 'gw', namespace: 'team-a' },
+    spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver }] } } as unknown as AccessGateway);
+  for (const a of [{ identity: 'Gateway' }, { identity: 'ServiceAccount', serviceAccountName: 'team-b:x' }, { identity: 'ServiceAccount' },
+    { identity: 'Impersonate', serviceAccountName: 'x' }, { identity: 'Root' }]) {
+    const t = translate(gw(a), { port: { port: 1 } });
+    assert.equal(t.plan, null, JSON.stringify(a));
+    const accepted = t.conditions.find((c) => c.type === 'Accepted')!;
+    assert.equal(accepted.status, 'False');
+    assert.equal(accepted.reason, 'InvalidIdentity');
+  }
+  assert.match(translate(gw({ identity: 'Gateway' }), { port: { port: 1 } }).conditions[0]!.message, /Gateway was removed.*ServiceAccount/);
+});
