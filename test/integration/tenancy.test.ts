@@ -1,0 +1,265 @@
+// The tenancy invariant (DESIGN.md §2), tried by two teams on one operator that runs as the
+// chart's least-privilege ServiceAccount: a team that may create an AccessGateway gains nothing
+// it could not already do with its own service accounts, and cannot stall or read another team's
+// gateway. Each test is one of the escapes reported in issue 8, tried and refused.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'undici';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startChartOperator } from '../support/chart-operator.js';
+import type { OperatorProc } from '../support/operator.js';
+import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
+import { createTestNet, startServer, type TestNet } from '../support/netns.js';
+import { rawGet } from '../support/raw-http.js';
+
+let cp: ControlPlane;
+let op: OperatorProc;
+let net: TestNet;
+let appA: string; // team-a's workload
+let appB: string; // team-b's workload
+
+const gw = (ns: string, name: string, spec: string) => `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw]}
+${spec}`;
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml('team-a', ['app', 'reader', 'limited']));
+  await applyYaml(cp, namespaceYaml('team-a-prod', []));
+  await applyYaml(cp, namespaceYaml('team-b', ['app']));
+  // team-a:app may read configmaps and secrets of team-a, and configmaps of team-a-prod;
+  // team-a:reader only configmaps of team-a. Nobody of team-a may read team-b or kube-system.
+  await cp.kubectl(['create', 'role', 'rw', '-n', 'team-a', '--verb=get,list,create,delete', '--resource=configmaps,secrets']);
+  await cp.kubectl(['create', 'rolebinding', 'app-rw', '-n', 'team-a', '--role=rw', '--serviceaccount=team-a:app', '--serviceaccount=team-a:limited']);
+  await cp.kubectl(['create', 'role', 'cm', '-n', 'team-a-prod', '--verb=get,list', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'app-cm', '-n', 'team-a-prod', '--role=cm', '--serviceaccount=team-a:app']);
+  await cp.kubectl(['create', 'role', 'cm', '-n', 'team-a', '--verb=get,list', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'reader-cm', '-n', 'team-a', '--role=cm', '--serviceaccount=team-a:reader']);
+  await cp.kubectl(['create', 'secret', 'generic', 'b-secret', '-n', 'team-b', '--from-literal=k=v']);
+  await cp.kubectl(['create', 'secret', 'generic', 'a-secret', '-n', 'team-a', '--from-literal=k=v']);
+  net = await createTestNet({ hosts: 1 });
+  await startServer(net.hosts[0]!, { name: 'ledger' });
+  await applyYaml(cp, serviceYaml('team-a', 'ledger', [net.hosts[0]!.ip]));
+  op = await startChartOperator(cp);
+  // team-b's own gateway, which team-a must not be able to touch or slow down
+  await applyYaml(cp, gw('team-b', 'b-gw', `
+  access: [{serviceAccounts: [{namespace: team-b, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  appA = await cp.token('team-a', 'app', ['gw']);
+  appB = await cp.token('team-b', 'app', ['gw']);
+}, { timeout: 240_000 });
+
+after(async () => {
+  await op?.stop();
+  await net?.destroy();
+  await cp?.stop();
+});
+
+async function get(port: number, path: string, token: string, method = 'GET') {
+  const res = await request(`http://127.0.0.1:${port}${path}`, { method: method as any, headers: { authorization: `Bearer ${token}` } });
+  const text = await res.body.text();
+  let json: any;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.statusCode, text, json };
+}
+
+test('1. identity Gateway (the operator credentials) is gone: the CRD refuses it and names the replacement', async () => {
+  const err = await applyYaml(cp, gw('team-a', 'as-operator', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {identity: Gateway}}]`)).then(() => undefined, (e) => String(e.stderr ?? e));
+  assert.ok(err, 'a manifest with identity: Gateway must be refused');
+  assert.match(err, /identity Gateway was removed/);
+  assert.match(err, /ServiceAccount/);
+  assert.match(err, /serviceAccountName/);
+});
+
+test('1. identity ServiceAccount acts as a service account of the gateway namespace, never more', async () => {
+  await applyYaml(cp, gw('team-a', 'as-reader', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {identity: ServiceAccount, serviceAccountName: reader}}]`));
+  const port = await gatewayPort(cp, 'team-a', 'as-reader');
+  // what reader may do works...
+  assert.equal((await get(port, '/api/v1/namespaces/team-a/configmaps', appA)).status, 200);
+  // ...and nothing else, although the caller (app) may read team-a's secrets and the operator may read all
+  const denied = {
+    'team-a secrets (the caller may, reader may not)': await get(port, '/api/v1/namespaces/team-a/secrets', appA),
+    'team-b secrets': await get(port, '/api/v1/namespaces/team-b/secrets/b-secret', appA),
+    'kube-system secrets': await get(port, '/api/v1/namespaces/kube-system/secrets', appA),
+    'all secrets': await get(port, '/api/v1/secrets', appA),
+  };
+  for (const [what, r] of Object.entries(denied)) {
+    assert.equal(r.status, 403, `${what}: ${r.text}`);
+    assert.match(r.json.message, /system:serviceaccount:team-a:reader/, what);
+  }
+  const patch = await request(`http://127.0.0.1:${port}/apis/access-gateway.io/v1alpha1/namespaces/team-b/accessgateways/b-gw/status`, {
+    method: 'PATCH', headers: { authorization: `Bearer ${appA}`, 'content-type': 'application/merge-patch+json' },
+    body: JSON.stringify({ status: { listener: { port: 1 } } }),
+  });
+  assert.equal(patch.statusCode, 403, await patch.body.text());
+  // the apiserver's view: reader, with the gateway, route and original caller in the extras
+  const who = await request(`http://127.0.0.1:${port}/apis/authentication.k8s.io/v1/selfsubjectreviews`, {
+    method: 'POST', headers: { authorization: `Bearer ${appA}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' }),
+  });
+  const info = (await who.body.json() as any).status.userInfo;
+  assert.equal(info.username, 'system:serviceaccount:team-a:reader');
+  assert.deepEqual([...info.groups].sort(), ['system:authenticated', 'system:serviceaccounts', 'system:serviceaccounts:team-a']);
+  assert.deepEqual(info.extra['access-gateway.io/gateway'], ['team-a/as-reader']);
+  assert.deepEqual(info.extra['access-gateway.io/route'], ['kube-api']);
+  assert.deepEqual(info.extra['access-gateway.io/caller'], ['system:serviceaccount:team-a:app']);
+});
+
+test('1. serviceAccountName cannot name anything outside the gateway namespace', async () => {
+  for (const name of ['team-b:app', 'system:admin', '../team-b/app', 'app/../../x', '*']) {
+    const err = await applyYaml(cp, gw('team-a', 'escape', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {identity: ServiceAccount, serviceAccountName: "${name}"}}]`)).then(() => undefined, (e) => String(e.stderr ?? e));
+    assert.ok(err, `serviceAccountName ${name} must be refused`);
+    assert.match(err, /serviceAccountName/, name);
+  }
+  // a name that exists only in team-b is team-a's (absent) account, with no rights at all
+  await applyYaml(cp, gw('team-a', 'as-b-name', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {identity: ServiceAccount, serviceAccountName: b-only}}]`));
+  await applyYaml(cp, namespaceYaml('team-b', ['b-only']));
+  await cp.kubectl(['create', 'rolebinding', 'b-only-admin', '-n', 'team-b', '--clusterrole=admin', '--serviceaccount=team-b:b-only']);
+  const port = await gatewayPort(cp, 'team-a', 'as-b-name');
+  const r = await get(port, '/api/v1/namespaces/team-b/secrets', appA);
+  assert.equal(r.status, 403, r.text);
+  assert.match(r.json.message, /system:serviceaccount:team-a:b-only/);
+});
+
+test('2. percent-encoding does not slip past rejectPaths or route grants', async () => {
+  await applyYaml(cp, gw('team-a', 'encoded', `
+  access:
+    - {serviceAccounts: [{namespace: team-a, name: app}]}
+    - {serviceAccounts: [{namespace: team-a, name: limited}], routes: [rest]}
+  routes:
+    - {name: configmaps, pathPrefix: /api/v1/namespaces/team-a/configmaps, apiserver: {}}
+    - {name: rest, pathPrefix: /, apiserver: {rejectPaths: ["^/api/v1/namespaces/team-a/secrets"]}}`));
+  const port = await gatewayPort(cp, 'team-a', 'encoded');
+  const limited = await cp.token('team-a', 'limited', ['gw']);
+  // the plain forms are refused, as configured
+  assert.equal((await get(port, '/api/v1/namespaces/team-a/secrets', appA)).status, 403);
+  assert.equal((await get(port, '/api/v1/namespaces/team-a/configmaps', limited)).status, 403);
+  // and so are their encodings: the filters and the route choice see the decoded path
+  for (const p of ['/api/v1/namespaces/team-a/%73ecrets', '/api/v1/namespaces/team-a/secret%73', '/api/v1/namespaces/team-a/%73%65crets/a-secret']) {
+    const r = await get(port, p, appA);
+    assert.equal(r.status, 403, `${p}: ${r.text}`);
+    assert.match(r.json.message, /rejectPaths/, p);
+  }
+  for (const p of ['/api/v1/namespaces/team-a/%63onfigmaps', '/api/v1/namespaces/team-%61/configmaps', '/api/v1/namespaces/team-a/configmap%73']) {
+    const r = await get(port, p, limited);
+    assert.equal(r.status, 403, `${p}: ${r.text}`);
+    assert.match(r.json.message, /may not use route configmaps/, p);
+  }
+  // what is allowed still works when encoded, and reaches the apiserver as the same path
+  const ok = await get(port, '/api/v1/namespaces/team-a/%63onfigmaps', appA);
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(ok.json.kind, 'ConfigMapList');
+  // double encoding is refused before anything else
+  assert.equal((await get(port, '/api/v1/namespaces/team-a/%2573ecrets', appA)).status, 400);
+});
+
+test('3. the services-proxy URL form is the route: its methods, prefix, rewrite and grants apply', async () => {
+  await applyYaml(cp, gw('team-a', 'svc', `
+  access:
+    - {serviceAccounts: [{namespace: team-a, name: app}], routes: [ledger-read]}
+    - {serviceAccounts: [{namespace: team-a, name: limited}], routes: [kube-api]}
+  routes:
+    - {name: ledger-read, pathPrefix: /ledger/v1/, rewritePrefix: /v1/, methods: [GET], service: {name: ledger, port: http}}
+    - {name: kube-api, pathPrefix: /, apiserver: {}}`));
+  const port = await gatewayPort(cp, 'team-a', 'svc');
+  const limited = await cp.token('team-a', 'limited', ['gw']);
+  const sp = '/api/v1/namespaces/team-a/services/ledger:http/proxy';
+  // the path form and the services-proxy form reach the same upstream path
+  const viaPath = await get(port, '/ledger/v1/accounts', appA);
+  const viaProxy = await get(port, `${sp}/v1/accounts`, appA);
+  assert.equal(viaPath.status, 200, viaPath.text);
+  assert.equal(viaProxy.status, 200, viaProxy.text);
+  assert.equal(viaPath.json.path, '/v1/accounts');
+  assert.equal(viaProxy.json.path, '/v1/accounts');
+  // methods the route does not allow: the path form leaves the route (here for kube-api, which app
+  // may not use: 403), so no route serves the request on that Service (404); it never reaches it
+  for (const method of ['DELETE', 'POST']) {
+    const a = await get(port, '/ledger/v1/accounts', appA, method);
+    const b = await get(port, `${sp}/v1/accounts`, appA, method);
+    assert.equal(a.status, 403, `${method}: ${a.text}`);
+    assert.equal(b.status, 404, `${method}: ${b.text}`);
+    assert.match(b.json.message, /no route of gateway team-a\/svc serves/, method);
+  }
+  // a path outside what the route forwards (its rewritePrefix): not served
+  const outside = await get(port, `${sp}/admin`, appA);
+  assert.equal(outside.status, 404, outside.text);
+  // a caller not granted the route gets 403, exactly as with the path form
+  const a = await get(port, '/ledger/v1/accounts', limited);
+  const b = await get(port, `${sp}/v1/accounts`, limited);
+  assert.equal(a.status, 403, a.text);
+  assert.equal(b.status, 403, b.text);
+});
+
+test('4. one team\'s regex cannot stall the process: RE2, linear time', async () => {
+  await applyYaml(cp, gw('team-a', 'redos', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/(a+)+$"]}}]`));
+  const port = await gatewayPort(cp, 'team-a', 'redos');
+  const bPort = await gatewayPort(cp, 'team-b', 'b-gw');
+  const evil = '/' + 'a'.repeat(64) + '!';
+  // curl's --max-time (20 s) bounds each call: a backtracking engine needs ~2^64 steps here
+  const [r, healthz, other] = await Promise.all([
+    curl(`http://127.0.0.1:${port}${evil}`, bearer(appA)),
+    new Promise((res) => setTimeout(res, 200)).then(() => curl(`http://127.0.0.1:${op.adminPort}/healthz`)),
+    new Promise((res) => setTimeout(res, 200)).then(() => curl(`http://127.0.0.1:${bPort}/api/v1/namespaces/team-b/secrets`, bearer(appB))),
+  ]);
+  assert.equal(r.status, 403, r.body);
+  assert.match(JSON.parse(r.body).message, /not accepted by this route's acceptPaths/);
+  assert.equal(healthz.status, 200);
+  assert.equal(other.status, 403, other.body); // team-b's app has no RBAC: the apiserver answered
+  assert.match(JSON.parse(other.body).message, /system:serviceaccount:team-b:app/);
+  // the same regex still matches what it should: accepted, so the apiserver answers (app may not get /aaaa)
+  const accepted = await curl(`http://127.0.0.1:${port}/aaaa`, bearer(appA));
+  assert.equal(accepted.status, 403, accepted.body);
+  assert.match(JSON.parse(accepted.body).message, /cannot get path "\/aaaa"/);
+});
+
+test('4. a regex RE2 cannot compile is InvalidRegex with the engine\'s message', async () => {
+  await applyYaml(cp, gw('team-a', 'lookbehind', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {rejectPaths: ["(?<=x)secrets"]}}]`));
+  const { waitObserved, condition } = await import('../support/cluster.js');
+  const g = await waitObserved(cp, 'team-a', 'lookbehind');
+  const accepted = condition(g, 'Accepted');
+  assert.equal(accepted.status, 'False');
+  assert.equal(accepted.reason, 'InvalidRegex');
+  assert.match(accepted.message, /rejectPaths\[0\].*\(\?<=x\)secrets.*error parsing regexp/);
+});
+
+test('6. pathPrefix matches whole path elements', async () => {
+  await applyYaml(cp, gw('team-a', 'prefix', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: own-ns, pathPrefix: /api/v1/namespaces/team-a, apiserver: {}}]`));
+  const port = await gatewayPort(cp, 'team-a', 'prefix');
+  assert.equal((await get(port, '/api/v1/namespaces/team-a/configmaps', appA)).status, 200);
+  assert.equal((await get(port, '/api/v1/namespaces/team-a', appA)).status, 403); // routed; the apiserver decides (no get on namespaces)
+  const r = await get(port, '/api/v1/namespaces/team-a-prod/configmaps', appA);
+  assert.equal(r.status, 404, r.text);
+  assert.equal(r.json.reason, 'NotFound');
+  assert.match(r.json.message, /no route/);
+});
+
+test('7. two Authorization headers are refused', async () => {
+  const port = await gatewayPort(cp, 'team-b', 'b-gw');
+  const two = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', [`Authorization: Bearer ${appB}`, `Authorization: Bearer ${appA}`]);
+  assert.equal(two.status, 400, two.head);
+  const bad = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', ['Authorization: Bearer garbage', `Authorization: Bearer ${appB}`]);
+  assert.equal(bad.status, 400, bad.head);
+  // one header is fine (the apiserver answers: team-b's app has no RBAC on configmaps)
+  const one = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', [`Authorization: Bearer ${appB}`]);
+  assert.equal(one.status, 403, one.head);
+  assert.match(one.body, /system:serviceaccount:team-b:app/);
+});

@@ -1,0 +1,54 @@
+// The operator as the Helm chart installs it: the chart's rendered RBAC (and admission policy)
+// applied to the test control plane, and the real operator running on a token of the chart's own
+// ServiceAccount with the chart Deployment's flags — least privilege, never cluster-admin.
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { parseAllDocuments, stringify } from 'yaml';
+import { repoRoot, type ControlPlane } from './control-plane.js';
+import { applyYaml, namespaceYaml, tokenKubeconfig } from './cluster.js';
+import { startOperator, type OperatorProc } from './operator.js';
+
+export const chartRelease = 'access-gateway';
+export const chartNamespace = 'access-gateway';
+
+export function helm(): string {
+  return process.env.HELM ?? execFileSync(join(repoRoot, 'scripts', 'build-helm.sh'), { encoding: 'utf8' }).trim().split('\n').pop()!;
+}
+
+/** The chart rendered with `helm template` (extra `--set` values), as objects. */
+export function renderChart(set: string[] = []): any[] {
+  const text = execFileSync(helm(), ['template', chartRelease, join(repoRoot, 'charts', 'access-gateway'), '--namespace', chartNamespace,
+    ...set.flatMap((s) => ['--set', s])], { encoding: 'utf8' });
+  return parseAllDocuments(text).map((d) => d.toJS()).filter(Boolean);
+}
+
+/** The Deployment's operator flags, less those the test harness sets (addresses, port range, drain, logs). */
+export function chartArgs(rendered: any[]): string[] {
+  const dep = rendered.find((o) => o.kind === 'Deployment');
+  const args: string[] = dep.spec.template.spec.containers[0].args;
+  const local = /^--(admin-address|port-range|listen-address|drain-seconds|log-level|log-format)(=|$)/;
+  return args.filter((a) => a !== 'operator' && !local.test(a));
+}
+
+/** Applies the chart's objects (no Deployment: the test runs the operator itself) and returns
+ * a kubeconfig authenticated only as the chart's ServiceAccount. */
+export async function installChart(cp: ControlPlane, rendered: any[], name = 'chart'): Promise<string> {
+  await applyYaml(cp, namespaceYaml(chartNamespace, []));
+  const objs = rendered.filter((o) => o.kind !== 'Deployment' && !['ServiceMonitor', 'PrometheusRule'].includes(o.kind));
+  await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], objs.map((o) => stringify(o)).join('---\n'));
+  const sa = rendered.find((o) => o.kind === 'ServiceAccount');
+  const token = await cp.token(sa.metadata.namespace ?? chartNamespace, sa.metadata.name, [cp.issuer]);
+  return tokenKubeconfig(join(cp.dir, `${name}.kubeconfig`), cp.url, token, { ca: cp.ca.cert });
+}
+
+/** The real operator, as the chart's ServiceAccount with the chart's flags (plus `args`). */
+export async function startChartOperator(cp: ControlPlane, opts: { set?: string[]; args?: string[]; name?: string; portRange?: [number, number] } = {}): Promise<OperatorProc & { kubeconfig: string; rendered: any[] }> {
+  const name = opts.name ?? 'chart-operator';
+  const rendered = renderChart(opts.set);
+  const kubeconfig = await installChart(cp, rendered, name);
+  const op = await startOperator({ ...cp, kubeconfig }, {
+    logName: `${name}.log`, env: { ...process.env, POD_NAMESPACE: chartNamespace, POD_NAME: name },
+    args: [...chartArgs(rendered), ...(opts.args ?? [])], portRange: opts.portRange,
+  });
+  return Object.assign(op, { kubeconfig, rendered });
+}
