@@ -6,9 +6,15 @@ import { runValidate } from './validate.js';
 const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
+                           [--leader-elect] [--leader-election-namespace NS] [--leader-election-id ID]
+                           [--replica-selector LABELS] [--no-expose] [--max-gateways-per-namespace 16]
+                           [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
+                           [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
                            [--listen-address HOST] [--port-range 20000-20999]
+                           [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
+                           [--idle-timeout-seconds 65]
   access-gateway validate  -f FILE|DIR ...
 Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
 

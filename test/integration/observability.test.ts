@@ -8,6 +8,7 @@ import { Agent, request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
 import { applyYaml, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
 
 // these gateways route to a missing Service on purpose: Programmed, not Ready
 const gatewayPort = async (c: ControlPlane, n: string, name: string) => (await waitObserved(c, n, name)).status.listener.port as number;
@@ -126,13 +127,21 @@ test('series stay bounded with 1,000 distinct callers and 1,000 distinct paths; 
 });
 
 test('access-log lines are JSON with caller, gateway, route, method, status, duration, upstream and request id, never a token', async () => {
-  const lines = readFileSync(op.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
-  const reqs = lines.filter((l) => l.msg === 'request');
-  assert.ok(reqs.length > 2000);
+  const m = await gatewayPort(cp, ns, 'm');
+  const requestLines = () => readFileSync(op.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
+  const before = requestLines().length;
+  for (let i = 0; i < 5; i++) assert.equal(await call(m, '/version', ok), 200);
+  for (let i = 0; i < 5; i++) assert.equal(await call(m, '/version', `${ok}x`), 401);
+  // the operator's stdout reaches the file through a pipe: wait for the ten lines
+  const reqs = await waitFor('ten access-log lines', async () => { const r = requestLines(); return r.length >= before + 10 ? r.slice(before) : undefined; }, 10_000);
+  assert.equal(reqs.length, 10);
   const okLine = reqs.find((l) => l.status === 200 && l.gateway === `${ns}/m`);
   for (const k of ['reqId', 'caller', 'gateway', 'route', 'method', 'status', 'durationMs', 'upstream']) assert.ok(k in okLine, k);
   assert.equal(okLine.caller, `system:serviceaccount:${ns}:ok`);
+  assert.equal(okLine.route, 'kube-api');
+  assert.equal(okLine.method, 'GET');
   assert.equal(okLine.upstream, 'apiserver');
+  assert.equal(reqs.filter((l) => l.status === 401 && l.caller === '-').length, 5);
   const raw = readFileSync(op.logFile, 'utf8');
   for (const t of [ok, out]) assert.ok(!raw.includes(t) && !raw.includes(t.split('.')[2]!), 'token in the log');
 });

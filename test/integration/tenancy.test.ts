@@ -7,16 +7,18 @@ import assert from 'node:assert/strict';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
-import type { OperatorProc } from '../support/operator.js';
-import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
+import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml, serviceYaml, waitObserved } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
 
 let cp: ControlPlane;
-let op: OperatorProc;
+let op: Awaited<ReturnType<typeof startChartOperator>>;
 let net: TestNet;
 let appA: string; // team-a's workload
 let appB: string; // team-b's workload
+const maxPerNamespace = 12;
+const operatorArgs = ['--max-gateways-per-namespace', String(maxPerNamespace)];
 
 const gw = (ns: string, name: string, spec: string) => `
 apiVersion: access-gateway.io/v1alpha1
@@ -45,7 +47,12 @@ before(async () => {
   net = await createTestNet({ hosts: 1 });
   await startServer(net.hosts[0]!, { name: 'ledger' });
   await applyYaml(cp, serviceYaml('team-a', 'ledger', [net.hosts[0]!.ip]));
-  op = await startChartOperator(cp);
+  op = await startChartOperator(cp, { args: operatorArgs });
+  // a team-a gateway older than team-b's (it tries to take team-b's port in test 5)
+  await applyYaml(cp, gw('team-a', 'elder', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  await gatewayPort(cp, 'team-a', 'elder');
   // team-b's own gateway, which team-a must not be able to touch or slow down
   await applyYaml(cp, gw('team-b', 'b-gw', `
   access: [{serviceAccounts: [{namespace: team-b, name: app}]}]
@@ -231,7 +238,6 @@ test('4. a regex RE2 cannot compile is InvalidRegex with the engine\'s message',
   await applyYaml(cp, gw('team-a', 'lookbehind', `
   access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
   routes: [{name: kube-api, pathPrefix: /, apiserver: {rejectPaths: ["(?<=x)secrets"]}}]`));
-  const { waitObserved, condition } = await import('../support/cluster.js');
   const g = await waitObserved(cp, 'team-a', 'lookbehind');
   const accepted = condition(g, 'Accepted');
   assert.equal(accepted.status, 'False');
@@ -262,4 +268,104 @@ test('7. two Authorization headers are refused', async () => {
   const one = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', [`Authorization: Bearer ${appB}`]);
   assert.equal(one.status, 403, one.head);
   assert.match(one.body, /system:serviceaccount:team-b:app/);
+});
+
+test('5. a port another gateway holds is never taken from it: the newcomer is PortConflict, also across a restart', async () => {
+  const held = await gatewayPort(cp, 'team-b', 'b-gw');
+  // a team-a gateway asking for team-b's (allocated) port
+  await applyYaml(cp, gw('team-a', 'squat', `
+  listener: {port: ${held}}
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  const squat = await waitObserved(cp, 'team-a', 'squat');
+  assert.equal(condition(squat, 'Accepted').reason, 'PortConflict', JSON.stringify(squat.status));
+  assert.match(condition(squat, 'Accepted').message, /team-b\/b-gw/);
+  // an older team-a gateway switching to that port does not get it either
+  const elder = await getGateway(cp, 'team-a', 'elder');
+  assert.ok(elder.metadata.creationTimestamp <= (await getGateway(cp, 'team-b', 'b-gw')).metadata.creationTimestamp);
+  await applyYaml(cp, gw('team-a', 'elder', `
+  listener: {port: ${held}}
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  assert.equal(condition(await waitObserved(cp, 'team-a', 'elder'), 'Accepted').reason, 'PortConflict');
+  const stillB = async () => {
+    const b = await getGateway(cp, 'team-b', 'b-gw');
+    assert.equal(b.status.listener.port, held);
+    assert.equal(condition(b, 'Ready').status, 'True');
+    const r = await get(held, '/api', appB);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.kind, 'APIVersions');
+  };
+  await stillB();
+  // after a restart the holder gets its port back first, whatever order the gateways are reconciled in
+  await op.stop();
+  op = await startChartOperator(cp, { args: operatorArgs, portRange: op.portRange });
+  await waitObserved(cp, 'team-a', 'squat');
+  await stillB();
+  assert.equal(condition(await getGateway(cp, 'team-a', 'squat'), 'Accepted').reason, 'PortConflict');
+  assert.equal(condition(await getGateway(cp, 'team-a', 'elder'), 'Accepted').reason, 'PortConflict');
+  await cp.kubectl(['delete', 'agw', 'squat', 'elder', '-n', 'team-a']);
+});
+
+test('5. one team cannot take every port: gateways over --max-gateways-per-namespace wait (TooManyGateways)', async () => {
+  await applyYaml(cp, namespaceYaml('team-c', []));
+  const many = Array.from({ length: maxPerNamespace }, (_, i) => gw('team-c', `g${i}`, `
+  access: [{groups: [system:serviceaccounts:team-c]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`)).join('\n---\n');
+  await applyYaml(cp, many);
+  for (let i = 0; i < maxPerNamespace; i++) await gatewayPort(cp, 'team-c', `g${i}`);
+  await applyYaml(cp, gw('team-c', 'one-too-many', `
+  access: [{groups: [system:serviceaccounts:team-c]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  const over = await waitObserved(cp, 'team-c', 'one-too-many');
+  assert.equal(condition(over, 'Accepted').reason, 'TooManyGateways');
+  assert.equal(over.status.listener, undefined);
+  // other namespaces are not limited by team-c's gateways
+  await applyYaml(cp, gw('team-b', 'b-second', `
+  access: [{serviceAccounts: [{namespace: team-b, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  await gatewayPort(cp, 'team-b', 'b-second');
+  // a place comes free: the waiting gateway is served
+  await cp.kubectl(['delete', 'agw', 'g0', '-n', 'team-c']);
+  await gatewayPort(cp, 'team-c', 'one-too-many');
+  await cp.kubectl(['delete', 'agw', '--all', '-n', 'team-c']);
+});
+
+test('5. the operator never writes an object the gateway does not own (a team\'s own agw-NAME Service stays untouched)', async () => {
+  // one ready "replica" of the chart's operator, so gateways are exposed in the cluster
+  const dep = op.rendered.find((o) => o.kind === 'Deployment');
+  const labels = dep.spec.selector.matchLabels as Record<string, string>;
+  await applyYaml(cp, namespaceYaml('access-gateway', ['default'])); // no controller-manager here to make it
+  await applyYaml(cp, `apiVersion: v1
+kind: Pod
+metadata: {name: replica-0, namespace: access-gateway, labels: ${JSON.stringify(labels)}}
+spec: {containers: [{name: operator, image: operator}]}`);
+  await cp.api('PATCH', '/api/v1/namespaces/access-gateway/pods/replica-0/status', {
+    status: { podIP: '198.18.255.2', podIPs: [{ ip: '198.18.255.2' }], conditions: [{ type: 'Ready', status: 'True' }] },
+  }, 'application/merge-patch+json');
+  // team-a's own Service that happens to be named like a gateway's
+  await cp.kubectl(['create', 'service', 'clusterip', 'agw-mine', '-n', 'team-a', '--tcp=80:8080']);
+  const before = (await cp.api('GET', '/api/v1/namespaces/team-a/services/agw-mine')).body;
+  await applyYaml(cp, gw('team-a', 'mine', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  const g = await waitFor('mine ExposureConflict', async () => {
+    const x = await getGateway(cp, 'team-a', 'mine');
+    return condition(x, 'Programmed')?.reason === 'ExposureConflict' ? x : undefined;
+  }, 20_000);
+  assert.match(condition(g, 'Programmed').message, /Service team-a\/agw-mine exists and is not owned by this AccessGateway/);
+  assert.equal(g.status.listener.url, undefined);
+  const after = (await cp.api('GET', '/api/v1/namespaces/team-a/services/agw-mine')).body;
+  assert.equal(after.metadata.resourceVersion, before.metadata.resourceVersion);
+  assert.equal(after.metadata.ownerReferences, undefined);
+  assert.equal((await cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices/agw-mine')).status, 404);
+  // once the team removes its Service, the gateway gets its own
+  await cp.kubectl(['delete', 'service', 'agw-mine', '-n', 'team-a']);
+  const ready = await waitFor('mine exposed', async () => {
+    const x = await getGateway(cp, 'team-a', 'mine');
+    return x.status?.listener?.url ? x : undefined;
+  }, 20_000);
+  assert.equal(ready.status.listener.url, 'http://agw-mine.team-a.svc');
+  const svc = (await cp.api('GET', '/api/v1/namespaces/team-a/services/agw-mine')).body;
+  assert.equal(svc.metadata.ownerReferences[0].uid, ready.metadata.uid);
 });

@@ -2,7 +2,8 @@
 //   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F]
 // Every request is echoed as JSON {name, method, path, headers, bodyLength}; /slow?ms=N answers
 // after N ms; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
-// is answered 200 with a body. Prints `ready` once listening; exits on SIGTERM/SIGINT.
+// is answered 200 with a body; /__requests answers how many other requests arrived (tests prove a
+// refused request never reached the upstream). Prints `ready` once listening; exits on SIGTERM/SIGINT.
 import { readFileSync } from 'node:fs';
 import { createServer as createHttp, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttps } from 'node:https';
@@ -31,7 +32,11 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
 }
 
+let requests = 0;
+
 function handle(req: IncomingMessage, res: ServerResponse): void {
+  if (req.url === '/__requests') return send(res, 200, { requests });
+  requests++;
   let bodyLength = 0;
   req.on('data', (c: Buffer) => { bodyLength += c.length; });
   req.on('end', () => {
@@ -57,6 +62,7 @@ wss.on('connection', (ws) => {
 });
 
 server.on('upgrade', (req, socket, head) => {
+  requests++;
   socket.on('error', () => socket.destroy());
   const path = new URL(req.url ?? '/', 'http://test-host').pathname;
   if (path === '/ws') {

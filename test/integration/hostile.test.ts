@@ -1,0 +1,239 @@
+// Hostile requests against a listener, as a table: path encodings, header injection, request
+// smuggling, oversize, slow clients and token forgeries. Each row asserts the answer, that a
+// refused request never reached the upstream (a test host counting what arrives), and that an
+// identity the upstream sees is the caller's own. The operator runs as the chart's
+// least-privilege ServiceAccount; it and another team's gateway stay healthy throughout.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { SignJWT, importPKCS8 } from 'jose';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startChartOperator } from '../support/chart-operator.js';
+import type { OperatorProc } from '../support/operator.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
+import { createTestNet, startServer, type TestNet } from '../support/netns.js';
+import { rawRequest, type RawResponse } from '../support/raw-http.js';
+import { waitFor } from '../support/procs.js';
+
+let cp: ControlPlane;
+let op: OperatorProc;
+let net: TestNet;
+let port: number; // team-a's gateway
+let bPort: number; // team-b's gateway
+let app: string;
+let appB: string;
+let upstream: string;
+const caller = 'system:serviceaccount:team-a:app';
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml('team-a', ['app']));
+  await applyYaml(cp, namespaceYaml('team-b', ['app']));
+  net = await createTestNet({ hosts: 1 });
+  const server = await startServer(net.hosts[0]!, { name: 'echo' });
+  upstream = server.url;
+  await applyYaml(cp, serviceYaml('team-a', 'echo', [net.hosts[0]!.ip]));
+  op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--max-connections-per-listener', '32'] });
+  await applyYaml(cp, `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: gw, namespace: team-a}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes:
+    - {name: echo, pathPrefix: /echo/, rewritePrefix: /, service: {name: echo, port: http}}
+    - {name: kube-api, pathPrefix: /, apiserver: {}}
+---
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: gw, namespace: team-b}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: team-b, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
+`);
+  port = await gatewayPort(cp, 'team-a', 'gw');
+  bPort = await gatewayPort(cp, 'team-b', 'gw');
+  app = await cp.token('team-a', 'app', ['gw']);
+  appB = await cp.token('team-b', 'app', ['gw']);
+}, { timeout: 240_000 });
+
+after(async () => {
+  await op?.stop();
+  await net?.destroy();
+  await cp?.stop();
+});
+
+/** Requests the upstream has received so far. */
+async function arrived(): Promise<number> {
+  return ((await (await fetch(`${upstream}/__requests`)).json()) as { requests: number }).requests;
+}
+
+const req = (lines: string[], body = '') => [...lines, '', body].join('\r\n');
+const review = '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}';
+const get = (target: string, headers: string[] = [`Authorization: Bearer ${'{app}'}`]) =>
+  req([`GET ${target} HTTP/1.1`, 'Host: gateway', 'Connection: close', ...headers]);
+
+/** Each row: a raw request (with {app} standing for team-a's valid token) and the status expected. */
+interface Row { name: string; send: string | (() => Promise<string>); status: number | number[]; reaches?: boolean; check?: (r: RawResponse) => void }
+
+async function forged(kind: 'none' | 'hs256' | 'other-key' | 'expired' | 'audience' | 'issuer'): Promise<string> {
+  const sa = (await cp.api('GET', '/api/v1/namespaces/team-a/serviceaccounts/app')).body;
+  const now = Math.floor(Date.now() / 1000);
+  const payload = {
+    iss: kind === 'issuer' ? 'https://evil.example' : cp.issuer, sub: caller, aud: [kind === 'audience' ? 'other' : 'gw'],
+    iat: now - 60, nbf: now - 60, exp: kind === 'expired' ? now - 600 : now + 600,
+    'kubernetes.io': { namespace: 'team-a', serviceaccount: { name: 'app', uid: sa.metadata.uid } },
+  };
+  const b = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  if (kind === 'none') return `${b({ alg: 'none', typ: 'JWT' })}.${b(payload)}.`;
+  if (kind === 'hs256') {
+    // the classic confusion: HMAC keyed with the issuer's public key
+    const pub = readFileSync(join(cp.dir, 'certs', 'sa.pub'));
+    return new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(pub);
+  }
+  const key = kind === 'other-key'
+    ? generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
+    : await importPKCS8(cp.saSigningKey, 'RS256');
+  return new SignJWT(payload).setProtectedHeader({ alg: 'RS256' }).sign(key);
+}
+
+const rows: Row[] = [
+  // path encodings: refused before anything else
+  ...['/echo/%2e%2e/x', '/echo/..%2fx', '/echo/%2fx', '/echo/%252e%252e/x', '/echo/%2573ecret', '/echo//x', '/echo/./x', '/echo/x/..',
+    '/echo/a%5cb', '/echo/a\\b', '/echo/a%00b', '/echo/a%0d%0aX-Injected:%201', '/echo/%c0%ae%c0%ae/x', '/echo/%zz', '/echo/%ff',
+    'http://evil.example/echo/x', '*'].map((target): Row => ({ name: `path ${target}`, send: get(target), status: 400 })),
+  { name: 'path longer than 4096', send: get('/echo/' + 'a'.repeat(5000)), status: 414 },
+  // header injection: stripped, the upstream sees the caller and nothing forged
+  {
+    name: 'identity headers', status: 200, reaches: true,
+    send: get('/echo/h', ['Authorization: Bearer {app}', 'Impersonate-User: system:admin', 'Impersonate-Group: system:masters',
+      'Impersonate-Uid: 0', 'Impersonate-Extra-Scopes: all', 'X-Remote-User: admin', 'X-Remote-Group: system:masters',
+      'X_Remote_User: admin', 'Impersonate_User: admin', 'X-Remote-Extra-Foo: bar', 'X-Forwarded-For: 6.6.6.6', 'X-Forwarded-Host: evil',
+      'Connection: close, X-Secret', 'X-Secret: s', 'Proxy-Authorization: Basic YTpi', 'Keep-Alive: timeout=999']),
+    check: (r) => {
+      const seen = JSON.parse(r.body).headers as Record<string, string>;
+      assert.equal(seen['x-remote-user'], caller);
+      assert.equal(seen['x-remote-group'], 'system:serviceaccounts, system:serviceaccounts:team-a, system:authenticated');
+      for (const h of Object.keys(seen)) assert.doesNotMatch(h, /^(impersonate|x.remote.extra|x_remote|authorization|proxy-authorization|x-secret|keep-alive)/, h);
+      assert.equal(seen['x-forwarded-for'], '127.0.0.1');
+      assert.doesNotMatch(JSON.stringify(seen), /system:admin|system:masters|6\.6\.6\.6|evil/);
+    },
+  },
+  {
+    name: 'identity headers to the apiserver', status: 201,
+    send: req(['POST /apis/authentication.k8s.io/v1/selfsubjectreviews HTTP/1.1', 'Host: gateway', 'Connection: close',
+      'Authorization: Bearer {app}', 'Impersonate-User: system:admin', 'Impersonate-Group: system:masters', 'X-Remote-User: admin',
+      'Content-Type: application/json', `Content-Length: ${review.length}`], review),
+    check: (r) => {
+      const info = JSON.parse(r.body.slice(r.body.indexOf('{'))).status.userInfo;
+      assert.equal(info.username, caller);
+      assert.ok(!info.groups.includes('system:masters'));
+    },
+  },
+  // smuggling: the strict parser refuses, nothing is forwarded
+  { name: 'Content-Length and Transfer-Encoding', status: 400, send: req(['POST /echo/s HTTP/1.1', 'Host: g', 'Authorization: Bearer {app}', 'Content-Length: 5', 'Transfer-Encoding: chunked', ''], '0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: g\r\n\r\n') },
+  { name: 'two Content-Lengths', status: 400, send: req(['POST /echo/s HTTP/1.1', 'Host: g', 'Authorization: Bearer {app}', 'Content-Length: 5', 'Content-Length: 6', ''], 'hello!') },
+  { name: 'Transfer-Encoding chunked, identity', status: 400, send: req(['POST /echo/s HTTP/1.1', 'Host: g', 'Authorization: Bearer {app}', 'Transfer-Encoding: chunked, identity', ''], '0\r\n\r\n') },
+  { name: 'obs-fold', status: 400, send: req(['GET /echo/s HTTP/1.1', 'Host: g', 'Authorization: Bearer {app}', 'X-A: a', ' Impersonate-User: admin', '']) },
+  { name: 'space before colon', status: 400, send: req(['GET /echo/s HTTP/1.1', 'Host: g', 'Authorization : Bearer {app}', '']) },
+  { name: 'bare LF line ends', status: 400, send: 'GET /echo/s HTTP/1.1\nHost: g\nAuthorization: Bearer {app}\n\n' },
+  { name: 'CR in the path', status: 400, send: req(['GET /echo/a\rb HTTP/1.1', 'Host: g', 'Authorization: Bearer {app}', '']) },
+  // oversize
+  { name: 'headers over 16 KiB', status: 431, send: get('/echo/big', ['Authorization: Bearer {app}', `X-Big: ${'a'.repeat(20_000)}`]) },
+  // credentials
+  { name: 'two Authorization headers', status: 400, send: get('/echo/t', ['Authorization: Bearer {app}', 'Authorization: Bearer {app}']) },
+  { name: 'no Authorization', status: 401, send: get('/echo/t', []) },
+  { name: 'Basic', status: 401, send: get('/echo/t', ['Authorization: Basic YWRtaW46YWRtaW4=']) },
+  { name: 'token in the query', status: 401, send: get('/echo/t?access_token={app}', []) },
+  { name: 'empty bearer', status: 401, send: get('/echo/t', ['Authorization: Bearer ']) },
+  { name: 'two tokens in one header', status: 401, send: get('/echo/t', ['Authorization: Bearer {app} {app}']) },
+  { name: 'lower-case scheme (RFC 7235: case-insensitive)', status: 200, reaches: true, send: get('/echo/t', ['Authorization: bearer {app}']) },
+  ...(['none', 'hs256', 'other-key', 'expired', 'audience', 'issuer'] as const).map((kind): Row => ({
+    name: `forged token: ${kind}`, status: 401, send: async () => get('/echo/t', [`Authorization: Bearer ${await forged(kind)}`]),
+  })),
+];
+
+test('hostile requests get their documented answer and never carry a forged identity upstream', async () => {
+  for (const row of rows) {
+    const before = await arrived();
+    const text = (typeof row.send === 'string' ? row.send : await row.send()).replaceAll('{app}', app);
+    const r = await rawRequest(port, text, 15_000);
+    const want = Array.isArray(row.status) ? row.status : [row.status];
+    assert.ok(want.includes(r.status), `${row.name}: got ${r.status}: ${r.head}\n${r.body.slice(0, 300)}`);
+    row.check?.(r);
+    assert.equal(await arrived(), before + (row.reaches ? 1 : 0), `${row.name}: the upstream saw ${row.reaches ? 'not exactly one request' : 'a request'}`);
+    // the process stays healthy: another team's gateway answers (the apiserver decides: 403, no RBAC)
+    const other = await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]));
+    assert.equal(other.status, 200, `${row.name}: team-b's gateway: ${other.head}`);
+  }
+  assert.equal(op.child.exitCode, null);
+});
+
+test('an unauthenticated body is not read for ever: 401, then the connection is closed', async () => {
+  const r = await new Promise<RawResponse & { sent: number }>((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let sent = 0;
+    const chunks: Buffer[] = [];
+    const chunk = Buffer.alloc(64 * 1024, 'a');
+    // an endless body: stop only when the gateway closes the connection
+    const pump = () => { while (!s.destroyed && s.write(chunk)) sent += chunk.length; };
+    s.on('connect', () => { s.write('POST /echo/upload HTTP/1.1\r\nHost: g\r\nContent-Length: 1000000000000\r\n\r\n'); pump(); });
+    s.on('drain', pump);
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => {
+      const all = Buffer.concat(chunks).toString('latin1');
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(all)?.[1] ?? 0), head: all.split('\r\n\r\n')[0]!, body: '', closed: true, sent });
+    });
+  });
+  assert.equal(r.status, 401, r.head);
+  assert.match(r.head, /connection: close/i);
+  assert.ok(r.sent < 1_000_000_000_000);
+});
+
+test('a slow client is cut after the header timeout, and other clients are served meanwhile', async () => {
+  const slow: Socket = connect(port, '127.0.0.1');
+  const done = new Promise<string>((resolve) => {
+    let out = '';
+    slow.on('data', (c) => (out += c.toString()));
+    slow.on('close', () => resolve(out));
+    slow.on('error', () => {});
+  });
+  slow.write('GET /echo/slow HTTP/1.1\r\nHost: g\r\n');
+  const drip = setInterval(() => { if (!slow.destroyed) slow.write('X-Drip: 1\r\n'); }, 300);
+  const served = await rawRequest(port, get('/echo/meanwhile').replaceAll('{app}', app));
+  assert.equal(served.status, 200);
+  // closed by the gateway (--header-timeout-seconds 2); the test gives up at ten times that
+  const answer = await Promise.race([done, new Promise<string>((r) => setTimeout(() => r('not cut within 20 s'), 20_000))]);
+  clearInterval(drip);
+  slow.destroy();
+  assert.match(answer, /^HTTP\/1\.1 408/);
+});
+
+test('connections beyond the per-listener cap are refused; other listeners are not affected', async () => {
+  const held: Socket[] = [];
+  try {
+    for (let i = 0; i < 32; i++) {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => {});
+      held.push(s);
+      await new Promise((r) => s.once('connect', r));
+      s.write('GET /echo/hold HTTP/1.1\r\nHost: g\r\n'); // open, headers unfinished
+    }
+    const over = await rawRequest(port, get('/echo/over').replaceAll('{app}', app), 5_000).catch(() => ({ status: 0 }));
+    assert.equal(over.status, 0, 'the 33rd connection was served');
+    const other = await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]));
+    assert.equal(other.status, 200);
+  } finally {
+    for (const s of held) s.destroy();
+  }
+  // freed connections make room again
+  const again = await waitFor('listener accepts again', async () => (await rawRequest(port, get('/echo/again').replaceAll('{app}', app), 5_000)).status === 200 || undefined);
+  assert.ok(again);
+});
