@@ -69,7 +69,7 @@ const namespaced = [
   ...expand('gateway.networking.k8s.io', ['referencegrants'], ['list', 'watch']),
   ...expand('', ['events'], ['create', 'patch']),
 ];
-const extras = ['access-gateway.io/gateway', 'access-gateway.io/route', 'authentication.kubernetes.io/credential-id',
+const extras = ['access-gateway.io/gateway', 'access-gateway.io/route', 'access-gateway.io/caller', 'authentication.kubernetes.io/credential-id',
   'authentication.kubernetes.io/pod-name', 'authentication.kubernetes.io/pod-uid', 'authentication.kubernetes.io/node-name',
   'authentication.kubernetes.io/node-uid'];
 const clusterScoped = [
