@@ -1,5 +1,6 @@
 // A work queue with client-go's guarantees: de-duplicating, fair (FIFO), never the same key in
 // two workers at once, per-key exponential backoff (5 ms -> 1000 s) under a global token bucket.
+import { realClock, type Clock, type Timer } from '../clock.js';
 
 export interface QueueOptions {
   baseDelayMs?: number;
@@ -9,6 +10,7 @@ export interface QueueOptions {
   burst?: number;
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
+  clock?: Clock;
 }
 
 export class WorkQueue {
@@ -16,15 +18,18 @@ export class WorkQueue {
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly failures = new Map<string, number>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<Timer>();
   private readonly enqueuedAt = new Map<string, number>();
   private waiters: Array<(key: string | undefined) => void> = [];
   private closed = false;
   private tokens: number;
-  private lastRefill = Date.now();
+  private lastRefill: number;
+  private readonly clock: Clock;
 
   constructor(private readonly opts: QueueOptions = {}) {
+    this.clock = opts.clock ?? realClock;
     this.tokens = opts.burst ?? 100;
+    this.lastRefill = this.clock.now();
   }
 
   get depth(): number {
@@ -43,7 +48,7 @@ export class WorkQueue {
       w(key);
     } else {
       this.items.push(key);
-      this.enqueuedAt.set(key, performance.now());
+      this.enqueuedAt.set(key, this.clock.now());
       this.opts.hooks?.depth(this.items.length);
     }
   }
@@ -51,8 +56,8 @@ export class WorkQueue {
   addAfter(key: string, ms: number): void {
     if (this.closed) return;
     if (ms <= 0) return this.add(key);
-    const t = setTimeout(() => { this.timers.delete(t); this.add(key); }, ms);
-    t.unref();
+    const t = this.clock.setTimeout(() => { this.timers.delete(t); this.add(key); }, ms);
+    t.unref?.();
     this.timers.add(t);
   }
 
@@ -80,7 +85,7 @@ export class WorkQueue {
     if (key !== undefined) {
       const at = this.enqueuedAt.get(key);
       this.enqueuedAt.delete(key);
-      if (at !== undefined) this.opts.hooks?.waited((performance.now() - at) / 1000);
+      if (at !== undefined) this.opts.hooks?.waited((this.clock.now() - at) / 1000);
       this.opts.hooks?.depth(this.items.length);
       this.dirty.delete(key);
       this.processing.add(key);
@@ -99,7 +104,7 @@ export class WorkQueue {
 
   shutdown(): void {
     this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
+    for (const t of this.timers) this.clock.clearTimeout(t);
     for (const w of this.waiters) w(undefined);
     this.waiters = [];
   }
@@ -107,7 +112,7 @@ export class WorkQueue {
   private bucketDelay(): number {
     const qps = this.opts.qps ?? 10;
     const burst = this.opts.burst ?? 100;
-    const now = Date.now();
+    const now = this.clock.now();
     this.tokens = Math.min(burst, this.tokens + ((now - this.lastRefill) / 1000) * qps);
     this.lastRefill = now;
     this.tokens -= 1;

@@ -3,6 +3,7 @@
 // A watch that stays silent past its own server-side timeout is cut (the idle timeout) and
 // resumed, so a silently dead connection never leaves the cache stale.
 import type { Logger } from 'pino';
+import { realClock, sleep, type Clock } from '../clock.js';
 import { KubeApiError, type KubeClient } from './client.js';
 import type { Metrics } from '../observability/metrics.js';
 
@@ -29,6 +30,7 @@ export interface InformerOptions<T> {
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
   metrics?: Metrics;
+  clock?: Clock;
 }
 
 class Gone extends Error {}
@@ -38,11 +40,6 @@ export function objectKey(o: KubeObject): string {
   return o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
 }
 
-const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
-  const t = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
-});
-
 export class Informer<T extends KubeObject> {
   readonly cache = new Map<string, T>();
   private synced = false;
@@ -51,7 +48,11 @@ export class Informer<T extends KubeObject> {
   readonly firstSync = new Promise<void>((r) => { this.markSynced = r; });
   private running?: Promise<void>;
 
-  constructor(private readonly client: KubeClient, private readonly opts: InformerOptions<T>) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly client: KubeClient, private readonly opts: InformerOptions<T>) {
+    this.clock = opts.clock ?? realClock;
+  }
 
   get hasSynced(): boolean {
     return this.synced;
@@ -86,14 +87,14 @@ export class Informer<T extends KubeObject> {
         if (this.abort.signal.aborted) break;
         if (err instanceof Absent) {
           this.markSyncedOnce();
-          await sleep(30_000, this.abort.signal);
+          await sleep(30_000, this.abort.signal, this.clock);
           continue;
         }
         if (err instanceof Gone) {
           log.info({ informer: this.opts.name }, 'resourceVersion too old; relisting');
           rv = undefined;
           // an apiserver whose watch cache is still starting answers 410 again and again
-          if (++gone > 1) await sleep(Math.min(10_000, 200 * gone), this.abort.signal);
+          if (++gone > 1) await sleep(Math.min(10_000, 200 * gone), this.abort.signal, this.clock);
           continue;
         }
         failures++;
@@ -101,7 +102,7 @@ export class Informer<T extends KubeObject> {
         const max = this.opts.maxBackoffMs ?? 30_000;
         const delay = Math.min(max, 250 * 2 ** Math.min(failures, 10)) * (0.5 + Math.random() / 2);
         log.warn({ informer: this.opts.name, err: String(err), retryInMs: Math.round(delay) }, 'watch failed; restarting');
-        await sleep(delay, this.abort.signal);
+        await sleep(delay, this.abort.signal, this.clock);
       }
     }
   }
@@ -136,7 +137,7 @@ export class Informer<T extends KubeObject> {
       }
     }
     this.markSyncedOnce();
-    this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, Date.now() / 1000);
+    this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
     return rv;
   }
 
@@ -155,7 +156,7 @@ export class Informer<T extends KubeObject> {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
       const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
-        this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, Date.now() / 1000);
+        this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };

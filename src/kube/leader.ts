@@ -4,6 +4,7 @@
 // on stop so a follower takes over at once. Expiry is judged by the local time at which the
 // Lease was last seen to change (client-go's observedTime), never by the holder's clock.
 import type { Logger } from 'pino';
+import { realClock, sleep, type Clock } from '../clock.js';
 import { KubeApiError, type KubeClient } from './client.js';
 
 export interface LeaderOptions {
@@ -19,6 +20,7 @@ export interface LeaderOptions {
   log: Logger;
   onStartedLeading?: () => void;
   onStoppedLeading?: () => void;
+  clock?: Clock;
 }
 
 interface LeaseSpec {
@@ -39,12 +41,6 @@ interface Lease {
 /** A Kubernetes MicroTime: RFC 3339 with microseconds. */
 export const microTime = (d = new Date()): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 
-const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
-  if (signal.aborted) return resolve();
-  const t = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
-});
-
 type Attempt = 'ok' | 'held' | 'failed';
 
 export class LeaderElector {
@@ -59,7 +55,10 @@ export class LeaderElector {
   /** The Lease as last read or written, and the local time its spec last changed. */
   private observed?: { lease: Lease; key: string; at: number };
 
+  private readonly clock: Clock;
+
   constructor(private readonly client: KubeClient, private readonly opts: LeaderOptions) {
+    this.clock = opts.clock ?? realClock;
     this.leaseMs = opts.leaseDurationMs ?? 15_000;
     this.renewMs = opts.renewDeadlineMs ?? 10_000;
     this.retryMs = opts.retryPeriodMs ?? 2_000;
@@ -97,7 +96,7 @@ export class LeaderElector {
   private async run(): Promise<void> {
     const { signal } = this.abort;
     while (!signal.aborted) {
-      const started = Date.now();
+      const started = this.clock.now();
       if (this.leading && started - this.lastRenew >= this.renewMs) {
         this.stepDown(`could not renew the Lease for ${this.renewMs} ms`);
       }
@@ -120,9 +119,9 @@ export class LeaderElector {
         this.stepDown(`the Lease is held by ${this.observed?.lease.spec?.holderIdentity}`);
       }
       let wait = this.retryMs;
-      if (this.leading) wait = Math.max(0, Math.min(wait, this.lastRenew + this.renewMs - Date.now()));
+      if (this.leading) wait = Math.max(0, Math.min(wait, this.lastRenew + this.renewMs - this.clock.now()));
       else wait *= 1 + Math.random() * 0.2; // jitter, so followers do not poll in step
-      await sleep(wait, signal);
+      await sleep(wait, signal, this.clock);
     }
   }
 
@@ -162,7 +161,7 @@ export class LeaderElector {
     const { name, namespace, identity } = this.opts;
     const old = cur?.spec ?? {};
     const mine = old.holderIdentity === identity;
-    const now = microTime();
+    const now = microTime(new Date(this.clock.now()));
     return {
       apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
       metadata: { ...cur?.metadata, name, namespace },
@@ -185,7 +184,7 @@ export class LeaderElector {
       prev.lease = lease; // same record, newer resourceVersion: keep the observed time
       return;
     }
-    this.observed = { lease, key, at: Date.now() };
+    this.observed = { lease, key, at: this.clock.now() };
     const holder = s.holderIdentity;
     if (holder !== prev?.lease.spec?.holderIdentity && holder && holder !== this.opts.identity) {
       this.opts.log.info({ lease: this.opts.name, leader: holder }, 'observed a new leader');
@@ -194,7 +193,7 @@ export class LeaderElector {
 
   private expired(): boolean {
     const o = this.observed;
-    return !o || o.at + (o.lease.spec?.leaseDurationSeconds ?? 0) * 1000 <= Date.now();
+    return !o || o.at + (o.lease.spec?.leaseDurationSeconds ?? 0) * 1000 <= this.clock.now();
   }
 
   private stepDown(reason: string): void {
@@ -209,7 +208,7 @@ export class LeaderElector {
     const lease = this.observed?.lease;
     let reason = 'stopping; the Lease will expire';
     if (lease?.spec?.holderIdentity === identity) {
-      const now = microTime();
+      const now = microTime(new Date(this.clock.now()));
       const { holderIdentity: _, ...spec } = lease.spec;
       try {
         const res = await this.client.request('PUT', `${this.path}/${encodeURIComponent(name)}`,

@@ -46,11 +46,12 @@ after(async () => {
 test('the examples served from files work for curl and kubectl', async () => {
   const port = await portOf('payments');
   assert.ok(port > 0);
+  await cp.kubectl(['create', 'configmap', 'seen-through-serve', '-n', ns]);
   const r = await curl(`https://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, ['--cacert', ca.certFile, ...bearer(billing)]);
   assert.equal(r.status, 200, r.body);
   const kubeconfig = tokenKubeconfig(join(cp.dir, 'serve.kubeconfig'), `https://127.0.0.1:${port}`, billing, { ca: ca.cert, namespace: ns });
   const out = await promisify(execFile)('kubectl', ['--kubeconfig', kubeconfig, 'get', 'configmaps', '-o', 'name']);
-  assert.match(out.stdout, /configmap\/kube-root-ca\.crt|^$/);
+  assert.match(out.stdout, /^configmap\/seen-through-serve$/m);
   const st = await status();
   assert.equal(st.gateways[`${ns}/payments`].conditions.find((c: any) => c.type === 'Ready').status, 'True');
 });

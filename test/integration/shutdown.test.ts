@@ -6,6 +6,7 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
 import { applyYaml, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
 
 const ns = 'team-d';
 let cp: ControlPlane;
@@ -67,20 +68,20 @@ spec:
   });
   const worker = async () => { while (!stop) await one(); };
   const workers = Array.from({ length: 4 }, worker);
-  await new Promise((r) => setTimeout(r, 1000));
+  await waitFor('traffic flowing', async () => results.length >= 100, 20_000, 20);
 
   const exited = new Promise<{ code: number | null; at: number }>((r) => op.child.once('exit', (code) => r({ code, at: performance.now() })));
   signalledAt = performance.now();
   op.child.kill('SIGTERM');
   const readyAfter = await fetch(`http://127.0.0.1:${op.adminPort}/readyz`).then((r) => r.status, () => 0);
-  const { code, at } = await exited;
+  // the drain is 2 s; an operator still running at 20 s (say, waiting on the open watch) fails the test
+  const { code } = await Promise.race([exited, new Promise<{ code: number | null; at: number }>((r) => setTimeout(() => r({ code: -1, at: 0 }), 20_000))]);
   stop = true;
   await Promise.all(workers);
   agent.destroy();
 
-  assert.equal(code, 0);
-  assert.ok(at - signalledAt < 2000 + 1500, `exit took ${Math.round(at - signalledAt)} ms with a 2 s drain`);
-  assert.notEqual(readyAfter, 200, 'unready as soon as SIGTERM arrives');
+  assert.equal(code, 0, 'exited 0 within 20 s (-1: still running)');
+  assert.equal(readyAfter, 503, 'unready (503) as soon as SIGTERM arrives, while still answering');
   const before = results.filter((r) => r.started < signalledAt);
   assert.ok(before.length > 50, `only ${before.length} requests before SIGTERM`);
   assert.deepEqual(before.filter((r) => !r.ok), []);

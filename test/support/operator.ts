@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import type { ControlPlane } from './control-plane.js';
 import { repoRoot } from './control-plane.js';
-import { freePort, startProc, waitFor, type Proc } from './procs.js';
+import { freePort, startProc, WaitAbort, waitFor, type Proc } from './procs.js';
 
 export interface OperatorProc extends Proc {
   adminPort: number;
@@ -29,7 +29,7 @@ export async function startOperator(cp: ControlPlane, opts: { args?: string[]; l
   const readyz = async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode;
   try {
     await waitFor('operator /readyz', async () => {
-      if (proc.child.exitCode !== null) throw new Error(`operator exited ${proc.child.exitCode}; see ${proc.logFile}`);
+      if (proc.child.exitCode !== null) throw new WaitAbort(`operator exited ${proc.child.exitCode}; see ${proc.logFile}`);
       return (await readyz()) === 200;
     }, 30_000, 100);
   } catch (err) {

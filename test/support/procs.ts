@@ -46,6 +46,13 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/** Thrown inside a waitFor callback: stop waiting at once and fail with it (other errors are retried). */
+export class WaitAbort extends Error {}
+
+/**
+ * Polls `fn` until it returns a value (not undefined/false), retrying errors until `timeoutMs`.
+ * Never assert inside `fn`: a failed assertion is just retried. Throw WaitAbort to fail at once.
+ */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000, stepMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -54,6 +61,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
       const v = await fn();
       if (v !== undefined && v !== false) return v as T;
     } catch (err) {
+      if (err instanceof WaitAbort) throw new Error(`gave up waiting for ${what}: ${err.message}`);
       last = err;
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);

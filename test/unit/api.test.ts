@@ -53,8 +53,10 @@ test('the examples are valid', () => {
 for (const file of readdirSync(invalidDir).filter((f) => f.endsWith('.yaml'))) {
   test(`validate refuses ${file}`, () => {
     const docs = parseAllDocuments(readFileSync(join(invalidDir, file), 'utf8'));
-    const problems = validateGateway(docs[0]!.toJS());
-    assert.ok(problems.length > 0, `${file} passed validation`);
+    const problems = validateGateway(docs[0]!.toJS()).map((p) => `${p.field}: ${p.message}`);
+    const expect = /^# validate: (.*)$/m.exec(readFileSync(join(invalidDir, file), 'utf8'))?.[1];
+    assert.ok(expect, `${file} has no "# validate:" line`);
+    assert.ok(problems.includes(expect), `${file}: expected ${JSON.stringify(expect)} among ${JSON.stringify(problems)}`);
   });
 }
 

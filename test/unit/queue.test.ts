@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WorkQueue } from '../../src/controller/queue.js';
 import { PortAllocator } from '../../src/controller/ports.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 test('de-duplicates, and never hands out a key that is being processed', async () => {
   const q = new WorkQueue();
@@ -21,13 +22,28 @@ test('de-duplicates, and never hands out a key that is being processed', async (
   assert.equal(await q.get(), undefined);
 });
 
-test('per-key exponential backoff', () => {
-  const q = new WorkQueue({ baseDelayMs: 5, maxDelayMs: 1000 });
-  for (let i = 0; i < 12; i++) q.addRateLimited('k');
-  assert.equal(q.numRequeues('k'), 12);
+test('per-key exponential backoff (5 ms doubling to the cap), then the global bucket; observed on a fake clock', async () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ baseDelayMs: 5, maxDelayMs: 1000, qps: 10, burst: 3, clock });
+  for (let i = 0; i < 9; i++) q.addRateLimited('k');
+  // per key: 5, 10, 20, ... capped at 1000; from the 4th re-add the bucket (burst 3, 10/s) is empty:
+  // its wait (100 ms a token) counts when longer than the key's own
+  assert.deepEqual(clock.delays, [5, 10, 20, 100, 200, 300, 400, 640, 1000]);
+  assert.equal(q.numRequeues('k'), 9);
+  // nothing is queued before its delay has passed, and then the key comes once (de-duplicated)
+  clock.advance(4);
+  assert.equal(q.depth, 0);
+  clock.advance(1);
+  assert.equal(q.depth, 1);
+  clock.advance(2000);
+  assert.equal(q.depth, 1);
+  assert.equal(await q.get(), 'k');
   q.forget('k');
   assert.equal(q.numRequeues('k'), 0);
+  q.addRateLimited('k'); // forgotten: back to the base delay (the bucket has refilled meanwhile)
+  assert.equal(clock.delays.at(-1), 5);
   q.shutdown();
+  assert.equal(clock.waiting, 0);
 });
 
 test('ports: requested, allocated and kept; a held port is never taken away', () => {
