@@ -17,6 +17,11 @@ export GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 
 log() { echo "build-control-plane: $*" >&2; }
 
+# one build at a time: concurrent test runs share the cache
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build-control-plane.lock"
+flock 9
+
 build_etcd() {
   local out=$1
   [[ -x $out/etcd ]] && return 0

@@ -8,6 +8,9 @@ CACHE=${AGW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-access-gateway}
 # the Kubernetes version helm assumes for kubeVersion checks (helm's Makefile sets it the same way)
 K8S_MINOR=${AGW_HELM_K8S_MINOR:-37}
 out=$CACHE/bin/helm-$HELM_VERSION-k8s1.$K8S_MINOR/helm
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build-helm.lock"
+flock 9   # one build at a time: concurrent test runs share the cache
 if [[ ! -x $out ]]; then
   export GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
   dir=$CACHE/src/helm-$HELM_VERSION
