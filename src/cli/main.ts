@@ -5,11 +5,15 @@ import { runValidate } from './validate.js';
 
 const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
+                           [--metrics-auth kubernetes|none (default kubernetes)]
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
+                           [--metrics-auth kubernetes|none (default none)]
                            [--listen-address HOST] [--port-range 20000-20999]
   access-gateway validate  -f FILE|DIR ...
+--metrics-auth kubernetes: /metrics needs a bearer token whose user may get the non-resource
+URL /metrics (TokenReview + SubjectAccessReview); /healthz and /readyz stay open.
 Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
 
 async function main(argv: string[]): Promise<number | undefined> {
