@@ -59,7 +59,8 @@ export function createMetrics(registry = new Registry()) {
       [{ result: 'hit' }, { result: 'miss' }]),
     adminAuthReviews: zeroed(new Counter({ name: 'access_gateway_admin_auth_reviews_total', help: 'TokenReview and SubjectAccessReview calls for the admin port, by review and result (allowed, denied, error).', labelNames: ['review', 'result'], registers: r }),
       adminReviews.flatMap((review) => ['allowed', 'denied', 'error'].map((result) => ({ review, result })))),
-    adminAuthReviewDuration: new Histogram({ name: 'access_gateway_admin_auth_review_duration_seconds', help: 'Admin-port TokenReview and SubjectAccessReview call latency.', labelNames: ['review'], buckets: latencyBuckets, registers: r }),
+    adminAuthReviewDuration: zeroedHistogram(new Histogram({ name: 'access_gateway_admin_auth_review_duration_seconds', help: 'Admin-port TokenReview and SubjectAccessReview call latency.', labelNames: ['review'], buckets: latencyBuckets, registers: r }),
+      adminReviews.map((review) => ({ review }))),
   };
 }
 
@@ -70,6 +71,11 @@ const adminReviews = ['TokenReview', 'SubjectAccessReview'];
 function zeroed<T extends string>(c: Counter<T>, combos: Partial<Record<T, string>>[]): Counter<T> {
   for (const l of combos) c.inc(l, 0);
   return c;
+}
+
+function zeroedHistogram<T extends string>(h: Histogram<T>, combos: Partial<Record<T, string>>[]): Histogram<T> {
+  for (const l of combos) h.zero(l);
+  return h;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
