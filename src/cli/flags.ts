@@ -8,7 +8,9 @@ export function envName(flag: string): string {
 }
 
 export function parseFlags(args: string[], spec: FlagSpec, env: NodeJS.ProcessEnv = process.env): Record<string, any> {
-  const { values } = parseArgs({ args, options: spec as ParseArgsConfig['options'], strict: true, allowPositionals: false });
+  // defaults are applied below, after the environment: parseArgs must not fill them in first
+  const options = Object.fromEntries(Object.entries(spec).map(([k, { default: _d, ...o }]) => [k, o]));
+  const { values } = parseArgs({ args, options: options as ParseArgsConfig['options'], strict: true, allowPositionals: false });
   const out: Record<string, any> = { ...values };
   for (const [name, s] of Object.entries(spec)) {
     if (out[name] !== undefined) continue;

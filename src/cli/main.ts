@@ -5,6 +5,7 @@ import { runValidate } from './validate.js';
 
 const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
+                           [--metrics-auth kubernetes|none (default kubernetes)]
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
                            [--leader-elect] [--leader-election-namespace NS] [--leader-election-id ID]
                            [--replica-selector LABELS] [--no-expose] [--max-gateways-per-namespace 16]
@@ -12,10 +13,13 @@ const usage = `usage:
                            [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
+                           [--metrics-auth kubernetes|none (default none)]
                            [--listen-address HOST] [--port-range 20000-20999]
                            [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
                            [--idle-timeout-seconds 65]
   access-gateway validate  -f FILE|DIR ...
+--metrics-auth kubernetes: /metrics needs a bearer token whose user may get the non-resource
+URL /metrics (TokenReview + SubjectAccessReview); /healthz and /readyz stay open.
 Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
 
 async function main(argv: string[]): Promise<number | undefined> {

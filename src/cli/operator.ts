@@ -9,10 +9,12 @@ import { ListenerManager } from '../dataplane/listener-manager.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
+import { KubeAdminReviewer } from '../kube/admin-review.js';
 import { LeaderElector } from '../kube/leader.js';
 import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
 import { JwksKeySet } from '../auth/jwks.js';
 import { startAdminServer } from '../observability/admin-server.js';
+import { AdminAuthorizer } from '../observability/admin-auth.js';
 import { createLogger } from '../observability/logger.js';
 import { createMetrics } from '../observability/metrics.js';
 import { hostPort, intFlag, parseFlags, portRange, type FlagSpec } from './flags.js';
@@ -21,6 +23,7 @@ export const operatorFlags: FlagSpec = {
   kubeconfig: { type: 'string' },
   namespace: { type: 'string', multiple: true },
   'admin-address': { type: 'string', default: '0.0.0.0:8080' },
+  'metrics-auth': { type: 'string', default: 'kubernetes' },
   'listen-address': { type: 'string', default: '0.0.0.0' },
   'advertise-address': { type: 'string' },
   'no-expose': { type: 'boolean', default: false },
@@ -42,6 +45,7 @@ export const serveFlags: FlagSpec = {
   gateways: { type: 'string', multiple: true },
   kubeconfig: { type: 'string' },
   'admin-address': { type: 'string', default: '127.0.0.1:8080' },
+  'metrics-auth': { type: 'string', default: 'none' },
   'listen-address': { type: 'string', default: '127.0.0.1' },
   'port-range': { type: 'string', default: '20000-20999' },
   'drain-seconds': { type: 'string', default: '2' },
@@ -78,6 +82,10 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
     idleTimeoutMs: intFlag(f['idle-timeout-seconds'], 'idle-timeout-seconds', 1, 3600) * 1000,
   };
   const maxGatewaysPerNamespace = mode === 'operator' ? intFlag(f['max-gateways-per-namespace'], 'max-gateways-per-namespace', 0, 100_000) : 0;
+  const metricsAuth: string = f['metrics-auth'];
+  if (metricsAuth !== 'kubernetes' && metricsAuth !== 'none') {
+    throw new Error(`--metrics-auth: expected kubernetes or none, got ${JSON.stringify(metricsAuth)}`);
+  }
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
@@ -127,12 +135,13 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   let stopping = false;
   const adminServer = await startAdminServer({
     host: admin.host, port: admin.port, registry, ready: () => !stopping && manager.ready,
+    ...(metricsAuth === 'kubernetes' ? { metricsAuth: new AdminAuthorizer(new KubeAdminReviewer(client, metrics), { metrics, log }) } : {}),
     status: mode === 'serve' ? () => ({
       gateways: Object.fromEntries([...statuses].filter(([k]) => files?.get(...(k.split('/') as [string, string])))),
       fileProblems: Object.fromEntries(files?.problems ?? []),
     }) : undefined,
   });
-  log.info({ mode, admin: adminServer.address(), server: client.server.origin, portRange: range, namespaces: f.namespace ?? 'all' }, 'starting');
+  log.info({ mode, admin: adminServer.address(), metricsAuth, server: client.server.origin, portRange: range, namespaces: f.namespace ?? 'all' }, 'starting');
 
   const shutdown = async (signal: string) => {
     if (stopping) return;

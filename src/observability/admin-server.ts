@@ -1,15 +1,33 @@
-// The admin port: /healthz (alive), /readyz (caches synced, listeners programmed), /metrics.
-import express from 'express';
+// The admin port: /healthz (alive), /readyz (caches synced, listeners programmed), /metrics
+// (with `metricsAuth`: only for a bearer token the apiserver authenticates and authorises).
+import express, { type Response } from 'express';
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import type { AdminDecision } from './admin-auth.js';
 
 export interface AdminOptions {
   host: string;
   port: number;
   registry: Registry;
   ready: () => boolean;
+  /** Decides who may read /metrics (an AdminAuthorizer); absent: anyone (`--metrics-auth none`). */
+  metricsAuth?: { check(authorization: string[] | undefined, path: string): Promise<AdminDecision> };
   /** `serve` mode: gateway status, shown at /status instead of written to a cluster. */
   status?: () => unknown;
+}
+
+const refusals: Record<Exclude<AdminDecision, 'allowed'>, [number, string]> = {
+  unauthenticated: [401, 'Unauthorized: send a valid bearer token'],
+  forbidden: [403, 'Forbidden: needs get on the non-resource URL'],
+  unavailable: [503, 'Service Unavailable: the apiserver could not check the token'],
+  overloaded: [503, 'Service Unavailable: too many token checks waiting'],
+};
+
+function refuse(res: Response, d: Exclude<AdminDecision, 'allowed'>, path: string): void {
+  const [status, text] = refusals[d];
+  if (status === 401) res.set('WWW-Authenticate', 'Bearer');
+  if (status === 503) res.set('Retry-After', '1');
+  res.status(status).type('text/plain').send(`${text}${d === 'forbidden' ? ` ${path}` : ''}\n`);
 }
 
 export async function startAdminServer(opts: AdminOptions): Promise<Server> {
@@ -22,7 +40,11 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
   });
   const status = opts.status;
   if (status) app.get('/status', (_req, res) => { res.json(status()); });
-  app.get('/metrics', async (_req, res) => {
+  app.get('/metrics', async (req, res) => {
+    if (opts.metricsAuth) {
+      const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/metrics');
+      if (d !== 'allowed') return refuse(res, d, '/metrics');
+    }
     res.type(opts.registry.contentType).send(await opts.registry.metrics());
   });
   return new Promise((resolve, reject) => {

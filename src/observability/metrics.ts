@@ -52,7 +52,30 @@ export function createMetrics(registry = new Registry()) {
     informerRestarts: new Counter({ name: 'access_gateway_informer_restarts_total', help: 'Watch restarts after errors, by informer.', labelNames: ['informer'], registers: r }),
     informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed or received a watch event (Unix time).', labelNames: ['informer'], registers: r }),
     leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),
+    // admin port: who may read /metrics (--metrics-auth kubernetes)
+    adminAuth: zeroed(new Counter({ name: 'access_gateway_admin_auth_decisions_total', help: 'Admin-port /metrics requests by decision: allowed, unauthenticated (401), forbidden (403), unavailable (503: apiserver did not answer), overloaded (503: too many reviews waiting).', labelNames: ['result'], registers: r }),
+      adminAuthResults.map((result) => ({ result }))),
+    adminAuthCache: zeroed(new Counter({ name: 'access_gateway_admin_auth_cache_requests_total', help: 'Admin-port decision cache lookups: hit or miss.', labelNames: ['result'], registers: r }),
+      [{ result: 'hit' }, { result: 'miss' }]),
+    adminAuthReviews: zeroed(new Counter({ name: 'access_gateway_admin_auth_reviews_total', help: 'TokenReview and SubjectAccessReview calls for the admin port, by review and result (allowed, denied, error).', labelNames: ['review', 'result'], registers: r }),
+      adminReviews.flatMap((review) => ['allowed', 'denied', 'error'].map((result) => ({ review, result })))),
+    adminAuthReviewDuration: zeroedHistogram(new Histogram({ name: 'access_gateway_admin_auth_review_duration_seconds', help: 'Admin-port TokenReview and SubjectAccessReview call latency.', labelNames: ['review'], buckets: latencyBuckets, registers: r }),
+      adminReviews.map((review) => ({ review }))),
   };
+}
+
+const adminAuthResults = ['allowed', 'unauthenticated', 'forbidden', 'unavailable', 'overloaded'];
+const adminReviews = ['TokenReview', 'SubjectAccessReview'];
+
+/** A counter with every given label combination created at zero (a series born with its first value loses it to rate()). */
+function zeroed<T extends string>(c: Counter<T>, combos: Partial<Record<T, string>>[]): Counter<T> {
+  for (const l of combos) c.inc(l, 0);
+  return c;
+}
+
+function zeroedHistogram<T extends string>(h: Histogram<T>, combos: Partial<Record<T, string>>[]): Histogram<T> {
+  for (const l of combos) h.zero(l);
+  return h;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,17 +1,22 @@
-// The chart's RBAC, proven: the chart's rendered manifests are applied to a real apiserver, and
-// the operator runs as the chart's own ServiceAccount (a minted token, no admin credentials)
-// through the core scenarios: reconcile and status, TokenReview, impersonated apiserver access,
-// a Service route. The same run without one ClusterRole rule fails.
+// The chart's RBAC and admission policies, proven: the chart's rendered manifests are applied to a
+// real apiserver, and the operator runs as the chart's own ServiceAccount (a minted token, no admin
+// credentials) through the core scenarios: reconcile and status, TokenReview, impersonated
+// apiserver access, a Service route, its agw-NAME Service/EndpointSlice and Events (through the
+// chart's ValidatingAdmissionPolicies), /metrics for the chart's metrics-reader. The same run
+// without one ClusterRole rule fails; writes as that ServiceAccount that are not a gateway's own
+// are refused by the policies.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Agent, request } from 'undici';
 import { parseAllDocuments, stringify } from 'yaml';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
 import { applyYaml, condition, getGateway, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig, waitObserved } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
+import { waitFor } from '../support/procs.js';
 
 const release = 'access-gateway';
 const releaseNs = 'access-gateway';
@@ -36,6 +41,17 @@ before(async () => {
   net = await createTestNet({ hosts: 1 });
   await startServer(net.hosts[0]!, { name: 'backend' });
   await applyYaml(cp, serviceYaml(ns, 'backend', [net.hosts[0]!.ip]));
+  // a Ready operator replica (no kubelet here: its status is written by hand), so that the operator
+  // publishes each gateway's agw-NAME Service and EndpointSlice (--replica-selector)
+  await applyYaml(cp, namespaceYaml(releaseNs, ['default'])); // no controller-manager makes it here
+  await applyYaml(cp, `apiVersion: v1
+kind: Pod
+metadata: {name: replica-0, namespace: ${releaseNs}, labels: {app.kubernetes.io/name: access-gateway, app.kubernetes.io/instance: ${release}}}
+spec: {containers: [{name: c, image: example.invalid/none}]}
+`);
+  const st = await cp.api('PATCH', `/api/v1/namespaces/${releaseNs}/pods/replica-0/status`,
+    { status: { podIP: '10.1.2.3', podIPs: [{ ip: '10.1.2.3' }], conditions: [{ type: 'Ready', status: 'True' }] } }, 'application/merge-patch+json');
+  assert.equal(st.status, 200, JSON.stringify(st.body));
 }, { timeout: 240_000 });
 
 after(async () => {
@@ -73,12 +89,34 @@ function chartArgs(): string[] {
   return args.filter((a) => a !== 'operator' && !local.test(a));
 }
 
-/** Runs the core scenarios as the chart's ServiceAccount with the given ClusterRole; resolves with what worked. */
-async function scenarios(name: string, clusterRole: any): Promise<{ status: boolean; review: boolean; impersonated: boolean; service: boolean }> {
-  await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], stringify(clusterRole));
+type Result = { status: boolean; review: boolean; impersonated: boolean; service: boolean; exposed: boolean; event: boolean; metrics: number };
+
+/** The chart's ServiceAccount as a kubeconfig with a minted token. */
+async function chartKubeconfig(name: string): Promise<{ token: string; kubeconfig: string }> {
   const sa = rendered.find((o) => o.kind === 'ServiceAccount');
   const token = await cp.token(sa.metadata.namespace ?? releaseNs, sa.metadata.name, [cp.issuer]);
-  const kubeconfig = tokenKubeconfig(join(cp.dir, `${name}.kubeconfig`), cp.url, token, { ca: cp.ca.cert });
+  return { token, kubeconfig: tokenKubeconfig(join(cp.dir, `${name}.kubeconfig`), cp.url, token, { ca: cp.ca.cert }) };
+}
+
+/** A token of a scraper bound to the chart's metrics-reader ClusterRole by the chart's own binding (metrics.reader.subjects). */
+let scraper: Promise<string> | undefined;
+function scraperToken(): Promise<string> {
+  scraper ??= (async () => {
+    await applyYaml(cp, namespaceYaml('monitoring', ['prometheus']));
+    const text = execFileSync(helm(), ['template', release, join(repoRoot, 'charts', 'access-gateway'), '--namespace', releaseNs,
+      '--set', 'metrics.reader.subjects[0].kind=ServiceAccount,metrics.reader.subjects[0].name=prometheus,metrics.reader.subjects[0].namespace=monitoring'], { encoding: 'utf8' });
+    const binding = parseAllDocuments(text).map((d) => d.toJS()).find((o) => o?.kind === 'ClusterRoleBinding' && o.metadata.name === `${release}-metrics-reader`);
+    assert.ok(binding, 'the chart renders the metrics-reader binding');
+    await cp.kubectl(['apply', '--server-side', '--field-manager', 'chart-test', '-f', '-'], stringify(binding));
+    return cp.token('monitoring', 'prometheus', []);
+  })();
+  return scraper;
+}
+
+/** Runs the core scenarios as the chart's ServiceAccount with the given ClusterRole; resolves with what worked. */
+async function scenarios(name: string, clusterRole: any): Promise<Result> {
+  await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], stringify(clusterRole));
+  const { kubeconfig } = await chartKubeconfig(name);
   const op: OperatorProc = await startOperator({ ...cp, kubeconfig }, {
     logName: `${name}.log`, env: { ...process.env, POD_NAMESPACE: releaseNs, POD_NAME: name },
     args: chartArgs(),
@@ -96,9 +134,20 @@ spec:
     - {name: backend, pathPrefix: /backend/, rewritePrefix: /, service: {name: backend, port: http}}
     - {name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/api/.*"]}}
 `);
-    const result = { status: false, review: false, impersonated: false, service: false };
+    const result: Result = { status: false, review: false, impersonated: false, service: false, exposed: false, event: false, metrics: 0 };
+    const metrics = await request(`http://127.0.0.1:${op.adminPort}/metrics`, { headers: { authorization: `Bearer ${await scraperToken()}` } });
+    await metrics.body.dump();
+    result.metrics = metrics.statusCode;
     const gw = await waitObserved(cp, ns, gwName, 20_000).catch(() => undefined);
     result.status = condition(gw, 'Ready')?.status === 'True';
+    // the operator's own writes, through the admission policies: agw-NAME Service and EndpointSlice, an Event
+    const owned = async (path: string) => {
+      const r = await cp.api('GET', path);
+      return r.status === 200 && r.body.metadata.ownerReferences?.some((o: any) => o.kind === 'AccessGateway' && o.name === gwName && o.controller);
+    };
+    result.exposed = await waitFor('agw-NAME published', async () => await owned(`/api/v1/namespaces/${ns}/services/agw-${gwName}`)
+      && owned(`/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices/agw-${gwName}`), 10_000).catch(() => false);
+    result.event = await waitFor('an Event', async () => (await cp.api('GET', `/api/v1/namespaces/${ns}/events?fieldSelector=involvedObject.name%3D${gwName}`)).body?.items?.length > 0, 10_000).catch(() => false);
     const port = gw?.status?.listener?.port ?? (await getGateway(cp, ns, gwName))?.status?.listener?.port;
     if (!port) return result;
     const app = await cp.token(ns, 'app', ['gw']);
@@ -114,13 +163,15 @@ spec:
   }
 }
 
+const chartRole = () => structuredClone(rendered.find((o) => o.kind === 'ClusterRole' && o.metadata.name === release));
+
 test('the operator, authenticated only as the chart ServiceAccount, passes the core scenarios', async () => {
-  const role = rendered.find((o) => o.kind === 'ClusterRole');
-  assert.deepEqual(await scenarios('full', role), { status: true, review: true, impersonated: true, service: true });
+  assert.deepEqual(await scenarios('full', chartRole()),
+    { status: true, review: true, impersonated: true, service: true, exposed: true, event: true, metrics: 200 });
 });
 
 test('without one ClusterRole rule (tokenreviews) the same run fails', async () => {
-  const role = structuredClone(rendered.find((o) => o.kind === 'ClusterRole'));
+  const role = chartRole();
   const before = role.rules.length;
   role.rules = role.rules.filter((r: any) => !(r.resources ?? []).includes('tokenreviews'));
   assert.equal(role.rules.length, before - 1);
@@ -130,9 +181,108 @@ test('without one ClusterRole rule (tokenreviews) the same run fails', async () 
 });
 
 test('without the impersonation rule the apiserver route fails', async () => {
-  const role = structuredClone(rendered.find((o) => o.kind === 'ClusterRole'));
+  const role = chartRole();
   role.rules = role.rules.filter((r: any) => !((r.verbs ?? []).includes('impersonate') && (r.resources ?? []).includes('serviceaccounts')));
   const r = await scenarios('no-impersonate', role);
   assert.equal(r.review, true);
   assert.equal(r.impersonated, false);
+});
+
+test('without the subjectaccessreviews rule /metrics fails closed (503); the gateways are unaffected', async () => {
+  const role = chartRole();
+  const before = role.rules.length;
+  role.rules = role.rules.filter((r: any) => !(r.resources ?? []).includes('subjectaccessreviews'));
+  assert.equal(role.rules.length, before - 1);
+  const r = await scenarios('no-sar', role);
+  assert.equal(r.metrics, 503);
+  assert.equal(r.review, true);
+  assert.equal(r.impersonated, true);
+});
+
+// --- the admission policies, as the chart's ServiceAccount -------------------------------------
+
+const owner = (name: string) => [{ apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', name, uid: `00000000-0000-4000-8000-${Buffer.from(name.padEnd(6, '-').slice(0, 6)).toString('hex')}`, controller: true }];
+const svc = (name: string, spec: object = {}, meta: object = {}) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns, ...meta }, spec: { ports: [{ name: 'http', port: 80, targetPort: 20000 }], ...spec } });
+const slice = (name: string, serviceName: string, meta: object = {}) => ({
+  apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
+  metadata: { name, namespace: ns, labels: { 'kubernetes.io/service-name': serviceName }, ...meta },
+  ports: [{ name: 'http', port: 20000, protocol: 'TCP' }], endpoints: [{ addresses: ['10.1.2.3'], conditions: { ready: true } }],
+});
+const event = (name: string, involvedObject: object) => ({
+  apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: ns }, involvedObject: { namespace: ns, ...involvedObject },
+  type: 'Normal', reason: 'Programmed', message: 'test', count: 1, source: { component: 'access-gateway' },
+});
+const aboutGateway = (name: string) => ({ apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', name });
+
+test('as the chart ServiceAccount, the admission policies refuse writes that are not a gateway\'s own and admit the operator\'s', async () => {
+  await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], stringify(chartRole()));
+  const { token } = await chartKubeconfig('policy');
+  const agent = new Agent({ connect: { ca: cp.ca.cert } });
+  // the operator's own kinds of request: server-side apply, POST, merge-patch
+  const call = async (method: string, path: string, body: unknown, contentType = 'application/json') => {
+    const r = await request(cp.url + path, { dispatcher: agent, method: method as any, headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body: JSON.stringify(body) });
+    const parsed: any = await r.body.json().catch(() => ({}));
+    return { status: r.statusCode, message: String(parsed.message ?? '') };
+  };
+  const base = (kind: string) => kind === 'EndpointSlice' ? `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices` : `/api/v1/namespaces/${ns}/${kind === 'Event' ? 'events' : 'services'}`;
+  const apply = (obj: any, dryRun = false) => call('PATCH', `${base(obj.kind)}/${obj.metadata.name}?fieldManager=access-gateway&force=true${dryRun ? '&dryRun=All' : ''}`, obj, 'application/apply-patch+yaml');
+  const post = (obj: any) => call('POST', base('Event'), obj);
+  const mergePatch = (name: string, patch: object) => call('PATCH', `${base('Event')}/${name}`, patch, 'application/merge-patch+json');
+  try {
+    // the policies take effect shortly after they are created (test 1 applied them); the
+    // assertions below decide, this only waits for them (dry-run probes)
+    await waitFor('the policies in force', async () =>
+      (await apply(svc('agw-probe'), true)).message.includes(`ValidatingAdmissionPolicy '${release}-writes'`)
+      && (await call('POST', `${base('Event')}?dryRun=All`, event('probe.1', { apiVersion: 'v1', kind: 'Pod', name: 'probe' }))).message.includes(`ValidatingAdmissionPolicy '${release}-events'`), 20_000)
+      .catch(() => undefined);
+
+    const refused: [string, Promise<{ status: number; message: string }>, string, RegExp][] = [
+      ['agw-x owned by AccessGateway y', apply(svc('agw-x', {}, { ownerReferences: owner('y') })), 'writes', /agw-x is owned by AccessGateway y/],
+      ['agw-x owned by nothing', apply(svc('agw-x')), 'writes', /agw-x is not controlled by an AccessGateway/],
+      ['another application\'s Service (web owned by AccessGateway web)', apply(svc('web', {}, { ownerReferences: owner('web') })), 'writes', /web is owned by AccessGateway web/],
+      ['an EndpointSlice whose service-name label is another Service', apply(slice('agw-x', 'web', { ownerReferences: owner('x') })), 'writes', /only for its own Service/],
+      ['a Service with a selector', apply(svc('agw-x', { selector: { app: 'web' } }, { ownerReferences: owner('x') })), 'writes', /only selector-less ClusterIP Services/],
+      ['a NodePort Service', apply(svc('agw-x', { type: 'NodePort' }, { ownerReferences: owner('x') })), 'writes', /only selector-less ClusterIP Services/],
+      ['an Event about a Pod', post(event('x.1', { apiVersion: 'v1', kind: 'Pod', name: 'x' })), 'events', /this one is about Pod team-c\/x/],
+      ['an Event about AccessGateway x named after y', post(event('y.1', aboutGateway('x'))), 'events', /named NAME\.SUFFIX after it/],
+    ];
+    for (const [what, p, policy, message] of refused) {
+      const r = await p;
+      assert.equal(r.status, 403, `${what}: ${r.message}`);
+      assert.ok(r.message.includes(`ValidatingAdmissionPolicy '${release}-${policy}'`), `${what}: ${r.message}`);
+      assert.match(r.message, message, what);
+    }
+    // updates: never adopt an object the gateway does not already control, never retarget an Event
+    await applyYaml(cp, stringify(svc('agw-z')));
+    await applyYaml(cp, stringify(event('z.1', { apiVersion: 'v1', kind: 'Pod', name: 'z' })));
+    const adopt = await apply(svc('agw-z', {}, { ownerReferences: owner('z') }));
+    assert.equal(adopt.status, 403, adopt.message);
+    assert.match(adopt.message, /never adopts/);
+    const retarget = await mergePatch('z.1', { involvedObject: { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway' }, count: 2 });
+    assert.equal(retarget.status, 403, retarget.message);
+    assert.match(retarget.message, /updates only its own Events about the same AccessGateway/);
+    const bumpOther = await mergePatch('z.1', { count: 2 });
+    assert.equal(bumpOther.status, 403, bumpOther.message);
+    // nothing of that was written
+    for (const path of [`/api/v1/namespaces/${ns}/services/agw-x`, `/api/v1/namespaces/${ns}/services/web`, `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices/agw-x`, `/api/v1/namespaces/${ns}/events/x.1`, `/api/v1/namespaces/${ns}/events/y.1`]) {
+      assert.equal((await cp.api('GET', path)).status, 404, path);
+    }
+    assert.equal((await cp.api('GET', `/api/v1/namespaces/${ns}/services/agw-z`)).body.metadata.ownerReferences, undefined);
+    assert.equal((await cp.api('GET', `/api/v1/namespaces/${ns}/events/z.1`)).body.involvedObject.kind, 'Pod');
+
+    // what the operator writes is admitted: create and update by apply, an Event and its count bump
+    const admitted: [string, Promise<{ status: number; message: string }>, number][] = [
+      ['agw-x owned by AccessGateway x (create)', apply(svc('agw-x', {}, { ownerReferences: owner('x') })), 201],
+      ['its EndpointSlice (create)', apply(slice('agw-x', 'agw-x', { ownerReferences: owner('x') })), 201],
+    ];
+    for (const [what, p, status] of admitted) assert.equal((await p).status, status, `${what}: ${(await p).message}`);
+    const update = await apply(svc('agw-x', { ports: [{ name: 'https', port: 443, targetPort: 20001 }] }, { ownerReferences: owner('x') }));
+    assert.equal(update.status, 200, `agw-x (update): ${update.message}`);
+    const created = await post(event('x.2', aboutGateway('x')));
+    assert.equal(created.status, 201, created.message);
+    const bumped = await mergePatch('x.2', { count: 2, lastTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
+    assert.equal(bumped.status, 200, bumped.message);
+  } finally {
+    await agent.close();
+  }
 });

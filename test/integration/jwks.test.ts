@@ -12,6 +12,7 @@ import { startOperator, type OperatorProc } from '../support/operator.js';
 import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { waitFor } from '../support/procs.js';
+import { scrapeMetrics } from '../support/metrics.js';
 
 const ns = 'team-j';
 let cp: ControlPlane;
@@ -25,7 +26,7 @@ const get = async (token: string) => {
   return { status: r.statusCode, text };
 };
 const tokenReviews = async () => {
-  const text = await (await request(`http://127.0.0.1:${op.adminPort}/metrics`)).body.text();
+  const text = await scrapeMetrics(cp, op.adminPort);
   return [...text.matchAll(/^access_gateway_token_reviews_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
 };
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');

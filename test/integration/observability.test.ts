@@ -9,6 +9,7 @@ import { startControlPlane, type ControlPlane } from '../support/control-plane.j
 import { startOperator, type OperatorProc } from '../support/operator.js';
 import { applyYaml, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
 import { waitFor } from '../support/procs.js';
+import { scrapeMetrics } from '../support/metrics.js';
 
 // these gateways route to a missing Service on purpose: Programmed, not Ready
 const gatewayPort = async (c: ControlPlane, n: string, name: string) => (await waitObserved(c, n, name)).status.listener.port as number;
@@ -40,7 +41,7 @@ async function call(port: number, path: string, token?: string): Promise<number>
   return r.statusCode;
 }
 async function scrape(): Promise<string> {
-  return (await request(`http://127.0.0.1:${op.adminPort}/metrics`)).body.text();
+  return scrapeMetrics(cp, op.adminPort);
 }
 function value(families: any[], name: string, labels: Record<string, string>): number {
   const f = families.find((x) => x.name === name);

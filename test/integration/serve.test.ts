@@ -76,3 +76,9 @@ test('editing a file changes routing; a broken edit keeps the last good configur
   assert.equal(await portOf('readonly'), port);
   assert.match(readFileSync(serve.logFile, 'utf8'), /keeping the last good configuration/);
 });
+
+test('serve keeps /metrics open by default (--metrics-auth none: a desktop)', async () => {
+  const r = await request(`http://127.0.0.1:${adminPort}/metrics`);
+  assert.equal(r.statusCode, 200);
+  assert.match(await r.body.text(), /^access_gateway_admin_auth_decisions_total\{result="allowed"\} 0$/m);
+});

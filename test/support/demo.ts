@@ -6,6 +6,7 @@ import { startControlPlane, repoRoot } from './control-plane.js';
 import { startOperator } from './operator.js';
 import { createListenerTLS, tokenKubeconfig } from './cluster.js';
 import { waitFor } from './procs.js';
+import { metricsReaderToken } from './metrics.js';
 
 const cp = await startControlPlane();
 const stopAll = async () => { await op?.stop(); await cp.stop(); process.exit(0); };
@@ -27,6 +28,7 @@ await waitFor('kubectl through the gateway', async () => {
   execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'get', 'configmaps'], { stdio: 'pipe' });
   return true;
 });
+const scraper = await metricsReaderToken(cp);
 console.log(await cp.kubectl(['get', 'agw', '-A']));
 console.log(`
 The payments gateway listens on https://127.0.0.1:${port} (CA ${ca.certFile}); billing's token (audience access-gateway, 1 h) is minted.
@@ -36,5 +38,7 @@ Try:
 
   kubectl --kubeconfig ${kubeconfig} get configmaps
 
-Admin kubeconfig: ${cp.kubeconfig}; operator log: ${op.logFile}; operator admin: http://127.0.0.1:${op.adminPort}/metrics
+  curl -s -H "Authorization: Bearer ${scraper}" http://127.0.0.1:${op.adminPort}/metrics   # a metrics-reader's token
+
+Admin kubeconfig: ${cp.kubeconfig}; operator log: ${op.logFile}
 Ctrl-C stops everything.`);

@@ -74,11 +74,12 @@ const extras = ['access-gateway.io/gateway', 'access-gateway.io/route', 'access-
   'authentication.kubernetes.io/node-uid'];
 const clusterScoped = [
   ...expand('authentication.k8s.io', ['tokenreviews'], ['create']),
+  ...expand('authorization.k8s.io', ['subjectaccessreviews'], ['create']), // admin.metricsAuth: kubernetes
   ...expand('', ['users', 'groups', 'serviceaccounts'], ['impersonate']),
   ...expand('authentication.k8s.io', ['uids', ...extras.map((e) => `userextras/${e}`)], ['impersonate']),
   'url|/.well-known/openid-configuration|get', 'url|/openid/v1/jwks|get',
 ];
-const revocation = (withSecrets: boolean) => expand('', ['serviceaccounts', 'pods', ...(withSecrets ? ['secrets'] : [])], ['list', 'watch']);
+const revocation = (withSecrets: boolean) => expand('', ['serviceaccounts', 'pods', 'nodes', ...(withSecrets ? ['secrets'] : [])], ['list', 'watch']);
 
 test('helm lint is clean, also with --strict, for the defaults and every ci/ values file', () => {
   for (const values of [undefined, ...ciFiles]) {
@@ -109,7 +110,7 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   assert.equal(c.image, 'ghcr.io/kube-access-gateway/access-gateway:0.1.0');
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
   assert.deepEqual(c.args, [
-    'operator', '--admin-address=0.0.0.0:8080', '--port-range=20000-20999', '--drain-seconds=10', '--log-level=info',
+    'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--drain-seconds=10', '--log-level=info',
     '--log-format=json', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
     '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
   ]);
@@ -169,10 +170,41 @@ test('defaults: least-privilege RBAC, cluster-wide, exactly the verbs the operat
   for (const o of [...find(objs, 'ClusterRole'), ...find(objs, 'Role')]) {
     for (const g of grants(o.rules)) assert.doesNotMatch(g, /\|(delete|deletecollection|escalate|bind|\*)(@|$)|\|\*\|/, `${o.kind} ${o.metadata.name}: ${g}`);
   }
-  // the admission policy that holds Service/EndpointSlice writes to agw-* is bound to this ServiceAccount
-  const vap = one(objs, 'ValidatingAdmissionPolicy', 'agw-test-access-gateway-writes');
-  assert.match(vap.spec.matchConditions[0].expression, /system:serviceaccount:agw-system:agw-test-access-gateway'/);
-  assert.deepEqual(one(objs, 'ValidatingAdmissionPolicyBinding').spec, { policyName: vap.metadata.name, validationActions: ['Deny'] });
+  // the admission policies that hold Service/EndpointSlice and Event writes match this ServiceAccount's requests
+  for (const [name, resources] of [['writes', [['', 'services'], ['discovery.k8s.io', 'endpointslices']]], ['events', [['', 'events']]]] as const) {
+    const vap = one(objs, 'ValidatingAdmissionPolicy', `agw-test-access-gateway-${name}`);
+    assert.deepEqual(vap.spec.matchConditions, [{ name: 'the-operator', expression: "request.userInfo.username == 'system:serviceaccount:agw-system:agw-test-access-gateway'" }]);
+    assert.equal(vap.spec.failurePolicy, 'Fail');
+    assert.deepEqual(vap.spec.matchConstraints.resourceRules.map((r: any) => [r.apiGroups, r.resources, r.operations]),
+      resources.map(([g, r]) => [[g], [r], ['CREATE', 'UPDATE']]));
+    assert.ok(vap.spec.validations.length >= 2, name);
+    assert.deepEqual(one(objs, 'ValidatingAdmissionPolicyBinding', vap.metadata.name).spec, { policyName: vap.metadata.name, validationActions: ['Deny'] });
+  }
+  // scrapers: a metrics-reader ClusterRole (get /metrics, nothing else), not bound by default
+  assert.deepEqual(grants(one(objs, 'ClusterRole', 'agw-test-access-gateway-metrics-reader').rules), ['url|/metrics|get']);
+  assert.equal(find(objs, 'ClusterRoleBinding', 'agw-test-access-gateway-metrics-reader').length, 0);
+});
+
+test('metrics: the reader role bound to metrics.reader.subjects; admin.metricsAuth=none drops the SubjectAccessReview right', () => {
+  const subjects = [{ kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' }, { kind: 'Group', name: 'scrapers', apiGroup: 'rbac.authorization.k8s.io' }];
+  const dir = mkdtempSync(join(tmpdir(), 'agw-chart-values-'));
+  try {
+    const file = join(dir, 'v.yaml');
+    writeFileSync(file, JSON.stringify({ metrics: { reader: { subjects } } }));
+    const objs = template(['-f', file]);
+    const crb = one(objs, 'ClusterRoleBinding', 'agw-test-access-gateway-metrics-reader');
+    assert.deepEqual(crb.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'agw-test-access-gateway-metrics-reader' });
+    assert.deepEqual(crb.subjects, subjects);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const none = template(['--set', 'admin.metricsAuth=none']);
+  assert.ok(one(none, 'Deployment').spec.template.spec.containers[0].args.includes('--metrics-auth=none'));
+  const g = grants(one(none, 'ClusterRole', 'agw-test-access-gateway').rules);
+  assert.ok(!g.some((x) => x.includes('subjectaccessreviews')), g.join(' '));
+  assert.ok(g.includes('authentication.k8s.io|tokenreviews|create'), 'callers are still authenticated');
+  // no RBAC at all: neither role
+  assert.equal(find(template(['--set', 'rbac.create=false']), 'ClusterRole').length, 0);
 });
 
 test('every RBAC rule in the rendered manifests carries a comment saying why', () => {
@@ -225,9 +257,20 @@ test('ci/single-replica: no leader election, no Lease Role, no PodDisruptionBudg
 
 test('ci/monitoring: ServiceMonitor, PrometheusRule with the four alerts, NetworkPolicy over the port range', () => {
   const objs = template(['-f', join(ciDir, 'monitoring-values.yaml')]);
+  assert.deepEqual(one(objs, 'ClusterRoleBinding', 'agw-test-access-gateway-metrics-reader').subjects,
+    [{ kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' }]);
   const sm = one(objs, 'ServiceMonitor');
   assert.equal(sm.metadata.labels?.release, 'kube-prometheus-stack');
-  assert.deepEqual(sm.spec.endpoints, [{ port: 'admin', path: '/metrics', interval: '15s', honorLabels: true }]);
+  assert.deepEqual(sm.spec.endpoints, [{ port: 'admin', path: '/metrics', interval: '15s', honorLabels: true,
+    bearerTokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token' }]);
+  // the scraper's token from a Secret instead; none only where /metrics is open
+  const secret = template(['-f', join(ciDir, 'monitoring-values.yaml'), '--set', 'metrics.serviceMonitor.bearerToken.source=secret',
+    '--set', 'metrics.serviceMonitor.bearerToken.secret.name=prometheus-token']);
+  assert.deepEqual(one(secret, 'ServiceMonitor').spec.endpoints[0].authorization, { type: 'Bearer', credentials: { name: 'prometheus-token', key: 'token' } });
+  assert.equal(one(secret, 'ServiceMonitor').spec.endpoints[0].bearerTokenFile, undefined);
+  const open = template(['-f', join(ciDir, 'monitoring-values.yaml'), '--set', 'metrics.serviceMonitor.bearerToken.source=none', '--set', 'admin.metricsAuth=none']);
+  const ep = one(open, 'ServiceMonitor').spec.endpoints[0];
+  assert.equal(ep.bearerTokenFile ?? ep.authorization, undefined);
   const rules = one(objs, 'PrometheusRule').spec.groups[0].rules;
   const byName = Object.fromEntries(rules.map((r: any) => [r.alert, r.expr]));
   assert.deepEqual(Object.keys(byName).sort(), ['AccessGatewayAuthenticationFailures', 'AccessGatewayHighErrorRatio', 'AccessGatewayNoLeader', 'AccessGatewayReconcileErrors']);
@@ -253,6 +296,8 @@ test('combinations that cannot work are refused at render time', () => {
     [['--set', 'terminationGracePeriodSeconds=10'], /terminationGracePeriodSeconds \(10\) must exceed operator\.drainSeconds \(10\)/],
     [['--set', 'admin.port=20001'], /admin\.port 20001 lies inside operator\.portRange/],
     [['--set', 'operator.portRange=300-200'], /operator\.portRange "300-200": expected LOW-HIGH/],
+    [['--set', 'metrics.serviceMonitor.enabled=true', '--set', 'metrics.serviceMonitor.bearerToken.source=none'], /bearerToken\.source=none cannot scrape: admin\.metricsAuth=kubernetes answers 401/],
+    [['--set', 'metrics.serviceMonitor.enabled=true', '--set', 'metrics.serviceMonitor.bearerToken.source=secret'], /bearerToken\.source=secret needs metrics\.serviceMonitor\.bearerToken\.secret\.name/],
   ];
   for (const [args, want] of bad) {
     const r = run(helm(), ['template', 't', chart, ...kubeVersion, ...args]);
@@ -280,6 +325,12 @@ test('the values schema refuses wrong types and unknown keys', () => {
       'annotations-not-strings': 'podAnnotations:\n  a: {b: c}\n',
       'service-monitor-unknown': 'metrics:\n  serviceMonitor:\n    enable: true\n',
       'jwks-string': 'rbac:\n  jwksRevocationWatches: auto\n',
+      'metrics-auth': 'admin:\n  metricsAuth: open\n',
+      'bearer-token-source': 'metrics:\n  serviceMonitor:\n    bearerToken:\n      source: header\n',
+      'bearer-token-file-relative': 'metrics:\n  serviceMonitor:\n    bearerToken:\n      file: token\n',
+      'reader-subject-kind': 'metrics:\n  reader:\n    subjects: [{kind: Robot, name: r}]\n',
+      'reader-sa-without-namespace': 'metrics:\n  reader:\n    subjects: [{kind: ServiceAccount, name: prometheus}]\n',
+      'reader-subjects-map': 'metrics:\n  reader:\n    subjects: {kind: User, name: u}\n',
     };
     for (const [name, text] of Object.entries(bad)) {
       const file = join(dir, `${name}.yaml`);

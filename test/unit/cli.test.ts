@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,4 +63,31 @@ spec:
 test('unknown commands and flags are refused with usage', () => {
   assert.equal(run('frobnicate').status, 2);
   assert.equal(run('operator', '--no-such-flag').status, 1);
+});
+
+test('--metrics-auth (env ACCESS_GATEWAY_METRICS_AUTH): kubernetes or none, defaults documented per command', async () => {
+  const { operatorFlags, serveFlags } = await import('../../src/cli/operator.js');
+  assert.equal(operatorFlags['metrics-auth']?.default, 'kubernetes');
+  assert.equal(serveFlags['metrics-auth']?.default, 'none');
+  const bad = run('operator', '--metrics-auth', 'open');
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--metrics-auth: expected kubernetes or none, got "open"/);
+  const env = spawnSync(process.execPath, [cli, 'serve', '--gateways', root], { encoding: 'utf8', env: { ...process.env, ACCESS_GATEWAY_METRICS_AUTH: 'yes' } });
+  assert.equal(env.status, 1);
+  assert.match(env.stderr, /--metrics-auth: expected kubernetes or none, got "yes"/);
+  const usage = run('help').stdout;
+  assert.match(usage, /operator .*\n\s+\[--metrics-auth kubernetes\|none \(default kubernetes\)\]/);
+  assert.match(usage, /serve .*\n\s+\[--metrics-auth kubernetes\|none \(default none\)\]/);
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  assert.match(readme, /access-gateway operator .*\n\s+\[--metrics-auth kubernetes\|none\]\s+\(default kubernetes\)/);
+  assert.match(readme, /access-gateway serve .*\n\s+\[--metrics-auth kubernetes\|none\]\s+\(default none\)/);
+  assert.match(readme, /`--metrics-auth` \(`ACCESS_GATEWAY_METRICS_AUTH`\)/);
+});
+
+test('environment twins apply to flags with defaults; a flag on the command line wins', async () => {
+  const { parseFlags } = await import('../../src/cli/flags.js');
+  const spec = { 'port-range': { type: 'string' as const, default: '20000-20999' }, 'leader-elect': { type: 'boolean' as const, default: false } };
+  assert.deepEqual(parseFlags([], spec, {}), { 'port-range': '20000-20999', 'leader-elect': false });
+  assert.deepEqual(parseFlags([], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2', ACCESS_GATEWAY_LEADER_ELECT: 'true' }), { 'port-range': '1-2', 'leader-elect': true });
+  assert.deepEqual(parseFlags(['--port-range', '3-4'], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2' }), { 'port-range': '3-4', 'leader-elect': false });
 });

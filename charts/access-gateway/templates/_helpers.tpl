@@ -122,6 +122,13 @@ Refuse value combinations that cannot work.
 {{- fail (printf "terminationGracePeriodSeconds (%d) must exceed operator.drainSeconds (%d)" (int .Values.terminationGracePeriodSeconds) (int .Values.operator.drainSeconds)) }}
 {{- end }}
 {{- if eq (int .Values.admin.port) 0 }}{{ fail "admin.port is required" }}{{ end }}
+{{- $token := .Values.metrics.serviceMonitor.bearerToken }}
+{{- if and .Values.metrics.serviceMonitor.enabled (eq $token.source "none") (eq .Values.admin.metricsAuth "kubernetes") }}
+{{- fail "metrics.serviceMonitor.bearerToken.source=none cannot scrape: admin.metricsAuth=kubernetes answers 401 without a token" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (eq $token.source "secret") (not $token.secret.name) }}
+{{- fail "metrics.serviceMonitor.bearerToken.source=secret needs metrics.serviceMonitor.bearerToken.secret.name" }}
+{{- end }}
 {{- $range := include "access-gateway.portRange" . | fromJsonArray }}
 {{- if and (ge (int .Values.admin.port) (int (index $range 0))) (le (int .Values.admin.port) (int (index $range 1))) }}
 {{- fail (printf "admin.port %d lies inside operator.portRange %s" (int .Values.admin.port) .Values.operator.portRange) }}

@@ -1,0 +1,222 @@
+// The admin port's /metrics authorizer (pure logic, a fake reviewer) and the admin server's
+// answers for each decision (real sockets, a fake authorizer).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { request } from 'undici';
+import { AdminAuthorizer, bearerToken, type AdminDecision, type AdminReviewer, type AdminUser } from '../../src/observability/admin-auth.js';
+import { startAdminServer } from '../../src/observability/admin-server.js';
+import { testMetrics } from '../../src/observability/metrics.js';
+
+const user: AdminUser = { username: 'system:serviceaccount:monitoring:prometheus', uid: 'u', groups: ['system:serviceaccounts'], extra: {} };
+
+function jwt(claims: object): string {
+  const b = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b({ alg: 'RS256' })}.${b(claims)}.sig`;
+}
+
+/** Answers from a table: token -> allowed | forbidden | unauthenticated | throw; `gate` holds calls open. */
+class FakeReviewer implements AdminReviewer {
+  authn = 0;
+  authz = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+  gate: Promise<void> | undefined;
+  seen: { verb: string; path: string }[] = [];
+  constructor(public answers: Record<string, 'allowed' | 'forbidden' | 'unauthenticated' | 'throw'>) {}
+  async authenticate(token: string): Promise<AdminUser | null> {
+    this.authn++;
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await this.gate;
+      const a = this.answers[token] ?? 'unauthenticated';
+      if (a === 'throw') throw new Error('connect ECONNREFUSED');
+      return a === 'unauthenticated' ? null : { ...user, username: token };
+    } finally {
+      this.inFlight--;
+    }
+  }
+  async authorize(u: AdminUser, verb: string, path: string): Promise<boolean> {
+    this.authz++;
+    this.seen.push({ verb, path });
+    return this.answers[u.username] === 'allowed';
+  }
+}
+
+const b = (t: string) => [`Bearer ${t}`];
+
+test('bearer tokens: exactly one Authorization header with a well-formed Bearer token', () => {
+  const cases: [string[] | string | undefined, string | null][] = [
+    [undefined, null],
+    [[], null],
+    [['Bearer abc.def-_~+/=='], 'abc.def-_~+/=='],
+    ['Bearer abc', 'abc'],
+    [['bearer abc'], 'abc'],
+    [['Bearer  abc '], 'abc'],
+    [['Bearer a', 'Bearer a'], null], // two headers
+    [['Basic dXNlcjpwYXNz'], null],
+    [['Bearer'], null],
+    [['Bearer '], null],
+    [['Bearer a b'], null],
+    [['Bearer a,b'], null],
+    [['Bearer ' + 'a'.repeat(8193)], null],
+    [['Bearer ' + 'a'.repeat(8192)], 'a'.repeat(8192)],
+  ];
+  for (const [h, want] of cases) assert.equal(bearerToken(h), want, JSON.stringify(h)?.slice(0, 60));
+});
+
+test('each decision; the SubjectAccessReview asks for get on the path', async () => {
+  const r = new FakeReviewer({ ok: 'allowed', no: 'forbidden', down: 'throw' });
+  const a = new AdminAuthorizer(r);
+  assert.equal(await a.check(undefined, '/metrics'), 'unauthenticated');
+  assert.equal(await a.check(['Basic x'], '/metrics'), 'unauthenticated');
+  assert.equal(r.authn, 0, 'no review for a missing or malformed header');
+  assert.equal(await a.check(b('bad'), '/metrics'), 'unauthenticated');
+  assert.equal(await a.check(b('no'), '/metrics'), 'forbidden');
+  assert.equal(await a.check(b('ok'), '/metrics'), 'allowed');
+  assert.equal(await a.check(b('down'), '/metrics'), 'unavailable');
+  assert.deepEqual(r.seen, [{ verb: 'get', path: '/metrics' }, { verb: 'get', path: '/metrics' }]);
+});
+
+test('decisions are cached: allowed 60 s, refusals 10 s, failures never; per token and path', async () => {
+  let now = 1_000_000;
+  const r = new FakeReviewer({ ok: 'allowed', no: 'forbidden' });
+  const metrics = testMetrics();
+  const a = new AdminAuthorizer(r, { now: () => now, metrics });
+  for (let i = 0; i < 3; i++) assert.equal(await a.check(b('ok'), '/metrics'), 'allowed');
+  assert.equal(r.authn, 1);
+  assert.equal(await a.check(b('ok'), '/other'), 'allowed');
+  assert.equal(r.authn, 2, 'another path is another decision');
+  for (let i = 0; i < 3; i++) assert.equal(await a.check(b('no'), '/metrics'), 'forbidden');
+  for (let i = 0; i < 3; i++) assert.equal(await a.check(b('bad'), '/metrics'), 'unauthenticated');
+  assert.equal(r.authn, 4);
+  now += 10_001; // refusals expire, allowed stays
+  assert.equal(await a.check(b('no'), '/metrics'), 'forbidden');
+  assert.equal(await a.check(b('bad'), '/metrics'), 'unauthenticated');
+  assert.equal(await a.check(b('ok'), '/metrics'), 'allowed');
+  assert.equal(r.authn, 6);
+  now += 50_000; // 60.001 s after the first allowed decision
+  assert.equal(await a.check(b('ok'), '/metrics'), 'allowed');
+  assert.equal(r.authn, 7);
+  // the apiserver fails: 503, and the next request asks again (a failure is not remembered)
+  r.answers.flaky = 'throw';
+  assert.equal(await a.check(b('flaky'), '/metrics'), 'unavailable');
+  r.answers.flaky = 'allowed';
+  assert.equal(await a.check(b('flaky'), '/metrics'), 'allowed');
+  assert.equal(r.authn, 9);
+  const text = await metrics.registry.metrics();
+  assert.match(text, /access_gateway_admin_auth_decisions_total\{result="allowed"\} 7/);
+  assert.match(text, /access_gateway_admin_auth_decisions_total\{result="forbidden"\} 4/);
+  assert.match(text, /access_gateway_admin_auth_decisions_total\{result="unauthenticated"\} 4/);
+  assert.match(text, /access_gateway_admin_auth_decisions_total\{result="unavailable"\} 1/);
+  assert.match(text, /access_gateway_admin_auth_decisions_total\{result="overloaded"\} 0/);
+  assert.match(text, /access_gateway_admin_auth_cache_requests_total\{result="hit"\} 7/);
+  assert.match(text, /access_gateway_admin_auth_cache_requests_total\{result="miss"\} 9/);
+});
+
+test('an allowed decision is never reused past the token exp', async () => {
+  let now = 1_000_000_000;
+  const token = jwt({ exp: now / 1000 + 5 });
+  const r = new FakeReviewer({ [token]: 'allowed' });
+  const a = new AdminAuthorizer(r, { now: () => now });
+  assert.equal(await a.check(b(token), '/metrics'), 'allowed');
+  now += 4_000;
+  assert.equal(await a.check(b(token), '/metrics'), 'allowed');
+  assert.equal(r.authn, 1);
+  now += 2_000; // past exp, well within 60 s
+  r.answers[token] = 'unauthenticated';
+  assert.equal(await a.check(b(token), '/metrics'), 'unauthenticated');
+  assert.equal(r.authn, 2);
+});
+
+test('the cache is bounded: the least recently used decision goes first', async () => {
+  const r = new FakeReviewer({ a: 'allowed', b: 'allowed', c: 'allowed' });
+  const a = new AdminAuthorizer(r, { maxEntries: 2 });
+  await a.check(b('a'), '/metrics');
+  await a.check(b('b'), '/metrics');
+  await a.check(b('a'), '/metrics'); // a is now the most recently used
+  assert.equal(r.authn, 2);
+  await a.check(b('c'), '/metrics'); // evicts b
+  await a.check(b('a'), '/metrics');
+  assert.equal(r.authn, 3, 'a kept');
+  await a.check(b('b'), '/metrics');
+  assert.equal(r.authn, 4, 'b was evicted');
+});
+
+test('concurrent checks of one token share one review', async () => {
+  const r = new FakeReviewer({ ok: 'allowed' });
+  let open!: () => void;
+  r.gate = new Promise((resolve) => { open = resolve; });
+  const a = new AdminAuthorizer(r);
+  const all = Array.from({ length: 20 }, () => a.check(b('ok'), '/metrics'));
+  open();
+  assert.deepEqual(new Set(await Promise.all(all)), new Set(['allowed']));
+  assert.equal(r.authn, 1);
+});
+
+test('reviews in flight are bounded; beyond the waiting room the answer is overloaded (503) at once', async () => {
+  const r = new FakeReviewer({});
+  let open!: () => void;
+  r.gate = new Promise((resolve) => { open = resolve; });
+  const a = new AdminAuthorizer(r, { maxInFlight: 2, maxWaiting: 3 });
+  const running = Array.from({ length: 5 }, (_, i) => a.check(b(`t${i}`), '/metrics'));
+  try {
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(r.authn, 2, 'only two reviews started');
+    // 2 running, 3 waiting: the sixth and seventh distinct tokens are refused without a review
+    assert.equal(await a.check(b('t5'), '/metrics'), 'overloaded');
+    assert.equal(await a.check(b('t6'), '/metrics'), 'overloaded');
+    assert.equal(r.authn, 2);
+  } finally {
+    open();
+  }
+  assert.deepEqual(await Promise.all(running), Array(5).fill('unauthenticated'));
+  assert.equal(r.authn, 5, 'the waiting ones ran after');
+  assert.equal(r.maxInFlight, 2);
+  // an overloaded answer is not remembered
+  assert.equal(await a.check(b('t5'), '/metrics'), 'unauthenticated');
+});
+
+test('the token is never logged', async () => {
+  const lines: string[] = [];
+  const log = pino({ level: 'trace' }, new Writable({ write(chunk, _e, cb) { lines.push(String(chunk)); cb(); } }));
+  const secret = 'eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu.c2lnbmF0dXJl';
+  const a = new AdminAuthorizer(new FakeReviewer({ [secret]: 'throw' }), { log });
+  assert.equal(await a.check(b(secret), '/metrics'), 'unavailable');
+  assert.ok(lines.length > 0, 'the failure is logged');
+  for (const l of lines) assert.ok(!l.includes(secret) && !l.includes('c2VjcmV0LXRva2Vu'), l);
+});
+
+test('the admin server answers 401 with WWW-Authenticate, 403, 503 with Retry-After; probes stay open', async (t) => {
+  let decision: AdminDecision = 'allowed';
+  const seen: (string[] | undefined)[] = [];
+  const metrics = testMetrics();
+  const server = await startAdminServer({
+    host: '127.0.0.1', port: 0, registry: metrics.registry, ready: () => true,
+    metricsAuth: { check: async (h) => { seen.push(h); return decision; } },
+  });
+  t.after(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+  const get = async (path: string, headers: Record<string, string> = {}) => {
+    const r = await request(`http://127.0.0.1:${port}${path}`, { headers });
+    return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
+  };
+  const want: [AdminDecision, number][] = [['unauthenticated', 401], ['forbidden', 403], ['unavailable', 503], ['overloaded', 503], ['allowed', 200]];
+  for (const [d, status] of want) {
+    decision = d;
+    const r = await get('/metrics', { authorization: 'Bearer x' });
+    assert.equal(r.status, status, d);
+    assert.equal(r.headers['www-authenticate'], status === 401 ? 'Bearer' : undefined, d);
+    assert.equal(r.headers['retry-after'], status === 503 ? '1' : undefined, d);
+    if (status === 200) assert.match(r.body, /^# HELP access_gateway_/m);
+    else assert.doesNotMatch(r.body, /access_gateway_/, `${d}: no metrics in a refusal`);
+  }
+  assert.deepEqual(seen.at(-1), ['Bearer x'], 'the authorizer sees the header values');
+  decision = 'unauthenticated';
+  assert.equal((await get('/healthz')).status, 200);
+  assert.equal((await get('/readyz')).status, 200);
+  assert.equal(seen.length, want.length, 'probes are not checked');
+});
