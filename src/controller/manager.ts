@@ -220,6 +220,8 @@ export class Manager {
   private async reconcile(key: string, log: Logger): Promise<Result> {
     const gw = this.get(key);
     if (!gw) {
+      // stop listening first, so a gateway waiting for this port can bind it
+      await this.dataplane.apply(key, null);
       this.ports.release(key);
       this.waitingForPort.delete(key);
       for (const k of this.waitingForPort) this.queue.add(k);
@@ -228,7 +230,6 @@ export class Manager {
       // a place under the namespace limit may have come free
       const ns = key.slice(0, key.indexOf('/') + 1);
       for (const k of this.keys()) if (k.startsWith(ns)) this.queue.add(k);
-      await this.dataplane.apply(key, null);
       log.debug('gateway gone; listener closed');
       return {};
     }

@@ -9,6 +9,8 @@ export type ApplyResult =
 
 export class ListenerManager {
   private readonly listeners = new Map<string, Listener>();
+  /** Listeners of deleted gateways still draining (shutdown waits for them too). */
+  private readonly draining = new Set<Promise<void>>();
 
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {}
@@ -24,8 +26,12 @@ export class ListenerManager {
       if (current) {
         this.listeners.delete(key);
         this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
-        await current.close(this.closeGraceMs);
-        this.deps.log.info({ gateway: key, port: current.plan.port }, 'listener closed');
+        // the port is free at once (no new connections); open ones drain in the background
+        const closed = current.close(this.closeGraceMs).then(() => {
+          this.draining.delete(closed);
+          this.deps.log.info({ gateway: key, port: current.plan.port }, 'listener closed');
+        });
+        this.draining.add(closed);
       }
       return null;
     }
@@ -60,6 +66,6 @@ export class ListenerManager {
   async closeAll(graceMs: number): Promise<void> {
     const all = [...this.listeners.values()];
     this.listeners.clear();
-    await Promise.all(all.map((l) => l.close(graceMs)));
+    await Promise.all([...all.map((l) => l.close(graceMs)), ...this.draining]);
   }
 }

@@ -2,6 +2,7 @@
 // swapped on plan changes without touching open connections.
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../translate/plan.js';
@@ -179,7 +180,10 @@ export class Listener {
       const body = statusBody(err);
       const h = errorHeaders(err, body);
       // a body not read yet is not drained (a refused client could send for ever): close instead
-      if (!req.complete) h.connection = 'close';
+      if (!req.complete) {
+        h.connection = 'close';
+        lingeringClose(req.socket);
+      }
       res.writeHead(err.status, h).end(body);
     };
     const respond = (status: number, headers: OutgoingHttpHeaders) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers']));
@@ -286,6 +290,22 @@ export class Listener {
 }
 
 const accounted = new WeakMap<object, { read: number; written: number }>();
+
+/**
+ * Closes a connection after the answer the way Go's net/http does (closeWriteAndWait): send FIN,
+ * stop reading, and close 500 ms later. Closing at once with unread data makes the kernel send a
+ * reset, and the client could lose the answer before reading it; reading on would let it send
+ * for ever. Node calls destroySoon() once a `Connection: close` answer is sent.
+ */
+function lingeringClose(socket: Socket, ms = 500): void {
+  socket.destroySoon = () => {
+    socket.end();
+    socket.pause();
+    const timer = setTimeout(() => socket.destroy(), ms);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  };
+}
 
 function errorKind(f: UpstreamFailure): 'connect' | 'timeout' | 'reset' {
   return f.connect ? 'connect' : f.err instanceof UpstreamTimeoutError ? 'timeout' : 'reset';
