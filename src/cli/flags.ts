@@ -8,7 +8,9 @@ export function envName(flag: string): string {
 }
 
 export function parseFlags(args: string[], spec: FlagSpec, env: NodeJS.ProcessEnv = process.env): Record<string, any> {
-  const { values } = parseArgs({ args, options: spec as ParseArgsConfig['options'], strict: true, allowPositionals: false });
+  // defaults are applied below, after the environment: parseArgs would apply them first and hide the env twin
+  const options = Object.fromEntries(Object.entries(spec).map(([k, { default: _default, ...o }]) => [k, o]));
+  const { values } = parseArgs({ args, options: options as ParseArgsConfig['options'], strict: true, allowPositionals: false });
   const out: Record<string, any> = { ...values };
   for (const [name, s] of Object.entries(spec)) {
     if (out[name] !== undefined) continue;
@@ -35,4 +37,11 @@ export function portRange(v: string): [number, number] {
   const hi = Number(m?.[2]);
   if (!m || lo < 1 || hi > 65535 || lo > hi) throw new Error(`--port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(v)}`);
   return [lo, hi];
+}
+
+/** A whole number within [min, max], or a clear error naming the flag. */
+export function intFlag(v: string, flag: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(String(v).trim()) || n < min || n > max) throw new Error(`--${flag}: expected a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  return n;
 }
