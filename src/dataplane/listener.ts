@@ -26,7 +26,9 @@ let nextId = 0;
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
-  if (err instanceof RateLimitedError) h['retry-after'] = String(err.retryAfterSeconds);
+  if ((err instanceof RateLimitedError || err instanceof AuthUnavailableError) && err.retryAfterSeconds !== undefined) {
+    h['retry-after'] = String(err.retryAfterSeconds);
+  }
   return h;
 }
 
