@@ -7,8 +7,10 @@ const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
+                           [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
                            [--listen-address HOST] [--port-range 20000-20999]
+                           [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway validate  -f FILE|DIR ...
 Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
 

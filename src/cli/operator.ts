@@ -11,11 +11,12 @@ import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
 import { LeaderElector } from '../kube/leader.js';
 import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
-import { JwksKeySet } from '../auth/jwks.js';
+import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
+import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
 import { startAdminServer } from '../observability/admin-server.js';
 import { createLogger } from '../observability/logger.js';
 import { createMetrics } from '../observability/metrics.js';
-import { hostPort, parseFlags, portRange, type FlagSpec } from './flags.js';
+import { hostPort, intFlag, parseFlags, portRange, type FlagSpec } from './flags.js';
 
 export const operatorFlags: FlagSpec = {
   kubeconfig: { type: 'string' },
@@ -30,6 +31,8 @@ export const operatorFlags: FlagSpec = {
   'leader-election-namespace': { type: 'string' },
   'leader-election-id': { type: 'string', default: 'access-gateway-operator' },
   'drain-seconds': { type: 'string', default: '10' },
+  'max-token-reviews-in-flight': { type: 'string', default: '16' },
+  'jwks-clock-skew-seconds': { type: 'string', default: '5' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
 };
@@ -41,6 +44,8 @@ export const serveFlags: FlagSpec = {
   'listen-address': { type: 'string', default: '127.0.0.1' },
   'port-range': { type: 'string', default: '20000-20999' },
   'drain-seconds': { type: 'string', default: '2' },
+  'max-token-reviews-in-flight': { type: 'string', default: '16' },
+  'jwks-clock-skew-seconds': { type: 'string', default: '5' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
 };
@@ -65,6 +70,8 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   const listenHost: string = f['listen-address'];
   const advertise: string = f['advertise-address'] ?? (listenHost === '0.0.0.0' || listenHost === '::' ? hostname() : listenHost);
   const drainMs = Number(f['drain-seconds']) * 1000;
+  const maxReviews = intFlag(f['max-token-reviews-in-flight'], 'max-token-reviews-in-flight', 1, 1000);
+  const clockSkewSeconds = intFlag(f['jwks-clock-skew-seconds'], 'jwks-clock-skew-seconds', 0, 60);
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
@@ -72,9 +79,17 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   const registry = metrics.registry;
   const revocation = new KubeRevocation(client, log, metrics);
   const keySet = new JwksKeySet(new KubeKeySource(client), { onRefresh: () => metrics.jwksRefreshes.inc() });
+  const jwksReadiness = new JwksReadiness(keySet, revocation);
+  const reviewLimiter = new FairLimiter({
+    maxInFlight: maxReviews,
+    onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
+    onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
+    onNamespace: (namespace) => { for (const reason of ['queue_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
+  });
+  metrics.tokenReviewsInFlight.set(0);
   const dataplane = new ListenerManager({
-    apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, metrics), log, pools: new PoolRegistry(), metrics,
-    jwks: { keySet, revocation },
+    apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
+    log, pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds,
   }, listenHost, drainMs);
   let files: FileSource | undefined;
   // the ready operator pods (in a cluster: --replica-selector, e.g. app.kubernetes.io/name=access-gateway)
@@ -95,7 +110,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   }
   const statuses = new Map<string, AccessGatewayStatus>();
   const manager = new Manager(client, dataplane, {
-    namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log, metrics,
+    namespaces: f.namespace ?? [], portRange: range, advertiseHost: advertise, log, metrics, jwksReady: jwksReadiness,
     ...(elector ? { isLeader: () => elector!.isLeader } : {}),
     // in a cluster the pod's own address (POD_IP); outside, --advertise-address when it is publishable
     ...(mode === 'operator' && !f['no-expose'] ? {
