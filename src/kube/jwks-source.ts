@@ -65,6 +65,9 @@ export class KubeRevocation implements RevocationSource {
 
   check(claims: BoundClaims): Revocation {
     this.start();
+    // every request waits for every cache, whatever its token is bound to: Ready means "can verify"
+    const pending = (Object.keys(this.watched) as Kind[]).filter((k) => !this.watched[k].synced);
+    if (pending.length) return { unknown: `revocation caches not synced yet (${pending.map((k) => resources[k]).join(', ')})` };
     const lookup = (w: Watched<KubeObject>): ObjectLookup => (ns, name) => {
       if (!w.synced) return null;
       const m = w.get(ns, name)?.metadata;
