@@ -1,7 +1,9 @@
 // The apiserver's service-account issuer discovery as a JWKS key source, and revocation from
 // metadata-only watches of ServiceAccounts, Pods, Secrets and Nodes (started on first use).
 import type { Logger } from 'pino';
-import type { BoundClaims, KeySource, LiveObject, ObjectLookup, OidcDiscovery, Revocation, RevocationSource } from '../auth/jwks.js';
+import type {
+  BoundClaims, KeySource, LiveObject, ObjectLookup, OidcDiscovery, Revocation, RevocationLookups, RevocationSource,
+} from '../auth/jwks.js';
 import { revocationReason } from '../auth/jwks.js';
 import { KubeApiError, type KubeClient } from './client.js';
 import type { KubeObject } from './informer.js';
@@ -35,7 +37,10 @@ const resources: Record<Kind, string> = { serviceAccount: 'serviceaccounts', pod
  * answered 503 (never 401) and JWKS gateways are not Ready. */
 export class KubeRevocation implements RevocationSource {
   private readonly watched: Record<Kind, Watched<KubeObject>>;
+  private readonly lookups: RevocationLookups;
   private started = false;
+  /** Synced once stays synced (a failed watch keeps its last cache): checked until true, then not again. */
+  private allSynced = false;
   private readonly synced$: Promise<void>;
 
   constructor(client: KubeClient, log: Logger, metrics?: Metrics, private readonly now: () => number = Date.now) {
@@ -46,7 +51,17 @@ export class KubeRevocation implements RevocationSource {
     this.watched = {
       serviceAccount: w(resources.serviceAccount), pod: w(resources.pod), secret: w(resources.secret), node: w(resources.node),
     };
-    this.synced$ = Promise.all(Object.values(this.watched).map((x) => x.firstSync())).then(() => undefined);
+    const lookup = (x: Watched<KubeObject>): ObjectLookup => (ns, name) => {
+      if (!x.synced) return null;
+      const m = x.get(ns, name)?.metadata;
+      if (!m) return undefined;
+      const live: LiveObject = { uid: m.uid ?? '' };
+      if (typeof m.deletionTimestamp === 'string') live.deletionTimestamp = m.deletionTimestamp;
+      return live;
+    };
+    const x = this.watched;
+    this.lookups = { serviceAccount: lookup(x.serviceAccount), pod: lookup(x.pod), secret: lookup(x.secret), node: lookup(x.node) };
+    this.synced$ = Promise.all(Object.values(this.watched).map((v) => v.firstSync())).then(() => undefined);
   }
 
   start(): void {
@@ -56,7 +71,8 @@ export class KubeRevocation implements RevocationSource {
   }
 
   get synced(): boolean {
-    return Object.values(this.watched).every((w) => w.synced);
+    this.allSynced ||= Object.values(this.watched).every((w) => w.synced);
+    return this.allSynced;
   }
 
   whenSynced(): Promise<void> {
@@ -64,22 +80,13 @@ export class KubeRevocation implements RevocationSource {
   }
 
   check(claims: BoundClaims): Revocation {
-    this.start();
-    // every request waits for every cache, whatever its token is bound to: Ready means "can verify"
-    const pending = (Object.keys(this.watched) as Kind[]).filter((k) => !this.watched[k].synced);
-    if (pending.length) return { unknown: `revocation caches not synced yet (${pending.map((k) => resources[k]).join(', ')})` };
-    const lookup = (w: Watched<KubeObject>): ObjectLookup => (ns, name) => {
-      if (!w.synced) return null;
-      const m = w.get(ns, name)?.metadata;
-      if (!m) return undefined;
-      const live: LiveObject = { uid: m.uid ?? '' };
-      if (typeof m.deletionTimestamp === 'string') live.deletionTimestamp = m.deletionTimestamp;
-      return live;
-    };
-    const x = this.watched;
-    return revocationReason(claims, {
-      serviceAccount: lookup(x.serviceAccount), pod: lookup(x.pod), secret: lookup(x.secret), node: lookup(x.node),
-    }, this.now());
+    if (!this.synced) {
+      // every request waits for every cache, whatever its token is bound to: Ready means "can verify"
+      this.start();
+      const pending = (Object.keys(this.watched) as Kind[]).filter((k) => !this.watched[k].synced).map((k) => resources[k]);
+      return { unknown: `revocation caches not synced yet (${pending.join(', ')})` };
+    }
+    return revocationReason(claims, this.lookups, this.now());
   }
 
   async stop(): Promise<void> {
