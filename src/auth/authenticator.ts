@@ -4,14 +4,28 @@ import { createHash } from 'node:crypto';
 import { AuthUnavailableError, UnauthenticatedError } from '../dataplane/errors.js';
 import { unverifiedExpiry } from './bearer.js';
 import type { CallerIdentity, TokenReviewer } from './identity.js';
+import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
 import { TokenCache } from './token-cache.js';
 
 export interface Authenticator {
   authenticate(token: string): Promise<CallerIdentity>;
 }
 
+/** How long a definite "not authenticated" is remembered, by token hash. */
+export const negativeCacheTtlMs = 5_000;
+
+export interface TokenReviewAuthenticatorOptions {
+  /** The gateway's namespace: the TokenReview limiter's fairness key. */
+  namespace?: string;
+  /** Clock skew allowed between this process and the apiserver, on top of the apiserver's own
+   * 60 s leeway; default 5 s. */
+  clockSkewSeconds?: number;
+}
+
 export class TokenReviewAuthenticator implements Authenticator {
   private readonly cache: TokenCache<CallerIdentity>;
+  private readonly namespace: string;
+  private readonly leewaySeconds: number;
 
   constructor(
     private readonly reviewer: TokenReviewer,
@@ -19,21 +33,35 @@ export class TokenReviewAuthenticator implements Authenticator {
     private readonly cacheTTLSeconds: number,
     private readonly now: () => number = Date.now,
     onCacheLookup?: (hit: boolean) => void,
+    options: TokenReviewAuthenticatorOptions = {},
   ) {
-    this.cache = new TokenCache(10_000, now, onCacheLookup);
+    this.namespace = options.namespace ?? '';
+    this.leewaySeconds = apiserverLeewaySeconds + Math.max(options.clockSkewSeconds ?? defaultClockSkewSeconds, 0);
+    this.cache = new TokenCache({
+      now, onLookup: onCacheLookup, negativeTtlMs: negativeCacheTtlMs,
+      isDefinite: (err) => err instanceof UnauthenticatedError,
+    });
   }
 
   authenticate(token: string): Promise<CallerIdentity> {
     const key = createHash('sha256').update(token).digest('base64url');
-    return this.cache.getOrLoad(key, () => this.review(token));
+    return this.cache.getOrLoad(key, () => this.review(token), () => this.precheck(token));
+  }
+
+  /** Refuses, without a review, what the apiserver would certainly refuse. */
+  private precheck(token: string): void {
+    const { payload } = parseUnverified(token);
+    // legacy tokens carry neither exp nor aud: for those the review decides
+    precheckClaims(payload, { audiences: this.audiences, nowMs: this.now(), leewaySeconds: this.leewaySeconds, required: false });
   }
 
   private async review(token: string): Promise<{ value: CallerIdentity; ttlMs: number }> {
     let result;
     try {
-      result = await this.reviewer.review(token, this.audiences);
+      result = await this.reviewer.review(token, this.audiences, this.namespace);
     } catch (err) {
-      throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err });
+      if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal, with its Retry-After
+      throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err, retryAfterSeconds: 1 });
     }
     if (!result.authenticated) throw new UnauthenticatedError(`invalid bearer token: ${result.error || 'not authenticated'}`);
     if (!result.audiences.some((a) => this.audiences.includes(a))) {

@@ -10,9 +10,10 @@ export type ReviewResult =
   | { authenticated: true; user: CallerIdentity; audiences: string[] }
   | { authenticated: false; error: string };
 
-/** Implemented by the kube layer; throws when the apiserver cannot answer. */
+/** Implemented by the kube layer; throws when the apiserver cannot answer. `namespace` is the
+ * gateway's (the TokenReview limiter queues callers by it). */
 export interface TokenReviewer {
-  review(token: string, audiences: string[]): Promise<ReviewResult>;
+  review(token: string, audiences: string[], namespace?: string): Promise<ReviewResult>;
 }
 
 const saPrefix = 'system:serviceaccount:';

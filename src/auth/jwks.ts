@@ -2,11 +2,12 @@
 // discovery keys. No HTTP here: a KeySource (the kube layer) fetches; a RevocationCheck (the
 // controller's caches) tells whether bound objects still exist. Fails closed.
 import { createHash } from 'node:crypto';
-import { decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
+import { importJWK, jwtVerify } from 'jose';
 import type { CryptoKey, JWK, JWTPayload } from 'jose';
 import { AuthUnavailableError, UnauthenticatedError } from '../dataplane/errors.js';
-import type { Authenticator } from './authenticator.js';
+import { negativeCacheTtlMs, type Authenticator } from './authenticator.js';
 import { serviceAccountOf, type CallerIdentity } from './identity.js';
+import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims, signingAlgs, type UnverifiedJwt } from './jwt-precheck.js';
 import { TokenCache } from './token-cache.js';
 
 export interface OidcDiscovery {
@@ -36,39 +37,68 @@ export interface BoundClaims {
   jti?: string;
 }
 
-/** Why a verified token is revoked, or null; must be cheap (map lookups), it runs on every request. */
+/** A verified token's bound objects: all live (null), one gone (revoked), or not known yet. */
+export type Revocation = null | { revoked: string } | { unknown: string };
+
+/** Whether a verified token is revoked; must be cheap (map lookups), it runs on every request. */
 export interface RevocationCheck {
-  check(claims: BoundClaims): string | null;
+  check(claims: BoundClaims): Revocation;
 }
 
-/** uid of an object; undefined = does not exist, null = unknown (cache not synced yet). */
-export type UidLookup = (namespace: string, name: string) => string | undefined | null;
+/** A RevocationCheck fed by caches that load in the background. */
+export interface RevocationSource extends RevocationCheck {
+  /** Starts the caches (once). */
+  start(): void;
+  /** Every cache has synced once. */
+  readonly synced: boolean;
+  /** Resolves when every cache has synced once (does not start them). */
+  whenSynced(): Promise<void>;
+}
+
+/** What a cache knows of a live object. */
+export interface LiveObject {
+  uid: string;
+  deletionTimestamp?: string;
+}
+
+/** An object by namespace ('' when cluster-scoped) and name; undefined = does not exist, null =
+ * unknown (cache not synced yet). */
+export type ObjectLookup = (namespace: string, name: string) => LiveObject | undefined | null;
 
 export interface RevocationLookups {
-  serviceAccountUid: UidLookup;
-  podUid: UidLookup;
-  secretUid: UidLookup;
+  serviceAccount: ObjectLookup;
+  pod: ObjectLookup;
+  secret: ObjectLookup;
+  node: ObjectLookup;
 }
 
-/** The apiserver's rules for bound tokens: each bound object must exist with the same uid. */
-export function revocationReason(claims: BoundClaims, lookups: RevocationLookups): string | null {
+/** Deletion pending longer than this counts as deleted (the apiserver's jwt.DefaultLeeway). */
+export const deletionGraceMs = apiserverLeewaySeconds * 1000;
+
+/** The apiserver's rules for bound tokens: each bound object must exist with the same uid and not
+ * have been marked for deletion more than 60 s ago. A node binding is checked for every token that
+ * carries one (the apiserver checks it only for tokens bound to the node itself). */
+export function revocationReason(claims: BoundClaims, lookups: RevocationLookups, nowMs: number): Revocation {
   const ns = claims.namespace;
-  const bound: [string, ObjectRef | undefined, UidLookup][] = [
-    ['service account', claims.serviceaccount, lookups.serviceAccountUid],
-    ['pod', claims.pod, lookups.podUid],
-    ['secret', claims.secret, lookups.secretUid],
+  const bound: [string, string, ObjectRef | undefined, ObjectLookup][] = [
+    ['service account', ns, claims.serviceaccount, lookups.serviceAccount],
+    ['pod', ns, claims.pod, lookups.pod],
+    ['secret', ns, claims.secret, lookups.secret],
+    ['node', '', claims.node, lookups.node],
   ];
-  for (const [kind, ref, lookup] of bound) {
+  for (const [kind, namespace, ref, lookup] of bound) {
     if (!ref) continue;
-    const uid = lookup(ns, ref.name);
-    if (uid === null) return `${kind} ${ns}/${ref.name} cannot be checked yet (cache not synced)`;
-    if (uid === undefined) return `${kind} ${ns}/${ref.name} no longer exists`;
-    if (uid !== ref.uid) return `${kind} ${ns}/${ref.name} has been recreated (uid ${uid}, token bound to ${ref.uid})`;
+    const what = `${kind} ${namespace ? `${namespace}/` : ''}${ref.name}`;
+    const o = lookup(namespace, ref.name);
+    if (o === null) return { unknown: `${what} cannot be checked yet (cache not synced)` };
+    if (o === undefined) return { revoked: `${what} no longer exists` };
+    if (o.uid !== ref.uid) return { revoked: `${what} has been recreated (uid ${o.uid}, token bound to ${ref.uid})` };
+    const deleted = o.deletionTimestamp ? Date.parse(o.deletionTimestamp) : NaN;
+    if (deleted < nowMs - deletionGraceMs) return { revoked: `${what} is being deleted (since ${o.deletionTimestamp})` };
   }
   return null;
 }
 
-const signingAlgs = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519']);
 const curveAlgs: Record<string, string> = { 'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512' };
 
 /** The signing alg a public JWK is used with: its `alg`, else inferred from kty/crv; null if unusable. */
@@ -90,26 +120,34 @@ export interface VerificationKey {
 export interface JwksKeySetOptions {
   /** Periodic refresh; default 5 min. */
   refreshIntervalMs?: number;
-  /** Minimum gap between on-demand refreshes (unknown kid, nothing loaded); default 10 s. */
+  /** Minimum gap between on-demand refreshes (unknown kid, nothing loaded); default 10 s. Also the
+   * retry interval while nothing is loaded. */
   minRefreshIntervalMs?: number;
   now?: () => number;
   /** Called on every refresh attempt (metrics). */
   onRefresh?: () => void;
 }
 
-/** The apiserver's signing keys, imported once; one per operator, shared by all gateways. */
+/** The apiserver's signing keys, imported once; one per operator, shared by all gateways.
+ * Fetches are never concurrent (callers share one) and on-demand ones at most one per minimum gap. */
 export class JwksKeySet {
   /** Refresh attempts (each fetches discovery and the JWKS once). */
   fetches = 0;
   /** Why the last refresh failed, or null after a success. */
   lastError: unknown = null;
+  /** When the current keys were fetched (this process's clock); -Infinity before the first load. */
+  loadedAt = -Infinity;
   private current: { issuer: string; byKid: Map<string, VerificationKey>; all: VerificationKey[] } | null = null;
   private pending: Promise<void> | null = null;
   private lastAttempt = -Infinity;
   private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private readonly intervalMs: number;
   private readonly minGapMs: number;
   private readonly now: () => number;
+  private readonly onRefresh?: () => void;
+  private markLoaded!: () => void;
+  private readonly loadedOnce = new Promise<void>((r) => { this.markLoaded = r; });
 
   constructor(private readonly source: KeySource, options: JwksKeySetOptions = {}) {
     this.intervalMs = options.refreshIntervalMs ?? 300_000;
@@ -118,10 +156,13 @@ export class JwksKeySet {
     this.onRefresh = options.onRefresh;
   }
 
-  private readonly onRefresh?: () => void;
-
   get loaded(): boolean {
     return this.current !== null;
+  }
+
+  /** Resolves once keys have been loaded (does not start loading). */
+  whenLoaded(): Promise<void> {
+    return this.loadedOnce;
   }
 
   /** The discovered issuer ('' before the first successful refresh). */
@@ -129,27 +170,48 @@ export class JwksKeySet {
     return this.current?.issuer ?? '';
   }
 
-  /** Loads now and then every refresh interval (timer unref'd). */
+  /** When an on-demand refresh is allowed again (this process's clock). */
+  get nextRefreshAt(): number {
+    return this.lastAttempt + this.minGapMs;
+  }
+
+  /** Loads now (retrying every minimum gap until loaded) and then every refresh interval (timers unref'd). */
   start(): void {
     if (this.timer) return;
-    this.refresh().catch(() => {});
+    this.loadOrRetry();
     this.timer = setInterval(() => this.refresh().catch(() => {}), this.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
     clearInterval(this.timer);
+    clearTimeout(this.retryTimer);
     this.timer = undefined;
+    this.retryTimer = undefined;
+  }
+
+  private loadOrRetry(): void {
+    this.refresh().catch(() => {
+      if (this.loaded || !this.timer) return;
+      this.retryTimer = setTimeout(() => this.loadOrRetry(), this.minGapMs);
+      this.retryTimer.unref();
+    });
   }
 
   /** Fetches and imports the keys; concurrent callers share one fetch. On failure the last good set stays. */
   refresh(): Promise<void> {
     if (!this.pending) {
-      this.lastAttempt = this.now();
+      const started = this.now();
+      this.lastAttempt = started;
       this.fetches++;
       this.onRefresh?.();
       this.pending = this.load().then(
-        (next) => { this.current = next; this.lastError = null; },
+        (next) => {
+          this.current = next;
+          this.loadedAt = started;
+          this.lastError = null;
+          this.markLoaded();
+        },
         (err) => { this.lastError = err; throw err; },
       ).finally(() => { this.pending = null; });
     }
@@ -196,18 +258,37 @@ export class JwksKeySet {
   }
 }
 
+/** Whether JWKS gateways can verify now: keys loaded and revocation caches synced. */
+export class JwksReadiness {
+  constructor(private readonly keySet: JwksKeySet, private readonly revocation: RevocationSource) {}
+
+  /** Cheap; starts loading keys and caches on first call. */
+  ready(): boolean {
+    this.keySet.start();
+    this.revocation.start();
+    return this.keySet.loaded && this.revocation.synced;
+  }
+
+  /** Calls `cb` once, when ready (at once if already ready). */
+  onReady(cb: () => void): void {
+    void Promise.all([this.keySet.whenLoaded(), this.revocation.whenSynced()]).then(() => cb());
+  }
+}
+
 export interface JwksAuthenticatorOptions {
   revocation?: RevocationCheck;
-  /** Leeway for exp/nbf; default 0, at most 5 s. */
+  /** Leeway for exp/nbf; default 5 s, at most 60 s (what the apiserver allows). */
   clockToleranceSeconds?: number;
   now?: () => number;
   onCacheLookup?: (hit: boolean) => void;
 }
 
+type Verified = { identity: CallerIdentity; claims: BoundClaims };
+
 export class JwksAuthenticator implements Authenticator {
   /** Signature verifications performed (cache misses that reached a key). */
   verifications = 0;
-  private readonly cache: TokenCache<{ identity: CallerIdentity; claims: BoundClaims }>;
+  private readonly cache: TokenCache<Verified>;
   private readonly revocation: RevocationCheck | undefined;
   private readonly tolerance: number;
   private readonly now: () => number;
@@ -219,39 +300,47 @@ export class JwksAuthenticator implements Authenticator {
     options: JwksAuthenticatorOptions = {},
   ) {
     this.revocation = options.revocation;
-    this.tolerance = Math.min(Math.max(options.clockToleranceSeconds ?? 0, 0), 5);
+    this.tolerance = Math.min(Math.max(options.clockToleranceSeconds ?? defaultClockSkewSeconds, 0), apiserverLeewaySeconds);
     this.now = options.now ?? Date.now;
-    this.cache = new TokenCache(10_000, this.now, options.onCacheLookup);
+    this.cache = new TokenCache({
+      now: this.now, onLookup: options.onCacheLookup, negativeTtlMs: negativeCacheTtlMs,
+      isDefinite: (err) => err instanceof UnauthenticatedError,
+    });
   }
 
   async authenticate(token: string): Promise<CallerIdentity> {
     const key = createHash('sha256').update(token).digest('base64url');
-    const { identity, claims } = await this.cache.getOrLoad(key, () => this.verify(token));
-    const revoked = this.revocation?.check(claims);
-    if (revoked) throw new UnauthenticatedError(`invalid bearer token: revoked: ${revoked}`);
+    let jwt: UnverifiedJwt | undefined;
+    const { identity, claims } = await this.cache.getOrLoad(key, () => this.verify(token, jwt!), () => {
+      jwt = parseUnverified(token);
+      precheckClaims(jwt.payload, { audiences: this.audiences, nowMs: this.now(), leewaySeconds: this.tolerance, required: true });
+    });
+    const r = this.revocation?.check(claims) ?? null;
+    if (r && 'revoked' in r) throw new UnauthenticatedError(`invalid bearer token: revoked: ${r.revoked}`);
+    if (r) throw new AuthUnavailableError(`token verification unavailable: ${r.unknown}`, { retryAfterSeconds: 1 });
     return identity;
   }
 
-  private async verify(token: string): Promise<{ value: { identity: CallerIdentity; claims: BoundClaims }; ttlMs: number }> {
+  private async verify(token: string, jwt: UnverifiedJwt): Promise<{ value: Verified; ttlMs: number }> {
     if (!this.keySet.loaded) await this.keySet.refreshIfAllowed();
     if (!this.keySet.loaded) {
-      throw new AuthUnavailableError('token verification unavailable: the apiserver signing keys could not be loaded', { cause: this.keySet.lastError });
+      throw new AuthUnavailableError('token verification unavailable: the apiserver signing keys are not loaded yet',
+        { cause: this.keySet.lastError, retryAfterSeconds: this.retryAfterSeconds() });
     }
-    let header;
-    try {
-      header = decodeProtectedHeader(token);
-    } catch {
-      throw new UnauthenticatedError('invalid bearer token: not a JWS compact token');
-    }
-    const { kid, alg } = header;
-    if (typeof alg !== 'string' || !signingAlgs.has(alg)) throw new UnauthenticatedError(`invalid bearer token: alg ${String(alg)} is not accepted`);
-    if (kid !== undefined && typeof kid !== 'string') throw new UnauthenticatedError('invalid bearer token: malformed kid');
+    const { kid, alg, payload: unverified } = jwt;
+    if (unverified.iss !== this.keySet.issuer) throw new UnauthenticatedError('invalid bearer token: unexpected "iss" claim value');
     if (kid !== undefined && !this.keySet.hasKid(kid)) await this.keySet.refreshIfAllowed();
     const keys = this.keySet.keysFor(kid, alg);
     if (keys.length === 0) {
-      throw new UnauthenticatedError(kid === undefined
-        ? `invalid bearer token: no signing key for alg ${alg}`
-        : `invalid bearer token: unknown signing key ${kid}`);
+      if (kid === undefined) throw new UnauthenticatedError(`invalid bearer token: no signing key for alg ${alg}`);
+      // Unknown only because the keys predate the token (a rotation we have not fetched yet): not
+      // the client's fault, ask it to come back after the next allowed refresh.
+      const iat = unverified.iat;
+      if (typeof iat === 'number' && this.keySet.loadedAt - this.tolerance * 1000 < iat * 1000) {
+        throw new AuthUnavailableError(`token verification unavailable: signing key ${kid.slice(0, 64)} is not known yet`,
+          { retryAfterSeconds: this.retryAfterSeconds() });
+      }
+      throw new UnauthenticatedError(`invalid bearer token: unknown signing key ${kid.slice(0, 64)}`);
     }
     let payload: JWTPayload | undefined;
     let lastErr: unknown;
@@ -275,6 +364,11 @@ export class JwksAuthenticator implements Authenticator {
     const claims = boundClaims(payload);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, payload.exp! * 1000 - this.now());
     return { value: { identity: identityOf(claims), claims }, ttlMs };
+  }
+
+  /** Seconds until the key set may be refreshed on demand again (at least 1). */
+  private retryAfterSeconds(): number {
+    return Math.max(1, Math.ceil((this.keySet.nextRefreshAt - this.now()) / 1000));
   }
 }
 

@@ -39,9 +39,9 @@ export function portRange(v: string): [number, number] {
   return [lo, hi];
 }
 
-/** An integer flag within [min, max]; anything else is an error naming the flag. */
+/** A whole number within [min, max], or a clear error naming the flag. */
 export function intFlag(v: string, flag: string, min: number, max: number): number {
-  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
-  if (!(n >= min && n <= max)) throw new Error(`--${flag}: expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  const n = Number(v);
+  if (!/^\d+$/.test(String(v).trim()) || n < min || n > max) throw new Error(`--${flag}: expected a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
   return n;
 }

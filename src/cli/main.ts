@@ -12,11 +12,13 @@ const usage = `usage:
                            [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
                            [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
+                           [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
                            [--metrics-auth kubernetes|none (default none)]
                            [--listen-address HOST] [--port-range 20000-20999]
                            [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
                            [--idle-timeout-seconds 65]
+                           [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway validate  -f FILE|DIR ...
 --metrics-auth kubernetes: /metrics needs a bearer token whose user may get the non-resource
 URL /metrics (TokenReview + SubjectAccessReview); /healthz and /readyz stay open.

@@ -12,7 +12,8 @@ import { KubeTokenReviewer } from '../kube/token-review.js';
 import { KubeAdminReviewer } from '../kube/admin-review.js';
 import { LeaderElector } from '../kube/leader.js';
 import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
-import { JwksKeySet } from '../auth/jwks.js';
+import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
+import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
 import { startAdminServer } from '../observability/admin-server.js';
 import { AdminAuthorizer } from '../observability/admin-auth.js';
 import { createLogger } from '../observability/logger.js';
@@ -37,6 +38,8 @@ export const operatorFlags: FlagSpec = {
   'max-connections-per-listener': { type: 'string', default: '4096' },
   'header-timeout-seconds': { type: 'string', default: '10' },
   'idle-timeout-seconds': { type: 'string', default: '65' },
+  'max-token-reviews-in-flight': { type: 'string', default: '16' },
+  'jwks-clock-skew-seconds': { type: 'string', default: '5' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
 };
@@ -52,6 +55,8 @@ export const serveFlags: FlagSpec = {
   'max-connections-per-listener': { type: 'string', default: '4096' },
   'header-timeout-seconds': { type: 'string', default: '10' },
   'idle-timeout-seconds': { type: 'string', default: '65' },
+  'max-token-reviews-in-flight': { type: 'string', default: '16' },
+  'jwks-clock-skew-seconds': { type: 'string', default: '5' },
   'log-level': { type: 'string', default: 'info' },
   'log-format': { type: 'string', default: 'json' },
 };
@@ -86,6 +91,8 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   if (metricsAuth !== 'kubernetes' && metricsAuth !== 'none') {
     throw new Error(`--metrics-auth: expected kubernetes or none, got ${JSON.stringify(metricsAuth)}`);
   }
+  const maxReviews = intFlag(f['max-token-reviews-in-flight'], 'max-token-reviews-in-flight', 1, 1000);
+  const clockSkewSeconds = intFlag(f['jwks-clock-skew-seconds'], 'jwks-clock-skew-seconds', 0, 60);
 
   const kc = loadKubeConfig(f.kubeconfig);
   const client = await KubeClient.create(kc, log);
@@ -93,9 +100,17 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   const registry = metrics.registry;
   const revocation = new KubeRevocation(client, log, metrics);
   const keySet = new JwksKeySet(new KubeKeySource(client), { onRefresh: () => metrics.jwksRefreshes.inc() });
+  const jwksReadiness = new JwksReadiness(keySet, revocation);
+  const reviewLimiter = new FairLimiter({
+    maxInFlight: maxReviews,
+    onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
+    onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
+    onNamespace: (namespace) => { for (const reason of ['queue_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
+  });
+  metrics.tokenReviewsInFlight.set(0);
   const dataplane = new ListenerManager({
-    apiserver: client.apiserverConnection(), reviewer: new KubeTokenReviewer(client, metrics), log, pools: new PoolRegistry(), metrics,
-    jwks: { keySet, revocation },
+    apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
+    log, pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds,
   }, listenHost, drainMs, limits);
   let files: FileSource | undefined;
   // the ready operator pods (in a cluster: --replica-selector, e.g. app.kubernetes.io/name=access-gateway)
@@ -116,7 +131,7 @@ async function run(f: Record<string, any>, mode: 'operator' | 'serve'): Promise<
   }
   const statuses = new Map<string, AccessGatewayStatus>();
   const manager = new Manager(client, dataplane, {
-    namespaces: f.namespace ?? [], portRange: range, maxGatewaysPerNamespace, advertiseHost: advertise, log, metrics,
+    namespaces: f.namespace ?? [], portRange: range, maxGatewaysPerNamespace, advertiseHost: advertise, log, metrics, jwksReady: jwksReadiness,
     ...(elector ? { isLeader: () => elector!.isLeader } : {}),
     // in a cluster the pod's own address (POD_IP); outside, --advertise-address when it is publishable
     ...(mode === 'operator' && !f['no-expose'] ? {

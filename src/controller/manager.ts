@@ -32,6 +32,9 @@ export interface ManagerOptions {
   workers?: number;
   resyncMs?: number;
   log: Logger;
+  /** JWKS verification readiness (keys loaded, revocation caches synced): a JWKS gateway is
+   * Programmed only once it can verify, and is requeued when that happens. */
+  jwksReady?: { ready(): boolean; onReady(cb: () => void): void };
 }
 
 /** Where gateways come from: the cluster (a watch) or files (`serve`). */
@@ -91,6 +94,7 @@ export class Manager {
     });
     this.writeStatus = opts.writeStatus ?? (async (gw, status) => { await writeStatus(client, gw, status); });
     this.cluster = new ClusterState(client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
+    opts.jwksReady?.onReady(() => { for (const k of this.keys()) this.queue.add(k); });
   }
 
   /** An Event when Ready changes status or reason: Programmed, or the reason it is not. */
@@ -247,6 +251,11 @@ export class Manager {
     const t = translate(spec, { port: 'port' in claim ? { port: claim.port } : { conflict: claim.conflict }, ...this.cluster.snapshotFor(spec) });
     if (over) t.conditions = t.conditions.map((c) => (c.type === 'Accepted' ? { ...c, reason: 'TooManyGateways' } : c));
     let applied = await this.dataplane.apply(key, t.plan);
+    if (applied?.programmed && t.plan?.auth.mode === 'JWKS' && this.opts.jwksReady && !this.opts.jwksReady.ready()) {
+      // Serving already (503 with Retry-After, never 401), but not Ready until tokens can be verified.
+      applied = { programmed: false, reason: 'Pending', message: 'JWKS: waiting for the apiserver signing keys and the revocation caches '
+        + '(service accounts, pods, secrets, nodes) to load; requests are answered 503 until then' };
+    }
     let requeueAfterMs: number | undefined;
     if (applied && !applied.programmed && applied.reason === 'PortConflict') {
       const port = this.ports.portOf(key);

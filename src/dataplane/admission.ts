@@ -26,7 +26,7 @@ export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: Compiled
 export type Admitted = { kind: 'discovery'; id: CallerIdentity } | RouteAdmitted;
 
 /** What admission learnt, for the access log (filled as the steps pass). */
-export interface Seen { caller: string; route?: CompiledRoute; upstream?: string }
+export interface Seen { caller: string; route?: CompiledRoute; upstream?: string; error?: string }
 
 /** The target's path decoded once (canonical) and its query, untouched. */
 export function requestTarget(t: RouteTable, url: string): { path: string; query: string } {

@@ -40,7 +40,19 @@ export class RateLimitedError extends AgwError {
   }
 }
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
-export const AuthUnavailableError = define('AuthUnavailableError', 'AGW_ERR_AUTH_UNAVAILABLE', 503, 'ServiceUnavailable');
+/** 503, fail closed: authentication cannot answer now (apiserver away, keys or caches not loaded,
+ * TokenReview limiter full); `retryAfterSeconds` becomes a Retry-After header. */
+export class AuthUnavailableError extends AgwError {
+  override readonly code = 'AGW_ERR_AUTH_UNAVAILABLE';
+  override readonly status = 503;
+  override readonly reason = 'ServiceUnavailable';
+  readonly retryAfterSeconds: number | undefined;
+  constructor(message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
+    super(message, options);
+    this.name = 'AuthUnavailableError';
+    this.retryAfterSeconds = options?.retryAfterSeconds;
+  }
+}
 export const NoEndpointsError = define('NoEndpointsError', 'AGW_ERR_NO_ENDPOINTS', 503, 'ServiceUnavailable');
 export const UpstreamTimeoutError = define('UpstreamTimeoutError', 'AGW_ERR_UPSTREAM_TIMEOUT', 504, 'Timeout');
 

@@ -10,7 +10,7 @@ import { admit, type RouteAdmitted, type Seen } from './admission.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, NoEndpointsError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from './errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
@@ -32,7 +32,9 @@ export const defaultLimits: ListenerLimits = { maxConnections: 4096, headersTime
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
-  if (err instanceof RateLimitedError) h['retry-after'] = String(err.retryAfterSeconds);
+  if ((err instanceof RateLimitedError || err instanceof AuthUnavailableError) && err.retryAfterSeconds !== undefined) {
+    h['retry-after'] = String(err.retryAfterSeconds);
+  }
   return h;
 }
 
@@ -171,11 +173,13 @@ export class Listener {
       const log = t.plan.accessLog;
       if (res.statusCode >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
         t.log.info({ reqId, caller: seen.caller, route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
-          durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-' }, 'request');
+          durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) }, 'request');
       }
     });
     const fail = (err: AgwError) => {
-      if (err.status >= 500) t.log.warn({ reqId, err: err.cause ?? err }, err.message);
+      seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
+      if (err.status === 500) t.log.error({ reqId, err: err.cause ?? err }, err.message);
+      else if (err.status === 502 || err.status === 504) t.log.warn({ reqId, cause: String(err.cause ?? '') }, err.message);
       if (res.headersSent) { res.destroy(); return; }
       const body = statusBody(err);
       const h = errorHeaders(err, body);

@@ -23,6 +23,8 @@ export interface DataplaneDeps {
   metrics: Metrics;
   /** For authentication.mode JWKS: the shared key set and revocation check. */
   jwks?: { keySet: JwksKeySet; revocation: RevocationCheck };
+  /** Clock skew tolerated on token exp/nbf (--jwks-clock-skew-seconds). */
+  clockSkewSeconds?: number;
 }
 
 export interface CompiledRoute {
@@ -44,10 +46,14 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator
   const hit = cache.labels(plan.namespace, plan.name, 'hit');
   const miss = cache.labels(plan.namespace, plan.name, 'miss');
   const onCacheLookup = (h: boolean) => (h ? hit : miss).inc();
-  if (mode === 'TokenReview') return new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds, Date.now, onCacheLookup);
+  if (mode === 'TokenReview') {
+    return new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds, Date.now, onCacheLookup,
+      { namespace: plan.namespace, clockSkewSeconds: deps.clockSkewSeconds });
+  }
   if (!deps.jwks) throw new Error('JWKS authentication is not configured in this data plane');
   deps.jwks.keySet.start();
-  return new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds, { revocation: deps.jwks.revocation, onCacheLookup });
+  return new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds,
+    { revocation: deps.jwks.revocation, onCacheLookup, clockToleranceSeconds: deps.clockSkewSeconds });
 }
 
 export class RouteTable {

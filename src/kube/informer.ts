@@ -117,7 +117,7 @@ export class Informer<T extends KubeObject> {
       if (res.status === 410) throw new Gone('list continuation expired');
       if (res.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
       if (res.status !== 200) throw new KubeApiError(res.status, res.body, `list ${this.opts.path}`);
-      items.push(...(res.body.items as T[]));
+      items.push(...((res.body.items ?? []) as T[])); // an empty PartialObjectMetadataList has items: null
       cont = res.body.metadata?.continue || undefined;
       rv = res.body.metadata?.resourceVersion ?? '';
     } while (cont);

@@ -1,7 +1,9 @@
 // The apiserver's service-account issuer discovery as a JWKS key source, and revocation from
-// metadata-only watches of ServiceAccounts, Pods and Secrets (started on first use).
+// metadata-only watches of ServiceAccounts, Pods, Secrets and Nodes (started on first use).
 import type { Logger } from 'pino';
-import type { KeySource, OidcDiscovery, RevocationCheck, BoundClaims } from '../auth/jwks.js';
+import type {
+  BoundClaims, KeySource, LiveObject, ObjectLookup, OidcDiscovery, Revocation, RevocationLookups, RevocationSource,
+} from '../auth/jwks.js';
 import { revocationReason } from '../auth/jwks.js';
 import { KubeApiError, type KubeClient } from './client.js';
 import type { KubeObject } from './informer.js';
@@ -27,29 +29,64 @@ export class KubeKeySource implements KeySource {
 
 const metadataOnly = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json';
 
-export class KubeRevocation implements RevocationCheck {
-  private readonly watched: Record<'sa' | 'pod' | 'secret', Watched<KubeObject>>;
-  private started = false;
+type Kind = 'serviceAccount' | 'pod' | 'secret' | 'node';
+const resources: Record<Kind, string> = { serviceAccount: 'serviceaccounts', pod: 'pods', secret: 'secrets', node: 'nodes' };
 
-  constructor(client: KubeClient, log: Logger, metrics?: Metrics) {
-    const w = (name: string, plural: string) => new Watched<KubeObject>(client, {
-      name: `${name}(metadata)`, namespaces: [], accept: metadataOnly, log, metrics,
+/** Revocation from metadata-only watches of ServiceAccounts, Pods, Secrets and Nodes, cluster-wide
+ * (needs list/watch on each). Started by the first JWKS gateway; until all have synced, tokens are
+ * answered 503 (never 401) and JWKS gateways are not Ready. */
+export class KubeRevocation implements RevocationSource {
+  private readonly watched: Record<Kind, Watched<KubeObject>>;
+  private readonly lookups: RevocationLookups;
+  private started = false;
+  /** Synced once stays synced (a failed watch keeps its last cache): checked until true, then not again. */
+  private allSynced = false;
+  private readonly synced$: Promise<void>;
+
+  constructor(client: KubeClient, log: Logger, metrics?: Metrics, private readonly now: () => number = Date.now) {
+    const w = (plural: string) => new Watched<KubeObject>(client, {
+      name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, log, metrics,
       path: () => `/api/v1/${plural}`, onEvent: () => {},
     });
-    this.watched = { sa: w('serviceaccounts', 'serviceaccounts'), pod: w('pods', 'pods'), secret: w('secrets', 'secrets') };
+    this.watched = {
+      serviceAccount: w(resources.serviceAccount), pod: w(resources.pod), secret: w(resources.secret), node: w(resources.node),
+    };
+    const lookup = (x: Watched<KubeObject>): ObjectLookup => (ns, name) => {
+      if (!x.synced) return null;
+      const m = x.get(ns, name)?.metadata;
+      if (!m) return undefined;
+      const live: LiveObject = { uid: m.uid ?? '' };
+      if (typeof m.deletionTimestamp === 'string') live.deletionTimestamp = m.deletionTimestamp;
+      return live;
+    };
+    const x = this.watched;
+    this.lookups = { serviceAccount: lookup(x.serviceAccount), pod: lookup(x.pod), secret: lookup(x.secret), node: lookup(x.node) };
+    this.synced$ = Promise.all(Object.values(this.watched).map((v) => v.firstSync())).then(() => undefined);
   }
 
-  /** Starts the watches (once); until they have synced, tokens are refused (fail closed). */
-  ensureStarted(): void {
+  start(): void {
     if (this.started) return;
     this.started = true;
     for (const w of Object.values(this.watched)) w.start();
   }
 
-  check(claims: BoundClaims): string | null {
-    this.ensureStarted();
-    const uid = (w: Watched<KubeObject>) => (ns: string, name: string) => (!w.synced ? null : w.get(ns, name)?.metadata.uid ?? undefined);
-    return revocationReason(claims, { serviceAccountUid: uid(this.watched.sa), podUid: uid(this.watched.pod), secretUid: uid(this.watched.secret) });
+  get synced(): boolean {
+    this.allSynced ||= Object.values(this.watched).every((w) => w.synced);
+    return this.allSynced;
+  }
+
+  whenSynced(): Promise<void> {
+    return this.synced$;
+  }
+
+  check(claims: BoundClaims): Revocation {
+    if (!this.synced) {
+      // every request waits for every cache, whatever its token is bound to: Ready means "can verify"
+      this.start();
+      const pending = (Object.keys(this.watched) as Kind[]).filter((k) => !this.watched[k].synced).map((k) => resources[k]);
+      return { unknown: `revocation caches not synced yet (${pending.join(', ')})` };
+    }
+    return revocationReason(claims, this.lookups, this.now());
   }
 
   async stop(): Promise<void> {

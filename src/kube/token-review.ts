@@ -4,7 +4,9 @@ import type { ReviewResult, TokenReviewer } from '../auth/identity.js';
 import { KubeApiError, type KubeClient } from './client.js';
 
 export class KubeTokenReviewer implements TokenReviewer {
-  constructor(private readonly client: KubeClient, private readonly metrics: Metrics, private readonly timeoutMs = 5_000) {}
+  constructor(private readonly client: KubeClient, private readonly metrics: Metrics, private readonly timeoutMs = 5_000) {
+    for (const result of ['authenticated', 'rejected', 'error']) metrics.tokenReviews.inc({ result }, 0);
+  }
 
   async review(token: string, audiences: string[]): Promise<ReviewResult> {
     const end = this.metrics.tokenReviewDuration.startTimer();

@@ -57,9 +57,11 @@ export class Watched<T extends KubeObject> {
     await Promise.all(this.informers.map((i) => i.stop()));
   }
 
+  /** An object by namespace and name; ns '' for a cluster-scoped object. */
   get(ns: string, name: string): T | undefined {
+    const key = ns ? `${ns}/${name}` : name; // as objectKey()
     for (const i of this.informers) {
-      const o = i.cache.get(`${ns}/${name}`);
+      const o = i.cache.get(key);
       if (o) return o;
     }
     return undefined;

@@ -35,6 +35,8 @@ export function createMetrics(registry = new Registry()) {
     authorizations: new Counter({ name: 'access_gateway_authorization_denials_total', help: 'Requests refused after authentication, by reason: access (spec.access), route (route not granted), filter (path or method filters), path (non-canonical).', labelNames: [...gw, 'reason'], registers: r }),
     tokenCache: new Counter({ name: 'access_gateway_token_cache_requests_total', help: 'Token cache lookups: hit or miss.', labelNames: [...gw, 'result'], registers: r }),
     tokenReviews: new Counter({ name: 'access_gateway_token_reviews_total', help: 'TokenReview calls to the apiserver, by result (authenticated, rejected, error).', labelNames: ['result'], registers: r }),
+    tokenReviewsInFlight: new Gauge({ name: 'access_gateway_token_reviews_in_flight', help: 'TokenReview calls in flight (bounded by --max-token-reviews-in-flight).', registers: r }),
+    tokenReviewRefusals: new Counter({ name: 'access_gateway_token_review_limiter_refusals_total', help: 'Callers refused 503 by the TokenReview limiter, by gateway namespace and reason (queue_full, timeout).', labelNames: ['namespace', 'reason'], registers: r }),
     tokenReviewDuration: new Histogram({ name: 'access_gateway_token_review_duration_seconds', help: 'TokenReview call latency.', buckets: latencyBuckets, registers: r }),
     jwksRefreshes: new Counter({ name: 'access_gateway_jwks_refreshes_total', help: 'JWKS key set refresh attempts.', registers: r }),
     rateLimited: new Counter({ name: 'access_gateway_rate_limited_total', help: 'Requests refused with 429.', labelNames: [...gw], registers: r }),

@@ -124,3 +124,29 @@ test('a token bound to a pod is refused within 2 s of the pod being deleted (als
   assert.ok(Date.now() - t0 <= 2_000);
   assert.match((await get(token)).text, /p1/);
 });
+
+test('a pod-bound token carries the node claim and is refused once its Node is deleted (the pod still exists)', async () => {
+  await applyYaml(cp, `apiVersion: v1
+kind: Node
+metadata: {name: n1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p2, namespace: ${ns}}
+spec: {serviceAccountName: a, nodeName: n1, containers: [{name: c, image: registry.invalid/none}]}
+`);
+  const node = (await cp.api('GET', '/api/v1/nodes/n1')).body;
+  const pod = (await cp.api('GET', `/api/v1/namespaces/${ns}/pods/p2`)).body;
+  const r = await cp.api('POST', `/api/v1/namespaces/${ns}/serviceaccounts/a/token`, {
+    apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest',
+    spec: { audiences: ['gw'], expirationSeconds: 3600, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: 'p2', uid: pod.metadata.uid } },
+  });
+  const token = r.body.status.token as string;
+  const claim = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString())['kubernetes.io'];
+  assert.deepEqual(claim.node, { name: 'n1', uid: node.metadata.uid }); // this Kubernetes version puts the pod's node in the token
+  await waitFor('node-bound token accepted', async () => (await get(token)).status === 200, 10_000);
+  await cp.api('DELETE', '/api/v1/nodes/n1');
+  await waitFor('revoked after the node is gone', async () => (await get(token)).status === 401, 10_000, 20);
+  assert.match((await get(token)).text, /node n1 no longer exists/);
+  assert.equal((await cp.api('GET', `/api/v1/namespaces/${ns}/pods/p2`)).status, 200);
+});

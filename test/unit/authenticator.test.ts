@@ -6,62 +6,123 @@ import type { ReviewResult, TokenReviewer } from '../../src/auth/identity.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/dataplane/errors.js';
 
 const user = { username: 'system:serviceaccount:a:b', uid: 'u', groups: ['g'], extra: {} };
+const T0 = 1_000_000_000_000;
 
-function jwt(exp: number): string {
-  const b = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  return `${b({ alg: 'RS256' })}.${b({ exp })}.sig`;
+const b = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+function jwt(claims: Record<string, unknown> = {}, header: Record<string, unknown> = { alg: 'RS256' }): string {
+  return `${b(header)}.${b({ aud: ['gw'], exp: T0 / 1000 + 3600, ...claims })}.c2ln`;
 }
 
 class FakeReviewer implements TokenReviewer {
   calls = 0;
+  namespaces: (string | undefined)[] = [];
   constructor(public answer: () => Promise<ReviewResult>) {}
-  review(): Promise<ReviewResult> {
+  review(_token: string, _aud: string[], namespace?: string): Promise<ReviewResult> {
     this.calls++;
+    this.namespaces.push(namespace);
     return this.answer();
   }
 }
+const allow = () => new FakeReviewer(async () => ({ authenticated: true, user, audiences: ['gw'] }));
+const is401 = (e: unknown) => e instanceof UnauthenticatedError && e.status === 401;
 
 test('positive results are cached for min(ttl, exp); concurrent misses share one review', async () => {
-  let now = 1_000_000_000;
-  const r = new FakeReviewer(async () => ({ authenticated: true, user, audiences: ['gw'] }));
-  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
-  const token = jwt(now / 1000 + 5); // expires in 5 s, ttl is 10 s
+  let now = T0;
+  const r = allow();
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now, undefined, { namespace: 'team-a' });
+  const token = jwt({ exp: now / 1000 + 5 }); // expires in 5 s, ttl is 10 s
   const [x, y] = await Promise.all([a.authenticate(token), a.authenticate(token)]);
   assert.equal(r.calls, 1);
+  assert.deepEqual(r.namespaces, ['team-a']); // the limiter's fairness key
   assert.equal(x, y);
   now += 4_000;
   await a.authenticate(token);
   assert.equal(r.calls, 1);
-  now += 2_000; // past exp
+  now += 2_000; // past exp, within the apiserver's 60 s leeway: reviewed again
   await a.authenticate(token);
   assert.equal(r.calls, 2);
 });
 
 test('ttl 0 disables the cache', async () => {
-  const r = new FakeReviewer(async () => ({ authenticated: true, user, audiences: ['gw'] }));
-  const a = new TokenReviewAuthenticator(r, ['gw'], 0);
-  await a.authenticate('t');
-  await a.authenticate('t');
+  const r = allow();
+  const a = new TokenReviewAuthenticator(r, ['gw'], 0, () => T0);
+  await a.authenticate(jwt());
+  await a.authenticate(jwt());
   assert.equal(r.calls, 2);
 });
 
 test('an answer whose audiences miss the gateway is refused', async () => {
   const r = new FakeReviewer(async () => ({ authenticated: true, user, audiences: ['https://kubernetes.default.svc'] }));
-  await assert.rejects(new TokenReviewAuthenticator(r, ['gw'], 10).authenticate('t'), UnauthenticatedError);
+  await assert.rejects(new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()), UnauthenticatedError);
 });
 
-test('failures are not cached; an unreachable reviewer fails closed with 503', async () => {
+test('an unreachable reviewer fails closed with 503 and Retry-After; that is never cached', async () => {
   let fail = true;
   const r = new FakeReviewer(async () => {
     if (fail) throw new Error('ECONNREFUSED');
     return { authenticated: true, user, audiences: ['gw'] };
   });
-  const a = new TokenReviewAuthenticator(r, ['gw'], 10);
-  await assert.rejects(a.authenticate('t'), (e: unknown) => e instanceof AuthUnavailableError && e.status === 503);
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => T0);
+  await assert.rejects(a.authenticate(jwt()), (e: unknown) => e instanceof AuthUnavailableError && e.status === 503 && e.retryAfterSeconds === 1);
   fail = false;
-  assert.equal((await a.authenticate('t')).username, user.username);
-  const denied = new TokenReviewAuthenticator(new FakeReviewer(async () => ({ authenticated: false, error: 'bad' })), ['gw'], 10);
-  await assert.rejects(denied.authenticate('t'), UnauthenticatedError);
+  assert.equal((await a.authenticate(jwt())).username, user.username);
+  assert.equal(r.calls, 2);
+});
+
+test("the limiter's own 503 passes through with its Retry-After", async () => {
+  const r = new FakeReviewer(async () => { throw new AuthUnavailableError('queue full', { retryAfterSeconds: 7 }); });
+  await assert.rejects(new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()),
+    (e: unknown) => e instanceof AuthUnavailableError && e.retryAfterSeconds === 7 && e.message === 'queue full');
+});
+
+test('"not authenticated" is remembered for 5 s by token hash: repeats cost no review', async () => {
+  let now = T0;
+  const r = new FakeReviewer(async () => ({ authenticated: false, error: 'invalid signature' }));
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
+  const bad = jwt({ jti: 'forged' });
+  await Promise.all(Array.from({ length: 10 }, () => assert.rejects(a.authenticate(bad), /invalid signature/)));
+  for (let i = 0; i < 300; i++) await assert.rejects(a.authenticate(bad), (e: unknown) => is401(e) && /invalid signature/.test((e as Error).message));
+  assert.equal(r.calls, 1);
+  now += 5_001;
+  await assert.rejects(a.authenticate(bad), is401);
+  assert.equal(r.calls, 2);
+  // another token is not affected
+  await assert.rejects(a.authenticate(jwt({ jti: 'other' })), is401);
+  assert.equal(r.calls, 3);
+});
+
+test('not a JWT, or certainly invalid claims: 401 without any review', async () => {
+  const r = allow();
+  const a = new TokenReviewAuthenticator(r, ['gw', 'gw2'], 10, () => T0);
+  const cases: [string, string, RegExp][] = [
+    ['opaque', 'abcdef0123456789', /not a JWT/],
+    ['two parts', 'abc.def', /not a JWT/],
+    ['four parts', `${jwt()}.x`, /not a JWT/],
+    ['empty signature', jwt().replace(/\.[^.]*$/, '.'), /signature/],
+    ['header not base64url', `a+b.${jwt().split('.').slice(1).join('.')}`, /not a JWT/],
+    ['header not JSON', `${Buffer.from('nope').toString('base64url')}.${jwt().split('.').slice(1).join('.')}`, /header is not JSON/],
+    ['alg none', jwt({}, { alg: 'none' }), /alg none/],
+    ['alg HS256', jwt({}, { alg: 'HS256' }), /alg HS256/],
+    ['no alg', jwt({}, { typ: 'JWT' }), /alg undefined/],
+    ['kid not a string', jwt({}, { alg: 'RS256', kid: 7 }), /kid/],
+    ['payload not JSON', `${b({ alg: 'RS256' })}.${Buffer.from('{').toString('base64url')}.c2ln`, /payload is not JSON/],
+    ['payload null', `${b({ alg: 'RS256' })}.${Buffer.from('null').toString('base64url')}.c2ln`, /payload is not a JSON object/],
+    ['expired beyond the apiserver leeway and skew', jwt({ exp: T0 / 1000 - 66 }), /expired/],
+    ['exp not a number', jwt({ exp: 'tomorrow' }), /malformed exp/],
+    ['audience disjoint', jwt({ aud: ['someone-else'] }), /audiences do not include/],
+    ['audience string disjoint', jwt({ aud: 'someone-else' }), /audiences do not include/],
+    ['audience malformed', jwt({ aud: [1] }), /malformed aud/],
+  ];
+  for (const [name, token, msg] of cases) {
+    await assert.rejects(a.authenticate(token), (e: unknown) => is401(e) && msg.test((e as Error).message), name);
+  }
+  assert.equal(r.calls, 0);
+  // what the apiserver decides goes to it: within its 60 s leeway (+5 s skew), no exp/aud (legacy tokens), any alg it signs with
+  for (const token of [jwt({ exp: T0 / 1000 - 64 }), jwt({ exp: undefined, aud: undefined }), jwt({ aud: 'gw2' }), jwt({}, { alg: 'ES256', kid: 'k' }),
+    jwt({}, { alg: 'EdDSA' }), `${jwt()}==`]) {
+    await a.authenticate(token);
+  }
+  assert.equal(r.calls, 6);
 });
 
 test('bearer extraction', () => {

@@ -91,3 +91,24 @@ test('environment twins apply to flags with defaults; a flag on the command line
   assert.deepEqual(parseFlags([], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2', ACCESS_GATEWAY_LEADER_ELECT: 'true' }), { 'port-range': '1-2', 'leader-elect': true });
   assert.deepEqual(parseFlags(['--port-range', '3-4'], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2' }), { 'port-range': '3-4', 'leader-elect': false });
 });
+
+test('--max-token-reviews-in-flight and --jwks-clock-skew-seconds (and their env twins) refuse bad values before connecting', () => {
+  const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [['--max-token-reviews-in-flight', '0'], {}, /--max-token-reviews-in-flight: expected a whole number from 1 to 1000, got "0"/],
+    [['--max-token-reviews-in-flight', 'lots'], {}, /--max-token-reviews-in-flight: expected a whole number/],
+    [['--jwks-clock-skew-seconds', '61'], {}, /--jwks-clock-skew-seconds: expected a whole number from 0 to 60, got "61"/],
+    [[], { ACCESS_GATEWAY_MAX_TOKEN_REVIEWS_IN_FLIGHT: '-3' }, /--max-token-reviews-in-flight: expected a whole number/],
+    [[], { ACCESS_GATEWAY_JWKS_CLOCK_SKEW_SECONDS: '1.5' }, /--jwks-clock-skew-seconds: expected a whole number/],
+  ];
+  for (const [args, env, msg] of cases) {
+    for (const cmd of ['operator', 'serve']) {
+      const extra = cmd === 'serve' ? ['--gateways', '/nonexistent'] : [];
+      const r = spawnSync(process.execPath, [cli, cmd, ...extra, '--kubeconfig', '/nonexistent', ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+      assert.equal(r.status, 1, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, msg, `${cmd} ${args.join(' ')}`);
+    }
+  }
+  const help = run('--help');
+  assert.match(help.stdout, /--max-token-reviews-in-flight 16/);
+  assert.match(help.stdout, /--jwks-clock-skew-seconds 5/);
+});

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import type { CryptoKey, JWK, JWTPayload } from 'jose';
 import {
-  algFor, JwksAuthenticator, JwksKeySet, revocationReason,
-  type BoundClaims, type KeySource, type OidcDiscovery, type RevocationLookups,
+  algFor, JwksAuthenticator, JwksKeySet, JwksReadiness, revocationReason,
+  type BoundClaims, type KeySource, type OidcDiscovery, type Revocation, type RevocationLookups, type RevocationSource,
 } from '../../src/auth/jwks.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/dataplane/errors.js';
 
@@ -58,7 +58,7 @@ function sign(p: Pair, over: JWTPayload = {}, header: { kid?: string | undefined
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 const is401 = (e: unknown) => e instanceof UnauthenticatedError && e.status === 401;
 
-async function setup(opts: { revocation?: (c: BoundClaims) => string | null; ttl?: number } = {}) {
+async function setup(opts: { revocation?: (c: BoundClaims) => Revocation; ttl?: number } = {}) {
   clock = T0;
   const rsa = await keyPair('RS256', 'k1');
   const src = new FakeSource();
@@ -113,12 +113,14 @@ test('invalid tokens are refused with 401', async () => {
   assert.ok(p);
   const hsSecret = new TextEncoder().encode(await exportSPKI(rsa.publicKey as CryptoKey));
   const cases: [string, string, RegExp][] = [
-    ['expired', await sign(rsa, { exp: nowS() - 1 }), /"exp"/],
+    ['expired beyond the 5 s tolerance', await sign(rsa, { exp: nowS() - 6 }), /expired/],
     ['nbf in the future', await sign(rsa, { nbf: nowS() + 60 }), /"nbf"/],
     ['wrong issuer', await sign(rsa, { iss: 'https://evil.example' }), /"iss"/],
-    ['wrong audience', await sign(rsa, { aud: 'https://kubernetes.default.svc' }), /"aud"/],
-    ['no audience', await sign(rsa, { aud: undefined }), /"aud"/],
-    ['unknown kid', await sign(stranger), /unknown signing key k9/],
+    ['wrong audience', await sign(rsa, { aud: 'https://kubernetes.default.svc' }), /audiences do not include/],
+    ['no audience', await sign(rsa, { aud: undefined }), /no aud claim/],
+    ['no exp', await sign(rsa, { exp: undefined }), /no exp claim/],
+    ['unknown kid, issued before the keys were fetched', await sign(stranger, { iat: nowS() - 60 }), /unknown signing key k9/],
+    ['unknown kid, no iat', await sign(stranger, { iat: undefined }), /unknown signing key k9/],
     ['alg none', `${b64({ alg: 'none', kid: 'k1' })}.${p}.`, /alg none/],
     ['HS256 with the public key as secret', await new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).sign(hsSecret), /alg HS256/],
     ['RS384 header on an RS256 key', `${b64({ alg: 'RS384', kid: 'k1' })}.${p}.${s}`, /"alg" \(Algorithm\) Header Parameter value not allowed/],
@@ -126,7 +128,11 @@ test('invalid tokens are refused with 401', async () => {
     ['no kubernetes.io claim', await sign(rsa, { 'kubernetes.io': undefined }), /kubernetes\.io/],
     ['sub not matching the claim', await sign(rsa, { sub: 'system:serviceaccount:team-a:other' }), /sub/],
     ['not a service account', await sign(rsa, { sub: 'alice' }), /sub/],
-    ['garbage', 'a.b.c', /not a JWS/],
+    ['garbage', 'a.b.c', /not a JWT/],
+    ['two parts', `${b64({ alg: 'RS256' })}.${p}`, /three dot-separated parts/],
+    ['header not JSON', `${Buffer.from('{alg').toString('base64url')}.${p}.${s}`, /header is not JSON/],
+    ['payload a JSON array', `${b64({ alg: 'RS256', kid: 'k1' })}.${Buffer.from('[1]').toString('base64url')}.${s}`, /payload is not a JSON object/],
+    ['no signature', `${h}.${p}.`, /signature is missing/],
   ];
   for (const [name, token, msg] of cases) {
     await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && msg.test((e as Error).message), name);
@@ -135,21 +141,63 @@ test('invalid tokens are refused with 401', async () => {
   await auth.authenticate(valid);
 });
 
-test('unknown kid: one rate-limited refresh, still unknown afterwards', async () => {
-  const { auth, keySet } = await setup();
+test('a flood of unknown kids: at most one fetch per minimum gap, never concurrent; 401 once the keys postdate the token', async () => {
+  const { auth, keySet, src } = await setup();
   await keySet.refresh();
   assert.equal(keySet.fetches, 1);
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const fetchJwks = src.fetchJwks.bind(src);
+  src.fetchJwks = async (uri) => {
+    maxInFlight = Math.max(maxInFlight, ++inFlight);
+    try {
+      await new Promise((r) => setImmediate(r));
+      return await fetchJwks(uri);
+    } finally {
+      inFlight--;
+    }
+  };
   const stranger = await keyPair('RS256', 'k9');
   clock += 11_000;
-  const tokens = await Promise.all(Array.from({ length: 100 }, (_, i) => sign(stranger, { jti: `j${i}` })));
-  const results = await Promise.allSettled(tokens.map((t) => auth.authenticate(t)));
-  assert.ok(results.every((r) => r.status === 'rejected' && is401(r.reason)));
-  assert.equal(keySet.fetches, 2); // concurrent callers shared one refresh
-  for (const t of tokens) await assert.rejects(auth.authenticate(t), is401);
-  assert.equal(keySet.fetches, 2); // still within the 10 s window
+  // issued after the keys were fetched: the key may be new, so "not known yet" (503), not "bad" (401)
+  const fresh = await Promise.all(Array.from({ length: 200 }, (_, i) => sign(stranger, { jti: `j${i}` }, { kid: `kid-${i}` })));
+  const results = await Promise.allSettled(fresh.map((t) => auth.authenticate(t)));
+  for (const r of results) {
+    assert.ok(r.status === 'rejected' && r.reason instanceof AuthUnavailableError, String(r.status === 'rejected' && r.reason));
+    assert.equal((r.reason as InstanceType<typeof AuthUnavailableError>).retryAfterSeconds, 10); // the next allowed refresh
+  }
+  assert.equal(keySet.fetches, 2); // the 200 callers shared one refresh
+  assert.equal(maxInFlight, 1);
+  for (const t of fresh.slice(0, 50)) await assert.rejects(auth.authenticate(t), AuthUnavailableError);
+  assert.equal(keySet.fetches, 2); // still within the 10 s gap: no further fetch
   clock += 10_000;
-  await assert.rejects(auth.authenticate(tokens[0]!), is401);
+  await Promise.allSettled(fresh.map((t) => auth.authenticate(t)));
   assert.equal(keySet.fetches, 3);
+  assert.equal(src.jwksCalls, 3);
+  assert.equal(maxInFlight, 1);
+  // keys fetched after the token was issued (beyond the skew): certainly unknown, 401
+  clock += 6_000;
+  await keySet.refresh();
+  await assert.rejects(auth.authenticate(fresh[0]!), (e: unknown) => is401(e) && /unknown signing key kid-0/.test((e as Error).message));
+});
+
+test('a definite refusal is remembered for 5 s by token hash; "unavailable" never is', async () => {
+  const { rsa, src, auth, keySet } = await setup();
+  src.failing = true;
+  const good = await sign(rsa);
+  await assert.rejects(auth.authenticate(good), AuthUnavailableError); // keys not loaded: 503
+  src.failing = false;
+  clock += 10_000;
+  await auth.authenticate(good); // not remembered as bad
+  const bad = await sign(await keyPair('RS256', 'k1'), { jti: 'forged' }); // right kid, wrong key
+  await assert.rejects(auth.authenticate(bad), /signature verification failed/);
+  const n = auth.verifications;
+  for (let i = 0; i < 100; i++) await assert.rejects(auth.authenticate(bad), is401);
+  assert.equal(auth.verifications, n); // answered from the negative cache
+  clock += 5_001;
+  await assert.rejects(auth.authenticate(bad), is401);
+  assert.equal(auth.verifications, n + 1);
+  assert.equal(keySet.loaded, true);
 });
 
 test('key rotation: a new kid in the source is fetched once and accepted', async () => {
@@ -164,7 +212,8 @@ test('key rotation: a new kid in the source is fetched once and accepted', async
   // The old key is removed from the source: its tokens stop working after the next refresh.
   src.keys = [next.jwk];
   await keySet.refresh();
-  await assert.rejects(auth.authenticate(await sign(rsa, { jti: 'new' })), is401);
+  // (issued before that refresh; one issued after it would be "not known yet", 503)
+  await assert.rejects(auth.authenticate(await sign(rsa, { jti: 'new', iat: nowS() - 10 })), is401);
 });
 
 test('the last good keys are kept when the source fails; never loaded ⇒ 503, not cached', async () => {
@@ -193,12 +242,14 @@ test('the last good keys are kept when the source fails; never loaded ⇒ 503, n
 test('results are cached for min(ttl, exp); revocation is checked on cache hits too', async () => {
   const sas = new Map([['team-a/billing', 'sa-uid']]);
   const pods = new Map([['team-a/billing-7f9', 'pod-uid']]);
-  const lookups: RevocationLookups = {
-    serviceAccountUid: (ns, n) => sas.get(`${ns}/${n}`),
-    podUid: (ns, n) => pods.get(`${ns}/${n}`),
-    secretUid: () => undefined,
+  const live = (m: Map<string, string>) => (ns: string, n: string) => {
+    const uid = m.get(`${ns}/${n}`);
+    return uid === undefined ? undefined : { uid };
   };
-  const { rsa, auth } = await setup({ revocation: (c) => revocationReason(c, lookups) });
+  const lookups: RevocationLookups = {
+    serviceAccount: live(sas), pod: live(pods), secret: () => undefined, node: () => ({ uid: 'node-uid' }),
+  };
+  const { rsa, auth } = await setup({ revocation: (c) => revocationReason(c, lookups, clock) });
   const token = await sign(rsa, { exp: nowS() + 5 });
   await auth.authenticate(token);
   await auth.authenticate(token);
@@ -207,9 +258,31 @@ test('results are cached for min(ttl, exp); revocation is checked on cache hits 
   await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && /pod team-a\/billing-7f9 no longer exists/.test((e as Error).message));
   assert.equal(auth.verifications, 1); // it was a cache hit
   pods.set('team-a/billing-7f9', 'pod-uid');
-  clock += 6_000; // past exp (5 s) before the ttl (10 s)
-  await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && /"exp"/.test((e as Error).message));
+  clock += 6_000; // past exp (5 s) before the ttl (10 s), within the 5 s tolerance
+  await auth.authenticate(token);
+  assert.equal(auth.verifications, 2); // the entry ended at exp
+  clock += 5_000; // beyond exp + tolerance: refused before any verification
+  await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && /expired/.test((e as Error).message));
   assert.equal(auth.verifications, 2);
+});
+
+test('revocation not known yet (caches not synced) is 503 with Retry-After, never 401', async () => {
+  const { rsa, auth } = await setup({ revocation: () => ({ unknown: 'pod team-a/billing-7f9 cannot be checked yet (cache not synced)' }) });
+  await assert.rejects(auth.authenticate(await sign(rsa)),
+    (e: unknown) => e instanceof AuthUnavailableError && e.retryAfterSeconds === 1 && /cannot be checked yet/.test(e.message));
+});
+
+test('clock skew: exp and nbf within the tolerance pass, beyond it fail; the tolerance is capped at 60 s', async () => {
+  const { rsa, keySet } = await setup();
+  const mk = (tol: number) => new JwksAuthenticator(keySet, ['access-gateway'], 10, { now: () => clock, clockToleranceSeconds: tol });
+  const late = await sign(rsa, { exp: nowS() - 20, jti: 'late' });
+  const early = await sign(rsa, { nbf: nowS() + 20, iat: nowS() + 20, jti: 'early' });
+  await assert.rejects(mk(5).authenticate(late), is401);
+  await assert.rejects(mk(5).authenticate(early), is401);
+  await mk(30).authenticate(late);
+  await mk(30).authenticate(early);
+  const old = await sign(rsa, { exp: nowS() - 90, jti: 'old' });
+  await assert.rejects(mk(3600).authenticate(old), is401); // capped at the apiserver's 60 s
 });
 
 test('ttl 0 disables the cache', async () => {
@@ -220,20 +293,69 @@ test('ttl 0 disables the cache', async () => {
   assert.equal(auth.verifications, 2);
 });
 
-test('revocationReason: bound objects must exist with the same uid; unknown fails closed', () => {
-  const c: BoundClaims = { namespace: 'ns', serviceaccount: { name: 'sa', uid: 'u1' }, pod: { name: 'p', uid: 'u2' }, secret: { name: 's', uid: 'u3' } };
-  const ok: RevocationLookups = { serviceAccountUid: () => 'u1', podUid: () => 'u2', secretUid: () => 'u3' };
-  assert.equal(revocationReason(c, ok), null);
-  assert.match(revocationReason(c, { ...ok, serviceAccountUid: () => null })!, /service account ns\/sa cannot be checked yet/);
-  assert.match(revocationReason(c, { ...ok, serviceAccountUid: () => undefined })!, /service account ns\/sa no longer exists/);
-  assert.match(revocationReason(c, { ...ok, serviceAccountUid: () => 'other' })!, /service account ns\/sa has been recreated/);
-  assert.match(revocationReason(c, { ...ok, podUid: () => undefined })!, /pod ns\/p no longer exists/);
-  assert.match(revocationReason(c, { ...ok, podUid: () => null })!, /pod ns\/p cannot be checked yet/);
-  assert.match(revocationReason(c, { ...ok, secretUid: () => 'other' })!, /secret ns\/s has been recreated/);
+test('revocationReason: bound objects must exist with the same uid and not be deleted for over 60 s; unknown is not revoked', () => {
+  const now = Date.parse('2030-01-01T00:10:00Z');
+  const c: BoundClaims = {
+    namespace: 'ns', serviceaccount: { name: 'sa', uid: 'u1' }, pod: { name: 'p', uid: 'u2' }, secret: { name: 's', uid: 'u3' }, node: { name: 'n', uid: 'u4' },
+  };
+  const ok: RevocationLookups = { serviceAccount: () => ({ uid: 'u1' }), pod: () => ({ uid: 'u2' }), secret: () => ({ uid: 'u3' }), node: () => ({ uid: 'u4' }) };
+  const revoked = (r: Revocation) => (r && 'revoked' in r ? r.revoked : `not revoked: ${JSON.stringify(r)}`);
+  assert.equal(revocationReason(c, ok, now), null);
+  assert.deepEqual(revocationReason(c, { ...ok, serviceAccount: () => null }, now), { unknown: 'service account ns/sa cannot be checked yet (cache not synced)' });
+  assert.match(revoked(revocationReason(c, { ...ok, serviceAccount: () => undefined }, now)), /service account ns\/sa no longer exists/);
+  assert.match(revoked(revocationReason(c, { ...ok, serviceAccount: () => ({ uid: 'other' }) }, now)), /service account ns\/sa has been recreated/);
+  assert.match(revoked(revocationReason(c, { ...ok, pod: () => undefined }, now)), /pod ns\/p no longer exists/);
+  assert.deepEqual(revocationReason(c, { ...ok, pod: () => null }, now), { unknown: 'pod ns/p cannot be checked yet (cache not synced)' });
+  assert.match(revoked(revocationReason(c, { ...ok, secret: () => ({ uid: 'other' }) }, now)), /secret ns\/s has been recreated/);
+  // nodes are cluster-scoped: looked up without a namespace
+  assert.match(revoked(revocationReason(c, { ...ok, node: (ns, n) => (ns === '' && n === 'n' ? undefined : { uid: 'u4' }) }, now)), /^node n no longer exists/);
+  assert.match(revoked(revocationReason(c, { ...ok, node: () => ({ uid: 'u5' }) }, now)), /node n has been recreated/);
+  assert.deepEqual(revocationReason(c, { ...ok, node: () => null }, now), { unknown: 'node n cannot be checked yet (cache not synced)' });
+  // deletionTimestamp: within 60 s still valid (the apiserver's leeway), older revokes like deletion
+  const deleting = (ago: number) => ({ uid: 'u2', deletionTimestamp: new Date(now - ago).toISOString() });
+  assert.equal(revocationReason(c, { ...ok, pod: () => deleting(59_000) }, now), null);
+  assert.equal(revocationReason(c, { ...ok, pod: () => deleting(60_000) }, now), null);
+  assert.match(revoked(revocationReason(c, { ...ok, pod: () => deleting(61_000) }, now)), /pod ns\/p is being deleted \(since 2030-01-01T00:08:59.000Z\)/);
+  for (const kind of ['serviceAccount', 'secret', 'node'] as const) {
+    const uid = { serviceAccount: 'u1', secret: 'u3', node: 'u4' }[kind];
+    assert.match(revoked(revocationReason(c, { ...ok, [kind]: () => ({ uid, deletionTimestamp: new Date(now - 61_000).toISOString() }) }, now)), /is being deleted/, kind);
+  }
   // Objects the token is not bound to are not looked up.
   const unbound: BoundClaims = { namespace: 'ns', serviceaccount: { name: 'sa', uid: 'u1' } };
   const boom = () => { throw new Error('not bound'); };
-  assert.equal(revocationReason(unbound, { serviceAccountUid: () => 'u1', podUid: boom, secretUid: boom }), null);
+  assert.equal(revocationReason(unbound, { serviceAccount: () => ({ uid: 'u1' }), pod: boom, secret: boom, node: boom }, now), null);
+});
+
+test('JwksReadiness: ready only with keys loaded and caches synced; onReady fires once both are', async () => {
+  const src = new FakeSource();
+  src.keys = [(await keyPair('RS256', 'k1')).jwk];
+  src.failing = true;
+  const keySet = new JwksKeySet(src, { minRefreshIntervalMs: 50 });
+  let markSynced!: () => void;
+  const syncedP = new Promise<void>((r) => { markSynced = r; });
+  let started = 0;
+  const revocation: RevocationSource = {
+    synced: false,
+    start() { started++; },
+    whenSynced: () => syncedP,
+    check: () => null,
+  };
+  const readiness = new JwksReadiness(keySet, revocation);
+  let fired = 0;
+  readiness.onReady(() => fired++);
+  assert.equal(readiness.ready(), false);
+  assert.ok(started >= 1); // ready() starts the caches
+  src.failing = false;
+  await keySet.refresh().catch(() => {}); // the failing first attempt
+  await keySet.refresh();
+  assert.equal(readiness.ready(), false); // keys, but caches not synced
+  (revocation as { synced: boolean }).synced = true;
+  markSynced();
+  await syncedP;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(readiness.ready(), true);
+  assert.equal(fired, 1);
+  keySet.stop();
 });
 
 test('algFor infers from kty/crv and refuses symmetric or private keys', () => {

@@ -1,0 +1,146 @@
+// Pre-authentication limits (TokenReview mode), two teams on one operator started with a small
+// TokenReview cap: garbage bearer strings cost no TokenReview, a repeated invalid token costs at
+// most one, and a flood of forged tokens at team A's gateway never stops team B's valid tokens.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Agent, request } from 'undici';
+import { scrapeMetrics } from '../support/metrics.js';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
+
+let cp: ControlPlane;
+let op: OperatorProc;
+let portA: number;
+let portB: number;
+const agent = new Agent({ connections: 256 });
+
+const gateway = (ns: string, audience: string) => `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: gw, namespace: ${ns}}
+spec:
+  authentication: {audiences: [${audience}]}
+  access: [{groups: [system:serviceaccounts:${ns}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}]
+`;
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml('team-a', ['a']));
+  await applyYaml(cp, namespaceYaml('team-b', ['b']));
+  op = await startOperator(cp, { args: ['--max-token-reviews-in-flight', '2'] });
+  await applyYaml(cp, gateway('team-a', 'gw-a'));
+  await applyYaml(cp, gateway('team-b', 'gw-b'));
+  portA = await gatewayPort(cp, 'team-a', 'gw');
+  portB = await gatewayPort(cp, 'team-b', 'gw');
+}, { timeout: 180_000 });
+
+after(async () => {
+  await agent.close();
+  await op?.stop();
+  await cp?.stop();
+});
+
+async function get(port: number, token: string): Promise<{ status: number; retryAfter: string | undefined; body: string }> {
+  const r = await request(`http://127.0.0.1:${port}/version`, { dispatcher: agent, headers: { authorization: `Bearer ${token}` } });
+  const ra = r.headers['retry-after'];
+  return { status: r.statusCode, retryAfter: Array.isArray(ra) ? ra[0] : ra, body: await r.body.text() };
+}
+
+async function scrape(): Promise<string> {
+  return scrapeMetrics(cp, op.adminPort);
+}
+
+/** The value of one series; throws when the series does not exist (a missing series is not 0). */
+function series(text: string, name: string, labels: string): number {
+  const prefix = labels ? `${name}{${labels}} ` : `${name} `;
+  const line = text.split('\n').find((l) => l.startsWith(prefix));
+  if (!line) throw new Error(`no series ${name}{${labels}}`);
+  return Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+const reviewResults = ['result="authenticated"', 'result="rejected"', 'result="error"'];
+const reviews = (text: string) => reviewResults.reduce((n, l) => n + series(text, 'access_gateway_token_reviews_total', l), 0);
+
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+/** JWT-shaped, right audience, not expired: passes every pre-check; only the apiserver can refuse it. */
+function forged(audience: string): string {
+  const now = Math.floor(Date.now() / 1000);
+  return `${b64({ alg: 'RS256', kid: 'forged' })}.${b64({
+    iss: cp.issuer, sub: 'system:serviceaccount:team-a:a', aud: [audience], iat: now, nbf: now, exp: now + 600, jti: randomBytes(8).toString('hex'),
+  })}.${randomBytes(256).toString('base64url')}`;
+}
+
+test('300 distinct non-JWT bearer strings are all 401 and cost no TokenReview', async () => {
+  const before = reviews(await scrape()); // every result series exists from the start
+  const shapes = [
+    () => randomBytes(24).toString('base64url'), // opaque
+    () => `${randomBytes(6).toString('hex')}.${randomBytes(6).toString('hex')}`, // two parts
+    () => `${b64({ alg: 'none' })}.${b64({ aud: ['gw-a'] })}.`, // alg none
+    () => `${b64({ alg: 'HS256' })}.${b64({ aud: ['gw-a'], exp: 9e9 })}.${randomBytes(32).toString('base64url')}`, // HS256
+    () => `${b64({ alg: 'RS256' })}.${b64({ aud: ['someone-else'], exp: 9e9 })}.${randomBytes(32).toString('base64url')}`, // audience disjoint
+    () => `${b64({ alg: 'RS256' })}.${b64({ aud: ['gw-a'], exp: 1_000_000 })}.${randomBytes(32).toString('base64url')}`, // long expired
+  ];
+  const statuses = new Map<number, number>();
+  for (let i = 0; i < 300; i++) {
+    const token = shapes[i % shapes.length]!() + (i % shapes.length === 2 ? randomBytes(4).toString('hex') : '');
+    const r = await get(portA, token);
+    statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+  }
+  assert.deepEqual([...statuses], [[401, 300]]);
+  assert.equal(reviews(await scrape()), before);
+});
+
+test('the same JWT-shaped invalid token 300 times costs at most one TokenReview', async () => {
+  const token = forged('gw-a');
+  const before = reviews(await scrape());
+  const t0 = Date.now();
+  const statuses = new Set<number>();
+  for (let i = 0; i < 300; i++) statuses.add((await get(portA, token)).status);
+  const elapsed = Date.now() - t0;
+  assert.deepEqual([...statuses], [401]);
+  const spent = reviews(await scrape()) - before;
+  // one review (it passes the pre-checks, so the apiserver is asked once), then 401 from the
+  // 5 s negative cache; a machine slow enough to need over 5 s for the loop may spend one more per 5 s
+  assert.ok(spent >= 1 && spent <= 1 + Math.floor(elapsed / 5_000), `${spent} TokenReviews in ${elapsed} ms`);
+});
+
+test("a flood of forged tokens at team A's gateway does not stop team B's valid tokens (cap 2)", async () => {
+  let stop = false;
+  const seen = new Map<string, number>();
+  const worker = async () => {
+    while (!stop) {
+      const r = await get(portA, forged('gw-a'));
+      const key = r.status === 503 ? `503 retry-after=${r.retryAfter}` : String(r.status);
+      seen.set(key, (seen.get(key) ?? 0) + 1);
+    }
+  };
+  const flood = Array.from({ length: 96 }, worker); // more than the 2 slots + 64 queued for team-a
+  const results: number[] = [];
+  const refusals: string[] = [];
+  try {
+    // the flood is past the limiter's bound: team-a callers are being refused
+    await waitFor('team-a callers refused by the limiter', async () =>
+      series(await scrape(), 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-a",reason="queue_full"') > 0, 30_000);
+    for (let i = 0; i < 5; i++) {
+      const token = await cp.token('team-b', 'b', ['gw-b']); // fresh: needs its own TokenReview
+      const r = await get(portB, token);
+      results.push(r.status);
+      if (r.status !== 200) refusals.push(r.body);
+    }
+  } finally {
+    stop = true;
+    await Promise.all(flood);
+  }
+  assert.deepEqual(results, [200, 200, 200, 200, 200], refusals.join('\n'));
+  // the flood got only 401 (apiserver said no) and 503 with Retry-After (limiter), both seen
+  assert.deepEqual([...seen.keys()].sort(), ['401', '503 retry-after=1'], JSON.stringify([...seen]));
+  const text = await scrape();
+  assert.equal(series(text, 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-b",reason="queue_full"'), 0);
+  assert.equal(series(text, 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-b",reason="timeout"'), 0);
+  assert.equal(series(text, 'access_gateway_token_reviews_in_flight', ''), 0);
+});

@@ -1,0 +1,111 @@
+// A JWKS gateway whose operator cannot sync its revocation caches (its RBAC lacks list/watch on
+// pods): a valid token is answered 503 with Retry-After, never 401, and the gateway is not Ready.
+// Once the RBAC is fixed the caches sync, the gateway turns Ready and the same token gets 200.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, condition, getGateway, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
+
+const ns = 'team-r';
+let cp: ControlPlane;
+let op: OperatorProc;
+
+// What the operator needs for a JWKS gateway with an Impersonate route, minus list/watch on pods.
+const operatorRBAC = `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: agw-operator}
+rules:
+  - {apiGroups: [access-gateway.io], resources: [accessgateways], verbs: [get, list, watch]}
+  - {apiGroups: [access-gateway.io], resources: [accessgateways/status], verbs: [patch]}
+  - {apiGroups: [""], resources: [secrets, configmaps, services, serviceaccounts, nodes], verbs: [list, watch]}
+  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+  - {apiGroups: [gateway.networking.k8s.io], resources: [referencegrants], verbs: [list, watch]}
+  - {apiGroups: [""], resources: [users, groups, serviceaccounts], verbs: [impersonate]}
+  - apiGroups: [authentication.k8s.io]
+    verbs: [impersonate]
+    resources: [uids, userextras/access-gateway.io/gateway, userextras/access-gateway.io/route,
+      userextras/authentication.kubernetes.io/credential-id]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: agw-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agw-operator}
+subjects: [{kind: ServiceAccount, name: agw-operator, namespace: ${ns}}]
+`;
+
+const podsRBAC = `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: agw-operator-pods}
+rules: [{apiGroups: [""], resources: [pods], verbs: [list, watch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: agw-operator-pods}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agw-operator-pods}
+subjects: [{kind: ServiceAccount, name: agw-operator, namespace: ${ns}}]
+`;
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml(ns, ['agw-operator', 'a']));
+  await applyYaml(cp, operatorRBAC);
+  const token = await cp.token(ns, 'agw-operator', [cp.issuer]);
+  const kubeconfig = tokenKubeconfig(join(cp.dir, 'operator-token.kubeconfig'), cp.url, token, { ca: cp.ca.cert });
+  op = await startOperator({ ...cp, kubeconfig });
+}, { timeout: 180_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+test('caches that cannot sync: 503 with Retry-After (never 401), not Ready; after the RBAC fix: Ready and 200', async () => {
+  await applyYaml(cp, `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: jw, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw], mode: JWKS}
+  access: [{groups: [system:serviceaccounts:${ns}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}]
+`);
+  const pending = await waitFor('gateway reported Pending', async () => {
+    const gw = await getGateway(cp, ns, 'jw');
+    return condition(gw, 'Programmed')?.reason === 'Pending' && gw.status.observedGeneration === gw.metadata.generation ? gw : undefined;
+  }, 15_000);
+  assert.equal(condition(pending, 'Programmed').status, 'False');
+  assert.match(condition(pending, 'Programmed').message, /signing keys and the revocation caches/);
+  assert.equal(condition(pending, 'Ready').status, 'False');
+  assert.equal(condition(pending, 'Ready').reason, 'Pending');
+  const port = pending.status.listener.port as number;
+  const get = async (token: string) => {
+    const r = await request(`http://127.0.0.1:${port}/version`, { headers: { authorization: `Bearer ${token}` } });
+    return { status: r.statusCode, retryAfter: r.headers['retry-after'], text: await r.body.text() };
+  };
+
+  const token = await cp.token(ns, 'a', ['gw']);
+  for (let i = 0; i < 20; i++) {
+    const r = await get(token);
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.retryAfter, '1');
+    assert.match(JSON.parse(r.text).message, /revocation caches not synced yet \(pods\)/);
+  }
+  assert.equal((await get('garbage')).status, 401); // what is certainly invalid is still 401
+  assert.equal(condition(await getGateway(cp, ns, 'jw'), 'Ready').status, 'False');
+
+  await applyYaml(cp, podsRBAC); // the pods watch is retried with back-off (at most 30 s)
+  const ready = await waitFor('gateway Ready once the caches sync', async () => {
+    const gw = await getGateway(cp, ns, 'jw');
+    return condition(gw, 'Ready')?.status === 'True' ? gw : undefined;
+  }, 90_000, 250);
+  assert.equal(condition(ready, 'Programmed').reason, 'Programmed');
+  const r = await get(token);
+  assert.equal(r.status, 200, r.text);
+});

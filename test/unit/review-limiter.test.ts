@@ -1,0 +1,178 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FairLimiter, LimitedReviewer, type Timers } from '../../src/auth/review-limiter.js';
+import type { ReviewResult } from '../../src/auth/identity.js';
+import { AuthUnavailableError } from '../../src/dataplane/errors.js';
+
+/** Timers that fire only when the test advances the clock. */
+class FakeTimers implements Timers {
+  now = 0;
+  private seq = 0;
+  private readonly pending = new Map<number, { at: number; fn: () => void }>();
+  set(fn: () => void, ms: number): unknown {
+    const id = ++this.seq;
+    this.pending.set(id, { at: this.now + ms, fn });
+    return id;
+  }
+  clear(h: unknown): void {
+    this.pending.delete(h as number);
+  }
+  get size(): number {
+    return this.pending.size;
+  }
+  advance(ms: number): void {
+    this.now += ms;
+    for (const [id, t] of [...this.pending].sort((a, b) => a[1].at - b[1].at)) {
+      if (t.at > this.now) continue;
+      this.pending.delete(id);
+      t.fn();
+    }
+  }
+}
+
+/** A review that finishes when the test says so. */
+function gate() {
+  let open!: () => void;
+  const p = new Promise<void>((r) => { open = r; });
+  return { p, open };
+}
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+/** How `p` has settled by the time pending callbacks have run: its value, its error, or 'pending'. */
+function outcome<T>(p: Promise<T>): Promise<T | unknown> {
+  return Promise.race([p.then((v) => v, (e: unknown) => e), flush().then(() => 'pending')]);
+}
+const isRefusal = (e: unknown) => e instanceof AuthUnavailableError && e.status === 503 && e.retryAfterSeconds === 1;
+// a broken limiter may leave a caller waiting for ever: fail, do not hang
+const opts = { timeout: 10_000 };
+
+function setup(opts: { maxInFlight?: number; maxQueue?: number; maxWaitMs?: number } = {}) {
+  const timers = new FakeTimers();
+  const events = { inFlight: [] as number[], refused: [] as string[], namespaces: [] as string[] };
+  const limiter = new FairLimiter({
+    maxInFlight: opts.maxInFlight ?? 2, maxQueue: opts.maxQueue ?? 64, maxWaitMs: opts.maxWaitMs ?? 5_000, timers,
+    onInFlight: (n) => events.inFlight.push(n),
+    onRefused: (ns, reason) => events.refused.push(`${ns}:${reason}`),
+    onNamespace: (ns) => events.namespaces.push(ns),
+  });
+  const order: string[] = [];
+  const gates = new Map<string, ReturnType<typeof gate>>();
+  const run = (ns: string, id: string) => limiter.run(ns, async () => {
+    order.push(id);
+    const g = gate();
+    gates.set(id, g);
+    await g.p;
+    return id;
+  });
+  const finish = async (id: string) => {
+    gates.get(id)!.open();
+    await flush();
+  };
+  return { limiter, timers, events, order, run, finish };
+}
+
+test('never more than maxInFlight at once; waiters start as slots free', opts, async () => {
+  const { limiter, order, run, finish, events } = setup({ maxInFlight: 2 });
+  const all = ['a1', 'a2', 'a3', 'a4'].map((id) => run('a', id));
+  await flush();
+  assert.deepEqual(order, ['a1', 'a2']);
+  assert.equal(limiter.inFlight, 2);
+  assert.equal(limiter.waiting('a'), 2);
+  await finish('a1');
+  assert.deepEqual(order, ['a1', 'a2', 'a3']);
+  assert.equal(limiter.inFlight, 2);
+  await finish('a2');
+  await finish('a3');
+  await finish('a4');
+  assert.deepEqual(await Promise.all(all), ['a1', 'a2', 'a3', 'a4']);
+  assert.equal(limiter.inFlight, 0);
+  assert.ok(Math.max(...events.inFlight) <= 2);
+  assert.equal(events.inFlight.at(-1), 0);
+  assert.deepEqual(events.namespaces, ['a']);
+});
+
+test("a flooding namespace does not make another namespace's first caller wait behind the flood", opts, async () => {
+  const { order, run, finish } = setup({ maxInFlight: 1 });
+  const flood = Array.from({ length: 20 }, (_, i) => run('team-a', `a${i}`));
+  await flush();
+  const b = run('team-b', 'b0');
+  await flush();
+  assert.deepEqual(order, ['a0']);
+  await finish('a0');
+  // the next slot: team-a had been waiting longer, so a1; then team-b, not a2…a19
+  await finish('a1');
+  assert.deepEqual(order, ['a0', 'a1', 'b0']);
+  await finish('b0');
+  assert.equal(await b, 'b0');
+  for (let i = 2; i < 20; i++) await finish(`a${i}`);
+  await Promise.all(flood);
+});
+
+test('round-robin between waiting namespaces', opts, async () => {
+  const { order, run, finish } = setup({ maxInFlight: 1 });
+  const p = [run('x', 'x0'), run('a', 'a1'), run('a', 'a2'), run('a', 'a3'), run('b', 'b1'), run('b', 'b2'), run('c', 'c1')];
+  await flush();
+  for (const id of ['x0', 'a1', 'b1', 'c1', 'a2', 'b2', 'a3']) await finish(id);
+  await Promise.all(p);
+  assert.deepEqual(order, ['x0', 'a1', 'b1', 'c1', 'a2', 'b2', 'a3']);
+});
+
+test('a full namespace queue refuses at once with 503 and Retry-After; other namespaces still queue', opts, async () => {
+  const { run, finish, events, limiter } = setup({ maxInFlight: 1, maxQueue: 3 });
+  const first = run('a', 'a0');
+  const queued = [run('a', 'a1'), run('a', 'a2'), run('a', 'a3')];
+  await flush();
+  const refused = await outcome(run('a', 'a4'));
+  assert.ok(isRefusal(refused), String(refused));
+  assert.deepEqual(events.refused, ['a:queue_full']);
+  const b = run('b', 'b0');
+  await flush();
+  assert.equal(limiter.waiting('b'), 1);
+  for (const id of ['a0', 'a1', 'b0', 'a2', 'a3']) await finish(id);
+  await Promise.all([first, ...queued, b]);
+});
+
+test('a caller waiting longer than maxWaitMs gets 503 with Retry-After and leaves the queue', opts, async () => {
+  const { run, finish, events, limiter, timers, order } = setup({ maxInFlight: 1, maxWaitMs: 5_000 });
+  const first = run('a', 'a0');
+  const late = run('b', 'b0');
+  await flush();
+  timers.advance(4_999);
+  assert.equal(await outcome(late), 'pending');
+  assert.equal(limiter.waiting('b'), 1);
+  timers.advance(1);
+  const err = await outcome(late);
+  assert.ok(isRefusal(err), String(err));
+  assert.deepEqual(events.refused, ['b:timeout']);
+  assert.equal(limiter.waiting('b'), 0);
+  // the slot it never took goes to the next caller; no stale timers are left
+  const next = run('c', 'c0');
+  await finish('a0');
+  await finish('c0');
+  assert.equal(await first, 'a0');
+  assert.equal(await next, 'c0');
+  assert.deepEqual(order, ['a0', 'c0']);
+  assert.equal(timers.size, 0);
+});
+
+test('a failing review frees its slot', opts, async () => {
+  const limiter = new FairLimiter({ maxInFlight: 1, timers: new FakeTimers() });
+  await assert.rejects(limiter.run('a', async () => { throw new Error('boom'); }), /boom/);
+  assert.equal(limiter.inFlight, 0);
+  assert.equal(await limiter.run('a', async () => 'ok'), 'ok');
+});
+
+test('LimitedReviewer queues by the namespace it is given', opts, async () => {
+  const seen: string[] = [];
+  const limiter = new FairLimiter({ maxInFlight: 1, onNamespace: (ns) => seen.push(ns) });
+  const inner = { review: async (): Promise<ReviewResult> => ({ authenticated: false, error: 'no' }) };
+  const r = new LimitedReviewer(inner, limiter);
+  assert.deepEqual(await r.review('t', ['gw'], 'team-a'), { authenticated: false, error: 'no' });
+  await r.review('t', ['gw']);
+  assert.deepEqual(seen, ['team-a', '']);
+});
+
+test('maxInFlight must be a positive integer', opts, () => {
+  for (const bad of [0, -1, 1.5, NaN]) assert.throws(() => new FairLimiter({ maxInFlight: bad }), /positive integer/);
+});
