@@ -89,7 +89,7 @@ function chartArgs(): string[] {
   return args.filter((a) => a !== 'operator' && !local.test(a));
 }
 
-type Result = { status: boolean; review: boolean; impersonated: boolean; service: boolean; exposed: boolean; event: boolean; metrics: number };
+type Result = { status: boolean; review: boolean; impersonated: boolean; service: boolean; exposed: boolean; event: boolean; metrics: number; kubeApi: number; kubeApiMessage: string };
 
 /** The chart's ServiceAccount as a kubeconfig with a minted token. */
 async function chartKubeconfig(name: string): Promise<{ token: string; kubeconfig: string }> {
@@ -134,7 +134,7 @@ spec:
     - {name: backend, pathPrefix: /backend/, rewritePrefix: /, service: {name: backend, port: http}}
     - {name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/api/.*"]}}
 `);
-    const result: Result = { status: false, review: false, impersonated: false, service: false, exposed: false, event: false, metrics: 0 };
+    const result: Result = { status: false, review: false, impersonated: false, service: false, exposed: false, event: false, metrics: 0, kubeApi: 0, kubeApiMessage: '' };
     const metrics = await request(`http://127.0.0.1:${op.adminPort}/metrics`, { headers: { authorization: `Bearer ${await scraperToken()}` } });
     await metrics.body.dump();
     result.metrics = metrics.statusCode;
@@ -153,6 +153,8 @@ spec:
     const app = await cp.token(ns, 'app', ['gw']);
     const get = async (path: string) => (await fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization: `Bearer ${app}` } }));
     const cm = await get(`/api/v1/namespaces/${ns}/configmaps`).catch(() => undefined);
+    result.kubeApi = cm?.status ?? 0;
+    result.kubeApiMessage = cm ? String(((await cm.clone().json().catch(() => ({}))) as { message?: string }).message ?? '') : '';
     result.review = cm !== undefined && cm.status !== 401 && cm.status !== 503;
     result.impersonated = cm?.status === 200;
     result.service = (await get('/backend/whoami').catch(() => undefined))?.status === 200;
@@ -166,8 +168,9 @@ spec:
 const chartRole = () => structuredClone(rendered.find((o) => o.kind === 'ClusterRole' && o.metadata.name === release));
 
 test('the operator, authenticated only as the chart ServiceAccount, passes the core scenarios', async () => {
-  assert.deepEqual(await scenarios('full', chartRole()),
-    { status: true, review: true, impersonated: true, service: true, exposed: true, event: true, metrics: 200 });
+  const r = await scenarios('full', chartRole());
+  assert.deepEqual({ ...r, kubeApiMessage: undefined },
+    { status: true, review: true, impersonated: true, service: true, exposed: true, event: true, metrics: 200, kubeApi: 200, kubeApiMessage: undefined });
 });
 
 test('without one ClusterRole rule (tokenreviews) the same run fails', async () => {
@@ -176,6 +179,10 @@ test('without one ClusterRole rule (tokenreviews) the same run fails', async () 
   role.rules = role.rules.filter((r: any) => !(r.resources ?? []).includes('tokenreviews'));
   assert.equal(role.rules.length, before - 1);
   const r = await scenarios('no-tokenreviews', role);
+  // the operator itself works (the gateway is Ready); authentication fails closed: 503
+  assert.equal(r.status, true);
+  assert.equal(r.kubeApi, 503);
+  assert.match(r.kubeApiMessage, /token review unavailable/);
   assert.equal(r.review, false);
   assert.equal(r.impersonated, false);
 });
@@ -184,8 +191,13 @@ test('without the impersonation rule the apiserver route fails', async () => {
   const role = chartRole();
   role.rules = role.rules.filter((r: any) => !((r.verbs ?? []).includes('impersonate') && (r.resources ?? []).includes('serviceaccounts')));
   const r = await scenarios('no-impersonate', role);
+  // the gateway is Ready and authenticates; the apiserver refuses the impersonation (403)
+  assert.equal(r.status, true);
   assert.equal(r.review, true);
+  assert.equal(r.kubeApi, 403);
+  assert.match(r.kubeApiMessage, /cannot impersonate/);
   assert.equal(r.impersonated, false);
+  assert.equal(r.service, true);
 });
 
 test('without the subjectaccessreviews rule /metrics fails closed (503); the gateways are unaffected', async () => {

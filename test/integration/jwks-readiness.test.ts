@@ -28,7 +28,7 @@ rules:
   - {apiGroups: [""], resources: [users, groups, serviceaccounts], verbs: [impersonate]}
   - apiGroups: [authentication.k8s.io]
     verbs: [impersonate]
-    resources: [uids, userextras/access-gateway.io/gateway, userextras/access-gateway.io/route,
+    resources: [uids, userextras/access-gateway.io/gateway, userextras/access-gateway.io/route, userextras/access-gateway.io/caller,
       userextras/authentication.kubernetes.io/credential-id]
 ---
 apiVersion: rbac.authorization.k8s.io/v1

@@ -27,7 +27,9 @@ const get = async (token: string) => {
 };
 const tokenReviews = async () => {
   const text = await scrapeMetrics(cp, op.adminPort);
-  return [...text.matchAll(/^access_gateway_token_reviews_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  const found = [...text.matchAll(/^access_gateway_token_reviews_total\{[^}]*\} (\d+)/gm)];
+  if (found.length === 0) throw new Error('no access_gateway_token_reviews_total series'); // missing is not zero
+  return found.reduce((n, m) => n + Number(m[1]), 0);
 };
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 

@@ -46,7 +46,9 @@ async function scrape(): Promise<string> {
 function value(families: any[], name: string, labels: Record<string, string>): number {
   const f = families.find((x) => x.name === name);
   const m = f?.metrics.find((x: any) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
-  return m ? Number(m.value) : 0;
+  // a missing series is a failure, not a zero
+  if (!m) throw new Error(`no series ${name}${JSON.stringify(labels)}`);
+  return Number(m.value);
 }
 
 before(async () => {
