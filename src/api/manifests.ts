@@ -1,6 +1,11 @@
-// Manifest files named on the command line: files as given, directories' *.yaml/*.yml/*.json.
-import { readdirSync, statSync } from 'node:fs';
+// AccessGateway manifests from files: the one loader behind `validate` and `serve`. Files as
+// given, directories' *.yaml/*.yml/*.json; each AccessGateway document with its problems (the
+// CRD schema, its CEL rules' twins, the regexes), and what is wrong with a file as a whole.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { group, kind, version } from './schema.js';
+import { validateGateway, type Problem } from './validate.js';
 
 export function manifestFiles(paths: string[]): string[] {
   return paths.flatMap((p) => {
@@ -9,4 +14,47 @@ export function manifestFiles(paths: string[]): string[] {
     }
     return [p];
   });
+}
+
+export interface ManifestGateway {
+  /** How messages name it: "AccessGateway NS/NAME" (or NAME without a namespace). */
+  label: string;
+  /** The object as written (no defaults). */
+  object: Record<string, any>;
+  problems: Problem[];
+}
+
+export interface ManifestFile {
+  file: string;
+  /** Why the file as a whole cannot be used (unreadable, invalid YAML), or null. */
+  problem: string | null;
+  gateways: ManifestGateway[];
+}
+
+/** One file: its AccessGateway documents (other kinds are skipped), each checked. */
+export function loadManifest(file: string): ManifestFile {
+  let docs;
+  try {
+    docs = parseAllDocuments(readFileSync(file, 'utf8'));
+  } catch (err) {
+    return { file, problem: `cannot read: ${(err as Error).message}`, gateways: [] };
+  }
+  const gateways: ManifestGateway[] = [];
+  for (const [i, doc] of docs.entries()) {
+    if (doc.errors.length) return { file, problem: `document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, gateways: [] };
+    const obj = doc.toJS();
+    if (!obj || obj.kind !== kind) continue;
+    const ns = obj.metadata?.namespace;
+    const label = `${kind} ${ns ? `${ns}/` : ''}${obj.metadata?.name ?? `(document ${i + 1})`}`;
+    const problems = obj.apiVersion !== `${group}/${version}`
+      ? [{ field: 'apiVersion', message: `must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}` }]
+      : validateGateway(obj);
+    gateways.push({ label, object: obj, problems });
+  }
+  return { file, problem: null, gateways };
+}
+
+/** A problem as one printable line: FILE: AccessGateway NS/NAME: FIELD: WHY. */
+export function problemLine(file: string, g: ManifestGateway, p: Problem): string {
+  return `${file}: ${g.label}: ${p.field}: ${p.message}`;
 }

@@ -1,7 +1,7 @@
 // TokenReview authentication: the apiserver decides (honouring revocation of bound tokens);
 // an answer counts only when its audiences intersect the gateway's. Fails closed.
 import { createHash } from 'node:crypto';
-import { AuthUnavailableError, UnauthenticatedError } from '../dataplane/errors.js';
+import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
 import type { CallerIdentity, TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';

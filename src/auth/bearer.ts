@@ -1,5 +1,5 @@
 // Bearer token extraction (RFC 6750 b64token syntax).
-import { UnauthenticatedError } from '../dataplane/errors.js';
+import { UnauthenticatedError } from '../errors.js';
 
 const bearer = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
 

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { importJWK, jwtVerify } from 'jose';
 import type { CryptoKey, JWK, JWTPayload } from 'jose';
-import { AuthUnavailableError, UnauthenticatedError } from '../dataplane/errors.js';
+import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { negativeCacheTtlMs, type Authenticator } from './authenticator.js';
 import { serviceAccountOf, type CallerIdentity } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims, signingAlgs, type UnverifiedJwt } from './jwt-precheck.js';

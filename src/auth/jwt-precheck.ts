@@ -2,7 +2,7 @@
 // that is not a compact JWS with an asymmetric signing alg, or whose unverified claims are certainly
 // invalid (expired beyond the leeway, audiences disjoint from the gateway's). Accepting still needs
 // the apiserver's review or a verified signature.
-import { UnauthenticatedError } from '../dataplane/errors.js';
+import { UnauthenticatedError } from '../errors.js';
 
 /** Asymmetric JWS algs (never `none`, never HS*): what the apiserver and OIDC issuers sign with. */
 export const signingAlgs: ReadonlySet<string> = new Set([

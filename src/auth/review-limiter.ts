@@ -3,15 +3,11 @@
 // flooding its gateway delays another team's request by at most one review per waiting team.
 // Each queue is bounded in length and waiting time; over the bound the answer is 503 with
 // Retry-After (fail closed, never open).
-import { AuthUnavailableError } from '../dataplane/errors.js';
+import { AuthUnavailableError } from '../errors.js';
+import { realClock, type Clock, type Timer } from '../clock.js';
 import type { ReviewResult, TokenReviewer } from './identity.js';
 
 export type RefusalReason = 'queue_full' | 'timeout';
-
-export interface Timers {
-  set(fn: () => void, ms: number): unknown;
-  clear(handle: unknown): void;
-}
 
 export interface FairLimiterOptions {
   maxInFlight: number;
@@ -21,7 +17,7 @@ export interface FairLimiterOptions {
   maxWaitMs?: number;
   /** Retry-After of a refusal; default 1 s. */
   retryAfterSeconds?: number;
-  timers?: Timers;
+  clock?: Clock;
   /** Metrics: in flight after each change; a refusal; a namespace seen for the first time. */
   onInFlight?: (n: number) => void;
   onRefused?: (namespace: string, reason: RefusalReason) => void;
@@ -30,10 +26,8 @@ export interface FairLimiterOptions {
 
 interface Waiter {
   resolve: () => void;
-  timer: unknown;
+  timer: Timer | undefined;
 }
-
-const realTimers: Timers = { set: (fn, ms) => setTimeout(fn, ms), clear: (h) => clearTimeout(h as NodeJS.Timeout) };
 
 export class FairLimiter {
   private active = 0;
@@ -46,7 +40,7 @@ export class FairLimiter {
   private readonly maxQueue: number;
   private readonly maxWaitMs: number;
   private readonly retryAfter: number;
-  private readonly timers: Timers;
+  private readonly clock: Clock;
 
   constructor(private readonly opts: FairLimiterOptions) {
     if (!Number.isInteger(opts.maxInFlight) || opts.maxInFlight < 1) throw new Error('maxInFlight must be a positive integer');
@@ -54,7 +48,7 @@ export class FairLimiter {
     this.maxQueue = opts.maxQueue ?? 64;
     this.maxWaitMs = opts.maxWaitMs ?? 5_000;
     this.retryAfter = opts.retryAfterSeconds ?? 1;
-    this.timers = opts.timers ?? realTimers;
+    this.clock = opts.clock ?? realClock;
   }
 
   get inFlight(): number {
@@ -92,7 +86,7 @@ export class FairLimiter {
     if ((q?.length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = { resolve, timer: undefined };
-      w.timer = this.timers.set(() => {
+      w.timer = this.clock.setTimeout(() => {
         this.remove(ns, w);
         reject(this.refuse(ns, 'timeout'));
       }, this.maxWaitMs);
@@ -111,7 +105,7 @@ export class FairLimiter {
       const w = q.shift()!;
       if (q.length > 0) this.ring.push(ns);
       else this.queues.delete(ns);
-      this.timers.clear(w.timer);
+      if (w.timer) this.clock.clearTimeout(w.timer);
       this.active++;
       w.resolve();
     }

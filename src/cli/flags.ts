@@ -1,34 +1,69 @@
-// Flags with environment-variable twins: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+// Command-line flags, each with an environment twin (--port-range <-> ACCESS_GATEWAY_PORT_RANGE),
+// parsed into a typed object: a bad value is an error naming the flag, never a silent NaN.
+import { parseArgs } from 'node:util';
 
-export type FlagSpec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string; default?: string | boolean | string[] }>;
-
-export function envName(flag: string): string {
-  return 'ACCESS_GATEWAY_' + flag.toUpperCase().replace(/-/g, '_');
+/** One flag: how it is read (string, boolean, repeated) and how its text becomes a value. */
+export interface Flag<T> {
+  kind: 'string' | 'boolean' | 'list';
+  /** The value when neither the flag nor its twin is given. */
+  fallback: T;
+  parse(text: string, flag: string): T;
 }
 
-export function parseFlags(args: string[], spec: FlagSpec, env: NodeJS.ProcessEnv = process.env): Record<string, any> {
-  // defaults are applied below, after the environment: parseArgs must not fill them in first
-  const options = Object.fromEntries(Object.entries(spec).map(([k, { default: _d, ...o }]) => [k, o]));
-  const { values } = parseArgs({ args, options: options as ParseArgsConfig['options'], strict: true, allowPositionals: false });
-  const out: Record<string, any> = { ...values };
-  for (const [name, s] of Object.entries(spec)) {
-    if (out[name] !== undefined) continue;
-    const e = env[envName(name)];
-    if (e !== undefined && e !== '') {
-      if (s.type === 'boolean') out[name] = e === 'true' || e === '1';
-      else out[name] = s.multiple ? e.split(',').map((x) => x.trim()).filter(Boolean) : e;
-    } else if (s.default !== undefined) {
-      out[name] = s.default;
+export const flag = {
+  string: (fallback = ''): Flag<string> => ({ kind: 'string', fallback, parse: (t) => t }),
+  optional: (): Flag<string | undefined> => ({ kind: 'string', fallback: undefined, parse: (t) => t }),
+  boolean: (fallback = false): Flag<boolean> => ({
+    kind: 'boolean', fallback,
+    parse: (t, f) => {
+      if (t === 'true' || t === '1') return true;
+      if (t === 'false' || t === '0') return false;
+      throw new Error(`--${f}: expected true or false, got ${JSON.stringify(t)}`);
+    },
+  }),
+  list: (): Flag<string[]> => ({ kind: 'list', fallback: [], parse: (t) => t.split(',').map((x) => x.trim()).filter(Boolean) }),
+  int: (fallback: number, min: number, max: number): Flag<number> => ({ kind: 'string', fallback, parse: (t, f) => intFlag(t, f, min, max) }),
+  oneOf: <V extends string>(values: readonly V[], fallback: V): Flag<V> => ({
+    kind: 'string', fallback,
+    parse: (t, f) => {
+      if ((values as readonly string[]).includes(t)) return t as V;
+      throw new Error(`--${f}: expected ${values.join(' or ')}, got ${JSON.stringify(t)}`);
+    },
+  }),
+  hostPort: (fallback: string): Flag<{ host: string; port: number }> => ({ kind: 'string', fallback: hostPort(fallback, 'default'), parse: (t, f) => hostPort(t, `--${f}`) }),
+  portRange: (fallback: string): Flag<[number, number]> => ({ kind: 'string', fallback: portRange(fallback), parse: (t) => portRange(t) }),
+};
+
+export type FlagSpec = Record<string, Flag<unknown>>;
+export type Parsed<S extends FlagSpec> = { [K in keyof S]: S[K] extends Flag<infer T> ? T : never };
+
+export function envName(name: string): string {
+  return 'ACCESS_GATEWAY_' + name.toUpperCase().replace(/-/g, '_');
+}
+
+/** The flags given in `args`, else their environment twins, else their fallbacks; each checked. */
+export function parseFlags<S extends FlagSpec>(args: string[], spec: S, env: NodeJS.ProcessEnv = process.env): Parsed<S> {
+  const options = Object.fromEntries(Object.entries(spec).map(([k, f]) => [k, f.kind === 'list'
+    ? { type: 'string' as const, multiple: true } : { type: f.kind === 'boolean' ? 'boolean' as const : 'string' as const }]));
+  const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(spec)) {
+    const given = values[name];
+    if (given !== undefined) {
+      out[name] = f.kind === 'boolean' ? given : f.kind === 'list' ? (given as string[]).flatMap((v) => f.parse(v, name) as string[]) : f.parse(given as string, name);
+      continue;
     }
+    const twin = env[envName(name)];
+    out[name] = twin !== undefined && twin !== '' ? f.parse(twin, name) : f.fallback;
   }
-  return out;
+  return out as Parsed<S>;
 }
 
 export function hostPort(v: string, what: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(v);
-  if (!m) throw new Error(`${what}: expected HOST:PORT, got ${JSON.stringify(v)}`);
-  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port: Number(m[2]) };
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) throw new Error(`${what}: expected HOST:PORT, got ${JSON.stringify(v)}`);
+  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port };
 }
 
 export function portRange(v: string): [number, number] {

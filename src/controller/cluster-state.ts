@@ -7,10 +7,8 @@ import type { Metrics } from '../observability/metrics.js';
 import type { KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import type { EndpointSliceLike, ReferenceGrantLike, ServiceLike } from '../translate/services.js';
-import { listenerTLSLabel, type SecretLike, type Snapshot } from '../translate/translate.js';
-
-export const caBundleLabel = 'access-gateway.io/ca-bundle';
-const serviceNameLabel = 'kubernetes.io/service-name';
+import type { SecretLike, Snapshot } from '../translate/translate.js';
+import { caBundleLabel, listenerTLSLabel, serviceNameLabel } from '../api/labels.js';
 
 export interface Ref {
   kind: 'Service' | 'Secret' | 'ConfigMap' | 'ReferenceGrant';

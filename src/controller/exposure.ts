@@ -3,19 +3,12 @@
 // (deleting the gateway garbage-collects both). Pure: the objects to apply.
 import { isIP } from 'node:net';
 import type { AccessGateway } from '../api/types.js';
-
-export const managedBy = 'operator.access-gateway.io';
+import {
+  endpointSliceManagedByLabel, endpointSliceManagedByValue, gatewayLabel, managedByLabel, managedByValue, serviceNameLabel,
+} from '../api/labels.js';
 
 export function exposedName(gw: AccessGateway): string {
   return `agw-${gw.metadata.name}`;
-}
-
-/** Addresses an EndpointSlice may list (the apiserver refuses loopback, link-local and unspecified). */
-export function publishable(addr: string): boolean {
-  const v = isIP(addr);
-  if (v === 4) return !/^(127\.|169\.254\.|0\.)/.test(addr);
-  if (v === 6) return addr !== '::1' && addr !== '::' && !addr.toLowerCase().startsWith('fe80:');
-  return false;
 }
 
 export function exposure(gw: AccessGateway, port: number, tls: boolean, addresses: string[]) {
@@ -25,7 +18,7 @@ export function exposure(gw: AccessGateway, port: number, tls: boolean, addresse
     apiVersion: gw.apiVersion ?? 'access-gateway.io/v1alpha1', kind: 'AccessGateway', name: gw.metadata.name,
     uid: gw.metadata.uid!, controller: true, blockOwnerDeletion: true,
   }];
-  const labels = { 'app.kubernetes.io/managed-by': 'access-gateway', 'access-gateway.io/gateway': gw.metadata.name };
+  const labels = { [managedByLabel]: managedByValue, [gatewayLabel]: gw.metadata.name };
   const portName = tls ? 'https' : 'http';
   const v6 = addresses.some((a) => isIP(a) === 6);
   const service = {
@@ -37,7 +30,7 @@ export function exposure(gw: AccessGateway, port: number, tls: boolean, addresse
     apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
     metadata: {
       name, namespace: ns, ownerReferences: owner,
-      labels: { ...labels, 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': managedBy },
+      labels: { ...labels, [serviceNameLabel]: name, [endpointSliceManagedByLabel]: endpointSliceManagedByValue },
     },
     addressType: v6 ? 'IPv6' : 'IPv4',
     ports: [{ name: portName, port, protocol: 'TCP' }],

@@ -1,15 +1,13 @@
 // AccessGateways from manifest files (`access-gateway serve`): re-read on change; a file that
 // does not parse, or a gateway that does not validate, keeps its last good version (and says why).
-import { watch, type FSWatcher, readFileSync, statSync } from 'node:fs';
+import { watch, type FSWatcher, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { parseAllDocuments } from 'yaml';
-import { group, kind, version } from '../api/schema.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
-import { validateGateway } from '../api/validate.js';
-import { manifestFiles } from '../api/manifests.js';
-import { canonical } from './status.js';
-import type { GatewayEvents, GatewaySource } from './manager.js';
+import { loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
+import { keyOf } from '../api/keys.js';
+import { canonical } from '../api/canonical.js';
+import type { GatewayEvents, GatewaySource } from './gateway-controller.js';
 
 export class FileSource implements GatewaySource {
   private readonly gateways = new Map<string, AccessGateway>();
@@ -62,7 +60,7 @@ export class FileSource implements GatewaySource {
 
   /** Keeps the status with the object (no event: status is ours). */
   setStatus(gw: AccessGateway, status: AccessGatewayStatus): void {
-    const cur = this.gateways.get(`${gw.metadata.namespace}/${gw.metadata.name}`);
+    const cur = this.gateways.get(keyOf(gw));
     if (cur) cur.status = status;
   }
 
@@ -80,8 +78,11 @@ export class FileSource implements GatewaySource {
     for (const m of this.byFile.values()) for (const [k, gw] of m) if (!next.has(k)) next.set(k, gw);
     for (const [key, gw] of next) {
       const old = this.gateways.get(key);
-      if (old && canonical(old.spec) === canonical(gw.spec)) continue;
-      gw.metadata.generation = (old?.metadata.generation ?? 0) + 1;
+      // like the apiserver: a spec change bumps the generation; label and annotation edits count too
+      const sameSpec = old !== undefined && canonical(old.spec) === canonical(gw.spec);
+      if (sameSpec && canonical(old.metadata.annotations) === canonical(gw.metadata.annotations)
+        && canonical(old.metadata.labels) === canonical(gw.metadata.labels)) continue;
+      gw.metadata.generation = sameSpec ? old.metadata.generation : (old?.metadata.generation ?? 0) + 1;
       gw.metadata.creationTimestamp = old?.metadata.creationTimestamp ?? new Date().toISOString();
       if (old?.status) gw.status = old.status;
       this.gateways.set(key, gw);
@@ -96,31 +97,21 @@ export class FileSource implements GatewaySource {
   }
 
   private readFile(file: string): void {
-    const problems: string[] = [];
     const prev = this.byFile.get(file) ?? new Map<string, AccessGateway>();
-    let docs;
-    try {
-      docs = parseAllDocuments(readFileSync(file, 'utf8'));
-    } catch (err) {
-      problems.push(`cannot read: ${(err as Error).message}`);
-    }
-    const bad = docs?.find((d) => d.errors.length);
-    if (bad) problems.push(`invalid YAML: ${bad.errors[0]!.message.split('\n')[0]}`);
-    if (problems.length || !docs) {
-      this.report(file, problems);
+    const m = loadManifest(file);
+    if (m.problem) {
+      this.report(file, [m.problem]);
       return; // keep the last good version of the whole file
     }
+    const problems: string[] = [];
     const found = new Map<string, AccessGateway>();
-    for (const d of docs) {
-      const obj = d.toJS();
-      if (!obj || obj.kind !== kind) continue;
+    for (const g of m.gateways) {
+      const obj = g.object;
+      // a manifest without a namespace goes to "default", as kubectl would put it
       obj.metadata = { ...obj.metadata, namespace: obj.metadata?.namespace ?? 'default' };
-      const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
-      const issues = obj.apiVersion !== `${group}/${version}`
-        ? [`apiVersion: must be ${group}/${version}`]
-        : validateGateway(obj).map((p) => `${p.field}: ${p.message}`);
-      if (issues.length) {
-        problems.push(...issues.map((i) => `${key}: ${i}`));
+      const key = keyOf(obj as AccessGateway);
+      if (g.problems.length) {
+        problems.push(...g.problems.map((p) => problemLine(file, g, p)));
         const last = prev.get(key);
         if (last) found.set(key, last); // keep the last good version of this gateway
         continue;

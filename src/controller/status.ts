@@ -1,4 +1,5 @@
 // The status a reconcile wants written: conditions from translation and from the data plane.
+import { ConditionType, Reason } from '../api/conditions.js';
 import type { AccessGatewayStatus } from '../api/types.js';
 import { cond, readyFrom, stampConditions, type ConditionDraft } from '../translate/conditions.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
@@ -18,13 +19,13 @@ export function desiredStatus(opts: {
   let programmed: ConditionDraft;
   if (applied === null) {
     const notAccepted = drafts.find((d) => d.status !== 'True');
-    programmed = cond('Programmed', false, notAccepted?.reason ?? 'Invalid', 'no listener: ' + (notAccepted?.message ?? 'the gateway is not accepted'));
+    programmed = cond(ConditionType.Programmed, false, notAccepted?.reason ?? Reason.Invalid, 'no listener: ' + (notAccepted?.message ?? 'the gateway is not accepted'));
   } else if (applied.programmed) {
-    programmed = cond('Programmed', true, 'Programmed', `listening on port ${applied.port}`);
+    programmed = cond(ConditionType.Programmed, true, Reason.Programmed, `listening on port ${applied.port}`);
   } else {
-    programmed = cond('Programmed', false, applied.reason, applied.message);
-    if (applied.reason === 'PortConflict') {
-      drafts = drafts.map((d) => (d.type === 'Accepted' ? cond('Accepted', false, 'PortConflict', applied.message) : d));
+    programmed = cond(ConditionType.Programmed, false, applied.reason, applied.message);
+    if (applied.reason === Reason.PortConflict) {
+      drafts = drafts.map((d) => (d.type === ConditionType.Accepted ? cond(ConditionType.Accepted, false, Reason.PortConflict, applied.message) : d));
     }
   }
   const all = [...drafts, programmed];
@@ -36,11 +37,4 @@ export function desiredStatus(opts: {
   if (opts.routes.length) status.routes = opts.routes;
   if (opts.port !== undefined) status.listener = { port: opts.port, ...(opts.url ? { url: opts.url } : {}) };
   return status;
-}
-
-/** JSON with object keys sorted: the apiserver re-orders keys, so compare in this form. */
-export function canonical(v: unknown): string {
-  return JSON.stringify(v ?? null, (_k, val) => (val && typeof val === 'object' && !Array.isArray(val)
-    ? Object.fromEntries(Object.entries(val).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-    : val));
 }

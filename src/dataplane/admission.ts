@@ -7,7 +7,7 @@ import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import {
   AuthUnavailableError, BadPathError, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError,
-} from './errors.js';
+} from '../errors.js';
 import { canonicalPath, encodePath } from './path.js';
 import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
 

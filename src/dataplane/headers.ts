@@ -58,11 +58,6 @@ export function escapeExtraKey(key: string): string {
   return out;
 }
 
-/** Impersonate-Extra keys the gateway adds, so the apiserver's audit log names all three. */
-export const extraGateway = 'access-gateway.io/gateway';
-export const extraRoute = 'access-gateway.io/route';
-export const extraCaller = 'access-gateway.io/caller';
-
 /** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route, caller). */
 export function impersonationHeaders(id: CallerIdentity, extras: Record<string, string>): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'impersonate-user': id.username };

@@ -1,5 +1,6 @@
 // Applies plans as a diff: opens, updates (route table swap) and closes listeners.
-import type { GatewayPlan } from '../translate/plan.js';
+import { Reason } from '../api/conditions.js';
+import { equal, printPlan, type GatewayPlan } from '../translate/plan.js';
 import { defaultLimits, Listener, type ListenerLimits } from './listener.js';
 import type { DataplaneDeps } from './route-table.js';
 
@@ -14,6 +15,11 @@ export class ListenerManager {
 
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {}
+
+  /** The listener serving `key`, if any. */
+  get(key: string): Listener | undefined {
+    return this.listeners.get(key);
+  }
 
   get size(): number {
     return this.listeners.size;
@@ -35,6 +41,11 @@ export class ListenerManager {
       }
       return null;
     }
+    if (current && equal(current.plan, plan)) {
+      // a resync or an unrelated event: nothing to do, and the route table keeps its caches
+      return { programmed: true, port: plan.port };
+    }
+    if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ gateway: key, plan: printPlan(plan) }, 'applying plan');
     if (current && current.plan.port === plan.port && current.tls === (plan.tls !== null)) {
       current.update(plan);
       return { programmed: true, port: plan.port };
@@ -53,7 +64,7 @@ export class ListenerManager {
         this.listeners.delete(key);
         await current.close(this.closeGraceMs);
       }
-      const reason = code === 'EADDRINUSE' ? 'PortConflict' : 'ListenFailed';
+      const reason = code === 'EADDRINUSE' ? Reason.PortConflict : Reason.ListenFailed;
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
     }
     this.listeners.set(key, next);

@@ -11,7 +11,7 @@ import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
   AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
-} from './errors.js';
+} from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
 

@@ -13,7 +13,8 @@ import { RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
-import { extraCaller, extraGateway, extraRoute, impersonationHeaders, serviceAccountHeaders } from './headers.js';
+import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { impersonationHeaders, serviceAccountHeaders } from './headers.js';
 
 export interface DataplaneDeps {
   apiserver: ApiserverConnection;

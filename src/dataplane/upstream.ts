@@ -3,7 +3,7 @@
 import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import type { Duplex } from 'node:stream';
-import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from './errors.js';
+import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '../errors.js';
 
 /** How the data plane reaches the apiserver; provided by the kube layer. */
 export interface ApiserverConnection {

@@ -5,13 +5,39 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { Agent as HttpsAgent } from 'node:https';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
-import type { ApiserverConnection } from '../dataplane/upstream.js';
 
-export class KubeApiError extends Error {
-  constructor(readonly status: number, readonly body: any, what: string) {
-    super(`${what}: HTTP ${status}${body?.message ? `: ${body.message}` : ''}`);
-    this.name = 'KubeApiError';
+/** A non-2xx answer of the apiserver: its status, and the reason and message of its Status body. */
+export class ApiError extends Error {
+  readonly reason: string;
+  constructor(readonly status: number, readonly body: unknown, what: string) {
+    const b = body as { reason?: unknown; message?: unknown } | undefined;
+    const message = typeof b?.message === 'string' ? b.message : typeof body === 'string' ? body.slice(0, 200) : '';
+    super(`${what}: HTTP ${status}${message ? `: ${message}` : ''}`);
+    this.name = 'ApiError';
+    this.reason = typeof b?.reason === 'string' ? b.reason : '';
   }
+}
+
+export interface RequestOptions {
+  /** JSON-encoded; its content type is contentType (default application/json). */
+  body?: unknown;
+  contentType?: string;
+  accept?: string;
+  timeoutMs?: number;
+  /** Names the call in errors ("create Event ns/name"); default METHOD PATH. */
+  what?: string;
+}
+
+/** How the data plane reaches the apiserver with the operator's own credentials (structural: the
+ * data plane declares the same shape without importing this layer). */
+export interface ApiserverAccess {
+  url: URL;
+  /** Presents the operator's client certificate, if any. */
+  identityAgent: HttpsAgent;
+  /** Verifies the apiserver but presents no credentials (Passthrough). */
+  anonymousAgent: HttpsAgent;
+  /** The operator's Authorization header (token credentials), kept fresh. */
+  authorization(): string | undefined;
 }
 
 export function loadKubeConfig(file?: string): KubeConfig {
@@ -65,8 +91,9 @@ export class KubeClient {
     return h;
   }
 
-  async request<T = any>(method: string, path: string, body?: unknown,
-    opts: { contentType?: string; timeoutMs?: number; accept?: string } = {}): Promise<{ status: number; body: T }> {
+  /** One call; the parsed answer on 2xx, else throws ApiError (every caller goes through here). */
+  async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const { body } = opts;
     const res = await request(new URL(path, this.server), {
       dispatcher: this.dispatcher,
       method: method as any,
@@ -79,10 +106,11 @@ export class KubeClient {
       bodyTimeout: opts.timeoutMs ?? 30_000,
     });
     const text = await res.body.text();
-    let parsed: any = text;
+    let parsed: unknown = text;
     try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
     if (res.statusCode === 401) void this.refreshAuth();
-    return { status: res.statusCode, body: parsed };
+    if (res.statusCode < 200 || res.statusCode > 299) throw new ApiError(res.statusCode, parsed, opts.what ?? `${method} ${path}`);
+    return parsed as T;
   }
 
   /** Streams a watch; `onEvent` gets each decoded event. Resolves when the server ends the stream. */
@@ -96,7 +124,7 @@ export class KubeClient {
       const text = await res.body.text();
       let body: any;
       try { body = JSON.parse(text); } catch { body = { message: text }; }
-      throw new KubeApiError(res.statusCode, body, `watch ${path}`);
+      throw new ApiError(res.statusCode, body, `watch ${path}`);
     }
     let buf = '';
     res.body.setEncoding('utf8');
@@ -112,7 +140,7 @@ export class KubeClient {
   }
 
   /** What the data plane needs to forward to the apiserver (no client-node types cross over). */
-  apiserverConnection(): ApiserverConnection {
+  apiserverConnection(): ApiserverAccess {
     const common = { keepAlive: true, maxFreeSockets: 64, ca: this.tls.ca, rejectUnauthorized: this.tls.rejectUnauthorized !== false };
     return {
       url: this.server,

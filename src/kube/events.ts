@@ -3,7 +3,7 @@
 // creating a new one, so a flapping gateway cannot flood the apiserver.
 import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import type { KubeClient } from './client.js';
 
 interface Sent { name: string; count: number; first: string; lastPatch: number }
 
@@ -24,24 +24,25 @@ export class EventRecorder {
         prev.count++;
         if (now - prev.lastPatch < 60_000) return; // counted; written with the next patch
         prev.lastPatch = now;
-        const res = await this.client.request('PATCH', `/api/v1/namespaces/${ns}/events/${prev.name}`,
-          { count: prev.count, lastTimestamp: stamp }, { contentType: 'application/merge-patch+json' });
-        if (res.status !== 200) {
+        try {
+          await this.client.request('PATCH', `/api/v1/namespaces/${ns}/events/${prev.name}`, {
+            body: { count: prev.count, lastTimestamp: stamp }, contentType: 'application/merge-patch+json', what: `patch Event ${ns}/${prev.name}`,
+          });
+        } catch (err) {
           this.sent.delete(key); // gone (expired, deleted): the next one is created afresh
-          throw new KubeApiError(res.status, res.body, `patch Event ${ns}/${prev.name}`);
+          throw err;
         }
         return;
       }
       if (this.sent.size > 10_000) this.sent.clear();
       const name = `${gw.metadata.name}.${now.toString(16)}${(++this.seq).toString(16)}`;
-      const res = await this.client.request('POST', `/api/v1/namespaces/${ns}/events`, {
+      await this.client.request('POST', `/api/v1/namespaces/${ns}/events`, { what: `create Event ${ns}/${name}`, body: {
         apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: ns },
         involvedObject: { apiVersion: gw.apiVersion, kind: 'AccessGateway', name: gw.metadata.name, namespace: ns, uid: gw.metadata.uid },
         type, reason, message, count: 1, firstTimestamp: stamp, lastTimestamp: stamp, source: { component: this.component },
         reportingComponent: this.component, reportingInstance: process.env.POD_NAME ?? '',
-      });
+      } });
       // only an Event this recorder created is ever patched later
-      if (res.status !== 201) throw new KubeApiError(res.status, res.body, `create Event ${ns}/${name}`);
       this.sent.set(key, { name, count: 1, first: stamp, lastPatch: now });
     } catch (err) {
       this.log.warn({ err: String(err), reason }, 'could not record an Event');

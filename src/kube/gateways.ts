@@ -1,7 +1,7 @@
 // AccessGateway access: where they live, and status writes through /status (merge-patch).
 import { group, plural, version } from '../api/schema.js';
 import type { AccessGateway } from '../api/types.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import { ApiError, type KubeClient } from './client.js';
 
 export function gatewaysPath(namespace?: string): string {
   return namespace ? `/apis/${group}/${version}/namespaces/${namespace}/${plural}` : `/apis/${group}/${version}/${plural}`;
@@ -16,10 +16,12 @@ export async function applyOwned(client: KubeClient, obj: { apiVersion: string; 
   const plural = obj.kind === 'Service' ? 'services' : 'endpointslices';
   const base = obj.apiVersion === 'v1' ? '/api/v1' : `/apis/${obj.apiVersion}`;
   const collection = `${base}/namespaces/${obj.metadata.namespace}/${plural}`;
-  const res = exists
-    ? await client.request('PATCH', `${collection}/${obj.metadata.name}?fieldManager=access-gateway&force=true`, obj, { contentType: 'application/apply-patch+yaml' })
-    : await client.request('POST', `${collection}?fieldManager=access-gateway`, obj);
-  if (res.status !== 200 && res.status !== 201) throw new KubeApiError(res.status, res.body, `${exists ? 'apply' : 'create'} ${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name}`);
+  const what = `${exists ? 'apply' : 'create'} ${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name}`;
+  if (exists) {
+    await client.request('PATCH', `${collection}/${obj.metadata.name}?fieldManager=access-gateway&force=true`, { body: obj, contentType: 'application/apply-patch+yaml', what });
+  } else {
+    await client.request('POST', `${collection}?fieldManager=access-gateway`, { body: obj, what });
+  }
 }
 
 /** Writes `status`; a gateway deleted meanwhile is not an error (returns false). */
@@ -28,8 +30,11 @@ export async function writeStatus(client: KubeClient, gw: AccessGateway, status:
   // merge-patch keeps keys it does not mention: remove the ones the new status drops
   const removed = Object.keys(gw.status ?? {}).filter((k) => !(k in (status ?? {})));
   const patch = { ...status, ...Object.fromEntries(removed.map((k) => [k, null])) };
-  const res = await client.request('PATCH', path, { status: patch }, { contentType: 'application/merge-patch+json' });
-  if (res.status === 404) return false;
-  if (res.status !== 200) throw new KubeApiError(res.status, res.body, `status of ${gw.metadata.namespace}/${gw.metadata.name}`);
-  return true;
+  try {
+    await client.request('PATCH', path, { body: { status: patch }, contentType: 'application/merge-patch+json', what: `status of ${gw.metadata.namespace}/${gw.metadata.name}` });
+    return true;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return false;
+    throw err;
+  }
 }

@@ -4,7 +4,7 @@
 // resumed, so a silently dead connection never leaves the cache stale.
 import type { Logger } from 'pino';
 import { realClock, sleep, type Clock } from '../clock.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import { ApiError, type KubeClient } from './client.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export interface KubeObject {
@@ -112,14 +112,18 @@ export class Informer<T extends KubeObject> {
     let cont: string | undefined;
     let rv = '';
     do {
-      const res = await this.client.request('GET', this.query({ limit: '500', ...(cont ? { continue: cont } : {}) }), undefined,
-        { timeoutMs: 60_000, accept: this.opts.accept });
-      if (res.status === 410) throw new Gone('list continuation expired');
-      if (res.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
-      if (res.status !== 200) throw new KubeApiError(res.status, res.body, `list ${this.opts.path}`);
-      items.push(...((res.body.items ?? []) as T[])); // an empty PartialObjectMetadataList has items: null
-      cont = res.body.metadata?.continue || undefined;
-      rv = res.body.metadata?.resourceVersion ?? '';
+      let list: { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } };
+      try {
+        list = await this.client.request('GET', this.query({ limit: '500', ...(cont ? { continue: cont } : {}) }),
+          { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}` });
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 410) throw new Gone('list continuation expired');
+        if (err instanceof ApiError && err.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
+        throw err;
+      }
+      items.push(...(list.items ?? [])); // an empty PartialObjectMetadataList has items: null
+      cont = list.metadata?.continue || undefined;
+      rv = list.metadata?.resourceVersion ?? '';
     } while (cont);
     const seen = new Set<string>();
     for (const item of items) {
@@ -176,7 +180,7 @@ export class Informer<T extends KubeObject> {
         }
       });
     } catch (err) {
-      if (err instanceof KubeApiError && err.status === 410) throw new Gone(err.message);
+      if (err instanceof ApiError && err.status === 410) throw new Gone(err.message);
       throw err;
     }
   }

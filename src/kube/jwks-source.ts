@@ -5,7 +5,7 @@ import type {
   BoundClaims, KeySource, LiveObject, ObjectLookup, OidcDiscovery, Revocation, RevocationLookups, RevocationSource,
 } from '../auth/jwks.js';
 import { revocationReason } from '../auth/jwks.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import type { KubeClient } from './client.js';
 import type { KubeObject } from './informer.js';
 import { Watched } from './watched.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -14,16 +14,12 @@ export class KubeKeySource implements KeySource {
   constructor(private readonly client: KubeClient) {}
 
   async fetchDiscovery(): Promise<OidcDiscovery> {
-    const r = await this.client.request('GET', '/.well-known/openid-configuration', undefined, { timeoutMs: 10_000 });
-    if (r.status !== 200) throw new KubeApiError(r.status, r.body, 'service-account issuer discovery');
-    return r.body;
+    return this.client.request<OidcDiscovery>('GET', '/.well-known/openid-configuration', { timeoutMs: 10_000, what: 'service-account issuer discovery' });
   }
 
   /** Always the apiserver's own JWKS path: the advertised jwks_uri may name an address unreachable from here. */
   async fetchJwks(): Promise<{ keys: any[] }> {
-    const r = await this.client.request('GET', '/openid/v1/jwks', undefined, { timeoutMs: 10_000, accept: 'application/jwk-set+json, application/json' });
-    if (r.status !== 200) throw new KubeApiError(r.status, r.body, 'service-account JWKS');
-    return r.body;
+    return this.client.request<{ keys: any[] }>('GET', '/openid/v1/jwks', { timeoutMs: 10_000, accept: 'application/jwk-set+json, application/json', what: 'service-account JWKS' });
   }
 }
 

@@ -5,7 +5,7 @@
 // Lease was last seen to change (client-go's observedTime), never by the holder's clock.
 import type { Logger } from 'pino';
 import { realClock, sleep, type Clock } from '../clock.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import { ApiError, type KubeClient } from './client.js';
 
 export interface LeaderOptions {
   namespace: string;
@@ -127,31 +127,36 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(timeoutMs: number): Promise<Attempt> {
     const { name, identity } = this.opts;
-    const req = (method: string, path: string, body?: unknown) =>
-      this.client.request<Lease>(method, path, body, { timeoutMs: Math.max(100, timeoutMs) });
+    const req = (method: string, path: string, what: string, body?: unknown) =>
+      this.client.request<Lease>(method, path, { body, what, timeoutMs: Math.max(100, timeoutMs) });
+    const status = (err: unknown) => (err instanceof ApiError ? err.status : 0);
     // twice at most: a 409 (lost a race to create or update) means re-read and re-decide
     for (let i = 0; i < 2; i++) {
-      const got = await req('GET', `${this.path}/${encodeURIComponent(name)}`);
-      if (got.status === 404) {
-        const res = await req('POST', this.path, this.record(undefined));
-        if (res.status === 201) {
-          this.observe(res.body);
+      let got: Lease | undefined;
+      try {
+        got = await req('GET', `${this.path}/${encodeURIComponent(name)}`, `get Lease ${name}`);
+      } catch (err) {
+        if (status(err) !== 404) throw err;
+      }
+      if (!got) {
+        try {
+          this.observe(await req('POST', this.path, `create Lease ${name}`, this.record(undefined)));
           return 'ok';
+        } catch (err) {
+          if (status(err) === 409) continue;
+          throw err;
         }
-        if (res.status === 409) continue;
-        throw new KubeApiError(res.status, res.body, `create Lease ${name}`);
       }
-      if (got.status !== 200) throw new KubeApiError(got.status, got.body, `get Lease ${name}`);
-      this.observe(got.body);
-      const holder = got.body.spec?.holderIdentity;
+      this.observe(got);
+      const holder = got.spec?.holderIdentity;
       if (holder && holder !== identity && !this.expired()) return 'held';
-      const res = await req('PUT', `${this.path}/${encodeURIComponent(name)}`, this.record(got.body));
-      if (res.status === 200) {
-        this.observe(res.body);
+      try {
+        this.observe(await req('PUT', `${this.path}/${encodeURIComponent(name)}`, `update Lease ${name}`, this.record(got)));
         return 'ok';
+      } catch (err) {
+        if (status(err) === 409) continue;
+        throw err;
       }
-      if (res.status === 409) continue;
-      throw new KubeApiError(res.status, res.body, `update Lease ${name}`);
     }
     return 'failed';
   }
@@ -211,10 +216,9 @@ export class LeaderElector {
       const now = microTime(new Date(this.clock.now()));
       const { holderIdentity: _, ...spec } = lease.spec;
       try {
-        const res = await this.client.request('PUT', `${this.path}/${encodeURIComponent(name)}`,
-          { ...lease, spec: { ...spec, leaseDurationSeconds: 1, acquireTime: now, renewTime: now } }, { timeoutMs: this.renewMs });
-        if (res.status !== 200) throw new KubeApiError(res.status, res.body, `release Lease ${name}`);
-        this.observe(res.body);
+        this.observe(await this.client.request<Lease>('PUT', `${this.path}/${encodeURIComponent(name)}`, {
+          body: { ...lease, spec: { ...spec, leaseDurationSeconds: 1, acquireTime: now, renewTime: now } }, timeoutMs: this.renewMs, what: `release Lease ${name}`,
+        }));
         reason = 'released the Lease';
       } catch (err) {
         log.debug({ lease: name, err: String(err) }, 'releasing the Lease failed; it will expire');

@@ -1,7 +1,7 @@
 // The operator's own ready pods, for the agw-NAME EndpointSlices: a pod that turns unready (as on
 // SIGTERM, when /readyz fails first) leaves every gateway's EndpointSlice.
+import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { publishable } from '../controller/exposure.js';
 import type { KubeClient } from './client.js';
 import type { KubeObject } from './informer.js';
 import { Watched } from './watched.js';
@@ -40,4 +40,12 @@ export class Replicas {
     }
     return out.sort();
   }
+}
+
+/** Addresses an EndpointSlice may list (the apiserver refuses loopback, link-local and unspecified). */
+export function publishable(addr: string): boolean {
+  const v = isIP(addr);
+  if (v === 4) return !/^(127\.|169\.254\.|0\.)/.test(addr);
+  if (v === 6) return addr !== '::1' && addr !== '::' && !addr.toLowerCase().startsWith('fe80:');
+  return false;
 }

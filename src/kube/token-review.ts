@@ -1,7 +1,7 @@
 // TokenReview over the apiserver (authentication.k8s.io/v1).
 import type { Metrics } from '../observability/metrics.js';
 import type { ReviewResult, TokenReviewer } from '../auth/identity.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import type { KubeClient } from './client.js';
 
 export class KubeTokenReviewer implements TokenReviewer {
   constructor(private readonly client: KubeClient, private readonly metrics: Metrics, private readonly timeoutMs = 5_000) {
@@ -23,11 +23,10 @@ export class KubeTokenReviewer implements TokenReviewer {
   }
 
   private async call(token: string, audiences: string[]): Promise<ReviewResult> {
-    const res = await this.client.request('POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
-      apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences },
-    }, { timeoutMs: this.timeoutMs });
-    if (res.status !== 201 && res.status !== 200) throw new KubeApiError(res.status, res.body, 'TokenReview');
-    const st = res.body?.status ?? {};
+    const res = await this.client.request<{ status?: any }>('POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } }, timeoutMs: this.timeoutMs, what: 'TokenReview',
+    });
+    const st = res?.status ?? {};
     if (!st.authenticated || !st.user?.username) return { authenticated: false, error: st.error ?? '' };
     return {
       authenticated: true,

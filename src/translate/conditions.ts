@@ -1,11 +1,12 @@
 // Gateway-API style conditions (metav1.Condition): reason never empty, observedGeneration set.
+import { ConditionType, Reason } from '../api/conditions.js';
 
-export type ConditionType = 'Accepted' | 'ResolvedRefs' | 'Programmed' | 'Ready';
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
 export interface ConditionDraft {
   type: ConditionType;
   status: ConditionStatus;
+  /** A Reason, or several joined by mergeReasons. */
   reason: string;
   message: string;
 }
@@ -15,7 +16,7 @@ export interface Condition extends ConditionDraft {
   lastTransitionTime: string;
 }
 
-export const conditionOrder: ConditionType[] = ['Accepted', 'ResolvedRefs', 'Programmed', 'Ready'];
+export const conditionOrder: ConditionType[] = [ConditionType.Accepted, ConditionType.ResolvedRefs, ConditionType.Programmed, ConditionType.Ready];
 
 export function cond(type: ConditionType, ok: boolean, reason: string, message: string): ConditionDraft {
   return { type, status: ok ? 'True' : 'False', reason, message };
@@ -25,8 +26,8 @@ export function cond(type: ConditionType, ok: boolean, reason: string, message: 
 export function readyFrom(drafts: ConditionDraft[]): ConditionDraft {
   const bad = conditionOrder.slice(0, 3).map((t) => drafts.find((d) => d.type === t))
     .find((d) => !d || d.status !== 'True');
-  if (!bad) return cond('Ready', true, 'Ready', 'the listener serves this generation');
-  return cond('Ready', false, bad.reason, `${bad.type}: ${bad.message}`);
+  if (!bad) return cond(ConditionType.Ready, true, Reason.Ready, 'the listener serves this generation');
+  return cond(ConditionType.Ready, false, bad.reason, `${bad.type}: ${bad.message}`);
 }
 
 /** Final conditions: keeps lastTransitionTime of conditions whose status did not change. */

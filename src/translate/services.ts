@@ -1,6 +1,7 @@
 // Service routes: Service + EndpointSlices (+ ReferenceGrant, CA bundle) -> endpoints, or why not.
 // Pure: everything comes from the snapshot.
 import type { Route } from '../api/types.js';
+import { Reason } from '../api/conditions.js';
 import type { Endpoint, ServiceTarget } from './plan.js';
 
 export interface ServiceLike {
@@ -30,7 +31,7 @@ export interface ServiceSnapshot {
   caBundles?: Record<string, Record<string, string>>;
 }
 
-export type ServiceProblem = { reason: 'BackendNotFound' | 'RefNotPermitted' | 'NoReadyEndpoints' | 'InvalidCertificateRef'; message: string };
+export type ServiceProblem = { reason: Reason; message: string };
 
 /** Does a ReferenceGrant in the Service's namespace admit AccessGateways from `fromNs`? */
 export function granted(grants: ReferenceGrantLike[] | undefined, fromNs: string, service: string): boolean {
@@ -72,20 +73,20 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot): {
     return { target, problem: { reason, message: `route ${r.name}: ${message}` } };
   };
   if (ns !== gwNs && !granted(snap.referenceGrants?.[ns], gwNs, s.name)) {
-    return fail('RefNotPermitted', `Service ${ns}/${s.name} is in another namespace and no ReferenceGrant there admits AccessGateways from ${gwNs}`, 403);
+    return fail(Reason.RefNotPermitted, `Service ${ns}/${s.name} is in another namespace and no ReferenceGrant there admits AccessGateways from ${gwNs}`, 403);
   }
   const svc = snap.services?.[`${ns}/${s.name}`];
-  if (!svc) return fail('BackendNotFound', `Service ${ns}/${s.name} not found`, 503);
+  if (!svc) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} not found`, 503);
   const sp = (svc.spec?.ports ?? []).find((p) => (typeof s.port === 'number' ? p.port === s.port : p.name === s.port) && (p.protocol ?? 'TCP') === 'TCP');
-  if (!sp) return fail('BackendNotFound', `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
+  if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
   if (s.caRef) {
     const pem = snap.caBundles?.[`${s.caRef.kind}/${gwNs}/${s.caRef.name}`]?.[s.caRef.key];
     if (!pem || !pem.includes('BEGIN CERTIFICATE')) {
-      return fail('InvalidCertificateRef', `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)`, 503);
+      return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)`, 503);
     }
     target.ca = pem;
   }
   target.endpoints = readyEndpoints(snap.endpointSlices?.[`${ns}/${s.name}`] ?? [], sp.name ?? '');
-  if (!target.endpoints.length) return fail('NoReadyEndpoints', `Service ${ns}/${s.name} has no ready endpoints`, 503);
+  if (!target.endpoints.length) return fail(Reason.NoReadyEndpoints, `Service ${ns}/${s.name} has no ready endpoints`, 503);
   return { target, problem: null };
 }

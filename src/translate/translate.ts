@@ -3,14 +3,16 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, Route } from '../api/types.js';
 import { regexProblem as compileProblem } from '../api/regex.js';
+import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
+import { accessLogAnnotation, listenerTLSLabel } from '../api/labels.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, GatewayPlan, RoutePlan } from './plan.js';
 
 /** What the controller knows about the cluster that the spec alone does not say. */
 export interface Snapshot extends ServiceSnapshot {
-  /** The port the allocator gave this gateway, or why it could not. */
-  port: { port: number } | { conflict: string };
+  /** The port the allocator gave this gateway, or why it could not (PortConflict, TooManyGateways). */
+  port: { port: number } | { conflict: string; reason?: Reason };
   /** Secrets labelled access-gateway.io/listener-tls=true, by namespace/name. */
   secrets?: Record<string, SecretLike>;
 }
@@ -21,8 +23,6 @@ export interface SecretLike {
   metadata?: { labels?: Record<string, string> };
 }
 
-export const listenerTLSLabel = 'access-gateway.io/listener-tls';
-export const accessLogAnnotation = 'access-gateway.io/access-log';
 
 /** The access-log annotation: all (default) | errors | none | sample:PERCENT (errors always logged). */
 export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
@@ -103,9 +103,9 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const bad = regexProblem(acceptPaths, `spec.routes[${i}].apiserver.acceptPaths`)
       ?? regexProblem(rejectPaths, `spec.routes[${i}].apiserver.rejectPaths`)
       ?? regexProblem(rejectMethods, `spec.routes[${i}].apiserver.rejectMethods`);
-    if (bad) return { invalid: bad, reason: 'InvalidRegex' };
+    if (bad) return { invalid: bad, reason: Reason.InvalidRegex };
     const who = identityOf(a, `spec.routes[${i}].apiserver`);
-    if ('invalid' in who) return { invalid: who.invalid, reason: 'InvalidIdentity' };
+    if ('invalid' in who) return { invalid: who.invalid, reason: Reason.InvalidIdentity };
     return { ...base, target: { kind: 'apiserver', ...who, acceptPaths, rejectPaths, rejectMethods } };
   }
   const { target, problem } = resolveService(ns, r, snap);
@@ -121,25 +121,30 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems);
     if ('invalid' in p) {
-      return { plan: null, routes: [], conditions: [cond('Accepted', false, p.reason, p.invalid), cond('ResolvedRefs', true, 'ResolvedRefs', 'no references checked')] };
+      return { plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, p.reason, p.invalid), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] };
     }
     routes.push(p);
   }
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
-  const resolved = problems.length
-    ? cond('ResolvedRefs', false, problems[0]!.reason, problems.map((p) => p.message).join('; '))
-    : cond('ResolvedRefs', true, 'ResolvedRefs', 'all references resolved');
   let tls: GatewayPlan['tls'] = null;
+  let tlsProblem = false;
   if (spec.listener?.tls) {
     const pair = listenerTLS(ns, spec.listener.tls.secretName, snap.secrets);
     if ('problem' in pair) {
-      return { plan: null, routes: routeStatus, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid'), cond('ResolvedRefs', false, 'InvalidCertificateRef', `${pair.problem}; the listener is not served in plain HTTP instead`)] };
+      problems.push({ reason: Reason.InvalidCertificateRef, message: `${pair.problem}; the listener is not served in plain HTTP instead` });
+      tlsProblem = true;
+    } else {
+      tls = { secretName: spec.listener.tls.secretName, ...pair };
     }
-    tls = { secretName: spec.listener.tls.secretName, ...pair };
   }
+  // every unresolved reference counts, each with its reason
+  const resolved = problems.length
+    ? cond(ConditionType.ResolvedRefs, false, mergeReasons(problems.map((p) => p.reason)), problems.map((p) => p.message).join('; '))
+    : cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'all references resolved');
   if ('conflict' in snap.port) {
-    return { plan: null, routes: routeStatus, conditions: [cond('Accepted', false, 'PortConflict', snap.port.conflict), resolved] };
+    return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, false, snap.port.reason ?? Reason.PortConflict, snap.port.conflict), resolved] };
   }
+  if (tlsProblem) return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid'), resolved] };
   const access: AccessRulePlan[] = (spec.access ?? []).map((a) => ({
     serviceAccounts: (a.serviceAccounts ?? []).map((s) => ({ namespace: s.namespace, name: s.name })),
     groups: [...(a.groups ?? [])],
@@ -162,5 +167,5 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     accessLog: accessLog(gw.metadata.annotations?.[accessLogAnnotation]),
     rateLimit: spec.rateLimit ? { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond } : null,
   };
-  return { plan, routes: routeStatus, conditions: [cond('Accepted', true, 'Accepted', 'spec is valid and the port is free'), resolved] };
+  return { plan, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid and the port is free'), resolved] };
 }

@@ -1,7 +1,7 @@
 {{/*
 The rules for what the operator does in the namespaces it watches: a ClusterRole's rules when it
 watches the whole cluster, each watched namespace's Role's otherwise. Every verb is one the
-operator's code uses (src/controller/cluster-state.ts, src/controller/manager.ts, src/kube/).
+operator's code uses (src/controller/cluster-state.ts, src/controller/gateway-reconciler.ts, src/kube/).
 */}}
 {{- define "access-gateway.namespacedRules" -}}
 # AccessGateways are the operator's input: listed and watched (informers; nothing is read with a

@@ -1,0 +1,39 @@
+// Condition types and reasons of AccessGateway status (metav1.Condition, Gateway API style), in
+// one place: every layer names them from here.
+
+export const ConditionType = {
+  Accepted: 'Accepted',
+  ResolvedRefs: 'ResolvedRefs',
+  Programmed: 'Programmed',
+  Ready: 'Ready',
+} as const;
+export type ConditionType = (typeof ConditionType)[keyof typeof ConditionType];
+
+export const Reason = {
+  // True
+  Accepted: 'Accepted',
+  ResolvedRefs: 'ResolvedRefs',
+  Programmed: 'Programmed',
+  Ready: 'Ready',
+  // Accepted=False
+  InvalidRegex: 'InvalidRegex',
+  InvalidIdentity: 'InvalidIdentity',
+  PortConflict: 'PortConflict',
+  TooManyGateways: 'TooManyGateways',
+  // ResolvedRefs=False
+  InvalidCertificateRef: 'InvalidCertificateRef',
+  BackendNotFound: 'BackendNotFound',
+  NoReadyEndpoints: 'NoReadyEndpoints',
+  RefNotPermitted: 'RefNotPermitted',
+  // Programmed=False
+  ListenFailed: 'ListenFailed',
+  ExposureConflict: 'ExposureConflict',
+  Pending: 'Pending',
+  Invalid: 'Invalid',
+} as const;
+export type Reason = (typeof Reason)[keyof typeof Reason];
+
+/** Several reasons apply at once: all of them, in a stable order (metav1 allows "," in a reason). */
+export function mergeReasons(reasons: readonly string[]): string {
+  return [...new Set(reasons)].join(',');
+}

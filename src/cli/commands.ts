@@ -1,0 +1,45 @@
+// access-gateway operator | serve | validate, and the usage text.
+import { runOperator } from './operator.js';
+import { runServe } from './serve.js';
+import { runValidate } from './validate.js';
+
+export const usage = `usage:
+  access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
+                           [--metrics-auth kubernetes|none (default kubernetes)]
+                           [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
+                           [--leader-elect] [--leader-election-namespace NS] [--leader-election-id ID]
+                           [--replica-selector LABELS] [--no-expose] [--max-gateways-per-namespace 16]
+                           [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
+                           [--idle-timeout-seconds 65]
+                           [--drain-seconds N] [--log-level info] [--log-format json|pretty]
+                           [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
+  access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
+                           [--metrics-auth kubernetes|none (default none)]
+                           [--listen-address HOST] [--port-range 20000-20999]
+                           [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
+                           [--idle-timeout-seconds 65]
+                           [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
+  access-gateway validate  -f FILE|DIR ...
+--metrics-auth kubernetes: /metrics needs a bearer token whose user may get the non-resource
+URL /metrics (TokenReview + SubjectAccessReview); /healthz and /readyz stay open.
+Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
+
+export async function main(argv: string[]): Promise<number | undefined> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'operator':
+      await runOperator(rest);
+      return undefined; // keeps running until a signal
+    case 'serve':
+      await runServe(rest);
+      return undefined;
+    case 'validate':
+      return runValidate(rest);
+    case undefined: case '-h': case '--help': case 'help':
+      console.log(usage);
+      return cmd === undefined ? 2 : 0;
+    default:
+      console.error(`unknown command ${cmd}\n${usage}`);
+      return 2;
+  }
+}

@@ -1,0 +1,101 @@
+// What `operator` and `serve` share: the flags both take, logger, apiserver client, metrics, the
+// data plane (listeners, authentication, JWKS), the admin server and an orderly shutdown.
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
+import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
+import { PoolRegistry } from '../dataplane/endpoints.js';
+import { ListenerManager } from '../dataplane/listener-manager.js';
+import { KubeAdminReviewer } from '../kube/admin-review.js';
+import { KubeClient, loadKubeConfig } from '../kube/client.js';
+import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
+import { KubeTokenReviewer } from '../kube/token-review.js';
+import { AdminAuthorizer } from '../observability/admin-auth.js';
+import { startAdminServer } from '../observability/admin-server.js';
+import { createLogger } from '../observability/logger.js';
+import { createMetrics, type Metrics } from '../observability/metrics.js';
+import { flag, type Parsed } from './flags.js';
+
+/** Flags of both commands; each command adds its own and picks the defaults that suit it. */
+export const commonFlags = (defaults: { admin: string; listen: string; drain: number; metricsAuth: 'kubernetes' | 'none' }) => ({
+  kubeconfig: flag.optional(),
+  'admin-address': flag.hostPort(defaults.admin),
+  'metrics-auth': flag.oneOf(['kubernetes', 'none'], defaults.metricsAuth),
+  'listen-address': flag.string(defaults.listen),
+  'port-range': flag.portRange('20000-20999'),
+  'drain-seconds': flag.int(defaults.drain, 0, 3600),
+  'max-connections-per-listener': flag.int(4096, 1, 1_000_000),
+  'header-timeout-seconds': flag.int(10, 1, 3600),
+  'idle-timeout-seconds': flag.int(65, 1, 3600),
+  'max-token-reviews-in-flight': flag.int(16, 1, 1000),
+  'jwks-clock-skew-seconds': flag.int(5, 0, 60),
+  'log-level': flag.oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info'),
+  'log-format': flag.oneOf(['json', 'pretty'], 'json'),
+});
+export type CommonFlags = Parsed<ReturnType<typeof commonFlags>>;
+
+export interface Runtime {
+  log: Logger;
+  client: KubeClient;
+  metrics: Metrics;
+  dataplane: ListenerManager;
+  jwksReadiness: JwksReadiness;
+  /** Starts the admin port: /healthz, /readyz (ready() and not stopping), /metrics, and `status` at /status. */
+  serveAdmin(ready: () => boolean, status?: () => unknown): Promise<Server>;
+  /** On SIGTERM/SIGINT: unready at once, then `stop` (the command's parts), then the shared parts; exit 0. */
+  onShutdown(stop: () => Promise<void>): void;
+}
+
+export async function startRuntime(f: CommonFlags): Promise<Runtime> {
+  const log = createLogger({ level: f['log-level'], format: f['log-format'] });
+  const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), log);
+  const metrics = createMetrics();
+  const revocation = new KubeRevocation(client, log, metrics);
+  const keySet = new JwksKeySet(new KubeKeySource(client), { onRefresh: () => metrics.jwksRefreshes.inc() });
+  const reviewLimiter = new FairLimiter({
+    maxInFlight: f['max-token-reviews-in-flight'],
+    onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
+    onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
+    onNamespace: (namespace) => { for (const reason of ['queue_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
+  });
+  metrics.tokenReviewsInFlight.set(0);
+  const drainMs = f['drain-seconds'] * 1000;
+  const dataplane = new ListenerManager({
+    apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
+    log, pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'],
+  }, f['listen-address'], drainMs, {
+    maxConnections: f['max-connections-per-listener'],
+    headersTimeoutMs: f['header-timeout-seconds'] * 1000,
+    idleTimeoutMs: f['idle-timeout-seconds'] * 1000,
+  });
+  let stopping = false;
+  let admin: Server | undefined;
+  return {
+    log, client, metrics, dataplane, jwksReadiness: new JwksReadiness(keySet, revocation),
+    async serveAdmin(ready, status) {
+      admin = await startAdminServer({
+        host: f['admin-address'].host, port: f['admin-address'].port, registry: metrics.registry,
+        ready: () => !stopping && ready(), status,
+        ...(f['metrics-auth'] === 'kubernetes' ? { metricsAuth: new AdminAuthorizer(new KubeAdminReviewer(client, metrics), { metrics, log }) } : {}),
+      });
+      return admin;
+    },
+    onShutdown(stop) {
+      const shutdown = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal, drainMs }, 'shutting down: unready, draining listeners');
+        await stop();
+        keySet.stop();
+        await revocation.stop();
+        await dataplane.closeAll(drainMs);
+        admin?.close();
+        await client.close();
+        log.info('stopped');
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void shutdown('SIGTERM'));
+      process.on('SIGINT', () => void shutdown('SIGINT'));
+    },
+  };
+}

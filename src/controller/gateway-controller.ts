@@ -1,0 +1,141 @@
+// The AccessGateway controller: the gateway source and the cluster's caches feed keys to a
+// generic controller that runs the gateway reconciler. Ports held before a restart are given
+// back before the first reconcile; /readyz waits for every gateway seen at start-up.
+import type { Logger } from 'pino';
+import { canonical } from '../api/canonical.js';
+import { keyOf, splitKey } from '../api/keys.js';
+import type { AccessGateway } from '../api/types.js';
+import { realClock, type Clock } from '../clock.js';
+import type { KubeClient } from '../kube/client.js';
+import type { InformerEvent } from '../kube/informer.js';
+import type { Metrics } from '../observability/metrics.js';
+import { ClusterState, type Ref } from './cluster-state.js';
+import { Controller } from './controller.js';
+import { GatewayReconciler, rankOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
+import { PortAllocator } from './ports.js';
+
+/** Where gateways come from: the cluster (a watch) or files (`serve`). */
+export interface GatewaySource {
+  start(): void;
+  firstSync(): Promise<void>;
+  stop(): Promise<void>;
+  get(ns: string, name: string): AccessGateway | undefined;
+  keys(): string[];
+  values(): IterableIterator<AccessGateway>;
+}
+
+export type GatewayEvents = (type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined) => void;
+
+export interface GatewayControllerOptions {
+  client: KubeClient;
+  /** Makes the gateway source, given the handler of its events. */
+  source: (onEvent: GatewayEvents) => GatewaySource;
+  dataplane: Dataplane;
+  writeStatus: StatusWriter;
+  events?: EventSink;
+  exposure?: ExposureWriter;
+  isLeader?: () => boolean;
+  jwksReady?: { ready(): boolean };
+  /** Namespaces to watch Services, EndpointSlices, Secrets... in; empty: all. */
+  namespaces: string[];
+  portRange: [number, number];
+  maxGatewaysPerNamespace?: number;
+  advertiseHost: string;
+  workers?: number;
+  resyncMs?: number;
+  log: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+}
+
+export class GatewayController {
+  private readonly gateways: GatewaySource;
+  private readonly cluster: ClusterState;
+  private readonly ports: PortAllocator;
+  private readonly reconciler: GatewayReconciler;
+  private readonly controller: Controller;
+  /** Gateways present at start-up not reconciled yet: /readyz waits for them. */
+  private readonly initial = new Set<string>();
+  private listed = false;
+  private resyncTimer?: NodeJS.Timeout;
+
+  constructor(private readonly opts: GatewayControllerOptions) {
+    const clock = opts.clock ?? realClock;
+    this.ports = new PortAllocator(opts.portRange, () => clock.now());
+    this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
+    this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
+    this.reconciler = new GatewayReconciler({
+      gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
+      writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
+      maxGatewaysPerNamespace: opts.maxGatewaysPerNamespace, advertiseHost: opts.advertiseHost,
+      requeue: (k) => this.controller.enqueue(k), clock,
+    });
+    this.controller = new Controller({
+      name: 'accessgateway', reconcile: (key, log) => this.reconciler.reconcile(key, log), workers: opts.workers,
+      log: opts.log, metrics: opts.metrics, clock, onReconciled: (key) => this.initial.delete(key),
+    });
+  }
+
+  /** Caches synced and every gateway seen at start-up reconciled once (or gone). */
+  get ready(): boolean {
+    if (!this.listed) return false;
+    for (const k of this.initial) {
+      const { namespace, name } = splitKey(k);
+      if (this.gateways.get(namespace, name)) return false;
+      this.initial.delete(k);
+    }
+    return true;
+  }
+
+  async start(): Promise<void> {
+    this.gateways.start();
+    this.cluster.start();
+    await Promise.all([this.gateways.firstSync(), this.cluster.firstSync()]);
+    // ports held before a restart go back to their gateways before anyone else may claim them
+    this.ports.seed([...this.gateways.values()].map((gw) => ({
+      key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw),
+    })));
+    for (const key of this.gateways.keys()) this.initial.add(key);
+    this.listed = true;
+    this.controller.start();
+    this.resyncTimer = setInterval(() => this.resync(), this.opts.resyncMs ?? 300_000);
+    this.resyncTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.resyncTimer);
+    await this.controller.stop();
+    await Promise.all([this.gateways.stop(), this.cluster.stop()]);
+  }
+
+  /** Reconciles every gateway (periodically, and when something all of them depend on changed). */
+  resync(): void {
+    for (const k of this.gateways.keys()) this.controller.enqueue(k);
+  }
+
+  /** Leadership gained: reconcile everything so this replica writes what the old leader did not. */
+  resyncAll(): void {
+    this.reconciler.forgetExposure();
+    this.resync();
+  }
+
+  /** A gateway changed: reconcile it, unless the change is only the status this replica wrote. */
+  private onGatewayEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
+    const key = keyOf(obj);
+    if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
+      && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
+      && canonical(obj.status) === this.reconciler.lastWritten(key)) return;
+    this.controller.enqueue(key);
+  }
+
+  /** A referenced object changed: reconcile the gateways that refer to it. */
+  private onRef(ref: Ref): void {
+    // an agw-NAME object changed (ours, or someone else's in the way): its gateway decides
+    if (ref.kind === 'Service' && ref.name.startsWith('agw-') && this.gateways.get(ref.namespace, ref.name.slice(4))) {
+      this.controller.enqueue(`${ref.namespace}/${ref.name.slice(4)}`);
+    }
+    for (const gw of this.gateways.values()) {
+      if (ClusterState.refersTo(gw, ref)) this.controller.enqueue(keyOf(gw));
+    }
+  }
+}

@@ -1,0 +1,247 @@
+// The AccessGateway reconciler: one key in, the gateway's listener, exposure and status brought
+// to what its spec and the cluster say, as named steps. Level-triggered: every reconcile
+// recomputes everything from the caches, whatever the event was.
+import type { Logger } from 'pino';
+import { canonical } from '../api/canonical.js';
+import { ConditionType, Reason } from '../api/conditions.js';
+import { applyDefaults } from '../api/defaults.js';
+import { keyOf, splitKey } from '../api/keys.js';
+import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
+import { realClock, type Clock } from '../clock.js';
+import type { ApplyResult } from '../dataplane/listener-manager.js';
+import type { GatewayPlan } from '../translate/plan.js';
+import { translate, type Snapshot, type Translation } from '../translate/translate.js';
+import type { Result } from './controller.js';
+import { exposure } from './exposure.js';
+import type { PortAllocator } from './ports.js';
+import { desiredStatus } from './status.js';
+
+/** The gateways as the source has them (cluster watch or files). */
+export interface GatewayStore {
+  get(namespace: string, name: string): AccessGateway | undefined;
+  values(): IterableIterator<AccessGateway>;
+  keys(): string[];
+}
+
+/** What the cluster says beyond the spec (ClusterState). */
+export interface ClusterView {
+  snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'>;
+  exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null };
+}
+
+export interface Dataplane {
+  apply(key: string, plan: GatewayPlan | null): Promise<ApplyResult | null>;
+}
+
+/** Where status goes: the /status subresource, or (serve) memory. */
+export type StatusWriter = (gw: AccessGateway, status: AccessGatewayStatus) => Promise<void>;
+
+/** Kubernetes Events (the operator only). */
+export interface EventSink {
+  record(gw: AccessGateway, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
+}
+
+/** The agw-NAME Service and EndpointSlice (the operator in a cluster only). */
+export interface ExposureWriter {
+  /** Addresses of the ready replicas; none: nothing is exposed. */
+  addresses(): string[];
+  write(obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, exists: boolean): Promise<void>;
+}
+
+export interface GatewayReconcilerDeps {
+  gateways: GatewayStore;
+  cluster: ClusterView;
+  dataplane: Dataplane;
+  ports: PortAllocator;
+  writeStatus: StatusWriter;
+  events?: EventSink;
+  exposure?: ExposureWriter;
+  /** Only the leader writes status and owned objects; every replica serves. Default: always. */
+  isLeader?: () => boolean;
+  /** JWKS gateways are Ready only once tokens can be verified. */
+  jwksReady?: { ready(): boolean };
+  /** Gateways one namespace may have served (the oldest first); 0: no limit. */
+  maxGatewaysPerNamespace?: number;
+  /** Host named in status.listener.url when the gateway is not exposed. */
+  advertiseHost: string;
+  /** Reconciles another key (gateways waiting for a port or a place under the limit). */
+  requeue: (key: string) => void;
+  clock?: Clock;
+}
+
+/** Orders gateways by age (then key): the older wins a tie or a place under the limit. */
+export function rankOf(gw: AccessGateway): string {
+  return `${gw.metadata.creationTimestamp ?? ''}/${keyOf(gw)}`;
+}
+
+type PortSnapshot = Snapshot['port'];
+
+export class GatewayReconciler {
+  /** Status last written per key, so the watch event of our own write triggers nothing. */
+  private readonly written = new Map<string, string>();
+  /** Exposure objects last written per key (skip writes that change nothing). */
+  private readonly exposed = new Map<string, string>();
+  /** Gateways waiting for a port another gateway holds: retried when one is released. */
+  private readonly waitingForPort = new Set<string>();
+  private readonly clock: Clock;
+
+  constructor(private readonly d: GatewayReconcilerDeps) {
+    this.clock = d.clock ?? realClock;
+  }
+
+  /** The status this replica last wrote for `key` (canonical JSON). */
+  lastWritten(key: string): string | undefined {
+    return this.written.get(key);
+  }
+
+  /** Leadership changed hands: write exposure objects again even if this replica wrote them before. */
+  forgetExposure(): void {
+    this.exposed.clear();
+  }
+
+  async reconcile(key: string, log: Logger): Promise<Result> {
+    const { namespace, name } = splitKey(key);
+    const gw = this.d.gateways.get(namespace, name);
+    if (!gw) return this.forget(key, log);
+    const spec = applyDefaults(gw);
+    const port = this.claimPort(key, gw, spec);
+    const t = translate(spec, { port, ...this.d.cluster.snapshotFor(spec) });
+    const { applied, requeueAfterMs } = await this.program(key, spec, t.plan);
+    const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
+    const exposed = await this.expose(key, gw, t.plan, applied, listenPort);
+    await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, log);
+    return requeueAfterMs ? { requeueAfterMs } : {};
+  }
+
+  /** The gateway is gone: close its listener, free its port, let waiting gateways try again. */
+  private async forget(key: string, log: Logger): Promise<Result> {
+    // stop listening first, so a gateway waiting for this port can bind it
+    await this.d.dataplane.apply(key, null);
+    this.d.ports.release(key);
+    this.waitingForPort.delete(key);
+    for (const k of this.waitingForPort) this.d.requeue(k);
+    this.written.delete(key);
+    this.exposed.delete(key);
+    // a place under the namespace limit may have come free
+    const ns = `${splitKey(key).namespace}/`;
+    for (const k of this.d.gateways.keys()) if (k.startsWith(ns)) this.d.requeue(k);
+    log.debug('gateway gone; listener closed');
+    return {};
+  }
+
+  /** The gateway's port: its own, a requested one, or one from the range; or why not. */
+  private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): PortSnapshot {
+    const over = this.overLimit(gw);
+    if (over) {
+      this.d.ports.release(key);
+      this.waitingForPort.delete(key);
+      return { conflict: over, reason: Reason.TooManyGateways };
+    }
+    const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
+    if ('conflict' in claim) {
+      this.waitingForPort.add(key);
+      return { conflict: claim.conflict, reason: Reason.PortConflict };
+    }
+    this.waitingForPort.delete(key);
+    return { port: claim.port };
+  }
+
+  /** Why a gateway is over its namespace's limit (it is not among the oldest N), or null. */
+  private overLimit(gw: AccessGateway): string | null {
+    const max = this.d.maxGatewaysPerNamespace ?? 0;
+    if (max <= 0) return null;
+    const ns = gw.metadata.namespace;
+    const rank = rankOf(gw);
+    let older = 0;
+    for (const other of this.d.gateways.values()) {
+      if (other.metadata.namespace === ns && rankOf(other) < rank) older++;
+    }
+    return older < max ? null
+      : `namespace ${ns} already has ${max} AccessGateways, the operator's limit (--max-gateways-per-namespace); this one is served when an older one is deleted`;
+  }
+
+  /** Serves the plan (or nothing); a port another process holds is given up or retried. */
+  private async program(key: string, spec: AccessGateway, plan: GatewayPlan | null): Promise<{ applied: ApplyResult | null; requeueAfterMs?: number }> {
+    let applied = await this.d.dataplane.apply(key, plan);
+    if (applied?.programmed && plan?.auth.mode === 'JWKS' && this.d.jwksReady && !this.d.jwksReady.ready()) {
+      // serving already (503 with Retry-After, never 401), but not Ready until tokens can be verified
+      applied = { programmed: false, reason: Reason.Pending, message: 'JWKS: waiting for the apiserver signing keys and the revocation caches '
+        + '(service accounts, pods, secrets, nodes) to load; requests are answered 503 until then' };
+    }
+    if (!applied || applied.programmed || applied.reason !== Reason.PortConflict) return { applied };
+    const port = this.d.ports.portOf(key);
+    if (port !== undefined && spec.spec.listener?.port === undefined) {
+      // an allocated port that another process holds: take another one on the next pass
+      this.d.ports.block(port);
+      this.d.ports.release(key);
+      return { applied, requeueAfterMs: 100 };
+    }
+    return { applied, requeueAfterMs: 30_000 };
+  }
+
+  /**
+   * The agw-NAME Service and EndpointSlice (leader only), and the URL to publish. An object of that
+   * name the gateway does not own is never written: the gateway is ExposureConflict instead.
+   */
+  private async expose(key: string, gw: AccessGateway, plan: GatewayPlan | null, applied: ApplyResult | null, port: number | undefined):
+    Promise<{ applied: ApplyResult | null; url: string | undefined }> {
+    if (port === undefined || !applied?.programmed || !plan) return { applied, url: undefined };
+    const direct = `${plan.tls ? 'https' : 'http'}://${this.d.advertiseHost}:${port}`;
+    const addresses = this.d.exposure?.addresses() ?? [];
+    if (!this.d.exposure || !addresses.length || !gw.metadata.uid) return { applied, url: direct };
+    const e = exposure(gw, port, plan.tls !== null, addresses);
+    const cached = this.d.cluster.exposureState(gw, e.service.metadata.name);
+    if (cached.foreign) {
+      this.exposed.delete(key);
+      return { applied: { programmed: false, reason: Reason.ExposureConflict, message: cached.foreign }, url: undefined };
+    }
+    const want = canonical([e.service, e.slice]);
+    if (this.leader() && this.exposed.get(key) !== want) {
+      await this.d.exposure.write(e.service, cached.service);
+      await this.d.exposure.write(e.slice, cached.slice);
+      this.exposed.set(key, want);
+    }
+    return { applied, url: e.url };
+  }
+
+  /** Writes the status once when it changed (leader only), with an Event when Ready changed. */
+  private async report(key: string, gw: AccessGateway, t: Translation, applied: ApplyResult | null, port: number | undefined,
+    url: string | undefined, log: Logger): Promise<void> {
+    const status = desiredStatus({
+      generation: gw.metadata.generation ?? 0,
+      previous: gw.status,
+      drafts: t.conditions,
+      applied,
+      port,
+      routes: t.routes,
+      url,
+      now: new Date(this.clock.now()).toISOString().replace(/\.\d+Z$/, 'Z'),
+    });
+    const json = canonical(status);
+    if (!this.leader()) {
+      log.debug('not the leader: status left to the leader');
+      return;
+    }
+    this.written.set(key, json);
+    if (json === canonical(gw.status)) return;
+    this.recordTransition(gw, status);
+    await this.d.writeStatus(gw, status);
+    log.info({ ready: status.conditions?.find((c) => c.type === ConditionType.Ready)?.status, port }, 'status written');
+  }
+
+  /** An Event when Ready changes status or reason: Programmed, or the reason it is not. */
+  private recordTransition(gw: AccessGateway, status: AccessGatewayStatus): void {
+    if (!this.d.events) return;
+    const before = gw.status?.conditions?.find((c) => c.type === ConditionType.Ready);
+    const after = status.conditions?.find((c) => c.type === ConditionType.Ready);
+    if (!after || (before && before.status === after.status && before.reason === after.reason)) return;
+    const programmed = status.conditions?.find((c) => c.type === ConditionType.Programmed);
+    const ok = after.status === 'True';
+    void this.d.events.record(gw, ok ? 'Normal' : 'Warning', ok ? Reason.Programmed : after.reason,
+      ok ? programmed?.message ?? 'programmed' : after.message);
+  }
+
+  private leader(): boolean {
+    return !this.d.isLeader || this.d.isLeader();
+  }
+}
