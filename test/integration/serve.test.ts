@@ -33,7 +33,7 @@ before(async () => {
   adminPort = await freePort();
   const [lo, hi] = await testPortRange();
   serve = startProc(process.execPath, [cliPath, 'serve', '--gateways', dir, '--kubeconfig', cp.kubeconfig,
-    '--admin-address', `127.0.0.1:${adminPort}`, '--port-range', `${lo}-${hi}`], join(cp.dir, 'serve.log'));
+    '--admin-address', `127.0.0.1:${adminPort}`, '--port-range', `${lo}-${hi}`, '--log-level', 'debug'], join(cp.dir, 'serve.log'));
   await waitFor('serve ready', async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 30_000);
   billing = await cp.token(ns, 'billing', ['access-gateway']);
 }, { timeout: 180_000 });
@@ -81,4 +81,28 @@ test('serve keeps /metrics open by default (--metrics-auth none: a desktop)', as
   const r = await request(`http://127.0.0.1:${adminPort}/metrics`);
   assert.equal(r.statusCode, 200);
   assert.match(await r.body.text(), /^access_gateway_admin_auth_decisions_total\{result="allowed"\} 0$/m);
+});
+
+test('an annotation edited in a file is applied like the operator does (access log errors only); serve writes nothing to the cluster', async () => {
+  const port = await portOf('payments');
+  const file = join(dir, 'payments-gateway.yaml');
+  const original = readFileSync(file, 'utf8');
+  const lines = () => readFileSync(serve.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  writeFileSync(file, original.replace(/metadata:\n(\s+)name: payments\n/, 'metadata:\n$1name: payments\n$1annotations: {access-gateway.io/access-log: errors}\n'));
+  assert.notEqual(readFileSync(file, 'utf8'), original);
+  // re-planned with the new access-log setting (the spec, and so the generation, did not change)
+  await waitFor('plan with access log errors', async () => lines().some((l) => l.msg === 'applying plan' && l.gateway === `${ns}/payments`
+    && /"accessLog":\s*\{\s*"errors":\s*true,\s*"sample":\s*0\s*\}/.test(l.plan)), 10_000);
+  const mark = lines().length;
+  assert.equal((await curl(`https://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, ['--cacert', ca.certFile, ...bearer(billing)])).status, 200);
+  assert.equal((await curl(`https://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, ['--cacert', ca.certFile, ...bearer('x.y.z')])).status, 401);
+  // the 401 is logged; the 200 before it is not (pino writes in order)
+  const after = await waitFor('the 401 logged', async () => { const l = lines().slice(mark); return l.some((x) => x.msg === 'request' && x.status === 401) ? l : undefined; }, 10_000);
+  assert.deepEqual(after.filter((x) => x.msg === 'request' && x.status === 200), []);
+  writeFileSync(file, original);
+  // nothing in the cluster comes from serve: no Events, no agw-NAME Services
+  const events = (await cp.api('GET', '/api/v1/events')).body.items as any[];
+  assert.deepEqual(events.filter((e) => e.involvedObject?.kind === 'AccessGateway'), []);
+  const services = (await cp.api('GET', '/api/v1/services')).body.items as any[];
+  assert.deepEqual(services.filter((s) => s.metadata.name.startsWith('agw-')).map((s) => s.metadata.name), []);
 });

@@ -104,11 +104,14 @@ after(async () => {
   await cp?.stop();
 });
 
-test('status: endpoints per route, BackendNotFound for an unknown Service', async () => {
+test('status: endpoints per route; every unresolved reference in ResolvedRefs, each with its reason', async () => {
   const gw = await waitObserved(cp, ns, 'svc');
   assert.equal(condition(gw, 'ResolvedRefs').status, 'False');
-  assert.equal(condition(gw, 'ResolvedRefs').reason, 'BackendNotFound');
+  // an unknown Service, one without ready endpoints, one in another namespace without a grant
+  assert.equal(condition(gw, 'ResolvedRefs').reason, 'BackendNotFound,NoReadyEndpoints,RefNotPermitted');
   assert.match(condition(gw, 'ResolvedRefs').message, /Service team-s\/nope not found/);
+  assert.match(condition(gw, 'ResolvedRefs').message, /Service team-s\/empty has no ready endpoints/);
+  assert.match(condition(gw, 'ResolvedRefs').message, /no ReferenceGrant/);
   assert.equal(condition(gw, 'Programmed').status, 'True'); // the other routes are served
   assert.deepEqual(gw.status.routes.find((r: any) => r.name === 'ledger'), { name: 'ledger', endpoints: 3 });
   const r = await call('/missing/x');

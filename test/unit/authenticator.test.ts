@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { TokenReviewAuthenticator } from '../../src/auth/authenticator.js';
 import { bearerToken } from '../../src/auth/bearer.js';
 import type { ReviewResult, TokenReviewer } from '../../src/auth/identity.js';
-import { AuthUnavailableError, UnauthenticatedError } from '../../src/dataplane/errors.js';
+import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
 
 const user = { username: 'system:serviceaccount:a:b', uid: 'u', groups: ['g'], extra: {} };
 const T0 = 1_000_000_000_000;

@@ -66,9 +66,10 @@ test('unknown commands and flags are refused with usage', () => {
 });
 
 test('--metrics-auth (env ACCESS_GATEWAY_METRICS_AUTH): kubernetes or none, defaults documented per command', async () => {
-  const { operatorFlags, serveFlags } = await import('../../src/cli/operator.js');
-  assert.equal(operatorFlags['metrics-auth']?.default, 'kubernetes');
-  assert.equal(serveFlags['metrics-auth']?.default, 'none');
+  const { operatorFlags } = await import('../../src/cli/operator.js');
+  const { serveFlags } = await import('../../src/cli/serve.js');
+  assert.equal(operatorFlags['metrics-auth'].fallback, 'kubernetes');
+  assert.equal(serveFlags['metrics-auth'].fallback, 'none');
   const bad = run('operator', '--metrics-auth', 'open');
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--metrics-auth: expected kubernetes or none, got "open"/);
@@ -84,12 +85,40 @@ test('--metrics-auth (env ACCESS_GATEWAY_METRICS_AUTH): kubernetes or none, defa
   assert.match(readme, /`--metrics-auth` \(`ACCESS_GATEWAY_METRICS_AUTH`\)/);
 });
 
-test('environment twins apply to flags with defaults; a flag on the command line wins', async () => {
-  const { parseFlags } = await import('../../src/cli/flags.js');
-  const spec = { 'port-range': { type: 'string' as const, default: '20000-20999' }, 'leader-elect': { type: 'boolean' as const, default: false } };
-  assert.deepEqual(parseFlags([], spec, {}), { 'port-range': '20000-20999', 'leader-elect': false });
-  assert.deepEqual(parseFlags([], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2', ACCESS_GATEWAY_LEADER_ELECT: 'true' }), { 'port-range': '1-2', 'leader-elect': true });
-  assert.deepEqual(parseFlags(['--port-range', '3-4'], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2' }), { 'port-range': '3-4', 'leader-elect': false });
+test('flags parse into typed values: environment twins apply to flags with defaults; a flag on the command line wins', async () => {
+  const { flag, parseFlags } = await import('../../src/cli/flags.js');
+  const spec = { 'port-range': flag.portRange('20000-20999'), 'leader-elect': flag.boolean(), 'drain-seconds': flag.int(10, 0, 3600), namespace: flag.list() };
+  assert.deepEqual(parseFlags([], spec, {}), { 'port-range': [20000, 20999], 'leader-elect': false, 'drain-seconds': 10, namespace: [] });
+  assert.deepEqual(parseFlags([], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2', ACCESS_GATEWAY_LEADER_ELECT: 'true', ACCESS_GATEWAY_NAMESPACE: 'a, b' }),
+    { 'port-range': [1, 2], 'leader-elect': true, 'drain-seconds': 10, namespace: ['a', 'b'] });
+  assert.deepEqual(parseFlags(['--port-range', '3-4', '--namespace', 'x', '--namespace', 'y'], spec, { ACCESS_GATEWAY_PORT_RANGE: '1-2' }),
+    { 'port-range': [3, 4], 'leader-elect': false, 'drain-seconds': 10, namespace: ['x', 'y'] });
+  // a bad value is an error naming the flag, never NaN
+  assert.throws(() => parseFlags(['--drain-seconds', 'abc'], spec, {}), /--drain-seconds: expected a whole number from 0 to 3600, got "abc"/);
+  assert.throws(() => parseFlags([], spec, { ACCESS_GATEWAY_DRAIN_SECONDS: '-1' }), /--drain-seconds: expected a whole number/);
+  assert.throws(() => parseFlags([], spec, { ACCESS_GATEWAY_LEADER_ELECT: 'yes' }), /--leader-elect: expected true or false/);
+  assert.throws(() => parseFlags(['--port-range', '9-1'], spec, {}), /--port-range: expected LOW-HIGH/);
+});
+
+test('on Node.js older than 22 the command prints one line naming the version it needs and exits 2', () => {
+  const check = (r: ReturnType<typeof spawnSync>, who: string) => {
+    assert.equal(r.status, 2, `${who}: ${r.stderr}`);
+    assert.equal(r.stdout, '', who);
+    assert.equal(String(r.stderr).trim().split('\n').length, 1, who);
+    assert.match(String(r.stderr), /^access-gateway: Node\.js 22 or newer is required \(this is v20\./, who);
+  };
+  // this Node.js, made to report an old version before the entry point runs
+  const preload = `data:text/javascript,Object.defineProperty(process.versions,'node',{value:'20.11.1'});Object.defineProperty(process,'version',{value:'v20.11.1'})`;
+  check(spawnSync(process.execPath, ['--import', preload, cli, 'help'], { encoding: 'utf8' }), 'Node reporting v20');
+  // and a real old Node.js, when the machine has one on PATH (these machines ship Node 20)
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    const node = join(dir, 'node');
+    const v = spawnSync(node, ['--version'], { encoding: 'utf8' });
+    if (v.status === 0 && /^v20\./.test(v.stdout)) {
+      check(spawnSync(node, [cli, 'help'], { encoding: 'utf8' }), node);
+      break;
+    }
+  }
 });
 
 test('--max-token-reviews-in-flight and --jwks-clock-skew-seconds (and their env twins) refuse bad values before connecting', () => {

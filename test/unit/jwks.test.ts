@@ -6,7 +6,7 @@ import {
   algFor, JwksAuthenticator, JwksKeySet, JwksReadiness, revocationReason,
   type BoundClaims, type KeySource, type OidcDiscovery, type Revocation, type RevocationLookups, type RevocationSource,
 } from '../../src/auth/jwks.js';
-import { AuthUnavailableError, UnauthenticatedError } from '../../src/dataplane/errors.js';
+import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
 
 const issuer = 'https://kubernetes.default.svc.cluster.local';
 const T0 = 1_700_000_000_000;

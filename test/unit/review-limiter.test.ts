@@ -1,34 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FairLimiter, LimitedReviewer, type Timers } from '../../src/auth/review-limiter.js';
+import { FairLimiter, LimitedReviewer } from '../../src/auth/review-limiter.js';
+import { FakeClock } from '../support/fake-clock.js';
 import type { ReviewResult } from '../../src/auth/identity.js';
-import { AuthUnavailableError } from '../../src/dataplane/errors.js';
-
-/** Timers that fire only when the test advances the clock. */
-class FakeTimers implements Timers {
-  now = 0;
-  private seq = 0;
-  private readonly pending = new Map<number, { at: number; fn: () => void }>();
-  set(fn: () => void, ms: number): unknown {
-    const id = ++this.seq;
-    this.pending.set(id, { at: this.now + ms, fn });
-    return id;
-  }
-  clear(h: unknown): void {
-    this.pending.delete(h as number);
-  }
-  get size(): number {
-    return this.pending.size;
-  }
-  advance(ms: number): void {
-    this.now += ms;
-    for (const [id, t] of [...this.pending].sort((a, b) => a[1].at - b[1].at)) {
-      if (t.at > this.now) continue;
-      this.pending.delete(id);
-      t.fn();
-    }
-  }
-}
+import { AuthUnavailableError } from '../../src/errors.js';
 
 /** A review that finishes when the test says so. */
 function gate() {
@@ -48,10 +23,10 @@ const isRefusal = (e: unknown) => e instanceof AuthUnavailableError && e.status 
 const opts = { timeout: 10_000 };
 
 function setup(opts: { maxInFlight?: number; maxQueue?: number; maxWaitMs?: number } = {}) {
-  const timers = new FakeTimers();
+  const timers = new FakeClock();
   const events = { inFlight: [] as number[], refused: [] as string[], namespaces: [] as string[] };
   const limiter = new FairLimiter({
-    maxInFlight: opts.maxInFlight ?? 2, maxQueue: opts.maxQueue ?? 64, maxWaitMs: opts.maxWaitMs ?? 5_000, timers,
+    maxInFlight: opts.maxInFlight ?? 2, maxQueue: opts.maxQueue ?? 64, maxWaitMs: opts.maxWaitMs ?? 5_000, clock: timers,
     onInFlight: (n) => events.inFlight.push(n),
     onRefused: (ns, reason) => events.refused.push(`${ns}:${reason}`),
     onNamespace: (ns) => events.namespaces.push(ns),
@@ -153,11 +128,11 @@ test('a caller waiting longer than maxWaitMs gets 503 with Retry-After and leave
   assert.equal(await first, 'a0');
   assert.equal(await next, 'c0');
   assert.deepEqual(order, ['a0', 'c0']);
-  assert.equal(timers.size, 0);
+  assert.equal(timers.waiting, 0);
 });
 
 test('a failing review frees its slot', opts, async () => {
-  const limiter = new FairLimiter({ maxInFlight: 1, timers: new FakeTimers() });
+  const limiter = new FairLimiter({ maxInFlight: 1, clock: new FakeClock() });
   await assert.rejects(limiter.run('a', async () => { throw new Error('boom'); }), /boom/);
   assert.equal(limiter.inFlight, 0);
   assert.equal(await limiter.run('a', async () => 'ok'), 'ok');
