@@ -11,7 +11,7 @@ import { realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
 import type { GatewayPlan } from '../translate/plan.js';
 import { translate, type Snapshot, type Translation } from '../translate/translate.js';
-import type { Result } from './controller.js';
+import { TerminalError, type Result } from './controller.js';
 import { exposure } from './exposure.js';
 import type { PortAllocator } from './ports.js';
 import { desiredStatus } from './status.js';
@@ -197,8 +197,8 @@ export class GatewayReconciler {
     }
     const want = canonical([e.service, e.slice]);
     if (this.leader() && this.exposed.get(key) !== want) {
-      await this.d.exposure.write(e.service, cached.service);
-      await this.d.exposure.write(e.slice, cached.slice);
+      await terminalIfInvalid(this.d.exposure.write(e.service, cached.service), `Service ${key.replace('/', '/agw-')}`);
+      await terminalIfInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${key.replace('/', '/agw-')}`);
       this.exposed.set(key, want);
     }
     return { applied, url: e.url };
@@ -225,7 +225,7 @@ export class GatewayReconciler {
     this.written.set(key, json);
     if (json === canonical(gw.status)) return;
     this.recordTransition(gw, status);
-    await this.d.writeStatus(gw, status);
+    await terminalIfInvalid(this.d.writeStatus(gw, status), `status of AccessGateway ${key}`);
     log.info({ ready: status.conditions?.find((c) => c.type === ConditionType.Ready)?.status, port }, 'status written');
   }
 
@@ -243,5 +243,15 @@ export class GatewayReconciler {
 
   private leader(): boolean {
     return !this.d.isLeader || this.d.isLeader();
+  }
+}
+
+/** An object the apiserver refuses as invalid (422) will be refused again: not retried. */
+async function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void> {
+  try {
+    await write;
+  } catch (err) {
+    if ((err as { status?: number }).status === 422) throw new TerminalError(`${what} refused as invalid: ${(err as Error).message}`, { cause: err });
+    throw err;
   }
 }

@@ -1,0 +1,85 @@
+// The AccessGateway reconciler's steps with fakes around it (pure logic: the integration tests
+// run it against a real apiserver): status written once, terminal refusals, deletion, the limit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AccessGateway, AccessGatewayStatus } from '../../src/api/types.js';
+import { TerminalError } from '../../src/controller/controller.js';
+import { GatewayReconciler, type GatewayReconcilerDeps } from '../../src/controller/gateway-reconciler.js';
+import { PortAllocator } from '../../src/controller/ports.js';
+import type { GatewayPlan } from '../../src/translate/plan.js';
+import { silentLogger } from '../../src/observability/logger.js';
+
+const gw = (name: string, created: string, extra: Partial<AccessGateway> = {}): AccessGateway => ({
+  apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
+  metadata: { name, namespace: 'team-a', generation: 1, uid: `uid-${name}`, creationTimestamp: created },
+  spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] }, ...extra,
+});
+
+function setup(gateways: AccessGateway[], over: Partial<GatewayReconcilerDeps> = {}) {
+  const store = new Map(gateways.map((g) => [`${g.metadata.namespace}/${g.metadata.name}`, g]));
+  const applied: [string, GatewayPlan | null][] = [];
+  const written: [string, AccessGatewayStatus][] = [];
+  const requeued: string[] = [];
+  const ports = new PortAllocator([100, 109]);
+  const r = new GatewayReconciler({
+    gateways: { get: (ns, n) => store.get(`${ns}/${n}`), values: () => store.values(), keys: () => [...store.keys()] },
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ service: false, slice: false, foreign: null }) },
+    dataplane: { apply: async (key, plan) => { applied.push([key, plan]); return plan ? { programmed: true, port: plan.port } : null; } },
+    ports,
+    writeStatus: async (g, s) => { written.push([g.metadata.name, s]); g.status = s; },
+    advertiseHost: '127.0.0.1', requeue: (k) => requeued.push(k),
+    ...over,
+  });
+  return { r, store, applied, written, requeued, ports };
+}
+
+test('programs the plan and writes the status once; an unchanged status is not written again', async () => {
+  const { r, applied, written } = setup([gw('a', '2026-01-01T00:00:00Z')]);
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
+  assert.equal(applied.length, 1);
+  assert.equal(applied[0]![1]!.port, 100);
+  assert.equal(written.length, 1);
+  const ready = written[0]![1].conditions!.find((c) => c.type === 'Ready')!;
+  assert.equal(ready.status, 'True');
+  assert.equal(written[0]![1].listener?.url, 'http://127.0.0.1:100');
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(written.length, 1, 'the same status was written twice');
+});
+
+test('a follower serves but writes no status', async () => {
+  const { r, applied, written } = setup([gw('a', '2026-01-01T00:00:00Z')], { isLeader: () => false });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(applied.length, 1);
+  assert.equal(written.length, 0);
+});
+
+test('a status the apiserver refuses as invalid (422) is a terminal error; other failures are retried', async () => {
+  const invalid = Object.assign(new Error('status.conditions: Invalid value'), { status: 422 });
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], { writeStatus: async () => { throw invalid; } });
+  await assert.rejects(r.reconcile('team-a/a', silentLogger), (e: unknown) => e instanceof TerminalError && e.cause === invalid);
+  const away = Object.assign(new Error('connection refused'), { status: 0 });
+  const { r: r2 } = setup([gw('b', '2026-01-01T00:00:00Z')], { writeStatus: async () => { throw away; } });
+  await assert.rejects(r2.reconcile('team-a/b', silentLogger), (e: unknown) => e === away);
+});
+
+test('a deleted gateway: listener closed first, port freed, the gateways waiting for it tried again', async () => {
+  const { r, store, applied, requeued, ports } = setup([gw('a', '2026-01-01T00:00:00Z', { spec: { ...gw('a', '').spec, listener: { port: 8080 } } }),
+    gw('b', '2026-01-02T00:00:00Z', { spec: { ...gw('b', '').spec, listener: { port: 8080 } } })]);
+  await r.reconcile('team-a/a', silentLogger);
+  await r.reconcile('team-a/b', silentLogger);
+  assert.equal(ports.portOf('team-a/b'), undefined); // a holds 8080
+  store.delete('team-a/a');
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(applied.at(-1), ['team-a/a', null]);
+  assert.equal(ports.portOf('team-a/a'), undefined);
+  assert.ok(requeued.includes('team-a/b'));
+});
+
+test('gateways over the namespace limit are TooManyGateways, the oldest keep theirs', async () => {
+  const { r, written } = setup([gw('old', '2026-01-01T00:00:00Z'), gw('new', '2026-01-02T00:00:00Z')], { maxGatewaysPerNamespace: 1 });
+  await r.reconcile('team-a/new', silentLogger);
+  await r.reconcile('team-a/old', silentLogger);
+  const accepted = (name: string) => written.find(([n]) => n === name)![1].conditions!.find((c) => c.type === 'Accepted')!;
+  assert.equal(accepted('new').reason, 'TooManyGateways');
+  assert.equal(accepted('old').status, 'True');
+});
