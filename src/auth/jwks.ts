@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { importJWK, jwtVerify } from 'jose';
 import type { CryptoKey, JWK, JWTPayload } from 'jose';
+import { realClock, type Clock, type Timer } from '../clock.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { negativeCacheTtlMs, type Authenticator } from './authenticator.js';
 import { serviceAccountOf, type CallerIdentity } from './identity.js';
@@ -123,7 +124,8 @@ export interface JwksKeySetOptions {
   /** Minimum gap between on-demand refreshes (unknown kid, nothing loaded); default 10 s. Also the
    * retry interval while nothing is loaded. */
   minRefreshIntervalMs?: number;
-  now?: () => number;
+  /** Time and timers (the periodic refresh and the retries); default the real clock. */
+  clock?: Clock;
   /** Called on every refresh attempt (metrics). */
   onRefresh?: () => void;
 }
@@ -140,11 +142,12 @@ export class JwksKeySet {
   private current: { issuer: string; byKid: Map<string, VerificationKey>; all: VerificationKey[] } | null = null;
   private pending: Promise<void> | null = null;
   private lastAttempt = -Infinity;
-  private timer: NodeJS.Timeout | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private running = false;
+  private timer: Timer | undefined;
+  private retryTimer: Timer | undefined;
   private readonly intervalMs: number;
   private readonly minGapMs: number;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly onRefresh?: () => void;
   private markLoaded!: () => void;
   private readonly loadedOnce = new Promise<void>((r) => { this.markLoaded = r; });
@@ -152,7 +155,7 @@ export class JwksKeySet {
   constructor(private readonly source: KeySource, options: JwksKeySetOptions = {}) {
     this.intervalMs = options.refreshIntervalMs ?? 300_000;
     this.minGapMs = options.minRefreshIntervalMs ?? 10_000;
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? realClock;
     this.onRefresh = options.onRefresh;
   }
 
@@ -177,31 +180,42 @@ export class JwksKeySet {
 
   /** Loads now (retrying every minimum gap until loaded) and then every refresh interval (timers unref'd). */
   start(): void {
-    if (this.timer) return;
+    if (this.running) return;
+    this.running = true;
     this.loadOrRetry();
-    this.timer = setInterval(() => this.refresh().catch(() => {}), this.intervalMs);
-    this.timer.unref();
+    this.schedule();
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    clearTimeout(this.retryTimer);
+    this.running = false;
+    if (this.timer) this.clock.clearTimeout(this.timer);
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
     this.timer = undefined;
     this.retryTimer = undefined;
   }
 
+  /** The periodic refresh, every refresh interval. */
+  private schedule(): void {
+    this.timer = this.clock.setTimeout(() => {
+      if (!this.running) return;
+      this.refresh().catch(() => {});
+      this.schedule();
+    }, this.intervalMs);
+    this.timer.unref?.();
+  }
+
   private loadOrRetry(): void {
     this.refresh().catch(() => {
-      if (this.loaded || !this.timer) return;
-      this.retryTimer = setTimeout(() => this.loadOrRetry(), this.minGapMs);
-      this.retryTimer.unref();
+      if (this.loaded || !this.running) return;
+      this.retryTimer = this.clock.setTimeout(() => this.loadOrRetry(), this.minGapMs);
+      this.retryTimer.unref?.();
     });
   }
 
   /** Fetches and imports the keys; concurrent callers share one fetch. On failure the last good set stays. */
   refresh(): Promise<void> {
     if (!this.pending) {
-      const started = this.now();
+      const started = this.clock.now();
       this.lastAttempt = started;
       this.fetches++;
       this.onRefresh?.();
@@ -220,7 +234,7 @@ export class JwksKeySet {
 
   /** Refreshes unless one ran within the minimum gap (an in-flight one is joined); never throws. */
   async refreshIfAllowed(): Promise<void> {
-    if (this.pending || this.now() - this.lastAttempt >= this.minGapMs) await this.refresh().catch(() => {});
+    if (this.pending || this.clock.now() - this.lastAttempt >= this.minGapMs) await this.refresh().catch(() => {});
   }
 
   /** The key with this kid, or every key for `alg` when the token has no kid. */

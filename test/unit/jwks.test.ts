@@ -7,6 +7,8 @@ import {
   type BoundClaims, type KeySource, type OidcDiscovery, type Revocation, type RevocationLookups, type RevocationSource,
 } from '../../src/auth/jwks.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
+import { realClock } from '../../src/clock.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const issuer = 'https://kubernetes.default.svc.cluster.local';
 const T0 = 1_700_000_000_000;
@@ -63,7 +65,7 @@ async function setup(opts: { revocation?: (c: BoundClaims) => Revocation; ttl?: 
   const rsa = await keyPair('RS256', 'k1');
   const src = new FakeSource();
   src.keys = [rsa.jwk];
-  const keySet = new JwksKeySet(src, { now: () => clock });
+  const keySet = new JwksKeySet(src, { clock: { ...realClock, now: () => clock } });
   const auth = new JwksAuthenticator(keySet, ['access-gateway', 'other'], opts.ttl ?? 10, {
     now: () => clock,
     ...(opts.revocation ? { revocation: { check: opts.revocation } } : {}),
@@ -372,16 +374,26 @@ test('algFor infers from kty/crv and refuses symmetric or private keys', () => {
   assert.equal(algFor({ kty: 'RSA', use: 'enc' }), null);
 });
 
-test('start() loads at once and refreshes on an unref\'d timer; stop() ends it', async () => {
+test('start() loads at once and refreshes every interval; stop() ends it (on a fake clock)', async () => {
   const src = new FakeSource();
   src.keys = [(await keyPair('RS256', 'k1')).jwk];
-  const keySet = new JwksKeySet(src, { refreshIntervalMs: 20 });
+  const clock = new FakeClock();
+  const keySet = new JwksKeySet(src, { refreshIntervalMs: 20_000, clock });
   keySet.start();
-  await new Promise((r) => setTimeout(r, 70));
-  keySet.stop();
+  await keySet.refreshIfAllowed(); // the first load, in flight
   assert.ok(keySet.loaded);
-  assert.ok(keySet.fetches >= 2, `fetches ${keySet.fetches}`);
-  const n = keySet.fetches;
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(keySet.fetches, n);
+  assert.equal(keySet.fetches, 1);
+  clock.advance(19_999);
+  assert.equal(keySet.fetches, 1);
+  clock.advance(1);
+  assert.equal(keySet.fetches, 2);
+  await keySet.refreshIfAllowed(); // joins the fetch in flight (within the minimum gap: no new one)
+  assert.equal(keySet.fetches, 2);
+  clock.advance(20_000);
+  assert.equal(keySet.fetches, 3);
+  await keySet.refreshIfAllowed();
+  keySet.stop();
+  assert.equal(clock.waiting, 0);
+  clock.advance(100_000);
+  assert.equal(keySet.fetches, 3);
 });
