@@ -91,8 +91,14 @@ function chartArgs(): string[] {
 
 type Result = { status: boolean; review: boolean; impersonated: boolean; service: boolean; exposed: boolean; event: boolean; metrics: number; kubeApi: number; kubeApiMessage: string };
 
+/** The rendered chart applied once (each test may run alone). */
+let installed: Promise<unknown> | undefined;
+const install = () => (installed ??= cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'],
+  rendered.map((o) => stringify(o)).join('---\n')));
+
 /** The chart's ServiceAccount as a kubeconfig with a minted token. */
 async function chartKubeconfig(name: string): Promise<{ token: string; kubeconfig: string }> {
+  await install();
   const sa = rendered.find((o) => o.kind === 'ServiceAccount');
   const token = await cp.token(sa.metadata.namespace ?? releaseNs, sa.metadata.name, [cp.issuer]);
   return { token, kubeconfig: tokenKubeconfig(join(cp.dir, `${name}.kubeconfig`), cp.url, token, { ca: cp.ca.cert }) };

@@ -3,62 +3,32 @@
 // Once the RBAC is fixed the caches sync, the gateway turns Ready and the same token gets 200.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { request } from 'undici';
+import { stringify } from 'yaml';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, condition, getGateway, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { chartArgs, chartNamespace, installChart, renderChart } from '../support/chart-operator.js';
+import { applyYaml, condition, getGateway, installCRD, namespaceYaml } from '../support/cluster.js';
 import { waitFor } from '../support/procs.js';
 
 const ns = 'team-r';
 let cp: ControlPlane;
 let op: OperatorProc;
-
-// What the operator needs for a JWKS gateway with an Impersonate route, minus list/watch on pods.
-const operatorRBAC = `
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: agw-operator}
-rules:
-  - {apiGroups: [access-gateway.io], resources: [accessgateways], verbs: [get, list, watch]}
-  - {apiGroups: [access-gateway.io], resources: [accessgateways/status], verbs: [patch]}
-  - {apiGroups: [""], resources: [secrets, configmaps, services, serviceaccounts, nodes], verbs: [list, watch]}
-  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
-  - {apiGroups: [gateway.networking.k8s.io], resources: [referencegrants], verbs: [list, watch]}
-  - {apiGroups: [""], resources: [users, groups, serviceaccounts], verbs: [impersonate]}
-  - apiGroups: [authentication.k8s.io]
-    verbs: [impersonate]
-    resources: [uids, userextras/access-gateway.io/gateway, userextras/access-gateway.io/route, userextras/access-gateway.io/caller,
-      userextras/authentication.kubernetes.io/credential-id]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: agw-operator}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agw-operator}
-subjects: [{kind: ServiceAccount, name: agw-operator, namespace: ${ns}}]
-`;
-
-const podsRBAC = `
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: agw-operator-pods}
-rules: [{apiGroups: [""], resources: [pods], verbs: [list, watch]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: agw-operator-pods}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agw-operator-pods}
-subjects: [{kind: ServiceAccount, name: agw-operator, namespace: ${ns}}]
-`;
+let clusterRole: any;
 
 before(async () => {
   cp = await startControlPlane();
   await installCRD(cp);
-  await applyYaml(cp, namespaceYaml(ns, ['agw-operator', 'a']));
-  await applyYaml(cp, operatorRBAC);
-  const token = await cp.token(ns, 'agw-operator', [cp.issuer]);
-  const kubeconfig = tokenKubeconfig(join(cp.dir, 'operator-token.kubeconfig'), cp.url, token, { ca: cp.ca.cert });
-  op = await startOperator({ ...cp, kubeconfig });
+  await applyYaml(cp, namespaceYaml(ns, ['a']));
+  // the chart's own RBAC, but its ClusterRole without list/watch on pods
+  const rendered = renderChart();
+  clusterRole = rendered.find((o) => o.kind === 'ClusterRole' && (o.rules ?? []).some((r: any) => (r.resources ?? []).includes('tokenreviews')));
+  const withoutPods = structuredClone(clusterRole);
+  const rule = withoutPods.rules.find((r: any) => (r.resources ?? []).includes('pods') && (r.verbs ?? []).includes('watch'));
+  assert.ok(rule, 'the chart lets the operator watch pods (JWKS revocation)');
+  rule.resources = rule.resources.filter((x: string) => x !== 'pods');
+  const kubeconfig = await installChart(cp, rendered.map((o) => (o === clusterRole ? withoutPods : o)), 'no-pods');
+  op = await startOperator({ ...cp, kubeconfig }, { args: chartArgs(rendered), env: { ...process.env, POD_NAMESPACE: chartNamespace, POD_NAME: 'no-pods' } });
 }, { timeout: 180_000 });
 
 after(async () => {
@@ -100,7 +70,8 @@ spec:
   assert.equal((await get('garbage')).status, 401); // what is certainly invalid is still 401
   assert.equal(condition(await getGateway(cp, ns, 'jw'), 'Ready').status, 'False');
 
-  await applyYaml(cp, podsRBAC); // the pods watch is retried with back-off (at most 30 s)
+  // the chart's ClusterRole as it is: the pods watch is retried with back-off (at most 30 s)
+  await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], stringify(clusterRole));
   const ready = await waitFor('gateway Ready once the caches sync', async () => {
     const gw = await getGateway(cp, ns, 'jw');
     return condition(gw, 'Ready')?.status === 'True' ? gw : undefined;
