@@ -115,7 +115,7 @@ export class GatewayController {
 
   /** Leadership gained: reconcile everything so this replica writes what the old leader did not. */
   resyncAll(): void {
-    this.reconciler.forgetExposure();
+    this.reconciler.forgetWrites();
     this.resync();
   }
 

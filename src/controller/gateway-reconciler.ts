@@ -77,8 +77,10 @@ export function rankOf(gw: AccessGateway): string {
 type PortSnapshot = Snapshot['port'];
 
 export class GatewayReconciler {
-  /** Status last written per key, so the watch event of our own write triggers nothing. */
-  private readonly written = new Map<string, string>();
+  /** Status last written per key (canonical JSON), and the resourceVersion the write was based on:
+   * the watch event of our own write triggers nothing, and a cache that has not caught up yet
+   * (still at that resourceVersion) causes no second write. */
+  private readonly written = new Map<string, { json: string; fromRv: string | undefined }>();
   /** Exposure objects last written per key (skip writes that change nothing). */
   private readonly exposed = new Map<string, string>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
@@ -91,12 +93,13 @@ export class GatewayReconciler {
 
   /** The status this replica last wrote for `key` (canonical JSON). */
   lastWritten(key: string): string | undefined {
-    return this.written.get(key);
+    return this.written.get(key)?.json;
   }
 
-  /** Leadership changed hands: write exposure objects again even if this replica wrote them before. */
-  forgetExposure(): void {
+  /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
+  forgetWrites(): void {
     this.exposed.clear();
+    this.written.clear();
   }
 
   async reconcile(key: string, log: Logger): Promise<Result> {
@@ -222,10 +225,23 @@ export class GatewayReconciler {
       log.debug('not the leader: status left to the leader');
       return;
     }
-    this.written.set(key, json);
-    if (json === canonical(gw.status)) return;
+    const rv = gw.metadata.resourceVersion;
+    if (json === canonical(gw.status)) {
+      this.written.set(key, { json, fromRv: undefined });
+      return;
+    }
+    // written already and the cache still holds the object we wrote over: neither a second write
+    // nor a second Event (a status changed by someone else comes with a newer resourceVersion)
+    const prev = this.written.get(key);
+    if (prev && prev.json === json && rv !== undefined && prev.fromRv === rv) return;
+    this.written.set(key, { json, fromRv: rv }); // before the write: the watch event of our own write must find it
+    try {
+      await terminalIfInvalid(this.d.writeStatus(gw, status), `status of AccessGateway ${key}`);
+    } catch (err) {
+      this.written.delete(key);
+      throw err;
+    }
     this.recordTransition(gw, status);
-    await terminalIfInvalid(this.d.writeStatus(gw, status), `status of AccessGateway ${key}`);
     log.info({ ready: status.conditions?.find((c) => c.type === ConditionType.Ready)?.status, port }, 'status written');
   }
 

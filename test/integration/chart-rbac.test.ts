@@ -121,6 +121,7 @@ function scraperToken(): Promise<string> {
 
 /** Runs the core scenarios as the chart's ServiceAccount with the given ClusterRole; resolves with what worked. */
 async function scenarios(name: string, clusterRole: any): Promise<Result> {
+  await install(); // before the role below replaces the chart's own
   await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], stringify(clusterRole));
   const { kubeconfig } = await chartKubeconfig(name);
   const op: OperatorProc = await startOperator({ ...cp, kubeconfig }, {

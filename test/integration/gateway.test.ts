@@ -84,7 +84,8 @@ test('an applied gateway answers within 2 s with every condition True for its ge
 });
 
 test('editing routes takes effect without closing open connections; deleting closes the listener', async () => {
-  const port = await gatewayPort(cp, 'team-a', 'life');
+  await applyYaml(cp, gateway('edited'));
+  const port = await gatewayPort(cp, 'team-a', 'edited');
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const first = await get(port, '/version', agent);
   assert.equal(first.status, 200);
@@ -97,18 +98,18 @@ test('editing routes takes effect without closing open connections; deleting clo
   watch.end();
   await watchOpen;
 
-  const gen = (await getGateway(cp, 'team-a', 'life')).metadata.generation;
-  await applyYaml(cp, gateway('life', '', ', "^/apis$"'));
-  await waitFor('new generation observed', async () => (await getGateway(cp, 'team-a', 'life')).status.observedGeneration > gen);
+  const gen = (await getGateway(cp, 'team-a', 'edited')).metadata.generation;
+  await applyYaml(cp, gateway('edited', '', ', "^/apis$"'));
+  await waitFor('new generation observed', async () => (await getGateway(cp, 'team-a', 'edited')).status.observedGeneration > gen);
   const after = await get(port, '/apis', agent);
   assert.equal(after.status, 200, after.body);
   assert.equal(after.socket, first.socket, 'the keep-alive connection survived the edit');
-  assert.equal((await getGateway(cp, 'team-a', 'life')).status.listener.port, port, 'port is stable');
+  assert.equal((await getGateway(cp, 'team-a', 'edited')).status.listener.port, port, 'port is stable');
   // the watch opened before the edit still streams
   await cp.kubectl(['create', 'configmap', 'during-edit', '-n', 'team-a']);
   await waitFor('watch event after edit', async () => events.join('').includes('during-edit'), 10_000).catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(events).slice(0, 500)}`); });
 
-  await cp.kubectl(['delete', 'agw', 'life', '-n', 'team-a']);
+  await cp.kubectl(['delete', 'agw', 'edited', '-n', 'team-a']);
   await waitListenerClosed(port, 10_000);
   watch.destroy();
   agent.destroy();

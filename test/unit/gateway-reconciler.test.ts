@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 
 const gw = (name: string, created: string, extra: Partial<AccessGateway> = {}): AccessGateway => ({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
-  metadata: { name, namespace: 'team-a', generation: 1, uid: `uid-${name}`, creationTimestamp: created },
+  metadata: { name, namespace: 'team-a', generation: 1, uid: `uid-${name}`, creationTimestamp: created, resourceVersion: '1' },
   spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] }, ...extra,
 });
 
@@ -82,4 +82,31 @@ test('gateways over the namespace limit are TooManyGateways, the oldest keep the
   const accepted = (name: string) => written.find(([n]) => n === name)![1].conditions!.find((c) => c.type === 'Accepted')!;
   assert.equal(accepted('new').reason, 'TooManyGateways');
   assert.equal(accepted('old').status, 'True');
+});
+
+test('while the watch has not brought back its own write, a reconcile neither writes the status again nor records a second Event', async () => {
+  const events: string[] = [];
+  const written: AccessGatewayStatus[] = [];
+  const { r, store } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+    writeStatus: async (_g, s) => { written.push(s); }, // the cache keeps the old status (no watch event yet)
+    events: { record: async (_g, type, reason) => { events.push(`${type} ${reason}`); } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(written.length, 1);
+  assert.deepEqual(events, ['Normal Programmed']);
+  // someone else changed the status (a newer resourceVersion in the cache): it is put right again
+  const g = store.get('team-a/a')!;
+  g.metadata.resourceVersion = '7';
+  g.status = { observedGeneration: 0 };
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(written.length, 2);
+  const before = events.length;
+  // a write that fails is not remembered: the retry writes (and records) it
+  const failing = setup([gw('b', '2026-01-01T00:00:00Z')], {
+    writeStatus: async () => { throw new Error('apiserver away'); },
+    events: { record: async (_g, type, reason) => { events.push(`b ${type} ${reason}`); } },
+  });
+  await assert.rejects(failing.r.reconcile('team-a/b', silentLogger));
+  assert.equal(events.length, before, 'an Event for a status that was not written');
 });
