@@ -19,10 +19,11 @@ export async function testPortRange(): Promise<[number, number]> {
   return [base, base + 39];
 }
 
-export async function startOperator(cp: ControlPlane, opts: { args?: string[]; logName?: string; env?: NodeJS.ProcessEnv; portRange?: [number, number] } = {}): Promise<OperatorProc> {
+export async function startOperator(cp: ControlPlane, opts: { args?: string[]; logName?: string; env?: NodeJS.ProcessEnv; portRange?: [number, number]; cpu?: number; nodeArgs?: string[] } = {}): Promise<OperatorProc> {
   const adminPort = await freePort();
   const portRange = opts.portRange ?? await testPortRange();
-  const proc = startProc(process.execPath, [cliPath, 'operator', '--kubeconfig', cp.kubeconfig,
+  const [cmd, pre] = opts.cpu === undefined ? [process.execPath, []] : ['taskset', ['-c', String(opts.cpu), process.execPath]];
+  const proc = startProc(cmd, [...pre, ...(opts.nodeArgs ?? []), cliPath, 'operator', '--kubeconfig', cp.kubeconfig,
     '--admin-address', `127.0.0.1:${adminPort}`, '--listen-address', '127.0.0.1',
     '--port-range', `${portRange[0]}-${portRange[1]}`, '--drain-seconds', '2', '--log-level', 'debug', ...(opts.args ?? [])],
   join(cp.dir, opts.logName ?? 'operator.log'), opts.env);

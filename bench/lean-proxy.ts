@@ -1,0 +1,24 @@
+// The floor the gateway is measured against: a bare Node.js reverse proxy, node:http in front of
+// an undici Pool, no authentication, no policy, no metrics.
+//   node lean-proxy.js --port P --upstream http://IP:PORT
+import { createServer } from 'node:http';
+import { parseArgs } from 'node:util';
+import { Pool } from 'undici';
+
+const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' } } });
+const pool = new Pool(values.upstream!, { connections: 128, pipelining: 1 });
+const hop = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host']);
+
+createServer(async (req, res) => {
+  const headers: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !hop.has(k)) headers[k] = v;
+  try {
+    const up = await pool.request({ method: req.method as 'GET', path: req.url!, headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req });
+    const out: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !hop.has(k)) out[k] = v;
+    res.writeHead(up.statusCode, out);
+    up.body.pipe(res);
+  } catch {
+    res.writeHead(502).end();
+  }
+}).listen(Number(values.port), '127.0.0.1', () => process.stdout.write('ready\n'));

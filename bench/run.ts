@@ -1,0 +1,214 @@
+// The data-plane benchmark (issue 10): one run measures, side by side on this machine, the same
+// GET through every path — the upstream direct, nginx as a reverse proxy (1 worker), a bare Node
+// proxy, the gateway's Service route (TokenReview and JWKS, access log all and none), kubectl
+// proxy and the gateway's apiserver route — and prints req/s, p50, p99, the ratios the targets
+// are about, and the operator's RSS. wrk, the upstream and the control plane run on CPU 0, the
+// proxy under test alone on CPU 1. Absolute numbers on a noisy machine are not targets: ratios
+// from the same run are.
+//   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke]
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { request } from 'undici';
+import { startControlPlane, repoRoot, type ControlPlane } from '../test/support/control-plane.js';
+import { startOperator, type OperatorProc } from '../test/support/operator.js';
+import { applyYaml, installCRD, namespaceYaml, serviceYaml, waitObserved } from '../test/support/cluster.js';
+import { createTestNet, type TestNet } from '../test/support/netns.js';
+import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
+import { wrk, type WrkResult } from './wrk.js';
+import { topSelfTime } from './profile-summary.js';
+
+const { values: opt } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '64' },
+    smoke: { type: 'boolean', default: false },
+    /** Profile the operator (node --cpu-prof) under this case only, and print its top self-time functions. */
+    profile: { type: 'string' },
+  },
+});
+const rounds = opt.smoke ? 1 : Number(opt.rounds);
+const seconds = opt.smoke ? 1 : Number(opt.seconds);
+const connections = Number(opt.connections);
+const ns = 'bench';
+const body = 'x'.repeat(1024);
+const node = process.execPath;
+
+/** Runs `args` pinned to `cpu` (taskset), as a child that dies with this process. */
+function pinned(cpu: number, cmd: string, args: string[], log: string): Proc {
+  return startProc('taskset', ['-c', String(cpu), cmd, ...args], log);
+}
+
+function pin(pids: number[], cpu: number): void {
+  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Math.round(Number(m?.[1] ?? 0) / 1024);
+}
+
+/** The process actually running under setpriv/taskset (the last exec'd descendant). */
+function leaf(pid: number): number {
+  for (;;) {
+    const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    if (!kids.length) return pid;
+    pid = kids[0]!;
+  }
+}
+
+async function ready(url: string, headers: Record<string, string> = {}): Promise<void> {
+  await waitFor(url, async () => (await request(url, { headers })).statusCode === 200, 30_000, 100);
+}
+
+const gateway = (name: string, spec: string, annotations = '') => `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}, namespace: ${ns}${annotations ? `, annotations: {${annotations}}` : ''}}
+spec:
+  authentication: {audiences: [gw], cacheTTLSeconds: 600${spec.includes('JWKS') ? ', mode: JWKS' : ''}}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: client}]}]
+  routes: [${spec.replace('JWKS', '')}]
+`;
+
+interface Case { name: string; url: string; headers?: Record<string, string> }
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join('/tmp', 'agw-bench-'));
+  const cp: ControlPlane = await startControlPlane();
+  let net: TestNet | undefined;
+  const procs: Proc[] = [];
+  let op: OperatorProc | undefined;
+  try {
+    // the control plane (and wrk, and the upstream) on CPU 0
+    pin(execFileSync('pgrep', ['-f', cp.dir], { encoding: 'utf8' }).trim().split('\n').map(Number), 0);
+    await installCRD(cp);
+    await applyYaml(cp, namespaceYaml(ns, ['client']));
+
+    // the upstream: nginx (1 worker) in a network namespace, answering 1 KiB
+    net = await createTestNet({ hosts: 1 });
+    const host = net.hosts[0]!;
+    const upstreamConf = join(dir, 'upstream.conf');
+    writeFileSync(upstreamConf, `worker_processes 1; daemon off; pid ${dir}/upstream.pid; error_log ${dir}/upstream.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; server { listen ${host.ip}:8080; location / { default_type text/plain; return 200 "${body}"; } } }
+`);
+    procs.push(host.start('taskset', ['-c', '0', 'nginx', '-c', upstreamConf], join(dir, 'upstream.log')));
+    const upstream = `http://${host.ip}:8080`;
+    await ready(`${upstream}/`);
+    await applyYaml(cp, serviceYaml(ns, 'upstream', [host.ip]));
+
+    // the proxies under test, each alone on CPU 1
+    const nginxPort = await freePort();
+    const nginxConf = join(dir, 'proxy.conf');
+    writeFileSync(nginxConf, `worker_processes 1; daemon off; pid ${dir}/proxy.pid; error_log ${dir}/proxy.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip}:8080; keepalive 128; }
+  server { listen 127.0.0.1:${nginxPort}; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+`);
+    procs.push(pinned(1, 'nginx', ['-c', nginxConf], join(dir, 'proxy.log')));
+    const leanPort = await freePort();
+    procs.push(pinned(1, node, [join(repoRoot, 'dist', 'bench', 'lean-proxy.js'), '--port', String(leanPort), '--upstream', upstream], join(dir, 'lean.log')));
+    const kubectlPort = await freePort();
+    procs.push(pinned(1, 'kubectl', ['--kubeconfig', cp.kubeconfig, 'proxy', '--port', String(kubectlPort), '--address', '127.0.0.1'], join(dir, 'kubectl-proxy.log')));
+    const profDir = join(dir, 'profile');
+    op = await startOperator(cp, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1'],
+      ...(opt.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] } : {}) });
+    const opPid = leaf(op.child.pid!);
+    const idleRss = rssMiB(opPid);
+
+    await applyYaml(cp, [
+      gateway('svc-log-all', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}'),
+      gateway('svc-log-none', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
+      gateway('svc-jwks', 'JWKS{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
+      gateway('api', '{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}', 'access-gateway.io/access-log: none'),
+    ].join('\n---\n'));
+    const port = async (name: string) => {
+      const g = await waitFor(`${name} Ready`, async () => {
+        const x = await waitObserved(cp, ns, name, 60_000);
+        return x.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True' ? x : undefined;
+      }, 60_000);
+      return g.status.listener.port as number;
+    };
+    const token = await cp.token(ns, 'client', ['gw']);
+    const auth = { authorization: `Bearer ${token}` };
+    const gw = { logAll: await port('svc-log-all'), logNone: await port('svc-log-none'), jwks: await port('svc-jwks'), api: await port('api') };
+    for (const p of Object.values(gw)) await ready(`http://127.0.0.1:${p}/${p === gw.api ? 'version' : ''}`, auth);
+    await ready(`http://127.0.0.1:${nginxPort}/`);
+    await ready(`http://127.0.0.1:${leanPort}/`);
+    await ready(`http://127.0.0.1:${kubectlPort}/version`);
+    const readyRss = rssMiB(opPid);
+
+    // one token, 1,000 concurrent first requests: one TokenReview
+    const reviews = async () => Number(/^access_gateway_token_reviews_total\{result="authenticated"\} (\d+)/m
+      .exec(await (await request(`http://127.0.0.1:${op!.adminPort}/metrics`)).body.text())?.[1] ?? NaN);
+    const fresh = await cp.token(ns, 'client', ['gw']);
+    const before = await reviews();
+    await Promise.all(Array.from({ length: 1000 }, async () => (await request(`http://127.0.0.1:${gw.logNone}/`, { headers: { authorization: `Bearer ${fresh}` } })).body.dump()));
+    const firstRequests = (await reviews()) - before;
+
+    const cases: Case[] = [
+      { name: 'direct (nginx upstream)', url: `${upstream}/` },
+      { name: 'nginx reverse proxy (1 worker)', url: `http://127.0.0.1:${nginxPort}/` },
+      { name: 'lean Node proxy', url: `http://127.0.0.1:${leanPort}/` },
+      { name: 'lean Node proxy + Authorization', url: `http://127.0.0.1:${leanPort}/`, headers: auth },
+      { name: 'gateway Service route (TokenReview, log none)', url: `http://127.0.0.1:${gw.logNone}/`, headers: auth },
+      { name: 'gateway Service route (TokenReview, log all)', url: `http://127.0.0.1:${gw.logAll}/`, headers: auth },
+      { name: 'gateway Service route (JWKS, log none)', url: `http://127.0.0.1:${gw.jwks}/`, headers: auth },
+      { name: 'kubectl proxy GET /version', url: `http://127.0.0.1:${kubectlPort}/version` },
+      { name: 'gateway apiserver route GET /version', url: `http://127.0.0.1:${gw.api}/version`, headers: auth },
+    ];
+    if (opt.profile) {
+      const c = cases.find((x) => x.name.includes(opt.profile!));
+      if (!c) throw new Error(`--profile: no case named like ${opt.profile}`);
+      const res = await wrk(c.url, { seconds: seconds * rounds, connections, cpu: 0, headers: c.headers });
+      console.log(`${c.name}: ${Math.round(res.rps)} req/s, p99 ${res.p99.toFixed(2)} ms (under the profiler)`);
+      await op.stop();
+      const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+      if (!file) throw new Error('no CPU profile was written');
+      console.log(`profile: ${join(profDir, file)}\n| self | function |\n| ---: | --- |`);
+      for (const l of topSelfTime(JSON.parse(readFileSync(join(profDir, file), 'utf8')), 25)) console.log(l);
+      return;
+    }
+    const results = new Map<string, WrkResult[]>();
+    for (let r = 0; r < rounds; r++) {
+      for (const c of cases) {
+        const res = await wrk(c.url, { seconds, connections, cpu: 0, headers: c.headers });
+        if (res.non2xx > 0 || res.errors > 0) throw new Error(`${c.name}: ${res.non2xx} non-2xx answers, ${res.errors} socket errors`);
+        (results.get(c.name) ?? results.set(c.name, []).get(c.name)!).push(res);
+      }
+    }
+    const loadRss = rssMiB(opPid);
+
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const row = (name: string) => {
+      const rs = results.get(name)!;
+      return { rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)) };
+    };
+    console.log(`\n${rounds} round(s) of ${seconds} s per case, wrk 1 thread, ${connections} connections, 1 KiB answers; medians`);
+    console.log('| path | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |');
+    for (const c of cases) {
+      const x = row(c.name);
+      console.log(`| ${c.name} | ${Math.round(x.rps)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} |`);
+    }
+    const ratio = (a: string, b: string, target: string, p99Target?: string) => {
+      const x = row(a), y = row(b);
+      console.log(`| ${a} / ${b} | ${(x.rps / y.rps).toFixed(2)}× req/s (target ${target}) | p99 ${(x.p99 / y.p99).toFixed(2)}×${p99Target ? ` (target ${p99Target})` : ''} |`);
+    };
+    console.log('\n| ratio | throughput | latency |\n| --- | --- | --- |');
+    ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy', '≥ 0.9', '≤ 1.5');
+    ratio('gateway apiserver route GET /version', 'kubectl proxy GET /version', '≥ 1.0', '≤ 1.0');
+    ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy + Authorization', '≥ 0.95 (authentication on vs off)');
+    ratio('gateway Service route (TokenReview, log all)', 'gateway Service route (TokenReview, log none)', '≥ 0.95');
+    ratio('gateway Service route (JWKS, log none)', 'gateway Service route (TokenReview, log none)', '—');
+    console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
+    console.log(`operator RSS: ${idleRss} MiB idle, ${readyRss} MiB with the 4 gateways, ${loadRss} MiB after the run`);
+  } finally {
+    await op?.stop();
+    for (const p of procs) await p.stop('SIGTERM', 3000).catch(() => {});
+    await net?.destroy();
+    await cp.stop();
+  }
+}
+
+await main();

@@ -1,0 +1,45 @@
+// The benchmark's smoke run (bench/run.ts --smoke: one round of one second per case), so the
+// benchmark cannot rot: every case is measured, every ratio and the RSS lines are printed. The
+// figures themselves are not asserted (speed is judged by the benchmark, never by a test), except
+// the one count: 1,000 concurrent first requests with one token cost one TokenReview.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { repoRoot } from '../support/control-plane.js';
+import { parseWrk } from '../../bench/wrk.js';
+
+test('the benchmark runs end to end and prints every case, ratio and RSS figure', async () => {
+  const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'bench', 'run.js'), '--smoke'], { maxBuffer: 1 << 22, timeout: 300_000 });
+  for (const name of ['direct (nginx upstream)', 'nginx reverse proxy (1 worker)', 'lean Node proxy', 'lean Node proxy + Authorization',
+    'gateway Service route (TokenReview, log none)', 'gateway Service route (TokenReview, log all)', 'gateway Service route (JWKS, log none)',
+    'kubectl proxy GET /version', 'gateway apiserver route GET /version']) {
+    const row = new RegExp(`^\\| ${name.replace(/[()+]/g, '\\$&')} \\| (\\d+) \\| ([\\d.]+) \\| ([\\d.]+) \\|$`, 'm').exec(stdout);
+    assert.ok(row, `no row for ${name}:\n${stdout}`);
+    assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
+  }
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 5, stdout);
+  assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
+  assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 4 gateways, \d+ MiB after the run$/m);
+});
+
+test('wrk reports are parsed: req/s, percentiles in any unit, non-2xx and socket errors', () => {
+  const out = `Running 1s test @ http://127.0.0.1:1/
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.20ms  300.00us   9.00ms   90.00%
+  Latency Distribution
+     50%  850.00us
+     75%    1.10ms
+     90%    1.50ms
+     99%    2.10s
+  1000 requests in 1.00s, 1.00MB read
+  Socket errors: connect 1, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   9876.54
+Transfer/sec:      1.00MB
+`;
+  assert.deepEqual(parseWrk(out), { rps: 9876.54, p50: 0.85, p99: 2100, non2xx: 7, errors: 6 });
+  assert.throws(() => parseWrk('nothing'), /no Requests\/sec/);
+});
