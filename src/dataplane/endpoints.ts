@@ -3,10 +3,14 @@
 // power-of-two-choices balancing on outstanding requests.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { Pool } from 'undici';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 
 export class EndpointPool {
   readonly url: URL;
+  /** Keep-alive connections for requests. */
+  readonly pool: Pool;
+  /** For upgrades (WebSocket, SPDY), which leave the pool. */
   readonly agent: HttpAgent | HttpsAgent;
   outstanding = 0;
   served = 0;
@@ -18,10 +22,11 @@ export class EndpointPool {
   constructor(readonly key: string, scheme: 'http' | 'https', ep: Endpoint, ca: string | null, serverName: string) {
     const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
     this.url = new URL(`${scheme}://${host}:${ep.port}`);
-    const common = { keepAlive: true, maxFreeSockets: 32, timeout: 120_000 };
-    this.agent = scheme === 'https'
-      ? new HttpsAgent({ ...common, servername: serverName, ...(ca ? { ca } : {}), rejectUnauthorized: true })
-      : new HttpAgent(common);
+    const tls = scheme === 'https' ? { servername: serverName, ...(ca ? { ca } : {}), rejectUnauthorized: true } : {};
+    // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
+    this.pool = new Pool(this.url.origin, { connect: tls, keepAliveTimeout: 60_000, allowH2: false });
+    const common = { keepAlive: false };
+    this.agent = scheme === 'https' ? new HttpsAgent({ ...common, ...tls }) : new HttpAgent(common);
   }
 
   /** Takes the endpoint out of rotation, longer each time in a row (1 s .. 30 s). */
@@ -33,10 +38,15 @@ export class EndpointPool {
     this.ejections = 0;
   }
 
+  close(): void {
+    void this.pool.close().catch(() => {});
+    this.agent.destroy();
+  }
+
   /** One request finished. */
   release(): void {
     this.outstanding--;
-    if (this.retired && this.outstanding === 0) this.agent.destroy();
+    if (this.retired && this.outstanding === 0) this.close();
   }
 }
 
@@ -64,7 +74,7 @@ export class PoolRegistry {
     if (--p.refs > 0) return;
     this.pools.delete(p.key);
     p.retired = true;
-    if (p.outstanding === 0) p.agent.destroy();
+    if (p.outstanding === 0) p.close();
   }
 }
 

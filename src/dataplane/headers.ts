@@ -5,6 +5,8 @@ import type { CallerIdentity } from '../auth/identity.js';
 const hopByHop = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
   'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
+  // answered by this server (100 Continue), not forwarded
+  'expect',
 ]);
 
 function connectionTokens(headers: IncomingHttpHeaders): Set<string> {

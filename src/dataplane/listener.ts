@@ -136,6 +136,7 @@ export class Listener {
     return {
       url: conn.url, what: 'the apiserver',
       method: req.method ?? 'GET', path: a.path, headers,
+      pool: target.identity === 'Passthrough' ? conn.anonymousPool : conn.identityPool,
       agent: target.identity === 'Passthrough' ? conn.anonymousAgent : conn.identityAgent,
       timeoutMs: a.route.plan.timeoutSeconds * 1000,
     };
@@ -149,7 +150,7 @@ export class Listener {
     headers['x-remote-user'] = a.id.username;
     if (a.id.groups.length) headers['x-remote-group'] = a.id.groups;
     return {
-      url: ep.url, agent: ep.agent, what: `Service ${target.namespace}/${target.name} endpoint ${ep.url.host}`,
+      url: ep.url, pool: ep.pool, agent: ep.agent, what: `Service ${target.namespace}/${target.name} endpoint ${ep.url.host}`,
       method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,
     };
   }

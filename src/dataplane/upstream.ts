@@ -1,16 +1,20 @@
 // Forwarding to an upstream (the apiserver or a Service endpoint): plain requests, streamed
 // responses (watches), and upgrades (joined only on 101, else relayed and closed).
-import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import type { Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
 import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '../errors.js';
 
 /** How the data plane reaches the apiserver; provided by the kube layer. */
 export interface ApiserverConnection {
   url: URL;
-  /** Presents the gateway's own credentials (client certificate, if any). */
+  /** Requests with the gateway's own credentials (client certificate, if any): a keep-alive pool. */
+  identityPool: Dispatcher;
+  /** Requests with no credentials of ours (Passthrough): the apiserver is still verified. */
+  anonymousPool: Dispatcher;
+  /** The same two for upgrades (node:http agents). */
   identityAgent: HttpsAgent;
-  /** Verifies the apiserver but presents no credentials (Passthrough). */
   anonymousAgent: HttpsAgent;
   /** The gateway's own Authorization header (token credentials), kept fresh by the kube layer. */
   authorization(): string | undefined;
@@ -19,6 +23,8 @@ export interface ApiserverConnection {
 export interface UpstreamCall {
   /** Origin of the upstream (scheme, host, port). */
   url: URL;
+  /** Plain requests go through this keep-alive pool; upgrades through `agent`. */
+  pool: Dispatcher;
   agent: HttpAgent | HttpsAgent;
   method: string;
   path: string;
@@ -35,8 +41,83 @@ export interface UpstreamFailure {
   connect: boolean;
 }
 
-const connectCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+const connectCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT']);
 
+function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamFailure {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (timedOut || timeoutCodes.has(code)) {
+    return { err: new UpstreamTimeoutError(`${call.what} did not answer within ${call.timeoutMs / 1000} s`), connect: false };
+  }
+  return { err: new UpstreamUnreachableError(`${call.what} is unreachable: ${(err as Error).message}`, { cause: err }), connect: connectCodes.has(code) };
+}
+
+/** Stops a response in flight when the client has gone (not an error of the upstream's). */
+class ClientGone extends Error {}
+
+/**
+ * Proxies one request over the call's keep-alive pool (undici's dispatch: no promise, no stream
+ * wrapper per request). The body is `req` itself ('stream'), a buffered copy (so the request can
+ * be retried), or nothing. Errors before the response starts go to `onError` (the caller answers
+ * or retries), later ones reset the client. Response bodies stream through as they arrive, with
+ * back-pressure (watches included).
+ */
+export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: ServerResponse, opts: {
+  body: 'stream' | Buffer | null;
+  respond: (status: number, headers: IncomingHttpHeaders) => void;
+  onError: (f: UpstreamFailure) => void;
+  onEnd?: () => void;
+  /** Called once the response streams: `end` finishes it cleanly (shutdown drain of watches). */
+  streaming?: (end: () => void) => void;
+}): void {
+  let ctl: Dispatcher.DispatchController | undefined;
+  let started = false;
+  let ending = false;
+  let done = false;
+  const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
+  const resume = () => ctl?.resume();
+  res.once('close', () => {
+    finish();
+    if (!res.writableFinished && ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
+  });
+  call.pool.dispatch({
+    method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
+    body: opts.body === 'stream' ? req : opts.body,
+    headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
+  }, {
+    onRequestStart(c) { ctl = c; },
+    onResponseStart(_c, status, headers) {
+      started = true;
+      opts.respond(status, headers);
+      // a body without a length streams (a watch): send the headers now, not with the first event
+      if (headers['content-length'] === undefined) res.flushHeaders();
+      opts.streaming?.(() => {
+        ending = true;
+        ctl?.abort(new ClientGone('the listener is draining'));
+        finish();
+        res.end();
+      });
+    },
+    onResponseData(c, chunk) {
+      if (!res.write(chunk)) {
+        c.pause();
+        res.once('drain', resume);
+      }
+    },
+    onResponseEnd() {
+      res.end();
+      finish();
+    },
+    onResponseError(_c, err) {
+      finish();
+      if (err instanceof ClientGone || ending) return;
+      if (started) res.destroy();
+      else opts.onError(failure(call, err, false));
+    },
+  });
+}
+
+/** A request for an upgrade, over a node:http agent (the response is a socket, not a body). */
 function start(call: UpstreamCall) {
   const req = call.url.protocol === 'https:' ? httpsRequest : httpRequest;
   return req({
@@ -48,62 +129,6 @@ function start(call: UpstreamCall) {
     headers: { ...call.headers, host: call.url.host },
     agent: call.agent as any,
   });
-}
-
-function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamFailure {
-  if (timedOut) return { err: new UpstreamTimeoutError(`${call.what} did not answer within ${call.timeoutMs / 1000} s`), connect: false };
-  const code = (err as NodeJS.ErrnoException).code ?? '';
-  return { err: new UpstreamUnreachableError(`${call.what} is unreachable: ${(err as Error).message}`, { cause: err }), connect: connectCodes.has(code) };
-}
-
-/**
- * Proxies one request. The body is `req` itself ('stream'), a buffered copy (so the request can
- * be retried), or nothing. Errors before the response starts go to `onError` (the caller
- * answers or retries), later ones reset the client.
- */
-export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: ServerResponse, opts: {
-  body: 'stream' | Buffer | null;
-  respond: (status: number, headers: OutgoingHttpHeaders) => void;
-  onError: (f: UpstreamFailure) => void;
-  onEnd?: () => void;
-  /** Called once the response streams: `end` finishes it cleanly (shutdown drain of watches). */
-  streaming?: (end: () => void) => void;
-}): void {
-  const up = start(call);
-  let timedOut = false;
-  let done = false;
-  const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
-  const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
-  up.on('response', (ur) => {
-    clearTimeout(timer);
-    opts.respond(ur.statusCode ?? 502, ur.headers as OutgoingHttpHeaders);
-    res.flushHeaders();
-    ur.pipe(res);
-    let ending = false;
-    opts.streaming?.(() => {
-      ending = true;
-      ur.unpipe(res);
-      up.destroy();
-      finish();
-      res.end();
-    });
-    ur.on('end', finish);
-    ur.on('error', () => { finish(); if (!ending) res.destroy(); });
-    ur.on('aborted', () => { finish(); if (!ending) res.destroy(); });
-  });
-  up.on('error', (err) => {
-    clearTimeout(timer);
-    finish();
-    if (res.headersSent) res.destroy();
-    else opts.onError(failure(call, err, timedOut));
-  });
-  res.on('close', () => {
-    finish();
-    if (!res.writableFinished) up.destroy();
-  });
-  if (opts.body === 'stream') req.pipe(up);
-  else if (opts.body) up.end(opts.body);
-  else up.end();
 }
 
 function rawHead(status: number, message: string, headers: Record<string, string | string[] | number | undefined>): string {

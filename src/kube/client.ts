@@ -3,7 +3,7 @@
 // JSON requests and line-delimited watch streams over undici.
 import { KubeConfig } from '@kubernetes/client-node';
 import { Agent as HttpsAgent } from 'node:https';
-import { Agent, request } from 'undici';
+import { Agent, Pool, request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 
 /** A non-2xx answer of the apiserver: its status, and the reason and message of its Status body. */
@@ -32,9 +32,11 @@ export interface RequestOptions {
  * data plane declares the same shape without importing this layer). */
 export interface ApiserverAccess {
   url: URL;
-  /** Presents the operator's client certificate, if any. */
+  /** Keep-alive pools for requests: with the operator's client certificate (if any), and with no credentials (Passthrough). */
+  identityPool: Dispatcher;
+  anonymousPool: Dispatcher;
+  /** The same for upgrades (node:http agents). */
   identityAgent: HttpsAgent;
-  /** Verifies the apiserver but presents no credentials (Passthrough). */
   anonymousAgent: HttpsAgent;
   /** The operator's Authorization header (token credentials), kept fresh. */
   authorization(): string | undefined;
@@ -141,11 +143,16 @@ export class KubeClient {
 
   /** What the data plane needs to forward to the apiserver (no client-node types cross over). */
   apiserverConnection(): ApiserverAccess {
-    const common = { keepAlive: true, maxFreeSockets: 64, ca: this.tls.ca, rejectUnauthorized: this.tls.rejectUnauthorized !== false };
+    const verify = { ca: this.tls.ca, rejectUnauthorized: this.tls.rejectUnauthorized !== false };
+    const identity = { ...verify, cert: this.tls.cert, key: this.tls.key };
     return {
       url: this.server,
-      identityAgent: new HttpsAgent({ ...common, cert: this.tls.cert, key: this.tls.key }),
-      anonymousAgent: new HttpsAgent(common),
+      // HTTP/1.1: over HTTP/2 undici joins repeated headers into one, and Impersonate-Group
+      // "a, b" would be one group named so
+      identityPool: new Pool(this.server.origin, { connect: identity, keepAliveTimeout: 60_000, allowH2: false }),
+      anonymousPool: new Pool(this.server.origin, { connect: verify, keepAliveTimeout: 60_000, allowH2: false }),
+      identityAgent: new HttpsAgent(identity),
+      anonymousAgent: new HttpsAgent(verify),
       authorization: () => this.authorization,
     };
   }

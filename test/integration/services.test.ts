@@ -65,7 +65,8 @@ before(async () => {
   const dir = mkdtempSync(join(cp.dir, 'upstream-'));
   upstreamCA = makeCA(dir, 'upstream-ca');
   const leaf = makeLeaf(dir, upstreamCA, 'secure', { cn: 'secure', dnsNames: [`secure.${ns}.svc`] });
-  servers.push(await startServer(net.hosts[3]!, { name: 'secure', port: 8443, tls: { certFile: leaf.certFile, keyFile: leaf.keyFile } }));
+  // it offers HTTP/2 too: the gateway must still speak HTTP/1.1 to it (see the https test)
+  servers.push(await startServer(net.hosts[3]!, { name: 'secure', port: 8443, tls: { certFile: leaf.certFile, keyFile: leaf.keyFile }, h2: true }));
   const [h0, h1, h2, h3] = net.hosts.map((h) => h.ip);
   await applyYaml(cp, [
     service('ledger', 'http', 80), slice('ledger-1', 'ledger', 'http', 8080, [h0, h1, h2].map((ip) => ({ ip: ip!, ready: true }))),
@@ -238,6 +239,11 @@ test('https upstreams are verified against the referenced CA', async () => {
   const ok = await call('/secure/whoami');
   assert.equal(ok.status, 200, ok.text);
   assert.equal(ok.json.name, 'secure');
+  // HTTP/1.1 even where HTTP/2 is offered: over HTTP/2 repeated identity headers would be joined
+  // into one value, and the upstream would read the caller's groups as one group
+  assert.equal(ok.json.httpVersion, '1.1');
+  const groups = (ok.json.rawHeaders as string[]).filter((_v, i, a) => i % 2 === 1 && a[i - 1]!.toLowerCase() === 'x-remote-group');
+  assert.deepEqual(groups, ['system:serviceaccounts', `system:serviceaccounts:${ns}`, 'system:authenticated']);
   const bad = await call('/unverified/whoami');
   assert.equal(bad.status, 502);
   assert.match(bad.json.message, /certificate/);

@@ -303,12 +303,15 @@ export interface TestServer {
 /** Starts test-host-server.js inside host and waits for its `ready` line. */
 export async function startServer(host: TestHost, opts: {
   port?: number; name?: string; tls?: { certFile: string; keyFile: string }; timeoutMs?: number;
+  /** With tls: offer HTTP/2 too (ALPN h2 and http/1.1). */
+  h2?: boolean;
 } = {}): Promise<TestServer> {
   const port = opts.port ?? 8080;
   const name = opts.name ?? host.name;
   assertRoutesLocally(host.ip, host.dev);
   const args = [serverScript, '--host', host.ip, '--port', String(port), '--name', name];
   if (opts.tls) args.push('--tls-cert', opts.tls.certFile, '--tls-key', opts.tls.keyFile);
+  if (opts.h2) args.push('--h2');
   const logFile = join(host.dir, `server-${host.name}-${port}.log`);
   const proc = host.start(process.execPath, args, logFile);
   await new Promise<void>((resolve, reject) => {

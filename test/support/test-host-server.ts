@@ -1,26 +1,28 @@
 // A test upstream, run inside a test host's netns (see startServer in netns.ts):
-//   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F]
-// Every request is echoed as JSON {name, method, path, headers, bodyLength}; /slow?ms=N answers
+//   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F [--h2]]
+// Every request is echoed as JSON {name, method, path, httpVersion, headers, rawHeaders, bodyLength};
+// with --h2 the TLS server offers HTTP/2 as well as HTTP/1.1 (ALPN); /slow?ms=N answers
 // after N ms; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
 // is answered 200 with a body; /__requests answers how many other requests arrived (tests prove a
 // refused request never reached the upstream). Prints `ready` once listening; exits on SIGTERM/SIGINT.
 import { readFileSync } from 'node:fs';
 import { createServer as createHttp, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttps } from 'node:https';
+import { createSecureServer } from 'node:http2';
 import { parseArgs } from 'node:util';
 import { WebSocketServer } from 'ws';
 
 const { values: opt } = parseArgs({
   options: {
     host: { type: 'string' }, port: { type: 'string' }, name: { type: 'string' },
-    'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+    'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, h2: { type: 'boolean' },
   },
 });
 if (!opt.host || !opt.port || !opt.name) throw new Error('usage: test-host-server --host IP --port P --name N [--tls-cert F --tls-key F]');
 const name = opt.name;
 
 function echo(req: IncomingMessage, bodyLength: number) {
-  return { name, method: req.method, path: req.url, headers: req.headers, bodyLength };
+  return { name, method: req.method, path: req.url, httpVersion: req.httpVersion, headers: req.headers, rawHeaders: req.rawHeaders, bodyLength };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -52,9 +54,10 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   });
 }
 
-const server = opt['tls-cert'] && opt['tls-key']
-  ? createHttps({ cert: readFileSync(opt['tls-cert']), key: readFileSync(opt['tls-key']) }, handle)
-  : createHttp(handle);
+const tls = opt['tls-cert'] && opt['tls-key'] ? { cert: readFileSync(opt['tls-cert']), key: readFileSync(opt['tls-key']) } : null;
+const server = !tls ? createHttp(handle)
+  : opt.h2 ? createSecureServer({ ...tls, allowHTTP1: true }, handle as any) as unknown as ReturnType<typeof createHttps>
+    : createHttps(tls, handle);
 
 const wss = new WebSocketServer({ noServer: true });
 wss.on('connection', (ws) => {
