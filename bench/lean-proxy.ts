@@ -22,3 +22,4 @@ createServer(async (req, res) => {
     res.writeHead(502).end();
   }
 }).listen(Number(values.port), '127.0.0.1', () => process.stdout.write('ready\n'));
+process.once('SIGTERM', () => process.exit(0)); // exits cleanly, so --cpu-prof writes its profile

@@ -25,6 +25,8 @@ const { values: opt } = parseArgs({
     smoke: { type: 'boolean', default: false },
     /** Profile the operator (node --cpu-prof) under this case only, and print its top self-time functions. */
     profile: { type: 'string' },
+    /** Measure only the cases whose names contain one of these (comma-separated). */
+    only: { type: 'string' },
   },
 });
 const rounds = opt.smoke ? 1 : Number(opt.rounds);
@@ -71,7 +73,24 @@ spec:
   routes: [${spec.replace('JWKS', '')}]
 `;
 
-interface Case { name: string; url: string; headers?: Record<string, string> }
+interface Case { name: string; url: string; headers?: Record<string, string>; /** The process under test (CPU time per request). */ pid?: () => number[] }
+
+/** CPU time (user + system, ms) of processes and their threads so far. */
+function cpuMs(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks * 10; // USER_HZ = 100
+}
+
+/** A process and its descendants (nginx's worker under its master). */
+function tree(pid: number): number[] {
+  const out = [pid];
+  for (const t of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) out.push(...tree(Number(t)));
+  return out;
+}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join('/tmp', 'agw-bench-'));
@@ -106,14 +125,19 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip}:8080; keepalive 128; }
   server { listen 127.0.0.1:${nginxPort}; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 `);
-    procs.push(pinned(1, 'nginx', ['-c', nginxConf], join(dir, 'proxy.log')));
+    const nginxProxy = pinned(1, 'nginx', ['-c', nginxConf], join(dir, 'proxy.log'));
+    procs.push(nginxProxy);
     const leanPort = await freePort();
-    procs.push(pinned(1, node, [join(repoRoot, 'dist', 'bench', 'lean-proxy.js'), '--port', String(leanPort), '--upstream', upstream], join(dir, 'lean.log')));
+    const profileLean = opt.profile?.startsWith('lean');
+    const lean = pinned(1, node, [...(profileLean ? ['--cpu-prof', '--cpu-prof-dir', join(dir, 'profile')] : []),
+      join(repoRoot, 'dist', 'bench', 'lean-proxy.js'), '--port', String(leanPort), '--upstream', upstream], join(dir, 'lean.log'));
+    procs.push(lean);
     const kubectlPort = await freePort();
-    procs.push(pinned(1, 'kubectl', ['--kubeconfig', cp.kubeconfig, 'proxy', '--port', String(kubectlPort), '--address', '127.0.0.1'], join(dir, 'kubectl-proxy.log')));
+    const kubectlProxy = pinned(1, 'kubectl', ['--kubeconfig', cp.kubeconfig, 'proxy', '--port', String(kubectlPort), '--address', '127.0.0.1'], join(dir, 'kubectl-proxy.log'));
+    procs.push(kubectlProxy);
     const profDir = join(dir, 'profile');
     op = await startOperator(cp, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1'],
-      ...(opt.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] } : {}) });
+      ...(opt.profile && !profileLean ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] } : {}) });
     const opPid = leaf(op.child.pid!);
     const idleRss = rssMiB(opPid);
 
@@ -147,23 +171,25 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     await Promise.all(Array.from({ length: 1000 }, async () => (await request(`http://127.0.0.1:${gw.logNone}/`, { headers: { authorization: `Bearer ${fresh}` } })).body.dump()));
     const firstRequests = (await reviews()) - before;
 
+    const p = (x: Proc) => () => tree(x.child.pid!);
+    const gwPid = () => [opPid];
     const cases: Case[] = [
       { name: 'direct (nginx upstream)', url: `${upstream}/` },
-      { name: 'nginx reverse proxy (1 worker)', url: `http://127.0.0.1:${nginxPort}/` },
-      { name: 'lean Node proxy', url: `http://127.0.0.1:${leanPort}/` },
-      { name: 'lean Node proxy + Authorization', url: `http://127.0.0.1:${leanPort}/`, headers: auth },
-      { name: 'gateway Service route (TokenReview, log none)', url: `http://127.0.0.1:${gw.logNone}/`, headers: auth },
-      { name: 'gateway Service route (TokenReview, log all)', url: `http://127.0.0.1:${gw.logAll}/`, headers: auth },
-      { name: 'gateway Service route (JWKS, log none)', url: `http://127.0.0.1:${gw.jwks}/`, headers: auth },
-      { name: 'kubectl proxy GET /version', url: `http://127.0.0.1:${kubectlPort}/version` },
-      { name: 'gateway apiserver route GET /version', url: `http://127.0.0.1:${gw.api}/version`, headers: auth },
+      { name: 'nginx reverse proxy (1 worker)', url: `http://127.0.0.1:${nginxPort}/`, pid: p(nginxProxy) },
+      { name: 'lean Node proxy', url: `http://127.0.0.1:${leanPort}/`, pid: p(lean) },
+      { name: 'lean Node proxy + Authorization', url: `http://127.0.0.1:${leanPort}/`, headers: auth, pid: p(lean) },
+      { name: 'gateway Service route (TokenReview, log none)', url: `http://127.0.0.1:${gw.logNone}/`, headers: auth, pid: gwPid },
+      { name: 'gateway Service route (TokenReview, log all)', url: `http://127.0.0.1:${gw.logAll}/`, headers: auth, pid: gwPid },
+      { name: 'gateway Service route (JWKS, log none)', url: `http://127.0.0.1:${gw.jwks}/`, headers: auth, pid: gwPid },
+      { name: 'kubectl proxy GET /version', url: `http://127.0.0.1:${kubectlPort}/version`, pid: p(kubectlProxy) },
+      { name: 'gateway apiserver route GET /version', url: `http://127.0.0.1:${gw.api}/version`, headers: auth, pid: gwPid },
     ];
     if (opt.profile) {
       const c = cases.find((x) => x.name.includes(opt.profile!));
       if (!c) throw new Error(`--profile: no case named like ${opt.profile}`);
       const res = await wrk(c.url, { seconds: seconds * rounds, connections, cpu: 0, headers: c.headers });
       console.log(`${c.name}: ${Math.round(res.rps)} req/s, p99 ${res.p99.toFixed(2)} ms (under the profiler)`);
-      await op.stop();
+      await (profileLean ? lean : op).stop();
       const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
       if (!file) throw new Error('no CPU profile was written');
       console.log(`profile: ${join(profDir, file)}\n| self | function |\n| ---: | --- |`);
@@ -171,10 +197,14 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       return;
     }
     const results = new Map<string, WrkResult[]>();
+    const chosen = opt.only ? cases.filter((c) => opt.only!.split(',').some((o) => c.name.includes(o))) : cases;
     for (let r = 0; r < rounds; r++) {
-      for (const c of cases) {
+      for (const c of chosen) {
+        const pids = c.pid?.() ?? [];
+        const cpu0 = cpuMs(pids);
         const res = await wrk(c.url, { seconds, connections, cpu: 0, headers: c.headers });
         if (res.non2xx > 0 || res.errors > 0) throw new Error(`${c.name}: ${res.non2xx} non-2xx answers, ${res.errors} socket errors`);
+        res.cpuUsPerReq = pids.length ? ((cpuMs(pids) - cpu0) * 1000) / (res.rps * seconds) : NaN;
         (results.get(c.name) ?? results.set(c.name, []).get(c.name)!).push(res);
       }
     }
@@ -183,19 +213,20 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const row = (name: string) => {
       const rs = results.get(name)!;
-      return { rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)) };
+      return { rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)), cpu: median(rs.map((x) => x.cpuUsPerReq ?? NaN)) };
     };
     console.log(`\n${rounds} round(s) of ${seconds} s per case, wrk 1 thread, ${connections} connections, 1 KiB answers; medians`);
-    console.log('| path | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |');
-    for (const c of cases) {
+    console.log('| path | req/s | p50 ms | p99 ms | CPU µs/req (proxy) |\n| --- | ---: | ---: | ---: | ---: |');
+    for (const c of chosen) {
       const x = row(c.name);
-      console.log(`| ${c.name} | ${Math.round(x.rps)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} |`);
+      console.log(`| ${c.name} | ${Math.round(x.rps)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} | ${Number.isNaN(x.cpu) ? '—' : Math.round(x.cpu)} |`);
     }
     const ratio = (a: string, b: string, target: string, p99Target?: string) => {
+      if (!results.has(a) || !results.has(b)) return;
       const x = row(a), y = row(b);
-      console.log(`| ${a} / ${b} | ${(x.rps / y.rps).toFixed(2)}× req/s (target ${target}) | p99 ${(x.p99 / y.p99).toFixed(2)}×${p99Target ? ` (target ${p99Target})` : ''} |`);
+      console.log(`| ${a} / ${b} | ${(x.rps / y.rps).toFixed(2)}× req/s (target ${target}) | p99 ${(x.p99 / y.p99).toFixed(2)}×${p99Target ? ` (target ${p99Target})` : ''} | ${(y.cpu / x.cpu).toFixed(2)}× |`);
     };
-    console.log('\n| ratio | throughput | latency |\n| --- | --- | --- |');
+    console.log('\n| ratio | throughput | latency | CPU efficiency (requests per proxy CPU second) |\n| --- | --- | --- | --- |');
     ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy', '≥ 0.9', '≤ 1.5');
     ratio('gateway apiserver route GET /version', 'kubectl proxy GET /version', '≥ 1.0', '≤ 1.0');
     ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy + Authorization', '≥ 0.95 (authentication on vs off)');

@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-export interface WrkResult { rps: number; p50: number; p99: number; non2xx: number; errors: number }
+export interface WrkResult { rps: number; p50: number; p99: number; non2xx: number; errors: number; /** Set by the caller: CPU time of the proxy per request. */ cpuUsPerReq?: number }
 
 const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
 

@@ -1,14 +1,16 @@
 // TokenReview authentication: the apiserver decides (honouring revocation of bound tokens);
 // an answer counts only when its audiences intersect the gateway's. Fails closed.
-import { createHash } from 'node:crypto';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
 import type { CallerIdentity, TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
 import { TokenCache } from './token-cache.js';
+import { tokenKey } from './token-key.js';
 
 export interface Authenticator {
-  authenticate(token: string): Promise<CallerIdentity>;
+  /** The caller, at once when cached (no promise on the hot path), else when checked. `conn`:
+   * the client connection, which remembers the token's cache key between its requests. */
+  authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity>;
 }
 
 /** How long a definite "not authenticated" is remembered, by token hash. */
@@ -43,9 +45,9 @@ export class TokenReviewAuthenticator implements Authenticator {
     });
   }
 
-  authenticate(token: string): Promise<CallerIdentity> {
-    const key = createHash('sha256').update(token).digest('base64url');
-    return this.cache.getOrLoad(key, () => this.review(token), () => this.precheck(token));
+  authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {
+    const key = tokenKey(token, conn);
+    return this.cache.hit(key) ?? this.cache.getOrLoad(key, () => this.review(token), () => this.precheck(token));
   }
 
   /** Refuses, without a review, what the apiserver would certainly refuse. */

@@ -1,7 +1,6 @@
 // JWKS authentication: service-account tokens verified offline against the apiserver's OIDC
 // discovery keys. No HTTP here: a KeySource (the kube layer) fetches; a RevocationCheck (the
 // controller's caches) tells whether bound objects still exist. Fails closed.
-import { createHash } from 'node:crypto';
 import { importJWK, jwtVerify } from 'jose';
 import type { CryptoKey, JWK, JWTPayload } from 'jose';
 import { realClock, type Clock, type Timer } from '../clock.js';
@@ -10,6 +9,7 @@ import { negativeCacheTtlMs, type Authenticator } from './authenticator.js';
 import { serviceAccountOf, type CallerIdentity } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims, signingAlgs, type UnverifiedJwt } from './jwt-precheck.js';
 import { TokenCache } from './token-cache.js';
+import { tokenKey } from './token-key.js';
 
 export interface OidcDiscovery {
   issuer: string;
@@ -322,13 +322,19 @@ export class JwksAuthenticator implements Authenticator {
     });
   }
 
-  async authenticate(token: string): Promise<CallerIdentity> {
-    const key = createHash('sha256').update(token).digest('base64url');
+  authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {
+    const key = tokenKey(token, conn);
+    const hit = this.cache.hit(key);
+    if (hit) return this.unrevoked(hit);
     let jwt: UnverifiedJwt | undefined;
-    const { identity, claims } = await this.cache.getOrLoad(key, () => this.verify(token, jwt!), () => {
+    return this.cache.getOrLoad(key, () => this.verify(token, jwt!), () => {
       jwt = parseUnverified(token);
       precheckClaims(jwt.payload, { audiences: this.audiences, nowMs: this.now(), leewaySeconds: this.tolerance, required: true });
-    });
+    }).then((v) => this.unrevoked(v));
+  }
+
+  /** Revocation is checked on every request, cached or not. */
+  private unrevoked({ identity, claims }: Verified): CallerIdentity {
     const r = this.revocation?.check(claims) ?? null;
     if (r && 'revoked' in r) throw new UnauthenticatedError(`invalid bearer token: revoked: ${r.revoked}`);
     if (r) throw new AuthUnavailableError(`token verification unavailable: ${r.unknown}`, { retryAfterSeconds: 1 });

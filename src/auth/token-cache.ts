@@ -75,6 +75,13 @@ export class TokenCache<V> {
     return this.positive.get(key);
   }
 
+  /** A positive entry, counted as a hit; undefined (not counted) otherwise: then call getOrLoad. */
+  hit(key: string): V | undefined {
+    const v = this.positive.get(key);
+    if (v !== undefined) this.onLookup?.(true);
+    return v;
+  }
+
   /** The cached value, or the remembered refusal (thrown), or the one `load` gives (shared by
    * concurrent callers). `precheck` runs only on a miss, before joining or starting a load; what
    * it throws is not cached. */

@@ -12,7 +12,7 @@ import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
 import { AdminAuthorizer } from '../observability/admin-auth.js';
 import { startAdminServer } from '../observability/admin-server.js';
-import { createLogger } from '../observability/logger.js';
+import { accessLogFor, createLogger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { flag, type Parsed } from './flags.js';
 
@@ -62,7 +62,8 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   const drainMs = f['drain-seconds'] * 1000;
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
-    log, pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'],
+    log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }),
+    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'],
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,

@@ -50,15 +50,21 @@ export function authorizationHeader(h: RequestHead): string | undefined {
   return h.headers.authorization;
 }
 
-export async function authenticate(t: RouteTable, authorization: string | undefined): Promise<CallerIdentity> {
-  try {
-    const id = await t.authenticator.authenticate(bearerToken(authorization));
-    t.m.auth.allowed.inc();
-    return id;
-  } catch (err) {
+/** The caller: at once when its token is cached (the hot path has no promise), else when checked. */
+export function authenticate(t: RouteTable, authorization: string | undefined, conn?: object): CallerIdentity | Promise<CallerIdentity> {
+  const refused = (err: unknown): never => {
     (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
     throw err;
+  };
+  let id: CallerIdentity | Promise<CallerIdentity>;
+  try {
+    id = t.authenticator.authenticate(bearerToken(authorization), conn);
+  } catch (err) {
+    return refused(err);
   }
+  if (id instanceof Promise) return id.then((x) => { t.m.auth.allowed.inc(); return x; }, refused);
+  t.m.auth.allowed.inc();
+  return id;
 }
 
 /** spec.access: some rule must match the caller. */
@@ -119,16 +125,23 @@ export function checkRoute(t: RouteTable, route: CompiledRoute, method: string, 
   return up;
 }
 
-/** Every step in order; the upstream path is the canonical encoding of the decoded path. */
-export async function admit(t: RouteTable, h: RequestHead, seen: Seen): Promise<Admitted> {
+/**
+ * Every step in order; the upstream path is the canonical encoding of the decoded path. Returns
+ * at once when the caller's token is cached, else a promise; throws (or rejects) the refusal.
+ * `conn`: the client connection (it remembers its token's cache key).
+ */
+export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object): Admitted | Promise<Admitted> {
   const { path, query } = requestTarget(t, h.url);
-  const id = await authenticate(t, authorizationHeader(h));
-  seen.caller = id.username;
-  authorize(t, id);
-  rateLimit(t, id);
-  if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id };
-  const selected = selectRoute(t, id, h.method, path);
-  seen.route = selected.route;
-  const up = checkRoute(t, selected.route, h.method, selected.path);
-  return { kind: 'route', id, route: selected.route, path: encodePath(up) + query };
+  const id = authenticate(t, authorizationHeader(h), conn);
+  const rest = (caller: CallerIdentity): Admitted => {
+    seen.caller = caller.username;
+    authorize(t, caller);
+    rateLimit(t, caller);
+    if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id: caller };
+    const selected = selectRoute(t, caller, h.method, path);
+    seen.route = selected.route;
+    const up = checkRoute(t, selected.route, h.method, selected.path);
+    return { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query };
+  };
+  return id instanceof Promise ? id.then(rest) : rest(id);
 }

@@ -8,6 +8,10 @@ import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 
 export class EndpointPool {
   readonly url: URL;
+  /** host:port, as the access log names it. */
+  readonly host: string;
+  /** The endpoint, as error messages name it. */
+  readonly what: string;
   /** Keep-alive connections for requests. */
   readonly pool: Pool;
   /** For upgrades (WebSocket, SPDY), which leave the pool. */
@@ -22,6 +26,8 @@ export class EndpointPool {
   constructor(readonly key: string, scheme: 'http' | 'https', ep: Endpoint, ca: string | null, serverName: string) {
     const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
     this.url = new URL(`${scheme}://${host}:${ep.port}`);
+    this.host = this.url.host;
+    this.what = `Service ${serverName.replace(/\.svc$/, '').split('.').reverse().join('/')} endpoint ${this.host}`;
     const tls = scheme === 'https' ? { servername: serverName, ...(ca ? { ca } : {}), rejectUnauthorized: true } : {};
     // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
     this.pool = new Pool(this.url.origin, { connect: tls, keepAliveTimeout: 60_000, allowH2: false });
@@ -84,16 +90,25 @@ export class ServiceBackend {
 
   /** Power of two choices on outstanding requests (ties: fewer served); ejected endpoints are
    * skipped unless every candidate is ejected. `exclude`: endpoints already tried. */
-  pick(exclude: ReadonlySet<EndpointPool>, now = Date.now()): EndpointPool | undefined {
-    let cands = this.pools.filter((p) => !exclude.has(p) && p.ejectedUntil <= now);
-    if (!cands.length) cands = this.pools.filter((p) => !exclude.has(p));
+  pick(exclude?: ReadonlySet<EndpointPool>, now = Date.now()): EndpointPool | undefined {
+    const ps = this.pools;
+    if (!exclude && ps.every((p) => p.ejectedUntil <= now)) {
+      // the usual case, without copying the list: every endpoint is a candidate
+      if (ps.length <= 1) return ps[0];
+      return choose(ps[Math.floor(Math.random() * ps.length)]!, ps, Math.floor(Math.random() * (ps.length - 1)));
+    }
+    const ex = exclude ?? new Set<EndpointPool>();
+    let cands = ps.filter((p) => !ex.has(p) && p.ejectedUntil <= now);
+    if (!cands.length) cands = ps.filter((p) => !ex.has(p));
     if (cands.length <= 1) return cands[0];
-    const i = Math.floor(Math.random() * cands.length);
-    let j = Math.floor(Math.random() * (cands.length - 1));
-    if (j >= i) j++;
-    const a = cands[i]!;
-    const b = cands[j]!;
-    if (a.outstanding !== b.outstanding) return a.outstanding < b.outstanding ? a : b;
-    return a.served <= b.served ? a : b;
+    return choose(cands[Math.floor(Math.random() * cands.length)]!, cands, Math.floor(Math.random() * (cands.length - 1)));
   }
+}
+
+/** The better of `a` and another candidate (the j-th of the others). */
+function choose(a: EndpointPool, cands: readonly EndpointPool[], j: number): EndpointPool {
+  const i = cands.indexOf(a);
+  const b = cands[j >= i ? j + 1 : j]!;
+  if (a.outstanding !== b.outstanding) return a.outstanding < b.outstanding ? a : b;
+  return a.served <= b.served ? a : b;
 }

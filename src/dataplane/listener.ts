@@ -5,8 +5,8 @@ import { createServer as createTLSServer, type Server as TLSServer } from 'node:
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
-import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../translate/plan.js';
-import { admit, type RouteAdmitted, type Seen } from './admission.js';
+import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
+import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
@@ -144,112 +144,129 @@ export class Listener {
 
   /** The upstream call for a service route, to one endpoint. */
   private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool): UpstreamCall {
-    const target = a.route.plan.target as ServiceTarget;
     const headers = forwardRequestHeaders(req.headers, false);
     forwardedFor(headers, req);
     headers['x-remote-user'] = a.id.username;
     if (a.id.groups.length) headers['x-remote-group'] = a.id.groups;
     return {
-      url: ep.url, pool: ep.pool, agent: ep.agent, what: `Service ${target.namespace}/${target.name} endpoint ${ep.url.host}`,
+      url: ep.url, pool: ep.pool, agent: ep.agent, what: ep.what,
       method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,
     };
   }
 
-  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const t = this.table;
     const started = performance.now();
-    const reqId = (++nextId).toString(36);
+    const id = ++nextId;
     const seen: Seen = { caller: '-' };
     const sock = req.socket;
     t.m.inFlight.inc();
-    res.once('close', () => {
+    res.on('close', () => {
       const seconds = (performance.now() - started) / 1000;
       t.m.inFlight.dec();
       // bytes since the last request on this connection (headers are read before 'request')
-      const last = accounted.get(sock) ?? { read: 0, written: 0 };
-      t.m.bytesIn.inc(sock.bytesRead - last.read);
-      t.m.bytesOut.inc(sock.bytesWritten - last.written);
-      accounted.set(sock, { read: sock.bytesRead, written: sock.bytesWritten });
+      let last = accounted.get(sock);
+      if (!last) accounted.set(sock, (last = { read: 0, written: 0 }));
+      const read = sock.bytesRead, written = sock.bytesWritten;
+      t.m.bytesIn.inc(read - last.read);
+      t.m.bytesOut.inc(written - last.written);
+      last.read = read;
+      last.written = written;
       (seen.route?.m ?? t.noRoute).done(req.method, res.statusCode, seconds);
       const log = t.plan.accessLog;
       if (res.statusCode >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
-        t.log.info({ reqId, caller: seen.caller, route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
-          durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) }, 'request');
+        t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
+          durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) });
       }
     });
-    const fail = (err: AgwError) => {
-      seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
-      if (err.status === 500) t.log.error({ reqId, err: err.cause ?? err }, err.message);
-      else if (err.status === 502 || err.status === 504) t.log.warn({ reqId, cause: String(err.cause ?? '') }, err.message);
-      if (res.headersSent) { res.destroy(); return; }
-      const body = statusBody(err);
-      const h = errorHeaders(err, body);
-      // a body not read yet is not drained (a refused client could send for ever): close instead
-      if (!req.complete) {
-        h.connection = 'close';
-        lingeringClose(req.socket);
-      }
-      res.writeHead(err.status, h).end(body);
-    };
-    const respond = (status: number, headers: OutgoingHttpHeaders) => res.writeHead(status, forwardResponseHeaders(headers as IncomingMessage['headers']));
+    const fail = (err: AgwError) => this.fail(t, req, res, seen, id, err);
+    let a: Admitted | Promise<Admitted>;
     try {
-      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen);
-      if (a.kind === 'discovery') {
-        const body = JSON.stringify(discovery(t, a.id));
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
-        return;
-      }
-      const rm = a.route.m;
-      const backend = a.route.backend;
-      if (!backend) {
-        const sent = performance.now();
-        seen.upstream = 'apiserver';
-        proxyRequest(this.apiserverCall(t, a, req), req, res, {
-          body: 'stream',
-          streaming: (end) => this.track(res, end),
-          respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
-          onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
-        });
-        return;
-      }
-      // Service route. A small body is buffered so the request can be retried: on another
-      // endpoint when the connection fails (nothing was sent), and for idempotent methods also
-      // when it is reset before any answer; never after a timeout.
-      const body = await requestBody(req);
-      const retryable = idempotent.has(req.method ?? 'GET');
-      const tried = new Set<EndpointPool>();
-      const attempt = (n: number, last?: AgwError) => {
-        const ep = backend.pick(tried);
-        if (!ep) {
-          fail(last ?? new NoEndpointsError(`Service ${backend.target.namespace}/${backend.target.name} has no ready endpoints`));
-          return;
-        }
-        tried.add(ep);
-        ep.outstanding++;
-        ep.served++;
-        seen.upstream = ep.url.host;
-        const sent = performance.now();
-        proxyRequest(this.serviceCall(a, req, ep), req, res, {
-          body,
-          streaming: (end) => this.track(res, end),
-          respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
-          onEnd: () => ep.release(),
-          onError: (f) => {
-            rm.errors[errorKind(f)].inc();
-            if (f.connect) {
-              ep.eject();
-              rm.ejections.inc();
-            }
-            const again = body !== 'stream' && (f.connect || retryable) && !(f.err instanceof UpstreamTimeoutError);
-            if (again && n < a.route.plan.retries && !res.destroyed) attempt(n + 1, f.err);
-            else fail(f.err);
-          },
-        });
-      };
-      attempt(0);
+      a = admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
     } catch (err) {
       fail(toAgwError(err));
+      return;
     }
+    // a cached caller is served at once; a first request waits for its token check
+    if (a instanceof Promise) a.then((x) => this.serve(t, x, req, res, seen, fail), (err) => fail(toAgwError(err)));
+    else this.serve(t, a, req, res, seen, fail);
+  }
+
+  /** Answers a refusal or an upstream failure (a Status body), once. */
+  private fail(t: RouteTable, req: IncomingMessage, res: ServerResponse, seen: Seen, id: number, err: AgwError): void {
+    seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
+    if (err.status === 500) t.log.error({ reqId: id.toString(36), err: err.cause ?? err }, err.message);
+    else if (err.status === 502 || err.status === 504) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
+    if (res.headersSent) { res.destroy(); return; }
+    const body = statusBody(err);
+    const h = errorHeaders(err, body);
+    // a body not read yet is not drained (a refused client could send for ever): close instead
+    if (!req.complete) {
+      h.connection = 'close';
+      lingeringClose(req.socket);
+    }
+    res.writeHead(err.status, h).end(body);
+  }
+
+  /** An admitted request: discovery, or forwarding to the apiserver or a Service endpoint. */
+  private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
+    if (a.kind === 'discovery') {
+      const body = JSON.stringify(discovery(t, a.id));
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+      return;
+    }
+    const rm = a.route.m;
+    const backend = a.route.backend;
+    const respond = (status: number, headers: IncomingMessage['headers']) => res.writeHead(status, forwardResponseHeaders(headers));
+    const streaming = (end: () => void) => this.track(res, end);
+    if (!backend) {
+      const sent = performance.now();
+      seen.upstream = 'apiserver';
+      proxyRequest(this.apiserverCall(t, a, req), req, res, {
+        body: 'stream', streaming,
+        respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
+        onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
+      });
+      return;
+    }
+    // Service route. A small body is buffered so the request can be retried: on another
+    // endpoint when the connection fails (nothing was sent), and for idempotent methods also
+    // when it is reset before any answer; never after a timeout.
+    const retryable = idempotent.has(req.method ?? 'GET');
+    let tried: Set<EndpointPool> | undefined;
+    const attempt = (body: Buffer | null | 'stream', n: number, last?: AgwError) => {
+      const ep = backend.pick(tried);
+      if (!ep) {
+        fail(last ?? new NoEndpointsError(`Service ${backend.target.namespace}/${backend.target.name} has no ready endpoints`));
+        return;
+      }
+      ep.outstanding++;
+      ep.served++;
+      seen.upstream = ep.host;
+      const sent = performance.now();
+      proxyRequest(this.serviceCall(a, req, ep), req, res, {
+        body, streaming,
+        respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
+        onEnd: () => ep.release(),
+        onError: (f) => {
+          rm.errors[errorKind(f)].inc();
+          if (f.connect) {
+            ep.eject();
+            rm.ejections.inc();
+          }
+          const again = body !== 'stream' && (f.connect || retryable) && !(f.err instanceof UpstreamTimeoutError);
+          if (again && n < a.route.plan.retries && !res.destroyed) {
+            (tried ??= new Set()).add(ep);
+            attempt(body, n + 1, f.err);
+          } else {
+            fail(f.err);
+          }
+        },
+      });
+    };
+    const body = requestBody(req);
+    if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
+    else attempt(body, 0);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -294,6 +311,7 @@ export class Listener {
   }
 }
 
+/** Bytes counted so far per client connection (updated in place). */
 const accounted = new WeakMap<object, { read: number; written: number }>();
 
 /**
@@ -320,14 +338,16 @@ const idempotent = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const maxBufferedBody = 1 << 20;
 
 /** The request body, buffered when it is small and of known length; else 'stream'. */
-async function requestBody(req: IncomingMessage): Promise<Buffer | null | 'stream'> {
+function requestBody(req: IncomingMessage): Buffer | null | 'stream' | Promise<Buffer> {
   if (req.headers['transfer-encoding'] !== undefined) return 'stream';
   const len = Number(req.headers['content-length'] ?? 0);
   if (!len) return null;
   if (!(len <= maxBufferedBody)) return 'stream';
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  return (async () => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  })();
 }
 
 function forwardedFor(headers: OutgoingHttpHeaders, req: IncomingMessage): void {

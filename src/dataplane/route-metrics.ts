@@ -1,19 +1,16 @@
 // Metric series bound once per gateway and route when a plan is applied: the request path only
-// increments children it already holds (label values are never built per request).
-import type { Counter, Gauge, Histogram } from 'prom-client';
+// bumps numbers (no label values built, no hashing). Per method and status class, a series is made
+// the first time it is used.
 import { codeClass, methodLabel, type Metrics } from '../observability/metrics.js';
-
-type C = Counter.Internal;
-type H = Histogram.Internal<string>;
-type G = Gauge.Internal<string>;
+import type { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
 
 export class GatewayMetrics {
-  readonly inFlight: G;
-  readonly bytesIn: C;
-  readonly bytesOut: C;
-  readonly auth: Record<'allowed' | 'unauthenticated' | 'unavailable', C>;
-  readonly denied: Record<'access' | 'route' | 'filter' | 'path', C>;
-  readonly rateLimited: C;
+  readonly inFlight: GaugeChild;
+  readonly bytesIn: CounterChild;
+  readonly bytesOut: CounterChild;
+  readonly auth: Record<'allowed' | 'unauthenticated' | 'unavailable', CounterChild>;
+  readonly denied: Record<'access' | 'route' | 'filter' | 'path', CounterChild>;
+  readonly rateLimited: CounterChild;
 
   constructor(m: Metrics, ns: string, gw: string) {
     this.inFlight = m.inFlight.labels(ns, gw);
@@ -28,12 +25,13 @@ export class GatewayMetrics {
 }
 
 export class RouteMetrics {
-  private readonly requests = new Map<string, C>();
-  private readonly durations = new Map<string, H>();
-  readonly upstream: H;
-  readonly upgraded: G;
-  readonly errors: Record<'connect' | 'timeout' | 'reset', C>;
-  readonly ejections: C;
+  /** requests_total by method, then status class; request_duration_seconds by status class. */
+  private readonly requests = new Map<string, Record<string, CounterChild>>();
+  private readonly durations: Record<string, HistogramChild> = {};
+  readonly upstream: HistogramChild;
+  readonly upgraded: GaugeChild;
+  readonly errors: Record<'connect' | 'timeout' | 'reset', CounterChild>;
+  readonly ejections: CounterChild;
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
     this.upstream = m.upstreamDuration.labels(ns, gw, route);
@@ -43,15 +41,12 @@ export class RouteMetrics {
     this.ejections = m.ejections.labels(ns, gw, route);
   }
 
-  /** One finished request: a handful of bounded children, created on first use. */
+  /** One finished request. */
   done(method: string | undefined, status: number, seconds: number): void {
     const code = codeClass(status);
-    const mk = `${methodLabel(method)} ${code}`;
-    let c = this.requests.get(mk);
-    if (!c) this.requests.set(mk, (c = this.m.requests.labels(this.ns, this.gw, this.route, methodLabel(method), code)));
-    c.inc();
-    let h = this.durations.get(code);
-    if (!h) this.durations.set(code, (h = this.m.requestDuration.labels(this.ns, this.gw, this.route, code)));
-    h.observe(seconds);
+    let byClass = this.requests.get(method ?? '');
+    if (!byClass) this.requests.set(method ?? '', (byClass = {}));
+    (byClass[code] ??= this.m.requests.labels(this.ns, this.gw, this.route, methodLabel(method), code)).inc();
+    (this.durations[code] ??= this.m.requestDuration.labels(this.ns, this.gw, this.route, code)).observe(seconds);
   }
 }

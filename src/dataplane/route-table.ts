@@ -2,6 +2,7 @@
 // compiles anything per request.
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Logger } from 'pino';
+import type { AccessLog } from '../observability/logger.js';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
@@ -20,6 +21,8 @@ export interface DataplaneDeps {
   apiserver: ApiserverConnection;
   reviewer: TokenReviewer;
   log: Logger;
+  /** Makes the access log of a gateway; default: lines through `log`. */
+  accessLog?: (gateway: string) => AccessLog;
   pools: PoolRegistry;
   metrics: Metrics;
   /** For authentication.mode JWKS: the shared key set and revocation check. */
@@ -62,6 +65,7 @@ export class RouteTable {
   readonly routes: CompiledRoute[];
   readonly policy: AccessPolicy;
   readonly log: Logger;
+  readonly accessLog: AccessLog;
   readonly limiter: RateLimiter | null;
   readonly m: GatewayMetrics;
   /** Metrics for requests answered before a route was chosen. */
@@ -77,6 +81,7 @@ export class RouteTable {
     this.key = `${plan.namespace}/${plan.name}`;
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
+    this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
     this.routes = plan.routes.map((r) => ({
       plan: r,
       prefix: normalizePrefix(r.pathPrefix),

@@ -89,8 +89,10 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     onResponseStart(_c, status, headers) {
       started = true;
       opts.respond(status, headers);
-      // a body without a length streams (a watch): send the headers now, not with the first event
-      if (headers['content-length'] === undefined) res.flushHeaders();
+      // a body without a length streams (a watch): send the headers now, not with the first event,
+      // and let a draining listener end it cleanly
+      if (headers['content-length'] !== undefined) return;
+      res.flushHeaders();
       opts.streaming?.(() => {
         ending = true;
         ctl?.abort(new ClientGone('the listener is draining'));

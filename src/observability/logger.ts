@@ -1,5 +1,6 @@
 // pino JSON logs on stdout; `pretty` for people. Token-bearing fields are redacted by paths
 // fixed at start-up.
+import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -17,5 +18,71 @@ export function createLogger(opts: { level?: string; format?: 'json' | 'pretty' 
   return pino(base);
 }
 
+/** One access-log line: fixed fields, none of which can hold a token. */
+export interface AccessEntry {
+  reqId: string; caller: string; route: string; method: string | undefined; status: number;
+  durationMs: number; upstream: string; error?: string;
+}
+
+/** Writes access-log lines for one gateway. */
+export interface AccessLog {
+  write(e: AccessEntry): void;
+}
+
+/**
+ * The access log: one JSON line per request, in the same shape as the other log lines (level,
+ * time, pid, hostname, then the gateway and the entry), built directly — no generic serializer
+ * and no redaction pass, which cost more than the line itself — and written once per event-loop
+ * turn. With `pretty`, lines go through the given logger instead.
+ */
+export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'; logger: Logger }): AccessLog {
+  if (opts.format === 'pretty' || !opts.logger.isLevelEnabled('info')) {
+    const child = opts.logger.child({ gateway });
+    return { write: (e) => child.info(e, 'request') };
+  }
+  const prefix = `{"level":30,"time":`;
+  const middle = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"gateway":${JSON.stringify(gateway)},"reqId":"`;
+  return {
+    write(e) {
+      stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)},"route":${JSON.stringify(e.route)},`
+        + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
+        + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);
+    },
+  };
+}
+
+/**
+ * Lines written during one turn of the event loop go out in one write at its end: a busy gateway
+ * makes one write call per turn instead of one per request, a quiet one writes each line at once.
+ * What is pending when the process exits is written then.
+ */
+class TurnBatch {
+  private parts: string[] = [];
+  private scheduled = false;
+
+  constructor(private readonly dest: { write(s: string): unknown }) {
+    process.once('exit', () => this.flush());
+  }
+
+  write(line: string): boolean {
+    this.parts.push(line);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+    return true;
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (!this.parts.length) return;
+    const text = this.parts.join('');
+    this.parts = [];
+    this.dest.write(text);
+  };
+}
+
 /** A logger that writes nothing (unit tests, library use). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+const stdoutBatch = new TurnBatch(pino.destination({ dest: 1, sync: true }));

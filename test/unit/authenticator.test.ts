@@ -53,7 +53,7 @@ test('ttl 0 disables the cache', async () => {
 
 test('an answer whose audiences miss the gateway is refused', async () => {
   const r = new FakeReviewer(async () => ({ authenticated: true, user, audiences: ['https://kubernetes.default.svc'] }));
-  await assert.rejects(new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()), UnauthenticatedError);
+  await assert.rejects(async () => new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()), UnauthenticatedError);
 });
 
 test('an unreachable reviewer fails closed with 503 and Retry-After; that is never cached', async () => {
@@ -63,7 +63,7 @@ test('an unreachable reviewer fails closed with 503 and Retry-After; that is nev
     return { authenticated: true, user, audiences: ['gw'] };
   });
   const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => T0);
-  await assert.rejects(a.authenticate(jwt()), (e: unknown) => e instanceof AuthUnavailableError && e.status === 503 && e.retryAfterSeconds === 1);
+  await assert.rejects(async () => a.authenticate(jwt()), (e: unknown) => e instanceof AuthUnavailableError && e.status === 503 && e.retryAfterSeconds === 1);
   fail = false;
   assert.equal((await a.authenticate(jwt())).username, user.username);
   assert.equal(r.calls, 2);
@@ -71,7 +71,7 @@ test('an unreachable reviewer fails closed with 503 and Retry-After; that is nev
 
 test("the limiter's own 503 passes through with its Retry-After", async () => {
   const r = new FakeReviewer(async () => { throw new AuthUnavailableError('queue full', { retryAfterSeconds: 7 }); });
-  await assert.rejects(new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()),
+  await assert.rejects(async () => new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()),
     (e: unknown) => e instanceof AuthUnavailableError && e.retryAfterSeconds === 7 && e.message === 'queue full');
 });
 
@@ -80,14 +80,14 @@ test('"not authenticated" is remembered for 5 s by token hash: repeats cost no r
   const r = new FakeReviewer(async () => ({ authenticated: false, error: 'invalid signature' }));
   const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
   const bad = jwt({ jti: 'forged' });
-  await Promise.all(Array.from({ length: 10 }, () => assert.rejects(a.authenticate(bad), /invalid signature/)));
-  for (let i = 0; i < 300; i++) await assert.rejects(a.authenticate(bad), (e: unknown) => is401(e) && /invalid signature/.test((e as Error).message));
+  await Promise.all(Array.from({ length: 10 }, () => assert.rejects(async () => a.authenticate(bad), /invalid signature/)));
+  for (let i = 0; i < 300; i++) await assert.rejects(async () => a.authenticate(bad), (e: unknown) => is401(e) && /invalid signature/.test((e as Error).message));
   assert.equal(r.calls, 1);
   now += 5_001;
-  await assert.rejects(a.authenticate(bad), is401);
+  await assert.rejects(async () => a.authenticate(bad), is401);
   assert.equal(r.calls, 2);
   // another token is not affected
-  await assert.rejects(a.authenticate(jwt({ jti: 'other' })), is401);
+  await assert.rejects(async () => a.authenticate(jwt({ jti: 'other' })), is401);
   assert.equal(r.calls, 3);
 });
 
@@ -114,7 +114,7 @@ test('not a JWT, or certainly invalid claims: 401 without any review', async () 
     ['audience malformed', jwt({ aud: [1] }), /malformed aud/],
   ];
   for (const [name, token, msg] of cases) {
-    await assert.rejects(a.authenticate(token), (e: unknown) => is401(e) && msg.test((e as Error).message), name);
+    await assert.rejects(async () => a.authenticate(token), (e: unknown) => is401(e) && msg.test((e as Error).message), name);
   }
   assert.equal(r.calls, 0);
   // what the apiserver decides goes to it: within its 60 s leeway (+5 s skew), no exp/aud (legacy tokens), any alg it signs with

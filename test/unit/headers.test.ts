@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeExtraKey, forwardRequestHeaders, forwardResponseHeaders, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
+import { escapeExtraKey, forwardRequestHeaders, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
 
 test('identity, hop-by-hop and Connection-named headers never cross', () => {
   const out = forwardRequestHeaders({
@@ -45,4 +45,17 @@ test('service-account identity: only a plain name of the given namespace, groups
   for (const [ns, name] of [['team-a', 'x:y'], ['team-a:b', 'x'], ['team-a', ''], ['', 'x'], ['team-a', '../x'], ['team-a', 'system:admin'], ['Team', 'x']]) {
     assert.throws(() => serviceAccountHeaders(ns!, name!, {}), /refusing to impersonate/, `${ns}/${name}`);
   }
+});
+
+test('groups the apiserver adds by itself are not sent (each costs it an authorization check): same identity', () => {
+  const sa = (groups: string[]) => ({ username: 'system:serviceaccount:team-a:app', uid: 'u', groups, extra: {} });
+  // a service account's own groups: the apiserver derives them from the username
+  assert.deepEqual(groupsToSend(sa(['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated'])), []);
+  // anything else is sent, without system:authenticated (added to every impersonated user)
+  assert.deepEqual(groupsToSend(sa(['system:serviceaccounts', 'system:serviceaccounts:team-b', 'system:authenticated'])),
+    ['system:serviceaccounts', 'system:serviceaccounts:team-b']);
+  assert.deepEqual(groupsToSend(sa(['system:serviceaccounts', 'system:serviceaccounts:team-a', 'extra'])),
+    ['system:serviceaccounts', 'system:serviceaccounts:team-a', 'extra']);
+  assert.deepEqual(groupsToSend({ username: 'alice', uid: '', groups: ['devs', 'system:authenticated'], extra: {} }), ['devs']);
+  assert.equal(impersonationHeaders(sa(['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated']), {})['impersonate-group'], undefined);
 });

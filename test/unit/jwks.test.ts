@@ -137,7 +137,7 @@ test('invalid tokens are refused with 401', async () => {
     ['no signature', `${h}.${p}.`, /signature is missing/],
   ];
   for (const [name, token, msg] of cases) {
-    await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && msg.test((e as Error).message), name);
+    await assert.rejects(async () => auth.authenticate(token), (e: unknown) => is401(e) && msg.test((e as Error).message), name);
   }
   // Still accepted after all that; failures were not cached.
   await auth.authenticate(valid);
@@ -170,7 +170,7 @@ test('a flood of unknown kids: at most one fetch per minimum gap, never concurre
   }
   assert.equal(keySet.fetches, 2); // the 200 callers shared one refresh
   assert.equal(maxInFlight, 1);
-  for (const t of fresh.slice(0, 50)) await assert.rejects(auth.authenticate(t), AuthUnavailableError);
+  for (const t of fresh.slice(0, 50)) await assert.rejects(async () => auth.authenticate(t), AuthUnavailableError);
   assert.equal(keySet.fetches, 2); // still within the 10 s gap: no further fetch
   clock += 10_000;
   await Promise.allSettled(fresh.map((t) => auth.authenticate(t)));
@@ -180,24 +180,24 @@ test('a flood of unknown kids: at most one fetch per minimum gap, never concurre
   // keys fetched after the token was issued (beyond the skew): certainly unknown, 401
   clock += 6_000;
   await keySet.refresh();
-  await assert.rejects(auth.authenticate(fresh[0]!), (e: unknown) => is401(e) && /unknown signing key kid-0/.test((e as Error).message));
+  await assert.rejects(async () => auth.authenticate(fresh[0]!), (e: unknown) => is401(e) && /unknown signing key kid-0/.test((e as Error).message));
 });
 
 test('a definite refusal is remembered for 5 s by token hash; "unavailable" never is', async () => {
   const { rsa, src, auth, keySet } = await setup();
   src.failing = true;
   const good = await sign(rsa);
-  await assert.rejects(auth.authenticate(good), AuthUnavailableError); // keys not loaded: 503
+  await assert.rejects(async () => auth.authenticate(good), AuthUnavailableError); // keys not loaded: 503
   src.failing = false;
   clock += 10_000;
   await auth.authenticate(good); // not remembered as bad
   const bad = await sign(await keyPair('RS256', 'k1'), { jti: 'forged' }); // right kid, wrong key
-  await assert.rejects(auth.authenticate(bad), /signature verification failed/);
+  await assert.rejects(async () => auth.authenticate(bad), /signature verification failed/);
   const n = auth.verifications;
-  for (let i = 0; i < 100; i++) await assert.rejects(auth.authenticate(bad), is401);
+  for (let i = 0; i < 100; i++) await assert.rejects(async () => auth.authenticate(bad), is401);
   assert.equal(auth.verifications, n); // answered from the negative cache
   clock += 5_001;
-  await assert.rejects(auth.authenticate(bad), is401);
+  await assert.rejects(async () => auth.authenticate(bad), is401);
   assert.equal(auth.verifications, n + 1);
   assert.equal(keySet.loaded, true);
 });
@@ -215,15 +215,15 @@ test('key rotation: a new kid in the source is fetched once and accepted', async
   src.keys = [next.jwk];
   await keySet.refresh();
   // (issued before that refresh; one issued after it would be "not known yet", 503)
-  await assert.rejects(auth.authenticate(await sign(rsa, { jti: 'new', iat: nowS() - 10 })), is401);
+  await assert.rejects(async () => auth.authenticate(await sign(rsa, { jti: 'new', iat: nowS() - 10 })), is401);
 });
 
 test('the last good keys are kept when the source fails; never loaded ⇒ 503, not cached', async () => {
   const { rsa, src, auth, keySet } = await setup();
   src.failing = true;
   const token = await sign(rsa);
-  await assert.rejects(auth.authenticate(token), (e: unknown) => e instanceof AuthUnavailableError && e.status === 503);
-  await assert.rejects(auth.authenticate(token), AuthUnavailableError);
+  await assert.rejects(async () => auth.authenticate(token), (e: unknown) => e instanceof AuthUnavailableError && e.status === 503);
+  await assert.rejects(async () => auth.authenticate(token), AuthUnavailableError);
   assert.equal(keySet.fetches, 1); // rate-limited while down
   src.failing = false;
   clock += 10_000;
@@ -257,20 +257,20 @@ test('results are cached for min(ttl, exp); revocation is checked on cache hits 
   await auth.authenticate(token);
   assert.equal(auth.verifications, 1);
   pods.delete('team-a/billing-7f9');
-  await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && /pod team-a\/billing-7f9 no longer exists/.test((e as Error).message));
+  await assert.rejects(async () => auth.authenticate(token), (e: unknown) => is401(e) && /pod team-a\/billing-7f9 no longer exists/.test((e as Error).message));
   assert.equal(auth.verifications, 1); // it was a cache hit
   pods.set('team-a/billing-7f9', 'pod-uid');
   clock += 6_000; // past exp (5 s) before the ttl (10 s), within the 5 s tolerance
   await auth.authenticate(token);
   assert.equal(auth.verifications, 2); // the entry ended at exp
   clock += 5_000; // beyond exp + tolerance: refused before any verification
-  await assert.rejects(auth.authenticate(token), (e: unknown) => is401(e) && /expired/.test((e as Error).message));
+  await assert.rejects(async () => auth.authenticate(token), (e: unknown) => is401(e) && /expired/.test((e as Error).message));
   assert.equal(auth.verifications, 2);
 });
 
 test('revocation not known yet (caches not synced) is 503 with Retry-After, never 401', async () => {
   const { rsa, auth } = await setup({ revocation: () => ({ unknown: 'pod team-a/billing-7f9 cannot be checked yet (cache not synced)' }) });
-  await assert.rejects(auth.authenticate(await sign(rsa)),
+  await assert.rejects(async () => auth.authenticate(await sign(rsa)),
     (e: unknown) => e instanceof AuthUnavailableError && e.retryAfterSeconds === 1 && /cannot be checked yet/.test(e.message));
 });
 
@@ -279,12 +279,12 @@ test('clock skew: exp and nbf within the tolerance pass, beyond it fail; the tol
   const mk = (tol: number) => new JwksAuthenticator(keySet, ['access-gateway'], 10, { now: () => clock, clockToleranceSeconds: tol });
   const late = await sign(rsa, { exp: nowS() - 20, jti: 'late' });
   const early = await sign(rsa, { nbf: nowS() + 20, iat: nowS() + 20, jti: 'early' });
-  await assert.rejects(mk(5).authenticate(late), is401);
-  await assert.rejects(mk(5).authenticate(early), is401);
+  await assert.rejects(async () => mk(5).authenticate(late), is401);
+  await assert.rejects(async () => mk(5).authenticate(early), is401);
   await mk(30).authenticate(late);
   await mk(30).authenticate(early);
   const old = await sign(rsa, { exp: nowS() - 90, jti: 'old' });
-  await assert.rejects(mk(3600).authenticate(old), is401); // capped at the apiserver's 60 s
+  await assert.rejects(async () => mk(3600).authenticate(old), is401); // capped at the apiserver's 60 s
 });
 
 test('ttl 0 disables the cache', async () => {
