@@ -201,7 +201,7 @@ export class Listener {
     const body = statusBody(err);
     const h = errorHeaders(err, body);
     // a body not read yet is not drained (a refused client could send for ever): close instead
-    if (!req.complete) {
+    if (unreadBody(req)) {
       h.connection = 'close';
       lingeringClose(req.socket);
     }
@@ -336,6 +336,14 @@ function errorKind(f: UpstreamFailure): 'connect' | 'timeout' | 'reset' {
 
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const maxBufferedBody = 1 << 20;
+
+/** Whether the request has a body that has not been read to its end (a request without one is
+ * complete only once the parser is past it, which may be after a synchronous refusal). */
+function unreadBody(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
+}
 
 /** The request body, buffered when it is small and of known length; else 'stream'. */
 function requestBody(req: IncomingMessage): Buffer | null | 'stream' | Promise<Buffer> {

@@ -1,7 +1,7 @@
 // The operator's connection to the apiserver: credentials from a kubeconfig or the in-cluster
-// config (via client-node, honouring KUBECONFIG, exec plugins and the rotating token file),
-// JSON requests and line-delimited watch streams over undici.
-import { KubeConfig } from '@kubernetes/client-node';
+// config (kubeconfig.ts: KUBECONFIG, exec plugins, the rotating token file), JSON requests and
+// line-delimited watch streams over undici.
+import { loadClusterAccess, type ClusterAccess } from './kubeconfig.js';
 import { Agent as HttpsAgent } from 'node:https';
 import { Agent, Pool, request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
@@ -42,15 +42,11 @@ export interface ApiserverAccess {
   authorization(): string | undefined;
 }
 
-export function loadKubeConfig(file?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (file) kc.loadFromFile(file);
-  else kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new Error('no current cluster in the Kubernetes configuration');
-  return kc;
+export function loadKubeConfig(file?: string): ClusterAccess {
+  return loadClusterAccess(file);
 }
 
-interface TlsMaterial { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer; rejectUnauthorized?: boolean }
+interface TlsMaterial { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer; rejectUnauthorized?: boolean; servername?: string }
 
 export class KubeClient {
   readonly server: URL;
@@ -59,19 +55,18 @@ export class KubeClient {
   private readonly dispatcher: Agent;
   private readonly tls: TlsMaterial;
 
-  private constructor(private readonly kc: KubeConfig, opts: TlsMaterial, auth: string | undefined, private readonly log: Logger) {
-    this.server = new URL(kc.getCurrentCluster()!.server);
+  private constructor(private readonly access: ClusterAccess, opts: TlsMaterial, auth: string | undefined, private readonly log: Logger) {
+    this.server = access.server;
     this.tls = opts;
     this.authorization = auth;
     this.dispatcher = new Agent({ connect: { ...opts }, keepAliveTimeout: 30_000 });
   }
 
-  static async create(kc: KubeConfig, log: Logger): Promise<KubeClient> {
-    const opts: Record<string, any> = {};
-    await kc.applyToHTTPSOptions(opts);
-    const tls: TlsMaterial = { ca: opts.ca, cert: opts.cert, key: opts.key };
-    if (opts.rejectUnauthorized === false) tls.rejectUnauthorized = false;
-    const client = new KubeClient(kc, tls, opts.headers?.Authorization ?? opts.headers?.authorization, log);
+  static async create(access: ClusterAccess, log: Logger): Promise<KubeClient> {
+    const tls: TlsMaterial = { ca: access.ca, cert: access.cert, key: access.key };
+    if (access.insecureSkipTLSVerify) tls.rejectUnauthorized = false;
+    if (access.tlsServerName) tls.servername = access.tlsServerName;
+    const client = new KubeClient(access, tls, await access.authorization(), log);
     client.refreshTimer = setInterval(() => void client.refreshAuth(), 60_000).unref();
     return client;
   }
@@ -79,9 +74,7 @@ export class KubeClient {
   /** Re-reads credentials that rotate (projected token files, exec plugins). */
   async refreshAuth(): Promise<void> {
     try {
-      const opts: Record<string, any> = {};
-      await this.kc.applyToHTTPSOptions(opts);
-      this.authorization = opts.headers?.Authorization ?? opts.headers?.authorization;
+      this.authorization = await this.access.authorization();
     } catch (err) {
       this.log.warn({ err }, 'refreshing apiserver credentials failed; keeping the previous ones');
     }
@@ -141,9 +134,9 @@ export class KubeClient {
     }
   }
 
-  /** What the data plane needs to forward to the apiserver (no client-node types cross over). */
+  /** What the data plane needs to forward to the apiserver. */
   apiserverConnection(): ApiserverAccess {
-    const verify = { ca: this.tls.ca, rejectUnauthorized: this.tls.rejectUnauthorized !== false };
+    const verify = { ca: this.tls.ca, rejectUnauthorized: this.tls.rejectUnauthorized !== false, ...(this.tls.servername ? { servername: this.tls.servername } : {}) };
     const identity = { ...verify, cert: this.tls.cert, key: this.tls.key };
     return {
       url: this.server,

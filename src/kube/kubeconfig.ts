@@ -1,0 +1,154 @@
+// Where the apiserver is and how to prove who we are, found as kubectl finds it: --kubeconfig,
+// else the files in KUBECONFIG (merged, the first to set a value wins), else ~/.kube/config,
+// else the pod's own service account (in-cluster). Credentials: client certificates, a token or
+// token file, an exec plugin (client.authentication.k8s.io ExecCredential); a token file and an
+// exec token are read again whenever they may have changed (a projected token rotates).
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join } from 'node:path';
+import { promisify } from 'node:util';
+import { parse } from 'yaml';
+
+export interface ExecConfig {
+  command: string;
+  args?: string[];
+  env?: { name: string; value: string }[];
+  apiVersion?: string;
+}
+
+/** The apiserver and the operator's own credentials. */
+export interface ClusterAccess {
+  server: URL;
+  ca?: Buffer;
+  insecureSkipTLSVerify: boolean;
+  tlsServerName?: string;
+  cert?: Buffer;
+  key?: Buffer;
+  /** The Authorization header to send now (a rotating token is read again when due). */
+  authorization(): Promise<string | undefined>;
+  /** Where the configuration came from, for logs. */
+  source: string;
+}
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** The in-cluster service account directory (tests point it elsewhere). */
+  serviceAccountDir?: string;
+  home?: string;
+}
+
+type Named<T> = { name: string } & T;
+interface KubeconfigFile {
+  'current-context'?: string;
+  clusters?: Named<{ cluster?: Record<string, any> }>[];
+  users?: Named<{ user?: Record<string, any> }>[];
+  contexts?: Named<{ context?: { cluster?: string; user?: string } }>[];
+}
+
+const tokenTtlMs = 60_000;
+
+export function loadClusterAccess(file: string | undefined, opts: LoadOptions = {}): ClusterAccess {
+  const env = opts.env ?? process.env;
+  if (file) return fromFiles([file]);
+  const list = (env.KUBECONFIG ?? '').split(':').filter(Boolean);
+  if (list.length) return fromFiles(list);
+  const home = join(opts.home ?? homedir(), '.kube', 'config');
+  if (existsSync(home)) return fromFiles([home]);
+  const sa = opts.serviceAccountDir ?? '/var/run/secrets/kubernetes.io/serviceaccount';
+  if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT && existsSync(join(sa, 'token'))) return inCluster(env, sa);
+  throw new Error('no Kubernetes configuration: give --kubeconfig, set KUBECONFIG, create ~/.kube/config, or run in a pod');
+}
+
+function inCluster(env: NodeJS.ProcessEnv, dir: string): ClusterAccess {
+  const host = env.KUBERNETES_SERVICE_HOST!;
+  const server = new URL(`https://${host.includes(':') ? `[${host}]` : host}:${env.KUBERNETES_SERVICE_PORT}`);
+  return {
+    server, ca: readFileSync(join(dir, 'ca.crt')), insecureSkipTLSVerify: false,
+    authorization: tokenFile(join(dir, 'token')), source: 'in-cluster service account',
+  };
+}
+
+/** A token file, read again at most once a minute (kubelet rotates projected tokens well before expiry). */
+function tokenFile(path: string): () => Promise<string | undefined> {
+  let cached: { at: number; value: string } | undefined;
+  return async () => {
+    if (!cached || Date.now() - cached.at > tokenTtlMs) cached = { at: Date.now(), value: `Bearer ${readFileSync(path, 'utf8').trim()}` };
+    return cached.value;
+  };
+}
+
+function fromFiles(files: string[]): ClusterAccess {
+  // merge as kubectl does: the first file to set a key wins; relative paths are relative to their file
+  const contexts = new Map<string, { cluster?: string; user?: string }>();
+  const clusters = new Map<string, { v: Record<string, any>; dir: string }>();
+  const users = new Map<string, { v: Record<string, any>; dir: string }>();
+  let current: string | undefined;
+  for (const f of files) {
+    if (!existsSync(f)) continue;
+    const doc = (parse(readFileSync(f, 'utf8')) ?? {}) as KubeconfigFile;
+    const dir = dirname(f);
+    current ??= doc['current-context'] || undefined;
+    for (const c of doc.contexts ?? []) if (!contexts.has(c.name)) contexts.set(c.name, c.context ?? {});
+    for (const c of doc.clusters ?? []) if (!clusters.has(c.name)) clusters.set(c.name, { v: c.cluster ?? {}, dir });
+    for (const u of doc.users ?? []) if (!users.has(u.name)) users.set(u.name, { v: u.user ?? {}, dir });
+  }
+  const where = files.join(':');
+  if (!current) throw new Error(`${where}: no current-context`);
+  const ctx = contexts.get(current);
+  if (!ctx) throw new Error(`${where}: context ${current} not found`);
+  const cluster = ctx.cluster ? clusters.get(ctx.cluster) : undefined;
+  if (!cluster?.v.server) throw new Error(`${where}: context ${current} names no cluster with a server`);
+  const user = ctx.user ? users.get(ctx.user) : undefined;
+  const c = cluster.v;
+  const u = user?.v ?? {};
+  const data = (inline: unknown, path: unknown, dir: string): Buffer | undefined => {
+    if (typeof inline === 'string' && inline) return Buffer.from(inline, 'base64');
+    if (typeof path === 'string' && path) return readFileSync(isAbsolute(path) ? path : join(dir, path));
+    return undefined;
+  };
+  if (u['auth-provider']) throw new Error(`${where}: user ${ctx.user}: auth-provider plugins are not supported; use an exec plugin`);
+  let authorization: () => Promise<string | undefined>;
+  if (typeof u.token === 'string' && u.token) {
+    const value = `Bearer ${u.token}`;
+    authorization = async () => value;
+  } else if (typeof u.tokenFile === 'string' && u.tokenFile) {
+    authorization = tokenFile(isAbsolute(u.tokenFile) ? u.tokenFile : join(user!.dir, u.tokenFile));
+  } else if (u.exec) {
+    authorization = execToken(u.exec as ExecConfig, user!.dir);
+  } else if (typeof u.username === 'string' && u.username) {
+    const value = `Basic ${Buffer.from(`${u.username}:${u.password ?? ''}`).toString('base64')}`;
+    authorization = async () => value;
+  } else {
+    authorization = async () => undefined;
+  }
+  return {
+    server: new URL(c.server),
+    ca: data(c['certificate-authority-data'], c['certificate-authority'], cluster.dir),
+    insecureSkipTLSVerify: c['insecure-skip-tls-verify'] === true,
+    tlsServerName: typeof c['tls-server-name'] === 'string' ? c['tls-server-name'] : undefined,
+    cert: user ? data(u['client-certificate-data'], u['client-certificate'], user.dir) : undefined,
+    key: user ? data(u['client-key-data'], u['client-key'], user.dir) : undefined,
+    authorization, source: where,
+  };
+}
+
+/** An exec credential plugin's token, run again when it expires (or every minute without expiry). */
+function execToken(exec: ExecConfig, dir: string): () => Promise<string | undefined> {
+  let cached: { until: number; value: string } | undefined;
+  return async () => {
+    if (cached && Date.now() < cached.until) return cached.value;
+    const apiVersion = exec.apiVersion ?? 'client.authentication.k8s.io/v1';
+    const env = { ...process.env, ...Object.fromEntries((exec.env ?? []).map((e) => [e.name, e.value])),
+      KUBERNETES_EXEC_INFO: JSON.stringify({ apiVersion, kind: 'ExecCredential', spec: { interactive: false } }) };
+    const command = exec.command.includes('/') && !isAbsolute(exec.command) ? join(dir, exec.command) : exec.command;
+    const { stdout } = await promisify(execFile)(command, exec.args ?? [], { env, timeout: 30_000, maxBuffer: 1 << 20 });
+    const status = JSON.parse(stdout)?.status ?? {};
+    if (typeof status.token !== 'string' || !status.token) {
+      throw new Error(`exec plugin ${exec.command}: no status.token in its ExecCredential (client certificates from exec plugins are not supported)`);
+    }
+    const exp = Date.parse(status.expirationTimestamp ?? '');
+    cached = { until: Number.isFinite(exp) ? exp - 10_000 : Date.now() + tokenTtlMs, value: `Bearer ${status.token}` };
+    return cached.value;
+  };
+}

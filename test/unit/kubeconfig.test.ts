@@ -1,0 +1,92 @@
+// Finding the apiserver and the operator's credentials as kubectl does, on real files and a real
+// exec plugin (a shell script): --kubeconfig, KUBECONFIG merged, ~/.kube/config, in-cluster.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { loadClusterAccess } from '../../src/kube/kubeconfig.js';
+
+const dir = () => mkdtempSync(join(tmpdir(), 'agw-kubeconfig-'));
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const file = (d: string, name: string, doc: object) => { const f = join(d, name); writeFileSync(f, stringify(doc)); return f; };
+const kc = (o: { current?: string; clusters?: object[]; users?: object[]; contexts?: object[] }) => ({
+  apiVersion: 'v1', kind: 'Config', ...(o.current ? { 'current-context': o.current } : {}),
+  clusters: o.clusters ?? [], users: o.users ?? [], contexts: o.contexts ?? [],
+});
+
+test('a kubeconfig: server, CA and client certificate inline or by relative path, a token', async () => {
+  const d = dir();
+  writeFileSync(join(d, 'client.crt'), 'CERT');
+  const f = file(d, 'config', kc({
+    current: 'c',
+    clusters: [{ name: 'k', cluster: { server: 'https://10.0.0.1:6443', 'certificate-authority-data': b64('CA'), 'tls-server-name': 'kubernetes' } }],
+    users: [{ name: 'u', user: { 'client-certificate': 'client.crt', 'client-key-data': b64('KEY'), token: 't0k3n' } }],
+    contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
+  }));
+  const a = loadClusterAccess(f);
+  assert.equal(a.server.href, 'https://10.0.0.1:6443/');
+  assert.equal(a.ca?.toString(), 'CA');
+  assert.equal(a.cert?.toString(), 'CERT');
+  assert.equal(a.key?.toString(), 'KEY');
+  assert.equal(a.tlsServerName, 'kubernetes');
+  assert.equal(a.insecureSkipTLSVerify, false);
+  assert.equal(await a.authorization(), 'Bearer t0k3n');
+});
+
+test('KUBECONFIG: files merged, the first to set a value wins; then ~/.kube/config; then in-cluster', async () => {
+  const d = dir();
+  const one = file(d, 'one', kc({ current: 'second', users: [{ name: 'u', user: { token: 'from-one' } }] }));
+  const two = file(d, 'two', kc({
+    current: 'ignored',
+    clusters: [{ name: 'k', cluster: { server: 'https://two:443' } }],
+    users: [{ name: 'u', user: { token: 'from-two' } }],
+    contexts: [{ name: 'second', context: { cluster: 'k', user: 'u' } }],
+  }));
+  const merged = loadClusterAccess(undefined, { env: { KUBECONFIG: `${one}:${join(d, 'missing')}:${two}` } });
+  assert.equal(merged.server.host, 'two');
+  assert.equal(await merged.authorization(), 'Bearer from-one');
+  // ~/.kube/config when KUBECONFIG is unset
+  const home = dir();
+  mkdirSync(join(home, '.kube'));
+  file(join(home, '.kube'), 'config', kc({ current: 'c', clusters: [{ name: 'k', cluster: { server: 'https://home:1' } }], contexts: [{ name: 'c', context: { cluster: 'k' } }] }));
+  assert.equal(loadClusterAccess(undefined, { env: {}, home }).server.host, 'home:1');
+  // in a pod: the service account's token, read again once it may have rotated
+  const sa = dir();
+  writeFileSync(join(sa, 'token'), 'first\n');
+  writeFileSync(join(sa, 'ca.crt'), 'POD-CA');
+  const pod = loadClusterAccess(undefined, { env: { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' }, home: dir(), serviceAccountDir: sa });
+  assert.equal(pod.server.href, 'https://[fd00::1]/');
+  assert.equal(pod.ca?.toString(), 'POD-CA');
+  assert.equal(await pod.authorization(), 'Bearer first');
+  assert.throws(() => loadClusterAccess(undefined, { env: {}, home: dir(), serviceAccountDir: dir() }), /no Kubernetes configuration/);
+});
+
+test('an exec plugin: its ExecCredential token, cached until it expires; errors say what is wrong', async () => {
+  const d = dir();
+  const counter = join(d, 'runs');
+  writeFileSync(counter, '');
+  const plugin = join(d, 'plugin.sh');
+  writeFileSync(plugin, `#!/bin/sh
+echo run >> ${counter}
+case "$KUBERNETES_EXEC_INFO" in *ExecCredential*) ;; *) exit 3;; esac
+echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"'"$TOKEN_PREFIX"'-1","expirationTimestamp":"2999-01-01T00:00:00Z"}}'
+`);
+  chmodSync(plugin, 0o755);
+  const f = file(d, 'config', kc({
+    current: 'c', clusters: [{ name: 'k', cluster: { server: 'https://x:1' } }],
+    users: [{ name: 'u', user: { exec: { apiVersion: 'client.authentication.k8s.io/v1', command: './plugin.sh', env: [{ name: 'TOKEN_PREFIX', value: 'exec' }] } } }],
+    contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
+  }));
+  const a = loadClusterAccess(f);
+  assert.equal(await a.authorization(), 'Bearer exec-1');
+  assert.equal(await a.authorization(), 'Bearer exec-1');
+  const { readFileSync } = await import('node:fs');
+  assert.equal(readFileSync(counter, 'utf8').trim().split('\n').length, 1, 'the plugin ran again before its token expired');
+  const bad = file(d, 'bad', kc({ current: 'c', contexts: [{ name: 'c', context: { cluster: 'nope' } }] }));
+  assert.throws(() => loadClusterAccess(bad), /names no cluster with a server/);
+  const provider = file(d, 'provider', kc({ current: 'c', clusters: [{ name: 'k', cluster: { server: 'https://x:1' } }],
+    users: [{ name: 'u', user: { 'auth-provider': { name: 'gcp' } } }], contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }] }));
+  assert.throws(() => loadClusterAccess(provider), /auth-provider plugins are not supported/);
+});
