@@ -14,7 +14,7 @@ import { Agent, request } from 'undici';
 import { parseAllDocuments, stringify } from 'yaml';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, condition, getGateway, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig, waitObserved } from '../support/cluster.js';
+import { applyYaml, condition, getGateway, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { waitFor } from '../support/procs.js';
 
@@ -145,7 +145,11 @@ spec:
     const metrics = await request(`http://127.0.0.1:${op.adminPort}/metrics`, { headers: { authorization: `Bearer ${await scraperToken()}` } });
     await metrics.body.dump();
     result.metrics = metrics.statusCode;
-    const gw = await waitObserved(cp, ns, gwName, 20_000).catch(() => undefined);
+    // Ready within 20 s (a pass that is not Ready, e.g. a port taken meanwhile, may come first)
+    const gw = await waitFor(`${gwName} Ready`, async () => {
+      const g = await getGateway(cp, ns, gwName);
+      return condition(g, 'Ready')?.status === 'True' && g.status.observedGeneration === g.metadata.generation ? g : undefined;
+    }, 20_000).catch(() => getGateway(cp, ns, gwName));
     result.status = condition(gw, 'Ready')?.status === 'True';
     // the operator's own writes, through the admission policies: agw-NAME Service and EndpointSlice, an Event
     const owned = async (path: string) => {

@@ -1,4 +1,5 @@
 // Runs the real `access-gateway operator` binary as a child process against a control plane.
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { ControlPlane } from './control-plane.js';
@@ -14,8 +15,15 @@ export interface OperatorProc extends Proc {
 export const cliPath = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
 /** A port range no other test file uses at the same time (random base, 40 ports). */
+/**
+ * 40 ports below the kernel's ephemeral range: a port there can be taken at any time by an outgoing
+ * connection (to etcd, the apiserver), and the gateway that wanted it would be PortConflict for a pass.
+ */
 export async function testPortRange(): Promise<[number, number]> {
-  const base = 30000 + Math.floor(Math.random() * 700) * 40;
+  const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768 60999');
+  const low = Number(text.trim().split(/\s+/)[0]) || 32768;
+  const slots = Math.max(1, Math.floor((Math.min(low, 65536) - 10000) / 40) - 1);
+  const base = 10000 + Math.floor(Math.random() * slots) * 40;
   return [base, base + 39];
 }
 
