@@ -8,9 +8,20 @@ export interface Regex {
   test(s: string): boolean;
 }
 
+// Compiled programs are immutable and shared: a thousand gateways with the kubectl-proxy default
+// filters hold three programs, not three thousand (~15 KiB each). Bounded, oldest out first.
+const compiled = new Map<string, Regex>();
+const maxCompiled = 4096;
+
 /** Compiles `pattern`; throws with the engine's message when RE2 cannot. */
 export function compileRegex(pattern: string): Regex {
-  return RE2JS.compile(pattern);
+  let re = compiled.get(pattern);
+  if (!re) {
+    re = RE2JS.compile(pattern);
+    if (compiled.size >= maxCompiled) compiled.delete(compiled.keys().next().value!);
+    compiled.set(pattern, re);
+  }
+  return re;
 }
 
 /** Why `pattern` does not compile, or null. */

@@ -75,7 +75,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     log, client, metrics, dataplane, jwksReadiness: new JwksReadiness(keySet, revocation),
     async serveAdmin(ready, status) {
       admin = await startAdminServer({
-        host: f['admin-address'].host, port: f['admin-address'].port, registry: metrics.registry,
+        host: f['admin-address'].host, port: f['admin-address'].port, metrics,
         ready: () => !stopping && ready(), status,
         ...(f['metrics-auth'] === 'kubernetes' ? { metricsAuth: new AdminAuthorizer(new KubeAdminReviewer(client, metrics), { metrics, log }) } : {}),
       });

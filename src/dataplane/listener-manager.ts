@@ -32,6 +32,7 @@ export class ListenerManager {
       if (current) {
         this.listeners.delete(key);
         this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
+        this.deps.metrics.forget(current.plan.namespace, current.plan.name);
         // the port is free at once (no new connections); open ones drain in the background
         const closed = current.close(this.closeGraceMs).then(() => {
           this.draining.delete(closed);
@@ -46,6 +47,10 @@ export class ListenerManager {
       return { programmed: true, port: plan.port };
     }
     if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ gateway: key, plan: printPlan(plan) }, 'applying plan');
+    if (current) {
+      const kept = new Set(plan.routes.map((r) => r.name));
+      for (const r of current.plan.routes) if (!kept.has(r.name)) this.deps.metrics.forget(plan.namespace, plan.name, r.name);
+    }
     if (current && current.plan.port === plan.port && current.tls === (plan.tls !== null)) {
       current.update(plan);
       return { programmed: true, port: plan.port };

@@ -2,13 +2,13 @@
 // (with `metricsAuth`: only for a bearer token the apiserver authenticates and authorises).
 import express, { type Response } from 'express';
 import type { Server } from 'node:http';
-import type { Registry } from 'prom-client';
 import type { AdminDecision } from './admin-auth.js';
+import type { Exposition } from './metrics.js';
 
 export interface AdminOptions {
   host: string;
   port: number;
-  registry: Registry;
+  metrics: { contentType: string; exposition(): Promise<Exposition> };
   ready: () => boolean;
   /** Decides who may read /metrics (an AdminAuthorizer); absent: anyone (`--metrics-auth none`). */
   metricsAuth?: { check(authorization: string[] | undefined, path: string): Promise<AdminDecision> };
@@ -33,6 +33,7 @@ function refuse(res: Response, d: Exclude<AdminDecision, 'allowed'>, path: strin
 export async function startAdminServer(opts: AdminOptions): Promise<Server> {
   const app = express();
   app.disable('x-powered-by');
+  app.disable('etag'); // a hash over every scrape (megabytes with many gateways) that no scraper sends back
   app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok'); });
   app.get('/readyz', (_req, res) => {
     if (opts.ready()) res.type('text/plain').send('ok');
@@ -45,7 +46,11 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
       const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/metrics');
       if (d !== 'allowed') return refuse(res, d, '/metrics');
     }
-    res.type(opts.registry.contentType).send(await opts.registry.metrics());
+    const e = await opts.metrics.exposition();
+    res.once('close', e.release); // written or abandoned: the chunks serve the next scrape
+    res.type(opts.metrics.contentType);
+    for (const c of e.chunks) res.write(c);
+    res.end();
   });
   return new Promise((resolve, reject) => {
     const server = app.listen(opts.port, opts.host, (err?: Error) => (err ? reject(err) : resolve(server)));

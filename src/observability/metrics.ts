@@ -2,7 +2,7 @@
 // name, route, method, status class, fixed result/kind enums — never a path, user, token or
 // address). See docs/metrics.md.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { FastCounter, FastGauge, FastHistogram } from './fast-metrics.js';
+import { FastCounter, FastGauge, FastHistogram, FastRegistry } from './fast-metrics.js';
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']);
@@ -25,27 +25,37 @@ export function createMetrics(registry = new Registry()) {
   const r = [registry];
   const gw = ['namespace', 'gateway'] as const;
   const route = ['namespace', 'gateway', 'route'] as const;
+  const fast = new FastRegistry();
   return {
     registry,
+    contentType: registry.contentType,
+    /** The text exposition of every metric in chunks, and `release` to call once they are sent. */
+    exposition: async (): Promise<Exposition> => {
+      const head = await registry.metrics();
+      const { chunks, release } = fast.render();
+      return { chunks: [head, ...chunks], release };
+    },
+    /** Drops the data-plane series of a deleted gateway (namespace, name) or route (…, route). */
+    forget: (...prefix: [string, string] | [string, string, string]) => fast.forget(...prefix),
     // data plane
-    requests: new FastCounter(registry, { name: 'access_gateway_requests_total', help: 'Requests answered, by gateway, route, method and status class.', labelNames: [...route, 'method', 'code'] }),
-    requestDuration: new FastHistogram(registry, { name: 'access_gateway_request_duration_seconds', help: 'Time from request to response end (upgraded connections excluded).', labelNames: [...route, 'code'], buckets: latencyBuckets }),
-    upstreamDuration: new FastHistogram(registry, { name: 'access_gateway_upstream_duration_seconds', help: 'Time from sending upstream to the upstream response headers.', labelNames: [...route], buckets: latencyBuckets }),
-    inFlight: new FastGauge(registry, { name: 'access_gateway_requests_in_flight', help: 'Requests being served.', labelNames: [...gw] }),
-    upgraded: new FastGauge(registry, { name: 'access_gateway_upgraded_connections', help: 'Open upgraded connections (WebSocket, SPDY).', labelNames: [...route] }),
-    bytesIn: new FastCounter(registry, { name: 'access_gateway_request_bytes_total', help: 'Bytes received from clients (headers and bodies).', labelNames: [...gw] }),
-    bytesOut: new FastCounter(registry, { name: 'access_gateway_response_bytes_total', help: 'Bytes sent to clients (headers and bodies).', labelNames: [...gw] }),
-    authentications: new FastCounter(registry, { name: 'access_gateway_authentications_total', help: 'Authentication decisions: result allowed, unauthenticated (401), unavailable (503).', labelNames: [...gw, 'result'] }),
-    authorizations: new FastCounter(registry, { name: 'access_gateway_authorization_denials_total', help: 'Requests refused after authentication, by reason: access (spec.access), route (route not granted), filter (path or method filters), path (non-canonical).', labelNames: [...gw, 'reason'] }),
-    tokenCache: new FastCounter(registry, { name: 'access_gateway_token_cache_requests_total', help: 'Token cache lookups: hit or miss.', labelNames: [...gw, 'result'] }),
+    requests: new FastCounter(fast, { name: 'access_gateway_requests_total', help: 'Requests answered, by gateway, route, method and status class.', labelNames: [...route, 'method', 'code'] }),
+    requestDuration: new FastHistogram(fast, { name: 'access_gateway_request_duration_seconds', help: 'Time from request to response end (upgraded connections excluded).', labelNames: [...route, 'code'], buckets: latencyBuckets }),
+    upstreamDuration: new FastHistogram(fast, { name: 'access_gateway_upstream_duration_seconds', help: 'Time from sending upstream to the upstream response headers.', labelNames: [...route], buckets: latencyBuckets }),
+    inFlight: new FastGauge(fast, { name: 'access_gateway_requests_in_flight', help: 'Requests being served.', labelNames: [...gw] }),
+    upgraded: new FastGauge(fast, { name: 'access_gateway_upgraded_connections', help: 'Open upgraded connections (WebSocket, SPDY).', labelNames: [...route] }),
+    bytesIn: new FastCounter(fast, { name: 'access_gateway_request_bytes_total', help: 'Bytes received from clients (headers and bodies).', labelNames: [...gw] }),
+    bytesOut: new FastCounter(fast, { name: 'access_gateway_response_bytes_total', help: 'Bytes sent to clients (headers and bodies).', labelNames: [...gw] }),
+    authentications: new FastCounter(fast, { name: 'access_gateway_authentications_total', help: 'Authentication decisions: result allowed, unauthenticated (401), unavailable (503).', labelNames: [...gw, 'result'] }),
+    authorizations: new FastCounter(fast, { name: 'access_gateway_authorization_denials_total', help: 'Requests refused after authentication, by reason: access (spec.access), route (route not granted), filter (path or method filters), path (non-canonical).', labelNames: [...gw, 'reason'] }),
+    tokenCache: new FastCounter(fast, { name: 'access_gateway_token_cache_requests_total', help: 'Token cache lookups: hit or miss.', labelNames: [...gw, 'result'] }),
     tokenReviews: new Counter({ name: 'access_gateway_token_reviews_total', help: 'TokenReview calls to the apiserver, by result (authenticated, rejected, error).', labelNames: ['result'], registers: r }),
     tokenReviewsInFlight: new Gauge({ name: 'access_gateway_token_reviews_in_flight', help: 'TokenReview calls in flight (bounded by --max-token-reviews-in-flight).', registers: r }),
     tokenReviewRefusals: new Counter({ name: 'access_gateway_token_review_limiter_refusals_total', help: 'Callers refused 503 by the TokenReview limiter, by gateway namespace and reason (queue_full, timeout).', labelNames: ['namespace', 'reason'], registers: r }),
     tokenReviewDuration: new Histogram({ name: 'access_gateway_token_review_duration_seconds', help: 'TokenReview call latency.', buckets: latencyBuckets, registers: r }),
     jwksRefreshes: new Counter({ name: 'access_gateway_jwks_refreshes_total', help: 'JWKS key set refresh attempts.', registers: r }),
-    rateLimited: new FastCounter(registry, { name: 'access_gateway_rate_limited_total', help: 'Requests refused with 429.', labelNames: [...gw] }),
-    upstreamErrors: new FastCounter(registry, { name: 'access_gateway_upstream_errors_total', help: 'Upstream failures by kind: connect, timeout, reset.', labelNames: [...route, 'kind'] }),
-    ejections: new FastCounter(registry, { name: 'access_gateway_endpoint_ejections_total', help: 'Endpoints taken out of rotation after refusing connections.', labelNames: [...route] }),
+    rateLimited: new FastCounter(fast, { name: 'access_gateway_rate_limited_total', help: 'Requests refused with 429.', labelNames: [...gw] }),
+    upstreamErrors: new FastCounter(fast, { name: 'access_gateway_upstream_errors_total', help: 'Upstream failures by kind: connect, timeout, reset.', labelNames: [...route, 'kind'] }),
+    ejections: new FastCounter(fast, { name: 'access_gateway_endpoint_ejections_total', help: 'Endpoints taken out of rotation after refusing connections.', labelNames: [...route] }),
     // operator
     reconciles: new Counter({ name: 'access_gateway_reconcile_total', help: 'Reconciles by result: success, error, requeue.', labelNames: ['result'], registers: r }),
     reconcileDuration: new Histogram({ name: 'access_gateway_reconcile_duration_seconds', help: 'Reconcile duration.', buckets: latencyBuckets, registers: r }),
@@ -85,6 +95,7 @@ function zeroedHistogram<T extends string>(h: Histogram<T>, combos: Partial<Reco
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+export interface Exposition { chunks: Array<string | Buffer>; release(): void }
 
 /** A registry with no-op use, for library callers and unit tests. */
 export function testMetrics(): Metrics {

@@ -148,3 +148,23 @@ test('access-log lines are JSON with caller, gateway, route, method, status, dur
   const raw = readFileSync(op.logFile, 'utf8');
   for (const t of [ok, out]) assert.ok(!raw.includes(t) && !raw.includes(t.split('.')[2]!), 'token in the log');
 });
+
+test('a removed route and a deleted gateway take their series with them; other gateways keep theirs', async () => {
+  const has = (text: string, gw: string, route?: string) =>
+    new RegExp(`^access_gateway_\\w+\\{namespace="${ns}",gateway="${gw}"${route === undefined ? '' : `,route="${route}"`}[,}]`, 'm').test(text);
+  await applyYaml(cp, gateway('gone'));
+  const port = await gatewayPort(cp, ns, 'gone');
+  assert.equal(await call(port, '/version', ok), 200);
+  let text = await scrape();
+  assert.ok(has(text, 'gone', 'svc') && has(text, 'gone', 'kube-api'), 'series of the new gateway');
+  await applyYaml(cp, gateway('gone').replace(/^ {4}- \{name: svc,.*\n/m, ''));
+  await waitFor('route svc series dropped', async () => !has(await scrape(), 'gone', 'svc'), 20_000);
+  text = await scrape();
+  assert.ok(has(text, 'gone', 'kube-api'), 'the kept route keeps its series');
+  assert.match(text, /^access_gateway_requests_total\{namespace="team-m",gateway="gone",route="kube-api",method="GET",code="2xx"\} 1$/m);
+  await cp.api('DELETE', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/gone`);
+  await waitFor('gateway series dropped', async () => !has(await scrape(), 'gone'), 20_000);
+  text = await scrape();
+  assert.ok(has(text, 'm', 'kube-api') && has(text, 'limited'), 'other gateways keep their series');
+  parsePrometheus(text);
+});

@@ -195,7 +195,7 @@ test('the admin server answers 401 with WWW-Authenticate, 403, 503 with Retry-Af
   const seen: (string[] | undefined)[] = [];
   const metrics = testMetrics();
   const server = await startAdminServer({
-    host: '127.0.0.1', port: 0, registry: metrics.registry, ready: () => true,
+    host: '127.0.0.1', port: 0, metrics, ready: () => true,
     metricsAuth: { check: async (h) => { seen.push(h); return decision; } },
   });
   t.after(() => server.close());

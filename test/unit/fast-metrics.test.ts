@@ -1,0 +1,115 @@
+// The request-path metrics render exactly what prom-client renders for the same events, and a
+// deleted gateway's series go away.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { FastCounter, FastGauge, FastHistogram, FastRegistry, TextBuffer } from '../../src/observability/fast-metrics.js';
+
+const labelNames = ['namespace', 'gateway', 'route'];
+const buckets = [0.001, 0.01, 0.1, 1];
+const odd = 'a"b\\c\nd';
+
+/** The exposition with blank lines dropped and each sample's labels in name order (prom-client
+ * writes `le` first, we write it last; Prometheus reads both the same). */
+function normal(text: string): string {
+  return text.split('\n').filter((l) => l !== '').map((l) => {
+    const m = /^(\w+)\{(.*)\} (\S+)$/.exec(l);
+    if (!m) return l;
+    const pairs = [...m[2]!.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((p) => p[0]).sort();
+    return `${m[1]}{${pairs.join(',')}} ${m[3]}`;
+  }).join('\n');
+}
+
+function both() {
+  const fast = new FastRegistry();
+  const reg = new Registry();
+  const r = [reg];
+  return {
+    fast, reg,
+    c: [new FastCounter(fast, { name: 'x_total', help: 'Counts \\ things.\nTwo lines.', labelNames }), new Counter({ name: 'x_total', help: 'Counts \\ things.\nTwo lines.', labelNames, registers: r })] as const,
+    g: [new FastGauge(fast, { name: 'y', help: 'A gauge.', labelNames }), new Gauge({ name: 'y', help: 'A gauge.', labelNames, registers: r })] as const,
+    h: [new FastHistogram(fast, { name: 'z_seconds', help: 'Times.', labelNames, buckets }), new Histogram({ name: 'z_seconds', help: 'Times.', labelNames, buckets, registers: r })] as const,
+  };
+}
+
+test('exposition matches prom-client, escaping included', async () => {
+  const m = both();
+  for (const [ns, gw, route] of [['team-a', 'gw', 'r1'], ['team-b', odd, ''], ['team-a', 'gw', 'r2']] as const) {
+    m.c[0].labels(ns, gw, route).inc(3);
+    m.c[1].labels(ns, gw, route).inc(3);
+    m.g[0].labels(ns, gw, route).set(-2.5);
+    m.g[1].labels(ns, gw, route).set(-2.5);
+    for (const v of [0.0005, 0.001, 0.05, 0.5, 7]) {
+      m.h[0].labels(ns, gw, route).observe(v);
+      m.h[1].labels(ns, gw, route).observe(v);
+    }
+  }
+  m.g[0].labels('n', 'g', 'inf').set(Infinity);
+  m.g[1].labels('n', 'g', 'inf').set(Infinity);
+  const got = m.fast.render().chunks.join('');
+  assert.equal(normal(got), normal(await m.reg.metrics()));
+  assert.match(got, /route="r2",le="\+Inf"\} 5\n/);
+  assert.match(got, /gateway="a\\"b\\\\c\\nd"/);
+});
+
+test('a series exists at zero from its first labels() call', async () => {
+  const m = both();
+  m.h[0].labels('ns', 'gw', 'r');
+  m.h[1].zero({ namespace: 'ns', gateway: 'gw', route: 'r' });
+  m.c[0].labels('ns', 'gw', 'r');
+  m.c[1].inc({ namespace: 'ns', gateway: 'gw', route: 'r' }, 0);
+  m.g[1].set({ namespace: 'ns', gateway: 'gw', route: 'r' }, 0);
+  m.g[0].labels('ns', 'gw', 'r');
+  assert.equal(normal(m.fast.render().chunks.join('')), normal(await m.reg.metrics()));
+});
+
+test('forget drops a gateway, or one of its routes, and nothing else', () => {
+  const fast = new FastRegistry();
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
+  c.labels('team-a', 'gw', 'r1').inc();
+  c.labels('team-a', 'gw', 'r2').inc();
+  c.labels('team-a', 'gw2', 'r1').inc();
+  c.labels('team-b', 'gw', 'r1').inc();
+  fast.forget('team-a', 'gw', 'r2');
+  assert.deepEqual(fast.render().chunks.join('').split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
+    'x_total{namespace="team-a",gateway="gw",route="r1"}',
+    'x_total{namespace="team-a",gateway="gw2",route="r1"}',
+    'x_total{namespace="team-b",gateway="gw",route="r1"}',
+  ]);
+  fast.forget('team-a', 'gw');
+  assert.deepEqual(fast.render().chunks.join('').split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
+    'x_total{namespace="team-a",gateway="gw2",route="r1"}',
+    'x_total{namespace="team-b",gateway="gw",route="r1"}',
+  ]);
+  c.labels('team-a', 'gw', 'r1').inc(2); // a gateway made again starts from zero
+  assert.match(fast.render().chunks.join(''), /x_total\{namespace="team-a",gateway="gw",route="r1"\} 2\n/);
+});
+
+test('the text buffer grows without losing or splitting characters', () => {
+  const b = new TextBuffer([], 16);
+  const parts = Array.from({ length: 500 }, (_, i) => (i % 7 === 0 ? `ü€${i}😀` : `line ${i}\n`));
+  for (const p of parts) b.add(p);
+  b.add('x'.repeat(100)); // longer than a chunk
+  const chunks = b.done();
+  assert.ok(chunks.length > 100 && chunks.every((c) => c.length <= 300));
+  assert.equal(Buffer.concat(chunks).toString('utf8'), parts.join('') + 'x'.repeat(100));
+});
+
+test('a released scrape lends its chunks to the next, which overwrites them; an unreleased one keeps its own', () => {
+  const fast = new FastRegistry();
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
+  for (let i = 0; i < 2000; i++) c.labels('ns', `gw-${i}`, 'r').inc(i);
+  const first = fast.render();
+  const text = first.chunks.join('');
+  assert.ok(first.chunks.length > 1);
+  const second = fast.render(); // first not released: fresh chunks
+  assert.equal(first.chunks.join(''), text);
+  assert.ok(second.chunks.every((b) => first.chunks.every((a) => a.buffer !== b.buffer)));
+  first.release();
+  first.release(); // twice is once
+  c.labels('ns', 'gw-0', 'r').inc(5);
+  const third = fast.render();
+  assert.ok(third.chunks.some((b) => first.chunks.some((a) => a.buffer === b.buffer)), 'reused');
+  assert.match(third.chunks.join(''), /gateway="gw-0",route="r"\} 5\n/);
+  assert.equal(second.chunks.join(''), text);
+});
