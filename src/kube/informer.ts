@@ -36,6 +36,22 @@ export interface InformerOptions<T> {
 class Gone extends Error {}
 class Absent extends Error {}
 
+/**
+ * What no reader of a cache needs and each object would otherwise carry: managedFields (a nested
+ * object per field manager) and kubectl's last-applied annotation (a second copy of the object).
+ */
+export function stripForCache<T extends KubeObject>(o: T): T {
+  const m = o?.metadata;
+  if (!m) return o;
+  delete m.managedFields;
+  const a = m.annotations as Record<string, string> | undefined;
+  if (a && 'kubectl.kubernetes.io/last-applied-configuration' in a) {
+    delete a['kubectl.kubernetes.io/last-applied-configuration'];
+    if (Object.keys(a).length === 0) delete m.annotations;
+  }
+  return o;
+}
+
 export function objectKey(o: KubeObject): string {
   return o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
 }
@@ -127,6 +143,7 @@ export class Informer<T extends KubeObject> {
     } while (cont);
     const seen = new Set<string>();
     for (const item of items) {
+      stripForCache(item);
       const key = objectKey(item);
       seen.add(key);
       const old = this.cache.get(key);
@@ -169,6 +186,7 @@ export class Informer<T extends KubeObject> {
         }
         if (obj?.metadata?.resourceVersion) setRv(obj.metadata.resourceVersion);
         if (ev.type === 'BOOKMARK') return;
+        stripForCache(obj);
         const key = objectKey(obj);
         const old = this.cache.get(key);
         if (ev.type === 'DELETED') {
