@@ -2,7 +2,7 @@
 // generic controller that runs the gateway reconciler. Ports held before a restart are given
 // back before the first reconcile; /readyz waits for every gateway seen at start-up.
 import type { Logger } from 'pino';
-import { canonical } from '../api/canonical.js';
+import { canonical, digest } from '../api/canonical.js';
 import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway } from '../api/types.js';
 import { realClock, type Clock } from '../clock.js';
@@ -124,7 +124,7 @@ export class GatewayController {
     const key = keyOf(obj);
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
-      && canonical(obj.status) === this.reconciler.lastWritten(key)) return;
+      && digest(obj.status) === this.reconciler.lastWritten(key)) return;
     this.controller.enqueue(key);
   }
 

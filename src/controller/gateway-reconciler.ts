@@ -2,7 +2,7 @@
 // to what its spec and the cluster say, as named steps. Level-triggered: every reconcile
 // recomputes everything from the caches, whatever the event was.
 import type { Logger } from 'pino';
-import { canonical } from '../api/canonical.js';
+import { digest } from '../api/canonical.js';
 import { ConditionType, Reason } from '../api/conditions.js';
 import { applyDefaults } from '../api/defaults.js';
 import { keyOf, splitKey } from '../api/keys.js';
@@ -77,10 +77,10 @@ export function rankOf(gw: AccessGateway): string {
 type PortSnapshot = Snapshot['port'];
 
 export class GatewayReconciler {
-  /** Status last written per key (canonical JSON), and the resourceVersion the write was based on:
+  /** Status last written per key (its digest), and the resourceVersion the write was based on:
    * the watch event of our own write triggers nothing, and a cache that has not caught up yet
    * (still at that resourceVersion) causes no second write. */
-  private readonly written = new Map<string, { json: string; fromRv: string | undefined }>();
+  private readonly written = new Map<string, { digest: string; fromRv: string | undefined }>();
   /** Exposure objects last written per key (skip writes that change nothing). */
   private readonly exposed = new Map<string, string>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
@@ -91,9 +91,9 @@ export class GatewayReconciler {
     this.clock = d.clock ?? realClock;
   }
 
-  /** The status this replica last wrote for `key` (canonical JSON). */
+  /** The digest of the status this replica last wrote for `key`. */
   lastWritten(key: string): string | undefined {
-    return this.written.get(key)?.json;
+    return this.written.get(key)?.digest;
   }
 
   /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
@@ -198,7 +198,7 @@ export class GatewayReconciler {
       this.exposed.delete(key);
       return { applied: { programmed: false, reason: Reason.ExposureConflict, message: cached.foreign }, url: undefined };
     }
-    const want = canonical([e.service, e.slice]);
+    const want = digest([e.service, e.slice]);
     if (this.leader() && this.exposed.get(key) !== want) {
       await terminalIfInvalid(this.d.exposure.write(e.service, cached.service), `Service ${key.replace('/', '/agw-')}`);
       await terminalIfInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${key.replace('/', '/agw-')}`);
@@ -220,21 +220,21 @@ export class GatewayReconciler {
       url,
       now: new Date(this.clock.now()).toISOString().replace(/\.\d+Z$/, 'Z'),
     });
-    const json = canonical(status);
+    const wanted = digest(status);
     if (!this.leader()) {
       log.debug('not the leader: status left to the leader');
       return;
     }
     const rv = gw.metadata.resourceVersion;
-    if (json === canonical(gw.status)) {
-      this.written.set(key, { json, fromRv: undefined });
+    if (wanted === digest(gw.status)) {
+      this.written.set(key, { digest: wanted, fromRv: undefined });
       return;
     }
     // written already and the cache still holds the object we wrote over: neither a second write
     // nor a second Event (a status changed by someone else comes with a newer resourceVersion)
     const prev = this.written.get(key);
-    if (prev && prev.json === json && rv !== undefined && prev.fromRv === rv) return;
-    this.written.set(key, { json, fromRv: rv }); // before the write: the watch event of our own write must find it
+    if (prev && prev.digest === wanted && rv !== undefined && prev.fromRv === rv) return;
+    this.written.set(key, { digest: wanted, fromRv: rv }); // before the write: the watch event of our own write must find it
     try {
       await terminalIfInvalid(this.d.writeStatus(gw, status), `status of AccessGateway ${key}`);
     } catch (err) {
