@@ -24,22 +24,13 @@ export class GatewayMetrics {
   }
 }
 
-export class RouteMetrics {
+/** requests_total and request_duration_seconds of one route (or of requests that matched none: route ""). */
+export class RequestMetrics {
   /** requests_total by method, then status class; request_duration_seconds by status class. */
   private readonly requests = new Map<string, Record<string, CounterChild>>();
   private readonly durations: Record<string, HistogramChild> = {};
-  readonly upstream: HistogramChild;
-  readonly upgraded: GaugeChild;
-  readonly errors: Record<'connect' | 'timeout' | 'reset', CounterChild>;
-  readonly ejections: CounterChild;
 
-  constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
-    this.upstream = m.upstreamDuration.labels(ns, gw, route);
-    this.upgraded = m.upgraded.labels(ns, gw, route);
-    const e = (k: string) => m.upstreamErrors.labels(ns, gw, route, k);
-    this.errors = { connect: e('connect'), timeout: e('timeout'), reset: e('reset') };
-    this.ejections = m.ejections.labels(ns, gw, route);
-  }
+  constructor(protected readonly m: Metrics, protected readonly ns: string, protected readonly gw: string, protected readonly route: string) {}
 
   /** One finished request. */
   done(method: string | undefined, status: number, seconds: number): void {
@@ -48,5 +39,22 @@ export class RouteMetrics {
     if (!byClass) this.requests.set(method ?? '', (byClass = {}));
     (byClass[code] ??= this.m.requests.labels(this.ns, this.gw, this.route, methodLabel(method), code)).inc();
     (this.durations[code] ??= this.m.requestDuration.labels(this.ns, this.gw, this.route, code)).observe(seconds);
+  }
+}
+
+/** A route's series: its requests, and its upstream's latency, errors, ejections and upgrades. */
+export class RouteMetrics extends RequestMetrics {
+  readonly upstream: HistogramChild;
+  readonly upgraded: GaugeChild;
+  readonly errors: Record<'connect' | 'timeout' | 'reset', CounterChild>;
+  readonly ejections: CounterChild;
+
+  constructor(m: Metrics, ns: string, gw: string, route: string) {
+    super(m, ns, gw, route);
+    this.upstream = m.upstreamDuration.labels(ns, gw, route);
+    this.upgraded = m.upgraded.labels(ns, gw, route);
+    const e = (k: string) => m.upstreamErrors.labels(ns, gw, route, k);
+    this.errors = { connect: e('connect'), timeout: e('timeout'), reset: e('reset') };
+    this.ejections = m.ejections.labels(ns, gw, route);
   }
 }

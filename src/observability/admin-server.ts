@@ -30,6 +30,17 @@ function refuse(res: Response, d: Exclude<AdminDecision, 'allowed'>, path: strin
   res.status(status).type('text/plain').send(`${text}${d === 'forbidden' ? ` ${path}` : ''}\n`);
 }
 
+/** Resolves true once `res` can take more, false if the connection closed first. */
+function drained(res: Response): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => () => { res.off('drain', onDrain); res.off('close', onClose); resolve(ok); };
+    const onDrain = done(true);
+    const onClose = done(false);
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
+}
+
 export async function startAdminServer(opts: AdminOptions): Promise<Server> {
   const app = express();
   app.disable('x-powered-by');
@@ -47,9 +58,12 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
       if (d !== 'allowed') return refuse(res, d, '/metrics');
     }
     const e = await opts.metrics.exposition();
-    res.once('close', e.release); // written or abandoned: the chunks serve the next scrape
     res.type(opts.metrics.contentType);
-    for (const c of e.chunks) res.write(c);
+    res.write(e.head);
+    // chunk by chunk as the socket takes them: memory stays a few chunks, whatever the scrape's size
+    for (const c of e.chunks) {
+      if (!res.write(c) && !(await drained(res))) return;
+    }
     res.end();
   });
   return new Promise((resolve, reject) => {

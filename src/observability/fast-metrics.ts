@@ -5,116 +5,161 @@
 // objects and strings per series per scrape: 300 ms and tens of MiB of heap for 1,000 gateways).
 // Same exposition as prom-client's.
 
-/** Text appended into 64 KiB chunks taken from `spare` (the chunks of finished scrapes): a scrape
- * makes no garbage, on the JS heap or in malloc's arenas, which would not give it back at once. */
+/** Text appended into chunks of about 64 KiB, taken as they fill (a scrape is sent as it renders). */
 export class TextBuffer {
-  readonly chunks: Buffer[] = [];
+  private chunks: Buffer[] = [];
   private buf: Buffer;
   private len = 0;
 
-  constructor(private readonly spare: Buffer[] = [], private readonly chunkSize = chunk) {
-    this.buf = this.take(0);
+  constructor(private readonly chunkSize = 1 << 16) {
+    this.buf = Buffer.allocUnsafeSlow(chunkSize);
   }
 
   add(s: string): void {
     if (this.len + s.length * 3 > this.buf.length) {
       this.flush();
-      this.buf = this.take(s.length * 3);
+      this.buf = Buffer.allocUnsafeSlow(Math.max(this.chunkSize, s.length * 3));
     }
     this.len += this.buf.write(s, this.len);
   }
 
-  /** Every chunk written so far. */
-  done(): Buffer[] {
-    this.flush();
-    return this.chunks;
+  /** Whether full chunks are waiting to be taken. */
+  get pending(): boolean {
+    return this.chunks.length > 0;
   }
 
-  private take(need: number): Buffer {
-    const b = need <= this.chunkSize ? this.spare.pop() : undefined;
-    return b ?? Buffer.allocUnsafeSlow(Math.max(this.chunkSize, need));
+  /** The full chunks written since the last take (each a fresh buffer, never written again). */
+  take(): Buffer[] {
+    const c = this.chunks;
+    this.chunks = [];
+    return c;
+  }
+
+  /** Every chunk not taken yet, the last partial one included. */
+  done(): Buffer[] {
+    this.flush();
+    return this.take();
   }
 
   private flush(): void {
-    if (this.len > 0) this.chunks.push(this.buf.subarray(0, this.len));
+    if (this.len > 0) {
+      this.chunks.push(this.buf.subarray(0, this.len));
+      this.buf = this.buf.subarray(this.len); // the rest of this chunk for what follows
+    }
     this.len = 0;
   }
 }
 
-const chunk = 1 << 16;
+/** The series of one gateway: its label text, once, and per family its children as [rest, child, …]. */
+interface Group {
+  readonly text: string;
+  readonly byFamily: (unknown[] | undefined)[];
+}
 
-interface Entry<C> { values: readonly string[]; text: string; child: C }
-
-/** The families of one registry, rendered in the text exposition format. */
+/**
+ * The families of one registry, rendered in the text exposition format. Every family's first two
+ * labels are namespace and gateway: a gateway's series, in all families, hang off one group (one
+ * label text, found and forgotten at once), which keeps thousands of gateways small.
+ */
 export class FastRegistry {
   private readonly families: Family<unknown>[] = [];
-  private readonly spare: Buffer[] = [];
-  /** At most one scrape's worth of chunks waits for the next. */
-  private spareMax = 0;
+  private readonly groups = new Map<string, Group>();
 
-  add(f: Family<unknown>): void {
-    this.families.push(f);
+  /** Registers a family; returns its index. */
+  add(f: Family<unknown>): number {
+    if (f.labelNames[0] !== 'namespace' || f.labelNames[1] !== 'gateway') {
+      throw new Error(`${f.name}: a fast family's first labels are namespace and gateway`);
+    }
+    return this.families.push(f) - 1;
   }
 
-  /** The exposition, and `release` to call once it is written (its chunks serve the next scrape). */
-  render(): { chunks: Buffer[]; release: () => void } {
-    const out = new TextBuffer(this.spare);
-    for (const f of this.families) f.render(out);
-    const chunks = out.done();
-    this.spareMax = Math.max(this.spareMax, chunks.length);
-    let released = false;
-    return {
-      chunks,
-      release: () => {
-        if (released) return;
-        released = true;
-        for (const c of chunks) {
-          if (c.buffer.byteLength === chunk && this.spare.length < this.spareMax) this.spare.push(Buffer.from(c.buffer, 0, chunk));
-        }
-      },
-    };
+  /** The group of a gateway, made on first use. */
+  group(namespace: string, gateway: string): Group {
+    const text = groupText(namespace, gateway);
+    let g = this.groups.get(text);
+    if (!g) this.groups.set(text, (g = { text, byFamily: [] }));
+    return g;
   }
 
-  /** Drops every series whose first label values are `prefix` (a deleted gateway's). */
-  forget(...prefix: string[]): void {
-    for (const f of this.families) f.forget(prefix);
+  /**
+   * The exposition, one chunk (about 64 KiB) at a time: a scrape of many gateways is written as it
+   * is rendered, never held whole. Series added or forgotten while it is consumed may be left out.
+   */
+  *stream(): Generator<Buffer> {
+    const out = new TextBuffer();
+    for (let i = 0; i < this.families.length; i++) {
+      const f = this.families[i]!;
+      out.add(f.head);
+      for (const g of this.groups.values()) {
+        const series = g.byFamily[i];
+        if (!series) continue;
+        for (let k = 0; k < series.length; k += 2) f.write(out, g.text, series[k] as string, series[k + 1]);
+        if (out.pending) yield* out.take();
+      }
+    }
+    yield* out.done();
+  }
+
+  /** The whole exposition (tests, small registries). */
+  text(): string {
+    return Buffer.concat([...this.stream()]).toString('utf8');
+  }
+
+  /** Drops the series of a gateway (namespace, gateway) or of one of its routes (…, route). */
+  forget(namespace: string, gateway: string, route?: string): void {
+    const text = groupText(namespace, gateway);
+    if (route === undefined) {
+      this.groups.delete(text);
+      return;
+    }
+    const g = this.groups.get(text);
+    if (!g) return;
+    const p = `,route="${escapeLabel(route)}"`;
+    for (let i = 0; i < this.families.length; i++) {
+      const series = g.byFamily[i];
+      if (!series || this.families[i]!.labelNames[2] !== 'route') continue;
+      const kept: unknown[] = [];
+      for (let k = 0; k < series.length; k += 2) {
+        const rest = series[k] as string;
+        if (rest !== p && !rest.startsWith(`${p},`)) kept.push(rest, series[k + 1]);
+      }
+      g.byFamily[i] = kept.length ? kept : undefined;
+    }
   }
 }
 
-export abstract class Family<C> {
-  private readonly children = new Map<string, Entry<C>>();
-  private readonly head: string;
+function groupText(namespace: string, gateway: string): string {
+  return `namespace="${escapeLabel(namespace)}",gateway="${escapeLabel(gateway)}"`;
+}
 
-  constructor(registry: FastRegistry, readonly name: string, help: string, readonly labelNames: readonly string[], type: string) {
+/** A metric family: its children are kept as label text, escaped once, under their gateway's group. */
+export abstract class Family<C> {
+  readonly head: string;
+  private readonly index: number;
+
+  constructor(private readonly registry: FastRegistry, readonly name: string, help: string, readonly labelNames: readonly string[], type: string) {
     this.head = `# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${name} ${type}\n`;
-    registry.add(this as Family<unknown>);
+    this.index = registry.add(this as Family<unknown>);
   }
 
   protected abstract make(): C;
-  /** Writes the series of one child: `text` is its label pairs, without braces. */
-  protected abstract lines(out: TextBuffer, text: string, child: C): void;
+  /** Writes the series of one child: `group` then `rest` are its label pairs, without braces. */
+  protected abstract lines(out: TextBuffer, group: string, rest: string, child: C): void;
+
+  write(out: TextBuffer, group: string, rest: string, child: unknown): void {
+    this.lines(out, group, rest, child as C);
+  }
 
   /** The child for these label values (in labelNames order), made on first use. */
   labels(...values: string[]): C {
-    const key = values.join('\u0000');
-    let e = this.children.get(key);
-    if (!e) {
-      const text = this.labelNames.map((n, i) => `${n}="${escapeLabel(values[i] ?? '')}"`).join(',');
-      e = { values, text, child: this.make() };
-      this.children.set(key, e);
-    }
-    return e.child;
-  }
-
-  render(out: TextBuffer): void {
-    out.add(this.head);
-    for (const e of this.children.values()) this.lines(out, e.text, e.child);
-  }
-
-  forget(prefix: readonly string[]): void {
-    for (const [key, e] of this.children) {
-      if (prefix.every((v, i) => e.values[i] === v)) this.children.delete(key);
-    }
+    const g = this.registry.group(values[0] ?? '', values[1] ?? '');
+    let rest = '';
+    for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
+    const series = (g.byFamily[this.index] ??= []);
+    for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
+    const c = this.make();
+    series.push(rest, c);
+    return c;
   }
 }
 
@@ -122,11 +167,12 @@ function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 }
 
-/** One line: `name{text} value`. */
-function sample(out: TextBuffer, name: string, text: string, value: string): void {
+/** One line: `name{group rest} value`. */
+function sample(out: TextBuffer, name: string, group: string, rest: string, value: string): void {
   out.add(name);
   out.add('{');
-  out.add(text);
+  out.add(group);
+  out.add(rest);
   out.add('} ');
   out.add(value);
   out.add('\n');
@@ -151,7 +197,7 @@ export class FastCounter extends Family<CounterChild> {
     super(registry, o.name, o.help, o.labelNames, 'counter');
   }
   protected make(): CounterChild { return new CounterChild(); }
-  protected lines(out: TextBuffer, text: string, c: CounterChild): void { sample(out, this.name, text, num(c.value)); }
+  protected lines(out: TextBuffer, group: string, rest: string, c: CounterChild): void { sample(out, this.name, group, rest, num(c.value)); }
 }
 
 export class GaugeChild {
@@ -166,15 +212,16 @@ export class FastGauge extends Family<GaugeChild> {
     super(registry, o.name, o.help, o.labelNames, 'gauge');
   }
   protected make(): GaugeChild { return new GaugeChild(); }
-  protected lines(out: TextBuffer, text: string, c: GaugeChild): void { sample(out, this.name, text, num(c.value)); }
+  protected lines(out: TextBuffer, group: string, rest: string, c: GaugeChild): void { sample(out, this.name, group, rest, num(c.value)); }
 }
 
 export class HistogramChild {
-  readonly counts: Float64Array;
+  /** Per bucket (not cumulative): a plain array of small integers, smaller than a typed array. */
+  readonly counts: number[];
   sum = 0;
   count = 0;
   constructor(private readonly bounds: readonly number[]) {
-    this.counts = new Float64Array(bounds.length);
+    this.counts = new Array<number>(bounds.length).fill(0);
   }
   observe(v: number): void {
     this.sum += v;
@@ -204,17 +251,18 @@ export class FastHistogram extends Family<HistogramChild> {
     this.le = [...o.buckets.map(String), '+Inf'].map((b) => `,le="${b}"} `);
   }
   protected make(): HistogramChild { return new HistogramChild(this.buckets); }
-  protected lines(out: TextBuffer, text: string, c: HistogramChild): void {
+  protected lines(out: TextBuffer, group: string, rest: string, c: HistogramChild): void {
     let cumulative = 0;
     for (let i = 0; i <= this.buckets.length; i++) {
       cumulative = i < this.buckets.length ? cumulative + c.counts[i]! : c.count;
       out.add(this.bucket);
-      out.add(text);
+      out.add(group);
+      out.add(rest);
       out.add(this.le[i]!);
       out.add(String(cumulative));
       out.add('\n');
     }
-    sample(out, this.sum, text, num(c.sum));
-    sample(out, this.count, text, String(c.count));
+    sample(out, this.sum, group, rest, num(c.sum));
+    sample(out, this.count, group, rest, String(c.count));
   }
 }

@@ -29,14 +29,10 @@ export function createMetrics(registry = new Registry()) {
   return {
     registry,
     contentType: registry.contentType,
-    /** The text exposition of every metric in chunks, and `release` to call once they are sent. */
-    exposition: async (): Promise<Exposition> => {
-      const head = await registry.metrics();
-      const { chunks, release } = fast.render();
-      return { chunks: [head, ...chunks], release };
-    },
+    /** The text exposition of every metric: prom-client's (process, controller) whole, then the data plane's chunks as they render. */
+    exposition: async (): Promise<Exposition> => ({ head: await registry.metrics(), chunks: fast.stream() }),
     /** Drops the data-plane series of a deleted gateway (namespace, name) or route (…, route). */
-    forget: (...prefix: [string, string] | [string, string, string]) => fast.forget(...prefix),
+    forget: (namespace: string, gateway: string, route?: string) => fast.forget(namespace, gateway, route),
     // data plane
     requests: new FastCounter(fast, { name: 'access_gateway_requests_total', help: 'Requests answered, by gateway, route, method and status class.', labelNames: [...route, 'method', 'code'] }),
     requestDuration: new FastHistogram(fast, { name: 'access_gateway_request_duration_seconds', help: 'Time from request to response end (upgraded connections excluded).', labelNames: [...route, 'code'], buckets: latencyBuckets }),
@@ -95,7 +91,7 @@ function zeroedHistogram<T extends string>(h: Histogram<T>, combos: Partial<Reco
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
-export interface Exposition { chunks: Array<string | Buffer>; release(): void }
+export interface Exposition { head: string; chunks: Iterable<Buffer> }
 
 /** A registry with no-op use, for library callers and unit tests. */
 export function testMetrics(): Metrics {

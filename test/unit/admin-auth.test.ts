@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import pino from 'pino';
 import { request } from 'undici';
 import { AdminAuthorizer, bearerToken, type AdminDecision, type AdminReviewer, type AdminUser } from '../../src/observability/admin-auth.js';
@@ -220,3 +221,42 @@ test('the admin server answers 401 with WWW-Authenticate, 403, 503 with Retry-Af
   assert.equal((await get('/readyz')).status, 200);
   assert.equal(seen.length, want.length, 'probes are not checked');
 });
+
+test('/metrics is sent as it renders: a reader that stops reading stops the rendering; one that leaves ends it', async (t) => {
+  const chunk = Buffer.alloc(1 << 16, 'x');
+  let pulled = 0;
+  let finished = false;
+  function* chunks(n: number): Generator<Buffer> {
+    try {
+      for (let i = 0; i < n; i++) { pulled++; yield chunk; }
+    } finally {
+      finished = true;
+    }
+  }
+  let n = 2000; // 125 MiB
+  const server = await startAdminServer({
+    host: '127.0.0.1', port: 0, ready: () => true,
+    metrics: { contentType: 'text/plain', exposition: async () => ({ head: '# head\n', chunks: chunks(n) }) },
+  });
+  t.after(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+  const sock = connect(port, '127.0.0.1');
+  await once(sock, 'connect');
+  sock.pause();
+  sock.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(pulled > 0 && pulled < 200, `${pulled} of ${n} chunks rendered while nobody reads`);
+  assert.equal(finished, false);
+  sock.destroy();
+  await waitUntil(() => finished);
+  assert.ok(pulled < 200, 'the scrape stopped when its reader left');
+  n = 40;
+  const r = await request(`http://127.0.0.1:${port}/metrics`);
+  const body = Buffer.from(await r.body.arrayBuffer());
+  assert.equal(body.length, '# head\n'.length + 40 * chunk.length);
+});
+
+async function waitUntil(f: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(f(), 'in time');
+}

@@ -9,15 +9,26 @@ const labelNames = ['namespace', 'gateway', 'route'];
 const buckets = [0.001, 0.01, 0.1, 1];
 const odd = 'a"b\\c\nd';
 
-/** The exposition with blank lines dropped and each sample's labels in name order (prom-client
- * writes `le` first, we write it last; Prometheus reads both the same). */
+/** The exposition with blank lines dropped, each sample's labels in name order (prom-client
+ * writes `le` first, we write it last) and the samples of each family sorted (we group them by
+ * gateway); Prometheus reads all of these the same. */
 function normal(text: string): string {
-  return text.split('\n').filter((l) => l !== '').map((l) => {
+  const lines = text.split('\n').filter((l) => l !== '').map((l) => {
     const m = /^(\w+)\{(.*)\} (\S+)$/.exec(l);
     if (!m) return l;
     const pairs = [...m[2]!.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((p) => p[0]).sort();
     return `${m[1]}{${pairs.join(',')}} ${m[3]}`;
-  }).join('\n');
+  });
+  const out: string[] = [];
+  let samples: string[] = [];
+  for (const l of [...lines, '# END']) {
+    if (l.startsWith('#')) {
+      out.push(...samples.sort());
+      samples = [];
+      out.push(l);
+    } else samples.push(l);
+  }
+  return out.join('\n');
 }
 
 function both() {
@@ -46,7 +57,7 @@ test('exposition matches prom-client, escaping included', async () => {
   }
   m.g[0].labels('n', 'g', 'inf').set(Infinity);
   m.g[1].labels('n', 'g', 'inf').set(Infinity);
-  const got = m.fast.render().chunks.join('');
+  const got = m.fast.text();
   assert.equal(normal(got), normal(await m.reg.metrics()));
   assert.match(got, /route="r2",le="\+Inf"\} 5\n/);
   assert.match(got, /gateway="a\\"b\\\\c\\nd"/);
@@ -60,7 +71,7 @@ test('a series exists at zero from its first labels() call', async () => {
   m.c[1].inc({ namespace: 'ns', gateway: 'gw', route: 'r' }, 0);
   m.g[1].set({ namespace: 'ns', gateway: 'gw', route: 'r' }, 0);
   m.g[0].labels('ns', 'gw', 'r');
-  assert.equal(normal(m.fast.render().chunks.join('')), normal(await m.reg.metrics()));
+  assert.equal(normal(m.fast.text()), normal(await m.reg.metrics()));
 });
 
 test('forget drops a gateway, or one of its routes, and nothing else', () => {
@@ -71,22 +82,22 @@ test('forget drops a gateway, or one of its routes, and nothing else', () => {
   c.labels('team-a', 'gw2', 'r1').inc();
   c.labels('team-b', 'gw', 'r1').inc();
   fast.forget('team-a', 'gw', 'r2');
-  assert.deepEqual(fast.render().chunks.join('').split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
+  assert.deepEqual(fast.text().split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
     'x_total{namespace="team-a",gateway="gw",route="r1"}',
     'x_total{namespace="team-a",gateway="gw2",route="r1"}',
     'x_total{namespace="team-b",gateway="gw",route="r1"}',
   ]);
   fast.forget('team-a', 'gw');
-  assert.deepEqual(fast.render().chunks.join('').split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
+  assert.deepEqual(fast.text().split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
     'x_total{namespace="team-a",gateway="gw2",route="r1"}',
     'x_total{namespace="team-b",gateway="gw",route="r1"}',
   ]);
   c.labels('team-a', 'gw', 'r1').inc(2); // a gateway made again starts from zero
-  assert.match(fast.render().chunks.join(''), /x_total\{namespace="team-a",gateway="gw",route="r1"\} 2\n/);
+  assert.match(fast.text(), /x_total\{namespace="team-a",gateway="gw",route="r1"\} 2\n/);
 });
 
 test('the text buffer grows without losing or splitting characters', () => {
-  const b = new TextBuffer([], 16);
+  const b = new TextBuffer(16);
   const parts = Array.from({ length: 500 }, (_, i) => (i % 7 === 0 ? `ü€${i}😀` : `line ${i}\n`));
   for (const p of parts) b.add(p);
   b.add('x'.repeat(100)); // longer than a chunk
@@ -95,21 +106,21 @@ test('the text buffer grows without losing or splitting characters', () => {
   assert.equal(Buffer.concat(chunks).toString('utf8'), parts.join('') + 'x'.repeat(100));
 });
 
-test('a released scrape lends its chunks to the next, which overwrites them; an unreleased one keeps its own', () => {
+test('a scrape is rendered as it is consumed: a chunk at a time, each fresh, the whole equal to one render', () => {
   const fast = new FastRegistry();
   const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
-  for (let i = 0; i < 2000; i++) c.labels('ns', `gw-${i}`, 'r').inc(i);
-  const first = fast.render();
-  const text = first.chunks.join('');
-  assert.ok(first.chunks.length > 1);
-  const second = fast.render(); // first not released: fresh chunks
-  assert.equal(first.chunks.join(''), text);
-  assert.ok(second.chunks.every((b) => first.chunks.every((a) => a.buffer !== b.buffer)));
-  first.release();
-  first.release(); // twice is once
-  c.labels('ns', 'gw-0', 'r').inc(5);
-  const third = fast.render();
-  assert.ok(third.chunks.some((b) => first.chunks.some((a) => a.buffer === b.buffer)), 'reused');
-  assert.match(third.chunks.join(''), /gateway="gw-0",route="r"\} 5\n/);
-  assert.equal(second.chunks.join(''), text);
+  for (let i = 0; i < 5000; i++) c.labels('ns', `gw-${i}`, 'r').inc(i);
+  const whole = fast.text();
+  const it = fast.stream()[Symbol.iterator]();
+  const first = it.next();
+  assert.ok(!first.done && first.value.length > 60_000 && first.value.length <= 1 << 16);
+  // the last series is not rendered yet: a change now shows in this scrape
+  c.labels('ns', 'gw-4999', 'r').inc(1);
+  const rest: Buffer[] = [];
+  for (let r = it.next(); !r.done; r = it.next()) rest.push(r.value);
+  assert.ok(rest.length > 3);
+  assert.ok(rest.every((b) => b.buffer !== first.value.buffer), 'every chunk is its own buffer');
+  const text = Buffer.concat([first.value, ...rest]).toString('utf8');
+  assert.equal(text, whole.replace('gateway="gw-4999",route="r"} 4999\n', 'gateway="gw-4999",route="r"} 5000\n'));
+  assert.notEqual(text, whole);
 });
