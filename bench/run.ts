@@ -5,12 +5,13 @@
 // are about, and the operator's RSS. wrk, the upstream and the control plane run on CPU 0, the
 // proxy under test alone on CPU 1. Absolute numbers on a noisy machine are not targets: ratios
 // from the same run are.
-//   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke]
+//   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
+//                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator, type OperatorProc } from '../test/support/operator.js';
 import { applyYaml, installCRD, namespaceYaml, serviceYaml, waitObserved } from '../test/support/cluster.js';
@@ -25,8 +26,12 @@ const { values: opt } = parseArgs({
     smoke: { type: 'boolean', default: false },
     /** Profile the operator (node --cpu-prof) under this case only, and print its top self-time functions. */
     profile: { type: 'string' },
+    /** Node/V8 flags for the operator (space-separated; the image runs it with none), e.g. --node-args=--max-semi-space-size=4 */
+    'node-args': { type: 'string' },
     /** Measure only the cases whose names contain one of these (comma-separated). */
     only: { type: 'string' },
+    /** The apiserver's own CPU profile (pprof) under this case only; prints `go tool pprof -top` when Go is there. */
+    'apiserver-pprof': { type: 'string' },
   },
 });
 const rounds = opt.smoke ? 1 : Number(opt.rounds);
@@ -136,8 +141,10 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const kubectlProxy = pinned(1, 'kubectl', ['--kubeconfig', cp.kubeconfig, 'proxy', '--port', String(kubectlPort), '--address', '127.0.0.1'], join(dir, 'kubectl-proxy.log'));
     procs.push(kubectlProxy);
     const profDir = join(dir, 'profile');
+    const nodeArgs = (opt['node-args'] ?? '').split(' ').filter(Boolean);
     op = await startOperator(cp, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1'],
-      ...(opt.profile && !profileLean ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] } : {}) });
+      nodeArgs: [...nodeArgs, ...(opt.profile && !profileLean ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])] });
+    if (nodeArgs.length) console.log(`operator node flags: ${nodeArgs.join(' ')}`);
     const opPid = leaf(op.child.pid!);
     const idleRss = rssMiB(opPid);
 
@@ -194,6 +201,25 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       if (!file) throw new Error('no CPU profile was written');
       console.log(`profile: ${join(profDir, file)}\n| self | function |\n| ---: | --- |`);
       for (const l of topSelfTime(JSON.parse(readFileSync(join(profDir, file), 'utf8')), 25)) console.log(l);
+      return;
+    }
+    if (opt['apiserver-pprof']) {
+      const c = cases.find((x) => x.name.includes(opt['apiserver-pprof']!));
+      if (!c) throw new Error(`--apiserver-pprof: no case named like ${opt['apiserver-pprof']}`);
+      const secs = seconds * rounds;
+      const agent = new Agent({ connect: { ca: cp.ca.cert, cert: cp.admin.cert, key: cp.admin.key } });
+      const [res, prof] = await Promise.all([
+        wrk(c.url, { seconds: secs, connections, cpu: 0, headers: c.headers }),
+        request(`${cp.url}/debug/pprof/profile?seconds=${secs}`, { dispatcher: agent }).then((r) => r.body.arrayBuffer()),
+      ]);
+      const file = join(dir, 'apiserver.pprof');
+      writeFileSync(file, Buffer.from(prof));
+      console.log(`${c.name}: ${Math.round(res.rps)} req/s, p99 ${res.p99.toFixed(2)} ms; apiserver profile: ${file}`);
+      try {
+        console.log(execFileSync('go', ['tool', 'pprof', '-top', '-cum', '-nodecount', '60', file], { encoding: 'utf8' }));
+      } catch (err) {
+        console.log(`(go tool pprof: ${(err as Error).message.split('\n')[0]})`);
+      }
       return;
     }
     const results = new Map<string, WrkResult[]>();

@@ -1,11 +1,12 @@
 // The scale benchmark: N AccessGateways created at once (in parallel, straight to the apiserver),
 // the time until every one is Ready, and the operator's RSS idle, then with them all. The operator
 // runs alone on CPU 1; the control plane and this process on CPU 0.
-//   scripts/bench-scale [--gateways 1000,10000]
+//   scripts/bench scale [--gateways 1000,10000]
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { startControlPlane } from '../test/support/control-plane.js';
+import { Agent, request } from 'undici';
+import { startControlPlane, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator } from '../test/support/operator.js';
 import { applyYaml, installCRD, namespaceYaml } from '../test/support/cluster.js';
 
@@ -17,9 +18,43 @@ function rssMiB(pid: number): number {
   return Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
 }
 
+/** CPU seconds (user + system) a process has used. */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
 async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
   let i = 0;
   await Promise.all(Array.from({ length: n }, async () => { while (i < items.length) await fn(items[i++]!); }));
+}
+
+/** Calls `on` for every watch event on AccessGateways until aborted; resolves once the watch runs. */
+async function watchGateways(cp: ControlPlane, on: (type: string, obj: any) => void): Promise<AbortController> {
+  const ac = new AbortController();
+  const agent = new Agent({ connect: { ca: cp.ca.cert, cert: cp.admin.cert, key: cp.admin.key } });
+  const url = `${cp.url}/apis/access-gateway.io/v1alpha1/accessgateways?watch=1&resourceVersion=0`;
+  let res = await request(url, { dispatcher: agent, signal: ac.signal });
+  for (let i = 0; res.statusCode === 429 && i < 100; i++) { // a new CRD's watch cache is still starting
+    await res.body.dump();
+    await new Promise((r) => setTimeout(r, 200));
+    res = await request(url, { dispatcher: agent, signal: ac.signal });
+  }
+  if (res.statusCode !== 200) throw new Error(`watch accessgateways: ${res.statusCode} ${await res.body.text()}`);
+  void (async () => {
+    let rest = '';
+    for await (const data of res.body) {
+      const lines = (rest + data.toString('utf8')).split('\n');
+      rest = lines.pop()!;
+      for (const l of lines) {
+        if (!l) continue;
+        const ev = JSON.parse(l);
+        if (ev.type === 'ERROR') throw new Error(`watch accessgateways: ${l}`);
+        on(ev.type, ev.object);
+      }
+    }
+  })().catch((err) => { if (!ac.signal.aborted) throw err; });
+  return ac;
 }
 
 for (const size of sizes) {
@@ -29,10 +64,19 @@ for (const size of sizes) {
     execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
     await installCRD(cp);
     for (let n = 0; n < namespaces; n++) await applyYaml(cp, namespaceYaml(`scale-${n}`, []));
+    // Ready is counted from a watch: polling lists of thousands of gateways would load the apiserver
+    const ready = new Set<string>();
+    const watching = await watchGateways(cp, (type, g) => {
+      const key = `${g.metadata.namespace}/${g.metadata.name}`;
+      if (type !== 'DELETED' && g.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')) ready.add(key);
+      else ready.delete(key);
+    });
     const op = await startOperator(cp, { cpu: 1, portRange: [20000, 20000 + size + 99],
       args: ['--log-level', 'warn', '--metrics-auth', 'none', '--max-gateways-per-namespace', '0'] });
     const pid = op.child.pid!;
     const idle = rssMiB(pid);
+    const apiPid = Number(execFileSync('pgrep', ['-f', `kube-apiserver.*${cp.dir}`], { encoding: 'utf8' }).trim().split('\n')[0]);
+    const cpu0 = { op: cpuSeconds(pid), api: cpuSeconds(apiPid) };
     const t0 = performance.now();
     await pool(Array.from({ length: size }, (_, i) => i), 32, async (i) => {
       const r = await cp.api('POST', `/apis/access-gateway.io/v1alpha1/namespaces/scale-${i % namespaces}/accessgateways`, {
@@ -43,18 +87,23 @@ for (const size of sizes) {
       if (r.status !== 201) throw new Error(`create gw-${i}: ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
     });
     const created = performance.now() - t0;
-    let ready = 0;
-    for (;;) {
-      const list = await cp.api('GET', '/apis/access-gateway.io/v1alpha1/accessgateways?resourceVersion=0');
-      ready = (list.body.items as any[]).filter((g) => g.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')).length;
-      if (ready === size || performance.now() - t0 > 600_000) break;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+    while (ready.size < size && performance.now() - t0 < 600_000) await new Promise((r) => setTimeout(r, 100));
     const readyAfter = performance.now() - t0;
+    const cpu = { op: cpuSeconds(pid) - cpu0.op, api: cpuSeconds(apiPid) - cpu0.api };
     await new Promise((r) => setTimeout(r, 2000));
-    console.log(`${size} gateways: created in ${(created / 1000).toFixed(1)} s; ${ready} Ready ${(readyAfter / 1000).toFixed(1)} s after the first create; `
-      + `operator RSS ${idle} MiB idle, ${rssMiB(pid)} MiB with them`);
+    const atReady = rssMiB(pid);
+    await new Promise((r) => setTimeout(r, 30_000));
+    const settled = rssMiB(pid);
+    const s0 = performance.now();
+    let bytes = 0;
+    for await (const c of (await request(`http://127.0.0.1:${op.adminPort}/metrics`)).body) bytes += c.length;
+    const scrapeMs = performance.now() - s0;
+    console.log(`${size} gateways: created in ${(created / 1000).toFixed(1)} s; ${ready.size} Ready ${(readyAfter / 1000).toFixed(1)} s after the first create; `
+      + `CPU until then: operator ${cpu.op.toFixed(1)} s, apiserver ${cpu.api.toFixed(1)} s; `
+      + `operator RSS ${idle} MiB idle, ${atReady} MiB 2 s after all Ready, ${settled} MiB 30 s later; `
+      + `a /metrics scrape: ${(bytes / 1048576).toFixed(1)} MiB in ${Math.round(scrapeMs)} ms, RSS ${rssMiB(pid)} MiB after it`);
     await op.stop();
+    watching.abort();
   } finally {
     await cp.stop();
   }
