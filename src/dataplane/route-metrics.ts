@@ -2,7 +2,7 @@
 // bumps numbers (no label values built, no hashing). Per method and status class, a series is made
 // the first time it is used.
 import { codeClass, methodLabel, type Metrics } from '../observability/metrics.js';
-import type { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
+import { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
 
 export class GatewayMetrics {
   readonly inFlight: GaugeChild;
@@ -24,13 +24,34 @@ export class GatewayMetrics {
   }
 }
 
-/** requests_total and request_duration_seconds of one route (or of requests that matched none: route ""). */
-export class RequestMetrics {
+/**
+ * A route's series. Requests that matched no route (route "") are counted the same way, but get
+ * upstream series of their own that no registry exports: there is no upstream to describe, and one
+ * class keeps the request path's call sites monomorphic.
+ */
+export class RouteMetrics {
   /** requests_total by method, then status class; request_duration_seconds by status class. */
   private readonly requests = new Map<string, Record<string, CounterChild>>();
   private readonly durations: Record<string, HistogramChild> = {};
+  readonly upstream: HistogramChild;
+  readonly upgraded: GaugeChild;
+  readonly errors: Record<'connect' | 'timeout' | 'reset', CounterChild>;
+  readonly ejections: CounterChild;
 
-  constructor(protected readonly m: Metrics, protected readonly ns: string, protected readonly gw: string, protected readonly route: string) {}
+  constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
+    if (route === '') {
+      this.upstream = new HistogramChild([]);
+      this.upgraded = new GaugeChild();
+      this.errors = { connect: new CounterChild(), timeout: new CounterChild(), reset: new CounterChild() };
+      this.ejections = new CounterChild();
+      return;
+    }
+    this.upstream = m.upstreamDuration.labels(ns, gw, route);
+    this.upgraded = m.upgraded.labels(ns, gw, route);
+    const e = (k: string) => m.upstreamErrors.labels(ns, gw, route, k);
+    this.errors = { connect: e('connect'), timeout: e('timeout'), reset: e('reset') };
+    this.ejections = m.ejections.labels(ns, gw, route);
+  }
 
   /** One finished request. */
   done(method: string | undefined, status: number, seconds: number): void {
@@ -39,22 +60,5 @@ export class RequestMetrics {
     if (!byClass) this.requests.set(method ?? '', (byClass = {}));
     (byClass[code] ??= this.m.requests.labels(this.ns, this.gw, this.route, methodLabel(method), code)).inc();
     (this.durations[code] ??= this.m.requestDuration.labels(this.ns, this.gw, this.route, code)).observe(seconds);
-  }
-}
-
-/** A route's series: its requests, and its upstream's latency, errors, ejections and upgrades. */
-export class RouteMetrics extends RequestMetrics {
-  readonly upstream: HistogramChild;
-  readonly upgraded: GaugeChild;
-  readonly errors: Record<'connect' | 'timeout' | 'reset', CounterChild>;
-  readonly ejections: CounterChild;
-
-  constructor(m: Metrics, ns: string, gw: string, route: string) {
-    super(m, ns, gw, route);
-    this.upstream = m.upstreamDuration.labels(ns, gw, route);
-    this.upgraded = m.upgraded.labels(ns, gw, route);
-    const e = (k: string) => m.upstreamErrors.labels(ns, gw, route, k);
-    this.errors = { connect: e('connect'), timeout: e('timeout'), reset: e('reset') };
-    this.ejections = m.ejections.labels(ns, gw, route);
   }
 }

@@ -13,7 +13,7 @@ import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.
 import { RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
-import { GatewayMetrics, RequestMetrics, RouteMetrics } from './route-metrics.js';
+import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { impersonationHeaders, serviceAccountHeaders } from './headers.js';
 
@@ -69,7 +69,7 @@ export class RouteTable {
   readonly limiter: RateLimiter | null;
   readonly m: GatewayMetrics;
   /** Metrics for requests answered before a route was chosen. */
-  readonly noRoute: RequestMetrics;
+  readonly noRoute: RouteMetrics;
   /** Impersonation headers per cached caller and route: built once, not per request. */
   private readonly impersonation = new WeakMap<CallerIdentity, Map<string, OutgoingHttpHeaders>>();
 
@@ -77,7 +77,7 @@ export class RouteTable {
     private readonly deps: DataplaneDeps) {
     this.limiter = limiter;
     this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
-    this.noRoute = new RequestMetrics(deps.metrics, plan.namespace, plan.name, '');
+    this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
     this.key = `${plan.namespace}/${plan.name}`;
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });

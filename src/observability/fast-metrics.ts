@@ -216,12 +216,11 @@ export class FastGauge extends Family<GaugeChild> {
 }
 
 export class HistogramChild {
-  /** Per bucket (not cumulative): a plain array of small integers, smaller than a typed array. */
-  readonly counts: number[];
+  readonly counts: Float64Array;
   sum = 0;
   count = 0;
   constructor(private readonly bounds: readonly number[]) {
-    this.counts = new Array<number>(bounds.length).fill(0);
+    this.counts = new Float64Array(bounds.length);
   }
   observe(v: number): void {
     this.sum += v;
