@@ -14,12 +14,12 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
   const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'bench', 'run.js'), '--smoke'], { maxBuffer: 1 << 22, timeout: 300_000 });
   for (const name of ['direct (nginx upstream)', 'nginx reverse proxy (1 worker)', 'lean Node proxy', 'lean Node proxy + Authorization',
     'gateway Service route (TokenReview, log none)', 'gateway Service route (TokenReview, log all)', 'gateway Service route (JWKS, log none)',
-    'kubectl proxy GET /version', 'gateway apiserver route GET /version']) {
+    'kubectl proxy GET /version', 'kubectl proxy (token) GET /version', 'gateway apiserver route GET /version']) {
     const row = new RegExp(`^\\| ${name.replace(/[()+]/g, '\\$&')} \\| (\\d+) \\| ([\\d.]+) \\| ([\\d.]+) \\| (\\d+|—) \\|$`, 'm').exec(stdout);
     assert.ok(row, `no row for ${name}:\n${stdout}`);
     assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
   }
-  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 5, stdout);
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 6, stdout);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 4 gateways, \d+ MiB after the run$/m);
 });
