@@ -19,6 +19,7 @@ import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
 import { wrk, type WrkResult } from './wrk.js';
 import { topSelfTime } from './profile-summary.js';
+import { cpuMs, leaf, pin, rssMiB, tree } from './procfs.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -46,24 +47,6 @@ function pinned(cpu: number, cmd: string, args: string[], log: string): Proc {
   return startProc('taskset', ['-c', String(cpu), cmd, ...args], log);
 }
 
-function pin(pids: number[], cpu: number): void {
-  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
-}
-
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Math.round(Number(m?.[1] ?? 0) / 1024);
-}
-
-/** The process actually running under setpriv/taskset (the last exec'd descendant). */
-function leaf(pid: number): number {
-  for (;;) {
-    const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    if (!kids.length) return pid;
-    pid = kids[0]!;
-  }
-}
-
 async function ready(url: string, headers: Record<string, string> = {}): Promise<void> {
   await waitFor(url, async () => (await request(url, { headers })).statusCode === 200, 30_000, 100);
 }
@@ -79,23 +62,6 @@ spec:
 `;
 
 interface Case { name: string; url: string; headers?: Record<string, string>; /** The process under test (CPU time per request). */ pid?: () => number[] }
-
-/** CPU time (user + system, ms) of processes and their threads so far. */
-function cpuMs(pids: number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-  }
-  return ticks * 10; // USER_HZ = 100
-}
-
-/** A process and its descendants (nginx's worker under its master). */
-function tree(pid: number): number[] {
-  const out = [pid];
-  for (const t of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) out.push(...tree(Number(t)));
-  return out;
-}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join('/tmp', 'agw-bench-'));

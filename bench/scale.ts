@@ -3,8 +3,8 @@
 // runs alone on CPU 1; the control plane and this process on CPU 0.
 //   scripts/bench scale [--gateways 1000,10000]
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { cpuMs, pin, rssMiB } from './procfs.js';
 import { Agent, request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator } from '../test/support/operator.js';
@@ -14,15 +14,7 @@ const { values: opt } = parseArgs({ options: { gateways: { type: 'string', defau
 const sizes = opt.gateways.split(',').map(Number);
 const namespaces = 20;
 
-function rssMiB(pid: number): number {
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
-}
-
-/** CPU seconds (user + system) a process has used. */
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
+const cpuSeconds = (pid: number) => cpuMs([pid]) / 1000;
 
 async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
   let i = 0;
@@ -60,8 +52,7 @@ async function watchGateways(cp: ControlPlane, on: (type: string, obj: any) => v
 for (const size of sizes) {
   const cp = await startControlPlane();
   try {
-    execFileSync('sh', ['-c', `for p in $(pgrep -f ${cp.dir}); do taskset -a -p -c 0 $p >/dev/null; done`]);
-    execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+    pin([...execFileSync('pgrep', ['-f', cp.dir], { encoding: 'utf8' }).trim().split('\n').map(Number), process.pid], 0);
     await installCRD(cp);
     for (let n = 0; n < namespaces; n++) await applyYaml(cp, namespaceYaml(`scale-${n}`, []));
     // Ready is counted from a watch: polling lists of thousands of gateways would load the apiserver

@@ -192,12 +192,16 @@ export class CounterChild {
   }
 }
 
-export class FastCounter extends Family<CounterChild> {
-  constructor(registry: FastRegistry, o: { name: string; help: string; labelNames: readonly string[] }) {
-    super(registry, o.name, o.help, o.labelNames, 'counter');
-  }
+/** A family whose series are one value each (counters, gauges). */
+abstract class ValueFamily<C extends { value: number }> extends Family<C> {
+  protected lines(out: TextBuffer, group: string, rest: string, c: C): void { sample(out, this.name, group, rest, num(c.value)); }
+}
+
+type FamilyOptions = { name: string; help: string; labelNames: readonly string[] };
+
+export class FastCounter extends ValueFamily<CounterChild> {
+  constructor(registry: FastRegistry, o: FamilyOptions) { super(registry, o.name, o.help, o.labelNames, 'counter'); }
   protected make(): CounterChild { return new CounterChild(); }
-  protected lines(out: TextBuffer, group: string, rest: string, c: CounterChild): void { sample(out, this.name, group, rest, num(c.value)); }
 }
 
 export class GaugeChild {
@@ -207,12 +211,9 @@ export class GaugeChild {
   set(v: number): void { this.value = v; }
 }
 
-export class FastGauge extends Family<GaugeChild> {
-  constructor(registry: FastRegistry, o: { name: string; help: string; labelNames: readonly string[] }) {
-    super(registry, o.name, o.help, o.labelNames, 'gauge');
-  }
+export class FastGauge extends ValueFamily<GaugeChild> {
+  constructor(registry: FastRegistry, o: FamilyOptions) { super(registry, o.name, o.help, o.labelNames, 'gauge'); }
   protected make(): GaugeChild { return new GaugeChild(); }
-  protected lines(out: TextBuffer, group: string, rest: string, c: GaugeChild): void { sample(out, this.name, group, rest, num(c.value)); }
 }
 
 export class HistogramChild {
@@ -241,7 +242,7 @@ export class FastHistogram extends Family<HistogramChild> {
   private readonly bucket: string;
   private readonly sum: string;
   private readonly count: string;
-  constructor(registry: FastRegistry, o: { name: string; help: string; labelNames: readonly string[]; buckets: readonly number[] }) {
+  constructor(registry: FastRegistry, o: FamilyOptions & { buckets: readonly number[] }) {
     super(registry, o.name, o.help, o.labelNames, 'histogram');
     this.buckets = o.buckets;
     this.bucket = `${o.name}_bucket{`;

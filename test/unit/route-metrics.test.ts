@@ -1,0 +1,28 @@
+// A route's series exist at zero once it is planned; requests that matched no route (route "")
+// are counted, but get no upstream series: there is no upstream to describe.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RouteMetrics } from '../../src/dataplane/route-metrics.js';
+import { testMetrics } from '../../src/observability/metrics.js';
+
+async function scrape(m: ReturnType<typeof testMetrics>): Promise<string> {
+  const e = await m.exposition();
+  return e.head + Buffer.concat([...e.chunks]).toString('utf8');
+}
+
+test('a route has upstream series at zero; route "" has none, even after its children are used', async () => {
+  const m = testMetrics();
+  const route = new RouteMetrics(m, 'team-a', 'gw', 'kube-api');
+  const none = new RouteMetrics(m, 'team-a', 'gw', '');
+  none.done('GET', 404, 0.001);
+  none.errors.connect.inc();
+  none.upstream.observe(0.1);
+  route.done('GET', 200, 0.002);
+  const text = await scrape(m);
+  for (const f of ['upstream_duration_seconds_count', 'upstream_errors_total', 'endpoint_ejections_total', 'upgraded_connections']) {
+    assert.match(text, new RegExp(`^access_gateway_${f}\\{namespace="team-a",gateway="gw",route="kube-api"`, 'm'), f);
+    assert.doesNotMatch(text, new RegExp(`^access_gateway_${f}\\{[^}]*route=""`, 'm'), f);
+  }
+  assert.match(text, /^access_gateway_requests_total\{namespace="team-a",gateway="gw",route="",method="GET",code="4xx"\} 1$/m);
+  assert.match(text, /^access_gateway_requests_total\{namespace="team-a",gateway="gw",route="kube-api",method="GET",code="2xx"\} 1$/m);
+});
