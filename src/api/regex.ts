@@ -8,20 +8,13 @@ export interface Regex {
   test(s: string): boolean;
 }
 
-// Compiled programs are immutable and shared: a thousand gateways with the kubectl-proxy default
-// filters hold three programs, not three thousand (~15 KiB each). Bounded, oldest out first.
-const compiled = new Map<string, Regex>();
-const maxCompiled = 4096;
-
-/** Compiles `pattern`; throws with the engine's message when RE2 cannot. */
+/**
+ * Compiles `pattern`; throws with the engine's message when RE2 cannot. Each call makes its own
+ * program: a compiled RE2 keeps a match cache it fills and resets while matching, so a program
+ * shared between teams' routes would let one team's requests slow another's.
+ */
 export function compileRegex(pattern: string): Regex {
-  let re = compiled.get(pattern);
-  if (!re) {
-    re = RE2JS.compile(pattern);
-    if (compiled.size >= maxCompiled) compiled.delete(compiled.keys().next().value!);
-    compiled.set(pattern, re);
-  }
-  return re;
+  return RE2JS.compile(pattern);
 }
 
 /** Why `pattern` does not compile, or null. */

@@ -1,6 +1,7 @@
-// The cache key of a bearer token: its SHA-256 (the token itself is never kept). A keep-alive
-// connection sends the same token again and again: the key is remembered per connection, so
-// those requests cost a string comparison instead of a hash.
+// The cache key of a bearer token: its SHA-256 (caches never hold the token). A keep-alive
+// connection sends the same token again and again: the key is remembered per connection, beside
+// the token it was made from (held only as long as that connection), so those requests cost a
+// string comparison instead of a hash; a different token on the connection is hashed again.
 import { createHash } from 'node:crypto';
 
 const memo = new WeakMap<object, { token: string; key: string }>();

@@ -188,8 +188,15 @@ export class Listener {
       return;
     }
     // a cached caller is served at once; a first request waits for its token check
-    if (a instanceof Promise) a.then((x) => this.serve(t, x, req, res, seen, fail), (err) => fail(toAgwError(err)));
-    else this.serve(t, a, req, res, seen, fail);
+    const serve = (x: Admitted) => {
+      try {
+        this.serve(t, x, req, res, seen, fail);
+      } catch (err) {
+        fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
+      }
+    };
+    if (a instanceof Promise) a.then(serve, (err) => fail(toAgwError(err)));
+    else serve(a);
   }
 
   /** Answers a refusal or an upstream failure (a Status body), once. */

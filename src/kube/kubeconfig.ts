@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, isAbsolute, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 
@@ -27,8 +27,6 @@ export interface ClusterAccess {
   key?: Buffer;
   /** The Authorization header to send now (a rotating token is read again when due). */
   authorization(): Promise<string | undefined>;
-  /** Where the configuration came from, for logs. */
-  source: string;
 }
 
 export interface LoadOptions {
@@ -65,7 +63,7 @@ function inCluster(env: NodeJS.ProcessEnv, dir: string): ClusterAccess {
   const server = new URL(`https://${host.includes(':') ? `[${host}]` : host}:${env.KUBERNETES_SERVICE_PORT}`);
   return {
     server, ca: readFileSync(join(dir, 'ca.crt')), insecureSkipTLSVerify: false,
-    authorization: tokenFile(join(dir, 'token')), source: 'in-cluster service account',
+    authorization: tokenFile(join(dir, 'token')),
   };
 }
 
@@ -104,7 +102,7 @@ function fromFiles(files: string[]): ClusterAccess {
   const u = user?.v ?? {};
   const data = (inline: unknown, path: unknown, dir: string): Buffer | undefined => {
     if (typeof inline === 'string' && inline) return Buffer.from(inline, 'base64');
-    if (typeof path === 'string' && path) return readFileSync(isAbsolute(path) ? path : join(dir, path));
+    if (typeof path === 'string' && path) return readFileSync(resolve(dir, path));
     return undefined;
   };
   if (u['auth-provider']) throw new Error(`${where}: user ${ctx.user}: auth-provider plugins are not supported; use an exec plugin`);
@@ -113,7 +111,7 @@ function fromFiles(files: string[]): ClusterAccess {
     const value = `Bearer ${u.token}`;
     authorization = async () => value;
   } else if (typeof u.tokenFile === 'string' && u.tokenFile) {
-    authorization = tokenFile(isAbsolute(u.tokenFile) ? u.tokenFile : join(user!.dir, u.tokenFile));
+    authorization = tokenFile(resolve(user!.dir, u.tokenFile));
   } else if (u.exec) {
     authorization = execToken(u.exec as ExecConfig, user!.dir);
   } else if (typeof u.username === 'string' && u.username) {
@@ -129,7 +127,7 @@ function fromFiles(files: string[]): ClusterAccess {
     tlsServerName: typeof c['tls-server-name'] === 'string' ? c['tls-server-name'] : undefined,
     cert: user ? data(u['client-certificate-data'], u['client-certificate'], user.dir) : undefined,
     key: user ? data(u['client-key-data'], u['client-key'], user.dir) : undefined,
-    authorization, source: where,
+    authorization,
   };
 }
 
@@ -141,9 +139,18 @@ function execToken(exec: ExecConfig, dir: string): () => Promise<string | undefi
     const apiVersion = exec.apiVersion ?? 'client.authentication.k8s.io/v1';
     const env = { ...process.env, ...Object.fromEntries((exec.env ?? []).map((e) => [e.name, e.value])),
       KUBERNETES_EXEC_INFO: JSON.stringify({ apiVersion, kind: 'ExecCredential', spec: { interactive: false } }) };
-    const command = exec.command.includes('/') && !isAbsolute(exec.command) ? join(dir, exec.command) : exec.command;
-    const { stdout } = await promisify(execFile)(command, exec.args ?? [], { env, timeout: 30_000, maxBuffer: 1 << 20 });
-    const status = JSON.parse(stdout)?.status ?? {};
+    const command = exec.command.includes('/') ? resolve(dir, exec.command) : exec.command;
+    // the plugin's output holds the token: an error built here never carries it (execFile's
+    // error has stdout, stderr and cmd; JSON.parse's quotes the input)
+    let status: { token?: unknown; expirationTimestamp?: string };
+    try {
+      const { stdout } = await promisify(execFile)(command, exec.args ?? [], { env, timeout: 30_000, maxBuffer: 1 << 20 });
+      status = JSON.parse(stdout)?.status ?? {};
+    } catch (err) {
+      const e = err as { code?: unknown; signal?: unknown; name?: string };
+      const why = e.name === 'SyntaxError' ? 'its output is not JSON' : `exit ${String(e.code ?? e.signal ?? 'unknown')}`;
+      throw new Error(`exec plugin ${exec.command}: ${why}`);
+    }
     if (typeof status.token !== 'string' || !status.token) {
       throw new Error(`exec plugin ${exec.command}: no status.token in its ExecCredential (client certificates from exec plugins are not supported)`);
     }

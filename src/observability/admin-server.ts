@@ -32,6 +32,7 @@ function refuse(res: Response, d: Exclude<AdminDecision, 'allowed'>, path: strin
 
 /** Resolves true once `res` can take more, false if the connection closed first. */
 function drained(res: Response): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false); // closed already: 'close' will not come again
   return new Promise((resolve) => {
     const done = (ok: boolean) => () => { res.off('drain', onDrain); res.off('close', onClose); resolve(ok); };
     const onDrain = done(true);

@@ -90,3 +90,26 @@ echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","s
     users: [{ name: 'u', user: { 'auth-provider': { name: 'gcp' } } }], contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }] }));
   assert.throws(() => loadClusterAccess(provider), /auth-provider plugins are not supported/);
 });
+
+test('an exec plugin that fails or prints something else: the error names the plugin, never its output', async () => {
+  const d = dir();
+  const secret = 'eyJhbGciOiJSUzI1NiJ9.SECRET-TOKEN.sig';
+  const cases: [string, RegExp][] = [
+    [`echo '{"status":{"token":"${secret}"}}'; echo '${secret}' >&2; exit 7`, /^exec plugin \.\/p\.sh: exit 7$/],
+    [`echo '${secret} is not json'`, /^exec plugin \.\/p\.sh: its output is not JSON$/],
+  ];
+  for (const [body, want] of cases) {
+    writeFileSync(join(d, 'p.sh'), `#!/bin/sh\n${body}\n`);
+    chmodSync(join(d, 'p.sh'), 0o755);
+    const f = file(d, 'config', kc({
+      current: 'c', clusters: [{ name: 'k', cluster: { server: 'https://x:1' } }],
+      users: [{ name: 'u', user: { exec: { apiVersion: 'client.authentication.k8s.io/v1', command: './p.sh', args: [secret] } } }],
+      contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
+    }));
+    const err = await loadClusterAccess(f).authorization().then(() => assert.fail('resolved'), (e: unknown) => e as Error);
+    assert.match(err.message, want);
+    // what a logger's error serializer would print: every own property, message and stack
+    const everything = JSON.stringify({ ...err, message: err.message, stack: err.stack });
+    assert.ok(!everything.includes('SECRET-TOKEN'), everything);
+  }
+});

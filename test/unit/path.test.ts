@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { compileRegex } from '../../src/api/regex.js';
 import assert from 'node:assert/strict';
 import { canonicalPath, encodePath, normalizePrefix, PathFilter, replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 
@@ -82,4 +83,11 @@ test('RE2 syntax: what Go accepts compiles, lookarounds and backreferences do no
   for (const bad of ['(?<=x)y', '(?=x)', '(a)\\1', 'a(b']) {
     assert.throws(() => new PathFilter({ acceptPaths: [bad], rejectPaths: [], rejectMethods: [] }), /error parsing regexp/, bad);
   }
+});
+
+test('two routes with the same pattern never share a compiled program (its match cache is mutable state)', () => {
+  const a = compileRegex('^/api/.*/pods/.*/exec');
+  const b = compileRegex('^/api/.*/pods/.*/exec');
+  assert.notEqual(a, b);
+  assert.ok(a.test('/api/v1/namespaces/x/pods/p/exec') && b.test('/api/v1/namespaces/x/pods/p/exec'));
 });
