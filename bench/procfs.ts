@@ -26,12 +26,6 @@ function children(pid: number): number[] {
   return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
-/** The process actually running under setpriv/taskset (the last exec'd descendant). */
-export function leaf(pid: number): number {
-  for (let kids = children(pid); kids.length; kids = children(pid)) pid = kids[0]!;
-  return pid;
-}
-
 /** A process and its descendants (nginx's worker under its master). */
 export function tree(pid: number): number[] {
   return [pid, ...children(pid).flatMap(tree)];

@@ -14,12 +14,12 @@ import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator, type OperatorProc } from '../test/support/operator.js';
-import { applyYaml, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig, waitObserved } from '../test/support/cluster.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig } from '../test/support/cluster.js';
 import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
 import { wrk, type WrkResult } from './wrk.js';
 import { topSelfTime } from './profile-summary.js';
-import { cpuMs, leaf, pin, rssMiB, tree } from './procfs.js';
+import { cpuMs, pin, rssMiB, tree } from './procfs.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -123,7 +123,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     op = await startOperator({ ...cp, kubeconfig: operatorKubeconfig }, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1'],
       nodeArgs: [...nodeArgs, ...(opt.profile && !profileLean ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])] });
     if (nodeArgs.length) console.log(`operator node flags: ${nodeArgs.join(' ')}`);
-    const opPid = leaf(op.child.pid!);
+    const opPid = op.child.pid!; // setpriv and taskset exec the operator: the same pid
     const idleRss = rssMiB(opPid);
 
     await applyYaml(cp, [
@@ -132,13 +132,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       gateway('svc-jwks', 'JWKS{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
       gateway('api', '{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}', 'access-gateway.io/access-log: none'),
     ].join('\n---\n'));
-    const port = async (name: string) => {
-      const g = await waitFor(`${name} Ready`, async () => {
-        const x = await waitObserved(cp, ns, name, 60_000);
-        return x.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True' ? x : undefined;
-      }, 60_000);
-      return g.status.listener.port as number;
-    };
+    const port = (name: string) => gatewayPort(cp, ns, name, 60_000);
     const token = await cp.token(ns, 'client', ['gw']);
     const auth = { authorization: `Bearer ${token}` };
     const gw = { logAll: await port('svc-log-all'), logNone: await port('svc-log-none'), jwks: await port('svc-jwks'), api: await port('api') };

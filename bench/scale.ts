@@ -5,8 +5,10 @@
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { cpuMs, pin, rssMiB } from './procfs.js';
-import { Agent, request } from 'undici';
-import { startControlPlane, type ControlPlane } from '../test/support/control-plane.js';
+import { request } from 'undici';
+import { ApiError, KubeClient, loadKubeConfig } from '../src/kube/client.js';
+import { silentLogger } from '../src/observability/logger.js';
+import { startControlPlane } from '../test/support/control-plane.js';
 import { startOperator } from '../test/support/operator.js';
 import { applyYaml, installCRD, namespaceYaml } from '../test/support/cluster.js';
 
@@ -21,31 +23,24 @@ async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Prom
   await Promise.all(Array.from({ length: n }, async () => { while (i < items.length) await fn(items[i++]!); }));
 }
 
-/** Calls `on` for every watch event on AccessGateways until aborted; resolves once the watch runs. */
-async function watchGateways(cp: ControlPlane, on: (type: string, obj: any) => void): Promise<AbortController> {
+/**
+ * Calls `on` for every watch event on AccessGateways until aborted. From resourceVersion 0 a watch
+ * starts with the current objects, so a watch that starts (or restarts) late misses nothing.
+ */
+function watchGateways(client: KubeClient, on: (type: string, obj: any) => void): AbortController {
   const ac = new AbortController();
-  const agent = new Agent({ connect: { ca: cp.ca.cert, cert: cp.admin.cert, key: cp.admin.key } });
-  const url = `${cp.url}/apis/access-gateway.io/v1alpha1/accessgateways?watch=1&resourceVersion=0`;
-  let res = await request(url, { dispatcher: agent, signal: ac.signal });
-  for (let i = 0; res.statusCode === 429 && i < 100; i++) { // a new CRD's watch cache is still starting
-    await res.body.dump();
-    await new Promise((r) => setTimeout(r, 200));
-    res = await request(url, { dispatcher: agent, signal: ac.signal });
-  }
-  if (res.statusCode !== 200) throw new Error(`watch accessgateways: ${res.statusCode} ${await res.body.text()}`);
   void (async () => {
-    let rest = '';
-    for await (const data of res.body) {
-      const lines = (rest + data.toString('utf8')).split('\n');
-      rest = lines.pop()!;
-      for (const l of lines) {
-        if (!l) continue;
-        const ev = JSON.parse(l);
-        if (ev.type === 'ERROR') throw new Error(`watch accessgateways: ${l}`);
-        on(ev.type, ev.object);
-      }
+    while (!ac.signal.aborted) {
+      await client.watch('/apis/access-gateway.io/v1alpha1/accessgateways?watch=1&resourceVersion=0', ac.signal, 600_000, undefined,
+        (ev) => { if (ev.type !== 'ERROR' && ev.type !== 'BOOKMARK') on(ev.type, ev.object); })
+        .catch(async (err) => {
+          // a new CRD's watch cache answers 429 while it starts; anything else ends the benchmark
+          if (ac.signal.aborted || (err instanceof ApiError && err.status === 429)) return new Promise((r) => setTimeout(r, 200));
+          console.error(err);
+          process.exit(1);
+        });
     }
-  })().catch((err) => { if (!ac.signal.aborted) throw err; });
+  })();
   return ac;
 }
 
@@ -57,7 +52,7 @@ for (const size of sizes) {
     for (let n = 0; n < namespaces; n++) await applyYaml(cp, namespaceYaml(`scale-${n}`, []));
     // Ready is counted from a watch: polling lists of thousands of gateways would load the apiserver
     const ready = new Set<string>();
-    const watching = await watchGateways(cp, (type, g) => {
+    const watching = watchGateways(await KubeClient.create(loadKubeConfig(cp.kubeconfig), silentLogger), (type, g) => {
       const key = `${g.metadata.namespace}/${g.metadata.name}`;
       if (type !== 'DELETED' && g.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')) ready.add(key);
       else ready.delete(key);

@@ -23,11 +23,11 @@ export class EndpointPool {
   refs = 0;
   retired = false;
 
-  constructor(readonly key: string, scheme: 'http' | 'https', ep: Endpoint, ca: string | null, serverName: string) {
+  constructor(readonly key: string, scheme: 'http' | 'https', ep: Endpoint, ca: string | null, serverName: string, service: string) {
     const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
     this.url = new URL(`${scheme}://${host}:${ep.port}`);
     this.host = this.url.host;
-    this.what = `Service ${serverName.replace(/\.svc$/, '').split('.').reverse().join('/')} endpoint ${this.host}`;
+    this.what = `Service ${service} endpoint ${this.host}`;
     const tls = scheme === 'https' ? { servername: serverName, ...(ca ? { ca } : {}), rejectUnauthorized: true } : {};
     // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
     this.pool = new Pool(this.url.origin, { connect: tls, keepAliveTimeout: 60_000, allowH2: false });
@@ -68,7 +68,7 @@ export class PoolRegistry {
     const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca ?? ''}`;
     let p = this.pools.get(key);
     if (!p) {
-      p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName);
+      p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName, `${t.namespace}/${t.name}`);
       this.pools.set(key, p);
     }
     p.refs++;
@@ -91,24 +91,19 @@ export class ServiceBackend {
   /** Power of two choices on outstanding requests (ties: fewer served); ejected endpoints are
    * skipped unless every candidate is ejected. `exclude`: endpoints already tried. */
   pick(exclude?: ReadonlySet<EndpointPool>, now = Date.now()): EndpointPool | undefined {
-    const ps = this.pools;
-    if (!exclude && ps.every((p) => p.ejectedUntil <= now)) {
-      // the usual case, without copying the list: every endpoint is a candidate
-      if (ps.length <= 1) return ps[0];
-      return choose(ps[Math.floor(Math.random() * ps.length)]!, ps, Math.floor(Math.random() * (ps.length - 1)));
+    // the usual case (nothing tried, nothing ejected) takes the list as it is, without a copy
+    let cands: readonly EndpointPool[] = this.pools;
+    if (exclude || cands.some((p) => p.ejectedUntil > now)) {
+      const ex = exclude ?? new Set<EndpointPool>();
+      cands = this.pools.filter((p) => !ex.has(p) && p.ejectedUntil <= now);
+      if (!cands.length) cands = this.pools.filter((p) => !ex.has(p));
     }
-    const ex = exclude ?? new Set<EndpointPool>();
-    let cands = ps.filter((p) => !ex.has(p) && p.ejectedUntil <= now);
-    if (!cands.length) cands = ps.filter((p) => !ex.has(p));
     if (cands.length <= 1) return cands[0];
-    return choose(cands[Math.floor(Math.random() * cands.length)]!, cands, Math.floor(Math.random() * (cands.length - 1)));
+    const i = Math.floor(Math.random() * cands.length);
+    const j = Math.floor(Math.random() * (cands.length - 1));
+    const a = cands[i]!;
+    const b = cands[j >= i ? j + 1 : j]!;
+    if (a.outstanding !== b.outstanding) return a.outstanding < b.outstanding ? a : b;
+    return a.served <= b.served ? a : b;
   }
-}
-
-/** The better of `a` and another candidate (the j-th of the others). */
-function choose(a: EndpointPool, cands: readonly EndpointPool[], j: number): EndpointPool {
-  const i = cands.indexOf(a);
-  const b = cands[j >= i ? j + 1 : j]!;
-  if (a.outstanding !== b.outstanding) return a.outstanding < b.outstanding ? a : b;
-  return a.served <= b.served ? a : b;
 }

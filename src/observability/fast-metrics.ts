@@ -93,7 +93,7 @@ export class FastRegistry {
       for (const g of this.groups.values()) {
         const series = g.byFamily[i];
         if (!series) continue;
-        for (let k = 0; k < series.length; k += 2) f.write(out, g.text, series[k] as string, series[k + 1]);
+        for (let k = 0; k < series.length; k += 2) f.lines(out, g.text, series[k] as string, series[k + 1]);
         if (out.pending) yield* out.take();
       }
     }
@@ -144,11 +144,7 @@ export abstract class Family<C> {
 
   protected abstract make(): C;
   /** Writes the series of one child: `group` then `rest` are its label pairs, without braces. */
-  protected abstract lines(out: TextBuffer, group: string, rest: string, child: C): void;
-
-  write(out: TextBuffer, group: string, rest: string, child: unknown): void {
-    this.lines(out, group, rest, child as C);
-  }
+  abstract lines(out: TextBuffer, group: string, rest: string, child: C): void;
 
   /** The child for these label values (in labelNames order), made on first use. */
   labels(...values: string[]): C {
@@ -194,7 +190,7 @@ export class CounterChild {
 
 /** A family whose series are one value each (counters, gauges). */
 abstract class ValueFamily<C extends { value: number }> extends Family<C> {
-  protected lines(out: TextBuffer, group: string, rest: string, c: C): void { sample(out, this.name, group, rest, num(c.value)); }
+  lines(out: TextBuffer, group: string, rest: string, c: C): void { sample(out, this.name, group, rest, num(c.value)); }
 }
 
 type FamilyOptions = { name: string; help: string; labelNames: readonly string[] };
@@ -251,7 +247,7 @@ export class FastHistogram extends Family<HistogramChild> {
     this.le = [...o.buckets.map(String), '+Inf'].map((b) => `,le="${b}"} `);
   }
   protected make(): HistogramChild { return new HistogramChild(this.buckets); }
-  protected lines(out: TextBuffer, group: string, rest: string, c: HistogramChild): void {
+  lines(out: TextBuffer, group: string, rest: string, c: HistogramChild): void {
     let cumulative = 0;
     for (let i = 0; i <= this.buckets.length; i++) {
       cumulative = i < this.buckets.length ? cumulative + c.counts[i]! : c.count;

@@ -12,7 +12,6 @@ export function methodLabel(m: string | undefined): string {
   return m && knownMethods.has(m) ? m : 'OTHER';
 }
 
-/** A status code as a bounded label value: 2xx, 4xx, … */
 const classNames = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
 
 /** A status code as a bounded label value: 2xx, 4xx, … (no string built per call). */

@@ -36,11 +36,11 @@ export async function waitObserved(cp: ControlPlane, ns: string, name: string, t
   }, timeoutMs);
 }
 
-export async function gatewayPort(cp: ControlPlane, ns: string, name: string): Promise<number> {
+export async function gatewayPort(cp: ControlPlane, ns: string, name: string, timeoutMs = 15_000): Promise<number> {
   const gw = await waitFor(`${ns}/${name} ready`, async () => {
     const g = await getGateway(cp, ns, name);
     return condition(g, 'Ready')?.status === 'True' && g.status.observedGeneration === g.metadata.generation ? g : undefined;
-  }, 15_000);
+  }, timeoutMs);
   return gw.status.listener.port;
 }
 
