@@ -1,8 +1,12 @@
 // Metric series bound once per gateway and route when a plan is applied: the request path only
-// bumps numbers (no label values built, no hashing). Per method and status class, a series is made
-// the first time it is used.
+// bumps numbers (no label values built, no hashing). request_duration_seconds exists at zero for the
+// status classes dashboards and alerts divide by (2xx, 4xx, 5xx) before the first request, so
+// rate() counts the first requests; requests_total (per method too) and 3xx/other are made on first use.
 import { codeClass, methodLabel, type Metrics } from '../observability/metrics.js';
 import { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
+
+/** Status classes whose request_duration_seconds series exist at zero from the plan on. */
+export const PRECREATED_CODES = ['2xx', '4xx', '5xx'] as const;
 
 export class GatewayMetrics {
   readonly inFlight: GaugeChild;
@@ -39,6 +43,7 @@ export class RouteMetrics {
   readonly ejections: CounterChild;
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
+    for (const code of PRECREATED_CODES) this.durations[code] = m.requestDuration.labels(ns, gw, route, code);
     if (route === '') {
       this.upstream = new HistogramChild([]);
       this.upgraded = new GaugeChild();

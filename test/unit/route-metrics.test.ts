@@ -26,3 +26,19 @@ test('a route has upstream series at zero; route "" has none, even after its chi
   assert.match(text, /^access_gateway_requests_total\{namespace="team-a",gateway="gw",route="",method="GET",code="4xx"\} 1$/m);
   assert.match(text, /^access_gateway_requests_total\{namespace="team-a",gateway="gw",route="kube-api",method="GET",code="2xx"\} 1$/m);
 });
+
+test('request_duration_seconds exists at zero for 2xx, 4xx and 5xx on every route before any request', async () => {
+  const m = testMetrics();
+  new RouteMetrics(m, 'team-a', 'gw', 'kube-api');
+  new RouteMetrics(m, 'team-a', 'gw', '');
+  const text = await scrape(m);
+  for (const route of ['kube-api', '']) {
+    for (const code of ['2xx', '4xx', '5xx']) {
+      const labels = `namespace="team-a",gateway="gw",route="${route}",code="${code}"`;
+      assert.match(text, new RegExp(`^access_gateway_request_duration_seconds_count\\{${labels}\\} 0$`, 'm'), `${route} ${code}`);
+      assert.match(text, new RegExp(`^access_gateway_request_duration_seconds_bucket\\{${labels},le="\\+Inf"\\} 0$`, 'm'), `${route} ${code}`);
+    }
+  }
+  assert.doesNotMatch(text, /code="3xx"/);
+  assert.doesNotMatch(text, /^access_gateway_requests_total\{/m, 'requests_total children are made on first use');
+});
