@@ -6,7 +6,7 @@
 set -euo pipefail
 if [[ -n "${PROMETHEUS_ASSETS:-}" ]]; then echo "$PROMETHEUS_ASSETS"; exit 0; fi
 PROM_VERSION=${AGW_PROMETHEUS_VERSION:-v0.316.0}     # the Go module's tag for Prometheus 3.16.0
-OPERATOR_VERSION=${AGW_PROMETHEUS_OPERATOR_VERSION:-v0.95.2}
+OPERATOR_VERSION=${AGW_PROMETHEUS_OPERATOR_VERSION:-v0.94.1}   # the newest root-module version the proxy serves here
 CACHE=${AGW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-access-gateway}
 out=$CACHE/bin/prometheus-$PROM_VERSION-operator-$OPERATOR_VERSION
 mkdir -p "$CACHE"
@@ -42,8 +42,9 @@ fi
 
 if [[ ! -f $out/crds/monitoring.coreos.com_servicemonitors.yaml ]]; then
   log "fetching the Prometheus Operator CRDs $OPERATOR_VERSION"
-  src=$(cd "$CACHE" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$OPERATOR_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  json=$(cd "$CACHE" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$OPERATOR_VERSION") || true
+  src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+  [[ -n $src ]] || { log "cannot download the module: $json"; exit 1; }
   mkdir -p "$out/crds.tmp"
   cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
      "$src"/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml "$out/crds.tmp/"

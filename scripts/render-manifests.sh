@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Renders deploy/install.yaml: the Helm chart with its default values for the namespace
-# access-gateway, with the CRD, after a Namespace object. `--check` renders to a temporary file
-# and fails with a diff when the file differs (a test runs it). AGW_INSTALL_YAML overrides the
-# file (the test checks a copy); HELM overrides the helm binary (else scripts/build-helm.sh).
+# access-gateway, with the CRD, after a Namespace object. First it copies into the chart the
+# files Helm must find inside it: the CRD (crds/) and the Grafana dashboard
+# (deploy/grafana-dashboard.json, the one the team edits, to dashboards/access-gateway.json).
+# `--check` writes nothing: it fails with a diff when install.yaml or the dashboard copy differs
+# (`npm run gen -- --check` runs it with the other generators, see scripts/gen; a test runs it
+# too). AGW_INSTALL_YAML overrides the file and AGW_CHART_DIR the chart (the tests check copies);
+# HELM overrides the helm binary (else scripts/build-helm.sh).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${AGW_INSTALL_YAML:-$root/deploy/install.yaml}
@@ -12,8 +16,26 @@ case "${1:-}" in
   '') ;;
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
+chart=${AGW_CHART_DIR:-$root/charts/access-gateway}
+dashboard=$root/deploy/grafana-dashboard.json
+dashboard_copy=$chart/dashboards/access-gateway.json
+status=0
 # the chart carries a copy of the CRD (Helm installs crds/ once): refreshed here, checked by a test
-$check || cp "$root"/deploy/crds/*.yaml "$root/charts/access-gateway/crds/"
+$check || cp "$root"/deploy/crds/*.yaml "$chart/crds/"
+# and of the dashboard (templates/grafana-dashboard.yaml reads it with .Files.Get, which cannot
+# reach outside the chart)
+if $check; then
+  if ! cmp -s "$dashboard" "$dashboard_copy"; then
+    diff -u --label "$dashboard_copy" --label "$dashboard" "$dashboard_copy" "$dashboard" || true
+    echo "$dashboard_copy differs from deploy/grafana-dashboard.json: run scripts/render-manifests.sh (npm run gen)" >&2
+    status=1
+  fi
+elif ! cmp -s "$dashboard" "$dashboard_copy"; then
+  mkdir -p "$(dirname "$dashboard_copy")"
+  cp "$dashboard" "$dashboard_copy"
+  chmod 0644 "$dashboard_copy"
+  echo "wrote $dashboard_copy"
+fi
 HELM=$("$root/scripts/build-helm.sh")
 namespace=access-gateway
 # The chart's kubeVersion floor, so the output does not depend on the Kubernetes version a helm
@@ -37,7 +59,7 @@ metadata:
     pod-security.kubernetes.io/enforce: restricted
     pod-security.kubernetes.io/enforce-version: latest
 YAML
-  "$HELM" template access-gateway "$root/charts/access-gateway" --namespace "$namespace" \
+  "$HELM" template access-gateway "$chart" --namespace "$namespace" \
     --include-crds --kube-version "$kube_version"
 }
 
@@ -47,8 +69,9 @@ if $check; then
   render >"$tmp"
   if ! diff -u --label "$out" --label "rendered from charts/access-gateway" "$out" "$tmp"; then
     echo "$out is stale: run scripts/render-manifests.sh" >&2
-    exit 1
+    status=1
   fi
+  exit $status
 else
   tmp=$(mktemp "$out.XXXXXX")
   render >"$tmp"

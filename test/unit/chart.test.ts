@@ -1,11 +1,13 @@
 // The Helm chart (charts/access-gateway): lint, rendering of the defaults and of every ci/ values
-// file, the RBAC it grants, the CRD copy, the rendered deploy/install.yaml, the generated values
-// table and the values schema. Shells out to helm (scripts/build-helm.sh, cached); no cluster.
+// file, the RBAC it grants, the CRD copy, the Grafana dashboard ConfigMap, the rendered
+// deploy/install.yaml, the generated values table and the values schema. Shells out to helm
+// (scripts/build-helm.sh, cached); no cluster.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
@@ -28,7 +30,7 @@ function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): { status: nu
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [k: string]: any };
 
 function template(args: string[] = [], release = 'agw-test', ns = 'agw-system'): Obj[] {
   const r = run(helm(), ['template', release, chart, '--namespace', ns, ...kubeVersion, ...args]);
@@ -149,7 +151,7 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   const svc = one(objs, 'Service', 'agw-test-access-gateway');
   assert.deepEqual(svc.spec.ports, [{ name: 'admin', port: 8080, targetPort: 'admin', protocol: 'TCP' }]);
   assert.equal(one(objs, 'PodDisruptionBudget').spec.minAvailable, 1);
-  for (const k of ['ServiceMonitor', 'PrometheusRule', 'NetworkPolicy', 'CustomResourceDefinition']) assert.equal(find(objs, k).length, 0, k);
+  for (const k of ['ServiceMonitor', 'PrometheusRule', 'NetworkPolicy', 'CustomResourceDefinition', 'ConfigMap']) assert.equal(find(objs, k).length, 0, k);
   // every object carries the app.kubernetes.io labels
   for (const o of objs) assert.equal(o.metadata.labels?.['app.kubernetes.io/instance'], 'agw-test', `${o.kind} ${o.metadata.name}`);
 });
@@ -331,6 +333,10 @@ test('the values schema refuses wrong types and unknown keys', () => {
       'reader-subject-kind': 'metrics:\n  reader:\n    subjects: [{kind: Robot, name: r}]\n',
       'reader-sa-without-namespace': 'metrics:\n  reader:\n    subjects: [{kind: ServiceAccount, name: prometheus}]\n',
       'reader-subjects-map': 'metrics:\n  reader:\n    subjects: {kind: User, name: u}\n',
+      'grafana-dashboard-unknown': 'grafanaDashboard:\n  enable: true\n',
+      'grafana-dashboard-label-number': 'grafanaDashboard:\n  labels:\n    grafana_dashboard: 1\n',
+      'grafana-dashboard-labels-list': 'grafanaDashboard:\n  labels: [grafana_dashboard]\n',
+      'grafana-dashboard-namespace': 'grafanaDashboard:\n  namespace: Monitoring\n',
     };
     for (const [name, text] of Object.entries(bad)) {
       const file = join(dir, `${name}.yaml`);
@@ -358,6 +364,102 @@ test('values.yaml and values.schema.json describe the same keys', () => {
   };
   walk(values, schema, '');
   assert.deepEqual(problems, []);
+});
+
+/** Every `datasource` in a Grafana dashboard, with where it is (panels in collapsed rows included). */
+function datasources(dashboard: any): { where: string; value: unknown }[] {
+  const out: { where: string; value: unknown }[] = [];
+  const walk = (v: any, where: string) => {
+    if (Array.isArray(v)) return v.forEach((x, i) => walk(x, `${where}[${i}]`));
+    if (v === null || typeof v !== 'object') return;
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'datasource') out.push({ where: `${where}.${k}`, value: x });
+      walk(x, `${where}.${k}`);
+    }
+  };
+  walk(dashboard, '');
+  return out;
+}
+
+test('grafanaDashboard: off by default; on, a ConfigMap for the Grafana sidecar holding deploy/grafana-dashboard.json', () => {
+  const name = 'agw-test-access-gateway-dashboard';
+  assert.equal(find(template(), 'ConfigMap').length, 0, 'no ConfigMap by default');
+  const source = JSON.parse(readFileSync(join(root, 'deploy', 'grafana-dashboard.json'), 'utf8'));
+
+  // on: one ConfigMap in the release namespace, the chart's labels plus the sidecar's
+  const objs = template(['--set', 'grafanaDashboard.enabled=true']);
+  assert.equal(find(objs, 'ConfigMap').length, 1);
+  const cm = one(objs, 'ConfigMap', name, 'agw-system');
+  assert.equal(cm.metadata.labels?.grafana_dashboard, '1', 'the sidecar label (kube-prometheus-stack default)');
+  assert.equal(cm.metadata.labels?.['app.kubernetes.io/instance'], 'agw-test');
+  assert.equal(cm.metadata.labels?.['app.kubernetes.io/name'], 'access-gateway');
+  assert.equal(cm.metadata.annotations, undefined);
+  assert.deepEqual(Object.keys(cm.data), ['access-gateway.json']);
+  assert.equal(cm.binaryData, undefined);
+  const dashboard = JSON.parse(cm.data['access-gateway.json']);
+  assert.deepEqual(dashboard, source, 'the ConfigMap holds deploy/grafana-dashboard.json');
+  // a ConfigMap holds at most 1 MiB (and the whole object must fit in etcd's request limit)
+  const size = Buffer.byteLength(JSON.stringify(cm));
+  assert.ok(size < 1 << 20, `the ConfigMap is ${size} bytes`);
+
+  // the data source is the dashboard's variable, never a fixed UID: any Grafana can load it
+  const variable = { type: 'prometheus', uid: '${datasource}' };
+  const vars: any[] = dashboard.templating?.list ?? [];
+  const dsVars = vars.filter((v) => v.type === 'datasource');
+  assert.deepEqual(dsVars.map((v) => [v.name, v.query]), [['datasource', 'prometheus']], 'one datasource variable over Prometheus data sources');
+  assert.equal(dashboard.__inputs, undefined, '__inputs (an export "for sharing externally" that needs an import step)');
+  assert.equal(dashboard.__requires, undefined);
+  assert.doesNotMatch(JSON.stringify(dashboard), /\$\{DS_/, 'no ${DS_...} import placeholder');
+  const panels: any[] = [];
+  const collect = (ps: any[] | undefined) => { for (const p of ps ?? []) { panels.push(p); collect(p.panels); } };
+  collect(dashboard.panels);
+  let targets = 0;
+  for (const p of panels) {
+    const what = `panel ${p.id} ${JSON.stringify(p.title)}`;
+    if (p.datasource !== undefined) assert.deepEqual(p.datasource, variable, what);
+    for (const t of p.targets ?? []) {
+      targets++;
+      if (t.datasource !== undefined) assert.deepEqual(t.datasource, variable, `${what} target ${t.refId}`);
+      else assert.ok(p.datasource !== undefined, `${what} target ${t.refId}: no data source to inherit`);
+    }
+  }
+  assert.ok(panels.filter((p) => p.type !== 'row').length >= 10 && targets >= 10, `${panels.length} panels, ${targets} targets`);
+  // and anywhere else (query variables, annotations): the variable, or Grafana's built-in annotations
+  const builtin = { type: 'grafana', uid: '-- Grafana --' };
+  for (const { where, value } of datasources(dashboard)) {
+    if (where.startsWith('.annotations.')) assert.ok(isDeepStrictEqual(value, variable) || isDeepStrictEqual(value, builtin), `${where}: ${JSON.stringify(value)}`);
+    else assert.deepEqual(value, variable, where);
+  }
+
+  // ci/monitoring: an extra label and the folder annotation
+  const ci = one(template(['-f', join(ciDir, 'monitoring-values.yaml')]), 'ConfigMap', name, 'agw-system');
+  assert.equal(ci.metadata.labels?.grafana_dashboard, '1');
+  assert.equal(ci.metadata.labels?.['example.com/team'], 'platform');
+  assert.deepEqual(ci.metadata.annotations, { grafana_folder: 'Kubernetes' });
+
+  // another sidecar label instead of the default (null drops a default key), another namespace
+  const dir = mkdtempSync(join(tmpdir(), 'agw-chart-values-'));
+  try {
+    const file = join(dir, 'v.yaml');
+    writeFileSync(file, JSON.stringify({ grafanaDashboard: { enabled: true, namespace: 'monitoring', labels: { grafana_dashboard: null, 'example.com/dashboard': 'access' } } }));
+    const custom = template(['-f', file]);
+    assert.equal(find(custom, 'ConfigMap').length, 1);
+    const c = one(custom, 'ConfigMap', name, 'monitoring');
+    assert.equal(c.metadata.labels?.['example.com/dashboard'], 'access');
+    assert.equal(c.metadata.labels?.grafana_dashboard, undefined, 'the default label dropped');
+    assert.equal(c.metadata.labels?.['app.kubernetes.io/instance'], 'agw-test');
+    assert.deepEqual(JSON.parse(c.data['access-gateway.json']), source);
+    // the rest stays in the release namespace
+    assert.equal(one(custom, 'Deployment').metadata.namespace, 'agw-system');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the chart dashboard is an exact copy of deploy/grafana-dashboard.json', () => {
+  const copy = readFileSync(join(chart, 'dashboards', 'access-gateway.json'), 'utf8');
+  const source = readFileSync(join(root, 'deploy', 'grafana-dashboard.json'), 'utf8');
+  assert.ok(copy === source, 'charts/access-gateway/dashboards/access-gateway.json differs from deploy/grafana-dashboard.json: npm run gen');
 });
 
 test('the chart CRD is an exact copy of deploy/crds', () => {
@@ -392,6 +494,22 @@ test('deploy/install.yaml is the rendered chart (render-manifests.sh --check), a
     assert.match(edited.stderr, /is stale: run scripts\/render-manifests\.sh/);
     const missing = run(script, ['--check'], { ...env, AGW_INSTALL_YAML: join(dir, 'nothing.yaml') });
     assert.notEqual(missing.status, 0);
+    // the chart's dashboard copy: --check fails when it differs from deploy/grafana-dashboard.json
+    // (on a copy of the chart), the write mode refreshes it
+    const chartCopy = join(dir, 'chart');
+    cpSync(chart, chartCopy, { recursive: true });
+    const dashboardCopy = join(chartCopy, 'dashboards', 'access-gateway.json');
+    const source = readFileSync(join(root, 'deploy', 'grafana-dashboard.json'), 'utf8');
+    assert.equal(run(script, ['--check'], { ...env, AGW_CHART_DIR: chartCopy }).status, 0);
+    writeFileSync(dashboardCopy, source.replace('"title": "Access Gateway"', '"title": "Edited"'));
+    const stale = run(script, ['--check'], { ...env, AGW_CHART_DIR: chartCopy });
+    assert.equal(stale.status, 1, stale.stderr);
+    assert.match(stale.stderr, /access-gateway\.json differs from deploy\/grafana-dashboard\.json/);
+    assert.match(stale.stdout, /^-  "title": "Edited",$/m, 'the diff shows the edit');
+    assert.equal(readFileSync(dashboardCopy, 'utf8') === source, false, '--check writes nothing');
+    const written = run(script, [], { ...env, AGW_CHART_DIR: chartCopy, AGW_INSTALL_YAML: copy });
+    assert.equal(written.status, 0, written.stderr);
+    assert.ok(readFileSync(dashboardCopy, 'utf8') === source, 'refreshed from deploy/grafana-dashboard.json');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
