@@ -148,6 +148,19 @@ test('every PromQL example in docs/metrics.md and every dashboard query evaluate
     const values = new Set((await prom.query(m[1]!)).result.map((r) => r.metric[m[2]!]));
     for (const want of m[2] === 'namespace' ? ['team-a', 'team-b'] : ['a', 'b']) assert.ok(values.has(want), `${v.name} lacks ${want}`);
   }
+  // the docs' answers about the traffic above, at the last scrape (no extrapolation: rate = count / 300 s)
+  const md = readFileSync(join(repoRoot, 'docs', 'metrics.md'), 'utf8');
+  const t = await one('max(timestamp(access_gateway_request_duration_seconds_count))');
+  const doc = async (question: string, labels: Record<string, string>) => Math.round(await one(docQuery(md, question), labels, t) * 300 * 1e6) / 1e6;
+  assert.equal(await doc('request rate per gateway', { namespace: 'team-a', gateway: 'a' }), 29);
+  assert.equal(await doc('request rate per gateway', { namespace: 'team-b', gateway: 'b' }), 5);
+  assert.equal(await doc('5xx ratio per gateway', { namespace: 'team-a', gateway: 'a' }), Math.round(300 * 3 / 29 * 1e6) / 1e6);
+  assert.equal(await doc('authentication failures (401)', { namespace: 'team-a', gateway: 'a' }), 2);
+  assert.equal(await doc('authorization denials by reason', { namespace: 'team-a', gateway: 'a', reason: 'access' }), 4);
+  assert.equal(await doc('rate-limited (429)', { namespace: 'team-b', gateway: 'b' }), 3);
+  const p99 = await one(docQuery(md, 'p99 of successful requests only'), { namespace: 'team-a', gateway: 'a', route: 'kube-api' }, t);
+  const want = quantile(0.99, buckets(await scrapeMetrics(cp, op.adminPort), 'namespace="team-a",gateway="a",route="kube-api",code="2xx"'));
+  assert.ok(Math.abs(p99 - want) < 1e-9, `p99 ${p99}, from the buckets ${want}`);
   // a panel about the traffic above returns it
   const rate = panels.find((q) => q.startsWith('sum by (namespace, gateway) (rate(access_gateway_request_duration_seconds_count{'))!;
   assert.ok(((await prom.query(rate)).result.find((r) => r.metric.gateway === 'a')?.value ?? 0) > 0, rate);
@@ -165,9 +178,12 @@ test('promtool check metrics: the exposition after a mixed run has no lint probl
   assert.deepEqual(problems.sort(), explained.sort(), r.output);
 });
 
-/** The first code span of each `| question | query |` table's query column. */
+/**
+ * The PromQL of docs/metrics.md: the first code span of each `| question | query |` table's query
+ * column, and every other code span that names a metric with a selector or a function.
+ */
 function docQueries(md: string): string[] {
-  const out: string[] = [];
+  const out = [...md.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]!).filter((q) => q.includes('access_gateway_') && /[({]/.test(q));
   let inTable = false;
   for (const line of md.split('\n')) {
     if (/^\| question \| query \|/.test(line)) { inTable = true; continue; }
@@ -178,7 +194,14 @@ function docQueries(md: string): string[] {
     assert.ok(code, `no query in: ${line}`);
     out.push(code[1]!);
   }
-  return out;
+  return [...new Set(out)];
+}
+
+/** The query of the docs table row asking `question`. */
+function docQuery(md: string, question: string): string {
+  const row = md.split('\n').find((l) => l.startsWith(`| ${question} | \``));
+  assert.ok(row, `docs/metrics.md has no row "${question}"`);
+  return /`([^`]+)`/.exec(row.split(' | ')[1]!)![1]!;
 }
 
 function walk(panels: any[]): any[] {
