@@ -118,6 +118,11 @@ export const schema: Record<string, unknown> = {
               {
                 "rule": "has(self.serviceAccounts) || has(self.groups) || has(self.users)",
                 "message": "an access rule must name at least one of serviceAccounts, groups or users"
+              },
+              {
+                "rule": "!has(self.notBefore) || !has(self.notAfter) || self.notBefore < self.notAfter",
+                "message": "notBefore must be earlier than notAfter",
+                "fieldPath": ".notAfter"
               }
             ],
             "properties": {
@@ -186,6 +191,16 @@ export const schema: Record<string, unknown> = {
                   "maxLength": 63,
                   "description": "A route name from spec.routes."
                 }
+              },
+              "notBefore": {
+                "type": "string",
+                "format": "date-time",
+                "description": "A time-boxed grant: the rule matches only from this time on (RFC 3339, for example 2026-12-01T09:00:00Z). Optional."
+              },
+              "notAfter": {
+                "type": "string",
+                "format": "date-time",
+                "description": "A time-boxed grant: the rule matches only before this time (RFC 3339); from then on it does not match, without a restart, and status.expiredAccessRules lists it. Optional."
               }
             }
           }
@@ -509,6 +524,32 @@ export const schema: Record<string, unknown> = {
                 "format": "int32",
                 "minimum": 0,
                 "description": "Ready upstream endpoints of a service route (unset for apiserver routes)."
+              }
+            }
+          }
+        },
+        "expiredAccessRules": {
+          "type": "array",
+          "maxItems": 64,
+          "description": "The access rules whose notAfter has passed: they no longer match. Delete them from spec.access or move notAfter.",
+          "items": {
+            "type": "object",
+            "description": "One expired access rule.",
+            "required": [
+              "index",
+              "notAfter"
+            ],
+            "properties": {
+              "index": {
+                "type": "integer",
+                "format": "int32",
+                "minimum": 0,
+                "description": "Its position in spec.access (from 0)."
+              },
+              "notAfter": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When it expired."
               }
             }
           }

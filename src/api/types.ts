@@ -54,6 +54,10 @@ export interface AccessGatewayStatus {
    */
   routes?: RouteStatus[];
   /**
+   * The access rules whose notAfter has passed: they no longer match. Delete them from spec.access or move notAfter.
+   */
+  expiredAccessRules?: AccessGatewayStatusExpiredAccessRules[];
+  /**
    * Conditions, Gateway API style: Accepted (spec valid, port free), ResolvedRefs (Services and Secrets found), Programmed (listener serving this generation) and Ready (the summary kubectl wait --for=condition=Ready waits on). Reasons for False include PortConflict, InvalidRegex, BackendNotFound, NoReadyEndpoints, InvalidCertificateRef and RefNotPermitted.
    */
   conditions?: Condition[];
@@ -87,6 +91,20 @@ export interface Condition {
    * Human-readable details of the last transition.
    */
   message: string;
+}
+
+/**
+ * One expired access rule.
+ */
+export interface AccessGatewayStatusExpiredAccessRules {
+  /**
+   * Its position in spec.access (from 0).
+   */
+  index: number;
+  /**
+   * When it expired.
+   */
+  notAfter: string;
 }
 
 /**
@@ -285,6 +303,14 @@ export interface AccessRule {
    * Names of the routes (spec.routes[].name) this rule grants, at most 16. Optional: when unset the rule grants every route.
    */
   routes?: string[];
+  /**
+   * A time-boxed grant: the rule matches only from this time on (RFC 3339, for example 2026-12-01T09:00:00Z). Optional.
+   */
+  notBefore?: string;
+  /**
+   * A time-boxed grant: the rule matches only before this time (RFC 3339); from then on it does not match, without a restart, and status.expiredAccessRules lists it. Optional.
+   */
+  notAfter?: string;
 }
 
 /**

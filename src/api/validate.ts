@@ -13,7 +13,7 @@ export interface Problem {
 type S = {
   type?: string; properties?: Record<string, S>; items?: S; required?: string[]; enum?: unknown[];
   minimum?: number; maximum?: number; minLength?: number; maxLength?: number; minItems?: number; maxItems?: number;
-  pattern?: string; 'x-kubernetes-int-or-string'?: boolean; 'x-kubernetes-preserve-unknown-fields'?: boolean;
+  pattern?: string; format?: string; 'x-kubernetes-int-or-string'?: boolean; 'x-kubernetes-preserve-unknown-fields'?: boolean;
   'x-kubernetes-validations'?: { rule: string; message?: string; messageExpression?: string; fieldPath?: string }[];
   'x-kubernetes-list-type'?: string; 'x-kubernetes-list-map-keys'?: string[]; additionalProperties?: S | boolean;
 };
@@ -30,6 +30,9 @@ export const celRules: Record<string, (self: any) => string | null> = {
   },
   'has(self.serviceAccounts) || has(self.groups) || has(self.users)': (self: Obj) =>
     has(self, 'serviceAccounts') || has(self, 'groups') || has(self, 'users') ? null : 'an access rule must name at least one of serviceAccounts, groups or users',
+  '!has(self.notBefore) || !has(self.notAfter) || self.notBefore < self.notAfter': (self: Obj) =>
+    !has(self, 'notBefore') || !has(self, 'notAfter') || !(Date.parse(self.notBefore) >= Date.parse(self.notAfter))
+      ? null : 'notBefore must be earlier than notAfter',
   'self.all(r, self.exists_one(o, o.name == r.name))': (self: Obj[]) => {
     const seen = new Map<string, number>();
     for (const r of self) seen.set(r?.name, (seen.get(r?.name) ?? 0) + 1);
@@ -53,6 +56,11 @@ export const celRules: Record<string, (self: any) => string | null> = {
     (typeof self === 'number' ? self >= 1 && self <= 65535 : typeof self === 'string' && self.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(self))
       ? null : 'port must be a number from 1 to 65535 or a Service port name (a DNS label)',
 };
+
+/** An RFC 3339 date-time, as the apiserver's `format: date-time` accepts. */
+export function isDateTime(v: string): boolean {
+  return /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.test(v) && !Number.isNaN(Date.parse(v));
+}
 
 function typeName(v: unknown): string {
   if (v === null) return 'null';
@@ -82,6 +90,7 @@ function walk(v: unknown, s: S, path: string, out: Problem[]): void {
     if (s.minLength !== undefined && v.length < s.minLength) out.push({ field: at, message: `must be at least ${s.minLength} characters long` });
     if (s.maxLength !== undefined && v.length > s.maxLength) out.push({ field: at, message: `must be at most ${s.maxLength} characters long` });
     if (s.pattern && !new RegExp(s.pattern).test(v)) out.push({ field: at, message: `${JSON.stringify(v)} does not match ${s.pattern}` });
+    if (s.format === 'date-time' && !isDateTime(v)) out.push({ field: at, message: `${JSON.stringify(v)} is not an RFC 3339 date-time (e.g. 2026-12-01T09:00:00Z)` });
   }
   if (Array.isArray(v)) {
     if (s.minItems !== undefined && v.length < s.minItems) out.push({ field: at, message: `must have at least ${s.minItems} item(s)` });

@@ -1,5 +1,8 @@
 // spec.access: who may use the gateway, and which routes. Decisions are memoised per identity
 // object (identities come from the token cache, so a cached caller costs one WeakMap lookup).
+// Time-boxed rules (notBefore/notAfter) make decisions change with time: the memo holds until the
+// next window boundary, then starts afresh; a policy without windows never reads the clock.
+import { realClock, type Clock } from '../clock.js';
 import type { AccessRulePlan } from '../translate/plan.js';
 import { serviceAccountOf, type CallerIdentity } from './identity.js';
 
@@ -7,14 +10,21 @@ import { serviceAccountOf, type CallerIdentity } from './identity.js';
 export type Allowed = null | 'all' | ReadonlySet<string>;
 
 export class AccessPolicy {
-  private readonly memo = new WeakMap<CallerIdentity, Allowed>();
+  private memo = new WeakMap<CallerIdentity, Allowed>();
+  /** When the memo's decisions may change (the next notBefore/notAfter to come); Infinity: never. */
+  private until = -Infinity;
+  private readonly boundaries: number[];
 
-  constructor(private readonly rules: readonly AccessRulePlan[]) {}
+  constructor(private readonly rules: readonly AccessRulePlan[], private readonly clock: Clock = realClock) {
+    this.boundaries = rules.flatMap((r) => [r.notBefore, r.notAfter]).filter((t): t is number => t !== null).sort((a, b) => a - b);
+    if (!this.boundaries.length) this.until = Infinity;
+  }
 
   allowed(id: CallerIdentity): Allowed {
+    if (this.until !== Infinity) this.refresh();
     let a = this.memo.get(id);
     if (a === undefined) {
-      a = this.decide(id);
+      a = this.decide(id, this.boundaries.length ? this.clock.now() : 0);
       this.memo.set(id, a);
     }
     return a;
@@ -25,10 +35,19 @@ export class AccessPolicy {
     return a === 'all' || (a !== null && a.has(route));
   }
 
-  private decide(id: CallerIdentity): Allowed {
+  /** Past a window boundary: forget every decision and note the next boundary. */
+  private refresh(): void {
+    const now = this.clock.now();
+    if (now < this.until) return;
+    this.memo = new WeakMap();
+    this.until = this.boundaries.find((t) => t > now) ?? Infinity;
+  }
+
+  private decide(id: CallerIdentity, now: number): Allowed {
     const sa = serviceAccountOf(id.username);
     const routes = new Set<string>();
     for (const r of this.rules) {
+      if ((r.notBefore !== null && now < r.notBefore) || (r.notAfter !== null && now >= r.notAfter)) continue;
       const matches =
         r.users.includes(id.username) ||
         r.groups.some((g) => id.groups.includes(g)) ||

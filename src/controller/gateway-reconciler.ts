@@ -14,7 +14,7 @@ import { translate, type Snapshot, type Translation } from '../translate/transla
 import { TerminalError, type Result } from './controller.js';
 import { exposure } from './exposure.js';
 import type { PortAllocator } from './ports.js';
-import { desiredStatus } from './status.js';
+import { accessExpiry, desiredStatus } from './status.js';
 
 /** The gateways as the source has them (cluster watch or files). */
 export interface GatewayStore {
@@ -112,8 +112,12 @@ export class GatewayReconciler {
     const { applied, requeueAfterMs } = await this.program(key, spec, t.plan);
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
     const exposed = await this.expose(key, gw, t.plan, applied, listenPort);
-    await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, log);
-    return requeueAfterMs ? { requeueAfterMs } : {};
+    // time-boxed access rules: the data plane stops matching them on its own; the status lists
+    // the expired ones, written again when the next one expires
+    const expiry = accessExpiry(spec.spec.access, this.clock.now());
+    await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log);
+    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity);
+    return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
   /** The gateway is gone: close its listener, free its port, let waiting gateways try again. */
@@ -209,7 +213,7 @@ export class GatewayReconciler {
 
   /** Writes the status once when it changed (leader only), with an Event when Ready changed. */
   private async report(key: string, gw: AccessGateway, t: Translation, applied: ApplyResult | null, port: number | undefined,
-    url: string | undefined, log: Logger): Promise<void> {
+    url: string | undefined, expiredAccessRules: { index: number; notAfter: string }[], log: Logger): Promise<void> {
     const status = desiredStatus({
       generation: gw.metadata.generation ?? 0,
       previous: gw.status,
@@ -219,6 +223,7 @@ export class GatewayReconciler {
       routes: t.routes,
       url,
       now: new Date(this.clock.now()).toISOString().replace(/\.\d+Z$/, 'Z'),
+      expiredAccessRules,
     });
     const wanted = digest(status);
     if (!this.leader()) {

@@ -13,6 +13,8 @@ export function desiredStatus(opts: {
   routes: { name: string; endpoints: number }[];
   url: string | undefined;
   now: string;
+  /** Access rules past their notAfter. */
+  expiredAccessRules?: { index: number; notAfter: string }[];
 }): AccessGatewayStatus {
   let drafts = opts.drafts;
   const { applied } = opts;
@@ -36,5 +38,25 @@ export function desiredStatus(opts: {
   };
   if (opts.routes.length) status.routes = opts.routes;
   if (opts.port !== undefined) status.listener = { port: opts.port, ...(opts.url ? { url: opts.url } : {}) };
+  if (opts.expiredAccessRules?.length) status.expiredAccessRules = opts.expiredAccessRules;
   return status;
+}
+
+/** Longest wait for the next notAfter (timers overflow past 2^31 ms; the resync comes sooner anyway). */
+const maxExpiryWaitMs = 3_600_000;
+
+/**
+ * The access rules of `spec` whose notAfter is at or before `now`, and how long until the next
+ * one expires (plus a second, so the status is written after it has), if any.
+ */
+export function accessExpiry(access: { notAfter?: string }[] | undefined, now: number): { expired: { index: number; notAfter: string }[]; nextMs?: number } {
+  const expired: { index: number; notAfter: string }[] = [];
+  let next = Infinity;
+  (access ?? []).forEach((a, index) => {
+    if (a.notAfter === undefined) return;
+    const t = Date.parse(a.notAfter);
+    if (t <= now) expired.push({ index, notAfter: a.notAfter });
+    else next = Math.min(next, t);
+  });
+  return next === Infinity ? { expired } : { expired, nextMs: Math.min(next - now + 1000, maxExpiryWaitMs) };
 }

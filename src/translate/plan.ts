@@ -51,6 +51,9 @@ export interface AccessRulePlan {
   users: string[];
   /** null: every route. */
   routes: string[] | null;
+  /** A time-boxed grant: matches only from notBefore (inclusive) to notAfter (exclusive), ms since the epoch; null: unbounded. */
+  notBefore: number | null;
+  notAfter: number | null;
 }
 
 export interface GatewayPlan {

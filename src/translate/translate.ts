@@ -150,6 +150,8 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     groups: [...(a.groups ?? [])],
     users: [...(a.users ?? [])],
     routes: a.routes?.length ? [...a.routes] : null,
+    notBefore: a.notBefore === undefined ? null : Date.parse(a.notBefore),
+    notAfter: a.notAfter === undefined ? null : Date.parse(a.notAfter),
   }));
   const plan: GatewayPlan = {
     namespace: ns,

@@ -2,14 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AccessPolicy } from '../../src/auth/access.js';
 import { serviceAccountOf } from '../../src/auth/identity.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const id = (username: string, groups: string[] = []) => ({ username, uid: '', groups, extra: {} });
 
 test('service accounts, wildcards, groups and users match; routes restrict', () => {
   const p = new AccessPolicy([
-    { serviceAccounts: [{ namespace: 'pay', name: 'billing' }], groups: [], users: [], routes: ['ledger'] },
-    { serviceAccounts: [{ namespace: 'ops', name: '*' }], groups: [], users: [], routes: null },
-    { serviceAccounts: [], groups: ['auditors'], users: ['alice'], routes: ['kube-api'] },
+    { serviceAccounts: [{ namespace: 'pay', name: 'billing' }], groups: [], users: [], routes: ['ledger'], notBefore: null, notAfter: null },
+    { serviceAccounts: [{ namespace: 'ops', name: '*' }], groups: [], users: [], routes: null, notBefore: null, notAfter: null },
+    { serviceAccounts: [], groups: ['auditors'], users: ['alice'], routes: ['kube-api'], notBefore: null, notAfter: null },
   ]);
   const billing = id('system:serviceaccount:pay:billing');
   assert.ok(p.mayUse(billing, 'ledger'));
@@ -32,4 +33,33 @@ test('service-account usernames parse strictly', () => {
   assert.equal(serviceAccountOf('system:serviceaccount:a:b:c'), null);
   assert.equal(serviceAccountOf('system:serviceaccount:a'), null);
   assert.equal(serviceAccountOf('alice'), null);
+});
+
+test('time-boxed rules match only inside their window; decisions follow the clock without a new policy', () => {
+  const t0 = Date.parse('2026-12-01T09:00:00Z');
+  const clock = new FakeClock(t0 - 60_000);
+  const rule = (extra: object) => ({ serviceAccounts: [{ namespace: 'pay', name: 'billing' }], groups: [], users: [], routes: null, notBefore: null, notAfter: null, ...extra });
+  const p = new AccessPolicy([
+    rule({ notBefore: t0, notAfter: t0 + 3_600_000, routes: ['ledger'] }),
+    rule({ notAfter: t0 + 1_800_000, routes: ['kube-api'] }),
+  ], clock);
+  const billing = id('system:serviceaccount:pay:billing'); // one identity object: the memo must not outlive a boundary
+  assert.deepEqual(p.allowed(billing), new Set(['kube-api']), 'before notBefore: only the open-ended rule');
+  clock.advance(59_999);
+  assert.ok(!p.mayUse(billing, 'ledger'), 'notBefore is inclusive, 1 ms before it does not match');
+  clock.advance(1);
+  assert.deepEqual(p.allowed(billing), new Set(['kube-api', 'ledger']));
+  clock.advance(1_800_000);
+  assert.deepEqual(p.allowed(billing), new Set(['ledger']), 'notAfter is exclusive');
+  clock.advance(1_800_000);
+  assert.equal(p.allowed(billing), null, 'both expired');
+  clock.advance(86_400_000);
+  assert.equal(p.allowed(billing), null);
+});
+
+test('a policy without windows never reads the clock', () => {
+  const clock = new FakeClock(0);
+  clock.now = () => { throw new Error('read the clock'); };
+  const p = new AccessPolicy([{ serviceAccounts: [], groups: [], users: ['alice'], routes: null, notBefore: null, notAfter: null }], clock);
+  assert.equal(p.allowed(id('alice')), 'all');
 });

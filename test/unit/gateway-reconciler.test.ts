@@ -8,6 +8,7 @@ import { GatewayReconciler, type GatewayReconcilerDeps } from '../../src/control
 import { PortAllocator } from '../../src/controller/ports.js';
 import type { GatewayPlan } from '../../src/translate/plan.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const gw = (name: string, created: string, extra: Partial<AccessGateway> = {}): AccessGateway => ({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
@@ -109,4 +110,29 @@ test('while the watch has not brought back its own write, a reconcile neither wr
   });
   await assert.rejects(failing.r.reconcile('team-a/b', silentLogger));
   assert.equal(events.length, before, 'an Event for a status that was not written');
+});
+
+test('expired access rules are listed in status, and the reconcile comes back when the next one expires', async () => {
+  const t0 = Date.parse('2026-12-01T09:00:00Z');
+  const clock = new FakeClock(t0);
+  const sa = [{ namespace: 'team-a', name: 'ci' }];
+  const g = gw('a', '2026-01-01T00:00:00Z');
+  g.spec.access = [
+    { serviceAccounts: sa, notAfter: '2026-12-01T08:00:00Z' }, // expired an hour ago
+    { serviceAccounts: sa, notBefore: '2026-12-01T08:00:00Z', notAfter: '2026-12-01T09:10:00Z' },
+    { serviceAccounts: sa },
+  ];
+  const { r, written, applied } = setup([g], { clock });
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 10 * 60_000 + 1000 });
+  assert.deepEqual(written.at(-1)![1].expiredAccessRules, [{ index: 0, notAfter: '2026-12-01T08:00:00Z' }]);
+  // the plan carries the windows to the data plane, which stops matching on its own
+  assert.deepEqual(applied.at(-1)![1]!.access.map((a) => [a.notBefore, a.notAfter]),
+    [[null, t0 - 3_600_000], [t0 - 3_600_000, t0 + 600_000], [null, null]]);
+  clock.advance(10 * 60_000 + 1000);
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
+  assert.deepEqual(written.at(-1)![1].expiredAccessRules, [{ index: 0, notAfter: '2026-12-01T08:00:00Z' }, { index: 1, notAfter: '2026-12-01T09:10:00Z' }]);
+  // a notAfter months away: waits at most an hour (a longer timer would overflow)
+  g.spec.access = [{ serviceAccounts: sa, notAfter: '2027-06-01T00:00:00Z' }];
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 3_600_000 });
+  assert.equal(written.at(-1)![1].expiredAccessRules, undefined, 'nothing expired: the field is dropped');
 });
