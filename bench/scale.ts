@@ -1,7 +1,7 @@
 // The scale benchmark: N AccessGateways created at once (in parallel, straight to the apiserver),
 // the time until every one is Ready, and the operator's RSS idle, then with them all. The operator
 // runs alone on CPU 1; the control plane and this process on CPU 0.
-//   scripts/bench scale [--gateways 1000,10000]
+//   scripts/bench scale [--gateways 1000,10000] [--node-args=FLAGS]
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { cpuMs, pin, rssMiB } from './procfs.js';
@@ -12,7 +12,13 @@ import { startControlPlane } from '../test/support/control-plane.js';
 import { startOperator } from '../test/support/operator.js';
 import { applyYaml, installCRD, namespaceYaml } from '../test/support/cluster.js';
 
-const { values: opt } = parseArgs({ options: { gateways: { type: 'string', default: '1000,10000' } } });
+const { values: opt } = parseArgs({ options: {
+  gateways: { type: 'string', default: '1000,10000' },
+  /** Node/V8 flags for the operator (space-separated), e.g. --node-args=--heap-growing-percent=50 */
+  'node-args': { type: 'string', default: '' },
+} });
+const nodeArgs = opt['node-args'].split(' ').filter(Boolean);
+if (nodeArgs.length) console.log(`operator node flags: ${nodeArgs.join(' ')}`);
 const sizes = opt.gateways.split(',').map(Number);
 const namespaces = 20;
 
@@ -57,7 +63,7 @@ for (const size of sizes) {
       if (type !== 'DELETED' && g.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')) ready.add(key);
       else ready.delete(key);
     });
-    const op = await startOperator(cp, { cpu: 1, portRange: [20000, 20000 + size + 99],
+    const op = await startOperator(cp, { cpu: 1, portRange: [20000, 20000 + size + 99], nodeArgs,
       args: ['--log-level', 'warn', '--metrics-auth', 'none', '--max-gateways-per-namespace', '0'] });
     const pid = op.child.pid!;
     const idle = rssMiB(pid);

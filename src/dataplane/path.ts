@@ -76,10 +76,12 @@ export class PathFilter {
   private readonly rejectPaths: Regex[];
   private readonly rejectMethods: Regex[];
 
-  constructor(spec: { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }) {
-    this.accept = spec.acceptPaths.map(compileRegex);
-    this.rejectPaths = spec.rejectPaths.map(compileRegex);
-    this.rejectMethods = spec.rejectMethods.map(compileRegex);
+  /** `owner`: the team (gateway namespace) whose routes may share compiled programs. */
+  constructor(spec: { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }, owner: string) {
+    const compile = (p: string) => compileRegex(p, owner);
+    this.accept = spec.acceptPaths.map(compile);
+    this.rejectPaths = spec.rejectPaths.map(compile);
+    this.rejectMethods = spec.rejectMethods.map(compile);
   }
 
   /** Why the request is rejected, or null when it may pass. */

@@ -59,7 +59,7 @@ test('rewrites replace the prefix element-wise', () => {
 });
 
 test('kubectl proxy filter semantics: reject paths, then methods, then accept paths (unanchored RE2 search)', () => {
-  const f = new PathFilter({ acceptPaths: ['^/api/.*', '^/apis/.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: ['POST', '^DELETE$'] });
+  const f = new PathFilter({ acceptPaths: ['^/api/.*', '^/apis/.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: ['POST', '^DELETE$'] }, 'team-a');
   assert.equal(f.check('GET', '/api/v1/namespaces/a/pods'), null);
   assert.match(f.check('GET', '/api/v1/namespaces/a/pods/p/exec')!, /rejectPaths/);
   assert.match(f.check('GET', '/api/v1/namespaces/a/pods/p/attach')!, /rejectPaths/);
@@ -67,27 +67,30 @@ test('kubectl proxy filter semantics: reject paths, then methods, then accept pa
   assert.match(f.check('DELETE', '/apis/apps/v1/x')!, /rejectMethods/);
   assert.match(f.check('GET', '/version')!, /acceptPaths/);
   assert.match(f.check('GET', '/healthz')!, /acceptPaths/);
-  const g = new PathFilter({ acceptPaths: ['configmaps'], rejectPaths: [], rejectMethods: [] });
+  const g = new PathFilter({ acceptPaths: ['configmaps'], rejectPaths: [], rejectMethods: [] }, 'team-a');
   assert.equal(g.check('GET', '/api/v1/namespaces/a/configmaps'), null);
 });
 
 test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
-  const f = new PathFilter({ acceptPaths: ['^/(a+)+$'], rejectPaths: [], rejectMethods: [] });
+  const f = new PathFilter({ acceptPaths: ['^/(a+)+$'], rejectPaths: [], rejectMethods: [] }, 'team-a');
   // with a backtracking engine this is ~2^4000 steps; the test would never end
   assert.match(f.check('GET', '/' + 'a'.repeat(4000) + '!')!, /acceptPaths/);
   assert.equal(f.check('GET', '/aaaa'), null);
 });
 
 test('RE2 syntax: what Go accepts compiles, lookarounds and backreferences do not', () => {
-  assert.doesNotThrow(() => new PathFilter({ acceptPaths: ['(?i)^/API/', '\\pL+', '^/a{2,3}$'], rejectPaths: [], rejectMethods: [] }));
+  assert.doesNotThrow(() => new PathFilter({ acceptPaths: ['(?i)^/API/', '\\pL+', '^/a{2,3}$'], rejectPaths: [], rejectMethods: [] }, 'team-a'));
   for (const bad of ['(?<=x)y', '(?=x)', '(a)\\1', 'a(b']) {
-    assert.throws(() => new PathFilter({ acceptPaths: [bad], rejectPaths: [], rejectMethods: [] }), /error parsing regexp/, bad);
+    assert.throws(() => new PathFilter({ acceptPaths: [bad], rejectPaths: [], rejectMethods: [] }, 'team-a'), /error parsing regexp/, bad);
   }
 });
 
-test('two routes with the same pattern never share a compiled program (its match cache is mutable state)', () => {
-  const a = compileRegex('^/api/.*/pods/.*/exec');
-  const b = compileRegex('^/api/.*/pods/.*/exec');
-  assert.notEqual(a, b);
+test('a compiled program is shared by one team\'s routes, never between teams (its match cache is mutable state)', () => {
+  const a = compileRegex('^/api/.*/pods/.*/exec', 'team-a');
+  const a2 = compileRegex('^/api/.*/pods/.*/exec', 'team-a');
+  const b = compileRegex('^/api/.*/pods/.*/exec', 'team-b');
+  assert.equal(a, a2, 'the same team compiles a pattern once');
+  assert.notEqual(a, b, 'another team gets its own program');
+  assert.notEqual(compileRegex('^/api/.*/pods/.*/attach', 'team-a'), a);
   assert.ok(a.test('/api/v1/namespaces/x/pods/p/exec') && b.test('/api/v1/namespaces/x/pods/p/exec'));
 });
