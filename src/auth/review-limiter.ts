@@ -18,6 +18,8 @@ export interface FairLimiterOptions {
   /** Retry-After of a refusal; default 1 s. */
   retryAfterSeconds?: number;
   clock?: Clock;
+  /** What is limited, in refusal messages; default "token review". */
+  what?: string;
   /** Metrics: in flight after each change; a refusal; a namespace seen for the first time. */
   onInFlight?: (n: number) => void;
   onRefused?: (namespace: string, reason: RefusalReason) => void;
@@ -126,9 +128,10 @@ export class FairLimiter {
 
   private refuse(ns: string, reason: RefusalReason): AuthUnavailableError {
     this.opts.onRefused?.(ns, reason);
+    const what = this.opts.what ?? 'token review';
     return new AuthUnavailableError(reason === 'queue_full'
-      ? 'token review unavailable: too many token reviews are waiting for gateways of this namespace; retry later'
-      : 'token review unavailable: no token review slot became free in time; retry later', { retryAfterSeconds: this.retryAfter });
+      ? `${what} unavailable: too many ${what}s are waiting for gateways of this namespace; retry later`
+      : `${what} unavailable: no ${what} slot became free in time; retry later`, { retryAfterSeconds: this.retryAfter });
   }
 }
 

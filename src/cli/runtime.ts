@@ -4,6 +4,8 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
 import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
+import { ImpersonationChecker } from '../auth/impersonation.js';
+import { KubeAccessReviewer } from '../kube/access-review.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
 import { KubeAdminReviewer } from '../kube/admin-review.js';
@@ -59,11 +61,14 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     onNamespace: (namespace) => { for (const reason of ['queue_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
   });
   metrics.tokenReviewsInFlight.set(0);
+  // callers' own impersonation requests (kubectl --as): SubjectAccessReviews, as fairly limited
+  const accessReviewLimiter = new FairLimiter({ maxInFlight: f['max-token-reviews-in-flight'], what: 'impersonation check' });
+  const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));
   const drainMs = f['drain-seconds'] * 1000;
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }),
-    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'],
+    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation,
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,

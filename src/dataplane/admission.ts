@@ -5,6 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
+import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
   AuthUnavailableError, BadPathError, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError,
 } from '../errors.js';
@@ -22,11 +23,12 @@ export interface RequestHead {
   rawHeaders: string[];
 }
 
-export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string };
+/** `as`: what the caller asked to act as on an Impersonate route (kubectl --as), checked. */
+export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string; as?: RequestedImpersonation };
 export type Admitted = { kind: 'discovery'; id: CallerIdentity } | RouteAdmitted;
 
 /** What admission learnt, for the access log (filled as the steps pass). */
-export interface Seen { caller: string; route?: CompiledRoute; upstream?: string; error?: string }
+export interface Seen { caller: string; as?: string; route?: CompiledRoute; upstream?: string; error?: string }
 
 /** The target's path decoded once (canonical) and its query, untouched. */
 export function requestTarget(t: RouteTable, url: string): { path: string; query: string } {
@@ -126,6 +128,27 @@ export function checkRoute(t: RouteTable, route: CompiledRoute, method: string, 
 }
 
 /**
+ * A caller's own Impersonate-* headers on an Impersonate route: honoured only when the apiserver
+ * says the caller may impersonate exactly that. Elsewhere they are stripped, never forwarded.
+ */
+export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHead, seen: Seen): RouteAdmitted | Promise<RouteAdmitted> {
+  const target = a.route.plan.target;
+  if (target.kind !== 'apiserver' || target.identity !== 'Impersonate') return a;
+  const as = requestedImpersonation(h.rawHeaders);
+  if (!as) return a;
+  seen.as = as.user;
+  const checker = t.impersonationChecker;
+  if (!checker) {
+    t.m.denied.impersonate.inc();
+    throw new ForbiddenError(`gateway ${t.key} cannot check impersonation requests`);
+  }
+  return checker.check(a.id, as, t.plan.namespace).then(() => ({ ...a, as }), (err) => {
+    if (err instanceof ForbiddenError) t.m.denied.impersonate.inc();
+    throw err;
+  });
+}
+
+/**
  * Every step in order; the upstream path is the canonical encoding of the decoded path. Returns
  * at once when the caller's token is cached, else a promise; throws (or rejects) the refusal.
  * `conn`: the client connection (it remembers its token's cache key).
@@ -133,7 +156,7 @@ export function checkRoute(t: RouteTable, route: CompiledRoute, method: string, 
 export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object): Admitted | Promise<Admitted> {
   const { path, query } = requestTarget(t, h.url);
   const id = authenticate(t, authorizationHeader(h), conn);
-  const rest = (caller: CallerIdentity): Admitted => {
+  const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;
     authorize(t, caller);
     rateLimit(t, caller);
@@ -141,7 +164,7 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object):
     const selected = selectRoute(t, caller, h.method, path);
     seen.route = selected.route;
     const up = checkRoute(t, selected.route, h.method, selected.path);
-    return { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query };
+    return checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query }, h, seen);
   };
   return id instanceof Promise ? id.then(rest) : rest(id);
 }

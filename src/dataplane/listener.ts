@@ -128,7 +128,7 @@ export class Listener {
     if (target.identity !== 'Passthrough') {
       // the operator's credentials go out only with an impersonation of the caller, or of a
       // service account of this gateway's namespace (impersonationFor refuses anything else)
-      Object.assign(headers, t.impersonationFor(a.id, a.route));
+      Object.assign(headers, a.as ? t.impersonationAs(a.id, a.as, a.route) : t.impersonationFor(a.id, a.route));
       const auth = conn.authorization();
       if (auth) headers.authorization = auth;
     }
@@ -175,7 +175,7 @@ export class Listener {
       (seen.route?.m ?? t.noRoute).done(req.method, res.statusCode, seconds);
       const log = t.plan.accessLog;
       if (res.statusCode >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
-        t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
+        t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
           durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) });
       }
     });

@@ -13,7 +13,7 @@ export class GatewayMetrics {
   readonly bytesIn: CounterChild;
   readonly bytesOut: CounterChild;
   readonly auth: Record<'allowed' | 'unauthenticated' | 'unavailable', CounterChild>;
-  readonly denied: Record<'access' | 'route' | 'filter' | 'path', CounterChild>;
+  readonly denied: Record<'access' | 'route' | 'filter' | 'impersonate' | 'path', CounterChild>;
   readonly rateLimited: CounterChild;
 
   constructor(m: Metrics, ns: string, gw: string) {
@@ -23,7 +23,7 @@ export class GatewayMetrics {
     const a = (r: string) => m.authentications.labels(ns, gw, r);
     this.auth = { allowed: a('allowed'), unauthenticated: a('unauthenticated'), unavailable: a('unavailable') };
     const d = (r: string) => m.authorizations.labels(ns, gw, r);
-    this.denied = { access: d('access'), route: d('route'), filter: d('filter'), path: d('path') };
+    this.denied = { access: d('access'), route: d('route'), filter: d('filter'), impersonate: d('impersonate'), path: d('path') };
     this.rateLimited = m.rateLimited.labels(ns, gw);
   }
 }

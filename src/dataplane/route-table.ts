@@ -1,5 +1,6 @@
 // A gateway's compiled form, built once per plan: the data plane swaps it atomically and never
 // compiles anything per request.
+import { impersonatedIdentity, type ImpersonationChecker, type RequestedImpersonation } from '../auth/impersonation.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Logger } from 'pino';
 import type { AccessLog } from '../observability/logger.js';
@@ -29,6 +30,8 @@ export interface DataplaneDeps {
   jwks?: { keySet: JwksKeySet; revocation: RevocationCheck };
   /** Clock skew tolerated on token exp/nbf (--jwks-clock-skew-seconds). */
   clockSkewSeconds?: number;
+  /** Checks a caller's own Impersonate-* headers (kubectl --as) on Impersonate routes; absent: refused. */
+  impersonation?: ImpersonationChecker;
 }
 
 export interface CompiledRoute {
@@ -86,7 +89,7 @@ export class RouteTable {
       plan: r,
       prefix: normalizePrefix(r.pathPrefix),
       rewrite: r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix),
-      filter: r.target.kind === 'apiserver' ? new PathFilter(r.target) : null,
+      filter: r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace) : null,
       methods: r.methods ? new Set(r.methods) : null,
       backend: r.target.kind === 'service'
         ? new ServiceBackend(r.target, r.target.endpoints.map((e) => deps.pools.acquire(r.target as ServiceTarget, e)))
@@ -128,6 +131,16 @@ export class RouteTable {
       byRoute.set(route.plan.name, h);
     }
     return h;
+  }
+
+  /** The checker of callers' own Impersonate-* headers, if the process has one. */
+  get impersonationChecker(): ImpersonationChecker | undefined {
+    return this.deps.impersonation;
+  }
+
+  /** The Impersonate-* headers for what a caller asked to act as (checked already), naming the caller in the audit extras. */
+  impersonationAs(caller: CallerIdentity, as: RequestedImpersonation, route: CompiledRoute): OutgoingHttpHeaders {
+    return impersonationHeaders(impersonatedIdentity(as), { ...route.extras, [extraCaller]: caller.username });
   }
 
   /** First route whose prefix (element-wise) and methods (if any) match the decoded path. */

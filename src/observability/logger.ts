@@ -22,6 +22,8 @@ export function createLogger(opts: { level?: string; format?: 'json' | 'pretty' 
 export interface AccessEntry {
   reqId: string; caller: string; route: string; method: string | undefined; status: number;
   durationMs: number; upstream: string; error?: string;
+  /** Whom the caller acted as (kubectl --as), when it asked to. */
+  as?: string;
 }
 
 /** Writes access-log lines for one gateway. */
@@ -44,7 +46,7 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
   const middle = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"gateway":${JSON.stringify(gateway)},"reqId":"`;
   return {
     write(e) {
-      stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)},"route":${JSON.stringify(e.route)},`
+      stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);
     },

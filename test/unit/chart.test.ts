@@ -200,9 +200,12 @@ test('metrics: the reader role bound to metrics.reader.subjects; admin.metricsAu
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  // SubjectAccessReviews stay while callers' kubectl --as is checked (rbac.impersonate)
   const none = template(['--set', 'admin.metricsAuth=none']);
   assert.ok(one(none, 'Deployment').spec.template.spec.containers[0].args.includes('--metrics-auth=none'));
-  const g = grants(one(none, 'ClusterRole', 'agw-test-access-gateway').rules);
+  assert.ok(grants(one(none, 'ClusterRole', 'agw-test-access-gateway').rules).includes('authorization.k8s.io|subjectaccessreviews|create'));
+  const neither = template(['--set', 'admin.metricsAuth=none', '--set', 'rbac.impersonate=false']);
+  const g = grants(one(neither, 'ClusterRole', 'agw-test-access-gateway').rules);
   assert.ok(!g.some((x) => x.includes('subjectaccessreviews')), g.join(' '));
   assert.ok(g.includes('authentication.k8s.io|tokenreviews|create'), 'callers are still authenticated');
   // no RBAC at all: neither role

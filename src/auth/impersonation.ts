@@ -1,0 +1,137 @@
+// `kubectl --as` through an apiserver route: the caller's own Impersonate-* headers, honoured only
+// when SubjectAccessReviews say the caller may impersonate exactly that, with the attributes the
+// apiserver's impersonation filter checks (verb impersonate on users or serviceaccounts, groups,
+// uids, userextras/KEY). Decisions are cached per caller identity for a few seconds and
+// concurrent identical checks share one; errors are never cached (fail closed: 503).
+import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { BadRequestError, ForbiddenError } from '../errors.js';
+import { realClock, type Clock } from '../clock.js';
+import { serviceAccountOf, type CallerIdentity } from './identity.js';
+
+/** What the caller asks to act as. */
+export interface RequestedImpersonation {
+  user: string;
+  uid: string;
+  groups: string[];
+  extra: Record<string, string[]>;
+}
+
+/** SubjectAccessReview resourceAttributes of one impersonation check. */
+export interface ImpersonateAttributes {
+  verb: 'impersonate';
+  group: string;
+  resource: string;
+  subresource?: string;
+  namespace?: string;
+  name: string;
+}
+
+export interface Verdict { allowed: boolean; reason: string }
+
+/** Asks the apiserver whether `caller` may do `attrs` (a SubjectAccessReview); `namespace` is the gateway's (fair queueing). */
+export interface AccessReviewer {
+  review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string): Promise<Verdict>;
+}
+
+const reserved = new Set([extraGateway, extraRoute, extraCaller]);
+
+/** client-go's escaping of extra keys in header names, undone (url.PathUnescape). */
+function unescapeExtraKey(k: string): string {
+  try {
+    return decodeURIComponent(k);
+  } catch {
+    throw new BadRequestError(`Impersonate-Extra-${k}: not a valid escaped key`);
+  }
+}
+
+/**
+ * The caller's Impersonate-* headers (from the raw header list: repeated headers stay apart), or
+ * null when there are none. Refuses what the apiserver refuses (groups, uid or extras without a
+ * user) and the extras the gateway sets itself.
+ */
+export function requestedImpersonation(rawHeaders: string[]): RequestedImpersonation | null {
+  let r: RequestedImpersonation | null = null;
+  let users = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length < 12 || (name[0] !== 'I' && name[0] !== 'i')) continue;
+    const n = name.toLowerCase();
+    if (!n.startsWith('impersonate-')) continue;
+    const v = rawHeaders[i + 1]!;
+    r ??= { user: '', uid: '', groups: [], extra: {} };
+    if (n === 'impersonate-user') { r.user = v; users++; }
+    else if (n === 'impersonate-uid') r.uid = v;
+    else if (n === 'impersonate-group') r.groups.push(v);
+    else if (n.startsWith('impersonate-extra-')) {
+      const key = unescapeExtraKey(n.slice('impersonate-extra-'.length));
+      if (reserved.has(key)) throw new BadRequestError(`Impersonate-Extra-${key}: the gateway sets this extra itself`);
+      (r.extra[key] ??= []).push(v);
+    } else throw new BadRequestError(`${name}: not an impersonation header the apiserver knows`);
+  }
+  if (!r) return null;
+  if (users > 1) throw new BadRequestError('more than one Impersonate-User header');
+  if (!r.user) throw new BadRequestError('Impersonate-Group, Impersonate-Uid and Impersonate-Extra-* need Impersonate-User');
+  return r;
+}
+
+/** Every check the apiserver makes for this impersonation, in its order. */
+export function impersonateAttributes(r: RequestedImpersonation): ImpersonateAttributes[] {
+  const sa = serviceAccountOf(r.user);
+  const out: ImpersonateAttributes[] = [sa
+    ? { verb: 'impersonate', group: '', resource: 'serviceaccounts', namespace: sa.namespace, name: sa.name }
+    : { verb: 'impersonate', group: '', resource: 'users', name: r.user }];
+  for (const g of r.groups) out.push({ verb: 'impersonate', group: '', resource: 'groups', name: g });
+  if (r.uid) out.push({ verb: 'impersonate', group: 'authentication.k8s.io', resource: 'uids', name: r.uid });
+  for (const [k, vs] of Object.entries(r.extra)) {
+    for (const v of vs) out.push({ verb: 'impersonate', group: 'authentication.k8s.io', resource: 'userextras', subresource: k, name: v });
+  }
+  return out;
+}
+
+function describe(a: ImpersonateAttributes): string {
+  const what = a.resource === 'serviceaccounts' ? `service account ${a.namespace}/${a.name}`
+    : a.resource === 'userextras' ? `extra ${a.subresource}=${JSON.stringify(a.name)}`
+      : `${a.resource.slice(0, -1)} ${JSON.stringify(a.name)}`;
+  return `impersonate ${what}`;
+}
+
+/** The identity the apiserver is asked to act as. */
+export function impersonatedIdentity(r: RequestedImpersonation): CallerIdentity {
+  return { username: r.user, uid: r.uid, groups: r.groups, extra: r.extra };
+}
+
+interface Entry { until: number; verdict: Promise<Verdict> }
+
+export class ImpersonationChecker {
+  private readonly cache = new WeakMap<CallerIdentity, Map<string, Entry>>();
+
+  constructor(private readonly reviewer: AccessReviewer, private readonly ttlMs = 10_000, private readonly clock: Clock = realClock,
+    private readonly maxPerCaller = 64) {}
+
+  /** Resolves when `caller` may impersonate every attribute of `r`; rejects 403 (with the reason) or 503. */
+  async check(caller: CallerIdentity, r: RequestedImpersonation, namespace: string): Promise<void> {
+    const attrs = impersonateAttributes(r);
+    const verdicts = await Promise.all(attrs.map((a) => this.decide(caller, a, namespace)));
+    const i = verdicts.findIndex((v) => !v.allowed);
+    if (i >= 0) {
+      const why = verdicts[i]!.reason;
+      throw new ForbiddenError(`${caller.username} may not ${describe(attrs[i]!)}${why ? `: ${why}` : ''}`);
+    }
+  }
+
+  private decide(caller: CallerIdentity, a: ImpersonateAttributes, namespace: string): Promise<Verdict> {
+    let byKey = this.cache.get(caller);
+    if (!byKey) this.cache.set(caller, (byKey = new Map()));
+    const key = `${a.group}\u0000${a.resource}\u0000${a.subresource ?? ''}\u0000${a.namespace ?? ''}\u0000${a.name}`;
+    const now = this.clock.now();
+    const hit = byKey.get(key);
+    if (hit && hit.until > now) return hit.verdict;
+    if (byKey.size >= this.maxPerCaller) byKey.delete(byKey.keys().next().value!);
+    const verdict = this.reviewer.review(caller, a, namespace);
+    const entry = { until: now + this.ttlMs, verdict };
+    byKey.set(key, entry);
+    // an error is not a decision: the next request asks again
+    verdict.catch(() => { if (byKey.get(key) === entry) byKey.delete(key); });
+    return verdict;
+  }
+}

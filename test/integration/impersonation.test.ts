@@ -1,0 +1,146 @@
+// `kubectl --as` through a gateway, with the real kubectl and the chart's least-privilege operator:
+// a caller's own Impersonate-* headers are honoured only when the apiserver says the caller may
+// impersonate exactly that (SubjectAccessReviews); the apiserver then sees the target, with the
+// original caller in the audit extras. Escapes tried by two teams: system:masters, another team's
+// service account, a user the caller may not be, a forged caller extra.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startChartOperator } from '../support/chart-operator.js';
+import { applyYaml, bearer, createListenerTLS, curl, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { scrapeMetrics } from '../support/metrics.js';
+
+const execFileP = promisify(execFile);
+let cp: ControlPlane;
+let op: Awaited<ReturnType<typeof startChartOperator>>;
+let url: string;
+let caFile: string;
+const kubeconfigs: Record<string, string> = {};
+
+/** The real kubectl through the gateway as `who` (team-a:lead, team-a:plain, team-b:intruder). */
+async function kubectl(who: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const r = await execFileP('kubectl', ['--kubeconfig', kubeconfigs[who]!, ...args], { timeout: 30_000 });
+    return { code: 0, out: r.stdout, err: r.stderr };
+  } catch (e: any) {
+    return { code: e.code ?? 1, out: e.stdout ?? '', err: e.stderr ?? String(e) };
+  }
+}
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml('team-a', ['lead', 'plain']));
+  await applyYaml(cp, namespaceYaml('team-b', ['deployer', 'intruder']));
+  // team-a:lead may impersonate the user alice and the group auditors, nothing else;
+  // alice may read configmaps of team-a; the lead itself may read nothing
+  await applyYaml(cp, `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: impersonate-alice}
+rules:
+  - {apiGroups: [""], resources: [users], resourceNames: [alice], verbs: [impersonate]}
+  - {apiGroups: [""], resources: [groups], resourceNames: [auditors], verbs: [impersonate]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: lead-impersonates-alice}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: impersonate-alice}
+subjects: [{kind: ServiceAccount, name: lead, namespace: team-a}]
+`);
+  await cp.kubectl(['create', 'role', 'cm-reader', '-n', 'team-a', '--verb=get,list', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'alice-cm', '-n', 'team-a', '--role=cm-reader', '--user=alice']);
+  await cp.kubectl(['create', 'configmap', 'alices-view', '-n', 'team-a', '--from-literal=k=v']);
+  op = await startChartOperator(cp);
+  // kubectl sends a token only over TLS
+  for (const [ns, sas] of [['team-a', ['lead', 'plain']], ['team-b', ['intruder']]] as const) {
+    const ca = await createListenerTLS(cp, ns, 'api-tls');
+    if (ns === 'team-a') caFile = ca.certFile;
+    await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: api, namespace: ${ns}}
+spec:
+  listener: {tls: {secretName: api-tls}}
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [${sas.map((s) => `{namespace: ${ns}, name: ${s}}`).join(', ')}]}]
+  routes:
+    - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate}}
+`);
+    const port = await gatewayPort(cp, ns, 'api');
+    if (ns === 'team-a') url = `https://127.0.0.1:${port}`;
+    for (const sa of sas) {
+      kubeconfigs[sa] = tokenKubeconfig(join(cp.dir, `${sa}.kubeconfig`), `https://127.0.0.1:${port}`, await cp.token(ns, sa, ['gw']), { namespace: ns, ca: ca.cert });
+    }
+  }
+}, { timeout: 240_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+test('kubectl --as a user the caller may impersonate: the apiserver sees that user, with the caller in the audit extras', async () => {
+  const own = await kubectl('lead', ['get', 'configmaps']);
+  assert.notEqual(own.code, 0, 'the lead itself may not list configmaps');
+  assert.match(own.err, /system:serviceaccount:team-a:lead/);
+  const as = await kubectl('lead', ['--as', 'alice', 'get', 'configmaps', '-o', 'name']);
+  assert.equal(as.code, 0, as.err);
+  assert.match(as.out, /configmap\/alices-view/);
+  const who = await kubectl('lead', ['--as', 'alice', '--as-group', 'auditors', 'auth', 'whoami', '-o', 'json']);
+  assert.equal(who.code, 0, who.err);
+  const u = JSON.parse(who.out).status.userInfo;
+  assert.equal(u.username, 'alice');
+  assert.deepEqual(u.groups.sort(), ['auditors', 'system:authenticated']);
+  assert.deepEqual(u.extra['access-gateway.io/caller'], ['system:serviceaccount:team-a:lead']);
+  assert.deepEqual(u.extra['access-gateway.io/gateway'], ['team-a/api']);
+  // the access log names both
+  const line = readFileSync(op.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .find((l) => l.msg === 'request' && l.as === 'alice' && l.status === 201);
+  assert.equal(line?.caller, 'system:serviceaccount:team-a:lead');
+});
+
+test('what the caller may not impersonate is refused by the gateway with the reason, before the apiserver sees it', async () => {
+  // `get --raw`: kubectl prints the Status message of the refusal (a refused discovery request,
+  // which a plain `kubectl get` makes first, is shown as "Forbidden: unknown")
+  const cases: [string, string[], RegExp][] = [
+    ['lead', ['--as', 'alice', '--as-group', 'system:masters', 'get', '--raw', '/api/v1/secrets'], /may not impersonate group "system:masters"/],
+    ['lead', ['--as', 'system:admin', 'get', '--raw', '/api/v1/secrets'], /may not impersonate user "system:admin"/],
+    ['lead', ['--as', 'system:serviceaccount:team-b:deployer', 'get', '--raw', '/api/v1/namespaces/team-b/pods'], /may not impersonate service account team-b\/deployer/],
+    ['lead', ['--as', 'alice', '--as-uid', '1234', 'get', '--raw', '/api/v1/namespaces/team-a/configmaps'], /may not impersonate uid "1234"/],
+    ['plain', ['--as', 'alice', 'get', '--raw', '/api/v1/namespaces/team-a/configmaps'], /system:serviceaccount:team-a:plain may not impersonate user "alice"/],
+    // the other team: its caller has no impersonation rights at all
+    ['intruder', ['--as', 'system:serviceaccount:team-a:lead', 'get', '--raw', '/api/v1/namespaces/team-a/configmaps'], /may not impersonate service account team-a\/lead/],
+  ];
+  for (const [who, args, why] of cases) {
+    const r = await kubectl(who, args);
+    assert.notEqual(r.code, 0, `${who} ${args.join(' ')}: ${r.out}`);
+    assert.match(r.err, /Forbidden/, r.err);
+    assert.match(r.err, why, r.err);
+  }
+  const text = await scrapeMetrics(cp, op.adminPort);
+  const denied = Number(/^access_gateway_authorization_denials_total\{namespace="team-a",gateway="api",reason="impersonate"\} (\d+)$/m.exec(text)?.[1]);
+  // one denial per refused request (kubectl sends some twice): as many as team-a's 403 access lines with `as`
+  const refused = readFileSync(op.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .filter((l) => l.msg === 'request' && l.gateway === 'team-a/api' && l.status === 403 && l.as !== undefined);
+  assert.ok(refused.length >= 5, `${refused.length} refused lines`);
+  assert.equal(denied, refused.length, 'one denial per refused request');
+  assert.match(text, /^access_gateway_impersonation_reviews_total\{result="denied"\} [1-9]/m);
+  const plain = await kubectl('lead', ['--as', 'alice', '--as-group', 'system:masters', 'get', 'secrets', '-A']);
+  assert.notEqual(plain.code, 0);
+  assert.match(plain.err, /Forbidden/);
+});
+
+test('malformed or forged impersonation headers: 400, never forwarded', async () => {
+  const token = await cp.token('team-a', 'lead', ['gw']);
+  const groupOnly = await curl(`${url}/api/v1/namespaces/team-a/configmaps`, ['--cacert', caFile, ...bearer(token), '-H', 'Impersonate-Group: system:masters']);
+  assert.equal(groupOnly.status, 400, groupOnly.body);
+  assert.match(groupOnly.body, /need Impersonate-User/);
+  const forged = await curl(`${url}/apis/authentication.k8s.io/v1/selfsubjectreviews`, ['--cacert', caFile, ...bearer(token), '-X', 'POST', '-H', 'Content-Type: application/json',
+    '-d', '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}',
+    '-H', 'Impersonate-User: alice', '-H', 'Impersonate-Extra-access-gateway.io%2Fcaller: system:serviceaccount:team-b:intruder']);
+  assert.equal(forged.status, 400, forged.body);
+  assert.match(forged.body, /the gateway sets this extra itself/);
+});

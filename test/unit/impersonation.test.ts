@@ -1,0 +1,73 @@
+// A caller's own Impersonate-* headers: parsed as the apiserver reads them, checked with exactly
+// the apiserver's attributes, decisions cached per caller, errors never cached.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  ImpersonationChecker, impersonateAttributes, requestedImpersonation, type ImpersonateAttributes, type Verdict,
+} from '../../src/auth/impersonation.js';
+import { FakeClock } from '../support/fake-clock.js';
+
+const caller = { username: 'system:serviceaccount:team-a:lead', uid: 'u1', groups: ['system:serviceaccounts'], extra: {} };
+
+test('Impersonate-* headers: repeated groups and extras kept apart, keys unescaped; what the apiserver refuses is refused', () => {
+  assert.equal(requestedImpersonation(['Authorization', 'Bearer x', 'Accept', '*/*']), null);
+  assert.deepEqual(requestedImpersonation(['Impersonate-User', 'alice', 'Impersonate-Group', 'dev, ops', 'impersonate-group', 'qa',
+    'Impersonate-Uid', '42', 'Impersonate-Extra-Example.com%2fteam', 'a', 'Impersonate-Extra-example.com%2Fteam', 'b']),
+  { user: 'alice', uid: '42', groups: ['dev, ops', 'qa'], extra: { 'example.com/team': ['a', 'b'] } });
+  assert.throws(() => requestedImpersonation(['Impersonate-Group', 'system:masters']), /need Impersonate-User/);
+  assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-User', 'b']), /more than one Impersonate-User/);
+  assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-Extra-access-gateway.io%2Fcaller', 'someone-else']), /sets this extra itself/);
+  assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-Everything', 'x']), /not an impersonation header/);
+});
+
+test('the checks are the apiserver impersonation filter\'s: a service account by its namespace, groups, uid, each extra value', () => {
+  assert.deepEqual(impersonateAttributes({ user: 'system:serviceaccount:team-b:deployer', uid: '', groups: [], extra: {} }),
+    [{ verb: 'impersonate', group: '', resource: 'serviceaccounts', namespace: 'team-b', name: 'deployer' }]);
+  assert.deepEqual(impersonateAttributes({ user: 'alice', uid: '42', groups: ['dev'], extra: { 'example.com/team': ['a', 'b'] } }), [
+    { verb: 'impersonate', group: '', resource: 'users', name: 'alice' },
+    { verb: 'impersonate', group: '', resource: 'groups', name: 'dev' },
+    { verb: 'impersonate', group: 'authentication.k8s.io', resource: 'uids', name: '42' },
+    { verb: 'impersonate', group: 'authentication.k8s.io', resource: 'userextras', subresource: 'example.com/team', name: 'a' },
+    { verb: 'impersonate', group: 'authentication.k8s.io', resource: 'userextras', subresource: 'example.com/team', name: 'b' },
+  ]);
+});
+
+function reviewer(allow: (a: ImpersonateAttributes) => boolean | Error) {
+  const calls: ImpersonateAttributes[] = [];
+  return {
+    calls,
+    review: async (_c: unknown, a: ImpersonateAttributes): Promise<Verdict> => {
+      calls.push(a);
+      const r = allow(a);
+      if (r instanceof Error) throw r;
+      return { allowed: r, reason: r ? '' : 'RBAC: no rule' };
+    },
+  };
+}
+
+test('every attribute must be allowed; the 403 names the first refused one and the apiserver\'s reason', async () => {
+  const rv = reviewer((a) => a.resource === 'users' && a.name === 'alice');
+  const c = new ImpersonationChecker(rv);
+  await c.check(caller, { user: 'alice', uid: '', groups: [], extra: {} }, 'team-a');
+  await assert.rejects(c.check(caller, { user: 'alice', uid: '', groups: ['system:masters'], extra: {} }, 'team-a'),
+    (e: any) => e.status === 403 && /may not impersonate group "system:masters": RBAC: no rule/.test(e.message));
+  await assert.rejects(c.check(caller, { user: 'bob', uid: '', groups: [], extra: {} }, 'team-a'), /may not impersonate user "bob"/);
+});
+
+test('decisions are cached per caller for the TTL, shared by concurrent checks; errors are not cached', async () => {
+  const clock = new FakeClock(0);
+  let fail = true;
+  const rv = reviewer(() => (fail ? new Error('down') : true));
+  const c = new ImpersonationChecker(rv, 10_000, clock);
+  const as = { user: 'alice', uid: '', groups: [], extra: {} };
+  await assert.rejects(c.check(caller, as, 'team-a'), /down/);
+  fail = false;
+  await Promise.all([c.check(caller, as, 'team-a'), c.check(caller, as, 'team-a'), c.check(caller, as, 'team-a')]);
+  assert.equal(rv.calls.length, 2, 'the error was cached, or concurrent checks were not shared');
+  const other = { ...caller, username: 'system:serviceaccount:team-b:x' };
+  await c.check(other, as, 'team-b');
+  assert.equal(rv.calls.length, 3, 'another caller shares no decision');
+  clock.advance(10_001);
+  await c.check(caller, as, 'team-a');
+  assert.equal(rv.calls.length, 4, 'asked again after the TTL');
+});
