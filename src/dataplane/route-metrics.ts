@@ -1,11 +1,13 @@
 // Metric series bound once per gateway and route when a plan is applied: the request path only
-// bumps numbers (no label values built, no hashing). request_duration_seconds exists at zero for the
-// status classes dashboards and alerts divide by (2xx, 4xx, 5xx) before the first request, so
-// rate() counts the first requests; requests_total (per method too) and 3xx/other are made on first use.
+// bumps numbers (no label values built, no hashing). What dashboards and alerts read exists at zero
+// before the first request, so rate() counts the first requests and histogram_quantile is never
+// NaN for want of a first sample: responses_total for 2xx, 4xx and 5xx on every route (and route
+// ""), request_duration_seconds for 2xx on every named route. requests_total (per method too) and
+// the other status classes' series are made on first use.
 import { codeClass, methodLabel, type Metrics } from '../observability/metrics.js';
 import { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
 
-/** Status classes whose request_duration_seconds series exist at zero from the plan on. */
+/** Status classes whose responses_total series exist at zero from the plan on. */
 export const PRECREATED_CODES = ['2xx', '4xx', '5xx'] as const;
 
 export class GatewayMetrics {
@@ -34,8 +36,9 @@ export class GatewayMetrics {
  * class keeps the request path's call sites monomorphic.
  */
 export class RouteMetrics {
-  /** requests_total by method, then status class; request_duration_seconds by status class. */
+  /** requests_total by method, then status class; responses_total and request_duration_seconds by status class. */
   private readonly requests = new Map<string, Record<string, CounterChild>>();
+  private readonly responses: Record<string, CounterChild> = {};
   private readonly durations: Record<string, HistogramChild> = {};
   readonly upstream: HistogramChild;
   readonly upgraded: GaugeChild;
@@ -43,7 +46,7 @@ export class RouteMetrics {
   readonly ejections: CounterChild;
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
-    for (const code of PRECREATED_CODES) this.durations[code] = m.requestDuration.labels(ns, gw, route, code);
+    for (const code of PRECREATED_CODES) this.responses[code] = m.responses.labels(ns, gw, route, code);
     if (route === '') {
       this.upstream = new HistogramChild([]);
       this.upgraded = new GaugeChild();
@@ -51,6 +54,7 @@ export class RouteMetrics {
       this.ejections = new CounterChild();
       return;
     }
+    this.durations['2xx'] = m.requestDuration.labels(ns, gw, route, '2xx');
     this.upstream = m.upstreamDuration.labels(ns, gw, route);
     this.upgraded = m.upgraded.labels(ns, gw, route);
     const e = (k: string) => m.upstreamErrors.labels(ns, gw, route, k);
@@ -64,6 +68,7 @@ export class RouteMetrics {
     let byClass = this.requests.get(method ?? '');
     if (!byClass) this.requests.set(method ?? '', (byClass = {}));
     (byClass[code] ??= this.m.requests.labels(this.ns, this.gw, this.route, methodLabel(method), code)).inc();
+    (this.responses[code] ??= this.m.responses.labels(this.ns, this.gw, this.route, code)).inc();
     (this.durations[code] ??= this.m.requestDuration.labels(this.ns, this.gw, this.route, code)).observe(seconds);
   }
 }

@@ -34,6 +34,7 @@ export function createMetrics(registry = new Registry()) {
     forget: (namespace: string, gateway: string, route?: string) => fast.forget(namespace, gateway, route),
     // data plane
     requests: new FastCounter(fast, { name: 'access_gateway_requests_total', help: 'Requests answered, by gateway, route, method and status class.', labelNames: [...route, 'method', 'code'] }),
+    responses: new FastCounter(fast, { name: 'access_gateway_responses_total', help: 'Requests answered, by gateway, route and status class; the 2xx, 4xx and 5xx series exist from the plan on, so rate() counts the first requests.', labelNames: [...route, 'code'] }),
     requestDuration: new FastHistogram(fast, { name: 'access_gateway_request_duration_seconds', help: 'Time from request to response end (upgraded connections excluded).', labelNames: [...route, 'code'], buckets: latencyBuckets }),
     upstreamDuration: new FastHistogram(fast, { name: 'access_gateway_upstream_duration_seconds', help: 'Time from sending upstream to the upstream response headers.', labelNames: [...route], buckets: latencyBuckets }),
     inFlight: new FastGauge(fast, { name: 'access_gateway_requests_in_flight', help: 'Requests being served.', labelNames: [...gw] }),

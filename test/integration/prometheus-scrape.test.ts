@@ -80,9 +80,11 @@ after(async () => {
 test('scraped with the reader token, refused without; traffic counted from its first request', async () => {
   const [a, b] = [await gatewayPort(cp, 'team-a', 'a'), await gatewayPort(cp, 'team-b', 'b')];
   // a scrape before any request: the series the dashboards and alerts divide by exist at zero
-  const zero = 'access_gateway_request_duration_seconds_count{code="2xx",route="kube-api"}';
+  const zero = 'access_gateway_responses_total{code="2xx",route="kube-api"}';
   await waitFor('zero 2xx series of both gateways in Prometheus', async () => (await prom.query(zero)).result.length === 2, 30_000, 500);
   assert.deepEqual((await prom.query(zero)).result.map((r) => r.value), [0, 0]);
+  const latency = 'access_gateway_request_duration_seconds_bucket{code="2xx",route="kube-api",le="+Inf"}';
+  assert.deepEqual((await prom.query(latency)).result.map((r) => r.value), [0, 0], 'the latency histogram too');
   assert.equal(await one(`up{job="${job}"}`), 1);
   const refused = await waitFor('a scrape without the token', async () => (await prom.targets('no-token')).find((t) => t.health !== 'unknown'), 10_000, 200);
   assert.equal(refused.health, 'down');
@@ -97,13 +99,13 @@ test('scraped with the reader token, refused without; traffic counted from its f
   assert.deepEqual(await seq(2, () => call(a, '/version')), Array(2).fill(401));
   assert.deepEqual(await seq(5, () => call(b, '/version', okB)), [200, 200, 429, 429, 429]);
 
-  const total = 'sum by (namespace) (access_gateway_request_duration_seconds_count)';
+  const total = 'sum by (namespace) (access_gateway_responses_total)';
   await waitFor('a scrape with all the traffic', async () => {
     const r = (await prom.query(total)).result;
     return r.find((s) => s.metric.namespace === 'team-a')?.value === 29 && r.find((s) => s.metric.namespace === 'team-b')?.value === 5;
   }, 30_000, 500);
   const by = (ns: string, gw: string) => ({ namespace: ns, gateway: gw });
-  const perCode = 'sum by (namespace, gateway, code) (access_gateway_request_duration_seconds_count)';
+  const perCode = 'sum by (namespace, gateway, code) (access_gateway_responses_total)';
   assert.equal(await one(perCode, { ...by('team-a', 'a'), code: '2xx' }), 20);
   assert.equal(await one(perCode, { ...by('team-a', 'a'), code: '4xx' }), 6);
   assert.equal(await one(perCode, { ...by('team-a', 'a'), code: '5xx' }), 3);
@@ -112,14 +114,14 @@ test('scraped with the reader token, refused without; traffic counted from its f
   // increase() counts the first requests because the series were scraped at zero first (a series
   // that appears with its first value in it would give 0 here); evaluated at the last scrape, so
   // Prometheus extrapolates neither way (the first sample is 0, the window ends on the last)
-  const t = await one('max(timestamp(access_gateway_request_duration_seconds_count))');
+  const t = await one('max(timestamp(access_gateway_responses_total))');
   const inc = async (expr: string, labels: Record<string, string>) => Math.round(await one(expr, labels, t) * 1e6) / 1e6;
-  assert.equal(await inc('sum by (namespace, gateway) (increase(access_gateway_request_duration_seconds_count{code="2xx"}[5m]))', by('team-a', 'a')), 20);
+  assert.equal(await inc('sum by (namespace, gateway) (increase(access_gateway_responses_total{code="2xx"}[5m]))', by('team-a', 'a')), 20);
   assert.equal(await inc('sum by (namespace, gateway) (increase(access_gateway_authentications_total{result="unauthenticated"}[5m]))', by('team-a', 'a')), 2);
   assert.equal(await inc('sum by (namespace, gateway, reason) (increase(access_gateway_authorization_denials_total[5m]))', { ...by('team-a', 'a'), reason: 'access' }), 4);
   assert.equal(await inc('sum by (namespace, gateway) (increase(access_gateway_rate_limited_total[5m]))', by('team-b', 'b')), 3);
   // the dashboard's 5xx ratio: every series has the same samples, so the extrapolation cancels
-  const ratio = await one('sum by (namespace, gateway) (rate(access_gateway_request_duration_seconds_count{code="5xx"}[5m])) / sum by (namespace, gateway) (rate(access_gateway_request_duration_seconds_count[5m]))', by('team-a', 'a'));
+  const ratio = await one('sum by (namespace, gateway) (rate(access_gateway_responses_total{code="5xx"}[5m])) / sum by (namespace, gateway) (rate(access_gateway_responses_total[5m]))', by('team-a', 'a'));
   assert.ok(Math.abs(ratio - 3 / 29) < 1e-9, `5xx ratio ${ratio}`);
 
   // p99 from the buckets: what histogram_quantile makes of the operator's own counts
@@ -150,7 +152,7 @@ test('every PromQL example in docs/metrics.md and every dashboard query evaluate
   }
   // the docs' answers about the traffic above, at the last scrape (no extrapolation: rate = count / 300 s)
   const md = readFileSync(join(repoRoot, 'docs', 'metrics.md'), 'utf8');
-  const t = await one('max(timestamp(access_gateway_request_duration_seconds_count))');
+  const t = await one('max(timestamp(access_gateway_responses_total))');
   const doc = async (question: string, labels: Record<string, string>) => Math.round(await one(docQuery(md, question), labels, t) * 300 * 1e6) / 1e6;
   assert.equal(await doc('request rate per gateway', { namespace: 'team-a', gateway: 'a' }), 29);
   assert.equal(await doc('request rate per gateway', { namespace: 'team-b', gateway: 'b' }), 5);
@@ -162,7 +164,7 @@ test('every PromQL example in docs/metrics.md and every dashboard query evaluate
   const want = quantile(0.99, buckets(await scrapeMetrics(cp, op.adminPort), 'namespace="team-a",gateway="a",route="kube-api",code="2xx"'));
   assert.ok(Math.abs(p99 - want) < 1e-9, `p99 ${p99}, from the buckets ${want}`);
   // a panel about the traffic above returns it
-  const rate = panels.find((q) => q.startsWith('sum by (namespace, gateway) (rate(access_gateway_request_duration_seconds_count{'))!;
+  const rate = panels.find((q) => q.startsWith('sum by (namespace, gateway) (rate(access_gateway_responses_total{'))!;
   assert.ok(((await prom.query(rate)).result.find((r) => r.metric.gateway === 'a')?.value ?? 0) > 0, rate);
 });
 

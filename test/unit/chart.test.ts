@@ -279,7 +279,7 @@ test('ci/monitoring: ServiceMonitor, PrometheusRule with the four alerts, Networ
   const rules = one(objs, 'PrometheusRule').spec.groups[0].rules;
   const byName = Object.fromEntries(rules.map((r: any) => [r.alert, r.expr]));
   assert.deepEqual(Object.keys(byName).sort(), ['AccessGatewayAuthenticationFailures', 'AccessGatewayHighErrorRatio', 'AccessGatewayNoLeader', 'AccessGatewayReconcileErrors']);
-  assert.match(byName.AccessGatewayHighErrorRatio, /access_gateway_request_duration_seconds_count\{job="agw-test-access-gateway",code="5xx"\}/);
+  assert.match(byName.AccessGatewayHighErrorRatio, /access_gateway_responses_total\{job="agw-test-access-gateway",code="5xx"\}/);
   assert.match(byName.AccessGatewayHighErrorRatio, /sum by \(namespace, gateway\)/);
   assert.match(byName.AccessGatewayAuthenticationFailures, /access_gateway_authentications_total\{job="agw-test-access-gateway",result="unauthenticated"\}/);
   assert.match(byName.AccessGatewayReconcileErrors, /access_gateway_reconcile_total\{job="agw-test-access-gateway",result="error"\}/);

@@ -27,18 +27,32 @@ test('a route has upstream series at zero; route "" has none, even after its chi
   assert.match(text, /^access_gateway_requests_total\{namespace="team-a",gateway="gw",route="kube-api",method="GET",code="2xx"\} 1$/m);
 });
 
-test('request_duration_seconds exists at zero for 2xx, 4xx and 5xx on every route before any request', async () => {
+test('before any request: responses_total at zero for 2xx, 4xx, 5xx on every route; request_duration_seconds for 2xx on named routes', async () => {
   const m = testMetrics();
   new RouteMetrics(m, 'team-a', 'gw', 'kube-api');
   new RouteMetrics(m, 'team-a', 'gw', '');
   const text = await scrape(m);
   for (const route of ['kube-api', '']) {
     for (const code of ['2xx', '4xx', '5xx']) {
-      const labels = `namespace="team-a",gateway="gw",route="${route}",code="${code}"`;
-      assert.match(text, new RegExp(`^access_gateway_request_duration_seconds_count\\{${labels}\\} 0$`, 'm'), `${route} ${code}`);
-      assert.match(text, new RegExp(`^access_gateway_request_duration_seconds_bucket\\{${labels},le="\\+Inf"\\} 0$`, 'm'), `${route} ${code}`);
+      assert.match(text, new RegExp(`^access_gateway_responses_total\\{namespace="team-a",gateway="gw",route="${route}",code="${code}"\\} 0$`, 'm'), `${route} ${code}`);
     }
   }
+  const hist = (route: string, code: string) => new RegExp(`^access_gateway_request_duration_seconds_bucket\\{namespace="team-a",gateway="gw",route="${route}",code="${code}",le="\\+Inf"\\} 0$`, 'm');
+  assert.match(text, hist('kube-api', '2xx'));
+  assert.doesNotMatch(text, hist('kube-api', '5xx'), 'only 2xx latency is pre-created');
+  assert.doesNotMatch(text, hist('', '2xx'), 'route "" has no pre-created latency');
   assert.doesNotMatch(text, /code="3xx"/);
   assert.doesNotMatch(text, /^access_gateway_requests_total\{/m, 'requests_total children are made on first use');
+});
+
+test('responses_total counts every answer once by status class, 3xx on first use', async () => {
+  const m = testMetrics();
+  const r = new RouteMetrics(m, 'team-a', 'gw', 'kube-api');
+  r.done('GET', 200, 0.001);
+  r.done('POST', 201, 0.001);
+  r.done('GET', 503, 0.001);
+  r.done('GET', 302, 0.001);
+  const text = await scrape(m);
+  const v = (code: string) => Number(new RegExp(`^access_gateway_responses_total\\{namespace="team-a",gateway="gw",route="kube-api",code="${code}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+  assert.deepEqual(['2xx', '3xx', '4xx', '5xx'].map(v), [2, 1, 0, 1]);
 });
