@@ -8,6 +8,12 @@ if (major < minNodeMajor) {
   console.error(`access-gateway: Node.js ${minNodeMajor} or newer is required (this is ${process.version}); see README, "Quick start"`);
   process.exit(2);
 }
+// The heap grows by half of what survived the last full GC, not by V8's dynamic factor (up to
+// 4×): a burst of thousands of gateways otherwise leaves hundreds of MiB committed and never given
+// back (docs/performance.md). `node --heap-growing-percent=0` restores V8's own choice.
+if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) {
+  (await import('node:v8')).setFlagsFromString('--heap-growing-percent=50');
+}
 const { main } = await import('./commands.js');
 main(process.argv.slice(2)).then((code) => {
   if (code !== undefined) process.exitCode = code;

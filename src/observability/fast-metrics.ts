@@ -50,6 +50,34 @@ export class TextBuffer {
   }
 }
 
+/**
+ * Label texts after namespace and gateway (`,route="api",code="2xx"`), one copy each: thousands of
+ * gateways repeat the same few, and a text built by concatenation is a chain of string pieces.
+ * Counted, so a text no series uses any more is dropped.
+ */
+class RestTexts {
+  private readonly texts = new Map<string, { text: string; uses: number }>();
+  take(text: string): string {
+    let e = this.texts.get(text);
+    if (!e) this.texts.set(text, (e = { text: flat(text), uses: 0 }));
+    e.uses++;
+    return e.text;
+  }
+  drop(text: string): void {
+    const e = this.texts.get(text);
+    if (e && --e.uses === 0) this.texts.delete(text);
+  }
+  /** Distinct texts held. */
+  get size(): number {
+    return this.texts.size;
+  }
+}
+
+/** A flat copy of a string built by concatenation (V8 keeps those as chains until flattened). */
+function flat(s: string): string {
+  return Buffer.from(s, 'utf8').toString('utf8');
+}
+
 /** The series of one gateway: its label text, once, and per family its children as [rest, child, …]. */
 interface Group {
   readonly text: string;
@@ -64,6 +92,7 @@ interface Group {
 export class FastRegistry {
   private readonly families: Family<unknown>[] = [];
   private readonly groups = new Map<string, Group>();
+  readonly rests = new RestTexts();
 
   /** Registers a family; returns its index. */
   add(f: Family<unknown>): number {
@@ -77,7 +106,10 @@ export class FastRegistry {
   group(namespace: string, gateway: string): Group {
     const text = groupText(namespace, gateway);
     let g = this.groups.get(text);
-    if (!g) this.groups.set(text, (g = { text, byFamily: [] }));
+    if (!g) {
+      const t = flat(text);
+      this.groups.set(t, (g = { text: t, byFamily: [] }));
+    }
     return g;
   }
 
@@ -109,6 +141,8 @@ export class FastRegistry {
   forget(namespace: string, gateway: string, route?: string): void {
     const text = groupText(namespace, gateway);
     if (route === undefined) {
+      const g = this.groups.get(text);
+      for (const series of g?.byFamily ?? []) for (let k = 0; k < (series?.length ?? 0); k += 2) this.rests.drop(series![k] as string);
       this.groups.delete(text);
       return;
     }
@@ -122,6 +156,7 @@ export class FastRegistry {
       for (let k = 0; k < series.length; k += 2) {
         const rest = series[k] as string;
         if (rest !== p && !rest.startsWith(`${p},`)) kept.push(rest, series[k + 1]);
+        else this.rests.drop(rest);
       }
       g.byFamily[i] = kept.length ? kept : undefined;
     }
@@ -154,7 +189,7 @@ export abstract class Family<C> {
     const series = (g.byFamily[this.index] ??= []);
     for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
     const c = this.make();
-    series.push(rest, c);
+    series.push(this.registry.rests.take(rest), c);
     return c;
   }
 }

@@ -96,6 +96,20 @@ test('forget drops a gateway, or one of its routes, and nothing else', () => {
   assert.match(fast.text(), /x_total\{namespace="team-a",gateway="gw",route="r1"\} 2\n/);
 });
 
+test('label texts are held once across gateways, and dropped with the last series that uses them', () => {
+  const fast = new FastRegistry();
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
+  for (let i = 0; i < 100; i++) c.labels('team-a', `gw-${i}`, 'api').inc();
+  c.labels('team-b', 'gw', 'other').inc();
+  assert.equal(fast.rests.size, 2, 'one ,route="api" text for 100 gateways');
+  for (let i = 0; i < 100; i++) fast.forget('team-a', `gw-${i}`);
+  assert.equal(fast.rests.size, 1);
+  fast.forget('team-b', 'gw', 'other');
+  assert.equal(fast.rests.size, 0);
+  c.labels('team-b', 'gw', 'again').inc();
+  assert.match(fast.text(), /x_total\{namespace="team-b",gateway="gw",route="again"\} 1\n/);
+});
+
 test('the text buffer grows without losing or splitting characters', () => {
   const b = new TextBuffer(16);
   const parts = Array.from({ length: 500 }, (_, i) => (i % 7 === 0 ? `ü€${i}😀` : `line ${i}\n`));
