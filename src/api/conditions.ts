@@ -18,6 +18,7 @@ export const Reason = {
   // Accepted=False
   InvalidRegex: 'InvalidRegex',
   InvalidIdentity: 'InvalidIdentity',
+  InvalidAccessRule: 'InvalidAccessRule',
   PortConflict: 'PortConflict',
   TooManyGateways: 'TooManyGateways',
   // ResolvedRefs=False

@@ -57,9 +57,24 @@ export const celRules: Record<string, (self: any) => string | null> = {
       ? null : 'port must be a number from 1 to 65535 or a Service port name (a DNS label)',
 };
 
-/** An RFC 3339 date-time, as the apiserver's `format: date-time` accepts. */
+/**
+ * An RFC 3339 date-time (2026-12-01T09:00:00Z, with an optional fraction and an offset) as
+ * milliseconds since the epoch, or null: stricter than the apiserver's `format: date-time`, which
+ * lets through a few forms a time window must not read as "no limit". The date must exist
+ * (2026-02-30 is refused, not read as March 2).
+ */
+export function parseDateTime(v: string): number | null {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.exec(v);
+  if (!m) return null;
+  const [, y, mo, d, h, mi, s] = m.map(Number) as number[];
+  const day = new Date(Date.UTC(y!, mo! - 1, d!));
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo! - 1 || day.getUTCDate() !== d || h! > 23 || mi! > 59 || s! > 60) return null;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : t;
+}
+
 export function isDateTime(v: string): boolean {
-  return /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.test(v) && !Number.isNaN(Date.parse(v));
+  return parseDateTime(v) !== null;
 }
 
 function typeName(v: unknown): string {

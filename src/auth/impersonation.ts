@@ -34,6 +34,24 @@ export interface AccessReviewer {
 }
 
 const reserved = new Set([extraGateway, extraRoute, extraCaller]);
+/** Most groups and extra values one request may ask for: each costs a SubjectAccessReview. */
+export const maxImpersonatedAttributes = 32;
+const saPrefix = 'system:serviceaccount:';
+const dnsLabel = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/**
+ * A service-account username the way the apiserver splits it (namespace a DNS label, name a DNS
+ * subdomain); anything else with the prefix is refused here, where the apiserver would treat it as
+ * a plain user: checked as a service account, it would be impersonated as a user.
+ */
+function checkServiceAccountName(user: string): void {
+  if (!user.startsWith(saPrefix)) return;
+  const parts = user.slice(saPrefix.length).split(':');
+  if (parts.length !== 2 || parts[0]!.length > 63 || !dnsLabel.test(parts[0]!) || parts[1]!.length > 253 || !dnsSubdomain.test(parts[1]!)) {
+    throw new BadRequestError(`Impersonate-User ${JSON.stringify(user)}: not a valid service-account username`);
+  }
+}
 
 /** client-go's escaping of extra keys in header names, undone (url.PathUnescape). */
 function unescapeExtraKey(k: string): string {
@@ -52,25 +70,35 @@ function unescapeExtraKey(k: string): string {
 export function requestedImpersonation(rawHeaders: string[]): RequestedImpersonation | null {
   let r: RequestedImpersonation | null = null;
   let users = 0;
+  let uids = 0;
+  let attributes = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (name.length < 12 || (name[0] !== 'I' && name[0] !== 'i')) continue;
     const n = name.toLowerCase();
     if (!n.startsWith('impersonate-')) continue;
     const v = rawHeaders[i + 1]!;
-    r ??= { user: '', uid: '', groups: [], extra: {} };
+    // extras in an object without a prototype: a key named __proto__ is just a key
+    r ??= { user: '', uid: '', groups: [], extra: Object.create(null) as Record<string, string[]> };
     if (n === 'impersonate-user') { r.user = v; users++; }
-    else if (n === 'impersonate-uid') r.uid = v;
-    else if (n === 'impersonate-group') r.groups.push(v);
+    else if (n === 'impersonate-uid') { r.uid = v; uids++; }
+    else if (n === 'impersonate-group') { r.groups.push(v); attributes++; }
     else if (n.startsWith('impersonate-extra-')) {
+      // as the apiserver: the header name lowercased, then unescaped (%43 stays an upper-case C)
       const key = unescapeExtraKey(n.slice('impersonate-extra-'.length));
-      if (reserved.has(key)) throw new BadRequestError(`Impersonate-Extra-${key}: the gateway sets this extra itself`);
+      if (reserved.has(key.toLowerCase())) throw new BadRequestError(`Impersonate-Extra-${key}: the gateway sets this extra itself`);
       (r.extra[key] ??= []).push(v);
+      attributes++;
     } else throw new BadRequestError(`${name}: not an impersonation header the apiserver knows`);
   }
   if (!r) return null;
   if (users > 1) throw new BadRequestError('more than one Impersonate-User header');
+  if (uids > 1) throw new BadRequestError('more than one Impersonate-Uid header');
   if (!r.user) throw new BadRequestError('Impersonate-Group, Impersonate-Uid and Impersonate-Extra-* need Impersonate-User');
+  if (attributes > maxImpersonatedAttributes) {
+    throw new BadRequestError(`at most ${maxImpersonatedAttributes} Impersonate-Group and Impersonate-Extra-* values per request`);
+  }
+  checkServiceAccountName(r.user);
   return r;
 }
 

@@ -11,7 +11,7 @@ if (major < minNodeMajor) {
 // The heap grows by half of what survived the last full GC, not by V8's dynamic factor (up to
 // 4×): a burst of thousands of gateways otherwise leaves hundreds of MiB committed and never given
 // back (docs/performance.md). `node --heap-growing-percent=0` restores V8's own choice.
-if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) {
+if (!process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) {
   (await import('node:v8')).setFlagsFromString('--heap-growing-percent=50');
 }
 const { main } = await import('./commands.js');

@@ -1,4 +1,5 @@
 // The status a reconcile wants written: conditions from translation and from the data plane.
+import { parseDateTime } from '../api/validate.js';
 import { ConditionType, Reason } from '../api/conditions.js';
 import type { AccessGatewayStatus } from '../api/types.js';
 import { cond, readyFrom, stampConditions, type ConditionDraft } from '../translate/conditions.js';
@@ -54,7 +55,8 @@ export function accessExpiry(access: { notAfter?: string }[] | undefined, now: n
   let next = Infinity;
   (access ?? []).forEach((a, index) => {
     if (a.notAfter === undefined) return;
-    const t = Date.parse(a.notAfter);
+    const t = parseDateTime(a.notAfter);
+    if (t === null) return; // the gateway is not accepted (translate says why)
     if (t <= now) expired.push({ index, notAfter: a.notAfter });
     else next = Math.min(next, t);
   });

@@ -54,8 +54,10 @@ export function forwardResponseHeaders(headers: IncomingHttpHeaders): OutgoingHt
   return out;
 }
 
-// client-go's headerKeyEscape: characters that are not legal in a header name are %-encoded.
-const legalHeaderKeyChar = /[!#$&'*+\-.^_`|~0-9A-Za-z]/;
+// client-go's headerKeyEscape: characters that are not legal in a header name are %-encoded; and
+// upper-case letters too, because the apiserver lower-cases header names before unescaping: the
+// key it applies must be the key that was checked.
+const legalHeaderKeyChar = /[!#$&'*+\-.^_`|~0-9a-z]/;
 export function escapeExtraKey(key: string): string {
   let out = '';
   for (const ch of key) {

@@ -301,7 +301,7 @@ export class Listener {
       }
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
-      t.log.info({ caller: a.id.username, route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');
+      t.log.info({ caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');
       socket.once('close', () => ep?.release());
       const rm = a.route.m;
       proxyUpgrade(call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); }, (s) => {

@@ -75,6 +75,8 @@ export class Informer<T extends KubeObject> {
   }
 
   start(): void {
+    // at zero from the start: increase() counts the first restart
+    this.opts.metrics?.informerRestarts.inc({ informer: this.opts.name }, 0);
     this.running ??= this.run();
   }
 

@@ -1,5 +1,6 @@
 // Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
 // No I/O, no clock: golden-tested.
+import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, Route } from '../api/types.js';
 import { regexProblem as compileProblem } from '../api/regex.js';
@@ -145,13 +146,20 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, false, snap.port.reason ?? Reason.PortConflict, snap.port.conflict), resolved] };
   }
   if (tlsProblem) return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid'), resolved] };
+  // a time the window cannot be read from is never read as "no limit": the gateway is not accepted
+  const badTime = (spec.access ?? []).flatMap((a, i) => (['notBefore', 'notAfter'] as const)
+    .filter((k) => a[k] !== undefined && parseDateTime(a[k]!) === null).map((k) => `spec.access[${i}].${k} ${JSON.stringify(a[k])}`));
+  if (badTime.length) {
+    return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, false, Reason.InvalidAccessRule,
+      `${badTime.join(', ')}: not an RFC 3339 date-time (e.g. 2026-12-01T09:00:00Z)`), resolved] };
+  }
   const access: AccessRulePlan[] = (spec.access ?? []).map((a) => ({
     serviceAccounts: (a.serviceAccounts ?? []).map((s) => ({ namespace: s.namespace, name: s.name })),
     groups: [...(a.groups ?? [])],
     users: [...(a.users ?? [])],
     routes: a.routes?.length ? [...a.routes] : null,
-    notBefore: a.notBefore === undefined ? null : Date.parse(a.notBefore),
-    notAfter: a.notAfter === undefined ? null : Date.parse(a.notAfter),
+    notBefore: a.notBefore === undefined ? null : parseDateTime(a.notBefore),
+    notAfter: a.notAfter === undefined ? null : parseDateTime(a.notAfter),
   }));
   const plan: GatewayPlan = {
     namespace: ns,

@@ -69,3 +69,13 @@ test('defaults fill what the apiserver would', () => {
   assert.equal(gw.spec.authentication.cacheTTLSeconds, 10);
   assert.equal(gw.spec.routes[0]!.apiserver!.identity, 'Impersonate');
 });
+
+test('time-window dates: RFC 3339 only, real days only; what the apiserver lets through but cannot be read is refused', async () => {
+  const { parseDateTime } = await import('../../src/api/validate.js');
+  assert.equal(parseDateTime('2026-12-01T09:00:00Z'), Date.UTC(2026, 11, 1, 9));
+  assert.equal(parseDateTime('2026-12-01T10:30:00+01:30'), Date.UTC(2026, 11, 1, 9));
+  assert.equal(parseDateTime('2026-12-01t09:00:00.250z'), Date.UTC(2026, 11, 1, 9) + 250);
+  for (const bad of ['2026-02-30T00:00:00Z', '2026-12-01T09:00:00,5Z', '2026-12-01T09:00:00ZtX', '2026-12-01', 'next tuesday', '2026-12-01T24:00:00Z']) {
+    assert.equal(parseDateTime(bad), null, bad);
+  }
+});

@@ -30,6 +30,8 @@ test('impersonation headers carry user, groups, uid and escaped extras', () => {
     'impersonate-extra-authentication.kubernetes.io%2Fpod-name': ['p'], 'impersonate-extra-access-gateway.io%2Fgateway': 'a/gw',
   });
   assert.equal(escapeExtraKey('a%b c'), 'a%25b%20c');
+  // upper case survives the apiserver's lower-casing of header names only escaped
+  assert.equal(escapeExtraKey('example.com/Team'), 'example.com%2FTeam'.replace('T', '%54'));
 });
 
 test('identity headers spelt with underscores never cross either (CGI/WSGI read _ as -)', () => {

@@ -13,11 +13,31 @@ test('Impersonate-* headers: repeated groups and extras kept apart, keys unescap
   assert.equal(requestedImpersonation(['Authorization', 'Bearer x', 'Accept', '*/*']), null);
   assert.deepEqual(requestedImpersonation(['Impersonate-User', 'alice', 'Impersonate-Group', 'dev, ops', 'impersonate-group', 'qa',
     'Impersonate-Uid', '42', 'Impersonate-Extra-Example.com%2fteam', 'a', 'Impersonate-Extra-example.com%2Fteam', 'b']),
-  { user: 'alice', uid: '42', groups: ['dev, ops', 'qa'], extra: { 'example.com/team': ['a', 'b'] } });
+  { user: 'alice', uid: '42', groups: ['dev, ops', 'qa'], extra: Object.assign(Object.create(null), { 'example.com/team': ['a', 'b'] }) });
   assert.throws(() => requestedImpersonation(['Impersonate-Group', 'system:masters']), /need Impersonate-User/);
   assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-User', 'b']), /more than one Impersonate-User/);
   assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-Extra-access-gateway.io%2Fcaller', 'someone-else']), /sets this extra itself/);
   assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-Everything', 'x']), /not an impersonation header/);
+});
+
+test('what would be checked as one thing and applied as another is refused: service-account lookalikes, case in extra keys, prototype keys, floods', () => {
+  const as = (...h: string[]) => requestedImpersonation(['Impersonate-User', 'alice', ...h]);
+  // the apiserver treats these as plain users: checked as service accounts they would escape
+  for (const u of ['system:serviceaccount:team-a:Admin', 'system:serviceaccount:team-a:lead.', 'system:serviceaccount:Team-A:x',
+    'system:serviceaccount:team-a:x:y', 'system:serviceaccount:team-a:', 'system:serviceaccount::x']) {
+    assert.throws(() => requestedImpersonation(['Impersonate-User', u]), /not a valid service-account username/, u);
+  }
+  assert.deepEqual(requestedImpersonation(['Impersonate-User', 'system:serviceaccount:team-a:lead.x'])!.user, 'system:serviceaccount:team-a:lead.x');
+  // %43 is an upper-case C after the apiserver lower-cases the header name: still the gateway's key
+  assert.throws(() => as('Impersonate-Extra-access-gateway.io%2F%43aller', 'x'), /the gateway sets this extra itself/);
+  assert.deepEqual(as('Impersonate-Extra-Example.com%2F%54eam', 'a')!.extra, Object.assign(Object.create(null), { 'example.com/Team': ['a'] }));
+  for (const k of ['__proto__', 'constructor', '%76alue%4Ff']) {
+    const r = as(`Impersonate-Extra-${k}`, 'v')!;
+    assert.deepEqual(Object.values(r.extra), [['v']], k);
+  }
+  assert.throws(() => as(...Array.from({ length: 33 }, (_, i) => [`Impersonate-Group`, `g${i}`]).flat()), /at most 32/);
+  assert.doesNotThrow(() => as(...Array.from({ length: 32 }, (_, i) => [`Impersonate-Group`, `g${i}`]).flat()));
+  assert.throws(() => as('Impersonate-Uid', '1', 'Impersonate-Uid', '2'), /more than one Impersonate-Uid/);
 });
 
 test('the checks are the apiserver impersonation filter\'s: a service account by its namespace, groups, uid, each extra value', () => {
