@@ -62,7 +62,10 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   });
   metrics.tokenReviewsInFlight.set(0);
   // callers' own impersonation requests (kubectl --as): SubjectAccessReviews, as fairly limited
-  const accessReviewLimiter = new FairLimiter({ maxInFlight: f['max-token-reviews-in-flight'], what: 'impersonation check' });
+  const accessReviewLimiter = new FairLimiter({
+    maxInFlight: f['max-token-reviews-in-flight'], what: 'impersonation check',
+    onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
+  });
   const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));
   const drainMs = f['drain-seconds'] * 1000;
   const dataplane = new ListenerManager({

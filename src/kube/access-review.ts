@@ -11,7 +11,7 @@ import type { KubeClient } from './client.js';
 export class KubeAccessReviewer implements AccessReviewer {
   constructor(private readonly client: KubeClient, private readonly limiter: FairLimiter, private readonly metrics: Metrics,
     private readonly timeoutMs = 5_000) {
-    for (const result of ['allowed', 'denied', 'error']) metrics.impersonationReviews.inc({ result }, 0);
+    for (const result of ['allowed', 'denied', 'error', 'refused']) metrics.impersonationReviews.inc({ result }, 0);
   }
 
   review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string): Promise<Verdict> {

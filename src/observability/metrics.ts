@@ -48,7 +48,7 @@ export function createMetrics(registry = new Registry()) {
     tokenReviewsInFlight: new Gauge({ name: 'access_gateway_token_reviews_in_flight', help: 'TokenReview calls in flight (bounded by --max-token-reviews-in-flight).', registers: r }),
     tokenReviewRefusals: new Counter({ name: 'access_gateway_token_review_limiter_refusals_total', help: 'Callers refused 503 by the TokenReview limiter, by gateway namespace and reason (queue_full, timeout).', labelNames: ['namespace', 'reason'], registers: r }),
     tokenReviewDuration: new Histogram({ name: 'access_gateway_token_review_duration_seconds', help: 'TokenReview call latency.', buckets: latencyBuckets, registers: r }),
-    impersonationReviews: new Counter({ name: 'access_gateway_impersonation_reviews_total', help: 'SubjectAccessReview calls checking a caller\'s own Impersonate-* headers (kubectl --as), by result (allowed, denied, error).', labelNames: ['result'], registers: r }),
+    impersonationReviews: new Counter({ name: 'access_gateway_impersonation_reviews_total', help: 'SubjectAccessReview calls checking a caller\'s own Impersonate-* headers (kubectl --as), by result (allowed, denied, error; refused: not sent, too many waiting for this namespace\'s gateways).', labelNames: ['result'], registers: r }),
     jwksRefreshes: new Counter({ name: 'access_gateway_jwks_refreshes_total', help: 'JWKS key set refresh attempts.', registers: r }),
     rateLimited: new FastCounter(fast, { name: 'access_gateway_rate_limited_total', help: 'Requests refused with 429.', labelNames: [...gw] }),
     upstreamErrors: new FastCounter(fast, { name: 'access_gateway_upstream_errors_total', help: 'Upstream failures by kind: connect, timeout, reset.', labelNames: [...route, 'kind'] }),

@@ -128,6 +128,7 @@ test('what the caller may not impersonate is refused by the gateway with the rea
   assert.ok(refused.length >= 5, `${refused.length} refused lines`);
   assert.equal(denied, refused.length, 'one denial per refused request');
   assert.match(text, /^access_gateway_impersonation_reviews_total\{result="denied"\} [1-9]/m);
+  assert.match(text, /^access_gateway_impersonation_reviews_total\{result="refused"\} 0$/m, 'the limiter refused nothing (series at zero)');
   const plain = await kubectl('lead', ['--as', 'alice', '--as-group', 'system:masters', 'get', 'secrets', '-A']);
   assert.notEqual(plain.code, 0);
   assert.match(plain.err, /Forbidden/);
