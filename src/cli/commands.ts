@@ -1,7 +1,8 @@
-// access-gateway operator | serve | validate, and the usage text.
+// access-gateway operator | serve | validate | kubeconfig | token, and the usage text.
 import { runOperator } from './operator.js';
 import { runServe } from './serve.js';
 import { runValidate } from './validate.js';
+import { runKubeconfig, runToken } from './kubeconfig.js';
 
 export const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
@@ -20,6 +21,12 @@ export const usage = `usage:
                            [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway validate  -f FILE|DIR ...
+  access-gateway kubeconfig --gateway NS/NAME --service-account SA [--server URL]
+                           [--certificate-authority FILE] [--audience A] [--expiration-seconds 3600]
+                           [--kubeconfig F] [--output FILE]
+  access-gateway token     --namespace NS --service-account SA --audience A [--kubeconfig F]
+                           (the exec credential plugin the kubeconfig runs)
+Also a kubectl plugin: an executable named kubectl-access_gateway runs as kubectl access-gateway.
 --metrics-auth kubernetes: /metrics needs a bearer token whose user may get the non-resource
 URL /metrics (TokenReview + SubjectAccessReview); /healthz and /readyz stay open.
 Every flag has an environment twin: --port-range <-> ACCESS_GATEWAY_PORT_RANGE.`;
@@ -35,6 +42,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       return undefined;
     case 'validate':
       return runValidate(rest);
+    case 'kubeconfig':
+      return runKubeconfig(rest);
+    case 'token':
+      return runToken(rest);
     case undefined: case '-h': case '--help': case 'help':
       console.log(usage);
       return cmd === undefined ? 2 : 0;

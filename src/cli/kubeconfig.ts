@@ -1,0 +1,84 @@
+// access-gateway kubeconfig: a kubeconfig for reaching a gateway as one of its namespace's service
+// accounts, with a client-go exec credential plugin (access-gateway token) that mints a fresh,
+// audience-bound token with the TokenRequest API using the person's own kubeconfig. Also runs as
+// the kubectl plugin `kubectl access-gateway` (an executable named kubectl-access_gateway).
+import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ApiError, KubeClient, loadKubeConfig } from '../kube/client.js';
+import { silentLogger } from '../observability/logger.js';
+import { flag, parseFlags } from './flags.js';
+
+const kubeconfigFlags = {
+  gateway: flag.string(),
+  'service-account': flag.string(),
+  server: flag.optional(),
+  'certificate-authority': flag.optional(),
+  audience: flag.optional(),
+  'expiration-seconds': flag.int(3600, 600, 86400),
+  kubeconfig: flag.optional(),
+  output: flag.optional(),
+};
+
+const tokenFlags = {
+  namespace: flag.string(),
+  'service-account': flag.string(),
+  audience: flag.string(),
+  'expiration-seconds': flag.int(3600, 600, 86400),
+  kubeconfig: flag.optional(),
+};
+
+const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export async function runKubeconfig(args: string[]): Promise<number> {
+  const f = parseFlags(args, kubeconfigFlags);
+  const [ns, name, ...rest] = f.gateway.split('/');
+  if (!ns || !name || rest.length) throw new Error('kubeconfig: --gateway NAMESPACE/NAME is required');
+  if (!dnsSubdomain.test(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) is required');
+  const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
+  const gw = await client.request<any>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/${name}`, { what: `AccessGateway ${ns}/${name}` })
+    .catch((err) => { throw new Error(`kubeconfig: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });
+  const server = f.server ?? gw.status?.listener?.url;
+  if (!server) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} has no status.listener.url yet; give --server`);
+  const audience = f.audience ?? gw.spec?.authentication?.audiences?.[0];
+  if (!audience) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} names no audience; give --audience`);
+  const ca = f['certificate-authority'] ? readFileSync(f['certificate-authority'], 'utf8') : undefined;
+  // the plugin runs this same program; it asks the apiserver with the kubeconfig used here
+  const plugin = [resolve(process.argv[1]!), 'token', '--namespace', ns, '--service-account', f['service-account'], '--audience', audience,
+    '--expiration-seconds', String(f['expiration-seconds']), ...(f.kubeconfig ? ['--kubeconfig', resolve(f.kubeconfig)] : [])];
+  const ctx = `${ns}-${name}`;
+  const config = {
+    apiVersion: 'v1', kind: 'Config', 'current-context': ctx,
+    clusters: [{ name: ctx, cluster: { server, ...(ca ? { 'certificate-authority-data': Buffer.from(ca).toString('base64') } : {}) } }],
+    users: [{ name: `${ctx}-${f['service-account']}`, user: { exec: {
+      apiVersion: 'client.authentication.k8s.io/v1', command: process.execPath, args: plugin, interactiveMode: 'Never',
+      installHint: 'access-gateway token mints the token: keep this Node.js and access-gateway where they are, or run access-gateway kubeconfig again',
+    } } }],
+    contexts: [{ name: ctx, context: { cluster: ctx, user: `${ctx}-${f['service-account']}`, namespace: ns } }],
+  };
+  const text = `${JSON.stringify(config, null, 2)}\n`;
+  if (f.output) writeFileSync(f.output, text, { mode: 0o600 });
+  else process.stdout.write(text);
+  return 0;
+}
+
+/** The exec credential plugin: prints an ExecCredential with a fresh token; errors never carry one. */
+export async function runToken(args: string[]): Promise<number> {
+  const f = parseFlags(args, tokenFlags);
+  if (!f.namespace || !f['service-account'] || !f.audience) throw new Error('token: --namespace, --service-account and --audience are required');
+  const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
+  const path = `/api/v1/namespaces/${encodeURIComponent(f.namespace)}/serviceaccounts/${encodeURIComponent(f['service-account'])}/token`;
+  let res: any;
+  try {
+    res = await client.request<any>('POST', path, {
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [f.audience], expirationSeconds: f['expiration-seconds'] } },
+      what: 'TokenRequest',
+    });
+  } catch (err) {
+    const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';
+    throw new Error(`token: cannot mint a token for ${f.namespace}/${f['service-account']}${status}: ${(err as Error).message}`);
+  }
+  const st = res?.status ?? {};
+  if (!st.token) throw new Error('token: the TokenRequest answer holds no token');
+  process.stdout.write(`${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: st.token, expirationTimestamp: st.expirationTimestamp } })}\n`);
+  return 0;
+}

@@ -1,0 +1,115 @@
+// `kubectl access-gateway kubeconfig` (the kubectl plugin: an executable named
+// kubectl-access_gateway on PATH) writes a kubeconfig for a gateway; the real kubectl then reaches
+// the gateway as the named service account, its exec credential plugin minting audience-bound
+// tokens with TokenRequest from the person's own (least-privilege) kubeconfig.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { cliPath, startOperator, type OperatorProc } from '../support/operator.js';
+import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import type { CertPair } from '../support/certs.js';
+
+const execFileP = promisify(execFile);
+const ns = 'team-k';
+let cp: ControlPlane;
+let op: OperatorProc;
+let ca: CertPair;
+let pluginDir: string;
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  // the plugin is found on PATH, next to the Node.js that runs it
+  const env = { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '' };
+  try {
+    const r = await execFileP('kubectl', args, { env, timeout: 30_000 });
+    return { code: 0, out: r.stdout, err: r.stderr };
+  } catch (e: any) {
+    return { code: e.code ?? 1, out: e.stdout ?? '', err: e.stderr ?? String(e) };
+  }
+}
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  await applyYaml(cp, namespaceYaml(ns, ['app', 'dev', 'nobody']));
+  // app reads configmaps; dev (a person) may read the gateway and mint tokens for app only
+  await cp.kubectl(['create', 'role', 'cm-reader', '-n', ns, '--verb=get,list', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'app-cm', '-n', ns, '--role=cm-reader', `--serviceaccount=${ns}:app`]);
+  await cp.kubectl(['create', 'configmap', 'app-settings', '-n', ns, '--from-literal=k=v']);
+  await applyYaml(cp, `apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: gateway-user, namespace: ${ns}}
+rules:
+  - {apiGroups: [access-gateway.io], resources: [accessgateways], verbs: [get]}
+  - {apiGroups: [""], resources: [serviceaccounts/token], resourceNames: [app], verbs: [create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: dev-gateway-user, namespace: ${ns}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: gateway-user}
+subjects: [{kind: ServiceAccount, name: dev, namespace: ${ns}}]
+`);
+  op = await startOperator(cp);
+  ca = await createListenerTLS(cp, ns, 'api-tls');
+  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: api, namespace: ${ns}}
+spec:
+  listener: {tls: {secretName: api-tls}}
+  authentication: {audiences: [team-k-gateway]}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: app}]}]
+  routes:
+    - {name: kube-api, pathPrefix: /, apiserver: {}}
+`);
+  await gatewayPort(cp, ns, 'api');
+  pluginDir = mkdtempSync(join(cp.dir, 'plugins-'));
+  // what `npm install -g` makes of package.json's bin entry: an executable of that name
+  writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
+}, { timeout: 180_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+test('kubectl access-gateway kubeconfig: kubectl then reaches the gateway as the service account, tokens minted on demand', async () => {
+  const devConfig = tokenKubeconfig(join(cp.dir, 'dev.kubeconfig'), cp.url, await cp.token(ns, 'dev', []), { ca: cp.ca.cert });
+  const file = join(cp.dir, 'gateway.kubeconfig');
+  const made = await run(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app',
+    '--certificate-authority', ca.certFile, '--kubeconfig', devConfig, '--output', file]);
+  assert.equal(made.code, 0, made.err);
+  const config = JSON.parse(readFileSync(file, 'utf8'));
+  assert.match(config.clusters[0].cluster.server, /^https:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal(config.users[0].user.exec.apiVersion, 'client.authentication.k8s.io/v1');
+  assert.doesNotMatch(readFileSync(file, 'utf8'), /eyJ/, 'the kubeconfig holds no token');
+  const who = await run(['--kubeconfig', file, 'auth', 'whoami', '-o', 'json']);
+  assert.equal(who.code, 0, who.err);
+  assert.equal(JSON.parse(who.out).status.userInfo.username, `system:serviceaccount:${ns}:app`);
+  const cms = await run(['--kubeconfig', file, 'get', 'configmaps', '-o', 'name']);
+  assert.equal(cms.code, 0, cms.err);
+  assert.match(cms.out, /configmap\/app-settings/);
+});
+
+test('without the right to mint the token, kubectl fails with the plugin\'s reason, and no token is written anywhere', async () => {
+  const nobodyConfig = tokenKubeconfig(join(cp.dir, 'nobody.kubeconfig'), cp.url, await cp.token(ns, 'nobody', []), { ca: cp.ca.cert });
+  // reading the gateway needs get on accessgateways: refused with the apiserver's answer
+  const refused = await run(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app', '--kubeconfig', nobodyConfig]);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.err, /cannot read AccessGateway team-k\/api/);
+  // a kubeconfig made by someone else, used with nobody's credentials: the plugin cannot mint
+  const file = join(cp.dir, 'nobody-gateway.kubeconfig');
+  const made = await run(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app',
+    '--certificate-authority', ca.certFile, '--kubeconfig', cp.kubeconfig, '--output', file]);
+  assert.equal(made.code, 0, made.err);
+  const cfg = JSON.parse(readFileSync(file, 'utf8'));
+  const args: string[] = cfg.users[0].user.exec.args;
+  args[args.indexOf('--kubeconfig') + 1] = nobodyConfig;
+  writeFileSync(file, JSON.stringify(cfg));
+  const r = await run(['--kubeconfig', file, 'get', 'configmaps']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /cannot mint a token for team-k\/app \(HTTP 403\)/, r.err);
+  assert.doesNotMatch(r.err, /eyJ[\w-]+\.[\w-]+\./, 'a token in the error output');
+});
