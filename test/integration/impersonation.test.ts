@@ -5,16 +5,13 @@
 // service account, a user the caller may not be, a forged caller extra.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
-import { applyYaml, bearer, createListenerTLS, curl, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { applyYaml, bearer, createListenerTLS, curl, gatewayPort, installCRD, namespaceYaml, runKubectl, tokenKubeconfig, type KubectlResult } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
 
-const execFileP = promisify(execFile);
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
 let url: string;
@@ -22,13 +19,8 @@ let caFile: string;
 const kubeconfigs: Record<string, string> = {};
 
 /** The real kubectl through the gateway as `who` (team-a:lead, team-a:plain, team-b:intruder). */
-async function kubectl(who: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await execFileP('kubectl', ['--kubeconfig', kubeconfigs[who]!, ...args], { timeout: 30_000 });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e: any) {
-    return { code: e.code ?? 1, out: e.stdout ?? '', err: e.stderr ?? String(e) };
-  }
+function kubectl(who: string, args: string[]): Promise<KubectlResult> {
+  return runKubectl(['--kubeconfig', kubeconfigs[who]!, ...args]);
 }
 
 before(async () => {

@@ -4,31 +4,22 @@
 // tokens with TokenRequest from the person's own (least-privilege) kubeconfig.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { promisify } from 'node:util';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { cliPath, startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, runKubectl, tokenKubeconfig, type KubectlResult } from '../support/cluster.js';
 import type { CertPair } from '../support/certs.js';
 
-const execFileP = promisify(execFile);
 const ns = 'team-k';
 let cp: ControlPlane;
 let op: OperatorProc;
 let ca: CertPair;
 let pluginDir: string;
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  // the plugin is found on PATH, next to the Node.js that runs it
-  const env = { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '' };
-  try {
-    const r = await execFileP('kubectl', args, { env, timeout: 30_000 });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e: any) {
-    return { code: e.code ?? 1, out: e.stdout ?? '', err: e.stderr ?? String(e) };
-  }
+/** kubectl with the plugin found on PATH, next to the Node.js that runs it. */
+function run(args: string[]): Promise<KubectlResult> {
+  return runKubectl(args, { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '' });
 }
 
 before(async () => {

@@ -9,6 +9,18 @@ import { waitFor } from './procs.js';
 
 const execFileP = promisify(execFile);
 
+export interface KubectlResult { code: number; out: string; err: string }
+
+/** The real kubectl with `args`, its failure as a result (exit code, stderr), not a throw. */
+export async function runKubectl(args: string[], env?: NodeJS.ProcessEnv): Promise<KubectlResult> {
+  try {
+    const r = await execFileP('kubectl', args, { env: env ?? process.env, timeout: 30_000 });
+    return { code: 0, out: r.stdout, err: r.stderr };
+  } catch (e: any) {
+    return { code: typeof e.code === 'number' ? e.code : 1, out: e.stdout ?? '', err: e.stderr ?? String(e) };
+  }
+}
+
 export async function installCRD(cp: ControlPlane): Promise<void> {
   await cp.kubectl(['apply', '--server-side', '-f', join(repoRoot, 'deploy', 'crds')]);
   await cp.kubectl(['wait', '--for=condition=Established', 'crd/accessgateways.access-gateway.io', '--timeout=60s']);
