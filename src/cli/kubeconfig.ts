@@ -41,7 +41,7 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   if (!server) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} has no status.listener.url yet; give --server`);
   const audience = f.audience ?? gw.spec?.authentication?.audiences?.[0];
   if (!audience) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} names no audience; give --audience`);
-  const ca = f['certificate-authority'] ? readFileSync(f['certificate-authority'], 'utf8') : undefined;
+  const ca = f['certificate-authority'] ? readFileSync(f['certificate-authority'], 'utf8') : await listenerCA(client, ns, gw.spec?.listener?.tls?.secretName);
   // the plugin runs this same program; it asks the apiserver with the kubeconfig used here
   const plugin = [resolve(process.argv[1]!), 'token', '--namespace', ns, '--service-account', f['service-account'], '--audience', audience,
     '--expiration-seconds', String(f['expiration-seconds']), ...(f.kubeconfig ? ['--kubeconfig', resolve(f.kubeconfig)] : [])];
@@ -59,6 +59,21 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   if (f.output) writeFileSync(f.output, text, { mode: 0o600 });
   else process.stdout.write(text);
   return 0;
+}
+
+/**
+ * The listener's CA from its TLS Secret (ca.crt, else the certificate itself, which a client-go
+ * client trusts as given), when the kubeconfig may read it; else none (the system's roots).
+ */
+async function listenerCA(client: KubeClient, ns: string, secret: string | undefined): Promise<string | undefined> {
+  if (!secret) return undefined;
+  try {
+    const s = await client.request<any>('GET', `/api/v1/namespaces/${ns}/secrets/${encodeURIComponent(secret)}`, { what: `Secret ${ns}/${secret}` });
+    const pem = s?.data?.['ca.crt'] ?? s?.data?.['tls.crt'];
+    return pem ? Buffer.from(pem, 'base64').toString('utf8') : undefined;
+  } catch (err) {
+    throw new Error(`kubeconfig: cannot read the listener's CA from Secret ${ns}/${secret} (${(err as Error).message}); give --certificate-authority FILE`);
+  }
 }
 
 /** The exec credential plugin: prints an ExecCredential with a fresh token; errors never carry one. */

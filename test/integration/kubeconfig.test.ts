@@ -84,6 +84,21 @@ test('kubectl access-gateway kubeconfig: kubectl then reaches the gateway as the
   assert.match(cms.out, /configmap\/app-settings/);
 });
 
+test('without --certificate-authority the listener CA comes from its Secret, for whoever may read it', async () => {
+  const file = join(cp.dir, 'admin-gateway.kubeconfig');
+  const made = await run(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app', '--kubeconfig', cp.kubeconfig, '--output', file]);
+  assert.equal(made.code, 0, made.err);
+  assert.ok(JSON.parse(readFileSync(file, 'utf8')).clusters[0].cluster['certificate-authority-data'], 'a CA');
+  const who = await run(['--kubeconfig', file, 'auth', 'whoami', '-o', 'json']);
+  assert.equal(who.code, 0, who.err);
+  assert.equal(JSON.parse(who.out).status.userInfo.username, `system:serviceaccount:${ns}:app`);
+  // the person who may not read Secrets is told to give the CA
+  const devConfig = join(cp.dir, 'dev.kubeconfig');
+  const refused = await run(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app', '--kubeconfig', devConfig]);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.err, /cannot read the listener's CA from Secret team-k\/api-tls .*give --certificate-authority FILE/);
+});
+
 test('without the right to mint the token, kubectl fails with the plugin\'s reason, and no token is written anywhere', async () => {
   const nobodyConfig = tokenKubeconfig(join(cp.dir, 'nobody.kubeconfig'), cp.url, await cp.token(ns, 'nobody', []), { ca: cp.ca.cert });
   // reading the gateway needs get on accessgateways: refused with the apiserver's answer
