@@ -1,4 +1,5 @@
 // Who a caller is, as the apiserver's TokenReview says.
+import { isDnsLabel, isDnsSubdomain } from '../api/names.js';
 export interface CallerIdentity {
   username: string;
   uid: string;
@@ -18,10 +19,18 @@ export interface TokenReviewer {
 
 const saPrefix = 'system:serviceaccount:';
 
-/** The namespace and name of a service-account username, or null. */
+export function hasServiceAccountPrefix(username: string): boolean {
+  return username.startsWith(saPrefix);
+}
+
+/**
+ * The namespace and name of a service-account username, split as the apiserver splits it
+ * (SplitUsername: a namespace that is a DNS label, a name that is a DNS subdomain), or null: the
+ * apiserver reads any other name, the prefix included, as a plain user.
+ */
 export function serviceAccountOf(username: string): { namespace: string; name: string } | null {
   if (!username.startsWith(saPrefix)) return null;
   const [namespace, name, ...rest] = username.slice(saPrefix.length).split(':');
-  if (!namespace || !name || rest.length) return null;
+  if (namespace === undefined || name === undefined || rest.length || !isDnsLabel(namespace) || !isDnsSubdomain(name)) return null;
   return { namespace, name };
 }

@@ -6,7 +6,7 @@
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
-import { serviceAccountOf, type CallerIdentity } from './identity.js';
+import { hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
 
 /** What the caller asks to act as. */
 export interface RequestedImpersonation {
@@ -36,19 +36,12 @@ export interface AccessReviewer {
 const reserved = new Set([extraGateway, extraRoute, extraCaller]);
 /** Most groups and extra values one request may ask for: each costs a SubjectAccessReview. */
 export const maxImpersonatedAttributes = 32;
-const saPrefix = 'system:serviceaccount:';
-const dnsLabel = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 /**
- * A service-account username the way the apiserver splits it (namespace a DNS label, name a DNS
- * subdomain); anything else with the prefix is refused here, where the apiserver would treat it as
- * a plain user: checked as a service account, it would be impersonated as a user.
+ * A service-account username the apiserver would not split (bad namespace or name) is read by it
+ * as a plain user: checked as a service account, it would be impersonated as a user. Refused.
  */
 function checkServiceAccountName(user: string): void {
-  if (!user.startsWith(saPrefix)) return;
-  const parts = user.slice(saPrefix.length).split(':');
-  if (parts.length !== 2 || parts[0]!.length > 63 || !dnsLabel.test(parts[0]!) || parts[1]!.length > 253 || !dnsSubdomain.test(parts[1]!)) {
+  if (hasServiceAccountPrefix(user) && !serviceAccountOf(user)) {
     throw new BadRequestError(`Impersonate-User ${JSON.stringify(user)}: not a valid service-account username`);
   }
 }

@@ -2,6 +2,7 @@
 // accounts, with a client-go exec credential plugin (access-gateway token) that mints a fresh,
 // audience-bound token with the TokenRequest API using the person's own kubeconfig. Also runs as
 // the kubectl plugin `kubectl access-gateway` (an executable named kubectl-access_gateway).
+import { isDnsSubdomain } from '../api/names.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ApiError, KubeClient, loadKubeConfig } from '../kube/client.js';
@@ -27,13 +28,12 @@ const tokenFlags = {
   kubeconfig: flag.optional(),
 };
 
-const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export async function runKubeconfig(args: string[]): Promise<number> {
   const f = parseFlags(args, kubeconfigFlags);
   const [ns, name, ...rest] = f.gateway.split('/');
   if (!ns || !name || rest.length) throw new Error('kubeconfig: --gateway NAMESPACE/NAME is required');
-  if (!dnsSubdomain.test(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) is required');
+  if (!isDnsSubdomain(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) is required');
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
   const gw = await client.request<any>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/${name}`, { what: `AccessGateway ${ns}/${name}` })
     .catch((err) => { throw new Error(`kubeconfig: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });

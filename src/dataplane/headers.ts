@@ -1,4 +1,5 @@
 // Header hygiene: what never crosses the gateway, and the impersonation headers it adds.
+import { isDnsSubdomain } from '../api/names.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { serviceAccountOf, type CallerIdentity } from '../auth/identity.js';
 
@@ -92,7 +93,6 @@ export function groupsToSend(id: CallerIdentity): string[] {
   return groups;
 }
 
-const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /**
  * Impersonate-* headers for service account `name` of namespace `namespace` (the gateway's own):
@@ -100,7 +100,7 @@ const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-
  * turn this into any other user.
  */
 export function serviceAccountHeaders(namespace: string, name: string, extras: Record<string, string>): OutgoingHttpHeaders {
-  if (!dnsSubdomain.test(namespace) || !dnsSubdomain.test(name)) {
+  if (!isDnsSubdomain(namespace) || !isDnsSubdomain(name)) {
     throw new Error(`refusing to impersonate service account ${JSON.stringify(namespace)}/${JSON.stringify(name)}`);
   }
   const h: OutgoingHttpHeaders = { 'impersonate-user': `system:serviceaccount:${namespace}:${name}` };

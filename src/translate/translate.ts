@@ -1,5 +1,6 @@
 // Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
 // No I/O, no clock: golden-tested.
+import { isDnsSubdomain } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, Route } from '../api/types.js';
@@ -67,7 +68,6 @@ function regexProblem(patterns: readonly string[], field: string): string | null
   return null;
 }
 
-const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** The apiserver identity of a route, or why it is refused. The CRD refuses the same; this
  * guards objects stored before it did (the removed identity Gateway). */
@@ -75,7 +75,7 @@ function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<Api
   const identity = (a.identity ?? 'Impersonate') as string;
   if (identity === 'ServiceAccount') {
     const name = a.serviceAccountName ?? '';
-    if (name.length > 253 || !dnsSubdomain.test(name)) return { invalid: `${field}.serviceAccountName ${JSON.stringify(name)}: must be the name of a service account of this namespace` };
+    if (!isDnsSubdomain(name)) return { invalid: `${field}.serviceAccountName ${JSON.stringify(name)}: must be the name of a service account of this namespace` };
     return { identity, serviceAccountName: name };
   }
   if (identity !== 'Impersonate' && identity !== 'Passthrough') {

@@ -33,6 +33,11 @@ test('service-account usernames parse strictly', () => {
   assert.equal(serviceAccountOf('system:serviceaccount:a:b:c'), null);
   assert.equal(serviceAccountOf('system:serviceaccount:a'), null);
   assert.equal(serviceAccountOf('alice'), null);
+  // split as the apiserver splits: a bad namespace or name is a plain user's name
+  assert.equal(serviceAccountOf('system:serviceaccount:team-a:Admin'), null);
+  assert.equal(serviceAccountOf('system:serviceaccount:Team-A:x'), null);
+  assert.equal(serviceAccountOf('system:serviceaccount:team-a:lead.'), null);
+  assert.deepEqual(serviceAccountOf('system:serviceaccount:team-a:lead.x'), { namespace: 'team-a', name: 'lead.x' });
 });
 
 test('time-boxed rules match only inside their window; decisions follow the clock without a new policy', () => {

@@ -1,0 +1,14 @@
+// Kubernetes object-name rules (apimachinery's IsDNS1123Label / IsDNS1123Subdomain), in one place.
+
+const label = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const subdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** A namespace name, a Service port name: a DNS-1123 label of at most 63 characters. */
+export function isDnsLabel(s: string): boolean {
+  return s.length <= 63 && label.test(s);
+}
+
+/** Most object names (service accounts among them): a DNS-1123 subdomain of at most 253 characters. */
+export function isDnsSubdomain(s: string): boolean {
+  return s.length <= 253 && subdomain.test(s);
+}
