@@ -12,3 +12,9 @@ export function isDnsLabel(s: string): boolean {
 export function isDnsSubdomain(s: string): boolean {
   return s.length <= 253 && subdomain.test(s);
 }
+
+/** The prefix of every identity a team's own source (a client CA of its namespace) may yield:
+ * the team's RoleBindings can grant such names rights, and no other namespace can mint them. */
+export function teamPrefix(namespace: string): string {
+  return `team:${namespace}:`;
+}

@@ -64,6 +64,48 @@ export const schema: Record<string, unknown> = {
                   "maxLength": 253,
                   "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
                   "description": "Name of a kubernetes.io/tls Secret in the gateway's namespace, labelled access-gateway.io/listener-tls=true (the operator only watches labelled Secrets). A renewed certificate is picked up without dropping connections."
+                },
+                "clientCA": {
+                  "type": "object",
+                  "description": "Client certificates as an identity (the apiserver's x509 rule: the subject's CN is the username, each O a group). The CA bundle comes from a ConfigMap or Secret key in the gateway's namespace, labelled access-gateway.io/ca-bundle=true. A CA of the team's namespace is a team identity source: the username and every group are prefixed with team:NAMESPACE: (CN alice of namespace payments is team:payments:alice), so the team's own RoleBindings grant them rights and they never name anyone else. A verified certificate is the caller's identity even when a bearer token is sent too; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.",
+                  "required": [
+                    "kind",
+                    "name",
+                    "key"
+                  ],
+                  "properties": {
+                    "kind": {
+                      "type": "string",
+                      "enum": [
+                        "ConfigMap",
+                        "Secret"
+                      ],
+                      "description": "Kind of the object holding the CA bundle."
+                    },
+                    "name": {
+                      "type": "string",
+                      "minLength": 1,
+                      "maxLength": 253,
+                      "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                      "description": "Name of the ConfigMap or Secret, in the gateway's namespace."
+                    },
+                    "key": {
+                      "type": "string",
+                      "minLength": 1,
+                      "maxLength": 253,
+                      "pattern": "^[-._a-zA-Z0-9]+$",
+                      "description": "Key holding the PEM bundle, for example ca.crt."
+                    },
+                    "mode": {
+                      "type": "string",
+                      "enum": [
+                        "Optional",
+                        "Required"
+                      ],
+                      "default": "Optional",
+                      "description": "Optional (default): a caller without a verified certificate may still present a bearer token. Required: every request needs a verified client certificate (401 otherwise, naming why)."
+                    }
+                  }
                 }
               }
             }

@@ -367,4 +367,30 @@ export interface ListenerTLS {
    * Name of a kubernetes.io/tls Secret in the gateway's namespace, labelled access-gateway.io/listener-tls=true (the operator only watches labelled Secrets). A renewed certificate is picked up without dropping connections.
    */
   secretName: string;
+  /**
+   * Client certificates as an identity (the apiserver's x509 rule: the subject's CN is the username, each O a group). The CA bundle comes from a ConfigMap or Secret key in the gateway's namespace, labelled access-gateway.io/ca-bundle=true. A CA of the team's namespace is a team identity source: the username and every group are prefixed with team:NAMESPACE: (CN alice of namespace payments is team:payments:alice), so the team's own RoleBindings grant them rights and they never name anyone else. A verified certificate is the caller's identity even when a bearer token is sent too; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
+   */
+  clientCA?: ListenerTLSClientCA;
+}
+
+/**
+ * Client certificates as an identity (the apiserver's x509 rule: the subject's CN is the username, each O a group). The CA bundle comes from a ConfigMap or Secret key in the gateway's namespace, labelled access-gateway.io/ca-bundle=true. A CA of the team's namespace is a team identity source: the username and every group are prefixed with team:NAMESPACE: (CN alice of namespace payments is team:payments:alice), so the team's own RoleBindings grant them rights and they never name anyone else. A verified certificate is the caller's identity even when a bearer token is sent too; a missing reference makes the gateway ResolvedRefs=False, reason InvalidCertificateRef.
+ */
+export interface ListenerTLSClientCA {
+  /**
+   * Kind of the object holding the CA bundle.
+   */
+  kind: "ConfigMap" | "Secret";
+  /**
+   * Name of the ConfigMap or Secret, in the gateway's namespace.
+   */
+  name: string;
+  /**
+   * Key holding the PEM bundle, for example ca.crt.
+   */
+  key: string;
+  /**
+   * Optional (default): a caller without a verified certificate may still present a bearer token. Required: every request needs a verified client certificate (401 otherwise, naming why).
+   */
+  mode?: "Optional" | "Required";
 }

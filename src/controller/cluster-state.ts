@@ -22,6 +22,8 @@ type DataObject = Obj<{ data?: Record<string, string> }>;
 function refersTo(gw: AccessGateway, ref: Ref): boolean {
   const ns = gw.metadata.namespace;
   if (ref.kind === 'Secret' && ref.namespace === ns && gw.spec.listener?.tls?.secretName === ref.name) return true;
+  const ca = gw.spec.listener?.tls?.clientCA;
+  if (ca && ref.namespace === ns && ref.kind === ca.kind && ref.name === ca.name) return true;
   return gw.spec.routes.some((r) => {
     const s = r.service;
     if (!s) return false;
@@ -115,15 +117,19 @@ export class ClusterState {
       if (svc) snap.services[key] = svc;
       snap.endpointSlices[key] = this.slices.byIndex(key);
       if (sns !== ns) snap.referenceGrants[sns] = [...this.grants.values()].filter((g) => g.metadata.namespace === sns);
-      if (s.caRef) {
-        const from = s.caRef.kind === 'Secret' ? this.caSecrets.get(ns, s.caRef.name) : this.caConfigMaps.get(ns, s.caRef.name);
-        if (from?.data) {
-          snap.caBundles[`${s.caRef.kind}/${ns}/${s.caRef.name}`] = s.caRef.kind === 'Secret'
-            ? Object.fromEntries(Object.entries(from.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]))
-            : from.data;
-        }
-      }
+      if (s.caRef) this.addBundle(snap.caBundles, ns, s.caRef);
     }
+    const clientCA = gw.spec.listener?.tls?.clientCA;
+    if (clientCA) this.addBundle(snap.caBundles, ns, clientCA);
     return snap;
+  }
+
+  /** A labelled ConfigMap's or Secret's data (decoded), under KIND/NS/NAME. */
+  private addBundle(into: Record<string, Record<string, string>>, ns: string, ref: { kind: 'ConfigMap' | 'Secret'; name: string }): void {
+    const from = ref.kind === 'Secret' ? this.caSecrets.get(ns, ref.name) : this.caConfigMaps.get(ns, ref.name);
+    if (!from?.data) return;
+    into[`${ref.kind}/${ns}/${ref.name}`] = ref.kind === 'Secret'
+      ? Object.fromEntries(Object.entries(from.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]))
+      : from.data;
   }
 }

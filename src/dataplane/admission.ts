@@ -4,6 +4,8 @@
 // AgwError it answers with; none touches a socket.
 import type { IncomingHttpHeaders } from 'node:http';
 import { bearerToken } from '../auth/bearer.js';
+import type { TLSSocket } from 'node:tls';
+import { isCertificateIdentity } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
@@ -52,15 +54,20 @@ export function authorizationHeader(h: RequestHead): string | undefined {
   return h.headers.authorization;
 }
 
-/** The caller: at once when its token is cached (the hot path has no promise), else when checked. */
+/**
+ * The caller: a verified client certificate when the listener takes them (as the apiserver, it
+ * wins over a token), else the bearer token: at once when cached (the hot path has no promise),
+ * else when checked. `conn`: the client connection.
+ */
 export function authenticate(t: RouteTable, authorization: string | undefined, conn?: object): CallerIdentity | Promise<CallerIdentity> {
   const refused = (err: unknown): never => {
     (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
     throw err;
   };
-  let id: CallerIdentity | Promise<CallerIdentity>;
+  let id: CallerIdentity | Promise<CallerIdentity> | null = null;
   try {
-    id = t.authenticator.authenticate(bearerToken(authorization), conn);
+    if (t.clientCerts && conn) id = t.clientCerts.identify(conn as TLSSocket, authorization !== undefined);
+    id ??= t.authenticator.authenticate(bearerToken(authorization), conn);
   } catch (err) {
     return refused(err);
   }
@@ -110,11 +117,17 @@ export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, p
   return { route, path };
 }
 
-/** What the route itself refuses: a Service it cannot reach, or kubectl proxy's filters on the
- * (decoded) path the apiserver will see. Returns that path. */
-export function checkRoute(t: RouteTable, route: CompiledRoute, method: string, path: string): string {
+/** What the route itself refuses: a Service it cannot reach, a certificate caller on a route that
+ * passes the caller's token on, or kubectl proxy's filters on the (decoded) path the apiserver
+ * will see. Returns that path. */
+export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): string {
   const up = upstreamPath(route, path);
   const target = route.plan.target;
+  if (target.kind === 'apiserver' && target.identity === 'Passthrough' && isCertificateIdentity(id)) {
+    // a token sent beside the certificate names someone else: the apiserver would act for them
+    t.m.denied.route.inc();
+    throw new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`);
+  }
   if (target.kind === 'service') {
     if (target.problem) throw target.problem.status === 403 ? new ForbiddenError(target.problem.message) : new NoEndpointsError(target.problem.message);
     return up;
@@ -163,7 +176,7 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object):
     if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id: caller };
     const selected = selectRoute(t, caller, h.method, path);
     seen.route = selected.route;
-    const up = checkRoute(t, selected.route, h.method, selected.path);
+    const up = checkRoute(t, caller, selected.route, h.method, selected.path);
     return checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query }, h, seen);
   };
   return id instanceof Promise ? id.then(rest) : rest(id);

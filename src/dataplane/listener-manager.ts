@@ -1,7 +1,7 @@
 // Applies plans as a diff: opens, updates (route table swap) and closes listeners.
 import { Reason } from '../api/conditions.js';
 import { equal, printPlan, type GatewayPlan } from '../translate/plan.js';
-import { defaultLimits, Listener, type ListenerLimits } from './listener.js';
+import { defaultLimits, Listener, listenerShape, type ListenerLimits } from './listener.js';
 import type { DataplaneDeps } from './route-table.js';
 
 export type ApplyResult =
@@ -51,13 +51,13 @@ export class ListenerManager {
       const kept = new Set(plan.routes.map((r) => r.name));
       for (const r of current.plan.routes) if (!kept.has(r.name)) this.deps.metrics.forget(plan.namespace, plan.name, r.name);
     }
-    if (current && current.plan.port === plan.port && current.tls === (plan.tls !== null)) {
+    if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
       current.update(plan);
       return { programmed: true, port: plan.port };
     }
     const next = new Listener(plan, this.deps, this.limits);
     if (current && current.plan.port === plan.port) {
-      // Same port, TLS switched on or off: the old listener must let go of the port first.
+      // Same port, TLS or client certificates switched on or off: the old listener must let go of the port first.
       this.listeners.delete(key);
       await current.close(0);
     }

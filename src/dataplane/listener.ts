@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { handshakeCA } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
@@ -16,6 +17,13 @@ import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
 
 let nextId = 0;
+
+/** plain HTTP, HTTPS, or HTTPS asking for client certificates. */
+export type ListenerShape = 'http' | 'https' | 'https+client-certificates';
+
+export function listenerShape(plan: GatewayPlan): ListenerShape {
+  return !plan.tls ? 'http' : plan.tls.clientCA ? 'https+client-certificates' : 'https';
+}
 
 /** Bounds on what one client connection can hold (flags of the operator). */
 export interface ListenerLimits {
@@ -51,7 +59,16 @@ export class Listener {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs), maxHeaderSize: 16 * 1024,
     };
-    this.server = plan.tls ? createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2' }) : createServer(opts);
+    if (plan.tls) {
+      // client certificates are asked for, and a refused one is a 401 that says why (not a failed handshake)
+      const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
+      const server = createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
+      // which client CA bundle each handshake verified against (a later bundle is checked again)
+      server.on('secureConnection', (sock) => { const ca = this.table.plan.tls?.clientCA; if (ca) handshakeCA.set(sock, ca.pem); });
+      this.server = server;
+    } else {
+      this.server = createServer(opts);
+    }
     this.server.maxConnections = limits.maxConnections;
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
@@ -68,17 +85,19 @@ export class Listener {
     return this.table.plan;
   }
 
-  get tls(): boolean {
-    return this.table.plan.tls !== null;
+  /** What the server was made for: an update cannot switch between these. */
+  get shape(): ListenerShape {
+    return listenerShape(this.table.plan);
   }
 
-  /** Swaps the route table; a renewed certificate is served to new connections. */
+  /** Swaps the route table; a renewed certificate or client CA is used for new connections. */
   update(plan: GatewayPlan): void {
     const previous = this.table;
     const old = this.table.plan.tls;
-    if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key)) {
-      (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key });
-      this.table.log.info({ secret: plan.tls.secretName }, 'listener certificate reloaded');
+    if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
+      const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
+      (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...ca });
+      this.table.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
     }
     this.table = RouteTable.build(plan, this.deps, previous);
     previous.dispose();
@@ -286,7 +305,7 @@ export class Listener {
       socket.end(headText + '\r\n' + body);
     };
     try {
-      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, { caller: '-' });
+      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, { caller: '-' }, req.socket);
       if (a.kind !== 'route') throw new BadPathError('discovery does not upgrade');
       let call: UpstreamCall;
       let ep: EndpointPool | undefined;

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { AccessLog } from '../observability/logger.js';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
+import { ClientCertAuthenticator } from '../auth/client-cert.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
@@ -73,12 +74,15 @@ export class RouteTable {
   readonly m: GatewayMetrics;
   /** Metrics for requests answered before a route was chosen. */
   readonly noRoute: RouteMetrics;
+  /** Client certificates as identities (spec.listener.tls.clientCA), else null. */
+  readonly clientCerts: ClientCertAuthenticator | null;
   /** Impersonation headers per cached caller and route: built once, not per request. */
   private readonly impersonation = new WeakMap<CallerIdentity, Map<string, OutgoingHttpHeaders>>();
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
-    private readonly deps: DataplaneDeps) {
+    private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null) {
     this.limiter = limiter;
+    this.clientCerts = clientCerts;
     this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
     this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
     this.key = `${plan.namespace}/${plan.name}`;
@@ -108,7 +112,11 @@ export class RouteTable {
     const limiter = !rl ? null
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
         : new RateLimiter(rl.requestsPerSecond, rl.burst);
-    return new RouteTable(plan, authn, limiter, deps);
+    const ca = plan.tls?.clientCA ?? null;
+    const certs = !ca ? null
+      : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
+        : new ClientCertAuthenticator(ca);
+    return new RouteTable(plan, authn, limiter, deps, certs);
   }
 
   /** Releases the endpoint pools this table holds (after a newer table took over). */

@@ -56,13 +56,25 @@ export interface AccessRulePlan {
   notAfter: number | null;
 }
 
+/** spec.listener.tls.clientCA, resolved. */
+export interface ClientCAPlan {
+  /** Where the bundle comes from, for messages: "ConfigMap NS/NAME key K". */
+  ref: string;
+  /** PEM bundle of the CAs that may sign client certificates. */
+  pem: string;
+  /** Every request needs a verified certificate; else a bearer token may be used instead. */
+  required: boolean;
+  /** Put before the username and every group: team:NAMESPACE: for a team's CA. */
+  prefix: string;
+}
+
 export interface GatewayPlan {
   namespace: string;
   name: string;
   generation: number;
   port: number;
   /** Listener TLS from a kubernetes.io/tls Secret (PEM); null: plain HTTP. */
-  tls: { secretName: string; cert: string; key: string } | null;
+  tls: { secretName: string; cert: string; key: string; clientCA: ClientCAPlan | null } | null;
   auth: { mode: 'TokenReview' | 'JWKS'; audiences: string[]; cacheTTLSeconds: number };
   access: AccessRulePlan[];
   routes: RoutePlan[];

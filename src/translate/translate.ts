@@ -1,15 +1,16 @@
 // Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
 // No I/O, no clock: golden-tested.
-import { isDnsSubdomain } from '../api/names.js';
+import { isDnsSubdomain, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import type { AccessGateway, Route } from '../api/types.js';
+import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
 import { regexProblem as compileProblem } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
-import { accessLogAnnotation, listenerTLSLabel } from '../api/labels.js';
+import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
+import { parseBundle } from '../api/pem.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
-import type { AccessRulePlan, ApiserverTarget, GatewayPlan, RoutePlan } from './plan.js';
+import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
 
 /** What the controller knows about the cluster that the spec alone does not say. */
 export interface Snapshot extends ServiceSnapshot {
@@ -50,6 +51,17 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
     return { problem: `Secret ${ns}/${name}: tls.crt/tls.key are not a valid PEM certificate and key: ${(err as Error).message}` };
   }
   return { cert, key };
+}
+
+/** spec.listener.tls.clientCA resolved: a team's CA, so every name it yields is prefixed team:NS:. */
+export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap: Pick<ServiceSnapshot, 'caBundles'>): ClientCAPlan | null | { problem: string } {
+  if (!ref) return null;
+  const where = `${ref.kind} ${ns}/${ref.name} key ${ref.key}`;
+  const pem = snap.caBundles?.[`${ref.kind}/${ns}/${ref.name}`]?.[ref.key];
+  if (pem === undefined) return { problem: `client CA ${where} not found (the object must exist and be labelled ${caBundleLabel}=true)` };
+  const certs = parseBundle(pem);
+  if ('problem' in certs) return { problem: `client CA ${where}: ${certs.problem}` };
+  return { ref: where, pem, required: ref.mode === 'Required', prefix: teamPrefix(ns) };
 }
 
 export interface Translation {
@@ -135,7 +147,14 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
       problems.push({ reason: Reason.InvalidCertificateRef, message: `${pair.problem}; the listener is not served in plain HTTP instead` });
       tlsProblem = true;
     } else {
-      tls = { secretName: spec.listener.tls.secretName, ...pair };
+      tls = { secretName: spec.listener.tls.secretName, ...pair, clientCA: null };
+    }
+    const c = clientCA(ns, spec.listener.tls.clientCA, snap);
+    if (c && 'problem' in c) {
+      problems.push({ reason: Reason.InvalidCertificateRef, message: `${c.problem}; the listener is not served without it` });
+      tlsProblem = true;
+    } else if (tls) {
+      tls.clientCA = c;
     }
   }
   // every unresolved reference counts, each with its reason

@@ -19,9 +19,9 @@ export function makeCA(dir: string, name: string): CertPair {
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
 }
 
-/** A leaf certificate signed by `ca`: client (CN/O) or server (SANs). */
+/** A certificate signed by `ca`: client (CN/O), server (SANs), or an intermediate CA. */
 export function makeLeaf(dir: string, ca: CertPair, name: string, opts: {
-  cn: string; orgs?: string[]; dnsNames?: string[]; ips?: string[]; client?: boolean;
+  cn: string; orgs?: string[]; dnsNames?: string[]; ips?: string[]; client?: boolean; intermediate?: boolean;
 }): CertPair {
   const keyFile = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
@@ -32,9 +32,11 @@ export function makeLeaf(dir: string, ca: CertPair, name: string, opts: {
     '-keyout', keyFile, '-out', csr, '-subj', subj], dir);
   const sans = [...(opts.dnsNames ?? []).map((d) => `DNS:${d}`), ...(opts.ips ?? []).map((i) => `IP:${i}`)];
   writeFileSync(ext, [
-    'basicConstraints=CA:FALSE',
-    'keyUsage=critical,digitalSignature,keyEncipherment',
-    `extendedKeyUsage=${opts.client ? 'clientAuth' : 'serverAuth'}`,
+    ...(opts.intermediate ? ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'] : [
+      'basicConstraints=CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment',
+      `extendedKeyUsage=${opts.client ? 'clientAuth' : 'serverAuth'}`,
+    ]),
     ...(sans.length ? [`subjectAltName=${sans.join(',')}`] : []),
   ].join('\n'));
   openssl(['x509', '-req', '-in', csr, '-CA', ca.certFile, '-CAkey', ca.keyFile, '-CAcreateserial',

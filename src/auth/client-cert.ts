@@ -1,0 +1,110 @@
+// Client certificates as an identity, the apiserver's x509 rule: the subject's CN is the username,
+// each O a group. The TLS handshake verifies the chain (requestCert, rejectUnauthorized off so a
+// refusal is a 401 that says why); each identity is built once per connection and every name is
+// prefixed (a team's CA names only identities of its own namespace).
+import { X509Certificate } from 'node:crypto';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
+import { parseBundle } from '../api/pem.js';
+import { UnauthenticatedError } from '../errors.js';
+import type { ClientCAPlan } from '../translate/plan.js';
+import type { CallerIdentity } from './identity.js';
+
+/** An identity that came from a client certificate (it has no token to pass through). */
+export interface CertificateIdentity extends CallerIdentity {
+  viaCertificate: true;
+}
+
+export function isCertificateIdentity(id: CallerIdentity): id is CertificateIdentity {
+  return (id as Partial<CertificateIdentity>).viaCertificate === true;
+}
+
+/** Printable ASCII only: the names travel as Impersonate-* and X-Remote-* header values. */
+const headerSafe = /^[\x20-\x7e]+$/;
+const maxGroups = 32;
+
+/** The identity a verified certificate's subject names, prefixed; throws on a subject it cannot use. */
+export function certificateIdentity(subject: PeerCertificate['subject'] | undefined, prefix: string): CertificateIdentity {
+  const cn = subject?.CN;
+  if (typeof cn !== 'string' || !cn) throw new UnauthenticatedError('client certificate refused: its subject has no single common name (CN)');
+  const orgs = subject?.O === undefined ? [] : typeof subject.O === 'string' ? [subject.O] : [...subject.O];
+  for (const name of [cn, ...orgs]) {
+    if (!headerSafe.test(name) || name.length > 256) {
+      throw new UnauthenticatedError('client certificate refused: CN and O must be printable ASCII of at most 256 characters');
+    }
+  }
+  if (orgs.length > maxGroups) throw new UnauthenticatedError(`client certificate refused: more than ${maxGroups} organizations (O)`);
+  return { username: prefix + cn, uid: '', groups: [...new Set(orgs)].map((o) => prefix + o), extra: {}, viaCertificate: true };
+}
+
+interface Seen { ca: string; id: CertificateIdentity | null; problem: string | null; notAfterMs: number }
+
+/** What each connection's certificate came to, by the bundle it was checked against. */
+const seen = new WeakMap<object, Seen>();
+
+export class ClientCertAuthenticator {
+  private readonly roots: X509Certificate[];
+
+  constructor(readonly plan: ClientCAPlan, private readonly now: () => number = Date.now) {
+    const roots = parseBundle(plan.pem);
+    if ('problem' in roots) throw new Error(`client CA ${plan.ref}: ${roots.problem}`);
+    this.roots = roots;
+  }
+
+  /**
+   * The caller a connection's certificate names; null when it has none (or an unverified one
+   * and a bearer token may decide instead). Throws UnauthenticatedError when the certificate
+   * must decide and cannot.
+   */
+  identify(sock: TLSSocket, hasToken: boolean): CertificateIdentity | null {
+    let s = seen.get(sock);
+    if (!s || s.ca !== this.plan.pem) {
+      s = this.check(sock);
+      seen.set(sock, s);
+    }
+    let problem = s.problem;
+    if (s.id && this.now() >= s.notAfterMs) problem = 'client certificate refused: it has expired';
+    if (s.id && !problem) return s.id;
+    if (problem === null) {
+      if (this.plan.required) throw new UnauthenticatedError(`gateway requires a client certificate signed by the CA in ${this.plan.ref}`);
+      return null;
+    }
+    if (this.plan.required || !hasToken) throw new UnauthenticatedError(problem);
+    return null;
+  }
+
+  /** Verifies (again, when the bundle changed since the handshake) and reads the subject. */
+  private check(sock: TLSSocket): Seen {
+    const none = (problem: string | null): Seen => ({ ca: this.plan.pem, id: null, problem, notAfterMs: 0 });
+    const peer = sock.getPeerCertificate(true);
+    if (!peer || !peer.raw) return none(null);
+    if (!sock.authorized) return none(`client certificate refused: ${String(sock.authorizationError ?? 'not verified')}`);
+    const leaf = new X509Certificate(peer.raw);
+    // the handshake verified against the bundle of its time; a newer bundle must sign it too
+    if (handshakeCA.get(sock) !== this.plan.pem && !this.chainsToRoot(peer)) {
+      return none(`client certificate refused: not signed by the current CA in ${this.plan.ref}`);
+    }
+    try {
+      return { ca: this.plan.pem, id: certificateIdentity(peer.subject, this.plan.prefix), problem: null, notAfterMs: leaf.validToDate.getTime() };
+    } catch (err) {
+      return none((err as Error).message);
+    }
+  }
+
+  /** Walks the chain the client sent until a certificate one of the roots signed. */
+  private chainsToRoot(peer: PeerCertificate & { issuerCertificate?: PeerCertificate }): boolean {
+    let cur = new X509Certificate(peer.raw);
+    let next: PeerCertificate & { issuerCertificate?: PeerCertificate } | undefined = peer.issuerCertificate;
+    for (let depth = 0; depth < 8; depth++) {
+      if (this.roots.some((r) => cur.checkIssued(r) && cur.verify(r.publicKey))) return true;
+      if (!next || !next.raw || next.raw.equals(cur.raw)) return false;
+      const issuer = new X509Certificate(next.raw);
+      if (!(cur.checkIssued(issuer) && cur.verify(issuer.publicKey))) return false;
+      cur = issuer;
+      next = next.issuerCertificate;
+    }
+    return false;
+  }
+}
+
+/** The bundle each connection's handshake verified against (the listener records it). */
+export const handshakeCA = new WeakMap<object, string>();

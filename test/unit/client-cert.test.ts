@@ -1,0 +1,130 @@
+// Client certificates: the CA reference resolved by translate, the subject read as the apiserver's
+// x509 authenticator reads it (prefixed), and each connection's verdict (real certificates made
+// with openssl; the TLS socket is a stand-in that reports what a handshake found).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { applyDefaults } from '../../src/api/defaults.js';
+import { certificateIdentity, ClientCertAuthenticator, handshakeCA } from '../../src/auth/client-cert.js';
+import { translate } from '../../src/translate/translate.js';
+import { makeCA, makeLeaf, type CertPair } from '../support/certs.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'agw-client-cert-'));
+const ca = makeCA(dir, 'ca');
+const otherCA = makeCA(dir, 'other-ca');
+const server = makeLeaf(dir, ca, 'server', { cn: 'gw', dnsNames: ['localhost'] });
+const alice = makeLeaf(dir, ca, 'alice', { cn: 'alice', orgs: ['devs', 'ops', 'devs'], client: true });
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+function gateway(clientCA: { kind: 'ConfigMap' | 'Secret'; name: string; key: string; mode?: 'Optional' | 'Required' }) {
+  return applyDefaults({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'people', namespace: 'team-a', generation: 1 },
+    spec: {
+      listener: { tls: { secretName: 'tls', clientCA } }, authentication: { audiences: ['gw'] },
+      routes: [{ name: 'kube-api', pathPrefix: '/', apiserver: {} }],
+    },
+  });
+}
+const secrets = { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(server.cert), 'tls.key': b64(server.key) } } };
+
+test('translate: a team client CA becomes the plan with the team:NS: prefix; default mode Optional', () => {
+  const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
+    port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
+  });
+  assert.deepEqual(t.plan?.tls?.clientCA, { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:' });
+  const req = translate(gateway({ kind: 'Secret', name: 'cas', key: 'ca.crt', mode: 'Required' }), {
+    port: { port: 1 }, secrets, caBundles: { 'Secret/team-a/cas': { 'ca.crt': ca.cert + otherCA.cert } },
+  });
+  assert.equal(req.plan?.tls?.clientCA?.required, true);
+});
+
+test('translate: a missing or unreadable client CA is InvalidCertificateRef and no listener', () => {
+  const cases: [Record<string, Record<string, string>>, RegExp][] = [
+    [{}, /client CA ConfigMap team-a\/cas key ca.crt not found \(the object must exist and be labelled access-gateway.io\/ca-bundle=true\)/],
+    [{ 'ConfigMap/team-a/cas': { 'other.crt': ca.cert } }, /not found/],
+    [{ 'ConfigMap/team-a/cas': { 'ca.crt': 'hello' } }, /client CA ConfigMap team-a\/cas key ca.crt: no PEM certificate in it/],
+    [{ 'ConfigMap/team-a/cas': { 'ca.crt': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----' } }, /not a valid PEM certificate/],
+  ];
+  for (const [caBundles, why] of cases) {
+    const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles });
+    assert.equal(t.plan, null);
+    const resolved = t.conditions.find((c) => c.type === 'ResolvedRefs')!;
+    assert.equal(resolved.status, 'False');
+    assert.equal(resolved.reason, 'InvalidCertificateRef');
+    assert.match(resolved.message, why);
+  }
+});
+
+test('certificateIdentity: CN and each O, prefixed, groups once; subjects it cannot forward are refused', () => {
+  assert.deepEqual(certificateIdentity({ CN: 'system:admin', O: ['system:masters', 'devs', 'devs'] } as never, 'team:a:'),
+    { username: 'team:a:system:admin', uid: '', groups: ['team:a:system:masters', 'team:a:devs'], extra: {}, viaCertificate: true });
+  assert.deepEqual(certificateIdentity({ CN: 'bob', O: 'ops' } as never, 'team:a:').groups, ['team:a:ops']);
+  assert.deepEqual(certificateIdentity({ CN: 'bob' } as never, 'team:a:').groups, []);
+  for (const subject of [{}, { CN: ['a', 'b'] }, { CN: '' }, { CN: 'bob\r\nImpersonate-User: x' }, { CN: 'bob', O: ['ok', 'é'] },
+    { CN: 'x'.repeat(257) }, { CN: 'bob', O: Array.from({ length: 33 }, (_, i) => `g${i}`) }]) {
+    assert.throws(() => certificateIdentity(subject as never, 'team:a:'), { name: 'UnauthenticatedError' }, JSON.stringify(subject).slice(0, 60));
+  }
+});
+
+/** What a TLS server socket reports after its handshake. */
+function socket(cert: CertPair | null, authorized: boolean, chain: CertPair[] = []): TLSSocket {
+  const peer = (c: CertPair, rest: CertPair[]): Record<string, unknown> => {
+    const x = new X509Certificate(c.cert);
+    // as node:tls reports it: a field that occurs more than once is an array
+    const subject: Record<string, string | string[]> = {};
+    for (const [k, v] of x.subject.split('\n').map((l) => l.split('=') as [string, string])) {
+      const had = subject[k];
+      subject[k] = had === undefined ? v : [...[had].flat(), v];
+    }
+    return { raw: x.raw, subject, ...(rest.length ? { issuerCertificate: peer(rest[0]!, rest.slice(1)) } : {}) };
+  };
+  return {
+    authorized, authorizationError: authorized ? null : 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', // node:tls gives OpenSSL's code
+    getPeerCertificate: () => (cert ? peer(cert, chain) : {}),
+  } as unknown as TLSSocket;
+}
+
+test('identify: verified, missing and refused certificates, by mode and by whether a token was sent', () => {
+  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:' };
+  const optional = new ClientCertAuthenticator(plan);
+  const required = new ClientCertAuthenticator({ ...plan, required: true });
+  const ok = socket(alice, true);
+  handshakeCA.set(ok, ca.cert);
+  const id = optional.identify(ok, false)!;
+  assert.equal(id.username, 'team:team-a:alice');
+  assert.deepEqual(id.groups, ['team:team-a:devs', 'team:team-a:ops']);
+  assert.equal(optional.identify(ok, true), id, 'one identity per connection (the access memo keys on it)');
+  assert.equal(optional.identify(socket(null, false), true), null);
+  assert.equal(optional.identify(socket(null, false), false), null, 'no certificate: the bearer step answers');
+  assert.throws(() => required.identify(socket(null, false), true), /gateway requires a client certificate signed by the CA in ConfigMap team-a\/cas key ca.crt/);
+  const refused = socket(alice, false);
+  assert.equal(optional.identify(refused, true), null, 'a token beside an unverified certificate decides');
+  assert.throws(() => optional.identify(refused, false), /client certificate refused: UNABLE_TO_GET_ISSUER_CERT_LOCALLY/);
+  assert.throws(() => required.identify(refused, true), /client certificate refused/);
+});
+
+test('identify: an expired certificate on an open connection is refused; so is one the current bundle did not sign', () => {
+  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:' };
+  const later = Date.now() + 3 * 86_400_000; // the test certificates live 2 days
+  const sock = socket(alice, true);
+  handshakeCA.set(sock, ca.cert);
+  assert.ok(new ClientCertAuthenticator(plan).identify(sock, false));
+  assert.throws(() => new ClientCertAuthenticator(plan, () => later).identify(sock, false), /client certificate refused: it has expired/);
+  // the bundle was rotated after the handshake: checked again against the new one
+  const rotated = new ClientCertAuthenticator({ ...plan, pem: otherCA.cert });
+  assert.throws(() => rotated.identify(sock, false), /not signed by the current CA in ConfigMap team-a\/cas/);
+  const both = new ClientCertAuthenticator({ ...plan, pem: otherCA.cert + ca.cert });
+  assert.equal(both.identify(sock, false)?.username, 'team:team-a:alice');
+  // through an intermediate the client sent (root -> intermediate -> leaf)
+  const root = makeCA(dir, 'root');
+  const inter = makeLeaf(dir, root, 'intermediate', { cn: 'intermediate', intermediate: true });
+  const carol = makeLeaf(dir, inter, 'carol', { cn: 'carol', client: true });
+  const chained = socket(carol, true, [inter, root]);
+  assert.throws(() => rotated.identify(chained, false), /not signed by the current CA/);
+  assert.equal(new ClientCertAuthenticator({ ...plan, pem: root.cert }).identify(chained, false)?.username, 'team:team-a:carol');
+  assert.equal(new ClientCertAuthenticator({ ...plan, pem: inter.cert }).identify(chained, false)?.username, 'team:team-a:carol');
+});
