@@ -1,12 +1,27 @@
 // Errors with stable codes, mapped once to HTTP answers with a Kubernetes `Status` body.
 
+/** Which admission step refused a request: the gateway's handler chain, in order. */
+export type Step = 'request' | 'authentication' | 'access' | 'rateLimit' | 'route' | 'filter' | 'impersonation';
+
+export interface AgwErrorOptions {
+  cause?: unknown;
+  /** The step that refused, and the spec field (rule) that decided, for the Status body. */
+  step?: Step;
+  field?: string;
+}
+
 export class AgwError extends Error {
   readonly code: string = 'AGW_ERR_INTERNAL';
   readonly status: number = 500;
   readonly reason: string = 'InternalError';
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** Set once: by the thrower, or by the step that passes the error on (see refusedAt). */
+  step: Step | undefined;
+  field: string | undefined;
+  constructor(message: string, options?: AgwErrorOptions) {
     super(message, options);
     this.name = 'AgwError';
+    this.step = options?.step;
+    this.field = options?.field;
   }
 }
 
@@ -15,7 +30,7 @@ function define(name: string, code: string, status: number, reason: string) {
     override readonly code = code;
     override readonly status = status;
     override readonly reason = reason;
-    constructor(message: string, options?: { cause?: unknown }) {
+    constructor(message: string, options?: AgwErrorOptions) {
       super(message, options);
       this.name = name;
     }
@@ -35,7 +50,7 @@ export class RateLimitedError extends AgwError {
   override readonly status = 429;
   override readonly reason = 'TooManyRequests';
   constructor(message: string, readonly retryAfterSeconds: number) {
-    super(message);
+    super(message, { step: 'rateLimit', field: 'spec.rateLimit' });
     this.name = 'RateLimitedError';
   }
 }
@@ -47,7 +62,7 @@ export class AuthUnavailableError extends AgwError {
   override readonly status = 503;
   override readonly reason = 'ServiceUnavailable';
   readonly retryAfterSeconds: number | undefined;
-  constructor(message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
+  constructor(message: string, options?: AgwErrorOptions & { retryAfterSeconds?: number }) {
     super(message, options);
     this.name = 'AuthUnavailableError';
     this.retryAfterSeconds = options?.retryAfterSeconds;
@@ -56,11 +71,25 @@ export class AuthUnavailableError extends AgwError {
 export const NoEndpointsError = define('NoEndpointsError', 'AGW_ERR_NO_ENDPOINTS', 503, 'ServiceUnavailable');
 export const UpstreamTimeoutError = define('UpstreamTimeoutError', 'AGW_ERR_UPSTREAM_TIMEOUT', 504, 'Timeout');
 
+/** Names the step (and rule) that refused, unless the thrower did; returns the error. */
+export function refusedAt<E>(err: E, step: Step, field?: string): E {
+  if (err instanceof AgwError && err.step === undefined) {
+    err.step = step;
+    err.field = field;
+  }
+  return err;
+}
+
+/** The Status cause: the error code, the step that refused (message) and the rule (field). */
+function cause(err: AgwError): { reason: string; message?: string; field?: string } {
+  return { reason: err.code, ...(err.step ? { message: `refused by the gateway at step ${err.step}` } : {}), ...(err.field ? { field: err.field } : {}) };
+}
+
 /** The JSON `Status` body the apiserver would send for the same situation. */
 export function statusBody(err: AgwError): string {
   return JSON.stringify({
     kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure',
-    message: err.message, reason: err.reason, details: { causes: [{ reason: err.code }] }, code: err.status,
+    message: err.message, reason: err.reason, details: { causes: [cause(err)] }, code: err.status,
   });
 }
 

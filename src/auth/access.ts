@@ -47,15 +47,40 @@ export class AccessPolicy {
     const sa = serviceAccountOf(id.username);
     const routes = new Set<string>();
     for (const r of this.rules) {
-      if ((r.notBefore !== null && now < r.notBefore) || (r.notAfter !== null && now >= r.notAfter)) continue;
-      const matches =
-        r.users.includes(id.username) ||
-        r.groups.some((g) => id.groups.includes(g)) ||
-        (sa !== null && r.serviceAccounts.some((s) => s.namespace === sa.namespace && (s.name === '*' || s.name === sa.name)));
-      if (!matches) continue;
+      if (!inWindow(r, now) || !names(r, id, sa)) continue;
       if (r.routes === null) return 'all';
       for (const n of r.routes) routes.add(n);
     }
     return routes.size ? routes : null;
   }
+
+  /** For explanations (not the hot path): the rules (indexes into spec.access) naming the caller,
+   * split by whether their time window is open now. */
+  explain(id: CallerIdentity): { matching: number[]; outsideWindow: { index: number; ended: boolean }[] } {
+    const sa = serviceAccountOf(id.username);
+    const now = this.clock.now();
+    const matching: number[] = [];
+    const outsideWindow: { index: number; ended: boolean }[] = [];
+    this.rules.forEach((r, i) => {
+      if (!names(r, id, sa)) return;
+      if (inWindow(r, now)) matching.push(i);
+      else outsideWindow.push({ index: i, ended: r.notAfter !== null && now >= r.notAfter });
+    });
+    return { matching, outsideWindow };
+  }
+
+  rule(i: number): AccessRulePlan | undefined {
+    return this.rules[i];
+  }
+}
+
+function inWindow(r: AccessRulePlan, now: number): boolean {
+  return (r.notBefore === null || now >= r.notBefore) && (r.notAfter === null || now < r.notAfter);
+}
+
+/** Whether a rule's subjects name the caller. */
+function names(r: AccessRulePlan, id: CallerIdentity, sa: { namespace: string; name: string } | null): boolean {
+  return r.users.includes(id.username) ||
+    r.groups.some((g) => id.groups.includes(g)) ||
+    (sa !== null && r.serviceAccounts.some((s) => s.namespace === sa.namespace && (s.name === '*' || s.name === sa.name)));
 }

@@ -1,8 +1,9 @@
-// access-gateway operator | serve | validate | kubeconfig | token, and the usage text.
+// access-gateway operator | serve | validate | kubeconfig | token | can-i, and the usage text.
 import { runOperator } from './operator.js';
 import { runServe } from './serve.js';
 import { runValidate } from './validate.js';
 import { runKubeconfig, runToken } from './kubeconfig.js';
+import { canIUsage, runCanI } from './can-i.js';
 
 export const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
@@ -26,6 +27,9 @@ export const usage = `usage:
                            [--kubeconfig F] [--output FILE]
   access-gateway token     --namespace NS --service-account SA --audience A [--kubeconfig F]
                            (the exec credential plugin the kubeconfig runs)
+  ${canIUsage}
+                           (exit 0 yes, 1 no, 3 RBAC not answered; the listener answers the same
+                           for the caller itself at /.well-known/access-gateway/can-i?method=M&path=P)
 Also a kubectl plugin: an executable named kubectl-access_gateway runs as kubectl access-gateway.
 --metrics-auth kubernetes: /metrics needs a bearer token whose user may get the non-resource
 URL /metrics (TokenReview + SubjectAccessReview); /healthz and /readyz stay open.
@@ -46,6 +50,8 @@ export async function main(argv: string[]): Promise<number | undefined> {
       return runKubeconfig(rest);
     case 'token':
       return runToken(rest);
+    case 'can-i':
+      return runCanI(rest);
     case undefined: case '-h': case '--help': case 'help':
       console.log(usage);
       return cmd === undefined ? 2 : 0;

@@ -43,9 +43,15 @@ export function envName(name: string): string {
 
 /** The flags given in `args`, else their environment twins, else their fallbacks; each checked. */
 export function parseFlags<S extends FlagSpec>(args: string[], spec: S, env: NodeJS.ProcessEnv = process.env): Parsed<S> {
+  return parseCommand(args, spec, env, false).flags;
+}
+
+/** parseFlags for a command that also takes arguments (`can-i VERB PATH`). */
+export function parseCommand<S extends FlagSpec>(args: string[], spec: S, env: NodeJS.ProcessEnv = process.env, allowPositionals = true):
+  { flags: Parsed<S>; args: string[] } {
   const options = Object.fromEntries(Object.entries(spec).map(([k, f]) => [k, f.kind === 'list'
     ? { type: 'string' as const, multiple: true } : { type: f.kind === 'boolean' ? 'boolean' as const : 'string' as const }]));
-  const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+  const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals });
   const out: Record<string, unknown> = {};
   for (const [name, f] of Object.entries(spec)) {
     const given = values[name];
@@ -56,7 +62,7 @@ export function parseFlags<S extends FlagSpec>(args: string[], spec: S, env: Nod
     const twin = env[envName(name)];
     out[name] = twin !== undefined && twin !== '' ? f.parse(twin, name) : f.fallback;
   }
-  return out as Parsed<S>;
+  return { flags: out as Parsed<S>, args: positionals };
 }
 
 export function hostPort(v: string, what: string): { host: string; port: number } {

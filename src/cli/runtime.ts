@@ -66,12 +66,14 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     maxInFlight: f['max-token-reviews-in-flight'], what: 'impersonation check',
     onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
   });
-  const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));
+  // and can-i questions on the listeners (the same limiter)
+  const accessReviewer = new KubeAccessReviewer(client, accessReviewLimiter, metrics);
+  const impersonation = new ImpersonationChecker(accessReviewer);
   const drainMs = f['drain-seconds'] * 1000;
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }),
-    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation,
+    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer,
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,

@@ -9,12 +9,14 @@ import { isCertificateIdentity } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
-  AuthUnavailableError, BadPathError, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError,
+  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError,
 } from '../errors.js';
 import { canonicalPath, encodePath } from './path.js';
 import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
 
 export const wellKnownPath = '/.well-known/access-gateway';
+/** "Why was I denied?" for the caller itself: ?method=METHOD&path=URL (see explain.ts). */
+export const canIPath = '/.well-known/access-gateway/can-i';
 
 export interface RequestHead {
   method: string;
@@ -27,20 +29,30 @@ export interface RequestHead {
 
 /** `as`: what the caller asked to act as on an Impersonate route (kubectl --as), checked. */
 export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: CompiledRoute; path: string; as?: RequestedImpersonation };
-export type Admitted = { kind: 'discovery'; id: CallerIdentity } | RouteAdmitted;
+/** `can-i`: the caller asks about METHOD URL (query parameters of the well-known can-i path). */
+export type Admitted = { kind: 'discovery'; id: CallerIdentity } | { kind: 'can-i'; id: CallerIdentity; method: string; url: string } | RouteAdmitted;
 
 /** What admission learnt, for the access log (filled as the steps pass). */
 export interface Seen { caller: string; as?: string; route?: CompiledRoute; upstream?: string; error?: string }
 
-/** The target's path decoded once (canonical) and its query, untouched. */
-export function requestTarget(t: RouteTable, url: string): { path: string; query: string } {
+/** The target's path decoded once (canonical) and its query, untouched; or the refusal. */
+export function targetOf(url: string): { path: string; query: string } | AgwError {
   const q = url.indexOf('?');
   const c = canonicalPath(q < 0 ? url : url.slice(0, q));
   if ('problem' in c) {
-    t.m.denied.path.inc();
-    throw c.tooLong ? new UriTooLongError(`refused: ${c.problem}`) : new BadPathError(`refused: ${c.problem}`);
+    return c.tooLong ? new UriTooLongError(`refused: ${c.problem}`, { step: 'request' }) : new BadPathError(`refused: ${c.problem}`, { step: 'request' });
   }
   return { path: c.path, query: q < 0 ? '' : url.slice(q) };
+}
+
+/** targetOf, counted and thrown. */
+export function requestTarget(t: RouteTable, url: string): { path: string; query: string } {
+  const target = targetOf(url);
+  if (target instanceof AgwError) {
+    t.m.denied.path.inc();
+    throw target;
+  }
+  return target;
 }
 
 /** The one Authorization header; several are refused (which one would the upstream read?). */
@@ -50,7 +62,7 @@ export function authorizationHeader(h: RequestHead): string | undefined {
     const name = h.rawHeaders[i]!;
     if (name.length === 13 && name.toLowerCase() === 'authorization') n++;
   }
-  if (n > 1) throw new BadRequestError('more than one Authorization header');
+  if (n > 1) throw new BadRequestError('more than one Authorization header', { step: 'request' });
   return h.headers.authorization;
 }
 
@@ -67,20 +79,39 @@ export function authenticate(t: RouteTable, authorization: string | undefined, c
   let id: CallerIdentity | Promise<CallerIdentity> | null = null;
   try {
     if (t.clientCerts && conn) id = t.clientCerts.identify(conn as TLSSocket, authorization !== undefined);
+  } catch (err) {
+    return refused(refusedAt(err, 'authentication', 'spec.listener.tls.clientCA'));
+  }
+  try {
     id ??= t.authenticator.authenticate(bearerToken(authorization), conn);
   } catch (err) {
-    return refused(err);
+    return refused(refusedAt(err, 'authentication', 'spec.authentication'));
   }
-  if (id instanceof Promise) return id.then((x) => { t.m.auth.allowed.inc(); return x; }, refused);
+  if (id instanceof Promise) return id.then((x) => { t.m.auth.allowed.inc(); return x; }, (err) => refused(refusedAt(err, 'authentication', 'spec.authentication')));
   t.m.auth.allowed.inc();
   return id;
 }
 
+/** spec.access: why no rule lets the caller use the gateway (naming a rule that would but for
+ * its time window), or null. */
+export function accessRefusal(t: RouteTable, id: CallerIdentity): AgwError | null {
+  if (t.policy.allowed(id) !== null) return null;
+  const out = t.policy.explain(id).outsideWindow[0];
+  if (out) {
+    const r = t.policy.rule(out.index)!;
+    const when = out.ended ? `its notAfter ${new Date(r.notAfter!).toISOString()} has passed` : `its notBefore ${new Date(r.notBefore!).toISOString()} has not come`;
+    return new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}: spec.access[${out.index}] names it, but ${when}`,
+      { step: 'access', field: `spec.access[${out.index}]` });
+  }
+  return new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}: no rule of spec.access names it`, { step: 'access', field: 'spec.access' });
+}
+
 /** spec.access: some rule must match the caller. */
 export function authorize(t: RouteTable, id: CallerIdentity): void {
-  if (t.policy.allowed(id) === null) {
+  const refusal = accessRefusal(t, id);
+  if (refusal) {
     t.m.denied.access.inc();
-    throw new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}`);
+    throw refusal;
   }
 }
 
@@ -96,48 +127,73 @@ export function rateLimit(t: RouteTable, id: CallerIdentity): void {
 /** The apiserver's services-proxy form: /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy[/PATH] (decoded). */
 const servicesProxyPath = /^\/api\/v1\/namespaces\/([^/]+)\/services\/(https?:)?([^/:]+)(:[^/]+)?\/proxy(\/.*)?$/;
 
-/** The route for a decoded path (the services-proxy form read as its path form), granted to the caller. */
-export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, path: string): { route: CompiledRoute; path: string } {
+/** Why the caller may not use a route: the rules that name it grant other routes. */
+function routeRefusal(t: RouteTable, id: CallerIdentity, route: CompiledRoute): AgwError {
+  const matching = t.policy.explain(id).matching;
+  const granted = [...new Set(matching.flatMap((i) => t.policy.rule(i)!.routes ?? []))];
+  return new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}: ` +
+    `${matching.map((i) => `spec.access[${i}]`).join(', ')} grant${matching.length === 1 ? 's' : ''} only ${granted.join(', ')}`,
+  { step: 'route', field: `spec.access[${matching[0] ?? 0}].routes` });
+}
+
+/** The route for a decoded path (the services-proxy form read as its path form), granted to the
+ * caller, or the refusal (not counted: for explanations too). */
+export function findRoute(t: RouteTable, id: CallerIdentity, method: string, path: string): { route: CompiledRoute; path: string } | AgwError {
   const sp = servicesProxyPath.exec(path);
   if (sp) {
     const found = t.servicesProxy({ namespace: sp[1]!, name: sp[3]!, scheme: sp[2]?.slice(0, -1), port: sp[4]?.slice(1) },
       sp[5] ?? '/', method, (r) => t.policy.mayUse(id, r.plan.name));
     if ('status' in found) {
-      if (found.status === 403) t.m.denied.route.inc();
-      throw found.status === 403 ? new ForbiddenError(found.message) : new RouteNotFoundError(found.message);
+      return found.status === 403 ? new ForbiddenError(found.message, { step: 'route', field: 'spec.routes' }) : new RouteNotFoundError(found.message, { step: 'route', field: 'spec.routes' });
     }
     path = found.path;
   }
   const route = t.match(path, method);
-  if (!route) throw new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`);
-  if (!t.policy.mayUse(id, route.plan.name)) {
-    t.m.denied.route.inc();
-    throw new ForbiddenError(`${id.username} may not use route ${route.plan.name} of gateway ${t.key}`);
-  }
+  if (!route) return new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`, { step: 'route', field: 'spec.routes' });
+  if (!t.policy.mayUse(id, route.plan.name)) return routeRefusal(t, id, route);
   return { route, path };
 }
 
-/** What the route itself refuses: a Service it cannot reach, a certificate caller on a route that
- * passes the caller's token on, or kubectl proxy's filters on the (decoded) path the apiserver
- * will see. Returns that path. */
-export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): string {
+/** findRoute, counted and thrown. */
+export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, path: string): { route: CompiledRoute; path: string } {
+  const found = findRoute(t, id, method, path);
+  if (found instanceof AgwError) {
+    if (found.status === 403) t.m.denied.route.inc();
+    throw found;
+  }
+  return found;
+}
+
+/** What the route itself refuses, or the (decoded) path the upstream will see: a Service it
+ * cannot reach, a certificate caller on a route that passes the caller's token on, or kubectl
+ * proxy's filters on that path. Not counted: for explanations too. */
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): { upstream: string } | AgwError {
   const up = upstreamPath(route, path);
   const target = route.plan.target;
-  if (target.kind === 'apiserver' && target.identity === 'Passthrough' && isCertificateIdentity(id)) {
-    // a token sent beside the certificate names someone else: the apiserver would act for them
-    t.m.denied.route.inc();
-    throw new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`);
-  }
   if (target.kind === 'service') {
-    if (target.problem) throw target.problem.status === 403 ? new ForbiddenError(target.problem.message) : new NoEndpointsError(target.problem.message);
-    return up;
+    const p = target.problem;
+    if (p) return p.status === 403 ? new ForbiddenError(p.message, { step: 'route', field: `${route.field}.service` }) : new NoEndpointsError(p.message);
+    return { upstream: up };
   }
-  const why = route.filter!.check(method, up);
-  if (why) {
-    t.m.denied.filter.inc();
-    throw new ForbiddenError(why);
+  if (target.identity === 'Passthrough' && isCertificateIdentity(id)) {
+    // a token sent beside the certificate names someone else: the apiserver would act for them
+    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
+      { step: 'route', field: `${route.field}.apiserver.identity` });
   }
-  return up;
+  const refused = route.filter!.check(method, up);
+  if (refused) return new ForbiddenError(`${refused.why} of route ${route.plan.name}`, { step: 'filter', field: refused.field });
+  return { upstream: up };
+}
+
+/** routeCheck, counted and thrown; returns the upstream path. */
+export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): string {
+  const checked = routeCheck(t, id, route, method, path);
+  if (checked instanceof AgwError) {
+    // a Service the route may not reach is the gateway's problem (a condition), not a denial
+    if (checked.status === 403 && route.plan.target.kind === 'apiserver') (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
+    throw checked;
+  }
+  return checked.upstream;
 }
 
 /**
@@ -147,17 +203,22 @@ export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRou
 export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHead, seen: Seen): RouteAdmitted | Promise<RouteAdmitted> {
   const target = a.route.plan.target;
   if (target.kind !== 'apiserver' || target.identity !== 'Impersonate') return a;
-  const as = requestedImpersonation(h.rawHeaders);
+  let as: RequestedImpersonation | null;
+  try {
+    as = requestedImpersonation(h.rawHeaders);
+  } catch (err) {
+    throw refusedAt(err, 'impersonation');
+  }
   if (!as) return a;
   seen.as = as.user;
   const checker = t.impersonationChecker;
   if (!checker) {
     t.m.denied.impersonate.inc();
-    throw new ForbiddenError(`gateway ${t.key} cannot check impersonation requests`);
+    throw new ForbiddenError(`gateway ${t.key} cannot check impersonation requests`, { step: 'impersonation' });
   }
   return checker.check(a.id, as, t.plan.namespace).then(() => ({ ...a, as }), (err) => {
     if (err instanceof ForbiddenError) t.m.denied.impersonate.inc();
-    throw err;
+    throw refusedAt(err, 'impersonation');
   });
 }
 
@@ -171,6 +232,11 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object):
   const id = authenticate(t, authorizationHeader(h), conn);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;
+    if (path === canIPath && (h.method === 'GET' || h.method === 'HEAD')) {
+      // answered whether or not spec.access admits the caller: it says no more than a 403 would
+      rateLimit(t, caller);
+      return canIQuestion(caller, query);
+    }
     authorize(t, caller);
     rateLimit(t, caller);
     if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id: caller };
@@ -180,4 +246,16 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object):
     return checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query }, h, seen);
   };
   return id instanceof Promise ? id.then(rest) : rest(id);
+}
+
+const methods = /^[A-Z]{1,16}$/;
+
+/** The question of a can-i request: ?path=URL (required, absolute) and ?method= (default GET). */
+function canIQuestion(id: CallerIdentity, query: string): Admitted {
+  const q = new URLSearchParams(query.slice(1));
+  const url = q.get('path');
+  const method = (q.get('method') ?? 'GET').toUpperCase();
+  if (!url || !url.startsWith('/')) throw new BadRequestError(`can-i needs ?path=/… (the request target to ask about) and optionally ?method=`, { step: 'request' });
+  if (!methods.test(method)) throw new BadRequestError(`can-i: ${JSON.stringify(method)} is not an HTTP method`, { step: 'request' });
+  return { kind: 'can-i', id, method, url };
 }

@@ -8,6 +8,7 @@ import { handshakeCA } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
+import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
@@ -241,6 +242,13 @@ export class Listener {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
       return;
     }
+    if (a.kind === 'can-i') {
+      explain(t, a.id, a.method, a.url, this.deps.accessReviewer).then((e) => {
+        const body = JSON.stringify(e);
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' }).end(body);
+      }, (err) => fail(toAgwError(err)));
+      return;
+    }
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => res.writeHead(status, forwardResponseHeaders(headers));
@@ -306,7 +314,7 @@ export class Listener {
     };
     try {
       const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, { caller: '-' }, req.socket);
-      if (a.kind !== 'route') throw new BadPathError('discovery does not upgrade');
+      if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       let call: UpstreamCall;
       let ep: EndpointPool | undefined;
       if (a.route.backend) {

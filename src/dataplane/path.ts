@@ -76,19 +76,34 @@ export class PathFilter {
   private readonly rejectPaths: Regex[];
   private readonly rejectMethods: Regex[];
 
-  /** `owner`: the team (gateway namespace) whose routes may share compiled programs. */
-  constructor(spec: { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }, owner: string) {
+  /** `owner`: the team (gateway namespace) whose routes may share compiled programs; `field`:
+   * where the spec holds the patterns (spec.routes[N].apiserver), named in refusals. */
+  constructor(private readonly spec: { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }, owner: string,
+    private readonly field = 'apiserver') {
     const compile = (p: string) => compileRegex(p, owner);
     this.accept = spec.acceptPaths.map(compile);
     this.rejectPaths = spec.rejectPaths.map(compile);
     this.rejectMethods = spec.rejectMethods.map(compile);
   }
 
-  /** Why the request is rejected, or null when it may pass. */
-  check(method: string, path: string): string | null {
-    if (this.rejectPaths.some((r) => r.test(path))) return `path ${path} is rejected by this route's rejectPaths`;
-    if (this.rejectMethods.some((r) => r.test(method))) return `method ${method} is rejected by this route's rejectMethods`;
-    if (!this.accept.some((r) => r.test(path))) return `path ${path} is not accepted by this route's acceptPaths`;
+  /** Why the request is rejected and by which pattern, or null when it may pass. */
+  check(method: string, path: string): { why: string; field: string } | null {
+    let i = this.rejectPaths.findIndex((r) => r.test(path));
+    if (i >= 0) return this.refusal(`path ${path} is rejected by`, 'rejectPaths', i);
+    i = this.rejectMethods.findIndex((r) => r.test(method));
+    if (i >= 0) return this.refusal(`method ${method} is rejected by`, 'rejectMethods', i);
+    if (!this.accept.some((r) => r.test(path))) return { why: `path ${path} is not accepted by any of ${this.field}.acceptPaths`, field: `${this.field}.acceptPaths` };
     return null;
+  }
+
+  /** The acceptPaths pattern that lets `path` through (explanations only). */
+  acceptedBy(path: string): { field: string; pattern: string } | null {
+    const i = this.accept.findIndex((r) => r.test(path));
+    return i < 0 ? null : { field: `${this.field}.acceptPaths[${i}]`, pattern: this.spec.acceptPaths[i]! };
+  }
+
+  private refusal(what: string, list: 'rejectPaths' | 'rejectMethods', i: number): { why: string; field: string } {
+    const field = `${this.field}.${list}[${i}]`;
+    return { why: `${what} ${field} ${JSON.stringify(this.spec[list][i])}`, field };
   }
 }

@@ -9,6 +9,7 @@ import { TokenReviewAuthenticator, type Authenticator } from '../auth/authentica
 import { ClientCertAuthenticator } from '../auth/client-cert.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
+import type { RequestReviewer } from '../auth/request-info.js';
 import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
@@ -33,10 +34,14 @@ export interface DataplaneDeps {
   clockSkewSeconds?: number;
   /** Checks a caller's own Impersonate-* headers (kubectl --as) on Impersonate routes; absent: refused. */
   impersonation?: ImpersonationChecker;
+  /** Asks the apiserver's RBAC about a request, for can-i; absent: that step is not asked. */
+  accessReviewer?: RequestReviewer;
 }
 
 export interface CompiledRoute {
   plan: RoutePlan;
+  /** Where the route is in the spec: spec.routes[N]. */
+  field: string;
   /** pathPrefix and rewritePrefix, normalized for element-wise matching ("/" is ""). */
   prefix: string;
   rewrite: string | null;
@@ -89,11 +94,12 @@ export class RouteTable {
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
-    this.routes = plan.routes.map((r) => ({
+    this.routes = plan.routes.map((r, i) => ({
       plan: r,
+      field: `spec.routes[${i}]`,
       prefix: normalizePrefix(r.pathPrefix),
       rewrite: r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix),
-      filter: r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace) : null,
+      filter: r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null,
       methods: r.methods ? new Set(r.methods) : null,
       backend: r.target.kind === 'service'
         ? new ServiceBackend(r.target, r.target.endpoints.map((e) => deps.pools.acquire(r.target as ServiceTarget, e)))

@@ -59,14 +59,20 @@ test('rewrites replace the prefix element-wise', () => {
 });
 
 test('kubectl proxy filter semantics: reject paths, then methods, then accept paths (unanchored RE2 search)', () => {
-  const f = new PathFilter({ acceptPaths: ['^/api/.*', '^/apis/.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: ['POST', '^DELETE$'] }, 'team-a');
+  const f = new PathFilter({ acceptPaths: ['^/api/.*', '^/apis/.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: ['POST', '^DELETE$'] }, 'team-a',
+    'spec.routes[2].apiserver');
   assert.equal(f.check('GET', '/api/v1/namespaces/a/pods'), null);
-  assert.match(f.check('GET', '/api/v1/namespaces/a/pods/p/exec')!, /rejectPaths/);
-  assert.match(f.check('GET', '/api/v1/namespaces/a/pods/p/attach')!, /rejectPaths/);
-  assert.match(f.check('POST', '/api/v1/namespaces/a/configmaps')!, /rejectMethods/);
-  assert.match(f.check('DELETE', '/apis/apps/v1/x')!, /rejectMethods/);
-  assert.match(f.check('GET', '/version')!, /acceptPaths/);
-  assert.match(f.check('GET', '/healthz')!, /acceptPaths/);
+  assert.deepEqual(f.acceptedBy('/apis/apps/v1'), { field: 'spec.routes[2].apiserver.acceptPaths[1]', pattern: '^/apis/.*' });
+  assert.equal(f.acceptedBy('/version'), null);
+  assert.deepEqual(f.check('GET', '/api/v1/namespaces/a/pods/p/exec'), {
+    why: 'path /api/v1/namespaces/a/pods/p/exec is rejected by spec.routes[2].apiserver.rejectPaths[0] "^/api/.*/pods/.*/exec"',
+    field: 'spec.routes[2].apiserver.rejectPaths[0]',
+  });
+  assert.equal(f.check('GET', '/api/v1/namespaces/a/pods/p/attach')!.field, 'spec.routes[2].apiserver.rejectPaths[1]');
+  assert.equal(f.check('POST', '/api/v1/namespaces/a/configmaps')!.field, 'spec.routes[2].apiserver.rejectMethods[0]');
+  assert.equal(f.check('DELETE', '/apis/apps/v1/x')!.why, 'method DELETE is rejected by spec.routes[2].apiserver.rejectMethods[1] "^DELETE$"');
+  assert.deepEqual(f.check('GET', '/version'), { why: 'path /version is not accepted by any of spec.routes[2].apiserver.acceptPaths', field: 'spec.routes[2].apiserver.acceptPaths' });
+  assert.match(f.check('GET', '/healthz')!.why, /acceptPaths/);
   const g = new PathFilter({ acceptPaths: ['configmaps'], rejectPaths: [], rejectMethods: [] }, 'team-a');
   assert.equal(g.check('GET', '/api/v1/namespaces/a/configmaps'), null);
 });
@@ -74,7 +80,7 @@ test('kubectl proxy filter semantics: reject paths, then methods, then accept pa
 test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
   const f = new PathFilter({ acceptPaths: ['^/(a+)+$'], rejectPaths: [], rejectMethods: [] }, 'team-a');
   // with a backtracking engine this is ~2^4000 steps; the test would never end
-  assert.match(f.check('GET', '/' + 'a'.repeat(4000) + '!')!, /acceptPaths/);
+  assert.match(f.check('GET', '/' + 'a'.repeat(4000) + '!')!.why, /acceptPaths/);
   assert.equal(f.check('GET', '/aaaa'), null);
 });
 

@@ -1,0 +1,80 @@
+// What the apiserver's authorizer will be asked about a request: the attributes its RequestInfo
+// factory reads from the method and path (k8s.io/apiserver endpoints/request), for a
+// SubjectAccessReview that asks the same question ahead of time.
+
+import type { CallerIdentity } from './identity.js';
+import type { Verdict } from './impersonation.js';
+
+/** Asks the apiserver whether `subject` may make a request (a SubjectAccessReview); `namespace`
+ * is the gateway's (fair queueing). Throws when it cannot answer. */
+export interface RequestReviewer {
+  reviewRequest(subject: CallerIdentity, attrs: RequestAttributes, namespace: string): Promise<Verdict>;
+}
+
+export interface ResourceAttributes {
+  verb: string;
+  group: string;
+  version: string;
+  resource: string;
+  subresource?: string;
+  namespace?: string;
+  name?: string;
+}
+
+export type RequestAttributes =
+  | { resourceAttributes: ResourceAttributes }
+  | { nonResourceAttributes: { path: string; verb: string } };
+
+const verbs: Record<string, string> = { POST: 'create', GET: 'get', HEAD: 'get', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
+/** Subresources of a namespace itself (/api/v1/namespaces/NS/status), not namespaced resources. */
+const namespaceSubresources = new Set(['status', 'finalize']);
+
+/** The attributes of METHOD PATH?QUERY (path decoded, as the gateway forwards it). */
+export function requestAttributes(method: string, path: string, query = ''): RequestAttributes {
+  const nonResource = { nonResourceAttributes: { path, verb: method.toLowerCase() } };
+  let parts = path.split('/').filter((p) => p !== '');
+  let group: string;
+  if (parts[0] === 'api' && parts.length >= 2) {
+    group = '';
+    parts = parts.slice(1);
+  } else if (parts[0] === 'apis' && parts.length >= 3) {
+    group = parts[1]!;
+    parts = parts.slice(2);
+  } else {
+    return nonResource;
+  }
+  const version = parts.shift()!;
+  let verb = verbs[method.toUpperCase()] ?? method.toLowerCase();
+  if (parts[0] === 'watch') {
+    verb = 'watch';
+    parts = parts.slice(1);
+  }
+  if (!parts.length) return nonResource; // /api/v1, /apis/apps/v1: discovery
+  let namespace: string | undefined;
+  if (parts[0] === 'namespaces' && parts.length > 1) {
+    namespace = parts[1];
+    if (parts.length > 2 && !namespaceSubresources.has(parts[2]!)) parts = parts.slice(2);
+  }
+  const [resource, name, subresource] = parts as [string, string?, string?];
+  const params = new URLSearchParams(query.startsWith('?') ? query.slice(1) : query);
+  if (name === undefined) {
+    if (verb === 'get') verb = params.get('watch') === 'true' || params.get('watch') === '1' ? 'watch' : 'list';
+    if (verb === 'delete') verb = 'deletecollection';
+  }
+  return {
+    resourceAttributes: {
+      verb, group, version, resource,
+      ...(subresource !== undefined ? { subresource } : {}),
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(name !== undefined ? { name } : {}),
+    },
+  };
+}
+
+/** "list pods in team-a", "get /healthz": the question in words. */
+export function describeAttributes(a: RequestAttributes): string {
+  if ('nonResourceAttributes' in a) return `${a.nonResourceAttributes.verb} ${a.nonResourceAttributes.path}`;
+  const r = a.resourceAttributes;
+  const what = `${r.resource}${r.subresource ? `/${r.subresource}` : ''}${r.group ? `.${r.group}` : ''}`;
+  return `${r.verb} ${what}${r.name ? ` ${r.name}` : ''}${r.namespace ? ` in namespace ${r.namespace}` : ''}`;
+}

@@ -1,0 +1,126 @@
+// "Why was I denied?": one request through the gateway's admission steps, each with its verdict
+// and the rule that decided, without forwarding anything or counting metrics; then, for apiserver
+// routes, the question the apiserver's RBAC will be asked (a SubjectAccessReview). Served on
+// the listener for the caller itself (/.well-known/access-gateway/can-i) and by `access-gateway
+// can-i` offline; both run the same functions as admission.
+import type { CallerIdentity } from '../auth/identity.js';
+import { describeAttributes, requestAttributes, type RequestAttributes, type RequestReviewer } from '../auth/request-info.js';
+import { AgwError, type Step } from '../errors.js';
+import type { ApiserverTarget } from '../translate/plan.js';
+import { accessRefusal, findRoute, routeCheck, targetOf } from './admission.js';
+export { canIPath } from './admission.js';
+import { PoolRegistry } from './endpoints.js';
+import { RouteTable, type CompiledRoute } from './route-table.js';
+import { createMetrics } from '../observability/metrics.js';
+import { silentLogger } from '../observability/logger.js';
+import type { GatewayPlan } from '../translate/plan.js';
+
+export interface StepVerdict {
+  step: Step | 'rbac';
+  /** null: not asked (no reviewer, or the apiserver did not answer). */
+  allowed: boolean | null;
+  /** The spec field (rule) that decided, when one did. */
+  field?: string;
+  message: string;
+}
+
+export interface Explanation {
+  kind: 'AccessGatewayReview';
+  apiVersion: 'access-gateway.io/v1alpha1';
+  gateway: { namespace: string; name: string };
+  caller: { username: string; groups: string[] };
+  request: { method: string; path: string };
+  /** Every step allowed the request; null: the gateway would, and RBAC was not answered. */
+  allowed: boolean | null;
+  route?: string;
+  steps: StepVerdict[];
+}
+
+const refused = (err: AgwError, step: Step): StepVerdict =>
+  ({ step: err.step ?? step, allowed: false, ...(err.field ? { field: err.field } : {}), message: err.message });
+
+/** The gateway's own steps for METHOD URL as `id`; `rbac` is what to ask the apiserver next, if anything. */
+export function explainGateway(t: RouteTable, id: CallerIdentity, method: string, url: string):
+  { explanation: Explanation; rbac?: { subject: CallerIdentity; attrs: RequestAttributes } } {
+  const steps: StepVerdict[] = [];
+  const e: Explanation = {
+    kind: 'AccessGatewayReview', apiVersion: 'access-gateway.io/v1alpha1',
+    gateway: { namespace: t.plan.namespace, name: t.plan.name },
+    caller: { username: id.username, groups: id.groups }, request: { method, path: url }, allowed: false, steps,
+  };
+  const done = (v: StepVerdict) => { steps.push(v); return { explanation: e }; };
+  const target = targetOf(url);
+  if (target instanceof AgwError) return done(refused(target, 'request'));
+  const denied = accessRefusal(t, id);
+  if (denied) return done(refused(denied, 'access'));
+  const rules = t.policy.explain(id).matching;
+  steps.push({ step: 'access', allowed: true, field: `spec.access[${rules[0]}]`, message: `${rules.map((i) => `spec.access[${i}]`).join(', ')} name${rules.length === 1 ? 's' : ''} the caller` });
+  const found = findRoute(t, id, method, target.path);
+  if (found instanceof AgwError) return done(refused(found, 'route'));
+  const route = found.route;
+  e.route = route.plan.name;
+  steps.push({ step: 'route', allowed: true, field: route.field, message: `route ${route.plan.name} (${describeRoute(route)}) serves ${method} ${found.path}` });
+  const checked = routeCheck(t, id, route, method, found.path);
+  if (checked instanceof AgwError) return done(refused(checked, 'filter'));
+  const t2 = route.plan.target;
+  if (t2.kind === 'service') {
+    e.allowed = true;
+    return done({ step: 'filter', allowed: true, message: `forwarded to Service ${t2.namespace}/${t2.name} as ${checked.upstream}` });
+  }
+  const accepted = route.filter!.acceptedBy(checked.upstream)!;
+  steps.push({ step: 'filter', allowed: true, field: accepted.field,
+    message: `${checked.upstream} is accepted by ${accepted.field} ${JSON.stringify(accepted.pattern)}; no rejectPaths or rejectMethods match` });
+  e.allowed = true;
+  return { explanation: e, rbac: { subject: apiserverSubject(t, id, t2), attrs: requestAttributes(method, checked.upstream, target.query) } };
+}
+
+/** The gateway's steps, then the apiserver's RBAC through `reviewer` (absent: not asked). */
+export async function explain(t: RouteTable, id: CallerIdentity, method: string, url: string, reviewer?: RequestReviewer): Promise<Explanation> {
+  const { explanation: e, rbac } = explainGateway(t, id, method, url);
+  if (!rbac) return e;
+  const question = `${rbac.subject.username} may ${describeAttributes(rbac.attrs)}`;
+  if (!reviewer) {
+    e.steps.push({ step: 'rbac', allowed: null, message: `not asked (this process makes no SubjectAccessReviews): whether ${question}` });
+    e.allowed = null;
+    return e;
+  }
+  try {
+    const v = await reviewer.reviewRequest(rbac.subject, rbac.attrs, t.plan.namespace);
+    e.steps.push({ step: 'rbac', allowed: v.allowed, message: `the apiserver says ${v.allowed ? 'yes' : 'no'}: ${question}${v.reason ? ` (${v.reason})` : ''}` });
+    e.allowed = v.allowed;
+  } catch (err) {
+    e.steps.push({ step: 'rbac', allowed: null, message: `not answered (${(err as Error).message}): whether ${question}` });
+    e.allowed = null;
+  }
+  return e;
+}
+
+function describeRoute(r: CompiledRoute): string {
+  const t = r.plan.target;
+  return t.kind === 'apiserver'
+    ? `${r.field}: apiserver, identity ${t.identity}${t.identity === 'ServiceAccount' ? ` ${t.serviceAccountName}` : ''}`
+    : `${r.field}: Service ${t.namespace}/${t.name} port ${t.port}`;
+}
+
+/** Who the apiserver will see for this caller on an apiserver route. */
+function apiserverSubject(t: RouteTable, id: CallerIdentity, target: ApiserverTarget): CallerIdentity {
+  if (target.identity === 'ServiceAccount') {
+    const ns = t.plan.namespace;
+    return { username: `system:serviceaccount:${ns}:${target.serviceAccountName}`, uid: '', groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`, 'system:authenticated'], extra: {} };
+  }
+  if (target.identity === 'Impersonate' && !id.groups.includes('system:authenticated')) {
+    // the apiserver adds it to every impersonated user
+    return { ...id, groups: [...id.groups, 'system:authenticated'] };
+  }
+  return id;
+}
+
+/** A gateway's route table for questions only (`access-gateway can-i`): it serves nothing, so its
+ * metrics, pools and token reviewer are throwaway; authentication is not part of the question. */
+export function offlineTable(plan: GatewayPlan): RouteTable {
+  return RouteTable.build({ ...plan, auth: { ...plan.auth, mode: 'TokenReview' } }, {
+    apiserver: undefined as never, // never called: nothing is forwarded
+    reviewer: { review: () => Promise.reject(new Error('offline: no token reviews')) },
+    log: silentLogger, accessLog: () => ({ write: () => {} }), pools: new PoolRegistry(), metrics: createMetrics(),
+  });
+}

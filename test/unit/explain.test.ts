@@ -1,0 +1,79 @@
+// "Why was I denied?" as pure logic: the apiserver's request attributes of a method and path, and
+// the admission steps of a gateway explained without serving anything.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { applyDefaults } from '../../src/api/defaults.js';
+import { requestAttributes, describeAttributes } from '../../src/auth/request-info.js';
+import { explain, explainGateway, offlineTable } from '../../src/dataplane/explain.js';
+import { statusBody, ForbiddenError } from '../../src/errors.js';
+import { translate } from '../../src/translate/translate.js';
+
+test('requestAttributes reads a request as the apiserver RequestInfo factory does', () => {
+  const r = (m: string, p: string, q = '') => {
+    const a = requestAttributes(m, p, q);
+    return 'resourceAttributes' in a ? a.resourceAttributes : a.nonResourceAttributes;
+  };
+  assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods'), { verb: 'list', group: '', version: 'v1', resource: 'pods', namespace: 'a' });
+  assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods', '?watch=true'), { verb: 'watch', group: '', version: 'v1', resource: 'pods', namespace: 'a' });
+  assert.deepEqual(r('GET', '/api/v1/watch/namespaces/a/pods'), { verb: 'watch', group: '', version: 'v1', resource: 'pods', namespace: 'a' });
+  assert.deepEqual(r('POST', '/api/v1/namespaces/a/pods/p/exec'), { verb: 'create', group: '', version: 'v1', resource: 'pods', subresource: 'exec', namespace: 'a', name: 'p' });
+  assert.deepEqual(r('DELETE', '/apis/apps/v1/namespaces/a/deployments'), { verb: 'deletecollection', group: 'apps', version: 'v1', resource: 'deployments', namespace: 'a' });
+  assert.deepEqual(r('PATCH', '/apis/apps/v1/namespaces/a/deployments/d/scale'), { verb: 'patch', group: 'apps', version: 'v1', resource: 'deployments', subresource: 'scale', namespace: 'a', name: 'd' });
+  assert.deepEqual(r('GET', '/api/v1/namespaces/a'), { verb: 'get', group: '', version: 'v1', resource: 'namespaces', namespace: 'a', name: 'a' });
+  assert.deepEqual(r('PUT', '/api/v1/namespaces/a/finalize'), { verb: 'update', group: '', version: 'v1', resource: 'namespaces', subresource: 'finalize', namespace: 'a', name: 'a' });
+  assert.deepEqual(r('GET', '/api/v1/nodes/n'), { verb: 'get', group: '', version: 'v1', resource: 'nodes', name: 'n' });
+  assert.deepEqual(r('GET', '/version'), { path: '/version', verb: 'get' });
+  assert.deepEqual(r('GET', '/apis/apps/v1'), { path: '/apis/apps/v1', verb: 'get' });
+  assert.equal(describeAttributes(requestAttributes('GET', '/apis/apps/v1/namespaces/a/deployments/d')), 'get deployments.apps d in namespace a');
+});
+
+const gw = applyDefaults({
+  apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'api', namespace: 'team-a', generation: 1 },
+  spec: {
+    authentication: { audiences: ['gw'] },
+    access: [
+      { serviceAccounts: [{ namespace: 'team-a', name: 'reader' }], routes: ['kube-api'] },
+      { users: ['later'], notBefore: '2999-01-01T00:00:00Z' },
+    ],
+    routes: [
+      { name: 'svc', pathPrefix: '/svc', service: { name: 'ledger', port: 80 } },
+      { name: 'kube-api', pathPrefix: '/', apiserver: { identity: 'ServiceAccount', serviceAccountName: 'viewer', rejectPaths: ['^/api/.*/secrets'] } },
+    ],
+  },
+});
+const table = offlineTable(translate(gw, { port: { port: 1 } }).plan!);
+const reader = { username: 'system:serviceaccount:team-a:reader', uid: '', groups: ['system:serviceaccounts'], extra: {} };
+
+test('explainGateway: each step with the rule that decided; the apiserver subject of the route', () => {
+  const ok = explainGateway(table, reader, 'GET', '/api/v1/namespaces/team-a/pods');
+  assert.deepEqual(ok.explanation.steps.map((s) => [s.step, s.allowed, s.field]), [
+    ['access', true, 'spec.access[0]'], ['route', true, 'spec.routes[1]'], ['filter', true, 'spec.routes[1].apiserver.acceptPaths[0]']]);
+  // identity ServiceAccount: RBAC is asked about the gateway namespace's account, not the caller
+  assert.equal(ok.rbac?.subject.username, 'system:serviceaccount:team-a:viewer');
+  assert.deepEqual(ok.rbac?.subject.groups, ['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated']);
+  const secret = explainGateway(table, reader, 'GET', '/api/v1/namespaces/team-a/secrets');
+  assert.deepEqual(secret.explanation.steps.at(-1), { step: 'filter', allowed: false, field: 'spec.routes[1].apiserver.rejectPaths[0]',
+    message: 'path /api/v1/namespaces/team-a/secrets is rejected by spec.routes[1].apiserver.rejectPaths[0] "^/api/.*/secrets" of route kube-api' });
+  assert.equal(secret.rbac, undefined);
+  const svc = explainGateway(table, reader, 'GET', '/svc/x').explanation;
+  assert.deepEqual(svc.steps.at(-1), { step: 'route', allowed: false, field: 'spec.access[0].routes',
+    message: 'system:serviceaccount:team-a:reader may not use route svc of gateway team-a/api: spec.access[0] grants only kube-api' });
+  const later = explainGateway(table, { ...reader, username: 'later' }, 'GET', '/x').explanation;
+  assert.match(later.steps[0]!.message, /spec.access\[1\] names it, but its notBefore 2999-01-01T00:00:00.000Z has not come/);
+  assert.deepEqual(explainGateway(table, reader, 'GET', '/a/%2e%2e/b').explanation.steps.map((s) => s.step), ['request']);
+});
+
+test('explain: RBAC not asked without a reviewer is unknown, not yes', async () => {
+  const e = await explain(table, reader, 'GET', '/api/v1/namespaces/team-a/pods');
+  assert.equal(e.allowed, null);
+  assert.equal(e.steps.at(-1)!.allowed, null);
+  const no = await explain(table, reader, 'GET', '/api/v1/namespaces/team-a/pods', { reviewRequest: async () => ({ allowed: false, reason: 'no binding' }) });
+  assert.equal(no.allowed, false);
+  assert.match(no.steps.at(-1)!.message, /the apiserver says no: system:serviceaccount:team-a:viewer may list pods in namespace team-a \(no binding\)/);
+});
+
+test('a Status body names the step and rule as a cause, and nothing when there are none', () => {
+  const body = JSON.parse(statusBody(new ForbiddenError('no', { step: 'filter', field: 'spec.routes[0].apiserver.rejectPaths[1]' })));
+  assert.deepEqual(body.details.causes, [{ reason: 'AGW_ERR_FORBIDDEN', message: 'refused by the gateway at step filter', field: 'spec.routes[0].apiserver.rejectPaths[1]' }]);
+  assert.deepEqual(JSON.parse(statusBody(new ForbiddenError('no'))).details.causes, [{ reason: 'AGW_ERR_FORBIDDEN' }]);
+});
