@@ -29,6 +29,7 @@ export const Reason = {
   // Programmed=False
   ListenFailed: 'ListenFailed',
   ExposureConflict: 'ExposureConflict',
+  ExposureNotPermitted: 'ExposureNotPermitted',
   Pending: 'Pending',
   Invalid: 'Invalid',
 } as const;

@@ -51,6 +51,30 @@ export const schema: Record<string, unknown> = {
               "maximum": 65535,
               "description": "Port the gateway pods listen on for this gateway. Optional: when unset a free port is allocated from the operator's --port-range and recorded in status.listener.port; an allocated port never changes while the gateway exists. A port already used by another gateway makes this one Accepted=False, reason PortConflict."
             },
+            "expose": {
+              "type": "object",
+              "description": "How the Service agw-NAME exposes the gateway. The platform decides what teams may ask for (operator flags --expose-types and --expose-annotations, chart values expose.*): a type or annotation it does not allow keeps the Service a plain ClusterIP without the annotations and makes the gateway Programmed=False, reason ExposureNotPermitted.",
+              "properties": {
+                "type": {
+                  "type": "string",
+                  "enum": [
+                    "ClusterIP",
+                    "NodePort",
+                    "LoadBalancer"
+                  ],
+                  "description": "Service type. Optional: the operator's --default-expose-type (ClusterIP unless the platform chose otherwise). With LoadBalancer, the address the load balancer gets is published in status.listener.url."
+                },
+                "annotations": {
+                  "type": "object",
+                  "maxProperties": 16,
+                  "additionalProperties": {
+                    "type": "string",
+                    "maxLength": 1024
+                  },
+                  "description": "Annotations of the Service (load-balancer settings, for example); each key must be allowed by the operator's --expose-annotations."
+                }
+              }
+            },
             "tls": {
               "type": "object",
               "description": "Serve the listener over HTTPS. When unset the listener speaks plain HTTP.",
@@ -541,7 +565,7 @@ export const schema: Record<string, unknown> = {
             "url": {
               "type": "string",
               "maxLength": 2048,
-              "description": "Stable in-cluster URL of the gateway, served by the Service agw-NAME in this namespace, for example http://agw-payments.team-payments.svc."
+              "description": "URL of the gateway: the address of its load balancer when spec.listener.expose is LoadBalancer and the load balancer has one, else the stable in-cluster URL served by the Service agw-NAME in this namespace, for example http://agw-payments.team-payments.svc."
             }
           }
         },

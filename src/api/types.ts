@@ -130,7 +130,7 @@ export interface ListenerStatus {
    */
   port?: number;
   /**
-   * Stable in-cluster URL of the gateway, served by the Service agw-NAME in this namespace, for example http://agw-payments.team-payments.svc.
+   * URL of the gateway: the address of its load balancer when spec.listener.expose is LoadBalancer and the load balancer has one, else the stable in-cluster URL served by the Service agw-NAME in this namespace, for example http://agw-payments.team-payments.svc.
    */
   url?: string;
 }
@@ -354,6 +354,10 @@ export interface Listener {
    */
   port?: number;
   /**
+   * How the Service agw-NAME exposes the gateway. The platform decides what teams may ask for (operator flags --expose-types and --expose-annotations, chart values expose.*): a type or annotation it does not allow keeps the Service a plain ClusterIP without the annotations and makes the gateway Programmed=False, reason ExposureNotPermitted.
+   */
+  expose?: ListenerExpose;
+  /**
    * Serve the listener over HTTPS. When unset the listener speaks plain HTTP.
    */
   tls?: ListenerTLS;
@@ -393,4 +397,18 @@ export interface ListenerTLSClientCA {
    * Optional (default): a caller without a verified certificate may still present a bearer token. Required: every request needs a verified client certificate (401 otherwise, naming why).
    */
   mode?: "Optional" | "Required";
+}
+
+/**
+ * How the Service agw-NAME exposes the gateway. The platform decides what teams may ask for (operator flags --expose-types and --expose-annotations, chart values expose.*): a type or annotation it does not allow keeps the Service a plain ClusterIP without the annotations and makes the gateway Programmed=False, reason ExposureNotPermitted.
+ */
+export interface ListenerExpose {
+  /**
+   * Service type. Optional: the operator's --default-expose-type (ClusterIP unless the platform chose otherwise). With LoadBalancer, the address the load balancer gets is published in status.listener.url.
+   */
+  type?: "ClusterIP" | "NodePort" | "LoadBalancer";
+  /**
+   * Annotations of the Service (load-balancer settings, for example); each key must be allowed by the operator's --expose-annotations.
+   */
+  annotations?: Record<string, string>;
 }

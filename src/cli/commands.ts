@@ -11,6 +11,8 @@ export const usage = `usage:
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
                            [--leader-elect] [--leader-election-namespace NS] [--leader-election-id ID]
                            [--replica-selector LABELS] [--no-expose] [--max-gateways-per-namespace 16]
+                           [--expose-types ClusterIP,NodePort,LoadBalancer (default ClusterIP)]
+                           [--default-expose-type ClusterIP] [--expose-annotations KEY|PREFIX*]...
                            [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
                            [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]

@@ -2,6 +2,7 @@
 // EndpointSlice written to the cluster by the leader; every replica serves every listener.
 import { hostname } from 'node:os';
 import { GatewayController } from '../controller/gateway-controller.js';
+import type { ExposurePolicy, ServiceType } from '../controller/exposure.js';
 import { EventRecorder } from '../kube/events.js';
 import { applyOwned, gatewaysPath, writeStatus } from '../kube/gateways.js';
 import { LeaderElector } from '../kube/leader.js';
@@ -16,6 +17,9 @@ export const operatorFlags = {
   namespace: flag.list(),
   'advertise-address': flag.optional(),
   'no-expose': flag.boolean(),
+  'expose-types': flag.list(),
+  'default-expose-type': flag.oneOf(['ClusterIP', 'NodePort', 'LoadBalancer'] as const, 'ClusterIP'),
+  'expose-annotations': flag.list(),
   'replica-selector': flag.optional(),
   'leader-elect': flag.boolean(),
   'leader-election-namespace': flag.optional(),
@@ -23,8 +27,20 @@ export const operatorFlags = {
   'max-gateways-per-namespace': flag.int(16, 0, 100_000),
 };
 
+/** What teams may ask of spec.listener.expose: --expose-types (default ClusterIP only),
+ * --default-expose-type (one of them), --expose-annotations (keys, or prefixes ending in *). */
+export function exposurePolicy(f: Pick<ReturnType<typeof parseFlags<typeof operatorFlags>>, 'expose-types' | 'default-expose-type' | 'expose-annotations'>): ExposurePolicy {
+  const known = ['ClusterIP', 'NodePort', 'LoadBalancer'];
+  const types = f['expose-types'].length ? f['expose-types'] : ['ClusterIP'];
+  const bad = types.filter((t) => !known.includes(t));
+  if (bad.length) throw new Error(`--expose-types: ${bad.join(', ')} is not one of ${known.join(', ')}`);
+  if (!types.includes(f['default-expose-type'])) throw new Error(`--default-expose-type ${f['default-expose-type']} is not among --expose-types (${types.join(', ')})`);
+  return { types: types as ServiceType[], defaultType: f['default-expose-type'], annotations: f['expose-annotations'] };
+}
+
 export async function runOperator(args: string[]): Promise<void> {
   const f = parseFlags(args, operatorFlags);
+  const policy = exposurePolicy(f);
   const rt = await startRuntime(f);
   const { log, client, metrics } = rt;
   const listen = f['listen-address'];
@@ -53,6 +69,7 @@ export async function runOperator(args: string[]): Promise<void> {
         write: (obj, exists) => applyOwned(client, obj, exists),
       },
     }),
+    exposurePolicy: policy,
     ...(elector ? { isLeader: () => elector.isLeader } : {}),
     namespaces: f.namespace, portRange: f['port-range'], maxGatewaysPerNamespace: f['max-gateways-per-namespace'], advertiseHost: advertise,
   });

@@ -22,6 +22,8 @@ type DataObject = Obj<{ data?: Record<string, string> }>;
 function refersTo(gw: AccessGateway, ref: Ref): boolean {
   const ns = gw.metadata.namespace;
   if (ref.kind === 'Secret' && ref.namespace === ns && gw.spec.listener?.tls?.secretName === ref.name) return true;
+  // its own Service: a load balancer's address goes into status.listener.url
+  if (ref.kind === 'Service' && ref.namespace === ns && ref.name === `agw-${gw.metadata.name}`) return true;
   const ca = gw.spec.listener?.tls?.clientCA;
   if (ca && ref.namespace === ns && ref.kind === ca.kind && ref.name === ca.name) return true;
   return gw.spec.routes.some((r) => {
@@ -88,7 +90,7 @@ export class ClusterState {
    * The gateway's agw-NAME Service and EndpointSlice as cached: whether each exists, and why the
    * gateway may not write them (an object of that name it does not own), or null.
    */
-  exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null } {
+  exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null; ingress?: { ip?: string; hostname?: string } } {
     const ns = gw.metadata.namespace;
     const owned = (o: KubeObject | undefined) => (o?.metadata.ownerReferences as { uid?: string; controller?: boolean }[] | undefined)
       ?.some((r) => r.uid === gw.metadata.uid && r.controller === true) ?? false;
@@ -97,6 +99,7 @@ export class ClusterState {
     const foreign = svc && !owned(svc) ? `Service ${ns}/${name}` : slice && !owned(slice) ? `EndpointSlice ${ns}/${name}` : null;
     return {
       service: svc !== undefined, slice: slice !== undefined,
+      ingress: (svc as { status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } } } | undefined)?.status?.loadBalancer?.ingress?.[0],
       foreign: foreign && `${foreign} exists and is not owned by this AccessGateway: the gateway is not exposed in the cluster (the operator never writes objects it does not own); delete or rename it`,
     };
   }

@@ -10,6 +10,7 @@ import type { KubeClient } from '../kube/client.js';
 import type { InformerEvent } from '../kube/informer.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ClusterState, type Ref } from './cluster-state.js';
+import type { ExposurePolicy } from './exposure.js';
 import { Controller } from './controller.js';
 import { GatewayReconciler, rankOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
 import { PortAllocator } from './ports.js';
@@ -34,6 +35,7 @@ export interface GatewayControllerOptions {
   writeStatus: StatusWriter;
   events?: EventSink;
   exposure?: ExposureWriter;
+  exposurePolicy?: ExposurePolicy;
   isLeader?: () => boolean;
   jwksReady?: { ready(): boolean };
   /** Namespaces to watch Services, EndpointSlices, Secrets... in; empty: all. */
@@ -66,7 +68,7 @@ export class GatewayController {
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
-      writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
+      writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
       maxGatewaysPerNamespace: opts.maxGatewaysPerNamespace, advertiseHost: opts.advertiseHost,
       requeue: (k) => this.controller.enqueue(k), clock,
     });

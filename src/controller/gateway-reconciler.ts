@@ -12,7 +12,7 @@ import type { ApplyResult } from '../dataplane/listener-manager.js';
 import type { GatewayPlan } from '../translate/plan.js';
 import { translate, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
-import { exposure } from './exposure.js';
+import { clusterIPOnly, exposure, exposureFor, loadBalancerURL, type ExposurePolicy } from './exposure.js';
 import type { PortAllocator } from './ports.js';
 import { accessExpiry, desiredStatus } from './status.js';
 
@@ -26,7 +26,7 @@ export interface GatewayStore {
 /** What the cluster says beyond the spec (ClusterState). */
 export interface ClusterView {
   snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'>;
-  exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null };
+  exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null; ingress?: { ip?: string; hostname?: string } };
 }
 
 export interface Dataplane {
@@ -56,6 +56,8 @@ export interface GatewayReconcilerDeps {
   writeStatus: StatusWriter;
   events?: EventSink;
   exposure?: ExposureWriter;
+  /** What spec.listener.expose may ask for; default: ClusterIP, no annotations. */
+  exposurePolicy?: ExposurePolicy;
   /** Only the leader writes status and owned objects; every replica serves. Default: always. */
   isLeader?: () => boolean;
   /** JWKS gateways are Ready only once tokens can be verified. */
@@ -196,7 +198,8 @@ export class GatewayReconciler {
     const direct = `${plan.tls ? 'https' : 'http'}://${this.d.advertiseHost}:${port}`;
     const addresses = this.d.exposure?.addresses() ?? [];
     if (!this.d.exposure || !addresses.length || !gw.metadata.uid) return { applied, url: direct };
-    const e = exposure(gw, port, plan.tls !== null, addresses);
+    const as = exposureFor(gw, this.d.exposurePolicy ?? clusterIPOnly);
+    const e = exposure(gw, port, plan.tls !== null, addresses, as);
     const cached = this.d.cluster.exposureState(gw, e.service.metadata.name);
     if (cached.foreign) {
       this.exposed.delete(key);
@@ -208,7 +211,9 @@ export class GatewayReconciler {
       await terminalIfInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${key.replace('/', '/agw-')}`);
       this.exposed.set(key, want);
     }
-    return { applied, url: e.url };
+    const url = (as.type === 'LoadBalancer' ? loadBalancerURL(plan.tls !== null, cached.ingress) : undefined) ?? e.url;
+    if (as.refused) return { applied: { programmed: false, reason: Reason.ExposureNotPermitted, message: as.refused }, url };
+    return { applied, url };
   }
 
   /** Writes the status once when it changed (leader only), with an Event when Ready changed. */

@@ -18,10 +18,38 @@ export async function applyOwned(client: KubeClient, obj: { apiVersion: string; 
   const collection = `${base}/namespaces/${obj.metadata.namespace}/${plural}`;
   const what = `${exists ? 'apply' : 'create'} ${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name}`;
   if (exists) {
-    await client.request('PATCH', `${collection}/${obj.metadata.name}?fieldManager=access-gateway&force=true`, { body: obj, contentType: 'application/apply-patch+yaml', what });
+    const path = `${collection}/${obj.metadata.name}`;
+    const live = await client.request<any>('PATCH', `${path}?fieldManager=access-gateway&force=true`, { body: obj, contentType: 'application/apply-patch+yaml', what });
+    if (obj.kind === 'Service') await dropStale(client, path, obj as unknown as ServiceLike, live, what);
   } else {
     await client.request('POST', `${collection}?fieldManager=access-gateway`, { body: obj, what });
   }
+}
+
+interface ServiceLike { metadata: { annotations?: Record<string, string> }; spec: { ports: { port: number; protocol: string }[] } }
+
+/**
+ * What an earlier write of ours set and the Service no longer wants (an annotation, a port after
+ * TLS was switched): the create owns those fields as an Update, so an apply that leaves them out
+ * does not remove them. Removed with a strategic merge patch; others' fields are not touched.
+ */
+async function dropStale(client: KubeClient, path: string, want: ServiceLike, live: any, what: string): Promise<void> {
+  const ours = ((live?.metadata?.managedFields ?? []) as { manager?: string; fieldsV1?: any }[]).filter((m) => m.manager === 'access-gateway');
+  const keys = (o: unknown) => Object.keys((o ?? {}) as object);
+  const annotations = new Set(ours.flatMap((m) => keys(m.fieldsV1?.['f:metadata']?.['f:annotations']).map((k) => k.slice(2))));
+  const ports = ours.flatMap((m) => keys(m.fieldsV1?.['f:spec']?.['f:ports']).flatMap((k) => {
+    try { return k.startsWith('k:') ? [JSON.parse(k.slice(2)) as { port: number; protocol: string }] : []; } catch { return []; }
+  }));
+  const staleAnnotations = [...annotations].filter((k) => want.metadata.annotations?.[k] === undefined && live?.metadata?.annotations?.[k] !== undefined);
+  const livePorts = (live?.spec?.ports ?? []) as { port: number; protocol?: string }[];
+  const stalePorts = ports.filter((p) => !want.spec.ports.some((w) => w.port === p.port && w.protocol === p.protocol)
+    && livePorts.some((l) => l.port === p.port && (l.protocol ?? 'TCP') === p.protocol));
+  if (!staleAnnotations.length && !stalePorts.length) return;
+  const patch = {
+    ...(staleAnnotations.length ? { metadata: { annotations: Object.fromEntries(staleAnnotations.map((k) => [k, null])) } } : {}),
+    ...(stalePorts.length ? { spec: { ports: stalePorts.map((p) => ({ port: p.port, protocol: p.protocol, $patch: 'delete' })) } } : {}),
+  };
+  await client.request('PATCH', `${path}?fieldManager=access-gateway`, { body: patch, contentType: 'application/strategic-merge-patch+json', what: `${what} (stale fields)` });
 }
 
 /** Writes `status`; a gateway deleted meanwhile is not an error (returns false). */

@@ -264,8 +264,8 @@ test('as the chart ServiceAccount, the admission policies refuse writes that are
       ['agw-x owned by nothing', apply(svc('agw-x')), 'writes', /agw-x is not controlled by an AccessGateway/],
       ['another application\'s Service (web owned by AccessGateway web)', apply(svc('web', {}, { ownerReferences: owner('web') })), 'writes', /web is owned by AccessGateway web/],
       ['an EndpointSlice whose service-name label is another Service', apply(slice('agw-x', 'web', { ownerReferences: owner('x') })), 'writes', /only for its own Service/],
-      ['a Service with a selector', apply(svc('agw-x', { selector: { app: 'web' } }, { ownerReferences: owner('x') })), 'writes', /only selector-less ClusterIP Services/],
-      ['a NodePort Service', apply(svc('agw-x', { type: 'NodePort' }, { ownerReferences: owner('x') })), 'writes', /only selector-less ClusterIP Services/],
+      ['a Service with a selector', apply(svc('agw-x', { selector: { app: 'web' } }, { ownerReferences: owner('x') })), 'writes', /only selector-less Services of type ClusterIP \(expose.types\)/],
+      ['a NodePort Service', apply(svc('agw-x', { type: 'NodePort' }, { ownerReferences: owner('x') })), 'writes', /only selector-less Services of type ClusterIP \(expose.types\)/],
       ['an Event about a Pod', post(event('x.1', { apiVersion: 'v1', kind: 'Pod', name: 'x' })), 'events', /this one is about Pod team-c\/x/],
       ['an Event about AccessGateway x named after y', post(event('y.1', aboutGateway('x'))), 'events', /named NAME\.SUFFIX after it/],
     ];

@@ -115,6 +115,8 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
     'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--drain-seconds=10', '--log-level=info',
     '--log-format=json', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
     '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
+    '--expose-types=ClusterIP',
+    '--default-expose-type=ClusterIP',
   ]);
   // the replica selector is the Deployment's selector
   assert.deepEqual(d.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'access-gateway', 'app.kubernetes.io/instance': 'agw-test' });
