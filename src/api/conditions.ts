@@ -19,6 +19,7 @@ export const Reason = {
   InvalidRegex: 'InvalidRegex',
   InvalidIdentity: 'InvalidIdentity',
   InvalidAccessRule: 'InvalidAccessRule',
+  InvalidIssuer: 'InvalidIssuer',
   PortConflict: 'PortConflict',
   TooManyGateways: 'TooManyGateways',
   // ResolvedRefs=False
@@ -26,6 +27,7 @@ export const Reason = {
   BackendNotFound: 'BackendNotFound',
   NoReadyEndpoints: 'NoReadyEndpoints',
   RefNotPermitted: 'RefNotPermitted',
+  IssuerNotFound: 'IssuerNotFound',
   // Programmed=False
   ListenFailed: 'ListenFailed',
   ExposureConflict: 'ExposureConflict',

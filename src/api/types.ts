@@ -336,6 +336,10 @@ export interface Authentication {
    */
   audiences: string[];
   /**
+   * OIDC issuers (people's identity providers) whose ID tokens this gateway accepts beside service-account tokens, by issuer URL. Only issuers the platform configured are usable (the operator's --authentication-config, the jwt list of an apiserver AuthenticationConfiguration): their claim mappings decide the username and groups, which never start with system:. The token's audience is checked against the issuer's configured audiences. An issuer the platform did not configure makes the gateway ResolvedRefs=False, reason IssuerNotFound; one whose configuration is invalid, Accepted=False, reason InvalidIssuer with the compiler's message.
+   */
+  issuers?: string[];
+  /**
    * How tokens are verified. TokenReview (default) asks the apiserver, which honours revocation of bound tokens (deleted pod or secret). JWKS checks the signature offline against the keys published by the apiserver's OIDC discovery endpoint; it keeps working while the apiserver is unreachable but does not see revocations before the token expires.
    */
   mode?: "TokenReview" | "JWKS";

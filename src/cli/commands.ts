@@ -13,6 +13,7 @@ export const usage = `usage:
                            [--replica-selector LABELS] [--no-expose] [--max-gateways-per-namespace 16]
                            [--expose-types ClusterIP,NodePort,LoadBalancer (default ClusterIP)]
                            [--default-expose-type ClusterIP] [--expose-annotations KEY|PREFIX*]...
+                           [--authentication-config FILE (apiserver AuthenticationConfiguration: OIDC issuers)]
                            [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
                            [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
@@ -23,6 +24,7 @@ export const usage = `usage:
                            [--max-connections-per-listener 4096] [--header-timeout-seconds 10]
                            [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
+                           [--authentication-config FILE]
   access-gateway validate  -f FILE|DIR ...
   access-gateway kubeconfig --gateway NS/NAME --service-account SA [--server URL]
                            [--certificate-authority FILE] [--audience A] [--expiration-seconds 3600]

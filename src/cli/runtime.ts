@@ -5,6 +5,9 @@ import type { Logger } from 'pino';
 import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
 import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
 import { ImpersonationChecker } from '../auth/impersonation.js';
+import { OidcIssuers, type JwtAuthenticator } from '../auth/oidc.js';
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import { KubeAccessReviewer } from '../kube/access-review.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
@@ -31,6 +34,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'idle-timeout-seconds': flag.int(65, 1, 3600),
   'max-token-reviews-in-flight': flag.int(16, 1, 1000),
   'jwks-clock-skew-seconds': flag.int(5, 0, 60),
+  'authentication-config': flag.optional(),
   'log-level': flag.oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info'),
   'log-format': flag.oneOf(['json', 'pretty'], 'json'),
 });
@@ -42,6 +46,8 @@ export interface Runtime {
   metrics: Metrics;
   dataplane: ListenerManager;
   jwksReadiness: JwksReadiness;
+  /** The platform's OIDC issuers (--authentication-config) by URL: null when usable, else why not. */
+  issuers: Record<string, string | null>;
   /** Starts the admin port: /healthz, /readyz (ready() and not stopping), /metrics, and `status` at /status. */
   serveAdmin(ready: () => boolean, status?: () => unknown): Promise<Server>;
   /** On SIGTERM/SIGINT: unready at once, then `stop` (the command's parts), then the shared parts; exit 0. */
@@ -69,11 +75,15 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   // and can-i questions on the listeners (the same limiter)
   const accessReviewer = new KubeAccessReviewer(client, accessReviewLimiter, metrics);
   const impersonation = new ImpersonationChecker(accessReviewer);
+  const oidc = new OidcIssuers(f['authentication-config'] ? readAuthenticationConfig(f['authentication-config']) : undefined);
+  for (const [issuer, problem] of Object.entries(oidc.states())) {
+    if (problem) log.error({ issuer, problem }, 'OIDC issuer not usable: gateways naming it are not served');
+  }
   const drainMs = f['drain-seconds'] * 1000;
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }),
-    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer,
+    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, oidc,
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,
@@ -82,7 +92,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   let stopping = false;
   let admin: Server | undefined;
   return {
-    log, client, metrics, dataplane, jwksReadiness: new JwksReadiness(keySet, revocation),
+    log, client, metrics, dataplane, jwksReadiness: new JwksReadiness(keySet, revocation), issuers: oidc.states(),
     async serveAdmin(ready, status) {
       admin = await startAdminServer({
         host: f['admin-address'].host, port: f['admin-address'].port, metrics,
@@ -109,4 +119,14 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
       process.on('SIGINT', () => void shutdown('SIGINT'));
     },
   };
+}
+
+/** The apiserver's AuthenticationConfiguration file (its jwt list is what the gateways use). */
+export function readAuthenticationConfig(file: string): { jwt?: JwtAuthenticator[] } {
+  const doc = parseYaml(readFileSync(file, 'utf8')) as { apiVersion?: string; kind?: string; jwt?: JwtAuthenticator[] } | null;
+  if (doc?.kind !== 'AuthenticationConfiguration' || !/^apiserver\.config\.k8s\.io\/v1(beta1|alpha1)?$/.test(doc.apiVersion ?? '')) {
+    throw new Error(`--authentication-config ${file}: expected kind AuthenticationConfiguration, apiVersion apiserver.config.k8s.io/v1`);
+  }
+  if (doc.jwt !== undefined && !Array.isArray(doc.jwt)) throw new Error(`--authentication-config ${file}: jwt must be a list`);
+  return { jwt: doc.jwt ?? [] };
 }

@@ -107,7 +107,7 @@ export class ClusterState {
   /** The parts of translate()'s snapshot this gateway refers to. */
   snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'> {
     const ns = gw.metadata.namespace;
-    const snap: Required<Omit<Snapshot, 'port'>> = { secrets: {}, services: {}, endpointSlices: {}, referenceGrants: {}, caBundles: {} };
+    const snap: Required<Omit<Snapshot, 'port' | 'issuers'>> = { secrets: {}, services: {}, endpointSlices: {}, referenceGrants: {}, caBundles: {} };
     const tls = gw.spec.listener?.tls?.secretName;
     const secret = tls ? this.tlsSecrets.get(ns, tls) : undefined;
     if (secret) snap.secrets[`${ns}/${tls}`] = secret;

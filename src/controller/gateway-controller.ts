@@ -36,6 +36,8 @@ export interface GatewayControllerOptions {
   events?: EventSink;
   exposure?: ExposureWriter;
   exposurePolicy?: ExposurePolicy;
+  /** The platform's OIDC issuers by URL (null: usable, else the problem). */
+  issuers?: Record<string, string | null>;
   isLeader?: () => boolean;
   jwksReady?: { ready(): boolean };
   /** Namespaces to watch Services, EndpointSlices, Secrets... in; empty: all. */
@@ -68,7 +70,7 @@ export class GatewayController {
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
-      writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
+      writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
       maxGatewaysPerNamespace: opts.maxGatewaysPerNamespace, advertiseHost: opts.advertiseHost,
       requeue: (k) => this.controller.enqueue(k), clock,
     });

@@ -56,6 +56,8 @@ export interface GatewayReconcilerDeps {
   writeStatus: StatusWriter;
   events?: EventSink;
   exposure?: ExposureWriter;
+  /** The platform's OIDC issuers by URL (null: usable, else the problem); default none. */
+  issuers?: Record<string, string | null>;
   /** What spec.listener.expose may ask for; default: ClusterIP, no annotations. */
   exposurePolicy?: ExposurePolicy;
   /** Only the leader writes status and owned objects; every replica serves. Default: always. */
@@ -110,7 +112,7 @@ export class GatewayReconciler {
     if (!gw) return this.forget(key, log);
     const spec = applyDefaults(gw);
     const port = this.claimPort(key, gw, spec);
-    const t = translate(spec, { port, ...this.d.cluster.snapshotFor(spec) });
+    const t = translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
     const { applied, requeueAfterMs } = await this.program(key, spec, t.plan);
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
     const exposed = await this.expose(key, gw, t.plan, applied, listenPort);

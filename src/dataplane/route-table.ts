@@ -7,6 +7,8 @@ import type { AccessLog } from '../observability/logger.js';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
 import { ClientCertAuthenticator } from '../auth/client-cert.js';
+import { IssuerAuthenticator } from '../auth/issuer-authenticator.js';
+import { OidcIssuer, type OidcIssuers } from '../auth/oidc.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import type { RequestReviewer } from '../auth/request-info.js';
@@ -36,6 +38,8 @@ export interface DataplaneDeps {
   impersonation?: ImpersonationChecker;
   /** Asks the apiserver's RBAC about a request, for can-i; absent: that step is not asked. */
   accessReviewer?: RequestReviewer;
+  /** The platform's OIDC issuers, for gateways that name them (spec.authentication.issuers). */
+  oidc?: OidcIssuers;
 }
 
 export interface CompiledRoute {
@@ -59,14 +63,21 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator
   const hit = cache.labels(plan.namespace, plan.name, 'hit');
   const miss = cache.labels(plan.namespace, plan.name, 'miss');
   const onCacheLookup = (h: boolean) => (h ? hit : miss).inc();
+  let sa: Authenticator;
   if (mode === 'TokenReview') {
-    return new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds, Date.now, onCacheLookup,
+    sa = new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds, Date.now, onCacheLookup,
       { namespace: plan.namespace, clockSkewSeconds: deps.clockSkewSeconds });
+  } else {
+    if (!deps.jwks) throw new Error('JWKS authentication is not configured in this data plane');
+    deps.jwks.keySet.start();
+    sa = new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds,
+      { revocation: deps.jwks.revocation, onCacheLookup, clockToleranceSeconds: deps.clockSkewSeconds });
   }
-  if (!deps.jwks) throw new Error('JWKS authentication is not configured in this data plane');
-  deps.jwks.keySet.start();
-  return new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds,
-    { revocation: deps.jwks.revocation, onCacheLookup, clockToleranceSeconds: deps.clockSkewSeconds });
+  if (!plan.auth.issuers?.length) return sa;
+  // translate refuses a plan naming an issuer that is not usable: each is one here
+  const issuers = new Map(plan.auth.issuers.map((u) => [u, deps.oidc?.get(u)] as const)
+    .filter((e): e is [string, OidcIssuer] => e[1] instanceof OidcIssuer));
+  return new IssuerAuthenticator(sa, issuers, cacheTTLSeconds, Date.now, onCacheLookup);
 }
 
 export class RouteTable {

@@ -75,7 +75,8 @@ export interface GatewayPlan {
   port: number;
   /** Listener TLS from a kubernetes.io/tls Secret (PEM); null: plain HTTP. */
   tls: { secretName: string; cert: string; key: string; clientCA: ClientCAPlan | null } | null;
-  auth: { mode: 'TokenReview' | 'JWKS'; audiences: string[]; cacheTTLSeconds: number };
+  /** issuers: the platform's OIDC issuers (URLs) whose tokens are accepted too. */
+  auth: { mode: 'TokenReview' | 'JWKS'; audiences: string[]; cacheTTLSeconds: number; issuers?: string[] };
   access: AccessRulePlan[];
   routes: RoutePlan[];
   rateLimit: { requestsPerSecond: number; burst: number } | null;

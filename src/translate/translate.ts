@@ -18,6 +18,8 @@ export interface Snapshot extends ServiceSnapshot {
   port: { port: number } | { conflict: string; reason?: Reason };
   /** Secrets labelled access-gateway.io/listener-tls=true, by namespace/name. */
   secrets?: Record<string, SecretLike>;
+  /** The platform's OIDC issuers by URL: null when usable, else why not. */
+  issuers?: Record<string, string | null>;
 }
 
 export interface SecretLike {
@@ -140,7 +142,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   }
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
   let tls: GatewayPlan['tls'] = null;
-  let tlsProblem = false;
+  let tlsProblem = false; // a reference the listener cannot do without: not served
   if (spec.listener?.tls) {
     const pair = listenerTLS(ns, spec.listener.tls.secretName, snap.secrets);
     if ('problem' in pair) {
@@ -156,6 +158,17 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     } else if (tls) {
       tls.clientCA = c;
     }
+  }
+  const issuers = spec.authentication.issuers ?? [];
+  for (const url of issuers) {
+    if (!snap.issuers || !(url in snap.issuers)) {
+      problems.push({ reason: Reason.IssuerNotFound, message: `issuer ${url} is not configured by the platform (the operator's --authentication-config)` });
+      tlsProblem = true; // not served: a gateway never runs with less authentication than it says
+    }
+  }
+  const badIssuer = issuers.map((u) => snap.issuers?.[u]).find((p) => typeof p === 'string');
+  if (badIssuer) {
+    return { plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, Reason.InvalidIssuer, badIssuer), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] };
   }
   // every unresolved reference counts, each with its reason
   const resolved = problems.length
@@ -190,6 +203,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
       mode: spec.authentication.mode ?? 'TokenReview',
       audiences: [...spec.authentication.audiences],
       cacheTTLSeconds: spec.authentication.cacheTTLSeconds ?? 10,
+      ...(issuers.length ? { issuers: [...issuers] } : {}),
     },
     access,
     routes,

@@ -11,6 +11,8 @@ import { isDeepStrictEqual } from 'node:util';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
+import { OidcIssuers } from '../../src/auth/oidc.js';
+import { readAuthenticationConfig } from '../../src/cli/runtime.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const chart = join(root, 'charts', 'access-gateway');
@@ -260,6 +262,28 @@ test('ci/single-replica: no leader election, no Lease Role, no PodDisruptionBudg
   assert.ok(args.includes('--log-format=pretty'));
   assert.equal(find(objs, 'Role', 'agw-test-access-gateway-leader-election').length, 0);
   assert.equal(find(objs, 'PodDisruptionBudget').length, 0);
+});
+
+test('ci/people: the OIDC issuers become a mounted AuthenticationConfiguration the operator reads; expose types reach flags and the admission policy', () => {
+  const objs = template(['-f', join(ciDir, 'people-values.yaml')]);
+  const d = one(objs, 'Deployment');
+  const c = d.spec.template.spec.containers[0];
+  assert.ok(c.args.includes('--authentication-config=/etc/access-gateway/authentication.yaml'));
+  assert.ok(c.args.includes('--expose-types=ClusterIP,LoadBalancer'));
+  assert.ok(c.args.includes('--expose-annotations=service.beta.kubernetes.io/aws-load-balancer-internal'));
+  assert.deepEqual(c.volumeMounts.find((m: Obj) => m.name === 'authentication'), { name: 'authentication', mountPath: '/etc/access-gateway', readOnly: true });
+  assert.match(d.spec.template.metadata.annotations['checksum/authentication'], /^[0-9a-f]{64}$/);
+  const cm = find(objs, 'ConfigMap', 'agw-test-access-gateway-authentication')[0]!;
+  const file = join(mkdtempSync(join(tmpdir(), 'agw-auth-')), 'authentication.yaml');
+  writeFileSync(file, cm.data['authentication.yaml']);
+  const issuers = new OidcIssuers(readAuthenticationConfig(file));
+  assert.deepEqual(issuers.states(), { 'https://idp.example.com': null }, 'the operator compiles what the chart mounts');
+  const vap = find(objs, 'ValidatingAdmissionPolicy', 'agw-test-access-gateway-writes')[0]!;
+  assert.ok(vap.spec.validations.some((v: Obj) => /object.spec.type in \["ClusterIP","LoadBalancer"\]/.test(v.expression)));
+  // without issuers: no ConfigMap, no flag
+  const plain = template();
+  assert.equal(find(plain, 'ConfigMap', 'agw-test-access-gateway-authentication').length, 0);
+  assert.ok(!one(plain, 'Deployment').spec.template.spec.containers[0].args.some((a: string) => a.startsWith('--authentication-config')));
 });
 
 test('ci/monitoring: ServiceMonitor, PrometheusRule with the four alerts, NetworkPolicy over the port range', () => {

@@ -1,0 +1,213 @@
+// OIDC issuers configured by the platform (operator configuration: the `jwt` list of the
+// apiserver's AuthenticationConfiguration, pasted as is). A platform source may name any identity
+// except system:* ones, which are refused whatever the mappings say. Discovery and keys are
+// fetched from the issuer (with its CA), cached, refreshed on an unknown kid at most every 10 s,
+// and an issuer that cannot be reached fails closed (503 for tokens not cached yet).
+import { createRemoteJWKSet, customFetch, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { Agent, fetch } from 'undici';
+import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
+import { compileCel, type CelProgram } from './cel.js';
+import type { CallerIdentity } from './identity.js';
+
+/** One entry of AuthenticationConfiguration.jwt (apiserver.config.k8s.io/v1). */
+export interface JwtAuthenticator {
+  issuer: { url: string; discoveryURL?: string; certificateAuthority?: string; audiences: string[]; audienceMatchPolicy?: string };
+  claimValidationRules?: { claim?: string; requiredValue?: string; expression?: string; message?: string }[];
+  claimMappings: {
+    username: { claim?: string; prefix?: string; expression?: string };
+    groups?: { claim?: string; prefix?: string; expression?: string };
+    uid?: { claim?: string; expression?: string };
+    extra?: { key: string; valueExpression: string }[];
+  };
+  userValidationRules?: { expression: string; message?: string }[];
+}
+
+type Mapping = { claim: string; prefix: string } | { program: CelProgram } | null;
+
+const reservedExtras = new Set([extraGateway, extraRoute, extraCaller]);
+const algorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
+
+/** Compiles a mapping: a claim (with its prefix, which must be given, as the apiserver requires) or a CEL expression. */
+function mapping(m: { claim?: string; prefix?: string; expression?: string } | undefined, field: string, prefixRequired: boolean): Mapping {
+  if (!m || (m.claim === undefined && m.expression === undefined)) return null;
+  if (m.claim !== undefined && m.expression !== undefined) throw new Error(`${field}: claim and expression are mutually exclusive`);
+  if (m.expression !== undefined) {
+    if (m.prefix !== undefined) throw new Error(`${field}.prefix: may only be set with claim`);
+    return { program: compile(m.expression, `${field}.expression`) };
+  }
+  if (prefixRequired && m.prefix === undefined) throw new Error(`${field}.prefix: required when claim is set (it may be "")`);
+  return { claim: m.claim!, prefix: m.prefix ?? '' };
+}
+
+function compile(source: string, field: string): CelProgram {
+  try {
+    return compileCel(source);
+  } catch (err) {
+    throw new Error(`${field}: ${(err as Error).message}`);
+  }
+}
+
+export class OidcIssuer {
+  readonly url: string;
+  private readonly audiences: string[];
+  private readonly username: Mapping;
+  private readonly groups: Mapping;
+  private readonly uid: Mapping;
+  private readonly extra: { key: string; program: CelProgram }[];
+  private readonly claimRules: ({ claim: string; value: string } | { program: CelProgram; message: string })[];
+  private readonly userRules: { program: CelProgram; message: string }[];
+  private readonly dispatcher: Agent;
+  private keys: JWTVerifyGetKey | null = null;
+  private discovering: Promise<JWTVerifyGetKey> | null = null;
+  private failedAt = -Infinity;
+
+  /** Checks and compiles the configuration; throws with the field and the compiler's message. */
+  constructor(private readonly cfg: JwtAuthenticator, private readonly now: () => number = Date.now) {
+    const url = cfg.issuer?.url;
+    if (typeof url !== 'string' || !/^https:\/\/[^?#]+$/.test(url)) throw new Error('issuer.url: an https URL without query or fragment is required');
+    this.url = url;
+    if (!Array.isArray(cfg.issuer.audiences) || !cfg.issuer.audiences.length) throw new Error('issuer.audiences: at least one is required');
+    this.audiences = cfg.issuer.audiences;
+    if (!cfg.claimMappings?.username) throw new Error('claimMappings.username: required');
+    this.username = mapping(cfg.claimMappings.username, 'claimMappings.username', true);
+    if (!this.username) throw new Error('claimMappings.username: claim or expression is required');
+    this.groups = mapping(cfg.claimMappings.groups, 'claimMappings.groups', true);
+    this.uid = mapping(cfg.claimMappings.uid, 'claimMappings.uid', false);
+    this.extra = (cfg.claimMappings.extra ?? []).map((e, i) => {
+      if (!/^[a-z0-9.-]+\/[a-z0-9._/-]+$/.test(e.key ?? '')) throw new Error(`claimMappings.extra[${i}].key: a domain-prefixed lower-case path is required`);
+      if (reservedExtras.has(e.key)) throw new Error(`claimMappings.extra[${i}].key: ${e.key} is the gateway's own`);
+      return { key: e.key, program: compile(e.valueExpression, `claimMappings.extra[${i}].valueExpression`) };
+    });
+    this.claimRules = (cfg.claimValidationRules ?? []).map((r, i) => (r.expression !== undefined
+      ? { program: compile(r.expression, `claimValidationRules[${i}].expression`), message: r.message ?? `claimValidationRules[${i}] failed` }
+      : { claim: r.claim ?? '', value: r.requiredValue ?? '' }));
+    this.userRules = (cfg.userValidationRules ?? []).map((r, i) => ({
+      program: compile(r.expression, `userValidationRules[${i}].expression`), message: r.message ?? `userValidationRules[${i}] failed` }));
+    this.dispatcher = new Agent({ connect: cfg.issuer.certificateAuthority ? { ca: cfg.issuer.certificateAuthority } : {}, connections: 4 });
+  }
+
+  /** The caller a token of this issuer names, and until when (ms) that may be cached. */
+  async authenticate(token: string): Promise<{ id: CallerIdentity; expiresAt: number }> {
+    const keys = await this.keySet();
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, keys, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
+    } catch (err) {
+      if (err instanceof jose.JWKSNoMatchingKey) throw new UnauthenticatedError(`invalid bearer token: no key of issuer ${this.url} matches it`);
+      if (err instanceof jose.JOSEError && !(err instanceof jose.JWKSTimeout) && !(err instanceof jose.JWKSInvalid)) {
+        throw new UnauthenticatedError(`invalid bearer token: ${err.message}`);
+      }
+      throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its keys: ${(err as Error).message}`, { cause: err, retryAfterSeconds: 5 });
+    }
+    return { id: this.identity(payload), expiresAt: (payload.exp ?? 0) * 1000 };
+  }
+
+  /** The claims mapped as the apiserver maps them, then the rule it recommends and we enforce. */
+  identity(claims: JWTPayload): CallerIdentity {
+    const refuse = (why: string): never => { throw new UnauthenticatedError(`invalid bearer token: ${why}`); };
+    for (const r of this.claimRules) {
+      if ('claim' in r) { if (claims[r.claim] !== r.value) refuse(`claim ${r.claim} must be ${JSON.stringify(r.value)}`); }
+      else if (this.eval(r.program, { claims }) !== true) refuse(r.message);
+    }
+    const username = this.one(this.username!, claims, 'username');
+    if (typeof username !== 'string' || !username) return refuse('the username mapping gives no username');
+    const m = this.username!;
+    if ('claim' in m && m.claim === 'email' && claims.email_verified !== undefined && claims.email_verified !== true) refuse('email_verified is not true');
+    const groups = this.groups ? this.many(this.groups, claims, 'groups') : [];
+    const uid = this.uid ? this.one(this.uid, claims, 'uid') : '';
+    const extra: Record<string, string[]> = {};
+    for (const e of this.extra) {
+      const v = this.eval(e.program, { claims });
+      const values = (Array.isArray(v) ? v : v === undefined || v === null || v === '' ? [] : [v]).map(String).filter(Boolean);
+      if (values.length) extra[e.key] = values;
+    }
+    const id: CallerIdentity = { username, uid: typeof uid === 'string' ? uid : '', groups, extra };
+    // platform sources may name anyone but the cluster's own identities
+    if (id.username.startsWith('system:')) refuse(`issuer ${this.url} may not name system: users (${id.username})`);
+    const sys = id.groups.find((g) => g.startsWith('system:'));
+    if (sys) refuse(`issuer ${this.url} may not name system: groups (${sys})`);
+    for (const r of this.userRules) if (this.eval(r.program, { user: id }) !== true) refuse(r.message);
+    return id;
+  }
+
+  private eval(p: CelProgram, vars: Record<string, unknown>): unknown {
+    try {
+      return p.run(vars);
+    } catch (err) {
+      throw new UnauthenticatedError(`invalid bearer token: ${(err as Error).message}`);
+    }
+  }
+
+  private one(m: NonNullable<Mapping>, claims: JWTPayload, what: string): unknown {
+    if ('program' in m) return this.eval(m.program, { claims });
+    const v = claims[m.claim];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw new UnauthenticatedError(`invalid bearer token: claim ${m.claim} (${what}) is not a string`);
+    return m.prefix + v;
+  }
+
+  private many(m: NonNullable<Mapping>, claims: JWTPayload, what: string): string[] {
+    const v = 'program' in m ? this.eval(m.program, { claims }) : claims[m.claim];
+    const list = v === undefined || v === null ? [] : Array.isArray(v) ? v : [v];
+    if (list.some((x) => typeof x !== 'string')) throw new UnauthenticatedError(`invalid bearer token: ${what} are not strings`);
+    return [...new Set((list as string[]).map((g) => ('claim' in m ? m.prefix + g : g)))];
+  }
+
+  /** Discovery once (retried at most every 5 s after a failure), then the remote key set. */
+  private async keySet(): Promise<JWTVerifyGetKey> {
+    if (this.keys) return this.keys;
+    if (!this.discovering) {
+      if (this.now() - this.failedAt < 5_000) throw new AuthUnavailableError(`issuer ${this.url} discovery failed recently; retrying shortly`, { retryAfterSeconds: 5 });
+      this.discovering = this.discover().then((k) => (this.keys = k), (err) => {
+        this.failedAt = this.now();
+        throw new AuthUnavailableError(`issuer ${this.url} discovery failed: ${(err as Error).message}`, { cause: err, retryAfterSeconds: 5 });
+      }).finally(() => { this.discovering = null; });
+    }
+    return this.discovering;
+  }
+
+  private async discover(): Promise<JWTVerifyGetKey> {
+    const where = this.cfg.issuer.discoveryURL ?? `${this.url.replace(/\/$/, '')}/.well-known/openid-configuration`;
+    const res = await fetch(where, { dispatcher: this.dispatcher, signal: AbortSignal.timeout(5_000) });
+    if (!res.ok) throw new Error(`${where}: HTTP ${res.status}`);
+    const doc = await res.json() as { issuer?: string; jwks_uri?: string };
+    if (doc.issuer !== this.url) throw new Error(`${where} names issuer ${JSON.stringify(doc.issuer)}, not ${this.url}`);
+    if (!doc.jwks_uri?.startsWith('https://')) throw new Error(`${where}: no https jwks_uri`);
+    const dispatcher = this.dispatcher;
+    return createRemoteJWKSet(new URL(doc.jwks_uri), {
+      cooldownDuration: 10_000, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000,
+      [customFetch]: (url: string, init: RequestInit) => fetch(url, { ...(init as object), dispatcher } as never) as unknown as Promise<Response>,
+    });
+  }
+}
+
+/** The platform's issuers by URL: each compiled, or why it cannot be used. */
+export class OidcIssuers {
+  private readonly byUrl = new Map<string, OidcIssuer | { problem: string }>();
+
+  constructor(config: { jwt?: JwtAuthenticator[] } | undefined) {
+    (config?.jwt ?? []).forEach((cfg, i) => {
+      const url = cfg?.issuer?.url;
+      const key = typeof url === 'string' ? url : `jwt[${i}]`;
+      if (this.byUrl.has(key)) {
+        this.byUrl.set(key, { problem: `jwt[${i}]: issuer ${key} is configured twice` });
+        return;
+      }
+      try {
+        this.byUrl.set(key, new OidcIssuer(cfg));
+      } catch (err) {
+        this.byUrl.set(key, { problem: `jwt[${i}] (${key}): ${(err as Error).message}` });
+      }
+    });
+  }
+
+  get(url: string): OidcIssuer | { problem: string } | undefined {
+    return this.byUrl.get(url);
+  }
+
+  /** For translate: each issuer URL, and its problem if it has one. */
+  states(): Record<string, string | null> {
+    return Object.fromEntries([...this.byUrl].map(([u, x]) => [u, 'problem' in x ? x.problem : null]));
+  }
+}

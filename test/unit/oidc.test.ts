@@ -1,0 +1,52 @@
+// OIDC issuer configuration (the apiserver's JWT authenticator shape) and claim mapping, as pure
+// logic: what is refused at configuration time, and the identity a token's claims give.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { OidcIssuer, OidcIssuers, type JwtAuthenticator } from '../../src/auth/oidc.js';
+
+const base = (m: Partial<JwtAuthenticator> = {}): JwtAuthenticator => ({
+  issuer: { url: 'https://idp.example.com', audiences: ['kubernetes'] },
+  claimMappings: { username: { claim: 'email', prefix: 'idp:' }, groups: { claim: 'groups', prefix: 'idp:' } },
+  ...m,
+});
+
+test('configuration is checked as the apiserver checks it, with the compiler message for CEL', () => {
+  const problems: [Partial<JwtAuthenticator>, RegExp][] = [
+    [{ issuer: { url: 'http://idp.example.com', audiences: ['k'] } }, /issuer.url: an https URL/],
+    [{ issuer: { url: 'https://idp.example.com', audiences: [] } }, /issuer.audiences: at least one/],
+    [{ claimMappings: { username: { claim: 'sub' } } }, /claimMappings.username.prefix: required when claim is set/],
+    [{ claimMappings: { username: { claim: 'sub', prefix: '', expression: 'claims.sub' } } }, /mutually exclusive/],
+    [{ claimMappings: { username: { expression: 'claims.(' } } }, /claimMappings.username.expression: .*expecting/],
+    [{ claimMappings: { username: { expression: 'claims.sub' }, extra: [{ key: 'access-gateway.io/caller', valueExpression: "'x'" }] } }, /is the gateway's own/],
+    [{ claimMappings: { username: { expression: 'claims.sub' }, extra: [{ key: 'NoDomain', valueExpression: "'x'" }] } }, /domain-prefixed/],
+    [{ userValidationRules: [{ expression: 'user.(' }] }, /userValidationRules\[0\].expression/],
+  ];
+  for (const [m, why] of problems) assert.throws(() => new OidcIssuer(base(m)), why, JSON.stringify(m));
+  const all = new OidcIssuers({ jwt: [base(), base(), { ...base(), issuer: { url: 'https://b.example.com', audiences: ['k'] }, claimMappings: { username: { expression: 'claims.(' } } }] });
+  assert.match(all.states()['https://idp.example.com']!, /configured twice/);
+  assert.match(all.states()['https://b.example.com']!, /jwt\[2\] \(https:\/\/b.example.com\): claimMappings.username.expression/);
+});
+
+test('claims map to the identity; system: names and failed rules are refused', () => {
+  const i = new OidcIssuer(base({
+    claimValidationRules: [{ claim: 'hd', requiredValue: 'example.com' }],
+    claimMappings: {
+      username: { claim: 'email', prefix: 'idp:' }, groups: { claim: 'groups', prefix: 'idp:' }, uid: { claim: 'sub' },
+      extra: [{ key: 'example.com/team', valueExpression: "claims.groups.filter(g, g.startsWith('team-'))" }],
+    },
+    userValidationRules: [{ expression: "!user.username.contains('+')", message: 'no plus addresses' }],
+  }));
+  const claims = { email: 'a@example.com', email_verified: true, hd: 'example.com', sub: '42', groups: ['devs', 'team-x', 'devs'] };
+  assert.deepEqual(i.identity(claims), { username: 'idp:a@example.com', uid: '42', groups: ['idp:devs', 'idp:team-x'], extra: { 'example.com/team': ['team-x'] } });
+  assert.throws(() => i.identity({ ...claims, hd: 'other.org' }), /claim hd must be "example.com"/);
+  assert.throws(() => i.identity({ ...claims, email_verified: false }), /email_verified is not true/);
+  assert.throws(() => i.identity({ ...claims, email: 'a+b@example.com' }), /no plus addresses/);
+  const raw = new OidcIssuer(base({ claimMappings: { username: { expression: 'claims.sub' }, groups: { expression: 'claims.groups' } } }));
+  assert.throws(() => raw.identity({ sub: 'system:admin', groups: [] }), /may not name system: users/);
+  assert.throws(() => raw.identity({ sub: 'bob', groups: ['system:masters'] }), /may not name system: groups \(system:masters\)/);
+  assert.throws(() => raw.identity({ sub: 1, groups: [] } as never), /gives no username/);
+  assert.throws(() => raw.identity({ sub: 'bob', groups: [1] } as never), /groups are not strings/);
+  assert.deepEqual(raw.identity({ sub: 'bob', groups: ['ops'] }).groups, ['ops']);
+  // a single string claim is one group, as in the apiserver
+  assert.deepEqual(new OidcIssuer(base()).identity({ email: 'a@example.com', groups: 'devs' }).groups, ['idp:devs']);
+});
