@@ -1,7 +1,8 @@
 // CEL expressions of identity-provider configurations (claim mappings and validation rules), with
 // the conformance-tested @bufbuild/cel: compiled once when the configuration is read, evaluated
-// per new token. A CEL program always terminates; expressions are bounded in length here, and
-// their inputs by the token's size (16 KiB of headers).
+// per new token (results are cached per token). A CEL program always terminates; its work is
+// bounded here by the expression's length and comprehension depth, and by its input: the claims of
+// a token that passed its signature check, at most 16 KiB of headers.
 import { celEnv, isCelError, isCelList, isCelMap, parse, plan } from '@bufbuild/cel';
 
 export const maxExpressionLength = 4096;
@@ -13,10 +14,18 @@ export interface CelProgram {
   run(vars: Record<string, unknown>): unknown;
 }
 
+/** Comprehensions (map, filter, all, exists...) inside one another, at most: with inputs bounded
+ * by a token's size, this bounds an evaluation's work (the apiserver bounds it by a cost budget). */
+export const maxComprehensionDepth = 2;
+
 /** Compiles `source`, or throws with the parser's message. */
 export function compileCel(source: string): CelProgram {
   if (source.length > maxExpressionLength) throw new Error(`expression longer than ${maxExpressionLength} characters`);
-  const program = plan(env, parse(source));
+  const parsed = parse(source);
+  if (comprehensionDepth(parsed.expr) > maxComprehensionDepth) {
+    throw new Error(`expression nests comprehensions (map, filter, all, exists) deeper than ${maxComprehensionDepth}: too costly per token`);
+  }
+  const program = plan(env, parsed);
   return {
     source,
     run(vars) {
@@ -32,4 +41,13 @@ function plain(v: unknown): unknown {
   if (isCelList(v)) return [...v].map(plain);
   if (isCelMap(v)) return Object.fromEntries([...v.entries()].map(([k, x]) => [String(k), plain(x)]));
   return v;
+}
+
+/** How deeply comprehensions nest in a parsed expression (walks every sub-expression). */
+function comprehensionDepth(e: unknown): number {
+  if (!e || typeof e !== 'object') return 0;
+  const kind = (e as { exprKind?: { case?: string; value?: unknown } }).exprKind;
+  const children = Object.values(kind?.value && typeof kind.value === 'object' ? kind.value : e).flatMap((v) => (Array.isArray(v) ? v : [v]));
+  const below = Math.max(0, ...children.filter((c) => c && typeof c === 'object').map(comprehensionDepth));
+  return below + (kind?.case === 'comprehensionExpr' ? 1 : 0);
 }

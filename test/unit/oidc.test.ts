@@ -50,3 +50,10 @@ test('claims map to the identity; system: names and failed rules are refused', (
   // a single string claim is one group, as in the apiserver
   assert.deepEqual(new OidcIssuer(base()).identity({ email: 'a@example.com', groups: 'devs' }).groups, ['idp:devs']);
 });
+
+test('CEL: nested comprehensions beyond two and overlong expressions are refused at compile time', async () => {
+  const { compileCel } = await import('../../src/auth/cel.js');
+  assert.deepEqual(compileCel("claims.groups.filter(g, claims.admins.exists(a, a == g))").run({ claims: { groups: ['a', 'b'], admins: ['b'] } }), ['b']);
+  assert.throws(() => compileCel('claims.a.all(x, claims.b.all(y, claims.c.exists(z, z == x + y)))'), /deeper than 2: too costly/);
+  assert.throws(() => compileCel(`'${'x'.repeat(5000)}'`), /longer than 4096/);
+});
