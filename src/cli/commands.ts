@@ -4,6 +4,7 @@ import { runServe } from './serve.js';
 import { runValidate } from './validate.js';
 import { runKubeconfig, runToken } from './kubeconfig.js';
 import { canIUsage, runCanI } from './can-i.js';
+import { runOidcToken } from './oidc-login.js';
 
 export const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
@@ -26,11 +27,15 @@ export const usage = `usage:
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
                            [--authentication-config FILE]
   access-gateway validate  -f FILE|DIR ...
-  access-gateway kubeconfig --gateway NS/NAME --service-account SA [--server URL]
+  access-gateway kubeconfig --gateway NS/NAME (--service-account SA | --oidc-issuer URL --oidc-client-id ID
+                           [--oidc-client-secret S] [--oidc-certificate-authority FILE]) [--server URL]
                            [--certificate-authority FILE] [--audience A] [--expiration-seconds 3600]
                            [--kubeconfig F] [--output FILE]
   access-gateway token     --namespace NS --service-account SA --audience A [--kubeconfig F]
                            (the exec credential plugin the kubeconfig runs)
+  access-gateway oidc-token --issuer URL --client-id ID [--client-secret S] [--certificate-authority FILE]
+                           [--scopes "openid email profile groups offline_access"] [--cache-dir DIR]
+                           (the OIDC one: cached ID token, refresh token, else a device-code login)
   ${canIUsage}
                            (exit 0 yes, 1 no, 3 RBAC not answered; the listener answers the same
                            for the caller itself at /.well-known/access-gateway/can-i?method=M&path=P)
@@ -56,6 +61,8 @@ export async function main(argv: string[]): Promise<number | undefined> {
       return runToken(rest);
     case 'can-i':
       return runCanI(rest);
+    case 'oidc-token':
+      return runOidcToken(rest);
     case undefined: case '-h': case '--help': case 'help':
       console.log(usage);
       return cmd === undefined ? 2 : 0;

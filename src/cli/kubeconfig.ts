@@ -12,6 +12,10 @@ import { flag, parseFlags } from './flags.js';
 const kubeconfigFlags = {
   gateway: flag.string(),
   'service-account': flag.string(),
+  'oidc-issuer': flag.optional(),
+  'oidc-client-id': flag.optional(),
+  'oidc-client-secret': flag.optional(),
+  'oidc-certificate-authority': flag.optional(),
   server: flag.optional(),
   'certificate-authority': flag.optional(),
   audience: flag.optional(),
@@ -33,7 +37,10 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   const f = parseFlags(args, kubeconfigFlags);
   const [ns, name, ...rest] = f.gateway.split('/');
   if (!ns || !name || rest.length) throw new Error('kubeconfig: --gateway NAMESPACE/NAME is required');
-  if (!isDnsSubdomain(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) is required');
+  const oidc = f['oidc-issuer'];
+  if (oidc && f['service-account']) throw new Error('kubeconfig: --service-account and --oidc-issuer are two ways to log in: give one');
+  if (oidc && !f['oidc-client-id']) throw new Error('kubeconfig: --oidc-issuer needs --oidc-client-id');
+  if (!oidc && !isDnsSubdomain(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) or --oidc-issuer URL is required');
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
   const gw = await client.request<any>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/${name}`, { what: `AccessGateway ${ns}/${name}` })
     .catch((err) => { throw new Error(`kubeconfig: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });
@@ -42,18 +49,24 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   const audience = f.audience ?? gw.spec?.authentication?.audiences?.[0];
   if (!audience) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} names no audience; give --audience`);
   const ca = f['certificate-authority'] ? readFileSync(f['certificate-authority'], 'utf8') : await listenerCA(client, ns, gw.spec?.listener?.tls?.secretName);
-  // the plugin runs this same program; it asks the apiserver with the kubeconfig used here
-  const plugin = [resolve(process.argv[1]!), 'token', '--namespace', ns, '--service-account', f['service-account'], '--audience', audience,
-    '--expiration-seconds', String(f['expiration-seconds']), ...(f.kubeconfig ? ['--kubeconfig', resolve(f.kubeconfig)] : [])];
+  // the plugin runs this same program: it asks the apiserver with the kubeconfig used here, or
+  // logs the person in at the identity provider
+  const plugin = oidc
+    ? [resolve(process.argv[1]!), 'oidc-token', '--issuer', oidc, '--client-id', f['oidc-client-id']!,
+      ...(f['oidc-client-secret'] ? ['--client-secret', f['oidc-client-secret']] : []),
+      ...(f['oidc-certificate-authority'] ? ['--certificate-authority', resolve(f['oidc-certificate-authority'])] : [])]
+    : [resolve(process.argv[1]!), 'token', '--namespace', ns, '--service-account', f['service-account'], '--audience', audience,
+      '--expiration-seconds', String(f['expiration-seconds']), ...(f.kubeconfig ? ['--kubeconfig', resolve(f.kubeconfig)] : [])];
+  const who = oidc ? 'oidc' : f['service-account'];
   const ctx = `${ns}-${name}`;
   const config = {
     apiVersion: 'v1', kind: 'Config', 'current-context': ctx,
     clusters: [{ name: ctx, cluster: { server, ...(ca ? { 'certificate-authority-data': Buffer.from(ca).toString('base64') } : {}) } }],
-    users: [{ name: `${ctx}-${f['service-account']}`, user: { exec: {
+    users: [{ name: `${ctx}-${who}`, user: { exec: {
       apiVersion: 'client.authentication.k8s.io/v1', command: process.execPath, args: plugin, interactiveMode: 'Never',
-      installHint: 'access-gateway token mints the token: keep this Node.js and access-gateway where they are, or run access-gateway kubeconfig again',
+      installHint: `access-gateway ${oidc ? 'oidc-token logs you in' : 'token mints the token'}: keep this Node.js and access-gateway where they are, or run access-gateway kubeconfig again`,
     } } }],
-    contexts: [{ name: ctx, context: { cluster: ctx, user: `${ctx}-${f['service-account']}`, namespace: ns } }],
+    contexts: [{ name: ctx, context: { cluster: ctx, user: `${ctx}-${who}`, namespace: ns } }],
   };
   const text = `${JSON.stringify(config, null, 2)}\n`;
   if (f.output) writeFileSync(f.output, text, { mode: 0o600 });

@@ -6,11 +6,13 @@
 // expiry, key rotation, a provider that is down; service-account tokens keep working beside.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
+import { cliPath } from '../support/operator.js';
 import { startOidcProvider, type OidcProvider } from '../support/oidc-provider.js';
 import { waitFor } from '../support/procs.js';
 import type { CertPair } from '../support/certs.js';
@@ -52,7 +54,7 @@ before(async () => {
     apiVersion: 'apiserver.config.k8s.io/v1', kind: 'AuthenticationConfiguration',
     jwt: [
       {
-        issuer: { url: corp.issuer, audiences: ['kubernetes'], certificateAuthority: corp.ca.cert },
+        issuer: { url: corp.issuer, audiences: ['kubernetes', 'kubernetes-cli'], certificateAuthority: corp.ca.cert },
         claimValidationRules: [{ expression: "claims.email.endsWith('@example.com')", message: 'only example.com accounts' }],
         claimMappings: {
           username: { claim: 'email', prefix: 'corp:' },
@@ -113,6 +115,58 @@ test('a person logs in at the company IdP and kubectl reaches the cluster as cor
   const sa = await get(await cp.token(ns, 'app', ['gw']));
   assert.equal(sa.status, 403, sa.body); // authenticated; the apiserver's RBAC says no to the account
   assert.match(sa.body, /system:serviceaccount:team-a:app/);
+});
+
+test('kubectl access-gateway kubeconfig --oidc-issuer: a device-code login at the IdP, then the cached token, then the refresh token', async () => {
+  await cp.kubectl(['create', 'configmap', 'people-settings', '-n', ns, '--from-literal=k=v']);
+  const pluginDir = mkdtempSync(join(cp.dir, 'plugins-'));
+  writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
+  const cache = mkdtempSync(join(cp.dir, 'cache-'));
+  const env = { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '', XDG_CACHE_HOME: cache };
+  const file = join(cp.dir, 'oidc.kubeconfig');
+  const made = await runKubectl(['access-gateway', 'kubeconfig', '--kubeconfig', cp.kubeconfig, '--gateway', `${ns}/people`,
+    '--oidc-issuer', corp.issuer, '--oidc-client-id', 'kubernetes-cli', '--oidc-certificate-authority', corp.ca.certFile,
+    '--certificate-authority', ca.certFile, '--output', file], env);
+  assert.equal(made.code, 0, made.err);
+  assert.doesNotMatch(readFileSync(file, 'utf8'), /eyJ/, 'the kubeconfig holds no token');
+  // the person runs kubectl; the plugin shows a code; the person approves it at the IdP
+  const child = spawn('kubectl', ['--kubeconfig', file, 'get', 'configmaps', '-o', 'name'], { env });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  const approved = new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (d) => {
+      err += d;
+      const m = /enter the code (\S+)/.exec(err);
+      if (m && !err.includes('[approved]')) {
+        err += '[approved]';
+        corp.approveDevice(m[1]!, 'alice').then(resolve, reject);
+      }
+    });
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  await approved;
+  assert.equal(code, 0, err);
+  assert.match(err, new RegExp(`To log in to ${corp.issuer.replace(/[.]/g, '\\.')}, open https://`));
+  assert.match(out, /configmap\/people-settings/);
+  const [cacheFile] = readdirSync(join(cache, 'access-gateway', 'oidc'));
+  const path = join(cache, 'access-gateway', 'oidc', cacheFile!);
+  const first = JSON.parse(readFileSync(path, 'utf8')).id_token;
+  // again: the cached ID token, no login and no token request
+  const who = await runKubectl(['--kubeconfig', file, 'auth', 'whoami', '-o', 'json'], env);
+  assert.equal(who.code, 0, who.err);
+  assert.doesNotMatch(who.err, /To log in/);
+  assert.equal(JSON.parse(who.out).status.userInfo.username, 'corp:alice@example.com');
+  assert.equal(JSON.parse(readFileSync(path, 'utf8')).id_token, first, 'the cached ID token was used');
+  // the ID token gone (as when it expires): the refresh token gets a new one, still no login
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  const saved = JSON.parse(readFileSync(path, 'utf8'));
+  assert.ok(saved.refresh_token, 'a refresh token was issued (offline_access)');
+  writeFileSync(path, JSON.stringify({ refresh_token: saved.refresh_token }), { mode: 0o600 });
+  const again = await runKubectl(['--kubeconfig', file, 'get', 'configmaps', '-o', 'name'], env);
+  assert.equal(again.code, 0, again.err);
+  assert.doesNotMatch(again.err, /To log in/);
+  assert.notEqual(JSON.parse(readFileSync(path, 'utf8')).id_token, saved.id_token);
 });
 
 test('claim rules and mappings refuse with the reason: another domain, an unverified email', async () => {

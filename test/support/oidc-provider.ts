@@ -20,6 +20,8 @@ export interface OidcProvider {
   clientId: string;
   /** A fresh ID token for `user` (an account of the provider). */
   idToken(user: string): Promise<string>;
+  /** What the person does in a browser with the code a device login shows: approve it as `user`. */
+  approveDevice(userCode: string, user: string): Promise<void>;
   /** Restarts with a new signing key (same issuer, port and accounts). */
   rotateKeys(): Promise<void>;
   stop(): Promise<void>;
@@ -48,9 +50,15 @@ export async function startOidcProvider(accounts: Record<string, OidcAccount>, o
       clients: [{
         client_id: clientId, client_secret: clientSecret, grant_types: ['urn:openid:params:grant-type:ciba'], response_types: [], redirect_uris: [],
         backchannel_token_delivery_mode: 'poll', token_endpoint_auth_method: 'client_secret_basic',
+      }, {
+        // what a command-line tool registers: public, device flow, refresh tokens
+        client_id: `${clientId}-cli`, token_endpoint_auth_method: 'none', response_types: [], redirect_uris: [],
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
       }],
+      scopes: ['openid', 'offline_access', 'email', 'groups', 'profile'],
       features: {
         devInteractions: { enabled: false },
+        deviceFlow: { enabled: true },
         ciba: {
           enabled: true, deliveryModes: ['poll'],
           processLoginHint: async (_ctx: unknown, hint: string) => (accounts[hint] ? hint : undefined),
@@ -80,11 +88,13 @@ export async function startOidcProvider(accounts: Record<string, OidcAccount>, o
     return p;
   };
 
+  let current: any;
   const start = async () => {
     const srv = createServer({ cert: serving.cert, key: serving.key });
     await new Promise<void>((resolve) => srv.listen(port, '127.0.0.1', resolve));
     port = (srv.address() as { port: number }).port;
-    srv.on('request', provider(`https://127.0.0.1:${port}`).callback());
+    current = provider(`https://127.0.0.1:${port}`);
+    srv.on('request', current.callback());
     server = srv;
   };
   const stop = async () => {
@@ -117,6 +127,15 @@ export async function startOidcProvider(accounts: Record<string, OidcAccount>, o
         await new Promise((r) => setTimeout(r, 200));
       }
       throw new Error(`token for ${user}: still pending`);
+    },
+    async approveDevice(userCode, user) {
+      // the provider's own device-verification pages would do this after a browser login
+      const code = await current.DeviceCode.findByUserCode(userCode.replace(/[^A-Z]/gi, '').toUpperCase());
+      if (!code) throw new Error(`no device login with code ${userCode}`);
+      const grant = new current.Grant({ accountId: user, clientId: code.clientId });
+      grant.addOIDCScope(code.params.scope);
+      Object.assign(code, { accountId: user, authTime: Math.floor(Date.now() / 1000), grantId: await grant.save(), scope: code.params.scope });
+      await code.save();
     },
     async rotateKeys() {
       await stop();

@@ -1,0 +1,88 @@
+// access-gateway oidc-token: the exec credential plugin of an OIDC kubeconfig. Prints an ID token
+// of the person's identity provider as an ExecCredential: a cached one while it lasts, else one
+// got with the cached refresh token, else a new login with the device authorization grant
+// (RFC 8628: the person opens a URL, on any device, and enters the code shown on stderr). Tokens
+// are cached in the user's cache directory, readable by the user only; errors never carry a token.
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { flag, parseFlags } from './flags.js';
+
+export const oidcTokenFlags = {
+  issuer: flag.string(),
+  'client-id': flag.string(),
+  'client-secret': flag.optional(),
+  'certificate-authority': flag.optional(),
+  scopes: flag.string('openid email profile groups offline_access'),
+  'cache-dir': flag.optional(),
+};
+
+interface Cached { id_token?: string; refresh_token?: string }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function expiry(idToken: string): number {
+  try {
+    return Number(JSON.parse(Buffer.from(idToken.split('.')[1] ?? '', 'base64url').toString()).exp) * 1000 || 0;
+  } catch {
+    return 0;
+  }
+}
+
+export async function runOidcToken(args: string[]): Promise<number> {
+  const f = parseFlags(args, oidcTokenFlags);
+  if (!f.issuer.startsWith('https://') || !f['client-id']) throw new Error('oidc-token: --issuer https://… and --client-id are required');
+  const dir = f['cache-dir'] ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'access-gateway', 'oidc');
+  const file = join(dir, `${createHash('sha256').update(`${f.issuer}\u0000${f['client-id']}`).digest('hex').slice(0, 32)}.json`);
+  let cached: Cached = {};
+  try {
+    cached = JSON.parse(readFileSync(file, 'utf8')) as Cached;
+  } catch { /* no cache yet */ }
+  const out = (t: Cached) => {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(file, JSON.stringify(t), { mode: 0o600 });
+    process.stdout.write(`${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential',
+      status: { token: t.id_token, expirationTimestamp: new Date(expiry(t.id_token!)).toISOString() } })}\n`);
+    return 0;
+  };
+  if (cached.id_token && expiry(cached.id_token) > Date.now() + 30_000) return out(cached);
+
+  const dispatcher = new Agent({ connect: f['certificate-authority'] ? { ca: readFileSync(f['certificate-authority'], 'utf8') } : {} });
+  const secret = f['client-secret'];
+  const post = async (url: string, form: Record<string, string>) => {
+    const res = await request(url, {
+      method: 'POST', dispatcher, body: new URLSearchParams({ ...form, ...(secret ? {} : { client_id: f['client-id'] }) }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded',
+        ...(secret ? { authorization: `Basic ${Buffer.from(`${encodeURIComponent(f['client-id'])}:${encodeURIComponent(secret)}`).toString('base64')}` } : {}) },
+    });
+    return { status: res.statusCode, body: await res.body.json().catch(() => ({})) as Record<string, any> };
+  };
+  const res = await request(`${f.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, { dispatcher });
+  const discovery = await res.body.json() as { issuer?: string; token_endpoint?: string; device_authorization_endpoint?: string };
+  if (res.statusCode !== 200 || discovery.issuer !== f.issuer) throw new Error(`oidc-token: ${f.issuer} has no OpenID discovery document naming it (HTTP ${res.statusCode})`);
+  const tokenEndpoint = discovery.token_endpoint!;
+
+  if (cached.refresh_token) {
+    const r = await post(tokenEndpoint, { grant_type: 'refresh_token', refresh_token: cached.refresh_token });
+    if (r.status === 200 && r.body.id_token) return out({ id_token: r.body.id_token, refresh_token: r.body.refresh_token ?? cached.refresh_token });
+  }
+  if (!discovery.device_authorization_endpoint) throw new Error(`oidc-token: ${f.issuer} offers no device authorization grant; log in another way`);
+  const d = await post(discovery.device_authorization_endpoint, { scope: f.scopes });
+  if (d.status !== 200) throw new Error(`oidc-token: device authorization refused (HTTP ${d.status} ${String(d.body.error ?? '')}: ${String(d.body.error_description ?? '')})`);
+  process.stderr.write(`To log in to ${f.issuer}, open ${d.body.verification_uri_complete ?? d.body.verification_uri} and enter the code ${d.body.user_code}\n`);
+  let interval = Math.max(1, Number(d.body.interval) || 5) * 1000;
+  const until = Date.now() + (Number(d.body.expires_in) || 600) * 1000;
+  while (Date.now() < until) {
+    await sleep(interval);
+    const t = await post(tokenEndpoint, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: d.body.device_code });
+    if (t.status === 200) {
+      if (!t.body.id_token) throw new Error('oidc-token: the provider answered without an ID token (is the openid scope allowed?)');
+      return out({ id_token: t.body.id_token, refresh_token: t.body.refresh_token });
+    }
+    if (t.body.error === 'slow_down') interval += 5_000;
+    else if (t.body.error !== 'authorization_pending') throw new Error(`oidc-token: login failed: ${String(t.body.error)} ${String(t.body.error_description ?? '')}`);
+  }
+  throw new Error('oidc-token: the login was not completed in time');
+}
