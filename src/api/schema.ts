@@ -37,6 +37,11 @@ export const schema: Record<string, unknown> = {
           "rule": "!has(self.access) || self.access.all(a, !has(a.routes) || a.routes.all(n, self.routes.exists(r, r.name == n)))",
           "message": "access rules may only name routes defined in spec.routes",
           "fieldPath": ".access"
+        },
+        {
+          "rule": "!has(self.authentication.issuers) || size(self.authentication.issuers) == 0 || (has(self.listener) && has(self.listener.tls))",
+          "message": "authentication.issuers needs listener.tls: people's ID tokens are not sent over plain HTTP",
+          "fieldPath": ".authentication.issuers"
         }
       ],
       "properties": {

@@ -28,6 +28,8 @@ export const celRules: Record<string, (self: any) => string | null> = {
     const unknown = (self.access ?? []).flatMap((a: Obj) => (a.routes ?? []).filter((n: string) => !names.has(n)));
     return unknown.length ? `access rules may only name routes defined in spec.routes; unknown: ${unknown.join(', ')}` : null;
   },
+  '!has(self.authentication.issuers) || size(self.authentication.issuers) == 0 || (has(self.listener) && has(self.listener.tls))': (self: Obj) =>
+    !(self.authentication?.issuers?.length) || has(self.listener ?? {}, 'tls') ? null : "authentication.issuers needs listener.tls: people's ID tokens are not sent over plain HTTP",
   'has(self.serviceAccounts) || has(self.groups) || has(self.users)': (self: Obj) =>
     has(self, 'serviceAccounts') || has(self, 'groups') || has(self, 'users') ? null : 'an access rule must name at least one of serviceAccounts, groups or users',
   '!has(self.notBefore) || !has(self.notAfter) || self.notBefore < self.notAfter': (self: Obj) =>

@@ -14,9 +14,12 @@ export interface CelProgram {
   run(vars: Record<string, unknown>): unknown;
 }
 
-/** Comprehensions (map, filter, all, exists...) inside one another, at most: with inputs bounded
- * by a token's size, this bounds an evaluation's work (the apiserver bounds it by a cost budget). */
-export const maxComprehensionDepth = 2;
+/** Comprehensions (map, filter, all, exists...) inside one another, at most: one, so an
+ * evaluation's work grows with the claims' size, never with its square (the apiserver bounds it
+ * by a cost budget). */
+export const maxComprehensionDepth = 1;
+/** Elements of a result, at most (a list built from lists could still be large). */
+export const maxResultElements = 1024;
 
 /** Compiles `source`, or throws with the parser's message. */
 export function compileCel(source: string): CelProgram {
@@ -31,15 +34,17 @@ export function compileCel(source: string): CelProgram {
     run(vars) {
       const v = program(vars as never);
       if (isCelError(v)) throw new Error(`CEL: ${v.message}`);
-      return plain(v);
+      const budget = { left: maxResultElements };
+      return plain(v, budget);
     },
   };
 }
 
-function plain(v: unknown): unknown {
+function plain(v: unknown, budget: { left: number }): unknown {
+  if (--budget.left < 0) throw new Error(`CEL: the result holds more than ${maxResultElements} elements`);
   if (typeof v === 'bigint') return Number(v);
-  if (isCelList(v)) return [...v].map(plain);
-  if (isCelMap(v)) return Object.fromEntries([...v.entries()].map(([k, x]) => [String(k), plain(x)]));
+  if (isCelList(v)) return [...v].map((x) => plain(x, budget));
+  if (isCelMap(v)) return Object.fromEntries([...v.entries()].map(([k, x]) => [String(k), plain(x, budget)]));
   return v;
 }
 

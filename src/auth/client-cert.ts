@@ -18,8 +18,10 @@ export function isCertificateIdentity(id: CallerIdentity): id is CertificateIden
   return (id as Partial<CertificateIdentity>).viaCertificate === true;
 }
 
-/** Printable ASCII only: the names travel as Impersonate-* and X-Remote-* header values. */
-const headerSafe = /^[\x20-\x7e]+$/;
+/** Printable ASCII without commas, trimmed: the names travel as Impersonate-* and X-Remote-*
+ * header values, and a backend may split a header on commas (O=x,team:other:admins would then
+ * name another team's group). */
+const headerSafe = /^[\x21-\x2b\x2d-\x7e]([\x20-\x2b\x2d-\x7e]*[\x21-\x2b\x2d-\x7e])?$/;
 const maxGroups = 32;
 
 /** The identity a verified certificate's subject names, prefixed; throws on a subject it cannot use. */
@@ -29,7 +31,7 @@ export function certificateIdentity(subject: PeerCertificate['subject'] | undefi
   const orgs = subject?.O === undefined ? [] : typeof subject.O === 'string' ? [subject.O] : [...subject.O];
   for (const name of [cn, ...orgs]) {
     if (!headerSafe.test(name) || name.length > 256) {
-      throw new UnauthenticatedError('client certificate refused: CN and O must be printable ASCII of at most 256 characters');
+      throw new UnauthenticatedError('client certificate refused: CN and O must be printable ASCII without commas or surrounding spaces, at most 256 characters');
     }
   }
   if (orgs.length > maxGroups) throw new UnauthenticatedError(`client certificate refused: more than ${maxGroups} organizations (O)`);
@@ -65,23 +67,24 @@ export class ClientCertAuthenticator {
     if (s.id && this.now() >= s.notAfterMs) problem = 'client certificate refused: it has expired';
     if (s.id && !problem) return s.id;
     if (problem === null) {
-      if (this.plan.required) throw new UnauthenticatedError(`gateway requires a client certificate signed by the CA in ${this.plan.ref}`);
+      if (this.plan.required) throw new UnauthenticatedError('gateway requires a client certificate signed by its client CA (spec.listener.tls.clientCA)');
       return null;
     }
     if (this.plan.required || !hasToken) throw new UnauthenticatedError(problem);
     return null;
   }
 
-  /** Verifies (again, when the bundle changed since the handshake) and reads the subject. */
+  /** Verifies against this bundle (once per connection and bundle) and reads the subject. */
   private check(sock: TLSSocket): Seen {
     const none = (problem: string | null): Seen => ({ ca: this.plan.pem, id: null, problem, notAfterMs: 0 });
     const peer = sock.getPeerCertificate(true);
     if (!peer || !peer.raw) return none(null);
     if (!sock.authorized) return none(`client certificate refused: ${String(sock.authorizationError ?? 'not verified')}`);
     const leaf = new X509Certificate(peer.raw);
-    // the handshake verified against the bundle of its time; a newer bundle must sign it too
-    if (handshakeCA.get(sock) !== this.plan.pem && !this.chainsToRoot(peer)) {
-      return none(`client certificate refused: not signed by the current CA in ${this.plan.ref}`);
+    // the handshake verified against the bundle of its time, which may be older than this one
+    // (rotated while the connection was open, or during its handshake): this bundle must sign it too
+    if (!this.chainsToRoot(peer)) {
+      return none('client certificate refused: not signed by the current client CA (spec.listener.tls.clientCA)');
     }
     try {
       return { ca: this.plan.pem, id: certificateIdentity(peer.subject, this.plan.prefix), problem: null, notAfterMs: leaf.validToDate.getTime() };
@@ -105,6 +108,3 @@ export class ClientCertAuthenticator {
     return false;
   }
 }
-
-/** The bundle each connection's handshake verified against (the listener records it). */
-export const handshakeCA = new WeakMap<object, string>();

@@ -34,3 +34,16 @@ export function serviceAccountOf(username: string): { namespace: string; name: s
   if (namespace === undefined || name === undefined || rest.length || !isDnsLabel(namespace) || !isDnsSubdomain(name)) return null;
   return { namespace, name };
 }
+
+/**
+ * Why a name an identity source mapped cannot be forwarded as an Impersonate-* or X-Remote-* value,
+ * or null. Empty, surrounding whitespace (the apiserver's header parser trims it, so
+ * " system:masters" would arrive as system:masters) and control characters are refused.
+ */
+export function unforwardableName(name: string): string | null {
+  if (!name) return 'is empty';
+  if (name !== name.trim()) return 'has surrounding whitespace';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'holds control characters';
+  return null;
+}

@@ -8,7 +8,7 @@ import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { compileCel, type CelProgram } from './cel.js';
-import type { CallerIdentity } from './identity.js';
+import { unforwardableName, type CallerIdentity } from './identity.js';
 
 /** One entry of AuthenticationConfiguration.jwt (apiserver.config.k8s.io/v1). */
 export interface JwtAuthenticator {
@@ -26,6 +26,9 @@ export interface JwtAuthenticator {
 type Mapping = { claim: string; prefix: string } | { program: CelProgram } | null;
 
 const reservedExtras = new Set([extraGateway, extraRoute, extraCaller]);
+/** What jose says about the token itself (a 401); every other failure is the issuer's (503). */
+const tokenErrors = [jose.JWTExpired, jose.JWTClaimValidationFailed, jose.JWTInvalid, jose.JWSInvalid, jose.JWSSignatureVerificationFailed,
+  jose.JOSEAlgNotAllowed, jose.JOSENotSupported, jose.JWKSMultipleMatchingKeys];
 const algorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
 
 /** Compiles a mapping: a claim (with its prefix, which must be given, as the apiserver requires) or a CEL expression. */
@@ -67,6 +70,7 @@ export class OidcIssuer {
     const url = cfg.issuer?.url;
     if (typeof url !== 'string' || !/^https:\/\/[^?#]+$/.test(url)) throw new Error('issuer.url: an https URL without query or fragment is required');
     this.url = url;
+    if (cfg.issuer.discoveryURL !== undefined && !/^https:\/\/[^?#]+$/.test(cfg.issuer.discoveryURL)) throw new Error('issuer.discoveryURL: an https URL is required');
     if (!Array.isArray(cfg.issuer.audiences) || !cfg.issuer.audiences.length) throw new Error('issuer.audiences: at least one is required');
     this.audiences = cfg.issuer.audiences;
     if (!cfg.claimMappings?.username) throw new Error('claimMappings.username: required');
@@ -77,6 +81,7 @@ export class OidcIssuer {
     this.extra = (cfg.claimMappings.extra ?? []).map((e, i) => {
       if (!/^[a-z0-9.-]+\/[a-z0-9._/-]+$/.test(e.key ?? '')) throw new Error(`claimMappings.extra[${i}].key: a domain-prefixed lower-case path is required`);
       if (reservedExtras.has(e.key)) throw new Error(`claimMappings.extra[${i}].key: ${e.key} is the gateway's own`);
+      if (/^([^/]*\.)?(kubernetes\.io|k8s\.io)\//.test(e.key)) throw new Error(`claimMappings.extra[${i}].key: the kubernetes.io and k8s.io domains are reserved`);
       return { key: e.key, program: compile(e.valueExpression, `claimMappings.extra[${i}].valueExpression`) };
     });
     this.claimRules = (cfg.claimValidationRules ?? []).map((r, i) => (r.expression !== undefined
@@ -95,10 +100,9 @@ export class OidcIssuer {
       ({ payload } = await jwtVerify(token, keys, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
     } catch (err) {
       if (err instanceof jose.JWKSNoMatchingKey) throw new UnauthenticatedError(`invalid bearer token: no key of issuer ${this.url} matches it`);
-      if (err instanceof jose.JOSEError && !(err instanceof jose.JWKSTimeout) && !(err instanceof jose.JWKSInvalid)) {
-        throw new UnauthenticatedError(`invalid bearer token: ${err.message}`);
-      }
-      throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its keys: ${(err as Error).message}`, { cause: err, retryAfterSeconds: 5 });
+      if (tokenErrors.some((E) => err instanceof E)) throw new UnauthenticatedError(`invalid bearer token: ${(err as Error).message}`);
+      // anything else is the issuer's keys not being had (network, HTTP status, bad key set): not the token's fault
+      throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its keys`, { cause: err, retryAfterSeconds: 5 });
     }
     return { id: this.identity(payload), expiresAt: (payload.exp ?? 0) * 1000 };
   }
@@ -123,6 +127,14 @@ export class OidcIssuer {
       if (values.length) extra[e.key] = values;
     }
     const id: CallerIdentity = { username, uid: typeof uid === 'string' ? uid : '', groups, extra };
+    // names travel as header values: checked before the system: rule, which must see them as the apiserver will
+    for (const [what, names] of [['username', [id.username]], ['uid', id.uid ? [id.uid] : []], ['group', id.groups],
+      ['extra value', Object.values(id.extra).flat()]] as const) {
+      for (const n of names) {
+        const why = unforwardableName(n);
+        if (why) refuse(`the mapped ${what} ${JSON.stringify(n)} ${why}`);
+      }
+    }
     // platform sources may name anyone but the cluster's own identities
     if (id.username.startsWith('system:')) refuse(`issuer ${this.url} may not name system: users (${id.username})`);
     const sys = id.groups.find((g) => g.startsWith('system:'));
@@ -161,7 +173,7 @@ export class OidcIssuer {
       if (this.now() - this.failedAt < 5_000) throw new AuthUnavailableError(`issuer ${this.url} discovery failed recently; retrying shortly`, { retryAfterSeconds: 5 });
       this.discovering = this.discover().then((k) => (this.keys = k), (err) => {
         this.failedAt = this.now();
-        throw new AuthUnavailableError(`issuer ${this.url} discovery failed: ${(err as Error).message}`, { cause: err, retryAfterSeconds: 5 });
+        throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its discovery document`, { cause: err, retryAfterSeconds: 5 });
       }).finally(() => { this.discovering = null; });
     }
     return this.discovering;

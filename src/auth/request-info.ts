@@ -78,3 +78,24 @@ export function describeAttributes(a: RequestAttributes): string {
   const what = `${r.resource}${r.subresource ? `/${r.subresource}` : ''}${r.group ? `.${r.group}` : ''}`;
   return `${r.verb} ${what}${r.name ? ` ${r.name}` : ''}${r.namespace ? ` in namespace ${r.namespace}` : ''}`;
 }
+
+/** Remembers answers (not failures) for `ttlMs` by subject and question: the same can-i asked
+ * again costs the apiserver nothing. Bounded; the oldest answers go first. */
+export class CachingRequestReviewer implements RequestReviewer {
+  private readonly answers = new Map<string, { until: number; verdict: Promise<Verdict> }>();
+
+  constructor(private readonly reviewer: RequestReviewer, private readonly ttlMs = 10_000, private readonly max = 4096,
+    private readonly now: () => number = Date.now) {}
+
+  reviewRequest(subject: CallerIdentity, attrs: RequestAttributes, namespace: string): Promise<Verdict> {
+    const key = JSON.stringify([subject.username, subject.uid, subject.groups, subject.extra, attrs]);
+    const hit = this.answers.get(key);
+    if (hit && hit.until > this.now()) return hit.verdict;
+    if (this.answers.size >= this.max) this.answers.delete(this.answers.keys().next().value!);
+    const verdict = this.reviewer.reviewRequest(subject, attrs, namespace);
+    const entry = { until: this.now() + this.ttlMs, verdict };
+    this.answers.set(key, entry);
+    verdict.catch(() => { if (this.answers.get(key) === entry) this.answers.delete(key); });
+    return verdict;
+  }
+}

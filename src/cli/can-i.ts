@@ -52,7 +52,7 @@ export async function runCanI(argv: string[]): Promise<number> {
   }
   const e = await explain(offlineTable(plan.plan), caller(f.as, f.group), method, url, {
     reviewRequest: (subject, attrs) => subjectAccessReview(client, subject, attrs),
-  });
+  }, { errorDetail: true });
   process.stdout.write(f.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : text(e));
   return e.allowed === true ? 0 : e.allowed === false ? 1 : 3;
 }

@@ -46,6 +46,7 @@ export async function runKubeconfig(args: string[]): Promise<number> {
     .catch((err) => { throw new Error(`kubeconfig: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });
   const server = f.server ?? gw.status?.listener?.url;
   if (!server) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} has no status.listener.url yet; give --server`);
+  if (oidc && !server.startsWith('https://')) throw new Error(`kubeconfig: ${server} is not https: a person's ID token is not sent over plain HTTP`);
   const audience = f.audience ?? gw.spec?.authentication?.audiences?.[0];
   if (!audience) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} names no audience; give --audience`);
   const ca = f['certificate-authority'] ? readFileSync(f['certificate-authority'], 'utf8') : await listenerCA(client, ns, gw.spec?.listener?.tls?.secretName);

@@ -4,7 +4,7 @@
 // (RFC 8628: the person opens a URL, on any device, and enters the code shown on stderr). Tokens
 // are cached in the user's cache directory, readable by the user only; errors never carry a token.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -43,6 +43,7 @@ export async function runOidcToken(args: string[]): Promise<number> {
   const out = (t: Cached) => {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(file, JSON.stringify(t), { mode: 0o600 });
+    chmodSync(file, 0o600); // also when the file was there before
     process.stdout.write(`${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential',
       status: { token: t.id_token, expirationTimestamp: new Date(expiry(t.id_token!)).toISOString() } })}\n`);
     return 0;
@@ -62,7 +63,12 @@ export async function runOidcToken(args: string[]): Promise<number> {
   const res = await request(`${f.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, { dispatcher });
   const discovery = await res.body.json() as { issuer?: string; token_endpoint?: string; device_authorization_endpoint?: string };
   if (res.statusCode !== 200 || discovery.issuer !== f.issuer) throw new Error(`oidc-token: ${f.issuer} has no OpenID discovery document naming it (HTTP ${res.statusCode})`);
-  const tokenEndpoint = discovery.token_endpoint!;
+  const tokenEndpoint = discovery.token_endpoint;
+  const https = (u: string | undefined): u is string => typeof u === 'string' && u.startsWith('https://');
+  if (!https(tokenEndpoint)) throw new Error(`oidc-token: ${f.issuer} names no https token_endpoint`);
+  if (discovery.device_authorization_endpoint !== undefined && !https(discovery.device_authorization_endpoint)) {
+    throw new Error(`oidc-token: ${f.issuer} names a device_authorization_endpoint that is not https`);
+  }
 
   if (cached.refresh_token) {
     const r = await post(tokenEndpoint, { grant_type: 'refresh_token', refresh_token: cached.refresh_token });

@@ -6,6 +6,7 @@ import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
 import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
 import { ImpersonationChecker } from '../auth/impersonation.js';
 import { OidcIssuers, type JwtAuthenticator } from '../auth/oidc.js';
+import { CachingRequestReviewer } from '../auth/request-info.js';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { KubeAccessReviewer } from '../kube/access-review.js';
@@ -72,9 +73,10 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     maxInFlight: f['max-token-reviews-in-flight'], what: 'impersonation check',
     onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
   });
-  // and can-i questions on the listeners (the same limiter)
-  const accessReviewer = new KubeAccessReviewer(client, accessReviewLimiter, metrics);
-  const impersonation = new ImpersonationChecker(accessReviewer);
+  const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));
+  // can-i questions on the listeners: a limiter of their own (two at a time, fair by namespace),
+  // answers remembered for 10 s; callers are limited to one question a second (route table)
+  const accessReviewer = new CachingRequestReviewer(new KubeAccessReviewer(client, new FairLimiter({ maxInFlight: 2, what: 'can-i question' }), metrics));
   const oidc = new OidcIssuers(f['authentication-config'] ? readAuthenticationConfig(f['authentication-config']) : undefined);
   for (const [issuer, problem] of Object.entries(oidc.states())) {
     if (problem) log.error({ issuer, problem }, 'OIDC issuer not usable: gateways naming it are not served');

@@ -235,6 +235,8 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object):
     if (path === canIPath && (h.method === 'GET' || h.method === 'HEAD')) {
       // answered whether or not spec.access admits the caller: it says no more than a 403 would
       rateLimit(t, caller);
+      const wait = t.canILimiter.take(caller.username);
+      if (wait > 0) throw new RateLimitedError(`can-i questions to gateway ${t.key} are limited to one a second per caller`, Math.ceil(wait));
       return canIQuestion(caller, query);
     }
     authorize(t, caller);

@@ -74,8 +74,10 @@ export function explainGateway(t: RouteTable, id: CallerIdentity, method: string
   return { explanation: e, rbac: { subject: apiserverSubject(t, id, t2), attrs: requestAttributes(method, checked.upstream, target.query) } };
 }
 
-/** The gateway's steps, then the apiserver's RBAC through `reviewer` (absent: not asked). */
-export async function explain(t: RouteTable, id: CallerIdentity, method: string, url: string, reviewer?: RequestReviewer): Promise<Explanation> {
+/** The gateway's steps, then the apiserver's RBAC through `reviewer` (absent: not asked).
+ * `errorDetail`: say why a review failed (the CLI's own credentials; never on a listener). */
+export async function explain(t: RouteTable, id: CallerIdentity, method: string, url: string, reviewer?: RequestReviewer,
+  opts: { errorDetail?: boolean } = {}): Promise<Explanation> {
   const { explanation: e, rbac } = explainGateway(t, id, method, url);
   if (!rbac) return e;
   const question = `${rbac.subject.username} may ${describeAttributes(rbac.attrs)}`;
@@ -89,7 +91,8 @@ export async function explain(t: RouteTable, id: CallerIdentity, method: string,
     e.steps.push({ step: 'rbac', allowed: v.allowed, message: `the apiserver says ${v.allowed ? 'yes' : 'no'}: ${question}${v.reason ? ` (${v.reason})` : ''}` });
     e.allowed = v.allowed;
   } catch (err) {
-    e.steps.push({ step: 'rbac', allowed: null, message: `not answered (${(err as Error).message}): whether ${question}` });
+    const why = opts.errorDetail ? (err as Error).message : 'the apiserver did not answer a SubjectAccessReview';
+    e.steps.push({ step: 'rbac', allowed: null, message: `not answered (${why}): whether ${question}` });
     e.allowed = null;
   }
   return e;

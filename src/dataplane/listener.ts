@@ -4,7 +4,6 @@ import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { handshakeCA } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
@@ -63,10 +62,7 @@ export class Listener {
     if (plan.tls) {
       // client certificates are asked for, and a refused one is a 401 that says why (not a failed handshake)
       const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
-      const server = createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
-      // which client CA bundle each handshake verified against (a later bundle is checked again)
-      server.on('secureConnection', (sock) => { const ca = this.table.plan.tls?.clientCA; if (ca) handshakeCA.set(sock, ca.pem); });
-      this.server = server;
+      this.server = createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
     } else {
       this.server = createServer(opts);
     }
@@ -94,13 +90,14 @@ export class Listener {
   /** Swaps the route table; a renewed certificate or client CA is used for new connections. */
   update(plan: GatewayPlan): void {
     const previous = this.table;
-    const old = this.table.plan.tls;
+    const next = RouteTable.build(plan, this.deps, previous); // first: a table that cannot be built changes nothing
+    const old = previous.plan.tls;
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
       const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
       (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...ca });
-      this.table.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
+      next.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
     }
-    this.table = RouteTable.build(plan, this.deps, previous);
+    this.table = next;
     previous.dispose();
   }
 

@@ -90,6 +90,8 @@ export class RouteTable {
   readonly m: GatewayMetrics;
   /** Metrics for requests answered before a route was chosen. */
   readonly noRoute: RouteMetrics;
+  /** can-i questions per caller: 1 a second, bursts of 5 (each may cost a SubjectAccessReview). */
+  readonly canILimiter = new RateLimiter(1, 5, 1_000);
   /** Client certificates as identities (spec.listener.tls.clientCA), else null. */
   readonly clientCerts: ClientCertAuthenticator | null;
   /** Impersonation headers per cached caller and route: built once, not per request. */

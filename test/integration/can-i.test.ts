@@ -4,11 +4,11 @@
 // by a SubjectAccessReview. Real kubectl and curl, the chart's least-privilege operator, two teams.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
-import { cliPath } from '../support/operator.js';
+import { kubectlPluginEnv } from '../support/operator.js';
+import { waitFor } from '../support/procs.js';
 import {
   applyYaml, bearer, createListenerTLS, curl, gatewayPort, installCRD, namespaceYaml, runKubectl, tokenKubeconfig, type KubectlResult,
 } from '../support/cluster.js';
@@ -19,12 +19,12 @@ let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
 let ca: CertPair;
 let url: string;
-let pluginDir: string;
+let pluginEnv: NodeJS.ProcessEnv;
 const tokens: Record<string, string> = {};
 
 /** kubectl with the plugin on PATH (as `npm install -g` would put it). */
 function kubectl(args: string[]): Promise<KubectlResult> {
-  return runKubectl(args, { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '' });
+  return runKubectl(args, pluginEnv);
 }
 
 async function canI(who: string, method: string, path: string): Promise<any> {
@@ -70,8 +70,7 @@ spec:
 `);
   url = `https://127.0.0.1:${await gatewayPort(cp, ns, 'api')}`;
   for (const [n, sa] of [[ns, 'reader'], [ns, 'oncall'], [ns, 'stranger'], ['team-b', 'intruder']] as const) tokens[sa] = await cp.token(n, sa, ['gw']);
-  pluginDir = mkdtempSync(join(cp.dir, 'plugins-'));
-  writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
+  pluginEnv = kubectlPluginEnv(cp.dir);
 }, { timeout: 240_000 });
 
 after(async () => {
@@ -122,7 +121,11 @@ test('the listener answers can-i for the caller itself: the gateway steps, then 
   assert.match(before.steps[3].message, /the apiserver says no: system:serviceaccount:team-a:reader may list configmaps in namespace team-a/);
   assert.equal(before.allowed, false);
   await cp.kubectl(['create', 'rolebinding', 'reader-cm', '-n', ns, '--role=cm-reader', `--serviceaccount=${ns}:reader`]);
-  const after = await canI('reader', 'GET', path);
+  // answers are remembered for 10 s: the new binding shows within that
+  const after = await waitFor('rbac yes', async () => {
+    const e = await canI('reader', 'GET', path);
+    return e.allowed === true ? e : undefined;
+  }, 20_000, 2_000);
   assert.deepEqual(verdicts(after), ['access:yes', 'route:yes', 'filter:yes', 'rbac:yes']);
   assert.equal(after.allowed, true);
   // and the request itself agrees
@@ -139,6 +142,12 @@ test('the listener answers can-i for the caller itself: the gateway steps, then 
   assert.equal(bad.status, 400, bad.body);
   const anon = await curl(`${url}/.well-known/access-gateway/can-i?path=/api`, ['--cacert', ca.certFile]);
   assert.equal(anon.status, 401);
+  // each question may cost a SubjectAccessReview: one a second per caller, bursts of five
+  const burst = await Promise.all(Array.from({ length: 8 }, () =>
+    curl(`${url}/.well-known/access-gateway/can-i?path=/api/v1/namespaces/${ns}/pods`, ['--cacert', ca.certFile, ...bearer(tokens.oncall!)])));
+  const codes = burst.map((r) => r.status).sort();
+  assert.ok(codes.filter((c) => c === 200).length <= 6 && codes.includes(429), codes.join(','));
+  assert.match(burst.find((r) => r.status === 429)!.headers, /retry-after: \d/i);
 });
 
 test('kubectl access-gateway can-i evaluates offline for anyone, with RBAC asked by a SubjectAccessReview', async () => {

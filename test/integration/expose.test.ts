@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
-import { startChartOperator } from '../support/chart-operator.js';
+import { readyReplica, startChartOperator } from '../support/chart-operator.js';
 import { waitFor } from '../support/procs.js';
 import { applyYaml, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml } from '../support/cluster.js';
 
@@ -32,17 +32,9 @@ before(async () => {
   await applyYaml(cp, namespaceYaml('team-b', ['app']));
   // this platform lets teams have load balancers, with its own LB annotations only
   op = await startChartOperator(cp, { set: ['expose.types={ClusterIP,LoadBalancer}', 'expose.annotations={lb.example.com/*}'] });
+  assert.ok(op.rendered.find((o) => o.kind === 'Deployment').spec.template.spec.containers[0].args.includes('--expose-types=ClusterIP,LoadBalancer'));
   // one ready "replica" of the chart's operator, so gateways are exposed in the cluster
-  const dep = op.rendered.find((o) => o.kind === 'Deployment');
-  assert.ok(dep.spec.template.spec.containers[0].args.includes('--expose-types=ClusterIP,LoadBalancer'));
-  await applyYaml(cp, namespaceYaml('access-gateway', ['default']));
-  await applyYaml(cp, `apiVersion: v1
-kind: Pod
-metadata: {name: replica-0, namespace: access-gateway, labels: ${JSON.stringify(dep.spec.selector.matchLabels)}}
-spec: {containers: [{name: operator, image: operator}]}`);
-  await cp.api('PATCH', '/api/v1/namespaces/access-gateway/pods/replica-0/status', {
-    status: { podIP: '198.18.255.2', podIPs: [{ ip: '198.18.255.2' }], conditions: [{ type: 'Ready', status: 'True' }] },
-  }, 'application/merge-patch+json');
+  await readyReplica(cp, op.rendered);
 }, { timeout: 240_000 });
 
 after(async () => {

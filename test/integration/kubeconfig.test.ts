@@ -4,10 +4,10 @@
 // tokens with TokenRequest from the person's own (least-privilege) kubeconfig.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
-import { cliPath, startOperator, type OperatorProc } from '../support/operator.js';
+import { kubectlPluginEnv, startOperator, type OperatorProc } from '../support/operator.js';
 import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, runKubectl, tokenKubeconfig, type KubectlResult } from '../support/cluster.js';
 import type { CertPair } from '../support/certs.js';
 
@@ -15,11 +15,11 @@ const ns = 'team-k';
 let cp: ControlPlane;
 let op: OperatorProc;
 let ca: CertPair;
-let pluginDir: string;
+let pluginEnv: NodeJS.ProcessEnv;
 
 /** kubectl with the plugin found on PATH, next to the Node.js that runs it. */
 function run(args: string[]): Promise<KubectlResult> {
-  return runKubectl(args, { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '' });
+  return runKubectl(args, pluginEnv);
 }
 
 before(async () => {
@@ -56,9 +56,7 @@ spec:
     - {name: kube-api, pathPrefix: /, apiserver: {}}
 `);
   await gatewayPort(cp, ns, 'api');
-  pluginDir = mkdtempSync(join(cp.dir, 'plugins-'));
-  // what `npm install -g` makes of package.json's bin entry: an executable of that name
-  writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
+  pluginEnv = kubectlPluginEnv(cp.dir);
 }, { timeout: 180_000 });
 
 after(async () => {

@@ -8,11 +8,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
-import { cliPath } from '../support/operator.js';
+import { kubectlPluginEnv } from '../support/operator.js';
 import { startOidcProvider, type OidcProvider } from '../support/oidc-provider.js';
 import { waitFor } from '../support/procs.js';
 import type { CertPair } from '../support/certs.js';
@@ -119,10 +119,8 @@ test('a person logs in at the company IdP and kubectl reaches the cluster as cor
 
 test('kubectl access-gateway kubeconfig --oidc-issuer: a device-code login at the IdP, then the cached token, then the refresh token', async () => {
   await cp.kubectl(['create', 'configmap', 'people-settings', '-n', ns, '--from-literal=k=v']);
-  const pluginDir = mkdtempSync(join(cp.dir, 'plugins-'));
-  writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
   const cache = mkdtempSync(join(cp.dir, 'cache-'));
-  const env = { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '', XDG_CACHE_HOME: cache };
+  const env = kubectlPluginEnv(cp.dir, { XDG_CACHE_HOME: cache });
   const file = join(cp.dir, 'oidc.kubeconfig');
   const made = await runKubectl(['access-gateway', 'kubeconfig', '--kubeconfig', cp.kubeconfig, '--gateway', `${ns}/people`,
     '--oidc-issuer', corp.issuer, '--oidc-client-id', 'kubernetes-cli', '--oidc-certificate-authority', corp.ca.certFile,
@@ -247,6 +245,7 @@ test('an issuer the platform did not configure, or configured wrongly: the gatew
 kind: AccessGateway
 metadata: {name: unknown-issuer, namespace: ${ns}}
 spec:
+  listener: {tls: {secretName: people-tls}}
   authentication: {audiences: [gw], issuers: ["https://nobody.example.com"]}
   routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
 ---
@@ -254,6 +253,7 @@ apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: broken-issuer, namespace: ${ns}}
 spec:
+  listener: {tls: {secretName: people-tls}}
   authentication: {audiences: [gw], issuers: ["https://broken.example.com"]}
   routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
 `);

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
-import { startChartOperator } from '../support/chart-operator.js';
+import { readyReplica, startChartOperator } from '../support/chart-operator.js';
 import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml, serviceYaml, waitObserved } from '../support/cluster.js';
 import { waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
@@ -333,16 +333,7 @@ test('5. one team cannot take every port: gateways over --max-gateways-per-names
 
 test('5. the operator never writes an object the gateway does not own (a team\'s own agw-NAME Service stays untouched)', async () => {
   // one ready "replica" of the chart's operator, so gateways are exposed in the cluster
-  const dep = op.rendered.find((o) => o.kind === 'Deployment');
-  const labels = dep.spec.selector.matchLabels as Record<string, string>;
-  await applyYaml(cp, namespaceYaml('access-gateway', ['default'])); // no controller-manager here to make it
-  await applyYaml(cp, `apiVersion: v1
-kind: Pod
-metadata: {name: replica-0, namespace: access-gateway, labels: ${JSON.stringify(labels)}}
-spec: {containers: [{name: operator, image: operator}]}`);
-  await cp.api('PATCH', '/api/v1/namespaces/access-gateway/pods/replica-0/status', {
-    status: { podIP: '198.18.255.2', podIPs: [{ ip: '198.18.255.2' }], conditions: [{ type: 'Ready', status: 'True' }] },
-  }, 'application/merge-patch+json');
+  await readyReplica(cp, op.rendered);
   // team-a's own Service that happens to be named like a gateway's
   await cp.kubectl(['create', 'service', 'clusterip', 'agw-mine', '-n', 'team-a', '--tcp=80:8080']);
   const before = (await cp.api('GET', '/api/v1/namespaces/team-a/services/agw-mine')).body;

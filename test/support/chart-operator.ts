@@ -52,3 +52,17 @@ export async function startChartOperator(cp: ControlPlane, opts: { set?: string[
   });
   return Object.assign(op, { kubeconfig, rendered });
 }
+
+/** One ready "replica" of the chart's operator: a Pod matching the Deployment's selector, its
+ * status set as a kubelet would (there is none here), so gateways are exposed in the cluster. */
+export async function readyReplica(cp: ControlPlane, rendered: any[], ip = '198.18.255.2'): Promise<void> {
+  const dep = rendered.find((o) => o.kind === 'Deployment');
+  await applyYaml(cp, namespaceYaml(chartNamespace, ['default'])); // no controller-manager here to make it
+  await applyYaml(cp, `apiVersion: v1
+kind: Pod
+metadata: {name: replica-0, namespace: ${chartNamespace}, labels: ${JSON.stringify(dep.spec.selector.matchLabels)}}
+spec: {containers: [{name: operator, image: operator}]}`);
+  await cp.api('PATCH', `/api/v1/namespaces/${chartNamespace}/pods/replica-0/status`, {
+    status: { podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] },
+  }, 'application/merge-patch+json');
+}

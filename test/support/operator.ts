@@ -1,6 +1,7 @@
 // Runs the real `access-gateway operator` binary as a child process against a control plane.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import type { ControlPlane } from './control-plane.js';
 import { repoRoot } from './control-plane.js';
@@ -46,4 +47,12 @@ export async function startOperator(cp: ControlPlane, opts: { args?: string[]; l
     throw err;
   }
   return Object.assign(proc, { adminPort, portRange, readyz });
+}
+
+/** The environment of a person with the kubectl plugin on PATH (what `npm install -g` makes of the
+ * bin entry: an executable named kubectl-access_gateway), next to the Node.js that runs it. */
+export function kubectlPluginEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const pluginDir = mkdtempSync(join(dir, 'plugins-'));
+  writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
+  return { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '', ...extra };
 }

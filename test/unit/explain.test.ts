@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { applyDefaults } from '../../src/api/defaults.js';
-import { requestAttributes, describeAttributes } from '../../src/auth/request-info.js';
+import { CachingRequestReviewer, requestAttributes, describeAttributes } from '../../src/auth/request-info.js';
 import { explain, explainGateway, offlineTable } from '../../src/dataplane/explain.js';
 import { statusBody, ForbiddenError } from '../../src/errors.js';
 import { translate } from '../../src/translate/translate.js';
@@ -76,4 +76,23 @@ test('a Status body names the step and rule as a cause, and nothing when there a
   const body = JSON.parse(statusBody(new ForbiddenError('no', { step: 'filter', field: 'spec.routes[0].apiserver.rejectPaths[1]' })));
   assert.deepEqual(body.details.causes, [{ reason: 'AGW_ERR_FORBIDDEN', message: 'refused by the gateway at step filter', field: 'spec.routes[0].apiserver.rejectPaths[1]' }]);
   assert.deepEqual(JSON.parse(statusBody(new ForbiddenError('no'))).details.causes, [{ reason: 'AGW_ERR_FORBIDDEN' }]);
+});
+
+test('can-i answers are remembered for their TTL by subject and question; failures are not', async () => {
+  let asked = 0;
+  let now = 0;
+  let fail = false;
+  const c = new CachingRequestReviewer({ reviewRequest: async () => { asked++; if (fail) throw new Error('down'); return { allowed: true, reason: '' }; } }, 10_000, 4096, () => now);
+  const attrs = requestAttributes('GET', '/api/v1/namespaces/a/pods');
+  await c.reviewRequest(reader, attrs, 'team-a');
+  await c.reviewRequest(reader, attrs, 'team-a');
+  assert.equal(asked, 1);
+  await c.reviewRequest({ ...reader, groups: ['other'] }, attrs, 'team-a');
+  await c.reviewRequest(reader, requestAttributes('DELETE', '/api/v1/namespaces/a/pods'), 'team-a');
+  assert.equal(asked, 3, 'another subject or question is asked');
+  now = 10_001;
+  fail = true;
+  await assert.rejects(c.reviewRequest(reader, attrs, 'team-a'));
+  await assert.rejects(c.reviewRequest(reader, attrs, 'team-a'));
+  assert.equal(asked, 5, 'a failure is asked again');
 });

@@ -45,15 +45,22 @@ test('claims map to the identity; system: names and failed rules are refused', (
   assert.throws(() => raw.identity({ sub: 'system:admin', groups: [] }), /may not name system: users/);
   assert.throws(() => raw.identity({ sub: 'bob', groups: ['system:masters'] }), /may not name system: groups \(system:masters\)/);
   assert.throws(() => raw.identity({ sub: 1, groups: [] } as never), /gives no username/);
+  // what the apiserver's header parser would trim into a system: name, or cut into two headers
+  assert.throws(() => raw.identity({ sub: '\tsystem:kube-controller-manager', groups: [] }), /mapped username .* has surrounding whitespace/);
+  assert.throws(() => raw.identity({ sub: 'bob', groups: [' system:masters'] }), /mapped group .* has surrounding whitespace/);
+  assert.throws(() => raw.identity({ sub: 'bob\r\nx: y', groups: [] }), /holds control characters|surrounding whitespace/);
+  assert.throws(() => raw.identity({ sub: 'bob', groups: [''] }), /mapped group "" is empty/);
   assert.throws(() => raw.identity({ sub: 'bob', groups: [1] } as never), /groups are not strings/);
   assert.deepEqual(raw.identity({ sub: 'bob', groups: ['ops'] }).groups, ['ops']);
   // a single string claim is one group, as in the apiserver
   assert.deepEqual(new OidcIssuer(base()).identity({ email: 'a@example.com', groups: 'devs' }).groups, ['idp:devs']);
 });
 
-test('CEL: nested comprehensions beyond two and overlong expressions are refused at compile time', async () => {
+test('CEL: nested comprehensions, overlong expressions and huge results are refused', async () => {
   const { compileCel } = await import('../../src/auth/cel.js');
-  assert.deepEqual(compileCel("claims.groups.filter(g, claims.admins.exists(a, a == g))").run({ claims: { groups: ['a', 'b'], admins: ['b'] } }), ['b']);
-  assert.throws(() => compileCel('claims.a.all(x, claims.b.all(y, claims.c.exists(z, z == x + y)))'), /deeper than 2: too costly/);
+  assert.deepEqual(compileCel("claims.groups.filter(g, g in claims.admins)").run({ claims: { groups: ['a', 'b'], admins: ['b'] } }), ['b']);
+  assert.throws(() => compileCel('claims.a.filter(x, claims.b.exists(y, y == x))'), /deeper than 1: too costly/);
   assert.throws(() => compileCel(`'${'x'.repeat(5000)}'`), /longer than 4096/);
+  const square = compileCel('claims.g.map(x, claims.g)');
+  assert.throws(() => square.run({ claims: { g: Array.from({ length: 40 }, (_, i) => `g${i}`) } }), /more than 1024 elements/);
 });
