@@ -36,6 +36,8 @@ const accounts = {
   brief: { email: 'brief@example.com', email_verified: true, groups: ['devs'], shortLived: true },
   'system:admin': { email: 'root@example.com', email_verified: true, groups: ['devs'] },
   eve: { email: 'eve@example.com', email_verified: true, groups: ['devs', 'system:masters'] },
+  // the apiserver's header parser trims the space: this would arrive as system:masters
+  spacey: { email: 'spacey@example.com', email_verified: true, groups: ['devs', ' system:masters'] },
   bob: { email: 'bob@example.com', email_verified: true, groups: ['devs'] },
 };
 
@@ -186,6 +188,9 @@ test('a platform source never names system: identities, whatever its mapping say
   const eve = await get(await raw.idToken('eve'));
   assert.equal(eve.status, 401, eve.body);
   assert.match(eve.body, /may not name system: groups \(system:masters\)/);
+  const spacey = await get(await raw.idToken('spacey'));
+  assert.equal(spacey.status, 401, spacey.body);
+  assert.match(spacey.body, /the mapped group .* has surrounding whitespace/);
 });
 
 test('wrong audience, an issuer the gateway does not name, an expired token, a forged one: 401', async () => {
