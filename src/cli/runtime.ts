@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { JwksKeySet, JwksReadiness } from '../auth/jwks.js';
 import { FairLimiter, LimitedReviewer } from '../auth/review-limiter.js';
 import { ImpersonationChecker } from '../auth/impersonation.js';
-import { OidcIssuers, type JwtAuthenticator } from '../auth/oidc.js';
+import type { JwtAuthenticator, OidcIssuers } from '../auth/oidc.js';
 import { CachingRequestReviewer } from '../auth/request-info.js';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
@@ -77,15 +77,17 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   // can-i questions on the listeners: a limiter of their own (two at a time, fair by namespace),
   // answers remembered for 10 s; callers are limited to one question a second (route table)
   const accessReviewer = new CachingRequestReviewer(new KubeAccessReviewer(client, new FairLimiter({ maxInFlight: 2, what: 'can-i question' }), metrics));
-  const oidc = new OidcIssuers(f['authentication-config'] ? readAuthenticationConfig(f['authentication-config']) : undefined);
-  for (const [issuer, problem] of Object.entries(oidc.states())) {
+  // OIDC (and its CEL engine) is loaded only when the platform configures issuers
+  const oidc: OidcIssuers | undefined = f['authentication-config']
+    ? new (await import('../auth/oidc.js')).OidcIssuers(readAuthenticationConfig(f['authentication-config'])) : undefined;
+  for (const [issuer, problem] of Object.entries(oidc?.states() ?? {})) {
     if (problem) log.error({ issuer, problem }, 'OIDC issuer not usable: gateways naming it are not served');
   }
   const drainMs = f['drain-seconds'] * 1000;
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }),
-    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, oidc,
+    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, ...(oidc ? { oidc } : {}),
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,
@@ -94,7 +96,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   let stopping = false;
   let admin: Server | undefined;
   return {
-    log, client, metrics, dataplane, jwksReadiness: new JwksReadiness(keySet, revocation), issuers: oidc.states(),
+    log, client, metrics, dataplane, jwksReadiness: new JwksReadiness(keySet, revocation), issuers: oidc?.states() ?? {},
     async serveAdmin(ready, status) {
       admin = await startAdminServer({
         host: f['admin-address'].host, port: f['admin-address'].port, metrics,

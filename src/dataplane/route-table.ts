@@ -8,7 +8,7 @@ import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
 import { ClientCertAuthenticator } from '../auth/client-cert.js';
 import { IssuerAuthenticator } from '../auth/issuer-authenticator.js';
-import { OidcIssuer, type OidcIssuers } from '../auth/oidc.js';
+import type { OidcIssuer, OidcIssuers } from '../auth/oidc.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import type { RequestReviewer } from '../auth/request-info.js';
@@ -76,7 +76,7 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator
   if (!plan.auth.issuers?.length) return sa;
   // translate refuses a plan naming an issuer that is not usable: each is one here
   const issuers = new Map(plan.auth.issuers.map((u) => [u, deps.oidc?.get(u)] as const)
-    .filter((e): e is [string, OidcIssuer] => e[1] instanceof OidcIssuer));
+    .filter((e): e is [string, OidcIssuer] => e[1] !== undefined && !('problem' in e[1])));
   return new IssuerAuthenticator(sa, issuers, cacheTTLSeconds, Date.now, onCacheLookup);
 }
 
@@ -90,8 +90,7 @@ export class RouteTable {
   readonly m: GatewayMetrics;
   /** Metrics for requests answered before a route was chosen. */
   readonly noRoute: RouteMetrics;
-  /** can-i questions per caller: 1 a second, bursts of 5 (each may cost a SubjectAccessReview). */
-  readonly canILimiter = new RateLimiter(1, 5, 1_000);
+  private canI: RateLimiter | undefined;
   /** Client certificates as identities (spec.listener.tls.clientCA), else null. */
   readonly clientCerts: ClientCertAuthenticator | null;
   /** Impersonation headers per cached caller and route: built once, not per request. */
@@ -136,6 +135,12 @@ export class RouteTable {
       : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
         : new ClientCertAuthenticator(ca);
     return new RouteTable(plan, authn, limiter, deps, certs);
+  }
+
+  /** can-i questions per caller: 1 a second, bursts of 5 (each may cost a SubjectAccessReview);
+   * made on the first question (most gateways are never asked). */
+  get canILimiter(): RateLimiter {
+    return (this.canI ??= new RateLimiter(1, 5, 1_000));
   }
 
   /** Releases the endpoint pools this table holds (after a newer table took over). */
