@@ -8,6 +8,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
+import { unverifiedExpiry } from '../auth/bearer.js';
 import { flag, parseFlags } from './flags.js';
 
 export const oidcTokenFlags = {
@@ -23,13 +24,8 @@ interface Cached { id_token?: string; refresh_token?: string }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function expiry(idToken: string): number {
-  try {
-    return Number(JSON.parse(Buffer.from(idToken.split('.')[1] ?? '', 'base64url').toString()).exp) * 1000 || 0;
-  } catch {
-    return 0;
-  }
-}
+/** When an ID token expires (ms), 0 when it says nothing readable. */
+const expiry = (idToken: string): number => (unverifiedExpiry(idToken) ?? 0) * 1000;
 
 export async function runOidcToken(args: string[]): Promise<number> {
   const f = parseFlags(args, oidcTokenFlags);

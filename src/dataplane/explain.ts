@@ -8,7 +8,6 @@ import { describeAttributes, requestAttributes, type RequestAttributes, type Req
 import { AgwError, type Step } from '../errors.js';
 import type { ApiserverTarget } from '../translate/plan.js';
 import { accessRefusal, findRoute, routeCheck, targetOf } from './admission.js';
-export { canIPath } from './admission.js';
 import { PoolRegistry } from './endpoints.js';
 import { RouteTable, type CompiledRoute } from './route-table.js';
 import { createMetrics } from '../observability/metrics.js';

@@ -1,5 +1,6 @@
 // Service routes: Service + EndpointSlices (+ ReferenceGrant, CA bundle) -> endpoints, or why not.
 // Pure: everything comes from the snapshot.
+import { parseBundle } from '../api/pem.js';
 import type { Route } from '../api/types.js';
 import { Reason } from '../api/conditions.js';
 import type { Endpoint, ServiceTarget } from './plan.js';
@@ -81,7 +82,7 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot): {
   if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
   if (s.caRef) {
     const pem = snap.caBundles?.[`${s.caRef.kind}/${gwNs}/${s.caRef.name}`]?.[s.caRef.key];
-    if (!pem || !pem.includes('BEGIN CERTIFICATE')) {
+    if (!pem || 'problem' in parseBundle(pem)) {
       return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)`, 503);
     }
     target.ca = pem;

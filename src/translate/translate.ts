@@ -142,19 +142,19 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   }
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
   let tls: GatewayPlan['tls'] = null;
-  let tlsProblem = false; // a reference the listener cannot do without: not served
+  let unservable = false; // a reference the listener cannot do without: not served
   if (spec.listener?.tls) {
     const pair = listenerTLS(ns, spec.listener.tls.secretName, snap.secrets);
     if ('problem' in pair) {
       problems.push({ reason: Reason.InvalidCertificateRef, message: `${pair.problem}; the listener is not served in plain HTTP instead` });
-      tlsProblem = true;
+      unservable = true;
     } else {
       tls = { secretName: spec.listener.tls.secretName, ...pair, clientCA: null };
     }
     const c = clientCA(ns, spec.listener.tls.clientCA, snap);
     if (c && 'problem' in c) {
       problems.push({ reason: Reason.InvalidCertificateRef, message: `${c.problem}; the listener is not served without it` });
-      tlsProblem = true;
+      unservable = true;
     } else if (tls) {
       tls.clientCA = c;
     }
@@ -163,7 +163,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   for (const url of issuers) {
     if (!snap.issuers || !(url in snap.issuers)) {
       problems.push({ reason: Reason.IssuerNotFound, message: `issuer ${url} is not configured by the platform (the operator's --authentication-config)` });
-      tlsProblem = true; // not served: a gateway never runs with less authentication than it says
+      unservable = true; // not served: a gateway never runs with less authentication than it says
     }
   }
   const badIssuer = issuers.map((u) => snap.issuers?.[u]).find((p) => typeof p === 'string');
@@ -177,7 +177,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   if ('conflict' in snap.port) {
     return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, false, snap.port.reason ?? Reason.PortConflict, snap.port.conflict), resolved] };
   }
-  if (tlsProblem) return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid'), resolved] };
+  if (unservable) return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid'), resolved] };
   // a time the window cannot be read from is never read as "no limit": the gateway is not accepted
   const badTime = (spec.access ?? []).flatMap((a, i) => (['notBefore', 'notAfter'] as const)
     .filter((k) => a[k] !== undefined && parseDateTime(a[k]!) === null).map((k) => `spec.access[${i}].${k} ${JSON.stringify(a[k])}`));

@@ -182,13 +182,15 @@ test('a Passthrough route refuses a certificate caller: the token beside it woul
 });
 
 test('a client CA that cannot be resolved is ResolvedRefs=False InvalidCertificateRef, and the other gateways keep serving', async () => {
-  await applyYaml(cp, gatewayYaml('team-b', 'Optional', 'no-such-ca').replace('name: people,', 'name: broken,'));
+  // team-b names a CA that exists only in team-a: references never leave the gateway's namespace
+  await caConfigMap('team-a', 'a-only-ca', teamACA.cert);
+  await applyYaml(cp, gatewayYaml('team-b', 'Optional', 'a-only-ca').replace('name: people,', 'name: broken,'));
   const gw = await waitFor('broken gateway observed', async () => {
     const g = await getGateway(cp, 'team-b', 'broken');
     return condition(g, 'ResolvedRefs')?.status === 'False' ? g : undefined;
   }, 20_000);
   assert.equal(condition(gw, 'ResolvedRefs').reason, 'InvalidCertificateRef');
-  assert.match(condition(gw, 'ResolvedRefs').message, /client CA ConfigMap team-b\/no-such-ca key ca.crt not found/);
+  assert.match(condition(gw, 'ResolvedRefs').message, /client CA ConfigMap team-b\/a-only-ca key ca.crt not found/);
   assert.equal(condition(gw, 'Ready').status, 'False');
   const bAlice = certKubeconfig('b-alice-2', 'team-b', certs.bAlice!);
   assert.equal((await whoami(bAlice)).username, 'team:team-b:alice');

@@ -41,6 +41,16 @@ const accounts = {
   bob: { email: 'bob@example.com', email_verified: true, groups: ['devs'] },
 };
 
+/** A TLS gateway of team-a naming `issuers` (`more`: further spec lines). */
+const tlsGateway = (name: string, issuers: string[], more = '') => `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}, namespace: ${ns}}
+spec:
+  listener: {tls: {secretName: people-tls}}
+  authentication: {audiences: [gw], issuers: ${JSON.stringify(issuers)}}${more}
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
+`;
+
 async function get(token: string, path = `/api/v1/namespaces/${ns}/configmaps`) {
   return curl(`${url}${path}`, ['--cacert', ca.certFile, ...bearer(token)]);
 }
@@ -198,15 +208,7 @@ test('wrong audience, an issuer the gateway does not name, an expired token, a f
   assert.equal(aud.status, 401, aud.body);
   assert.match(aud.body, /unexpected \\"aud\\" claim value/);
   // a token of an issuer this gateway does not name is not a service-account token either
-  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
-kind: AccessGateway
-metadata: {name: corp-only, namespace: ${ns}}
-spec:
-  listener: {tls: {secretName: people-tls}}
-  authentication: {audiences: [gw], issuers: ["${corp.issuer}"]}
-  access: [{groups: [devs, "corp:devs"]}]
-  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
-`);
+  await applyYaml(cp, tlsGateway('corp-only', [corp.issuer], '\n  access: [{groups: [devs, "corp:devs"]}]'));
   const port = await gatewayPort(cp, ns, 'corp-only');
   const wrongIssuer = await curl(`https://127.0.0.1:${port}/api`, ['--cacert', ca.certFile, ...bearer(await raw.idToken('bob'))]);
   assert.equal(wrongIssuer.status, 401, wrongIssuer.body);
@@ -246,22 +248,8 @@ test('key rotation: tokens of the new key are accepted; a provider that is down 
 });
 
 test('an issuer the platform did not configure, or configured wrongly: the gateway says so and is not served', async () => {
-  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
-kind: AccessGateway
-metadata: {name: unknown-issuer, namespace: ${ns}}
-spec:
-  listener: {tls: {secretName: people-tls}}
-  authentication: {audiences: [gw], issuers: ["https://nobody.example.com"]}
-  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
----
-apiVersion: access-gateway.io/v1alpha1
-kind: AccessGateway
-metadata: {name: broken-issuer, namespace: ${ns}}
-spec:
-  listener: {tls: {secretName: people-tls}}
-  authentication: {audiences: [gw], issuers: ["https://broken.example.com"]}
-  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
-`);
+  await applyYaml(cp, tlsGateway('unknown-issuer', ['https://nobody.example.com']));
+  await applyYaml(cp, tlsGateway('broken-issuer', ['https://broken.example.com']));
   const unknown = await waitFor('unknown issuer', async () => {
     const g = await getGateway(cp, ns, 'unknown-issuer');
     return condition(g, 'ResolvedRefs')?.status === 'False' ? g : undefined;
