@@ -421,9 +421,10 @@ export const schema: Record<string, unknown> = {
                     "maxItems": 32,
                     "default": [
                       "^/api/.*/pods/.*/exec",
-                      "^/api/.*/pods/.*/attach"
+                      "^/api/.*/pods/.*/attach",
+                      "^/api/.*/pods/.*/portforward"
                     ],
-                    "description": "RE2 regular expressions (kubectl proxy --reject-paths semantics), searched unanchored in the decoded request path (so /api/v1/namespaces/a/%73ecrets is seen as .../secrets); a request path matching any of them is refused with 403, even if it is accepted. Default: kubectl proxy's, which blocks pods' exec and attach. Set [] to reject no path.",
+                    "description": "RE2 regular expressions (kubectl proxy --reject-paths semantics), searched unanchored in the decoded request path (so /api/v1/namespaces/a/%73ecrets is seen as .../secrets); a request path matching any of them is refused with 403, even if it is accepted. Default: kubectl proxy's (pods' exec and attach) and pods' portforward, so interactive sessions are opt-in: a route that allows them lists what it still rejects (or [] to reject no path), and the caller's own RBAC (create on pods/exec, pods/attach, pods/portforward) still decides.",
                     "items": {
                       "type": "string",
                       "minLength": 1,

@@ -50,6 +50,9 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
   const ca = makeCA(certs, 'ca');
   const serving = makeLeaf(certs, ca, 'apiserver', { cn: 'kube-apiserver', dnsNames: ['localhost', 'kubernetes.default.svc'], ips: ['127.0.0.1'] });
   const admin = makeLeaf(certs, ca, 'admin', { cn: 'admin', orgs: ['system:masters'], client: true });
+  // how the apiserver reaches nodes (exec, attach, port-forward, logs): a client certificate, and
+  // nodes' serving certificates verified against the test CA (test/support/node.ts)
+  const kubeletClient = makeLeaf(certs, ca, 'kubelet-client', { cn: 'kube-apiserver-kubelet-client', client: true });
   const sa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const saKey = sa.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   writeFileSync(join(certs, 'sa.key'), saKey);
@@ -80,6 +83,8 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
     '--authorization-mode', 'RBAC',
     '--endpoint-reconciler-type', 'none',
     '--enable-priority-and-fairness=false',
+    '--kubelet-client-certificate', kubeletClient.certFile, '--kubelet-client-key', kubeletClient.keyFile,
+    '--kubelet-certificate-authority', ca.certFile, '--kubelet-preferred-address-types', 'InternalIP',
     '--v', '1',
   ];
   const agent = new Agent({ connect: { ca: ca.cert, cert: admin.cert, key: admin.key } });
