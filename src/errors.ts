@@ -46,12 +46,21 @@ export const UnauthenticatedError = define('UnauthenticatedError', 'AGW_ERR_UNAU
 export const ForbiddenError = define('ForbiddenError', 'AGW_ERR_FORBIDDEN', 403, 'Forbidden');
 export const RouteNotFoundError = define('RouteNotFoundError', 'AGW_ERR_NO_ROUTE', 404, 'NotFound');
 export class RateLimitedError extends AgwError {
-  override readonly code = 'AGW_ERR_RATE_LIMITED';
+  override readonly code: string = 'AGW_ERR_RATE_LIMITED';
   override readonly status = 429;
   override readonly reason = 'TooManyRequests';
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(message, { step: 'rateLimit', field: 'spec.rateLimit' });
     this.name = 'RateLimitedError';
+  }
+}
+/** 429: the gateway's interactive sessions are all open (spec.sessions.maxConcurrent). */
+export class TooManySessionsError extends RateLimitedError {
+  override readonly code = 'AGW_ERR_TOO_MANY_SESSIONS';
+  constructor(message: string, retryAfterSeconds: number) {
+    super(message, retryAfterSeconds);
+    this.field = 'spec.sessions.maxConcurrent';
+    this.name = 'TooManySessionsError';
   }
 }
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');

@@ -556,6 +556,29 @@ export const schema: Record<string, unknown> = {
               "description": "Largest burst allowed per caller (the bucket's size)."
             }
           }
+        },
+        "sessions": {
+          "type": "object",
+          "default": {},
+          "description": "Interactive sessions: the upgraded connections the gateway relays (kubectl exec, attach, cp and port-forward, WebSockets to a Service). Each gets a log line when it starts and when it ends, with bytes each way and its duration.",
+          "properties": {
+            "maxConcurrent": {
+              "type": "integer",
+              "format": "int32",
+              "minimum": 0,
+              "maximum": 1024,
+              "default": 32,
+              "description": "Sessions open at once on this gateway (every replica counts its own). One over it is refused with 429 and Retry-After before the upstream is asked. Default 32; 0 refuses every upgrade."
+            },
+            "idleTimeoutSeconds": {
+              "type": "integer",
+              "format": "int32",
+              "minimum": 1,
+              "maximum": 86400,
+              "default": 900,
+              "description": "A session with no data either way for this long is ended (pings and pongs do not count) and told why: a WebSocket close frame (1008) with the reason, or for exec and attach over SPDY a Status on the error stream (kubectl prints both); a SPDY port-forward is reset. Default 900 (15 minutes)."
+            }
+          }
         }
       }
     },

@@ -159,6 +159,24 @@ export interface AccessGatewaySpec {
    * Optional per-caller token-bucket rate limit: each authenticated identity gets its own bucket. A request over the limit gets 429 with Retry-After. When unset, requests are not rate limited.
    */
   rateLimit?: RateLimit;
+  /**
+   * Interactive sessions: the upgraded connections the gateway relays (kubectl exec, attach, cp and port-forward, WebSockets to a Service). Each gets a log line when it starts and when it ends, with bytes each way and its duration.
+   */
+  sessions?: AccessGatewaySpecSessions;
+}
+
+/**
+ * Interactive sessions: the upgraded connections the gateway relays (kubectl exec, attach, cp and port-forward, WebSockets to a Service). Each gets a log line when it starts and when it ends, with bytes each way and its duration.
+ */
+export interface AccessGatewaySpecSessions {
+  /**
+   * Sessions open at once on this gateway (every replica counts its own). One over it is refused with 429 and Retry-After before the upstream is asked. Default 32; 0 refuses every upgrade.
+   */
+  maxConcurrent?: number;
+  /**
+   * A session with no data either way for this long is ended (pings and pongs do not count) and told why: a WebSocket close frame (1008) with the reason, or for exec and attach over SPDY a Status on the error stream (kubectl prints both); a SPDY port-forward is reset. Default 900 (15 minutes).
+   */
+  idleTimeoutSeconds?: number;
 }
 
 /**

@@ -11,12 +11,15 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
+import { Session, frameProtocol, sessionTarget } from './session.js';
 
 let nextId = 0;
+
+const shutdown = ['shutdown', 1001, 'the gateway is shutting down', 'ServiceUnavailable'] as const;
 
 /** plain HTTP, HTTPS, or HTTPS asking for client certificates. */
 export type ListenerShape = 'http' | 'https' | 'https+client-certificates';
@@ -49,7 +52,11 @@ function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
 export class Listener {
   private table: RouteTable;
   private readonly server: Server | TLSServer;
-  private readonly upgraded = new Set<Duplex>();
+  /** Open interactive sessions (upgraded connections), and upgrades admitted but not yet answered. */
+  private readonly sessions = new Set<Session>();
+  private opening = 0;
+  /** The drain's grace has passed: a session still opening is ended as soon as it starts. */
+  private drained = false;
   /** Responses still streaming (watches): ended cleanly when the listener drains. */
   private readonly streams = new Set<() => void>();
 
@@ -120,10 +127,10 @@ export class Listener {
     const timer = setTimeout(() => {
       // end open streams (watches) with a proper last chunk, then drop what is left
       for (const end of this.streams) end();
-      setTimeout(() => {
-        this.server.closeAllConnections();
-        for (const s of this.upgraded) s.destroy();
-      }, 100).unref();
+      // sessions get a last frame that says so (kubectl prints it), then are closed
+      this.drained = true;
+      for (const s of this.sessions) s.end(...shutdown);
+      setTimeout(() => this.server.closeAllConnections(), 100).unref();
     }, graceMs);
     timer.unref();
     return closed.finally(() => {
@@ -302,15 +309,25 @@ export class Listener {
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const t = this.table;
+    const started = performance.now();
+    const seen: Seen = { caller: '-' };
     socket.on('error', () => socket.destroy());
     const fail = (err: AgwError) => {
       const body = statusBody(err);
       let headText = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
       for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
       socket.end(headText + '\r\n' + body);
+      refused(err.status, '-', err.code);
+    };
+    // an upgrade refused by the gateway or answered without 101 by the upstream (a refused exec is
+    // worth an audit line) is an access line like any refusal
+    const refused = (status: number, upstream: string, error?: string) => {
+      if (!t.plan.accessLog.errors) return;
+      t.accessLog.write({ reqId: (++nextId).toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method: req.method,
+        status, durationMs: Math.round((performance.now() - started) * 1000) / 1000, upstream, ...(error ? { error } : {}) });
     };
     try {
-      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, { caller: '-' }, req.socket);
+      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       let call: UpstreamCall;
       let ep: EndpointPool | undefined;
@@ -325,20 +342,48 @@ export class Listener {
       }
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
-      t.log.info({ caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name, method: req.method, upgrade: req.headers.upgrade }, 'upgrade');
       socket.once('close', () => ep?.release());
-      const rm = a.route.m;
-      proxyUpgrade(call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); }, (s) => {
-        this.upgraded.add(s);
-        if (s === socket) {
-          rm.upgraded.inc();
-          s.once('close', () => rm.upgraded.dec());
-        }
-        s.once('close', () => this.upgraded.delete(s));
-      });
+      this.openSession(t, a, req, call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); },
+        (status) => refused(status, ep ? ep.host : 'apiserver'));
     } catch (err) {
       fail(toAgwError(err));
     }
+  }
+
+  /** Relays an admitted upgrade as a session: bounded per gateway, logged at start and end. */
+  private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpstreamCall, socket: Duplex, head: Buffer,
+    fail: (err: AgwError) => void, answered: (status: number) => void): void {
+    const limits = t.plan.sessions;
+    if (this.sessions.size + this.opening >= limits.maxConcurrent) {
+      t.m.sessionRefused();
+      throw new TooManySessionsError(`gateway ${t.key} has ${this.sessions.size + this.opening} interactive sessions open, its limit (spec.sessions.maxConcurrent ${limits.maxConcurrent})`, 10);
+    }
+    this.opening++;
+    let opened = false;
+    const settle = () => { if (!opened) { opened = true; this.opening--; } };
+    socket.once('close', settle);
+    const target = sessionTarget(req.url ?? '/');
+    const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
+    proxyUpgrade(call, socket, (err) => { settle(); fail(err); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
+      settle();
+      const protocol = frameProtocol(req.headers.upgrade);
+      const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
+      const rm = a.route.m;
+      const session = new Session(socket, usocket, protocol, target.kind === 'exec' || target.kind === 'attach', limits.idleTimeoutSeconds * 1000, (s, reason) => {
+        this.sessions.delete(s);
+        rm.upgraded.dec();
+        const seconds = (performance.now() - s.started) / 1000;
+        rm.sessionEnded(reason, seconds);
+        t.m.bytesIn.inc(s.bytesFromClient);
+        t.m.bytesOut.inc(s.bytesToClient);
+        t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
+      });
+      this.sessions.add(session);
+      rm.upgraded.inc();
+      t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
+      session.start(head, uhead);
+      if (this.drained) session.end(...shutdown);
+    });
   }
 }
 

@@ -17,8 +17,9 @@ export class GatewayMetrics {
   readonly auth: Record<'allowed' | 'unauthenticated' | 'unavailable', CounterChild>;
   readonly denied: Record<'access' | 'route' | 'filter' | 'impersonate' | 'path', CounterChild>;
   readonly rateLimited: CounterChild;
+  private refused: CounterChild | undefined;
 
-  constructor(m: Metrics, ns: string, gw: string) {
+  constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string) {
     this.inFlight = m.inFlight.labels(ns, gw);
     this.bytesIn = m.bytesIn.labels(ns, gw);
     this.bytesOut = m.bytesOut.labels(ns, gw);
@@ -27,6 +28,11 @@ export class GatewayMetrics {
     const d = (r: string) => m.authorizations.labels(ns, gw, r);
     this.denied = { access: d('access'), route: d('route'), filter: d('filter'), impersonate: d('impersonate'), path: d('path') };
     this.rateLimited = m.rateLimited.labels(ns, gw);
+  }
+
+  /** An upgrade refused over spec.sessions.maxConcurrent (the series is made on first use). */
+  sessionRefused(): void {
+    (this.refused ??= this.m.sessionsRefused.labels(this.ns, this.gw)).inc();
   }
 }
 
@@ -44,6 +50,8 @@ export class RouteMetrics {
   readonly upgraded: GaugeChild;
   readonly errors: Record<'connect' | 'timeout' | 'reset', CounterChild>;
   readonly ejections: CounterChild;
+  private sessionDuration: HistogramChild | undefined;
+  private readonly sessionEnds: Record<string, CounterChild> = {};
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
     for (const code of PRECREATED_CODES) this.responses[code] = m.responses.labels(ns, gw, route, code);
@@ -60,6 +68,12 @@ export class RouteMetrics {
     const e = (k: string) => m.upstreamErrors.labels(ns, gw, route, k);
     this.errors = { connect: e('connect'), timeout: e('timeout'), reset: e('reset') };
     this.ejections = m.ejections.labels(ns, gw, route);
+  }
+
+  /** One ended session (the series are made on first use: sessions are rare, gateways many). */
+  sessionEnded(reason: string, seconds: number): void {
+    (this.sessionDuration ??= this.m.sessionDuration.labels(this.ns, this.gw, this.route)).observe(seconds);
+    (this.sessionEnds[reason] ??= this.m.sessionsEnded.labels(this.ns, this.gw, this.route, reason)).inc();
   }
 
   /** One finished request. */

@@ -143,34 +143,34 @@ function rawHead(status: number, message: string, headers: Record<string, string
 }
 
 /**
- * Proxies an upgrade (WebSocket, SPDY). The client socket is joined to the upstream only on 101;
- * any other answer is relayed and the connection closed (CVE-2018-1002105).
+ * Proxies an upgrade (WebSocket, SPDY). The client socket is joined to the upstream only on 101
+ * (`joined` relays them); any other answer is relayed and the connection closed (CVE-2018-1002105).
  */
-export function proxyUpgrade(call: UpstreamCall, socket: Duplex, head: Buffer,
-  fail: (err: AgwError) => void, track: (s: Duplex) => void): void {
+export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: AgwError) => void,
+  answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void): void {
   const up = start(call);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
+  socket.once('close', () => up.destroy()); // the client left before the answer (or with it)
   up.on('upgrade', (ures, usocket, uhead) => {
     clearTimeout(timer);
-    if (ures.statusCode !== 101) {
-      socket.end(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...ures.headers, connection: 'close' }));
+    if (socket.destroyed) {
       usocket.destroy();
       return;
     }
+    if (ures.statusCode !== 101) {
+      socket.end(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...ures.headers, connection: 'close' }));
+      usocket.destroy();
+      answered(ures.statusCode ?? 502);
+      return;
+    }
     socket.write(rawHead(101, 'Switching Protocols', ures.headers));
-    track(socket);
-    track(usocket);
-    if (uhead.length) socket.write(uhead);
-    if (head.length) usocket.write(head);
-    usocket.pipe(socket).pipe(usocket);
-    const close = () => { socket.destroy(); usocket.destroy(); };
-    socket.on('error', close); usocket.on('error', close);
-    socket.on('close', close); usocket.on('close', close);
+    joined(usocket, uhead, ures.headers);
   });
   up.on('response', (ures) => {
     clearTimeout(timer);
     // Not upgraded: relay the answer as it streams (never buffered), then close the connection.
+    answered(ures.statusCode ?? 502);
     const { connection: _c, 'transfer-encoding': _te, 'keep-alive': _ka, ...headers } = ures.headers;
     socket.write(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...headers, connection: 'close' }));
     ures.pipe(socket);

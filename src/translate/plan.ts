@@ -80,6 +80,8 @@ export interface GatewayPlan {
   access: AccessRulePlan[];
   routes: RoutePlan[];
   rateLimit: { requestsPerSecond: number; burst: number } | null;
+  /** Upgraded connections: at most this many open at once, each ended after this long without data. */
+  sessions: { maxConcurrent: number; idleTimeoutSeconds: number };
   /** Access log: every request, errors only (status >= 400), none, or errors plus a sample of the rest (0..1). */
   accessLog: { errors: boolean; sample: number };
 }

@@ -208,6 +208,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     access,
     routes,
     accessLog: accessLog(gw.metadata.annotations?.[accessLogAnnotation]),
+    sessions: { maxConcurrent: spec.sessions?.maxConcurrent ?? 32, idleTimeoutSeconds: spec.sessions?.idleTimeoutSeconds ?? 900 },
     rateLimit: spec.rateLimit ? { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond } : null,
   };
   return { plan, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid and the port is free'), resolved] };

@@ -1,0 +1,236 @@
+// Interactive sessions: the upgraded connections a gateway relays (exec, attach, port-forward,
+// WebSockets). The relay reads frame headers as they pass (WebSocket, SPDY/3.1), so pings do not
+// count as activity for the idle timeout, and a session it ends gets a last frame that says why
+// (a WebSocket close frame; for SPDY exec and attach a Status on the error stream) at a frame
+// boundary, not a cut in the middle of a frame.
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export type FrameProtocol = 'websocket' | 'spdy' | 'opaque';
+
+export function frameProtocol(upgrade: string | undefined): FrameProtocol {
+  const u = (upgrade ?? '').toLowerCase();
+  return u === 'websocket' ? 'websocket' : u.startsWith('spdy/3') ? 'spdy' : 'opaque';
+}
+
+/** What a pod subresource session is about (for the session's log lines). */
+export interface SessionTarget {
+  kind: 'exec' | 'attach' | 'portforward' | 'upgrade';
+  pod?: string;
+  container?: string;
+  command?: string[];
+  ports?: string[];
+}
+
+const podSession = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)$/;
+
+export function sessionTarget(url: string): SessionTarget {
+  const q = url.indexOf('?');
+  const m = podSession.exec(q < 0 ? url : url.slice(0, q));
+  if (!m) return { kind: 'upgrade' };
+  const params = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+  const t: SessionTarget = { kind: m[3] as SessionTarget['kind'], pod: `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}` };
+  const container = params.get('container');
+  if (container) t.container = container;
+  // the command is logged (as in the apiserver's audit log), bounded: 32 arguments of 256 characters
+  if (t.kind === 'exec') t.command = params.getAll('command').slice(0, 32).map((c) => (c.length > 256 ? `${c.slice(0, 256)}…` : c));
+  // kubectl names ports in its streams' headers; a WebSocket client may name them here
+  if (t.kind === 'portforward' && params.has('ports')) t.ports = params.getAll('ports');
+  return t;
+}
+
+/**
+ * Follows frame boundaries in one direction of a relayed connection. `feed` reports whether a
+ * chunk carried application data, and can stop at the first boundary it reaches.
+ */
+export class FrameWatch {
+  private head: number[] = [];
+  private remaining = 0;
+  private data = false;
+  /** SPDY: bytes of the first SYN_STREAM's payload still to capture, and what was captured. */
+  private capture = -1;
+  private captured: number[] = [];
+  /** SPDY: the stream the peer opened first (client-go opens its error stream first). */
+  firstStream: number | undefined;
+
+  constructor(private readonly protocol: FrameProtocol) {}
+
+  get atBoundary(): boolean {
+    return this.protocol === 'opaque' || (this.remaining === 0 && this.head.length === 0);
+  }
+
+  /** Bytes of `chunk` read (all, or up to the first boundary), and whether any were application data. */
+  feed(chunk: Buffer, untilBoundary = false): { used: number; data: boolean } {
+    if (this.protocol === 'opaque') return { used: chunk.length, data: chunk.length > 0 };
+    this.data = false;
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.remaining > 0 && this.capture > 0) {
+        this.captured.push(chunk[i++]!);
+        this.remaining--;
+        if (--this.capture === 0) this.firstStream = ((this.captured[0]! & 0x7f) << 24 | this.captured[1]! << 16 | this.captured[2]! << 8 | this.captured[3]!) >>> 0;
+      } else if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.length - i);
+        this.remaining -= n;
+        i += n;
+      } else {
+        this.head.push(chunk[i++]!);
+        this.parseHead();
+      }
+      if (untilBoundary && this.atBoundary) break;
+    }
+    return { used: i, data: this.data };
+  }
+
+  private parseHead(): void {
+    const h = this.head;
+    if (this.protocol === 'spdy') {
+      if (h.length < 8) return;
+      const control = (h[0]! & 0x80) !== 0;
+      const type = (h[2]! << 8) | h[3]!;
+      if (!control || type !== 6) this.data = true; // 6: PING
+      this.remaining = (h[5]! << 16) | (h[6]! << 8) | h[7]!;
+      if (control && type === 1 && this.capture < 0 && this.remaining >= 4) this.capture = 4; // SYN_STREAM
+    } else {
+      if (h.length < 2) return;
+      const len7 = h[1]! & 0x7f;
+      const need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + ((h[1]! & 0x80) ? 4 : 0);
+      if (h.length < need) return;
+      let len = len7;
+      if (len7 === 126) len = (h[2]! << 8) | h[3]!;
+      else if (len7 === 127) { len = 0; for (let k = 2; k < 10; k++) len = len * 256 + h[k]!; }
+      const opcode = h[0]! & 0x0f;
+      if (opcode !== 0x9 && opcode !== 0xa) this.data = true; // ping, pong
+      this.remaining = len;
+    }
+    this.head = [];
+  }
+}
+
+/** The last frame a closing session sends its client. */
+export function closingFrame(protocol: FrameProtocol, code: number, reason: string): Buffer | undefined {
+  if (protocol === 'websocket') {
+    const text = Buffer.from(reason.slice(0, 120));
+    const f = Buffer.alloc(4 + text.length);
+    f[0] = 0x88; // FIN, close
+    f[1] = 2 + text.length;
+    f.writeUInt16BE(code, 2);
+    text.copy(f, 4);
+    return f;
+  }
+  return undefined;
+}
+
+/**
+ * SPDY remote command sessions (exec, attach) say why on the client's error stream: a Status that
+ * kubectl prints ("error: MESSAGE"), as the last data of that stream.
+ */
+export function spdyErrorFrame(stream: number, message: string, reason: string): Buffer {
+  const status = Buffer.from(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason }));
+  const f = Buffer.alloc(8 + status.length);
+  f.writeUInt32BE(stream & 0x7fffffff, 0);
+  f.writeUInt32BE(status.length, 4);
+  f[4] = 0x01; // FIN
+  status.copy(f, 8);
+  return f;
+}
+
+export type SessionEnd = 'closed' | 'idle' | 'shutdown';
+
+/**
+ * Relays an upgraded connection between client and upstream, counting bytes each way, ending it
+ * after `idleMs` without application data, or on `end()`.
+ */
+export class Session {
+  bytesFromClient = 0;
+  bytesToClient = 0;
+  readonly started = performance.now();
+  private last = performance.now();
+  private timer: NodeJS.Timeout | undefined;
+  private ending: { reason: SessionEnd; code: number; text: string; statusReason: string } | undefined;
+  private done = false;
+  private readonly down: FrameWatch;
+  private readonly up: FrameWatch;
+
+  /** `remoteCommand`: exec or attach (their SPDY error stream can carry the reason an end). */
+  constructor(private readonly client: Duplex, private readonly upstream: Duplex, private readonly protocol: FrameProtocol,
+    private readonly remoteCommand: boolean, private readonly idleMs: number, private readonly onEnd: (s: Session, reason: SessionEnd) => void) {
+    this.down = new FrameWatch(protocol);
+    this.up = new FrameWatch(protocol);
+  }
+
+  /** Starts relaying; `clientHead`/`upstreamHead` are bytes already read past the upgrade. */
+  start(clientHead: Buffer, upstreamHead: Buffer): void {
+    this.client.on('data', (chunk: Buffer) => {
+      this.bytesFromClient += chunk.length;
+      if (this.up.feed(chunk).data) this.last = performance.now();
+      if (!this.upstream.write(chunk)) this.client.pause();
+    });
+    this.upstream.on('drain', () => this.client.resume());
+    this.upstream.on('data', (chunk: Buffer) => this.toClient(chunk));
+    this.client.on('drain', () => this.upstream.resume());
+    // closed by either side (a reset too): ended as the peer chose
+    const close = () => this.finish(this.ending?.reason ?? 'closed');
+    this.client.on('close', close); this.upstream.on('close', close);
+    this.client.on('end', () => this.upstream.end()); this.upstream.on('end', () => this.client.end());
+    this.client.on('error', close); this.upstream.on('error', close);
+    if (upstreamHead.length) this.toClient(upstreamHead);
+    if (clientHead.length) this.client.emit('data', clientHead);
+    this.armIdle(this.idleMs);
+  }
+
+  /** Ends the session: at the next frame boundary toward the client, with a frame that says why. */
+  end(reason: SessionEnd, code: number, text: string, statusReason: string): void {
+    if (this.ending || this.done) return;
+    this.ending = { reason, code, text, statusReason };
+    if (this.down.atBoundary) this.close();
+    else setTimeout(() => this.finish(reason), 1000).unref(); // a frame that does not end soon is cut
+  }
+
+  private toClient(chunk: Buffer): void {
+    if (this.done) return;
+    let part = chunk;
+    if (this.ending) {
+      const { used } = this.down.feed(chunk, true);
+      part = chunk.subarray(0, used);
+    } else if (this.down.feed(chunk).data) {
+      this.last = performance.now();
+    }
+    this.bytesToClient += part.length;
+    if (!this.client.write(part)) this.upstream.pause();
+    if (this.ending && this.down.atBoundary) this.close();
+  }
+
+  private close(): void {
+    const e = this.ending!;
+    const stream = this.up.firstStream;
+    const frame = closingFrame(this.protocol, e.code, e.text)
+      ?? (this.remoteCommand && stream !== undefined ? spdyErrorFrame(stream, e.text, e.statusReason) : undefined);
+    this.upstream.destroy();
+    if (frame) {
+      this.client.end(frame); // then the client closes (or is closed a second later)
+      setTimeout(() => this.client.destroy(), 1000).unref();
+    } else {
+      (this.client as Socket).resetAndDestroy();
+    }
+    this.finish(e.reason, !frame);
+  }
+
+  private armIdle(ms: number): void {
+    this.timer = setTimeout(() => {
+      const left = this.idleMs - (performance.now() - this.last);
+      if (left > 0) this.armIdle(left);
+      else this.end('idle', 1008, `the session was idle for ${Math.round(this.idleMs / 1000)} s`, 'Timeout');
+    }, ms);
+    this.timer.unref();
+  }
+
+  private finish(reason: SessionEnd, destroyClient = true): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    if (destroyClient) this.client.destroy();
+    this.upstream.destroy();
+    this.onEnd(this, reason);
+  }
+}

@@ -1,0 +1,93 @@
+// The session relay's frame reading (pure): WebSocket and SPDY/3.1 frame boundaries across chunks,
+// pings that are not activity, the first SPDY stream, and what a session is about.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FrameWatch, closingFrame, frameProtocol, sessionTarget, spdyErrorFrame } from '../../src/dataplane/session.js';
+
+/** A WebSocket frame: FIN, `opcode`, `payload`, masked when from a client. */
+function ws(opcode: number, payload: Buffer, masked = false): Buffer {
+  const len = payload.length;
+  const ext = len < 126 ? Buffer.alloc(0) : len < 65536 ? Buffer.alloc(2) : Buffer.alloc(8);
+  if (len >= 126 && len < 65536) ext.writeUInt16BE(len);
+  if (len >= 65536) ext.writeBigUInt64BE(BigInt(len));
+  const head = Buffer.from([0x80 | opcode, (masked ? 0x80 : 0) | (len < 126 ? len : len < 65536 ? 126 : 127)]);
+  return Buffer.concat([head, ext, masked ? Buffer.from([1, 2, 3, 4]) : Buffer.alloc(0), payload]);
+}
+
+/** A SPDY frame: data on `stream`, or a control frame of `type`. */
+function spdy(kind: { stream: number } | { type: number }, payload: Buffer): Buffer {
+  const h = Buffer.alloc(8);
+  if ('stream' in kind) h.writeUInt32BE(kind.stream);
+  else h.writeUInt32BE(((0x8003 << 16) | kind.type) >>> 0);
+  h.writeUInt32BE(payload.length, 4);
+  return Buffer.concat([h, payload]);
+}
+
+/** Feeds `bytes` in pieces of `size`: whether any piece held data, and whether it ends at a boundary. */
+function feedIn(w: FrameWatch, bytes: Buffer, size: number): boolean {
+  let data = false;
+  for (let i = 0; i < bytes.length; i += size) data = w.feed(bytes.subarray(i, i + size)).data || data;
+  return data;
+}
+
+test('WebSocket: pings and pongs are not activity, data is, in any chunking and with every length form', () => {
+  for (const size of [1, 3, 7, 1 << 20]) {
+    for (const masked of [false, true]) {
+      const w = new FrameWatch('websocket');
+      assert.equal(feedIn(w, Buffer.concat([ws(0x9, Buffer.from('hi'), masked), ws(0xa, Buffer.alloc(0), masked)]), size), false);
+      assert.ok(w.atBoundary);
+      for (const n of [5, 300, 70_000]) {
+        assert.equal(feedIn(w, ws(0x2, Buffer.alloc(n, 7), masked), size), true, `${n} bytes in pieces of ${size}`);
+        assert.ok(w.atBoundary);
+        assert.equal(feedIn(w, ws(0x9, Buffer.alloc(0), masked), size), false);
+      }
+    }
+  }
+});
+
+test('SPDY: PING is not activity; data and other control frames are; the first SYN_STREAM names the first stream', () => {
+  const w = new FrameWatch('spdy');
+  assert.equal(feedIn(w, spdy({ type: 6 }, Buffer.from([0, 0, 0, 1])), 3), false);
+  const syn = Buffer.concat([Buffer.from([0, 0, 0, 5]), Buffer.alloc(20, 1)]);
+  assert.equal(feedIn(w, Buffer.concat([spdy({ type: 1 }, syn), spdy({ type: 1 }, Buffer.concat([Buffer.from([0, 0, 0, 7]), Buffer.alloc(4)]))]), 2), true);
+  assert.equal(w.firstStream, 5);
+  assert.equal(feedIn(w, spdy({ stream: 5 }, Buffer.alloc(1000)), 1), true);
+  assert.ok(w.atBoundary);
+});
+
+test('feed can stop at the first frame boundary (where a closing frame may go)', () => {
+  const w = new FrameWatch('websocket');
+  const a = ws(0x2, Buffer.alloc(10)), b = ws(0x2, Buffer.alloc(10));
+  assert.equal(w.feed(a.subarray(0, 5)).used, 5);
+  assert.equal(w.atBoundary, false);
+  const rest = Buffer.concat([a.subarray(5), b]);
+  assert.equal(w.feed(rest, true).used, a.length - 5);
+  assert.ok(w.atBoundary);
+  assert.equal(new FrameWatch('opaque').feed(rest, true).used, rest.length);
+});
+
+test('closing frames: a WebSocket close with code and reason; a SPDY Status on the error stream with FIN', () => {
+  const c = closingFrame('websocket', 1008, 'the session was idle for 7 s')!;
+  assert.equal(c[0], 0x88);
+  assert.equal(c[1], c.length - 2);
+  assert.equal(c.readUInt16BE(2), 1008);
+  assert.equal(c.subarray(4).toString(), 'the session was idle for 7 s');
+  assert.equal(closingFrame('spdy', 1001, 'x'), undefined);
+  const s = spdyErrorFrame(1, 'the gateway is shutting down', 'ServiceUnavailable');
+  assert.equal(s.readUInt32BE(0), 1);
+  assert.equal(s[4], 0x01);
+  assert.equal(s.readUInt32BE(4) & 0xffffff, s.length - 8);
+  assert.deepEqual(JSON.parse(s.subarray(8).toString()), { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'the gateway is shutting down', reason: 'ServiceUnavailable' });
+});
+
+test('what a session is about: pod subresources from the path and query, anything else an upgrade', () => {
+  assert.deepEqual(sessionTarget('/api/v1/namespaces/team-a/pods/app/exec?command=sh&command=-c&command=echo%20hi&container=main&stdout=true'),
+    { kind: 'exec', pod: 'team-a/app', container: 'main', command: ['sh', '-c', 'echo hi'] });
+  assert.deepEqual(sessionTarget('/api/v1/namespaces/team-a/pods/app/attach?stdin=true'), { kind: 'attach', pod: 'team-a/app' });
+  assert.deepEqual(sessionTarget('/api/v1/namespaces/team-a/pods/app/portforward?ports=80&ports=443'), { kind: 'portforward', pod: 'team-a/app', ports: ['80', '443'] });
+  assert.deepEqual(sessionTarget('/api/v1/namespaces/team-a/pods/app/portforward'), { kind: 'portforward', pod: 'team-a/app' });
+  assert.deepEqual(sessionTarget('/chat/socket?x=1'), { kind: 'upgrade' });
+  assert.equal(frameProtocol('WebSocket'), 'websocket');
+  assert.equal(frameProtocol('SPDY/3.1'), 'spdy');
+  assert.equal(frameProtocol('h2c'), 'opaque');
+});
