@@ -8,10 +8,12 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
 import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { scrapeMetrics } from '../support/metrics.js';
 import { startNode, type TestNode } from '../support/node.js';
 
 let cp: ControlPlane;
@@ -38,6 +40,17 @@ function kubectl(who: string, args: string[], opts: { input?: Buffer | string; s
   }));
 }
 
+/** The operator's session lines (`session started`, `session ended`) since `from` (ms). */
+function sessionLines(from = 0): any[] {
+  return readFileSync(op.logFile, 'utf8').split('\n').filter((l) => l.includes('"msg":"session '))
+    .map((l) => JSON.parse(l)).filter((l) => l.time >= from);
+}
+
+async function waitForLines(from: number, n: number, pick: (l: any) => boolean = () => true): Promise<any[]> {
+  for (let i = 0; i < 200 && sessionLines(from).filter(pick).length < n; i++) await new Promise((r) => setTimeout(r, 50));
+  return sessionLines(from).filter(pick);
+}
+
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const protocols = [['WebSocket', false], ['SPDY', true]] as const;
 
@@ -59,8 +72,10 @@ before(async () => {
     await node.runPod('team-a', p, [{ name: 'main', stdin: true, command: ['sh', '-c', 'while read l; do echo "got $l"; [ "$l" = bye ] && exit 0; done'] }]);
   }
   const ca = await createListenerTLS(cp, 'team-a', 'shell-tls');
-  // `shell` allows sessions (rejectPaths: []); `plain` keeps the default rejectPaths
-  for (const [name, reject] of [['shell', 'rejectPaths: []'], ['plain', '']] as const) {
+  // `shell` allows sessions (rejectPaths: []); `plain` keeps the default rejectPaths; `small`
+  // allows two sessions at once, each ended after 7 s without data
+  for (const [name, reject, sessions] of [['shell', 'rejectPaths: []', ''], ['plain', '', ''],
+    ['small', 'rejectPaths: []', '  sessions: {maxConcurrent: 2, idleTimeoutSeconds: 7}\n']] as const) {
     await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: ${name}, namespace: team-a}
@@ -68,7 +83,7 @@ spec:
   listener: {tls: {secretName: shell-tls}}
   authentication: {audiences: [gw]}
   access: [{serviceAccounts: [{namespace: team-a, name: dev}, {namespace: team-a, name: viewer}]}]
-  routes:
+${sessions}  routes:
     - {name: kube-api, pathPrefix: /, timeoutSeconds: 5, apiserver: {identity: Impersonate${reject ? ', ' + reject : ''}}}
 `);
     const server = `https://127.0.0.1:${await gatewayPort(cp, 'team-a', name)}`;
@@ -105,16 +120,52 @@ after(async () => {
 
 for (const [protocol, spdy] of protocols) {
   test(`kubectl exec over ${protocol}: stdin, stdout, stderr and the exit code come through`, async () => {
+    const from = Date.now();
     const r = await kubectl('dev@shell', ['exec', 'app', '--', 'sh', '-c', 'echo out; echo err >&2; exit 3'], { spdy });
     assert.equal(r.code, 3, r.err);
+    // the session's two lines: who, where, what, the protocol kubectl and the apiserver agreed on
+    await waitForLines(from, 2);
+    const [start, end] = sessionLines(from);
+    assert.deepEqual({ ...start, time: 0, pid: 0, hostname: '' }, {
+      level: 30, time: 0, pid: 0, hostname: '', gateway: 'team-a/shell', caller: 'system:serviceaccount:team-a:dev', route: 'kube-api',
+      kind: 'exec', pod: 'team-a/app', container: 'main', command: ['sh', '-c', 'echo out; echo err >&2; exit 3'],
+      protocol: spdy ? 'v4.channel.k8s.io' : 'v5.channel.k8s.io', msg: 'session started',
+    });
+    assert.equal(end.msg, 'session ended');
+    assert.equal(end.reason, 'closed');
+    assert.ok(end.bytesToClient > 0 && end.durationMs >= 0, JSON.stringify(end));
     assert.equal(r.out.toString(), 'out\n');
     assert.match(r.err, /^err$/m);
     const input = randomBytes(2 << 20);
     const i = await kubectl('dev@shell', ['exec', '-i', 'app', '--', 'sha256sum'], { spdy, input });
     assert.equal(i.code, 0, i.err);
     assert.equal(i.out.toString().split(' ')[0], sha(input));
+    await waitForLines(from, 4);
+    const stdin = sessionLines(from).find((l) => l.msg === 'session ended' && l.command?.[0] === 'sha256sum');
+    assert.ok(stdin.bytesFromClient > input.length, JSON.stringify(stdin));
   });
 }
+
+test('kubectl exec -it: a terminal of the size of kubectl\'s, resized during the session', async () => {
+  // kubectl in a terminal of its own (script(1)); the terminal is resized 2 s into the session
+  for (const [protocol, spdy] of protocols) {
+    const env = { ...process.env, ...(spdy ? { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } : {}) };
+    const line = `stty cols 101 rows 33; (sleep 2; stty -F /dev/tty cols 120 rows 40) & `
+      + `kubectl --kubeconfig ${kubeconfigs['dev@shell']} exec -it app -- sh -c 'tty; stty size; sleep 4; stty size; exit 7'`;
+    const child = spawn('script', ['-qec', line, '/dev/null'], { env });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    clearTimeout(timer);
+    const lines = out.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+    assert.match(lines[0] ?? '', /^\/dev\/pts\/\d+$/, `${protocol}: ${out}`);
+    assert.deepEqual(lines.slice(1, 3), ['33 101', '40 120'], `${protocol}: ${out}`);
+    assert.match(out, /command terminated with exit code 7/, `${protocol}: ${out}`);
+    assert.equal(code, 7, `${protocol}: ${out}`);
+  }
+});
 
 for (const [protocol, spdy] of protocols) {
   test(`kubectl cp both ways over ${protocol}: 3 MiB, the same checksums`, async () => {
@@ -143,6 +194,7 @@ for (const [protocol, spdy] of protocols) {
     const echo: Server = createServer((s) => s.pipe(s));
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
     const remote = (echo.address() as AddressInfo).port;
+    const from = Date.now();
     const env = { ...process.env, ...(spdy ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {}) };
     const pf = spawn('kubectl', ['--kubeconfig', kubeconfigs['dev@shell']!, 'port-forward', 'pod/app', `:${remote}`], { env });
     let pfOut = '', pfErr = '';
@@ -172,6 +224,11 @@ for (const [protocol, spdy] of protocols) {
         });
         s.on('error', reject);
       })));
+      pf.kill();
+      const lines = await waitForLines(from, 2, (l) => l.kind === 'portforward');
+      assert.equal(lines[0]?.protocol, spdy ? 'portforward.k8s.io' : 'SPDY/3.1+portforward.k8s.io');
+      const end = lines.find((l) => l.msg === 'session ended');
+      assert.ok(end.bytesFromClient > 4 * size && end.bytesToClient > 4 * size, JSON.stringify(end));
     } finally {
       pf.kill();
       echo.close();
@@ -179,7 +236,41 @@ for (const [protocol, spdy] of protocols) {
   });
 }
 
+/**
+ * A SPDY upgrade request written by hand as `who` (its token, the gateway's CA), then bytes that
+ * would be the first frame: what comes back, and whether the gateway closed the connection.
+ */
+async function rawUpgrade(who: string, path: string): Promise<{ head: string; closed: boolean }> {
+  const kc = JSON.parse(readFileSync(kubeconfigs[who]!, 'utf8'));
+  const server = new URL(kc.clusters[0].cluster.server);
+  const ca = Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64');
+  const token = kc.users[0].user.token;
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: server.hostname, port: Number(server.port), ca, servername: 'localhost' }, () => {
+      s.write(`POST ${path} HTTP/1.1\r\nHost: ${server.host}\r\nAuthorization: Bearer ${token}\r\nConnection: Upgrade\r\n`
+        + `Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n`);
+    });
+    let head = '';
+    s.on('data', (d: Buffer) => {
+      head += d.toString();
+      s.write(Buffer.alloc(64, 0x80)); // ignored: the refusal has ended the exchange
+    });
+    s.on('error', () => { /* a reset after the refusal is a close too */ });
+    s.on('close', () => resolve({ head, closed: true }));
+    setTimeout(() => { s.destroy(); resolve({ head, closed: false }); }, 10_000).unref();
+    s.on('timeout', reject);
+  });
+}
+
+/** The operator's access lines (`msg: request`) of gateway `gw` since `from`. */
+function accessLines(gw: string, from: number): any[] {
+  return readFileSync(op.logFile, 'utf8').split('\n').filter((l) => l.includes('"msg":"request"'))
+    .map((l) => JSON.parse(l)).filter((l) => l.time >= from && l.gateway === gw);
+}
+
 test('sessions are refused by the default rejectPaths, with the rule named, before the apiserver is asked', async () => {
+  const from = Date.now();
+  const nodeLog = readFileSync(node.proc.logFile, 'utf8').length;
   const cases: [string[], RegExp][] = [
     [['exec', 'app', '--', 'true'], /rejectPaths\[0\] "\^\/api\/\.\*\/pods\/\.\*\/exec"/],
     [['attach', 'echo-ws'], /rejectPaths\[1\] "\^\/api\/\.\*\/pods\/\.\*\/attach"/],
@@ -192,9 +283,16 @@ test('sessions are refused by the default rejectPaths, with the rule named, befo
       assert.match(r.err, why, `${args.join(' ')}: ${r.err}`);
     }
   }
+  // each refusal is an access line (a denied exec is an audit event), none reached the apiserver
+  const refused = accessLines('team-a/plain', from).filter((l) => l.route === 'kube-api' && l.status === 403);
+  assert.ok(refused.length >= 6, JSON.stringify(refused));
+  assert.ok(refused.every((l) => l.error === 'AGW_ERR_FORBIDDEN' && l.upstream === '-' && l.caller === 'system:serviceaccount:team-a:dev'), JSON.stringify(refused));
+  assert.equal(sessionLines(from).length, 0);
+  assert.doesNotMatch(readFileSync(node.proc.logFile, 'utf8').slice(nodeLog), /\/(exec|attach|portForward)\//);
 });
 
 test("the caller's own RBAC decides: a viewer may not exec, another team may not reach team-a's pods", async () => {
+  const from = Date.now();
   for (const [, spdy] of protocols) {
     const v = await kubectl('viewer@shell', ['exec', 'app', '--', 'true'], { spdy });
     assert.notEqual(v.code, 0);
@@ -206,12 +304,66 @@ test("the caller's own RBAC decides: a viewer may not exec, another team may not
     assert.notEqual(pf.code, 0);
     assert.match(pf.err, /team-b:intruder" cannot (get|create) resource "pods(\/portforward)?"/, pf.err);
   }
+  // the upgrade the apiserver refuses is answered and closed: nothing sent after it is relayed
+  const raw = await rawUpgrade('viewer@shell', '/api/v1/namespaces/team-a/pods/app/exec?command=true&stdout=true');
+  assert.match(raw.head, /^HTTP\/1\.1 403 /, raw.head);
+  assert.ok(raw.closed, 'the connection is closed after the refusal');
+  // the apiserver's refusals of the upgrades: access lines with its status, no session
+  const refused = accessLines('team-a/shell', from).filter((l) => l.caller === 'system:serviceaccount:team-a:viewer' && l.status === 403);
+  assert.ok(refused.length >= 2 && refused.every((l) => l.upstream === 'apiserver'), JSON.stringify(refused));
+  assert.equal(sessionLines(from).length, 0);
+});
+
+test("a gateway's session limit and idle timeout: one session over it gets 429, idle ones are ended and told why", async () => {
+  const from = Date.now();
+  const held = [kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { timeoutMs: 70_000 }),
+    kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { spdy: true, timeoutMs: 70_000 })];
+  await waitForLines(from, 2, (l) => l.gateway === 'team-a/small' && l.msg === 'session started');
+  const open = await scrapeMetrics(cp, op.adminPort);
+  assert.match(open, /^access_gateway_upgraded_connections\{namespace="team-a",gateway="small",route="kube-api"\} 2$/m);
+  for (const [, spdy] of protocols) {
+    const third = await kubectl('dev@small', ['exec', 'app', '--', 'true'], { spdy });
+    assert.notEqual(third.code, 0);
+    assert.match(third.err, /gateway team-a\/small has 2 interactive sessions open, its limit \(spec\.sessions\.maxConcurrent 2\)/, third.err);
+  }
+  // kubectl's WebSocket pings (every 5 s) are not activity: both end after 7 s, not 60
+  const [ws, spdy] = await Promise.all(held);
+  assert.notEqual(ws!.code, 0, `${ws!.code} ${ws!.out} ${ws!.err}`);
+  assert.match(ws!.err, /the session was idle for 7 s/, ws!.err);
+  assert.notEqual(spdy!.code, 0, `${spdy!.code} ${spdy!.out} ${spdy!.err}`);
+  assert.match(spdy!.err, /the session was idle for 7 s/, spdy!.err);
+  const ended = sessionLines(from).filter((l) => l.gateway === 'team-a/small' && l.msg === 'session ended');
+  assert.deepEqual(ended.map((l) => l.reason), ['idle', 'idle']);
+  for (const l of ended) assert.ok(l.durationMs >= 6_500 && l.durationMs < 20_000, JSON.stringify(l));
+  // a session that keeps talking outlives the idle timeout
+  const busy = await kubectl('dev@small', ['exec', 'app', '--', 'sh', '-c', 'for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 1; done']);
+  assert.equal(busy.code, 0, busy.err);
+  assert.equal(busy.out.toString(), '1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n');
+  const text = await scrapeMetrics(cp, op.adminPort);
+  assert.match(text, /^access_gateway_sessions_refused_total\{namespace="team-a",gateway="small"\} [2-9]$/m);
+  assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="small",route="kube-api",reason="idle"\} 2$/m);
+  assert.match(text, /^access_gateway_session_duration_seconds_count\{namespace="team-a",gateway="small",route="kube-api"\} 3$/m);
 });
 
 test('kubectl logs -f streams on past the route timeout and every idle timeout', async () => {
+  // over two minutes: past the route's timeout (5 s) and the listener's keep-alive idle timeout (65 s)
+  while (Date.now() - follow.started < 125_000) await new Promise((r) => setTimeout(r, 1000));
   const seconds = (Date.now() - follow.started) / 1000;
-  assert.ok(seconds > 20, `only ${seconds} s`);
   assert.equal(follow.child.exitCode, null, 'logs -f is still running');
   const ticks = follow.out.split('\n').filter((l) => l.startsWith('tick ')).length;
   assert.ok(ticks >= seconds - 5, `${ticks} ticks in ${seconds} s`);
+});
+
+test('on shutdown, --drain-seconds ends open sessions with a last frame that says so', async () => {
+  const from = Date.now();
+  const held = protocols.map(([, spdy]) => kubectl('dev@shell', ['exec', 'app', '--', 'sleep', '60'], { spdy, timeoutMs: 70_000 }));
+  await waitForLines(from, 2, (l) => l.msg === 'session started');
+  await op.stop();
+  const [ws, spdy] = await Promise.all(held);
+  assert.notEqual(ws!.code, 0, `${ws!.code} ${ws!.out} ${ws!.err}`);
+  assert.match(ws!.err, /the gateway is shutting down/, ws!.err);
+  assert.notEqual(spdy!.code, 0, `${spdy!.code} ${spdy!.out} ${spdy!.err}`);
+  assert.match(spdy!.err, /the gateway is shutting down/, spdy!.err);
+  const ended = sessionLines(from).filter((l) => l.msg === 'session ended');
+  assert.deepEqual(ended.map((l) => l.reason), ['shutdown', 'shutdown']);
 });
