@@ -366,8 +366,8 @@ export class Listener {
     const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
     proxyUpgrade(call, socket, (err) => { settle(); fail(err); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
-      const protocol = frameProtocol(req.headers.upgrade);
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
+      const protocol = frameProtocol(req.headers.upgrade, headers['sec-websocket-protocol']);
       const rm = a.route.m;
       const session = new Session(socket, usocket, protocol, target.kind === 'exec' || target.kind === 'attach', limits.idleTimeoutSeconds * 1000, (s, reason) => {
         this.sessions.delete(s);

@@ -6,11 +6,14 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
-export type FrameProtocol = 'websocket' | 'spdy' | 'opaque';
+/** `websocket-spdy`: SPDY tunnelled in WebSocket binary messages (kubectl port-forward's WebSocket protocol). */
+export type FrameProtocol = 'websocket' | 'websocket-spdy' | 'spdy' | 'opaque';
 
-export function frameProtocol(upgrade: string | undefined): FrameProtocol {
+/** From the request's Upgrade header and the subprotocol the upstream chose. */
+export function frameProtocol(upgrade: string | undefined, subprotocol?: string): FrameProtocol {
   const u = (upgrade ?? '').toLowerCase();
-  return u === 'websocket' ? 'websocket' : u.startsWith('spdy/3') ? 'spdy' : 'opaque';
+  if (u === 'websocket') return subprotocol?.toLowerCase().startsWith('spdy/3') ? 'websocket-spdy' : 'websocket';
+  return u.startsWith('spdy/3') ? 'spdy' : 'opaque';
 }
 
 /** What a pod subresource session is about (for the session's log lines). */
@@ -47,13 +50,22 @@ export class FrameWatch {
   private head: number[] = [];
   private remaining = 0;
   private data = false;
+  /** The frame being read is application data (its payload counts, in whatever chunk it comes). */
+  private dataFrame = false;
   /** SPDY: bytes of the first SYN_STREAM's payload still to capture, and what was captured. */
   private capture = -1;
   private captured: number[] = [];
   /** SPDY: the stream the peer opened first (client-go opens its error stream first). */
   firstStream: number | undefined;
+  /** websocket-spdy: the tunnelled SPDY, fed the (unmasked) payload of data frames. */
+  private readonly inner: FrameWatch | undefined;
+  private tunnelled = false;
+  private mask: number[] | undefined;
+  private maskAt = 0;
 
-  constructor(private readonly protocol: FrameProtocol) {}
+  constructor(private readonly protocol: FrameProtocol) {
+    if (protocol === 'websocket-spdy') this.inner = new FrameWatch('spdy');
+  }
 
   get atBoundary(): boolean {
     return this.protocol === 'opaque' || (this.remaining === 0 && this.head.length === 0);
@@ -71,6 +83,8 @@ export class FrameWatch {
         if (--this.capture === 0) this.firstStream = ((this.captured[0]! & 0x7f) << 24 | this.captured[1]! << 16 | this.captured[2]! << 8 | this.captured[3]!) >>> 0;
       } else if (this.remaining > 0) {
         const n = Math.min(this.remaining, chunk.length - i);
+        if (this.tunnelled) this.feedInner(chunk.subarray(i, i + n));
+        else if (this.dataFrame) this.data = true;
         this.remaining -= n;
         i += n;
       } else {
@@ -88,7 +102,8 @@ export class FrameWatch {
       if (h.length < 8) return;
       const control = (h[0]! & 0x80) !== 0;
       const type = (h[2]! << 8) | h[3]!;
-      if (!control || type !== 6) this.data = true; // 6: PING
+      this.dataFrame = !control || type !== 6; // 6: PING
+      if (this.dataFrame) this.data = true;
       this.remaining = (h[5]! << 16) | (h[6]! << 8) | h[7]!;
       if (control && type === 1 && this.capture < 0 && this.remaining >= 4) this.capture = 4; // SYN_STREAM
     } else {
@@ -100,16 +115,31 @@ export class FrameWatch {
       if (len7 === 126) len = (h[2]! << 8) | h[3]!;
       else if (len7 === 127) { len = 0; for (let k = 2; k < 10; k++) len = len * 256 + h[k]!; }
       const opcode = h[0]! & 0x0f;
-      if (opcode !== 0x9 && opcode !== 0xa) this.data = true; // ping, pong
+      // a tunnelled message is data only if the SPDY frames in it are (SPDY PINGs are not)
+      this.tunnelled = this.inner !== undefined && opcode <= 0x2;
+      this.dataFrame = !this.tunnelled && opcode !== 0x9 && opcode !== 0xa; // ping, pong
+      if (this.dataFrame) this.data = true;
+      this.mask = (h[1]! & 0x80) ? h.slice(need - 4, need) : undefined;
+      this.maskAt = 0;
       this.remaining = len;
     }
     this.head = [];
+  }
+
+  private feedInner(payload: Buffer): void {
+    let bytes = payload;
+    if (this.mask) {
+      bytes = Buffer.allocUnsafe(payload.length);
+      for (let k = 0; k < payload.length; k++) bytes[k] = payload[k]! ^ this.mask[(this.maskAt + k) & 3]!;
+      this.maskAt = (this.maskAt + payload.length) & 3;
+    }
+    if (this.inner!.feed(bytes).data) this.data = true;
   }
 }
 
 /** The last frame a closing session sends its client. */
 export function closingFrame(protocol: FrameProtocol, code: number, reason: string): Buffer | undefined {
-  if (protocol === 'websocket') {
+  if (protocol === 'websocket' || protocol === 'websocket-spdy') {
     const text = Buffer.from(reason.slice(0, 120));
     const f = Buffer.alloc(4 + text.length);
     f[0] = 0x88; // FIN, close

@@ -73,9 +73,9 @@ before(async () => {
   }
   const ca = await createListenerTLS(cp, 'team-a', 'shell-tls');
   // `shell` allows sessions (rejectPaths: []); `plain` keeps the default rejectPaths; `small`
-  // allows two sessions at once, each ended after 7 s without data
+  // allows three sessions at once, each ended after 12 s without data
   for (const [name, reject, sessions] of [['shell', 'rejectPaths: []', ''], ['plain', '', ''],
-    ['small', 'rejectPaths: []', '  sessions: {maxConcurrent: 2, idleTimeoutSeconds: 7}\n']] as const) {
+    ['small', 'rejectPaths: []', '  sessions: {maxConcurrent: 3, idleTimeoutSeconds: 12}\n']] as const) {
     await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: ${name}, namespace: team-a}
@@ -318,31 +318,38 @@ test("a gateway's session limit and idle timeout: one session over it gets 429, 
   const from = Date.now();
   const held = [kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { timeoutMs: 70_000 }),
     kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { spdy: true, timeoutMs: 70_000 })];
-  await waitForLines(from, 2, (l) => l.gateway === 'team-a/small' && l.msg === 'session started');
-  const open = await scrapeMetrics(cp, op.adminPort);
-  assert.match(open, /^access_gateway_upgraded_connections\{namespace="team-a",gateway="small",route="kube-api"\} 2$/m);
-  for (const [, spdy] of protocols) {
-    const third = await kubectl('dev@small', ['exec', 'app', '--', 'true'], { spdy });
-    assert.notEqual(third.code, 0);
-    assert.match(third.err, /gateway team-a\/small has 2 interactive sessions open, its limit \(spec\.sessions\.maxConcurrent 2\)/, third.err);
+  // the third: port-forward over WebSocket, whose SPDY inside sends a PING every 10 s
+  const pf = spawn('kubectl', ['--kubeconfig', kubeconfigs['dev@small']!, 'port-forward', 'pod/app', ':9']);
+  try {
+    await waitForLines(from, 3, (l) => l.gateway === 'team-a/small' && l.msg === 'session started');
+    const open = await scrapeMetrics(cp, op.adminPort);
+    assert.match(open, /^access_gateway_upgraded_connections\{namespace="team-a",gateway="small",route="kube-api"\} 3$/m);
+    for (const [, spdy] of protocols) {
+      const fourth = await kubectl('dev@small', ['exec', 'app', '--', 'true'], { spdy });
+      assert.notEqual(fourth.code, 0);
+      assert.match(fourth.err, /gateway team-a\/small has 3 interactive sessions open, its limit \(spec\.sessions\.maxConcurrent 3\)/, fourth.err);
+    }
+    // pings (kubectl's WebSocket pings every 5 s, SPDY PINGs inside or outside WebSocket) are not
+    // activity: all three end after 12 s, not 60
+    const [ws, spdy] = await Promise.all(held);
+    assert.notEqual(ws!.code, 0, `${ws!.code} ${ws!.out} ${ws!.err}`);
+    assert.match(ws!.err, /the session was idle for 12 s/, ws!.err);
+    assert.notEqual(spdy!.code, 0, `${spdy!.code} ${spdy!.out} ${spdy!.err}`);
+    assert.match(spdy!.err, /the session was idle for 12 s/, spdy!.err);
+    const ended = await waitForLines(from, 3, (l) => l.gateway === 'team-a/small' && l.msg === 'session ended');
+    assert.deepEqual(ended.map((l) => `${l.kind} ${l.reason}`).sort(), ['exec idle', 'exec idle', 'portforward idle']);
+    for (const l of ended) assert.ok(l.durationMs >= 11_500 && l.durationMs < 25_000, JSON.stringify(l));
+  } finally {
+    pf.kill();
   }
-  // kubectl's WebSocket pings (every 5 s) are not activity: both end after 7 s, not 60
-  const [ws, spdy] = await Promise.all(held);
-  assert.notEqual(ws!.code, 0, `${ws!.code} ${ws!.out} ${ws!.err}`);
-  assert.match(ws!.err, /the session was idle for 7 s/, ws!.err);
-  assert.notEqual(spdy!.code, 0, `${spdy!.code} ${spdy!.out} ${spdy!.err}`);
-  assert.match(spdy!.err, /the session was idle for 7 s/, spdy!.err);
-  const ended = sessionLines(from).filter((l) => l.gateway === 'team-a/small' && l.msg === 'session ended');
-  assert.deepEqual(ended.map((l) => l.reason), ['idle', 'idle']);
-  for (const l of ended) assert.ok(l.durationMs >= 6_500 && l.durationMs < 20_000, JSON.stringify(l));
   // a session that keeps talking outlives the idle timeout
-  const busy = await kubectl('dev@small', ['exec', 'app', '--', 'sh', '-c', 'for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 1; done']);
+  const busy = await kubectl('dev@small', ['exec', 'app', '--', 'sh', '-c', 'for i in $(seq 1 15); do echo $i; sleep 1; done']);
   assert.equal(busy.code, 0, busy.err);
-  assert.equal(busy.out.toString(), '1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n');
+  assert.equal(busy.out.toString(), Array.from({ length: 15 }, (_, i) => `${i + 1}\n`).join(''));
   const text = await scrapeMetrics(cp, op.adminPort);
   assert.match(text, /^access_gateway_sessions_refused_total\{namespace="team-a",gateway="small"\} [2-9]$/m);
-  assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="small",route="kube-api",reason="idle"\} 2$/m);
-  assert.match(text, /^access_gateway_session_duration_seconds_count\{namespace="team-a",gateway="small",route="kube-api"\} 3$/m);
+  assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="small",route="kube-api",reason="idle"\} 3$/m);
+  assert.match(text, /^access_gateway_session_duration_seconds_count\{namespace="team-a",gateway="small",route="kube-api"\} 4$/m);
 });
 
 test('kubectl logs -f streams on past the route timeout and every idle timeout', async () => {

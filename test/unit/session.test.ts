@@ -6,12 +6,14 @@ import { FrameWatch, closingFrame, frameProtocol, sessionTarget, spdyErrorFrame 
 
 /** A WebSocket frame: FIN, `opcode`, `payload`, masked when from a client. */
 function ws(opcode: number, payload: Buffer, masked = false): Buffer {
+  const key = [1, 2, 3, 4];
+  if (masked) payload = Buffer.from(payload.map((b, i) => b ^ key[i & 3]!));
   const len = payload.length;
   const ext = len < 126 ? Buffer.alloc(0) : len < 65536 ? Buffer.alloc(2) : Buffer.alloc(8);
   if (len >= 126 && len < 65536) ext.writeUInt16BE(len);
   if (len >= 65536) ext.writeBigUInt64BE(BigInt(len));
   const head = Buffer.from([0x80 | opcode, (masked ? 0x80 : 0) | (len < 126 ? len : len < 65536 ? 126 : 127)]);
-  return Buffer.concat([head, ext, masked ? Buffer.from([1, 2, 3, 4]) : Buffer.alloc(0), payload]);
+  return Buffer.concat([head, ext, masked ? Buffer.from(key) : Buffer.alloc(0), payload]);
 }
 
 /** A SPDY frame: data on `stream`, or a control frame of `type`. */
@@ -52,7 +54,33 @@ test('SPDY: PING is not activity; data and other control frames are; the first S
   assert.equal(feedIn(w, Buffer.concat([spdy({ type: 1 }, syn), spdy({ type: 1 }, Buffer.concat([Buffer.from([0, 0, 0, 7]), Buffer.alloc(4)]))]), 2), true);
   assert.equal(w.firstStream, 5);
   assert.equal(feedIn(w, spdy({ stream: 5 }, Buffer.alloc(1000)), 1), true);
+  // a frame's payload in a later chunk is activity too, a PING's is not
+  const big = spdy({ stream: 5 }, Buffer.alloc(100));
+  w.feed(big.subarray(0, 10));
+  assert.equal(w.feed(big.subarray(10)).data, true);
+  const ping = spdy({ type: 6 }, Buffer.from([0, 0, 0, 3]));
+  w.feed(ping.subarray(0, 9));
+  assert.equal(w.feed(ping.subarray(9)).data, false);
   assert.ok(w.atBoundary);
+});
+
+test('SPDY tunnelled in WebSocket (port-forward): a message is activity only if its SPDY frames are, masked or not', () => {
+  for (const masked of [false, true]) {
+    for (const size of [1, 5, 1 << 20]) {
+      const w = new FrameWatch('websocket-spdy');
+      const ping = spdy({ type: 6 }, Buffer.from([0, 0, 0, 1]));
+      assert.equal(feedIn(w, ws(0x2, ping, masked), size), false, `ping, masked ${masked}, pieces of ${size}`);
+      // a SPDY data frame split over two WebSocket messages, then two pings in one message
+      const frame = spdy({ stream: 3 }, Buffer.alloc(300, 9));
+      assert.equal(feedIn(w, ws(0x2, frame.subarray(0, 100), masked), size), true);
+      assert.equal(feedIn(w, ws(0x2, frame.subarray(100), masked), size), true, 'the rest of a data frame');
+      assert.equal(feedIn(w, ws(0x2, Buffer.concat([ping, ping]), masked), size), false);
+      assert.equal(feedIn(w, ws(0x9, Buffer.alloc(0), masked), size), false);
+      assert.ok(w.atBoundary);
+    }
+  }
+  assert.equal(frameProtocol('websocket', 'SPDY/3.1+portforward.k8s.io'), 'websocket-spdy');
+  assert.equal(frameProtocol('websocket', 'v5.channel.k8s.io'), 'websocket');
 });
 
 test('feed can stop at the first frame boundary (where a closing frame may go)', () => {
