@@ -36,6 +36,8 @@ export class ListenerManager {
         // the port is free at once (no new connections); open ones drain in the background
         const closed = current.close(this.closeGraceMs).then(() => {
           this.draining.delete(closed);
+          // series made while it drained (sessions and requests ending), unless the gateway is back
+          if (!this.listeners.has(key)) this.deps.metrics.forget(current.plan.namespace, current.plan.name);
           this.deps.log.info({ gateway: key, port: current.plan.port }, 'listener closed');
         });
         this.draining.add(closed);

@@ -354,6 +354,7 @@ export class Listener {
   private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpstreamCall, socket: Duplex, head: Buffer,
     fail: (err: AgwError) => void, answered: (status: number) => void): void {
     const limits = t.plan.sessions;
+    if (socket.destroyed) return; // the client left while it was being admitted
     if (this.sessions.size + this.opening >= limits.maxConcurrent) {
       t.m.sessionRefused();
       throw new TooManySessionsError(`gateway ${t.key} has ${this.sessions.size + this.opening} interactive sessions open, its limit (spec.sessions.maxConcurrent ${limits.maxConcurrent})`, 10);
@@ -362,7 +363,8 @@ export class Listener {
     let opened = false;
     const settle = () => { if (!opened) { opened = true; this.opening--; } };
     socket.once('close', settle);
-    const target = sessionTarget(req.url ?? '/');
+    // what the apiserver is asked (the canonical path, as routed), not what the client wrote
+    const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
     const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
     proxyUpgrade(call, socket, (err) => { settle(); fail(err); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();

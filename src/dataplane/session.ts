@@ -3,7 +3,6 @@
 // count as activity for the idle timeout, and a session it ends gets a last frame that says why
 // (a WebSocket close frame; for SPDY exec and attach a Status on the error stream) at a frame
 // boundary, not a cut in the middle of a frame.
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /** `websocket-spdy`: SPDY tunnelled in WebSocket binary messages (kubectl port-forward's WebSocket protocol). */
@@ -199,11 +198,13 @@ export class Session {
     this.upstream.on('drain', () => this.client.resume());
     this.upstream.on('data', (chunk: Buffer) => this.toClient(chunk));
     this.client.on('drain', () => this.upstream.resume());
-    // closed by either side (a reset too): ended as the peer chose
-    const close = () => this.finish(this.ending?.reason ?? 'closed');
-    this.client.on('close', close); this.upstream.on('close', close);
+    // the client went (or broke): nothing more can reach it
+    const clientGone = () => this.finish(this.ending?.reason ?? 'closed', 'destroy');
+    this.client.on('close', clientGone); this.client.on('error', clientGone);
+    // the upstream went: what it sent still reaches the client, then the client's side is closed
+    const upstreamGone = () => this.finish(this.ending?.reason ?? 'closed', 'end');
+    this.upstream.on('close', upstreamGone); this.upstream.on('error', upstreamGone);
     this.client.on('end', () => this.upstream.end()); this.upstream.on('end', () => this.client.end());
-    this.client.on('error', close); this.upstream.on('error', close);
     if (upstreamHead.length) this.toClient(upstreamHead);
     if (clientHead.length) this.client.emit('data', clientHead);
     this.armIdle(this.idleMs);
@@ -214,7 +215,7 @@ export class Session {
     if (this.ending || this.done) return;
     this.ending = { reason, code, text, statusReason };
     if (this.down.atBoundary) this.close();
-    else setTimeout(() => this.finish(reason), 1000).unref(); // a frame that does not end soon is cut
+    else setTimeout(() => this.finish(reason, 'destroy'), 1000).unref(); // a frame that does not end soon is cut
   }
 
   private toClient(chunk: Buffer): void {
@@ -236,14 +237,8 @@ export class Session {
     const stream = this.up.firstStream;
     const frame = closingFrame(this.protocol, e.code, e.text)
       ?? (this.remoteCommand && stream !== undefined ? spdyErrorFrame(stream, e.text, e.statusReason) : undefined);
-    this.upstream.destroy();
-    if (frame) {
-      this.client.end(frame); // then the client closes (or is closed a second later)
-      setTimeout(() => this.client.destroy(), 1000).unref();
-    } else {
-      (this.client as Socket).resetAndDestroy();
-    }
-    this.finish(e.reason, !frame);
+    // no frame to say it with (SPDY port-forward, other upgrades): the connection is closed
+    this.finish(e.reason, frame ? 'end' : 'destroy', frame);
   }
 
   private armIdle(ms: number): void {
@@ -255,12 +250,18 @@ export class Session {
     this.timer.unref();
   }
 
-  private finish(reason: SessionEnd, destroyClient = true): void {
+  /** Ends the relay once: the upstream is closed; the client at once, or after what is queued for it (and `last`). */
+  private finish(reason: SessionEnd, client: 'destroy' | 'end', last?: Buffer): void {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.timer);
-    if (destroyClient) this.client.destroy();
     this.upstream.destroy();
+    if (client === 'destroy') {
+      this.client.destroy();
+    } else {
+      this.client.end(last);
+      setTimeout(() => this.client.destroy(), 2000).unref(); // a client that does not close its side
+    }
     this.onEnd(this, reason);
   }
 }

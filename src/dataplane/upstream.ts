@@ -151,7 +151,9 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
   const up = start(call);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
-  socket.once('close', () => up.destroy()); // the client left before the answer (or with it)
+  // the client left before the answer: not a failure of the upstream's (no 502, no ejection)
+  let clientGone = false;
+  socket.once('close', () => { clientGone = true; up.destroy(); });
   up.on('upgrade', (ures, usocket, uhead) => {
     clearTimeout(timer);
     if (socket.destroyed) {
@@ -179,7 +181,7 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
   });
   up.on('error', (err) => {
     clearTimeout(timer);
-    fail(failure(call, err, timedOut).err);
+    if (!clientGone) fail(failure(call, err, timedOut).err);
   });
   socket.on('error', () => up.destroy());
   up.end();

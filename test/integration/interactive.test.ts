@@ -51,6 +51,13 @@ async function waitForLines(from: number, n: number, pick: (l: any) => boolean =
   return sessionLines(from).filter(pick);
 }
 
+/** kubectl did not fall back: every session since `from` (at least `n`) spoke the protocol asked for. */
+async function assertProtocol(from: number, spdy: boolean, n: number): Promise<void> {
+  const started = await waitForLines(from, n, (l) => l.msg === 'session started');
+  assert.ok(started.length >= n, JSON.stringify(started));
+  for (const l of started) assert.equal(l.protocol, spdy ? 'v4.channel.k8s.io' : 'v5.channel.k8s.io', JSON.stringify(l));
+}
+
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const protocols = [['WebSocket', false], ['SPDY', true]] as const;
 
@@ -73,9 +80,9 @@ before(async () => {
   }
   const ca = await createListenerTLS(cp, 'team-a', 'shell-tls');
   // `shell` allows sessions (rejectPaths: []); `plain` keeps the default rejectPaths; `small`
-  // allows three sessions at once, each ended after 12 s without data
+  // allows four sessions at once, each ended after 12 s without data
   for (const [name, reject, sessions] of [['shell', 'rejectPaths: []', ''], ['plain', '', ''],
-    ['small', 'rejectPaths: []', '  sessions: {maxConcurrent: 3, idleTimeoutSeconds: 12}\n']] as const) {
+    ['small', 'rejectPaths: []', '  sessions: {maxConcurrent: 4, idleTimeoutSeconds: 12}\n']] as const) {
     await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: ${name}, namespace: team-a}
@@ -152,6 +159,7 @@ test('kubectl exec -it: a terminal of the size of kubectl\'s, resized during the
     const env = { ...process.env, ...(spdy ? { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } : {}) };
     const line = `stty cols 101 rows 33; (sleep 2; stty -F /dev/tty cols 120 rows 40) & `
       + `kubectl --kubeconfig ${kubeconfigs['dev@shell']} exec -it app -- sh -c 'tty; stty size; sleep 4; stty size; exit 7'`;
+    const from = Date.now();
     const child = spawn('script', ['-qec', line, '/dev/null'], { env });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
@@ -164,6 +172,7 @@ test('kubectl exec -it: a terminal of the size of kubectl\'s, resized during the
     assert.deepEqual(lines.slice(1, 3), ['33 101', '40 120'], `${protocol}: ${out}`);
     assert.match(out, /command terminated with exit code 7/, `${protocol}: ${out}`);
     assert.equal(code, 7, `${protocol}: ${out}`);
+    await assertProtocol(from, spdy, 1);
   }
 });
 
@@ -175,19 +184,23 @@ for (const [protocol, spdy] of protocols) {
     writeFileSync(join(dir, 'up.bin'), data);
     const inPod = join(node.dir, `cp-${protocol}`);
     mkdirSync(inPod);
+    const from = Date.now();
     const up = await kubectl('dev@shell', ['cp', join(dir, 'up.bin'), `app:${inPod}/in-pod.bin`], { spdy });
     assert.equal(up.code, 0, up.err);
     assert.equal(sha(readFileSync(join(inPod, 'in-pod.bin'))), sha(data));
     const down = await kubectl('dev@shell', ['cp', `app:${inPod}/in-pod.bin`, join(dir, 'down.bin')], { spdy });
     assert.equal(down.code, 0, down.err);
     assert.equal(sha(readFileSync(join(dir, 'down.bin'))), sha(data));
+    await assertProtocol(from, spdy, 3); // cp runs test -d, tar x, tar c
   });
 
   test(`kubectl attach -i over ${protocol}: input reaches the container's main process, its output comes back`, async () => {
     const pod = spdy ? 'echo-spdy' : 'echo-ws';
+    const from = Date.now();
     const r = await kubectl('dev@shell', ['attach', '-i', pod], { spdy, input: 'hello\nbye\n' });
     assert.equal(r.code, 0, r.err);
     assert.match(r.out.toString(), /got hello\ngot bye\n/);
+    await assertProtocol(from, spdy, 1);
   });
 
   test(`kubectl port-forward over ${protocol}: 4 concurrent connections, 10 MiB each way, the same checksums`, async () => {
@@ -318,29 +331,31 @@ test("a gateway's session limit and idle timeout: one session over it gets 429, 
   const from = Date.now();
   const held = [kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { timeoutMs: 70_000 }),
     kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { spdy: true, timeoutMs: 70_000 })];
-  // the third: port-forward over WebSocket, whose SPDY inside sends a PING every 10 s
-  const pf = spawn('kubectl', ['--kubeconfig', kubeconfigs['dev@small']!, 'port-forward', 'pod/app', ':9']);
+  // port-forward over WebSocket (whose SPDY inside sends a PING every 10 s) and over SPDY (a PING
+  // every 5 s; no frame can say why it ends: the connection is closed)
+  const pfs = protocols.map(([, spdy]) => spawn('kubectl', ['--kubeconfig', kubeconfigs['dev@small']!, 'port-forward', 'pod/app', ':9'],
+    { env: { ...process.env, KUBECTL_PORT_FORWARD_WEBSOCKETS: spdy ? 'false' : 'true' } }));
   try {
-    await waitForLines(from, 3, (l) => l.gateway === 'team-a/small' && l.msg === 'session started');
+    await waitForLines(from, 4, (l) => l.gateway === 'team-a/small' && l.msg === 'session started');
     const open = await scrapeMetrics(cp, op.adminPort);
-    assert.match(open, /^access_gateway_upgraded_connections\{namespace="team-a",gateway="small",route="kube-api"\} 3$/m);
+    assert.match(open, /^access_gateway_upgraded_connections\{namespace="team-a",gateway="small",route="kube-api"\} 4$/m);
     for (const [, spdy] of protocols) {
-      const fourth = await kubectl('dev@small', ['exec', 'app', '--', 'true'], { spdy });
-      assert.notEqual(fourth.code, 0);
-      assert.match(fourth.err, /gateway team-a\/small has 3 interactive sessions open, its limit \(spec\.sessions\.maxConcurrent 3\)/, fourth.err);
+      const fifth = await kubectl('dev@small', ['exec', 'app', '--', 'true'], { spdy });
+      assert.notEqual(fifth.code, 0);
+      assert.match(fifth.err, /gateway team-a\/small has 4 interactive sessions open, its limit \(spec\.sessions\.maxConcurrent 4\)/, fifth.err);
     }
     // pings (kubectl's WebSocket pings every 5 s, SPDY PINGs inside or outside WebSocket) are not
-    // activity: all three end after 12 s, not 60
+    // activity: all four end after 12 s, not 60
     const [ws, spdy] = await Promise.all(held);
     assert.notEqual(ws!.code, 0, `${ws!.code} ${ws!.out} ${ws!.err}`);
     assert.match(ws!.err, /the session was idle for 12 s/, ws!.err);
     assert.notEqual(spdy!.code, 0, `${spdy!.code} ${spdy!.out} ${spdy!.err}`);
     assert.match(spdy!.err, /the session was idle for 12 s/, spdy!.err);
-    const ended = await waitForLines(from, 3, (l) => l.gateway === 'team-a/small' && l.msg === 'session ended');
-    assert.deepEqual(ended.map((l) => `${l.kind} ${l.reason}`).sort(), ['exec idle', 'exec idle', 'portforward idle']);
+    const ended = await waitForLines(from, 4, (l) => l.gateway === 'team-a/small' && l.msg === 'session ended');
+    assert.deepEqual(ended.map((l) => `${l.kind} ${l.reason}`).sort(), ['exec idle', 'exec idle', 'portforward idle', 'portforward idle']);
     for (const l of ended) assert.ok(l.durationMs >= 11_500 && l.durationMs < 25_000, JSON.stringify(l));
   } finally {
-    pf.kill();
+    for (const pf of pfs) pf.kill();
   }
   // a session that keeps talking outlives the idle timeout
   const busy = await kubectl('dev@small', ['exec', 'app', '--', 'sh', '-c', 'for i in $(seq 1 15); do echo $i; sleep 1; done']);
@@ -348,8 +363,18 @@ test("a gateway's session limit and idle timeout: one session over it gets 429, 
   assert.equal(busy.out.toString(), Array.from({ length: 15 }, (_, i) => `${i + 1}\n`).join(''));
   const text = await scrapeMetrics(cp, op.adminPort);
   assert.match(text, /^access_gateway_sessions_refused_total\{namespace="team-a",gateway="small"\} [2-9]$/m);
-  assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="small",route="kube-api",reason="idle"\} 3$/m);
-  assert.match(text, /^access_gateway_session_duration_seconds_count\{namespace="team-a",gateway="small",route="kube-api"\} 4$/m);
+  assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="small",route="kube-api",reason="idle"\} 4$/m);
+  assert.match(text, /^access_gateway_session_duration_seconds_count\{namespace="team-a",gateway="small",route="kube-api"\} 5$/m);
+});
+
+test('a session is logged as what the apiserver is asked: a percent-encoded exec is an exec', async () => {
+  const from = Date.now();
+  const raw = await rawUpgrade('dev@shell', '/api/v1/namespaces/team-a/pods/app/%65xec?command=echo&command=hidden&stdout=true');
+  assert.match(raw.head, /^HTTP\/1\.1 101 /, raw.head);
+  const [start] = await waitForLines(from, 1, (l) => l.msg === 'session started');
+  assert.equal(start?.kind, 'exec', JSON.stringify(start));
+  assert.equal(start?.pod, 'team-a/app');
+  assert.deepEqual(start?.command, ['echo', 'hidden']);
 });
 
 test('kubectl logs -f streams on past the route timeout and every idle timeout', async () => {
@@ -364,7 +389,9 @@ test('kubectl logs -f streams on past the route timeout and every idle timeout',
 test('on shutdown, --drain-seconds ends open sessions with a last frame that says so', async () => {
   const from = Date.now();
   const held = protocols.map(([, spdy]) => kubectl('dev@shell', ['exec', 'app', '--', 'sleep', '60'], { spdy, timeoutMs: 70_000 }));
-  await waitForLines(from, 2, (l) => l.msg === 'session started');
+  const pf = spawn('kubectl', ['--kubeconfig', kubeconfigs['dev@shell']!, 'port-forward', 'pod/app', ':9'], { env: { ...process.env, KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } });
+  await waitForLines(from, 3, (l) => l.msg === 'session started');
+  const pfExit = new Promise<number | null>((resolve) => pf.on('exit', resolve));
   await op.stop();
   const [ws, spdy] = await Promise.all(held);
   assert.notEqual(ws!.code, 0, `${ws!.code} ${ws!.out} ${ws!.err}`);
@@ -372,5 +399,7 @@ test('on shutdown, --drain-seconds ends open sessions with a last frame that say
   assert.notEqual(spdy!.code, 0, `${spdy!.code} ${spdy!.out} ${spdy!.err}`);
   assert.match(spdy!.err, /the gateway is shutting down/, spdy!.err);
   const ended = sessionLines(from).filter((l) => l.msg === 'session ended');
-  assert.deepEqual(ended.map((l) => l.reason), ['shutdown', 'shutdown']);
+  assert.deepEqual(ended.map((l) => `${l.kind} ${l.reason}`).sort(), ['exec shutdown', 'exec shutdown', 'portforward shutdown']);
+  // kubectl port-forward sees its connection closed and ends
+  assert.notEqual(await pfExit, null);
 });
