@@ -46,7 +46,10 @@ export function sessionTarget(url: string): SessionTarget {
  * chunk carried application data, and can stop at the first boundary it reaches.
  */
 export class FrameWatch {
-  private head: number[] = [];
+  /** Header bytes read so far (a header can span chunks), and how many this header needs. */
+  private readonly head = Buffer.alloc(14);
+  private headLen = 0;
+  private headNeed: number;
   private remaining = 0;
   private data = false;
   /** The frame being read is application data (its payload counts, in whatever chunk it comes). */
@@ -64,10 +67,16 @@ export class FrameWatch {
 
   constructor(private readonly protocol: FrameProtocol) {
     if (protocol === 'websocket-spdy') this.inner = new FrameWatch('spdy');
+    this.headNeed = this.firstNeed();
   }
 
   get atBoundary(): boolean {
-    return this.protocol === 'opaque' || (this.remaining === 0 && this.head.length === 0);
+    return this.protocol === 'opaque' || (this.remaining === 0 && this.headLen === 0);
+  }
+
+  /** SPDY headers are 8 bytes; a WebSocket header's length is known from its second byte. */
+  private firstNeed(): number {
+    return this.protocol === 'spdy' ? 8 : 2;
   }
 
   /** Bytes of `chunk` read (all, or up to the first boundary), and whether any were application data. */
@@ -87,8 +96,8 @@ export class FrameWatch {
         this.remaining -= n;
         i += n;
       } else {
-        this.head.push(chunk[i++]!);
-        this.parseHead();
+        this.head[this.headLen++] = chunk[i++]!;
+        if (this.headLen === this.headNeed) this.parseHead();
       }
       if (untilBoundary && this.atBoundary) break;
     }
@@ -98,7 +107,6 @@ export class FrameWatch {
   private parseHead(): void {
     const h = this.head;
     if (this.protocol === 'spdy') {
-      if (h.length < 8) return;
       const control = (h[0]! & 0x80) !== 0;
       const type = (h[2]! << 8) | h[3]!;
       this.dataFrame = !control || type !== 6; // 6: PING
@@ -106,10 +114,12 @@ export class FrameWatch {
       this.remaining = (h[5]! << 16) | (h[6]! << 8) | h[7]!;
       if (control && type === 1 && this.capture < 0 && this.remaining >= 4) this.capture = 4; // SYN_STREAM
     } else {
-      if (h.length < 2) return;
       const len7 = h[1]! & 0x7f;
       const need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + ((h[1]! & 0x80) ? 4 : 0);
-      if (h.length < need) return;
+      if (this.headLen < need) {
+        this.headNeed = need;
+        return;
+      }
       let len = len7;
       if (len7 === 126) len = (h[2]! << 8) | h[3]!;
       else if (len7 === 127) { len = 0; for (let k = 2; k < 10; k++) len = len * 256 + h[k]!; }
@@ -118,11 +128,12 @@ export class FrameWatch {
       this.tunnelled = this.inner !== undefined && opcode <= 0x2;
       this.dataFrame = !this.tunnelled && opcode !== 0x9 && opcode !== 0xa; // ping, pong
       if (this.dataFrame) this.data = true;
-      this.mask = (h[1]! & 0x80) ? h.slice(need - 4, need) : undefined;
+      this.mask = (h[1]! & 0x80) ? [h[need - 4]!, h[need - 3]!, h[need - 2]!, h[need - 1]!] : undefined;
       this.maskAt = 0;
       this.remaining = len;
     }
-    this.head = [];
+    this.headLen = 0;
+    this.headNeed = this.firstNeed();
   }
 
   private feedInner(payload: Buffer): void {
