@@ -69,7 +69,8 @@ export class Listener {
     if (plan.tls) {
       // client certificates are asked for, and a refused one is a 401 that says why (not a failed handshake)
       const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
-      this.server = createTLSServer({ ...opts, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
+      // half-open as over plain HTTP: a session's client may end its side and still read the reply
+      this.server = createTLSServer({ ...opts, allowHalfOpen: true, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
     } else {
       this.server = createServer(opts);
     }
@@ -329,6 +330,7 @@ export class Listener {
     try {
       const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
+      if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       let call: UpstreamCall;
       let ep: EndpointPool | undefined;
       if (a.route.backend) {
@@ -354,7 +356,6 @@ export class Listener {
   private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpstreamCall, socket: Duplex, head: Buffer,
     fail: (err: AgwError) => void, answered: (status: number) => void): void {
     const limits = t.plan.sessions;
-    if (socket.destroyed) return; // the client left while it was being admitted
     if (this.sessions.size + this.opening >= limits.maxConcurrent) {
       t.m.sessionRefused();
       throw new TooManySessionsError(`gateway ${t.key} has ${this.sessions.size + this.opening} interactive sessions open, its limit (spec.sessions.maxConcurrent ${limits.maxConcurrent})`, 10);

@@ -150,7 +150,7 @@ export class FrameWatch {
 /** The last frame a closing session sends its client. */
 export function closingFrame(protocol: FrameProtocol, code: number, reason: string): Buffer | undefined {
   if (protocol === 'websocket' || protocol === 'websocket-spdy') {
-    const text = Buffer.from(reason.slice(0, 120));
+    const text = Buffer.from(reason).subarray(0, 123); // a control frame's payload is at most 125 bytes
     const f = Buffer.alloc(4 + text.length);
     f[0] = 0x88; // FIN, close
     f[1] = 2 + text.length;
@@ -270,7 +270,7 @@ export class Session {
     if (client === 'destroy') {
       this.client.destroy();
     } else {
-      this.client.end(last);
+      if (!this.client.writableEnded) this.client.end(last); // (the upstream's end may have ended it)
       setTimeout(() => this.client.destroy(), 2000).unref(); // a client that does not close its side
     }
     this.onEnd(this, reason);
