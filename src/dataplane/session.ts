@@ -192,7 +192,7 @@ export class Session {
   private readonly down: FrameWatch;
   private readonly up: FrameWatch;
 
-  /** `remoteCommand`: exec or attach (their SPDY error stream can carry the reason an end). */
+  /** `remoteCommand`: exec or attach (their SPDY error stream can carry the reason for an end). */
   constructor(private readonly client: Duplex, private readonly upstream: Duplex, private readonly protocol: FrameProtocol,
     private readonly remoteCommand: boolean, private readonly idleMs: number, private readonly onEnd: (s: Session, reason: SessionEnd) => void) {
     this.down = new FrameWatch(protocol);
