@@ -75,6 +75,9 @@ before(async () => {
   node = await startNode(cp);
   await node.runPod('team-a', 'app');
   await node.runPod('team-a', 'ticker', [{ name: 'main', command: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 1; done'] }]);
+  for (const p of ['tty-ws', 'tty-spdy']) {
+    await node.runPod('team-a', p, [{ name: 'main', stdin: true, tty: true, command: ['sh', '-c', 'while read l; do echo "got $l"; stty size; [ "$l" = bye ] && exit 0; done'] }]);
+  }
   for (const p of ['echo-ws', 'echo-spdy']) {
     await node.runPod('team-a', p, [{ name: 'main', stdin: true, command: ['sh', '-c', 'while read l; do echo "got $l"; [ "$l" = bye ] && exit 0; done'] }]);
   }
@@ -172,6 +175,31 @@ test('kubectl exec -it: a terminal of the size of kubectl\'s, resized during the
     assert.deepEqual(lines.slice(1, 3), ['33 101', '40 120'], `${protocol}: ${out}`);
     assert.match(out, /command terminated with exit code 7/, `${protocol}: ${out}`);
     assert.equal(code, 7, `${protocol}: ${out}`);
+    await assertProtocol(from, spdy, 1);
+  }
+});
+
+test('kubectl attach -it: the container\'s terminal, at the size of kubectl\'s', async () => {
+  for (const [protocol, spdy] of protocols) {
+    const env = { ...process.env, ...(spdy ? { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } : {}) };
+    const from = Date.now();
+    const line = `stty cols 90 rows 30; kubectl --kubeconfig ${kubeconfigs['dev@shell']} attach -it ${spdy ? 'tty-spdy' : 'tty-ws'}`;
+    const child = spawn('script', ['-qec', line, '/dev/null'], { env });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    // typed once kubectl is attached (the session has started)
+    await waitForLines(from, 1, (l) => l.msg === 'session started' && l.kind === 'attach');
+    child.stdin.write('hello\n');
+    for (let i = 0; i < 100 && !out.includes('got hello'); i++) await new Promise((r) => setTimeout(r, 50));
+    child.stdin.write('bye\n');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    clearTimeout(timer);
+    const lines = out.split(/\r?\n/).map((l) => l.trim());
+    assert.ok(lines.includes('got hello') && lines.includes('got bye'), `${protocol}: ${out}`);
+    assert.ok(lines.includes('30 90'), `${protocol}: ${out}`);
+    assert.equal(code, 0, `${protocol}: ${out}`);
     await assertProtocol(from, spdy, 1);
   }
 });
