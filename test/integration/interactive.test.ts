@@ -115,6 +115,23 @@ spec:
 `);
   kubeconfigs['intruder@shell'] = tokenKubeconfig(join(cp.dir, 'intruder.kubeconfig'), `https://127.0.0.1:${await gatewayPort(cp, 'team-b', 'shell')}`,
     await cp.token('team-b', 'intruder', ['gw']), { namespace: 'team-b', ca: caB.cert });
+  // team-b's `tiny` allows one session at once, in team-b's own pod
+  await cp.kubectl(['create', 'role', 'pod-sessions', '-n', 'team-b', '--verb=create,get', '--resource=pods,pods/exec']);
+  await cp.kubectl(['create', 'rolebinding', 'sessions', '-n', 'team-b', '--role=pod-sessions', '--serviceaccount=team-b:intruder']);
+  await node.runPod('team-b', 'own');
+  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: tiny, namespace: team-b}
+spec:
+  listener: {tls: {secretName: shell-tls}}
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: team-b, name: intruder}]}]
+  sessions: {maxConcurrent: 1}
+  routes:
+    - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate, rejectPaths: []}}
+`);
+  kubeconfigs['intruder@tiny'] = tokenKubeconfig(join(cp.dir, 'intruder-tiny.kubeconfig'), `https://127.0.0.1:${await gatewayPort(cp, 'team-b', 'tiny')}`,
+    await cp.token('team-b', 'intruder', ['gw']), { namespace: 'team-b', ca: caB.cert });
   // logs -f runs beside every other test, well past the route's 5 s timeout (checked last)
   const child = spawn('kubectl', ['--kubeconfig', kubeconfigs['viewer@shell']!, 'logs', '-f', 'ticker']);
   follow = { child, out: '', started: Date.now() };
@@ -355,7 +372,7 @@ test("the caller's own RBAC decides: a viewer may not exec, another team may not
   assert.equal(sessionLines(from).length, 0);
 });
 
-test("a gateway's session limit and idle timeout: one session over it gets 429, idle ones are ended and told why", async () => {
+test("a gateway's session limit and idle timeout: one session over it gets 429, other gateways are not charged, idle ones are ended and told why", async () => {
   const from = Date.now();
   const held = [kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { timeoutMs: 70_000 }),
     kubectl('dev@small', ['exec', 'app', '--', 'sleep', '60'], { spdy: true, timeoutMs: 70_000 })];
@@ -367,6 +384,10 @@ test("a gateway's session limit and idle timeout: one session over it gets 429, 
     await waitForLines(from, 4, (l) => l.gateway === 'team-a/small' && l.msg === 'session started');
     const open = await scrapeMetrics(cp, op.adminPort);
     assert.match(open, /^access_gateway_upgraded_connections\{namespace="team-a",gateway="small",route="kube-api"\} 4$/m);
+    // another team's gateway, with a limit of one, is not charged for team-a's full one
+    const other = await kubectl('intruder@tiny', ['exec', 'own', '--', 'echo', 'ok']);
+    assert.equal(other.code, 0, other.err);
+    assert.equal(other.out.toString(), 'ok\n');
     for (const [, spdy] of protocols) {
       const fifth = await kubectl('dev@small', ['exec', 'app', '--', 'true'], { spdy });
       assert.notEqual(fifth.code, 0);
@@ -385,6 +406,13 @@ test("a gateway's session limit and idle timeout: one session over it gets 429, 
   } finally {
     for (const pf of pfs) pf.kill();
   }
+  // tiny's own limit holds: a second session while its one is open gets 429
+  const one = kubectl('intruder@tiny', ['exec', 'own', '--', 'sleep', '4']);
+  await waitForLines(from, 1, (l) => l.gateway === 'team-b/tiny' && l.msg === 'session started' && l.command?.includes('sleep'));
+  const second = await kubectl('intruder@tiny', ['exec', 'own', '--', 'true']);
+  assert.notEqual(second.code, 0);
+  assert.match(second.err, /gateway team-b\/tiny has 1 interactive sessions open, its limit \(spec\.sessions\.maxConcurrent 1\)/, second.err);
+  assert.equal((await one)!.code, 0);
   // a session that keeps talking outlives the idle timeout
   const busy = await kubectl('dev@small', ['exec', 'app', '--', 'sh', '-c', 'for i in $(seq 1 15); do echo $i; sleep 1; done']);
   assert.equal(busy.code, 0, busy.err);
