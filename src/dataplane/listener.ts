@@ -200,8 +200,7 @@ export class Listener {
       (seen.route?.m ?? t.noRoute).done(req.method, res.statusCode, seconds);
       const log = t.plan.accessLog;
       if (res.statusCode >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
-        t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method: req.method, status: res.statusCode,
-          durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) });
+        accessLine(t, id, seen, req.method, res.statusCode, seconds);
       }
     });
     const fail = (err: AgwError) => this.fail(t, req, res, seen, id, err);
@@ -318,19 +317,23 @@ export class Listener {
       let headText = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
       for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
       socket.end(headText + '\r\n' + body);
-      refused(err.status, '-', err.code);
+      seen.error = err.code;
+      refused(err.status);
     };
     // an upgrade refused by the gateway or answered without 101 by the upstream (a refused exec is
     // worth an audit line) is an access line like any refusal
-    const refused = (status: number, upstream: string, error?: string) => {
-      if (!t.plan.accessLog.errors) return;
-      t.accessLog.write({ reqId: (++nextId).toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method: req.method,
-        status, durationMs: Math.round((performance.now() - started) * 1000) / 1000, upstream, ...(error ? { error } : {}) });
+    const refused = (status: number) => {
+      if (t.plan.accessLog.errors) accessLine(t, ++nextId, seen, req.method, status, (performance.now() - started) / 1000);
     };
     try {
       const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
+      const limits = t.plan.sessions;
+      if (this.sessions.size + this.opening >= limits.maxConcurrent) {
+        t.m.sessionRefused();
+        throw new TooManySessionsError(`gateway ${t.key} has ${this.sessions.size + this.opening} interactive sessions open, its limit (spec.sessions.maxConcurrent ${limits.maxConcurrent})`, 10);
+      }
       let call: UpstreamCall;
       let ep: EndpointPool | undefined;
       if (a.route.backend) {
@@ -342,24 +345,21 @@ export class Listener {
       } else {
         call = this.apiserverCall(t, a, req);
       }
+      seen.upstream = ep ? ep.host : 'apiserver';
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
       socket.once('close', () => ep?.release());
       this.openSession(t, a, req, call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); },
-        (status) => refused(status, ep ? ep.host : 'apiserver'));
+        refused);
     } catch (err) {
       fail(toAgwError(err));
     }
   }
 
-  /** Relays an admitted upgrade as a session: bounded per gateway, logged at start and end. */
+  /** Relays an admitted upgrade (within the gateway's session limit) as a session, logged at start and end. */
   private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpstreamCall, socket: Duplex, head: Buffer,
     fail: (err: AgwError) => void, answered: (status: number) => void): void {
     const limits = t.plan.sessions;
-    if (this.sessions.size + this.opening >= limits.maxConcurrent) {
-      t.m.sessionRefused();
-      throw new TooManySessionsError(`gateway ${t.key} has ${this.sessions.size + this.opening} interactive sessions open, its limit (spec.sessions.maxConcurrent ${limits.maxConcurrent})`, 10);
-    }
     this.opening++;
     let opened = false;
     const settle = () => { if (!opened) { opened = true; this.opening--; } };
@@ -388,6 +388,12 @@ export class Listener {
       if (this.drained) session.end(...shutdown);
     });
   }
+}
+
+/** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */
+function accessLine(t: RouteTable, id: number, seen: Seen, method: string | undefined, status: number, seconds: number): void {
+  t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method, status,
+    durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) });
 }
 
 /** Bytes counted so far per client connection (updated in place). */
