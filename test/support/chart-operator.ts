@@ -2,8 +2,9 @@
 // applied to the test control plane, and the real operator running on a token of the chart's own
 // ServiceAccount with the chart Deployment's flags — least privilege, never cluster-admin.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments, stringify } from 'yaml';
+import { parse, parseAllDocuments, stringify } from 'yaml';
 import { repoRoot, type ControlPlane } from './control-plane.js';
 import { applyYaml, namespaceYaml, tokenKubeconfig } from './cluster.js';
 import { startOperator, type OperatorProc } from './operator.js';
@@ -20,6 +21,20 @@ export function renderChart(set: string[] = []): any[] {
   const text = execFileSync(helm(), ['template', chartRelease, join(repoRoot, 'charts', 'access-gateway'), '--namespace', chartNamespace,
     ...set.flatMap((s) => ['--set', s])], { encoding: 'utf8' });
   return parseAllDocuments(text).map((d) => d.toJS()).filter(Boolean);
+}
+
+/** The Node.js flags the chart gives the operator by default (values.yaml, operator.nodeOptions):
+ * the benchmarks run it with them, as it runs in a cluster. */
+export function chartNodeOptions(): string[] {
+  const values = parse(readFileSync(join(repoRoot, 'charts', 'access-gateway', 'values.yaml'), 'utf8'));
+  return String(values.operator.nodeOptions ?? '').split(' ').filter(Boolean);
+}
+
+/** The Deployment's NODE_OPTIONS, if it sets one. */
+export function chartNodeEnv(rendered: any[]): NodeJS.ProcessEnv {
+  const dep = rendered.find((o) => o.kind === 'Deployment');
+  const v = (dep.spec.template.spec.containers[0].env ?? []).find((e: any) => e.name === 'NODE_OPTIONS')?.value;
+  return v === undefined ? {} : { NODE_OPTIONS: v };
 }
 
 /** The Deployment's operator flags, less those the test harness sets (addresses, port range, drain, logs). */
@@ -47,7 +62,7 @@ export async function startChartOperator(cp: ControlPlane, opts: { set?: string[
   const rendered = renderChart(opts.set);
   const kubeconfig = await installChart(cp, rendered, name);
   const op = await startOperator({ ...cp, kubeconfig }, {
-    logName: `${name}.log`, env: { ...process.env, POD_NAMESPACE: chartNamespace, POD_NAME: name },
+    logName: `${name}.log`, env: { ...process.env, ...chartNodeEnv(rendered), POD_NAMESPACE: chartNamespace, POD_NAME: name },
     args: [...chartArgs(rendered), ...(opts.args ?? [])], portRange: opts.portRange,
   });
   return Object.assign(op, { kubeconfig, rendered });

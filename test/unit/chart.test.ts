@@ -122,8 +122,12 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   ]);
   // the replica selector is the Deployment's selector
   assert.deepEqual(d.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'access-gateway', 'app.kubernetes.io/instance': 'agw-test' });
-  assert.deepEqual(c.env.map((e: any) => [e.name, e.valueFrom.fieldRef.fieldPath]),
-    [['POD_NAME', 'metadata.name'], ['POD_NAMESPACE', 'metadata.namespace'], ['POD_IP', 'status.podIP']]);
+  assert.deepEqual(c.env.map((e: any) => [e.name, e.value ?? e.valueFrom.fieldRef.fieldPath]), [
+    ['NODE_OPTIONS', '--max-old-space-size-percentage=70 --max-semi-space-size=16'],
+    ['POD_NAME', 'metadata.name'], ['POD_NAMESPACE', 'metadata.namespace'], ['POD_IP', 'status.podIP']]);
+  // operator.nodeOptions "" leaves the heap to Node
+  const own = one(template(['--set', 'operator.nodeOptions=']), 'Deployment').spec.template.spec.containers[0];
+  assert.deepEqual(own.env.map((e: any) => e.name), ['POD_NAME', 'POD_NAMESPACE', 'POD_IP']);
   assert.deepEqual(c.ports, [{ name: 'admin', containerPort: 8080, protocol: 'TCP' }]);
   assert.equal(c.livenessProbe.httpGet.path, '/healthz');
   assert.equal(c.readinessProbe.httpGet.path, '/readyz');
