@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator, type OperatorProc } from '../test/support/operator.js';
+import { chartNodeOptions } from '../test/support/chart-operator.js';
 import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig } from '../test/support/cluster.js';
 import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
@@ -27,7 +28,7 @@ const { values: opt } = parseArgs({
     smoke: { type: 'boolean', default: false },
     /** Profile the operator (node --cpu-prof) under this case only, and print its top self-time functions. */
     profile: { type: 'string' },
-    /** Node/V8 flags for the operator (space-separated; the image runs it with none), e.g. --node-args=--max-semi-space-size=4 */
+    /** Node/V8 flags for the operator (space-separated); default: the chart's operator.nodeOptions; '' for none */
     'node-args': { type: 'string' },
     /** Measure only the cases whose names contain one of these (comma-separated). */
     only: { type: 'string' },
@@ -119,7 +120,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const kubectlTokenProxy = pinned(1, 'kubectl', ['--kubeconfig', await saKubeconfig('kubectl'), 'proxy', '--port', String(kubectlTokenPort), '--address', '127.0.0.1'], join(dir, 'kubectl-proxy-token.log'));
     procs.push(kubectlTokenProxy);
     const profDir = join(dir, 'profile');
-    const nodeArgs = (opt['node-args'] ?? '').split(' ').filter(Boolean);
+    const nodeArgs = opt['node-args'] === undefined ? chartNodeOptions() : opt['node-args'].split(' ').filter(Boolean);
     op = await startOperator({ ...cp, kubeconfig: operatorKubeconfig }, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1'],
       nodeArgs: [...nodeArgs, ...(opt.profile && !profileLean ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])] });
     if (nodeArgs.length) console.log(`operator node flags: ${nodeArgs.join(' ')}`);

@@ -10,14 +10,15 @@ import { ApiError, KubeClient, loadKubeConfig } from '../src/kube/client.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { startControlPlane } from '../test/support/control-plane.js';
 import { startOperator } from '../test/support/operator.js';
+import { chartNodeOptions } from '../test/support/chart-operator.js';
 import { applyYaml, installCRD, namespaceYaml } from '../test/support/cluster.js';
 
 const { values: opt } = parseArgs({ options: {
   gateways: { type: 'string', default: '1000,10000' },
-  /** Node/V8 flags for the operator (space-separated), e.g. --node-args=--heap-growing-percent=50 */
-  'node-args': { type: 'string', default: '' },
+  /** Node/V8 flags for the operator (space-separated); default: the chart's operator.nodeOptions; '' for none */
+  'node-args': { type: 'string' },
 } });
-const nodeArgs = opt['node-args'].split(' ').filter(Boolean);
+const nodeArgs = opt['node-args'] === undefined ? chartNodeOptions() : opt['node-args'].split(' ').filter(Boolean);
 if (nodeArgs.length) console.log(`operator node flags: ${nodeArgs.join(' ')}`);
 const sizes = opt.gateways.split(',').map(Number);
 const namespaces = 20;
