@@ -11,9 +11,13 @@ if (major < minNodeMajor) {
 // The heap grows by half of what survived the last full GC, not by V8's dynamic factor (up to
 // 4×): a burst of thousands of gateways otherwise leaves hundreds of MiB committed and never given
 // back (docs/performance.md). `node --heap-growing-percent=0` restores V8's own choice.
-if (!process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) {
-  (await import('node:v8')).setFlagsFromString('--heap-growing-percent=50');
-}
+const v8 = await import('node:v8');
+if (!process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) v8.setFlagsFromString('--heap-growing-percent=50');
+// Objects are never allocated straight into the old generation: after one burst of requests
+// held at once (a first token check, a slow upstream), V8 would otherwise do that for every
+// later request's objects too, and the data plane ran at half speed in full GCs
+// (docs/performance.md). `node --allocation-site-pretenuring` restores it.
+if (!process.execArgv.some((a) => /^--(no-)?allocation[-_]site[-_]pretenuring/.test(a))) v8.setFlagsFromString('--no-allocation-site-pretenuring');
 const { main } = await import('./commands.js');
 main(process.argv.slice(2)).then((code) => {
   if (code !== undefined) process.exitCode = code;
