@@ -145,8 +145,8 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const readyRss = rssMiB(opPid);
 
     // one token, 1,000 concurrent first requests: one TokenReview
-    const reviews = async () => Number(/^access_gateway_token_reviews_total\{result="authenticated"\} (\d+)/m
-      .exec(await (await request(`http://127.0.0.1:${op!.adminPort}/metrics`)).body.text())?.[1] ?? NaN);
+    const metrics = async () => (await request(`http://127.0.0.1:${op!.adminPort}/metrics`)).body.text();
+    const reviews = async () => Number(/^access_gateway_token_reviews_total\{result="authenticated"\} (\d+)/m.exec(await metrics())?.[1] ?? NaN);
     const fresh = await cp.token(ns, 'client', ['gw']);
     const before = await reviews();
     await Promise.all(Array.from({ length: 1000 }, async () => (await request(`http://127.0.0.1:${gw.logNone}/`, { headers: { authorization: `Bearer ${fresh}` } })).body.dump()));
@@ -197,13 +197,28 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       }
       return;
     }
+    // the operator's garbage collection while it proxies (prom-client's GC histogram)
+    const gcNow = async () => {
+      const text = await metrics();
+      const get = (what: string, kind: string) => Number(new RegExp(`^access_gateway_nodejs_gc_duration_seconds_${what}\\{kind="${kind}"\\} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
+      return { full: get('count', 'major'), fullS: get('sum', 'major'), minorS: get('sum', 'minor') };
+    };
+    const gc = { full: 0, fullS: 0, minorS: 0, requests: 0 };
     const results = new Map<string, WrkResult[]>();
     const chosen = opt.only ? cases.filter((c) => opt.only!.split(',').some((o) => c.name.includes(o))) : cases;
     for (let r = 0; r < rounds; r++) {
       for (const c of chosen) {
         const pids = c.pid?.() ?? [];
+        const gc0 = c.pid === gwPid ? await gcNow() : undefined;
         const cpu0 = cpuMs(pids);
         const res = await wrk(c.url, { seconds, connections, cpu: 0, headers: c.headers });
+        if (gc0) {
+          const gc1 = await gcNow();
+          gc.full += gc1.full - gc0.full;
+          gc.fullS += gc1.fullS - gc0.fullS;
+          gc.minorS += gc1.minorS - gc0.minorS;
+          gc.requests += res.rps * seconds;
+        }
         if (res.non2xx > 0 || res.errors > 0) throw new Error(`${c.name}: ${res.non2xx} non-2xx answers, ${res.errors} socket errors`);
         res.cpuUsPerReq = pids.length ? ((cpuMs(pids) - cpu0) * 1000) / (res.rps * seconds) : NaN;
         (results.get(c.name) ?? results.set(c.name, []).get(c.name)!).push(res);
@@ -235,6 +250,10 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     ratio('gateway Service route (TokenReview, log all)', 'gateway Service route (TokenReview, log none)', '≥ 0.95');
     ratio('gateway Service route (JWKS, log none)', 'gateway Service route (TokenReview, log none)', '—');
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
+    if (gc.requests) {
+      const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);
+      console.log(`operator GC while it proxied: ${gc.full} full GCs (${per(gc.fullS)} µs per request), young generation ${per(gc.minorS)} µs per request`);
+    }
     console.log(`operator RSS: ${idleRss} MiB idle, ${readyRss} MiB with the 4 gateways, ${loadRss} MiB after the run`);
   } finally {
     await op?.stop();
