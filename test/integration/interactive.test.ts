@@ -101,37 +101,27 @@ ${sessions}  routes:
       kubeconfigs[`${sa}@${name}`] = tokenKubeconfig(join(cp.dir, `${sa}-${name}.kubeconfig`), server, await cp.token('team-a', sa, ['gw']), { namespace: 'team-a', ca: ca.cert });
     }
   }
-  // team-b may open sessions through its own gateway, on its own pods only
+  // team-b may open sessions through its own gateways, on its own pods only; `tiny` allows one at once
   const caB = await createListenerTLS(cp, 'team-b', 'shell-tls');
-  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+  const teamBGateway = async (name: string, sessions = '') => {
+    await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
-metadata: {name: shell, namespace: team-b}
+metadata: {name: ${name}, namespace: team-b}
 spec:
   listener: {tls: {secretName: shell-tls}}
   authentication: {audiences: [gw]}
   access: [{serviceAccounts: [{namespace: team-b, name: intruder}]}]
-  routes:
+${sessions}  routes:
     - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate, rejectPaths: []}}
 `);
-  kubeconfigs['intruder@shell'] = tokenKubeconfig(join(cp.dir, 'intruder.kubeconfig'), `https://127.0.0.1:${await gatewayPort(cp, 'team-b', 'shell')}`,
-    await cp.token('team-b', 'intruder', ['gw']), { namespace: 'team-b', ca: caB.cert });
-  // team-b's `tiny` allows one session at once, in team-b's own pod
+    kubeconfigs[`intruder@${name}`] = tokenKubeconfig(join(cp.dir, `intruder-${name}.kubeconfig`), `https://127.0.0.1:${await gatewayPort(cp, 'team-b', name)}`,
+      await cp.token('team-b', 'intruder', ['gw']), { namespace: 'team-b', ca: caB.cert });
+  };
+  await teamBGateway('shell');
   await cp.kubectl(['create', 'role', 'pod-sessions', '-n', 'team-b', '--verb=create,get', '--resource=pods,pods/exec']);
   await cp.kubectl(['create', 'rolebinding', 'sessions', '-n', 'team-b', '--role=pod-sessions', '--serviceaccount=team-b:intruder']);
   await node.runPod('team-b', 'own');
-  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
-kind: AccessGateway
-metadata: {name: tiny, namespace: team-b}
-spec:
-  listener: {tls: {secretName: shell-tls}}
-  authentication: {audiences: [gw]}
-  access: [{serviceAccounts: [{namespace: team-b, name: intruder}]}]
-  sessions: {maxConcurrent: 1}
-  routes:
-    - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate, rejectPaths: []}}
-`);
-  kubeconfigs['intruder@tiny'] = tokenKubeconfig(join(cp.dir, 'intruder-tiny.kubeconfig'), `https://127.0.0.1:${await gatewayPort(cp, 'team-b', 'tiny')}`,
-    await cp.token('team-b', 'intruder', ['gw']), { namespace: 'team-b', ca: caB.cert });
+  await teamBGateway('tiny', '  sessions: {maxConcurrent: 1}\n');
   // logs -f runs beside every other test, well past the route's 5 s timeout (checked last)
   const child = spawn('kubectl', ['--kubeconfig', kubeconfigs['viewer@shell']!, 'logs', '-f', 'ticker']);
   follow = { child, out: '', started: Date.now() };
