@@ -226,7 +226,10 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     }
     const loadRss = rssMiB(opPid);
 
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const median = (xs: number[]) => {
+      const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+      return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+    };
     const row = (name: string) => {
       const rs = results.get(name)!;
       return { rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)), cpu: median(rs.map((x) => x.cpuUsPerReq ?? NaN)) };
@@ -237,10 +240,17 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       const x = row(c.name);
       console.log(`| ${c.name} | ${Math.round(x.rps)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} | ${Number.isNaN(x.cpu) ? '—' : Math.round(x.cpu)} |`);
     }
+    // Each round's two cases ran minutes apart at most, while this machine's speed drifts by tens
+    // of percent over a run: the ratio is the median of the rounds' own ratios (and their range).
     const ratio = (a: string, b: string, target: string, p99Target?: string) => {
-      if (!results.has(a) || !results.has(b)) return;
-      const x = row(a), y = row(b);
-      console.log(`| ${a} / ${b} | ${(x.rps / y.rps).toFixed(2)}× req/s (target ${target}) | p99 ${(x.p99 / y.p99).toFixed(2)}×${p99Target ? ` (target ${p99Target})` : ''} | ${(y.cpu / x.cpu).toFixed(2)}× |`);
+      const xs = results.get(a), ys = results.get(b);
+      if (!xs || !ys) return;
+      const paired = (f: (x: WrkResult, y: WrkResult) => number, unit: string, target?: string) => {
+        const rs = xs.map((x, i) => f(x, ys[i]!));
+        const notes = [...(rs.length > 1 ? [`rounds ${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}`] : []), ...(target ? [`target ${target}`] : [])];
+        return `${median(rs).toFixed(2)}×${unit}${notes.length ? ` (${notes.join('; ')})` : ''}`;
+      };
+      console.log(`| ${a} / ${b} | ${paired((x, y) => x.rps / y.rps, ' req/s', target)} | p99 ${paired((x, y) => x.p99 / y.p99, '', p99Target)} | ${paired((x, y) => y.cpuUsPerReq! / x.cpuUsPerReq!, '')} |`);
     };
     console.log('\n| ratio | throughput | latency | CPU efficiency (requests per proxy CPU second) |\n| --- | --- | --- | --- |');
     ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy', '≥ 0.9', '≤ 1.5');

@@ -21,6 +21,7 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
   }
   assert.equal((stdout.match(/× req\/s/g) ?? []).length, 6, stdout);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
+  assert.match(stdout, /^operator GC while it proxied: \d+ full GCs \([\d.]+ µs per request\), young generation [\d.]+ µs per request$/m);
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 4 gateways, \d+ MiB after the run$/m);
 });
 
