@@ -310,10 +310,13 @@ async function rawUpgrade(who: string, path: string): Promise<{ head: string; cl
   });
 }
 
-/** The operator's access lines (`msg: request`) of gateway `gw` since `from`. */
-function accessLines(gw: string, from: number): any[] {
-  return readFileSync(op.logFile, 'utf8').split('\n').filter((l) => l.includes('"msg":"request"'))
-    .map((l) => JSON.parse(l)).filter((l) => l.time >= from && l.gateway === gw);
+/** The operator's access lines (`msg: request`) of gateway `gw` since `from` that `pick` keeps,
+ * once there are `n` of them or after 10 s (its stdout reaches the file through a pipe). */
+async function accessLines(gw: string, from: number, n: number, pick: (l: any) => boolean): Promise<any[]> {
+  const lines = () => readFileSync(op.logFile, 'utf8').split('\n').filter((l) => l.includes('"msg":"request"'))
+    .map((l) => JSON.parse(l)).filter((l) => l.time >= from && l.gateway === gw && pick(l));
+  for (let i = 0; i < 200 && lines().length < n; i++) await new Promise((r) => setTimeout(r, 50));
+  return lines();
 }
 
 test('sessions are refused by the default rejectPaths, with the rule named, before the apiserver is asked', async () => {
@@ -332,7 +335,7 @@ test('sessions are refused by the default rejectPaths, with the rule named, befo
     }
   }
   // each refusal is an access line (a denied exec is an audit event), none reached the apiserver
-  const refused = accessLines('team-a/plain', from).filter((l) => l.route === 'kube-api' && l.status === 403);
+  const refused = await accessLines('team-a/plain', from, 6, (l) => l.route === 'kube-api' && l.status === 403);
   assert.ok(refused.length >= 6, JSON.stringify(refused));
   assert.ok(refused.every((l) => l.error === 'AGW_ERR_FORBIDDEN' && l.upstream === '-' && l.caller === 'system:serviceaccount:team-a:dev'), JSON.stringify(refused));
   assert.equal(sessionLines(from).length, 0);
@@ -357,7 +360,7 @@ test("the caller's own RBAC decides: a viewer may not exec, another team may not
   assert.match(raw.head, /^HTTP\/1\.1 403 /, raw.head);
   assert.ok(raw.closed, 'the connection is closed after the refusal');
   // the apiserver's refusals of the upgrades: access lines with its status, no session
-  const refused = accessLines('team-a/shell', from).filter((l) => l.caller === 'system:serviceaccount:team-a:viewer' && l.status === 403);
+  const refused = await accessLines('team-a/shell', from, 2, (l) => l.caller === 'system:serviceaccount:team-a:viewer' && l.status === 403);
   assert.ok(refused.length >= 2 && refused.every((l) => l.upstream === 'apiserver'), JSON.stringify(refused));
   assert.equal(sessionLines(from).length, 0);
 });
