@@ -5,13 +5,12 @@
 // service account, a user the caller may not be, a forged caller extra.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
+import { waitForLogLines } from '../support/operator.js';
 import { applyYaml, bearer, createListenerTLS, curl, gatewayPort, installCRD, namespaceYaml, runKubectl, tokenKubeconfig, type KubectlResult } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
-import { waitFor } from '../support/procs.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -70,9 +69,6 @@ spec:
   }
 }, { timeout: 240_000 });
 
-/** The operator's log lines so far (JSON). */
-const logLines = (): any[] => readFileSync(op.logFile, 'utf8').split('\n').slice(0, -1).map((l) => JSON.parse(l)); // whole lines only
-
 after(async () => {
   await op?.stop();
   await cp?.stop();
@@ -93,9 +89,8 @@ test('kubectl --as a user the caller may impersonate: the apiserver sees that us
   assert.deepEqual(u.extra['access-gateway.io/caller'], ['system:serviceaccount:team-a:lead']);
   assert.deepEqual(u.extra['access-gateway.io/gateway'], ['team-a/api']);
   // the access log names both (the operator's stdout reaches the file through a pipe: wait for it)
-  const line = await waitFor('the access line of the whoami as alice', async () => logLines()
-    .find((l) => l.msg === 'request' && l.as === 'alice' && l.status === 201), 10_000);
-  assert.equal(line.caller, 'system:serviceaccount:team-a:lead');
+  const [line] = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.as === 'alice' && l.status === 201);
+  assert.equal(line?.caller, 'system:serviceaccount:team-a:lead');
 });
 
 test('what the caller may not impersonate is refused by the gateway with the reason, before the apiserver sees it', async () => {
@@ -119,9 +114,7 @@ test('what the caller may not impersonate is refused by the gateway with the rea
   const text = await scrapeMetrics(cp, op.adminPort);
   const denied = Number(/^access_gateway_authorization_denials_total\{namespace="team-a",gateway="api",reason="impersonate"\} (\d+)$/m.exec(text)?.[1]);
   // one denial per refused request (kubectl sends some twice): as many as team-a's 403 access lines with `as`
-  const refusedLines = () => logLines().filter((l) => l.msg === 'request' && l.gateway === 'team-a/api' && l.status === 403 && l.as !== undefined);
-  const refused = await waitFor(`${denied} refused access lines`, async () => { const r = refusedLines(); return r.length >= denied ? r : undefined; }, 10_000)
-    .catch(() => refusedLines());
+  const refused = await waitForLogLines(op, denied, (l) => l.msg === 'request' && l.gateway === 'team-a/api' && l.status === 403 && l.as !== undefined);
   assert.ok(refused.length >= 5, `${refused.length} refused lines`);
   assert.equal(denied, refused.length, 'one denial per refused request');
   assert.match(text, /^access_gateway_impersonation_reviews_total\{result="denied"\} [1-9]/m);

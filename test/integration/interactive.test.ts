@@ -12,6 +12,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
+import { logLines, waitForLogLines } from '../support/operator.js';
 import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
 import { startNode, type TestNode } from '../support/node.js';
@@ -41,15 +42,9 @@ function kubectl(who: string, args: string[], opts: { input?: Buffer | string; s
 }
 
 /** The operator's session lines (`session started`, `session ended`) since `from` (ms). */
-function sessionLines(from = 0): any[] {
-  return readFileSync(op.logFile, 'utf8').split('\n').filter((l) => l.includes('"msg":"session '))
-    .map((l) => JSON.parse(l)).filter((l) => l.time >= from);
-}
-
-async function waitForLines(from: number, n: number, pick: (l: any) => boolean = () => true): Promise<any[]> {
-  for (let i = 0; i < 200 && sessionLines(from).filter(pick).length < n; i++) await new Promise((r) => setTimeout(r, 50));
-  return sessionLines(from).filter(pick);
-}
+const isSession = (from: number) => (l: any) => typeof l.msg === 'string' && l.msg.startsWith('session ') && l.time >= from;
+const sessionLines = (from = 0): any[] => logLines(op, isSession(from));
+const waitForLines = (from: number, n: number, pick: (l: any) => boolean = () => true) => waitForLogLines(op, n, (l) => isSession(from)(l) && pick(l));
 
 /** kubectl did not fall back: every session since `from` (at least `n`) spoke the protocol asked for. */
 async function assertProtocol(from: number, spdy: boolean, n: number): Promise<void> {
@@ -311,13 +306,9 @@ async function rawUpgrade(who: string, path: string): Promise<{ head: string; cl
 }
 
 /** The operator's access lines (`msg: request`) of gateway `gw` since `from` that `pick` keeps,
- * once there are `n` of them or after 10 s (its stdout reaches the file through a pipe). */
-async function accessLines(gw: string, from: number, n: number, pick: (l: any) => boolean): Promise<any[]> {
-  const lines = () => readFileSync(op.logFile, 'utf8').split('\n').filter((l) => l.includes('"msg":"request"'))
-    .map((l) => JSON.parse(l)).filter((l) => l.time >= from && l.gateway === gw && pick(l));
-  for (let i = 0; i < 200 && lines().length < n; i++) await new Promise((r) => setTimeout(r, 50));
-  return lines();
-}
+ * once there are `n` of them (or after 10 s). */
+const accessLines = (gw: string, from: number, n: number, pick: (l: any) => boolean) =>
+  waitForLogLines(op, n, (l) => l.msg === 'request' && l.time >= from && l.gateway === gw && pick(l));
 
 test('sessions are refused by the default rejectPaths, with the rule named, before the apiserver is asked', async () => {
   const from = Date.now();

@@ -1,6 +1,6 @@
 // Runs the real `access-gateway operator` binary as a child process against a control plane.
 import { readFile } from 'node:fs/promises';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import type { ControlPlane } from './control-plane.js';
@@ -55,4 +55,21 @@ export function kubectlPluginEnv(dir: string, extra: NodeJS.ProcessEnv = {}): No
   const pluginDir = mkdtempSync(join(dir, 'plugins-'));
   writeFileSync(join(pluginDir, 'kubectl-access_gateway'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} "$@"\n`, { mode: 0o755 });
   return { ...process.env, PATH: `${pluginDir}:${dirname(process.execPath)}:${process.env.PATH}`, KUBECONFIG: '', ...extra };
+}
+
+/** The operator's log lines so far (JSON, whole lines only) that `pick` keeps. */
+export function logLines(op: { logFile: string }, pick: (l: any) => boolean = () => true): any[] {
+  return readFileSync(op.logFile, 'utf8').split('\n').slice(0, -1).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter(pick);
+}
+
+/** logLines, once `n` of them are there or after 10 s (the operator's stdout reaches its log
+ * file through a pipe: a line can arrive after the answer it logs). */
+export async function waitForLogLines(op: { logFile: string }, n: number, pick: (l: any) => boolean): Promise<any[]> {
+  const deadline = Date.now() + 10_000;
+  let lines = logLines(op, pick);
+  while (lines.length < n && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    lines = logLines(op, pick);
+  }
+  return lines;
 }
