@@ -74,18 +74,26 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   let started = false;
   let ending = false;
   let done = false;
+  let gone = false;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   const resume = () => ctl?.resume();
   res.once('close', () => {
     finish();
-    if (!res.writableFinished && ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
+    if (res.writableFinished) return;
+    gone = true;
+    if (ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
   });
   call.pool.dispatch({
     method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
     body: opts.body === 'stream' ? req : opts.body,
     headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
   }, {
-    onRequestStart(c) { ctl = c; },
+    onRequestStart(c) {
+      ctl = c;
+      // the client left while the request waited for a connection: not sent (an answer nobody
+      // reads would hold the connection for ever)
+      if (gone) c.abort(new ClientGone('the client went away'));
+    },
     onResponseStart(_c, status, headers) {
       started = true;
       opts.respond(status, headers);

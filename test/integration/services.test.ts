@@ -1,7 +1,7 @@
 // Service routes against real HTTP servers on test hosts (network namespaces, 198.18.0.0/15),
 // reached through real Services and EndpointSlices: balancing, readiness, ejection and retries,
-// timeouts, the services-proxy URL form, WebSocket, ReferenceGrants, https upstreams, listener
-// certificate renewal and rate limits.
+// timeouts, the services-proxy URL form, WebSocket, ReferenceGrants, https upstreams, clients that
+// leave before the upstream connection is up, listener certificate renewal and rate limits.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as tlsConnect } from 'node:tls';
@@ -64,15 +64,18 @@ before(async () => {
   // an https upstream whose certificate names secure.team-s.svc
   const dir = mkdtempSync(join(cp.dir, 'upstream-'));
   upstreamCA = makeCA(dir, 'upstream-ca');
-  const leaf = makeLeaf(dir, upstreamCA, 'secure', { cn: 'secure', dnsNames: [`secure.${ns}.svc`] });
+  const leaf = makeLeaf(dir, upstreamCA, 'secure', { cn: 'secure', dnsNames: [`secure.${ns}.svc`, `slow-tls.${ns}.svc`] });
   // it offers HTTP/2 too: the gateway must still speak HTTP/1.1 to it (see the https test)
   servers.push(await startServer(net.hosts[3]!, { name: 'secure', port: 8443, tls: { certFile: leaf.certFile, keyFile: leaf.keyFile }, h2: true }));
+  // the same, slow to connect: each new connection waits 600 ms before its handshake
+  servers.push(await startServer(net.hosts[2]!, { name: 'slow-tls', port: 9443, tls: { certFile: leaf.certFile, keyFile: leaf.keyFile }, handshakeDelayMs: 600 }));
   const [h0, h1, h2, h3] = net.hosts.map((h) => h.ip);
   await applyYaml(cp, [
     service('ledger', 'http', 80), slice('ledger-1', 'ledger', 'http', 8080, [h0, h1, h2].map((ip) => ({ ip: ip!, ready: true }))),
     service('empty', '', 80), slice('empty-1', 'empty', '', 8080, [{ ip: h0!, ready: false }]),
     service('shared', '', 80, 'team-b'), slice('shared-1', 'shared', '', 8080, [{ ip: h3!, ready: true }], 'team-b'),
     service('secure', 'https', 443), slice('secure-1', 'secure', 'https', 8443, [{ ip: h3!, ready: true }]),
+    service('slow-tls', 'https', 443), slice('slow-tls-1', 'slow-tls', 'https', 9443, [{ ip: h2!, ready: true }]),
   ].join('\n---\n'));
   await cp.kubectl(['create', 'configmap', 'secure-ca', '-n', ns, `--from-file=ca.crt=${upstreamCA.certFile}`]);
   await cp.kubectl(['label', 'configmap', 'secure-ca', '-n', ns, 'access-gateway.io/ca-bundle=true']);
@@ -90,6 +93,7 @@ spec:
     - {name: empty, pathPrefix: /empty/, service: {name: empty, port: 80}}
     - {name: shared, pathPrefix: /shared/, rewritePrefix: /, service: {name: shared, namespace: team-b, port: 80}}
     - {name: secure, pathPrefix: /secure/, rewritePrefix: /, service: {name: secure, port: https, scheme: https, caRef: {kind: ConfigMap, name: secure-ca, key: ca.crt}}}
+    - {name: slow-tls, pathPrefix: /slow-tls/, rewritePrefix: /, service: {name: slow-tls, port: https, scheme: https, caRef: {kind: ConfigMap, name: secure-ca, key: ca.crt}}}
     - {name: unverified, pathPrefix: /unverified/, rewritePrefix: /, service: {name: secure, port: 443, scheme: https}}
 `);
   tokenA = await cp.token(ns, 'a', ['gw']);
@@ -247,6 +251,28 @@ test('https upstreams are verified against the referenced CA', async () => {
   const bad = await call('/unverified/whoami');
   assert.equal(bad.status, 502);
   assert.match(bad.json.message, /certificate/);
+});
+
+test('clients that leave while the upstream connection is still being made leave no connection held', async () => {
+  // the operator's TCP connections to slow-tls (ESTABLISHED or CLOSE_WAIT), from /proc/PID/net/tcp
+  const [a, b, c, d] = net.hosts[2]!.ip.split('.').map(Number);
+  const remote = `${(((d! << 24) | (c! << 16) | (b! << 8) | a!) >>> 0).toString(16).toUpperCase().padStart(8, '0')}:${(9443).toString(16).toUpperCase().padStart(4, '0')}`;
+  const held = () => readFileSync(`/proc/${op.child.pid}/net/tcp`, 'utf8').split('\n').slice(1)
+    .map((l) => l.trim().split(/\s+/)).filter((f) => f[2] === remote && (f[3] === '01' || f[3] === '08')).length;
+  // 8 clients give up after 100 ms, while the gateway's 8 new connections wait for their handshake
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    const res = await request(`http://127.0.0.1:${port}/slow-tls/whoami`, {
+      headers: { authorization: `Bearer ${tokenA}` }, signal: AbortSignal.timeout(100),
+    }).catch((err: Error) => err);
+    assert.ok(res instanceof Error, 'the client gave up before the answer');
+  }));
+  await waitFor('the gateway held connections to slow-tls', async () => held() > 0, 5_000, 20);
+  // once the handshakes are done, the requests of clients that left are dropped with their
+  // connections, not sent and their answers left unread (which held the connection for ever)
+  await waitFor('no connection to slow-tls left held', async () => held() === 0, 5_000, 100);
+  const ok = await call('/slow-tls/whoami');
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(ok.json.name, 'slow-tls');
 });
 
 test('listener TLS: a renewed certificate is served to new connections without a restart', async () => {

@@ -305,6 +305,8 @@ export async function startServer(host: TestHost, opts: {
   port?: number; name?: string; tls?: { certFile: string; keyFile: string }; timeoutMs?: number;
   /** With tls: offer HTTP/2 too (ALPN h2 and http/1.1). */
   h2?: boolean;
+  /** With tls: each new connection waits this long before its handshake (a slow connect). */
+  handshakeDelayMs?: number;
 } = {}): Promise<TestServer> {
   const port = opts.port ?? 8080;
   const name = opts.name ?? host.name;
@@ -312,6 +314,7 @@ export async function startServer(host: TestHost, opts: {
   const args = [serverScript, '--host', host.ip, '--port', String(port), '--name', name];
   if (opts.tls) args.push('--tls-cert', opts.tls.certFile, '--tls-key', opts.tls.keyFile);
   if (opts.h2) args.push('--h2');
+  if (opts.handshakeDelayMs) args.push('--handshake-delay-ms', String(opts.handshakeDelayMs));
   const logFile = join(host.dir, `server-${host.name}-${port}.log`);
   const proc = host.start(process.execPath, args, logFile);
   await new Promise<void>((resolve, reject) => {

@@ -1,21 +1,22 @@
 // A test upstream, run inside a test host's netns (see startServer in netns.ts):
-//   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F [--h2]]
+//   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F [--h2] [--handshake-delay-ms N]]
 // Every request is echoed as JSON {name, method, path, httpVersion, headers, rawHeaders, bodyLength};
 // with --h2 the TLS server offers HTTP/2 as well as HTTP/1.1 (ALPN); /slow?ms=N answers
-// after N ms; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
+// after N ms; --handshake-delay-ms holds each new connection that long before its TLS handshake; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
 // is answered 200 with a body; /__requests answers how many other requests arrived (tests prove a
 // refused request never reached the upstream). Prints `ready` once listening; exits on SIGTERM/SIGINT.
 import { readFileSync } from 'node:fs';
 import { createServer as createHttp, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttps } from 'node:https';
 import { createSecureServer } from 'node:http2';
+import { createServer as createNetServer } from 'node:net';
 import { parseArgs } from 'node:util';
 import { WebSocketServer } from 'ws';
 
 const { values: opt } = parseArgs({
   options: {
     host: { type: 'string' }, port: { type: 'string' }, name: { type: 'string' },
-    'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, h2: { type: 'boolean' },
+    'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, h2: { type: 'boolean' }, 'handshake-delay-ms': { type: 'string' },
   },
 });
 if (!opt.host || !opt.port || !opt.name) throw new Error('usage: test-host-server --host IP --port P --name N [--tls-cert F --tls-key F]');
@@ -78,11 +79,16 @@ server.on('upgrade', (req, socket, head) => {
   }
 });
 
-server.listen(Number(opt.port), opt.host, () => process.stdout.write('ready\n'));
+const delay = Number(opt['handshake-delay-ms'] ?? 0);
+const front = tls && delay > 0 ? createNetServer((s) => { setTimeout(() => server.emit('connection', s), delay); }) : null;
+// behind `front` the server itself listens on loopback only (its connection tracking needs it)
+if (front) server.listen(0, '127.0.0.1');
+(front ?? server).listen(Number(opt.port), opt.host, () => process.stdout.write('ready\n'));
 
 const shutdown = () => {
   for (const ws of wss.clients) ws.terminate();
   server.closeAllConnections();
+  front?.close();
   server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 1000).unref();
 };
