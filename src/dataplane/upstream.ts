@@ -70,6 +70,11 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   /** Called once the response streams: `end` finishes it cleanly (shutdown drain of watches). */
   streaming?: (end: () => void) => void;
 }): void {
+  // the client left before this (during its token check, or a failed first attempt): nothing to send
+  if (res.destroyed) {
+    opts.onEnd?.();
+    return;
+  }
   let ctl: Dispatcher.DispatchController | undefined;
   let started = false;
   let ending = false;

@@ -253,12 +253,16 @@ test('https upstreams are verified against the referenced CA', async () => {
   assert.match(bad.json.message, /certificate/);
 });
 
-test('clients that leave while the upstream connection is still being made leave no connection held', async () => {
-  // the operator's TCP connections to slow-tls (ESTABLISHED or CLOSE_WAIT), from /proc/PID/net/tcp
+/** TCP connections to slow-tls (any state but TIME_WAIT) in the test's netns: only the operator makes them. */
+function slowTlsConnections(): number {
   const [a, b, c, d] = net.hosts[2]!.ip.split('.').map(Number);
   const remote = `${(((d! << 24) | (c! << 16) | (b! << 8) | a!) >>> 0).toString(16).toUpperCase().padStart(8, '0')}:${(9443).toString(16).toUpperCase().padStart(4, '0')}`;
-  const held = () => readFileSync(`/proc/${op.child.pid}/net/tcp`, 'utf8').split('\n').slice(1)
-    .map((l) => l.trim().split(/\s+/)).filter((f) => f[2] === remote && (f[3] === '01' || f[3] === '08')).length;
+  return readFileSync(`/proc/${op.child.pid}/net/tcp`, 'utf8').split('\n').slice(1)
+    .map((l) => l.trim().split(/\s+/)).filter((f) => f[2] === remote && f[3] !== '06').length;
+}
+
+test('clients that leave while the upstream connection is still being made leave no connection held', async () => {
+  const held = slowTlsConnections;
   // 8 clients give up after 100 ms, while the gateway's 8 new connections wait for their handshake
   await Promise.all(Array.from({ length: 8 }, async () => {
     const res = await request(`http://127.0.0.1:${port}/slow-tls/whoami`, {
@@ -273,6 +277,28 @@ test('clients that leave while the upstream connection is still being made leave
   const ok = await call('/slow-tls/whoami');
   assert.equal(ok.status, 200, ok.text);
   assert.equal(ok.json.name, 'slow-tls');
+});
+
+test('a client that leaves while its token is being checked is not forwarded once the check is done', async () => {
+  await waitFor('no connection to slow-tls', async () => slowTlsConnections() === 0, 5_000, 100);
+  const fresh = await cp.token(ns, 'a', ['gw']); // not in the gateway's cache: a TokenReview
+  cp.pauseApiserver();
+  try {
+    const res = await request(`http://127.0.0.1:${port}/slow-tls/whoami`, {
+      headers: { authorization: `Bearer ${fresh}` }, signal: AbortSignal.timeout(300),
+    }).catch((err: Error) => err);
+    assert.ok(res instanceof Error, 'the client gave up while the apiserver was paused');
+  } finally {
+    cp.resumeApiserver();
+  }
+  // the same token again: answered once the review is done, after the first request went on
+  const ok = await call('/ledger/whoami', { token: fresh });
+  assert.equal(ok.status, 200, ok.text);
+  // the first request is dropped, not sent to slow-tls with its answer left unread
+  for (let i = 0; i < 50; i++) {
+    assert.equal(slowTlsConnections(), 0, 'a connection to slow-tls for a client that had left');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 });
 
 test('listener TLS: a renewed certificate is served to new connections without a restart', async () => {

@@ -38,6 +38,9 @@ export interface ControlPlane {
   restartApiserver(): Promise<void>;
   stopApiserver(): Promise<void>;
   startApiserver(): Promise<void>;
+  /** SIGSTOP, SIGCONT: the apiserver stops answering (its connections stay open), then goes on. */
+  pauseApiserver(): void;
+  resumeApiserver(): void;
   startControllerManager(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -141,6 +144,12 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
       apiserver = startProc(join(bins, 'kube-apiserver'), apiArgs, join(dir, 'apiserver.log'));
       procs.push(apiserver);
       await waitReady();
+    },
+    pauseApiserver() {
+      apiserver.child.kill('SIGSTOP');
+    },
+    resumeApiserver() {
+      apiserver.child.kill('SIGCONT');
     },
     async startControllerManager() {
       if (kcm) return;
