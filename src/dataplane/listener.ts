@@ -197,10 +197,13 @@ export class Listener {
       t.m.bytesOut.inc(written - last.written);
       last.read = read;
       last.written = written;
-      (seen.route?.m ?? t.noRoute).done(req.method, res.statusCode, seconds);
+      // a client that left before any answer: 499 (nginx's "client closed request"), not the 200
+      // the response object starts with
+      const status = res.headersSent ? res.statusCode : clientClosed;
+      (seen.route?.m ?? t.noRoute).done(req.method, status, seconds);
       const log = t.plan.accessLog;
-      if (res.statusCode >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
-        accessLine(t, id, seen, req.method, res.statusCode, seconds);
+      if (status >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
+        accessLine(t, id, seen, req.method, status, seconds);
       }
     });
     const fail = (err: AgwError) => this.fail(t, req, res, seen, id, err);
@@ -395,6 +398,9 @@ function accessLine(t: RouteTable, id: number, seen: Seen, method: string | unde
   t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method, status,
     durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) });
 }
+
+/** The status logged and counted for a request whose client left before any answer. */
+const clientClosed = 499;
 
 /** Bytes counted so far per client connection (updated in place). */
 const accounted = new WeakMap<object, { read: number; written: number }>();

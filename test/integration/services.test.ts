@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import WebSocket from 'ws';
 import { startControlPlane, referenceGrantCRD, type ControlPlane } from '../support/control-plane.js';
-import { startOperator, type OperatorProc } from '../support/operator.js';
+import { startOperator, waitForLogLines, type OperatorProc } from '../support/operator.js';
 import { applyYaml, condition, createListenerTLS, gatewayPort, getGateway, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { makeCA, makeLeaf, type CertPair } from '../support/certs.js';
@@ -277,6 +277,9 @@ test('clients that leave while the upstream connection is still being made leave
   const ok = await call('/slow-tls/whoami');
   assert.equal(ok.status, 200, ok.text);
   assert.equal(ok.json.name, 'slow-tls');
+  // logged as what they were: 8 clients that left (499), one answer (200)
+  const lines = await waitForLogLines(op, 9, (l) => l.msg === 'request' && l.route === 'slow-tls');
+  assert.deepEqual(lines.map((l) => l.status).sort(), [200, 499, 499, 499, 499, 499, 499, 499, 499]);
 });
 
 test('a client that leaves while its token is being checked is not forwarded once the check is done', async () => {
