@@ -125,7 +125,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     },
     onResponseError(_c, err) {
       finish();
-      if (err instanceof ClientGone || ending) return;
+      // gone: undici may have failed the request on its own first, from the destroyed body
+      if (err instanceof ClientGone || ending || gone) return;
       if (started) res.destroy();
       else opts.onError(failure(call, err, false));
     },
