@@ -34,7 +34,7 @@ export interface ListenerLimits {
   maxConnections: number;
   /** Time to receive a request's headers (slow clients are cut). */
   headersTimeoutMs: number;
-  /** How long an idle keep-alive connection stays open. */
+  /** How long an idle keep-alive connection stays open, and an answer the client reads none of. */
   idleTimeoutMs: number;
 }
 
@@ -60,7 +60,7 @@ export class Listener {
   /** Responses still streaming (watches): ended cleanly when the listener drains. */
   private readonly streams = new Set<() => void>();
 
-  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, limits: ListenerLimits = defaultLimits) {
+  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits) {
     this.table = RouteTable.build(plan, deps);
     const opts = {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
@@ -264,7 +264,7 @@ export class Listener {
       const sent = performance.now();
       seen.upstream = 'apiserver';
       proxyRequest(this.apiserverCall(t, a, req), req, res, {
-        body: 'stream', streaming,
+        body: 'stream', streaming, stalledMs: this.limits.idleTimeoutMs,
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
@@ -287,7 +287,7 @@ export class Listener {
       seen.upstream = ep.host;
       const sent = performance.now();
       proxyRequest(this.serviceCall(a, req, ep), req, res, {
-        body, streaming,
+        body, streaming, stalledMs: this.limits.idleTimeoutMs,
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
         onError: (f) => {

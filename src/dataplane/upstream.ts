@@ -67,6 +67,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   respond: (status: number, headers: IncomingHttpHeaders) => void;
   onError: (f: UpstreamFailure) => void;
   onEnd?: () => void;
+  /** A client that reads none of the answer for this long is cut (it would hold the upstream connection). */
+  stalledMs: number;
   /** Called once the response streams: `end` finishes it cleanly (shutdown drain of watches). */
   streaming?: (end: () => void) => void;
 }): void {
@@ -80,9 +82,15 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   let ending = false;
   let done = false;
   let gone = false;
+  let stalled: NodeJS.Timeout | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
-  const resume = () => ctl?.resume();
+  const resume = () => {
+    clearTimeout(stalled);
+    stalled = undefined;
+    ctl?.resume();
+  };
   res.once('close', () => {
+    clearTimeout(stalled);
     finish();
     if (res.writableFinished) return;
     gone = true;
@@ -114,9 +122,11 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       });
     },
     onResponseData(c, chunk) {
-      if (!res.write(chunk)) {
+      // (undici may hand over data it had parsed already after a pause: one wait per pause)
+      if (!res.write(chunk) && stalled === undefined) {
         c.pause();
         res.once('drain', resume);
+        stalled = setTimeout(() => res.destroy(), opts.stalledMs);
       }
     },
     onResponseEnd() {

@@ -1,5 +1,5 @@
 // Hostile requests against a listener, as a table: path encodings, header injection, request
-// smuggling, oversize, slow clients and token forgeries. Each row asserts the answer, that a
+// smuggling, oversize, slow clients (sending or reading) and token forgeries. Each row asserts the answer, that a
 // refused request never reached the upstream (a test host counting what arrives), and that an
 // identity the upstream sees is the caller's own. The operator runs as the chart's
 // least-privilege ServiceAccount; it and another team's gateway stay healthy throughout.
@@ -37,7 +37,7 @@ before(async () => {
   const server = await startServer(net.hosts[0]!, { name: 'echo' });
   upstream = server.url;
   await applyYaml(cp, serviceYaml('team-a', 'echo', [net.hosts[0]!.ip]));
-  op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--max-connections-per-listener', '32'] });
+  op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--idle-timeout-seconds', '3', '--max-connections-per-listener', '32'] });
   await applyYaml(cp, `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
@@ -222,6 +222,49 @@ test('a slow client is cut after the header timeout, and other clients are serve
   clearInterval(drip);
   slow.destroy();
   assert.match(answer, /^HTTP\/1\.1 408/);
+});
+
+test('a client that reads none of a large answer is cut after the idle timeout', async () => {
+  const n = 256 << 20;
+  const s: Socket = connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  s.write(get(`/echo/bytes?n=${n}`).replace('{app}', app));
+  // not read: the gateway's writes fill the socket buffers and it waits for the client; after
+  // --idle-timeout-seconds 3 without progress it closes the connection (and so its upstream's)
+  await new Promise((r) => setTimeout(r, 6_000));
+  let got = 0;
+  const closed = new Promise<boolean>((resolve) => {
+    s.on('data', (c: Buffer) => { got += c.length; });
+    s.on('close', () => resolve(true));
+    setTimeout(() => resolve(false), 20_000);
+  });
+  assert.ok(await closed, 'the connection was closed');
+  assert.ok(got > 0 && got < n, `the answer was cut: ${got} of ${n} bytes`);
+  s.destroy();
+});
+
+test('a client that reads a large answer slowly, with pauses shorter than the idle timeout, gets all of it', async () => {
+  const n = 32 << 20;
+  const s: Socket = connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  s.write(get(`/echo/bytes?n=${n}`).replace('{app}', app));
+  // 8 MiB at a time, then 2 s without reading (the idle timeout is 3 s): 8 s in all
+  let got = 0;
+  let burst = 0;
+  const closed = new Promise<boolean>((resolve) => {
+    s.on('data', (c: Buffer) => {
+      got += c.length;
+      burst += c.length;
+      if (burst < 8 << 20) return;
+      burst = 0;
+      s.pause();
+      setTimeout(() => s.resume(), 2_000);
+    });
+    s.on('close', () => resolve(true));
+    setTimeout(() => resolve(false), 60_000);
+  });
+  assert.ok(await closed, 'the answer ended within 60 s');
+  assert.ok(got > n, `all of the answer and its head: ${got} bytes for ${n}`);
 });
 
 test('connections beyond the per-listener cap are refused; other listeners are not affected', async () => {

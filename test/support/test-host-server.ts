@@ -2,7 +2,7 @@
 //   node test-host-server.js --host IP --port P --name N [--tls-cert F --tls-key F [--h2] [--handshake-delay-ms N]]
 // Every request is echoed as JSON {name, method, path, httpVersion, headers, rawHeaders, bodyLength};
 // with --h2 the TLS server offers HTTP/2 as well as HTTP/1.1 (ALPN); /slow?ms=N answers
-// after N ms; --handshake-delay-ms holds each new connection that long before its TLS handshake; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
+// after N ms; /bytes?n=N answers N bytes; --handshake-delay-ms holds each new connection that long before its TLS handshake; /status/CODE answers CODE; /ws is a WebSocket echo; an Upgrade to /upgrade-refuse
 // is answered 200 with a body; /__requests answers how many other requests arrived (tests prove a
 // refused request never reached the upstream). Prints `ready` once listening; exits on SIGTERM/SIGINT.
 import { readFileSync } from 'node:fs';
@@ -46,6 +46,21 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://test-host');
     const status = /^\/status\/(\d{3})$/.exec(url.pathname);
     if (status) return send(res, Number(status[1]), echo(req, bodyLength));
+    if (url.pathname === '/bytes') {
+      // N bytes, written as the client reads them
+      let left = Number(url.searchParams.get('n') ?? 0);
+      const chunk = Buffer.alloc(64 * 1024, 120);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': left });
+      const more = () => {
+        while (left > 0) {
+          const c = left >= chunk.length ? chunk : chunk.subarray(0, left);
+          left -= c.length;
+          if (!res.write(c)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      return more();
+    }
     if (url.pathname === '/slow') {
       const timer = setTimeout(() => send(res, 200, echo(req, bodyLength)), Number(url.searchParams.get('ms') ?? 1000));
       res.once('close', () => clearTimeout(timer));
