@@ -172,6 +172,9 @@ test('kubectl access-gateway kubeconfig --oidc-issuer: a device-code login at th
   assert.equal(statSync(path).mode & 0o777, 0o600);
   const saved = JSON.parse(readFileSync(path, 'utf8'));
   assert.ok(saved.refresh_token, 'a refresh token was issued (offline_access)');
+  // a token minted in the same second as the first is byte-identical to it: wait for the next
+  const iat = JSON.parse(Buffer.from(String(saved.id_token).split('.')[1]!, 'base64url').toString()).iat as number;
+  while (Date.now() / 1000 < iat + 1) await new Promise((r) => setTimeout(r, 50));
   writeFileSync(path, JSON.stringify({ refresh_token: saved.refresh_token }), { mode: 0o600 });
   const again = await runKubectl(['--kubeconfig', file, 'get', 'configmaps', '-o', 'name'], env);
   assert.equal(again.code, 0, again.err);

@@ -308,6 +308,9 @@ test('a client that leaves while its token is being checked is not forwarded onc
       headers: { authorization: `Bearer ${fresh}` }, signal: AbortSignal.timeout(300),
     }).catch((err: Error) => err);
     assert.ok(res instanceof Error, 'the client gave up while the apiserver was paused');
+    // the gateway saw it leave before the review could end: its access line (499, no caller yet)
+    const left = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.status === 499 && l.caller === '-');
+    assert.equal(left.length, 1, 'the access line of the client that left during its token check');
   } finally {
     cp.resumeApiserver();
   }
