@@ -276,7 +276,6 @@ export class Listener {
     const retryable = idempotent.has(req.method ?? 'GET');
     let tried: Set<EndpointPool> | undefined;
     const attempt = (body: Buffer | null | 'stream', n: number, last?: AgwError) => {
-      if (res.destroyed) return; // the client left (while its body was read): nothing to send
       const ep = backend.pick(tried);
       if (!ep) {
         fail(last ?? new NoEndpointsError(`Service ${backend.target.namespace}/${backend.target.name} has no ready endpoints`));

@@ -81,7 +81,6 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   let started = false;
   let ending = false;
   let done = false;
-  let gone = false;
   let stalled: NodeJS.Timeout | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   const resume = () => {
@@ -92,9 +91,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   res.once('close', () => {
     clearTimeout(stalled);
     finish();
-    if (res.writableFinished) return;
-    gone = true;
-    if (ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
+    if (!res.writableFinished && ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
   });
   call.pool.dispatch({
     method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
@@ -105,7 +102,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       ctl = c;
       // the client left while the request waited for a connection: not sent (an answer nobody
       // reads would hold the connection for ever)
-      if (gone) c.abort(new ClientGone('the client went away'));
+      if (res.destroyed) c.abort(new ClientGone('the client went away'));
     },
     onResponseStart(_c, status, headers) {
       started = true;
@@ -135,8 +132,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     },
     onResponseError(_c, err) {
       finish();
-      // gone: undici may have failed the request on its own first, from the destroyed body
-      if (err instanceof ClientGone || ending || gone) return;
+      // the client gone: undici may have failed the request on its own first, from the destroyed body
+      if (err instanceof ClientGone || ending || res.destroyed) return;
       if (started) res.destroy();
       else opts.onError(failure(call, err, false));
     },
