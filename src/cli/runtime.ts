@@ -31,6 +31,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'port-range': flag.portRange('20000-20999'),
   'drain-seconds': flag.int(defaults.drain, 0, 3600),
   'max-connections-per-listener': flag.int(4096, 1, 1_000_000),
+  'max-connections-per-namespace': flag.int(1024, 0, 1_000_000),
   'header-timeout-seconds': flag.int(10, 1, 3600),
   'idle-timeout-seconds': flag.int(65, 1, 3600),
   'max-token-reviews-in-flight': flag.int(16, 1, 1000),
@@ -90,6 +91,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, ...(oidc ? { oidc } : {}),
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
+    maxConnectionsPerNamespace: f['max-connections-per-namespace'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,
     idleTimeoutMs: f['idle-timeout-seconds'] * 1000,
   });

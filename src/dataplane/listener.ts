@@ -15,6 +15,7 @@ import {
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
+import { ConnectionBudget } from './connection-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 
 let nextId = 0;
@@ -32,13 +33,15 @@ export function listenerShape(plan: GatewayPlan): ListenerShape {
 export interface ListenerLimits {
   /** Open connections per listener; more are refused at accept. */
   maxConnections: number;
+  /** Open connections per namespace, all of its listeners together (0: no limit); more are refused at accept. */
+  maxConnectionsPerNamespace: number;
   /** Time to receive a request's headers (slow clients are cut). */
   headersTimeoutMs: number;
   /** How long an idle keep-alive connection stays open, and an answer the client reads none of. */
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
@@ -60,7 +63,8 @@ export class Listener {
   /** Responses still streaming (watches): ended cleanly when the listener drains. */
   private readonly streams = new Set<() => void>();
 
-  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits) {
+  constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
+    budget = new ConnectionBudget(limits.maxConnectionsPerNamespace)) {
     this.table = RouteTable.build(plan, deps);
     const opts = {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
@@ -75,6 +79,21 @@ export class Listener {
       this.server = createServer(opts);
     }
     this.server.maxConnections = limits.maxConnections;
+    this.server.on('drop', () => this.table.m.connectionRefused('listener'));
+    const ns = plan.namespace;
+    this.server.on('connection', (socket: Socket) => {
+      if (!budget.take(ns)) {
+        socket.destroy();
+        this.table.m.connectionRefused('namespace');
+        return;
+      }
+      const open = this.table.m.connections;
+      open.inc();
+      socket.once('close', () => {
+        budget.give(ns);
+        open.dec();
+      });
+    });
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {

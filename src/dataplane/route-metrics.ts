@@ -12,15 +12,18 @@ export const PRECREATED_CODES = ['2xx', '4xx', '5xx'] as const;
 
 export class GatewayMetrics {
   readonly inFlight: GaugeChild;
+  readonly connections: GaugeChild;
   readonly bytesIn: CounterChild;
   readonly bytesOut: CounterChild;
   readonly auth: Record<'allowed' | 'unauthenticated' | 'unavailable', CounterChild>;
   readonly denied: Record<'access' | 'route' | 'filter' | 'impersonate' | 'path', CounterChild>;
   readonly rateLimited: CounterChild;
   private refused: CounterChild | undefined;
+  private readonly connectionsRefused: Partial<Record<'listener' | 'namespace', CounterChild>> = {};
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string) {
     this.inFlight = m.inFlight.labels(ns, gw);
+    this.connections = m.connections.labels(ns, gw);
     this.bytesIn = m.bytesIn.labels(ns, gw);
     this.bytesOut = m.bytesOut.labels(ns, gw);
     const a = (r: string) => m.authentications.labels(ns, gw, r);
@@ -33,6 +36,11 @@ export class GatewayMetrics {
   /** An upgrade refused over spec.sessions.maxConcurrent (the series is made on first use). */
   sessionRefused(): void {
     (this.refused ??= this.m.sessionsRefused.labels(this.ns, this.gw)).inc();
+  }
+
+  /** A connection refused at accept, over the listener's or the namespace's limit (made on first use). */
+  connectionRefused(limit: 'listener' | 'namespace'): void {
+    (this.connectionsRefused[limit] ??= this.m.connectionsRefused.labels(this.ns, this.gw, limit)).inc();
   }
 }
 

@@ -17,11 +17,13 @@ import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { rawRequest, type RawResponse } from '../support/raw-http.js';
 import { waitFor } from '../support/procs.js';
+import { scrapeMetrics } from '../support/metrics.js';
 
 let cp: ControlPlane;
 let op: OperatorProc;
 let net: TestNet;
 let port: number; // team-a's gateway
+let port2: number; // team-a's second gateway
 let bPort: number; // team-b's gateway
 let app: string;
 let appB: string;
@@ -37,7 +39,8 @@ before(async () => {
   const server = await startServer(net.hosts[0]!, { name: 'echo' });
   upstream = server.url;
   await applyYaml(cp, serviceYaml('team-a', 'echo', [net.hosts[0]!.ip]));
-  op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--idle-timeout-seconds', '3', '--max-connections-per-listener', '32'] });
+  op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--idle-timeout-seconds', '3', '--max-connections-per-listener', '32',
+    '--max-connections-per-namespace', '48'] });
   await applyYaml(cp, `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
@@ -51,6 +54,14 @@ spec:
 ---
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
+metadata: {name: gw2, namespace: team-a}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
+---
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
 metadata: {name: gw, namespace: team-b}
 spec:
   authentication: {audiences: [gw]}
@@ -58,6 +69,7 @@ spec:
   routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
 `);
   port = await gatewayPort(cp, 'team-a', 'gw');
+  port2 = await gatewayPort(cp, 'team-a', 'gw2');
   bPort = await gatewayPort(cp, 'team-b', 'gw');
   app = await cp.token('team-a', 'app', ['gw']);
   appB = await cp.token('team-b', 'app', ['gw']);
@@ -267,8 +279,13 @@ test('a client that reads a large answer slowly, with pauses shorter than the id
   assert.ok(got > n, `all of the answer and its head: ${got} bytes for ${n}`);
 });
 
+const refusedLine = (gw: string, limit: string) =>
+  new RegExp(`^access_gateway_connections_refused_total\\{namespace="team-a",gateway="${gw}",limit="${limit}"\\} (\\d+)$`, 'm');
+const refusedCount = async (gw: string, limit: string) => Number(refusedLine(gw, limit).exec(await scrapeMetrics(cp, op.adminPort))?.[1] ?? 0);
+
 test('connections beyond the per-listener cap are refused; other listeners are not affected', async () => {
   const held: Socket[] = [];
+  const refusedBefore = await refusedCount('gw', 'listener');
   try {
     for (let i = 0; i < 32; i++) {
       const s = connect(port, '127.0.0.1');
@@ -284,7 +301,44 @@ test('connections beyond the per-listener cap are refused; other listeners are n
   } finally {
     for (const s of held) s.destroy();
   }
+  assert.equal(await refusedCount('gw', 'listener'), refusedBefore + 1);
   // freed connections make room again
   const again = await waitFor('listener accepts again', async () => (await rawRequest(port, get('/echo/again').replaceAll('{app}', app), 5_000)).status === 200 || undefined);
+  assert.ok(again);
+});
+
+test('a namespace\'s connections are capped across all of its listeners; another namespace is not affected', async () => {
+  const held: Socket[] = [];
+  const hold = async (p: number) => {
+    const s = connect(p, '127.0.0.1');
+    s.on('error', () => {});
+    held.push(s);
+    await new Promise((r) => s.once('connect', r));
+    s.write('GET /api HTTP/1.1\r\nHost: g\r\n'); // open, headers unfinished
+  };
+  const metric = (text: string, name: string, gw: string, extra = '') =>
+    Number(new RegExp(`^access_gateway_${name}\\{namespace="team-a",gateway="${gw}"${extra}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  const open = (text: string) => metric(text, 'open_connections', 'gw') + metric(text, 'open_connections', 'gw2');
+  // the earlier tests' connections have closed
+  const before = await waitFor('team-a has no open connection', async () => {
+    const text = await scrapeMetrics(cp, op.adminPort);
+    return open(text) === 0 ? metric(text, 'connections_refused_total', 'gw2', ',limit="namespace"') : undefined;
+  });
+  try {
+    // 24 on each listener, under its own cap of 32: 48, the namespace's cap
+    for (let i = 0; i < 24; i++) await hold(port);
+    for (let i = 0; i < 24; i++) await hold(port2);
+    // accepted by the operator (a client's connect can complete before the accept)
+    await waitFor('48 open connections of team-a', async () => open(await scrapeMetrics(cp, op.adminPort)) === 48 || undefined, 5_000);
+    const over = await rawRequest(port2, get('/api').replaceAll('{app}', app), 5_000).catch(() => ({ status: 0 }));
+    assert.equal(over.status, 0, 'a 49th connection of team-a was served');
+    const other = await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]));
+    assert.equal(other.status, 200);
+  } finally {
+    for (const s of held) s.destroy();
+  }
+  assert.equal(metric(await scrapeMetrics(cp, op.adminPort), 'connections_refused_total', 'gw2', ',limit="namespace"'), before + 1);
+  // closed connections give their place back
+  const again = await waitFor('team-a accepts again', async () => (await rawRequest(port2, get('/api').replaceAll('{app}', app), 5_000)).status === 200 || undefined);
   assert.ok(again);
 });
