@@ -12,6 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { KubeAccessReviewer } from '../kube/access-review.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
+import { defaultLimits } from '../dataplane/listener.js';
 import { KubeAdminReviewer } from '../kube/admin-review.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
@@ -92,6 +93,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     maxConnectionsPerNamespace: f['max-connections-per-namespace'],
+    bufferedBodyBytesPerNamespace: defaultLimits.bufferedBodyBytesPerNamespace,
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,
     idleTimeoutMs: f['idle-timeout-seconds'] * 1000,
   });

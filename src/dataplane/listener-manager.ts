@@ -3,7 +3,7 @@ import { Reason } from '../api/conditions.js';
 import { equal, printPlan, type GatewayPlan } from '../translate/plan.js';
 import { defaultLimits, Listener, listenerShape, type ListenerLimits } from './listener.js';
 import type { DataplaneDeps } from './route-table.js';
-import { ConnectionBudget } from './connection-budget.js';
+import { budgetsFor, type Budgets } from './namespace-budget.js';
 
 export type ApplyResult =
   | { programmed: true; port: number }
@@ -13,12 +13,12 @@ export class ListenerManager {
   private readonly listeners = new Map<string, Listener>();
   /** Listeners of deleted gateways still draining (shutdown waits for them too). */
   private readonly draining = new Set<Promise<void>>();
-  /** Connections per namespace, shared by its listeners (a replaced listener's still count until they close). */
-  private readonly budget: ConnectionBudget;
+  /** What each namespace holds, shared by its listeners (a replaced listener's connections count until they close). */
+  private readonly budgets: Budgets;
 
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {
-    this.budget = new ConnectionBudget(limits.maxConnectionsPerNamespace);
+    this.budgets = budgetsFor(limits);
   }
 
   /** The listener serving `key`, if any. */
@@ -62,7 +62,7 @@ export class ListenerManager {
       current.update(plan);
       return { programmed: true, port: plan.port };
     }
-    const next = new Listener(plan, this.deps, this.limits, this.budget);
+    const next = new Listener(plan, this.deps, this.limits, this.budgets);
     if (current && current.plan.port === plan.port) {
       // Same port, TLS or client certificates switched on or off: the old listener must let go of the port first.
       this.listeners.delete(key);

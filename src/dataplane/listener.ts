@@ -15,7 +15,7 @@ import {
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
-import { ConnectionBudget } from './connection-budget.js';
+import { budgetsFor, type Budgets, type NamespaceBudget } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 
 let nextId = 0;
@@ -35,13 +35,15 @@ export interface ListenerLimits {
   maxConnections: number;
   /** Open connections per namespace, all of its listeners together (0: no limit); more are refused at accept. */
   maxConnectionsPerNamespace: number;
+  /** Request bodies buffered for retries per namespace, in bytes; past it, bodies are streamed (and not retried). */
+  bufferedBodyBytesPerNamespace: number;
   /** Time to receive a request's headers (slow clients are cut). */
   headersTimeoutMs: number;
   /** How long an idle keep-alive connection stays open, and an answer the client reads none of. */
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
@@ -64,7 +66,7 @@ export class Listener {
   private readonly streams = new Set<() => void>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
-    budget = new ConnectionBudget(limits.maxConnectionsPerNamespace)) {
+    private readonly budgets: Budgets = budgetsFor(limits)) {
     this.table = RouteTable.build(plan, deps);
     const opts = {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
@@ -82,7 +84,7 @@ export class Listener {
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));
     const ns = plan.namespace;
     this.server.on('connection', (socket: Socket) => {
-      if (!budget.take(ns)) {
+      if (!budgets.connections.take(ns)) {
         socket.destroy();
         this.table.m.connectionRefused('namespace');
         return;
@@ -90,7 +92,7 @@ export class Listener {
       const open = this.table.m.connections;
       open.inc();
       socket.once('close', () => {
-        budget.give(ns);
+        budgets.connections.give(ns);
         open.dec();
       });
     });
@@ -324,7 +326,7 @@ export class Listener {
         },
       });
     };
-    const body = requestBody(req);
+    const body = requestBody(req, res, this.budgets.bodies, this.table.plan.namespace);
     if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
     else attempt(body, 0);
   }
@@ -455,12 +457,14 @@ function unreadBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
 }
 
-/** The request body, buffered when it is small and of known length; else 'stream'. */
-function requestBody(req: IncomingMessage): Buffer | null | 'stream' | Promise<Buffer> {
+/** The request body, buffered when it is small, of known length and fits the namespace's budget
+ * (given back when the response closes); else 'stream'. */
+function requestBody(req: IncomingMessage, res: ServerResponse, bodies: NamespaceBudget, namespace: string): Buffer | null | 'stream' | Promise<Buffer> {
   if (req.headers['transfer-encoding'] !== undefined) return 'stream';
   const len = Number(req.headers['content-length'] ?? 0);
   if (!len) return null;
-  if (!(len <= maxBufferedBody)) return 'stream';
+  if (!(len <= maxBufferedBody) || !bodies.take(namespace, len)) return 'stream';
+  res.once('close', () => bodies.give(namespace, len));
   return (async () => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);

@@ -342,3 +342,35 @@ test('a namespace\'s connections are capped across all of its listeners; another
   const again = await waitFor('team-a accepts again', async () => (await rawRequest(port2, get('/api').replaceAll('{app}', app), 5_000)).status === 200 || undefined);
   assert.ok(again);
 });
+
+test('request bodies buffered for retries are bounded per namespace: past 16 MiB they are streamed', async () => {
+  const before = await arrived();
+  const held: Socket[] = [];
+  // a Service-route upload that declares 1 MiB and sends 1 KiB of it
+  const upload = async () => {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    held.push(s);
+    await new Promise((r) => s.once('connect', r));
+    s.write(req(['POST /echo/upload HTTP/1.1', 'Host: g', `Authorization: Bearer ${app}`, `Content-Length: ${1 << 20}`], 'x'.repeat(1024)));
+  };
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    for (let i = 0; i < 17; i++) await upload();
+    // 16 are buffered, waiting for the rest of their bodies; the 17th is past the budget and streamed at once
+    await waitFor('the 17th upload reaches the upstream', async () => (await arrived()) === before + 1 || undefined, 10_000);
+    await sleep(500);
+    assert.equal(await arrived(), before + 1, 'only the streamed upload reached the upstream');
+  } finally {
+    for (const s of held.splice(0)) s.destroy();
+  }
+  // the closed requests gave their bytes back: a new upload is buffered again
+  await sleep(1_000);
+  try {
+    await upload();
+    await sleep(1_000);
+    assert.equal(await arrived(), before + 1, 'a new upload was streamed: the budget was not given back');
+  } finally {
+    for (const s of held) s.destroy();
+  }
+});

@@ -7,6 +7,7 @@ import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { ListenerManager } from '../../src/dataplane/listener-manager.js';
+import { defaultLimits } from '../../src/dataplane/listener.js';
 import type { DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
@@ -58,7 +59,7 @@ for (const cap of [3, 0]) {
   test(`connections per namespace: ${cap ? `at most ${cap} over all of its listeners, other namespaces unaffected` : '0 is no limit'}`, async (t) => {
     const deps = { apiserver: {}, reviewer: { review: async () => ({ authenticated: false, error: '' }) }, log: silentLogger,
       pools: new PoolRegistry(), metrics: testMetrics() } as unknown as DataplaneDeps;
-    const m = new ListenerManager(deps, '127.0.0.1', 0, { maxConnections: 100, maxConnectionsPerNamespace: cap, headersTimeoutMs: 10_000, idleTimeoutMs: 10_000 });
+    const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: cap });
     const held: Socket[] = [];
     t.after(async () => {
       for (const s of held) s.destroy();

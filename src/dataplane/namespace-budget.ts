@@ -1,0 +1,37 @@
+// What one namespace may hold of the process its listeners share with every other team's: open
+// client connections (a connection holds ~14 KiB of memory, ~60 KiB over TLS, and a file
+// descriptor) and request bodies buffered for retries. Without a bound one team could starve the
+// others or get the operator OOM-killed.
+
+export class NamespaceBudget {
+  private readonly held = new Map<string, number>();
+
+  /** `limit` 0: no limit. */
+  constructor(readonly limit: number) {}
+
+  /** Counts `n` more for `namespace`; false (nothing counted) when that would pass the limit. */
+  take(namespace: string, n = 1): boolean {
+    const held = this.held.get(namespace) ?? 0;
+    if (this.limit > 0 && held + n > this.limit) return false;
+    this.held.set(namespace, held + n);
+    return true;
+  }
+
+  /** Gives back `n` that `take` counted. */
+  give(namespace: string, n = 1): void {
+    const held = (this.held.get(namespace) ?? 0) - n;
+    if (held > 0) this.held.set(namespace, held);
+    else this.held.delete(namespace);
+  }
+}
+
+/** A namespace's budgets, shared by all of its listeners. */
+export interface Budgets {
+  connections: NamespaceBudget;
+  /** Bytes of request bodies held in memory (Service routes buffer small ones so they can be retried). */
+  bodies: NamespaceBudget;
+}
+
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number }): Budgets {
+  return { connections: new NamespaceBudget(limits.maxConnectionsPerNamespace), bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace) };
+}
