@@ -4,13 +4,15 @@ import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
 import type { CallerIdentity, TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
-import { TokenCache } from './token-cache.js';
+import { TokenCache, type EntryBudget } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
 export interface Authenticator {
   /** The caller, at once when cached (no promise on the hot path), else when checked. `conn`:
    * the client connection, which remembers the token's cache key between its requests. */
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity>;
+  /** Drops its caches (it will not be used again), giving their entries back to their budget. */
+  close?(): void;
 }
 
 /** How long a definite "not authenticated" is remembered, by token hash. */
@@ -22,6 +24,8 @@ export interface TokenReviewAuthenticatorOptions {
   /** Clock skew allowed between this process and the apiserver, on top of the apiserver's own
    * 60 s leeway; default 5 s. */
   clockSkewSeconds?: number;
+  /** Bound on cached callers shared with the namespace's other gateways. */
+  cacheBudget?: EntryBudget;
 }
 
 export class TokenReviewAuthenticator implements Authenticator {
@@ -40,7 +44,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     this.namespace = options.namespace ?? '';
     this.leewaySeconds = apiserverLeewaySeconds + Math.max(options.clockSkewSeconds ?? defaultClockSkewSeconds, 0);
     this.cache = new TokenCache({
-      now, onLookup: onCacheLookup, negativeTtlMs: negativeCacheTtlMs,
+      now, onLookup: onCacheLookup, negativeTtlMs: negativeCacheTtlMs, budget: options.cacheBudget,
       isDefinite: (err) => err instanceof UnauthenticatedError,
     });
   }
@@ -48,6 +52,10 @@ export class TokenReviewAuthenticator implements Authenticator {
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {
     const key = tokenKey(token, conn);
     return this.cache.hit(key) ?? this.cache.getOrLoad(key, () => this.review(token), () => this.precheck(token));
+  }
+
+  close(): void {
+    this.cache.close();
   }
 
   /** Refuses, without a review, what the apiserver would certainly refuse. */

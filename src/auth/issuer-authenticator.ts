@@ -6,15 +6,21 @@ import type { Authenticator } from './authenticator.js';
 import type { CallerIdentity } from './identity.js';
 import { parseUnverified } from './jwt-precheck.js';
 import type { OidcIssuer } from './oidc.js';
-import { TokenCache } from './token-cache.js';
+import { TokenCache, type EntryBudget } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
 export class IssuerAuthenticator implements Authenticator {
   private readonly cache: TokenCache<CallerIdentity>;
 
   constructor(private readonly serviceAccounts: Authenticator, private readonly issuers: ReadonlyMap<string, OidcIssuer>,
-    private readonly cacheTTLSeconds: number, private readonly now: () => number = Date.now, onCacheLookup?: (hit: boolean) => void) {
-    this.cache = new TokenCache({ now, onLookup: onCacheLookup, negativeTtlMs: 5_000, isDefinite: (err) => err instanceof UnauthenticatedError });
+    private readonly cacheTTLSeconds: number, private readonly now: () => number = Date.now, onCacheLookup?: (hit: boolean) => void,
+    budget?: EntryBudget) {
+    this.cache = new TokenCache({ now, onLookup: onCacheLookup, negativeTtlMs: 5_000, isDefinite: (err) => err instanceof UnauthenticatedError, budget });
+  }
+
+  close(): void {
+    this.cache.close();
+    this.serviceAccounts.close?.();
   }
 
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {

@@ -8,7 +8,7 @@ import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { negativeCacheTtlMs, type Authenticator } from './authenticator.js';
 import { serviceAccountOf, type CallerIdentity } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims, signingAlgs, type UnverifiedJwt } from './jwt-precheck.js';
-import { TokenCache } from './token-cache.js';
+import { TokenCache, type EntryBudget } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
 export interface OidcDiscovery {
@@ -295,6 +295,8 @@ export interface JwksAuthenticatorOptions {
   clockToleranceSeconds?: number;
   now?: () => number;
   onCacheLookup?: (hit: boolean) => void;
+  /** Bound on cached callers shared with the namespace's other gateways. */
+  cacheBudget?: EntryBudget;
 }
 
 type Verified = { identity: CallerIdentity; claims: BoundClaims };
@@ -317,7 +319,7 @@ export class JwksAuthenticator implements Authenticator {
     this.tolerance = Math.min(Math.max(options.clockToleranceSeconds ?? defaultClockSkewSeconds, 0), apiserverLeewaySeconds);
     this.now = options.now ?? Date.now;
     this.cache = new TokenCache({
-      now: this.now, onLookup: options.onCacheLookup, negativeTtlMs: negativeCacheTtlMs,
+      now: this.now, onLookup: options.onCacheLookup, negativeTtlMs: negativeCacheTtlMs, budget: options.cacheBudget,
       isDefinite: (err) => err instanceof UnauthenticatedError,
     });
   }
@@ -331,6 +333,10 @@ export class JwksAuthenticator implements Authenticator {
       jwt = parseUnverified(token);
       precheckClaims(jwt.payload, { audiences: this.audiences, nowMs: this.now(), leewaySeconds: this.tolerance, required: true });
     }).then((v) => this.unrevoked(v));
+  }
+
+  close(): void {
+    this.cache.close();
   }
 
   /** Revocation is checked on every request, cached or not. */

@@ -3,10 +3,50 @@
 // loader marks as definite ("not authenticated") live briefly in a separate negative cache;
 // every other failure (unavailable) is never cached.
 
+/** A bound on the entries of several caches together (one namespace's gateways). When it has run
+ * out, the caches first drop their expired entries (at most once a second), then the cache adding
+ * one evicts its own oldest. */
+export class EntryBudget {
+  private held = 0;
+  private readonly caches = new Set<{ sweep(): void }>();
+  private sweptAt = -Infinity;
+
+  /** `limit` 0: no limit. */
+  constructor(readonly limit: number, private readonly now: () => number = Date.now) {}
+
+  /** Counts one more entry; false when the budget is spent. */
+  take(): boolean {
+    if (this.limit > 0 && this.held >= this.limit) {
+      const t = this.now();
+      if (t - this.sweptAt < 1_000) return false;
+      this.sweptAt = t;
+      for (const c of this.caches) c.sweep();
+      if (this.held >= this.limit) return false;
+    }
+    this.held++;
+    return true;
+  }
+
+  give(n = 1): void {
+    this.held -= n;
+  }
+
+  join(cache: { sweep(): void }): void {
+    this.caches.add(cache);
+  }
+
+  leave(cache: { sweep(): void }): void {
+    this.caches.delete(cache);
+  }
+}
+
 class ExpiringMap<V> {
   private readonly entries = new Map<string, { value: V; expiresAt: number }>();
+  private closed = false;
 
-  constructor(private readonly maxEntries: number, private readonly now: () => number) {}
+  constructor(private readonly maxEntries: number, private readonly now: () => number, private readonly budget?: EntryBudget) {
+    budget?.join(this);
+  }
 
   get size(): number {
     return this.entries.size;
@@ -16,26 +56,54 @@ class ExpiringMap<V> {
     const e = this.entries.get(key);
     if (!e) return undefined;
     if (e.expiresAt <= this.now()) {
-      this.entries.delete(key);
+      this.delete(key);
       return undefined;
     }
     return e.value;
   }
 
   set(key: string, value: V, ttlMs: number): void {
-    if (ttlMs <= 0 || this.maxEntries <= 0) return;
-    this.entries.delete(key);
-    if (this.entries.size >= this.maxEntries) {
-      // Evict the oldest insertion (Map keeps insertion order).
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
+    if (ttlMs <= 0 || this.maxEntries <= 0 || this.closed) return;
+    this.delete(key);
+    if (this.entries.size >= this.maxEntries) this.evictOldest();
+    if (this.budget && !this.budget.take()) {
+      // the budget's other caches hold it all: make room here, else this one is not cached
+      if (this.entries.size === 0) return;
+      this.evictOldest();
+      if (!this.budget.take()) return;
     }
     this.entries.set(key, { value, expiresAt: this.now() + ttlMs });
+  }
+
+  /** Drops the expired entries. */
+  sweep(): void {
+    const t = this.now();
+    for (const [key, e] of this.entries) if (e.expiresAt <= t) this.delete(key);
+  }
+
+  /** Empties the map for good (its owner is gone): its entries go back to the budget. */
+  close(): void {
+    this.closed = true;
+    this.budget?.leave(this);
+    this.budget?.give(this.entries.size);
+    this.entries.clear();
+  }
+
+  private delete(key: string): void {
+    if (this.entries.delete(key)) this.budget?.give();
+  }
+
+  /** Evicts the oldest insertion (Map keeps insertion order). */
+  private evictOldest(): void {
+    const oldest = this.entries.keys().next().value;
+    if (oldest !== undefined) this.delete(oldest);
   }
 }
 
 export interface TokenCacheOptions {
   maxEntries?: number;
+  /** Shared bound on the positive entries of this cache and others (refusals are bounded per cache). */
+  budget?: EntryBudget;
   now?: () => number;
   /** Called once per lookup: hit (positive entry) or miss (anything else). */
   onLookup?: (hit: boolean) => void;
@@ -56,7 +124,7 @@ export class TokenCache<V> {
 
   constructor(opts: TokenCacheOptions = {}) {
     const now = opts.now ?? Date.now;
-    this.positive = new ExpiringMap(opts.maxEntries ?? 10_000, now);
+    this.positive = new ExpiringMap(opts.maxEntries ?? 10_000, now, opts.budget);
     this.negative = new ExpiringMap(opts.maxNegativeEntries ?? 4_096, now);
     this.onLookup = opts.onLookup;
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
@@ -105,5 +173,11 @@ export class TokenCache<V> {
 
   set(key: string, value: V, ttlMs: number): void {
     this.positive.set(key, value, ttlMs);
+  }
+
+  /** Drops every entry for good, giving them back to the budget; later loads are not cached. */
+  close(): void {
+    this.positive.close();
+    this.negative.close();
   }
 }

@@ -72,6 +72,7 @@ export class ListenerManager {
       await next.listen(plan.port, this.host);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
+      await next.close(0); // gives back what its route table holds (endpoint pools, its cache's budget)
       if (current) {
         this.listeners.delete(key);
         await current.close(this.closeGraceMs);

@@ -5,6 +5,7 @@ import { createServer as createTLSServer, type Server as TLSServer } from 'node:
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
+import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
 import { explain } from './explain.js';
@@ -37,13 +38,15 @@ export interface ListenerLimits {
   maxConnectionsPerNamespace: number;
   /** Request bodies buffered for retries per namespace, in bytes; past it, bodies are streamed (and not retried). */
   bufferedBodyBytesPerNamespace: number;
+  /** Callers cached per namespace, all of its gateways' token caches together (0: no limit). */
+  cachedCallersPerNamespace: number;
   /** Time to receive a request's headers (slow clients are cut). */
   headersTimeoutMs: number;
   /** How long an idle keep-alive connection stays open, and an answer the client reads none of. */
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
@@ -64,10 +67,13 @@ export class Listener {
   private drained = false;
   /** Responses still streaming (watches): ended cleanly when the listener drains. */
   private readonly streams = new Set<() => void>();
+  /** The namespace's share of cached callers, for this listener's token caches. */
+  private readonly callers: EntryBudget;
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits)) {
-    this.table = RouteTable.build(plan, deps);
+    this.callers = budgets.cachedCallers(plan.namespace);
+    this.table = RouteTable.build(plan, deps, undefined, this.callers);
     const opts = {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs), maxHeaderSize: 16 * 1024,
@@ -119,7 +125,7 @@ export class Listener {
   /** Swaps the route table; a renewed certificate or client CA is used for new connections. */
   update(plan: GatewayPlan): void {
     const previous = this.table;
-    const next = RouteTable.build(plan, this.deps, previous); // first: a table that cannot be built changes nothing
+    const next = RouteTable.build(plan, this.deps, previous, this.callers); // first: a table that cannot be built changes nothing
     const old = previous.plan.tls;
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
       const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
@@ -127,7 +133,7 @@ export class Listener {
       next.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
     }
     this.table = next;
-    previous.dispose();
+    previous.dispose(next);
   }
 
   listen(port: number, host: string): Promise<void> {

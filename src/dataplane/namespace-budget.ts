@@ -1,7 +1,8 @@
 // What one namespace may hold of the process its listeners share with every other team's: open
 // client connections (a connection holds ~14 KiB of memory, ~60 KiB over TLS, and a file
-// descriptor) and request bodies buffered for retries. Without a bound one team could starve the
-// others or get the operator OOM-killed.
+// descriptor), request bodies buffered for retries, and callers in token caches. Without a bound,
+// one team could starve the others or get the operator OOM-killed.
+import { EntryBudget } from '../auth/token-cache.js';
 
 export class NamespaceBudget {
   private readonly held = new Map<string, number>();
@@ -30,8 +31,19 @@ export interface Budgets {
   connections: NamespaceBudget;
   /** Bytes of request bodies held in memory (Service routes buffer small ones so they can be retried). */
   bodies: NamespaceBudget;
+  /** Callers held in the token caches of a namespace's gateways (~1 KiB each). */
+  cachedCallers(namespace: string): EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number }): Budgets {
-  return { connections: new NamespaceBudget(limits.maxConnectionsPerNamespace), bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace) };
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number }): Budgets {
+  const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
+  return {
+    connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
+    bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
+    cachedCallers: (ns) => {
+      let b = callers.get(ns);
+      if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));
+      return b;
+    },
+  };
 }

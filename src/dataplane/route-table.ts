@@ -12,6 +12,7 @@ import type { OidcIssuer, OidcIssuers } from '../auth/oidc.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import type { RequestReviewer } from '../auth/request-info.js';
+import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
@@ -57,7 +58,7 @@ export interface CompiledRoute {
   extras: Record<string, string>;
 }
 
-function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator {
+function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps, cacheBudget?: EntryBudget): Authenticator {
   const { mode, audiences, cacheTTLSeconds } = plan.auth;
   const cache = deps.metrics.tokenCache;
   const hit = cache.labels(plan.namespace, plan.name, 'hit');
@@ -66,18 +67,18 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps): Authenticator
   let sa: Authenticator;
   if (mode === 'TokenReview') {
     sa = new TokenReviewAuthenticator(deps.reviewer, audiences, cacheTTLSeconds, Date.now, onCacheLookup,
-      { namespace: plan.namespace, clockSkewSeconds: deps.clockSkewSeconds });
+      { namespace: plan.namespace, clockSkewSeconds: deps.clockSkewSeconds, cacheBudget });
   } else {
     if (!deps.jwks) throw new Error('JWKS authentication is not configured in this data plane');
     deps.jwks.keySet.start();
     sa = new JwksAuthenticator(deps.jwks.keySet, audiences, cacheTTLSeconds,
-      { revocation: deps.jwks.revocation, onCacheLookup, clockToleranceSeconds: deps.clockSkewSeconds });
+      { revocation: deps.jwks.revocation, onCacheLookup, clockToleranceSeconds: deps.clockSkewSeconds, cacheBudget });
   }
   if (!plan.auth.issuers?.length) return sa;
   // translate refuses a plan naming an issuer that is not usable: each is one here
   const issuers = new Map(plan.auth.issuers.map((u) => [u, deps.oidc?.get(u)] as const)
     .filter((e): e is [string, OidcIssuer] => e[1] !== undefined && !('problem' in e[1])));
-  return new IssuerAuthenticator(sa, issuers, cacheTTLSeconds, Date.now, onCacheLookup);
+  return new IssuerAuthenticator(sa, issuers, cacheTTLSeconds, Date.now, onCacheLookup, cacheBudget);
 }
 
 export class RouteTable {
@@ -122,10 +123,11 @@ export class RouteTable {
   }
 
   /** Builds the table for a plan, keeping the previous authenticator (and its cache) and rate
-   * limiter (and its buckets) when their settings are unchanged. */
-  static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable): RouteTable {
+   * limiter (and its buckets) when their settings are unchanged. `cacheBudget`: the namespace's
+   * bound on cached callers, shared with its other gateways. */
+  static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, cacheBudget?: EntryBudget): RouteTable {
     const sameAuth = previous && JSON.stringify(previous.plan.auth) === JSON.stringify(plan.auth);
-    const authn = sameAuth ? previous.authenticator : authenticatorFor(plan, deps);
+    const authn = sameAuth ? previous.authenticator : authenticatorFor(plan, deps, cacheBudget);
     const rl = plan.rateLimit;
     const limiter = !rl ? null
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
@@ -134,7 +136,12 @@ export class RouteTable {
     const certs = !ca ? null
       : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
         : new ClientCertAuthenticator(ca);
-    return new RouteTable(plan, authn, limiter, deps, certs);
+    try {
+      return new RouteTable(plan, authn, limiter, deps, certs);
+    } catch (err) {
+      if (!sameAuth) authn.close?.(); // its cache joined the namespace's budget
+      throw err;
+    }
   }
 
   /** can-i questions per caller: 1 a second, bursts of 5 (each may cost a SubjectAccessReview);
@@ -143,9 +150,11 @@ export class RouteTable {
     return (this.canI ??= new RateLimiter(1, 5, 1_000));
   }
 
-  /** Releases the endpoint pools this table holds (after a newer table took over). */
-  dispose(): void {
+  /** Releases the endpoint pools this table holds, and its authenticator's caches unless `next`
+   * (the table that took over) keeps it. */
+  dispose(next?: RouteTable): void {
     for (const r of this.routes) for (const p of r.backend?.pools ?? []) this.deps.pools.release(p);
+    if (next?.authenticator !== this.authenticator) this.authenticator.close?.();
   }
 
   /** The Impersonate-* headers of an apiserver route for this caller: the caller itself, or

@@ -40,7 +40,7 @@ before(async () => {
   upstream = server.url;
   await applyYaml(cp, serviceYaml('team-a', 'echo', [net.hosts[0]!.ip]));
   op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--idle-timeout-seconds', '3', '--max-connections-per-listener', '32',
-    '--max-connections-per-namespace', '48'] });
+    '--max-connections-per-namespace', '48', '--max-cached-callers-per-namespace', '2'] });
   await applyYaml(cp, `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
@@ -178,6 +178,25 @@ const rows: Row[] = [
     name: `forged token: ${kind}`, status: 401, send: async () => get('/echo/t', [`Authorization: Bearer ${await forged(kind)}`]),
   })),
 ];
+
+test('callers cached per namespace are bounded across its gateways; another namespace\'s cache is not affected', async () => {
+  const reviews = async () => Number(/^access_gateway_token_reviews_total\{result="authenticated"\} (\d+)$/m.exec(await scrapeMetrics(cp, op.adminPort))?.[1] ?? 0);
+  const call = async (p: number, token: string) => assert.equal((await rawRequest(p, get('/api', [`Authorization: Bearer ${token}`]))).status, 200);
+  const twice = async (p: number, token: string) => {
+    const before = await reviews();
+    await call(p, token);
+    await call(p, token);
+    return (await reviews()) - before;
+  };
+  const [t1, t2, t3, b1] = await Promise.all([cp.token('team-a', 'app', ['gw']), cp.token('team-a', 'app', ['gw']),
+    cp.token('team-a', 'app', ['gw']), cp.token('team-b', 'app', ['gw'])]);
+  // team-a's budget is 2 (cacheTTLSeconds 10: this runs well within it). This test runs first:
+  // no gateway has cached anyone yet.
+  assert.equal(await twice(port, t1), 1, 'the first token is cached');
+  assert.equal(await twice(port, t2), 1, 'the second token is cached');
+  assert.equal(await twice(port2, t3), 2, 'gw2 has no entry of its own to evict: the third token is checked each time');
+  assert.equal(await twice(bPort, b1), 1, 'team-b\'s gateway caches as before');
+});
 
 test('hostile requests get their documented answer and never carry a forged identity upstream', async () => {
   for (const row of rows) {

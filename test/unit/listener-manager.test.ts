@@ -12,6 +12,7 @@ import type { DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
+import type { ServiceTarget } from '../../src/translate/plan.js';
 
 const freePort = () => new Promise<number>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
@@ -90,3 +91,22 @@ async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
   for (const end = Date.now() + 3_000; Date.now() < end;) if (await fn()) return true;
   return false;
 }
+
+test('a listener that cannot listen gives back what its route table took (endpoint pools)', async (t) => {
+  const deps = { apiserver: {}, reviewer: { review: async () => ({ authenticated: false, error: '' }) }, log: silentLogger,
+    pools: new PoolRegistry(), metrics: testMetrics() } as unknown as DataplaneDeps;
+  const m = new ListenerManager(deps, '127.0.0.1', 0);
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+  t.after(async () => {
+    await m.closeAll(0);
+    taken.close();
+  });
+  const port = (taken.address() as { port: number }).port;
+  const p = planOf('team-a', 'gw', port);
+  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
+    ca: null, serverName: 'echo.team-a.svc', problem: null };
+  const r = await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: service }] });
+  assert.equal(r?.programmed, false);
+  assert.equal(deps.pools.size, 0);
+});

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TokenCache } from '../../src/auth/token-cache.js';
+import { EntryBudget, TokenCache } from '../../src/auth/token-cache.js';
 
 class Definite extends Error {}
 
@@ -64,4 +64,40 @@ test('the negative cache is bounded (oldest first out)', async () => {
   let loads = 0;
   await assert.rejects(cache.getOrLoad('a', async () => { loads++; throw new Definite('no'); }));
   assert.equal(loads, 1); // 'a' had been evicted
+});
+
+test('caches sharing a budget: full, a cache evicts its own oldest; one with nothing of its own does not cache; expired and closed entries come back', async () => {
+  let now = 0;
+  const budget = new EntryBudget(3, () => now);
+  const a = new TokenCache<string>({ now: () => now, budget });
+  const b = new TokenCache<string>({ now: () => now, budget });
+  const ok = (v: string, ttlMs = 10_000) => async () => ({ value: v, ttlMs });
+  for (const k of ['a1', 'a2', 'a3']) await a.getOrLoad(k, ok(k));
+  assert.equal(a.size, 3);
+  await b.getOrLoad('b1', ok('b1'));
+  assert.equal(b.size, 0, 'b has nothing of its own to evict');
+  await a.getOrLoad('a4', ok('a4'));
+  assert.deepEqual([a.size, a.get('a1'), a.get('a4')], [3, undefined, 'a4'], 'a evicted its own oldest');
+  // expired entries are swept when the budget runs out (at most once a second)
+  now += 20_000;
+  await b.getOrLoad('b2', ok('b2'));
+  assert.equal(b.get('b2'), 'b2');
+  await a.getOrLoad('a5', ok('a5', 1_000_000));
+  await b.getOrLoad('b3', ok('b3', 1_000_000));
+  await b.getOrLoad('b4', ok('b4', 1_000_000));
+  assert.equal(a.size + b.size, 3);
+  // a closed cache gives its entries back, and caches nothing more
+  a.close();
+  const c = new TokenCache<string>({ now: () => now, budget });
+  await c.getOrLoad('c1', ok('c1'));
+  assert.equal(c.get('c1'), 'c1');
+  await a.getOrLoad('a6', ok('a6'));
+  assert.equal(a.size, 0);
+});
+
+test('a budget of 0 is no limit', async () => {
+  const budget = new EntryBudget(0);
+  const cache = new TokenCache<string>({ budget });
+  for (let i = 0; i < 100; i++) await cache.getOrLoad(`k${i}`, async () => ({ value: 'v', ttlMs: 10_000 }));
+  assert.equal(cache.size, 100);
 });
