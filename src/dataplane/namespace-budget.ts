@@ -1,5 +1,5 @@
 // What one namespace may hold of the process its listeners share with every other team's: open
-// client connections (a connection holds ~14 KiB of memory, ~60 KiB over TLS, and a file
+// client connections (a connection holds ~27 KiB of memory, ~47 KiB over TLS, and a file
 // descriptor), request bodies buffered for retries, and callers in token caches. Without a bound,
 // one team could starve the others or get the operator OOM-killed.
 import { EntryBudget } from '../auth/token-cache.js';
