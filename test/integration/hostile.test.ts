@@ -298,81 +298,65 @@ test('a client that reads a large answer slowly, with pauses shorter than the id
   assert.ok(got > n, `all of the answer and its head: ${got} bytes for ${n}`);
 });
 
-const refusedLine = (gw: string, limit: string) =>
-  new RegExp(`^access_gateway_connections_refused_total\\{namespace="team-a",gateway="${gw}",limit="${limit}"\\} (\\d+)$`, 'm');
-const refusedCount = async (gw: string, limit: string) => Number(refusedLine(gw, limit).exec(await scrapeMetrics(cp, op.adminPort))?.[1] ?? 0);
+/** Opens a connection to `p`, kept in `held`, and sends `first` on it once connected. */
+async function hold(p: number, held: Socket[], first: string): Promise<void> {
+  const s = connect(p, '127.0.0.1');
+  s.on('error', () => {});
+  held.push(s);
+  await new Promise((r) => s.once('connect', r));
+  s.write(first);
+}
 
-test('connections beyond the per-listener cap are refused; other listeners are not affected', async () => {
+/** A series of team-a's gateway `gw` in a /metrics text (0 when absent). */
+const teamA = (text: string, name: string, gw: string, labels = '') =>
+  Number(new RegExp(`^access_gateway_${name}\\{namespace="team-a",gateway="${gw}"${labels}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+const refusedCount = async (gw: string, limit: string) => teamA(await scrapeMetrics(cp, op.adminPort), 'connections_refused_total', gw, `,limit="${limit}"`);
+
+/** Holds connections with `fill`, then checks that one more to `overPort` is closed at accept
+ * (counted for team-a's `gw` under `limit`) while team-b is served, and that closing them makes room. */
+async function refusedOver(fill: (held: Socket[]) => Promise<void>, overPort: number, path: string, gw: string, limit: string): Promise<void> {
   const held: Socket[] = [];
-  const refusedBefore = await refusedCount('gw', 'listener');
+  const before = await refusedCount(gw, limit);
+  const one = () => rawRequest(overPort, get(path).replaceAll('{app}', app), 5_000);
   try {
-    for (let i = 0; i < 32; i++) {
-      const s = connect(port, '127.0.0.1');
-      s.on('error', () => {});
-      held.push(s);
-      await new Promise((r) => s.once('connect', r));
-      s.write('GET /echo/hold HTTP/1.1\r\nHost: g\r\n'); // open, headers unfinished
-    }
-    const over = await rawRequest(port, get('/echo/over').replaceAll('{app}', app), 5_000).catch(() => ({ status: 0 }));
-    assert.equal(over.status, 0, 'the 33rd connection was served');
-    const other = await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]));
-    assert.equal(other.status, 200);
+    await fill(held);
+    assert.equal((await one().catch(() => ({ status: 0 }))).status, 0, 'the connection over the cap was served');
+    assert.equal((await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]))).status, 200);
   } finally {
     for (const s of held) s.destroy();
   }
-  assert.equal(await refusedCount('gw', 'listener'), refusedBefore + 1);
-  // freed connections make room again
-  const again = await waitFor('listener accepts again', async () => (await rawRequest(port, get('/echo/again').replaceAll('{app}', app), 5_000)).status === 200 || undefined);
-  assert.ok(again);
+  assert.equal(await refusedCount(gw, limit), before + 1);
+  await waitFor('closed connections make room again', async () => (await one()).status === 200 || undefined);
+}
+
+const unfinished = 'GET /echo/hold HTTP/1.1\r\nHost: g\r\n'; // open, headers unfinished
+
+test('connections beyond the per-listener cap are refused; other listeners are not affected', async () => {
+  await refusedOver(async (held) => {
+    for (let i = 0; i < 32; i++) await hold(port, held, unfinished);
+  }, port, '/echo/over', 'gw', 'listener');
 });
 
 test('a namespace\'s connections are capped across all of its listeners; another namespace is not affected', async () => {
-  const held: Socket[] = [];
-  const hold = async (p: number) => {
-    const s = connect(p, '127.0.0.1');
-    s.on('error', () => {});
-    held.push(s);
-    await new Promise((r) => s.once('connect', r));
-    s.write('GET /api HTTP/1.1\r\nHost: g\r\n'); // open, headers unfinished
-  };
-  const metric = (text: string, name: string, gw: string, extra = '') =>
-    Number(new RegExp(`^access_gateway_${name}\\{namespace="team-a",gateway="${gw}"${extra}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
-  const open = (text: string) => metric(text, 'open_connections', 'gw') + metric(text, 'open_connections', 'gw2');
-  // the earlier tests' connections have closed
-  const before = await waitFor('team-a has no open connection', async () => {
+  const open = async () => {
     const text = await scrapeMetrics(cp, op.adminPort);
-    return open(text) === 0 ? metric(text, 'connections_refused_total', 'gw2', ',limit="namespace"') : undefined;
-  });
-  try {
+    return teamA(text, 'open_connections', 'gw') + teamA(text, 'open_connections', 'gw2');
+  };
+  await waitFor('the earlier tests\' connections closed', async () => (await open()) === 0 || undefined);
+  await refusedOver(async (held) => {
     // 24 on each listener, under its own cap of 32: 48, the namespace's cap
-    for (let i = 0; i < 24; i++) await hold(port);
-    for (let i = 0; i < 24; i++) await hold(port2);
+    for (let i = 0; i < 24; i++) await hold(port, held, unfinished);
+    for (let i = 0; i < 24; i++) await hold(port2, held, unfinished);
     // accepted by the operator (a client's connect can complete before the accept)
-    await waitFor('48 open connections of team-a', async () => open(await scrapeMetrics(cp, op.adminPort)) === 48 || undefined, 5_000);
-    const over = await rawRequest(port2, get('/api').replaceAll('{app}', app), 5_000).catch(() => ({ status: 0 }));
-    assert.equal(over.status, 0, 'a 49th connection of team-a was served');
-    const other = await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]));
-    assert.equal(other.status, 200);
-  } finally {
-    for (const s of held) s.destroy();
-  }
-  assert.equal(metric(await scrapeMetrics(cp, op.adminPort), 'connections_refused_total', 'gw2', ',limit="namespace"'), before + 1);
-  // closed connections give their place back
-  const again = await waitFor('team-a accepts again', async () => (await rawRequest(port2, get('/api').replaceAll('{app}', app), 5_000)).status === 200 || undefined);
-  assert.ok(again);
+    await waitFor('48 open connections of team-a', async () => (await open()) === 48 || undefined, 5_000);
+  }, port2, '/api', 'gw2', 'namespace');
 });
 
 test('request bodies buffered for retries are bounded per namespace: past 16 MiB they are streamed', async () => {
   const before = await arrived();
   const held: Socket[] = [];
   // a Service-route upload that declares 1 MiB and sends 1 KiB of it
-  const upload = async () => {
-    const s = connect(port, '127.0.0.1');
-    s.on('error', () => {});
-    held.push(s);
-    await new Promise((r) => s.once('connect', r));
-    s.write(req(['POST /echo/upload HTTP/1.1', 'Host: g', `Authorization: Bearer ${app}`, `Content-Length: ${1 << 20}`], 'x'.repeat(1024)));
-  };
+  const upload = () => hold(port, held, req(['POST /echo/upload HTTP/1.1', 'Host: g', `Authorization: Bearer ${app}`, `Content-Length: ${1 << 20}`], 'x'.repeat(1024)));
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   try {
     for (let i = 0; i < 17; i++) await upload();
