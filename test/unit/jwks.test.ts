@@ -8,6 +8,7 @@ import {
 } from '../../src/auth/jwks.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
 import { realClock } from '../../src/clock.js';
+import { EntryBudget, TokenCache } from '../../src/auth/token-cache.js';
 import { FakeClock } from '../support/fake-clock.js';
 
 const issuer = 'https://kubernetes.default.svc.cluster.local';
@@ -60,7 +61,7 @@ function sign(p: Pair, over: JWTPayload = {}, header: { kid?: string | undefined
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 const is401 = (e: unknown) => e instanceof UnauthenticatedError && e.status === 401;
 
-async function setup(opts: { revocation?: (c: BoundClaims) => Revocation; ttl?: number } = {}) {
+async function setup(opts: { revocation?: (c: BoundClaims) => Revocation; ttl?: number; cacheBudget?: EntryBudget } = {}) {
   clock = T0;
   const rsa = await keyPair('RS256', 'k1');
   const src = new FakeSource();
@@ -69,6 +70,7 @@ async function setup(opts: { revocation?: (c: BoundClaims) => Revocation; ttl?: 
   const auth = new JwksAuthenticator(keySet, ['access-gateway', 'other'], opts.ttl ?? 10, {
     now: () => clock,
     ...(opts.revocation ? { revocation: { check: opts.revocation } } : {}),
+    ...(opts.cacheBudget ? { cacheBudget: opts.cacheBudget } : {}),
   });
   return { rsa, src, keySet, auth };
 }
@@ -285,6 +287,27 @@ test('clock skew: exp and nbf within the tolerance pass, beyond it fail; the tol
   await mk(30).authenticate(early);
   const old = await sign(rsa, { exp: nowS() - 90, jti: 'old' });
   await assert.rejects(async () => mk(3600).authenticate(old), is401); // capped at the apiserver's 60 s
+});
+
+test('the cache takes its entries from the namespace\'s budget, and gives them back when closed', async () => {
+  const budget = new EntryBudget(1, () => clock);
+  const { rsa, auth } = await setup({ cacheBudget: budget });
+  const other = new TokenCache<string>({ now: () => clock, budget });
+  await other.getOrLoad('x', async () => ({ value: 'x', ttlMs: 60_000 })); // the budget's one entry
+  const token = await sign(rsa);
+  await auth.authenticate(token);
+  await auth.authenticate(token);
+  assert.equal(auth.verifications, 2, 'nothing of its own to evict: not cached');
+  other.close();
+  await auth.authenticate(token);
+  await auth.authenticate(token);
+  assert.equal(auth.verifications, 3, 'cached once the budget had room');
+  auth.close();
+  await other.getOrLoad('y', async () => ({ value: 'y', ttlMs: 60_000 }));
+  assert.equal(other.size, 0, 'a closed cache caches nothing more');
+  const third = new TokenCache<string>({ now: () => clock, budget });
+  await third.getOrLoad('z', async () => ({ value: 'z', ttlMs: 60_000 }));
+  assert.equal(third.size, 1, 'the closed authenticator gave its entry back');
 });
 
 test('ttl 0 disables the cache', async () => {
