@@ -63,6 +63,17 @@ export class TooManySessionsError extends RateLimitedError {
     this.name = 'TooManySessionsError';
   }
 }
+/** 503: the gateway's namespace has --max-connections-per-namespace admitted connections open. */
+export class TooManyConnectionsError extends AgwError {
+  override readonly code = 'AGW_ERR_TOO_MANY_CONNECTIONS';
+  override readonly status = 503;
+  override readonly reason = 'ServiceUnavailable';
+  readonly retryAfterSeconds = 1;
+  constructor(message: string) {
+    super(message, { step: 'access' });
+    this.name = 'TooManyConnectionsError';
+  }
+}
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
 /** 503, fail closed: authentication cannot answer now (apiserver away, keys or caches not loaded,
  * TokenReview limiter full); `retryAfterSeconds` becomes a Retry-After header. */

@@ -12,7 +12,7 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
@@ -51,7 +51,7 @@ export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnecti
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
-  if ((err instanceof RateLimitedError || err instanceof AuthUnavailableError) && err.retryAfterSeconds !== undefined) {
+  if ((err instanceof RateLimitedError || err instanceof AuthUnavailableError || err instanceof TooManyConnectionsError) && err.retryAfterSeconds !== undefined) {
     h['retry-after'] = String(err.retryAfterSeconds);
   }
   return h;
@@ -69,6 +69,7 @@ export class Listener {
   private readonly streams = new Set<() => void>();
   /** The namespace's share of cached callers, for this listener's token caches. */
   private readonly callers: EntryBudget;
+  private closing: Promise<void> | undefined;
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits)) {
@@ -78,30 +79,22 @@ export class Listener {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs), maxHeaderSize: 16 * 1024,
     };
-    if (plan.tls) {
-      // client certificates are asked for, and a refused one is a 401 that says why (not a failed handshake)
-      const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
-      // half-open as over plain HTTP: a session's client may end its side and still read the reply
-      this.server = createTLSServer({ ...opts, allowHalfOpen: true, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
-    } else {
-      this.server = createServer(opts);
+    try {
+      if (plan.tls) {
+        // client certificates are asked for, and a refused one is a 401 that says why (not a failed handshake)
+        const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
+        // half-open as over plain HTTP: a session's client may end its side and still read the reply;
+        // a handshake gets the header timeout too (Node's default is 120 s)
+        this.server = createTLSServer({ ...opts, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
+      } else {
+        this.server = createServer(opts);
+      }
+    } catch (err) {
+      this.table.dispose(); // e.g. a key OpenSSL refuses: give back the table's pools and cache budget
+      throw err;
     }
     this.server.maxConnections = limits.maxConnections;
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));
-    const ns = plan.namespace;
-    this.server.on('connection', (socket: Socket) => {
-      if (!budgets.connections.take(ns)) {
-        socket.destroy();
-        this.table.m.connectionRefused('namespace');
-        return;
-      }
-      const open = this.table.m.connections;
-      open.inc();
-      socket.once('close', () => {
-        budgets.connections.give(ns);
-        open.dec();
-      });
-    });
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -129,7 +122,12 @@ export class Listener {
     const old = previous.plan.tls;
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
       const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
-      (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...ca });
+      try {
+        (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...ca });
+      } catch (err) {
+        next.dispose(previous); // what the new table took, unless the current one shares it
+        throw err;
+      }
       next.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
     }
     this.table = next;
@@ -148,8 +146,13 @@ export class Listener {
     });
   }
 
-  /** Stops accepting at once; open requests get `graceMs`, then every connection is closed. */
+  /** Stops accepting at once; open requests get `graceMs`, then every connection is closed. Once:
+   * a second call gets the first one's promise (the table's pools are released once). */
   close(graceMs: number): Promise<void> {
+    return (this.closing ??= this.shut(graceMs));
+  }
+
+  private shut(graceMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     const timer = setTimeout(() => {
@@ -165,6 +168,31 @@ export class Listener {
       clearTimeout(timer);
       this.table.dispose();
     });
+  }
+
+  /**
+   * Counts a connection against its namespace's budget from its first admitted request, so that
+   * only the namespace's own callers can spend it (a refused request closes its connection).
+   * False, and nothing counted, when the budget is spent.
+   */
+  private admitConnection(t: RouteTable, sock: Socket): boolean {
+    const ns = t.plan.namespace;
+    if (!this.budgets.connections.take(ns)) {
+      t.m.connectionRefused('namespace');
+      return false;
+    }
+    admitted.add(sock);
+    const open = t.m.connections;
+    open.inc();
+    sock.once('close', () => {
+      this.budgets.connections.give(ns);
+      open.dec();
+    });
+    return true;
+  }
+
+  private tooManyConnections(t: RouteTable): AgwError {
+    return new TooManyConnectionsError(`namespace ${t.plan.namespace} has ${this.budgets.connections.limit} connections open through its gateways, the operator's limit (--max-connections-per-namespace)`);
   }
 
   private track(res: ServerResponse, end: () => void): void {
@@ -265,21 +293,29 @@ export class Listener {
     if (unreadBody(req)) {
       h.connection = 'close';
       lingeringClose(req.socket);
+    } else if (!admitted.has(req.socket)) {
+      h.connection = 'close'; // a connection none of whose requests was admitted is not kept
     }
     res.writeHead(err.status, h).end(body);
   }
 
   /** An admitted request: discovery, or forwarding to the apiserver or a Service endpoint. */
   private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
+    if (a.kind !== 'can-i' && !admitted.has(req.socket) && !this.admitConnection(t, req.socket)) {
+      fail(this.tooManyConnections(t));
+      return;
+    }
     if (a.kind === 'discovery') {
       const body = JSON.stringify(discovery(t, a.id));
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
       return;
     }
     if (a.kind === 'can-i') {
+      // answered to callers spec.access may not admit: it does not admit the connection
+      const close = admitted.has(req.socket) ? {} : { connection: 'close' };
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer).then((e) => {
         const body = JSON.stringify(e);
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' }).end(body);
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));
       return;
     }
@@ -359,6 +395,7 @@ export class Listener {
       const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
+      if (!admitted.has(req.socket) && !this.admitConnection(t, req.socket)) throw this.tooManyConnections(t);
       const limits = t.plan.sessions;
       if (this.sessions.size + this.opening >= limits.maxConcurrent) {
         t.m.sessionRefused();
@@ -430,6 +467,8 @@ function accessLine(t: RouteTable, id: number, seen: Seen, method: string | unde
 const clientClosed = 499;
 
 /** Bytes counted so far per client connection (updated in place). */
+/** Connections that carried an admitted request: counted against their namespace's budget. */
+const admitted = new WeakSet<object>();
 const accounted = new WeakMap<object, { read: number; written: number }>();
 
 /**

@@ -133,10 +133,10 @@ export class RouteTable {
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
         : new RateLimiter(rl.requestsPerSecond, rl.burst);
     const ca = plan.tls?.clientCA ?? null;
-    const certs = !ca ? null
-      : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
-        : new ClientCertAuthenticator(ca);
     try {
+      const certs = !ca ? null
+        : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
+          : new ClientCertAuthenticator(ca);
       return new RouteTable(plan, authn, limiter, deps, certs);
     } catch (err) {
       if (!sameAuth) authn.close?.(); // its cache joined the namespace's budget

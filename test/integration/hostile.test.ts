@@ -58,7 +58,9 @@ metadata: {name: gw2, namespace: team-a}
 spec:
   authentication: {audiences: [gw]}
   access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
-  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
+  routes:
+    - {name: echo, pathPrefix: /echo/, rewritePrefix: /, service: {name: echo, port: http}}
+    - {name: kube-api, pathPrefix: /, apiserver: {}}
 ---
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
@@ -312,15 +314,16 @@ const teamA = (text: string, name: string, gw: string, labels = '') =>
   Number(new RegExp(`^access_gateway_${name}\\{namespace="team-a",gateway="${gw}"${labels}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
 const refusedCount = async (gw: string, limit: string) => teamA(await scrapeMetrics(cp, op.adminPort), 'connections_refused_total', gw, `,limit="${limit}"`);
 
-/** Holds connections with `fill`, then checks that one more to `overPort` is closed at accept
- * (counted for team-a's `gw` under `limit`) while team-b is served, and that closing them makes room. */
-async function refusedOver(fill: (held: Socket[]) => Promise<void>, overPort: number, path: string, gw: string, limit: string): Promise<void> {
+/** Holds connections with `fill`, then checks that one more to `overPort` is refused with
+ * `status` (0: closed at accept), counted for team-a's `gw` under `limit`, while team-b is served,
+ * and that closing them makes room. */
+async function refusedOver(fill: (held: Socket[]) => Promise<void>, overPort: number, path: string, gw: string, limit: string, status: number): Promise<void> {
   const held: Socket[] = [];
   const before = await refusedCount(gw, limit);
   const one = () => rawRequest(overPort, get(path).replaceAll('{app}', app), 5_000);
   try {
     await fill(held);
-    assert.equal((await one().catch(() => ({ status: 0 }))).status, 0, 'the connection over the cap was served');
+    assert.equal((await one().catch(() => ({ status: 0 }))).status, status, 'the connection over the cap was served');
     assert.equal((await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]))).status, 200);
   } finally {
     for (const s of held) s.destroy();
@@ -334,22 +337,28 @@ const unfinished = 'GET /echo/hold HTTP/1.1\r\nHost: g\r\n'; // open, headers un
 test('connections beyond the per-listener cap are refused; other listeners are not affected', async () => {
   await refusedOver(async (held) => {
     for (let i = 0; i < 32; i++) await hold(port, held, unfinished);
-  }, port, '/echo/over', 'gw', 'listener');
+  }, port, '/echo/over', 'gw', 'listener', 0);
 });
 
-test('a namespace\'s connections are capped across all of its listeners; another namespace is not affected', async () => {
+test('a namespace\'s admitted connections are capped across all of its listeners; strangers spend none of it; another namespace is not affected', async () => {
   const open = async () => {
     const text = await scrapeMetrics(cp, op.adminPort);
     return teamA(text, 'open_connections', 'gw') + teamA(text, 'open_connections', 'gw2');
   };
   await waitFor('the earlier tests\' connections closed', async () => (await open()) === 0 || undefined);
+  // connections of callers the gateways refuse, or that never finish a request, spend nothing
+  const strangers: Socket[] = [];
+  // (8 that never finish, 4 on each listener: with 24 admitted each, under the listener cap of 32)
+  for (let i = 0; i < 16; i++) await hold(i % 2 ? port : port2, strangers, i % 4 < 2 ? unfinished : get('/api', ['Authorization: Bearer forged']));
   await refusedOver(async (held) => {
-    // 24 on each listener, under its own cap of 32: 48, the namespace's cap
-    for (let i = 0; i < 24; i++) await hold(port, held, unfinished);
-    for (let i = 0; i < 24; i++) await hold(port2, held, unfinished);
-    // accepted by the operator (a client's connect can complete before the accept)
-    await waitFor('48 open connections of team-a', async () => (await open()) === 48 || undefined, 5_000);
-  }, port2, '/api', 'gw2', 'namespace');
+    // 24 admitted on each listener (a request held open 20 s by the upstream), under its own cap
+    // of 32: 48, the namespace's cap
+    const slow = get('/echo/slow?ms=20000').replace('Connection: close', 'Connection: keep-alive').replaceAll('{app}', app);
+    for (let i = 0; i < 24; i++) await hold(port, held, slow);
+    for (let i = 0; i < 24; i++) await hold(port2, held, slow);
+    await waitFor('48 admitted connections of team-a', async () => (await open()) === 48 || undefined, 10_000);
+  }, port2, '/api', 'gw2', 'namespace', 503);
+  for (const s of strangers) s.destroy();
 });
 
 test('request bodies buffered for retries are bounded per namespace: past 16 MiB they are streamed', async () => {

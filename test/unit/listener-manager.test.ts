@@ -7,12 +7,16 @@ import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { ListenerManager } from '../../src/dataplane/listener-manager.js';
-import { defaultLimits } from '../../src/dataplane/listener.js';
 import type { DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
-import type { ServiceTarget } from '../../src/translate/plan.js';
+import type { GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
+import { defaultLimits, Listener } from '../../src/dataplane/listener.js';
+import { makeCA } from '../support/certs.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const freePort = () => new Promise<number>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
@@ -44,22 +48,34 @@ test('an unchanged plan (a new generation, a resync) keeps the route table; a ch
 
 const planOf = (namespace: string, name: string, port: number) => translate(applyDefaults({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name, namespace, generation: 1 },
-  spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] },
+  spec: { authentication: { audiences: ['gw'] }, access: [{ users: ['alice'] }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] },
 } as unknown as AccessGateway), { port: { port } }).plan!;
 
-/** Connects and resolves whether the server kept the connection open for 300 ms. */
-const kept = (port: number, held: Socket[]) => new Promise<boolean>((resolve) => {
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+/** A token the fake reviewer below accepts as alice (JWT-shaped: the precheck reads aud and exp). */
+const alice = `${b64({ alg: 'RS256' })}.${b64({ aud: ['gw'], exp: Math.floor(Date.now() / 1000) + 3600, sub: 'alice' })}.sig`;
+const aliceDeps = () => ({
+  apiserver: {}, log: silentLogger, pools: new PoolRegistry(), metrics: testMetrics(),
+  reviewer: { review: async (token: string) => token === alice
+    ? { authenticated: true, user: { username: 'alice', uid: '', groups: [], extra: {} }, audiences: ['gw'] }
+    : { authenticated: false, error: 'no' } },
+} as unknown as DataplaneDeps);
+
+/** One discovery request on a new connection (kept in `held`): its status (0: none) and whether
+ * the server kept the connection open 300 ms later. */
+const ask = (port: number, held: Socket[], token = alice) => new Promise<{ status: number; open: boolean }>((resolve) => {
   const s = connect(port, '127.0.0.1');
   held.push(s);
+  let head = '';
   s.on('error', () => {});
-  s.on('close', () => resolve(false));
-  s.on('connect', () => setTimeout(() => resolve(!s.destroyed && s.readyState === 'open'), 300));
+  s.on('data', (c: Buffer) => { head += c.toString('latin1'); });
+  s.on('connect', () => s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\n\r\n`));
+  setTimeout(() => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), open: !s.destroyed && s.readyState === 'open' }), 300);
 });
 
 for (const cap of [3, 0]) {
-  test(`connections per namespace: ${cap ? `at most ${cap} over all of its listeners, other namespaces unaffected` : '0 is no limit'}`, async (t) => {
-    const deps = { apiserver: {}, reviewer: { review: async () => ({ authenticated: false, error: '' }) }, log: silentLogger,
-      pools: new PoolRegistry(), metrics: testMetrics() } as unknown as DataplaneDeps;
+  test(`connections per namespace: ${cap ? `at most ${cap} admitted over all of its listeners, other namespaces unaffected` : '0 is no limit'}`, async (t) => {
+    const deps = aliceDeps();
     const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: cap });
     const held: Socket[] = [];
     t.after(async () => {
@@ -70,18 +86,21 @@ for (const cap of [3, 0]) {
     await m.apply('team-a/gw', planOf('team-a', 'gw', a1));
     await m.apply('team-a/gw2', planOf('team-a', 'gw2', a2));
     await m.apply('team-b/gw', planOf('team-b', 'gw', b));
-    assert.deepEqual([await kept(a1, held), await kept(a1, held), await kept(a2, held)], [true, true, true]);
-    assert.equal(await kept(a2, held), cap === 0, 'a 4th connection of team-a');
-    assert.equal(await kept(a1, held), cap === 0, 'a 5th connection of team-a');
-    assert.equal(await kept(b, held), true, 'team-b');
+    // callers that are not admitted spend nothing: their connection is closed after the refusal
+    assert.deepEqual(await ask(a1, held, 'x.y.z'), { status: 401, open: false });
+    assert.deepEqual([await ask(a1, held), await ask(a1, held), await ask(a2, held)].map((r) => r.open), [true, true, true]);
+    const over = { status: 503, open: false };
+    assert.deepEqual(await ask(a2, held), cap ? over : { status: 200, open: true }, 'a 4th connection of team-a');
+    assert.deepEqual(await ask(a1, held), cap ? over : { status: 200, open: true }, 'a 5th connection of team-a');
+    assert.deepEqual(await ask(b, held), { status: 200, open: true }, 'team-b');
     const e = await deps.metrics.exposition();
     const all = e.head + Buffer.concat([...e.chunks]).toString();
     assert.match(all, new RegExp(`access_gateway_open_connections\\{namespace="team-a",gateway="gw"\\} ${cap ? 2 : 3}\\n`));
     if (cap) {
       assert.match(all, /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw2",limit="namespace"\} 1\n/);
       // a closed connection gives its place back
-      held.shift()!.destroy();
-      assert.equal(await waitUntil(() => kept(a2, held)), true);
+      held[1]!.destroy();
+      assert.equal(await waitUntil(async () => (await ask(a2, held)).open), true);
     }
   });
 }
@@ -91,6 +110,18 @@ async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
   for (const end = Date.now() + 3_000; Date.now() < end;) if (await fn()) return true;
   return false;
 }
+
+test('a listener whose server cannot be made (a key OpenSSL refuses) gives back its route table\'s endpoint pools', async (t) => {
+  const deps = aliceDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 0);
+  t.after(() => m.closeAll(0));
+  const p = planOf('team-a', 'gw', await freePort());
+  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
+    ca: null, serverName: 'echo.team-a.svc', problem: null };
+  const tls = { secretName: 's', cert: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', key: 'not a key', clientCA: null };
+  await assert.rejects(m.apply('team-a/gw', { ...p, tls, routes: [{ ...p.routes[0]!, target: service }] }));
+  assert.equal(deps.pools.size, 0);
+});
 
 test('a listener that cannot listen gives back what its route table took (endpoint pools)', async (t) => {
   const deps = { apiserver: {}, reviewer: { review: async () => ({ authenticated: false, error: '' }) }, log: silentLogger,
@@ -109,4 +140,27 @@ test('a listener that cannot listen gives back what its route table took (endpoi
   const r = await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: service }] });
   assert.equal(r?.programmed, false);
   assert.equal(deps.pools.size, 0);
+});
+
+test('a listener switched to TLS on the same port that then cannot listen releases its pools once (a shared pool stays)', async (t) => {
+  const deps = aliceDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 0);
+  t.after(() => m.closeAll(0));
+  const port = await freePort();
+  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
+    ca: null, serverName: 'echo.team-a.svc', problem: null };
+  const withService = (p: GatewayPlan) => ({ ...p, routes: [{ ...p.routes[0]!, target: service }] });
+  // another gateway uses the same endpoint: one pool, two references
+  await m.apply('team-a/other', withService(planOf('team-a', 'other', await freePort())));
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port)));
+  assert.equal(deps.pools.size, 1);
+  // the same port, now with TLS: the old listener lets go of it first; then the port is taken by someone else
+  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  const listen = Listener.prototype.listen;
+  t.mock.method(Listener.prototype, 'listen', function (this: Listener, ...args: [number, string]) {
+    return (this as unknown as { plan: GatewayPlan }).plan.tls ? Promise.reject(Object.assign(new Error('taken'), { code: 'EADDRINUSE' })) : listen.apply(this, args);
+  });
+  const r = await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port)), tls: { secretName: 's', cert, key, clientCA: null } });
+  assert.equal(r?.programmed, false);
+  assert.equal(deps.pools.size, 1, 'the pool the other gateway uses is still there');
 });
