@@ -34,7 +34,7 @@ export function listenerShape(plan: GatewayPlan): ListenerShape {
 export interface ListenerLimits {
   /** Open connections per listener; more are refused at accept. */
   maxConnections: number;
-  /** Open connections per namespace, all of its listeners together (0: no limit); more are refused at accept. */
+  /** Admitted connections per namespace, all of its listeners together (0: no limit); more are answered 503 and closed. */
   maxConnectionsPerNamespace: number;
   /** Request bodies buffered for retries per namespace, in bytes; past it, bodies are streamed (and not retried). */
   bufferedBodyBytesPerNamespace: number;
@@ -95,6 +95,10 @@ export class Listener {
     }
     this.server.maxConnections = limits.maxConnections;
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));
+    // an Expect other than 100-continue: Node's own 417 would keep the connection, unadmitted, open
+    this.server.on('checkExpectation', (_req, res: ServerResponse) => {
+      res.writeHead(417, { connection: 'close', 'content-length': 0 }).end();
+    });
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {

@@ -88,6 +88,8 @@ for (const cap of [3, 0]) {
     await m.apply('team-b/gw', planOf('team-b', 'gw', b));
     // callers that are not admitted spend nothing: their connection is closed after the refusal
     assert.deepEqual(await ask(a1, held, 'x.y.z'), { status: 401, open: false });
+    assert.deepEqual(await ask(a1, held, 'x.y.z\r\nExpect: foo'), { status: 417, open: false }, 'Node\'s own answer to an Expect');
+    const first = held.length; // the first admitted connection
     assert.deepEqual([await ask(a1, held), await ask(a1, held), await ask(a2, held)].map((r) => r.open), [true, true, true]);
     const over = { status: 503, open: false };
     assert.deepEqual(await ask(a2, held), cap ? over : { status: 200, open: true }, 'a 4th connection of team-a');
@@ -99,7 +101,7 @@ for (const cap of [3, 0]) {
     if (cap) {
       assert.match(all, /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw2",limit="namespace"\} 1\n/);
       // a closed connection gives its place back
-      held[1]!.destroy();
+      held[first]!.destroy();
       assert.equal(await waitUntil(async () => (await ask(a2, held)).open), true);
     }
   });
