@@ -41,27 +41,19 @@ before(async () => {
   await applyYaml(cp, serviceYaml('team-a', 'echo', [net.hosts[0]!.ip]));
   op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--idle-timeout-seconds', '3', '--max-connections-per-listener', '32',
     '--max-connections-per-namespace', '48', '--max-cached-callers-per-namespace', '2'] });
-  await applyYaml(cp, `
-apiVersion: access-gateway.io/v1alpha1
+  // team-a has two gateways alike, so that bounds per namespace can be filled across listeners
+  const gateway = (name: string) => `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
-metadata: {name: gw, namespace: team-a}
+metadata: {name: ${name}, namespace: team-a}
 spec:
   authentication: {audiences: [gw]}
   access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
   routes:
     - {name: echo, pathPrefix: /echo/, rewritePrefix: /, service: {name: echo, port: http}}
     - {name: kube-api, pathPrefix: /, apiserver: {}}
----
-apiVersion: access-gateway.io/v1alpha1
-kind: AccessGateway
-metadata: {name: gw2, namespace: team-a}
-spec:
-  authentication: {audiences: [gw]}
-  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
-  routes:
-    - {name: echo, pathPrefix: /echo/, rewritePrefix: /, service: {name: echo, port: http}}
-    - {name: kube-api, pathPrefix: /, apiserver: {}}
----
+`;
+  await applyYaml(cp, `${gateway('gw')}---
+${gateway('gw2')}---
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: gw, namespace: team-b}
