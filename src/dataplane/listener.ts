@@ -12,7 +12,7 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, NoEndpointsError, RateLimitedError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, BadPathError, NoEndpointsError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
@@ -51,9 +51,8 @@ export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnecti
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
-  if ((err instanceof RateLimitedError || err instanceof AuthUnavailableError || err instanceof TooManyConnectionsError) && err.retryAfterSeconds !== undefined) {
-    h['retry-after'] = String(err.retryAfterSeconds);
-  }
+  const retry = (err as { retryAfterSeconds?: number }).retryAfterSeconds; // 429s and 503s that know when to come back
+  if (retry !== undefined) h['retry-after'] = String(retry);
   return h;
 }
 
@@ -179,13 +178,13 @@ export class Listener {
    * only the namespace's own callers can spend it (a refused request closes its connection).
    * False, and nothing counted, when the budget is spent.
    */
-  private admitConnection(t: RouteTable, sock: Socket): boolean {
+  private admitConnection(t: RouteTable, conn: Conn, sock: Socket): boolean {
     const ns = t.plan.namespace;
     if (!this.budgets.connections.take(ns)) {
       t.m.connectionRefused('namespace');
       return false;
     }
-    admitted.add(sock);
+    conn.admitted = true;
     const open = t.m.connections;
     open.inc();
     sock.once('close', () => {
@@ -244,18 +243,17 @@ export class Listener {
     const id = ++nextId;
     const seen: Seen = { caller: '-' };
     const sock = req.socket;
+    const conn = connOf(sock);
     t.m.inFlight.inc();
     res.on('close', () => {
       const seconds = (performance.now() - started) / 1000;
       t.m.inFlight.dec();
       // bytes since the last request on this connection (headers are read before 'request')
-      let last = accounted.get(sock);
-      if (!last) accounted.set(sock, (last = { read: 0, written: 0 }));
       const read = sock.bytesRead, written = sock.bytesWritten;
-      t.m.bytesIn.inc(read - last.read);
-      t.m.bytesOut.inc(written - last.written);
-      last.read = read;
-      last.written = written;
+      t.m.bytesIn.inc(read - conn.read);
+      t.m.bytesOut.inc(written - conn.written);
+      conn.read = read;
+      conn.written = written;
       // a client that left before any answer: 499 (nginx's "client closed request"), not the 200
       // the response object starts with
       const status = res.headersSent ? res.statusCode : clientClosed;
@@ -265,7 +263,7 @@ export class Listener {
         accessLine(t, id, seen, req.method, status, seconds);
       }
     });
-    const fail = (err: AgwError) => this.fail(t, req, res, seen, id, err);
+    const fail = (err: AgwError) => this.fail(t, req, res, conn, seen, id, err);
     let a: Admitted | Promise<Admitted>;
     try {
       a = admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
@@ -276,7 +274,7 @@ export class Listener {
     // a cached caller is served at once; a first request waits for its token check
     const serve = (x: Admitted) => {
       try {
-        this.serve(t, x, req, res, seen, fail);
+        this.serve(t, x, req, res, conn, seen, fail);
       } catch (err) {
         fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
       }
@@ -286,7 +284,7 @@ export class Listener {
   }
 
   /** Answers a refusal or an upstream failure (a Status body), once. */
-  private fail(t: RouteTable, req: IncomingMessage, res: ServerResponse, seen: Seen, id: number, err: AgwError): void {
+  private fail(t: RouteTable, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, id: number, err: AgwError): void {
     seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
     if (err.status === 500) t.log.error({ reqId: id.toString(36), err: err.cause ?? err }, err.message);
     else if (err.status === 502 || err.status === 504) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
@@ -297,15 +295,15 @@ export class Listener {
     if (unreadBody(req)) {
       h.connection = 'close';
       lingeringClose(req.socket);
-    } else if (!admitted.has(req.socket)) {
+    } else if (!conn.admitted) {
       h.connection = 'close'; // a connection none of whose requests was admitted is not kept
     }
     res.writeHead(err.status, h).end(body);
   }
 
   /** An admitted request: discovery, or forwarding to the apiserver or a Service endpoint. */
-  private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
-    if (a.kind !== 'can-i' && !admitted.has(req.socket) && !this.admitConnection(t, req.socket)) {
+  private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void): void {
+    if (a.kind !== 'can-i' && !conn.admitted && !this.admitConnection(t, conn, req.socket)) {
       fail(this.tooManyConnections(t));
       return;
     }
@@ -316,7 +314,7 @@ export class Listener {
     }
     if (a.kind === 'can-i') {
       // answered to callers spec.access may not admit: it does not admit the connection
-      const close = admitted.has(req.socket) ? {} : { connection: 'close' };
+      const close = conn.admitted ? {} : { connection: 'close' };
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer).then((e) => {
         const body = JSON.stringify(e);
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
@@ -372,7 +370,7 @@ export class Listener {
         },
       });
     };
-    const body = requestBody(req, res, this.budgets.bodies, this.table.plan.namespace);
+    const body = requestBody(req, res, this.budgets.bodies, t.plan.namespace);
     if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
     else attempt(body, 0);
   }
@@ -399,7 +397,8 @@ export class Listener {
       const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
-      if (!admitted.has(req.socket) && !this.admitConnection(t, req.socket)) throw this.tooManyConnections(t);
+      const conn = connOf(req.socket);
+      if (!conn.admitted && !this.admitConnection(t, conn, req.socket)) throw this.tooManyConnections(t);
       const limits = t.plan.sessions;
       if (this.sessions.size + this.opening >= limits.maxConcurrent) {
         t.m.sessionRefused();
@@ -470,10 +469,16 @@ function accessLine(t: RouteTable, id: number, seen: Seen, method: string | unde
 /** The status logged and counted for a request whose client left before any answer. */
 const clientClosed = 499;
 
-/** Bytes counted so far per client connection (updated in place). */
-/** Connections that carried an admitted request: counted against their namespace's budget. */
-const admitted = new WeakSet<object>();
-const accounted = new WeakMap<object, { read: number; written: number }>();
+/** What is kept per client connection: the bytes counted so far (updated in place), and whether a
+ * request on it was admitted (from then on it counts against its namespace's budget). */
+interface Conn { read: number; written: number; admitted: boolean }
+const conns = new WeakMap<object, Conn>();
+
+function connOf(sock: object): Conn {
+  let c = conns.get(sock);
+  if (!c) conns.set(sock, (c = { read: 0, written: 0, admitted: false }));
+  return c;
+}
 
 /**
  * Closes a connection after the answer the way Go's net/http does (closeWriteAndWait): send FIN,

@@ -166,3 +166,28 @@ test('a listener switched to TLS on the same port that then cannot listen releas
   assert.equal(r?.programmed, false);
   assert.equal(deps.pools.size, 1, 'the pool the other gateway uses is still there');
 });
+
+test('a connection counts once, however many requests it carries', async (t) => {
+  const deps = aliceDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 1 });
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', planOf('team-a', 'gw', port));
+  // three requests on one connection, one after the other
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  await new Promise((r) => s.once('connect', r));
+  for (let i = 0; i < 3; i++) {
+    s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual([...text.matchAll(/HTTP\/1\.1 (\d+)/g)].map((x) => x[1]), ['200', '200', '200']);
+  // the budget of 1 is this connection: another is refused
+  assert.deepEqual(await ask(port, held), { status: 503, open: false });
+});
