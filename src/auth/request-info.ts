@@ -79,23 +79,61 @@ export function describeAttributes(a: RequestAttributes): string {
   return `${r.verb} ${what}${r.name ? ` ${r.name}` : ''}${r.namespace ? ` in namespace ${r.namespace}` : ''}`;
 }
 
-/** Remembers answers (not failures) for `ttlMs` by subject and question: the same can-i asked
- * again costs the apiserver nothing. Bounded; the oldest answers go first. */
-export class CachingRequestReviewer implements RequestReviewer {
-  private readonly answers = new Map<string, { until: number; verdict: Promise<Verdict> }>();
+interface Answer { until: number; verdict: Promise<Verdict> }
 
-  constructor(private readonly reviewer: RequestReviewer, private readonly ttlMs = 10_000, private readonly max = 4096,
+/** Remembers answers (not failures) for `ttlMs` by subject and question, apart for each gateway
+ * namespace: one team's questions cannot evict another's answers, nor learn from a fast answer
+ * what the other asked. At most `maxPerNamespace` answers each; the oldest go first. */
+export class CachingRequestReviewer implements RequestReviewer {
+  /** Per namespace, answers in the order they were made: all live `ttlMs`, so expired ones lead. */
+  private readonly namespaces = new Map<string, Map<string, Answer>>();
+  private nextSweep = 0;
+
+  constructor(private readonly reviewer: RequestReviewer, private readonly ttlMs = 10_000, private readonly maxPerNamespace = 1024,
     private readonly now: () => number = Date.now) {}
 
   reviewRequest(subject: CallerIdentity, attrs: RequestAttributes, namespace: string): Promise<Verdict> {
     const key = JSON.stringify([subject.username, subject.uid, subject.groups, subject.extra, attrs]);
-    const hit = this.answers.get(key);
-    if (hit && hit.until > this.now()) return hit.verdict;
-    if (this.answers.size >= this.max) this.answers.delete(this.answers.keys().next().value!);
+    const now = this.now();
+    if (now >= this.nextSweep) this.sweep(now);
+    let answers = this.namespaces.get(namespace);
+    const hit = answers?.get(key);
+    if (hit && hit.until > now) return hit.verdict;
+    if (!answers) this.namespaces.set(namespace, (answers = new Map()));
+    answers.delete(key); // an expired answer made again goes to the back
+    this.trim(answers, now, this.maxPerNamespace - 1);
     const verdict = this.reviewer.reviewRequest(subject, attrs, namespace);
-    const entry = { until: this.now() + this.ttlMs, verdict };
-    this.answers.set(key, entry);
-    verdict.catch(() => { if (this.answers.get(key) === entry) this.answers.delete(key); });
+    const entry = { until: now + this.ttlMs, verdict };
+    answers.set(key, entry);
+    verdict.catch(() => {
+      if (answers.get(key) !== entry) return;
+      answers.delete(key);
+      if (answers.size === 0 && this.namespaces.get(namespace) === answers) this.namespaces.delete(namespace);
+    });
     return verdict;
+  }
+
+  /** Answers held, over all namespaces. */
+  get size(): number {
+    let n = 0;
+    for (const a of this.namespaces.values()) n += a.size;
+    return n;
+  }
+
+  /** Drops expired answers, and the oldest past `max`. */
+  private trim(answers: Map<string, Answer>, now: number, max: number): void {
+    for (const [k, a] of answers) {
+      if (a.until > now && answers.size <= max) return;
+      answers.delete(k);
+    }
+  }
+
+  /** Once a TTL: forgets expired answers everywhere, and namespaces left with none. */
+  private sweep(now: number): void {
+    this.nextSweep = now + this.ttlMs;
+    for (const [ns, answers] of this.namespaces) {
+      this.trim(answers, now, this.maxPerNamespace);
+      if (answers.size === 0) this.namespaces.delete(ns);
+    }
   }
 }

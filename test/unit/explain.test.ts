@@ -96,3 +96,24 @@ test('can-i answers are remembered for their TTL by subject and question; failur
   await assert.rejects(c.reviewRequest(reader, attrs, 'team-a'));
   assert.equal(asked, 5, 'a failure is asked again');
 });
+
+test('can-i answers are kept apart per namespace: one team can neither evict nor see another\'s', async () => {
+  let asked = 0;
+  let now = 0;
+  const c = new CachingRequestReviewer({ reviewRequest: async () => { asked++; return { allowed: true, reason: '' }; } }, 10_000, 3, () => now);
+  const q = (i: number) => requestAttributes('GET', `/api/v1/namespaces/a/pods/p${i}`);
+  await c.reviewRequest(reader, q(0), 'team-b');
+  await c.reviewRequest(reader, q(0), 'team-a');
+  assert.equal(asked, 2, 'team-a is not answered from team-b\'s cache');
+  for (let i = 1; i <= 5; i++) await c.reviewRequest(reader, q(i), 'team-a');
+  assert.equal(c.size, 4, 'team-a holds its 3, team-b its 1');
+  asked = 0;
+  await c.reviewRequest(reader, q(0), 'team-b');
+  assert.equal(asked, 0, 'team-b\'s answer outlived team-a\'s questions');
+  await c.reviewRequest(reader, q(5), 'team-a');
+  await c.reviewRequest(reader, q(1), 'team-a');
+  assert.equal(asked, 1, 'team-a\'s newest answer is kept, its oldest gone');
+  now = 10_001;
+  await c.reviewRequest(reader, q(0), 'team-c');
+  assert.equal(c.size, 1, 'expired answers are swept, with the namespaces left empty');
+});
