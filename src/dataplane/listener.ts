@@ -16,7 +16,7 @@ import {
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
-import { budgetsFor, type Budgets, type NamespaceBudget } from './namespace-budget.js';
+import { budgetsFor, type Budgets, type NamespaceBudget, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 
 let nextId = 0;
@@ -69,6 +69,9 @@ export class Listener {
   /** The namespace's share of cached callers, for this listener's token caches. */
   private readonly callers: EntryBudget;
   private closing: Promise<void> | undefined;
+  /** Connections not admitted yet, by client address and port: a TLS socket has the same as the
+   * TCP socket under it, which is the one 'connection' gives. */
+  private readonly unadmitted = new Map<string, Unadmitted>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits)) {
@@ -94,6 +97,7 @@ export class Listener {
     }
     this.server.maxConnections = limits.maxConnections;
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));
+    this.server.on('connection', (raw: Socket) => this.onConnection(raw));
     // an Expect other than 100-continue: Node's own 417 would keep the connection, unadmitted, open
     this.server.on('checkExpectation', (_req, res: ServerResponse) => {
       res.writeHead(417, { connection: 'close', 'content-length': 0 }).end();
@@ -173,6 +177,25 @@ export class Listener {
     });
   }
 
+  /** A new TCP connection counts as not admitted yet until its first admitted request. */
+  private onConnection(raw: Socket): void {
+    const key = peerKey(raw);
+    if (key === undefined) return; // already gone
+    const ns = this.table.plan.namespace;
+    const c: Unadmitted = {
+      evict: () => {
+        this.table.m.connectionRefused('unadmitted');
+        raw.destroy();
+      },
+    };
+    this.budgets.unadmitted.add(ns, c);
+    this.unadmitted.set(key, c);
+    raw.once('close', () => {
+      this.budgets.unadmitted.remove(ns, c);
+      if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
+    });
+  }
+
   /**
    * Counts a connection against its namespace's budget from its first admitted request, so that
    * only the namespace's own callers can spend it (a refused request closes its connection).
@@ -185,6 +208,12 @@ export class Listener {
       return false;
     }
     conn.admitted = true;
+    const key = peerKey(sock);
+    const c = key === undefined ? undefined : this.unadmitted.get(key);
+    if (c) {
+      this.unadmitted.delete(key!);
+      this.budgets.unadmitted.remove(ns, c);
+    }
     const open = t.m.connections;
     open.inc();
     sock.once('close', () => {
@@ -473,6 +502,12 @@ const clientClosed = 499;
  * request on it was admitted (from then on it counts against its namespace's budget). */
 interface Conn { read: number; written: number; admitted: boolean }
 const conns = new WeakMap<object, Conn>();
+
+/** The client's address and port: the same for a TLS socket and the TCP socket under it. */
+function peerKey(sock: Socket): string | undefined {
+  const { remoteAddress: a, remotePort: p } = sock;
+  return a === undefined || p === undefined ? undefined : `${a} ${p}`;
+}
 
 function connOf(sock: object): Conn {
   let c = conns.get(sock);

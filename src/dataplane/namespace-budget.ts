@@ -1,5 +1,5 @@
 // What one namespace may hold of the process its listeners share with every other team's: open
-// client connections (a connection holds ~27 KiB of memory, ~47 KiB over TLS, and a file
+// client connections, admitted or not yet (a connection holds ~27 KiB of memory, ~47 KiB over TLS, and a file
 // descriptor), request bodies buffered for retries, and callers in token caches. Without a bound,
 // one team could starve the others or get the operator OOM-killed.
 import { EntryBudget } from '../auth/token-cache.js';
@@ -26,9 +26,53 @@ export class NamespaceBudget {
   }
 }
 
+/** A connection not admitted yet, as the budget of such connections sees it. */
+export interface Unadmitted {
+  /** Closes the connection to make room for a newer one. */
+  evict(): void;
+}
+
+/**
+ * Connections not admitted yet (none of their requests passed `spec.access`), per namespace, oldest
+ * first. Past the limit the oldest is closed: anyone who can reach a listener can open these, so
+ * refusing the newest would let a flood lock the team's callers out, while a caller that asks at
+ * once is admitted long before its connection is the oldest.
+ */
+export class UnadmittedConnections {
+  private readonly open = new Map<string, Set<Unadmitted>>();
+
+  /** `limit` 0: no limit. */
+  constructor(readonly limit: number) {}
+
+  add(namespace: string, c: Unadmitted): void {
+    let s = this.open.get(namespace);
+    if (!s) this.open.set(namespace, (s = new Set()));
+    if (this.limit > 0 && s.size >= this.limit) {
+      const oldest = s.values().next().value!;
+      s.delete(oldest);
+      oldest.evict();
+    }
+    s.add(c);
+  }
+
+  /** Admitted, or closed. */
+  remove(namespace: string, c: Unadmitted): void {
+    const s = this.open.get(namespace);
+    if (!s?.delete(c) || s.size > 0) return;
+    this.open.delete(namespace);
+  }
+
+  count(namespace: string): number {
+    return this.open.get(namespace)?.size ?? 0;
+  }
+}
+
 /** A namespace's budgets, shared by all of its listeners. */
 export interface Budgets {
+  /** Admitted connections. */
   connections: NamespaceBudget;
+  /** Connections not admitted yet: as many again as admitted ones. */
+  unadmitted: UnadmittedConnections;
   /** Bytes of request bodies held in memory (Service routes buffer small ones so they can be retried). */
   bodies: NamespaceBudget;
   /** Callers held in the token caches of a namespace's gateways (~1 KiB each). */
@@ -39,6 +83,7 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; buffere
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
     connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
+    unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
     cachedCallers: (ns) => {
       let b = callers.get(ns);

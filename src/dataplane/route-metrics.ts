@@ -7,6 +7,9 @@
 import { codeClass, methodLabel, type Metrics } from '../observability/metrics.js';
 import { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
 
+/** Which bound closed a client connection (access_gateway_connections_refused_total's `limit`). */
+export type ConnectionLimit = 'listener' | 'namespace' | 'unadmitted';
+
 /** Status classes whose responses_total series exist at zero from the plan on. */
 export const PRECREATED_CODES = ['2xx', '4xx', '5xx'] as const;
 
@@ -19,7 +22,7 @@ export class GatewayMetrics {
   readonly denied: Record<'access' | 'route' | 'filter' | 'impersonate' | 'path', CounterChild>;
   readonly rateLimited: CounterChild;
   private refused: CounterChild | undefined;
-  private readonly connectionsRefused: Partial<Record<'listener' | 'namespace', CounterChild>> = {};
+  private readonly connectionsRefused: Partial<Record<ConnectionLimit, CounterChild>> = {};
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string) {
     this.inFlight = m.inFlight.labels(ns, gw);
@@ -39,7 +42,7 @@ export class GatewayMetrics {
   }
 
   /** A connection refused at accept, over the listener's or the namespace's limit (made on first use). */
-  connectionRefused(limit: 'listener' | 'namespace'): void {
+  connectionRefused(limit: ConnectionLimit): void {
     (this.connectionsRefused[limit] ??= this.m.connectionsRefused.labels(this.ns, this.gw, limit)).inc();
   }
 }

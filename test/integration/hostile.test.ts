@@ -353,6 +353,36 @@ test('a namespace\'s admitted connections are capped across all of its listeners
   for (const s of strangers) s.destroy();
 });
 
+test('connections that never ask are bounded per namespace as well: past 48 its oldest is closed; its callers and team-b are still served', async () => {
+  const refused = async () => (await refusedCount('gw', 'unadmitted')) + (await refusedCount('gw2', 'unadmitted'));
+  await new Promise((r) => setTimeout(r, 500)); // the earlier tests' connections closed
+  const before = await refused();
+  const closed = new Set<Socket>();
+  const quiet: Socket[] = [];
+  const open = async (p: number, held: Socket[]) => {
+    const s = connect(p, '127.0.0.1');
+    s.on('error', () => {}).on('close', () => closed.add(s));
+    held.push(s);
+    await new Promise((r) => s.once('connect', r));
+  };
+  const teamB: Socket[] = [];
+  try {
+    await open(bPort, teamB);
+    // 60 connections to team-a's two listeners that send nothing (30 each, under the listener cap of 32)
+    for (let i = 0; i < 60; i++) await open(i % 2 ? port : port2, quiet);
+    await waitFor('12 of team-a\'s quiet connections closed', async () => closed.size >= 12 || undefined, 1_000);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(quiet.map((s) => closed.has(s)), quiet.map((_, i) => i < 12), 'the 12 oldest are closed, the 48 newest open');
+    assert.equal(await refused(), before + 12);
+    // a caller that asks at once is admitted (its connection made room for itself)
+    assert.equal((await rawRequest(port, get('/api').replaceAll('{app}', app))).status, 200);
+    assert.equal(closed.has(teamB[0]!), false, 'team-b\'s quiet connection is its own');
+    assert.equal((await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]))).status, 200);
+  } finally {
+    for (const s of [...quiet, ...teamB]) s.destroy();
+  }
+});
+
 test('request bodies buffered for retries are bounded per namespace: past 16 MiB they are streamed', async () => {
   const before = await arrived();
   const held: Socket[] = [];

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
@@ -63,13 +64,13 @@ const aliceDeps = () => ({
 
 /** One discovery request on a new connection (kept in `held`): its status (0: none) and whether
  * the server kept the connection open 300 ms later. */
-const ask = (port: number, held: Socket[], token = alice) => new Promise<{ status: number; open: boolean }>((resolve) => {
-  const s = connect(port, '127.0.0.1');
+const ask = (port: number, held: Socket[], token = alice, secure = false) => new Promise<{ status: number; open: boolean }>((resolve) => {
+  const s = open(port, secure);
   held.push(s);
   let head = '';
   s.on('error', () => {});
   s.on('data', (c: Buffer) => { head += c.toString('latin1'); });
-  s.on('connect', () => s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\n\r\n`));
+  s.on(secure ? 'secureConnect' : 'connect', () => s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\n\r\n`));
   setTimeout(() => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), open: !s.destroyed && s.readyState === 'open' }), 300);
 });
 
@@ -106,6 +107,58 @@ for (const cap of [3, 0]) {
     }
   });
 }
+
+const open = (port: number, secure = false): Socket => secure
+  ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false })
+  : connect(port, '127.0.0.1');
+
+/** A connection (kept in `held`) that sends nothing once connected (over TLS: after the handshake). */
+const silent = (port: number, held: Socket[], secure = false) => new Promise<Socket>((resolve) => {
+  const s = open(port, secure);
+  held.push(s);
+  s.on('error', () => {});
+  s.once(secure ? 'secureConnect' : 'connect', () => resolve(s));
+});
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const isOpen = (s: Socket) => !s.destroyed && s.readyState === 'open';
+
+test('connections not admitted yet: as many per namespace as admitted ones; past that its oldest is closed', async (t) => {
+  const deps = aliceDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: 3 });
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  const [a1, a2, b] = [await freePort(), await freePort(), await freePort()];
+  await m.apply('team-a/gw', planOf('team-a', 'gw', a1));
+  await m.apply('team-a/tls', { ...planOf('team-a', 'tls', a2), tls: { secretName: 's', cert, key, clientCA: null } });
+  await m.apply('team-b/gw', planOf('team-b', 'gw', b));
+  const quiet = [await silent(a1, held), await silent(a2, held, true), await silent(a1, held)];
+  const teamB = await silent(b, held);
+  await pause(100);
+  assert.deepEqual(quiet.map(isOpen), [true, true, true], 'three fit');
+  // a fourth, over TLS: the oldest quiet one makes room
+  const tls1 = await silent(a2, held, true);
+  await pause(100);
+  assert.deepEqual([...quiet, tls1].map(isOpen), [false, true, true, true]);
+  // callers that ask at once are admitted, and then no longer count here
+  assert.deepEqual([await ask(a2, held, alice, true), await ask(a1, held), await ask(a2, held, alice, true)],
+    [{ status: 200, open: true }, { status: 200, open: true }, { status: 200, open: true }]);
+  assert.deepEqual([...quiet, tls1].map(isOpen), [false, false, true, true], 'the first made room; once admitted, it left room for the next');
+  const admitted = held.slice(-3);
+  const more = [await silent(a1, held), await silent(a2, held, true), await silent(a1, held)];
+  await pause(100);
+  assert.deepEqual([...quiet, tls1].map(isOpen), [false, false, false, false], 'the oldest quiet ones made room');
+  assert.deepEqual([...admitted, ...more].map(isOpen), [true, true, true, true, true, true], 'admitted ones are not closed to make room');
+  assert.equal(isOpen(teamB), true, 'team-b\'s connection is its own');
+  const e = await deps.metrics.exposition();
+  const all = e.head + Buffer.concat([...e.chunks]).toString();
+  assert.match(all, /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="unadmitted"\} 2\n/);
+  assert.match(all, /access_gateway_connections_refused_total\{namespace="team-a",gateway="tls",limit="unadmitted"\} 2\n/);
+});
 
 /** Retries `fn` for up to 3 s until it resolves true. */
 async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
