@@ -17,7 +17,7 @@ import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
 import { RateLimiter } from '../auth/rate-limit.js';
-import { PoolRegistry, ServiceBackend } from './endpoints.js';
+import { PoolRegistry, ServiceBackend, type EndpointPool } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
@@ -107,16 +107,29 @@ export class RouteTable {
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
-    this.routes = plan.routes.map((r, i) => ({
+    const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
+    const acquire = (t: ServiceTarget) => t.endpoints.map((e) => {
+      const p = deps.pools.acquire(t, e);
+      acquired.push(p);
+      return p;
+    });
+    try {
+      this.routes = this.compileRoutes(plan, deps, acquire);
+    } catch (err) {
+      for (const p of acquired) deps.pools.release(p);
+      throw err;
+    }
+  }
+
+  private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[]): CompiledRoute[] {
+    return plan.routes.map((r, i) => ({
       plan: r,
       field: `spec.routes[${i}]`,
       prefix: normalizePrefix(r.pathPrefix),
       rewrite: r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix),
       filter: r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null,
       methods: r.methods ? new Set(r.methods) : null,
-      backend: r.target.kind === 'service'
-        ? new ServiceBackend(r.target, r.target.endpoints.map((e) => deps.pools.acquire(r.target as ServiceTarget, e)))
-        : null,
+      backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
       m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
       extras: { [extraGateway]: this.key, [extraRoute]: r.name },
     }));

@@ -12,7 +12,7 @@ import type { DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
-import type { GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
+import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
 import { defaultLimits, Listener } from '../../src/dataplane/listener.js';
 import { makeCA } from '../support/certs.js';
 import { mkdtempSync } from 'node:fs';
@@ -175,6 +175,19 @@ test('a listener whose server cannot be made (a key OpenSSL refuses) gives back 
     ca: null, serverName: 'echo.team-a.svc', problem: null };
   const tls = { secretName: 's', cert: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', key: 'not a key', clientCA: null };
   await assert.rejects(m.apply('team-a/gw', { ...p, tls, routes: [{ ...p.routes[0]!, target: service }] }));
+  assert.equal(deps.pools.size, 0);
+});
+
+test('a route table that cannot be compiled gives back the endpoint pools its earlier routes took', async (t) => {
+  const deps = aliceDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 0);
+  t.after(() => m.closeAll(0));
+  const p = planOf('team-a', 'gw', await freePort());
+  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
+    ca: null, serverName: 'echo.team-a.svc', problem: null };
+  // a pattern RE2 refuses (translate would have: this stands for any compile failure after route 0)
+  const bad = { ...p.routes[0]!, name: 'bad', target: { ...(p.routes[0]!.target as ApiserverTarget), acceptPaths: ['^/(?=api)'] } };
+  await assert.rejects(m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: service }, bad] }));
   assert.equal(deps.pools.size, 0);
 });
 
