@@ -11,7 +11,7 @@ export type ApplyResult =
 
 export class ListenerManager {
   private readonly listeners = new Map<string, Listener>();
-  /** Listeners of deleted gateways still draining (shutdown waits for them too). */
+  /** Listeners of deleted or moved gateways still draining (shutdown waits for them too). */
   private readonly draining = new Set<Promise<void>>();
   /** What each namespace holds, shared by its listeners (a replaced listener's connections count until they close). */
   private readonly budgets: Budgets;
@@ -38,14 +38,7 @@ export class ListenerManager {
         this.listeners.delete(key);
         this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
         this.deps.metrics.forget(current.plan.namespace, current.plan.name);
-        // the port is free at once (no new connections); open ones drain in the background
-        const closed = current.close(this.closeGraceMs).then(() => {
-          this.draining.delete(closed);
-          // series made while it drained (sessions and requests ending), unless the gateway is back
-          if (!this.listeners.has(key)) this.deps.metrics.forget(current.plan.namespace, current.plan.name);
-          this.deps.log.info({ gateway: key, port: current.plan.port }, 'listener closed');
-        });
-        this.draining.add(closed);
+        this.retire(key, current, true);
       }
       return null;
     }
@@ -75,7 +68,7 @@ export class ListenerManager {
       await next.close(0); // gives back what its route table holds (endpoint pools, its cache's budget)
       if (current) {
         this.listeners.delete(key);
-        await current.close(this.closeGraceMs);
+        this.retire(key, current, false);
       }
       const reason = code === 'EADDRINUSE' ? Reason.PortConflict : Reason.ListenFailed;
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
@@ -83,8 +76,23 @@ export class ListenerManager {
     this.listeners.set(key, next);
     this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
-    if (current && current.plan.port !== plan.port) await current.close(this.closeGraceMs);
+    if (current && current.plan.port !== plan.port) this.retire(key, current, false);
     return { programmed: true, port: plan.port };
+  }
+
+  /**
+   * Closes a listener that no longer serves its gateway: its port is free at once, and open
+   * requests drain in the background. The reconcile does not wait for them (a team's open watches
+   * would hold a controller worker every other team shares), shutdown does. `deleted`: the
+   * gateway is gone, so the series its draining requests make are dropped too.
+   */
+  private retire(key: string, old: Listener, deleted: boolean): void {
+    const closed = old.close(this.closeGraceMs).then(() => {
+      this.draining.delete(closed);
+      if (deleted && !this.listeners.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
+      this.deps.log.info({ gateway: key, port: old.plan.port }, 'listener closed');
+    });
+    this.draining.add(closed);
   }
 
   async closeAll(graceMs: number): Promise<void> {
