@@ -56,19 +56,22 @@ export class ListenerManager {
       return { programmed: true, port: plan.port };
     }
     const next = new Listener(plan, this.deps, this.limits, this.budgets);
-    if (current && current.plan.port === plan.port) {
-      // Same port, TLS or client certificates switched on or off: the old listener must let go of the port first.
+    let old = current;
+    if (old && old.plan.port === plan.port) {
+      // Same port, TLS or client certificates switched on or off: the old listener lets go of the
+      // port first (its listening socket closes at once); its connections drain in the background.
       this.listeners.delete(key);
-      await current.close(0);
+      this.retire(key, old, false);
+      old = undefined;
     }
     try {
       await next.listen(plan.port, this.host);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       await next.close(0); // gives back what its route table holds (endpoint pools, its cache's budget)
-      if (current) {
+      if (old) {
         this.listeners.delete(key);
-        this.retire(key, current, false);
+        this.retire(key, old, false);
       }
       const reason = code === 'EADDRINUSE' ? Reason.PortConflict : Reason.ListenFailed;
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
@@ -76,7 +79,7 @@ export class ListenerManager {
     this.listeners.set(key, next);
     this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
-    if (current && current.plan.port !== plan.port) this.retire(key, current, false);
+    if (old) this.retire(key, old, false);
     return { programmed: true, port: plan.port };
   }
 

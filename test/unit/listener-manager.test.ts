@@ -178,30 +178,36 @@ test('a listener whose server cannot be made (a key OpenSSL refuses) gives back 
   assert.equal(deps.pools.size, 0);
 });
 
-test('a gateway moved to another port: the reconcile does not wait for the old listener to drain; shutdown does', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 1_500); // a drain of 1.5 s
-  const held: Socket[] = [];
-  let closed: Promise<void> | undefined;
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await (closed ?? m.closeAll(0));
+for (const change of ['moved to another port', 'switched to TLS on its port']) {
+  test(`a gateway ${change}: the reconcile does not wait for the old listener to drain; shutdown does`, async (t) => {
+    const deps = aliceDeps();
+    const m = new ListenerManager(deps, '127.0.0.1', 1_500); // a drain of 1.5 s
+    const held: Socket[] = [];
+    let closed: Promise<void> | undefined;
+    t.after(async () => {
+      for (const s of held) s.destroy();
+      await (closed ?? m.closeAll(0));
+    });
+    const [p1, p2] = [await freePort(), await freePort()];
+    await m.apply('team-a/gw', planOf('team-a', 'gw', p1));
+    // a request in progress on the old listener (its headers unfinished): held until the drain ends
+    const s = await silent(p1, held);
+    s.write('GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\n');
+    await pause(100);
+    const secure = change.includes('TLS');
+    const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+    const port = secure ? p1 : p2;
+    const next = { ...planOf('team-a', 'gw', port), ...(secure ? { tls: { secretName: 's', cert, key, clientCA: null } } : {}) };
+    assert.deepEqual(await m.apply('team-a/gw', next), { programmed: true, port });
+    assert.equal(isOpen(s), true, 'the reconcile returned while the old listener drains');
+    assert.equal((await ask(port, held, alice, secure)).status, 200);
+    let done = false;
+    closed = m.closeAll(0).then(() => { done = true; });
+    await pause(200);
+    assert.equal(done, false, 'shutdown waits for the draining listener');
+    await closed;
   });
-  const [p1, p2] = [await freePort(), await freePort()];
-  await m.apply('team-a/gw', planOf('team-a', 'gw', p1));
-  // a request in progress on the old port (its headers unfinished): held until the drain ends
-  const s = await silent(p1, held);
-  s.write('GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\n');
-  await pause(100);
-  assert.deepEqual(await m.apply('team-a/gw', planOf('team-a', 'gw', p2)), { programmed: true, port: p2 });
-  assert.equal(isOpen(s), true, 'the reconcile returned while the old listener drains');
-  assert.equal((await ask(p2, held)).status, 200);
-  let done = false;
-  closed = m.closeAll(0).then(() => { done = true; });
-  await pause(200);
-  assert.equal(done, false, 'shutdown waits for the draining listener');
-  await closed;
-});
+}
 
 test('a route table that cannot be compiled gives back the endpoint pools its earlier routes took', async (t) => {
   const deps = aliceDeps();
