@@ -332,6 +332,9 @@ export class Listener {
 
   /** An admitted request: discovery, or forwarding to the apiserver or a Service endpoint. */
   private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void): void {
+    // the client left while it was being admitted (its 499 is logged): nothing to serve, nothing
+    // to count (a closed socket emits no 'close' again to give the budget back)
+    if (req.socket.destroyed) return;
     if (a.kind !== 'can-i' && !conn.admitted && !this.admitConnection(t, conn, req.socket)) {
       fail(this.tooManyConnections(t));
       return;

@@ -264,6 +264,31 @@ test('a listener switched to TLS on the same port that then cannot listen releas
   assert.equal(deps.pools.size, 1, 'the pool the other gateway uses is still there');
 });
 
+test('a client that leaves while its first request is being authenticated spends none of the budget', async (t) => {
+  const deps = aliceDeps();
+  let answer: () => void = () => {};
+  const review = deps.reviewer.review;
+  // the token check is held until the client has gone
+  deps.reviewer.review = (...args) => new Promise((resolve) => { answer = () => resolve(review(...args)); });
+  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 1 });
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', planOf('team-a', 'gw', port));
+  const s = await silent(port, held);
+  s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  await pause(100);
+  s.resetAndDestroy();
+  await pause(100);
+  answer();
+  await pause(100);
+  // the budget of 1 is still there
+  assert.deepEqual(await ask(port, held), { status: 200, open: true });
+});
+
 test('a connection counts once, however many requests it carries', async (t) => {
   const deps = aliceDeps();
   const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 1 });
