@@ -69,8 +69,8 @@ export class Listener {
   /** The namespace's share of cached callers, for this listener's token caches. */
   private readonly callers: EntryBudget;
   private closing: Promise<void> | undefined;
-  /** Connections not admitted yet, by client address and port: a TLS socket has the same as the
-   * TCP socket under it, which is the one 'connection' gives. */
+  /** Connections not admitted yet, by their two ends (`peerKey`): a TLS socket has the same as
+   * the TCP socket under it, which is the one 'connection' gives. */
   private readonly unadmitted = new Map<string, Unadmitted>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
@@ -105,11 +105,17 @@ export class Listener {
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-      // malformed or smuggling-shaped requests (the parser is strict), oversized headers, slow clients
+      // malformed or smuggling-shaped requests (the parser is strict), oversized headers, slow
+      // clients get an answer; anything else (a TLS handshake that failed or timed out, a socket
+      // error) is closed: a socket still in its handshake cannot carry one, and ending it kept it open
+      const http = err.code?.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      if (!http || !socket.writable) {
+        socket.destroy();
+        return;
+      }
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-      else socket.destroy();
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     });
   }
 
@@ -506,10 +512,11 @@ const clientClosed = 499;
 interface Conn { read: number; written: number; admitted: boolean }
 const conns = new WeakMap<object, Conn>();
 
-/** The client's address and port: the same for a TLS socket and the TCP socket under it. */
+/** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
+ * local address too: a listener on 0.0.0.0 may have two from one client address and port.) */
 function peerKey(sock: Socket): string | undefined {
-  const { remoteAddress: a, remotePort: p } = sock;
-  return a === undefined || p === undefined ? undefined : `${a} ${p}`;
+  const { remoteAddress: a, remotePort: p, localAddress: la, localPort: lp } = sock;
+  return a === undefined || p === undefined ? undefined : `${a} ${p} ${la} ${lp}`;
 }
 
 function connOf(sock: object): Conn {

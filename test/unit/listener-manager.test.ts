@@ -160,6 +160,68 @@ test('connections not admitted yet: as many per namespace as admitted ones; past
   assert.match(all, /access_gateway_connections_refused_total\{namespace="team-a",gateway="tls",limit="unadmitted"\} 2\n/);
 });
 
+test('connections not admitted yet: one that closes gives its place back; two from one client address and port are told apart', async (t) => {
+  const deps = aliceDeps();
+  // on every address, as the operator listens: one client address and port can reach it twice
+  const m = new ListenerManager(deps, '0.0.0.0', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: 2 });
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', planOf('team-a', 'gw', port));
+  const q1 = await silent(port, held);
+  const q2 = await silent(port, held);
+  q2.destroy();
+  await pause(100);
+  await silent(port, held);
+  await pause(100);
+  assert.equal(isOpen(q1), true, 'a closed connection gave its place back');
+  for (const s of held.splice(0)) s.destroy();
+  await pause(100);
+  // a and b: the same client address and port, to two local addresses
+  const lp = await freePort();
+  const a = open2(port, '127.0.0.1', lp, held);
+  const b = open2(port, '127.0.0.2', lp, held);
+  await Promise.all([a, b].map((s) => new Promise((r) => s.once('connect', r))));
+  await pause(100);
+  let head = '';
+  a.on('data', (c: Buffer) => { head += c.toString('latin1'); });
+  a.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  await pause(200);
+  assert.match(head, /^HTTP\/1\.1 200/);
+  // two more that send nothing: the oldest not admitted (b) makes room, never the admitted a
+  await silent(port, held);
+  await silent(port, held);
+  await pause(100);
+  assert.deepEqual([isOpen(a), isOpen(b)], [true, false]);
+});
+
+/** A connection (kept in `held`) to `host`:`port` from 127.0.0.1:`localPort`. */
+function open2(port: number, host: string, localPort: number, held: Socket[]): Socket {
+  const s = connect({ port, host, localAddress: '127.0.0.1', localPort });
+  s.on('error', () => {});
+  held.push(s);
+  return s;
+}
+
+test('a connection that never finishes its TLS handshake is closed after the header timeout', async (t) => {
+  const deps = aliceDeps();
+  // no bound on connections not admitted: the timeout alone must close it
+  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 0, headersTimeoutMs: 300 });
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  const port = await freePort();
+  await m.apply('team-a/gw', { ...planOf('team-a', 'gw', port), tls: { secretName: 's', cert, key, clientCA: null } });
+  const s = await silent(port, held); // plain TCP: no ClientHello
+  assert.equal(await waitUntil(async () => { await pause(100); return !isOpen(s); }), true);
+});
+
 /** Retries `fn` for up to 3 s until it resolves true. */
 async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
   for (const end = Date.now() + 3_000; Date.now() < end;) if (await fn()) return true;
