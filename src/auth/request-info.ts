@@ -2,6 +2,7 @@
 // factory reads from the method and path (k8s.io/apiserver endpoints/request), for a
 // SubjectAccessReview that asks the same question ahead of time.
 
+import { createHash } from 'node:crypto';
 import type { CallerIdentity } from './identity.js';
 import type { Verdict } from './impersonation.js';
 
@@ -93,7 +94,8 @@ export class CachingRequestReviewer implements RequestReviewer {
     private readonly now: () => number = Date.now) {}
 
   reviewRequest(subject: CallerIdentity, attrs: RequestAttributes, namespace: string): Promise<Verdict> {
-    const key = JSON.stringify([subject.username, subject.uid, subject.groups, subject.extra, attrs]);
+    // hashed: a question may name a path of up to 16 KiB
+    const key = createHash('sha256').update(JSON.stringify([subject.username, subject.uid, subject.groups, subject.extra, attrs])).digest('base64');
     const now = this.now();
     if (now >= this.nextSweep) this.sweep(now);
     let answers = this.namespaces.get(namespace);
@@ -113,11 +115,11 @@ export class CachingRequestReviewer implements RequestReviewer {
     return verdict;
   }
 
-  /** Answers held, over all namespaces. */
-  get size(): number {
+  /** Answers held, over all namespaces, and the namespaces that hold any. */
+  get size(): { answers: number; namespaces: number } {
     let n = 0;
     for (const a of this.namespaces.values()) n += a.size;
-    return n;
+    return { answers: n, namespaces: this.namespaces.size };
   }
 
   /** Drops expired answers, and the oldest past `max`. */

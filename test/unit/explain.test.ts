@@ -106,7 +106,7 @@ test('can-i answers are kept apart per namespace: one team can neither evict nor
   await c.reviewRequest(reader, q(0), 'team-a');
   assert.equal(asked, 2, 'team-a is not answered from team-b\'s cache');
   for (let i = 1; i <= 5; i++) await c.reviewRequest(reader, q(i), 'team-a');
-  assert.equal(c.size, 4, 'team-a holds its 3, team-b its 1');
+  assert.deepEqual(c.size, { answers: 4, namespaces: 2 }, 'team-a holds its 3, team-b its 1');
   asked = 0;
   await c.reviewRequest(reader, q(0), 'team-b');
   assert.equal(asked, 0, 'team-b\'s answer outlived team-a\'s questions');
@@ -115,5 +115,5 @@ test('can-i answers are kept apart per namespace: one team can neither evict nor
   assert.equal(asked, 1, 'team-a\'s newest answer is kept, its oldest gone');
   now = 10_001;
   await c.reviewRequest(reader, q(0), 'team-c');
-  assert.equal(c.size, 1, 'expired answers are swept, with the namespaces left empty');
+  assert.deepEqual(c.size, { answers: 1, namespaces: 1 }, 'expired answers are swept, with the namespaces left empty');
 });
