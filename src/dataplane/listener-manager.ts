@@ -38,7 +38,7 @@ export class ListenerManager {
         this.listeners.delete(key);
         this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
         this.deps.metrics.forget(current.plan.namespace, current.plan.name);
-        this.retire(key, current, true);
+        this.retire(key, current);
       }
       return null;
     }
@@ -61,7 +61,7 @@ export class ListenerManager {
       // Same port, TLS or client certificates switched on or off: the old listener lets go of the
       // port first (its listening socket closes at once); its connections drain in the background.
       this.listeners.delete(key);
-      this.retire(key, old, false);
+      this.retire(key, old);
       old = undefined;
     }
     try {
@@ -71,7 +71,7 @@ export class ListenerManager {
       await next.close(0); // gives back what its route table holds (endpoint pools, its cache's budget)
       if (old) {
         this.listeners.delete(key);
-        this.retire(key, old, false);
+        this.retire(key, old);
       }
       const reason = code === 'EADDRINUSE' ? Reason.PortConflict : Reason.ListenFailed;
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
@@ -79,20 +79,20 @@ export class ListenerManager {
     this.listeners.set(key, next);
     this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
-    if (old) this.retire(key, old, false);
+    if (old) this.retire(key, old);
     return { programmed: true, port: plan.port };
   }
 
   /**
    * Closes a listener that no longer serves its gateway: its port is free at once, and open
    * requests drain in the background. The reconcile does not wait for them (a team's open watches
-   * would hold a controller worker every other team shares), shutdown does. `deleted`: the
-   * gateway is gone, so the series its draining requests make are dropped too.
+   * would hold a controller worker every other team shares), shutdown does. Once drained, a
+   * gateway no listener serves (deleted, meanwhile too) loses the series its draining requests made.
    */
-  private retire(key: string, old: Listener, deleted: boolean): void {
+  private retire(key: string, old: Listener): void {
     const closed = old.close(this.closeGraceMs).then(() => {
       this.draining.delete(closed);
-      if (deleted && !this.listeners.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
+      if (!this.listeners.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
       this.deps.log.info({ gateway: key, port: old.plan.port }, 'listener closed');
     });
     this.draining.add(closed);

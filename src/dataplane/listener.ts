@@ -229,6 +229,13 @@ export class Listener {
     return true;
   }
 
+  /** A response about to write its head: a closing listener's answers close their connection
+   * (what it would serve next on it is the old plan's). */
+  private head(res: ServerResponse): ServerResponse {
+    if (this.closing) res.shouldKeepAlive = false;
+    return res;
+  }
+
   private tooManyConnections(t: RouteTable): AgwError {
     return new TooManyConnectionsError(`namespace ${t.plan.namespace} has ${this.budgets.connections.limit} connections open through its gateways, the operator's limit (--max-connections-per-namespace)`);
   }
@@ -281,6 +288,8 @@ export class Listener {
     const conn = connOf(sock);
     t.m.inFlight.inc();
     res.on('close', () => {
+      // a closing listener serves what it has, never another request on a kept connection
+      if (this.closing) setImmediate(() => this.server.closeIdleConnections());
       const seconds = (performance.now() - started) / 1000;
       t.m.inFlight.dec();
       // bytes since the last request on this connection (headers are read before 'request')
@@ -333,7 +342,7 @@ export class Listener {
     } else if (!conn.admitted) {
       h.connection = 'close'; // a connection none of whose requests was admitted is not kept
     }
-    res.writeHead(err.status, h).end(body);
+    this.head(res).writeHead(err.status, h).end(body);
   }
 
   /** An admitted request: discovery, or forwarding to the apiserver or a Service endpoint. */
@@ -347,7 +356,7 @@ export class Listener {
     }
     if (a.kind === 'discovery') {
       const body = JSON.stringify(discovery(t, a.id));
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+      this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
       return;
     }
     if (a.kind === 'can-i') {
@@ -355,13 +364,13 @@ export class Listener {
       const close = conn.admitted ? {} : { connection: 'close' };
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer).then((e) => {
         const body = JSON.stringify(e);
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
+        this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));
       return;
     }
     const rm = a.route.m;
     const backend = a.route.backend;
-    const respond = (status: number, headers: IncomingMessage['headers']) => res.writeHead(status, forwardResponseHeaders(headers));
+    const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
     const streaming = (end: () => void) => this.track(res, end);
     if (!backend) {
       const sent = performance.now();

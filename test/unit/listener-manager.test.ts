@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import { createServer as createHttpServer } from 'node:http';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
@@ -270,6 +271,94 @@ for (const change of ['moved to another port', 'switched to TLS on its port']) {
     await closed;
   });
 }
+
+/** aliceDeps whose token checks wait for `answer()`. */
+function heldDeps() {
+  const deps = aliceDeps();
+  const review = deps.reviewer.review;
+  const held = { answer: () => {} };
+  deps.reviewer.review = (...args) => new Promise((resolve) => { held.answer = () => resolve(review(...args)); });
+  return { deps, held };
+}
+
+const discoveryRequest = `GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`;
+
+test('a retired listener answers what it has with Connection: close, and serves nothing more on that connection', async (t) => {
+  const { deps, held: review } = heldDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 5_000);
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', planOf('team-a', 'gw', port));
+  const s = await silent(port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(discoveryRequest);
+  await pause(100);
+  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  await m.apply('team-a/gw', { ...planOf('team-a', 'gw', port), tls: { secretName: 's', cert, key, clientCA: null } });
+  review.answer();
+  await pause(200);
+  assert.match(text, /^HTTP\/1\.1 200/);
+  assert.match(text, /\r\nconnection: close\r\n/i);
+  assert.equal(isOpen(s), false, 'the plain-HTTP connection is not kept after the switch to TLS');
+});
+
+test('a retired listener closes a connection whose answer began before it retired, once the answer ends', async (t) => {
+  const deps = aliceDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 5_000);
+  // an upstream that sends its head at once and the end of its body when told
+  let finish = () => {};
+  const upstream = createHttpServer((_req, res) => {
+    res.writeHead(200, { 'content-length': 2 }).write('a');
+    finish = () => res.end('b');
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+    upstream.close();
+  });
+  const [p1, p2] = [await freePort(), await freePort()];
+  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
+    endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null };
+  const withService = (p: GatewayPlan) => ({ ...p, routes: [{ ...p.routes[0]!, target: service }] });
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1)));
+  const s = await silent(p1, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  await pause(200);
+  assert.match(text, /^HTTP\/1\.1 200[^]*keep-alive/i, 'the head went out before the move');
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2)));
+  finish();
+  await pause(200);
+  assert.match(text, /\r\n\r\nab$/);
+  assert.equal(isOpen(s), false, 'the kept connection is closed once its answer ended');
+});
+
+test('a gateway moved and then deleted while its old listener drains leaves no metric series behind', async (t) => {
+  const { deps, held: review } = heldDeps();
+  const m = new ListenerManager(deps, '127.0.0.1', 2_000);
+  const held: Socket[] = [];
+  t.after(() => { for (const s of held) s.destroy(); });
+  const [p1, p2] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', planOf('team-a', 'gw', p1));
+  const s = await silent(p1, held);
+  s.write(discoveryRequest);
+  await pause(100);
+  await m.apply('team-a/gw', planOf('team-a', 'gw', p2));
+  await m.apply('team-a/gw', null);
+  review.answer(); // the old listener serves it now, making its series again
+  await m.closeAll(0); // waits for the old listener
+  const e = await deps.metrics.exposition();
+  const all = e.head + Buffer.concat([...e.chunks]).toString();
+  assert.doesNotMatch(all, /namespace="team-a",gateway="gw"/);
+});
 
 test('a route table that cannot be compiled gives back the endpoint pools its earlier routes took', async (t) => {
   const deps = aliceDeps();
