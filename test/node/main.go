@@ -137,7 +137,17 @@ func (n *node) ExecInContainer(ctx context.Context, _, _, _ string, cmd []string
 
 func runTTY(c *exec.Cmd, in io.Reader, out io.Writer, resize <-chan remotecommand.TerminalSize) error {
 	c.Env = append(os.Environ(), "TERM=xterm")
-	f, err := pty.Start(c)
+	// the client's first size, when it comes soon (kubectl sends it as the streams open): a
+	// command that reads its terminal size at once (stty size) would otherwise race it
+	var size *pty.Winsize
+	select {
+	case s, ok := <-resize:
+		if ok {
+			size = &pty.Winsize{Rows: s.Height, Cols: s.Width}
+		}
+	case <-time.After(time.Second):
+	}
+	f, err := pty.StartWithSize(c, size)
 	if err != nil {
 		return err
 	}
