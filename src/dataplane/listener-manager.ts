@@ -73,6 +73,7 @@ export class ListenerManager {
         this.listeners.delete(key);
         this.retire(key, old);
       }
+      this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
       const reason = code === 'EADDRINUSE' ? Reason.PortConflict : Reason.ListenFailed;
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
     }

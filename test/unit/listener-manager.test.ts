@@ -413,6 +413,8 @@ test('a listener switched to TLS on the same port that then cannot listen releas
   const r = await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port)), tls: { secretName: 's', cert, key, clientCA: null } });
   assert.equal(r?.programmed, false);
   assert.equal(deps.pools.size, 1, 'the pool the other gateway uses is still there');
+  const e = await deps.metrics.exposition();
+  assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /^access_gateway_listeners\{state="open"\} 1$/m, 'only the other gateway\'s listener is open');
 });
 
 test('a client that leaves while its first request is being authenticated spends none of the budget', async (t) => {
