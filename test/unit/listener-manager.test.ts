@@ -1,6 +1,6 @@
 // Plans applied as a diff on real sockets (port 0 ports picked here): an unchanged plan — a resync,
 // a new generation with the same content — keeps the route table and its per-caller caches.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -14,7 +14,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
-import { defaultLimits, Listener } from '../../src/dataplane/listener.js';
+import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
 import { makeCA } from '../support/certs.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,8 +32,7 @@ const plan = (port: number, generation: number, accept = '^/api/.*') => translat
 test('an unchanged plan (a new generation, a resync) keeps the route table; a changed one swaps it', async (t) => {
   const deps = { apiserver: {}, reviewer: { review: async () => ({ authenticated: false, error: '' }) }, log: silentLogger,
     pools: new PoolRegistry(), metrics: testMetrics() } as unknown as DataplaneDeps;
-  const m = new ListenerManager(deps, '127.0.0.1', 0);
-  t.after(() => m.closeAll(0));
+  const { m } = managerFor(t, { deps });
   const port = await freePort();
   const first = plan(port, 1);
   assert.deepEqual(await m.apply('team-a/gw', first), { programmed: true, port });
@@ -63,6 +62,25 @@ const aliceDeps = () => ({
     : { authenticated: false, error: 'no' } },
 } as unknown as DataplaneDeps);
 
+/** A ListenerManager (on loopback unless `host`); after the test, the sockets it opened (`held`)
+ * are destroyed and its listeners closed. */
+function managerFor(t: TestContext, o: { deps?: DataplaneDeps; host?: string; graceMs?: number; limits?: Partial<ListenerLimits> } = {}) {
+  const deps = o.deps ?? aliceDeps();
+  const m = new ListenerManager(deps, o.host ?? '127.0.0.1', o.graceMs ?? 0, { ...defaultLimits, ...o.limits });
+  const held: Socket[] = [];
+  t.after(async () => {
+    for (const s of held) s.destroy();
+    await m.closeAll(0);
+  });
+  return { deps, m, held };
+}
+
+/** The plan with a TLS listener (a certificate of its own). */
+function withTLS(p: GatewayPlan): GatewayPlan {
+  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  return { ...p, tls: { secretName: 's', cert, key, clientCA: null } };
+}
+
 /** One discovery request on a new connection (kept in `held`): its status (0: none) and whether
  * the server kept the connection open 300 ms later. */
 const ask = (port: number, held: Socket[], token = alice, secure = false) => new Promise<{ status: number; open: boolean }>((resolve) => {
@@ -77,13 +95,7 @@ const ask = (port: number, held: Socket[], token = alice, secure = false) => new
 
 for (const cap of [3, 0]) {
   test(`connections per namespace: ${cap ? `at most ${cap} admitted over all of its listeners, other namespaces unaffected` : '0 is no limit'}`, async (t) => {
-    const deps = aliceDeps();
-    const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: cap });
-    const held: Socket[] = [];
-    t.after(async () => {
-      for (const s of held) s.destroy();
-      await m.closeAll(0);
-    });
+    const { deps, m, held } = managerFor(t, { limits: { maxConnections: 100, maxConnectionsPerNamespace: cap } });
     const [a1, a2, b] = [await freePort(), await freePort(), await freePort()];
     await m.apply('team-a/gw', planOf('team-a', 'gw', a1));
     await m.apply('team-a/gw2', planOf('team-a', 'gw2', a2));
@@ -125,17 +137,10 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isOpen = (s: Socket) => !s.destroyed && s.readyState === 'open';
 
 test('connections not admitted yet: as many per namespace as admitted ones; past that its oldest is closed', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: 3 });
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-  });
-  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  const { deps, m, held } = managerFor(t, { limits: { maxConnections: 100, maxConnectionsPerNamespace: 3 } });
   const [a1, a2, b] = [await freePort(), await freePort(), await freePort()];
   await m.apply('team-a/gw', planOf('team-a', 'gw', a1));
-  await m.apply('team-a/tls', { ...planOf('team-a', 'tls', a2), tls: { secretName: 's', cert, key, clientCA: null } });
+  await m.apply('team-a/tls', withTLS(planOf('team-a', 'tls', a2)));
   await m.apply('team-b/gw', planOf('team-b', 'gw', b));
   const quiet = [await silent(a1, held), await silent(a2, held, true), await silent(a1, held)];
   const teamB = await silent(b, held);
@@ -162,14 +167,8 @@ test('connections not admitted yet: as many per namespace as admitted ones; past
 });
 
 test('connections not admitted yet: one that closes gives its place back; two from one client address and port are told apart', async (t) => {
-  const deps = aliceDeps();
   // on every address, as the operator listens: one client address and port can reach it twice
-  const m = new ListenerManager(deps, '0.0.0.0', 0, { ...defaultLimits, maxConnections: 100, maxConnectionsPerNamespace: 2 });
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-  });
+  const { m, held } = managerFor(t, { host: '0.0.0.0', limits: { maxConnections: 100, maxConnectionsPerNamespace: 2 } });
   const port = await freePort();
   await m.apply('team-a/gw', planOf('team-a', 'gw', port));
   const q1 = await silent(port, held);
@@ -208,17 +207,10 @@ function open2(port: number, host: string, localPort: number, held: Socket[]): S
 }
 
 test('a connection that never finishes its TLS handshake is closed after the header timeout', async (t) => {
-  const deps = aliceDeps();
   // no bound on connections not admitted: the timeout alone must close it
-  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 0, headersTimeoutMs: 300 });
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-  });
-  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+  const { m, held } = managerFor(t, { limits: { maxConnectionsPerNamespace: 0, headersTimeoutMs: 300 } });
   const port = await freePort();
-  await m.apply('team-a/gw', { ...planOf('team-a', 'gw', port), tls: { secretName: 's', cert, key, clientCA: null } });
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port)));
   const s = await silent(port, held); // plain TCP: no ClientHello
   assert.equal(await waitUntil(async () => { await pause(100); return !isOpen(s); }), true);
 });
@@ -230,9 +222,7 @@ async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
 }
 
 test('a listener whose server cannot be made (a key OpenSSL refuses) gives back its route table\'s endpoint pools', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 0);
-  t.after(() => m.closeAll(0));
+  const { deps, m } = managerFor(t);
   const p = planOf('team-a', 'gw', await freePort());
   const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
     ca: null, serverName: 'echo.team-a.svc', problem: null };
@@ -243,14 +233,7 @@ test('a listener whose server cannot be made (a key OpenSSL refuses) gives back 
 
 for (const change of ['moved to another port', 'switched to TLS on its port']) {
   test(`a gateway ${change}: the reconcile does not wait for the old listener to drain; shutdown does`, async (t) => {
-    const deps = aliceDeps();
-    const m = new ListenerManager(deps, '127.0.0.1', 1_500); // a drain of 1.5 s
-    const held: Socket[] = [];
-    let closed: Promise<void> | undefined;
-    t.after(async () => {
-      for (const s of held) s.destroy();
-      await (closed ?? m.closeAll(0));
-    });
+    const { m, held } = managerFor(t, { graceMs: 1_500 }); // a drain of 1.5 s
     const [p1, p2] = [await freePort(), await freePort()];
     await m.apply('team-a/gw', planOf('team-a', 'gw', p1));
     // a request in progress on the old listener (its headers unfinished): held until the drain ends
@@ -258,14 +241,13 @@ for (const change of ['moved to another port', 'switched to TLS on its port']) {
     s.write('GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\n');
     await pause(100);
     const secure = change.includes('TLS');
-    const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
     const port = secure ? p1 : p2;
-    const next = { ...planOf('team-a', 'gw', port), ...(secure ? { tls: { secretName: 's', cert, key, clientCA: null } } : {}) };
+    const next = secure ? withTLS(planOf('team-a', 'gw', port)) : planOf('team-a', 'gw', port);
     assert.deepEqual(await m.apply('team-a/gw', next), { programmed: true, port });
     assert.equal(isOpen(s), true, 'the reconcile returned while the old listener drains');
     assert.equal((await ask(port, held, alice, secure)).status, 200);
     let done = false;
-    closed = m.closeAll(0).then(() => { done = true; });
+    const closed = m.closeAll(0).then(() => { done = true; });
     await pause(200);
     assert.equal(done, false, 'shutdown waits for the draining listener');
     await closed;
@@ -285,12 +267,7 @@ const discoveryRequest = `GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\
 
 test('a retired listener answers what it has with Connection: close, and serves nothing more on that connection', async (t) => {
   const { deps, held: review } = heldDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 5_000);
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-  });
+  const { m, held } = managerFor(t, { deps, graceMs: 5_000 });
   const port = await freePort();
   await m.apply('team-a/gw', planOf('team-a', 'gw', port));
   const s = await silent(port, held);
@@ -298,8 +275,7 @@ test('a retired listener answers what it has with Connection: close, and serves 
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.write(discoveryRequest);
   await pause(100);
-  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
-  await m.apply('team-a/gw', { ...planOf('team-a', 'gw', port), tls: { secretName: 's', cert, key, clientCA: null } });
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port)));
   review.answer();
   await pause(200);
   assert.match(text, /^HTTP\/1\.1 200/);
@@ -308,8 +284,7 @@ test('a retired listener answers what it has with Connection: close, and serves 
 });
 
 test('a retired listener closes a connection whose answer began before it retired, once the answer ends', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 5_000);
+  const { m, held } = managerFor(t, { graceMs: 5_000 });
   // an upstream that sends its head at once and the end of its body when told
   let finish = () => {};
   const upstream = createHttpServer((_req, res) => {
@@ -317,12 +292,7 @@ test('a retired listener closes a connection whose answer began before it retire
     finish = () => res.end('b');
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-    upstream.close();
-  });
+  t.after(() => upstream.close());
   const [p1, p2] = [await freePort(), await freePort()];
   const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
     endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null };
@@ -343,9 +313,7 @@ test('a retired listener closes a connection whose answer began before it retire
 
 test('a gateway moved and then deleted while its old listener drains leaves no metric series behind', async (t) => {
   const { deps, held: review } = heldDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 2_000);
-  const held: Socket[] = [];
-  t.after(() => { for (const s of held) s.destroy(); });
+  const { m, held } = managerFor(t, { deps, graceMs: 2_000 });
   const [p1, p2] = [await freePort(), await freePort()];
   await m.apply('team-a/gw', planOf('team-a', 'gw', p1));
   const s = await silent(p1, held);
@@ -361,9 +329,7 @@ test('a gateway moved and then deleted while its old listener drains leaves no m
 });
 
 test('a route table that cannot be compiled gives back the endpoint pools its earlier routes took', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 0);
-  t.after(() => m.closeAll(0));
+  const { deps, m } = managerFor(t);
   const p = planOf('team-a', 'gw', await freePort());
   const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
     ca: null, serverName: 'echo.team-a.svc', problem: null };
@@ -374,15 +340,10 @@ test('a route table that cannot be compiled gives back the endpoint pools its ea
 });
 
 test('a listener that cannot listen gives back what its route table took (endpoint pools)', async (t) => {
-  const deps = { apiserver: {}, reviewer: { review: async () => ({ authenticated: false, error: '' }) }, log: silentLogger,
-    pools: new PoolRegistry(), metrics: testMetrics() } as unknown as DataplaneDeps;
-  const m = new ListenerManager(deps, '127.0.0.1', 0);
+  const { deps, m } = managerFor(t);
   const taken = createServer();
   await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
-  t.after(async () => {
-    await m.closeAll(0);
-    taken.close();
-  });
+  t.after(() => taken.close());
   const port = (taken.address() as { port: number }).port;
   const p = planOf('team-a', 'gw', port);
   const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
@@ -393,9 +354,7 @@ test('a listener that cannot listen gives back what its route table took (endpoi
 });
 
 test('a listener switched to TLS on the same port that then cannot listen releases its pools once (a shared pool stays)', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 0);
-  t.after(() => m.closeAll(0));
+  const { deps, m } = managerFor(t);
   const port = await freePort();
   const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
     ca: null, serverName: 'echo.team-a.svc', problem: null };
@@ -405,12 +364,11 @@ test('a listener switched to TLS on the same port that then cannot listen releas
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port)));
   assert.equal(deps.pools.size, 1);
   // the same port, now with TLS: the old listener lets go of it first; then the port is taken by someone else
-  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
   const listen = Listener.prototype.listen;
   t.mock.method(Listener.prototype, 'listen', function (this: Listener, ...args: [number, string]) {
     return (this as unknown as { plan: GatewayPlan }).plan.tls ? Promise.reject(Object.assign(new Error('taken'), { code: 'EADDRINUSE' })) : listen.apply(this, args);
   });
-  const r = await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port)), tls: { secretName: 's', cert, key, clientCA: null } });
+  const r = await m.apply('team-a/gw', withTLS(withService(planOf('team-a', 'gw', port))));
   assert.equal(r?.programmed, false);
   assert.equal(deps.pools.size, 1, 'the pool the other gateway uses is still there');
   const e = await deps.metrics.exposition();
@@ -418,17 +376,9 @@ test('a listener switched to TLS on the same port that then cannot listen releas
 });
 
 test('a client that leaves while its first request is being authenticated spends none of the budget', async (t) => {
-  const deps = aliceDeps();
-  let answer: () => void = () => {};
-  const review = deps.reviewer.review;
   // the token check is held until the client has gone
-  deps.reviewer.review = (...args) => new Promise((resolve) => { answer = () => resolve(review(...args)); });
-  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 1 });
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-  });
+  const { deps, held: review } = heldDeps();
+  const { m, held } = managerFor(t, { deps, limits: { maxConnectionsPerNamespace: 1 } });
   const port = await freePort();
   await m.apply('team-a/gw', planOf('team-a', 'gw', port));
   const s = await silent(port, held);
@@ -436,20 +386,14 @@ test('a client that leaves while its first request is being authenticated spends
   await pause(100);
   s.resetAndDestroy();
   await pause(100);
-  answer();
+  review.answer();
   await pause(100);
   // the budget of 1 is still there
   assert.deepEqual(await ask(port, held), { status: 200, open: true });
 });
 
 test('a connection counts once, however many requests it carries', async (t) => {
-  const deps = aliceDeps();
-  const m = new ListenerManager(deps, '127.0.0.1', 0, { ...defaultLimits, maxConnectionsPerNamespace: 1 });
-  const held: Socket[] = [];
-  t.after(async () => {
-    for (const s of held) s.destroy();
-    await m.closeAll(0);
-  });
+  const { m, held } = managerFor(t, { limits: { maxConnectionsPerNamespace: 1 } });
   const port = await freePort();
   await m.apply('team-a/gw', planOf('team-a', 'gw', port));
   // three requests on one connection, one after the other
