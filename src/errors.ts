@@ -17,6 +17,8 @@ export class AgwError extends Error {
   /** Set once: by the thrower, or by the step that passes the error on (see refusedAt). */
   step: Step | undefined;
   field: string | undefined;
+  /** When the client may try again, in seconds (a Retry-After header), if the refusal knows. */
+  readonly retryAfterSeconds: number | undefined = undefined;
   constructor(message: string, options?: AgwErrorOptions) {
     super(message, options);
     this.name = 'AgwError';
@@ -49,7 +51,7 @@ export class RateLimitedError extends AgwError {
   override readonly code: string = 'AGW_ERR_RATE_LIMITED';
   override readonly status = 429;
   override readonly reason = 'TooManyRequests';
-  constructor(message: string, readonly retryAfterSeconds: number) {
+  constructor(message: string, override readonly retryAfterSeconds: number) {
     super(message, { step: 'rateLimit', field: 'spec.rateLimit' });
     this.name = 'RateLimitedError';
   }
@@ -68,7 +70,7 @@ export class TooManyConnectionsError extends AgwError {
   override readonly code = 'AGW_ERR_TOO_MANY_CONNECTIONS';
   override readonly status = 503;
   override readonly reason = 'ServiceUnavailable';
-  readonly retryAfterSeconds = 1;
+  override readonly retryAfterSeconds = 1;
   constructor(message: string) {
     super(message, { step: 'access' });
     this.name = 'TooManyConnectionsError';
@@ -81,7 +83,7 @@ export class AuthUnavailableError extends AgwError {
   override readonly code = 'AGW_ERR_AUTH_UNAVAILABLE';
   override readonly status = 503;
   override readonly reason = 'ServiceUnavailable';
-  readonly retryAfterSeconds: number | undefined;
+  override readonly retryAfterSeconds: number | undefined;
   constructor(message: string, options?: AgwErrorOptions & { retryAfterSeconds?: number }) {
     super(message, options);
     this.name = 'AuthUnavailableError';

@@ -51,8 +51,7 @@ export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnecti
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
-  const retry = (err as { retryAfterSeconds?: number }).retryAfterSeconds; // 429s and 503s that know when to come back
-  if (retry !== undefined) h['retry-after'] = String(retry);
+  if (err.retryAfterSeconds !== undefined) h['retry-after'] = String(err.retryAfterSeconds);
   return h;
 }
 

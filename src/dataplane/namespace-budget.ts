@@ -61,10 +61,6 @@ export class UnadmittedConnections {
     if (!s?.delete(c) || s.size > 0) return;
     this.open.delete(namespace);
   }
-
-  count(namespace: string): number {
-    return this.open.get(namespace)?.size ?? 0;
-  }
 }
 
 /** A namespace's budgets, shared by all of its listeners. */
