@@ -188,6 +188,7 @@ export class Listener {
     if (key === undefined) return; // already gone
     const ns = this.table.plan.namespace;
     const c: Unadmitted = {
+      source: raw.remoteAddress!,
       evict: () => {
         this.table.m.connectionRefused('unadmitted');
         raw.destroy();

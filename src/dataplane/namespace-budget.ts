@@ -28,39 +28,58 @@ export class NamespaceBudget {
 
 /** A connection not admitted yet, as the budget of such connections sees it. */
 export interface Unadmitted {
+  /** The client's address: each address's share is counted. */
+  readonly source: string;
   /** Closes the connection to make room for a newer one. */
   evict(): void;
 }
 
+/** One namespace's connections not admitted yet: oldest first, and how many each address holds. */
+interface Held { all: Set<Unadmitted>; bySource: Map<string, number> }
+
 /**
- * Connections not admitted yet (none of their requests passed `spec.access`), per namespace, oldest
- * first. Past the limit the oldest is closed: anyone who can reach a listener can open these, so
- * refusing the newest would let a flood lock the team's callers out, while a caller that asks at
- * once is admitted long before its connection is the oldest.
+ * Connections not admitted yet (none of their requests passed `spec.access`), per namespace. Past
+ * the limit, the oldest of the client address that holds the most is closed. Anyone who can reach
+ * a listener can open these: refusing the newest would let a flood lock the team's callers out,
+ * and closing the oldest of all would let it close theirs. A flood from a few addresses closes its
+ * own, while a caller that asks at once is admitted long before it holds the most.
  */
 export class UnadmittedConnections {
-  private readonly open = new Map<string, Set<Unadmitted>>();
+  private readonly open = new Map<string, Held>();
 
   /** `limit` 0: no limit. */
   constructor(readonly limit: number) {}
 
   add(namespace: string, c: Unadmitted): void {
-    let s = this.open.get(namespace);
-    if (!s) this.open.set(namespace, (s = new Set()));
-    if (this.limit > 0 && s.size >= this.limit) {
-      const oldest = s.values().next().value!;
-      s.delete(oldest);
-      oldest.evict();
+    let h = this.open.get(namespace);
+    if (!h) this.open.set(namespace, (h = { all: new Set(), bySource: new Map() }));
+    h.all.add(c);
+    h.bySource.set(c.source, (h.bySource.get(c.source) ?? 0) + 1);
+    if (this.limit > 0 && h.all.size > this.limit) {
+      const victim = oldestOfLargest(h, c);
+      this.remove(namespace, victim);
+      victim.evict();
     }
-    s.add(c);
   }
 
   /** Admitted, or closed. */
   remove(namespace: string, c: Unadmitted): void {
-    const s = this.open.get(namespace);
-    if (!s?.delete(c) || s.size > 0) return;
-    this.open.delete(namespace);
+    const h = this.open.get(namespace);
+    if (!h?.all.delete(c)) return;
+    const n = h.bySource.get(c.source)! - 1;
+    if (n > 0) h.bySource.set(c.source, n);
+    else h.bySource.delete(c.source);
+    if (h.all.size === 0) this.open.delete(namespace);
   }
+}
+
+/** The oldest connection of the address that holds the most (`newest` if none is found). Run only
+ * when a namespace is full: O(its connections). */
+function oldestOfLargest(h: Held, newest: Unadmitted): Unadmitted {
+  let most = 0;
+  for (const n of h.bySource.values()) if (n > most) most = n;
+  for (const c of h.all) if (h.bySource.get(c.source) === most) return c;
+  return newest;
 }
 
 /** A namespace's budgets, shared by all of its listeners. */

@@ -353,7 +353,7 @@ test('a namespace\'s admitted connections are capped across all of its listeners
   for (const s of strangers) s.destroy();
 });
 
-test('connections that never ask are bounded per namespace as well: past 48 its oldest is closed; its callers and team-b are still served', async () => {
+test('connections that never ask are bounded per namespace as well: past 48 the oldest of the address holding the most is closed; its callers and team-b are still served', async () => {
   const refused = async () => (await refusedCount('gw', 'unadmitted')) + (await refusedCount('gw2', 'unadmitted'));
   await new Promise((r) => setTimeout(r, 500)); // the earlier tests' connections closed
   const before = await refused();
@@ -366,24 +366,36 @@ test('connections that never ask are bounded per namespace as well: past 48 its 
     await new Promise((r) => s.once('connect', r));
   };
   const teamB: Socket[] = [];
+  // a caller of team-a from another address, connected before the flood and not asking yet
+  const caller = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+  caller.on('error', () => {}).on('close', () => closed.add(caller));
   try {
+    await new Promise((r) => caller.once('connect', r));
     await open(bPort, teamB);
-    // 60 connections to team-a's two listeners that send nothing (30 each, under the listener cap
-    // of 32): 12, then (all of them accepted: two listening sockets may accept out of order) 48
+    // 60 connections to team-a's two listeners that send nothing, from one address (30 each, 31
+    // with the caller's, under the listener cap of 32): 13, then (all of them accepted: two
+    // listening sockets may accept out of order) 47
     for (let i = 0; i < 60; i++) {
-      if (i === 12) await new Promise((r) => setTimeout(r, 200));
+      if (i === 13) await new Promise((r) => setTimeout(r, 200));
       await open(i % 2 ? port : port2, quiet);
     }
-    await waitFor('12 of team-a\'s quiet connections closed', async () => closed.size >= 12 || undefined, 1_000);
+    await waitFor('13 of the quiet connections closed', async () => closed.size >= 13 || undefined, 1_000);
     await new Promise((r) => setTimeout(r, 200));
-    assert.deepEqual(quiet.map((s) => closed.has(s)), quiet.map((_, i) => i < 12), 'the 12 oldest are closed, the 48 newest open');
-    assert.equal(await refused(), before + 12);
-    // a caller that asks at once is admitted (its connection made room for itself)
+    assert.deepEqual(quiet.map((s) => closed.has(s)), quiet.map((_, i) => i < 13), 'the flood\'s 13 oldest are closed, its 47 newest open');
+    assert.equal(closed.has(caller), false, 'the caller from another address is not closed to make room for the flood');
+    assert.equal(await refused(), before + 13);
+    // the caller asks now, on its connection; another caller that asks at once is admitted too
+    const answer = new Promise<string>((resolve) => {
+      let head = '';
+      caller.on('data', (c: Buffer) => { head += c.toString('latin1'); if (head.includes('\r\n\r\n')) resolve(head); });
+    });
+    caller.write(get('/api').replaceAll('{app}', app));
+    assert.match(await answer, /^HTTP\/1\.1 200 /);
     assert.equal((await rawRequest(port, get('/api').replaceAll('{app}', app))).status, 200);
     assert.equal(closed.has(teamB[0]!), false, 'team-b\'s quiet connection is its own');
     assert.equal((await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]))).status, 200);
   } finally {
-    for (const s of [...quiet, ...teamB]) s.destroy();
+    for (const s of [...quiet, ...teamB, caller]) s.destroy();
   }
 });
 

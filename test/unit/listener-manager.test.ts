@@ -166,6 +166,25 @@ test('connections not admitted yet: as many per namespace as admitted ones; past
   assert.match(all, /access_gateway_connections_refused_total\{namespace="team-a",gateway="tls",limit="unadmitted"\} 2\n/);
 });
 
+test('connections not admitted yet: a flood from one address closes its own, not a caller\'s from another', async (t) => {
+  const { m, held } = managerFor(t, { limits: { maxConnections: 100, maxConnectionsPerNamespace: 4 } });
+  const port = await freePort();
+  await m.apply('team-a/gw', planOf('team-a', 'gw', port));
+  const caller = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+  caller.on('error', () => {});
+  held.push(caller);
+  await new Promise((r) => caller.once('connect', r));
+  const flood: Socket[] = [];
+  for (let i = 0; i < 10; i++) flood.push(await silent(port, held));
+  await pause(100);
+  assert.deepEqual(flood.map(isOpen), flood.map((_, i) => i >= 7), 'the flood\'s 7 oldest closed');
+  assert.equal(isOpen(caller), true, 'the caller\'s connection, from another address');
+  let head = '';
+  caller.on('data', (c: Buffer) => { head += c.toString('latin1'); });
+  caller.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 200/.test(head); }), true);
+});
+
 test('connections not admitted yet: one that closes gives its place back; two from one client address and port are told apart', async (t) => {
   // on every address, as the operator listens: one client address and port can reach it twice
   const { m, held } = managerFor(t, { host: '0.0.0.0', limits: { maxConnections: 100, maxConnectionsPerNamespace: 2 } });
