@@ -4,11 +4,12 @@
 // gateway. Each test is one of the escapes reported in issue 8, tried and refused.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { readyReplica, startChartOperator } from '../support/chart-operator.js';
-import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml, serviceYaml, waitObserved } from '../support/cluster.js';
-import { waitFor } from '../support/procs.js';
+import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml, serviceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
+import { freePort, waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
 
@@ -18,7 +19,7 @@ let net: TestNet;
 let appA: string; // team-a's workload
 let appB: string; // team-b's workload
 const maxPerNamespace = 12;
-const operatorArgs = ['--max-gateways-per-namespace', String(maxPerNamespace)];
+const operatorArgs = ['--max-gateways-per-namespace', String(maxPerNamespace), '--drain-seconds', '60'];
 
 const gw = (ns: string, name: string, spec: string) => `
 apiVersion: access-gateway.io/v1alpha1
@@ -360,3 +361,48 @@ test('5. the operator never writes an object the gateway does not own (a team\'s
   const svc = (await cp.api('GET', '/api/v1/namespaces/team-a/services/agw-mine')).body;
   assert.equal(svc.metadata.ownerReferences[0].uid, ready.metadata.uid);
 });
+
+test('8. a team moving its gateways while watches drain on them does not hold up another team\'s gateway', async () => {
+  // (the operator drains for 60 s here: a move that waited for its old listener would hold one of
+  // the controller's two workers, shared by every team, that long)
+  await cp.kubectl(['create', 'role', 'cm-watch', '-n', 'team-a', '--verb=watch', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'app-cm-watch', '-n', 'team-a', '--role=cm-watch', '--serviceaccount=team-a:app']);
+  const mover = (name: string, port?: number) => gw('team-a', name, `${port ? `  listener: {port: ${port}}\n` : ''}\
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`);
+  await applyYaml(cp, `${mover('mover1')}\n---\n${mover('mover2')}`);
+  const old = [await gatewayPort(cp, 'team-a', 'mover1'), await gatewayPort(cp, 'team-a', 'mover2')];
+  const watches = await Promise.all(old.map((p) => openWatch(p, '/api/v1/namespaces/team-a/configmaps?watch=1', appA)));
+  const moved = [await freePort(), await freePort()];
+  await applyYaml(cp, `${mover('mover1', moved[0])}\n---\n${mover('mover2', moved[1])}`);
+  try {
+    for (const p of old) await waitListenerClosed(p, 15_000); // both moves are being applied
+    await applyYaml(cp, gw('team-b', 'b-third', `
+  access: [{serviceAccounts: [{namespace: team-b, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+    const bPort = await gatewayPort(cp, 'team-b', 'b-third', 30_000);
+    assert.equal((await get(bPort, '/api', appB)).status, 200);
+    assert.deepEqual(watches.map((w) => w.closed), [false, false], 'team-b was served while team-a\'s watches still drained');
+    for (const p of moved) assert.equal((await get(p, '/api', appA)).status, 200, 'team-a is served on its new ports');
+  } finally {
+    for (const w of watches) w.socket.destroy();
+  }
+  await cp.kubectl(['delete', 'agw', 'mover1', 'mover2', '-n', 'team-a']);
+  await cp.kubectl(['delete', 'agw', 'b-third', '-n', 'team-b']);
+});
+
+/** A request through the gateway on `port` whose answer has begun (200) and goes on. */
+async function openWatch(port: number, path: string, token: string) {
+  const socket = connect(port, '127.0.0.1');
+  const w = { socket, closed: false };
+  socket.on('error', () => {}).on('close', () => { w.closed = true; });
+  let head = '';
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (c: Buffer) => {
+      head += c.toString('latin1');
+      if (head.includes('\r\n\r\n')) (/^HTTP\/1\.1 200 /.test(head) ? resolve() : reject(new Error(head.slice(0, 200))));
+    });
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+  });
+  return w;
+}
