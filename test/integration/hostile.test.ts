@@ -315,7 +315,12 @@ async function refusedOver(fill: (held: Socket[]) => Promise<void>, overPort: nu
   const one = () => rawRequest(overPort, get(path).replaceAll('{app}', app), 5_000);
   try {
     await fill(held);
-    assert.equal((await one().catch(() => ({ status: 0 }))).status, status, 'the connection over the cap was served');
+    const over = await one().catch(() => ({ status: 0, head: '', body: '' }));
+    assert.equal(over.status, status, 'the connection over the cap was served');
+    if (status) {
+      assert.match(over.head, /\r\nretry-after: 1\r\n/i, 'a client is told when to try again');
+      assert.match(over.body, /AGW_ERR_TOO_MANY_CONNECTIONS/);
+    }
     assert.equal((await rawRequest(bPort, get('/api', [`Authorization: Bearer ${appB}`]))).status, 200);
   } finally {
     for (const s of held) s.destroy();
