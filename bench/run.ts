@@ -6,7 +6,9 @@
 // proxy under test alone on CPU 1. Absolute numbers on a noisy machine are not targets: ratios
 // from the same run are.
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
-//                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS]
+//                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
+// The neighbour case (always, or with --only neighbour): another team's 4 connections, alone and
+// while the first team floods its own gateway.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -30,6 +32,8 @@ const { values: opt } = parseArgs({
     profile: { type: 'string' },
     /** Node/V8 flags for the operator (space-separated); default: the chart's operator.nodeOptions; '' for none */
     'node-args': { type: 'string' },
+    /** More operator flags (space-separated), e.g. '--requests-per-turn-per-namespace 0'. */
+    'operator-args': { type: 'string', default: '' },
     /** Measure only the cases whose names contain one of these (comma-separated). */
     only: { type: 'string' },
     /** The apiserver's own CPU profile (pprof) under this case only; prints `go tool pprof -top` when Go is there. */
@@ -39,7 +43,9 @@ const { values: opt } = parseArgs({
 const rounds = opt.smoke ? 1 : Number(opt.rounds);
 const seconds = opt.smoke ? 1 : Number(opt.seconds);
 const connections = Number(opt.connections);
+const floodConnections = 512; // half of --max-connections-per-namespace's default
 const ns = 'bench';
+const nsB = 'bench-b';
 const body = 'x'.repeat(1024);
 const node = process.execPath;
 
@@ -52,13 +58,13 @@ async function ready(url: string, headers: Record<string, string> = {}): Promise
   await waitFor(url, async () => (await request(url, { headers })).statusCode === 200, 30_000, 100);
 }
 
-const gateway = (name: string, spec: string, annotations = '') => `
+const gateway = (name: string, spec: string, annotations = '', namespace = ns) => `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
-metadata: {name: ${name}, namespace: ${ns}${annotations ? `, annotations: {${annotations}}` : ''}}
+metadata: {name: ${name}, namespace: ${namespace}${annotations ? `, annotations: {${annotations}}` : ''}}
 spec:
   authentication: {audiences: [gw], cacheTTLSeconds: 600${spec.includes('JWKS') ? ', mode: JWKS' : ''}}
-  access: [{serviceAccounts: [{namespace: ${ns}, name: client}]}]
+  access: [{serviceAccounts: [{namespace: ${namespace}, name: client}]}]
   routes: [${spec.replace('JWKS', '')}]
 `;
 
@@ -88,6 +94,9 @@ http { access_log off; keepalive_requests 1000000; server { listen ${host.ip}:80
     const upstream = `http://${host.ip}:8080`;
     await ready(`${upstream}/`);
     await applyYaml(cp, serviceYaml(ns, 'upstream', [host.ip]));
+    // another team, with a gateway of its own to the same upstream (the neighbour case)
+    await applyYaml(cp, namespaceYaml(nsB, ['client']));
+    await applyYaml(cp, serviceYaml(nsB, 'upstream', [host.ip]));
 
     // the proxies under test, each alone on CPU 1
     const nginxPort = await freePort();
@@ -121,7 +130,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     procs.push(kubectlTokenProxy);
     const profDir = join(dir, 'profile');
     const nodeArgs = opt['node-args'] === undefined ? chartNodeOptions() : opt['node-args'].split(' ').filter(Boolean);
-    op = await startOperator({ ...cp, kubeconfig: operatorKubeconfig }, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1'],
+    op = await startOperator({ ...cp, kubeconfig: operatorKubeconfig }, { cpu: 1, args: ['--metrics-auth', 'none', '--log-level', 'info', '--advertise-address', '198.18.255.1', ...opt['operator-args'].split(' ').filter(Boolean)],
       nodeArgs: [...nodeArgs, ...(opt.profile && !profileLean ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])] });
     if (nodeArgs.length) console.log(`operator node flags: ${nodeArgs.join(' ')}`);
     const opPid = op.child.pid!; // setpriv and taskset exec the operator: the same pid
@@ -132,11 +141,14 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       gateway('svc-log-none', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
       gateway('svc-jwks', 'JWKS{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
       gateway('api', '{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}', 'access-gateway.io/access-log: none'),
+      gateway('svc', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none', nsB),
     ].join('\n---\n'));
     const port = (name: string) => gatewayPort(cp, ns, name, 60_000);
     const token = await cp.token(ns, 'client', ['gw']);
     const auth = { authorization: `Bearer ${token}` };
     const gw = { logAll: await port('svc-log-all'), logNone: await port('svc-log-none'), jwks: await port('svc-jwks'), api: await port('api') };
+    const neighbour = { port: await gatewayPort(cp, nsB, 'svc', 60_000), auth: { authorization: `Bearer ${await cp.token(nsB, 'client', ['gw'])}` } };
+    await ready(`http://127.0.0.1:${neighbour.port}/`, neighbour.auth);
     for (const p of Object.values(gw)) await ready(`http://127.0.0.1:${p}/${p === gw.api ? 'version' : ''}`, auth);
     await ready(`http://127.0.0.1:${nginxPort}/`);
     await ready(`http://127.0.0.1:${leanPort}/`);
@@ -228,6 +240,24 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
         (results.get(c.name) ?? results.set(c.name, []).get(c.name)!).push(res);
       }
     }
+    // One team floods its gateway; another team's few callers: how much less they get (the tenancy
+    // invariant: a team cannot slow another's gateway). All wrk on CPU 0, the operator on CPU 1.
+    const neighbourRuns: { alone: WrkResult; flooded: WrkResult; flood: WrkResult }[] = [];
+    if (!opt.only || opt.only.includes('neighbour')) {
+      const url = `http://127.0.0.1:${neighbour.port}/`;
+      const few = { seconds, connections: 4, cpu: 0, headers: neighbour.auth };
+      for (let r = 0; r < rounds; r++) {
+        const alone = await wrk(url, few);
+        const flooding = wrk(`http://127.0.0.1:${gw.logNone}/`, { seconds: seconds + 2, connections: floodConnections, cpu: 0, headers: auth });
+        await new Promise((res) => setTimeout(res, 1000));
+        const flooded = await wrk(url, few);
+        const flood = await flooding;
+        for (const [what, x] of [['alone', alone], ['flooded', flooded], ['flood', flood]] as const) {
+          if (x.non2xx > 0 || x.errors > 0) throw new Error(`neighbour (${what}): ${x.non2xx} non-2xx answers, ${x.errors} socket errors`);
+        }
+        neighbourRuns.push({ alone, flooded, flood });
+      }
+    }
     const loadRss = rssMiB(opPid);
 
     const median = (xs: number[]) => {
@@ -263,12 +293,25 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy + Authorization', '≥ 0.95 (authentication on vs off)');
     ratio('gateway Service route (TokenReview, log all)', 'gateway Service route (TokenReview, log none)', '≥ 0.95');
     ratio('gateway Service route (JWKS, log none)', 'gateway Service route (TokenReview, log none)', '—');
+    if (neighbourRuns.length) {
+      const m = (f: (x: (typeof neighbourRuns)[number]) => number) => median(neighbourRuns.map(f));
+      const range = (f: (x: (typeof neighbourRuns)[number]) => number) => neighbourRuns.length > 1
+        ? ` (rounds ${Math.min(...neighbourRuns.map(f)).toFixed(2)}–${Math.max(...neighbourRuns.map(f)).toFixed(2)})` : '';
+      const share = (x: (typeof neighbourRuns)[number]) => x.flooded.rps / x.alone.rps;
+      const p99 = (x: (typeof neighbourRuns)[number]) => x.flooded.p99 / x.alone.p99;
+      console.log(`\nanother team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections):`);
+      console.log('| team | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |');
+      console.log(`| ${nsB}, alone | ${Math.round(m((x) => x.alone.rps))} | ${m((x) => x.alone.p50).toFixed(2)} | ${m((x) => x.alone.p99).toFixed(2)} |`);
+      console.log(`| ${nsB}, meanwhile | ${Math.round(m((x) => x.flooded.rps))} | ${m((x) => x.flooded.p50).toFixed(2)} | ${m((x) => x.flooded.p99).toFixed(2)} |`);
+      console.log(`| ${ns} (the flood) | ${Math.round(m((x) => x.flood.rps))} | ${m((x) => x.flood.p50).toFixed(2)} | ${m((x) => x.flood.p99).toFixed(2)} |`);
+      console.log(`${nsB} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
+    }
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
     if (gc.requests) {
       const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);
       console.log(`operator GC while it proxied: ${gc.full} full GCs (${per(gc.fullS)} µs per request), young generation ${per(gc.minorS)} µs per request`);
     }
-    console.log(`operator RSS: ${idleRss} MiB idle, ${readyRss} MiB with the 4 gateways, ${loadRss} MiB after the run`);
+    console.log(`operator RSS: ${idleRss} MiB idle, ${readyRss} MiB with the 5 gateways, ${loadRss} MiB after the run`);
   } finally {
     await op?.stop();
     for (const p of procs) await p.stop('SIGTERM', 3000).catch(() => {});

@@ -16,7 +16,7 @@ export const usage = `usage:
                            [--default-expose-type ClusterIP] [--expose-annotations KEY|PREFIX*]...
                            [--authentication-config FILE (apiserver AuthenticationConfiguration: OIDC issuers)]
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
-                           [--max-cached-callers-per-namespace 10000]
+                           [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
                            [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
@@ -24,7 +24,7 @@ export const usage = `usage:
                            [--metrics-auth kubernetes|none (default none)]
                            [--listen-address HOST] [--port-range 20000-20999]
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
-                           [--max-cached-callers-per-namespace 10000]
+                           [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
                            [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
                            [--authentication-config FILE]

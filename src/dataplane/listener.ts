@@ -40,13 +40,15 @@ export interface ListenerLimits {
   bufferedBodyBytesPerNamespace: number;
   /** Callers cached per namespace, all of its gateways' token caches together (0: no limit). */
   cachedCallersPerNamespace: number;
+  /** Requests a namespace starts forwarding per turn of the event loop (0: no limit); more wait for the next turns. */
+  requestsPerTurnPerNamespace: number;
   /** Time to receive a request's headers (slow clients are cut). */
   headersTimeoutMs: number;
   /** How long an idle keep-alive connection stays open, and an answer the client reads none of. */
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
@@ -368,6 +370,20 @@ export class Listener {
       }, (err) => fail(toAgwError(err)));
       return;
     }
+    // a team whose requests fill the event loop waits its turn; others are not held behind it
+    const now = this.budgets.turns.run(t.plan.namespace, () => {
+      if (req.socket.destroyed) return; // left while it waited (its 499 is logged)
+      try {
+        this.forward(t, a, req, res, seen, fail);
+      } catch (err) {
+        fail(toAgwError(err)); // a 500 for this request: it may run in a later turn, outside serve's catch
+      }
+    });
+    if (!now) t.m.requestDeferred();
+  }
+
+  /** A request admitted to a route, to its upstream. */
+  private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));

@@ -82,6 +82,60 @@ function oldestOfLargest(h: Held, newest: Unadmitted): Unadmitted {
   return newest;
 }
 
+/**
+ * Requests a namespace may start forwarding in one turn of the event loop; more wait for the next
+ * turns, in order. When one team's requests fill the loop, every turn is as long as all of them,
+ * and every other team's request waits for that: so a team starts at most `perTurn` per turn, and
+ * the others' requests are started in the turn they arrive.
+ */
+export class TurnShare {
+  private readonly started = new Map<string, number>();
+  private readonly waiting = new Map<string, Array<() => void>>();
+  private scheduled = false;
+
+  /** `perTurn` 0: no limit. */
+  constructor(readonly perTurn: number) {}
+
+  /** Runs `go` now (true), or in a later turn (false) when `namespace` has started `perTurn` in this
+   * one. `go` must not throw: it may run in a later turn, with other teams'. (A namespace with some
+   * waiting has always started `perTurn` in this turn: a turn starts up to that many of them.) */
+  run(namespace: string, go: () => void): boolean {
+    if (this.perTurn === 0) {
+      go();
+      return true;
+    }
+    const n = this.started.get(namespace) ?? 0;
+    this.schedule();
+    if (n < this.perTurn) {
+      this.started.set(namespace, n + 1);
+      go();
+      return true;
+    }
+    const q = this.waiting.get(namespace);
+    if (q) q.push(go);
+    else this.waiting.set(namespace, [go]);
+    return false;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.turn);
+  }
+
+  private readonly turn = (): void => {
+    this.scheduled = false;
+    this.started.clear();
+    for (const [ns, q] of this.waiting) {
+      const batch = q.length <= this.perTurn ? q : q.splice(0, this.perTurn);
+      if (batch === q) this.waiting.delete(ns);
+      this.started.set(ns, batch.length);
+      for (const go of batch) go();
+    }
+    if (this.started.size > 0) this.schedule();
+  };
+}
+
 /** A namespace's budgets, shared by all of its listeners. */
 export interface Budgets {
   /** Admitted connections. */
@@ -90,16 +144,19 @@ export interface Budgets {
   unadmitted: UnadmittedConnections;
   /** Bytes of request bodies held in memory (Service routes buffer small ones so they can be retried). */
   bodies: NamespaceBudget;
+  /** Requests started per turn of the event loop. */
+  turns: TurnShare;
   /** Callers held in the token caches of a namespace's gateways (~1 KiB each). */
   cachedCallers(namespace: string): EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number }): Budgets {
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number }): Budgets {
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
     connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
     unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
+    turns: new TurnShare(limits.requestsPerTurnPerNamespace),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));

@@ -22,6 +22,7 @@ export class GatewayMetrics {
   readonly denied: Record<'access' | 'route' | 'filter' | 'impersonate' | 'path', CounterChild>;
   readonly rateLimited: CounterChild;
   private refused: CounterChild | undefined;
+  private deferred: CounterChild | undefined;
   private readonly connectionsRefused: Partial<Record<ConnectionLimit, CounterChild>> = {};
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string) {
@@ -39,6 +40,11 @@ export class GatewayMetrics {
   /** An upgrade refused over spec.sessions.maxConcurrent (the series is made on first use). */
   sessionRefused(): void {
     (this.refused ??= this.m.sessionsRefused.labels(this.ns, this.gw)).inc();
+  }
+
+  /** A request that waits for a later turn of the event loop (the series is made on first use). */
+  requestDeferred(): void {
+    (this.deferred ??= this.m.requestsDeferred.labels(this.ns, this.gw)).inc();
   }
 
   /** A connection refused at accept, over the listener's or the namespace's limit (made on first use). */

@@ -19,10 +19,15 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     assert.ok(row, `no row for ${name}:\n${stdout}`);
     assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
   }
-  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 6, stdout);
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 7, stdout);
+  for (const who of ['bench-b, alone', 'bench-b, meanwhile', 'bench \\(the flood\\)']) {
+    const row = new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'm').exec(stdout);
+    assert.ok(row && Number(row[1]) > 0, `no neighbour row for ${who}:\n${stdout}`);
+  }
+  assert.match(stdout, /^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/m);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
   assert.match(stdout, /^operator GC while it proxied: \d+ full GCs \([\d.]+ µs per request\), young generation [\d.]+ µs per request$/m);
-  assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 4 gateways, \d+ MiB after the run$/m);
+  assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 5 gateways, \d+ MiB after the run$/m);
 });
 
 test('wrk reports are parsed: req/s, percentiles in any unit, non-2xx and socket errors', () => {

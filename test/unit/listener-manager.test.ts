@@ -330,6 +330,46 @@ test('a retired listener closes a connection whose answer began before it retire
   assert.equal(isOpen(s), false, 'the kept connection is closed once its answer ended');
 });
 
+test('requests per turn: another team\'s request is not held behind one team\'s burst; every request is answered', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const arrived: string[] = [];
+  const upstream = createHttpServer((req, res) => {
+    arrived.push(req.url!);
+    res.end('ok');
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+  t.after(() => upstream.close());
+  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
+    endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null };
+  const withService = (p: GatewayPlan) => ({ ...p, routes: [{ ...p.routes[0]!, target: service }] });
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a)));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b)));
+  const sockets = await Promise.all([a, a, a, a, a, b].map((p) => silent(p, held)));
+  // five requests of team-a, then one of team-b, sent at once: read by the operator in one turn
+  const burst = () => Promise.all(sockets.map((s, i) => new Promise<string>((resolve) => {
+    let text = '';
+    const read = (c: Buffer) => {
+      text += c.toString('latin1');
+      if (!text.endsWith('ok')) return;
+      s.off('data', read);
+      resolve(text);
+    };
+    s.on('data', read);
+    s.write(`GET /${i < 5 ? `a${i + 1}` : 'b'} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  })));
+  await burst(); // the upstream's connections are open now: a request arrives in the order it started
+  arrived.length = 0;
+  for (const text of await burst()) assert.match(text, /^HTTP\/1\.1 200/);
+  assert.deepEqual([...arrived].sort(), ['/a1', '/a2', '/a3', '/a4', '/a5', '/b']);
+  assert.ok(arrived.indexOf('/b') <= 1, `team-b started in the turn it arrived, with team-a's first: ${arrived.join(' ')}`);
+  const e = await deps.metrics.exposition();
+  const all = e.head + Buffer.concat([...e.chunks]).toString();
+  const deferred = Number(/^access_gateway_requests_deferred_total\{namespace="team-a",gateway="gw"\} (\d+)$/m.exec(all)?.[1]);
+  assert.ok(deferred >= 4 && deferred <= 8, `team-a's 4 later ones waited, in each burst: ${deferred}`);
+  assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
+});
+
 test('a gateway moved and then deleted while its old listener drains leaves no metric series behind', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps, graceMs: 2_000 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
+import { TurnShare, UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
 
 /** Connections that record their own eviction, and a way to add them. */
 function setup(limit: number) {
@@ -54,4 +54,31 @@ test('connections not admitted yet: limit 0 closes none', () => {
   const { evicted, add } = setup(0);
   for (let i = 0; i < 100; i++) add('team-a', '10.0.0.1', `c${i}`);
   assert.deepEqual(evicted, []);
+});
+
+const nextTurn = () => new Promise((r) => setImmediate(r));
+
+test('requests per turn: a namespace starts that many per turn of the event loop, in order; another namespace starts at once', async () => {
+  const s = new TurnShare(2);
+  const ran: string[] = [];
+  for (let i = 1; i <= 5; i++) s.run('team-a', () => ran.push(`a${i}`));
+  s.run('team-b', () => ran.push('b1'));
+  assert.deepEqual(ran, ['a1', 'a2', 'b1']);
+  await nextTurn();
+  assert.deepEqual(ran.slice(3), ['a3', 'a4']);
+  s.run('team-a', () => ran.push('a6')); // behind the one still waiting
+  s.run('team-b', () => ran.push('b2'));
+  assert.deepEqual(ran.slice(5), ['b2']);
+  await nextTurn();
+  assert.deepEqual(ran.slice(6), ['a5', 'a6']);
+  await nextTurn();
+  s.run('team-a', () => ran.push('a7')); // nothing waiting, a new turn: at once
+  assert.equal(ran.at(-1), 'a7');
+});
+
+test('requests per turn: 0 is no limit', () => {
+  const s = new TurnShare(0);
+  const ran: number[] = [];
+  for (let i = 0; i < 100; i++) s.run('team-a', () => ran.push(i));
+  assert.equal(ran.length, 100);
 });
