@@ -12,11 +12,11 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, NoEndpointsError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
-import { budgetsFor, type Budgets, type NamespaceBudget, type Unadmitted } from './namespace-budget.js';
+import { addressGroup, budgetsFor, type Budgets, type NamespaceBudget, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 
 let nextId = 0;
@@ -75,7 +75,7 @@ export class Listener {
   private readonly unadmitted = new Map<string, Unadmitted>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
-    private readonly budgets: Budgets = budgetsFor(limits)) {
+    private readonly budgets: Budgets = budgetsFor(limits, (err) => deps.log.error({ err }, 'a request failed in its turn'))) {
     this.callers = budgets.cachedCallers(plan.namespace);
     this.table = RouteTable.build(plan, deps, undefined, this.callers);
     const opts = {
@@ -190,7 +190,7 @@ export class Listener {
     if (key === undefined) return; // already gone
     const ns = this.table.plan.namespace;
     const c: Unadmitted = {
-      source: raw.remoteAddress!,
+      source: addressGroup(raw.remoteAddress!),
       evict: () => {
         this.table.m.connectionRefused('unadmitted');
         raw.destroy();
@@ -288,8 +288,18 @@ export class Listener {
     const seen: Seen = { caller: '-' };
     const sock = req.socket;
     const conn = connOf(sock);
+    // Node reads pipelined requests whether or not the earlier ones are answered: a client could
+    // hold any number open on one connection
+    if (conn.pending >= maxPipelined) {
+      if (sock.destroyed) return; // the rest of what it sent at once
+      t.m.connectionRefused('pipelined');
+      sock.destroy();
+      return;
+    }
+    conn.pending++;
     t.m.inFlight.inc();
     res.on('close', () => {
+      conn.pending--;
       // a closing listener serves what it has, never another request on a kept connection
       if (this.closing) setImmediate(() => this.server.closeIdleConnections());
       const seconds = (performance.now() - started) / 1000;
@@ -371,19 +381,37 @@ export class Listener {
       return;
     }
     // a team whose requests fill the event loop waits its turn; others are not held behind it
-    const now = this.budgets.turns.run(t.plan.namespace, () => {
+    const turns = this.budgets.turns, ns = t.plan.namespace;
+    if (turns.mayStart(ns)) {
+      turns.start(ns);
+      this.forward(t, a, req, res, seen, fail);
+      return;
+    }
+    t.m.requestDeferred();
+    turns.wait(ns, () => {
       if (req.socket.destroyed) return; // left while it waited (its 499 is logged)
+      turns.start(ns);
       try {
         this.forward(t, a, req, res, seen, fail);
       } catch (err) {
-        fail(toAgwError(err)); // a 500 for this request: it may run in a later turn, outside serve's catch
+        fail(toAgwError(err)); // a 500 for this request (outside serve's catch)
       }
     });
-    if (!now) t.m.requestDeferred();
   }
 
   /** A request admitted to a route, to its upstream. */
   private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
+    if (t !== this.table) {
+      // the table was swapped while the request waited (its turn, its token check): the old
+      // one's endpoint pools may be closed, so it goes by the current route of that name
+      const route = this.table.routes.find((r) => r.plan.name === a.route.plan.name);
+      if (!route) {
+        fail(new RouteNotFoundError(`route ${a.route.plan.name} of gateway ${t.key} was removed while the request waited`, { step: 'route', field: 'spec.routes' }));
+        return;
+      }
+      t = this.table;
+      a = { ...a, route };
+    }
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
@@ -534,7 +562,10 @@ const clientClosed = 499;
 
 /** What is kept per client connection: the bytes counted so far (updated in place), and whether a
  * request on it was admitted (from then on it counts against its namespace's budget). */
-interface Conn { read: number; written: number; admitted: boolean }
+/** Requests one connection may have open at once (HTTP/1.1 pipelining; clients rarely send two). */
+const maxPipelined = 16;
+
+interface Conn { read: number; written: number; admitted: boolean; /** requests open */ pending: number }
 const conns = new WeakMap<object, Conn>();
 
 /** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
@@ -546,7 +577,7 @@ function peerKey(sock: Socket): string | undefined {
 
 function connOf(sock: object): Conn {
   let c = conns.get(sock);
-  if (!c) conns.set(sock, (c = { read: 0, written: 0, admitted: false }));
+  if (!c) conns.set(sock, (c = { read: 0, written: 0, admitted: false, pending: 0 }));
   return c;
 }
 

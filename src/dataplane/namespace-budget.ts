@@ -28,35 +28,48 @@ export class NamespaceBudget {
 
 /** A connection not admitted yet, as the budget of such connections sees it. */
 export interface Unadmitted {
-  /** The client's address: each address's share is counted. */
+  /** The client's address (`addressGroup`): each address's share is counted. */
   readonly source: string;
   /** Closes the connection to make room for a newer one. */
   evict(): void;
 }
 
-/** One namespace's connections not admitted yet: oldest first, and how many each address holds. */
-interface Held { all: Set<Unadmitted>; bySource: Map<string, number> }
+/** One namespace's connections not admitted yet, oldest first: all, and each address's. */
+interface Held {
+  all: Set<Unadmitted>;
+  bySource: Map<string, Set<Unadmitted>>;
+  /** The address that held the most when its count last grew (kept without a scan). */
+  heavy: string;
+}
 
 /**
  * Connections not admitted yet (none of their requests passed `spec.access`), per namespace. Past
- * the limit, the oldest of the client address that holds the most is closed. Anyone who can reach
- * a listener can open these: refusing the newest would let a flood lock the team's callers out,
- * and closing the oldest of all would let it close theirs. A flood from a few addresses closes its
- * own, while a caller that asks at once is admitted long before it holds the most.
+ * the limit one is closed: the oldest of the address holding the most, when that is at least an
+ * eighth of the limit, else the oldest of all. Anyone who can reach a listener can open these:
+ * refusing the newest would let a flood lock the team's callers out; so a flood from a few
+ * addresses closes its own, and one spread over many addresses must open the limit's worth in the
+ * time a caller's first request takes to be admitted.
  */
 export class UnadmittedConnections {
   private readonly open = new Map<string, Held>();
+  private readonly share: number;
 
   /** `limit` 0: no limit. */
-  constructor(readonly limit: number) {}
+  constructor(readonly limit: number) {
+    this.share = Math.max(2, Math.ceil(limit / 8));
+  }
 
   add(namespace: string, c: Unadmitted): void {
     let h = this.open.get(namespace);
-    if (!h) this.open.set(namespace, (h = { all: new Set(), bySource: new Map() }));
+    if (!h) this.open.set(namespace, (h = { all: new Set(), bySource: new Map(), heavy: c.source }));
     h.all.add(c);
-    h.bySource.set(c.source, (h.bySource.get(c.source) ?? 0) + 1);
+    let mine = h.bySource.get(c.source);
+    if (!mine) h.bySource.set(c.source, (mine = new Set()));
+    mine.add(c);
+    if (mine.size > (h.bySource.get(h.heavy)?.size ?? 0)) h.heavy = c.source;
     if (this.limit > 0 && h.all.size > this.limit) {
-      const victim = oldestOfLargest(h, c);
+      const heavy = h.bySource.get(h.heavy);
+      const victim = (heavy && heavy.size >= this.share ? heavy : h.all).values().next().value!;
       this.remove(namespace, victim);
       victim.evict();
     }
@@ -66,55 +79,61 @@ export class UnadmittedConnections {
   remove(namespace: string, c: Unadmitted): void {
     const h = this.open.get(namespace);
     if (!h?.all.delete(c)) return;
-    const n = h.bySource.get(c.source)! - 1;
-    if (n > 0) h.bySource.set(c.source, n);
-    else h.bySource.delete(c.source);
+    const mine = h.bySource.get(c.source)!;
+    mine.delete(c);
+    if (mine.size === 0) h.bySource.delete(c.source);
     if (h.all.size === 0) this.open.delete(namespace);
   }
 }
 
-/** The oldest connection of the address that holds the most (`newest` if none is found). Run only
- * when a namespace is full: O(its connections). */
-function oldestOfLargest(h: Held, newest: Unadmitted): Unadmitted {
-  let most = 0;
-  for (const n of h.bySource.values()) if (n > most) most = n;
-  for (const c of h.all) if (h.bySource.get(c.source) === most) return c;
-  return newest;
+/** What counts as one client address: an IPv4 address (also IPv4-mapped), or an IPv6 /64 (what one
+ * host or pod is given; anything smaller is free to whoever has the /64). */
+export function addressGroup(address: string): string {
+  const a = address.split('%')[0]!; // a zone
+  if (!a.includes(':')) return a;
+  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(a)) return a.slice(7);
+  const [head, tail] = a.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...new Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
 }
 
 /**
  * Requests a namespace may start forwarding in one turn of the event loop; more wait for the next
  * turns, in order. When one team's requests fill the loop, every turn is as long as all of them,
  * and every other team's request waits for that: so a team starts at most `perTurn` per turn, and
- * the others' requests are started in the turn they arrive.
+ * its other requests wait in its queue, not in every team's turn. (Held back alone too: a team
+ * that was alone when another's first request came would have made that turn long. Measured
+ * both ways in docs/performance.md.)
  */
 export class TurnShare {
   private readonly started = new Map<string, number>();
   private readonly waiting = new Map<string, Array<() => void>>();
   private scheduled = false;
 
-  /** `perTurn` 0: no limit. */
-  constructor(readonly perTurn: number) {}
+  /** `perTurn` 0: no limit. `onError`: what a `go` threw (it runs in a turn, with other teams'). */
+  constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {}
 
-  /** Runs `go` now (true), or in a later turn (false) when `namespace` has started `perTurn` in this
-   * one. `go` must not throw: it may run in a later turn, with other teams'. (A namespace with some
-   * waiting has always started `perTurn` in this turn: a turn starts up to that many of them.) */
-  run(namespace: string, go: () => void): boolean {
-    if (this.perTurn === 0) {
-      go();
-      return true;
-    }
-    const n = this.started.get(namespace) ?? 0;
+  /** True when `namespace` may start one more in this turn. (One with some waiting has started
+   * `perTurn` in this turn: a turn starts that many of them.) */
+  mayStart(namespace: string): boolean {
+    return this.perTurn === 0 || (this.started.get(namespace) ?? 0) < this.perTurn;
+  }
+
+  /** Counts a start in this turn (after `mayStart`, or for what `wait` ran). */
+  start(namespace: string): void {
+    if (this.perTurn === 0) return;
+    this.started.set(namespace, (this.started.get(namespace) ?? 0) + 1);
     this.schedule();
-    if (n < this.perTurn) {
-      this.started.set(namespace, n + 1);
-      go();
-      return true;
-    }
+  }
+
+  /** Runs `go` in a later turn, after what `namespace` has waiting already. */
+  wait(namespace: string, go: () => void): void {
     const q = this.waiting.get(namespace);
     if (q) q.push(go);
     else this.waiting.set(namespace, [go]);
-    return false;
+    this.schedule();
   }
 
   private schedule(): void {
@@ -126,13 +145,24 @@ export class TurnShare {
   private readonly turn = (): void => {
     this.scheduled = false;
     this.started.clear();
+    // taken off the queues first: what a batch runs may wait again (behind the rest), never twice
+    // in one turn; each `go` counts its own start
+    const batches: Array<Array<() => void>> = [];
     for (const [ns, q] of this.waiting) {
       const batch = q.length <= this.perTurn ? q : q.splice(0, this.perTurn);
       if (batch === q) this.waiting.delete(ns);
-      this.started.set(ns, batch.length);
-      for (const go of batch) go();
+      batches.push(batch);
     }
-    if (this.started.size > 0) this.schedule();
+    if (this.waiting.size > 0) this.schedule();
+    for (const batch of batches) {
+      for (const go of batch) {
+        try {
+          go();
+        } catch (err) {
+          this.onError(err);
+        }
+      }
+    }
   };
 }
 
@@ -150,13 +180,14 @@ export interface Budgets {
   cachedCallers(namespace: string): EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number }): Budgets {
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number },
+  onError: (err: unknown) => void): Budgets {
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
     connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
     unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
-    turns: new TurnShare(limits.requestsPerTurnPerNamespace),
+    turns: new TurnShare(limits.requestsPerTurnPerNamespace, onError),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));

@@ -8,7 +8,7 @@ import { codeClass, methodLabel, type Metrics } from '../observability/metrics.j
 import { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
 
 /** Which bound closed a client connection (access_gateway_connections_refused_total's `limit`). */
-export type ConnectionLimit = 'listener' | 'namespace' | 'unadmitted';
+export type ConnectionLimit = 'listener' | 'namespace' | 'unadmitted' | 'pipelined';
 
 /** Status classes whose responses_total series exist at zero from the plan on. */
 export const PRECREATED_CODES = ['2xx', '4xx', '5xx'] as const;

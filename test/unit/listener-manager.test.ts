@@ -370,6 +370,48 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
+test('a request admitted while its table is swapped goes by the current table\'s route (the old one\'s pools are closed)', async (t) => {
+  const { deps, held: review } = heldDeps();
+  const { m, held } = managerFor(t, { deps });
+  const upstream = async (name: string) => {
+    const u = createHttpServer((_req, res) => res.end(name));
+    await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+    t.after(() => u.close());
+    return (u.address() as { port: number }).port;
+  };
+  const [one, two] = [await upstream('one'), await upstream('two')];
+  const withEndpoint = (p: GatewayPlan, port: number): GatewayPlan => ({ ...p, routes: [{ ...p.routes[0]!, target: { kind: 'service', namespace: 'team-a',
+    name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port }], ca: null, serverName: 'echo.team-a.svc', problem: null } }] });
+  const port = await freePort();
+  await m.apply('team-a/gw', withEndpoint(planOf('team-a', 'gw', port), one));
+  const s = await silent(port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  await pause(100); // its token is being checked
+  await m.apply('team-a/gw', withEndpoint(planOf('team-a', 'gw', port), two)); // the Service's endpoint changed
+  review.answer();
+  assert.equal(await waitUntil(async () => { await pause(50); return /\r\n\r\n(one|two)$/.test(text); }), true, text);
+  assert.match(text, /^HTTP\/1\.1 200[^]*\r\n\r\ntwo$/);
+});
+
+test('a connection with more than 16 requests open at once (pipelined) is closed', async (t) => {
+  const { deps, m, held } = managerFor(t);
+  let arrived = 0;
+  const upstream = createHttpServer(() => { arrived++; }); // answers nothing
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { upstream.closeAllConnections(); upstream.close(); });
+  const p = planOf('team-a', 'gw', await freePort());
+  await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
+    endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null } }] });
+  const s = await silent(p.port, held);
+  s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`.repeat(40));
+  assert.equal(await waitUntil(async () => { await pause(50); return !isOpen(s); }), true, 'closed');
+  assert.ok(arrived <= 16, `${arrived} reached the upstream`);
+  const e = await deps.metrics.exposition();
+  assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="pipelined"\} 1\n/);
+});
+
 test('a gateway moved and then deleted while its old listener drains leaves no metric series behind', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps, graceMs: 2_000 });

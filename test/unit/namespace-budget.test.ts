@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TurnShare, UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
+import { addressGroup, TurnShare, UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
 
 /** Connections that record their own eviction, and a way to add them. */
 function setup(limit: number) {
@@ -19,11 +19,32 @@ test('connections not admitted yet: past the limit the oldest of the address hol
   add('team-a', '10.0.0.9', 'caller');
   for (let i = 0; i < 50; i++) add('team-a', '10.0.0.66', `flood${i}`);
   assert.deepEqual(evicted, Array.from({ length: 48 }, (_, i) => `flood${i}`), 'the flood closes only its own, oldest first');
-  // a second connection of the caller: both addresses hold 2, and the oldest of those goes
+  // a second connection of the caller: the flood still holds the most
   add('team-a', '10.0.0.9', 'caller2');
-  assert.equal(evicted.at(-1), 'caller');
-  add('team-a', '10.0.0.66', 'flood50');
-  assert.equal(evicted.at(-1), 'flood48', 'the flood holds the most again');
+  assert.equal(evicted.at(-1), 'flood48');
+});
+
+test('connections not admitted yet: a flood spread over many addresses closes the oldest of all, not a caller\'s second connection', () => {
+  const { evicted, add } = setup(32); // an address holds "the most" from 4 on
+  for (let i = 0; i < 30; i++) add('team-a', `10.1.0.${i}`, `stranger${i}`);
+  add('team-a', '10.0.0.9', 'caller1');
+  add('team-a', '10.0.0.9', 'caller2');
+  add('team-a', '10.1.1.0', 'stranger30');
+  assert.deepEqual(evicted, ['stranger0']);
+  add('team-a', '10.0.0.9', 'caller3');
+  add('team-a', '10.0.0.9', 'caller4'); // 4: the most, and a share
+  assert.deepEqual(evicted, ['stranger0', 'stranger1', 'caller1']);
+});
+
+test('one client address: IPv4, IPv4-mapped IPv6 alike; IPv6 by its /64', () => {
+  assert.equal(addressGroup('10.0.0.1'), '10.0.0.1');
+  assert.equal(addressGroup('::ffff:10.0.0.1'), '10.0.0.1');
+  assert.equal(addressGroup('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+  assert.equal(addressGroup('2001:db8:1:2::99'), '2001:db8:1:2::/64');
+  assert.equal(addressGroup('2001:db8::1'), '2001:db8:0:0::/64');
+  assert.equal(addressGroup('2001:0db8:0000:0002::1'), '2001:db8:0:2::/64');
+  assert.equal(addressGroup('::1'), '0:0:0:0::/64');
+  assert.equal(addressGroup('fe80::1%eth0'), 'fe80:0:0:0::/64');
 });
 
 test('connections not admitted yet: with one each, the oldest is closed; other namespaces are apart', () => {
@@ -58,27 +79,56 @@ test('connections not admitted yet: limit 0 closes none', () => {
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
 
+/** A TurnShare as the listener uses it: `go` now, or once the namespace's turn comes. */
+function turns(perTurn: number) {
+  const errors: unknown[] = [];
+  const s = new TurnShare(perTurn, (err) => errors.push(err));
+  const run = (ns: string, go: () => void) => {
+    if (s.mayStart(ns)) {
+      s.start(ns);
+      go();
+    } else {
+      s.wait(ns, () => { s.start(ns); go(); });
+    }
+  };
+  return { s, run, errors };
+}
+
 test('requests per turn: a namespace starts that many per turn of the event loop, in order; another namespace starts at once', async () => {
-  const s = new TurnShare(2);
+  const { run } = turns(2);
   const ran: string[] = [];
-  for (let i = 1; i <= 5; i++) s.run('team-a', () => ran.push(`a${i}`));
-  s.run('team-b', () => ran.push('b1'));
+  for (let i = 1; i <= 5; i++) run('team-a', () => ran.push(`a${i}`));
+  run('team-b', () => ran.push('b1'));
   assert.deepEqual(ran, ['a1', 'a2', 'b1']);
   await nextTurn();
   assert.deepEqual(ran.slice(3), ['a3', 'a4']);
-  s.run('team-a', () => ran.push('a6')); // behind the one still waiting
-  s.run('team-b', () => ran.push('b2'));
+  run('team-a', () => ran.push('a6')); // behind the one still waiting
+  run('team-b', () => ran.push('b2'));
   assert.deepEqual(ran.slice(5), ['b2']);
   await nextTurn();
   assert.deepEqual(ran.slice(6), ['a5', 'a6']);
   await nextTurn();
-  s.run('team-a', () => ran.push('a7')); // nothing waiting, a new turn: at once
+  run('team-a', () => ran.push('a7')); // nothing waiting, a new turn: at once
   assert.equal(ran.at(-1), 'a7');
 });
 
-test('requests per turn: 0 is no limit', () => {
-  const s = new TurnShare(0);
+test('requests per turn: what one throws is reported and the others still run; one that waits again runs in a later turn', async () => {
+  const { s, run, errors } = turns(1);
+  const ran: string[] = [];
+  run('team-a', () => ran.push('a1'));
+  run('team-a', () => { throw new Error('boom'); });
+  run('team-b', () => ran.push('b1'));
+  run('team-b', () => { ran.push('b2'); s.wait('team-b', () => ran.push('b3')); });
+  await nextTurn();
+  assert.deepEqual(ran, ['a1', 'b1', 'b2']);
+  assert.equal((errors[0] as Error).message, 'boom');
+  await nextTurn();
+  assert.deepEqual(ran, ['a1', 'b1', 'b2', 'b3']);
+});
+
+test('requests per turn: 0 is no limit', async () => {
+  const { run } = turns(0);
   const ran: number[] = [];
-  for (let i = 0; i < 100; i++) s.run('team-a', () => ran.push(i));
+  for (let i = 0; i < 100; i++) run('team-a', () => ran.push(i));
   assert.equal(ran.length, 100);
 });
