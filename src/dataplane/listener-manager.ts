@@ -18,7 +18,7 @@ export class ListenerManager {
 
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {
-    this.budgets = budgetsFor(limits, (err) => deps.log.error({ err }, 'a request failed in its turn'));
+    this.budgets = budgetsFor(limits, deps.log);
   }
 
   /** The listener serving `key`, if any. */

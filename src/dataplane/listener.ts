@@ -75,7 +75,7 @@ export class Listener {
   private readonly unadmitted = new Map<string, Unadmitted>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
-    private readonly budgets: Budgets = budgetsFor(limits, (err) => deps.log.error({ err }, 'a request failed in its turn'))) {
+    private readonly budgets: Budgets = budgetsFor(limits, deps.log)) {
     this.callers = budgets.cachedCallers(plan.namespace);
     this.table = RouteTable.build(plan, deps, undefined, this.callers);
     const opts = {
@@ -403,14 +403,17 @@ export class Listener {
   private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
     if (t !== this.table) {
       // the table was swapped while the request waited (its turn, its token check): the old
-      // one's endpoint pools may be closed, so it goes by the current route of that name
-      const route = this.table.routes.find((r) => r.plan.name === a.route.plan.name);
-      if (!route) {
-        fail(new RouteNotFoundError(`route ${a.route.plan.name} of gateway ${t.key} was removed while the request waited`, { step: 'route', field: 'spec.routes' }));
-        return;
-      }
-      t = this.table;
-      a = { ...a, route };
+      // one's endpoint pools may be closed, and its access rules are no longer the gateway's, so
+      // the request is admitted again by the current table (its caller is cached: at once)
+      const now = this.table;
+      const go = (x: Admitted) => {
+        if (x.kind === 'route') this.forward(now, x, req, res, seen, fail);
+        else fail(new RouteNotFoundError(`${x.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
+      };
+      const again = admit(now, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
+      if (again instanceof Promise) again.then(go, (err) => fail(toAgwError(err))).catch((err) => fail(toAgwError(err)));
+      else go(again);
+      return;
     }
     const rm = a.route.m;
     const backend = a.route.backend;
@@ -560,12 +563,13 @@ function accessLine(t: RouteTable, id: number, seen: Seen, method: string | unde
 /** The status logged and counted for a request whose client left before any answer. */
 const clientClosed = 499;
 
-/** What is kept per client connection: the bytes counted so far (updated in place), and whether a
- * request on it was admitted (from then on it counts against its namespace's budget). */
 /** Requests one connection may have open at once (HTTP/1.1 pipelining; clients rarely send two). */
 const maxPipelined = 16;
 
-interface Conn { read: number; written: number; admitted: boolean; /** requests open */ pending: number }
+/** What is kept per client connection: the bytes counted so far (updated in place), whether a
+ * request on it was admitted (from then on it counts against its namespace's budget), and how many
+ * of its requests are open. */
+interface Conn { read: number; written: number; admitted: boolean; pending: number }
 const conns = new WeakMap<object, Conn>();
 
 /** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The

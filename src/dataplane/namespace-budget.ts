@@ -38,7 +38,8 @@ export interface Unadmitted {
 interface Held {
   all: Set<Unadmitted>;
   bySource: Map<string, Set<Unadmitted>>;
-  /** The address that held the most when its count last grew (kept without a scan). */
+  /** The address that held the most when its count last grew (kept without a scan: after its
+   * own close it may hold fewer than another until that one's next connection). */
   heavy: string;
 }
 
@@ -86,17 +87,11 @@ export class UnadmittedConnections {
   }
 }
 
-/** What counts as one client address: an IPv4 address (also IPv4-mapped), or an IPv6 /64 (what one
- * host or pod is given; anything smaller is free to whoever has the /64). */
+/** What counts as one client address: the address, an IPv4 one also when written in IPv6
+ * (IPv4-mapped, NAT64). Not an IPv6 prefix: pods on one node share a /64. */
 export function addressGroup(address: string): string {
-  const a = address.split('%')[0]!; // a zone
-  if (!a.includes(':')) return a;
-  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(a)) return a.slice(7);
-  const [head, tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...new Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
-  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+  const a = address.split('%')[0]!.toLowerCase(); // a zone
+  return a.includes(':') ? /:(\d+\.\d+\.\d+\.\d+)$/.exec(a)?.[1] ?? a : a;
 }
 
 /**
@@ -116,7 +111,7 @@ export class TurnShare {
   constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {}
 
   /** True when `namespace` may start one more in this turn. (One with some waiting has started
-   * `perTurn` in this turn: a turn starts that many of them.) */
+   * `perTurn` in this turn, but for those of them whose client left while they waited.) */
   mayStart(namespace: string): boolean {
     return this.perTurn === 0 || (this.started.get(namespace) ?? 0) < this.perTurn;
   }
@@ -181,13 +176,13 @@ export interface Budgets {
 }
 
 export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number },
-  onError: (err: unknown) => void): Budgets {
+  log: { error(obj: object, msg: string): void }): Budgets {
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
     connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
     unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
-    turns: new TurnShare(limits.requestsPerTurnPerNamespace, onError),
+    turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));

@@ -47,9 +47,9 @@ test('an unchanged plan (a new generation, a resync) keeps the route table; a ch
   assert.equal(listener.plan, changed);
 });
 
-const planOf = (namespace: string, name: string, port: number) => translate(applyDefaults({
+const planOf = (namespace: string, name: string, port: number, users = ['alice']) => translate(applyDefaults({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name, namespace, generation: 1 },
-  spec: { authentication: { audiences: ['gw'] }, access: [{ users: ['alice'] }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] },
+  spec: { authentication: { audiences: ['gw'] }, access: [{ users }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] },
 } as unknown as AccessGateway), { port: { port } }).plan!;
 
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -370,7 +370,7 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
-test('a request admitted while its table is swapped goes by the current table\'s route (the old one\'s pools are closed)', async (t) => {
+test('a request admitted while its table is swapped is admitted again by the current table (the old one\'s pools are closed, its rules old)', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps });
   const upstream = async (name: string) => {
@@ -393,21 +393,46 @@ test('a request admitted while its table is swapped goes by the current table\'s
   review.answer();
   assert.equal(await waitUntil(async () => { await pause(50); return /\r\n\r\n(one|two)$/.test(text); }), true, text);
   assert.match(text, /^HTTP\/1\.1 200[^]*\r\n\r\ntwo$/);
+  // spec.access changed meanwhile: the caller is no longer let in
+  const s2 = await silent(port, held);
+  let text2 = '';
+  s2.on('data', (c: Buffer) => { text2 += c.toString('latin1'); });
+  const other = `${alice.split('.')[0]}.${b64({ aud: ['gw'], exp: Math.floor(Date.now() / 1000) + 3600, sub: 'alice', n: 2 })}.sig`; // not cached
+  const review2 = deps.reviewer.review;
+  deps.reviewer.review = (token: string, ...rest) => review2(token === other ? alice : token, ...rest);
+  s2.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${other}\r\n\r\n`);
+  await pause(100);
+  await m.apply('team-a/gw', withEndpoint(planOf('team-a', 'gw', port, ['bob']), two));
+  review.answer();
+  assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text2); }), true, text2);
+  assert.match(text2, /^HTTP\/1\.1 403 /);
 });
 
 test('a connection with more than 16 requests open at once (pipelined) is closed', async (t) => {
   const { deps, m, held } = managerFor(t);
   let arrived = 0;
-  const upstream = createHttpServer(() => { arrived++; }); // answers nothing
+  const upstream = createHttpServer((req, res) => { // answers only /prime
+    if (req.url === '/prime') res.end('ok');
+    else arrived++;
+  });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
   t.after(() => { upstream.closeAllConnections(); upstream.close(); });
   const p = planOf('team-a', 'gw', await freePort());
   await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
     endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null } }] });
   const s = await silent(p.port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  // 20 one after the other (the token is cached after the first): each gives its place back
+  for (let i = 1; i <= 20; i++) {
+    s.write(`GET /prime HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+    assert.equal(await waitUntil(async () => { await pause(5); return text.split('ok').length - 1 === i; }), true);
+  }
+  assert.equal(isOpen(s), true);
   s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`.repeat(40));
-  assert.equal(await waitUntil(async () => { await pause(50); return !isOpen(s); }), true, 'closed');
+  await pause(300);
   assert.ok(arrived <= 16, `${arrived} reached the upstream`);
+  assert.equal(isOpen(s), false, 'closed');
   const e = await deps.metrics.exposition();
   assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="pipelined"\} 1\n/);
 });
