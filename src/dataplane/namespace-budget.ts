@@ -34,13 +34,13 @@ export interface Unadmitted {
   evict(): void;
 }
 
-/** One namespace's connections not admitted yet, oldest first: all, and each address's. */
+/** One namespace's connections not admitted yet, oldest first: all, and each address's; and which
+ * addresses hold how many (to find the one holding the most without a scan). */
 interface Held {
   all: Set<Unadmitted>;
   bySource: Map<string, Set<Unadmitted>>;
-  /** The address that held the most when its count last grew (kept without a scan: after its
-   * own close it may hold fewer than another until that one's next connection). */
-  heavy: string;
+  byCount: Map<number, Set<string>>;
+  most: number;
 }
 
 /**
@@ -62,15 +62,15 @@ export class UnadmittedConnections {
 
   add(namespace: string, c: Unadmitted): void {
     let h = this.open.get(namespace);
-    if (!h) this.open.set(namespace, (h = { all: new Set(), bySource: new Map(), heavy: c.source }));
+    if (!h) this.open.set(namespace, (h = { all: new Set(), bySource: new Map(), byCount: new Map(), most: 0 }));
     h.all.add(c);
     let mine = h.bySource.get(c.source);
     if (!mine) h.bySource.set(c.source, (mine = new Set()));
     mine.add(c);
-    if (mine.size > (h.bySource.get(h.heavy)?.size ?? 0)) h.heavy = c.source;
+    recount(h, c.source, mine.size - 1, mine.size);
     if (this.limit > 0 && h.all.size > this.limit) {
-      const heavy = h.bySource.get(h.heavy);
-      const victim = (heavy && heavy.size >= this.share ? heavy : h.all).values().next().value!;
+      const heavy = h.most >= this.share ? h.bySource.get(h.byCount.get(h.most)!.values().next().value!)! : h.all;
+      const victim = heavy.values().next().value!;
       this.remove(namespace, victim);
       victim.evict();
     }
@@ -83,8 +83,25 @@ export class UnadmittedConnections {
     const mine = h.bySource.get(c.source)!;
     mine.delete(c);
     if (mine.size === 0) h.bySource.delete(c.source);
+    recount(h, c.source, mine.size + 1, mine.size);
     if (h.all.size === 0) this.open.delete(namespace);
   }
+}
+
+/** `source` now holds `to` instead of `from` (one more or one fewer). */
+function recount(h: Held, source: string, from: number, to: number): void {
+  const was = h.byCount.get(from);
+  if (was) {
+    was.delete(source);
+    if (was.size === 0) h.byCount.delete(from);
+  }
+  if (to > 0) {
+    const now = h.byCount.get(to);
+    if (now) now.add(source);
+    else h.byCount.set(to, new Set([source]));
+  }
+  if (to > h.most) h.most = to;
+  else if (from === h.most && !h.byCount.has(from)) h.most = to; // the only one holding the most gave one back
 }
 
 /** What counts as one client address: the address, an IPv4 one also when written in IPv6

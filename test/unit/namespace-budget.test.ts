@@ -36,6 +36,15 @@ test('connections not admitted yet: a flood spread over many addresses closes th
   assert.deepEqual(evicted, ['stranger0', 'stranger1', 'caller1']);
 });
 
+test('connections not admitted yet: the address holding the most is known also after the one that held more gave some back', () => {
+  const { u, evicted, add } = setup(16);
+  const a = Array.from({ length: 6 }, (_, i) => add('team-a', '10.0.0.1', `a${i}`));
+  for (let i = 0; i < 5; i++) add('team-a', '10.0.0.2', `b${i}`);
+  for (const c of a.slice(0, 5)) u.remove('team-a', c); // admitted: 10.0.0.1 holds 1, 10.0.0.2 holds 5
+  for (let i = 0; i < 11; i++) add('team-a', `10.1.0.${i}`, `s${i}`);
+  assert.deepEqual(evicted, ['b0'], 'the oldest of 10.0.0.2, not 10.0.0.1\'s older one');
+});
+
 test('one client address: IPv4 also written in IPv6; an IPv6 address whole (pods on one node share a /64)', () => {
   assert.equal(addressGroup('10.0.0.1'), '10.0.0.1');
   assert.equal(addressGroup('::ffff:10.0.0.1'), '10.0.0.1');
