@@ -382,8 +382,7 @@ export class Listener {
     }
     // a team whose requests fill the event loop waits its turn; others are not held behind it
     const turns = this.budgets.turns, ns = t.plan.namespace;
-    if (turns.mayStart(ns)) {
-      turns.start(ns);
+    if (turns.tryStart(ns)) {
       this.forward(t, a, req, res, seen, fail);
       return;
     }

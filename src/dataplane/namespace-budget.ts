@@ -127,13 +127,18 @@ export class TurnShare {
   /** `perTurn` 0: no limit. `onError`: what a `go` threw (it runs in a turn, with other teams'). */
   constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {}
 
-  /** True when `namespace` may start one more in this turn. (One with some waiting has started
-   * `perTurn` in this turn, but for those of them whose client left while they waited.) */
-  mayStart(namespace: string): boolean {
-    return this.perTurn === 0 || (this.started.get(namespace) ?? 0) < this.perTurn;
+  /** Counts a start in this turn and says true, or says false when `namespace` has started
+   * `perTurn` in it (one with some waiting has, but for those whose client left while waiting). */
+  tryStart(namespace: string): boolean {
+    if (this.perTurn === 0) return true;
+    const n = this.started.get(namespace) ?? 0;
+    if (n >= this.perTurn) return false;
+    this.started.set(namespace, n + 1);
+    this.schedule();
+    return true;
   }
 
-  /** Counts a start in this turn (after `mayStart`, or for what `wait` ran). */
+  /** Counts a start in this turn whatever the bound (what `wait` ran). */
   start(namespace: string): void {
     if (this.perTurn === 0) return;
     this.started.set(namespace, (this.started.get(namespace) ?? 0) + 1);

@@ -4,7 +4,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
@@ -79,6 +79,22 @@ function managerFor(t: TestContext, o: { deps?: DataplaneDeps; host?: string; gr
 function withTLS(p: GatewayPlan): GatewayPlan {
   const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
   return { ...p, tls: { secretName: 's', cert, key, clientCA: null } };
+}
+
+/** The plan with its route going to a Service whose one endpoint is 127.0.0.1:`endpoint` (9: nothing
+ * listens there). */
+function withService(p: GatewayPlan, endpoint = 9): GatewayPlan {
+  const target: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: endpoint }],
+    ca: null, serverName: 'echo.team-a.svc', problem: null };
+  return { ...p, routes: [{ ...p.routes[0]!, target }] };
+}
+
+/** An upstream on loopback that answers with `handler`, closed (with what it holds) after the test: its port. */
+async function upstreamFor(t: TestContext, handler: RequestListener): Promise<number> {
+  const u = createHttpServer(handler);
+  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { u.closeAllConnections(); u.close(); });
+  return (u.address() as { port: number }).port;
 }
 
 /** One discovery request on a new connection (kept in `held`): its status (0: none) and whether
@@ -243,10 +259,8 @@ async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
 test('a listener whose server cannot be made (a key OpenSSL refuses) gives back its route table\'s endpoint pools', async (t) => {
   const { deps, m } = managerFor(t);
   const p = planOf('team-a', 'gw', await freePort());
-  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
-    ca: null, serverName: 'echo.team-a.svc', problem: null };
   const tls = { secretName: 's', cert: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', key: 'not a key', clientCA: null };
-  await assert.rejects(m.apply('team-a/gw', { ...p, tls, routes: [{ ...p.routes[0]!, target: service }] }));
+  await assert.rejects(m.apply('team-a/gw', { ...withService(p), tls }));
   assert.equal(deps.pools.size, 0);
 });
 
@@ -306,24 +320,19 @@ test('a retired listener closes a connection whose answer began before it retire
   const { m, held } = managerFor(t, { graceMs: 5_000 });
   // an upstream that sends its head at once and the end of its body when told
   let finish = () => {};
-  const upstream = createHttpServer((_req, res) => {
+  const up = await upstreamFor(t, (_req, res) => {
     res.writeHead(200, { 'content-length': 2 }).write('a');
     finish = () => res.end('b');
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
-  t.after(() => upstream.close());
   const [p1, p2] = [await freePort(), await freePort()];
-  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
-    endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null };
-  const withService = (p: GatewayPlan) => ({ ...p, routes: [{ ...p.routes[0]!, target: service }] });
-  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1)));
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1), up));
   const s = await silent(p1, held);
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
   await pause(200);
   assert.match(text, /^HTTP\/1\.1 200[^]*keep-alive/i, 'the head went out before the move');
-  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2)));
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2), up));
   finish();
   await pause(200);
   assert.match(text, /\r\n\r\nab$/);
@@ -333,18 +342,13 @@ test('a retired listener closes a connection whose answer began before it retire
 test('requests per turn: another team\'s request is not held behind one team\'s burst; every request is answered', async (t) => {
   const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
   const arrived: string[] = [];
-  const upstream = createHttpServer((req, res) => {
+  const up = await upstreamFor(t, (req, res) => {
     arrived.push(req.url!);
     res.end('ok');
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
-  t.after(() => upstream.close());
-  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
-    endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null };
-  const withService = (p: GatewayPlan) => ({ ...p, routes: [{ ...p.routes[0]!, target: service }] });
   const [a, b] = [await freePort(), await freePort()];
-  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a)));
-  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b)));
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
   const sockets = await Promise.all([a, a, a, a, a, b].map((p) => silent(p, held)));
   // five requests of team-a, then one of team-b, sent at once: read by the operator in one turn
   const burst = () => Promise.all(sockets.map((s, i) => new Promise<string>((resolve) => {
@@ -373,23 +377,15 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
 test('a request admitted while its table is swapped is admitted again by the current table (the old one\'s pools are closed, its rules old)', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps });
-  const upstream = async (name: string) => {
-    const u = createHttpServer((_req, res) => res.end(name));
-    await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
-    t.after(() => u.close());
-    return (u.address() as { port: number }).port;
-  };
-  const [one, two] = [await upstream('one'), await upstream('two')];
-  const withEndpoint = (p: GatewayPlan, port: number): GatewayPlan => ({ ...p, routes: [{ ...p.routes[0]!, target: { kind: 'service', namespace: 'team-a',
-    name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port }], ca: null, serverName: 'echo.team-a.svc', problem: null } }] });
+  const [one, two] = [await upstreamFor(t, (_req, res) => res.end('one')), await upstreamFor(t, (_req, res) => res.end('two'))];
   const port = await freePort();
-  await m.apply('team-a/gw', withEndpoint(planOf('team-a', 'gw', port), one));
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), one));
   const s = await silent(port, held);
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
   await pause(100); // its token is being checked
-  await m.apply('team-a/gw', withEndpoint(planOf('team-a', 'gw', port), two)); // the Service's endpoint changed
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), two)); // the Service's endpoint changed
   review.answer();
   assert.equal(await waitUntil(async () => { await pause(50); return /\r\n\r\n(one|two)$/.test(text); }), true, text);
   assert.match(text, /^HTTP\/1\.1 200[^]*\r\n\r\ntwo$/);
@@ -402,7 +398,7 @@ test('a request admitted while its table is swapped is admitted again by the cur
   deps.reviewer.review = (token: string, ...rest) => review2(token === other ? alice : token, ...rest);
   s2.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${other}\r\n\r\n`);
   await pause(100);
-  await m.apply('team-a/gw', withEndpoint(planOf('team-a', 'gw', port, ['bob']), two));
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port, ['bob']), two));
   review.answer();
   assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text2); }), true, text2);
   assert.match(text2, /^HTTP\/1\.1 403 /);
@@ -411,15 +407,12 @@ test('a request admitted while its table is swapped is admitted again by the cur
 test('a connection with more than 16 requests open at once (pipelined) is closed', async (t) => {
   const { deps, m, held } = managerFor(t);
   let arrived = 0;
-  const upstream = createHttpServer((req, res) => { // answers only /prime
+  const up = await upstreamFor(t, (req, res) => { // answers only /prime
     if (req.url === '/prime') res.end('ok');
     else arrived++;
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
-  t.after(() => { upstream.closeAllConnections(); upstream.close(); });
   const p = planOf('team-a', 'gw', await freePort());
-  await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http',
-    endpoints: [{ ip: '127.0.0.1', port: (upstream.address() as { port: number }).port }], ca: null, serverName: 'echo.team-a.svc', problem: null } }] });
+  await m.apply('team-a/gw', withService(p, up));
   const s = await silent(p.port, held);
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
@@ -457,11 +450,9 @@ test('a gateway moved and then deleted while its old listener drains leaves no m
 test('a route table that cannot be compiled gives back the endpoint pools its earlier routes took', async (t) => {
   const { deps, m } = managerFor(t);
   const p = planOf('team-a', 'gw', await freePort());
-  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
-    ca: null, serverName: 'echo.team-a.svc', problem: null };
   // a pattern RE2 refuses (translate would have: this stands for any compile failure after route 0)
   const bad = { ...p.routes[0]!, name: 'bad', target: { ...(p.routes[0]!.target as ApiserverTarget), acceptPaths: ['^/(?=api)'] } };
-  await assert.rejects(m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: service }, bad] }));
+  await assert.rejects(m.apply('team-a/gw', { ...p, routes: [withService(p).routes[0]!, bad] }));
   assert.equal(deps.pools.size, 0);
 });
 
@@ -472,9 +463,7 @@ test('a listener that cannot listen gives back what its route table took (endpoi
   t.after(() => taken.close());
   const port = (taken.address() as { port: number }).port;
   const p = planOf('team-a', 'gw', port);
-  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
-    ca: null, serverName: 'echo.team-a.svc', problem: null };
-  const r = await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target: service }] });
+  const r = await m.apply('team-a/gw', withService(p));
   assert.equal(r?.programmed, false);
   assert.equal(deps.pools.size, 0);
 });
@@ -482,9 +471,6 @@ test('a listener that cannot listen gives back what its route table took (endpoi
 test('a listener switched to TLS on the same port that then cannot listen releases its pools once (a shared pool stays)', async (t) => {
   const { deps, m } = managerFor(t);
   const port = await freePort();
-  const service: ServiceTarget = { kind: 'service', namespace: 'team-a', name: 'echo', port: 80, scheme: 'http', endpoints: [{ ip: '127.0.0.1', port: 9 }],
-    ca: null, serverName: 'echo.team-a.svc', problem: null };
-  const withService = (p: GatewayPlan) => ({ ...p, routes: [{ ...p.routes[0]!, target: service }] });
   // another gateway uses the same endpoint: one pool, two references
   await m.apply('team-a/other', withService(planOf('team-a', 'other', await freePort())));
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port)));

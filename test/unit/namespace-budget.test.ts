@@ -92,8 +92,7 @@ function turns(perTurn: number) {
   const errors: unknown[] = [];
   const s = new TurnShare(perTurn, (err) => errors.push(err));
   const run = (ns: string, go: () => void) => {
-    if (s.mayStart(ns)) {
-      s.start(ns);
+    if (s.tryStart(ns)) {
       go();
     } else {
       s.wait(ns, () => { s.start(ns); go(); });
