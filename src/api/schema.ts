@@ -283,7 +283,7 @@ export const schema: Record<string, unknown> = {
               "notAfter": {
                 "type": "string",
                 "format": "date-time",
-                "description": "A time-boxed grant: the rule matches only before this time (RFC 3339); from then on it does not match, without a restart, and status.expiredAccessRules lists it. Optional."
+                "description": "A time-boxed grant: the rule matches only before this time (RFC 3339); from then on it does not match, without a restart, and status.expiredAccessRules lists it; streams and interactive sessions that no other rule grants are ended then. Optional."
               }
             }
           }

@@ -326,7 +326,7 @@ export interface AccessRule {
    */
   notBefore?: string;
   /**
-   * A time-boxed grant: the rule matches only before this time (RFC 3339); from then on it does not match, without a restart, and status.expiredAccessRules lists it. Optional.
+   * A time-boxed grant: the rule matches only before this time (RFC 3339); from then on it does not match, without a restart, and status.expiredAccessRules lists it; streams and interactive sessions that no other rule grants are ended then. Optional.
    */
   notAfter?: string;
 }

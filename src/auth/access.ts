@@ -35,12 +35,21 @@ export class AccessPolicy {
     return a === 'all' || (a !== null && a.has(route));
   }
 
+  /** The first notBefore/notAfter after `now`, when decisions may change next; Infinity: none. */
+  nextBoundary(now: number): number {
+    return this.boundaries.find((t) => t > now) ?? Infinity;
+  }
+
+  now(): number {
+    return this.clock.now();
+  }
+
   /** Past a window boundary: forget every decision and note the next boundary. */
   private refresh(): void {
     const now = this.clock.now();
     if (now < this.until) return;
     this.memo = new WeakMap();
-    this.until = this.boundaries.find((t) => t > now) ?? Infinity;
+    this.until = this.nextBoundary(now);
   }
 
   private decide(id: CallerIdentity, now: number): Allowed {

@@ -8,6 +8,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
+import { HeldAccess } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
@@ -67,6 +68,8 @@ export class Listener {
   private drained = false;
   /** Responses still streaming (watches): ended cleanly when the listener drains. */
   private readonly streams = new Set<() => void>();
+  /** Sessions and streams, ended when the spec or a rule's window no longer admits them. */
+  private readonly held = new HeldAccess(() => this.table);
   /** The namespace's share of cached callers, for this listener's token caches. */
   private readonly callers: EntryBudget;
   private closing: Promise<void> | undefined;
@@ -146,6 +149,7 @@ export class Listener {
     }
     this.table = next;
     previous.dispose(next);
+    if (this.held.size) this.held.recheck();
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -169,6 +173,7 @@ export class Listener {
   private shut(graceMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    this.held.stop();
     const timer = setTimeout(() => {
       // end open streams (watches) with a proper last chunk, then drop what is left
       for (const end of this.streams) end();
@@ -242,9 +247,14 @@ export class Listener {
     return new TooManyConnectionsError(`namespace ${t.plan.namespace} has ${this.budgets.connections.limit} connections open through its gateways, the operator's limit (--max-connections-per-namespace)`);
   }
 
-  private track(res: ServerResponse, end: () => void): void {
+  /** A response that streams (a watch, logs -f): ended cleanly on a drain, or when its access ends. */
+  private track(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, end: () => void): void {
     this.streams.add(end);
-    res.once('close', () => this.streams.delete(end));
+    const release = this.held.hold(t, { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name }, end);
+    res.once('close', () => {
+      this.streams.delete(end);
+      release();
+    });
   }
 
   /** The upstream call for an apiserver route. */
@@ -417,7 +427,7 @@ export class Listener {
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
-    const streaming = (end: () => void) => this.track(res, end);
+    const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {
       const sent = performance.now();
       seen.upstream = 'apiserver';
@@ -535,8 +545,10 @@ export class Listener {
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
       const protocol = frameProtocol(req.headers.upgrade, headers['sec-websocket-protocol']);
       const rm = a.route.m;
+      let release = () => {};
       const session = new Session(socket, usocket, protocol, target.kind === 'exec' || target.kind === 'attach', limits.idleTimeoutSeconds * 1000, (s, reason) => {
         this.sessions.delete(s);
+        release();
         rm.upgraded.dec();
         const seconds = (performance.now() - s.started) / 1000;
         rm.sessionEnded(reason, seconds);
@@ -549,6 +561,11 @@ export class Listener {
       t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
       session.start(head, uhead);
       if (this.drained) session.end(...shutdown);
+      // ended when spec.access or the route no longer admits it (asked at once if the spec changed meanwhile)
+      if (!session.finished) {
+        release = this.held.hold(t, { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name },
+          (why) => session.end('revoked', 1008, `access ended: ${why}`, 'Forbidden'));
+      }
     });
   }
 }

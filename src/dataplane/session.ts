@@ -175,7 +175,8 @@ export function spdyErrorFrame(stream: number, message: string, reason: string):
   return f;
 }
 
-export type SessionEnd = 'closed' | 'idle' | 'shutdown';
+/** `revoked`: spec.access or the route no longer admits it (a rule's notAfter passed, the spec changed). */
+export type SessionEnd = 'closed' | 'idle' | 'shutdown' | 'revoked';
 
 /**
  * Relays an upgraded connection between client and upstream, counting bytes each way, ending it
@@ -197,6 +198,11 @@ export class Session {
     private readonly remoteCommand: boolean, private readonly idleMs: number, private readonly onEnd: (s: Session, reason: SessionEnd) => void) {
     this.down = new FrameWatch(protocol);
     this.up = new FrameWatch(protocol);
+  }
+
+  /** The relay has ended (both sides closed or closing). */
+  get finished(): boolean {
+    return this.done;
   }
 
   /** Starts relaying; `clientHead`/`upstreamHead` are bytes already read past the upgrade. */

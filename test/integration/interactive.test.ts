@@ -22,6 +22,8 @@ let op: Awaited<ReturnType<typeof startChartOperator>>;
 let node: TestNode;
 let follow: { child: ReturnType<typeof spawn>; out: string; started: number };
 const kubeconfigs: Record<string, string> = {};
+/** The CA of team-a's listener certificate (secret shell-tls). */
+let teamACA: string;
 
 interface Run { code: number | null; out: Buffer; err: string }
 
@@ -77,6 +79,7 @@ before(async () => {
     await node.runPod('team-a', p, [{ name: 'main', stdin: true, command: ['sh', '-c', 'while read l; do echo "got $l"; [ "$l" = bye ] && exit 0; done'] }]);
   }
   const ca = await createListenerTLS(cp, 'team-a', 'shell-tls');
+  teamACA = ca.cert;
   // `shell` allows sessions (rejectPaths: []); `plain` keeps the default rejectPaths; `small`
   // allows four sessions at once, each ended after 12 s without data
   for (const [name, reject, sessions] of [['shell', 'rejectPaths: []', ''], ['plain', '', ''],
@@ -415,6 +418,69 @@ test('a session is logged as what the apiserver is asked: a percent-encoded exec
   assert.equal(start?.kind, 'exec', JSON.stringify(start));
   assert.equal(start?.pod, 'team-a/app');
   assert.deepEqual(start?.command, ['echo', 'hidden']);
+});
+
+test("a session or stream ends when the caller's grant does: at its rule's notAfter, or when spec.access drops the caller; others go on", async () => {
+  const from = Date.now();
+  const dev = '{serviceAccounts: [{namespace: team-a, name: dev}]', viewer = '{serviceAccounts: [{namespace: team-a, name: viewer}]}';
+  const boxed = (access: string) => applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: boxed, namespace: team-a}
+spec:
+  listener: {tls: {secretName: shell-tls}}
+  authentication: {audiences: [gw]}
+  access: ${access}
+  routes:
+    - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate, rejectPaths: []}}
+`);
+  // whole seconds: the apiserver keeps date-times to the second
+  const edge = Math.ceil((Date.now() + 15_000) / 1000) * 1000;
+  const iso = new Date(edge).toISOString().replace(/\.\d+Z$/, 'Z');
+  await boxed(`[${dev}, notAfter: "${iso}"}, ${viewer}]`);
+  const server = `https://127.0.0.1:${await gatewayPort(cp, 'team-a', 'boxed')}`;
+  for (const sa of ['dev', 'viewer']) {
+    kubeconfigs[`${sa}@boxed`] = tokenKubeconfig(join(cp.dir, `${sa}-boxed.kubeconfig`), server, await cp.token('team-a', sa, ['gw']), { namespace: 'team-a', ca: teamACA });
+  }
+  const held = protocols.map(([, spdy]) => kubectl('dev@boxed', ['exec', 'app', '--', 'sleep', '60'], { spdy, timeoutMs: 70_000 }));
+  const devLogs = kubectl('dev@boxed', ['logs', '-f', 'ticker'], { timeoutMs: 70_000 });
+  // the viewer's grant has no window: its stream goes on through both changes below
+  const viewerLogs = spawn('kubectl', ['--kubeconfig', kubeconfigs['viewer@boxed']!, 'logs', '-f', 'ticker']);
+  let viewerOut = '';
+  viewerLogs.stdout.on('data', (d: Buffer) => { viewerOut += d.toString(); });
+  try {
+    await waitForLines(from, 2, (l) => l.gateway === 'team-a/boxed' && l.msg === 'session started');
+    assert.ok(Date.now() < edge - 1000, 'the sessions opened too late for this test');
+    for (const r of await Promise.all(held)) {
+      assert.notEqual(r!.code, 0, `${r!.code} ${r!.out} ${r!.err}`);
+      assert.match(r!.err, new RegExp(`access ended: spec\\.access\\[0\\]'s notAfter ${iso.replace('Z', '.000Z')} has passed`), r!.err);
+    }
+    assert.ok(Date.now() >= edge, 'ended before the edge');
+    const logs = await devLogs;
+    assert.match(logs.out.toString(), /^tick \d+$/m, 'logs -f streamed before it was ended');
+    assert.ok(Date.now() < edge + 10_000, 'logs -f ended at the edge, not at its timeout');
+    // spec.access changes: one that still names dev keeps its session, one that drops dev ends it
+    await boxed(`[${dev}}, ${viewer}]`);
+    const third = kubectl('dev@boxed', ['exec', 'app', '--', 'sleep', '60'], { timeoutMs: 70_000 });
+    await waitForLines(from, 3, (l) => l.gateway === 'team-a/boxed' && l.msg === 'session started');
+    await boxed(`[${viewer}, ${dev}}]`);
+    await new Promise((r) => setTimeout(r, 2000));
+    await boxed(`[${viewer}]`);
+    const dropped = Date.now();
+    const r = await third;
+    assert.notEqual(r!.code, 0, `${r!.code} ${r!.out} ${r!.err}`);
+    assert.match(r!.err, /access ended: no rule of spec\.access names the caller now/, r!.err);
+    assert.ok(Date.now() - dropped < 15_000, 'ended when spec.access dropped dev');
+    const ended = await waitForLines(from, 3, (l) => l.gateway === 'team-a/boxed' && l.msg === 'session ended');
+    assert.deepEqual(ended.map((l) => `${l.kind} ${l.reason}`), ['exec revoked', 'exec revoked', 'exec revoked']);
+    const ticks = viewerOut.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(viewerLogs.exitCode, null, 'the viewer\'s logs -f goes on');
+    assert.ok(viewerOut.length > ticks, 'and still streams');
+    const text = await scrapeMetrics(cp, op.adminPort);
+    assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="boxed",route="kube-api",reason="revoked"\} 3$/m);
+  } finally {
+    viewerLogs.kill();
+  }
 });
 
 test('kubectl logs -f streams on past the route timeout and every idle timeout', async () => {

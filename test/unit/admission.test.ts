@@ -7,6 +7,7 @@ import { translate } from '../../src/translate/translate.js';
 import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
+import { accessEnded } from '../../src/dataplane/held.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import type { CallerIdentity } from '../../src/auth/identity.js';
@@ -169,4 +170,21 @@ test('translate refuses a stored identity Gateway, and a serviceAccountName that
     assert.equal(accepted.reason, 'InvalidIdentity');
   }
   assert.match(translate(gw({ identity: 'Gateway' }), { port: { port: 1 } }).conditions[0]!.message, /Gateway was removed.*ServiceAccount/);
+});
+
+test('accessEnded: why a held session or stream may not go on under a changed spec (short, for a close frame), or null', () => {
+  const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
+  const held = { id: app, method: 'GET', url: '/api/v1/namespaces/team-a/pods/p/exec?command=sh', route: 'kube' };
+  const routes = (extra: Record<string, unknown> = {}) => [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: [], ...extra } }];
+  const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };
+  assert.equal(accessEnded(table({ access: [sa], routes: routes() }), held), null);
+  // a rule whose window closed, a rule that went, a route no longer granted, renamed, gone, or filtered
+  const past = new Date(Date.now() - 60_000).toISOString().replace(/\.\d+Z$/, 'Z');
+  assert.equal(accessEnded(table({ access: [{ ...sa, notAfter: past }], routes: routes() }), held), `spec.access[0]'s notAfter ${new Date(Date.parse(past)).toISOString()} has passed`);
+  assert.equal(accessEnded(table({ access: [{ users: ['bob'] }], routes: routes() }), held), 'no rule of spec.access names the caller now');
+  assert.equal(accessEnded(table({ access: [{ ...sa, routes: ['other'] }], routes: [...routes(), { name: 'other', pathPrefix: '/x', apiserver: {} }] }), held),
+    'spec.access no longer grants route kube');
+  assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'renamed', pathPrefix: '/', apiserver: { rejectPaths: [] } }] }), held), 'route kube no longer serves it');
+  assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/apis/', apiserver: {} }] }), held), 'no route serves it now');
+  assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: {} }] }), held), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
 });

@@ -522,3 +522,76 @@ test('a connection counts once, however many requests it carries', async (t) => 
   // the budget of 1 is this connection: another is refused
   assert.deepEqual(await ask(port, held), { status: 503, open: false });
 });
+
+/** The plan with these access rules (users, and a window's end in ms). */
+const withAccess = (p: GatewayPlan, rules: { users: string[]; notAfter?: number }[]): GatewayPlan =>
+  ({ ...p, access: rules.map((r) => ({ serviceAccounts: [], groups: [], users: r.users, routes: null, notBefore: null, notAfter: r.notAfter ?? null })) });
+
+/** A response that streams for ever (a watch): its text so far, and whether it ended. */
+function stream(port: number, held: Socket[]): { text: () => string; ended: () => boolean } {
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  let text = '';
+  s.on('error', () => {});
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  return { text: () => text, ended: () => text.endsWith('\r\n0\r\n\r\n') };
+}
+
+test('a stream ends when its grant does: at the rule\'s notAfter, and when spec.access drops the caller; another change keeps it', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' }); // no length: it streams
+    const timer = setInterval(() => res.write('tick\n'), 50);
+    res.on('close', () => clearInterval(timer));
+  });
+  const port = await freePort();
+  const edge = Date.now() + 1200;
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
+  const boxed = stream(port, held);
+  assert.equal(await waitUntil(async () => { await pause(50); return boxed.text().includes('tick'); }), true, boxed.text());
+  assert.equal(boxed.ended(), false);
+  assert.equal(await waitUntil(async () => { await pause(50); return boxed.ended(); }), true, 'ended at notAfter');
+  assert.ok(Date.now() >= edge, 'not before the edge');
+  // a grant without a window: a change that still admits the caller keeps the stream; one that drops it ends it
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'] }]));
+  const open = stream(port, held);
+  assert.equal(await waitUntil(async () => { await pause(50); return open.text().includes('tick'); }), true, open.text());
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'] }, { users: ['bob'] }]));
+  const before = open.text().length;
+  await pause(300);
+  assert.ok(open.text().length > before && !open.ended(), 'still streaming after a change that admits the caller');
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['bob'] }]));
+  assert.equal(await waitUntil(async () => { await pause(50); return open.ended(); }), true, 'ended when spec.access dropped the caller');
+});
+
+test('a session ends when its grant does, with a close frame that says why', async (t) => {
+  const { m, held } = managerFor(t);
+  const u = createHttpServer();
+  u.on('upgrade', (_req, sock: Socket) => {
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    sock.on('data', (d) => sock.write(d)); // an echo
+  });
+  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { u.closeAllConnections(); u.close(); });
+  const up = (u.address() as { port: number }).port;
+  const port = await freePort();
+  const edge = Date.now() + 1200;
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  let bytes = Buffer.alloc(0);
+  s.on('error', () => {});
+  s.on('data', (c: Buffer) => { bytes = Buffer.concat([bytes, c]); });
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(50); return bytes.includes('\r\n\r\n'); }), true, bytes.toString('latin1'));
+  assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 /);
+  let closed = false;
+  s.once('close', () => { closed = true; });
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }), true, 'closed at notAfter');
+  assert.ok(Date.now() >= edge, 'not before the edge');
+  const frame = bytes.subarray(bytes.indexOf('\r\n\r\n') + 4);
+  assert.equal(frame[0], 0x88, 'a close frame');
+  assert.equal(frame.readUInt16BE(2), 1008);
+  assert.equal(frame.subarray(4).toString(), `access ended: spec.access[0]'s notAfter ${new Date(edge).toISOString()} has passed`);
+});
