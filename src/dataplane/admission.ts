@@ -69,9 +69,10 @@ export function authorizationHeader(h: RequestHead): string | undefined {
 /**
  * The caller: a verified client certificate when the listener takes them (as the apiserver, it
  * wins over a token), else the bearer token: at once when cached (the hot path has no promise),
- * else when checked. `conn`: the client connection.
+ * else when checked. `conn`: the client connection. `counted`: false for a request admitted
+ * again (its first admission counted it).
  */
-export function authenticate(t: RouteTable, authorization: string | undefined, conn?: object): CallerIdentity | Promise<CallerIdentity> {
+export function authenticate(t: RouteTable, authorization: string | undefined, conn?: object, counted = true): CallerIdentity | Promise<CallerIdentity> {
   const refused = (err: unknown): never => {
     (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
     throw err;
@@ -87,8 +88,8 @@ export function authenticate(t: RouteTable, authorization: string | undefined, c
   } catch (err) {
     return refused(refusedAt(err, 'authentication', 'spec.authentication'));
   }
-  if (id instanceof Promise) return id.then((x) => { t.m.auth.allowed.inc(); return x; }, (err) => refused(refusedAt(err, 'authentication', 'spec.authentication')));
-  t.m.auth.allowed.inc();
+  if (id instanceof Promise) return id.then((x) => { if (counted) t.m.auth.allowed.inc(); return x; }, (err) => refused(refusedAt(err, 'authentication', 'spec.authentication')));
+  if (counted) t.m.auth.allowed.inc();
   return id;
 }
 
@@ -225,11 +226,14 @@ export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHe
 /**
  * Every step in order; the upstream path is the canonical encoding of the decoded path. Returns
  * at once when the caller's token is cached, else a promise; throws (or rejects) the refusal.
- * `conn`: the client connection (it remembers its token's cache key).
+ * `conn`: the client connection (it remembers its token's cache key). `again`: the request was
+ * admitted by a table swapped since: every step is asked again, but its authentication is not
+ * counted twice, nor a second rate-limit token taken (a limiter kept across the swap would
+ * refuse it).
  */
-export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object): Admitted | Promise<Admitted> {
+export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object, again = false): Admitted | Promise<Admitted> {
   const { path, query } = requestTarget(t, h.url);
-  const id = authenticate(t, authorizationHeader(h), conn);
+  const id = authenticate(t, authorizationHeader(h), conn, !again);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;
     if (path === canIPath && (h.method === 'GET' || h.method === 'HEAD')) {
@@ -240,7 +244,7 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object):
       return canIQuestion(caller, query);
     }
     authorize(t, caller);
-    rateLimit(t, caller);
+    if (!again) rateLimit(t, caller);
     if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id: caller };
     const selected = selectRoute(t, caller, h.method, path);
     seen.route = selected.route;

@@ -5,6 +5,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
 import type { RouteTable } from './route-table.js';
+import type { GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it). */
 export interface Held { id: CallerIdentity; method: string; url: string; route: string }
@@ -19,7 +20,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   const target = targetOf(h.url);
   if (target instanceof AgwError) return 'its path is refused'; // (it was admitted: not seen)
   if (t.policy.allowed(h.id) === null) {
-    const out = t.policy.explain(h.id).outsideWindow[0];
+    const out = t.policy.explain(h.id).outsideWindow.find((o) => o.ended);
     return out?.ended ? `spec.access[${out.index}]'s notAfter ${new Date(t.policy.rule(out.index)!.notAfter!).toISOString()} has passed`
       : 'no rule of spec.access names the caller now';
   }
@@ -31,40 +32,70 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   return null;
 }
 
-/** What one listener holds open, watched against its current route table (`current`). */
+/** Whether two plans admit the same (access rules, routes and their checks; a Service's endpoints
+ * aside: they change often, and an open session keeps its endpoint). */
+export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
+  const key = (p: GatewayPlan) => JSON.stringify([p.access, p.routes.map((r) => (r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r))]);
+  return key(a) === key(b);
+}
+
+/**
+ * What one listener holds open, watched against a route table (`current`: its own, or its
+ * successor's while it drains). The timer always waits for the current table's next window
+ * boundary while anything is held (`recheck` and `follow` re-arm it for a new table).
+ */
 export class HeldAccess {
   private readonly held = new Map<Held, (why: string) => void>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  constructor(private readonly current: () => RouteTable) {}
+  constructor(private current: () => RouteTable) {}
 
   get size(): number {
     return this.held.size;
   }
 
-  /** Watches `h`, admitted by table `t`, until the returned function is called; `end` ends it, with why. */
-  hold(t: RouteTable, h: Held, end: (why: string) => void): () => void {
+  /**
+   * Watches `h` until the returned function is called; `end` ends it, with why. It is asked at
+   * once (a window may have closed, or the spec changed, while it was being opened).
+   */
+  hold(h: Held, end: (why: string) => void): () => void {
+    const none = () => {};
+    const why = this.stopped ? null : accessEnded(this.current(), h);
+    if (why !== null) {
+      this.ended(h, why, end);
+      return none;
+    }
     this.held.set(h, end);
-    if (t !== this.current()) this.recheck(); // the spec changed while it was being opened
-    else if (!this.timer) this.arm();
+    if (!this.timer) this.arm();
     return () => this.held.delete(h);
+  }
+
+  /** From now on `current` decides (a listener that drains follows the one that took its place). */
+  follow(current: () => RouteTable): void {
+    this.current = current;
+    this.recheck();
   }
 
   /** Ends what the current table no longer admits; then waits for its next window boundary. */
   recheck(): void {
+    if (this.stopped) return;
     const t = this.current();
     for (const [h, end] of this.held) {
       const why = accessEnded(t, h);
       if (why === null) continue;
       this.held.delete(h);
-      t.log.info({ caller: h.id.username, route: h.route, method: h.method, reason: why }, 'access ended: closing a session or stream');
-      end(why);
+      this.ended(h, why, end);
     }
     this.arm();
   }
 
-  /** No more checks (a listener that drains ends what it holds itself). */
+  private ended(h: Held, why: string, end: (why: string) => void): void {
+    this.current().log.info({ caller: h.id.username, route: h.route, method: h.method, reason: why }, 'access ended: closing a session or stream');
+    end(why);
+  }
+
+  /** No more checks (a drained listener has ended what it held). */
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);

@@ -61,7 +61,7 @@ export class ListenerManager {
       // Same port, TLS or client certificates switched on or off: the old listener lets go of the
       // port first (its listening socket closes at once); its connections drain in the background.
       this.listeners.delete(key);
-      this.retire(key, old);
+      this.retire(key, old, next);
       old = undefined;
     }
     try {
@@ -80,7 +80,7 @@ export class ListenerManager {
     this.listeners.set(key, next);
     this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
-    if (old) this.retire(key, old);
+    if (old) this.retire(key, old, next);
     return { programmed: true, port: plan.port };
   }
 
@@ -89,9 +89,10 @@ export class ListenerManager {
    * requests drain in the background. The reconcile does not wait for them (a team's open watches
    * would hold a controller worker every other team shares), shutdown does. Once drained, a
    * gateway no listener serves (deleted, meanwhile too) loses the series its draining requests made.
+   * What is still open on it follows `successor`'s rules (a moved gateway's new listener).
    */
-  private retire(key: string, old: Listener): void {
-    const closed = old.close(this.closeGraceMs).then(() => {
+  private retire(key: string, old: Listener, successor?: Listener): void {
+    const closed = old.close(this.closeGraceMs, successor).then(() => {
       this.draining.delete(closed);
       if (!this.listeners.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
       this.deps.log.info({ gateway: key, port: old.plan.port }, 'listener closed');

@@ -8,7 +8,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
-import { HeldAccess } from './held.js';
+import { HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
@@ -149,7 +149,8 @@ export class Listener {
     }
     this.table = next;
     previous.dispose(next);
-    if (this.held.size) this.held.recheck();
+    // what is open is asked again, and the timer set for the new rules' windows (an endpoint change alone admits the same)
+    if (!this.held.size || !sameAdmission(previous.plan, plan)) this.held.recheck();
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -165,16 +166,19 @@ export class Listener {
   }
 
   /** Stops accepting at once; open requests get `graceMs`, then every connection is closed. Once:
-   * a second call gets the first one's promise (the table's pools are released once). */
-  close(graceMs: number): Promise<void> {
-    return (this.closing ??= this.shut(graceMs));
+   * a second call gets the first one's promise (the table's pools are released once).
+   * `successor`: the listener that took its place (a new port or TLS shape), whose rules what is
+   * still open here now follows. */
+  close(graceMs: number, successor?: Listener): Promise<void> {
+    return (this.closing ??= this.shut(graceMs, successor));
   }
 
-  private shut(graceMs: number): Promise<void> {
+  private shut(graceMs: number, successor: Listener | undefined): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
-    this.held.stop();
+    if (successor) this.held.follow(() => successor.table);
     const timer = setTimeout(() => {
+      this.held.stop();
       // end open streams (watches) with a proper last chunk, then drop what is left
       for (const end of this.streams) end();
       // sessions get a last frame that says so (kubectl prints it), then are closed
@@ -185,6 +189,7 @@ export class Listener {
     timer.unref();
     return closed.finally(() => {
       clearTimeout(timer);
+      this.held.stop();
       this.table.dispose();
     });
   }
@@ -247,10 +252,11 @@ export class Listener {
     return new TooManyConnectionsError(`namespace ${t.plan.namespace} has ${this.budgets.connections.limit} connections open through its gateways, the operator's limit (--max-connections-per-namespace)`);
   }
 
-  /** A response that streams (a watch, logs -f): ended cleanly on a drain, or when its access ends. */
-  private track(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, end: () => void): void {
+  /** A response that streams (a watch, logs -f; `res`, or the socket of an upgrade answered
+   * without 101): ended cleanly on a drain, or when its access ends. */
+  private track(a: RouteAdmitted, req: IncomingMessage, res: { once(event: 'close', f: () => void): unknown }, end: () => void): void {
     this.streams.add(end);
-    const release = this.held.hold(t, { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name }, end);
+    const release = this.held.hold(heldOf(a, req), end);
     res.once('close', () => {
       this.streams.delete(end);
       release();
@@ -419,7 +425,7 @@ export class Listener {
         if (x.kind === 'route') this.forward(now, x, req, res, seen, fail);
         else fail(new RouteNotFoundError(`${x.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
       };
-      const again = admit(now, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
+      const again = admit(now, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket, true);
       if (again instanceof Promise) again.then(go, (err) => fail(toAgwError(err))).catch((err) => fail(toAgwError(err)));
       else go(again);
       return;
@@ -427,7 +433,7 @@ export class Listener {
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
-    const streaming = (end: () => void) => this.track(t, a, req, res, end);
+    const streaming = (end: () => void) => this.track(a, req, res, end);
     if (!backend) {
       const sent = performance.now();
       seen.upstream = 'apiserver';
@@ -540,6 +546,7 @@ export class Listener {
     // what the apiserver is asked (the canonical path, as routed), not what the client wrote
     const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
     const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
+    const relaying = (end: () => void) => this.track(a, req, socket, end);
     proxyUpgrade(call, socket, (err) => { settle(); fail(err); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
@@ -563,11 +570,14 @@ export class Listener {
       if (this.drained) session.end(...shutdown);
       // ended when spec.access or the route no longer admits it (asked at once if the spec changed meanwhile)
       if (!session.finished) {
-        release = this.held.hold(t, { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name },
-          (why) => session.end('revoked', 1008, `access ended: ${why}`, 'Forbidden'));
+        release = this.held.hold(heldOf(a, req), (why) => session.end('revoked', 1008, `access ended: ${why}`, 'Forbidden'));
       }
-    });
+    }, relaying);
   }
+}
+
+function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
+  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name };
 }
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */

@@ -166,9 +166,11 @@ function rawHead(status: number, message: string, headers: Record<string, string
 /**
  * Proxies an upgrade (WebSocket, SPDY). The client socket is joined to the upstream only on 101
  * (`joined` relays them); any other answer is relayed and the connection closed (CVE-2018-1002105).
+ * `relaying` gets what ends such an answer while it streams (a watch asked with an Upgrade header).
  */
 export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: AgwError) => void,
-  answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void): void {
+  answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void,
+  relaying?: (end: () => void) => void): void {
   const up = start(call);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
@@ -199,6 +201,8 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
     ures.pipe(socket);
     ures.on('error', () => socket.destroy());
     socket.on('close', () => ures.destroy());
+    // (the body ends with the connection: ending it is a clean end)
+    relaying?.(() => { ures.unpipe(socket); ures.destroy(); socket.end(); });
   });
   up.on('error', (err) => {
     clearTimeout(timer);

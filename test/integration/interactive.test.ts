@@ -457,6 +457,7 @@ spec:
     assert.ok(Date.now() >= edge, 'ended before the edge');
     const logs = await devLogs;
     assert.match(logs.out.toString(), /^tick \d+$/m, 'logs -f streamed before it was ended');
+    assert.equal(logs.code, 0, 'a stream ends as a clean end of its body');
     assert.ok(Date.now() < edge + 10_000, 'logs -f ended at the edge, not at its timeout');
     // spec.access changes: one that still names dev keeps its session, one that drops dev ends it
     await boxed(`[${dev}}, ${viewer}]`);
@@ -473,13 +474,14 @@ spec:
     const ended = await waitForLines(from, 3, (l) => l.gateway === 'team-a/boxed' && l.msg === 'session ended');
     assert.deepEqual(ended.map((l) => `${l.kind} ${l.reason}`), ['exec revoked', 'exec revoked', 'exec revoked']);
     const ticks = viewerOut.length;
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, 2500));
     assert.equal(viewerLogs.exitCode, null, 'the viewer\'s logs -f goes on');
     assert.ok(viewerOut.length > ticks, 'and still streams');
     const text = await scrapeMetrics(cp, op.adminPort);
     assert.match(text, /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="boxed",route="kube-api",reason="revoked"\} 3$/m);
   } finally {
     viewerLogs.kill();
+    await cp.kubectl(['delete', 'accessgateway', 'boxed', '-n', 'team-a']);
   }
 });
 

@@ -528,35 +528,42 @@ const withAccess = (p: GatewayPlan, rules: { users: string[]; notAfter?: number 
   ({ ...p, access: rules.map((r) => ({ serviceAccounts: [], groups: [], users: r.users, routes: null, notBefore: null, notAfter: r.notAfter ?? null })) });
 
 /** A response that streams for ever (a watch): its text so far, and whether it ended. */
-function stream(port: number, held: Socket[]): { text: () => string; ended: () => boolean } {
+function stream(port: number, held: Socket[], headers = ''): { text: () => string; ended: () => boolean; socket: Socket } {
   const s = connect(port, '127.0.0.1');
   held.push(s);
   let text = '';
+  let closed = false;
   s.on('error', () => {});
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
-  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
-  return { text: () => text, ended: () => text.endsWith('\r\n0\r\n\r\n') };
+  s.on('end', () => { closed = true; });
+  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n${headers}\r\n`);
+  // chunked: its last chunk; an upgrade answered without 101: the connection's end
+  return { text: () => text, ended: () => text.endsWith('\r\n0\r\n\r\n') || closed, socket: s };
 }
+
+/** An upstream whose every answer streams for ever (a watch), a tick every 50 ms. */
+const ticking = (t: TestContext) => upstreamFor(t, (_req, res) => {
+  res.writeHead(200, { 'content-type': 'text/plain' }); // no length: it streams
+  const timer = setInterval(() => res.write('tick\n'), 50);
+  res.on('close', () => clearInterval(timer));
+});
+const streaming = async (x: { text: () => string }) => waitUntil(async () => { await pause(50); return x.text().includes('tick'); });
 
 test('a stream ends when its grant does: at the rule\'s notAfter, and when spec.access drops the caller; another change keeps it', async (t) => {
   const { m, held } = managerFor(t);
-  const up = await upstreamFor(t, (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain' }); // no length: it streams
-    const timer = setInterval(() => res.write('tick\n'), 50);
-    res.on('close', () => clearInterval(timer));
-  });
+  const up = await ticking(t);
   const port = await freePort();
   const edge = Date.now() + 1200;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
   const boxed = stream(port, held);
-  assert.equal(await waitUntil(async () => { await pause(50); return boxed.text().includes('tick'); }), true, boxed.text());
+  assert.equal(await streaming(boxed), true, boxed.text());
   assert.equal(boxed.ended(), false);
   assert.equal(await waitUntil(async () => { await pause(50); return boxed.ended(); }), true, 'ended at notAfter');
   assert.ok(Date.now() >= edge, 'not before the edge');
   // a grant without a window: a change that still admits the caller keeps the stream; one that drops it ends it
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'] }]));
   const open = stream(port, held);
-  assert.equal(await waitUntil(async () => { await pause(50); return open.text().includes('tick'); }), true, open.text());
+  assert.equal(await streaming(open), true, open.text());
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'] }, { users: ['bob'] }]));
   const before = open.text().length;
   await pause(300);
@@ -594,4 +601,91 @@ test('a session ends when its grant does, with a close frame that says why', asy
   assert.equal(frame[0], 0x88, 'a close frame');
   assert.equal(frame.readUInt16BE(2), 1008);
   assert.equal(frame.subarray(4).toString(), `access ended: spec.access[0]'s notAfter ${new Date(edge).toISOString()} has passed`);
+});
+
+test('a request admitted again after its table is swapped takes one rate-limit token and counts one authentication', async (t) => {
+  const { deps, held: review } = heldDeps();
+  const { m, held } = managerFor(t, { deps });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const port = await freePort();
+  // one request per caller, then none for ~15 minutes; the limiter is kept across the swap (same limit)
+  const limited = (endpoint: number): GatewayPlan => ({ ...withService(planOf('team-a', 'gw', port), endpoint), rateLimit: { requestsPerSecond: 0.001, burst: 1 } });
+  await m.apply('team-a/gw', limited(up));
+  const s = await silent(port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  await pause(100); // its token is being checked
+  await m.apply('team-a/gw', { ...limited(up), routes: [{ ...limited(up).routes[0]!, timeoutSeconds: 7 }] }); // a change: the table is swapped
+  review.answer();
+  assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text); }), true, text);
+  assert.match(text, /^HTTP\/1\.1 200 /);
+  const e = await deps.metrics.exposition();
+  const all = e.head + Buffer.concat([...e.chunks]).toString();
+  assert.match(all, /access_gateway_authentications_total\{namespace="team-a",gateway="gw",result="allowed"\} 1\n/);
+  // the next request is the second: refused
+  s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(50); return /HTTP\/1\.1 429 /.test(text); }), true, text);
+});
+
+test('what is held is asked at once: a session whose 101 comes after notAfter is ended then', async (t) => {
+  const { m, held } = managerFor(t);
+  const u = createHttpServer();
+  u.on('upgrade', (_req, sock: Socket) => {
+    setTimeout(() => sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'), 1000);
+  });
+  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { u.closeAllConnections(); u.close(); });
+  const port = await freePort();
+  const edge = Date.now() + 600;
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), (u.address() as { port: number }).port), [{ users: ['alice'], notAfter: edge }]));
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  let bytes = Buffer.alloc(0);
+  let closed = false;
+  s.on('error', () => {});
+  s.on('data', (c: Buffer) => { bytes = Buffer.concat([bytes, c]); });
+  s.once('close', () => { closed = true; });
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }), true, bytes.toString('latin1'));
+  assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 [^]*\r\n\r\n\x88/, 'the 101, then a close frame');
+});
+
+test('a nearer window boundary from a later spec is waited for, whatever an earlier spec\'s was', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await ticking(t);
+  const port = await freePort();
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: Date.now() + 3_600_000 }]));
+  const first = stream(port, held);
+  assert.equal(await streaming(first), true); // held: a timer for the boundary an hour away
+  first.socket.destroy();
+  await pause(100);
+  const edge = Date.now() + 1200;
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
+  const second = stream(port, held);
+  assert.equal(await streaming(second), true);
+  assert.equal(await waitUntil(async () => { await pause(50); return second.ended(); }), true, 'ended at the new notAfter');
+});
+
+test('a gateway moved to another port: what is open on its old listener follows the new rules (not the drain\'s grace)', async (t) => {
+  const { m, held } = managerFor(t, { graceMs: 30_000 });
+  const up = await ticking(t);
+  const [p1, p2] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1), up));
+  const open = stream(p1, held);
+  assert.equal(await streaming(open), true);
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2, ['bob']), up)); // moved, and alice dropped
+  assert.equal(await waitUntil(async () => { await pause(50); return open.ended(); }), true, 'ended by the new rules');
+});
+
+test('an upgrade the upstream answers without 101 (a stream) is ended at notAfter too', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await ticking(t); // no upgrade handler: Node answers it as a request
+  const port = await freePort();
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: Date.now() + 1200 }]));
+  const relayed = stream(port, held, 'Connection: Upgrade\r\nUpgrade: foo\r\n');
+  assert.equal(await streaming(relayed), true, relayed.text());
+  assert.match(relayed.text(), /^HTTP\/1\.1 200 /);
+  assert.equal(relayed.ended(), false);
+  assert.equal(await waitUntil(async () => { await pause(50); return relayed.ended(); }), true, 'ended at notAfter');
 });
