@@ -40,16 +40,19 @@ export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
 }
 
 /**
- * What one listener holds open, watched against a route table (`current`: its own, or its
- * successor's while it drains). The timer always waits for the current table's next window
- * boundary while anything is held (`recheck` and `follow` re-arm it for a new table).
+ * What one listener holds open, watched against its current route table; what a replaced listener
+ * still holds is adopted by the one that took its place. The timer waits for the table's next
+ * window boundary while anything is held (`recheck` re-arms it for a new table).
  */
 export class HeldAccess {
   private readonly held = new Map<Held, (why: string) => void>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  constructor(private current: () => RouteTable) {}
+  /** Where this one's entries went (`adopt`): a release finds them there. */
+  private movedTo: HeldAccess | undefined;
+
+  constructor(private readonly current: () => RouteTable) {}
 
   get size(): number {
     return this.held.size;
@@ -60,21 +63,31 @@ export class HeldAccess {
    * once (a window may have closed, or the spec changed, while it was being opened).
    */
   hold(h: Held, end: (why: string) => void): () => void {
+    if (this.movedTo) return this.movedTo.hold(h, end); // a replaced listener's late streams
     const none = () => {};
-    const why = this.stopped ? null : accessEnded(this.current(), h);
+    if (this.stopped) return none; // a drained listener ends what it holds itself
+    const why = accessEnded(this.current(), h);
     if (why !== null) {
       this.ended(h, why, end);
       return none;
     }
     this.held.set(h, end);
     if (!this.timer) this.arm();
-    return () => this.held.delete(h);
+    return () => this.release(h);
   }
 
-  /** From now on `current` decides (a listener that drains follows the one that took its place). */
-  follow(current: () => RouteTable): void {
-    this.current = current;
+  /** Takes over what `from` holds (a listener replaced by this one's): checked against this one's
+   * table from now on, at once. */
+  adopt(from: HeldAccess): void {
+    for (const [h, end] of from.held) this.held.set(h, end);
+    from.held.clear();
+    from.movedTo = this;
+    from.stop();
     this.recheck();
+  }
+
+  private release(h: Held): void {
+    if (!this.held.delete(h)) this.movedTo?.release(h);
   }
 
   /** Ends what the current table no longer admits; then waits for its next window boundary. */
@@ -95,7 +108,7 @@ export class HeldAccess {
     end(why);
   }
 
-  /** No more checks (a drained listener has ended what it held). */
+  /** No more checks (a drained listener has ended what it held; or gave it away). */
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);

@@ -57,11 +57,13 @@ export class ListenerManager {
     }
     const next = new Listener(plan, this.deps, this.limits, this.budgets);
     let old = current;
+    let replaced: Listener | undefined;
     if (old && old.plan.port === plan.port) {
       // Same port, TLS or client certificates switched on or off: the old listener lets go of the
       // port first (its listening socket closes at once); its connections drain in the background.
       this.listeners.delete(key);
-      this.retire(key, old, next);
+      this.retire(key, old);
+      replaced = old;
       old = undefined;
     }
     try {
@@ -80,7 +82,9 @@ export class ListenerManager {
     this.listeners.set(key, next);
     this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
-    if (old) this.retire(key, old, next);
+    if (old) this.retire(key, old);
+    // what is still open on the listener it replaced follows the new one's rules (and changes)
+    (old ?? replaced)?.handOver(next);
     return { programmed: true, port: plan.port };
   }
 
@@ -89,10 +93,9 @@ export class ListenerManager {
    * requests drain in the background. The reconcile does not wait for them (a team's open watches
    * would hold a controller worker every other team shares), shutdown does. Once drained, a
    * gateway no listener serves (deleted, meanwhile too) loses the series its draining requests made.
-   * What is still open on it follows `successor`'s rules (a moved gateway's new listener).
    */
-  private retire(key: string, old: Listener, successor?: Listener): void {
-    const closed = old.close(this.closeGraceMs, successor).then(() => {
+  private retire(key: string, old: Listener): void {
+    const closed = old.close(this.closeGraceMs).then(() => {
       this.draining.delete(closed);
       if (!this.listeners.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
       this.deps.log.info({ gateway: key, port: old.plan.port }, 'listener closed');

@@ -166,17 +166,20 @@ export class Listener {
   }
 
   /** Stops accepting at once; open requests get `graceMs`, then every connection is closed. Once:
-   * a second call gets the first one's promise (the table's pools are released once).
-   * `successor`: the listener that took its place (a new port or TLS shape), whose rules what is
-   * still open here now follows. */
-  close(graceMs: number, successor?: Listener): Promise<void> {
-    return (this.closing ??= this.shut(graceMs, successor));
+   * a second call gets the first one's promise (the table's pools are released once). */
+  close(graceMs: number): Promise<void> {
+    return (this.closing ??= this.shut(graceMs));
   }
 
-  private shut(graceMs: number, successor: Listener | undefined): Promise<void> {
+  /** The listener that took this one's place (a new port or TLS shape) watches what is still open
+   * here against its rules from now on, as its own. */
+  handOver(successor: Listener): void {
+    successor.held.adopt(this.held);
+  }
+
+  private shut(graceMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
-    if (successor) this.held.follow(() => successor.table);
     const timer = setTimeout(() => {
       this.held.stop();
       // end open streams (watches) with a proper last chunk, then drop what is left
@@ -255,6 +258,10 @@ export class Listener {
   /** A response that streams (a watch, logs -f; `res`, or the socket of an upgrade answered
    * without 101): ended cleanly on a drain, or when its access ends. */
   private track(a: RouteAdmitted, req: IncomingMessage, res: { once(event: 'close', f: () => void): unknown }, end: () => void): void {
+    if (this.drained) {
+      end(); // began after the drain's grace
+      return;
+    }
     this.streams.add(end);
     const release = this.held.hold(heldOf(a, req), end);
     res.once('close', () => {
@@ -485,7 +492,7 @@ export class Listener {
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const t = this.table;
+    let t = this.table;
     const started = performance.now();
     const seen: Seen = { caller: '-' };
     socket.on('error', () => socket.destroy());
@@ -493,7 +500,7 @@ export class Listener {
       const body = statusBody(err);
       let headText = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
       for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
-      socket.end(headText + '\r\n' + body);
+      endSoon(socket, headText + '\r\n' + body);
       seen.error = err.code;
       refused(err.status);
     };
@@ -503,7 +510,10 @@ export class Listener {
       if (t.plan.accessLog.errors) accessLine(t, ++nextId, seen, req.method, status, (performance.now() - started) / 1000);
     };
     try {
-      const a = await admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
+      const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
+      let a = await admit(t, h, seen, req.socket);
+      // the table was swapped during the token check: admitted again by the current one (as in forward)
+      while (t !== this.table) a = await admit((t = this.table), h, seen, req.socket, true);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       const conn = connOf(req.socket);
@@ -574,6 +584,12 @@ export class Listener {
       }
     }, relaying);
   }
+}
+
+/** Ends a raw (upgrade) socket after `last`, and closes it soon after if the client keeps its side open. */
+function endSoon(socket: Duplex, last?: string): void {
+  socket.end(last);
+  setTimeout(() => socket.destroy(), 2000).unref();
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {

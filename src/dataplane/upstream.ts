@@ -202,7 +202,12 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
     ures.on('error', () => socket.destroy());
     socket.on('close', () => ures.destroy());
     // (the body ends with the connection: ending it is a clean end)
-    relaying?.(() => { ures.unpipe(socket); ures.destroy(); socket.end(); });
+    relaying?.(() => {
+      ures.unpipe(socket);
+      ures.destroy();
+      socket.end();
+      setTimeout(() => socket.destroy(), 2000).unref(); // a client that keeps its side open
+    });
   });
   up.on('error', (err) => {
     clearTimeout(timer);

@@ -251,8 +251,8 @@ test('a connection that never finishes its TLS handshake is closed after the hea
 });
 
 /** Retries `fn` for up to 3 s until it resolves true. */
-async function waitUntil(fn: () => Promise<boolean>): Promise<boolean> {
-  for (const end = Date.now() + 3_000; Date.now() < end;) if (await fn()) return true;
+async function waitUntil(fn: () => Promise<boolean>, ms = 3_000): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end;) if (await fn()) return true;
   return false;
 }
 
@@ -291,8 +291,11 @@ for (const change of ['moved to another port', 'switched to TLS on its port']) {
 function heldDeps() {
   const deps = aliceDeps();
   const review = deps.reviewer.review;
-  const held = { answer: () => {} };
-  deps.reviewer.review = (...args) => new Promise((resolve) => { held.answer = () => resolve(review(...args)); });
+  const held = { answer: () => {}, asked: false };
+  deps.reviewer.review = (...args) => new Promise((resolve) => {
+    held.asked = true;
+    held.answer = () => { held.asked = false; resolve(review(...args)); };
+  });
   return { deps, held };
 }
 
@@ -402,6 +405,7 @@ test('a request admitted while its table is swapped is admitted again by the cur
   review.answer();
   assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text2); }), true, text2);
   assert.match(text2, /^HTTP\/1\.1 403 /);
+  assert.match(text2, /no rule of spec\.access names it/, 'refused by the access step, not only by the route grant');
 });
 
 test('a connection with more than 16 requests open at once (pipelined) is closed', async (t) => {
@@ -553,12 +557,12 @@ test('a stream ends when its grant does: at the rule\'s notAfter, and when spec.
   const { m, held } = managerFor(t);
   const up = await ticking(t);
   const port = await freePort();
-  const edge = Date.now() + 1200;
+  const edge = Date.now() + 2000;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
   const boxed = stream(port, held);
   assert.equal(await streaming(boxed), true, boxed.text());
   assert.equal(boxed.ended(), false);
-  assert.equal(await waitUntil(async () => { await pause(50); return boxed.ended(); }), true, 'ended at notAfter');
+  assert.equal(await waitUntil(async () => { await pause(50); return boxed.ended(); }, 5_000), true, 'ended at notAfter');
   assert.ok(Date.now() >= edge, 'not before the edge');
   // a grant without a window: a change that still admits the caller keeps the stream; one that drops it ends it
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'] }]));
@@ -583,7 +587,7 @@ test('a session ends when its grant does, with a close frame that says why', asy
   t.after(() => { u.closeAllConnections(); u.close(); });
   const up = (u.address() as { port: number }).port;
   const port = await freePort();
-  const edge = Date.now() + 1200;
+  const edge = Date.now() + 2000;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
   const s = connect(port, '127.0.0.1');
   held.push(s);
@@ -595,7 +599,7 @@ test('a session ends when its grant does, with a close frame that says why', asy
   assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 /);
   let closed = false;
   s.once('close', () => { closed = true; });
-  assert.equal(await waitUntil(async () => { await pause(50); return closed; }), true, 'closed at notAfter');
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 5_000), true, 'closed at notAfter');
   assert.ok(Date.now() >= edge, 'not before the edge');
   const frame = bytes.subarray(bytes.indexOf('\r\n\r\n') + 4);
   assert.equal(frame[0], 0x88, 'a close frame');
@@ -615,7 +619,7 @@ test('a request admitted again after its table is swapped takes one rate-limit t
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
-  await pause(100); // its token is being checked
+  assert.equal(await waitUntil(async () => { await pause(20); return review.asked; }), true, 'its token is being checked');
   await m.apply('team-a/gw', { ...limited(up), routes: [{ ...limited(up).routes[0]!, timeoutSeconds: 7 }] }); // a change: the table is swapped
   review.answer();
   assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text); }), true, text);
@@ -632,12 +636,12 @@ test('what is held is asked at once: a session whose 101 comes after notAfter is
   const { m, held } = managerFor(t);
   const u = createHttpServer();
   u.on('upgrade', (_req, sock: Socket) => {
-    setTimeout(() => sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'), 1000);
+    setTimeout(() => sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'), 2500);
   });
   await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
   t.after(() => { u.closeAllConnections(); u.close(); });
   const port = await freePort();
-  const edge = Date.now() + 600;
+  const edge = Date.now() + 1500;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), (u.address() as { port: number }).port), [{ users: ['alice'], notAfter: edge }]));
   const s = connect(port, '127.0.0.1');
   held.push(s);
@@ -647,7 +651,7 @@ test('what is held is asked at once: a session whose 101 comes after notAfter is
   s.on('data', (c: Buffer) => { bytes = Buffer.concat([bytes, c]); });
   s.once('close', () => { closed = true; });
   s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
-  assert.equal(await waitUntil(async () => { await pause(50); return closed; }), true, bytes.toString('latin1'));
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, bytes.toString('latin1'));
   assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 [^]*\r\n\r\n\x88/, 'the 101, then a close frame');
 });
 
@@ -660,32 +664,91 @@ test('a nearer window boundary from a later spec is waited for, whatever an earl
   assert.equal(await streaming(first), true); // held: a timer for the boundary an hour away
   first.socket.destroy();
   await pause(100);
-  const edge = Date.now() + 1200;
+  const edge = Date.now() + 2000;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
   const second = stream(port, held);
   assert.equal(await streaming(second), true);
-  assert.equal(await waitUntil(async () => { await pause(50); return second.ended(); }), true, 'ended at the new notAfter');
+  assert.equal(await waitUntil(async () => { await pause(50); return second.ended(); }, 5_000), true, 'ended at the new notAfter');
 });
 
-test('a gateway moved to another port: what is open on its old listener follows the new rules (not the drain\'s grace)', async (t) => {
+test('a gateway moved to another port: what is open on its old listener follows the new rules and their later changes (not the drain\'s grace)', async (t) => {
   const { m, held } = managerFor(t, { graceMs: 30_000 });
   const up = await ticking(t);
-  const [p1, p2] = [await freePort(), await freePort()];
+  const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1), up));
-  const open = stream(p1, held);
-  assert.equal(await streaming(open), true);
+  const first = stream(p1, held);
+  assert.equal(await streaming(first), true);
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2, ['bob']), up)); // moved, and alice dropped
-  assert.equal(await waitUntil(async () => { await pause(50); return open.ended(); }), true, 'ended by the new rules');
+  assert.equal(await waitUntil(async () => { await pause(50); return first.ended(); }), true, 'ended by the new rules');
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2, ['alice']), up));
+  const open = stream(p2, held);
+  assert.equal(await streaming(open), true);
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p3, ['alice']), up)); // moved, alice kept
+  const before = open.text().length;
+  await pause(300);
+  assert.ok(open.text().length > before && !open.ended(), 'kept by the new rules');
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p3, ['bob']), up)); // then a change on the new listener
+  assert.equal(await waitUntil(async () => { await pause(50); return open.ended(); }), true, 'ended by the new listener\'s change');
 });
 
 test('an upgrade the upstream answers without 101 (a stream) is ended at notAfter too', async (t) => {
   const { m, held } = managerFor(t);
   const up = await ticking(t); // no upgrade handler: Node answers it as a request
   const port = await freePort();
-  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: Date.now() + 1200 }]));
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: Date.now() + 2000 }]));
   const relayed = stream(port, held, 'Connection: Upgrade\r\nUpgrade: foo\r\n');
   assert.equal(await streaming(relayed), true, relayed.text());
   assert.match(relayed.text(), /^HTTP\/1\.1 200 /);
   assert.equal(relayed.ended(), false);
-  assert.equal(await waitUntil(async () => { await pause(50); return relayed.ended(); }), true, 'ended at notAfter');
+  assert.equal(await waitUntil(async () => { await pause(50); return relayed.ended(); }, 5_000), true, 'ended at notAfter');
+});
+
+test('an upgrade whose table is swapped during its token check is admitted again: a caller dropped meanwhile is refused, nothing reaches the upstream', async (t) => {
+  const { deps, held: review } = heldDeps();
+  const { m, held } = managerFor(t, { deps });
+  const u = createHttpServer();
+  let upgrades = 0;
+  u.on('upgrade', (_req, sock: Socket) => {
+    upgrades++;
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  });
+  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { u.closeAllConnections(); u.close(); });
+  const up = (u.address() as { port: number }).port;
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
+  const s = await silent(port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /exec HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(20); return review.asked; }), true, 'its token is being checked');
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port, ['bob']), up)); // alice dropped
+  review.answer();
+  assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text); }), true, text);
+  assert.match(text, /^HTTP\/1\.1 403 [^]*no rule of spec\.access names it/);
+  assert.equal(upgrades, 0, 'the upstream was not asked');
+});
+
+test('an upgrade answered without 101 after the drain\'s grace is ended at once, and closed though its client keeps its side open', async (t) => {
+  const { m, held } = managerFor(t, { graceMs: 300 });
+  const up = await upstreamFor(t, (_req, res) => { // answers after 700 ms, then streams
+    setTimeout(() => { res.writeHead(200); res.write('tick\n'); }, 700);
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
+  const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  held.push(s);
+  let text = '';
+  let closed = false;
+  s.on('error', () => {});
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.on('end', () => { closed = true; }); // (its side stays open: it sees the gateway's FIN, not its close)
+  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n`);
+  await pause(150);
+  await m.apply('team-a/gw', null); // deleted: its listener drains for 300 ms
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 5_000), true, text);
+  assert.match(text, /^HTTP\/1\.1 200 /);
+  // the gateway closes the connection itself soon after: the drained listener is closed then
+  const drained = await Promise.race([m.closeAll(0).then(() => true), pause(5_000).then(() => false)]);
+  assert.equal(drained, true, 'the listener finished closing');
 });
