@@ -11,7 +11,7 @@ import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission
 import { HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
-import { proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
+import { closeSoon, proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
   AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from '../errors.js';
@@ -70,6 +70,8 @@ export class Listener {
   private readonly streams = new Set<() => void>();
   /** Sessions and streams, ended when the spec or a rule's window no longer admits them. */
   private readonly held = new HeldAccess(() => this.table);
+  /** The listener that took this one's place (`handOver`), whose rules decide from then on. */
+  private successor: Listener | undefined;
   /** The namespace's share of cached callers, for this listener's token caches. */
   private readonly callers: EntryBudget;
   private closing: Promise<void> | undefined;
@@ -174,7 +176,14 @@ export class Listener {
   /** The listener that took this one's place (a new port or TLS shape) watches what is still open
    * here against its rules from now on, as its own. */
   handOver(successor: Listener): void {
+    this.successor = successor;
     successor.held.adopt(this.held);
+  }
+
+  /** The table that decides now: this listener's own, or once it was replaced, its successor's
+   * (a request still waiting here is admitted again by it). */
+  private get rules(): RouteTable {
+    return this.successor ? this.successor.rules : this.table;
   }
 
   private shut(graceMs: number): Promise<void> {
@@ -423,11 +432,12 @@ export class Listener {
 
   /** A request admitted to a route, to its upstream. */
   private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
-    if (t !== this.table) {
-      // the table was swapped while the request waited (its turn, its token check): the old
-      // one's endpoint pools may be closed, and its access rules are no longer the gateway's, so
-      // the request is admitted again by the current table (its caller is cached: at once)
-      const now = this.table;
+    if (t !== this.rules) {
+      // the table was swapped while the request waited (its turn, its token check), or the
+      // listener was replaced: the old one's endpoint pools may be closed, and its access rules
+      // are no longer the gateway's, so the request is admitted again by the current table (its
+      // caller is cached: at once)
+      const now = this.rules;
       const go = (x: Admitted) => {
         if (x.kind === 'route') this.forward(now, x, req, res, seen, fail);
         else fail(new RouteNotFoundError(`${x.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
@@ -492,7 +502,7 @@ export class Listener {
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    let t = this.table;
+    let t = this.rules;
     const started = performance.now();
     const seen: Seen = { caller: '-' };
     socket.on('error', () => socket.destroy());
@@ -500,7 +510,8 @@ export class Listener {
       const body = statusBody(err);
       let headText = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
       for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
-      endSoon(socket, headText + '\r\n' + body);
+      socket.end(headText + '\r\n' + body);
+      closeSoon(socket);
       seen.error = err.code;
       refused(err.status);
     };
@@ -512,8 +523,9 @@ export class Listener {
     try {
       const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
       let a = await admit(t, h, seen, req.socket);
-      // the table was swapped during the token check: admitted again by the current one (as in forward)
-      while (t !== this.table) a = await admit((t = this.table), h, seen, req.socket, true);
+      // the table was swapped (or the listener replaced) during the token check: admitted again
+      // by the current one (as in forward)
+      while (t !== this.rules) a = await admit((t = this.rules), h, seen, req.socket, true);
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       const conn = connOf(req.socket);
@@ -584,12 +596,6 @@ export class Listener {
       }
     }, relaying);
   }
-}
-
-/** Ends a raw (upgrade) socket after `last`, and closes it soon after if the client keeps its side open. */
-function endSoon(socket: Duplex, last?: string): void {
-  socket.end(last);
-  setTimeout(() => socket.destroy(), 2000).unref();
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {

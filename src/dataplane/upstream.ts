@@ -163,6 +163,18 @@ function rawHead(status: number, message: string, headers: Record<string, string
   return head + '\r\n';
 }
 
+/** Closes a raw socket the gateway has ended: once what is queued for it is sent, its client has
+ * 2 s to close its side (it may keep it open: the socket would stay for ever), 30 s at most in all. */
+export function closeSoon(socket: Duplex): void {
+  const destroy = () => socket.destroy();
+  const cap = setTimeout(destroy, 30_000);
+  cap.unref();
+  socket.once('close', () => clearTimeout(cap));
+  const soon = () => setTimeout(destroy, 2000).unref();
+  if (socket.writableFinished) soon();
+  else socket.once('finish', soon);
+}
+
 /**
  * Proxies an upgrade (WebSocket, SPDY). The client socket is joined to the upstream only on 101
  * (`joined` relays them); any other answer is relayed and the connection closed (CVE-2018-1002105).
@@ -206,7 +218,7 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
       ures.unpipe(socket);
       ures.destroy();
       socket.end();
-      setTimeout(() => socket.destroy(), 2000).unref(); // a client that keeps its side open
+      closeSoon(socket);
     });
   });
   up.on('error', (err) => {

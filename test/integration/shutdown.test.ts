@@ -73,7 +73,14 @@ spec:
   const exited = new Promise<{ code: number | null; at: number }>((r) => op.child.once('exit', (code) => r({ code, at: performance.now() })));
   signalledAt = performance.now();
   op.child.kill('SIGTERM');
-  const readyAfter = await fetch(`http://127.0.0.1:${op.adminPort}/readyz`).then((r) => r.status, () => 0);
+  // (the signal and a request that arrives at once may be handled in either order: asked until
+  // 503, for at most 1 s of the 2 s drain)
+  const readyz = () => fetch(`http://127.0.0.1:${op.adminPort}/readyz`).then((r) => r.status, () => 0);
+  let readyAfter = await readyz();
+  for (const until = performance.now() + 1000; readyAfter === 200 && performance.now() < until;) {
+    await new Promise((r) => setTimeout(r, 50));
+    readyAfter = await readyz();
+  }
   // the drain is 2 s; an operator still running at 20 s (say, waiting on the open watch) fails the test
   const { code } = await Promise.race([exited, new Promise<{ code: number | null; at: number }>((r) => setTimeout(() => r({ code: -1, at: 0 }), 20_000))]);
   stop = true;
@@ -81,7 +88,7 @@ spec:
   agent.destroy();
 
   assert.equal(code, 0, 'exited 0 within 20 s (-1: still running)');
-  assert.equal(readyAfter, 503, 'unready (503) as soon as SIGTERM arrives, while still answering');
+  assert.equal(readyAfter, 503, 'unready (503) within 1 s of SIGTERM, while still answering');
   const before = results.filter((r) => r.started < signalledAt);
   assert.ok(before.length > 50, `only ${before.length} requests before SIGTERM`);
   assert.deepEqual(before.filter((r) => !r.ok), []);

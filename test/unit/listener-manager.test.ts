@@ -752,3 +752,32 @@ test('an upgrade answered without 101 after the drain\'s grace is ended at once,
   const drained = await Promise.race([m.closeAll(0).then(() => true), pause(5_000).then(() => false)]);
   assert.equal(drained, true, 'the listener finished closing');
 });
+
+test('an upgrade waiting for its token check on a listener replaced meanwhile is admitted by the new one\'s rules', async (t) => {
+  const { deps, held: review } = heldDeps();
+  const { m, held } = managerFor(t, { deps, graceMs: 10_000 });
+  const u = createHttpServer();
+  let upgrades = 0;
+  u.on('upgrade', (_req, sock: Socket) => {
+    upgrades++;
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  });
+  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { u.closeAllConnections(); u.close(); });
+  const up = (u.address() as { port: number }).port;
+  const [p1, p2] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1), up));
+  const s = await silent(p1, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /exec HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(20); return review.asked; }), true, 'its token is being checked');
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2, ['bob']), up)); // moved, and alice dropped
+  review.answer();
+  // the new listener's token cache is its own: the token is checked again there
+  assert.equal(await waitUntil(async () => { await pause(20); return review.asked; }), true, 'checked again by the new listener');
+  review.answer();
+  assert.equal(await waitUntil(async () => { await pause(50); return /^HTTP\/1\.1 \d+/.test(text); }), true, text);
+  assert.match(text, /^HTTP\/1\.1 403 [^]*no rule of spec\.access names it/);
+  assert.equal(upgrades, 0, 'the upstream was not asked');
+});
