@@ -89,9 +89,11 @@ function withService(p: GatewayPlan, endpoint = 9): GatewayPlan {
   return { ...p, routes: [{ ...p.routes[0]!, target }] };
 }
 
-/** An upstream on loopback that answers with `handler`, closed (with what it holds) after the test: its port. */
-async function upstreamFor(t: TestContext, handler: RequestListener): Promise<number> {
+/** An upstream on loopback that answers with `handler` (and upgrades with `onUpgrade`), closed (with
+ * what it holds) after the test: its port. */
+async function upstreamFor(t: TestContext, handler?: RequestListener, onUpgrade?: (sock: Socket) => void): Promise<number> {
   const u = createHttpServer(handler);
+  if (onUpgrade) u.on('upgrade', (_req, sock: Socket) => onUpgrade(sock));
   await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
   t.after(() => { u.closeAllConnections(); u.close(); });
   return (u.address() as { port: number }).port;
@@ -545,6 +547,8 @@ function stream(port: number, held: Socket[], headers = ''): { text: () => strin
   return { text: () => text, ended: () => text.endsWith('\r\n0\r\n\r\n') || closed, socket: s };
 }
 
+const switched = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+
 /** An upstream whose every answer streams for ever (a watch), a tick every 50 ms. */
 const ticking = (t: TestContext) => upstreamFor(t, (_req, res) => {
   res.writeHead(200, { 'content-type': 'text/plain' }); // no length: it streams
@@ -578,14 +582,10 @@ test('a stream ends when its grant does: at the rule\'s notAfter, and when spec.
 
 test('a session ends when its grant does, with a close frame that says why', async (t) => {
   const { m, held } = managerFor(t);
-  const u = createHttpServer();
-  u.on('upgrade', (_req, sock: Socket) => {
-    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  const up = await upstreamFor(t, undefined, (sock) => {
+    sock.write(switched);
     sock.on('data', (d) => sock.write(d)); // an echo
   });
-  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
-  t.after(() => { u.closeAllConnections(); u.close(); });
-  const up = (u.address() as { port: number }).port;
   const port = await freePort();
   const edge = Date.now() + 2000;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
@@ -634,15 +634,10 @@ test('a request admitted again after its table is swapped takes one rate-limit t
 
 test('what is held is asked at once: a session whose 101 comes after notAfter is ended then', async (t) => {
   const { m, held } = managerFor(t);
-  const u = createHttpServer();
-  u.on('upgrade', (_req, sock: Socket) => {
-    setTimeout(() => sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'), 2500);
-  });
-  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
-  t.after(() => { u.closeAllConnections(); u.close(); });
+  const up = await upstreamFor(t, undefined, (sock) => { setTimeout(() => sock.write(switched), 2500); });
   const port = await freePort();
   const edge = Date.now() + 1500;
-  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), (u.address() as { port: number }).port), [{ users: ['alice'], notAfter: edge }]));
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
   const s = connect(port, '127.0.0.1');
   held.push(s);
   let bytes = Buffer.alloc(0);
@@ -706,15 +701,8 @@ test('an upgrade the upstream answers without 101 (a stream) is ended at notAfte
 test('an upgrade whose table is swapped during its token check is admitted again: a caller dropped meanwhile is refused, nothing reaches the upstream', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps });
-  const u = createHttpServer();
   let upgrades = 0;
-  u.on('upgrade', (_req, sock: Socket) => {
-    upgrades++;
-    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
-  });
-  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
-  t.after(() => { u.closeAllConnections(); u.close(); });
-  const up = (u.address() as { port: number }).port;
+  const up = await upstreamFor(t, undefined, (sock) => { upgrades++; sock.write(switched); });
   const port = await freePort();
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
   const s = await silent(port, held);
@@ -756,15 +744,8 @@ test('an upgrade answered without 101 after the drain\'s grace is ended at once,
 test('an upgrade waiting for its token check on a listener replaced meanwhile is admitted by the new one\'s rules', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps, graceMs: 10_000 });
-  const u = createHttpServer();
   let upgrades = 0;
-  u.on('upgrade', (_req, sock: Socket) => {
-    upgrades++;
-    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
-  });
-  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
-  t.after(() => { u.closeAllConnections(); u.close(); });
-  const up = (u.address() as { port: number }).port;
+  const up = await upstreamFor(t, undefined, (sock) => { upgrades++; sock.write(switched); });
   const [p1, p2] = [await freePort(), await freePort()];
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p1), up));
   const s = await silent(p1, held);
