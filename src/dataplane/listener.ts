@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
-import { admit, type Admitted, type RouteAdmitted, type Seen } from './admission.js';
+import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
@@ -430,6 +430,18 @@ export class Listener {
     });
   }
 
+  /**
+   * Admits a request again by the rules that decide now, until they stop changing under it (a
+   * swap during an asynchronous token check). Counted once: no second rate-limit token and no
+   * second authentication count; the access rules and the route are asked again.
+   */
+  private readmit(h: RequestHead, seen: Seen, socket: Socket): Readmitted | Promise<Readmitted> {
+    const t = this.rules;
+    const settle = (a: Admitted): Readmitted | Promise<Readmitted> => t === this.rules ? { t, a } : this.readmit(h, seen, socket);
+    const a = admit(t, h, seen, socket, true);
+    return a instanceof Promise ? a.then(settle) : settle(a);
+  }
+
   /** A request admitted to a route, to its upstream. */
   private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
     if (t !== this.rules) {
@@ -437,12 +449,11 @@ export class Listener {
       // listener was replaced: the old one's endpoint pools may be closed, and its access rules
       // are no longer the gateway's, so the request is admitted again by the current table (its
       // caller is cached: at once)
-      const now = this.rules;
-      const go = (x: Admitted) => {
-        if (x.kind === 'route') this.forward(now, x, req, res, seen, fail);
-        else fail(new RouteNotFoundError(`${x.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
+      const go = (x: Readmitted) => {
+        if (x.a.kind === 'route') this.forward(x.t, x.a, req, res, seen, fail);
+        else fail(new RouteNotFoundError(`${x.a.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
       };
-      const again = admit(now, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket, true);
+      const again = this.readmit({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
       if (again instanceof Promise) again.then(go, (err) => fail(toAgwError(err))).catch((err) => fail(toAgwError(err)));
       else go(again);
       return;
@@ -523,9 +534,8 @@ export class Listener {
     try {
       const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
       let a = await admit(t, h, seen, req.socket);
-      // the table was swapped (or the listener replaced) during the token check: admitted again
-      // by the current one (as in forward)
-      while (t !== this.rules) a = await admit((t = this.rules), h, seen, req.socket, true);
+      // the table was swapped (or the listener replaced) during the token check (as in forward)
+      if (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       const conn = connOf(req.socket);
@@ -702,3 +712,6 @@ function discovery(t: RouteTable, id: CallerIdentity) {
     })),
   };
 }
+
+/** A request admitted again, with the table that admitted it. */
+type Readmitted = { t: RouteTable; a: Admitted };
