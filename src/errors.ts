@@ -90,6 +90,19 @@ export class AuthUnavailableError extends AgwError {
     this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
+/** 503, fail closed: the thread that runs path filters failed while checking this request. */
+export const FilterUnavailableError = define('FilterUnavailableError', 'AGW_ERR_FILTER_UNAVAILABLE', 503, 'ServiceUnavailable');
+/** 429: a namespace's path-filter checks waiting for the filter thread are at their bound. */
+export class FiltersBusyError extends AgwError {
+  override readonly code = 'AGW_ERR_FILTERS_BUSY';
+  override readonly status = 429;
+  override readonly reason = 'TooManyRequests';
+  override readonly retryAfterSeconds = 1;
+  constructor(message: string, field: string) {
+    super(message, { step: 'filter', field });
+    this.name = 'FiltersBusyError';
+  }
+}
 export const NoEndpointsError = define('NoEndpointsError', 'AGW_ERR_NO_ENDPOINTS', 503, 'ServiceUnavailable');
 export const UpstreamTimeoutError = define('UpstreamTimeoutError', 'AGW_ERR_UPSTREAM_TIMEOUT', 504, 'Timeout');
 

@@ -1,11 +1,54 @@
 // Regular expressions written by teams (acceptPaths, rejectPaths, rejectMethods) run on RE2, a
-// linear-time engine with Go's syntax (what kubectl proxy uses): no input can make one team's
-// expression stall the process. The only place such expressions are compiled.
+// linear-time engine with Go's syntax (what kubectl proxy uses): matching is linear in the path.
+// Linear is not cheap: a hostile pattern can cost microseconds per character (its DFA builds a
+// state per character), so the size of a route's patterns is bounded here, each pattern's DFA
+// memory too, and filter-checks.ts decides which checks may run on the event loop. The only
+// place such expressions are compiled.
 import { RE2JS } from 're2js';
 
 export interface Regex {
   /** Unanchored search, as Go's regexp.MatchString. */
   test(s: string): boolean;
+  /** RE2 instructions it compiled to: a match costs up to about this much per character. */
+  readonly size: number;
+  /** DFA states it keeps now (at most dfaKept between matches). */
+  readonly states: number;
+}
+
+/** re2js's compiled form, as far as it is read here (re2js is pinned in package-lock; unit
+ * tests check these are still there). */
+interface Compiled { re2Input: { prog: { numInst(): number }; lazyDFA: DFA | null; dfa: DFA } }
+interface DFA { stateCount: number; clearCache(): void }
+
+/** Bytes of DFA states a pattern may build during one match (re2js: 8 MiB; past it, the DFA
+ * starts again or gives way to the NFA). A hostile pattern builds one per character. */
+export const dfaMemory = 32 * 1024;
+/** States a pattern keeps between matches (filters a team means use a handful, most none). */
+export const dfaKept = 64;
+const DFAClass = ((RE2JS.compile('a') as unknown as Compiled).re2Input.dfa as object).constructor as new (prog: unknown, maxMem: number) => DFA;
+
+/** The RE2 instructions `re` compiled to. */
+function instructions(re: RE2JS): number {
+  const n = (re as unknown as Partial<Compiled>).re2Input?.prog?.numInst?.();
+  if (typeof n !== 'number') throw new Error('re2js: the compiled program size is not readable (its internals changed)');
+  return n;
+}
+
+/** `re` with its DFA bounded to dfaMemory during a match and dfaKept states after one. */
+function bounded(re: RE2JS): Regex {
+  const inner = (re as unknown as Compiled).re2Input;
+  const dfa = (inner.lazyDFA = new DFAClass(inner.prog, dfaMemory));
+  return {
+    size: instructions(re),
+    get states() {
+      return dfa.stateCount;
+    },
+    test(s: string): boolean {
+      const found = re.test(s);
+      if (dfa.stateCount > dfaKept) dfa.clearCache();
+      return found;
+    },
+  };
 }
 
 /**
@@ -20,7 +63,7 @@ export function compileRegex(pattern: string, owner: string): Regex {
   const key = `${owner}\u0000${pattern}`;
   const cached = programs.get(key)?.deref();
   if (cached) return cached;
-  const re = RE2JS.compile(pattern);
+  const re = bounded(RE2JS.compile(pattern));
   programs.set(key, new WeakRef(re));
   unused.register(re, key);
   return re;
@@ -33,10 +76,69 @@ const unused = new FinalizationRegistry<string>((key) => {
 
 /** Why `pattern` does not compile, or null. */
 export function regexProblem(pattern: string): string | null {
+  const info = regexInfo(pattern);
+  return 'problem' in info ? info.problem : null;
+}
+
+/**
+ * RE2 instructions a route's patterns may compile to in all, and a gateway's: matching costs up
+ * to this much work per character of the path (RE2 is linear in the path, not in the pattern),
+ * and compiling a spec's patterns blocks the process while it runs. Envoy bounds each pattern to
+ * 100 instructions by default; kubectl proxy's default filters compile to 29 and 23.
+ */
+export const maxRouteProgram = 2048;
+export const maxGatewayProgram = 8192;
+
+/**
+ * A pattern's program size, or why it does not compile. Remembered per pattern (the same
+ * patterns are checked on every reconcile), for the last `remembered` patterns asked about.
+ */
+export function regexInfo(pattern: string): { size: number } | { problem: string } {
+  const known = infos.get(pattern);
+  if (known) return known;
+  let info: { size: number } | { problem: string };
   try {
-    RE2JS.compile(pattern);
-    return null;
+    info = { size: instructions(RE2JS.compile(pattern)) };
   } catch (err) {
-    return (err as Error).message;
+    info = { problem: (err as Error).message };
   }
+  if (infos.size >= remembered) infos.delete(infos.keys().next().value!);
+  infos.set(pattern, info);
+  return info;
+}
+const remembered = 4096;
+const infos = new Map<string, { size: number } | { problem: string }>();
+
+/** A problem with filter patterns: the field, why, and the pattern when one does not compile. */
+export interface PatternProblem { field: string; why: string; pattern?: string }
+
+/** A PatternProblem in one line. */
+export function describePatternProblem(p: PatternProblem): string {
+  return p.pattern === undefined ? `${p.field}: ${p.why}` : `${p.field} ${JSON.stringify(p.pattern)}: ${p.why}`;
+}
+
+/**
+ * The first problem with one route's filter patterns (`lists`: its fields and patterns), or the
+ * instructions they compile to in all; more than maxRouteProgram is a problem too.
+ */
+export function routePatterns(lists: readonly (readonly [field: string, patterns: readonly string[]])[], field: string): { size: number } | PatternProblem {
+  let size = 0;
+  for (const [f, patterns] of lists) {
+    for (const [i, p] of patterns.entries()) {
+      const info = regexInfo(p);
+      if ('problem' in info) return { field: `${f}[${i}]`, why: info.problem, pattern: p };
+      size += info.size;
+    }
+  }
+  if (size > maxRouteProgram) {
+    return { field, why: `its acceptPaths, rejectPaths and rejectMethods compile to ${size} RE2 instructions, more than the ${maxRouteProgram} a route may have (each request's path is matched against them all)` };
+  }
+  return { size };
+}
+
+/** Over maxGatewayProgram in all (`size`: the sum of routePatterns' sizes): the problem, else null. */
+export function gatewayPatternsProblem(size: number): PatternProblem | null {
+  return size > maxGatewayProgram
+    ? { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods compile to ${size} RE2 instructions in all, more than the ${maxGatewayProgram} a gateway may have` }
+    : null;
 }

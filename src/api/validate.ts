@@ -2,7 +2,7 @@
 // schema (walked generically, so it cannot drift), the CRD's CEL rules (each rule text has a
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
-import { regexProblem } from './regex.js';
+import { gatewayPatternsProblem, routePatterns } from './regex.js';
 import { schema } from './schema.js';
 
 export interface Problem {
@@ -143,14 +143,17 @@ function walk(v: unknown, s: S, path: string, out: Problem[]): void {
 }
 
 function regexes(spec: Obj, out: Problem[]): void {
+  let total = 0;
   for (const [i, r] of (spec?.routes ?? []).entries()) {
-    for (const f of ['acceptPaths', 'rejectPaths', 'rejectMethods']) {
-      for (const [j, p] of (r?.apiserver?.[f] ?? []).entries()) {
-        const why = typeof p === 'string' ? regexProblem(p) : null;
-        if (why) out.push({ field: `spec.routes[${i}].apiserver.${f}[${j}]`, message: `invalid regex: ${why}` });
-      }
-    }
+    const at = `spec.routes[${i}].apiserver`;
+    const lists = ['acceptPaths', 'rejectPaths', 'rejectMethods'].map((f) => [`${at}.${f}`, r?.apiserver?.[f] ?? []] as const);
+    if (lists.some(([, ps]) => !Array.isArray(ps) || ps.some((p: unknown) => typeof p !== 'string'))) continue; // the schema says so
+    const info = routePatterns(lists, at);
+    if ('size' in info) total += info.size;
+    else out.push({ field: info.field, message: info.pattern === undefined ? info.why : `invalid regex: ${info.why}` });
   }
+  const tooLarge = gatewayPatternsProblem(total);
+  if (tooLarge) out.push({ field: tooLarge.field, message: tooLarge.why });
 }
 
 /** Every problem with an AccessGateway object; empty when it is valid. */

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { KubeAccessReviewer } from '../kube/access-review.js';
 import { PoolRegistry } from '../dataplane/endpoints.js';
+import { defaultFilterLimits, FilterChecks } from '../dataplane/filter-checks.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
 import { defaultLimits } from '../dataplane/listener.js';
 import { KubeAdminReviewer } from '../kube/admin-review.js';
@@ -88,10 +89,22 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     if (problem) log.error({ issuer, problem }, 'OIDC issuer not usable: gateways naming it are not served');
   }
   const drainMs = f['drain-seconds'] * 1000;
+  // teams' path filters run on the event loop while cheap, else on a thread of their own
+  const overBudgetLogged = new Map<string, number>();
+  const filterChecks = new FilterChecks(defaultFilterLimits, {
+    sent: (ns, why) => metrics.filterThreadChecks.inc({ namespace: ns, why }),
+    refused: (ns, reason) => metrics.filterRefusals.inc({ namespace: ns, reason }),
+    overBudget: (ns) => {
+      const now = Date.now();
+      if (now - (overBudgetLogged.get(ns) ?? 0) < 60_000) return;
+      overBudgetLogged.set(ns, now);
+      log.warn({ namespace: ns, msPerSecond: defaultFilterLimits.msPerSecond }, 'path filters of this namespace used their event-loop time: its checks run on the filter thread until it is refilled');
+    },
+  });
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }),
-    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, ...(oidc ? { oidc } : {}),
+    pools: new PoolRegistry(), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, filterChecks, ...(oidc ? { oidc } : {}),
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     maxConnectionsPerNamespace: f['max-connections-per-namespace'],
@@ -120,6 +133,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
         log.info({ signal, drainMs }, 'shutting down: unready, draining listeners');
         await stop();
         keySet.stop();
+        filterChecks.close();
         await revocation.stop();
         await dataplane.closeAll(drainMs);
         admin?.close();

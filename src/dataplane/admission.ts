@@ -9,9 +9,10 @@ import { isCertificateIdentity } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError,
+  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError, toAgwError,
 } from '../errors.js';
-import { canonicalPath, encodePath } from './path.js';
+import type { FilterClient } from './filter-checks.js';
+import { canonicalPath, encodePath, type FilterPass, type FilterRefusal } from './path.js';
 import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
 
 export const wellKnownPath = '/.well-known/access-gateway';
@@ -165,10 +166,17 @@ export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, p
   return found;
 }
 
+/** The upstream path of a request a route lets through, or why it refuses it. */
+export type Checked = { upstream: string; accepted?: FilterPass['accepted'] } | AgwError;
+
 /** What the route itself refuses, or the (decoded) path the upstream will see: a Service it
  * cannot reach, a certificate caller on a route that passes the caller's token on, or kubectl
- * proxy's filters on that path. Not counted: for explanations too. */
-export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): { upstream: string } | AgwError {
+ * proxy's filters on that path. Not counted: for explanations too. `later`: the filters may run
+ * on the filter thread (filter-checks.ts), the answer then a promise; else at once, on the event
+ * loop. `client`: the request's connection (a check waiting for the thread is dropped when it closes). */
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): Checked;
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, later: boolean, client?: FilterClient): Checked | Promise<Checked>;
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, later = false, client?: FilterClient): Checked | Promise<Checked> {
   const up = upstreamPath(route, path);
   const target = route.plan.target;
   if (target.kind === 'service') {
@@ -181,20 +189,33 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
       { step: 'route', field: `${route.field}.apiserver.identity` });
   }
-  const refused = route.filter!.check(method, up);
-  if (refused) return new ForbiddenError(`${refused.why} of route ${route.plan.name}`, { step: 'filter', field: refused.field });
-  return { upstream: up };
+  const filter = route.filter!;
+  const verdict = (v: FilterRefusal | FilterPass): Checked =>
+    'why' in v ? new ForbiddenError(`${v.why} of route ${route.plan.name}`, { step: 'filter', field: v.field }) : { upstream: up, accepted: v.accepted };
+  const checks = t.filterChecks;
+  if (!checks) return verdict(filter.check(method, up));
+  if (!later) return verdict(checks.checkNow(filter, method, up));
+  let v: FilterRefusal | FilterPass | Promise<FilterRefusal | FilterPass>;
+  try {
+    v = checks.check(filter, method, up, client);
+  } catch (err) {
+    return toAgwError(err);
+  }
+  return v instanceof Promise ? v.then(verdict, toAgwError) : verdict(v);
 }
 
-/** routeCheck, counted and thrown; returns the upstream path. */
-export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): string {
-  const checked = routeCheck(t, id, route, method, path);
-  if (checked instanceof AgwError) {
-    // a Service the route may not reach is the gateway's problem (a condition), not a denial
-    if (checked.status === 403 && route.plan.target.kind === 'apiserver') (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
-    throw checked;
-  }
-  return checked.upstream;
+/** routeCheck, counted and thrown; returns the upstream path (or a promise of it). */
+export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, client?: FilterClient): string | Promise<string> {
+  const counted = (checked: Checked): string => {
+    if (checked instanceof AgwError) {
+      // a Service the route may not reach is the gateway's problem (a condition), not a denial
+      if (checked.status === 403 && route.plan.target.kind === 'apiserver') (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
+      throw checked;
+    }
+    return checked.upstream;
+  };
+  const checked = routeCheck(t, id, route, method, path, true, client);
+  return checked instanceof Promise ? checked.then(counted) : counted(checked);
 }
 
 /**
@@ -231,7 +252,7 @@ export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHe
  * counted twice, nor a second rate-limit token taken (a limiter kept across the swap would
  * refuse it).
  */
-export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object, again = false): Admitted | Promise<Admitted> {
+export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterClient, again = false): Admitted | Promise<Admitted> {
   const { path, query } = requestTarget(t, h.url);
   const id = authenticate(t, authorizationHeader(h), conn, !again);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
@@ -248,8 +269,9 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: object, 
     if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id: caller };
     const selected = selectRoute(t, caller, h.method, path);
     seen.route = selected.route;
-    const up = checkRoute(t, caller, selected.route, h.method, selected.path);
-    return checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query }, h, seen);
+    const up = checkRoute(t, caller, selected.route, h.method, selected.path, conn);
+    const then = (u: string) => checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(u) + query }, h, seen);
+    return up instanceof Promise ? up.then(then) : then(up);
   };
   return id instanceof Promise ? id.then(rest) : rest(id);
 }

@@ -7,7 +7,8 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { describeAttributes, requestAttributes, type RequestAttributes, type RequestReviewer } from '../auth/request-info.js';
 import { AgwError, type Step } from '../errors.js';
 import type { ApiserverTarget } from '../translate/plan.js';
-import { accessRefusal, findRoute, routeCheck, targetOf } from './admission.js';
+import { accessRefusal, findRoute, routeCheck, targetOf, type Checked } from './admission.js';
+import type { FilterClient } from './filter-checks.js';
 import { PoolRegistry } from './endpoints.js';
 import { RouteTable, type CompiledRoute } from './route-table.js';
 import { createMetrics } from '../observability/metrics.js';
@@ -38,9 +39,13 @@ export interface Explanation {
 const refused = (err: AgwError, step: Step): StepVerdict =>
   ({ step: err.step ?? step, allowed: false, ...(err.field ? { field: err.field } : {}), message: err.message });
 
-/** The gateway's own steps for METHOD URL as `id`; `rbac` is what to ask the apiserver next, if anything. */
-export function explainGateway(t: RouteTable, id: CallerIdentity, method: string, url: string):
-  { explanation: Explanation; rbac?: { subject: CallerIdentity; attrs: RequestAttributes } } {
+type Explained = { explanation: Explanation; rbac?: { subject: CallerIdentity; attrs: RequestAttributes } };
+
+/** The gateway's own steps for METHOD URL as `id`; `rbac` is what to ask the apiserver next, if
+ * anything. `later`: the route's filters may run on the filter thread (a promise then). */
+export function explainGateway(t: RouteTable, id: CallerIdentity, method: string, url: string): Explained;
+export function explainGateway(t: RouteTable, id: CallerIdentity, method: string, url: string, later: boolean, client?: FilterClient): Explained | Promise<Explained>;
+export function explainGateway(t: RouteTable, id: CallerIdentity, method: string, url: string, later = false, client?: FilterClient): Explained | Promise<Explained> {
   const steps: StepVerdict[] = [];
   const e: Explanation = {
     kind: 'AccessGatewayReview', apiVersion: 'access-gateway.io/v1alpha1',
@@ -59,25 +64,28 @@ export function explainGateway(t: RouteTable, id: CallerIdentity, method: string
   const route = found.route;
   e.route = route.plan.name;
   steps.push({ step: 'route', allowed: true, field: route.field, message: `route ${route.plan.name} (${describeRoute(route)}) serves ${method} ${found.path}` });
-  const checked = routeCheck(t, id, route, method, found.path);
-  if (checked instanceof AgwError) return done(refused(checked, 'filter'));
-  const t2 = route.plan.target;
-  if (t2.kind === 'service') {
+  const rest = (checked: Checked): Explained => {
+    if (checked instanceof AgwError) return done(refused(checked, 'filter'));
+    const t2 = route.plan.target;
+    if (t2.kind === 'service') {
+      e.allowed = true;
+      return done({ step: 'filter', allowed: true, message: `forwarded to Service ${t2.namespace}/${t2.name} as ${checked.upstream}` });
+    }
+    const accepted = checked.accepted!;
+    steps.push({ step: 'filter', allowed: true, field: accepted.field,
+      message: `${checked.upstream} is accepted by ${accepted.field} ${JSON.stringify(accepted.pattern)}; no rejectPaths or rejectMethods match` });
     e.allowed = true;
-    return done({ step: 'filter', allowed: true, message: `forwarded to Service ${t2.namespace}/${t2.name} as ${checked.upstream}` });
-  }
-  const accepted = route.filter!.acceptedBy(checked.upstream)!;
-  steps.push({ step: 'filter', allowed: true, field: accepted.field,
-    message: `${checked.upstream} is accepted by ${accepted.field} ${JSON.stringify(accepted.pattern)}; no rejectPaths or rejectMethods match` });
-  e.allowed = true;
-  return { explanation: e, rbac: { subject: apiserverSubject(t, id, t2), attrs: requestAttributes(method, checked.upstream, target.query) } };
+    return { explanation: e, rbac: { subject: apiserverSubject(t, id, t2), attrs: requestAttributes(method, checked.upstream, target.query) } };
+  };
+  const checked = routeCheck(t, id, route, method, found.path, later, client);
+  return checked instanceof Promise ? checked.then(rest) : rest(checked);
 }
 
 /** The gateway's steps, then the apiserver's RBAC through `reviewer` (absent: not asked).
  * `errorDetail`: say why a review failed (the CLI's own credentials; never on a listener). */
 export async function explain(t: RouteTable, id: CallerIdentity, method: string, url: string, reviewer?: RequestReviewer,
-  opts: { errorDetail?: boolean } = {}): Promise<Explanation> {
-  const { explanation: e, rbac } = explainGateway(t, id, method, url);
+  opts: { errorDetail?: boolean; client?: FilterClient } = {}): Promise<Explanation> {
+  const { explanation: e, rbac } = await explainGateway(t, id, method, url, true, opts.client);
   if (!rbac) return e;
   const question = `${rbac.subject.username} may ${describeAttributes(rbac.attrs)}`;
   if (!reviewer) {

@@ -406,7 +406,7 @@ export class Listener {
     if (a.kind === 'can-i') {
       // answered to callers spec.access may not admit: it does not admit the connection
       const close = conn.admitted ? {} : { connection: 'close' };
-      explain(t, a.id, a.method, a.url, this.deps.accessReviewer).then((e) => {
+      explain(t, a.id, a.method, a.url, this.deps.accessReviewer, { client: req.socket }).then((e) => {
         const body = JSON.stringify(e);
         this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));

@@ -70,39 +70,43 @@ export function replacePrefix(path: string, from: string, to: string): string {
   return to + path.slice(from.length) || '/';
 }
 
+/** A route's filter patterns (RE2, Go syntax). */
+export interface FilterSpec { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }
+/** Why a filter refused a request, and the field of the pattern that did. */
+export interface FilterRefusal { why: string; field: string }
+/** The acceptPaths pattern that let a request through. */
+export interface FilterPass { accepted: { field: string; pattern: string } }
+
 /** kubectl proxy's filter: reject paths, then reject methods, then accept paths (RE2, unanchored search). */
 export class PathFilter {
   private readonly accept: Regex[];
   private readonly rejectPaths: Regex[];
   private readonly rejectMethods: Regex[];
+  /** RE2 instructions of all its patterns: checking a path costs up to this much per character. */
+  readonly size: number;
 
   /** `owner`: the team (gateway namespace) whose routes may share compiled programs; `field`:
    * where the spec holds the patterns (spec.routes[N].apiserver), named in refusals. */
-  constructor(private readonly spec: { acceptPaths: string[]; rejectPaths: string[]; rejectMethods: string[] }, owner: string,
-    private readonly field = 'apiserver') {
+  constructor(readonly spec: FilterSpec, readonly owner: string, readonly field = 'apiserver') {
     const compile = (p: string) => compileRegex(p, owner);
     this.accept = spec.acceptPaths.map(compile);
     this.rejectPaths = spec.rejectPaths.map(compile);
     this.rejectMethods = spec.rejectMethods.map(compile);
+    this.size = [...this.accept, ...this.rejectPaths, ...this.rejectMethods].reduce((n, r) => n + r.size, 0);
   }
 
-  /** Why the request is rejected and by which pattern, or null when it may pass. */
-  check(method: string, path: string): { why: string; field: string } | null {
+  /** Why the request is rejected and by which pattern, or the acceptPaths pattern that lets it pass. */
+  check(method: string, path: string): FilterRefusal | FilterPass {
     let i = this.rejectPaths.findIndex((r) => r.test(path));
     if (i >= 0) return this.refusal(`path ${path} is rejected by`, 'rejectPaths', i);
     i = this.rejectMethods.findIndex((r) => r.test(method));
     if (i >= 0) return this.refusal(`method ${method} is rejected by`, 'rejectMethods', i);
-    if (!this.accept.some((r) => r.test(path))) return { why: `path ${path} is not accepted by any of ${this.field}.acceptPaths`, field: `${this.field}.acceptPaths` };
-    return null;
+    i = this.accept.findIndex((r) => r.test(path));
+    if (i < 0) return { why: `path ${path} is not accepted by any of ${this.field}.acceptPaths`, field: `${this.field}.acceptPaths` };
+    return { accepted: { field: `${this.field}.acceptPaths[${i}]`, pattern: this.spec.acceptPaths[i]! } };
   }
 
-  /** The acceptPaths pattern that lets `path` through (explanations only). */
-  acceptedBy(path: string): { field: string; pattern: string } | null {
-    const i = this.accept.findIndex((r) => r.test(path));
-    return i < 0 ? null : { field: `${this.field}.acceptPaths[${i}]`, pattern: this.spec.acceptPaths[i]! };
-  }
-
-  private refusal(what: string, list: 'rejectPaths' | 'rejectMethods', i: number): { why: string; field: string } {
+  private refusal(what: string, list: 'rejectPaths' | 'rejectMethods', i: number): FilterRefusal {
     const field = `${this.field}.${list}[${i}]`;
     return { why: `${what} ${field} ${JSON.stringify(this.spec[list][i])}`, field };
   }

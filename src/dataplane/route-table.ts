@@ -1,5 +1,6 @@
 // A gateway's compiled form, built once per plan: the data plane swaps it atomically and never
 // compiles anything per request.
+import type { FilterChecks } from './filter-checks.js';
 import { impersonatedIdentity, type ImpersonationChecker, type RequestedImpersonation } from '../auth/impersonation.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Logger } from 'pino';
@@ -41,6 +42,8 @@ export interface DataplaneDeps {
   accessReviewer?: RequestReviewer;
   /** The platform's OIDC issuers, for gateways that name them (spec.authentication.issuers). */
   oidc?: OidcIssuers;
+  /** Where routes' path filters run (the event loop or the filter thread); absent: the event loop. */
+  filterChecks?: FilterChecks;
 }
 
 export interface CompiledRoute {
@@ -185,6 +188,11 @@ export class RouteTable {
       byRoute.set(route.plan.name, h);
     }
     return h;
+  }
+
+  /** Where this table's path filters run, if the process decides (else on the event loop). */
+  get filterChecks(): FilterChecks | undefined {
+    return this.deps.filterChecks;
   }
 
   /** The checker of callers' own Impersonate-* headers, if the process has one. */

@@ -4,7 +4,7 @@ import { isDnsSubdomain, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
-import { regexProblem as compileProblem } from '../api/regex.js';
+import { describePatternProblem, gatewayPatternsProblem, routePatterns } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { parseBundle } from '../api/pem.js';
@@ -74,15 +74,6 @@ export interface Translation {
   routes: { name: string; endpoints: number }[];
 }
 
-function regexProblem(patterns: readonly string[], field: string): string | null {
-  for (const [i, p] of patterns.entries()) {
-    const why = compileProblem(p);
-    if (why) return `${field}[${i}] ${JSON.stringify(p)}: ${why}`;
-  }
-  return null;
-}
-
-
 /** The apiserver identity of a route, or why it is refused. The CRD refuses the same; this
  * guards objects stored before it did (the removed identity Gateway). */
 function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<ApiserverTarget, 'identity' | 'serviceAccountName'> | { invalid: string } {
@@ -101,7 +92,8 @@ function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<Api
   return { identity, serviceAccountName: null };
 }
 
-function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[]): RoutePlan | { invalid: string; reason: string } {
+/** `programs`: the RE2 instructions of the routes' filters so far, added to. */
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number }): RoutePlan | { invalid: string; reason: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -115,10 +107,10 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const acceptPaths = a.acceptPaths ?? ['^.*'];
     const rejectPaths = a.rejectPaths ?? [];
     const rejectMethods = a.rejectMethods ?? [];
-    const bad = regexProblem(acceptPaths, `spec.routes[${i}].apiserver.acceptPaths`)
-      ?? regexProblem(rejectPaths, `spec.routes[${i}].apiserver.rejectPaths`)
-      ?? regexProblem(rejectMethods, `spec.routes[${i}].apiserver.rejectMethods`);
-    if (bad) return { invalid: bad, reason: Reason.InvalidRegex };
+    const at = `spec.routes[${i}].apiserver`;
+    const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at);
+    if ('why' in patterns) return { invalid: describePatternProblem(patterns), reason: Reason.InvalidRegex };
+    programs.size += patterns.size;
     const who = identityOf(a, `spec.routes[${i}].apiserver`);
     if ('invalid' in who) return { invalid: who.invalid, reason: Reason.InvalidIdentity };
     return { ...base, target: { kind: 'apiserver', ...who, acceptPaths, rejectPaths, rejectMethods } };
@@ -133,13 +125,16 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
+  const programs = { size: 0 };
+  const refused = (reason: string, message: string): Translation =>
+    ({ plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, reason, message), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] });
   for (const [i, r] of spec.routes.entries()) {
-    const p = routePlan(r, i, ns, snap, problems);
-    if ('invalid' in p) {
-      return { plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, p.reason, p.invalid), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] };
-    }
+    const p = routePlan(r, i, ns, snap, problems, programs);
+    if ('invalid' in p) return refused(p.reason, p.invalid);
     routes.push(p);
   }
+  const tooLarge = gatewayPatternsProblem(programs.size);
+  if (tooLarge) return refused(Reason.InvalidRegex, describePatternProblem(tooLarge));
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
   let tls: GatewayPlan['tls'] = null;
   let unservable = false; // a reference the listener cannot do without: not served

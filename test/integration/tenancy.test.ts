@@ -235,6 +235,35 @@ test('4. one team\'s regex cannot stall the process: RE2, linear time', async ()
   assert.match(JSON.parse(accepted.body).message, /cannot get path "\/aaaa"/);
 });
 
+test('4. one team\'s filters that cost milliseconds a request run off the event loop: another team is answered meanwhile', async () => {
+  // patterns whose DFA builds a state per character of a path of a, b and /: RE2, linear, but slow
+  const hostile = Array.from({ length: 16 }, (_, i) => `"[ab/]*a[ab/]{${40 + i}}[0-9]"`).join(', ');
+  await applyYaml(cp, gw('team-a', 'redos', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {rejectPaths: [${hostile}]}}]`));
+  await waitObserved(cp, 'team-a', 'redos');
+  const port = await gatewayPort(cp, 'team-a', 'redos');
+  const bPort = await gatewayPort(cp, 'team-b', 'b-gw');
+  let seed = 11;
+  const path = () => '/api/a' + Array.from({ length: 3900 }, () => 'ab/'[(seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 3]).join('').replace(/\/+/g, '/') + 'b';
+  const order: string[] = [];
+  const mine = Promise.all(Array.from({ length: 4 }, () => curl(`http://127.0.0.1:${port}${path()}`, bearer(appA)).then((r) => (order.push('team-a'), r))));
+  const other = new Promise((res) => setTimeout(res, 50))
+    .then(() => curl(`http://127.0.0.1:${bPort}/api/v1/namespaces/team-b/secrets`, bearer(appB))).then((r) => (order.push('team-b'), r));
+  const [as, b] = await Promise.all([mine, other]);
+  for (const r of as) {
+    // not rejected by the gateway: the apiserver answers (team-a's app may not get these paths)
+    assert.equal(r.status, 403, r.body);
+    assert.match(JSON.parse(r.body).message, /system:serviceaccount:team-a:app/);
+  }
+  assert.equal(b.status, 403, b.body); // team-b's app has no RBAC: the apiserver answered
+  assert.equal(order[0], 'team-b', `team-b was answered while team-a's paths were checked on the filter thread: ${order.join(', ')}`);
+  // the same filters still refuse what they should
+  const refused = await curl(`http://127.0.0.1:${port}/api/b${'a'.repeat(50)}7`, bearer(appA));
+  assert.equal(refused.status, 403, refused.body);
+  assert.match(JSON.parse(refused.body).message, /is rejected by spec\.routes\[0\]\.apiserver\.rejectPaths\[0\]/);
+});
+
 test('4. a regex RE2 cannot compile is InvalidRegex with the engine\'s message', async () => {
   await applyYaml(cp, gw('team-a', 'lookbehind', `
   access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
@@ -244,6 +273,14 @@ test('4. a regex RE2 cannot compile is InvalidRegex with the engine\'s message',
   assert.equal(accepted.status, 'False');
   assert.equal(accepted.reason, 'InvalidRegex');
   assert.match(accepted.message, /rejectPaths\[0\].*\(\?<=x\)secrets.*error parsing regexp/);
+  // patterns that compile, but to more RE2 instructions than a route may have (each request's path meets them all)
+  await applyYaml(cp, gw('team-a', 'lookbehind', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {rejectPaths: ["[ab]*a[ab]{1000}x", "[ab]*b[ab]{1000}x", "[ab]*a[ab]{100}y"]}}]`));
+  const big = condition(await waitObserved(cp, 'team-a', 'lookbehind'), 'Accepted');
+  assert.equal(big.status, 'False');
+  assert.equal(big.reason, 'InvalidRegex');
+  assert.match(big.message, /^spec\.routes\[0\]\.apiserver: .* compile to \d+ RE2 instructions, more than the 2048 a route may have/);
 });
 
 test('6. pathPrefix matches whole path elements', async () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
-import { compileRegex } from '../../src/api/regex.js';
+import { compileRegex, dfaKept } from '../../src/api/regex.js';
 import assert from 'node:assert/strict';
-import { canonicalPath, encodePath, normalizePrefix, PathFilter, replacePrefix, underPrefix } from '../../src/dataplane/path.js';
+import { canonicalPath, encodePath, normalizePrefix, PathFilter, replacePrefix, underPrefix, type FilterPass, type FilterRefusal } from '../../src/dataplane/path.js';
 
 const ok = (raw: string) => {
   const c = canonicalPath(raw);
@@ -58,30 +58,35 @@ test('rewrites replace the prefix element-wise', () => {
   assert.equal(replacePrefix('/a', '', '/x'), '/x/a');
 });
 
+/** A filter's refusal (fails the test when it let the request pass). */
+function why(v: FilterRefusal | FilterPass): FilterRefusal {
+  assert.ok('why' in v, `refused, not passed: ${JSON.stringify(v)}`);
+  return v;
+}
+
 test('kubectl proxy filter semantics: reject paths, then methods, then accept paths (unanchored RE2 search)', () => {
   const f = new PathFilter({ acceptPaths: ['^/api/.*', '^/apis/.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: ['POST', '^DELETE$'] }, 'team-a',
     'spec.routes[2].apiserver');
-  assert.equal(f.check('GET', '/api/v1/namespaces/a/pods'), null);
-  assert.deepEqual(f.acceptedBy('/apis/apps/v1'), { field: 'spec.routes[2].apiserver.acceptPaths[1]', pattern: '^/apis/.*' });
-  assert.equal(f.acceptedBy('/version'), null);
+  assert.deepEqual(f.check('GET', '/api/v1/namespaces/a/pods'), { accepted: { field: 'spec.routes[2].apiserver.acceptPaths[0]', pattern: '^/api/.*' } });
+  assert.deepEqual(f.check('GET', '/apis/apps/v1'), { accepted: { field: 'spec.routes[2].apiserver.acceptPaths[1]', pattern: '^/apis/.*' } });
   assert.deepEqual(f.check('GET', '/api/v1/namespaces/a/pods/p/exec'), {
     why: 'path /api/v1/namespaces/a/pods/p/exec is rejected by spec.routes[2].apiserver.rejectPaths[0] "^/api/.*/pods/.*/exec"',
     field: 'spec.routes[2].apiserver.rejectPaths[0]',
   });
-  assert.equal(f.check('GET', '/api/v1/namespaces/a/pods/p/attach')!.field, 'spec.routes[2].apiserver.rejectPaths[1]');
-  assert.equal(f.check('POST', '/api/v1/namespaces/a/configmaps')!.field, 'spec.routes[2].apiserver.rejectMethods[0]');
-  assert.equal(f.check('DELETE', '/apis/apps/v1/x')!.why, 'method DELETE is rejected by spec.routes[2].apiserver.rejectMethods[1] "^DELETE$"');
+  assert.equal(why(f.check('GET', '/api/v1/namespaces/a/pods/p/attach')).field, 'spec.routes[2].apiserver.rejectPaths[1]');
+  assert.equal(why(f.check('POST', '/api/v1/namespaces/a/configmaps')).field, 'spec.routes[2].apiserver.rejectMethods[0]');
+  assert.equal(why(f.check('DELETE', '/apis/apps/v1/x')).why, 'method DELETE is rejected by spec.routes[2].apiserver.rejectMethods[1] "^DELETE$"');
   assert.deepEqual(f.check('GET', '/version'), { why: 'path /version is not accepted by any of spec.routes[2].apiserver.acceptPaths', field: 'spec.routes[2].apiserver.acceptPaths' });
-  assert.match(f.check('GET', '/healthz')!.why, /acceptPaths/);
+  assert.match(why(f.check('GET', '/healthz')).why, /acceptPaths/);
   const g = new PathFilter({ acceptPaths: ['configmaps'], rejectPaths: [], rejectMethods: [] }, 'team-a');
-  assert.equal(g.check('GET', '/api/v1/namespaces/a/configmaps'), null);
+  assert.ok('accepted' in g.check('GET', '/api/v1/namespaces/a/configmaps'));
 });
 
 test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
   const f = new PathFilter({ acceptPaths: ['^/(a+)+$'], rejectPaths: [], rejectMethods: [] }, 'team-a');
   // with a backtracking engine this is ~2^4000 steps; the test would never end
-  assert.match(f.check('GET', '/' + 'a'.repeat(4000) + '!')!.why, /acceptPaths/);
-  assert.equal(f.check('GET', '/aaaa'), null);
+  assert.match(why(f.check('GET', '/' + 'a'.repeat(4000) + '!')).why, /acceptPaths/);
+  assert.ok('accepted' in f.check('GET', '/aaaa'));
 });
 
 test('RE2 syntax: what Go accepts compiles, lookarounds and backreferences do not', () => {
@@ -99,4 +104,23 @@ test('a compiled program is shared by one team\'s routes, never between teams (i
   assert.notEqual(a, b, 'another team gets its own program');
   assert.notEqual(compileRegex('^/api/.*/pods/.*/attach', 'team-a'), a);
   assert.ok(a.test('/api/v1/namespaces/x/pods/p/exec') && b.test('/api/v1/namespaces/x/pods/p/exec'));
+});
+
+test('a hostile pattern\'s DFA keeps a bounded number of states between matches, and still matches what it should', () => {
+  // its DFA builds a state per character of a random path of a, b and /
+  const re = compileRegex('[ab/]*a[ab/]{30}[0-9]', 'team-hostile');
+  assert.equal(re.size, 36);
+  let seed = 3;
+  for (let i = 0; i < 5; i++) {
+    const path = '/' + Array.from({ length: 4000 }, () => 'ab/'[(seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 3]).join('');
+    assert.equal(re.test(path), false);
+    assert.ok(re.states <= dfaKept, `${re.states} states kept`);
+  }
+  assert.equal(re.test('/b' + 'a'.repeat(31) + '7'), true);
+  assert.equal(re.test('/b' + 'a'.repeat(30) + '7'), false);
+  // a filter a team means keeps its few states (its matches stay fast)
+  const kind = compileRegex('^/api/v1/namespaces/[^/]+/pods', 'team-hostile');
+  for (let i = 0; i < 50; i++) kind.test(`/api/v1/namespaces/n${i}/pods/p${i}`);
+  assert.ok(kind.states <= dfaKept);
+  assert.ok(kind.size > 0 && kind.size < 100, String(kind.size));
 });

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
+import { validateGateway } from '../../src/api/validate.js';
 import { equal } from '../../src/translate/plan.js';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'unit', 'testdata', 'translate');
@@ -30,4 +31,34 @@ test('equal ignores the generation and sees any other change', () => {
   assert.ok(equal(a, b));
   assert.ok(!equal(a, { ...a, port: a.port + 1 }));
   assert.ok(!equal(a, null));
+});
+
+test('filters that compile to too many RE2 instructions are InvalidRegex, per route and per gateway; validate says the same', () => {
+  const input = parse(readFileSync(join(dir, 'apiserver-route.in.yaml'), 'utf8'));
+  // n + 6 instructions; 1,000 is RE2's largest repeat
+  const big = (n: number) => `[ab/]*a[ab/]{${n}}[0-9]`;
+  const apiRoute = (i: number, rejectPaths: string[]) => ({ name: `api-${i}`, pathPrefix: `/p${i}`, apiserver: { acceptPaths: ['^/'], rejectPaths } });
+  const gateway = (routes: object[]) => ({ ...input.gateway, spec: { ...input.gateway.spec, access: [{ groups: ['system:serviceaccounts:team-payments'] }], routes } });
+  const accepted = (routes: object[]) => translate(applyDefaults(gateway(routes)), input.snapshot).conditions.find((c) => c.type === 'Accepted')!;
+  const problems = (routes: object[]) => validateGateway(gateway(routes)).map((p) => `${p.field}: ${p.message}`);
+
+  const full = [big(1000), big(1000)]; // 2,012 and '^/' : within a route's 2,048
+  assert.equal(accepted([apiRoute(0, full)]).status, 'True');
+  assert.deepEqual(problems([apiRoute(0, full)]), []);
+
+  const over = accepted([apiRoute(0, [...full, big(100)])]);
+  assert.equal(over.status, 'False');
+  assert.equal(over.reason, 'InvalidRegex');
+  assert.match(over.message, /^spec\.routes\[0\]\.apiserver: its acceptPaths, rejectPaths and rejectMethods compile to 2\d{3} RE2 instructions, more than the 2048 a route may have/);
+  assert.match(problems([apiRoute(0, [...full, big(100)])]).join('\n'), /^spec\.routes\[0\]\.apiserver: its acceptPaths.* more than the 2048/);
+
+  // four such routes fit in a gateway's 8,192; five do not
+  const routes = (n: number) => Array.from({ length: n }, (_, i) => apiRoute(i, full));
+  assert.equal(accepted(routes(4)).status, 'True');
+  const five = accepted(routes(5));
+  assert.equal(five.reason, 'InvalidRegex');
+  assert.match(five.message, /^spec\.routes: the routes' acceptPaths, rejectPaths and rejectMethods compile to \d+ RE2 instructions in all, more than the 8192 a gateway may have/);
+  assert.deepEqual(problems(routes(5)).map((p) => p.replace(/\d{5}/, 'N')), ['spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods compile to N RE2 instructions in all, more than the 8192 a gateway may have']);
+  // a pattern RE2 cannot compile is still named with its field
+  assert.match(accepted([apiRoute(0, ['(?<=x)'])]).message, /^spec\.routes\[0\]\.apiserver\.rejectPaths\[0\] "\(\?<=x\)": .*invalid/);
 });

@@ -1,0 +1,120 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { defaultFilterLimits, FilterChecks, type FilterLimits } from '../../src/dataplane/filter-checks.js';
+import { PathFilter, type FilterPass, type FilterRefusal } from '../../src/dataplane/path.js';
+import { FilterUnavailableError, FiltersBusyError } from '../../src/errors.js';
+
+const kubectlProxy = { acceptPaths: ['^.*'], rejectPaths: ['^/api/.*/pods/.*/exec', '^/api/.*/pods/.*/attach'], rejectMethods: [] };
+// a pattern whose DFA builds a state per character of a path of a, b and /: milliseconds a check
+const hostile = (owner: string) => new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 4 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] },
+  owner, 'spec.routes[0].apiserver');
+let seed = 7;
+const longPath = () => '/' + Array.from({ length: 4000 }, () => 'ab'[(seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 2]).join('') + '/x';
+
+const limits = (l: Partial<FilterLimits>): FilterLimits => ({ ...defaultFilterLimits, ...l });
+const sync = (v: unknown): FilterRefusal | FilterPass => {
+  assert.ok(!(v instanceof Promise), 'answered at once, on the event loop');
+  return v as FilterRefusal | FilterPass;
+};
+
+test('a cheap check runs on the event loop, at once; a costly one on the filter thread, with the same answer', async (t) => {
+  const sent: string[] = [];
+  const checks = new FilterChecks(defaultFilterLimits, { sent: (ns, why) => sent.push(`${ns} ${why}`) });
+  t.after(() => checks.close());
+  const f = new PathFilter(kubectlProxy, 'team-a', 'spec.routes[0].apiserver');
+  assert.deepEqual(sync(checks.check(f, 'GET', '/api/v1/namespaces/a/pods')), { accepted: { field: 'spec.routes[0].apiserver.acceptPaths[0]', pattern: '^.*' } });
+  assert.equal(checks.offThread, 0);
+  // the same filter on a path long enough that size × length is over the bound
+  const long = '/api/v1/namespaces/a/pods/p/exec/' + 'x'.repeat(1000);
+  assert.ok(f.size * long.length > defaultFilterLimits.onThreadCost);
+  const later = checks.check(f, 'GET', long);
+  assert.ok(later instanceof Promise);
+  assert.deepEqual(await later, f.check('GET', long));
+  assert.match((await later as FilterRefusal).field, /rejectPaths\[0\]/);
+  const passed = checks.check(f, 'GET', '/api/v1/' + 'y'.repeat(1000));
+  assert.deepEqual(await passed, { accepted: { field: 'spec.routes[0].apiserver.acceptPaths[0]', pattern: '^.*' } });
+  assert.equal(checks.offThread, 2);
+  assert.deepEqual(sent, ['team-a cost', 'team-a cost']);
+});
+
+test('a namespace that used its event-loop time has its checks run on the filter thread; another namespace\'s stay on the loop', async (t) => {
+  let now = 0;
+  const over: string[] = [];
+  // each check takes 30 ms of this clock: the 100 ms burst lasts four checks
+  const clock = () => (now += 30);
+  const checks = new FilterChecks(defaultFilterLimits, { overBudget: (ns) => over.push(ns) }, clock);
+  t.after(() => checks.close());
+  const a = new PathFilter(kubectlProxy, 'team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  for (let i = 0; i < 4; i++) sync(checks.check(a, 'GET', '/api/v1/pods'));
+  assert.deepEqual(over, ['team-a']);
+  const moved = checks.check(a, 'GET', '/api/v1/pods');
+  assert.ok(moved instanceof Promise, 'team-a is over its time: the filter thread');
+  assert.ok('accepted' in await moved);
+  sync(checks.check(b, 'GET', '/api/v1/pods'));
+  // refilled (20 ms a second): after 10 s of the clock, team-a is back on the loop
+  now += 10_000;
+  sync(checks.check(a, 'GET', '/api/v1/pods'));
+});
+
+test('while the filter thread works on one team\'s hostile check, another team\'s cheap checks are answered at once', async (t) => {
+  const checks = new FilterChecks();
+  t.after(() => checks.close());
+  const a = hostile('team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  const order: string[] = [];
+  const slow = Promise.all([longPath(), longPath()].map((p) => Promise.resolve(checks.check(a, 'GET', p)).then(() => order.push('team-a'))));
+  // team-b asks after team-a's checks were sent; it is answered before either
+  await new Promise((r) => setImmediate(r));
+  assert.ok('accepted' in sync(checks.check(b, 'GET', '/api/v1/namespaces/b/pods')));
+  order.push('team-b');
+  await slow;
+  assert.deepEqual(order, ['team-b', 'team-a', 'team-a']);
+  assert.equal(checks.offThread, 2);
+});
+
+test('namespaces take turns on the filter thread; a namespace with too many checks waiting gets 429', async (t) => {
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, waitingPerNamespace: 2 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) });
+  t.after(() => checks.close());
+  const a = new PathFilter(kubectlProxy, 'team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  const order: string[] = [];
+  const ask = (f: PathFilter, name: string) => Promise.resolve(checks.check(f, 'GET', '/api/v1/pods')).then(() => order.push(name));
+  const all = [ask(a, 'a1'), ask(a, 'a2'), ask(a, 'a3')];
+  // a1 is on the thread, a2 and a3 wait: a fourth is refused
+  assert.throws(() => checks.check(a, 'GET', '/api/v1/pods'), (err: unknown) => err instanceof FiltersBusyError && err.status === 429 && err.retryAfterSeconds === 1);
+  assert.deepEqual(refused, ['team-a busy']);
+  all.push(ask(b, 'b1'));
+  await Promise.all(all);
+  assert.ok(order.indexOf('b1') < order.indexOf('a3'), `team-b waited for one of team-a's checks at most: ${order.join(' ')}`);
+});
+
+test('the filter thread fails closed: a check it cannot answer is 503, and so is one it was running when it stopped', async (t) => {
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) });
+  t.after(() => checks.close());
+  // a filter whose patterns the thread cannot compile (valid when made, changed after)
+  const f = new PathFilter({ ...kubectlProxy }, 'team-a');
+  (f.spec as { rejectPaths: string[] }).rejectPaths = ['(?<=x)'];
+  await assert.rejects(Promise.resolve(checks.check(f, 'GET', '/x')), (err: unknown) => err instanceof FilterUnavailableError && err.status === 503);
+  const stopped = checks.check(hostile('team-a'), 'GET', longPath());
+  await new Promise((r) => setTimeout(r, 20));
+  checks.close();
+  await assert.rejects(Promise.resolve(stopped), (err: unknown) => err instanceof FilterUnavailableError && /stopped/.test((err as Error).message));
+  assert.deepEqual(refused, ['team-a failed', 'team-a failed']);
+  // a later check starts a new thread
+  const again = new FilterChecks(limits({ onThreadCost: 0 }));
+  t.after(() => again.close());
+  assert.ok('accepted' in await again.check(new PathFilter(kubectlProxy, 'team-a'), 'GET', '/x'));
+});
+
+test('a check whose client left while it waited for the filter thread is not sent', async (t) => {
+  const checks = new FilterChecks(limits({ onThreadCost: 0 }));
+  t.after(() => checks.close());
+  const first = checks.check(hostile('team-a'), 'GET', longPath());
+  const left = checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/x', { destroyed: true });
+  await first;
+  await assert.rejects(Promise.resolve(left), (err: unknown) => err instanceof FilterUnavailableError && /client left/.test((err as Error).message));
+  assert.equal(checks.offThread, 1);
+});
