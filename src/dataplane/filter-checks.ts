@@ -16,11 +16,14 @@ export interface FilterLimits {
   /** Event-loop time a namespace's checks may take: ms per second, and at most this much saved. */
   msPerSecond: number;
   burstMs: number;
+  /** A check that takes less is not charged: sending it to the thread would cost the event loop
+   * more (a message and a promise) than running it. */
+  freeMs: number;
   /** Checks of a namespace waiting for the filter thread; more are answered 429. */
   waitingPerNamespace: number;
 }
 
-export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, waitingPerNamespace: 64 };
+export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
  * event-loop time used up), one refused (`busy`: 429, `failed`: 503), a namespace that has just
@@ -74,9 +77,12 @@ export class FilterChecks {
   private run(filter: PathFilter, method: string, path: string, left: { ms: number }): FilterRefusal | FilterPass {
     const start = this.now();
     const v = filter.check(method, path);
-    const had = left.ms;
-    left.ms -= this.now() - start;
-    if (had > 0 && left.ms <= 0) this.events.overBudget?.(filter.owner);
+    const spent = this.now() - start;
+    if (spent > this.limits.freeMs) {
+      const had = left.ms;
+      left.ms -= spent;
+      if (had > 0 && left.ms <= 0) this.events.overBudget?.(filter.owner);
+    }
     return v;
   }
 
