@@ -82,8 +82,12 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot): {
   if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
   if (s.caRef) {
     const pem = snap.caBundles?.[`${s.caRef.kind}/${gwNs}/${s.caRef.name}`]?.[s.caRef.key];
-    if (!pem || 'problem' in parseBundle(pem)) {
-      return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)`, 503);
+    const bundle = pem ? parseBundle(pem) : { problem: '' };
+    if (!pem || 'problem' in bundle) {
+      // a bundle that is there but over the bound or broken says so; anything else is missing
+      const why = pem?.includes('-----BEGIN CERTIFICATE-----') && 'problem' in bundle ? bundle.problem
+        : 'no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)';
+      return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: ${why}`, 503);
     }
     target.ca = pem;
   }

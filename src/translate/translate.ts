@@ -38,6 +38,9 @@ export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
   return { errors: true, sample: 1 };
 }
 
+/** Largest RSA (and DSA) key a listener may sign handshakes with. */
+export const maxRSABits = 4096;
+
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */
 export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
   { cert: string; key: string } | { problem: string } {
@@ -48,7 +51,11 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
   try {
     const x = new X509Certificate(cert);
-    if (!x.checkPrivateKey(createPrivateKey(key))) return { problem: `Secret ${ns}/${name}: tls.key does not match tls.crt` };
+    const k = createPrivateKey(key);
+    // a handshake signs with the key on the event loop every team shares: RSA-16384 takes seconds
+    const bits = k.asymmetricKeyDetails?.modulusLength;
+    if (bits !== undefined && bits > maxRSABits) return { problem: `Secret ${ns}/${name}: tls.key is a ${bits}-bit ${k.asymmetricKeyType} key; at most ${maxRSABits} bits (each TLS handshake signs with it)` };
+    if (!x.checkPrivateKey(k)) return { problem: `Secret ${ns}/${name}: tls.key does not match tls.crt` };
   } catch (err) {
     return { problem: `Secret ${ns}/${name}: tls.crt/tls.key are not a valid PEM certificate and key: ${(err as Error).message}` };
   }

@@ -3,7 +3,7 @@
 // with openssl; the TLS socket is a stand-in that reports what a handshake found).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import type { TLSSocket } from 'node:tls';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { certificateIdentity, ClientCertAuthenticator } from '../../src/auth/client-cert.js';
 import { translate } from '../../src/translate/translate.js';
+import { maxBundleCertificates, parseBundle } from '../../src/api/pem.js';
 import { makeCA, makeLeaf, type CertPair } from '../support/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agw-client-cert-'));
@@ -40,6 +41,25 @@ test('translate: a team client CA becomes the plan with the team:NS: prefix; def
     port: { port: 1 }, secrets, caBundles: { 'Secret/team-a/cas': { 'ca.crt': ca.cert + otherCA.cert } },
   });
   assert.equal(req.plan?.tls?.clientCA?.required, true);
+});
+
+test('translate: a listener key over 4096 RSA bits and a CA bundle over 256 certificates are refused; a bundle is parsed once', () => {
+  // a handshake signs with the key on the shared event loop (RSA-8192: ~40 ms each); the size is
+  // checked before the key is matched to the certificate
+  const big = generateKeyPairSync('rsa', { modulusLength: 4160 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
+    port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(server.cert), 'tls.key': b64(big) } } },
+    caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
+  });
+  assert.equal(t.plan, null);
+  assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /tls\.key is a 4160-bit rsa key; at most 4096 bits/);
+  const many = ca.cert.repeat(maxBundleCertificates + 1);
+  const over = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': many } } });
+  assert.match(over.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /257 certificates in it, more than the 256 a bundle may hold/);
+  const full = ca.cert.repeat(maxBundleCertificates);
+  const first = parseBundle(full);
+  assert.ok(Array.isArray(first) && first.length === maxBundleCertificates);
+  assert.equal(parseBundle(`${full}`), first, 'the same bundle again: not parsed again');
 });
 
 test('translate: a missing or unreadable client CA is InvalidCertificateRef and no listener', () => {
