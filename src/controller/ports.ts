@@ -40,7 +40,10 @@ export class PortAllocator {
     const { key, requested } = req;
     if (requested !== undefined) {
       const holder = this.owners.get(requested);
-      if (holder && holder.key !== key) return { conflict: `port ${requested} is used by AccessGateway ${holder.key}` };
+      if (holder && holder.key !== key) {
+        // another team's gateway is not named to this one (its status and Events are the team's)
+        return { conflict: namespaceOf(holder.key) === namespaceOf(key) ? `port ${requested} is used by AccessGateway ${holder.key}` : `port ${requested} is used by a gateway of another namespace` };
+      }
       this.take(key, requested, req.rank);
       return { port: requested };
     }
@@ -87,4 +90,9 @@ export class PortAllocator {
     this.owners.set(port, { key, rank });
     this.byKey.set(key, port);
   }
+}
+
+/** The namespace of a gateway key (NS/NAME). */
+function namespaceOf(key: string): string {
+  return key.slice(0, Math.max(0, key.indexOf('/')));
 }

@@ -18,7 +18,8 @@ export class WorkQueue {
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly failures = new Map<string, number>();
-  private readonly timers = new Set<Timer>();
+  /** Keys waiting to be added (addAfter): one timer per key, the earliest. */
+  private readonly later = new Map<string, { at: number; timer: Timer }>();
   private readonly enqueuedAt = new Map<string, number>();
   private waiters: Array<(key: string | undefined) => void> = [];
   private closed = false;
@@ -53,12 +54,19 @@ export class WorkQueue {
     }
   }
 
+  /** Adds `key` after `ms`; a key already waiting keeps the earlier of the two times (one
+   * timer per key, as client-go's delaying queue: a gateway re-annotated in a loop with a far
+   * notAfter does not pile up timers). */
   addAfter(key: string, ms: number): void {
     if (this.closed) return;
     if (ms <= 0) return this.add(key);
-    const t = this.clock.setTimeout(() => { this.timers.delete(t); this.add(key); }, ms);
-    t.unref?.();
-    this.timers.add(t);
+    const at = this.clock.now() + ms;
+    const waiting = this.later.get(key);
+    if (waiting && waiting.at <= at) return;
+    if (waiting) this.clock.clearTimeout(waiting.timer);
+    const timer = this.clock.setTimeout(() => { this.later.delete(key); this.add(key); }, ms);
+    timer.unref?.();
+    this.later.set(key, { at, timer });
   }
 
   /** Re-adds a key that failed, after its backoff (and the global bucket's) delay. */
@@ -104,7 +112,8 @@ export class WorkQueue {
 
   shutdown(): void {
     this.closed = true;
-    for (const t of this.timers) this.clock.clearTimeout(t);
+    for (const w of this.later.values()) this.clock.clearTimeout(w.timer);
+    this.later.clear();
     for (const w of this.waiters) w(undefined);
     this.waiters = [];
   }

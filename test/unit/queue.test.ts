@@ -25,23 +25,41 @@ test('de-duplicates, and never hands out a key that is being processed', async (
 test('per-key exponential backoff (5 ms doubling to the cap), then the global bucket; observed on a fake clock', async () => {
   const clock = new FakeClock();
   const q = new WorkQueue({ baseDelayMs: 5, maxDelayMs: 1000, qps: 10, burst: 3, clock });
-  for (let i = 0; i < 9; i++) q.addRateLimited('k');
-  // per key: 5, 10, 20, ... capped at 1000; from the 4th re-add the bucket (burst 3, 10/s) is empty:
-  // its wait (100 ms a token) counts when longer than the key's own
-  assert.deepEqual(clock.delays, [5, 10, 20, 100, 200, 300, 400, 640, 1000]);
+  // each failure re-adds the key after its delay; it is processed, and fails again
+  for (let i = 0; i < 9; i++) {
+    q.addRateLimited('k');
+    const delay = clock.delays.at(-1)!;
+    clock.advance(delay - 1);
+    assert.equal(q.depth, 0, 'nothing is queued before its delay has passed');
+    clock.advance(1);
+    assert.equal(await q.get(), 'k');
+    q.done('k');
+  }
+  // per key: 5, 10, 20, ... capped at 1000; from the 4th re-add the bucket (burst 3, 10/s,
+  // refilled as the clock moves) is empty: its wait counts when longer than the key's own
+  assert.deepEqual(clock.delays.map(Math.round), [5, 10, 20, 65, 100, 160, 320, 640, 1000]);
   assert.equal(q.numRequeues('k'), 9);
-  // nothing is queued before its delay has passed, and then the key comes once (de-duplicated)
-  clock.advance(4);
-  assert.equal(q.depth, 0);
-  clock.advance(1);
-  assert.equal(q.depth, 1);
-  clock.advance(2000);
-  assert.equal(q.depth, 1);
-  assert.equal(await q.get(), 'k');
   q.forget('k');
   assert.equal(q.numRequeues('k'), 0);
   q.addRateLimited('k'); // forgotten: back to the base delay (the bucket has refilled meanwhile)
   assert.equal(clock.delays.at(-1), 5);
+  q.shutdown();
+  assert.equal(clock.waiting, 0);
+});
+
+test('a key waits on one timer, the earliest asked for: re-adding it later piles up nothing', () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ clock });
+  for (let i = 0; i < 100; i++) q.addAfter('gw', 3_600_000 - i);
+  assert.equal(clock.waiting, 1);
+  q.addAfter('gw', 10); // earlier: replaces the far timer
+  assert.equal(clock.waiting, 1);
+  q.addAfter('other', 3_600_000);
+  assert.equal(clock.waiting, 2);
+  clock.advance(10);
+  assert.equal(q.depth, 1);
+  clock.advance(3_600_000);
+  assert.equal(q.depth, 2, 'gw once (de-duplicated), and other');
   q.shutdown();
   assert.equal(clock.waiting, 0);
 });
@@ -58,6 +76,11 @@ test('ports: requested, allocated and kept; a held port is never taken away', ()
   // nor does a newcomer asking explicitly for a port the range allocated to another
   assert.match((p.claim({ key: 'e', rank: '1', requested: 100 }) as { conflict: string }).conflict, /used by AccessGateway a/);
   assert.equal(p.portOf('a'), 100);
+  // another namespace's gateway is not named
+  const q = new PortAllocator([100, 102]);
+  assert.deepEqual(q.claim({ key: 'team-b/b-gw', rank: '1' }), { port: 100 });
+  assert.deepEqual(q.claim({ key: 'team-a/squat', rank: '2', requested: 100 }), { conflict: 'port 100 is used by a gateway of another namespace' });
+  assert.deepEqual(q.claim({ key: 'team-b/other', rank: '3', requested: 100 }), { conflict: 'port 100 is used by AccessGateway team-b/b-gw' });
   assert.deepEqual(p.claim({ key: 'f', rank: '6' }), { port: 101 });
   assert.ok('conflict' in p.claim({ key: 'g', rank: '7' }));
   p.release('a');
