@@ -51,7 +51,7 @@ export class TokenReviewAuthenticator implements Authenticator {
 
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {
     const key = tokenKey(token, conn);
-    return this.cache.hit(key) ?? this.cache.getOrLoad(key, () => this.review(token), () => this.precheck(token));
+    return this.cache.hit(key) ?? this.cache.getOrLoad(key, () => this.review(token, (conn as { remoteAddress?: string } | undefined)?.remoteAddress), () => this.precheck(token));
   }
 
   close(): void {
@@ -65,10 +65,11 @@ export class TokenReviewAuthenticator implements Authenticator {
     precheckClaims(payload, { audiences: this.audiences, nowMs: this.now(), leewaySeconds: this.leewaySeconds, required: false });
   }
 
-  private async review(token: string): Promise<{ value: CallerIdentity; ttlMs: number }> {
+  /** `source`: the client's address (one address may hold only part of the namespace's queue). */
+  private async review(token: string, source: string | undefined): Promise<{ value: CallerIdentity; ttlMs: number }> {
     let result;
     try {
-      result = await this.reviewer.review(token, this.audiences, this.namespace);
+      result = await this.reviewer.review(token, this.audiences, this.namespace, source);
     } catch (err) {
       if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal, with its Retry-After
       throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err, retryAfterSeconds: 1 });

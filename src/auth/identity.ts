@@ -14,7 +14,8 @@ export type ReviewResult =
 /** Implemented by the kube layer; throws when the apiserver cannot answer. `namespace` is the
  * gateway's (the TokenReview limiter queues callers by it). */
 export interface TokenReviewer {
-  review(token: string, audiences: string[], namespace?: string): Promise<ReviewResult>;
+  /** `namespace`: the gateway's (the limiter's fairness key); `source`: the client's address. */
+  review(token: string, audiences: string[], namespace?: string, source?: string): Promise<ReviewResult>;
 }
 
 const saPrefix = 'system:serviceaccount:';

@@ -1,13 +1,15 @@
 // A process-wide cap on TokenReviews in flight, fair between teams: callers over the cap wait in
 // one queue per gateway namespace, and freed slots go to the namespaces round-robin, so a team
 // flooding its gateway delays another team's request by at most one review per waiting team.
-// Each queue is bounded in length and waiting time; over the bound the answer is 503 with
-// Retry-After (fail closed, never open).
+// Each queue is bounded in length and waiting time, and one client address may hold an eighth of
+// it (anyone who reaches a listener can send tokens that each need a review: from one address they
+// cannot fill the team's queue); over a bound the answer is 503 with Retry-After (fail closed,
+// never open).
 import { AuthUnavailableError } from '../errors.js';
 import { realClock, type Clock, type Timer } from '../clock.js';
 import type { ReviewResult, TokenReviewer } from './identity.js';
 
-export type RefusalReason = 'queue_full' | 'timeout';
+export type RefusalReason = 'queue_full' | 'source_full' | 'timeout';
 
 export interface FairLimiterOptions {
   maxInFlight: number;
@@ -29,6 +31,8 @@ export interface FairLimiterOptions {
 interface Waiter {
   resolve: () => void;
   timer: Timer | undefined;
+  /** namespace and client address, when the caller named one */
+  source: string | undefined;
 }
 
 export class FairLimiter {
@@ -38,8 +42,12 @@ export class FairLimiter {
   /** Namespaces with waiters, in the order they are served next. */
   private readonly ring: string[] = [];
   private readonly seen = new Set<string>();
+  /** Waiting callers per namespace and client address. */
+  private readonly bySource = new Map<string, number>();
   readonly maxInFlight: number;
   private readonly maxQueue: number;
+  /** Waiting callers one client address may hold of a namespace's queue: an eighth. */
+  private readonly maxPerSource: number;
   private readonly maxWaitMs: number;
   private readonly retryAfter: number;
   private readonly clock: Clock;
@@ -48,6 +56,7 @@ export class FairLimiter {
     if (!Number.isInteger(opts.maxInFlight) || opts.maxInFlight < 1) throw new Error('maxInFlight must be a positive integer');
     this.maxInFlight = opts.maxInFlight;
     this.maxQueue = opts.maxQueue ?? 64;
+    this.maxPerSource = Math.max(1, Math.ceil(this.maxQueue / 8));
     this.maxWaitMs = opts.maxWaitMs ?? 5_000;
     this.retryAfter = opts.retryAfterSeconds ?? 1;
     this.clock = opts.clock ?? realClock;
@@ -62,9 +71,10 @@ export class FairLimiter {
     return this.queues.get(namespace)?.length ?? 0;
   }
 
-  /** Runs `fn` in a slot (waiting for one in `namespace`'s queue if needed). */
-  async run<T>(namespace: string, fn: () => Promise<T>): Promise<T> {
-    await this.acquire(namespace);
+  /** Runs `fn` in a slot (waiting for one in `namespace`'s queue if needed); `source`: the
+   * client's address, which may hold at most an eighth of that queue. */
+  async run<T>(namespace: string, fn: () => Promise<T>, source?: string): Promise<T> {
+    await this.acquire(namespace, source);
     try {
       return await fn();
     } finally {
@@ -73,7 +83,7 @@ export class FairLimiter {
     }
   }
 
-  private acquire(ns: string): Promise<void> {
+  private acquire(ns: string, address: string | undefined): Promise<void> {
     if (!this.seen.has(ns)) {
       this.seen.add(ns);
       this.opts.onNamespace?.(ns);
@@ -86,8 +96,12 @@ export class FairLimiter {
     }
     let q = this.queues.get(ns);
     if ((q?.length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
+    const source = address === undefined ? undefined : `${ns}\u0000${address}`;
+    const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
+    if (held >= this.maxPerSource) return Promise.reject(this.refuse(ns, 'source_full'));
+    if (source !== undefined) this.bySource.set(source, held + 1);
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, timer: undefined };
+      const w: Waiter = { resolve, timer: undefined, source };
       w.timer = this.clock.setTimeout(() => {
         this.remove(ns, w);
         reject(this.refuse(ns, 'timeout'));
@@ -108,6 +122,7 @@ export class FairLimiter {
       if (q.length > 0) this.ring.push(ns);
       else this.queues.delete(ns);
       if (w.timer) this.clock.clearTimeout(w.timer);
+      this.left(w);
       this.active++;
       w.resolve();
     }
@@ -118,7 +133,10 @@ export class FairLimiter {
     const q = this.queues.get(ns);
     if (!q) return;
     const i = q.indexOf(w);
-    if (i >= 0) q.splice(i, 1);
+    if (i >= 0) {
+      q.splice(i, 1);
+      this.left(w);
+    }
     if (q.length === 0) {
       this.queues.delete(ns);
       const r = this.ring.indexOf(ns);
@@ -126,12 +144,21 @@ export class FairLimiter {
     }
   }
 
+  /** A waiter no longer waits: its address holds one fewer. */
+  private left(w: Waiter): void {
+    if (w.source === undefined) return;
+    const n = (this.bySource.get(w.source) ?? 1) - 1;
+    if (n > 0) this.bySource.set(w.source, n);
+    else this.bySource.delete(w.source);
+  }
+
   private refuse(ns: string, reason: RefusalReason): AuthUnavailableError {
     this.opts.onRefused?.(ns, reason);
     const what = this.opts.what ?? 'token review';
-    return new AuthUnavailableError(reason === 'queue_full'
-      ? `${what} unavailable: too many ${what}s are waiting for gateways of this namespace; retry later`
-      : `${what} unavailable: no ${what} slot became free in time; retry later`, { retryAfterSeconds: this.retryAfter });
+    const why = reason === 'queue_full' ? `too many ${what}s are waiting for gateways of this namespace`
+      : reason === 'source_full' ? `too many ${what}s are waiting for this client address`
+        : `no ${what} slot became free in time`;
+    return new AuthUnavailableError(`${what} unavailable: ${why}; retry later`, { retryAfterSeconds: this.retryAfter });
   }
 }
 
@@ -139,7 +166,7 @@ export class FairLimiter {
 export class LimitedReviewer implements TokenReviewer {
   constructor(private readonly inner: TokenReviewer, readonly limiter: FairLimiter) {}
 
-  review(token: string, audiences: string[], namespace = ''): Promise<ReviewResult> {
-    return this.limiter.run(namespace, () => this.inner.review(token, audiences));
+  review(token: string, audiences: string[], namespace = '', source?: string): Promise<ReviewResult> {
+    return this.limiter.run(namespace, () => this.inner.review(token, audiences), source);
   }
 }

@@ -70,7 +70,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     maxInFlight: f['max-token-reviews-in-flight'],
     onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
     onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
-    onNamespace: (namespace) => { for (const reason of ['queue_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
+    onNamespace: (namespace) => { for (const reason of ['queue_full', 'source_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
   });
   metrics.tokenReviewsInFlight.set(0);
   // callers' own impersonation requests (kubectl --as): SubjectAccessReviews, as fairly limited

@@ -16,10 +16,12 @@ function jwt(claims: Record<string, unknown> = {}, header: Record<string, unknow
 class FakeReviewer implements TokenReviewer {
   calls = 0;
   namespaces: (string | undefined)[] = [];
+  sources: (string | undefined)[] = [];
   constructor(public answer: () => Promise<ReviewResult>) {}
-  review(_token: string, _aud: string[], namespace?: string): Promise<ReviewResult> {
+  review(_token: string, _aud: string[], namespace?: string, source?: string): Promise<ReviewResult> {
     this.calls++;
     this.namespaces.push(namespace);
+    this.sources.push(source);
     return this.answer();
   }
 }
@@ -31,9 +33,10 @@ test('positive results are cached for min(ttl, exp); concurrent misses share one
   const r = allow();
   const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now, undefined, { namespace: 'team-a' });
   const token = jwt({ exp: now / 1000 + 5 }); // expires in 5 s, ttl is 10 s
-  const [x, y] = await Promise.all([a.authenticate(token), a.authenticate(token)]);
+  const [x, y] = await Promise.all([a.authenticate(token, { remoteAddress: '10.1.2.3' }), a.authenticate(token)]);
   assert.equal(r.calls, 1);
   assert.deepEqual(r.namespaces, ['team-a']); // the limiter's fairness key
+  assert.deepEqual(r.sources, ['10.1.2.3']); // the client's address: it may hold an eighth of the queue
   assert.equal(x, y);
   now += 4_000;
   await a.authenticate(token);

@@ -33,13 +33,13 @@ function setup(opts: { maxInFlight?: number; maxQueue?: number; maxWaitMs?: numb
   });
   const order: string[] = [];
   const gates = new Map<string, ReturnType<typeof gate>>();
-  const run = (ns: string, id: string) => limiter.run(ns, async () => {
+  const run = (ns: string, id: string, source?: string) => limiter.run(ns, async () => {
     order.push(id);
     const g = gate();
     gates.set(id, g);
     await g.p;
     return id;
-  });
+  }, source);
   const finish = async (id: string) => {
     gates.get(id)!.open();
     await flush();
@@ -106,6 +106,34 @@ test('a full namespace queue refuses at once with 503 and Retry-After; other nam
   assert.equal(limiter.waiting('b'), 1);
   for (const id of ['a0', 'a1', 'b0', 'a2', 'a3']) await finish(id);
   await Promise.all([first, ...queued, b]);
+});
+
+test('one client address holds at most an eighth of a namespace\'s queue: a flood of tokens from it leaves room for the team\'s callers', opts, async () => {
+  const { run, finish, events, limiter } = setup({ maxInFlight: 1, maxQueue: 16 });
+  const first = run('b', 'b0', '10.0.0.9');
+  // the flood's address: 2 waiting (16 / 8), the third refused at once
+  const flood = [run('b', 'f1', '10.0.0.9'), run('b', 'f2', '10.0.0.9')];
+  await flush();
+  const third = await outcome(run('b', 'f3', '10.0.0.9'));
+  assert.ok(isRefusal(third), String(third));
+  assert.match((third as Error).message, /too many token reviews are waiting for this client address/);
+  assert.deepEqual(events.refused, ['b:source_full']);
+  // the team's own callers, from other addresses, still queue
+  const mine = [run('b', 'm1', '10.0.0.20'), run('b', 'm2', '10.0.0.21')];
+  await flush();
+  assert.equal(limiter.waiting('b'), 4);
+  // the same address of another namespace's gateway is counted apart
+  const other = run('c', 'c1', '10.0.0.9');
+  for (const id of ['b0', 'f1', 'c1', 'f2', 'm1', 'm2']) await finish(id);
+  await Promise.all([first, ...flood, ...mine, other]);
+  // once its callers were served, the address may wait again: two of them behind a review in flight
+  const busy = run('b', 'x0');
+  await flush();
+  const again = [run('b', 'f4', '10.0.0.9'), run('b', 'f5', '10.0.0.9')];
+  await flush();
+  assert.equal(limiter.waiting('b'), 2);
+  for (const id of ['x0', 'f4', 'f5']) await finish(id);
+  assert.deepEqual(await Promise.all([busy, ...again]), ['x0', 'f4', 'f5']);
 });
 
 test('a caller waiting longer than maxWaitMs gets 503 with Retry-After and leaves the queue', opts, async () => {
