@@ -332,6 +332,7 @@ export class Listener {
     t.m.inFlight.inc();
     res.on('close', () => {
       conn.pending--;
+      conn.next.shift()?.(); // the request pipelined after this one, if any, starts now
       // a closing listener serves what it has, never another request on a kept connection
       if (this.closing) setImmediate(() => this.server.closeIdleConnections());
       const seconds = (performance.now() - started) / 1000;
@@ -352,23 +353,31 @@ export class Listener {
       }
     });
     const fail = (err: AgwError) => this.fail(t, req, res, conn, seen, id, err);
-    let a: Admitted | Promise<Admitted>;
-    try {
-      a = admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
-    } catch (err) {
-      fail(toAgwError(err));
-      return;
-    }
-    // a cached caller is served at once; a first request waits for its token check
-    const serve = (x: Admitted) => {
+    const start = () => {
+      if (sock.destroyed) return; // the client left while it waited behind the one before (499)
+      let a: Admitted | Promise<Admitted>;
       try {
-        this.serve(t, x, req, res, conn, seen, fail);
+        a = admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
       } catch (err) {
-        fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
+        fail(toAgwError(err));
+        return;
       }
+      // a cached caller is served at once; a first request waits for its token check
+      const serve = (x: Admitted) => {
+        try {
+          this.serve(t, x, req, res, conn, seen, fail);
+        } catch (err) {
+          fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
+        }
+      };
+      if (a instanceof Promise) a.then(serve, (err) => fail(toAgwError(err)));
+      else serve(a);
     };
-    if (a instanceof Promise) a.then(serve, (err) => fail(toAgwError(err)));
-    else serve(a);
+    // a request pipelined behind one still open starts when that one closes: its answer could
+    // not be sent before anyway (HTTP/1.1 answers in order), and forwarded at once each would
+    // hold an upstream request of its own (16 watches on one connection, 16 upstream connections)
+    if (conn.pending > 1) conn.next.push(start);
+    else start();
   }
 
   /** Answers a refusal or an upstream failure (a Status body), once. */
@@ -627,7 +636,8 @@ const maxPipelined = 16;
 /** What is kept per client connection: the bytes counted so far (updated in place), whether a
  * request on it was admitted (from then on it counts against its namespace's budget), and how many
  * of its requests are open. */
-interface Conn { read: number; written: number; admitted: boolean; pending: number }
+/** `next`: requests pipelined behind the open one, started in order as each closes. */
+interface Conn { read: number; written: number; admitted: boolean; pending: number; next: (() => void)[] }
 const conns = new WeakMap<object, Conn>();
 
 /** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
@@ -639,7 +649,7 @@ function peerKey(sock: Socket): string | undefined {
 
 function connOf(sock: object): Conn {
   let c = conns.get(sock);
-  if (!c) conns.set(sock, (c = { read: 0, written: 0, admitted: false, pending: 0 }));
+  if (!c) conns.set(sock, (c = { read: 0, written: 0, admitted: false, pending: 0, next: [] }));
   return c;
 }
 

@@ -762,3 +762,29 @@ test('an upgrade waiting for its token check on a listener replaced meanwhile is
   assert.match(text, /^HTTP\/1\.1 403 [^]*no rule of spec\.access names it/);
   assert.equal(upgrades, 0, 'the upstream was not asked');
 });
+
+test('requests pipelined on one connection reach the upstream one at a time, in order, each after the one before is answered', async (t) => {
+  const { m, held } = managerFor(t);
+  let open = 0, most = 0;
+  const seen: string[] = [];
+  const up = await upstreamFor(t, (req, res) => {
+    open++;
+    most = Math.max(most, open);
+    seen.push(req.url!);
+    setTimeout(() => { open--; res.end(`answer ${req.url}`); }, 100);
+  });
+  const p = planOf('team-a', 'gw', await freePort());
+  await m.apply('team-a/gw', withService(p, up));
+  const s = await silent(p.port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  // the token is cached by the first request
+  s.write(`GET /warm HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(20); return text.includes('answer /warm'); }), true);
+  s.write(['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`).join(''));
+  assert.equal(await waitUntil(async () => { await pause(50); return text.includes('answer /c'); }), true, text);
+  assert.deepEqual(seen, ['/warm', '/a', '/b', '/c']);
+  assert.equal(most, 1, 'one request at a time reached the upstream');
+  assert.ok(text.indexOf('answer /a') < text.indexOf('answer /b') && text.indexOf('answer /b') < text.indexOf('answer /c'));
+  assert.equal(isOpen(s), true);
+});
