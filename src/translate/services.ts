@@ -41,6 +41,24 @@ export function granted(grants: ReferenceGrantLike[] | undefined, fromNs: string
     (g.spec?.to ?? []).some((t) => (t.group ?? '') === '' && t.kind === 'Service' && (!t.name || t.name === service)));
 }
 
+/**
+ * Whether an EndpointSlice address may be a pod's: not loopback (this process's own admin port
+ * and listeners), link-local (a cloud's instance metadata, 169.254.169.254), unspecified or
+ * multicast. A team that may write EndpointSlices (the default roles may not) could otherwise
+ * point a route at them; they are left out here whatever the apiserver lets a slice hold.
+ */
+export function podAddress(ip: string): boolean {
+  const a = ip.toLowerCase();
+  if (a.includes(':')) {
+    const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)?.[1];
+    if (v4) return podAddress(v4);
+    return !(a === '::' || a === '::1' || /^fe[89ab]/.test(a) || a.startsWith('ff'));
+  }
+  const first = Number(a.split('.')[0]);
+  const second = Number(a.split('.')[1]);
+  return !(first === 0 || first === 127 || (first === 169 && second === 254) || first >= 224);
+}
+
 function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint[] {
   const out: Endpoint[] = [];
   const seen = new Set<string>();
@@ -52,7 +70,7 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint
       const c = e.conditions ?? {};
       if (c.ready === false || c.serving === false || c.terminating === true) continue;
       const ip = e.addresses[0];
-      if (!ip || seen.has(`${ip}:${port}`)) continue;
+      if (!ip || seen.has(`${ip}:${port}`) || !podAddress(ip)) continue;
       seen.add(`${ip}:${port}`);
       out.push({ ip, port });
     }

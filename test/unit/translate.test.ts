@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
+import { podAddress } from '../../src/translate/services.js';
 import { validateGateway } from '../../src/api/validate.js';
 import { equal } from '../../src/translate/plan.js';
 
@@ -61,4 +62,13 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   assert.deepEqual(problems(routes(5)).map((p) => p.replace(/\d{5}/, 'N')), ['spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods compile to N RE2 instructions in all, more than the 8192 a gateway may have']);
   // a pattern RE2 cannot compile is still named with its field
   assert.match(accepted([apiRoute(0, ['(?<=x)'])]).message, /^spec\.routes\[0\]\.apiserver\.rejectPaths\[0\] "\(\?<=x\)": .*invalid/);
+});
+
+test('an EndpointSlice address that cannot be a pod\'s is left out', () => {
+  for (const ip of ['127.0.0.1', '127.9.9.9', '169.254.169.254', '0.0.0.0', '224.0.0.1', '::1', '::', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:169.254.169.254']) {
+    assert.equal(podAddress(ip), false, ip);
+  }
+  for (const ip of ['10.0.0.1', '198.18.0.12', '172.16.0.1', '192.168.1.1', 'fd00::1', '2001:db8::1', '::ffff:10.0.0.1']) {
+    assert.equal(podAddress(ip), true, ip);
+  }
 });
