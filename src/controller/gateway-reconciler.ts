@@ -148,6 +148,7 @@ export class GatewayReconciler {
       this.waitingForPort.delete(key);
       return { conflict: over, reason: Reason.TooManyGateways };
     }
+    if (!this.leader()) return this.followPort(key, gw);
     const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
     if ('conflict' in claim) {
       this.waitingForPort.add(key);
@@ -155,6 +156,36 @@ export class GatewayReconciler {
     }
     this.waitingForPort.delete(key);
     return { port: claim.port };
+  }
+
+  /**
+   * A follower serves a gateway on the port the leader recorded in its status, or not at all yet:
+   * the agw-NAME EndpointSlice sends clients to every replica at that port, and a port chosen here
+   * could be another gateway's there (two gateways created at once, seen in another order). A
+   * recorded port another gateway still holds here is waited for (that gateway is reconciled, and
+   * moves to its own recorded port); a port given up here is tried again by those waiting.
+   */
+  private followPort(key: string, gw: AccessGateway): PortSnapshot {
+    const recorded = gw.status?.listener?.port;
+    const before = this.d.ports.portOf(key);
+    let result: PortSnapshot;
+    if (recorded === undefined) {
+      this.d.ports.release(key);
+      this.waitingForPort.add(key);
+      result = { conflict: 'not served on this replica until the leader records its port in status.listener.port', reason: Reason.PortConflict };
+    } else {
+      const claim = this.d.ports.follow(key, recorded, rankOf(gw));
+      if ('conflict' in claim) {
+        this.waitingForPort.add(key);
+        this.d.requeue(claim.holder);
+        result = { conflict: claim.conflict, reason: Reason.PortConflict };
+      } else {
+        this.waitingForPort.delete(key);
+        result = { port: claim.port };
+      }
+    }
+    if (before !== undefined && before !== this.d.ports.portOf(key)) for (const k of this.waitingForPort) if (k !== key) this.d.requeue(k);
+    return result;
   }
 
   /** Why a gateway is over its namespace's limit (it is not among the oldest N), or null. */
@@ -181,6 +212,7 @@ export class GatewayReconciler {
     }
     if (!applied || applied.programmed || applied.reason !== Reason.PortConflict) return { applied };
     const port = this.d.ports.portOf(key);
+    if (!this.leader()) return { applied, requeueAfterMs: 1_000 }; // the recorded port: tried again (a gateway moving off it here closes it)
     if (port !== undefined && spec.spec.listener?.port === undefined) {
       // an allocated port that another process holds: take another one on the next pass
       this.d.ports.block(port);

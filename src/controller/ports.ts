@@ -62,6 +62,22 @@ export class PortAllocator {
     return { conflict: `no free port left in the range ${this.range[0]}-${this.range[1]}` };
   }
 
+  /**
+   * A follower's claim: exactly the port the leader recorded for `key` (clients reach every
+   * replica at that port), never one of its own choosing. Another port `key` holds here is given
+   * up at once; a recorded port still held here by another gateway (one the leader has moved off
+   * it) is waited for: `holder` is that gateway.
+   */
+  follow(key: string, port: number, rank: string): { port: number } | { conflict: string; holder: string } {
+    const mine = this.byKey.get(key);
+    if (mine === port) return { port };
+    if (mine !== undefined) this.release(key);
+    const holder = this.owners.get(port);
+    if (holder) return { conflict: `port ${port}, recorded by the leader, is still held on this replica by a gateway that moves off it`, holder: holder.key };
+    this.take(key, port, rank);
+    return { port };
+  }
+
   release(key: string): void {
     const p = this.byKey.get(key);
     if (p === undefined) return;

@@ -47,11 +47,39 @@ test('programs the plan and writes the status once; an unchanged status is not w
   assert.equal(written.length, 1, 'the same status was written twice');
 });
 
-test('a follower serves but writes no status', async () => {
-  const { r, applied, written } = setup([gw('a', '2026-01-01T00:00:00Z')], { isLeader: () => false });
+test('a follower serves on the port the leader recorded, and writes no status; before one is recorded it serves nothing', async () => {
+  const a = gw('a', '2026-01-01T00:00:00Z');
+  const { r, applied, written } = setup([a], { isLeader: () => false });
   await r.reconcile('team-a/a', silentLogger);
-  assert.equal(applied.length, 1);
+  assert.deepEqual(applied, [['team-a/a', null]]);
+  a.status = { listener: { port: 104 } };
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(applied.at(-1)![1]!.port, 104, 'the leader\'s port, not the first free one here (100)');
   assert.equal(written.length, 0);
+});
+
+test('a follower that saw two gateways in the other order than the leader serves each on the leader\'s port: a swap here is undone', async () => {
+  // here: a took 100 and b 101 (say the leader saw b first and recorded b=100, a=101)
+  const a = gw('a', '2026-01-01T00:00:00Z', { status: { listener: { port: 100 } } });
+  const b = gw('b', '2026-01-01T00:00:01Z', { status: { listener: { port: 101 } } });
+  const { r, applied, requeued, ports } = setup([a, b], { isLeader: () => false });
+  await r.reconcile('team-a/a', silentLogger);
+  await r.reconcile('team-a/b', silentLogger);
+  assert.deepEqual([ports.portOf('team-a/a'), ports.portOf('team-a/b')], [100, 101]);
+  // the leader's record says otherwise
+  a.status = { listener: { port: 101 } };
+  b.status = { listener: { port: 100 } };
+  await r.reconcile('team-a/a', silentLogger);
+  // a gave up 100 at once, and waits for 101, which b still holds here: b is tried
+  assert.equal(ports.portOf('team-a/a'), undefined);
+  assert.deepEqual(applied.at(-1), ['team-a/a', null]);
+  assert.ok(requeued.includes('team-a/b'));
+  await r.reconcile('team-a/b', silentLogger);
+  assert.equal(ports.portOf('team-a/b'), 100);
+  assert.ok(requeued.filter((k) => k === 'team-a/a').length >= 1, 'a, waiting for the port b gave up, is tried again');
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual([ports.portOf('team-a/a'), ports.portOf('team-a/b')], [101, 100]);
+  assert.equal(applied.at(-1)![1]!.port, 101);
 });
 
 test('a status the apiserver refuses as invalid (422) is a terminal error; other failures are retried', async () => {
