@@ -4,6 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { Agent, request } from 'undici';
 import { scrapeMetrics } from '../support/metrics.js';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
@@ -49,6 +50,20 @@ async function get(port: number, token: string): Promise<{ status: number; retry
   const r = await request(`http://127.0.0.1:${port}/version`, { dispatcher: agent, headers: { authorization: `Bearer ${token}` } });
   const ra = r.headers['retry-after'];
   return { status: r.statusCode, retryAfter: Array.isArray(ra) ? ra[0] : ra, body: await r.body.text() };
+}
+
+/** A GET from another client address than the flood's (127.0.0.1), on a connection of its own. */
+function getFrom(localAddress: string, port: number, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/version', localAddress, agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 async function scrape(): Promise<string> {
@@ -123,12 +138,19 @@ test("a flood of forged tokens at team A's gateway does not stop team B's valid 
   const results: number[] = [];
   const refusals: string[] = [];
   try {
-    // the flood is past the limiter's bound: team-a callers are being refused
+    // the flood is past the limiter's bound for its address (an eighth of team-a's queue): its
+    // callers are being refused
     await waitFor('team-a callers refused by the limiter', async () =>
-      series(await scrape(), 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-a",reason="queue_full"') > 0, 30_000);
+      series(await scrape(), 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-a",reason="source_full"') > 0, 30_000);
     for (let i = 0; i < 5; i++) {
       const token = await cp.token('team-b', 'b', ['gw-b']); // fresh: needs its own TokenReview
       const r = await get(portB, token);
+      results.push(r.status);
+      if (r.status !== 200) refusals.push(r.body);
+    }
+    // team-a's own callers from another address still get a place in team-a's queue
+    for (let i = 0; i < 3; i++) {
+      const r = await getFrom('127.0.0.2', portA, await cp.token('team-a', 'a', ['gw-a']));
       results.push(r.status);
       if (r.status !== 200) refusals.push(r.body);
     }
@@ -136,11 +158,13 @@ test("a flood of forged tokens at team A's gateway does not stop team B's valid 
     stop = true;
     await Promise.all(flood);
   }
-  assert.deepEqual(results, [200, 200, 200, 200, 200], refusals.join('\n'));
+  assert.deepEqual(results, [200, 200, 200, 200, 200, 200, 200, 200], refusals.join('\n'));
   // the flood got only 401 (apiserver said no) and 503 with Retry-After (limiter), both seen
   assert.deepEqual([...seen.keys()].sort(), ['401', '503 retry-after=1'], JSON.stringify([...seen]));
   const text = await scrape();
   assert.equal(series(text, 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-b",reason="queue_full"'), 0);
   assert.equal(series(text, 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-b",reason="timeout"'), 0);
+  // one address never filled team-a's queue
+  assert.equal(series(text, 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-a",reason="queue_full"'), 0);
   assert.equal(series(text, 'access_gateway_token_reviews_in_flight', ''), 0);
 });
