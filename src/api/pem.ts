@@ -17,7 +17,7 @@ export function parseBundle(pem: string): X509Certificate[] | { problem: string 
   parsed.set(pem, result);
   return result;
 }
-const kept = 16;
+const kept = 64;
 const parsed = new Map<string, X509Certificate[] | { problem: string }>();
 
 function parse(pem: string): X509Certificate[] | { problem: string } {

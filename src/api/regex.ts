@@ -119,26 +119,24 @@ export function describePatternProblem(p: PatternProblem): string {
 
 /**
  * The first problem with one route's filter patterns (`lists`: its fields and patterns), or the
- * instructions they compile to in all; more than maxRouteProgram is a problem too.
+ * instructions they compile to in all; more than maxRouteProgram is a problem, and so is more
+ * than the gateway has left (`left`: maxGatewayProgram less its other routes'). Stops at the
+ * first pattern over a bound: a spec of thousands of large patterns is not all compiled.
  */
-export function routePatterns(lists: readonly (readonly [field: string, patterns: readonly string[]])[], field: string): { size: number } | PatternProblem {
+export function routePatterns(lists: readonly (readonly [field: string, patterns: readonly string[]])[], field: string, left = maxGatewayProgram): { size: number } | PatternProblem {
   let size = 0;
   for (const [f, patterns] of lists) {
     for (const [i, p] of patterns.entries()) {
       const info = regexInfo(p);
       if ('problem' in info) return { field: `${f}[${i}]`, why: info.problem, pattern: p };
       size += info.size;
+      if (size > maxRouteProgram) {
+        return { field, why: `its acceptPaths, rejectPaths and rejectMethods compile to more than the ${maxRouteProgram} RE2 instructions a route may have (each request's path is matched against them all)` };
+      }
+      if (size > left) {
+        return { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods compile to more than the ${maxGatewayProgram} RE2 instructions a gateway may have (passed at ${field})` };
+      }
     }
   }
-  if (size > maxRouteProgram) {
-    return { field, why: `its acceptPaths, rejectPaths and rejectMethods compile to ${size} RE2 instructions, more than the ${maxRouteProgram} a route may have (each request's path is matched against them all)` };
-  }
   return { size };
-}
-
-/** Over maxGatewayProgram in all (`size`: the sum of routePatterns' sizes): the problem, else null. */
-export function gatewayPatternsProblem(size: number): PatternProblem | null {
-  return size > maxGatewayProgram
-    ? { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods compile to ${size} RE2 instructions in all, more than the ${maxGatewayProgram} a gateway may have` }
-    : null;
 }

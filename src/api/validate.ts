@@ -2,7 +2,7 @@
 // schema (walked generically, so it cannot drift), the CRD's CEL rules (each rule text has a
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
-import { gatewayPatternsProblem, routePatterns } from './regex.js';
+import { maxGatewayProgram, routePatterns } from './regex.js';
 import { schema } from './schema.js';
 
 export interface Problem {
@@ -148,12 +148,11 @@ function regexes(spec: Obj, out: Problem[]): void {
     const at = `spec.routes[${i}].apiserver`;
     const lists = ['acceptPaths', 'rejectPaths', 'rejectMethods'].map((f) => [`${at}.${f}`, r?.apiserver?.[f] ?? []] as const);
     if (lists.some(([, ps]) => !Array.isArray(ps) || ps.some((p: unknown) => typeof p !== 'string'))) continue; // the schema says so
-    const info = routePatterns(lists, at);
+    const info = routePatterns(lists, at, maxGatewayProgram - total);
     if ('size' in info) total += info.size;
     else out.push({ field: info.field, message: info.pattern === undefined ? info.why : `invalid regex: ${info.why}` });
+    if ('why' in info && info.field === 'spec.routes') return; // the gateway's bound: the rest is not compiled
   }
-  const tooLarge = gatewayPatternsProblem(total);
-  if (tooLarge) out.push({ field: tooLarge.field, message: tooLarge.why });
 }
 
 /** Every problem with an AccessGateway object; empty when it is valid. */

@@ -144,8 +144,10 @@ export class GatewayReconciler {
   private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): PortSnapshot {
     const over = this.overLimit(gw);
     if (over) {
+      const had = this.d.ports.portOf(key) !== undefined;
       this.d.ports.release(key);
       this.waitingForPort.delete(key);
+      if (had) for (const k of this.waitingForPort) this.d.requeue(k); // the port it gave up may be theirs
       return { conflict: over, reason: Reason.TooManyGateways };
     }
     if (!this.leader()) return this.followPort(key, gw);

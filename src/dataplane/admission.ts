@@ -169,14 +169,18 @@ export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, p
 /** The upstream path of a request a route lets through, or why it refuses it. */
 export type Checked = { upstream: string; accepted?: FilterPass['accepted'] } | AgwError;
 
+/** How routeCheck runs a route's path filters: at once on the event loop (charged to the
+ * namespace), maybe later on the filter thread (filter-checks.ts), or not at all (a held stream
+ * whose filters, prefix and rewrite are those that admitted it: the same verdict). */
+export type FilterMode = 'now' | 'later' | 'skip';
+
 /** What the route itself refuses, or the (decoded) path the upstream will see: a Service it
  * cannot reach, a certificate caller on a route that passes the caller's token on, or kubectl
- * proxy's filters on that path. Not counted: for explanations too. `later`: the filters may run
- * on the filter thread (filter-checks.ts), the answer then a promise; else at once, on the event
- * loop. `client`: the request's connection (a check waiting for the thread is dropped when it closes). */
-export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string): Checked;
-export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, later: boolean, client?: FilterClient): Checked | Promise<Checked>;
-export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, later = false, client?: FilterClient): Checked | Promise<Checked> {
+ * proxy's filters on that path (as `filters` says). Not counted: for explanations too.
+ * `client`: the request's connection (a check waiting for the thread is dropped when it closes). */
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, filters?: 'now' | 'skip'): Checked;
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, filters: FilterMode, client?: FilterClient): Checked | Promise<Checked>;
+export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, filters: FilterMode = 'now', client?: FilterClient): Checked | Promise<Checked> {
   const up = upstreamPath(route, path);
   const target = route.plan.target;
   if (target.kind === 'service') {
@@ -189,12 +193,13 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
       { step: 'route', field: `${route.field}.apiserver.identity` });
   }
+  if (filters === 'skip') return { upstream: up };
   const filter = route.filter!;
   const verdict = (v: FilterRefusal | FilterPass): Checked =>
     'why' in v ? new ForbiddenError(`${v.why} of route ${route.plan.name}`, { step: 'filter', field: v.field }) : { upstream: up, accepted: v.accepted };
   const checks = t.filterChecks;
   if (!checks) return verdict(filter.check(method, up));
-  if (!later) return verdict(checks.checkNow(filter, method, up));
+  if (filters === 'now') return verdict(checks.checkNow(filter, method, up));
   let v: FilterRefusal | FilterPass | Promise<FilterRefusal | FilterPass>;
   try {
     v = checks.check(filter, method, up, client);
@@ -214,7 +219,7 @@ export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRou
     }
     return checked.upstream;
   };
-  const checked = routeCheck(t, id, route, method, path, true, client);
+  const checked = routeCheck(t, id, route, method, path, 'later', client);
   return checked instanceof Promise ? checked.then(counted) : counted(checked);
 }
 

@@ -77,7 +77,7 @@ export function explainGateway(t: RouteTable, id: CallerIdentity, method: string
     e.allowed = true;
     return { explanation: e, rbac: { subject: apiserverSubject(t, id, t2), attrs: requestAttributes(method, checked.upstream, target.query) } };
   };
-  const checked = routeCheck(t, id, route, method, found.path, later, client);
+  const checked = routeCheck(t, id, route, method, found.path, later ? 'later' : 'now', client);
   return checked instanceof Promise ? checked.then(rest) : rest(checked);
 }
 

@@ -21,9 +21,12 @@ export interface FilterLimits {
   freeMs: number;
   /** Checks of a namespace waiting for the filter thread; more are answered 429. */
   waitingPerNamespace: number;
+  /** A check that takes longer on the filter thread is stopped (the thread started again) and
+   * answered 503: no namespace's check waits longer than this behind another's. */
+  threadCheckMs: number;
 }
 
-export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64 };
+export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
  * event-loop time used up), one refused (`busy`: 429, `failed`: 503), a namespace that has just
@@ -37,7 +40,7 @@ export interface FilterEvents {
 /** The client connection of a check: when it is closed before its turn, the check is not sent. */
 export interface FilterClient { readonly destroyed?: boolean }
 
-interface Waiting { job: FilterJob; done: (r: FilterRefusal | FilterPass) => void; fail: (err: Error) => void; client: FilterClient | undefined }
+interface Waiting { job: FilterJob; done: (r: FilterRefusal | FilterPass) => void; fail: (err: Error) => void; client: FilterClient | undefined; timer?: NodeJS.Timeout }
 
 export class FilterChecks {
   /** Event-loop time left per namespace (ms), as of `at`. */
@@ -47,6 +50,8 @@ export class FilterChecks {
   private readonly turns: string[] = [];
   private worker: Worker | undefined;
   private running: Waiting | undefined;
+  /** Whether the current thread has started (checks are timed from then). */
+  private online = false;
   private nextId = 0;
   /** Checks sent to the filter thread so far. */
   offThread = 0;
@@ -62,10 +67,15 @@ export class FilterChecks {
    */
   check(filter: PathFilter, method: string, path: string, client?: FilterClient): FilterRefusal | FilterPass | Promise<FilterRefusal | FilterPass> {
     const ns = filter.owner;
-    if (filter.size * path.length > this.limits.onThreadCost) return this.send(filter, method, path, client, 'cost');
+    if (!this.cheap(filter, path)) return this.send(filter, method, path, client, 'cost');
     const left = this.left(ns);
     if (left.ms <= 0) return this.send(filter, method, path, client, 'budget');
     return this.run(filter, method, path, left);
+  }
+
+  /** Whether checking `path` against `filter` is cheap enough for the event loop at any time. */
+  cheap(filter: PathFilter, path: string): boolean {
+    return filter.size * path.length <= this.limits.onThreadCost;
   }
 
   /** Runs `filter` on the event loop whatever it costs, charged to its namespace (for
@@ -138,17 +148,47 @@ export class FilterChecks {
       }
       this.running = w;
       this.offThread++;
-      this.thread().postMessage(w.job);
+      try {
+        this.thread().postMessage(w.job);
+      } catch (err) {
+        this.running = undefined;
+        this.failed(w, `the filter thread could not start: ${(err as Error).message}`);
+        continue;
+      }
+      if (this.online) this.timeCheck(w); // (a new thread's start is not counted: timed once it is online)
     }
+  }
+
+  private timeCheck(w: Waiting): void {
+    w.timer = setTimeout(() => this.tooLong(w), this.limits.threadCheckMs);
+    w.timer.unref();
+  }
+
+  /** The check `w` has run for threadCheckMs: stopped with its thread (a new one takes the next). */
+  private tooLong(w: Waiting): void {
+    if (this.running !== w) return;
+    const worker = this.worker;
+    this.worker = undefined;
+    this.running = undefined;
+    this.failed(w, `its path filters took over ${this.limits.threadCheckMs} ms on the filter thread`);
+    void worker?.terminate();
+    this.next();
   }
 
   private thread(): Worker {
     if (this.worker) return this.worker;
     const w = new Worker(new URL('./filter-thread.js', import.meta.url));
     w.unref();
+    this.online = false;
+    w.on('online', () => {
+      if (this.worker !== w) return;
+      this.online = true;
+      if (this.running && !this.running.timer) this.timeCheck(this.running);
+    });
     w.on('message', (a: FilterAnswer) => {
       const r = this.running;
       if (!r || r.job.id !== a.id) return;
+      clearTimeout(r.timer);
       this.running = undefined;
       if ('error' in a) this.failed(r, `the path filters failed: ${a.error}`);
       else r.done(a.refused);
@@ -169,6 +209,7 @@ export class FilterChecks {
   private lost(why: string): void {
     const r = this.running;
     this.running = undefined;
+    clearTimeout(r?.timer);
     if (r) this.failed(r, `the filter thread stopped while checking this path: ${why}`);
   }
 

@@ -4,11 +4,18 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import type { RouteTable } from './route-table.js';
+import type { CompiledRoute, RouteTable } from './route-table.js';
 import type { GatewayPlan } from '../translate/plan.js';
 
-/** A session or stream admitted earlier (its caller, what it asked, the route that took it). */
-export interface Held { id: CallerIdentity; method: string; url: string; route: string }
+/** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
+ * what that route's filters checked: `filtered`, see filteredBy). */
+export interface Held { id: CallerIdentity; method: string; url: string; route: string; filtered?: string }
+
+/** What decides a route's filter verdict on a path: its prefix, rewrite and patterns. The same
+ * string later means the same verdict for the same request: not checked again. */
+export function filteredBy(route: CompiledRoute): string | undefined {
+  return route.filter ? `${route.prefix}\n${route.rewrite}\n${route.filter.key}` : undefined;
+}
 
 /**
  * Why a held session or stream may no longer go on under table `t` (spec.access, the route, its
@@ -27,7 +34,13 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   const found = findRoute(t, h.id, h.method, target.path);
   if (found instanceof AgwError) return found.status === 403 ? `spec.access no longer grants route ${h.route}` : `no route serves it now`;
   if (found.route.plan.name !== h.route) return `route ${h.route} no longer serves it`;
-  const checked = routeCheck(t, h.id, found.route, h.method, found.path);
+  // filters unchanged since it was admitted: the same verdict; changed and costly to check on the
+  // event loop (a stream's check may not wait for the filter thread): ended, to be opened again
+  const route = found.route;
+  const filtered = filteredBy(route);
+  const same = filtered === undefined || filtered === h.filtered;
+  if (!same && t.filterChecks && !t.filterChecks.cheap(route.filter!, found.path)) return `route ${h.route}'s filters changed; open it again to be checked`;
+  const checked = routeCheck(t, h.id, route, h.method, found.path, same ? 'skip' : 'now');
   if (checked instanceof AgwError && checked.status === 403) return `${checked.field ?? 'the route'} refuses it now`;
   return null;
 }

@@ -8,7 +8,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
-import { HeldAccess, sameAdmission, type Held } from './held.js';
+import { filteredBy, HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
@@ -355,9 +355,12 @@ export class Listener {
     const fail = (err: AgwError) => this.fail(t, req, res, conn, seen, id, err);
     const start = () => {
       if (sock.destroyed) return; // the client left while it waited behind the one before (499)
+      // a request that waited behind another is admitted by the rules of now (the same table
+      // unless the spec changed meanwhile)
+      const now = this.rules;
       let a: Admitted | Promise<Admitted>;
       try {
-        a = admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
+        a = admit(now, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
       } catch (err) {
         fail(toAgwError(err));
         return;
@@ -365,7 +368,7 @@ export class Listener {
       // a cached caller is served at once; a first request waits for its token check
       const serve = (x: Admitted) => {
         try {
-          this.serve(t, x, req, res, conn, seen, fail);
+          this.serve(now, x, req, res, conn, seen, fail);
         } catch (err) {
           fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
         }
@@ -544,7 +547,7 @@ export class Listener {
       const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
       let a = await admit(t, h, seen, req.socket);
       // the table was swapped (or the listener replaced) during the token check (as in forward)
-      if (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
+      while (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
       if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       const conn = connOf(req.socket);
@@ -618,7 +621,7 @@ export class Listener {
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
-  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name };
+  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: filteredBy(a.route) };
 }
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */

@@ -84,6 +84,8 @@ export class PathFilter {
   private readonly rejectMethods: Regex[];
   /** RE2 instructions of all its patterns: checking a path costs up to this much per character. */
   readonly size: number;
+  /** Its patterns, as one string: two filters with the same key give the same verdicts. */
+  readonly key: string;
 
   /** `owner`: the team (gateway namespace) whose routes may share compiled programs; `field`:
    * where the spec holds the patterns (spec.routes[N].apiserver), named in refusals. */
@@ -93,6 +95,7 @@ export class PathFilter {
     this.rejectPaths = spec.rejectPaths.map(compile);
     this.rejectMethods = spec.rejectMethods.map(compile);
     this.size = [...this.accept, ...this.rejectPaths, ...this.rejectMethods].reduce((n, r) => n + r.size, 0);
+    this.key = JSON.stringify([spec.acceptPaths, spec.rejectPaths, spec.rejectMethods]);
   }
 
   /** Why the request is rejected and by which pattern, or the acceptPaths pattern that lets it pass. */

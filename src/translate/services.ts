@@ -1,5 +1,6 @@
 // Service routes: Service + EndpointSlices (+ ReferenceGrant, CA bundle) -> endpoints, or why not.
 // Pure: everything comes from the snapshot.
+import { BlockList, isIP } from 'node:net';
 import { parseBundle } from '../api/pem.js';
 import type { Route } from '../api/types.js';
 import { Reason } from '../api/conditions.js';
@@ -48,16 +49,16 @@ export function granted(grants: ReferenceGrantLike[] | undefined, fromNs: string
  * point a route at them; they are left out here whatever the apiserver lets a slice hold.
  */
 export function podAddress(ip: string): boolean {
-  const a = ip.toLowerCase();
-  if (a.includes(':')) {
-    const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)?.[1];
-    if (v4) return podAddress(v4);
-    return !(a === '::' || a === '::1' || /^fe[89ab]/.test(a) || a.startsWith('ff'));
-  }
-  const first = Number(a.split('.')[0]);
-  const second = Number(a.split('.')[1]);
-  return !(first === 0 || first === 127 || (first === 169 && second === 254) || first >= 224);
+  const family = isIP(ip);
+  return family !== 0 && !notPods.check(ip, family === 6 ? 'ipv6' : 'ipv4');
 }
+const notPods = new BlockList();
+for (const [a, bits] of [['0.0.0.0', 8], ['127.0.0.0', 8], ['169.254.0.0', 16], ['224.0.0.0', 3]] as const) {
+  notPods.addSubnet(a, bits, 'ipv4');
+  notPods.addSubnet(`::ffff:${a}`, 96 + bits, 'ipv6'); // the same, IPv4-mapped
+}
+// unspecified, loopback, link-local, multicast; AWS's instance metadata over IPv6
+for (const [a, bits] of [['::', 128], ['::1', 128], ['fe80::', 10], ['ff00::', 8], ['fd00:ec2::254', 128]] as const) notPods.addSubnet(a, bits, 'ipv6');
 
 function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint[] {
   const out: Endpoint[] = [];

@@ -4,7 +4,7 @@ import { isDnsSubdomain, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
-import { describePatternProblem, gatewayPatternsProblem, routePatterns } from '../api/regex.js';
+import { describePatternProblem, maxGatewayProgram, routePatterns } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { parseBundle } from '../api/pem.js';
@@ -115,7 +115,8 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const rejectPaths = a.rejectPaths ?? [];
     const rejectMethods = a.rejectMethods ?? [];
     const at = `spec.routes[${i}].apiserver`;
-    const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at);
+    const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at,
+      maxGatewayProgram - programs.size);
     if ('why' in patterns) return { invalid: describePatternProblem(patterns), reason: Reason.InvalidRegex };
     programs.size += patterns.size;
     const who = identityOf(a, `spec.routes[${i}].apiserver`);
@@ -140,8 +141,6 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     if ('invalid' in p) return refused(p.reason, p.invalid);
     routes.push(p);
   }
-  const tooLarge = gatewayPatternsProblem(programs.size);
-  if (tooLarge) return refused(Reason.InvalidRegex, describePatternProblem(tooLarge));
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
   let tls: GatewayPlan['tls'] = null;
   let unservable = false; // a reference the listener cannot do without: not served

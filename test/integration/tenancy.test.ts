@@ -280,7 +280,7 @@ test('4. a regex RE2 cannot compile is InvalidRegex with the engine\'s message',
   const big = condition(await waitObserved(cp, 'team-a', 'lookbehind'), 'Accepted');
   assert.equal(big.status, 'False');
   assert.equal(big.reason, 'InvalidRegex');
-  assert.match(big.message, /^spec\.routes\[0\]\.apiserver: .* compile to \d+ RE2 instructions, more than the 2048 a route may have/);
+  assert.match(big.message, /^spec\.routes\[0\]\.apiserver: .* compile to more than the 2048 RE2 instructions a route may have/);
 });
 
 test('6. pathPrefix matches whole path elements', async () => {

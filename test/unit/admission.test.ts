@@ -7,7 +7,8 @@ import { translate } from '../../src/translate/translate.js';
 import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
-import { accessEnded } from '../../src/dataplane/held.js';
+import { accessEnded, filteredBy } from '../../src/dataplane/held.js';
+import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import type { CallerIdentity } from '../../src/auth/identity.js';
@@ -25,7 +26,7 @@ const users: Record<string, string> = {
 const tokens = Object.fromEntries(Object.entries(users).map(([k, u]) => [k, token(u)]));
 const byToken = new Map(Object.entries(users).map(([k, u]) => [tokens[k]!, u]));
 
-function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}): RouteTable {
+function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}): RouteTable {
   const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: 'team-a', generation: 1 },
     spec: { authentication: { audiences: ['gw'] }, ...spec } } as unknown as AccessGateway;
   const t = translate(applyDefaults(gw), { port: { port: 1 }, ...snapshot });
@@ -41,6 +42,7 @@ function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> 
         return { authenticated: true as const, user, audiences: ['gw'] };
       },
     },
+    ...extra,
   };
   return RouteTable.build(t.plan, deps);
 }
@@ -187,4 +189,36 @@ test('accessEnded: why a held session or stream may not go on under a changed sp
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'renamed', pathPrefix: '/', apiserver: { rejectPaths: [] } }] }), held), 'route kube no longer serves it');
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/apis/', apiserver: {} }] }), held), 'no route serves it now');
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: {} }] }), held), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
+});
+
+test('accessEnded: a held stream\'s filters are not run again while they are those that admitted it; changed, they are run if cheap, else it is ended', (t) => {
+  const checks = new FilterChecks();
+  t.after(() => checks.close());
+  const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
+  const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };
+  // patterns whose check on a long path would cost the event loop (size x length over the bound)
+  const hostile = Array.from({ length: 8 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`);
+  const long = `/api/v1/namespaces/team-a/configmaps/${'ab'.repeat(1500)}?watch=1`;
+  const made = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: hostile } }] }, {}, { filterChecks: checks });
+  const route = made.routes[0]!;
+  assert.ok(!checks.cheap(route.filter!, long.split('?')[0]!));
+  const held = { id: app, method: 'GET', url: long, route: 'kube', filtered: filteredBy(route) };
+  // the same filters (a new table of an unchanged spec): not run at all, so nothing is spent
+  const again = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: hostile } }] }, {}, { filterChecks: checks });
+  assert.equal(accessEnded(again, held), null);
+  // (a path a filter refuses, held as if that filter had let it through: not run, so not refused)
+  const secrets = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['secrets'] } }] }, {}, { filterChecks: checks });
+  const refusedIfRun = { ...held, url: '/api/v1/namespaces/team-a/secrets?watch=1', filtered: filteredBy(secrets.routes[0]!) };
+  assert.equal(accessEnded(secrets, refusedIfRun), null);
+  assert.equal(accessEnded(secrets, { ...refusedIfRun, filtered: undefined }), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
+  // the filters changed: too costly to run now, so ended (opened again, it is checked on the thread)
+  const changed = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: [...hostile, 'x'] } }] }, {}, { filterChecks: checks });
+  assert.equal(accessEnded(changed, held), 'route kube\'s filters changed; open it again to be checked');
+  // changed, and cheap to run: run at once
+  const short = { ...held, url: '/api/v1/namespaces/team-a/configmaps?watch=1' };
+  assert.equal(accessEnded(changed, short), null);
+  const refuses = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['configmaps'] } }] }, {}, { filterChecks: checks });
+  assert.equal(accessEnded(refuses, short), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
+  // the same patterns under another rewrite are another verdict: asked again
+  assert.notEqual(filteredBy(route), filteredBy(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/k', rewritePrefix: '/', apiserver: { rejectPaths: hostile } }] }).routes[0]!));
 });

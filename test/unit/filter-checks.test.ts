@@ -104,9 +104,22 @@ test('the filter thread fails closed: a check it cannot answer is 503, and so is
   await assert.rejects(Promise.resolve(stopped), (err: unknown) => err instanceof FilterUnavailableError && /stopped/.test((err as Error).message));
   assert.deepEqual(refused, ['team-a failed', 'team-a failed']);
   // a later check starts a new thread
-  const again = new FilterChecks(limits({ onThreadCost: 0 }));
-  t.after(() => again.close());
-  assert.ok('accepted' in await again.check(new PathFilter(kubectlProxy, 'team-a'), 'GET', '/x'));
+  assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-a'), 'GET', '/x'));
+});
+
+test('a check that takes too long on the filter thread is stopped and answered 503; the next namespace\'s check runs on a new thread', async (t) => {
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30 }));
+  t.after(() => checks.close());
+  // 16 hostile patterns on a 4 KiB path: far over 30 ms
+  const slow = new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 16 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] }, 'team-a');
+  const order: string[] = [];
+  const a = Promise.resolve(checks.check(slow, 'GET', longPath())).then(() => order.push('a answered'), (err: unknown) => {
+    order.push('a refused');
+    assert.ok(err instanceof FilterUnavailableError && err.status === 503 && /took over 30 ms/.test(err.message), String(err));
+  });
+  const b = Promise.resolve(checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/api/v1/pods')).then(() => order.push('b answered'));
+  await Promise.all([a, b]);
+  assert.deepEqual(order, ['a refused', 'b answered']);
 });
 
 test('a check whose client left while it waited for the filter thread is not sent', async (t) => {

@@ -788,3 +788,27 @@ test('requests pipelined on one connection reach the upstream one at a time, in 
   assert.ok(text.indexOf('answer /a') < text.indexOf('answer /b') && text.indexOf('answer /b') < text.indexOf('answer /c'));
   assert.equal(isOpen(s), true);
 });
+
+test('a client that leaves with pipelined requests still waiting: they are never forwarded, and nothing stays counted in flight', async (t) => {
+  const { deps, m, held } = managerFor(t);
+  const seen: string[] = [];
+  const up = await upstreamFor(t, (req, res) => {
+    seen.push(req.url!);
+    if (req.url === '/warm') res.end('ok');
+    else setTimeout(() => res.end('late'), 300);
+  });
+  const p = planOf('team-a', 'gw', await freePort());
+  await m.apply('team-a/gw', withService(p, up));
+  const s = await silent(p.port, held);
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /warm HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(20); return text.includes('ok'); }), true);
+  s.write(['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`).join(''));
+  assert.equal(await waitUntil(async () => { await pause(20); return seen.includes('/a'); }), true);
+  s.destroy();
+  await pause(600);
+  assert.deepEqual(seen, ['/warm', '/a']);
+  const e = await deps.metrics.exposition();
+  assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /access_gateway_requests_in_flight\{namespace="team-a",gateway="gw"\} 0\n/);
+});

@@ -50,7 +50,9 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   const over = accepted([apiRoute(0, [...full, big(100)])]);
   assert.equal(over.status, 'False');
   assert.equal(over.reason, 'InvalidRegex');
-  assert.match(over.message, /^spec\.routes\[0\]\.apiserver: its acceptPaths, rejectPaths and rejectMethods compile to 2\d{3} RE2 instructions, more than the 2048 a route may have/);
+  assert.match(over.message, /^spec\.routes\[0\]\.apiserver: its acceptPaths, rejectPaths and rejectMethods compile to more than the 2048 RE2 instructions a route may have/);
+  // checking stops there: a pattern after it is not compiled (its problem is not reported)
+  assert.match(accepted([apiRoute(0, [...full, big(100), '(?<=x)'])]).message, /more than the 2048/);
   assert.match(problems([apiRoute(0, [...full, big(100)])]).join('\n'), /^spec\.routes\[0\]\.apiserver: its acceptPaths.* more than the 2048/);
 
   // four such routes fit in a gateway's 8,192; five do not
@@ -58,14 +60,15 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   assert.equal(accepted(routes(4)).status, 'True');
   const five = accepted(routes(5));
   assert.equal(five.reason, 'InvalidRegex');
-  assert.match(five.message, /^spec\.routes: the routes' acceptPaths, rejectPaths and rejectMethods compile to \d+ RE2 instructions in all, more than the 8192 a gateway may have/);
-  assert.deepEqual(problems(routes(5)).map((p) => p.replace(/\d{5}/, 'N')), ['spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods compile to N RE2 instructions in all, more than the 8192 a gateway may have']);
+  assert.match(five.message, /^spec\.routes: the routes' acceptPaths, rejectPaths and rejectMethods compile to more than the 8192 RE2 instructions a gateway may have \(passed at spec\.routes\[4\]\.apiserver\)/);
+  assert.deepEqual(problems(routes(5)), ['spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods compile to more than the 8192 RE2 instructions a gateway may have (passed at spec.routes[4].apiserver)']);
   // a pattern RE2 cannot compile is still named with its field
   assert.match(accepted([apiRoute(0, ['(?<=x)'])]).message, /^spec\.routes\[0\]\.apiserver\.rejectPaths\[0\] "\(\?<=x\)": .*invalid/);
 });
 
 test('an EndpointSlice address that cannot be a pod\'s is left out', () => {
-  for (const ip of ['127.0.0.1', '127.9.9.9', '169.254.169.254', '0.0.0.0', '224.0.0.1', '::1', '::', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:169.254.169.254']) {
+  for (const ip of ['127.0.0.1', '127.9.9.9', '169.254.169.254', '0.0.0.0', '224.0.0.1', '255.255.255.255', '::1', '::', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1',
+    '::ffff:169.254.169.254', '0:0:0:0:0:0:0:1', '::ffff:7f00:1', 'FE80::1', 'fd00:ec2::254', 'not-an-ip', '']) {
     assert.equal(podAddress(ip), false, ip);
   }
   for (const ip of ['10.0.0.1', '198.18.0.12', '172.16.0.1', '192.168.1.1', 'fd00::1', '2001:db8::1', '::ffff:10.0.0.1']) {
