@@ -50,7 +50,7 @@ export class FilterChecks {
   private readonly turns: string[] = [];
   private worker: Worker | undefined;
   private running: Waiting | undefined;
-  /** Whether the current thread has started (checks are timed from then). */
+  /** Whether the current thread has loaded (checks are timed from then). */
   private online = false;
   private nextId = 0;
   /** Checks sent to the filter thread so far. */
@@ -164,8 +164,13 @@ export class FilterChecks {
     w.timer.unref();
   }
 
-  /** The check `w` has run for threadCheckMs: stopped with its thread (a new one takes the next). */
+  /** The check `w` has run for threadCheckMs: stopped with its thread (a new one takes the next).
+   * Decided after the loop's poll phase: an answer that came meanwhile (the loop was busy) wins. */
   private tooLong(w: Waiting): void {
+    setImmediate(() => this.stopIfRunning(w));
+  }
+
+  private stopIfRunning(w: Waiting): void {
     if (this.running !== w) return;
     const worker = this.worker;
     this.worker = undefined;
@@ -180,12 +185,14 @@ export class FilterChecks {
     const w = new Worker(new URL('./filter-thread.js', import.meta.url));
     w.unref();
     this.online = false;
-    w.on('online', () => {
-      if (this.worker !== w) return;
-      this.online = true;
-      if (this.running && !this.running.timer) this.timeCheck(this.running);
-    });
     w.on('message', (a: FilterAnswer) => {
+      if ('ready' in a) {
+        // loaded: the check it holds is timed from now (its start is not the check's cost)
+        if (this.worker !== w) return;
+        this.online = true;
+        if (this.running && !this.running.timer) this.timeCheck(this.running);
+        return;
+      }
       const r = this.running;
       if (!r || r.job.id !== a.id) return;
       clearTimeout(r.timer);

@@ -4,7 +4,7 @@ import { parentPort } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
 export interface FilterJob { id: number; owner: string; field: string; spec: FilterSpec; method: string; path: string }
-export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass } | { id: number; error: string };
+export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass } | { id: number; error: string } | { ready: true };
 
 /** Compiled filters by owner, field and patterns: the last `kept` used. */
 const filters = new Map<string, PathFilter>();
@@ -32,3 +32,5 @@ parentPort?.on('message', (job: FilterJob) => {
   }
   parentPort!.postMessage(answer);
 });
+// loaded (re2js and all): checks are timed from now
+parentPort?.postMessage({ ready: true } satisfies FilterAnswer);

@@ -4,7 +4,7 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import type { CompiledRoute, RouteTable } from './route-table.js';
+import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
 import type { GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
@@ -39,7 +39,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   const route = found.route;
   const filtered = filteredBy(route);
   const same = filtered === undefined || filtered === h.filtered;
-  if (!same && t.filterChecks && !t.filterChecks.cheap(route.filter!, found.path)) return `route ${h.route}'s filters changed; open it again to be checked`;
+  if (!same && t.filterChecks && !t.filterChecks.cheap(route.filter!, upstreamPath(route, found.path))) return `route ${h.route}'s filters changed; open it again to be checked`;
   const checked = routeCheck(t, h.id, route, h.method, found.path, same ? 'skip' : 'now');
   if (checked instanceof AgwError && checked.status === 403) return `${checked.field ?? 'the route'} refuses it now`;
   return null;

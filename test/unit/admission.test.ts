@@ -217,6 +217,9 @@ test('accessEnded: a held stream\'s filters are not run again while they are tho
   // changed, and cheap to run: run at once
   const short = { ...held, url: '/api/v1/namespaces/team-a/configmaps?watch=1' };
   assert.equal(accessEnded(changed, short), null);
+  // what costs is the path the filters see: after a long rewritePrefix, a short request's is long
+  const rewritten = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', rewritePrefix: `/${'r'.repeat(1000)}`, apiserver: { rejectPaths: hostile } }] }, {}, { filterChecks: checks });
+  assert.equal(accessEnded(rewritten, short), 'route kube\'s filters changed; open it again to be checked');
   const refuses = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['configmaps'] } }] }, {}, { filterChecks: checks });
   assert.equal(accessEnded(refuses, short), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
   // the same patterns under another rewrite are another verdict: asked again

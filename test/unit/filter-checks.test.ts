@@ -112,6 +112,8 @@ test('a check that takes too long on the filter thread is stopped and answered 5
   t.after(() => checks.close());
   // 16 hostile patterns on a 4 KiB path: far over 30 ms
   const slow = new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 16 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] }, 'team-a');
+  // the thread is up (loaded) before the slow check: it is timed from when it is sent
+  assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-c'), 'GET', '/x'));
   const order: string[] = [];
   const a = Promise.resolve(checks.check(slow, 'GET', longPath())).then(() => order.push('a answered'), (err: unknown) => {
     order.push('a refused');
