@@ -78,6 +78,12 @@ export class FilterChecks {
     return filter.size * path.length <= this.limits.onThreadCost;
   }
 
+  /** Whether a check that must be answered at once may run on the event loop now: cheap, and
+   * its namespace has event-loop time left (else the caller does without it). */
+  mayRunNow(filter: PathFilter, path: string): boolean {
+    return this.cheap(filter, path) && this.left(filter.owner).ms > 0;
+  }
+
   /** Runs `filter` on the event loop whatever it costs, charged to its namespace (for
    * questions that must be answered at once: a held session's access asked again). */
   checkNow(filter: PathFilter, method: string, path: string): FilterRefusal | FilterPass {

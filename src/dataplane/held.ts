@@ -34,12 +34,13 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   const found = findRoute(t, h.id, h.method, target.path);
   if (found instanceof AgwError) return found.status === 403 ? `spec.access no longer grants route ${h.route}` : `no route serves it now`;
   if (found.route.plan.name !== h.route) return `route ${h.route} no longer serves it`;
-  // filters unchanged since it was admitted: the same verdict; changed and costly to check on the
-  // event loop (a stream's check may not wait for the filter thread): ended, to be opened again
+  // filters unchanged since it was admitted: the same verdict; changed, and costly to check on the
+  // event loop or the namespace's time for it used up (a spec change asks every held stream at
+  // once; a stream's check may not wait for the filter thread): ended, to be opened again
   const route = found.route;
   const filtered = filteredBy(route);
   const same = filtered === undefined || filtered === h.filtered;
-  if (!same && t.filterChecks && !t.filterChecks.cheap(route.filter!, upstreamPath(route, found.path))) return `route ${h.route}'s filters changed; open it again to be checked`;
+  if (!same && t.filterChecks && !t.filterChecks.mayRunNow(route.filter!, upstreamPath(route, found.path))) return `route ${h.route}'s filters changed; open it again to be checked`;
   const checked = routeCheck(t, h.id, route, h.method, found.path, same ? 'skip' : 'now');
   if (checked instanceof AgwError && checked.status === 403) return `${checked.field ?? 'the route'} refuses it now`;
   return null;
