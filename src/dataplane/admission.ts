@@ -195,32 +195,38 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
   }
   if (filters === 'skip') return { upstream: up };
   const filter = route.filter!;
-  const verdict = (v: FilterRefusal | FilterPass): Checked =>
-    'why' in v ? new ForbiddenError(`${v.why} of route ${route.plan.name}`, { step: 'filter', field: v.field }) : { upstream: up, accepted: v.accepted };
   const checks = t.filterChecks;
-  if (!checks) return verdict(filter.check(method, up));
-  if (filters === 'now') return verdict(checks.checkNow(filter, method, up));
+  if (!checks) return verdict(route, up, filter.check(method, up));
+  if (filters === 'now') return verdict(route, up, checks.checkNow(filter, method, up));
   let v: FilterRefusal | FilterPass | Promise<FilterRefusal | FilterPass>;
   try {
     v = checks.check(filter, method, up, client);
   } catch (err) {
     return toAgwError(err);
   }
-  return v instanceof Promise ? v.then(verdict, toAgwError) : verdict(v);
+  // (a closure only for the rare check that waits for the filter thread)
+  return v instanceof Promise ? v.then((x) => verdict(route, up, x), toAgwError) : verdict(route, up, v);
+}
+
+/** A filter's verdict on `up` as routeCheck answers it. */
+function verdict(route: CompiledRoute, up: string, v: FilterRefusal | FilterPass): Checked {
+  return 'why' in v ? new ForbiddenError(`${v.why} of route ${route.plan.name}`, { step: 'filter', field: v.field }) : { upstream: up, accepted: v.accepted };
 }
 
 /** routeCheck, counted and thrown; returns the upstream path (or a promise of it). */
 export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, client?: FilterClient): string | Promise<string> {
-  const counted = (checked: Checked): string => {
-    if (checked instanceof AgwError) {
-      // a Service the route may not reach is the gateway's problem (a condition), not a denial
-      if (checked.status === 403 && route.plan.target.kind === 'apiserver') (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
-      throw checked;
-    }
-    return checked.upstream;
-  };
   const checked = routeCheck(t, id, route, method, path, 'later', client);
-  return checked instanceof Promise ? checked.then(counted) : counted(checked);
+  return checked instanceof Promise ? checked.then((c) => counted(t, route, c)) : counted(t, route, checked);
+}
+
+/** A route check's upstream path, or its refusal counted and thrown. */
+function counted(t: RouteTable, route: CompiledRoute, checked: Checked): string {
+  if (checked instanceof AgwError) {
+    // a Service the route may not reach is the gateway's problem (a condition), not a denial
+    if (checked.status === 403 && route.plan.target.kind === 'apiserver') (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
+    throw checked;
+  }
+  return checked.upstream;
 }
 
 /**
@@ -275,8 +281,8 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterCl
     const selected = selectRoute(t, caller, h.method, path);
     seen.route = selected.route;
     const up = checkRoute(t, caller, selected.route, h.method, selected.path, conn);
-    const then = (u: string) => checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(u) + query }, h, seen);
-    return up instanceof Promise ? up.then(then) : then(up);
+    if (up instanceof Promise) return up.then((u) => checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(u) + query }, h, seen));
+    return checkImpersonation(t, { kind: 'route', id: caller, route: selected.route, path: encodePath(up) + query }, h, seen);
   };
   return id instanceof Promise ? id.then(rest) : rest(id);
 }

@@ -4,18 +4,12 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
+import { upstreamPath, type RouteTable } from './route-table.js';
 import type { GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
- * what that route's filters checked: `filtered`, see filteredBy). */
+ * what that route's filters checked: CompiledRoute.filtered). */
 export interface Held { id: CallerIdentity; method: string; url: string; route: string; filtered?: string }
-
-/** What decides a route's filter verdict on a path: its prefix, rewrite and patterns. The same
- * string later means the same verdict for the same request: not checked again. */
-export function filteredBy(route: CompiledRoute): string | undefined {
-  return route.filter ? `${route.prefix}\n${route.rewrite}\n${route.filter.key}` : undefined;
-}
 
 /**
  * Why a held session or stream may no longer go on under table `t` (spec.access, the route, its
@@ -38,8 +32,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   // event loop or the namespace's time for it used up (a spec change asks every held stream at
   // once; a stream's check may not wait for the filter thread): ended, to be opened again
   const route = found.route;
-  const filtered = filteredBy(route);
-  const same = filtered === undefined || filtered === h.filtered;
+  const same = route.filtered === undefined || route.filtered === h.filtered;
   if (!same && t.filterChecks && !t.filterChecks.mayRunNow(route.filter!, upstreamPath(route, found.path))) return `route ${h.route}'s filters changed; open it again to be checked`;
   const checked = routeCheck(t, h.id, route, h.method, found.path, same ? 'skip' : 'now');
   if (checked instanceof AgwError && checked.status === 403) return `${checked.field ?? 'the route'} refuses it now`;

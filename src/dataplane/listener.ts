@@ -8,7 +8,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
-import { filteredBy, HeldAccess, sameAdmission, type Held } from './held.js';
+import { HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
@@ -353,34 +353,36 @@ export class Listener {
       }
     });
     const fail = (err: AgwError) => this.fail(t, req, res, conn, seen, id, err);
-    const start = () => {
-      if (sock.destroyed) return; // the client left while it waited behind the one before (499)
-      // a request that waited behind another is admitted by the rules of now (the same table
-      // unless the spec changed meanwhile)
-      const now = this.rules;
-      let a: Admitted | Promise<Admitted>;
-      try {
-        a = admit(now, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, sock);
-      } catch (err) {
-        fail(toAgwError(err));
-        return;
-      }
-      // a cached caller is served at once; a first request waits for its token check
-      const serve = (x: Admitted) => {
-        try {
-          this.serve(now, x, req, res, conn, seen, fail);
-        } catch (err) {
-          fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
-        }
-      };
-      if (a instanceof Promise) a.then(serve, (err) => fail(toAgwError(err)));
-      else serve(a);
-    };
     // a request pipelined behind one still open starts when that one closes: its answer could
     // not be sent before anyway (HTTP/1.1 answers in order), and forwarded at once each would
     // hold an upstream request of its own (16 watches on one connection, 16 upstream connections)
-    if (conn.pending > 1) conn.next.push(start);
-    else start();
+    if (conn.pending > 1) conn.next.push(() => this.begin(req, res, conn, seen, fail));
+    else this.begin(req, res, conn, seen, fail);
+  }
+
+  /** Admits a request and serves it: at once, or when the one pipelined before it has closed. */
+  private begin(req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void): void {
+    if (req.socket.destroyed) return; // the client left while it waited behind the one before (499)
+    // a request that waited behind another is admitted by the rules of now (the same table
+    // unless the spec changed meanwhile)
+    const t = this.rules;
+    let a: Admitted | Promise<Admitted>;
+    try {
+      a = admit(t, { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
+    } catch (err) {
+      fail(toAgwError(err));
+      return;
+    }
+    // a cached caller is served at once; a first request waits for its token check
+    const serve = (x: Admitted) => {
+      try {
+        this.serve(t, x, req, res, conn, seen, fail);
+      } catch (err) {
+        fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
+      }
+    };
+    if (a instanceof Promise) a.then(serve, (err) => fail(toAgwError(err)));
+    else serve(a);
   }
 
   /** Answers a refusal or an upstream failure (a Status body), once. */
@@ -621,7 +623,7 @@ export class Listener {
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
-  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: filteredBy(a.route) };
+  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered };
 }
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */

@@ -54,6 +54,9 @@ export interface CompiledRoute {
   prefix: string;
   rewrite: string | null;
   filter: PathFilter | null;
+  /** What decides its filter's verdict on a path (prefix, rewrite, patterns), made at plan time:
+   * the same string later means the same verdict for the same request (held streams). */
+  filtered: string | undefined;
   methods: ReadonlySet<string> | null;
   backend: ServiceBackend | null;
   m: RouteMetrics;
@@ -125,17 +128,23 @@ export class RouteTable {
   }
 
   private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[]): CompiledRoute[] {
-    return plan.routes.map((r, i) => ({
-      plan: r,
-      field: `spec.routes[${i}]`,
-      prefix: normalizePrefix(r.pathPrefix),
-      rewrite: r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix),
-      filter: r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null,
-      methods: r.methods ? new Set(r.methods) : null,
-      backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
-      m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
-      extras: { [extraGateway]: this.key, [extraRoute]: r.name },
-    }));
+    return plan.routes.map((r, i) => {
+      const prefix = normalizePrefix(r.pathPrefix);
+      const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
+      const filter = r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null;
+      return {
+        plan: r,
+        field: `spec.routes[${i}]`,
+        prefix,
+        rewrite,
+        filter,
+        filtered: filter ? `${prefix}\n${rewrite}\n${filter.key}` : undefined,
+        methods: r.methods ? new Set(r.methods) : null,
+        backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
+        m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
+        extras: { [extraGateway]: this.key, [extraRoute]: r.name },
+      };
+    });
   }
 
   /** Builds the table for a plan, keeping the previous authenticator (and its cache) and rate

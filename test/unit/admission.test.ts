@@ -7,7 +7,7 @@ import { translate } from '../../src/translate/translate.js';
 import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
-import { accessEnded, filteredBy } from '../../src/dataplane/held.js';
+import { accessEnded } from '../../src/dataplane/held.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -202,13 +202,13 @@ test('accessEnded: a held stream\'s filters are not run again while they are tho
   const made = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: hostile } }] }, {}, { filterChecks: checks });
   const route = made.routes[0]!;
   assert.ok(!checks.cheap(route.filter!, long.split('?')[0]!));
-  const held = { id: app, method: 'GET', url: long, route: 'kube', filtered: filteredBy(route) };
+  const held = { id: app, method: 'GET', url: long, route: 'kube', filtered: route.filtered };
   // the same filters (a new table of an unchanged spec): not run at all, so nothing is spent
   const again = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: hostile } }] }, {}, { filterChecks: checks });
   assert.equal(accessEnded(again, held), null);
   // (a path a filter refuses, held as if that filter had let it through: not run, so not refused)
   const secrets = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['secrets'] } }] }, {}, { filterChecks: checks });
-  const refusedIfRun = { ...held, url: '/api/v1/namespaces/team-a/secrets?watch=1', filtered: filteredBy(secrets.routes[0]!) };
+  const refusedIfRun = { ...held, url: '/api/v1/namespaces/team-a/secrets?watch=1', filtered: secrets.routes[0]!.filtered };
   assert.equal(accessEnded(secrets, refusedIfRun), null);
   assert.equal(accessEnded(secrets, { ...refusedIfRun, filtered: undefined }), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
   // the filters changed: too costly to run now, so ended (opened again, it is checked on the thread)
@@ -231,5 +231,5 @@ test('accessEnded: a held stream\'s filters are not run again while they are tho
   const refuses = table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['configmaps'] } }] }, {}, { filterChecks: checks });
   assert.equal(accessEnded(refuses, short), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
   // the same patterns under another rewrite are another verdict: asked again
-  assert.notEqual(filteredBy(route), filteredBy(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/k', rewritePrefix: '/', apiserver: { rejectPaths: hostile } }] }).routes[0]!));
+  assert.notEqual(route.filtered, table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/k', rewritePrefix: '/', apiserver: { rejectPaths: hostile } }] }).routes[0]!.filtered);
 });

@@ -763,52 +763,53 @@ test('an upgrade waiting for its token check on a listener replaced meanwhile is
   assert.equal(upgrades, 0, 'the upstream was not asked');
 });
 
+/**
+ * A Service-route gateway over `handler`, and a client connection whose token is cached (a first
+ * GET /warm answered); `pipeline` sends GETs of `urls` at once; `text` is all it has read.
+ */
+async function pipelinedClient(t: TestContext, handler: RequestListener) {
+  const { deps, m, held } = managerFor(t);
+  const up = await upstreamFor(t, handler);
+  const p = planOf('team-a', 'gw', await freePort());
+  await m.apply('team-a/gw', withService(p, up));
+  const s = await silent(p.port, held);
+  const c = { deps, s, text: '', pipeline: (urls: string[]) => s.write(urls.map((u) => `GET ${u} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`).join('')) };
+  s.on('data', (b: Buffer) => { c.text += b.toString('latin1'); });
+  c.pipeline(['/warm']);
+  assert.equal(await waitUntil(async () => { await pause(20); return /^HTTP\/1\.1 200 /.test(c.text); }), true, c.text);
+  return c;
+}
+
 test('requests pipelined on one connection reach the upstream one at a time, in order, each after the one before is answered', async (t) => {
-  const { m, held } = managerFor(t);
   let open = 0, most = 0;
   const seen: string[] = [];
-  const up = await upstreamFor(t, (req, res) => {
+  const c = await pipelinedClient(t, (req, res) => {
     open++;
     most = Math.max(most, open);
     seen.push(req.url!);
     setTimeout(() => { open--; res.end(`answer ${req.url}`); }, 100);
   });
-  const p = planOf('team-a', 'gw', await freePort());
-  await m.apply('team-a/gw', withService(p, up));
-  const s = await silent(p.port, held);
-  let text = '';
-  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
-  // the token is cached by the first request
-  s.write(`GET /warm HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
-  assert.equal(await waitUntil(async () => { await pause(20); return text.includes('answer /warm'); }), true);
-  s.write(['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`).join(''));
-  assert.equal(await waitUntil(async () => { await pause(50); return text.includes('answer /c'); }), true, text);
+  c.pipeline(['/a', '/b', '/c']);
+  assert.equal(await waitUntil(async () => { await pause(50); return c.text.includes('answer /c'); }), true, c.text);
   assert.deepEqual(seen, ['/warm', '/a', '/b', '/c']);
   assert.equal(most, 1, 'one request at a time reached the upstream');
+  const text = c.text;
   assert.ok(text.indexOf('answer /a') < text.indexOf('answer /b') && text.indexOf('answer /b') < text.indexOf('answer /c'));
-  assert.equal(isOpen(s), true);
+  assert.equal(isOpen(c.s), true);
 });
 
 test('a client that leaves with pipelined requests still waiting: they are never forwarded, and nothing stays counted in flight', async (t) => {
-  const { deps, m, held } = managerFor(t);
   const seen: string[] = [];
-  const up = await upstreamFor(t, (req, res) => {
+  const c = await pipelinedClient(t, (req, res) => {
     seen.push(req.url!);
     if (req.url === '/warm') res.end('ok');
     else setTimeout(() => res.end('late'), 300);
   });
-  const p = planOf('team-a', 'gw', await freePort());
-  await m.apply('team-a/gw', withService(p, up));
-  const s = await silent(p.port, held);
-  let text = '';
-  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
-  s.write(`GET /warm HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
-  assert.equal(await waitUntil(async () => { await pause(20); return text.includes('ok'); }), true);
-  s.write(['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`).join(''));
+  c.pipeline(['/a', '/b', '/c']);
   assert.equal(await waitUntil(async () => { await pause(20); return seen.includes('/a'); }), true);
-  s.destroy();
+  c.s.destroy();
   await pause(600);
   assert.deepEqual(seen, ['/warm', '/a']);
-  const e = await deps.metrics.exposition();
+  const e = await c.deps.metrics.exposition();
   assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /access_gateway_requests_in_flight\{namespace="team-a",gateway="gw"\} 0\n/);
 });
