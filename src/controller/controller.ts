@@ -32,6 +32,8 @@ export interface ControllerOptions {
   log: Logger;
   metrics?: Metrics;
   clock?: Clock;
+  /** The group (namespace) a key takes turns in on the queue; default: one group. */
+  groupOf?: (key: string) => string;
   /** Called after every reconcile of a key, whatever its outcome. */
   onReconciled?: (key: string) => void;
 }
@@ -45,7 +47,7 @@ export class Controller {
     const m = opts.metrics;
     for (const result of ['success', 'requeue', 'terminal', 'error']) m?.reconciles.inc({ result }, 0);
     this.queue = new WorkQueue({
-      clock: opts.clock ?? realClock,
+      clock: opts.clock ?? realClock, groupOf: opts.groupOf,
       ...(m ? {
         hooks: {
           add: () => m.queueAdds.inc(), retry: () => m.queueRetries.inc(),

@@ -76,6 +76,7 @@ export class GatewayController {
     });
     this.controller = new Controller({
       name: 'accessgateway', reconcile: (key, log) => this.reconciler.reconcile(key, log), workers: opts.workers,
+      groupOf: (key) => splitKey(key).namespace, // teams take turns on the queue
       log: opts.log, metrics: opts.metrics, clock, onReconciled: (key) => this.initial.delete(key),
     });
   }

@@ -1,5 +1,7 @@
-// A work queue with client-go's guarantees: de-duplicating, fair (FIFO), never the same key in
-// two workers at once, per-key exponential backoff (5 ms -> 1000 s) under a global token bucket.
+// A work queue with client-go's guarantees: de-duplicating, never the same key in two workers at
+// once, per-key exponential backoff (5 ms -> 1000 s) under a global token bucket. Fair between
+// groups (namespaces): FIFO within a group, groups take turns, so one team's thousands of keys
+// do not make another team's key wait behind them all.
 import { realClock, type Clock, type Timer } from '../clock.js';
 
 export interface QueueOptions {
@@ -8,13 +10,18 @@ export interface QueueOptions {
   /** Global bucket for rate-limited re-adds: tokens per second and burst. */
   qps?: number;
   burst?: number;
+  /** The group a key takes turns in (default: one group, plain FIFO). */
+  groupOf?: (key: string) => string;
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
   clock?: Clock;
 }
 
 export class WorkQueue {
-  private readonly items: string[] = [];
+  /** Waiting keys per group, FIFO; the groups with keys, in turn order. */
+  private readonly groups = new Map<string, string[]>();
+  private turns: string[] = [];
+  private count = 0;
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly failures = new Map<string, number>();
@@ -34,7 +41,7 @@ export class WorkQueue {
   }
 
   get depth(): number {
-    return this.items.length;
+    return this.count;
   }
 
   add(key: string): void {
@@ -48,9 +55,9 @@ export class WorkQueue {
       this.processing.add(key);
       w(key);
     } else {
-      this.items.push(key);
+      this.push(key);
       this.enqueuedAt.set(key, this.clock.now());
-      this.opts.hooks?.depth(this.items.length);
+      this.opts.hooks?.depth(this.count);
     }
   }
 
@@ -89,12 +96,12 @@ export class WorkQueue {
   /** The next key, or undefined after shutdown. Call done(key) when finished with it. */
   get(): Promise<string | undefined> {
     if (this.closed) return Promise.resolve(undefined);
-    const key = this.items.shift();
+    const key = this.shift();
     if (key !== undefined) {
       const at = this.enqueuedAt.get(key);
       this.enqueuedAt.delete(key);
       if (at !== undefined) this.opts.hooks?.waited((this.clock.now() - at) / 1000);
-      this.opts.hooks?.depth(this.items.length);
+      this.opts.hooks?.depth(this.count);
       this.dirty.delete(key);
       this.processing.add(key);
       return Promise.resolve(key);
@@ -116,6 +123,29 @@ export class WorkQueue {
     this.later.clear();
     for (const w of this.waiters) w(undefined);
     this.waiters = [];
+  }
+
+  private push(key: string): void {
+    const g = this.opts.groupOf?.(key) ?? '';
+    const waiting = this.groups.get(g);
+    if (waiting) waiting.push(key);
+    else {
+      this.groups.set(g, [key]);
+      this.turns.push(g);
+    }
+    this.count++;
+  }
+
+  /** The first key of the group whose turn it is; the group goes to the back if it has more. */
+  private shift(): string | undefined {
+    const g = this.turns.shift();
+    if (g === undefined) return undefined;
+    const waiting = this.groups.get(g)!;
+    const key = waiting.shift()!;
+    if (waiting.length) this.turns.push(g);
+    else this.groups.delete(g);
+    this.count--;
+    return key;
   }
 
   private bucketDelay(): number {

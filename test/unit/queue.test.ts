@@ -64,6 +64,27 @@ test('a key waits on one timer, the earliest asked for: re-adding it later piles
   assert.equal(clock.waiting, 0);
 });
 
+test('groups (namespaces) take turns: one team\'s thousands of keys do not make another team\'s key wait behind them', async () => {
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]! });
+  for (let i = 0; i < 1000; i++) q.add(`team-a/g${i}`);
+  q.add('team-b/only');
+  q.add('team-c/one'); q.add('team-c/two');
+  assert.equal(q.depth, 1003);
+  const first: string[] = [];
+  for (let i = 0; i < 6; i++) first.push((await q.get())!);
+  assert.deepEqual(first, ['team-a/g0', 'team-b/only', 'team-c/one', 'team-a/g1', 'team-c/two', 'team-a/g2']);
+  // FIFO within a group, and de-duplicated as before
+  q.add('team-a/g3');
+  assert.equal(q.depth, 997);
+  assert.equal(await q.get(), 'team-a/g3');
+  // a group that empties and comes back joins the back of the turns
+  q.add('team-b/again');
+  assert.equal(await q.get(), 'team-a/g4');
+  assert.equal(await q.get(), 'team-b/again');
+  assert.equal(await q.get(), 'team-a/g5');
+  q.shutdown();
+});
+
 test('ports: requested, allocated and kept; a held port is never taken away', () => {
   const p = new PortAllocator([100, 102]);
   assert.deepEqual(p.claim({ key: 'a', rank: '2' }), { port: 100 });
