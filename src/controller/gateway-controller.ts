@@ -13,6 +13,7 @@ import { ClusterState, type Ref } from './cluster-state.js';
 import type { ExposurePolicy } from './exposure.js';
 import { Controller } from './controller.js';
 import { GatewayReconciler, rankOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
+import { NamespaceLimit } from './namespace-limit.js';
 import { PortAllocator } from './ports.js';
 
 /** Where gateways come from: the cluster (a watch) or files (`serve`). */
@@ -56,6 +57,7 @@ export class GatewayController {
   private readonly gateways: GatewaySource;
   private readonly cluster: ClusterState;
   private readonly ports: PortAllocator;
+  private readonly limit: NamespaceLimit;
   private readonly reconciler: GatewayReconciler;
   private readonly controller: Controller;
   /** Gateways present at start-up not reconciled yet: /readyz waits for them. */
@@ -66,12 +68,13 @@ export class GatewayController {
   constructor(private readonly opts: GatewayControllerOptions) {
     const clock = opts.clock ?? realClock;
     this.ports = new PortAllocator(opts.portRange, () => clock.now());
+    this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
-      maxGatewaysPerNamespace: opts.maxGatewaysPerNamespace, advertiseHost: opts.advertiseHost,
+      limit: this.limit, advertiseHost: opts.advertiseHost,
       requeue: (k) => this.controller.enqueue(k), clock,
     });
     this.controller = new Controller({
@@ -127,6 +130,8 @@ export class GatewayController {
   /** A gateway changed: reconcile it, unless the change is only the status this replica wrote. */
   private onGatewayEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
     const key = keyOf(obj);
+    // a gateway that came or went under the namespace limit: those whose place it changed
+    for (const k of type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj))) this.controller.enqueue(k);
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && digest(obj.status) === this.reconciler.lastWritten(key)) return;

@@ -13,6 +13,7 @@ import type { GatewayPlan } from '../translate/plan.js';
 import { translate, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
 import { clusterIPOnly, exposure, exposureFor, loadBalancerURL, type ExposurePolicy } from './exposure.js';
+import type { NamespaceLimit } from './namespace-limit.js';
 import type { PortAllocator } from './ports.js';
 import { accessExpiry, desiredStatus } from './status.js';
 
@@ -64,8 +65,8 @@ export interface GatewayReconcilerDeps {
   isLeader?: () => boolean;
   /** JWKS gateways are Ready only once tokens can be verified. */
   jwksReady?: { ready(): boolean };
-  /** Gateways one namespace may have served (the oldest first); 0: no limit. */
-  maxGatewaysPerNamespace?: number;
+  /** Which gateways are served under the per-namespace limit (the oldest N); default: all. */
+  limit?: NamespaceLimit;
   /** Host named in status.listener.url when the gateway is not exposed. */
   advertiseHost: string;
   /** Reconciles another key (gateways waiting for a port or a place under the limit). */
@@ -124,7 +125,8 @@ export class GatewayReconciler {
     return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
-  /** The gateway is gone: close its listener, free its port, let waiting gateways try again. */
+  /** The gateway is gone: close its listener, free its port, let waiting gateways try again (the
+   * one that takes its place under the namespace limit is requeued by the controller). */
   private async forget(key: string, log: Logger): Promise<Result> {
     // stop listening first, so a gateway waiting for this port can bind it
     await this.d.dataplane.apply(key, null);
@@ -133,16 +135,13 @@ export class GatewayReconciler {
     for (const k of this.waitingForPort) this.d.requeue(k);
     this.written.delete(key);
     this.exposed.delete(key);
-    // a place under the namespace limit may have come free
-    const ns = `${splitKey(key).namespace}/`;
-    for (const k of this.d.gateways.keys()) if (k.startsWith(ns)) this.d.requeue(k);
     log.debug('gateway gone; listener closed');
     return {};
   }
 
   /** The gateway's port: its own, a requested one, or one from the range; or why not. */
   private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): PortSnapshot {
-    const over = this.overLimit(gw);
+    const over = this.overLimit(key, gw);
     if (over) {
       const had = this.d.ports.portOf(key) !== undefined;
       this.d.ports.release(key);
@@ -191,17 +190,10 @@ export class GatewayReconciler {
   }
 
   /** Why a gateway is over its namespace's limit (it is not among the oldest N), or null. */
-  private overLimit(gw: AccessGateway): string | null {
-    const max = this.d.maxGatewaysPerNamespace ?? 0;
-    if (max <= 0) return null;
-    const ns = gw.metadata.namespace;
-    const rank = rankOf(gw);
-    let older = 0;
-    for (const other of this.d.gateways.values()) {
-      if (other.metadata.namespace === ns && rankOf(other) < rank) older++;
-    }
-    return older < max ? null
-      : `namespace ${ns} already has ${max} AccessGateways, the operator's limit (--max-gateways-per-namespace); this one is served when an older one is deleted`;
+  private overLimit(key: string, gw: AccessGateway): string | null {
+    const limit = this.d.limit;
+    if (!limit || limit.served(key)) return null;
+    return `namespace ${gw.metadata.namespace} already has ${limit.max} AccessGateways, the operator's limit (--max-gateways-per-namespace); this one is served when an older one is deleted`;
   }
 
   /** Serves the plan (or nothing); a port another process holds is given up or retried. */

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway, AccessGatewayStatus } from '../../src/api/types.js';
 import { TerminalError } from '../../src/controller/controller.js';
-import { GatewayReconciler, type GatewayReconcilerDeps } from '../../src/controller/gateway-reconciler.js';
+import { GatewayReconciler, rankOf, type GatewayReconcilerDeps } from '../../src/controller/gateway-reconciler.js';
+import { NamespaceLimit } from '../../src/controller/namespace-limit.js';
 import { PortAllocator } from '../../src/controller/ports.js';
 import type { GatewayPlan } from '../../src/translate/plan.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -105,7 +106,10 @@ test('a deleted gateway: listener closed first, port freed, the gateways waiting
 });
 
 test('gateways over the namespace limit are TooManyGateways, the oldest keep theirs', async () => {
-  const { r, written } = setup([gw('old', '2026-01-01T00:00:00Z'), gw('new', '2026-01-02T00:00:00Z')], { maxGatewaysPerNamespace: 1 });
+  const gateways = [gw('old', '2026-01-01T00:00:00Z'), gw('new', '2026-01-02T00:00:00Z')];
+  const limit = new NamespaceLimit(1);
+  for (const g of gateways) limit.set(`team-a/${g.metadata.name}`, rankOf(g));
+  const { r, written } = setup(gateways, { limit });
   await r.reconcile('team-a/new', silentLogger);
   await r.reconcile('team-a/old', silentLogger);
   const accepted = (name: string) => written.find(([n]) => n === name)![1].conditions!.find((c) => c.type === 'Accepted')!;
