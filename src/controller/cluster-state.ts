@@ -9,34 +9,10 @@ import { Watched } from '../kube/watched.js';
 import type { EndpointSliceLike, ReferenceGrantLike, ServiceLike } from '../translate/services.js';
 import type { SecretLike, Snapshot } from '../translate/translate.js';
 import { caBundleLabel, listenerTLSLabel, serviceNameLabel } from '../api/labels.js';
-
-export interface Ref {
-  kind: 'Service' | 'Secret' | 'ConfigMap' | 'ReferenceGrant';
-  namespace: string;
-  name: string;
-}
+import type { Ref } from './ref-index.js';
 
 type Obj<T> = T & KubeObject;
 type DataObject = Obj<{ data?: Record<string, string> }>;
-
-function refersTo(gw: AccessGateway, ref: Ref): boolean {
-  const ns = gw.metadata.namespace;
-  if (ref.kind === 'Secret' && ref.namespace === ns && gw.spec.listener?.tls?.secretName === ref.name) return true;
-  // its own Service: a load balancer's address goes into status.listener.url
-  if (ref.kind === 'Service' && ref.namespace === ns && ref.name === `agw-${gw.metadata.name}`) return true;
-  const ca = gw.spec.listener?.tls?.clientCA;
-  if (ca && ref.namespace === ns && ref.kind === ca.kind && ref.name === ca.name) return true;
-  return gw.spec.routes.some((r) => {
-    const s = r.service;
-    if (!s) return false;
-    const sns = s.namespace ?? ns;
-    switch (ref.kind) {
-      case 'Service': return sns === ref.namespace && s.name === ref.name;
-      case 'ReferenceGrant': return sns === ref.namespace && sns !== ns;
-      default: return ref.namespace === ns && s.caRef?.kind === ref.kind && s.caRef.name === ref.name;
-    }
-  });
-}
 
 export class ClusterState {
   private readonly all: Watched<any>[];
@@ -64,6 +40,7 @@ export class ClusterState {
     this.grants = new Watched(client, {
       ...base, name: 'referencegrants', optional: true,
       path: (ns) => (ns ? `/apis/gateway.networking.k8s.io/v1beta1/namespaces/${ns}/referencegrants` : '/apis/gateway.networking.k8s.io/v1beta1/referencegrants'),
+      indexBy: (g) => g.metadata.namespace, // a route into a namespace reads only that namespace's
       onEvent: emit('ReferenceGrant'),
     });
     this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
@@ -71,8 +48,6 @@ export class ClusterState {
     this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
     this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps];
   }
-
-  static refersTo = refersTo;
 
   start(): void {
     for (const w of this.all) w.start();
@@ -119,7 +94,7 @@ export class ClusterState {
       const svc = this.services.get(sns, s.name);
       if (svc) snap.services[key] = svc;
       snap.endpointSlices[key] = this.slices.byIndex(key);
-      if (sns !== ns) snap.referenceGrants[sns] = [...this.grants.values()].filter((g) => g.metadata.namespace === sns);
+      if (sns !== ns) snap.referenceGrants[sns] = this.grants.byIndex(sns);
       if (s.caRef) this.addBundle(snap.caBundles, ns, s.caRef);
     }
     const clientCA = gw.spec.listener?.tls?.clientCA;

@@ -9,12 +9,13 @@ import { realClock, type Clock } from '../clock.js';
 import type { KubeClient } from '../kube/client.js';
 import type { InformerEvent } from '../kube/informer.js';
 import type { Metrics } from '../observability/metrics.js';
-import { ClusterState, type Ref } from './cluster-state.js';
+import { ClusterState } from './cluster-state.js';
 import type { ExposurePolicy } from './exposure.js';
 import { Controller } from './controller.js';
 import { GatewayReconciler, rankOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
 import { NamespaceLimit } from './namespace-limit.js';
 import { PortAllocator } from './ports.js';
+import { RefIndex, type Ref } from './ref-index.js';
 
 /** Where gateways come from: the cluster (a watch) or files (`serve`). */
 export interface GatewaySource {
@@ -58,6 +59,7 @@ export class GatewayController {
   private readonly cluster: ClusterState;
   private readonly ports: PortAllocator;
   private readonly limit: NamespaceLimit;
+  private readonly refs = new RefIndex();
   private readonly reconciler: GatewayReconciler;
   private readonly controller: Controller;
   /** Gateways present at start-up not reconciled yet: /readyz waits for them. */
@@ -132,20 +134,17 @@ export class GatewayController {
     const key = keyOf(obj);
     // a gateway that came or went under the namespace limit: those whose place it changed
     for (const k of type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj))) this.controller.enqueue(k);
+    if (type === 'delete') this.refs.delete(key);
+    else this.refs.set(key, obj);
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && digest(obj.status) === this.reconciler.lastWritten(key)) return;
     this.controller.enqueue(key);
   }
 
-  /** A referenced object changed: reconcile the gateways that refer to it. */
+  /** A referenced object changed (an agw-NAME object too: its gateway decides): reconcile the
+   * gateways that refer to it. */
   private onRef(ref: Ref): void {
-    // an agw-NAME object changed (ours, or someone else's in the way): its gateway decides
-    if (ref.kind === 'Service' && ref.name.startsWith('agw-') && this.gateways.get(ref.namespace, ref.name.slice(4))) {
-      this.controller.enqueue(`${ref.namespace}/${ref.name.slice(4)}`);
-    }
-    for (const gw of this.gateways.values()) {
-      if (ClusterState.refersTo(gw, ref)) this.controller.enqueue(keyOf(gw));
-    }
+    for (const k of this.refs.referring(ref)) this.controller.enqueue(k);
   }
 }
