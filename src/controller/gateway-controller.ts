@@ -133,13 +133,23 @@ export class GatewayController {
   private onGatewayEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
     const key = keyOf(obj);
     // a gateway that came or went under the namespace limit: those whose place it changed
-    for (const k of type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj))) this.controller.enqueue(k);
-    if (type === 'delete') this.refs.delete(key);
-    else this.refs.set(key, obj);
+    const moved = type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj));
+    this.index(key, type === 'delete' ? undefined : obj);
+    for (const k of moved) {
+      const { namespace, name } = splitKey(k);
+      this.index(k, this.gateways.get(namespace, name));
+      this.controller.enqueue(k);
+    }
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && digest(obj.status) === this.reconciler.lastWritten(key)) return;
     this.controller.enqueue(key);
+  }
+
+  /** Served gateways are found by what they refer to; those over the limit read nothing. */
+  private index(key: string, gw: AccessGateway | undefined): void {
+    if (gw && this.limit.served(key)) this.refs.set(key, gw);
+    else this.refs.delete(key);
   }
 
   /** A referenced object changed (an agw-NAME object too: its gateway decides): reconcile the

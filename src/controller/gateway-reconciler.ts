@@ -10,7 +10,7 @@ import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
 import type { GatewayPlan } from '../translate/plan.js';
-import { translate, type Snapshot, type Translation } from '../translate/translate.js';
+import { notAccepted, translate, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
 import { clusterIPOnly, exposure, exposureFor, loadBalancerURL, type ExposurePolicy } from './exposure.js';
 import type { NamespaceLimit } from './namespace-limit.js';
@@ -113,7 +113,10 @@ export class GatewayReconciler {
     if (!gw) return this.forget(key, log);
     const spec = applyDefaults(gw);
     const port = this.claimPort(key, gw, spec);
-    const t = translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
+    // over the namespace limit: not served, so its references are neither read nor checked (a
+    // namespace's thousands of waiting gateways cost a reconcile next to nothing)
+    const t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
+      : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
     const { applied, requeueAfterMs } = await this.program(key, spec, t.plan);
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
     const exposed = await this.expose(key, gw, t.plan, applied, listenPort);
@@ -130,9 +133,10 @@ export class GatewayReconciler {
   private async forget(key: string, log: Logger): Promise<Result> {
     // stop listening first, so a gateway waiting for this port can bind it
     await this.d.dataplane.apply(key, null);
+    const held = this.d.ports.portOf(key) !== undefined;
     this.d.ports.release(key);
     this.waitingForPort.delete(key);
-    for (const k of this.waitingForPort) this.d.requeue(k);
+    if (held) for (const k of this.waitingForPort) this.d.requeue(k); // only a port freed helps them
     this.written.delete(key);
     this.exposed.delete(key);
     log.debug('gateway gone; listener closed');

@@ -82,7 +82,11 @@ export class Watched<T extends KubeObject> {
   private reindex(type: InformerEvent, obj: T, old: T | undefined): void {
     const k = objectKey(obj);
     const before = old && this.opts.indexBy!(old);
-    if (before !== undefined) this.index.get(before)?.delete(k);
+    if (before !== undefined) {
+      const was = this.index.get(before);
+      was?.delete(k);
+      if (was?.size === 0) this.index.delete(before); // names come and go: keep none that are empty
+    }
     if (type === 'delete') return;
     const after = this.opts.indexBy!(obj);
     if (after === undefined) return;

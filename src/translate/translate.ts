@@ -128,17 +128,20 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
   return { ...base, target };
 }
 
+/** Not accepted, for a reason found before any reference was read: nothing served. */
+export function notAccepted(reason: string, message: string): Translation {
+  return { plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, reason, message), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] };
+}
+
 export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const ns = gw.metadata.namespace;
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
   const programs = { size: 0 };
-  const refused = (reason: string, message: string): Translation =>
-    ({ plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, reason, message), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] });
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems, programs);
-    if ('invalid' in p) return refused(p.reason, p.invalid);
+    if ('invalid' in p) return notAccepted(p.reason, p.invalid);
     routes.push(p);
   }
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
@@ -168,9 +171,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     }
   }
   const badIssuer = issuers.map((u) => snap.issuers?.[u]).find((p) => typeof p === 'string');
-  if (badIssuer) {
-    return { plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, Reason.InvalidIssuer, badIssuer), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] };
-  }
+  if (badIssuer) return notAccepted(Reason.InvalidIssuer, badIssuer);
   // every unresolved reference counts, each with its reason
   const resolved = problems.length
     ? cond(ConditionType.ResolvedRefs, false, mergeReasons(problems.map((p) => p.reason)), problems.map((p) => p.message).join('; '))

@@ -105,16 +105,34 @@ test('a deleted gateway: listener closed first, port freed, the gateways waiting
   assert.ok(requeued.includes('team-a/b'));
 });
 
+test('a deleted gateway that held no port does not requeue those waiting for one; one that held a port does', async () => {
+  const on8080 = (name: string, created: string) => gw(name, created, { spec: { ...gw(name, '').spec, listener: { port: 8080 } } });
+  const { r, store, requeued, ports } = setup([on8080('a', '2026-01-01T00:00:00Z'), on8080('b', '2026-01-02T00:00:00Z'), on8080('c', '2026-01-03T00:00:00Z')]);
+  for (const n of ['a', 'b', 'c']) await r.reconcile(`team-a/${n}`, silentLogger);
+  assert.deepEqual([ports.portOf('team-a/b'), ports.portOf('team-a/c')], [undefined, undefined]);
+  requeued.length = 0;
+  store.delete('team-a/c');
+  await r.reconcile('team-a/c', silentLogger);
+  assert.deepEqual(requeued, [], 'c held no port: b was requeued for nothing');
+  store.delete('team-a/a');
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(requeued, ['team-a/b']);
+});
+
 test('gateways over the namespace limit are TooManyGateways, the oldest keep theirs', async () => {
   const gateways = [gw('old', '2026-01-01T00:00:00Z'), gw('new', '2026-01-02T00:00:00Z')];
   const limit = new NamespaceLimit(1);
   for (const g of gateways) limit.set(`team-a/${g.metadata.name}`, rankOf(g));
-  const { r, written } = setup(gateways, { limit });
+  const read: string[] = [];
+  const { r, written } = setup(gateways, {
+    limit, cluster: { snapshotFor: (g) => (read.push(g.metadata.name), {}), exposureState: () => ({ service: false, slice: false, foreign: null }) },
+  });
   await r.reconcile('team-a/new', silentLogger);
   await r.reconcile('team-a/old', silentLogger);
   const accepted = (name: string) => written.find(([n]) => n === name)![1].conditions!.find((c) => c.type === 'Accepted')!;
   assert.equal(accepted('new').reason, 'TooManyGateways');
   assert.equal(accepted('old').status, 'True');
+  assert.deepEqual(read, ['old'], 'the references of a gateway over the limit are not read');
 });
 
 test('while the watch has not brought back its own write, a reconcile neither writes the status again nor records a second Event', async () => {

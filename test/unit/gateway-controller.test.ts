@@ -1,0 +1,51 @@
+// The gateway controller's bookkeeping of gateway events (pure logic, nothing started): an
+// object's change reconciles only the served gateways that refer to it, and a place freed under
+// the namespace limit reconciles only the gateway that takes it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AccessGateway } from '../../src/api/types.js';
+import { GatewayController, type GatewayEvents } from '../../src/controller/gateway-controller.js';
+import type { KubeClient } from '../../src/kube/client.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import type { WorkQueue } from '../../src/controller/queue.js';
+
+const gw = (name: string, created: string): AccessGateway => ({
+  apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
+  metadata: { name, namespace: 'a', generation: 1, creationTimestamp: created, resourceVersion: '1' },
+  spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', service: { name: 'web', port: 80 } }] },
+});
+
+test('an object\'s change reconciles only the served gateways that refer to it; a freed place only the gateway that takes it', async () => {
+  const store = new Map<string, AccessGateway>();
+  let emit!: GatewayEvents;
+  const c = new GatewayController({
+    client: {} as KubeClient, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace: 1, advertiseHost: '127.0.0.1', log: silentLogger,
+    dataplane: { apply: async () => null }, writeStatus: async () => {},
+    source: (onEvent) => {
+      emit = onEvent;
+      return { start() {}, firstSync: async () => {}, stop: async () => {}, get: (ns, n) => store.get(`${ns}/${n}`), keys: () => [...store.keys()], values: () => store.values() };
+    },
+  });
+  const internals = c as unknown as { controller: { queue: WorkQueue }; onRef(ref: { kind: string; namespace: string; name: string }): void };
+  const q = internals.controller.queue;
+  const drain = async () => {
+    const keys: string[] = [];
+    while (q.depth) { const k = (await q.get())!; keys.push(k); q.done(k); }
+    return keys.sort();
+  };
+  for (const [name, created] of [['g1', '2026-01-01T00:00:00Z'], ['g2', '2026-01-02T00:00:00Z'], ['g3', '2026-01-03T00:00:00Z']] as const) {
+    store.set(`a/${name}`, gw(name, created));
+    emit('add', store.get(`a/${name}`)!, undefined);
+  }
+  assert.deepEqual(await drain(), ['a/g1', 'a/g2', 'a/g3']);
+  internals.onRef({ kind: 'Service', namespace: 'a', name: 'web' });
+  assert.deepEqual(await drain(), ['a/g1'], 'g2 and g3 are over the limit: a change of their Service is nothing to them');
+  const g1 = store.get('a/g1')!;
+  store.delete('a/g1');
+  emit('delete', g1, g1);
+  assert.deepEqual(await drain(), ['a/g1', 'a/g2'], 'the gone one, and the one that takes its place; not g3');
+  internals.onRef({ kind: 'Service', namespace: 'a', name: 'web' });
+  assert.deepEqual(await drain(), ['a/g2']);
+  internals.onRef({ kind: 'Service', namespace: 'b', name: 'web' });
+  assert.deepEqual(await drain(), []);
+});
