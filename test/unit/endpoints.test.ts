@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PoolRegistry, ServiceBackend, type EndpointPool } from '../../src/dataplane/endpoints.js';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PoolRegistry, ServiceBackend, secureContextFor, type EndpointPool } from '../../src/dataplane/endpoints.js';
+import { makeCA, makeLeaf } from '../support/certs.js';
 import { RateLimiter } from '../../src/auth/rate-limit.js';
 import type { ServiceTarget } from '../../src/translate/plan.js';
 
@@ -62,4 +68,34 @@ test('rate limiter: burst, refill, per caller, bounded', () => {
   assert.ok(rl.take('a') > 0);
   for (let i = 0; i < 1000; i++) rl.take(`caller-${i}`);
   assert.equal(rl.callers, 100);
+});
+
+test('https endpoints: one TLS context per CA bundle, made once and shared; the upstream is still verified against it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
+  const ca = makeCA(dir, 'ca');
+  const other = makeCA(dir, 'other');
+  const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
+  const srv = createServer({ key: leaf.key, cert: leaf.cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  const https = (bundle: string): ServiceTarget => ({ ...target(0), scheme: 'https', serverName: 'web.a.svc', ca: bundle, endpoints: [{ ip: '127.0.0.1', port }] });
+  const reg = new PoolRegistry();
+  const good = https(`${other.cert}\n${ca.cert}`);
+  const a = reg.acquire(good, good.endpoints[0]!);
+  assert.equal(secureContextFor(good.ca!), secureContextFor(good.ca!), 'made again for the same bundle');
+  // three connections (the server closes each): all verified with the bundle's context
+  for (let i = 0; i < 3; i++) {
+    const r = await a.pool.request({ path: '/', method: 'GET' });
+    assert.equal(await r.body.text(), 'ok');
+  }
+  const wrong = https(other.cert);
+  const w = reg.acquire(wrong, wrong.endpoints[0]!);
+  await assert.rejects(w.pool.request({ path: '/', method: 'GET' }), /self-signed|unable to verify|certificate/i);
+  // the pool's connections use the shared context itself (not one made from the bundle each
+  // time): a CA added to it is trusted by the next connection
+  (secureContextFor(wrong.ca!) as unknown as { context: { addCACert(pem: string): void } }).context.addCACert(ca.cert);
+  const now = await w.pool.request({ path: '/', method: 'GET' });
+  assert.equal(await now.body.text(), 'ok');
+  for (const p of [a, w]) p.close();
+  srv.close();
 });
