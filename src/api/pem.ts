@@ -4,21 +4,42 @@ import { X509Certificate } from 'node:crypto';
 /** Certificates a bundle may hold (Mozilla's root store has ~150); parsing one takes ~0.7 ms. */
 export const maxBundleCertificates = 256;
 
+/** What one gateway's distinct CA bundles may hold together (Mozilla's roots are ~220 KiB):
+ * bounds what one reconcile parses when the bundles are not remembered (~17 ms). */
+export const maxGatewayBundleBytes = 512 * 1024;
+
 /**
  * The certificates of a PEM bundle, or why it cannot be one. Remembered for the last `kept`
- * bundles: a team's ConfigMap named by many routes, and asked on every reconcile, is parsed once
- * (a bundle of 1 MiB took ~340 ms, on the event loop every team shares).
+ * bundles used: a team's ConfigMap named by many routes, and asked on every reconcile, is parsed
+ * once (a bundle of 1 MiB took ~340 ms, on the event loop every team shares).
  */
 export function parseBundle(pem: string): X509Certificate[] | { problem: string } {
-  const known = parsed.get(pem);
-  if (known) return known;
-  const result = parse(pem);
-  if (parsed.size >= kept) parsed.delete(parsed.keys().next().value!);
+  let result = parsed.get(pem);
+  if (result) parsed.delete(pem);
+  else result = parse(pem);
   parsed.set(pem, result);
+  if (parsed.size > kept) parsed.delete(parsed.keys().next().value!);
   return result;
 }
 const kept = 64;
 const parsed = new Map<string, X509Certificate[] | { problem: string }>();
+
+/** One gateway's bundles, read within maxGatewayBundleBytes (each distinct bundle counted once). */
+export class GatewayBundles {
+  private readonly seen = new Set<string>();
+  private bytes = 0;
+
+  parse(pem: string): X509Certificate[] | { problem: string } {
+    if (!this.seen.has(pem)) {
+      if (this.bytes + pem.length > maxGatewayBundleBytes) {
+        return { problem: `the gateway's distinct CA bundles together are over ${maxGatewayBundleBytes / 1024} KiB (${Math.ceil((this.bytes + pem.length) / 1024)} KiB with this one)` };
+      }
+      this.seen.add(pem);
+      this.bytes += pem.length;
+    }
+    return parseBundle(pem);
+  }
+}
 
 function parse(pem: string): X509Certificate[] | { problem: string } {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];

@@ -1,7 +1,7 @@
 // Service routes: Service + EndpointSlices (+ ReferenceGrant, CA bundle) -> endpoints, or why not.
 // Pure: everything comes from the snapshot.
 import { BlockList, isIP } from 'node:net';
-import { parseBundle } from '../api/pem.js';
+import { GatewayBundles } from '../api/pem.js';
 import type { Route } from '../api/types.js';
 import { Reason } from '../api/conditions.js';
 import type { Endpoint, ServiceTarget } from './plan.js';
@@ -80,7 +80,7 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint
 }
 
 /** Resolves one service route of gateway namespace `gwNs`. */
-export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot): { target: ServiceTarget; problem: ServiceProblem | null } {
+export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bundles = new GatewayBundles()): { target: ServiceTarget; problem: ServiceProblem | null } {
   const s = r.service!;
   const ns = s.namespace ?? gwNs;
   const scheme = s.scheme ?? 'http';
@@ -101,7 +101,7 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot): {
   if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
   if (s.caRef) {
     const pem = snap.caBundles?.[`${s.caRef.kind}/${gwNs}/${s.caRef.name}`]?.[s.caRef.key];
-    const bundle = pem ? parseBundle(pem) : { problem: '' };
+    const bundle = pem ? bundles.parse(pem) : { problem: '' };
     if (!pem || 'problem' in bundle) {
       // a bundle that is there but over the bound or broken says so; anything else is missing
       const why = pem?.includes('-----BEGIN CERTIFICATE-----') && 'problem' in bundle ? bundle.problem

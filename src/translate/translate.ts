@@ -7,7 +7,7 @@ import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js'
 import { describePatternProblem, maxGatewayProgram, routePatterns } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
-import { parseBundle } from '../api/pem.js';
+import { GatewayBundles } from '../api/pem.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
@@ -63,12 +63,12 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
 }
 
 /** spec.listener.tls.clientCA resolved: a team's CA, so every name it yields is prefixed team:NS:. */
-export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap: Pick<ServiceSnapshot, 'caBundles'>): ClientCAPlan | null | { problem: string } {
+export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap: Pick<ServiceSnapshot, 'caBundles'>, bundles = new GatewayBundles()): ClientCAPlan | null | { problem: string } {
   if (!ref) return null;
   const where = `${ref.kind} ${ns}/${ref.name} key ${ref.key}`;
   const pem = snap.caBundles?.[`${ref.kind}/${ns}/${ref.name}`]?.[ref.key];
   if (pem === undefined) return { problem: `client CA ${where} not found (the object must exist and be labelled ${caBundleLabel}=true)` };
-  const certs = parseBundle(pem);
+  const certs = bundles.parse(pem);
   if ('problem' in certs) return { problem: `client CA ${where}: ${certs.problem}` };
   return { ref: where, pem, required: ref.mode === 'Required', prefix: teamPrefix(ns) };
 }
@@ -100,7 +100,7 @@ function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<Api
 }
 
 /** `programs`: the RE2 instructions of the routes' filters so far, added to. */
-function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number }): RoutePlan | { invalid: string; reason: string } {
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number }, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -123,7 +123,7 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     if ('invalid' in who) return { invalid: who.invalid, reason: Reason.InvalidIdentity };
     return { ...base, target: { kind: 'apiserver', ...who, acceptPaths, rejectPaths, rejectMethods } };
   }
-  const { target, problem } = resolveService(ns, r, snap);
+  const { target, problem } = resolveService(ns, r, snap, bundles);
   if (problem) problems.push(problem);
   return { ...base, target };
 }
@@ -139,8 +139,9 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
   const programs = { size: 0 };
+  const bundles = new GatewayBundles(); // the CA bundles' bytes, across routes and the listener
   for (const [i, r] of spec.routes.entries()) {
-    const p = routePlan(r, i, ns, snap, problems, programs);
+    const p = routePlan(r, i, ns, snap, problems, programs, bundles);
     if ('invalid' in p) return notAccepted(p.reason, p.invalid);
     routes.push(p);
   }
@@ -155,7 +156,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     } else {
       tls = { secretName: spec.listener.tls.secretName, ...pair, clientCA: null };
     }
-    const c = clientCA(ns, spec.listener.tls.clientCA, snap);
+    const c = clientCA(ns, spec.listener.tls.clientCA, snap, bundles);
     if (c && 'problem' in c) {
       problems.push({ reason: Reason.InvalidCertificateRef, message: `${c.problem}; the listener is not served without it` });
       unservable = true;

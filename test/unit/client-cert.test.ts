@@ -60,6 +60,34 @@ test('translate: a listener key over 4096 RSA bits and a CA bundle over 256 cert
   const first = parseBundle(full);
   assert.ok(Array.isArray(first) && first.length === maxBundleCertificates);
   assert.equal(parseBundle(`${full}`), first, 'the same bundle again: not parsed again');
+  // kept by use, not by age: a bundle asked for on every reconcile stays while 100 others come and go
+  for (let i = 0; i < 100; i++) {
+    parseBundle(`${ca.cert}\n# ${i}`);
+    assert.equal(parseBundle(full), first);
+  }
+});
+
+test('translate: a gateway\'s distinct CA bundles together may hold 512 KiB; a bundle named by many routes counts once', () => {
+  // 200 KiB each: one certificate and a comment (text outside the PEM blocks is allowed)
+  const padded = (c: string) => `${c.repeat(200 * 1024 - ca.cert.length)}\n${ca.cert}`;
+  const https = (name: string, cm: string) => ({ name, pathPrefix: `/${name}`, service: { name, port: 443, scheme: 'https' as const, caRef: { kind: 'ConfigMap' as const, name: cm, key: 'ca.crt' } } });
+  const gw = (routes: ReturnType<typeof https>[]) => applyDefaults({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'svc', namespace: 'team-a', generation: 1 },
+    spec: { authentication: { audiences: ['gw'] }, routes },
+  });
+  const snap = {
+    port: { port: 1 },
+    services: Object.fromEntries(['w1', 'w2', 'w3', 'w4'].map((n) => [`team-a/${n}`, { spec: { ports: [{ port: 443 }] } }])),
+    caBundles: Object.fromEntries(['a', 'b', 'c'].map((c) => [`ConfigMap/team-a/${c}`, { 'ca.crt': padded(c) }])),
+  };
+  const problems = (t: ReturnType<typeof translate>) => t.conditions.find((c) => c.type === 'ResolvedRefs')!.message;
+  // a and b: 400 KiB; c would make 600
+  const three = translate(gw([https('w1', 'a'), https('w2', 'b'), https('w3', 'c')]), snap);
+  assert.match(problems(three), /route w3: ConfigMap team-a\/c key ca\.crt: the gateway's distinct CA bundles together are over 512 KiB \(60[01] KiB with this one\)/);
+  assert.doesNotMatch(problems(three), /route w[12]: ConfigMap/);
+  // the same bundle for every route: 200 KiB
+  const same = translate(gw([https('w1', 'a'), https('w2', 'a'), https('w3', 'a'), https('w4', 'a')]), snap);
+  assert.doesNotMatch(problems(same), /512 KiB/);
 });
 
 test('translate: a missing or unreadable client CA is InvalidCertificateRef and no listener', () => {
