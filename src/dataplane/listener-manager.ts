@@ -76,6 +76,9 @@ export class ListenerManager {
         this.retire(key, old);
       }
       this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
+      // no listener serves the gateway now: the series its route table made go too (a gateway kept
+      // on a taken port while its routes are renamed would pile them up)
+      this.deps.metrics.forget(plan.namespace, plan.name);
       const reason = code === 'EADDRINUSE' ? Reason.PortConflict : Reason.ListenFailed;
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
     }

@@ -462,16 +462,21 @@ test('a route table that cannot be compiled gives back the endpoint pools its ea
   assert.equal(deps.pools.size, 0);
 });
 
-test('a listener that cannot listen gives back what its route table took (endpoint pools)', async (t) => {
+test('a listener that cannot listen gives back what its route table took (endpoint pools, metric series)', async (t) => {
   const { deps, m } = managerFor(t);
   const taken = createServer();
   await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
   t.after(() => taken.close());
   const port = (taken.address() as { port: number }).port;
   const p = planOf('team-a', 'gw', port);
-  const r = await m.apply('team-a/gw', withService(p));
-  assert.equal(r?.programmed, false);
+  // a gateway kept on a taken port while its routes are renamed, again and again: no series pile up
+  for (let i = 0; i < 3; i++) {
+    const r = await m.apply('team-a/gw', withService({ ...p, routes: p.routes.map((x) => ({ ...x, name: `${x.name}-${i}` })) }));
+    assert.equal(r?.programmed, false);
+  }
   assert.equal(deps.pools.size, 0);
+  const e = await deps.metrics.exposition();
+  assert.doesNotMatch(e.head + Buffer.concat([...e.chunks]).toString(), /gateway="gw"/);
 });
 
 test('a listener switched to TLS on the same port that then cannot listen releases its pools once (a shared pool stays)', async (t) => {
