@@ -1,7 +1,9 @@
 // The gateway controller's bookkeeping of gateway events (pure logic, nothing started): an
 // object's change reconciles only the served gateways that refer to it, and a place freed under
 // the namespace limit reconciles only the gateway that takes it.
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import type { AccessGateway } from '../../src/api/types.js';
 import { GatewayController, type GatewayEvents } from '../../src/controller/gateway-controller.js';
@@ -48,4 +50,11 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
   assert.deepEqual(await drain(), ['a/g2']);
   internals.onRef({ kind: 'Service', namespace: 'b', name: 'web' });
   assert.deepEqual(await drain(), []);
+});
+
+test('the controller benchmark runs (a small flood): team-b keeps its place in a resync', () => {
+  const bench = fileURLToPath(new URL('../../bench/controller.js', import.meta.url));
+  const out = execFileSync(process.execPath, [bench, '--flood', '300'], { encoding: 'utf8', timeout: 60_000 });
+  assert.match(out, /\| team-b's place in the resync \| 4\.0 {2}\| 4\.0 {2}\| 1\.00× \|/);
+  assert.match(out, /\| a Service event \(index lookup and enqueue\) \| [\d.]+ µs \| [\d.]+ µs \|/);
 });
