@@ -24,18 +24,31 @@ export function parseBundle(pem: string): X509Certificate[] | { problem: string 
 const kept = 64;
 const parsed = new Map<string, X509Certificate[] | { problem: string }>();
 
-/** One gateway's bundles, read within maxGatewayBundleBytes (each distinct bundle counted once). */
+/**
+ * One gateway's bundles, admitted within maxGatewayBundleBytes in the order given (each distinct
+ * bundle counted once): the spec's order, the listener's client CA first, whatever else the
+ * cluster holds, so one route's bundle never costs the whole listener.
+ */
 export class GatewayBundles {
-  private readonly seen = new Set<string>();
-  private bytes = 0;
+  private readonly admitted = new Set<string>();
+  private readonly over = new Map<string, number>();
+
+  constructor(pems: (string | undefined)[] = []) {
+    let bytes = 0;
+    for (const pem of pems) {
+      if (pem === undefined || this.admitted.has(pem) || this.over.has(pem)) continue;
+      if (bytes + pem.length > maxGatewayBundleBytes) this.over.set(pem, bytes + pem.length);
+      else {
+        this.admitted.add(pem);
+        bytes += pem.length;
+      }
+    }
+  }
 
   parse(pem: string): X509Certificate[] | { problem: string } {
-    if (!this.seen.has(pem)) {
-      if (this.bytes + pem.length > maxGatewayBundleBytes) {
-        return { problem: `the gateway's distinct CA bundles together are over ${maxGatewayBundleBytes / 1024} KiB (${Math.ceil((this.bytes + pem.length) / 1024)} KiB with this one)` };
-      }
-      this.seen.add(pem);
-      this.bytes += pem.length;
+    const over = this.over.get(pem);
+    if (over !== undefined) {
+      return { problem: `the gateway's distinct CA bundles together are over ${maxGatewayBundleBytes / 1024} KiB (${Math.ceil(over / 1024)} KiB with this one)` };
     }
     return parseBundle(pem);
   }

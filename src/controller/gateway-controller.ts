@@ -138,8 +138,10 @@ export class GatewayController {
     for (const k of moved) {
       const { namespace, name } = splitKey(k);
       this.index(k, this.gateways.get(namespace, name));
-      this.controller.enqueue(k);
+      if (type !== 'delete') this.controller.enqueue(k);
     }
+    // those taking a deleted gateway's place: once it has let go of its port
+    if (type === 'delete') this.reconciler.promoteAfterForget(key, moved);
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && digest(obj.status) === this.reconciler.lastWritten(key)) return;

@@ -90,6 +90,9 @@ export class GatewayReconciler {
   private readonly exposed = new Map<string, string>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
   private readonly waitingForPort = new Set<string>();
+  /** Gateways that take a deleted gateway's place under the namespace limit: reconciled once it
+   * has closed its listener and let go of its port (not before, to find that port still held). */
+  private readonly promotedBy = new Map<string, string[]>();
   private readonly clock: Clock;
 
   constructor(private readonly d: GatewayReconcilerDeps) {
@@ -99,6 +102,16 @@ export class GatewayReconciler {
   /** The digest of the status this replica last wrote for `key`. */
   lastWritten(key: string): string | undefined {
     return this.written.get(key)?.digest;
+  }
+
+  /** `keys` take the deleted gateway `key`'s place under the limit: requeued after its forget. */
+  promoteAfterForget(key: string, keys: string[]): void {
+    if (keys.length) this.promotedBy.set(key, [...(this.promotedBy.get(key) ?? []), ...keys]);
+  }
+
+  private requeuePromoted(key: string): void {
+    for (const k of this.promotedBy.get(key) ?? []) this.d.requeue(k);
+    this.promotedBy.delete(key);
   }
 
   /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
@@ -111,6 +124,7 @@ export class GatewayReconciler {
     const { namespace, name } = splitKey(key);
     const gw = this.d.gateways.get(namespace, name);
     if (!gw) return this.forget(key, log);
+    this.requeuePromoted(key); // created again before its forget: they wait no longer
     const spec = applyDefaults(gw);
     const port = this.claimPort(key, gw, spec);
     // over the namespace limit: not served, so its references are neither read nor checked (a
@@ -128,8 +142,8 @@ export class GatewayReconciler {
     return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
-  /** The gateway is gone: close its listener, free its port, let waiting gateways try again (the
-   * one that takes its place under the namespace limit is requeued by the controller). */
+  /** The gateway is gone: close its listener, free its port, let waiting gateways try again (and
+   * the one that takes its place under the namespace limit). */
   private async forget(key: string, log: Logger): Promise<Result> {
     // stop listening first, so a gateway waiting for this port can bind it
     await this.d.dataplane.apply(key, null);
@@ -137,6 +151,7 @@ export class GatewayReconciler {
     this.d.ports.release(key);
     this.waitingForPort.delete(key);
     if (held) for (const k of this.waitingForPort) this.d.requeue(k); // only a port freed helps them
+    this.requeuePromoted(key);
     this.written.delete(key);
     this.exposed.delete(key);
     log.debug('gateway gone; listener closed');

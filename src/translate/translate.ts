@@ -128,6 +128,13 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
   return { ...base, target };
 }
 
+/** The CA bundles the gateway names, admitted in the spec's order: the listener's client CA first. */
+function gatewayBundles(gw: AccessGateway, snap: Snapshot): GatewayBundles {
+  const ns = gw.metadata.namespace;
+  const pem = (ref: { kind: string; name: string; key: string } | undefined) => ref && snap.caBundles?.[`${ref.kind}/${ns}/${ref.name}`]?.[ref.key];
+  return new GatewayBundles([pem(gw.spec.listener?.tls?.clientCA), ...gw.spec.routes.map((r) => pem(r.service?.caRef))]);
+}
+
 /** Not accepted, for a reason found before any reference was read: nothing served. */
 export function notAccepted(reason: string, message: string): Translation {
   return { plan: null, routes: [], conditions: [cond(ConditionType.Accepted, false, reason, message), cond(ConditionType.ResolvedRefs, true, Reason.ResolvedRefs, 'no references checked')] };
@@ -139,7 +146,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
   const programs = { size: 0 };
-  const bundles = new GatewayBundles(); // the CA bundles' bytes, across routes and the listener
+  const bundles = gatewayBundles(gw, snap);
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems, programs, bundles);
     if ('invalid' in p) return notAccepted(p.reason, p.invalid);

@@ -88,6 +88,18 @@ test('translate: a gateway\'s distinct CA bundles together may hold 512 KiB; a b
   // the same bundle for every route: 200 KiB
   const same = translate(gw([https('w1', 'a'), https('w2', 'a'), https('w3', 'a'), https('w4', 'a')]), snap);
   assert.doesNotMatch(problems(same), /512 KiB/);
+  // counted in the spec's order, whatever the cluster holds: w1's Service gone changes nothing
+  const { 'team-a/w1': _gone, ...fewer } = snap.services;
+  const missing = translate(gw([https('w1', 'a'), https('w2', 'b'), https('w3', 'c')]), { ...snap, services: fewer });
+  assert.match(problems(missing), /route w3: ConfigMap team-a\/c key ca\.crt: the gateway's distinct CA bundles together are over 512 KiB/);
+  assert.doesNotMatch(problems(missing), /route w2: ConfigMap/);
+  // the listener's client CA is counted first: a route's bundle never costs the whole listener
+  const withCA = applyDefaults({ ...gw([https('w1', 'a'), https('w2', 'b'), https('w3', 'c')]), spec: { ...gw([https('w1', 'a'), https('w2', 'b'), https('w3', 'c')]).spec,
+    listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'c', key: 'ca.crt' } } } } });
+  const listener = translate(withCA, { ...snap, secrets });
+  assert.ok(listener.plan?.tls?.clientCA, problems(listener));
+  assert.match(problems(listener), /route w2: ConfigMap team-a\/b key ca\.crt: the gateway's distinct CA bundles together are over 512 KiB/);
+  assert.doesNotMatch(problems(listener), /route w[13]: ConfigMap/);
 });
 
 test('translate: a missing or unreadable client CA is InvalidCertificateRef and no listener', () => {
