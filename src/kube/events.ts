@@ -7,6 +7,9 @@ import type { KubeClient } from './client.js';
 
 interface Sent { name: string; count: number; first: string; lastPatch: number }
 
+/** Events remembered for de-duplication; past it, those older than 10 minutes go, then the oldest. */
+const maxKept = 10_000;
+
 export class EventRecorder {
   private readonly sent = new Map<string, Sent>();
   private seq = 0;
@@ -34,7 +37,7 @@ export class EventRecorder {
         }
         return;
       }
-      if (this.sent.size > 10_000) this.sent.clear();
+      if (this.sent.size >= maxKept) this.prune(now);
       const name = `${gw.metadata.name}.${now.toString(16)}${(++this.seq).toString(16)}`;
       await this.client.request('POST', `/api/v1/namespaces/${ns}/events`, { what: `create Event ${ns}/${name}`, body: {
         apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: ns },
@@ -46,6 +49,16 @@ export class EventRecorder {
       this.sent.set(key, { name, count: 1, first: stamp, lastPatch: now });
     } catch (err) {
       this.log.warn({ err: String(err), reason }, 'could not record an Event');
+    }
+  }
+
+  /** Forgets what can no longer be bumped, then the oldest (not everything: one namespace's
+   * thousands of gateways would otherwise undo every other gateway's de-duplication). */
+  private prune(now: number): void {
+    for (const [k, v] of this.sent) if (now - Date.parse(v.first) >= 600_000) this.sent.delete(k);
+    for (const k of this.sent.keys()) {
+      if (this.sent.size < maxKept) break;
+      this.sent.delete(k);
     }
   }
 }
