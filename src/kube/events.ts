@@ -7,7 +7,8 @@ import type { KubeClient } from './client.js';
 
 interface Sent { name: string; count: number; first: string; lastPatch: number }
 
-/** Events remembered for de-duplication; past it, those older than 10 minutes go, then the oldest. */
+/** Events remembered for de-duplication; at it, those older than 10 minutes go, then the oldest
+ * down to 90%. */
 const maxKept = 10_000;
 
 export class EventRecorder {
@@ -57,7 +58,7 @@ export class EventRecorder {
   private prune(now: number): void {
     for (const [k, v] of this.sent) if (now - Date.parse(v.first) >= 600_000) this.sent.delete(k);
     for (const k of this.sent.keys()) {
-      if (this.sent.size < maxKept) break;
+      if (this.sent.size < maxKept * 0.9) break; // a tenth at once: the sweep is paid once per 1,000
       this.sent.delete(k);
     }
   }

@@ -15,12 +15,14 @@ test('one namespace\'s 10,000 Events push out the oldest remembered, not another
   await r.record(gw('team-a', 'first'), 'Warning', 'TooManyGateways', 'over');
   for (let i = 0; i < 9_998; i++) await r.record(gw('team-a', `g${i}`), 'Warning', 'TooManyGateways', 'over');
   await r.record(gw('team-b', 'b'), 'Warning', 'NoReadyEndpoints', 'none ready');
-  await r.record(gw('team-a', 'one-more'), 'Warning', 'TooManyGateways', 'over'); // 10,001st: the oldest goes
+  await r.record(gw('team-a', 'one-more'), 'Warning', 'TooManyGateways', 'over'); // 10,001st: the oldest tenth goes
   const posts = calls.length;
   assert.equal(posts, 10_001);
   await r.record(gw('team-b', 'b'), 'Warning', 'NoReadyEndpoints', 'none ready');
   assert.equal(calls.length, posts, 'team-b\'s Event was forgotten: created again instead of counted');
   await r.record(gw('team-a', 'first'), 'Warning', 'TooManyGateways', 'over');
   assert.equal(calls.length, posts + 1, 'the oldest was forgotten');
+  // pruned to 90%: the next thousand records sweep nothing
+  assert.equal((r as unknown as { sent: Map<string, unknown> }).sent.size, 9_001);
   assert.match(calls.at(-1)!, /^POST \/api\/v1\/namespaces\/team-a\/events$/);
 });
