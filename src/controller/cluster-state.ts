@@ -14,6 +14,30 @@ import type { Ref } from './ref-index.js';
 type Obj<T> = T & KubeObject;
 type DataObject = Obj<{ data?: Record<string, string> }>;
 
+/** What is read of an object's metadata: who it is, and who owns it (agw-NAME objects). */
+function identity(m: KubeObject['metadata']): KubeObject['metadata'] {
+  return { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, ownerReferences: m.ownerReferences };
+}
+
+/**
+ * Every Service and EndpointSlice in the cluster is watched, any team's: the caches keep only what
+ * is read (ports, addresses and their conditions, owners, a load balancer's address), not a team's
+ * annotations (up to 256 KiB an object), labels or topology.
+ */
+function trimService(o: Obj<ServiceLike>): Obj<ServiceLike> {
+  const lb = (o as { status?: { loadBalancer?: unknown } }).status?.loadBalancer;
+  return { metadata: identity(o.metadata), spec: { ports: o.spec?.ports }, ...(lb ? { status: { loadBalancer: lb } } : {}) } as Obj<ServiceLike>;
+}
+
+function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
+  const svc = o.metadata.labels?.[serviceNameLabel];
+  return {
+    metadata: { ...identity(o.metadata), ...(svc ? { labels: { [serviceNameLabel]: svc } } : {}) },
+    addressType: o.addressType, ports: o.ports,
+    endpoints: o.endpoints?.map((e) => ({ addresses: e.addresses, conditions: e.conditions })),
+  } as Obj<EndpointSliceLike>;
+}
+
 export class ClusterState {
   private readonly all: Watched<any>[];
   private readonly services: Watched<Obj<ServiceLike>>;
@@ -23,6 +47,9 @@ export class ClusterState {
   private readonly caSecrets: Watched<DataObject>;
   private readonly caConfigMaps: Watched<DataObject>;
 
+  static trimService = trimService;
+  static trimSlice = trimSlice;
+
   constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void }) {
     const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
@@ -30,11 +57,12 @@ export class ClusterState {
       const n = name ? name(o) : o.metadata.name;
       if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
     };
-    this.services = new Watched(client, { ...base, name: 'services', path: core('services'), onEvent: emit('Service') });
+    this.services = new Watched(client, { ...base, name: 'services', path: core('services'), trim: trimService, onEvent: emit('Service') });
     this.slices = new Watched(client, {
       ...base, name: 'endpointslices',
       path: (ns) => (ns ? `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices` : '/apis/discovery.k8s.io/v1/endpointslices'),
       indexBy: (s) => { const svc = s.metadata.labels?.[serviceNameLabel]; return svc ? `${s.metadata.namespace}/${svc}` : undefined; },
+      trim: trimSlice,
       onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
     });
     this.grants = new Watched(client, {

@@ -29,6 +29,8 @@ export interface InformerOptions<T> {
   optional?: boolean;
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
+  /** The part of each object the cache keeps (after stripForCache); default all of it. */
+  trim?: (obj: T) => T;
   metrics?: Metrics;
   clock?: Clock;
 }
@@ -144,8 +146,8 @@ export class Informer<T extends KubeObject> {
       rv = list.metadata?.resourceVersion ?? '';
     } while (cont);
     const seen = new Set<string>();
-    for (const item of items) {
-      stripForCache(item);
+    for (const listed of items) {
+      const item = this.keep(listed);
       const key = objectKey(item);
       seen.add(key);
       const old = this.cache.get(key);
@@ -162,6 +164,11 @@ export class Informer<T extends KubeObject> {
     this.markSyncedOnce();
     this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
     return rv;
+  }
+
+  private keep(obj: T): T {
+    stripForCache(obj);
+    return this.opts.trim ? this.opts.trim(obj) : obj;
   }
 
   private markSyncedOnce(): void {
@@ -188,15 +195,15 @@ export class Informer<T extends KubeObject> {
         }
         if (obj?.metadata?.resourceVersion) setRv(obj.metadata.resourceVersion);
         if (ev.type === 'BOOKMARK') return;
-        stripForCache(obj);
-        const key = objectKey(obj);
+        const kept = this.keep(obj);
+        const key = objectKey(kept);
         const old = this.cache.get(key);
         if (ev.type === 'DELETED') {
           this.cache.delete(key);
-          this.opts.onEvent('delete', obj, old);
+          this.opts.onEvent('delete', kept, old);
         } else {
-          this.cache.set(key, obj);
-          this.opts.onEvent(old ? 'update' : 'add', obj, old);
+          this.cache.set(key, kept);
+          this.opts.onEvent(old ? 'update' : 'add', kept, old);
         }
       });
     } catch (err) {

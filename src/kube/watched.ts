@@ -13,6 +13,8 @@ export interface WatchedOptions<T> {
   labelSelector?: string;
   optional?: boolean;
   accept?: string;
+  /** The part of each object the cache keeps; default all of it. */
+  trim?: (obj: T) => T;
   /** Secondary index key of an object, e.g. the Service an EndpointSlice belongs to. */
   indexBy?: (obj: T) => string | undefined;
   log: Logger;
@@ -32,6 +34,7 @@ export class Watched<T extends KubeObject> {
       labelSelector: opts.labelSelector,
       optional: opts.optional,
       accept: opts.accept,
+      trim: opts.trim,
       metrics: opts.metrics,
       log: opts.log,
       onEvent: (type, obj, old) => {

@@ -3,7 +3,8 @@
 // secondary index, which keeps nothing for names that are gone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { stripForCache, type KubeObject } from '../../src/kube/informer.js';
+import { ClusterState } from '../../src/controller/cluster-state.js';
+import { Informer, stripForCache, type KubeObject } from '../../src/kube/informer.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { Watched } from '../../src/kube/watched.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -48,4 +49,58 @@ test('the secondary index keeps no empty entry for a name that is gone (Services
   reindex('add', slice('s', 'one'));
   reindex('update', slice('s', 'two'), slice('s', 'one'));
   assert.deepEqual([w.byIndex('one').length, w.byIndex('two').length, size()], [0, 1, 1]);
+});
+
+test('the cache keeps what trim leaves, for listed and for watched objects', async () => {
+  const big = 'x'.repeat(100_000);
+  const obj = (name: string, rv: string) => ({ metadata: { name, namespace: 'a', resourceVersion: rv, annotations: { big } }, spec: { keep: 1, drop: big } });
+  let watched!: (ev: { type: string; object: unknown }) => void;
+  const client = {
+    request: async () => ({ items: [obj('listed', '1')], metadata: { resourceVersion: '1' } }),
+    watch: (_p: string, signal: AbortSignal, _t: number, _a: string | undefined, on: typeof watched) => {
+      watched = on;
+      return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+    },
+  } as unknown as KubeClient;
+  type O = KubeObject & { spec?: { keep?: number; drop?: string } };
+  const events: string[] = [];
+  const i = new Informer<O>(client, {
+    name: 't', path: '/x', log: silentLogger, onEvent: (t, o) => events.push(`${t} ${o.metadata.name} ${JSON.stringify(o).length}`),
+    trim: (o) => ({ metadata: { name: o.metadata.name, namespace: o.metadata.namespace, resourceVersion: o.metadata.resourceVersion }, spec: { keep: o.spec?.keep } }),
+  });
+  i.start();
+  await i.firstSync;
+  while (!watched) await new Promise((r) => setImmediate(r));
+  watched({ type: 'ADDED', object: obj('watched', '2') });
+  for (const o of i.cache.values()) {
+    assert.equal(o.metadata.annotations, undefined);
+    assert.deepEqual(o.spec, { keep: 1 });
+  }
+  assert.equal(i.cache.size, 2);
+  assert.ok(events.every((e) => Number(e.split(' ')[2]) < 200), events.join('; '));
+  await i.stop();
+});
+
+test('Services and EndpointSlices are cached without a team\'s annotations, labels and topology; what is read stays', () => {
+  const big = 'x'.repeat(200_000);
+  const owner = [{ uid: 'u1', controller: true, kind: 'AccessGateway', name: 'g', apiVersion: 'access-gateway.io/v1alpha1' }];
+  const svc = ClusterState.trimService({
+    metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', labels: { big }, annotations: { big }, ownerReferences: owner },
+    spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP' }], selector: { big } } as never,
+    status: { loadBalancer: { ingress: [{ ip: '198.18.0.1' }] } },
+  } as never);
+  assert.deepEqual(svc, {
+    metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', ownerReferences: owner },
+    spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP' }] }, status: { loadBalancer: { ingress: [{ ip: '198.18.0.1' }] } },
+  });
+  const slice = ClusterState.trimSlice({
+    metadata: { name: 's', namespace: 'a', resourceVersion: '6', labels: { 'kubernetes.io/service-name': 'web', big }, annotations: { big } },
+    addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [{ addresses: ['198.18.0.9'], conditions: { ready: true }, nodeName: big, hostname: 'h', zone: 'z' }],
+  } as never);
+  assert.deepEqual(JSON.parse(JSON.stringify(slice)), {
+    metadata: { name: 's', namespace: 'a', resourceVersion: '6', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [{ addresses: ['198.18.0.9'], conditions: { ready: true } }],
+  });
 });
