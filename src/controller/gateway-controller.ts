@@ -132,16 +132,19 @@ export class GatewayController {
   /** A gateway changed: reconcile it, unless the change is only the status this replica wrote. */
   private onGatewayEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
     const key = keyOf(obj);
-    // a gateway that came or went under the namespace limit: those whose place it changed
+    // a gateway that came or went under the namespace limit: those whose place it changed are
+    // reconciled after it (it lets go of its port first, when it left or lost its place)
     const moved = type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj));
     this.index(key, type === 'delete' ? undefined : obj);
     for (const k of moved) {
       const { namespace, name } = splitKey(k);
       this.index(k, this.gateways.get(namespace, name));
-      if (type !== 'delete') this.controller.enqueue(k);
     }
-    // those taking a deleted gateway's place: once it has let go of its port
-    if (type === 'delete') this.reconciler.promoteAfterForget(key, moved);
+    if (moved.length) {
+      this.reconciler.requeueAfter(key, moved);
+      this.controller.enqueue(key);
+      return;
+    }
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && digest(obj.status) === this.reconciler.lastWritten(key)) return;

@@ -90,9 +90,9 @@ export class GatewayReconciler {
   private readonly exposed = new Map<string, string>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
   private readonly waitingForPort = new Set<string>();
-  /** Gateways that take a deleted gateway's place under the namespace limit: reconciled once it
-   * has closed its listener and let go of its port (not before, to find that port still held). */
-  private readonly promotedBy = new Map<string, string[]>();
+  /** Gateways whose place under the namespace limit a gateway's arrival or departure changed:
+   * reconciled once that one has let go of its port (not before, to find the port still held). */
+  private readonly after = new Map<string, string[]>();
   private readonly clock: Clock;
 
   constructor(private readonly d: GatewayReconcilerDeps) {
@@ -104,14 +104,14 @@ export class GatewayReconciler {
     return this.written.get(key)?.digest;
   }
 
-  /** `keys` take the deleted gateway `key`'s place under the limit: requeued after its forget. */
-  promoteAfterForget(key: string, keys: string[]): void {
-    if (keys.length) this.promotedBy.set(key, [...(this.promotedBy.get(key) ?? []), ...keys]);
+  /** `keys` are requeued once `key` has been reconciled as far as its port (or forgotten). */
+  requeueAfter(key: string, keys: string[]): void {
+    if (keys.length) this.after.set(key, [...(this.after.get(key) ?? []), ...keys]);
   }
 
-  private requeuePromoted(key: string): void {
-    for (const k of this.promotedBy.get(key) ?? []) this.d.requeue(k);
-    this.promotedBy.delete(key);
+  private requeueWaitingOn(key: string): void {
+    for (const k of this.after.get(key) ?? []) this.d.requeue(k);
+    this.after.delete(key);
   }
 
   /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
@@ -124,9 +124,9 @@ export class GatewayReconciler {
     const { namespace, name } = splitKey(key);
     const gw = this.d.gateways.get(namespace, name);
     if (!gw) return this.forget(key, log);
-    this.requeuePromoted(key); // created again before its forget: they wait no longer
     const spec = applyDefaults(gw);
     const port = this.claimPort(key, gw, spec);
+    this.requeueWaitingOn(key); // its port held or given up: those it made way for, or took the place of
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
     const t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
@@ -151,7 +151,7 @@ export class GatewayReconciler {
     this.d.ports.release(key);
     this.waitingForPort.delete(key);
     if (held) for (const k of this.waitingForPort) this.d.requeue(k); // only a port freed helps them
-    this.requeuePromoted(key);
+    this.requeueWaitingOn(key);
     this.written.delete(key);
     this.exposed.delete(key);
     log.debug('gateway gone; listener closed');

@@ -3,9 +3,10 @@
 // creating a new one, so a flapping gateway cannot flood the apiserver.
 import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
+import { realClock, type Clock } from '../clock.js';
 import type { KubeClient } from './client.js';
 
-interface Sent { name: string; count: number; first: string; lastPatch: number }
+interface Sent { name: string; count: number; firstMs: number; lastPatch: number }
 
 /** Events remembered for de-duplication; at it, those older than 10 minutes go, then the oldest
  * down to 90%. */
@@ -15,16 +16,17 @@ export class EventRecorder {
   private readonly sent = new Map<string, Sent>();
   private seq = 0;
 
-  constructor(private readonly client: KubeClient, private readonly log: Logger, private readonly component = 'access-gateway') {}
+  constructor(private readonly client: KubeClient, private readonly log: Logger, private readonly component = 'access-gateway',
+    private readonly clock: Clock = realClock) {}
 
   async record(gw: AccessGateway, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
     const ns = gw.metadata.namespace;
     const key = `${gw.metadata.uid}/${type}/${reason}/${message}`;
-    const now = Date.now();
+    const now = this.clock.now();
     const stamp = new Date(now).toISOString().replace(/\.\d+Z$/, 'Z');
     const prev = this.sent.get(key);
     try {
-      if (prev && now - Date.parse(prev.first) < 600_000) {
+      if (prev && now - prev.firstMs < 600_000) {
         prev.count++;
         if (now - prev.lastPatch < 60_000) return; // counted; written with the next patch
         prev.lastPatch = now;
@@ -47,7 +49,8 @@ export class EventRecorder {
         reportingComponent: this.component, reportingInstance: process.env.POD_NAME ?? '',
       } });
       // only an Event this recorder created is ever patched later
-      this.sent.set(key, { name, count: 1, first: stamp, lastPatch: now });
+      this.sent.delete(key); // an expired one's place: at the back, as the newest
+      this.sent.set(key, { name, count: 1, firstMs: now, lastPatch: now });
     } catch (err) {
       this.log.warn({ err: String(err), reason }, 'could not record an Event');
     }
@@ -56,7 +59,7 @@ export class EventRecorder {
   /** Forgets what can no longer be bumped, then the oldest (not everything: one namespace's
    * thousands of gateways would otherwise undo every other gateway's de-duplication). */
   private prune(now: number): void {
-    for (const [k, v] of this.sent) if (now - Date.parse(v.first) >= 600_000) this.sent.delete(k);
+    for (const [k, v] of this.sent) if (now - v.firstMs >= 600_000) this.sent.delete(k);
     for (const k of this.sent.keys()) {
       if (this.sent.size < maxKept * 0.9) break; // a tenth at once: the sweep is paid once per 1,000
       this.sent.delete(k);

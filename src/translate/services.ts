@@ -80,7 +80,7 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint
 }
 
 /** Resolves one service route of gateway namespace `gwNs`. */
-export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bundles = new GatewayBundles()): { target: ServiceTarget; problem: ServiceProblem | null } {
+export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bundles: GatewayBundles): { target: ServiceTarget; problem: ServiceProblem | null } {
   const s = r.service!;
   const ns = s.namespace ?? gwNs;
   const scheme = s.scheme ?? 'http';

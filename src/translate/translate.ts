@@ -63,7 +63,7 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
 }
 
 /** spec.listener.tls.clientCA resolved: a team's CA, so every name it yields is prefixed team:NS:. */
-export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap: Pick<ServiceSnapshot, 'caBundles'>, bundles = new GatewayBundles()): ClientCAPlan | null | { problem: string } {
+export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap: Pick<ServiceSnapshot, 'caBundles'>, bundles: GatewayBundles): ClientCAPlan | null | { problem: string } {
   if (!ref) return null;
   const where = `${ref.kind} ${ns}/${ref.name} key ${ref.key}`;
   const pem = snap.caBundles?.[`${ref.kind}/${ns}/${ref.name}`]?.[ref.key];

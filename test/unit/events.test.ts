@@ -1,28 +1,49 @@
-// The Event recorder's de-duplication bound (pure logic, a stand-in client that records calls):
-// past 10,000 remembered Events the oldest go, not all of them.
+// The Event recorder's de-duplication bound (pure logic, a stand-in client that records calls and
+// a fake clock): past 10,000 remembered Events the expired and then the oldest go, not all of them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway } from '../../src/api/types.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { EventRecorder } from '../../src/kube/events.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const gw = (ns: string, name: string) => ({ apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name, namespace: ns, uid: `${ns}-${name}` } }) as AccessGateway;
 
-test('one namespace\'s 10,000 Events push out the oldest remembered, not another gateway\'s recent one', async () => {
+function recorder() {
   const calls: string[] = [];
-  const r = new EventRecorder({ request: async (method: string, path: string) => { calls.push(`${method} ${path}`); return {}; } } as unknown as KubeClient, silentLogger);
-  await r.record(gw('team-a', 'first'), 'Warning', 'TooManyGateways', 'over');
-  for (let i = 0; i < 9_998; i++) await r.record(gw('team-a', `g${i}`), 'Warning', 'TooManyGateways', 'over');
-  await r.record(gw('team-b', 'b'), 'Warning', 'NoReadyEndpoints', 'none ready');
-  await r.record(gw('team-a', 'one-more'), 'Warning', 'TooManyGateways', 'over'); // 10,001st: the oldest tenth goes
+  const clock = new FakeClock();
+  const r = new EventRecorder({ request: async (method: string, path: string) => { calls.push(`${method} ${path}`); return {}; } } as unknown as KubeClient,
+    silentLogger, 'access-gateway', clock);
+  const flood = async (from: number, n: number) => { for (let i = from; i < from + n; i++) await r.record(gw('team-a', `g${i}`), 'Warning', 'TooManyGateways', 'over'); };
+  const b = () => r.record(gw('team-b', 'b'), 'Warning', 'NoReadyEndpoints', 'none ready');
+  return { r, calls, clock, flood, b };
+}
+
+test('one namespace\'s flood of Events pushes out the oldest remembered, not another gateway\'s recent one', async () => {
+  const { r, calls, flood, b } = recorder();
+  await flood(0, 9_999);
+  await b();
+  await flood(9_999, 2); // 10,001 distinct: the oldest tenth goes, b (recent) stays
   const posts = calls.length;
-  assert.equal(posts, 10_001);
-  await r.record(gw('team-b', 'b'), 'Warning', 'NoReadyEndpoints', 'none ready');
+  assert.equal(posts, 10_002);
+  await b();
   assert.equal(calls.length, posts, 'team-b\'s Event was forgotten: created again instead of counted');
-  await r.record(gw('team-a', 'first'), 'Warning', 'TooManyGateways', 'over');
+  await flood(0, 1);
   assert.equal(calls.length, posts + 1, 'the oldest was forgotten');
-  // pruned to 90%: the next thousand records sweep nothing
-  assert.equal((r as unknown as { sent: Map<string, unknown> }).sent.size, 9_001);
   assert.match(calls.at(-1)!, /^POST \/api\/v1\/namespaces\/team-a\/events$/);
+  assert.equal((r as unknown as { sent: Map<string, unknown> }).sent.size, 9_002, 'pruned to 90%: the next thousand records sweep nothing');
+});
+
+test('an Event created again after its 10 minutes counts as the newest: a flood pushes out the older ones first', async () => {
+  const { calls, clock, flood, b } = recorder();
+  await b();
+  clock.advance(9 * 60_000);
+  await flood(0, 9_000);
+  clock.advance(2 * 60_000);
+  await b(); // b's 10 minutes are over: created again
+  assert.equal(calls.length, 9_002);
+  await flood(9_000, 1_000); // reaches the bound: nothing has expired (9,000 are 2 minutes old)
+  await b();
+  assert.equal(calls.length, 10_002, 'b was counted as the oldest and forgotten');
 });

@@ -53,6 +53,17 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
   assert.deepEqual(await drain(), ['a/g2']);
   internals.onRef({ kind: 'Service', namespace: 'a', name: 'web' });
   assert.deepEqual(await drain(), ['a/g2']);
+  // g2 deleted and created again while the watch was away: the relist brings it as an update, now
+  // younger than g3, which takes its place once g2 has been reconciled (and let go of its port)
+  const again = { ...gw('g2', '2026-01-09T00:00:00Z'), metadata: { ...gw('g2', '2026-01-09T00:00:00Z').metadata, uid: 'new' } };
+  const before = store.get('a/g2')!;
+  store.set('a/g2', again);
+  emit('update', again, before);
+  assert.deepEqual(await drain(), ['a/g2']);
+  await reconciler.reconcile('a/g2', silentLogger);
+  assert.deepEqual(await drain(), ['a/g3']);
+  internals.onRef({ kind: 'Service', namespace: 'a', name: 'web' });
+  assert.deepEqual(await drain(), ['a/g3'], 'only the served one is found by what it names');
   internals.onRef({ kind: 'Service', namespace: 'b', name: 'web' });
   assert.deepEqual(await drain(), []);
 });
