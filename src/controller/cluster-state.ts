@@ -34,7 +34,7 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
   return {
     metadata: { ...identity(o.metadata), ...(svc ? { labels: { [serviceNameLabel]: svc } } : {}) },
     addressType: o.addressType, ports: o.ports,
-    endpoints: o.endpoints?.map((e) => ({ addresses: e.addresses, conditions: e.conditions })),
+    endpoints: o.endpoints?.map((e) => ({ addresses: e.addresses.slice(0, 1), conditions: e.conditions })), // the first is read
   } as Obj<EndpointSliceLike>;
 }
 

@@ -132,8 +132,8 @@ export class GatewayController {
   /** A gateway changed: reconcile it, unless the change is only the status this replica wrote. */
   private onGatewayEvent(type: InformerEvent, obj: AccessGateway, old: AccessGateway | undefined): void {
     const key = keyOf(obj);
-    // a gateway that came or went under the namespace limit: those whose place it changed are
-    // reconciled after it (it lets go of its port first, when it left or lost its place)
+    // a gateway that came or went under the namespace limit: those whose place it changed, in the
+    // order that frees a port before it is claimed
     const moved = type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj));
     this.index(key, type === 'delete' ? undefined : obj);
     for (const k of moved) {
@@ -141,7 +141,9 @@ export class GatewayController {
       this.index(k, this.gateways.get(namespace, name));
     }
     if (moved.length) {
-      this.reconciler.requeueAfter(key, moved);
+      // it left or lost its place: it lets go of its port first; it took others' places: they do
+      if (type === 'delete' || !this.limit.served(key)) this.reconciler.requeueAfter(key, moved);
+      else for (const k of moved) this.controller.enqueue(k);
       this.controller.enqueue(key);
       return;
     }

@@ -68,6 +68,27 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
   assert.deepEqual(await drain(), []);
 });
 
+test('a gateway that takes a younger one\'s place is reconciled after it (it frees its port first)', async () => {
+  const store = new Map<string, AccessGateway>();
+  let emit!: GatewayEvents;
+  const c = new GatewayController({
+    client: {} as KubeClient, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace: 1, advertiseHost: '127.0.0.1', log: silentLogger,
+    dataplane: { apply: async () => null }, writeStatus: async () => {},
+    source: (onEvent) => {
+      emit = onEvent;
+      return { start() {}, firstSync: async () => {}, stop: async () => {}, get: (ns, n) => store.get(`${ns}/${n}`), keys: () => [...store.keys()], values: () => store.values() };
+    },
+  });
+  const q = (c as unknown as { controller: { queue: WorkQueue } }).controller.queue;
+  const order = async () => { const keys: string[] = []; while (q.depth) { const k = (await q.get())!; keys.push(k); q.done(k); } return keys; };
+  const add = (name: string) => { store.set(`a/${name}`, gw(name, '2026-01-01T00:00:00Z')); emit('add', store.get(`a/${name}`)!, undefined); };
+  add('zzz');
+  assert.deepEqual(await order(), ['a/zzz']);
+  // created in the same second: aaa ranks older (by key) and takes zzz's place; zzz goes first
+  add('aaa');
+  assert.deepEqual(await order(), ['a/zzz', 'a/aaa']);
+});
+
 test('the controller benchmark runs (a small flood): team-b keeps its place in a resync', () => {
   const bench = fileURLToPath(new URL('../../bench/controller.js', import.meta.url));
   const out = execFileSync(process.execPath, [bench, '--flood', '300'], { encoding: 'utf8', timeout: 60_000 });

@@ -96,7 +96,7 @@ test('Services and EndpointSlices are cached without a team\'s annotations, labe
   const slice = ClusterState.trimSlice({
     metadata: { name: 's', namespace: 'a', resourceVersion: '6', labels: { 'kubernetes.io/service-name': 'web', big }, annotations: { big } },
     addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-    endpoints: [{ addresses: ['198.18.0.9'], conditions: { ready: true }, nodeName: big, hostname: 'h', zone: 'z' }],
+    endpoints: [{ addresses: ['198.18.0.9', '198.18.0.10'], conditions: { ready: true }, nodeName: big, hostname: 'h', zone: 'z' }],
   } as never);
   assert.deepEqual(JSON.parse(JSON.stringify(slice)), {
     metadata: { name: 's', namespace: 'a', resourceVersion: '6', labels: { 'kubernetes.io/service-name': 'web' } },
