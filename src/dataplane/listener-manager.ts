@@ -52,10 +52,10 @@ export class ListenerManager {
       for (const r of current.plan.routes) if (!kept.has(r.name)) this.deps.metrics.forget(plan.namespace, plan.name, r.name);
     }
     if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
-      current.update(plan);
+      this.orDropSeries(plan, current, () => current.update(plan));
       return { programmed: true, port: plan.port };
     }
-    const next = new Listener(plan, this.deps, this.limits, this.budgets);
+    const next = this.orDropSeries(plan, current, () => new Listener(plan, this.deps, this.limits, this.budgets));
     let old = current;
     let replaced: Listener | undefined;
     if (old && old.plan.port === plan.port) {
@@ -89,6 +89,21 @@ export class ListenerManager {
     // what is still open on the listener it replaced follows the new one's rules (and changes)
     (old ?? replaced)?.handOver(next);
     return { programmed: true, port: plan.port };
+  }
+
+  /** Makes a route table; one that cannot be made drops the series its routes made (but those
+   * the current listener still serves), and the error goes on. */
+  private orDropSeries<T>(plan: GatewayPlan, current: Listener | undefined, make: () => T): T {
+    try {
+      return make();
+    } catch (err) {
+      if (!current) this.deps.metrics.forget(plan.namespace, plan.name);
+      else {
+        const served = new Set(current.plan.routes.map((r) => r.name));
+        for (const r of plan.routes) if (!served.has(r.name)) this.deps.metrics.forget(plan.namespace, plan.name, r.name);
+      }
+      throw err;
+    }
   }
 
   /**

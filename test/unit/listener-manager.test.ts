@@ -453,13 +453,21 @@ test('a gateway moved and then deleted while its old listener drains leaves no m
   assert.doesNotMatch(all, /namespace="team-a",gateway="gw"/);
 });
 
-test('a route table that cannot be compiled gives back the endpoint pools its earlier routes took', async (t) => {
+test('a route table that cannot be compiled gives back the endpoint pools and the metric series its earlier routes took', async (t) => {
   const { deps, m } = managerFor(t);
   const p = planOf('team-a', 'gw', await freePort());
   // a pattern RE2 refuses (translate would have: this stands for any compile failure after route 0)
   const bad = { ...p.routes[0]!, name: 'bad', target: { ...(p.routes[0]!.target as ApiserverTarget), acceptPaths: ['^/(?=api)'] } };
   await assert.rejects(m.apply('team-a/gw', { ...p, routes: [withService(p).routes[0]!, bad] }));
   assert.equal(deps.pools.size, 0);
+  const series = async () => { const e = await deps.metrics.exposition(); return e.head + Buffer.concat([...e.chunks]).toString(); };
+  assert.doesNotMatch(await series(), /gateway="gw"/, 'the series its routes made');
+  // served, then a change that cannot be compiled: the served route's series stay, the new ones go
+  await m.apply('team-a/gw', p);
+  const extra = { ...p.routes[0]!, name: 'extra', pathPrefix: '/extra' };
+  await assert.rejects(m.apply('team-a/gw', { ...p, routes: [p.routes[0]!, extra, { ...bad, pathPrefix: '/bad' }] }));
+  assert.match(await series(), new RegExp(`route="${p.routes[0]!.name}"`));
+  assert.doesNotMatch(await series(), /route="extra"/);
 });
 
 test('a listener that cannot listen gives back what its route table took (endpoint pools, metric series)', async (t) => {
