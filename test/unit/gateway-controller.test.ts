@@ -17,7 +17,8 @@ const gw = (name: string, created: string): AccessGateway => ({
   spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', service: { name: 'web', port: 80 } }] },
 });
 
-test('an object\'s change reconciles only the served gateways that refer to it; a freed place only the gateway that takes it, after the gone one\'s forget', async () => {
+/** A controller with limit 1 over an in-memory source, nothing started: its queue is read by hand. */
+function setup() {
   const store = new Map<string, AccessGateway>();
   let emit!: GatewayEvents;
   const c = new GatewayController({
@@ -28,13 +29,23 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
       return { start() {}, firstSync: async () => {}, stop: async () => {}, get: (ns, n) => store.get(`${ns}/${n}`), keys: () => [...store.keys()], values: () => store.values() };
     },
   });
-  const internals = c as unknown as { controller: { queue: WorkQueue }; onRef(ref: { kind: string; namespace: string; name: string }): void };
+  const internals = c as unknown as {
+    controller: { queue: WorkQueue }; onRef(ref: { kind: string; namespace: string; name: string }): void;
+    reconciler: { reconcile(key: string, log: typeof silentLogger): Promise<unknown> };
+  };
   const q = internals.controller.queue;
-  const drain = async () => {
+  /** The keys queued, in the order they are taken. */
+  const taken = async () => {
     const keys: string[] = [];
     while (q.depth) { const k = (await q.get())!; keys.push(k); q.done(k); }
-    return keys.sort();
+    return keys;
   };
+  return { store, emit: (...a: Parameters<GatewayEvents>) => emit(...a), internals, taken };
+}
+
+test('an object\'s change reconciles only the served gateways that refer to it; a freed place only the gateway that takes it, after the gone one\'s forget', async () => {
+  const { store, emit, internals, taken } = setup();
+  const drain = async () => (await taken()).sort();
   for (const [name, created] of [['g1', '2026-01-01T00:00:00Z'], ['g2', '2026-01-02T00:00:00Z'], ['g3', '2026-01-03T00:00:00Z']] as const) {
     store.set(`a/${name}`, gw(name, created));
     emit('add', store.get(`a/${name}`)!, undefined);
@@ -48,7 +59,7 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
   // the gone one first; the one that takes its place once the gone one has let go of its port
   // (its forget), so it does not find that port still held; not g3
   assert.deepEqual(await drain(), ['a/g1']);
-  const reconciler = (c as unknown as { reconciler: { reconcile(key: string, log: typeof silentLogger): Promise<unknown> } }).reconciler;
+  const reconciler = internals.reconciler;
   await reconciler.reconcile('a/g1', silentLogger);
   assert.deepEqual(await drain(), ['a/g2']);
   internals.onRef({ kind: 'Service', namespace: 'a', name: 'web' });
@@ -69,18 +80,7 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
 });
 
 test('a gateway that takes a younger one\'s place is reconciled after it (it frees its port first)', async () => {
-  const store = new Map<string, AccessGateway>();
-  let emit!: GatewayEvents;
-  const c = new GatewayController({
-    client: {} as KubeClient, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace: 1, advertiseHost: '127.0.0.1', log: silentLogger,
-    dataplane: { apply: async () => null }, writeStatus: async () => {},
-    source: (onEvent) => {
-      emit = onEvent;
-      return { start() {}, firstSync: async () => {}, stop: async () => {}, get: (ns, n) => store.get(`${ns}/${n}`), keys: () => [...store.keys()], values: () => store.values() };
-    },
-  });
-  const q = (c as unknown as { controller: { queue: WorkQueue } }).controller.queue;
-  const order = async () => { const keys: string[] = []; while (q.depth) { const k = (await q.get())!; keys.push(k); q.done(k); } return keys; };
+  const { store, emit, taken: order } = setup();
   const add = (name: string) => { store.set(`a/${name}`, gw(name, '2026-01-01T00:00:00Z')); emit('add', store.get(`a/${name}`)!, undefined); };
   add('zzz');
   assert.deepEqual(await order(), ['a/zzz']);
