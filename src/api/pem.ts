@@ -1,5 +1,6 @@
 // PEM certificate bundles (CA references), parsed the one way everything here reads them.
 import { X509Certificate } from 'node:crypto';
+import { Recent } from '../recent.js';
 
 /** Certificates a bundle may hold (Mozilla's root store has ~150); parsing an RSA-2048 one takes ~0.05 ms. */
 export const maxBundleCertificates = 256;
@@ -9,20 +10,14 @@ export const maxBundleCertificates = 256;
 export const maxGatewayBundleBytes = 512 * 1024;
 
 /**
- * The certificates of a PEM bundle, or why it cannot be one. Remembered for the last `kept`
+ * The certificates of a PEM bundle, or why it cannot be one. Remembered for the last 64
  * bundles used: a team's ConfigMap named by many routes, and asked on every reconcile, is parsed
  * once (a bundle of 1 MiB took ~340 ms, on the event loop every team shares).
  */
 export function parseBundle(pem: string): X509Certificate[] | { problem: string } {
-  let result = parsed.get(pem);
-  if (result) parsed.delete(pem);
-  else result = parse(pem);
-  parsed.set(pem, result);
-  if (parsed.size > kept) parsed.delete(parsed.keys().next().value!);
-  return result;
+  return parsed.get(pem, parse);
 }
-const kept = 64;
-const parsed = new Map<string, X509Certificate[] | { problem: string }>();
+const parsed = new Recent<string, X509Certificate[] | { problem: string }>(64);
 
 /**
  * One gateway's bundles, admitted within maxGatewayBundleBytes in the order given (each distinct

@@ -5,6 +5,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { Pool } from 'undici';
+import { Recent } from '../recent.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 
 export class EndpointPool {
@@ -60,18 +61,12 @@ export class EndpointPool {
 /**
  * One TLS context per CA bundle, made once: given `ca`, every new upstream connection built its
  * own (a 256-certificate bundle cost ~12.5 ms of the shared event loop per connection). The last
- * `keptContexts` bundles used are kept.
+ * 64 bundles used are kept.
  */
 export function secureContextFor(ca: string): SecureContext {
-  let c = contexts.get(ca);
-  if (c) contexts.delete(ca);
-  else c = createSecureContext({ ca });
-  contexts.set(ca, c);
-  if (contexts.size > keptContexts) contexts.delete(contexts.keys().next().value!);
-  return c;
+  return contexts.get(ca, () => createSecureContext({ ca }));
 }
-const keptContexts = 64;
-const contexts = new Map<string, SecureContext>();
+const contexts = new Recent<string, SecureContext>(64);
 
 /** Pools by endpoint, reference-counted by the route tables that use them. */
 export class PoolRegistry {
