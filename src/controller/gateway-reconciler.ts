@@ -168,7 +168,7 @@ export class GatewayReconciler {
       if (had) for (const k of this.waitingForPort) this.d.requeue(k); // the port it gave up may be theirs
       return { conflict: over, reason: Reason.TooManyGateways };
     }
-    if (!this.leader()) return this.followPort(key, gw);
+    if (!this.leader()) return this.followPort(key, gw, spec.spec.listener?.port);
     const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
     if ('conflict' in claim) {
       this.waitingForPort.add(key);
@@ -183,13 +183,16 @@ export class GatewayReconciler {
    * the agw-NAME EndpointSlice sends clients to every replica at that port, and a port chosen here
    * could be another gateway's there (two gateways created at once, seen in another order). A
    * recorded port another gateway still holds here is waited for (that gateway is reconciled, and
-   * moves to its own recorded port); a port given up here is tried again by those waiting.
+   * moves to its own recorded port); a port given up here is tried again by those waiting. A spec
+   * that asks for another port than the recorded one is moving: the leader gave the recorded port
+   * up already (and may give it to another gateway before, or without, recording the move), so
+   * it is not served here on the old one either.
    */
-  private followPort(key: string, gw: AccessGateway): PortSnapshot {
+  private followPort(key: string, gw: AccessGateway, requested: number | undefined): PortSnapshot {
     const recorded = gw.status?.listener?.port;
     const before = this.d.ports.portOf(key);
     let result: PortSnapshot;
-    if (recorded === undefined) {
+    if (recorded === undefined || (requested !== undefined && requested !== recorded)) {
       this.d.ports.release(key);
       this.waitingForPort.add(key);
       result = { conflict: 'not served on this replica until the leader records its port in status.listener.port', reason: Reason.PortConflict };

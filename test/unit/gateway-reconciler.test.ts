@@ -83,6 +83,30 @@ test('a follower that saw two gateways in the other order than the leader serves
   assert.equal(applied.at(-1)![1]!.port, 101);
 });
 
+test('a follower does not serve a gateway on its recorded port once its spec asks for another: the leader may have given that port to another team already', async () => {
+  // the leader moved a to 105 and gave 100 to team-b's b, but could not record a's move
+  const a = gw('a', '2026-01-01T00:00:00Z', { status: { listener: { port: 100 } } });
+  const b = { ...gw('b', '2026-01-01T00:00:01Z', { status: { listener: { port: 100 } } }) };
+  b.metadata = { ...b.metadata, namespace: 'team-b' };
+  const { r, applied, requeued, ports } = setup([a, b], { isLeader: () => false });
+  await r.reconcile('team-a/a', silentLogger);
+  await r.reconcile('team-b/b', silentLogger);
+  assert.equal(ports.portOf('team-a/a'), 100);
+  assert.equal(ports.portOf('team-b/b'), undefined, 'b waits for 100 while a holds it here');
+  a.spec = { ...a.spec, listener: { port: 105 } };
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(ports.portOf('team-a/a'), undefined, 'a, moving, still served on the port the leader gave up');
+  assert.deepEqual(applied.at(-1), ['team-a/a', null]);
+  assert.ok(requeued.includes('team-b/b'));
+  await r.reconcile('team-b/b', silentLogger);
+  assert.equal(ports.portOf('team-b/b'), 100);
+  assert.equal(applied.at(-1)![1]!.port, 100);
+  // the leader records the move: a is served on its new port
+  a.status = { listener: { port: 105 } };
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(ports.portOf('team-a/a'), 105);
+});
+
 test('a status the apiserver refuses as invalid (422) is a terminal error; other failures are retried', async () => {
   const invalid = Object.assign(new Error('status.conditions: Invalid value'), { status: 422 });
   const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], { writeStatus: async () => { throw invalid; } });
