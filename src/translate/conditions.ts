@@ -38,6 +38,16 @@ export function stampConditions(drafts: ConditionDraft[], previous: readonly { t
     if (!d) return [];
     const prev = previous?.find((p) => p.type === type);
     const lastTransitionTime = prev && prev.status === d.status && prev.lastTransitionTime ? prev.lastTransitionTime : now;
-    return [{ ...d, observedGeneration: generation, lastTransitionTime }];
+    return [{ ...d, message: bounded(d.message), observedGeneration: generation, lastTransitionTime }];
   });
+}
+
+/** The CRD's bound on a condition message (metav1.Condition's). */
+export const maxMessageLength = 32_768;
+
+/** A message cut to the bound (a longer one makes the apiserver refuse the whole status). */
+export function bounded(message: string): string {
+  if (message.length <= maxMessageLength) return message;
+  const tail = ` … (${message.length} characters, cut)`;
+  return message.slice(0, maxMessageLength - tail.length) + tail;
 }

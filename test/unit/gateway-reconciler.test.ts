@@ -107,6 +107,23 @@ test('a follower does not serve a gateway on its recorded port once its spec ask
   assert.equal(ports.portOf('team-a/a'), 105);
 });
 
+test('condition messages are cut to the CRD\'s 32768 characters: a longer one would have the whole status refused', async () => {
+  const long = 'x'.repeat(250);
+  const routes = Array.from({ length: 64 }, (_, i) => ({
+    name: `r${i}`, pathPrefix: `/r${i}`, service: { name: `s${i}`, port: 80, scheme: 'https' as const, caRef: { kind: 'ConfigMap' as const, name: `${long}${i}`, key: long } },
+  }));
+  const services = Object.fromEntries(routes.map((r) => [`team-a/${r.service.name}`, { metadata: { name: r.service.name, namespace: 'team-a' }, spec: { ports: [{ port: 80 }] } }]));
+  const a = gw('a', '2026-01-01T00:00:00Z');
+  a.spec = { ...a.spec, routes };
+  const { r, written } = setup([a], { cluster: { snapshotFor: () => ({ services }), exposureState: () => ({ service: false, slice: false, foreign: null }) } });
+  await r.reconcile('team-a/a', silentLogger);
+  const refs = written[0]![1].conditions!.find((c) => c.type === 'ResolvedRefs')!;
+  assert.equal(refs.status, 'False');
+  assert.ok(refs.message.length <= 32_768, `message of ${refs.message.length} characters`);
+  assert.match(refs.message, /^route r0: .* characters, cut\)$/);
+  assert.ok(written[0]![1].conditions!.every((c) => c.message.length <= 32_768));
+});
+
 test('a status the apiserver refuses as invalid (422) is a terminal error; other failures are retried', async () => {
   const invalid = Object.assign(new Error('status.conditions: Invalid value'), { status: 422 });
   const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], { writeStatus: async () => { throw invalid; } });
