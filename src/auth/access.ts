@@ -30,6 +30,12 @@ export class AccessPolicy {
     return a;
   }
 
+  /** Whether some rule names the caller, its window open or not (a caller the gateway knows). */
+  knows(id: CallerIdentity): boolean {
+    const sa = serviceAccountOf(id.username);
+    return this.rules.some((r) => names(r, id, sa));
+  }
+
   mayUse(id: CallerIdentity, route: string): boolean {
     const a = this.allowed(id);
     return a === 'all' || (a !== null && a.has(route));

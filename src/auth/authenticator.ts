@@ -13,6 +13,8 @@ export interface Authenticator {
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity>;
   /** Drops its caches (it will not be used again), giving their entries back to their budget. */
   close?(): void;
+  /** Which callers the cache budget pays for (those the gateway's spec.access names). */
+  setCharged?(named: (id: CallerIdentity) => boolean): void;
 }
 
 /** How long a definite "not authenticated" is remembered, by token hash. */
@@ -56,6 +58,10 @@ export class TokenReviewAuthenticator implements Authenticator {
 
   close(): void {
     this.cache.close();
+  }
+
+  setCharged(named: (id: CallerIdentity) => boolean): void {
+    this.cache.charged = named;
   }
 
   /** Refuses, without a review, what the apiserver would certainly refuse. */

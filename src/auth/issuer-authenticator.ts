@@ -23,6 +23,11 @@ export class IssuerAuthenticator implements Authenticator {
     this.serviceAccounts.close?.();
   }
 
+  setCharged(named: (id: CallerIdentity) => boolean): void {
+    this.cache.charged = named;
+    this.serviceAccounts.setCharged?.(named);
+  }
+
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {
     const key = tokenKey(token, conn);
     const hit = this.cache.hit(key);

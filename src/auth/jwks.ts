@@ -339,6 +339,10 @@ export class JwksAuthenticator implements Authenticator {
     this.cache.close();
   }
 
+  setCharged(named: (id: CallerIdentity) => boolean): void {
+    this.cache.charged = (v) => named(v.identity);
+  }
+
   /** Revocation is checked on every request, cached or not. */
   private unrevoked({ identity, claims }: Verified): CallerIdentity {
     const r = this.revocation?.check(claims) ?? null;

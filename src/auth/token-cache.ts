@@ -1,5 +1,6 @@
 // Authentication results by token hash, with expiry and a size bound; concurrent misses for the
-// same key share one lookup. Positive results live for the ttl the loader gives; failures the
+// same key share one lookup. Positive results live for the ttl the loader gives (callers the
+// gateway refuses apart from those it admits); failures the
 // loader marks as definite ("not authenticated") live briefly in a separate negative cache;
 // every other failure (unavailable) is never cached.
 
@@ -112,19 +113,28 @@ export interface TokenCacheOptions {
   maxNegativeEntries?: number;
   /** Which load failures are definite refusals (cached); the others are never cached. */
   isDefinite?: (err: unknown) => boolean;
+  /** Bound on the positive entries the budget does not pay for (see `charged`). */
+  maxOutsiders?: number;
 }
 
 export class TokenCache<V> {
   private readonly positive: ExpiringMap<V>;
+  /** Positive results the budget does not pay for: callers the gateway will refuse. */
+  private readonly outsiders: ExpiringMap<V>;
   private readonly negative: ExpiringMap<Error>;
   private readonly pending = new Map<string, Promise<{ value: V; ttlMs: number }>>();
   private readonly onLookup: ((hit: boolean) => void) | undefined;
   private readonly negativeTtlMs: number;
   private readonly isDefinite: (err: unknown) => boolean;
+  /** Which positive results the budget pays for; the others are held apart, in a small bound of
+   * their own, so callers the gateway refuses (anyone may get a token for its audience) evict
+   * only each other, never the callers it admits. */
+  charged: (value: V) => boolean = () => true;
 
   constructor(opts: TokenCacheOptions = {}) {
     const now = opts.now ?? Date.now;
     this.positive = new ExpiringMap(opts.maxEntries ?? 10_000, now, opts.budget);
+    this.outsiders = new ExpiringMap(opts.maxOutsiders ?? 256, now);
     this.negative = new ExpiringMap(opts.maxNegativeEntries ?? 4_096, now);
     this.onLookup = opts.onLookup;
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
@@ -140,12 +150,12 @@ export class TokenCache<V> {
   }
 
   get(key: string): V | undefined {
-    return this.positive.get(key);
+    return this.positive.get(key) ?? this.outsiders.get(key);
   }
 
   /** A positive entry, counted as a hit; undefined (not counted) otherwise: then call getOrLoad. */
   hit(key: string): V | undefined {
-    const v = this.positive.get(key);
+    const v = this.positive.get(key) ?? this.outsiders.get(key);
     if (v !== undefined) this.onLookup?.(true);
     return v;
   }
@@ -154,7 +164,7 @@ export class TokenCache<V> {
    * concurrent callers). `precheck` runs only on a miss, before joining or starting a load; what
    * it throws is not cached. */
   async getOrLoad(key: string, load: () => Promise<{ value: V; ttlMs: number }>, precheck?: () => void): Promise<V> {
-    const hit = this.positive.get(key);
+    const hit = this.positive.get(key) ?? this.outsiders.get(key);
     this.onLookup?.(hit !== undefined);
     if (hit !== undefined) return hit;
     const refused = this.negative.get(key);
@@ -164,7 +174,7 @@ export class TokenCache<V> {
     if (!p) {
       p = load().finally(() => this.pending.delete(key));
       this.pending.set(key, p);
-      p.then(({ value, ttlMs }) => this.positive.set(key, value, ttlMs), (err) => {
+      p.then(({ value, ttlMs }) => this.set(key, value, ttlMs), (err) => {
         if (err instanceof Error && this.isDefinite(err)) this.negative.set(key, err, this.negativeTtlMs);
       });
     }
@@ -172,12 +182,13 @@ export class TokenCache<V> {
   }
 
   set(key: string, value: V, ttlMs: number): void {
-    this.positive.set(key, value, ttlMs);
+    (this.charged(value) ? this.positive : this.outsiders).set(key, value, ttlMs);
   }
 
   /** Drops every entry for good, giving them back to the budget; later loads are not cached. */
   close(): void {
     this.positive.close();
+    this.outsiders.close();
     this.negative.close();
   }
 }

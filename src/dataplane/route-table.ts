@@ -162,7 +162,10 @@ export class RouteTable {
       const certs = !ca ? null
         : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
           : new ClientCertAuthenticator(ca);
-      return new RouteTable(plan, authn, limiter, deps, certs);
+      const table = new RouteTable(plan, authn, limiter, deps, certs);
+      const policy = table.policy;
+      authn.setCharged?.((id) => policy.knows(id)); // the namespace's cache budget pays for these only
+      return table;
     } catch (err) {
       if (!sameAuth) authn.close?.(); // its cache joined the namespace's budget
       throw err;

@@ -12,6 +12,7 @@ import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import type { CallerIdentity } from '../../src/auth/identity.js';
+import { EntryBudget } from '../../src/auth/token-cache.js';
 import type { AccessGateway } from '../../src/api/types.js';
 
 /** A JWT-shaped token (never verified here: the fake reviewer knows it). */
@@ -26,7 +27,7 @@ const users: Record<string, string> = {
 const tokens = Object.fromEntries(Object.entries(users).map(([k, u]) => [k, token(u)]));
 const byToken = new Map(Object.entries(users).map(([k, u]) => [tokens[k]!, u]));
 
-function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}): RouteTable {
+function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}, budget?: EntryBudget): RouteTable {
   const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: 'team-a', generation: 1 },
     spec: { authentication: { audiences: ['gw'] }, ...spec } } as unknown as AccessGateway;
   const t = translate(applyDefaults(gw), { port: { port: 1 }, ...snapshot });
@@ -44,7 +45,7 @@ function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> 
     },
     ...extra,
   };
-  return RouteTable.build(t.plan, deps);
+  return RouteTable.build(t.plan, deps, undefined, budget);
 }
 
 const req = (url: string, who: string | null, method = 'GET', extra: string[] = []) => {
@@ -98,6 +99,44 @@ test('the chain answers each refusal with its status, in order', async () => {
   assert.equal(await status(t, '/api/v1/namespaces/team-a/pods', 'app', 'DELETE'), 403); // rejectMethods
   assert.equal(await status(t, '/api/v1/namespaces/team-a/p%C3%B6ds?x=1', 'app'), 'rest /api/v1/namespaces/team-a/p%C3%B6ds?x=1');
   assert.equal(await status(t, '/.well-known/access-gateway', 'limited'), 'discovery');
+});
+
+test('callers spec.access does not name are cached apart: another team\'s valid tokens for this audience evict none of the namespace\'s budget', async () => {
+  const budget = new EntryBudget(2);
+  const outsider = (i: number) => token(`system:serviceaccount:team-b:o${i}`);
+  const outsiders = new Map(Array.from({ length: 300 }, (_, i) => [outsider(i), `system:serviceaccount:team-b:o${i}`]));
+  let reviews = 0;
+  const reviewer = {
+    async review(tok: string) {
+      reviews++;
+      const username = byToken.get(tok) ?? outsiders.get(tok);
+      if (!username) return { authenticated: false as const, error: 'unknown token' };
+      return { authenticated: true as const, user: { username, uid: 'u', groups: [], extra: {} }, audiences: ['gw'] };
+    },
+  };
+  const spec = { access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] };
+  const t = table(spec, {}, { reviewer }, budget);
+  const admitted = async (tok: string) => {
+    try {
+      await admit(t, { method: 'GET', url: '/api', headers: { authorization: `Bearer ${tok}` }, rawHeaders: ['Authorization', `Bearer ${tok}`] }, { caller: '-' } as Seen);
+      return 200;
+    } catch (err) {
+      return (err as { status: number }).status;
+    }
+  };
+  assert.equal(await admitted(tokens.app!), 200);
+  assert.equal(reviews, 1);
+  for (let i = 0; i < 300; i++) assert.equal(await admitted(outsider(i)), 403);
+  assert.equal(reviews, 301);
+  assert.equal(await admitted(tokens.app!), 200);
+  assert.equal(reviews, 301, 'the admitted caller was evicted by refused ones');
+  assert.equal(await admitted(outsider(299)), 403);
+  assert.equal(reviews, 301, 'a refused caller is still cached (apart): its next request costs no review');
+  // a second gateway of the namespace still caches its callers: the budget holds app's only
+  const t2 = table(spec, {}, { reviewer }, budget);
+  await admit(t2, { method: 'GET', url: '/api', headers: { authorization: `Bearer ${tokens.app}` }, rawHeaders: ['Authorization', `Bearer ${tokens.app}`] }, { caller: '-' } as Seen);
+  await admit(t2, { method: 'GET', url: '/api', headers: { authorization: `Bearer ${tokens.app}` }, rawHeaders: ['Authorization', `Bearer ${tokens.app}`] }, { caller: '-' } as Seen);
+  assert.equal(reviews, 302);
 });
 
 test('routes match whole path elements; no route is 404', async () => {
