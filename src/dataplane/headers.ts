@@ -23,12 +23,15 @@ function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
  * WSGI), so X_Remote_User counts as X-Remote-User here. */
 function identityHeader(name: string): boolean {
   const n = name.includes('_') ? name.replace(/_/g, '-') : name;
-  return n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-');
+  return n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n);
 }
+/** Other headers that claim the client's address, scheme or host (RFC 7239 and common ones). */
+const addressHeaders = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
 
 /**
  * Request headers to forward: drops hop-by-hop headers, headers named in Connection, every
- * Impersonate-* and X-Remote-* header, client X-Forwarded-*, and Authorization unless kept.
+ * Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
+ * X-Client-IP, True-Client-IP), and Authorization unless kept.
  */
 export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthorization: boolean): OutgoingHttpHeaders {
   const named = connectionTokens(headers);

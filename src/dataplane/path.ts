@@ -11,13 +11,14 @@ export type CanonicalPath = { path: string; encoded: string } | { problem: strin
 // Characters a path may carry unencoded (RFC 3986 pchar and "/"), as Go's url.PathEscape keeps them.
 const plain = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$/;
 const unsafe = /%(2f|5c|00|25)/i;
-const dotOrEmpty = /\/\/|\/\.\.?(\/|$)/;
+// a dot segment with parameters (`..;x`) counts too: Tomcat and Spring drop `;…` and then resolve it
+const dotOrEmpty = /\/\/|\/\.\.?(\/|;|$)/;
 // eslint-disable-next-line no-control-regex
 const control = /[\x00-\x1f\x7f\\]/;
 
 /**
  * The path decoded once, and its canonical encoding to forward; or why it is refused: `.`/`..`
- * segments, empty segments (`//`), backslashes and control characters, also percent-encoded;
+ * segments (also with `;` parameters), empty segments (`//`), backslashes and control characters, also percent-encoded;
  * encoded slashes; an encoded `%` (double encoding, which other hops may decode again); malformed
  * percent-encoding or UTF-8. What passes reads the same to the gateway and the apiserver.
  */

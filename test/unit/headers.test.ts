@@ -8,6 +8,7 @@ test('identity, hop-by-hop and Connection-named headers never cross', () => {
     'impersonate-extra-scopes': 'a', 'impersonate-uid': '1', 'x-remote-user': 'admin', 'x-remote-group': 'g',
     connection: 'keep-alive, x-secret', 'x-secret': 's', 'keep-alive': 'timeout=5', te: 'trailers',
     'transfer-encoding': 'chunked', upgrade: 'websocket', 'proxy-authorization': 'p', 'x-forwarded-for': '1.2.3.4',
+    forwarded: 'for=127.0.0.1;proto=https;host=admin.internal', 'x-real-ip': '127.0.0.1', 'x-client-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', x_real_ip: '127.0.0.1',
     host: 'evil', accept: 'application/json', 'content-type': 'application/json',
   }, false);
   assert.deepEqual(out, { accept: 'application/json', 'content-type': 'application/json' });
