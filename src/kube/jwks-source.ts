@@ -32,6 +32,12 @@ const resources: Record<Kind, string> = { serviceAccount: 'serviceaccounts', pod
  * (needs list/watch on each). Started by the first JWKS gateway; until all have synced, tokens are
  * answered 503 (never 401) and JWKS gateways are not Ready. */
 export class KubeRevocation implements RevocationSource {
+  /** What a revocation check reads: any team's labels and annotations (256 KiB each) are not kept. */
+  static trim(o: KubeObject): KubeObject {
+    const { name, namespace, uid, resourceVersion, deletionTimestamp } = o.metadata;
+    return { metadata: { name, namespace, uid, resourceVersion, ...(deletionTimestamp ? { deletionTimestamp } : {}) } } as KubeObject;
+  }
+
   private readonly watched: Record<Kind, Watched<KubeObject>>;
   private readonly lookups: RevocationLookups;
   private started = false;
@@ -42,7 +48,7 @@ export class KubeRevocation implements RevocationSource {
   constructor(client: KubeClient, log: Logger, metrics?: Metrics, private readonly now: () => number = Date.now) {
     const w = (plural: string) => new Watched<KubeObject>(client, {
       name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, log, metrics,
-      path: () => `/api/v1/${plural}`, onEvent: () => {},
+      path: () => `/api/v1/${plural}`, onEvent: () => {}, trim: KubeRevocation.trim,
     });
     this.watched = {
       serviceAccount: w(resources.serviceAccount), pod: w(resources.pod), secret: w(resources.secret), node: w(resources.node),

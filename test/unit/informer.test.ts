@@ -7,6 +7,7 @@ import { ClusterState } from '../../src/controller/cluster-state.js';
 import { Informer, stripForCache, type KubeObject } from '../../src/kube/informer.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { Watched } from '../../src/kube/watched.js';
+import { KubeRevocation } from '../../src/kube/jwks-source.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
 test('managedFields and the last-applied annotation are dropped; other annotations and fields stay', () => {
@@ -103,4 +104,29 @@ test('Services and EndpointSlices are cached without a team\'s annotations, labe
     addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
     endpoints: [{ addresses: ['198.18.0.9'], conditions: { ready: true } }],
   });
+});
+
+test('the revocation caches keep what a check reads: uid and deletionTimestamp, not a team\'s annotations', async () => {
+  const big = 'x'.repeat(200_000);
+  const items: Record<string, KubeObject[]> = {
+    serviceaccounts: [{ metadata: { name: 'app', namespace: 'a', uid: 'sa1', resourceVersion: '1', annotations: { big }, labels: { big } } }],
+    pods: [{ metadata: { name: 'p', namespace: 'a', uid: 'p1', resourceVersion: '2', annotations: { big }, deletionTimestamp: '2026-01-01T00:00:00Z', ownerReferences: [{ big }] } }],
+    secrets: [], nodes: [],
+  };
+  const client = {
+    request: async (_m: string, path: string) => ({ items: items[path.split('?')[0]!.split('/').at(-1)!], metadata: { resourceVersion: '9' } }),
+    watch: (_p: string, signal: AbortSignal) => new Promise<void>((r) => signal.addEventListener('abort', () => r())),
+  } as unknown as KubeClient;
+  const rev = new KubeRevocation(client, silentLogger, undefined, () => Date.parse('2026-01-01T00:00:30Z'));
+  rev.start();
+  await rev.whenSynced();
+  const cached = (rev as unknown as { watched: Record<string, Watched<KubeObject>> }).watched;
+  assert.deepEqual(cached.serviceAccount!.get('a', 'app'), { metadata: { name: 'app', namespace: 'a', uid: 'sa1', resourceVersion: '1' } });
+  assert.deepEqual(cached.pod!.get('a', 'p'), { metadata: { name: 'p', namespace: 'a', uid: 'p1', resourceVersion: '2', deletionTimestamp: '2026-01-01T00:00:00Z' } });
+  // the checks still read what they need
+  const sa = { name: 'app', uid: 'sa1' };
+  assert.equal(rev.check({ namespace: 'a', serviceaccount: sa }), null);
+  assert.deepEqual(rev.check({ namespace: 'a', serviceaccount: { name: 'app', uid: 'other' } }), { revoked: 'service account a/app has been recreated (uid sa1, token bound to other)' });
+  assert.equal(rev.check({ namespace: 'a', serviceaccount: sa, pod: { name: 'p', uid: 'p1' } }), null, 'deleted 30 s ago: within the grace');
+  await rev.stop();
 });
