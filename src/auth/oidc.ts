@@ -3,7 +3,7 @@
 // except system:* ones, which are refused whatever the mappings say. Discovery and keys are
 // fetched from the issuer (with its CA), cached, refreshed on an unknown kid at most every 10 s,
 // and an issuer that cannot be reached fails closed (503 for tokens not cached yet).
-import { createRemoteJWKSet, customFetch, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeJwt, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
@@ -29,6 +29,8 @@ const reservedExtras = new Set([extraGateway, extraRoute, extraCaller]);
 /** What jose says about the token itself (a 401); every other failure is the issuer's (503). */
 const tokenErrors = [jose.JWTExpired, jose.JWTClaimValidationFailed, jose.JWTInvalid, jose.JWSInvalid, jose.JWSSignatureVerificationFailed,
   jose.JOSEAlgNotAllowed, jose.JOSENotSupported, jose.JWKSMultipleMatchingKeys];
+/** jose fetches the keys again for an unknown kid at most this often. */
+const keyCooldownMs = 10_000;
 const algorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
 
 /** Compiles a mapping: a claim (with its prefix, which must be given, as the apiserver requires) or a CEL expression. */
@@ -64,6 +66,9 @@ export class OidcIssuer {
   private keys: JWTVerifyGetKey | null = null;
   private discovering: Promise<JWTVerifyGetKey> | null = null;
   private failedAt = -Infinity;
+  /** Key-set fetches answered, and when the last one was. */
+  private keyFetches = 0;
+  private keysFetchedAt = -Infinity;
 
   /** Checks and compiles the configuration; throws with the field and the compiler's message. */
   constructor(private readonly cfg: JwtAuthenticator, private readonly now: () => number = Date.now) {
@@ -95,16 +100,32 @@ export class OidcIssuer {
   /** The caller a token of this issuer names, and until when (ms) that may be cached. */
   async authenticate(token: string): Promise<{ id: CallerIdentity; expiresAt: number }> {
     const keys = await this.keySet();
+    const fetches = this.keyFetches;
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, keys, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
     } catch (err) {
-      if (err instanceof jose.JWKSNoMatchingKey) throw new UnauthenticatedError(`invalid bearer token: no key of issuer ${this.url} matches it`);
+      if (err instanceof jose.JWKSNoMatchingKey) this.unknownKey(token, fetches);
       if (tokenErrors.some((E) => err instanceof E)) throw new UnauthenticatedError(`invalid bearer token: ${(err as Error).message}`);
       // anything else is the issuer's keys not being had (network, HTTP status, bad key set): not the token's fault
       throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its keys`, { cause: err, retryAfterSeconds: 5 });
     }
     return { id: this.identity(payload), expiresAt: (payload.exp ?? 0) * 1000 };
+  }
+
+  /** A kid not in the key set: the token's fault (401) if the keys were fetched for it, or predate
+   * it; else a rotation not fetched yet because the last fetch is under 10 s old (anyone's token
+   * with a made-up kid can cause one), so 503 until the next fetch is allowed. */
+  private unknownKey(token: string, fetchesBefore: number): never {
+    let iat: unknown;
+    try { iat = decodeJwt(token).iat; } catch { /* no iat: the token's fault */ }
+    const now = this.now();
+    if (this.keyFetches === fetchesBefore && typeof iat === 'number' && iat * 1000 > this.keysFetchedAt - 5_000) {
+      const retryAfterSeconds = Math.min(10, Math.max(1, Math.ceil((this.keysFetchedAt + keyCooldownMs - now) / 1000)));
+      throw new AuthUnavailableError(`issuer ${this.url}: the token's key is not among the keys fetched ${Math.round((now - this.keysFetchedAt) / 1000)} s ago; fetched again shortly`,
+        { retryAfterSeconds });
+    }
+    throw new UnauthenticatedError(`invalid bearer token: no key of issuer ${this.url} matches it`);
   }
 
   /** The claims mapped as the apiserver maps them, then the rule it recommends and we enforce. */
@@ -188,8 +209,13 @@ export class OidcIssuer {
     if (!doc.jwks_uri?.startsWith('https://')) throw new Error(`${where}: no https jwks_uri`);
     const dispatcher = this.dispatcher;
     return createRemoteJWKSet(new URL(doc.jwks_uri), {
-      cooldownDuration: 10_000, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000,
-      [customFetch]: (url: string, init: RequestInit) => fetch(url, { ...(init as object), dispatcher } as never) as unknown as Promise<Response>,
+      cooldownDuration: keyCooldownMs, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000,
+      [customFetch]: async (url: string, init: RequestInit) => {
+        const res = await fetch(url, { ...(init as object), dispatcher } as never);
+        this.keyFetches++;
+        this.keysFetchedAt = this.now();
+        return res as unknown as Response;
+      },
     });
   }
 }

@@ -2,7 +2,15 @@
 // logic: what is refused at configuration time, and the identity a token's claims give.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { OidcIssuer, OidcIssuers, type JwtAuthenticator } from '../../src/auth/oidc.js';
+import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
+import { makeCA, makeLeaf } from '../support/certs.js';
 
 const base = (m: Partial<JwtAuthenticator> = {}): JwtAuthenticator => ({
   issuer: { url: 'https://idp.example.com', audiences: ['kubernetes'] },
@@ -63,4 +71,45 @@ test('CEL: nested comprehensions, overlong expressions and huge results are refu
   assert.throws(() => compileCel(`'${'x'.repeat(5000)}'`), /longer than 4096/);
   const square = compileCel('claims.g.map(x, claims.g)');
   assert.throws(() => square.run({ claims: { g: Array.from({ length: 40 }, (_, i) => `g${i}`) } }), /more than 1024 elements/);
+});
+
+test('a kid the keys fetched under 10 s ago lack: 503 until they may be fetched again, unless the token predates them (401)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-oidc-'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'idp', { cn: 'idp', ips: ['127.0.0.1'] });
+  const key = async (kid: string) => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' } };
+  };
+  let published = [await key('k1')];
+  let jwksFetches = 0;
+  let url = '';
+  const server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url === '/.well-known/openid-configuration') return res.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks` }));
+    jwksFetches++;
+    res.end(JSON.stringify({ keys: published.map((k) => k.jwk) }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const issuer = new OidcIssuer({ ...base(), issuer: { url, audiences: ['kubernetes'], certificateAuthority: ca.cert } });
+  const now = Math.floor(Date.now() / 1000);
+  const sign = (k: Awaited<ReturnType<typeof key>>, iat = now) => new SignJWT({ email: 'alice@example.com', groups: ['devs'] })
+    .setProtectedHeader({ alg: 'ES256', kid: k.kid }).setIssuer(url).setAudience('kubernetes').setIssuedAt(iat).setExpirationTime(now + 600)
+    .sign(k.privateKey);
+
+  const k1 = published[0]!;
+  assert.equal((await issuer.authenticate(await sign(k1))).id.username, 'idp:alice@example.com');
+  assert.equal(jwksFetches, 1);
+  // the issuer rotates; a token of the new key arrives within the 10 s since the last fetch
+  const k2 = await key('k2');
+  published = [k2];
+  const early = await issuer.authenticate(await sign(k2)).then(() => null, (e: unknown) => e);
+  assert.ok(early instanceof AuthUnavailableError, `a rotation not fetched yet is not the token's fault: ${String(early)}`);
+  assert.ok(early.retryAfterSeconds! >= 1 && early.retryAfterSeconds! <= 10, String(early.retryAfterSeconds));
+  assert.equal(jwksFetches, 1, 'no fetch during the cooldown');
+  // a token issued before the keys were fetched, with a kid they lack, is refused
+  const stale = await issuer.authenticate(await sign(k2, now - 3600)).then(() => null, (e: unknown) => e);
+  assert.ok(stale instanceof UnauthenticatedError, String(stale));
 });
