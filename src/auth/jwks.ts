@@ -28,7 +28,7 @@ export interface ObjectRef {
   uid: string;
 }
 
-/** The verified `kubernetes.io` claim of a token, plus its `jti`. */
+/** The verified `kubernetes.io` claim of a token, plus its `jti` and `iat` (seconds). */
 export interface BoundClaims {
   namespace: string;
   serviceaccount: ObjectRef;
@@ -36,6 +36,7 @@ export interface BoundClaims {
   secret?: ObjectRef;
   node?: ObjectRef;
   jti?: string;
+  iat?: number;
 }
 
 /** A verified token's bound objects: all live (null), one gone (revoked), or not known yet. */
@@ -71,10 +72,15 @@ export interface RevocationLookups {
   pod: ObjectLookup;
   secret: ObjectLookup;
   node: ObjectLookup;
+  /** Whether the watch delivered the deletion (or replacement) of an object with this uid lately. */
+  gone?: (uid: string) => boolean;
 }
 
 /** Deletion pending longer than this counts as deleted (the apiserver's jwt.DefaultLeeway). */
 export const deletionGraceMs = apiserverLeewaySeconds * 1000;
+/** A token issued this recently may name an object the watch has not delivered yet; its object
+ * missing (or another uid) then is unknown (503), unless the watch delivered its deletion. */
+export const watchLagMs = 15_000;
 
 /** The apiserver's rules for bound tokens: each bound object must exist with the same uid and not
  * have been marked for deletion more than 60 s ago. A node binding is checked for every token that
@@ -92,6 +98,10 @@ export function revocationReason(claims: BoundClaims, lookups: RevocationLookups
     const what = `${kind} ${namespace ? `${namespace}/` : ''}${ref.name}`;
     const o = lookup(namespace, ref.name);
     if (o === null) return { unknown: `${what} cannot be checked yet (cache not synced)` };
+    if ((o === undefined || o.uid !== ref.uid) && claims.iat !== undefined && claims.iat * 1000 > nowMs - watchLagMs && !lookups.gone?.(ref.uid)) {
+      // the apiserver issued it for a live object: a new pod or a recreated account not watched yet
+      return { unknown: `${what} (uid ${ref.uid}) is not in the cache yet` };
+    }
     if (o === undefined) return { revoked: `${what} no longer exists` };
     if (o.uid !== ref.uid) return { revoked: `${what} has been recreated (uid ${o.uid}, token bound to ${ref.uid})` };
     const deleted = o.deletionTimestamp ? Date.parse(o.deletionTimestamp) : NaN;
@@ -428,6 +438,7 @@ function boundClaims(payload: JWTPayload): BoundClaims {
   if (secret) claims.secret = secret;
   if (node) claims.node = node;
   if (typeof payload.jti === 'string' && payload.jti) claims.jti = payload.jti;
+  if (typeof payload.iat === 'number') claims.iat = payload.iat;
   return claims;
 }
 

@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import type {
   BoundClaims, KeySource, LiveObject, ObjectLookup, OidcDiscovery, Revocation, RevocationLookups, RevocationSource,
 } from '../auth/jwks.js';
-import { revocationReason } from '../auth/jwks.js';
+import { revocationReason, watchLagMs } from '../auth/jwks.js';
 import type { KubeClient } from './client.js';
-import type { KubeObject } from './informer.js';
+import type { InformerEvent, KubeObject } from './informer.js';
 import { Watched } from './watched.js';
 import type { Metrics } from '../observability/metrics.js';
 
@@ -41,6 +41,8 @@ export class KubeRevocation implements RevocationSource {
   private readonly watched: Record<Kind, Watched<KubeObject>>;
   private readonly lookups: RevocationLookups;
   private started = false;
+  /** uids whose deletion (or replacement) the watches delivered in the last watchLagMs, oldest first. */
+  private readonly gone = new Map<string, number>();
   /** Synced once stays synced (a failed watch keeps its last cache): checked until true, then not again. */
   private allSynced = false;
   private readonly synced$: Promise<void>;
@@ -48,7 +50,7 @@ export class KubeRevocation implements RevocationSource {
   constructor(client: KubeClient, log: Logger, metrics?: Metrics, private readonly now: () => number = Date.now) {
     const w = (plural: string) => new Watched<KubeObject>(client, {
       name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, log, metrics,
-      path: () => `/api/v1/${plural}`, onEvent: () => {}, trim: KubeRevocation.trim,
+      path: () => `/api/v1/${plural}`, onEvent: (type, o, old) => this.noteGone(type, o, old), trim: KubeRevocation.trim,
     });
     this.watched = {
       serviceAccount: w(resources.serviceAccount), pod: w(resources.pod), secret: w(resources.secret), node: w(resources.node),
@@ -62,8 +64,23 @@ export class KubeRevocation implements RevocationSource {
       return live;
     };
     const x = this.watched;
-    this.lookups = { serviceAccount: lookup(x.serviceAccount), pod: lookup(x.pod), secret: lookup(x.secret), node: lookup(x.node) };
+    this.lookups = {
+      serviceAccount: lookup(x.serviceAccount), pod: lookup(x.pod), secret: lookup(x.secret), node: lookup(x.node),
+      gone: (uid) => this.gone.has(uid),
+    };
     this.synced$ = Promise.all(Object.values(this.watched).map((v) => v.firstSync())).then(() => undefined);
+  }
+
+  private noteGone(type: InformerEvent, o: KubeObject, old: KubeObject | undefined): void {
+    const uid = type === 'delete' ? o.metadata.uid : old && old.metadata.uid !== o.metadata.uid ? old.metadata.uid : undefined;
+    if (!uid) return;
+    const now = this.now();
+    this.gone.delete(uid);
+    this.gone.set(uid, now);
+    for (const [u, at] of this.gone) {
+      if (at > now - watchLagMs) break;
+      this.gone.delete(u);
+    }
   }
 
   start(): void {

@@ -115,8 +115,12 @@ test('the revocation caches keep what a check reads: uid and deletionTimestamp, 
   };
   const client = {
     request: async (_m: string, path: string) => ({ items: items[path.split('?')[0]!.split('/').at(-1)!], metadata: { resourceVersion: '9' } }),
-    watch: (_p: string, signal: AbortSignal) => new Promise<void>((r) => signal.addEventListener('abort', () => r())),
+    watch: (p: string, signal: AbortSignal, _t: number, _a: string | undefined, on: (ev: { type: string; object: unknown }) => void) => {
+      watchers[p.split('?')[0]!.split('/').at(-1)!] = on;
+      return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+    },
   } as unknown as KubeClient;
+  const watchers: Record<string, (ev: { type: string; object: unknown }) => void> = {};
   const rev = new KubeRevocation(client, silentLogger, undefined, () => Date.parse('2026-01-01T00:00:30Z'));
   rev.start();
   await rev.whenSynced();
@@ -128,5 +132,12 @@ test('the revocation caches keep what a check reads: uid and deletionTimestamp, 
   assert.equal(rev.check({ namespace: 'a', serviceaccount: sa }), null);
   assert.deepEqual(rev.check({ namespace: 'a', serviceaccount: { name: 'app', uid: 'other' } }), { revoked: 'service account a/app has been recreated (uid sa1, token bound to other)' });
   assert.equal(rev.check({ namespace: 'a', serviceaccount: sa, pod: { name: 'p', uid: 'p1' } }), null, 'deleted 30 s ago: within the grace');
+  // a token issued 5 s ago: its pod not in the cache may be a new one (unknown), unless the
+  // watch delivered that pod's deletion (revoked)
+  const iat = Date.parse('2026-01-01T00:00:25Z') / 1000;
+  assert.deepEqual(rev.check({ namespace: 'a', serviceaccount: sa, pod: { name: 'q', uid: 'q1' }, iat }), { unknown: 'pod a/q (uid q1) is not in the cache yet' });
+  while (!watchers.pods) await new Promise((r) => setImmediate(r));
+  watchers.pods({ type: 'DELETED', object: { metadata: { name: 'p', namespace: 'a', uid: 'p1', resourceVersion: '10' } } });
+  assert.deepEqual(rev.check({ namespace: 'a', serviceaccount: sa, pod: { name: 'p', uid: 'p1' }, iat }), { revoked: 'pod a/p no longer exists' });
   await rev.stop();
 });
