@@ -152,7 +152,8 @@ export class OidcIssuer {
     for (const [what, names] of [['username', [id.username]], ['uid', id.uid ? [id.uid] : []], ['group', id.groups],
       ['extra value', Object.values(id.extra).flat()]] as const) {
       for (const n of names) {
-        const why = unforwardableName(n);
+        // a backend may split X-Remote-Group on commas (Node joins repeated headers with ", ")
+        const why = unforwardableName(n) ?? (what === 'group' && n.includes(',') ? 'holds a comma' : null);
         if (why) refuse(`the mapped ${what} ${JSON.stringify(n)} ${why}`);
       }
     }

@@ -60,6 +60,9 @@ test('claims map to the identity; system: names and failed rules are refused', (
   assert.throws(() => raw.identity({ sub: 'bob', groups: [''] }), /mapped group "" is empty/);
   assert.throws(() => raw.identity({ sub: 'bob', groups: [1] } as never), /groups are not strings/);
   assert.deepEqual(raw.identity({ sub: 'bob', groups: ['ops'] }).groups, ['ops']);
+  // a Service backend may split X-Remote-Group on commas (Node joins repeated headers with ", ")
+  assert.throws(() => raw.identity({ sub: 'bob', groups: ['ops,system:masters'] }), /mapped group "ops,system:masters" holds a comma/);
+  assert.throws(() => new OidcIssuer(base()).identity({ email: 'a@example.com', groups: ['x, idp:admins'] }), /holds a comma/);
   // a single string claim is one group, as in the apiserver
   assert.deepEqual(new OidcIssuer(base()).identity({ email: 'a@example.com', groups: 'devs' }).groups, ['idp:devs']);
 });
