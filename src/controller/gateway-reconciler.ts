@@ -86,8 +86,9 @@ export class GatewayReconciler {
    * the watch event of our own write triggers nothing, and a cache that has not caught up yet
    * (still at that resourceVersion) causes no second write. */
   private readonly written = new Map<string, { digest: string; fromRv: string | undefined }>();
-  /** Exposure objects last written per key (skip writes that change nothing). */
-  private readonly exposed = new Map<string, string>();
+  /** Exposure objects last written per key (skip writes that change nothing), and whether the
+   * cache has shown both since (then one gone was deleted by someone: written again). */
+  private readonly exposed = new Map<string, { want: string; seen: boolean }>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
   private readonly waitingForPort = new Set<string>();
   /** Gateways whose place under the namespace limit a gateway's arrival or departure changed:
@@ -256,10 +257,14 @@ export class GatewayReconciler {
       return { applied: { programmed: false, reason: Reason.ExposureConflict, message: cached.foreign }, url: undefined };
     }
     const want = digest([e.service, e.slice]);
-    if (this.leader() && this.exposed.get(key) !== want) {
+    const was = this.exposed.get(key);
+    if (was?.want === want && cached.service && cached.slice) was.seen = true;
+    // written when changed, or when one the cache had shown is gone (deleted by hand: that
+    // requeues us); not before the cache shows our own creates, which would be refused (409)
+    if (this.leader() && (was?.want !== want || (was.seen && (!cached.service || !cached.slice)))) {
       await terminalIfInvalid(this.d.exposure.write(e.service, cached.service), `Service ${key.replace('/', '/agw-')}`);
       await terminalIfInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${key.replace('/', '/agw-')}`);
-      this.exposed.set(key, want);
+      this.exposed.set(key, { want, seen: false });
     }
     const url = (as.type === 'LoadBalancer' ? loadBalancerURL(plan.tls !== null, cached.ingress) : undefined) ?? e.url;
     if (as.refused) return { applied: { programmed: false, reason: Reason.ExposureNotPermitted, message: as.refused }, url };

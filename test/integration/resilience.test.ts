@@ -96,6 +96,15 @@ test('the agw-NAME Service and EndpointSlice exist with the right port and owner
   assert.deepEqual(slice.endpoints.map((e: any) => e.addresses[0]), ['198.18.255.1']);
   assert.equal(slice.ports[0].port, port);
   assert.equal(slice.metadata.ownerReferences[0].uid, gw.metadata.uid);
+  // deleted by hand: written again by the operator
+  await cp.kubectl(['delete', 'service,endpointslice', 'agw-exposed', '-n', 'team-r']);
+  const back = await waitFor('Service and EndpointSlice written again', async () => {
+    const s = await cp.api('GET', '/api/v1/namespaces/team-r/services/agw-exposed');
+    const e = await cp.api('GET', '/apis/discovery.k8s.io/v1/namespaces/team-r/endpointslices/agw-exposed');
+    return s.status === 200 && e.status === 200 && s.body.metadata.uid !== svc.metadata.uid ? [s.body, e.body] : undefined;
+  }, 30_000, 200);
+  assert.equal(back[0].metadata.ownerReferences[0].uid, gw.metadata.uid);
+  assert.equal(back[1].ports[0].port, port);
   await cp.kubectl(['delete', 'agw', 'exposed', '-n', 'team-r']);
   await waitFor('Service and EndpointSlice collected', async () =>
     (await cp.api('GET', '/api/v1/namespaces/team-r/services/agw-exposed')).status === 404 &&

@@ -227,3 +227,23 @@ test('expired access rules are listed in status, and the reconcile comes back wh
   assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 3_600_000 });
   assert.equal(written.at(-1)![1].expiredAccessRules, undefined, 'nothing expired: the field is dropped');
 });
+
+test('the agw-NAME Service and EndpointSlice: written once, not again before the cache shows them, again when one is deleted', async () => {
+  const cached = { service: false, slice: false, foreign: null };
+  const writes: [string, boolean][] = [];
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes, [['Service', false], ['EndpointSlice', false]]);
+  await r.reconcile('team-a/a', silentLogger); // the watch has not brought them yet: no second create
+  Object.assign(cached, { service: true });
+  await r.reconcile('team-a/a', silentLogger); // the Service arrived, the slice not yet
+  Object.assign(cached, { slice: true });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(writes.length, 2, 'unchanged objects were written again');
+  Object.assign(cached, { service: false }); // someone deleted the Service
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes.slice(2), [['Service', false], ['EndpointSlice', true]]);
+});
