@@ -5,7 +5,13 @@
 // ""), request_duration_seconds for 2xx on every named route. requests_total (per method too) and
 // the other status classes' series are made on first use.
 import { codeClass, methodLabel, type Metrics } from '../observability/metrics.js';
-import { CounterChild, GaugeChild, HistogramChild } from '../observability/fast-metrics.js';
+import { CounterChild, GaugeChild, HistogramChild, type Family, type Liveness } from '../observability/fast-metrics.js';
+
+/** The child for these labels, or a detached one once the series were forgotten (a gateway or
+ * route that is gone: what still holds it must not bring its series back). */
+function child<C>(live: Liveness, f: Family<C>, ...values: string[]): C {
+  return live.live ? f.labels(...values) : f.detached();
+}
 
 /** Which bound closed a client connection (access_gateway_connections_refused_total's `limit`). */
 export type ConnectionLimit = 'listener' | 'namespace' | 'unadmitted' | 'pipelined';
@@ -24,8 +30,10 @@ export class GatewayMetrics {
   private refused: CounterChild | undefined;
   private deferred: CounterChild | undefined;
   private readonly connectionsRefused: Partial<Record<ConnectionLimit, CounterChild>> = {};
+  private readonly live: Liveness;
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string) {
+    this.live = m.liveness(ns, gw, null);
     this.inFlight = m.inFlight.labels(ns, gw);
     this.connections = m.connections.labels(ns, gw);
     this.bytesIn = m.bytesIn.labels(ns, gw);
@@ -39,17 +47,17 @@ export class GatewayMetrics {
 
   /** An upgrade refused over spec.sessions.maxConcurrent (the series is made on first use). */
   sessionRefused(): void {
-    (this.refused ??= this.m.sessionsRefused.labels(this.ns, this.gw)).inc();
+    (this.refused ??= child(this.live, this.m.sessionsRefused, this.ns, this.gw)).inc();
   }
 
   /** A request that waits for a later turn of the event loop (the series is made on first use). */
   requestDeferred(): void {
-    (this.deferred ??= this.m.requestsDeferred.labels(this.ns, this.gw)).inc();
+    (this.deferred ??= child(this.live, this.m.requestsDeferred, this.ns, this.gw)).inc();
   }
 
   /** A connection refused at accept, over the listener's or the namespace's limit (made on first use). */
   connectionRefused(limit: ConnectionLimit): void {
-    (this.connectionsRefused[limit] ??= this.m.connectionsRefused.labels(this.ns, this.gw, limit)).inc();
+    (this.connectionsRefused[limit] ??= child(this.live, this.m.connectionsRefused, this.ns, this.gw, limit)).inc();
   }
 }
 
@@ -69,8 +77,10 @@ export class RouteMetrics {
   readonly ejections: CounterChild;
   private sessionDuration: HistogramChild | undefined;
   private readonly sessionEnds: Record<string, CounterChild> = {};
+  private readonly live: Liveness;
 
   constructor(private readonly m: Metrics, private readonly ns: string, private readonly gw: string, private readonly route: string) {
+    this.live = m.liveness(ns, gw, route);
     for (const code of PRECREATED_CODES) this.responses[code] = m.responses.labels(ns, gw, route, code);
     if (route === '') {
       this.upstream = new HistogramChild([]);
@@ -89,8 +99,8 @@ export class RouteMetrics {
 
   /** One ended session (the series are made on first use: sessions are rare, gateways many). */
   sessionEnded(reason: string, seconds: number): void {
-    (this.sessionDuration ??= this.m.sessionDuration.labels(this.ns, this.gw, this.route)).observe(seconds);
-    (this.sessionEnds[reason] ??= this.m.sessionsEnded.labels(this.ns, this.gw, this.route, reason)).inc();
+    (this.sessionDuration ??= child(this.live, this.m.sessionDuration, this.ns, this.gw, this.route)).observe(seconds);
+    (this.sessionEnds[reason] ??= child(this.live, this.m.sessionsEnded, this.ns, this.gw, this.route, reason)).inc();
   }
 
   /** One finished request. */
@@ -98,8 +108,8 @@ export class RouteMetrics {
     const code = codeClass(status);
     let byClass = this.requests.get(method ?? '');
     if (!byClass) this.requests.set(method ?? '', (byClass = {}));
-    (byClass[code] ??= this.m.requests.labels(this.ns, this.gw, this.route, methodLabel(method), code)).inc();
-    (this.responses[code] ??= this.m.responses.labels(this.ns, this.gw, this.route, code)).inc();
-    (this.durations[code] ??= this.m.requestDuration.labels(this.ns, this.gw, this.route, code)).observe(seconds);
+    (byClass[code] ??= child(this.live, this.m.requests, this.ns, this.gw, this.route, methodLabel(method), code)).inc();
+    (this.responses[code] ??= child(this.live, this.m.responses, this.ns, this.gw, this.route, code)).inc();
+    (this.durations[code] ??= child(this.live, this.m.requestDuration, this.ns, this.gw, this.route, code)).observe(seconds);
   }
 }

@@ -89,9 +89,15 @@ interface Group {
  * labels are namespace and gateway: a gateway's series, in all families, hang off one group (one
  * label text, found and forgotten at once), which keeps thousands of gateways small.
  */
+/** Whether a gateway's (route null) or route's series are still exported: once forgotten, what
+ * still holds its children (a session ending on a removed route) makes detached ones instead. */
+export interface Liveness { live: boolean }
+
 export class FastRegistry {
   private readonly families: Family<unknown>[] = [];
   private readonly groups = new Map<string, Group>();
+  /** By group text, then route (null: the gateway's own series): only gateways and routes not forgotten. */
+  private readonly alive = new Map<string, Map<string | null, Liveness>>();
   readonly rests = new RestTexts();
 
   /** Registers a family; returns its index. */
@@ -137,9 +143,28 @@ export class FastRegistry {
     return Buffer.concat([...this.stream()]).toString('utf8');
   }
 
+  /** The liveness of a gateway's (route null) or route's series, live until forgotten. */
+  liveness(namespace: string, gateway: string, route: string | null): Liveness {
+    const text = groupText(namespace, gateway);
+    let byRoute = this.alive.get(text);
+    if (!byRoute) this.alive.set(text, (byRoute = new Map()));
+    let l = byRoute.get(route);
+    if (!l) byRoute.set(route, (l = { live: true }));
+    return l;
+  }
+
   /** Drops the series of a gateway (namespace, gateway) or of one of its routes (…, route). */
   forget(namespace: string, gateway: string, route?: string): void {
     const text = groupText(namespace, gateway);
+    const byRoute = this.alive.get(text);
+    if (route === undefined) {
+      for (const l of byRoute?.values() ?? []) l.live = false;
+      this.alive.delete(text);
+    } else {
+      const l = byRoute?.get(route);
+      if (l) l.live = false;
+      byRoute?.delete(route);
+    }
     if (route === undefined) {
       const g = this.groups.get(text);
       for (const series of g?.byFamily ?? []) for (let k = 0; k < (series?.length ?? 0); k += 2) this.rests.drop(series![k] as string);
@@ -180,6 +205,11 @@ export abstract class Family<C> {
   protected abstract make(): C;
   /** Writes the series of one child: `group` then `rest` are its label pairs, without braces. */
   abstract lines(out: TextBuffer, group: string, rest: string, child: C): void;
+
+  /** A child no registry exports: for the holders of a gateway's or route's series once forgotten. */
+  detached(): C {
+    return this.make();
+  }
 
   /** The child for these label values (in labelNames order), made on first use. */
   labels(...values: string[]): C {

@@ -32,6 +32,8 @@ export function createMetrics(registry = new Registry()) {
     exposition: async (): Promise<Exposition> => ({ head: await registry.metrics(), chunks: fast.stream() }),
     /** Drops the data-plane series of a deleted gateway (namespace, name) or route (…, route). */
     forget: (namespace: string, gateway: string, route?: string) => fast.forget(namespace, gateway, route),
+    /** Whether a gateway's (route null) or route's series are still exported (see FastRegistry). */
+    liveness: (namespace: string, gateway: string, route: string | null) => fast.liveness(namespace, gateway, route),
     // data plane
     requests: new FastCounter(fast, { name: 'access_gateway_requests_total', help: 'Requests answered, by gateway, route, method and status class.', labelNames: [...route, 'method', 'code'] }),
     responses: new FastCounter(fast, { name: 'access_gateway_responses_total', help: 'Requests answered, by gateway, route and status class; the 2xx, 4xx and 5xx series exist from the plan on, so rate() counts the first requests.', labelNames: [...route, 'code'] }),

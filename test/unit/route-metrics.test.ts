@@ -2,7 +2,7 @@
 // are counted, but get no upstream series: there is no upstream to describe.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RouteMetrics } from '../../src/dataplane/route-metrics.js';
+import { GatewayMetrics, RouteMetrics } from '../../src/dataplane/route-metrics.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 
 async function scrape(m: ReturnType<typeof testMetrics>): Promise<string> {
@@ -55,4 +55,30 @@ test('responses_total counts every answer once by status class, 3xx on first use
   const text = await scrape(m);
   const v = (code: string) => Number(new RegExp(`^access_gateway_responses_total\\{namespace="team-a",gateway="gw",route="kube-api",code="${code}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
   assert.deepEqual(['2xx', '3xx', '4xx', '5xx'].map(v), [2, 1, 0, 1]);
+});
+
+test('a removed route\'s or gateway\'s series do not come back when what still holds them (a session ending) uses them', async () => {
+  const m = testMetrics();
+  const old = new RouteMetrics(m, 'team-a', 'gw', 'r-1');
+  const gw = new GatewayMetrics(m, 'team-a', 'gw');
+  new RouteMetrics(m, 'team-a', 'gw', 'r-2');
+  m.forget('team-a', 'gw', 'r-1'); // renamed r-1 to r-2; a session on r-1 ends after
+  old.sessionEnded('revoked', 12);
+  old.done('GET', 101, 12);
+  old.done('POST', 500, 0.1);
+  let text = await scrape(m);
+  assert.doesNotMatch(text, /route="r-1"/);
+  assert.match(text, /route="r-2"/);
+  // named again: its series are back, from the new holder
+  const again = new RouteMetrics(m, 'team-a', 'gw', 'r-1');
+  again.sessionEnded('closed', 1);
+  assert.match(await scrape(m), /^access_gateway_sessions_ended_total\{namespace="team-a",gateway="gw",route="r-1",reason="closed"\} 1$/m);
+  // the gateway gone: its draining connections make no series of it
+  m.forget('team-a', 'gw');
+  gw.connectionRefused('namespace');
+  gw.requestDeferred();
+  gw.sessionRefused();
+  again.done('GET', 200, 0.1);
+  text = await scrape(m);
+  assert.doesNotMatch(text, /gateway="gw"/);
 });
