@@ -1,8 +1,10 @@
 // Who may read /metrics on the admin port (--metrics-auth kubernetes), like controller-runtime's
 // secure metrics: the bearer token is authenticated by the apiserver (TokenReview, the
 // apiserver's own audiences) and the user authorised with a SubjectAccessReview for `get` on the
-// non-resource URL. Decisions are cached briefly, keyed by the token's SHA-256 (never the token);
-// reviews in flight are bounded; an apiserver that cannot answer gives 503 (fail closed).
+// non-resource URL. Decisions are cached briefly, keyed by the token's SHA-256 (never the token),
+// allowed ones apart from refusals (junk tokens cannot push a scraper's out) and renewed ahead of
+// expiry before anyone else's review; reviews in flight are bounded, waiting ones per client
+// address too; an apiserver that cannot answer gives 503 (fail closed).
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Metrics } from './metrics.js';
@@ -35,6 +37,8 @@ export interface AdminAuthOptions {
   maxInFlight?: number;
   /** Token checks waiting for a slot; more are refused at once (503). Default 32. */
   maxWaiting?: number;
+  /** Of those, from one client address. Default 8. */
+  maxWaitingPerSource?: number;
   metrics?: Metrics;
   log?: Logger;
   now?: () => number;
@@ -64,55 +68,67 @@ function expiryMs(token: string): number | undefined {
   }
 }
 
-interface Entry { decision: AdminDecision; expires: number }
+/** `renewable`: it ends with its time to live, not with the token's exp. */
+interface Entry { decision: AdminDecision; expires: number; life: number; renewable: boolean }
 
 export class AdminAuthorizer {
-  private readonly cache = new Map<string, Entry>();
+  /** Allowed decisions, and refusals, each bounded (least recently used forgotten first). */
+  private readonly allowed = new Map<string, Entry>();
+  private readonly refused = new Map<string, Entry>();
   private readonly pending = new Map<string, Promise<AdminDecision>>();
-  private readonly waiters: (() => void)[] = [];
+  /** Waiting for a slot: renewals of allowed decisions first, then in arrival order. */
+  private readonly waiters: { go: () => void; source: string }[] = [];
+  private readonly waitingBySource = new Map<string, number>();
   private running = 0;
   private readonly o: Required<Omit<AdminAuthOptions, 'metrics' | 'log'>> & Pick<AdminAuthOptions, 'metrics' | 'log'>;
 
   constructor(private readonly reviewer: AdminReviewer, opts: AdminAuthOptions = {}) {
-    this.o = { allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 1024, maxInFlight: 4, maxWaiting: 32, now: Date.now, ...opts };
+    this.o = { allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 1024, maxInFlight: 4, maxWaiting: 32, maxWaitingPerSource: 8, now: Date.now, ...opts };
   }
 
-  /** The decision for a request to `path` with these `Authorization` header values. Never throws. */
-  async check(authorization: string[] | string | undefined, path: string): Promise<AdminDecision> {
-    const d = await this.decide(authorization, path);
+  /** The decision for a request to `path` with these `Authorization` header values, from the
+   * client address `source`. Never throws. */
+  async check(authorization: string[] | string | undefined, path: string, source = ''): Promise<AdminDecision> {
+    const d = await this.decide(authorization, path, source);
     this.o.metrics?.adminAuth.inc({ result: d });
     return d;
   }
 
-  private async decide(authorization: string[] | string | undefined, path: string): Promise<AdminDecision> {
+  private async decide(authorization: string[] | string | undefined, path: string, source: string): Promise<AdminDecision> {
     const token = bearerToken(authorization);
     if (!token) return 'unauthenticated';
     const key = `${createHash('sha256').update(token).digest('base64url')} ${path}`;
     const now = this.o.now();
-    const hit = this.cache.get(key);
-    if (hit && hit.expires > now) {
-      this.cache.delete(key); // most recently used goes last
-      this.cache.set(key, hit);
+    for (const cache of [this.allowed, this.refused]) {
+      const hit = cache.get(key);
+      if (!hit) continue;
+      cache.delete(key);
+      if (hit.expires <= now) continue;
+      cache.set(key, hit); // most recently used goes last
       this.o.metrics?.adminAuthCache.inc({ result: 'hit' });
+      // the last quarter of an allowed decision's life: asked again in the background, first in line
+      if (hit.renewable && hit.expires - now < hit.life / 4 && !this.pending.has(key)) void this.ask(key, token, path, source, true);
       return hit.decision;
     }
-    if (hit) this.cache.delete(key);
     this.o.metrics?.adminAuthCache.inc({ result: 'miss' });
-    let p = this.pending.get(key);
-    if (!p) {
-      p = this.review(token, path).then((d) => {
-        this.remember(key, token, d);
-        return d;
-      }).finally(() => this.pending.delete(key));
-      this.pending.set(key, p);
-    }
+    return this.pending.get(key) ?? this.ask(key, token, path, source, false);
+  }
+
+  private ask(key: string, token: string, path: string, source: string, renewal: boolean): Promise<AdminDecision> {
+    const p = this.review(token, path, source, renewal).then((d) => {
+      this.remember(key, token, d);
+      return d;
+    }).finally(() => this.pending.delete(key));
+    this.pending.set(key, p);
     return p;
   }
 
-  private async review(token: string, path: string): Promise<AdminDecision> {
+  private async review(token: string, path: string, source: string, renewal: boolean): Promise<AdminDecision> {
     if (this.running >= this.o.maxInFlight) {
-      if (this.waiters.length >= this.o.maxWaiting) return 'overloaded';
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      const waiting = this.waitingBySource.get(source) ?? 0;
+      if (!renewal && (this.waiters.length >= this.o.maxWaiting || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
+      this.waitingBySource.set(source, waiting + 1);
+      await new Promise<void>((go) => (renewal ? this.waiters.unshift({ go, source }) : this.waiters.push({ go, source })));
     } else {
       this.running++;
     }
@@ -125,19 +141,30 @@ export class AdminAuthorizer {
       return 'unavailable';
     } finally {
       const next = this.waiters.shift();
-      if (next) next(); // the slot passes on
-      else this.running--;
+      if (next) {
+        const left = this.waitingBySource.get(next.source)! - 1;
+        if (left) this.waitingBySource.set(next.source, left);
+        else this.waitingBySource.delete(next.source);
+        next.go(); // the slot passes on
+      } else {
+        this.running--;
+      }
     }
   }
 
   private remember(key: string, token: string, d: AdminDecision): void {
-    if (d === 'unavailable' || d === 'overloaded') return; // never cached: the next request asks again
+    if (d === 'unavailable' || d === 'overloaded') return; // never cached: the next request asks again (a renewal keeps the old one)
     const now = this.o.now();
-    let expires = now + (d === 'allowed' ? this.o.allowTtlMs : this.o.denyTtlMs);
+    const life = d === 'allowed' ? this.o.allowTtlMs : this.o.denyTtlMs;
+    let expires = now + life;
     const exp = d === 'allowed' ? expiryMs(token) : undefined; // a refusal holds past exp
+    const renewable = d === 'allowed' && (exp === undefined || exp > expires);
     if (exp !== undefined) expires = Math.min(expires, exp);
+    this.allowed.delete(key);
+    this.refused.delete(key);
     if (expires <= now) return;
-    while (this.cache.size >= this.o.maxEntries) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(key, { decision: d, expires });
+    const cache = d === 'allowed' ? this.allowed : this.refused;
+    while (cache.size >= this.o.maxEntries) cache.delete(cache.keys().next().value!);
+    cache.set(key, { decision: d, expires, life, renewable });
   }
 }

@@ -11,7 +11,7 @@ export interface AdminOptions {
   metrics: { contentType: string; exposition(): Promise<Exposition> };
   ready: () => boolean;
   /** Decides who may read /metrics (an AdminAuthorizer); absent: anyone (`--metrics-auth none`). */
-  metricsAuth?: { check(authorization: string[] | undefined, path: string): Promise<AdminDecision> };
+  metricsAuth?: { check(authorization: string[] | undefined, path: string, source: string): Promise<AdminDecision> };
   /** `serve` mode: gateway status, shown at /status instead of written to a cluster. */
   status?: () => unknown;
 }
@@ -55,7 +55,7 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
   if (status) app.get('/status', (_req, res) => { res.json(status()); });
   app.get('/metrics', async (req, res) => {
     if (opts.metricsAuth) {
-      const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/metrics');
+      const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/metrics', req.socket.remoteAddress ?? '');
       if (d !== 'allowed') return refuse(res, d, '/metrics');
     }
     const e = await opts.metrics.exposition();

@@ -26,9 +26,11 @@ class FakeReviewer implements AdminReviewer {
   maxInFlight = 0;
   gate: Promise<void> | undefined;
   seen: { verb: string; path: string }[] = [];
+  asked: string[] = [];
   constructor(public answers: Record<string, 'allowed' | 'forbidden' | 'unauthenticated' | 'throw'>) {}
   async authenticate(token: string): Promise<AdminUser | null> {
     this.authn++;
+    this.asked.push(token);
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
@@ -260,3 +262,40 @@ async function waitUntil(f: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(f(), 'in time');
 }
+
+test('refusals never push an allowed decision out: a flood of junk tokens leaves the scraper cached', async () => {
+  const r = new FakeReviewer({ scraper: 'allowed' });
+  const a = new AdminAuthorizer(r, { maxEntries: 4 });
+  assert.equal(await a.check(b('scraper'), '/metrics', '10.0.0.1'), 'allowed');
+  for (let i = 0; i < 50; i++) assert.equal(await a.check(b(`junk${i}`), '/metrics', '10.0.0.9'), 'unauthenticated');
+  assert.equal(await a.check(b('scraper'), '/metrics', '10.0.0.1'), 'allowed');
+  assert.equal(r.answers.scraper, 'allowed');
+  assert.equal(r.authn, 51, 'the scraper was reviewed once');
+});
+
+test('one client address holds at most maxWaitingPerSource of the waiting room; an allowed decision is renewed before it expires, ahead of the queue', async () => {
+  let now = 1_000_000;
+  const r = new FakeReviewer({ scraper: 'allowed' });
+  const a = new AdminAuthorizer(r, { maxInFlight: 1, maxWaiting: 8, maxWaitingPerSource: 3, now: () => now });
+  assert.equal(await a.check(b('scraper'), '/metrics', 'prom'), 'allowed');
+  let open!: () => void;
+  r.gate = new Promise((resolve) => { open = resolve; });
+  const flood = Array.from({ length: 4 }, (_, i) => a.check(b(`junk${i}`), '/metrics', 'attacker')); // 1 running, 3 waiting
+  await new Promise((resolve) => setImmediate(resolve));
+  const now_ = (p: Promise<AdminDecision>) => Promise.race([p, new Promise((r) => setImmediate(() => r('still waiting')))]);
+  assert.equal(await now_(a.check(b('junk9'), '/metrics', 'attacker')), 'overloaded', 'the attacker\'s fourth waiting check');
+  // another client still gets a place
+  const other = a.check(b('newcomer'), '/metrics', 'elsewhere');
+  // 50 s on: the scraper's decision is in its last quarter, served from the cache and renewed first
+  now += 50_000;
+  const before = r.authn;
+  assert.equal(await a.check(b('scraper'), '/metrics', 'prom'), 'allowed');
+  open();
+  await Promise.all([...flood, other]);
+  assert.equal(r.authn, before + 3 + 1 + 1, 'the three waiting junk tokens, the newcomer and the renewal');
+  assert.deepEqual(r.asked.slice(1, 3), ['junk0', 'scraper'], 'the renewal went ahead of those waiting');
+  now += 30_000; // 80 s after the first review: alive only because it was renewed
+  const n = r.authn;
+  assert.equal(await a.check(b('scraper'), '/metrics', 'prom'), 'allowed');
+  assert.equal(r.authn, n, 'served from the renewed decision');
+});
