@@ -7,6 +7,8 @@ import { bearerToken } from '../auth/bearer.js';
 import type { TLSSocket } from 'node:tls';
 import { isCertificateIdentity } from '../auth/client-cert.js';
 import type { CallerIdentity } from '../auth/identity.js';
+
+const saPrefix = 'system:serviceaccount:';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
   AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError, toAgwError,
@@ -191,6 +193,12 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
   if (target.identity === 'Passthrough' && isCertificateIdentity(id)) {
     // a token sent beside the certificate names someone else: the apiserver would act for them
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
+      { step: 'route', field: `${route.field}.apiserver.identity` });
+  }
+  if (target.identity === 'Impersonate' && id.username.startsWith(saPrefix) && !id.username.startsWith(t.ownAccounts)) {
+    // a token of another namespace's account that reached this gateway could be replayed here by
+    // whoever runs it: impersonating it would turn an audience-bound token into the account itself
+    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} impersonates its callers, and only service accounts of namespace ${t.plan.namespace} are impersonated here (the caller is ${id.username})`,
       { step: 'route', field: `${route.field}.apiserver.identity` });
   }
   if (filters === 'skip') return { upstream: up };

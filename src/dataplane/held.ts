@@ -8,8 +8,8 @@ import { upstreamPath, type RouteTable } from './route-table.js';
 import type { GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
- * what that route's filters checked: CompiledRoute.filtered). */
-export interface Held { id: CallerIdentity; method: string; url: string; route: string; filtered?: string }
+ * what that route's filters checked and who it acted as: CompiledRoute.filtered and .acts). */
+export interface Held { id: CallerIdentity; method: string; url: string; route: string; filtered?: string; acts?: string }
 
 /**
  * Why a held session or stream may no longer go on under table `t` (spec.access, the route, its
@@ -28,6 +28,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   const found = findRoute(t, h.id, h.method, target.path);
   if (found instanceof AgwError) return found.status === 403 ? `spec.access no longer grants route ${h.route}` : `no route serves it now`;
   if (found.route.plan.name !== h.route) return `route ${h.route} no longer serves it`;
+  if (h.acts !== undefined && found.route.acts !== h.acts) return `route ${h.route} now acts as or reaches another; open it again`;
   // filters unchanged since it was admitted: the same verdict; changed, and costly to check on the
   // event loop or the namespace's time for it used up (a spec change asks every held stream at
   // once; a stream's check may not wait for the filter thread): ended, to be opened again

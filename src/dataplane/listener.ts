@@ -623,7 +623,7 @@ export class Listener {
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
-  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered };
+  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered, acts: a.route.acts };
 }
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */

@@ -57,6 +57,9 @@ export interface CompiledRoute {
   /** What decides its filter's verdict on a path (prefix, rewrite, patterns), made at plan time:
    * the same string later means the same verdict for the same request (held streams). */
   filtered: string | undefined;
+  /** Who it acts as (apiserver: identity and service account) or what it reaches (a Service's
+   * namespace, name, port and scheme): held sessions end when it changes. */
+  acts: string;
   methods: ReadonlySet<string> | null;
   backend: ServiceBackend | null;
   m: RouteMetrics;
@@ -89,6 +92,8 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps, cacheBudget?: 
 
 export class RouteTable {
   readonly key: string;
+  /** The username prefix of this namespace's service accounts (the only ones an Impersonate route impersonates). */
+  readonly ownAccounts: string;
   readonly routes: CompiledRoute[];
   readonly policy: AccessPolicy;
   readonly log: Logger;
@@ -110,6 +115,7 @@ export class RouteTable {
     this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
     this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
     this.key = `${plan.namespace}/${plan.name}`;
+    this.ownAccounts = `system:serviceaccount:${plan.namespace}:`;
     this.policy = new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
@@ -139,6 +145,8 @@ export class RouteTable {
         rewrite,
         filter,
         filtered: filter ? `${prefix}\n${rewrite}\n${filter.key}` : undefined,
+        acts: r.target.kind === 'apiserver' ? `apiserver ${r.target.identity} ${r.target.serviceAccountName ?? ''}`
+          : `service ${r.target.scheme}://${r.target.namespace}/${r.target.name}:${r.target.port}`,
         methods: r.methods ? new Set(r.methods) : null,
         backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
         m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),

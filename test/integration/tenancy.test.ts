@@ -142,6 +142,33 @@ test('1. serviceAccountName cannot name anything outside the gateway namespace',
   assert.match(r.json.message, /system:serviceaccount:team-a:b-only/);
 });
 
+test('1. another team\'s token that reached a gateway cannot be replayed there as that team: Impersonate routes impersonate only the gateway namespace\'s accounts', async () => {
+  // team-b's app calls team-a's gateway (a Service route team-a offers it) with a token for its
+  // audience; team-a, which runs the gateway, has the token and an apiserver route that admits all.
+  // team-b's app may read its own b-secret (only that: list stays refused for the other tests)
+  await cp.kubectl(['create', 'role', 'b-get', '-n', 'team-b', '--verb=get', '--resource=secrets', '--resource-name=b-secret']);
+  await cp.kubectl(['create', 'rolebinding', 'b-get', '-n', 'team-b', '--role=b-get', '--serviceaccount=team-b:app']);
+  await applyYaml(cp, gw('team-a', 'replay', `
+  access: [{groups: [system:serviceaccounts]}]
+  routes:
+    - {name: kube-api, pathPrefix: /api/, apiserver: {}}
+    - {name: as-reader, pathPrefix: /apis/, apiserver: {identity: ServiceAccount, serviceAccountName: reader}}`));
+  const port = await gatewayPort(cp, 'team-a', 'replay');
+  const replayed = await get(port, '/api/v1/namespaces/team-b/secrets/b-secret', appB);
+  assert.equal(replayed.status, 403, replayed.text);
+  assert.match(replayed.json.message, /only service accounts of namespace team-a are impersonated here \(the caller is system:serviceaccount:team-b:app\)/);
+  assert.doesNotMatch(replayed.text, /"k"/);
+  // the gateway's own team is impersonated as before; another team's caller may use what acts as
+  // the gateway's own accounts (ServiceAccount), which gives team-a nothing it did not have
+  assert.equal((await get(port, '/api/v1/namespaces/team-a/secrets/a-secret', appA)).status, 200);
+  const asReader = await get(port, '/apis/authentication.k8s.io/v1', appB);
+  assert.equal(asReader.status, 200, asReader.text);
+  // and team-b's token still works at team-b's own gateway, as team-b
+  const own = await get(await gatewayPort(cp, 'team-b', 'b-gw'), '/api/v1/namespaces/team-b/secrets/b-secret', appB);
+  assert.equal(own.status, 200, own.text);
+  assert.equal(own.json.metadata.name, 'b-secret');
+});
+
 test('2. percent-encoding does not slip past rejectPaths or route grants', async () => {
   await applyYaml(cp, gw('team-a', 'encoded', `
   access:

@@ -230,6 +230,38 @@ test('accessEnded: why a held session or stream may not go on under a changed sp
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: {} }] }), held), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
 });
 
+test('accessEnded: a session ends when its route acts as another identity or reaches another Service', () => {
+  const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
+  const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };
+  const kube = (apiserver: Record<string, unknown>) => table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: [], ...apiserver } }] });
+  const asAdmin = kube({ identity: 'ServiceAccount', serviceAccountName: 'admin' }).routes[0]!;
+  const held = { id: app, method: 'GET', url: '/api/v1/namespaces/team-a/pods/p/exec?command=sh', route: 'kube', filtered: asAdmin.filtered, acts: asAdmin.acts };
+  assert.equal(accessEnded(kube({ identity: 'ServiceAccount', serviceAccountName: 'admin' }), held), null);
+  assert.equal(accessEnded(kube({ identity: 'Impersonate' }), held), 'route kube now acts as or reaches another; open it again');
+  assert.equal(accessEnded(kube({ identity: 'ServiceAccount', serviceAccountName: 'viewer' }), held), 'route kube now acts as or reaches another; open it again');
+  const svc = (name: string) => table({ access: [sa], routes: [{ name: 'web', pathPrefix: '/', service: { name, port: 'http' } }] }, {
+    services: { [`team-a/${name}`]: { metadata: { name, namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } } },
+    endpointSlices: { [`team-a/${name}`]: [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: ['198.18.0.2'] }] }] },
+  });
+  const ws = { id: app, method: 'GET', url: '/socket', route: 'web', acts: svc('ledger').routes[0]!.acts };
+  assert.equal(accessEnded(svc('ledger'), ws), null);
+  assert.equal(accessEnded(svc('vault'), ws), 'route web now acts as or reaches another; open it again');
+});
+
+test('an Impersonate route impersonates only the gateway namespace\'s service accounts: another team\'s token that reached it is refused', async () => {
+  const t = table({ access: [{ groups: ['system:serviceaccounts'] }], routes: [
+    { name: 'kube', pathPrefix: '/api/', apiserver: {} },
+    { name: 'as-reader', pathPrefix: '/apis/', apiserver: { identity: 'ServiceAccount', serviceAccountName: 'reader' } },
+    { name: 'own', pathPrefix: '/raw/', apiserver: { identity: 'Passthrough' } },
+  ] });
+  assert.equal(await status(t, '/api/v1/namespaces/team-a/secrets', 'app'), 'kube /api/v1/namespaces/team-a/secrets');
+  await assert.rejects(async () => admit(t, req('/api/v1/namespaces/team-b/secrets', 'other'), { caller: '-' } as Seen),
+    (e: any) => e.status === 403 && /only service accounts of namespace team-a are impersonated here \(the caller is system:serviceaccount:team-b:x\)/.test(e.message));
+  // acting as the gateway's own account, or presenting its own token, gives team-a nothing of team-b's
+  assert.equal(await status(t, '/apis/apps/v1', 'other'), 'as-reader /apis/apps/v1');
+  assert.equal(await status(t, '/raw/x', 'other'), 'own /raw/x');
+});
+
 test('accessEnded: a held stream\'s filters are not run again while they are those that admitted it; changed, they are run if cheap, else it is ended', (t) => {
   const checks = new FilterChecks();
   t.after(() => checks.close());
