@@ -31,7 +31,8 @@ const addressHeaders = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-c
 /**
  * Request headers to forward: drops hop-by-hop headers, headers named in Connection, every
  * Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
- * X-Client-IP, True-Client-IP), and Authorization unless kept.
+ * X-Client-IP, True-Client-IP), and Authorization unless kept; a WebSocket's bearer-token
+ * subprotocol is taken out of Sec-WebSocket-Protocol.
  */
 export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthorization: boolean): OutgoingHttpHeaders {
   const named = connectionTokens(headers);
@@ -42,9 +43,24 @@ export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthoriz
     if (identityHeader(name)) continue;
     if (name === 'authorization' && !keepAuthorization) continue;
     if (name === 'host') continue;
+    if (name === 'sec-websocket-protocol') {
+      const kept = withoutBearerProtocols(value as string);
+      if (kept) out[name] = kept;
+      continue;
+    }
     out[name] = value;
   }
   return out;
+}
+
+/** The bearer-token subprotocol Kubernetes reads a WebSocket's token from (browsers cannot set
+ * Authorization): a second credential the gateway did not check, never forwarded. */
+const bearerProtocol = 'base64url.bearer.authorization.k8s.io.';
+
+/** A Sec-WebSocket-Protocol value without its bearer-token entries ('' when none is left). */
+export function withoutBearerProtocols(value: string): string {
+  if (!value.toLowerCase().includes(bearerProtocol)) return value;
+  return value.split(',').map((p) => p.trim()).filter((p) => p && !p.toLowerCase().startsWith(bearerProtocol)).join(', ');
 }
 
 export function forwardResponseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {

@@ -62,3 +62,14 @@ test('groups the apiserver adds by itself are not sent (each costs it an authori
   assert.deepEqual(groupsToSend({ username: 'alice', uid: '', groups: ['devs', 'system:authenticated'], extra: {} }), ['devs']);
   assert.equal(impersonationHeaders(sa(['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated']), {})['impersonate-group'], undefined);
 });
+
+test('a WebSocket bearer-token subprotocol (a second, unchecked credential) never crosses; the other subprotocols do', () => {
+  const tok = 'base64url.bearer.authorization.k8s.io.ZXlKaGJHY2lPaUpTVXpJMU5pSjk';
+  for (const keep of [false, true]) {
+    const out = forwardRequestHeaders({ authorization: 'Bearer a', 'sec-websocket-protocol': `v5.channel.k8s.io, ${tok}, v4.channel.k8s.io` }, keep);
+    assert.equal(out['sec-websocket-protocol'], 'v5.channel.k8s.io, v4.channel.k8s.io');
+    assert.equal(forwardRequestHeaders({ 'sec-websocket-protocol': `${tok.toUpperCase()},v4.channel.k8s.io` }, keep)['sec-websocket-protocol'], 'v4.channel.k8s.io');
+    assert.equal(forwardRequestHeaders({ 'sec-websocket-protocol': tok }, keep)['sec-websocket-protocol'], undefined);
+  }
+  assert.equal(forwardRequestHeaders({ 'sec-websocket-protocol': 'chat, superchat' }, false)['sec-websocket-protocol'], 'chat, superchat');
+});
