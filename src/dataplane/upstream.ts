@@ -69,7 +69,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   onEnd?: () => void;
   /** A client that reads none of the answer for this long is cut (it would hold the upstream connection). */
   stalledMs: number;
-  /** Called once the response streams: `end` finishes it cleanly (shutdown drain of watches). */
+  /** Called once the response streams (no length; or one with a length that waits for its
+   * client): `end` finishes it (cleanly when it has no length; else the connection is cut). */
   streaming?: (end: () => void) => void;
 }): void {
   // the client left before this (during its token check, or a failed first attempt): nothing to send
@@ -81,6 +82,8 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   let started = false;
   let ending = false;
   let done = false;
+  /** Handed to opts.streaming (a body without a length at once, one with a length once it waits). */
+  let tracked = false;
   let stalled: NodeJS.Timeout | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   const resume = () => {
@@ -111,6 +114,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       // and let a draining listener end it cleanly
       if (headers['content-length'] !== undefined) return;
       res.flushHeaders();
+      tracked = true;
       opts.streaming?.(() => {
         ending = true;
         ctl?.abort(new ClientGone('the listener is draining'));
@@ -121,6 +125,17 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     onResponseData(c, chunk) {
       // (undici may hand over data it had parsed already after a pause: one wait per pause)
       if (!res.write(chunk) && stalled === undefined) {
+        // a body with a length its client reads slower than it comes (a large download): from now
+        // on it may outlive its access (notAfter, a spec change) or the drain, and is cut then
+        if (!tracked) {
+          tracked = true;
+          opts.streaming?.(() => {
+            ending = true;
+            ctl?.abort(new ClientGone('its access ended'));
+            finish();
+            res.destroy();
+          });
+        }
         c.pause();
         res.once('drain', resume);
         stalled = setTimeout(() => res.destroy(), opts.stalledMs);

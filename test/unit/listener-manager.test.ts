@@ -826,3 +826,31 @@ test('a client that leaves with pipelined requests still waiting: they are never
   const e = await c.deps.metrics.exposition();
   assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /access_gateway_requests_in_flight\{namespace="team-a",gateway="gw"\} 0\n/);
 });
+
+test('a download with a length that its client reads slowly is cut at its grant\'s notAfter too', async (t) => {
+  const { m, held } = managerFor(t);
+  const size = 64 << 20;
+  const up = await upstreamFor(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+    const chunk = Buffer.alloc(1 << 20);
+    let sent = 0;
+    const more = () => { while (sent < size && res.write(chunk)) sent += chunk.length; if (sent < size) res.once('drain', () => { sent += chunk.length; more(); }); else res.end(); };
+    more();
+  });
+  const port = await freePort();
+  const edge = Date.now() + 1500;
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  let got = 0;
+  let closed = false;
+  s.on('error', () => {});
+  s.on('close', () => { closed = true; });
+  // a slow reader until the edge, then it reads all there is: the connection must end short of the length
+  s.on('data', (c: Buffer) => { got += c.length; if (Date.now() < edge) { s.pause(); setTimeout(() => s.resume(), 200); } });
+  s.write(`GET /big HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(50); return got > 0; }), true);
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, `cut at notAfter (${got} of ${size} bytes read)`);
+  assert.ok(Date.now() >= edge, 'not before the edge');
+  assert.ok(got < size, 'the download did not complete');
+});
