@@ -305,6 +305,20 @@ test('as the chart ServiceAccount, the admission policies refuse writes that are
     assert.equal(created.status, 201, created.message);
     const bumped = await mergePatch('x.2', { count: 2, lastTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
     assert.equal(bumped.status, 200, bumped.message);
+
+    // AccessGateway status is the operator's alone: even a cluster admin's write is refused
+    await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: st, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw]}
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
+`);
+    const claim = () => cp.api('PATCH', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/st/status`, { status: { listener: { port: 20001 } } }, 'application/merge-patch+json');
+    const refusedClaim = await waitFor('the status policy in force', async () => { const r = await claim(); return r.status === 403 ? r : undefined; }, 20_000);
+    assert.match(String(refusedClaim.body.message), new RegExp(`ValidatingAdmissionPolicy '${release}-status'.*only the access-gateway operator writes AccessGateway status`));
+    const asOperator = await call('PATCH', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/st/status`, { status: { listener: { port: 20001 } } }, 'application/merge-patch+json');
+    assert.equal(asOperator.status, 200, asOperator.message);
   } finally {
     await agent.close();
   }

@@ -190,6 +190,12 @@ test('defaults: least-privilege RBAC, cluster-wide, exactly the verbs the operat
     assert.ok(vap.spec.validations.length >= 2, name);
     assert.deepEqual(one(objs, 'ValidatingAdmissionPolicyBinding', vap.metadata.name).spec, { policyName: vap.metadata.name, validationActions: ['Deny'] });
   }
+  // AccessGateway status: anyone but this ServiceAccount is refused
+  const status = one(objs, 'ValidatingAdmissionPolicy', 'agw-test-access-gateway-status');
+  assert.deepEqual(status.spec.matchConditions, [{ name: 'not-the-operator', expression: "!(request.userInfo.username == 'system:serviceaccount:agw-system:agw-test-access-gateway')" }]);
+  assert.deepEqual(status.spec.matchConstraints.resourceRules.map((r: any) => [r.apiGroups, r.resources, r.operations]), [[['access-gateway.io'], ['accessgateways/status'], ['UPDATE']]]);
+  assert.deepEqual(status.spec.validations.map((v: any) => v.expression), ['false']);
+  assert.deepEqual(one(objs, 'ValidatingAdmissionPolicyBinding', status.metadata.name).spec, { policyName: status.metadata.name, validationActions: ['Deny'] });
   // scrapers: a metrics-reader ClusterRole (get /metrics, nothing else), not bound by default
   assert.deepEqual(grants(one(objs, 'ClusterRole', 'agw-test-access-gateway-metrics-reader').rules), ['url|/metrics|get']);
   assert.equal(find(objs, 'ClusterRoleBinding', 'agw-test-access-gateway-metrics-reader').length, 0);
