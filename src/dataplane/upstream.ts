@@ -86,6 +86,16 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   let tracked = false;
   let stalled: NodeJS.Timeout | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
+  /** Hands the response to opts.streaming, ended by `close` (cleanly without a length, else cut). */
+  const track = (close: () => void) => {
+    tracked = true;
+    opts.streaming?.(() => {
+      ending = true;
+      ctl?.abort(new ClientGone('the listener is draining, or its access ended'));
+      finish();
+      close();
+    });
+  };
   const resume = () => {
     clearTimeout(stalled);
     stalled = undefined;
@@ -114,28 +124,14 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       // and let a draining listener end it cleanly
       if (headers['content-length'] !== undefined) return;
       res.flushHeaders();
-      tracked = true;
-      opts.streaming?.(() => {
-        ending = true;
-        ctl?.abort(new ClientGone('the listener is draining'));
-        finish();
-        res.end();
-      });
+      track(() => res.end());
     },
     onResponseData(c, chunk) {
       // (undici may hand over data it had parsed already after a pause: one wait per pause)
       if (!res.write(chunk) && stalled === undefined) {
         // a body with a length its client reads slower than it comes (a large download): from now
         // on it may outlive its access (notAfter, a spec change) or the drain, and is cut then
-        if (!tracked) {
-          tracked = true;
-          opts.streaming?.(() => {
-            ending = true;
-            ctl?.abort(new ClientGone('its access ended'));
-            finish();
-            res.destroy();
-          });
-        }
+        if (!tracked) track(() => res.destroy());
         c.pause();
         res.once('drain', resume);
         stalled = setTimeout(() => res.destroy(), opts.stalledMs);
