@@ -26,7 +26,9 @@ function identity(m: KubeObject['metadata']): KubeObject['metadata'] {
  */
 function trimService(o: Obj<ServiceLike>): Obj<ServiceLike> {
   const lb = (o as { status?: { loadBalancer?: unknown } }).status?.loadBalancer;
-  return { metadata: identity(o.metadata), spec: { ports: o.spec?.ports }, ...(lb ? { status: { loadBalancer: lb } } : {}) } as Obj<ServiceLike>;
+  const sel = (o.spec as { selector?: Record<string, string> } | undefined)?.selector;
+  const selected = sel && Object.keys(sel).length ? { selected: true as const } : {};
+  return { metadata: identity(o.metadata), spec: { ports: o.spec?.ports, ...selected }, ...(lb ? { status: { loadBalancer: lb } } : {}) } as Obj<ServiceLike>;
 }
 
 function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
@@ -103,7 +105,10 @@ export class ClusterState {
     return {
       service: svc !== undefined, slice: slice !== undefined,
       ingress: (svc as { status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } } } | undefined)?.status?.loadBalancer?.ingress?.[0],
-      foreign: foreign && `${foreign} exists and is not owned by this AccessGateway: the gateway is not exposed in the cluster (the operator never writes objects it does not own); delete or rename it`,
+      foreign: foreign ? `${foreign} exists and is not owned by this AccessGateway: the gateway is not exposed in the cluster (the operator never writes objects it does not own); delete or rename it`
+        // someone else's selector: its pods, not the operator's, would get the gateway's traffic
+        : svc?.spec?.selected ? `Service ${ns}/${name} has a selector someone else set: an agw-NAME Service is selector-less (its endpoints are the operator's); the gateway is not exposed in the cluster until the selector is removed`
+          : null,
     };
   }
 

@@ -8,7 +8,8 @@ import type { Endpoint, ServiceTarget } from './plan.js';
 
 export interface ServiceLike {
   metadata?: { name?: string; namespace?: string };
-  spec?: { ports?: { name?: string; port: number; protocol?: string }[] };
+  /** `selected`: the cache's mark of a non-empty selector (kept instead of the selector itself). */
+  spec?: { ports?: { name?: string; port: number; protocol?: string }[]; selected?: true };
 }
 
 export interface EndpointSliceLike {

@@ -105,6 +105,16 @@ test('the agw-NAME Service and EndpointSlice exist with the right port and owner
   }, 30_000, 200);
   assert.equal(back[0].metadata.ownerReferences[0].uid, gw.metadata.uid);
   assert.equal(back[1].ports[0].port, port);
+  // a selector someone adds (its pods would get the gateway's traffic): said, not fought over
+  await cp.kubectl(['patch', 'service', 'agw-exposed', '-n', 'team-r', '--type=merge', '-p', '{"spec":{"selector":{"app":"mine"}}}']);
+  const conflict = await waitFor('ExposureConflict', async () => {
+    const g = await getGateway(cp, 'team-r', 'exposed');
+    return condition(g, 'Programmed')?.reason === 'ExposureConflict' ? g : undefined;
+  }, 30_000, 200);
+  assert.match(condition(conflict, 'Programmed').message, /Service team-r\/agw-exposed has a selector someone else set/);
+  assert.equal(condition(conflict, 'Ready').status, 'False');
+  await cp.kubectl(['patch', 'service', 'agw-exposed', '-n', 'team-r', '--type=json', '-p', '[{"op":"remove","path":"/spec/selector"}]']);
+  await waitFor('Ready again', async () => condition(await getGateway(cp, 'team-r', 'exposed'), 'Ready')?.status === 'True', 30_000, 200);
   await cp.kubectl(['delete', 'agw', 'exposed', '-n', 'team-r']);
   await waitFor('Service and EndpointSlice collected', async () =>
     (await cp.api('GET', '/api/v1/namespaces/team-r/services/agw-exposed')).status === 404 &&

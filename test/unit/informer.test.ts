@@ -92,7 +92,7 @@ test('Services and EndpointSlices are cached without a team\'s annotations, labe
   } as never);
   assert.deepEqual(svc, {
     metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', ownerReferences: owner },
-    spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP' }] }, status: { loadBalancer: { ingress: [{ ip: '198.18.0.1' }] } },
+    spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP' }], selected: true }, status: { loadBalancer: { ingress: [{ ip: '198.18.0.1' }] } },
   });
   const slice = ClusterState.trimSlice({
     metadata: { name: 's', namespace: 'a', resourceVersion: '6', labels: { 'kubernetes.io/service-name': 'web', big }, annotations: { big } },
