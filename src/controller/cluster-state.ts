@@ -101,7 +101,10 @@ export class ClusterState {
       ?.some((r) => r.uid === gw.metadata.uid && r.controller === true) ?? false;
     const svc = this.services.get(ns, name);
     const slice = this.slices.get(ns, name);
-    const foreign = svc && !owned(svc) ? `Service ${ns}/${name}` : slice && !owned(slice) ? `EndpointSlice ${ns}/${name}` : null;
+    // another EndpointSlice labelled for agw-NAME would add its addresses to the gateway's Service
+    const extra = this.slices.byIndex(`${ns}/${name}`).find((x) => !owned(x));
+    const foreign = svc && !owned(svc) ? `Service ${ns}/${name}` : slice && !owned(slice) ? `EndpointSlice ${ns}/${name}`
+      : extra && !svc?.spec?.selected ? `EndpointSlice ${ns}/${extra.metadata.name}, labelled kubernetes.io/service-name=${name},` : null;
     return {
       service: svc !== undefined, slice: slice !== undefined,
       ingress: (svc as { status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } } } | undefined)?.status?.loadBalancer?.ingress?.[0],

@@ -114,6 +114,23 @@ test('the agw-NAME Service and EndpointSlice exist with the right port and owner
   assert.match(condition(conflict, 'Programmed').message, /Service team-r\/agw-exposed has a selector someone else set/);
   assert.equal(condition(conflict, 'Ready').status, 'False');
   await cp.kubectl(['patch', 'service', 'agw-exposed', '-n', 'team-r', '--type=json', '-p', '[{"op":"remove","path":"/spec/selector"}]']);
+  // nor an EndpointSlice of someone else's that joins the Service (its addresses would get a
+  // share): one added by hand, and the one the EndpointSlice controller made for the selector
+  // (it stays when the selector goes)
+  await applyYaml(cp, `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: extra, namespace: team-r, labels: {kubernetes.io/service-name: agw-exposed}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: [198.18.9.9]}]
+`);
+  const joined = await waitFor('ExposureConflict (another slice)', async () => {
+    const g = await getGateway(cp, 'team-r', 'exposed');
+    const c = condition(g, 'Programmed');
+    return c?.reason === 'ExposureConflict' && /EndpointSlice/.test(c.message) ? c : undefined;
+  }, 30_000, 200);
+  assert.match(joined.message, /EndpointSlice team-r\/(extra|agw-exposed-\w+), labelled kubernetes.io\/service-name=agw-exposed, exists and is not owned by this AccessGateway/);
+  await cp.kubectl(['delete', 'endpointslice', '-n', 'team-r', '-l', 'kubernetes.io/service-name=agw-exposed', '--field-selector', 'metadata.name!=agw-exposed']);
   await waitFor('Ready again', async () => condition(await getGateway(cp, 'team-r', 'exposed'), 'Ready')?.status === 'True', 30_000, 200);
   await cp.kubectl(['delete', 'agw', 'exposed', '-n', 'team-r']);
   await waitFor('Service and EndpointSlice collected', async () =>
