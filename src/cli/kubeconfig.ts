@@ -3,8 +3,9 @@
 // audience-bound token with the TokenRequest API using the person's own kubeconfig. Also runs as
 // the kubectl plugin `kubectl access-gateway` (an executable named kubectl-access_gateway).
 import { isDnsSubdomain } from '../api/names.js';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { ApiError, KubeClient, loadKubeConfig } from '../kube/client.js';
 import { silentLogger } from '../observability/logger.js';
 import { flag, parseFlags } from './flags.js';
@@ -23,6 +24,9 @@ const kubeconfigFlags = {
   kubeconfig: flag.optional(),
   output: flag.optional(),
 };
+
+/** Set while the token plugin runs: a second one started under it refuses (a loop). */
+const pluginMarker = 'ACCESS_GATEWAY_IN_TOKEN_PLUGIN';
 
 const tokenFlags = {
   namespace: flag.string(),
@@ -50,21 +54,25 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   const audience = f.audience ?? gw.spec?.authentication?.audiences?.[0];
   if (!audience) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} names no audience; give --audience`);
   const ca = f['certificate-authority'] ? readFileSync(f['certificate-authority'], 'utf8') : await listenerCA(client, ns, gw.spec?.listener?.tls?.secretName);
-  // the plugin runs this same program: it asks the apiserver with the kubeconfig used here, or
-  // logs the person in at the identity provider
+  // the plugin runs this same program: it asks the apiserver with the kubeconfig used here (named
+  // by its absolute path: not whatever KUBECONFIG says when kubectl runs it, which may be the file
+  // written here), or logs the person in at the identity provider
+  const source = sourceKubeconfig(f.kubeconfig);
+  if (f.output && source?.split(':').includes(resolve(f.output))) throw new Error(`kubeconfig: --output ${f.output} is the kubeconfig the token plugin would read`);
   const plugin = oidc
     ? [resolve(process.argv[1]!), 'oidc-token', '--issuer', oidc, '--client-id', f['oidc-client-id']!,
-      ...(f['oidc-client-secret'] ? ['--client-secret', f['oidc-client-secret']] : []),
       ...(f['oidc-certificate-authority'] ? ['--certificate-authority', resolve(f['oidc-certificate-authority'])] : [])]
     : [resolve(process.argv[1]!), 'token', '--namespace', ns, '--service-account', f['service-account'], '--audience', audience,
-      '--expiration-seconds', String(f['expiration-seconds']), ...(f.kubeconfig ? ['--kubeconfig', resolve(f.kubeconfig)] : [])];
+      '--expiration-seconds', String(f['expiration-seconds']), ...(source ? ['--kubeconfig', source] : [])];
+  // a client secret goes in the plugin's environment, not its arguments (which every local user sees)
+  const env = f['oidc-client-secret'] ? [{ name: 'ACCESS_GATEWAY_CLIENT_SECRET', value: f['oidc-client-secret'] }] : undefined;
   const who = oidc ? 'oidc' : f['service-account'];
   const ctx = `${ns}-${name}`;
   const config = {
     apiVersion: 'v1', kind: 'Config', 'current-context': ctx,
     clusters: [{ name: ctx, cluster: { server, ...(ca ? { 'certificate-authority-data': Buffer.from(ca).toString('base64') } : {}) } }],
     users: [{ name: `${ctx}-${who}`, user: { exec: {
-      apiVersion: 'client.authentication.k8s.io/v1', command: process.execPath, args: plugin, interactiveMode: 'Never',
+      apiVersion: 'client.authentication.k8s.io/v1', command: process.execPath, args: plugin, ...(env ? { env } : {}), interactiveMode: 'Never',
       installHint: `access-gateway ${oidc ? 'oidc-token logs you in' : 'token mints the token'}: keep this Node.js and access-gateway where they are, or run access-gateway kubeconfig again`,
     } } }],
     contexts: [{ name: ctx, context: { cluster: ctx, user: `${ctx}-${who}`, namespace: ns } }],
@@ -73,6 +81,16 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   if (f.output) writeFileSync(f.output, text, { mode: 0o600 });
   else process.stdout.write(text);
   return 0;
+}
+
+/** The kubeconfig this command reads, by absolute path(s) (as kubectl finds it: the flag, else
+ * KUBECONFIG, else ~/.kube/config); undefined in a pod (its service account). */
+function sourceKubeconfig(flagged: string | undefined): string | undefined {
+  if (flagged) return resolve(flagged);
+  const list = (process.env.KUBECONFIG ?? '').split(':').filter(Boolean).map((p) => resolve(p));
+  if (list.length) return list.join(':');
+  const home = join(homedir(), '.kube', 'config');
+  return existsSync(home) ? home : undefined;
 }
 
 /**
@@ -94,6 +112,9 @@ async function listenerCA(client: KubeClient, ns: string, secret: string | undef
 export async function runToken(args: string[]): Promise<number> {
   const f = parseFlags(args, tokenFlags);
   if (!f.namespace || !f['service-account'] || !f.audience) throw new Error('token: --namespace, --service-account and --audience are required');
+  // its kubeconfig's own exec plugin would start it again, and again (a kubeconfig that names itself)
+  if (process.env[pluginMarker]) throw new Error('token: its kubeconfig runs this plugin again (it reads the kubeconfig it serves); give --kubeconfig YOUR-KUBECONFIG when you make it');
+  process.env[pluginMarker] = '1'; // seen by any plugin the kubeconfig read below starts
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
   const path = `/api/v1/namespaces/${encodeURIComponent(f.namespace)}/serviceaccounts/${encodeURIComponent(f['service-account'])}/token`;
   let res: any;

@@ -48,7 +48,7 @@ const tokenTtlMs = 60_000;
 
 export function loadClusterAccess(file: string | undefined, opts: LoadOptions = {}): ClusterAccess {
   const env = opts.env ?? process.env;
-  if (file) return fromFiles([file]);
+  if (file) return fromFiles(file.split(':').filter(Boolean)); // a list, as in KUBECONFIG
   const list = (env.KUBECONFIG ?? '').split(':').filter(Boolean);
   if (list.length) return fromFiles(list);
   const home = join(opts.home ?? homedir(), '.kube', 'config');

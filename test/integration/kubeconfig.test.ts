@@ -117,3 +117,42 @@ test('without the right to mint the token, kubectl fails with the plugin\'s reas
   assert.match(r.err, /cannot mint a token for team-k\/app \(HTTP 403\)/, r.err);
   assert.doesNotMatch(r.err, /eyJ[\w-]+\.[\w-]+\./, 'a token in the error output');
 });
+
+test('made without --kubeconfig, the plugin names the kubeconfig in use by its path: export KUBECONFIG=the-new-file works, and a file that names itself fails at once (no chain of plugins)', async () => {
+  const devConfig = join(cp.dir, 'dev.kubeconfig'); // written by the first test
+  const file = join(cp.dir, 'exported.kubeconfig');
+  const made = await runKubectl(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app',
+    '--certificate-authority', ca.certFile, '--output', file], { ...pluginEnv, KUBECONFIG: devConfig });
+  assert.equal(made.code, 0, made.err);
+  const args: string[] = JSON.parse(readFileSync(file, 'utf8')).users[0].user.exec.args;
+  assert.equal(args[args.indexOf('--kubeconfig') + 1], devConfig);
+  const who = await runKubectl(['auth', 'whoami', '-o', 'json'], { ...pluginEnv, KUBECONFIG: file });
+  assert.equal(who.code, 0, who.err);
+  assert.equal(JSON.parse(who.out).status.userInfo.username, `system:serviceaccount:${ns}:app`);
+  // the output may not be the kubeconfig its plugin reads
+  const self = await runKubectl(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--service-account', 'app',
+    '--certificate-authority', ca.certFile, '--output', devConfig], { ...pluginEnv, KUBECONFIG: devConfig });
+  assert.notEqual(self.code, 0);
+  assert.match(self.err, /is the kubeconfig the token plugin would read/);
+  // one that names itself anyway (edited by hand): one refusal, not a plugin starting plugins
+  const cfg = JSON.parse(readFileSync(file, 'utf8'));
+  const a: string[] = cfg.users[0].user.exec.args;
+  a.splice(a.indexOf('--kubeconfig'), 2);
+  const loop = join(cp.dir, 'loop.kubeconfig');
+  writeFileSync(loop, JSON.stringify(cfg));
+  const started = Date.now();
+  const r = await runKubectl(['get', 'configmaps'], { ...pluginEnv, KUBECONFIG: loop });
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /exec plugin .*: exit 1|its kubeconfig runs this plugin again/, r.err);
+  assert.ok(Date.now() - started < 20_000, `refused in ${Date.now() - started} ms`);
+});
+
+test('an OIDC client secret is put in the plugin\'s environment, not in its arguments', async () => {
+  const file = join(cp.dir, 'oidc.kubeconfig');
+  const made = await run(['access-gateway', 'kubeconfig', '--gateway', `${ns}/api`, '--oidc-issuer', 'https://idp.example.com', '--oidc-client-id', 'kubectl',
+    '--oidc-client-secret', 's3cret-value', '--certificate-authority', ca.certFile, '--kubeconfig', cp.kubeconfig, '--output', file]);
+  assert.equal(made.code, 0, made.err);
+  const exec = JSON.parse(readFileSync(file, 'utf8')).users[0].user.exec;
+  assert.ok(!exec.args.some((x: string) => x.includes('s3cret-value')), JSON.stringify(exec.args));
+  assert.deepEqual(exec.env, [{ name: 'ACCESS_GATEWAY_CLIENT_SECRET', value: 's3cret-value' }]);
+});
