@@ -3,12 +3,13 @@
 // audience-bound token with the TokenRequest API using the person's own kubeconfig. Also runs as
 // the kubectl plugin `kubectl access-gateway` (an executable named kubectl-access_gateway).
 import { isDnsSubdomain } from '../api/names.js';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ApiError, KubeClient, loadKubeConfig } from '../kube/client.js';
 import { silentLogger } from '../observability/logger.js';
 import { flag, parseFlags } from './flags.js';
+import { writePrivate } from './private-file.js';
 
 const kubeconfigFlags = {
   gateway: flag.string(),
@@ -78,7 +79,7 @@ export async function runKubeconfig(args: string[]): Promise<number> {
     contexts: [{ name: ctx, context: { cluster: ctx, user: `${ctx}-${who}`, namespace: ns } }],
   };
   const text = `${JSON.stringify(config, null, 2)}\n`;
-  if (f.output) writeFileSync(f.output, text, { mode: 0o600 });
+  if (f.output) writePrivate(f.output, text);
   else process.stdout.write(text);
   return 0;
 }

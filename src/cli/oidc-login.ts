@@ -4,12 +4,13 @@
 // (RFC 8628: the person opens a URL, on any device, and enters the code shown on stderr). Tokens
 // are cached in the user's cache directory, readable by the user only; errors never carry a token.
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { unverifiedExpiry } from '../auth/bearer.js';
 import { flag, parseFlags } from './flags.js';
+import { privateDir, writePrivate } from './private-file.js';
 
 export const oidcTokenFlags = {
   issuer: flag.string(),
@@ -32,14 +33,13 @@ export async function runOidcToken(args: string[]): Promise<number> {
   if (!f.issuer.startsWith('https://') || !f['client-id']) throw new Error('oidc-token: --issuer https://… and --client-id are required');
   const dir = f['cache-dir'] ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'access-gateway', 'oidc');
   const file = join(dir, `${createHash('sha256').update(`${f.issuer}\u0000${f['client-id']}`).digest('hex').slice(0, 32)}.json`);
+  privateDir(dir); // before reading: a cache another user could write is not trusted
   let cached: Cached = {};
   try {
     cached = JSON.parse(readFileSync(file, 'utf8')) as Cached;
   } catch { /* no cache yet */ }
   const out = (t: Cached) => {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    writeFileSync(file, JSON.stringify(t), { mode: 0o600 });
-    chmodSync(file, 0o600); // also when the file was there before
+    writePrivate(file, JSON.stringify(t));
     process.stdout.write(`${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential',
       status: { token: t.id_token, expirationTimestamp: new Date(expiry(t.id_token!)).toISOString() } })}\n`);
     return 0;
