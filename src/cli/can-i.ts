@@ -29,8 +29,18 @@ const verbMethods: Record<string, string> = {
 export const canIUsage = `access-gateway can-i     --gateway NS/NAME --as USER|system:serviceaccount:NS:NAME [--group G]...
                            [--kubeconfig F] [--output text|json] VERB|METHOD PATH`;
 
-/** Exit 0: yes; 1: no; 3: the gateway says yes and the apiserver's RBAC could not be asked. */
+/** Exit 0: yes; 1: no; 3: the gateway says yes and the apiserver's RBAC could not be asked; 2:
+ * no answer (bad usage, the gateway not read or not evaluable), never taken for a "no". */
 export async function runCanI(argv: string[]): Promise<number> {
+  try {
+    return await answer(argv);
+  } catch (err) {
+    process.stderr.write(`access-gateway: ${(err as Error).message}\n`);
+    return 2;
+  }
+}
+
+async function answer(argv: string[]): Promise<number> {
   const { flags: f, args } = parseCommand(argv, canIFlags);
   const [ns, name, ...extra] = f.gateway.split('/');
   if (!ns || !name || extra.length) throw new Error(`can-i: --gateway NAMESPACE/NAME is required\nusage: ${canIUsage}`);
@@ -43,12 +53,12 @@ export async function runCanI(argv: string[]): Promise<number> {
   const url = verb === 'watch' && !/[?&]watch=/.test(path) ? `${path}${path.includes('?') ? '&' : '?'}watch=true` : path;
 
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
-  const gw = await client.request<AccessGateway>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/${name}`, { what: `AccessGateway ${ns}/${name}` })
+  const gw = await client.request<AccessGateway>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${encodeURIComponent(ns)}/accessgateways/${encodeURIComponent(name)}`, { what: `AccessGateway ${ns}/${name}` })
     .catch((err) => { throw new Error(`can-i: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });
   const plan = questionPlan(gw);
   if ('problem' in plan) {
     process.stderr.write(`can-i: AccessGateway ${ns}/${name} cannot be evaluated: ${plan.problem}\n`);
-    return 1;
+    return 2;
   }
   const e = await explain(offlineTable(plan.plan), caller(f.as, f.group), method, url, {
     reviewRequest: (subject, attrs) => subjectAccessReview(client, subject, attrs),

@@ -47,7 +47,7 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   if (oidc && !f['oidc-client-id']) throw new Error('kubeconfig: --oidc-issuer needs --oidc-client-id');
   if (!oidc && !isDnsSubdomain(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) or --oidc-issuer URL is required');
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
-  const gw = await client.request<any>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/${name}`, { what: `AccessGateway ${ns}/${name}` })
+  const gw = await client.request<any>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${encodeURIComponent(ns)}/accessgateways/${encodeURIComponent(name)}`, { what: `AccessGateway ${ns}/${name}` })
     .catch((err) => { throw new Error(`kubeconfig: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });
   const server = f.server ?? gw.status?.listener?.url;
   if (!server) throw new Error(`kubeconfig: AccessGateway ${ns}/${name} has no status.listener.url yet; give --server`);

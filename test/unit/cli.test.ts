@@ -141,3 +141,13 @@ test('--max-token-reviews-in-flight and --jwks-clock-skew-seconds (and their env
   assert.match(help.stdout, /--max-token-reviews-in-flight 16/);
   assert.match(help.stdout, /--jwks-clock-skew-seconds 5/);
 });
+
+test('can-i without an answer (bad usage, no gateway, no cluster) exits 2, never 1 ("no")', () => {
+  const noCluster = { ...process.env, KUBECONFIG: join(mkdtempSync(join(tmpdir(), 'agw-cani-')), 'missing'), HOME: mkdtempSync(join(tmpdir(), 'agw-home-')), KUBERNETES_SERVICE_HOST: '' };
+  const r1 = spawnSync(process.execPath, [cli, 'can-i', '--gateway', 'nope', '--as', 'alice', 'get', '/version'], { encoding: 'utf8', env: noCluster });
+  assert.equal(r1.status, 2, r1.stderr);
+  assert.match(r1.stderr, /--gateway NAMESPACE\/NAME is required/);
+  const r2 = spawnSync(process.execPath, [cli, 'can-i', '--gateway', 'ns/gw', '--as', 'alice', 'get', '/version'], { encoding: 'utf8', env: noCluster });
+  assert.equal(r2.status, 2, r2.stderr);
+  assert.match(r2.stderr, /missing: no current-context/);
+});
