@@ -187,13 +187,15 @@ export class GatewayReconciler {
    * moves to its own recorded port); a port given up here is tried again by those waiting. A spec
    * that asks for another port than the recorded one is moving: the leader gave the recorded port
    * up already (and may give it to another gateway before, or without, recording the move), so
-   * it is not served here on the old one either.
+   * it is not served here on the old one either; nor is one that asks for none while its recorded
+   * port is outside the range (it was asked for, then not: the leader moves it into the range).
    */
   private followPort(key: string, gw: AccessGateway, requested: number | undefined): PortSnapshot {
     const recorded = gw.status?.listener?.port;
     const before = this.d.ports.portOf(key);
     let result: PortSnapshot;
-    if (recorded === undefined || (requested !== undefined && requested !== recorded)) {
+    const moving = requested === undefined ? recorded !== undefined && !this.d.ports.inRange(recorded) : requested !== recorded;
+    if (recorded === undefined || moving) {
       this.d.ports.release(key);
       this.waitingForPort.add(key);
       result = { conflict: 'not served on this replica until the leader records its port in status.listener.port', reason: Reason.PortConflict };

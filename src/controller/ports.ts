@@ -90,7 +90,8 @@ export class PortAllocator {
     this.blocked.set(port, this.now() + forMs);
   }
 
-  private inRange(p: number): boolean {
+  /** Whether a port is in the allocation range (an allocated one; a requested one may be anywhere). */
+  inRange(p: number): boolean {
     return p >= this.range[0] && p <= this.range[1];
   }
 

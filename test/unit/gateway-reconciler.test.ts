@@ -104,7 +104,15 @@ test('a follower does not serve a gateway on its recorded port once its spec ask
   // the leader records the move: a is served on its new port
   a.status = { listener: { port: 105 } };
   await r.reconcile('team-a/a', silentLogger);
-  assert.equal(ports.portOf('team-a/a'), 105);
+  assert.equal(ports.portOf('team-a/a'), 105);  // asked for a port outside the range (recorded), then for none: the leader moves it into the
+  // range and may give the old one away; not served on it here meanwhile
+  a.spec = { ...a.spec, listener: { port: 8080 } };
+  a.status = { listener: { port: 8080 } };
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(ports.portOf('team-a/a'), 8080);
+  a.spec = { ...a.spec, listener: {} };
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(ports.portOf('team-a/a'), undefined, 'a, leaving an out-of-range port, still served on it');
 });
 
 test('condition messages are cut to the CRD\'s 32768 characters: a longer one would have the whole status refused', async () => {
