@@ -82,8 +82,10 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   let started = false;
   let ending = false;
   let done = false;
-  /** Handed to opts.streaming (a body without a length at once, one with a length once it waits). */
+  /** Handed to opts.streaming (a body without a length at once, one with a length from its second
+   * piece or once it waits). */
   let tracked = false;
+  let pieces = 0;
   let stalled: NodeJS.Timeout | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   /** Hands the response to opts.streaming, ended by `close` (cleanly without a length, else cut). */
@@ -127,11 +129,13 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       track(() => res.end());
     },
     onResponseData(c, chunk) {
+      const ok = res.write(chunk);
+      // a body with a length that comes in more than one piece or waits for its client (a
+      // download, a trickle): from now on it may outlive its access (notAfter, a spec change) or
+      // the drain, and is cut then (one piece, the usual small answer, costs nothing here)
+      if (!tracked && (!ok || ++pieces > 1)) track(() => res.destroy());
       // (undici may hand over data it had parsed already after a pause: one wait per pause)
-      if (!res.write(chunk) && stalled === undefined) {
-        // a body with a length its client reads slower than it comes (a large download): from now
-        // on it may outlive its access (notAfter, a spec change) or the drain, and is cut then
-        if (!tracked) track(() => res.destroy());
+      if (!ok && stalled === undefined) {
         c.pause();
         res.once('drain', resume);
         stalled = setTimeout(() => res.destroy(), opts.stalledMs);

@@ -854,3 +854,28 @@ test('a download with a length that its client reads slowly is cut at its grant\
   assert.ok(Date.now() >= edge, 'not before the edge');
   assert.ok(got < size, 'the download did not complete');
 });
+
+test('a download with a length that its upstream trickles to a fast client is cut at notAfter too', async (t) => {
+  const { m, held } = managerFor(t);
+  const size = 1 << 20;
+  const up = await upstreamFor(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+    let sent = 0;
+    const timer = setInterval(() => { res.write(Buffer.alloc(1024)); sent += 1024; if (sent >= size) { clearInterval(timer); res.end(); } }, 20);
+    res.on('close', () => clearInterval(timer));
+  });
+  const port = await freePort();
+  const edge = Date.now() + 1500;
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  let got = 0;
+  let closed = false;
+  s.on('error', () => {});
+  s.on('close', () => { closed = true; });
+  s.on('data', (c: Buffer) => { got += c.length; });
+  s.write(`GET /trickle HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, `cut at notAfter (${got} bytes read)`);
+  assert.ok(Date.now() >= edge, 'not before the edge');
+  assert.ok(got < size, 'the download did not complete');
+});
