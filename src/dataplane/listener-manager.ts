@@ -47,12 +47,13 @@ export class ListenerManager {
       return { programmed: true, port: plan.port };
     }
     if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ gateway: key, plan: printPlan(plan) }, 'applying plan');
-    if (current) {
-      const kept = new Set(plan.routes.map((r) => r.name));
-      for (const r of current.plan.routes) if (!kept.has(r.name)) this.deps.metrics.forget(plan.namespace, plan.name, r.name);
-    }
+    // the series of routes the plan drops go once it is served (a plan that fails leaves them served)
+    const kept = new Set(plan.routes.map((r) => r.name));
+    const removed = (current?.plan.routes ?? []).map((r) => r.name).filter((n) => !kept.has(n)); // (current.plan is the new one once updated)
+    const dropRemoved = () => { for (const r of removed) this.deps.metrics.forget(plan.namespace, plan.name, r); };
     if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
       this.orDropSeries(plan, current, () => current.update(plan));
+      dropRemoved();
       return { programmed: true, port: plan.port };
     }
     const next = this.orDropSeries(plan, current, () => new Listener(plan, this.deps, this.limits, this.budgets));
@@ -83,6 +84,7 @@ export class ListenerManager {
       return { programmed: false, reason, message: `cannot listen on ${this.host}:${plan.port}: ${(err as Error).message}` };
     }
     this.listeners.set(key, next);
+    dropRemoved();
     this.deps.metrics.listeners.set({ state: 'open' }, this.listeners.size);
     this.deps.log.info({ gateway: key, port: plan.port, tls: plan.tls !== null }, 'listener open');
     if (old) this.retire(key, old);

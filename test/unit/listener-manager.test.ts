@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { request } from 'undici';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
@@ -878,4 +879,23 @@ test('a download with a length that its upstream trickles to a fast client is cu
   assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, `cut at notAfter (${got} bytes read)`);
   assert.ok(Date.now() >= edge, 'not before the edge');
   assert.ok(got < size, 'the download did not complete');
+});
+
+test('a route a served plan drops loses its series; one a failed plan would have dropped keeps them, made on use', async (t) => {
+  const { deps, m } = managerFor(t);
+  const p = planOf('team-a', 'gw', await freePort());
+  const series = async () => { const e = await deps.metrics.exposition(); return e.head + Buffer.concat([...e.chunks]).toString(); };
+  const named = (name: string, pathPrefix = '/') => ({ ...p.routes[0]!, name, pathPrefix });
+  await m.apply('team-a/gw', { ...p, routes: [named('one')] });
+  // a change that cannot be compiled drops nothing: route one still serves and still counts
+  const bad = { ...named('bad', '/bad'), target: { ...(p.routes[0]!.target as ApiserverTarget), acceptPaths: ['^/(?=api)'] } };
+  await assert.rejects(m.apply('team-a/gw', { ...p, routes: [named('two'), bad] }));
+  assert.match(await series(), /route="one"/);
+  const res = await request(`http://127.0.0.1:${p.port}/x`, { method: 'PATCH', headers: { authorization: `Bearer ${alice}` } });
+  await res.body.dump();
+  assert.match(await series(), /access_gateway_requests_total\{namespace="team-a",gateway="gw",route="one",method="PATCH"/, 'made on first use');
+  // renamed by a plan that is served: gone
+  await m.apply('team-a/gw', { ...p, routes: [named('two')] });
+  assert.doesNotMatch(await series(), /route="one"/);
+  assert.match(await series(), /route="two"/);
 });
