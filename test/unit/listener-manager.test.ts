@@ -841,20 +841,29 @@ test('a download with a length that its client reads slowly is cut at its grant\
   const port = await freePort();
   const edge = Date.now() + 1500;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
+  // a slow reader until the edge, then it reads all there is: the connection must end short of the length
+  await cutAtEdge(download(port, held, edge), size, edge);
+});
+
+/** A GET of a download on a raw socket (read slowly until `slowUntil`): bytes read, and whether it closed. */
+function download(port: number, held: Socket[], slowUntil = 0): { got: () => number; closed: () => boolean } {
   const s = connect(port, '127.0.0.1');
   held.push(s);
   let got = 0;
   let closed = false;
   s.on('error', () => {});
   s.on('close', () => { closed = true; });
-  // a slow reader until the edge, then it reads all there is: the connection must end short of the length
-  s.on('data', (c: Buffer) => { got += c.length; if (Date.now() < edge) { s.pause(); setTimeout(() => s.resume(), 200); } });
-  s.write(`GET /big HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
-  assert.equal(await waitUntil(async () => { await pause(50); return got > 0; }), true);
-  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, `cut at notAfter (${got} of ${size} bytes read)`);
+  s.on('data', (c: Buffer) => { got += c.length; if (Date.now() < slowUntil) { s.pause(); setTimeout(() => s.resume(), 200); } });
+  s.write(`GET /download HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  return { got: () => got, closed: () => closed };
+}
+
+/** The download was cut at the window's edge, not before, short of its length. */
+async function cutAtEdge(d: ReturnType<typeof download>, size: number, edge: number): Promise<void> {
+  assert.equal(await waitUntil(async () => { await pause(50); return d.closed(); }, 6_000), true, `cut at notAfter (${d.got()} of ${size} bytes read)`);
   assert.ok(Date.now() >= edge, 'not before the edge');
-  assert.ok(got < size, 'the download did not complete');
-});
+  assert.ok(d.got() < size, 'the download did not complete');
+}
 
 test('a download with a length that its upstream trickles to a fast client is cut at notAfter too', async (t) => {
   const { m, held } = managerFor(t);
@@ -868,17 +877,7 @@ test('a download with a length that its upstream trickles to a fast client is cu
   const port = await freePort();
   const edge = Date.now() + 1500;
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: edge }]));
-  const s = connect(port, '127.0.0.1');
-  held.push(s);
-  let got = 0;
-  let closed = false;
-  s.on('error', () => {});
-  s.on('close', () => { closed = true; });
-  s.on('data', (c: Buffer) => { got += c.length; });
-  s.write(`GET /trickle HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
-  assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, `cut at notAfter (${got} bytes read)`);
-  assert.ok(Date.now() >= edge, 'not before the edge');
-  assert.ok(got < size, 'the download did not complete');
+  await cutAtEdge(download(port, held), size, edge);
 });
 
 test('a route a served plan drops loses its series; one a failed plan would have dropped keeps them, made on use', async (t) => {
