@@ -2,7 +2,7 @@
 // an answer counts only when its audiences intersect the gateway's. Fails closed.
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
-import type { CallerIdentity, TokenReviewer } from './identity.js';
+import { unforwardableIdentity, type CallerIdentity, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
 import { TokenCache, type EntryBudget } from './token-cache.js';
 import { tokenKey } from './token-key.js';
@@ -84,6 +84,10 @@ export class TokenReviewAuthenticator implements Authenticator {
     if (!result.audiences.some((a) => this.audiences.includes(a))) {
       throw new UnauthenticatedError(`invalid bearer token: audiences [${result.audiences.join(', ')}] do not include any of the gateway's`);
     }
+    // the cluster's own authenticators (a webhook, say) may name anything: a group " system:masters"
+    // would arrive as system:masters once Impersonate-Group is parsed, "a,b" as two to a backend
+    const why = unforwardableIdentity(result.user);
+    if (why) throw new UnauthenticatedError(`invalid bearer token: the reviewed ${why}`);
     const exp = unverifiedExpiry(token);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, exp === null ? Infinity : exp * 1000 - this.now());
     return { value: result.user, ttlMs };

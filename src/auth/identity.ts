@@ -41,6 +41,22 @@ export function serviceAccountOf(username: string): { namespace: string; name: s
  * or null. Empty, surrounding whitespace (the apiserver's header parser trims it, so
  * " system:masters" would arrive as system:masters) and control characters are refused.
  */
+/**
+ * The first name of an identity that cannot be forwarded (`group "x" holds a comma`), or null: each
+ * as unforwardableName says, and no group with a comma (a backend may split X-Remote-Group on
+ * commas; Node joins repeated headers with ", ").
+ */
+export function unforwardableIdentity(id: CallerIdentity): string | null {
+  for (const [what, names] of [['username', [id.username]], ['uid', id.uid ? [id.uid] : []], ['group', id.groups],
+    ['extra value', Object.values(id.extra).flat()]] as const) {
+    for (const n of names) {
+      const why = unforwardableName(n) ?? (what === 'group' && n.includes(',') ? 'holds a comma' : null);
+      if (why) return `${what} ${JSON.stringify(n)} ${why}`;
+    }
+  }
+  return null;
+}
+
 export function unforwardableName(name: string): string | null {
   if (!name) return 'is empty';
   if (name !== name.trim()) return 'has surrounding whitespace';

@@ -8,7 +8,7 @@ import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { compileCel, type CelProgram } from './cel.js';
-import { unforwardableName, type CallerIdentity } from './identity.js';
+import { unforwardableIdentity, type CallerIdentity } from './identity.js';
 
 /** One entry of AuthenticationConfiguration.jwt (apiserver.config.k8s.io/v1). */
 export interface JwtAuthenticator {
@@ -149,14 +149,8 @@ export class OidcIssuer {
     }
     const id: CallerIdentity = { username, uid: typeof uid === 'string' ? uid : '', groups, extra };
     // names travel as header values: checked before the system: rule, which must see them as the apiserver will
-    for (const [what, names] of [['username', [id.username]], ['uid', id.uid ? [id.uid] : []], ['group', id.groups],
-      ['extra value', Object.values(id.extra).flat()]] as const) {
-      for (const n of names) {
-        // a backend may split X-Remote-Group on commas (Node joins repeated headers with ", ")
-        const why = unforwardableName(n) ?? (what === 'group' && n.includes(',') ? 'holds a comma' : null);
-        if (why) refuse(`the mapped ${what} ${JSON.stringify(n)} ${why}`);
-      }
-    }
+    const why = unforwardableIdentity(id);
+    if (why) refuse(`the mapped ${why}`);
     // platform sources may name anyone but the cluster's own identities
     if (id.username.startsWith('system:')) refuse(`issuer ${this.url} may not name system: users (${id.username})`);
     const sys = id.groups.find((g) => g.startsWith('system:'));

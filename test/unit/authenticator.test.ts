@@ -59,6 +59,14 @@ test('an answer whose audiences miss the gateway is refused', async () => {
   await assert.rejects(async () => new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt()), UnauthenticatedError);
 });
 
+test('a reviewed identity whose names cannot travel as headers is refused: a group with a comma or surrounding whitespace', async () => {
+  for (const [groups, why] of [[['ops,system:masters'], /the reviewed group "ops,system:masters" holds a comma/], [[' system:masters'], /the reviewed group " system:masters" has surrounding whitespace/]] as const) {
+    const r = new FakeReviewer(async () => ({ authenticated: true, user: { ...user, username: 'webhook:alice', groups: [...groups] }, audiences: ['gw'] }));
+    const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => T0);
+    await assert.rejects(async () => a.authenticate(jwt()), (e: unknown) => is401(e) && why.test((e as Error).message));
+  }
+});
+
 test('an unreachable reviewer fails closed with 503 and Retry-After; that is never cached', async () => {
   let fail = true;
   const r = new FakeReviewer(async () => {
