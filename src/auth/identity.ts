@@ -37,11 +37,6 @@ export function serviceAccountOf(username: string): { namespace: string; name: s
 }
 
 /**
- * Why a name an identity source mapped cannot be forwarded as an Impersonate-* or X-Remote-* value,
- * or null. Empty, surrounding whitespace (the apiserver's header parser trims it, so
- * " system:masters" would arrive as system:masters) and control characters are refused.
- */
-/**
  * The first name of an identity that cannot be forwarded (`group "x" holds a comma`), or null: each
  * as unforwardableName says, and no group with a comma (a backend may split X-Remote-Group on
  * commas; Node joins repeated headers with ", ").
@@ -57,6 +52,11 @@ export function unforwardableIdentity(id: CallerIdentity): string | null {
   return null;
 }
 
+/**
+ * Why a name an identity source mapped cannot be forwarded as an Impersonate-* or X-Remote-* value,
+ * or null. Empty, surrounding whitespace (the apiserver's header parser trims it, so
+ * " system:masters" would arrive as system:masters) and control characters are refused.
+ */
 export function unforwardableName(name: string): string | null {
   if (!name) return 'is empty';
   if (name !== name.trim()) return 'has surrounding whitespace';

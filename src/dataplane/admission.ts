@@ -6,9 +6,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { bearerToken } from '../auth/bearer.js';
 import type { TLSSocket } from 'node:tls';
 import { isCertificateIdentity } from '../auth/client-cert.js';
-import type { CallerIdentity } from '../auth/identity.js';
-
-const saPrefix = 'system:serviceaccount:';
+import { hasServiceAccountPrefix, type CallerIdentity } from '../auth/identity.js';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
   AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError, toAgwError,
@@ -195,7 +193,7 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
       { step: 'route', field: `${route.field}.apiserver.identity` });
   }
-  if (target.identity === 'Impersonate' && id.username.startsWith(saPrefix) && !id.username.startsWith(t.ownAccounts)) {
+  if (target.identity === 'Impersonate' && hasServiceAccountPrefix(id.username) && !id.username.startsWith(t.ownAccounts)) {
     // a token of another namespace's account that reached this gateway could be replayed here by
     // whoever runs it: impersonating it would turn an audience-bound token into the account itself
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} impersonates its callers, and only service accounts of namespace ${t.plan.namespace} are impersonated here (the caller is ${id.username})`,
