@@ -78,10 +78,16 @@ function flat(s: string): string {
   return Buffer.from(s, 'utf8').toString('utf8');
 }
 
-/** The series of one gateway: its label text, once, and per family its children as [rest, child, …]. */
+/** Whether a gateway's (route null) or route's series are still exported: once forgotten, what
+ * still holds its children (a session ending on a removed route) makes detached ones instead. */
+export interface Liveness { live: boolean }
+
+/** The series of one gateway: its label text, once, and per family its children as [rest, child, …];
+ * and the liveness of its own series (null) and of its routes' not forgotten yet. */
 interface Group {
   readonly text: string;
   readonly byFamily: (unknown[] | undefined)[];
+  readonly alive: Map<string | null, Liveness>;
 }
 
 /**
@@ -89,15 +95,9 @@ interface Group {
  * labels are namespace and gateway: a gateway's series, in all families, hang off one group (one
  * label text, found and forgotten at once), which keeps thousands of gateways small.
  */
-/** Whether a gateway's (route null) or route's series are still exported: once forgotten, what
- * still holds its children (a session ending on a removed route) makes detached ones instead. */
-export interface Liveness { live: boolean }
-
 export class FastRegistry {
   private readonly families: Family<unknown>[] = [];
   private readonly groups = new Map<string, Group>();
-  /** By group text, then route (null: the gateway's own series): only gateways and routes not forgotten. */
-  private readonly alive = new Map<string, Map<string | null, Liveness>>();
   readonly rests = new RestTexts();
 
   /** Registers a family; returns its index. */
@@ -114,7 +114,7 @@ export class FastRegistry {
     let g = this.groups.get(text);
     if (!g) {
       const t = flat(text);
-      this.groups.set(t, (g = { text: t, byFamily: [] }));
+      this.groups.set(t, (g = { text: t, byFamily: [], alive: new Map() }));
     }
     return g;
   }
@@ -145,33 +145,26 @@ export class FastRegistry {
 
   /** The liveness of a gateway's (route null) or route's series, live until forgotten. */
   liveness(namespace: string, gateway: string, route: string | null): Liveness {
-    const text = groupText(namespace, gateway);
-    let byRoute = this.alive.get(text);
-    if (!byRoute) this.alive.set(text, (byRoute = new Map()));
-    let l = byRoute.get(route);
-    if (!l) byRoute.set(route, (l = { live: true }));
+    const { alive } = this.group(namespace, gateway);
+    let l = alive.get(route);
+    if (!l) alive.set(route, (l = { live: true }));
     return l;
   }
 
   /** Drops the series of a gateway (namespace, gateway) or of one of its routes (…, route). */
   forget(namespace: string, gateway: string, route?: string): void {
     const text = groupText(namespace, gateway);
-    const byRoute = this.alive.get(text);
-    if (route === undefined) {
-      for (const l of byRoute?.values() ?? []) l.live = false;
-      this.alive.delete(text);
-    } else {
-      const l = byRoute?.get(route);
-      if (l) l.live = false;
-      byRoute?.delete(route);
+    const g = this.groups.get(text);
+    for (const [r, l] of g?.alive ?? []) {
+      if (route !== undefined && r !== route) continue;
+      l.live = false;
+      g!.alive.delete(r);
     }
     if (route === undefined) {
-      const g = this.groups.get(text);
       for (const series of g?.byFamily ?? []) for (let k = 0; k < (series?.length ?? 0); k += 2) this.rests.drop(series![k] as string);
       this.groups.delete(text);
       return;
     }
-    const g = this.groups.get(text);
     if (!g) return;
     const p = `,route="${escapeLabel(route)}"`;
     for (let i = 0; i < this.families.length; i++) {
