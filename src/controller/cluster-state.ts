@@ -97,22 +97,30 @@ export class ClusterState {
    */
   exposureState(gw: AccessGateway, name: string): { service: boolean; slice: boolean; foreign: string | null; ingress?: { ip?: string; hostname?: string } } {
     const ns = gw.metadata.namespace;
-    const owned = (o: KubeObject | undefined) => (o?.metadata.ownerReferences as { uid?: string; controller?: boolean }[] | undefined)
-      ?.some((r) => r.uid === gw.metadata.uid && r.controller === true) ?? false;
     const svc = this.services.get(ns, name);
     const slice = this.slices.get(ns, name);
-    // another EndpointSlice labelled for agw-NAME would add its addresses to the gateway's Service
-    const extra = this.slices.byIndex(`${ns}/${name}`).find((x) => !owned(x));
-    const foreign = svc && !owned(svc) ? `Service ${ns}/${name}` : slice && !owned(slice) ? `EndpointSlice ${ns}/${name}`
-      : extra && !svc?.spec?.selected ? `EndpointSlice ${ns}/${extra.metadata.name}, labelled kubernetes.io/service-name=${name},` : null;
     return {
       service: svc !== undefined, slice: slice !== undefined,
       ingress: (svc as { status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } } } | undefined)?.status?.loadBalancer?.ingress?.[0],
-      foreign: foreign ? `${foreign} exists and is not owned by this AccessGateway: the gateway is not exposed in the cluster (the operator never writes objects it does not own); delete or rename it`
-        // someone else's selector: its pods, not the operator's, would get the gateway's traffic
-        : svc?.spec?.selected ? `Service ${ns}/${name} has a selector someone else set: an agw-NAME Service is selector-less (its endpoints are the operator's); the gateway is not exposed in the cluster until the selector is removed`
-          : null,
+      foreign: this.exposureConflict(gw, name, svc, slice),
     };
+  }
+
+  /** Why the gateway may not write or use its agw-NAME objects, or null. */
+  private exposureConflict(gw: AccessGateway, name: string, svc: KubeObject | undefined, slice: KubeObject | undefined): string | null {
+    const ns = gw.metadata.namespace;
+    const owned = (o: KubeObject) => (o.metadata.ownerReferences as { uid?: string; controller?: boolean }[] | undefined)
+      ?.some((r) => r.uid === gw.metadata.uid && r.controller === true) ?? false;
+    const notOwned = (what: string) => `${what} exists and is not owned by this AccessGateway: the gateway is not exposed in the cluster (the operator never writes objects it does not own); delete or rename it`;
+    if (svc && !owned(svc)) return notOwned(`Service ${ns}/${name}`);
+    if (slice && !owned(slice)) return notOwned(`EndpointSlice ${ns}/${name}`);
+    // someone else's selector: its pods, not the operator's, would get the gateway's traffic
+    if ((svc as Obj<ServiceLike> | undefined)?.spec?.selected) {
+      return `Service ${ns}/${name} has a selector someone else set: an agw-NAME Service is selector-less (its endpoints are the operator's); the gateway is not exposed in the cluster until the selector is removed`;
+    }
+    // another EndpointSlice labelled for agw-NAME would add its addresses to the gateway's Service
+    const extra = this.slices.byIndex(`${ns}/${name}`).find((x) => !owned(x));
+    return extra ? notOwned(`EndpointSlice ${ns}/${extra.metadata.name}, labelled kubernetes.io/service-name=${name},`) : null;
   }
 
   /** The parts of translate()'s snapshot this gateway refers to. */
