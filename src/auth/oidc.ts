@@ -1,6 +1,6 @@
 // OIDC issuers configured by the platform (operator configuration: the `jwt` list of the
 // apiserver's AuthenticationConfiguration, pasted as is). A platform source may name any identity
-// except system:* ones, which are refused whatever the mappings say. Discovery and keys are
+// except system:* ones and team:* ones (a team's client CA's), refused whatever the mappings say. Discovery and keys are
 // fetched from the issuer (with its CA), cached, refreshed on an unknown kid at most every 10 s,
 // and an issuer that cannot be reached fails closed (503 for tokens not cached yet).
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
@@ -151,10 +151,14 @@ export class OidcIssuer {
     // names travel as header values: checked before the system: rule, which must see them as the apiserver will
     const why = unforwardableIdentity(id);
     if (why) refuse(`the mapped ${why}`);
-    // platform sources may name anyone but the cluster's own identities
-    if (id.username.startsWith('system:')) refuse(`issuer ${this.url} may not name system: users (${id.username})`);
-    const sys = id.groups.find((g) => g.startsWith('system:'));
-    if (sys) refuse(`issuer ${this.url} may not name system: groups (${sys})`);
+    // platform sources may name anyone but the cluster's own identities and the teams' (team:NS:
+    // names come only from a team's client CA: one issuer naming team:b:x would act as team b's)
+    const reserved = reservedPrefix(id.username);
+    if (reserved) refuse(`issuer ${this.url} may not name ${reserved} users (${id.username})`);
+    for (const g of id.groups) {
+      const r = reservedPrefix(g);
+      if (r) refuse(`issuer ${this.url} may not name ${r} groups (${g})`);
+    }
     for (const r of this.userRules) if (this.eval(r.program, { user: id }) !== true) refuse(r.message);
     return id;
   }
@@ -243,4 +247,9 @@ export class OidcIssuers {
   states(): Record<string, string | null> {
     return Object.fromEntries([...this.byUrl].map(([u, x]) => [u, 'problem' in x ? x.problem : null]));
   }
+}
+
+/** The prefix of names only the cluster (system:) or a team's client CA (team:) may give. */
+function reservedPrefix(name: string): string | undefined {
+  return name.startsWith('system:') ? 'system:' : name.startsWith('team:') ? 'team:' : undefined;
 }

@@ -39,6 +39,8 @@ const accounts = {
   // the apiserver's header parser trims the space: this would arrive as system:masters
   spacey: { email: 'spacey@example.com', email_verified: true, groups: ['devs', ' system:masters'] },
   bob: { email: 'bob@example.com', email_verified: true, groups: ['devs'] },
+  // a group of team-a's client CA (bound below): only that CA may name it
+  mallory: { email: 'mallory@example.com', email_verified: true, groups: ['devs', 'team:team-a:oncall'] },
 };
 
 /** A TLS gateway of team-a naming `issuers` (`more`: further spec lines). */
@@ -104,6 +106,7 @@ spec:
   url = `https://127.0.0.1:${await gatewayPort(cp, ns, 'people')}`;
   await cp.kubectl(['create', 'role', 'cm-reader', '-n', ns, '--verb=get,list', '--resource=configmaps']);
   await cp.kubectl(['create', 'rolebinding', 'corp-devs', '-n', ns, '--role=cm-reader', '--group=corp:devs']);
+  await cp.kubectl(['create', 'rolebinding', 'oncall', '-n', ns, '--role=cm-reader', '--group=team:team-a:oncall']);
 }, { timeout: 240_000 });
 
 after(async () => {
@@ -191,7 +194,7 @@ test('claim rules and mappings refuse with the reason: another domain, an unveri
   assert.match(dave.body, /email_verified is not true/);
 });
 
-test('a platform source never names system: identities, whatever its mapping says', async () => {
+test('a platform source never names system: or team: identities, whatever its mapping says', async () => {
   const bob = await get(await raw.idToken('bob'));
   assert.equal(bob.status, 403, bob.body); // bob (group devs) has no RBAC: authenticated, the apiserver refuses
   assert.match(bob.body, /User \\"bob\\" cannot list/);
@@ -204,6 +207,10 @@ test('a platform source never names system: identities, whatever its mapping say
   const spacey = await get(await raw.idToken('spacey'));
   assert.equal(spacey.status, 401, spacey.body);
   assert.match(spacey.body, /the mapped group .* has surrounding whitespace/);
+  // nor a team's: team-a's RoleBinding for its client CA's group is not the issuer's to use
+  const mallory = await get(await raw.idToken('mallory'));
+  assert.equal(mallory.status, 401, mallory.body);
+  assert.match(mallory.body, /may not name team: groups \(team:team-a:oncall\)/);
 });
 
 test('wrong audience, an issuer the gateway does not name, an expired token, a forged one: 401', async () => {

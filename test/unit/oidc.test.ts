@@ -52,6 +52,10 @@ test('claims map to the identity; system: names and failed rules are refused', (
   const raw = new OidcIssuer(base({ claimMappings: { username: { expression: 'claims.sub' }, groups: { expression: 'claims.groups' } } }));
   assert.throws(() => raw.identity({ sub: 'system:admin', groups: [] }), /may not name system: users/);
   assert.throws(() => raw.identity({ sub: 'bob', groups: ['system:masters'] }), /may not name system: groups \(system:masters\)/);
+  // team: names are a team's client CA's: an issuer naming them would act as that team's people
+  assert.throws(() => raw.identity({ sub: 'team:team-b:alice', groups: [] }), /may not name team: users \(team:team-b:alice\)/);
+  assert.throws(() => raw.identity({ sub: 'bob', groups: ['devs', 'team:team-b:oncall'] }), /may not name team: groups \(team:team-b:oncall\)/);
+  assert.deepEqual(raw.identity({ sub: 'teams:x', groups: ['my-team:x'] }).groups, ['my-team:x']);
   assert.throws(() => raw.identity({ sub: 1, groups: [] } as never), /gives no username/);
   // what the apiserver's header parser would trim into a system: name, or cut into two headers
   assert.throws(() => raw.identity({ sub: '\tsystem:kube-controller-manager', groups: [] }), /mapped username .* has surrounding whitespace/);
