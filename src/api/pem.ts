@@ -53,9 +53,19 @@ function parse(pem: string): X509Certificate[] | { problem: string } {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (!blocks.length) return { problem: 'no PEM certificate in it' };
   if (blocks.length > maxBundleCertificates) return { problem: `${blocks.length} certificates in it, more than the ${maxBundleCertificates} a bundle may hold` };
+  let certs: X509Certificate[];
   try {
-    return blocks.map((b) => new X509Certificate(b));
+    certs = blocks.map((b) => new X509Certificate(b));
   } catch (err) {
     return { problem: `not a valid PEM certificate: ${(err as Error).message}` };
   }
+  for (const [i, c] of certs.entries()) {
+    const bits = c.publicKey.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (bits > maxKeyBits) return { problem: `certificate ${i + 1} has a ${bits}-bit key, more than the ${maxKeyBits} bits a CA key may have` };
+  }
+  return certs;
 }
+
+/** The largest RSA (or DSA) key a CA certificate may have, as Go's TLS: checking a signature
+ * against an RSA-16384 key takes ~1 ms of the event loop every team shares, 8192 ~0.25 ms. */
+export const maxKeyBits = 8192;

@@ -9,13 +9,14 @@ function openssl(args: string[], cwd: string): void {
 
 export interface CertPair { cert: string; key: string; certFile: string; keyFile: string }
 
-/** A self-signed CA. */
-export function makeCA(dir: string, name: string): CertPair {
+/** A self-signed CA (CN `name` unless `opts.cn`; `opts.skid`: its subject key identifier, hex). */
+export function makeCA(dir: string, name: string, opts: { cn?: string; skid?: string } = {}): CertPair {
   const keyFile = join(dir, `${name}.key`);
   const certFile = join(dir, `${name}.crt`);
   openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${opts.cn ?? name}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    ...(opts.skid ? ['-addext', `subjectKeyIdentifier=${opts.skid}`] : [])], dir);
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
 }
 

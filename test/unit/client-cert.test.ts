@@ -4,14 +4,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { applyDefaults } from '../../src/api/defaults.js';
-import { certificateIdentity, ClientCertAuthenticator } from '../../src/auth/client-cert.js';
+import { certificateIdentity, ClientCertAuthenticator, maxSignatureChecks } from '../../src/auth/client-cert.js';
 import { translate } from '../../src/translate/translate.js';
-import { maxBundleCertificates, parseBundle } from '../../src/api/pem.js';
+import { maxBundleCertificates, maxKeyBits, parseBundle } from '../../src/api/pem.js';
 import { makeCA, makeLeaf, type CertPair } from '../support/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agw-client-cert-'));
@@ -187,4 +187,35 @@ test('identify: an expired certificate on an open connection is refused; so is o
   assert.throws(() => rotated.identify(chained, false), /not signed by the current client CA/);
   assert.equal(new ClientCertAuthenticator({ ...plan, pem: root.cert }).identify(chained, false)?.username, 'team:team-a:carol');
   assert.equal(new ClientCertAuthenticator({ ...plan, pem: inter.cert }).identify(chained, false)?.username, 'team:team-a:carol');
+});
+
+test('identify: one connection\'s chain check verifies at most 8 signatures, whatever roots share the signer\'s name', () => {
+  // roots with the name and key identifier of the one that signs, before it: each would cost a
+  // signature check (RSA-8192: 0.25 ms) on every connection, on the event loop every team shares
+  const skid = '0123456789abcdef0123456789abcdef01234567';
+  const real = makeCA(dir, 'twin-real', { cn: 'twin', skid });
+  const decoys = Array.from({ length: maxSignatureChecks + 1 }, (_, i) => makeCA(dir, `twin-decoy-${i}`, { cn: 'twin', skid }));
+  const dave = makeLeaf(dir, real, 'dave', { cn: 'dave', client: true });
+  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: real.cert, required: false, prefix: 'team:team-a:' };
+  const verify = X509Certificate.prototype.verify;
+  let checks = 0;
+  X509Certificate.prototype.verify = function (this: X509Certificate, key) { checks++; return verify.call(this, key); };
+  try {
+    // a rotation (two roots of one name, the old first) is within the bound
+    assert.equal(new ClientCertAuthenticator({ ...plan, pem: decoys[0]!.cert + real.cert }).identify(socket(dave, true), false)?.username, 'team:team-a:dave');
+    assert.equal(checks, 2);
+    checks = 0;
+    const flooded = new ClientCertAuthenticator({ ...plan, pem: decoys.map((d) => d.cert).join('') + real.cert });
+    assert.throws(() => flooded.identify(socket(dave, true), false), /not signed by the current client CA/);
+    assert.equal(checks, maxSignatureChecks);
+  } finally {
+    X509Certificate.prototype.verify = verify;
+  }
+});
+
+test('a CA bundle with a key over 8192 bits is refused (checking a signature with RSA-16384 takes ~1 ms)', () => {
+  // made with: openssl req -x509 -newkey rsa:8200 (test/fixtures/rsa-8200-ca.crt; its key was not kept)
+  const big = readFileSync(new URL('../../../test/fixtures/rsa-8200-ca.crt', import.meta.url), 'utf8');
+  assert.deepEqual(parseBundle(ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
+  assert.ok(Array.isArray(parseBundle(ca.cert)));
 });
