@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { KubeObject } from '../kube/informer.js';
+import { dataListPage, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import type { EndpointSliceLike, ReferenceGrantLike, ServiceLike } from '../translate/services.js';
 import type { SecretLike, Snapshot } from '../translate/translate.js';
@@ -73,9 +73,9 @@ export class ClusterState {
       indexBy: (g) => g.metadata.namespace, // a route into a namespace reads only that namespace's
       onEvent: emit('ReferenceGrant'),
     });
-    this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
-    this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
-    this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
+    this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
+    this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
+    this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', pageSize: dataListPage, path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
     this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps];
   }
 

@@ -31,9 +31,21 @@ export interface InformerOptions<T> {
   accept?: string;
   /** The part of each object the cache keeps (after stripForCache); default all of it. */
   trim?: (obj: T) => T;
+  /** Objects asked for per list page (default listPage). */
+  pageSize?: number;
   metrics?: Metrics;
   clock?: Clock;
 }
+
+/**
+ * Objects per list page. A page is read as one string, and V8's strings stop at 512 MiB: any
+ * object may carry 256 KiB of annotations, which the apiserver's JSON can write six times as long
+ * (`<` as `\u003c`), so 500 objects of one team could make a page no replica can read (and none
+ * starting would sync). 100 such objects are 150 MiB.
+ */
+export const listPage = 100;
+/** Per page for Secrets and ConfigMaps (data up to 1 MiB each, 6 MiB as JSON): 60 MiB. */
+export const dataListPage = 10;
 
 class Gone extends Error {}
 class Absent extends Error {}
@@ -134,7 +146,7 @@ export class Informer<T extends KubeObject> {
     do {
       let list: { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } };
       try {
-        list = await this.client.request('GET', this.query({ limit: '500', ...(cont ? { continue: cont } : {}) }),
+        list = await this.client.request('GET', this.query({ limit: String(this.opts.pageSize ?? listPage), ...(cont ? { continue: cont } : {}) }),
           { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}` });
       } catch (err) {
         if (err instanceof ApiError && err.status === 410) throw new Gone('list continuation expired');

@@ -15,6 +15,8 @@ export interface WatchedOptions<T> {
   accept?: string;
   /** The part of each object the cache keeps; default all of it. */
   trim?: (obj: T) => T;
+  /** Objects per list page (informer.ts listPage by default). */
+  pageSize?: number;
   /** Secondary index key of an object, e.g. the Service an EndpointSlice belongs to. */
   indexBy?: (obj: T) => string | undefined;
   log: Logger;
@@ -35,6 +37,7 @@ export class Watched<T extends KubeObject> {
       optional: opts.optional,
       accept: opts.accept,
       trim: opts.trim,
+      pageSize: opts.pageSize,
       metrics: opts.metrics,
       log: opts.log,
       onEvent: (type, obj, old) => {

@@ -141,3 +141,31 @@ test('the revocation caches keep what a check reads: uid and deletionTimestamp, 
   assert.deepEqual(rev.check({ namespace: 'a', serviceaccount: sa, pod: { name: 'p', uid: 'p1' }, iat }), { revoked: 'pod a/p no longer exists' });
   await rev.stop();
 });
+
+test('lists come in pages a replica can read: 100 objects, 10 of labelled Secrets and ConfigMaps, continued to the end', async () => {
+  const asked: string[] = [];
+  const client = {
+    request: async (_m: string, path: string) => {
+      asked.push(path);
+      const u = new URL(path, 'https://x');
+      // two pages for Services, one for the rest
+      const more = u.pathname.endsWith('/services') && !u.searchParams.get('continue');
+      return { items: [], metadata: { resourceVersion: '1', ...(more ? { continue: 'c1' } : {}) } };
+    },
+    watch: (_p: string, signal: AbortSignal) => new Promise<void>((r) => signal.addEventListener('abort', () => r())),
+  } as unknown as KubeClient;
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, onChange: () => {} });
+  state.start();
+  await state.firstSync();
+  await state.stop();
+  const limits = asked.map((p) => { const u = new URL(p, 'https://x'); return `${u.pathname} ${u.searchParams.get('labelSelector') ?? ''} limit=${u.searchParams.get('limit')}${u.searchParams.get('continue') ? ' continue' : ''}`; }).sort();
+  assert.deepEqual(limits, [
+    '/api/v1/configmaps access-gateway.io/ca-bundle=true limit=10',
+    '/api/v1/secrets access-gateway.io/ca-bundle=true limit=10',
+    '/api/v1/secrets access-gateway.io/listener-tls=true limit=10',
+    '/api/v1/services  limit=100',
+    '/api/v1/services  limit=100 continue',
+    '/apis/discovery.k8s.io/v1/endpointslices  limit=100',
+    '/apis/gateway.networking.k8s.io/v1beta1/referencegrants  limit=100',
+  ]);
+});
