@@ -548,12 +548,19 @@ export class Listener {
     try {
       const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
       let a = await admit(t, h, seen, req.socket);
-      // the table was swapped (or the listener replaced) during the token check (as in forward)
-      while (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
-      if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
-      if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       const conn = connOf(req.socket);
-      if (!conn.admitted && !this.admitConnection(t, conn, req.socket)) throw this.tooManyConnections(t);
+      for (let waited = false; ; waited = true) {
+        // the table was swapped (or the listener replaced) during the token check or the wait (as in forward)
+        while (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
+        if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
+        if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
+        if (!conn.admitted && !this.admitConnection(t, conn, req.socket)) throw this.tooManyConnections(t);
+        // an upgrade opens an upstream connection: it waits its namespace's turn as a request does
+        const turns = this.budgets.turns, ns = t.plan.namespace;
+        if (waited || turns.tryStart(ns)) break;
+        t.m.requestDeferred();
+        await new Promise<void>((go) => turns.wait(ns, () => { turns.start(ns); go(); }));
+      }
       const limits = t.plan.sessions;
       if (this.sessions.size + this.opening >= limits.maxConcurrent) {
         t.m.sessionRefused();

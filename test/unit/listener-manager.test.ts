@@ -380,6 +380,37 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
+test('upgrades take their namespace\'s turns too: one team\'s burst of upgrades waits, another\'s does not', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'), (sock) => sock.write(switched));
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  const sockets = await Promise.all([a, a, a, a, a, b].map((p) => silent(p, held)));
+  const send = (head: string, done: (text: string) => boolean) => Promise.all(sockets.map((s) => new Promise<string>((resolve) => {
+    let text = '';
+    const read = (c: Buffer) => {
+      text += c.toString('latin1');
+      if (!done(text)) return;
+      s.off('data', read);
+      resolve(text);
+    };
+    s.on('data', read);
+    s.write(head);
+  })));
+  // a request first on each connection: admitted, its caller known, each upgrade admitted at once
+  await send(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (text) => text.endsWith('ok'));
+  // five upgrades of team-a, then one of team-b, sent at once: read by the operator in one turn
+  const answers = await send(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+    (text) => text.includes('\r\n\r\n'));
+  for (const text of answers) assert.match(text, /^HTTP\/1\.1 101 /);
+  const e = await deps.metrics.exposition();
+  const all = e.head + Buffer.concat([...e.chunks]).toString();
+  const deferred = Number(/^access_gateway_requests_deferred_total\{namespace="team-a",gateway="gw"\} (\d+)$/m.exec(all)?.[1] ?? 0);
+  assert.ok(deferred >= 1 && deferred <= 4, `team-a's later upgrades waited for their turns: ${deferred}`);
+  assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
+});
+
 test('a request admitted while its table is swapped is admitted again by the current table (the old one\'s pools are closed, its rules old)', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps });
