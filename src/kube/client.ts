@@ -3,6 +3,7 @@
 // line-delimited watch streams over undici.
 import { loadClusterAccess, type ClusterAccess } from './kubeconfig.js';
 import { Agent as HttpsAgent } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { Agent, Pool, request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 
@@ -144,8 +145,10 @@ export class KubeClient {
       // "a, b" would be one group named so
       identityPool: new Pool(this.server.origin, { connect: identity, keepAliveTimeout: 60_000, allowH2: false }),
       anonymousPool: new Pool(this.server.origin, { connect: verify, keepAliveTimeout: 60_000, allowH2: false }),
-      identityAgent: new HttpsAgent(identity),
-      anonymousAgent: new HttpsAgent(verify),
+      // one TLS context each: an agent given only the options makes one per connection (~0.4 ms
+      // of the event loop for each upgrade)
+      identityAgent: new HttpsAgent({ ...verify, secureContext: createSecureContext(identity) }),
+      anonymousAgent: new HttpsAgent({ ...verify, secureContext: createSecureContext(verify) }),
       authorization: () => this.authorization,
     };
   }
