@@ -80,6 +80,13 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint
   return out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
 }
 
+/** The text under `key` of a labelled ConfigMap or Secret, if it has one: its own key only (a key
+ * named constructor or toString is not the object's inherited function). */
+export function caBundleText(snap: Pick<ServiceSnapshot, 'caBundles'>, kind: string, ns: string, name: string, key: string): string | undefined {
+  const data = snap.caBundles?.[`${kind}/${ns}/${name}`];
+  return data && Object.hasOwn(data, key) ? data[key] : undefined;
+}
+
 /** Resolves one service route of gateway namespace `gwNs`. */
 export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bundles: GatewayBundles): { target: ServiceTarget; problem: ServiceProblem | null } {
   const s = r.service!;
@@ -101,7 +108,7 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bu
   const sp = (svc.spec?.ports ?? []).find((p) => (typeof s.port === 'number' ? p.port === s.port : p.name === s.port) && (p.protocol ?? 'TCP') === 'TCP');
   if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
   if (s.caRef) {
-    const pem = snap.caBundles?.[`${s.caRef.kind}/${gwNs}/${s.caRef.name}`]?.[s.caRef.key];
+    const pem = caBundleText(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key);
     const bundle = pem ? bundles.parse(pem) : { problem: '' };
     if (!pem || 'problem' in bundle) {
       // a bundle that is there but over the bound or broken says so; anything else is missing

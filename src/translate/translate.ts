@@ -9,7 +9,7 @@ import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { GatewayBundles } from '../api/pem.js';
 import { cond, type ConditionDraft } from './conditions.js';
-import { resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
+import { caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
 
 /** What the controller knows about the cluster that the spec alone does not say. */
@@ -66,7 +66,7 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
 export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap: Pick<ServiceSnapshot, 'caBundles'>, bundles: GatewayBundles): ClientCAPlan | null | { problem: string } {
   if (!ref) return null;
   const where = `${ref.kind} ${ns}/${ref.name} key ${ref.key}`;
-  const pem = snap.caBundles?.[`${ref.kind}/${ns}/${ref.name}`]?.[ref.key];
+  const pem = caBundleText(snap, ref.kind, ns, ref.name, ref.key);
   if (pem === undefined) return { problem: `client CA ${where} not found (the object must exist and be labelled ${caBundleLabel}=true)` };
   const certs = bundles.parse(pem);
   if ('problem' in certs) return { problem: `client CA ${where}: ${certs.problem}` };
@@ -131,7 +131,7 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
 /** The CA bundles the gateway names, admitted in the spec's order: the listener's client CA first. */
 function gatewayBundles(gw: AccessGateway, snap: Snapshot): GatewayBundles {
   const ns = gw.metadata.namespace;
-  const pem = (ref: { kind: string; name: string; key: string } | undefined) => ref && snap.caBundles?.[`${ref.kind}/${ns}/${ref.name}`]?.[ref.key];
+  const pem = (ref: { kind: string; name: string; key: string } | undefined) => ref && caBundleText(snap, ref.kind, ns, ref.name, ref.key);
   return new GatewayBundles([pem(gw.spec.listener?.tls?.clientCA), ...gw.spec.routes.map((r) => pem(r.service?.caRef))]);
 }
 

@@ -117,6 +117,11 @@ test('translate: a missing or unreadable client CA is InvalidCertificateRef and 
     assert.equal(resolved.reason, 'InvalidCertificateRef');
     assert.match(resolved.message, why);
   }
+  // a key named as an object's inherited function is a key the object lacks, not that function
+  for (const key of ['constructor', 'toString', '__proto__']) {
+    const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } } });
+    assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, new RegExp(`client CA ConfigMap team-a/cas key ${key} not found`));
+  }
 });
 
 test('certificateIdentity: CN and each O, prefixed, groups once; subjects it cannot forward are refused', () => {
