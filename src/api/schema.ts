@@ -163,7 +163,7 @@ export const schema: Record<string, unknown> = {
               "type": "array",
               "maxItems": 8,
               "x-kubernetes-list-type": "set",
-              "description": "OIDC issuers (people's identity providers) whose ID tokens this gateway accepts beside service-account tokens, by issuer URL. Only issuers the platform configured are usable (the operator's --authentication-config, the jwt list of an apiserver AuthenticationConfiguration): their claim mappings decide the username and groups, which never start with system:. The token's audience is checked against the issuer's configured audiences. An issuer the platform did not configure makes the gateway ResolvedRefs=False, reason IssuerNotFound; one whose configuration is invalid, Accepted=False, reason InvalidIssuer with the compiler's message.",
+              "description": "OIDC issuers (people's identity providers) whose ID tokens this gateway accepts beside service-account tokens, by issuer URL. Only issuers the platform configured are usable (the operator's --authentication-config, the jwt list of an apiserver AuthenticationConfiguration): their claim mappings decide the username and groups, which never start with system: or team: (team:NS: names are a team client CA's). The token's audience is checked against the issuer's configured audiences. An issuer the platform did not configure makes the gateway ResolvedRefs=False, reason IssuerNotFound; one whose configuration is invalid, Accepted=False, reason InvalidIssuer with the compiler's message.",
               "items": {
                 "type": "string",
                 "maxLength": 512,

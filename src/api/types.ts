@@ -354,7 +354,7 @@ export interface Authentication {
    */
   audiences: string[];
   /**
-   * OIDC issuers (people's identity providers) whose ID tokens this gateway accepts beside service-account tokens, by issuer URL. Only issuers the platform configured are usable (the operator's --authentication-config, the jwt list of an apiserver AuthenticationConfiguration): their claim mappings decide the username and groups, which never start with system:. The token's audience is checked against the issuer's configured audiences. An issuer the platform did not configure makes the gateway ResolvedRefs=False, reason IssuerNotFound; one whose configuration is invalid, Accepted=False, reason InvalidIssuer with the compiler's message.
+   * OIDC issuers (people's identity providers) whose ID tokens this gateway accepts beside service-account tokens, by issuer URL. Only issuers the platform configured are usable (the operator's --authentication-config, the jwt list of an apiserver AuthenticationConfiguration): their claim mappings decide the username and groups, which never start with system: or team: (team:NS: names are a team client CA's). The token's audience is checked against the issuer's configured audiences. An issuer the platform did not configure makes the gateway ResolvedRefs=False, reason IssuerNotFound; one whose configuration is invalid, Accepted=False, reason InvalidIssuer with the compiler's message.
    */
   issuers?: string[];
   /**
