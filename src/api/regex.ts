@@ -114,11 +114,14 @@ export function regexInfo(pattern: string): { size: number } | { problem: string
 const remembered = 4096;
 /** The largest estimate compiled (the estimate may run up to about twice the real size). */
 const maxPatternEstimate = 2 * maxRouteProgram;
+/** A POSIX class inside a bracket class, [:alpha:] or [:^alpha:]. */
+const posixClass = /^\[:\^?[a-z]+:\]/;
 
 /**
  * About how many RE2 instructions `p` compiles to, read from its text without compiling it, at or
  * above the real count: one per literal, class or operator, two per group, and a counted
- * repetition x{n,m} as n copies of x and m-n optional ones (what RE2's simplifier expands it to). Malformed text gets some estimate; the compiler refuses it after.
+ * repetition x{n,m} as n copies of x and m-n optional ones (what RE2's simplifier expands it
+ * to). Malformed text gets some estimate; the compiler refuses it after.
  */
 export function programEstimate(p: string): number {
   const open: { total: number; last: number }[] = [];
@@ -131,7 +134,7 @@ export function programEstimate(p: string): number {
       if (n === 'Q') { // \Q...\E: literal text
         const end = p.indexOf('\\E', i + 2), text = (end < 0 ? p.length : end) - i - 2;
         top.total += text;
-        top.last = 1;
+        if (text > 0) top.last = 1; // an empty \Q\E leaves a repetition after it to what came before
         i = end < 0 ? p.length : end + 1;
         continue;
       }
@@ -144,7 +147,7 @@ export function programEstimate(p: string): number {
       if (p[j] === ']') j++;
       for (; j < p.length && p[j] !== ']'; j++) {
         if (p[j] === '\\') j++;
-        else if (p[j] === '[' && p[j + 1] === ':' && p.indexOf(':]', j + 2) >= 0) j = p.indexOf(':]', j + 2) + 1;
+        else if (p[j] === '[') j += (posixClass.exec(p.slice(j, j + 16))?.[0].length ?? 1) - 1; // [:alpha:], else a character
       }
       i = j;
       atom(1);
@@ -165,6 +168,7 @@ export function programEstimate(p: string): number {
       top.last = 0;
     } else if (c === '*' || c === '+' || c === '?') {
       top.total += 1;
+      top.last += 1; // x* is x and one instruction, which a repetition after it repeats
     } else {
       const m = c === '{' ? /^\{(\d{1,4})(,(\d{0,4}))?\}/.exec(p.slice(i, i + 12)) : null;
       if (!m) { atom(1); continue; }
