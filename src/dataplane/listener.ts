@@ -559,7 +559,10 @@ export class Listener {
         const turns = this.budgets.turns, ns = t.plan.namespace;
         if (waited || turns.tryStart(ns)) break;
         t.m.requestDeferred();
-        await new Promise<void>((go) => turns.wait(ns, () => { turns.start(ns); go(); }));
+        await new Promise<void>((go) => turns.wait(ns, () => {
+          if (!socket.destroyed) turns.start(ns); // one that left takes no start (it returns below)
+          go();
+        }));
       }
       const limits = t.plan.sessions;
       if (this.sessions.size + this.opening >= limits.maxConcurrent) {

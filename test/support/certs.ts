@@ -9,11 +9,12 @@ function openssl(args: string[], cwd: string): void {
 
 export interface CertPair { cert: string; key: string; certFile: string; keyFile: string }
 
-/** A self-signed CA (CN `name` unless `opts.cn`; `opts.skid`: its subject key identifier, hex). */
-export function makeCA(dir: string, name: string, opts: { cn?: string; skid?: string } = {}): CertPair {
+/** A self-signed CA (CN `name` unless `opts.cn`; `opts.skid`: its subject key identifier, hex;
+ * an EC P-256 key, or RSA-2048 with `opts.rsa`). */
+export function makeCA(dir: string, name: string, opts: { cn?: string; skid?: string; rsa?: boolean } = {}): CertPair {
   const keyFile = join(dir, `${name}.key`);
   const certFile = join(dir, `${name}.crt`);
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+  openssl(['req', '-x509', '-newkey', ...(opts.rsa ? ['rsa:2048'] : ['ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1']), '-nodes',
     '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${opts.cn ?? name}`,
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
     ...(opts.skid ? ['-addext', `subjectKeyIdentifier=${opts.skid}`] : [])], dir);

@@ -213,6 +213,14 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
     const flooded = new ClientCertAuthenticator({ ...plan, pem: decoys.map((d) => d.cert).join('') + real.cert });
     assert.throws(() => flooded.identify(socket(dave, true), false), /not signed by the current client CA/);
     assert.equal(checks, maxSignatureChecks);
+    // an intermediate the client sends with a key over 8192 bits is not checked at all (the leaf
+    // names it as its issuer: same name, key identifier and key type as the RSA-8200 fixture)
+    checks = 0;
+    const big = { cert: readFileSync(new URL('../../../test/fixtures/rsa-8200-ca.crt', import.meta.url), 'utf8') } as CertPair;
+    const namesBig = makeCA(dir, 'names-big', { cn: 'big-ca', skid: 'C0041DA10B201548199FD5EE12817CBCDE7D4670', rsa: true });
+    const erin = makeLeaf(dir, namesBig, 'erin', { cn: 'erin', client: true });
+    assert.throws(() => new ClientCertAuthenticator(plan).identify(socket(erin, true, [big]), false), /not signed by the current client CA/);
+    assert.equal(checks, 0);
   } finally {
     X509Certificate.prototype.verify = verify;
   }
