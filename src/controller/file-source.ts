@@ -33,6 +33,9 @@ export class FileSource implements GatewaySource {
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.reload(), 150); // editors write in several steps
       });
+      // the watched directory removed or unreadable: the gateways read last are kept (an
+      // unhandled 'error' would end the process)
+      w.on('error', (err) => this.log.error({ err: String(err), dir }, 'watching the gateway files failed; serving what was read last'));
       this.watchers.push(w);
     }
   }

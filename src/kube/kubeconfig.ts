@@ -120,8 +120,13 @@ function fromFiles(files: string[]): ClusterAccess {
   } else {
     authorization = async () => undefined;
   }
+  const server = new URL(c.server);
+  // requests are made from the root (as the data plane forwards): a prefix would be dropped
+  if (server.pathname !== '/' || server.search) {
+    throw new Error(`${where}: cluster ${ctx.cluster}: a server URL with a path (${server.pathname}${server.search}) is not supported; give the apiserver's own address`);
+  }
   return {
-    server: new URL(c.server),
+    server,
     ca: data(c['certificate-authority-data'], c['certificate-authority'], cluster.dir),
     insecureSkipTLSVerify: c['insecure-skip-tls-verify'] === true,
     tlsServerName: typeof c['tls-server-name'] === 'string' ? c['tls-server-name'] : undefined,

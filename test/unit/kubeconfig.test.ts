@@ -33,6 +33,12 @@ test('a kubeconfig: server, CA and client certificate inline or by relative path
   assert.equal(a.tlsServerName, 'kubernetes');
   assert.equal(a.insecureSkipTLSVerify, false);
   assert.equal(await a.authorization(), 'Bearer t0k3n');
+  // a server behind a path (a proxy's /k8s/clusters/ID) is refused, not called at its root
+  const prefixed = file(d, 'prefixed', kc({
+    current: 'c', clusters: [{ name: 'k', cluster: { server: 'https://rancher.example/k8s/clusters/c-1' } }],
+    users: [{ name: 'u', user: { token: 't' } }], contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
+  }));
+  assert.throws(() => loadClusterAccess(prefixed), /cluster k: a server URL with a path \(\/k8s\/clusters\/c-1\) is not supported/);
 });
 
 test('KUBECONFIG: files merged, the first to set a value wins; then ~/.kube/config; then in-cluster', async () => {
