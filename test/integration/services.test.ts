@@ -222,6 +222,25 @@ test('WebSocket echo through a service route works both ways; an upgrade answere
   assert.match(data, /^HTTP\/1\.1 200 /);
 });
 
+test('an upgrade\'s bearer-token WebSocket subprotocol never reaches a Service backend; the other subprotocols do', async () => {
+  // kubectl's WebSocket clients may carry a token as a subprotocol: one the gateway never checked
+  const smuggled = Buffer.from('a-token-the-gateway-never-checked').toString('base64url');
+  const sock = connect(port, '127.0.0.1');
+  let data = '';
+  sock.on('data', (c) => (data += c));
+  const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+  sock.write(`GET /ledger/upgrade-refuse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenA}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
+    `Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.${smuggled}, v5.channel.k8s.io\r\n` +
+    `Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n`);
+  await closed;
+  assert.match(data, /^HTTP\/1\.1 200 /);
+  const seen = JSON.parse(data.slice(data.indexOf('\r\n\r\n') + 4));
+  assert.equal(seen.path, '/upgrade-refuse', 'the backend answered');
+  assert.doesNotMatch(JSON.stringify(seen.rawHeaders), /bearer\.authorization|a-token/);
+  assert.equal(seen.headers['sec-websocket-protocol'], 'v5.channel.k8s.io, v4.channel.k8s.io');
+});
+
 test('cross-namespace: refused without a ReferenceGrant, allowed with one, refused again after it is deleted', async () => {
   const before = await call('/shared/whoami');
   assert.equal(before.status, 403);
