@@ -606,7 +606,9 @@ export class Listener {
     proxyUpgrade(call, socket, (err) => { settle(); fail(err); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
-      const protocol = frameProtocol(req.headers.upgrade, headers['sec-websocket-protocol']);
+      // SPDY inside WebSocket is read (each byte unmasked) for the apiserver's port-forward only,
+      // never because a team's own backend chose that subprotocol
+      const protocol = frameProtocol(req.headers.upgrade, a.route.backend ? undefined : headers['sec-websocket-protocol']);
       const rm = a.route.m;
       let release = () => {};
       const session = new Session(socket, usocket, protocol, target.kind === 'exec' || target.kind === 'attach', limits.idleTimeoutSeconds * 1000, (s, reason) => {
