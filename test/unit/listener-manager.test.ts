@@ -421,25 +421,18 @@ test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket rel
   });
   const port = await freePort();
   await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port), up), sessions: { maxConcurrent: 4, idleTimeoutSeconds: 1 } });
-  const s = connect(port, '127.0.0.1');
-  held.push(s);
-  let head = '';
-  let closed = false;
-  s.on('error', () => {});
-  s.on('data', (c: Buffer) => { head += c.toString('latin1'); });
-  s.once('close', () => { closed = true; });
-  s.write(`GET /pf HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n\r\n`);
-  assert.equal(await waitUntil(async () => { await pause(20); return head.includes('\r\n\r\n'); }), true, head);
-  assert.match(head, /^HTTP\/1\.1 101 /);
+  const { text, ended, socket: s } = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n');
+  assert.equal(await waitUntil(async () => { await pause(20); return text().includes('\r\n\r\n'); }), true, text());
+  assert.match(text(), /^HTTP\/1\.1 101 /);
   // a SPDY PING in a masked binary message, every 200 ms for 2.5 s (the idle timeout is 1 s)
   const ping = Buffer.from([0x80, 0x03, 0x00, 0x06, 0, 0, 0, 4, 0, 0, 0, 1]);
   const mask = Buffer.from([1, 2, 3, 4]);
   const frame = Buffer.concat([Buffer.from([0x82, 0x80 | ping.length]), mask, Buffer.from(ping.map((b, i) => b ^ mask[i & 3]!))]);
-  for (let i = 0; i < 12 && !closed; i++) {
+  for (let i = 0; i < 12 && !ended(); i++) {
     s.write(frame);
     await pause(200);
   }
-  assert.equal(closed, false, 'the messages kept the session open');
+  assert.equal(ended(), false, 'the messages kept the session open');
 });
 
 test('a request admitted while its table is swapped is admitted again by the current table (the old one\'s pools are closed, its rules old)', async (t) => {
