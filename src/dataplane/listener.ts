@@ -426,20 +426,29 @@ export class Listener {
       }, (err) => fail(toAgwError(err)));
       return;
     }
-    // a team whose requests fill the event loop waits its turn; others are not held behind it
+    this.inTurn(t, req.socket, () => this.forward(t, a, req, res, seen, fail), fail);
+  }
+
+  /**
+   * Runs `go` now when the gateway's namespace may start another request (or upgrade) in this turn
+   * of the event loop, else in a later turn, counted as deferred: a team whose requests fill the
+   * loop waits its turn, and others are not held behind it. Not run for a client that left
+   * meanwhile (its 499 is logged); what a later `go` throws is `fail`'s (outside the caller's catch).
+   */
+  private inTurn(t: RouteTable, socket: Duplex, go: () => void, fail: (err: AgwError) => void): void {
     const turns = this.budgets.turns, ns = t.plan.namespace;
     if (turns.tryStart(ns)) {
-      this.forward(t, a, req, res, seen, fail);
+      go();
       return;
     }
     t.m.requestDeferred();
     turns.wait(ns, () => {
-      if (req.socket.destroyed) return; // left while it waited (its 499 is logged)
+      if (socket.destroyed) return;
       turns.start(ns);
       try {
-        this.forward(t, a, req, res, seen, fail);
+        go();
       } catch (err) {
-        fail(toAgwError(err)); // a 500 for this request (outside serve's catch)
+        fail(toAgwError(err));
       }
     });
   }
@@ -548,22 +557,15 @@ export class Listener {
     try {
       const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
       let a = await admit(t, h, seen, req.socket);
+      // an upgrade opens an upstream connection: it takes its namespace's turn as a request does
+      // (one whose client leaves meanwhile is not resumed: nothing was opened for it)
+      await new Promise<void>((go) => this.inTurn(t, socket, go, fail));
+      // the table was swapped (or the listener replaced) during the token check or the wait (as in forward)
+      while (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
+      if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
+      if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
       const conn = connOf(req.socket);
-      for (let waited = false; ; waited = true) {
-        // the table was swapped (or the listener replaced) during the token check or the wait (as in forward)
-        while (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
-        if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
-        if (socket.destroyed) return; // the client left while it was being admitted: nothing to open
-        if (!conn.admitted && !this.admitConnection(t, conn, req.socket)) throw this.tooManyConnections(t);
-        // an upgrade opens an upstream connection: it waits its namespace's turn as a request does
-        const turns = this.budgets.turns, ns = t.plan.namespace;
-        if (waited || turns.tryStart(ns)) break;
-        t.m.requestDeferred();
-        await new Promise<void>((go) => turns.wait(ns, () => {
-          if (!socket.destroyed) turns.start(ns); // one that left takes no start (it returns below)
-          go();
-        }));
-      }
+      if (!conn.admitted && !this.admitConnection(t, conn, req.socket)) throw this.tooManyConnections(t);
       const limits = t.plan.sessions;
       if (this.sessions.size + this.opening >= limits.maxConcurrent) {
         t.m.sessionRefused();
