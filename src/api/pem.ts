@@ -60,20 +60,21 @@ function parse(pem: string): X509Certificate[] | { problem: string } {
     return { problem: `not a valid PEM certificate: ${(err as Error).message}` };
   }
   for (const [i, c] of certs.entries()) {
-    let bits: number;
-    try {
-      bits = keyBits(c);
-    } catch (err) { // a key OpenSSL cannot read (an algorithm it lacks)
-      return { problem: `certificate ${i + 1}: its key cannot be read: ${(err as Error).message}` };
-    }
-    if (bits > maxKeyBits) return { problem: `certificate ${i + 1} has a ${bits}-bit key, more than the ${maxKeyBits} bits a CA key may have` };
+    const why = keyProblem(c);
+    if (why) return { problem: `certificate ${i + 1} ${why}` };
   }
   return certs;
 }
 
-/** The size of a certificate's RSA or DSA key in bits (0 for others); throws when it cannot be read. */
-export function keyBits(c: X509Certificate): number {
-  return c.publicKey.asymmetricKeyDetails?.modulusLength ?? 0;
+/** Why a CA certificate's key may not check signatures here (`has a 16384-bit key, …`), or null. */
+export function keyProblem(c: X509Certificate): string | null {
+  let bits: number;
+  try {
+    bits = c.publicKey.asymmetricKeyDetails?.modulusLength ?? 0; // RSA or DSA; 0 for others
+  } catch (err) { // a key OpenSSL cannot read (an algorithm it lacks)
+    return `has a key that cannot be read: ${(err as Error).message}`;
+  }
+  return bits > maxKeyBits ? `has a ${bits}-bit key, more than the ${maxKeyBits} bits a CA key may have` : null;
 }
 
 /** The largest RSA (or DSA) key a CA certificate may have, as Go's TLS: checking a signature

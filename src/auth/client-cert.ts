@@ -4,7 +4,7 @@
 // prefixed (a team's CA names only identities of its own namespace).
 import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { keyBits, maxKeyBits, parseBundle } from '../api/pem.js';
+import { keyProblem, parseBundle } from '../api/pem.js';
 import { UnauthenticatedError } from '../errors.js';
 import type { ClientCAPlan } from '../translate/plan.js';
 import type { CallerIdentity } from './identity.js';
@@ -103,7 +103,7 @@ export class ClientCertAuthenticator {
     let next: PeerCertificate & { issuerCertificate?: PeerCertificate } | undefined = peer.issuerCertificate;
     let checks = maxSignatureChecks;
     // the roots' keys are bounded when the bundle is read; an intermediate the client sends is too
-    const signs = (issuer: X509Certificate) => cur.checkIssued(issuer) && checks-- > 0 && boundedKey(issuer) && cur.verify(issuer.publicKey);
+    const signs = (issuer: X509Certificate) => cur.checkIssued(issuer) && checks-- > 0 && keyProblem(issuer) === null && cur.verify(issuer.publicKey);
     for (let depth = 0; depth < 8; depth++) {
       if (this.roots.some(signs)) return true;
       if (!next || !next.raw || next.raw.equals(cur.raw)) return false;
@@ -119,11 +119,3 @@ export class ClientCertAuthenticator {
 /** Signatures one connection's chain check may verify (a chain through two intermediates, with
  * two roots of the issuer's name at each step, as in a rotation, needs eight). */
 export const maxSignatureChecks = 8;
-
-function boundedKey(c: X509Certificate): boolean {
-  try {
-    return keyBits(c) <= maxKeyBits;
-  } catch {
-    return false;
-  }
-}

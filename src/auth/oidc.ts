@@ -1,8 +1,9 @@
 // OIDC issuers configured by the platform (operator configuration: the `jwt` list of the
 // apiserver's AuthenticationConfiguration, pasted as is). A platform source may name any identity
-// except system:* ones and team:* ones (a team's client CA's), refused whatever the mappings say. Discovery and keys are
-// fetched from the issuer (with its CA), cached, refreshed on an unknown kid at most every 10 s,
-// and an issuer that cannot be reached fails closed (503 for tokens not cached yet).
+// except system:* ones and team:* ones (a team's client CA's), refused whatever the mappings say.
+// Discovery and keys are fetched from the issuer (with its CA), cached, refreshed on an unknown
+// kid at most every 10 s, and an issuer that cannot be reached fails closed (503 for tokens not
+// cached yet).
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
