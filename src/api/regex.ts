@@ -172,8 +172,8 @@ export function programEstimate(p: string): number {
     } else {
       const m = c === '{' ? /^\{(\d{1,4})(,(\d{0,4}))?\}/.exec(p.slice(i, i + 12)) : null;
       if (!m) { atom(1); continue; }
-      const min = Number(m[1]), x = top.last;
-      const size = Math.max(1, m[2] === undefined ? min * x : m[3] === '' ? Math.max(min, 1) * x + 1 : min * x + Math.max(0, Number(m[3]) - min) * (x + 1));
+      const min = Number(m[1]);
+      const size = repeated(top.last, min, m[2] === undefined ? min : m[3] === '' ? null : Number(m[3]));
       top.total += size - top.last;
       top.last = size;
       i += m[0].length - 1;
@@ -181,6 +181,13 @@ export function programEstimate(p: string): number {
   }
   while (open.length) { const inner = top.total; top = open.pop()!; top.total += inner; }
   return top.total;
+}
+
+/** The size of x{min,max} for an x of size `x` (max null: x{min,}): min copies, then a loop or
+ * max-min optional copies, each with one instruction more. */
+function repeated(x: number, min: number, max: number | null): number {
+  if (max === null) return Math.max(min, 1) * x + 1;
+  return Math.max(1, min * x + Math.max(0, max - min) * (x + 1));
 }
 
 const infos = new Map<string, { size: number } | { problem: string }>();
