@@ -2,6 +2,7 @@
 // swapped on plan changes without touching open connections.
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
+import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
@@ -58,6 +59,19 @@ function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   return h;
 }
 
+/**
+ * What a listener's TLS context is made with, at start and on certificate reloads: TLS 1.2 suites
+ * with ECDHE only (forward secrecy, as Mozilla's intermediate profile) and no renegotiation (a
+ * client could make the key sign again and again on a connection already open).
+ */
+const listenerTLS = {
+  minVersion: 'TLSv1.2',
+  ciphers: ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305'].join(':'),
+  secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+} as const;
+
 export class Listener {
   private table: RouteTable;
   private readonly server: Server | TLSServer;
@@ -93,7 +107,7 @@ export class Listener {
         const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
         // half-open as over plain HTTP: a session's client may end its side and still read the reply;
         // a handshake gets the header timeout too (Node's default is 120 s)
-        this.server = createTLSServer({ ...opts, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, minVersion: 'TLSv1.2', ...clientCerts });
+        this.server = createTLSServer({ ...opts, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...clientCerts });
       } else {
         this.server = createServer(opts);
       }
@@ -142,7 +156,7 @@ export class Listener {
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
       const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
       try {
-        (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...ca });
+        (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...ca });
       } catch (err) {
         next.dispose(previous); // what the new table took, unless the current one shares it
         throw err;

@@ -21,16 +21,17 @@ export function makeCA(dir: string, name: string, opts: { cn?: string; skid?: st
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
 }
 
-/** A certificate signed by `ca`: client (CN/O), server (SANs), or an intermediate CA. */
+/** A certificate signed by `ca`: client (CN/O), server (SANs), or an intermediate CA; an EC
+ * P-256 key, or RSA-2048 with `opts.rsa`. */
 export function makeLeaf(dir: string, ca: CertPair, name: string, opts: {
-  cn: string; orgs?: string[]; dnsNames?: string[]; ips?: string[]; client?: boolean; intermediate?: boolean;
+  cn: string; orgs?: string[]; dnsNames?: string[]; ips?: string[]; client?: boolean; intermediate?: boolean; rsa?: boolean;
 }): CertPair {
   const keyFile = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
   const certFile = join(dir, `${name}.crt`);
   const ext = join(dir, `${name}.ext`);
   const subj = `/CN=${opts.cn}` + (opts.orgs ?? []).map((o) => `/O=${o}`).join('');
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+  openssl(['req', '-newkey', ...(opts.rsa ? ['rsa:2048'] : ['ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1']), '-nodes',
     '-keyout', keyFile, '-out', csr, '-subj', subj], dir);
   const sans = [...(opts.dnsNames ?? []).map((d) => `DNS:${d}`), ...(opts.ips ?? []).map((i) => `IP:${i}`)];
   writeFileSync(ext, [

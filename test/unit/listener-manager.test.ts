@@ -16,7 +16,7 @@ import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
 import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
-import { makeCA } from '../support/certs.js';
+import { makeCA, makeLeaf } from '../support/certs.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,9 +76,10 @@ function managerFor(t: TestContext, o: { deps?: DataplaneDeps; host?: string; gr
   return { deps, m, held };
 }
 
-/** The plan with a TLS listener (a certificate of its own). */
-function withTLS(p: GatewayPlan): GatewayPlan {
-  const { cert, key } = makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'listener');
+/** The plan with a TLS listener (a server certificate of its own; an RSA key with `rsa`). */
+function withTLS(p: GatewayPlan, rsa = false): GatewayPlan {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
+  const { cert, key } = makeLeaf(dir, makeCA(dir, 'ca'), 'listener', { cn: 'gw', dnsNames: ['gw'], rsa });
   return { ...p, tls: { secretName: 's', cert, key, clientCA: null } };
 }
 
@@ -409,6 +410,23 @@ test('upgrades take their namespace\'s turns too: one team\'s burst of upgrades 
   const deferred = Number(/^access_gateway_requests_deferred_total\{namespace="team-a",gateway="gw"\} (\d+)$/m.exec(all)?.[1] ?? 0);
   assert.ok(deferred >= 1 && deferred <= 4, `team-a's later upgrades waited for their turns: ${deferred}`);
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
+});
+
+test('listener TLS: ECDHE suites only and no renegotiation, after a certificate reload too', async (t) => {
+  const { m } = managerFor(t);
+  const port = await freePort();
+  const handshake = (o: object) => new Promise<string>((resolve) => {
+    const c = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, maxVersion: 'TLSv1.2', ...o }, () => {
+      c.renegotiate({}, (err) => { resolve(`renegotiation: ${err ? 'refused' : 'done'}`); c.destroy(); });
+    });
+    c.on('error', (err: NodeJS.ErrnoException) => { resolve(err.code === 'ERR_SSL_NO_RENEGOTIATION' ? 'renegotiation: refused' : 'refused'); c.destroy(); });
+  });
+  for (const generation of [1, 2]) {
+    // generation 2: a new certificate, loaded into the running listener; RSA keys (RSA key exchange needs one)
+    await m.apply('team-a/gw', withTLS({ ...planOf('team-a', 'gw', port), generation }, true));
+    assert.equal(await handshake({ ciphers: 'AES256-GCM-SHA384' }), 'refused', 'RSA key exchange');
+    assert.equal(await handshake({}), 'renegotiation: refused');
+  }
 });
 
 test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket relay: its messages are not unmasked and parsed as SPDY', async (t) => {
