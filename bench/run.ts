@@ -7,8 +7,8 @@
 // from the same run are.
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
-// The neighbour case (always, or with --only neighbour): another team's 4 connections, alone and
-// while the first team floods its own gateway.
+// The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
+// while the first team floods its own gateway with requests, or with new TLS connections.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -59,7 +59,7 @@ async function ready(url: string, headers: Record<string, string> = {}): Promise
   await waitFor(url, async () => (await request(url, { headers })).statusCode === 200, 30_000, 100);
 }
 
-const gateway = (name: string, spec: string, annotations = '', namespace = ns) => `
+const gateway = (name: string, spec: string, annotations = '', namespace = ns, listener = '') => `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: ${name}, namespace: ${namespace}${annotations ? `, annotations: {${annotations}}` : ''}}
@@ -67,7 +67,7 @@ spec:
   authentication: {audiences: [gw], cacheTTLSeconds: 600${spec.includes('JWKS') ? ', mode: JWKS' : ''}}
   access: [{serviceAccounts: [{namespace: ${namespace}, name: client}]}]
   routes: [${spec.replace('JWKS', '')}]
-`;
+${listener ? `  listener: ${listener}\n` : ''}`;
 
 interface Case { name: string; url: string; headers?: Record<string, string>; /** The process under test (CPU time per request). */ pid?: () => number[] }
 
@@ -137,12 +137,21 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const opPid = op.child.pid!; // setpriv and taskset exec the operator: the same pid
     const idleRss = rssMiB(opPid);
 
+    // a TLS listener in each namespace (the handshake neighbour case): RSA-2048, as cert-manager's default
+    for (const n of [ns, nsB]) {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, `${n}.key`), '-out', join(dir, `${n}.crt`),
+        '-days', '2', '-subj', '/CN=gw', '-addext', 'subjectAltName=DNS:gw'], { stdio: 'ignore' });
+      await cp.kubectl(['create', 'secret', 'tls', 'listener', '-n', n, '--cert', join(dir, `${n}.crt`), '--key', join(dir, `${n}.key`)]);
+      await cp.kubectl(['label', 'secret', 'listener', '-n', n, 'access-gateway.io/listener-tls=true']);
+    }
     await applyYaml(cp, [
       gateway('svc-log-all', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}'),
       gateway('svc-log-none', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
       gateway('svc-jwks', 'JWKS{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none'),
       gateway('api', '{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}', 'access-gateway.io/access-log: none'),
       gateway('svc', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none', nsB),
+      gateway('tls', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none', ns, '{tls: {secretName: listener}}'),
+      gateway('tls', '{name: up, pathPrefix: /, service: {name: upstream, port: http}}', 'access-gateway.io/access-log: none', nsB, '{tls: {secretName: listener}}'),
     ].join('\n---\n'));
     const port = (name: string) => gatewayPort(cp, ns, name, 60_000);
     const token = await cp.token(ns, 'client', ['gw']);
@@ -150,6 +159,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const gw = { logAll: await port('svc-log-all'), logNone: await port('svc-log-none'), jwks: await port('svc-jwks'), api: await port('api') };
     const neighbour = { port: await gatewayPort(cp, nsB, 'svc', 60_000), auth: { authorization: `Bearer ${await cp.token(nsB, 'client', ['gw'])}` } };
     await ready(`http://127.0.0.1:${neighbour.port}/`, neighbour.auth);
+    const tls = { a: await gatewayPort(cp, ns, 'tls', 60_000), b: await gatewayPort(cp, nsB, 'tls', 60_000) };
     for (const p of Object.values(gw)) await ready(`http://127.0.0.1:${p}/${p === gw.api ? 'version' : ''}`, auth);
     await ready(`http://127.0.0.1:${nginxPort}/`);
     await ready(`http://127.0.0.1:${leanPort}/`);
@@ -243,22 +253,33 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     }
     // One team floods its gateway; another team's few callers: how much less they get (the tenancy
     // invariant: a team cannot slow another's gateway). All wrk on CPU 0, the operator on CPU 1.
-    const neighbourRuns: { alone: WrkResult; flooded: WrkResult; flood: WrkResult }[] = [];
-    if (!opt.only || opt.only.includes('neighbour')) {
-      const url = `http://127.0.0.1:${neighbour.port}/`;
-      const few = { seconds, connections: 4, cpu: 0, headers: neighbour.auth };
+    // Twice: a flood of requests on kept connections, and a flood of new TLS connections (each
+    // request on a connection of its own: a handshake each) against another team's TLS listener.
+    type Neighbour = { alone: WrkResult; flooded: WrkResult; flood: WrkResult };
+    const neighbourRounds = async (what: string, few: { url: string; headers: Record<string, string> },
+      flood: () => Promise<WrkResult>): Promise<Neighbour[]> => {
+      const runs: Neighbour[] = [];
+      if (opt.only && !opt.only.split(',').some((o) => what.includes(o))) return runs;
+      const mine = { seconds, connections: 4, cpu: 0, headers: few.headers };
       for (let r = 0; r < rounds; r++) {
-        const alone = await wrk(url, few);
-        const flooding = wrk(`http://127.0.0.1:${gw.logNone}/`, { seconds: seconds + 2, connections: floodConnections, cpu: 0, headers: auth });
+        const alone = await wrk(few.url, mine);
+        const flooding = flood();
         await new Promise((res) => setTimeout(res, 1000));
-        const flooded = await wrk(url, few);
-        const flood = await flooding;
-        for (const [what, x] of [['alone', alone], ['flooded', flooded], ['flood', flood]] as const) {
-          if (x.non2xx > 0 || x.errors > 0) throw new Error(`neighbour (${what}): ${x.non2xx} non-2xx answers, ${x.errors} socket errors`);
+        const flooded = await wrk(few.url, mine);
+        const flooder = await flooding;
+        for (const [name, x] of [['alone', alone], ['flooded', flooded], ['flood', flooder]] as const) {
+          if (x.non2xx > 0 || x.errors > 0) throw new Error(`${what} (${name}): ${x.non2xx} non-2xx answers, ${x.errors} socket errors`);
         }
-        neighbourRuns.push({ alone, flooded, flood });
+        runs.push({ alone, flooded, flood: flooder });
       }
-    }
+      return runs;
+    };
+    const flood = { seconds: seconds + 2, cpu: 0 };
+    const neighbourRuns = await neighbourRounds('neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
+      () => wrk(`http://127.0.0.1:${gw.logNone}/`, { ...flood, connections: floodConnections, headers: auth }));
+    const tlsNeighbour = { url: `https://127.0.0.1:${tls.b}/`, headers: neighbour.auth };
+    const handshakeRuns = await neighbourRounds('handshake neighbour', tlsNeighbour,
+      () => wrk(`https://127.0.0.1:${tls.a}/`, { ...flood, connections: 64, headers: { ...auth, connection: 'close' } }));
     const loadRss = rssMiB(opPid);
 
     const median = (xs: number[]) => {
@@ -294,25 +315,30 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy + Authorization', '≥ 0.95 (authentication on vs off)');
     ratio('gateway Service route (TokenReview, log all)', 'gateway Service route (TokenReview, log none)', '≥ 0.95');
     ratio('gateway Service route (JWKS, log none)', 'gateway Service route (TokenReview, log none)', '—');
-    if (neighbourRuns.length) {
-      const m = (f: (x: (typeof neighbourRuns)[number]) => number) => median(neighbourRuns.map(f));
-      const range = (f: (x: (typeof neighbourRuns)[number]) => number) => neighbourRuns.length > 1
-        ? ` (rounds ${Math.min(...neighbourRuns.map(f)).toFixed(2)}–${Math.max(...neighbourRuns.map(f)).toFixed(2)})` : '';
-      const share = (x: (typeof neighbourRuns)[number]) => x.flooded.rps / x.alone.rps;
-      const p99 = (x: (typeof neighbourRuns)[number]) => x.flooded.p99 / x.alone.p99;
-      console.log(`\nanother team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections):`);
-      console.log('| team | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |');
-      console.log(`| ${nsB}, alone | ${Math.round(m((x) => x.alone.rps))} | ${m((x) => x.alone.p50).toFixed(2)} | ${m((x) => x.alone.p99).toFixed(2)} |`);
-      console.log(`| ${nsB}, meanwhile | ${Math.round(m((x) => x.flooded.rps))} | ${m((x) => x.flooded.p50).toFixed(2)} | ${m((x) => x.flooded.p99).toFixed(2)} |`);
-      console.log(`| ${ns} (the flood) | ${Math.round(m((x) => x.flood.rps))} | ${m((x) => x.flood.p50).toFixed(2)} | ${m((x) => x.flood.p99).toFixed(2)} |`);
+    const printNeighbour = (title: string, runs: Neighbour[]) => {
+      if (!runs.length) return;
+      const m = (f: (x: Neighbour) => number) => median(runs.map(f));
+      const range = (f: (x: Neighbour) => number) => runs.length > 1
+        ? ` (rounds ${Math.min(...runs.map(f)).toFixed(2)}–${Math.max(...runs.map(f)).toFixed(2)})` : '';
+      const share = (x: Neighbour) => x.flooded.rps / x.alone.rps;
+      const p99 = (x: Neighbour) => x.flooded.p99 / x.alone.p99;
+      console.log(`\n${title}:`);
+      const line = (who: string, f: (x: Neighbour) => WrkResult) =>
+        `| ${who} | ${Math.round(m((x) => f(x).rps))} | ${m((x) => f(x).p50).toFixed(2)} | ${m((x) => f(x).p99).toFixed(2)} | ${m((x) => f(x).max).toFixed(1)} |`;
+      console.log('| team | req/s | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |');
+      console.log(line(`${nsB}, alone`, (x) => x.alone));
+      console.log(line(`${nsB}, meanwhile`, (x) => x.flooded));
+      console.log(line(`${ns} (the flood)`, (x) => x.flood));
       console.log(`${nsB} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
-    }
+    };
+    printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections)`, neighbourRuns);
+    printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a handshake per request; RSA-2048 keys)`, handshakeRuns);
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
     if (gc.requests) {
       const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);
       console.log(`operator GC while it proxied: ${gc.full} full GCs (${per(gc.fullS)} µs per request), young generation ${per(gc.minorS)} µs per request`);
     }
-    console.log(`operator RSS: ${idleRss} MiB idle, ${readyRss} MiB with the 5 gateways, ${loadRss} MiB after the run`);
+    console.log(`operator RSS: ${idleRss} MiB idle, ${readyRss} MiB with the 7 gateways, ${loadRss} MiB after the run`);
   } finally {
     await op?.stop();
     for (const p of procs) await p.stop('SIGTERM', 3000).catch(() => {});

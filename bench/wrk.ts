@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-export interface WrkResult { rps: number; p50: number; p99: number; non2xx: number; errors: number; /** Set by the caller: CPU time of the proxy per request. */ cpuUsPerReq?: number }
+export interface WrkResult { rps: number; p50: number; p99: number; /** The slowest request (ms; NaN when not printed). */ max: number; non2xx: number; errors: number; /** Set by the caller: CPU time of the proxy per request. */ cpuUsPerReq?: number }
 
 const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
 
@@ -15,8 +15,10 @@ export function parseWrk(out: string): WrkResult {
   const rps = /^Requests\/sec:\s+([\d.]+)/m.exec(out);
   if (!rps) throw new Error(`wrk printed no Requests/sec:\n${out}`);
   const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  // the thread stats line: Latency  avg  stdev  max  +/-stdev
+  const max = /^[ \t]*Latency[ \t]+\S+[ \t]+\S+[ \t]+([\d.]+)(us|ms|s)[ \t]/m.exec(out);
   return {
-    rps: Number(rps[1]), p50: lat('50'), p99: lat('99'),
+    rps: Number(rps[1]), p50: lat('50'), p99: lat('99'), max: max ? ms(max[1]!, max[2]!) : NaN,
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
     errors: errs ? Number(errs[1]) + Number(errs[2]) + Number(errs[3]) + Number(errs[4]) : 0,
   };
