@@ -103,8 +103,10 @@ test('the chain answers each refusal with its status, in order', async () => {
 
 test('callers spec.access does not name are cached apart: another team\'s valid tokens for this audience evict none of the namespace\'s budget', async () => {
   const budget = new EntryBudget(2);
-  const outsider = (i: number) => token(`system:serviceaccount:team-b:o${i}`);
-  const outsiders = new Map(Array.from({ length: 300 }, (_, i) => [outsider(i), `system:serviceaccount:team-b:o${i}`]));
+  // made once: a token made again in a later second has another exp, and the reviewer knows it not
+  const outsiderTokens = Array.from({ length: 300 }, (_, i) => token(`system:serviceaccount:team-b:o${i}`));
+  const outsider = (i: number) => outsiderTokens[i]!;
+  const outsiders = new Map(outsiderTokens.map((tok, i) => [tok, `system:serviceaccount:team-b:o${i}`]));
   let reviews = 0;
   const reviewer = {
     async review(tok: string) {
