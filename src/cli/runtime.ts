@@ -14,6 +14,7 @@ import { PoolRegistry } from '../dataplane/endpoints.js';
 import { defaultFilterLimits, FilterChecks } from '../dataplane/filter-checks.js';
 import { ListenerManager } from '../dataplane/listener-manager.js';
 import { defaultLimits } from '../dataplane/listener.js';
+import { boundConnections } from '../dataplane/namespace-budget.js';
 import { KubeAdminReviewer } from '../kube/admin-review.js';
 import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
@@ -23,6 +24,10 @@ import { startAdminServer } from '../observability/admin-server.js';
 import { accessLogFor, createLogger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { flag, type Parsed } from './flags.js';
+
+/** Connections the admin port holds at most (any pod may reach it): past that, the oldest of the
+ * address holding the most, or of all, is closed; a new probe or scrape always gets in. */
+export const adminConnections = 256;
 
 /** Flags of both commands; each command adds its own and picks the defaults that suit it. */
 export const commonFlags = (defaults: { admin: string; listen: string; drain: number; metricsAuth: 'kubernetes' | 'none' }) => ({
@@ -124,6 +129,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
         ready: () => !stopping && ready(), status,
         ...(f['metrics-auth'] === 'kubernetes' ? { metricsAuth: new AdminAuthorizer(new KubeAdminReviewer(client, metrics), { metrics, log }) } : {}),
       });
+      boundConnections(admin, adminConnections);
       return admin;
     },
     onShutdown(stop) {

@@ -2,6 +2,7 @@
 // client connections, admitted or not yet (a connection holds ~27 KiB of memory, ~47 KiB over TLS, and a file
 // descriptor), request bodies buffered for retries, and callers in token caches. Without a bound,
 // one team could starve the others or get the operator OOM-killed.
+import type { Server as NetServer, Socket } from 'node:net';
 import { EntryBudget } from '../auth/token-cache.js';
 
 export class NamespaceBudget {
@@ -86,6 +87,21 @@ export class UnadmittedConnections {
     recount(h, c.source, mine.size + 1, mine.size);
     if (h.all.size === 0) this.open.delete(namespace);
   }
+}
+
+/**
+ * Bounds the connections `server` holds at `limit` as the budget of connections not admitted yet
+ * does: past it, the oldest of the address holding the most (or of all) is closed, so a new one
+ * (a probe, a scrape) always gets in. For a port any pod may reach (the admin port).
+ */
+export function boundConnections(server: NetServer, limit: number): void {
+  const open = new UnadmittedConnections(limit);
+  server.on('connection', (s: Socket) => {
+    if (s.remoteAddress === undefined) return; // gone already
+    const c: Unadmitted = { source: addressGroup(s.remoteAddress), evict: () => s.destroy() };
+    open.add('', c);
+    s.once('close', () => open.remove('', c));
+  });
 }
 
 /** `source` now holds `to` instead of `from` (one more or one fewer). */

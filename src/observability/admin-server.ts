@@ -1,7 +1,7 @@
 // The admin port: /healthz (alive), /readyz (caches synced, listeners programmed), /metrics
 // (with `metricsAuth`: only for a bearer token the apiserver authenticates and authorises).
 import express, { type Response } from 'express';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AdminDecision } from './admin-auth.js';
 import type { Exposition } from './metrics.js';
 
@@ -14,6 +14,8 @@ export interface AdminOptions {
   metricsAuth?: { check(authorization: string[] | undefined, path: string, source: string): Promise<AdminDecision> };
   /** `serve` mode: gateway status, shown at /status instead of written to a cluster. */
   status?: () => unknown;
+  /** Time for a request's headers to arrive (default 10 s; Node's own is 60 s). */
+  headersTimeoutMs?: number;
 }
 
 const refusals: Record<Exclude<AdminDecision, 'allowed'>, [number, string]> = {
@@ -67,8 +69,14 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
     }
     res.end();
   });
+  // any pod may reach the port: a connection that trickles its headers is closed soon
+  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+  const server = createServer({ headersTimeout, requestTimeout: headersTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) }, app);
   return new Promise((resolve, reject) => {
-    const server = app.listen(opts.port, opts.host, (err?: Error) => (err ? reject(err) : resolve(server)));
     server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
   });
 }

@@ -8,6 +8,8 @@ import { startControlPlane, type ControlPlane } from '../support/control-plane.j
 import { startOperator, type OperatorProc } from '../support/operator.js';
 import { bearer, curl, installCRD, namespaceYaml, applyYaml } from '../support/cluster.js';
 import { metricsReaderToken } from '../support/metrics.js';
+import { connect, type Socket } from 'node:net';
+import { adminConnections } from '../../src/cli/runtime.js';
 
 const parsePrometheus = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => any[];
 const ns = 'team-adm';
@@ -39,6 +41,24 @@ after(async () => {
 test('/healthz and /readyz answer without a token', async () => {
   assert.equal((await curl(url('/healthz'))).status, 200);
   assert.equal((await curl(url('/readyz'))).status, 200);
+});
+
+test('a flood of idle connections to the admin port (any pod may open them) does not keep the probes out', async () => {
+  // one more than the operator holds: the oldest of the address holding the most is closed
+  const idle = await Promise.all(Array.from({ length: adminConnections }, () => new Promise<Socket>((resolve) => {
+    const s = connect(op.adminPort, '127.0.0.1', () => resolve(s));
+    s.on('error', () => {});
+    s.resume();
+  })));
+  try {
+    const first = idle[0]!;
+    const firstClosed = new Promise((resolve) => first.once('close', resolve));
+    assert.equal((await curl(url('/readyz'))).status, 200);
+    await Promise.race([firstClosed, new Promise((_, reject) => setTimeout(() => reject(new Error('the oldest idle connection is still open')), 5_000))]);
+    assert.equal(idle.filter((s) => s.destroyed).length, 1, 'one closed to make room for the probe');
+  } finally {
+    for (const s of idle) s.destroy();
+  }
 });
 
 test('/metrics: 401 without a valid token, 403 for a user not bound to the metrics reader role, 200 for one bound', async () => {

@@ -1,0 +1,51 @@
+// The admin port, which any pod may reach: its connections are bounded, and slow headers time out.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { request } from 'undici';
+import { boundConnections } from '../../src/dataplane/namespace-budget.js';
+import { startAdminServer } from '../../src/observability/admin-server.js';
+import { testMetrics } from '../../src/observability/metrics.js';
+
+async function admin(t: TestContext, headersTimeoutMs?: number) {
+  const server = await startAdminServer({ host: '127.0.0.1', port: 0, metrics: testMetrics(), ready: () => true, ...(headersTimeoutMs ? { headersTimeoutMs } : {}) });
+  const held: Socket[] = [];
+  t.after(() => {
+    for (const s of held) s.destroy();
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const open = () => new Promise<Socket>((resolve) => {
+    const s = connect(port, '127.0.0.1', () => resolve(s));
+    s.on('error', () => {});
+    s.resume(); // read (and drop) what comes: the server's end is seen
+    held.push(s);
+  });
+  return { server, port, open };
+}
+
+const closed = (s: Socket) => new Promise<boolean>((resolve) => {
+  if (s.destroyed) return resolve(true);
+  const timer = setTimeout(() => resolve(false), 3_000);
+  s.once('close', () => { clearTimeout(timer); resolve(true); });
+});
+
+test('the admin port holds a bounded number of connections: a new probe gets in, the oldest of the address holding the most is closed', async (t) => {
+  const { server, port, open } = await admin(t);
+  boundConnections(server, 4);
+  const idle = [await open(), await open(), await open(), await open()];
+  await new Promise((r) => setTimeout(r, 100));
+  const r = await request(`http://127.0.0.1:${port}/readyz`);
+  assert.equal(r.statusCode, 200);
+  assert.equal(await r.body.text(), 'ok');
+  assert.equal(await closed(idle[0]!), true, 'the oldest idle connection was closed to make room');
+  assert.deepEqual(idle.slice(1).map((s) => s.destroyed), [false, false, false]);
+});
+
+test('an admin connection that trickles its headers is closed after the header timeout', async (t) => {
+  const { open } = await admin(t, 300);
+  const s = await open();
+  s.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
+  assert.equal(await closed(s), true);
+});
