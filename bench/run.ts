@@ -9,7 +9,8 @@
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
 // while the first team floods its own gateway with requests, or with new TLS connections.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,7 +21,7 @@ import { chartNodeOptions } from '../test/support/chart-operator.js';
 import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig } from '../test/support/cluster.js';
 import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
-import { wrk, type WrkResult } from './wrk.js';
+import { parseWrk, wrk, type WrkResult } from './wrk.js';
 import { topSelfTime } from './profile-summary.js';
 import { cpuMs, pin, rssMiB, tree } from './procfs.js';
 
@@ -254,7 +255,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     // One team floods its gateway; another team's few callers: how much less they get (the tenancy
     // invariant: a team cannot slow another's gateway). All wrk on CPU 0, the operator on CPU 1.
     // Twice: a flood of requests on kept connections, and a flood of new TLS connections (each
-    // request on a connection of its own: a handshake each) against another team's TLS listener.
+    // request on a connection of its own: a full handshake each, no session resumed).
     type Neighbour = { alone: WrkResult; flooded: WrkResult; flood: WrkResult };
     const neighbourRounds = async (what: string, few: { url: string; headers: Record<string, string> },
       flood: () => Promise<WrkResult>): Promise<Neighbour[]> => {
@@ -278,8 +279,10 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const neighbourRuns = await neighbourRounds('neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
       () => wrk(`http://127.0.0.1:${gw.logNone}/`, { ...flood, connections: floodConnections, headers: auth }));
     const tlsNeighbour = { url: `https://127.0.0.1:${tls.b}/`, headers: neighbour.auth };
-    const handshakeRuns = await neighbourRounds('handshake neighbour', tlsNeighbour,
-      () => wrk(`https://127.0.0.1:${tls.a}/`, { ...flood, connections: 64, headers: { ...auth, connection: 'close' } }));
+    // node:tls, not wrk: wrk resumes the TLS session on every other new connection (no signature)
+    const handshakeRuns = await neighbourRounds('handshake neighbour', tlsNeighbour, async () => parseWrk((await promisify(execFile)('taskset',
+      ['-c', '0', node, join(repoRoot, 'dist', 'bench', 'handshake-flood.js'), '--port', String(tls.a), '--connections', '64', '--seconds', String(flood.seconds)],
+      { env: { ...process.env, AGW_FLOOD_TOKEN: token } })).stdout));
     const loadRss = rssMiB(opPid);
 
     const median = (xs: number[]) => {
@@ -332,7 +335,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       console.log(`${nsB} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
     };
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections)`, neighbourRuns);
-    printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a handshake per request; RSA-2048 keys)`, handshakeRuns);
+    printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a full handshake per request; RSA-2048 keys)`, handshakeRuns);
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
     if (gc.requests) {
       const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);
