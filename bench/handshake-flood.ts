@@ -20,6 +20,7 @@ const once = () => new Promise<number>((resolve) => {
   const s = connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => s.write(request));
   s.on('data', (c: Buffer) => { if (head.length < 16) head += c.toString('latin1'); });
   s.on('error', () => {});
+  s.setTimeout(10_000, () => s.destroy()); // a stalled one counts as an error, not a hung benchmark
   s.on('close', () => {
     times.push(performance.now() - t0);
     resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0));
