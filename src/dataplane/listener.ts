@@ -440,21 +440,20 @@ export class Listener {
       }, (err) => fail(toAgwError(err)));
       return;
     }
-    this.inTurn(t, req.socket, () => this.forward(t, a, req, res, seen, fail), fail);
+    // the usual case starts at once, without a closure for later
+    if (this.budgets.turns.tryStart(t.plan.namespace)) this.forward(t, a, req, res, seen, fail);
+    else this.later(t, req.socket, () => this.forward(t, a, req, res, seen, fail), fail);
   }
 
   /**
-   * Runs `go` now when the gateway's namespace may start another request (or upgrade) in this turn
-   * of the event loop, else in a later turn, counted as deferred: a team whose requests fill the
-   * loop waits its turn, and others are not held behind it. Not run for a client that left
-   * meanwhile (its 499 is logged); what a later `go` throws is `fail`'s (outside the caller's catch).
+   * Runs `go` in a later turn of the event loop, counted as deferred: the gateway's namespace has
+   * started its share of requests (and upgrades) in this one (`turns.tryStart` said no); a team
+   * whose requests fill the loop waits its turn, and others are not held behind it. Not run for a
+   * client that left meanwhile (its 499 is logged); what `go` throws is `fail`'s (outside the
+   * caller's catch).
    */
-  private inTurn(t: RouteTable, socket: Duplex, go: () => void, fail: (err: AgwError) => void): void {
+  private later(t: RouteTable, socket: Duplex, go: () => void, fail: (err: AgwError) => void): void {
     const turns = this.budgets.turns, ns = t.plan.namespace;
-    if (turns.tryStart(ns)) {
-      go();
-      return;
-    }
     t.m.requestDeferred();
     turns.wait(ns, () => {
       if (socket.destroyed) return;
@@ -573,7 +572,7 @@ export class Listener {
       let a = await admit(t, h, seen, req.socket);
       // an upgrade opens an upstream connection: it takes its namespace's turn as a request does
       // (one whose client leaves meanwhile is not resumed: nothing was opened for it)
-      await new Promise<void>((go) => this.inTurn(t, socket, go, fail));
+      if (!this.budgets.turns.tryStart(t.plan.namespace)) await new Promise<void>((go) => this.later(t, socket, go, fail));
       // the table was swapped (or the listener replaced) during the token check or the wait (as in forward)
       while (t !== this.rules) ({ t, a } = await this.readmit(h, seen, req.socket));
       if (a.kind !== 'route') throw new BadPathError(`${a.kind} does not upgrade`);
