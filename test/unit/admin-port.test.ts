@@ -33,9 +33,12 @@ const closed = (s: Socket) => new Promise<boolean>((resolve) => {
 
 test('the admin port holds a bounded number of connections: a new probe gets in, the oldest of the address holding the most is closed', async (t) => {
   const { server, port, open } = await admin(t);
+  assert.equal(server.headersTimeout, 10_000, 'the default header timeout');
   boundConnections(server, 4);
   const idle = [await open(), await open(), await open(), await open()];
-  await new Promise((r) => setTimeout(r, 100));
+  const held = () => new Promise<number>((resolve) => server.getConnections((_err, n) => resolve(n)));
+  for (let i = 0; i < 100 && (await held()) < 4; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await held(), 4, 'the server holds the four idle connections');
   const r = await request(`http://127.0.0.1:${port}/readyz`);
   assert.equal(r.statusCode, 200);
   assert.equal(await r.body.text(), 'ok');

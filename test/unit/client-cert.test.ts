@@ -32,6 +32,9 @@ function gateway(clientCA: { kind: 'ConfigMap' | 'Secret'; name: string; key: st
 }
 const secrets = { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(server.cert), 'tls.key': b64(server.key) } } };
 
+/** A CA certificate with an RSA-8200 key (openssl req -x509 -newkey rsa:8200; its key was not kept). */
+const rsa8200 = readFileSync(new URL('../../../test/fixtures/rsa-8200-ca.crt', import.meta.url), 'utf8');
+
 test('translate: a team client CA becomes the plan with the team:NS: prefix; default mode Optional', () => {
   const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
     port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
@@ -121,6 +124,19 @@ test('translate: a missing or unreadable client CA is InvalidCertificateRef and 
   for (const key of ['constructor', 'toString', '__proto__']) {
     const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } } });
     assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, new RegExp(`client CA ConfigMap team-a/cas key ${key} not found`));
+  }
+});
+
+test('translate: a route\'s caRef key named as an object\'s inherited function is a key the bundle lacks', () => {
+  for (const key of ['constructor', 'toString', '__proto__']) {
+    const gw = applyDefaults({
+      apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'svc', namespace: 'team-a', generation: 1 },
+      spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'w', pathPrefix: '/', service: { name: 'w', port: 443, scheme: 'https' as const, caRef: { kind: 'ConfigMap' as const, name: 'cas', key } } }] },
+    });
+    const t = translate(gw, { port: { port: 1 }, services: { 'team-a/w': { spec: { ports: [{ port: 443 }] } } }, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } } });
+    const resolved = t.conditions.find((c) => c.type === 'ResolvedRefs')!;
+    assert.equal(resolved.reason, 'InvalidCertificateRef');
+    assert.match(resolved.message, new RegExp(`route w: ConfigMap team-a/cas key ${key}: no PEM CA bundle`));
   }
 });
 
@@ -216,9 +232,10 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
     // an intermediate the client sends with a key over 8192 bits is not checked at all (the leaf
     // names it as its issuer: same name, key identifier and key type as the RSA-8200 fixture)
     checks = 0;
-    const big = { cert: readFileSync(new URL('../../../test/fixtures/rsa-8200-ca.crt', import.meta.url), 'utf8') } as CertPair;
+    const big = { cert: rsa8200 } as CertPair;
     const namesBig = makeCA(dir, 'names-big', { cn: 'big-ca', skid: 'C0041DA10B201548199FD5EE12817CBCDE7D4670', rsa: true });
     const erin = makeLeaf(dir, namesBig, 'erin', { cn: 'erin', client: true });
+    assert.ok(new X509Certificate(erin.cert).checkIssued(new X509Certificate(big.cert)), 'the leaf names the big intermediate as its issuer');
     assert.throws(() => new ClientCertAuthenticator(plan).identify(socket(erin, true, [big]), false), /not signed by the current client CA/);
     assert.equal(checks, 0);
   } finally {
@@ -227,8 +244,7 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
 });
 
 test('a CA bundle with a key over 8192 bits is refused (checking a signature with RSA-16384 takes ~1 ms)', () => {
-  // made with: openssl req -x509 -newkey rsa:8200 (test/fixtures/rsa-8200-ca.crt; its key was not kept)
-  const big = readFileSync(new URL('../../../test/fixtures/rsa-8200-ca.crt', import.meta.url), 'utf8');
+  const big = rsa8200;
   assert.deepEqual(parseBundle(ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
   assert.ok(Array.isArray(parseBundle(ca.cert)));
 });
