@@ -1,5 +1,5 @@
 // PEM certificate bundles (CA references), parsed the one way everything here reads them.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, type AsymmetricKeyDetails } from 'node:crypto';
 import { Recent } from '../recent.js';
 
 /** Certificates a bundle may hold (Mozilla's root store has ~150); parsing an RSA-2048 one takes ~0.05 ms. */
@@ -66,17 +66,30 @@ function parse(pem: string): X509Certificate[] | { problem: string } {
   return certs;
 }
 
-/** Why a CA certificate's key may not check signatures here (`has a 16384-bit key, …`), or null. */
+/**
+ * Why a CA certificate's key may not check signatures here, or null. As Go's TLS: RSA of at most
+ * maxKeyBits with a public exponent of at most 2^31-1 (a 3072-bit key with a 3071-bit exponent
+ * costs ~5 ms a check), ECDSA on P-256, P-384 or P-521, Ed25519 or Ed448; not DSA (8192 bits
+ * with 256-bit exponents cost ~20 times an RSA check).
+ */
 export function keyProblem(c: X509Certificate): string | null {
-  let bits: number;
+  let type: string | undefined, d: AsymmetricKeyDetails | undefined;
   try {
-    bits = c.publicKey.asymmetricKeyDetails?.modulusLength ?? 0; // RSA or DSA; 0 for others
+    ({ asymmetricKeyType: type, asymmetricKeyDetails: d } = c.publicKey);
   } catch (err) { // a key OpenSSL cannot read (an algorithm it lacks)
     return `has a key that cannot be read: ${(err as Error).message}`;
   }
-  return bits > maxKeyBits ? `has a ${bits}-bit key, more than the ${maxKeyBits} bits a CA key may have` : null;
+  if (type === 'rsa' || type === 'rsa-pss') {
+    const bits = d?.modulusLength ?? 0;
+    if (bits > maxKeyBits) return `has a ${bits}-bit key, more than the ${maxKeyBits} bits a CA key may have`;
+    return (d?.publicExponent ?? 0n) > maxPublicExponent ? 'has an RSA public exponent over 2^31-1' : null;
+  }
+  if (type === 'ec') return namedCurves.has(d?.namedCurve ?? '') ? null : `has an EC key on the curve ${d?.namedCurve ?? '(explicit)'}; P-256, P-384 or P-521 only`;
+  return type === 'ed25519' || type === 'ed448' ? null : `has a ${type ?? 'unknown'} key; RSA, ECDSA (P-256, P-384, P-521), Ed25519 or Ed448 only`;
 }
 
-/** The largest RSA (or DSA) key a CA certificate may have, as Go's TLS: checking a signature
- * against an RSA-16384 key takes ~1 ms of the event loop every team shares, 8192 ~0.25 ms. */
+/** The largest RSA key a CA certificate may have, as Go's TLS: checking a signature against an
+ * RSA-16384 key takes ~1 ms of the event loop every team shares, 8192 ~0.25 ms. */
 export const maxKeyBits = 8192;
+const maxPublicExponent = 2n ** 31n - 1n;
+const namedCurves = new Set(['prime256v1', 'secp384r1', 'secp521r1']);

@@ -46,3 +46,13 @@ export function makeLeaf(dir: string, ca: CertPair, name: string, opts: {
     '-out', certFile, '-days', '2', '-extfile', ext], dir);
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
 }
+
+/** A self-signed CA whose key openssl genpkey makes with `keyArgs` (e.g. DSA, an unusual RSA exponent). */
+export function makeOddCA(dir: string, name: string, keyArgs: string[]): CertPair {
+  const keyFile = join(dir, `${name}.key`);
+  const certFile = join(dir, `${name}.crt`);
+  openssl(['genpkey', ...keyArgs, '-out', keyFile], dir);
+  openssl(['req', '-x509', '-key', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${name}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
+}

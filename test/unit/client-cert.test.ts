@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import { applyDefaults } from '../../src/api/defaults.js';
 import { certificateIdentity, ClientCertAuthenticator, maxSignatureChecks } from '../../src/auth/client-cert.js';
 import { translate } from '../../src/translate/translate.js';
 import { maxBundleCertificates, maxKeyBits, parseBundle } from '../../src/api/pem.js';
-import { makeCA, makeLeaf, type CertPair } from '../support/certs.js';
+import { makeCA, makeLeaf, makeOddCA, type CertPair } from '../support/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agw-client-cert-'));
 const ca = makeCA(dir, 'ca');
@@ -243,8 +244,21 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
   }
 });
 
-test('a CA bundle with a key over 8192 bits is refused (checking a signature with RSA-16384 takes ~1 ms)', () => {
+test('a CA bundle with a key over 8192 bits, a DSA key or an RSA exponent over 2^31-1 is refused (checks that cost ~1 ms or more)', () => {
   const big = rsa8200;
+  // keys whose checks cost more than their size says: refused whatever their size
+  const dsaParams = join(dir, 'dsa.params');
+  execFileSync('openssl', ['genpkey', '-genparam', '-algorithm', 'DSA', '-pkeyopt', 'dsa_paramgen_bits:2048', '-out', dsaParams], { stdio: 'ignore' });
+  const odd: [string, string[], RegExp][] = [
+    ['dsa', ['-paramfile', dsaParams], /certificate 2 has a dsa key; RSA, ECDSA/],
+    ['rsa-e', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-pkeyopt', 'rsa_keygen_pubexp:4294967297'], /certificate 2 has an RSA public exponent over 2\^31-1/],
+  ];
+  for (const [name, args, why] of odd) {
+    const p = parseBundle(ca.cert + makeOddCA(dir, name, args).cert);
+    assert.ok('problem' in p && why.test(p.problem), `${name}: ${JSON.stringify(p)}`);
+  }
+  assert.ok(Array.isArray(parseBundle(ca.cert + makeOddCA(dir, 'ed', ['-algorithm', 'ED25519']).cert)), 'Ed25519 is fine');
+  assert.ok(Array.isArray(parseBundle(ca.cert + makeCA(dir, 'rsa-ok', { rsa: true }).cert)), 'RSA-2048, e = 65537 is fine');
   assert.deepEqual(parseBundle(ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
   assert.ok(Array.isArray(parseBundle(ca.cert)));
 });
