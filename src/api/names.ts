@@ -16,5 +16,7 @@ export function isDnsSubdomain(s: string): boolean {
 /** The prefix of every identity a team's own source (a client CA of its namespace) may yield:
  * the team's RoleBindings can grant such names rights, and no other namespace can mint them. */
 export function teamPrefix(namespace: string): string {
-  return `team:${namespace}:`;
+  return `${teamRoot}${namespace}:`;
 }
+/** What every team's prefix starts with: no other source (an OIDC issuer) may name such identities. */
+export const teamRoot = 'team:';

@@ -7,6 +7,7 @@
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { teamRoot } from '../api/names.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { compileCel, type CelProgram } from './cel.js';
 import { unforwardableIdentity, type CallerIdentity } from './identity.js';
@@ -252,5 +253,5 @@ export class OidcIssuers {
 
 /** The prefix of names only the cluster (system:) or a team's client CA (team:) may give. */
 function reservedPrefix(name: string): string | undefined {
-  return name.startsWith('system:') ? 'system:' : name.startsWith('team:') ? 'team:' : undefined;
+  return name.startsWith('system:') ? 'system:' : name.startsWith(teamRoot) ? teamRoot : undefined;
 }
