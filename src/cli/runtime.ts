@@ -26,7 +26,7 @@ import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { flag, type Parsed } from './flags.js';
 
 /** Connections the admin port holds at most (any pod may reach it): past that, the oldest of the
- * address holding the most, or of all, is closed; a new probe or scrape always gets in. */
+ * address holding the most, or of all, is closed: a new probe or scrape is accepted (README: one in progress may still be closed). */
 export const adminConnections = 256;
 
 /** Flags of both commands; each command adds its own and picks the defaults that suit it. */

@@ -92,7 +92,7 @@ export class UnadmittedConnections {
 /**
  * Bounds the connections `server` holds at `limit` as the budget of connections not admitted yet
  * does: past it, the oldest of the address holding the most (or of all) is closed, so a new one
- * (a probe, a scrape) always gets in. For a port any pod may reach (the admin port).
+ * (a probe, a scrape) is accepted. For a port any pod may reach (the admin port).
  */
 export function boundConnections(server: NetServer, limit: number): void {
   const open = new UnadmittedConnections(limit);
