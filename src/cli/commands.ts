@@ -17,7 +17,7 @@ export const usage = `usage:
                            [--authentication-config FILE (apiserver AuthenticationConfiguration: OIDC issuers)]
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
                            [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
-                           [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
+                           [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
@@ -25,7 +25,7 @@ export const usage = `usage:
                            [--listen-address HOST] [--port-range 20000-20999]
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
                            [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
-                           [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
+                           [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
                            [--authentication-config FILE]
   access-gateway validate  -f FILE|DIR ...

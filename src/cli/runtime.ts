@@ -41,6 +41,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'max-connections-per-namespace': flag.int(1024, 0, 1_000_000),
   'max-cached-callers-per-namespace': flag.int(10_000, 0, 10_000_000),
   'requests-per-turn-per-namespace': flag.int(4, 0, 100_000),
+  'tls-handshake-percent': flag.int(50, 1, 100),
   'header-timeout-seconds': flag.int(10, 1, 3600),
   'idle-timeout-seconds': flag.int(65, 1, 3600),
   'max-token-reviews-in-flight': flag.int(16, 1, 1000),
@@ -116,6 +117,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     bufferedBodyBytesPerNamespace: defaultLimits.bufferedBodyBytesPerNamespace,
     cachedCallersPerNamespace: f['max-cached-callers-per-namespace'],
     requestsPerTurnPerNamespace: f['requests-per-turn-per-namespace'],
+    tlsHandshakePercent: f['tls-handshake-percent'],
     headersTimeoutMs: f['header-timeout-seconds'] * 1000,
     idleTimeoutMs: f['idle-timeout-seconds'] * 1000,
   });

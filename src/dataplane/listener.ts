@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
 import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
@@ -20,6 +21,7 @@ import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type NamespaceBudget, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
+import { connectionMs, signCost } from './handshake-share.js';
 
 let nextId = 0;
 
@@ -44,13 +46,15 @@ export interface ListenerLimits {
   cachedCallersPerNamespace: number;
   /** Requests a namespace starts forwarding per turn of the event loop (0: no limit); more wait for the next turns. */
   requestsPerTurnPerNamespace: number;
+  /** Percent of the event loop's time TLS handshakes may take (100: no bound); more wait, namespaces in turn. */
+  tlsHandshakePercent: number;
   /** Time to receive a request's headers (slow clients are cut). */
   headersTimeoutMs: number;
   /** How long an idle keep-alive connection stays open, and an answer the client reads none of. */
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
@@ -92,6 +96,10 @@ export class Listener {
   /** Connections not admitted yet, by their two ends (`peerKey`): a TLS socket has the same as
    * the TCP socket under it, which is the one 'connection' gives. */
   private readonly unadmitted = new Map<string, Unadmitted>();
+  /** A TLS listener's: starts the handshake on a new connection (false: its client is gone). */
+  private readonly handshake: ((raw: Socket) => boolean) | undefined;
+  /** What a signature with the listener's key costs the event loop, in ms. */
+  private signMs = 0;
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits, deps.log)) {
@@ -107,7 +115,19 @@ export class Listener {
         const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
         // half-open as over plain HTTP: a session's client may end its side and still read the reply;
         // a handshake gets the header timeout too (Node's default is 120 s)
-        this.server = createTLSServer({ ...opts, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...clientCerts });
+        // paused: the client's first bytes wait in the kernel until the handshake's turn comes
+        const server = createTLSServer({ ...opts, pauseOnConnect: true, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...clientCerts });
+        // the TLS server's own 'connection' handler (it wraps the socket and starts the handshake)
+        const [handshake, ...more] = server.listeners('connection') as Array<(raw: Socket) => void>;
+        if (!handshake || more.length > 0) throw new Error('this Node.js TLS server does not start handshakes from one connection handler');
+        server.removeListener('connection', handshake);
+        this.handshake = (raw) => !raw.destroyed && (handshake.call(server, raw), true);
+        this.signMs = signCost(plan.tls.key);
+        // a resumed session signs nothing: what it was charged for the signature is given back
+        server.on('secureConnection', (tls: TLSSocket) => {
+          if (tls.isSessionReused()) budgets.handshakes.refund(this.signMs);
+        });
+        this.server = server;
       } else {
         this.server = createServer(opts);
       }
@@ -161,6 +181,7 @@ export class Listener {
         next.dispose(previous); // what the new table took, unless the current one shares it
         throw err;
       }
+      this.signMs = signCost(plan.tls.key);
       next.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
     }
     this.table = next;
@@ -238,6 +259,9 @@ export class Listener {
       this.budgets.unadmitted.remove(ns, c);
       if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
     });
+    if (this.handshake && !this.budgets.handshakes.start(ns, this.signMs + connectionMs, () => this.handshake!(raw))) {
+      this.table.m.handshakeDeferred();
+    }
   }
 
   /**

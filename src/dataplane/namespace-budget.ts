@@ -4,6 +4,7 @@
 // one team could starve the others or get the operator OOM-killed.
 import type { Server as NetServer, Socket } from 'node:net';
 import { EntryBudget } from '../auth/token-cache.js';
+import { HandshakeShare } from './handshake-share.js';
 
 export class NamespaceBudget {
   private readonly held = new Map<string, number>();
@@ -209,11 +210,13 @@ export interface Budgets {
   bodies: NamespaceBudget;
   /** Requests started per turn of the event loop. */
   turns: TurnShare;
+  /** TLS handshakes' share of the event loop, namespaces in turn. */
+  handshakes: HandshakeShare;
   /** Callers held in the token caches of a namespace's gateways (~1 KiB each). */
   cachedCallers(namespace: string): EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number },
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; tlsHandshakePercent: number },
   log: { error(obj: object, msg: string): void }): Budgets {
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
@@ -221,6 +224,7 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; buffere
     unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
+    handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));

@@ -29,6 +29,7 @@ export class GatewayMetrics {
   readonly rateLimited: CounterChild;
   private refused: CounterChild | undefined;
   private deferred: CounterChild | undefined;
+  private handshakesDeferred: CounterChild | undefined;
   private readonly connectionsRefused: Partial<Record<ConnectionLimit, CounterChild>> = {};
   private readonly live: Liveness;
 
@@ -53,6 +54,11 @@ export class GatewayMetrics {
   /** A request that waits for a later turn of the event loop (the series is made on first use). */
   requestDeferred(): void {
     (this.deferred ??= child(this.live, this.m.requestsDeferred, this.ns, this.gw)).inc();
+  }
+
+  /** A TLS handshake that waits for its namespace's turn (the series is made on first use). */
+  handshakeDeferred(): void {
+    (this.handshakesDeferred ??= child(this.live, this.m.handshakesDeferred, this.ns, this.gw)).inc();
   }
 
   /** A connection refused at accept, over the listener's or the namespace's limit (made on first use). */

@@ -439,6 +439,29 @@ test('listener TLS: ECDHE suites only and no renegotiation, after a certificate 
   }
 });
 
+test('TLS handshakes take their share of the event loop, namespaces in turn: one team\'s burst of new connections does not hold back another\'s', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { tlsHandshakePercent: 2, headersTimeoutMs: 1000 } }); // an RSA-2048 handshake: one every ~60 ms
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', a), true));
+  await m.apply('team-b/gw', withTLS(planOf('team-b', 'gw', b), true));
+  const secured: string[] = [];
+  const open = (port: number, name: string) => new Promise<void>((resolve, reject) => {
+    const c = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+      secured.push(name);
+      resolve();
+    });
+    held.push(c);
+    c.on('error', reject);
+  });
+  const burst = Array.from({ length: 10 }, (_, i) => open(a, `a${i}`));
+  await new Promise((r) => setTimeout(r, 30)); // team-a's burst is in, and waits
+  await Promise.all([...burst, open(b, 'b')]);
+  assert.ok(secured.indexOf('b') <= 4, `team-b's handshake took its turn with team-a's waiting ones: ${secured.join(' ')}`);
+  const deferred = (ns: string, text: string) => Number(new RegExp(`^access_gateway_tls_handshakes_deferred_total\\{namespace="${ns}",gateway="gw"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  const all = await exposed(deps);
+  assert.ok(deferred('team-a', all) >= 7, `team-a's burst waited past the share: ${deferred('team-a', all)}`);
+});
+
 test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket relay: its messages are not unmasked and parsed as SPDY', async (t) => {
   // the inner SPDY reading unmasks every byte in JavaScript: for kubectl port-forward through the
   // apiserver only, not at the choice of a team's own backend (SPDY pings inside are activity here)
