@@ -16,6 +16,7 @@ import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
 import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
+import { HandshakeShare } from '../../src/dataplane/handshake-share.js';
 import { makeCA, makeLeaf } from '../support/certs.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -460,6 +461,31 @@ test('TLS handshakes take their share of the event loop, namespaces in turn: one
   const deferred = (ns: string, text: string) => Number(new RegExp(`^access_gateway_tls_handshakes_deferred_total\\{namespace="${ns}",gateway="gw"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
   const all = await exposed(deps);
   assert.ok(deferred('team-a', all) >= 7, `team-a's burst waited past the share: ${deferred('team-a', all)}`);
+});
+
+test('a resumed TLS session is charged the key exchange only: its signature\'s share is given back', async (t) => {
+  const refunds = t.mock.method(HandshakeShare.prototype, 'refund');
+  const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 1000 } });
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  // a ticket: sent by the server once its side of the handshake is done
+  const first = await new Promise<Buffer>((resolve, reject) => {
+    const c = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    held.push(c);
+    c.once('session', resolve);
+    c.on('error', reject);
+  });
+  assert.equal(refunds.mock.callCount(), 0, 'a full handshake keeps its charge');
+  const reused = await new Promise<boolean>((resolve, reject) => {
+    const c = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, session: first }, () => resolve(c.isSessionReused()));
+    held.push(c);
+    c.on('error', reject);
+  });
+  assert.equal(reused, true);
+  for (let i = 0; i < 100 && refunds.mock.callCount() === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(refunds.mock.callCount(), 1, 'the resumed one gets its signature back');
+  const ms = refunds.mock.calls[0]!.arguments[0] as number;
+  assert.ok(ms > 0.05 && ms < 50, `an RSA-2048 signature: ${ms} ms`);
 });
 
 test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket relay: its messages are not unmasked and parsed as SPDY', async (t) => {
