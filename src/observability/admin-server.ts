@@ -16,6 +16,9 @@ export interface AdminOptions {
   status?: () => unknown;
   /** Time for a request's headers to arrive (default 10 s; Node's own is 60 s). */
   headersTimeoutMs?: number;
+  /** A connection with nothing read or written for this long is closed (default 30 s): an answer
+   * its client stopped reading. */
+  stalledMs?: number;
 }
 
 const refusals: Record<Exclude<AdminDecision, 'allowed'>, [number, string]> = {
@@ -72,6 +75,8 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
   // any pod may reach the port: a connection that trickles its headers is closed soon
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
   const server = createServer({ headersTimeout, requestTimeout: headersTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) }, app);
+  // an answer the client does not read (a scrape is written as the socket takes it) holds its connection no longer
+  server.setTimeout(opts.stalledMs ?? 30_000);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {

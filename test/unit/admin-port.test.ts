@@ -4,11 +4,11 @@ import assert from 'node:assert/strict';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { request } from 'undici';
 import { boundConnections } from '../../src/dataplane/namespace-budget.js';
-import { startAdminServer } from '../../src/observability/admin-server.js';
+import { startAdminServer, type AdminOptions } from '../../src/observability/admin-server.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 
-async function admin(t: TestContext, headersTimeoutMs?: number) {
-  const server = await startAdminServer({ host: '127.0.0.1', port: 0, metrics: testMetrics(), ready: () => true, ...(headersTimeoutMs ? { headersTimeoutMs } : {}) });
+async function admin(t: TestContext, o: Partial<AdminOptions> = {}) {
+  const server = await startAdminServer({ host: '127.0.0.1', port: 0, metrics: testMetrics(), ready: () => true, ...o });
   const held: Socket[] = [];
   t.after(() => {
     for (const s of held) s.destroy();
@@ -47,8 +47,35 @@ test('the admin port holds a bounded number of connections: a new probe gets in,
 });
 
 test('an admin connection that trickles its headers is closed after the header timeout', async (t) => {
-  const { open } = await admin(t, 300);
+  const { open } = await admin(t, { headersTimeoutMs: 300 });
   const s = await open();
   s.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
   assert.equal(await closed(s), true);
+});
+
+test('a /metrics answer its client stops reading is closed once nothing moved for a while; one read slowly is not', async (t) => {
+  // 32 MiB: more than the two sockets' buffers hold
+  const chunk = Buffer.alloc(64 << 10, 'x');
+  const metrics = { contentType: 'text/plain', exposition: async () => ({ head: '', chunks: Array.from({ length: 512 }, () => chunk) }) };
+  const { server, port } = await admin(t, { metrics, stalledMs: 400 });
+  const scrape = () => {
+    const s = connect(port, '127.0.0.1', () => s.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'));
+    s.on('error', () => {});
+    s.pause();
+    t.after(() => s.destroy());
+    return s;
+  };
+  scrape(); // never read
+  const slow = scrape();
+  let got = 0;
+  const timer = setInterval(() => { for (let c; (c = slow.read()) !== null;) got += c.length; }, 100); // ~64 KiB each time
+  t.after(() => clearInterval(timer));
+  const open = () => new Promise<number>((resolve) => server.getConnections((_err, n) => resolve(n)));
+  for (let i = 0; i < 60 && (await open()) < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await open(), 2);
+  for (let i = 0; i < 60 && (await open()) > 1; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await open(), 1, 'the unread answer\'s connection was closed');
+  const before = got;
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(got > before && !slow.destroyed, `the slow reader is still served: ${before} then ${got} bytes`);
 });
