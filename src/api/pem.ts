@@ -79,6 +79,11 @@ export function keyProblem(c: X509Certificate): string | null {
   } catch (err) { // a key OpenSSL cannot read (an algorithm it lacks)
     return `has a key that cannot be read: ${(err as Error).message}`;
   }
+  return keyTypeProblem(type, d);
+}
+
+/** Why a key of `type` with `d` may not sign or check signatures here (the rules above), or null. */
+export function keyTypeProblem(type: string | undefined, d: AsymmetricKeyDetails | undefined): string | null {
   if (type === 'rsa' || type === 'rsa-pss') {
     const bits = d?.modulusLength ?? 0;
     if (bits > maxKeyBits) return `has a ${bits}-bit key, more than the ${maxKeyBits} bits a CA key may have`;

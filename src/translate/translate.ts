@@ -7,7 +7,7 @@ import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js'
 import { describePatternProblem, maxGatewayProgram, routePatterns } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
-import { GatewayBundles } from '../api/pem.js';
+import { GatewayBundles, keyTypeProblem } from '../api/pem.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
@@ -55,6 +55,9 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
     // a handshake signs with the key on the event loop every team shares: RSA-16384 takes seconds
     const bits = k.asymmetricKeyDetails?.modulusLength;
     if (bits !== undefined && bits > maxRSABits) return { problem: `Secret ${ns}/${name}: tls.key is a ${bits}-bit ${k.asymmetricKeyType} key; at most ${maxRSABits} bits (each TLS handshake signs with it)` };
+    // as a CA key: a huge RSA exponent makes each signature cost more; other curves and DSA no client takes
+    const why = keyTypeProblem(k.asymmetricKeyType, k.asymmetricKeyDetails);
+    if (why) return { problem: `Secret ${ns}/${name}: tls.key ${why}` };
     if (!x.checkPrivateKey(k)) return { problem: `Secret ${ns}/${name}: tls.key does not match tls.crt` };
   } catch (err) {
     return { problem: `Secret ${ns}/${name}: tls.crt/tls.key are not a valid PEM certificate and key: ${(err as Error).message}` };

@@ -71,6 +71,20 @@ test('translate: a listener key over 4096 RSA bits and a CA bundle over 256 cert
   }
 });
 
+test('translate: a listener key is judged as a CA key: an RSA exponent over 2^31-1 and an EC key on another curve are refused', () => {
+  // a huge exponent makes each signature cost more than the share charges (it is measured per key, but every
+  // handshake of the team's then waits longer for nothing a client needs); no TLS client takes the others
+  const odd = (name: string, args: string[]) => {
+    const k = makeOddCA(dir, name, args);
+    const t = translate(gateway(undefined as never), { port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(k.cert), 'tls.key': b64(k.key) } } } });
+    return t.plan ? 'served' : t.conditions.find((c) => c.type === 'ResolvedRefs')!.message;
+  };
+  assert.match(odd('listener-e', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-pkeyopt', 'rsa_keygen_pubexp:4294967297']), /tls\.key has an RSA public exponent over 2\^31-1/);
+  assert.match(odd('listener-k1', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:secp256k1']), /tls\.key has an EC key on the curve secp256k1; P-256, P-384 or P-521 only/);
+  assert.equal(odd('listener-rsa', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048']), 'served');
+  assert.equal(odd('listener-ed', ['-algorithm', 'ED25519']), 'served');
+});
+
 test('translate: a gateway\'s distinct CA bundles together may hold 512 KiB; a bundle named by many routes counts once', () => {
   // 200 KiB each: one certificate and a comment (text outside the PEM blocks is allowed)
   const padded = (c: string) => `${c.repeat(200 * 1024 - ca.cert.length)}\n${ca.cert}`;
