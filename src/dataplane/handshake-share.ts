@@ -1,12 +1,13 @@
-// TLS handshakes' share of the event loop. A full handshake signs with the listener's key on the
-// one thread every team shares (a full one with RSA-2048 costs ~1.2 ms), before any request, and so before the turns
-// requests take: without a bound, a team opening a new connection per request would take most of
+// TLS handshakes' share of the event loop. A handshake signs with the listener's key on the one
+// thread every team shares (a full one with RSA-2048 costs ~1.2 ms), before any request, and so
+// before the turns requests take: without a bound, a team opening a new connection per request would take most of
 // the process from every other team. Handshakes start when their namespace's turn comes (the
 // client's first bytes wait in the kernel meanwhile). Measured in docs/performance.md ("Stop 32").
 import { createPrivateKey, sign } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 
-/** Milliseconds of handshakes that may start at once: about one (a shorter turn for others). */
+/** Milliseconds of handshakes that may start at once: about one RSA-2048 handshake, and what
+ * may be overdrawn by one (a shorter turn for others). */
 const burstMs = 1.5;
 
 /**
@@ -19,33 +20,46 @@ export const connectionMs = 0.9;
 /** A handshake waiting for its turn: false when there was nothing to do (its client is gone). */
 type Start = () => boolean;
 
+/** One namespace's waiting handshakes by client address, and the ms it may spend in its turn
+ * (deficit round robin). */
+interface Queue {
+  bySource: Map<string, Array<{ cost: number; start: Start }>>;
+  credit: number;
+}
+
 /**
  * Handshakes take at most `share` of the time (a bucket of milliseconds). Past it they wait, and
- * each namespace's waiting handshakes take turns, one each, so that one team's flood holds back
- * its own handshakes, not another team's. `share` 1: no bound.
+ * namespaces take turns by time spent (deficit round robin: each turn adds `burstMs` to a
+ * namespace's credit), so one team's flood, or its costlier key, holds back its own handshakes,
+ * not another team's. Within a namespace, client addresses take turns, one each: a flood at
+ * another team's port from a few addresses holds back those. `share` 1: no bound.
  */
 export class HandshakeShare {
   private tokens = burstMs;
   private last: number;
-  private readonly waiting = new Map<string, Array<{ cost: number; start: Start }>>();
+  private readonly queues = new Map<string, Queue>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(readonly share: number, private readonly now = () => performance.now()) {
+  /** `onError`: what a start threw (it runs in a timer, with other namespaces'). */
+  constructor(readonly share: number, private readonly onError: (err: unknown) => void, private readonly now = () => performance.now()) {
+    if (!(share > 0 && share <= 1)) throw new RangeError(`handshake share ${share}: more than 0, at most 1`);
     this.last = now();
   }
 
   /** Starts a handshake that costs `cost` ms now and says true, or says false and starts it
-   * when `namespace`'s turn comes. */
-  start(namespace: string, cost: number, start: Start): boolean {
-    if (this.share >= 1) return start(), true;
+   * when the turn of `namespace`, and within it of the client address `source`, comes. */
+  start(namespace: string, source: string, cost: number, start: Start): boolean {
+    if (this.share >= 1) return this.run1(start), true;
     this.refill();
-    if (this.waiting.size === 0 && this.tokens > 0) {
-      if (start()) this.tokens -= cost;
+    if (this.queues.size === 0 && this.tokens > 0) {
+      if (this.run1(start)) this.tokens -= cost;
       return true;
     }
-    const q = this.waiting.get(namespace);
-    if (q) q.push({ cost, start });
-    else this.waiting.set(namespace, [{ cost, start }]);
+    let q = this.queues.get(namespace);
+    if (!q) this.queues.set(namespace, (q = { bySource: new Map(), credit: 0 }));
+    const mine = q.bySource.get(source);
+    if (mine) mine.push({ cost, start });
+    else q.bySource.set(source, [{ cost, start }]);
     this.schedule();
     return false;
   }
@@ -53,6 +67,15 @@ export class HandshakeShare {
   /** Gives back what a handshake was charged and did not spend (a resumed session signs nothing). */
   refund(ms: number): void {
     this.tokens = Math.min(burstMs, this.tokens + ms);
+  }
+
+  private run1(start: Start): boolean {
+    try {
+      return start();
+    } catch (err) {
+      this.onError(err);
+      return false;
+    }
   }
 
   private refill(): void {
@@ -69,35 +92,47 @@ export class HandshakeShare {
   private readonly run = (): void => {
     this.timer = undefined;
     this.refill();
-    // one each, in turn: a namespace that started one goes to the back
-    while (this.tokens > 0 && this.waiting.size > 0) {
-      const [ns, q] = this.waiting.entries().next().value!;
-      this.waiting.delete(ns);
-      const h = q.shift()!;
-      if (q.length > 0) this.waiting.set(ns, q);
-      if (h.start()) this.tokens -= h.cost;
+    while (this.tokens > 0 && this.queues.size > 0) {
+      const [ns, q] = this.queues.entries().next().value!;
+      const [source, mine] = q.bySource.entries().next().value!;
+      const next = mine[0]!;
+      if (q.credit < next.cost) {
+        // its turn is spent: more credit, and to the back
+        q.credit += burstMs;
+        this.queues.delete(ns);
+        this.queues.set(ns, q);
+        continue;
+      }
+      mine.shift();
+      q.bySource.delete(source); // to the back of its namespace's addresses
+      if (mine.length > 0) q.bySource.set(source, mine);
+      if (this.run1(next.start)) {
+        this.tokens -= next.cost;
+        q.credit -= next.cost;
+      }
+      if (q.bySource.size === 0) this.queues.delete(ns); // credit is not kept for later
     }
-    if (this.waiting.size > 0) this.schedule();
+    if (this.queues.size > 0) this.schedule();
   };
 }
 
-const signing = new Map<string, number>();
-
-/** What one signature with `key` costs the event loop, in ms: measured once per kind and size of key. */
+/**
+ * What one signature with `key` costs the event loop, in ms: the faster of two, measured for each
+ * listener key (a key's cost is its own: its exponent, whether its CRT values are right). A key
+ * it cannot sign with is charged 20 ms, as an RSA-8192 key.
+ */
 export function signCost(key: string): number {
-  const k = createPrivateKey(key);
-  const d = k.asymmetricKeyDetails;
-  const kind = `${k.asymmetricKeyType}:${d?.modulusLength ?? d?.namedCurve ?? ''}`;
-  let ms = signing.get(kind);
-  if (ms === undefined) {
+  try {
+    const k = createPrivateKey(key);
     const alg = k.asymmetricKeyType === 'ed25519' || k.asymmetricKeyType === 'ed448' ? null : 'sha256';
-    ms = Infinity;
-    for (let i = 0; i < 3; i++) {
+    let ms = Infinity;
+    for (let i = 0; i < 2; i++) {
       const t = performance.now();
       sign(alg, Buffer.alloc(32), k);
       ms = Math.min(ms, performance.now() - t);
     }
-    signing.set(kind, ms);
+    return ms;
+  } catch {
+    return 20;
   }
-  return ms;
 }

@@ -224,7 +224,7 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; buffere
     unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
-    handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100),
+    handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100, (err) => log.error({ err }, 'a TLS handshake failed to start')),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));

@@ -7,10 +7,11 @@ import { HandshakeShare, signCost } from '../../src/dataplane/handshake-share.js
 function setup(t: TestContext, share = 0.5) {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const clock = { now: 0 };
-  const s = new HandshakeShare(share, () => clock.now);
+  const errors: unknown[] = [];
+  const s = new HandshakeShare(share, (err) => errors.push(err), () => clock.now);
   const started: string[] = [];
-  const start = (ns: string, name: string, cost = 1, gone = false) =>
-    s.start(ns, cost, () => { if (!gone) started.push(name); return !gone; });
+  const start = (ns: string, name: string, cost = 1, gone = false, source = '10.0.0.1') =>
+    s.start(ns, source, cost, () => { if (!gone) started.push(name); return !gone; });
   /** `ms` pass, timers firing as they come due. */
   const pass = (ms: number) => {
     for (let i = 0; i < ms; i++) {
@@ -18,7 +19,7 @@ function setup(t: TestContext, share = 0.5) {
       t.mock.timers.tick(1);
     }
   };
-  return { s, started, start, pass };
+  return { s, started, start, pass, errors };
 }
 
 test('TLS handshakes: within the share they start at once; past it they wait their time', (t) => {
@@ -48,7 +49,40 @@ test('TLS handshakes: waiting ones take turns by namespace, so one team\'s flood
   start('team-c', 'c0');
   assert.equal(started.length, 2);
   pass(12);
-  assert.deepEqual(started.slice(2), ['a2', 'b0', 'c0', 'a3', 'b1', 'a4']);
+  // each turn gives a namespace 1.5 ms: team-a's second turn holds two of its 1 ms handshakes
+  assert.deepEqual(started.slice(2), ['a2', 'b0', 'c0', 'a3', 'a4', 'b1']);
+});
+
+test('TLS handshakes: namespaces take turns by time, so a costlier key does not buy more of it', (t) => {
+  const { started, start, pass } = setup(t);
+  for (let i = 0; i < 200; i++) start('team-a', `a${i}`, 3); // an RSA-4096 listener, say
+  for (let i = 0; i < 400; i++) start('team-b', `b${i}`, 1);
+  pass(600);
+  const a = started.filter((n) => n.startsWith('a')).length * 3;
+  const b = started.filter((n) => n.startsWith('b')).length;
+  assert.ok(a + b >= 290 && a + b <= 310, `600 ms × 0.5: ${a + b} ms`);
+  assert.ok(Math.abs(a - b) <= 6, `team-a spent ${a} ms, team-b ${b} ms`);
+});
+
+test('TLS handshakes: within a namespace, client addresses take turns, so a flood at a team\'s port holds back the flood', (t) => {
+  const { started, start, pass } = setup(t);
+  for (let i = 0; i < 20; i++) start('team-b', `x${i}`, 1, false, '10.9.9.9'); // someone else's pods, at team-b's port
+  start('team-b', 'b0', 1, false, '10.0.0.2');
+  start('team-b', 'b1', 1, false, '10.0.0.2');
+  start('team-b', 'c0', 1, false, '10.0.0.3');
+  pass(12);
+  assert.deepEqual(started, ['x0', 'x1', 'x2', 'b0', 'c0', 'x3', 'b1', 'x4']);
+});
+
+test('TLS handshakes: one that throws is reported, and the others still start', (t) => {
+  const { s, started, start, pass, errors } = setup(t);
+  start('team-a', 'a0');
+  start('team-a', 'a1');
+  s.start('team-a', '10.0.0.1', 1, () => { throw new Error('boom'); });
+  start('team-b', 'b0');
+  pass(4);
+  assert.deepEqual(errors.map((e) => (e as Error).message), ['boom']);
+  assert.deepEqual(started, ['a0', 'a1', 'b0']);
 });
 
 test('TLS handshakes: one whose client left while it waited costs nothing', (t) => {
@@ -65,17 +99,17 @@ test('TLS handshakes: a refund (a resumed session) lets the next one start soone
   t.mock.timers.tick(1); // no time has passed on the clock: only the refund lets a2 start
   assert.deepEqual(started.slice(2), ['a2']);
 
-  const none = new HandshakeShare(1, () => 0);
+  const none = new HandshakeShare(1, () => {}, () => 0);
   let n = 0;
-  for (let i = 0; i < 100; i++) assert.ok(none.start('team-a', 10, () => (n++, true)));
+  for (let i = 0; i < 100; i++) assert.ok(none.start('team-a', '10.0.0.1', 10, () => (n++, true)));
   assert.equal(n, 100);
 });
 
-test('TLS handshake cost: a signature, measured once per kind and size of key; larger keys cost more', () => {
+test('TLS handshake cost: a signature with the key, measured; larger keys cost more; a key that cannot sign costs 20 ms', () => {
   const pem = (k: KeyObject) => k.export({ format: 'pem', type: 'pkcs8' }) as string;
-  const rsa4096 = signCost(pem(generateKeyPairSync('rsa', { modulusLength: 4096 }).privateKey));
+  const rsa = signCost(pem(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey));
   const p256 = signCost(pem(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey));
-  assert.ok(rsa4096 > p256 * 3, `RSA-4096 ${rsa4096} ms, P-256 ${p256} ms`);
-  const other = pem(generateKeyPairSync('rsa', { modulusLength: 4096 }).privateKey);
-  assert.equal(signCost(other), rsa4096, 'another key of the same kind and size: not measured again');
+  assert.ok(rsa > p256 * 3, `RSA-2048 ${rsa} ms, P-256 ${p256} ms`);
+  assert.equal(signCost(pem(generateKeyPairSync('x25519').privateKey)), 20);
+  assert.throws(() => new HandshakeShare(0, () => {}), RangeError);
 });
