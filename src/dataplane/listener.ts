@@ -177,11 +177,11 @@ export class Listener {
       const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
       try {
         (this.server as TLSServer).setSecureContext({ cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...ca });
+        this.signMs = signCost(plan.tls.key);
       } catch (err) {
         next.dispose(previous); // what the new table took, unless the current one shares it
         throw err;
       }
-      this.signMs = signCost(plan.tls.key);
       next.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
     }
     this.table = next;
@@ -244,7 +244,10 @@ export class Listener {
   /** A new TCP connection counts as not admitted yet until its first admitted request. */
   private onConnection(raw: Socket): void {
     const key = peerKey(raw);
-    if (key === undefined) return; // already gone
+    if (key === undefined) { // already gone (reset before it was accepted)
+      raw.destroy(); // paused: nothing else would notice
+      return;
+    }
     const ns = this.table.plan.namespace;
     const c: Unadmitted = {
       source: addressGroup(raw.remoteAddress!),
@@ -259,9 +262,24 @@ export class Listener {
       this.budgets.unadmitted.remove(ns, c);
       if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
     });
-    if (this.handshake && !this.budgets.handshakes.start(ns, this.signMs + connectionMs, () => this.handshake!(raw))) {
+    if (this.handshake && !this.budgets.handshakes.start(ns, c.source, this.signMs + connectionMs, this.handshakeFor(raw))) {
       this.table.m.handshakeDeferred();
     }
+  }
+
+  /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
+   * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
+   * the next one), or one that waited past the header timeout (its client has likely given up). */
+  private handshakeFor(raw: Socket): () => boolean {
+    const since = performance.now();
+    return () => {
+      if (raw.destroyed) return false;
+      if (this.closing || performance.now() - since > this.limits.headersTimeoutMs) {
+        raw.destroy();
+        return false;
+      }
+      return this.handshake!(raw);
+    };
   }
 
   /**

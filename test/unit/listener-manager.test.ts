@@ -463,6 +463,28 @@ test('TLS handshakes take their share of the event loop, namespaces in turn: one
   assert.ok(deferred('team-a', all) >= 7, `team-a's burst waited past the share: ${deferred('team-a', all)}`);
 });
 
+test('a listener that closes while TLS handshakes wait their turn closes those connections: they never start', { timeout: 30_000 }, async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { tlsHandshakePercent: 1 } }); // an RSA-2048 handshake: one every ~125 ms
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const ends = Array.from({ length: 8 }, () => new Promise<string>((resolve) => {
+    const c = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => resolve('secure'));
+    held.push(c);
+    c.on('error', () => resolve('closed'));
+    c.on('close', () => resolve('closed'));
+  }));
+  const waiting = async () => Number(/^access_gateway_tls_handshakes_deferred_total\{namespace="team-a",gateway="gw"\} (\d+)$/m.exec(await exposed(deps))?.[1] ?? 0);
+  for (let i = 0; i < 100 && (await waiting()) < 6; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok((await waiting()) >= 6, 'six or more wait');
+  const closing = Date.now();
+  await m.closeAll(0);
+  const took = Date.now() - closing;
+  // else each would start in its turn, and, idle, hold the close for the header timeout (10 s)
+  assert.ok(took < 5_000, `closed in ${took} ms`);
+  const outcomes = await Promise.all(ends);
+  assert.ok(outcomes.filter((o) => o === 'closed').length >= 6, outcomes.join(' '));
+});
+
 test('a resumed TLS session is charged the key exchange only: its signature\'s share is given back', async (t) => {
   const refunds = t.mock.method(HandshakeShare.prototype, 'refund');
   const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 1000 } });
