@@ -20,17 +20,22 @@ export const connectionMs = 0.9;
 /** A handshake waiting for its turn: false when there was nothing to do (its client is gone). */
 type Start = () => boolean;
 
+/** What a handshake costs, in ms, asked when it starts (its listener's key may have changed meanwhile). */
+type Cost = () => number;
+
 /** One namespace's waiting handshakes by client address, and the ms it may spend in its turn
  * (deficit round robin). */
 interface Queue {
-  bySource: Map<string, Array<{ cost: number; start: Start }>>;
+  bySource: Map<string, Array<{ cost: Cost; start: Start }>>;
   credit: number;
+  /** It is at the front and has had this turn's credit. */
+  inTurn: boolean;
 }
 
 /**
  * Handshakes take at most `share` of the time (a bucket of milliseconds). Past it they wait, and
  * namespaces take turns by time spent (deficit round robin: each turn adds `burstMs` to a
- * namespace's credit), so one team's flood, or its costlier key, holds back its own handshakes,
+ * namespace's credit, and it starts handshakes while its credit covers them), so one team's flood, or its costlier key, holds back its own handshakes,
  * not another team's. Within a namespace, client addresses take turns, one each: a flood at
  * another team's port from a few addresses holds back those. `share` 1: no bound.
  */
@@ -48,15 +53,16 @@ export class HandshakeShare {
 
   /** Starts a handshake that costs `cost` ms now and says true, or says false and starts it
    * when the turn of `namespace`, and within it of the client address `source`, comes. */
-  start(namespace: string, source: string, cost: number, start: Start): boolean {
+  start(namespace: string, source: string, cost: Cost, start: Start): boolean {
     if (this.share >= 1) return this.run1(start), true;
     this.refill();
     if (this.queues.size === 0 && this.tokens > 0) {
-      if (this.run1(start)) this.tokens -= cost;
+      const ms = cost();
+      if (this.run1(start)) this.tokens -= ms;
       return true;
     }
     let q = this.queues.get(namespace);
-    if (!q) this.queues.set(namespace, (q = { bySource: new Map(), credit: 0 }));
+    if (!q) this.queues.set(namespace, (q = { bySource: new Map(), credit: 0, inTurn: false }));
     const mine = q.bySource.get(source);
     if (mine) mine.push({ cost, start });
     else q.bySource.set(source, [{ cost, start }]);
@@ -64,9 +70,12 @@ export class HandshakeShare {
     return false;
   }
 
-  /** Gives back what a handshake was charged and did not spend (a resumed session signs nothing). */
-  refund(ms: number): void {
+  /** Gives back what a handshake of `namespace` was charged and did not spend (a resumed session
+   * signs nothing): to the share, and to the namespace's turn if it has handshakes waiting. */
+  refund(namespace: string, ms: number): void {
     this.tokens = Math.min(burstMs, this.tokens + ms);
+    const q = this.queues.get(namespace);
+    if (q) q.credit += ms;
   }
 
   private run1(start: Start): boolean {
@@ -94,11 +103,16 @@ export class HandshakeShare {
     this.refill();
     while (this.tokens > 0 && this.queues.size > 0) {
       const [ns, q] = this.queues.entries().next().value!;
+      if (!q.inTurn) {
+        q.credit += burstMs;
+        q.inTurn = true;
+      }
       const [source, mine] = q.bySource.entries().next().value!;
       const next = mine[0]!;
-      if (q.credit < next.cost) {
-        // its turn is spent: more credit, and to the back
-        q.credit += burstMs;
+      const cost = next.cost();
+      if (q.credit < cost) {
+        // its turn is spent: to the back, keeping what is left for its next turn
+        q.inTurn = false;
         this.queues.delete(ns);
         this.queues.set(ns, q);
         continue;
@@ -107,8 +121,8 @@ export class HandshakeShare {
       q.bySource.delete(source); // to the back of its namespace's addresses
       if (mine.length > 0) q.bySource.set(source, mine);
       if (this.run1(next.start)) {
-        this.tokens -= next.cost;
-        q.credit -= next.cost;
+        this.tokens -= cost;
+        q.credit -= cost;
       }
       if (q.bySource.size === 0) this.queues.delete(ns); // credit is not kept for later
     }
@@ -119,7 +133,7 @@ export class HandshakeShare {
 /**
  * What one signature with `key` costs the event loop, in ms: the faster of two, measured for each
  * listener key (a key's cost is its own: its exponent, whether its CRT values are right). A key
- * it cannot sign with is charged 20 ms, as an RSA-8192 key.
+ * it cannot sign with this way (an RSA-PSS key bound to another hash) is charged 20 ms.
  */
 export function signCost(key: string): number {
   try {
