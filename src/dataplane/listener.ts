@@ -100,6 +100,9 @@ export class Listener {
   private readonly handshake: ((raw: Socket) => boolean) | undefined;
   /** What a signature with the listener's key costs the event loop, in ms. */
   private signMs = 0;
+  /** Handshakes started and not yet done, by their two ends (`peerKey`): what each was charged
+   * for its signature (the key may change before it is done). */
+  private readonly signed = new Map<string, number>();
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits, deps.log)) {
@@ -125,7 +128,11 @@ export class Listener {
         this.signMs = signCost(plan.tls.key);
         // a resumed session signs nothing: what it was charged for the signature is given back
         server.on('secureConnection', (tls: TLSSocket) => {
-          if (tls.isSessionReused()) budgets.handshakes.refund(this.signMs);
+          const key = peerKey(tls);
+          const ms = key === undefined ? undefined : this.signed.get(key);
+          if (ms === undefined) return;
+          this.signed.delete(key!);
+          if (tls.isSessionReused()) budgets.handshakes.refund(plan.namespace, ms);
         });
         this.server = server;
       } else {
@@ -261,8 +268,9 @@ export class Listener {
     raw.once('close', () => {
       this.budgets.unadmitted.remove(ns, c);
       if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
+      this.signed.delete(key);
     });
-    if (this.handshake && !this.budgets.handshakes.start(ns, c.source, this.signMs + connectionMs, this.handshakeFor(raw))) {
+    if (this.handshake && !this.budgets.handshakes.start(ns, c.source, () => this.signMs + connectionMs, this.handshakeFor(raw, key))) {
       this.table.m.handshakeDeferred();
     }
   }
@@ -270,7 +278,7 @@ export class Listener {
   /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
    * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
    * the next one), or one that waited past the header timeout (its client has likely given up). */
-  private handshakeFor(raw: Socket): () => boolean {
+  private handshakeFor(raw: Socket, key: string): () => boolean {
     const since = performance.now();
     return () => {
       if (raw.destroyed) return false;
@@ -278,7 +286,13 @@ export class Listener {
         raw.destroy();
         return false;
       }
-      return this.handshake!(raw);
+      try {
+        this.signed.set(key, this.signMs);
+        return this.handshake!(raw);
+      } catch (err) {
+        raw.destroy(); // paused: nothing else would close it
+        throw err;
+      }
     };
   }
 

@@ -485,6 +485,22 @@ test('a listener that closes while TLS handshakes wait their turn closes those c
   assert.ok(outcomes.filter((o) => o === 'closed').length >= 6, outcomes.join(' '));
 });
 
+test('a TLS connection that waited for its handshake\'s turn past the header timeout is closed unstarted', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { tlsHandshakePercent: 1, headersTimeoutMs: 200 } }); // one every ~125 ms
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const ends = await Promise.all(Array.from({ length: 8 }, () => new Promise<string>((resolve) => {
+    const c = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => resolve('secure'));
+    held.push(c);
+    c.on('error', () => resolve('closed'));
+    c.on('close', () => resolve('closed'));
+  })));
+  // two at once, one or two more within 200 ms; the others waited past it
+  const secure = ends.filter((e) => e === 'secure').length;
+  assert.ok(secure >= 2 && secure <= 4, ends.join(' '));
+  assert.ok(/tls_handshakes_deferred_total\{namespace="team-a",gateway="gw"\} [6-8]$/m.test(await exposed(deps)));
+});
+
 test('a resumed TLS session is charged the key exchange only: its signature\'s share is given back', async (t) => {
   const refunds = t.mock.method(HandshakeShare.prototype, 'refund');
   const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 1000 } });
@@ -506,7 +522,8 @@ test('a resumed TLS session is charged the key exchange only: its signature\'s s
   assert.equal(reused, true);
   for (let i = 0; i < 100 && refunds.mock.callCount() === 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(refunds.mock.callCount(), 1, 'the resumed one gets its signature back');
-  const ms = refunds.mock.calls[0]!.arguments[0] as number;
+  const [ns, ms] = refunds.mock.calls[0]!.arguments as [string, number];
+  assert.equal(ns, 'team-a');
   assert.ok(ms > 0.05 && ms < 50, `an RSA-2048 signature: ${ms} ms`);
 });
 
