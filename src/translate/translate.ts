@@ -38,7 +38,7 @@ export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
   return { errors: true, sample: 1 };
 }
 
-/** Largest RSA (and DSA) key a listener may sign handshakes with. */
+/** Largest RSA key a listener may sign handshakes with. */
 export const maxRSABits = 4096;
 
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */

@@ -83,6 +83,8 @@ test('translate: a listener key is judged as a CA key: an RSA exponent over 2^31
   assert.match(odd('listener-k1', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:secp256k1']), /tls\.key has an EC key on the curve secp256k1; P-256, P-384 or P-521 only/);
   assert.equal(odd('listener-rsa', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048']), 'served');
   assert.equal(odd('listener-ed', ['-algorithm', 'ED25519']), 'served');
+  assert.equal(odd('listener-p256', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']), 'served');
+  assert.equal(odd('listener-p384', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384']), 'served');
 });
 
 test('translate: a gateway\'s distinct CA bundles together may hold 512 KiB; a bundle named by many routes counts once', () => {
