@@ -163,10 +163,13 @@ test('a net left by a SIGKILLed test process is swept by the next createTestNet'
   await new Promise((resolve) => child.once('exit', resolve));
   const other = await createTestNet();
   try {
-    assert.deepEqual(leftovers(got), []);
+    // the swept subnet is free again: `other` claims it 1 time in 512, and then the bridge is its own
+    if (other.id !== got) assert.deepEqual(leftovers(got), []);
+    else assert.deepEqual(leftovers(got), [`agwbr${got}`]);
   } finally {
     await other.destroy();
   }
+  assert.deepEqual(leftovers(got), []);
 });
 
 test('destroy removes every namespace, veth and the bridge', async () => {
