@@ -1,7 +1,7 @@
 // TLS handshakes' share of the event loop. A handshake signs with the listener's key on the one
 // thread every team shares (a full one with RSA-2048 costs ~1.2 ms), before any request, and so
-// before the turns requests take: without a bound, a team opening a new connection per request would take most of
-// the process from every other team. Handshakes start when their namespace's turn comes (the
+// before the turns requests take: without a bound, a team opening a new connection per request
+// would take most of the process from every other team. Handshakes start when their namespace's turn comes (the
 // client's first bytes wait in the kernel meanwhile). Measured in docs/performance.md ("Stop 32").
 import { createPrivateKey, sign } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -46,7 +46,7 @@ export class HandshakeShare {
   private timer: NodeJS.Timeout | undefined;
 
   /** `onError`: what a start threw (it runs in a timer, with other namespaces'). */
-  constructor(readonly share: number, private readonly onError: (err: unknown) => void, private readonly now = () => performance.now()) {
+  constructor(private readonly share: number, private readonly onError: (err: unknown) => void, private readonly now = () => performance.now()) {
     if (!(share > 0 && share <= 1)) throw new RangeError(`handshake share ${share}: more than 0, at most 1`);
     this.last = now();
   }
@@ -70,12 +70,10 @@ export class HandshakeShare {
     return false;
   }
 
-  /** Gives back what a handshake of `namespace` was charged and did not spend (a resumed session
-   * signs nothing): to the share, and to the namespace's turn if it has handshakes waiting. */
-  refund(namespace: string, ms: number): void {
+  /** Gives back to the share what a handshake was charged and did not spend (a resumed session
+   * signs nothing). Not to its namespace's turn: one started at once was not charged there. */
+  refund(ms: number): void {
     this.tokens = Math.min(burstMs, this.tokens + ms);
-    const q = this.queues.get(namespace);
-    if (q) q.credit += ms;
   }
 
   private run1(start: Start): boolean {

@@ -94,15 +94,15 @@ export class Listener {
   private readonly callers: EntryBudget;
   private closing: Promise<void> | undefined;
   /** Connections not admitted yet, by their two ends (`peerKey`): a TLS socket has the same as
-   * the TCP socket under it, which is the one 'connection' gives. */
-  private readonly unadmitted = new Map<string, Unadmitted>();
-  /** A TLS listener's: starts the handshake on a new connection (false: its client is gone). */
-  private readonly handshake: ((raw: Socket) => boolean) | undefined;
+   * the TCP socket under it, which is the one 'connection' gives. With TLS, what the handshake
+   * was charged for its signature once it started (the key may change before it is done). */
+  private readonly unadmitted = new Map<string, Unadmitted & { signMs?: number }>();
+  /** A TLS listener's: starts the handshake on a new connection. */
+  private readonly handshake: ((raw: Socket) => void) | undefined;
   /** What a signature with the listener's key costs the event loop, in ms. */
   private signMs = 0;
-  /** Handshakes started and not yet done, by their two ends (`peerKey`): what each was charged
-   * for its signature (the key may change before it is done). */
-  private readonly signed = new Map<string, number>();
+  /** What a full handshake with the listener's key is charged, in ms. */
+  private readonly handshakeMs = () => this.signMs + connectionMs;
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits, deps.log)) {
@@ -124,15 +124,13 @@ export class Listener {
         const [handshake, ...more] = server.listeners('connection') as Array<(raw: Socket) => void>;
         if (!handshake || more.length > 0) throw new Error('this Node.js TLS server does not start handshakes from one connection handler');
         server.removeListener('connection', handshake);
-        this.handshake = (raw) => !raw.destroyed && (handshake.call(server, raw), true);
+        this.handshake = (raw) => handshake.call(server, raw);
         this.signMs = signCost(plan.tls.key);
         // a resumed session signs nothing: what it was charged for the signature is given back
         server.on('secureConnection', (tls: TLSSocket) => {
           const key = peerKey(tls);
-          const ms = key === undefined ? undefined : this.signed.get(key);
-          if (ms === undefined) return;
-          this.signed.delete(key!);
-          if (tls.isSessionReused()) budgets.handshakes.refund(plan.namespace, ms);
+          const c = key === undefined ? undefined : this.unadmitted.get(key);
+          if (c?.signMs !== undefined && tls.isSessionReused()) budgets.handshakes.refund(c.signMs);
         });
         this.server = server;
       } else {
@@ -256,7 +254,7 @@ export class Listener {
       return;
     }
     const ns = this.table.plan.namespace;
-    const c: Unadmitted = {
+    const c: Unadmitted & { signMs?: number } = {
       source: addressGroup(raw.remoteAddress!),
       evict: () => {
         this.table.m.connectionRefused('unadmitted');
@@ -268,9 +266,8 @@ export class Listener {
     raw.once('close', () => {
       this.budgets.unadmitted.remove(ns, c);
       if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
-      this.signed.delete(key);
     });
-    if (this.handshake && !this.budgets.handshakes.start(ns, c.source, () => this.signMs + connectionMs, this.handshakeFor(raw, key))) {
+    if (this.handshake && !this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c))) {
       this.table.m.handshakeDeferred();
     }
   }
@@ -278,7 +275,7 @@ export class Listener {
   /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
    * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
    * the next one), or one that waited past the header timeout (its client has likely given up). */
-  private handshakeFor(raw: Socket, key: string): () => boolean {
+  private handshakeFor(raw: Socket, c: { signMs?: number }): () => boolean {
     const since = performance.now();
     return () => {
       if (raw.destroyed) return false;
@@ -287,8 +284,9 @@ export class Listener {
         return false;
       }
       try {
-        this.signed.set(key, this.signMs);
-        return this.handshake!(raw);
+        c.signMs = this.signMs;
+        this.handshake!(raw);
+        return true;
       } catch (err) {
         raw.destroy(); // paused: nothing else would close it
         throw err;
