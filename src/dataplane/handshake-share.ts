@@ -43,6 +43,8 @@ export class HandshakeShare {
   private tokens = burstMs;
   private last: number;
   private readonly queues = new Map<string, Queue>();
+  /** What namespaces with nothing waiting were charged (`charge`), in ms: their next turns pay it. */
+  private readonly owed = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
 
   /** `onError`: what a start threw (it runs in a timer, with other namespaces'). */
@@ -62,7 +64,10 @@ export class HandshakeShare {
       return true;
     }
     let q = this.queues.get(namespace);
-    if (!q) this.queues.set(namespace, (q = { bySource: new Map(), credit: 0, inTurn: false }));
+    if (!q) {
+      this.queues.set(namespace, (q = { bySource: new Map(), credit: -(this.owed.get(namespace) ?? 0), inTurn: false }));
+      this.owed.delete(namespace);
+    }
     const mine = q.bySource.get(source);
     if (mine) mine.push({ cost, start });
     else q.bySource.set(source, [{ cost, start }]);
@@ -74,6 +79,17 @@ export class HandshakeShare {
    * signs nothing). Not to its namespace's turn: one started at once was not charged there. */
   refund(ms: number): void {
     this.tokens = Math.min(burstMs, this.tokens + ms);
+  }
+
+  /** Charges `namespace` for what a handshake cost past what it was charged when it started (a
+   * client's certificate chain checked during it): the share waits that much longer, and the
+   * namespace's later turns are skipped until their credit covers it. */
+  charge(namespace: string, ms: number): void {
+    if (!(ms > 0) || this.share >= 1) return;
+    this.tokens -= ms;
+    const q = this.queues.get(namespace);
+    if (q) q.credit -= ms;
+    else this.owed.set(namespace, (this.owed.get(namespace) ?? 0) + ms);
   }
 
   private run1(start: Start): boolean {
@@ -122,7 +138,7 @@ export class HandshakeShare {
         this.tokens -= cost;
         q.credit -= cost;
       }
-      if (q.bySource.size === 0) this.queues.delete(ns); // credit is not kept for later
+      if (q.bySource.size === 0) this.queues.delete(ns); // credit is not kept for later (it is not below 0 here)
     }
     if (this.queues.size > 0) this.schedule();
   };

@@ -22,6 +22,7 @@ import { RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type NamespaceBudget, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 import { connectionMs, signCost } from './handshake-share.js';
+import { HandshakeMeter } from './handshake-meter.js';
 
 let nextId = 0;
 
@@ -98,11 +99,13 @@ export class Listener {
    * was charged for its signature once it started (the key may change before it is done). */
   private readonly unadmitted = new Map<string, Unadmitted & { signMs?: number }>();
   /** A TLS listener's: starts the handshake on a new connection. */
-  private readonly handshake: ((raw: Socket) => void) | undefined;
+  private readonly handshake: ((raw: Socket | HandshakeMeter) => void) | undefined;
   /** What a signature with the listener's key costs the event loop, in ms. */
   private signMs = 0;
   /** What a full handshake with the listener's key is charged, in ms. */
   private readonly handshakeMs = () => this.signMs + connectionMs;
+  /** A listener that asks for client certificates: its handshakes are metered (`HandshakeMeter`). */
+  private readonly metered: boolean = false;
 
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits, deps.log)) {
@@ -121,11 +124,24 @@ export class Listener {
         // paused: the client's first bytes wait in the kernel until the handshake's turn comes
         const server = createTLSServer({ ...opts, pauseOnConnect: true, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...clientCerts });
         // the TLS server's own 'connection' handler (it wraps the socket and starts the handshake)
-        const [handshake, ...more] = server.listeners('connection') as Array<(raw: Socket) => void>;
+        const [handshake, ...more] = server.listeners('connection') as Array<(raw: Socket | HandshakeMeter) => void>;
         if (!handshake || more.length > 0) throw new Error('this Node.js TLS server does not start handshakes from one connection handler');
         server.removeListener('connection', handshake);
         this.handshake = (raw) => handshake.call(server, raw);
         this.signMs = signCost(plan.tls.key);
+        this.metered = !!plan.tls.clientCA;
+        // a metered handshake is done: its TLS socket gets the raw connection's addresses (before
+        // anything reads them), and what it cost past its charge is charged
+        if (this.metered) server.prependListener('secureConnection', (tls: TLSSocket) => {
+          const m = HandshakeMeter.feeding;
+          if (!m) { // not within the client's bytes: this Node.js finishes handshakes otherwise
+            deps.log.error('a metered TLS handshake finished outside its bytes: connection closed');
+            tls.destroy();
+            return;
+          }
+          m.describe(tls);
+          m.done();
+        });
         // a resumed session signs nothing: what it was charged for the signature is given back
         server.on('secureConnection', (tls: TLSSocket) => {
           const key = peerKey(tls);
@@ -284,14 +300,20 @@ export class Listener {
         return false;
       }
       try {
-        c.signMs = this.signMs;
-        this.handshake!(raw);
+        const charged = c.signMs = this.signMs;
+        this.handshake!(this.metered ? this.meter(raw, charged + connectionMs) : raw);
         return true;
       } catch (err) {
         raw.destroy(); // paused: nothing else would close it
         throw err;
       }
     };
+  }
+
+  /** `raw` as a metered handshake (`HandshakeMeter`) charged `charged` ms when it started. */
+  private meter(raw: Socket, charged: number): HandshakeMeter {
+    const ns = this.table.plan.namespace;
+    return new HandshakeMeter(raw, (ms) => this.budgets.handshakes.charge(ns, ms - charged), () => this.table.m.connectionRefused('handshake'));
   }
 
   /**

@@ -14,7 +14,7 @@ function child<C>(live: Liveness, f: Family<C>, ...values: string[]): C {
 }
 
 /** Which bound closed a client connection (access_gateway_connections_refused_total's `limit`). */
-export type ConnectionLimit = 'listener' | 'namespace' | 'unadmitted' | 'pipelined';
+export type ConnectionLimit = 'listener' | 'namespace' | 'unadmitted' | 'pipelined' | 'handshake';
 
 /** Status classes whose responses_total series exist at zero from the plan on. */
 export const PRECREATED_CODES = ['2xx', '4xx', '5xx'] as const;

@@ -56,3 +56,33 @@ export function makeOddCA(dir: string, name: string, keyArgs: string[]): CertPai
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
 }
+
+/**
+ * A client chain whose check costs: a P-256 leaf under `links` intermediates (the top one
+ * self-signed, none under any CA the server trusts) that share one RSA-3072 key with a ~2,400-bit
+ * public exponent, so each signature checked costs ~6 ms (~1.4 KiB a link).
+ */
+export function makeCostlyChain(dir: string, links: number): { key: string; chain: string } {
+  const big = join(dir, 'costly.key');
+  const e = `0xc${'5'.repeat(598)}1`; // odd; generation needs it coprime with p-1 and q-1 (openssl retries)
+  openssl(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:3072', '-pkeyopt', `rsa_keygen_pubexp:${e}`, '-out', big], dir);
+  const ext = join(dir, 'costly.ext');
+  writeFileSync(ext, '[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n[leaf]\nbasicConstraints=CA:FALSE\n');
+  const certs: string[] = [];
+  let issuer = '';
+  for (let i = links; i >= 1; i--) {
+    const csr = join(dir, `costly${i}.csr`);
+    const crt = join(dir, `costly${i}.crt`);
+    openssl(['req', '-new', '-key', big, '-subj', `/CN=costly${i}`, '-out', csr], dir);
+    openssl(['x509', '-req', '-in', csr, ...(issuer ? ['-CA', issuer, '-CAkey', big, '-set_serial', `${i}`] : ['-signkey', big]),
+      '-out', crt, '-days', '2', '-extfile', ext, '-extensions', 'ca'], dir);
+    certs.unshift(readFileSync(crt, 'utf8'));
+    issuer = crt;
+  }
+  const leafKey = join(dir, 'costly-leaf.key');
+  openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', leafKey,
+    '-subj', '/CN=costly', '-out', join(dir, 'costly-leaf.csr')], dir);
+  openssl(['x509', '-req', '-in', join(dir, 'costly-leaf.csr'), '-CA', issuer, '-CAkey', big, '-set_serial', '999',
+    '-out', join(dir, 'costly-leaf.crt'), '-days', '2', '-extfile', ext, '-extensions', 'leaf'], dir);
+  return { key: readFileSync(leafKey, 'utf8'), chain: [readFileSync(join(dir, 'costly-leaf.crt'), 'utf8'), ...certs].join('') };
+}

@@ -120,6 +120,29 @@ test('TLS handshakes: a refund (a resumed session) lets the next one start soone
   assert.equal(n, 100);
 });
 
+test('TLS handshakes: one charged past its start (a client chain checked during it) makes the share wait, and its namespace pays with later turns', (t) => {
+  const { s, started, start, pass } = setup(t);
+  start('team-a', 'a0');
+  s.charge('team-a', 10); // with nothing of team-a waiting: owed
+  for (let i = 1; i <= 2; i++) start('team-a', `a${i}`);
+  for (let i = 0; i < 10; i++) start('team-b', `b${i}`);
+  pass(18);
+  assert.deepEqual(started, ['a0'], 'the share is 9.5 ms overdrawn: 19 ms at half the time');
+  pass(30);
+  assert.deepEqual(started.slice(1, 11), ['b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'b8', 'b9'], 'team-a waits until 10 ms of turns are paid');
+  pass(10);
+  assert.deepEqual(started.slice(11), ['a1', 'a2']);
+});
+
+test('TLS handshakes: one charged while its namespace waits pays with that namespace\'s later turns', (t) => {
+  const { s: s2, started: started2, start: start2, pass: pass2 } = setup(t);
+  for (let i = 0; i < 4; i++) start2('team-a', `a${i}`);
+  for (let i = 0; i < 6; i++) start2('team-b', `b${i}`);
+  s2.charge('team-a', 5);
+  pass2(60);
+  assert.deepEqual(started2.slice(2, 8), ['b0', 'b1', 'b2', 'b3', 'a2', 'b4'], JSON.stringify(started2));
+});
+
 test('TLS handshake cost: a signature with the key, measured; larger keys cost more; a key that cannot sign costs 20 ms', () => {
   const pem = (k: KeyObject) => k.export({ format: 'pem', type: 'pkcs8' }) as string;
   const rsa = signCost(pem(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey));

@@ -17,7 +17,7 @@ import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
 import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
 import { connectionMs, HandshakeShare } from '../../src/dataplane/handshake-share.js';
-import { makeCA, makeLeaf } from '../support/certs.js';
+import { makeCA, makeCostlyChain, makeLeaf, type CertPair } from '../support/certs.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,6 +109,12 @@ function withTLS(p: GatewayPlan, rsa = false): GatewayPlan {
   const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
   const { cert, key } = makeLeaf(dir, makeCA(dir, 'ca'), 'listener', { cn: 'gw', dnsNames: ['gw'], rsa });
   return { ...p, tls: { secretName: 's', cert, key, clientCA: null } };
+}
+
+/** The plan with a TLS listener that asks for client certificates signed by `ca` (a bearer token does too). */
+function withClientCA(p: GatewayPlan, ca: CertPair): GatewayPlan {
+  const tls = withTLS(p).tls!;
+  return { ...p, tls: { ...tls, clientCA: { ref: 'ConfigMap clients', pem: ca.cert, required: false, prefix: `team:${p.namespace}:` } } };
 }
 
 /** The plan with its route going to a Service whose one endpoint is 127.0.0.1:`endpoint` (9: nothing
@@ -534,6 +540,44 @@ test('a resumed TLS session is charged the key exchange only: its signature\'s s
   assert.ok(ms > 0.05 && ms < 50, `an RSA-2048 signature: ${ms} ms`);
   const charged = (starts.mock.calls[1]!.arguments[2] as () => number)();
   assert.ok(Math.abs(ms - (charged - connectionMs)) < 1e-9, `the signature of the ${charged} ms charged, not all of it: ${ms} ms`);
+});
+
+test('a client certificate chain is checked on the event loop: one over 16 KiB is closed before TLS reads it; what one under it costs is charged to its namespace', { timeout: 60_000 }, async (t) => {
+  const charges = t.mock.method(HandshakeShare.prototype, 'charge');
+  const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
+  const { deps, m, held } = managerFor(t, { limits: { maxConnectionsPerNamespace: 1 } });
+  const port = await freePort();
+  await m.apply('team-a/gw', withClientCA(planOf('team-a', 'gw', port), makeCA(dir, 'clients')));
+  /** A TLS connection that sends `chain`, and the status line of the answer to a request over it, or 'closed'. */
+  const send = (c: { key: string; chain: string }) => {
+    const s = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, key: c.key, cert: c.chain }, () => {
+      s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+    });
+    held.push(s);
+    return { s, answer: new Promise<string>((resolve) => {
+      let head = '';
+      s.on('data', (b: Buffer) => { head += b.toString('latin1'); if (head.includes('\r\n\r\n')) resolve(head.split('\r\n')[0]!); });
+      s.on('error', () => {});
+      s.on('close', () => resolve('closed'));
+    }) };
+  };
+  const over = makeCostlyChain(dir, 14); // ~20 KiB: ~80 ms to check
+  assert.ok(over.chain.length > 26_000, 'PEM of over 16 KiB of DER');
+  assert.equal(await send(over).answer, 'closed');
+  assert.match(await exposed(deps), /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="handshake"\} 1\n/);
+  assert.equal(charges.mock.callCount(), 1, 'what TLS read of it is reported too');
+
+  const under = send(makeCostlyChain(mkdtempSync(join(tmpdir(), 'agw-lm-')), 8)); // ~11 KiB: ~50 ms to check
+  assert.equal(await under.answer, 'HTTP/1.1 200 OK', 'served (with the token: the chain is not signed by the CA)');
+  assert.equal(charges.mock.callCount(), 2);
+  const [ns, ms] = charges.mock.calls[1]!.arguments as [string, number];
+  assert.equal(ns, 'team-a');
+  assert.ok(ms > 5, `8 links of ~6 ms each, past the ~2 ms charged at start: ${ms} ms`);
+  // its TLS socket has the connection's addresses, so it is told admitted: a new connection does
+  // not close it as the namespace's oldest one not admitted yet
+  await silent(port, held, true);
+  await pause(200);
+  assert.ok(isOpen(under.s), 'the admitted connection stays open');
 });
 
 test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket relay: its messages are not unmasked and parsed as SPDY', async (t) => {
