@@ -78,15 +78,11 @@ export class HandshakeMeter extends Duplex {
     this.raw.resume();
   }
 
+  // a write is done once the connection takes it: waiting for each to reach the kernel would
+  // hold every answer behind the one before it
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.raw.write(chunk, cb);
-  }
-
-  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
-    this.raw.cork();
-    for (let i = 0; i < chunks.length - 1; i++) this.raw.write(chunks[i]!.chunk);
-    this.raw.write(chunks[chunks.length - 1]!.chunk, cb);
-    this.raw.uncork();
+    if (this.raw.write(chunk)) cb();
+    else this.raw.once('drain', cb);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
