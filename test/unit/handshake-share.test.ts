@@ -134,6 +134,18 @@ test('TLS handshakes: one charged past its start (a client chain checked during 
   assert.deepEqual(started.slice(11), ['a1', 'a2']);
 });
 
+test('TLS handshakes: a debt is forgiven once nothing waits and the share has its time back', (t) => {
+  const { s, started, start, pass } = setup(t);
+  start('team-a', 'a0');
+  s.charge('team-a', 10);
+  pass(40); // the share is whole again
+  assert.deepEqual([start('team-a', 'a1'), start('team-a', 'a2')], [true, true], 'nothing waits: they start at once');
+  for (let i = 0; i < 4; i++) start('team-b', `b${i}`);
+  start('team-a', 'a3');
+  pass(20);
+  assert.deepEqual(started.slice(3, 6), ['b0', 'a3', 'b1'], 'team-a takes its turn: it owes nothing now');
+});
+
 test('TLS handshakes: one charged while its namespace waits pays with that namespace\'s later turns', (t) => {
   const { s: s2, started: started2, start: start2, pass: pass2 } = setup(t);
   for (let i = 0; i < 4; i++) start2('team-a', `a${i}`);
