@@ -1,9 +1,10 @@
 // A client's TLS handshake, metered. On a listener that asks for client certificates, OpenSSL
 // checks the chain the client sends during the handshake, on the event loop every team shares,
 // and each link may cost ~6 ms (an RSA key with a 3,000-bit exponent): one handshake could hold
-// the loop ~400 ms. Its bytes pass through here, so the client may send at most
-// `maxClientHandshakeBytes` before its handshake is done, and what OpenSSL spends on them is measured
-// (and charged to the namespace's handshake share).
+// the loop ~0.5 s. Its bytes pass through here: the client may send at most
+// `maxClientHandshakeBytes` before its handshake is done, what comes after its hello waits for a
+// turn of the handshake share (a client holding back many chains cannot have them checked at
+// once), and the time TLS spends on each read is reported (to be charged).
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -12,46 +13,72 @@ import { performance } from 'node:perf_hooks';
  * certificates (RSA-4096: ~1.5 KiB each) and its signature fit. */
 export const maxClientHandshakeBytes = 16 * 1024;
 
+export interface MeterHooks {
+  /** The ms TLS spent on one read of the client's bytes before the handshake was done. */
+  spent(ms: number): void;
+  /** `feed` gives TLS what the client sent after its hello: call it when the share allows. */
+  gate(feed: () => boolean): void;
+  /** The client sent more than `maxClientHandshakeBytes` before its handshake was done (closed). */
+  tooLarge(): void;
+}
+
 /**
- * The raw connection as a stream TLS reads from and writes to. Until `done()`, it counts what the
- * client sends (over `maxClientHandshakeBytes`: the connection is closed before TLS reads it, and
- * `onTooLarge` told) and the time TLS takes on it.
+ * The raw connection as a stream TLS reads from and writes to. Until `done()` (the handshake is
+ * done), the client's bytes are counted, those after its first read wait for `hooks.gate`, and
+ * the time TLS takes on them is reported to `hooks.spent`.
  */
 export class HandshakeMeter extends Duplex {
   /** The meter whose bytes TLS is reading now (its handshake may be done by them). */
   static feeding: HandshakeMeter | undefined;
-  private bytes = 0;
-  private spent = 0;
+  private fed = 0;
   private metering = true;
+  /** Client bytes waiting for a turn (after the first read, before the handshake is done). */
+  private pending: Buffer[] = [];
+  private waiting = false;
+  /** The client ended its side while some of its bytes waited. */
+  private ended = false;
+  private doneAt: number | undefined;
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
   readonly remoteFamily: string | undefined;
   readonly localAddress: string | undefined;
   readonly localPort: number | undefined;
 
-  /** `onDone`: once, what TLS spent on the client's bytes until the handshake was done or the connection closed, in ms. */
-  constructor(private readonly raw: Socket, private readonly onDone: (ms: number) => void, private readonly onTooLarge: () => void) {
+  constructor(private readonly raw: Socket, private readonly hooks: MeterHooks) {
     super({ allowHalfOpen: true });
     ({ remoteAddress: this.remoteAddress, remotePort: this.remotePort, remoteFamily: this.remoteFamily,
       localAddress: this.localAddress, localPort: this.localPort } = raw);
     raw.on('data', (chunk: Buffer) => {
-      if (this.metering && (this.bytes += chunk.length) > maxClientHandshakeBytes) {
-        this.onTooLarge();
-        raw.destroy();
+      if (!this.metering) {
+        if (!this.push(chunk)) raw.pause();
         return;
       }
-      if (!this.push(chunk)) raw.pause();
+      this.pending.push(chunk);
+      if (this.fed === 0) { // the hello: its handshake's start had its turn
+        this.feed();
+        return;
+      }
+      raw.pause(); // the rest waits in the kernel meanwhile
+      if (this.waiting) return;
+      this.waiting = true;
+      hooks.gate(() => {
+        this.waiting = false;
+        return this.feed();
+      });
     });
-    raw.on('end', () => this.push(null));
+    raw.on('end', () => {
+      if (this.waiting) this.ended = true; // after what waits
+      else this.push(null);
+    });
     raw.on('error', (err) => this.destroy(err));
     raw.on('close', () => this.destroy());
   }
 
-  /** The handshake is done: stops counting, and reports what it cost. */
+  /** The handshake is done: what follows passes as it comes. */
   done(): void {
     if (!this.metering) return;
     this.metering = false;
-    if (HandshakeMeter.feeding !== this) this.onDone(this.spent); // else once TLS is through with these bytes
+    if (HandshakeMeter.feeding === this) this.doneAt = performance.now();
   }
 
   /** The addresses of the raw connection, on the TLS socket made from this (it has none of its own). */
@@ -61,21 +88,49 @@ export class HandshakeMeter extends Duplex {
     }
   }
 
+  /** Gives TLS what waits, up to the bound while the handshake is not done; false if gone. */
+  private feed(): boolean {
+    if (this.destroyed) return false;
+    const chunks = this.pending;
+    this.pending = [];
+    let more = true;
+    for (const chunk of chunks) {
+      if (!this.metering) {
+        more = this.push(chunk);
+        continue;
+      }
+      const room = maxClientHandshakeBytes - this.fed;
+      this.fed += chunk.length;
+      more = this.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
+      if (chunk.length <= room) continue;
+      if (this.metering) { // the bound is reached and the handshake is not done
+        this.hooks.tooLarge();
+        this.raw.destroy();
+        return true;
+      }
+      more = this.push(chunk.subarray(room)); // what followed its last handshake bytes
+    }
+    if (this.ended) this.push(null);
+    else if (more && !this.destroyed) this.raw.resume();
+    return true;
+  }
+
   override emit(event: string | symbol, ...args: unknown[]): boolean {
     if (event !== 'data' || !this.metering) return super.emit(event, ...args);
-    const t = performance.now();
+    const outer = HandshakeMeter.feeding;
     HandshakeMeter.feeding = this;
+    this.doneAt = undefined;
+    const t = performance.now();
     try {
       return super.emit(event, ...args);
     } finally {
-      HandshakeMeter.feeding = undefined;
-      this.spent += performance.now() - t;
-      if (!this.metering) this.onDone(this.spent);
+      HandshakeMeter.feeding = outer;
+      this.hooks.spent((this.doneAt ?? performance.now()) - t); // not what ran after the handshake was done
     }
   }
 
   override _read(): void {
-    this.raw.resume();
+    if (!this.waiting) this.raw.resume();
   }
 
   // a write is done once the connection takes it: waiting for each to reach the kernel would
@@ -85,13 +140,21 @@ export class HandshakeMeter extends Duplex {
     else this.raw.once('drain', cb);
   }
 
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    this.raw.cork();
+    let more = true;
+    for (const { chunk } of chunks) more = this.raw.write(chunk);
+    this.raw.uncork();
+    if (more) cb();
+    else this.raw.once('drain', cb);
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     this.raw.end();
     cb();
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.done();
     this.raw.destroy();
     cb(err);
   }

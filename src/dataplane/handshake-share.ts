@@ -139,7 +139,10 @@ export class HandshakeShare {
         this.tokens -= cost;
         q.credit -= cost;
       }
-      if (q.bySource.size === 0) this.queues.delete(ns); // credit is not kept for later (it is not below 0 here)
+      if (q.bySource.size === 0) { // credit is not kept for later; a debt (`charge` while it ran) is
+        this.queues.delete(ns);
+        if (q.credit < 0) this.owed.set(ns, -q.credit);
+      }
     }
     if (this.queues.size > 0) this.schedule();
   };

@@ -291,7 +291,7 @@ export class Listener {
   /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
    * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
    * the next one), or one that waited past the header timeout (its client has likely given up). */
-  private handshakeFor(raw: Socket, c: { signMs?: number }): () => boolean {
+  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }): () => boolean {
     const since = performance.now();
     return () => {
       if (raw.destroyed) return false;
@@ -301,7 +301,7 @@ export class Listener {
       }
       try {
         const charged = c.signMs = this.signMs;
-        this.handshake!(this.metered ? this.meter(raw, charged + connectionMs) : raw);
+        this.handshake!(this.metered ? this.meter(raw, c.source, charged + connectionMs) : raw);
         return true;
       } catch (err) {
         raw.destroy(); // paused: nothing else would close it
@@ -310,10 +310,23 @@ export class Listener {
     };
   }
 
-  /** `raw` as a metered handshake (`HandshakeMeter`) charged `charged` ms when it started. */
-  private meter(raw: Socket, charged: number): HandshakeMeter {
+  /** `raw` as a metered handshake (`HandshakeMeter`) whose start was charged `charged` ms: past
+   * that, what TLS spends on the client's bytes is charged to the namespace as it is spent, and
+   * what the client sends after its hello waits for the namespace's turn. */
+  private meter(raw: Socket, source: string, charged: number): HandshakeMeter {
     const ns = this.table.plan.namespace;
-    return new HandshakeMeter(raw, (ms) => this.budgets.handshakes.charge(ns, ms - charged), () => this.table.m.connectionRefused('handshake'));
+    const share = this.budgets.handshakes;
+    let paid = charged;
+    return new HandshakeMeter(raw, {
+      spent: (ms) => {
+        share.charge(ns, ms - paid);
+        paid = Math.max(0, paid - ms);
+      },
+      gate: (feed) => {
+        if (!share.start(ns, source, noCost, feed)) this.table.m.handshakeDeferred();
+      },
+      tooLarge: () => this.table.m.connectionRefused('handshake'),
+    });
   }
 
   /**
@@ -750,6 +763,9 @@ const conns = new WeakMap<object, Conn>();
 
 /** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
  * local address too: a listener on 0.0.0.0 may have two from one client address and port.) */
+/** What a handshake's later bytes are charged when they start: nothing, what TLS spends on them is charged as it is spent. */
+const noCost = () => 0;
+
 function peerKey(sock: Socket): string | undefined {
   const { remoteAddress: a, remotePort: p, localAddress: la, localPort: lp } = sock;
   return a === undefined || p === undefined ? undefined : `${a} ${p} ${la} ${lp}`;

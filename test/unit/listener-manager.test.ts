@@ -3,6 +3,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { request } from 'undici';
@@ -542,10 +543,11 @@ test('a resumed TLS session is charged the key exchange only: its signature\'s s
   assert.ok(Math.abs(ms - (charged - connectionMs)) < 1e-9, `the signature of the ${charged} ms charged, not all of it: ${ms} ms`);
 });
 
-test('a client certificate chain is checked on the event loop: one over 16 KiB is closed before TLS reads it; what one under it costs is charged to its namespace', { timeout: 60_000 }, async (t) => {
+test('a client certificate chain is checked on the event loop: one over 16 KiB is closed before TLS reads it; one under it waits for its namespace\'s turn, and what it costs is charged there', { timeout: 60_000 }, async (t) => {
   const charges = t.mock.method(HandshakeShare.prototype, 'charge');
+  const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
   const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
-  const { deps, m, held } = managerFor(t, { limits: { maxConnectionsPerNamespace: 1 } });
+  const { deps, m, held } = managerFor(t, { limits: { maxConnectionsPerNamespace: 6 } });
   const port = await freePort();
   await m.apply('team-a/gw', withClientCA(planOf('team-a', 'gw', port), makeCA(dir, 'clients')));
   /** A TLS connection that sends `chain`, and the status line of the answer to a request over it, or 'closed'. */
@@ -561,23 +563,68 @@ test('a client certificate chain is checked on the event loop: one over 16 KiB i
       s.on('close', () => resolve('closed'));
     }) };
   };
+  const chargedTo = (ns: string) => charges.mock.calls.filter((c) => c.arguments[0] === ns).reduce((sum, c) => sum + Math.max(0, c.arguments[1] as number), 0);
   const over = makeCostlyChain(dir, 14); // ~20 KiB: ~80 ms to check
   assert.ok(over.chain.length > 26_000, 'PEM of over 16 KiB of DER');
   assert.equal(await send(over).answer, 'closed');
   assert.match(await exposed(deps), /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="handshake"\} 1\n/);
-  assert.equal(charges.mock.callCount(), 1, 'what TLS read of it is reported too');
 
-  const under = send(makeCostlyChain(mkdtempSync(join(tmpdir(), 'agw-lm-')), 8)); // ~11 KiB: ~50 ms to check
-  assert.equal(await under.answer, 'HTTP/1.1 200 OK', 'served (with the token: the chain is not signed by the CA)');
-  assert.equal(charges.mock.callCount(), 2);
-  const [ns, ms] = charges.mock.calls[1]!.arguments as [string, number];
-  assert.equal(ns, 'team-a');
+  const under = makeCostlyChain(mkdtempSync(join(tmpdir(), 'agw-lm-')), 8); // ~11 KiB: ~50 ms to check
+  const before = chargedTo('team-a');
+  const one = send(under);
+  assert.equal(await one.answer, 'HTTP/1.1 200 OK', 'served (with the token: the chain is not signed by the CA)');
+  const ms = chargedTo('team-a') - before;
   assert.ok(ms > 5, `8 links of ~6 ms each, past the ~2 ms charged at start: ${ms} ms`);
-  // its TLS socket has the connection's addresses, so it is told admitted: a new connection does
+
+  // four at once: each chain waits for a turn of the share (a client holding back many chains
+  // cannot have them all checked in one go), and the first one's cost makes the others wait
+  const gated = () => starts.mock.calls.filter((c) => (c.arguments[2] as () => number)() === 0);
+  const gatedBefore = gated().length;
+  const four = Array.from({ length: 4 }, () => send(under));
+  assert.deepEqual(await Promise.all(four.map((x) => x.answer)), Array(4).fill('HTTP/1.1 200 OK'));
+  const calls = gated().slice(gatedBefore);
+  const waited = calls.filter((c) => c.result === false).length;
+  assert.ok(calls.length >= 4 && waited >= 2, `chains through the share: ${calls.length}, of which waited: ${waited}`);
+
+  // once the handshake is done, what follows is not bounded: the client's last handshake bytes
+  // and a request whose headers end past 16 KiB, sent in one write (held back by the client
+  // until both are there), then a 64 KiB body
+  const tcp = connect(port, '127.0.0.1');
+  held.push(tcp);
+  const later: Buffer[] = [];
+  let hold = false;
+  const pipe = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      if (hold) later.push(chunk);
+      else tcp.write(chunk);
+      cb();
+    },
+  });
+  tcp.on('data', (d: Buffer) => { hold = true; pipe.push(d); }); // after the hello: held
+  tcp.on('error', () => {});
+  const big = tlsConnect({ socket: pipe, rejectUnauthorized: false }, () => {
+    big.write(`POST /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nx-pad: ${'x'.repeat(15_900)}\r\ncontent-length: 65536\r\n\r\n`);
+    setImmediate(() => {
+      hold = false;
+      tcp.write(Buffer.concat(later));
+      big.write('x'.repeat(65536));
+    });
+  });
+  held.push(big);
+  const bigAnswer = await new Promise<string>((resolve) => {
+    let head = '';
+    big.on('data', (b: Buffer) => { head += b.toString('latin1'); if (head.includes('\r\n')) resolve(head.split('\r\n')[0]!); });
+    big.on('error', () => {});
+    tcp.on('close', () => resolve('closed'));
+  });
+  assert.match(bigAnswer, /^HTTP\/1\.1 \d+/);
+
+  // its TLS socket has the connection's addresses, so it is told admitted: new connections do
   // not close it as the namespace's oldest one not admitted yet
-  await silent(port, held, true);
+  for (let i = 0; i < 4; i++) await silent(port, held, true);
   await pause(200);
-  assert.ok(isOpen(under.s), 'the admitted connection stays open');
+  assert.ok(isOpen(one.s), 'the admitted connection stays open');
 });
 
 test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket relay: its messages are not unmasked and parsed as SPDY', async (t) => {
