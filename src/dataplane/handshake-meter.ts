@@ -44,27 +44,24 @@ export class HandshakeMeter extends Duplex {
   readonly localAddress: string | undefined;
   readonly localPort: number | undefined;
 
-  constructor(private readonly raw: Socket, private readonly hooks: MeterHooks) {
+  /** `helloBytes`: the length of the client's hello, read already and put back in `raw` (its
+   * handshake's start had its turn): TLS gets it at once, and all that follows waits for a turn. */
+  constructor(private readonly raw: Socket, private readonly hooks: MeterHooks, private helloBytes: number) {
     super({ allowHalfOpen: true });
     ({ remoteAddress: this.remoteAddress, remotePort: this.remotePort, remoteFamily: this.remoteFamily,
       localAddress: this.localAddress, localPort: this.localPort } = raw);
     raw.on('data', (chunk: Buffer) => {
       if (!this.metering) {
         if (!this.push(chunk)) raw.pause();
-        return;
-      }
-      this.pending.push(chunk);
-      if (this.fed === 0) { // the hello: its handshake's start had its turn
+      } else if (this.helloBytes > 0) {
+        const hello = chunk.subarray(0, this.helloBytes);
+        this.helloBytes -= hello.length;
+        this.pending.push(hello);
         this.feed();
-        return;
+        if (chunk.length > hello.length) this.wait(chunk.subarray(hello.length));
+      } else {
+        this.wait(chunk);
       }
-      raw.pause(); // the rest waits in the kernel meanwhile
-      if (this.waiting) return;
-      this.waiting = true;
-      hooks.gate(() => {
-        this.waiting = false;
-        return this.feed();
-      });
     });
     raw.on('end', () => {
       if (this.waiting) this.ended = true; // after what waits
@@ -88,24 +85,45 @@ export class HandshakeMeter extends Duplex {
     }
   }
 
+  /** `chunk` waits for a turn (in the kernel, what follows it). */
+  private wait(chunk: Buffer): void {
+    this.pending.push(chunk);
+    this.raw.pause();
+    if (this.waiting) return;
+    this.waiting = true;
+    this.hooks.gate(() => {
+      this.waiting = false;
+      return this.feed();
+    });
+  }
+
   /** Gives TLS what waits, up to the bound while the handshake is not done; false if gone. */
   private feed(): boolean {
-    if (this.destroyed) return false;
+    if (this.destroyed || this.raw.destroyed) return false;
     const chunks = this.pending;
     this.pending = [];
+    try {
+      return this.give(chunks);
+    } catch (err) { // a listener of what TLS emits threw: the connection cannot go on
+      this.destroy(err as Error);
+      return true;
+    }
+  }
+
+  private give(chunks: Buffer[]): boolean {
     let more = true;
     for (const chunk of chunks) {
       if (!this.metering) {
         more = this.push(chunk);
         continue;
       }
-      const room = maxClientHandshakeBytes - this.fed;
+      const room = Math.max(0, maxClientHandshakeBytes - this.fed);
       this.fed += chunk.length;
       more = this.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
       if (chunk.length <= room) continue;
       if (this.metering) { // the bound is reached and the handshake is not done
         this.hooks.tooLarge();
-        this.raw.destroy();
+        this.destroy();
         return true;
       }
       more = this.push(chunk.subarray(room)); // what followed its last handshake bytes

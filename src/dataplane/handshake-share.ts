@@ -106,6 +106,7 @@ export class HandshakeShare {
     const t = this.now();
     this.tokens = Math.min(burstMs, this.tokens + (t - this.last) * this.share);
     this.last = t;
+    if (this.tokens === burstMs && this.queues.size === 0) this.owed.clear(); // the share is idle: no one is owed a turn
   }
 
   private schedule(): void {

@@ -23,6 +23,7 @@ import { addressGroup, budgetsFor, type Budgets, type NamespaceBudget, type Unad
 import { Session, frameProtocol, sessionTarget } from './session.js';
 import { connectionMs, signCost } from './handshake-share.js';
 import { HandshakeMeter } from './handshake-meter.js';
+import { readHello } from './client-hello.js';
 
 let nextId = 0;
 
@@ -283,15 +284,18 @@ export class Listener {
       this.budgets.unadmitted.remove(ns, c);
       if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
     });
-    if (this.handshake && !this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c))) {
-      this.table.m.handshakeDeferred();
-    }
+    // a TLS handshake takes its turn once its hello is whole: its cost is spent when TLS reads it
+    if (this.handshake) readHello(raw, this.limits.headersTimeoutMs, (hello, rest) => {
+      if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello, rest))) {
+        this.table.m.handshakeDeferred();
+      }
+    });
   }
 
   /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
    * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
    * the next one), or one that waited past the header timeout (its client has likely given up). */
-  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }): () => boolean {
+  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Buffer, rest: Buffer): () => boolean {
     const since = performance.now();
     return () => {
       if (raw.destroyed) return false;
@@ -301,7 +305,8 @@ export class Listener {
       }
       try {
         const charged = c.signMs = this.signMs;
-        this.handshake!(this.metered ? this.meter(raw, c.source, charged + connectionMs) : raw);
+        raw.unshift(rest.length > 0 ? Buffer.concat([hello, rest]) : hello); // read first, by TLS or its meter
+        this.handshake!(this.metered ? this.meter(raw, c.source, charged + connectionMs, hello.length) : raw);
         return true;
       } catch (err) {
         raw.destroy(); // paused: nothing else would close it
@@ -313,7 +318,7 @@ export class Listener {
   /** `raw` as a metered handshake (`HandshakeMeter`) whose start was charged `charged` ms: past
    * that, what TLS spends on the client's bytes is charged to the namespace as it is spent, and
    * what the client sends after its hello waits for the namespace's turn. */
-  private meter(raw: Socket, source: string, charged: number): HandshakeMeter {
+  private meter(raw: Socket, source: string, charged: number, helloBytes: number): HandshakeMeter {
     const ns = this.table.plan.namespace;
     const share = this.budgets.handshakes;
     let paid = charged;
@@ -322,11 +327,9 @@ export class Listener {
         share.charge(ns, ms - paid);
         paid = Math.max(0, paid - ms);
       },
-      gate: (feed) => {
-        if (!share.start(ns, source, noCost, feed)) this.table.m.handshakeDeferred();
-      },
+      gate: (feed) => void share.start(ns, source, noCost, feed), // (not counted: its handshake was, if it waited)
       tooLarge: () => this.table.m.connectionRefused('handshake'),
-    });
+    }, helloBytes);
   }
 
   /**

@@ -543,6 +543,53 @@ test('a resumed TLS session is charged the key exchange only: its signature\'s s
   assert.ok(Math.abs(ms - (charged - connectionMs)) < 1e-9, `the signature of the ${charged} ms charged, not all of it: ${ms} ms`);
 });
 
+/** A real TLS ClientHello, as a Node.js client sends it first. */
+function clientHello(t: TestContext): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const pipe = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { resolve(Buffer.from(chunk)); cb(); } });
+    const c = tlsConnect({ socket: pipe, rejectUnauthorized: false, servername: 'gw' });
+    c.on('error', () => {});
+    t.after(() => c.destroy());
+  });
+}
+
+test('a TLS handshake takes its turn once its client\'s hello is whole: connections holding back its last byte start nothing', { timeout: 30_000 }, async (t) => {
+  const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
+  const { m, held } = managerFor(t);
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const hello = await clientHello(t);
+  const socks = await Promise.all(Array.from({ length: 5 }, () => new Promise<Socket>((resolve) => {
+    const s = connect(port, '127.0.0.1', () => resolve(s));
+    held.push(s);
+    s.on('error', () => {});
+  })));
+  const answered = socks.map((s) => new Promise<number>((resolve) => s.once('data', (d: Buffer) => resolve(d[0]!))));
+  for (const s of socks) s.write(hello.subarray(0, hello.length - 1));
+  await pause(300);
+  assert.equal(starts.mock.callCount(), 0, 'no handshake started on a partial hello');
+  for (const s of socks) s.write(hello.subarray(hello.length - 1));
+  assert.deepEqual(await Promise.all(answered), [22, 22, 22, 22, 22], 'each is answered with its server hello once whole');
+  assert.equal(starts.mock.callCount(), 5);
+  for (const s of socks) s.resetAndDestroy(); // (a half-open handshake would hold the close for its timeout)
+});
+
+test('on a listener with clientCA, what a client sends with its hello waits for a turn of the share', { timeout: 30_000 }, async (t) => {
+  const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
+  const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
+  const { m, held } = managerFor(t);
+  const port = await freePort();
+  await m.apply('team-a/gw', withClientCA(planOf('team-a', 'gw', port), makeCA(dir, 'clients')));
+  const hello = await clientHello(t);
+  const s = connect(port, '127.0.0.1', () => s.write(Buffer.concat([hello, Buffer.from([22, 3, 3, 0, 1, 0])]))); // a hello, and a record after it
+  held.push(s);
+  s.on('error', () => {});
+  await new Promise((resolve) => s.once('data', resolve));
+  const costs = () => starts.mock.calls.map((c) => (c.arguments[2] as () => number)() === 0 ? 'rest' : 'handshake');
+  for (let i = 0; i < 100 && costs().length < 2; i++) await pause(10);
+  assert.deepEqual(costs(), ['handshake', 'rest']);
+});
+
 test('a client certificate chain is checked on the event loop: one over 16 KiB is closed before TLS reads it; one under it waits for its namespace\'s turn, and what it costs is charged there', { timeout: 60_000 }, async (t) => {
   const charges = t.mock.method(HandshakeShare.prototype, 'charge');
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
