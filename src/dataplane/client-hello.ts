@@ -41,28 +41,108 @@ export function helloLength(data: Buffer): number | undefined {
   return undefined;
 }
 
+/** A hello sent in more reads than this is refused (a client dripping it byte by byte would
+ * make each read parse it all again). Hellos come in one read, or a few. */
+const maxHelloReads = 32;
+
+/** A hello read whole: `take()` stops reading and gives it with all the client sent since. */
+export interface Hello {
+  /** How many of the bytes are the hello. */
+  length: number;
+  /** It is a TLS 1.3 hello with a key share the listener takes as it is (no second hello). */
+  direct: boolean;
+  take(): Buffer;
+}
+
 /**
- * Reads `raw`'s (paused) first bytes until its hello is whole, then pauses it and calls `whole`
- * with the hello and what came after it. Closes the connection when the client sends more than
- * `maxHelloBytes` first, or nothing whole within `timeoutMs`.
+ * Reads `raw`'s (paused) first bytes until its hello is whole, then calls `whole`. Until `take()`
+ * it keeps reading, to at most `maxHelloBytes` in all (a client sends nothing more until the
+ * server answers). Closes the connection past that, past `maxHelloReads` reads before the hello is
+ * whole, or `timeoutMs` after it was accepted without a whole hello. `reading` holds the
+ * connection until then (a closing listener closes what it holds).
  */
-export function readHello(raw: Socket, timeoutMs: number, whole: (hello: Buffer, rest: Buffer) => void): void {
+export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, whole: (hello: Hello) => void): void {
   let got: Buffer = Buffer.alloc(0);
-  const late = () => raw.destroy();
+  let reads = 0;
+  let length: number | undefined;
+  const timer = setTimeout(() => raw.destroy(), timeoutMs);
+  const stop = () => {
+    clearTimeout(timer);
+    reading.delete(raw);
+  };
   const onData = (chunk: Buffer) => {
     got = got.length ? Buffer.concat([got, chunk]) : chunk;
-    const n = helloLength(got);
-    if (n === undefined) {
-      if (got.length > maxHelloBytes) raw.destroy();
+    if (got.length > maxHelloBytes) {
+      raw.destroy();
       return;
     }
-    raw.pause();
-    raw.removeListener('data', onData);
-    raw.setTimeout(0);
-    raw.removeListener('timeout', late);
-    whole(got.subarray(0, n), got.subarray(n));
+    if (length !== undefined) return; // it waits for its turn
+    length = helloLength(got);
+    if (length === undefined) {
+      if (++reads >= maxHelloReads) raw.destroy();
+      return;
+    }
+    stop();
+    const n = length;
+    whole({
+      length: n,
+      direct: directHello(got.subarray(0, n)),
+      take: () => {
+        raw.removeListener('data', onData);
+        raw.pause();
+        return got;
+      },
+    });
   };
+  reading.add(raw);
+  raw.once('close', stop);
   raw.on('data', onData);
-  raw.setTimeout(timeoutMs, late);
   raw.resume();
+}
+
+/** The key exchange groups a listener offers (`ecdhCurve`): one tuple, so a client's share for
+ * any of them is taken as it is. */
+export const listenerGroups = 'X25519MLKEM768:X25519:P-256';
+const directGroups = new Set([0x11ec, 0x001d, 0x0017]);
+
+/**
+ * Whether `hello` (whole, in its records) is a TLS 1.3 ClientHello with a key share for one of
+ * `listenerGroups`: the listener answers it at once, and the client's next bytes are cheap (its
+ * Finished). Any other (TLS 1.2, a share the listener asks again for, bytes it cannot read) may
+ * make the listener's costly work wait on later bytes.
+ */
+export function directHello(hello: Buffer): boolean {
+  // the hello's message, without its records' headers
+  const parts: Buffer[] = [];
+  for (let at = 0; at + recordHeader <= hello.length;) {
+    const len = hello.readUInt16BE(at + 3);
+    parts.push(hello.subarray(at + recordHeader, at + recordHeader + len));
+    at += recordHeader + len;
+  }
+  const m = Buffer.concat(parts);
+  try {
+    let at = messageHeader + 2 + 32; // version, random
+    at += 1 + m.readUInt8(at); // session id
+    at += 2 + m.readUInt16BE(at); // cipher suites
+    at += 1 + m.readUInt8(at); // compression methods
+    const end = at + 2 + m.readUInt16BE(at);
+    at += 2;
+    let v13 = false;
+    let share = false;
+    while (at + 4 <= end) {
+      const type = m.readUInt16BE(at);
+      const len = m.readUInt16BE(at + 2);
+      const data = m.subarray(at + 4, at + 4 + len);
+      if (type === 0x002b) { // supported_versions
+        const n = data.readUInt8(0);
+        for (let i = 1; i + 2 <= 1 + n; i += 2) if (data.readUInt16BE(i) === 0x0304) v13 = true;
+      } else if (type === 0x0033) { // key_share
+        for (let i = 2; i + 4 <= data.length; i += 4 + data.readUInt16BE(i + 2)) if (directGroups.has(data.readUInt16BE(i))) share = true;
+      }
+      at += 4 + len;
+    }
+    return v13 && share;
+  } catch {
+    return false; // out of bounds: not a hello it can read
+  }
 }

@@ -23,7 +23,7 @@ import { addressGroup, budgetsFor, type Budgets, type NamespaceBudget, type Unad
 import { Session, frameProtocol, sessionTarget } from './session.js';
 import { connectionMs, signCost } from './handshake-share.js';
 import { HandshakeMeter } from './handshake-meter.js';
-import { readHello } from './client-hello.js';
+import { listenerGroups, readHello, type Hello } from './client-hello.js';
 
 let nextId = 0;
 
@@ -76,6 +76,8 @@ const listenerTLS = {
     'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
     'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305'].join(':'),
   secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+  // (a client's share for one of them is taken as it is: see `directHello`)
+  ecdhCurve: listenerGroups,
 } as const;
 
 export class Listener {
@@ -105,6 +107,8 @@ export class Listener {
   private signMs = 0;
   /** What a full handshake with the listener's key is charged, in ms. */
   private readonly handshakeMs = () => this.signMs + connectionMs;
+  /** Connections whose client's hello is being read. */
+  private readonly hellos = new Set<Socket>();
   /** A listener that asks for client certificates: its handshakes are metered (`HandshakeMeter`). */
   private readonly metered: boolean = false;
 
@@ -132,16 +136,15 @@ export class Listener {
         this.signMs = signCost(plan.tls.key);
         this.metered = !!plan.tls.clientCA;
         // a metered handshake is done: its TLS socket gets the raw connection's addresses (before
-        // anything reads them), and what it cost past its charge is charged
-        if (this.metered) server.prependListener('secureConnection', (tls: TLSSocket) => {
+        // anything reads them), and what follows is not metered
+        server.prependListener('secureConnection', (tls: TLSSocket) => {
           const m = HandshakeMeter.feeding;
-          if (!m) { // not within the client's bytes: this Node.js finishes handshakes otherwise
-            deps.log.error('a metered TLS handshake finished outside its bytes: connection closed');
+          if (m) {
+            m.describe(tls);
+            m.done();
+          } else if (tls.remoteAddress === undefined) { // metered, but done outside its bytes (or gone)
             tls.destroy();
-            return;
           }
-          m.describe(tls);
-          m.done();
         });
         // a resumed session signs nothing: what it was charged for the signature is given back
         server.on('secureConnection', (tls: TLSSocket) => {
@@ -245,6 +248,7 @@ export class Listener {
 
   private shut(graceMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const raw of this.hellos) raw.destroy(); // not the HTTP server's yet
     this.server.closeIdleConnections();
     const timer = setTimeout(() => {
       this.held.stop();
@@ -285,17 +289,20 @@ export class Listener {
       if (this.unadmitted.get(key) === c) this.unadmitted.delete(key);
     });
     // a TLS handshake takes its turn once its hello is whole: its cost is spent when TLS reads it
-    if (this.handshake) readHello(raw, this.limits.headersTimeoutMs, (hello, rest) => {
-      if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello, rest))) {
-        this.table.m.handshakeDeferred();
-      }
-    });
+    if (this.handshake) {
+      raw.on('error', () => raw.destroy()); // read before TLS has it: a reset is not the process's
+      readHello(raw, this.limits.headersTimeoutMs, this.hellos, (hello) => {
+        if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello))) {
+          this.table.m.handshakeDeferred();
+        }
+      });
+    }
   }
 
   /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
    * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
    * the next one), or one that waited past the header timeout (its client has likely given up). */
-  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Buffer, rest: Buffer): () => boolean {
+  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Hello): () => boolean {
     const since = performance.now();
     return () => {
       if (raw.destroyed) return false;
@@ -305,8 +312,11 @@ export class Listener {
       }
       try {
         const charged = c.signMs = this.signMs;
-        raw.unshift(rest.length > 0 ? Buffer.concat([hello, rest]) : hello); // read first, by TLS or its meter
-        this.handshake!(this.metered ? this.meter(raw, c.source, charged + connectionMs, hello.length) : raw);
+        raw.unshift(hello.take()); // read first, by TLS or its meter
+        // metered: on a listener that checks client chains, and for hellos whose costly part may
+        // come with later bytes (TLS 1.2, a key share the listener asks again for)
+        const metered = this.metered || !hello.direct;
+        this.handshake!(metered ? this.meter(raw, c.source, charged + connectionMs, hello.length) : raw);
         return true;
       } catch (err) {
         raw.destroy(); // paused: nothing else would close it

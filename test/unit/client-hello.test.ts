@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { helloLength } from '../../src/dataplane/client-hello.js';
+import { directHello, helloLength } from '../../src/dataplane/client-hello.js';
+import { captureHello } from '../support/client-hello.js';
 
 /** A TLS handshake record holding `payload`. */
 const record = (payload: Buffer, type = 22) => Buffer.concat([Buffer.from([type, 3, 1, payload.length >> 8, payload.length & 255]), payload]);
@@ -32,4 +33,14 @@ test('client hello: bytes that are not a hello are handed on as they are (TLS re
   const first = record(hello(10).subarray(0, 8));
   const alert = record(Buffer.from([2, 40]), 21);
   assert.equal(helloLength(Buffer.concat([first, alert])), first.length, 'a record of another type ends it');
+});
+
+test('direct hello: TLS 1.3 with a share the listener takes; not TLS 1.2, another share, or bytes it cannot read', async () => {
+  assert.equal(directHello(await captureHello()), true, 'Node.js: X25519MLKEM768 and X25519 shares');
+  assert.equal(directHello(await captureHello({ ecdhCurve: 'P-256' })), true);
+  assert.equal(directHello(await captureHello({ maxVersion: 'TLSv1.2' })), false);
+  assert.equal(directHello(await captureHello({ ecdhCurve: 'P-384:P-256' })), false, 'a share for P-384 only');
+  const h = await captureHello();
+  assert.equal(directHello(h.subarray(0, 60)), false, 'cut short');
+  assert.equal(directHello(Buffer.from('GET / HTTP/1.1\r\n\r\n')), false);
 });

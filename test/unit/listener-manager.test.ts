@@ -19,6 +19,7 @@ import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/tran
 import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
 import { connectionMs, HandshakeShare } from '../../src/dataplane/handshake-share.js';
 import { makeCA, makeCostlyChain, makeLeaf, type CertPair } from '../support/certs.js';
+import { captureHello } from '../support/client-hello.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -543,22 +544,12 @@ test('a resumed TLS session is charged the key exchange only: its signature\'s s
   assert.ok(Math.abs(ms - (charged - connectionMs)) < 1e-9, `the signature of the ${charged} ms charged, not all of it: ${ms} ms`);
 });
 
-/** A real TLS ClientHello, as a Node.js client sends it first. */
-function clientHello(t: TestContext): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const pipe = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { resolve(Buffer.from(chunk)); cb(); } });
-    const c = tlsConnect({ socket: pipe, rejectUnauthorized: false, servername: 'gw' });
-    c.on('error', () => {});
-    t.after(() => c.destroy());
-  });
-}
-
 test('a TLS handshake takes its turn once its client\'s hello is whole: connections holding back its last byte start nothing', { timeout: 30_000 }, async (t) => {
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
   const { m, held } = managerFor(t);
   const port = await freePort();
   await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
-  const hello = await clientHello(t);
+  const hello = await captureHello();
   const socks = await Promise.all(Array.from({ length: 5 }, () => new Promise<Socket>((resolve) => {
     const s = connect(port, '127.0.0.1', () => resolve(s));
     held.push(s);
@@ -574,13 +565,84 @@ test('a TLS handshake takes its turn once its client\'s hello is whole: connecti
   for (const s of socks) s.resetAndDestroy(); // (a half-open handshake would hold the close for its timeout)
 });
 
+test('a client hello read before TLS: a reset does not crash the process; a dripped or late one is closed; a closing listener closes those it reads', { timeout: 30_000 }, async (t) => {
+  const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
+  const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 600 } });
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port)));
+  const hello = await captureHello();
+  const opened = () => new Promise<Socket>((resolve) => {
+    const s = connect(port, '127.0.0.1', () => resolve(s));
+    s.setNoDelay(true);
+    held.push(s);
+    s.on('error', () => {});
+  });
+  const closed = (s: Socket) => new Promise<void>((resolve) => s.once('close', () => resolve()));
+  // a reset in the middle of a hello
+  const r = await opened();
+  r.write(hello.subarray(0, 10));
+  await pause(50);
+  r.resetAndDestroy();
+  await pause(50);
+  assert.equal((await ask(port, held, alice, true)).status, 200, 'the process goes on, and serves');
+  // a hello dripped a byte at a time: closed after 32 reads, or 600 ms after it was accepted
+  const d = await opened();
+  const dClosed = closed(d);
+  let sent = 0;
+  for (; sent < hello.length - 1 && !d.destroyed && d.readyState === 'open'; sent++) {
+    d.write(hello.subarray(sent, sent + 1));
+    await pause(5);
+  }
+  await dClosed;
+  assert.ok(sent < 40, `closed after ${sent} bytes`);
+  const slow = await opened();
+  const slowClosed = closed(slow);
+  let slowSent = 0;
+  const drip = setInterval(() => { if (!slow.destroyed) slow.write(hello.subarray(slowSent, ++slowSent)); }, 150);
+  await slowClosed;
+  clearInterval(drip);
+  assert.ok(slowSent <= 8, `600 ms from its accept, whatever it sends meanwhile: ${slowSent} bytes`);
+  assert.equal(starts.mock.calls.filter((c) => (c.arguments[2] as () => number)() !== 0).length, 1, 'only the served one started');
+  // a listener that closes closes the connections whose hello it reads
+  const w = await opened();
+  w.write(hello.subarray(0, 10));
+  await pause(50);
+  const wClosed = closed(w);
+  const closing = m.closeAll(0);
+  await Promise.race([wClosed, pause(400).then(() => assert.fail('not closed with its listener'))]);
+  await closing;
+});
+
+test('TLS 1.2 clients, and TLS 1.3 hellos without a share the listener takes, are metered: their later bytes wait for a turn', { timeout: 30_000 }, async (t) => {
+  const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
+  const { m, held } = managerFor(t);
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const gated = () => starts.mock.calls.filter((c) => (c.arguments[2] as () => number)() === 0).length;
+  const served = (o: { maxVersion?: 'TLSv1.2'; ecdhCurve?: string }) => new Promise<number>((resolve) => {
+    const s = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...o }, () => {
+      s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+    });
+    held.push(s);
+    s.on('data', (b: Buffer) => resolve(Number(/^HTTP\/1\.1 (\d+)/.exec(b.toString('latin1'))?.[1] ?? 0)));
+    s.on('error', () => resolve(-1));
+  });
+  assert.equal(await served({}), 200);
+  assert.equal(gated(), 0, 'a TLS 1.3 hello with an X25519 share: native, nothing waits again');
+  assert.equal(await served({ maxVersion: 'TLSv1.2' }), 200);
+  assert.ok(gated() >= 1, 'TLS 1.2: its key exchange came in a later read, through the share');
+  const before = gated();
+  assert.equal(await served({ ecdhCurve: 'P-384:P-256' }), 200, 'a P-384 share: the listener asks again, for P-256');
+  assert.ok(gated() > before, 'its second hello came in a later read, through the share');
+});
+
 test('on a listener with clientCA, what a client sends with its hello waits for a turn of the share', { timeout: 30_000 }, async (t) => {
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
   const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
   const { m, held } = managerFor(t);
   const port = await freePort();
   await m.apply('team-a/gw', withClientCA(planOf('team-a', 'gw', port), makeCA(dir, 'clients')));
-  const hello = await clientHello(t);
+  const hello = await captureHello();
   const s = connect(port, '127.0.0.1', () => s.write(Buffer.concat([hello, Buffer.from([22, 3, 3, 0, 1, 0])]))); // a hello, and a record after it
   held.push(s);
   s.on('error', () => {});
