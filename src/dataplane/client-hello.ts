@@ -63,6 +63,8 @@ export interface Hello {
  */
 export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, whole: (hello: Hello) => void): void {
   let got: Buffer = Buffer.alloc(0);
+  const later: Buffer[] = []; // what came once the hello was whole
+  let size = 0;
   let reads = 0;
   let length: number | undefined;
   const timer = setTimeout(() => raw.destroy(), timeoutMs);
@@ -71,12 +73,15 @@ export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, 
     reading.delete(raw);
   };
   const onData = (chunk: Buffer) => {
-    got = got.length ? Buffer.concat([got, chunk]) : chunk;
-    if (got.length > maxHelloBytes) {
+    if ((size += chunk.length) > maxHelloBytes) {
       raw.destroy();
       return;
     }
-    if (length !== undefined) return; // it waits for its turn
+    if (length !== undefined) { // it waits for its turn
+      later.push(chunk);
+      return;
+    }
+    got = got.length ? Buffer.concat([got, chunk]) : chunk;
     length = helloLength(got);
     if (length === undefined) {
       if (++reads >= maxHelloReads) raw.destroy();
@@ -90,7 +95,7 @@ export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, 
       take: () => {
         raw.removeListener('data', onData);
         raw.pause();
-        return got;
+        return later.length > 0 ? Buffer.concat([got, ...later]) : got;
       },
     });
   };
@@ -100,10 +105,21 @@ export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, 
   raw.resume();
 }
 
-/** The key exchange groups a listener offers (`ecdhCurve`): one tuple, so a client's share for
- * any of them is taken as it is. */
-export const listenerGroups = 'X25519MLKEM768:X25519:P-256';
-const directGroups = new Set([0x11ec, 0x001d, 0x0017]);
+/**
+ * The key exchange groups a listener offers (`ecdhCurve`) with the OpenSSL `version`, in one tuple:
+ * a client's share for any of them is taken as it is (OpenSSL takes the first of the client's
+ * shares it offers), and their TLS code points. X25519MLKEM768 from OpenSSL 3.5 (Node.js 24);
+ * 3.0 (Node.js 22) refuses the name.
+ */
+export function groupsFor(version: string): { curves: string; codes: Set<number> } {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major > 3 || (major === 3 && minor >= 5)
+    ? { curves: 'X25519MLKEM768:X25519:P-256', codes: new Set([0x11ec, 0x001d, 0x0017]) }
+    : { curves: 'X25519:P-256', codes: new Set([0x001d, 0x0017]) };
+}
+
+const groups = groupsFor(process.versions.openssl);
+export const listenerGroups = groups.curves;
 
 /**
  * Whether `hello` (whole, in its records) is a TLS 1.3 ClientHello with a key share for one of
@@ -120,6 +136,7 @@ export function directHello(hello: Buffer): boolean {
     at += recordHeader + len;
   }
   const m = Buffer.concat(parts);
+  if (hello[0] !== 22 || m[0] !== 1) return false; // not a ClientHello in handshake records
   try {
     let at = messageHeader + 2 + 32; // version, random
     at += 1 + m.readUInt8(at); // session id
@@ -137,7 +154,7 @@ export function directHello(hello: Buffer): boolean {
         const n = data.readUInt8(0);
         for (let i = 1; i + 2 <= 1 + n; i += 2) if (data.readUInt16BE(i) === 0x0304) v13 = true;
       } else if (type === 0x0033) { // key_share
-        for (let i = 2; i + 4 <= data.length; i += 4 + data.readUInt16BE(i + 2)) if (directGroups.has(data.readUInt16BE(i))) share = true;
+        for (let i = 2; i + 4 <= data.length; i += 4 + data.readUInt16BE(i + 2)) if (groups.codes.has(data.readUInt16BE(i))) share = true;
       }
       at += 4 + len;
     }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { directHello, helloLength } from '../../src/dataplane/client-hello.js';
+import { createServer } from 'node:tls';
+import { directHello, groupsFor, helloLength, listenerGroups } from '../../src/dataplane/client-hello.js';
 import { captureHello } from '../support/client-hello.js';
 
 /** A TLS handshake record holding `payload`. */
@@ -43,4 +44,14 @@ test('direct hello: TLS 1.3 with a share the listener takes; not TLS 1.2, anothe
   const h = await captureHello();
   assert.equal(directHello(h.subarray(0, 60)), false, 'cut short');
   assert.equal(directHello(Buffer.from('GET / HTTP/1.1\r\n\r\n')), false);
+  const other = Buffer.from(h);
+  other[5] = 2; // the same bytes as another handshake message
+  assert.equal(directHello(other), false);
+});
+
+test('key exchange groups: with the hybrid one from OpenSSL 3.5, without it before; this Node.js takes its own', () => {
+  assert.deepEqual(groupsFor('3.0.19'), { curves: 'X25519:P-256', codes: new Set([0x1d, 0x17]) });
+  assert.deepEqual(groupsFor('3.5.8'), { curves: 'X25519MLKEM768:X25519:P-256', codes: new Set([0x11ec, 0x1d, 0x17]) });
+  assert.equal(groupsFor('4.0.0').codes.has(0x11ec), true);
+  assert.doesNotThrow(() => createServer({ ecdhCurve: listenerGroups }));
 });

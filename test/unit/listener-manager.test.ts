@@ -613,6 +613,26 @@ test('a client hello read before TLS: a reset does not crash the process; a drip
   await closing;
 });
 
+test('what a client sends while its whole hello waits for a turn is kept, and waits for a turn of its own after it', { timeout: 30_000 }, async (t) => {
+  const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
+  const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
+  const { m, held } = managerFor(t, { limits: { tlsHandshakePercent: 1 } }); // one handshake every ~125 ms
+  const port = await freePort();
+  await m.apply('team-a/gw', withClientCA(withTLS(planOf('team-a', 'gw', port), true), makeCA(dir, 'clients')));
+  const hello = await captureHello();
+  for (let i = 0; i < 3; i++) {
+    const s = connect(port, '127.0.0.1', () => {
+      s.write(hello);
+      setTimeout(() => s.write(Buffer.from([22, 3, 3, 0, 1, 0])), 30); // a record after it, while it waits
+    });
+    held.push(s);
+    s.on('error', () => {});
+  }
+  const rest = () => starts.mock.calls.filter((c) => (c.arguments[2] as () => number)() === 0).length;
+  for (let i = 0; i < 300 && rest() < 3; i++) await pause(10);
+  assert.equal(rest(), 3, 'each one\'s later record reached its meter');
+});
+
 test('TLS 1.2 clients, and TLS 1.3 hellos without a share the listener takes, are metered: their later bytes wait for a turn', { timeout: 30_000 }, async (t) => {
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
   const { m, held } = managerFor(t);
