@@ -11,8 +11,9 @@ const recordHeader = 5;
 /** The handshake message header: type (1: ClientHello), length (3 bytes). */
 const messageHeader = 4;
 
-/** What a client may send before its hello is whole (hellos are 0.3–3 KiB; OpenSSL's bound is 128 KiB). */
-export const maxHelloBytes = 16 * 1024;
+/** What a client may send before its TLS handshake is done: its hello (0.3–3 KiB; OpenSSL's
+ * bound is 128 KiB), a chain of a few certificates (RSA-4096: ~1.5 KiB each), its signature. */
+export const maxClientHandshakeBytes = 16 * 1024;
 
 /**
  * How many bytes of `data` (a connection's first bytes) make its whole hello: a number once the
@@ -56,7 +57,7 @@ export interface Hello {
 
 /**
  * Reads `raw`'s (paused) first bytes until its hello is whole, then calls `whole`. Until `take()`
- * it keeps reading, to at most `maxHelloBytes` in all (a client sends nothing more until the
+ * it keeps reading, to at most `maxClientHandshakeBytes` in all (a client sends nothing more until the
  * server answers). Closes the connection past that, past `maxHelloReads` reads before the hello is
  * whole, or `timeoutMs` after it was accepted without a whole hello. `reading` holds the
  * connection until then (a closing listener closes what it holds).
@@ -73,7 +74,7 @@ export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, 
     reading.delete(raw);
   };
   const onData = (chunk: Buffer) => {
-    if ((size += chunk.length) > maxHelloBytes) {
+    if ((size += chunk.length) > maxClientHandshakeBytes) {
       raw.destroy();
       return;
     }

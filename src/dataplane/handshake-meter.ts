@@ -8,10 +8,8 @@
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { maxClientHandshakeBytes } from './client-hello.js';
 
-/** What a client may send before its TLS handshake is done: its hello, a chain of a few
- * certificates (RSA-4096: ~1.5 KiB each) and its signature fit. */
-export const maxClientHandshakeBytes = 16 * 1024;
 
 export interface MeterHooks {
   /** The ms TLS spent on one read of the client's bytes before the handshake was done. */
@@ -38,18 +36,11 @@ export class HandshakeMeter extends Duplex {
   /** The client ended its side while some of its bytes waited. */
   private ended = false;
   private doneAt: number | undefined;
-  readonly remoteAddress: string | undefined;
-  readonly remotePort: number | undefined;
-  readonly remoteFamily: string | undefined;
-  readonly localAddress: string | undefined;
-  readonly localPort: number | undefined;
 
   /** `helloBytes`: the length of the client's hello, read already and put back in `raw` (its
    * handshake's start had its turn): TLS gets it at once, and all that follows waits for a turn. */
   constructor(private readonly raw: Socket, private readonly hooks: MeterHooks, private helloBytes: number) {
     super({ allowHalfOpen: true });
-    ({ remoteAddress: this.remoteAddress, remotePort: this.remotePort, remoteFamily: this.remoteFamily,
-      localAddress: this.localAddress, localPort: this.localPort } = raw);
     raw.on('data', (chunk: Buffer) => {
       if (!this.metering) {
         if (!this.push(chunk)) raw.pause();
@@ -81,7 +72,7 @@ export class HandshakeMeter extends Duplex {
   /** The addresses of the raw connection, on the TLS socket made from this (it has none of its own). */
   describe(tls: Socket): void {
     for (const k of ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const) {
-      Object.defineProperty(tls, k, { value: this[k], configurable: true });
+      Object.defineProperty(tls, k, { value: this.raw[k], configurable: true });
     }
   }
 

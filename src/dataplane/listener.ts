@@ -126,7 +126,7 @@ export class Listener {
         const clientCerts = plan.tls.clientCA ? { requestCert: true, rejectUnauthorized: false, ca: plan.tls.clientCA.pem } : {};
         // half-open as over plain HTTP: a session's client may end its side and still read the reply;
         // a handshake gets the header timeout too (Node's default is 120 s)
-        // paused: the client's first bytes wait in the kernel until the handshake's turn comes
+        // paused: nothing is read until `readHello` reads the client's hello
         const server = createTLSServer({ ...opts, pauseOnConnect: true, allowHalfOpen: true, handshakeTimeout: limits.headersTimeoutMs, cert: plan.tls.cert, key: plan.tls.key, ...listenerTLS, ...clientCerts });
         // the TLS server's own 'connection' handler (it wraps the socket and starts the handshake)
         const [handshake, ...more] = server.listeners('connection') as Array<(raw: Socket | HandshakeMeter) => void>;
@@ -135,21 +135,20 @@ export class Listener {
         this.handshake = (raw) => handshake.call(server, raw);
         this.signMs = signCost(plan.tls.key);
         this.metered = !!plan.tls.clientCA;
-        // a metered handshake is done: its TLS socket gets the raw connection's addresses (before
-        // anything reads them), and what follows is not metered
+        // a handshake is done (first, before anything reads the TLS socket's addresses)
         server.prependListener('secureConnection', (tls: TLSSocket) => {
           const m = HandshakeMeter.feeding;
-          if (m) {
+          if (m) { // metered: its TLS socket gets the raw connection's addresses; what follows is not metered
             m.describe(tls);
             m.done();
-          } else if (tls.remoteAddress === undefined) { // metered, but done outside its bytes (or gone)
-            tls.destroy();
           }
-        });
-        // a resumed session signs nothing: what it was charged for the signature is given back
-        server.on('secureConnection', (tls: TLSSocket) => {
           const key = peerKey(tls);
-          const c = key === undefined ? undefined : this.unadmitted.get(key);
+          if (key === undefined) { // metered but done outside its bytes, or gone
+            tls.destroy();
+            return;
+          }
+          // a resumed session signs nothing: what it was charged for the signature is given back
+          const c = this.unadmitted.get(key);
           if (c?.signMs !== undefined && tls.isSessionReused()) budgets.handshakes.refund(c.signMs);
         });
         this.server = server;
@@ -774,10 +773,11 @@ const maxPipelined = 16;
 interface Conn { read: number; written: number; admitted: boolean; pending: number; next: (() => void)[] }
 const conns = new WeakMap<object, Conn>();
 
-/** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
- * local address too: a listener on 0.0.0.0 may have two from one client address and port.) */
 /** What a handshake's later bytes are charged when they start: nothing, what TLS spends on them is charged as it is spent. */
 const noCost = () => 0;
+
+/** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
+ * local address too: a listener on 0.0.0.0 may have two from one client address and port.) */
 
 function peerKey(sock: Socket): string | undefined {
   const { remoteAddress: a, remotePort: p, localAddress: la, localPort: lp } = sock;
