@@ -544,6 +544,31 @@ test('a resumed TLS session is charged the key exchange only: its signature\'s s
   assert.ok(Math.abs(ms - (charged - connectionMs)) < 1e-9, `the signature of the ${charged} ms charged, not all of it: ${ms} ms`);
 });
 
+test('tenancy: one team\'s costly client chains, sent at once, do not hold back another team\'s new TLS connections', { timeout: 60_000 }, async (t) => {
+  const charges = t.mock.method(HandshakeShare.prototype, 'charge'); // a spy: the share still counts
+  const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
+  const { m, held } = managerFor(t);
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withClientCA(planOf('team-a', 'gw', a), makeCA(dir, 'clients')));
+  await m.apply('team-b/gw', withTLS(planOf('team-b', 'gw', b), true));
+  const chain = makeCostlyChain(dir, 8); // ~50 ms to check
+  const answered: string[] = [];
+  const call = (port: number, name: string, c?: { key: string; chain: string }) => new Promise<void>((resolve) => {
+    const s = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...(c ? { key: c.key, cert: c.chain } : {}) }, () => {
+      s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+    });
+    held.push(s);
+    s.once('data', () => { answered.push(name); resolve(); });
+    s.on('error', () => resolve());
+  });
+  const flood = Array.from({ length: 6 }, (_, i) => call(a, `a${i}`, chain));
+  // team-a's first chain is checked and charged; team-b's callers come then
+  for (let i = 0; i < 500 && !charges.mock.calls.some((c) => c.arguments[0] === 'team-a' && (c.arguments[1] as number) > 5); i++) await pause(5);
+  await Promise.all([...flood, ...Array.from({ length: 3 }, (_, i) => call(b, `b${i}`))]);
+  const lastB = Math.max(...['b0', 'b1', 'b2'].map((n) => answered.indexOf(n)));
+  assert.ok(answered.length === 9 && lastB <= 4, `team-b's three answered before most of team-a's chains were checked: ${answered.join(' ')}`);
+});
+
 test('a TLS handshake takes its turn once its client\'s hello is whole: connections holding back its last byte start nothing', { timeout: 30_000 }, async (t) => {
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
   const { m, held } = managerFor(t);
