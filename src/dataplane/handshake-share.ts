@@ -59,7 +59,6 @@ export class HandshakeShare {
     if (this.share >= 1) return this.run1(start), true;
     this.refill();
     if (this.queues.size === 0 && this.tokens > 0) {
-      this.owed.delete(namespace); // nothing waits: the share has had its time back, and no one is owed a turn
       const ms = cost();
       if (this.run1(start)) this.tokens -= ms;
       return true;
