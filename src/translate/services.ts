@@ -16,7 +16,16 @@ export interface EndpointSliceLike {
   metadata?: { labels?: Record<string, string> };
   addressType?: string;
   ports?: { name?: string; port?: number; protocol?: string }[] | null;
-  endpoints?: { addresses: string[]; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }[] | null;
+  endpoints?: { addresses: string[]; targetRef?: TargetRef; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }[] | null;
+}
+
+export interface TargetRef { kind?: string; namespace?: string; name?: string; uid?: string }
+
+/** What is read of a pod: whether it is alive, on the pod network, and its IPs. */
+export interface PodLike {
+  metadata?: { uid?: string; deletionTimestamp?: string };
+  spec?: { hostNetwork?: boolean };
+  status?: { phase?: string; podIPs?: { ip: string }[] | null };
 }
 
 export interface ReferenceGrantLike {
@@ -30,6 +39,13 @@ export interface ServiceSnapshot {
   endpointSlices?: Record<string, EndpointSliceLike[]>;
   /** ReferenceGrants by namespace. */
   referenceGrants?: Record<string, ReferenceGrantLike[]>;
+  /**
+   * The pods the routed Services' EndpointSlices name, by namespace/name: an address is used only
+   * when it is an IP of the live pod its endpoint names, in the Service's namespace
+   * (--endpoint-addresses pods, the default). Absent: addresses are not checked against pods
+   * (--endpoint-addresses any).
+   */
+  pods?: Record<string, PodLike>;
   /** CA bundles labelled access-gateway.io/ca-bundle=true, by "ConfigMap/ns/name" or "Secret/ns/name": key -> PEM. */
   caBundles?: Record<string, Record<string, string>>;
 }
@@ -61,9 +77,26 @@ for (const [a, bits] of [['0.0.0.0', 8], ['127.0.0.0', 8], ['169.254.0.0', 16], 
 // unspecified, loopback, link-local, multicast; AWS's instance metadata over IPv6
 for (const [a, bits] of [['::', 128], ['::1', 128], ['fe80::', 10], ['ff00::', 8], ['fd00:ec2::254', 128]] as const) notPods.addSubnet(a, bits, 'ipv6');
 
-function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint[] {
+/**
+ * Whether `ip` is an IP of the pod `ref` names in namespace `ns`, that pod alive (not deleted, not
+ * finished: its IPs may be another pod's next) and on the pod network (a host-network pod's IP is
+ * its node's). A team cannot write pod status, so it cannot make another team's pod IP its own.
+ */
+export function podOwns(pods: Record<string, PodLike>, ns: string, ref: TargetRef | undefined, ip: string): boolean {
+  if (ref?.kind !== 'Pod' || !ref.name || (ref.namespace !== undefined && ref.namespace !== ns)) return false;
+  const pod = pods[`${ns}/${ref.name}`];
+  if (!pod || (ref.uid !== undefined && ref.uid !== pod.metadata?.uid)) return false;
+  if (pod.metadata?.deletionTimestamp || pod.spec?.hostNetwork) return false;
+  if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return false;
+  return (pod.status?.podIPs ?? []).some((p) => p.ip === ip);
+}
+
+/** The ready endpoints of a Service's slices (`ns`: the Service's namespace), and how many ready
+ * addresses were left out as not its pods' (checked when `pods` is given). */
+function readyEndpoints(slices: EndpointSliceLike[], portName: string, ns: string, pods: Record<string, PodLike> | undefined): { endpoints: Endpoint[]; leftOut: number } {
   const out: Endpoint[] = [];
   const seen = new Set<string>();
+  let leftOut = 0;
   for (const s of slices) {
     if (s.addressType && s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
     const port = (s.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === 'TCP')?.port;
@@ -72,12 +105,16 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string): Endpoint
       const c = e.conditions ?? {};
       if (c.ready === false || c.serving === false || c.terminating === true) continue;
       const ip = e.addresses[0];
-      if (!ip || seen.has(`${ip}:${port}`) || !podAddress(ip)) continue;
+      if (!ip || seen.has(`${ip}:${port}`)) continue;
+      if (!podAddress(ip) || (pods && !podOwns(pods, ns, e.targetRef, ip))) {
+        leftOut++;
+        continue;
+      }
       seen.add(`${ip}:${port}`);
       out.push({ ip, port });
     }
   }
-  return out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
+  return { endpoints: out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1)), leftOut };
 }
 
 /** The text under `key` of a labelled ConfigMap or Secret, if it has one: its own key only (a key
@@ -118,7 +155,14 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bu
     }
     target.ca = pem;
   }
-  target.endpoints = readyEndpoints(snap.endpointSlices?.[`${ns}/${s.name}`] ?? [], sp.name ?? '');
-  if (!target.endpoints.length) return fail(Reason.NoReadyEndpoints, `Service ${ns}/${s.name} has no ready endpoints`, 503);
+  const ready = readyEndpoints(snap.endpointSlices?.[`${ns}/${s.name}`] ?? [], sp.name ?? '', ns, snap.pods);
+  target.endpoints = ready.endpoints;
+  if (!target.endpoints.length) {
+    const n = ready.leftOut === 1 ? '1 ready address' : `${ready.leftOut} ready addresses`;
+    const why = !ready.leftOut ? '' : snap.pods
+      ? ` (${n} left out: an address must be an IP of the running pod its endpoint's targetRef names in ${ns}; see --endpoint-addresses)`
+      : ` (${n} left out: loopback, link-local, unspecified or multicast)`;
+    return fail(Reason.NoReadyEndpoints, `Service ${ns}/${s.name} has no ready endpoints${why}`, 503);
+  }
   return { target, problem: null };
 }

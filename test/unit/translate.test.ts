@@ -75,3 +75,55 @@ test('an EndpointSlice address that cannot be a pod\'s is left out', () => {
     assert.equal(podAddress(ip), true, ip);
   }
 });
+
+test('with pods checked, an EndpointSlice address is used only when it is an IP of the live pod its endpoint names, in the Service\'s namespace', () => {
+  const gw = applyDefaults(parse(`
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: g, namespace: team-a, generation: 1}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{groups: [system:serviceaccounts:team-a]}]
+  routes: [{name: web, pathPrefix: /, service: {name: web, port: 80}}]
+`));
+  const pod = (over: Record<string, unknown> = {}) => ({ metadata: { uid: 'u1' }, status: { phase: 'Running', podIPs: [{ ip: '198.18.0.10' }, { ip: 'fd00::10' }] }, ...over });
+  const run = (endpoint: Record<string, unknown>, pods: Record<string, unknown> | undefined, ip = '198.18.0.10') => {
+    const t = translate(gw, {
+      port: { port: 20000 },
+      services: { 'team-a/web': { spec: { ports: [{ port: 80 }] } } },
+      endpointSlices: { 'team-a/web': [{ addressType: 'IPv4', ports: [{ name: '', port: 8080 }], endpoints: [{ addresses: [ip], ...endpoint }] }] },
+      ...(pods ? { pods: pods as any } : {}),
+    });
+    const target = t.plan?.routes[0]?.target as { endpoints?: { ip: string }[] } | undefined;
+    const resolved = t.conditions.find((c) => c.type === 'ResolvedRefs')!;
+    return { ips: (target?.endpoints ?? []).map((e) => e.ip), resolved };
+  };
+  const ref = { kind: 'Pod', name: 'web-1', uid: 'u1' };
+  // the pod's own IP (its second one too), with or without the namespace and uid in the ref
+  assert.deepEqual(run({ targetRef: ref }, { 'team-a/web-1': pod() }).ips, ['198.18.0.10']);
+  assert.deepEqual(run({ targetRef: ref }, { 'team-a/web-1': pod() }, 'fd00::10').ips, ['fd00::10']);
+  assert.deepEqual(run({ targetRef: { kind: 'Pod', name: 'web-1', namespace: 'team-a' } }, { 'team-a/web-1': pod() }).ips, ['198.18.0.10']);
+  // not checked without pods (--endpoint-addresses any)
+  assert.deepEqual(run({}, undefined).ips, ['198.18.0.10']);
+  const refused: [string, Record<string, unknown>, Record<string, unknown>][] = [
+    ['no targetRef', {}, { 'team-a/web-1': pod() }],
+    ['a targetRef that is not a pod', { targetRef: { kind: 'Node', name: 'web-1' } }, { 'team-a/web-1': pod() }],
+    ['another namespace\'s pod', { targetRef: { ...ref, namespace: 'team-b' } }, { 'team-a/web-1': pod(), 'team-b/web-1': pod() }],
+    ['a pod that is not there', { targetRef: ref }, {}],
+    ['another pod of that name (uid)', { targetRef: ref }, { 'team-a/web-1': pod({ metadata: { uid: 'u2' } }) }],
+    ['an IP that is not the pod\'s', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Running', podIPs: [{ ip: '198.18.0.11' }] } }) }],
+    ['a pod with no IP yet', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Pending' } }) }],
+    ['a deleted pod', { targetRef: ref }, { 'team-a/web-1': pod({ metadata: { uid: 'u1', deletionTimestamp: '2026-12-04T00:00:00Z' } }) }],
+    ['a finished pod', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Succeeded', podIPs: [{ ip: '198.18.0.10' }] } }) }],
+    ['a failed pod', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Failed', podIPs: [{ ip: '198.18.0.10' }] } }) }],
+    ['a host-network pod (its node\'s IP)', { targetRef: ref }, { 'team-a/web-1': pod({ spec: { hostNetwork: true } }) }],
+  ];
+  for (const [why, endpoint, pods] of refused) {
+    const r = run(endpoint, pods);
+    assert.deepEqual(r.ips, [], why);
+    assert.equal(r.resolved.reason, 'NoReadyEndpoints', why);
+    assert.match(r.resolved.message, /Service team-a\/web has no ready endpoints \(1 ready address left out: an address must be an IP of the running pod its endpoint's targetRef names in team-a; see --endpoint-addresses\)/, why);
+  }
+  // what is not a pod's address is left out either way, and said so
+  assert.match(run({}, undefined, '169.254.169.254').resolved.message, /\(1 ready address left out: loopback, link-local, unspecified or multicast\)/);
+});
