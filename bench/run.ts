@@ -18,7 +18,7 @@ import { Agent, request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator, type OperatorProc } from '../test/support/operator.js';
 import { chartNodeOptions } from '../test/support/chart-operator.js';
-import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig } from '../test/support/cluster.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml, applyService, tokenKubeconfig } from '../test/support/cluster.js';
 import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
 import { parseWrk, wrk, type WrkResult } from './wrk.js';
@@ -95,10 +95,10 @@ http { access_log off; keepalive_requests 1000000; server { listen ${host.ip}:80
     procs.push(host.start('taskset', ['-c', '0', 'nginx', '-c', upstreamConf], join(dir, 'upstream.log')));
     const upstream = `http://${host.ip}:8080`;
     await ready(`${upstream}/`);
-    await applyYaml(cp, serviceYaml(ns, 'upstream', [host.ip]));
+    await applyService(cp, ns, 'upstream', [host.ip]);
     // another team, with a gateway of its own to the same upstream (the neighbour case)
     await applyYaml(cp, namespaceYaml(nsB, ['client']));
-    await applyYaml(cp, serviceYaml(nsB, 'upstream', [host.ip]));
+    await applyService(cp, nsB, 'upstream', [host.ip]);
 
     // the proxies under test, each alone on CPU 1
     const nginxPort = await freePort();

@@ -18,6 +18,7 @@ export const usage = `usage:
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
                            [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
                            [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
+                           [--endpoint-addresses pods|any (default pods)]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
@@ -27,7 +28,7 @@ export const usage = `usage:
                            [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
                            [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
-                           [--authentication-config FILE]
+                           [--endpoint-addresses pods|any (default pods)] [--authentication-config FILE]
   access-gateway validate  -f FILE|DIR ...
   access-gateway kubeconfig --gateway NS/NAME (--service-account SA | --oidc-issuer URL --oidc-client-id ID
                            [--oidc-client-secret S] [--oidc-certificate-authority FILE]) [--server URL]

@@ -58,7 +58,7 @@ export async function runOperator(args: string[]): Promise<void> {
   if (!elector) metrics.leader.set(1);
   const events = new EventRecorder(client, log);
   const controller: GatewayController = new GatewayController({
-    client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics, jwksReady: rt.jwksReadiness,
+    client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics, jwksReady: rt.jwksReadiness, endpointAddresses: f['endpoint-addresses'],
     source: (onEvent) => new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: f.namespace, path: gatewaysPath, log, metrics, onEvent }),
     writeStatus: async (gw, status) => { await writeStatus(client, gw, status); },
     events,

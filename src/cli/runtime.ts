@@ -42,6 +42,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'max-cached-callers-per-namespace': flag.int(10_000, 0, 10_000_000),
   'requests-per-turn-per-namespace': flag.int(4, 0, 100_000),
   'tls-handshake-percent': flag.int(50, 1, 100),
+  'endpoint-addresses': flag.oneOf(['pods', 'any'], 'pods'),
   'header-timeout-seconds': flag.int(10, 1, 3600),
   'idle-timeout-seconds': flag.int(65, 1, 3600),
   'max-token-reviews-in-flight': flag.int(16, 1, 1000),

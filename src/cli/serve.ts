@@ -20,7 +20,7 @@ export async function runServe(args: string[]): Promise<void> {
   const statuses = new Map<string, AccessGatewayStatus>();
   let files: FileSource | undefined;
   const controller = new GatewayController({
-    client: rt.client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics: rt.metrics, jwksReady: rt.jwksReadiness,
+    client: rt.client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics: rt.metrics, jwksReady: rt.jwksReadiness, endpointAddresses: f['endpoint-addresses'],
     source: (onEvent) => (files = new FileSource(f.gateways, onEvent, log)),
     writeStatus: async (gw, status) => {
       statuses.set(keyOf(gw), status);

@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, type KubeObject } from '../kube/informer.js';
+import { dataListPage, objectKey, type InformerEvent, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
-import type { EndpointSliceLike, ReferenceGrantLike, ServiceLike } from '../translate/services.js';
+import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
 import type { SecretLike, Snapshot } from '../translate/translate.js';
 import { caBundleLabel, listenerTLSLabel, serviceNameLabel } from '../api/labels.js';
 import type { Ref } from './ref-index.js';
@@ -36,8 +36,36 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
   return {
     metadata: { ...identity(o.metadata), ...(svc ? { labels: { [serviceNameLabel]: svc } } : {}) },
     addressType: o.addressType, ports: o.ports,
-    endpoints: o.endpoints?.map((e) => ({ addresses: e.addresses.slice(0, 1), conditions: e.conditions })), // the first is read
+    endpoints: o.endpoints?.map((e) => ({ addresses: e.addresses.slice(0, 1), conditions: e.conditions, ...(e.targetRef?.kind === 'Pod' ? { targetRef: podRef(e.targetRef) } : {}) })), // the first is read
   } as Obj<EndpointSliceLike>;
+}
+
+function podRef(r: TargetRef): TargetRef {
+  return { kind: 'Pod', name: r.name, ...(r.namespace !== undefined ? { namespace: r.namespace } : {}), ...(r.uid !== undefined ? { uid: r.uid } : {}) };
+}
+
+/** A pod as --endpoint-addresses pods reads it: alive or not, host network or not, its IPs. */
+function trimPod(o: Obj<PodLike>): Obj<PodLike> {
+  const m = o.metadata as KubeObject['metadata'] & { deletionTimestamp?: string };
+  return {
+    metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}) },
+    spec: o.spec?.hostNetwork ? { hostNetwork: true } : {},
+    status: { phase: o.status?.phase, podIPs: (o.status?.podIPs ?? []).map((p) => ({ ip: p.ip })) },
+  } as Obj<PodLike>;
+}
+
+/** The same pod to --endpoint-addresses pods (an update that changes nothing read asks for no reconcile). */
+function samePod(a: PodLike, b: PodLike): boolean {
+  return a.metadata?.uid === b.metadata?.uid && !a.metadata?.deletionTimestamp === !b.metadata?.deletionTimestamp
+    && !a.spec?.hostNetwork === !b.spec?.hostNetwork && a.status?.phase === b.status?.phase
+    && (a.status?.podIPs ?? []).map((p) => p.ip).join() === (b.status?.podIPs ?? []).map((p) => p.ip).join();
+}
+
+/** The pods (namespace/name) a slice's endpoints name. */
+function slicePods(s: Obj<EndpointSliceLike> | undefined): string[] {
+  const out: string[] = [];
+  for (const e of s?.endpoints ?? []) if (e.targetRef?.kind === 'Pod' && e.targetRef.name) out.push(`${s!.metadata.namespace}/${e.targetRef.name}`);
+  return out;
 }
 
 export class ClusterState {
@@ -48,25 +76,47 @@ export class ClusterState {
   private readonly tlsSecrets: Watched<Obj<SecretLike>>;
   private readonly caSecrets: Watched<DataObject>;
   private readonly caConfigMaps: Watched<DataObject>;
+  /** --endpoint-addresses pods: the pods in scope, and which Services' slices name each
+   * (namespace/pod -> slice key -> namespace/Service), so a pod's change re-reads those Services. */
+  private readonly pods: Watched<Obj<PodLike>> | undefined;
+  private readonly podServices = new Map<string, Map<string, string>>();
 
   static trimService = trimService;
   static trimSlice = trimSlice;
+  static trimPod = trimPod;
 
-  constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void }) {
+  constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void; endpointAddresses: 'pods' | 'any' }) {
     const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
     const emit = (kind: Ref['kind'], name?: (o: any) => string | undefined) => (_t: unknown, o: KubeObject) => {
       const n = name ? name(o) : o.metadata.name;
       if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
     };
+    const sliceEvent = emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]);
     this.services = new Watched(client, { ...base, name: 'services', path: core('services'), trim: trimService, onEvent: emit('Service') });
     this.slices = new Watched(client, {
       ...base, name: 'endpointslices',
       path: (ns) => (ns ? `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices` : '/apis/discovery.k8s.io/v1/endpointslices'),
       indexBy: (s) => { const svc = s.metadata.labels?.[serviceNameLabel]; return svc ? `${s.metadata.namespace}/${svc}` : undefined; },
       trim: trimSlice,
-      onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
+      onEvent: (type, s, old) => {
+        if (this.pods) this.notePods(type, s, old);
+        sliceEvent(type, s);
+      },
     });
+    if (opts.endpointAddresses === 'pods') {
+      this.pods = new Watched<Obj<PodLike>>(client, {
+        ...base, name: 'pods', path: core('pods'), trim: trimPod,
+        onEvent: (type, p, old) => {
+          if (type === 'update' && old && samePod(old, p)) return;
+          const services = new Set(this.podServices.get(objectKey(p))?.values());
+          for (const key of services) {
+            const [namespace, name] = key.split('/') as [string, string];
+            opts.onChange({ kind: 'Service', namespace, name });
+          }
+        },
+      });
+    }
     this.grants = new Watched(client, {
       ...base, name: 'referencegrants', optional: true,
       path: (ns) => (ns ? `/apis/gateway.networking.k8s.io/v1beta1/namespaces/${ns}/referencegrants` : '/apis/gateway.networking.k8s.io/v1beta1/referencegrants'),
@@ -76,7 +126,24 @@ export class ClusterState {
     this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
     this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
     this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', pageSize: dataListPage, path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
-    this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps];
+    this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps, ...(this.pods ? [this.pods] : [])];
+  }
+
+  /** Keeps podServices: which Services' slices name each pod. */
+  private notePods(type: InformerEvent, s: Obj<EndpointSliceLike>, old: Obj<EndpointSliceLike> | undefined): void {
+    const key = objectKey(s);
+    for (const pod of slicePods(old)) {
+      const m = this.podServices.get(pod);
+      m?.delete(key);
+      if (m?.size === 0) this.podServices.delete(pod);
+    }
+    const svc = s.metadata.labels?.[serviceNameLabel];
+    if (type === 'delete' || !svc) return;
+    for (const pod of slicePods(s)) {
+      let m = this.podServices.get(pod);
+      if (!m) this.podServices.set(pod, (m = new Map()));
+      m.set(key, `${s.metadata.namespace}/${svc}`);
+    }
   }
 
   start(): void {
@@ -126,7 +193,9 @@ export class ClusterState {
   /** The parts of translate()'s snapshot this gateway refers to. */
   snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'> {
     const ns = gw.metadata.namespace;
-    const snap: Required<Omit<Snapshot, 'port' | 'issuers'>> = { secrets: {}, services: {}, endpointSlices: {}, referenceGrants: {}, caBundles: {} };
+    const snap: Required<Omit<Snapshot, 'port' | 'issuers' | 'pods'>> & Pick<Snapshot, 'pods'> = {
+      secrets: {}, services: {}, endpointSlices: {}, referenceGrants: {}, caBundles: {}, ...(this.pods ? { pods: {} } : {}),
+    };
     const tls = gw.spec.listener?.tls?.secretName;
     const secret = tls ? this.tlsSecrets.get(ns, tls) : undefined;
     if (secret) snap.secrets[`${ns}/${tls}`] = secret;
@@ -137,7 +206,17 @@ export class ClusterState {
       const key = `${sns}/${s.name}`;
       const svc = this.services.get(sns, s.name);
       if (svc) snap.services[key] = svc;
-      snap.endpointSlices[key] = this.slices.byIndex(key);
+      const slices = this.slices.byIndex(key);
+      snap.endpointSlices[key] = slices;
+      if (snap.pods) {
+        for (const slice of slices) {
+          for (const pod of slicePods(slice)) {
+            const [pns, pname] = pod.split('/') as [string, string];
+            const p = this.pods!.get(pns, pname);
+            if (p) snap.pods[pod] = p;
+          }
+        }
+      }
       if (sns !== ns) snap.referenceGrants[sns] = this.grants.byIndex(sns);
       if (s.caRef) this.addBundle(snap.caBundles, ns, s.caRef);
     }

@@ -44,6 +44,9 @@ export interface GatewayControllerOptions {
   jwksReady?: { ready(): boolean };
   /** Namespaces to watch Services, EndpointSlices, Secrets... in; empty: all. */
   namespaces: string[];
+  /** --endpoint-addresses: `pods` (default) uses an EndpointSlice address only when it is an IP of
+   * the running pod its endpoint names, in the Service's namespace; `any` does not check. */
+  endpointAddresses?: 'pods' | 'any';
   portRange: [number, number];
   maxGatewaysPerNamespace?: number;
   advertiseHost: string;
@@ -72,7 +75,7 @@ export class GatewayController {
     this.ports = new PortAllocator(opts.portRange, () => clock.now());
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
-    this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref) });
+    this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods' });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,

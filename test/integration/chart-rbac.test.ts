@@ -14,7 +14,7 @@ import { Agent, request } from 'undici';
 import { parseAllDocuments, stringify } from 'yaml';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, condition, getGateway, installCRD, namespaceYaml, serviceYaml, tokenKubeconfig } from '../support/cluster.js';
+import { applyYaml, condition, getGateway, installCRD, namespaceYaml, applyService, tokenKubeconfig } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { waitFor } from '../support/procs.js';
 
@@ -40,7 +40,7 @@ before(async () => {
   await cp.kubectl(['create', 'rolebinding', 'cm', '-n', ns, '--role=cm', `--serviceaccount=${ns}:app`]);
   net = await createTestNet({ hosts: 1 });
   await startServer(net.hosts[0]!, { name: 'backend' });
-  await applyYaml(cp, serviceYaml(ns, 'backend', [net.hosts[0]!.ip]));
+  await applyService(cp, ns, 'backend', [net.hosts[0]!.ip]);
   // a Ready operator replica (no kubelet here: its status is written by hand), so that the operator
   // publishes each gateway's agw-NAME Service and EndpointSlice (--replica-selector)
   await applyYaml(cp, namespaceYaml(releaseNs, ['default'])); // no controller-manager makes it here

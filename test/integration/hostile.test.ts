@@ -13,7 +13,7 @@ import { SignJWT, importPKCS8 } from 'jose';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
 import type { OperatorProc } from '../support/operator.js';
-import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml, applyService } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { rawRequest, type RawResponse } from '../support/raw-http.js';
 import { waitFor } from '../support/procs.js';
@@ -38,7 +38,7 @@ before(async () => {
   net = await createTestNet({ hosts: 1 });
   const server = await startServer(net.hosts[0]!, { name: 'echo' });
   upstream = server.url;
-  await applyYaml(cp, serviceYaml('team-a', 'echo', [net.hosts[0]!.ip]));
+  await applyService(cp, 'team-a', 'echo', [net.hosts[0]!.ip]);
   op = await startChartOperator(cp, { args: ['--header-timeout-seconds', '2', '--idle-timeout-seconds', '3', '--max-connections-per-listener', '32',
     '--max-connections-per-namespace', '48', '--max-cached-callers-per-namespace', '2'] });
   // team-a has two gateways alike, so that bounds per namespace can be filled across listeners

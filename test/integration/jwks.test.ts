@@ -9,7 +9,7 @@ import { SignJWT, importPKCS8 } from 'jose';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
-import { applyYaml, gatewayPort, installCRD, namespaceYaml, serviceYaml } from '../support/cluster.js';
+import { applyYaml, gatewayPort, installCRD, namespaceYaml, applyService } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { waitFor } from '../support/procs.js';
 import { scrapeMetrics } from '../support/metrics.js';
@@ -51,7 +51,7 @@ before(async () => {
   await applyYaml(cp, namespaceYaml(ns, ['a']));
   net = await createTestNet({ hosts: 1 });
   await startServer(net.hosts[0]!, { name: 'web0' });
-  await applyYaml(cp, serviceYaml(ns, 'web', [net.hosts[0]!.ip]));
+  await applyService(cp, ns, 'web', [net.hosts[0]!.ip]);
   await applyYaml(cp, `apiVersion: v1
 kind: Pod
 metadata: {name: p1, namespace: ${ns}}

@@ -20,7 +20,7 @@ metadata: {name: agw-operator}
 rules:
   - {apiGroups: [access-gateway.io], resources: [accessgateways], verbs: [get, list, watch]}
   - {apiGroups: [access-gateway.io], resources: [accessgateways/status], verbs: [patch]}
-  - {apiGroups: [""], resources: [secrets, configmaps, services], verbs: [list, watch]}
+  - {apiGroups: [""], resources: [secrets, configmaps, services, pods], verbs: [list, watch]}
   - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
   - {apiGroups: [gateway.networking.k8s.io], resources: [referencegrants], verbs: [list, watch]}
   - {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}

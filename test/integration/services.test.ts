@@ -14,7 +14,7 @@ import WebSocket from 'ws';
 import { startControlPlane, referenceGrantCRD, type ControlPlane } from '../support/control-plane.js';
 import { logLines, startOperator, waitForLogLines, type OperatorProc } from '../support/operator.js';
 import { scrapeMetrics } from '../support/metrics.js';
-import { applyYaml, condition, createListenerTLS, gatewayPort, getGateway, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
+import { applyYaml, backendPods, condition, createListenerTLS, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, waitObserved } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { makeCA, makeLeaf, type CertPair } from '../support/certs.js';
 import { waitFor } from '../support/procs.js';
@@ -36,7 +36,7 @@ metadata: {name: ${name}, namespace: ${namespace}, labels: {kubernetes.io/servic
 addressType: IPv4
 ports: [{name: "${portName}", port: ${portNum}, protocol: TCP}]
 endpoints:
-${eps.map((e) => `  - {addresses: [${e.ip}], conditions: {ready: ${e.ready}}}`).join('\n')}
+${eps.map((e) => `  - {addresses: [${e.ip}], targetRef: {kind: Pod, name: ${hostPod(e.ip)}}, conditions: {ready: ${e.ready}}}`).join('\n')}
 `;
 const service = (name: string, portName: string, portNum: number, namespace = ns) =>
   `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: ${namespace}}\nspec: {ports: [{name: "${portName}", port: ${portNum}, protocol: TCP}]}\n`;
@@ -72,6 +72,8 @@ before(async () => {
   // the same, slow to connect: each new connection waits 1 s before its handshake
   servers.push(await startServer(net.hosts[2]!, { name: 'slow-tls', port: 9443, tls: { certFile: leaf.certFile, keyFile: leaf.keyFile }, handshakeDelayMs: 1000 }));
   const [h0, h1, h2, h3] = net.hosts.map((h) => h.ip);
+  await backendPods(cp, ns, [h0!, h1!, h2!, h3!]);
+  await backendPods(cp, 'team-b', [h3!]);
   await applyYaml(cp, [
     service('ledger', 'http', 80), slice('ledger-1', 'ledger', 'http', 8080, [h0, h1, h2].map((ip) => ({ ip: ip!, ready: true }))),
     service('empty', '', 80), slice('empty-1', 'empty', '', 8080, [{ ip: h0!, ready: false }]),

@@ -8,14 +8,15 @@ import { connect } from 'node:net';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { readyReplica, startChartOperator } from '../support/chart-operator.js';
-import { applyYaml, bearer, condition, curl, gatewayPort, getGateway, installCRD, namespaceYaml, serviceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
+import { applyYaml, backendPods, bearer, condition, curl, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, applyService, waitListenerClosed, waitObserved } from '../support/cluster.js';
 import { freePort, waitFor } from '../support/procs.js';
-import { createTestNet, startServer, type TestNet } from '../support/netns.js';
+import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
 let net: TestNet;
+let privateB: TestServer; // a pod of team-b's that team-a's pods may not reach (the operator's may)
 let appA: string; // team-a's workload
 let appB: string; // team-b's workload
 const maxPerNamespace = 12;
@@ -45,9 +46,11 @@ before(async () => {
   await cp.kubectl(['create', 'rolebinding', 'reader-cm', '-n', 'team-a', '--role=cm', '--serviceaccount=team-a:reader']);
   await cp.kubectl(['create', 'secret', 'generic', 'b-secret', '-n', 'team-b', '--from-literal=k=v']);
   await cp.kubectl(['create', 'secret', 'generic', 'a-secret', '-n', 'team-a', '--from-literal=k=v']);
-  net = await createTestNet({ hosts: 1 });
+  net = await createTestNet({ hosts: 2 });
   await startServer(net.hosts[0]!, { name: 'ledger' });
-  await applyYaml(cp, serviceYaml('team-a', 'ledger', [net.hosts[0]!.ip]));
+  privateB = await startServer(net.hosts[1]!, { name: 'private-b' });
+  await backendPods(cp, 'team-b', [net.hosts[1]!.ip]);
+  await applyService(cp, 'team-a', 'ledger', [net.hosts[0]!.ip]);
   op = await startChartOperator(cp, { args: operatorArgs });
   // a team-a gateway older than team-b's (it tries to take team-b's port in test 5)
   await applyYaml(cp, gw('team-a', 'elder', `
@@ -455,6 +458,51 @@ test('8. a team moving its gateways while watches drain on them does not hold up
   }
   await cp.kubectl(['delete', 'agw', 'mover1', 'mover2', '-n', 'team-a']);
   await cp.kubectl(['delete', 'agw', 'b-third', '-n', 'team-b']);
+});
+
+test('9. an EndpointSlice cannot point a team\'s route at another team\'s pod: an address is used only when it is an IP of the running pod its endpoint names, in the Service\'s namespace', async () => {
+  const [mine, theirs] = [net.hosts[0]!.ip, net.hosts[1]!.ip];
+  const hits = async () => ((await (await fetch(`${privateB.url}/__requests`)).json()) as { requests: number }).requests;
+  const before = await hits();
+  // a team that may write EndpointSlices (the default roles may not; the harness writes it):
+  // team-b's pod IP, named as team-b's pod, as no pod, and as a team-a pod that has another IP
+  await applyYaml(cp, `apiVersion: v1\nkind: Pod\nmetadata: {name: a-own, namespace: team-a}\nspec: {nodeName: test-hosts, automountServiceAccountToken: false, containers: [{name: c, image: x}]}\n`);
+  const own = await cp.api('PATCH', '/api/v1/namespaces/team-a/pods/a-own/status', { status: { phase: 'Running', podIP: mine, podIPs: [{ ip: mine }] } }, 'application/merge-patch+json');
+  assert.equal(own.status, 200, JSON.stringify(own.body));
+  const sliceOf = (endpoints: string) => `apiVersion: v1
+kind: Service
+metadata: {name: borrowed, namespace: team-a}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: borrowed-1, namespace: team-a, labels: {kubernetes.io/service-name: borrowed}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: ${endpoints}
+`;
+  await applyYaml(cp, sliceOf(`[{addresses: [${theirs}], targetRef: {kind: Pod, namespace: team-b, name: ${hostPod(theirs)}}},
+  {addresses: [${theirs}], targetRef: {kind: Pod, name: ${hostPod(theirs)}}}, {addresses: [${theirs}]}, {addresses: [${theirs}], targetRef: {kind: Pod, name: a-own}}]`));
+  await applyYaml(cp, gw('team-a', 'reach', `
+  access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
+  routes: [{name: b, pathPrefix: /, service: {name: borrowed, port: 80}}]`));
+  const reach = await waitObserved(cp, 'team-a', 'reach');
+  assert.equal(condition(reach, 'ResolvedRefs').reason, 'NoReadyEndpoints', JSON.stringify(reach.status));
+  assert.match(condition(reach, 'ResolvedRefs').message, /Service team-a\/borrowed has no ready endpoints \(4 ready addresses left out: an address must be an IP of the running pod its endpoint's targetRef names in team-a; see --endpoint-addresses\)/);
+  const port = reach.status.listener.port;
+  const refused = await get(port, '/x', appA);
+  assert.equal(refused.status, 503, refused.text);
+  assert.equal(await hits(), before, 'nothing reached team-b\'s pod');
+
+  // the team's own pod at its own IP is used; once that pod is deleted, it is not
+  await applyYaml(cp, sliceOf(`[{addresses: [${mine}], targetRef: {kind: Pod, name: a-own}}]`));
+  await waitFor('own pod used', async () => (await get(port, '/x', appA)).status === 200, 15_000);
+  await cp.kubectl(['delete', 'pod', 'a-own', '-n', 'team-a', '--wait=false']); // bound to a node: deletionTimestamp set, the pod stays
+  await waitFor('deleted pod left out', async () => (await get(port, '/x', appA)).status === 503, 15_000);
+  assert.equal(condition(await waitObserved(cp, 'team-a', 'reach'), 'ResolvedRefs').reason, 'NoReadyEndpoints');
+  assert.equal(await hits(), before, 'nothing reached team-b\'s pod');
+  await cp.kubectl(['delete', 'pod', 'a-own', '-n', 'team-a', '--force', '--grace-period=0']);
+  await cp.kubectl(['delete', 'agw', 'reach', '-n', 'team-a']);
 });
 
 /** A request through the gateway on `port` whose answer has begun (200) and goes on. */

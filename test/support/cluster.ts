@@ -110,7 +110,11 @@ export async function waitListenerClosed(port: number, timeoutMs: number): Promi
   }, timeoutMs);
 }
 
-/** A selector-less Service NAME (port "http" 80) and its EndpointSlice: test hosts at 8080. */
+/** The pod a test host stands for: EndpointSlices name it (targetRef), the operator checks its IPs. */
+export const hostPod = (ip: string) => `host-${ip.replaceAll(/[.:]/g, '-')}`;
+
+/** A selector-less Service NAME (port "http" 80) and its EndpointSlice: test hosts at 8080, each
+ * endpoint naming its host's pod (backendPods). */
 export function serviceYaml(ns: string, name: string, ips: string[]): string {
   return `apiVersion: v1
 kind: Service
@@ -122,6 +126,28 @@ kind: EndpointSlice
 metadata: {name: ${name}-1, namespace: ${ns}, labels: {kubernetes.io/service-name: ${name}}}
 addressType: IPv4
 ports: [{name: http, port: 8080}]
-endpoints: [${ips.map((ip) => `{addresses: [${ip}]}`).join(', ')}]
+endpoints: [${ips.map((ip) => `{addresses: [${ip}], targetRef: {kind: Pod, name: ${hostPod(ip)}}}`).join(', ')}]
 `;
 }
+
+/**
+ * A running pod in `ns` for each test host IP, as a kubelet would report it (there is none here:
+ * the status is written with the harness's admin credentials; teams cannot write pod status).
+ * Pods need their ServiceAccount: `default` is created when absent.
+ */
+export async function backendPods(cp: ControlPlane, ns: string, ips: string[], opts: { hostNetwork?: boolean } = {}): Promise<void> {
+  await applyYaml(cp, [`apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default, namespace: ${ns}}\n`,
+    ...ips.map((ip) => `apiVersion: v1\nkind: Pod\nmetadata: {name: ${hostPod(ip)}, namespace: ${ns}}\nspec: {nodeName: test-hosts, automountServiceAccountToken: false, hostNetwork: ${opts.hostNetwork === true}, containers: [{name: host, image: test-host}]}\n`)].join('---\n'));
+  for (const ip of ips) {
+    const r = await cp.api('PATCH', `/api/v1/namespaces/${ns}/pods/${hostPod(ip)}/status`,
+      { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], ...(opts.hostNetwork ? { hostIP: ip, hostIPs: [{ ip }] } : {}) } }, 'application/merge-patch+json');
+    if (r.status !== 200) throw new Error(`pod ${ns}/${hostPod(ip)} status: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+}
+
+/** serviceYaml applied, with its hosts' pods. */
+export async function applyService(cp: ControlPlane, ns: string, name: string, ips: string[]): Promise<void> {
+  await backendPods(cp, ns, ips);
+  await applyYaml(cp, serviceYaml(ns, name, ips));
+}
+

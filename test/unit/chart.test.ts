@@ -69,6 +69,7 @@ const namespaced = [
   ...expand('access-gateway.io', ['accessgateways/finalizers'], ['update']),
   ...expand('', ['services'], ['list', 'watch', 'create', 'patch']),
   ...expand('discovery.k8s.io', ['endpointslices'], ['list', 'watch', 'create', 'patch']),
+  ...expand('', ['pods'], ['list', 'watch']),
   ...expand('', ['secrets', 'configmaps'], ['list', 'watch']),
   ...expand('gateway.networking.k8s.io', ['referencegrants'], ['list', 'watch']),
   ...expand('', ['events'], ['create', 'patch']),

@@ -154,13 +154,14 @@ test('lists come in pages a replica can read: 100 objects, 10 of labelled Secret
     },
     watch: (_p: string, signal: AbortSignal) => new Promise<void>((r) => signal.addEventListener('abort', () => r())),
   } as unknown as KubeClient;
-  const state = new ClusterState(client, { namespaces: [], log: silentLogger, onChange: () => {} });
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, onChange: () => {}, endpointAddresses: 'pods' });
   state.start();
   await state.firstSync();
   await state.stop();
   const limits = asked.map((p) => { const u = new URL(p, 'https://x'); return `${u.pathname} ${u.searchParams.get('labelSelector') ?? ''} limit=${u.searchParams.get('limit')}${u.searchParams.get('continue') ? ' continue' : ''}`; }).sort();
   assert.deepEqual(limits, [
     '/api/v1/configmaps access-gateway.io/ca-bundle=true limit=10',
+    '/api/v1/pods  limit=100',
     '/api/v1/secrets access-gateway.io/ca-bundle=true limit=10',
     '/api/v1/secrets access-gateway.io/listener-tls=true limit=10',
     '/api/v1/services  limit=100',
