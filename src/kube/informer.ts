@@ -20,6 +20,7 @@ export interface InformerOptions<T> {
   /** Collection path, e.g. /apis/access-gateway.io/v1alpha1/accessgateways */
   path: string;
   labelSelector?: string;
+  fieldSelector?: string;
   log: Logger;
   onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
   /** Server-side watch timeout range in seconds (client-go uses 5-10 minutes). */
@@ -27,6 +28,9 @@ export interface InformerOptions<T> {
   maxBackoffMs?: number;
   /** A resource whose CRD may be absent (404): counts as synced and empty, and is retried. */
   optional?: boolean;
+  /** A resource the operator may not be allowed to read (403): counts as synced and empty (what was
+   * cached is dropped: fail closed), `forbidden` is logged as an error, and it is retried. */
+  forbidden?: string;
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
   /** The part of each object the cache keeps (after stripForCache); default all of it. */
@@ -49,6 +53,7 @@ export const dataListPage = 10;
 
 class Gone extends Error {}
 class Absent extends Error {}
+class Forbidden extends Error {}
 
 /**
  * What no reader of a cache needs and each object would otherwise carry: managedFields (a nested
@@ -102,6 +107,7 @@ export class Informer<T extends KubeObject> {
   private query(extra: Record<string, string>): string {
     const q = new URLSearchParams(extra);
     if (this.opts.labelSelector) q.set('labelSelector', this.opts.labelSelector);
+    if (this.opts.fieldSelector) q.set('fieldSelector', this.opts.fieldSelector);
     return `${this.opts.path}?${q}`;
   }
 
@@ -117,7 +123,13 @@ export class Informer<T extends KubeObject> {
         failures = 0;
       } catch (err) {
         if (this.abort.signal.aborted) break;
-        if (err instanceof Absent) {
+        if (err instanceof Absent || err instanceof Forbidden) {
+          if (err instanceof Forbidden) {
+            log.error({ informer: this.opts.name, err: err.message }, this.opts.forbidden);
+            this.opts.metrics?.informerRestarts.inc({ informer: this.opts.name });
+            this.clear();
+            rv = undefined;
+          }
           this.markSyncedOnce();
           await sleep(30_000, this.abort.signal, this.clock);
           continue;
@@ -151,15 +163,16 @@ export class Informer<T extends KubeObject> {
       } catch (err) {
         if (err instanceof ApiError && err.status === 410) throw new Gone('list continuation expired');
         if (err instanceof ApiError && err.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
+        if (err instanceof ApiError && err.status === 403 && this.opts.forbidden) throw new Forbidden(err.message);
         throw err;
       }
-      items.push(...(list.items ?? [])); // an empty PartialObjectMetadataList has items: null
+      // kept as read, page by page: a whole list of untrimmed objects is never held at once
+      for (const o of list.items ?? []) items.push(this.keep(o)); // an empty PartialObjectMetadataList has items: null
       cont = list.metadata?.continue || undefined;
       rv = list.metadata?.resourceVersion ?? '';
     } while (cont);
     const seen = new Set<string>();
-    for (const listed of items) {
-      const item = this.keep(listed);
+    for (const item of items) {
       const key = objectKey(item);
       seen.add(key);
       const old = this.cache.get(key);
@@ -176,6 +189,14 @@ export class Informer<T extends KubeObject> {
     this.markSyncedOnce();
     this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
     return rv;
+  }
+
+  /** Drops every cached object (each a delete event). */
+  private clear(): void {
+    for (const [key, old] of this.cache) {
+      this.cache.delete(key);
+      this.opts.onEvent('delete', old, old);
+    }
   }
 
   private keep(obj: T): T {
@@ -220,6 +241,7 @@ export class Informer<T extends KubeObject> {
       });
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) throw new Gone(err.message);
+      if (err instanceof ApiError && err.status === 403 && this.opts.forbidden) throw new Forbidden(err.message);
       throw err;
     }
   }

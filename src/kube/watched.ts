@@ -11,7 +11,9 @@ export interface WatchedOptions<T> {
   path: (ns?: string) => string;
   namespaces: string[];
   labelSelector?: string;
+  fieldSelector?: string;
   optional?: boolean;
+  forbidden?: string;
   accept?: string;
   /** The part of each object the cache keeps; default all of it. */
   trim?: (obj: T) => T;
@@ -34,7 +36,9 @@ export class Watched<T extends KubeObject> {
       name: `${opts.name}${ns ? `/${ns}` : ''}`,
       path: opts.path(ns),
       labelSelector: opts.labelSelector,
+      fieldSelector: opts.fieldSelector,
       optional: opts.optional,
+      forbidden: opts.forbidden,
       accept: opts.accept,
       trim: opts.trim,
       pageSize: opts.pageSize,
