@@ -36,7 +36,7 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
   return {
     metadata: { ...identity(o.metadata), ...(svc ? { labels: { [serviceNameLabel]: svc } } : {}) },
     addressType: o.addressType, ports: o.ports,
-    endpoints: o.endpoints?.map((e) => ({ addresses: e.addresses.slice(0, 1), conditions: e.conditions, ...(e.targetRef?.kind === 'Pod' ? { targetRef: podRef(e.targetRef) } : {}) })), // the first is read
+    endpoints: o.endpoints?.map((e) => ({ addresses: (e.addresses ?? []).slice(0, 1), conditions: e.conditions, ...(e.targetRef?.kind === 'Pod' ? { targetRef: podRef(e.targetRef) } : {}) })), // the first is read
   } as Obj<EndpointSliceLike>;
 }
 
@@ -50,7 +50,7 @@ function trimPod(o: Obj<PodLike>): Obj<PodLike> {
   return {
     metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}) },
     spec: o.spec?.hostNetwork ? { hostNetwork: true } : {},
-    status: { phase: o.status?.phase, podIPs: (o.status?.podIPs ?? []).map((p) => ({ ip: p.ip })) },
+    status: { phase: o.status?.phase, podIPs: (o.status?.podIPs ?? []).map((p) => ({ ip: p?.ip })) },
   } as Obj<PodLike>;
 }
 
@@ -102,11 +102,17 @@ export class ClusterState {
       onEvent: (type, s, old) => {
         if (this.pods) this.notePods(type, s, old);
         sliceEvent(type, s);
+        // a slice moved to another Service (or to none) leaves the one it was in
+        const was = old?.metadata.labels?.[serviceNameLabel];
+        if (was && was !== s.metadata.labels?.[serviceNameLabel]) opts.onChange({ kind: 'Service', namespace: old!.metadata.namespace ?? '', name: was });
       },
     });
     if (opts.endpointAddresses === 'pods') {
       this.pods = new Watched<Obj<PodLike>>(client, {
         ...base, name: 'pods', path: core('pods'), trim: trimPod,
+        // pods that can never be a route's endpoint are not sent (a pod that finishes leaves as deleted)
+        fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false',
+        forbidden: 'the operator may not list and watch pods: service routes get no endpoints (--endpoint-addresses pods); grant list/watch on pods, or run with --endpoint-addresses any',
         onEvent: (type, p, old) => {
           if (type === 'update' && old && samePod(old, p)) return;
           const services = new Set(this.podServices.get(objectKey(p))?.values());

@@ -78,16 +78,17 @@ for (const [a, bits] of [['0.0.0.0', 8], ['127.0.0.0', 8], ['169.254.0.0', 16], 
 for (const [a, bits] of [['::', 128], ['::1', 128], ['fe80::', 10], ['ff00::', 8], ['fd00:ec2::254', 128]] as const) notPods.addSubnet(a, bits, 'ipv6');
 
 /**
- * Whether `ip` is an IP of the pod `ref` names in namespace `ns`, that pod alive (not deleted, not
- * finished: its IPs may be another pod's next) and on the pod network (a host-network pod's IP is
- * its node's). A team cannot write pod status, so it cannot make another team's pod IP its own.
+ * Whether `ip` is an IP of the pod `ref` names in namespace `ns`, that pod alive (Pending or
+ * Running, not deleted: a finished pod's IPs may be another pod's next; Unknown is not trusted)
+ * and on the pod network (a host-network pod's IP is its node's). A team cannot write pod status,
+ * so it cannot make another team's pod IP its own.
  */
 export function podOwns(pods: Record<string, PodLike>, ns: string, ref: TargetRef | undefined, ip: string): boolean {
   if (ref?.kind !== 'Pod' || !ref.name || (ref.namespace !== undefined && ref.namespace !== ns)) return false;
   const pod = pods[`${ns}/${ref.name}`];
   if (!pod || (ref.uid !== undefined && ref.uid !== pod.metadata?.uid)) return false;
   if (pod.metadata?.deletionTimestamp || pod.spec?.hostNetwork) return false;
-  if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return false;
+  if (pod.status?.phase !== 'Running' && pod.status?.phase !== 'Pending') return false;
   return (pod.status?.podIPs ?? []).some((p) => p.ip === ip);
 }
 
@@ -96,7 +97,7 @@ export function podOwns(pods: Record<string, PodLike>, ns: string, ref: TargetRe
 function readyEndpoints(slices: EndpointSliceLike[], portName: string, ns: string, pods: Record<string, PodLike> | undefined): { endpoints: Endpoint[]; leftOut: number } {
   const out: Endpoint[] = [];
   const seen = new Set<string>();
-  let leftOut = 0;
+  const left = new Set<string>(); // addresses left out (one named twice counts once)
   for (const s of slices) {
     if (s.addressType && s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
     const port = (s.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === 'TCP')?.port;
@@ -104,17 +105,17 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string, ns: strin
     for (const e of s.endpoints ?? []) {
       const c = e.conditions ?? {};
       if (c.ready === false || c.serving === false || c.terminating === true) continue;
-      const ip = e.addresses[0];
+      const ip = e.addresses?.[0];
       if (!ip || seen.has(`${ip}:${port}`)) continue;
       if (!podAddress(ip) || (pods && !podOwns(pods, ns, e.targetRef, ip))) {
-        leftOut++;
+        left.add(`${ip}:${port}`);
         continue;
       }
       seen.add(`${ip}:${port}`);
       out.push({ ip, port });
     }
   }
-  return { endpoints: out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1)), leftOut };
+  return { endpoints: out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1)), leftOut: [...left].filter((k) => !seen.has(k)).length };
 }
 
 /** The text under `key` of a labelled ConfigMap or Secret, if it has one: its own key only (a key

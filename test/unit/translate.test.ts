@@ -116,6 +116,8 @@ spec:
     ['a deleted pod', { targetRef: ref }, { 'team-a/web-1': pod({ metadata: { uid: 'u1', deletionTimestamp: '2026-12-04T00:00:00Z' } }) }],
     ['a finished pod', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Succeeded', podIPs: [{ ip: '198.18.0.10' }] } }) }],
     ['a failed pod', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Failed', podIPs: [{ ip: '198.18.0.10' }] } }) }],
+    ['a pod whose node is not heard from (Unknown)', { targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Unknown', podIPs: [{ ip: '198.18.0.10' }] } }) }],
+    ['a pod without a phase', { targetRef: ref }, { 'team-a/web-1': pod({ status: { podIPs: [{ ip: '198.18.0.10' }] } }) }],
     ['a host-network pod (its node\'s IP)', { targetRef: ref }, { 'team-a/web-1': pod({ spec: { hostNetwork: true } }) }],
   ];
   for (const [why, endpoint, pods] of refused) {
@@ -124,6 +126,28 @@ spec:
     assert.equal(r.resolved.reason, 'NoReadyEndpoints', why);
     assert.match(r.resolved.message, /Service team-a\/web has no ready endpoints \(1 ready address left out: an address must be an IP of the running pod its endpoint's targetRef names in team-a; see --endpoint-addresses\)/, why);
   }
+  // a Pending pod that has its IP is used (its init containers may be serving)
+  assert.deepEqual(run({ targetRef: ref }, { 'team-a/web-1': pod({ status: { phase: 'Pending', podIPs: [{ ip: '198.18.0.10' }] } }) }).ips, ['198.18.0.10']);
+  // one slice, endpoints good and bad: only the good are used; an address named twice, once
+  // rightly, is used and not counted as left out
+  const mixed = translate(gw, {
+    port: { port: 20000 },
+    services: { 'team-a/web': { spec: { ports: [{ port: 80 }] } } },
+    endpointSlices: { 'team-a/web': [{ addressType: 'IPv4', ports: [{ name: '', port: 8080 }], endpoints: [
+      { addresses: ['198.18.0.10'] }, { addresses: ['198.18.0.10'], targetRef: ref }, { addresses: ['198.18.0.99'], targetRef: ref }, { addresses: ['198.18.0.98'] },
+    ] }] },
+    pods: { 'team-a/web-1': pod() } as any,
+  });
+  assert.deepEqual((mixed.plan!.routes[0]!.target as { endpoints: { ip: string }[] }).endpoints.map((e) => e.ip), ['198.18.0.10']);
+  const noneLeft = translate(gw, {
+    port: { port: 20000 },
+    services: { 'team-a/web': { spec: { ports: [{ port: 80 }] } } },
+    endpointSlices: { 'team-a/web': [{ addressType: 'IPv4', ports: [{ name: '', port: 8080 }], endpoints: [
+      { addresses: ['198.18.0.10'] }, { addresses: ['198.18.0.10'], targetRef: { kind: 'Pod', name: 'gone' } }, { addresses: ['198.18.0.11'] },
+    ] }] },
+    pods: {},
+  });
+  assert.match(noneLeft.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /\(2 ready addresses left out: /);
   // what is not a pod's address is left out either way, and said so
   assert.match(run({}, undefined, '169.254.169.254').resolved.message, /\(1 ready address left out: loopback, link-local, unspecified or multicast\)/);
 });
