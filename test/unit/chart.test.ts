@@ -116,7 +116,7 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
   assert.deepEqual(c.args, [
     'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--drain-seconds=10', '--log-level=info',
-    '--log-format=json', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
+    '--log-format=json', '--endpoint-addresses=pods', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
     '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
     '--expose-types=ClusterIP',
     '--default-expose-type=ClusterIP',
@@ -169,6 +169,11 @@ test('defaults: least-privilege RBAC, cluster-wide, exactly the verbs the operat
   const objs = template();
   const cr = one(objs, 'ClusterRole', 'agw-test-access-gateway');
   assert.deepEqual(grants(cr.rules), [...namespaced, ...clusterScoped, ...revocation(false)].sort());
+  // operator.endpointAddresses any: no pods rule of its own (the revocation watches still list pods)
+  const any = template(['--set', 'operator.endpointAddresses=any']);
+  const podRules = (o: any) => o.rules.filter((r: any) => (r.resources ?? []).includes('pods')).length;
+  assert.deepEqual([podRules(cr), podRules(one(any, 'ClusterRole', 'agw-test-access-gateway'))], [2, 1]);
+  assert.ok(one(any, 'Deployment').spec.template.spec.containers[0].args.includes('--endpoint-addresses=any'));
   const crb = one(objs, 'ClusterRoleBinding', 'agw-test-access-gateway');
   assert.deepEqual(crb.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'agw-test-access-gateway' });
   assert.deepEqual(crb.subjects, [{ kind: 'ServiceAccount', name: 'agw-test-access-gateway', namespace: 'agw-system' }]);

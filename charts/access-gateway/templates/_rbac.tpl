@@ -34,12 +34,14 @@ operator's code uses (src/controller/cluster-state.ts, src/controller/gateway-re
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch, create, patch]
+{{- if eq .Values.operator.endpointAddresses "pods" }}
 # Pods: list/watch, so a backend's EndpointSlice address is used only when it is an IP of the
-# running pod its endpoint names, in the Service's namespace (--endpoint-addresses pods). The
-# cache keeps a pod's name, uid, phase, IPs and whether it is deleted or on the host network.
+# running pod its endpoint names, in the Service's namespace (operator.endpointAddresses: pods).
+# The cache keeps a pod's name, uid, phase and IPs, and whether it is being deleted.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+{{- end }}
 # Listener certificates (Secrets labelled access-gateway.io/listener-tls=true) and upstream CA
 # bundles (Secrets and ConfigMaps labelled access-gateway.io/ca-bundle=true). The operator lists
 # and watches only labelled objects, but RBAC cannot restrict list/watch by label: these verbs
