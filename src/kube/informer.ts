@@ -29,7 +29,8 @@ export interface InformerOptions<T> {
   /** A resource whose CRD may be absent (404): counts as synced and empty, and is retried. */
   optional?: boolean;
   /** A resource the operator may not be allowed to read (403): counts as synced and empty (what was
-   * cached is dropped: fail closed), `forbidden` is logged as an error, and it is retried. */
+   * cached is dropped: fail closed), `forbidden` is logged as an error, and it is retried after
+   * 1 s, doubling to 30 s. */
   forbidden?: string;
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
@@ -116,11 +117,13 @@ export class Informer<T extends KubeObject> {
     let rv: string | undefined;
     let failures = 0;
     let gone = 0;
+    let refused = 0;
     while (!this.abort.signal.aborted) {
       try {
         rv ??= await this.list();
-        await this.watch(rv, (next) => { rv = next; gone = 0; });
+        await this.watch(rv, (next) => { rv = next; gone = 0; refused = 0; });
         failures = 0;
+        refused = 0;
       } catch (err) {
         if (this.abort.signal.aborted) break;
         if (err instanceof Absent || err instanceof Forbidden) {
@@ -131,7 +134,8 @@ export class Informer<T extends KubeObject> {
             rv = undefined;
           }
           this.markSyncedOnce();
-          await sleep(30_000, this.abort.signal, this.clock);
+          // refused: 1 s, doubling to 30 s (RBAC may still be on its way); absent: 30 s
+          await sleep(err instanceof Forbidden ? Math.min(30_000, 1000 * 2 ** refused++) : 30_000, this.abort.signal, this.clock);
           continue;
         }
         if (err instanceof Gone) {
@@ -224,6 +228,7 @@ export class Informer<T extends KubeObject> {
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };
           if (status.code === 410) throw new Gone(status.message);
+          if (status.code === 403 && this.opts.forbidden) throw new Forbidden(`watch ${this.opts.path}: ${status.message}`);
           throw new Error(`watch error ${status.code}: ${status.message}`);
         }
         if (obj?.metadata?.resourceVersion) setRv(obj.metadata.resourceVersion);

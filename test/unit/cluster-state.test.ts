@@ -41,12 +41,15 @@ const pod = (name: string, rv: string, over: { ip?: string; deleting?: boolean }
 });
 
 test('a pod\'s change re-reads the Services whose slices name it, whatever the order; a slice that moves leaves its old Service re-read', async () => {
-  const { client, watches } = fakeClient();
+  const { client, watches, asked } = fakeClient();
   const refs: string[] = [];
   const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'pods', onChange: (r) => refs.push(`${r.kind} ${r.namespace}/${r.name}`) });
   state.start();
   await state.firstSync();
   while (!watches.has('/api/v1/pods') || !watches.has('/apis/discovery.k8s.io/v1/endpointslices')) await new Promise((r) => setImmediate(r));
+  // pods that can never be endpoints are not asked for
+  const podList = new URL(asked.find((p) => p.startsWith('/api/v1/pods?'))!, 'https://x');
+  assert.equal(podList.searchParams.get('fieldSelector'), 'status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false');
   const slices = watches.get('/apis/discovery.k8s.io/v1/endpointslices')!;
   const pods = watches.get('/api/v1/pods')!;
   const step = (f: () => void) => { refs.length = 0; f(); return [...refs]; };
@@ -95,6 +98,18 @@ test('a pod\'s change re-reads the Services whose slices name it, whatever the o
   await state.stop();
 });
 
+test('an informer without `forbidden` does not count a 403 as synced (every other watch: the operator waits for it)', { timeout: 10_000 }, async () => {
+  const warned: string[] = [];
+  const log = { ...silentLogger, error: () => {}, warn: (_o: unknown, msg: string) => warned.push(msg), info: () => {}, debug: () => {} } as unknown as Logger;
+  const client = { request: async () => { throw new ApiError(403, { message: 'services is forbidden' }, 'list'); } } as unknown as KubeClient;
+  const clock = { now: () => 0, setTimeout: () => 0 as never, clearTimeout: () => {} };
+  const i = new Informer<KubeObject>(client, { name: 'services', path: '/api/v1/services', log, clock: clock as never, onEvent: () => {} });
+  i.start();
+  while (!warned.length) await new Promise((r) => setImmediate(r));
+  assert.equal(i.hasSynced, false);
+  await i.stop();
+});
+
 test('with --endpoint-addresses any, pods are not watched and a snapshot has none (addresses unchecked)', async () => {
   const { client, asked } = fakeClient();
   const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', onChange: () => {} });
@@ -121,9 +136,9 @@ test('pods the operator may not read (403) count as none: synced, logged as an e
       if (++lists === 1) throw new ApiError(403, { message: 'pods is forbidden' }, `list ${path}`);
       return { items: [pod('p1', '1')], metadata: { resourceVersion: '1' } };
     },
-    watch: (_p: string, _s: AbortSignal, _t: number, _a: string | undefined, on: On) => {
+    watch: (_p: string, signal: AbortSignal, _t: number, _a: string | undefined, on: On) => {
       watchOn = on;
-      return new Promise<void>((_r, reject) => { failWatch = reject; });
+      return new Promise<void>((resolve, reject) => { failWatch = reject; signal.addEventListener('abort', () => resolve()); });
     },
   } as unknown as KubeClient;
   const events: string[] = [];
@@ -147,6 +162,12 @@ test('pods the operator may not read (403) count as none: synced, logged as an e
   failWatch(new ApiError(403, { message: 'pods is forbidden' }, 'watch /api/v1/pods'));
   while (events.length < 2) await new Promise((r) => setImmediate(r));
   assert.deepEqual([events, i.cache.size, errors.length], [['add p1', 'delete p1'], 0, 2]);
+  // and listed again after the wait (not watched from the old resourceVersion)
+  while (!sleeps.length) await new Promise((r) => setImmediate(r));
+  watchOn = undefined;
+  sleeps.shift()!();
+  while (!watchOn) await new Promise((r) => setImmediate(r));
+  assert.deepEqual([lists, events], [3, ['add p1', 'delete p1', 'add p1']]);
   const stopping = i.stop();
   for (const f of sleeps.splice(0)) f();
   await stopping;
