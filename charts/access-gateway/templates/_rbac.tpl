@@ -34,7 +34,7 @@ operator's code uses (src/controller/cluster-state.ts, src/controller/gateway-re
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch, create, patch]
-{{- if eq .Values.operator.endpointAddresses "pods" }}
+{{- if eq (.Values.operator.endpointAddresses | default "pods") "pods" }}
 # Pods: list/watch, so a backend's EndpointSlice address is used only when it is an IP of the
 # running pod its endpoint names, in the Service's namespace (operator.endpointAddresses: pods).
 # The cache keeps a pod's name, uid, phase and IPs, and whether it is being deleted.
