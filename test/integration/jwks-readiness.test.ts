@@ -24,9 +24,11 @@ before(async () => {
   const rendered = renderChart();
   clusterRole = rendered.find((o) => o.kind === 'ClusterRole' && (o.rules ?? []).some((r: any) => (r.resources ?? []).includes('tokenreviews')));
   const withoutPods = structuredClone(clusterRole);
-  const rule = withoutPods.rules.find((r: any) => (r.resources ?? []).includes('pods') && (r.verbs ?? []).includes('watch'));
-  assert.ok(rule, 'the chart lets the operator watch pods (JWKS revocation)');
-  rule.resources = rule.resources.filter((x: string) => x !== 'pods');
+  // pods are in two rules: the JWKS revocation watches' and --endpoint-addresses pods' own
+  const rules = withoutPods.rules.filter((r: any) => (r.resources ?? []).includes('pods') && (r.verbs ?? []).includes('watch'));
+  assert.equal(rules.length, 2, 'the chart lets the operator watch pods (JWKS revocation, endpoint addresses)');
+  for (const rule of rules) rule.resources = rule.resources.filter((x: string) => x !== 'pods');
+  withoutPods.rules = withoutPods.rules.filter((r: any) => r.nonResourceURLs || r.resources.length);
   const kubeconfig = await installChart(cp, rendered.map((o) => (o === clusterRole ? withoutPods : o)), 'no-pods');
   op = await startOperator({ ...cp, kubeconfig }, { args: chartArgs(rendered), env: { ...process.env, POD_NAMESPACE: chartNamespace, POD_NAME: 'no-pods' } });
 }, { timeout: 180_000 });

@@ -512,6 +512,17 @@ endpoints: ${endpoints}
   await cp.kubectl(['label', 'endpointslice', 'borrowed-1', '-n', 'team-a', '--overwrite', 'kubernetes.io/service-name=elsewhere']);
   await waitFor('a slice that moved away left out', async () => (await get(port, '/x', appA)).status === 503, 15_000);
   assert.equal(await hits(), before, 'nothing reached team-b\'s pod');
+
+  // what --endpoint-addresses any gives up: the same slice then reaches team-b's pod
+  await applyYaml(cp, sliceOf(`[{addresses: [${theirs}]}]`));
+  await waitFor('slice back, still refused', async () => condition(await getGateway(cp, 'team-a', 'reach'), 'ResolvedRefs')?.reason === 'NoReadyEndpoints', 15_000);
+  assert.equal((await get(port, '/x', appA)).status, 503);
+  await op.stop();
+  op = await startChartOperator(cp, { set: ['operator.endpointAddresses=any'], args: operatorArgs, portRange: op.portRange });
+  await waitFor('any: the address is used', async () => (await get(port, '/x', appA).catch(() => ({ status: 0 }))).status === 200, 30_000);
+  assert.ok(await hits() > before, 'with any, team-b\'s pod is reached');
+  await op.stop();
+  op = await startChartOperator(cp, { args: operatorArgs, portRange: op.portRange });
   await cp.kubectl(['delete', 'pod', 'a-own', 'a-host', 'a-late', '-n', 'team-a', '--force', '--grace-period=0']);
   await cp.kubectl(['delete', 'agw', 'reach', '-n', 'team-a']);
 });
