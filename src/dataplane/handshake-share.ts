@@ -17,6 +17,9 @@ const burstMs = 1.5;
  */
 export const connectionMs = 0.9;
 
+/** Client addresses whose charges are remembered at most (the oldest is forgotten first). */
+const maxSourcesOwed = 4096;
+
 /** A handshake waiting for its turn: false when there was nothing to do (its client is gone). */
 type Start = () => boolean;
 
@@ -37,7 +40,9 @@ interface Queue {
  * namespaces take turns by time spent (deficit round robin: each turn adds `burstMs` to a
  * namespace's credit, and it starts handshakes while its credit covers them), so one team's flood, or its costlier key, holds back its own handshakes,
  * not another team's. Within a namespace, client addresses take turns, one each: a flood at
- * another team's port from a few addresses holds back those. `share` 1: no bound.
+ * another team's port from a few addresses holds back those; an address charged past its
+ * handshakes' start (`charge`) lets the namespace's other addresses go first until that is paid.
+ * `share` 1: no bound.
  */
 export class HandshakeShare {
   private tokens = burstMs;
@@ -45,6 +50,9 @@ export class HandshakeShare {
   private readonly queues = new Map<string, Queue>();
   /** What namespaces with nothing waiting were charged (`charge`), in ms: their next turns pay it. */
   private readonly owed = new Map<string, number>();
+  /** The same by namespace and client address ("ns address"): paid back a turn at a time by
+   * letting the namespace's other addresses go first. */
+  private readonly sourceOwed = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
 
   /** `onError`: what a start threw (it runs in a timer, with other namespaces'). */
@@ -81,15 +89,39 @@ export class HandshakeShare {
     this.tokens = Math.min(burstMs, this.tokens + ms);
   }
 
-  /** Charges `namespace` for what a handshake cost past what it was charged when it started (a
-   * client's certificate chain checked during it): the share waits that much longer, and the
-   * namespace's later turns are skipped until their credit covers it. */
-  charge(namespace: string, ms: number): void {
+  /** Charges `namespace` for what a handshake from `source` cost past what it was charged when it
+   * started (a client's certificate chain checked during it): the share waits that much longer,
+   * the namespace's later turns are skipped until their credit covers it, and within them the
+   * namespace's other addresses go first until `source` has paid it. */
+  charge(namespace: string, source: string, ms: number): void {
     if (!(ms > 0) || this.share >= 1) return;
     this.tokens -= ms;
     const q = this.queues.get(namespace);
     if (q) q.credit -= ms;
     else this.owed.set(namespace, (this.owed.get(namespace) ?? 0) + ms);
+    const key = `${namespace} ${source}`;
+    const was = this.sourceOwed.get(key) ?? 0;
+    this.sourceOwed.delete(key); // newest last: the oldest is forgotten first
+    this.sourceOwed.set(key, was + ms);
+    if (this.sourceOwed.size > maxSourcesOwed) this.sourceOwed.delete(this.sourceOwed.keys().next().value!);
+  }
+
+  /** The address of `ns` whose handshake goes next: the first in turn that owes nothing; one that
+   * owes is passed over (to the back), paying `burstMs` each time. If all owe, the first. */
+  private nextSource(ns: string, q: Queue): [string, Array<{ cost: Cost; start: Start }>] {
+    if (this.sourceOwed.size > 0 && q.bySource.size > 1) {
+      for (let i = 0; i < q.bySource.size; i++) {
+        const [source, mine] = q.bySource.entries().next().value!;
+        const key = `${ns} ${source}`;
+        const debt = this.sourceOwed.get(key);
+        if (debt === undefined) return [source, mine];
+        if (debt > burstMs) this.sourceOwed.set(key, debt - burstMs);
+        else this.sourceOwed.delete(key);
+        q.bySource.delete(source);
+        q.bySource.set(source, mine);
+      }
+    }
+    return q.bySource.entries().next().value!;
   }
 
   private run1(start: Start): boolean {
@@ -105,7 +137,10 @@ export class HandshakeShare {
     const t = this.now();
     this.tokens = Math.min(burstMs, this.tokens + (t - this.last) * this.share);
     this.last = t;
-    if (this.tokens === burstMs && this.queues.size === 0) this.owed.clear(); // the share is idle: no one is owed a turn
+    if (this.tokens === burstMs && this.queues.size === 0) { // the share is idle: no one is owed a turn
+      this.owed.clear();
+      this.sourceOwed.clear();
+    }
   }
 
   private schedule(): void {
@@ -122,7 +157,7 @@ export class HandshakeShare {
         q.credit += burstMs;
         q.inTurn = true;
       }
-      const [source, mine] = q.bySource.entries().next().value!;
+      const [source, mine] = this.nextSource(ns, q);
       const next = mine[0]!;
       const cost = next.cost();
       if (q.credit < cost) {

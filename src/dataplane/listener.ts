@@ -333,7 +333,7 @@ export class Listener {
     let paid = charged;
     return new HandshakeMeter(raw, {
       spent: (ms) => {
-        share.charge(ns, ms - paid);
+        share.charge(ns, source, ms - paid);
         paid = Math.max(0, paid - ms);
       },
       gate: (feed) => void share.start(ns, source, noCost, feed), // (not counted: its handshake was, if it waited)

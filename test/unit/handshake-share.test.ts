@@ -123,7 +123,7 @@ test('TLS handshakes: a refund (a resumed session) lets the next one start soone
 test('TLS handshakes: one charged past its start (a client chain checked during it) makes the share wait, and its namespace pays with later turns', (t) => {
   const { s, started, start, pass } = setup(t);
   start('team-a', 'a0');
-  s.charge('team-a', 10); // with nothing of team-a waiting: owed
+  s.charge('team-a', '10.0.0.1', 10); // with nothing of team-a waiting: owed
   for (let i = 1; i <= 2; i++) start('team-a', `a${i}`);
   for (let i = 0; i < 10; i++) start('team-b', `b${i}`);
   pass(18);
@@ -137,7 +137,7 @@ test('TLS handshakes: one charged past its start (a client chain checked during 
 test('TLS handshakes: a debt is forgiven once nothing waits and the share has its time back', (t) => {
   const { s, started, start, pass } = setup(t);
   start('team-a', 'a0');
-  s.charge('team-a', 10);
+  s.charge('team-a', '10.0.0.1', 10);
   pass(40); // the share is whole again
   assert.deepEqual([start('team-a', 'a1'), start('team-a', 'a2')], [true, true], 'nothing waits: they start at once');
   for (let i = 0; i < 4; i++) start('team-b', `b${i}`);
@@ -150,9 +150,35 @@ test('TLS handshakes: one charged while its namespace waits pays with that names
   const { s: s2, started: started2, start: start2, pass: pass2 } = setup(t);
   for (let i = 0; i < 4; i++) start2('team-a', `a${i}`);
   for (let i = 0; i < 6; i++) start2('team-b', `b${i}`);
-  s2.charge('team-a', 5);
+  s2.charge('team-a', '10.0.0.1', 5);
   pass2(60);
   assert.deepEqual(started2.slice(2, 8), ['b0', 'b1', 'b2', 'b3', 'a2', 'b4'], JSON.stringify(started2));
+});
+
+test('TLS handshakes: within its namespace, an address that was charged lets the other addresses go first until it has paid', (t) => {
+  const { s, started, start, pass } = setup(t);
+  start('team-a', 'x0', 1, false, '10.0.0.9');
+  s.charge('team-a', '10.0.0.9', 6); // x0's client sent a costly chain (the namespace pays too)
+  for (let i = 1; i <= 3; i++) start('team-a', `x${i}`, 1, false, '10.0.0.9');
+  for (let i = 0; i < 6; i++) start('team-a', `y${i}`, 1, false, '10.0.0.1');
+  pass(200);
+  // x is passed over 4 times (1.5 ms each) before it owes nothing: y's go first; then they take turns
+  assert.deepEqual(started, ['x0', 'y0', 'y1', 'y2', 'y3', 'x1', 'y4', 'x2', 'y5', 'x3']);
+  // charged again, then the share idles: forgiven, x waits its turn like any address
+  s.charge('team-a', '10.0.0.9', 6);
+  pass(40);
+  for (const [name, source] of [['x4', '10.0.0.9'], ['x5', '10.0.0.9'], ['x6', '10.0.0.9'], ['y6', '10.0.0.1']]) start('team-a', name!, 1, false, source);
+  pass(20);
+  assert.deepEqual(started.slice(10), ['x4', 'x5', 'x6', 'y6']);
+});
+
+test('TLS handshakes: alone in its namespace, an address that owes still goes (the namespace\'s turns bound it)', (t) => {
+  const { s: s2, started: started2, start: start2, pass: pass2 } = setup(t);
+  start2('team-a', 'x0', 1, false, '10.0.0.9');
+  s2.charge('team-a', '10.0.0.9', 6);
+  for (let i = 1; i <= 2; i++) start2('team-a', `x${i}`, 1, false, '10.0.0.9');
+  pass2(200);
+  assert.deepEqual(started2, ['x0', 'x1', 'x2']);
 });
 
 test('TLS handshake cost: a signature with the key, measured; larger keys cost more; a key that cannot sign costs 20 ms', () => {

@@ -563,7 +563,7 @@ test('tenancy: one team\'s costly client chains, sent at once, do not hold back 
   });
   const flood = Array.from({ length: 6 }, (_, i) => call(a, `a${i}`, chain));
   // team-a's first chain is checked and charged; team-b's callers come then
-  for (let i = 0; i < 500 && !charges.mock.calls.some((c) => c.arguments[0] === 'team-a' && (c.arguments[1] as number) > 5); i++) await pause(5);
+  for (let i = 0; i < 500 && !charges.mock.calls.some((c) => c.arguments[0] === 'team-a' && (c.arguments[2] as number) > 5); i++) await pause(5);
   await Promise.all([...flood, ...Array.from({ length: 3 }, (_, i) => call(b, `b${i}`))]);
   const lastB = Math.max(...['b0', 'b1', 'b2'].map((n) => answered.indexOf(n)));
   assert.ok(answered.length === 9 && lastB <= 4, `team-b's three answered before most of team-a's chains were checked: ${answered.join(' ')}`);
@@ -717,7 +717,7 @@ test('a client certificate chain is checked on the event loop: one over 16 KiB i
       s.on('close', () => resolve('closed'));
     }) };
   };
-  const chargedTo = (ns: string) => charges.mock.calls.filter((c) => c.arguments[0] === ns).reduce((sum, c) => sum + Math.max(0, c.arguments[1] as number), 0);
+  const chargedTo = (ns: string) => charges.mock.calls.filter((c) => c.arguments[0] === ns).reduce((sum, c) => sum + Math.max(0, c.arguments[2] as number), 0);
   const over = makeCostlyChain(dir, 14); // ~20 KiB: ~80 ms to check
   assert.ok(over.chain.length > 26_000, 'PEM of over 16 KiB of DER');
   assert.equal(await send(over).answer, 'closed');
