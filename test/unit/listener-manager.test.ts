@@ -18,6 +18,7 @@ import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
 import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
 import { connectionMs, HandshakeShare } from '../../src/dataplane/handshake-share.js';
+import { addressGroup } from '../../src/dataplane/namespace-budget.js';
 import { makeCA, makeCostlyChain, makeLeaf, type CertPair } from '../support/certs.js';
 import { captureHello } from '../support/client-hello.js';
 import { mkdtempSync } from 'node:fs';
@@ -729,6 +730,8 @@ test('a client certificate chain is checked on the event loop: one over 16 KiB i
   assert.equal(await one.answer, 'HTTP/1.1 200 OK', 'served (with the token: the chain is not signed by the CA)');
   const ms = chargedTo('team-a') - before;
   assert.ok(ms > 5, `8 links of ~6 ms each, past the ~2 ms charged at start: ${ms} ms`);
+  // charged to the client's address too (its namespace's other addresses go first while it pays)
+  assert.deepEqual([...new Set(charges.mock.calls.filter((c) => c.arguments[0] === 'team-a').map((c) => c.arguments[1]))], [addressGroup('127.0.0.1')]);
 
   // four at once: each chain waits for a turn of the share (a client holding back many chains
   // cannot have them all checked in one go), and the first one's cost makes the others wait
