@@ -17,8 +17,8 @@ const burstMs = 1.5;
  */
 export const connectionMs = 0.9;
 
-/** Client addresses whose charges are remembered at most (the oldest is forgotten first). */
-const maxSourcesOwed = 4096;
+/** Client addresses whose charges a namespace remembers at most (the oldest is forgotten first). */
+const maxSourcesOwed = 1024;
 
 /** A handshake waiting for its turn: false when there was nothing to do (its client is gone). */
 type Start = () => boolean;
@@ -28,8 +28,10 @@ type Cost = () => number;
 
 /** One namespace's waiting handshakes by client address, and the ms it may spend in its turn
  * (deficit round robin). */
+type Waiting = { cost: Cost; start: Start };
+
 interface Queue {
-  bySource: Map<string, Array<{ cost: Cost; start: Start }>>;
+  bySource: Map<string, Waiting[]>;
   credit: number;
   /** It is at the front and has had this turn's credit. */
   inTurn: boolean;
@@ -50,9 +52,9 @@ export class HandshakeShare {
   private readonly queues = new Map<string, Queue>();
   /** What namespaces with nothing waiting were charged (`charge`), in ms: their next turns pay it. */
   private readonly owed = new Map<string, number>();
-  /** The same by namespace and client address ("ns address"): paid back a turn at a time by
-   * letting the namespace's other addresses go first. */
-  private readonly sourceOwed = new Map<string, number>();
+  /** The same by namespace and client address: paid back `burstMs` at a time, by letting the
+   * namespace's other addresses go first, or by going when it is alone in its namespace. */
+  private readonly sourceOwed = new Map<string, Map<string, number>>();
   private timer: NodeJS.Timeout | undefined;
 
   /** `onError`: what a start threw (it runs in a timer, with other namespaces'). */
@@ -99,29 +101,41 @@ export class HandshakeShare {
     const q = this.queues.get(namespace);
     if (q) q.credit -= ms;
     else this.owed.set(namespace, (this.owed.get(namespace) ?? 0) + ms);
-    const key = `${namespace} ${source}`;
-    const was = this.sourceOwed.get(key) ?? 0;
-    this.sourceOwed.delete(key); // newest last: the oldest is forgotten first
-    this.sourceOwed.set(key, was + ms);
-    if (this.sourceOwed.size > maxSourcesOwed) this.sourceOwed.delete(this.sourceOwed.keys().next().value!);
+    let owed = this.sourceOwed.get(namespace);
+    if (!owed) this.sourceOwed.set(namespace, (owed = new Map()));
+    const was = owed.get(source) ?? 0;
+    owed.delete(source); // newest last: the oldest is forgotten first
+    owed.set(source, was + ms);
+    if (owed.size > maxSourcesOwed) owed.delete(owed.keys().next().value!);
   }
 
-  /** The address of `ns` whose handshake goes next: the first in turn that owes nothing; one that
-   * owes is passed over (to the back), paying `burstMs` each time. If all owe, the first. */
-  private nextSource(ns: string, q: Queue): [string, Array<{ cost: Cost; start: Start }>] {
-    if (this.sourceOwed.size > 0 && q.bySource.size > 1) {
-      for (let i = 0; i < q.bySource.size; i++) {
-        const [source, mine] = q.bySource.entries().next().value!;
-        const key = `${ns} ${source}`;
-        const debt = this.sourceOwed.get(key);
-        if (debt === undefined) return [source, mine];
-        if (debt > burstMs) this.sourceOwed.set(key, debt - burstMs);
-        else this.sourceOwed.delete(key);
-        q.bySource.delete(source);
-        q.bySource.set(source, mine);
-      }
+  /** The address of `ns` whose handshake goes next: the first in turn that owes nothing, and the
+   * owing ones it passes over; if all owe, the first (it pays as it goes). Changes nothing: what
+   * is owed is paid once a handshake has started (`paid`). */
+  private nextSource(ns: string, q: Queue): { source: string; mine: Waiting[]; passed: string[] } {
+    const owed = this.sourceOwed.get(ns);
+    let first: [string, Waiting[]] | undefined;
+    const passed: string[] = [];
+    for (const [source, mine] of q.bySource) {
+      first ??= [source, mine];
+      if (!owed?.has(source)) return { source, mine, passed };
+      passed.push(source);
     }
-    return q.bySource.entries().next().value!;
+    return { source: first![0], mine: first![1], passed: [first![0]] };
+  }
+
+  /** After a start: each address that was passed over (or went owing) pays `burstMs` of its debt
+   * (the ones passed over keep their place: they are asked first next time). */
+  private paid(ns: string, passed: string[]): void {
+    const owed = this.sourceOwed.get(ns);
+    if (!owed) return;
+    for (const source of passed) {
+      const debt = owed.get(source);
+      if (debt === undefined) continue;
+      if (debt > burstMs) owed.set(source, debt - burstMs);
+      else owed.delete(source);
+    }
+    if (owed.size === 0) this.sourceOwed.delete(ns);
   }
 
   private run1(start: Start): boolean {
@@ -157,7 +171,7 @@ export class HandshakeShare {
         q.credit += burstMs;
         q.inTurn = true;
       }
-      const [source, mine] = this.nextSource(ns, q);
+      const { source, mine, passed } = this.nextSource(ns, q);
       const next = mine[0]!;
       const cost = next.cost();
       if (q.credit < cost) {
@@ -173,6 +187,7 @@ export class HandshakeShare {
       if (this.run1(next.start)) {
         this.tokens -= cost;
         q.credit -= cost;
+        if (passed.length) this.paid(ns, passed);
       }
       if (q.bySource.size === 0) { // credit is not kept for later; a debt (`charge` while it ran) is
         this.queues.delete(ns);

@@ -172,13 +172,30 @@ test('TLS handshakes: within its namespace, an address that was charged lets the
   assert.deepEqual(started.slice(10), ['x4', 'x5', 'x6', 'y6']);
 });
 
-test('TLS handshakes: alone in its namespace, an address that owes still goes (the namespace\'s turns bound it)', (t) => {
-  const { s: s2, started: started2, start: start2, pass: pass2 } = setup(t);
-  start2('team-a', 'x0', 1, false, '10.0.0.9');
-  s2.charge('team-a', '10.0.0.9', 6);
-  for (let i = 1; i <= 2; i++) start2('team-a', `x${i}`, 1, false, '10.0.0.9');
-  pass2(200);
-  assert.deepEqual(started2, ['x0', 'x1', 'x2']);
+test('TLS handshakes: alone in its namespace, an address that owes still goes and pays as it goes; a turn its namespace cannot afford pays nothing', (t) => {
+  const { s, started, start, pass } = setup(t);
+  const [X, Y] = ['10.0.0.9', '10.0.0.1'];
+  start('team-a', 'x0', 1, false, X);
+  s.charge('team-a', X, 6); // team-a's next turns are skipped until paid; X owes 6 within them
+  for (let i = 0; i < 100; i++) start('team-b', `b${i}`, 1, false, '10.0.1.1'); // the share stays busy: nothing is forgiven
+  for (let i = 1; i <= 3; i++) start('team-a', `x${i}`, 1, false, X);
+  for (let i = 0; i < 500 && !started.includes('x3'); i++) pass(1);
+  assert.ok(started.includes('x3'), started.join(' '));
+  // x1..x3 went alone, each paying 1.5: 1.5 is left, so X is passed over once
+  for (const [name, source] of [['x4', X], ['y0', Y], ['y1', Y]] as const) start('team-a', name, 1, false, source);
+  for (let i = 0; i < 500 && !started.includes('y1'); i++) pass(1);
+  assert.deepEqual(started.filter((n) => /^[xy]/.test(n)).slice(4), ['y0', 'x4', 'y1']);
+  assert.ok(started.filter((n) => n.startsWith('b')).length < 100, 'team-b still waiting: the share was never idle');
+});
+
+test('TLS handshakes: a namespace remembers at most 1,024 charged addresses, the oldest forgotten first; other namespaces keep theirs', (t) => {
+  const { s } = setup(t);
+  s.charge('team-b', '10.9.9.9', 1);
+  for (let i = 0; i < 2000; i++) s.charge('team-a', `10.1.${i >> 8}.${i & 255}`, 1);
+  const owed = (s as unknown as { sourceOwed: Map<string, Map<string, number>> }).sourceOwed;
+  assert.equal(owed.get('team-a')!.size, 1024);
+  assert.deepEqual([owed.get('team-a')!.has('10.1.0.0'), owed.get('team-a')!.has('10.1.7.207')], [false, true]);
+  assert.deepEqual([...owed.get('team-b')!], [['10.9.9.9', 1]]);
 });
 
 test('TLS handshake cost: a signature with the key, measured; larger keys cost more; a key that cannot sign costs 20 ms', () => {
