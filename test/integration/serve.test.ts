@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { cliPath, testPortRange } from '../support/operator.js';
-import { bearer, createListenerTLS, curl, tokenKubeconfig } from '../support/cluster.js';
+import { applyService, applyYaml, bearer, createListenerTLS, curl, tokenKubeconfig } from '../support/cluster.js';
 import { freePort, startProc, waitFor, type Proc } from '../support/procs.js';
 import type { CertPair } from '../support/certs.js';
 
@@ -106,3 +106,53 @@ test('an annotation edited in a file is applied like the operator does (access l
   const services = (await cp.api('GET', '/api/v1/services')).body.items as any[];
   assert.deepEqual(services.filter((s) => s.metadata.name.startsWith('agw-')).map((s) => s.metadata.name), []);
 });
+
+test('serve checks EndpointSlice addresses against pods as the operator does (--endpoint-addresses pods, its default)', async () => {
+  await applyService(cp, ns, 'web', ['198.18.7.7']); // a pod that has the address, named by its endpoint
+  await applyYaml(cp, `apiVersion: v1
+kind: Service
+metadata: {name: stray, namespace: ${ns}}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: stray-1, namespace: ${ns}, labels: {kubernetes.io/service-name: stray}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [198.18.7.8]}]
+`);
+  writeFileSync(join(dir, 'svc-gateway.yaml'), `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: svc, namespace: ${ns}}
+spec:
+  authentication: {audiences: [access-gateway]}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: billing}]}]
+  routes:
+    - {name: web, pathPrefix: /web, service: {name: web, port: 80}}
+    - {name: stray, pathPrefix: /stray, service: {name: stray, port: 80}}
+`);
+  const st = await waitFor('svc reported', async () => (await status()).gateways[`${ns}/svc`]?.routes ? (await status()).gateways[`${ns}/svc`] : undefined, 15_000);
+  assert.deepEqual(st.routes.map((r: any) => [r.name, r.endpoints]), [['web', 1], ['stray', 0]]);
+  const resolved = st.conditions.find((c: any) => c.type === 'ResolvedRefs');
+  assert.equal(resolved.reason, 'NoReadyEndpoints');
+  assert.match(resolved.message, /Service team-payments\/stray has no ready endpoints \(1 ready address left out: an address must be an IP of the running pod/);
+
+  // a second serve with --endpoint-addresses any: the stray address is used
+  const anyDir = mkdtempSync(join(cp.dir, 'gateways-any-'));
+  copyFileSync(join(dir, 'svc-gateway.yaml'), join(anyDir, 'svc-gateway.yaml'));
+  const anyAdmin = await freePort();
+  const [lo, hi] = await testPortRange();
+  const serveAny = startProc(process.execPath, [cliPath, 'serve', '--gateways', anyDir, '--kubeconfig', cp.kubeconfig, '--endpoint-addresses', 'any',
+    '--admin-address', `127.0.0.1:${anyAdmin}`, '--port-range', `${lo}-${hi}`], join(cp.dir, 'serve-any.log'));
+  try {
+    const anySt = await waitFor('svc reported by the second serve', async () => {
+      const r = await request(`http://127.0.0.1:${anyAdmin}/status`).catch(() => undefined);
+      const g = r && r.statusCode === 200 ? ((await r.body.json()) as any).gateways[`${ns}/svc`] : undefined;
+      return g?.routes ? g : undefined;
+    }, 30_000);
+    assert.deepEqual(anySt.routes.map((r: any) => [r.name, r.endpoints]), [['web', 1], ['stray', 1]]);
+  } finally {
+    await serveAny.stop();
+  }
+});
+
