@@ -28,9 +28,10 @@ export interface InformerOptions<T> {
   maxBackoffMs?: number;
   /** A resource whose CRD may be absent (404): counts as synced and empty, and is retried. */
   optional?: boolean;
-  /** A resource the operator may not be allowed to read (403): counts as synced and empty (what was
-   * cached is dropped: fail closed), `forbidden` is logged as an error, and it is retried after
-   * 1 s, doubling to 30 s. */
+  /** A resource the operator may not be allowed to list (403): counts as synced (and empty, if it
+   * never was listed), `forbidden` is logged as an error, and it is retried after 1 s, doubling to
+   * 30 s. What was listed before is kept, as on any error (the data plane serves from its caches
+   * while the apiserver is away). */
   forbidden?: string;
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
@@ -130,8 +131,6 @@ export class Informer<T extends KubeObject> {
           if (err instanceof Forbidden) {
             log.error({ informer: this.opts.name, err: err.message }, this.opts.forbidden);
             this.opts.metrics?.informerRestarts.inc({ informer: this.opts.name });
-            this.clear();
-            rv = undefined;
           }
           this.markSyncedOnce();
           // refused: 1 s, doubling to 30 s (RBAC may still be on its way); absent: 30 s
@@ -195,14 +194,6 @@ export class Informer<T extends KubeObject> {
     return rv;
   }
 
-  /** Drops every cached object (each a delete event). */
-  private clear(): void {
-    for (const [key, old] of this.cache) {
-      this.cache.delete(key);
-      this.opts.onEvent('delete', old, old);
-    }
-  }
-
   private keep(obj: T): T {
     stripForCache(obj);
     return this.opts.trim ? this.opts.trim(obj) : obj;
@@ -228,7 +219,6 @@ export class Informer<T extends KubeObject> {
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };
           if (status.code === 410) throw new Gone(status.message);
-          if (status.code === 403 && this.opts.forbidden) throw new Forbidden(`watch ${this.opts.path}: ${status.message}`);
           throw new Error(`watch error ${status.code}: ${status.message}`);
         }
         if (obj?.metadata?.resourceVersion) setRv(obj.metadata.resourceVersion);
@@ -246,7 +236,6 @@ export class Informer<T extends KubeObject> {
       });
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) throw new Gone(err.message);
-      if (err instanceof ApiError && err.status === 403 && this.opts.forbidden) throw new Forbidden(err.message);
       throw err;
     }
   }
