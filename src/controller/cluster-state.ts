@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, objectKey, type InformerEvent, type KubeObject } from '../kube/informer.js';
+import { dataListPage, objectKey, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
 import type { SecretLike, Snapshot } from '../translate/translate.js';
@@ -61,10 +61,10 @@ function samePod(a: PodLike, b: PodLike): boolean {
     && (a.status?.podIPs ?? []).map((p) => p.ip).join() === (b.status?.podIPs ?? []).map((p) => p.ip).join();
 }
 
-/** The pods (namespace/name) a slice's endpoints name. */
-function slicePods(s: Obj<EndpointSliceLike> | undefined): string[] {
+/** The names of the pods a slice's endpoints name (in its namespace: only those can be its Service's). */
+function slicePods(s: Obj<EndpointSliceLike>): string[] {
   const out: string[] = [];
-  for (const e of s?.endpoints ?? []) if (e.targetRef?.kind === 'Pod' && e.targetRef.name) out.push(`${s!.metadata.namespace}/${e.targetRef.name}`);
+  for (const e of s.endpoints ?? []) if (e.targetRef?.kind === 'Pod' && e.targetRef.name) out.push(e.targetRef.name);
   return out;
 }
 
@@ -76,10 +76,8 @@ export class ClusterState {
   private readonly tlsSecrets: Watched<Obj<SecretLike>>;
   private readonly caSecrets: Watched<DataObject>;
   private readonly caConfigMaps: Watched<DataObject>;
-  /** --endpoint-addresses pods: the pods in scope, and which Services' slices name each
-   * (namespace/pod -> slice key -> namespace/Service), so a pod's change re-reads those Services. */
+  /** --endpoint-addresses pods: the pods in scope. */
   private readonly pods: Watched<Obj<PodLike>> | undefined;
-  private readonly podServices = new Map<string, Map<string, string>>();
 
   static trimService = trimService;
   static trimSlice = trimSlice;
@@ -88,24 +86,23 @@ export class ClusterState {
   constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void; endpointAddresses: 'pods' | 'any' }) {
     const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
-    const emit = (kind: Ref['kind'], name?: (o: any) => string | undefined) => (_t: unknown, o: KubeObject) => {
-      const n = name ? name(o) : o.metadata.name;
-      if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
+    // an object names what it refers to; one that changed whom it names (a slice moved to another
+    // Service) also re-reads the one it named
+    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (_t: unknown, o: KubeObject, old?: KubeObject) => {
+      for (const n of new Set([name(o), old && name(old)])) if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
     };
-    const sliceEvent = emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]);
     this.services = new Watched(client, { ...base, name: 'services', path: core('services'), trim: trimService, onEvent: emit('Service') });
     this.slices = new Watched(client, {
       ...base, name: 'endpointslices',
       path: (ns) => (ns ? `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices` : '/apis/discovery.k8s.io/v1/endpointslices'),
-      indexBy: (s) => { const svc = s.metadata.labels?.[serviceNameLabel]; return svc ? `${s.metadata.namespace}/${svc}` : undefined; },
-      trim: trimSlice,
-      onEvent: (type, s, old) => {
-        if (this.pods) this.notePods(type, s, old);
-        sliceEvent(type, s);
-        // a slice moved to another Service (or to none) leaves the one it was in
-        const was = old?.metadata.labels?.[serviceNameLabel];
-        if (was && was !== s.metadata.labels?.[serviceNameLabel]) opts.onChange({ kind: 'Service', namespace: old!.metadata.namespace ?? '', name: was });
+      // by its Service, and (for --endpoint-addresses pods) by each pod it names: a pod's change
+      // re-reads the Services whose slices name it
+      indexBy: (s) => {
+        const svc = s.metadata.labels?.[serviceNameLabel];
+        return svc ? [`${s.metadata.namespace}/${svc}`, ...(this.pods ? slicePods(s).map((p) => `pod ${s.metadata.namespace}/${p}`) : [])] : [];
       },
+      trim: trimSlice,
+      onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
     });
     if (opts.endpointAddresses === 'pods') {
       this.pods = new Watched<Obj<PodLike>>(client, {
@@ -115,11 +112,8 @@ export class ClusterState {
         forbidden: 'the operator may not list and watch pods: service routes get no endpoints (--endpoint-addresses pods); grant list/watch on pods, or run with --endpoint-addresses any',
         onEvent: (type, p, old) => {
           if (type === 'update' && old && samePod(old, p)) return;
-          const services = new Set(this.podServices.get(objectKey(p))?.values());
-          for (const key of services) {
-            const [namespace, name] = key.split('/') as [string, string];
-            opts.onChange({ kind: 'Service', namespace, name });
-          }
+          const services = new Set(this.slices.byIndex(`pod ${objectKey(p)}`).map((s) => s.metadata.labels![serviceNameLabel]!));
+          for (const name of services) opts.onChange({ kind: 'Service', namespace: p.metadata.namespace ?? '', name });
         },
       });
     }
@@ -133,23 +127,6 @@ export class ClusterState {
     this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
     this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', pageSize: dataListPage, path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
     this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps, ...(this.pods ? [this.pods] : [])];
-  }
-
-  /** Keeps podServices: which Services' slices name each pod. */
-  private notePods(type: InformerEvent, s: Obj<EndpointSliceLike>, old: Obj<EndpointSliceLike> | undefined): void {
-    const key = objectKey(s);
-    for (const pod of slicePods(old)) {
-      const m = this.podServices.get(pod);
-      m?.delete(key);
-      if (m?.size === 0) this.podServices.delete(pod);
-    }
-    const svc = s.metadata.labels?.[serviceNameLabel];
-    if (type === 'delete' || !svc) return;
-    for (const pod of slicePods(s)) {
-      let m = this.podServices.get(pod);
-      if (!m) this.podServices.set(pod, (m = new Map()));
-      m.set(key, `${s.metadata.namespace}/${svc}`);
-    }
   }
 
   start(): void {
@@ -216,10 +193,9 @@ export class ClusterState {
       snap.endpointSlices[key] = slices;
       if (snap.pods) {
         for (const slice of slices) {
-          for (const pod of slicePods(slice)) {
-            const [pns, pname] = pod.split('/') as [string, string];
-            const p = this.pods!.get(pns, pname);
-            if (p) snap.pods[pod] = p;
+          for (const name of slicePods(slice)) {
+            const p = this.pods!.get(sns, name);
+            if (p) snap.pods[`${sns}/${name}`] = p;
           }
         }
       }

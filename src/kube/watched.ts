@@ -19,8 +19,8 @@ export interface WatchedOptions<T> {
   trim?: (obj: T) => T;
   /** Objects per list page (informer.ts listPage by default). */
   pageSize?: number;
-  /** Secondary index key of an object, e.g. the Service an EndpointSlice belongs to. */
-  indexBy?: (obj: T) => string | undefined;
+  /** Secondary index keys of an object, e.g. the Service an EndpointSlice belongs to. */
+  indexBy?: (obj: T) => string | string[] | undefined;
   log: Logger;
   metrics?: Metrics;
   onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
@@ -91,17 +91,21 @@ export class Watched<T extends KubeObject> {
 
   private reindex(type: InformerEvent, obj: T, old: T | undefined): void {
     const k = objectKey(obj);
-    const before = old && this.opts.indexBy!(old);
-    if (before !== undefined) {
+    for (const before of old ? this.keysOf(old) : []) {
       const was = this.index.get(before);
       was?.delete(k);
       if (was?.size === 0) this.index.delete(before); // names come and go: keep none that are empty
     }
     if (type === 'delete') return;
-    const after = this.opts.indexBy!(obj);
-    if (after === undefined) return;
-    let m = this.index.get(after);
-    if (!m) this.index.set(after, (m = new Map()));
-    m.set(k, obj);
+    for (const after of this.keysOf(obj)) {
+      let m = this.index.get(after);
+      if (!m) this.index.set(after, (m = new Map()));
+      m.set(k, obj);
+    }
+  }
+
+  private keysOf(obj: T): string[] {
+    const keys = this.opts.indexBy!(obj);
+    return keys === undefined ? [] : typeof keys === 'string' ? [keys] : keys;
   }
 }

@@ -82,7 +82,8 @@ test('a pod\'s change re-reads the Services whose slices name it, whatever the o
   // deleted slices name nothing
   slices({ type: 'DELETED', object: slice('api-1', 'api', ['p0'], '17') });
   assert.deepEqual(step(() => pods({ type: 'MODIFIED', object: pod('p0', '18') })), []);
-  assert.equal((state as unknown as { podServices: Map<string, unknown> }).podServices.size, 0, 'nothing kept for pods no slice names');
+  const index = (state as unknown as { slices: { index: Map<string, unknown> } }).slices.index;
+  assert.deepEqual([...index.keys()].filter((k) => k.startsWith('pod ')), [], 'nothing kept for pods no slice names');
 
   // a gateway's snapshot: the pods its Service's slices name, as cached (trimmed)
   slices({ type: 'ADDED', object: slice('web-2', 'web', ['p0', 'p1', 'missing'], '19') });
