@@ -90,9 +90,10 @@ export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, 
     }
     stop();
     const n = length;
+    let direct: boolean | undefined;
     whole({
       length: n,
-      direct: directHello(got.subarray(0, n)),
+      get direct() { return (direct ??= directHello(got.subarray(0, n))); }, // asked only where the listener meters by it
       take: () => {
         raw.removeListener('data', onData);
         raw.pause();

@@ -289,9 +289,10 @@ export class Listener {
     });
     // a TLS handshake takes its turn once its hello is whole: its cost is spent when TLS reads it
     if (this.handshake) {
+      const accepted = performance.now();
       raw.on('error', () => raw.destroy()); // read before TLS has it: a reset is not the process's
       readHello(raw, this.limits.headersTimeoutMs, this.hellos, (hello) => {
-        if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello))) {
+        if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello, accepted))) {
           this.table.m.handshakeDeferred();
         }
       });
@@ -300,22 +301,22 @@ export class Listener {
 
   /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
    * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
-   * the next one), or one that waited past the header timeout (its client has likely given up). */
-  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Hello): () => boolean {
-    const since = performance.now();
+   * the next one), or one `accepted` more than the header timeout ago (one deadline for its hello
+   * and its wait: its client has likely given up). */
+  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Hello, accepted: number): () => boolean {
     return () => {
       if (raw.destroyed) return false;
-      if (this.closing || performance.now() - since > this.limits.headersTimeoutMs) {
+      if (this.closing || performance.now() - accepted > this.limits.headersTimeoutMs) {
         raw.destroy();
         return false;
       }
       try {
-        const charged = c.signMs = this.signMs;
+        c.signMs = this.signMs;
         raw.unshift(hello.take()); // read first, by TLS or its meter
         // metered: on a listener that checks client chains, and for hellos whose costly part may
         // come with later bytes (TLS 1.2, a key share the listener asks again for)
         const metered = this.metered || !hello.direct;
-        this.handshake!(metered ? this.meter(raw, c.source, charged + connectionMs, hello.length) : raw);
+        this.handshake!(metered ? this.meter(raw, c.source, this.handshakeMs(), hello.length) : raw);
         return true;
       } catch (err) {
         raw.destroy(); // paused: nothing else would close it

@@ -517,6 +517,27 @@ test('a TLS connection that waited for its handshake\'s turn past the header tim
   assert.ok(deferred >= 6 && deferred <= 8, `waited: ${deferred}`);
 });
 
+test('one deadline from accept: a hello sent late and a wait for its turn together past the header timeout close the connection unstarted', { timeout: 30_000 }, async (t) => {
+  const { m, held } = managerFor(t, { limits: { tlsHandshakePercent: 1, headersTimeoutMs: 1000 } }); // one every ~125 ms
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const hello = await captureHello();
+  // six accepted now, their hellos sent 700 ms later: two start at once, the others one a turn,
+  // so the sixth's turn comes past 1,000 ms from its accept (but well within 1,000 ms of its hello)
+  const sockets = Array.from({ length: 6 }, () => connect(port, '127.0.0.1'));
+  const answered = sockets.map((s) => new Promise<boolean>((resolve) => {
+    held.push(s);
+    s.once('data', () => resolve(true));
+    s.on('error', () => resolve(false));
+    s.on('close', () => resolve(false));
+  }));
+  await Promise.all(sockets.map((s) => new Promise((r) => s.once('connect', r))));
+  await pause(700);
+  for (const s of sockets) s.write(hello);
+  const got = await Promise.all(answered);
+  assert.deepEqual([got[0], got[1], got[5]], [true, true, false], got.join(' '));
+});
+
 test('a resumed TLS session is charged the key exchange only: its signature\'s share is given back', { timeout: 30_000 }, async (t) => {
   const refunds = t.mock.method(HandshakeShare.prototype, 'refund');
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
