@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { cliPath, testPortRange } from '../support/operator.js';
-import { applyService, applyYaml, bearer, createListenerTLS, curl, tokenKubeconfig } from '../support/cluster.js';
+import { applyService, applyYaml, bearer, createListenerTLS, curl, serviceYaml, tokenKubeconfig } from '../support/cluster.js';
 import { freePort, startProc, waitFor, type Proc } from '../support/procs.js';
 import type { CertPair } from '../support/certs.js';
 
@@ -109,18 +109,7 @@ test('an annotation edited in a file is applied like the operator does (access l
 
 test('serve checks EndpointSlice addresses against pods as the operator does (--endpoint-addresses pods, its default)', async () => {
   await applyService(cp, ns, 'web', ['198.18.7.7']); // a pod that has the address, named by its endpoint
-  await applyYaml(cp, `apiVersion: v1
-kind: Service
-metadata: {name: stray, namespace: ${ns}}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: stray-1, namespace: ${ns}, labels: {kubernetes.io/service-name: stray}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: [198.18.7.8]}]
-`);
+  await applyYaml(cp, serviceYaml(ns, 'stray', [], '[{addresses: [198.18.7.8]}]')); // an address no endpoint names a pod for
   writeFileSync(join(dir, 'svc-gateway.yaml'), `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: svc, namespace: ${ns}}

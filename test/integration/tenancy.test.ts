@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { readyReplica, startChartOperator } from '../support/chart-operator.js';
-import { applyYaml, backendPods, bearer, condition, curl, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, applyService, waitListenerClosed, waitObserved } from '../support/cluster.js';
+import { applyYaml, backendPods, bearer, condition, curl, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, applyService, runningPod as runningPodIn, serviceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
 import { freePort, waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
@@ -464,27 +464,10 @@ test('9. an EndpointSlice cannot point a team\'s route at another team\'s pod: a
   const [mine, theirs] = [net.hosts[0]!.ip, net.hosts[1]!.ip];
   const hits = async () => ((await (await fetch(`${privateB.url}/__requests`)).json()) as { requests: number }).requests;
   const before = await hits();
-  // a team-a pod as its kubelet would report it (the harness writes the status: teams cannot)
-  const runningPod = async (name: string, ip: string, hostNetwork = false) => {
-    await applyYaml(cp, `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}, namespace: team-a}\nspec: {nodeName: test-hosts, hostNetwork: ${hostNetwork}, automountServiceAccountToken: false, containers: [{name: c, image: x}]}\n`);
-    const r = await cp.api('PATCH', `/api/v1/namespaces/team-a/pods/${name}/status`,
-      { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], ...(hostNetwork ? { hostIP: ip, hostIPs: [{ ip }] } : {}) } }, 'application/merge-patch+json');
-    assert.equal(r.status, 200, JSON.stringify(r.body));
-  };
+  const runningPod = (name: string, ip: string, hostNetwork = false) => runningPodIn(cp, 'team-a', name, ip, { hostNetwork });
   await runningPod('a-own', mine);
   await runningPod('a-host', theirs, true); // on the host network: its IP is its node's
-  const sliceOf = (endpoints: string) => `apiVersion: v1
-kind: Service
-metadata: {name: borrowed, namespace: team-a}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: borrowed-1, namespace: team-a, labels: {kubernetes.io/service-name: borrowed}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: ${endpoints}
-`;
+  const sliceOf = (endpoints: string) => serviceYaml('team-a', 'borrowed', [], endpoints);
   // a team that may write EndpointSlices (the default roles may not; the harness writes it):
   // team-b's pod IP named as team-b's pod, as a team-a pod of that name, as no pod, as a team-a
   // pod that has another IP, and as a team-a pod on the host network; a pod that is not there

@@ -114,8 +114,8 @@ export async function waitListenerClosed(port: number, timeoutMs: number): Promi
 export const hostPod = (ip: string) => `host-${ip.replaceAll(/[.:]/g, '-')}`;
 
 /** A selector-less Service NAME (port "http" 80) and its EndpointSlice: test hosts at 8080, each
- * endpoint naming its host's pod (backendPods). */
-export function serviceYaml(ns: string, name: string, ips: string[]): string {
+ * endpoint naming its host's pod (backendPods); or `endpoints`, the slice's endpoints as written. */
+export function serviceYaml(ns: string, name: string, ips: string[], endpoints?: string): string {
   return `apiVersion: v1
 kind: Service
 metadata: {name: ${name}, namespace: ${ns}}
@@ -126,23 +126,26 @@ kind: EndpointSlice
 metadata: {name: ${name}-1, namespace: ${ns}, labels: {kubernetes.io/service-name: ${name}}}
 addressType: IPv4
 ports: [{name: http, port: 8080}]
-endpoints: [${ips.map((ip) => `{addresses: [${ip}], targetRef: {kind: Pod, name: ${hostPod(ip)}}}`).join(', ')}]
+endpoints: ${endpoints ?? `[${ips.map((ip) => `{addresses: [${ip}], targetRef: {kind: Pod, name: ${hostPod(ip)}}}`).join(', ')}]`}
 `;
 }
 
 /**
- * A running pod in `ns` for each test host IP, as a kubelet would report it (there is none here:
- * the status is written with the harness's admin credentials; teams cannot write pod status).
- * Pods need their ServiceAccount: `default` is created when absent.
+ * A running pod NAME in `ns` with `ip`, as a kubelet would report it (there is none here: the
+ * status is written with the harness's admin credentials; teams cannot write pod status). Pods
+ * need their ServiceAccount: `default` is created when absent.
  */
-export async function backendPods(cp: ControlPlane, ns: string, ips: string[], opts: { hostNetwork?: boolean } = {}): Promise<void> {
-  await applyYaml(cp, [`apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default, namespace: ${ns}}\n`,
-    ...ips.map((ip) => `apiVersion: v1\nkind: Pod\nmetadata: {name: ${hostPod(ip)}, namespace: ${ns}}\nspec: {nodeName: test-hosts, automountServiceAccountToken: false, hostNetwork: ${opts.hostNetwork === true}, containers: [{name: host, image: test-host}]}\n`)].join('---\n'));
-  for (const ip of ips) {
-    const r = await cp.api('PATCH', `/api/v1/namespaces/${ns}/pods/${hostPod(ip)}/status`,
-      { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], ...(opts.hostNetwork ? { hostIP: ip, hostIPs: [{ ip }] } : {}) } }, 'application/merge-patch+json');
-    if (r.status !== 200) throw new Error(`pod ${ns}/${hostPod(ip)} status: ${r.status} ${JSON.stringify(r.body)}`);
-  }
+export async function runningPod(cp: ControlPlane, ns: string, name: string, ip: string, opts: { hostNetwork?: boolean } = {}): Promise<void> {
+  await applyYaml(cp, `apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default, namespace: ${ns}}\n---\n`
+    + `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}, namespace: ${ns}}\nspec: {nodeName: test-hosts, automountServiceAccountToken: false, hostNetwork: ${opts.hostNetwork === true}, containers: [{name: host, image: test-host}]}\n`);
+  const r = await cp.api('PATCH', `/api/v1/namespaces/${ns}/pods/${name}/status`,
+    { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], ...(opts.hostNetwork ? { hostIP: ip, hostIPs: [{ ip }] } : {}) } }, 'application/merge-patch+json');
+  if (r.status !== 200) throw new Error(`pod ${ns}/${name} status: ${r.status} ${JSON.stringify(r.body)}`);
+}
+
+/** A running pod in `ns` for each test host IP (`hostPod`). */
+export async function backendPods(cp: ControlPlane, ns: string, ips: string[]): Promise<void> {
+  for (const ip of ips) await runningPod(cp, ns, hostPod(ip), ip);
 }
 
 /** serviceYaml applied, with its hosts' pods. */
