@@ -98,7 +98,10 @@ test('the filter thread fails closed: a check it cannot answer is 503, and so is
   const f = new PathFilter({ ...kubectlProxy }, 'team-a');
   (f.spec as { rejectPaths: string[] }).rejectPaths = ['(?<=x)'];
   await assert.rejects(Promise.resolve(checks.check(f, 'GET', '/x')), (err: unknown) => err instanceof FilterUnavailableError && err.status === 503);
-  const stopped = checks.check(hostile('team-a'), 'GET', longPath());
+  // 16 hostile patterns on a 4 KiB path: far over the 20 ms before the close, even on a warm thread
+  // (4 of them could finish first: this run once saw no rejection)
+  const slow = new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 16 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] }, 'team-a');
+  const stopped = checks.check(slow, 'GET', longPath());
   await new Promise((r) => setTimeout(r, 20));
   checks.close();
   await assert.rejects(Promise.resolve(stopped), (err: unknown) => err instanceof FilterUnavailableError && /stopped/.test((err as Error).message));
