@@ -135,21 +135,38 @@ export function addressGroup(address: string): string {
  * its other requests wait in its queue, not in every team's turn. (Held back alone too: a team
  * that was alone when another's first request came would have made that turn long. Measured
  * both ways in docs/performance.md.)
+ *
+ * A team whose few callers each wait for an answer before asking again starts less than
+ * `perTurn` a turn, and its callers wait a turn or two for each answer: the other team's `perTurn`
+ * make those turns long. So a namespace starts at most as many a turn as the most another starts
+ * (its average over the last ~8 turns, rounded, at least one), when that other is busy (`busy` a
+ * turn or more) and has none waiting: beside a team with few callers, a busy team starts one; two
+ * teams with requests waiting start `perTurn` each, as before; a trickle holds no one back.
  */
 export class TurnShare {
+  /** Starts per turn, averaged, from which a namespace holds others to about its own. */
+  static readonly busy = 0.25;
   private readonly started = new Map<string, number>();
   private readonly waiting = new Map<string, Array<() => void>>();
   private scheduled = false;
+  /** Each namespace's starts per turn, averaged over the last ~8 turns (that ran). */
+  private readonly rate = new Map<string, number>();
+  /** The namespace starting the most, what it may start in a turn, and what any other may. */
+  private top = '';
+  private topCap: number;
+  private cap: number;
 
   /** `perTurn` 0: no limit. `onError`: what a `go` threw (it runs in a turn, with other teams'). */
-  constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {}
+  constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {
+    this.topCap = this.cap = perTurn;
+  }
 
-  /** Counts a start in this turn and says true, or says false when `namespace` has started
-   * `perTurn` in it (one with some waiting has, but for those whose client left while waiting). */
+  /** Counts a start in this turn and says true, or says false when `namespace` has started its
+   * share of it (one with some waiting has, but for those whose client left while waiting). */
   tryStart(namespace: string): boolean {
     if (this.perTurn === 0) return true;
     const n = this.started.get(namespace) ?? 0;
-    if (n >= this.perTurn) return false;
+    if (n >= (namespace === this.top ? this.topCap : this.cap)) return false;
     this.started.set(namespace, n + 1);
     this.schedule();
     return true;
@@ -176,14 +193,34 @@ export class TurnShare {
     setImmediate(this.turn);
   }
 
+  /** The shares of the coming turn, from the averages with the last turn's starts. What a
+   * namespace wants is its average, or without bound while it has some waiting. */
+  private share(): void {
+    for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
+    for (const [ns, n] of this.started) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
+    let top = '', first = 0, second = 0;
+    for (const [ns, r] of this.rate) {
+      const wants = this.waiting.has(ns) ? Infinity : r;
+      if (r < 0.01) this.rate.delete(ns);
+      else if (wants > first) [top, first, second] = [ns, wants, first];
+      else if (wants > second) second = wants;
+    }
+    const capBeside = (other: number) => other < TurnShare.busy ? this.perTurn : Math.min(this.perTurn, Math.max(1, Math.round(other)));
+    this.top = top;
+    this.topCap = capBeside(second);
+    this.cap = capBeside(first);
+  }
+
   private readonly turn = (): void => {
     this.scheduled = false;
+    this.share();
     this.started.clear();
     // taken off the queues first: what a batch runs may wait again (behind the rest), never twice
     // in one turn; each `go` counts its own start
     const batches: Array<Array<() => void>> = [];
     for (const [ns, q] of this.waiting) {
-      const batch = q.length <= this.perTurn ? q : q.splice(0, this.perTurn);
+      const cap = ns === this.top ? this.topCap : this.cap;
+      const batch = q.length <= cap ? q : q.splice(0, cap);
       if (batch === q) this.waiting.delete(ns);
       batches.push(batch);
     }

@@ -101,22 +101,63 @@ function turns(perTurn: number) {
   return { s, run, errors };
 }
 
-test('requests per turn: a namespace starts that many per turn of the event loop, in order; another namespace starts at once', async () => {
+test('requests per turn: a namespace alone starts that many per turn of the event loop, in order', async () => {
   const { run } = turns(2);
   const ran: string[] = [];
   for (let i = 1; i <= 5; i++) run('team-a', () => ran.push(`a${i}`));
-  run('team-b', () => ran.push('b1'));
-  assert.deepEqual(ran, ['a1', 'a2', 'b1']);
+  assert.deepEqual(ran, ['a1', 'a2']);
   await nextTurn();
-  assert.deepEqual(ran.slice(3), ['a3', 'a4']);
+  assert.deepEqual(ran.slice(2), ['a3', 'a4']);
   run('team-a', () => ran.push('a6')); // behind the one still waiting
-  run('team-b', () => ran.push('b2'));
-  assert.deepEqual(ran.slice(5), ['b2']);
+  assert.equal(ran.length, 4);
   await nextTurn();
-  assert.deepEqual(ran.slice(6), ['a5', 'a6']);
+  assert.deepEqual(ran.slice(4), ['a5', 'a6']);
   await nextTurn();
   run('team-a', () => ran.push('a7')); // nothing waiting, a new turn: at once
   assert.equal(ran.at(-1), 'a7');
+});
+
+/** team-a with 1,000 waiting, and team-b starting `b(turn)` between turns: what team-a started in each turn. */
+async function beside(perTurn: number, turnsRun: number, b: (turn: number) => number): Promise<number[]> {
+  const { run } = turns(perTurn);
+  let a = 0, bRan = 0;
+  for (let i = 0; i < 1000; i++) run('team-a', () => a++);
+  const perTurnA: number[] = [];
+  for (let turn = 0; turn < turnsRun; turn++) {
+    for (let i = b(turn); i > 0; i--) run('team-b', () => bRan++);
+    const before = a;
+    await nextTurn();
+    perTurnA.push(a - before);
+  }
+  assert.ok(bRan > 0 || turnsRun === 0);
+  return perTurnA;
+}
+
+test('requests per turn: another namespace starts at once, not behind one whose requests wait', async () => {
+  const { run } = turns(4);
+  const ran: string[] = [];
+  for (let i = 1; i <= 40; i++) run('team-a', () => ran.push('a'));
+  run('team-b', () => ran.push('b1'));
+  assert.deepEqual(ran, ['a', 'a', 'a', 'a', 'b1']);
+});
+
+test('requests per turn: beside a team that starts less than one a turn (few callers), a busy team starts one; alone again, its whole share', async () => {
+  // team-b starts one every other turn for 40 turns, then none
+  const a = await beside(4, 80, (turn) => turn < 40 && turn % 2 === 0 ? 1 : 0);
+  assert.deepEqual(a.slice(0, 2), [4, 4], 'team-b\'s first one is not yet a rate');
+  assert.deepEqual(a.slice(10, 40), Array(30).fill(1), `held to one while team-b starts ~0.5 a turn: ${a.join(' ')}`);
+  assert.deepEqual(a.slice(60), Array(20).fill(4), `alone again: ${a.join(' ')}`);
+});
+
+test('requests per turn: two busy teams each start their whole share; beside one starting 1.25 or 2 a turn, about as many; a trickle holds no one back', async () => {
+  const both = await beside(4, 60, () => 4);
+  assert.deepEqual(both.slice(30), Array(30).fill(4), `both start 4: ${both.join(' ')}`);
+  const trickle = await beside(4, 60, (turn) => turn % 8 === 0 ? 1 : 0);
+  assert.deepEqual(trickle, Array(60).fill(4), `one start every 8 turns: ${trickle.join(' ')}`);
+  const middle = await beside(4, 60, () => 2); // team-b starts 2 a turn, none waiting: team-a as many
+  assert.deepEqual(middle.slice(30), Array(30).fill(2), `beside 2 a turn: ${middle.join(' ')}`);
+  const little = await beside(4, 60, (turn) => turn % 4 === 0 ? 2 : 1); // 1.25 a turn: rounded, not up
+  assert.deepEqual(little.slice(30), Array(30).fill(1), `beside 1.25 a turn: ${little.join(' ')}`);
 });
 
 test('requests per turn: what one throws is reported and the others still run; one that waits again runs in a later turn', async () => {
