@@ -8,7 +8,8 @@
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
-// while the first team floods its own gateway with requests, or with new TLS connections.
+// while the first team floods its own gateway with requests, or with new TLS connections; and the
+// first team's connections alone and beside another team's one caller.
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -257,11 +258,11 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     // Twice: a flood of requests on kept connections, and a flood of new TLS connections (each
     // request on a connection of its own: a full handshake each, no session resumed).
     type Neighbour = { alone: WrkResult; flooded: WrkResult; flood: WrkResult };
-    const neighbourRounds = async (what: string, few: { url: string; headers: Record<string, string> },
+    const neighbourRounds = async (what: string, few: { url: string; headers: Record<string, string>; connections?: number },
       flood: () => Promise<WrkResult>): Promise<Neighbour[]> => {
       const runs: Neighbour[] = [];
       if (opt.only && !opt.only.split(',').some((o) => what.includes(o))) return runs;
-      const mine = { seconds, connections: 4, cpu: 0, headers: few.headers };
+      const mine = { seconds, connections: few.connections ?? 4, cpu: 0, headers: few.headers };
       for (let r = 0; r < rounds; r++) {
         const alone = await wrk(few.url, mine);
         const flooding = flood();
@@ -287,6 +288,11 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const handshakeRuns = await neighbourRounds('handshake neighbour', tlsNeighbour, async () => parseWrk((await promisify(execFile)('taskset',
       ['-c', '0', 'nice', '-n', '19', node, join(repoRoot, 'dist', 'bench', 'handshake-flood.js'), '--port', String(tls.a), '--connections', '64', '--seconds', String(flood.seconds)],
       { env: { ...process.env, AGW_FLOOD_TOKEN: token } })).stdout));
+    // the other side of the share: team bench's 64 connections alone, and beside team bench-b's one
+    // caller (each request sent when the last is answered), which holds bench to about its own
+    // starts per turn: what a busy team gives up for a team with few callers
+    const besideRuns = await neighbourRounds('neighbour beside one caller', { url: `http://127.0.0.1:${gw.logNone}/`, headers: auth, connections },
+      () => wrk(`http://127.0.0.1:${neighbour.port}/`, { ...flood, connections: 1, headers: neighbour.auth }));
     const loadRss = rssMiB(opPid);
 
     const median = (xs: number[]) => {
@@ -322,7 +328,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     ratio('gateway Service route (TokenReview, log none)', 'lean Node proxy + Authorization', '≥ 0.95 (authentication on vs off)');
     ratio('gateway Service route (TokenReview, log all)', 'gateway Service route (TokenReview, log none)', '≥ 0.95');
     ratio('gateway Service route (JWKS, log none)', 'gateway Service route (TokenReview, log none)', '—');
-    const printNeighbour = (title: string, runs: Neighbour[]) => {
+    const printNeighbour = (title: string, runs: Neighbour[], [few, other] = [nsB, `${ns} (the flood)`]) => {
       if (!runs.length) return;
       const m = (f: (x: Neighbour) => number) => median(runs.map(f));
       const range = (f: (x: Neighbour) => number) => runs.length > 1
@@ -333,13 +339,14 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       const line = (who: string, f: (x: Neighbour) => WrkResult) =>
         `| ${who} | ${Math.round(m((x) => f(x).rps))} | ${m((x) => f(x).p50).toFixed(2)} | ${m((x) => f(x).p99).toFixed(2)} | ${m((x) => f(x).max).toFixed(1)} |`;
       console.log('| team | req/s | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |');
-      console.log(line(`${nsB}, alone`, (x) => x.alone));
-      console.log(line(`${nsB}, meanwhile`, (x) => x.flooded));
-      console.log(line(`${ns} (the flood)`, (x) => x.flood));
-      console.log(`${nsB} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
+      console.log(line(`${few}, alone`, (x) => x.alone));
+      console.log(line(`${few}, meanwhile`, (x) => x.flooded));
+      console.log(line(other, (x) => x.flood));
+      console.log(`${few} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
     };
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections)`, neighbourRuns);
     printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a full handshake per request; RSA-2048 keys)`, handshakeRuns);
+    printNeighbour(`team ${ns}'s ${connections} connections to its gateway, alone and beside another team's one caller`, besideRuns, [ns, `${nsB} (one connection)`]);
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
     if (gc.requests) {
       const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);

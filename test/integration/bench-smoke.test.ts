@@ -27,6 +27,12 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     for (const row of rows) assert.ok(Number(row[1]) > 0, `${who}: nothing got through:\n${stdout}`);
   }
   assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 2, stdout);
+  // and the busy team beside another team's one caller
+  for (const who of ['bench, alone', 'bench, meanwhile', 'bench-b \\(one connection\\)']) {
+    const row = new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'm').exec(stdout);
+    assert.ok(row && Number(row[1]) > 0, `no row for ${who}, or nothing got through:\n${stdout}`);
+  }
+  assert.match(stdout, /^bench meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/m);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
   assert.match(stdout, /^operator GC while it proxied: \d+ full GCs \([\d.]+ µs per request\), young generation [\d.]+ µs per request$/m);
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 7 gateways, \d+ MiB after the run$/m);
