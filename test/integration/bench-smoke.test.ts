@@ -19,7 +19,7 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     assert.ok(row, `no row for ${name}:\n${stdout}`);
     assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
   }
-  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 8, stdout);
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 9, stdout); // 6 ratios, 3 neighbour cases
   // two neighbour cases: a flood of requests, and one of new TLS connections
   for (const who of ['bench-b, alone', 'bench-b, meanwhile', 'bench \\(the flood\\)']) {
     const rows = [...stdout.matchAll(new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'gm'))];
