@@ -58,19 +58,17 @@ export interface Hello {
 /**
  * Reads `raw`'s (paused) first bytes until its hello is whole, then calls `whole`. Until `take()`
  * it keeps reading, to at most `maxClientHandshakeBytes` in all (a client sends nothing more until the
- * server answers). Closes the connection past that, past `maxHelloReads` reads before the hello is
- * whole, or `timeoutMs` after it was accepted without a whole hello. `reading` holds the
- * connection until then (a closing listener closes what it holds).
+ * server answers). Closes the connection past that, or past `maxHelloReads` reads before the hello
+ * is whole (how long it may take is the caller's deadline). `reading` holds the connection until
+ * then (a closing listener closes what it holds).
  */
-export function readHello(raw: Socket, timeoutMs: number, reading: Set<Socket>, whole: (hello: Hello) => void): void {
+export function readHello(raw: Socket, reading: Set<Socket>, whole: (hello: Hello) => void): void {
   let got: Buffer = Buffer.alloc(0);
   const later: Buffer[] = []; // what came once the hello was whole
   let size = 0;
   let reads = 0;
   let length: number | undefined;
-  const timer = setTimeout(() => raw.destroy(), timeoutMs);
   const stop = () => {
-    clearTimeout(timer);
     reading.delete(raw);
   };
   const onData = (chunk: Buffer) => {

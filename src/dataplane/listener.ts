@@ -99,8 +99,9 @@ export class Listener {
   private closing: Promise<void> | undefined;
   /** Connections not admitted yet, by their two ends (`peerKey`): a TLS socket has the same as
    * the TCP socket under it, which is the one 'connection' gives. With TLS, what the handshake
-   * was charged for its signature once it started (the key may change before it is done). */
-  private readonly unadmitted = new Map<string, Unadmitted & { signMs?: number }>();
+   * was charged for its signature once it started (the key may change before it is done), and
+   * `secured`, which stops its deadline from accept. */
+  private readonly unadmitted = new Map<string, Unadmitted & { signMs?: number; secured?: () => void }>();
   /** A TLS listener's: starts the handshake on a new connection. */
   private readonly handshake: ((raw: Socket | HandshakeMeter) => void) | undefined;
   /** What a signature with the listener's key costs the event loop, in ms. */
@@ -149,6 +150,7 @@ export class Listener {
           }
           // a resumed session signs nothing: what it was charged for the signature is given back
           const c = this.unadmitted.get(key);
+          c?.secured?.();
           if (c?.signMs !== undefined && tls.isSessionReused()) budgets.handshakes.refund(c.signMs);
         });
         this.server = server;
@@ -274,7 +276,7 @@ export class Listener {
       return;
     }
     const ns = this.table.plan.namespace;
-    const c: Unadmitted & { signMs?: number } = {
+    const c: Unadmitted & { signMs?: number; secured?: () => void } = {
       source: addressGroup(raw.remoteAddress!),
       evict: () => {
         this.table.m.connectionRefused('unadmitted');
@@ -289,24 +291,27 @@ export class Listener {
     });
     // a TLS handshake takes its turn once its hello is whole: its cost is spent when TLS reads it
     if (this.handshake) {
-      const accepted = performance.now();
+      // one deadline from accept for the hello, its wait for a turn and the handshake (TLS's own
+      // timer would start again at the turn, and counts only silence)
+      const deadline = setTimeout(() => raw.destroy(), this.limits.headersTimeoutMs);
+      c.secured = () => clearTimeout(deadline);
+      raw.once('close', c.secured);
       raw.on('error', () => raw.destroy()); // read before TLS has it: a reset is not the process's
-      readHello(raw, this.limits.headersTimeoutMs, this.hellos, (hello) => {
-        if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello, accepted))) {
+      readHello(raw, this.hellos, (hello) => {
+        if (!this.budgets.handshakes.start(ns, c.source, this.handshakeMs, this.handshakeFor(raw, c, hello))) {
           this.table.m.handshakeDeferred();
         }
       });
     }
   }
 
-  /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone, a listener
-   * closing (they are not the HTTP server's to close yet, and they cost no turn, so all go at
-   * the next one), or one `accepted` more than the header timeout ago (one deadline for its hello
-   * and its wait: its client has likely given up). */
-  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Hello, accepted: number): () => boolean {
+  /** Starts the TLS handshake of `raw` when its turn comes: not for a client gone (or past its
+   * deadline from accept), or a listener closing (they are not the HTTP server's to close yet,
+   * and they cost no turn, so all go at the next one). */
+  private handshakeFor(raw: Socket, c: { signMs?: number; source: string }, hello: Hello): () => boolean {
     return () => {
       if (raw.destroyed) return false;
-      if (this.closing || performance.now() - accepted > this.limits.headersTimeoutMs) {
+      if (this.closing) {
         raw.destroy();
         return false;
       }

@@ -538,6 +538,45 @@ test('one deadline from accept: a hello sent late and a wait for its turn togeth
   assert.deepEqual([got[0], got[1], got[5]], [true, true, false], got.join(' '));
 });
 
+test('one deadline from accept: a handshake its client leaves unfinished is closed at the header timeout from accept, not from its start', { timeout: 30_000 }, async (t) => {
+  const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 2000 } });
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const hello = await captureHello();
+  const s = connect(port, '127.0.0.1');
+  held.push(s);
+  await new Promise((r) => s.once('connect', r));
+  const accepted = performance.now();
+  let answered = false;
+  s.on('data', () => { answered = true; });
+  s.on('error', () => {});
+  const closed = new Promise<number>((r) => s.once('close', () => r(performance.now() - accepted)));
+  await pause(1000);
+  s.write(hello); // the server answers it; the client sends nothing more
+  const after = await closed;
+  assert.ok(answered, 'its handshake started');
+  assert.ok(after < 2600, `closed ${Math.round(after)} ms after accept (TLS's own timer, from the handshake's start: ~3,000)`);
+});
+
+test('one deadline from accept: a connection whose handshake is done is the HTTP server\'s, past it too', { timeout: 30_000 }, async (t) => {
+  const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 1000 } });
+  const port = await freePort();
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const s = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  held.push(s);
+  s.on('error', () => {});
+  await new Promise((r) => s.once('secureConnect', r));
+  const ask = () => new Promise<string>((resolve) => {
+    s.once('data', (d: Buffer) => resolve(d.toString('latin1').split('\r\n')[0]!));
+    s.once('close', () => resolve('closed'));
+    setTimeout(() => resolve('no answer in 2 s'), 2000).unref();
+    s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  });
+  assert.equal(await ask(), 'HTTP/1.1 200 OK');
+  await pause(1500); // kept alive past the deadline from accept
+  assert.equal(await ask(), 'HTTP/1.1 200 OK');
+});
+
 test('a resumed TLS session is charged the key exchange only: its signature\'s share is given back', { timeout: 30_000 }, async (t) => {
   const refunds = t.mock.method(HandshakeShare.prototype, 'refund');
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
