@@ -538,24 +538,30 @@ test('one deadline from accept: a hello sent late and a wait for its turn togeth
   assert.deepEqual([got[0], got[1], got[5]], [true, true, false], got.join(' '));
 });
 
-test('one deadline from accept: a handshake its client leaves unfinished is closed at the header timeout from accept, not from its start', { timeout: 30_000 }, async (t) => {
+test('one deadline from accept: a handshake its client leaves unfinished is closed at the header timeout from accept, not from its start (metered or not)', { timeout: 30_000 }, async (t) => {
   const { m, held } = managerFor(t, { limits: { headersTimeoutMs: 2000 } });
-  const port = await freePort();
-  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', port), true));
+  const [plain, metered] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withTLS(planOf('team-a', 'gw', plain), true));
+  await m.apply('team-a/ca', withClientCA(planOf('team-a', 'ca', metered), makeCA(mkdtempSync(join(tmpdir(), 'agw-lm-')), 'clients')));
   const hello = await captureHello();
-  const s = connect(port, '127.0.0.1');
-  held.push(s);
-  await new Promise((r) => s.once('connect', r));
-  const accepted = performance.now();
-  let answered = false;
-  s.on('data', () => { answered = true; });
-  s.on('error', () => {});
-  const closed = new Promise<number>((r) => s.once('close', () => r(performance.now() - accepted)));
-  await pause(1000);
-  s.write(hello); // the server answers it; the client sends nothing more
-  const after = await closed;
-  assert.ok(answered, 'its handshake started');
-  assert.ok(after < 2600, `closed ${Math.round(after)} ms after accept (TLS's own timer, from the handshake's start: ~3,000)`);
+  const closedAfter = async (port: number) => {
+    const s = connect(port, '127.0.0.1');
+    held.push(s);
+    await new Promise((r) => s.once('connect', r));
+    const accepted = performance.now();
+    let answered = false;
+    s.on('data', () => { answered = true; });
+    s.on('error', () => {});
+    const closed = new Promise<number>((r) => s.once('close', () => r(performance.now() - accepted)));
+    await pause(1000);
+    s.write(hello); // the server answers it; the client sends nothing more
+    const after = await closed;
+    assert.ok(answered, `its handshake started (port ${port})`);
+    return after;
+  };
+  for (const after of await Promise.all([closedAfter(plain), closedAfter(metered)])) {
+    assert.ok(after < 2600, `closed ${Math.round(after)} ms after accept (TLS's own timer, from the handshake's start: ~3,000)`);
+  }
 });
 
 test('one deadline from accept: a connection whose handshake is done is the HTTP server\'s, past it too', { timeout: 30_000 }, async (t) => {
