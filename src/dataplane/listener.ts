@@ -563,13 +563,14 @@ export class Listener {
     const turns = this.budgets.turns, ns = t.plan.namespace;
     t.m.requestDeferred();
     turns.wait(ns, () => {
-      if (socket.destroyed) return;
+      if (socket.destroyed) return false; // takes no place in the turn
       turns.start(ns);
       try {
         go();
       } catch (err) {
         fail(toAgwError(err));
       }
+      return true;
     });
   }
 

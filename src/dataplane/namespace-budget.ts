@@ -136,29 +136,29 @@ export function addressGroup(address: string): string {
  * that was alone when another's first request came would have made that turn long. Measured
  * both ways in docs/performance.md.)
  *
- * A team whose few callers each wait for an answer before asking again starts less than
- * `perTurn` a turn, and its callers wait a turn or two for each answer: the other team's `perTurn`
- * make those turns long. So a namespace starts at most as many a turn as the most another starts
- * (its average over the last ~8 turns, rounded, at least one), when that other is busy (`busy` a
- * turn or more) and has none waiting: beside a team with few callers, a busy team starts one; two
- * teams with requests waiting start `perTurn` each, as before; a trickle holds no one back.
+ * A team whose few callers each wait for an answer before asking again has none waiting and starts
+ * less than `perTurn` a turn, and each answer takes it a turn or two: another team's `perTurn` make
+ * those turns long. So while such a namespace is busy (it starts `busy` a turn or more, averaged
+ * over the last ~8 turns that ran), a namespace with requests waiting starts at most about as many
+ * a turn as the busiest of them (rounded, at least one). A namespace with none waiting is never
+ * held below `perTurn`; teams with requests waiting, beside no such one, start `perTurn` each; a
+ * trickle holds no one back.
  */
 export class TurnShare {
-  /** Starts per turn, averaged, from which a namespace holds others to about its own. */
+  /** Starts per turn, averaged, from which a namespace with none waiting holds back those with some. */
   static readonly busy = 0.25;
   private readonly started = new Map<string, number>();
-  private readonly waiting = new Map<string, Array<() => void>>();
+  /** Each `go` says false when it started nothing (its client left): it takes no place in a turn. */
+  private readonly waiting = new Map<string, Array<() => boolean | void>>();
   private scheduled = false;
   /** Each namespace's starts per turn, averaged over the last ~8 turns (that ran). */
   private readonly rate = new Map<string, number>();
-  /** The namespace starting the most, what it may start in a turn, and what any other may. */
-  private top = '';
-  private topCap: number;
-  private cap: number;
+  /** What a namespace with requests waiting may start in a turn. */
+  private held: number;
 
   /** `perTurn` 0: no limit. `onError`: what a `go` threw (it runs in a turn, with other teams'). */
   constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {
-    this.topCap = this.cap = perTurn;
+    this.held = perTurn;
   }
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its
@@ -166,7 +166,7 @@ export class TurnShare {
   tryStart(namespace: string): boolean {
     if (this.perTurn === 0) return true;
     const n = this.started.get(namespace) ?? 0;
-    if (n >= (namespace === this.top ? this.topCap : this.cap)) return false;
+    if (n >= this.held && (n >= this.perTurn || this.waiting.has(namespace))) return false;
     this.started.set(namespace, n + 1);
     this.schedule();
     return true;
@@ -180,7 +180,7 @@ export class TurnShare {
   }
 
   /** Runs `go` in a later turn, after what `namespace` has waiting already. */
-  wait(namespace: string, go: () => void): void {
+  wait(namespace: string, go: () => boolean | void): void {
     const q = this.waiting.get(namespace);
     if (q) q.push(go);
     else this.waiting.set(namespace, [go]);
@@ -193,47 +193,41 @@ export class TurnShare {
     setImmediate(this.turn);
   }
 
-  /** The shares of the coming turn, from the averages with the last turn's starts. What a
-   * namespace wants is its average, or without bound while it has some waiting. */
+  /** The averages, with the last turn's starts, and what a namespace with requests waiting may
+   * start in the coming one. */
   private share(): void {
     for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
     for (const [ns, n] of this.started) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
-    let top = '', first = 0, second = 0;
+    let few = 0; // the busiest namespace with none waiting
     for (const [ns, r] of this.rate) {
-      const wants = this.waiting.has(ns) ? Infinity : r;
+      if (this.waiting.has(ns)) continue;
       if (r < 0.01) this.rate.delete(ns);
-      else if (wants > first) [top, first, second] = [ns, wants, first];
-      else if (wants > second) second = wants;
+      else if (r > few) few = r;
     }
-    const capBeside = (other: number) => other < TurnShare.busy ? this.perTurn : Math.min(this.perTurn, Math.max(1, Math.round(other)));
-    this.top = top;
-    this.topCap = capBeside(second);
-    this.cap = capBeside(first);
+    this.held = few < TurnShare.busy ? this.perTurn : Math.min(this.perTurn, Math.max(1, Math.round(few)));
   }
 
   private readonly turn = (): void => {
     this.scheduled = false;
     this.share();
     this.started.clear();
-    // taken off the queues first: what a batch runs may wait again (behind the rest), never twice
-    // in one turn; each `go` counts its own start
-    const batches: Array<Array<() => void>> = [];
-    for (const [ns, q] of this.waiting) {
-      const cap = ns === this.top ? this.topCap : this.cap;
-      const batch = q.length <= cap ? q : q.splice(0, cap);
-      if (batch === q) this.waiting.delete(ns);
-      batches.push(batch);
-    }
-    if (this.waiting.size > 0) this.schedule();
-    for (const batch of batches) {
-      for (const go of batch) {
+    // only what each queue held when the turn began: what a `go` waits for again goes behind, to a
+    // later turn; each `go` counts its own start
+    const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
+    for (const [ns, q, had] of queues) {
+      let i = 0, n = 0;
+      while (n < this.held && i < had) {
         try {
-          go();
+          if (q[i++]!() !== false) n++;
         } catch (err) {
+          n++;
           this.onError(err);
         }
       }
+      q.splice(0, i);
+      if (q.length === 0 && this.waiting.get(ns) === q) this.waiting.delete(ns);
     }
+    if (this.waiting.size > 0) this.schedule();
   };
 }
 

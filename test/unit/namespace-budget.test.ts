@@ -117,20 +117,25 @@ test('requests per turn: a namespace alone starts that many per turn of the even
   assert.equal(ran.at(-1), 'a7');
 });
 
-/** team-a with 1,000 waiting, and team-b starting `b(turn)` between turns: what team-a started in each turn. */
-async function beside(perTurn: number, turnsRun: number, b: (turn: number) => number): Promise<number[]> {
-  const { run } = turns(perTurn);
-  let a = 0, bRan = 0;
-  for (let i = 0; i < 1000; i++) run('team-a', () => a++);
-  const perTurnA: number[] = [];
+/** Teams with 1,000 requests each waiting (`floods`), and team-b starting `b(turn)` between
+ * turns: what each flooding team started in each turn, and team-b's requests that waited. */
+async function beside(perTurn: number, turnsRun: number, b: (turn: number) => number, floods = ['team-a']): Promise<{ a: number[]; perFlood: number[][]; bWaited: number }> {
+  const { s, run } = turns(perTurn);
+  const ran = new Map(floods.map((f) => [f, 0]));
+  for (const f of floods) for (let i = 0; i < 1000; i++) run(f, () => ran.set(f, ran.get(f)! + 1));
+  const perFlood: number[][] = floods.map(() => []);
+  let bWaited = 0;
   for (let turn = 0; turn < turnsRun; turn++) {
-    for (let i = b(turn); i > 0; i--) run('team-b', () => bRan++);
-    const before = a;
+    for (let i = b(turn); i > 0; i--) {
+      if (s.tryStart('team-b')) continue;
+      bWaited++;
+      s.wait('team-b', () => s.start('team-b'));
+    }
+    const before = floods.map((f) => ran.get(f)!);
     await nextTurn();
-    perTurnA.push(a - before);
+    floods.forEach((f, i) => perFlood[i]!.push(ran.get(f)! - before[i]!));
   }
-  assert.ok(bRan > 0 || turnsRun === 0);
-  return perTurnA;
+  return { a: perFlood[0]!, perFlood, bWaited };
 }
 
 test('requests per turn: another namespace starts at once, not behind one whose requests wait', async () => {
@@ -141,23 +146,54 @@ test('requests per turn: another namespace starts at once, not behind one whose 
   assert.deepEqual(ran, ['a', 'a', 'a', 'a', 'b1']);
 });
 
-test('requests per turn: beside a team that starts less than one a turn (few callers), a busy team starts one; alone again, its whole share', async () => {
+test('requests per turn: beside a team with few callers (none waiting, less than one a turn), a team with requests waiting starts one; alone again, its whole share', async () => {
   // team-b starts one every other turn for 40 turns, then none
-  const a = await beside(4, 80, (turn) => turn < 40 && turn % 2 === 0 ? 1 : 0);
+  const { a, bWaited } = await beside(4, 80, (turn) => turn < 40 && turn % 2 === 0 ? 1 : 0);
   assert.deepEqual(a.slice(0, 2), [4, 4], 'team-b\'s first one is not yet a rate');
   assert.deepEqual(a.slice(10, 40), Array(30).fill(1), `held to one while team-b starts ~0.5 a turn: ${a.join(' ')}`);
   assert.deepEqual(a.slice(60), Array(20).fill(4), `alone again: ${a.join(' ')}`);
+  assert.equal(bWaited, 0);
 });
 
-test('requests per turn: two busy teams each start their whole share; beside one starting 1.25 or 2 a turn, about as many; a trickle holds no one back', async () => {
-  const both = await beside(4, 60, () => 4);
-  assert.deepEqual(both.slice(30), Array(30).fill(4), `both start 4: ${both.join(' ')}`);
-  const trickle = await beside(4, 60, (turn) => turn % 8 === 0 ? 1 : 0);
-  assert.deepEqual(trickle, Array(60).fill(4), `one start every 8 turns: ${trickle.join(' ')}`);
-  const middle = await beside(4, 60, () => 2); // team-b starts 2 a turn, none waiting: team-a as many
+test('requests per turn: beside one starting 4, 2 or 1.25 a turn, about as many; a trickle holds no one back', async () => {
+  const four = (await beside(4, 60, () => 4)).a;
+  assert.deepEqual(four.slice(30), Array(30).fill(4), `beside 4 a turn: ${four.join(' ')}`);
+  const middle = (await beside(4, 60, () => 2)).a;
   assert.deepEqual(middle.slice(30), Array(30).fill(2), `beside 2 a turn: ${middle.join(' ')}`);
-  const little = await beside(4, 60, (turn) => turn % 4 === 0 ? 2 : 1); // 1.25 a turn: rounded, not up
+  const little = (await beside(4, 60, (turn) => turn % 4 === 0 ? 2 : 1)).a; // 1.25 a turn: rounded, not up
   assert.deepEqual(little.slice(30), Array(30).fill(1), `beside 1.25 a turn: ${little.join(' ')}`);
+  const trickle = (await beside(4, 60, (turn) => turn % 8 === 0 ? 1 : 0)).a;
+  assert.deepEqual(trickle, Array(60).fill(4), `one start every 8 turns: ${trickle.join(' ')}`);
+});
+
+test('requests per turn: teams with requests waiting start their whole share beside each other, and are each held beside a team with few callers; that team never waits', async () => {
+  const two = await beside(4, 40, () => 0, ['team-a', 'team-c']);
+  for (const f of two.perFlood) assert.deepEqual(f, Array(40).fill(4), `two floods alone: ${two.perFlood.join(' | ')}`);
+  const three = await beside(4, 40, (turn) => turn % 2 === 0 ? 1 : 0, ['team-a', 'team-c']);
+  for (const f of three.perFlood) assert.deepEqual(f.slice(10), Array(30).fill(1), `two floods beside team-b: ${three.perFlood.join(' | ')}`);
+  assert.equal(three.bWaited, 0);
+  // a team with none waiting starts its whole share beside one with few callers: team-b's 4 a turn, beside team-c's 1
+  const { s } = turns(4);
+  let waited = 0;
+  for (let turn = 0; turn < 30; turn++) {
+    if (!s.tryStart('team-c')) waited++;
+    for (let i = 0; i < 4; i++) if (!s.tryStart('team-b')) waited++;
+    await nextTurn();
+  }
+  assert.equal(waited, 0);
+});
+
+test('requests per turn: a request whose client left takes no place in its turn', async () => {
+  const { s, run } = turns(2);
+  const ran: string[] = [];
+  run('team-a', () => ran.push('a1'));
+  run('team-a', () => ran.push('a2'));
+  for (let i = 0; i < 5; i++) s.wait('team-a', () => false); // their clients left
+  for (let i = 3; i <= 6; i++) run('team-a', () => ran.push(`a${i}`));
+  await nextTurn();
+  assert.deepEqual(ran, ['a1', 'a2', 'a3', 'a4']);
+  await nextTurn();
+  assert.deepEqual(ran.slice(4), ['a5', 'a6']);
 });
 
 test('requests per turn: what one throws is reported and the others still run; one that waits again runs in a later turn', async () => {
@@ -166,7 +202,7 @@ test('requests per turn: what one throws is reported and the others still run; o
   run('team-a', () => ran.push('a1'));
   run('team-a', () => { throw new Error('boom'); });
   run('team-b', () => ran.push('b1'));
-  run('team-b', () => { ran.push('b2'); s.wait('team-b', () => ran.push('b3')); });
+  run('team-b', () => { ran.push('b2'); s.wait('team-b', () => { ran.push('b3'); }); });
   await nextTurn();
   assert.deepEqual(ran, ['a1', 'b1', 'b2']);
   assert.equal((errors[0] as Error).message, 'boom');
