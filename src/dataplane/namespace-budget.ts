@@ -140,9 +140,10 @@ export function addressGroup(address: string): string {
  * less than `perTurn` a turn, and each answer takes it a turn or two: another team's `perTurn` make
  * those turns long. So while such a namespace is busy (it starts `busy` a turn or more, averaged
  * over the last ~8 turns that ran), a namespace with requests waiting starts at most about as many
- * a turn as the busiest of them (rounded, at least one). A namespace with none waiting is never
- * held below `perTurn`; teams with requests waiting, beside no such one, start `perTurn` each; a
- * trickle holds no one back.
+ * a turn as the least busy of them (rounded, at least one: another namespace with none waiting
+ * cannot lift the hold). A namespace with none waiting is never held below `perTurn`; teams with
+ * requests waiting, beside no such one, start `perTurn` each; a trickle (less than `busy`) holds
+ * no one back.
  */
 export class TurnShare {
   /** Starts per turn, averaged, from which a namespace with none waiting holds back those with some. */
@@ -162,7 +163,7 @@ export class TurnShare {
   }
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its
-   * share of it (one with some waiting has, but for those whose client left while waiting). */
+   * share of it (one with some waiting has: new requests go behind those). */
   tryStart(namespace: string): boolean {
     if (this.perTurn === 0) return true;
     const n = this.started.get(namespace) ?? 0;
@@ -198,13 +199,13 @@ export class TurnShare {
   private share(): void {
     for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
     for (const [ns, n] of this.started) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
-    let few = 0; // the busiest namespace with none waiting
+    let few = Infinity; // the least busy namespace with none waiting, among those busy
     for (const [ns, r] of this.rate) {
       if (this.waiting.has(ns)) continue;
       if (r < 0.01) this.rate.delete(ns);
-      else if (r > few) few = r;
+      else if (r >= TurnShare.busy && r < few) few = r;
     }
-    this.held = few < TurnShare.busy ? this.perTurn : Math.min(this.perTurn, Math.max(1, Math.round(few)));
+    this.held = few === Infinity ? this.perTurn : Math.min(this.perTurn, Math.max(1, Math.round(few)));
   }
 
   private readonly turn = (): void => {
@@ -214,18 +215,22 @@ export class TurnShare {
     // only what each queue held when the turn began: what a `go` waits for again goes behind, to a
     // later turn; each `go` counts its own start
     const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
+    const cap = this.held || Infinity; // (0: no limit)
     for (const [ns, q, had] of queues) {
       let i = 0, n = 0;
-      while (n < this.held && i < had) {
-        try {
-          if (q[i++]!() !== false) n++;
-        } catch (err) {
-          n++;
-          this.onError(err);
+      try {
+        while (n < cap && i < had) {
+          try {
+            if (q[i++]!() !== false) n++;
+          } catch (err) {
+            n++;
+            this.onError(err);
+          }
         }
+      } finally {
+        q.splice(0, i); // what ran is gone, whatever happened
+        if (q.length === 0 && this.waiting.get(ns) === q) this.waiting.delete(ns);
       }
-      q.splice(0, i);
-      if (q.length === 0 && this.waiting.get(ns) === q) this.waiting.delete(ns);
     }
     if (this.waiting.size > 0) this.schedule();
   };

@@ -117,25 +117,36 @@ test('requests per turn: a namespace alone starts that many per turn of the even
   assert.equal(ran.at(-1), 'a7');
 });
 
-/** Teams with 1,000 requests each waiting (`floods`), and team-b starting `b(turn)` between
- * turns: what each flooding team started in each turn, and team-b's requests that waited. */
-async function beside(perTurn: number, turnsRun: number, b: (turn: number) => number, floods = ['team-a']): Promise<{ a: number[]; perFlood: number[][]; bWaited: number }> {
+/** Teams with 1,000 requests each waiting (`floods`), 2 more of theirs each turn, and teams with
+ * none waiting starting `light[ns](turn)` between turns: what each flood started in each turn (in
+ * order), and the light teams' requests that waited. */
+async function beside(perTurn: number, turnsRun: number, light: Record<string, (turn: number) => number>, floods = ['team-a']): Promise<{ a: number[]; perFlood: number[][]; lightWaited: number }> {
   const { s, run } = turns(perTurn);
-  const ran = new Map(floods.map((f) => [f, 0]));
-  for (const f of floods) for (let i = 0; i < 1000; i++) run(f, () => ran.set(f, ran.get(f)! + 1));
+  const ran = new Map(floods.map((f) => [f, [] as number[]]));
+  const sent = new Map(floods.map((f) => [f, 0]));
+  const send = (f: string) => {
+    const i = sent.get(f)!;
+    sent.set(f, i + 1);
+    run(f, () => ran.get(f)!.push(i));
+  };
+  for (const f of floods) for (let i = 0; i < 1000; i++) send(f);
   const perFlood: number[][] = floods.map(() => []);
-  let bWaited = 0;
+  let lightWaited = 0;
   for (let turn = 0; turn < turnsRun; turn++) {
-    for (let i = b(turn); i > 0; i--) {
-      if (s.tryStart('team-b')) continue;
-      bWaited++;
-      s.wait('team-b', () => s.start('team-b'));
+    for (const [ns, starts] of Object.entries(light)) {
+      for (let i = starts(turn); i > 0; i--) {
+        if (s.tryStart(ns)) continue;
+        lightWaited++;
+        s.wait(ns, () => s.start(ns));
+      }
     }
-    const before = floods.map((f) => ran.get(f)!);
+    const before = floods.map((f) => ran.get(f)!.length);
+    for (const f of floods) for (let i = 0; i < 2; i++) send(f); // behind those waiting
     await nextTurn();
-    floods.forEach((f, i) => perFlood[i]!.push(ran.get(f)! - before[i]!));
+    floods.forEach((f, i) => perFlood[i]!.push(ran.get(f)!.length - before[i]!));
   }
-  return { a: perFlood[0]!, perFlood, bWaited };
+  for (const [f, order] of ran) assert.ok(order.every((x, i) => x === i), `${f}'s requests started in order`);
+  return { a: perFlood[0]!, perFlood, lightWaited };
 }
 
 test('requests per turn: another namespace starts at once, not behind one whose requests wait', async () => {
@@ -148,30 +159,30 @@ test('requests per turn: another namespace starts at once, not behind one whose 
 
 test('requests per turn: beside a team with few callers (none waiting, less than one a turn), a team with requests waiting starts one; alone again, its whole share', async () => {
   // team-b starts one every other turn for 40 turns, then none
-  const { a, bWaited } = await beside(4, 80, (turn) => turn < 40 && turn % 2 === 0 ? 1 : 0);
+  const { a, lightWaited } = await beside(4, 80, { 'team-b': (turn) => turn < 40 && turn % 2 === 0 ? 1 : 0 });
   assert.deepEqual(a.slice(0, 2), [4, 4], 'team-b\'s first one is not yet a rate');
   assert.deepEqual(a.slice(10, 40), Array(30).fill(1), `held to one while team-b starts ~0.5 a turn: ${a.join(' ')}`);
   assert.deepEqual(a.slice(60), Array(20).fill(4), `alone again: ${a.join(' ')}`);
-  assert.equal(bWaited, 0);
+  assert.equal(lightWaited, 0);
 });
 
 test('requests per turn: beside one starting 4, 2 or 1.25 a turn, about as many; a trickle holds no one back', async () => {
-  const four = (await beside(4, 60, () => 4)).a;
+  const four = (await beside(4, 60, { 'team-b': () => 4 })).a;
   assert.deepEqual(four.slice(30), Array(30).fill(4), `beside 4 a turn: ${four.join(' ')}`);
-  const middle = (await beside(4, 60, () => 2)).a;
+  const middle = (await beside(4, 60, { 'team-b': () => 2 })).a;
   assert.deepEqual(middle.slice(30), Array(30).fill(2), `beside 2 a turn: ${middle.join(' ')}`);
-  const little = (await beside(4, 60, (turn) => turn % 4 === 0 ? 2 : 1)).a; // 1.25 a turn: rounded, not up
+  const little = (await beside(4, 60, { 'team-b': (turn) => turn % 4 === 0 ? 2 : 1 })).a; // 1.25 a turn: rounded, not up
   assert.deepEqual(little.slice(30), Array(30).fill(1), `beside 1.25 a turn: ${little.join(' ')}`);
-  const trickle = (await beside(4, 60, (turn) => turn % 8 === 0 ? 1 : 0)).a;
+  const trickle = (await beside(4, 60, { 'team-b': (turn) => turn % 8 === 0 ? 1 : 0 })).a;
   assert.deepEqual(trickle, Array(60).fill(4), `one start every 8 turns: ${trickle.join(' ')}`);
 });
 
 test('requests per turn: teams with requests waiting start their whole share beside each other, and are each held beside a team with few callers; that team never waits', async () => {
-  const two = await beside(4, 40, () => 0, ['team-a', 'team-c']);
+  const two = await beside(4, 40, {}, ['team-a', 'team-c']);
   for (const f of two.perFlood) assert.deepEqual(f, Array(40).fill(4), `two floods alone: ${two.perFlood.join(' | ')}`);
-  const three = await beside(4, 40, (turn) => turn % 2 === 0 ? 1 : 0, ['team-a', 'team-c']);
+  const three = await beside(4, 40, { 'team-b': (turn) => turn % 2 === 0 ? 1 : 0 }, ['team-a', 'team-c']);
   for (const f of three.perFlood) assert.deepEqual(f.slice(10), Array(30).fill(1), `two floods beside team-b: ${three.perFlood.join(' | ')}`);
-  assert.equal(three.bWaited, 0);
+  assert.equal(three.lightWaited, 0);
   // a team with none waiting starts its whole share beside one with few callers: team-b's 4 a turn, beside team-c's 1
   const { s } = turns(4);
   let waited = 0;
@@ -181,6 +192,12 @@ test('requests per turn: teams with requests waiting start their whole share bes
     await nextTurn();
   }
   assert.equal(waited, 0);
+});
+
+test('requests per turn: a busier namespace with none waiting (the flood\'s own second namespace, say) does not lift the hold', async () => {
+  const { a, lightWaited } = await beside(4, 40, { 'team-b': (turn) => turn % 2 === 0 ? 1 : 0, 'team-d': () => 4 });
+  assert.deepEqual(a.slice(10), Array(30).fill(1), `held to team-b's, not team-d's: ${a.join(' ')}`);
+  assert.equal(lightWaited, 0);
 });
 
 test('requests per turn: a request whose client left takes no place in its turn', async () => {
