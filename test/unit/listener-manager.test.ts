@@ -18,7 +18,7 @@ import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
 import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
 import { connectionMs, HandshakeShare } from '../../src/dataplane/handshake-share.js';
-import { addressGroup } from '../../src/dataplane/namespace-budget.js';
+import { addressGroup, TurnShare } from '../../src/dataplane/namespace-budget.js';
 import { makeCA, makeCostlyChain, makeLeaf, type CertPair } from '../support/certs.js';
 import { captureHello } from '../support/client-hello.js';
 import { mkdtempSync } from 'node:fs';
@@ -404,6 +404,25 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   const deferred = await counted(deps, 'requests_deferred', 'team-a');
   assert.ok(deferred >= 4 && deferred <= 8, `team-a's 4 later ones waited, in each burst: ${deferred}`);
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
+});
+
+test('requests per turn: a request whose client left while it waited takes no place in its turn', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false); // every request waits
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const gone = await silent(a, held), kept = await silent(a, held);
+  for (const s of [gone, kept]) s.write(`GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  for (let i = 0; i < 300 && waiting.length < 2; i++) await pause(10);
+  assert.equal(waiting.length, 2);
+  gone.destroy();
+  await pause(200); // the operator sees it close
+  const answer = new Promise<string>((r) => kept.once('data', (d: Buffer) => r(d.toString('latin1'))));
+  assert.deepEqual(waiting.map((go) => go()).sort(), [false, true], 'the one whose client left started nothing');
+  assert.match(await answer, /^HTTP\/1\.1 200/);
 });
 
 test('upgrades take their namespace\'s turns too: one team\'s burst of upgrades waits, another\'s does not', async (t) => {
