@@ -8,8 +8,8 @@
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
-// while the first team floods its own gateway with requests, or with new TLS connections; and the
-// first team's connections alone and beside another team's one caller.
+// while the first team floods its own gateway with requests (admitted, or refused), or with new
+// TLS connections; and the first team's connections alone and beside another team's one caller.
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -259,7 +259,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     // request on a connection of its own: a full handshake each, no session resumed).
     type Neighbour = { alone: WrkResult; flooded: WrkResult; flood: WrkResult };
     const neighbourRounds = async (what: string, few: { url: string; headers: Record<string, string>; connections?: number },
-      flood: () => Promise<WrkResult>): Promise<Neighbour[]> => {
+      flood: () => Promise<WrkResult>, refused = false): Promise<Neighbour[]> => {
       const runs: Neighbour[] = [];
       if (opt.only && !opt.only.split(',').some((o) => what.includes(o))) return runs;
       const mine = { seconds, connections: few.connections ?? 4, cpu: 0, headers: few.headers };
@@ -271,7 +271,9 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
         const flooded = await wrk(few.url, mine);
         const flooder = await flooding;
         for (const [name, x] of [['alone', alone], ['flooded', flooded], ['flood', flooder]] as const) {
-          if (x.non2xx > 0 || x.errors > 0) throw new Error(`${what} (${name}): ${x.non2xx} non-2xx answers, ${x.errors} socket errors`);
+          // a refused flood's connection whose first request is sent after others' second ones is
+          // refused unadmitted, and closed (wrk counts a socket error and connects again)
+          if (name === 'flood' && refused ? x.non2xx === 0 : x.non2xx > 0 || x.errors > 0) throw new Error(`${what} (${name}): ${x.non2xx} non-2xx answers, ${x.errors} socket errors`);
         }
         runs.push({ alone, flooded, flood: flooder });
       }
@@ -280,6 +282,17 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const flood = { seconds: seconds + 2, cpu: 0 };
     const neighbourRuns = await neighbourRounds('neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
       () => wrk(`http://127.0.0.1:${gw.logNone}/`, { ...flood, connections: floodConnections, headers: auth }));
+    // the same flood refused: each connection's first request is admitted (its token), every later
+    // one carries a token that is not (401, the connection kept). A refusal costs the event loop too.
+    const refusedScript = join(dir, 'refused.lua');
+    writeFileSync(refusedScript, `local good, first, n = os.getenv("AGW_GOOD"), tonumber(os.getenv("AGW_FIRST")), 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, { Authorization = n <= first and good or "Bearer refused" })
+end
+`);
+    const refusedRuns = await neighbourRounds('refused neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
+      () => wrk(`http://127.0.0.1:${gw.logNone}/`, { ...flood, connections: floodConnections, script: refusedScript, env: { AGW_GOOD: auth.authorization, AGW_FIRST: String(floodConnections) } }), true);
     const tlsNeighbour = { url: `https://127.0.0.1:${tls.b}/`, headers: neighbour.auth };
     // node:tls, not wrk: wrk resumes the TLS session on every other new connection (no signature).
     // A full handshake costs the client about what it costs the server (~0.7 ms of CPU, measured):
@@ -345,6 +358,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       console.log(`${few} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
     };
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections)`, neighbourRuns);
+    printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} sends its gateway requests it refuses (401) on ${floodConnections} connections, each admitted once`, refusedRuns);
     printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a full handshake per request; RSA-2048 keys)`, handshakeRuns);
     printNeighbour(`team ${ns}'s ${connections} connections to its gateway, alone and beside another team's one caller`, besideRuns, [ns, `${nsB} (one connection)`]);
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);

@@ -24,9 +24,11 @@ export function parseWrk(out: string): WrkResult {
   };
 }
 
-export async function wrk(url: string, o: { seconds: number; connections: number; cpu: number; headers?: Record<string, string> }): Promise<WrkResult> {
+/** `script`: a Lua file of wrk's (`-s`); `env`: what it reads with os.getenv. */
+export async function wrk(url: string, o: { seconds: number; connections: number; cpu: number; headers?: Record<string, string>; script?: string; env?: Record<string, string> }): Promise<WrkResult> {
   const headers = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
-  const { stdout } = await promisify(execFile)('taskset', ['-c', String(o.cpu), 'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--latency', ...headers, url],
-    { maxBuffer: 1 << 20 });
+  const script = o.script ? ['-s', o.script] : [];
+  const { stdout } = await promisify(execFile)('taskset', ['-c', String(o.cpu), 'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--latency', ...script, ...headers, url],
+    { maxBuffer: 1 << 20, env: { ...process.env, ...o.env } });
   return parseWrk(stdout);
 }

@@ -19,14 +19,15 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     assert.ok(row, `no row for ${name}:\n${stdout}`);
     assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
   }
-  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 9, stdout); // 6 ratios, 3 neighbour cases
-  // two neighbour cases: a flood of requests, and one of new TLS connections
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 10, stdout); // 6 ratios, 4 neighbour cases
+  // three neighbour cases: a flood of requests (admitted, and refused), and one of new TLS connections
   for (const who of ['bench-b, alone', 'bench-b, meanwhile', 'bench \\(the flood\\)']) {
     const rows = [...stdout.matchAll(new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'gm'))];
-    assert.equal(rows.length, 2, `no neighbour rows for ${who}:\n${stdout}`);
+    assert.equal(rows.length, 3, `no neighbour rows for ${who}:\n${stdout}`);
     for (const row of rows) assert.ok(Number(row[1]) > 0, `${who}: nothing got through:\n${stdout}`);
   }
-  assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 2, stdout);
+  assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 3, stdout);
+  assert.match(stdout, /sends its gateway requests it refuses \(401\)/);
   // and the busy team beside another team's one caller
   for (const who of ['bench, alone', 'bench, meanwhile', 'bench-b \\(one connection\\)']) {
     const row = new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'm').exec(stdout);
