@@ -481,11 +481,30 @@ export class Listener {
     else this.begin(req, res, conn, seen, fail);
   }
 
-  /** Admits a request and serves it: at once, or when the one pipelined before it has closed. */
+  /**
+   * Admits a request and serves it: at once, or when the one pipelined before it has closed. On a
+   * connection admitted before, the request takes its place in its namespace's turn first
+   * (`turns.tryStart`), whatever its answer: a refusal (a token the gateway does not accept, a
+   * path it may not open) costs the event loop too, so a team's refused requests wait their turn
+   * as its forwarded ones do. On a connection not admitted yet, the place is taken once the
+   * request is admitted (`serve`): a client with no token the gateway accepts cannot fill a
+   * team's turns, and its refusal closes the connection.
+   */
   private begin(req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void): void {
     if (req.socket.destroyed) return; // the client left while it waited behind the one before (499)
-    // a request that waited behind another is admitted by the rules of now (the same table
-    // unless the spec changed meanwhile)
+    if (!conn.admitted) {
+      this.admitAndServe(req, res, conn, seen, fail, false);
+      return;
+    }
+    const turns = this.budgets.turns, t = this.rules;
+    if (turns.tryStart(t.plan.namespace)) this.admitAndServe(req, res, conn, seen, fail, true);
+    else this.later(t, req.socket, () => this.admitAndServe(req, res, conn, seen, fail, true), fail);
+  }
+
+  /** `begin`'s admission; `started`: the request has its place in the turn already. */
+  private admitAndServe(req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void, started: boolean): void {
+    // a request that waited (behind another, or for its turn) is admitted by the rules of now
+    // (the same table unless the spec changed meanwhile)
     const t = this.rules;
     let a: Admitted | Promise<Admitted>;
     try {
@@ -497,7 +516,7 @@ export class Listener {
     // a cached caller is served at once; a first request waits for its token check
     const serve = (x: Admitted) => {
       try {
-        this.serve(t, x, req, res, conn, seen, fail);
+        this.serve(t, x, req, res, conn, seen, fail, started);
       } catch (err) {
         fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
       }
@@ -525,7 +544,7 @@ export class Listener {
   }
 
   /** An admitted request: discovery, or forwarding to the apiserver or a Service endpoint. */
-  private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void): void {
+  private serve(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void, started: boolean): void {
     // the client left while it was being admitted (its 499 is logged): nothing to serve, nothing
     // to count (a closed socket emits no 'close' again to give the budget back)
     if (req.socket.destroyed) return;
@@ -548,7 +567,7 @@ export class Listener {
       return;
     }
     // the usual case starts at once, without a closure for later
-    if (this.budgets.turns.tryStart(t.plan.namespace)) this.forward(t, a, req, res, seen, fail);
+    if (started || this.budgets.turns.tryStart(t.plan.namespace)) this.forward(t, a, req, res, seen, fail);
     else this.later(t, req.socket, () => this.forward(t, a, req, res, seen, fail), fail);
   }
 

@@ -338,6 +338,8 @@ function heldDeps() {
   return { deps, held };
 }
 
+/** A GET of /x with `token`. */
+const get = (token: string) => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\n\r\n`;
 const discoveryRequest = `GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`;
 
 test('a retired listener answers what it has with Connection: close, and serves nothing more on that connection', async (t) => {
@@ -446,6 +448,55 @@ test('upgrades take their namespace\'s turns too: one team\'s burst of upgrades 
   const deferred = (await deferredNow()) - before;
   assert.ok(deferred >= 1 && deferred <= 4, `team-a's later upgrades waited for their turns: ${deferred}`);
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
+});
+
+test('requests per turn: a team\'s refused requests on its admitted connections wait their turn too', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  const sockets = await Promise.all([a, a, a, a, a, b].map((p) => silent(p, held)));
+  // a request first on each connection: admitted
+  await exchange(sockets, () => get(alice), (text) => text.endsWith('ok'));
+  const deferredNow = () => counted(deps, 'requests_deferred', 'team-a');
+  const before = await deferredNow();
+  // five refused requests of team-a (a token the gateway does not accept), then team-b's admitted
+  // one, sent at once: read by the operator in one turn
+  const answers = await exchange(sockets, (i) => get(i < 5 ? 'refused' : alice), (text) => /\}$|ok$/.test(text));
+  for (const text of answers.slice(0, 5)) assert.match(text, /^HTTP\/1\.1 401 /);
+  assert.match(answers[5]!, /^HTTP\/1\.1 200 /);
+  const deferred = (await deferredNow()) - before;
+  assert.ok(deferred >= 4 && deferred <= 8, `team-a's later refusals waited for their turns: ${deferred}`);
+  assert.doesNotMatch(await exposed(deps), /requests_deferred_total\{namespace="team-b"/);
+  for (const s of sockets.slice(0, 5)) assert.equal(isOpen(s), true, 'a refusal keeps an admitted connection');
+});
+
+test('requests per turn: a client never admitted takes no place in a team\'s turns (its refusal is answered at once)', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false); // every request that asks waits
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const answered = (sockets: Socket[], token: string) => Promise.race([
+    exchange(sockets, () => get(token), (text) => /\}$|ok$/.test(text)), pause(2_000).then(() => ['no answer in 2 s'])]);
+  const strangers = await Promise.all([a, a, a].map((p) => silent(p, held)));
+  for (const text of await answered(strangers, 'refused')) assert.match(text, /^HTTP\/1\.1 401 [^]*\r\nconnection: close\r\n/i);
+  assert.equal(waiting.length, 0);
+  // a connection once admitted (its first request waited for its turn, as every forwarded one)
+  const s = await silent(a, held);
+  const first = answered([s], alice);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!();
+  assert.match((await first)[0]!, /^HTTP\/1\.1 200 /);
+  // ...and its refused request waits for its turn before it is answered
+  const refused = answered([s], 'refused');
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'the refusal waits for its turn');
+  waiting.shift()!();
+  assert.match((await refused)[0]!, /^HTTP\/1\.1 401 /);
 });
 
 test('listener TLS: ECDHE suites only and no renegotiation, after a certificate reload too', async (t) => {
