@@ -29,6 +29,7 @@ export class GatewayMetrics {
   readonly rateLimited: CounterChild;
   private refused: CounterChild | undefined;
   private deferred: CounterChild | undefined;
+  private piecesDeferred: CounterChild | undefined;
   private handshakesDeferred: CounterChild | undefined;
   private readonly connectionsRefused: Partial<Record<ConnectionLimit, CounterChild>> = {};
   private readonly live: Liveness;
@@ -54,6 +55,11 @@ export class GatewayMetrics {
   /** A request that waits for a later turn of the event loop (the series is made on first use). */
   requestDeferred(): void {
     (this.deferred ??= child(this.live, this.m.requestsDeferred, this.ns, this.gw)).inc();
+  }
+
+  /** A piece of a long answer that waits for a later turn (the series is made on first use). */
+  pieceDeferred(): void {
+    (this.piecesDeferred ??= child(this.live, this.m.piecesDeferred, this.ns, this.gw)).inc();
   }
 
   /** A TLS handshake that waits for its namespace's turn (the series is made on first use). */

@@ -2,7 +2,7 @@
 // responses (watches), and upgrades (joined only on 101, else relayed and closed).
 import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
-import type { Duplex } from 'node:stream';
+import { pipeline, Transform, type Duplex, type Readable, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '../errors.js';
 
@@ -33,6 +33,12 @@ export interface UpstreamCall {
   timeoutMs: number;
   /** The upstream, as error messages name it. */
   what: string;
+}
+
+/** The turns of the event loop a namespace's work takes (`TurnShare`). */
+export interface Turns {
+  tryStart(namespace: string): boolean;
+  wait(namespace: string, go: () => boolean | void): void;
 }
 
 /** A failure before the response started; `connect`: no connection could be made. */
@@ -72,6 +78,12 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   /** Called once the response streams (no length; or one with a length that waits for its
    * client): `end` finishes it (cleanly when it has no length; else the connection is cut). */
   streaming?: (end: () => void) => void;
+  /** A long answer's pieces after its first take `namespace`'s turns as requests do: each is
+   * relayed at once, and past the namespace's share of a turn the answer waits for a later one
+   * (a download must not fill every team's turns). */
+  turns: Turns;
+  namespace: string;
+  m: { pieceDeferred(): void };
 }): void {
   // the client left before this (during its token check, or a failed first attempt): nothing to send
   if (res.destroyed) {
@@ -98,10 +110,18 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       close();
     });
   };
+  /** Waiting for a later turn (the namespace's share of this one is used). */
+  let waitingTurn = false;
   const resume = () => {
     clearTimeout(stalled);
     stalled = undefined;
-    ctl?.resume();
+    if (!waitingTurn) ctl?.resume();
+  };
+  const nextTurn = () => {
+    waitingTurn = false;
+    if (done || res.destroyed) return false; // takes no place in the turn
+    if (stalled === undefined) ctl?.resume(); // (else when the client drains)
+    return true;
   };
   res.once('close', () => {
     clearTimeout(stalled);
@@ -110,7 +130,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   });
   call.pool.dispatch({
     method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
-    body: opts.body === 'stream' ? req : opts.body,
+    body: opts.body === 'stream' ? paced(req, opts) : opts.body,
     headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
   }, {
     onRequestStart(c) {
@@ -129,16 +149,25 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       track(() => res.end());
     },
     onResponseData(c, chunk) {
+      if (chunk.length === 0) return; // (undici's resume hands over what it has read: maybe nothing)
       const ok = res.write(chunk);
       // a body with a length that comes in more than one piece or waits for its client (a
       // download, a trickle): from now on it may outlive its access (notAfter, a spec change) or
       // the drain, and is cut then (one piece, the usual small answer, costs nothing here)
-      if (!tracked && (!ok || ++pieces > 1)) track(() => res.destroy());
-      // (undici may hand over data it had parsed already after a pause: one wait per pause)
-      if (!ok && stalled === undefined) {
-        c.pause();
-        res.once('drain', resume);
-        stalled = setTimeout(() => res.destroy(), opts.stalledMs);
+      if (++pieces > 1 || !ok) {
+        if (!tracked) track(() => res.destroy());
+        // (undici may hand over data it had parsed already after a pause: one wait per pause)
+        if (!ok && stalled === undefined) {
+          c.pause();
+          res.once('drain', resume);
+          stalled = setTimeout(() => res.destroy(), opts.stalledMs);
+        }
+        if (pieces > 1 && !waitingTurn && !opts.turns.tryStart(opts.namespace)) {
+          waitingTurn = true;
+          opts.m.pieceDeferred();
+          c.pause();
+          opts.turns.wait(opts.namespace, nextTurn);
+        }
       }
     },
     onResponseEnd() {
@@ -153,6 +182,36 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       else opts.onError(failure(call, err, false));
     },
   });
+}
+
+/**
+ * A streamed request body whose pieces after the first take `namespace`'s turns, as a long
+ * answer's do (an upload must not fill every team's turns): `req` itself when it has no body.
+ */
+function paced(req: IncomingMessage, o: { turns: Turns; namespace: string; m: { pieceDeferred(): void } }): Readable {
+  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) return req;
+  let pieces = 0;
+  const body = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
+      // the piece goes on at once; the next is taken when the namespace has a turn for it
+      if (++pieces === 1 || o.turns.tryStart(o.namespace)) {
+        done(null, chunk);
+        return;
+      }
+      this.push(chunk);
+      o.m.pieceDeferred();
+      o.turns.wait(o.namespace, () => {
+        // a body no one reads any more (the request is over: undici destroys it) takes no place
+        if (body.destroyed) return false;
+        done();
+        return true;
+      });
+    },
+  });
+  // the client's reset or abort fails the body (undici then fails the request); the upstream's
+  // early end of it closes the client's request
+  pipeline(req, body, () => {});
+  return body;
 }
 
 /** A request for an upgrade, over a node:http agent (the response is a socket, not a body). */

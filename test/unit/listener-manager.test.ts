@@ -499,6 +499,230 @@ test('requests per turn: a client never admitted takes no place in a team\'s tur
   assert.match((await refused)[0]!, /^HTTP\/1\.1 401 /);
 });
 
+/** Sends a GET of `path` on `s` and reads its answer (with a content-length) whole: its head, and
+ * whether its body is `length` bytes of `fill`. */
+function fetchWhole(s: Socket, path: string, length: number, fill: number): Promise<{ head: string; whole: boolean }> {
+  return new Promise((resolve) => {
+    let head = '', got = 0, same = true, buffered: Buffer | undefined = Buffer.alloc(0);
+    const read = (c: Buffer) => {
+      let body = c;
+      if (buffered) {
+        buffered = Buffer.concat([buffered, c]);
+        const end = buffered.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        head = buffered.subarray(0, end).toString('latin1');
+        body = buffered.subarray(end + 4);
+        buffered = undefined;
+      }
+      got += body.length;
+      if (same && body.some((x) => x !== fill)) same = false;
+      if (got >= length) {
+        s.off('data', read);
+        resolve({ head, whole: same && got === length });
+      }
+    };
+    s.on('data', read);
+    s.write(`GET ${path} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  });
+}
+
+test('requests per turn: a long answer\'s pieces take their namespace\'s turns, and arrive whole (a client that stops reading too)', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const big = Buffer.alloc(8 << 20, 'a');
+  const up = await upstreamFor(t, (req, res) => res.end(req.url === '/big' ? big : 'ok'));
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  const [s1, s2, sb] = await Promise.all([a, a, b].map((p) => silent(p, held)));
+  await exchange([s1!, s2!, sb!], () => get(alice), (text) => text.endsWith('ok'));
+  const deferred = () => counted(deps, 'body_pieces_deferred', 'team-a');
+  assert.equal(await deferred(), 0, 'one-piece answers take no turn of their own');
+  // two downloads at once, one of whose clients stops reading for a while (the answer waits for
+  // its client and for its turns), and team-b's request meanwhile
+  const fast = fetchWhole(s1!, '/big', big.length, 0x61);
+  s2!.pause();
+  const slow = fetchWhole(s2!, '/big', big.length, 0x61);
+  const [other] = await exchange([sb!], () => get(alice), (text) => text.endsWith('ok'));
+  assert.match(other!, /^HTTP\/1\.1 200 /);
+  await pause(300);
+  s2!.resume();
+  for (const r of await Promise.all([fast, slow])) {
+    assert.match(r.head, /^HTTP\/1\.1 200 /);
+    assert.equal(r.whole, true, 'every byte, in order');
+  }
+  assert.ok(await deferred() > 0, 'pieces waited for their turns');
+  assert.doesNotMatch(await exposed(deps), /body_pieces_deferred_total\{namespace="team-b"/);
+});
+
+test('requests per turn: a long answer waits for its turn before its next piece is read; one whose client left takes no place', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const big = Buffer.alloc(4 << 20, 'a');
+  const up = await upstreamFor(t, (req, res) => res.end(req.url === '/big' ? big : 'ok'));
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s1 = await silent(a, held), s2 = await silent(a, held);
+  await exchange([s1, s2], () => get(alice), (text) => text.endsWith('ok')); // admitted
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false); // nothing more this turn
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  // (each request waits for its turn first)
+  let got = 0;
+  s1.on('data', (c: Buffer) => { got += c.length; });
+  s1.write(get(alice).replace('/x', '/big'));
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the request's turn
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'its second piece waits for a turn');
+  await pause(300);
+  const before = got;
+  assert.ok(before > 0 && before < big.length, `part of the answer came: ${before}`);
+  await pause(300);
+  assert.equal(got, before, 'no more until its turn');
+  let turns = 0;
+  for (let i = 0; i < 3_000 && got <= big.length; i++) { // (got counts the head too)
+    const go = waiting.shift();
+    if (!go) {
+      await pause(1);
+      continue;
+    }
+    go();
+    turns++;
+  }
+  assert.ok(got > big.length && turns > 4, `the rest came, in ${turns} turns`);
+  // a second download whose client leaves while it waits for a turn
+  s2.write(get(alice).replace('/x', '/big'));
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!();
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  s2.destroy();
+  await pause(200);
+  assert.equal(waiting.shift()!(), false, 'it takes no place in its turn');
+});
+
+test('requests per turn: a turn does not read on for a client that reads nothing; the answer goes on once it reads', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const big = Buffer.alloc(16 << 20, 'a'); // past what loopback's socket buffers took here (~4 MiB)
+  const up = await upstreamFor(t, (req, res) => res.end(req.url === '/big' ? big : 'ok'));
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s = await silent(a, held);
+  await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  const next = async (ms: number) => {
+    for (let i = 0; i < ms && !waiting.length; i++) await pause(1);
+    return waiting.shift();
+  };
+  s.pause();
+  s.write(get(alice).replace('/x', '/big'));
+  (await next(3_000))!(); // the request's turn
+  // every turn given at once: the answer stops when its client's buffers are full, not at its end
+  let turns = 0;
+  for (let go = await next(300); go; go = await next(300)) {
+    go();
+    turns++;
+  }
+  assert.ok(turns < (big.length >> 16) / 2, `it stopped reading (${turns} turns for ${big.length >> 16} pieces of 64 KiB)`);
+  let got = 0;
+  s.on('data', (c: Buffer) => { got += c.length; });
+  s.resume();
+  for (let i = 0; i < 3_000 && got <= big.length; i++) {
+    const go = waiting.shift();
+    if (go) go();
+    else await pause(1);
+  }
+  assert.ok(got > big.length, 'the rest came once the client read');
+});
+
+/** An upstream that reads each request's body whole and answers its length and whether every
+ * byte was `b`; `seen` counts the bytes it has read so far. */
+async function bodyCounter(t: TestContext) {
+  const seen = { bytes: 0 };
+  const port = await upstreamFor(t, (req, res) => {
+    if (req.url === '/early') { // answers before it reads the body
+      res.end('early');
+      return;
+    }
+    let n = 0, same = true;
+    req.on('data', (c: Buffer) => { n += c.length; seen.bytes += c.length; if (same && c.some((x) => x !== 0x62)) same = false; });
+    req.on('end', () => res.end(`${n} ${same}`));
+  });
+  return { port, seen };
+}
+
+/** A POST of `size` bytes of 'b' (chunked when `chunked`), written at once on `s`. */
+const upload = (s: Socket, size: number, chunked: boolean, path = '/x') => {
+  const body = Buffer.alloc(size, 'b');
+  s.write(`POST ${path} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${size}`}\r\n\r\n`);
+  s.write(chunked ? Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]) : body);
+};
+
+test('requests per turn: a streamed request body\'s pieces take their namespace\'s turns, and arrive whole', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const { port: up } = await bodyCounter(t);
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const [s1, s2, s3] = await Promise.all([a, a, a].map((p) => silent(p, held)));
+  const size = 8 << 20; // past what a Service route buffers (1 MiB): streamed
+  const answers = exchange([s1!, s2!, s3!], () => '', (text) => /\r\n\r\n\d+ (true|false)$/.test(text));
+  upload(s1!, size, false);
+  upload(s2!, size, true);
+  upload(s3!, 1000, false); // buffered: no pieces of its own
+  const [x, y, z] = await answers;
+  assert.match(x!, new RegExp(`^HTTP/1\\.1 200 [^]*\\r\\n\\r\\n${size} true$`));
+  assert.match(y!, new RegExp(`^HTTP/1\\.1 200 [^]*\\r\\n\\r\\n${size} true$`));
+  assert.match(z!, /\r\n\r\n1000 true$/);
+  assert.ok(await counted(deps, 'body_pieces_deferred', 'team-a') > 0, 'pieces waited for their turns');
+});
+
+test('requests per turn: a streamed request body waits for its turn before its next piece is read; one no one reads any more takes no place', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const { port: up, seen } = await bodyCounter(t);
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s1 = await silent(a, held), s2 = await silent(a, held);
+  await exchange([s1, s2], () => get(alice), (text) => /\r\n\r\n0 true$/.test(text)); // admitted
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  const size = 8 << 20;
+  const answer = exchange([s1], () => '', (text) => /\r\n\r\n\d+ (true|false)$/.test(text));
+  upload(s1, size, false);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the request's turn
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'its second piece waits for a turn');
+  await pause(300);
+  const before = seen.bytes;
+  assert.ok(before > 0 && before < size, `part of the body came: ${before}`);
+  await pause(300);
+  assert.equal(seen.bytes, before, 'no more until its turn');
+  let turns = 0;
+  for (let i = 0; i < 3_000 && seen.bytes < size; i++) {
+    const go = waiting.shift();
+    if (!go) {
+      await pause(1);
+      continue;
+    }
+    go();
+    turns++;
+  }
+  assert.match((await answer)[0]!, new RegExp(`\\r\\n\\r\\n${size} true$`));
+  assert.ok(turns > 4, `the rest came, in ${turns} turns`);
+  // (its last piece's turn, if it still waits, is for a body no one reads any more)
+  for (const go of waiting.splice(0)) assert.equal(go(), false, 'the answer is over: no place');
+  // an upload whose upstream answers before it reads the body: its next piece takes no place
+  const early = exchange([s2], () => '', (text) => text.endsWith('early'));
+  upload(s2, size, false, '/early');
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the request's turn
+  assert.match((await early)[0]!, /^HTTP\/1\.1 200 /);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'its second piece waited for a turn');
+  assert.equal(waiting.shift()!(), false, 'it takes no place in its turn');
+});
+
 test('listener TLS: ECDHE suites only and no renegotiation, after a certificate reload too', async (t) => {
   const { m } = managerFor(t);
   const port = await freePort();
