@@ -2,13 +2,13 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-export interface WrkResult { rps: number; p50: number; p99: number; /** The slowest request (ms; NaN when not printed). */ max: number; non2xx: number; errors: number; /** Set by the caller: CPU time of the proxy per request. */ cpuUsPerReq?: number }
+export interface WrkResult { rps: number; p50: number; p99: number; /** The slowest request (ms; NaN when not printed). */ max: number; /** Answers in all. */ requests: number; non2xx: number; errors: number; /** Set by the caller: CPU time of the proxy per request. */ cpuUsPerReq?: number }
 
 const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
 
 export function parseWrk(out: string): WrkResult {
   const lat = (p: string) => {
-    const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)$`, 'm').exec(out);
+    const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)[ \\t]*$`, 'm').exec(out); // (wrk pads seconds with a space)
     if (!m) throw new Error(`wrk printed no ${p}% latency:\n${out}`);
     return ms(m[1]!, m[2]!);
   };
@@ -18,7 +18,7 @@ export function parseWrk(out: string): WrkResult {
   // the thread stats line: Latency  avg  stdev  max  +/-stdev
   const max = /^[ \t]*Latency[ \t]+\S+[ \t]+\S+[ \t]+([\d.]+)(us|ms|s)[ \t]/m.exec(out);
   return {
-    rps: Number(rps[1]), p50: lat('50'), p99: lat('99'), max: max ? ms(max[1]!, max[2]!) : NaN,
+    rps: Number(rps[1]), p50: lat('50'), p99: lat('99'), max: max ? ms(max[1]!, max[2]!) : NaN, requests: Number(/^\s*(\d+) requests in /m.exec(out)?.[1] ?? NaN),
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
     errors: errs ? Number(errs[1]) + Number(errs[2]) + Number(errs[3]) + Number(errs[4]) : 0,
   };

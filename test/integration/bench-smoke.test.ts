@@ -13,21 +13,23 @@ import { parseWrk } from '../../bench/wrk.js';
 test('the benchmark runs end to end and prints every case, ratio and RSS figure', async () => {
   const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'bench', 'run.js'), '--smoke'], { maxBuffer: 1 << 22, timeout: 300_000 });
   for (const name of ['direct (nginx upstream)', 'nginx reverse proxy (1 worker)', 'lean Node proxy', 'lean Node proxy + Authorization',
-    'gateway Service route (TokenReview, log none)', 'gateway Service route (TokenReview, log all)', 'gateway Service route (JWKS, log none)',
+    'gateway Service route (TokenReview, log none)', 'gateway Service route (TokenReview, log all)',
+    'lean Node proxy, 1 MiB answers', 'gateway Service route (TokenReview, log none), 1 MiB answers', 'gateway Service route (JWKS, log none)',
     'kubectl proxy GET /version', 'kubectl proxy (token) GET /version', 'gateway apiserver route GET /version']) {
     const row = new RegExp(`^\\| ${name.replace(/[()+]/g, '\\$&')} \\| (\\d+) \\| ([\\d.]+) \\| ([\\d.]+) \\| (\\d+|—) \\|$`, 'm').exec(stdout);
     assert.ok(row, `no row for ${name}:\n${stdout}`);
     assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
   }
-  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 10, stdout); // 6 ratios, 4 neighbour cases
-  // three neighbour cases: a flood of requests (admitted, and refused), and one of new TLS connections
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 12, stdout); // 7 ratios, 5 neighbour cases
+  // four neighbour cases: a flood of requests (admitted, and refused), downloads, and new TLS connections
   for (const who of ['bench-b, alone', 'bench-b, meanwhile', 'bench \\(the flood\\)']) {
     const rows = [...stdout.matchAll(new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'gm'))];
-    assert.equal(rows.length, 3, `no neighbour rows for ${who}:\n${stdout}`);
+    assert.equal(rows.length, 4, `no neighbour rows for ${who}:\n${stdout}`);
     for (const row of rows) assert.ok(Number(row[1]) > 0, `${who}: nothing got through:\n${stdout}`);
   }
-  assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 3, stdout);
+  assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 4, stdout);
   assert.match(stdout, /sends its gateway requests it refuses \(401\)/);
+  assert.match(stdout, /downloads 1 MiB answers through its gateway/);
   // and the busy team beside another team's one caller
   for (const who of ['bench, alone', 'bench, meanwhile', 'bench-b \\(one connection\\)']) {
     const row = new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'm').exec(stdout);
@@ -39,7 +41,7 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 7 gateways, \d+ MiB after the run$/m);
 });
 
-test('wrk reports are parsed: req/s, percentiles in any unit, the slowest, non-2xx and socket errors', () => {
+test('wrk reports are parsed: req/s, percentiles in any unit, the slowest, answers, non-2xx and socket errors', () => {
   const out = `Running 1s test @ http://127.0.0.1:1/
   1 threads and 64 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
@@ -48,13 +50,13 @@ test('wrk reports are parsed: req/s, percentiles in any unit, the slowest, non-2
      50%  850.00us
      75%    1.10ms
      90%    1.50ms
-     99%    2.10s
+     99%    2.10s${' '}
   1000 requests in 1.00s, 1.00MB read
   Socket errors: connect 1, read 2, write 0, timeout 3
   Non-2xx or 3xx responses: 7
 Requests/sec:   9876.54
 Transfer/sec:      1.00MB
 `;
-  assert.deepEqual(parseWrk(out), { rps: 9876.54, p50: 0.85, p99: 2100, max: 9, non2xx: 7, errors: 6 });
+  assert.deepEqual(parseWrk(out), { rps: 9876.54, p50: 0.85, p99: 2100, max: 9, requests: 1000, non2xx: 7, errors: 6 });
   assert.throws(() => parseWrk('nothing'), /no Requests\/sec/);
 });
