@@ -38,7 +38,16 @@ export interface UpstreamCall {
 /** The turns of the event loop a namespace's work takes (`TurnShare`). */
 export interface Turns {
   tryStart(namespace: string): boolean;
+  /** Counts a start in this turn (what a `wait`'s `go` does when it starts something). */
+  start(namespace: string): void;
   wait(namespace: string, go: () => boolean | void): void;
+}
+
+/** A namespace's turns, for the pieces of its long bodies (and sessions): counted in `m`. */
+export interface Pace {
+  turns: Turns;
+  namespace: string;
+  m: { pieceDeferred(): void };
 }
 
 /** A failure before the response started; `connect`: no connection could be made. */
@@ -110,16 +119,35 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       close();
     });
   };
-  /** Waiting for a later turn (the namespace's share of this one is used). */
-  let waitingTurn = false;
+  /** Pieces waiting for a later turn (the namespace's share of this one was used): written then. */
+  let held: Buffer[] | undefined;
+  /** The answer ended while pieces were held: ended once they are written. */
+  let endHeld = false;
   const resume = () => {
     clearTimeout(stalled);
     stalled = undefined;
-    if (!waitingTurn) ctl?.resume();
+    if (!held) ctl?.resume();
+  };
+  /** What the client took: none past its buffer, then wait for it to drain. */
+  const wrote = (ok: boolean) => {
+    if (ok || stalled !== undefined) return;
+    ctl?.pause();
+    res.once('drain', resume);
+    stalled = setTimeout(() => res.destroy(), opts.stalledMs);
   };
   const nextTurn = () => {
-    waitingTurn = false;
+    const pieces = held!;
+    held = undefined;
     if (done || res.destroyed) return false; // takes no place in the turn
+    opts.turns.start(opts.namespace);
+    let ok = true;
+    for (const piece of pieces) ok = res.write(piece);
+    if (endHeld) {
+      res.end();
+      finish();
+      return true;
+    }
+    wrote(ok);
     if (stalled === undefined) ctl?.resume(); // (else when the client drains)
     return true;
   };
@@ -150,27 +178,33 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     },
     onResponseData(c, chunk) {
       if (chunk.length === 0) return; // (undici's resume hands over what it has read: maybe nothing)
-      const ok = res.write(chunk);
+      if (held) { // (undici may hand over data after a pause: it goes behind)
+        held.push(chunk);
+        return;
+      }
       // a body with a length that comes in more than one piece or waits for its client (a
       // download, a trickle): from now on it may outlive its access (notAfter, a spec change) or
       // the drain, and is cut then (one piece, the usual small answer, costs nothing here)
-      if (++pieces > 1 || !ok) {
+      if (++pieces > 1) {
         if (!tracked) track(() => res.destroy());
-        // (undici may hand over data it had parsed already after a pause: one wait per pause)
-        if (!ok && stalled === undefined) {
-          c.pause();
-          res.once('drain', resume);
-          stalled = setTimeout(() => res.destroy(), opts.stalledMs);
-        }
-        if (pieces > 1 && !waitingTurn && !opts.turns.tryStart(opts.namespace)) {
-          waitingTurn = true;
+        // each later piece takes a turn: past the namespace's share, it waits for a later one
+        if (!opts.turns.tryStart(opts.namespace)) {
+          held = [chunk];
           opts.m.pieceDeferred();
           c.pause();
           opts.turns.wait(opts.namespace, nextTurn);
+          return;
         }
       }
+      const ok = res.write(chunk);
+      if (!ok && !tracked) track(() => res.destroy());
+      wrote(ok);
     },
     onResponseEnd() {
+      if (held) {
+        endHeld = true;
+        return;
+      }
       res.end();
       finish();
     },
@@ -189,21 +223,22 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
  * answer's do (an upload must not fill every team's turns): `req` itself when it has no body.
  */
 function paced(req: IncomingMessage, o: { turns: Turns; namespace: string; m: { pieceDeferred(): void } }): Readable {
-  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) return req;
+  // no body, or one that comes in one piece (at most 64 KiB is read at once)
+  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 64 * 1024)) return req;
   let pieces = 0;
   const body = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      // the piece goes on at once; the next is taken when the namespace has a turn for it
       if (++pieces === 1 || o.turns.tryStart(o.namespace)) {
         done(null, chunk);
         return;
       }
-      this.push(chunk);
+      // past the namespace's share of this turn: the piece goes on in a later one
       o.m.pieceDeferred();
       o.turns.wait(o.namespace, () => {
         // a body no one reads any more (the request is over: undici destroys it) takes no place
         if (body.destroyed) return false;
-        done();
+        o.turns.start(o.namespace);
+        done(null, chunk);
         return true;
       });
     },

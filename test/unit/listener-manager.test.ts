@@ -564,7 +564,9 @@ test('requests per turn: a long answer waits for its turn before its next piece 
   const s1 = await silent(a, held), s2 = await silent(a, held);
   await exchange([s1, s2], () => get(alice), (text) => text.endsWith('ok')); // admitted
   t.mock.method(TurnShare.prototype, 'tryStart', () => false); // nothing more this turn
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  let ran = 0; // turns that started something: each counts its start
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(() => { const r = go(); if (r !== false) ran++; return r; }); });
+  const starts = t.mock.method(TurnShare.prototype, 'start');
   // (each request waits for its turn first)
   let got = 0;
   s1.on('data', (c: Buffer) => { got += c.length; });
@@ -575,7 +577,7 @@ test('requests per turn: a long answer waits for its turn before its next piece 
   assert.equal(waiting.length, 1, 'its second piece waits for a turn');
   await pause(300);
   const before = got;
-  assert.ok(before > 0 && before < big.length, `part of the answer came: ${before}`);
+  assert.ok(before > 0 && before <= 65_536 + 1_024, `its first piece came, not the one that waits: ${before}`);
   await pause(300);
   assert.equal(got, before, 'no more until its turn');
   let turns = 0;
@@ -589,6 +591,7 @@ test('requests per turn: a long answer waits for its turn before its next piece 
     turns++;
   }
   assert.ok(got > big.length && turns > 4, `the rest came, in ${turns} turns`);
+  assert.equal(starts.mock.callCount(), ran, 'each turn that sent a piece counted its start');
   // a second download whose client leaves while it waits for a turn
   s2.write(get(alice).replace('/x', '/big'));
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
@@ -599,10 +602,43 @@ test('requests per turn: a long answer waits for its turn before its next piece 
   assert.equal(waiting.shift()!(), false, 'it takes no place in its turn');
 });
 
+test('requests per turn: an answer that ends (its upstream closed) while its last pieces wait for their turn still sends them', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const size = 4 << 20;
+  // an answer whose end is its connection's close (no length): undici hands over what it read,
+  // and the end, even while paused
+  const raw = createServer((sock) => {
+    sock.on('error', () => {});
+    sock.once('data', () => sock.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n'), Buffer.alloc(size, 'c')])));
+  });
+  await new Promise<void>((r) => raw.listen(0, '127.0.0.1', () => r()));
+  t.after(() => raw.close());
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), (raw.address() as { port: number }).port));
+  const s = await silent(a, held);
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(get(alice));
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the request's turn
+  await pause(300); // the upstream has sent it all and closed
+  for (let i = 0; i < 3_000 && !text.endsWith('\r\n0\r\n\r\n'); i++) {
+    const go = waiting.shift();
+    if (go) go();
+    else await pause(1);
+  }
+  assert.ok(text.endsWith('\r\n0\r\n\r\n'), 'the answer ended');
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4).replace(/(^|\r\n)[0-9a-f]+\r\n/g, '').replace(/\r\n$/, '');
+  assert.equal(body.length, size, 'every byte, the held ones too');
+});
+
 test('requests per turn: a turn does not read on for a client that reads nothing; the answer goes on once it reads', async (t) => {
   const waiting: Array<() => boolean | void> = [];
   const { m, held } = managerFor(t);
-  const big = Buffer.alloc(16 << 20, 'a'); // past what loopback's socket buffers took here (~4 MiB)
+  const big = Buffer.alloc(32 << 20, 'a'); // past what loopback's socket buffers take (~4 MiB here, ~10 MiB by default)
   const up = await upstreamFor(t, (req, res) => res.end(req.url === '/big' ? big : 'ok'));
   const a = await freePort();
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
@@ -685,7 +721,9 @@ test('requests per turn: a streamed request body waits for its turn before its n
   const s1 = await silent(a, held), s2 = await silent(a, held);
   await exchange([s1, s2], () => get(alice), (text) => /\r\n\r\n0 true$/.test(text)); // admitted
   t.mock.method(TurnShare.prototype, 'tryStart', () => false);
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  let ran = 0; // turns that started something: each counts its start
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(() => { const r = go(); if (r !== false) ran++; return r; }); });
+  const starts = t.mock.method(TurnShare.prototype, 'start');
   const size = 8 << 20;
   const answer = exchange([s1], () => '', (text) => /\r\n\r\n\d+ (true|false)$/.test(text));
   upload(s1, size, false);
@@ -710,6 +748,7 @@ test('requests per turn: a streamed request body waits for its turn before its n
   }
   assert.match((await answer)[0]!, new RegExp(`\\r\\n\\r\\n${size} true$`));
   assert.ok(turns > 4, `the rest came, in ${turns} turns`);
+  assert.equal(starts.mock.callCount(), ran, 'each turn that sent a piece counted its start');
   // (its last piece's turn, if it still waits, is for a body no one reads any more)
   for (const go of waiting.splice(0)) assert.equal(go(), false, 'the answer is over: no place');
   // an upload whose upstream answers before it reads the body: its next piece takes no place
@@ -721,6 +760,62 @@ test('requests per turn: a streamed request body waits for its turn before its n
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
   assert.equal(waiting.length, 1, 'its second piece waited for a turn');
   assert.equal(waiting.shift()!(), false, 'it takes no place in its turn');
+});
+
+test('requests per turn: an interactive session\'s pieces take their namespace\'s turns, each way; one that ended takes no place', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const big = Buffer.alloc(8 << 20, 'd');
+  let fromClient = 0;
+  let upstream: Socket | undefined;
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'), (sock) => {
+    upstream = sock;
+    sock.write(switched);
+    sock.write(big); // a download through the session
+    sock.on('data', (c: Buffer) => { fromClient += c.length; });
+    sock.on('error', () => {});
+  });
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s = await silent(a, held);
+  await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
+  let ran = 0; // turns that started something: each counts its start
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(() => { const r = go(); if (r !== false) ran++; return r; }); });
+  const starts = t.mock.method(TurnShare.prototype, 'start');
+  let got = 0;
+  s.on('data', (c: Buffer) => { got += c.length; });
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the upgrade's turn
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'its first piece from the upstream took the turn\'s place, the next waits');
+  await pause(300);
+  const before = got;
+  assert.ok(before > 0 && before < big.length, `part of it came: ${before}`);
+  await pause(300);
+  assert.equal(got, before, 'no more until its turn');
+  // the other way: what the client sends waits for its turns too
+  s.write(Buffer.alloc(4 << 20, 'u'));
+  let turns = 0;
+  for (let i = 0; i < 3_000 && (got < big.length || fromClient < 4 << 20); i++) {
+    const go = waiting.shift();
+    if (!go) {
+      await pause(1);
+      continue;
+    }
+    go();
+    turns++;
+  }
+  assert.ok(got > big.length && fromClient === 4 << 20, `all of it came, each way (${got}, ${fromClient})`);
+  assert.ok(turns > 8, `in turns: ${turns}`);
+  assert.equal(starts.mock.callCount(), ran, 'each turn that sent a piece counted its start');
+  // a piece waiting for its turn when the session ends (its upstream closed) takes no place
+  s.write(Buffer.alloc(1 << 20, 'u'));
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  upstream!.destroy();
+  await pause(200);
+  assert.deepEqual(waiting.splice(0).map((go) => go()), [false]);
 });
 
 test('listener TLS: ECDHE suites only and no renegotiation, after a certificate reload too', async (t) => {
