@@ -762,7 +762,7 @@ export class Listener {
         t.m.bytesIn.inc(s.bytesFromClient);
         t.m.bytesOut.inc(s.bytesToClient);
         t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
-      });
+      }, { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m });
       this.sessions.add(session);
       rm.upgraded.inc();
       t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');

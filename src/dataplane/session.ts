@@ -4,6 +4,7 @@
 // (a WebSocket close frame; for SPDY exec and attach a Status on the error stream) at a frame
 // boundary, not a cut in the middle of a frame.
 import type { Duplex } from 'node:stream';
+import type { Pace } from './upstream.js';
 
 /** `websocket-spdy`: SPDY tunnelled in WebSocket binary messages (kubectl port-forward's WebSocket protocol). */
 export type FrameProtocol = 'websocket' | 'websocket-spdy' | 'spdy' | 'opaque';
@@ -175,6 +176,61 @@ export function spdyErrorFrame(stream: number, message: string, reason: string):
   return f;
 }
 
+/**
+ * One direction of a relay: each piece takes a turn of its namespace (as a long body's do), and
+ * past its share of a turn it is held, its source paused, and sent in a later one; the source is
+ * paused too while its sink is full, and resumed when neither holds.
+ */
+class Valve {
+  private full = false;
+  private held: Buffer[] | undefined;
+
+  /** `send`: writes a piece to the sink (false: it is full); `over`: the relay has ended. */
+  constructor(private readonly source: Duplex, private readonly pace: Pace | undefined,
+    private readonly send: (piece: Buffer) => boolean, private readonly over: () => boolean) {}
+
+  /** A piece read from the source. */
+  pass(piece: Buffer): void {
+    if (this.held) { // (a paused socket may still hand over what it had read: it goes behind)
+      this.held.push(piece);
+      return;
+    }
+    const p = this.pace;
+    if (p && !p.turns.tryStart(p.namespace)) {
+      this.held = [piece];
+      p.m.pieceDeferred();
+      this.source.pause();
+      p.turns.wait(p.namespace, this.turn);
+      return;
+    }
+    this.sent(this.send(piece));
+  }
+
+  /** The sink took what it had. */
+  drained(): void {
+    this.full = false;
+    if (!this.held) this.source.resume();
+  }
+
+  private sent(ok: boolean): void {
+    if (ok || this.full) return;
+    this.full = true;
+    this.source.pause();
+  }
+
+  private readonly turn = (): boolean => {
+    const pieces = this.held!;
+    this.held = undefined;
+    if (this.over()) return false;
+    this.pace!.turns.start(this.pace!.namespace);
+    let ok = true;
+    for (const piece of pieces) ok = this.send(piece);
+    this.sent(ok);
+    if (!this.full) this.source.resume();
+    return true;
+  };
+}
+
 /** `revoked`: spec.access or the route no longer admits it (a rule's notAfter passed, the spec changed). */
 export type SessionEnd = 'closed' | 'idle' | 'shutdown' | 'revoked';
 
@@ -192,12 +248,19 @@ export class Session {
   private done = false;
   private readonly down: FrameWatch;
   private readonly up: FrameWatch;
+  /** Client to upstream, and back. */
+  private readonly toUpstream: Valve;
+  private readonly fromUpstream: Valve;
 
-  /** `remoteCommand`: exec or attach (their SPDY error stream can carry the reason for an end). */
+  /** `remoteCommand`: exec or attach (their SPDY error stream can carry the reason for an end);
+   * `pace`: the namespace's turns, which each piece relayed takes. */
   constructor(private readonly client: Duplex, private readonly upstream: Duplex, private readonly protocol: FrameProtocol,
-    private readonly remoteCommand: boolean, private readonly idleMs: number, private readonly onEnd: (s: Session, reason: SessionEnd) => void) {
+    private readonly remoteCommand: boolean, private readonly idleMs: number, private readonly onEnd: (s: Session, reason: SessionEnd) => void,
+    pace?: Pace) {
     this.down = new FrameWatch(protocol);
     this.up = new FrameWatch(protocol);
+    this.toUpstream = new Valve(client, pace, (piece) => this.upstream.write(piece), () => this.done);
+    this.fromUpstream = new Valve(upstream, pace, (piece) => this.toClient(piece), () => this.done);
   }
 
   /** The relay has ended (both sides closed or closing). */
@@ -210,11 +273,11 @@ export class Session {
     this.client.on('data', (chunk: Buffer) => {
       this.bytesFromClient += chunk.length;
       if (this.up.feed(chunk).data) this.last = performance.now();
-      if (!this.upstream.write(chunk)) this.client.pause();
+      this.toUpstream.pass(chunk);
     });
-    this.upstream.on('drain', () => this.client.resume());
-    this.upstream.on('data', (chunk: Buffer) => this.toClient(chunk));
-    this.client.on('drain', () => this.upstream.resume());
+    this.upstream.on('drain', () => this.toUpstream.drained());
+    this.upstream.on('data', (chunk: Buffer) => this.fromUpstream.pass(chunk));
+    this.client.on('drain', () => this.fromUpstream.drained());
     // the client went (or broke): nothing more can reach it
     const clientGone = () => this.finish(this.ending?.reason ?? 'closed', 'destroy');
     this.client.on('close', clientGone); this.client.on('error', clientGone);
@@ -222,7 +285,7 @@ export class Session {
     const upstreamGone = () => this.finish(this.ending?.reason ?? 'closed', 'end');
     this.upstream.on('close', upstreamGone); this.upstream.on('error', upstreamGone);
     this.client.on('end', () => this.upstream.end()); this.upstream.on('end', () => this.client.end());
-    if (upstreamHead.length) this.toClient(upstreamHead);
+    if (upstreamHead.length) this.fromUpstream.pass(upstreamHead);
     if (clientHead.length) this.client.emit('data', clientHead);
     this.armIdle(this.idleMs);
   }
@@ -235,8 +298,10 @@ export class Session {
     else setTimeout(() => this.finish(reason, 'destroy'), 1000).unref(); // a frame that does not end soon is cut
   }
 
-  private toClient(chunk: Buffer): void {
-    if (this.done) return;
+  /** Writes what the upstream sent (up to the frame that ends a session that is ending): false
+   * when the client's buffer is full. */
+  private toClient(chunk: Buffer): boolean {
+    if (this.done) return true;
     let part = chunk;
     if (this.ending) {
       const { used } = this.down.feed(chunk, true);
@@ -245,8 +310,9 @@ export class Session {
       this.last = performance.now();
     }
     this.bytesToClient += part.length;
-    if (!this.client.write(part)) this.upstream.pause();
+    const ok = this.client.write(part);
     if (this.ending && this.down.atBoundary) this.close();
+    return ok;
   }
 
   private close(): void {
