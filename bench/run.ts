@@ -8,8 +8,8 @@
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
-// while the first team floods its own gateway with requests (admitted, or refused), downloads
-// long answers, or opens new TLS connections; and the first team's connections alone and beside
+// while the first team floods its own gateway with requests (admitted, or refused), downloads or
+// uploads long bodies, or opens new TLS connections; and the first team's connections alone and beside
 // another team's one caller.
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -194,13 +194,14 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       { name: 'lean Node proxy', url: `http://127.0.0.1:${leanPort}/`, pid: p(lean) },
       { name: 'lean Node proxy + Authorization', url: `http://127.0.0.1:${leanPort}/`, headers: auth, pid: p(lean) },
       { name: 'gateway Service route (TokenReview, log none)', url: `http://127.0.0.1:${gw.logNone}/`, headers: auth, pid: gwPid },
-      { name: 'lean Node proxy, 1 MiB answers', url: `http://127.0.0.1:${leanPort}/big`, pid: p(lean) },
-      { name: 'gateway Service route (TokenReview, log none), 1 MiB answers', url: `http://127.0.0.1:${gw.logNone}/big`, headers: auth, pid: gwPid },
       { name: 'gateway Service route (TokenReview, log all)', url: `http://127.0.0.1:${gw.logAll}/`, headers: auth, pid: gwPid },
       { name: 'gateway Service route (JWKS, log none)', url: `http://127.0.0.1:${gw.jwks}/`, headers: auth, pid: gwPid },
       { name: 'kubectl proxy GET /version', url: `http://127.0.0.1:${kubectlPort}/version`, pid: p(kubectlProxy) },
       { name: 'kubectl proxy (token) GET /version', url: `http://127.0.0.1:${kubectlTokenPort}/version`, pid: p(kubectlTokenProxy) },
       { name: 'gateway apiserver route GET /version', url: `http://127.0.0.1:${gw.api}/version`, headers: auth, pid: gwPid },
+      // last in each round: their garbage (1 MiB buffers) would weigh on the cases after them
+      { name: 'lean Node proxy, 1 MiB answers', url: `http://127.0.0.1:${leanPort}/big`, pid: p(lean) },
+      { name: 'gateway Service route (TokenReview, log none), 1 MiB answers', url: `http://127.0.0.1:${gw.logNone}/big`, headers: auth, pid: gwPid },
     ];
     if (opt.profile) {
       const c = cases.find((x) => x.name.includes(opt.profile!));
@@ -306,6 +307,11 @@ end
     // the same team downloading 1 MiB answers on 64 connections: a long answer's pieces
     const downloadRuns = await neighbourRounds('download neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
       () => wrk(`http://127.0.0.1:${gw.logNone}/big`, { ...flood, connections: 64, headers: auth }));
+    // ...and uploading 1 MiB bodies (streamed: past what a Service route buffers)
+    const uploadScript = join(dir, 'upload.lua');
+    writeFileSync(uploadScript, 'wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n');
+    const uploadRuns = await neighbourRounds('upload neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
+      () => wrk(`http://127.0.0.1:${gw.logNone}/`, { ...flood, connections: 64, headers: auth, script: uploadScript }));
     const tlsNeighbour = { url: `https://127.0.0.1:${tls.b}/`, headers: neighbour.auth };
     // node:tls, not wrk: wrk resumes the TLS session on every other new connection (no signature).
     // A full handshake costs the client about what it costs the server (~0.7 ms of CPU, measured):
@@ -374,6 +380,7 @@ end
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections)`, neighbourRuns);
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} sends its gateway requests it refuses (401) on ${floodConnections} connections, each admitted once`, refusedRuns);
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} downloads 1 MiB answers through its gateway on 64 connections`, downloadRuns);
+    printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} uploads 1 MiB bodies through its gateway on 64 connections`, uploadRuns);
     printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a full handshake per request; RSA-2048 keys)`, handshakeRuns);
     printNeighbour(`team ${ns}'s ${connections} connections to its gateway, alone and beside another team's one caller`, besideRuns, [ns, `${nsB} (one connection)`]);
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);

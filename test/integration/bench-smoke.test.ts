@@ -20,16 +20,17 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     assert.ok(row, `no row for ${name}:\n${stdout}`);
     assert.ok(Number(row[1]) > 0, `${name}: no request got through`);
   }
-  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 12, stdout); // 7 ratios, 5 neighbour cases
-  // four neighbour cases: a flood of requests (admitted, and refused), downloads, and new TLS connections
+  assert.equal((stdout.match(/× req\/s/g) ?? []).length, 13, stdout); // 7 ratios, 6 neighbour cases
+  // five neighbour cases: a flood of requests (admitted, and refused), downloads, uploads, and new TLS connections
   for (const who of ['bench-b, alone', 'bench-b, meanwhile', 'bench \\(the flood\\)']) {
     const rows = [...stdout.matchAll(new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'gm'))];
-    assert.equal(rows.length, 4, `no neighbour rows for ${who}:\n${stdout}`);
+    assert.equal(rows.length, 5, `no neighbour rows for ${who}:\n${stdout}`);
     for (const row of rows) assert.ok(Number(row[1]) > 0, `${who}: nothing got through:\n${stdout}`);
   }
-  assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 4, stdout);
+  assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 5, stdout);
   assert.match(stdout, /sends its gateway requests it refuses \(401\)/);
   assert.match(stdout, /downloads 1 MiB answers through its gateway/);
+  assert.match(stdout, /uploads 1 MiB bodies through its gateway/);
   // and the busy team beside another team's one caller
   for (const who of ['bench, alone', 'bench, meanwhile', 'bench-b \\(one connection\\)']) {
     const row = new RegExp(`^\\| ${who} \\| (\\d+) \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\|$`, 'm').exec(stdout);
