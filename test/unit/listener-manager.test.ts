@@ -408,10 +408,25 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
+/** Turns that say no to every request and piece (`tryStart`), and keep each `go` in `waiting` to be
+ * called by the test; `ran`: the `go`s that started something, `starts()`: the starts counted. */
+function holdTurns(t: TestContext, waiting: Array<() => boolean | void>) {
+  const turns = { ran: 0, starts: () => start.mock.callCount() };
+  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
+  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => {
+    waiting.push(() => {
+      const r = go();
+      if (r !== false) turns.ran++;
+      return r;
+    });
+  });
+  const start = t.mock.method(TurnShare.prototype, 'start');
+  return turns;
+}
+
 test('requests per turn: a request whose client left while it waited takes no place in its turn', async (t) => {
   const waiting: Array<() => boolean | void> = [];
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false); // every request waits
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   const { m, held } = managerFor(t);
   const up = await upstreamFor(t, (_req, res) => res.end('ok'));
   const a = await freePort();
@@ -474,8 +489,7 @@ test('requests per turn: a team\'s refused requests on its admitted connections 
 
 test('requests per turn: a client never admitted takes no place in a team\'s turns (its refusal is answered at once)', async (t) => {
   const waiting: Array<() => boolean | void> = [];
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false); // every request that asks waits
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   const { m, held } = managerFor(t);
   const up = await upstreamFor(t, (_req, res) => res.end('ok'));
   const a = await freePort();
@@ -563,10 +577,7 @@ test('requests per turn: a long answer waits for its turn before its next piece 
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
   const s1 = await silent(a, held), s2 = await silent(a, held);
   await exchange([s1, s2], () => get(alice), (text) => text.endsWith('ok')); // admitted
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false); // nothing more this turn
-  let ran = 0; // turns that started something: each counts its start
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(() => { const r = go(); if (r !== false) ran++; return r; }); });
-  const starts = t.mock.method(TurnShare.prototype, 'start');
+  const paced = holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   // (each request waits for its turn first)
   let got = 0;
   s1.on('data', (c: Buffer) => { got += c.length; });
@@ -591,7 +602,7 @@ test('requests per turn: a long answer waits for its turn before its next piece 
     turns++;
   }
   assert.ok(got > big.length && turns > 4, `the rest came, in ${turns} turns`);
-  assert.equal(starts.mock.callCount(), ran, 'each turn that sent a piece counted its start');
+  assert.equal(paced.starts(), paced.ran, 'each turn that sent a piece counted its start');
   // a second download whose client leaves while it waits for a turn
   s2.write(get(alice).replace('/x', '/big'));
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
@@ -617,8 +628,7 @@ test('requests per turn: an answer that ends (its upstream closed) while its las
   const a = await freePort();
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), (raw.address() as { port: number }).port));
   const s = await silent(a, held);
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.write(get(alice));
@@ -644,8 +654,7 @@ test('requests per turn: a turn does not read on for a client that reads nothing
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
   const s = await silent(a, held);
   await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(go); });
+  holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   const next = async (ms: number) => {
     for (let i = 0; i < ms && !waiting.length; i++) await pause(1);
     return waiting.shift();
@@ -720,10 +729,7 @@ test('requests per turn: a streamed request body waits for its turn before its n
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
   const s1 = await silent(a, held), s2 = await silent(a, held);
   await exchange([s1, s2], () => get(alice), (text) => /\r\n\r\n0 true$/.test(text)); // admitted
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
-  let ran = 0; // turns that started something: each counts its start
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(() => { const r = go(); if (r !== false) ran++; return r; }); });
-  const starts = t.mock.method(TurnShare.prototype, 'start');
+  const paced = holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   const size = 8 << 20;
   const answer = exchange([s1], () => '', (text) => /\r\n\r\n\d+ (true|false)$/.test(text));
   upload(s1, size, false);
@@ -748,7 +754,7 @@ test('requests per turn: a streamed request body waits for its turn before its n
   }
   assert.match((await answer)[0]!, new RegExp(`\\r\\n\\r\\n${size} true$`));
   assert.ok(turns > 4, `the rest came, in ${turns} turns`);
-  assert.equal(starts.mock.callCount(), ran, 'each turn that sent a piece counted its start');
+  assert.equal(paced.starts(), paced.ran, 'each turn that sent a piece counted its start');
   // (its last piece's turn, if it still waits, is for a body no one reads any more)
   for (const go of waiting.splice(0)) assert.equal(go(), false, 'the answer is over: no place');
   // an upload whose upstream answers before it reads the body: its next piece takes no place
@@ -779,10 +785,7 @@ test('requests per turn: an interactive session\'s pieces take their namespace\'
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
   const s = await silent(a, held);
   await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
-  t.mock.method(TurnShare.prototype, 'tryStart', () => false);
-  let ran = 0; // turns that started something: each counts its start
-  t.mock.method(TurnShare.prototype, 'wait', (_ns: string, go: () => boolean | void) => { waiting.push(() => { const r = go(); if (r !== false) ran++; return r; }); });
-  const starts = t.mock.method(TurnShare.prototype, 'start');
+  const paced = holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   let got = 0;
   s.on('data', (c: Buffer) => { got += c.length; });
   s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
@@ -809,7 +812,7 @@ test('requests per turn: an interactive session\'s pieces take their namespace\'
   }
   assert.ok(got > big.length && fromClient === 4 << 20, `all of it came, each way (${got}, ${fromClient})`);
   assert.ok(turns > 8, `in turns: ${turns}`);
-  assert.equal(starts.mock.callCount(), ran, 'each turn that sent a piece counted its start');
+  assert.equal(paced.starts(), paced.ran, 'each turn that sent a piece counted its start');
   // a piece waiting for its turn when the session ends (its upstream closed) takes no place
   s.write(Buffer.alloc(1 << 20, 'u'));
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
