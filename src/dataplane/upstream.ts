@@ -43,7 +43,9 @@ export interface Turns {
   wait(namespace: string, go: () => boolean | void): void;
 }
 
-/** A namespace's turns, for the pieces of its long bodies (and sessions): counted in `m`. */
+/** A namespace's turns, for the pieces of its long bodies and sessions: each piece after a body's
+ * first takes a start (every piece of a session); past the namespace's share it is held, its
+ * source paused, and sent at a later turn, which counts its start (deferrals counted in `m`). */
 export interface Pace {
   turns: Turns;
   namespace: string;
@@ -87,13 +89,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
   /** Called once the response streams (no length; or one with a length that waits for its
    * client): `end` finishes it (cleanly when it has no length; else the connection is cut). */
   streaming?: (end: () => void) => void;
-  /** A long answer's pieces after its first take `namespace`'s turns as requests do: each is
-   * relayed at once, and past the namespace's share of a turn the answer waits for a later one
-   * (a download must not fill every team's turns). */
-  turns: Turns;
-  namespace: string;
-  m: { pieceDeferred(): void };
-}): void {
+} & Pace): void {
   // the client left before this (during its token check, or a failed first attempt): nothing to send
   if (res.destroyed) {
     opts.onEnd?.();
@@ -222,7 +218,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
  * A streamed request body whose pieces after the first take `namespace`'s turns, as a long
  * answer's do (an upload must not fill every team's turns): `req` itself when it has no body.
  */
-function paced(req: IncomingMessage, o: { turns: Turns; namespace: string; m: { pieceDeferred(): void } }): Readable {
+function paced(req: IncomingMessage, o: Pace): Readable {
   // no body, or one that comes in one piece (at most 64 KiB is read at once)
   if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 64 * 1024)) return req;
   let pieces = 0;
