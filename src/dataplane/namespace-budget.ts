@@ -143,16 +143,20 @@ export function addressGroup(address: string): string {
  * a turn as the least busy of them (rounded, at least one: another namespace with none waiting
  * cannot lift the hold). A namespace with none waiting is never held below `perTurn`; teams with
  * requests waiting, beside no such one, start `perTurn` each; a trickle (less than `busy`) holds
- * no one back.
+ * no one back. Only requests make those averages: the pieces of long bodies and sessions take
+ * starts (`piece`) but never make their namespace one with few callers (a slow download or a
+ * chatty session would hold every busy team to one start a turn).
  */
 export class TurnShare {
   /** Starts per turn, averaged, from which a namespace with none waiting holds back those with some. */
   static readonly busy = 0.25;
   private readonly started = new Map<string, number>();
+  /** Of those, requests (not pieces): what the averages are made of. */
+  private readonly requests = new Map<string, number>();
   /** Each `go` says false when it started nothing (its client left): it takes no place in a turn. */
   private readonly waiting = new Map<string, Array<() => boolean | void>>();
   private scheduled = false;
-  /** Each namespace's starts per turn, averaged over the last ~8 turns (that ran). */
+  /** Each namespace's requests started per turn, averaged over the last ~8 turns (that ran). */
   private readonly rate = new Map<string, number>();
   /** What a namespace with requests waiting may start in a turn. */
   private held: number;
@@ -163,20 +167,25 @@ export class TurnShare {
   }
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its
-   * share of it (one with some waiting has: new requests go behind those). */
-  tryStart(namespace: string): boolean {
+   * share of it (one with some waiting has: new requests go behind those). `piece`: a piece of a
+   * body or session, not a request. */
+  tryStart(namespace: string, piece = false): boolean {
     if (this.perTurn === 0) return true;
     const n = this.started.get(namespace) ?? 0;
     if (n >= this.held && (n >= this.perTurn || this.waiting.has(namespace))) return false;
-    this.started.set(namespace, n + 1);
-    this.schedule();
+    this.count(namespace, n, piece);
     return true;
   }
 
   /** Counts a start in this turn whatever the bound (what `wait` ran). */
-  start(namespace: string): void {
+  start(namespace: string, piece = false): void {
     if (this.perTurn === 0) return;
-    this.started.set(namespace, (this.started.get(namespace) ?? 0) + 1);
+    this.count(namespace, this.started.get(namespace) ?? 0, piece);
+  }
+
+  private count(namespace: string, n: number, piece: boolean): void {
+    this.started.set(namespace, n + 1);
+    if (!piece) this.requests.set(namespace, (this.requests.get(namespace) ?? 0) + 1);
     this.schedule();
   }
 
@@ -198,7 +207,7 @@ export class TurnShare {
    * start in the coming one. */
   private share(): void {
     for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
-    for (const [ns, n] of this.started) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
+    for (const [ns, n] of this.requests) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
     let few = Infinity; // the least busy namespace with none waiting, among those busy
     for (const [ns, r] of this.rate) {
       if (this.waiting.has(ns)) continue;
@@ -212,6 +221,7 @@ export class TurnShare {
     this.scheduled = false;
     this.share();
     this.started.clear();
+    this.requests.clear();
     // only what each queue held when the turn began: what a `go` waits for again goes behind, to a
     // later turn; each `go` counts its own start
     const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);

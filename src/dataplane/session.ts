@@ -196,7 +196,7 @@ class Valve {
       return;
     }
     const p = this.pace;
-    if (p && !p.turns.tryStart(p.namespace)) {
+    if (p && !p.turns.tryStart(p.namespace, true)) {
       this.held = [piece];
       p.m.pieceDeferred();
       this.source.pause();
@@ -222,7 +222,7 @@ class Valve {
     const pieces = this.held!;
     this.held = undefined;
     if (this.over()) return false;
-    this.pace!.turns.start(this.pace!.namespace);
+    this.pace!.turns.start(this.pace!.namespace, true);
     let ok = true;
     for (const piece of pieces) ok = this.send(piece);
     this.sent(ok);

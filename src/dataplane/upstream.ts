@@ -37,9 +37,10 @@ export interface UpstreamCall {
 
 /** The turns of the event loop a namespace's work takes (`TurnShare`). */
 export interface Turns {
-  tryStart(namespace: string): boolean;
+  /** `piece`: a piece of a body or session (it takes a start, but is not a request). */
+  tryStart(namespace: string, piece?: boolean): boolean;
   /** Counts a start in this turn (what a `wait`'s `go` does when it starts something). */
-  start(namespace: string): void;
+  start(namespace: string, piece?: boolean): void;
   wait(namespace: string, go: () => boolean | void): void;
 }
 
@@ -135,7 +136,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     const pieces = held!;
     held = undefined;
     if (done || res.destroyed) return false; // takes no place in the turn
-    opts.turns.start(opts.namespace);
+    opts.turns.start(opts.namespace, true);
     let ok = true;
     for (const piece of pieces) ok = res.write(piece);
     if (endHeld) {
@@ -184,7 +185,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       if (++pieces > 1) {
         if (!tracked) track(() => res.destroy());
         // each later piece takes a turn: past the namespace's share, it waits for a later one
-        if (!opts.turns.tryStart(opts.namespace)) {
+        if (!opts.turns.tryStart(opts.namespace, true)) {
           held = [chunk];
           opts.m.pieceDeferred();
           c.pause();
@@ -224,7 +225,7 @@ function paced(req: IncomingMessage, o: Pace): Readable {
   let pieces = 0;
   const body = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      if (++pieces === 1 || o.turns.tryStart(o.namespace)) {
+      if (++pieces === 1 || o.turns.tryStart(o.namespace, true)) {
         done(null, chunk);
         return;
       }
@@ -233,7 +234,7 @@ function paced(req: IncomingMessage, o: Pace): Readable {
       o.turns.wait(o.namespace, () => {
         // a body no one reads any more (the request is over: undici destroys it) takes no place
         if (body.destroyed) return false;
-        o.turns.start(o.namespace);
+        o.turns.start(o.namespace, true);
         done(null, chunk);
         return true;
       });

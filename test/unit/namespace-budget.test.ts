@@ -120,7 +120,7 @@ test('requests per turn: a namespace alone starts that many per turn of the even
 /** Teams with 1,000 requests each waiting (`floods`), 2 more of theirs each turn, and teams with
  * none waiting starting `light[ns](turn)` between turns: what each flood started in each turn (in
  * order), and the light teams' requests that waited. */
-async function beside(perTurn: number, turnsRun: number, light: Record<string, (turn: number) => number>, floods = ['team-a']): Promise<{ a: number[]; perFlood: number[][]; lightWaited: number }> {
+async function beside(perTurn: number, turnsRun: number, light: Record<string, (turn: number) => number>, floods = ['team-a'], lightPieces = false): Promise<{ a: number[]; perFlood: number[][]; lightWaited: number }> {
   const { s, run } = turns(perTurn);
   const ran = new Map(floods.map((f) => [f, [] as number[]]));
   const sent = new Map(floods.map((f) => [f, 0]));
@@ -135,9 +135,9 @@ async function beside(perTurn: number, turnsRun: number, light: Record<string, (
   for (let turn = 0; turn < turnsRun; turn++) {
     for (const [ns, starts] of Object.entries(light)) {
       for (let i = starts(turn); i > 0; i--) {
-        if (s.tryStart(ns)) continue;
+        if (s.tryStart(ns, lightPieces)) continue;
         lightWaited++;
-        s.wait(ns, () => s.start(ns));
+        s.wait(ns, () => s.start(ns, lightPieces));
       }
     }
     const before = floods.map((f) => ran.get(f)!.length);
@@ -175,6 +175,18 @@ test('requests per turn: beside one starting 4, 2 or 1.25 a turn, about as many;
   assert.deepEqual(little.slice(30), Array(30).fill(1), `beside 1.25 a turn: ${little.join(' ')}`);
   const trickle = (await beside(4, 60, { 'team-b': (turn) => turn % 8 === 0 ? 1 : 0 })).a;
   assert.deepEqual(trickle, Array(60).fill(4), `one start every 8 turns: ${trickle.join(' ')}`);
+});
+
+test('requests per turn: pieces of a body or session take starts but never make a team one with few callers: beside a trickle of them, a flood keeps its whole share', async () => {
+  // the same starts as the team with few callers above, but pieces (a slow download, a chatty session)
+  const { a, lightWaited } = await beside(4, 80, { 'team-b': (turn) => turn % 2 === 0 ? 1 : 0 }, ['team-a'], true);
+  assert.deepEqual(a, Array(80).fill(4), `beside team-b's pieces: ${a.join(' ')}`);
+  assert.equal(lightWaited, 0);
+  // and pieces are bounded like requests: 6 a turn past a share of 4 wait
+  const { s } = turns(4);
+  let waited = 0;
+  for (let i = 0; i < 6; i++) if (!s.tryStart('team-b', true)) waited++;
+  assert.equal(waited, 2);
 });
 
 test('requests per turn: teams with requests waiting start their whole share beside each other, and are each held beside a team with few callers; that team never waits', async () => {
