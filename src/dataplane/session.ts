@@ -184,6 +184,8 @@ export function spdyErrorFrame(stream: number, message: string, reason: string):
 class Valve {
   private full = false;
   private held: Buffer[] | undefined;
+  /** What waits for the held pieces to be sent (the source ended or closed meanwhile). */
+  private then: Array<() => void> | undefined;
 
   /** `send`: writes a piece to the sink (false: it is full); `over`: the relay has ended. */
   constructor(private readonly source: Duplex, private readonly pace: Pace | undefined,
@@ -204,6 +206,12 @@ class Valve {
       return;
     }
     this.sent(this.send(piece));
+  }
+
+  /** Runs `f` once what is held has been sent: at once when nothing is. */
+  after(f: () => void): void {
+    if (this.held) (this.then ??= []).push(f);
+    else f();
   }
 
   /** The sink took what it had. */
@@ -227,6 +235,9 @@ class Valve {
     for (const piece of pieces) ok = this.send(piece);
     this.sent(ok);
     if (!this.full) this.source.resume();
+    const then = this.then;
+    this.then = undefined;
+    for (const f of then ?? []) f();
     return true;
   };
 }
@@ -281,10 +292,13 @@ export class Session {
     // the client went (or broke): nothing more can reach it
     const clientGone = () => this.finish(this.ending?.reason ?? 'closed', 'destroy');
     this.client.on('close', clientGone); this.client.on('error', clientGone);
-    // the upstream went: what it sent still reaches the client, then the client's side is closed
-    const upstreamGone = () => this.finish(this.ending?.reason ?? 'closed', 'end');
+    // the upstream went: what it sent still reaches the client (the pieces held for their turn
+    // too), then the client's side is closed
+    const upstreamGone = () => this.fromUpstream.after(() => this.finish(this.ending?.reason ?? 'closed', 'end'));
     this.upstream.on('close', upstreamGone); this.upstream.on('error', upstreamGone);
-    this.client.on('end', () => this.upstream.end()); this.upstream.on('end', () => this.client.end());
+    // a side that ends its sending: the other side's sending is ended after what it sent
+    this.client.on('end', () => this.toUpstream.after(() => this.upstream.end()));
+    this.upstream.on('end', () => this.fromUpstream.after(() => this.client.end()));
     if (upstreamHead.length) this.fromUpstream.pass(upstreamHead);
     if (clientHead.length) this.client.emit('data', clientHead);
     this.armIdle(this.idleMs);

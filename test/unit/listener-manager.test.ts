@@ -821,6 +821,44 @@ test('requests per turn: an interactive session\'s pieces take their namespace\'
   assert.deepEqual(waiting.splice(0).map((go) => go()), [false]);
 });
 
+test('requests per turn: what a session\'s side sent before it ended its sending or closed reaches the other side, after its turns, and only then the end', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const upload = 2 << 20, big = Buffer.alloc(4 << 20, 'd');
+  let fromClient = 0, endedAt = -1;
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'), (sock) => {
+    sock.write(switched);
+    sock.on('data', (c: Buffer) => { fromClient += c.length; });
+    // the client ended its sending: what it had sent has all come; then a download, and the upstream closes
+    sock.on('end', () => {
+      endedAt = fromClient;
+      sock.end(big);
+    });
+    sock.on('error', () => {});
+  });
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s = await silent(a, held);
+  await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
+  holdTurns(t, waiting); // every piece waits until its `go` is called
+  let got = 0, clientEnded = false;
+  s.on('data', (c: Buffer) => { got += c.length; });
+  s.on('end', () => { clientEnded = true; });
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the upgrade's turn
+  for (let i = 0; i < 300 && got < switched.length; i++) await pause(10);
+  s.end(Buffer.alloc(upload, 'u')); // an upload, then the client's end of sending
+  for (let i = 0; i < 5_000 && !clientEnded; i++) {
+    const go = waiting.shift();
+    if (go) go();
+    else await pause(1);
+  }
+  assert.equal(endedAt, upload, 'the upstream saw the end after all of the upload');
+  assert.ok(clientEnded, 'the client saw the end');
+  assert.equal(got, switched.length + big.length, 'after all of the download');
+});
+
 test('listener TLS: ECDHE suites only and no renegotiation, after a certificate reload too', async (t) => {
   const { m } = managerFor(t);
   const port = await freePort();
