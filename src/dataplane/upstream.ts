@@ -133,9 +133,9 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     stalled = setTimeout(() => res.destroy(), opts.stalledMs);
   };
   const nextTurn = () => {
-    const pieces = held!;
+    const pieces = held;
     held = undefined;
-    if (done || res.destroyed) return false; // takes no place in the turn
+    if (!pieces || done || res.destroyed) return false; // takes no place in the turn
     opts.turns.start(opts.namespace, true);
     let ok = true;
     for (const piece of pieces) ok = res.write(piece);
@@ -171,7 +171,12 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       // and let a draining listener end it cleanly
       if (headers['content-length'] !== undefined) return;
       res.flushHeaders();
-      track(() => res.end());
+      track(() => {
+        // what waits for its turn came before the end: it goes first
+        for (const piece of held ?? []) res.write(piece);
+        held = undefined;
+        res.end();
+      });
     },
     onResponseData(c, chunk) {
       if (chunk.length === 0) return; // (undici's resume hands over what it has read: maybe nothing)

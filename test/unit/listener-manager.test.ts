@@ -645,6 +645,37 @@ test('requests per turn: an answer that ends (its upstream closed) while its las
   assert.equal(body.length, size, 'every byte, the held ones too');
 });
 
+test('requests per turn: a stream cut when its caller is dropped still sends the piece that waited for its turn, then ends cleanly', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (req, res) => {
+    if (req.url !== '/watch') { res.end('ok'); return; }
+    res.writeHead(200, { 'content-type': 'text/plain' }); // no length: a stream
+    res.write('first-event\n');
+    setTimeout(() => res.write('second-event\n'), 200); // and then nothing more, never ended
+  });
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s = await silent(a, held);
+  await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
+  holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
+  let text = '';
+  s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the request's turn
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'the second piece waits for its turn');
+  assert.match(text, /first-event/);
+  assert.doesNotMatch(text, /second-event/);
+  // spec.access drops the caller: the stream ends, after what it had received
+  await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', a), up), [{ users: ['bob'] }]));
+  for (let i = 0; i < 300 && !text.endsWith('\r\n0\r\n\r\n'); i++) await pause(10);
+  assert.ok(text.endsWith('\r\n0\r\n\r\n'), `ended cleanly: ${JSON.stringify(text)}`);
+  assert.match(text, /second-event/, 'the piece that waited was sent before the end');
+  assert.deepEqual(waiting.splice(0).map((go) => go()), [false], 'and its turn takes no place');
+});
+
 test('requests per turn: a turn does not read on for a client that reads nothing; the answer goes on once it reads', async (t) => {
   const waiting: Array<() => boolean | void> = [];
   const { m, held } = managerFor(t);
