@@ -317,30 +317,47 @@ test('clients that leave while the upstream connection is still being made leave
   assert.deepEqual(logLines(op, (l) => l.level >= 40 && /slow-tls/.test(String(l.msg))).map((l) => l.msg), []);
 });
 
-test('a client that leaves while its token is being checked is not forwarded once the check is done', async () => {
-  await waitFor('no connection to slow-tls', async () => slowTlsConnections() === 0, 5_000, 100);
-  const fresh = await cp.token(ns, 'a', ['gw']); // not in the gateway's cache: a TokenReview
+test('a client that leaves while its token is being checked is not forwarded once the check is done', async (t) => {
   const reviews = async () => [...(await scrapeMetrics(cp, op.adminPort)).matchAll(/^access_gateway_token_reviews_total\{[^}]*\} (\d+)/gm)]
     .reduce((n, m) => n + Number(m[1]), 0);
-  const before = await reviews();
-  cp.pauseApiserver();
-  try {
-    // a connection of its own (not a kept one a pool might find closed), left 1 s after its
-    // request was sent: well past reaching the gateway, short of the review's 5 s timeout
-    const s = connect(port, '127.0.0.1');
-    let answer = '';
-    s.on('data', (d: Buffer) => { answer += d.toString(); });
-    s.on('error', () => {});
-    await new Promise((r) => s.once('connect', r));
-    s.write(`GET /slow-tls/whoami HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${fresh}\r\n\r\n`);
-    await new Promise((r) => setTimeout(r, 1000));
-    assert.equal(answer, '', 'no answer while the apiserver was paused');
-    s.destroy();
-    // the gateway saw it leave before the review could end: its access line (499, no caller yet)
-    const left = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.status === 499 && l.caller === '-');
-    assert.equal(left.length, 1, 'the access line of the client that left during its token check');
-  } finally {
-    cp.resumeApiserver();
+  // The apiserver is stopped (SIGSTOP, every thread) while the token is checked. Before the pause
+  // waited for every thread, the review was answered in milliseconds in 4 of 42 runs (once with
+  // the apiserver's main thread still running 10 s after its stop, which nothing here explains): an
+  // attempt whose review is answered while the apiserver is to be stopped tests nothing, and is
+  // made again.
+  let fresh = '', before = 0;
+  for (let attempt = 1; ; attempt++) {
+    assert.ok(attempt <= 3, 'the apiserver answered while stopped, three times');
+    await waitFor('no connection to slow-tls', async () => slowTlsConnections() === 0, 5_000, 100);
+    fresh = await cp.token(ns, 'a', ['gw']); // not in the gateway's cache: a TokenReview
+    before = await reviews();
+    const t0 = Date.now();
+    const undone = async () => !cp.apiserverStopped() || await reviews() > before;
+    let ok = false;
+    try {
+      await cp.pauseApiserver();
+      // a connection of its own (not a kept one a pool might find closed), left 1 s after its
+      // request was sent: well past reaching the gateway, short of the review's 5 s timeout
+      const s = connect(port, '127.0.0.1');
+      let answer = '';
+      s.on('data', (d: Buffer) => { answer += d.toString(); });
+      s.on('error', () => {});
+      await new Promise((r) => s.once('connect', r));
+      s.write(`GET /slow-tls/whoami HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${fresh}\r\n\r\n`);
+      await new Promise((r) => setTimeout(r, 1000));
+      s.destroy();
+      if (!await undone()) {
+        assert.equal(answer, '', 'no answer while the apiserver was stopped');
+        // the gateway saw it leave before the review could end: its access line (499, no caller yet)
+        const left = await waitForLogLines(op, 1, (l) => l.time >= t0 && l.msg === 'request' && l.status === 499 && l.caller === '-');
+        ok = left.length === 1 || !await undone();
+        assert.ok(left.length === 1 || !ok, 'the access line of the client that left during its token check');
+      }
+    } finally {
+      cp.resumeApiserver();
+    }
+    if (ok) break;
+    t.diagnostic(`attempt ${attempt}: the apiserver answered while it was to be stopped; again`);
   }
   // the same token again: answered once the review is done, after the first request went on
   const ok = await call('/ledger/whoami', { token: fresh });

@@ -2,7 +2,7 @@
 // integration tests and the demo. Binaries: KUBEBUILDER_ASSETS, else scripts/build-control-plane.sh.
 import { execFileSync, execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,9 +38,13 @@ export interface ControlPlane {
   restartApiserver(): Promise<void>;
   stopApiserver(): Promise<void>;
   startApiserver(): Promise<void>;
-  /** SIGSTOP, SIGCONT: the apiserver stops answering (its connections stay open), then goes on. */
-  pauseApiserver(): void;
+  /** SIGSTOP, SIGCONT: the apiserver stops answering (its connections stay open), then goes on.
+   * The pause resolves once every thread has stopped: one thread takes a stop signal for the
+   * process, and until it has, the others run on (and can answer a request sent meanwhile). */
+  pauseApiserver(): Promise<void>;
   resumeApiserver(): void;
+  /** Whether every thread of the apiserver is stopped now. */
+  apiserverStopped(): boolean;
   startControllerManager(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -145,11 +149,22 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
       procs.push(apiserver);
       await waitReady();
     },
-    pauseApiserver() {
+    async pauseApiserver() {
       apiserver.child.kill('SIGSTOP');
+      await waitFor('every thread of the apiserver stopped', async () => cp.apiserverStopped(), 5_000, 1);
     },
     resumeApiserver() {
       apiserver.child.kill('SIGCONT');
+    },
+    apiserverStopped() {
+      const task = `/proc/${apiserver.child.pid}/task`;
+      return readdirSync(task).every((tid) => {
+        try {
+          return readFileSync(`${task}/${tid}/stat`, 'utf8').split(') ')[1]![0] === 'T';
+        } catch {
+          return true; // a thread that has gone
+        }
+      });
     },
     async startControllerManager() {
       if (kcm) return;
