@@ -13,7 +13,7 @@ import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen }
 import { HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
-import { closeSoon, proxyRequest, proxyUpgrade, type UpstreamCall, type UpstreamFailure } from './upstream.js';
+import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
   AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
 } from '../errors.js';
@@ -670,7 +670,7 @@ export class Listener {
         },
       });
     };
-    const body = requestBody(req, res, this.budgets.bodies, t.plan.namespace);
+    const body = requestBody(req, res, this.budgets.bodies, { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m });
     if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
     else attempt(body, 0);
   }
@@ -848,16 +848,18 @@ function unreadBody(req: IncomingMessage): boolean {
 }
 
 /** The request body, buffered when it is small, of known length and fits the namespace's budget
- * (given back when the response closes); else 'stream'. */
-function requestBody(req: IncomingMessage, res: ServerResponse, bodies: NamespaceBudget, namespace: string): Buffer | null | 'stream' | Promise<Buffer> {
+ * (given back when the response closes); else 'stream'. Read in the namespace's turns, as a
+ * streamed body is (`paced`): one team's uploads must not fill every team's turns. */
+function requestBody(req: IncomingMessage, res: ServerResponse, bodies: NamespaceBudget, pace: Pace): Buffer | null | 'stream' | Promise<Buffer> {
   if (req.headers['transfer-encoding'] !== undefined) return 'stream';
   const len = Number(req.headers['content-length'] ?? 0);
   if (!len) return null;
-  if (!(len <= maxBufferedBody) || !bodies.take(namespace, len)) return 'stream';
-  res.once('close', () => bodies.give(namespace, len));
+  const ns = pace.namespace;
+  if (!(len <= maxBufferedBody) || !bodies.take(ns, len)) return 'stream';
+  res.once('close', () => bodies.give(ns, len));
   return (async () => {
     const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
+    for await (const c of paced(req, pace)) chunks.push(c as Buffer);
     return Buffer.concat(chunks);
   })();
 }

@@ -224,7 +224,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
  * A streamed request body whose pieces after the first take `namespace`'s turns, as a long
  * answer's do (an upload must not fill every team's turns): `req` itself when it has no body.
  */
-function paced(req: IncomingMessage, o: Pace): Readable {
+export function paced(req: IncomingMessage, o: Pace): Readable {
   // no body, or one that comes in one piece (at most 64 KiB is read at once)
   if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 64 * 1024)) return req;
   let pieces = 0;

@@ -28,6 +28,10 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     for (const row of rows) assert.ok(Number(row[1]) > 0, `${who}: nothing got through:\n${stdout}`);
   }
   assert.equal(stdout.match(/^bench-b meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/gm)?.length, 5, stdout);
+  // how busy the operator and CPU 0 were meanwhile, for each of the six neighbour cases
+  const busy = [...stdout.matchAll(/^meanwhile busy: the operator (\d+)% of its CPU, CPU 0 \(every wrk, the upstream, the control plane\) (\d+)%$/gm)];
+  assert.equal(busy.length, 6, stdout);
+  for (const b of busy) assert.ok(Number(b[1]) > 0 && Number(b[2]) > 0, `nothing measured busy:\n${stdout}`);
   assert.match(stdout, /sends its gateway requests it refuses \(401\)/);
   assert.match(stdout, /downloads 1 MiB answers through its gateway/);
   assert.match(stdout, /uploads 1 MiB bodies through its gateway/);

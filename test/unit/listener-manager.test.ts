@@ -799,6 +799,40 @@ test('requests per turn: a streamed request body waits for its turn before its n
   assert.equal(waiting.shift()!(), false, 'it takes no place in its turn');
 });
 
+test('requests per turn: a request body buffered for retries (up to 1 MiB) is read in its namespace\'s turns too', async (t) => {
+  const waiting: Array<() => boolean | void> = [];
+  const { m, held } = managerFor(t);
+  const { port: up, seen } = await bodyCounter(t);
+  const a = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  const s = await silent(a, held);
+  await exchange([s], () => get(alice), (text) => /\r\n\r\n0 true$/.test(text)); // admitted
+  const paced = holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
+  const size = 1 << 20; // buffered: sent once it is whole
+  const answer = exchange([s], () => '', (text) => /\r\n\r\n\d+ (true|false)$/.test(text));
+  upload(s, size, false);
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  waiting.shift()!(); // the request's turn
+  for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
+  assert.equal(waiting.length, 1, 'its second piece waits for a turn');
+  await pause(300);
+  assert.equal(waiting.length, 1, 'and nothing more is read meanwhile');
+  assert.equal(seen.bytes, 0, 'nothing sent before it is whole');
+  let turns = 0;
+  for (let i = 0; i < 3_000 && seen.bytes < size; i++) {
+    const go = waiting.shift();
+    if (!go) {
+      await pause(1);
+      continue;
+    }
+    go();
+    turns++;
+  }
+  assert.match((await answer)[0]!, new RegExp(`\\r\\n\\r\\n${size} true$`));
+  assert.ok(turns > 4, `read in ${turns} turns`);
+  assert.equal(paced.starts(), paced.ran, 'each turn that read a piece counted its start');
+});
+
 test('requests per turn: an interactive session\'s pieces take their namespace\'s turns, each way; one that ended takes no place', async (t) => {
   const waiting: Array<() => boolean | void> = [];
   const { m, held } = managerFor(t);
