@@ -144,15 +144,24 @@ export function addressGroup(address: string): string {
  * cannot lift the hold). A namespace with none waiting is never held below `perTurn`; teams with
  * requests waiting, beside no such one, start `perTurn` each; a trickle (less than `busy`) holds
  * no one back. Only requests make those averages: the pieces of long bodies and sessions take
- * starts (`piece`) but never make their namespace one with few callers (a slow download or a
- * chatty session would hold every busy team to one start a turn).
+ * starts but never make their namespace one with few callers (a slow download or a chatty
+ * session would hold every busy team to one start a turn).
+ *
+ * A piece costs a start per `pieceBytes` (a 64 KiB piece costs the event loop about what four
+ * small requests do): one that costs more than what is left of its namespace's share of a turn
+ * still goes, and the rest is paid from that namespace's next turns.
  */
 export class TurnShare {
   /** Starts per turn, averaged, from which a namespace with none waiting holds back those with some. */
   static readonly busy = 0.25;
+  /** The bytes of a piece that cost one start. */
+  static readonly pieceBytes = 16 * 1024;
+  /** What each namespace has started in this turn, in starts. */
   private readonly started = new Map<string, number>();
   /** Of those, requests (not pieces): what the averages are made of. */
   private readonly requests = new Map<string, number>();
+  /** Starts that pieces cost past their turn's share, paid from the next turns'. */
+  private readonly owed = new Map<string, number>();
   /** Each `go` says false when it started nothing (its client left): it takes no place in a turn. */
   private readonly waiting = new Map<string, Array<() => boolean | void>>();
   private scheduled = false;
@@ -167,25 +176,38 @@ export class TurnShare {
   }
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its
-   * share of it (one with some waiting has: new requests go behind those). `piece`: a piece of a
-   * body or session, not a request. */
-  tryStart(namespace: string, piece = false): boolean {
+   * share of it (one with some waiting has: new requests go behind those). `bytes`: a piece of a
+   * body or session of that size, not a request. */
+  tryStart(namespace: string, bytes?: number): boolean {
     if (this.perTurn === 0) return true;
     const n = this.started.get(namespace) ?? 0;
-    if (n >= this.held && (n >= this.perTurn || this.waiting.has(namespace))) return false;
-    this.count(namespace, n, piece);
+    const share = this.share(namespace);
+    if (n >= share) return false;
+    this.count(namespace, n, bytes, share);
     return true;
   }
 
   /** Counts a start in this turn whatever the bound (what `wait` ran). */
-  start(namespace: string, piece = false): void {
+  start(namespace: string, bytes?: number): void {
     if (this.perTurn === 0) return;
-    this.count(namespace, this.started.get(namespace) ?? 0, piece);
+    this.count(namespace, this.started.get(namespace) ?? 0, bytes, this.held);
   }
 
-  private count(namespace: string, n: number, piece: boolean): void {
-    this.started.set(namespace, n + 1);
-    if (!piece) this.requests.set(namespace, (this.requests.get(namespace) ?? 0) + 1);
+  /** What `namespace` may start in this turn: with some waiting, what the hold lets it; else the bound. */
+  private share(namespace: string): number {
+    return this.waiting.has(namespace) ? this.held : Math.max(this.held, this.perTurn);
+  }
+
+  private count(namespace: string, n: number, bytes: number | undefined, share: number): void {
+    if (bytes === undefined) {
+      this.started.set(namespace, n + 1);
+      this.requests.set(namespace, (this.requests.get(namespace) ?? 0) + 1);
+    } else {
+      const cost = Math.max(1, Math.ceil(bytes / TurnShare.pieceBytes));
+      this.started.set(namespace, n + cost);
+      const past = n + cost - Math.max(n, share);
+      if (past > 0) this.owed.set(namespace, (this.owed.get(namespace) ?? 0) + past);
+    }
     this.schedule();
   }
 
@@ -205,7 +227,7 @@ export class TurnShare {
 
   /** The averages, with the last turn's starts, and what a namespace with requests waiting may
    * start in the coming one. */
-  private share(): void {
+  private average(): void {
     for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
     for (const [ns, n] of this.requests) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
     let few = Infinity; // the least busy namespace with none waiting, among those busy
@@ -219,17 +241,24 @@ export class TurnShare {
 
   private readonly turn = (): void => {
     this.scheduled = false;
-    this.share();
+    this.average();
     this.started.clear();
     this.requests.clear();
+    // what pieces owe is paid first, out of each namespace's share of this turn
+    for (const [ns, owed] of this.owed) {
+      const paid = Math.min(owed, this.share(ns));
+      this.started.set(ns, paid);
+      if (owed > paid) this.owed.set(ns, owed - paid);
+      else this.owed.delete(ns);
+    }
     // only what each queue held when the turn began: what a `go` waits for again goes behind, to a
-    // later turn; each `go` counts its own start
+    // later turn; each `go` counts its own start (a piece's at its cost)
     const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
     const cap = this.held || Infinity; // (0: no limit)
     for (const [ns, q, had] of queues) {
       let i = 0, n = 0;
       try {
-        while (n < cap && i < had) {
+        while (n < cap && (this.started.get(ns) ?? 0) < cap && i < had) {
           try {
             if (q[i++]!() !== false) n++;
           } catch (err) {
@@ -242,7 +271,8 @@ export class TurnShare {
         if (q.length === 0 && this.waiting.get(ns) === q) this.waiting.delete(ns);
       }
     }
-    if (this.waiting.size > 0) this.schedule();
+    // (a turn that started or paid anything is followed by one that clears it)
+    if (this.waiting.size > 0 || this.started.size > 0) this.schedule();
   };
 }
 

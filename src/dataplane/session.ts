@@ -198,7 +198,7 @@ class Valve {
       return;
     }
     const p = this.pace;
-    if (p && !p.turns.tryStart(p.namespace, true)) {
+    if (p && !p.turns.tryStart(p.namespace, piece.length)) {
       this.held = [piece];
       p.m.pieceDeferred();
       this.source.pause();
@@ -230,9 +230,12 @@ class Valve {
     const pieces = this.held!;
     this.held = undefined;
     if (this.over()) return false;
-    this.pace!.turns.start(this.pace!.namespace, true);
-    let ok = true;
-    for (const piece of pieces) ok = this.send(piece);
+    let ok = true, bytes = 0;
+    for (const piece of pieces) {
+      ok = this.send(piece);
+      bytes += piece.length;
+    }
+    this.pace!.turns.start(this.pace!.namespace, bytes);
     this.sent(ok);
     if (!this.full) this.source.resume();
     const then = this.then;

@@ -37,10 +37,10 @@ export interface UpstreamCall {
 
 /** The turns of the event loop a namespace's work takes (`TurnShare`). */
 export interface Turns {
-  /** `piece`: a piece of a body or session (it takes a start, but is not a request). */
-  tryStart(namespace: string, piece?: boolean): boolean;
+  /** `bytes`: a piece of a body or session of that size (it costs a start per 16 KiB, and is not a request). */
+  tryStart(namespace: string, bytes?: number): boolean;
   /** Counts a start in this turn (what a `wait`'s `go` does when it starts something). */
-  start(namespace: string, piece?: boolean): void;
+  start(namespace: string, bytes?: number): void;
   wait(namespace: string, go: () => boolean | void): void;
 }
 
@@ -136,9 +136,12 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     const pieces = held;
     held = undefined;
     if (!pieces || done || res.destroyed) return false; // takes no place in the turn
-    opts.turns.start(opts.namespace, true);
-    let ok = true;
-    for (const piece of pieces) ok = res.write(piece);
+    let ok = true, bytes = 0;
+    for (const piece of pieces) {
+      ok = res.write(piece);
+      bytes += piece.length;
+    }
+    opts.turns.start(opts.namespace, bytes);
     if (endHeld) {
       res.end();
       finish();
@@ -190,7 +193,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       if (++pieces > 1) {
         if (!tracked) track(() => res.destroy());
         // each later piece takes a turn: past the namespace's share, it waits for a later one
-        if (!opts.turns.tryStart(opts.namespace, true)) {
+        if (!opts.turns.tryStart(opts.namespace, chunk.length)) {
           held = [chunk];
           opts.m.pieceDeferred();
           c.pause();
@@ -230,7 +233,7 @@ export function paced(req: IncomingMessage, o: Pace): Readable {
   let pieces = 0;
   const body = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      if (++pieces === 1 || o.turns.tryStart(o.namespace, true)) {
+      if (++pieces === 1 || o.turns.tryStart(o.namespace, chunk.length)) {
         done(null, chunk);
         return;
       }
@@ -239,7 +242,7 @@ export function paced(req: IncomingMessage, o: Pace): Readable {
       o.turns.wait(o.namespace, () => {
         // a body no one reads any more (the request is over: undici destroys it) takes no place
         if (body.destroyed) return false;
-        o.turns.start(o.namespace, true);
+        o.turns.start(o.namespace, chunk.length);
         done(null, chunk);
         return true;
       });

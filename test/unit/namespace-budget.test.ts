@@ -120,7 +120,7 @@ test('requests per turn: a namespace alone starts that many per turn of the even
 /** Teams with 1,000 requests each waiting (`floods`), 2 more of theirs each turn, and teams with
  * none waiting starting `light[ns](turn)` between turns: what each flood started in each turn (in
  * order), and the light teams' requests that waited. */
-async function beside(perTurn: number, turnsRun: number, light: Record<string, (turn: number) => number>, floods = ['team-a'], lightPieces = false): Promise<{ a: number[]; perFlood: number[][]; lightWaited: number }> {
+async function beside(perTurn: number, turnsRun: number, light: Record<string, (turn: number) => number>, floods = ['team-a'], lightPiece?: number): Promise<{ a: number[]; perFlood: number[][]; lightWaited: number }> {
   const { s, run } = turns(perTurn);
   const ran = new Map(floods.map((f) => [f, [] as number[]]));
   const sent = new Map(floods.map((f) => [f, 0]));
@@ -135,9 +135,9 @@ async function beside(perTurn: number, turnsRun: number, light: Record<string, (
   for (let turn = 0; turn < turnsRun; turn++) {
     for (const [ns, starts] of Object.entries(light)) {
       for (let i = starts(turn); i > 0; i--) {
-        if (s.tryStart(ns, lightPieces)) continue;
+        if (s.tryStart(ns, lightPiece)) continue;
         lightWaited++;
-        s.wait(ns, () => s.start(ns, lightPieces));
+        s.wait(ns, () => s.start(ns, lightPiece));
       }
     }
     const before = floods.map((f) => ran.get(f)!.length);
@@ -179,14 +179,56 @@ test('requests per turn: beside one starting 4, 2 or 1.25 a turn, about as many;
 
 test('requests per turn: pieces of a body or session take starts but never make a team one with few callers: beside a trickle of them, a flood keeps its whole share', async () => {
   // the same starts as the team with few callers above, but pieces (a slow download, a chatty session)
-  const { a, lightWaited } = await beside(4, 80, { 'team-b': (turn) => turn % 2 === 0 ? 1 : 0 }, ['team-a'], true);
+  const { a, lightWaited } = await beside(4, 80, { 'team-b': (turn) => turn % 2 === 0 ? 1 : 0 }, ['team-a'], 100);
   assert.deepEqual(a, Array(80).fill(4), `beside team-b's pieces: ${a.join(' ')}`);
   assert.equal(lightWaited, 0);
   // and pieces are bounded like requests: 6 a turn past a share of 4 wait
   const { s } = turns(4);
   let waited = 0;
-  for (let i = 0; i < 6; i++) if (!s.tryStart('team-b', true)) waited++;
+  for (let i = 0; i < 6; i++) if (!s.tryStart('team-b', 100)) waited++;
   assert.equal(waited, 2);
+});
+
+/** team-a with 1,000 pieces of `bytes` waiting (beside team-b's one request every other turn
+ * when `few`): how many it started in each of 40 turns. */
+async function pieceTurns(bytes: number, few: boolean): Promise<number[]> {
+  const s = new TurnShare(4, (err) => { throw err; });
+  let started = 0;
+  const go = () => { s.start('team-a', bytes); started++; };
+  for (let i = 0; i < 1000; i++) {
+    if (s.tryStart('team-a', bytes)) started++;
+    else s.wait('team-a', go);
+  }
+  const per: number[] = [];
+  for (let turn = 0; turn < 40; turn++) {
+    if (few && turn % 2 === 0) assert.ok(s.tryStart('team-b'), 'team-b never waits');
+    const before = started;
+    await nextTurn();
+    per.push(started - before);
+  }
+  return per;
+}
+
+test('requests per turn: a piece costs a start per 16 KiB; what it costs past its namespace\'s share is paid from its next turns', async () => {
+  // the whole share (4): four 16 KiB pieces a turn, or one of 64 KiB
+  assert.deepEqual((await pieceTurns(16 << 10, false)).slice(1), Array(39).fill(4));
+  assert.deepEqual((await pieceTurns(64 << 10, false)).slice(1), Array(39).fill(1));
+  // held to one a turn beside a team with few callers: a 64 KiB piece every fourth turn
+  assert.deepEqual((await pieceTurns(16 << 10, true)).slice(20), Array(20).fill(1));
+  const big = (await pieceTurns(64 << 10, true)).slice(20);
+  assert.equal(big.reduce((a, b) => a + b, 0), 5, `one in four turns: ${big.join(' ')}`);
+  assert.ok(big.every((n) => n <= 1), big.join(' '));
+  // what a piece owes is paid whether or not more wait: one of 1 MiB (64 starts) with a share of 4
+  // leaves 60 owed, 15 turns; the namespace starts again in the turn after
+  const s = new TurnShare(4, (err) => { throw err; });
+  assert.ok(s.tryStart('team-a', 1 << 20));
+  let turns = 0;
+  while (!s.tryStart('team-a') && turns < 100) {
+    await nextTurn();
+    turns++;
+  }
+  assert.equal(turns, 16);
+  assert.ok(s.tryStart('team-b'), 'another namespace owes nothing');
 });
 
 test('requests per turn: teams with requests waiting start their whole share beside each other, and are each held beside a team with few callers; that team never waits', async () => {
