@@ -22,6 +22,14 @@ export function cpuMs(pids: number[]): number {
   return ticks * 10; // USER_HZ = 100
 }
 
+/** Busy and total time (ticks) of one CPU so far (/proc/stat): busy is all but idle and iowait. */
+export function cpuTicks(cpu: number): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `))!;
+  const t = line.trim().split(/\s+/).slice(1, 9).map(Number); // user nice system idle iowait irq softirq steal
+  const total = t.reduce((a, b) => a + b, 0);
+  return { busy: total - t[3]! - t[4]!, total };
+}
+
 function children(pid: number): number[] {
   return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 }

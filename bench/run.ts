@@ -25,7 +25,7 @@ import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
 import { parseWrk, wrk, type WrkResult } from './wrk.js';
 import { topSelfTime } from './profile-summary.js';
-import { cpuMs, pin, rssMiB, tree } from './procfs.js';
+import { cpuMs, cpuTicks, pin, rssMiB, tree } from './procfs.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -266,7 +266,10 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     // invariant: a team cannot slow another's gateway). All wrk on CPU 0, the operator on CPU 1.
     // Twice: a flood of requests on kept connections, and a flood of new TLS connections (each
     // request on a connection of its own: a full handshake each, no session resumed).
-    type Neighbour = { alone: WrkResult; flooded: WrkResult; flood: WrkResult };
+    // (while the few callers measure beside the flood: how busy the operator was, of its CPU 1,
+    // and CPU 0, where every wrk, the upstream and the control plane run: a flood that fills CPU 0
+    // slows the few callers' wrk and upstream too, whatever the operator does)
+    type Neighbour = { alone: WrkResult; flooded: WrkResult; flood: WrkResult; opBusy: number; cpu0Busy: number };
     const neighbourRounds = async (what: string, few: { url: string; headers: Record<string, string>; connections?: number },
       flood: () => Promise<WrkResult>, refused = false, admitted = 0): Promise<Neighbour[]> => {
       const runs: Neighbour[] = [];
@@ -277,14 +280,17 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
         const flooding = flood();
         flooding.catch(() => {}); // seen when awaited below; not an unhandled rejection meanwhile
         await new Promise((res) => setTimeout(res, 1000));
+        const op0 = cpuMs([opPid]), c0 = cpuTicks(0), t0 = performance.now();
         const flooded = await wrk(few.url, mine);
+        const opBusy = (cpuMs([opPid]) - op0) / (performance.now() - t0), c1 = cpuTicks(0);
+        const cpu0Busy = (c1.busy - c0.busy) / (c1.total - c0.total);
         const flooder = await flooding;
         for (const [name, x] of [['alone', alone], ['flooded', flooded], ['flood', flooder]] as const) {
           // a refused flood: each connection admitted (an answer 2xx each at least), the rest refused
           const bad = name === 'flood' && refused ? (x.non2xx === 0 || x.requests - x.non2xx < admitted) : (x.non2xx > 0 || x.errors > 0);
           if (bad) throw new Error(`${what} (${name}): ${x.non2xx} non-2xx answers, ${x.errors} socket errors`);
         }
-        runs.push({ alone, flooded, flood: flooder });
+        runs.push({ alone, flooded, flood: flooder, opBusy, cpu0Busy });
       }
       return runs;
     };
@@ -307,7 +313,8 @@ end
     // the same team downloading 1 MiB answers on 64 connections: a long answer's pieces
     const downloadRuns = await neighbourRounds('download neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
       () => wrk(`http://127.0.0.1:${gw.logNone}/big`, { ...flood, connections: 64, headers: auth }));
-    // ...and uploading 1 MiB bodies (streamed: past what a Service route buffers)
+    // ...and uploading 1 MiB bodies (buffered for retries: a Service route buffers up to 1 MiB; read
+    // in the same turns as a streamed body)
     const uploadScript = join(dir, 'upload.lua');
     writeFileSync(uploadScript, 'wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n');
     const uploadRuns = await neighbourRounds('upload neighbour', { url: `http://127.0.0.1:${neighbour.port}/`, headers: neighbour.auth },
@@ -376,6 +383,7 @@ end
       console.log(line(`${few}, meanwhile`, (x) => x.flooded));
       console.log(line(other, (x) => x.flood));
       console.log(`${few} meanwhile / alone: ${m(share).toFixed(2)}× req/s${range(share)}, p99 ${m(p99).toFixed(2)}×${range(p99)}`);
+      console.log(`meanwhile busy: the operator ${Math.round(m((x) => x.opBusy) * 100)}% of its CPU, CPU 0 (every wrk, the upstream, the control plane) ${Math.round(m((x) => x.cpu0Busy) * 100)}%`);
     };
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} floods its gateway (${floodConnections} connections)`, neighbourRuns);
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} sends its gateway requests it refuses (401) on ${floodConnections} connections, each admitted once`, refusedRuns);
