@@ -129,8 +129,8 @@ export function addressGroup(address: string): string {
 }
 
 /**
- * Requests a namespace may start forwarding in one turn of the event loop; more wait for the next
- * turns, in order. When one team's requests fill the loop, every turn is as long as all of them,
+ * Requests (and pieces of long bodies: below) a namespace may start in one turn of the event
+ * loop; more wait for the next turns, in order. When one team's requests fill the loop, every turn is as long as all of them,
  * and every other team's request waits for that: so a team starts at most `perTurn` per turn, and
  * its other requests wait in its queue, not in every team's turn. (Held back alone too: a team
  * that was alone when another's first request came would have made that turn long. Measured
@@ -177,20 +177,29 @@ export class TurnShare {
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its
    * share of it (one with some waiting has: new requests go behind those). `bytes`: a piece of a
-   * body or session of that size, not a request. */
+   * body or session of that size, not a request: it counts a start per 16 KiB, and what is past
+   * the share is owed. */
   tryStart(namespace: string, bytes?: number): boolean {
     if (this.perTurn === 0) return true;
     const n = this.started.get(namespace) ?? 0;
     const share = this.share(namespace);
     if (n >= share) return false;
-    this.count(namespace, n, bytes, share);
+    this.count(namespace, n, bytes === undefined ? 0 : pieceCost(bytes), share);
     return true;
   }
 
-  /** Counts a start in this turn whatever the bound (what `wait` ran). */
+  /** Counts a start (a piece's: its cost) in this turn whatever the bound (what `wait` ran). */
   start(namespace: string, bytes?: number): void {
     if (this.perTurn === 0) return;
-    this.count(namespace, this.started.get(namespace) ?? 0, bytes, this.held);
+    this.count(namespace, this.started.get(namespace) ?? 0, bytes === undefined ? 0 : pieceCost(bytes), this.held);
+  }
+
+  /** Counts what a piece that took no start of its own costs past one start (a request's first
+   * piece: its request took one), whatever the bound: past the share, it is owed. */
+  charge(namespace: string, bytes: number): void {
+    if (this.perTurn === 0 || bytes <= TurnShare.pieceBytes) return;
+    const n = this.started.get(namespace) ?? 0;
+    this.count(namespace, n, pieceCost(bytes) - 1, this.share(namespace));
   }
 
   /** What `namespace` may start in this turn: with some waiting, what the hold lets it; else the bound. */
@@ -198,12 +207,13 @@ export class TurnShare {
     return this.waiting.has(namespace) ? this.held : Math.max(this.held, this.perTurn);
   }
 
-  private count(namespace: string, n: number, bytes: number | undefined, share: number): void {
-    if (bytes === undefined) {
+  /** `cost` 0: a request (one start, in the averages); else a piece's starts, what is past
+   * `share` owed. */
+  private count(namespace: string, n: number, cost: number, share: number): void {
+    if (cost === 0) {
       this.started.set(namespace, n + 1);
       this.requests.set(namespace, (this.requests.get(namespace) ?? 0) + 1);
     } else {
-      const cost = Math.max(1, Math.ceil(bytes / TurnShare.pieceBytes));
       this.started.set(namespace, n + cost);
       const past = n + cost - Math.max(n, share);
       if (past > 0) this.owed.set(namespace, (this.owed.get(namespace) ?? 0) + past);
@@ -276,6 +286,11 @@ export class TurnShare {
   };
 }
 
+/** A piece's starts: one per `TurnShare.pieceBytes`, at least one. */
+function pieceCost(bytes: number): number {
+  return Math.max(1, Math.ceil(bytes / TurnShare.pieceBytes));
+}
+
 /** A namespace's budgets, shared by all of its listeners. */
 export interface Budgets {
   /** Admitted connections. */
@@ -284,7 +299,7 @@ export interface Budgets {
   unadmitted: UnadmittedConnections;
   /** Bytes of request bodies held in memory (Service routes buffer small ones so they can be retried). */
   bodies: NamespaceBudget;
-  /** Requests started per turn of the event loop. */
+  /** Requests and pieces of long bodies started per turn of the event loop. */
   turns: TurnShare;
   /** TLS handshakes' share of the event loop, namespaces in turn. */
   handshakes: HandshakeShare;

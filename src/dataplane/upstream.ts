@@ -41,12 +41,15 @@ export interface Turns {
   tryStart(namespace: string, bytes?: number): boolean;
   /** Counts a start in this turn (what a `wait`'s `go` does when it starts something). */
   start(namespace: string, bytes?: number): void;
+  /** Counts what a request's one piece of `bytes` costs past the start its request took. */
+  charge(namespace: string, bytes: number): void;
   wait(namespace: string, go: () => boolean | void): void;
 }
 
 /** A namespace's turns, for the pieces of its long bodies and sessions: each piece after a body's
- * first takes a start (every piece of a session); past the namespace's share it is held, its
- * source paused, and sent at a later turn, which counts its start (deferrals counted in `m`). */
+ * first takes a start per 16 KiB (every piece of a session); past the namespace's share it is
+ * held, its source paused, and sent at a later turn, which counts its start (deferrals counted in
+ * `m`). */
 export interface Pace {
   turns: Turns;
   namespace: string;
@@ -175,9 +178,14 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       if (headers['content-length'] !== undefined) return;
       res.flushHeaders();
       track(() => {
-        // what waits for its turn came before the end: it goes first
-        for (const piece of held ?? []) res.write(piece);
+        // what waits for its turn came before the end: it goes first (counted, owed if past the share)
+        let bytes = 0;
+        for (const piece of held ?? []) {
+          res.write(piece);
+          bytes += piece.length;
+        }
         held = undefined;
+        if (bytes) opts.turns.start(opts.namespace, bytes);
         res.end();
       });
     },
@@ -190,7 +198,9 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       // a body with a length that comes in more than one piece or waits for its client (a
       // download, a trickle): from now on it may outlive its access (notAfter, a spec change) or
       // the drain, and is cut then (one piece, the usual small answer, costs nothing here)
-      if (++pieces > 1) {
+      if (++pieces === 1) {
+        opts.turns.charge(opts.namespace, chunk.length); // a long first piece costs more than its request's start
+      } else {
         if (!tracked) track(() => res.destroy());
         // each later piece takes a turn: past the namespace's share, it waits for a later one
         if (!opts.turns.tryStart(opts.namespace, chunk.length)) {
@@ -224,16 +234,28 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
 }
 
 /**
- * A streamed request body whose pieces after the first take `namespace`'s turns, as a long
- * answer's do (an upload must not fill every team's turns): `req` itself when it has no body.
+ * A request body (streamed on, or read whole to be buffered) whose pieces after the first take
+ * `namespace`'s turns, as a long answer's do (an upload must not fill every team's turns); the
+ * first piece, or a body of at most 64 KiB, is charged what it costs past its request's start.
+ * `req` itself when it has at most 64 KiB.
  */
 export function paced(req: IncomingMessage, o: Pace): Readable {
-  // no body, or one that comes in one piece (at most 64 KiB is read at once)
-  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 64 * 1024)) return req;
+  // no body, or one that comes in one piece or two (at most 64 KiB is read at once): what it
+  // costs past its request's start is counted
+  const len = Number(req.headers['content-length']);
+  if (req.headers['transfer-encoding'] === undefined && !(len > 64 * 1024)) {
+    if (len > 0) o.turns.charge(o.namespace, len);
+    return req;
+  }
   let pieces = 0;
   const body = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      if (++pieces === 1 || o.turns.tryStart(o.namespace, chunk.length)) {
+      if (++pieces === 1) {
+        o.turns.charge(o.namespace, chunk.length);
+        done(null, chunk);
+        return;
+      }
+      if (o.turns.tryStart(o.namespace, chunk.length)) {
         done(null, chunk);
         return;
       }

@@ -658,7 +658,7 @@ test('requests per turn: a stream cut when its caller is dropped still sends the
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
   const s = await silent(a, held);
   await exchange([s], () => get(alice), (text) => text.endsWith('ok')); // admitted
-  holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
+  const turns = holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`);
@@ -669,10 +669,12 @@ test('requests per turn: a stream cut when its caller is dropped still sends the
   assert.match(text, /first-event/);
   assert.doesNotMatch(text, /second-event/);
   // spec.access drops the caller: the stream ends, after what it had received
+  const starts = turns.starts();
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', a), up), [{ users: ['bob'] }]));
   for (let i = 0; i < 300 && !text.endsWith('\r\n0\r\n\r\n'); i++) await pause(10);
   assert.ok(text.endsWith('\r\n0\r\n\r\n'), `ended cleanly: ${JSON.stringify(text)}`);
   assert.match(text, /second-event/, 'the piece that waited was sent before the end');
+  assert.equal(turns.starts(), starts + 1, 'and counted in its namespace\'s turn');
   assert.deepEqual(waiting.splice(0).map((go) => go()), [false], 'and its turn takes no place');
 });
 
@@ -797,6 +799,27 @@ test('requests per turn: a streamed request body waits for its turn before its n
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
   assert.equal(waiting.length, 1, 'its second piece waited for a turn');
   assert.equal(waiting.shift()!(), false, 'it takes no place in its turn');
+});
+
+test('requests per turn: a request\'s one long piece (an answer of 64 KiB, an upload of 64 KiB) is charged to its namespace', async (t) => {
+  const { m, held } = managerFor(t);
+  const { port: up } = await bodyCounter(t);
+  const big = await upstreamFor(t, (_req, res) => res.end(Buffer.alloc(64 << 10, 'a')));
+  const a = await freePort(), b = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), big));
+  const charged = t.mock.method(TurnShare.prototype, 'charge');
+  const s = await silent(a, held), s2 = await silent(b, held);
+  const upAnswer = exchange([s], () => '', (text) => /\r\n\r\n\d+ (true|false)$/.test(text));
+  upload(s, 64 << 10, false);
+  assert.match((await upAnswer)[0]!, /\r\n\r\n65536 true$/);
+  let got = 0;
+  s2.on('data', (c: Buffer) => { got += c.length; });
+  s2.write(get(alice));
+  for (let i = 0; i < 300 && got < 64 << 10; i++) await pause(10);
+  const calls = charged.mock.calls.map((c) => c.arguments);
+  assert.ok(calls.some(([ns, bytes]) => ns === 'team-a' && bytes === 64 << 10), `the upload: ${JSON.stringify(calls)}`);
+  assert.ok(calls.some(([ns, bytes]) => ns === 'team-b' && (bytes as number) >= 16 << 10), `the answer's first piece: ${JSON.stringify(calls)}`);
 });
 
 test('requests per turn: a request body buffered for retries (up to 1 MiB) is read in its namespace\'s turns too', async (t) => {

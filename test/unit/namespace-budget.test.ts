@@ -231,6 +231,18 @@ test('requests per turn: a piece costs a start per 16 KiB; what it costs past it
   assert.ok(s.tryStart('team-b'), 'another namespace owes nothing');
 });
 
+test('requests per turn: a request whose one piece is long is charged what that costs past its start; past the share it is owed', async () => {
+  const s = new TurnShare(4, (err) => { throw err; });
+  assert.ok(s.tryStart('team-a'));
+  s.charge('team-a', 1024); // a small answer: nothing more
+  assert.ok(s.tryStart('team-a'));
+  s.charge('team-a', 64 << 10); // three more starts: 5, one past the share of 4
+  assert.equal(s.tryStart('team-a'), false);
+  assert.ok(s.tryStart('team-b'), 'another namespace is not charged');
+  await nextTurn(); // the one owed is paid first: three more
+  assert.deepEqual([1, 2, 3, 4].map(() => s.tryStart('team-a')), [true, true, true, false]);
+});
+
 test('requests per turn: teams with requests waiting start their whole share beside each other, and are each held beside a team with few callers; that team never waits', async () => {
   const two = await beside(4, 40, {}, ['team-a', 'team-c']);
   for (const f of two.perFlood) assert.deepEqual(f, Array(40).fill(4), `two floods alone: ${two.perFlood.join(' | ')}`);
