@@ -408,6 +408,22 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
+/** Runs what waits in `waiting`, a turn at a time, until `done` (at most 3,000 tries; a try with
+ * nothing waiting waits 1 ms); says how many turns ran. */
+async function runTurns(waiting: Array<() => boolean | void>, done: () => boolean): Promise<number> {
+  let turns = 0;
+  for (let i = 0; i < 3_000 && !done(); i++) {
+    const go = waiting.shift();
+    if (!go) {
+      await pause(1);
+      continue;
+    }
+    go();
+    turns++;
+  }
+  return turns;
+}
+
 /** Turns that say no to every request and piece (`tryStart`), and keep each `go` in `waiting` to be
  * called by the test; `ran`: the `go`s that started something, `starts()`: the starts counted. */
 function holdTurns(t: TestContext, waiting: Array<() => boolean | void>) {
@@ -591,16 +607,7 @@ test('requests per turn: a long answer waits for its turn before its next piece 
   assert.ok(before > 0 && before <= 65_536 + 1_024, `its first piece came, not the one that waits: ${before}`);
   await pause(300);
   assert.equal(got, before, 'no more until its turn');
-  let turns = 0;
-  for (let i = 0; i < 3_000 && got <= big.length; i++) { // (got counts the head too)
-    const go = waiting.shift();
-    if (!go) {
-      await pause(1);
-      continue;
-    }
-    go();
-    turns++;
-  }
+  const turns = await runTurns(waiting, () => got > big.length); // (got counts the head too)
   assert.ok(got > big.length && turns > 4, `the rest came, in ${turns} turns`);
   assert.equal(paced.starts(), paced.ran, 'each turn that sent a piece counted its start');
   // a second download whose client leaves while it waits for a turn
@@ -635,11 +642,7 @@ test('requests per turn: an answer that ends (its upstream closed) while its las
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
   waiting.shift()!(); // the request's turn
   await pause(300); // the upstream has sent it all and closed
-  for (let i = 0; i < 3_000 && !text.endsWith('\r\n0\r\n\r\n'); i++) {
-    const go = waiting.shift();
-    if (go) go();
-    else await pause(1);
-  }
+  await runTurns(waiting, () => text.endsWith('\r\n0\r\n\r\n'));
   assert.ok(text.endsWith('\r\n0\r\n\r\n'), 'the answer ended');
   const body = text.slice(text.indexOf('\r\n\r\n') + 4).replace(/(^|\r\n)[0-9a-f]+\r\n/g, '').replace(/\r\n$/, '');
   assert.equal(body.length, size, 'every byte, the held ones too');
@@ -705,11 +708,7 @@ test('requests per turn: a turn does not read on for a client that reads nothing
   let got = 0;
   s.on('data', (c: Buffer) => { got += c.length; });
   s.resume();
-  for (let i = 0; i < 3_000 && got <= big.length; i++) {
-    const go = waiting.shift();
-    if (go) go();
-    else await pause(1);
-  }
+  await runTurns(waiting, () => got > big.length);
   assert.ok(got > big.length, 'the rest came once the client read');
 });
 
@@ -775,16 +774,7 @@ test('requests per turn: a streamed request body waits for its turn before its n
   assert.ok(before > 0 && before < size, `part of the body came: ${before}`);
   await pause(300);
   assert.equal(seen.bytes, before, 'no more until its turn');
-  let turns = 0;
-  for (let i = 0; i < 3_000 && seen.bytes < size; i++) {
-    const go = waiting.shift();
-    if (!go) {
-      await pause(1);
-      continue;
-    }
-    go();
-    turns++;
-  }
+  const turns = await runTurns(waiting, () => seen.bytes >= size);
   assert.match((await answer)[0]!, new RegExp(`\\r\\n\\r\\n${size} true$`));
   assert.ok(turns > 4, `the rest came, in ${turns} turns`);
   assert.equal(paced.starts(), paced.ran, 'each turn that sent a piece counted its start');
@@ -841,16 +831,7 @@ test('requests per turn: a request body buffered for retries (up to 1 MiB) is re
   await pause(300);
   assert.equal(waiting.length, 1, 'and nothing more is read meanwhile');
   assert.equal(seen.bytes, 0, 'nothing sent before it is whole');
-  let turns = 0;
-  for (let i = 0; i < 3_000 && seen.bytes < size; i++) {
-    const go = waiting.shift();
-    if (!go) {
-      await pause(1);
-      continue;
-    }
-    go();
-    turns++;
-  }
+  const turns = await runTurns(waiting, () => seen.bytes >= size);
   assert.match((await answer)[0]!, new RegExp(`\\r\\n\\r\\n${size} true$`));
   assert.ok(turns > 4, `read in ${turns} turns`);
   assert.equal(paced.starts(), paced.ran, 'each turn that read a piece counted its start');
@@ -888,16 +869,7 @@ test('requests per turn: an interactive session\'s pieces take their namespace\'
   assert.equal(got, before, 'no more until its turn');
   // the other way: what the client sends waits for its turns too
   s.write(Buffer.alloc(4 << 20, 'u'));
-  let turns = 0;
-  for (let i = 0; i < 3_000 && (got < big.length || fromClient < 4 << 20); i++) {
-    const go = waiting.shift();
-    if (!go) {
-      await pause(1);
-      continue;
-    }
-    go();
-    turns++;
-  }
+  const turns = await runTurns(waiting, () => got >= big.length && fromClient >= 4 << 20);
   assert.ok(got > big.length && fromClient === 4 << 20, `all of it came, each way (${got}, ${fromClient})`);
   assert.ok(turns > 8, `in turns: ${turns}`);
   assert.equal(paced.starts(), paced.ran, 'each turn that sent a piece counted its start');
