@@ -4,7 +4,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { Pool } from 'undici';
+import { Pool } from '../undici.js';
 import { Recent } from '../recent.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 

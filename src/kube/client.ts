@@ -4,7 +4,7 @@
 import { loadClusterAccess, type ClusterAccess } from './kubeconfig.js';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext } from 'node:tls';
-import { Agent, Pool, request, type Dispatcher } from 'undici';
+import { Agent, Pool, type Dispatcher } from '../undici.js';
 import type { Logger } from 'pino';
 
 /** A non-2xx answer of the apiserver: its status, and the reason and message of its Status body. */
@@ -90,9 +90,10 @@ export class KubeClient {
   /** One call; the parsed answer on 2xx, else throws ApiError (every caller goes through here). */
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const { body } = opts;
-    const res = await request(new URL(path, this.server), {
-      dispatcher: this.dispatcher,
-      method: method as any,
+    const url = new URL(path, this.server);
+    const res = await this.dispatcher.request({
+      origin: url.origin, path: url.pathname + url.search,
+      method: method as Dispatcher.HttpMethod,
       headers: this.headers({
         ...(body === undefined ? {} : { 'content-type': opts.contentType ?? 'application/json' }),
         ...(opts.accept ? { accept: opts.accept } : {}),
@@ -112,8 +113,9 @@ export class KubeClient {
   /** Streams a watch; `onEvent` gets each decoded event. Resolves when the server ends the stream. */
   async watch(path: string, signal: AbortSignal, idleTimeoutMs: number, accept: string | undefined,
     onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
-    const res = await request(new URL(path, this.server), {
-      dispatcher: this.dispatcher, method: 'GET', headers: this.headers(accept ? { accept } : undefined), signal,
+    const url = new URL(path, this.server);
+    const res = await this.dispatcher.request({
+      origin: url.origin, path: url.pathname + url.search, method: 'GET', headers: this.headers(accept ? { accept } : undefined), signal,
       headersTimeout: 30_000, bodyTimeout: idleTimeoutMs,
     });
     if (res.statusCode !== 200) {
