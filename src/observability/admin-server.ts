@@ -1,7 +1,6 @@
 // The admin port: /healthz (alive), /readyz (caches synced, listeners programmed), /metrics
 // (with `metricsAuth`: only for a bearer token the apiserver authenticates and authorises).
-import express, { type Response } from 'express';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AdminDecision } from './admin-auth.js';
 import type { Exposition } from './metrics.js';
 
@@ -28,15 +27,22 @@ const refusals: Record<Exclude<AdminDecision, 'allowed'>, [number, string]> = {
   overloaded: [503, 'Service Unavailable: too many token checks waiting'],
 };
 
-function refuse(res: Response, d: Exclude<AdminDecision, 'allowed'>, path: string): void {
-  const [status, text] = refusals[d];
-  if (status === 401) res.set('WWW-Authenticate', 'Bearer');
-  if (status === 503) res.set('Retry-After', '1');
-  res.status(status).type('text/plain').send(`${text}${d === 'forbidden' ? ` ${path}` : ''}\n`);
+/** A short answer, whole (no body for HEAD: node:http drops it). */
+function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...headers });
+  res.end(body);
+}
+
+const text = 'text/plain; charset=utf-8';
+
+function refuse(res: ServerResponse, d: Exclude<AdminDecision, 'allowed'>, path: string): void {
+  const [status, msg] = refusals[d];
+  const headers: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer' } : status === 503 ? { 'retry-after': '1' } : {};
+  send(res, status, text, `${msg}${d === 'forbidden' ? ` ${path}` : ''}\n`, headers);
 }
 
 /** Resolves true once `res` can take more, false if the connection closed first. */
-function drained(res: Response): Promise<boolean> {
+function drained(res: ServerResponse): Promise<boolean> {
   if (res.destroyed) return Promise.resolve(false); // closed already: 'close' will not come again
   return new Promise((resolve) => {
     const done = (ok: boolean) => () => { res.off('drain', onDrain); res.off('close', onClose); resolve(ok); };
@@ -47,34 +53,57 @@ function drained(res: Response): Promise<boolean> {
   });
 }
 
+/** The path of `req`, as the routes below name it: without its query, a trailing slash, or case. */
+function pathOf(req: IncomingMessage): string {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const p = (q < 0 ? url : url.slice(0, q)).toLowerCase();
+  return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p;
+}
+
+async function metrics(opts: AdminOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (opts.metricsAuth) {
+    const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/metrics', req.socket.remoteAddress ?? '');
+    if (d !== 'allowed') return refuse(res, d, '/metrics');
+  }
+  const e = await opts.metrics.exposition();
+  res.writeHead(200, { 'content-type': opts.metrics.contentType });
+  res.write(e.head);
+  // chunk by chunk as the socket takes them: memory stays a few chunks, whatever the scrape's size
+  for (const c of e.chunks) {
+    if (!res.write(c) && !(await drained(res))) return;
+  }
+  res.end();
+}
+
+/** GET (and HEAD) /healthz, /readyz, /metrics and, in `serve` mode, /status; anything else 404. */
+function handle(opts: AdminOptions, req: IncomingMessage, res: ServerResponse): void {
+  const path = pathOf(req);
+  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 404, text, 'Not Found\n');
+  if (path === '/healthz') return send(res, 200, text, 'ok');
+  if (path === '/readyz') return opts.ready() ? send(res, 200, text, 'ok') : send(res, 503, text, 'not ready');
+  if (path === '/status' && opts.status) return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.status()));
+  if (path !== '/metrics') return send(res, 404, text, 'Not Found\n');
+  metrics(opts, req, res).catch(() => failed(res)); // (the token check or the exposition failed)
+}
+
+/** A 500 with nothing of the error in it; cut if the answer had started. */
+function failed(res: ServerResponse): void {
+  if (!res.headersSent) send(res, 500, text, 'Internal Server Error\n');
+  else res.destroy();
+}
+
 export async function startAdminServer(opts: AdminOptions): Promise<Server> {
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag'); // a hash over every scrape (megabytes with many gateways) that no scraper sends back
-  app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok'); });
-  app.get('/readyz', (_req, res) => {
-    if (opts.ready()) res.type('text/plain').send('ok');
-    else res.status(503).type('text/plain').send('not ready');
-  });
-  const status = opts.status;
-  if (status) app.get('/status', (_req, res) => { res.json(status()); });
-  app.get('/metrics', async (req, res) => {
-    if (opts.metricsAuth) {
-      const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/metrics', req.socket.remoteAddress ?? '');
-      if (d !== 'allowed') return refuse(res, d, '/metrics');
-    }
-    const e = await opts.metrics.exposition();
-    res.type(opts.metrics.contentType);
-    res.write(e.head);
-    // chunk by chunk as the socket takes them: memory stays a few chunks, whatever the scrape's size
-    for (const c of e.chunks) {
-      if (!res.write(c) && !(await drained(res))) return;
-    }
-    res.end();
-  });
   // any pod may reach the port: a connection that trickles its headers is closed soon
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
-  const server = createServer({ headersTimeout, requestTimeout: headersTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) }, app);
+  const server = createServer({ headersTimeout, requestTimeout: headersTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) },
+    (req, res) => {
+      try {
+        handle(opts, req, res);
+      } catch {
+        failed(res); // (a readiness or status callback threw: the process goes on)
+      }
+    });
   // an answer the client does not read (a scrape is written as the socket takes it) holds its connection no longer
   server.setTimeout(opts.stalledMs ?? 30_000);
   return new Promise((resolve, reject) => {

@@ -80,3 +80,49 @@ test('a /metrics answer its client stops reading is closed once nothing moved fo
   assert.ok(got > before, `the slow reader is still served: ${before} then ${got} bytes`);
   assert.equal(await open(), 1, 'and its connection is still open at the server');
 });
+
+test('the admin routes: probes, status, metrics refusals with their headers, 404 for the rest; a callback that throws is a 500, and the port goes on', async (t) => {
+  let ready = false, broken = false;
+  const decisions = ['unauthenticated', 'forbidden', 'unavailable', 'allowed'] as const;
+  let next = 0;
+  const metrics = { contentType: 'text/plain; version=0.0.4; charset=utf-8', exposition: async () => {
+    if (broken) throw new Error('no exposition');
+    return { head: '# head\n', chunks: [Buffer.from('m 1\n')] };
+  } };
+  const { port } = await admin(t, {
+    metrics,
+    ready: () => { if (broken) throw new Error('no readiness'); return ready; },
+    status: () => ({ gateways: 1 }),
+    metricsAuth: { check: async () => decisions[next++ % decisions.length]! },
+  });
+  const get = async (path: string, method = 'GET') => {
+    const r = await request(`http://127.0.0.1:${port}${path}`, { method: method as 'GET' });
+    return { status: r.statusCode, type: r.headers['content-type'], headers: r.headers, body: await r.body.text() };
+  };
+  const h = await get('/healthz');
+  assert.deepEqual([h.status, h.type, h.body], [200, 'text/plain; charset=utf-8', 'ok']);
+  assert.equal((await get('/healthz/?x=1')).body, 'ok', 'a trailing slash and a query are the same path');
+  assert.equal((await get('/healthz', 'HEAD')).body, '', 'HEAD: no body');
+  assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [503, 'not ready']);
+  ready = true;
+  assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [200, 'ok']);
+  const s = await get('/status');
+  assert.deepEqual([s.status, s.type, JSON.parse(s.body)], [200, 'application/json; charset=utf-8', { gateways: 1 }]);
+  const m401 = await get('/metrics');
+  assert.deepEqual([m401.status, m401.headers['www-authenticate']], [401, 'Bearer']);
+  const m403 = await get('/metrics');
+  assert.deepEqual([m403.status, m403.body], [403, 'Forbidden: needs get on the non-resource URL /metrics\n']);
+  const m503 = await get('/metrics');
+  assert.deepEqual([m503.status, m503.headers['retry-after']], [503, '1']);
+  const m = await get('/metrics');
+  assert.deepEqual([m.status, m.type, m.body], [200, metrics.contentType, '# head\nm 1\n']);
+  for (const [path, method] of [['/nothing', 'GET'], ['/', 'GET'], ['/healthz', 'POST'], ['/metrics', 'DELETE']] as const) {
+    assert.equal((await get(path, method)).status, 404, `${method} ${path}`);
+  }
+  broken = true;
+  assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [500, 'Internal Server Error\n'], 'readiness threw');
+  next = 3; // allowed: the exposition fails
+  assert.equal((await get('/metrics')).status, 500, 'the exposition failed');
+  broken = false;
+  assert.equal((await get('/healthz')).body, 'ok', 'and the port goes on');
+});
