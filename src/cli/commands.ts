@@ -4,7 +4,6 @@ import { runServe } from './serve.js';
 import { runValidate } from './validate.js';
 import { runKubeconfig, runToken } from './kubeconfig.js';
 import { canIUsage, runCanI } from './can-i.js';
-import { runOidcToken } from './oidc-login.js';
 
 export const usage = `usage:
   access-gateway operator  [--kubeconfig F] [--namespace NS]... [--admin-address HOST:PORT]
@@ -65,7 +64,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     case 'can-i':
       return runCanI(rest);
     case 'oidc-token':
-      return runOidcToken(rest);
+      return (await import('./oidc-login.js')).runOidcToken(rest); // (undici's index: only for this command)
     case undefined: case '-h': case '--help': case 'help':
       console.log(usage);
       return cmd === undefined ? 2 : 0;

@@ -82,7 +82,7 @@ function handle(opts: AdminOptions, req: IncomingMessage, res: ServerResponse): 
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 404, text, 'Not Found\n');
   if (path === '/healthz') return send(res, 200, text, 'ok');
   if (path === '/readyz') return opts.ready() ? send(res, 200, text, 'ok') : send(res, 503, text, 'not ready');
-  if (path === '/status' && opts.status) return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.status()));
+  if (path === '/status' && opts.status) return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.status()) ?? 'null');
   if (path !== '/metrics') return send(res, 404, text, 'Not Found\n');
   metrics(opts, req, res).catch(() => failed(res)); // (the token check or the exposition failed)
 }

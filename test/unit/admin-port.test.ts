@@ -83,7 +83,7 @@ test('a /metrics answer its client stops reading is closed once nothing moved fo
 
 test('the admin routes: probes, status, metrics refusals with their headers, 404 for the rest; a callback that throws is a 500, and the port goes on', async (t) => {
   let ready = false, broken = false;
-  const decisions = ['unauthenticated', 'forbidden', 'unavailable', 'allowed'] as const;
+  const decisions = ['unauthenticated', 'forbidden', 'unavailable', 'overloaded', 'allowed'] as const;
   let next = 0;
   const metrics = { contentType: 'text/plain; version=0.0.4; charset=utf-8', exposition: async () => {
     if (broken) throw new Error('no exposition');
@@ -102,7 +102,8 @@ test('the admin routes: probes, status, metrics refusals with their headers, 404
   const h = await get('/healthz');
   assert.deepEqual([h.status, h.type, h.body], [200, 'text/plain; charset=utf-8', 'ok']);
   assert.equal((await get('/healthz/?x=1')).body, 'ok', 'a trailing slash and a query are the same path');
-  assert.equal((await get('/healthz', 'HEAD')).body, '', 'HEAD: no body');
+  const head = await get('/healthz', 'HEAD');
+  assert.deepEqual([head.status, head.headers['content-length']], [200, '2'], 'HEAD: the GET\'s headers');
   assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [503, 'not ready']);
   ready = true;
   assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [200, 'ok']);
@@ -114,14 +115,23 @@ test('the admin routes: probes, status, metrics refusals with their headers, 404
   assert.deepEqual([m403.status, m403.body], [403, 'Forbidden: needs get on the non-resource URL /metrics\n']);
   const m503 = await get('/metrics');
   assert.deepEqual([m503.status, m503.headers['retry-after']], [503, '1']);
+  const busy = await get('/metrics');
+  assert.deepEqual([busy.status, busy.headers['retry-after']], [503, '1'], 'overloaded');
   const m = await get('/metrics');
   assert.deepEqual([m.status, m.type, m.body], [200, metrics.contentType, '# head\nm 1\n']);
+  // the same route however it is spelt, and HEAD too: each asks the check first
+  for (const [path, method] of [['/METRICS', 'GET'], ['/metrics/', 'GET'], ['/metrics?x=1', 'GET'], ['/metrics', 'HEAD']] as const) {
+    next = 0; // unauthenticated
+    assert.equal((await get(path, method)).status, 401, `${method} ${path}`);
+  }
   for (const [path, method] of [['/nothing', 'GET'], ['/', 'GET'], ['/healthz', 'POST'], ['/metrics', 'DELETE']] as const) {
     assert.equal((await get(path, method)).status, 404, `${method} ${path}`);
   }
+  const serving = await admin(t, { status: undefined, ready: () => true });
+  assert.equal((await request(`http://127.0.0.1:${serving.port}/status`)).statusCode, 404, 'no /status outside serve mode');
   broken = true;
   assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [500, 'Internal Server Error\n'], 'readiness threw');
-  next = 3; // allowed: the exposition fails
+  next = 4; // allowed: the exposition fails
   assert.equal((await get('/metrics')).status, 500, 'the exposition failed');
   broken = false;
   assert.equal((await get('/healthz')).body, 'ok', 'and the port goes on');
