@@ -578,6 +578,11 @@ export class Listener {
    * client that left meanwhile (its 499 is logged); what `go` throws is `fail`'s (outside the
    * caller's catch).
    */
+  /** `t`'s namespace's turns, for the pieces of a body or session. */
+  private pace(t: RouteTable): Pace {
+    return { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m };
+  }
+
   private later(t: RouteTable, socket: Duplex, go: () => void, fail: (err: AgwError) => void): void {
     const turns = this.budgets.turns, ns = t.plan.namespace;
     t.m.requestDeferred();
@@ -670,7 +675,7 @@ export class Listener {
         },
       });
     };
-    const body = requestBody(req, res, this.budgets.bodies, { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m });
+    const body = requestBody(req, res, this.budgets.bodies, this.pace(t));
     if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
     else attempt(body, 0);
   }
@@ -762,7 +767,7 @@ export class Listener {
         t.m.bytesIn.inc(s.bytesFromClient);
         t.m.bytesOut.inc(s.bytesToClient);
         t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
-      }, { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m });
+      }, this.pace(t));
       this.sessions.add(session);
       rm.upgraded.inc();
       t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');

@@ -191,7 +191,7 @@ export class TurnShare {
   /** Counts a start (a piece's: its cost) in this turn whatever the bound (what `wait` ran). */
   start(namespace: string, bytes?: number): void {
     if (this.perTurn === 0) return;
-    this.count(namespace, this.started.get(namespace) ?? 0, bytes === undefined ? 0 : pieceCost(bytes), this.held);
+    this.count(namespace, this.started.get(namespace) ?? 0, bytes === undefined ? 0 : pieceCost(bytes), this.share(namespace));
   }
 
   /** Counts what a piece that took no start of its own costs past one start (a request's first

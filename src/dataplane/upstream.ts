@@ -135,16 +135,23 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     res.once('drain', resume);
     stalled = setTimeout(() => res.destroy(), opts.stalledMs);
   };
-  const nextTurn = () => {
-    const pieces = held;
-    held = undefined;
-    if (!pieces || done || res.destroyed) return false; // takes no place in the turn
+  /** Writes what is held, counted in this turn (past the share, owed); false: the client is full. */
+  const flushHeld = (): boolean => {
     let ok = true, bytes = 0;
-    for (const piece of pieces) {
+    for (const piece of held ?? []) {
       ok = res.write(piece);
       bytes += piece.length;
     }
-    opts.turns.start(opts.namespace, bytes);
+    held = undefined;
+    if (bytes) opts.turns.start(opts.namespace, bytes);
+    return ok;
+  };
+  const nextTurn = () => {
+    if (!held || done || res.destroyed) {
+      held = undefined;
+      return false; // takes no place in the turn
+    }
+    const ok = flushHeld();
     if (endHeld) {
       res.end();
       finish();
@@ -178,14 +185,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
       if (headers['content-length'] !== undefined) return;
       res.flushHeaders();
       track(() => {
-        // what waits for its turn came before the end: it goes first (counted, owed if past the share)
-        let bytes = 0;
-        for (const piece of held ?? []) {
-          res.write(piece);
-          bytes += piece.length;
-        }
-        held = undefined;
-        if (bytes) opts.turns.start(opts.namespace, bytes);
+        flushHeld(); // what waits for its turn came before the end: it goes first
         res.end();
       });
     },

@@ -224,6 +224,8 @@ test('requests per turn: a piece costs a start per 16 KiB; what it costs past it
   assert.ok(s.tryStart('team-a', 1 << 20));
   let turns = 0;
   while (!s.tryStart('team-a') && turns < 100) {
+    // meanwhile another namespace starts its whole share every turn: what team-a owes is its own
+    assert.deepEqual([1, 2, 3, 4, 5].map(() => s.tryStart('team-b')), [true, true, true, true, false], `turn ${turns}`);
     await nextTurn();
     turns++;
   }
