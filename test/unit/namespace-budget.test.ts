@@ -301,3 +301,16 @@ test('requests per turn: 0 is no limit', async () => {
   for (let i = 0; i < 100; i++) run('team-a', () => ran.push(i));
   assert.equal(ran.length, 100);
 });
+
+test('requests per turn: a piece counted outside a turn (a drain\'s flush) owes only what is past its own namespace\'s share, not past the hold of namespaces with requests waiting', async () => {
+  const s = new TurnShare(4, (err) => { throw err; });
+  // team-b, one request a turn and none waiting: the hold is one a turn
+  for (let turn = 0; turn < 20; turn++) {
+    assert.ok(s.tryStart('team-b'));
+    await nextTurn();
+  }
+  assert.ok(s.tryStart('team-b'));
+  s.start('team-a', 64 << 10); // team-a has none waiting: its share is the bound, 4: nothing owed
+  await nextTurn();
+  assert.deepEqual([1, 2, 3, 4, 5].map(() => s.tryStart('team-a')), [true, true, true, true, false]);
+});
