@@ -787,8 +787,9 @@ function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */
 function accessLine(t: RouteTable, id: number, seen: Seen, method: string | undefined, status: number, seconds: number): void {
-  t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, ...(seen.as ? { as: seen.as } : {}), route: seen.route?.plan.name ?? '-', method, status,
-    durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', ...(seen.error ? { error: seen.error } : {}) });
+  // (no spreads: one object of one shape per line)
+  t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, as: seen.as || undefined, route: seen.route?.plan.name ?? '-', method, status,
+    durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', error: seen.error || undefined });
 }
 
 /** The status logged and counted for a request whose client left before any answer. */

@@ -34,8 +34,8 @@ export interface AccessLog {
 /**
  * The access log: one JSON line per request, in the same shape as the other log lines (level,
  * time, pid, hostname, then the gateway and the entry), built directly — no generic serializer
- * and no redaction pass, which cost more than the line itself — and written once per event-loop
- * turn. With `pretty`, lines go through the given logger instead.
+ * and no redaction pass, which cost more than the line itself — and written in batches
+ * (LineBatch). With `pretty`, lines go through the given logger instead.
  */
 export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'; logger: Logger }): AccessLog {
   if (opts.format === 'pretty' || !opts.logger.isLevelEnabled('info')) {
@@ -54,32 +54,35 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
 }
 
 /**
- * Lines written during one turn of the event loop go out in one write at its end: a busy gateway
- * makes one write call per turn instead of one per request, a quiet one writes each line at once.
- * What is pending when the process exits is written then.
+ * Lines go out together, in one write: when 64 KiB wait, or 20 ms after the first of them. A busy
+ * gateway makes one write call per 64 KiB instead of one per request (or per event-loop turn, a
+ * few requests each); a quiet one's line is written 20 ms late. What waits when the process exits
+ * is written then.
  */
-class TurnBatch {
+export class LineBatch {
   private parts: string[] = [];
-  private scheduled = false;
+  private size = 0;
+  private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly dest: { write(s: string): unknown }) {
+  constructor(private readonly dest: { write(s: string): unknown }, private readonly maxBytes = 64 * 1024, private readonly maxMs = 20) {
     process.once('exit', () => this.flush());
   }
 
   write(line: string): boolean {
     this.parts.push(line);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flush);
-    }
+    this.size += line.length;
+    if (this.size >= this.maxBytes) this.flush();
+    else this.timer ??= setTimeout(this.flush, this.maxMs).unref();
     return true;
   }
 
   private readonly flush = (): void => {
-    this.scheduled = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
     if (!this.parts.length) return;
     const text = this.parts.join('');
     this.parts = [];
+    this.size = 0;
     this.dest.write(text);
   };
 }
@@ -87,4 +90,4 @@ class TurnBatch {
 /** A logger that writes nothing (unit tests, library use). */
 export const silentLogger: Logger = pino({ level: 'silent' });
 
-const stdoutBatch = new TurnBatch(pino.destination({ dest: 1, sync: true }));
+const stdoutBatch = new LineBatch(pino.destination({ dest: 1, sync: true }));

@@ -1,10 +1,11 @@
-// The access log's hand-built JSON lines: valid JSON with every field, names escaped, one write
-// per event-loop turn, nothing lost at exit.
+// The access log's hand-built JSON lines: valid JSON with every field, names escaped, written in
+// batches (one write per 64 KiB or per 20 ms), nothing lost at exit.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LineBatch } from '../../src/observability/logger.js';
 
 const logger = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'observability', 'logger.js');
 
@@ -33,4 +34,65 @@ test('access lines are JSON in the shape of the other log lines, escaped, and al
   assert.equal(lines[1].as, undefined);
   assert.equal(lines[2].as, 'alice "x"');
   assert.equal(lines[2].caller, 'system:serviceaccount:a:lead');
+});
+
+test('lines go out together, in one write, 20 ms after the first of them', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const writes: string[] = [];
+  const batch = new LineBatch({ write: (s) => writes.push(s) });
+  batch.write('a\n');
+  batch.write('b\n');
+  t.mock.timers.tick(19);
+  assert.deepEqual(writes, []);
+  batch.write('c\n');
+  t.mock.timers.tick(1);
+  assert.deepEqual(writes, ['a\nb\nc\n']);
+  batch.write('d\n'); // a new batch, its own 20 ms
+  t.mock.timers.tick(19);
+  assert.equal(writes.length, 1);
+  t.mock.timers.tick(1);
+  assert.deepEqual(writes, ['a\nb\nc\n', 'd\n']);
+});
+
+test('64 KiB of lines are written at once, without waiting for the 20 ms', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const writes: string[] = [];
+  const batch = new LineBatch({ write: (s) => writes.push(s) });
+  const line = `${'x'.repeat(1023)}\n`;
+  for (let i = 0; i < 63; i++) batch.write(line);
+  assert.equal(writes.length, 0);
+  batch.write(line); // the 64th KiB
+  assert.equal(writes.length, 1);
+  assert.equal(writes[0]!.length, 64 * 1024);
+  t.mock.timers.tick(20); // nothing left for the timer
+  assert.equal(writes.length, 1);
+  batch.write('after\n');
+  t.mock.timers.tick(20);
+  assert.deepEqual(writes.slice(1), ['after\n']);
+});
+
+test('a quiet process writes its line while it runs, not only when it exits', async () => {
+  // the child logs one line and then waits for its stdin to close: the line must come first
+  const script = `
+    const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
+    accessLogFor('team-a/gw', { logger: createLogger() }).write({ reqId: '1', caller: 'c', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
+    process.stdin.resume();
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const bound = setTimeout(() => child.kill(), 10_000); // a line held until exit never comes: end the wait
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\n')) resolve(out);
+      });
+      child.once('exit', (code) => reject(new Error(`exited (${code}) before its line was written: ${JSON.stringify(out)}`)));
+    });
+    assert.equal(JSON.parse(line).reqId, '1');
+    assert.equal(child.exitCode, null); // still running
+  } finally {
+    clearTimeout(bound);
+    child.kill();
+  }
 });
