@@ -85,7 +85,7 @@ export function authenticate(t: RouteTable, authorization: string | undefined, c
     return refused(refusedAt(err, 'authentication', 'spec.listener.tls.clientCA'));
   }
   try {
-    id ??= t.authenticator.authenticate(bearerToken(authorization), conn);
+    id ??= t.authenticator.authenticate(bearerToken(authorization, conn), conn);
   } catch (err) {
     return refused(refusedAt(err, 'authentication', 'spec.authentication'));
   }

@@ -143,3 +143,16 @@ test('bearer extraction', () => {
     assert.throws(() => bearerToken(bad), UnauthenticatedError, String(bad));
   }
 });
+
+test('bearer extraction remembered per connection: another header on it is read again, a malformed one refused', () => {
+  const conn = {}, other = {};
+  assert.equal(bearerToken('Bearer aaa', conn), 'aaa');
+  assert.equal(bearerToken('Bearer aaa', conn), 'aaa');
+  assert.equal(bearerToken('Bearer bbb', conn), 'bbb');
+  assert.equal(bearerToken('Bearer bbb', other), 'bbb');
+  for (const bad of [undefined, '', 'Bearer bbb x', 'Basic bbb']) {
+    assert.throws(() => bearerToken(bad, conn), UnauthenticatedError, String(bad));
+  }
+  assert.equal(bearerToken('Bearer bbb', conn), 'bbb'); // the refusals did not touch what it holds
+  assert.equal(bearerToken('Bearer ccc', other), 'ccc');
+});
