@@ -15,7 +15,19 @@ export function createLogger(opts: { level?: string; format?: 'json' | 'pretty' 
   if (opts.format === 'pretty') {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
   }
-  return pino(base);
+  return pino(base, stdout());
+}
+
+/** The logger's and the access log's one writer on stdout: their writes never interleave within
+ * a line, and they are written off the event loop (a log reader that lags makes lines wait in
+ * memory, not the loop: past 16 MiB waiting, new lines are dropped). What waits is written at exit. */
+let stdoutDest: ReturnType<typeof pino.destination> | undefined;
+function stdout(): ReturnType<typeof pino.destination> {
+  if (!stdoutDest) {
+    stdoutDest = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
+    stdoutDest.on('error', () => {}); // a log that cannot be written must not end the process (EPIPE: pino stops writing)
+  }
+  return stdoutDest;
 }
 
 /** One access-log line: fixed fields, none of which can hold a token. */
@@ -64,13 +76,16 @@ export class LineBatch {
   private size = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly dest: { write(s: string): unknown }, private readonly maxBytes = 64 * 1024, private readonly maxMs = 20) {
-    process.once('exit', () => this.flush());
+  constructor(private readonly dest: { write(s: string): unknown; flushSync?(): void }, private readonly maxBytes = 64 * 1024, private readonly maxMs = 20) {
+    process.once('exit', () => {
+      this.flush();
+      this.dest.flushSync?.(); // no event loop left to write it
+    });
   }
 
   write(line: string): boolean {
     this.parts.push(line);
-    this.size += line.length;
+    this.size += line.length; // (characters: bytes for the ASCII lines are)
     if (this.size >= this.maxBytes) this.flush();
     else this.timer ??= setTimeout(this.flush, this.maxMs).unref();
     return true;
@@ -90,4 +105,4 @@ export class LineBatch {
 /** A logger that writes nothing (unit tests, library use). */
 export const silentLogger: Logger = pino({ level: 'silent' });
 
-const stdoutBatch = new LineBatch(pino.destination({ dest: 1, sync: true }));
+const stdoutBatch = new LineBatch(stdout());

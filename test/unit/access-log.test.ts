@@ -96,3 +96,35 @@ test('a quiet process writes its line while it runs, not only when it exits', as
     child.kill();
   }
 });
+
+test('a line waiting for its batch does not keep a process that is done from exiting', () => {
+  // the timer is not waited for: 'beforeExit' (the loop had nothing left) comes before the line,
+  // which is written at exit
+  const script = `
+    const { writeSync } = await import('node:fs');
+    const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
+    accessLogFor('team-a/gw', { logger: createLogger() }).write({ reqId: '1', caller: 'c', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
+    process.once('beforeExit', () => writeSync(1, 'done\\n'));
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 2, r.stdout);
+  assert.equal(lines[0], 'done');
+  assert.equal(JSON.parse(lines[1]!).reqId, '1');
+});
+
+test('at exit, what waits is handed to the writer and flushed synchronously (no event loop is left)', () => {
+  const script = `
+    const { writeSync } = await import('node:fs');
+    const { LineBatch } = await import(${JSON.stringify(logger)});
+    const calls = [];
+    const batch = new LineBatch({ write: (s) => calls.push(['write', s]), flushSync: () => calls.push(['flushSync']) });
+    process.once('exit', () => writeSync(1, JSON.stringify(calls)));
+    batch.write('a\\n');
+    process.exit(0);
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), [['write', 'a\n'], ['flushSync']]);
+});

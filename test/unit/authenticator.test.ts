@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { TokenReviewAuthenticator } from '../../src/auth/authenticator.js';
 import { bearerToken } from '../../src/auth/bearer.js';
 import type { ReviewResult, TokenReviewer } from '../../src/auth/identity.js';
@@ -155,4 +156,39 @@ test('bearer extraction remembered per connection: another header on it is read 
   }
   assert.equal(bearerToken('Bearer bbb', conn), 'bbb'); // the refusals did not touch what it holds
   assert.equal(bearerToken('Bearer ccc', other), 'ccc');
+});
+
+test('the header a connection sent again is not parsed again; the same header on another connection is', (t) => {
+  const exec = RegExp.prototype.exec;
+  let parsed = 0;
+  t.mock.method(RegExp.prototype, 'exec', function (this: RegExp, s: string) {
+    if (this.source.startsWith('^Bearer')) parsed++;
+    return exec.call(this, s);
+  });
+  const conn = {}, other = {};
+  bearerToken('Bearer ddd', conn);
+  assert.equal(parsed, 1);
+  bearerToken('Bearer ddd', conn);
+  assert.equal(parsed, 1);
+  bearerToken('Bearer ddd', other); // nothing is shared between connections
+  assert.equal(parsed, 2);
+  bearerToken('Bearer ddd'); // nor remembered without one
+  bearerToken('Bearer ddd');
+  assert.equal(parsed, 4);
+});
+
+test('a connection gone takes its remembered token with it (the memo does not hold the connection)', () => {
+  const script = `
+    const { bearerToken } = await import(${JSON.stringify(new URL('../../src/auth/bearer.js', import.meta.url).href)});
+    let conn = {};
+    bearerToken('Bearer eee', conn);
+    const ref = new WeakRef(conn);
+    conn = null;
+    await new Promise((r) => setTimeout(r, 0));
+    globalThis.gc();
+    process.stdout.write(String(ref.deref() === undefined));
+  `;
+  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'true');
 });
