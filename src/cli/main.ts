@@ -8,11 +8,12 @@ if (major < minNodeMajor) {
   console.error(`access-gateway: Node.js ${minNodeMajor} or newer is required (this is ${process.version}); see README, "Quick start"`);
   process.exit(2);
 }
-// The heap grows by half of what survived the last full GC, not by V8's dynamic factor (up to
-// 4×): a burst of thousands of gateways otherwise leaves hundreds of MiB committed and never given
-// back (docs/performance.md). `node --heap-growing-percent=0` restores V8's own choice.
+// The heap grows by what survived the last full GC (2×), not by V8's dynamic factor (up to 4×):
+// a burst of thousands of gateways otherwise leaves hundreds of MiB committed and never given
+// back. Not less: at 1.5× a team's long answers ran a full GC every ~45 ms (docs/performance.md,
+// stop 38). `node --heap-growing-percent=0` restores V8's own choice.
 const v8 = await import('node:v8');
-if (!process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) v8.setFlagsFromString('--heap-growing-percent=50');
+if (!process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) v8.setFlagsFromString('--heap-growing-percent=100');
 // Objects are never allocated straight into the old generation: after one burst of requests
 // held at once (a first token check, a slow upstream), V8 would otherwise do that for every
 // later request's objects too, and the data plane ran at half speed in full GCs
