@@ -22,12 +22,26 @@ export function createLogger(opts: { level?: string; format?: 'json' | 'pretty' 
  * a line, and they are written off the event loop (a log reader that lags makes lines wait in
  * memory, not the loop: past 16 MiB waiting, new lines are dropped). What waits is written at exit. */
 let stdoutDest: ReturnType<typeof pino.destination> | undefined;
+let dropped = 0;
 function stdout(): ReturnType<typeof pino.destination> {
   if (!stdoutDest) {
     stdoutDest = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
     stdoutDest.on('error', () => {}); // a log that cannot be written must not end the process (EPIPE: pino stops writing)
+    stdoutDest.on('drop', (data: string | Buffer) => { dropped += lineCount(data); });
   }
   return stdoutDest;
+}
+
+/** Log lines dropped so far because 16 MiB of lines waited for stdout (its reader stopped reading). */
+export function droppedLogLines(): number {
+  return dropped;
+}
+
+function lineCount(data: string | Buffer): number {
+  const s = typeof data === 'string' ? data : data.toString('latin1');
+  let n = 0;
+  for (let i = s.indexOf('\n'); i !== -1; i = s.indexOf('\n', i + 1)) n++;
+  return n;
 }
 
 /** One access-log line: fixed fields, none of which can hold a token. */
@@ -68,8 +82,8 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
 /**
  * Lines go out together, in one write: when 64 KiB wait, or 20 ms after the first of them. A busy
  * gateway makes one write call per 64 KiB instead of one per request (or per event-loop turn, a
- * few requests each); a quiet one's line is written 20 ms late. What waits when the process exits
- * is written then.
+ * few requests each); a quiet one's line is written 20 ms late. The timer does not keep a process
+ * alive: what waits when it is done, or exits, is written then.
  */
 export class LineBatch {
   private parts: string[] = [];
@@ -77,6 +91,9 @@ export class LineBatch {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly dest: { write(s: string): unknown; flushSync?(): void }, private readonly maxBytes = 64 * 1024, private readonly maxMs = 20) {
+    // a process that is done (nothing left but the unref'd timer): what waits goes out now, before
+    // pino ends its destination (it does on 'beforeExit')
+    process.on('beforeExit', this.flush);
     process.once('exit', () => {
       this.flush();
       this.dest.flushSync?.(); // no event loop left to write it

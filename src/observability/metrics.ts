@@ -3,6 +3,7 @@
 // address). See docs/metrics.md.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { FastCounter, FastGauge, FastHistogram, FastRegistry } from './fast-metrics.js';
+import { droppedLogLines } from './logger.js';
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']);
@@ -76,6 +77,8 @@ export function createMetrics(registry = new Registry()) {
     listeners: new Gauge({ name: 'access_gateway_listeners', help: 'Listeners by state: open.', labelNames: ['state'], registers: r }),
     informerRestarts: new Counter({ name: 'access_gateway_informer_restarts_total', help: 'Watch restarts after errors, by informer.', labelNames: ['informer'], registers: r }),
     informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed or received a watch event (Unix time).', labelNames: ['informer'], registers: r }),
+    logLinesDropped: new Counter({ name: 'access_gateway_log_lines_dropped_total', help: 'Log lines (access lines and the others) dropped because 16 MiB of lines waited to be written to stdout: whatever reads the operator\'s log stopped reading.', registers: r,
+      collect() { this.reset(); this.inc(droppedLogLines()); } }),
     leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),
     // admin port: who may read /metrics (--metrics-auth kubernetes)
     adminAuth: zeroed(new Counter({ name: 'access_gateway_admin_auth_decisions_total', help: 'Admin-port /metrics requests by decision: allowed, unauthenticated (401), forbidden (403), unavailable (503: apiserver did not answer), overloaded (503: too many reviews waiting).', labelNames: ['result'], registers: r }),

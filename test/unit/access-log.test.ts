@@ -97,21 +97,24 @@ test('a quiet process writes its line while it runs, not only when it exits', as
   }
 });
 
-test('a line waiting for its batch does not keep a process that is done from exiting', () => {
-  // the timer is not waited for: 'beforeExit' (the loop had nothing left) comes before the line,
-  // which is written at exit
-  const script = `
-    const { writeSync } = await import('node:fs');
-    const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
-    accessLogFor('team-a/gw', { logger: createLogger() }).write({ reqId: '1', caller: 'c', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
-    process.once('beforeExit', () => writeSync(1, 'done\\n'));
-  `;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  const lines = r.stdout.trim().split('\n');
-  assert.equal(lines.length, 2, r.stdout);
-  assert.equal(lines[0], 'done');
-  assert.equal(JSON.parse(lines[1]!).reqId, '1');
+test('a line waiting for its batch does not keep the process alive', () => {
+  const batch = new LineBatch({ write: () => {} });
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  batch.write('a\n');
+  assert.equal(timers(), before); // (its timer is unref'd)
+});
+
+test('a process that is done writes the line that waited for its batch', () => {
+  for (let i = 0; i < 5; i++) { // (pino ends stdout on 'beforeExit': the line must be handed over first)
+    const script = `
+      const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
+      accessLogFor('team-a/gw', { logger: createLogger() }).write({ reqId: '${i}', caller: 'c', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).reqId, String(i));
+  }
 });
 
 test('at exit, what waits is handed to the writer and flushed synchronously (no event loop is left)', () => {
@@ -128,3 +131,57 @@ test('at exit, what waits is handed to the writer and flushed synchronously (no 
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), [['write', 'a\n'], ['flushSync']]);
 });
+
+test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counted, not held or lost uncounted', async () => {
+  // the child writes 24 MiB of access lines while its stdout is not read and says what the metric
+  // counts; then its stdout is read, and at exit it says what was dropped in all: every line was
+  // either written or counted
+  const metrics = join(dirname(logger), 'metrics.js');
+  const script = `
+    const { writeSync } = await import('node:fs');
+    const { accessLogFor, createLogger, droppedLogLines } = await import(${JSON.stringify(logger)});
+    const { createMetrics } = await import(${JSON.stringify(metrics)});
+    const log = accessLogFor('team-a/gw', { logger: createLogger() });
+    const total = 100_000; // ~250 bytes each
+    for (let i = 0; i < total; i++) log.write({ reqId: i.toString(36), caller: 'system:serviceaccount:team-a:' + 'x'.repeat(60), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
+    const text = await createMetrics().registry.metrics();
+    writeSync(2, JSON.stringify({ total, counted: Number(/^access_gateway_log_lines_dropped_total (\\d+)$/m.exec(text)?.[1]) }) + '\\n');
+    process.once('exit', () => writeSync(2, JSON.stringify({ dropped: droppedLogLines() }) + '\\n')); // (after the log's own)
+    process.stdin.resume(); // until the parent has seen the first report
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const bound = setTimeout(() => child.kill(), 60_000);
+  try {
+    const reports: Array<Record<string, number>> = [];
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      const lines = err.split('\n');
+      err = lines.pop()!;
+      for (const l of lines) reports.push(JSON.parse(l));
+    });
+    await waitUntil(() => reports.length >= 1, child);
+    let written = 0;
+    child.stdout.on('data', (d: Buffer) => { for (const b of d) if (b === 10) written++; });
+    const exited = new Promise((r) => child.once('close', r));
+    child.stdin.end();
+    await exited;
+    const [{ total, counted }, { dropped }] = reports as [{ total: number; counted: number }, { dropped: number }];
+    assert.ok(counted > 0, JSON.stringify(reports)); // the metric counts them
+    assert.ok(written >= 16 * 1024 * 1024 / 300, `${written} lines written`); // what waited was written
+    assert.equal(written + dropped, total);
+  } finally {
+    clearTimeout(bound);
+    child.kill();
+  }
+});
+
+/** Resolves once `ok()`, checked whenever the child writes to stderr; rejects if it exits first. */
+function waitUntil(ok: () => boolean, child: ReturnType<typeof spawn>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = () => { if (ok()) { child.stderr!.off('data', later); resolve(); } };
+    const later = () => setImmediate(check);
+    child.stderr!.on('data', later);
+    child.once('exit', (code) => reject(new Error(`exited (${code}) first`)));
+  });
+}
