@@ -21,7 +21,7 @@ import { KubeKeySource, KubeRevocation } from '../kube/jwks-source.js';
 import { KubeTokenReviewer } from '../kube/token-review.js';
 import { AdminAuthorizer } from '../observability/admin-auth.js';
 import { startAdminServer } from '../observability/admin-server.js';
-import { accessLogFor, createLogger } from '../observability/logger.js';
+import { accessLogFor, createLogger, drainLogs } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { flag, type Parsed } from './flags.js';
 
@@ -148,6 +148,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
         admin?.close();
         await client.close();
         log.info('stopped');
+        await drainLogs(2000); // (a log reader that stopped reading loses what waits)
         process.exit(0);
       };
       process.on('SIGTERM', () => void shutdown('SIGTERM'));

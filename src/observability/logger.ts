@@ -1,5 +1,6 @@
 // pino JSON logs on stdout; `pretty` for people. Token-bearing fields are redacted by paths
 // fixed at start-up.
+import { writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 
@@ -20,16 +21,65 @@ export function createLogger(opts: { level?: string; format?: 'json' | 'pretty' 
 
 /** The logger's and the access log's one writer on stdout: their writes never interleave within
  * a line, and they are written off the event loop (a log reader that lags makes lines wait in
- * memory, not the loop: past 16 MiB waiting, new lines are dropped). What waits is written at exit. */
-let stdoutDest: ReturnType<typeof pino.destination> | undefined;
+ * memory, not the loop: past 16 MiB waiting, new lines are dropped, and counted). */
+type Destination = ReturnType<typeof pino.destination> & { _writing?: boolean; _len?: number };
+let stdoutDest: Destination | undefined;
 let dropped = 0;
-function stdout(): ReturnType<typeof pino.destination> {
+function stdout(): Destination {
   if (!stdoutDest) {
-    stdoutDest = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
-    stdoutDest.on('error', () => {}); // a log that cannot be written must not end the process (EPIPE: pino stops writing)
-    stdoutDest.on('drop', (data: string | Buffer) => { dropped += lineCount(data); });
+    const d: Destination = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
+    // a log that cannot be written must not end the process; nor hold it at exit (sonic-boom's
+    // flushSync, which pino runs at exit, retries an EPIPE or EIO for ever): what waits then is lost
+    d.on('error', () => { d.flushSync = () => {}; });
+    d.on('drop', (data: string | Buffer) => { dropped += lineCount(data); });
+    stdoutDest = d;
   }
   return stdoutDest;
+}
+
+/** Whether log lines wait to be written to stdout (access lines in their batch included). */
+export function logsPending(): boolean {
+  const d = stdout();
+  return stdoutBatch.pending || d._writing === true || (d._len ?? 0) > 0;
+}
+
+/** Hands the access lines waiting for their batch to stdout, and resolves once all is written, or
+ * after `ms` (a log reader that stopped reading must not hold a shutdown). */
+export async function drainLogs(ms: number): Promise<void> {
+  stdoutBatch.flush();
+  const d = stdout();
+  const deadline = Date.now() + ms;
+  while (logsPending() && Date.now() < deadline) {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.max(1, deadline - Date.now()));
+      function done() { clearTimeout(t); d.off('drain', done); resolve(); }
+      d.once('drain', done);
+    });
+  }
+}
+
+/** At exit (no event loop left): the batch's lines, written directly when stdout is idle, trying
+ * for at most ~1 s; else, or what stdout does not take, counted as dropped (a write of pino's in
+ * flight would be spliced). */
+function writeAtExit(text: string): void {
+  if (!text) return;
+  const d = stdout();
+  if (d._writing || (d._len ?? 0) > 0) {
+    dropped += lineCount(text);
+    return;
+  }
+  let buf = Buffer.from(text);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let tries = 0; buf.length > 0 && tries < 20;) {
+    try {
+      buf = buf.subarray(writeSync(1, buf));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') break;
+      tries++;
+      Atomics.wait(pause, 0, 0, 50);
+    }
+  }
+  if (buf.length) dropped += lineCount(buf);
 }
 
 /** Log lines dropped so far because 16 MiB of lines waited for stdout (its reader stopped reading). */
@@ -83,21 +133,27 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
  * Lines go out together, in one write: when 64 KiB wait, or 20 ms after the first of them. A busy
  * gateway makes one write call per 64 KiB instead of one per request (or per event-loop turn, a
  * few requests each); a quiet one's line is written 20 ms late. The timer does not keep a process
- * alive: what waits when it is done, or exits, is written then.
+ * alive (stdout's batch is written when the process is done, or exits: below).
  */
 export class LineBatch {
   private parts: string[] = [];
   private size = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly dest: { write(s: string): unknown; flushSync?(): void }, private readonly maxBytes = 64 * 1024, private readonly maxMs = 20) {
-    // a process that is done (nothing left but the unref'd timer): what waits goes out now, before
-    // pino ends its destination (it does on 'beforeExit')
-    process.on('beforeExit', this.flush);
-    process.once('exit', () => {
-      this.flush();
-      this.dest.flushSync?.(); // no event loop left to write it
-    });
+  constructor(private readonly dest: { write(s: string): unknown }, private readonly maxBytes = 64 * 1024, private readonly maxMs = 20) {}
+
+  get pending(): boolean {
+    return this.parts.length > 0;
+  }
+
+  /** What waits, taken out of the batch (not written). */
+  take(): string {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const text = this.parts.join('');
+    this.parts = [];
+    this.size = 0;
+    return text;
   }
 
   write(line: string): boolean {
@@ -108,14 +164,10 @@ export class LineBatch {
     return true;
   }
 
-  private readonly flush = (): void => {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    if (!this.parts.length) return;
-    const text = this.parts.join('');
-    this.parts = [];
-    this.size = 0;
-    this.dest.write(text);
+  /** Writes what waits. */
+  readonly flush = (): void => {
+    const text = this.take();
+    if (text) this.dest.write(text);
   };
 }
 
@@ -123,3 +175,7 @@ export class LineBatch {
 export const silentLogger: Logger = pino({ level: 'silent' });
 
 const stdoutBatch = new LineBatch(stdout());
+// a process that is done (nothing left but the batch's unref'd timer) writes what waits now; one
+// that exits, as it can (writeAtExit)
+process.on('beforeExit', stdoutBatch.flush);
+process.once('exit', () => writeAtExit(stdoutBatch.take()));

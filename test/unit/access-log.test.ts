@@ -117,59 +117,55 @@ test('a process that is done writes the line that waited for its batch', () => {
   }
 });
 
-test('at exit, what waits is handed to the writer and flushed synchronously (no event loop is left)', () => {
-  const script = `
-    const { writeSync } = await import('node:fs');
-    const { LineBatch } = await import(${JSON.stringify(logger)});
-    const calls = [];
-    const batch = new LineBatch({ write: (s) => calls.push(['write', s]), flushSync: () => calls.push(['flushSync']) });
-    process.once('exit', () => writeSync(1, JSON.stringify(calls)));
-    batch.write('a\\n');
-    process.exit(0);
-  `;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), [['write', 'a\n'], ['flushSync']]);
-});
-
-test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counted, not held or lost uncounted', async () => {
-  // the child writes 24 MiB of access lines while its stdout is not read and says what the metric
-  // counts; then its stdout is read, and at exit it says what was dropped in all: every line was
-  // either written or counted
+test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counted; a drain is bounded; nothing is lost uncounted', async () => {
+  // the child writes ~30 MiB of access lines while its stdout is not read, says what the metric
+  // counts, drains for 200 ms (bounded: lines still wait), then, its stdout read again, drains
+  // until all is written and exits: every line was either written or counted
   const metrics = join(dirname(logger), 'metrics.js');
   const script = `
     const { writeSync } = await import('node:fs');
-    const { accessLogFor, createLogger, droppedLogLines } = await import(${JSON.stringify(logger)});
+    const { accessLogFor, createLogger, droppedLogLines, drainLogs, logsPending } = await import(${JSON.stringify(logger)});
     const { createMetrics } = await import(${JSON.stringify(metrics)});
+    const report = (o) => writeSync(2, JSON.stringify(o) + '\\n');
     const log = accessLogFor('team-a/gw', { logger: createLogger() });
-    const total = 100_000; // ~250 bytes each
+    const total = 100_000; // ~300 bytes each
     for (let i = 0; i < total; i++) log.write({ reqId: i.toString(36), caller: 'system:serviceaccount:team-a:' + 'x'.repeat(60), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
     const text = await createMetrics().registry.metrics();
-    writeSync(2, JSON.stringify({ total, counted: Number(/^access_gateway_log_lines_dropped_total (\\d+)$/m.exec(text)?.[1]) }) + '\\n');
-    process.once('exit', () => writeSync(2, JSON.stringify({ dropped: droppedLogLines() }) + '\\n')); // (after the log's own)
-    process.stdin.resume(); // until the parent has seen the first report
+    report({ total, counted: Number(/^access_gateway_log_lines_dropped_total (\\d+)$/m.exec(text)?.[1]) });
+    await drainLogs(200);
+    report({ pendingAfterBoundedDrain: logsPending() });
+    process.stdin.once('end', async () => {
+      await drainLogs(30_000);
+      report({ pending: logsPending(), dropped: droppedLogLines() });
+      process.exit(0);
+    }).resume();
   `;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
   const bound = setTimeout(() => child.kill(), 60_000);
   try {
-    const reports: Array<Record<string, number>> = [];
+    const reports: Array<Record<string, number | boolean>> = [];
     let err = '';
     child.stderr.on('data', (d: Buffer) => {
       err += d.toString();
       const lines = err.split('\n');
       err = lines.pop()!;
-      for (const l of lines) reports.push(JSON.parse(l));
+      for (const l of lines) if (l.startsWith('{')) reports.push(JSON.parse(l)); // (not a warning)
     });
-    await waitUntil(() => reports.length >= 1, child);
-    let written = 0;
-    child.stdout.on('data', (d: Buffer) => { for (const b of d) if (b === 10) written++; });
+    await waitUntil(() => reports.length >= 2, child);
+    let lines = 0, bytes = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      bytes += d.length;
+      for (const b of d) if (b === 10) lines++;
+    });
     const exited = new Promise((r) => child.once('close', r));
     child.stdin.end();
     await exited;
-    const [{ total, counted }, { dropped }] = reports as [{ total: number; counted: number }, { dropped: number }];
-    assert.ok(counted > 0, JSON.stringify(reports)); // the metric counts them
-    assert.ok(written >= 16 * 1024 * 1024 / 300, `${written} lines written`); // what waited was written
-    assert.equal(written + dropped, total);
+    const all = Object.assign({}, ...reports) as { total: number; counted: number; pendingAfterBoundedDrain: boolean; pending: boolean; dropped: number };
+    assert.ok(all.counted > 0, JSON.stringify(reports)); // the metric counts them
+    assert.equal(all.pendingAfterBoundedDrain, true, JSON.stringify(reports)); // the drain did not wait for a reader
+    assert.equal(all.pending, false, JSON.stringify(reports));
+    assert.ok(bytes > 16 * 1024 * 1024 - 64 * 1024, `${bytes} bytes written`); // what waited was written
+    assert.equal(lines + all.dropped, all.total);
   } finally {
     clearTimeout(bound);
     child.kill();
