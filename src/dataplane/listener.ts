@@ -19,7 +19,7 @@ import {
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
-import { addressGroup, budgetsFor, type Budgets, type NamespaceBudget, type Unadmitted } from './namespace-budget.js';
+import { addressGroup, budgetsFor, type Budgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 import { connectionMs, signCost } from './handshake-share.js';
 import { HandshakeMeter } from './handshake-meter.js';
@@ -578,11 +578,6 @@ export class Listener {
    * client that left meanwhile (its 499 is logged); what `go` throws is `fail`'s (outside the
    * caller's catch).
    */
-  /** `t`'s namespace's turns, for the pieces of a body or session. */
-  private pace(t: RouteTable): Pace {
-    return { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m };
-  }
-
   private later(t: RouteTable, socket: Duplex, go: () => void, fail: (err: AgwError) => void): void {
     const turns = this.budgets.turns, ns = t.plan.namespace;
     t.m.requestDeferred();
@@ -597,6 +592,29 @@ export class Listener {
       return true;
     });
   }
+  /** `t`'s namespace's turns, for the pieces of a body or session. */
+  private pace(t: RouteTable): Pace {
+    return { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m };
+  }
+
+  /** The request body, buffered when it is small, of known length and fits the namespace's budget
+   * (given back when the response closes); else 'stream'. Read in the namespace's turns, as a
+   * streamed body is (`paced`): one team's uploads must not fill every team's turns. */
+  private requestBody(t: RouteTable, req: IncomingMessage, res: ServerResponse): Buffer | null | 'stream' | Promise<Buffer> {
+    if (req.headers['transfer-encoding'] !== undefined) return 'stream';
+    const len = Number(req.headers['content-length'] ?? 0);
+    if (!len) return null;
+    const ns = t.plan.namespace, bodies = this.budgets.bodies;
+    if (!(len <= maxBufferedBody) || !bodies.take(ns, len)) return 'stream';
+    res.once('close', () => bodies.give(ns, len));
+    const pace = this.pace(t);
+    return (async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of paced(req, pace)) chunks.push(c as Buffer);
+      return Buffer.concat(chunks);
+    })();
+  }
+
 
   /**
    * Admits a request again by the rules that decide now, until they stop changing under it (a
@@ -675,7 +693,7 @@ export class Listener {
         },
       });
     };
-    const body = requestBody(req, res, this.budgets.bodies, this.pace(t));
+    const body = this.requestBody(t, req, res);
     if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
     else attempt(body, 0);
   }
@@ -851,23 +869,6 @@ function unreadBody(req: IncomingMessage): boolean {
   if (req.complete) return false;
   const len = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
-}
-
-/** The request body, buffered when it is small, of known length and fits the namespace's budget
- * (given back when the response closes); else 'stream'. Read in the namespace's turns, as a
- * streamed body is (`paced`): one team's uploads must not fill every team's turns. */
-function requestBody(req: IncomingMessage, res: ServerResponse, bodies: NamespaceBudget, pace: Pace): Buffer | null | 'stream' | Promise<Buffer> {
-  if (req.headers['transfer-encoding'] !== undefined) return 'stream';
-  const len = Number(req.headers['content-length'] ?? 0);
-  if (!len) return null;
-  const ns = pace.namespace;
-  if (!(len <= maxBufferedBody) || !bodies.take(ns, len)) return 'stream';
-  res.once('close', () => bodies.give(ns, len));
-  return (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of paced(req, pace)) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  })();
 }
 
 function forwardedFor(headers: OutgoingHttpHeaders, req: IncomingMessage): void {

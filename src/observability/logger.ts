@@ -16,44 +16,40 @@ export function createLogger(opts: { level?: string; format?: 'json' | 'pretty' 
   if (opts.format === 'pretty') {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
   }
-  return pino(base, stdout());
+  return pino(base, stdout);
 }
 
 /** The logger's and the access log's one writer on stdout: their writes never interleave within
  * a line, and they are written off the event loop (a log reader that lags makes lines wait in
  * memory, not the loop: past 16 MiB waiting, new lines are dropped, and counted). */
 type Destination = ReturnType<typeof pino.destination> & { _writing?: boolean; _len?: number };
-let stdoutDest: Destination | undefined;
+const stdout: Destination = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
 let dropped = 0;
-function stdout(): Destination {
-  if (!stdoutDest) {
-    const d: Destination = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
-    // a log that cannot be written must not end the process; nor hold it at exit (sonic-boom's
-    // flushSync, which pino runs at exit, retries an EPIPE or EIO for ever): what waits then is lost
-    d.on('error', () => { d.flushSync = () => {}; });
-    d.on('drop', (data: string | Buffer) => { dropped += lineCount(data); });
-    stdoutDest = d;
-  }
-  return stdoutDest;
+// a log that cannot be written must not end the process; nor hold it at exit (sonic-boom's
+// flushSync, which pino runs at exit, retries an EPIPE or EIO for ever): what waits then is lost
+stdout.on('error', () => { stdout.flushSync = () => {}; });
+stdout.on('drop', (data: string | Buffer) => { dropped += lineCount(data); });
+
+/** Whether stdout's writer has lines it has not written (sonic-boom's own state). */
+function writing(): boolean {
+  return stdout._writing === true || (stdout._len ?? 0) > 0;
 }
 
 /** Whether log lines wait to be written to stdout (access lines in their batch included). */
 export function logsPending(): boolean {
-  const d = stdout();
-  return stdoutBatch.pending || d._writing === true || (d._len ?? 0) > 0;
+  return stdoutBatch.pending || writing();
 }
 
 /** Hands the access lines waiting for their batch to stdout, and resolves once all is written, or
  * after `ms` (a log reader that stopped reading must not hold a shutdown). */
 export async function drainLogs(ms: number): Promise<void> {
   stdoutBatch.flush();
-  const d = stdout();
   const deadline = Date.now() + ms;
   while (logsPending() && Date.now() < deadline) {
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, Math.max(1, deadline - Date.now()));
-      function done() { clearTimeout(t); d.off('drain', done); resolve(); }
-      d.once('drain', done);
+      function done() { clearTimeout(t); stdout.off('drain', done); resolve(); }
+      stdout.once('drain', done);
     });
   }
 }
@@ -63,8 +59,7 @@ export async function drainLogs(ms: number): Promise<void> {
  * flight would be spliced). */
 function writeAtExit(text: string): void {
   if (!text) return;
-  const d = stdout();
-  if (d._writing || (d._len ?? 0) > 0) {
+  if (writing()) {
     dropped += lineCount(text);
     return;
   }
@@ -174,7 +169,7 @@ export class LineBatch {
 /** A logger that writes nothing (unit tests, library use). */
 export const silentLogger: Logger = pino({ level: 'silent' });
 
-const stdoutBatch = new LineBatch(stdout());
+const stdoutBatch = new LineBatch(stdout);
 // a process that is done (nothing left but the batch's unref'd timer) writes what waits now; one
 // that exits, as it can (writeAtExit)
 process.on('beforeExit', stdoutBatch.flush);
