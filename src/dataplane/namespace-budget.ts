@@ -132,9 +132,10 @@ export function addressGroup(address: string): string {
  * Requests (and pieces of long bodies: below) a namespace may start in one turn of the event
  * loop; more wait for the next turns, in order. When one team's requests fill the loop, every turn is as long as all of them,
  * and every other team's request waits for that: so a team starts at most `perTurn` per turn, and
- * its other requests wait in its queue, not in every team's turn. (Held back alone too: a team
- * that was alone when another's first request came would have made that turn long. Measured
- * both ways in docs/performance.md.)
+ * its other requests wait in its queue, not in every team's turn. A team alone (no other started
+ * anything in the last `aloneMs`) starts `aloneFactor` times that: turns of `perTurn` cost a lone
+ * team 10-15% of its throughput in the loop's own work per turn. Not unbounded: a team alone when
+ * another's first request came would have made that turn long (docs/performance.md).
  *
  * A team whose few callers each wait for an answer before asking again has none waiting and starts
  * less than `perTurn` a turn, and each answer takes it a turn or two: another team's `perTurn` make
@@ -156,6 +157,11 @@ export class TurnShare {
   static readonly busy = 0.25;
   /** The bytes of a piece that cost one start. */
   static readonly pieceBytes = 16 * 1024;
+  /** A namespace alone (no other started anything in the last `aloneMs`) starts this many times `perTurn`. */
+  static readonly aloneFactor = 8;
+  static readonly aloneMs = 1000;
+  /** When each namespace last started a request or piece, in turn time (`performance.now()` once a turn). */
+  private readonly seen = new Map<string, number>();
   /** What each namespace has started in this turn, in starts. */
   private readonly started = new Map<string, number>();
   /** Of those, requests (not pieces): what the averages are made of. */
@@ -202,9 +208,16 @@ export class TurnShare {
     this.count(namespace, n, pieceCost(bytes) - 1, this.share(namespace));
   }
 
-  /** What `namespace` may start in this turn: with some waiting, what the hold lets it; else the bound. */
+  /** What `namespace` may start in this turn: alone, `aloneFactor` times the bound; with some waiting, what the hold lets it; else the bound. */
   private share(namespace: string): number {
+    if (this.alone(namespace)) return this.perTurn * TurnShare.aloneFactor;
     return this.waiting.has(namespace) ? this.held : Math.max(this.held, this.perTurn);
+  }
+
+  /** No other namespace started anything in the last `aloneMs` (one with some waiting has: a
+   * namespace waits only once it has started its share, or paid what it owes, in a turn). */
+  private alone(namespace: string): boolean {
+    return only(this.seen, namespace) && only(this.started, namespace);
   }
 
   /** `cost` 0: a request (one start, in the averages); else a piece's starts, what is past
@@ -238,6 +251,9 @@ export class TurnShare {
   /** The averages, with the last turn's starts, and what a namespace with requests waiting may
    * start in the coming one. */
   private average(): void {
+    const now = performance.now();
+    for (const ns of this.started.keys()) this.seen.set(ns, now);
+    for (const [ns, t] of this.seen) if (now - t > TurnShare.aloneMs) this.seen.delete(ns);
     for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
     for (const [ns, n] of this.requests) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
     let few = Infinity; // the least busy namespace with none waiting, among those busy
@@ -264,8 +280,8 @@ export class TurnShare {
     // only what each queue held when the turn began: what a `go` waits for again goes behind, to a
     // later turn; each `go` counts its own start (a piece's at its cost)
     const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
-    const cap = this.held || Infinity; // (0: no limit)
     for (const [ns, q, had] of queues) {
+      const cap = this.perTurn === 0 ? Infinity : this.alone(ns) ? this.perTurn * TurnShare.aloneFactor : this.held;
       let i = 0, n = 0;
       try {
         while (n < cap && (this.started.get(ns) ?? 0) < cap && i < had) {
@@ -284,6 +300,11 @@ export class TurnShare {
     // (a turn that started or paid anything is followed by one that clears it)
     if (this.waiting.size > 0 || this.started.size > 0) this.schedule();
   };
+}
+
+/** `m` holds nothing, or only `key`. */
+function only(m: Map<string, unknown>, key: string): boolean {
+  return m.size === 0 || (m.size === 1 && m.has(key));
 }
 
 /** A piece's starts: one per `TurnShare.pieceBytes`, at least one. */

@@ -87,10 +87,18 @@ test('connections not admitted yet: limit 0 closes none', () => {
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
 
-/** A TurnShare as the listener uses it: `go` now, or once the namespace's turn comes. */
-function turns(perTurn: number) {
+/** `s`, with another namespace's one request just started: no namespace is alone (`aloneMs`). */
+function neighbour(s: TurnShare): TurnShare {
+  s.tryStart('team-z');
+  return s;
+}
+
+/** A TurnShare as the listener uses it: `go` now, or once the namespace's turn comes (a
+ * neighbour's request seen, unless `alone`). */
+function turns(perTurn: number, alone = false) {
   const errors: unknown[] = [];
   const s = new TurnShare(perTurn, (err) => errors.push(err));
+  if (!alone) neighbour(s);
   const run = (ns: string, go: () => void) => {
     if (s.tryStart(ns)) {
       go();
@@ -149,6 +157,39 @@ async function beside(perTurn: number, turnsRun: number, light: Record<string, (
   return { a: perFlood[0]!, perFlood, lightWaited };
 }
 
+test('requests per turn: a namespace alone (none other started anything in the last second) starts 8 times its share a turn; another\'s first request holds it to its share at once', async () => {
+  const { run } = turns(4, true);
+  const ran: string[] = [];
+  for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
+  assert.equal(ran.length, 32);
+  await nextTurn();
+  assert.equal(ran.length, 64, 'alone in the next turn too');
+  run('team-b', () => ran.push('b1'));
+  assert.equal(ran.at(-1), 'b1', 'the other namespace starts at once');
+  await nextTurn();
+  assert.equal(ran.filter((x) => x === 'a').length, 68, 'team-a back to its share (4) in the turn after');
+  await nextTurn();
+  assert.equal(ran.filter((x) => x === 'a').length, 72, 'and in the next: team-b was seen less than a second ago');
+  // a namespace with none waiting: the same bound, counted by tryStart
+  const t = new TurnShare(2, (err) => { throw err; });
+  assert.deepEqual(Array.from({ length: 17 }, () => t.tryStart('team-a')), [...Array(16).fill(true), false]);
+  assert.ok(t.tryStart('team-b'));
+  assert.equal(t.tryStart('team-a'), false, 'past its share (2) once another has started');
+});
+
+test('requests per turn: alone again a second after the other namespace\'s last start', async () => {
+  const { s, run } = turns(4, true);
+  const ran: string[] = [];
+  run('team-b', () => ran.push('b'));
+  await nextTurn(); // team-b seen
+  await new Promise((r) => setTimeout(r, TurnShare.aloneMs + 100));
+  for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
+  assert.equal(ran.length, 5, 'until a turn has run, team-b counts as seen: team-a starts its share (4)');
+  await nextTurn();
+  assert.equal(ran.length, 37, 'team-b started nothing for a second: team-a alone again (32)');
+  assert.ok(s.tryStart('team-b'), 'team-b starts at once');
+});
+
 test('requests per turn: another namespace starts at once, not behind one whose requests wait', async () => {
   const { run } = turns(4);
   const ran: string[] = [];
@@ -192,7 +233,7 @@ test('requests per turn: pieces of a body or session take starts but never make 
 /** team-a with 1,000 pieces of `bytes` waiting (beside team-b's one request every other turn
  * when `few`): how many it started in each of 40 turns. */
 async function pieceTurns(bytes: number, few: boolean): Promise<number[]> {
-  const s = new TurnShare(4, (err) => { throw err; });
+  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
   let started = 0;
   const go = () => { s.start('team-a', bytes); started++; };
   for (let i = 0; i < 1000; i++) {
@@ -220,7 +261,7 @@ test('requests per turn: a piece costs a start per 16 KiB; what it costs past it
   assert.ok(big.every((n) => n <= 1), big.join(' '));
   // what a piece owes is paid whether or not more wait: one of 1 MiB (64 starts) with a share of 4
   // leaves 60 owed, 15 turns; the namespace starts again in the turn after
-  const s = new TurnShare(4, (err) => { throw err; });
+  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
   assert.ok(s.tryStart('team-a', 1 << 20));
   let turns = 0;
   while (!s.tryStart('team-a') && turns < 100) {
@@ -234,7 +275,7 @@ test('requests per turn: a piece costs a start per 16 KiB; what it costs past it
 });
 
 test('requests per turn: a request whose one piece is long is charged what that costs past its start; past the share it is owed', async () => {
-  const s = new TurnShare(4, (err) => { throw err; });
+  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
   assert.ok(s.tryStart('team-a'));
   s.charge('team-a', 1024); // a small answer: nothing more
   assert.ok(s.tryStart('team-a'));
@@ -303,7 +344,7 @@ test('requests per turn: 0 is no limit', async () => {
 });
 
 test('requests per turn: a piece counted outside a turn (a drain\'s flush) owes only what is past its own namespace\'s share, not past the hold of namespaces with requests waiting', async () => {
-  const s = new TurnShare(4, (err) => { throw err; });
+  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
   // team-b, one request a turn and none waiting: the hold is one a turn
   for (let turn = 0; turn < 20; turn++) {
     assert.ok(s.tryStart('team-b'));
