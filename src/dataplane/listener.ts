@@ -276,6 +276,7 @@ export class Listener {
       return;
     }
     const ns = this.table.plan.namespace;
+    this.budgets.turns.arrived(ns, performance.now()); // another team's flood is held from now on
     const c: Unadmitted & { signMs?: number; secured?: () => void } = {
       source: addressGroup(raw.remoteAddress!),
       evict: () => {
@@ -437,6 +438,7 @@ export class Listener {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const t = this.table;
     const started = performance.now();
+    this.budgets.turns.arrived(t.plan.namespace, started);
     const id = ++nextId;
     const seen: Seen = { caller: '-' };
     const sock = req.socket;

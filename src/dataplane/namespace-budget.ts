@@ -132,10 +132,11 @@ export function addressGroup(address: string): string {
  * Requests (and pieces of long bodies: below) a namespace may start in one turn of the event
  * loop; more wait for the next turns, in order. When one team's requests fill the loop, every turn is as long as all of them,
  * and every other team's request waits for that: so a team starts at most `perTurn` per turn, and
- * its other requests wait in its queue, not in every team's turn. A team alone (no other started
- * anything in the last `aloneMs`) starts `aloneFactor` times that: turns of `perTurn` cost a lone
- * team 10-15% of its throughput in the loop's own work per turn. Not unbounded: a team alone when
- * another's first request came would have made that turn long (docs/performance.md).
+ * its other requests wait in its queue, not in every team's turn. A team alone (no other's
+ * connection or request came, and none started, in the last `aloneMs`) starts `aloneFactor` times
+ * that: turns of `perTurn` cost a lone team 10-15% of its throughput in the loop's own work per
+ * turn. Not unbounded: another's first request, its handshake and its token check take turns of
+ * the lone team's starts before it is held (docs/performance.md).
  *
  * A team whose few callers each wait for an answer before asking again has none waiting and starts
  * less than `perTurn` a turn, and each answer takes it a turn or two: another team's `perTurn` make
@@ -157,10 +158,10 @@ export class TurnShare {
   static readonly busy = 0.25;
   /** The bytes of a piece that cost one start. */
   static readonly pieceBytes = 16 * 1024;
-  /** A namespace alone (no other started anything in the last `aloneMs`) starts this many times `perTurn`. */
+  /** A namespace alone (nothing of another's came or started in the last `aloneMs`) starts this many times `perTurn`. */
   static readonly aloneFactor = 8;
   static readonly aloneMs = 1000;
-  /** When each namespace last started a request or piece, in turn time (`performance.now()` once a turn). */
+  /** When something of each namespace's last came (`arrived`) or started (at its turn's end). */
   private readonly seen = new Map<string, number>();
   /** What each namespace has started in this turn, in starts. */
   private readonly started = new Map<string, number>();
@@ -176,9 +177,17 @@ export class TurnShare {
   /** What a namespace with requests waiting may start in a turn. */
   private held: number;
 
-  /** `perTurn` 0: no limit. `onError`: what a `go` threw (it runs in a turn, with other teams'). */
-  constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void) {
+  /** `perTurn` 0: no limit. `onError`: what a `go` threw (it runs in a turn, with other teams').
+   * `aloneMs`: how long a namespace's last arrival or start keeps every other from being alone. */
+  constructor(readonly perTurn: number, private readonly onError: (err: unknown) => void, private readonly aloneMs = TurnShare.aloneMs) {
     this.held = perTurn;
+  }
+
+  /** Something of `namespace`'s came at `now` (`performance.now()`): a connection, a request not
+   * started yet (its handshake, headers and token check come first). No other namespace is alone
+   * from now on. */
+  arrived(namespace: string, now: number): void {
+    if (this.perTurn !== 0) this.seen.set(namespace, now);
   }
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its
@@ -214,8 +223,8 @@ export class TurnShare {
     return this.waiting.has(namespace) ? this.held : Math.max(this.held, this.perTurn);
   }
 
-  /** No other namespace started anything in the last `aloneMs` (one with some waiting has: a
-   * namespace waits only once it has started its share, or paid what it owes, in a turn). */
+  /** Nothing of another namespace's came or started in the last `aloneMs` (one with some waiting
+   * has: a namespace waits only once it has started its share, or paid what it owes, in a turn). */
   private alone(namespace: string): boolean {
     return only(this.seen, namespace) && only(this.started, namespace);
   }
@@ -253,7 +262,7 @@ export class TurnShare {
   private average(): void {
     const now = performance.now();
     for (const ns of this.started.keys()) this.seen.set(ns, now);
-    for (const [ns, t] of this.seen) if (now - t > TurnShare.aloneMs) this.seen.delete(ns);
+    for (const [ns, t] of this.seen) if (now - t > this.aloneMs) this.seen.delete(ns);
     for (const [ns, r] of this.rate) this.rate.set(ns, r * 7 / 8);
     for (const [ns, n] of this.requests) this.rate.set(ns, (this.rate.get(ns) ?? 0) + n / 8);
     let few = Infinity; // the least busy namespace with none waiting, among those busy

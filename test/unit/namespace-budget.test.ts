@@ -87,18 +87,19 @@ test('connections not admitted yet: limit 0 closes none', () => {
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
 
-/** `s`, with another namespace's one request just started: no namespace is alone (`aloneMs`). */
-function neighbour(s: TurnShare): TurnShare {
-  s.tryStart('team-z');
+/** A TurnShare where another namespace's connection came, and counts for good (`aloneMs`
+ * Infinity): no namespace is alone. */
+function shared(perTurn: number, onError: (err: unknown) => void = (err) => { throw err; }): TurnShare {
+  const s = new TurnShare(perTurn, onError, Infinity);
+  s.arrived('team-z', performance.now());
   return s;
 }
 
-/** A TurnShare as the listener uses it: `go` now, or once the namespace's turn comes (a
- * neighbour's request seen, unless `alone`). */
-function turns(perTurn: number, alone = false) {
+/** A TurnShare as the listener uses it: `go` now, or once the namespace's turn comes (`shared`,
+ * unless `aloneMs` is given). */
+function turns(perTurn: number, aloneMs?: number) {
   const errors: unknown[] = [];
-  const s = new TurnShare(perTurn, (err) => errors.push(err));
-  if (!alone) neighbour(s);
+  const s = aloneMs === undefined ? shared(perTurn, (err) => errors.push(err)) : new TurnShare(perTurn, (err) => errors.push(err), aloneMs);
   const run = (ns: string, go: () => void) => {
     if (s.tryStart(ns)) {
       go();
@@ -109,7 +110,7 @@ function turns(perTurn: number, alone = false) {
   return { s, run, errors };
 }
 
-test('requests per turn: a namespace alone starts that many per turn of the event loop, in order', async () => {
+test('requests per turn: a namespace beside another starts that many per turn of the event loop, in order', async () => {
   const { run } = turns(2);
   const ran: string[] = [];
   for (let i = 1; i <= 5; i++) run('team-a', () => ran.push(`a${i}`));
@@ -157,8 +158,8 @@ async function beside(perTurn: number, turnsRun: number, light: Record<string, (
   return { a: perFlood[0]!, perFlood, lightWaited };
 }
 
-test('requests per turn: a namespace alone (none other started anything in the last second) starts 8 times its share a turn; another\'s first request holds it to its share at once', async () => {
-  const { run } = turns(4, true);
+test('requests per turn: a namespace alone (nothing of another\'s came in the last second) starts 8 times its share a turn; another\'s first request holds it to its share at once', async () => {
+  const { run } = turns(4, TurnShare.aloneMs);
   const ran: string[] = [];
   for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
   assert.equal(ran.length, 32);
@@ -169,24 +170,38 @@ test('requests per turn: a namespace alone (none other started anything in the l
   await nextTurn();
   assert.equal(ran.filter((x) => x === 'a').length, 68, 'team-a back to its share (4) in the turn after');
   await nextTurn();
-  assert.equal(ran.filter((x) => x === 'a').length, 72, 'and in the next: team-b was seen less than a second ago');
-  // a namespace with none waiting: the same bound, counted by tryStart
+  assert.equal(ran.filter((x) => x === 'a').length, 72, 'and in the next: team-b came less than a second ago');
+  // within a turn: another's start holds it at once
   const t = new TurnShare(2, (err) => { throw err; });
-  assert.deepEqual(Array.from({ length: 17 }, () => t.tryStart('team-a')), [...Array(16).fill(true), false]);
+  assert.deepEqual(Array.from({ length: 5 }, () => t.tryStart('team-a')), Array(5).fill(true), 'alone: 16 a turn');
   assert.ok(t.tryStart('team-b'));
   assert.equal(t.tryStart('team-a'), false, 'past its share (2) once another has started');
 });
 
-test('requests per turn: alone again a second after the other namespace\'s last start', async () => {
-  const { s, run } = turns(4, true);
+test('requests per turn: another namespace\'s connection or request that came (its handshake, headers and token check before any start) holds a namespace alone to its share at once', async () => {
+  const { s, run } = turns(4, TurnShare.aloneMs);
+  const ran: string[] = [];
+  for (let i = 0; i < 10; i++) run('team-a', () => ran.push('a'));
+  assert.equal(ran.length, 10, 'alone');
+  s.arrived('team-b', performance.now());
+  for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
+  assert.equal(ran.length, 10, 'held: it started past its share (4) in this turn');
+  await nextTurn();
+  assert.equal(ran.length, 14, 'its share in the next turn, team-b having started nothing');
+  await nextTurn();
+  assert.equal(ran.length, 18);
+});
+
+test('requests per turn: alone again once nothing of the other namespace\'s came or started for `aloneMs`', async () => {
+  const { s, run } = turns(4, 50);
   const ran: string[] = [];
   run('team-b', () => ran.push('b'));
   await nextTurn(); // team-b seen
-  await new Promise((r) => setTimeout(r, TurnShare.aloneMs + 100));
+  await new Promise((r) => setTimeout(r, 100));
   for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
   assert.equal(ran.length, 5, 'until a turn has run, team-b counts as seen: team-a starts its share (4)');
   await nextTurn();
-  assert.equal(ran.length, 37, 'team-b started nothing for a second: team-a alone again (32)');
+  assert.equal(ran.length, 37, 'team-b started nothing for 50 ms: team-a alone again (32)');
   assert.ok(s.tryStart('team-b'), 'team-b starts at once');
 });
 
@@ -233,7 +248,7 @@ test('requests per turn: pieces of a body or session take starts but never make 
 /** team-a with 1,000 pieces of `bytes` waiting (beside team-b's one request every other turn
  * when `few`): how many it started in each of 40 turns. */
 async function pieceTurns(bytes: number, few: boolean): Promise<number[]> {
-  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
+  const s = shared(4);
   let started = 0;
   const go = () => { s.start('team-a', bytes); started++; };
   for (let i = 0; i < 1000; i++) {
@@ -261,7 +276,7 @@ test('requests per turn: a piece costs a start per 16 KiB; what it costs past it
   assert.ok(big.every((n) => n <= 1), big.join(' '));
   // what a piece owes is paid whether or not more wait: one of 1 MiB (64 starts) with a share of 4
   // leaves 60 owed, 15 turns; the namespace starts again in the turn after
-  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
+  const s = shared(4);
   assert.ok(s.tryStart('team-a', 1 << 20));
   let turns = 0;
   while (!s.tryStart('team-a') && turns < 100) {
@@ -275,7 +290,7 @@ test('requests per turn: a piece costs a start per 16 KiB; what it costs past it
 });
 
 test('requests per turn: a request whose one piece is long is charged what that costs past its start; past the share it is owed', async () => {
-  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
+  const s = shared(4);
   assert.ok(s.tryStart('team-a'));
   s.charge('team-a', 1024); // a small answer: nothing more
   assert.ok(s.tryStart('team-a'));
@@ -344,7 +359,7 @@ test('requests per turn: 0 is no limit', async () => {
 });
 
 test('requests per turn: a piece counted outside a turn (a drain\'s flush) owes only what is past its own namespace\'s share, not past the hold of namespaces with requests waiting', async () => {
-  const s = neighbour(new TurnShare(4, (err) => { throw err; }));
+  const s = shared(4);
   // team-b, one request a turn and none waiting: the hold is one a turn
   for (let turn = 0; turn < 20; turn++) {
     assert.ok(s.tryStart('team-b'));
