@@ -9,8 +9,8 @@
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
 // while the first team floods its own gateway with requests (admitted, or refused), downloads or
-// uploads long bodies, or opens new TLS connections; and the first team's connections alone and beside
-// another team's one caller.
+// uploads long bodies, or opens new TLS connections; the first team's connections alone and beside
+// another team's one caller; and another team's quiet caller, alone and beside the flood.
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -332,6 +332,37 @@ end
     // starts per turn: what a busy team gives up for a team with few callers
     const besideRuns = await neighbourRounds('neighbour beside one caller', { url: `http://127.0.0.1:${gw.logNone}/`, headers: auth, connections },
       () => wrk(`http://127.0.0.1:${neighbour.port}/`, { ...flood, connections: 1, headers: neighbour.auth }));
+    // another team's caller that is quiet for longer than a namespace's alone window between
+    // requests (a kubectl user: a new TLS connection, a full handshake and one request each): alone,
+    // and while team bench floods its gateway (which then starts 8 times the bound a turn until
+    // that caller's connection comes). Each request's time, from connect to the answer's end.
+    const quietRuns: Array<{ alone: number[]; flooded: number[] }> = [];
+    if (!opt.only || opt.only.split(',').some((o) => 'quiet neighbour'.includes(o))) {
+      const calls = opt.smoke ? 2 : 6, gapMs = 1200;
+      const quiet = async (): Promise<number[]> => {
+        const ms: number[] = [];
+        for (let i = 0; i < calls; i++) {
+          await new Promise((r) => setTimeout(r, gapMs));
+          const agent = new Agent({ connect: { rejectUnauthorized: false } });
+          const t = performance.now();
+          const r = await request(`https://127.0.0.1:${tls.b}/`, { dispatcher: agent, headers: neighbour.auth });
+          await r.body.arrayBuffer();
+          ms.push(performance.now() - t);
+          await agent.close();
+          if (r.statusCode !== 200) throw new Error(`quiet neighbour: ${r.statusCode}`);
+        }
+        return ms;
+      };
+      for (let r = 0; r < rounds; r++) {
+        const alone = await quiet();
+        const flooding = wrk(`http://127.0.0.1:${gw.logNone}/`, { seconds: Math.ceil((calls * gapMs) / 1000) + 3, cpu: 0, connections: floodConnections, headers: auth });
+        flooding.catch(() => {});
+        await new Promise((res) => setTimeout(res, 1000));
+        const flooded = await quiet();
+        await flooding;
+        quietRuns.push({ alone, flooded });
+      }
+    }
     const loadRss = rssMiB(opPid);
 
     const median = (xs: number[]) => {
@@ -391,6 +422,12 @@ end
     printNeighbour(`another team's 4 connections to its own gateway, alone and while team ${ns} uploads 1 MiB bodies through its gateway on 64 connections`, uploadRuns);
     printNeighbour(`another team's 4 TLS connections to its own gateway, alone and while team ${ns} opens new TLS connections to its own (64 at a time, a full handshake per request; RSA-2048 keys)`, handshakeRuns);
     printNeighbour(`team ${ns}'s ${connections} connections to its gateway, alone and beside another team's one caller`, besideRuns, [ns, `${nsB} (one connection)`]);
+    if (quietRuns.length) {
+      const all = (f: (x: { alone: number[]; flooded: number[] }) => number[]) => quietRuns.flatMap(f).sort((a, b) => a - b);
+      const show = (xs: number[]) => `median ${median(xs).toFixed(1)} ms, max ${xs.at(-1)!.toFixed(1)} ms`;
+      console.log(`\nanother team's quiet caller (a new TLS connection and one request every 1.2 s, ${all((x) => x.alone).length} requests): `
+        + `alone ${show(all((x) => x.alone))}; while team ${ns} floods its gateway (${floodConnections} connections) ${show(all((x) => x.flooded))}`);
+    }
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
     if (gc.requests) {
       const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);
