@@ -159,7 +159,7 @@ export class TurnShare {
   /** The bytes of a piece that cost one start. */
   static readonly pieceBytes = 16 * 1024;
   /** A namespace alone (nothing of another's came or started in the last `aloneMs`) starts this many times `perTurn`. */
-  static readonly aloneFactor = 8;
+  static readonly aloneFactor = 4;
   static readonly aloneMs = 1000;
   /** When something of each namespace's last came (`arrived`) or started (at its turn's end). */
   private readonly seen = new Map<string, number>();

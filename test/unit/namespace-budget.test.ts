@@ -158,22 +158,22 @@ async function beside(perTurn: number, turnsRun: number, light: Record<string, (
   return { a: perFlood[0]!, perFlood, lightWaited };
 }
 
-test('requests per turn: a namespace alone (nothing of another\'s came in the last second) starts 8 times its share a turn; another\'s first request holds it to its share at once', async () => {
+test('requests per turn: a namespace alone (nothing of another\'s came in the last second) starts 4 times its share a turn; another\'s first request holds it to its share at once', async () => {
   const { run } = turns(4, TurnShare.aloneMs);
   const ran: string[] = [];
   for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
-  assert.equal(ran.length, 32);
+  assert.equal(ran.length, 16);
   await nextTurn();
-  assert.equal(ran.length, 64, 'alone in the next turn too');
+  assert.equal(ran.length, 32, 'alone in the next turn too');
   run('team-b', () => ran.push('b1'));
   assert.equal(ran.at(-1), 'b1', 'the other namespace starts at once');
   await nextTurn();
-  assert.equal(ran.filter((x) => x === 'a').length, 68, 'team-a back to its share (4) in the turn after');
+  assert.equal(ran.filter((x) => x === 'a').length, 36, 'team-a back to its share (4) in the turn after');
   await nextTurn();
-  assert.equal(ran.filter((x) => x === 'a').length, 72, 'and in the next: team-b came less than a second ago');
+  assert.equal(ran.filter((x) => x === 'a').length, 40, 'and in the next: team-b came less than a second ago');
   // within a turn: another's start holds it at once
   const t = new TurnShare(2, (err) => { throw err; });
-  assert.deepEqual(Array.from({ length: 5 }, () => t.tryStart('team-a')), Array(5).fill(true), 'alone: 16 a turn');
+  assert.deepEqual(Array.from({ length: 5 }, () => t.tryStart('team-a')), Array(5).fill(true), 'alone: 8 a turn');
   assert.ok(t.tryStart('team-b'));
   assert.equal(t.tryStart('team-a'), false, 'past its share (2) once another has started');
 });
@@ -201,7 +201,7 @@ test('requests per turn: alone again once nothing of the other namespace\'s came
   for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
   assert.equal(ran.length, 5, 'until a turn has run, team-b counts as seen: team-a starts its share (4)');
   await nextTurn();
-  assert.equal(ran.length, 37, 'team-b started nothing for 50 ms: team-a alone again (32)');
+  assert.equal(ran.length, 21, 'team-b started nothing for 50 ms: team-a alone again (16)');
   assert.ok(s.tryStart('team-b'), 'team-b starts at once');
 });
 
