@@ -4,7 +4,7 @@
 //   scripts/bench scale [--gateways 1000,10000] [--node-args=FLAGS]
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { cpuMs, pin, rssMiB } from './procfs.js';
+import { cpuMs, cpuTicks, pin, rssMiB } from './procfs.js';
 import { request } from 'undici';
 import { ApiError, KubeClient, loadKubeConfig } from '../src/kube/client.js';
 import { silentLogger } from '../src/observability/logger.js';
@@ -69,7 +69,8 @@ for (const size of sizes) {
     const pid = op.child.pid!;
     const idle = rssMiB(pid);
     const apiPid = Number(execFileSync('pgrep', ['-f', `kube-apiserver.*${cp.dir}`], { encoding: 'utf8' }).trim().split('\n')[0]);
-    const cpu0 = { op: cpuSeconds(pid), api: cpuSeconds(apiPid) };
+    const etcdPid = Number(execFileSync('pgrep', ['-f', `etcd --name default --data-dir ${cp.dir}`], { encoding: 'utf8' }).trim().split('\n')[0]);
+    const cpu0 = { op: cpuSeconds(pid), api: cpuSeconds(apiPid), etcd: cpuSeconds(etcdPid), self: cpuSeconds(process.pid), ticks: cpuTicks(0) };
     const t0 = performance.now();
     await pool(Array.from({ length: size }, (_, i) => i), 32, async (i) => {
       const r = await cp.api('POST', `/apis/access-gateway.io/v1alpha1/namespaces/scale-${i % namespaces}/accessgateways`, {
@@ -82,7 +83,9 @@ for (const size of sizes) {
     const created = performance.now() - t0;
     while (ready.size < size && performance.now() - t0 < 600_000) await new Promise((r) => setTimeout(r, 100));
     const readyAfter = performance.now() - t0;
-    const cpu = { op: cpuSeconds(pid) - cpu0.op, api: cpuSeconds(apiPid) - cpu0.api };
+    const ticks = cpuTicks(0);
+    const cpu = { op: cpuSeconds(pid) - cpu0.op, api: cpuSeconds(apiPid) - cpu0.api, etcd: cpuSeconds(etcdPid) - cpu0.etcd,
+      self: cpuSeconds(process.pid) - cpu0.self, cpu0Busy: (ticks.busy - cpu0.ticks.busy) / (ticks.total - cpu0.ticks.total) };
     await new Promise((r) => setTimeout(r, 2000));
     const atReady = rssMiB(pid);
     await new Promise((r) => setTimeout(r, 30_000));
@@ -92,7 +95,8 @@ for (const size of sizes) {
     for await (const c of (await request(`http://127.0.0.1:${op.adminPort}/metrics`)).body) bytes += c.length;
     const scrapeMs = performance.now() - s0;
     console.log(`${size} gateways: created in ${(created / 1000).toFixed(1)} s; ${ready.size} Ready ${(readyAfter / 1000).toFixed(1)} s after the first create; `
-      + `CPU until then: operator ${cpu.op.toFixed(1)} s, apiserver ${cpu.api.toFixed(1)} s; `
+      + `CPU until then: operator ${cpu.op.toFixed(1)} s, apiserver ${cpu.api.toFixed(1)} s, etcd ${cpu.etcd.toFixed(1)} s, `
+      + `this benchmark's client ${cpu.self.toFixed(1)} s (CPU 0 busy ${Math.round(cpu.cpu0Busy * 100)}% of the time); `
       + `operator RSS ${idle} MiB idle, ${atReady} MiB 2 s after all Ready, ${settled} MiB 30 s later; `
       + `a /metrics scrape: ${(bytes / 1048576).toFixed(1)} MiB in ${Math.round(scrapeMs)} ms, RSS ${rssMiB(pid)} MiB after it`);
     await op.stop();
