@@ -41,6 +41,8 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
     assert.ok(row && Number(row[1]) > 0, `no row for ${who}, or nothing got through:\n${stdout}`);
   }
   assert.match(stdout, /^bench meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/m);
+  // and another team's quiet caller (a new TLS connection each time), alone and beside the flood
+  assert.match(stdout, /^another team's quiet caller \(a new TLS connection and one request every 1\.2 s, 2 requests\): alone median [\d.]+ ms, max [\d.]+ ms; while team bench floods its gateway \(32 connections\) median [\d.]+ ms, max [\d.]+ ms$/m);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
   assert.match(stdout, /^operator GC while it proxied: \d+ full GCs \([\d.]+ µs per request\), young generation [\d.]+ µs per request$/m);
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 7 gateways, \d+ MiB after the run$/m);
