@@ -148,6 +148,7 @@ export class Listener {
             tls.destroy();
             return;
           }
+          budgets.turns.arrived(this.table.plan.namespace); // a handshake that waited its turns for over a second
           // a resumed session signs nothing: what it was charged for the signature is given back
           const c = this.unadmitted.get(key);
           c?.secured?.();
@@ -276,7 +277,7 @@ export class Listener {
       return;
     }
     const ns = this.table.plan.namespace;
-    this.budgets.turns.arrived(ns, performance.now()); // another team's flood is held from now on
+    this.budgets.turns.arrived(ns); // another team's flood is held from now on
     const c: Unadmitted & { signMs?: number; secured?: () => void } = {
       source: addressGroup(raw.remoteAddress!),
       evict: () => {
@@ -438,7 +439,7 @@ export class Listener {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const t = this.table;
     const started = performance.now();
-    this.budgets.turns.arrived(t.plan.namespace, started);
+    this.budgets.turns.arrived(t.plan.namespace);
     const id = ++nextId;
     const seen: Seen = { caller: '-' };
     const sock = req.socket;
@@ -703,6 +704,7 @@ export class Listener {
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     let t = this.rules;
     const started = performance.now();
+    this.budgets.turns.arrived(t.plan.namespace);
     const seen: Seen = { caller: '-' };
     socket.on('error', () => socket.destroy());
     const fail = (err: AgwError) => {

@@ -183,11 +183,10 @@ export class TurnShare {
     this.held = perTurn;
   }
 
-  /** Something of `namespace`'s came at `now` (`performance.now()`): a connection, a request not
-   * started yet (its handshake, headers and token check come first). No other namespace is alone
-   * from now on. */
-  arrived(namespace: string, now: number): void {
-    if (this.perTurn !== 0) this.seen.set(namespace, now);
+  /** Something of `namespace`'s came: a connection, a finished handshake, a request or upgrade not
+   * started yet (its token check comes first). No other namespace is alone from now on. */
+  arrived(namespace: string): void {
+    if (this.perTurn !== 0) this.seen.set(namespace, performance.now());
   }
 
   /** Counts a start in this turn and says true, or says false when `namespace` has started its

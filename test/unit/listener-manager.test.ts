@@ -408,6 +408,30 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
+test('requests per turn: a team alone starts 4 times its share a turn; another team\'s connection, before any request, holds it to its share', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  const sockets = await Promise.all([a, a, a, a, a].map((p) => silent(p, held)));
+  // five requests of team-a sent at once: read by the operator in one turn (or more: fewer wait)
+  const burst = async () => {
+    const before = await counted(deps, 'requests_deferred', 'team-a');
+    for (const text of await exchange(sockets, (i) => `GET /a${i} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (x) => x.endsWith('ok'))) {
+      assert.match(text, /^HTTP\/1\.1 200/);
+    }
+    return (await counted(deps, 'requests_deferred', 'team-a')) - before;
+  };
+  await burst(); // the connections admitted, the upstream's open
+  const alone = await burst();
+  assert.ok(alone <= 1, `alone, 4 a turn: at most one of five waits (${alone})`);
+  await silent(b, held); // team-b's connection, nothing sent on it
+  await pause(50);
+  const beside = await burst();
+  assert.ok(beside >= 2, `held to one a turn once team-b's connection came: ${beside} waited`);
+});
+
 /** Runs what waits in `waiting`, a turn at a time, until `done` (at most 3,000 tries; a try with
  * nothing waiting waits 1 ms); says how many turns ran. */
 async function runTurns(waiting: Array<() => boolean | void>, done: () => boolean): Promise<number> {

@@ -91,7 +91,7 @@ const nextTurn = () => new Promise((r) => setImmediate(r));
  * Infinity): no namespace is alone. */
 function shared(perTurn: number, onError: (err: unknown) => void = (err) => { throw err; }): TurnShare {
   const s = new TurnShare(perTurn, onError, Infinity);
-  s.arrived('team-z', performance.now());
+  s.arrived('team-z');
   return s;
 }
 
@@ -176,6 +176,8 @@ test('requests per turn: a namespace alone (nothing of another\'s came in the la
   assert.deepEqual(Array.from({ length: 5 }, () => t.tryStart('team-a')), Array(5).fill(true), 'alone: 8 a turn');
   assert.ok(t.tryStart('team-b'));
   assert.equal(t.tryStart('team-a'), false, 'past its share (2) once another has started');
+  const u = new TurnShare(2, (err) => { throw err; });
+  assert.deepEqual(Array.from({ length: 9 }, () => u.tryStart('team-a')), [...Array(8).fill(true), false], 'alone: 8 a turn, no more');
 });
 
 test('requests per turn: another namespace\'s connection or request that came (its handshake, headers and token check before any start) holds a namespace alone to its share at once', async () => {
@@ -183,13 +185,25 @@ test('requests per turn: another namespace\'s connection or request that came (i
   const ran: string[] = [];
   for (let i = 0; i < 10; i++) run('team-a', () => ran.push('a'));
   assert.equal(ran.length, 10, 'alone');
-  s.arrived('team-b', performance.now());
+  s.arrived('team-b');
   for (let i = 0; i < 100; i++) run('team-a', () => ran.push('a'));
   assert.equal(ran.length, 10, 'held: it started past its share (4) in this turn');
   await nextTurn();
   assert.equal(ran.length, 14, 'its share in the next turn, team-b having started nothing');
   await nextTurn();
   assert.equal(ran.length, 18);
+  // an arrival counts for `aloneMs` (here 50 ms), then team-a is alone again
+  const { s: s2, run: run2 } = turns(4, 50);
+  const ran2: string[] = [];
+  s2.arrived('team-b');
+  for (let i = 0; i < 6; i++) run2('team-a', () => ran2.push('a'));
+  assert.equal(ran2.length, 4, 'held by team-b\'s arrival');
+  await nextTurn();
+  assert.equal(ran2.length, 6);
+  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 100; i++) run2('team-a', () => ran2.push('a'));
+  await nextTurn();
+  assert.equal(ran2.length, 6 + 4 + 16, 'team-b came 100 ms ago, nothing since: team-a alone again from the next turn');
 });
 
 test('requests per turn: alone again once nothing of the other namespace\'s came or started for `aloneMs`', async () => {
