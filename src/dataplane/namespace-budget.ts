@@ -289,7 +289,7 @@ export class TurnShare {
     // later turn; each `go` counts its own start (a piece's at its cost)
     const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
     for (const [ns, q, had] of queues) {
-      const cap = this.perTurn === 0 ? Infinity : this.alone(ns) ? this.perTurn * TurnShare.aloneFactor : this.held;
+      const cap = this.perTurn === 0 ? Infinity : this.share(ns); // (it waits: alone, or the hold)
       let i = 0, n = 0;
       try {
         while (n < cap && (this.started.get(ns) ?? 0) < cap && i < had) {
