@@ -408,12 +408,19 @@ test('requests per turn: another team\'s request is not held behind one team\'s 
   assert.doesNotMatch(all, /requests_deferred_total\{namespace="team-b"/);
 });
 
-test('requests per turn: a team alone starts 4 times its share a turn; another team\'s connection, before any request, holds it to its share', async (t) => {
+/** team-a's and team-b's gateways (ports `a`, `b`) to an upstream that answers ok, one request a
+ * turn each (`--requests-per-turn-per-namespace 1`). */
+async function twoTeams(t: TestContext) {
   const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
   const up = await upstreamFor(t, (_req, res) => res.end('ok'));
   const [a, b] = [await freePort(), await freePort()];
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
   await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  return { deps, m, held, a, b };
+}
+
+test('requests per turn: a team alone starts 4 times its share a turn; another team\'s connection, before any request, holds it to its share', async (t) => {
+  const { deps, held, a, b } = await twoTeams(t);
   const sockets = await Promise.all([a, a, a, a, a].map((p) => silent(p, held)));
   // five requests of team-a sent at once: read by the operator in one turn (or more: fewer wait)
   const burst = async () => {
@@ -506,11 +513,7 @@ test('upgrades take their namespace\'s turns too: one team\'s burst of upgrades 
 });
 
 test('requests per turn: a team\'s refused requests on its admitted connections wait their turn too', async (t) => {
-  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
-  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
-  const [a, b] = [await freePort(), await freePort()];
-  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
-  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  const { deps, held, a, b } = await twoTeams(t);
   const sockets = await Promise.all([a, a, a, a, a, b].map((p) => silent(p, held)));
   // a request first on each connection: admitted
   await exchange(sockets, () => get(alice), (text) => text.endsWith('ok'));
