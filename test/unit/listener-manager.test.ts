@@ -422,14 +422,7 @@ async function twoTeams(t: TestContext) {
 test('requests per turn: a team alone starts 4 times its share a turn; another team\'s connection, before any request, holds it to its share', async (t) => {
   const { deps, held, a, b } = await twoTeams(t);
   const sockets = await Promise.all([a, a, a, a, a].map((p) => silent(p, held)));
-  // five requests of team-a sent at once: read by the operator in one turn (or more: fewer wait)
-  const burst = async () => {
-    const before = await counted(deps, 'requests_deferred', 'team-a');
-    for (const text of await exchange(sockets, (i) => `GET /a${i} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (x) => x.endsWith('ok'))) {
-      assert.match(text, /^HTTP\/1\.1 200/);
-    }
-    return (await counted(deps, 'requests_deferred', 'team-a')) - before;
-  };
+  const burst = () => burstOf(deps, sockets);
   await burst(); // the connections admitted, the upstream's open
   const alone = await burst();
   assert.ok(alone <= 1, `alone, 4 a turn: at most one of five waits (${alone})`);
@@ -437,6 +430,92 @@ test('requests per turn: a team alone starts 4 times its share a turn; another t
   await pause(50);
   const beside = await burst();
   assert.ok(beside >= 2, `held to one a turn once team-b's connection came: ${beside} waited`);
+});
+
+/** team-a's five requests sent at once on `sockets` (read in one turn, or more: fewer wait), all
+ * answered 200: how many of them waited for a later turn. */
+async function burstOf(deps: DataplaneDeps, sockets: Socket[]): Promise<number> {
+  const before = await counted(deps, 'requests_deferred', 'team-a');
+  for (const text of await exchange(sockets, (i) => `GET /a${i} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (x) => x.endsWith('ok'))) {
+    assert.match(text, /^HTTP\/1\.1 200/);
+  }
+  return (await counted(deps, 'requests_deferred', 'team-a')) - before;
+}
+
+/** A JWT-shaped token the fake reviewer refuses (it is reviewed: not cached anywhere yet). */
+const stranger = `${b64({ alg: 'RS256' })}.${b64({ aud: ['gw'], exp: Math.floor(Date.now() / 1000) + 3600, sub: 'bob' })}.sig`;
+
+/**
+ * twoTeams with a "alone" window of 300 ms (instead of a second), team-a's five connections
+ * admitted, and a reviewer that holds its answers while `review.hold`. `lapse()` waits out the
+ * window and checks that team-a is alone again (at most one of its five waits), so what holds it
+ * after that is only what a test does next.
+ */
+async function quietTeams(t: TestContext) {
+  const share = TurnShare as unknown as { aloneMs: number };
+  const was = share.aloneMs;
+  share.aloneMs = 300; // read when the manager's TurnShare is made (below)
+  t.after(() => { share.aloneMs = was; });
+  const deps = aliceDeps();
+  const answer = deps.reviewer.review;
+  const review = { hold: false, asked: false, answer: () => {} };
+  deps.reviewer.review = (...args) => review.hold ? new Promise((resolve) => {
+    review.asked = true;
+    review.answer = () => resolve(answer(...args));
+  }) : answer(...args);
+  t.after(() => review.answer()); // (before the manager closes: a failed check must not leave it waiting)
+  const { m, held } = managerFor(t, { deps, limits: { requestsPerTurnPerNamespace: 1 } });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'), (sock) => sock.write(switched));
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(withTLS(planOf('team-b', 'gw', b)), up));
+  const sockets = await Promise.all([a, a, a, a, a].map((p) => silent(p, held)));
+  await burstOf(deps, sockets); // admitted, the upstream's connections open
+  const lapse = async () => {
+    await pause(400);
+    await burstOf(deps, sockets); // (a lapsed mark is dropped at the end of a turn that ran)
+    assert.ok(await burstOf(deps, sockets) <= 1, 'team-a is alone again once the window passed');
+  };
+  /** Resolves once the reviewer holds a review. */
+  const asked = async () => { for (let i = 0; i < 300 && !review.asked; i++) await pause(5); assert.ok(review.asked); };
+  return { deps, held, review, asked, lapse, sockets, b };
+}
+
+test('requests per turn: another team\'s request holds a team alone to its share while its token is checked, before it starts', async (t) => {
+  const { deps, held, review, asked, lapse, sockets, b } = await quietTeams(t);
+  const s = await silent(b, held, true); // team-b's connection: its mark (and the handshake's) lapse
+  await lapse();
+  review.hold = true;
+  s.write(get(stranger));
+  await asked();
+  assert.ok(await burstOf(deps, sockets) >= 2, 'held to one a turn while team-b\'s request is in its token check');
+  review.answer();
+});
+
+test('requests per turn: another team\'s upgrade on a kept connection holds a team alone to its share while its token is checked', async (t) => {
+  const { deps, held, review, asked, lapse, sockets, b } = await quietTeams(t);
+  const s = await silent(b, held, true);
+  assert.match((await exchange([s], () => get(alice), (x) => x.endsWith('ok')))[0]!, /^HTTP\/1\.1 200/); // admitted, kept
+  await lapse();
+  review.hold = true;
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${stranger}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  await asked();
+  assert.ok(await burstOf(deps, sockets) >= 2, 'held to one a turn while team-b\'s upgrade is in its token check');
+  review.answer();
+});
+
+test('requests per turn: another team\'s TLS handshake that finishes after the window holds a team alone to its share', async (t) => {
+  const { deps, held, lapse, sockets, b } = await quietTeams(t);
+  const raw = connect(b, '127.0.0.1');
+  held.push(raw);
+  raw.on('error', () => {});
+  await new Promise((r) => raw.once('connect', r)); // the connection's mark, then nothing for the window
+  await lapse();
+  const s = tlsConnect({ socket: raw, rejectUnauthorized: false });
+  s.on('error', () => {});
+  await new Promise((r) => s.once('secureConnect', r));
+  await pause(50); // the gateway's side ends when it reads the client's last handshake message
+  assert.ok(await burstOf(deps, sockets) >= 2, 'held to one a turn once team-b\'s handshake finished');
 });
 
 /** Runs what waits in `waiting`, a turn at a time, until `done` (at most 3,000 tries; a try with
