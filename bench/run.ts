@@ -251,7 +251,10 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
         const res = await wrk(c.url, { seconds, connections, cpu: 0, headers: c.headers });
         // the proxy's CPU first: the GC figures below cost the operator a /metrics answer
         res.cpuUsPerReq = pids.length ? ((cpuMs(pids) - cpu0) * 1000) / (res.rps * seconds) : NaN;
-        if (res.non2xx > 0 || res.errors > 0) throw new Error(`${c.name}: ${res.non2xx} non-2xx answers, ${res.errors} socket errors`);
+        // (a round with no answer at all would make its ratios Infinity or NaN, not a failure)
+        if (res.non2xx > 0 || res.errors > 0 || !(res.requests > 0)) {
+          throw new Error(`${c.name} (round ${r + 1}): ${res.requests} answers, ${res.non2xx} non-2xx, ${res.errors} socket errors`);
+        }
         if (gc0) {
           const gc1 = await gcNow();
           gc.full += gc1.full - gc0.full;
