@@ -1,6 +1,7 @@
 // Kubernetes Events on AccessGateways, de-duplicated: the same reason and message on the same
 // object within 10 minutes bumps the existing Event's count (at most once a minute) instead of
 // creating a new one, so a flapping gateway cannot flood the apiserver.
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import { realClock, type Clock } from '../clock.js';
@@ -9,8 +10,17 @@ import type { KubeClient } from './client.js';
 interface Sent { name: string; count: number; firstMs: number; lastPatch: number }
 
 /** Events remembered for de-duplication; at it, those older than 10 minutes go, then the oldest
- * down to 90%. */
+ * down to 90%. Each is remembered by a digest of its object, type, reason and message (a
+ * condition's message may be 32 KiB: kept whole, 10,000 of them could hold over 600 MiB). */
 const maxKept = 10_000;
+
+/** An Event's message, at most 1 KiB of UTF-8 (events.k8s.io's limit for a note; a condition's
+ * message may be 32 KiB, and the status keeps it whole). */
+export function eventMessage(message: string, maxBytes = 1024): string {
+  if (message.length * 3 <= maxBytes || Buffer.byteLength(message) <= maxBytes) return message;
+  const { read } = new TextEncoder().encodeInto(message, new Uint8Array(maxBytes - 3)); // (whole characters only)
+  return `${message.slice(0, read)}…`;
+}
 
 export class EventRecorder {
   private readonly sent = new Map<string, Sent>();
@@ -21,7 +31,8 @@ export class EventRecorder {
 
   async record(gw: AccessGateway, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
     const ns = gw.metadata.namespace;
-    const key = `${gw.metadata.uid}/${type}/${reason}/${message}`;
+    message = eventMessage(message);
+    const key = createHash('sha256').update(`${gw.metadata.uid}/${type}/${reason}/${message}`).digest('base64');
     const now = this.clock.now();
     const stamp = new Date(now).toISOString().replace(/\.\d+Z$/, 'Z');
     const prev = this.sent.get(key);

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway } from '../../src/api/types.js';
 import type { KubeClient } from '../../src/kube/client.js';
-import { EventRecorder } from '../../src/kube/events.js';
+import { EventRecorder, eventMessage } from '../../src/kube/events.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { FakeClock } from '../support/fake-clock.js';
 
@@ -46,4 +46,31 @@ test('an Event created again after its 10 minutes counts as the newest: a flood 
   await flood(9_000, 1_000); // reaches the bound: nothing has expired (9,000 are 2 minutes old)
   await b();
   assert.equal(calls.length, 10_002, 'b was counted as the oldest and forgotten');
+});
+
+test('an Event\'s message is at most 1 KiB of UTF-8, cut between whole characters', () => {
+  assert.equal(eventMessage('listening on port 8080'), 'listening on port 8080');
+  for (const [what, long] of [['ASCII', 'a'.repeat(40_000)], ['CJK (3 bytes each)', '漢'.repeat(12_000)], ['emoji (surrogate pairs)', 'x😀'.repeat(8_000)]] as const) {
+    const m = eventMessage(long);
+    assert.ok(Buffer.byteLength(m) <= 1024 && Buffer.byteLength(m) > 1000, `${what}: ${Buffer.byteLength(m)} bytes`);
+    assert.ok(m.endsWith('…') && long.startsWith(m.slice(0, -1)), `${what}: a prefix of the message, marked as cut`);
+    assert.doesNotMatch(m, /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|\uFFFD/, `${what}: no character cut in half`);
+  }
+  const exact = 'é'.repeat(512); // 1,024 bytes: kept whole
+  assert.equal(eventMessage(exact), exact);
+});
+
+test('a team\'s long condition messages are sent cut to 1 KiB and remembered by a digest, not whole', async () => {
+  const bodies: Array<{ message?: string }> = [];
+  const r = new EventRecorder({ request: async (_m: string, _p: string, o: { body?: { message?: string } }) => { bodies.push(o.body ?? {}); return {}; } } as unknown as KubeClient,
+    silentLogger, 'access-gateway', new FakeClock());
+  for (let i = 0; i < 100; i++) await r.record(gw('team-a', 'a'), 'Warning', 'BackendNotFound', `${i} ${'漢'.repeat(24_000)}`);
+  assert.equal(bodies.length, 100, 'each message is another Event');
+  for (const b of bodies) assert.ok(Buffer.byteLength(b.message!) <= 1024, `sent ${Buffer.byteLength(b.message!)} bytes`);
+  const kept = [...(r as unknown as { sent: Map<string, unknown> }).sent.keys()];
+  assert.equal(kept.length, 100);
+  for (const k of kept) assert.ok(k.length <= 64, `a remembered key of ${k.length} characters`);
+  // the same (cut) message again is counted, not created
+  await r.record(gw('team-a', 'a'), 'Warning', 'BackendNotFound', `0 ${'漢'.repeat(24_000)}`);
+  assert.equal(bodies.length, 100);
 });
