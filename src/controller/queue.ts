@@ -1,13 +1,14 @@
 // A work queue with client-go's guarantees: de-duplicating, never the same key in two workers at
-// once, per-key exponential backoff (5 ms -> 1000 s) under a global token bucket. Fair between
-// groups (namespaces): FIFO within a group, groups take turns, so one team's thousands of keys
-// do not make another team's key wait behind them all.
+// once, per-key exponential backoff (5 ms -> 1000 s) under a token bucket. Fair between groups
+// (namespaces): FIFO within a group, groups take turns, so one team's thousands of keys do not
+// make another team's key wait behind them all; and each group has a bucket of its own, so one
+// team's failing reconciles do not make another team's retries wait (client-go's is global).
 import { realClock, type Clock, type Timer } from '../clock.js';
 
 export interface QueueOptions {
   baseDelayMs?: number;
   maxDelayMs?: number;
-  /** Global bucket for rate-limited re-adds: tokens per second and burst. */
+  /** Each group's bucket for rate-limited re-adds: tokens per second and burst. */
   qps?: number;
   burst?: number;
   /** The group a key takes turns in (default: one group, plain FIFO). */
@@ -30,14 +31,12 @@ export class WorkQueue {
   private readonly enqueuedAt = new Map<string, number>();
   private waiters: Array<(key: string | undefined) => void> = [];
   private closed = false;
-  private tokens: number;
-  private lastRefill: number;
+  /** Each group's retry bucket, while it is not full. */
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
-    this.tokens = opts.burst ?? 100;
-    this.lastRefill = this.clock.now();
   }
 
   get depth(): number {
@@ -76,13 +75,13 @@ export class WorkQueue {
     this.later.set(key, { at, timer });
   }
 
-  /** Re-adds a key that failed, after its backoff (and the global bucket's) delay. */
+  /** Re-adds a key that failed, after its backoff (and its group's bucket's) delay. */
   addRateLimited(key: string): void {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
     this.opts.hooks?.retry();
     const perKey = Math.min(this.opts.maxDelayMs ?? 1_000_000, (this.opts.baseDelayMs ?? 5) * 2 ** n);
-    this.addAfter(key, Math.max(perKey, this.bucketDelay()));
+    this.addAfter(key, Math.max(perKey, this.bucketDelay(this.opts.groupOf?.(key) ?? '')));
   }
 
   forget(key: string): void {
@@ -148,13 +147,19 @@ export class WorkQueue {
     return key;
   }
 
-  private bucketDelay(): number {
+  private bucketDelay(group: string): number {
     const qps = this.opts.qps ?? 10;
     const burst = this.opts.burst ?? 100;
     const now = this.clock.now();
-    this.tokens = Math.min(burst, this.tokens + ((now - this.lastRefill) / 1000) * qps);
-    this.lastRefill = now;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : (-this.tokens / qps) * 1000;
+    const refilled = (b: { tokens: number; at: number }) => Math.min(burst, b.tokens + ((now - b.at) / 1000) * qps);
+    const b = this.buckets.get(group) ?? { tokens: burst, at: now };
+    b.tokens = refilled(b) - 1;
+    b.at = now;
+    if (!this.buckets.has(group)) {
+      // a full bucket is no entry: the namespaces that failed lately are what is kept
+      if (this.buckets.size >= 1024) for (const [g, x] of this.buckets) if (refilled(x) >= burst) this.buckets.delete(g);
+      this.buckets.set(group, b);
+    }
+    return b.tokens >= 0 ? 0 : (-b.tokens / qps) * 1000;
   }
 }

@@ -22,7 +22,7 @@ test('de-duplicates, and never hands out a key that is being processed', async (
   assert.equal(await q.get(), undefined);
 });
 
-test('per-key exponential backoff (5 ms doubling to the cap), then the global bucket; observed on a fake clock', async () => {
+test('per-key exponential backoff (5 ms doubling to the cap), then the bucket; observed on a fake clock', async () => {
   const clock = new FakeClock();
   const q = new WorkQueue({ baseDelayMs: 5, maxDelayMs: 1000, qps: 10, burst: 3, clock });
   // each failure re-adds the key after its delay; it is processed, and fails again
@@ -45,6 +45,28 @@ test('per-key exponential backoff (5 ms doubling to the cap), then the global bu
   assert.equal(clock.delays.at(-1), 5);
   q.shutdown();
   assert.equal(clock.waiting, 0);
+});
+
+test('each namespace has a retry bucket of its own: one team\'s failing reconciles do not delay another team\'s retry', () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ qps: 10, burst: 3, clock, groupOf: (k) => k.split('/')[0]! });
+  // team-a: 100 gateways fail at once (its bucket of 3 runs 97 tokens short: 9.7 s)
+  for (let i = 0; i < 100; i++) q.addRateLimited(`team-a/g${i}`);
+  assert.equal(Math.round(clock.delays.at(-1)!), 9_700);
+  q.addRateLimited('team-b/g'); // team-b's first failure: its own backoff only
+  assert.equal(clock.delays.at(-1), 5);
+  // team-a's bucket refills as the clock moves, as before
+  clock.advance(20_000);
+  q.addRateLimited('team-a/new');
+  assert.equal(clock.delays.at(-1), 5);
+  // what is kept: the namespaces that failed lately (past 1,024, the full buckets go)
+  const buckets = () => (q as unknown as { buckets: Map<string, unknown> }).buckets.size;
+  for (let i = 0; i < 2_000; i++) q.addRateLimited(`ns${i}/g`);
+  assert.equal(buckets(), 2_001, 'none of them refilled yet: each is kept (team-b too; team-a\'s, refilled, went at the first sweep)');
+  clock.advance(1_000);
+  q.addRateLimited('team-c/g');
+  assert.equal(buckets(), 1, 'refilled buckets are dropped once 1,024 are kept');
+  q.shutdown();
 });
 
 test('a key waits on one timer, the earliest asked for: re-adding it later piles up nothing', () => {
