@@ -3,6 +3,7 @@
 // apiserver's impersonation filter checks (verb impersonate on users or serviceaccounts, groups,
 // uids, userextras/KEY). Decisions are cached per caller identity for a few seconds and
 // concurrent identical checks share one; errors are never cached (fail closed: 503).
+import { createHash } from 'node:crypto';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
@@ -143,7 +144,8 @@ export class ImpersonationChecker {
   private decide(caller: CallerIdentity, a: ImpersonateAttributes, namespace: string): Promise<Verdict> {
     let byKey = this.cache.get(caller);
     if (!byKey) this.cache.set(caller, (byKey = new Map()));
-    const key = `${a.group}\u0000${a.resource}\u0000${a.subresource ?? ''}\u0000${a.namespace ?? ''}\u0000${a.name}`;
+    // a digest: a name may be a header's 16 KiB, and a namespace's 10,000 callers keep 64 each
+    const key = createHash('sha256').update(`${a.group}\u0000${a.resource}\u0000${a.subresource ?? ''}\u0000${a.namespace ?? ''}\u0000${a.name}`).digest('base64');
     const now = this.clock.now();
     const hit = byKey.get(key);
     if (hit && hit.until > now) return hit.verdict;

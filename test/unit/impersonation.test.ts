@@ -74,6 +74,19 @@ test('every attribute must be allowed; the 403 names the first refused one and t
   await assert.rejects(c.check(caller, { user: 'bob', uid: '', groups: [], extra: {} }, 'team-a'), /may not impersonate user "bob"/);
 });
 
+test('a caller\'s cached decisions are remembered by a digest: 64 names of a header\'s 16 KiB hold a few KiB, not 1 MiB', async () => {
+  const rv = reviewer(() => false);
+  const c = new ImpersonationChecker(rv);
+  for (let i = 0; i < 64; i++) await assert.rejects(c.check(caller, { user: `${i}${'u'.repeat(16_000)}`, uid: '', groups: [], extra: {} }, 'team-a'));
+  const kept = (c as unknown as { cache: WeakMap<object, Map<string, unknown>> }).cache.get(caller)!;
+  assert.equal(kept.size, 64);
+  for (const k of kept.keys()) assert.ok(k.length <= 64, `a key of ${k.length} characters`);
+  await assert.rejects(c.check(caller, { user: `0${'u'.repeat(16_000)}`, uid: '', groups: [], extra: {} }, 'team-a'));
+  assert.equal(rv.calls.length, 64, 'the same name again is answered from the cache');
+  await assert.rejects(c.check(caller, { user: `0${'u'.repeat(15_999)}v`, uid: '', groups: [], extra: {} }, 'team-a'));
+  assert.equal(rv.calls.length, 65, 'a name that differs only at its end is asked');
+});
+
 test('decisions are cached per caller for the TTL, shared by concurrent checks; errors are not cached', async () => {
   const clock = new FakeClock(0);
   let fail = true;
