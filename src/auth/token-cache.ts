@@ -41,6 +41,15 @@ export class EntryBudget {
   }
 }
 
+/**
+ * Refusals remembered by every gateway's caches together (~370 bytes each: 6 MiB). Anyone who
+ * reaches a listener can make refusals (a JWT that passes the precheck needs no signature), so a
+ * bound per cache or per namespace would grow with the gateways; past this one, a cache makes room
+ * among its own, else does not remember (the refused token is checked again: its TokenReview waits
+ * in its namespace's queue).
+ */
+export const refusalBudget = new EntryBudget(16_384);
+
 class ExpiringMap<V> {
   private readonly entries = new Map<string, { value: V; expiresAt: number }>();
   private closed = false;
@@ -111,6 +120,8 @@ export interface TokenCacheOptions {
   /** How long a definite refusal is remembered; 0 disables. */
   negativeTtlMs?: number;
   maxNegativeEntries?: number;
+  /** Shared bound on the refusals of this cache and others (default: the process's, `refusalBudget`). */
+  refusals?: EntryBudget;
   /** Which load failures are definite refusals (cached); the others are never cached. */
   isDefinite?: (err: unknown) => boolean;
   /** Bound on the positive entries the budget does not pay for (see `charged`). */
@@ -135,7 +146,7 @@ export class TokenCache<V> {
     const now = opts.now ?? Date.now;
     this.positive = new ExpiringMap(opts.maxEntries ?? 10_000, now, opts.budget);
     this.outsiders = new ExpiringMap(opts.maxOutsiders ?? 256, now);
-    this.negative = new ExpiringMap(opts.maxNegativeEntries ?? 4_096, now);
+    this.negative = new ExpiringMap(opts.maxNegativeEntries ?? 4_096, now, opts.refusals ?? refusalBudget);
     this.onLookup = opts.onLookup;
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.isDefinite = opts.isDefinite ?? (() => false);

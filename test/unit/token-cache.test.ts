@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EntryBudget, TokenCache } from '../../src/auth/token-cache.js';
+import { EntryBudget, refusalBudget, TokenCache } from '../../src/auth/token-cache.js';
 
 class Definite extends Error {}
 
@@ -64,6 +64,27 @@ test('the negative cache is bounded (oldest first out)', async () => {
   let loads = 0;
   await assert.rejects(cache.getOrLoad('a', async () => { loads++; throw new Definite('no'); }));
   assert.equal(loads, 1); // 'a' had been evicted
+});
+
+test('refusals are bounded over all caches together (anyone can make them, on every gateway): the process\'s 16,384 by default', async () => {
+  let now = 0;
+  const refusals = new EntryBudget(100, () => now);
+  const caches = Array.from({ length: 5 }, () => new TokenCache<string>({ now: () => now, negativeTtlMs: 5_000, isDefinite: () => true, refusals }));
+  const refuse = async () => { throw new Definite('no'); };
+  for (const [i, c] of caches.entries()) for (let k = 0; k < 100; k++) await assert.rejects(c.getOrLoad(`${i}/${k}`, refuse));
+  assert.deepEqual(caches.map((c) => c.negativeSize), [100, 0, 0, 0, 0], 'past the bound, a cache with none of its own does not remember');
+  now += 5_000; // the first cache's have expired: the next one that needs room sweeps them
+  await assert.rejects(caches[1]!.getOrLoad('1/again', refuse));
+  assert.deepEqual(caches.map((c) => c.negativeSize), [0, 1, 0, 0, 0]);
+  for (const c of caches) c.close();
+  // the default: one bound for the process
+  assert.equal(refusalBudget.limit, 16_384);
+  const a = new TokenCache<string>({ negativeTtlMs: 5_000, isDefinite: () => true });
+  const before = (refusalBudget as unknown as { held: number }).held;
+  await assert.rejects(a.getOrLoad('x', refuse));
+  assert.equal((refusalBudget as unknown as { held: number }).held, before + 1, 'a cache\'s refusal is counted in the process\'s bound');
+  a.close();
+  assert.equal((refusalBudget as unknown as { held: number }).held, before);
 });
 
 test('caches sharing a budget: full, a cache evicts its own oldest; one with nothing of its own does not cache; expired and closed entries come back', async () => {
