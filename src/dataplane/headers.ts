@@ -100,6 +100,13 @@ export function impersonationHeaders(id: CallerIdentity, extras: Record<string, 
   return h;
 }
 
+/** Impersonate-Extra-* headers for `extras` (one value each). */
+export function extraHeaders(extras: Record<string, string>): OutgoingHttpHeaders {
+  const h: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
+  return h;
+}
+
 /**
  * The Impersonate-Group values that say something the apiserver would not add by itself. It adds
  * system:authenticated to every impersonated user, and a service account's own two groups when

@@ -409,8 +409,9 @@ export class Listener {
     const headers = forwardRequestHeaders(req.headers, target.identity === 'Passthrough');
     if (target.identity !== 'Passthrough') {
       // the operator's credentials go out only with an impersonation of the caller, or of a
-      // service account of this gateway's namespace (impersonationFor refuses anything else)
-      Object.assign(headers, a.as ? t.impersonationAs(a.id, a.as, a.route) : t.impersonationFor(a.id, a.route));
+      // service account of this gateway's namespace (`impersonate` refuses anything else)
+      if (a.as) Object.assign(headers, t.impersonationAs(a.id, a.as, a.route));
+      else t.impersonate(headers, a.id, a.route);
       const auth = conn.authorization();
       if (auth) headers.authorization = auth;
     }

@@ -2,6 +2,7 @@
 // this way): a plan from translate(), a fake token reviewer, the real route table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { OutgoingHttpHeaders } from 'node:http';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
 import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
@@ -187,7 +188,12 @@ test('identity ServiceAccount impersonates that account of the gateway namespace
   const a = await admit(t, req('/r/api', 'app'), { caller: '-' });
   assert.equal(a.kind, 'route');
   if (a.kind !== 'route') return;
-  assert.deepEqual(t.impersonationFor(a.id, a.route), {
+  const headers = (id: typeof a.id, route: typeof a.route) => {
+    const h: OutgoingHttpHeaders = {};
+    t.impersonate(h, id, route);
+    return h;
+  };
+  assert.deepEqual(headers(a.id, a.route), {
     'impersonate-user': 'system:serviceaccount:team-a:reader',
     'impersonate-extra-access-gateway.io%2Fgateway': 'team-a/gw',
     'impersonate-extra-access-gateway.io%2Froute': 'as-reader',
@@ -195,9 +201,29 @@ test('identity ServiceAccount impersonates that account of the gateway namespace
   });
   const b = await admit(t, req('/api', 'app'), { caller: '-' });
   if (b.kind !== 'route') return assert.fail('not routed');
-  const h = t.impersonationFor(b.id, b.route);
+  const h = headers(b.id, b.route);
   assert.equal(h['impersonate-user'], 'system:serviceaccount:team-a:app');
   assert.equal(h['impersonate-extra-access-gateway.io%2Fcaller'], 'system:serviceaccount:team-a:app');
+});
+
+test('a caller\'s Impersonate-* headers are kept once per caller, whatever the routes; the gateway\'s audit extras win over a caller\'s extra of the same key', () => {
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }],
+    routes: [1, 2, 3].map((i) => ({ name: `r${i}`, pathPrefix: `/r${i}`, apiserver: {} })) });
+  const id = { username: 'system:serviceaccount:team-a:app', uid: 'u', groups: [],
+    extra: { 'access-gateway.io/route': ['evil'], 'access-gateway.io/caller': ['someone'], 'authentication.kubernetes.io/credential-id': ['c'] } };
+  for (const r of t.routes) {
+    const h: OutgoingHttpHeaders = {};
+    t.impersonate(h, id, r);
+    assert.deepEqual(h, {
+      'impersonate-user': 'system:serviceaccount:team-a:app', 'impersonate-uid': 'u',
+      'impersonate-extra-authentication.kubernetes.io%2Fcredential-id': ['c'],
+      'impersonate-extra-access-gateway.io%2Fgateway': 'team-a/gw',
+      'impersonate-extra-access-gateway.io%2Froute': r.plan.name,
+      'impersonate-extra-access-gateway.io%2Fcaller': 'system:serviceaccount:team-a:app',
+    });
+  }
+  const kept = (t as unknown as { impersonation: WeakMap<object, OutgoingHttpHeaders> }).impersonation.get(id)!;
+  assert.equal(kept['impersonate-extra-access-gateway.io%2Fgateway'], undefined, 'the caller\'s own headers hold nothing of a route');
 });
 
 test('translate refuses a stored identity Gateway, and a serviceAccountName that is not a plain name', () => {
