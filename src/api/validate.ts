@@ -144,11 +144,12 @@ function walk(v: unknown, s: S, path: string, out: Problem[]): void {
 
 function regexes(spec: Obj, out: Problem[]): void {
   let total = 0;
+  const seen = new Set<string>();
   for (const [i, r] of (spec?.routes ?? []).entries()) {
     const at = `spec.routes[${i}].apiserver`;
     const lists = ['acceptPaths', 'rejectPaths', 'rejectMethods'].map((f) => [`${at}.${f}`, r?.apiserver?.[f] ?? []] as const);
     if (lists.some(([, ps]) => !Array.isArray(ps) || ps.some((p: unknown) => typeof p !== 'string'))) continue; // the schema says so
-    const info = routePatterns(lists, at, maxGatewayProgram - total);
+    const info = routePatterns(lists, at, maxGatewayProgram - total, seen);
     if ('size' in info) total += info.size;
     else out.push({ field: info.field, message: info.pattern === undefined ? info.why : `invalid regex: ${info.why}` });
     if ('why' in info && info.field === 'spec.routes') return; // the gateway's bound: the rest is not compiled

@@ -102,8 +102,8 @@ function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<Api
   return { identity, serviceAccountName: null };
 }
 
-/** `programs`: the RE2 instructions of the routes' filters so far, added to. */
-function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number }, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
+/** `programs`: the RE2 instructions of the routes' filters so far, and their patterns, added to. */
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number; patterns: Set<string> }, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -119,7 +119,7 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const rejectMethods = a.rejectMethods ?? [];
     const at = `spec.routes[${i}].apiserver`;
     const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at,
-      maxGatewayProgram - programs.size);
+      maxGatewayProgram - programs.size, programs.patterns);
     if ('why' in patterns) return { invalid: describePatternProblem(patterns), reason: Reason.InvalidRegex };
     programs.size += patterns.size;
     const who = identityOf(a, `spec.routes[${i}].apiserver`);
@@ -148,7 +148,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
-  const programs = { size: 0 };
+  const programs = { size: 0, patterns: new Set<string>() };
   const bundles = gatewayBundles(gw, snap);
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems, programs, bundles);

@@ -64,6 +64,18 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   assert.deepEqual(problems(routes(5)), ['spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods compile to more than the 8192 RE2 instructions a gateway may have (passed at spec.routes[4].apiserver)']);
   // a pattern RE2 cannot compile is still named with its field
   assert.match(accepted([apiRoute(0, ['(?<=x)'])]).message, /^spec\.routes\[0\]\.apiserver\.rejectPaths\[0\] "\(\?<=x\)": .*invalid/);
+
+  // 256 different patterns in a gateway (each compiled one is held: ~4.5 KiB), however small; the
+  // same pattern again is not another
+  const tiny = (from: number, n: number) => Array.from({ length: n }, (_, k) => `^/x${from + k}$`);
+  const many = (n: number) => Array.from({ length: Math.ceil(n / 32) }, (_, i) => apiRoute(i, tiny(i * 32, Math.min(32, n - i * 32))));
+  assert.equal(accepted(many(255)).status, 'True', '255 and \'^/\'');
+  assert.deepEqual(problems(many(255)), []);
+  assert.equal(accepted([...many(255), apiRoute(8, tiny(0, 32))]).status, 'True', 'repeated patterns');
+  const more = accepted(many(256));
+  assert.equal(more.reason, 'InvalidRegex');
+  assert.equal(more.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods hold more than the 256 different patterns a gateway may have (passed at spec.routes[7].apiserver.rejectPaths[31])');
+  assert.deepEqual(problems(many(256)), [`spec.routes: ${more.message.slice('spec.routes: '.length)}`]);
 });
 
 test('an EndpointSlice address that cannot be a pod\'s is left out', () => {
