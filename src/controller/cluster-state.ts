@@ -40,6 +40,20 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
   } as Obj<EndpointSliceLike>;
 }
 
+/** A listener's TLS Secret as read: its type, `tls.crt` and `tls.key` (not its other keys, its
+ * annotations or managed fields, which a team may make as large as it likes). */
+function trimTLSSecret(o: Obj<SecretLike>): Obj<SecretLike> {
+  const d = o.data ?? {};
+  const data: Record<string, string> = {};
+  for (const k of ['tls.crt', 'tls.key']) if (d[k] !== undefined) data[k] = d[k];
+  return { metadata: identity(o.metadata), type: o.type, data } as Obj<SecretLike>;
+}
+
+/** A CA bundle's Secret or ConfigMap as read: its data (a reference may name any key). */
+function trimData(o: DataObject): DataObject {
+  return { metadata: identity(o.metadata), ...(o.data ? { data: o.data } : {}) } as DataObject;
+}
+
 function podRef(r: TargetRef): TargetRef {
   return { kind: 'Pod', name: r.name, ...(r.namespace !== undefined ? { namespace: r.namespace } : {}), ...(r.uid !== undefined ? { uid: r.uid } : {}) };
 }
@@ -123,9 +137,9 @@ export class ClusterState {
       indexBy: (g) => g.metadata.namespace, // a route into a namespace reads only that namespace's
       onEvent: emit('ReferenceGrant'),
     });
-    this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
-    this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', pageSize: dataListPage, path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
-    this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', pageSize: dataListPage, path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
+    this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', pageSize: dataListPage, trim: trimTLSSecret, path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
+    this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', pageSize: dataListPage, trim: trimData, path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
+    this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', pageSize: dataListPage, trim: trimData, path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
     this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps, ...(this.pods ? [this.pods] : [])];
   }
 

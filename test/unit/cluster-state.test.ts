@@ -22,7 +22,9 @@ function fakeClient() {
       return { items: [], metadata: { resourceVersion: '1' } };
     },
     watch: (path: string, signal: AbortSignal, _t: number, _a: string | undefined, on: On) => {
-      watches.set(new URL(path, 'https://x').pathname, on);
+      const u = new URL(path, 'https://x');
+      const selector = u.searchParams.get('labelSelector');
+      watches.set(selector ? `${u.pathname}?${selector}` : u.pathname, on);
       return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
     },
   } as unknown as KubeClient;
@@ -171,4 +173,35 @@ test('pods the operator may not list (403) count as none: synced, logged as an e
   const stopping = i.stop();
   for (const f of sleeps.splice(0)) f();
   await stopping;
+});
+
+test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt and tls.key, a CA bundle\'s data; not annotations, managed fields or other keys', async () => {
+  const { client, watches } = fakeClient();
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', onChange: () => {} });
+  state.start();
+  await state.firstSync();
+  const big = { annotations: { note: 'x'.repeat(200_000) }, managedFields: [{ manager: 'm', fieldsV1: { 'f:data': {} } }] };
+  watches.get('/api/v1/secrets?access-gateway.io/listener-tls=true')!({ type: 'ADDED', object: {
+    metadata: { name: 'tls', namespace: 'a', resourceVersion: '2', labels: { 'access-gateway.io/listener-tls': 'true' }, ...big },
+    type: 'kubernetes.io/tls', data: { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5', padding: 'x'.repeat(500_000) } } });
+  watches.get('/api/v1/configmaps?access-gateway.io/ca-bundle=true')!({ type: 'ADDED', object: {
+    metadata: { name: 'ca', namespace: 'a', resourceVersion: '3', ...big }, data: { 'bundle.pem': 'PEM' } } });
+  const gw = applyDefaults({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'g', namespace: 'a' },
+    spec: { authentication: { audiences: ['gw'] }, access: [{ groups: ['g'] }], listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'ca' } } },
+      routes: [{ name: 'web', pathPrefix: '/', service: { name: 'web', port: 80 } }] },
+  } as never);
+  watches.get('/api/v1/secrets?access-gateway.io/ca-bundle=true')!({ type: 'ADDED', object: {
+    metadata: { name: 'cas', namespace: 'a', resourceVersion: '4', ...big }, type: 'Opaque', data: { 'ca.crt': 'UEVN' } } });
+  const snap = state.snapshotFor(gw);
+  await state.stop();
+  const cached = state as unknown as Record<'caSecrets' | 'caConfigMaps', { get(ns: string, name: string): object }>;
+  assert.deepEqual(cached.caConfigMaps.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3', ownerReferences: undefined }, data: { 'bundle.pem': 'PEM' } });
+  assert.deepEqual(cached.caSecrets.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4', ownerReferences: undefined }, data: { 'ca.crt': 'UEVN' } });
+  const secret = snap.secrets!['a/tls'] as { type?: string; data?: object; metadata?: object };
+  assert.equal(secret.type, 'kubernetes.io/tls');
+  assert.deepEqual(secret.data, { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' });
+  assert.deepEqual(Object.keys(secret.metadata!).sort(), ['name', 'namespace', 'ownerReferences', 'resourceVersion', 'uid']);
+  assert.deepEqual(snap.caBundles!['ConfigMap/a/ca'], { 'bundle.pem': 'PEM' });
+  assert.ok(JSON.stringify(snap).length < 1_000, 'nothing of the annotations, managed fields or other keys is kept');
 });
