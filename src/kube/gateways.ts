@@ -3,6 +3,19 @@ import { group, plural, version } from '../api/schema.js';
 import type { AccessGateway } from '../api/types.js';
 import { ApiError, type KubeClient } from './client.js';
 
+/** An AccessGateway as the operator's cache keeps it: of its annotations, only the operator's own
+ * (`access-gateway.io/...`); a team's others, up to 256 KiB an object, are never read. */
+export function gatewayForCache(gw: AccessGateway): AccessGateway {
+  const a = gw.metadata.annotations;
+  if (!a) return gw;
+  const ours = Object.entries(a).filter(([k]) => k.startsWith('access-gateway.io/'));
+  if (ours.length === Object.keys(a).length) return gw;
+  const metadata = { ...gw.metadata };
+  if (ours.length) metadata.annotations = Object.fromEntries(ours);
+  else delete metadata.annotations;
+  return { ...gw, metadata };
+}
+
 export function gatewaysPath(namespace?: string): string {
   return namespace ? `/apis/${group}/${version}/namespaces/${namespace}/${plural}` : `/apis/${group}/${version}/${plural}`;
 }
