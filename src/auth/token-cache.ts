@@ -1,10 +1,10 @@
 // Authentication results by token hash, with expiry and a size bound; concurrent misses for the
 // same key share one lookup. Positive results live for the ttl the loader gives (callers the
 // gateway refuses apart from those it admits); failures the
-// loader marks as definite ("not authenticated") live briefly in a separate negative cache;
-// every other failure (unavailable) is never cached.
+// loader marks as definite ("not authenticated") live briefly apart, in the process's
+// `Refusals`; every other failure (unavailable) is never cached.
 
-/** A bound on the entries of several caches together (one namespace's gateways). When it has run
+/** A bound on the positive entries of several caches together (one namespace's gateways). When it has run
  * out, the caches first drop their expired entries (at most once a second), then the cache adding
  * one evicts its own oldest. */
 export class EntryBudget {
@@ -40,15 +40,6 @@ export class EntryBudget {
     this.caches.delete(cache);
   }
 }
-
-/**
- * Refusals remembered by every gateway's caches together (~370 bytes each: 6 MiB). Anyone who
- * reaches a listener can make refusals (a JWT that passes the precheck needs no signature), so a
- * bound per cache or per namespace would grow with the gateways; past this one, a cache makes room
- * among its own, else does not remember (the refused token is checked again: its TokenReview waits
- * in its namespace's queue).
- */
-export const refusalBudget = new EntryBudget(16_384);
 
 class ExpiringMap<V> {
   private readonly entries = new Map<string, { value: V; expiresAt: number }>();
@@ -112,7 +103,7 @@ class ExpiringMap<V> {
 
 export interface TokenCacheOptions {
   maxEntries?: number;
-  /** Shared bound on the positive entries of this cache and others (refusals are bounded per cache). */
+  /** Shared bound on the positive entries of this cache and others (refusals: `refusals`). */
   budget?: EntryBudget;
   now?: () => number;
   /** Called once per lookup: hit (positive entry) or miss (anything else). */
@@ -120,19 +111,101 @@ export interface TokenCacheOptions {
   /** How long a definite refusal is remembered; 0 disables. */
   negativeTtlMs?: number;
   maxNegativeEntries?: number;
-  /** Shared bound on the refusals of this cache and others (default: the process's, `refusalBudget`). */
-  refusals?: EntryBudget;
+  /** Where the refusals of this cache and others are kept (default: the process's, `refusals`). */
+  refusals?: Refusals;
   /** Which load failures are definite refusals (cached); the others are never cached. */
   isDefinite?: (err: unknown) => boolean;
   /** Bound on the positive entries the budget does not pay for (see `charged`). */
   maxOutsiders?: number;
 }
 
+/**
+ * Refusals remembered by every gateway's caches together, oldest out first: anyone who reaches a
+ * listener can make refusals (a JWT that passes the precheck needs no signature), so a bound per
+ * cache (4,096) alone grew with the gateways (~1.5 MiB each). Past `max` (~370 bytes each), the
+ * oldest of any cache goes: a flood shortens how long others' refusals are remembered (5 s at
+ * most), it never leaves a cache remembering none. A cache past its own bound drops its own oldest.
+ */
+export class Refusals {
+  private readonly entries = new Map<string, { err: Error; expiresAt: number; shelf: RefusalShelf }>();
+  private seq = 0;
+
+  constructor(readonly max: number) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** A cache's part: at most `max` of its own. */
+  shelf(max: number, now: () => number): RefusalShelf {
+    return new RefusalShelf(this, `${(++this.seq).toString(36)}\u0000`, max, now);
+  }
+
+  /** @internal */
+  get(key: string, now: number): Error | undefined {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    if (e.expiresAt > now) return e.err;
+    this.delete(key);
+    return undefined;
+  }
+
+  /** @internal */
+  set(key: string, err: Error, expiresAt: number, shelf: RefusalShelf): void {
+    this.delete(key);
+    if (this.entries.size >= this.max) this.delete(this.entries.keys().next().value!);
+    this.entries.set(key, { err, expiresAt, shelf });
+    shelf.keys.add(key);
+  }
+
+  /** @internal */
+  delete(key: string): void {
+    const e = this.entries.get(key);
+    if (!e) return;
+    this.entries.delete(key);
+    e.shelf.keys.delete(key);
+  }
+}
+
+/** One cache's refusals in the process's `Refusals`. */
+export class RefusalShelf {
+  /** Its keys in `Refusals`, oldest first. */
+  readonly keys = new Set<string>();
+  private closed = false;
+
+  constructor(private readonly all: Refusals, private readonly prefix: string, private readonly max: number, private readonly now: () => number) {}
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  get(key: string): Error | undefined {
+    return this.all.get(this.prefix + key, this.now());
+  }
+
+  set(key: string, err: Error, ttlMs: number): void {
+    if (ttlMs <= 0 || this.max <= 0 || this.closed) return;
+    const k = this.prefix + key;
+    if (!this.keys.has(k) && this.keys.size >= this.max) this.all.delete(this.keys.values().next().value!);
+    this.all.set(k, err, this.now() + ttlMs, this);
+  }
+
+  /** Drops its refusals for good (its cache is gone). */
+  close(): void {
+    this.closed = true;
+    for (const k of [...this.keys]) this.all.delete(k);
+  }
+}
+
+/** The process's refusals: 16,384 (~6 MiB). */
+export const refusals = new Refusals(16_384);
+
 export class TokenCache<V> {
   private readonly positive: ExpiringMap<V>;
   /** Positive results the budget does not pay for: callers the gateway will refuse. */
   private readonly outsiders: ExpiringMap<V>;
-  private readonly negative: ExpiringMap<Error>;
+  /** This cache's refusals, kept in the process's `Refusals` (oldest first). */
+  private readonly negative: RefusalShelf;
   private readonly pending = new Map<string, Promise<{ value: V; ttlMs: number }>>();
   private readonly onLookup: ((hit: boolean) => void) | undefined;
   private readonly negativeTtlMs: number;
@@ -146,7 +219,7 @@ export class TokenCache<V> {
     const now = opts.now ?? Date.now;
     this.positive = new ExpiringMap(opts.maxEntries ?? 10_000, now, opts.budget);
     this.outsiders = new ExpiringMap(opts.maxOutsiders ?? 256, now);
-    this.negative = new ExpiringMap(opts.maxNegativeEntries ?? 4_096, now, opts.refusals ?? refusalBudget);
+    this.negative = (opts.refusals ?? refusals).shelf(opts.maxNegativeEntries ?? 4_096, now);
     this.onLookup = opts.onLookup;
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.isDefinite = opts.isDefinite ?? (() => false);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EntryBudget, refusalBudget, TokenCache } from '../../src/auth/token-cache.js';
+import { EntryBudget, Refusals, refusals as processRefusals, TokenCache } from '../../src/auth/token-cache.js';
 
 class Definite extends Error {}
 
@@ -66,25 +66,40 @@ test('the negative cache is bounded (oldest first out)', async () => {
   assert.equal(loads, 1); // 'a' had been evicted
 });
 
-test('refusals are bounded over all caches together (anyone can make them, on every gateway): the process\'s 16,384 by default', async () => {
+test('refusals are bounded over all caches together (anyone can make them, on every gateway), oldest out first: a flood never leaves another cache remembering none', async () => {
   let now = 0;
-  const refusals = new EntryBudget(100, () => now);
-  const caches = Array.from({ length: 5 }, () => new TokenCache<string>({ now: () => now, negativeTtlMs: 5_000, isDefinite: () => true, refusals }));
+  const refusals = new Refusals(100);
+  const cache = (max = 4_096) => new TokenCache<string>({ now: () => now, negativeTtlMs: 5_000, maxNegativeEntries: max, isDefinite: () => true, refusals });
   const refuse = async () => { throw new Definite('no'); };
-  for (const [i, c] of caches.entries()) for (let k = 0; k < 100; k++) await assert.rejects(c.getOrLoad(`${i}/${k}`, refuse));
-  assert.deepEqual(caches.map((c) => c.negativeSize), [100, 0, 0, 0, 0], 'past the bound, a cache with none of its own does not remember');
-  now += 5_000; // the first cache's have expired: the next one that needs room sweeps them
-  await assert.rejects(caches[1]!.getOrLoad('1/again', refuse));
-  assert.deepEqual(caches.map((c) => c.negativeSize), [0, 1, 0, 0, 0]);
-  for (const c of caches) c.close();
-  // the default: one bound for the process
-  assert.equal(refusalBudget.limit, 16_384);
-  const a = new TokenCache<string>({ negativeTtlMs: 5_000, isDefinite: () => true });
-  const before = (refusalBudget as unknown as { held: number }).held;
-  await assert.rejects(a.getOrLoad('x', refuse));
-  assert.equal((refusalBudget as unknown as { held: number }).held, before + 1, 'a cache\'s refusal is counted in the process\'s bound');
+  const [a, b, c] = [cache(), cache(), cache(30)];
+  for (let k = 0; k < 100; k++) await assert.rejects(a.getOrLoad(`${k}`, refuse));
+  assert.equal(a.negativeSize, 100);
+  await assert.rejects(b.getOrLoad('x', refuse));
+  assert.deepEqual([a.negativeSize, b.negativeSize, refusals.size], [99, 1, 100], 'b\'s refusal took the oldest of all');
+  let loads = 0;
+  await assert.rejects(b.getOrLoad('x', async () => { loads++; throw new Definite('no'); }));
+  assert.equal(loads, 0, 'b remembers it');
+  // a cache past its own bound drops its own oldest, not others'
+  for (let k = 0; k < 50; k++) await assert.rejects(c.getOrLoad(`${k}`, refuse));
+  assert.deepEqual([a.negativeSize, b.negativeSize, c.negativeSize, refusals.size], [69, 1, 30, 100]);
+  await assert.rejects(c.getOrLoad('49', async () => { loads++; throw new Definite('no'); }));
+  await assert.rejects(c.getOrLoad('0', async () => { loads++; throw new Definite('no'); }));
+  assert.equal(loads, 1, 'c kept its newest 30');
+  // expired ones are not answered; a closed cache's go
+  now += 5_000;
+  await assert.rejects(b.getOrLoad('x', async () => { loads++; throw new Definite('no'); }));
+  assert.equal(loads, 2);
   a.close();
-  assert.equal((refusalBudget as unknown as { held: number }).held, before);
+  assert.equal(a.negativeSize, 0);
+  assert.equal(refusals.size, b.negativeSize + c.negativeSize);
+  // the default: one bound for the process
+  assert.equal(processRefusals.max, 16_384);
+  const d = new TokenCache<string>({ negativeTtlMs: 5_000, isDefinite: () => true });
+  const before = processRefusals.size;
+  await assert.rejects(d.getOrLoad('x', refuse));
+  assert.equal(processRefusals.size, before + 1, 'a cache\'s refusal is kept in the process\'s');
+  d.close();
+  assert.equal(processRefusals.size, before);
 });
 
 test('caches sharing a budget: full, a cache evicts its own oldest; one with nothing of its own does not cache; expired and closed entries come back', async () => {
