@@ -2,6 +2,8 @@
 // schema (walked generically, so it cannot drift), the CRD's CEL rules (each rule text has a
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
+import { applyDefaults } from './defaults.js';
+import type { AccessGateway } from './types.js';
 import { maxGatewayProgram, routePatterns } from './regex.js';
 import { schema } from './schema.js';
 
@@ -166,6 +168,7 @@ export function validateGateway(obj: unknown): Problem[] {
     out.push({ field: 'metadata.name', message: 'must be a DNS label (lower-case letters, digits and -, at most 63 characters)' });
   }
   walk(o, schema as S, '', out);
-  if (!out.length) regexes(o.spec, out);
+  // with the schema's defaults, as the cluster has them (a route's default filters are patterns too)
+  if (!out.length) regexes(applyDefaults(o as AccessGateway).spec, out);
   return out;
 }

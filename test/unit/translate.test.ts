@@ -76,6 +76,10 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   assert.equal(more.reason, 'InvalidRegex');
   assert.equal(more.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods hold more than the 256 different patterns a gateway may have (passed at spec.routes[7].apiserver.rejectPaths[31])');
   assert.deepEqual(problems(many(256)), [`spec.routes: ${more.message.slice('spec.routes: '.length)}`]);
+  // the default acceptPaths (^.*) counts, in the cluster and in `validate` alike
+  const noAccept = Array.from({ length: 8 }, (_, i) => ({ name: `api-${i}`, pathPrefix: `/p${i}`, apiserver: { rejectPaths: tiny(i * 32, 32) } }));
+  assert.equal(accepted(noAccept).reason, 'InvalidRegex');
+  assert.match(problems(noAccept).join('\n'), /more than the 256 different patterns/);
 });
 
 test('an EndpointSlice address that cannot be a pod\'s is left out', () => {
