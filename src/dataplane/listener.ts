@@ -409,7 +409,7 @@ export class Listener {
     const headers = forwardRequestHeaders(req.headers, target.identity === 'Passthrough');
     if (target.identity !== 'Passthrough') {
       // the operator's credentials go out only with an impersonation of the caller, or of a
-      // service account of this gateway's namespace (`impersonate` refuses anything else)
+      // service account of this gateway's namespace (a plain name: its header builder refuses any other)
       if (a.as) Object.assign(headers, t.impersonationAs(a.id, a.as, a.route));
       else t.impersonate(headers, a.id, a.route);
       const auth = conn.authorization();

@@ -62,7 +62,7 @@ test('each namespace has a retry bucket of its own: one team\'s failing reconcil
   // what is kept: the namespaces that failed lately (past 1,024, the full buckets go)
   const buckets = () => (q as unknown as { buckets: Map<string, unknown> }).buckets.size;
   for (let i = 0; i < 2_000; i++) q.addRateLimited(`ns${i}/g`);
-  assert.equal(buckets(), 2_001, 'none of them refilled yet: each is kept (team-b too; team-a\'s, refilled, went at the first sweep)');
+  assert.equal(buckets(), 2_001, 'none of them refilled yet: each is kept (team-a\'s too; team-b\'s, refilled, went at the first sweep)');
   clock.advance(1_000);
   q.addRateLimited('team-c/g');
   assert.equal(buckets(), 1, 'refilled buckets are dropped once 1,024 are kept');
