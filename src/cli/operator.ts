@@ -4,11 +4,9 @@ import { hostname } from 'node:os';
 import { GatewayController } from '../controller/gateway-controller.js';
 import type { ExposurePolicy, ServiceType } from '../controller/exposure.js';
 import { EventRecorder } from '../kube/events.js';
-import { applyOwned, gatewayForCache, gatewaysPath, writeStatus } from '../kube/gateways.js';
+import { applyOwned, watchGateways, writeStatus } from '../kube/gateways.js';
 import { LeaderElector } from '../kube/leader.js';
 import { publishable, Replicas } from '../kube/replicas.js';
-import { Watched } from '../kube/watched.js';
-import type { AccessGateway } from '../api/types.js';
 import { flag, parseFlags } from './flags.js';
 import { commonFlags, startRuntime } from './runtime.js';
 
@@ -59,7 +57,7 @@ export async function runOperator(args: string[]): Promise<void> {
   const events = new EventRecorder(client, log);
   const controller: GatewayController = new GatewayController({
     client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics, jwksReady: rt.jwksReadiness, endpointAddresses: f['endpoint-addresses'],
-    source: (onEvent) => new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: f.namespace, path: gatewaysPath, trim: gatewayForCache, log, metrics, onEvent }),
+    source: (onEvent) => watchGateways(client, { namespaces: f.namespace, log, metrics, onEvent }),
     writeStatus: async (gw, status) => { await writeStatus(client, gw, status); },
     events,
     // in a cluster the pods' addresses; outside, the pod's own (POD_IP) or --advertise-address when publishable

@@ -1,19 +1,34 @@
 // AccessGateway access: where they live, and status writes through /status (merge-patch).
 import { group, plural, version } from '../api/schema.js';
+import { accessLogAnnotation } from '../api/labels.js';
 import type { AccessGateway } from '../api/types.js';
+import type { Logger } from 'pino';
+import type { Metrics } from '../observability/metrics.js';
 import { ApiError, type KubeClient } from './client.js';
+import type { InformerEvent } from './informer.js';
+import { Watched } from './watched.js';
 
-/** An AccessGateway as the operator's cache keeps it: of its annotations, only the operator's own
- * (`access-gateway.io/...`); a team's others, up to 256 KiB an object, are never read. */
+/** An AccessGateway as the operator's cache keeps it: of its annotations, only those the operator
+ * reads (`access-gateway.io/access-log`); a team's others, up to 256 KiB an object, whatever their
+ * keys, are never read. */
 export function gatewayForCache(gw: AccessGateway): AccessGateway {
   const a = gw.metadata.annotations;
   if (!a) return gw;
-  const ours = Object.entries(a).filter(([k]) => k.startsWith('access-gateway.io/'));
+  const ours = Object.entries(a).filter(([k]) => readAnnotations.has(k));
   if (ours.length === Object.keys(a).length) return gw;
   const metadata = { ...gw.metadata };
   if (ours.length) metadata.annotations = Object.fromEntries(ours);
   else delete metadata.annotations;
   return { ...gw, metadata };
+}
+const readAnnotations = new Set([accessLogAnnotation]);
+
+/** The operator's watch of AccessGateways (in `namespaces`; all when empty), each kept as
+ * `gatewayForCache` makes it. */
+export function watchGateways(client: KubeClient, o: { namespaces: string[]; log: Logger; metrics?: Metrics;
+  onEvent: (type: InformerEvent, gw: AccessGateway, old: AccessGateway | undefined) => void }): Watched<AccessGateway> {
+  return new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: o.namespaces, path: gatewaysPath, trim: gatewayForCache,
+    log: o.log, ...(o.metrics ? { metrics: o.metrics } : {}), onEvent: o.onEvent });
 }
 
 export function gatewaysPath(namespace?: string): string {

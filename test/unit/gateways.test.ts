@@ -2,7 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway } from '../../src/api/types.js';
-import { gatewayForCache } from '../../src/kube/gateways.js';
+import { gatewayForCache, watchGateways } from '../../src/kube/gateways.js';
+import type { KubeClient } from '../../src/kube/client.js';
+import { silentLogger } from '../../src/observability/logger.js';
 
 const gw = (annotations?: Record<string, string>) => ({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
@@ -10,9 +12,9 @@ const gw = (annotations?: Record<string, string>) => ({
   spec: { authentication: { audiences: ['gw'] }, routes: [] },
 }) as unknown as AccessGateway;
 
-test('the cache keeps the operator\'s own annotations of an AccessGateway, not a team\'s others (up to 256 KiB an object)', () => {
-  const kept = gatewayForCache(gw({ 'access-gateway.io/access-log': 'none', note: 'x'.repeat(200_000), 'example.com/other': 'y' }));
-  assert.deepEqual(kept.metadata.annotations, { 'access-gateway.io/access-log': 'none' });
+test('the cache keeps the annotations the operator reads of an AccessGateway, not a team\'s others (up to 256 KiB an object), whatever their keys', () => {
+  const kept = gatewayForCache(gw({ 'access-gateway.io/access-log': 'none', note: 'x'.repeat(200_000), 'example.com/other': 'y', 'access-gateway.io/pad': 'x'.repeat(200_000) }));
+  assert.deepEqual(kept.metadata.annotations, { 'access-gateway.io/access-log': 'none' }, 'whatever the key: access-gateway.io/pad too');
   assert.deepEqual(kept.spec, gw().spec);
   assert.equal(kept.metadata.uid, 'u');
   assert.equal(gatewayForCache(gw({ note: 'x' })).metadata.annotations, undefined, 'none of ours: no annotations at all');
@@ -20,4 +22,25 @@ test('the cache keeps the operator\'s own annotations of an AccessGateway, not a
   assert.equal(gatewayForCache(ours), ours, 'nothing to drop: the object as read');
   const none = gw();
   assert.equal(gatewayForCache(none), none);
+});
+
+test('the operator\'s watch of AccessGateways keeps each as gatewayForCache makes it', async () => {
+  const watches = new Map<string, (ev: { type: string; object: unknown }) => void>();
+  const client = {
+    request: async () => ({ items: [], metadata: { resourceVersion: '1' } }),
+    watch: (path: string, signal: AbortSignal, _t: number, _a: string | undefined, on: (ev: { type: string; object: unknown }) => void) => {
+      watches.set(new URL(path, 'https://x').pathname, on);
+      return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+    },
+  } as unknown as KubeClient;
+  const seen: AccessGateway[] = [];
+  const w = watchGateways(client, { namespaces: [], log: silentLogger, onEvent: (_t, g) => seen.push(g) });
+  w.start();
+  await w.firstSync();
+  for (let i = 0; i < 50 && !watches.size; i++) await new Promise((r) => setTimeout(r, 10));
+  const g = gw({ 'access-gateway.io/access-log': 'none', 'access-gateway.io/pad': 'x'.repeat(200_000) });
+  watches.get('/apis/access-gateway.io/v1alpha1/accessgateways')!({ type: 'ADDED', object: { ...g, metadata: { ...g.metadata, resourceVersion: '2' } } });
+  await w.stop();
+  assert.deepEqual(w.get('a', 'g')?.metadata.annotations, { 'access-gateway.io/access-log': 'none' });
+  assert.deepEqual(seen[0]?.metadata.annotations, { 'access-gateway.io/access-log': 'none' }, 'the controller gets it trimmed too');
 });
