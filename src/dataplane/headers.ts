@@ -25,12 +25,20 @@ function identityHeader(name: string): boolean {
   const n = name.includes('_') ? name.replace(/_/g, '-') : name;
   return n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n);
 }
+/** A name with "_" that an upstream reading "_" as "-" (CGI, WSGI) would take for a framing or
+ * hop-by-hop header: Transfer_Encoding beside a Content-Length smuggles a request on a keep-alive
+ * connection that other teams' gateways to the same endpoint share. */
+function disguised(name: string): boolean {
+  if (!name.includes('_')) return false;
+  const n = name.replace(/_/g, '-');
+  return hopByHop.has(n) || n === 'content-length';
+}
 /** Other headers that claim the client's address, scheme or host (RFC 7239 and common ones). */
 const addressHeaders = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
 
 /**
- * Request headers to forward: drops hop-by-hop headers, headers named in Connection, every
- * Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
+ * Request headers to forward: drops hop-by-hop headers, headers named in Connection, names with
+ * "_" that read as a hop-by-hop header or Content-Length, every Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
  * X-Client-IP, True-Client-IP), and Authorization unless kept; a WebSocket's bearer-token
  * subprotocol is taken out of Sec-WebSocket-Protocol.
  */
@@ -40,7 +48,7 @@ export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthoriz
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || hopByHop.has(name) || named.has(name)) continue;
-    if (identityHeader(name)) continue;
+    if (identityHeader(name) || disguised(name)) continue;
     if (name === 'authorization' && !keepAuthorization) continue;
     if (name === 'host') continue;
     if (name === 'sec-websocket-protocol') {

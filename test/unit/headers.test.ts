@@ -14,6 +14,14 @@ test('identity, hop-by-hop and Connection-named headers never cross', () => {
   assert.deepEqual(out, { accept: 'application/json', 'content-type': 'application/json' });
 });
 
+test('names with "_" that an upstream may read as framing or hop-by-hop headers never cross; other "_" names do', () => {
+  const out = forwardRequestHeaders({
+    transfer_encoding: 'chunked', content_length: '5', keep_alive: 'x', proxy_authorization: 'p', proxy_connection: 'close', http2_settings: 's',
+    'content-length': '5', x_request_id: 'r1', accept: 'a',
+  }, false);
+  assert.deepEqual(out, { 'content-length': '5', x_request_id: 'r1', accept: 'a' });
+});
+
 test('Passthrough keeps Authorization but still strips impersonation', () => {
   const out = forwardRequestHeaders({ authorization: 'Bearer x', 'impersonate-user': 'admin' }, true);
   assert.deepEqual(out, { authorization: 'Bearer x' });
