@@ -15,7 +15,7 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, UpstreamUnreachableError, statusBody, toAgwError,
+  AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
@@ -754,7 +754,9 @@ export class Listener {
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
       socket.once('close', () => ep?.release());
-      this.openSession(t, a, req, call, socket, head, (err) => { if (ep && err instanceof UpstreamUnreachableError) ep.eject(); fail(err); },
+      // an endpoint (shared by every gateway routing to it) is ejected only when it could not be
+      // reached, as for requests: a reset a caller's own upgrade provoked does not eject it
+      this.openSession(t, a, req, call, socket, head, (err, connect) => { if (ep && connect) ep.eject(); fail(err); },
         refused);
     } catch (err) {
       fail(toAgwError(err));
@@ -763,7 +765,7 @@ export class Listener {
 
   /** Relays an admitted upgrade (within the gateway's session limit) as a session, logged at start and end. */
   private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpstreamCall, socket: Duplex, head: Buffer,
-    fail: (err: AgwError) => void, answered: (status: number) => void): void {
+    fail: (err: AgwError, connect: boolean) => void, answered: (status: number) => void): void {
     const limits = t.plan.sessions;
     this.opening++;
     let opened = false;
@@ -773,7 +775,7 @@ export class Listener {
     const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
     const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
     const relaying = (end: () => void) => this.track(a, req, socket, end);
-    proxyUpgrade(call, socket, (err) => { settle(); fail(err); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
+    proxyUpgrade(call, socket, (err, connect) => { settle(); fail(err, connect); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
       // SPDY inside WebSocket is read (each byte unmasked) for the apiserver's port-forward only,

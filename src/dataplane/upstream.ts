@@ -315,8 +315,9 @@ export function closeSoon(socket: Duplex): void {
  * Proxies an upgrade (WebSocket, SPDY). The client socket is joined to the upstream only on 101
  * (`joined` relays them); any other answer is relayed and the connection closed (CVE-2018-1002105).
  * `relaying` gets what ends such an answer while it streams (a watch asked with an Upgrade header).
+ * `fail`'s `connect`: no connection could be made (else the upstream reset or broke the exchange).
  */
-export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: AgwError) => void,
+export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: AgwError, connect: boolean) => void,
   answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void,
   relaying?: (end: () => void) => void): void {
   const up = start(call);
@@ -359,7 +360,9 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
   });
   up.on('error', (err) => {
     clearTimeout(timer);
-    if (!clientGone) fail(failure(call, err, timedOut).err);
+    if (clientGone) return;
+    const f = failure(call, err, timedOut);
+    fail(f.err, f.connect);
   });
   socket.on('error', () => up.destroy());
   up.end();

@@ -1988,3 +1988,30 @@ test('a route a served plan drops loses its series; one a failed plan would have
   assert.doesNotMatch(await series(), /route="one"/);
   assert.match(await series(), /route="two"/);
 });
+
+test('an upgrade the upstream resets does not eject its endpoint (every gateway routing there shares it); requests go on to both endpoints', async (t) => {
+  const { m, held } = managerFor(t);
+  const got = new Map<number, number>();
+  const upstream = async () => {
+    const port: number = await upstreamFor(t, (req, res) => {
+      got.set(port, (got.get(port) ?? 0) + 1);
+      res.end('ok');
+    }, (sock) => sock.destroy()); // a reset, provoked by what the caller sent
+    return port;
+  };
+  const [u1, u2] = [await upstream(), await upstream()];
+  const port = await freePort();
+  const p = withService(planOf('team-a', 'gw', port));
+  const target = { ...(p.routes[0]!.target as ServiceTarget), endpoints: [{ ip: '127.0.0.1', port: u1 }, { ip: '127.0.0.1', port: u2 }] };
+  const plan = { ...p, routes: [{ ...p.routes[0]!, target }] };
+  await m.apply('team-a/gw', plan);
+  const s = await silent(port, held);
+  const [upgrade] = await exchange([s], () => `GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+    (text) => text.includes('\r\n\r\n'));
+  assert.match(upgrade!, /^HTTP\/1\.1 502 /);
+  for (let i = 0; i < 6; i++) {
+    const c = await silent(port, held);
+    assert.match((await exchange([c], () => get(alice), (x) => x.endsWith('ok')))[0]!, /^HTTP\/1\.1 200/);
+  }
+  assert.ok((got.get(u1) ?? 0) >= 1 && (got.get(u2) ?? 0) >= 1, `both endpoints still take requests: ${JSON.stringify([...got])}`);
+});
