@@ -2015,3 +2015,26 @@ test('an upgrade the upstream resets does not eject its endpoint (every gateway 
   }
   assert.ok((got.get(u1) ?? 0) >= 1 && (got.get(u2) ?? 0) >= 1, `both endpoints still take requests: ${JSON.stringify([...got])}`);
 });
+
+test('an upgrade whose endpoint cannot be reached ejects it, as a request does: the next requests go to the other endpoint', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'), (sock) => sock.write(switched));
+  const dead = await freePort(); // nothing listens there: connections are refused
+  const port = await freePort();
+  const p = withService(planOf('team-a', 'gw', port));
+  const target = { ...(p.routes[0]!.target as ServiceTarget), endpoints: [{ ip: '127.0.0.1', port: dead }, { ip: '127.0.0.1', port: up }] };
+  await m.apply('team-a/gw', { ...p, routes: [{ ...p.routes[0]!, target }] });
+  let refused = false;
+  for (let i = 0; i < 4 && !refused; i++) {
+    const s = await silent(port, held);
+    const [answer] = await exchange([s], () => `GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+      (text) => text.includes('\r\n\r\n'));
+    refused = /^HTTP\/1\.1 502 /.test(answer!);
+    s.destroy();
+  }
+  assert.ok(refused, 'an upgrade went to the endpoint that refuses connections');
+  for (let i = 0; i < 6; i++) {
+    const c = await silent(port, held);
+    assert.match((await exchange([c], () => get(alice), (x) => /ok$|\}$/.test(x)))[0]!, /^HTTP\/1\.1 200/, `request ${i}`);
+  }
+});
