@@ -19,19 +19,15 @@ function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
   return new Set(c.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
 }
 
-/** Identity headers the gateway alone sets. Some upstream frameworks read "_" as "-" (CGI,
- * WSGI), so X_Remote_User counts as X-Remote-User here. */
-function identityHeader(name: string): boolean {
+/** What a client may not send, whatever the upstream: identity headers the gateway alone sets,
+ * and, spelt with "_", names that read as a hop-by-hop header or Content-Length. Some upstream
+ * frameworks read "_" as "-" (CGI, WSGI): X_Remote_User is X-Remote-User there, and
+ * Transfer_Encoding beside a Content-Length smuggles a request on a keep-alive connection that
+ * other teams' gateways to the same endpoint share. */
+function notForwarded(name: string): boolean {
   const n = name.includes('_') ? name.replace(/_/g, '-') : name;
-  return n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n);
-}
-/** A name with "_" that an upstream reading "_" as "-" (CGI, WSGI) would take for a framing or
- * hop-by-hop header: Transfer_Encoding beside a Content-Length smuggles a request on a keep-alive
- * connection that other teams' gateways to the same endpoint share. */
-function disguised(name: string): boolean {
-  if (!name.includes('_')) return false;
-  const n = name.replace(/_/g, '-');
-  return hopByHop.has(n) || n === 'content-length';
+  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n)) return true;
+  return n !== name && (hopByHop.has(n) || n === 'content-length');
 }
 /** Other headers that claim the client's address, scheme or host (RFC 7239 and common ones). */
 const addressHeaders = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
@@ -48,7 +44,7 @@ export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthoriz
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || hopByHop.has(name) || named.has(name)) continue;
-    if (identityHeader(name) || disguised(name)) continue;
+    if (notForwarded(name)) continue;
     if (name === 'authorization' && !keepAuthorization) continue;
     if (name === 'host') continue;
     if (name === 'sec-websocket-protocol') {
@@ -104,8 +100,7 @@ export function impersonationHeaders(id: CallerIdentity, extras: Record<string, 
   for (const [k, v] of Object.entries(id.extra)) {
     if (v.length) h[`impersonate-extra-${escapeExtraKey(k)}`] = [...v];
   }
-  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
-  return h;
+  return Object.assign(h, extraHeaders(extras));
 }
 
 /** Impersonate-Extra-* headers for `extras` (one value each). */
@@ -137,7 +132,5 @@ export function serviceAccountHeaders(namespace: string, name: string, extras: R
   if (!isDnsSubdomain(namespace) || !isDnsSubdomain(name)) {
     throw new Error(`refusing to impersonate service account ${JSON.stringify(namespace)}/${JSON.stringify(name)}`);
   }
-  const h: OutgoingHttpHeaders = { 'impersonate-user': `system:serviceaccount:${namespace}:${name}` };
-  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
-  return h;
+  return { 'impersonate-user': `system:serviceaccount:${namespace}:${name}`, ...extraHeaders(extras) };
 }

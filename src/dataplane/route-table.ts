@@ -65,6 +65,9 @@ export interface CompiledRoute {
   m: RouteMetrics;
   /** Impersonate-Extra values naming the gateway and route, for the apiserver's audit log. */
   extras: Record<string, string>;
+  /** An apiserver route's own Impersonate-* headers, made at plan time: its audit extras, or its
+   * service account's with them; null for other routes and Passthrough. */
+  impersonation: OutgoingHttpHeaders | null;
 }
 
 /** The header of the Impersonate-Extra that names the caller. */
@@ -111,8 +114,6 @@ export class RouteTable {
   /** A cached caller's own Impersonate-* headers, built once, not per request (per caller, not
    * per route: a namespace's 10,000 callers on 64 routes held 27 KiB each). */
   private readonly impersonation = new WeakMap<CallerIdentity, OutgoingHttpHeaders>();
-  /** Each apiserver route's own: the audit extras, or its service account's. */
-  private readonly routeImpersonation = new Map<string, OutgoingHttpHeaders>();
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
     private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null) {
@@ -144,6 +145,7 @@ export class RouteTable {
       const prefix = normalizePrefix(r.pathPrefix);
       const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
       const filter = r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null;
+      const extras = { [extraGateway]: this.key, [extraRoute]: r.name };
       return {
         plan: r,
         field: `spec.routes[${i}]`,
@@ -156,7 +158,10 @@ export class RouteTable {
         methods: r.methods ? new Set(r.methods) : null,
         backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
         m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
-        extras: { [extraGateway]: this.key, [extraRoute]: r.name },
+        extras,
+        impersonation: r.target.kind !== 'apiserver' || r.target.identity === 'Passthrough' ? null
+          : r.target.identity === 'ServiceAccount' ? serviceAccountHeaders(plan.namespace, r.target.serviceAccountName!, extras)
+            : extraHeaders(extras),
       };
     });
   }
@@ -203,20 +208,12 @@ export class RouteTable {
    * caller itself, or the route's service account of this gateway's namespace; never anyone else.
    * The gateway's audit extras come last: a caller's extra of the same key does not replace them. */
   impersonate(headers: OutgoingHttpHeaders, id: CallerIdentity, route: CompiledRoute): void {
-    const t = route.plan.target as ApiserverTarget;
-    let own = this.routeImpersonation.get(route.plan.name);
-    if (!own) {
-      own = t.identity === 'ServiceAccount'
-        ? serviceAccountHeaders(this.plan.namespace, t.serviceAccountName!, route.extras)
-        : extraHeaders(route.extras);
-      this.routeImpersonation.set(route.plan.name, own);
-    }
-    if (t.identity !== 'ServiceAccount') {
+    if ((route.plan.target as ApiserverTarget).identity !== 'ServiceAccount') {
       let caller = this.impersonation.get(id);
       if (!caller) this.impersonation.set(id, (caller = impersonationHeaders(id, {})));
       Object.assign(headers, caller);
     }
-    Object.assign(headers, own);
+    Object.assign(headers, route.impersonation);
     headers[callerExtraHeader] = id.username;
   }
 
