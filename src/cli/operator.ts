@@ -23,6 +23,7 @@ export const operatorFlags = {
   'leader-election-namespace': flag.optional(),
   'leader-election-id': flag.string('access-gateway-operator'),
   'max-gateways-per-namespace': flag.int(16, 0, 100_000),
+  'max-labelled-mib-per-namespace': flag.int(8, 0, 1024),
 };
 
 /** What teams may ask of spec.listener.expose: --expose-types (default ClusterIP only),
@@ -69,7 +70,8 @@ export async function runOperator(args: string[]): Promise<void> {
     }),
     exposurePolicy: policy,
     ...(elector ? { isLeader: () => elector.isLeader } : {}),
-    namespaces: f.namespace, portRange: f['port-range'], maxGatewaysPerNamespace: f['max-gateways-per-namespace'], advertiseHost: advertise,
+    namespaces: f.namespace, portRange: f['port-range'], maxGatewaysPerNamespace: f['max-gateways-per-namespace'],
+    maxLabelledBytesPerNamespace: f['max-labelled-mib-per-namespace'] * 2 ** 20, advertiseHost: advertise,
   });
   rt.jwksReadiness.onReady(() => controller.resync());
   const admin = await rt.serveAdmin(() => controller.ready);

@@ -4,19 +4,21 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, objectKey, type KubeObject } from '../kube/informer.js';
+import { objectKey, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
-import type { SecretLike, Snapshot } from '../translate/translate.js';
-import { caBundleLabel, listenerTLSLabel, serviceNameLabel } from '../api/labels.js';
+import type { Snapshot } from '../translate/translate.js';
+import { serviceNameLabel } from '../api/labels.js';
+import { LabelledData } from './labelled-data.js';
 import type { Ref } from './ref-index.js';
 
 type Obj<T> = T & KubeObject;
-type DataObject = Obj<{ data?: Record<string, string> }>;
 
-/** What is read of an object's metadata: who it is, and who owns it (agw-NAME objects). */
+/** What is read of an object's metadata: who it is, and its controller (agw-NAME objects are the
+ * operator's; a team may give its objects thousands of other owners). */
 function identity(m: KubeObject['metadata']): KubeObject['metadata'] {
-  return { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, ownerReferences: m.ownerReferences };
+  const owner = (m.ownerReferences as { uid?: string; controller?: boolean }[] | undefined)?.find((r) => r?.controller === true);
+  return { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, ...(owner ? { ownerReferences: [{ uid: owner.uid, controller: true }] } : {}) };
 }
 
 /**
@@ -38,20 +40,6 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
     addressType: o.addressType, ports: o.ports,
     endpoints: o.endpoints?.map((e) => ({ addresses: (e.addresses ?? []).slice(0, 1), conditions: e.conditions, ...(e.targetRef?.kind === 'Pod' ? { targetRef: podRef(e.targetRef) } : {}) })), // the first is read
   } as Obj<EndpointSliceLike>;
-}
-
-/** A listener's TLS Secret as read: its type, `tls.crt` and `tls.key` (not its other keys, its
- * annotations or managed fields, which a team may make as large as it likes). */
-function trimTLSSecret(o: Obj<SecretLike>): Obj<SecretLike> {
-  const d = o.data ?? {};
-  const data: Record<string, string> = {};
-  for (const k of ['tls.crt', 'tls.key']) if (d[k] !== undefined) data[k] = d[k];
-  return { metadata: identity(o.metadata), type: o.type, data } as Obj<SecretLike>;
-}
-
-/** A CA bundle's Secret or ConfigMap as read: its data (a reference may name any key). */
-function trimData(o: DataObject): DataObject {
-  return { metadata: identity(o.metadata), ...(o.data ? { data: o.data } : {}) } as DataObject;
 }
 
 function podRef(r: TargetRef): TargetRef {
@@ -87,9 +75,7 @@ export class ClusterState {
   private readonly services: Watched<Obj<ServiceLike>>;
   private readonly slices: Watched<Obj<EndpointSliceLike>>;
   private readonly grants: Watched<Obj<ReferenceGrantLike>>;
-  private readonly tlsSecrets: Watched<Obj<SecretLike>>;
-  private readonly caSecrets: Watched<DataObject>;
-  private readonly caConfigMaps: Watched<DataObject>;
+  private readonly labelled: LabelledData;
   /** --endpoint-addresses pods: the pods in scope. */
   private readonly pods: Watched<Obj<PodLike>> | undefined;
 
@@ -97,7 +83,11 @@ export class ClusterState {
   static trimSlice = trimSlice;
   static trimPod = trimPod;
 
-  constructor(client: KubeClient, opts: { namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void; endpointAddresses: 'pods' | 'any' }) {
+  constructor(client: KubeClient, opts: {
+    namespaces: string[]; log: Logger; metrics?: Metrics; onChange: (ref: Ref) => void; endpointAddresses: 'pods' | 'any';
+    /** Bytes of labelled Secrets and ConfigMaps a namespace may hold (0: no bound). */
+    maxLabelledBytesPerNamespace?: number;
+  }) {
     const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
     // an object names what it refers to; one that changed whom it names (a slice moved to another
@@ -137,10 +127,8 @@ export class ClusterState {
       indexBy: (g) => g.metadata.namespace, // a route into a namespace reads only that namespace's
       onEvent: emit('ReferenceGrant'),
     });
-    this.tlsSecrets = new Watched(client, { ...base, name: 'secrets(listener-tls)', pageSize: dataListPage, trim: trimTLSSecret, path: core('secrets'), labelSelector: `${listenerTLSLabel}=true`, onEvent: emit('Secret') });
-    this.caSecrets = new Watched(client, { ...base, name: 'secrets(ca-bundle)', pageSize: dataListPage, trim: trimData, path: core('secrets'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('Secret') });
-    this.caConfigMaps = new Watched(client, { ...base, name: 'configmaps(ca-bundle)', pageSize: dataListPage, trim: trimData, path: core('configmaps'), labelSelector: `${caBundleLabel}=true`, onEvent: emit('ConfigMap') });
-    this.all = [this.services, this.slices, this.grants, this.tlsSecrets, this.caSecrets, this.caConfigMaps, ...(this.pods ? [this.pods] : [])];
+    this.labelled = new LabelledData(client, { ...base, maxBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, onChange: opts.onChange });
+    this.all = [this.services, this.slices, this.grants, ...this.labelled.watches, ...(this.pods ? [this.pods] : [])];
   }
 
   start(): void {
@@ -152,6 +140,7 @@ export class ClusterState {
   }
 
   async stop(): Promise<void> {
+    this.labelled.close();
     await Promise.all(this.all.map((w) => w.stop()));
   }
 
@@ -190,12 +179,14 @@ export class ClusterState {
   /** The parts of translate()'s snapshot this gateway refers to. */
   snapshotFor(gw: AccessGateway): Omit<Snapshot, 'port'> {
     const ns = gw.metadata.namespace;
-    const snap: Required<Omit<Snapshot, 'port' | 'issuers' | 'pods'>> & Pick<Snapshot, 'pods'> = {
+    const snap: Required<Omit<Snapshot, 'port' | 'issuers' | 'pods' | 'setAside'>> & Pick<Snapshot, 'pods'> = {
       secrets: {}, services: {}, endpointSlices: {}, referenceGrants: {}, caBundles: {}, ...(this.pods ? { pods: {} } : {}),
     };
+    let aside = false; // a labelled object it names is set aside (its namespace over the bound)
     const tls = gw.spec.listener?.tls?.secretName;
-    const secret = tls ? this.tlsSecrets.get(ns, tls) : undefined;
-    if (secret) snap.secrets[`${ns}/${tls}`] = secret;
+    const secret = tls ? this.labelled.listenerSecret(ns, tls) : undefined;
+    if (secret === 'aside') aside = true;
+    else if (secret) snap.secrets[`${ns}/${tls}`] = secret;
     for (const r of gw.spec.routes) {
       const s = r.service;
       if (!s) continue;
@@ -214,19 +205,18 @@ export class ClusterState {
         }
       }
       if (sns !== ns) snap.referenceGrants[sns] = this.grants.byIndex(sns);
-      if (s.caRef) this.addBundle(snap.caBundles, ns, s.caRef);
+      if (s.caRef) aside = this.addBundle(snap.caBundles, ns, s.caRef) || aside;
     }
     const clientCA = gw.spec.listener?.tls?.clientCA;
-    if (clientCA) this.addBundle(snap.caBundles, ns, clientCA);
-    return snap;
+    if (clientCA) aside = this.addBundle(snap.caBundles, ns, clientCA) || aside;
+    return aside ? { ...snap, setAside: this.labelled.asideMessage(ns) } : snap;
   }
 
-  /** A labelled ConfigMap's or Secret's data (decoded), under KIND/NS/NAME. */
-  private addBundle(into: Record<string, Record<string, string>>, ns: string, ref: { kind: 'ConfigMap' | 'Secret'; name: string }): void {
-    const from = ref.kind === 'Secret' ? this.caSecrets.get(ns, ref.name) : this.caConfigMaps.get(ns, ref.name);
-    if (!from?.data) return;
-    into[`${ref.kind}/${ns}/${ref.name}`] = ref.kind === 'Secret'
-      ? Object.fromEntries(Object.entries(from.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]))
-      : from.data;
+  /** A labelled ConfigMap's or Secret's data (decoded), under KIND/NS/NAME; true when it is set aside. */
+  private addBundle(into: Record<string, Record<string, string>>, ns: string, ref: { kind: 'ConfigMap' | 'Secret'; name: string }): boolean {
+    const data = this.labelled.bundle(ref.kind, ns, ref.name);
+    if (data === 'aside') return true;
+    if (data) into[`${ref.kind}/${ns}/${ref.name}`] = data;
+    return false;
   }
 }

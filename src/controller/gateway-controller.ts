@@ -49,6 +49,8 @@ export interface GatewayControllerOptions {
   endpointAddresses?: 'pods' | 'any';
   portRange: [number, number];
   maxGatewaysPerNamespace?: number;
+  /** Bytes of labelled Secrets and ConfigMaps a namespace may hold (0: no bound). */
+  maxLabelledBytesPerNamespace?: number;
   advertiseHost: string;
   workers?: number;
   resyncMs?: number;
@@ -75,7 +77,8 @@ export class GatewayController {
     this.ports = new PortAllocator(opts.portRange, () => clock.now());
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
-    this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods' });
+    this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',
+      maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0 });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,

@@ -85,6 +85,20 @@ export class Watched<T extends KubeObject> {
     return this.informers.flatMap((i) => [...i.cache.keys()]);
   }
 
+  /** Puts `obj` in the place of the cached object of its key, if `when` holds for that one. */
+  replace(obj: T, when: (cached: T) => boolean): boolean {
+    const key = objectKey(obj);
+    for (const i of this.informers) {
+      const old = i.cache.get(key);
+      if (!old) continue;
+      if (!when(old)) return false;
+      i.cache.set(key, obj);
+      if (this.opts.indexBy) this.reindex('update', obj, old);
+      return true;
+    }
+    return false;
+  }
+
   byIndex(key: string): T[] {
     return [...(this.index.get(key)?.values() ?? [])];
   }

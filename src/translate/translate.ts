@@ -20,6 +20,8 @@ export interface Snapshot extends ServiceSnapshot {
   secrets?: Record<string, SecretLike>;
   /** The platform's OIDC issuers by URL: null when usable, else why not. */
   issuers?: Record<string, string | null>;
+  /** Why the labelled Secrets and ConfigMaps the gateway names are not read (its namespace holds too many bytes of them). */
+  setAside?: string;
 }
 
 export interface SecretLike {
@@ -156,6 +158,10 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     routes.push(p);
   }
   const routeStatus = routes.flatMap((r) => (r.target.kind === 'service' ? [{ name: r.name, endpoints: r.target.endpoints.length }] : []));
+  if (snap.setAside) {
+    return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid'),
+      cond(ConditionType.ResolvedRefs, false, Reason.InvalidCertificateRef, snap.setAside)] };
+  }
   let tls: GatewayPlan['tls'] = null;
   let unservable = false; // a reference the listener cannot do without: not served
   if (spec.listener?.tls) {

@@ -4,11 +4,13 @@
 // gateway. Each test is one of the escapes reported in issue 8, tried and refused.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { readyReplica, startChartOperator } from '../support/chart-operator.js';
-import { applyYaml, backendPods, bearer, condition, curl, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, applyService, runningPod as runningPodIn, serviceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
+import { applyYaml, backendPods, bearer, condition, createListenerTLS, curl, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, applyService, runningPod as runningPodIn, serviceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
 import { freePort, waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
@@ -20,7 +22,7 @@ let privateB: TestServer; // a pod of team-b's that team-a's pods may not reach 
 let appA: string; // team-a's workload
 let appB: string; // team-b's workload
 const maxPerNamespace = 12;
-const operatorArgs = ['--max-gateways-per-namespace', String(maxPerNamespace), '--drain-seconds', '60'];
+const operatorArgs = ['--max-gateways-per-namespace', String(maxPerNamespace), '--drain-seconds', '60', '--max-labelled-mib-per-namespace', '1'];
 
 const gw = (ns: string, name: string, spec: string) => `
 apiVersion: access-gateway.io/v1alpha1
@@ -508,6 +510,45 @@ test('9. an EndpointSlice cannot point a team\'s route at another team\'s pod: a
   op = await startChartOperator(cp, { args: operatorArgs, portRange: op.portRange });
   await cp.kubectl(['delete', 'pod', 'a-own', 'a-host', 'a-late', '-n', 'team-a', '--force', '--grace-period=0']);
   await cp.kubectl(['delete', 'agw', 'reach', '-n', 'team-a']);
+});
+
+test('10. one team\'s labelled Secrets and ConfigMaps cannot fill the shared operator: past --max-labelled-mib-per-namespace they are set aside and its gateways naming one not served, another team\'s served throughout; under it again, read again', async () => {
+  const ca = { a: await createListenerTLS(cp, 'team-a', 'a-tls'), b: await createListenerTLS(cp, 'team-b', 'b-tls') };
+  for (const [ns, secret] of [['team-a', 'a-tls'], ['team-b', 'b-tls']]) {
+    await applyYaml(cp, gw(ns!, 'secure', `
+  listener: {tls: {secretName: ${secret}}}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  }
+  const port = { a: await gatewayPort(cp, 'team-a', 'secure'), b: await gatewayPort(cp, 'team-b', 'secure') };
+  const version = (team: 'a' | 'b') => curl(`https://127.0.0.1:${port[team]}/version`, ['--cacert', ca[team].certFile, ...bearer(team === 'a' ? appA : appB)])
+    .then((r) => r.status, () => 0);
+  assert.equal(await version('a'), 200);
+  // team-a labels 1.2 MiB: two ConfigMaps of 600 KiB (each within the apiserver's object size)
+  const file = join(cp.dir, 'pad.txt');
+  writeFileSync(file, 'x'.repeat(600 * 1024));
+  for (const name of ['pad-1', 'pad-2']) {
+    await cp.kubectl(['create', 'configmap', name, '-n', 'team-a', `--from-file=pad=${file}`]);
+    await cp.kubectl(['label', 'configmap', name, '-n', 'team-a', 'access-gateway.io/ca-bundle=true']);
+  }
+  const aside = await waitFor('team-a set aside', async () => {
+    const g = await getGateway(cp, 'team-a', 'secure');
+    return condition(g, 'ResolvedRefs')?.reason === 'InvalidCertificateRef' ? g : undefined;
+  }, 20_000);
+  assert.match(condition(aside, 'ResolvedRefs').message, /namespace team-a .* more than 1 MiB \(the operator's --max-labelled-mib-per-namespace\)/);
+  await waitFor('team-a not served', async () => (await version('a')) === 0, 15_000);
+  // team-b: its certificate read, served throughout
+  assert.equal(await version('b'), 200);
+  const b = await waitObserved(cp, 'team-b', 'secure');
+  assert.equal(condition(b, 'Ready').status, 'True');
+  assert.equal(condition(b, 'ResolvedRefs').reason, 'ResolvedRefs');
+  // under the bound again: team-a's objects are listed again (the chart's rights) and served
+  await cp.kubectl(['delete', 'configmap', 'pad-2', '-n', 'team-a']);
+  await waitFor('team-a served again', async () => (await version('a')) === 200, 30_000);
+  assert.equal(condition(await waitObserved(cp, 'team-a', 'secure'), 'Ready').status, 'True');
+  await cp.kubectl(['delete', 'agw', 'secure', '-n', 'team-a']);
+  await cp.kubectl(['delete', 'agw', 'secure', '-n', 'team-b']);
+  await cp.kubectl(['delete', 'configmap', 'pad-1', '-n', 'team-a']);
 });
 
 /** A request through the gateway on `port` whose answer has begun (200) and goes on. */

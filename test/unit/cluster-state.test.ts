@@ -8,6 +8,7 @@ import { ClusterState } from '../../src/controller/cluster-state.js';
 import { Informer, type KubeObject } from '../../src/kube/informer.js';
 import { ApiError, type KubeClient } from '../../src/kube/client.js';
 import { applyDefaults } from '../../src/api/defaults.js';
+import { translate } from '../../src/translate/translate.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
 type On = (ev: { type: string; object: unknown }) => void;
@@ -195,13 +196,123 @@ test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt 
     metadata: { name: 'cas', namespace: 'a', resourceVersion: '4', ...big }, type: 'Opaque', data: { 'ca.crt': 'UEVN' } } });
   const snap = state.snapshotFor(gw);
   await state.stop();
-  const cached = state as unknown as Record<'caSecrets' | 'caConfigMaps', { get(ns: string, name: string): object }>;
-  assert.deepEqual(cached.caConfigMaps.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3', ownerReferences: undefined }, data: { 'bundle.pem': 'PEM' } });
-  assert.deepEqual(cached.caSecrets.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4', ownerReferences: undefined }, data: { 'ca.crt': 'UEVN' } });
+  const cached = (state as unknown as { labelled: Record<'caSecrets' | 'caConfigMaps', { watch: { get(ns: string, name: string): object } }> }).labelled;
+  assert.deepEqual(cached.caConfigMaps.watch.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3' }, data: { 'bundle.pem': 'PEM' } });
+  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN' } });
   const secret = snap.secrets!['a/tls'] as { type?: string; data?: object; metadata?: object };
   assert.equal(secret.type, 'kubernetes.io/tls');
   assert.deepEqual(secret.data, { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' });
-  assert.deepEqual(Object.keys(secret.metadata!).sort(), ['name', 'namespace', 'ownerReferences', 'resourceVersion', 'uid']);
+  assert.deepEqual(Object.keys(secret.metadata!).sort(), ['name', 'namespace', 'resourceVersion', 'uid']);
   assert.deepEqual(snap.caBundles!['ConfigMap/a/ca'], { 'bundle.pem': 'PEM' });
   assert.ok(JSON.stringify(snap).length < 1_000, 'nothing of the annotations, managed fields or other keys is kept');
 });
+
+test('a namespace\'s labelled Secrets and ConfigMaps past the byte bound are all set aside, its gateways naming one not served; under it again, they are listed again; another namespace is not affected', async () => {
+  const listed: Record<string, unknown[]> = {}; // what a namespace's list answers, by path
+  const asked: string[] = [];
+  const watches = new Map<string, On>();
+  const client = {
+    request: async (_m: string, path: string) => {
+      asked.push(path);
+      const u = new URL(path, 'https://x');
+      return { items: listed[u.pathname] ?? [], metadata: { resourceVersion: '1' } };
+    },
+    watch: (path: string, signal: AbortSignal, _t: number, _a: string | undefined, on: On) => {
+      const u = new URL(path, 'https://x');
+      watches.set(`${u.pathname}?${u.searchParams.get('labelSelector')}`, on);
+      return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+    },
+  } as unknown as KubeClient;
+  const refs: string[] = [];
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', maxLabelledBytesPerNamespace: 1000,
+    onChange: (r) => refs.push(`${r.kind} ${r.namespace}/${r.name}`) });
+  state.start();
+  await state.firstSync();
+  const cms = watches.get('/api/v1/configmaps?access-gateway.io/ca-bundle=true')!;
+  const tls = watches.get('/api/v1/secrets?access-gateway.io/listener-tls=true')!;
+  const cm = (ns: string, name: string, rv: string, bytes: number) => ({
+    metadata: { name, namespace: ns, resourceVersion: rv, labels: { 'access-gateway.io/ca-bundle': 'true' }, ownerReferences: [{ uid: 'x'.repeat(5000) }] },
+    data: { 'ca.crt': 'C'.repeat(bytes - 6) },
+  });
+  const gw = (ns: string) => applyDefaults({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'g', namespace: ns },
+    spec: { authentication: { audiences: ['gw'] }, access: [{ groups: ['g'] }], listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'ca' } } },
+      routes: [{ name: 'web', pathPrefix: '/', service: { name: 'web', port: 80 } }] },
+  } as never);
+  const cached = (state as unknown as { labelled: { caConfigMaps: { watch: { get(ns: string, name: string): { data?: object } | undefined } } } }).labelled.caConfigMaps.watch;
+
+  cms({ type: 'ADDED', object: cm('a', 'ca', '2', 500) });
+  cms({ type: 'ADDED', object: cm('b', 'ca', '3', 500) });
+  tls({ type: 'ADDED', object: { metadata: { name: 'tls', namespace: 'a', resourceVersion: '4' }, type: 'kubernetes.io/tls', data: { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5', other: 'x'.repeat(5000) } } });
+  assert.equal(state.snapshotFor(gw('a')).setAside, undefined, '500 + 18 bytes: under the bound (a TLS Secret\'s other keys do not count)');
+  assert.equal(state.snapshotFor(gw('a')).caBundles!['ConfigMap/a/ca']!['ca.crt']!.length, 494);
+
+  // past it: every labelled object of namespace a loses its data, and each is re-read
+  refs.length = 0;
+  cms({ type: 'ADDED', object: cm('a', 'pad', '5', 500) });
+  assert.deepEqual(refs.sort(), ['ConfigMap a/ca', 'ConfigMap a/pad', 'Secret a/tls']);
+  const a = state.snapshotFor(gw('a'));
+  assert.match(a.setAside ?? '', /namespace a .* more than 0 MiB \(the operator's --max-labelled-mib-per-namespace\)/);
+  assert.deepEqual(a.caBundles, {});
+  assert.deepEqual(a.secrets, {});
+  assert.equal(cached.get('a', 'ca')!.data, undefined, 'not kept');
+  assert.equal(cached.get('a', 'pad')!.data, undefined, 'not kept');
+  const t = translate(gw('a'), { port: { port: 20000 }, ...a });
+  assert.equal(t.plan, null);
+  assert.deepEqual(t.conditions.map((c) => [c.type, c.status, c.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'False', 'InvalidCertificateRef']]);
+  // an update while still over keeps nothing either
+  cms({ type: 'MODIFIED', object: cm('a', 'ca', '6', 490) });
+  assert.equal(cached.get('a', 'ca')!.data, undefined);
+  // namespace b: untouched
+  const b = state.snapshotFor(gw('b'));
+  assert.equal(b.setAside, undefined);
+  assert.equal(b.caBundles!['ConfigMap/b/ca']!['ca.crt']!.length, 494);
+
+  // back under: the namespace is listed again; what the list has at the set-aside version is kept again
+  listed['/api/v1/namespaces/a/configmaps'] = [cm('a', 'ca', '6', 490)];
+  listed['/api/v1/namespaces/a/secrets'] = [{ metadata: { name: 'tls', namespace: 'a', resourceVersion: '4' }, type: 'kubernetes.io/tls', data: { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' } }];
+  refs.length = 0;
+  cms({ type: 'DELETED', object: cm('a', 'pad', '7', 500) });
+  await waitUntil(() => state.snapshotFor(gw('a')).setAside === undefined && state.snapshotFor(gw('a')).caBundles!['ConfigMap/a/ca'] !== undefined);
+  const again = state.snapshotFor(gw('a'));
+  assert.equal(again.caBundles!['ConfigMap/a/ca']!['ca.crt']!.length, 484);
+  assert.deepEqual((again.secrets!['a/tls'] as { data?: object }).data, { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' });
+  assert.ok(asked.some((p) => p.startsWith('/api/v1/namespaces/a/configmaps?') && p.includes('labelSelector=access-gateway.io%2Fca-bundle%3Dtrue')), asked.join(' '));
+  assert.ok(refs.includes('ConfigMap a/ca') && refs.includes('Secret a/tls'), refs.join());
+  await state.stop();
+});
+
+test('a list read again puts back only the version that was set aside; a newer one comes with the watch', async () => {
+  const watches = new Map<string, On>();
+  let listRv = '3';
+  const client = {
+    request: async (_m: string, path: string) => (path.startsWith('/api/v1/namespaces/a/configmaps')
+      ? { items: [{ metadata: { name: 'ca', namespace: 'a', resourceVersion: listRv }, data: { k: 'new' } }], metadata: {} }
+      : { items: [], metadata: { resourceVersion: '1' } }),
+    watch: (path: string, signal: AbortSignal, _t: number, _a: string | undefined, on: On) => {
+      const u = new URL(path, 'https://x');
+      watches.set(`${u.pathname}?${u.searchParams.get('labelSelector')}`, on);
+      return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+    },
+  } as unknown as KubeClient;
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', maxLabelledBytesPerNamespace: 100, onChange: () => {} });
+  state.start();
+  await state.firstSync();
+  const cms = watches.get('/api/v1/configmaps?access-gateway.io/ca-bundle=true')!;
+  const cached = (state as unknown as { labelled: { caConfigMaps: { watch: { get(ns: string, name: string): { data?: object; metadata: { resourceVersion?: string } } | undefined } } } }).labelled.caConfigMaps.watch;
+  cms({ type: 'ADDED', object: { metadata: { name: 'ca', namespace: 'a', resourceVersion: '2' }, data: { k: 'old' } } });
+  cms({ type: 'ADDED', object: { metadata: { name: 'pad', namespace: 'a', resourceVersion: '2' }, data: { k: 'x'.repeat(200) } } });
+  assert.equal(cached.get('a', 'ca')!.data, undefined);
+  cms({ type: 'DELETED', object: { metadata: { name: 'pad', namespace: 'a', resourceVersion: '4' }, data: { k: 'x'.repeat(200) } } });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(cached.get('a', 'ca')!.data, undefined, 'the list had version 3, the cache version 2: left for the watch');
+  cms({ type: 'MODIFIED', object: { metadata: { name: 'ca', namespace: 'a', resourceVersion: '3' }, data: { k: 'new' } } });
+  assert.deepEqual(cached.get('a', 'ca')!.data, { k: 'new' });
+  listRv = '2';
+  await state.stop();
+});
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(ok(), 'in time');
+}

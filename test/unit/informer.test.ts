@@ -82,16 +82,18 @@ test('the cache keeps what trim leaves, for listed and for watched objects', asy
   await i.stop();
 });
 
-test('Services and EndpointSlices are cached without a team\'s annotations, labels and topology; what is read stays', () => {
+test('Services and EndpointSlices are cached without a team\'s annotations, labels, owners and topology; what is read stays', () => {
   const big = 'x'.repeat(200_000);
   const owner = [{ uid: 'u1', controller: true, kind: 'AccessGateway', name: 'g', apiVersion: 'access-gateway.io/v1alpha1' }];
+  // a team may give its objects any number of other owners: only the controller's uid is read
+  const others = Array.from({ length: 100 }, (_, i) => ({ uid: `o${i}`, kind: big, name: 'x', apiVersion: 'v1' }));
   const svc = ClusterState.trimService({
-    metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', labels: { big }, annotations: { big }, ownerReferences: owner },
+    metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', labels: { big }, annotations: { big }, ownerReferences: [...others, ...owner] },
     spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP' }], selector: { big } } as never,
     status: { loadBalancer: { ingress: [{ ip: '198.18.0.1' }] } },
   } as never);
   assert.deepEqual(svc, {
-    metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', ownerReferences: owner },
+    metadata: { name: 'agw-g', namespace: 'a', uid: 's1', resourceVersion: '5', ownerReferences: [{ uid: 'u1', controller: true }] },
     spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP' }], selected: true }, status: { loadBalancer: { ingress: [{ ip: '198.18.0.1' }] } },
   });
   const slice = ClusterState.trimSlice({

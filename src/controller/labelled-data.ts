@@ -1,0 +1,170 @@
+// The labelled Secrets and ConfigMaps gateways name (listener certificates, CA bundles), watched
+// and kept as read. A namespace's hold at most --max-labelled-mib-per-namespace: past it, all of
+// that namespace's are kept without their data and its gateways naming one are not served, until
+// it holds less again; then they are read again.
+import type { Logger } from 'pino';
+import type { KubeClient } from '../kube/client.js';
+import type { Metrics } from '../observability/metrics.js';
+import { dataListPage, type KubeObject } from '../kube/informer.js';
+import { Watched } from '../kube/watched.js';
+import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
+import { DataBudget, dataBytes } from './data-budget.js';
+import type { Ref } from './ref-index.js';
+
+export type Labelled = KubeObject & { type?: string; data?: Record<string, string>; setAside?: true };
+
+interface Source {
+  name: string;
+  kind: 'Secret' | 'ConfigMap';
+  plural: 'secrets' | 'configmaps';
+  label: string;
+  trim: (o: Labelled) => Labelled;
+  watch: Watched<Labelled>;
+}
+
+/** Who it is; not its labels, annotations, managed fields or owners (a team makes them as large as it likes). */
+function identity(o: Labelled): Labelled['metadata'] {
+  const m = o.metadata;
+  return { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion };
+}
+
+/** A listener's TLS Secret as read: its type, `tls.crt` and `tls.key` (not its other keys). */
+function trimTLSSecret(o: Labelled): Labelled {
+  const d = o.data ?? {};
+  const data: Record<string, string> = {};
+  for (const k of ['tls.crt', 'tls.key']) if (d[k] !== undefined) data[k] = d[k];
+  return { metadata: identity(o), type: o.type, data };
+}
+
+/** A CA bundle's Secret or ConfigMap as read: its data (a reference may name any key). */
+function trimData(o: Labelled): Labelled {
+  return { metadata: identity(o), ...(o.data ? { data: o.data } : {}) };
+}
+
+function setAside(o: Labelled): Labelled {
+  return { metadata: o.metadata, setAside: true };
+}
+
+export class LabelledData {
+  readonly watches: Watched<Labelled>[];
+  private readonly tls: Source;
+  private readonly caSecrets: Source;
+  private readonly caConfigMaps: Source;
+  private readonly budget: DataBudget;
+  private closed = false;
+
+  constructor(private readonly client: KubeClient, private readonly opts: {
+    namespaces: string[]; log: Logger; metrics?: Metrics; maxBytesPerNamespace: number; onChange: (ref: Ref) => void;
+  }) {
+    this.budget = new DataBudget(opts.maxBytesPerNamespace);
+    this.tls = this.source('secrets(listener-tls)', 'Secret', listenerTLSLabel, trimTLSSecret);
+    this.caSecrets = this.source('secrets(ca-bundle)', 'Secret', caBundleLabel, trimData);
+    this.caConfigMaps = this.source('configmaps(ca-bundle)', 'ConfigMap', caBundleLabel, trimData);
+    this.watches = [this.tls.watch, this.caSecrets.watch, this.caConfigMaps.watch];
+  }
+
+  /** No more reading again (the watches are stopped by their owner). */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** A listener's TLS Secret, or 'aside' while its namespace is over the bound. */
+  listenerSecret(ns: string, name: string): Labelled | 'aside' | undefined {
+    const o = this.tls.watch.get(ns, name);
+    return o?.setAside ? 'aside' : o;
+  }
+
+  /** A CA bundle's data (a Secret's decoded), or 'aside' while its namespace is over the bound. */
+  bundle(kind: 'Secret' | 'ConfigMap', ns: string, name: string): Record<string, string> | 'aside' | undefined {
+    const o = (kind === 'Secret' ? this.caSecrets : this.caConfigMaps).watch.get(ns, name);
+    if (o?.setAside) return 'aside';
+    if (!o?.data) return undefined;
+    return kind === 'Secret' ? Object.fromEntries(Object.entries(o.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')])) : o.data;
+  }
+
+  /** Why a namespace's labelled objects are not read. */
+  asideMessage(ns: string): string {
+    const mib = Math.round((this.budget.max / 2 ** 20) * 100) / 100;
+    return `the Secrets and ConfigMaps of namespace ${ns} labelled ${listenerTLSLabel}=true or ${caBundleLabel}=true hold more than ${mib} MiB `
+      + `(the operator's --max-labelled-mib-per-namespace): none of them is read, and no gateway naming one is served, until they hold less; delete or unlabel those no gateway names`;
+  }
+
+  private source(name: string, kind: Source['kind'], label: string, trim: Source['trim']): Source {
+    const plural = kind === 'Secret' ? 'secrets' : 'configmaps';
+    const s = { name, kind, plural, label, trim } as Source;
+    s.watch = new Watched<Labelled>(this.client, {
+      namespaces: this.opts.namespaces, log: this.opts.log, metrics: this.opts.metrics,
+      name, pageSize: dataListPage, labelSelector: `${label}=true`,
+      path: (ns) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`),
+      trim: (o) => this.keep(s, o),
+      onEvent: (type, o) => {
+        const ns = o.metadata.namespace ?? '';
+        if (type === 'delete' && this.budget.set(ns, `${name} ${o.metadata.name}`, undefined)) this.flipped(ns);
+        this.opts.onChange({ kind, namespace: ns, name: o.metadata.name });
+      },
+    });
+    return s;
+  }
+
+  /** What the cache keeps of an object as it arrives: nothing of its data while its namespace is over. */
+  private keep(s: Source, o: Labelled): Labelled {
+    const kept = s.trim(o);
+    const ns = o.metadata.namespace ?? '';
+    if (this.budget.set(ns, `${s.name} ${o.metadata.name}`, dataBytes(kept.data))) this.flipped(ns);
+    return this.budget.over(ns) ? setAside(kept) : kept;
+  }
+
+  /** The namespace went over the bound (its cached data dropped) or back under (read again). */
+  private flipped(ns: string): void {
+    const over = this.budget.over(ns);
+    this.opts.log.warn({ namespace: ns, bytes: this.budget.total(ns), bound: this.budget.max },
+      over ? 'labelled Secrets and ConfigMaps over the bound: set aside, their gateways not served' : 'labelled Secrets and ConfigMaps under the bound again: reading them');
+    if (!over) {
+      void this.readAgain(ns);
+      return;
+    }
+    for (const s of [this.tls, this.caSecrets, this.caConfigMaps]) {
+      for (const o of s.watch.values()) {
+        if (o.metadata.namespace !== ns || o.setAside) continue;
+        s.watch.replace(setAside(o), (c) => c === o);
+        this.opts.onChange({ kind: s.kind, namespace: ns, name: o.metadata.name });
+      }
+    }
+  }
+
+  /** Lists the namespace's labelled objects and puts back the data of those set aside (a few tries). */
+  private async readAgain(ns: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        for (const s of [this.tls, this.caSecrets, this.caConfigMaps]) await this.readSource(s, ns);
+        return;
+      } catch (err) {
+        if (this.closed) return;
+        if (attempt >= 5) {
+          this.opts.log.error({ namespace: ns, err: (err as Error).message }, 'labelled Secrets and ConfigMaps could not be read again; they stay set aside until they change');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt).unref());
+      }
+    }
+  }
+
+  private async readSource(s: Source, ns: string): Promise<void> {
+    let cont: string | undefined;
+    do {
+      if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
+      const q = new URLSearchParams({ labelSelector: `${s.label}=true`, limit: String(dataListPage), ...(cont ? { continue: cont } : {}) });
+      const list = await this.client.request<{ items: Labelled[] | null; metadata?: { continue?: string } }>(
+        'GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}` });
+      for (const o of list.items ?? []) {
+        if (this.budget.over(ns)) return;
+        const kept = s.trim(o);
+        // only the version set aside: a newer one the watch brings is kept as it arrives
+        if (s.watch.replace(kept, (c) => c.setAside === true && c.metadata.resourceVersion === kept.metadata.resourceVersion)) {
+          this.opts.onChange({ kind: s.kind, namespace: ns, name: kept.metadata.name });
+        }
+      }
+      cont = list.metadata?.continue || undefined;
+    } while (cont);
+  }
+}
