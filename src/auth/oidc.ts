@@ -4,12 +4,13 @@
 // Discovery and keys are fetched from the issuer (with its CA), cached, refreshed on an unknown
 // kid at most every 10 s, and an issuer that cannot be reached fails closed (503 for tokens not
 // cached yet).
-import { createRemoteJWKSet, customFetch, decodeJwt, errors as jose, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { decodeJwt, errors as jose, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
 import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { teamRoot } from '../api/names.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { compileCel, type CelProgram } from './cel.js';
+import { IssuerKeys } from './issuer-keys.js';
 import { unforwardableIdentity, type CallerIdentity } from './identity.js';
 
 /** One entry of AuthenticationConfiguration.jwt (apiserver.config.k8s.io/v1). */
@@ -31,8 +32,6 @@ const reservedExtras = new Set([extraGateway, extraRoute, extraCaller]);
 /** What jose says about the token itself (a 401); every other failure is the issuer's (503). */
 const tokenErrors = [jose.JWTExpired, jose.JWTClaimValidationFailed, jose.JWTInvalid, jose.JWSInvalid, jose.JWSSignatureVerificationFailed,
   jose.JOSEAlgNotAllowed, jose.JOSENotSupported, jose.JWKSMultipleMatchingKeys];
-/** jose fetches the keys again for an unknown kid at most this often. */
-const keyCooldownMs = 10_000;
 const algorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
 
 /** Compiles a mapping: a claim (with its prefix, which must be given, as the apiserver requires) or a CEL expression. */
@@ -65,12 +64,9 @@ export class OidcIssuer {
   private readonly claimRules: ({ claim: string; value: string } | { program: CelProgram; message: string })[];
   private readonly userRules: { program: CelProgram; message: string }[];
   private readonly dispatcher: Agent;
-  private keys: JWTVerifyGetKey | null = null;
-  private discovering: Promise<JWTVerifyGetKey> | null = null;
+  private keys: IssuerKeys | null = null;
+  private discovering: Promise<IssuerKeys> | null = null;
   private failedAt = -Infinity;
-  /** Key-set fetches answered, and when the last one was. */
-  private keyFetches = 0;
-  private keysFetchedAt = -Infinity;
 
   /** Checks and compiles the configuration; throws with the field and the compiler's message. */
   constructor(private readonly cfg: JwtAuthenticator, private readonly now: () => number = Date.now) {
@@ -102,12 +98,12 @@ export class OidcIssuer {
   /** The caller a token of this issuer names, and until when (ms) that may be cached. */
   async authenticate(token: string): Promise<{ id: CallerIdentity; expiresAt: number }> {
     const keys = await this.keySet();
-    const fetches = this.keyFetches;
+    const fetches = keys.fetches;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, keys, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
+      ({ payload } = await jwtVerify(token, keys.getKey, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
     } catch (err) {
-      if (err instanceof jose.JWKSNoMatchingKey) this.unknownKey(token, fetches);
+      if (err instanceof jose.JWKSNoMatchingKey) this.unknownKey(token, keys, fetches);
       if (tokenErrors.some((E) => err instanceof E)) throw new UnauthenticatedError(`invalid bearer token: ${(err as Error).message}`);
       // anything else is the issuer's keys not being had (network, HTTP status, bad key set): not the token's fault
       throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its keys`, { cause: err, retryAfterSeconds: 5 });
@@ -118,13 +114,13 @@ export class OidcIssuer {
   /** A kid not in the key set: the token's fault (401) if the keys were fetched for it, or predate
    * it; else a rotation not fetched yet because the last fetch is under 10 s old (anyone's token
    * with a made-up kid can cause one), so 503 until the next fetch is allowed. */
-  private unknownKey(token: string, fetchesBefore: number): never {
+  private unknownKey(token: string, keys: IssuerKeys, fetchesBefore: number): never {
     let iat: unknown;
     try { iat = decodeJwt(token).iat; } catch { /* no iat: the token's fault */ }
     const now = this.now();
-    if (this.keyFetches === fetchesBefore && typeof iat === 'number' && iat * 1000 > this.keysFetchedAt - 5_000) {
-      const retryAfterSeconds = Math.min(10, Math.max(1, Math.ceil((this.keysFetchedAt + keyCooldownMs - now) / 1000)));
-      throw new AuthUnavailableError(`issuer ${this.url}: the token's key is not among the keys fetched ${Math.round((now - this.keysFetchedAt) / 1000)} s ago; fetched again shortly`,
+    if (keys.fetches === fetchesBefore && typeof iat === 'number' && iat * 1000 > keys.loadedAt - 5_000) {
+      const retryAfterSeconds = Math.min(10, Math.max(1, Math.ceil((keys.attemptedAt + keys.gapMs - now) / 1000)));
+      throw new AuthUnavailableError(`issuer ${this.url}: the token's key is not among the keys fetched ${Math.round((now - keys.loadedAt) / 1000)} s ago; fetched again shortly`,
         { retryAfterSeconds });
     }
     throw new UnauthenticatedError(`invalid bearer token: no key of issuer ${this.url} matches it`);
@@ -189,7 +185,7 @@ export class OidcIssuer {
   }
 
   /** Discovery once (retried at most every 5 s after a failure), then the remote key set. */
-  private async keySet(): Promise<JWTVerifyGetKey> {
+  private async keySet(): Promise<IssuerKeys> {
     if (this.keys) return this.keys;
     if (!this.discovering) {
       if (this.now() - this.failedAt < 5_000) throw new AuthUnavailableError(`issuer ${this.url} discovery failed recently; retrying shortly`, { retryAfterSeconds: 5 });
@@ -201,23 +197,22 @@ export class OidcIssuer {
     return this.discovering;
   }
 
-  private async discover(): Promise<JWTVerifyGetKey> {
+  private async discover(): Promise<IssuerKeys> {
     const where = this.cfg.issuer.discoveryURL ?? `${this.url.replace(/\/$/, '')}/.well-known/openid-configuration`;
     const res = await fetch(where, { dispatcher: this.dispatcher, signal: AbortSignal.timeout(5_000) });
     if (!res.ok) throw new Error(`${where}: HTTP ${res.status}`);
     const doc = await res.json() as { issuer?: string; jwks_uri?: string };
     if (doc.issuer !== this.url) throw new Error(`${where} names issuer ${JSON.stringify(doc.issuer)}, not ${this.url}`);
     if (!doc.jwks_uri?.startsWith('https://')) throw new Error(`${where}: no https jwks_uri`);
-    const dispatcher = this.dispatcher;
-    return createRemoteJWKSet(new URL(doc.jwks_uri), {
-      cooldownDuration: keyCooldownMs, cacheMaxAge: 10 * 60_000, timeoutDuration: 5_000,
-      [customFetch]: async (url: string, init: RequestInit) => {
-        const res = await fetch(url, { ...(init as object), dispatcher } as never);
-        this.keyFetches++;
-        this.keysFetchedAt = this.now();
-        return res as unknown as Response;
-      },
-    });
+    const uri = doc.jwks_uri;
+    return new IssuerKeys(async () => {
+      const r = await fetch(uri, { dispatcher: this.dispatcher, signal: AbortSignal.timeout(5_000) });
+      if (!r.ok) {
+        await r.body?.cancel();
+        throw new Error(`${uri}: HTTP ${r.status}`);
+      }
+      return await r.json() as JSONWebKeySet;
+    }, this.now);
   }
 }
 

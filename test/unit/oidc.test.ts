@@ -120,3 +120,63 @@ test('a kid the keys fetched under 10 s ago lack: 503 until they may be fetched 
   const stale = await issuer.authenticate(await sign(k2, now - 3600)).then(() => null, (e: unknown) => e);
   assert.ok(stale instanceof UnauthenticatedError, String(stale));
 });
+
+test('an issuer\'s keys are fetched at most every 10 s whether the fetch works or fails (a flood of made-up kids while it is down costs one); a failed fetch keeps the last good keys, also past 10 minutes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-oidc-'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'idp', { cn: 'idp', ips: ['127.0.0.1'] });
+  const key = async (kid: string) => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' } };
+  };
+  const k1 = await key('k1');
+  let published = [k1];
+  let failing = false;
+  let jwksFetches = 0;
+  let url = '';
+  const server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url === '/.well-known/openid-configuration') return res.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks` }));
+    jwksFetches++;
+    if (failing) {
+      res.statusCode = 503;
+      return res.end('down');
+    }
+    res.end(JSON.stringify({ keys: published.map((k) => k.jwk) }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  let clock = Date.now();
+  const issuer = new OidcIssuer({ ...base(), issuer: { url, audiences: ['kubernetes'], certificateAuthority: ca.cert } }, () => clock);
+  const now = Math.floor(Date.now() / 1000);
+  const sign = (k: Awaited<ReturnType<typeof key>>) => new SignJWT({ email: 'alice@example.com' })
+    .setProtectedHeader({ alg: 'ES256', kid: k.kid }).setIssuer(url).setAudience('kubernetes').setIssuedAt(now).setExpirationTime(now + 3600)
+    .sign(k.privateKey);
+  const good = await sign(k1);
+  const madeUp = await sign(await key('made-up'));
+  const outcome = (token: string) => issuer.authenticate(token).then(() => 'ok', (e: unknown) => (e as Error).constructor.name);
+
+  assert.equal(await outcome(good), 'ok');
+  assert.equal(jwksFetches, 1);
+  // the issuer's keys go down; past the 10 s, a flood of made-up kids
+  failing = true;
+  clock += 11_000;
+  const flood = await Promise.all(Array.from({ length: 50 }, () => outcome(madeUp)));
+  for (let i = 0; i < 50; i++) flood.push(await outcome(madeUp));
+  assert.equal(jwksFetches, 2, 'one fetch for the whole flood');
+  assert.ok(flood.every((o) => o === 'AuthUnavailableError' || o === 'UnauthenticatedError'), flood.join());
+  assert.equal(await outcome(good), 'ok', 'the last good keys still verify');
+  // 10 minutes on, still down: the old keys are kept, fetched again once
+  clock += 11 * 60_000;
+  assert.equal(await outcome(good), 'ok');
+  assert.equal(await outcome(good), 'ok');
+  assert.equal(jwksFetches, 3);
+  // back up, and rotated: the new kid is fetched once the 10 s have passed
+  failing = false;
+  const k2 = await key('k2');
+  published = [k1, k2];
+  clock += 11_000;
+  assert.equal(await outcome(await sign(k2)), 'ok');
+  assert.equal(jwksFetches, 4);
+});
