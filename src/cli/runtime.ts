@@ -39,6 +39,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'drain-seconds': flag.int(defaults.drain, 0, 3600),
   'max-connections-per-listener': flag.int(4096, 1, 1_000_000),
   'max-connections-per-namespace': flag.int(1024, 0, 1_000_000),
+  'max-unadmitted-connections': flag.int(4096, 0, 1_000_000),
   'max-cached-callers-per-namespace': flag.int(10_000, 0, 10_000_000),
   'requests-per-turn-per-namespace': flag.int(4, 0, 100_000),
   'tls-handshake-percent': flag.int(50, 1, 100),
@@ -115,6 +116,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     maxConnectionsPerNamespace: f['max-connections-per-namespace'],
+    maxUnadmittedConnections: f['max-unadmitted-connections'],
     bufferedBodyBytesPerNamespace: defaultLimits.bufferedBodyBytesPerNamespace,
     cachedCallersPerNamespace: f['max-cached-callers-per-namespace'],
     requestsPerTurnPerNamespace: f['requests-per-turn-per-namespace'],

@@ -42,6 +42,8 @@ export interface ListenerLimits {
   maxConnections: number;
   /** Admitted connections per namespace, all of its listeners together (0: no limit); more are answered 503 and closed. */
   maxConnectionsPerNamespace: number;
+  /** Connections not admitted yet, all namespaces together (0: no limit); past it the oldest of the address holding the most, else the oldest, is closed. */
+  maxUnadmittedConnections?: number;
   /** Request bodies buffered for retries per namespace, in bytes; past it, bodies are streamed (and not retried). */
   bufferedBodyBytesPerNamespace: number;
   /** Callers cached per namespace, all of its gateways' token caches together (0: no limit). */
@@ -56,7 +58,7 @@ export interface ListenerLimits {
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, maxUnadmittedConnections: 4096, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };

@@ -46,48 +46,80 @@ interface Held {
 }
 
 /**
- * Connections not admitted yet (none of their requests passed `spec.access`), per namespace. Past
- * the limit one is closed: the oldest of the address holding the most, when that is at least an
- * eighth of the limit, else the oldest of all. Anyone who can reach a listener can open these:
- * refusing the newest would let a flood lock the team's callers out; so a flood from a few
- * addresses closes its own, and one spread over many addresses must open the limit's worth in the
- * time a caller's first request takes to be admitted.
+ * Connections not admitted yet (none of their requests passed `spec.access`), per namespace, and
+ * over all namespaces together (`total`: the process's memory, ~65 KiB a TLS connection). Past a
+ * limit one is closed: the oldest of the address holding the most, when that is at least an eighth
+ * of the limit, else the oldest of all (of the namespace, or of every namespace). Anyone who can
+ * reach a listener can open these: refusing the newest would let a flood lock the team's callers
+ * out; so a flood from a few addresses closes its own, and one spread over many addresses must
+ * open the limit's worth in the time a caller's first request takes to be admitted.
  */
 export class UnadmittedConnections {
   private readonly open = new Map<string, Held>();
+  private readonly everyone = held();
+  private readonly namespaceOf = new Map<Unadmitted, string>();
   private readonly share: number;
+  private readonly totalShare: number;
 
-  /** `limit` 0: no limit. */
-  constructor(readonly limit: number) {
+  /** `limit` per namespace, `total` over all; 0: no limit. */
+  constructor(readonly limit: number, readonly total = 0) {
     this.share = Math.max(2, Math.ceil(limit / 8));
+    this.totalShare = Math.max(2, Math.ceil(total / 8));
   }
 
   add(namespace: string, c: Unadmitted): void {
     let h = this.open.get(namespace);
-    if (!h) this.open.set(namespace, (h = { all: new Set(), bySource: new Map(), byCount: new Map(), most: 0 }));
-    h.all.add(c);
-    let mine = h.bySource.get(c.source);
-    if (!mine) h.bySource.set(c.source, (mine = new Set()));
-    mine.add(c);
-    recount(h, c.source, mine.size - 1, mine.size);
-    if (this.limit > 0 && h.all.size > this.limit) {
-      const heavy = h.most >= this.share ? h.bySource.get(h.byCount.get(h.most)!.values().next().value!)! : h.all;
-      const victim = heavy.values().next().value!;
-      this.remove(namespace, victim);
-      victim.evict();
+    if (!h) this.open.set(namespace, (h = held()));
+    hold(h, c);
+    hold(this.everyone, c);
+    this.namespaceOf.set(c, namespace);
+    if (this.limit > 0 && h.all.size > this.limit) this.evict(namespace, victim(h, this.share));
+    if (this.total > 0 && this.everyone.all.size > this.total) {
+      const v = victim(this.everyone, this.totalShare);
+      this.evict(this.namespaceOf.get(v)!, v);
     }
   }
 
   /** Admitted, or closed. */
   remove(namespace: string, c: Unadmitted): void {
     const h = this.open.get(namespace);
-    if (!h?.all.delete(c)) return;
-    const mine = h.bySource.get(c.source)!;
-    mine.delete(c);
-    if (mine.size === 0) h.bySource.delete(c.source);
-    recount(h, c.source, mine.size + 1, mine.size);
+    if (!h || !release(h, c)) return;
+    release(this.everyone, c);
+    this.namespaceOf.delete(c);
     if (h.all.size === 0) this.open.delete(namespace);
   }
+
+  private evict(namespace: string, c: Unadmitted): void {
+    this.remove(namespace, c);
+    c.evict();
+  }
+}
+
+function held(): Held {
+  return { all: new Set(), bySource: new Map(), byCount: new Map(), most: 0 };
+}
+
+function hold(h: Held, c: Unadmitted): void {
+  h.all.add(c);
+  let mine = h.bySource.get(c.source);
+  if (!mine) h.bySource.set(c.source, (mine = new Set()));
+  mine.add(c);
+  recount(h, c.source, mine.size - 1, mine.size);
+}
+
+function release(h: Held, c: Unadmitted): boolean {
+  if (!h.all.delete(c)) return false;
+  const mine = h.bySource.get(c.source)!;
+  mine.delete(c);
+  if (mine.size === 0) h.bySource.delete(c.source);
+  recount(h, c.source, mine.size + 1, mine.size);
+  return true;
+}
+
+/** The oldest of the address holding the most, when it holds `share` or more; else the oldest. */
+function victim(h: Held, share: number): Unadmitted {
+  const heavy = h.most >= share ? h.bySource.get(h.byCount.get(h.most)!.values().next().value!)! : h.all;
+  return heavy.values().next().value!;
 }
 
 /**
@@ -336,12 +368,12 @@ export interface Budgets {
   cachedCallers(namespace: string): EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; tlsHandshakePercent: number },
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnadmittedConnections?: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; tlsHandshakePercent: number },
   log: { error(obj: object, msg: string): void }): Budgets {
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
     connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
-    unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace),
+    unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace, limits.maxUnadmittedConnections ?? 0),
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
     handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100, (err) => log.error({ err }, 'a TLS handshake failed to start')),

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { addressGroup, TurnShare, UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
 
 /** Connections that record their own eviction, and a way to add them. */
-function setup(limit: number) {
-  const u = new UnadmittedConnections(limit);
+function setup(limit: number, total = 0) {
+  const u = new UnadmittedConnections(limit, total);
   const evicted: string[] = [];
   const add = (namespace: string, source: string, name: string): Unadmitted => {
     const c: Unadmitted = { source, evict: () => { evicted.push(name); u.remove(namespace, c); } };
@@ -43,6 +43,30 @@ test('connections not admitted yet: the address holding the most is known also a
   for (const c of a.slice(0, 5)) u.remove('team-a', c); // admitted: 10.0.0.1 holds 1, 10.0.0.2 holds 5
   for (let i = 0; i < 11; i++) add('team-a', `10.1.0.${i}`, `s${i}`);
   assert.deepEqual(evicted, ['b0'], 'the oldest of 10.0.0.2, not 10.0.0.1\'s older one');
+});
+
+test('connections not admitted yet over all namespaces: one address filling many namespaces, each within its own limit, closes its own past the total; a caller elsewhere keeps its connection', () => {
+  const { u, evicted, add } = setup(100, 64); // an address holds "the most" over all from 8 on
+  const caller = add('team-b', '10.0.0.9', 'caller');
+  for (let ns = 0; ns < 8; ns++) for (let i = 0; i < 20; i++) add(`ns-${ns}`, '10.0.0.66', `flood${ns}.${i}`);
+  assert.equal(evicted.length, 160 + 1 - 64, 'held at the total');
+  assert.ok(evicted.every((e) => e.startsWith('flood')), evicted.join());
+  assert.deepEqual(evicted.slice(0, 3), ['flood0.0', 'flood0.1', 'flood0.2'], 'oldest first');
+  // what was closed was given back to its namespace: the namespace's own limit counts only what is open
+  const held = (u as unknown as { open: Map<string, { all: Set<unknown> }> }).open;
+  assert.equal(held.get('ns-0'), undefined, 'ns-0 holds none now');
+  assert.equal([...held.values()].reduce((n, h) => n + h.all.size, 0), 64);
+  // admitted: no longer counted over all
+  u.remove('team-b', caller);
+  add('team-c', '10.0.0.10', 'late');
+  assert.equal(evicted.length, 97, 'room for one more after the caller was admitted');
+  // spread over many addresses: the oldest of all, whatever its namespace
+  const { evicted: spread, add: addSpread } = setup(100, 16);
+  for (let i = 0; i < 17; i++) addSpread(`ns-${i % 4}`, `10.1.0.${i}`, `s${i}`);
+  assert.deepEqual(spread, ['s0']);
+  const { evicted: none, add: addNone } = setup(100, 0);
+  for (let i = 0; i < 500; i++) addNone(`ns-${i % 10}`, '10.0.0.1', `n${i}`);
+  assert.deepEqual(none, [], '0: no total, each namespace within its limit');
 });
 
 test('one client address: IPv4 also written in IPv6; an IPv6 address whole (pods on one node share a /64)', () => {
