@@ -323,3 +323,67 @@ spec:
     await agent.close();
   }
 });
+
+test('identity ServiceAccount: whoever writes the gateway must be allowed to impersonate each service account it names (edit may); a write that leaves the spec as it was is not checked', async () => {
+  const sns = 'team-sa';
+  await applyYaml(cp, namespaceYaml(sns, ['writer', 'editor', 'deployer', 'bot']));
+  await cp.kubectl(['create', 'role', 'gateways', '-n', sns, '--verb=get,list,create,update,patch', '--resource=accessgateways.access-gateway.io']);
+  await cp.kubectl(['create', 'rolebinding', 'gateways', '-n', sns, '--role=gateways', `--serviceaccount=${sns}:writer`, `--serviceaccount=${sns}:editor`]);
+  // edit's own rules (no controller-manager here aggregates them into edit)
+  await cp.kubectl(['create', 'rolebinding', 'edit', '-n', sns, '--clusterrole=system:aggregate-to-edit', `--serviceaccount=${sns}:editor`]);
+  // the writer may act as bot only
+  await cp.kubectl(['create', 'role', 'as-bot', '-n', sns, '--verb=impersonate', '--resource=serviceaccounts', '--resource-name=bot']);
+  await cp.kubectl(['create', 'rolebinding', 'as-bot', '-n', sns, '--role=as-bot', `--serviceaccount=${sns}:writer`]);
+  const agent = new Agent({ connect: { ca: cp.ca.cert } });
+  const as = async (who: string, method: string, path: string, body: unknown, contentType = 'application/json') => {
+    const token = await cp.token(sns, who, []);
+    const r = await request(cp.url + path, { dispatcher: agent, method: method as any, headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body: JSON.stringify(body) });
+    const parsed: any = await r.body.json().catch(() => ({}));
+    return { status: r.statusCode, message: String(parsed.message ?? '') };
+  };
+  const gateways = `/apis/access-gateway.io/v1alpha1/namespaces/${sns}/accessgateways`;
+  const gateway = (name: string, accounts: string[]) => ({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name, namespace: sns },
+    spec: {
+      authentication: { audiences: ['gw'] }, access: [{ groups: [`system:serviceaccounts:${sns}`] }],
+      routes: [{ name: 'own', pathPrefix: '/own', apiserver: {} },
+        ...accounts.map((sa, i) => ({ name: `as-${i}`, pathPrefix: `/as-${i}`, apiserver: { identity: 'ServiceAccount', serviceAccountName: sa } }))],
+    },
+  });
+  try {
+    const refused = await waitFor('the service-accounts policy in force', async () => {
+      const r = await as('writer', 'POST', `${gateways}?dryRun=All`, gateway('probe', ['deployer']));
+      return r.status === 403 ? r : undefined;
+    }, 20_000);
+    assert.match(refused.message, new RegExp(`ValidatingAdmissionPolicy '${release}-service-accounts'`));
+    assert.match(refused.message, new RegExp(`system:serviceaccount:${sns}:writer may not impersonate serviceaccounts deployer in namespace ${sns}`));
+    // the names it may not act as are named; those it may are admitted
+    const mixed = await as('writer', 'POST', gateways, gateway('mixed', ['bot', 'deployer', 'bot']));
+    assert.equal(mixed.status, 403, mixed.message);
+    assert.match(mixed.message, /may not impersonate serviceaccounts deployer in namespace/);
+    assert.doesNotMatch(mixed.message, /serviceaccounts bot /);
+    assert.equal((await as('writer', 'POST', gateways, gateway('bots', ['bot', 'bot']))).status, 201);
+    assert.equal((await as('writer', 'POST', gateways, gateway('plain', []))).status, 201);
+    // edit grants impersonation of the namespace's service accounts: one check for a full gateway
+    const many = Array.from({ length: 63 }, (_, i) => (i % 2 ? 'deployer' : `sa-${i}`));
+    const edited = await as('editor', 'POST', gateways, gateway('deploys', many));
+    assert.equal(edited.status, 201, edited.message);
+    // one check per different name, within the policy's CEL budget: many names the writer may not
+    // act as are refused all the same (the budget runs out: 422, fail closed)
+    const lots = await as('writer', 'POST', gateways, gateway('lots', many));
+    assert.ok(lots.status === 403 || lots.status === 422, `${lots.status} ${lots.message}`);
+    assert.equal((await as('editor', 'POST', gateways, gateway('small', ['deployer']))).status, 201);
+    // the writer's label on it changes nothing it does: admitted; a change of its access is not
+    const label = await as('writer', 'PATCH', `${gateways}/small`, { metadata: { labels: { team: 'x' } } }, 'application/merge-patch+json');
+    assert.equal(label.status, 200, label.message);
+    const widen = await as('writer', 'PATCH', `${gateways}/small`, { spec: { access: [{ groups: ['system:authenticated'] }] } }, 'application/merge-patch+json');
+    assert.equal(widen.status, 403, widen.message);
+    assert.match(widen.message, /writer may not impersonate serviceaccounts deployer in namespace/);
+    const stored = (await cp.api('GET', `${gateways}/small`)).body;
+    assert.deepEqual(stored.spec.access, [{ groups: [`system:serviceaccounts:${sns}`] }]);
+    assert.equal(stored.metadata.labels.team, 'x');
+    for (const name of ['mixed', 'lots']) assert.equal((await cp.api('GET', `${gateways}/${name}`)).status, 404, name);
+  } finally {
+    await agent.close();
+  }
+});

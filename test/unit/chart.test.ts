@@ -136,7 +136,9 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   // secure defaults
   assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
   assert.deepEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-  assert.deepEqual(c.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } });
+  assert.deepEqual(c.resources, { requests: { cpu: '100m', memory: '512Mi' }, limits: { memory: '512Mi' } });
+  assert.equal(pod.priorityClassName, undefined, 'the cluster\'s default unless set');
+  assert.equal(one(template(['--set', 'priorityClassName=system-cluster-critical']), 'Deployment').spec.template.spec.priorityClassName, 'system-cluster-critical');
   assert.ok(pod.terminationGracePeriodSeconds > 10);
   // the token: not automounted, an explicit projected volume at the standard path
   assert.equal(pod.automountServiceAccountToken, false);
@@ -589,4 +591,13 @@ test('the README values table is generated from values.yaml (gen-chart-readme.ts
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('an existing ServiceAccount must be named: the chart never binds its roles to a namespace\'s default account', () => {
+  const r = run(helm(), ['template', 'agw-test', chart, '--namespace', 'agw-system', ...kubeVersion, '--set', 'serviceAccount.create=false']);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /serviceAccount\.name: required with serviceAccount\.create=false/);
+  const named = template(['--set', 'serviceAccount.create=false', '--set', 'serviceAccount.name=platform-operator']);
+  assert.equal(find(named, 'ServiceAccount').length, 0);
+  assert.ok(find(named, 'ClusterRoleBinding').every((b) => b.subjects.every((s: any) => s.kind !== 'ServiceAccount' || s.name === 'platform-operator')));
 });

@@ -68,7 +68,7 @@ The operator's ServiceAccount name.
 {{- if .Values.serviceAccount.create }}
 {{- default (include "access-gateway.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- required "serviceAccount.name: required with serviceAccount.create=false (the chart binds cluster-admin-level roles to it; never to the namespace's default account)" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
