@@ -28,6 +28,16 @@ export class DataBudget {
     return this.over(ns) !== was;
   }
 
+  /** Whether the namespace would be over with `key` holding `bytes`. */
+  wouldBeOver(ns: string, key: string, bytes: number): boolean {
+    return this.max > 0 && this.total(ns) - (this.objects.get(ns)?.get(key) ?? 0) + bytes > this.max;
+  }
+
+  /** The keys of a namespace's objects. */
+  keys(ns: string): IterableIterator<string> {
+    return (this.objects.get(ns) ?? new Map<string, number>()).keys();
+  }
+
   over(ns: string): boolean {
     return this.max > 0 && this.total(ns) > this.max;
   }

@@ -11,7 +11,11 @@ import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { DataBudget, dataBytes } from './data-budget.js';
 import type { Ref } from './ref-index.js';
 
-export type Labelled = KubeObject & { type?: string; data?: Record<string, string>; setAside?: true };
+/** As cached: `bytes`, what its data counts against the bound; `setAside`, kept without data. */
+export type Labelled = KubeObject & { type?: string; data?: Record<string, string>; setAside?: true; bytes?: number };
+
+/** Namespaces read again at once (each a few pages of 10 objects in memory). */
+const readsAtOnce = 4;
 
 interface Source {
   name: string;
@@ -41,16 +45,21 @@ function trimData(o: Labelled): Labelled {
   return { metadata: identity(o), ...(o.data ? { data: o.data } : {}) };
 }
 
-function setAside(o: Labelled): Labelled {
-  return { metadata: o.metadata, setAside: true };
+function setAside(o: Labelled, bytes: number): Labelled {
+  return { metadata: o.metadata, setAside: true, bytes };
 }
 
 export class LabelledData {
   readonly watches: Watched<Labelled>[];
+  private readonly sources: Source[];
   private readonly tls: Source;
   private readonly caSecrets: Source;
   private readonly caConfigMaps: Source;
   private readonly budget: DataBudget;
+  /** Namespaces being read again; `again`: asked for once more meanwhile. */
+  private readonly reading = new Map<string, { again: boolean }>();
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
   private closed = false;
 
   constructor(private readonly client: KubeClient, private readonly opts: {
@@ -60,25 +69,24 @@ export class LabelledData {
     this.tls = this.source('secrets(listener-tls)', 'Secret', listenerTLSLabel, trimTLSSecret);
     this.caSecrets = this.source('secrets(ca-bundle)', 'Secret', caBundleLabel, trimData);
     this.caConfigMaps = this.source('configmaps(ca-bundle)', 'ConfigMap', caBundleLabel, trimData);
-    this.watches = [this.tls.watch, this.caSecrets.watch, this.caConfigMaps.watch];
+    this.sources = [this.tls, this.caSecrets, this.caConfigMaps];
+    this.watches = this.sources.map((s) => s.watch);
   }
 
-  /** No more reading again (the watches are stopped by their owner). */
+  /** No more reading again, nor changes told (the watches are stopped by their owner). */
   close(): void {
     this.closed = true;
   }
 
   /** A listener's TLS Secret, or 'aside' while its namespace is over the bound. */
   listenerSecret(ns: string, name: string): Labelled | 'aside' | undefined {
-    const o = this.tls.watch.get(ns, name);
-    return o?.setAside ? 'aside' : o;
+    return this.found(ns, this.tls.watch.get(ns, name));
   }
 
   /** A CA bundle's data (a Secret's decoded), or 'aside' while its namespace is over the bound. */
   bundle(kind: 'Secret' | 'ConfigMap', ns: string, name: string): Record<string, string> | 'aside' | undefined {
-    const o = (kind === 'Secret' ? this.caSecrets : this.caConfigMaps).watch.get(ns, name);
-    if (o?.setAside) return 'aside';
-    if (!o?.data) return undefined;
+    const o = this.found(ns, (kind === 'Secret' ? this.caSecrets : this.caConfigMaps).watch.get(ns, name));
+    if (o === 'aside' || !o?.data) return o === 'aside' ? o : undefined;
     return kind === 'Secret' ? Object.fromEntries(Object.entries(o.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')])) : o.data;
   }
 
@@ -89,6 +97,16 @@ export class LabelledData {
       + `(the operator's --max-labelled-mib-per-namespace): none of them is read, and no gateway naming one is served, until they hold less; delete or unlabel those no gateway names`;
   }
 
+  /** The namespace's count decides, whatever the copy says: one set aside in a namespace under the
+   * bound (a read again that failed, a list that crossed it midway) is read again. */
+  private found(ns: string, o: Labelled | undefined): Labelled | 'aside' | undefined {
+    if (!o) return undefined;
+    if (this.budget.over(ns)) return 'aside';
+    if (!o.setAside) return o;
+    this.readAgain(ns);
+    return 'aside';
+  }
+
   private source(name: string, kind: Source['kind'], label: string, trim: Source['trim']): Source {
     const plural = kind === 'Secret' ? 'secrets' : 'configmaps';
     const s = { name, kind, plural, label, trim } as Source;
@@ -97,21 +115,25 @@ export class LabelledData {
       name, pageSize: dataListPage, labelSelector: `${label}=true`,
       path: (ns) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`),
       trim: (o) => this.keep(s, o),
+      // counted as the cache changes (a list that failed midway counts nothing it read)
       onEvent: (type, o) => {
         const ns = o.metadata.namespace ?? '';
-        if (type === 'delete' && this.budget.set(ns, `${name} ${o.metadata.name}`, undefined)) this.flipped(ns);
-        this.opts.onChange({ kind, namespace: ns, name: o.metadata.name });
+        if (this.budget.set(ns, `${name} ${o.metadata.name}`, type === 'delete' ? undefined : o.bytes ?? 0)) this.flipped(ns);
+        this.changed(kind, ns, o.metadata.name);
       },
     });
     return s;
   }
 
-  /** What the cache keeps of an object as it arrives: nothing of its data while its namespace is over. */
+  /** What the cache keeps of an object as it arrives: nothing of its data if its namespace would be over. */
   private keep(s: Source, o: Labelled): Labelled {
     const kept = s.trim(o);
-    const ns = o.metadata.namespace ?? '';
-    if (this.budget.set(ns, `${s.name} ${o.metadata.name}`, dataBytes(kept.data))) this.flipped(ns);
-    return this.budget.over(ns) ? setAside(kept) : kept;
+    const bytes = dataBytes(kept.data);
+    return this.budget.wouldBeOver(o.metadata.namespace ?? '', `${s.name} ${o.metadata.name}`, bytes) ? setAside(kept, bytes) : { ...kept, bytes };
+  }
+
+  private changed(kind: Source['kind'], namespace: string, name: string): void {
+    if (!this.closed) this.opts.onChange({ kind, namespace, name });
   }
 
   /** The namespace went over the bound (its cached data dropped) or back under (read again). */
@@ -120,28 +142,54 @@ export class LabelledData {
     this.opts.log.warn({ namespace: ns, bytes: this.budget.total(ns), bound: this.budget.max },
       over ? 'labelled Secrets and ConfigMaps over the bound: set aside, their gateways not served' : 'labelled Secrets and ConfigMaps under the bound again: reading them');
     if (!over) {
-      void this.readAgain(ns);
+      this.readAgain(ns);
       return;
     }
-    for (const s of [this.tls, this.caSecrets, this.caConfigMaps]) {
-      for (const o of s.watch.values()) {
-        if (o.metadata.namespace !== ns || o.setAside) continue;
-        s.watch.replace(setAside(o), (c) => c === o);
-        this.opts.onChange({ kind: s.kind, namespace: ns, name: o.metadata.name });
-      }
+    for (const key of [...this.budget.keys(ns)]) {
+      const at = key.indexOf(' ');
+      const s = this.sources.find((x) => x.name === key.slice(0, at))!;
+      const o = s.watch.get(ns, key.slice(at + 1));
+      if (!o || o.setAside) continue;
+      s.watch.replace(setAside(o, o.bytes ?? 0), (c) => c === o);
+      this.changed(s.kind, ns, o.metadata.name);
     }
   }
 
-  /** Lists the namespace's labelled objects and puts back the data of those set aside (a few tries). */
-  private async readAgain(ns: string): Promise<void> {
+  /** Reads the namespace's labelled objects again (once at a time per namespace, a few namespaces at once). */
+  private readAgain(ns: string): void {
+    const r = this.reading.get(ns);
+    if (r) {
+      r.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.reading.set(ns, state);
+    void (async () => {
+      if (this.running >= readsAtOnce) await new Promise<void>((go) => this.waiting.push(go));
+      this.running++;
+      try {
+        do {
+          state.again = false;
+          await this.readWithRetries(ns);
+        } while (state.again && !this.closed);
+      } finally {
+        this.running--;
+        this.reading.delete(ns);
+        this.waiting.shift()?.();
+      }
+    })();
+  }
+
+  /** Puts back the data of those set aside (a few tries; else the next lookup of one tries again). */
+  private async readWithRetries(ns: string): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        for (const s of [this.tls, this.caSecrets, this.caConfigMaps]) await this.readSource(s, ns);
+        for (const s of this.sources) await this.readSource(s, ns);
         return;
       } catch (err) {
         if (this.closed) return;
         if (attempt >= 5) {
-          this.opts.log.error({ namespace: ns, err: (err as Error).message }, 'labelled Secrets and ConfigMaps could not be read again; they stay set aside until they change');
+          this.opts.log.error({ namespace: ns, err: (err as Error).message }, 'labelled Secrets and ConfigMaps could not be read again; tried again when a gateway naming one is reconciled');
           return;
         }
         await new Promise((r) => setTimeout(r, 500 * 2 ** attempt).unref());
@@ -157,11 +205,11 @@ export class LabelledData {
       const list = await this.client.request<{ items: Labelled[] | null; metadata?: { continue?: string } }>(
         'GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}` });
       for (const o of list.items ?? []) {
-        if (this.budget.over(ns)) return;
+        if (this.closed || this.budget.over(ns)) return;
         const kept = s.trim(o);
         // only the version set aside: a newer one the watch brings is kept as it arrives
-        if (s.watch.replace(kept, (c) => c.setAside === true && c.metadata.resourceVersion === kept.metadata.resourceVersion)) {
-          this.opts.onChange({ kind: s.kind, namespace: ns, name: kept.metadata.name });
+        if (s.watch.replace({ ...kept, bytes: dataBytes(kept.data) }, (c) => c.setAside === true && c.metadata.resourceVersion === kept.metadata.resourceVersion)) {
+          this.changed(s.kind, ns, kept.metadata.name);
         }
       }
       cont = list.metadata?.continue || undefined;

@@ -197,8 +197,8 @@ test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt 
   const snap = state.snapshotFor(gw);
   await state.stop();
   const cached = (state as unknown as { labelled: Record<'caSecrets' | 'caConfigMaps', { watch: { get(ns: string, name: string): object } }> }).labelled;
-  assert.deepEqual(cached.caConfigMaps.watch.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3' }, data: { 'bundle.pem': 'PEM' } });
-  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN' } });
+  assert.deepEqual(cached.caConfigMaps.watch.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3' }, data: { 'bundle.pem': 'PEM' }, bytes: 13 });
+  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN' }, bytes: 10 });
   const secret = snap.secrets!['a/tls'] as { type?: string; data?: object; metadata?: object };
   assert.equal(secret.type, 'kubernetes.io/tls');
   assert.deepEqual(secret.data, { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' });
