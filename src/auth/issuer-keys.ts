@@ -4,8 +4,9 @@
 import { createLocalJWKSet, errors as jose, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 
 export class IssuerKeys {
-  /** Fetches finished (answered or failed). */
+  /** Fetches finished (answered or failed), and those that loaded keys. */
   fetches = 0;
+  loads = 0;
   /** When the last fetch began, and when the keys in use were loaded. */
   attemptedAt = -Infinity;
   loadedAt = -Infinity;
@@ -44,6 +45,7 @@ export class IssuerKeys {
     this.pending = this.load().then((set) => {
       this.local = createLocalJWKSet(set); // throws for a set that is not one
       this.loadedAt = this.now();
+      this.loads++;
       return true;
     }).catch((err: unknown) => {
       this.lastError = err;

@@ -98,12 +98,12 @@ export class OidcIssuer {
   /** The caller a token of this issuer names, and until when (ms) that may be cached. */
   async authenticate(token: string): Promise<{ id: CallerIdentity; expiresAt: number }> {
     const keys = await this.keySet();
-    const fetches = keys.fetches;
+    const loads = keys.loads;
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, keys.getKey, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
     } catch (err) {
-      if (err instanceof jose.JWKSNoMatchingKey) this.unknownKey(token, keys, fetches);
+      if (err instanceof jose.JWKSNoMatchingKey) this.unknownKey(token, keys, loads);
       if (tokenErrors.some((E) => err instanceof E)) throw new UnauthenticatedError(`invalid bearer token: ${(err as Error).message}`);
       // anything else is the issuer's keys not being had (network, HTTP status, bad key set): not the token's fault
       throw new AuthUnavailableError(`issuer ${this.url} cannot be reached for its keys`, { cause: err, retryAfterSeconds: 5 });
@@ -114,11 +114,11 @@ export class OidcIssuer {
   /** A kid not in the key set: the token's fault (401) if the keys were fetched for it, or predate
    * it; else a rotation not fetched yet because the last fetch is under 10 s old (anyone's token
    * with a made-up kid can cause one), so 503 until the next fetch is allowed. */
-  private unknownKey(token: string, keys: IssuerKeys, fetchesBefore: number): never {
+  private unknownKey(token: string, keys: IssuerKeys, loadsBefore: number): never {
     let iat: unknown;
     try { iat = decodeJwt(token).iat; } catch { /* no iat: the token's fault */ }
     const now = this.now();
-    if (keys.fetches === fetchesBefore && typeof iat === 'number' && iat * 1000 > keys.loadedAt - 5_000) {
+    if (keys.loads === loadsBefore && typeof iat === 'number' && iat * 1000 > keys.loadedAt - 5_000) {
       const retryAfterSeconds = Math.min(10, Math.max(1, Math.ceil((keys.attemptedAt + keys.gapMs - now) / 1000)));
       throw new AuthUnavailableError(`issuer ${this.url}: the token's key is not among the keys fetched ${Math.round((now - keys.loadedAt) / 1000)} s ago; fetched again shortly`,
         { retryAfterSeconds });
