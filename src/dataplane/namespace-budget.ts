@@ -48,44 +48,42 @@ interface Held {
 /**
  * Connections not admitted yet (none of their requests passed `spec.access`), per namespace, and
  * over all namespaces together (`total`: the process's memory, ~65 KiB a TLS connection). Past a
- * limit one is closed: the oldest of the address holding the most, when that is at least an eighth
- * of the limit, else the oldest of all (of the namespace, or of every namespace). Anyone who can
- * reach a listener can open these: refusing the newest would let a flood lock the team's callers
- * out; so a flood from a few addresses closes its own, and one spread over many addresses must
- * open the limit's worth in the time a caller's first request takes to be admitted.
+ * namespace's limit one of its own is closed: the oldest of the address holding the most, when
+ * that is at least an eighth of the limit, else the oldest. Past the total, one of the namespace
+ * holding the most, chosen the same way, so a flood aimed at some teams does not close a quiet
+ * team's connections. Anyone who can reach a listener can open these: refusing the newest would
+ * let a flood lock the team's callers out; so a flood from a few addresses closes its own, and one
+ * spread over many addresses must open the limit's worth in the time a caller's first request
+ * takes to be admitted.
  */
 export class UnadmittedConnections {
   private readonly open = new Map<string, Held>();
-  private readonly everyone = held();
-  private readonly namespaceOf = new Map<Unadmitted, string>();
+  /** Every connection, by its namespace: which namespace holds the most. */
+  private readonly byNamespace = held();
   private readonly share: number;
-  private readonly totalShare: number;
 
   /** `limit` per namespace, `total` over all; 0: no limit. */
   constructor(readonly limit: number, readonly total = 0) {
     this.share = Math.max(2, Math.ceil(limit / 8));
-    this.totalShare = Math.max(2, Math.ceil(total / 8));
   }
 
   add(namespace: string, c: Unadmitted): void {
     let h = this.open.get(namespace);
     if (!h) this.open.set(namespace, (h = held()));
-    hold(h, c);
-    hold(this.everyone, c);
-    this.namespaceOf.set(c, namespace);
+    hold(h, c, c.source);
+    hold(this.byNamespace, c, namespace);
     if (this.limit > 0 && h.all.size > this.limit) this.evict(namespace, victim(h, this.share));
-    if (this.total > 0 && this.everyone.all.size > this.total) {
-      const v = victim(this.everyone, this.totalShare);
-      this.evict(this.namespaceOf.get(v)!, v);
+    if (this.total > 0 && this.byNamespace.all.size > this.total) {
+      const ns = this.byNamespace.byCount.get(this.byNamespace.most)!.values().next().value!;
+      this.evict(ns, victim(this.open.get(ns)!, this.share));
     }
   }
 
   /** Admitted, or closed. */
   remove(namespace: string, c: Unadmitted): void {
     const h = this.open.get(namespace);
-    if (!h || !release(h, c)) return;
-    release(this.everyone, c);
-    this.namespaceOf.delete(c);
+    if (!h || !release(h, c, c.source)) return;
+    release(this.byNamespace, c, namespace);
     if (h.all.size === 0) this.open.delete(namespace);
   }
 
@@ -99,20 +97,21 @@ function held(): Held {
   return { all: new Set(), bySource: new Map(), byCount: new Map(), most: 0 };
 }
 
-function hold(h: Held, c: Unadmitted): void {
+/** Holds `c` under `key` (its address, or its namespace). */
+function hold(h: Held, c: Unadmitted, key: string): void {
   h.all.add(c);
-  let mine = h.bySource.get(c.source);
-  if (!mine) h.bySource.set(c.source, (mine = new Set()));
+  let mine = h.bySource.get(key);
+  if (!mine) h.bySource.set(key, (mine = new Set()));
   mine.add(c);
-  recount(h, c.source, mine.size - 1, mine.size);
+  recount(h, key, mine.size - 1, mine.size);
 }
 
-function release(h: Held, c: Unadmitted): boolean {
+function release(h: Held, c: Unadmitted, key: string): boolean {
   if (!h.all.delete(c)) return false;
-  const mine = h.bySource.get(c.source)!;
+  const mine = h.bySource.get(key)!;
   mine.delete(c);
-  if (mine.size === 0) h.bySource.delete(c.source);
-  recount(h, c.source, mine.size + 1, mine.size);
+  if (mine.size === 0) h.bySource.delete(key);
+  recount(h, key, mine.size + 1, mine.size);
   return true;
 }
 
