@@ -28,9 +28,14 @@ export class DataBudget {
     return this.over(ns) !== was;
   }
 
-  /** Whether the namespace would be over with `key` holding `bytes`. */
-  wouldBeOver(ns: string, key: string, bytes: number): boolean {
-    return this.max > 0 && this.total(ns) - (this.objects.get(ns)?.get(key) ?? 0) + bytes > this.max;
+  /** The bytes counted for `key` (0 if none). */
+  bytesOf(ns: string, key: string): number {
+    return this.objects.get(ns)?.get(key) ?? 0;
+  }
+
+  /** Whether the namespace would be over with `key` holding `bytes`, and `more` bytes besides. */
+  wouldBeOver(ns: string, key: string, bytes: number, more = 0): boolean {
+    return this.max > 0 && this.total(ns) - this.bytesOf(ns, key) + bytes + more > this.max;
   }
 
   /** The keys of a namespace's objects. */

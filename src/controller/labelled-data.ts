@@ -56,6 +56,9 @@ export class LabelledData {
   private readonly caSecrets: Source;
   private readonly caConfigMaps: Source;
   private readonly budget: DataBudget;
+  /** By namespace, what objects read but not cached yet (a list's, until it is whole) will change
+   * its count, by key: a list is held to the bound as it is read, not only once it is whole. */
+  private readonly pending = new Map<string, { sum: number; byKey: Map<string, number> }>();
   /** Namespaces being read again; `again`: asked for once more meanwhile. */
   private readonly reading = new Map<string, { again: boolean }>();
   private running = 0;
@@ -103,7 +106,7 @@ export class LabelledData {
     if (!o) return undefined;
     if (this.budget.over(ns)) return 'aside';
     if (!o.setAside) return o;
-    this.readAgain(ns);
+    if (!this.reading.has(ns)) this.readAgain(ns); // one that is reading replaces it, or is asked again when it ends
     return 'aside';
   }
 
@@ -115,21 +118,53 @@ export class LabelledData {
       name, pageSize: dataListPage, labelSelector: `${label}=true`,
       path: (ns) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`),
       trim: (o) => this.keep(s, o),
+      onListStart: (ns) => this.listStarts(s, ns),
       // counted as the cache changes (a list that failed midway counts nothing it read)
       onEvent: (type, o) => {
         const ns = o.metadata.namespace ?? '';
-        if (this.budget.set(ns, `${name} ${o.metadata.name}`, type === 'delete' ? undefined : o.bytes ?? 0)) this.flipped(ns);
+        const key = `${name} ${o.metadata.name}`;
+        this.unpend(ns, key);
+        if (this.budget.set(ns, key, type === 'delete' ? undefined : o.bytes ?? 0)) this.flipped(ns);
+        // kept with data as read, over now (a list whose later objects crossed the bound)
+        else if (type !== 'delete' && !o.setAside && this.budget.over(ns)) s.watch.replace(setAside(o, o.bytes ?? 0), (c) => c === o);
         this.changed(kind, ns, o.metadata.name);
       },
     });
     return s;
   }
 
-  /** What the cache keeps of an object as it arrives: nothing of its data if its namespace would be over. */
+  /** What the cache keeps of an object as it arrives: nothing of its data if its namespace would be
+   * over, counting what the list it comes in has read before it. */
   private keep(s: Source, o: Labelled): Labelled {
+    const ns = o.metadata.namespace ?? '';
+    const key = `${s.name} ${o.metadata.name}`;
     const kept = s.trim(o);
     const bytes = dataBytes(kept.data);
-    return this.budget.wouldBeOver(o.metadata.namespace ?? '', `${s.name} ${o.metadata.name}`, bytes) ? setAside(kept, bytes) : { ...kept, bytes };
+    this.unpend(ns, key);
+    const aside = this.budget.wouldBeOver(ns, key, bytes, this.pending.get(ns)?.sum ?? 0);
+    const change = bytes - this.budget.bytesOf(ns, key);
+    let p = this.pending.get(ns);
+    if (!p) this.pending.set(ns, (p = { sum: 0, byKey: new Map() }));
+    p.byKey.set(key, change);
+    p.sum += change;
+    return aside ? setAside(kept, bytes) : { ...kept, bytes };
+  }
+
+  private unpend(ns: string, key: string): void {
+    const p = this.pending.get(ns);
+    const change = p?.byKey.get(key);
+    if (change === undefined) return;
+    p!.byKey.delete(key);
+    p!.sum -= change;
+    if (!p!.byKey.size) this.pending.delete(ns);
+  }
+
+  /** A new list: what an earlier one read and never cached (it failed) no longer counts. */
+  private listStarts(s: Source, ns: string | undefined): void {
+    for (const [n, p] of [...this.pending]) {
+      if (ns !== undefined && n !== ns) continue;
+      for (const key of [...p.byKey.keys()]) if (key.startsWith(`${s.name} `)) this.unpend(n, key);
+    }
   }
 
   private changed(kind: Source['kind'], namespace: string, name: string): void {
@@ -155,7 +190,9 @@ export class LabelledData {
     }
   }
 
-  /** Reads the namespace's labelled objects again (once at a time per namespace, a few namespaces at once). */
+  /** Reads the namespace's labelled objects again: once at a time per namespace and at most once a
+   * second (a namespace flipping over and under waits between passes, giving its place to
+   * others), a few namespaces at once, in turn. */
   private readAgain(ns: string): void {
     const r = this.reading.get(ns);
     if (r) {
@@ -165,19 +202,35 @@ export class LabelledData {
     const state = { again: false };
     this.reading.set(ns, state);
     void (async () => {
-      if (this.running >= readsAtOnce) await new Promise<void>((go) => this.waiting.push(go));
-      this.running++;
       try {
         do {
-          state.again = false;
-          await this.readWithRetries(ns);
+          await this.slot();
+          try {
+            state.again = false;
+            await this.readWithRetries(ns);
+          } finally {
+            this.unslot();
+          }
+          if (state.again && !this.closed) await new Promise((r) => setTimeout(r, 1000).unref());
         } while (state.again && !this.closed);
       } finally {
-        this.running--;
         this.reading.delete(ns);
-        this.waiting.shift()?.();
       }
     })();
+  }
+
+  private async slot(): Promise<void> {
+    if (this.running < readsAtOnce) {
+      this.running++;
+      return;
+    }
+    await new Promise<void>((go) => this.waiting.push(go)); // handed its place by unslot
+  }
+
+  private unslot(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.running--;
   }
 
   /** Puts back the data of those set aside (a few tries; else the next lookup of one tries again). */

@@ -37,6 +37,8 @@ export interface InformerOptions<T> {
   accept?: string;
   /** The part of each object the cache keeps (after stripForCache); default all of it. */
   trim?: (obj: T) => T;
+  /** A list begins: the objects `trim` sees next are its, kept until the list is whole. */
+  onListStart?: () => void;
   /** Objects asked for per list page (default listPage). */
   pageSize?: number;
   metrics?: Metrics;
@@ -155,6 +157,7 @@ export class Informer<T extends KubeObject> {
   }
 
   private async list(): Promise<string> {
+    this.opts.onListStart?.();
     const items: T[] = [];
     let cont: string | undefined;
     let rv = '';

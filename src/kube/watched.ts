@@ -17,6 +17,8 @@ export interface WatchedOptions<T> {
   accept?: string;
   /** The part of each object the cache keeps; default all of it. */
   trim?: (obj: T) => T;
+  /** A list of one of its informers begins: that of a namespace, or of all (undefined). */
+  onListStart?: (ns: string | undefined) => void;
   /** Objects per list page (informer.ts listPage by default). */
   pageSize?: number;
   /** Secondary index keys of an object, e.g. the Service an EndpointSlice belongs to. */
@@ -41,6 +43,7 @@ export class Watched<T extends KubeObject> {
       forbidden: opts.forbidden,
       accept: opts.accept,
       trim: opts.trim,
+      onListStart: opts.onListStart && (() => opts.onListStart!(ns)),
       pageSize: opts.pageSize,
       metrics: opts.metrics,
       log: opts.log,

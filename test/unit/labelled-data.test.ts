@@ -12,7 +12,7 @@ const configMaps = '/api/v1/configmaps?access-gateway.io/ca-bundle=true';
 const cm = (name: string, rv: string, bytes: number) => ({ metadata: { name, namespace: 'a', resourceVersion: rv }, data: { k: 'x'.repeat(bytes - 1) } });
 
 /** Labelled data over a fake apiserver: `answer` answers each list (by path and call number). */
-async function setup(answer: (path: URL, call: number) => unknown | Promise<unknown>) {
+async function setup(answer: (path: URL, call: number) => unknown | Promise<unknown>, before?: (d: LabelledData) => void) {
   const watches = new Map<string, { on: On; fail: (err: Error) => void }>();
   const calls = new Map<string, number>();
   const client = {
@@ -31,6 +31,7 @@ async function setup(answer: (path: URL, call: number) => unknown | Promise<unkn
     },
   } as unknown as KubeClient;
   const data = new LabelledData(client, { namespaces: [], log: silentLogger, maxBytesPerNamespace: 1000, onChange: () => {} });
+  before?.(data);
   for (const w of data.watches) w.start();
   await Promise.all(data.watches.map((w) => w.firstSync()));
   while (!watches.has(configMaps)) await new Promise((r) => setImmediate(r));
@@ -135,5 +136,94 @@ test('a list that takes a namespace over its bound midway: what it read before i
     : undefined));
   assert.equal(total(data), 1210);
   for (const name of ['a1', 'a2', 'small']) assert.equal(data.bundle('ConfigMap', 'a', name), 'aside', name);
+  await stop();
+});
+
+test('a list is held to the bound as it is read, not only once whole: what it keeps with data never passes the bound', async () => {
+  const items = Array.from({ length: 100 }, (_, i) => cm(`c${i}`, String(i + 2), 100));
+  let listed = false;
+  const { data, stop } = await setup((u, call) => {
+    if (`${u.pathname}?${u.searchParams.get('labelSelector')}` !== configMaps || call !== 1) return undefined;
+    listed = true;
+    return { items, metadata: { resourceVersion: '200' } };
+  });
+  assert.ok(listed);
+  assert.equal(total(data), 10_000);
+  const cached = data.watches[2]!;
+  assert.equal([...cached.values()].filter((o) => o.data).length, 0, 'over: none kept with data');
+  await stop();
+  // what keep() returned as the list was read (before the cache took it): at most the bound
+  const kept: number[] = [];
+  const again = await setup((u, call) => (`${u.pathname}?${u.searchParams.get('labelSelector')}` === configMaps && call === 1 ? { items, metadata: { resourceVersion: '200' } } : undefined), (d) => {
+    const keep = (d as any).keep.bind(d);
+    (d as any).keep = (s: unknown, o: unknown) => {
+      const r = keep(s, o);
+      if (r.data) kept.push(r.bytes);
+      return r;
+    };
+  });
+  assert.ok(kept.reduce((a, b) => a + b, 0) <= 1000, `${kept.length} kept with data as read`);
+  await again.stop();
+});
+
+test('namespaces flipping over and under cannot hold every read-again place: another namespace is read again meanwhile', async () => {
+  const lists: string[] = [];
+  let running = 0;
+  let most = 0;
+  const { data, watch, stop } = await setup(async (u) => {
+    const ns = u.pathname.split('/')[4];
+    if (!ns || u.pathname.split('/')[3] !== 'namespaces') return undefined;
+    lists.push(ns);
+    most = Math.max(most, ++running);
+    await new Promise((r) => setTimeout(r, 50));
+    running--;
+    return { items: ns === 'v' ? [{ ...cm('ca', '7', 100), metadata: { name: 'ca', namespace: 'v', resourceVersion: '7' } }] : [], metadata: {} };
+  });
+  const inNs = (ns: string, o: ReturnType<typeof cm>) => ({ ...o, metadata: { ...o.metadata, namespace: ns } });
+  for (let i = 0; i < 4; i++) watch.on({ type: 'ADDED', object: inNs(`n${i}`, cm('big', '1', 990)) });
+  watch.on({ type: 'ADDED', object: inNs('v', cm('ca', '7', 100)) });
+  let rv = 10;
+  const flip = setInterval(() => {
+    for (let i = 0; i < 4; i++) {
+      watch.on({ type: 'ADDED', object: inNs(`n${i}`, cm('t', String(rv++), 20)) });
+      watch.on({ type: 'DELETED', object: inNs(`n${i}`, cm('t', String(rv++), 20)) });
+    }
+  }, 20);
+  try {
+    await new Promise((r) => setTimeout(r, 60)); // the four are reading
+    watch.on({ type: 'ADDED', object: inNs('v', cm('pad', '8', 950)) });
+    watch.on({ type: 'DELETED', object: inNs('v', cm('pad', '9', 950)) });
+    await until(() => typeof data.bundle('ConfigMap', 'v', 'ca') === 'object', 3_000);
+    lists.length = 0;
+    await new Promise((r) => setTimeout(r, 1500)); // flipping on
+  } finally {
+    clearInterval(flip);
+  }
+  assert.ok(most <= 4, `${most} lists at once`);
+  const n0 = lists.filter((ns) => ns === 'n0').length;
+  assert.ok(n0 <= 9, `a flipping namespace listed ${n0} times in 1.5 s (3 kinds a pass): at most a pass a second`);
+  await stop();
+});
+
+test('objects a list read with data, committed after another kind took the namespace over: set aside all the same', async () => {
+  const caSecrets = '/api/v1/secrets?access-gateway.io/ca-bundle=true';
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const secret = (name: string, rv: string, bytes: number) => ({ metadata: { name, namespace: 'a', resourceVersion: rv }, data: { k: 'x'.repeat(bytes - 1) } });
+  const { data, watch, watches, calls, stop } = await setup(async (u, call) => {
+    if (`${u.pathname}?${u.searchParams.get('labelSelector')}` !== caSecrets || call === 1) return undefined;
+    if (!u.searchParams.get('continue')) return { items: [secret('s1', '5', 400)], metadata: { continue: 'p2', resourceVersion: '5' } };
+    await held;
+    return { items: [], metadata: { resourceVersion: '6' } };
+  });
+  while (!watches.has(caSecrets)) await new Promise((r) => setImmediate(r));
+  watches.get(caSecrets)!.fail(new ApiError(410, 'gone', 'watch')); // a relist: page 1 read, page 2 waits
+  await until(() => (calls.get(caSecrets) ?? 0) >= 3);
+  watch.on({ type: 'ADDED', object: cm('big', '2', 900) });
+  watch.on({ type: 'ADDED', object: cm('more', '3', 200) }); // over, before the list is whole
+  release();
+  await until(() => data.watches[1]!.get('a', 's1') !== undefined);
+  assert.equal(data.watches[1]!.get('a', 's1')!.data, undefined, 'set aside');
+  assert.equal(data.bundle('Secret', 'a', 's1'), 'aside');
   await stop();
 });
