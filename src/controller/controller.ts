@@ -34,6 +34,8 @@ export interface ControllerOptions {
   clock?: Clock;
   /** The group (namespace) a key takes turns in on the queue; default: one group. */
   groupOf?: (key: string) => string;
+  /** Each group's share of the event loop for reconciles (WorkQueue groupTime). */
+  groupTime?: { msPerSecond: number; burstMs: number };
   /** Called after every reconcile of a key, whatever its outcome. */
   onReconciled?: (key: string) => void;
 }
@@ -47,7 +49,7 @@ export class Controller {
     const m = opts.metrics;
     for (const result of ['success', 'requeue', 'terminal', 'error']) m?.reconciles.inc({ result }, 0);
     this.queue = new WorkQueue({
-      clock: opts.clock ?? realClock, groupOf: opts.groupOf,
+      clock: opts.clock ?? realClock, groupOf: opts.groupOf, ...(opts.groupTime ? { groupTime: opts.groupTime } : {}),
       ...(m ? {
         hooks: {
           add: () => m.queueAdds.inc(), retry: () => m.queueRetries.inc(),

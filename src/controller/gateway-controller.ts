@@ -59,6 +59,10 @@ export interface GatewayControllerOptions {
   clock?: Clock;
 }
 
+/** A namespace's reconciles may take this share of the event loop every listener shares (after a
+ * burst): past it, its gateways wait, so one team's costly specs cannot slow another's requests. */
+const reconcileTime = { msPerSecond: 100, burstMs: 1_000 };
+
 export class GatewayController {
   private readonly gateways: GatewaySource;
   private readonly cluster: ClusterState;
@@ -84,10 +88,12 @@ export class GatewayController {
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
       limit: this.limit, advertiseHost: opts.advertiseHost,
       requeue: (k) => this.controller.enqueue(k), clock,
+      charge: (ns, ms) => this.controller.queue.charge(ns, ms),
     });
     this.controller = new Controller({
       name: 'accessgateway', reconcile: (key, log) => this.reconciler.reconcile(key, log), workers: opts.workers,
       groupOf: (key) => splitKey(key).namespace, // teams take turns on the queue
+      groupTime: reconcileTime,
       log: opts.log, metrics: opts.metrics, clock, onReconciled: (key) => this.initial.delete(key),
     });
   }

@@ -71,6 +71,8 @@ export interface GatewayReconcilerDeps {
   advertiseHost: string;
   /** Reconciles another key (gateways waiting for a port or a place under the limit). */
   requeue: (key: string) => void;
+  /** The event-loop time a reconcile of a gateway of `namespace` took (translate, apply): charged to the namespace. */
+  charge?: (namespace: string, ms: number) => void;
   clock?: Clock;
 }
 
@@ -130,9 +132,12 @@ export class GatewayReconciler {
     this.requeueWaitingOn(key); // its port held or given up: those it made way for, or took the place of
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
+    const started = performance.now();
     const t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
       : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
     const { applied, requeueAfterMs } = await this.program(key, spec, t.plan);
+    // the team's share of the loop every team's listeners share (a costly spec waits, not the others)
+    this.d.charge?.(namespace, performance.now() - started);
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
     const exposed = await this.expose(key, gw, t.plan, applied, listenPort);
     // time-boxed access rules: the data plane stops matching them on its own; the status lists

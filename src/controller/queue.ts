@@ -13,6 +13,9 @@ export interface QueueOptions {
   burst?: number;
   /** The group a key takes turns in (default: one group, plain FIFO). */
   groupOf?: (key: string) => string;
+  /** Each group's share of the event loop for its work (`charge`): milliseconds per second, and
+   * burst; a group past it waits until it is back (default: no bound). */
+  groupTime?: { msPerSecond: number; burstMs: number };
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
   clock?: Clock;
@@ -33,6 +36,10 @@ export class WorkQueue {
   private closed = false;
   /** Each group's retry bucket, while it is not full. */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  /** Each group's time bucket (groupTime), while it is not full; and when a paused group may go on. */
+  private readonly time = new Map<string, { tokens: number; at: number }>();
+  private readonly paused = new Map<string, number>();
+  private wake: Timer | undefined;
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueOptions = {}) {
@@ -48,7 +55,7 @@ export class WorkQueue {
     this.opts.hooks?.add();
     this.dirty.add(key);
     if (this.processing.has(key)) return;
-    const w = this.waiters.shift();
+    const w = this.isPaused(this.opts.groupOf?.(key) ?? '') ? undefined : this.waiters.shift();
     if (w) {
       this.dirty.delete(key);
       this.processing.add(key);
@@ -95,17 +102,65 @@ export class WorkQueue {
   /** The next key, or undefined after shutdown. Call done(key) when finished with it. */
   get(): Promise<string | undefined> {
     if (this.closed) return Promise.resolve(undefined);
-    const key = this.shift();
-    if (key !== undefined) {
-      const at = this.enqueuedAt.get(key);
-      this.enqueuedAt.delete(key);
-      if (at !== undefined) this.opts.hooks?.waited((this.clock.now() - at) / 1000);
-      this.opts.hooks?.depth(this.count);
-      this.dirty.delete(key);
-      this.processing.add(key);
-      return Promise.resolve(key);
-    }
+    const key = this.take();
+    if (key !== undefined) return Promise.resolve(key);
     return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** The group's work took `ms` of the event loop (groupTime): past its share, it waits. */
+  charge(group: string, ms: number): void {
+    const t = this.opts.groupTime;
+    if (!t || ms <= 0) return;
+    const now = this.clock.now();
+    const b = this.time.get(group) ?? { tokens: t.burstMs, at: now };
+    b.tokens = Math.min(t.burstMs, b.tokens + ((now - b.at) / 1000) * t.msPerSecond) - ms;
+    b.at = now;
+    this.time.set(group, b);
+    if (b.tokens < 0) {
+      this.paused.set(group, now + (-b.tokens / t.msPerSecond) * 1000);
+      this.scheduleWake();
+    }
+    // full again (refilled) is no entry: only the groups that spent lately are kept
+    if (this.time.size > 1024) for (const [g, x] of this.time) if (x.tokens + ((now - x.at) / 1000) * t.msPerSecond >= t.burstMs) this.time.delete(g);
+  }
+
+  private take(): string | undefined {
+    const key = this.shift();
+    if (key === undefined) return undefined;
+    const at = this.enqueuedAt.get(key);
+    this.enqueuedAt.delete(key);
+    if (at !== undefined) this.opts.hooks?.waited((this.clock.now() - at) / 1000);
+    this.opts.hooks?.depth(this.count);
+    this.dirty.delete(key);
+    this.processing.add(key);
+    return key;
+  }
+
+  private isPaused(group: string): boolean {
+    const until = this.paused.get(group);
+    if (until === undefined) return false;
+    if (until > this.clock.now()) return true;
+    this.paused.delete(group);
+    return false;
+  }
+
+  /** Hands keys of groups whose pause ended to waiting workers, at the earliest end. */
+  private scheduleWake(): void {
+    if (this.wake) this.clock.clearTimeout(this.wake);
+    this.wake = undefined;
+    if (this.closed || !this.paused.size) return;
+    const ms = Math.max(1, Math.min(...this.paused.values()) - this.clock.now());
+    this.wake = this.clock.setTimeout(() => {
+      this.wake = undefined;
+      while (this.waiters.length) {
+        const key = this.take();
+        if (key === undefined) break;
+        this.waiters.shift()!(key);
+      }
+      for (const [g, until] of this.paused) if (until <= this.clock.now()) this.paused.delete(g);
+      this.scheduleWake();
+    }, ms);
+    this.wake.unref?.();
   }
 
   done(key: string): void {
@@ -118,6 +173,7 @@ export class WorkQueue {
 
   shutdown(): void {
     this.closed = true;
+    if (this.wake) this.clock.clearTimeout(this.wake);
     for (const w of this.later.values()) this.clock.clearTimeout(w.timer);
     this.later.clear();
     for (const w of this.waiters) w(undefined);
@@ -135,10 +191,11 @@ export class WorkQueue {
     this.count++;
   }
 
-  /** The first key of the group whose turn it is; the group goes to the back if it has more. */
+  /** The first key of the first group in turn that is not paused; the group goes to the back if it has more. */
   private shift(): string | undefined {
-    const g = this.turns.shift();
-    if (g === undefined) return undefined;
+    const at = this.paused.size ? this.turns.findIndex((x) => !this.isPaused(x)) : 0;
+    if (at < 0 || !this.turns.length) return undefined;
+    const g = this.turns.splice(at, 1)[0]!;
     const waiting = this.groups.get(g)!;
     const key = waiting.shift()!;
     if (waiting.length) this.turns.push(g);

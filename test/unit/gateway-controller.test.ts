@@ -95,3 +95,20 @@ test('the controller benchmark runs (a small flood): team-b keeps its place in a
   assert.match(out, /\| team-b's place in the resync \| 4\.0 {2}\| 4\.0 {2}\| 1\.00× \|/);
   assert.match(out, /\| a Service event \(index lookup and enqueue\) \| [\d.]+ µs \| [\d.]+ µs \|/);
 });
+
+test('a namespace whose reconciles took more than its share of the event loop waits; another namespace\'s gateway goes first', async () => {
+  const { internals } = setup();
+  const q = internals.controller.queue;
+  const charge = (internals.reconciler as unknown as { d: { charge(ns: string, ms: number): void } }).d.charge;
+  charge('a', 3_000); // as three reconciles of a second each would
+  q.add('a/costly');
+  q.add('b/quiet');
+  assert.equal(await q.get(), 'b/quiet');
+  q.done('b/quiet');
+  assert.equal(q.depth, 1, 'a/costly still waits');
+  let got: string | undefined;
+  void q.get().then((k) => { got = k; });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(got, undefined, 'a\'s pause is seconds long');
+  q.shutdown();
+});

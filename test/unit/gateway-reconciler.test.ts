@@ -255,3 +255,16 @@ test('the agw-NAME Service and EndpointSlice: written once, not again before the
   await r.reconcile('team-a/a', silentLogger);
   assert.deepEqual(writes.slice(2), [['Service', false], ['EndpointSlice', true]]);
 });
+
+test('a reconcile charges its namespace the event-loop time its translate and apply took (a costly spec waits, not another team)', async () => {
+  const charged: [string, number][] = [];
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+    // an apply that holds the loop 30 ms, as building a costly listener does
+    dataplane: { apply: async (_key, plan) => { const end = performance.now() + 30; while (performance.now() < end); return plan ? { programmed: true, port: plan.port } : null; } },
+    charge: (ns, ms) => charged.push([ns, ms]),
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(charged.length, 1);
+  assert.equal(charged[0]![0], 'team-a');
+  assert.ok(charged[0]![1] >= 30, `${charged[0]![1]} ms`);
+});

@@ -147,3 +147,45 @@ test('ports: after a restart, the ports in status go back to their holders befor
   assert.ok('conflict' in p.claim({ key: 'old', rank: '1', requested: 101 }));
   assert.deepEqual(p.claim({ key: 'young', rank: '5', previous: 101 }), { port: 101 });
 });
+
+test('a group past its share of event-loop time waits until it is back; other groups go on meanwhile, and a waiting worker gets its key when the pause ends', async () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, groupTime: { msPerSecond: 100, burstMs: 1000 }, clock });
+  for (let i = 0; i < 3; i++) q.add(`costly/g${i}`);
+  q.add('quiet/a');
+  assert.equal(await q.get(), 'costly/g0');
+  q.charge('costly', 1200); // 200 ms past the burst: 2 s at 100 ms a second
+  q.done('costly/g0');
+  assert.equal(await q.get(), 'quiet/a', 'another team goes on');
+  q.done('quiet/a');
+  q.add('quiet/b');
+  assert.equal(await q.get(), 'quiet/b');
+  q.done('quiet/b');
+  // only the paused team's keys left: a worker waits
+  let got: string | undefined;
+  void q.get().then((k) => { got = k; });
+  clock.advance(1_900);
+  await Promise.resolve();
+  assert.equal(got, undefined, 'still paused');
+  q.add('costly/g3');
+  await Promise.resolve();
+  assert.equal(got, undefined, 'a key added to a paused group waits too');
+  q.add('quiet/c'); // a key of another group goes to the waiting worker at once
+  await Promise.resolve();
+  assert.equal(got, 'quiet/c');
+  q.done('quiet/c');
+  void q.get().then((k) => { got = k; });
+  clock.advance(200);
+  await Promise.resolve();
+  assert.equal(got, 'costly/g1', 'the pause ended: handed to the waiting worker');
+  q.done('costly/g1');
+  assert.equal(await q.get(), 'costly/g2');
+  q.done('costly/g2');
+  assert.equal(await q.get(), 'costly/g3');
+  q.done('costly/g3');
+  // small charges within the share never pause
+  q.charge('quiet', 5);
+  q.add('quiet/d');
+  assert.equal(await q.get(), 'quiet/d');
+  q.shutdown();
+});
