@@ -93,7 +93,30 @@ export function planKey(plan: Pick<GatewayPlan, 'namespace' | 'name'>): string {
 /** Structural equality, ignoring the generation (a new generation with the same plan is a no-op). */
 export function equal(a: GatewayPlan | null, b: GatewayPlan | null): boolean {
   if (a === null || b === null) return a === b;
-  return JSON.stringify({ ...a, generation: 0 }) === JSON.stringify({ ...b, generation: 0 });
+  return same({ ...a, generation: 0 }, { ...b, generation: 0 });
+}
+
+/** JSON's equality (undefined members are absent), walked, not written out: a plan's CA bundles
+ * (up to 512 KiB, the same string in each of 64 routes) are compared as strings, by reference
+ * first, never copied (a serialised plan was 33 MiB and 180 ms on the event loop). */
+function same(x: unknown, y: unknown): boolean {
+  if (x === y) return true;
+  if (typeof x !== 'object' || typeof y !== 'object' || x === null || y === null) return false;
+  if (Array.isArray(x) || Array.isArray(y)) {
+    if (!Array.isArray(x) || !Array.isArray(y) || x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (!same(x[i], y[i])) return false;
+    return true;
+  }
+  const a = x as Record<string, unknown>;
+  const b = y as Record<string, unknown>;
+  let n = 0;
+  for (const k in a) {
+    if (a[k] === undefined) continue;
+    n++;
+    if (!Object.hasOwn(b, k) || !same(a[k], b[k])) return false;
+  }
+  for (const k in b) if (b[k] !== undefined) n--;
+  return n === 0;
 }
 
 /** Printable form for logs and golden files: the TLS private key is redacted. */

@@ -32,6 +32,18 @@ test('equal ignores the generation and sees any other change', () => {
   assert.ok(equal(a, b));
   assert.ok(!equal(a, { ...a, port: a.port + 1 }));
   assert.ok(!equal(a, null));
+  // walked, not written out: JSON's equality all the same
+  const deep = (p: typeof a) => JSON.parse(JSON.stringify(p)) as typeof a;
+  assert.ok(equal(a, deep(a)), 'a copy');
+  const r0 = a.routes[0]!;
+  assert.ok(!equal(a, { ...a, routes: [{ ...r0, methods: ['GET'] }, ...a.routes.slice(1)] }), 'a nested change');
+  assert.ok(!equal(a, { ...a, routes: [...a.routes, r0] }), 'one more');
+  assert.ok(!equal(a, { ...a, routes: a.routes.slice(1) }), 'one fewer');
+  assert.ok(equal(a, { ...a, rateLimit: a.rateLimit, extra: undefined } as typeof a), 'an undefined member is absent, as in JSON');
+  assert.ok(!equal(a, { ...a, extra: null } as unknown as typeof a), 'null is not absent');
+  assert.ok(!equal(a, { ...a, access: {} as unknown as typeof a.access }), 'an object is not an array');
+  const reordered = Object.fromEntries(Object.entries(a).reverse()) as typeof a;
+  assert.ok(equal(a, reordered), 'members in another order');
 });
 
 test('filters that compile to too many RE2 instructions are InvalidRegex, per route and per gateway; validate says the same', () => {
