@@ -17,7 +17,7 @@ export interface Regex {
 
 /** re2js's compiled form, as far as it is read here (re2js is pinned in package-lock; unit
  * tests check these are still there). */
-interface Compiled { re2Input: { prog: { numInst(): number }; lazyDFA: DFA | null; dfa: DFA } }
+interface Compiled { re2Input: { prog: { numInst(): number; getInst(i: number): { runes?: ArrayLike<number> | null } }; lazyDFA: DFA | null; dfa: DFA } }
 interface DFA { stateCount: number; clearCache(): void }
 
 /** Bytes of DFA states a pattern may build during one match (re2js: 8 MiB; past it, the DFA
@@ -31,6 +31,15 @@ const DFAClass = ((RE2JS.compile('a') as unknown as Compiled).re2Input.dfa as ob
 function instructions(re: RE2JS): number {
   const n = (re as unknown as Partial<Compiled>).re2Input?.prog?.numInst?.();
   if (typeof n !== 'number') throw new Error('re2js: the compiled program size is not readable (its internals changed)');
+  return n;
+}
+
+/** The rune-range bounds `re`'s character classes hold: building its DFA reads them all (a
+ * Unicode class such as \p{L} holds ~1,400; a thousand repeats of one, a million and 145 ms). */
+function runeBounds(re: RE2JS): number {
+  const prog = (re as unknown as Compiled).re2Input.prog;
+  let n = 0;
+  for (let i = 0; i < prog.numInst(); i++) n += prog.getInst(i).runes?.length ?? 0;
   return n;
 }
 
@@ -91,22 +100,25 @@ export const maxGatewayProgram = 8192;
 /** Different patterns a gateway's routes may have: each compiled one holds ~4.5 KiB of the shared
  * process however small it is (26,000 tiny ones fit in 8,192 instructions per gateway). */
 export const maxGatewayPatterns = 256;
+/** Rune-range bounds a gateway's patterns may hold in all: compiling them (each route's DFA) costs
+ * ~6 ns a bound on the event loop every team shares (100,000: ~0.6 ms; 70 uses of \p{L}). */
+export const maxGatewayRunes = 100_000;
 
 /**
  * A pattern's program size, or why it does not compile. Remembered per pattern (the same
  * patterns are checked on every reconcile), for the last `remembered` patterns asked about.
  */
-export function regexInfo(pattern: string): { size: number } | { problem: string } {
+export function regexInfo(pattern: string): { size: number; runes: number } | { problem: string } {
   const known = infos.get(pattern);
   if (known) return known;
-  let info: { size: number } | { problem: string };
+  let info: { size: number; runes: number } | { problem: string };
   const estimate = programEstimate(pattern);
   try {
     // compiling is what costs (about 0.5 µs per instruction, on the event loop): a pattern whose
     // counted repetitions expand far past a route's bound is refused before it is compiled
     info = estimate > maxPatternEstimate
       ? { problem: `its repetitions would compile to about ${estimate} RE2 instructions, more than the ${maxRouteProgram} a route may have` }
-      : { size: instructions(RE2JS.compile(pattern)) };
+      : sizes(RE2JS.compile(pattern));
   } catch (err) {
     info = { problem: (err as Error).message };
   }
@@ -193,7 +205,11 @@ function repeated(x: number, min: number, max: number | null): number {
   return Math.max(1, min * x + Math.max(0, max - min) * (x + 1));
 }
 
-const infos = new Map<string, { size: number } | { problem: string }>();
+const infos = new Map<string, { size: number; runes: number } | { problem: string }>();
+
+function sizes(re: RE2JS): { size: number; runes: number } {
+  return { size: instructions(re), runes: runeBounds(re) };
+}
 
 /** A problem with filter patterns: the field, why, and the pattern when one does not compile. */
 export interface PatternProblem { field: string; why: string; pattern?: string }
@@ -207,12 +223,14 @@ export function describePatternProblem(p: PatternProblem): string {
  * The first problem with one route's filter patterns (`lists`: its fields and patterns), or the
  * instructions they compile to in all; more than maxRouteProgram is a problem, and so is more
  * than the gateway has left (`left`: maxGatewayProgram less its other routes'), and so are more
- * than maxGatewayPatterns different patterns (`seen`: its other routes', added to). Stops at the
- * first pattern over a bound: a spec of thousands of large patterns is not all compiled.
+ * than maxGatewayPatterns different patterns (`seen`: its other routes', added to), and more
+ * rune-range bounds than the gateway has left (`runesLeft`). Stops at the first pattern over a
+ * bound: a spec of thousands of large patterns is not all compiled.
  */
 export function routePatterns(lists: readonly (readonly [field: string, patterns: readonly string[]])[], field: string, left = maxGatewayProgram,
-  seen = new Set<string>()): { size: number } | PatternProblem {
+  seen = new Set<string>(), runesLeft = maxGatewayRunes): { size: number; runes: number } | PatternProblem {
   let size = 0;
+  let runes = 0;
   for (const [f, patterns] of lists) {
     for (const [i, p] of patterns.entries()) {
       if (!seen.has(p) && seen.add(p).size > maxGatewayPatterns) {
@@ -221,6 +239,10 @@ export function routePatterns(lists: readonly (readonly [field: string, patterns
       const info = regexInfo(p);
       if ('problem' in info) return { field: `${f}[${i}]`, why: info.problem, pattern: p };
       size += info.size;
+      runes += info.runes;
+      if (runes > runesLeft) {
+        return { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods hold more than the ${maxGatewayRunes} character-class ranges a gateway's patterns may hold (compiling them blocks the operator every team shares; passed at ${field})` };
+      }
       if (size > maxRouteProgram) {
         return { field, why: `its acceptPaths, rejectPaths and rejectMethods compile to more than the ${maxRouteProgram} RE2 instructions a route may have (each request's path is matched against them all)` };
       }
@@ -229,5 +251,5 @@ export function routePatterns(lists: readonly (readonly [field: string, patterns
       }
     }
   }
-  return { size };
+  return { size, runes };
 }

@@ -4,7 +4,7 @@ import { isDnsSubdomain, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
-import { describePatternProblem, maxGatewayProgram, routePatterns } from '../api/regex.js';
+import { describePatternProblem, maxGatewayProgram, maxGatewayRunes, routePatterns } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { GatewayBundles, keyTypeProblem } from '../api/pem.js';
@@ -105,7 +105,7 @@ function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<Api
 }
 
 /** `programs`: the RE2 instructions of the routes' filters so far, and their patterns, added to. */
-function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number; patterns: Set<string> }, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number; runes: number; patterns: Set<string> }, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -121,9 +121,10 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const rejectMethods = a.rejectMethods ?? [];
     const at = `spec.routes[${i}].apiserver`;
     const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at,
-      maxGatewayProgram - programs.size, programs.patterns);
+      maxGatewayProgram - programs.size, programs.patterns, maxGatewayRunes - programs.runes);
     if ('why' in patterns) return { invalid: describePatternProblem(patterns), reason: Reason.InvalidRegex };
     programs.size += patterns.size;
+    programs.runes += patterns.runes;
     const who = identityOf(a, `spec.routes[${i}].apiserver`);
     if ('invalid' in who) return { invalid: who.invalid, reason: Reason.InvalidIdentity };
     return { ...base, target: { kind: 'apiserver', ...who, acceptPaths, rejectPaths, rejectMethods } };
@@ -150,7 +151,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
-  const programs = { size: 0, patterns: new Set<string>() };
+  const programs = { size: 0, runes: 0, patterns: new Set<string>() };
   const bundles = gatewayBundles(gw, snap);
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems, programs, bundles);

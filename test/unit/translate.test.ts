@@ -84,6 +84,14 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   assert.equal(accepted(many(255)).status, 'True', '255 and \'^/\'');
   assert.deepEqual(problems(many(255)), []);
   assert.equal(accepted([...many(255), apiRoute(8, tiny(0, 32))]).status, 'True', 'repeated patterns');
+  // character classes' ranges, which building a route's DFA reads all of: \p{L} holds 1,368
+  const letters = (n: number) => `^/\\pL{${n}}`;
+  assert.equal(accepted([apiRoute(0, [letters(70)])]).status, 'True', '70 × 1,368: 95,760 of 100,000');
+  assert.deepEqual(problems([apiRoute(0, [letters(70)])]), []);
+  const unicode = accepted([apiRoute(0, [letters(40)]), apiRoute(1, [letters(40)])]);
+  assert.equal(unicode.reason, 'InvalidRegex');
+  assert.equal(unicode.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods hold more than the 100000 character-class ranges a gateway\'s patterns may hold (compiling them blocks the operator every team shares; passed at spec.routes[1].apiserver)');
+  assert.deepEqual(problems([apiRoute(0, [letters(40)]), apiRoute(1, [letters(40)])]), [`spec.routes: ${unicode.message.slice('spec.routes: '.length)}`]);
   const more = accepted(many(256));
   assert.equal(more.reason, 'InvalidRegex');
   assert.equal(more.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods hold more than the 256 different patterns a gateway may have (passed at spec.routes[7].apiserver.rejectPaths[31])');
