@@ -88,7 +88,8 @@ export class GatewayController {
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
       limit: this.limit, advertiseHost: opts.advertiseHost,
       requeue: (k) => this.controller.enqueue(k), clock,
-      charge: (ns, ms) => this.controller.queue.charge(ns, ms),
+      // not before every gateway seen at start was reconciled once: /readyz waits for them all
+      charge: (ns, ms) => { if (this.ready) this.controller.queue.charge(ns, ms); },
     });
     this.controller = new Controller({
       name: 'accessgateway', reconcile: (key, log) => this.reconciler.reconcile(key, log), workers: opts.workers,

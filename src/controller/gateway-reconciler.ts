@@ -132,12 +132,21 @@ export class GatewayReconciler {
     this.requeueWaitingOn(key); // its port held or given up: those it made way for, or took the place of
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
-    const started = performance.now();
-    const t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
-      : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
-    const { applied, requeueAfterMs } = await this.program(key, spec, t.plan);
-    // the team's share of the loop every team's listeners share (a costly spec waits, not the others)
-    this.d.charge?.(namespace, performance.now() - started);
+    // the team's share of the loop every team's listeners share (a costly spec waits, not the
+    // others): the time translate and apply held it, not what they awaited; also when they throw
+    const spent = { ms: 0 };
+    let t: ReturnType<typeof translate>;
+    let programmed: Awaited<ReturnType<GatewayReconciler['program']>>;
+    try {
+      const started = performance.now();
+      t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
+        : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
+      spent.ms += performance.now() - started;
+      programmed = await this.program(key, spec, t.plan, spent);
+    } finally {
+      this.d.charge?.(namespace, spent.ms);
+    }
+    const { applied, requeueAfterMs } = programmed;
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
     const exposed = await this.expose(key, gw, t.plan, applied, listenPort);
     // time-boxed access rules: the data plane stops matching them on its own; the status lists
@@ -227,8 +236,15 @@ export class GatewayReconciler {
   }
 
   /** Serves the plan (or nothing); a port another process holds is given up or retried. */
-  private async program(key: string, spec: AccessGateway, plan: GatewayPlan | null): Promise<{ applied: ApplyResult | null; requeueAfterMs?: number }> {
-    let applied = await this.d.dataplane.apply(key, plan);
+  private async program(key: string, spec: AccessGateway, plan: GatewayPlan | null, spent: { ms: number }): Promise<{ applied: ApplyResult | null; requeueAfterMs?: number }> {
+    const started = performance.now();
+    let pending: Promise<ApplyResult | null>;
+    try {
+      pending = this.d.dataplane.apply(key, plan); // its synchronous part: building the listener
+    } finally {
+      spent.ms += performance.now() - started;
+    }
+    let applied = await pending;
     if (applied?.programmed && plan?.auth.mode === 'JWKS' && this.d.jwksReady && !this.d.jwksReady.ready()) {
       // serving already (503 with Retry-After, never 401), but not Ready until tokens can be verified
       applied = { programmed: false, reason: Reason.Pending, message: 'JWKS: waiting for the apiserver signing keys and the revocation caches '

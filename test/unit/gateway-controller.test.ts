@@ -100,6 +100,12 @@ test('a namespace whose reconciles took more than its share of the event loop wa
   const { internals } = setup();
   const q = internals.controller.queue;
   const charge = (internals.reconciler as unknown as { d: { charge(ns: string, ms: number): void } }).d.charge;
+  // before the first pass is done (/readyz waits for it), nothing is charged
+  charge('a', 3_000);
+  q.add('a/first');
+  assert.equal(await Promise.race([q.get(), new Promise((r) => setTimeout(() => r('still waiting'), 200))]), 'a/first');
+  q.done('a/first');
+  (internals as unknown as { listed: boolean }).listed = true; // listed, every gateway seen reconciled: ready
   charge('a', 3_000); // as three reconciles of a second each would
   q.add('a/costly');
   q.add('b/quiet');

@@ -256,15 +256,26 @@ test('the agw-NAME Service and EndpointSlice: written once, not again before the
   assert.deepEqual(writes.slice(2), [['Service', false], ['EndpointSlice', true]]);
 });
 
-test('a reconcile charges its namespace the event-loop time its translate and apply took (a costly spec waits, not another team)', async () => {
+test('a reconcile charges its namespace the event-loop time its translate and apply held the loop (not what they awaited), also when apply throws', async () => {
   const charged: [string, number][] = [];
+  let fail = false;
   const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
-    // an apply that holds the loop 30 ms, as building a costly listener does
-    dataplane: { apply: async (_key, plan) => { const end = performance.now() + 30; while (performance.now() < end); return plan ? { programmed: true, port: plan.port } : null; } },
+    // an apply that holds the loop 30 ms, as building a costly listener does, then waits 500 ms
+    dataplane: { apply: async (_key, plan) => {
+      const end = performance.now() + 30;
+      while (performance.now() < end);
+      if (fail) throw new Error('the listener could not be made');
+      await new Promise((res) => setTimeout(res, 500));
+      return plan ? { programmed: true, port: plan.port } : null;
+    } },
     charge: (ns, ms) => charged.push([ns, ms]),
   });
   await r.reconcile('team-a/a', silentLogger);
   assert.equal(charged.length, 1);
   assert.equal(charged[0]![0], 'team-a');
-  assert.ok(charged[0]![1] >= 30, `${charged[0]![1]} ms`);
+  assert.ok(charged[0]![1] >= 30 && charged[0]![1] < 400, `${charged[0]![1]} ms: the 30 held, not the 500 awaited`);
+  fail = true;
+  await assert.rejects(r.reconcile('team-a/a', silentLogger), /could not be made/);
+  assert.equal(charged.length, 2);
+  assert.ok(charged[1]![1] >= 30, `${charged[1]![1]} ms`);
 });
