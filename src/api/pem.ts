@@ -1,5 +1,5 @@
 // PEM certificate bundles (CA references), parsed the one way everything here reads them.
-import { X509Certificate, type AsymmetricKeyDetails } from 'node:crypto';
+import { createHash, X509Certificate, type AsymmetricKeyDetails } from 'node:crypto';
 import { Recent } from '../recent.js';
 
 /** Certificates a bundle may hold (Mozilla's root store has ~150); parsing an RSA-2048 one takes ~0.05 ms. */
@@ -15,8 +15,25 @@ export const maxGatewayBundleBytes = 512 * 1024;
  * once (a bundle of 1 MiB took ~340 ms, on the event loop every team shares).
  */
 export function parseBundle(pem: string): X509Certificate[] | { problem: string } {
-  return parsed.get(pem, parse);
+  return parsed.get(textKey(pem), () => parse(pem));
 }
+
+/**
+ * What a bundle is looked up by: its text when short, its sha256 when long. V8 hashes a string of
+ * more than 16,383 characters by its length alone, so bundles of one length (a team makes as many
+ * as it likes) would share a bucket and every lookup compare them whole: a reconcile of 64 routes
+ * took seconds. Hashing reads the text once a lookup (the last one is remembered).
+ */
+export function textKey(text: string): string {
+  if (text.length <= 16_383) return text;
+  if (text !== lastText) {
+    lastText = text;
+    lastKey = `sha256:${createHash('sha256').update(text).digest('base64url')}`;
+  }
+  return lastKey;
+}
+let lastText: string | undefined;
+let lastKey = '';
 const parsed = new Recent<string, X509Certificate[] | { problem: string }>(64);
 
 /**
@@ -31,17 +48,19 @@ export class GatewayBundles {
   constructor(pems: (string | undefined)[] = []) {
     let bytes = 0;
     for (const pem of pems) {
-      if (pem === undefined || this.admitted.has(pem) || this.over.has(pem)) continue;
-      if (bytes + pem.length > maxGatewayBundleBytes) this.over.set(pem, bytes + pem.length);
+      if (pem === undefined) continue;
+      const key = textKey(pem);
+      if (this.admitted.has(key) || this.over.has(key)) continue;
+      if (bytes + pem.length > maxGatewayBundleBytes) this.over.set(key, bytes + pem.length);
       else {
-        this.admitted.add(pem);
+        this.admitted.add(key);
         bytes += pem.length;
       }
     }
   }
 
   parse(pem: string): X509Certificate[] | { problem: string } {
-    const over = this.over.get(pem);
+    const over = this.over.get(textKey(pem));
     if (over !== undefined) {
       return { problem: `the gateway's distinct CA bundles together are over ${maxGatewayBundleBytes / 1024} KiB (${Math.ceil(over / 1024)} KiB with this one)` };
     }

@@ -34,12 +34,24 @@ function instructions(re: RE2JS): number {
   return n;
 }
 
-/** The rune-range bounds `re`'s character classes hold: building its DFA reads them all (a
- * Unicode class such as \p{L} holds ~1,400; a thousand repeats of one, a million and 145 ms). */
-function runeBounds(re: RE2JS): number {
+/** The character ranges `re`'s instructions hold: building its DFA reads them all (\p{L} holds
+ * 684; a thousand repeats of a large Unicode class, 1.5 million and 145 ms). */
+function runeRanges(re: RE2JS): number {
   const prog = (re as unknown as Compiled).re2Input.prog;
   let n = 0;
   for (let i = 0; i < prog.numInst(); i++) n += prog.getInst(i).runes?.length ?? 0;
+  return Math.ceil(n / 2); // each range is its two ends (a literal, one)
+}
+
+/** The Unicode classes (\p, \P) in a pattern's text: parsing one, case-folded and negated
+ * especially, costs up to ~0.5 ms, whatever it compiles to. */
+export function unicodeClasses(pattern: string): number {
+  let n = 0;
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] !== '\\') continue;
+    if (pattern[i + 1] === 'p' || pattern[i + 1] === 'P') n++;
+    i++; // the escaped character
+  }
   return n;
 }
 
@@ -72,13 +84,25 @@ export function compileRegex(pattern: string, owner: string): Regex {
   const key = `${owner}\u0000${pattern}`;
   const cached = programs.get(key)?.deref();
   if (cached) return cached;
-  const re = bounded(RE2JS.compile(pattern));
+  const parsed = fresh.get(pattern); // regexInfo's, when it checked this pattern just now
+  fresh.delete(pattern);
+  const re = bounded(parsed ?? RE2JS.compile(pattern));
   programs.set(key, new WeakRef(re));
   unused.register(re, key);
   return re;
 }
 
 const programs = new Map<string, WeakRef<Regex>>();
+/** Patterns regexInfo compiled, not yet taken by compileRegex (a translate, then its apply): each
+ * is parsed once. The last few only. */
+const fresh = new Map<string, RE2JS>();
+
+function compiledFresh(pattern: string): RE2JS {
+  const re = RE2JS.compile(pattern);
+  if (fresh.size >= 64) fresh.delete(fresh.keys().next().value!);
+  fresh.set(pattern, re);
+  return re;
+}
 const unused = new FinalizationRegistry<string>((key) => {
   if (programs.get(key)?.deref() === undefined) programs.delete(key);
 });
@@ -100,25 +124,35 @@ export const maxGatewayProgram = 8192;
 /** Different patterns a gateway's routes may have: each compiled one holds ~4.5 KiB of the shared
  * process however small it is (26,000 tiny ones fit in 8,192 instructions per gateway). */
 export const maxGatewayPatterns = 256;
-/** Rune-range bounds a gateway's patterns may hold in all: compiling them (each route's DFA) costs
- * ~6 ns a bound on the event loop every team shares (100,000: ~0.6 ms; 70 uses of \p{L}). */
-export const maxGatewayRunes = 100_000;
+/** Character ranges a gateway's patterns may hold in all: building each route's DFA costs ~12 ns
+ * a range on the event loop every team shares (50,000: ~0.6 ms; 73 uses of \p{L}). */
+export const maxGatewayRanges = 50_000;
+/** Unicode classes (\p, \P) a gateway's patterns may name in all (parsing 32: ~16 ms at worst). */
+export const maxGatewayUnicodeClasses = 32;
+
+/** What a gateway's routes' patterns hold so far: instructions, ranges, Unicode classes, and the
+ * different patterns. */
+export interface PatternTotals { size: number; ranges: number; classes: number; patterns: Set<string> }
+
+export function patternTotals(): PatternTotals {
+  return { size: 0, ranges: 0, classes: 0, patterns: new Set() };
+}
 
 /**
  * A pattern's program size, or why it does not compile. Remembered per pattern (the same
  * patterns are checked on every reconcile), for the last `remembered` patterns asked about.
  */
-export function regexInfo(pattern: string): { size: number; runes: number } | { problem: string } {
+export function regexInfo(pattern: string): { size: number; ranges: number } | { problem: string } {
   const known = infos.get(pattern);
   if (known) return known;
-  let info: { size: number; runes: number } | { problem: string };
+  let info: { size: number; ranges: number } | { problem: string };
   const estimate = programEstimate(pattern);
   try {
     // compiling is what costs (about 0.5 µs per instruction, on the event loop): a pattern whose
     // counted repetitions expand far past a route's bound is refused before it is compiled
     info = estimate > maxPatternEstimate
       ? { problem: `its repetitions would compile to about ${estimate} RE2 instructions, more than the ${maxRouteProgram} a route may have` }
-      : sizes(RE2JS.compile(pattern));
+      : sizes(compiledFresh(pattern));
   } catch (err) {
     info = { problem: (err as Error).message };
   }
@@ -205,10 +239,10 @@ function repeated(x: number, min: number, max: number | null): number {
   return Math.max(1, min * x + Math.max(0, max - min) * (x + 1));
 }
 
-const infos = new Map<string, { size: number; runes: number } | { problem: string }>();
+const infos = new Map<string, { size: number; ranges: number } | { problem: string }>();
 
-function sizes(re: RE2JS): { size: number; runes: number } {
-  return { size: instructions(re), runes: runeBounds(re) };
+function sizes(re: RE2JS): { size: number; ranges: number } {
+  return { size: instructions(re), ranges: runeRanges(re) };
 }
 
 /** A problem with filter patterns: the field, why, and the pattern when one does not compile. */
@@ -220,36 +254,45 @@ export function describePatternProblem(p: PatternProblem): string {
 }
 
 /**
- * The first problem with one route's filter patterns (`lists`: its fields and patterns), or the
- * instructions they compile to in all; more than maxRouteProgram is a problem, and so is more
- * than the gateway has left (`left`: maxGatewayProgram less its other routes'), and so are more
- * than maxGatewayPatterns different patterns (`seen`: its other routes', added to), and more
- * rune-range bounds than the gateway has left (`runesLeft`). Stops at the first pattern over a
- * bound: a spec of thousands of large patterns is not all compiled.
+ * The first problem with one route's filter patterns (`lists`: its fields and patterns), or what
+ * they hold, added to `totals` (the gateway's other routes' so far). A problem: more than
+ * maxRouteProgram instructions in the route; past a gateway's bound of instructions, different
+ * patterns, character ranges or Unicode classes. Stops at the first pattern over a bound (a spec
+ * of thousands of large patterns is not all compiled); a Unicode class is counted before its
+ * pattern is compiled.
  */
-export function routePatterns(lists: readonly (readonly [field: string, patterns: readonly string[]])[], field: string, left = maxGatewayProgram,
-  seen = new Set<string>(), runesLeft = maxGatewayRunes): { size: number; runes: number } | PatternProblem {
+export function routePatterns(lists: readonly (readonly [field: string, patterns: readonly string[]])[], field: string,
+  totals: PatternTotals = patternTotals()): { size: number } | PatternProblem {
+  const gateway = (what: string) => ({ field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods ${what} (passed at ${field})` });
   let size = 0;
-  let runes = 0;
+  let ranges = 0;
+  let classes = 0;
   for (const [f, patterns] of lists) {
     for (const [i, p] of patterns.entries()) {
-      if (!seen.has(p) && seen.add(p).size > maxGatewayPatterns) {
+      if (!totals.patterns.has(p) && totals.patterns.add(p).size > maxGatewayPatterns) {
         return { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods hold more than the ${maxGatewayPatterns} different patterns a gateway may have (passed at ${f}[${i}])` };
+      }
+      classes += unicodeClasses(p);
+      if (totals.classes + classes > maxGatewayUnicodeClasses) {
+        return gateway(`name more than the ${maxGatewayUnicodeClasses} Unicode classes (\\p, \\P) a gateway's patterns may name (parsing them blocks the operator every team shares)`);
       }
       const info = regexInfo(p);
       if ('problem' in info) return { field: `${f}[${i}]`, why: info.problem, pattern: p };
       size += info.size;
-      runes += info.runes;
-      if (runes > runesLeft) {
-        return { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods hold more than the ${maxGatewayRunes} character-class ranges a gateway's patterns may hold (compiling them blocks the operator every team shares; passed at ${field})` };
+      ranges += info.ranges;
+      if (totals.ranges + ranges > maxGatewayRanges) {
+        return gateway(`hold more than the ${maxGatewayRanges} character ranges a gateway's patterns may hold (compiling them blocks the operator every team shares)`);
       }
       if (size > maxRouteProgram) {
         return { field, why: `its acceptPaths, rejectPaths and rejectMethods compile to more than the ${maxRouteProgram} RE2 instructions a route may have (each request's path is matched against them all)` };
       }
-      if (size > left) {
-        return { field: 'spec.routes', why: `the routes' acceptPaths, rejectPaths and rejectMethods compile to more than the ${maxGatewayProgram} RE2 instructions a gateway may have (passed at ${field})` };
+      if (totals.size + size > maxGatewayProgram) {
+        return gateway(`compile to more than the ${maxGatewayProgram} RE2 instructions a gateway may have`);
       }
     }
   }
-  return { size, runes };
+  totals.size += size;
+  totals.ranges += ranges;
+  totals.classes += classes;
+  return { size };
 }

@@ -4,7 +4,7 @@
 // (regexes compile).
 import { applyDefaults } from './defaults.js';
 import type { AccessGateway } from './types.js';
-import { maxGatewayProgram, maxGatewayRunes, routePatterns } from './regex.js';
+import { patternTotals, routePatterns } from './regex.js';
 import { schema } from './schema.js';
 
 export interface Problem {
@@ -145,19 +145,13 @@ function walk(v: unknown, s: S, path: string, out: Problem[]): void {
 }
 
 function regexes(spec: Obj, out: Problem[]): void {
-  let total = 0;
-  let runes = 0;
-  const seen = new Set<string>();
+  const totals = patternTotals();
   for (const [i, r] of (spec?.routes ?? []).entries()) {
     const at = `spec.routes[${i}].apiserver`;
     const lists = ['acceptPaths', 'rejectPaths', 'rejectMethods'].map((f) => [`${at}.${f}`, r?.apiserver?.[f] ?? []] as const);
     if (lists.some(([, ps]) => !Array.isArray(ps) || ps.some((p: unknown) => typeof p !== 'string'))) continue; // the schema says so
-    const info = routePatterns(lists, at, maxGatewayProgram - total, seen, maxGatewayRunes - runes);
-    if ('size' in info) {
-      total += info.size;
-      runes += info.runes;
-    }
-    else out.push({ field: info.field, message: info.pattern === undefined ? info.why : `invalid regex: ${info.why}` });
+    const info = routePatterns(lists, at, totals);
+    if (!('size' in info)) out.push({ field: info.field, message: info.pattern === undefined ? info.why : `invalid regex: ${info.why}` });
     if ('why' in info && info.field === 'spec.routes') return; // the gateway's bound: the rest is not compiled
   }
 }

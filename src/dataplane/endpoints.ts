@@ -3,11 +3,11 @@
 // power-of-two-choices balancing on outstanding requests.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { createHash } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { Pool } from '../undici.js';
 import { Recent } from '../recent.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
+import { textKey } from '../api/pem.js';
 
 export class EndpointPool {
   readonly url: URL;
@@ -65,17 +65,9 @@ export class EndpointPool {
  * 64 bundles used are kept.
  */
 export function secureContextFor(ca: string): SecureContext {
-  return contexts.get(ca, () => createSecureContext({ ca }));
+  return contexts.get(textKey(ca), () => createSecureContext({ ca }));
 }
 const contexts = new Recent<string, SecureContext>(64);
-
-/** CA bundles' digests, by the bundle (the same string object each time a ConfigMap is unchanged:
- * V8 keeps its hash, so a lookup does not read it again). */
-const caDigests = new Recent<string, string>(32);
-
-function digest(pem: string): string {
-  return createHash('sha256').update(pem).digest('base64url');
-}
 
 /** Pools by endpoint, reference-counted by the route tables that use them. */
 export class PoolRegistry {
@@ -86,8 +78,8 @@ export class PoolRegistry {
   }
 
   acquire(t: ServiceTarget, ep: Endpoint): EndpointPool {
-    // the CA by its digest: a key is never a copy of a bundle (up to 512 KiB, in each of 64 routes)
-    const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '' : caDigests.get(t.ca, digest)}`;
+    // a long CA by its digest: a key is never a copy of a bundle (up to 512 KiB, in each of 64 routes)
+    const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '-' : `=${textKey(t.ca)}`}`;
     let p = this.pools.get(key);
     if (!p) {
       p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName, `${t.namespace}/${t.name}`);

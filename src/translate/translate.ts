@@ -4,7 +4,7 @@ import { isDnsSubdomain, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
-import { describePatternProblem, maxGatewayProgram, maxGatewayRunes, routePatterns } from '../api/regex.js';
+import { describePatternProblem, patternTotals, routePatterns, type PatternTotals } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { GatewayBundles, keyTypeProblem } from '../api/pem.js';
@@ -40,8 +40,9 @@ export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
   return { errors: true, sample: 1 };
 }
 
-/** Largest RSA key a listener may sign handshakes with. */
+/** Largest RSA key a listener may sign handshakes with, and the smallest it may have. */
 export const maxRSABits = 4096;
+export const minRSABits = 2048;
 
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */
 export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
@@ -57,6 +58,8 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
     // a handshake signs with the key on the event loop every team shares: RSA-16384 takes seconds
     const bits = k.asymmetricKeyDetails?.modulusLength;
     if (bits !== undefined && bits > maxRSABits) return { problem: `Secret ${ns}/${name}: tls.key is a ${bits}-bit ${k.asymmetricKeyType} key; at most ${maxRSABits} bits (each TLS handshake signs with it)` };
+    // OpenSSL refuses small ones only once the listener is built (after its routes' filters are)
+    if (bits !== undefined && bits < minRSABits) return { problem: `Secret ${ns}/${name}: tls.key is a ${bits}-bit ${k.asymmetricKeyType} key; at least ${minRSABits} bits` };
     // as a CA key: a huge RSA exponent makes each signature cost more; other curves and DSA no client takes
     const why = keyTypeProblem(k.asymmetricKeyType, k.asymmetricKeyDetails);
     if (why) return { problem: `Secret ${ns}/${name}: tls.key ${why}` };
@@ -105,7 +108,7 @@ function identityOf(a: NonNullable<Route['apiserver']>, field: string): Pick<Api
 }
 
 /** `programs`: the RE2 instructions of the routes' filters so far, and their patterns, added to. */
-function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: { size: number; runes: number; patterns: Set<string> }, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
+function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: ServiceProblem[], programs: PatternTotals, bundles: GatewayBundles): RoutePlan | { invalid: string; reason: string } {
   const base = {
     name: r.name,
     pathPrefix: r.pathPrefix,
@@ -120,11 +123,8 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     const rejectPaths = a.rejectPaths ?? [];
     const rejectMethods = a.rejectMethods ?? [];
     const at = `spec.routes[${i}].apiserver`;
-    const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at,
-      maxGatewayProgram - programs.size, programs.patterns, maxGatewayRunes - programs.runes);
+    const patterns = routePatterns([[`${at}.acceptPaths`, acceptPaths], [`${at}.rejectPaths`, rejectPaths], [`${at}.rejectMethods`, rejectMethods]], at, programs);
     if ('why' in patterns) return { invalid: describePatternProblem(patterns), reason: Reason.InvalidRegex };
-    programs.size += patterns.size;
-    programs.runes += patterns.runes;
     const who = identityOf(a, `spec.routes[${i}].apiserver`);
     if ('invalid' in who) return { invalid: who.invalid, reason: Reason.InvalidIdentity };
     return { ...base, target: { kind: 'apiserver', ...who, acceptPaths, rejectPaths, rejectMethods } };
@@ -151,7 +151,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
   const problems: ServiceProblem[] = [];
-  const programs = { size: 0, runes: 0, patterns: new Set<string>() };
+  const programs = patternTotals();
   const bundles = gatewayBundles(gw, snap);
   for (const [i, r] of spec.routes.entries()) {
     const p = routePlan(r, i, ns, snap, problems, programs, bundles);

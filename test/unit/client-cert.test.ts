@@ -12,7 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { certificateIdentity, ClientCertAuthenticator, maxSignatureChecks } from '../../src/auth/client-cert.js';
 import { translate } from '../../src/translate/translate.js';
-import { maxBundleCertificates, maxKeyBits, parseBundle } from '../../src/api/pem.js';
+import { maxBundleCertificates, maxKeyBits, parseBundle, textKey } from '../../src/api/pem.js';
 import { makeCA, makeLeaf, makeOddCA, type CertPair } from '../support/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agw-client-cert-'));
@@ -47,7 +47,7 @@ test('translate: a team client CA becomes the plan with the team:NS: prefix; def
   assert.equal(req.plan?.tls?.clientCA?.required, true);
 });
 
-test('translate: a listener key over 4096 RSA bits and a CA bundle over 256 certificates are refused; a bundle is parsed once', () => {
+test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundle over 256 certificates are refused; a bundle is parsed once', () => {
   // a handshake signs with the key on the shared event loop (RSA-8192: ~40 ms each); the size is
   // checked before the key is matched to the certificate
   const big = generateKeyPairSync('rsa', { modulusLength: 4160 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
@@ -57,6 +57,15 @@ test('translate: a listener key over 4096 RSA bits and a CA bundle over 256 cert
   });
   assert.equal(t.plan, null);
   assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /tls\.key is a 4160-bit rsa key; at most 4096 bits/);
+  // one OpenSSL refuses (after the listener's filters were compiled: a reconcile that throws, and
+  // no condition) is refused here, with one
+  const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  const s = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
+    port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(server.cert), 'tls.key': b64(small) } } },
+    caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
+  });
+  assert.equal(s.plan, null);
+  assert.match(s.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /tls\.key is a 1024-bit rsa key; at least 2048 bits/);
   const many = ca.cert.repeat(maxBundleCertificates + 1);
   const over = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': many } } });
   assert.match(over.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /257 certificates in it, more than the 256 a bundle may hold/);
@@ -277,4 +286,14 @@ test('a CA bundle with a key over 8192 bits, a DSA key or an RSA exponent over 2
   assert.ok(Array.isArray(parseBundle(ca.cert + makeCA(dir, 'rsa-ok', { rsa: true }).cert)), 'RSA-2048, e = 65537 is fine');
   assert.deepEqual(parseBundle(ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
   assert.ok(Array.isArray(parseBundle(ca.cert)));
+});
+
+test('a bundle is looked up by its text when short, by its sha256 when long (V8 hashes long strings by length only: same-length bundles would share a bucket)', () => {
+  assert.equal(textKey('short'), 'short');
+  const long = (end: string) => `${'A'.repeat(20_000)}${end}`;
+  const a = textKey(long('1'));
+  assert.match(a, /^sha256:[\w-]{43}$/);
+  assert.notEqual(textKey(long('2')), a, 'same length, another text');
+  assert.equal(textKey(long('1')), a, 'the same text (another string of it)');
+  assert.equal(textKey(`${'A'.repeat(16_383)}`).length, 16_383, 'up to V8\'s length: itself');
 });
