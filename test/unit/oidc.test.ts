@@ -80,73 +80,67 @@ test('CEL: nested comprehensions, overlong expressions and huge results are refu
   assert.throws(() => square.run({ claims: { g: Array.from({ length: 40 }, (_, i) => `g${i}`) } }), /more than 1024 elements/);
 });
 
-test('a kid the keys fetched under 10 s ago lack: 503 until they may be fetched again, unless the token predates them (401)', async (t) => {
+/** A signing key of the test IdP. */
+async function signingKey(kid: string) {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' } };
+}
+
+/** An OIDC issuer over HTTPS on loopback: its discovery document and the keys in `state.published`
+ * (503 while `state.failing`), counting key-set fetches. */
+async function testIdP(t: { after(fn: () => void): void }, first: Awaited<ReturnType<typeof signingKey>>) {
   const dir = mkdtempSync(join(tmpdir(), 'agw-oidc-'));
   const ca = makeCA(dir, 'ca');
   const leaf = makeLeaf(dir, ca, 'idp', { cn: 'idp', ips: ['127.0.0.1'] });
-  const key = async (kid: string) => {
-    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-    return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' } };
-  };
-  let published = [await key('k1')];
-  let jwksFetches = 0;
-  let url = '';
+  const state = { published: [first], failing: false, fetches: 0, url: '' };
   const server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
     res.setHeader('content-type', 'application/json');
-    if (req.url === '/.well-known/openid-configuration') return res.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks` }));
-    jwksFetches++;
-    res.end(JSON.stringify({ keys: published.map((k) => k.jwk) }));
+    if (req.url === '/.well-known/openid-configuration') return res.end(JSON.stringify({ issuer: state.url, jwks_uri: `${state.url}/jwks` }));
+    state.fetches++;
+    if (state.failing) {
+      res.statusCode = 503;
+      return res.end('down');
+    }
+    res.end(JSON.stringify({ keys: state.published.map((k) => k.jwk) }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.after(() => server.close());
-  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  state.url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { state, ca };
+}
+
+test('a kid the keys fetched under 10 s ago lack: 503 until they may be fetched again, unless the token predates them (401)', async (t) => {
+  const key = signingKey;
+  const idp = await testIdP(t, await key('k1'));
+  const { url } = idp.state;
+  const ca = idp.ca;
   const issuer = new OidcIssuer({ ...base(), issuer: { url, audiences: ['kubernetes'], certificateAuthority: ca.cert } });
   const now = Math.floor(Date.now() / 1000);
   const sign = (k: Awaited<ReturnType<typeof key>>, iat = now) => new SignJWT({ email: 'alice@example.com', groups: ['devs'] })
     .setProtectedHeader({ alg: 'ES256', kid: k.kid }).setIssuer(url).setAudience('kubernetes').setIssuedAt(iat).setExpirationTime(now + 600)
     .sign(k.privateKey);
 
-  const k1 = published[0]!;
+  const k1 = idp.state.published[0]!;
   assert.equal((await issuer.authenticate(await sign(k1))).id.username, 'idp:alice@example.com');
-  assert.equal(jwksFetches, 1);
+  assert.equal(idp.state.fetches, 1);
   // the issuer rotates; a token of the new key arrives within the 10 s since the last fetch
   const k2 = await key('k2');
-  published = [k2];
+  idp.state.published = [k2];
   const early = await issuer.authenticate(await sign(k2)).then(() => null, (e: unknown) => e);
   assert.ok(early instanceof AuthUnavailableError, `a rotation not fetched yet is not the token's fault: ${String(early)}`);
   assert.ok(early.retryAfterSeconds! >= 1 && early.retryAfterSeconds! <= 10, String(early.retryAfterSeconds));
-  assert.equal(jwksFetches, 1, 'no fetch during the cooldown');
+  assert.equal(idp.state.fetches, 1, 'no fetch during the cooldown');
   // a token issued before the keys were fetched, with a kid they lack, is refused
   const stale = await issuer.authenticate(await sign(k2, now - 3600)).then(() => null, (e: unknown) => e);
   assert.ok(stale instanceof UnauthenticatedError, String(stale));
 });
 
 test('an issuer\'s keys are fetched at most every 10 s whether the fetch works or fails (a flood of made-up kids while it is down costs one); a failed fetch keeps the last good keys, also past 10 minutes', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'agw-oidc-'));
-  const ca = makeCA(dir, 'ca');
-  const leaf = makeLeaf(dir, ca, 'idp', { cn: 'idp', ips: ['127.0.0.1'] });
-  const key = async (kid: string) => {
-    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-    return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' } };
-  };
+  const key = signingKey;
   const k1 = await key('k1');
-  let published = [k1];
-  let failing = false;
-  let jwksFetches = 0;
-  let url = '';
-  const server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
-    res.setHeader('content-type', 'application/json');
-    if (req.url === '/.well-known/openid-configuration') return res.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks` }));
-    jwksFetches++;
-    if (failing) {
-      res.statusCode = 503;
-      return res.end('down');
-    }
-    res.end(JSON.stringify({ keys: published.map((k) => k.jwk) }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => server.close());
-  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const idp = await testIdP(t, k1);
+  const { url } = idp.state;
+  const ca = idp.ca;
   let clock = Date.now();
   const issuer = new OidcIssuer({ ...base(), issuer: { url, audiences: ['kubernetes'], certificateAuthority: ca.cert } }, () => clock);
   const now = Math.floor(Date.now() / 1000);
@@ -158,13 +152,13 @@ test('an issuer\'s keys are fetched at most every 10 s whether the fetch works o
   const outcome = (token: string) => issuer.authenticate(token).then(() => 'ok', (e: unknown) => (e as Error).constructor.name);
 
   assert.equal(await outcome(good), 'ok');
-  assert.equal(jwksFetches, 1);
+  assert.equal(idp.state.fetches, 1);
   // the issuer's keys go down; past the 10 s, a flood of made-up kids
-  failing = true;
+  idp.state.failing = true;
   clock += 11_000;
   const flood = await Promise.all(Array.from({ length: 50 }, () => outcome(madeUp)));
   for (let i = 0; i < 50; i++) flood.push(await outcome(madeUp));
-  assert.equal(jwksFetches, 2, 'one fetch for the whole flood');
+  assert.equal(idp.state.fetches, 2, 'one fetch for the whole flood');
   assert.ok(flood.every((o) => o === 'AuthUnavailableError'), `tokens newer than the keys, no keys loaded for them: the issuer's fault, not theirs: ${flood.join()}`);
   assert.equal(await outcome(good), 'ok', 'the last good keys still verify');
   // 10 minutes on, still down: the old keys are kept, fetched again once; a token of a key the
@@ -174,11 +168,11 @@ test('an issuer\'s keys are fetched at most every 10 s whether the fetch works o
   assert.equal(await outcome(await sign(k2)), 'AuthUnavailableError');
   assert.equal(await outcome(good), 'ok');
   assert.equal(await outcome(good), 'ok');
-  assert.equal(jwksFetches, 3);
+  assert.equal(idp.state.fetches, 3);
   // back up, and rotated: the new kid is fetched once the 10 s have passed
-  failing = false;
-  published = [k1, k2];
+  idp.state.failing = false;
+  idp.state.published = [k1, k2];
   clock += 11_000;
   assert.equal(await outcome(await sign(k2)), 'ok');
-  assert.equal(jwksFetches, 4);
+  assert.equal(idp.state.fetches, 4);
 });
