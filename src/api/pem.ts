@@ -19,21 +19,21 @@ export function parseBundle(pem: string): X509Certificate[] | { problem: string 
 }
 
 /**
- * What a bundle is looked up by: its text when short, its sha256 when long. V8 hashes a string of
- * more than 16,383 characters by its length alone, so bundles of one length (a team makes as many
- * as it likes) would share a bucket and every lookup compare them whole: a reconcile of 64 routes
- * took seconds. Hashing reads the text once a lookup (the last one is remembered).
+ * What a bundle is looked up by: `t:` and its text when under 1 KiB, else `h:` and its sha256 (the
+ * prefixes keep a text from passing for a digest). V8 hashes a string of more than 16,383
+ * characters by its length alone, so bundles of one length (a team makes as many as it likes)
+ * would share a bucket and every lookup compare them whole: a reconcile of 64 routes took seconds;
+ * and a key is never a copy of a bundle. Hashing reads the text (the last 4 are remembered).
  */
 export function textKey(text: string): string {
-  if (text.length <= 16_383) return text;
-  if (text !== lastText) {
-    lastText = text;
-    lastKey = `sha256:${createHash('sha256').update(text).digest('base64url')}`;
-  }
-  return lastKey;
+  if (text.length < 1024) return `t:${text}`;
+  for (const [t, k] of lastKeys) if (t === text) return k;
+  const key = `h:${createHash('sha256').update(text).digest('base64url')}`;
+  lastKeys.unshift([text, key]);
+  if (lastKeys.length > 4) lastKeys.pop();
+  return key;
 }
-let lastText: string | undefined;
-let lastKey = '';
+const lastKeys: [string, string][] = [];
 const parsed = new Recent<string, X509Certificate[] | { problem: string }>(64);
 
 /**

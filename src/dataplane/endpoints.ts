@@ -79,7 +79,7 @@ export class PoolRegistry {
 
   acquire(t: ServiceTarget, ep: Endpoint): EndpointPool {
     // a long CA by its digest: a key is never a copy of a bundle (up to 512 KiB, in each of 64 routes)
-    const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '-' : `=${textKey(t.ca)}`}`;
+    const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '-' : textKey(t.ca)}`;
     let p = this.pools.get(key);
     if (!p) {
       p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName, `${t.namespace}/${t.name}`);

@@ -3,11 +3,13 @@
 import { isDnsSubdomain, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
+import { Recent } from '../recent.js';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
 import { describePatternProblem, patternTotals, routePatterns, type PatternTotals } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
-import { GatewayBundles, keyTypeProblem } from '../api/pem.js';
+import { GatewayBundles, keyTypeProblem, textKey } from '../api/pem.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
@@ -44,6 +46,9 @@ export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
 export const maxRSABits = 4096;
 export const minRSABits = 2048;
 
+/** Whether OpenSSL refuses a listener's pair (its message), for the last pairs asked about. */
+const openSSLRefuses = new Recent<string, string | null>(64);
+
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */
 export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
   { cert: string; key: string } | { problem: string } {
@@ -64,6 +69,17 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
     const why = keyTypeProblem(k.asymmetricKeyType, k.asymmetricKeyDetails);
     if (why) return { problem: `Secret ${ns}/${name}: tls.key ${why}` };
     if (!x.checkPrivateKey(k)) return { problem: `Secret ${ns}/${name}: tls.key does not match tls.crt` };
+    // what OpenSSL refuses of the chain (a 1024-bit intermediate) is said here, not thrown once
+    // the listener is being built
+    const refused = openSSLRefuses.get(`${textKey(cert)}\u0000${textKey(key)}`, () => {
+      try {
+        createSecureContext({ cert, key });
+        return null;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    });
+    if (refused) return { problem: `Secret ${ns}/${name}: OpenSSL refuses tls.crt/tls.key: ${refused}` };
   } catch (err) {
     return { problem: `Secret ${ns}/${name}: tls.crt/tls.key are not a valid PEM certificate and key: ${(err as Error).message}` };
   }

@@ -66,6 +66,15 @@ test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundl
   });
   assert.equal(s.plan, null);
   assert.match(s.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /tls\.key is a 1024-bit rsa key; at least 2048 bits/);
+  // a chain OpenSSL refuses (an intermediate of 1024 bits) is said here too
+  const weak = makeOddCA(dir, 'weak-intermediate', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024']);
+  const under = makeLeaf(dir, weak, 'under-weak', { cn: 'gw', dnsNames: ['localhost'] });
+  const chain = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
+    port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(under.cert + weak.cert), 'tls.key': b64(under.key) } } },
+    caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
+  });
+  assert.equal(chain.plan, null);
+  assert.match(chain.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /OpenSSL refuses tls\.crt\/tls\.key: .*ca key too small/);
   const many = ca.cert.repeat(maxBundleCertificates + 1);
   const over = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': many } } });
   assert.match(over.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /257 certificates in it, more than the 256 a bundle may hold/);
@@ -288,12 +297,15 @@ test('a CA bundle with a key over 8192 bits, a DSA key or an RSA exponent over 2
   assert.ok(Array.isArray(parseBundle(ca.cert)));
 });
 
-test('a bundle is looked up by its text when short, by its sha256 when long (V8 hashes long strings by length only: same-length bundles would share a bucket)', () => {
-  assert.equal(textKey('short'), 'short');
+test('a bundle is looked up by its text when short, by its sha256 when long (V8 hashes long strings by length only: same-length bundles would share a bucket); a text never passes for a digest', () => {
+  assert.equal(textKey('short'), 't:short');
   const long = (end: string) => `${'A'.repeat(20_000)}${end}`;
   const a = textKey(long('1'));
-  assert.match(a, /^sha256:[\w-]{43}$/);
+  assert.match(a, /^h:[\w-]{43}$/);
   assert.notEqual(textKey(long('2')), a, 'same length, another text');
   assert.equal(textKey(long('1')), a, 'the same text (another string of it)');
-  assert.equal(textKey(`${'A'.repeat(16_383)}`).length, 16_383, 'up to V8\'s length: itself');
+  for (let i = 3; i < 9; i++) textKey(long(String(i))); // past the ones remembered
+  assert.equal(textKey(long('1')), a);
+  assert.notEqual(textKey(a), a, 'a short text that reads like a digest');
+  assert.notEqual(textKey(a.slice(2)), a);
 });
