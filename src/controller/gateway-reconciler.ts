@@ -139,9 +139,12 @@ export class GatewayReconciler {
     let programmed: Awaited<ReturnType<GatewayReconciler['program']>>;
     try {
       const started = performance.now();
-      t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
-        : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
-      spent.ms += performance.now() - started;
+      try {
+        t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
+          : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
+      } finally {
+        spent.ms += performance.now() - started;
+      }
       programmed = await this.program(key, spec, t.plan, spent);
     } finally {
       this.d.charge?.(namespace, spent.ms);

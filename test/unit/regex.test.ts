@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileRegex, programEstimate, regexInfo } from '../../src/api/regex.js';
+import { compileRegex, programEstimate, regexInfo, foldedSpan } from '../../src/api/regex.js';
 
 test('a pattern\'s program size is estimated from its text at or above what it compiles to', () => {
   const patterns = ['^.*', '^(?:GET|HEAD|OPTIONS)$', '^/api/v1/namespaces/[a-z0-9-]{1,63}/pods/[a-z0-9-]{1,253}$', '(?i)^/apis?/v1/secrets',
@@ -49,4 +49,14 @@ test('random patterns: the estimate is never below half of what compiles (the ch
     assert.ok(2 * programEstimate(p) >= real, `${JSON.stringify(p)}: estimate ${programEstimate(p)}, compiled ${real}`);
   }
   assert.ok(compiled > 5_000, `${compiled} patterns compiled`);
+});
+
+test('the code points a pattern\'s case-insensitive class ranges make re2js walk are counted from its text, before it is compiled', () => {
+  const cases: [string, number][] = [
+    ['(?i)[a-z]', 26], ['[a-z]', 0], ['(?i)[B-\\x{1E942}]', 125_185], ['(?i)[\\x{0}-\\x{10FFFF}]', 0],
+    ['(?i)[^a-zA-Z0-9]', 52], ['(?i)[]a-c]', 3], ['(?i)\\Q[A-Z]\\E[a-c]', 3], ['(?i)[[:alpha:]a-c]', 3],
+    ['(?i)[\\x41-\\x5a]', 26], ['(?i)[\\101-\\132]', 26], ['(?i)[a\\-z]', 0], ['(?i)[\\p{Greek}a-c]', 3],
+    ['(?s-i)[A-Z]', 26], // i named anywhere: counted (what it saves is never worth the doubt)
+  ];
+  for (const [p, n] of cases) assert.equal(foldedSpan(p), n, p);
 });

@@ -100,6 +100,13 @@ test('filters that compile to too many RE2 instructions are InvalidRegex, per ro
   assert.equal(named.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods name more than the 32 Unicode classes (\\p, \\P) a gateway\'s patterns may name (parsing them blocks the operator every team shares) (passed at spec.routes[1].apiserver)');
   assert.deepEqual(problems([apiRoute(0, [classes(16)]), apiRoute(1, [classes(17)])]), [named.message]);
   assert.equal(accepted([apiRoute(0, [classes(16)]), apiRoute(1, [classes(16), '^/a\\\\pL$'])]).status, 'True', 'an escaped backslash before p is no 33rd class');
+  // and at most 20,000 code points of case-insensitive class ranges, walked one by one to fold them
+  const folding = (hi: string) => `(?i)[B-\\x{${hi}}]`;
+  assert.equal(accepted([apiRoute(0, [folding('4E5F')])]).status, 'True', '19,998 (0x42-0x4E5F)');
+  const fold = accepted([apiRoute(0, [folding('4E5F')]), apiRoute(1, ['(?i)^/[a-c]'])]);
+  assert.equal(fold.reason, 'InvalidRegex');
+  assert.equal(fold.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods case-fold more than the 20000 code points of class ranges a gateway\'s patterns may fold (parsing them blocks the operator every team shares) (passed at spec.routes[1].apiserver)');
+  assert.deepEqual(problems([apiRoute(0, [folding('4E5F')]), apiRoute(1, ['(?i)^/[a-c]'])]), [fold.message]);
   const more = accepted(many(256));
   assert.equal(more.reason, 'InvalidRegex');
   assert.equal(more.message, 'spec.routes: the routes\' acceptPaths, rejectPaths and rejectMethods hold more than the 256 different patterns a gateway may have (passed at spec.routes[7].apiserver.rejectPaths[31])');
