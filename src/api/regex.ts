@@ -44,75 +44,75 @@ function runeRanges(re: RE2JS): number {
 }
 
 /**
- * The code points re2js walks one by one to case-fold `pattern`'s explicit class ranges (those
- * within 0x41-0x1E943, less the shortcut for a range that spans them all), counted as if every
- * class were case-insensitive when the pattern sets i anywhere: ~25 ns each, before any bound on
- * its program can be checked (`(?i)[B-\x{1E942}]` is 125,000 of them; 21 in a pattern, 70 ms).
+ * At most the code points re2js walks one by one to case-fold `pattern`'s class ranges (those
+ * within 0x41-0x1E943, less the shortcut for a range that spans them all; ~25 ns each, before any
+ * bound on its program can be checked: `(?i)[B-\x{1E942}]` is 125,000). Counted from the text,
+ * high: when the pattern sets i anywhere, every `X-Y` in it (in a class or not) is a range, and a
+ * Perl or POSIX class (folded as a whole) is 64. The characters are read as leniently as re2js
+ * reads them (any number of hex digits in \x{...}; a `[:` that is no class is two characters).
  */
 export function foldedSpan(pattern: string): number {
   if (!/\(\?[A-Za-z-]*i/.test(pattern)) return 0;
   const cs = Array.from(pattern, (c) => c.codePointAt(0)!);
-  let i = 0;
-  /** At a backslash: the character it writes, or null (a class such as \d or \pL, or bad). */
-  const escaped = (): number | null => {
-    i++;
-    const c = cs[i++];
-    if (c === undefined) return null;
-    const ch = String.fromCodePoint(c);
-    if (ch >= '0' && ch <= '7') {
-      let r = c - 48;
-      for (let k = 1; k < 3 && cs[i] !== undefined && cs[i]! >= 48 && cs[i]! <= 55; k++) r = r * 8 + cs[i++]! - 48;
-      return r;
-    }
-    if (ch === 'x') {
-      if (cs[i] === 123) { // \x{HEX}
-        const end = cs.indexOf(125, i);
-        if (end < 0) return null;
-        const hex = String.fromCodePoint(...cs.slice(i + 1, end));
-        i = end + 1;
-        return /^[0-9A-Fa-f]{1,8}$/.test(hex) ? parseInt(hex, 16) : null;
-      }
-      const hex = String.fromCodePoint(...cs.slice(i, i + 2));
-      i += 2;
-      return /^[0-9A-Fa-f]{2}$/.test(hex) ? parseInt(hex, 16) : null;
-    }
-    const simple = ({ a: 7, f: 12, n: 10, r: 13, t: 9, v: 11 } as Record<string, number>)[ch];
-    if (simple !== undefined) return simple;
-    if (ch === 'p' || ch === 'P') {
-      const end = cs.indexOf(125, i);
-      i = cs[i] !== 123 ? i + 1 : end < 0 ? cs.length : end + 1;
-      return null;
-    }
-    return c <= 127 && !/[0-9A-Za-z]/.test(ch) ? c : null;
-  };
+  /** The pattern as characters (code points) and classes (null), escapes read. */
+  const items: (number | null)[] = [];
   let n = 0;
-  while (i < cs.length) {
-    if (cs[i] === 92 && cs[i + 1] === 81) { // \Q...\E: literal text
-      i += 2;
-      while (i < cs.length && !(cs[i] === 92 && cs[i + 1] === 69)) i++;
-      i += 2;
-    } else if (cs[i] === 92) {
-      escaped();
-    } else if (cs[i] !== 91) {
-      i++;
-    } else { // a class: [ ^? ]? items ]
-      i++;
-      if (cs[i] === 94) i++;
-      for (let first = true; i < cs.length && (first || cs[i] !== 93); first = false) {
-        if (cs[i] === 91 && cs[i + 1] === 58) { // [:alpha:]
-          let j = i + 2;
-          while (j < cs.length && !(cs[j] === 58 && cs[j + 1] === 93)) j++;
-          i = j + 2;
-          continue;
-        }
-        const lo = cs[i] === 92 ? escaped() : cs[i++]!;
-        if (lo === null || cs[i] !== 45 || cs[i + 1] === 93 || cs[i + 1] === undefined) continue;
-        i++;
-        const hi = cs[i] === 92 ? escaped() : cs[i++]!;
-        if (hi !== null) n += foldWalk(lo, hi);
+  for (let i = 0; i < cs.length;) {
+    const c = cs[i]!;
+    if (c === 91 && cs[i + 1] === 58) { // [:name:] (or [:^name:]) when it is one
+      const end = cs.indexOf(58, i + 2);
+      const name = end < 0 ? '' : String.fromCodePoint(...cs.slice(i + 2, end)).replace(/^\^/, '');
+      if (end > 0 && cs[end + 1] === 93 && /^[a-z]+$/.test(name)) {
+        items.push(null);
+        n += 64;
+        i = end + 2;
+        continue;
       }
-      i++;
     }
+    if (c !== 92) {
+      items.push(c);
+      i++;
+      continue;
+    }
+    const e = cs[i + 1];
+    if (e === undefined) break;
+    const ch = String.fromCodePoint(e);
+    if (ch === 'Q') { // \Q...\E: literal characters
+      i += 2;
+      while (i < cs.length && !(cs[i] === 92 && cs[i + 1] === 69)) items.push(cs[i++]!);
+      i += 2;
+    } else if (ch === 'x' && cs[i + 2] === 123) { // \x{HEX}: any number of digits
+      const end = cs.indexOf(125, i + 3);
+      const hex = String.fromCodePoint(...cs.slice(i + 3, end < 0 ? cs.length : end));
+      items.push(/^[0-9A-Fa-f]+$/.test(hex) ? Math.min(parseInt(hex, 16), 0x10ffff) : null);
+      i = end < 0 ? cs.length : end + 1;
+    } else if (ch === 'x') {
+      const hex = String.fromCodePoint(...cs.slice(i + 2, i + 4));
+      items.push(/^[0-9A-Fa-f]{2}$/.test(hex) ? parseInt(hex, 16) : null);
+      i += 4;
+    } else if (ch >= '0' && ch <= '7') {
+      let r = e - 48;
+      let j = i + 2;
+      for (let k = 1; k < 3 && cs[j] !== undefined && cs[j]! >= 48 && cs[j]! <= 55; k++) r = r * 8 + cs[j++]! - 48;
+      items.push(r);
+      i = j;
+    } else if (ch === 'p' || ch === 'P') { // a Unicode class (bounded apart)
+      const end = cs.indexOf(125, i + 2);
+      i = cs[i + 2] !== 123 ? i + 3 : end < 0 ? cs.length : end + 1;
+      items.push(null);
+    } else if ('dDsSwW'.includes(ch)) {
+      items.push(null);
+      n += 64;
+      i += 2;
+    } else {
+      items.push(({ a: 7, f: 12, n: 10, r: 13, t: 9, v: 11 } as Record<string, number>)[ch] ?? e);
+      i += 2;
+    }
+  }
+  for (let k = 1; k + 1 < items.length; k++) {
+    const lo = items[k - 1];
+    const hi = items[k + 1];
+    if (items[k] === 45 && lo != null && hi != null && hi >= lo) n += foldWalk(lo, hi);
   }
   return n;
 }

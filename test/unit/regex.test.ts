@@ -51,12 +51,14 @@ test('random patterns: the estimate is never below half of what compiles (the ch
   assert.ok(compiled > 5_000, `${compiled} patterns compiled`);
 });
 
-test('the code points a pattern\'s case-insensitive class ranges make re2js walk are counted from its text, before it is compiled', () => {
+test('the code points a pattern\'s case-insensitive class ranges make re2js walk are counted from its text, before it is compiled, never fewer', () => {
   const cases: [string, number][] = [
     ['(?i)[a-z]', 26], ['[a-z]', 0], ['(?i)[B-\\x{1E942}]', 125_185], ['(?i)[\\x{0}-\\x{10FFFF}]', 0],
-    ['(?i)[^a-zA-Z0-9]', 52], ['(?i)[]a-c]', 3], ['(?i)\\Q[A-Z]\\E[a-c]', 3], ['(?i)[[:alpha:]a-c]', 3],
-    ['(?i)[\\x41-\\x5a]', 26], ['(?i)[\\101-\\132]', 26], ['(?i)[a\\-z]', 0], ['(?i)[\\p{Greek}a-c]', 3],
-    ['(?s-i)[A-Z]', 26], // i named anywhere: counted (what it saves is never worth the doubt)
+    ['(?i)[^a-zA-Z0-9]', 52], ['(?i)[]a-c]', 3], ['(?i)[\\x41-\\x5a]', 26], ['(?i)[\\101-\\132]', 26], ['(?i)[\\p{Greek}a-c]', 3],
+    // read high rather than low: every X-Y is a range, i named anywhere counts, a Perl or POSIX class is 64
+    ['(?i)\\Q[A-Z]\\E[a-c]', 29], ['(?i)[a\\-z]', 26], ['(?s-i)[A-Z]', 26], ['(?i)[[:alpha:]a-c]', 67], ['(?i)[\\w]', 64],
+    // what a first scan missed (a review): a [: that is no class; \x{} with more than 8 digits
+    ['(?i)[[:B-\u{1E942}]', 125_185], ['(?i)[\\x{000000042}-\\x{1E942}]', 125_185],
   ];
   for (const [p, n] of cases) assert.equal(foldedSpan(p), n, p);
 });
