@@ -2,7 +2,8 @@
 // once, per-key exponential backoff (5 ms -> 1000 s) under a token bucket. Fair between groups
 // (namespaces): FIFO within a group, groups take turns, so one team's thousands of keys do not
 // make another team's key wait behind them all; and each group has a bucket of its own, so one
-// team's failing reconciles do not make another team's retries wait (client-go's is global).
+// team's failing reconciles do not make another team's retries wait (client-go's is global); and,
+// with groupTime, a share of the event loop (`charge`): a group past it waits, the others go on.
 import { realClock, type Clock, type Timer } from '../clock.js';
 
 export interface QueueOptions {
