@@ -35,16 +35,16 @@ export class WorkQueue {
   private readonly enqueuedAt = new Map<string, number>();
   private waiters: Array<(key: string | undefined) => void> = [];
   private closed = false;
-  /** Each group's retry bucket, while it is not full. */
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  /** Each group's time bucket (groupTime), while it is not full; and when a paused group may go on. */
-  private readonly time = new Map<string, { tokens: number; at: number }>();
-  private readonly paused = new Map<string, number>();
+  /** Each group's retry bucket (qps, burst), and its event-loop time bucket (groupTime). */
+  private readonly buckets: GroupBuckets;
+  private readonly time: GroupBuckets | undefined;
   private wake: Timer | undefined;
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
+    this.buckets = new GroupBuckets(opts.qps ?? 10, opts.burst ?? 100);
+    this.time = opts.groupTime && new GroupBuckets(opts.groupTime.msPerSecond, opts.groupTime.burstMs);
   }
 
   get depth(): number {
@@ -89,7 +89,7 @@ export class WorkQueue {
     this.failures.set(key, n + 1);
     this.opts.hooks?.retry();
     const perKey = Math.min(this.opts.maxDelayMs ?? 1_000_000, (this.opts.baseDelayMs ?? 5) * 2 ** n);
-    this.addAfter(key, Math.max(perKey, this.bucketDelay(this.opts.groupOf?.(key) ?? '')));
+    this.addAfter(key, Math.max(perKey, this.buckets.take(this.opts.groupOf?.(key) ?? '', 1, this.clock.now())));
   }
 
   forget(key: string): void {
@@ -110,19 +110,7 @@ export class WorkQueue {
 
   /** The group's work took `ms` of the event loop (groupTime): past its share, it waits. */
   charge(group: string, ms: number): void {
-    const t = this.opts.groupTime;
-    if (!t || ms <= 0) return;
-    const now = this.clock.now();
-    const b = this.time.get(group) ?? { tokens: t.burstMs, at: now };
-    b.tokens = Math.min(t.burstMs, b.tokens + ((now - b.at) / 1000) * t.msPerSecond) - ms;
-    b.at = now;
-    this.time.set(group, b);
-    if (b.tokens < 0) {
-      this.paused.set(group, now + (-b.tokens / t.msPerSecond) * 1000);
-      this.scheduleWake();
-    }
-    // full again (refilled) is no entry: only the groups that spent lately are kept
-    if (this.time.size > 1024) for (const [g, x] of this.time) if (x.tokens + ((now - x.at) / 1000) * t.msPerSecond >= t.burstMs) this.time.delete(g);
+    if (this.time && ms > 0 && this.time.take(group, ms, this.clock.now()) > 0) this.scheduleWake();
   }
 
   private take(): string | undefined {
@@ -138,19 +126,15 @@ export class WorkQueue {
   }
 
   private isPaused(group: string): boolean {
-    const until = this.paused.get(group);
-    if (until === undefined) return false;
-    if (until > this.clock.now()) return true;
-    this.paused.delete(group);
-    return false;
+    return (this.time?.wait(group, this.clock.now()) ?? 0) > 0;
   }
 
   /** Hands keys of groups whose pause ended to waiting workers, at the earliest end. */
   private scheduleWake(): void {
     if (this.wake) this.clock.clearTimeout(this.wake);
     this.wake = undefined;
-    if (this.closed || !this.paused.size) return;
-    const ms = Math.max(1, Math.min(...this.paused.values()) - this.clock.now());
+    const ms = this.closed ? 0 : this.time?.soonest(this.clock.now()) ?? 0;
+    if (!ms) return;
     this.wake = this.clock.setTimeout(() => {
       this.wake = undefined;
       while (this.waiters.length) {
@@ -158,9 +142,8 @@ export class WorkQueue {
         if (key === undefined) break;
         this.waiters.shift()!(key);
       }
-      for (const [g, until] of this.paused) if (until <= this.clock.now()) this.paused.delete(g);
       this.scheduleWake();
-    }, ms);
+    }, Math.max(1, ms));
     this.wake.unref?.();
   }
 
@@ -194,7 +177,7 @@ export class WorkQueue {
 
   /** The first key of the first group in turn that is not paused; the group goes to the back if it has more. */
   private shift(): string | undefined {
-    const at = this.paused.size ? this.turns.findIndex((x) => !this.isPaused(x)) : 0;
+    const at = this.time ? this.turns.findIndex((x) => !this.isPaused(x)) : 0;
     if (at < 0 || !this.turns.length) return undefined;
     const g = this.turns.splice(at, 1)[0]!;
     const waiting = this.groups.get(g)!;
@@ -204,20 +187,49 @@ export class WorkQueue {
     this.count--;
     return key;
   }
+}
 
-  private bucketDelay(group: string): number {
-    const qps = this.opts.qps ?? 10;
-    const burst = this.opts.burst ?? 100;
-    const now = this.clock.now();
-    const refilled = (b: { tokens: number; at: number }) => Math.min(burst, b.tokens + ((now - b.at) / 1000) * qps);
-    const b = this.buckets.get(group) ?? { tokens: burst, at: now };
-    b.tokens = refilled(b) - 1;
-    b.at = now;
-    if (!this.buckets.has(group)) {
-      // a full bucket is no entry: the namespaces that failed lately are what is kept
-      if (this.buckets.size >= 1024) for (const [g, x] of this.buckets) if (refilled(x) >= burst) this.buckets.delete(g);
-      this.buckets.set(group, b);
+/** Token buckets by group, each refilling `perSecond` up to `burst`; a full one is no entry: only
+ * the groups that spent lately are kept (past 1,024, the full ones are dropped). */
+class GroupBuckets {
+  private readonly kept = new Map<string, { tokens: number; at: number }>();
+
+  constructor(private readonly perSecond: number, private readonly burst: number) {}
+
+  get size(): number {
+    return this.kept.size;
+  }
+
+  /** Takes `n` from the group's bucket; returns the ms until it is out of debt (0: it is not). */
+  take(group: string, n: number, now: number): number {
+    let b = this.kept.get(group);
+    if (!b) {
+      if (this.kept.size >= 1024) for (const [g, x] of this.kept) if (this.level(x, now) >= this.burst) this.kept.delete(g);
+      this.kept.set(group, (b = { tokens: this.burst, at: now }));
     }
-    return b.tokens >= 0 ? 0 : (-b.tokens / qps) * 1000;
+    b.tokens = this.level(b, now) - n;
+    b.at = now;
+    return this.wait(group, now);
+  }
+
+  /** The ms until the group's bucket is out of debt (0: it is not). */
+  wait(group: string, now: number): number {
+    const b = this.kept.get(group);
+    const level = b ? this.level(b, now) : 0;
+    return level < 0 ? (-level / this.perSecond) * 1000 : 0;
+  }
+
+  /** The ms until the first group in debt is out of it (0: none is). */
+  soonest(now: number): number {
+    let ms = 0;
+    for (const g of this.kept.keys()) {
+      const w = this.wait(g, now);
+      if (w > 0 && (!ms || w < ms)) ms = w;
+    }
+    return ms;
+  }
+
+  private level(b: { tokens: number; at: number }, now: number): number {
+    return Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.perSecond);
   }
 }
