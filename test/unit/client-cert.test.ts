@@ -50,31 +50,29 @@ test('translate: a team client CA becomes the plan with the team:NS: prefix; def
 test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundle over 256 certificates are refused; a bundle is parsed once', () => {
   // a handshake signs with the key on the shared event loop (RSA-8192: ~40 ms each); the size is
   // checked before the key is matched to the certificate
-  const big = generateKeyPairSync('rsa', { modulusLength: 4160 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
-    port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(server.cert), 'tls.key': b64(big) } } },
-    caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
-  });
+  /** The listener with this certificate (chain) and key: its plan and ResolvedRefs message. */
+  const withPair = (crt: string, key: string) => {
+    const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
+      port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(crt), 'tls.key': b64(key) } } },
+      caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
+    });
+    return { plan: t.plan, message: t.conditions.find((c) => c.type === 'ResolvedRefs')!.message };
+  };
+  const rsa = (bits: number) => generateKeyPairSync('rsa', { modulusLength: bits }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  const t = withPair(server.cert, rsa(4160));
   assert.equal(t.plan, null);
-  assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /tls\.key is a 4160-bit rsa key; at most 4096 bits/);
+  assert.match(t.message, /tls\.key is a 4160-bit rsa key; at most 4096 bits/);
   // one OpenSSL refuses (after the listener's filters were compiled: a reconcile that throws, and
   // no condition) is refused here, with one
-  const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  const s = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
-    port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(server.cert), 'tls.key': b64(small) } } },
-    caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
-  });
+  const s = withPair(server.cert, rsa(1024));
   assert.equal(s.plan, null);
-  assert.match(s.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /tls\.key is a 1024-bit rsa key; at least 2048 bits/);
+  assert.match(s.message, /tls\.key is a 1024-bit rsa key; at least 2048 bits/);
   // a chain OpenSSL refuses (an intermediate of 1024 bits) is said here too
   const weak = makeOddCA(dir, 'weak-intermediate', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024']);
   const under = makeLeaf(dir, weak, 'under-weak', { cn: 'gw', dnsNames: ['localhost'] });
-  const chain = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
-    port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(under.cert + weak.cert), 'tls.key': b64(under.key) } } },
-    caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
-  });
+  const chain = withPair(under.cert + weak.cert, under.key);
   assert.equal(chain.plan, null);
-  assert.match(chain.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /OpenSSL refuses tls\.crt\/tls\.key: .*ca key too small/);
+  assert.match(chain.message, /OpenSSL refuses tls\.crt\/tls\.key: .*ca key too small/);
   const many = ca.cert.repeat(maxBundleCertificates + 1);
   const over = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': many } } });
   assert.match(over.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /257 certificates in it, more than the 256 a bundle may hold/);
