@@ -27,9 +27,9 @@ const plan = (namespace: string, port: number) => translate(applyDefaults({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace, generation: 1 },
   spec: { authentication: { audiences: ['gw'] }, access: [{ users: ['bench'] }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] },
 } as unknown as AccessGateway), { port: { port } }).plan!;
-const tls = { secretName: 's', cert: file('listener.crt'), key: file('listener.key') };
+const tls = { secretName: 's', cert: file('listener.crt'), key: file('listener.key'), notAfter: 0 };
 const [a, b] = [Number(process.argv[4]), Number(process.argv[5])];
-await m.apply('team-a/gw', { ...plan('team-a', a), tls: { ...tls, clientCA: { ref: 'bench', pem: file('clients.crt'), required: false, prefix: 'team:team-a:' } } });
+await m.apply('team-a/gw', { ...plan('team-a', a), tls: { ...tls, clientCA: { ref: 'bench', pem: file('clients.crt'), required: false, prefix: 'team:team-a:', notAfter: 0 } } });
 await m.apply('team-b/gw', { ...plan('team-b', b), tls: { ...tls, clientCA: null } });
 const h = monitorEventLoopDelay({ resolution: 1 });
 h.enable();

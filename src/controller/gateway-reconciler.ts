@@ -248,6 +248,7 @@ export class GatewayReconciler {
       spent.ms += performance.now() - started;
     }
     let applied = await pending;
+    if (applied?.programmed && applied.reloaded && this.leader()) void this.d.events?.record(spec, 'Normal', 'CertificateReloaded', applied.reloaded);
     if (applied?.programmed && plan?.auth.mode === 'JWKS' && this.d.jwksReady && !this.d.jwksReady.ready()) {
       // serving already (503 with Retry-After, never 401), but not Ready until tokens can be verified
       applied = { programmed: false, reason: Reason.Pending, message: 'JWKS: waiting for the apiserver signing keys and the revocation caches '

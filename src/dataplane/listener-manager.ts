@@ -4,9 +4,11 @@ import { equal, printPlan, type GatewayPlan } from '../translate/plan.js';
 import { defaultLimits, Listener, listenerShape, type ListenerLimits } from './listener.js';
 import type { DataplaneDeps } from './route-table.js';
 import { budgetsFor, type Budgets } from './namespace-budget.js';
+import type { CertificateExpiry } from '../observability/metrics.js';
 
 export type ApplyResult =
-  | { programmed: true; port: number }
+  /** `reloaded`: the serving certificate or client CA a listener now uses for new connections, said for an Event. */
+  | { programmed: true; port: number; reloaded?: string }
   | { programmed: false; reason: string; message: string };
 
 export class ListenerManager {
@@ -19,6 +21,17 @@ export class ListenerManager {
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {
     this.budgets = budgetsFor(limits, deps.log);
+    deps.metrics.servedCertificates(() => this.certificates());
+  }
+
+  /** The certificates the open listeners serve with, for the expiry gauge. */
+  private *certificates(): Iterable<CertificateExpiry> {
+    for (const l of this.listeners.values()) {
+      const { namespace, name: gateway, tls } = l.plan;
+      if (!tls) continue;
+      yield { namespace, gateway, certificate: 'serving', notAfter: tls.notAfter / 1000 };
+      if (tls.clientCA) yield { namespace, gateway, certificate: 'client-ca', notAfter: tls.clientCA.notAfter / 1000 };
+    }
   }
 
   /** The listener serving `key`, if any. */
@@ -52,9 +65,10 @@ export class ListenerManager {
     const removed = (current?.plan.routes ?? []).map((r) => r.name).filter((n) => !kept.has(n)); // (current.plan is the new one once updated)
     const dropRemoved = () => { for (const r of removed) this.deps.metrics.forget(plan.namespace, plan.name, r); };
     if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
+      const reloaded = reloadedCertificates(current.plan, plan);
       this.orDropSeries(plan, current, () => current.update(plan));
       dropRemoved();
-      return { programmed: true, port: plan.port };
+      return { programmed: true, port: plan.port, ...(reloaded ? { reloaded } : {}) };
     }
     const next = this.orDropSeries(plan, current, () => new Listener(plan, this.deps, this.limits, this.budgets));
     let old = current;
@@ -128,4 +142,15 @@ export class ListenerManager {
     this.listeners.clear();
     await Promise.all([...all.map((l) => l.close(graceMs)), ...this.draining]);
   }
+}
+
+/** What an update of the same listener's TLS changes: its certificate, its client CA (or null). */
+function reloadedCertificates(was: GatewayPlan, now: GatewayPlan): string | null {
+  const a = was.tls, b = now.tls;
+  if (!a || !b) return null;
+  const said: string[] = [];
+  const at = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+  if (a.cert !== b.cert) said.push(`listener certificate of Secret ${now.namespace}/${b.secretName} reloaded (expires ${at(b.notAfter)})`);
+  if (b.clientCA && a.clientCA && a.clientCA.pem !== b.clientCA.pem) said.push(`client CA ${b.clientCA.ref} reloaded (its first certificate to expire does at ${at(b.clientCA.notAfter)})`);
+  return said.length ? `${said.join('; ')}; used for new connections` : null;
 }

@@ -22,6 +22,7 @@ export function codeClass(status: number): string {
 
 export function createMetrics(registry = new Registry()) {
   collectDefaultMetrics({ register: registry, prefix: 'access_gateway_' });
+  let certificates: () => Iterable<CertificateExpiry> = () => [];
   const r = [registry];
   const gw = ['namespace', 'gateway'] as const;
   const route = ['namespace', 'gateway', 'route'] as const;
@@ -79,6 +80,13 @@ export function createMetrics(registry = new Registry()) {
     informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed or received a watch event (Unix time).', labelNames: ['informer'], registers: r }),
     logLinesDropped: new Counter({ name: 'access_gateway_log_lines_dropped_total', help: 'Log lines (access lines and the others) dropped because 16 MiB of lines waited to be written to stdout: whatever reads the operator\'s log stopped reading.', registers: r,
       collect() { this.reset(); this.inc(droppedLogLines()); } }),
+    certificateExpiry: new Gauge({ name: 'access_gateway_certificate_expiry_timestamp_seconds', help: 'When a certificate a listener serves with expires (Unix time): certificate serving (the leaf of spec.listener.tls.secretName) or client-ca (the first of spec.listener.tls.clientCA\'s certificates to expire). Read from the listeners open at the scrape.', labelNames: [...gw, 'certificate'], registers: r,
+      collect() {
+        this.reset();
+        for (const c of certificates()) this.set({ namespace: c.namespace, gateway: c.gateway, certificate: c.certificate }, c.notAfter);
+      } }),
+    /** Where the certificate expiry gauge reads, at each scrape, what is served. */
+    servedCertificates: (read: () => Iterable<CertificateExpiry>) => { certificates = read; },
     leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),
     // admin port: who may read /metrics (--metrics-auth kubernetes)
     adminAuth: zeroed(new Counter({ name: 'access_gateway_admin_auth_decisions_total', help: 'Admin-port /metrics requests by decision: allowed, unauthenticated (401), forbidden (403), unavailable (503: apiserver did not answer), overloaded (503: too many reviews waiting).', labelNames: ['result'], registers: r }),
@@ -107,6 +115,7 @@ function zeroedHistogram<T extends string>(h: Histogram<T>, combos: Partial<Reco
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+export interface CertificateExpiry { namespace: string; gateway: string; certificate: 'serving' | 'client-ca'; notAfter: number }
 export interface Exposition { head: string; chunks: Iterable<Buffer> }
 
 /** A registry with no-op use, for library callers and unit tests. */

@@ -66,6 +66,8 @@ export interface ClientCAPlan {
   required: boolean;
   /** Put before the username and every group: team:NAMESPACE: for a team's CA. */
   prefix: string;
+  /** When the first of its certificates expires, ms since the epoch. */
+  notAfter: number;
 }
 
 export interface GatewayPlan {
@@ -73,8 +75,8 @@ export interface GatewayPlan {
   name: string;
   generation: number;
   port: number;
-  /** Listener TLS from a kubernetes.io/tls Secret (PEM); null: plain HTTP. */
-  tls: { secretName: string; cert: string; key: string; clientCA: ClientCAPlan | null } | null;
+  /** Listener TLS from a kubernetes.io/tls Secret (PEM), `notAfter` its certificate's (ms since the epoch); null: plain HTTP. */
+  tls: { secretName: string; cert: string; key: string; notAfter: number; clientCA: ClientCAPlan | null } | null;
   /** issuers: the platform's OIDC issuers (URLs) whose tokens are accepted too. */
   auth: { mode: 'TokenReview' | 'JWKS'; audiences: string[]; cacheTTLSeconds: number; issuers?: string[] };
   access: AccessRulePlan[];

@@ -51,7 +51,7 @@ const openSSLRefuses = new Recent<string, string | null>(64);
 
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */
 export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
-  { cert: string; key: string } | { problem: string } {
+  { cert: string; key: string; notAfter: number } | { problem: string } {
   const s = secrets?.[`${ns}/${name}`];
   if (!s) return { problem: `Secret ${ns}/${name} not found (it must be labelled ${listenerTLSLabel}=true)` };
   if (s.type !== 'kubernetes.io/tls') return { problem: `Secret ${ns}/${name} has type ${s.type ?? 'Opaque'}, not kubernetes.io/tls` };
@@ -80,10 +80,10 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
       }
     });
     if (refused) return { problem: `Secret ${ns}/${name}: OpenSSL refuses tls.crt/tls.key: ${refused}` };
+    return { cert, key, notAfter: x.validToDate.getTime() };
   } catch (err) {
     return { problem: `Secret ${ns}/${name}: tls.crt/tls.key are not a valid PEM certificate and key: ${(err as Error).message}` };
   }
-  return { cert, key };
 }
 
 /** spec.listener.tls.clientCA resolved: a team's CA, so every name it yields is prefixed team:NS:. */
@@ -94,7 +94,8 @@ export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap:
   if (pem === undefined) return { problem: `client CA ${where} not found (the object must exist and be labelled ${caBundleLabel}=true)` };
   const certs = bundles.parse(pem);
   if ('problem' in certs) return { problem: `client CA ${where}: ${certs.problem}` };
-  return { ref: where, pem, required: ref.mode === 'Required', prefix: teamPrefix(ns) };
+  const notAfter = Math.min(...certs.map((c) => c.validToDate.getTime()));
+  return { ref: where, pem, required: ref.mode === 'Required', prefix: teamPrefix(ns), notAfter };
 }
 
 export interface Translation {

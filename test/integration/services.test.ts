@@ -4,6 +4,7 @@
 // leave before the upstream connection is up, listener certificate renewal and rate limits.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 import { connect } from 'node:net';
 import { PassThrough } from 'node:stream';
@@ -392,6 +393,12 @@ spec:
     s.on('error', reject);
   });
   const first = await fingerprint();
+  const expiry = async (certificate: string) => Number(new RegExp(`^access_gateway_certificate_expiry_timestamp_seconds\\{namespace="${ns}",gateway="secure-listener",certificate="${certificate}"\\} (\\S+)$`, 'm')
+    .exec(await scrapeMetrics(cp, op.adminPort))?.[1]);
+  const expiresAt = (cert: string) => new X509Certificate(cert).validToDate.getTime() / 1000;
+  const secret = (await cp.api('GET', `/api/v1/namespaces/${ns}/secrets/svc-tls`)).body;
+  assert.equal(await expiry('serving'), expiresAt(Buffer.from(secret.data['tls.crt'], 'base64').toString()));
+  assert.ok(Number.isNaN(await expiry('client-ca')), 'no client CA, no series');
   // a keep-alive connection opened before the renewal
   const open = tlsConnect({ host: '127.0.0.1', port: p, rejectUnauthorized: false });
   await new Promise((r, j) => { open.once('secureConnect', r); open.once('error', j); });
@@ -411,6 +418,14 @@ spec:
     data: { 'tls.crt': Buffer.from(readFileSync(leaf.certFile)).toString('base64'), 'tls.key': Buffer.from(readFileSync(leaf.keyFile)).toString('base64') },
   }, 'application/merge-patch+json');
   await waitFor('renewed certificate served', async () => (await fingerprint()) !== first, 10_000);
+  const renewed = readFileSync(leaf.certFile, 'utf8');
+  assert.equal(await expiry('serving'), expiresAt(renewed));
+  // an Event on the gateway says so, with the new certificate's expiry
+  const at = new Date(expiresAt(renewed) * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const reloaded = await waitFor('a CertificateReloaded Event', async () => ((await cp.api('GET', `/api/v1/namespaces/${ns}/events?fieldSelector=involvedObject.name%3Dsecure-listener`))
+    .body.items as any[]).find((e) => e.reason === 'CertificateReloaded'), 10_000);
+  assert.equal(reloaded.type, 'Normal');
+  assert.equal(reloaded.message, `listener certificate of Secret ${ns}/svc-tls reloaded (expires ${at}); used for new connections`);
   // the connection made before the renewal was not dropped: it still serves, with the old certificate
   assert.equal(await ask(), '200');
   assert.equal((open as any).getPeerX509Certificate().fingerprint256, first);

@@ -40,7 +40,7 @@ test('translate: a team client CA becomes the plan with the team:NS: prefix; def
   const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), {
     port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } },
   });
-  assert.deepEqual(t.plan?.tls?.clientCA, { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:' });
+  assert.deepEqual(t.plan?.tls?.clientCA, { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:', notAfter: new X509Certificate(ca.cert).validToDate.getTime() });
   const req = translate(gateway({ kind: 'Secret', name: 'cas', key: 'ca.crt', mode: 'Required' }), {
     port: { port: 1 }, secrets, caBundles: { 'Secret/team-a/cas': { 'ca.crt': ca.cert + otherCA.cert } },
   });
@@ -205,7 +205,7 @@ function socket(cert: CertPair | null, authorized: boolean, chain: CertPair[] = 
 }
 
 test('identify: verified, missing and refused certificates, by mode and by whether a token was sent', () => {
-  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:' };
+  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:', notAfter: 0 };
   const optional = new ClientCertAuthenticator(plan);
   const required = new ClientCertAuthenticator({ ...plan, required: true });
   const ok = socket(alice, true);
@@ -223,7 +223,7 @@ test('identify: verified, missing and refused certificates, by mode and by wheth
 });
 
 test('identify: an expired certificate on an open connection is refused; so is one the current bundle did not sign', () => {
-  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:' };
+  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:', notAfter: 0 };
   const later = Date.now() + 3 * 86_400_000; // the test certificates live 2 days
   const sock = socket(alice, true);
   assert.ok(new ClientCertAuthenticator(plan).identify(sock, false));
@@ -250,7 +250,7 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
   const real = makeCA(dir, 'twin-real', { cn: 'twin', skid });
   const decoys = Array.from({ length: maxSignatureChecks + 1 }, (_, i) => makeCA(dir, `twin-decoy-${i}`, { cn: 'twin', skid }));
   const dave = makeLeaf(dir, real, 'dave', { cn: 'dave', client: true });
-  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: real.cert, required: false, prefix: 'team:team-a:' };
+  const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: real.cert, required: false, prefix: 'team:team-a:', notAfter: 0 };
   const verify = X509Certificate.prototype.verify;
   let checks = 0;
   X509Certificate.prototype.verify = function (this: X509Certificate, key) { checks++; return verify.call(this, key); };

@@ -4,6 +4,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
+import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { request } from 'undici';
@@ -111,13 +112,13 @@ async function counted(deps: DataplaneDeps, name: string, namespace: string): Pr
 function withTLS(p: GatewayPlan, rsa = false): GatewayPlan {
   const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
   const { cert, key } = makeLeaf(dir, makeCA(dir, 'ca'), 'listener', { cn: 'gw', dnsNames: ['gw'], rsa });
-  return { ...p, tls: { secretName: 's', cert, key, clientCA: null } };
+  return { ...p, tls: { secretName: 's', cert, key, notAfter: new X509Certificate(cert).validToDate.getTime(), clientCA: null } };
 }
 
 /** The plan with a TLS listener that asks for client certificates signed by `ca` (a bearer token does too). */
 function withClientCA(p: GatewayPlan, ca: CertPair): GatewayPlan {
   const tls = withTLS(p).tls!;
-  return { ...p, tls: { ...tls, clientCA: { ref: 'ConfigMap clients', pem: ca.cert, required: false, prefix: `team:${p.namespace}:` } } };
+  return { ...p, tls: { ...tls, clientCA: { ref: 'ConfigMap clients', pem: ca.cert, required: false, prefix: `team:${p.namespace}:`, notAfter: new X509Certificate(ca.cert).validToDate.getTime() } } };
 }
 
 /** The plan with its route going to a Service whose one endpoint is 127.0.0.1:`endpoint` (9: nothing
@@ -298,7 +299,7 @@ async function waitUntil(fn: () => Promise<boolean>, ms = 3_000): Promise<boolea
 test('a listener whose server cannot be made (a key OpenSSL refuses) gives back its route table\'s endpoint pools', async (t) => {
   const { deps, m } = managerFor(t);
   const p = planOf('team-a', 'gw', await freePort());
-  const tls = { secretName: 's', cert: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', key: 'not a key', clientCA: null };
+  const tls = { secretName: 's', cert: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', key: 'not a key', notAfter: 0, clientCA: null };
   await assert.rejects(m.apply('team-a/gw', { ...withService(p), tls }));
   assert.equal(deps.pools.size, 0);
 });
@@ -1049,6 +1050,38 @@ test('listener TLS: ECDHE suites only and no renegotiation, after a certificate 
     assert.equal(await handshake({ ciphers: 'AES256-GCM-SHA384' }), 'handshake: ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE', 'RSA key exchange');
     assert.equal(await handshake({ ciphers: 'ECDHE-RSA-AES256-GCM-SHA384' }), 'renegotiation: refused');
   }
+});
+
+test('certificate expiry: a series per certificate an open listener serves with; an update says what it reloaded; none once closed', async (t) => {
+  const { deps, m } = managerFor(t);
+  const [p1, p2] = [await freePort(), await freePort()];
+  const expiry = async () => [...(await exposed(deps)).matchAll(/^access_gateway_certificate_expiry_timestamp_seconds\{(.*)\} (\S+)$/gm)].map((x) => `${x[1]} ${x[2]}`).sort();
+  const seconds = (pem: string) => new X509Certificate(pem).validToDate.getTime() / 1000;
+  const dir = mkdtempSync(join(tmpdir(), 'agw-exp-'));
+  const clients = makeCA(dir, 'clients');
+  const a = withClientCA(planOf('team-a', 'gw', p1), clients);
+  assert.equal((await m.apply('team-a/gw', a))?.programmed, true);
+  await m.apply('team-b/plain', planOf('team-b', 'plain', p2)); // plain HTTP: no series
+  assert.deepEqual(await expiry(), [
+    `namespace="team-a",gateway="gw",certificate="client-ca" ${seconds(clients.cert)}`,
+    `namespace="team-a",gateway="gw",certificate="serving" ${seconds(a.tls!.cert)}`,
+  ]);
+  // the same listener, a new certificate: the result says so (for an Event), the series follows
+  const b = { ...a, generation: 2, tls: { ...withTLS(a).tls!, clientCA: a.tls!.clientCA } };
+  const applied = await m.apply('team-a/gw', b);
+  const at = new Date(b.tls!.notAfter).toISOString().replace(/\.\d+Z$/, 'Z');
+  assert.deepEqual(applied, { programmed: true, port: p1, reloaded: `listener certificate of Secret team-a/s reloaded (expires ${at}); used for new connections` });
+  assert.ok((await expiry()).includes(`namespace="team-a",gateway="gw",certificate="serving" ${seconds(b.tls!.cert)}`));
+  // a new client CA
+  const clients2 = makeCA(dir, 'clients2');
+  const c = withClientCA({ ...b, generation: 3 }, clients2);
+  c.tls = { ...b.tls!, clientCA: c.tls!.clientCA };
+  const ca = new Date(c.tls.clientCA!.notAfter).toISOString().replace(/\.\d+Z$/, 'Z');
+  assert.deepEqual(await m.apply('team-a/gw', c), { programmed: true, port: p1, reloaded: `client CA ConfigMap clients reloaded (its first certificate to expire does at ${ca}); used for new connections` });
+  // an unrelated change reloads nothing
+  assert.deepEqual(await m.apply('team-a/gw', { ...c, generation: 4 }), { programmed: true, port: p1 });
+  await m.apply('team-a/gw', null);
+  assert.deepEqual(await expiry(), []);
 });
 
 test('TLS handshakes take their share of the event loop, namespaces in turn: one team\'s burst of new connections does not hold back another\'s', { timeout: 30_000 }, async (t) => {
