@@ -11,7 +11,7 @@ export const usage = `usage:
                            [--listen-address HOST] [--advertise-address HOST] [--port-range 20000-20999]
                            [--leader-elect] [--leader-election-namespace NS] [--leader-election-id ID]
                            [--replica-selector LABELS] [--no-expose] [--max-gateways-per-namespace 16]
-                           [--max-labelled-mib-per-namespace 8]
+                           [--max-labelled-mib-per-namespace 8] [--released-port-hold-seconds 300]
                            [--expose-types ClusterIP,NodePort,LoadBalancer (default ClusterIP)]
                            [--default-expose-type ClusterIP] [--expose-annotations KEY|PREFIX*]...
                            [--authentication-config FILE (apiserver AuthenticationConfiguration: OIDC issuers)]

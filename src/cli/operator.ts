@@ -24,6 +24,7 @@ export const operatorFlags = {
   'leader-election-id': flag.string('access-gateway-operator'),
   'max-gateways-per-namespace': flag.int(16, 0, 100_000),
   'max-labelled-mib-per-namespace': flag.int(8, 0, 1024),
+  'released-port-hold-seconds': flag.int(300, 0, 86_400),
 };
 
 /** What teams may ask of spec.listener.expose: --expose-types (default ClusterIP only),
@@ -72,6 +73,7 @@ export async function runOperator(args: string[]): Promise<void> {
     ...(elector ? { isLeader: () => elector.isLeader } : {}),
     namespaces: f.namespace, portRange: f['port-range'], maxGatewaysPerNamespace: f['max-gateways-per-namespace'],
     maxLabelledBytesPerNamespace: f['max-labelled-mib-per-namespace'] * 2 ** 20, advertiseHost: advertise,
+    releasedPortHoldMs: f['released-port-hold-seconds'] * 1000,
   });
   rt.jwksReadiness.onReady(() => controller.resync());
   const admin = await rt.serveAdmin(() => controller.ready);

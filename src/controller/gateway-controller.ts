@@ -48,6 +48,8 @@ export interface GatewayControllerOptions {
    * the running pod its endpoint names, in the Service's namespace; `any` does not check. */
   endpointAddresses?: 'pods' | 'any';
   portRange: [number, number];
+  /** How long a port a gateway gave up stays its namespace's (0: given to anyone at once). */
+  releasedPortHoldMs?: number;
   maxGatewaysPerNamespace?: number;
   /** Bytes of labelled Secrets and ConfigMaps a namespace may hold (0: no bound). */
   maxLabelledBytesPerNamespace?: number;
@@ -78,7 +80,7 @@ export class GatewayController {
 
   constructor(private readonly opts: GatewayControllerOptions) {
     const clock = opts.clock ?? realClock;
-    this.ports = new PortAllocator(opts.portRange, () => clock.now());
+    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0);
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',

@@ -128,7 +128,7 @@ export class GatewayReconciler {
     const gw = this.d.gateways.get(namespace, name);
     if (!gw) return this.forget(key, log);
     const spec = applyDefaults(gw);
-    const port = this.claimPort(key, gw, spec);
+    const { port, retryInMs } = this.claimPort(key, gw, spec);
     this.requeueWaitingOn(key); // its port held or given up: those it made way for, or took the place of
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
@@ -156,7 +156,7 @@ export class GatewayReconciler {
     // the expired ones, written again when the next one expires
     const expiry = accessExpiry(spec.spec.access, this.clock.now());
     await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log);
-    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity);
+    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity);
     return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
@@ -176,24 +176,25 @@ export class GatewayReconciler {
     return {};
   }
 
-  /** The gateway's port: its own, a requested one, or one from the range; or why not. */
-  private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): PortSnapshot {
+  /** The gateway's port: its own, a requested one, or one from the range; or why not, and when
+   * to try again (a port held a while for the namespace that gave it up). */
+  private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): { port: PortSnapshot; retryInMs?: number } {
     const over = this.overLimit(key, gw);
     if (over) {
       const had = this.d.ports.portOf(key) !== undefined;
       this.d.ports.release(key);
       this.waitingForPort.delete(key);
       if (had) for (const k of this.waitingForPort) this.d.requeue(k); // the port it gave up may be theirs
-      return { conflict: over, reason: Reason.TooManyGateways };
+      return { port: { conflict: over, reason: Reason.TooManyGateways } };
     }
-    if (!this.leader()) return this.followPort(key, gw, spec.spec.listener?.port);
+    if (!this.leader()) return { port: this.followPort(key, gw, spec.spec.listener?.port) };
     const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
     if ('conflict' in claim) {
       this.waitingForPort.add(key);
-      return { conflict: claim.conflict, reason: Reason.PortConflict };
+      return { port: { conflict: claim.conflict, reason: Reason.PortConflict }, retryInMs: claim.retryInMs };
     }
     this.waitingForPort.delete(key);
-    return { port: claim.port };
+    return { port: { port: claim.port } };
   }
 
   /**

@@ -1,9 +1,13 @@
 // Listener ports: the one a spec asks for, else one from the range, kept while the gateway
 // exists. A port belongs to whoever holds it: a gateway asking for a port another holds gets a
-// conflict and never takes it away (no team can evict another's listener). After a restart the
-// ports recorded in status are claimed again first (seed), the older gateway winning a tie.
+// conflict and never takes it away (no team can evict another's listener). A port given up stays
+// its namespace's for a while (`holdMs`): a gateway deleted and made again gets it back, and
+// another team's gateway waiting for it cannot take it while the old gateway's clients, Service
+// and kube-proxy rules still send that team's requests there. After a restart the ports recorded
+// in status are claimed again first (seed), the older gateway winning a tie.
 
-export type Claim = { port: number } | { conflict: string };
+/** `retryInMs`: the port is held for another namespace that long; the claim may succeed then. */
+export type Claim = { port: number } | { conflict: string; retryInMs?: number };
 
 export interface ClaimRequest {
   key: string;
@@ -18,8 +22,10 @@ export class PortAllocator {
   private readonly owners = new Map<number, { key: string; rank: string }>();
   private readonly byKey = new Map<string, number>();
   private readonly blocked = new Map<number, number>();
+  /** Ports given up, by port: the namespace and gateway that held them, until when. */
+  private readonly released = new Map<number, { key: string; until: number }>();
 
-  constructor(private readonly range: [number, number], private readonly now: () => number = Date.now) {}
+  constructor(private readonly range: [number, number], private readonly now: () => number = Date.now, private readonly holdMs = 0) {}
 
   portOf(key: string): number | undefined {
     return this.byKey.get(key);
@@ -44,17 +50,27 @@ export class PortAllocator {
         // another team's gateway is not named to this one (its status and Events are the team's)
         return { conflict: namespaceOf(holder.key) === namespaceOf(key) ? `port ${requested} is used by AccessGateway ${holder.key}` : `port ${requested} is used by a gateway of another namespace` };
       }
+      const until = this.heldUntil(requested, key);
+      if (until !== undefined) {
+        return { conflict: `port ${requested} was given up by a gateway of another namespace less than ${Math.ceil(this.holdMs / 1000)} s ago; it stays that namespace's until ${new Date(until).toISOString().replace(/\.\d+Z$/, 'Z')} (--released-port-hold-seconds)`, retryInMs: until - this.now() };
+      }
       this.take(key, requested, req.rank);
       return { port: requested };
     }
     const mine = this.byKey.get(key);
     if (mine !== undefined && this.inRange(mine)) return { port: mine };
-    if (req.previous !== undefined && this.inRange(req.previous) && this.free(req.previous)) {
+    if (req.previous !== undefined && this.inRange(req.previous) && this.free(req.previous, key)) {
       this.take(key, req.previous, req.rank);
       return { port: req.previous };
     }
+    for (const [p, r] of this.released) { // the gateway made again: the port it gave up
+      if (r.key === key && this.inRange(p) && this.free(p, key)) {
+        this.take(key, p, req.rank);
+        return { port: p };
+      }
+    }
     for (let p = this.range[0]; p <= this.range[1]; p++) {
-      if (this.free(p)) {
+      if (this.free(p, key)) {
         this.take(key, p, req.rank);
         return { port: p };
       }
@@ -82,7 +98,23 @@ export class PortAllocator {
     const p = this.byKey.get(key);
     if (p === undefined) return;
     this.byKey.delete(key);
-    if (this.owners.get(p)?.key === key) this.owners.delete(p);
+    if (this.owners.get(p)?.key !== key) return;
+    this.owners.delete(p);
+    if (this.holdMs > 0) {
+      this.released.delete(p); // (the newest last: the map is in order of expiry)
+      this.released.set(p, { key, until: this.now() + this.holdMs });
+    }
+  }
+
+  /** Until when a port given up is still held for another namespace than `key`'s, or undefined. */
+  private heldUntil(p: number, key: string): number | undefined {
+    const now = this.now();
+    for (const [q, r] of this.released) { // the expired ones go first
+      if (r.until > now) break;
+      this.released.delete(q);
+    }
+    const r = this.released.get(p);
+    return r && namespaceOf(r.key) !== namespaceOf(key) ? r.until : undefined;
   }
 
   /** A port some other process holds: not handed out again for a while. */
@@ -95,10 +127,11 @@ export class PortAllocator {
     return p >= this.range[0] && p <= this.range[1];
   }
 
-  private free(p: number): boolean {
+  /** Whether `key` may take port `p`: no one holds it, no other process, no other namespace lately. */
+  private free(p: number, key: string): boolean {
     const until = this.blocked.get(p);
     if (until !== undefined && until > this.now()) return false;
-    return !this.owners.has(p);
+    return !this.owners.has(p) && this.heldUntil(p, key) === undefined;
   }
 
   private take(key: string, port: number, rank: string): void {

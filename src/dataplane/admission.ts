@@ -105,7 +105,8 @@ export function accessRefusal(t: RouteTable, id: CallerIdentity): AgwError | nul
     return new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}: spec.access[${out.index}] names it, but ${when}`,
       { step: 'access', field: `spec.access[${out.index}]` });
   }
-  return new ForbiddenError(`${id.username} is not allowed to use gateway ${t.key}: no rule of spec.access names it`, { step: 'access', field: 'spec.access' });
+  // not named: a caller no rule names learns nothing of whose gateway is on the port
+  return new ForbiddenError(`${id.username} is not allowed to use this gateway: no rule of spec.access names it`, { step: 'access', field: 'spec.access' });
 }
 
 /** spec.access: some rule must match the caller. */

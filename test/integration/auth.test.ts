@@ -113,7 +113,8 @@ test('no token, garbage, wrong audience, expired, alg none and a deleted service
 test('a service account outside spec.access is 403', async () => {
   const r = await curl(base() + cmPath, bearer(await cp.token(ns, 'outsider', ['access-gateway'])));
   assertStatus(r, 403, 'Forbidden');
-  assert.match(JSON.parse(r.body).message, /outsider is not allowed to use gateway/);
+  assert.match(JSON.parse(r.body).message, /outsider is not allowed to use this gateway: no rule of spec.access names it/);
+  assert.doesNotMatch(r.body, new RegExp(`${ns}/`), 'a caller no rule names is not told whose gateway it is');
 });
 
 test('Impersonate: the caller own RBAC decides, through the same gateway', async () => {

@@ -82,7 +82,7 @@ test('every refusal names its step and rule, in the Status body and in what kube
   const tls = ['--cacert', ca.certFile];
   const cases: [string, string[], number, string, string, RegExp][] = [
     ['no token', [], 401, 'authentication', 'spec.authentication', /bearer token/],
-    ['stranger', bearer(tokens.stranger!), 403, 'access', 'spec.access', /system:serviceaccount:team-a:stranger is not allowed to use gateway team-a\/api: no rule of spec.access names it/],
+    ['stranger', bearer(tokens.stranger!), 403, 'access', 'spec.access', /system:serviceaccount:team-a:stranger is not allowed to use this gateway: no rule of spec.access names it/],
     ['intruder', bearer(tokens.intruder!), 403, 'access', 'spec.access', /team-b:intruder is not allowed/],
     ['oncall (expired)', bearer(tokens.oncall!), 403, 'access', 'spec.access[1]', /spec.access\[1\] names it, but its notAfter 2020-01-01T00:00:00.000Z has passed/],
   ];
@@ -170,7 +170,7 @@ test('kubectl access-gateway can-i evaluates offline for anyone, with RBAC asked
   const user = await kubectl(['access-gateway', 'can-i', '--kubeconfig', admin, '--gateway', `${ns}/api`, '--as', 'alice', '--group', 'devs', 'get', '/version']);
   assert.equal(user.code, 1);
   assert.match(user.out, /^caller\s+alice \[devs, system:authenticated\]/m);
-  assert.match(user.out, /^access\s+no\s+spec.access\s+alice is not allowed to use gateway team-a\/api: no rule of spec.access names it/m);
+  assert.match(user.out, /^access\s+no\s+spec.access\s+alice is not allowed to use this gateway: no rule of spec.access names it/m);
   // a person who may read the gateway but not ask RBAC: the gateway part, and RBAC unknown (exit 3)
   const person = tokenKubeconfig(join(cp.dir, 'person.kubeconfig'), cp.url, await cp.token(ns, 'person', []), { ca: cp.ca.cert });
   const unknown = await kubectl(['access-gateway', 'can-i', '--kubeconfig', person, '--gateway', `${ns}/api`, '--as', sa, 'list', `/api/v1/namespaces/${ns}/configmaps`]);

@@ -376,6 +376,24 @@ test('5. a port another gateway holds is never taken from it: the newcomer is Po
   await stillB();
   assert.equal(condition(await getGateway(cp, 'team-a', 'squat'), 'Accepted').reason, 'PortConflict');
   assert.equal(condition(await getGateway(cp, 'team-a', 'elder'), 'Accepted').reason, 'PortConflict');
+  // team-b deletes its gateway and makes it again (kubectl replace --force, a reinstall): the port
+  // stays team-b's meanwhile (its old Service and clients still send team-b's requests there), and
+  // the gateway made again gets it back
+  await cp.kubectl(['delete', 'agw', 'b-gw', '-n', 'team-b']);
+  const told = await waitFor('squat told the port is held', async () => {
+    const c = condition(await getGateway(cp, 'team-a', 'squat'), 'Accepted');
+    return /given up by a gateway of another namespace less than 300 s ago/.test(c?.message ?? '') ? c : undefined;
+  }, 15_000);
+  assert.equal(told.reason, 'PortConflict');
+  assert.doesNotMatch(told.message, /b-gw|team-b/);
+  const closed = await get(held, '/api', appB).catch((err: Error) => err);
+  assert.ok(closed instanceof Error, 'no one listens on the port meanwhile');
+  await applyYaml(cp, gw('team-b', 'b-gw', `
+  access: [{serviceAccounts: [{namespace: team-b, name: app}]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]`));
+  assert.equal(await gatewayPort(cp, 'team-b', 'b-gw'), held);
+  await stillB();
+  assert.equal(condition(await getGateway(cp, 'team-a', 'squat'), 'Accepted').reason, 'PortConflict');
   await cp.kubectl(['delete', 'agw', 'squat', 'elder', '-n', 'team-a']);
 });
 

@@ -22,7 +22,7 @@ function setup(gateways: AccessGateway[], over: Partial<GatewayReconcilerDeps> =
   const applied: [string, GatewayPlan | null][] = [];
   const written: [string, AccessGatewayStatus][] = [];
   const requeued: string[] = [];
-  const ports = new PortAllocator([100, 109]);
+  const ports = over.ports ?? new PortAllocator([100, 109]);
   const r = new GatewayReconciler({
     gateways: { get: (ns, n) => store.get(`${ns}/${n}`), values: () => store.values(), keys: () => [...store.keys()] },
     cluster: { snapshotFor: () => ({}), exposureState: () => ({ service: false, slice: false, foreign: null }) },
@@ -34,6 +34,26 @@ function setup(gateways: AccessGateway[], over: Partial<GatewayReconcilerDeps> =
   });
   return { r, store, applied, written, requeued, ports };
 }
+
+test('a port another namespace gave up is PortConflict until its hold ends, and the gateway is tried again then', async () => {
+  const clock = new FakeClock(1_000_000);
+  const ports = new PortAllocator([100, 109], () => clock.now(), 300_000);
+  const b = gw('b', '2026-01-01T00:00:00Z', { spec: { listener: { port: 8080 }, authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] } });
+  b.metadata.namespace = 'team-b';
+  const squat = gw('squat', '2026-01-01T00:00:01Z', { spec: { listener: { port: 8080 }, authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] } });
+  const { r, store, written } = setup([b, squat], { ports, clock });
+  await r.reconcile('team-b/b', silentLogger);
+  store.delete('team-b/b');
+  await r.reconcile('team-b/b', silentLogger);
+  clock.advance(1_000);
+  assert.deepEqual(await r.reconcile('team-a/squat', silentLogger), { requeueAfterMs: 299_000 });
+  const accepted = written.at(-1)![1].conditions!.find((c) => c.type === 'Accepted')!;
+  assert.equal(accepted.reason, 'PortConflict');
+  assert.match(accepted.message, /given up by a gateway of another namespace/);
+  clock.advance(299_000);
+  assert.deepEqual(await r.reconcile('team-a/squat', silentLogger), {});
+  assert.equal(ports.portOf('team-a/squat'), 8080);
+});
 
 test('programs the plan and writes the status once; an unchanged status is not written again', async () => {
   const { r, applied, written } = setup([gw('a', '2026-01-01T00:00:00Z')]);

@@ -131,6 +131,46 @@ test('ports: requested, allocated and kept; a held port is never taken away', ()
   assert.ok('conflict' in p.claim({ key: 'g', rank: '7' }));
 });
 
+test('ports: a port given up stays its namespace\'s for the hold: another namespace waits (and is told when), the gateway made again gets it back', () => {
+  let now = 1_000_000;
+  const p = new PortAllocator([100, 102], () => now, 300_000);
+  assert.deepEqual(p.claim({ key: 'team-b/b-gw', rank: '1', requested: 8080 }), { port: 8080 });
+  assert.deepEqual(p.claim({ key: 'team-b/alloc', rank: '2' }), { port: 100 });
+  p.release('team-b/b-gw');
+  p.release('team-b/alloc');
+  // another namespace's gateway asking for it waits, told until when
+  const c = p.claim({ key: 'team-a/squat', rank: '3', requested: 8080 });
+  assert.deepEqual(c, { conflict: 'port 8080 was given up by a gateway of another namespace less than 300 s ago; it stays that namespace\'s until 1970-01-01T00:21:40Z (--released-port-hold-seconds)', retryInMs: 300_000 });
+  // nor does the range hand it out to another namespace
+  assert.deepEqual(p.claim({ key: 'team-a/alloc', rank: '4' }), { port: 101 });
+  // the namespace itself may: the gateway made again gets its port back, requested or allocated
+  assert.deepEqual(p.claim({ key: 'team-b/b-gw', rank: '5', requested: 8080 }), { port: 8080 });
+  assert.deepEqual(p.claim({ key: 'team-b/alloc', rank: '6' }), { port: 100 });
+  // given up again, and the hold over: anyone's
+  p.release('team-b/b-gw');
+  now += 299_999;
+  assert.equal((p.claim({ key: 'team-a/squat', rank: '3', requested: 8080 }) as { retryInMs: number }).retryInMs, 1);
+  now += 1;
+  assert.deepEqual(p.claim({ key: 'team-a/squat', rank: '3', requested: 8080 }), { port: 8080 });
+  // a gateway moving to another port holds the one it left for its namespace
+  assert.deepEqual(p.claim({ key: 'team-b/alloc', rank: '6', requested: 9090 }), { port: 9090 });
+  assert.deepEqual(p.claim({ key: 'team-c/new', rank: '7' }), { port: 102 });
+  assert.ok('conflict' in p.claim({ key: 'team-c/next', rank: '8' }), 'port 100 is held for team-b');
+  assert.deepEqual(p.claim({ key: 'team-b/other', rank: '9' }), { port: 100 });
+  // the gateway made again gets the port it gave up, not the lowest free one
+  const r = new PortAllocator([100, 102], () => now, 300_000);
+  r.claim({ key: 'team-b/x', rank: '1' });
+  r.claim({ key: 'team-b/y', rank: '2' });
+  r.release('team-b/y');
+  r.release('team-b/x');
+  assert.deepEqual(r.claim({ key: 'team-b/y', rank: '3' }), { port: 101 });
+  // without a hold (the default): at once
+  const q = new PortAllocator([100, 102]);
+  q.claim({ key: 'team-b/b-gw', rank: '1', requested: 8080 });
+  q.release('team-b/b-gw');
+  assert.deepEqual(q.claim({ key: 'team-a/squat', rank: '2', requested: 8080 }), { port: 8080 });
+});
+
 test('ports: after a restart, the ports in status go back to their holders before any claim', () => {
   const p = new PortAllocator([100, 102]);
   p.seed([
