@@ -3,9 +3,9 @@
 // that namespace's are kept without their data and its gateways naming one are not served, until
 // it holds less again; then they are read again.
 import type { Logger } from 'pino';
-import type { KubeClient } from '../kube/client.js';
+import { TooLarge, type KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, type KubeObject } from '../kube/informer.js';
+import { dataListPage, maxPageBytes, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { DataBudget, dataBytes } from './data-budget.js';
@@ -252,11 +252,18 @@ export class LabelledData {
 
   private async readSource(s: Source, ns: string): Promise<void> {
     let cont: string | undefined;
-    do {
+    let limit = dataListPage;
+    for (;;) {
       if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
-      const q = new URLSearchParams({ labelSelector: `${s.label}=true`, limit: String(dataListPage), ...(cont ? { continue: cont } : {}) });
-      const list = await this.client.request<{ items: Labelled[] | null; metadata?: { continue?: string } }>(
-        'GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}` });
+      const q = new URLSearchParams({ labelSelector: `${s.label}=true`, limit: String(limit), ...(cont ? { continue: cont } : {}) });
+      let list: { items: Labelled[] | null; metadata?: { continue?: string } };
+      try {
+        list = await this.client.request('GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}`, maxBytes: maxPageBytes });
+      } catch (err) {
+        if (!(err instanceof TooLarge) || limit === 1) throw err;
+        limit >>= 1; // the same page again, with fewer objects (as the informer's lists)
+        continue;
+      }
       for (const o of list.items ?? []) {
         if (this.closed || this.budget.over(ns)) return;
         const kept = s.trim(o);
@@ -266,6 +273,7 @@ export class LabelledData {
         }
       }
       cont = list.metadata?.continue || undefined;
-    } while (cont);
+      if (!cont) return;
+    }
   }
 }

@@ -4,7 +4,7 @@
 // resumed, so a silently dead connection never leaves the cache stale.
 import type { Logger } from 'pino';
 import { realClock, sleep, type Clock } from '../clock.js';
-import { ApiError, type KubeClient } from './client.js';
+import { ApiError, TooLarge, type KubeClient } from './client.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export interface KubeObject {
@@ -39,21 +39,26 @@ export interface InformerOptions<T> {
   trim?: (obj: T) => T;
   /** A list begins: the objects `trim` sees next are its, kept until the list is whole. */
   onListStart?: () => void;
-  /** Objects asked for per list page (default listPage). */
+  /** Objects asked for per list page at first (default listPage). */
   pageSize?: number;
+  /** The most of a page read before asking for fewer objects a page (default maxPageBytes). */
+  maxPageBytes?: number;
   metrics?: Metrics;
   clock?: Clock;
 }
 
-/**
- * Objects per list page. A page is read as one string, and V8's strings stop at 512 MiB: any
- * object may carry 256 KiB of annotations, which the apiserver's JSON can write six times as long
- * (`<` as `\u003c`), so 500 objects of one team could make a page no replica can read (and none
- * starting would sync). 100 such objects are 150 MiB.
- */
+/** Objects asked for per list page, at first. */
 export const listPage = 100;
-/** Per page for Secrets and ConfigMaps (data up to 1 MiB each, 6 MiB as JSON): 60 MiB. */
+/** Per page for Secrets and ConfigMaps, at first (data up to 1 MiB each, 6 MiB as JSON). */
 export const dataListPage = 10;
+/**
+ * The most of a list page read: past it the page is asked for again with half as many objects,
+ * down to one. An object is at most ~1.5 MiB in etcd, but the apiserver's JSON may write it six
+ * times as long (`<` as `\u003c`): one team's 100 Pending pods, each with 1.4 MB of `<` in an env
+ * value, made one 800 MiB page that took the operator to 2.6 GiB, past V8's string limit, and no
+ * replica starting could sync.
+ */
+export const maxPageBytes = 16 * 2 ** 20;
 
 class Gone extends Error {}
 class Absent extends Error {}
@@ -161,12 +166,18 @@ export class Informer<T extends KubeObject> {
     const items: T[] = [];
     let cont: string | undefined;
     let rv = '';
-    do {
+    let limit = this.opts.pageSize ?? listPage;
+    for (;;) {
       let list: { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } };
       try {
-        list = await this.client.request('GET', this.query({ limit: String(this.opts.pageSize ?? listPage), ...(cont ? { continue: cont } : {}) }),
-          { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}` });
+        list = await this.client.request('GET', this.query({ limit: String(limit), ...(cont ? { continue: cont } : {}) }),
+          { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}`, maxBytes: this.opts.maxPageBytes ?? maxPageBytes });
       } catch (err) {
+        if (err instanceof TooLarge && limit > 1) { // the same page again, with fewer objects
+          limit = Math.max(1, limit >> 1);
+          this.opts.log.info({ informer: this.opts.name, limit }, 'list page too large; asking for fewer objects a page');
+          continue;
+        }
         if (err instanceof ApiError && err.status === 410) throw new Gone('list continuation expired');
         if (err instanceof ApiError && err.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
         if (err instanceof ApiError && err.status === 403 && this.opts.forbidden) throw new Forbidden(err.message);
@@ -176,7 +187,8 @@ export class Informer<T extends KubeObject> {
       for (const o of list.items ?? []) items.push(this.keep(o)); // an empty PartialObjectMetadataList has items: null
       cont = list.metadata?.continue || undefined;
       rv = list.metadata?.resourceVersion ?? '';
-    } while (cont);
+      if (!cont) break;
+    }
     const seen = new Set<string>();
     for (const item of items) {
       const key = objectKey(item);

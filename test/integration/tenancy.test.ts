@@ -14,6 +14,7 @@ import { applyYaml, backendPods, bearer, condition, createListenerTLS, curl, gat
 import { freePort, waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
+import { logLines } from '../support/operator.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -567,6 +568,25 @@ test('10. one team\'s labelled Secrets and ConfigMaps cannot fill the shared ope
   await cp.kubectl(['delete', 'agw', 'secure', '-n', 'team-a']);
   await cp.kubectl(['delete', 'agw', 'secure', '-n', 'team-b']);
   await cp.kubectl(['delete', 'configmap', 'pad-1', '-n', 'team-a']);
+});
+
+test('11. one team\'s Pending pods, 8 MiB each as the apiserver writes them, do not stop the shared operator: a restart lists them in pages it can read and serves every team', async () => {
+  // 1.45 MB of `<` fits in etcd as a pod; the apiserver's JSON writes each as \u003c (8.7 MB)
+  const pad = '<'.repeat(1_450_000);
+  for (let i = 0; i < 3; i++) {
+    const made = await cp.api('POST', '/api/v1/namespaces/team-a/pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name: `fat-${i}` },
+      spec: { nodeSelector: { nowhere: 'true' }, containers: [{ name: 'c', image: 'none', env: [{ name: 'PAD', value: pad }] }] } });
+    assert.equal(made.status, 201, JSON.stringify(made.body).slice(0, 300));
+  }
+  await op.stop();
+  op = await startChartOperator(cp, { args: operatorArgs, portRange: op.portRange });
+  const r = await get(await gatewayPort(cp, 'team-b', 'b-gw'), '/api', appB);
+  assert.equal(r.status, 200, r.text);
+  // a page of 100 pods (~25 MiB) was asked for again with fewer, down to what it could read
+  const halved = logLines(op, (l) => l.msg === 'list page too large; asking for fewer objects a page' && l.informer === 'pods').map((l) => l.limit);
+  assert.deepEqual(halved.slice(0, 2), [50, 25], JSON.stringify(halved));
+  assert.equal(halved.at(-1), 1);
+  await cp.kubectl(['delete', 'pod', 'fat-0', 'fat-1', 'fat-2', '-n', 'team-a', '--force', '--grace-period=0']);
 });
 
 /** A request through the gateway on `port` whose answer has begun (200) and goes on. */

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClusterState } from '../../src/controller/cluster-state.js';
 import { Informer, stripForCache, type KubeObject } from '../../src/kube/informer.js';
-import type { KubeClient } from '../../src/kube/client.js';
+import { TooLarge, type KubeClient } from '../../src/kube/client.js';
 import { Watched } from '../../src/kube/watched.js';
 import { KubeRevocation } from '../../src/kube/jwks-source.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -171,4 +171,30 @@ test('lists come in pages a replica can read: 100 objects, 10 of labelled Secret
     '/apis/discovery.k8s.io/v1/endpointslices  limit=100',
     '/apis/gateway.networking.k8s.io/v1beta1/referencegrants  limit=100',
   ]);
+});
+
+test('a list page past maxPageBytes is asked for again with half as many objects, down to one; the list goes on from there', async () => {
+  const asked: string[] = [];
+  const objects = Array.from({ length: 7 }, (_, i) => ({ metadata: { name: `p${i}`, namespace: 'a', resourceVersion: '1' } }));
+  const client = {
+    request: async (_m: string, path: string, o: { maxBytes?: number; what?: string }) => {
+      const u = new URL(path, 'https://x');
+      const limit = Number(u.searchParams.get('limit'));
+      const from = Number(u.searchParams.get('continue') ?? 0);
+      asked.push(`${from}:${limit}`);
+      // p2 alone fills a page; the others fit two to a page
+      const page = objects.slice(from, from + limit);
+      const bytes = page.reduce((n, p) => n + (p.metadata.name === 'p2' ? 16 : 8), 0);
+      if (bytes > o.maxBytes!) throw new TooLarge(o.maxBytes!, o.what!);
+      const next = from + page.length;
+      return { items: page, metadata: { resourceVersion: '9', ...(next < objects.length ? { continue: String(next) } : {}) } };
+    },
+  } as unknown as KubeClient;
+  const inf = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 16 });
+  assert.equal(await (inf as unknown as { list(): Promise<string> }).list(), '9');
+  assert.deepEqual([...inf.cache.keys()].sort(), objects.map((o) => `a/${o.metadata.name}`));
+  assert.deepEqual(asked, ['0:8', '0:4', '0:2', '2:2', '2:1', '3:1', '4:1', '5:1', '6:1']);
+  // one object past it: no page can be read; the list fails (and is tried again), nothing is lost
+  const none = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 7 });
+  await assert.rejects((none as unknown as { list(): Promise<string> }).list(), TooLarge);
 });
