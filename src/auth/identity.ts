@@ -52,6 +52,29 @@ export function unforwardableIdentity(id: CallerIdentity): string | null {
   return null;
 }
 
+const nonASCII = /[^\x00-\x7f]/;
+
+/**
+ * A name as a header value: its UTF-8 bytes, one character each (Node and undici write header
+ * values as latin1, and the apiserver reads the bytes as UTF-8: "é" sent as is would arrive as
+ * another name). ASCII is itself.
+ */
+export function toWire(v: string): string {
+  return nonASCII.test(v) ? Buffer.from(v, 'utf8').toString('latin1') : v;
+}
+
+/**
+ * A header value as the name the apiserver would read from its bytes (Node gives them as latin1),
+ * or null when they are not UTF-8 (checked against another name than the one applied otherwise:
+ * the bytes of "élice" read as latin1 are "Ã©lice").
+ */
+export function fromWire(v: string): string | null {
+  if (!nonASCII.test(v)) return v;
+  const bytes = Buffer.from(v, 'latin1');
+  const name = bytes.toString('utf8');
+  return Buffer.from(name, 'utf8').equals(bytes) ? name : null;
+}
+
 /**
  * Why a name an identity source mapped cannot be forwarded as an Impersonate-* or X-Remote-* value,
  * or null. Empty, surrounding whitespace (the apiserver's header parser trims it, so

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
-import { hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
+import { fromWire, hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
 
 /** What the caller asks to act as. */
 export interface RequestedImpersonation {
@@ -71,7 +71,8 @@ export function requestedImpersonation(rawHeaders: string[]): RequestedImpersona
     if (name.length < 12 || (name[0] !== 'I' && name[0] !== 'i')) continue;
     const n = name.toLowerCase();
     if (!n.startsWith('impersonate-')) continue;
-    const v = rawHeaders[i + 1]!;
+    const v = fromWire(rawHeaders[i + 1]!);
+    if (v === null) throw new BadRequestError(`${name}: not UTF-8`);
     // extras in an object without a prototype: a key named __proto__ is just a key
     r ??= { user: '', uid: '', groups: [], extra: Object.create(null) as Record<string, string[]> };
     if (n === 'impersonate-user') { r.user = v; users++; }

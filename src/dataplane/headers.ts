@@ -1,7 +1,7 @@
 // Header hygiene: what never crosses the gateway, and the impersonation headers it adds.
 import { isDnsSubdomain } from '../api/names.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { serviceAccountOf, type CallerIdentity } from '../auth/identity.js';
+import { serviceAccountOf, toWire, type CallerIdentity } from '../auth/identity.js';
 
 const hopByHop = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
@@ -93,12 +93,12 @@ export function escapeExtraKey(key: string): string {
 
 /** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route, caller). */
 export function impersonationHeaders(id: CallerIdentity, extras: Record<string, string>): OutgoingHttpHeaders {
-  const h: OutgoingHttpHeaders = { 'impersonate-user': id.username };
+  const h: OutgoingHttpHeaders = { 'impersonate-user': toWire(id.username) };
   const groups = groupsToSend(id);
-  if (groups.length) h['impersonate-group'] = groups;
-  if (id.uid) h['impersonate-uid'] = id.uid;
+  if (groups.length) h['impersonate-group'] = groups.map(toWire);
+  if (id.uid) h['impersonate-uid'] = toWire(id.uid);
   for (const [k, v] of Object.entries(id.extra)) {
-    if (v.length) h[`impersonate-extra-${escapeExtraKey(k)}`] = [...v];
+    if (v.length) h[`impersonate-extra-${escapeExtraKey(k)}`] = v.map(toWire);
   }
   return Object.assign(h, extraHeaders(extras));
 }
@@ -106,7 +106,7 @@ export function impersonationHeaders(id: CallerIdentity, extras: Record<string, 
 /** Impersonate-Extra-* headers for `extras` (one value each). */
 export function extraHeaders(extras: Record<string, string>): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = {};
-  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = v;
+  for (const [k, v] of Object.entries(extras)) h[`impersonate-extra-${escapeExtraKey(k)}`] = toWire(v);
   return h;
 }
 

@@ -6,7 +6,7 @@ import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { CallerIdentity } from '../auth/identity.js';
+import { toWire, type CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
@@ -431,8 +431,8 @@ export class Listener {
   private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool): UpstreamCall {
     const headers = forwardRequestHeaders(req.headers, false);
     forwardedFor(headers, req);
-    headers['x-remote-user'] = a.id.username;
-    if (a.id.groups.length) headers['x-remote-group'] = a.id.groups;
+    headers['x-remote-user'] = toWire(a.id.username);
+    if (a.id.groups.length) headers['x-remote-group'] = a.id.groups.map(toWire);
     return {
       url: ep.url, pool: ep.pool, agent: ep.agent, what: ep.what,
       method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,

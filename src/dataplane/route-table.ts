@@ -11,7 +11,7 @@ import { ClientCertAuthenticator } from '../auth/client-cert.js';
 import { IssuerAuthenticator } from '../auth/issuer-authenticator.js';
 import type { OidcIssuer, OidcIssuers } from '../auth/oidc.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
-import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
+import { toWire, type CallerIdentity, type TokenReviewer } from '../auth/identity.js';
 import type { RequestReviewer } from '../auth/request-info.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
@@ -214,7 +214,7 @@ export class RouteTable {
       Object.assign(headers, caller);
     }
     Object.assign(headers, route.impersonation);
-    headers[callerExtraHeader] = id.username;
+    headers[callerExtraHeader] = toWire(id.username);
   }
 
   /** Where this table's path filters run, if the process decides (else on the event loop). */

@@ -34,7 +34,7 @@ before(async () => {
 kind: ClusterRole
 metadata: {name: impersonate-alice}
 rules:
-  - {apiGroups: [""], resources: [users], resourceNames: [alice], verbs: [impersonate]}
+  - {apiGroups: [""], resources: [users], resourceNames: [alice, "zoë", "Ã©lice"], verbs: [impersonate]}
   - {apiGroups: [""], resources: [groups], resourceNames: [auditors], verbs: [impersonate]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -45,6 +45,8 @@ subjects: [{kind: ServiceAccount, name: lead, namespace: team-a}]
 `);
   await cp.kubectl(['create', 'role', 'cm-reader', '-n', 'team-a', '--verb=get,list', '--resource=configmaps']);
   await cp.kubectl(['create', 'rolebinding', 'alice-cm', '-n', 'team-a', '--role=cm-reader', '--user=alice']);
+  await cp.kubectl(['create', 'rolebinding', 'zoe-cm', '-n', 'team-a', '--role=cm-reader', '--user=zoë']);
+  await cp.kubectl(['create', 'rolebinding', 'elice-cm', '-n', 'team-a', '--role=cm-reader', '--user=élice']);
   await cp.kubectl(['create', 'configmap', 'alices-view', '-n', 'team-a', '--from-literal=k=v']);
   op = await startChartOperator(cp);
   // kubectl sends a token only over TLS
@@ -91,6 +93,21 @@ test('kubectl --as a user the caller may impersonate: the apiserver sees that us
   // the access log names both (the operator's stdout reaches the file through a pipe: wait for it)
   const [line] = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.as === 'alice' && l.status === 201);
   assert.equal(line?.caller, 'system:serviceaccount:team-a:lead');
+});
+
+test('names that are not ASCII: checked and applied as the same name (their UTF-8 bytes), never as what those bytes read as latin1', async () => {
+  // the lead may impersonate zoë: kubectl sends the name's UTF-8 bytes, the apiserver sees zoë
+  const who = await kubectl('lead', ['--as', 'zoë', 'auth', 'whoami', '-o', 'json']);
+  assert.equal(who.code, 0, who.err);
+  assert.equal(JSON.parse(who.out).status.userInfo.username, 'zoë');
+  const as = await kubectl('lead', ['--as', 'zoë', 'get', 'configmaps', '-o', 'name']);
+  assert.equal(as.code, 0, as.err);
+  // the lead may impersonate "Ã©lice" (the latin1 reading of élice's bytes), not élice, who may
+  // read team-a's configmaps: asking for élice is refused by the gateway, not applied as élice
+  const token = await cp.token('team-a', 'lead', ['gw']);
+  const elice = await curl(`${url}/api/v1/namespaces/team-a/configmaps`, ['--cacert', caFile, ...bearer(token), '-H', 'Impersonate-User: élice']);
+  assert.equal(elice.status, 403, elice.body);
+  assert.match(elice.body, /may not impersonate user \\"élice\\"/);
 });
 
 test('what the caller may not impersonate is refused by the gateway with the reason, before the apiserver sees it', async () => {

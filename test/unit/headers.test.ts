@@ -81,3 +81,14 @@ test('a WebSocket bearer-token subprotocol (a second, unchecked credential) neve
   }
   assert.equal(forwardRequestHeaders({ 'sec-websocket-protocol': 'chat, superchat' }, false)['sec-websocket-protocol'], 'chat, superchat');
 });
+
+test('Impersonate-* values go out as their UTF-8 bytes (a header is written as latin1); ASCII as it is', () => {
+  const h = impersonationHeaders({ username: 'élice', uid: 'ü1', groups: ['Prüfer', 'dev'], extra: { team: ['日本'] } }, { 'access-gateway.io/caller': 'zoë' });
+  const bytes = (v: unknown) => [v].flat().map((x) => Buffer.from(String(x), 'latin1').toString('utf8'));
+  assert.deepEqual(bytes(h['impersonate-user']), ['élice']);
+  assert.deepEqual(bytes(h['impersonate-uid']), ['ü1']);
+  assert.deepEqual(bytes(h['impersonate-group']), ['Prüfer', 'dev']);
+  assert.deepEqual(bytes(h['impersonate-extra-team']), ['日本']);
+  assert.deepEqual(bytes(h['impersonate-extra-access-gateway.io%2Fcaller']), ['zoë']);
+  assert.equal(impersonationHeaders({ username: 'alice', uid: '', groups: [], extra: {} }, {})['impersonate-user'], 'alice');
+});

@@ -20,6 +20,16 @@ test('Impersonate-* headers: repeated groups and extras kept apart, keys unescap
   assert.throws(() => requestedImpersonation(['Impersonate-User', 'a', 'Impersonate-Everything', 'x']), /not an impersonation header/);
 });
 
+test('names that are not ASCII: read from their UTF-8 bytes, as the apiserver reads them; bytes that are not UTF-8 are refused', () => {
+  // Node gives header values as latin1: the bytes of "élice" arrive as "Ã©lice"
+  const bytes = (s: string) => Buffer.from(s, 'utf8').toString('latin1');
+  assert.deepEqual(requestedImpersonation(['Impersonate-User', bytes('élice'), 'Impersonate-Group', bytes('Prüfer'), 'Impersonate-Extra-team', bytes('日本')]),
+    { user: 'élice', uid: '', groups: ['Prüfer'], extra: Object.assign(Object.create(null), { team: ['日本'] }) });
+  assert.equal(requestedImpersonation(['Impersonate-User', bytes('Ã©lice')])!.user, 'Ã©lice', 'what it says, not what its bytes read as latin1 once more');
+  assert.throws(() => requestedImpersonation(['Impersonate-User', '\u00e9lice']), /Impersonate-User: not UTF-8/); // the one byte 0xE9
+  assert.throws(() => requestedImpersonation(['Impersonate-User', 'alice', 'Impersonate-Group', '\u00ff']), /Impersonate-Group: not UTF-8/);
+});
+
 test('what would be checked as one thing and applied as another is refused: service-account lookalikes, case in extra keys, prototype keys, floods', () => {
   const as = (...h: string[]) => requestedImpersonation(['Impersonate-User', 'alice', ...h]);
   // the apiserver treats these as plain users: checked as service accounts they would escape
