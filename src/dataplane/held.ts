@@ -4,12 +4,12 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import { upstreamPath, type RouteTable } from './route-table.js';
+import { authnKey, upstreamPath, type RouteTable } from './route-table.js';
 import type { GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
  * what that route's filters checked and who it acted as: CompiledRoute.filtered and .acts). */
-export interface Held { id: CallerIdentity; method: string; url: string; route: string; filtered?: string; acts?: string }
+export interface Held { id: CallerIdentity; method: string; url: string; route: string; filtered?: string; acts?: string; authn?: string }
 
 /**
  * Why a held session or stream may no longer go on under table `t` (spec.access, the route, its
@@ -29,6 +29,8 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   if (found instanceof AgwError) return found.status === 403 ? `spec.access no longer grants route ${h.route}` : `no route serves it now`;
   if (found.route.plan.name !== h.route) return `route ${h.route} no longer serves it`;
   if (h.acts !== undefined && found.route.acts !== h.acts) return `route ${h.route} now acts as or reaches another; open it again`;
+  // its caller was authenticated as the gateway did then: not asked again, so ended
+  if (h.authn !== undefined && found.route.authn !== h.authn) return 'spec.authentication or the client CA changed; open it again to be authenticated';
   // filters unchanged since it was admitted: the same verdict; changed, and costly to check on the
   // event loop or the namespace's time for it used up (a spec change asks every held stream at
   // once; a stream's check may not wait for the filter thread): ended, to be opened again
@@ -44,7 +46,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
  * aside: they change often, and an open session keeps its endpoint). */
 export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
   const key = (p: GatewayPlan) => JSON.stringify([p.access, p.routes.map((r) => (r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r))]);
-  return key(a) === key(b);
+  return key(a) === key(b) && authnKey(a) === authnKey(b);
 }
 
 /**

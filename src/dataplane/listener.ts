@@ -809,7 +809,7 @@ export class Listener {
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
-  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered, acts: a.route.acts };
+  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered, acts: a.route.acts, authn: a.route.authn };
 }
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */

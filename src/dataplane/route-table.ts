@@ -12,6 +12,7 @@ import { IssuerAuthenticator } from '../auth/issuer-authenticator.js';
 import type { OidcIssuer, OidcIssuers } from '../auth/oidc.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
 import { toWire, type CallerIdentity, type TokenReviewer } from '../auth/identity.js';
+import { textKey } from '../api/pem.js';
 import type { RequestReviewer } from '../auth/request-info.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
@@ -60,6 +61,8 @@ export interface CompiledRoute {
   /** Who it acts as (apiserver: identity and service account) or what it reaches (a Service's
    * namespace, name, port and scheme): held sessions end when it changes. */
   acts: string;
+  /** How the gateway authenticates (spec.authentication, the client CA): held sessions end when it changes. */
+  authn: string;
   methods: ReadonlySet<string> | null;
   backend: ServiceBackend | null;
   m: RouteMetrics;
@@ -68,6 +71,12 @@ export interface CompiledRoute {
   /** An apiserver route's own Impersonate-* headers, made at plan time: its audit extras, or its
    * service account's with them; null for other routes and Passthrough. */
   impersonation: OutgoingHttpHeaders | null;
+}
+
+/** What decides who a request is: spec.authentication and the client CA (its text by key). */
+export function authnKey(plan: GatewayPlan): string {
+  const ca = plan.tls?.clientCA;
+  return JSON.stringify([plan.auth, ca ? [textKey(ca.pem), ca.required, ca.prefix] : null]);
 }
 
 /** The header of the Impersonate-Extra that names the caller. */
@@ -141,6 +150,7 @@ export class RouteTable {
   }
 
   private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[]): CompiledRoute[] {
+    const authn = authnKey(plan);
     return plan.routes.map((r, i) => {
       const prefix = normalizePrefix(r.pathPrefix);
       const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
@@ -155,6 +165,7 @@ export class RouteTable {
         filtered: filter ? `${prefix}\n${rewrite}\n${filter.key}` : undefined,
         acts: r.target.kind === 'apiserver' ? `apiserver ${r.target.identity} ${r.target.serviceAccountName ?? ''}`
           : `service ${r.target.scheme}://${r.target.namespace}/${r.target.name}:${r.target.port}`,
+        authn,
         methods: r.methods ? new Set(r.methods) : null,
         backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
         m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),

@@ -108,6 +108,14 @@ test('editing routes takes effect without closing open connections; deleting clo
   // the watch opened before the edit still streams
   await cp.kubectl(['create', 'configmap', 'during-edit', '-n', 'team-a']);
   await waitFor('watch event after edit', async () => events.join('').includes('during-edit'), 10_000).catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(events).slice(0, 500)}`); });
+  // spec.authentication changes: the watch's caller is not authenticated again, so the watch ends
+  // (cleanly); a new request is authenticated as the spec says now
+  const ended = new Promise<void>((resolve) => watch.on('response', () => {}).once('close', () => resolve()));
+  const gen2 = (await getGateway(cp, 'team-a', 'edited')).metadata.generation;
+  await applyYaml(cp, gateway('edited', '', ', "^/apis$"').replace('audiences: [gw]', 'audiences: [gw, other]'));
+  await waitFor('new generation observed', async () => (await getGateway(cp, 'team-a', 'edited')).status.observedGeneration > gen2);
+  await Promise.race([ended, new Promise((_, reject) => setTimeout(() => reject(new Error('the watch was not ended')), 10_000))]);
+  assert.equal((await get(port, '/apis', agent)).status, 200);
 
   await cp.kubectl(['delete', 'agw', 'edited', '-n', 'team-a']);
   await waitListenerClosed(port, 10_000);

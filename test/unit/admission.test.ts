@@ -8,7 +8,7 @@ import { translate } from '../../src/translate/translate.js';
 import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
-import { accessEnded } from '../../src/dataplane/held.js';
+import { accessEnded, sameAdmission } from '../../src/dataplane/held.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -274,6 +274,23 @@ test('accessEnded: a session ends when its route acts as another identity or rea
   const ws = { id: app, method: 'GET', url: '/socket', route: 'web', acts: svc('ledger').routes[0]!.acts };
   assert.equal(accessEnded(svc('ledger'), ws), null);
   assert.equal(accessEnded(svc('vault'), ws), 'route web now acts as or reaches another; open it again');
+});
+
+test('accessEnded: a session ends when spec.authentication changes (its caller is not authenticated again); other changes keep it', () => {
+  const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
+  const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };
+  const routes = [{ name: 'kube', pathPrefix: '/', apiserver: {} }];
+  const at = (authentication: Record<string, unknown>, extra: Record<string, unknown> = {}) => table({ authentication, access: [sa], routes, ...extra });
+  const first = at({ audiences: ['gw'] });
+  const held = { id: app, method: 'GET', url: '/api/v1/namespaces/team-a/configmaps?watch=1', route: 'kube', filtered: first.routes[0]!.filtered, acts: first.routes[0]!.acts, authn: first.routes[0]!.authn };
+  assert.equal(accessEnded(at({ audiences: ['gw'] }), held), null);
+  assert.equal(accessEnded(at({ audiences: ['gw'] }, { rateLimit: { requestsPerSecond: 5, burst: 5 } }), held), null);
+  const why = 'spec.authentication or the client CA changed; open it again to be authenticated';
+  assert.equal(accessEnded(at({ audiences: ['gw2'] }), held), why);
+  assert.equal(accessEnded(at({ audiences: ['gw'], cacheTTLSeconds: 0 }), held), why);
+  // and the listener asks again when it changes
+  assert.equal(sameAdmission(first.plan, at({ audiences: ['gw'] }).plan), true);
+  assert.equal(sameAdmission(first.plan, at({ audiences: ['gw2'] }).plan), false);
 });
 
 test('an Impersonate route impersonates only the gateway namespace\'s service accounts: another team\'s token that reached it is refused', async () => {
