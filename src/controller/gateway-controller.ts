@@ -80,7 +80,8 @@ export class GatewayController {
 
   constructor(private readonly opts: GatewayControllerOptions) {
     const clock = opts.clock ?? realClock;
-    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0);
+    // a namespace holds as many ports it gave up as it may have gateways (16 without a limit)
+    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0, opts.maxGatewaysPerNamespace || 16);
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',

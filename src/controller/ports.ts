@@ -25,7 +25,11 @@ export class PortAllocator {
   /** Ports given up, by port: the namespace and gateway that held them, until when. */
   private readonly released = new Map<number, { key: string; until: number }>();
 
-  constructor(private readonly range: [number, number], private readonly now: () => number = Date.now, private readonly holdMs = 0) {}
+  /** `maxHeldPerNamespace`: the most ports a namespace's gateways gave up that stay held for it
+   * (its oldest hold goes first): a team moving one gateway from port to port, or making and
+   * deleting gateways, cannot hold the range for long. */
+  constructor(private readonly range: [number, number], private readonly now: () => number = Date.now, private readonly holdMs = 0,
+    private readonly maxHeldPerNamespace = 16) {}
 
   portOf(key: string): number | undefined {
     return this.byKey.get(key);
@@ -46,7 +50,8 @@ export class PortAllocator {
     const { key, requested } = req;
     if (requested !== undefined) {
       const holder = this.owners.get(requested);
-      if (holder && holder.key !== key) {
+      if (holder?.key === key) return { port: requested }; // its own (held for another namespace or not)
+      if (holder) {
         // another team's gateway is not named to this one (its status and Events are the team's)
         return { conflict: namespaceOf(holder.key) === namespaceOf(key) ? `port ${requested} is used by AccessGateway ${holder.key}` : `port ${requested} is used by a gateway of another namespace` };
       }
@@ -75,7 +80,9 @@ export class PortAllocator {
         return { port: p };
       }
     }
-    return { conflict: `no free port left in the range ${this.range[0]}-${this.range[1]}` };
+    let until: number | undefined; // a port held for another namespace is free at the end of its hold
+    for (const [p, r] of this.released) if (this.inRange(p) && !this.owners.has(p) && namespaceOf(r.key) !== namespaceOf(key)) until = Math.min(until ?? r.until, r.until);
+    return { conflict: `no free port left in the range ${this.range[0]}-${this.range[1]}`, ...(until !== undefined ? { retryInMs: Math.max(1, until - this.now()) } : {}) };
   }
 
   /**
@@ -100,9 +107,19 @@ export class PortAllocator {
     this.byKey.delete(key);
     if (this.owners.get(p)?.key !== key) return;
     this.owners.delete(p);
-    if (this.holdMs > 0) {
+    if (this.holdMs > 0 && this.maxHeldPerNamespace > 0) {
       this.released.delete(p); // (the newest last: the map is in order of expiry)
       this.released.set(p, { key, until: this.now() + this.holdMs });
+      const ns = namespaceOf(key);
+      let held = 0;
+      for (const r of this.released.values()) if (namespaceOf(r.key) === ns) held++;
+      for (const [q, r] of this.released) { // its oldest first
+        if (held <= this.maxHeldPerNamespace) break;
+        if (namespaceOf(r.key) === ns) {
+          this.released.delete(q);
+          held--;
+        }
+      }
     }
   }
 
@@ -139,6 +156,7 @@ export class PortAllocator {
     if (prev !== undefined && prev !== port) this.release(key);
     this.owners.set(port, { key, rank });
     this.byKey.set(key, port);
+    this.released.delete(port); // held no more: taken
   }
 }
 

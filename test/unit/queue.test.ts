@@ -164,6 +164,23 @@ test('ports: a port given up stays its namespace\'s for the hold: another namesp
   r.release('team-b/y');
   r.release('team-b/x');
   assert.deepEqual(r.claim({ key: 'team-b/y', rank: '3' }), { port: 101 });
+  // a namespace holds at most maxHeldPerNamespace ports it gave up (its oldest go first): one
+  // gateway moved across the range holds 2 of them here, not the range
+  const m = new PortAllocator([100, 109], () => now, 300_000, 2);
+  for (let port = 100; port <= 109; port++) assert.deepEqual(m.claim({ key: 'team-a/mover', rank: '1', requested: port }), { port });
+  assert.deepEqual(m.claim({ key: 'team-b/new', rank: '2' }), { port: 100 });
+  assert.deepEqual(m.claim({ key: 'team-b/next', rank: '3' }), { port: 101 });
+  assert.match((m.claim({ key: 'team-b/on-held', rank: '4', requested: 108 }) as { conflict: string }).conflict, /given up by a gateway of another namespace/);
+  // the range full but for ports held for another namespace: tried again when the first hold ends
+  for (let port = 102; port <= 106; port++) m.claim({ key: `team-c/g${port}`, rank: '5', requested: port });
+  now += 1000; // (107 and 108 were given up at the same moment)
+  assert.deepEqual(m.claim({ key: 'team-b/more', rank: '6' }), { conflict: 'no free port left in the range 100-109', retryInMs: 299_000 });
+  // a gateway holding its own port (taken while following) keeps it as leader, held for another namespace or not
+  const f = new PortAllocator([100, 102], () => now, 300_000);
+  f.claim({ key: 'team-b/b', rank: '1', requested: 8080 });
+  f.release('team-b/b');
+  assert.deepEqual(f.follow('team-a/a', 8080, '2'), { port: 8080 });
+  assert.deepEqual(f.claim({ key: 'team-a/a', rank: '2', requested: 8080 }), { port: 8080 });
   // without a hold (the default): at once
   const q = new PortAllocator([100, 102]);
   q.claim({ key: 'team-b/b-gw', rank: '1', requested: 8080 });
