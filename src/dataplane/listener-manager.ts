@@ -144,13 +144,14 @@ export class ListenerManager {
   }
 }
 
-/** What an update of the same listener's TLS changes: its certificate, its client CA (or null). */
+/** What an update of the same listener's TLS changes: its certificate, its client CA (or null).
+ * The same words each time (no expiry: the gauge has it), so a team rewriting its Secret again
+ * and again bumps one Event's count rather than making the operator write new ones. */
 function reloadedCertificates(was: GatewayPlan, now: GatewayPlan): string | null {
   const a = was.tls, b = now.tls;
   if (!a || !b) return null;
   const said: string[] = [];
-  const at = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-  if (a.cert !== b.cert) said.push(`listener certificate of Secret ${now.namespace}/${b.secretName} reloaded (expires ${at(b.notAfter)})`);
-  if (b.clientCA && a.clientCA && a.clientCA.pem !== b.clientCA.pem) said.push(`client CA ${b.clientCA.ref} reloaded (its first certificate to expire does at ${at(b.clientCA.notAfter)})`);
+  if (a.cert !== b.cert) said.push(`listener certificate of Secret ${now.namespace}/${b.secretName} reloaded`);
+  if (b.clientCA && a.clientCA && a.clientCA.pem !== b.clientCA.pem) said.push(`client CA ${b.clientCA.ref} reloaded`);
   return said.length ? `${said.join('; ')}; used for new connections` : null;
 }

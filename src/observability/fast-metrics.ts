@@ -128,6 +128,13 @@ export class FastRegistry {
     for (let i = 0; i < this.families.length; i++) {
       const f = this.families[i]!;
       out.add(f.head);
+      if (f instanceof FastGaugeReader) {
+        for (const [group, rest, value] of f.series()) {
+          sample(out, f.name, group, rest, value);
+          if (out.pending) yield* out.take();
+        }
+        continue;
+      }
       for (const g of this.groups.values()) {
         const series = g.byFamily[i];
         if (!series) continue;
@@ -268,6 +275,29 @@ export class GaugeChild {
 export class FastGauge extends ValueFamily<GaugeChild> {
   constructor(registry: FastRegistry, o: FamilyOptions) { super(registry, o.name, o.help, o.labelNames, 'gauge'); }
   protected make(): GaugeChild { return new GaugeChild(); }
+}
+
+/** A gauge read when scraped: its series are what `read` yields then, each its label values (in
+ * labelNames order) and value; nothing is kept between scrapes, so nothing has to be forgotten. */
+export class FastGaugeReader extends Family<never> {
+  constructor(registry: FastRegistry, o: FamilyOptions, private readonly read: () => Iterable<{ values: string[]; value: number }>) {
+    super(registry, o.name, o.help, o.labelNames, 'gauge');
+  }
+
+  protected make(): never {
+    throw new Error(`${this.name} is read when scraped`);
+  }
+
+  lines(): void {}
+
+  /** Each series now: its group's label text, the rest's, its value. */
+  *series(): Generator<[string, string, string]> {
+    for (const { values, value } of this.read()) {
+      let rest = '';
+      for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
+      yield [groupText(values[0] ?? '', values[1] ?? ''), rest, num(value)];
+    }
+  }
 }
 
 export class HistogramChild {

@@ -2,7 +2,7 @@
 // name, route, method, status class, fixed result/kind enums — never a path, user, token or
 // address). See docs/metrics.md.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { FastCounter, FastGauge, FastHistogram, FastRegistry } from './fast-metrics.js';
+import { FastCounter, FastGauge, FastGaugeReader, FastHistogram, FastRegistry } from './fast-metrics.js';
 import { droppedLogLines } from './logger.js';
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -80,11 +80,8 @@ export function createMetrics(registry = new Registry()) {
     informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed or received a watch event (Unix time).', labelNames: ['informer'], registers: r }),
     logLinesDropped: new Counter({ name: 'access_gateway_log_lines_dropped_total', help: 'Log lines (access lines and the others) dropped because 16 MiB of lines waited to be written to stdout: whatever reads the operator\'s log stopped reading.', registers: r,
       collect() { this.reset(); this.inc(droppedLogLines()); } }),
-    certificateExpiry: new Gauge({ name: 'access_gateway_certificate_expiry_timestamp_seconds', help: 'When a certificate a listener serves with expires (Unix time): certificate serving (the leaf of spec.listener.tls.secretName) or client-ca (the first of spec.listener.tls.clientCA\'s certificates to expire). Read from the listeners open at the scrape.', labelNames: [...gw, 'certificate'], registers: r,
-      collect() {
-        this.reset();
-        for (const c of certificates()) this.set({ namespace: c.namespace, gateway: c.gateway, certificate: c.certificate }, c.notAfter);
-      } }),
+    certificateExpiry: new FastGaugeReader(fast, { name: 'access_gateway_certificate_expiry_timestamp_seconds', help: 'When a certificate a listener serves with expires (Unix time): certificate serving (the leaf of spec.listener.tls.secretName) or client-ca (the first of spec.listener.tls.clientCA\'s certificates to expire). Read from the listeners open at the scrape.', labelNames: [...gw, 'certificate'] },
+      function* () { for (const c of certificates()) yield { values: [c.namespace, c.gateway, c.certificate], value: c.notAfter }; }),
     /** Where the certificate expiry gauge reads, at each scrape, what is served. */
     servedCertificates: (read: () => Iterable<CertificateExpiry>) => { certificates = read; },
     leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),

@@ -420,12 +420,12 @@ spec:
   await waitFor('renewed certificate served', async () => (await fingerprint()) !== first, 10_000);
   const renewed = readFileSync(leaf.certFile, 'utf8');
   assert.equal(await expiry('serving'), expiresAt(renewed));
-  // an Event on the gateway says so, with the new certificate's expiry
-  const at = new Date(expiresAt(renewed) * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  // an Event on the gateway says so (the same words each time: a Secret rewritten again and again
+  // bumps its count)
   const reloaded = await waitFor('a CertificateReloaded Event', async () => ((await cp.api('GET', `/api/v1/namespaces/${ns}/events?fieldSelector=involvedObject.name%3Dsecure-listener`))
     .body.items as any[]).find((e) => e.reason === 'CertificateReloaded'), 10_000);
   assert.equal(reloaded.type, 'Normal');
-  assert.equal(reloaded.message, `listener certificate of Secret ${ns}/svc-tls reloaded (expires ${at}); used for new connections`);
+  assert.equal(reloaded.message, `listener certificate of Secret ${ns}/svc-tls reloaded; used for new connections`);
   // the connection made before the renewal was not dropped: it still serves, with the old certificate
   assert.equal(await ask(), '200');
   assert.equal((open as any).getPeerX509Certificate().fingerprint256, first);

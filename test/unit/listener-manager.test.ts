@@ -1069,15 +1069,14 @@ test('certificate expiry: a series per certificate an open listener serves with;
   // the same listener, a new certificate: the result says so (for an Event), the series follows
   const b = { ...a, generation: 2, tls: { ...withTLS(a).tls!, clientCA: a.tls!.clientCA } };
   const applied = await m.apply('team-a/gw', b);
-  const at = new Date(b.tls!.notAfter).toISOString().replace(/\.\d+Z$/, 'Z');
-  assert.deepEqual(applied, { programmed: true, port: p1, reloaded: `listener certificate of Secret team-a/s reloaded (expires ${at}); used for new connections` });
+  assert.deepEqual(applied, { programmed: true, port: p1, reloaded: 'listener certificate of Secret team-a/s reloaded; used for new connections' });
   assert.ok((await expiry()).includes(`namespace="team-a",gateway="gw",certificate="serving" ${seconds(b.tls!.cert)}`));
   // a new client CA
   const clients2 = makeCA(dir, 'clients2');
   const c = withClientCA({ ...b, generation: 3 }, clients2);
   c.tls = { ...b.tls!, clientCA: c.tls!.clientCA };
-  const ca = new Date(c.tls.clientCA!.notAfter).toISOString().replace(/\.\d+Z$/, 'Z');
-  assert.deepEqual(await m.apply('team-a/gw', c), { programmed: true, port: p1, reloaded: `client CA ConfigMap clients reloaded (its first certificate to expire does at ${ca}); used for new connections` });
+  assert.deepEqual(await m.apply('team-a/gw', c), { programmed: true, port: p1, reloaded: 'client CA ConfigMap clients reloaded; used for new connections' });
+  assert.ok((await expiry()).includes(`namespace="team-a",gateway="gw",certificate="client-ca" ${seconds(clients2.cert)}`));
   // an unrelated change reloads nothing
   assert.deepEqual(await m.apply('team-a/gw', { ...c, generation: 4 }), { programmed: true, port: p1 });
   await m.apply('team-a/gw', null);
