@@ -123,7 +123,7 @@ export function rateLimit(t: RouteTable, id: CallerIdentity): void {
   const wait = t.limiter.take(id.username);
   if (wait > 0) {
     t.m.rateLimited.inc();
-    throw new RateLimitedError(`rate limit of gateway ${t.key} exceeded for ${id.username}`, Math.ceil(wait));
+    throw new RateLimitedError(`rate limit of this gateway exceeded for ${id.username}`, Math.ceil(wait));
   }
 }
 
@@ -279,7 +279,7 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterCl
       // answered whether or not spec.access admits the caller: it says no more than a 403 would
       rateLimit(t, caller);
       const wait = t.canILimiter.take(caller.username);
-      if (wait > 0) throw new RateLimitedError(`can-i questions to gateway ${t.key} are limited to one a second per caller`, Math.ceil(wait));
+      if (wait > 0) throw new RateLimitedError('can-i questions to this gateway are limited to one a second per caller', Math.ceil(wait));
       return canIQuestion(caller, query);
     }
     authorize(t, caller);

@@ -567,7 +567,10 @@ export class Listener {
       // answered to callers spec.access may not admit: it does not admit the connection
       const close = conn.admitted ? {} : { connection: 'close' };
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer, { client: req.socket }).then((e) => {
-        const body = JSON.stringify(e);
+        // a caller no rule names is not told whose gateway it is (as its 403 does not)
+        const { gateway, ...unnamed } = e;
+        const body = JSON.stringify(e.steps.some((s) => s.step === 'access' && s.allowed === false) ? unnamed : e);
+        void gateway;
         this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));
       return;

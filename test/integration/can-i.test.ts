@@ -138,6 +138,9 @@ test('the listener answers can-i for the caller itself: the gateway steps, then 
   const stranger = await canI('stranger', 'GET', path);
   assert.deepEqual(verdicts(stranger), ['access:no']);
   assert.doesNotMatch(JSON.stringify(stranger), /kube-api|acceptPaths/);
+  assert.equal(stranger.gateway, undefined, 'nor whose gateway it is');
+  assert.doesNotMatch(JSON.stringify(stranger), new RegExp(`${ns}/api|"name":"api"`));
+  assert.deepEqual(before.gateway, { namespace: ns, name: 'api' });
   const bad = await curl(`${url}/.well-known/access-gateway/can-i?method=GET`, ['--cacert', ca.certFile, ...bearer(tokens.reader!)]);
   assert.equal(bad.status, 400, bad.body);
   const anon = await curl(`${url}/.well-known/access-gateway/can-i?path=/api`, ['--cacert', ca.certFile]);
@@ -148,6 +151,7 @@ test('the listener answers can-i for the caller itself: the gateway steps, then 
   const codes = burst.map((r) => r.status).sort();
   assert.ok(codes.filter((c) => c === 200).length <= 6 && codes.includes(429), codes.join(','));
   assert.match(burst.find((r) => r.status === 429)!.headers, /retry-after: \d/i);
+  assert.doesNotMatch(burst.find((r) => r.status === 429)!.body, new RegExp(`${ns}/api`));
 });
 
 test('kubectl access-gateway can-i evaluates offline for anyone, with RBAC asked by a SubjectAccessReview', async () => {
