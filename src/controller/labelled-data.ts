@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { TooLarge, type KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, maxPageBytes, type KubeObject } from '../kube/informer.js';
+import { dataListPage, maxPageBytes, nextLimit, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { DataBudget, dataBytes } from './data-budget.js';
@@ -257,8 +257,10 @@ export class LabelledData {
       if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
       const q = new URLSearchParams({ labelSelector: `${s.label}=true`, limit: String(limit), ...(cont ? { continue: cont } : {}) });
       let list: { items: Labelled[] | null; metadata?: { continue?: string } };
+      let bytes = 0;
       try {
-        list = await this.client.request('GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}`, maxBytes: maxPageBytes });
+        list = await this.client.request('GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}`, maxBytes: maxPageBytes, onBytes: (n) => { bytes = n; } });
+        limit = nextLimit(limit, dataListPage, bytes, maxPageBytes);
       } catch (err) {
         if (!(err instanceof TooLarge) || limit === 1) throw err;
         limit >>= 1; // the same page again, with fewer objects (as the informer's lists)

@@ -29,6 +29,8 @@ export interface RequestOptions {
   what?: string;
   /** An answer longer than this is not read on: TooLarge is thrown (its connection closed). */
   maxBytes?: number;
+  /** Told how long the answer was (with maxBytes). */
+  onBytes?: (n: number) => void;
 }
 
 /** An answer past RequestOptions.maxBytes. */
@@ -40,7 +42,7 @@ export class TooLarge extends Error {
 }
 
 /** A body read whole as UTF-8, or TooLarge past `max` bytes (never more than that is held). */
-async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }, max: number, what: string): Promise<string> {
+async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }, max: number, what: string, onBytes?: (n: number) => void): Promise<string> {
   const parts: Buffer[] = [];
   let n = 0;
   for await (const chunk of body) {
@@ -50,6 +52,7 @@ async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): 
     }
     parts.push(chunk);
   }
+  onBytes?.(n);
   return Buffer.concat(parts, n).toString('utf8');
 }
 
@@ -126,7 +129,7 @@ export class KubeClient {
       headersTimeout: opts.timeoutMs ?? 30_000,
       bodyTimeout: opts.timeoutMs ?? 30_000,
     });
-    const text = opts.maxBytes === undefined ? await res.body.text() : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`);
+    const text = opts.maxBytes === undefined ? await res.body.text() : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`, opts.onBytes);
     let parsed: unknown = text;
     try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
     if (res.statusCode === 401) void this.refreshAuth();

@@ -60,6 +60,12 @@ export const dataListPage = 10;
  */
 export const maxPageBytes = 16 * 2 ** 20;
 
+/** The next page's size: twice this one's (up to `pageSize`) after a page under a quarter of
+ * `maxBytes` (a few large objects do not leave the rest of a long list read one by one). */
+export function nextLimit(limit: number, pageSize: number, bytes: number, maxBytes: number): number {
+  return bytes < maxBytes / 4 ? Math.min(pageSize, limit * 2) : limit;
+}
+
 class Gone extends Error {}
 class Absent extends Error {}
 class Forbidden extends Error {}
@@ -166,12 +172,16 @@ export class Informer<T extends KubeObject> {
     const items: T[] = [];
     let cont: string | undefined;
     let rv = '';
-    let limit = this.opts.pageSize ?? listPage;
+    const pageSize = this.opts.pageSize ?? listPage;
+    const maxBytes = this.opts.maxPageBytes ?? maxPageBytes;
+    let limit = pageSize;
     for (;;) {
       let list: { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } };
+      let bytes = 0;
       try {
         list = await this.client.request('GET', this.query({ limit: String(limit), ...(cont ? { continue: cont } : {}) }),
-          { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}`, maxBytes: this.opts.maxPageBytes ?? maxPageBytes });
+          { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}`, maxBytes, onBytes: (n) => { bytes = n; } });
+        limit = nextLimit(limit, pageSize, bytes, maxBytes);
       } catch (err) {
         if (err instanceof TooLarge && limit > 1) { // the same page again, with fewer objects
           limit = Math.max(1, limit >> 1);

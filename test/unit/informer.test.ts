@@ -173,19 +173,20 @@ test('lists come in pages a replica can read: 100 objects, 10 of labelled Secret
   ]);
 });
 
-test('a list page past maxPageBytes is asked for again with half as many objects, down to one; the list goes on from there', async () => {
+test('a list page past maxPageBytes is asked for again with half as many objects, down to one; pages grow again once small', async () => {
   const asked: string[] = [];
   const objects = Array.from({ length: 7 }, (_, i) => ({ metadata: { name: `p${i}`, namespace: 'a', resourceVersion: '1' } }));
   const client = {
-    request: async (_m: string, path: string, o: { maxBytes?: number; what?: string }) => {
+    request: async (_m: string, path: string, o: { maxBytes?: number; what?: string; onBytes?: (n: number) => void }) => {
       const u = new URL(path, 'https://x');
       const limit = Number(u.searchParams.get('limit'));
       const from = Number(u.searchParams.get('continue') ?? 0);
       asked.push(`${from}:${limit}`);
-      // p2 alone fills a page; the others fit two to a page
+      // p2 alone fills a page; the others are small
       const page = objects.slice(from, from + limit);
-      const bytes = page.reduce((n, p) => n + (p.metadata.name === 'p2' ? 16 : 8), 0);
+      const bytes = page.reduce((n, p) => n + (p.metadata.name === 'p2' ? 16 : 1), 0);
       if (bytes > o.maxBytes!) throw new TooLarge(o.maxBytes!, o.what!);
+      o.onBytes?.(bytes);
       const next = from + page.length;
       return { items: page, metadata: { resourceVersion: '9', ...(next < objects.length ? { continue: String(next) } : {}) } };
     },
@@ -193,8 +194,9 @@ test('a list page past maxPageBytes is asked for again with half as many objects
   const inf = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 16 });
   assert.equal(await (inf as unknown as { list(): Promise<string> }).list(), '9');
   assert.deepEqual([...inf.cache.keys()].sort(), objects.map((o) => `a/${o.metadata.name}`));
-  assert.deepEqual(asked, ['0:8', '0:4', '0:2', '2:2', '2:1', '3:1', '4:1', '5:1', '6:1']);
+  // halved until a page fits; a page under a quarter of the bound doubles the next (up to 8)
+  assert.deepEqual(asked, ['0:8', '0:4', '0:2', '2:4', '2:2', '2:1', '3:1', '4:2', '6:4']);
   // one object past it: no page can be read; the list fails (and is tried again), nothing is lost
-  const none = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 7 });
+  const none = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 15 });
   await assert.rejects((none as unknown as { list(): Promise<string> }).list(), TooLarge);
 });

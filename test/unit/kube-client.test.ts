@@ -30,7 +30,9 @@ test('an answer longer than maxBytes is not read on: TooLarge; one within it is 
   });
   await assert.rejects(client.request('GET', '/x', { maxBytes: body.length - 1, what: 'list x' }),
     (err: Error) => err instanceof TooLarge && err.message === `list x: the answer is longer than ${body.length - 1} bytes`);
-  assert.deepEqual(await client.request('GET', '/x', { maxBytes: body.length }), JSON.parse(body));
+  let told = 0;
+  assert.deepEqual(await client.request('GET', '/x', { maxBytes: body.length, onBytes: (n) => { told = n; } }), JSON.parse(body));
+  assert.equal(told, body.length);
   assert.deepEqual(await client.request('GET', '/x'), JSON.parse(body));
 });
 
