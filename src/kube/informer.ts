@@ -238,8 +238,9 @@ export class Informer<T extends KubeObject> {
     try {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
       const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
+      const synced = () => this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
-        this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
+        synced();
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };
@@ -258,7 +259,7 @@ export class Informer<T extends KubeObject> {
           this.cache.set(key, kept);
           this.opts.onEvent(old ? 'update' : 'add', kept, old);
         }
-      });
+      }, synced); // a watch the apiserver took from our resourceVersion: up to date, in a quiet cluster too
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) throw new Gone(err.message);
       throw err;

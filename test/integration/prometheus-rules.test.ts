@@ -37,9 +37,9 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 test('promtool check rules accepts the rendered PrometheusRule', () => {
   const r = run(['check', 'rules', '--lint=all', '--lint-fatal', 'rules.yaml']);
   assert.equal(r.status, 0, r.out);
-  assert.match(r.out, /SUCCESS: 5 rules found/, r.out);
+  assert.match(r.out, /SUCCESS: 6 rules found/, r.out);
   assert.doesNotMatch(r.out, /WARNING|FAILED/, r.out);
-  assert.deepEqual(alerts, ['AccessGatewayHighErrorRatio', 'AccessGatewayAuthenticationFailures', 'AccessGatewayReconcileErrors', 'AccessGatewayCertificateExpiresSoon', 'AccessGatewayNoLeader']);
+  assert.deepEqual(alerts, ['AccessGatewayHighErrorRatio', 'AccessGatewayAuthenticationFailures', 'AccessGatewayReconcileErrors', 'AccessGatewayInformerStale', 'AccessGatewayCertificateExpiresSoon', 'AccessGatewayNoLeader']);
 });
 
 test('promtool test rules: every alert fires when it should and only then', async (t) => {

@@ -304,7 +304,7 @@ test('ci/people: the OIDC issuers become a mounted AuthenticationConfiguration t
   assert.ok(!one(plain, 'Deployment').spec.template.spec.containers[0].args.some((a: string) => a.startsWith('--authentication-config')));
 });
 
-test('ci/monitoring: ServiceMonitor, PrometheusRule with the five alerts, NetworkPolicy over the port range', () => {
+test('ci/monitoring: ServiceMonitor, PrometheusRule with the six alerts, NetworkPolicy over the port range', () => {
   const objs = template(['-f', join(ciDir, 'monitoring-values.yaml')]);
   assert.deepEqual(one(objs, 'ClusterRoleBinding', 'agw-test-access-gateway-metrics-reader').subjects,
     [{ kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' }]);
@@ -322,7 +322,7 @@ test('ci/monitoring: ServiceMonitor, PrometheusRule with the five alerts, Networ
   assert.equal(ep.bearerTokenFile ?? ep.authorization, undefined);
   const rules = one(objs, 'PrometheusRule').spec.groups[0].rules;
   const byName = Object.fromEntries(rules.map((r: any) => [r.alert, r.expr]));
-  assert.deepEqual(Object.keys(byName).sort(), ['AccessGatewayAuthenticationFailures', 'AccessGatewayCertificateExpiresSoon', 'AccessGatewayHighErrorRatio', 'AccessGatewayNoLeader', 'AccessGatewayReconcileErrors']);
+  assert.deepEqual(Object.keys(byName).sort(), ['AccessGatewayAuthenticationFailures', 'AccessGatewayCertificateExpiresSoon', 'AccessGatewayHighErrorRatio', 'AccessGatewayInformerStale', 'AccessGatewayNoLeader', 'AccessGatewayReconcileErrors']);
   assert.match(byName.AccessGatewayCertificateExpiresSoon, /access_gateway_certificate_expiry_timestamp_seconds\{job="agw-test-access-gateway"\}\) - time\(\)\s+< 1209600/);
   // the threshold is a value
   const week = one(template(['-f', join(ciDir, 'monitoring-values.yaml'), '--set', 'metrics.prometheusRule.certificateExpiryDays=7']), 'PrometheusRule').spec.groups[0].rules;
