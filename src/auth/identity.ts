@@ -85,5 +85,6 @@ export function unforwardableName(name: string): string | null {
   if (name !== name.trim()) return 'has surrounding whitespace';
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(name)) return 'holds control characters';
+  if (!(name as string & { isWellFormed(): boolean }).isWellFormed()) return 'is not well-formed Unicode (a lone surrogate)';
   return null;
 }

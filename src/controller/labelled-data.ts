@@ -253,6 +253,7 @@ export class LabelledData {
   private async readSource(s: Source, ns: string): Promise<void> {
     let cont: string | undefined;
     let limit = dataListPage;
+    let ceiling = dataListPage; // (as the informer's lists)
     for (;;) {
       if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
       const q = new URLSearchParams({ labelSelector: `${s.label}=true`, limit: String(limit), ...(cont ? { continue: cont } : {}) });
@@ -260,10 +261,11 @@ export class LabelledData {
       let bytes = 0;
       try {
         list = await this.client.request('GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}`, maxBytes: maxPageBytes, onBytes: (n) => { bytes = n; } });
-        limit = nextLimit(limit, dataListPage, bytes, maxPageBytes);
+        limit = nextLimit(limit, ceiling, bytes, maxPageBytes);
       } catch (err) {
         if (!(err instanceof TooLarge) || limit === 1) throw err;
-        limit >>= 1; // the same page again, with fewer objects (as the informer's lists)
+        ceiling = limit - 1; // the same page again, with fewer objects
+        limit >>= 1;
         continue;
       }
       for (const o of list.items ?? []) {

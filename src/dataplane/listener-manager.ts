@@ -26,7 +26,8 @@ export class ListenerManager {
 
   /** The certificates the open listeners serve with, for the expiry gauge. */
   private *certificates(): Iterable<CertificateExpiry> {
-    for (const l of this.listeners.values()) {
+    // the listeners open when the scrape began (it spans turns: one replaced meanwhile would be met twice)
+    for (const l of [...this.listeners.values()]) {
       const { namespace, name: gateway, tls } = l.plan;
       if (!tls) continue;
       yield { namespace, gateway, certificate: 'serving', notAfter: tls.notAfter / 1000 };

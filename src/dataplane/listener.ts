@@ -431,8 +431,7 @@ export class Listener {
   private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool): UpstreamCall {
     const headers = forwardRequestHeaders(req.headers, false);
     forwardedFor(headers, req);
-    headers['x-remote-user'] = toWire(a.id.username);
-    if (a.id.groups.length) headers['x-remote-group'] = a.id.groups.map(toWire);
+    Object.assign(headers, remoteHeaders(a.id));
     return {
       url: ep.url, pool: ep.pool, agent: ep.agent, what: ep.what,
       method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,
@@ -569,7 +568,7 @@ export class Listener {
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer, { client: req.socket }).then((e) => {
         // a caller no rule names is not told whose gateway it is (as its 403 does not)
         const { gateway, ...unnamed } = e;
-        const body = JSON.stringify(e.steps.some((s) => s.step === 'access' && s.allowed === false) ? unnamed : e);
+        const body = JSON.stringify(t.policy.allowed(a.id) === null ? unnamed : e);
         void gateway;
         this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));
@@ -809,6 +808,18 @@ export class Listener {
       }
     }, relaying);
   }
+}
+
+/** X-Remote-User and -Group for a caller, made once per cached identity (not per request). */
+const remote = new WeakMap<CallerIdentity, Record<string, string | string[]>>();
+function remoteHeaders(id: CallerIdentity): Record<string, string | string[]> {
+  let h = remote.get(id);
+  if (!h) {
+    h = { 'x-remote-user': toWire(id.username) };
+    if (id.groups.length) h['x-remote-group'] = id.groups.map(toWire);
+    remote.set(id, h);
+  }
+  return h;
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {

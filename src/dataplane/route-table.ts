@@ -76,7 +76,8 @@ export interface CompiledRoute {
 /** What decides who a request is: spec.authentication and the client CA (its text by key). */
 export function authnKey(plan: GatewayPlan): string {
   const ca = plan.tls?.clientCA;
-  return JSON.stringify([plan.auth, ca ? [textKey(ca.pem), ca.required, ca.prefix] : null]);
+  const { mode, audiences, issuers } = plan.auth; // not the cache's TTL: it admits the same callers
+  return JSON.stringify([mode, [...audiences].sort(), issuers ?? [], ca ? [textKey(ca.pem), ca.required, ca.prefix] : null]);
 }
 
 /** The header of the Impersonate-Extra that names the caller. */

@@ -137,10 +137,9 @@ export class KubeClient {
     return parsed as T;
   }
 
-  /** Streams a watch; `onEvent` gets each decoded event, `onOpen` is told once the apiserver took
-   * it (200). Resolves when the server ends the stream. */
+  /** Streams a watch; `onEvent` gets each decoded event. Resolves when the server ends the stream. */
   async watch(path: string, signal: AbortSignal, idleTimeoutMs: number, accept: string | undefined,
-    onEvent: (ev: { type: string; object: any }) => void, onOpen?: () => void): Promise<void> {
+    onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
     const url = new URL(path, this.server);
     const res = await this.dispatcher.request({
       origin: url.origin, path: url.pathname + url.search, method: 'GET', headers: this.headers(accept ? { accept } : undefined), signal,
@@ -152,7 +151,6 @@ export class KubeClient {
       try { body = JSON.parse(text); } catch { body = { message: text }; }
       throw new ApiError(res.statusCode, body, `watch ${path}`);
     }
-    onOpen?.();
     // a line (an event) may come in thousands of pieces: each piece is searched once, and the
     // line joined once it ends (appending each to the rest and searching it all again took
     // seconds for one 8 MiB event)

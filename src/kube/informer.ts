@@ -60,10 +60,12 @@ export const dataListPage = 10;
  */
 export const maxPageBytes = 16 * 2 ** 20;
 
-/** The next page's size: twice this one's (up to `pageSize`) after a page under a quarter of
- * `maxBytes` (a few large objects do not leave the rest of a long list read one by one). */
-export function nextLimit(limit: number, pageSize: number, bytes: number, maxBytes: number): number {
-  return bytes < maxBytes / 4 ? Math.min(pageSize, limit * 2) : limit;
+/** The next page's size: twice this one's after a page under a quarter of `maxBytes`, up to
+ * `ceiling` (the page size, or less than the smallest page of this list that was too large): a
+ * few large objects do not leave the rest of a long list read one by one, nor make the apiserver
+ * write a page of a size that was too large again. */
+export function nextLimit(limit: number, ceiling: number, bytes: number, maxBytes: number): number {
+  return bytes < maxBytes / 4 ? Math.max(limit, Math.min(ceiling, limit * 2)) : limit;
 }
 
 class Gone extends Error {}
@@ -140,6 +142,7 @@ export class Informer<T extends KubeObject> {
         refused = 0;
       } catch (err) {
         if (this.abort.signal.aborted) break;
+        if (err instanceof Absent) this.opts.metrics?.informerLastSync.remove({ informer: this.opts.name }); // nothing to be stale about
         if (err instanceof Absent || err instanceof Forbidden) {
           if (err instanceof Forbidden) {
             log.error({ informer: this.opts.name, err: err.message }, this.opts.forbidden);
@@ -175,15 +178,17 @@ export class Informer<T extends KubeObject> {
     const pageSize = this.opts.pageSize ?? listPage;
     const maxBytes = this.opts.maxPageBytes ?? maxPageBytes;
     let limit = pageSize;
+    let ceiling = pageSize; // less than the smallest page of this list that was too large
     for (;;) {
       let list: { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } };
       let bytes = 0;
       try {
         list = await this.client.request('GET', this.query({ limit: String(limit), ...(cont ? { continue: cont } : {}) }),
           { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}`, maxBytes, onBytes: (n) => { bytes = n; } });
-        limit = nextLimit(limit, pageSize, bytes, maxBytes);
+        limit = nextLimit(limit, ceiling, bytes, maxBytes);
       } catch (err) {
         if (err instanceof TooLarge && limit > 1) { // the same page again, with fewer objects
+          ceiling = limit - 1;
           limit = Math.max(1, limit >> 1);
           this.opts.log.info({ informer: this.opts.name, limit }, 'list page too large; asking for fewer objects a page');
           continue;
@@ -215,13 +220,17 @@ export class Informer<T extends KubeObject> {
       }
     }
     this.markSyncedOnce();
-    this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
+    this.noteSync();
     return rv;
   }
 
   private keep(obj: T): T {
     stripForCache(obj);
     return this.opts.trim ? this.opts.trim(obj) : obj;
+  }
+
+  private noteSync(): void {
+    this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
   }
 
   private markSyncedOnce(): void {
@@ -238,9 +247,8 @@ export class Informer<T extends KubeObject> {
     try {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
       const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
-      const synced = () => this.opts.metrics?.informerLastSync.set({ informer: this.opts.name }, this.clock.now() / 1000);
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
-        synced();
+        this.noteSync();
         const obj = ev.object as T;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; message?: string };
@@ -259,7 +267,10 @@ export class Informer<T extends KubeObject> {
           this.cache.set(key, kept);
           this.opts.onEvent(old ? 'update' : 'add', kept, old);
         }
-      }, synced); // a watch the apiserver took from our resourceVersion: up to date, in a quiet cluster too
+      });
+      // ended by the apiserver at its timeout, every event read: up to date, in a quiet cluster too
+      // (not when it is opened: one that fails each time after it opened would look recent)
+      this.noteSync();
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) throw new Gone(err.message);
       throw err;

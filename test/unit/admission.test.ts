@@ -287,7 +287,10 @@ test('accessEnded: a session ends when spec.authentication changes (its caller i
   assert.equal(accessEnded(at({ audiences: ['gw'] }, { rateLimit: { requestsPerSecond: 5, burst: 5 } }), held), null);
   const why = 'spec.authentication or the client CA changed; open it again to be authenticated';
   assert.equal(accessEnded(at({ audiences: ['gw2'] }), held), why);
-  assert.equal(accessEnded(at({ audiences: ['gw'], cacheTTLSeconds: 0 }), held), why);
+  // the cache's TTL and the audiences' order admit the same callers: kept
+  assert.equal(accessEnded(at({ audiences: ['gw'], cacheTTLSeconds: 0 }), held), null);
+  assert.equal(accessEnded(at({ audiences: ['gw', 'gw2'] }), { ...held, authn: at({ audiences: ['gw2', 'gw'] }).routes[0]!.authn }), null);
+  assert.equal(accessEnded(at({ audiences: ['gw', 'gw2'] }), held), why);
   // and the listener asks again when it changes
   assert.equal(sameAdmission(first.plan, at({ audiences: ['gw'] }).plan), true);
   assert.equal(sameAdmission(first.plan, at({ audiences: ['gw2'] }).plan), false);

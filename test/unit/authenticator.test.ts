@@ -61,7 +61,8 @@ test('an answer whose audiences miss the gateway is refused', async () => {
 });
 
 test('a reviewed identity whose names cannot travel as headers is refused: a group with a comma or surrounding whitespace', async () => {
-  for (const [groups, why] of [[['ops,system:masters'], /the reviewed group "ops,system:masters" holds a comma/], [[' system:masters'], /the reviewed group " system:masters" has surrounding whitespace/]] as const) {
+  for (const [groups, why] of [[['ops,system:masters'], /the reviewed group "ops,system:masters" holds a comma/], [[' system:masters'], /the reviewed group " system:masters" has surrounding whitespace/],
+    [['ops\ud800'], /the reviewed group .* is not well-formed Unicode/]] as const) {
     const r = new FakeReviewer(async () => ({ authenticated: true, user: { ...user, username: 'webhook:alice', groups: [...groups] }, audiences: ['gw'] }));
     const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => T0);
     await assert.rejects(async () => a.authenticate(jwt()), (e: unknown) => is401(e) && why.test((e as Error).message));

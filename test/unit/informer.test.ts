@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClusterState } from '../../src/controller/cluster-state.js';
 import { Informer, stripForCache, type KubeObject } from '../../src/kube/informer.js';
-import { TooLarge, type KubeClient } from '../../src/kube/client.js';
+import { ApiError, TooLarge, type KubeClient } from '../../src/kube/client.js';
+import { testMetrics } from '../../src/observability/metrics.js';
 import { Watched } from '../../src/kube/watched.js';
 import { KubeRevocation } from '../../src/kube/jwks-source.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -194,9 +195,67 @@ test('a list page past maxPageBytes is asked for again with half as many objects
   const inf = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 16 });
   assert.equal(await (inf as unknown as { list(): Promise<string> }).list(), '9');
   assert.deepEqual([...inf.cache.keys()].sort(), objects.map((o) => `a/${o.metadata.name}`));
-  // halved until a page fits; a page under a quarter of the bound doubles the next (up to 8)
-  assert.deepEqual(asked, ['0:8', '0:4', '0:2', '2:4', '2:2', '2:1', '3:1', '4:2', '6:4']);
+  // halved until a page fits; a page under a quarter of the bound doubles the next, up to less
+  // than the smallest size that was too large (8, then 4, then 3 here)
+  assert.deepEqual(asked, ['0:8', '0:4', '0:2', '2:3', '2:1', '3:1', '4:2', '6:2']);
   // one object past it: no page can be read; the list fails (and is tried again), nothing is lost
   const none = new Informer<KubeObject>(client, { name: 'pods', path: '/api/v1/pods', log: silentLogger, onEvent: () => {}, pageSize: 8, maxPageBytes: 15 });
   await assert.rejects((none as unknown as { list(): Promise<string> }).list(), TooLarge);
+});
+
+test('an optional resource that stops being served after a sync drops its last-sync series (nothing is stale)', async () => {
+  let lists = 0;
+  let watches = 0;
+  const client = {
+    request: async () => {
+      if (++lists > 1) throw new ApiError(404, { message: 'the server could not find the requested resource' }, 'list');
+      return { items: [], metadata: { resourceVersion: '1' } };
+    },
+    watch: async () => {
+      if (++watches === 1) return; // ended by the apiserver at its timeout
+      throw new ApiError(410, { message: 'too old' }, 'watch');
+    },
+  } as unknown as KubeClient;
+  const metrics = testMetrics();
+  let now = 1_000_000;
+  const clock = { now: () => now, setTimeout, clearTimeout } as unknown as NonNullable<ConstructorParameters<typeof Informer>[1]['clock']>;
+  const series = async () => /access_gateway_informer_last_sync_timestamp_seconds\{informer="grants"\} (\S+)/.exec(await metrics.registry.metrics())?.[1];
+  const inf = new Informer<KubeObject>(client, { name: 'grants', path: '/apis/x/v1/grants', optional: true, log: silentLogger, onEvent: () => {}, metrics, clock });
+  const seen: (string | undefined)[] = [];
+  const first = inf.firstSync.then(async () => { seen.push(await series()); now += 5_000; });
+  inf.start();
+  await first;
+  for (let i = 0; i < 200 && lists < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(lists, 2);
+  assert.equal(seen[0], '1000', 'listed');
+  assert.equal(await series(), undefined, 'gone once the resource is not served');
+  await inf.stop();
+});
+
+test('a watch the apiserver ends at its timeout counts as a sync (a quiet cluster stays recent); one that fails does not', async () => {
+  let now = 1_000_000;
+  let watches = 0;
+  let release!: () => void;
+  const blocked = new Promise<void>((r) => { release = r; });
+  const client = {
+    request: async () => ({ items: [], metadata: { resourceVersion: '1' } }),
+    watch: async () => {
+      watches++;
+      now += 60_000;
+      if (watches === 1) return; // ended cleanly, nothing happened
+      if (watches === 2) throw new Error('connection reset'); // failed
+      await blocked;
+    },
+  } as unknown as KubeClient;
+  const metrics = testMetrics();
+  const clock = { now: () => now, setTimeout: (f: () => void) => setTimeout(f, 1), clearTimeout } as unknown as NonNullable<ConstructorParameters<typeof Informer>[1]['clock']>;
+  const series = async () => /access_gateway_informer_last_sync_timestamp_seconds\{informer="quiet"\} (\S+)/.exec(await metrics.registry.metrics())?.[1];
+  const inf = new Informer<KubeObject>(client, { name: 'quiet', path: '/api/v1/services', log: silentLogger, onEvent: () => {}, metrics, clock });
+  inf.start();
+  for (let i = 0; i < 400 && watches < 3; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(watches, 3);
+  assert.equal(await series(), '1060', 'the list at 1000, the clean end at 1060; not the failure at 1120');
+  release();
+  await inf.stop();
 });
