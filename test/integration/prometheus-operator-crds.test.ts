@@ -77,7 +77,7 @@ test('ServiceMonitor with the bearer token from a Secret', async () => {
 test('PrometheusRule with runbook URLs', async () => {
   const objs = render([...monitoringOn, '--set', 'metrics.prometheusRule.runbookBaseURL=https://example.com/docs/metrics.md']);
   const rules = objs.find((o) => o.kind === 'PrometheusRule').spec.groups.flatMap((g: any) => g.rules);
-  assert.equal(rules.length, 4);
+  assert.equal(rules.length, 6);
   for (const r of rules) assert.equal(r.annotations.runbook_url, `https://example.com/docs/metrics.md#${r.alert.toLowerCase()}`);
   await assertAccepted(objs, 'runbookBaseURL');
 });
