@@ -24,10 +24,14 @@ export class PortAllocator {
   private readonly blocked = new Map<number, number>();
   /** Ports given up, by port: the namespace and gateway that held them, until when. */
   private readonly released = new Map<number, { key: string; until: number }>();
+  /** Ports each namespace's gateways hold now, and the most they held within the hold (and when). */
+  private readonly owned = new Map<string, number>();
+  private readonly peak = new Map<string, { n: number; at: number }>();
 
   /** `maxHeldPerNamespace`: the most ports a namespace's gateways gave up that stay held for it
-   * (its oldest hold goes first): a team moving one gateway from port to port, or making and
-   * deleting gateways, cannot hold the range for long. */
+   * (its oldest hold goes first), or as many as it held at once lately if more: a team moving one
+   * gateway from port to port cannot hold the range, and one deleting its 40 gateways (its
+   * namespace) keeps all 40. */
   constructor(private readonly range: [number, number], private readonly now: () => number = Date.now, private readonly holdMs = 0,
     private readonly maxHeldPerNamespace = 16) {}
 
@@ -107,14 +111,21 @@ export class PortAllocator {
     this.byKey.delete(key);
     if (this.owners.get(p)?.key !== key) return;
     this.owners.delete(p);
+    const ns = namespaceOf(key);
+    const had = this.owned.get(ns) ?? 0; // this one included
+    if (had <= 1) this.owned.delete(ns);
+    else this.owned.set(ns, had - 1);
     if (this.holdMs > 0 && this.maxHeldPerNamespace > 0) {
+      const now = this.now();
+      const peak = this.peak.get(ns);
+      if (!peak || had >= peak.n || now - peak.at > this.holdMs) this.peak.set(ns, { n: had, at: now });
+      const cap = Math.max(this.maxHeldPerNamespace, this.peak.get(ns)!.n);
       this.released.delete(p); // (the newest last: the map is in order of expiry)
-      this.released.set(p, { key, until: this.now() + this.holdMs });
-      const ns = namespaceOf(key);
+      this.released.set(p, { key, until: now + this.holdMs });
       let held = 0;
       for (const r of this.released.values()) if (namespaceOf(r.key) === ns) held++;
       for (const [q, r] of this.released) { // its oldest first
-        if (held <= this.maxHeldPerNamespace) break;
+        if (held <= cap) break;
         if (namespaceOf(r.key) === ns) {
           this.released.delete(q);
           held--;
@@ -154,6 +165,7 @@ export class PortAllocator {
   private take(key: string, port: number, rank: string): void {
     const prev = this.byKey.get(key);
     if (prev !== undefined && prev !== port) this.release(key);
+    if (prev !== port) this.owned.set(namespaceOf(key), (this.owned.get(namespaceOf(key)) ?? 0) + 1);
     this.owners.set(port, { key, rank });
     this.byKey.set(key, port);
     this.released.delete(port); // held no more: taken

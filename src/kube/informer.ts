@@ -248,13 +248,13 @@ export class Informer<T extends KubeObject> {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
       const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
-        this.noteSync();
         const obj = ev.object as T;
-        if (ev.type === 'ERROR') {
+        if (ev.type === 'ERROR') { // not a sync: a watch that fails so each time would look recent
           const status = ev.object as { code?: number; message?: string };
           if (status.code === 410) throw new Gone(status.message);
           throw new Error(`watch error ${status.code}: ${status.message}`);
         }
+        this.noteSync();
         if (obj?.metadata?.resourceVersion) setRv(obj.metadata.resourceVersion);
         if (ev.type === 'BOOKMARK') return;
         const kept = this.keep(obj);

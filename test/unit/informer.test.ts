@@ -240,11 +240,12 @@ test('a watch the apiserver ends at its timeout counts as a sync (a quiet cluste
   const blocked = new Promise<void>((r) => { release = r; });
   const client = {
     request: async () => ({ items: [], metadata: { resourceVersion: '1' } }),
-    watch: async () => {
+    watch: async (_p: string, _s: AbortSignal, _t: number, _a: string | undefined, onEvent: (ev: { type: string; object: unknown }) => void) => {
       watches++;
       now += 60_000;
       if (watches === 1) return; // ended cleanly, nothing happened
-      if (watches === 2) throw new Error('connection reset'); // failed
+      if (watches === 2) onEvent({ type: 'ERROR', object: { code: 500, message: 'conversion webhook failed' } }); // failed (it throws)
+      if (watches === 3) throw new Error('connection reset'); // failed
       await blocked;
     },
   } as unknown as KubeClient;
@@ -253,9 +254,9 @@ test('a watch the apiserver ends at its timeout counts as a sync (a quiet cluste
   const series = async () => /access_gateway_informer_last_sync_timestamp_seconds\{informer="quiet"\} (\S+)/.exec(await metrics.registry.metrics())?.[1];
   const inf = new Informer<KubeObject>(client, { name: 'quiet', path: '/api/v1/services', log: silentLogger, onEvent: () => {}, metrics, clock });
   inf.start();
-  for (let i = 0; i < 400 && watches < 3; i++) await new Promise((r) => setTimeout(r, 5));
-  assert.equal(watches, 3);
-  assert.equal(await series(), '1060', 'the list at 1000, the clean end at 1060; not the failure at 1120');
+  for (let i = 0; i < 400 && watches < 4; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(watches, 4);
+  assert.equal(await series(), '1060', 'the list at 1000, the clean end at 1060; not the ERROR event at 1120 nor the failure at 1180');
   release();
   await inf.stop();
 });

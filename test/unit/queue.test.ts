@@ -171,6 +171,12 @@ test('ports: a port given up stays its namespace\'s for the hold: another namesp
   assert.deepEqual(m.claim({ key: 'team-b/new', rank: '2' }), { port: 100 });
   assert.deepEqual(m.claim({ key: 'team-b/next', rank: '3' }), { port: 101 });
   assert.match((m.claim({ key: 'team-b/on-held', rank: '4', requested: 108 }) as { conflict: string }).conflict, /given up by a gateway of another namespace/);
+  // a namespace that held more at once lately (no gateway limit: its 5 gateways deleted) keeps
+  // all of them held
+  const d = new PortAllocator([200, 209], () => now, 300_000, 2);
+  for (let i = 0; i < 5; i++) d.claim({ key: `team-x/g${i}`, rank: String(i) });
+  for (let i = 0; i < 5; i++) d.release(`team-x/g${i}`);
+  for (let port = 200; port <= 204; port++) assert.match((d.claim({ key: 'team-y/s', rank: '9', requested: port }) as { conflict: string }).conflict, /given up/, `port ${port}`);
   // the range full but for ports held for another namespace: tried again when the first hold ends
   for (let port = 102; port <= 106; port++) m.claim({ key: `team-c/g${port}`, rank: '5', requested: port });
   now += 1000; // (107 and 108 were given up at the same moment)
