@@ -28,3 +28,8 @@ export function sleep(ms: number, signal?: AbortSignal, clock: Clock = realClock
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** A time as Kubernetes writes it (RFC 3339 in whole seconds, UTC): `2026-12-05T22:47:17Z`. */
+export function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}

@@ -7,7 +7,7 @@ import { ConditionType, Reason } from '../api/conditions.js';
 import { applyDefaults } from '../api/defaults.js';
 import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
-import { realClock, type Clock } from '../clock.js';
+import { isoSeconds, realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
 import type { GatewayPlan } from '../translate/plan.js';
 import { notAccepted, translate, type Snapshot, type Translation } from '../translate/translate.js';
@@ -310,7 +310,7 @@ export class GatewayReconciler {
       port,
       routes: t.routes,
       url,
-      now: new Date(this.clock.now()).toISOString().replace(/\.\d+Z$/, 'Z'),
+      now: isoSeconds(this.clock.now()),
       expiredAccessRules,
     });
     const wanted = digest(status);

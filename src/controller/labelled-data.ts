@@ -3,9 +3,9 @@
 // that namespace's are kept without their data and its gateways naming one are not served, until
 // it holds less again; then they are read again.
 import type { Logger } from 'pino';
-import { TooLarge, type KubeClient } from '../kube/client.js';
+import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, maxPageBytes, nextLimit, type KubeObject } from '../kube/informer.js';
+import { dataListPage, listPages, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { DataBudget, dataBytes } from './data-budget.js';
@@ -251,24 +251,10 @@ export class LabelledData {
   }
 
   private async readSource(s: Source, ns: string): Promise<void> {
-    let cont: string | undefined;
-    let limit = dataListPage;
-    let ceiling = dataListPage; // (as the informer's lists)
-    for (;;) {
-      if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
-      const q = new URLSearchParams({ labelSelector: `${s.label}=true`, limit: String(limit), ...(cont ? { continue: cont } : {}) });
-      let list: { items: Labelled[] | null; metadata?: { continue?: string } };
-      let bytes = 0;
-      try {
-        list = await this.client.request('GET', `/api/v1/namespaces/${ns}/${s.plural}?${q}`, { timeoutMs: 60_000, what: `list ${s.name} of ${ns}`, maxBytes: maxPageBytes, onBytes: (n) => { bytes = n; } });
-        limit = nextLimit(limit, ceiling, bytes, maxPageBytes);
-      } catch (err) {
-        if (!(err instanceof TooLarge) || limit === 1) throw err;
-        ceiling = limit - 1; // the same page again, with fewer objects
-        limit >>= 1;
-        continue;
-      }
-      for (const o of list.items ?? []) {
+    if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
+    const path = (q: URLSearchParams) => { q.set('labelSelector', `${s.label}=true`); return `/api/v1/namespaces/${ns}/${s.plural}?${q}`; };
+    for await (const page of listPages<Labelled>(this.client, path, { pageSize: dataListPage, what: `list ${s.name} of ${ns}` })) {
+      for (const o of page.items ?? []) {
         if (this.closed || this.budget.over(ns)) return;
         const kept = s.trim(o);
         // only the version set aside: a newer one the watch brings is kept as it arrives
@@ -276,8 +262,7 @@ export class LabelledData {
           this.changed(s.kind, ns, kept.metadata.name);
         }
       }
-      cont = list.metadata?.continue || undefined;
-      if (!cont) return;
+      if (this.closed || this.budget.over(ns)) return;
     }
   }
 }

@@ -6,6 +6,8 @@
 // and kube-proxy rules still send that team's requests there. After a restart the ports recorded
 // in status are claimed again first (seed), the older gateway winning a tie.
 
+import { isoSeconds } from '../clock.js';
+
 /** `retryInMs`: the port is held for another namespace that long; the claim may succeed then. */
 export type Claim = { port: number } | { conflict: string; retryInMs?: number };
 
@@ -61,7 +63,7 @@ export class PortAllocator {
       }
       const until = this.heldUntil(requested, key);
       if (until !== undefined) {
-        return { conflict: `port ${requested} was given up by a gateway of another namespace less than ${Math.ceil(this.holdMs / 1000)} s ago; it stays that namespace's until ${new Date(until).toISOString().replace(/\.\d+Z$/, 'Z')} (--released-port-hold-seconds)`, retryInMs: until - this.now() };
+        return { conflict: `port ${requested} was given up by a gateway of another namespace less than ${Math.ceil(this.holdMs / 1000)} s ago; it stays that namespace's until ${isoSeconds(until)} (--released-port-hold-seconds)`, retryInMs: until - this.now() };
       }
       this.take(key, requested, req.rank);
       return { port: requested };

@@ -567,9 +567,7 @@ export class Listener {
       const close = conn.admitted ? {} : { connection: 'close' };
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer, { client: req.socket }).then((e) => {
         // a caller no rule names is not told whose gateway it is (as its 403 does not)
-        const { gateway, ...unnamed } = e;
-        const body = JSON.stringify(t.policy.allowed(a.id) === null ? unnamed : e);
-        void gateway;
+        const body = JSON.stringify(t.policy.allowed(a.id) === null ? { ...e, gateway: undefined } : e);
         this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));
       return;

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
-import { realClock, type Clock } from '../clock.js';
+import { isoSeconds, realClock, type Clock } from '../clock.js';
 import type { KubeClient } from './client.js';
 
 interface Sent { name: string; count: number; firstMs: number; lastPatch: number }
@@ -34,7 +34,7 @@ export class EventRecorder {
     message = eventMessage(message);
     const key = createHash('sha256').update(`${gw.metadata.uid}/${type}/${reason}/${message}`).digest('base64');
     const now = this.clock.now();
-    const stamp = new Date(now).toISOString().replace(/\.\d+Z$/, 'Z');
+    const stamp = isoSeconds(now);
     const prev = this.sent.get(key);
     try {
       if (prev && now - prev.firstMs < 600_000) {

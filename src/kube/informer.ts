@@ -60,12 +60,39 @@ export const dataListPage = 10;
  */
 export const maxPageBytes = 16 * 2 ** 20;
 
-/** The next page's size: twice this one's after a page under a quarter of `maxBytes`, up to
- * `ceiling` (the page size, or less than the smallest page of this list that was too large): a
- * few large objects do not leave the rest of a long list read one by one, nor make the apiserver
- * write a page of a size that was too large again. */
-export function nextLimit(limit: number, ceiling: number, bytes: number, maxBytes: number): number {
-  return bytes < maxBytes / 4 ? Math.max(limit, Math.min(ceiling, limit * 2)) : limit;
+export interface ListPage<T> { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } }
+
+/**
+ * The pages of a list, each read to at most `maxBytes`: a page past it is asked for again with half
+ * as many objects, down to one (past it then: TooLarge). After a page under a quarter of the bound
+ * the next is twice as large again, up to `pageSize` and below the smallest size that was too large
+ * in this list: a few large objects do not leave the rest of a long list read one by one, nor make
+ * the apiserver write a page of a size that was too large again.
+ */
+export async function* listPages<T>(client: KubeClient, path: (query: URLSearchParams) => string,
+  o: { pageSize: number; maxBytes?: number; accept?: string; what: string; log?: Logger; logFields?: Record<string, unknown> }): AsyncGenerator<ListPage<T>> {
+  const maxBytes = o.maxBytes ?? maxPageBytes;
+  let cont: string | undefined;
+  let limit = o.pageSize;
+  let ceiling = o.pageSize;
+  for (;;) {
+    let page: ListPage<T>;
+    let bytes = 0;
+    try {
+      page = await client.request('GET', path(new URLSearchParams({ limit: String(limit), ...(cont ? { continue: cont } : {}) })),
+        { timeoutMs: 60_000, accept: o.accept, what: o.what, maxBytes, onBytes: (n) => { bytes = n; } });
+    } catch (err) {
+      if (!(err instanceof TooLarge) || limit === 1) throw err;
+      ceiling = limit - 1; // the same page again, with fewer objects
+      limit >>= 1;
+      o.log?.info({ ...o.logFields, what: o.what, limit }, 'list page too large; asking for fewer objects a page');
+      continue;
+    }
+    if (bytes < maxBytes / 4) limit = Math.max(limit, Math.min(ceiling, limit * 2));
+    yield page;
+    cont = page.metadata?.continue || undefined;
+    if (!cont) return;
+  }
 }
 
 class Gone extends Error {}
@@ -173,36 +200,20 @@ export class Informer<T extends KubeObject> {
   private async list(): Promise<string> {
     this.opts.onListStart?.();
     const items: T[] = [];
-    let cont: string | undefined;
     let rv = '';
-    const pageSize = this.opts.pageSize ?? listPage;
-    const maxBytes = this.opts.maxPageBytes ?? maxPageBytes;
-    let limit = pageSize;
-    let ceiling = pageSize; // less than the smallest page of this list that was too large
-    for (;;) {
-      let list: { items: T[] | null; metadata?: { continue?: string; resourceVersion?: string } };
-      let bytes = 0;
-      try {
-        list = await this.client.request('GET', this.query({ limit: String(limit), ...(cont ? { continue: cont } : {}) }),
-          { timeoutMs: 60_000, accept: this.opts.accept, what: `list ${this.opts.path}`, maxBytes, onBytes: (n) => { bytes = n; } });
-        limit = nextLimit(limit, ceiling, bytes, maxBytes);
-      } catch (err) {
-        if (err instanceof TooLarge && limit > 1) { // the same page again, with fewer objects
-          ceiling = limit - 1;
-          limit = Math.max(1, limit >> 1);
-          this.opts.log.info({ informer: this.opts.name, limit }, 'list page too large; asking for fewer objects a page');
-          continue;
-        }
-        if (err instanceof ApiError && err.status === 410) throw new Gone('list continuation expired');
-        if (err instanceof ApiError && err.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
-        if (err instanceof ApiError && err.status === 403 && this.opts.forbidden) throw new Forbidden(err.message);
-        throw err;
+    const query = (q: URLSearchParams) => this.query(Object.fromEntries(q));
+    try {
+      for await (const page of listPages<T>(this.client, query, { pageSize: this.opts.pageSize ?? listPage, maxBytes: this.opts.maxPageBytes,
+        accept: this.opts.accept, what: `list ${this.opts.path}`, log: this.opts.log, logFields: { informer: this.opts.name } })) {
+        // kept as read, page by page: a whole list of untrimmed objects is never held at once
+        for (const o of page.items ?? []) items.push(this.keep(o)); // an empty PartialObjectMetadataList has items: null
+        rv = page.metadata?.resourceVersion ?? '';
       }
-      // kept as read, page by page: a whole list of untrimmed objects is never held at once
-      for (const o of list.items ?? []) items.push(this.keep(o)); // an empty PartialObjectMetadataList has items: null
-      cont = list.metadata?.continue || undefined;
-      rv = list.metadata?.resourceVersion ?? '';
-      if (!cont) break;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 410) throw new Gone('list continuation expired');
+      if (err instanceof ApiError && err.status === 404 && this.opts.optional) throw new Absent(`${this.opts.path} is not served`);
+      if (err instanceof ApiError && err.status === 403 && this.opts.forbidden) throw new Forbidden(err.message);
+      throw err;
     }
     const seen = new Set<string>();
     for (const item of items) {
