@@ -5,7 +5,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
 import { authnKey, upstreamPath, type RouteTable } from './route-table.js';
-import type { GatewayPlan } from '../translate/plan.js';
+import { same as sameJSON, type GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
  * what that route's filters checked and who it acted as: CompiledRoute.filtered and .acts). */
@@ -45,8 +45,9 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
 /** Whether two plans admit the same (access rules, routes and their checks; a Service's endpoints
  * aside: they change often, and an open session keeps its endpoint). */
 export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
-  const key = (p: GatewayPlan) => JSON.stringify([p.access, p.routes.map((r) => (r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r))]);
-  return key(a) === key(b) && authnKey(a) === authnKey(b);
+  // walked (plan.ts's `same`), not written out: a route's CA bundle may be 512 KiB, in 64 routes
+  const routes = (p: GatewayPlan) => p.routes.map((r) => (r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r));
+  return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && authnKey(a) === authnKey(b);
 }
 
 /**

@@ -66,8 +66,7 @@ export class ListenerManager {
     const removed = (current?.plan.routes ?? []).map((r) => r.name).filter((n) => !kept.has(n)); // (current.plan is the new one once updated)
     const dropRemoved = () => { for (const r of removed) this.deps.metrics.forget(plan.namespace, plan.name, r); };
     if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
-      const reloaded = reloadedCertificates(current.plan, plan);
-      this.orDropSeries(plan, current, () => current.update(plan));
+      const reloaded = this.orDropSeries(plan, current, () => current.update(plan));
       dropRemoved();
       return { programmed: true, port: plan.port, ...(reloaded ? { reloaded } : {}) };
     }
@@ -143,16 +142,4 @@ export class ListenerManager {
     this.listeners.clear();
     await Promise.all([...all.map((l) => l.close(graceMs)), ...this.draining]);
   }
-}
-
-/** What an update of the same listener's TLS changes: its certificate, its client CA (or null).
- * The same words each time (no expiry: the gauge has it), so a team rewriting its Secret again
- * and again bumps one Event's count rather than making the operator write new ones. */
-function reloadedCertificates(was: GatewayPlan, now: GatewayPlan): string | null {
-  const a = was.tls, b = now.tls;
-  if (!a || !b) return null;
-  const said: string[] = [];
-  if (a.cert !== b.cert) said.push(`listener certificate of Secret ${now.namespace}/${b.secretName} reloaded`);
-  if (b.clientCA && a.clientCA && a.clientCA.pem !== b.clientCA.pem) said.push(`client CA ${b.clientCA.ref} reloaded`);
-  return said.length ? `${said.join('; ')}; used for new connections` : null;
 }

@@ -197,11 +197,13 @@ export class Listener {
     return listenerShape(this.table.plan);
   }
 
-  /** Swaps the route table; a renewed certificate or client CA is used for new connections. */
-  update(plan: GatewayPlan): void {
+  /** Swaps the route table; a renewed certificate or client CA is used for new connections, and
+   * said (for an Event; the same words each time, so repeats bump one Event's count). */
+  update(plan: GatewayPlan): string | null {
     const previous = this.table;
     const next = RouteTable.build(plan, this.deps, previous, this.callers); // first: a table that cannot be built changes nothing
     const old = previous.plan.tls;
+    let reloaded: string | null = null;
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
       const ca = plan.tls.clientCA ? { ca: plan.tls.clientCA.pem } : {};
       try {
@@ -212,11 +214,16 @@ export class Listener {
         throw err;
       }
       next.log.info({ secret: plan.tls.secretName, clientCA: plan.tls.clientCA?.ref }, 'listener certificate reloaded');
+      const said: string[] = [];
+      if (plan.tls.cert !== old.cert || plan.tls.key !== old.key) said.push(`listener certificate of Secret ${plan.namespace}/${plan.tls.secretName} reloaded`);
+      if (plan.tls.clientCA && plan.tls.clientCA.pem !== old.clientCA?.pem) said.push(`client CA ${plan.tls.clientCA.ref} reloaded`);
+      reloaded = `${said.join('; ')}; used for new connections`;
     }
     this.table = next;
     previous.dispose(next);
     // what is open is asked again, and the timer set for the new rules' windows (an endpoint change alone admits the same)
     if (!this.held.size || !sameAdmission(previous.plan, plan)) this.held.recheck();
+    return reloaded;
   }
 
   listen(port: number, host: string): Promise<void> {

@@ -101,7 +101,7 @@ export function equal(a: GatewayPlan | null, b: GatewayPlan | null): boolean {
 /** JSON's equality (undefined members are absent), walked, not written out: a plan's CA bundles
  * (up to 512 KiB, the same string in each of 64 routes) are compared as strings, by reference
  * first, never copied (a serialised plan was 33 MiB and 180 ms on the event loop). */
-function same(x: unknown, y: unknown): boolean {
+export function same(x: unknown, y: unknown): boolean {
   if (x === y) return true;
   if (typeof x !== 'object' || typeof y !== 'object' || x === null || y === null) return false;
   if (Array.isArray(x) || Array.isArray(y)) {

@@ -294,6 +294,14 @@ test('accessEnded: a session ends when spec.authentication changes (its caller i
   // and the listener asks again when it changes
   assert.equal(sameAdmission(first.plan, at({ audiences: ['gw'] }).plan), true);
   assert.equal(sameAdmission(first.plan, at({ audiences: ['gw2'] }).plan), false);
+  assert.equal(sameAdmission(first.plan, table({ authentication: { audiences: ['gw'] }, access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['^/x'] } }] }).plan), false);
+  assert.equal(sameAdmission(first.plan, table({ authentication: { audiences: ['gw'] }, access: [{ users: ['bob'] }], routes }).plan), false);
+  // a Service's endpoints aside
+  const svc = (ip: string) => table({ access: [sa], routes: [{ name: 'web', pathPrefix: '/', service: { name: 'ledger', port: 'http' } }] }, {
+    services: { 'team-a/ledger': { metadata: { name: 'ledger', namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } } },
+    endpointSlices: { 'team-a/ledger': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: [ip] }] }] },
+  }).plan;
+  assert.equal(sameAdmission(svc('198.18.0.2'), svc('198.18.0.3')), true);
 });
 
 test('an Impersonate route impersonates only the gateway namespace\'s service accounts: another team\'s token that reached it is refused', async () => {
