@@ -6,7 +6,7 @@ import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import { toWire, type CallerIdentity } from '../auth/identity.js';
+import type { CallerIdentity } from '../auth/identity.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
@@ -17,7 +17,7 @@ import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamC
 import {
   AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
-import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
+import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
@@ -813,18 +813,6 @@ export class Listener {
       }
     }, relaying);
   }
-}
-
-/** X-Remote-User and -Group for a caller, made once per cached identity (not per request). */
-const remote = new WeakMap<CallerIdentity, Record<string, string | string[]>>();
-function remoteHeaders(id: CallerIdentity): Record<string, string | string[]> {
-  let h = remote.get(id);
-  if (!h) {
-    h = { 'x-remote-user': toWire(id.username) };
-    if (id.groups.length) h['x-remote-group'] = id.groups.map(toWire);
-    remote.set(id, h);
-  }
-  return h;
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
