@@ -119,8 +119,9 @@ export class PortAllocator {
     else this.owned.set(ns, had - 1);
     if (this.holdMs > 0 && this.maxHeldPerNamespace > 0) {
       const now = this.now();
+      for (const [n, p] of this.peak) if (now - p.at > this.holdMs) this.peak.delete(n); // (a namespace gone leaves none)
       const peak = this.peak.get(ns);
-      if (!peak || had >= peak.n || now - peak.at > this.holdMs) this.peak.set(ns, { n: had, at: now });
+      if (!peak || had >= peak.n) this.peak.set(ns, { n: had, at: now });
       const cap = Math.max(this.maxHeldPerNamespace, this.peak.get(ns)!.n);
       this.released.delete(p); // (the newest last: the map is in order of expiry)
       this.released.set(p, { key, until: now + this.holdMs });

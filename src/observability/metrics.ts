@@ -77,7 +77,7 @@ export function createMetrics(registry = new Registry()) {
     workDuration: new Histogram({ name: 'access_gateway_workqueue_work_duration_seconds', help: 'Time spent processing a key.', buckets: latencyBuckets, registers: r }),
     listeners: new Gauge({ name: 'access_gateway_listeners', help: 'Listeners by state: open.', labelNames: ['state'], registers: r }),
     informerRestarts: new Counter({ name: 'access_gateway_informer_restarts_total', help: 'Watch restarts after errors, by informer.', labelNames: ['informer'], registers: r }),
-    informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed or received a watch event (Unix time).', labelNames: ['informer'], registers: r }),
+    informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed, received a watch event, or had a watch end cleanly at its timeout (Unix time).', labelNames: ['informer'], registers: r }),
     logLinesDropped: new Counter({ name: 'access_gateway_log_lines_dropped_total', help: 'Log lines (access lines and the others) dropped because 16 MiB of lines waited to be written to stdout: whatever reads the operator\'s log stopped reading.', registers: r,
       collect() { this.reset(); this.inc(droppedLogLines()); } }),
     certificateExpiry: new FastGaugeReader(fast, { name: 'access_gateway_certificate_expiry_timestamp_seconds', help: 'When a certificate a listener serves with expires (Unix time): certificate serving (the leaf of spec.listener.tls.secretName) or client-ca (the first of spec.listener.tls.clientCA\'s certificates to expire). Read from the listeners open at the scrape.', labelNames: [...gw, 'certificate'] },
