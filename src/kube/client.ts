@@ -1,11 +1,13 @@
 // The operator's connection to the apiserver: credentials from a kubeconfig or the in-cluster
 // config (kubeconfig.ts: KUBECONFIG, exec plugins, the rotating token file), JSON requests and
-// line-delimited watch streams over undici.
+// line-delimited watch streams over undici; protobuf lists and watches where a caller reads it
+// (protobuf.ts).
 import { loadClusterAccess, type ClusterAccess } from './kubeconfig.js';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import { Agent, Pool, type Dispatcher } from '../undici.js';
 import type { Logger } from 'pino';
+import { decodeStatus, decodeWatchEvent, isProtobuf, protobufType, unwrap, WireError } from './protobuf.js';
 
 /** A non-2xx answer of the apiserver: its status, and the reason and message of its Status body. */
 export class ApiError extends Error {
@@ -31,7 +33,16 @@ export interface RequestOptions {
   maxBytes?: number;
   /** Told how long the answer was (with maxBytes). */
   onBytes?: (n: number) => void;
+  /** Asks for protobuf first (JSON second; or as `accept` says): an answer in protobuf is unwrapped
+   * from its envelope and decoded by this (a Status, if not 2xx); one in JSON is parsed as JSON. */
+  protobuf?: (msg: Buffer) => unknown;
 }
+
+/** The Accept of a call that reads protobuf where the apiserver writes it, JSON elsewhere. */
+const protobufFirst = `${protobufType}, application/json`;
+
+/** The most of one protobuf watch frame (an object is at most ~1.5 MiB in etcd). */
+const maxFrameBytes = 64 * 2 ** 20;
 
 /** An answer past RequestOptions.maxBytes. */
 export class TooLarge extends Error {
@@ -41,8 +52,8 @@ export class TooLarge extends Error {
   }
 }
 
-/** A body read whole as UTF-8, or TooLarge past `max` bytes (never more than that is held). */
-async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }, max: number, what: string, onBytes?: (n: number) => void): Promise<string> {
+/** A body read whole, or TooLarge past `max` bytes (never more than that is held). */
+async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }, max: number, what: string, onBytes?: (n: number) => void): Promise<Buffer> {
   const parts: Buffer[] = [];
   let n = 0;
   for await (const chunk of body) {
@@ -53,7 +64,18 @@ async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): 
     parts.push(chunk);
   }
   onBytes?.(n);
-  return Buffer.concat(parts, n).toString('utf8');
+  return Buffer.concat(parts, n);
+}
+
+/** An answer as its Content-Type says: protobuf (decoded by `protobuf`, or a Status if not `ok`),
+ * else JSON, else its text. */
+function decodeBody(buf: Buffer, contentType: string | string[] | undefined, ok: boolean, protobuf?: (msg: Buffer) => unknown): unknown {
+  if (protobuf && isProtobuf(contentType)) {
+    if (ok) return protobuf(unwrap(buf)); // a WireError is the call's error
+    try { return decodeStatus(unwrap(buf)); } catch { return undefined; }
+  }
+  const text = buf.toString('utf8');
+  try { return text ? JSON.parse(text) : undefined; } catch { return text; /* not JSON */ }
 }
 
 /** How the data plane reaches the apiserver with the operator's own credentials (structural: the
@@ -123,34 +145,37 @@ export class KubeClient {
       method: method as Dispatcher.HttpMethod,
       headers: this.headers({
         ...(body === undefined ? {} : { 'content-type': opts.contentType ?? 'application/json' }),
-        ...(opts.accept ? { accept: opts.accept } : {}),
+        ...(opts.accept || opts.protobuf ? { accept: opts.accept ?? protobufFirst } : {}),
       }),
       body: body === undefined ? undefined : JSON.stringify(body),
       headersTimeout: opts.timeoutMs ?? 30_000,
       bodyTimeout: opts.timeoutMs ?? 30_000,
     });
-    const text = opts.maxBytes === undefined ? await res.body.text() : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`, opts.onBytes);
-    let parsed: unknown = text;
-    try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+    const buf = opts.maxBytes === undefined ? Buffer.from(await res.body.arrayBuffer()) : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`, opts.onBytes);
+    const ok = res.statusCode >= 200 && res.statusCode <= 299;
+    const parsed = decodeBody(buf, res.headers['content-type'], ok, opts.protobuf);
     if (res.statusCode === 401) void this.refreshAuth();
-    if (res.statusCode < 200 || res.statusCode > 299) throw new ApiError(res.statusCode, parsed, opts.what ?? `${method} ${path}`);
+    if (!ok) throw new ApiError(res.statusCode, parsed, opts.what ?? `${method} ${path}`);
     return parsed as T;
   }
 
-  /** Streams a watch; `onEvent` gets each decoded event. Resolves when the server ends the stream. */
+  /** Streams a watch; `onEvent` gets each decoded event. Resolves when the server ends the stream.
+   * With `protobuf`, protobuf is asked for first (or as `accept` says): its frames' objects are
+   * decoded by it. */
   async watch(path: string, signal: AbortSignal, idleTimeoutMs: number, accept: string | undefined,
-    onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
+    onEvent: (ev: { type: string; object: any }) => void, protobuf?: (msg: Buffer) => unknown): Promise<void> {
     const url = new URL(path, this.server);
     const res = await this.dispatcher.request({
-      origin: url.origin, path: url.pathname + url.search, method: 'GET', headers: this.headers(accept ? { accept } : undefined), signal,
+      origin: url.origin, path: url.pathname + url.search, method: 'GET',
+      headers: this.headers(accept || protobuf ? { accept: accept ?? protobufFirst } : undefined), signal,
       headersTimeout: 30_000, bodyTimeout: idleTimeoutMs,
     });
     if (res.statusCode !== 200) {
-      const text = await res.body.text();
-      let body: any;
-      try { body = JSON.parse(text); } catch { body = { message: text }; }
-      throw new ApiError(res.statusCode, body, `watch ${path}`);
+      const buf = Buffer.from(await res.body.arrayBuffer());
+      const body = decodeBody(buf, res.headers['content-type'], false, protobuf);
+      throw new ApiError(res.statusCode, typeof body === 'object' ? body : { message: body }, `watch ${path}`);
     }
+    if (protobuf && isProtobuf(res.headers['content-type'])) return readFrames(res.body as AsyncIterable<Buffer>, (frame) => onEvent(decodeWatchEvent(frame, protobuf)));
     // a line (an event) may come in thousands of pieces: each piece is searched once, and the
     // line joined once it ends (appending each to the rest and searching it all again took
     // seconds for one 8 MiB event)
@@ -197,4 +222,33 @@ export class KubeClient {
     clearInterval(this.refreshTimer);
     await this.dispatcher.close();
   }
+}
+
+/** Length-delimited frames (a 4-byte big-endian length, then the frame), each joined once. */
+async function readFrames(body: AsyncIterable<Buffer>, onFrame: (frame: Buffer) => void): Promise<void> {
+  const pieces: Buffer[] = [];
+  let held = 0;
+  let want = -1; // the frame's length, once its 4 bytes are held
+  for await (const chunk of body) {
+    pieces.push(chunk);
+    held += chunk.length;
+    for (;;) {
+      if (want < 0) {
+        if (held < 4) break;
+        const head = pieces[0]!.length >= 4 ? pieces[0]! : Buffer.concat(pieces, held);
+        want = head.readUInt32BE(0);
+        if (want > maxFrameBytes) throw new WireError(`a watch frame of ${want} bytes`);
+      }
+      if (held < 4 + want) break;
+      const all = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, held);
+      const frame = all.subarray(4, 4 + want);
+      const rest = all.subarray(4 + want);
+      pieces.length = 0;
+      held = rest.length;
+      if (held) pieces.push(rest);
+      want = -1;
+      onFrame(frame);
+    }
+  }
+  if (held) throw new WireError(`a watch stream ended inside a frame (${held} bytes)`);
 }

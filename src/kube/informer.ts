@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { realClock, sleep, type Clock } from '../clock.js';
 import { ApiError, TooLarge, type KubeClient } from './client.js';
 import type { Metrics } from '../observability/metrics.js';
+import { decodeList } from './protobuf.js';
 
 export interface KubeObject {
   apiVersion?: string;
@@ -35,6 +36,9 @@ export interface InformerOptions<T> {
   forbidden?: string;
   /** Accept header, e.g. metadata-only lists (PartialObjectMetadataList). */
   accept?: string;
+  /** Lists and watches in protobuf (JSON where the server writes only that): an object's message
+   * decoded by this (wire-objects.ts). With `accept`, that names the protobuf type first. */
+  protobuf?: (msg: Buffer) => T;
   /** The part of each object the cache keeps (after stripForCache); default all of it. */
   trim?: (obj: T) => T;
   /** A list begins: the objects `trim` sees next are its, kept until the list is whole. */
@@ -70,7 +74,9 @@ export interface ListPage<T> { items: T[] | null; metadata?: { continue?: string
  * the apiserver write a page of a size that was too large again.
  */
 export async function* listPages<T>(client: KubeClient, path: (query: URLSearchParams) => string,
-  o: { pageSize: number; maxBytes?: number; accept?: string; what: string; log?: Logger; logFields?: Record<string, unknown> }): AsyncGenerator<ListPage<T>> {
+  o: { pageSize: number; maxBytes?: number; accept?: string; protobuf?: (msg: Buffer) => T; what: string; log?: Logger; logFields?: Record<string, unknown> }): AsyncGenerator<ListPage<T>> {
+  const item = o.protobuf;
+  const protobuf = item && ((msg: Buffer) => decodeList(msg, item));
   const maxBytes = o.maxBytes ?? maxPageBytes;
   let cont: string | undefined;
   let limit = o.pageSize;
@@ -80,7 +86,7 @@ export async function* listPages<T>(client: KubeClient, path: (query: URLSearchP
     let bytes = 0;
     try {
       page = await client.request('GET', path(new URLSearchParams({ limit: String(limit), ...(cont ? { continue: cont } : {}) })),
-        { timeoutMs: 60_000, accept: o.accept, what: o.what, maxBytes, onBytes: (n) => { bytes = n; } });
+        { timeoutMs: 60_000, accept: o.accept, protobuf, what: o.what, maxBytes, onBytes: (n) => { bytes = n; } });
     } catch (err) {
       if (!(err instanceof TooLarge) || limit === 1) throw err;
       ceiling = limit - 1; // the same page again, with fewer objects
@@ -204,7 +210,7 @@ export class Informer<T extends KubeObject> {
     const query = (q: URLSearchParams) => this.query(Object.fromEntries(q));
     try {
       for await (const page of listPages<T>(this.client, query, { pageSize: this.opts.pageSize ?? listPage, maxBytes: this.opts.maxPageBytes,
-        accept: this.opts.accept, what: `list ${this.opts.path}`, log: this.opts.log, logFields: { informer: this.opts.name } })) {
+        accept: this.opts.accept, protobuf: this.opts.protobuf, what: `list ${this.opts.path}`, log: this.opts.log, logFields: { informer: this.opts.name } })) {
         // kept as read, page by page: a whole list of untrimmed objects is never held at once
         for (const o of page.items ?? []) items.push(this.keep(o)); // an empty PartialObjectMetadataList has items: null
         rv = page.metadata?.resourceVersion ?? '';
@@ -257,7 +263,7 @@ export class Informer<T extends KubeObject> {
     const path = this.query({ watch: '1', resourceVersion: rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) });
     try {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
-      const accept = this.opts.accept?.replace('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
+      const accept = this.opts.accept?.replaceAll('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
       await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
         const obj = ev.object as T;
         if (ev.type === 'ERROR') { // not a sync: a watch that fails so each time would look recent
@@ -278,7 +284,7 @@ export class Informer<T extends KubeObject> {
           this.cache.set(key, kept);
           this.opts.onEvent(old ? 'update' : 'add', kept, old);
         }
-      });
+      }, this.opts.protobuf);
       // ended by the apiserver at its timeout, every event read: up to date, in a quiet cluster too
       // (not when it is opened: one that fails each time after it opened would look recent)
       this.noteSync();

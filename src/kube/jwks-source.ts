@@ -8,6 +8,8 @@ import { revocationReason, watchLagMs } from '../auth/jwks.js';
 import type { KubeClient } from './client.js';
 import type { InformerEvent, KubeObject } from './informer.js';
 import { Watched } from './watched.js';
+import { protobufType } from './protobuf.js';
+import { decodeMetadata } from './wire-objects.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export class KubeKeySource implements KeySource {
@@ -23,7 +25,10 @@ export class KubeKeySource implements KeySource {
   }
 }
 
-const metadataOnly = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json';
+// in protobuf (JSON where not served so): a team's 256 KiB of annotations is not read, where JSON may
+// write it as 1.5 MB for JSON.parse on the shared event loop
+const partial = 'as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
+const metadataOnly = `${protobufType};${partial}, application/json;${partial}, application/json`;
 
 type Kind = 'serviceAccount' | 'pod' | 'secret' | 'node';
 const resources: Record<Kind, string> = { serviceAccount: 'serviceaccounts', pod: 'pods', secret: 'secrets', node: 'nodes' };
@@ -49,7 +54,7 @@ export class KubeRevocation implements RevocationSource {
 
   constructor(client: KubeClient, log: Logger, metrics?: Metrics, private readonly now: () => number = Date.now) {
     const w = (plural: string) => new Watched<KubeObject>(client, {
-      name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, log, metrics,
+      name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, protobuf: decodeMetadata as (msg: Buffer) => KubeObject, log, metrics,
       path: () => `/api/v1/${plural}`, onEvent: (type, o, old) => this.noteGone(type, o, old), trim: KubeRevocation.trim,
     });
     this.watched = {

@@ -15,6 +15,8 @@ export interface WatchedOptions<T> {
   optional?: boolean;
   forbidden?: string;
   accept?: string;
+  /** Lists and watches in protobuf: an object's message decoded by this (Informer's protobuf). */
+  protobuf?: (msg: Buffer) => T;
   /** The part of each object the cache keeps; default all of it. */
   trim?: (obj: T) => T;
   /** A list of one of its informers begins: that of a namespace, or of all (undefined). */
@@ -42,6 +44,7 @@ export class Watched<T extends KubeObject> {
       optional: opts.optional,
       forbidden: opts.forbidden,
       accept: opts.accept,
+      protobuf: opts.protobuf,
       trim: opts.trim,
       onListStart: opts.onListStart && (() => opts.onListStart!(ns)),
       pageSize: opts.pageSize,

@@ -570,7 +570,7 @@ test('10. one team\'s labelled Secrets and ConfigMaps cannot fill the shared ope
   await cp.kubectl(['delete', 'configmap', 'pad-1', '-n', 'team-a']);
 });
 
-test('11. one team\'s Pending pods, 8 MiB each as the apiserver writes them, do not stop the shared operator: a restart lists them in pages it can read and serves every team', async () => {
+test('11. one team\'s Pending pods (8.7 MB each as JSON), Services (1.5 MB) and labelled ConfigMaps (6 MB) do not stop the shared operator: pods and Services are read in protobuf, what is read as JSON in pages it can read, and a restart serves every team', async () => {
   // 1.45 MB of `<` fits in etcd as a pod; the apiserver's JSON writes each as \u003c (8.7 MB)
   const pad = '<'.repeat(1_450_000);
   for (let i = 0; i < 3; i++) {
@@ -578,15 +578,33 @@ test('11. one team\'s Pending pods, 8 MiB each as the apiserver writes them, do 
       spec: { nodeSelector: { nowhere: 'true' }, containers: [{ name: 'c', image: 'none', env: [{ name: 'PAD', value: pad }] }] } });
     assert.equal(made.status, 201, JSON.stringify(made.body).slice(0, 300));
   }
+  // 260 KB of `<` in an annotation (the most a Service's may hold) is 1.56 MB as JSON, 12 of them
+  // 18.7 MB; 3 ConfigMaps of 1 MB of `<` labelled as CA bundles, 18 MB
+  const fat = Array.from({ length: 12 }, (_, i) => `fat-${i}`);
+  for (const name of fat) {
+    const made = await cp.api('POST', '/api/v1/namespaces/team-a/services', { apiVersion: 'v1', kind: 'Service',
+      metadata: { name, annotations: { pad: '<'.repeat(260_000) } }, spec: { ports: [{ port: 80 }] } });
+    assert.equal(made.status, 201, JSON.stringify(made.body).slice(0, 300));
+  }
+  for (const name of fat.slice(0, 3)) {
+    const made = await cp.api('POST', '/api/v1/namespaces/team-a/configmaps', { apiVersion: 'v1', kind: 'ConfigMap',
+      metadata: { name, labels: { 'access-gateway.io/ca-bundle': 'true' } }, data: { pad: '<'.repeat(1_000_000) } });
+    assert.equal(made.status, 201, JSON.stringify(made.body).slice(0, 300));
+  }
   await op.stop();
   op = await startChartOperator(cp, { args: operatorArgs, portRange: op.portRange });
   const r = await get(await gatewayPort(cp, 'team-b', 'b-gw'), '/api', appB);
   assert.equal(r.status, 200, r.text);
-  // a page of 100 pods (~25 MiB) was asked for again with fewer, down to what it could read
-  const halved = logLines(op, (l) => l.msg === 'list page too large; asking for fewer objects a page' && l.informer === 'pods').map((l) => l.limit);
-  assert.deepEqual(halved.slice(0, 2), [50, 25], JSON.stringify(halved));
-  assert.equal(halved.at(-1), 1);
-  await cp.kubectl(['delete', 'pod', 'fat-0', 'fat-1', 'fat-2', '-n', 'team-a', '--force', '--grace-period=0']);
+  const halved = (informer: string) => logLines(op, (l) => l.msg === 'list page too large; asking for fewer objects a page' && l.informer === informer).map((l) => l.limit);
+  // as JSON, the 3 pods (26 MB) were asked for again and again, down to one a page; the Services
+  // (19 MB) down to 12
+  assert.deepEqual(halved('pods'), []);
+  assert.deepEqual(halved('services'), []);
+  // a page of 10 ConfigMaps (18 MB) was asked for again with fewer, down to what it could read
+  assert.deepEqual(halved('configmaps(ca-bundle)'), [5, 2]);
+  await cp.kubectl(['delete', 'pod', ...fat.slice(0, 3), '-n', 'team-a', '--force', '--grace-period=0']);
+  await cp.kubectl(['delete', 'service', ...fat, '-n', 'team-a']);
+  await cp.kubectl(['delete', 'configmap', ...fat.slice(0, 3), '-n', 'team-a']);
 });
 
 /** A request through the gateway on `port` whose answer has begun (200) and goes on. */

@@ -2,13 +2,17 @@
 // framing (pure client logic: answers cut at a size, watch events in pieces).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KubeClient, TooLarge } from '../../src/kube/client.js';
+import { ApiError, KubeClient, TooLarge } from '../../src/kube/client.js';
+import { decodeList } from '../../src/kube/protobuf.js';
+import { decodePod } from '../../src/kube/wire-objects.js';
+import { listPages } from '../../src/kube/informer.js';
+import { envelope, event, msg, pod, podList, status } from '../support/protobuf-writer.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
-async function serve(t: TestContext, handle: (path: string, res: ServerResponse) => void): Promise<KubeClient> {
-  const server = createServer((req, res) => handle(req.url!, res));
+async function serve(t: TestContext, handle: (path: string, res: ServerResponse, req: IncomingMessage) => void): Promise<KubeClient> {
+  const server = createServer((req, res) => handle(req.url!, res, req));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const client = await KubeClient.create({
     server: new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`), insecureSkipTLSVerify: false, authorization: async () => undefined,
@@ -19,6 +23,19 @@ async function serve(t: TestContext, handle: (path: string, res: ServerResponse)
     await new Promise((r) => server.close(r));
   });
   return client;
+}
+
+/** Writes `b` in pieces of 1 to 4,099 bytes. */
+function writeCut(res: ServerResponse, b: Buffer): void {
+  let at = 0, n = 1;
+  const next = () => {
+    if (at >= b.length) return res.end();
+    const len = (n = (n * 7919) % 4099 + 1);
+    res.write(b.subarray(at, at + len));
+    at += len;
+    setImmediate(next);
+  };
+  next();
 }
 
 test('an answer longer than maxBytes is not read on: TooLarge; one within it is parsed', async (t) => {
@@ -42,19 +59,74 @@ test('watch events come whole however the stream cuts them: one in thousands of 
   const lines = Buffer.from([big, small(3), small(4), big].map((e) => JSON.stringify(e)).join('\n') + '\n\n', 'utf8');
   const client = await serve(t, (_p, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    // pieces of 1 to 4,099 bytes, so lines, and the two bytes of é, are cut anywhere
-    let at = 0, n = 1;
-    const next = () => {
-      if (at >= lines.length) return res.end();
-      const len = (n = (n * 7919) % 4099 + 1);
-      res.write(lines.subarray(at, at + len));
-      at += len;
-      setImmediate(next);
-    };
-    next();
+    writeCut(res, lines); // lines, and the two bytes of é, are cut anywhere
   });
   const got: unknown[] = [];
   await client.watch('/w', new AbortController().signal, 30_000, undefined, (ev) => got.push(ev));
   assert.equal(got.length, 4);
   assert.deepEqual(got, [big, small(3), small(4), big]);
+});
+
+test('a protobuf watch: frames whole however the stream cuts them; a frame cut off by the stream\'s end is an error', async (t) => {
+  const big = pod({ name: 'fat', ns: 'a', rv: '2', pad: 300_000 });
+  const frames = msg(event('ADDED', envelope('Pod', big)), ...[3, 4, 5].map((n) => event('MODIFIED', envelope('Pod', pod({ name: `s${n}`, ns: 'a', rv: String(n) })))), event('DELETED', envelope('Pod', big)));
+  const accepts: string[] = [];
+  let cut = false;
+  const client = await serve(t, (_p, res, req) => {
+    accepts.push(req.headers.accept!);
+    res.writeHead(200, { 'content-type': 'application/vnd.kubernetes.protobuf;stream=watch' });
+    writeCut(res, cut ? frames.subarray(0, frames.length - 2) : frames);
+  });
+  const got: { type: string; object: any }[] = [];
+  await client.watch('/w', new AbortController().signal, 30_000, undefined, (ev) => got.push(ev), decodePod);
+  assert.deepEqual(got.map((e) => `${e.type} ${e.object.metadata.name}@${e.object.metadata.resourceVersion}`), ['ADDED fat@2', 'MODIFIED s3@3', 'MODIFIED s4@4', 'MODIFIED s5@5', 'DELETED fat@2']);
+  assert.equal(accepts[0], 'application/vnd.kubernetes.protobuf, application/json');
+  cut = true;
+  got.length = 0;
+  await assert.rejects(client.watch('/w', new AbortController().signal, 30_000, undefined, (ev) => got.push(ev), decodePod), /ended inside a frame/);
+  assert.equal(got.length, 4);
+});
+
+test('a frame longer than any object is refused before it is read', async (t) => {
+  const client = await serve(t, (_p, res) => {
+    res.writeHead(200, { 'content-type': 'application/vnd.kubernetes.protobuf;stream=watch' });
+    res.end(Buffer.from([0x7f, 0xff, 0xff, 0xff, 1, 2, 3]));
+  });
+  await assert.rejects(client.watch('/w', new AbortController().signal, 30_000, undefined, () => {}, decodePod), /a watch frame of 2147483647 bytes/);
+});
+
+test('a server that answers JSON is read as JSON; a protobuf Status is the error\'s message', async (t) => {
+  let json = false;
+  const client = await serve(t, (url, res) => {
+    if (url.includes('bad')) {
+      res.writeHead(410, { 'content-type': 'application/vnd.kubernetes.protobuf' });
+      return res.end(envelope('Status', status(410, 'Expired', 'The provided continue parameter is too old')));
+    }
+    if (url.includes('watch')) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ type: 'ADDED', object: { metadata: { name: 'j', resourceVersion: '1' } } }) + '\n');
+    }
+    if (json) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ metadata: { resourceVersion: '9' }, items: [{ metadata: { name: 'j' } }] }));
+    }
+    const u = new URL(url, 'http://x');
+    res.writeHead(200, { 'content-type': 'application/vnd.kubernetes.protobuf' });
+    res.end(envelope('PodList', u.searchParams.get('continue')
+      ? podList([pod({ name: 'c', ns: 'a' })], '8')
+      : podList([pod({ name: 'a', ns: 'a' }), pod({ name: 'b', ns: 'a' })], '8', 'more')));
+  });
+  const names: string[] = [];
+  for await (const page of listPages(client, (q) => `/api/v1/pods?${q}`, { pageSize: 2, what: 'list pods', protobuf: decodePod })) names.push(...page.items!.map((p) => p.metadata.name));
+  assert.deepEqual(names, ['a', 'b', 'c']);
+  json = true;
+  const page = await client.request<any>('GET', '/api/v1/pods', { protobuf: (m) => decodeList(m, decodePod) });
+  assert.deepEqual(page.items, [{ metadata: { name: 'j' } }]);
+  await assert.rejects(client.request('GET', '/bad', { protobuf: (m) => decodeList(m, decodePod), what: 'list pods' }),
+    (err: Error) => err instanceof ApiError && err.status === 410 && err.reason === 'Expired' && err.message === 'list pods: HTTP 410: The provided continue parameter is too old');
+  await assert.rejects(client.watch('/bad', new AbortController().signal, 30_000, undefined, () => {}, decodePod),
+    (err: Error) => err instanceof ApiError && err.status === 410 && /too old/.test(err.message));
+  const got: any[] = [];
+  await client.watch('/watch', new AbortController().signal, 30_000, undefined, (ev) => got.push(ev), decodePod);
+  assert.deepEqual(got, [{ type: 'ADDED', object: { metadata: { name: 'j', resourceVersion: '1' } } }]);
 });

@@ -1,0 +1,191 @@
+// The fields of the objects every team writes and the operator watches cluster-wide (Pods,
+// Services, EndpointSlices, and the metadata of ServiceAccounts, Pods, Secrets and Nodes), decoded from protobuf (protobuf.ts) as the JSON the caches keep
+// would have them: only what is read, so a team's annotations, env values or topology cost only
+// their length to step over. Field numbers as in k8s.io/api's and apimachinery's generated.proto.
+import { eachField, text } from './protobuf.js';
+
+export interface WireMeta {
+  name: string; namespace?: string; uid?: string; resourceVersion?: string; deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  ownerReferences?: { uid?: string; controller?: boolean }[];
+}
+
+/** A map<string, string> entry (key 1, value 2) into `into`. */
+function entry(buf: Buffer, from: number, to: number, into: Record<string, string>): void {
+  let k = '';
+  let v = '';
+  eachField(buf, from, to, (f, _v, a, b) => {
+    if (f === 1) k = text(buf, a, b);
+    else if (f === 2) v = text(buf, a, b);
+  });
+  into[k] = v;
+}
+
+/**
+ * ObjectMeta: name 1, namespace 3, uid 5, resourceVersion 6, deletionTimestamp 9 (seconds 1),
+ * labels 11 (only those `label` keeps), ownerReferences 13 (uid 4, controller 6; only the
+ * controller's).
+ */
+function meta(buf: Buffer, from: number, to: number, label?: (key: string) => boolean): WireMeta {
+  const m: WireMeta = { name: '' };
+  eachField(buf, from, to, (g, _w, a, b) => {
+    if (g === 1) m.name = text(buf, a, b);
+    else if (g === 3) { if (b > a) m.namespace = text(buf, a, b); }
+    else if (g === 5) m.uid = text(buf, a, b);
+    else if (g === 6) m.resourceVersion = text(buf, a, b);
+    else if (g === 9) {
+      let seconds = 0;
+      eachField(buf, a, b, (h, v) => { if (h === 1) seconds = v; });
+      m.deletionTimestamp = new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+    } else if (g === 11 && label) {
+      const one: Record<string, string> = {};
+      entry(buf, a, b, one);
+      const [k, v] = Object.entries(one)[0]!;
+      if (label(k)) (m.labels ??= {})[k] = v;
+    } else if (g === 13) {
+      let uid: string | undefined;
+      let controller = false;
+      eachField(buf, a, b, (h, v, c, d) => {
+        if (h === 4) uid = text(buf, c, d);
+        else if (h === 6) controller = v !== 0;
+      });
+      if (controller && !m.ownerReferences) m.ownerReferences = [{ uid, controller: true }];
+    }
+  });
+  return m;
+}
+
+/** A non-empty string, or nothing (proto writes "" where JSON leaves the field out). */
+const some = (s: string): string | undefined => (s ? s : undefined);
+const defined = <T extends object>(o: T): T => { for (const k of Object.keys(o)) if ((o as any)[k] === undefined) delete (o as any)[k]; return o; };
+
+/** A PartialObjectMetadata (metadata 1): what a metadata-only list or watch gives. */
+export function decodeMetadata(msg: Buffer): { metadata: WireMeta } {
+  let m: WireMeta = { name: '' };
+  eachField(msg, 0, msg.length, (f, _v, from, to) => { if (f === 1) m = meta(msg, from, to); });
+  return { metadata: m };
+}
+
+export interface WirePod {
+  metadata: WireMeta;
+  spec: { hostNetwork?: boolean };
+  status: { phase?: string; podIPs: { ip?: string }[] };
+}
+
+/** A Pod (metadata 1; PodSpec 2: hostNetwork 11; PodStatus 3: phase 1, podIPs 12 (ip 1)). */
+export function decodePod(msg: Buffer): WirePod {
+  const pod: WirePod = { metadata: { name: '' }, spec: {}, status: { podIPs: [] } };
+  eachField(msg, 0, msg.length, (f, _v, from, to) => {
+    if (f === 1) pod.metadata = meta(msg, from, to);
+    else if (f === 2) eachField(msg, from, to, (g, v) => { if (g === 11) pod.spec.hostNetwork = v !== 0; });
+    else if (f === 3) {
+      eachField(msg, from, to, (g, _w, a, b) => {
+        if (g === 1) pod.status.phase = text(msg, a, b);
+        else if (g === 12) {
+          const ip: { ip?: string } = {};
+          eachField(msg, a, b, (h, _x, c, d) => { if (h === 1) ip.ip = text(msg, c, d); });
+          pod.status.podIPs.push(ip);
+        }
+      });
+    }
+  });
+  return pod;
+}
+
+export interface WireService {
+  metadata: WireMeta;
+  spec: { ports?: { name?: string; protocol?: string; port: number }[]; selector?: Record<string, string> };
+  status?: { loadBalancer: { ingress?: { ip?: string; hostname?: string }[] } };
+}
+
+/**
+ * A Service (metadata 1; ServiceSpec 2: ports 1 (name 1, protocol 2, port 3), selector 2;
+ * ServiceStatus 3: loadBalancer 1, its ingress 1 (ip 1, hostname 2)).
+ */
+export function decodeService(msg: Buffer): WireService {
+  const svc: WireService = { metadata: { name: '' }, spec: {} };
+  eachField(msg, 0, msg.length, (f, _v, from, to) => {
+    if (f === 1) svc.metadata = meta(msg, from, to);
+    else if (f === 2) {
+      eachField(msg, from, to, (g, _w, a, b) => {
+        if (g === 1) {
+          const p = { name: '', protocol: '', port: 0 };
+          eachField(msg, a, b, (h, v, c, d) => {
+            if (h === 1) p.name = text(msg, c, d);
+            else if (h === 2) p.protocol = text(msg, c, d);
+            else if (h === 3) p.port = v;
+          });
+          (svc.spec.ports ??= []).push(defined({ name: some(p.name), protocol: some(p.protocol), port: p.port }));
+        } else if (g === 2) entry(msg, a, b, (svc.spec.selector ??= {}));
+      });
+    } else if (f === 3) {
+      eachField(msg, from, to, (g, _w, a, b) => {
+        if (g !== 1) return;
+        const lb: { ingress?: { ip?: string; hostname?: string }[] } = {};
+        eachField(msg, a, b, (h, _x, c, d) => {
+          if (h !== 1) return;
+          const ing = { ip: '', hostname: '' };
+          eachField(msg, c, d, (k, _y, e, z) => {
+            if (k === 1) ing.ip = text(msg, e, z);
+            else if (k === 2) ing.hostname = text(msg, e, z);
+          });
+          (lb.ingress ??= []).push(defined({ ip: some(ing.ip), hostname: some(ing.hostname) }));
+        });
+        svc.status = { loadBalancer: lb };
+      });
+    }
+  });
+  return svc;
+}
+
+export interface WireEndpointSlice {
+  metadata: WireMeta;
+  addressType?: string;
+  ports: { name?: string; protocol?: string; port?: number }[];
+  endpoints: { addresses: string[]; conditions: { ready?: boolean; serving?: boolean; terminating?: boolean }; targetRef?: { kind?: string; namespace?: string; name?: string; uid?: string } }[];
+}
+
+/**
+ * An EndpointSlice (metadata 1, only the labels `label` keeps; endpoints 2: addresses 1,
+ * conditions 2 (ready 1, serving 2, terminating 3), targetRef 4 (kind 1, namespace 2, name 3,
+ * uid 4); ports 3: name 1, protocol 2, port 3; addressType 4).
+ */
+export function decodeEndpointSlice(msg: Buffer, label: (key: string) => boolean): WireEndpointSlice {
+  const s: WireEndpointSlice = { metadata: { name: '' }, ports: [], endpoints: [] };
+  eachField(msg, 0, msg.length, (f, _v, from, to) => {
+    if (f === 1) s.metadata = meta(msg, from, to, label);
+    else if (f === 4) s.addressType = text(msg, from, to);
+    else if (f === 3) {
+      const p = { name: undefined as string | undefined, protocol: undefined as string | undefined, port: undefined as number | undefined };
+      eachField(msg, from, to, (g, v, a, b) => {
+        if (g === 1) p.name = text(msg, a, b);
+        else if (g === 2) p.protocol = text(msg, a, b);
+        else if (g === 3) p.port = v;
+      });
+      s.ports.push(defined(p));
+    } else if (f === 2) {
+      const e: WireEndpointSlice['endpoints'][number] = { addresses: [], conditions: {} };
+      eachField(msg, from, to, (g, _w, a, b) => {
+        if (g === 1) e.addresses.push(text(msg, a, b));
+        else if (g === 2) {
+          eachField(msg, a, b, (h, v) => {
+            if (h === 1) e.conditions.ready = v !== 0;
+            else if (h === 2) e.conditions.serving = v !== 0;
+            else if (h === 3) e.conditions.terminating = v !== 0;
+          });
+        } else if (g === 4) {
+          const r = { kind: '', namespace: '', name: '', uid: '' };
+          eachField(msg, a, b, (h, _x, c, d) => {
+            if (h === 1) r.kind = text(msg, c, d);
+            else if (h === 2) r.namespace = text(msg, c, d);
+            else if (h === 3) r.name = text(msg, c, d);
+            else if (h === 4) r.uid = text(msg, c, d);
+          });
+          e.targetRef = defined({ kind: some(r.kind), namespace: some(r.namespace), name: some(r.name), uid: some(r.uid) });
+        }
+      });
+      s.endpoints.push(e);
+    }
+  });
+  return s;
+}

@@ -1,0 +1,90 @@
+// The apiserver's protobuf wire as the operator reads it: a pod's read fields and nothing else, a
+// list and its continuation, watch events, Status, refusals of what is not the wire, and which
+// watches ask for it. The messages come from test/support/protobuf-writer.ts; the client's framing
+// is in kube-client.test.ts, and the real apiserver's messages in integration/wire.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { KubeClient } from '../../src/kube/client.js';
+import { decodeList, decodeStatus, decodeWatchEvent, eachField, unwrap, WireError } from '../../src/kube/protobuf.js';
+import { decodePod } from '../../src/kube/wire-objects.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { ClusterState } from '../../src/controller/cluster-state.js';
+import { KubeRevocation } from '../../src/kube/jwks-source.js';
+import { bytes, envelope, event, msg, num, pod, podList, status } from '../support/protobuf-writer.js';
+
+test('a pod: its name, namespace, uid, resourceVersion, deletion, host network, phase and IPs; nothing else', () => {
+  const p = decodePod(pod({ name: 'web-0', ns: 'team-a', uid: 'u-1', rv: '42', phase: 'Pending', ips: ['198.18.0.5', 'fd00::5'], pad: 100_000 }));
+  assert.deepEqual(p, { metadata: { name: 'web-0', namespace: 'team-a', uid: 'u-1', resourceVersion: '42' }, spec: { hostNetwork: false }, status: { phase: 'Pending', podIPs: [{ ip: '198.18.0.5' }, { ip: 'fd00::5' }] } });
+  const d = decodePod(pod({ name: 'h', ns: 'b', hostNetwork: true, deleted: 1_800_000_000 }));
+  assert.equal(d.metadata.deletionTimestamp, '2027-01-15T08:00:00Z');
+  assert.equal(d.spec.hostNetwork, true);
+  assert.deepEqual(d.status.podIPs, []);
+  assert.equal('namespace' in decodePod(pod({ name: 'n' })).metadata, false);
+});
+
+test('a list: its items, resourceVersion and continuation; an envelope is required', () => {
+  const list = envelope('PodList', podList([pod({ name: 'a', ns: 'x', rv: '5' }), pod({ name: 'b', ns: 'x', rv: '6' })], '7', 'next-page'));
+  const got = decodeList(unwrap(list), decodePod);
+  assert.deepEqual(got.items.map((p) => p.metadata.name), ['a', 'b']);
+  assert.deepEqual(got.metadata, { resourceVersion: '7', continue: 'next-page' });
+  assert.throws(() => unwrap(Buffer.from('{"kind":"PodList"}')), WireError);
+  assert.throws(() => unwrap(Buffer.from('k8s\0', 'latin1')), /an envelope without an object/);
+});
+
+test('what is not the wire is refused, not misread: a field past its message, a group, a varint past its end', () => {
+  const p = pod({ name: 'a' });
+  assert.throws(() => decodePod(p.subarray(0, p.length - 3)), /runs past its message/);
+  assert.throws(() => eachField(Buffer.from([0x0b]), 0, 1, () => {}), /wire type 3/);
+  assert.throws(() => eachField(Buffer.from([0x08, 0x80]), 0, 2, () => {}), /varint runs past/);
+  assert.throws(() => eachField(Buffer.from([0x08, ...Array(10).fill(0x80), 1]), 0, 12, () => {}), /longer than 10 bytes/);
+  let seen = 0;
+  eachField(msg(num(1, 2 ** 40 + 3)), 0, 7, (_f, v) => { seen = v; });
+  assert.equal(seen, 2 ** 40 + 3);
+});
+
+test('watch events: ADDED, BOOKMARK, ERROR as a Status', () => {
+  const frame = (b: Buffer) => b.subarray(4);
+  assert.deepEqual(decodeWatchEvent(frame(event('ADDED', envelope('Pod', pod({ name: 'a', ns: 'x', rv: '3', ips: ['198.18.0.9'] })))), decodePod),
+    { type: 'ADDED', object: { metadata: { name: 'a', namespace: 'x', resourceVersion: '3' }, spec: { hostNetwork: false }, status: { phase: 'Running', podIPs: [{ ip: '198.18.0.9' }] } } });
+  assert.equal((decodeWatchEvent(frame(event('BOOKMARK', envelope('Pod', msg(bytes(1, bytes(6, '99')))))), decodePod).object as any).metadata.resourceVersion, '99');
+  assert.deepEqual(decodeWatchEvent(frame(event('ERROR', envelope('Status', status(410, 'Expired', 'too old resource version: 1 (5)')))), decodePod),
+    { type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version: 1 (5)' } });
+  assert.deepEqual(decodeStatus(status(403, 'Forbidden', 'no')), { kind: 'Status', code: 403, reason: 'Forbidden', message: 'no' });
+});
+
+test('what every team writes is asked for in protobuf: Pods, Services and EndpointSlices, and the JWKS revocation watches\' metadata; the rest as JSON', async () => {
+  const lists = new Map<string, string>();
+  const watches = new Map<string, string>();
+  const key = (path: string) => { const u = new URL(path, 'https://x'); const sel = u.searchParams.get('labelSelector') ?? (u.searchParams.get('fieldSelector') ? 'fields' : ''); return sel ? `${u.pathname}?${sel}` : u.pathname; };
+  const what = (accept: string | undefined, protobuf: unknown) => `${accept ?? (protobuf ? 'protobuf first' : 'json')}${protobuf ? ' +decoder' : ''}`;
+  const client = {
+    request: async (_m: string, path: string, o: { accept?: string; protobuf?: unknown }) => {
+      lists.set(key(path), what(o.accept, o.protobuf));
+      return { items: [], metadata: { resourceVersion: '1' } };
+    },
+    watch: (path: string, signal: AbortSignal, _t: number, accept: string | undefined, _on: unknown, protobuf: unknown) => {
+      watches.set(key(path), what(accept, protobuf));
+      return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+    },
+  } as unknown as KubeClient;
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'pods', onChange: () => {} });
+  const revocation = new KubeRevocation(client, silentLogger);
+  state.start();
+  revocation.start();
+  await Promise.all([state.firstSync(), revocation.whenSynced()]);
+  for (let i = 0; watches.size < 11 && i < 1000; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(watches.size, 11, [...watches.keys()].join());
+  const meta = (as: string) => `application/vnd.kubernetes.protobuf;as=${as};g=meta.k8s.io;v=v1, application/json;as=${as};g=meta.k8s.io;v=v1, application/json +decoder`;
+  for (const path of ['/api/v1/pods?fields', '/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices']) {
+    assert.equal(lists.get(path), 'protobuf first +decoder', path);
+    assert.equal(watches.get(path), 'protobuf first +decoder', path);
+  }
+  for (const plural of ['serviceaccounts', 'pods', 'secrets', 'nodes']) {
+    assert.equal(lists.get(`/api/v1/${plural}`), meta('PartialObjectMetadataList'), plural);
+    assert.equal(watches.get(`/api/v1/${plural}`), meta('PartialObjectMetadata'), plural);
+  }
+  assert.equal(lists.get('/api/v1/configmaps?access-gateway.io/ca-bundle=true'), 'json');
+  assert.equal(lists.get('/api/v1/secrets?access-gateway.io/listener-tls=true'), 'json');
+  assert.equal(lists.get('/apis/gateway.networking.k8s.io/v1beta1/referencegrants'), 'json');
+  await Promise.all([state.stop(), revocation.stop()]);
+});
