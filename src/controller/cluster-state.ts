@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { objectKey, type KubeObject } from '../kube/informer.js';
+import { objectKey, type InformerEvent, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { decodeEndpointSlice, decodePod, decodeService } from '../kube/wire-objects.js';
 import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
@@ -66,6 +66,11 @@ function samePod(a: PodLike, b: PodLike): boolean {
     && (a.status?.podIPs ?? []).map((p) => p.ip).join() === (b.status?.podIPs ?? []).map((p) => p.ip).join();
 }
 
+/** What the cache keeps of an object, but its resourceVersion, as text (kept objects are small). */
+function keptText(o: KubeObject): string {
+  return JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
+}
+
 /** The names of the pods a slice's endpoints name (in its namespace: only those can be its Service's). */
 function slicePods(s: Obj<EndpointSliceLike>): string[] {
   const out: string[] = [];
@@ -95,7 +100,10 @@ export class ClusterState {
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
     // an object names what it refers to; one that changed whom it names (a slice moved to another
     // Service) also re-reads the one it named
-    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (_t: unknown, o: KubeObject, old?: KubeObject) => {
+    // (not for an update that changes nothing kept: a team patching its Service's annotations in a
+    // loop re-reads no gateway, another team's routed to it included)
+    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (t: InformerEvent, o: KubeObject, old?: KubeObject) => {
+      if (t === 'update' && old && keptText(old) === keptText(o)) return;
       for (const n of new Set([name(o), old && name(old)])) if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
     };
     // Pods, Services and EndpointSlices, which every team writes, are read in protobuf, of which only

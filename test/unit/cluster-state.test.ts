@@ -55,6 +55,7 @@ test('a pod\'s change re-reads the Services whose slices name it, whatever the o
   assert.equal(podList.searchParams.get('fieldSelector'), 'status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false');
   const slices = watches.get('/apis/discovery.k8s.io/v1/endpointslices')!;
   const pods = watches.get('/api/v1/pods')!;
+  const services = watches.get('/api/v1/services')!;
   const step = (f: () => void) => { refs.length = 0; f(); return [...refs]; };
 
   // a pod before any slice names it: nothing to re-read
@@ -70,6 +71,13 @@ test('a pod\'s change re-reads the Services whose slices name it, whatever the o
   assert.deepEqual(step(() => pods({ type: 'DELETED', object: pod('p1', '7') })), ['Service a/web']);
   // the same name again (a new uid): still named
   assert.deepEqual(step(() => pods({ type: 'ADDED', object: pod('p1', '8') })), ['Service a/web']);
+  // a slice or Service update that changes nothing kept (annotations, topology): no reconcile
+  const annotated = (o: any, rv: string) => ({ ...o, metadata: { ...o.metadata, resourceVersion: rv, annotations: { big: 'y'.repeat(1000) } } });
+  assert.deepEqual(step(() => slices({ type: 'MODIFIED', object: annotated(slice('web-1', 'web', ['p1'], ''), '8a') })), []);
+  const service = (rv: string, port: number) => ({ metadata: { name: 'web', namespace: 'a', resourceVersion: rv }, spec: { ports: [{ name: 'http', port, targetPort: 8080 }] } });
+  assert.deepEqual(step(() => services({ type: 'ADDED', object: service('8b', 80) })), ['Service a/web']);
+  assert.deepEqual(step(() => services({ type: 'MODIFIED', object: annotated({ ...service('', 80), spec: { ports: [{ name: 'http', port: 80, targetPort: 9090 }] } }, '8c') })), []);
+  assert.deepEqual(step(() => services({ type: 'MODIFIED', object: service('8d', 81) })), ['Service a/web']);
   // pod before slice: p0 named later
   assert.deepEqual(step(() => slices({ type: 'MODIFIED', object: slice('web-1', 'web', ['p0'], '9') })), ['Service a/web']);
   assert.deepEqual(step(() => pods({ type: 'MODIFIED', object: pod('p1', '10', { deleting: true }) })), [], 'a pod the slice no longer names');
