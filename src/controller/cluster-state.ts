@@ -40,7 +40,8 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
   const svc = o.metadata.labels?.[serviceNameLabel];
   return {
     metadata: { ...identity(o.metadata), ...(svc ? { labels: { [serviceNameLabel]: svc } } : {}) },
-    addressType: o.addressType, ports: o.ports ?? [],
+    addressType: o.addressType,
+    ports: (o.ports ?? []).map((p) => ({ ...(p.name !== undefined ? { name: p.name } : {}), ...(p.protocol !== undefined ? { protocol: p.protocol } : {}), ...(p.port !== undefined ? { port: p.port } : {}) })),
     endpoints: (o.endpoints ?? []).map((e) => ({ addresses: (e.addresses ?? []).slice(0, 1), conditions: e.conditions, ...(e.targetRef?.kind === 'Pod' ? { targetRef: podRef(e.targetRef) } : {}) })), // the first is read
   } as Obj<EndpointSliceLike>;
 }
@@ -64,6 +65,13 @@ function samePod(a: PodLike, b: PodLike): boolean {
   return a.metadata?.uid === b.metadata?.uid && !a.metadata?.deletionTimestamp === !b.metadata?.deletionTimestamp
     && !a.spec?.hostNetwork === !b.spec?.hostNetwork && a.status?.phase === b.status?.phase
     && (a.status?.podIPs ?? []).map((p) => p.ip).join() === (b.status?.podIPs ?? []).map((p) => p.ip).join();
+}
+
+/** A ReferenceGrant as read: whom it lets in, to what (not its annotations, up to 256 KiB). */
+function trimGrant(o: Obj<ReferenceGrantLike>): Obj<ReferenceGrantLike> {
+  const from = o.spec?.from?.map((f) => ({ group: f.group, kind: f.kind, namespace: f.namespace }));
+  const to = o.spec?.to?.map((t) => ({ group: t.group, kind: t.kind, ...(t.name !== undefined ? { name: t.name } : {}) }));
+  return { metadata: identity(o.metadata), spec: { ...(from ? { from } : {}), ...(to ? { to } : {}) } } as Obj<ReferenceGrantLike>;
 }
 
 /** What the cache keeps of an object, but its resourceVersion, as text (kept objects are small). */
@@ -141,10 +149,11 @@ export class ClusterState {
         },
       });
     }
-    this.grants = new Watched(client, {
+    this.grants = new Watched<Obj<ReferenceGrantLike>>(client, {
       ...base, name: 'referencegrants', optional: true,
       path: (ns) => (ns ? `/apis/gateway.networking.k8s.io/v1beta1/namespaces/${ns}/referencegrants` : '/apis/gateway.networking.k8s.io/v1beta1/referencegrants'),
       indexBy: (g) => g.metadata.namespace, // a route into a namespace reads only that namespace's
+      trim: trimGrant,
       onEvent: emit('ReferenceGrant'),
     });
     this.labelled = new LabelledData(client, { ...base, maxBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, onChange: opts.onChange });

@@ -7,6 +7,7 @@ import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
 import { dataListPage, listPages, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
+import { decodeData } from '../kube/wire-objects.js';
 import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
 import { DataBudget, dataBytes } from './data-budget.js';
 import type { Ref } from './ref-index.js';
@@ -23,6 +24,8 @@ interface Source {
   plural: 'secrets' | 'configmaps';
   label: string;
   trim: (o: Labelled) => Labelled;
+  /** Its protobuf (wire-objects.ts): a team's 1 MB of `<` in a ConfigMap is 6 MB as JSON. */
+  decode: (msg: Buffer) => Labelled;
   watch: Watched<Labelled>;
 }
 
@@ -112,10 +115,10 @@ export class LabelledData {
 
   private source(name: string, kind: Source['kind'], label: string, trim: Source['trim']): Source {
     const plural = kind === 'Secret' ? 'secrets' : 'configmaps';
-    const s = { name, kind, plural, label, trim } as Source;
+    const s = { name, kind, plural, label, trim, decode: decodeData(kind) as (msg: Buffer) => Labelled } as Source;
     s.watch = new Watched<Labelled>(this.client, {
       namespaces: this.opts.namespaces, log: this.opts.log, metrics: this.opts.metrics,
-      name, pageSize: dataListPage, labelSelector: `${label}=true`,
+      name, pageSize: dataListPage, labelSelector: `${label}=true`, protobuf: s.decode,
       path: (ns) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`),
       trim: (o) => this.keep(s, o),
       onListStart: (ns) => this.listStarts(s, ns),
@@ -253,7 +256,7 @@ export class LabelledData {
   private async readSource(s: Source, ns: string): Promise<void> {
     if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
     const path = (q: URLSearchParams) => { q.set('labelSelector', `${s.label}=true`); return `/api/v1/namespaces/${ns}/${s.plural}?${q}`; };
-    for await (const page of listPages<Labelled>(this.client, path, { pageSize: dataListPage, what: `list ${s.name} of ${ns}` })) {
+    for await (const page of listPages<Labelled>(this.client, path, { pageSize: dataListPage, protobuf: s.decode, what: `list ${s.name} of ${ns}` })) {
       for (const o of page.items ?? []) {
         if (this.closed || this.budget.over(ns)) return;
         const kept = s.trim(o);

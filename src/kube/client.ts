@@ -72,7 +72,7 @@ async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): 
 function decodeBody(buf: Buffer, contentType: string | string[] | undefined, ok: boolean, protobuf?: (msg: Buffer) => unknown): unknown {
   if (protobuf && isProtobuf(contentType)) {
     if (ok) return protobuf(unwrap(buf)); // a WireError is the call's error
-    try { return decodeStatus(unwrap(buf)); } catch { return undefined; }
+    try { return decodeStatus(unwrap(buf)); } catch { return buf.toString('utf8', 0, 200); }
   }
   const text = buf.toString('utf8');
   try { return text ? JSON.parse(text) : undefined; } catch { return text; /* not JSON */ }
@@ -224,7 +224,8 @@ export class KubeClient {
   }
 }
 
-/** Length-delimited frames (a 4-byte big-endian length, then the frame), each joined once. */
+/** Length-delimited frames (a 4-byte big-endian length, then the frame), each joined once; what
+ * waits for the next frame is copied out of the chunk it came in (not to hold a whole frame). */
 async function readFrames(body: AsyncIterable<Buffer>, onFrame: (frame: Buffer) => void): Promise<void> {
   const pieces: Buffer[] = [];
   let held = 0;
@@ -232,11 +233,11 @@ async function readFrames(body: AsyncIterable<Buffer>, onFrame: (frame: Buffer) 
   for await (const chunk of body) {
     pieces.push(chunk);
     held += chunk.length;
+    let cut = false; // pieces[0] is the rest of a joined chunk
     for (;;) {
       if (want < 0) {
         if (held < 4) break;
-        const head = pieces[0]!.length >= 4 ? pieces[0]! : Buffer.concat(pieces, held);
-        want = head.readUInt32BE(0);
+        want = lengthOf(pieces);
         if (want > maxFrameBytes) throw new WireError(`a watch frame of ${want} bytes`);
       }
       if (held < 4 + want) break;
@@ -246,9 +247,22 @@ async function readFrames(body: AsyncIterable<Buffer>, onFrame: (frame: Buffer) 
       pieces.length = 0;
       held = rest.length;
       if (held) pieces.push(rest);
+      cut = held > 0;
       want = -1;
       onFrame(frame);
     }
+    if (cut && pieces.length === 1) pieces[0] = Buffer.from(pieces[0]!);
   }
   if (held) throw new WireError(`a watch stream ended inside a frame (${held} bytes)`);
+}
+
+/** The big-endian length in the first 4 bytes held (they may be in several pieces). */
+function lengthOf(pieces: Buffer[]): number {
+  let n = 0;
+  let k = 0;
+  for (const p of pieces) {
+    for (let j = 0; j < p.length && k < 4; j++, k++) n = n * 256 + p[j]!;
+    if (k === 4) break;
+  }
+  return n;
 }

@@ -17,19 +17,24 @@ export class WireError extends Error {
 }
 
 /**
- * Each field of the message in buf[start, end): `visit(field, value, from, to)`. For a varint,
- * `value` is its number (exact to 2^53); for a length-delimited field, [from, to) is its bytes.
- * Fixed-width fields are stepped over. Groups are refused (the apiserver writes none).
+ * Each field of the message in buf[start, end): `visit(field, value, from, to, int32)`. For a
+ * varint, `value` is its number as unsigned (exact to 2^53) and `int32` its low 32 bits as a
+ * signed int32 (an int32 field: a negative one is written as 10 bytes); for a length-delimited
+ * field, [from, to) is its bytes. Fixed-width fields are stepped over. Groups are refused (the
+ * apiserver writes none).
  */
-export function eachField(buf: Buffer, start: number, end: number, visit: (field: number, value: number, from: number, to: number) => void): void {
+export function eachField(buf: Buffer, start: number, end: number, visit: (field: number, value: number, from: number, to: number, int32: number) => void): void {
   let i = start;
+  let low = 0;
   const varint = (): number => {
     let n = 0;
     let mul = 1;
+    low = 0;
     for (let k = 0; k < 10; k++) {
       if (i >= end) throw new WireError('a varint runs past its message');
       const b = buf[i++]!;
       n += (b & 0x7f) * mul;
+      if (k < 5) low |= (b & 0x7f) << (7 * k);
       if (b < 0x80) return n;
       mul *= 128;
     }
@@ -40,7 +45,8 @@ export function eachField(buf: Buffer, start: number, end: number, visit: (field
     const field = Math.floor(key / 8);
     const type = key & 7;
     if (type === 0) {
-      visit(field, varint(), 0, 0);
+      const value = varint();
+      visit(field, value, 0, 0, low | 0);
       continue;
     }
     if (type !== 1 && type !== 2 && type !== 5) throw new WireError(`wire type ${type} of field ${field}`);
@@ -48,7 +54,7 @@ export function eachField(buf: Buffer, start: number, end: number, visit: (field
     const from = i;
     i += len;
     if (i > end) throw new WireError('a field runs past its message'); // before it is visited
-    if (type === 2) visit(field, 0, from, i);
+    if (type === 2) visit(field, 0, from, i, 0);
   }
 }
 
@@ -85,10 +91,10 @@ export interface StatusLike { kind: 'Status'; code?: number; reason?: string; me
 /** A meta/v1 Status: message 3, reason 4, code 6. */
 export function decodeStatus(msg: Buffer): StatusLike {
   const out: StatusLike = { kind: 'Status' };
-  eachField(msg, 0, msg.length, (f, v, from, to) => {
+  eachField(msg, 0, msg.length, (f, _v, from, to, int32) => {
     if (f === 3) out.message = text(msg, from, to);
     else if (f === 4) out.reason = text(msg, from, to);
-    else if (f === 6) out.code = v;
+    else if (f === 6) out.code = int32;
   });
   return out;
 }

@@ -1,5 +1,6 @@
 // The fields of the objects every team writes and the operator watches cluster-wide (Pods,
-// Services, EndpointSlices, and the metadata of ServiceAccounts, Pods, Secrets and Nodes), decoded from protobuf (protobuf.ts) as the JSON the caches keep
+// Services, EndpointSlices, labelled Secrets and ConfigMaps, and the metadata of ServiceAccounts,
+// Pods, Secrets and Nodes), decoded from protobuf (protobuf.ts) as the JSON the caches keep
 // would have them: only what is read, so a team's annotations, env values or topology cost only
 // their length to step over. Field numbers as in k8s.io/api's and apimachinery's generated.proto.
 import { eachField, text } from './protobuf.js';
@@ -10,15 +11,22 @@ export interface WireMeta {
   ownerReferences?: { uid?: string; controller?: boolean }[];
 }
 
-/** A map<string, string> entry (key 1, value 2) into `into`. */
-function entry(buf: Buffer, from: number, to: number, into: Record<string, string>): void {
+/** A map<string, string> entry (key 1, value 2) into `into`; a map<string, bytes> one as base64
+ * (as JSON writes a Secret's data). */
+function entry(buf: Buffer, from: number, to: number, into: Record<string, string>, encoding: 'utf8' | 'base64' = 'utf8'): void {
   let k = '';
   let v = '';
   eachField(buf, from, to, (f, _v, a, b) => {
     if (f === 1) k = text(buf, a, b);
-    else if (f === 2) v = text(buf, a, b);
+    else if (f === 2) v = buf.toString(encoding, a, b);
   });
-  into[k] = v;
+  into[k] = v; // (a key __proto__, which the apiserver refuses, would set nothing)
+}
+
+/** A Time's seconds as JSON writes it (only whether it is set is read). */
+function iso(seconds: number): string {
+  const d = new Date(seconds * 1000);
+  return Number.isNaN(d.getTime()) ? String(seconds) : d.toISOString().replace('.000Z', 'Z');
 }
 
 /**
@@ -36,12 +44,11 @@ function meta(buf: Buffer, from: number, to: number, label?: (key: string) => bo
     else if (g === 9) {
       let seconds = 0;
       eachField(buf, a, b, (h, v) => { if (h === 1) seconds = v; });
-      m.deletionTimestamp = new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+      m.deletionTimestamp = iso(seconds);
     } else if (g === 11 && label) {
       const one: Record<string, string> = {};
       entry(buf, a, b, one);
-      const [k, v] = Object.entries(one)[0]!;
-      if (label(k)) (m.labels ??= {})[k] = v;
+      for (const [k, v] of Object.entries(one)) if (label(k)) (m.labels ??= {})[k] = v;
     } else if (g === 13) {
       let uid: string | undefined;
       let controller = false;
@@ -110,10 +117,10 @@ export function decodeService(msg: Buffer): WireService {
       eachField(msg, from, to, (g, _w, a, b) => {
         if (g === 1) {
           const p = { name: '', protocol: '', port: 0 };
-          eachField(msg, a, b, (h, v, c, d) => {
+          eachField(msg, a, b, (h, _v, c, d, int32) => {
             if (h === 1) p.name = text(msg, c, d);
             else if (h === 2) p.protocol = text(msg, c, d);
-            else if (h === 3) p.port = v;
+            else if (h === 3) p.port = int32;
           });
           (svc.spec.ports ??= []).push(defined({ name: some(p.name), protocol: some(p.protocol), port: p.port }));
         } else if (g === 2) entry(msg, a, b, (svc.spec.selector ??= {}));
@@ -157,10 +164,10 @@ export function decodeEndpointSlice(msg: Buffer, label: (key: string) => boolean
     else if (f === 4) s.addressType = text(msg, from, to);
     else if (f === 3) {
       const p = { name: undefined as string | undefined, protocol: undefined as string | undefined, port: undefined as number | undefined };
-      eachField(msg, from, to, (g, v, a, b) => {
+      eachField(msg, from, to, (g, _v, a, b, int32) => {
         if (g === 1) p.name = text(msg, a, b);
         else if (g === 2) p.protocol = text(msg, a, b);
-        else if (g === 3) p.port = v;
+        else if (g === 3) p.port = int32;
       });
       s.ports.push(defined(p));
     } else if (f === 2) {
@@ -188,4 +195,21 @@ export function decodeEndpointSlice(msg: Buffer, label: (key: string) => boolean
     }
   });
   return s;
+}
+
+export interface WireData { metadata: WireMeta; type?: string; data?: Record<string, string> }
+
+/** A Secret (metadata 1, data 2: map<string, bytes>, as base64 like JSON's; type 3) or a ConfigMap
+ * (metadata 1, data 2: map<string, string>; binaryData 3 is not read). */
+export function decodeData(kind: 'Secret' | 'ConfigMap'): (msg: Buffer) => WireData {
+  const encoding = kind === 'Secret' ? 'base64' : 'utf8';
+  return (msg) => {
+    const o: WireData = { metadata: { name: '' } };
+    eachField(msg, 0, msg.length, (f, _v, from, to) => {
+      if (f === 1) o.metadata = meta(msg, from, to);
+      else if (f === 2) entry(msg, from, to, (o.data ??= {}), encoding);
+      else if (f === 3 && kind === 'Secret') o.type = text(msg, from, to);
+    });
+    return o;
+  };
 }

@@ -115,7 +115,8 @@ function readyEndpoints(slices: EndpointSliceLike[], portName: string, ns: strin
   for (const s of slices) {
     if (s.addressType && s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
     const port = (s.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === 'TCP')?.port;
-    if (!port) continue;
+    // the apiserver does not check a slice's port: -1 or 70000 made the route table's build throw
+    if (!port || !Number.isInteger(port) || port < 1 || port > 65535) continue;
     for (const e of s.endpoints ?? []) {
       const c = e.conditions ?? {};
       if (c.ready === false || c.serving === false || c.terminating === true) continue;

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { referenceGrantCRD, startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { readyReplica, startChartOperator } from '../support/chart-operator.js';
 import { applyYaml, backendPods, bearer, condition, createListenerTLS, curl, gatewayPort, getGateway, hostPod, installCRD, namespaceYaml, applyService, runningPod as runningPodIn, serviceYaml, waitListenerClosed, waitObserved } from '../support/cluster.js';
 import { freePort, waitFor } from '../support/procs.js';
@@ -570,7 +570,7 @@ test('10. one team\'s labelled Secrets and ConfigMaps cannot fill the shared ope
   await cp.kubectl(['delete', 'configmap', 'pad-1', '-n', 'team-a']);
 });
 
-test('11. one team\'s Pending pods (8.7 MB each as JSON), Services (1.5 MB) and labelled ConfigMaps (6 MB) do not stop the shared operator: pods and Services are read in protobuf, what is read as JSON in pages it can read, and a restart serves every team', async () => {
+test('11. one team\'s Pending pods (8.7 MB each as JSON), Services (1.5 MB) and labelled ConfigMaps (6 MB) do not stop the shared operator: they are read in protobuf, custom resources (JSON) in pages it can read, and a restart serves every team', async () => {
   // 1.45 MB of `<` fits in etcd as a pod; the apiserver's JSON writes each as \u003c (8.7 MB)
   const pad = '<'.repeat(1_450_000);
   for (let i = 0; i < 3; i++) {
@@ -578,13 +578,17 @@ test('11. one team\'s Pending pods (8.7 MB each as JSON), Services (1.5 MB) and 
       spec: { nodeSelector: { nowhere: 'true' }, containers: [{ name: 'c', image: 'none', env: [{ name: 'PAD', value: pad }] }] } });
     assert.equal(made.status, 201, JSON.stringify(made.body).slice(0, 300));
   }
-  // 260 KB of `<` in an annotation (the most a Service's may hold) is 1.56 MB as JSON, 12 of them
-  // 18.7 MB; 3 ConfigMaps of 1 MB of `<` labelled as CA bundles, 18 MB
+  // 260 KB of `<` in an annotation (the most an object's may hold) is 1.56 MB as JSON: 12 Services
+  // or ReferenceGrants are 18.7 MB; 3 ConfigMaps of 1 MB of `<` labelled as CA bundles, 18 MB
+  await cp.kubectl(['apply', '--server-side', '-f', referenceGrantCRD()]);
   const fat = Array.from({ length: 12 }, (_, i) => `fat-${i}`);
+  const annotated = (name: string) => ({ name, annotations: { pad: '<'.repeat(260_000) } });
   for (const name of fat) {
-    const made = await cp.api('POST', '/api/v1/namespaces/team-a/services', { apiVersion: 'v1', kind: 'Service',
-      metadata: { name, annotations: { pad: '<'.repeat(260_000) } }, spec: { ports: [{ port: 80 }] } });
-    assert.equal(made.status, 201, JSON.stringify(made.body).slice(0, 300));
+    const svc = await cp.api('POST', '/api/v1/namespaces/team-a/services', { apiVersion: 'v1', kind: 'Service', metadata: annotated(name), spec: { ports: [{ port: 80 }] } });
+    assert.equal(svc.status, 201, JSON.stringify(svc.body).slice(0, 300));
+    const grant = await cp.api('POST', '/apis/gateway.networking.k8s.io/v1beta1/namespaces/team-a/referencegrants', { apiVersion: 'gateway.networking.k8s.io/v1beta1', kind: 'ReferenceGrant',
+      metadata: annotated(name), spec: { from: [{ group: 'access-gateway.io', kind: 'AccessGateway', namespace: 'team-a' }], to: [{ group: '', kind: 'Service', name: 'none' }] } });
+    assert.equal(grant.status, 201, JSON.stringify(grant.body).slice(0, 300));
   }
   for (const name of fat.slice(0, 3)) {
     const made = await cp.api('POST', '/api/v1/namespaces/team-a/configmaps', { apiVersion: 'v1', kind: 'ConfigMap',
@@ -597,13 +601,14 @@ test('11. one team\'s Pending pods (8.7 MB each as JSON), Services (1.5 MB) and 
   assert.equal(r.status, 200, r.text);
   const halved = (informer: string) => logLines(op, (l) => l.msg === 'list page too large; asking for fewer objects a page' && l.informer === informer).map((l) => l.limit);
   // as JSON, the 3 pods (26 MB) were asked for again and again, down to one a page; the Services
-  // (19 MB) down to 12
+  // down to 12, the ConfigMaps to 2
   assert.deepEqual(halved('pods'), []);
   assert.deepEqual(halved('services'), []);
-  // a page of 10 ConfigMaps (18 MB) was asked for again with fewer, down to what it could read
-  assert.deepEqual(halved('configmaps(ca-bundle)'), [5, 2]);
+  assert.deepEqual(halved('configmaps(ca-bundle)'), []);
+  // a page of 100 ReferenceGrants (a custom resource: JSON, ~19 MB) was asked for again with fewer
+  assert.deepEqual(halved('referencegrants').slice(0, 2), [50, 25], JSON.stringify(halved('referencegrants')));
   await cp.kubectl(['delete', 'pod', ...fat.slice(0, 3), '-n', 'team-a', '--force', '--grace-period=0']);
-  await cp.kubectl(['delete', 'service', ...fat, '-n', 'team-a']);
+  await cp.kubectl(['delete', 'service,referencegrant', ...fat, '-n', 'team-a']);
   await cp.kubectl(['delete', 'configmap', ...fat.slice(0, 3), '-n', 'team-a']);
 });
 

@@ -7,6 +7,14 @@ export function varint(n: number): Buffer {
   out.push(n);
   return Buffer.from(out);
 }
+/** An int32 field as the apiserver writes it: a negative one as 10 bytes (two's complement). */
+export function int32(field: number, n: number): Buffer {
+  let v = BigInt.asUintN(64, BigInt(n));
+  const out: number[] = [];
+  while (v >= 128n) { out.push(Number(v & 127n) | 128); v >>= 7n; }
+  out.push(Number(v));
+  return Buffer.concat([varint(field * 8), Buffer.from(out)]);
+}
 export const bytes = (field: number, b: Buffer | string) => { const v = Buffer.from(b); return Buffer.concat([varint(field * 8 + 2), varint(v.length), v]); };
 export const num = (field: number, n: number) => Buffer.concat([varint(field * 8), varint(n)]);
 export const msg = (...parts: Buffer[]) => Buffer.concat(parts);
@@ -26,5 +34,5 @@ export function pod(p: PodSpec): Buffer {
   return msg(bytes(1, meta), bytes(2, spec), bytes(3, podStatus));
 }
 export const podList = (items: Buffer[], rv: string, cont = '') => msg(bytes(1, msg(bytes(1, ''), bytes(2, rv), bytes(3, cont))), ...items.map((i) => bytes(2, i)));
-export const status = (code: number, reason: string, message: string) => msg(bytes(1, msg()), bytes(2, 'Failure'), bytes(3, message), bytes(4, reason), num(6, code));
+export const status = (code: number, reason: string, message: string) => msg(bytes(1, msg()), bytes(2, 'Failure'), bytes(3, message), bytes(4, reason), int32(6, code));
 export const event = (type: string, object: Buffer) => { const e = msg(bytes(1, type), bytes(2, bytes(1, object))); const len = Buffer.alloc(4); len.writeUInt32BE(e.length); return msg(len, e); };

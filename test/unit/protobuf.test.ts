@@ -6,11 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { KubeClient } from '../../src/kube/client.js';
 import { decodeList, decodeStatus, decodeWatchEvent, eachField, unwrap, WireError } from '../../src/kube/protobuf.js';
-import { decodePod } from '../../src/kube/wire-objects.js';
+import { decodeEndpointSlice, decodePod, decodeService } from '../../src/kube/wire-objects.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { ClusterState } from '../../src/controller/cluster-state.js';
 import { KubeRevocation } from '../../src/kube/jwks-source.js';
-import { bytes, envelope, event, msg, num, pod, podList, status } from '../support/protobuf-writer.js';
+import { bytes, envelope, event, int32, msg, num, pod, podList, status } from '../support/protobuf-writer.js';
 
 test('a pod: its name, namespace, uid, resourceVersion, deletion, host network, phase and IPs; nothing else', () => {
   const p = decodePod(pod({ name: 'web-0', ns: 'team-a', uid: 'u-1', rv: '42', phase: 'Pending', ips: ['198.18.0.5', 'fd00::5'], pad: 100_000 }));
@@ -42,6 +42,19 @@ test('what is not the wire is refused, not misread: a field past its message, a 
   assert.equal(seen, 2 ** 40 + 3);
 });
 
+test('an int32 is read as JSON has it, a negative one too (10 bytes on the wire): ports, Status codes', () => {
+  const slicePorts = (...ports: number[]) => decodeEndpointSlice(msg(bytes(1, bytes(1, 's')), ...ports.map((p) => bytes(3, int32(3, p)))), () => false).ports.map((p) => p.port);
+  assert.deepEqual(slicePorts(-1, -2147483648, 2147483647, 0, 70000, 443), [-1, -2147483648, 2147483647, 0, 70000, 443]);
+  assert.deepEqual(decodeService(msg(bytes(2, bytes(1, int32(3, -80))))).spec.ports, [{ port: -80 }]);
+  assert.equal(decodeStatus(status(-5, 'X', 'y')).code, -5);
+});
+
+test('odd values the apiserver never writes are not a crash: a label key __proto__, a deletion time out of range', () => {
+  const metaWith = (...fields: Buffer[]) => msg(bytes(1, msg(bytes(1, 'p'), ...fields)));
+  assert.deepEqual(decodeEndpointSlice(metaWith(bytes(11, msg(bytes(1, '__proto__'), bytes(2, 'x'))), bytes(11, msg(bytes(1, 'k'), bytes(2, 'v')))), () => true).metadata.labels, { k: 'v' });
+  assert.equal(decodePod(metaWith(bytes(9, num(1, 2 ** 50)))).metadata.deletionTimestamp, String(2 ** 50));
+});
+
 test('watch events: ADDED, BOOKMARK, ERROR as a Status', () => {
   const frame = (b: Buffer) => b.subarray(4);
   assert.deepEqual(decodeWatchEvent(frame(event('ADDED', envelope('Pod', pod({ name: 'a', ns: 'x', rv: '3', ips: ['198.18.0.9'] })))), decodePod),
@@ -52,7 +65,7 @@ test('watch events: ADDED, BOOKMARK, ERROR as a Status', () => {
   assert.deepEqual(decodeStatus(status(403, 'Forbidden', 'no')), { kind: 'Status', code: 403, reason: 'Forbidden', message: 'no' });
 });
 
-test('what every team writes is asked for in protobuf: Pods, Services and EndpointSlices, and the JWKS revocation watches\' metadata; the rest as JSON', async () => {
+test('what every team writes is asked for in protobuf: Pods, Services, EndpointSlices, labelled Secrets and ConfigMaps, and the JWKS revocation watches\' metadata; custom resources as JSON', async () => {
   const lists = new Map<string, string>();
   const watches = new Map<string, string>();
   const key = (path: string) => { const u = new URL(path, 'https://x'); const sel = u.searchParams.get('labelSelector') ?? (u.searchParams.get('fieldSelector') ? 'fields' : ''); return sel ? `${u.pathname}?${sel}` : u.pathname; };
@@ -83,8 +96,10 @@ test('what every team writes is asked for in protobuf: Pods, Services and Endpoi
     assert.equal(lists.get(`/api/v1/${plural}`), meta('PartialObjectMetadataList'), plural);
     assert.equal(watches.get(`/api/v1/${plural}`), meta('PartialObjectMetadata'), plural);
   }
-  assert.equal(lists.get('/api/v1/configmaps?access-gateway.io/ca-bundle=true'), 'json');
-  assert.equal(lists.get('/api/v1/secrets?access-gateway.io/listener-tls=true'), 'json');
+  for (const path of ['/api/v1/configmaps?access-gateway.io/ca-bundle=true', '/api/v1/secrets?access-gateway.io/ca-bundle=true', '/api/v1/secrets?access-gateway.io/listener-tls=true']) {
+    assert.equal(lists.get(path), 'protobuf first +decoder', path);
+    assert.equal(watches.get(path), 'protobuf first +decoder', path);
+  }
   assert.equal(lists.get('/apis/gateway.networking.k8s.io/v1beta1/referencegrants'), 'json');
   await Promise.all([state.stop(), revocation.stop()]);
 });

@@ -202,3 +202,22 @@ spec:
   // what is not a pod's address is left out either way, and said so
   assert.match(run({}, undefined, '169.254.169.254').resolved.message, /\(1 ready address left out: loopback, link-local, unspecified or multicast\)/);
 });
+
+test('an EndpointSlice port the apiserver took but no socket has (0, -1, 70000, 1.5) is no endpoint (it made the route table\'s build throw)', () => {
+  const gw = applyDefaults(parse(`
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: g, namespace: team-a, generation: 1}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{groups: [system:serviceaccounts:team-a]}]
+  routes: [{name: web, pathPrefix: /, service: {name: web, port: 80}}]
+`));
+  const slice = (port: number, ip: string) => ({ addressType: 'IPv4', ports: [{ name: '', port }], endpoints: [{ addresses: [ip] }] });
+  const out = translate(gw, {
+    port: { port: 20000 },
+    services: { 'team-a/web': { spec: { ports: [{ port: 80 }] } } },
+    endpointSlices: { 'team-a/web': [slice(0, '198.18.0.1'), slice(-1, '198.18.0.2'), slice(70000, '198.18.0.3'), slice(1.5, '198.18.0.4'), slice(65535, '198.18.0.5')] },
+  });
+  assert.deepEqual((out.plan!.routes[0]!.target as { endpoints: { ip: string; port: number }[] }).endpoints, [{ ip: '198.18.0.5', port: 65535 }]);
+});
