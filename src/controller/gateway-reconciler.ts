@@ -288,11 +288,13 @@ export class GatewayReconciler {
     const was = this.exposed.get(key);
     if (was?.want === want && cached.service && cached.slice) was.seen = true;
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
-    // requeues us); not before the cache shows our own creates, which would be refused (409)
+    // requeues us); not again before the cache shows our own creates, which would be refused (409)
     if (this.leader() && (was?.want !== want || (was.seen && (!cached.service || !cached.slice)))) {
       await terminalIfInvalid(this.d.exposure.write(e.service, cached.service), `Service ${key.replace('/', '/agw-')}`);
       await terminalIfInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${key.replace('/', '/agw-')}`);
-      this.exposed.set(key, { want, seen: false });
+      // seen already when both were: an update brings no reconcile when it changes nothing the
+      // cache keeps (a Service's type), and a deletion after it must still be repaired
+      this.exposed.set(key, { want, seen: cached.service && cached.slice });
     }
     const url = (as.type === 'LoadBalancer' ? loadBalancerURL(plan.tls !== null, cached.ingress) : undefined) ?? e.url;
     if (as.refused) return { applied: { programmed: false, reason: Reason.ExposureNotPermitted, message: as.refused }, url };

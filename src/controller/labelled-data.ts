@@ -53,6 +53,8 @@ function setAside(o: Labelled, bytes: number): Labelled {
 }
 
 export class LabelledData {
+  static trimTLSSecret = trimTLSSecret;
+  static trimData = trimData;
   readonly watches: Watched<Labelled>[];
   private readonly sources: Source[];
   private readonly tls: Source;

@@ -20,7 +20,8 @@ function entry(buf: Buffer, from: number, to: number, into: Record<string, strin
     if (f === 1) k = text(buf, a, b);
     else if (f === 2) v = buf.toString(encoding, a, b);
   });
-  into[k] = v; // (a key __proto__, which the apiserver refuses, would set nothing)
+  // an own property whatever the key (a ConfigMap's data key may be __proto__, as JSON.parse keeps it)
+  Object.defineProperty(into, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
 /** A Time's seconds as JSON writes it (only whether it is set is read). */

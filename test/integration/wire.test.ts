@@ -11,6 +11,7 @@ import { decodeData, decodeEndpointSlice, decodeMetadata, decodePod, decodeServi
 import { KubeRevocation } from '../../src/kube/jwks-source.js';
 import { stripForCache } from '../../src/kube/informer.js';
 import { ClusterState } from '../../src/controller/cluster-state.js';
+import { LabelledData } from '../../src/controller/labelled-data.js';
 import { serviceNameLabel } from '../../src/api/labels.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
@@ -21,14 +22,13 @@ const kinds: Record<string, { path: string; decode: (m: Buffer) => unknown; trim
   pods: { path: '/api/v1/namespaces/w/pods', decode: decodePod, trim: ClusterState.trimPod },
   services: { path: '/api/v1/namespaces/w/services', decode: decodeService, trim: ClusterState.trimService },
   endpointslices: { path: '/apis/discovery.k8s.io/v1/namespaces/w/endpointslices', decode: (m: Buffer) => decodeEndpointSlice(m, (k) => k === serviceNameLabel), trim: ClusterState.trimSlice },
-  // labelled-data.ts keeps a Secret's or ConfigMap's identity, type and data
+  // labelled-data.ts keeps a CA bundle's data, a listener Secret's type, tls.crt and tls.key
   secrets: { path: '/api/v1/namespaces/w/secrets', decode: decodeData('Secret'), trim: dataKept },
   configmaps: { path: '/api/v1/namespaces/w/configmaps', decode: decodeData('ConfigMap'), trim: dataKept },
 };
 
 function dataKept(o: any): any {
-  const { name, namespace, uid, resourceVersion } = o.metadata;
-  return { metadata: { name, namespace, uid, resourceVersion }, type: o.type, data: o.data };
+  return { asData: LabelledData.trimData(o), asTLS: LabelledData.trimTLSSecret(o) };
 }
 
 before(async () => {

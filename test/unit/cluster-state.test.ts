@@ -78,6 +78,16 @@ test('a pod\'s change re-reads the Services whose slices name it, whatever the o
   assert.deepEqual(step(() => services({ type: 'ADDED', object: service('8b', 80) })), ['Service a/web']);
   assert.deepEqual(step(() => services({ type: 'MODIFIED', object: annotated({ ...service('', 80), spec: { ports: [{ name: 'http', port: 80, targetPort: 9090 }] } }, '8c') })), []);
   assert.deepEqual(step(() => services({ type: 'MODIFIED', object: service('8d', 81) })), ['Service a/web']);
+  // a ReferenceGrant: kept as whom it lets in, to what; an update of anything else re-reads nothing
+  const grants = watches.get('/apis/gateway.networking.k8s.io/v1beta1/referencegrants')!;
+  const grant = (rv: string, to: Record<string, string>) => ({ metadata: { name: 'g', namespace: 'a', resourceVersion: rv, uid: 'ug', annotations: { big: 'z'.repeat(1000) } },
+    spec: { from: [{ group: 'access-gateway.io', kind: 'AccessGateway', namespace: 'b', extra: 'x' }], to: [to] } });
+  assert.deepEqual(step(() => grants({ type: 'ADDED', object: grant('8e', { group: '', kind: 'Service', name: 'web' }) })), ['ReferenceGrant a/g']);
+  assert.deepEqual(step(() => grants({ type: 'MODIFIED', object: { ...grant('8f', { group: '', kind: 'Service', name: 'web' }), metadata: { ...grant('8f', {}).metadata, annotations: { other: '1' } } } })), []);
+  assert.deepEqual(step(() => grants({ type: 'MODIFIED', object: grant('8g', { group: '', kind: 'Service' }) })), ['ReferenceGrant a/g']);
+  const kept = (state as unknown as { grants: { get(ns: string, n: string): unknown } }).grants.get('a', 'g');
+  assert.deepEqual(JSON.parse(JSON.stringify(kept)), { metadata: { name: 'g', namespace: 'a', uid: 'ug', resourceVersion: '8g' },
+    spec: { from: [{ group: 'access-gateway.io', kind: 'AccessGateway', namespace: 'b' }], to: [{ group: '', kind: 'Service' }] } });
   // pod before slice: p0 named later
   assert.deepEqual(step(() => slices({ type: 'MODIFIED', object: slice('web-1', 'web', ['p0'], '9') })), ['Service a/web']);
   assert.deepEqual(step(() => pods({ type: 'MODIFIED', object: pod('p1', '10', { deleting: true }) })), [], 'a pod the slice no longer names');

@@ -276,6 +276,28 @@ test('the agw-NAME Service and EndpointSlice: written once, not again before the
   assert.deepEqual(writes.slice(2), [['Service', false], ['EndpointSlice', true]]);
 });
 
+test('the agw-NAME objects rewritten where the cache shows them (a new expose type): one deleted later is written again, though the rewrite brought no reconcile', async () => {
+  // a rewrite that changes nothing the cache keeps (the Service's type) makes no watch event
+  // reconcile the gateway; a deletion after it must still be repaired
+  const cached = { service: false, slice: false, foreign: null };
+  const writes: [string, boolean][] = [];
+  const g = gw('a', '2026-01-01T00:00:00Z');
+  const { r } = setup([g], {
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
+    exposurePolicy: { types: ['ClusterIP', 'NodePort'], defaultType: 'ClusterIP', annotations: [] },
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  Object.assign(cached, { service: true, slice: true });
+  g.spec.listener = { expose: { type: 'NodePort' } } as never;
+  g.metadata.generation = 2;
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes.slice(2), [['Service', true], ['EndpointSlice', true]]);
+  Object.assign(cached, { service: false }); // deleted by hand, the next reconcile its deletion's
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes.slice(4), [['Service', false], ['EndpointSlice', true]]);
+});
+
 test('a reconcile charges its namespace the event-loop time its translate and apply held the loop (not what they awaited), also when apply throws', async () => {
   const charged: [string, number][] = [];
   let fail = false;

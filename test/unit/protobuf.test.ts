@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { KubeClient } from '../../src/kube/client.js';
 import { decodeList, decodeStatus, decodeWatchEvent, eachField, unwrap, WireError } from '../../src/kube/protobuf.js';
-import { decodeEndpointSlice, decodePod, decodeService } from '../../src/kube/wire-objects.js';
+import { decodeData, decodeEndpointSlice, decodePod, decodeService } from '../../src/kube/wire-objects.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { ClusterState } from '../../src/controller/cluster-state.js';
 import { KubeRevocation } from '../../src/kube/jwks-source.js';
@@ -53,6 +53,10 @@ test('odd values the apiserver never writes are not a crash: a label key __proto
   const metaWith = (...fields: Buffer[]) => msg(bytes(1, msg(bytes(1, 'p'), ...fields)));
   assert.deepEqual(decodeEndpointSlice(metaWith(bytes(11, msg(bytes(1, '__proto__'), bytes(2, 'x'))), bytes(11, msg(bytes(1, 'k'), bytes(2, 'v')))), () => true).metadata.labels, { k: 'v' });
   assert.equal(decodePod(metaWith(bytes(9, num(1, 2 ** 50)))).metadata.deletionTimestamp, String(2 ** 50));
+  // a data key __proto__ is a valid ConfigMap key: kept as its own property, as JSON.parse does
+  const cm = decodeData('ConfigMap')(msg(bytes(1, bytes(1, 'c')), bytes(2, msg(bytes(1, '__proto__'), bytes(2, 'pem'))), bytes(2, msg(bytes(1, 'b'), bytes(2, 'x')))));
+  assert.deepEqual(Object.entries(cm.data!), Object.entries(JSON.parse('{"__proto__":"pem","b":"x"}')));
+  assert.equal(Object.getPrototypeOf(cm.data), Object.prototype);
 });
 
 test('watch events: ADDED, BOOKMARK, ERROR as a Status', () => {
