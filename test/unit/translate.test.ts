@@ -127,8 +127,8 @@ test('an EndpointSlice address that cannot be a pod\'s is left out', () => {
   }
 });
 
-test('with pods checked, an EndpointSlice address is used only when it is an IP of the live pod its endpoint names, in the Service\'s namespace', () => {
-  const gw = applyDefaults(parse(`
+/** team-a's gateway with one route to its Service web, port 80. */
+const serviceGateway = () => applyDefaults(parse(`
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: g, namespace: team-a, generation: 1}
@@ -137,6 +137,9 @@ spec:
   access: [{groups: [system:serviceaccounts:team-a]}]
   routes: [{name: web, pathPrefix: /, service: {name: web, port: 80}}]
 `));
+
+test('with pods checked, an EndpointSlice address is used only when it is an IP of the live pod its endpoint names, in the Service\'s namespace', () => {
+  const gw = serviceGateway();
   const pod = (over: Record<string, unknown> = {}) => ({ metadata: { uid: 'u1' }, status: { phase: 'Running', podIPs: [{ ip: '198.18.0.10' }, { ip: 'fd00::10' }] }, ...over });
   const run = (endpoint: Record<string, unknown>, pods: Record<string, unknown> | undefined, ip = '198.18.0.10') => {
     const t = translate(gw, {
@@ -204,15 +207,7 @@ spec:
 });
 
 test('an EndpointSlice port the apiserver took but no socket has (0, -1, 70000, 1.5) is no endpoint (it made the route table\'s build throw)', () => {
-  const gw = applyDefaults(parse(`
-apiVersion: access-gateway.io/v1alpha1
-kind: AccessGateway
-metadata: {name: g, namespace: team-a, generation: 1}
-spec:
-  authentication: {audiences: [gw]}
-  access: [{groups: [system:serviceaccounts:team-a]}]
-  routes: [{name: web, pathPrefix: /, service: {name: web, port: 80}}]
-`));
+  const gw = serviceGateway();
   const slice = (port: number, ip: string) => ({ addressType: 'IPv4', ports: [{ name: '', port }], endpoints: [{ addresses: [ip] }] });
   const out = translate(gw, {
     port: { port: 20000 },
