@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { objectKey, type InformerEvent, type KubeObject } from '../kube/informer.js';
+import { objectKey, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { decodeEndpointSlice, decodePod, decodeService } from '../kube/wire-objects.js';
 import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
@@ -60,23 +60,11 @@ function trimPod(o: Obj<PodLike>): Obj<PodLike> {
   } as Obj<PodLike>;
 }
 
-/** The same pod to --endpoint-addresses pods (an update that changes nothing read asks for no reconcile). */
-function samePod(a: PodLike, b: PodLike): boolean {
-  return a.metadata?.uid === b.metadata?.uid && !a.metadata?.deletionTimestamp === !b.metadata?.deletionTimestamp
-    && !a.spec?.hostNetwork === !b.spec?.hostNetwork && a.status?.phase === b.status?.phase
-    && (a.status?.podIPs ?? []).map((p) => p.ip).join() === (b.status?.podIPs ?? []).map((p) => p.ip).join();
-}
-
 /** A ReferenceGrant as read: whom it lets in, to what (not its annotations, up to 256 KiB). */
 function trimGrant(o: Obj<ReferenceGrantLike>): Obj<ReferenceGrantLike> {
   const from = o.spec?.from?.map((f) => ({ group: f.group, kind: f.kind, namespace: f.namespace }));
   const to = o.spec?.to?.map((t) => ({ group: t.group, kind: t.kind, ...(t.name !== undefined ? { name: t.name } : {}) }));
   return { metadata: identity(o.metadata), spec: { ...(from ? { from } : {}), ...(to ? { to } : {}) } } as Obj<ReferenceGrantLike>;
-}
-
-/** What the cache keeps of an object, but its resourceVersion, as text (kept objects are small). */
-function keptText(o: KubeObject): string {
-  return JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
 }
 
 /** The names of the pods a slice's endpoints name (in its namespace: only those can be its Service's). */
@@ -104,14 +92,14 @@ export class ClusterState {
     /** Bytes of labelled Secrets and ConfigMaps a namespace may hold (0: no bound). */
     maxLabelledBytesPerNamespace?: number;
   }) {
+    // an update that changes nothing kept asks for no reconcile: a team patching its Service's
+    // annotations in a loop re-reads no gateway, another team's routed to it included
     const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
+    const quiet = { ...base, quietWhenUnchanged: true };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
     // an object names what it refers to; one that changed whom it names (a slice moved to another
     // Service) also re-reads the one it named
-    // (not for an update that changes nothing kept: a team patching its Service's annotations in a
-    // loop re-reads no gateway, another team's routed to it included)
-    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (t: InformerEvent, o: KubeObject, old?: KubeObject) => {
-      if (t === 'update' && old && keptText(old) === keptText(o)) return;
+    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (_t: unknown, o: KubeObject, old?: KubeObject) => {
       for (const n of new Set([name(o), old && name(old)])) if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
     };
     // Pods, Services and EndpointSlices, which every team writes, are read in protobuf, of which only
@@ -119,11 +107,11 @@ export class ClusterState {
     // ~45 ms of JSON.parse on the shared event loop per change; a Service's 256 KiB of annotations,
     // 1.5 MB
     this.services = new Watched(client, {
-      ...base, name: 'services', path: core('services'), trim: trimService, onEvent: emit('Service'),
-      protobuf: decodeService as (msg: Buffer) => Obj<ServiceLike>,
+      ...quiet, name: 'services', path: core('services'), trim: trimService, onEvent: emit('Service'),
+      protobuf: decodeService,
     });
     this.slices = new Watched(client, {
-      ...base, name: 'endpointslices',
+      ...quiet, name: 'endpointslices',
       path: (ns) => (ns ? `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices` : '/apis/discovery.k8s.io/v1/endpointslices'),
       // by its Service, and (for --endpoint-addresses pods) by each pod it names: a pod's change
       // re-reads the Services whose slices name it
@@ -132,25 +120,24 @@ export class ClusterState {
         return svc ? [`${s.metadata.namespace}/${svc}`, ...(this.pods ? slicePods(s).map((p) => `pod ${s.metadata.namespace}/${p}`) : [])] : [];
       },
       trim: trimSlice,
-      protobuf: ((msg: Buffer) => decodeEndpointSlice(msg, (k) => k === serviceNameLabel)) as (msg: Buffer) => Obj<EndpointSliceLike>,
+      protobuf: (msg: Buffer) => decodeEndpointSlice(msg, (k) => k === serviceNameLabel),
       onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
     });
     if (opts.endpointAddresses === 'pods') {
       this.pods = new Watched<Obj<PodLike>>(client, {
-        ...base, name: 'pods', path: core('pods'), trim: trimPod,
-        protobuf: decodePod as (msg: Buffer) => Obj<PodLike>,
+        ...quiet, name: 'pods', path: core('pods'), trim: trimPod,
+        protobuf: decodePod,
         // pods that can never be a route's endpoint are not sent (a pod that finishes leaves as deleted)
         fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false',
         forbidden: 'the operator may not list and watch pods: service routes get no endpoints (--endpoint-addresses pods); grant list/watch on pods, or run with --endpoint-addresses any',
-        onEvent: (type, p, old) => {
-          if (type === 'update' && old && samePod(old, p)) return;
+        onEvent: (_type, p) => {
           const services = new Set(this.slices.byIndex(`pod ${objectKey(p)}`).map((s) => s.metadata.labels![serviceNameLabel]!));
           for (const name of services) opts.onChange({ kind: 'Service', namespace: p.metadata.namespace ?? '', name });
         },
       });
     }
     this.grants = new Watched<Obj<ReferenceGrantLike>>(client, {
-      ...base, name: 'referencegrants', optional: true,
+      ...quiet, name: 'referencegrants', optional: true,
       path: (ns) => (ns ? `/apis/gateway.networking.k8s.io/v1beta1/namespaces/${ns}/referencegrants` : '/apis/gateway.networking.k8s.io/v1beta1/referencegrants'),
       indexBy: (g) => g.metadata.namespace, // a route into a namespace reads only that namespace's
       trim: trimGrant,

@@ -117,7 +117,7 @@ export class LabelledData {
 
   private source(name: string, kind: Source['kind'], label: string, trim: Source['trim']): Source {
     const plural = kind === 'Secret' ? 'secrets' : 'configmaps';
-    const s = { name, kind, plural, label, trim, decode: decodeData(kind) as (msg: Buffer) => Labelled } as Source;
+    const s = { name, kind, plural, label, trim, decode: decodeData(kind) } as Source;
     s.watch = new Watched<Labelled>(this.client, {
       namespaces: this.opts.namespaces, log: this.opts.log, metrics: this.opts.metrics,
       name, pageSize: dataListPage, labelSelector: `${label}=true`, protobuf: s.decode,

@@ -38,8 +38,11 @@ export interface RequestOptions {
   protobuf?: (msg: Buffer) => unknown;
 }
 
-/** The Accept of a call that reads protobuf where the apiserver writes it, JSON elsewhere. */
-const protobufFirst = `${protobufType}, application/json`;
+/** The Accept header of a call: as given, else protobuf first for one that decodes it, else the
+ * client's default (JSON). */
+function acceptOf(accept: string | undefined, protobuf: unknown): { accept: string } | undefined {
+  return accept ? { accept } : protobuf ? { accept: `${protobufType}, application/json` } : undefined;
+}
 
 /** The most of one protobuf watch frame (an object is at most ~1.5 MiB in etcd). */
 const maxFrameBytes = 64 * 2 ** 20;
@@ -145,7 +148,7 @@ export class KubeClient {
       method: method as Dispatcher.HttpMethod,
       headers: this.headers({
         ...(body === undefined ? {} : { 'content-type': opts.contentType ?? 'application/json' }),
-        ...(opts.accept || opts.protobuf ? { accept: opts.accept ?? protobufFirst } : {}),
+        ...acceptOf(opts.accept, opts.protobuf),
       }),
       body: body === undefined ? undefined : JSON.stringify(body),
       headersTimeout: opts.timeoutMs ?? 30_000,
@@ -167,13 +170,12 @@ export class KubeClient {
     const url = new URL(path, this.server);
     const res = await this.dispatcher.request({
       origin: url.origin, path: url.pathname + url.search, method: 'GET',
-      headers: this.headers(accept || protobuf ? { accept: accept ?? protobufFirst } : undefined), signal,
+      headers: this.headers(acceptOf(accept, protobuf)), signal,
       headersTimeout: 30_000, bodyTimeout: idleTimeoutMs,
     });
     if (res.statusCode !== 200) {
       const buf = Buffer.from(await res.body.arrayBuffer());
-      const body = decodeBody(buf, res.headers['content-type'], false, protobuf);
-      throw new ApiError(res.statusCode, typeof body === 'object' ? body : { message: body }, `watch ${path}`);
+      throw new ApiError(res.statusCode, decodeBody(buf, res.headers['content-type'], false, protobuf), `watch ${path}`);
     }
     if (protobuf && isProtobuf(res.headers['content-type'])) return readFrames(res.body as AsyncIterable<Buffer>, (frame) => onEvent(decodeWatchEvent(frame, protobuf)));
     // a line (an event) may come in thousands of pieces: each piece is searched once, and the

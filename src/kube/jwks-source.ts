@@ -54,7 +54,7 @@ export class KubeRevocation implements RevocationSource {
 
   constructor(client: KubeClient, log: Logger, metrics?: Metrics, private readonly now: () => number = Date.now) {
     const w = (plural: string) => new Watched<KubeObject>(client, {
-      name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, protobuf: decodeMetadata as (msg: Buffer) => KubeObject, log, metrics,
+      name: `${plural}(metadata)`, namespaces: [], accept: metadataOnly, protobuf: decodeMetadata, log, metrics,
       path: () => `/api/v1/${plural}`, onEvent: (type, o, old) => this.noteGone(type, o, old), trim: KubeRevocation.trim,
     });
     this.watched = {

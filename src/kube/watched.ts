@@ -23,6 +23,9 @@ export interface WatchedOptions<T> {
   onListStart?: (ns: string | undefined) => void;
   /** Objects per list page (informer.ts listPage by default). */
   pageSize?: number;
+  /** An update whose kept object is the same but for its resourceVersion (a team's annotations,
+   * fields not kept) is cached, but not passed to onEvent: it asks for no reconcile. */
+  quietWhenUnchanged?: boolean;
   /** Secondary index keys of an object, e.g. the Service an EndpointSlice belongs to. */
   indexBy?: (obj: T) => string | string[] | undefined;
   log: Logger;
@@ -52,6 +55,7 @@ export class Watched<T extends KubeObject> {
       log: opts.log,
       onEvent: (type, obj, old) => {
         if (opts.indexBy) this.reindex(type, obj, old);
+        if (opts.quietWhenUnchanged && type === 'update' && old && keptText(old) === keptText(obj)) return;
         opts.onEvent(type, obj, old);
       },
     }));
@@ -128,4 +132,9 @@ export class Watched<T extends KubeObject> {
     const keys = this.opts.indexBy!(obj);
     return keys === undefined ? [] : typeof keys === 'string' ? [keys] : keys;
   }
+}
+
+/** A kept object but for its resourceVersion, as text (kept objects are small). */
+function keptText(o: KubeObject): string {
+  return JSON.stringify({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
 }

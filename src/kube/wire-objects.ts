@@ -4,12 +4,13 @@
 // would have them: only what is read, so a team's annotations, env values or topology cost only
 // their length to step over. Field numbers as in k8s.io/api's and apimachinery's generated.proto.
 import { eachField, text } from './protobuf.js';
+import { isoSeconds } from '../clock.js';
 
-export interface WireMeta {
+export type WireMeta = {
   name: string; namespace?: string; uid?: string; resourceVersion?: string; deletionTimestamp?: string;
   labels?: Record<string, string>;
   ownerReferences?: { uid?: string; controller?: boolean }[];
-}
+};
 
 /** A map<string, string> entry (key 1, value 2) into `into`; a map<string, bytes> one as base64
  * (as JSON writes a Secret's data). */
@@ -24,10 +25,20 @@ function entry(buf: Buffer, from: number, to: number, into: Record<string, strin
   Object.defineProperty(into, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
-/** A Time's seconds as JSON writes it (only whether it is set is read). */
+/** A Time's seconds as JSON writes it (RFC 3339); one no Date can hold as its number. */
 function iso(seconds: number): string {
-  const d = new Date(seconds * 1000);
-  return Number.isNaN(d.getTime()) ? String(seconds) : d.toISOString().replace('.000Z', 'Z');
+  return Number.isNaN(new Date(seconds * 1000).getTime()) ? String(seconds) : isoSeconds(seconds * 1000);
+}
+
+/** A ServicePort or EndpointPort (name 1, protocol 2, port 3: an int32), the fields written. */
+function port(buf: Buffer, from: number, to: number): { name?: string; protocol?: string; port?: number } {
+  const p: { name?: string; protocol?: string; port?: number } = {};
+  eachField(buf, from, to, (h, _v, a, b, int32) => {
+    if (h === 1) p.name = text(buf, a, b);
+    else if (h === 2) p.protocol = text(buf, a, b);
+    else if (h === 3) p.port = int32;
+  });
+  return p;
 }
 
 /**
@@ -77,7 +88,7 @@ export function decodeMetadata(msg: Buffer): { metadata: WireMeta } {
 export interface WirePod {
   metadata: WireMeta;
   spec: { hostNetwork?: boolean };
-  status: { phase?: string; podIPs: { ip?: string }[] };
+  status: { phase?: string; podIPs: { ip: string }[] };
 }
 
 /** A Pod (metadata 1; PodSpec 2: hostNetwork 11; PodStatus 3: phase 1, podIPs 12 (ip 1)). */
@@ -90,9 +101,7 @@ export function decodePod(msg: Buffer): WirePod {
       eachField(msg, from, to, (g, _w, a, b) => {
         if (g === 1) pod.status.phase = text(msg, a, b);
         else if (g === 12) {
-          const ip: { ip?: string } = {};
-          eachField(msg, a, b, (h, _x, c, d) => { if (h === 1) ip.ip = text(msg, c, d); });
-          pod.status.podIPs.push(ip);
+          eachField(msg, a, b, (h, _x, c, d) => { if (h === 1) pod.status.podIPs.push({ ip: text(msg, c, d) }); });
         }
       });
     }
@@ -117,13 +126,8 @@ export function decodeService(msg: Buffer): WireService {
     else if (f === 2) {
       eachField(msg, from, to, (g, _w, a, b) => {
         if (g === 1) {
-          const p = { name: '', protocol: '', port: 0 };
-          eachField(msg, a, b, (h, _v, c, d, int32) => {
-            if (h === 1) p.name = text(msg, c, d);
-            else if (h === 2) p.protocol = text(msg, c, d);
-            else if (h === 3) p.port = int32;
-          });
-          (svc.spec.ports ??= []).push(defined({ name: some(p.name), protocol: some(p.protocol), port: p.port }));
+          const p = port(msg, a, b);
+          (svc.spec.ports ??= []).push({ ...p, port: p.port ?? 0 }); // (trimService drops an empty name)
         } else if (g === 2) entry(msg, a, b, (svc.spec.selector ??= {}));
       });
     } else if (f === 3) {
@@ -163,15 +167,8 @@ export function decodeEndpointSlice(msg: Buffer, label: (key: string) => boolean
   eachField(msg, 0, msg.length, (f, _v, from, to) => {
     if (f === 1) s.metadata = meta(msg, from, to, label);
     else if (f === 4) s.addressType = text(msg, from, to);
-    else if (f === 3) {
-      const p = { name: undefined as string | undefined, protocol: undefined as string | undefined, port: undefined as number | undefined };
-      eachField(msg, from, to, (g, _v, a, b, int32) => {
-        if (g === 1) p.name = text(msg, a, b);
-        else if (g === 2) p.protocol = text(msg, a, b);
-        else if (g === 3) p.port = int32;
-      });
-      s.ports.push(defined(p));
-    } else if (f === 2) {
+    else if (f === 3) s.ports.push(port(msg, from, to));
+    else if (f === 2) {
       const e: WireEndpointSlice['endpoints'][number] = { addresses: [], conditions: {} };
       eachField(msg, from, to, (g, _w, a, b) => {
         if (g === 1) e.addresses.push(text(msg, a, b));
