@@ -74,7 +74,9 @@ after(async () => {
 for (const [name, k] of Object.entries(kinds)) {
   test(`${name}: listed in protobuf, the cache keeps what it keeps of the JSON`, async () => {
     const json = await client.request<{ items: any[] }>('GET', k.path);
-    const pb = await client.request<{ items: any[] }>('GET', k.path, { protobuf: (m) => decodeList(m, k.decode) });
+    let decoded = 0; // read in protobuf, not answered in JSON (which the client reads too)
+    const pb = await client.request<{ items: any[] }>('GET', k.path, { protobuf: (m) => decodeList(m, (o) => (decoded++, k.decode(o))) });
+    assert.equal(decoded, pb.items.length);
     const keep = (o: any) => (k.trim as (o: any) => any)(stripForCache(o));
     assert.ok(json.items.length >= 2, `${json.items.length} ${name}`);
     assert.deepEqual(pb.items.map(keep), json.items.map(keep));
@@ -86,7 +88,9 @@ test('metadata only (the JWKS revocation watches), listed and watched: in protob
   for (const plural of ['pods', 'serviceaccounts', 'nodes']) {
     const path = `/api/v1/${plural}`;
     const json = await client.request<{ items: any[] }>('GET', path, { accept: `application/json;${partial('PartialObjectMetadataList')}` });
-    const pb = await client.request<{ items: any[] }>('GET', path, { accept: `${protobufType};${partial('PartialObjectMetadataList')}`, protobuf: (m) => decodeList(m, decodeMetadata) });
+    let decoded = 0;
+    const pb = await client.request<{ items: any[] }>('GET', path, { accept: `${protobufType};${partial('PartialObjectMetadataList')}`, protobuf: (m) => decodeList(m, (o) => (decoded++, decodeMetadata(o))) });
+    assert.equal(decoded, pb.items.length, plural);
     assert.ok(json.items.length >= 1, plural);
     assert.deepEqual(pb.items.map(KubeRevocation.trim), json.items.map(KubeRevocation.trim), plural);
   }
@@ -106,10 +110,11 @@ test('metadata only (the JWKS revocation watches), listed and watched: in protob
 test('a watch in protobuf: the same events, and objects, as in JSON', async () => {
   const rv = (await client.request<{ metadata: { resourceVersion: string } }>("GET", kinds.pods!.path)).metadata.resourceVersion;
   const events = { json: [] as any[], pb: [] as any[] };
+  let decoded = 0;
   const path = `${kinds.pods!.path}?watch=1&resourceVersion=${rv}&timeoutSeconds=3`;
   const watching = Promise.all([
     client.watch(path, new AbortController().signal, 30_000, undefined, (ev) => events.json.push(ev)),
-    client.watch(path, new AbortController().signal, 30_000, undefined, (ev) => events.pb.push(ev), decodePod),
+    client.watch(path, new AbortController().signal, 30_000, undefined, (ev) => events.pb.push(ev), (m) => (decoded++, decodePod(m))),
   ]);
   await cp.kubectl(['label', 'pod', 'p-run', '-n', 'w', 'b=c']);
   await cp.kubectl(['delete', 'pod', 'p-host', '-n', 'w', '--grace-period=0', '--force']);
@@ -119,6 +124,7 @@ test('a watch in protobuf: the same events, and objects, as in JSON', async () =
   const types = events.pb.map((e) => e.type).join();
   assert.ok(types === 'MODIFIED,DELETED' || types === 'MODIFIED,MODIFIED,DELETED', types);
   assert.deepEqual(events.pb.map(keep), events.json.map(keep));
+  assert.equal(decoded, events.pb.length, 'the events came in protobuf');
 });
 
 test('a refusal is the apiserver\'s Status, in protobuf as in JSON: a watch with a field it cannot select by, a list with a continuation it did not give', async () => {

@@ -9,7 +9,7 @@ import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
 import { accessEnded, sameAdmission } from '../../src/dataplane/held.js';
-import { callerImpersonation } from '../../src/dataplane/headers.js';
+import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -224,6 +224,8 @@ test('a caller\'s Impersonate-* headers are kept once per caller, whatever the r
     });
   }
   const kept = callerImpersonation(id); // kept once per caller (headers.ts), whatever the table
+  assert.equal(callerImpersonation(id), kept, 'made once per caller, not per call');
+  assert.equal(remoteHeaders(id), remoteHeaders(id));
   assert.equal(kept['impersonate-extra-access-gateway.io%2Fgateway'], undefined, 'the caller\'s own headers hold nothing of a route');
 });
 

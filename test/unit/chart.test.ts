@@ -331,6 +331,7 @@ test('ci/monitoring: ServiceMonitor, PrometheusRule with the six alerts, Network
   assert.match(byName.AccessGatewayHighErrorRatio, /sum by \(namespace, gateway\)/);
   assert.match(byName.AccessGatewayAuthenticationFailures, /access_gateway_authentications_total\{job="agw-test-access-gateway",result="unauthenticated"\}/);
   assert.match(byName.AccessGatewayReconcileErrors, /access_gateway_reconcile_total\{job="agw-test-access-gateway",result="error"\}/);
+  assert.match(byName.AccessGatewayInformerStale, /time\(\) - access_gateway_informer_last_sync_timestamp_seconds\{job="agw-test-access-gateway"\} > 1200(?!\d)/);
   assert.match(byName.AccessGatewayNoLeader, /sum\(access_gateway_leader\{[^}]*\}\) != 1\s+or\s+absent\(access_gateway_leader/);
   // every alert template reaches Prometheus unexpanded by Helm
   for (const r of rules) assert.doesNotMatch(JSON.stringify(r.annotations), /<no value>/);

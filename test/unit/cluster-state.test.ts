@@ -77,6 +77,12 @@ test('a pod\'s change re-reads the Services whose slices name it, whatever the o
   const service = (rv: string, port: number) => ({ metadata: { name: 'web', namespace: 'a', resourceVersion: rv }, spec: { ports: [{ name: 'http', port, targetPort: 8080 }] } });
   assert.deepEqual(step(() => services({ type: 'ADDED', object: service('8b', 80) })), ['Service a/web']);
   assert.deepEqual(step(() => services({ type: 'MODIFIED', object: annotated({ ...service('', 80), spec: { ports: [{ name: 'http', port: 80, targetPort: 9090 }] } }, '8c') })), []);
+  // fields not kept: a slice port's appProtocol and an endpoint's topology, a load balancer's ipMode
+  const h2c = slice('web-1', 'web', ['p1'], '8ca');
+  assert.deepEqual(step(() => slices({ type: 'MODIFIED', object: { ...h2c, ports: [{ ...h2c.ports[0], appProtocol: 'kubernetes.io/h2c' }], endpoints: h2c.endpoints.map((e) => ({ ...e, zone: 'z', nodeName: 'n' })) } })), []);
+  const lb = (rv: string, ipMode: string) => ({ ...service(rv, 80), status: { loadBalancer: { ingress: [{ ip: '198.18.9.9', ipMode, ports: [{ port: 80 }] }] } } });
+  assert.deepEqual(step(() => services({ type: 'MODIFIED', object: lb('8cb', 'VIP') })), ['Service a/web']);
+  assert.deepEqual(step(() => services({ type: 'MODIFIED', object: lb('8cc', 'Proxy') })), []);
   assert.deepEqual(step(() => services({ type: 'MODIFIED', object: service('8d', 81) })), ['Service a/web']);
   // a ReferenceGrant: kept as whom it lets in, to what; an update of anything else re-reads nothing
   const grants = watches.get('/apis/gateway.networking.k8s.io/v1beta1/referencegrants')!;

@@ -174,7 +174,7 @@ test('lists come in pages a replica can read: 100 objects, 10 of labelled Secret
   ]);
 });
 
-test('a list page past maxPageBytes is asked for again with half as many objects, down to one; pages grow again once small', async () => {
+test('a list page past maxPageBytes is asked for again with half as many objects, down to one; pages grow again once small', { timeout: 10_000 }, async () => {
   const asked: string[] = [];
   const objects = Array.from({ length: 7 }, (_, i) => ({ metadata: { name: `p${i}`, namespace: 'a', resourceVersion: '1' } }));
   const client = {

@@ -20,6 +20,7 @@ test('a pod: its name, namespace, uid, resourceVersion, deletion, host network, 
   assert.equal(d.spec.hostNetwork, true);
   assert.deepEqual(d.status.podIPs, []);
   assert.equal('namespace' in decodePod(pod({ name: 'n' })).metadata, false);
+  assert.equal('namespace' in decodePod(pod({ name: 'n', ns: '' })).metadata, false, 'the apiserver writes "" for a cluster-scoped name');
 });
 
 test('a list: its items, resourceVersion and continuation; an envelope is required', () => {
