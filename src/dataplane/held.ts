@@ -4,7 +4,7 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import { authnKey, upstreamPath, type RouteTable } from './route-table.js';
+import { authnKeys, authnOf, upstreamPath, type RouteTable } from './route-table.js';
 import { same as sameJSON, type GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
@@ -30,7 +30,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   if (found.route.plan.name !== h.route) return `route ${h.route} no longer serves it`;
   if (h.acts !== undefined && found.route.acts !== h.acts) return `route ${h.route} now acts as or reaches another; open it again`;
   // its caller was authenticated as the gateway did then: not asked again, so ended
-  if (h.authn !== undefined && found.route.authn !== h.authn) return 'spec.authentication or the client CA changed; open it again to be authenticated';
+  if (h.authn !== undefined && authnOf(h.id, found.route) !== h.authn) return 'spec.authentication or the client CA changed; open it again to be authenticated';
   // filters unchanged since it was admitted: the same verdict; changed, and costly to check on the
   // event loop or the namespace's time for it used up (a spec change asks every held stream at
   // once; a stream's check may not wait for the filter thread): ended, to be opened again
@@ -47,7 +47,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
 export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
   // walked (plan.ts's `same`), not written out: a route's CA bundle may be 512 KiB, in 64 routes
   const routes = (p: GatewayPlan) => p.routes.map((r) => (r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r));
-  return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && authnKey(a) === authnKey(b);
+  return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && sameJSON(authnKeys(a), authnKeys(b));
 }
 
 /**

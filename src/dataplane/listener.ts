@@ -18,7 +18,7 @@ import {
   AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
-import { RouteTable, type DataplaneDeps } from './route-table.js';
+import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 import { connectionMs, signCost } from './handshake-share.js';
@@ -816,7 +816,7 @@ export class Listener {
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
-  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered, acts: a.route.acts, authn: a.route.authn };
+  return { id: a.id, method: req.method ?? 'GET', url: req.url ?? '/', route: a.route.plan.name, filtered: a.route.filtered, acts: a.route.acts, authn: authnOf(a.id, a.route) };
 }
 
 /** The access line of a request or a refused upgrade: who asked, by which route, what came of it. */

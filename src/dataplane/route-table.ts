@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { AccessLog } from '../observability/logger.js';
 import { AccessPolicy } from '../auth/access.js';
 import { TokenReviewAuthenticator, type Authenticator } from '../auth/authenticator.js';
-import { ClientCertAuthenticator } from '../auth/client-cert.js';
+import { ClientCertAuthenticator, isCertificateIdentity } from '../auth/client-cert.js';
 import { IssuerAuthenticator } from '../auth/issuer-authenticator.js';
 import type { OidcIssuer, OidcIssuers } from '../auth/oidc.js';
 import { JwksAuthenticator, type JwksKeySet, type RevocationCheck } from '../auth/jwks.js';
@@ -61,8 +61,9 @@ export interface CompiledRoute {
   /** Who it acts as (apiserver: identity and service account) or what it reaches (a Service's
    * namespace, name, port and scheme): held sessions end when it changes. */
   acts: string;
-  /** How the gateway authenticates (spec.authentication, the client CA): held sessions end when it changes. */
-  authn: string;
+  /** How the gateway authenticates a token caller and a client-certificate caller (authnKeys):
+   * a held session ends when its caller's changes. */
+  authn: { token: string; certificate: string };
   methods: ReadonlySet<string> | null;
   backend: ServiceBackend | null;
   m: RouteMetrics;
@@ -73,11 +74,24 @@ export interface CompiledRoute {
   impersonation: OutgoingHttpHeaders | null;
 }
 
-/** What decides who a request is: spec.authentication and the client CA (its text by key). */
-export function authnKey(plan: GatewayPlan): string {
+/**
+ * What decides who a request is: for a token caller, spec.authentication and a client CA it must
+ * also pass (a required one, by its text); for a client-certificate caller, the client CA (its text
+ * by key), whether required, and the prefix. Not the cache's TTL: it admits the same callers. An
+ * optional CA renewed does not end the sessions of callers it never checked.
+ */
+export function authnKeys(plan: GatewayPlan): { token: string; certificate: string } {
   const ca = plan.tls?.clientCA;
-  const { mode, audiences, issuers } = plan.auth; // not the cache's TTL: it admits the same callers
-  return JSON.stringify([mode, [...audiences].sort(), issuers ?? [], ca ? [textKey(ca.pem), ca.required, ca.prefix] : null]);
+  const { mode, audiences, issuers } = plan.auth;
+  return {
+    token: JSON.stringify([mode, [...audiences].sort(), issuers ?? [], ca?.required ? textKey(ca.pem) : null]),
+    certificate: JSON.stringify(ca ? [textKey(ca.pem), ca.required, ca.prefix] : null),
+  };
+}
+
+/** The key `id` was authenticated under on `route` (authnKeys). */
+export function authnOf(id: CallerIdentity, route: CompiledRoute): string {
+  return isCertificateIdentity(id) ? route.authn.certificate : route.authn.token;
 }
 
 /** The header of the Impersonate-Extra that names the caller. */
@@ -148,7 +162,7 @@ export class RouteTable {
   }
 
   private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[]): CompiledRoute[] {
-    const authn = authnKey(plan);
+    const authn = authnKeys(plan);
     return plan.routes.map((r, i) => {
       const prefix = normalizePrefix(r.pathPrefix);
       const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
-import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
+import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
 import { accessEnded, sameAdmission } from '../../src/dataplane/held.js';
@@ -285,15 +285,23 @@ test('accessEnded: a session ends when spec.authentication changes (its caller i
   const routes = [{ name: 'kube', pathPrefix: '/', apiserver: {} }];
   const at = (authentication: Record<string, unknown>, extra: Record<string, unknown> = {}) => table({ authentication, access: [sa], routes, ...extra });
   const first = at({ audiences: ['gw'] });
-  const held = { id: app, method: 'GET', url: '/api/v1/namespaces/team-a/configmaps?watch=1', route: 'kube', filtered: first.routes[0]!.filtered, acts: first.routes[0]!.acts, authn: first.routes[0]!.authn };
+  const held = { id: app, method: 'GET', url: '/api/v1/namespaces/team-a/configmaps?watch=1', route: 'kube', filtered: first.routes[0]!.filtered, acts: first.routes[0]!.acts, authn: first.routes[0]!.authn.token };
   assert.equal(accessEnded(at({ audiences: ['gw'] }), held), null);
   assert.equal(accessEnded(at({ audiences: ['gw'] }, { rateLimit: { requestsPerSecond: 5, burst: 5 } }), held), null);
   const why = 'spec.authentication or the client CA changed; open it again to be authenticated';
   assert.equal(accessEnded(at({ audiences: ['gw2'] }), held), why);
   // the cache's TTL and the audiences' order admit the same callers: kept
   assert.equal(accessEnded(at({ audiences: ['gw'], cacheTTLSeconds: 0 }), held), null);
-  assert.equal(accessEnded(at({ audiences: ['gw', 'gw2'] }), { ...held, authn: at({ audiences: ['gw2', 'gw'] }).routes[0]!.authn }), null);
+  assert.equal(accessEnded(at({ audiences: ['gw', 'gw2'] }), { ...held, authn: at({ audiences: ['gw2', 'gw'] }).routes[0]!.authn.token }), null);
   assert.equal(accessEnded(at({ audiences: ['gw', 'gw2'] }), held), why);
+  // a client CA renewed: an optional one ends only the sessions of callers it checked (their
+  // certificate's); a required one every caller's (each passed it)
+  const withCA = (pem: string, required: boolean) => ({ authn: authnKeys({ ...first.plan, tls: { clientCA: { pem, required, prefix: 'x:' } } } as never) }) as never;
+  const cert = { ...app, viaCertificate: true } as never;
+  assert.equal(authnOf(app, withCA('A', false)), authnOf(app, withCA('B', false)));
+  assert.notEqual(authnOf(cert, withCA('A', false)), authnOf(cert, withCA('B', false)));
+  assert.notEqual(authnOf(app, withCA('A', true)), authnOf(app, withCA('B', true)));
+  assert.notEqual(authnOf(app, withCA('A', false)), authnOf(app, withCA('A', true)), 'a CA made required');
   // and the listener asks again when it changes
   assert.equal(sameAdmission(first.plan, at({ audiences: ['gw'] }).plan), true);
   assert.equal(sameAdmission(first.plan, at({ audiences: ['gw2'] }).plan), false);
