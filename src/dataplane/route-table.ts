@@ -72,6 +72,8 @@ export interface CompiledRoute {
   /** An apiserver route's own Impersonate-* headers, made at plan time: its audit extras, or its
    * service account's with them; null for other routes and Passthrough. */
   impersonation: OutgoingHttpHeaders | null;
+  /** Its audit extras as Impersonate-Extra-* headers, made at plan time (with a caller's `--as`). */
+  extraHeaders: OutgoingHttpHeaders;
 }
 
 /**
@@ -182,6 +184,7 @@ export class RouteTable {
         backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
         m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
         extras,
+        extraHeaders: extraHeaders(extras),
         impersonation: r.target.kind !== 'apiserver' || r.target.identity === 'Passthrough' ? null
           : r.target.identity === 'ServiceAccount' ? serviceAccountHeaders(plan.namespace, r.target.serviceAccountName!, extras)
             : extraHeaders(extras),
@@ -250,7 +253,7 @@ export class RouteTable {
 
   /** The Impersonate-* headers for what a caller asked to act as (checked already), naming the caller in the audit extras. */
   impersonationAs(caller: CallerIdentity, as: RequestedImpersonation, route: CompiledRoute): OutgoingHttpHeaders {
-    return impersonationHeaders(impersonatedIdentity(as), { ...route.extras, [extraCaller]: caller.username });
+    return Object.assign(impersonationHeaders(impersonatedIdentity(as), {}), route.extraHeaders, { [callerExtraHeader]: wireUsername(caller) });
   }
 
   /** First route whose prefix (element-wise) and methods (if any) match the decoded path. */

@@ -205,6 +205,16 @@ test('identity ServiceAccount impersonates that account of the gateway namespace
   const h = headers(b.id, b.route);
   assert.equal(h['impersonate-user'], 'system:serviceaccount:team-a:app');
   assert.equal(h['impersonate-extra-access-gateway.io%2Fcaller'], 'system:serviceaccount:team-a:app');
+  // a caller's --as: who it asked for, the route's audit extras (made at plan time), the caller
+  const as = () => t.impersonationAs({ ...b.id, username: 'zoë' }, { user: 'bob', uid: '', groups: ['dev'], extra: {} }, b.route);
+  const expected = {
+    'impersonate-user': 'bob', 'impersonate-group': ['dev'],
+    'impersonate-extra-access-gateway.io%2Fgateway': 'team-a/gw',
+    'impersonate-extra-access-gateway.io%2Froute': 'as-caller',
+    'impersonate-extra-access-gateway.io%2Fcaller': Buffer.from('zoë').toString('latin1'),
+  };
+  assert.deepEqual(as(), expected);
+  assert.deepEqual(as(), expected, 'the same each call');
 });
 
 test('a caller\'s Impersonate-* headers are kept once per caller, whatever the routes; the gateway\'s audit extras win over a caller\'s extra of the same key', () => {
