@@ -573,8 +573,9 @@ export class Listener {
       // answered to callers spec.access may not admit: it does not admit the connection
       const close = conn.admitted ? {} : { connection: 'close' };
       explain(t, a.id, a.method, a.url, this.deps.accessReviewer, { client: req.socket }).then((e) => {
-        // a caller no rule names is not told whose gateway it is (as its 403 does not)
-        const body = JSON.stringify(t.policy.allowed(a.id) === null ? { ...e, gateway: undefined } : e);
+        // a caller no rule names is not told whose gateway it is (as its 403 does not); one a rule
+        // names outside its window is (as its 403 is)
+        const body = JSON.stringify(t.policy.knows(a.id) ? e : { ...e, gateway: undefined });
         this.head(res).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close }).end(body);
       }, (err) => fail(toAgwError(err)));
       return;

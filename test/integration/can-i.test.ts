@@ -140,6 +140,7 @@ test('the listener answers can-i for the caller itself: the gateway steps, then 
   assert.doesNotMatch(JSON.stringify(stranger), /kube-api|acceptPaths/);
   assert.equal(stranger.gateway, undefined, 'nor whose gateway it is');
   assert.equal((await canI('stranger', 'GET', '/a//b')).gateway, undefined, 'nor when the path is refused first');
+  assert.deepEqual((await canI('reader', 'GET', '/a//b')).gateway, { namespace: ns, name: 'api' }, 'a caller a rule names is told, whatever the path');
   assert.doesNotMatch(JSON.stringify(stranger), new RegExp(`${ns}/api|"name":"api"`));
   assert.deepEqual(before.gateway, { namespace: ns, name: 'api' });
   const bad = await curl(`${url}/.well-known/access-gateway/can-i?method=GET`, ['--cacert', ca.certFile, ...bearer(tokens.reader!)]);

@@ -53,6 +53,10 @@ test('a grant starts and ends on time in the running gateway; status lists the e
 
   assert.ok(Date.now() < edge - 2000, 'the window opened too late for this test');
   assert.deepEqual([await get(oncall), await get(contractor), await get(always)], [200, 403, 200]);
+  // a caller a rule names, outside its window, is told whose gateway it is (as its 403 tells it)
+  const early = await curl(`http://127.0.0.1:${port}/.well-known/access-gateway/can-i?method=GET&path=%2Fversion`, bearer(contractor));
+  assert.deepEqual(JSON.parse(early.body).gateway, { namespace: ns, name: 'g' }, early.body);
+  assert.match(JSON.parse(early.body).steps[0].message, new RegExp(`gateway ${ns}/g: spec.access\\[1\\] names it, but its notBefore`));
   assert.equal((await getGateway(cp, ns, 'g')).status.expiredAccessRules, undefined);
   await waitFor('the edge', async () => Date.now() >= edge + 50, 20_000, 50);
   // the same tokens (cached identities), the same listener: the decisions changed with the clock
