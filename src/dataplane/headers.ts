@@ -137,7 +137,7 @@ export function serviceAccountHeaders(namespace: string, name: string, extras: R
 
 /** What a caller's headers are, made once per cached identity (not per request, nor per route or
  * gateway: a namespace's 10,000 callers on 64 routes would hold 27 KiB each). */
-interface CallerMemo { impersonate?: OutgoingHttpHeaders; remote?: OutgoingHttpHeaders; username?: string }
+interface CallerMemo { impersonate?: OutgoingHttpHeaders; remote?: OutgoingHttpHeaders }
 const callers = new WeakMap<CallerIdentity, CallerMemo>();
 function memo(id: CallerIdentity): CallerMemo {
   let m = callers.get(id);
@@ -161,8 +161,7 @@ export function remoteHeaders(id: CallerIdentity): OutgoingHttpHeaders {
   return m.remote;
 }
 
-/** The caller's username as a header value (the audit extra naming it). */
+/** The caller's username as a header value (the audit extra naming it): its Impersonate-User's. */
 export function wireUsername(id: CallerIdentity): string {
-  const m = memo(id);
-  return (m.username ??= toWire(id.username));
+  return callerImpersonation(id)['impersonate-user'] as string;
 }
