@@ -96,12 +96,12 @@ interface Group {
  * label text, found and forgotten at once), which keeps thousands of gateways small.
  */
 export class FastRegistry {
-  private readonly families: Family<unknown>[] = [];
+  private readonly families: Exported[] = [];
   private readonly groups = new Map<string, Group>();
   readonly rests = new RestTexts();
 
   /** Registers a family; returns its index. */
-  add(f: Family<unknown>): number {
+  add(f: Exported): number {
     if (f.labelNames[0] !== 'namespace' || f.labelNames[1] !== 'gateway') {
       throw new Error(`${f.name}: a fast family's first labels are namespace and gateway`);
     }
@@ -125,22 +125,9 @@ export class FastRegistry {
    */
   *stream(): Generator<Buffer> {
     const out = new TextBuffer();
-    for (let i = 0; i < this.families.length; i++) {
-      const f = this.families[i]!;
+    for (const f of this.families) {
       out.add(f.head);
-      if (f instanceof FastGaugeReader) {
-        for (const [group, rest, value] of f.series()) {
-          sample(out, f.name, group, rest, value);
-          if (out.pending) yield* out.take();
-        }
-        continue;
-      }
-      for (const g of this.groups.values()) {
-        const series = g.byFamily[i];
-        if (!series) continue;
-        for (let k = 0; k < series.length; k += 2) f.lines(out, g.text, series[k] as string, series[k + 1]);
-        if (out.pending) yield* out.take();
-      }
+      yield* f.write(out, this.groups.values());
     }
     yield* out.done();
   }
@@ -176,7 +163,7 @@ export class FastRegistry {
     const p = `,route="${escapeLabel(route)}"`;
     for (let i = 0; i < this.families.length; i++) {
       const series = g.byFamily[i];
-      if (!series || this.families[i]!.labelNames[2] !== 'route') continue;
+      if (!series || this.families[i]!.labelNames[2] !== 'route') continue; // (a reader has none)
       const kept: unknown[] = [];
       for (let k = 0; k < series.length; k += 2) {
         const rest = series[k] as string;
@@ -192,14 +179,36 @@ function groupText(namespace: string, gateway: string): string {
   return `namespace="${escapeLabel(namespace)}",gateway="${escapeLabel(gateway)}"`;
 }
 
+/** What a registry renders: a family's head, then its series. */
+interface Exported {
+  readonly name: string;
+  readonly head: string;
+  readonly labelNames: readonly string[];
+  /** Writes every series into `out`, yielding its full chunks as they fill. */
+  write(out: TextBuffer, groups: Iterable<Group>): Generator<Buffer>;
+}
+
+function headOf(name: string, help: string, type: string): string {
+  return `# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${name} ${type}\n`;
+}
+
 /** A metric family: its children are kept as label text, escaped once, under their gateway's group. */
-export abstract class Family<C> {
+export abstract class Family<C> implements Exported {
   readonly head: string;
   private readonly index: number;
 
   constructor(private readonly registry: FastRegistry, readonly name: string, help: string, readonly labelNames: readonly string[], type: string) {
-    this.head = `# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${name} ${type}\n`;
-    this.index = registry.add(this as Family<unknown>);
+    this.head = headOf(name, help, type);
+    this.index = registry.add(this);
+  }
+
+  *write(out: TextBuffer, groups: Iterable<Group>): Generator<Buffer> {
+    for (const g of groups) {
+      const series = g.byFamily[this.index];
+      if (!series) continue;
+      for (let k = 0; k < series.length; k += 2) this.lines(out, g.text, series[k] as string, series[k + 1] as C);
+      if (out.pending) yield* out.take();
+    }
   }
 
   protected abstract make(): C;
@@ -279,23 +288,24 @@ export class FastGauge extends ValueFamily<GaugeChild> {
 
 /** A gauge read when scraped: its series are what `read` yields then, each its label values (in
  * labelNames order) and value; nothing is kept between scrapes, so nothing has to be forgotten. */
-export class FastGaugeReader extends Family<never> {
+export class FastGaugeReader implements Exported {
+  readonly head: string;
+  readonly labelNames: readonly string[];
+  readonly name: string;
+
   constructor(registry: FastRegistry, o: FamilyOptions, private readonly read: () => Iterable<{ values: string[]; value: number }>) {
-    super(registry, o.name, o.help, o.labelNames, 'gauge');
+    this.name = o.name;
+    this.labelNames = o.labelNames;
+    this.head = headOf(o.name, o.help, 'gauge');
+    registry.add(this);
   }
 
-  protected make(): never {
-    throw new Error(`${this.name} is read when scraped`);
-  }
-
-  lines(): void {}
-
-  /** Each series now: its group's label text, the rest's, its value. */
-  *series(): Generator<[string, string, string]> {
+  *write(out: TextBuffer): Generator<Buffer> {
     for (const { values, value } of this.read()) {
       let rest = '';
       for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
-      yield [groupText(values[0] ?? '', values[1] ?? ''), rest, num(value)];
+      sample(out, this.name, groupText(values[0] ?? '', values[1] ?? ''), rest, num(value));
+      if (out.pending) yield* out.take();
     }
   }
 }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { FastCounter, FastGauge, FastHistogram, FastRegistry, TextBuffer } from '../../src/observability/fast-metrics.js';
+import { FastCounter, FastGauge, FastGaugeReader, FastHistogram, FastRegistry, TextBuffer } from '../../src/observability/fast-metrics.js';
 
 const labelNames = ['namespace', 'gateway', 'route'];
 const buckets = [0.001, 0.01, 0.1, 1];
@@ -137,4 +137,34 @@ test('a scrape is rendered as it is consumed: a chunk at a time, each fresh, the
   const text = Buffer.concat([first.value, ...rest]).toString('utf8');
   assert.equal(text, whole.replace('gateway="gw-4999",route="r"} 4999\n', 'gateway="gw-4999",route="r"} 5000\n'));
   assert.notEqual(text, whole);
+});
+
+test('a gauge read when scraped: what it reads then, as prom-client writes it, in its place among the families, streamed', async () => {
+  const fast = new FastRegistry();
+  const reg = new Registry();
+  let now: { values: string[]; value: number }[] = [{ values: ['team-a', odd, 'serving'], value: 1.5e9 }, { values: ['team-b', 'gw', 'client-ca'], value: -Infinity }];
+  let reads = 0;
+  new FastCounter(fast, { name: 'a_total', help: 'a', labelNames }).labels('n', 'g', 'r').inc();
+  new FastGaugeReader(fast, { name: 'expiry', help: 'Read \\ at\nthe scrape.', labelNames: ['namespace', 'gateway', 'certificate'] }, () => { reads++; return now; });
+  new FastCounter(fast, { name: 'b_total', help: 'b', labelNames }).labels('n', 'g', 'r').inc(2);
+  new Counter({ name: 'a_total', help: 'a', labelNames, registers: [reg] }).labels('n', 'g', 'r').inc();
+  const g = new Gauge({ name: 'expiry', help: 'Read \\ at\nthe scrape.', labelNames: ['namespace', 'gateway', 'certificate'], registers: [reg] });
+  for (const x of now) g.labels(...x.values).set(x.value);
+  new Counter({ name: 'b_total', help: 'b', labelNames, registers: [reg] }).labels('n', 'g', 'r').inc(2);
+  assert.equal(normal(fast.text()), normal(await reg.metrics()));
+  assert.equal(reads, 1);
+  now = [];
+  assert.doesNotMatch(fast.text(), /^expiry\{/m, 'nothing kept from the last scrape');
+  let pulled = 0;
+  now = (function* () {
+    for (let i = 0; i < 3000; i++, pulled++) yield { values: ['ns', `gw-${i}`, 'serving'], value: i };
+  })() as unknown as typeof now;
+  const it = fast.stream()[Symbol.iterator]();
+  const chunks = [it.next().value as Buffer];
+  assert.ok(pulled > 0 && pulled < 3000, `the first chunk is sent before the whole reading is rendered (${pulled} read)`);
+  for (let r = it.next(); !r.done; r = it.next()) chunks.push(r.value);
+  assert.ok(chunks.length > 2 && chunks.every((b) => b.length <= 1 << 16));
+  const text = Buffer.concat(chunks).toString('utf8');
+  assert.match(text, /\nexpiry\{namespace="ns",gateway="gw-2999",certificate="serving"\} 2999\n# HELP b_total/);
+  assert.equal(reads, 3);
 });
