@@ -82,7 +82,7 @@ export class GatewayController {
     const clock = opts.clock ?? realClock;
     // a namespace holds as many ports it gave up as it may have gateways (16 without a limit), or
     // as many as its gateways held at once lately
-    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0, opts.maxGatewaysPerNamespace || 16);
+    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0, opts.maxGatewaysPerNamespace);
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',

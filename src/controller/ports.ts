@@ -29,13 +29,16 @@ export class PortAllocator {
   /** Ports each namespace's gateways hold now, and the most they held within the hold (and when). */
   private readonly owned = new Map<string, number>();
   private readonly peak = new Map<string, { n: number; at: number }>();
+  private readonly maxHeldPerNamespace: number;
 
   /** `maxHeldPerNamespace`: the most ports a namespace's gateways gave up that stay held for it
    * (its oldest hold goes first), or as many as it held at once lately if more: a team moving one
    * gateway from port to port cannot hold the range, and one deleting its 40 gateways (its
-   * namespace) keeps all 40. */
+   * namespace) keeps all 40. 0 or none: 16 (a namespace's gateways are not capped then). */
   constructor(private readonly range: [number, number], private readonly now: () => number = Date.now, private readonly holdMs = 0,
-    private readonly maxHeldPerNamespace = 16) {}
+    maxHeldPerNamespace?: number) {
+    this.maxHeldPerNamespace = maxHeldPerNamespace || 16;
+  }
 
   portOf(key: string): number | undefined {
     return this.byKey.get(key);
@@ -117,7 +120,7 @@ export class PortAllocator {
     const had = this.owned.get(ns) ?? 0; // this one included
     if (had <= 1) this.owned.delete(ns);
     else this.owned.set(ns, had - 1);
-    if (this.holdMs > 0 && this.maxHeldPerNamespace > 0) {
+    if (this.holdMs > 0) {
       const now = this.now();
       for (const [n, p] of this.peak) if (now - p.at > this.holdMs) this.peak.delete(n); // (a namespace gone leaves none)
       const peak = this.peak.get(ns);

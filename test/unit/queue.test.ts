@@ -177,6 +177,15 @@ test('ports: a port given up stays its namespace\'s for the hold: another namesp
   for (let i = 0; i < 5; i++) d.claim({ key: `team-x/g${i}`, rank: String(i) });
   for (let i = 0; i < 5; i++) d.release(`team-x/g${i}`);
   for (let port = 200; port <= 204; port++) assert.match((d.claim({ key: 'team-y/s', rank: '9', requested: port }) as { conflict: string }).conflict, /given up/, `port ${port}`);
+  // by default (and with 0, no gateway limit) a namespace keeps 16 ports it gave up
+  for (const cap of [undefined, 0]) {
+    const s = new PortAllocator([300, 399], () => now, 300_000, cap);
+    for (let port = 300; port < 330; port++) s.claim({ key: 'team-a/mover', rank: '1', requested: port });
+    s.release('team-a/mover');
+    const held = [];
+    for (let port = 300; port < 330; port++) if ('conflict' in s.claim({ key: `team-b/p${port}`, rank: '2', requested: port })) held.push(port);
+    assert.deepEqual(held, Array.from({ length: 16 }, (_, i) => 314 + i), `cap ${cap}`);
+  }
   // the range full but for ports held for another namespace: tried again when the first hold ends
   for (let port = 102; port <= 106; port++) m.claim({ key: `team-c/g${port}`, rank: '5', requested: port });
   now += 1000; // (107 and 108 were given up at the same moment)
