@@ -2,7 +2,7 @@
 // dropped connections, deletion; CRD validation; bad gateways that do not disturb others.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Agent, request } from 'node:http';
+import { Agent, request, type IncomingMessage } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -94,7 +94,8 @@ test('editing routes takes effect without closing open connections; deleting clo
   const events: string[] = [];
   const watch = request({ host: '127.0.0.1', port, path: '/api/v1/namespaces/team-a/configmaps?watch=1',
     headers: { authorization: `Bearer ${token}` } });
-  const watchOpen = new Promise<void>((resolve) => watch.on('response', (res) => { res.on('data', (c) => events.push(String(c))); resolve(); }));
+  let watchRes: IncomingMessage | undefined;
+  const watchOpen = new Promise<void>((resolve) => watch.on('response', (res) => { watchRes = res; res.on('data', (c) => events.push(String(c))); resolve(); }));
   watch.end();
   await watchOpen;
 
@@ -109,12 +110,14 @@ test('editing routes takes effect without closing open connections; deleting clo
   await cp.kubectl(['create', 'configmap', 'during-edit', '-n', 'team-a']);
   await waitFor('watch event after edit', async () => events.join('').includes('during-edit'), 10_000).catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(events).slice(0, 500)}`); });
   // spec.authentication changes: the watch's caller is not authenticated again, so the watch ends
-  // (cleanly); a new request is authenticated as the spec says now
-  const ended = new Promise<void>((resolve) => watch.on('response', () => {}).once('close', () => resolve()));
+  // cleanly (its last chunk: not cut); a new request is authenticated as the spec says now
+  assert.ok(!watchRes!.complete && !watchRes!.destroyed, 'the watch is still open before the change');
+  const ended = new Promise<void>((resolve) => watchRes!.once('close', () => resolve()));
   const gen2 = (await getGateway(cp, 'team-a', 'edited')).metadata.generation;
   await applyYaml(cp, gateway('edited', '', ', "^/apis$"').replace('audiences: [gw]', 'audiences: [gw, other]'));
   await waitFor('new generation observed', async () => (await getGateway(cp, 'team-a', 'edited')).status.observedGeneration > gen2);
   await Promise.race([ended, new Promise((_, reject) => setTimeout(() => reject(new Error('the watch was not ended')), 10_000))]);
+  assert.ok(watchRes!.complete, 'the watch was ended with its last chunk, not cut');
   assert.equal((await get(port, '/apis', agent)).status, 200);
 
   await cp.kubectl(['delete', 'agw', 'edited', '-n', 'team-a']);
