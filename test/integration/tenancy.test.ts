@@ -15,6 +15,7 @@ import { freePort, waitFor } from '../support/procs.js';
 import { createTestNet, startServer, type TestNet, type TestServer } from '../support/netns.js';
 import { rawGet } from '../support/raw-http.js';
 import { logLines } from '../support/operator.js';
+import { scrapeMetrics } from '../support/metrics.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -600,6 +601,12 @@ test('11. one team\'s Pending pods (8.7 MB each as JSON), Services (1.5 MB) and 
   const r = await get(await gatewayPort(cp, 'team-b', 'b-gw'), '/api', appB);
   assert.equal(r.status, 200, r.text);
   const halved = (informer: string) => logLines(op, (l) => l.msg === 'list page too large; asking for fewer objects a page' && l.informer === informer).map((l) => l.limit);
+  // (the names asked for are the informers' own: each has listed since the restart)
+  const scraped = await scrapeMetrics(cp, op.adminPort);
+  for (const name of ['pods', 'services', 'configmaps(ca-bundle)', 'referencegrants']) {
+    const line = scraped.split('\n').find((l) => l.startsWith(`access_gateway_informer_last_sync_timestamp_seconds{informer="${name}"} `));
+    assert.ok(line && Number(line.split(' ')[1]) > Date.now() / 1000 - 120, `informer ${name} has listed: ${line}`);
+  }
   // as JSON, the 3 pods (26 MB) were asked for again and again, down to one a page; the Services
   // down to 12, the ConfigMaps to 2
   assert.deepEqual(halved('pods'), []);
