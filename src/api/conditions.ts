@@ -16,6 +16,7 @@ export const Reason = {
   Programmed: 'Programmed',
   Ready: 'Ready',
   // Accepted=False
+  InvalidName: 'InvalidName',
   InvalidRegex: 'InvalidRegex',
   InvalidIdentity: 'InvalidIdentity',
   InvalidAccessRule: 'InvalidAccessRule',
@@ -32,6 +33,7 @@ export const Reason = {
   ListenFailed: 'ListenFailed',
   ExposureConflict: 'ExposureConflict',
   ExposureNotPermitted: 'ExposureNotPermitted',
+  ExposureInvalid: 'ExposureInvalid',
   Pending: 'Pending',
   Invalid: 'Invalid',
 } as const;

@@ -8,6 +8,11 @@ export function isDnsLabel(s: string): boolean {
   return s.length <= 63 && label.test(s);
 }
 
+/** An AccessGateway's name: its Service, agw-NAME, is a DNS label (the CRD's rule says so too). */
+export function isGatewayName(s: string): boolean {
+  return s.length <= 59 && label.test(s);
+}
+
 /** Most object names (service accounts among them): a DNS-1123 subdomain of at most 253 characters. */
 export function isDnsSubdomain(s: string): boolean {
   return s.length <= 253 && subdomain.test(s);

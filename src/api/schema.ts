@@ -13,6 +13,13 @@ export const schema: Record<string, unknown> = {
   "required": [
     "spec"
   ],
+  "x-kubernetes-validations": [
+    {
+      "rule": "!has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",
+      "message": "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME",
+      "fieldPath": ".metadata"
+    }
+  ],
   "properties": {
     "apiVersion": {
       "type": "string",

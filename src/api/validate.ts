@@ -3,6 +3,7 @@
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
 import { applyDefaults } from './defaults.js';
+import { isGatewayName } from './names.js';
 import type { AccessGateway } from './types.js';
 import { patternTotals, routePatterns } from './regex.js';
 import { schema } from './schema.js';
@@ -25,6 +26,9 @@ const has = (o: Obj, k: string) => o !== null && typeof o === 'object' && o[k] !
 
 /** TypeScript twins of the CRD's CEL rules, keyed by the rule's text. */
 export const celRules: Record<string, (self: any) => string | null> = {
+  "!has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))": (self: Obj) =>
+    typeof self.metadata?.name !== 'string' || isGatewayName(self.metadata.name) ? null
+      : "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME",
   '!has(self.access) || self.access.all(a, !has(a.routes) || a.routes.all(n, self.routes.exists(r, r.name == n)))': (self: Obj) => {
     const names = new Set((self.routes ?? []).map((r: Obj) => r.name));
     const unknown = (self.access ?? []).flatMap((a: Obj) => (a.routes ?? []).filter((n: string) => !names.has(n)));
@@ -140,7 +144,7 @@ function walk(v: unknown, s: S, path: string, out: Problem[]): void {
     const twin = celRules[rule.rule];
     if (!twin) throw new Error(`no TypeScript twin for CEL rule ${JSON.stringify(rule.rule)}`);
     const msg = twin(v);
-    if (msg) out.push({ field: rule.fieldPath ? `${path}${rule.fieldPath}` : at, message: msg });
+    if (msg) out.push({ field: rule.fieldPath ? `${path}${rule.fieldPath}`.replace(/^\./, '') : at, message: msg });
   }
 }
 
@@ -162,9 +166,6 @@ export function validateGateway(obj: unknown): Problem[] {
   const o = obj as Obj;
   if (!o || typeof o !== 'object') return [{ field: '<root>', message: 'not an object' }];
   if (!o.metadata?.name) out.push({ field: 'metadata.name', message: 'required field is missing' });
-  else if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.metadata.name) || o.metadata.name.length > 63) {
-    out.push({ field: 'metadata.name', message: 'must be a DNS label (lower-case letters, digits and -, at most 63 characters)' });
-  }
   walk(o, schema as S, '', out);
   // with the schema's defaults, as the cluster has them (a route's default filters are patterns too)
   if (!out.length) regexes(applyDefaults(o as AccessGateway).spec, out);

@@ -90,7 +90,7 @@ export class GatewayReconciler {
   private readonly written = new Map<string, { digest: string; fromRv: string | undefined }>();
   /** Exposure objects last written per key (skip writes that change nothing), and whether the
    * cache has shown both since (then one gone was deleted by someone: written again). */
-  private readonly exposed = new Map<string, { want: string; seen: boolean }>();
+  private readonly exposed = new Map<string, { want: string; seen: boolean; refused?: string }>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
   private readonly waitingForPort = new Set<string>();
   /** Gateways whose place under the namespace limit a gateway's arrival or departure changed:
@@ -286,15 +286,20 @@ export class GatewayReconciler {
     }
     const want = digest([e.service, e.slice]);
     const was = this.exposed.get(key);
+    // refused as invalid (an annotation the platform allows, with a value the apiserver does not):
+    // said in status, not written again until the spec asks for something else
+    const invalid = (message: string) => ({ applied: { programmed: false as const, reason: Reason.ExposureInvalid, message }, url: undefined });
+    if (was?.want === want && was.refused) return invalid(was.refused);
     if (was?.want === want && cached.service && cached.slice) was.seen = true;
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
     // requeues us); not again before the cache shows our own creates, which would be refused (409)
     if (this.leader() && (was?.want !== want || (was.seen && (!cached.service || !cached.slice)))) {
-      await terminalIfInvalid(this.d.exposure.write(e.service, cached.service), `Service ${key.replace('/', '/agw-')}`);
-      await terminalIfInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${key.replace('/', '/agw-')}`);
+      const refused = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service agw-${gw.metadata.name}`)
+        ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice agw-${gw.metadata.name}`);
       // seen already when both were: an update brings no reconcile when it changes nothing the
       // cache keeps (a Service's type), and a deletion after it must still be repaired
-      this.exposed.set(key, { want, seen: cached.service && cached.slice });
+      this.exposed.set(key, { want, seen: !refused && cached.service && cached.slice, ...(refused ? { refused } : {}) });
+      if (refused) return invalid(refused);
     }
     const url = (as.type === 'LoadBalancer' ? loadBalancerURL(plan.tls !== null, cached.ingress) : undefined) ?? e.url;
     if (as.refused) return { applied: { programmed: false, reason: Reason.ExposureNotPermitted, message: as.refused }, url };
@@ -354,6 +359,17 @@ export class GatewayReconciler {
 
   private leader(): boolean {
     return !this.d.isLeader || this.d.isLeader();
+  }
+}
+
+/** The apiserver's refusal of an object as invalid (422), which it would refuse again; other errors are thrown. */
+async function refusedAsInvalid(write: Promise<unknown>, what: string): Promise<string | undefined> {
+  try {
+    await write;
+    return undefined;
+  } catch (err) {
+    if ((err as { status?: number }).status === 422) return `the apiserver refused the ${what} the gateway needs: ${(err as Error).message}`;
+    throw err;
   }
 }
 

@@ -1,6 +1,6 @@
 // Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
 // No I/O, no clock: golden-tested.
-import { isDnsSubdomain, teamPrefix } from '../api/names.js';
+import { isDnsSubdomain, isGatewayName, teamPrefix } from '../api/names.js';
 import { parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
@@ -164,6 +164,8 @@ export function notAccepted(reason: string, message: string): Translation {
 }
 
 export function translate(gw: AccessGateway, snap: Snapshot): Translation {
+  // stored before the CRD refused such names: its Service could not be made
+  if (!isGatewayName(gw.metadata.name)) return notAccepted(Reason.InvalidName, `metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME; make it again under such a name`);
   const ns = gw.metadata.namespace;
   const spec = gw.spec;
   const routes: RoutePlan[] = [];

@@ -321,3 +321,45 @@ test('a reconcile charges its namespace the event-loop time its translate and ap
   assert.equal(charged.length, 2);
   assert.ok(charged[1]![1] >= 30, `${charged[1]![1]} ms`);
 });
+
+test('a Service the apiserver refuses as invalid (an allowed annotation key it does not take): Programmed=False ExposureInvalid in status, not written again for the same spec, again for a new one', async () => {
+  const writes: string[] = [];
+  let refuse = true;
+  const g = gw('a', '2026-01-01T00:00:00Z');
+  g.spec.listener = { expose: { annotations: { 'lb.example/bad key': 'x' } } } as never;
+  const { r, written } = setup([g], {
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ service: false, slice: false, foreign: null }) },
+    exposurePolicy: { types: ['ClusterIP'], defaultType: 'ClusterIP', annotations: ['lb.example/*'] },
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o) => {
+      const kind = (o as { kind: string }).kind;
+      writes.push(kind);
+      if (refuse && kind === 'Service') throw Object.assign(new Error('Service "agw-a" is invalid: metadata.annotations: Invalid value: "lb.example/bad key"'), { status: 422 });
+    } },
+  });
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
+  assert.deepEqual(writes, ['Service'], 'the EndpointSlice is not written after its Service was refused');
+  const programmed = written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!;
+  assert.equal(programmed.status, 'False');
+  assert.equal(programmed.reason, 'ExposureInvalid');
+  assert.match(programmed.message, /refused the Service agw-a the gateway needs: .*bad key/);
+  assert.equal(written.at(-1)![1].conditions!.find((c) => c.type === 'Ready')!.status, 'False');
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes, ['Service'], 'refused again for the same spec: not written again');
+  assert.equal(written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!.reason, 'ExposureInvalid', 'still said');
+  g.spec.listener = { expose: { annotations: { 'lb.example/good': 'x' } } } as never;
+  g.metadata.generation = 2;
+  refuse = false;
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes, ['Service', 'Service', 'EndpointSlice']);
+  assert.equal(written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!.status, 'True');
+});
+
+test('a name stored before the CRD refused it (over 59 characters: agw-NAME is no Service name) is Accepted=False InvalidName, nothing served', async () => {
+  const long = gw('a'.repeat(60), '2026-01-01T00:00:00Z');
+  const { r, applied, written } = setup([long]);
+  assert.deepEqual(await r.reconcile(`team-a/${'a'.repeat(60)}`, silentLogger), {});
+  assert.deepEqual(applied, [[`team-a/${'a'.repeat(60)}`, null]]);
+  const accepted = written.at(-1)![1].conditions!.find((c) => c.type === 'Accepted')!;
+  assert.deepEqual([accepted.status, accepted.reason], ['False', 'InvalidName']);
+  assert.match(accepted.message, /at most 59 characters/);
+});
