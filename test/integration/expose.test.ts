@@ -67,6 +67,23 @@ test('a LoadBalancer the platform allows: the Service has the type and annotatio
   await waitFor('in-cluster url again', async () => (await getGateway(cp, 'team-a', 'lb')).status.listener.url === 'http://agw-lb.team-a.svc', 20_000);
 });
 
+test('an allowed annotation key the apiserver refuses: Programmed=False ExposureInvalid with its reason, the listener serves, other gateways are exposed; a fixed spec is exposed', async () => {
+  await applyYaml(cp, gateway('team-a', 'bad-key', '{annotations: {"lb.example.com/not a key": "x"}}'));
+  const gw = await waitFor('ExposureInvalid', async () => {
+    const g = await getGateway(cp, 'team-a', 'bad-key');
+    return condition(g, 'Programmed')?.reason === 'ExposureInvalid' ? g : undefined;
+  }, 20_000);
+  assert.match(condition(gw, 'Programmed').message, /the apiserver refused the Service agw-bad-key the gateway needs: .*not a key/);
+  assert.equal(condition(gw, 'Ready').status, 'False');
+  assert.equal((await curl(`http://127.0.0.1:${gw.status.listener.port}/api`)).status, 401, 'the listener serves');
+  assert.equal((await cp.api('GET', '/api/v1/namespaces/team-a/services/agw-bad-key')).status, 404);
+  await applyYaml(cp, gateway('team-a', 'beside', '{}'));
+  await waitFor('beside exposed', async () => condition(await getGateway(cp, 'team-a', 'beside'), 'Ready')?.status === 'True', 20_000);
+  await applyYaml(cp, gateway('team-a', 'bad-key', '{annotations: {lb.example.com/a-key: "x"}}'));
+  await waitFor('bad-key exposed', async () => condition(await getGateway(cp, 'team-a', 'bad-key'), 'Ready')?.status === 'True', 20_000);
+  assert.deepEqual((await service('team-a', 'bad-key')).metadata.annotations, { 'lb.example.com/a-key': 'x' });
+});
+
 test('a type or annotation the platform does not allow is not created: ClusterIP, ExposureNotPermitted, the listener still serves', async () => {
   await applyYaml(cp, gateway('team-b', 'np', '{type: NodePort}'));
   const gw = await waitFor('np not permitted', async () => {
