@@ -67,11 +67,13 @@ async function answer(argv: string[]): Promise<number> {
   return e.allowed === true ? 0 : e.allowed === false ? 1 : 3;
 }
 
-/** The gateway's plan for questions: the listener (TLS, client CA) and the Services' state are not
- * part of a question about rules, so they are left out (a Service route's backend is not checked). */
+/** The gateway's plan for questions: the listener (TLS, client CA), the platform's OIDC issuers and
+ * the Services' state are not part of a question about rules (the caller is given, not
+ * authenticated), so they are taken as they should be (a Service route's backend is not checked). */
 function questionPlan(gw: AccessGateway): { plan: NonNullable<ReturnType<typeof translate>['plan']> } | { problem: string } {
   const spec = { ...gw.spec, listener: { ...gw.spec.listener, tls: undefined } };
-  const t = translate(applyDefaults({ ...gw, spec }), { port: { port: 1 } });
+  const issuers = Object.fromEntries((gw.spec.authentication?.issuers ?? []).map((url) => [url, null]));
+  const t = translate(applyDefaults({ ...gw, spec }), { port: { port: 1 }, issuers });
   if (!t.plan) return { problem: t.conditions.filter((c) => c.status === 'False').map((c) => `${c.type}=False ${c.reason}: ${c.message}`).join('; ') };
   for (const r of t.plan.routes) if (r.target.kind === 'service') r.target.problem = null;
   return { plan: t.plan };

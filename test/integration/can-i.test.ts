@@ -183,6 +183,21 @@ test('kubectl access-gateway can-i evaluates offline for anyone, with RBAC asked
   assert.equal(unknown.code, 3, unknown.err + unknown.out);
   assert.match(unknown.out, /^rbac\s+\?\s+-\s+not answered \(.*(forbidden|Forbidden|403).*\)/m);
   assert.match(unknown.out, /\nunknown\n$/);
+  // a gateway for people of an OIDC issuer: the question is about its rules, the issuer not asked
+  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: people, namespace: ${ns}}
+spec:
+  listener: {tls: {secretName: api-tls}}
+  authentication: {audiences: [gw], issuers: ["https://idp.example.com"]}
+  access: [{users: ["oidc:alice@example.com"]}]
+  routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
+`);
+  const alice = await kubectl(['access-gateway', 'can-i', '--kubeconfig', admin, '--gateway', `${ns}/people`, '--as', 'oidc:alice@example.com', 'get', '/version']);
+  assert.equal(alice.code, 0, alice.err + alice.out);
+  assert.match(alice.out, /^access\s+yes\s+spec.access\[0\]/m);
+  const bob = await kubectl(['access-gateway', 'can-i', '--kubeconfig', admin, '--gateway', `${ns}/people`, '--as', 'oidc:bob@example.com', 'get', '/version']);
+  assert.equal(bob.code, 1, bob.err + bob.out);
   const refused = await kubectl(['access-gateway', 'can-i', '--kubeconfig', person, '--gateway', 'team-b/api', '--as', sa, 'get', '/version']);
   assert.equal(refused.code, 2, 'no answer is not a no');
   assert.match(refused.err, /cannot read AccessGateway team-b\/api/);
