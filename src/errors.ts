@@ -47,6 +47,7 @@ export const UriTooLongError = define('UriTooLongError', 'AGW_ERR_URI_TOO_LONG',
 export const UnauthenticatedError = define('UnauthenticatedError', 'AGW_ERR_UNAUTHENTICATED', 401, 'Unauthorized');
 export const ForbiddenError = define('ForbiddenError', 'AGW_ERR_FORBIDDEN', 403, 'Forbidden');
 export const RouteNotFoundError = define('RouteNotFoundError', 'AGW_ERR_NO_ROUTE', 404, 'NotFound');
+export const MethodNotAllowedError = define('MethodNotAllowedError', 'AGW_ERR_METHOD_NOT_ALLOWED', 405, 'MethodNotAllowed');
 export class RateLimitedError extends AgwError {
   override readonly code: string = 'AGW_ERR_RATE_LIMITED';
   override readonly status = 429;

@@ -357,7 +357,6 @@ export const schema: Record<string, unknown> = {
                     "PATCH",
                     "DELETE",
                     "OPTIONS",
-                    "CONNECT",
                     "TRACE"
                   ],
                   "description": "An HTTP method, upper case."

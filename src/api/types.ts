@@ -212,7 +212,7 @@ export interface Route {
   /**
    * Optional. HTTP methods this route matches; when unset it matches every method. A request whose method is not listed falls through to the next route.
    */
-  methods?: ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "CONNECT" | "TRACE")[];
+  methods?: ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE")[];
   /**
    * Seconds to wait for the upstream's response headers before answering 504. Once headers arrive, streamed bodies (watches, chunked responses) and upgraded connections (exec, port-forward, WebSocket) are not cut off.
    */

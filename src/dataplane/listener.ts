@@ -15,7 +15,7 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
+  AgwError, BadPathError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
@@ -173,6 +173,8 @@ export class Listener {
     });
     this.server.on('request', (req, res) => void this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
+    // a tunnel is never proxied: answered (without a listener Node drops the connection unanswered)
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex) => this.onConnect(req, socket));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
       // malformed or smuggling-shaped requests (the parser is strict), oversized headers, slow
       // clients get an answer; anything else (a TLS handshake that failed or timed out, a socket
@@ -710,6 +712,19 @@ export class Listener {
     const body = this.requestBody(t, req, res);
     if (body instanceof Promise) body.then((b) => attempt(b, 0), (err) => fail(toAgwError(err)));
     else attempt(body, 0);
+  }
+
+  /** CONNECT: a tunnel is never proxied; 405, and the connection closed. */
+  private onConnect(req: IncomingMessage, socket: Duplex): void {
+    socket.on('error', () => socket.destroy());
+    const err = new MethodNotAllowedError('the gateway does not proxy CONNECT (tunnels)', { step: 'request' });
+    const body = statusBody(err);
+    let headText = `HTTP/1.1 ${err.status} Method Not Allowed\r\nconnection: close\r\n`;
+    for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
+    socket.end(headText + '\r\n' + body);
+    closeSoon(socket);
+    const t = this.rules;
+    if (t.plan.accessLog.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {

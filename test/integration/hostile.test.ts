@@ -158,6 +158,16 @@ const rows: Row[] = [
   { name: 'space before colon', status: 400, send: req(['GET /echo/s HTTP/1.1', 'Host: g', 'Authorization : Bearer {app}', '']) },
   { name: 'bare LF line ends', status: 400, send: 'GET /echo/s HTTP/1.1\nHost: g\nAuthorization: Bearer {app}\n\n' },
   { name: 'CR in the path', status: 400, send: req(['GET /echo/a\rb HTTP/1.1', 'Host: g', 'Authorization: Bearer {app}', '']) },
+  // a tunnel: answered (it was dropped unanswered), never opened, with a token or without
+  ...['{app}', ''].map((token): Row => ({
+    name: `CONNECT${token ? ' with a token' : ''}`, status: 405,
+    send: req(['CONNECT 127.0.0.1:22 HTTP/1.1', 'Host: 127.0.0.1:22', ...(token ? [`Authorization: Bearer ${token}`] : []), '']),
+    check: (r) => {
+      assert.ok(r.closed, 'the connection is closed');
+      const status = JSON.parse(r.body);
+      assert.deepEqual([status.kind, status.code, status.reason, status.details?.causes?.[0]?.reason], ['Status', 405, 'MethodNotAllowed', 'AGW_ERR_METHOD_NOT_ALLOWED']);
+    },
+  })),
   // oversize
   { name: 'headers over 16 KiB', status: 431, send: get('/echo/big', ['Authorization: Bearer {app}', `X-Big: ${'a'.repeat(20_000)}`]) },
   // credentials
