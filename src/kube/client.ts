@@ -3,6 +3,7 @@
 // line-delimited watch streams over undici; protobuf lists and watches where a caller reads it
 // (protobuf.ts).
 import { loadClusterAccess, type ClusterAccess } from './kubeconfig.js';
+import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import { Agent, Pool, type Dispatcher } from '../undici.js';
@@ -89,8 +90,8 @@ export interface ApiserverAccess {
   identityPool: Dispatcher;
   anonymousPool: Dispatcher;
   /** The same for upgrades (node:http agents). */
-  identityAgent: HttpsAgent;
-  anonymousAgent: HttpsAgent;
+  identityAgent: HttpAgent | HttpsAgent;
+  anonymousAgent: HttpAgent | HttpsAgent;
   /** The operator's Authorization header (token credentials), kept fresh. */
   authorization(): string | undefined;
 }
@@ -214,8 +215,9 @@ export class KubeClient {
       // "a, b" would be one group named so
       identityPool: new Pool(this.server.origin, { connect: identity, keepAliveTimeout: 60_000, allowH2: false }),
       anonymousPool: new Pool(this.server.origin, { connect: anonymous, keepAliveTimeout: 60_000, allowH2: false }),
-      identityAgent: new HttpsAgent(identity),
-      anonymousAgent: new HttpsAgent(anonymous),
+      // (an apiserver reached over plain HTTP, kubectl proxy on a desktop: a plain agent)
+      identityAgent: this.server.protocol === 'https:' ? new HttpsAgent(identity) : new HttpAgent(),
+      anonymousAgent: this.server.protocol === 'https:' ? new HttpsAgent(anonymous) : new HttpAgent(),
       authorization: () => this.authorization,
     };
   }

@@ -3,7 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
@@ -12,6 +12,7 @@ import { cliPath, logLines, testPortRange } from '../support/operator.js';
 import { applyService, applyYaml, bearer, createListenerTLS, curl, serviceYaml, tokenKubeconfig } from '../support/cluster.js';
 import { freePort, startProc, waitFor, type Proc } from '../support/procs.js';
 import type { CertPair } from '../support/certs.js';
+import { rawRequest } from '../support/raw-http.js';
 
 const ns = 'team-payments';
 let cp: ControlPlane;
@@ -147,3 +148,38 @@ spec:
   }
 });
 
+
+test('serve against an apiserver reached over plain HTTP (kubectl proxy on a desktop): requests and upgrades go through', async () => {
+  const proxyPort = await freePort();
+  const proxy = startProc('kubectl', ['--kubeconfig', cp.kubeconfig, 'proxy', '--port', String(proxyPort), '--address', '127.0.0.1'], join(cp.dir, 'kubectl-proxy.log'));
+  const plainDir = mkdtempSync(join(cp.dir, 'plain-'));
+  writeFileSync(join(plainDir, 'kubeconfig'), `apiVersion: v1
+kind: Config
+clusters: [{name: proxy, cluster: {server: "http://127.0.0.1:${proxyPort}"}}]
+users: [{name: none, user: {}}]
+contexts: [{name: proxy, context: {cluster: proxy, user: none}}]
+current-context: proxy
+`);
+  mkdirSync(join(plainDir, 'gateways'));
+  copyFileSync(join(repoRoot, 'deploy', 'examples', 'readonly-gateway.yaml'), join(plainDir, 'gateways', 'readonly.yaml'));
+  const admin = await freePort();
+  const [lo, hi] = await testPortRange();
+  let plain: Proc | undefined;
+  try {
+    await waitFor('kubectl proxy', async () => (await request(`http://127.0.0.1:${proxyPort}/version`)).statusCode === 200, 20_000);
+    plain = startProc(process.execPath, [cliPath, 'serve', '--gateways', join(plainDir, 'gateways'), '--kubeconfig', join(plainDir, 'kubeconfig'),
+      '--admin-address', `127.0.0.1:${admin}`, '--port-range', `${lo}-${hi}`], join(plainDir, 'serve.log'));
+    await waitFor('serve ready', async () => (await request(`http://127.0.0.1:${admin}/readyz`)).statusCode === 200, 30_000);
+    const st = await (await request(`http://127.0.0.1:${admin}/status`)).body.json() as any;
+    const port = st.gateways[`${ns}/readonly`].listener.port as number;
+    assert.equal((await curl(`http://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, bearer(billing))).status, 200);
+    // a watch over WebSocket: an upgrade, relayed on 101 (kubectl proxy takes WebSockets only
+    // with a same-host Origin)
+    const ws = await rawRequest(port, [`GET /api/v1/namespaces/${ns}/configmaps?watch=1 HTTP/1.1`, 'Host: gateway', `Authorization: Bearer ${billing}`,
+      'Origin: http://127.0.0.1', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', '', ''].join('\r\n'), 3000);
+    assert.equal(ws.status, 101, `${ws.head}\n${ws.body.slice(0, 300)}`);
+  } finally {
+    await plain?.stop();
+    await proxy.stop();
+  }
+});
