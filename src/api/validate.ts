@@ -26,6 +26,10 @@ const has = (o: Obj, k: string) => o !== null && typeof o === 'object' && o[k] !
 
 /** TypeScript twins of the CRD's CEL rules, keyed by the rule's text. */
 export const celRules: Record<string, (self: any) => string | null> = {
+  '!self.matches(r"//|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]")': (self: string) =>
+    // eslint-disable-next-line no-control-regex
+    typeof self === 'string' && /\/\/|\/\.\.?(\/|;|$)|[%\\\x00-\x1f\x7f]/.test(self)
+      ? "a decoded path: no '//', no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)" : null,
   "!has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))": (self: Obj) =>
     typeof self.metadata?.name !== 'string' || isGatewayName(self.metadata.name) ? null
       : "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME",
