@@ -19,6 +19,8 @@ export function manifestFiles(paths: string[]): string[] {
 export interface ManifestGateway {
   /** How messages name it: "AccessGateway NS/NAME" (or NAME without a namespace). */
   label: string;
+  /** NS/NAME, a manifest without a namespace (or with "") in "default", as kubectl would put it. */
+  key: string;
   /** The object as written (no defaults). */
   object: Record<string, any>;
   problems: Problem[];
@@ -29,6 +31,8 @@ export interface ManifestFile {
   /** Why the file as a whole cannot be used (unreadable, invalid YAML), or null. */
   problem: string | null;
   gateways: ManifestGateway[];
+  /** Documents of this API group that are not AccessGateways (a misspelt kind): not used. */
+  misspelt: string[];
 }
 
 /** One file: its AccessGateway documents (other kinds are skipped), each checked. */
@@ -37,21 +41,33 @@ export function loadManifest(file: string): ManifestFile {
   try {
     docs = parseAllDocuments(readFileSync(file, 'utf8'));
   } catch (err) {
-    return { file, problem: `cannot read: ${(err as Error).message}`, gateways: [] };
+    return { file, problem: `cannot read: ${(err as Error).message}`, gateways: [], misspelt: [] };
   }
   const gateways: ManifestGateway[] = [];
+  const misspelt: string[] = [];
   for (const [i, doc] of docs.entries()) {
-    if (doc.errors.length) return { file, problem: `document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, gateways: [] };
+    if (doc.errors.length) return { file, problem: `document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, gateways: [], misspelt: [] };
     const obj = doc.toJS();
-    if (!obj || obj.kind !== kind) continue;
+    if (!obj || obj.kind !== kind) {
+      // another kind of this API group is a misspelt AccessGateway, not someone else's object
+      if (typeof obj?.apiVersion === 'string' && obj.apiVersion.startsWith(`${group}/`)) misspelt.push(`document ${i + 1}: kind ${JSON.stringify(obj.kind)} is not ${kind}: not used`);
+      continue;
+    }
     const ns = obj.metadata?.namespace;
     const label = `${kind} ${ns ? `${ns}/` : ''}${obj.metadata?.name ?? `(document ${i + 1})`}`;
+    const key = `${ns || 'default'}/${obj.metadata?.name}`;
     const problems = obj.apiVersion !== `${group}/${version}`
       ? [{ field: 'apiVersion', message: `must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}` }]
       : validateGateway(obj);
-    gateways.push({ label, object: obj, problems });
+    if (gateways.some((g) => g.key === key)) problems.push({ field: 'metadata.name', message: `${key} is in this file already: the first is used` });
+    gateways.push({ label, key, object: obj, problems });
   }
-  return { file, problem: null, gateways };
+  return { file, problem: null, gateways, misspelt };
+}
+
+/** The problem of a gateway that another file (earlier in order) holds already. */
+export function duplicateProblem(g: ManifestGateway, firstFile: string): Problem {
+  return { field: 'metadata.name', message: `${g.key} is in ${firstFile} already: the first file's is used` };
 }
 
 /** A problem as one printable line: FILE: AccessGateway NS/NAME: FIELD: WHY. */

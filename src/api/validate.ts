@@ -3,7 +3,7 @@
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
 import { applyDefaults } from './defaults.js';
-import { isGatewayName } from './names.js';
+import { isDnsLabel, isGatewayName } from './names.js';
 import type { AccessGateway } from './types.js';
 import { patternTotals, routePatterns } from './regex.js';
 import { schema } from './schema.js';
@@ -170,6 +170,10 @@ export function validateGateway(obj: unknown): Problem[] {
   const o = obj as Obj;
   if (!o || typeof o !== 'object') return [{ field: '<root>', message: 'not an object' }];
   if (!o.metadata?.name) out.push({ field: 'metadata.name', message: 'required field is missing' });
+  const ns = o.metadata?.namespace;
+  if (ns !== undefined && ns !== '' && (typeof ns !== 'string' || !isDnsLabel(ns))) {
+    out.push({ field: 'metadata.namespace', message: 'must be a DNS label (lower-case letters, digits and -, at most 63 characters)' });
+  }
   walk(o, schema as S, '', out);
   // with the schema's defaults, as the cluster has them (a route's default filters are patterns too)
   if (!out.length) regexes(applyDefaults(o as AccessGateway).spec, out);

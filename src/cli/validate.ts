@@ -1,15 +1,21 @@
 // access-gateway validate -f FILE|DIR ...: one line per problem (file, object, field, why).
-import { loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
+import { group, kind, version } from '../api/schema.js';
+import { duplicateProblem, loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
 
 /** Problems as printable lines; empty when every AccessGateway in the files is valid. */
 export function validateFiles(paths: string[]): { lines: string[]; gateways: number } {
   const lines: string[] = [];
   let gateways = 0;
+  const first = new Map<string, string>(); // NS/NAME: the file that has it first
   for (const file of manifestFiles(paths)) {
     const m = loadManifest(file);
     if (m.problem) lines.push(`${file}: ${m.problem}`);
+    for (const x of m.misspelt) lines.push(`${file}: ${x}`);
     for (const g of m.gateways) {
       gateways++;
+      const earlier = first.get(g.key);
+      if (earlier !== undefined && earlier !== file) g.problems.push(duplicateProblem(g, earlier));
+      else first.set(g.key, file);
       for (const p of g.problems) lines.push(problemLine(file, g, p));
     }
   }
@@ -32,6 +38,7 @@ export function runValidate(args: string[]): number {
   }
   if (!paths.length) throw new Error('validate: give at least one -f FILE|DIR');
   const { lines, gateways } = validateFiles(paths);
+  if (!gateways) lines.push(`no AccessGateway (apiVersion ${group}/${version}, kind ${kind}) in ${paths.join(', ')}`);
   for (const l of lines) console.log(l);
   if (lines.length) return 1;
   console.error(`${gateways} AccessGateway(s) valid`);

@@ -78,7 +78,20 @@ export class FileSource implements GatewaySource {
     for (const f of [...this.byFile.keys()]) if (!files.includes(f)) this.byFile.delete(f);
     for (const file of files) this.readFile(file);
     const next = new Map<string, AccessGateway>();
-    for (const m of this.byFile.values()) for (const [k, gw] of m) if (!next.has(k)) next.set(k, gw);
+    const from = new Map<string, string>();
+    for (const file of files) {
+      for (const [k, gw] of this.byFile.get(file) ?? []) {
+        const first = from.get(k);
+        if (first === undefined) {
+          next.set(k, gw);
+          from.set(k, file);
+          continue;
+        }
+        const line = `${file}: AccessGateway ${k}: metadata.name: ${k} is in ${first} already: the first file's is used`;
+        this.problems.set(file, [...(this.problems.get(file) ?? []), line]);
+        this.log.error({ file, problems: [line] }, 'gateway file has problems');
+      }
+    }
     for (const [key, gw] of next) {
       const old = this.gateways.get(key);
       // like the apiserver: a spec change bumps the generation; label and annotation edits count too
@@ -106,17 +119,17 @@ export class FileSource implements GatewaySource {
       this.report(file, [m.problem]);
       return; // keep the last good version of the whole file
     }
-    const problems: string[] = [];
+    const problems: string[] = m.misspelt.map((x) => `${file}: ${x}`);
     const found = new Map<string, AccessGateway>();
     for (const g of m.gateways) {
       const obj = g.object;
-      // a manifest without a namespace goes to "default", as kubectl would put it
-      obj.metadata = { ...obj.metadata, namespace: obj.metadata?.namespace ?? 'default' };
-      const key = keyOf(obj as AccessGateway);
+      // a manifest without a namespace (or with "") goes to "default", as kubectl would put it
+      obj.metadata = { ...obj.metadata, namespace: obj.metadata?.namespace || 'default' };
+      const key = g.key;
       if (g.problems.length) {
         problems.push(...g.problems.map((p) => problemLine(file, g, p)));
         const last = prev.get(key);
-        if (last) found.set(key, last); // keep the last good version of this gateway
+        if (last && !found.has(key)) found.set(key, last); // keep the last good version of this gateway
         continue;
       }
       found.set(key, { apiVersion: obj.apiVersion, kind: obj.kind, metadata: obj.metadata, spec: obj.spec });

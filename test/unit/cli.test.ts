@@ -60,6 +60,35 @@ spec:
   assert.match(r.stdout, /AccessGateway rx: spec\.routes\[0\]\.apiserver\.acceptPaths\[0\]: invalid regex/);
 });
 
+test('validate: the same gateway twice (in a file, across files), a bad namespace, a misspelt kind, no gateway at all', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-validate-'));
+  const gw = (name: string, ns: string) => `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: ${name}${ns === 'none' ? '' : `, namespace: "${ns}"`}}
+spec:
+  authentication: {audiences: [gw]}
+  routes: [{name: a, pathPrefix: /, apiserver: {}}]
+`;
+  const a = join(dir, 'a.yaml');
+  const b = join(dir, 'b.yaml');
+  writeFileSync(a, `${gw('twice', 'default')}---\n${gw('twice', '')}---\n${gw('slash', 'a/b')}---\n${gw('upper', 'Team_X')}`);
+  writeFileSync(b, `${gw('twice', 'none')}---\n${gw('fine', 'team-x').replace('kind: AccessGateway', 'kind: AccessGateways')}`);
+  const r = run('validate', '-f', a, '-f', b);
+  assert.equal(r.status, 1);
+  assert.deepEqual(r.stdout.trim().split('\n'), [
+    `${a}: AccessGateway twice: metadata.name: default/twice is in this file already: the first is used`,
+    `${a}: AccessGateway a/b/slash: metadata.namespace: must be a DNS label (lower-case letters, digits and -, at most 63 characters)`,
+    `${a}: AccessGateway Team_X/upper: metadata.namespace: must be a DNS label (lower-case letters, digits and -, at most 63 characters)`,
+    `${b}: document 2: kind "AccessGateways" is not AccessGateway: not used`,
+    `${b}: AccessGateway twice: metadata.name: default/twice is in ${a} already: the first file's is used`,
+  ]);
+  const other = join(dir, 'other.yaml');
+  writeFileSync(other, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n');
+  const none = run('validate', '-f', other);
+  assert.equal(none.status, 1);
+  assert.equal(none.stdout, `no AccessGateway (apiVersion access-gateway.io/v1alpha1, kind AccessGateway) in ${other}\n`);
+});
+
 test('unknown commands and flags are refused with usage', () => {
   assert.equal(run('frobnicate').status, 2);
   assert.equal(run('operator', '--no-such-flag').status, 1);
