@@ -76,6 +76,7 @@ export class FileSource implements GatewaySource {
       return;
     }
     for (const f of [...this.byFile.keys()]) if (!files.includes(f)) this.byFile.delete(f);
+    for (const f of [...this.problems.keys()]) if (!files.includes(f)) this.problems.delete(f); // (a broken file deleted)
     for (const file of files) this.readFile(file);
     const next = new Map<string, AccessGateway>();
     const from = new Map<string, string>();

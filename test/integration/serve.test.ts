@@ -3,7 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
@@ -77,6 +77,28 @@ test('editing a file changes routing; a broken edit keeps the last good configur
   assert.equal(await portOf('readonly'), port);
   // (logged off the event loop: it may come after the status says so)
   await waitFor('the last good configuration kept, logged', async () => /keeping the last good configuration/.test(readFileSync(serve.logFile, 'utf8')), 10_000);
+});
+
+test('a gateway in two files: the first file\'s is served, the second is reported; a misspelt kind is reported', async () => {
+  const port = await portOf('readonly');
+  const dup = join(dir, 'zz-copy.yaml');
+  // (readonly-gateway.yaml is broken by the test before: its last good version, which accepts only
+  // /version, is served; the copy accepts what the example does)
+  const copy = readFileSync(join(repoRoot, 'deploy', 'examples', 'readonly-gateway.yaml'), 'utf8');
+  writeFileSync(dup, `${copy}\n---\n${copy.replace('kind: AccessGateway', 'kind: AccessGatway').replace('name: readonly', 'name: typo')}`);
+  try {
+    await waitFor('duplicate reported', async () => (await status()).fileProblems[dup]?.length === 2, 10_000);
+    assert.deepEqual((await status()).fileProblems[dup], [
+      `${dup}: document 2: kind "AccessGatway" is not AccessGateway: not used`,
+      `${dup}: AccessGateway ${ns}/readonly: metadata.name: ${ns}/readonly is in ${join(dir, 'readonly-gateway.yaml')} already: the first file's is used`,
+    ]);
+    assert.equal(await portOf('readonly'), port);
+    assert.equal((await curl(`http://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, bearer(billing))).status, 403, 'the first file\'s routes');
+    assert.equal((await curl(`http://127.0.0.1:${port}/version`, bearer(billing))).status, 200);
+  } finally {
+    rmSync(dup);
+  }
+  await waitFor('problems gone with the file', async () => (await status()).fileProblems[dup] === undefined, 10_000);
 });
 
 test('serve keeps /metrics open by default (--metrics-auth none: a desktop)', async () => {
