@@ -208,6 +208,8 @@ export class ClusterState {
       if (!s) continue;
       const sns = s.namespace ?? ns;
       const key = `${sns}/${s.name}`;
+      if (s.caRef) aside = this.addBundle(snap.caBundles, ns, s.caRef) || aside;
+      if (Object.hasOwn(snap.endpointSlices, key)) continue; // another route's Service: read once
       const svc = this.services.get(sns, s.name);
       if (svc) snap.services[key] = svc;
       const slices = this.slices.byIndex(key);
@@ -220,19 +222,22 @@ export class ClusterState {
           }
         }
       }
-      if (sns !== ns) snap.referenceGrants[sns] = this.grants.byIndex(sns);
-      if (s.caRef) aside = this.addBundle(snap.caBundles, ns, s.caRef) || aside;
+      if (sns !== ns) snap.referenceGrants[sns] ??= this.grants.byIndex(sns);
     }
     const clientCA = gw.spec.listener?.tls?.clientCA;
     if (clientCA) aside = this.addBundle(snap.caBundles, ns, clientCA) || aside;
     return aside ? { ...snap, setAside: this.labelled.asideMessage(ns) } : snap;
   }
 
-  /** A labelled ConfigMap's or Secret's data (decoded), under KIND/NS/NAME; true when it is set aside. */
-  private addBundle(into: Record<string, Record<string, string>>, ns: string, ref: { kind: 'ConfigMap' | 'Secret'; name: string }): boolean {
-    const data = this.labelled.bundle(ref.kind, ns, ref.name);
-    if (data === 'aside') return true;
-    if (data) into[`${ref.kind}/${ns}/${ref.name}`] = data;
+  /** The key a gateway names of a labelled ConfigMap or Secret (decoded), under KIND/NS/NAME and
+   * the key, each once however many routes name it; true when it is set aside. */
+  private addBundle(into: Record<string, Record<string, string>>, ns: string, ref: { kind: 'ConfigMap' | 'Secret'; name: string; key: string }): boolean {
+    const at = `${ref.kind}/${ns}/${ref.name}`;
+    if (into[at] && Object.hasOwn(into[at], ref.key)) return false;
+    const text = this.labelled.bundle(ref.kind, ns, ref.name, ref.key);
+    if (text === 'aside') return true;
+    if (text !== undefined) into[at] ??= {};
+    if (typeof text === 'string') into[at]![ref.key] = text;
     return false;
   }
 }

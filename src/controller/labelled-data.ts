@@ -91,11 +91,13 @@ export class LabelledData {
     return this.found(ns, this.tls.watch.get(ns, name));
   }
 
-  /** A CA bundle's data (a Secret's decoded), or 'aside' while its namespace is over the bound. */
-  bundle(kind: 'Secret' | 'ConfigMap', ns: string, name: string): Record<string, string> | 'aside' | undefined {
+  /** A CA bundle's text under `key` (a Secret's decoded: that key's only, a team may give it
+   * thousands), null when it lacks the key, or 'aside' while its namespace is over the bound. */
+  bundle(kind: 'Secret' | 'ConfigMap', ns: string, name: string, key: string): string | null | 'aside' | undefined {
     const o = this.found(ns, (kind === 'Secret' ? this.caSecrets : this.caConfigMaps).watch.get(ns, name));
-    if (o === 'aside' || !o?.data) return o === 'aside' ? o : undefined;
-    return kind === 'Secret' ? Object.fromEntries(Object.entries(o.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')])) : o.data;
+    if (o === 'aside' || o === undefined) return o;
+    const v = o.data && Object.hasOwn(o.data, key) ? o.data[key]! : null;
+    return v !== null && kind === 'Secret' ? Buffer.from(v, 'base64').toString('utf8') : v;
   }
 
   /** Why a namespace's labelled objects are not read. */

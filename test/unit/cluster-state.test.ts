@@ -213,21 +213,30 @@ test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt 
     metadata: { name: 'ca', namespace: 'a', resourceVersion: '3', ...big }, data: { 'bundle.pem': 'PEM' } } });
   const gw = applyDefaults({
     apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'g', namespace: 'a' },
-    spec: { authentication: { audiences: ['gw'] }, access: [{ groups: ['g'] }], listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'ca' } } },
-      routes: [{ name: 'web', pathPrefix: '/', service: { name: 'web', port: 80 } }] },
+    spec: { authentication: { audiences: ['gw'] }, access: [{ groups: ['g'] }], listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'ca', key: 'bundle.pem' } } },
+      routes: [{ name: 'web', pathPrefix: '/', service: { name: 'web', port: 80 } },
+        ...['/2', '/3'].map((p) => ({ name: `tls${p.slice(1)}`, pathPrefix: p, service: { name: 'web', port: 80, scheme: 'https', caRef: { kind: 'Secret', name: 'cas', key: 'ca.crt' } } }))] },
   } as never);
   watches.get('/api/v1/secrets?access-gateway.io/ca-bundle=true')!({ type: 'ADDED', object: {
-    metadata: { name: 'cas', namespace: 'a', resourceVersion: '4', ...big }, type: 'Opaque', data: { 'ca.crt': 'UEVN' } } });
+    metadata: { name: 'cas', namespace: 'a', resourceVersion: '4', ...big }, type: 'Opaque', data: { 'ca.crt': 'UEVN', other: 'T1RIRVI=' } } });
+  // each named key is read (a Secret's decoded) once, however many routes name it
+  const labelled = (state as unknown as { labelled: { bundle(...a: unknown[]): unknown } }).labelled;
+  const asked: unknown[][] = [];
+  const bundle = labelled.bundle.bind(labelled);
+  labelled.bundle = (...a: unknown[]) => (asked.push(a), bundle(...a));
   const snap = state.snapshotFor(gw);
+  assert.deepEqual(asked, [['Secret', 'a', 'cas', 'ca.crt'], ['ConfigMap', 'a', 'ca', 'bundle.pem']]);
   await state.stop();
   const cached = (state as unknown as { labelled: Record<'caSecrets' | 'caConfigMaps', { watch: { get(ns: string, name: string): object } }> }).labelled;
   assert.deepEqual(cached.caConfigMaps.watch.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3' }, data: { 'bundle.pem': 'PEM' }, bytes: 13 });
-  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN' }, bytes: 10 });
+  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN', other: 'T1RIRVI=' }, bytes: 23 });
   const secret = snap.secrets!['a/tls'] as { type?: string; data?: object; metadata?: object };
   assert.equal(secret.type, 'kubernetes.io/tls');
   assert.deepEqual(secret.data, { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' });
   assert.deepEqual(Object.keys(secret.metadata!).sort(), ['name', 'namespace', 'resourceVersion', 'uid']);
   assert.deepEqual(snap.caBundles!['ConfigMap/a/ca'], { 'bundle.pem': 'PEM' });
+  // a Secret's key a gateway names, decoded; not its other keys (a team may give it thousands)
+  assert.deepEqual(snap.caBundles!['Secret/a/cas'], { 'ca.crt': 'PEM' });
   assert.ok(JSON.stringify(snap).length < 1_000, 'nothing of the annotations, managed fields or other keys is kept');
 });
 
@@ -260,7 +269,7 @@ test('a namespace\'s labelled Secrets and ConfigMaps past the byte bound are all
   });
   const gw = (ns: string) => applyDefaults({
     apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'g', namespace: ns },
-    spec: { authentication: { audiences: ['gw'] }, access: [{ groups: ['g'] }], listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'ca' } } },
+    spec: { authentication: { audiences: ['gw'] }, access: [{ groups: ['g'] }], listener: { tls: { secretName: 'tls', clientCA: { kind: 'ConfigMap', name: 'ca', key: 'ca.crt' } } },
       routes: [{ name: 'web', pathPrefix: '/', service: { name: 'web', port: 80 } }] },
   } as never);
   const cached = (state as unknown as { labelled: { caConfigMaps: { watch: { get(ns: string, name: string): { data?: object } | undefined } } } }).labelled.caConfigMaps.watch;
