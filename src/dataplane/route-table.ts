@@ -161,7 +161,12 @@ export class RouteTable {
       for (const p of acquired) deps.pools.release(p);
       throw err;
     }
+    this.before = this.routes.map((r, i) => earlierMatching(this.routes.slice(0, i), r.prefix));
   }
+
+  /** By route, the earlier routes that can take a path under its prefix: `tail` null, every such
+   * path; else only one that goes on with `tail` (their prefix is its prefix and more). */
+  private readonly before: { route: CompiledRoute; tail: string | null }[][];
 
   private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[]): CompiledRoute[] {
     const authn = authnKeys(plan);
@@ -275,15 +280,19 @@ export class RouteTable {
     mayUse: (r: CompiledRoute) => boolean): { path: string } | { status: 403 | 404; message: string } {
     let named = false;
     let denied: string | undefined;
-    for (const r of this.routes) {
+    for (const [i, r] of this.routes.entries()) {
       const t = r.plan.target;
       if (t.kind !== 'service' || t.namespace !== svc.namespace || t.name !== svc.name) continue;
       if ((svc.scheme !== undefined && t.scheme !== svc.scheme) || (svc.port !== undefined && String(t.port) !== svc.port)) continue;
       named = true;
       const upstream = r.rewrite ?? r.prefix;
-      if (!underPrefix(path, upstream)) continue;
+      if (!underPrefix(path, upstream) || (r.methods && !r.methods.has(method))) continue;
+      // would the path form (its prefix, then `rest`) come to r? Only the earlier routes that can
+      // take a path under r's prefix are asked, and no path is built for them (a request per
+      // route asked every route with a path built: routes² long prefixes, ms a request)
+      const rest = path.slice(upstream.length);
+      if (this.before[i]!.some((b) => (!b.route.methods || b.route.methods.has(method)) && (b.tail === null || underPrefix(rest, b.tail)))) continue;
       const pathForm = replacePrefix(path, upstream, r.prefix);
-      if (this.match(pathForm, method) !== r) continue;
       if (mayUse(r)) return { path: pathForm };
       denied ??= pathForm;
     }
@@ -292,6 +301,17 @@ export class RouteTable {
     if (!named) return { status: 403, message: `no route of gateway ${this.key} names ${service}` };
     return { status: 404, message: `no route of gateway ${this.key} serves ${method} ${path} on ${service}` };
   }
+}
+
+/** Of `earlier`, those that can take a path under `prefix` (both normalized): a prefix of it (every
+ * such path: tail null), or it and more (a path that goes on with the rest: that tail). */
+function earlierMatching(earlier: CompiledRoute[], prefix: string): { route: CompiledRoute; tail: string | null }[] {
+  const out: { route: CompiledRoute; tail: string | null }[] = [];
+  for (const q of earlier) {
+    if (underPrefix(prefix, q.prefix)) out.push({ route: q, tail: null });
+    else if (underPrefix(q.prefix, prefix)) out.push({ route: q, tail: q.prefix.slice(prefix.length) });
+  }
+  return out;
 }
 
 /** The decoded path sent upstream: the matched prefix replaced by rewritePrefix, when set. */

@@ -6,6 +6,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
 import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
+import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
 import { accessEnded, sameAdmission } from '../../src/dataplane/held.js';
@@ -178,6 +179,46 @@ test('the services-proxy form is its path form: methods, prefix, rewrite, grants
   assert.equal(await status(t, '/api/v1/namespaces/team-a/services/https:ledger:http/proxy/v1/x', 'app'), 403);
   // encoded forms read the same
   assert.equal(await status(t, '/api/v1/namespaces/team-a/services/ledger:http/pro%78y/v1/accounts', 'app'), 'read /v1/accounts');
+});
+
+test('the services-proxy form chooses as its plain definition does (every route, the path form built and matched), over generated routes and paths', () => {
+  // the definition: the first route to the Service whose upstream paths hold PATH and that the
+  // path form, built, would be routed to; the table asks only earlier routes that can take it
+  const segs = ['a', 'b', 'ab'];
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) >>> 8) % n;
+  const prefixOf = () => `/${Array.from({ length: rnd(4) }, () => segs[rnd(3)]).join('/')}${rnd(4) === 0 ? '/' : ''}`;
+  let compared = 0, proxied = 0;
+  for (let round = 0; round < 60; round++) {
+    const routes = Array.from({ length: 2 + rnd(7) }, (_, i) => ({
+      name: `r${i}`, pathPrefix: prefixOf(), ...(rnd(2) ? { rewritePrefix: prefixOf() } : {}), ...(rnd(4) === 0 ? { methods: ['GET'] } : {}),
+      service: { name: rnd(4) === 0 ? 'other' : 'ledger', port: 'http' },
+    }));
+    const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }], routes }, ledger);
+    const svc = { namespace: 'team-a', name: 'ledger' };
+    for (let k = 0; k < 40; k++) {
+      const path = `/${Array.from({ length: rnd(5) }, () => segs[rnd(3)]).join('/')}`;
+      const method = rnd(3) === 0 ? 'POST' : 'GET';
+      const mayUse = (r: { plan: { name: string } }) => r.plan.name !== 'r1';
+      let want: { path: string } | undefined, denied: string | undefined;
+      for (const r of t.routes) {
+        const tg = r.plan.target;
+        if (tg.kind !== 'service' || tg.name !== 'ledger') continue;
+        const upstream = r.rewrite ?? r.prefix;
+        if (!underPrefix(path, upstream)) continue;
+        const form = replacePrefix(path, upstream, r.prefix);
+        if (t.match(form, method) !== r) continue;
+        if (mayUse(r)) { want = { path: form }; break; }
+        denied ??= form;
+      }
+      want ??= denied !== undefined ? { path: denied } : undefined;
+      const got = t.servicesProxy(svc, path, method, mayUse);
+      assert.deepEqual('path' in got ? got : undefined, want, `${JSON.stringify(routes.map((r) => [r.pathPrefix, r.rewritePrefix, r.methods, r.service.name]))} ${method} ${path}`);
+      compared++;
+      if (want) proxied++;
+    }
+  }
+  assert.ok(compared === 2400 && proxied > 300, `${proxied} of ${compared} chose a route`);
 });
 
 test('identity ServiceAccount impersonates that account of the gateway namespace; audit extras in both modes', async () => {
