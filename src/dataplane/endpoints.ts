@@ -89,6 +89,11 @@ export class PoolRegistry {
     return p;
   }
 
+  /** One more reference to a pool acquired (and not released) already. */
+  hold(p: EndpointPool): void {
+    p.refs++;
+  }
+
   /** Drops a reference; an unused pool is closed once its in-flight requests finish. */
   release(p: EndpointPool): void {
     if (--p.refs > 0) return;

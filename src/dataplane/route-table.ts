@@ -150,11 +150,17 @@ export class RouteTable {
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
     const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
-    const acquire = (t: ServiceTarget) => t.endpoints.map((e) => {
-      const p = deps.pools.acquire(t, e);
-      acquired.push(p);
-      return p;
-    });
+    // routes to the same Service (port, scheme, CA) share its endpoints' pools: found once, each
+    // route holding its own references (a Service of 5,000 endpoints named by 64 routes)
+    const byTarget = new Map<string, EndpointPool[]>();
+    const acquire = (t: ServiceTarget) => {
+      const key = `${t.scheme} ${t.namespace}/${t.name}:${t.port} ${t.serverName} ${t.ca === null ? '-' : textKey(t.ca)}`;
+      let pools = byTarget.get(key);
+      if (pools) for (const p of pools) deps.pools.hold(p);
+      else byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e))));
+      acquired.push(...pools);
+      return pools;
+    };
     try {
       this.routes = this.compileRoutes(plan, deps, acquire);
     } catch (err) {

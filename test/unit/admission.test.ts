@@ -181,6 +181,21 @@ test('the services-proxy form is its path form: methods, prefix, rewrite, grants
   assert.equal(await status(t, '/api/v1/namespaces/team-a/services/ledger:http/pro%78y/v1/accounts', 'app'), 'read /v1/accounts');
 });
 
+test('routes to one Service share its endpoints\' pools, each route holding its own reference: another table\'s pools outlive this one', () => {
+  const pools = new PoolRegistry();
+  const many = { ...ledger, endpointSlices: { 'team-a/ledger': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [1, 2, 3].map((i) => ({ addresses: [`198.18.0.${i}`] })) }] } };
+  const spec = (n: number) => ({ access: [], routes: Array.from({ length: n }, (_, i) => ({ name: `r${i}`, pathPrefix: `/r${i}`, service: { name: 'ledger', port: 'http' } })) });
+  const a = table(spec(3), many, { pools });
+  assert.equal(pools.size, 3);
+  assert.ok(a.routes.every((r) => r.backend!.pools.length === 3 && r.backend!.pools.every((p, i) => p === a.routes[0]!.backend!.pools[i])), 'the same pools');
+  const b = table(spec(1), many, { pools });
+  a.dispose();
+  assert.equal(pools.size, 3, 'b still uses them');
+  assert.ok(b.routes[0]!.backend!.pools.every((p) => !p.retired));
+  b.dispose();
+  assert.equal(pools.size, 0);
+});
+
 test('the services-proxy form chooses as its plain definition does (every route, the path form built and matched), over generated routes and paths', () => {
   // the definition: the first route to the Service whose upstream paths hold PATH and that the
   // path form, built, would be routed to; the table asks only earlier routes that can take it
