@@ -15,7 +15,8 @@ export const schema: Record<string, unknown> = {
   ],
   "x-kubernetes-validations": [
     {
-      "rule": "!has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",
+      "optionalOldSelf": true,
+      "rule": "oldSelf.hasValue() || !has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",
       "message": "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME",
       "fieldPath": ".metadata"
     }

@@ -17,7 +17,7 @@ type S = {
   type?: string; properties?: Record<string, S>; items?: S; required?: string[]; enum?: unknown[];
   minimum?: number; maximum?: number; minLength?: number; maxLength?: number; minItems?: number; maxItems?: number;
   pattern?: string; format?: string; 'x-kubernetes-int-or-string'?: boolean; 'x-kubernetes-preserve-unknown-fields'?: boolean;
-  'x-kubernetes-validations'?: { rule: string; message?: string; messageExpression?: string; fieldPath?: string }[];
+  'x-kubernetes-validations'?: { rule: string; message?: string; messageExpression?: string; fieldPath?: string; optionalOldSelf?: boolean }[];
   'x-kubernetes-list-type'?: string; 'x-kubernetes-list-map-keys'?: string[]; additionalProperties?: S | boolean;
 };
 
@@ -30,7 +30,8 @@ export const celRules: Record<string, (self: any) => string | null> = {
     // eslint-disable-next-line no-control-regex
     typeof self === 'string' && /\/\/|\/\.\.?(\/|;|$)|[%\\\x00-\x1f\x7f]/.test(self)
       ? "a decoded path: no '//', no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)" : null,
-  "!has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))": (self: Obj) =>
+  // (oldSelf: an update; validate and serve read objects as made)
+  "oldSelf.hasValue() || !has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))": (self: Obj) =>
     typeof self.metadata?.name !== 'string' || isGatewayName(self.metadata.name) ? null
       : "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME",
   '!has(self.access) || self.access.all(a, !has(a.routes) || a.routes.all(n, self.routes.exists(r, r.name == n)))': (self: Obj) => {

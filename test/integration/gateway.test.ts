@@ -4,7 +4,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request, type IncomingMessage } from 'node:http';
 import { createServer, type Server } from 'node:net';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { validateGateway } from '../../src/api/validate.js';
 import { join } from 'node:path';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
@@ -138,6 +139,47 @@ test('the CRD refuses invalid manifests with a message a person understands', as
     assert.ok(err, `${f} was accepted`);
     assert.ok(err.includes(expect), `${f}: expected ${JSON.stringify(expect)} in ${err}`);
   }
+});
+
+test('the CRD\'s path rule and validate\'s twin of it agree, string by string (server dry-run)', async () => {
+  const paths = ['/', '/a', '/a/', '/api//', '//', '/a//b', '/.', '/..', '/a/.', '/a/..', '/a/../b', '/a/..;x', '/.;', '/...', '/.well-known',
+    '/a.b/c', '/%2e', '/caf%C3%A9', '/café', '/a\\b', '/a\u0000', '/a\u001f', '/a\u007f', '/a\u0085', '/a\u2028', '/a b', '/a?b', '/a#b', '/a;b', '/👋'];
+  for (const [field, route] of [['pathPrefix', (p: string) => ({ name: 'r', pathPrefix: p, apiserver: {} })],
+    ['rewritePrefix', (p: string) => ({ name: 'r', pathPrefix: '/x', rewritePrefix: p, apiserver: {} })]] as const) {
+    for (const path of paths) {
+      const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'paths', namespace: 'team-a' },
+        spec: { authentication: { audiences: ['gw'] }, routes: [route(path)] } };
+      const r = await cp.api('POST', '/apis/access-gateway.io/v1alpha1/namespaces/team-a/accessgateways?dryRun=All', gw);
+      const twin = validateGateway(gw).filter((p) => p.field === `spec.routes[0].${field}`);
+      assert.equal(r.status === 201, twin.length === 0, `${field} ${JSON.stringify(path)}: apiserver ${r.status} ${JSON.stringify(r.body).slice(0, 200)}; validate ${JSON.stringify(twin)}`);
+    }
+  }
+});
+
+test('a name stored before the CRD refused it: Accepted=False InvalidName in its status, nothing served; its labels and status still take writes', async () => {
+  const long = 'n'.repeat(60);
+  // the CRD as it was: without the name rule
+  const crd = readFileSync(join(repoRoot, 'deploy', 'crds', 'access-gateway.io_accessgateways.yaml'), 'utf8');
+  const without = crd.replace(/\n {10}x-kubernetes-validations:\n(?: {12}.*\n)+?(?= {10}properties:)/, '\n');
+  assert.notEqual(without, crd);
+  const old = join(cp.dir, 'old-crd.yaml');
+  writeFileSync(old, without);
+  await cp.kubectl(['apply', '--server-side', '--force-conflicts', '-f', old]);
+  try {
+    await applyYaml(cp, gateway(long));
+  } finally {
+    await cp.kubectl(['apply', '--server-side', '--force-conflicts', '-f', join(repoRoot, 'deploy', 'crds')]);
+  }
+  assert.match(String(await cp.kubectl(['apply', '-f', '-'], gateway('m'.repeat(60))).then(() => 'created', (e) => e.stderr)), /at most 59 characters/, 'a new one is refused');
+  const gw = await waitFor('InvalidName', async () => {
+    const g = await getGateway(cp, 'team-a', long);
+    return condition(g, 'Accepted')?.reason === 'InvalidName' ? g : undefined;
+  }, 20_000);
+  assert.equal(condition(gw, 'Accepted').status, 'False');
+  assert.equal(condition(gw, 'Ready').status, 'False');
+  if (gw.status.listener?.port) await waitListenerClosed(gw.status.listener.port, 5_000); // (the port stays its own while it exists)
+  await cp.kubectl(['label', 'agw', long, '-n', 'team-a', 'seen=yes']);
+  await cp.kubectl(['delete', 'agw', long, '-n', 'team-a']);
 });
 
 test('an invalid regex or a taken port marks only that gateway; the others keep serving', async () => {
