@@ -90,7 +90,7 @@ export class GatewayReconciler {
   private readonly written = new Map<string, { digest: string; fromRv: string | undefined }>();
   /** Exposure objects last written per key (skip writes that change nothing), and whether the
    * cache has shown both since (then one gone was deleted by someone: written again). */
-  private readonly exposed = new Map<string, { want: string; seen: boolean; refused?: string }>();
+  private readonly exposed = new Map<string, { want: string; seen: boolean; refused?: { message: string; until: number } }>();
   /** Gateways waiting for a port another gateway holds: retried when one is released. */
   private readonly waitingForPort = new Set<string>();
   /** Gateways whose place under the namespace limit a gateway's arrival or departure changed:
@@ -156,7 +156,7 @@ export class GatewayReconciler {
     // the expired ones, written again when the next one expires
     const expiry = accessExpiry(spec.spec.access, this.clock.now());
     await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log);
-    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity);
+    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity, exposed.retryInMs ?? Infinity);
     return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
@@ -272,7 +272,7 @@ export class GatewayReconciler {
    * name the gateway does not own is never written: the gateway is ExposureConflict instead.
    */
   private async expose(key: string, gw: AccessGateway, plan: GatewayPlan | null, applied: ApplyResult | null, port: number | undefined):
-    Promise<{ applied: ApplyResult | null; url: string | undefined }> {
+    Promise<{ applied: ApplyResult | null; url: string | undefined; retryInMs?: number }> {
     if (port === undefined || !applied?.programmed || !plan) return { applied, url: undefined };
     const direct = `${plan.tls ? 'https' : 'http'}://${this.d.advertiseHost}:${port}`;
     const addresses = this.d.exposure?.addresses() ?? [];
@@ -286,20 +286,26 @@ export class GatewayReconciler {
     }
     const want = digest([e.service, e.slice]);
     const was = this.exposed.get(key);
-    // refused as invalid (an annotation the platform allows, with a value the apiserver does not):
-    // said in status, not written again until the spec asks for something else
-    const invalid = (message: string) => ({ applied: { programmed: false as const, reason: Reason.ExposureInvalid, message }, url: undefined });
-    if (was?.want === want && was.refused) return invalid(was.refused);
+    // refused as invalid (an annotation the platform allows, with a value the apiserver does not;
+    // an admission policy): said in status, written again when the spec asks for something else,
+    // or a minute later (what refused it may have changed)
+    const now = this.clock.now();
+    const invalid = (r: { message: string; until: number }) => ({ applied: { programmed: false as const, reason: Reason.ExposureInvalid, message: r.message }, url: undefined, retryInMs: r.until - now });
+    if (was?.want === want && was.refused && now < was.refused.until) return invalid(was.refused);
     if (was?.want === want && cached.service && cached.slice) was.seen = true;
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
     // requeues us); not again before the cache shows our own creates, which would be refused (409)
-    if (this.leader() && (was?.want !== want || (was.seen && (!cached.service || !cached.slice)))) {
-      const refused = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service agw-${gw.metadata.name}`)
+    if (this.leader() && (was?.want !== want || was.refused || (was.seen && (!cached.service || !cached.slice)))) {
+      const message = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service agw-${gw.metadata.name}`)
         ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice agw-${gw.metadata.name}`);
+      if (message !== undefined) {
+        const refused = { message, until: now + refusedRetryMs };
+        this.exposed.set(key, { want, seen: false, refused });
+        return invalid(refused);
+      }
       // seen already when both were: an update brings no reconcile when it changes nothing the
       // cache keeps (a Service's type), and a deletion after it must still be repaired
-      this.exposed.set(key, { want, seen: !refused && cached.service && cached.slice, ...(refused ? { refused } : {}) });
-      if (refused) return invalid(refused);
+      this.exposed.set(key, { want, seen: cached.service && cached.slice });
     }
     const url = (as.type === 'LoadBalancer' ? loadBalancerURL(plan.tls !== null, cached.ingress) : undefined) ?? e.url;
     if (as.refused) return { applied: { programmed: false, reason: Reason.ExposureNotPermitted, message: as.refused }, url };
@@ -361,6 +367,9 @@ export class GatewayReconciler {
     return !this.d.isLeader || this.d.isLeader();
   }
 }
+
+/** How long an agw-NAME object the apiserver refused as invalid is not written again for the same spec. */
+const refusedRetryMs = 60_000;
 
 /** The apiserver's refusal of an object as invalid (422), which it would refuse again; other errors are thrown. */
 async function refusedAsInvalid(write: Promise<unknown>, what: string): Promise<string | undefined> {

@@ -322,36 +322,45 @@ test('a reconcile charges its namespace the event-loop time its translate and ap
   assert.ok(charged[1]![1] >= 30, `${charged[1]![1]} ms`);
 });
 
-test('a Service the apiserver refuses as invalid (an allowed annotation key it does not take): Programmed=False ExposureInvalid in status, not written again for the same spec, again for a new one', async () => {
+test('a Service or EndpointSlice the apiserver refuses as invalid (an allowed annotation key it does not take; an admission policy): Programmed=False ExposureInvalid in status; written again a minute later, or at once for a new spec', async () => {
   const writes: string[] = [];
-  let refuse = true;
+  let refuse: string | null = 'Service';
+  const clock = new FakeClock(1_000_000);
   const g = gw('a', '2026-01-01T00:00:00Z');
   g.spec.listener = { expose: { annotations: { 'lb.example/bad key': 'x' } } } as never;
   const { r, written } = setup([g], {
+    clock,
     cluster: { snapshotFor: () => ({}), exposureState: () => ({ service: false, slice: false, foreign: null }) },
     exposurePolicy: { types: ['ClusterIP'], defaultType: 'ClusterIP', annotations: ['lb.example/*'] },
     exposure: { addresses: () => ['198.18.0.1'], write: async (o) => {
       const kind = (o as { kind: string }).kind;
       writes.push(kind);
-      if (refuse && kind === 'Service') throw Object.assign(new Error('Service "agw-a" is invalid: metadata.annotations: Invalid value: "lb.example/bad key"'), { status: 422 });
+      if (kind === refuse) throw Object.assign(new Error(`${kind} "agw-a" is invalid: metadata.annotations: Invalid value: "lb.example/bad key"`), { status: 422 });
     } },
   });
-  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
+  const programmed = () => written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!;
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 60_000 });
   assert.deepEqual(writes, ['Service'], 'the EndpointSlice is not written after its Service was refused');
-  const programmed = written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!;
-  assert.equal(programmed.status, 'False');
-  assert.equal(programmed.reason, 'ExposureInvalid');
-  assert.match(programmed.message, /refused the Service agw-a the gateway needs: .*bad key/);
+  assert.deepEqual([programmed().status, programmed().reason], ['False', 'ExposureInvalid']);
+  assert.match(programmed().message, /refused the Service agw-a the gateway needs: .*bad key/);
   assert.equal(written.at(-1)![1].conditions!.find((c) => c.type === 'Ready')!.status, 'False');
-  await r.reconcile('team-a/a', silentLogger);
-  assert.deepEqual(writes, ['Service'], 'refused again for the same spec: not written again');
-  assert.equal(written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!.reason, 'ExposureInvalid', 'still said');
+  clock.advance(10_000);
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 50_000 });
+  assert.deepEqual(writes, ['Service'], 'the same spec within the minute: not written again');
+  assert.equal(programmed().reason, 'ExposureInvalid', 'still said');
+  // a minute later it is written again: what refused it (a policy) may be gone; here the slice is refused
+  refuse = 'EndpointSlice';
+  clock.advance(50_000);
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 60_000 });
+  assert.deepEqual(writes, ['Service', 'Service', 'EndpointSlice']);
+  assert.match(programmed().message, /refused the EndpointSlice agw-a/);
+  // a new spec: written at once
   g.spec.listener = { expose: { annotations: { 'lb.example/good': 'x' } } } as never;
   g.metadata.generation = 2;
-  refuse = false;
-  await r.reconcile('team-a/a', silentLogger);
-  assert.deepEqual(writes, ['Service', 'Service', 'EndpointSlice']);
-  assert.equal(written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!.status, 'True');
+  refuse = null;
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
+  assert.deepEqual(writes, ['Service', 'Service', 'EndpointSlice', 'Service', 'EndpointSlice']);
+  assert.equal(programmed().status, 'True');
 });
 
 test('a name stored before the CRD refused it (over 59 characters: agw-NAME is no Service name) is Accepted=False InvalidName, nothing served', async () => {
