@@ -719,11 +719,12 @@ export class Listener {
     socket.on('error', () => socket.destroy());
     const err = new MethodNotAllowedError('the gateway does not proxy CONNECT (tunnels)', { step: 'request' });
     const body = statusBody(err);
-    let headText = `HTTP/1.1 ${err.status} Method Not Allowed\r\nconnection: close\r\n`;
+    let headText = `HTTP/1.1 ${err.status} Method Not Allowed\r\nconnection: close\r\nallow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE\r\n`;
     for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
     socket.end(headText + '\r\n' + body);
     closeSoon(socket);
     const t = this.rules;
+    t.noRoute.done(req.method, err.status, 0);
     if (t.plan.accessLog.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
   }
 

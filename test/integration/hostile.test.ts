@@ -164,6 +164,7 @@ const rows: Row[] = [
     send: req(['CONNECT 127.0.0.1:22 HTTP/1.1', 'Host: 127.0.0.1:22', ...(token ? [`Authorization: Bearer ${token}`] : []), '']),
     check: (r) => {
       assert.ok(r.closed, 'the connection is closed');
+      assert.match(r.head, /\r\nallow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE\r\n/i);
       const status = JSON.parse(r.body);
       assert.deepEqual([status.kind, status.code, status.reason, status.details?.causes?.[0]?.reason], ['Status', 405, 'MethodNotAllowed', 'AGW_ERR_METHOD_NOT_ALLOWED']);
     },
@@ -216,6 +217,8 @@ test('hostile requests get their documented answer and never carry a forged iden
     assert.equal(other.status, 200, `${row.name}: team-b's gateway: ${other.head}`);
   }
   assert.equal(op.child.exitCode, null);
+  // the refused tunnels are counted as requests, before any route
+  assert.match(await scrapeMetrics(cp, op.adminPort), /^access_gateway_requests_total\{namespace="team-a",gateway="[^"]+",route="",method="CONNECT",code="4xx"\} 2$/m);
 });
 
 test('an unauthenticated body is not read for ever: 401, then the connection is closed', async () => {
