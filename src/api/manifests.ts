@@ -2,17 +2,23 @@
 // given, directories' *.yaml/*.yml/*.json; each AccessGateway document with its problems (the
 // CRD schema, its CEL rules' twins, the regexes), and what is wrong with a file as a whole.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { group, kind, version } from './schema.js';
 import { validateGateway, type Problem } from './validate.js';
 
 export function manifestFiles(paths: string[]): string[] {
-  return paths.flatMap((p) => {
+  const files = paths.flatMap((p) => {
     if (statSync(p).isDirectory()) {
       return readdirSync(p).filter((f) => /\.(ya?ml|json)$/.test(f)).sort().map((f) => join(p, f));
     }
     return [p];
+  });
+  // a file given twice (as itself and in its directory) is read once, where it first comes
+  const seen = new Set<string>();
+  return files.filter((f) => {
+    const at = resolve(f);
+    return !seen.has(at) && seen.add(at);
   });
 }
 
@@ -47,27 +53,33 @@ export function loadManifest(file: string): ManifestFile {
   const misspelt: string[] = [];
   for (const [i, doc] of docs.entries()) {
     if (doc.errors.length) return { file, problem: `document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, gateways: [], misspelt: [] };
-    const obj = doc.toJS();
-    if (!obj || obj.kind !== kind) {
-      // another kind of this API group is a misspelt AccessGateway, not someone else's object
-      if (typeof obj?.apiVersion === 'string' && obj.apiVersion.startsWith(`${group}/`)) misspelt.push(`document ${i + 1}: kind ${JSON.stringify(obj.kind)} is not ${kind}: not used`);
-      continue;
+    const top = doc.toJS();
+    // a list (what `kubectl get -o yaml` writes): its items, each as a document
+    const list = typeof top?.kind === 'string' && top.kind.endsWith('List') && Array.isArray(top.items);
+    for (const [j, obj] of (list ? top.items : [top]).entries()) {
+      const where = `document ${i + 1}${list ? `, item ${j + 1}` : ''}`;
+      if (!obj || obj.kind !== kind) {
+        // another kind of this API group is a misspelt AccessGateway, not someone else's object
+        if (typeof obj?.apiVersion === 'string' && obj.apiVersion.startsWith(`${group}/`)) misspelt.push(`${where}: kind ${JSON.stringify(obj.kind)} is not ${kind}: not used`);
+        continue;
+      }
+      const ns = obj.metadata?.namespace;
+      const name = obj.metadata?.name;
+      const label = `${kind} ${ns ? `${ns}/` : ''}${name ?? `(${where})`}`;
+      const key = `${ns || 'default'}/${name}`;
+      const problems = obj.apiVersion !== `${group}/${version}`
+        ? [{ field: 'apiVersion', message: `must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}` }]
+        : validateGateway(obj);
+      if (typeof name === 'string' && gateways.some((g) => g.key === key)) problems.push({ field: 'metadata.name', message: `${key} comes earlier in this file: this one is not used` });
+      gateways.push({ label, key, object: obj, problems });
     }
-    const ns = obj.metadata?.namespace;
-    const label = `${kind} ${ns ? `${ns}/` : ''}${obj.metadata?.name ?? `(document ${i + 1})`}`;
-    const key = `${ns || 'default'}/${obj.metadata?.name}`;
-    const problems = obj.apiVersion !== `${group}/${version}`
-      ? [{ field: 'apiVersion', message: `must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}` }]
-      : validateGateway(obj);
-    if (gateways.some((g) => g.key === key)) problems.push({ field: 'metadata.name', message: `${key} is in this file already: the first is used` });
-    gateways.push({ label, key, object: obj, problems });
   }
   return { file, problem: null, gateways, misspelt };
 }
 
 /** The problem of a gateway that another file (earlier in order) holds already. */
 export function duplicateProblem(g: ManifestGateway, firstFile: string): Problem {
-  return { field: 'metadata.name', message: `${g.key} is in ${firstFile} already: the first file's is used` };
+  return { field: 'metadata.name', message: `${g.key} is in ${firstFile} already: this one is not used` };
 }
 
 /** A problem as one printable line: FILE: AccessGateway NS/NAME: FIELD: WHY. */

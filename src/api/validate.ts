@@ -172,7 +172,7 @@ export function validateGateway(obj: unknown): Problem[] {
   if (!o || typeof o !== 'object') return [{ field: '<root>', message: 'not an object' }];
   if (!o.metadata?.name) out.push({ field: 'metadata.name', message: 'required field is missing' });
   const ns = o.metadata?.namespace;
-  if (ns !== undefined && ns !== '' && (typeof ns !== 'string' || !isDnsLabel(ns))) {
+  if (ns !== undefined && ns !== null && ns !== '' && (typeof ns !== 'string' || !isDnsLabel(ns))) {
     out.push({ field: 'metadata.namespace', message: 'must be a DNS label (lower-case letters, digits and -, at most 63 characters)' });
   }
   walk(o, schema as S, '', out);

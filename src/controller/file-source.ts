@@ -88,7 +88,7 @@ export class FileSource implements GatewaySource {
           from.set(k, file);
           continue;
         }
-        const line = `${file}: AccessGateway ${k}: metadata.name: ${k} is in ${first} already: the first file's is used`;
+        const line = `${file}: AccessGateway ${k}: metadata.name: ${k} is in ${first} already: this one is not used`;
         this.problems.set(file, [...(this.problems.get(file) ?? []), line]);
         this.log.error({ file, problems: [line] }, 'gateway file has problems');
       }

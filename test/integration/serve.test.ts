@@ -90,7 +90,7 @@ test('a gateway in two files: the first file\'s is served, the second is reporte
     await waitFor('duplicate reported', async () => (await status()).fileProblems[dup]?.length === 2, 10_000);
     assert.deepEqual((await status()).fileProblems[dup], [
       `${dup}: document 2: kind "AccessGatway" is not AccessGateway: not used`,
-      `${dup}: AccessGateway ${ns}/readonly: metadata.name: ${ns}/readonly is in ${join(dir, 'readonly-gateway.yaml')} already: the first file's is used`,
+      `${dup}: AccessGateway ${ns}/readonly: metadata.name: ${ns}/readonly is in ${join(dir, 'readonly-gateway.yaml')} already: this one is not used`,
     ]);
     assert.equal(await portOf('readonly'), port);
     assert.equal((await curl(`http://127.0.0.1:${port}/api/v1/namespaces/${ns}/configmaps`, bearer(billing))).status, 403, 'the first file\'s routes');

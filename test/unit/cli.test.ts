@@ -72,15 +72,32 @@ spec:
   const a = join(dir, 'a.yaml');
   const b = join(dir, 'b.yaml');
   writeFileSync(a, `${gw('twice', 'default')}---\n${gw('twice', '')}---\n${gw('slash', 'a/b')}---\n${gw('upper', 'Team_X')}`);
-  writeFileSync(b, `${gw('twice', 'none')}---\n${gw('fine', 'team-x').replace('kind: AccessGateway', 'kind: AccessGateways')}`);
-  const r = run('validate', '-f', a, '-f', b);
+  // a list as kubectl get -o yaml writes it: its items are read; a YAML null namespace is default
+  const item = (text: string) => `  - ${text.trimEnd().split('\n').join('\n    ')}\n`;
+  writeFileSync(b, `${gw('twice', 'none')}---\n${gw('fine', 'team-x').replace('kind: AccessGateway', 'kind: AccessGateways')}---
+apiVersion: v1
+kind: List
+items:
+${item(gw('listed', 'team-x'))}${item(gw('nulled', 'none').replace('{name: nulled}', '{name: nulled, namespace: null}'))}${item(gw('x', 'team-x').replace('kind: AccessGateway', 'kind: AccessGatewayList'))}`);
+  // b.yaml given again, in its directory: read once
+  const r = run('validate', '-f', a, '-f', b, '-f', dir);
   assert.equal(r.status, 1);
   assert.deepEqual(r.stdout.trim().split('\n'), [
-    `${a}: AccessGateway twice: metadata.name: default/twice is in this file already: the first is used`,
+    `${a}: AccessGateway twice: metadata.name: default/twice comes earlier in this file: this one is not used`,
     `${a}: AccessGateway a/b/slash: metadata.namespace: must be a DNS label (lower-case letters, digits and -, at most 63 characters)`,
     `${a}: AccessGateway Team_X/upper: metadata.namespace: must be a DNS label (lower-case letters, digits and -, at most 63 characters)`,
     `${b}: document 2: kind "AccessGateways" is not AccessGateway: not used`,
-    `${b}: AccessGateway twice: metadata.name: default/twice is in ${a} already: the first file's is used`,
+    `${b}: document 3, item 3: kind "AccessGatewayList" is not AccessGateway: not used`,
+    `${b}: AccessGateway twice: metadata.name: default/twice is in ${a} already: this one is not used`,
+  ]);
+  const listed = run('validate', '-f', b);
+  assert.equal(listed.stdout.split('\n').filter((l) => l.includes('listed') || l.includes('nulled')).length, 0, listed.stdout);
+  // documents without a name are not each other's copies
+  const unnamed = join(dir, 'unnamed.yaml');
+  writeFileSync(unnamed, `${gw('x', 'team-x').replace('name: x, ', '')}---\n${gw('x', 'team-x').replace('name: x, ', '')}`);
+  assert.deepEqual(run('validate', '-f', unnamed).stdout.trim().split('\n'), [
+    `${unnamed}: AccessGateway team-x/(document 1): metadata.name: required field is missing`,
+    `${unnamed}: AccessGateway team-x/(document 2): metadata.name: required field is missing`,
   ]);
   const other = join(dir, 'other.yaml');
   writeFileSync(other, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n');
