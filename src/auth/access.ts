@@ -14,10 +14,14 @@ export class AccessPolicy {
   /** When the memo's decisions may change (the next notBefore/notAfter to come); Infinity: never. */
   private until = -Infinity;
   private readonly boundaries: number[];
+  /** By rule, its users and groups as sets: a caller's groups are looked up, not compared with
+   * each of a rule's (64 rules of 64 long group names and a caller's 32 groups took ~1 ms). */
+  private readonly subjects: Subjects[];
 
   constructor(private readonly rules: readonly AccessRulePlan[], private readonly clock: Clock = realClock) {
     this.boundaries = rules.flatMap((r) => [r.notBefore, r.notAfter]).filter((t): t is number => t !== null).sort((a, b) => a - b);
     if (!this.boundaries.length) this.until = Infinity;
+    this.subjects = rules.map((r) => ({ users: new Set(r.users), groups: new Set(r.groups), serviceAccounts: r.serviceAccounts }));
   }
 
   allowed(id: CallerIdentity): Allowed {
@@ -33,7 +37,7 @@ export class AccessPolicy {
   /** Whether some rule names the caller, its window open or not (a caller the gateway knows). */
   knows(id: CallerIdentity): boolean {
     const sa = serviceAccountOf(id.username);
-    return this.rules.some((r) => names(r, id, sa));
+    return this.subjects.some((r) => names(r, id, sa));
   }
 
   mayUse(id: CallerIdentity, route: string): boolean {
@@ -61,8 +65,8 @@ export class AccessPolicy {
   private decide(id: CallerIdentity, now: number): Allowed {
     const sa = serviceAccountOf(id.username);
     const routes = new Set<string>();
-    for (const r of this.rules) {
-      if (!inWindow(r, now) || !names(r, id, sa)) continue;
+    for (const [i, r] of this.rules.entries()) {
+      if (!inWindow(r, now) || !names(this.subjects[i]!, id, sa)) continue;
       if (r.routes === null) return 'all';
       for (const n of r.routes) routes.add(n);
     }
@@ -77,7 +81,7 @@ export class AccessPolicy {
     const matching: number[] = [];
     const outsideWindow: { index: number; ended: boolean }[] = [];
     this.rules.forEach((r, i) => {
-      if (!names(r, id, sa)) return;
+      if (!names(this.subjects[i]!, id, sa)) return;
       if (inWindow(r, now)) matching.push(i);
       else outsideWindow.push({ index: i, ended: r.notAfter !== null && now >= r.notAfter });
     });
@@ -93,9 +97,11 @@ function inWindow(r: AccessRulePlan, now: number): boolean {
   return (r.notBefore === null || now >= r.notBefore) && (r.notAfter === null || now < r.notAfter);
 }
 
+interface Subjects { users: ReadonlySet<string>; groups: ReadonlySet<string>; serviceAccounts: AccessRulePlan['serviceAccounts'] }
+
 /** Whether a rule's subjects name the caller. */
-function names(r: AccessRulePlan, id: CallerIdentity, sa: { namespace: string; name: string } | null): boolean {
-  return r.users.includes(id.username) ||
-    r.groups.some((g) => id.groups.includes(g)) ||
+function names(r: Subjects, id: CallerIdentity, sa: { namespace: string; name: string } | null): boolean {
+  return r.users.has(id.username) ||
+    id.groups.some((g) => r.groups.has(g)) ||
     (sa !== null && r.serviceAccounts.some((s) => s.namespace === sa.namespace && (s.name === '*' || s.name === sa.name)));
 }
