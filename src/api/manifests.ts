@@ -27,6 +27,8 @@ export interface ManifestGateway {
   label: string;
   /** NS/NAME, a manifest without a namespace (or with "") in "default", as kubectl would put it. */
   key: string;
+  /** Whether it has a name (without one it is no copy of another). */
+  named: boolean;
   /** The object as written (no defaults). */
   object: Record<string, any>;
   problems: Problem[];
@@ -70,8 +72,9 @@ export function loadManifest(file: string): ManifestFile {
       const problems = obj.apiVersion !== `${group}/${version}`
         ? [{ field: 'apiVersion', message: `must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}` }]
         : validateGateway(obj);
-      if (typeof name === 'string' && gateways.some((g) => g.key === key)) problems.push({ field: 'metadata.name', message: `${key} comes earlier in this file: this one is not used` });
-      gateways.push({ label, key, object: obj, problems });
+      const named = typeof name === 'string' && name !== '';
+      if (named && gateways.some((g) => g.named && g.key === key)) problems.push({ field: 'metadata.name', message: `${key} comes earlier in this file: this one is not used` });
+      gateways.push({ label, key, named, object: obj, problems });
     }
   }
   return { file, problem: null, gateways, misspelt };

@@ -14,8 +14,8 @@ export function validateFiles(paths: string[]): { lines: string[]; gateways: num
     for (const g of m.gateways) {
       gateways++;
       const earlier = first.get(g.key);
-      if (earlier !== undefined && earlier !== file) g.problems.push(duplicateProblem(g, earlier));
-      else first.set(g.key, file);
+      if (g.named && earlier !== undefined && earlier !== file) g.problems.push(duplicateProblem(g, earlier));
+      else if (g.named) first.set(g.key, file); // (one without a name is no copy: its own problem says so)
       for (const p of g.problems) lines.push(problemLine(file, g, p));
     }
   }

@@ -237,7 +237,8 @@ export class ClusterState {
     const text = this.labelled.bundle(ref.kind, ns, ref.name, ref.key);
     if (text === 'aside') return true;
     if (text !== undefined) into[at] ??= {};
-    if (typeof text === 'string') into[at]![ref.key] = text;
+    // (defined, not assigned: a key named __proto__ is a key like another)
+    if (typeof text === 'string') Object.defineProperty(into[at], ref.key, { value: text, enumerable: true, writable: true, configurable: true });
     return false;
   }
 }

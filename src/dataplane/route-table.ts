@@ -154,6 +154,9 @@ export class RouteTable {
     // route holding its own references (a Service of 5,000 endpoints named by 64 routes)
     const byTarget = new Map<string, EndpointPool[]>();
     const acquire = (t: ServiceTarget) => {
+      // a target with a problem (a caRef not found) has no endpoints, and may have the key of a
+      // sound one (the same Service without caRef): shared with none
+      if (t.problem !== null || !t.endpoints.length) return [];
       const key = `${t.scheme} ${t.namespace}/${t.name}:${t.port} ${t.serverName} ${t.ca === null ? '-' : textKey(t.ca)}`;
       let pools = byTarget.get(key);
       if (pools) for (const p of pools) deps.pools.hold(p);

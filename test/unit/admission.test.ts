@@ -196,6 +196,30 @@ test('routes to one Service share its endpoints\' pools, each route holding its 
   assert.equal(pools.size, 0);
 });
 
+test('shared pools are a target\'s own: another port, another Service, a route whose caRef is not found (no endpoints, the key of a sound route) shares nothing', () => {
+  const pools = new PoolRegistry();
+  const snap = {
+    services: {
+      'team-a/ledger': { metadata: { name: 'ledger', namespace: 'team-a' }, spec: { ports: [{ name: 'https', port: 443 }, { name: 'http', port: 80 }] } },
+      'team-a/other': { metadata: { name: 'other', namespace: 'team-a' }, spec: { ports: [{ name: 'https', port: 443 }] } },
+    },
+    endpointSlices: {
+      'team-a/ledger': [{ ports: [{ name: 'https', port: 8443 }, { name: 'http', port: 8080 }], endpoints: [{ addresses: ['198.18.0.2'] }] }],
+      'team-a/other': [{ ports: [{ name: 'https', port: 9443 }], endpoints: [{ addresses: ['198.18.0.3'] }] }],
+    },
+  };
+  const t = table({ access: [], routes: [
+    { name: 'broken', pathPrefix: '/x', service: { name: 'ledger', port: 'https', scheme: 'https', caRef: { kind: 'ConfigMap', name: 'missing', key: 'ca.crt' } } },
+    { name: 'l443', pathPrefix: '/a', service: { name: 'ledger', port: 'https', scheme: 'https' } },
+    { name: 'l80', pathPrefix: '/b', service: { name: 'ledger', port: 'http' } },
+    { name: 'o', pathPrefix: '/c', service: { name: 'other', port: 'https', scheme: 'https' } },
+  ] }, snap, { pools });
+  const keys = Object.fromEntries(t.routes.map((r) => [r.plan.name, r.backend!.pools.map((p) => p.key.split('/')[2])]));
+  assert.deepEqual(keys, { broken: [], l443: ['198.18.0.2:8443'], l80: ['198.18.0.2:8080'], o: ['198.18.0.3:9443'] });
+  t.dispose();
+  assert.equal(pools.size, 0);
+});
+
 test('the services-proxy form chooses as its plain definition does (every route, the path form built and matched), over generated routes and paths', () => {
   // the definition: the first route to the Service whose upstream paths hold PATH and that the
   // path form, built, would be routed to; the table asks only earlier routes that can take it

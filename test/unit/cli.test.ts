@@ -92,12 +92,15 @@ ${item(gw('listed', 'team-x'))}${item(gw('nulled', 'none').replace('{name: nulle
   ]);
   const listed = run('validate', '-f', b);
   assert.equal(listed.stdout.split('\n').filter((l) => l.includes('listed') || l.includes('nulled')).length, 0, listed.stdout);
-  // documents without a name are not each other's copies
+  // documents without a name are not each other's copies, in a file or across files
   const unnamed = join(dir, 'unnamed.yaml');
+  const unnamed2 = join(dir, 'unnamed2.yaml');
   writeFileSync(unnamed, `${gw('x', 'team-x').replace('name: x, ', '')}---\n${gw('x', 'team-x').replace('name: x, ', '')}`);
-  assert.deepEqual(run('validate', '-f', unnamed).stdout.trim().split('\n'), [
+  writeFileSync(unnamed2, gw('x', 'team-x').replace('name: x, ', ''));
+  assert.deepEqual(run('validate', '-f', unnamed, '-f', unnamed2).stdout.trim().split('\n'), [
     `${unnamed}: AccessGateway team-x/(document 1): metadata.name: required field is missing`,
     `${unnamed}: AccessGateway team-x/(document 2): metadata.name: required field is missing`,
+    `${unnamed2}: AccessGateway team-x/(document 1): metadata.name: required field is missing`,
   ]);
   const other = join(dir, 'other.yaml');
   writeFileSync(other, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n');

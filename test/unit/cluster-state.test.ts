@@ -237,6 +237,13 @@ test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt 
   assert.deepEqual(snap.caBundles!['ConfigMap/a/ca'], { 'bundle.pem': 'PEM' });
   // a Secret's key a gateway names, decoded; not its other keys (a team may give it thousands)
   assert.deepEqual(snap.caBundles!['Secret/a/cas'], { 'ca.crt': 'PEM' });
+  // two keys of one object (a client CA and a caRef), and a key named __proto__, each its own
+  const two = structuredClone(gw);
+  two.spec.routes[1]!.service!.caRef = { kind: 'ConfigMap', name: 'ca', key: '__proto__' };
+  const kept = (state as unknown as { labelled: { caConfigMaps: { watch: { get(ns: string, n: string): { data: Record<string, string> } } } } }).labelled.caConfigMaps.watch.get('a', 'ca');
+  Object.defineProperty(kept.data, '__proto__', { value: 'PROTO', enumerable: true });
+  const both = state.snapshotFor(two).caBundles!['ConfigMap/a/ca']!;
+  assert.deepEqual([Object.hasOwn(both, 'bundle.pem') && both['bundle.pem'], Object.hasOwn(both, '__proto__') && both['__proto__']], ['PEM', 'PROTO']);
   assert.ok(JSON.stringify(snap).length < 1_000, 'nothing of the annotations, managed fields or other keys is kept');
 });
 
