@@ -60,6 +60,13 @@ test('time-boxed rules match only inside their window; decisions follow the cloc
   assert.equal(p.allowed(billing), null, 'both expired');
   clock.advance(86_400_000);
   assert.equal(p.allowed(billing), null);
+  // still a caller a rule names (its 403 and can-i say whose gateway this is), by any rule
+  assert.ok(p.knows(billing));
+  const later = new AccessPolicy([
+    { serviceAccounts: [], groups: ['ops'], users: [], routes: null, notBefore: null, notAfter: t0 },
+    { serviceAccounts: [], groups: [], users: ['alice'], routes: null, notBefore: null, notAfter: t0 },
+  ], clock);
+  assert.ok(later.knows(id('alice')) && later.knows(id('bob', ['ops'])) && !later.knows(id('carol', ['dev'])));
 });
 
 test('a policy without windows never reads the clock', () => {

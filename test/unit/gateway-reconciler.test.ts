@@ -363,6 +363,20 @@ test('a Service or EndpointSlice the apiserver refuses as invalid (an allowed an
   assert.equal(programmed().status, 'True');
 });
 
+test('a follower writes no agw-NAME Service or EndpointSlice (the leader does), refused before or not', async () => {
+  const writes: string[] = [];
+  const a = gw('a', '2026-01-01T00:00:00Z');
+  a.status = { listener: { port: 104 } };
+  const { r } = setup([a], {
+    isLeader: () => false,
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ service: false, slice: false, foreign: null }) },
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o) => { writes.push((o as { kind: string }).kind); } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes, []);
+});
+
 test('a name stored before the CRD refused it (over 59 characters: agw-NAME is no Service name) is Accepted=False InvalidName, nothing served', async () => {
   const long = gw('a'.repeat(60), '2026-01-01T00:00:00Z');
   const { r, applied, written } = setup([long]);

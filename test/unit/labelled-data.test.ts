@@ -229,3 +229,24 @@ test('objects a list read with data, committed after another kind took the names
   assert.equal(data.bundle('Secret', 'a', 's1', 'k'), 'aside');
   await stop();
 });
+
+test('a CA reference reads the one key it names of a Secret (decoded) and never the others; a key an object inherits is no key', async () => {
+  const caSecrets = '/api/v1/secrets?access-gateway.io/ca-bundle=true';
+  const { data, watches, stop } = await setup(() => undefined);
+  while (!watches.has(caSecrets)) await new Promise((r) => setImmediate(r));
+  watches.get(caSecrets)!.on({ type: 'ADDED', object: { metadata: { name: 's', namespace: 'a', resourceVersion: '2' }, data: { 'ca.crt': Buffer.from('PEM').toString('base64'), other: 'T1RIRVI=' } } });
+  await until(() => data.watches[1]!.get('a', 's') !== undefined);
+  // the cached data as a team may make it (thousands of keys): every read of it recorded
+  const cached = data.watches[1]!.get('a', 's')!;
+  const reads: string[] = [];
+  const real = cached.data!;
+  cached.data = new Proxy(real, {
+    get: (o, k) => (reads.push(`get ${String(k)}`), Reflect.get(o, k)),
+    ownKeys: (o) => (reads.push('keys'), Reflect.ownKeys(o)),
+    getOwnPropertyDescriptor: (o, k) => (reads.push(`has ${String(k)}`), Reflect.getOwnPropertyDescriptor(o, k)),
+  });
+  assert.equal(data.bundle('Secret', 'a', 's', 'ca.crt'), 'PEM');
+  assert.deepEqual([...new Set(reads)], ['has ca.crt', 'get ca.crt']);
+  for (const k of ['constructor', 'toString', '__proto__', 'missing']) assert.equal(data.bundle('Secret', 'a', 's', k), null, k);
+  await stop();
+});
