@@ -193,6 +193,35 @@ const silent = (port: number, held: Socket[], secure = false) => new Promise<Soc
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isOpen = (s: Socket) => !s.destroyed && s.readyState === 'open';
 
+test('CONNECT is answered 405 with Allow and a Status, counted, and the connection closed, over plain HTTP and TLS, after a request or alone', async (t) => {
+  const { deps, m, held } = managerFor(t);
+  const [plain, tls] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', planOf('team-a', 'gw', plain));
+  await m.apply('team-a/tls', withTLS(planOf('team-a', 'tls', tls)));
+  const connectOn = (port: number, secure: boolean, before = '') => new Promise<{ text: string; closed: boolean }>((resolve) => {
+    const s = open(port, secure);
+    held.push(s);
+    let text = '';
+    s.on('data', (c) => { text += c.toString('latin1'); });
+    s.on('error', () => {});
+    s.on('close', () => resolve({ text, closed: true }));
+    s.once(secure ? 'secureConnect' : 'connect', () => s.write(`${before}CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nAuthorization: Bearer ${alice}\r\n\r\n`));
+  });
+  for (const [port, secure] of [[plain, false], [tls, true]] as const) {
+    for (const before of ['', 'GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\n\r\n']) {
+      const r = await connectOn(port, secure, before);
+      const at = r.text.lastIndexOf('HTTP/1.1 405');
+      assert.ok(at >= 0 && r.closed, r.text);
+      const [head, body] = r.text.slice(at).split('\r\n\r\n');
+      assert.match(head!, /\r\nallow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE\r\n/);
+      assert.match(head!, /\r\nconnection: close\r\n/);
+      assert.equal(JSON.parse(body!).details.causes[0].reason, 'AGW_ERR_METHOD_NOT_ALLOWED');
+    }
+  }
+  const all = await exposed(deps);
+  for (const gw of ['gw', 'tls']) assert.match(all, new RegExp(`access_gateway_requests_total\\{namespace="team-a",gateway="${gw}",route="",method="CONNECT",code="4xx"\\} 2\n`));
+});
+
 test('connections not admitted yet: as many per namespace as admitted ones; past that its oldest is closed', async (t) => {
   const { deps, m, held } = managerFor(t, { limits: { maxConnections: 100, maxConnectionsPerNamespace: 3 } });
   const [a1, a2, b] = [await freePort(), await freePort(), await freePort()];
