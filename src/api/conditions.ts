@@ -17,6 +17,7 @@ export const Reason = {
   Ready: 'Ready',
   // Accepted=False
   InvalidName: 'InvalidName',
+  InvalidPath: 'InvalidPath',
   InvalidRegex: 'InvalidRegex',
   InvalidIdentity: 'InvalidIdentity',
   InvalidAccessRule: 'InvalidAccessRule',

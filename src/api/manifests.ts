@@ -23,7 +23,7 @@ export function manifestFiles(paths: string[]): string[] {
 }
 
 export interface ManifestGateway {
-  /** How messages name it: "AccessGateway NS/NAME" (or NAME without a namespace). */
+  /** How messages name it: "AccessGateway NS/NAME" (NAME without a namespace; "(document N[, item M])" without a name). */
   label: string;
   /** NS/NAME, a manifest without a namespace (or with "") in "default", as kubectl would put it. */
   key: string;
@@ -43,7 +43,8 @@ export interface ManifestFile {
   misspelt: string[];
 }
 
-/** One file: its AccessGateway documents (other kinds are skipped), each checked. */
+/** One file: its AccessGateway documents and a list's AccessGateway items, each checked; other
+ * kinds are skipped, but another kind of this API group is reported as misspelt. */
 export function loadManifest(file: string): ManifestFile {
   let docs;
   try {

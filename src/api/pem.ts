@@ -71,7 +71,7 @@ export class GatewayBundles {
 function parse(pem: string): X509Certificate[] | { problem: string } {
   const blocks = pemBlocks(pem, maxBundleCertificates + 1);
   if (!blocks.length) return { problem: 'no PEM certificate in it' };
-  if (blocks.length > maxBundleCertificates) return { problem: `more than the ${maxBundleCertificates} certificates a bundle may hold in it` };
+  if (blocks.length > maxBundleCertificates) return { problem: `it holds more than the ${maxBundleCertificates} certificates a bundle may hold` };
   let certs: X509Certificate[];
   try {
     certs = blocks.map((b) => new X509Certificate(b));

@@ -336,8 +336,8 @@ export const schema: Record<string, unknown> = {
                 "pattern": "^/",
                 "x-kubernetes-validations": [
                   {
-                    "rule": "!self.matches(r\"//|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]\")",
-                    "message": "a decoded path: no '//', no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)"
+                    "rule": "!self.matches(r\"//+[^/]|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]\")",
+                    "message": "a decoded path: no '//' but trailing, no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)"
                   }
                 ],
                 "description": "Requests whose path begins with this prefix, element by element, match the route (Gateway API PathPrefix): /a matches /a and /a/b but not /ab; a trailing slash is ignored (/a/ matches /a too); \"/\" matches everything. Compared against the request path decoded once, as the apiserver reads it: requests holding \".\", \"..\", \"//\", encoded slashes or backslashes, or a percent-encoded \"%\" are refused with 400 before routing."
@@ -349,8 +349,8 @@ export const schema: Record<string, unknown> = {
                 "pattern": "^/",
                 "x-kubernetes-validations": [
                   {
-                    "rule": "!self.matches(r\"//|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]\")",
-                    "message": "a decoded path: no '//', no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)"
+                    "rule": "!self.matches(r\"//+[^/]|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]\")",
+                    "message": "a decoded path: no '//' but trailing, no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)"
                   }
                 ],
                 "description": "Optional. Replaces the matched pathPrefix before the request is forwarded, element by element, for example pathPrefix /ledger/ with rewritePrefix / sends /ledger/v1/x upstream as /v1/x and /ledger as /. When unset the path is forwarded unchanged. The services-proxy URL form (/api/v1/namespaces/NS/services/NAME/proxy/PATH) reaches a service route only for a PATH under its rewritePrefix (or pathPrefix), as if the caller had used the path form."

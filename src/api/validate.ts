@@ -24,12 +24,16 @@ type S = {
 type Obj = Record<string, any>;
 const has = (o: Obj, k: string) => o !== null && typeof o === 'object' && o[k] !== undefined;
 
+/** Why a pathPrefix or rewritePrefix is not a decoded path (the CRD's rule), or null. */
+export function decodedPathProblem(p: string): string | null {
+  // eslint-disable-next-line no-control-regex
+  return /\/\/+[^/]|\/\.\.?(\/|;|$)|[%\\\x00-\x1f\x7f]/.test(p)
+    ? "a decoded path: no '//' but trailing, no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)" : null;
+}
+
 /** TypeScript twins of the CRD's CEL rules, keyed by the rule's text. */
 export const celRules: Record<string, (self: any) => string | null> = {
-  '!self.matches(r"//|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]")': (self: string) =>
-    // eslint-disable-next-line no-control-regex
-    typeof self === 'string' && /\/\/|\/\.\.?(\/|;|$)|[%\\\x00-\x1f\x7f]/.test(self)
-      ? "a decoded path: no '//', no '.' or '..' segment, no '%', backslash or control character (requests holding them are refused before routing)" : null,
+  '!self.matches(r"//+[^/]|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]")': (self: string) => (typeof self === 'string' ? decodedPathProblem(self) : null),
   // (oldSelf: an update; validate and serve read objects as made)
   "oldSelf.hasValue() || !has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))": (self: Obj) =>
     typeof self.metadata?.name !== 'string' || isGatewayName(self.metadata.name) ? null
@@ -171,6 +175,7 @@ export function validateGateway(obj: unknown): Problem[] {
   const o = obj as Obj;
   if (!o || typeof o !== 'object') return [{ field: '<root>', message: 'not an object' }];
   if (!o.metadata?.name) out.push({ field: 'metadata.name', message: 'required field is missing' });
+  else if (typeof o.metadata.name !== 'string') out.push({ field: 'metadata.name', message: `must be a string, got ${typeName(o.metadata.name)}` });
   const ns = o.metadata?.namespace;
   if (ns !== undefined && ns !== null && ns !== '' && (typeof ns !== 'string' || !isDnsLabel(ns))) {
     out.push({ field: 'metadata.namespace', message: 'must be a DNS label (lower-case letters, digits and -, at most 63 characters)' });

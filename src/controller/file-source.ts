@@ -4,7 +4,7 @@ import { watch, type FSWatcher, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
-import { loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
+import { duplicateProblem, loadManifest, manifestFiles, problemLine, type ManifestGateway } from '../api/manifests.js';
 import { keyOf } from '../api/keys.js';
 import { canonical } from '../api/canonical.js';
 import type { GatewayEvents, GatewaySource } from './gateway-controller.js';
@@ -13,6 +13,8 @@ export class FileSource implements GatewaySource {
   private readonly gateways = new Map<string, AccessGateway>();
   /** Last good gateways per file. */
   private readonly byFile = new Map<string, Map<string, AccessGateway>>();
+  /** The gateways each file names as last read, valid or not (the first file naming one owns it). */
+  private readonly named = new Map<string, Map<string, ManifestGateway>>();
   /** Problems of the last read, by file (shown on /status). */
   readonly problems = new Map<string, string[]>();
   private readonly watchers: FSWatcher[] = [];
@@ -76,19 +78,23 @@ export class FileSource implements GatewaySource {
       return;
     }
     for (const f of [...this.byFile.keys()]) if (!files.includes(f)) this.byFile.delete(f);
+    for (const f of [...this.named.keys()]) if (!files.includes(f)) this.named.delete(f);
     for (const f of [...this.problems.keys()]) if (!files.includes(f)) this.problems.delete(f); // (a broken file deleted)
     for (const file of files) this.readFile(file);
+    // a gateway is the first file's that names it, valid or not (as validate says): a later
+    // file's copy is not used
     const next = new Map<string, AccessGateway>();
-    const from = new Map<string, string>();
+    const owner = new Map<string, string>();
     for (const file of files) {
-      for (const [k, gw] of this.byFile.get(file) ?? []) {
-        const first = from.get(k);
+      for (const [k, g] of this.named.get(file) ?? []) {
+        const first = owner.get(k);
         if (first === undefined) {
-          next.set(k, gw);
-          from.set(k, file);
+          owner.set(k, file);
+          const gw = this.byFile.get(file)?.get(k);
+          if (gw) next.set(k, gw);
           continue;
         }
-        const line = `${file}: AccessGateway ${k}: metadata.name: ${k} is in ${first} already: this one is not used`;
+        const line = problemLine(file, g, duplicateProblem(g, first));
         this.problems.set(file, [...(this.problems.get(file) ?? []), line]);
         this.log.error({ file, problems: [line] }, 'gateway file has problems');
       }
@@ -122,6 +128,9 @@ export class FileSource implements GatewaySource {
     }
     const problems: string[] = m.misspelt.map((x) => `${file}: ${x}`);
     const found = new Map<string, AccessGateway>();
+    const named = new Map<string, ManifestGateway>();
+    for (const g of m.gateways) if (g.named && !named.has(g.key)) named.set(g.key, g);
+    this.named.set(file, named);
     for (const g of m.gateways) {
       const obj = g.object;
       // a manifest without a namespace (or with "") goes to "default", as kubectl would put it

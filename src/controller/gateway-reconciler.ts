@@ -286,22 +286,22 @@ export class GatewayReconciler {
     }
     const want = digest([e.service, e.slice]);
     const was = this.exposed.get(key);
-    // refused as invalid (an annotation the platform allows, with a value the apiserver does not;
+    // refused as invalid (an annotation key the platform allows by prefix, which the apiserver does not;
     // an admission policy): said in status, written again when the spec asks for something else,
     // or a minute later (what refused it may have changed)
     const now = this.clock.now();
-    const invalid = (r: { message: string; until: number }) => ({ applied: { programmed: false as const, reason: Reason.ExposureInvalid, message: r.message }, url: undefined, retryInMs: r.until - now });
-    if (was?.want === want && was.refused && now < was.refused.until) return invalid(was.refused);
+    const refusal = (r: { message: string; until: number }) => ({ applied: { programmed: false as const, reason: Reason.ExposureInvalid, message: r.message }, url: undefined, retryInMs: r.until - now });
+    if (was?.want === want && was.refused && now < was.refused.until) return refusal(was.refused);
     if (was?.want === want && cached.service && cached.slice) was.seen = true;
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
     // requeues us); not again before the cache shows our own creates, which would be refused (409)
     if (this.leader() && (was?.want !== want || was.refused || (was.seen && (!cached.service || !cached.slice)))) {
-      const message = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service agw-${gw.metadata.name}`)
-        ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice agw-${gw.metadata.name}`);
+      const message = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service agw-${gw.metadata.name} the gateway needs`)
+        ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice agw-${gw.metadata.name} the gateway needs`);
       if (message !== undefined) {
         const refused = { message, until: now + refusedRetryMs };
         this.exposed.set(key, { want, seen: false, refused });
-        return invalid(refused);
+        return refusal(refused);
       }
       // seen already when both were: an update brings no reconcile when it changes nothing the
       // cache keeps (a Service's type), and a deletion after it must still be repaired
@@ -371,23 +371,20 @@ export class GatewayReconciler {
 /** How long an agw-NAME object the apiserver refused as invalid is not written again for the same spec. */
 const refusedRetryMs = 60_000;
 
-/** The apiserver's refusal of an object as invalid (422), which it would refuse again; other errors are thrown. */
-async function refusedAsInvalid(write: Promise<unknown>, what: string): Promise<string | undefined> {
-  try {
-    await write;
-    return undefined;
-  } catch (err) {
-    if ((err as { status?: number }).status === 422) return `the apiserver refused the ${what} the gateway needs: ${(err as Error).message}`;
-    throw err;
-  }
+/** The apiserver refused an object as invalid (422): it would refuse it again. */
+const invalid = (err: unknown) => (err as { status?: number }).status === 422;
+
+/** The apiserver's refusal of `write` as invalid, said; other errors are thrown. */
+function refusedAsInvalid(write: Promise<unknown>, what: string): Promise<string | undefined> {
+  return write.then(() => undefined, (err) => {
+    if (!invalid(err)) throw err;
+    return `the apiserver refused the ${what}: ${(err as Error).message}`;
+  });
 }
 
-/** An object the apiserver refuses as invalid (422) will be refused again: not retried. */
-async function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void> {
-  try {
-    await write;
-  } catch (err) {
-    if ((err as { status?: number }).status === 422) throw new TerminalError(`${what} refused as invalid: ${(err as Error).message}`, { cause: err });
-    throw err;
-  }
+/** A refusal as invalid is terminal: not retried. */
+function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void> {
+  return write.then(() => undefined, (err) => {
+    throw invalid(err) ? new TerminalError(`${what} refused as invalid: ${(err as Error).message}`, { cause: err }) : err;
+  });
 }

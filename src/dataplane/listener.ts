@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { CallerIdentity } from '../auth/identity.js';
+import { schema } from '../api/schema.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
@@ -718,11 +719,7 @@ export class Listener {
   private onConnect(req: IncomingMessage, socket: Duplex): void {
     socket.on('error', () => socket.destroy());
     const err = new MethodNotAllowedError('the gateway does not proxy CONNECT (tunnels)', { step: 'request' });
-    const body = statusBody(err);
-    let headText = `HTTP/1.1 ${err.status} Method Not Allowed\r\nconnection: close\r\nallow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE\r\n`;
-    for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
-    socket.end(headText + '\r\n' + body);
-    closeSoon(socket);
+    endRaw(socket, err, { allow: routeMethods });
     const t = this.rules;
     t.noRoute.done(req.method, err.status, 0);
     if (t.plan.accessLog.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
@@ -735,11 +732,7 @@ export class Listener {
     const seen: Seen = { caller: '-' };
     socket.on('error', () => socket.destroy());
     const fail = (err: AgwError) => {
-      const body = statusBody(err);
-      let headText = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
-      for (const [k, v] of Object.entries(errorHeaders(err, body))) headText += `${k}: ${String(v)}\r\n`;
-      socket.end(headText + '\r\n' + body);
-      closeSoon(socket);
+      endRaw(socket, err);
       seen.error = err.code;
       refused(err.status);
     };
@@ -872,6 +865,19 @@ function connOf(sock: object): Conn {
   if (!c) conns.set(sock, (c = { read: 0, written: 0, admitted: false, pending: 0, next: [] }));
   return c;
 }
+
+/** Answers a refusal on a raw socket (an upgrade, a CONNECT) with its Status body, and closes it. */
+function endRaw(socket: Duplex, err: AgwError, extra: Record<string, string> = {}): void {
+  const body = statusBody(err);
+  let head = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
+  for (const [k, v] of Object.entries({ ...extra, ...errorHeaders(err, body) })) head += `${k}: ${String(v)}\r\n`;
+  socket.end(head + '\r\n' + body);
+  closeSoon(socket);
+}
+
+/** The methods a route may name (the CRD's enum): what a 405 says is proxied. */
+const routeMethods = (schema as { properties: { spec: { properties: { routes: { items: { properties: { methods: { items: { enum: string[] } } } } } } } } })
+  .properties.spec.properties.routes.items.properties.methods.items.enum.join(', ');
 
 /**
  * Closes a connection after the answer the way Go's net/http does (closeWriteAndWait): send FIN,

@@ -1,7 +1,7 @@
 // Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
 // No I/O, no clock: golden-tested.
 import { isDnsSubdomain, isGatewayName, teamPrefix } from '../api/names.js';
-import { parseDateTime } from '../api/validate.js';
+import { decodedPathProblem, parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { Recent } from '../recent.js';
@@ -134,6 +134,11 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
     timeoutSeconds: r.timeoutSeconds ?? 30,
     retries: r.retries ?? 0,
   };
+  // stored before the CRD refused it: never matched, or forwarded a path the filters did not read
+  for (const [field, p] of [['pathPrefix', r.pathPrefix], ['rewritePrefix', r.rewritePrefix]] as const) {
+    const why = p === undefined ? null : decodedPathProblem(p);
+    if (why) return { invalid: `spec.routes[${i}].${field} ${JSON.stringify(p)}: ${why}`, reason: Reason.InvalidPath };
+  }
   if (r.apiserver) {
     const a = r.apiserver;
     const acceptPaths = a.acceptPaths ?? ['^.*'];

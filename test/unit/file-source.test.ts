@@ -38,3 +38,21 @@ test('a namespace "" is default; an invalid later copy does not put the last goo
     await src.stop();
   }
 });
+
+test('a gateway is the first file\'s that names it, valid or not, as validate says: a later file\'s copy is reported, not served', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-files-'));
+  const [a, b] = [join(dir, 'a.yaml'), join(dir, 'b.yaml')];
+  writeFileSync(a, gw('gw', 'team', '^/a$').replace('pathPrefix: /', 'pathPrefix: //bad'));
+  writeFileSync(b, gw('gw', 'team', '^/b$'));
+  const src = new FileSource([dir], () => {}, silentLogger);
+  src.start();
+  try {
+    assert.equal(src.get('team', 'gw'), undefined, 'a.yaml names it first, and its copy is invalid');
+    assert.deepEqual(src.problems.get(b), [`${b}: AccessGateway team/gw: metadata.name: team/gw is in ${a} already: this one is not used`]);
+    writeFileSync(a, gw('gw', 'team', '^/a$'));
+    (src as unknown as { reload(): void }).reload();
+    assert.deepEqual(acceptOf(src, 'team', 'gw'), ['^/a$']);
+  } finally {
+    await src.stop();
+  }
+});

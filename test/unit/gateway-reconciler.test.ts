@@ -377,6 +377,19 @@ test('a follower writes no agw-NAME Service or EndpointSlice (the leader does), 
   assert.deepEqual(writes, []);
 });
 
+test('a pathPrefix or rewritePrefix stored before the CRD refused it is Accepted=False InvalidPath, nothing served', async () => {
+  for (const route of [{ name: 'r', pathPrefix: '/a/../b', apiserver: {} }, { name: 'r', pathPrefix: '/x', rewritePrefix: '/x/../..', apiserver: {} }]) {
+    const g = gw('p', '2026-01-01T00:00:00Z');
+    g.spec.routes = [route] as never;
+    const { r, applied, written } = setup([g]);
+    await r.reconcile('team-a/p', silentLogger);
+    assert.deepEqual(applied, [['team-a/p', null]]);
+    const accepted = written.at(-1)![1].conditions!.find((c) => c.type === 'Accepted')!;
+    assert.deepEqual([accepted.status, accepted.reason], ['False', 'InvalidPath']);
+    assert.match(accepted.message, /^spec\.routes\[0\]\.(pathPrefix|rewritePrefix) "[^"]+": a decoded path: no '\/\/' but trailing, no '\.' or '\.\.' segment/);
+  }
+});
+
 test('a name stored before the CRD refused it (over 59 characters: agw-NAME is no Service name) is Accepted=False InvalidName, nothing served', async () => {
   const long = gw('a'.repeat(60), '2026-01-01T00:00:00Z');
   const { r, applied, written } = setup([long]);
