@@ -23,6 +23,12 @@ spec:
   routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
 `;
 
+/** The gateway once its Programmed condition has `reason`. */
+const programmedAs = (ns: string, name: string, reason: string) => waitFor(`${ns}/${name} ${reason}`, async () => {
+  const g = await getGateway(cp, ns, name);
+  return condition(g, 'Programmed')?.reason === reason ? g : undefined;
+}, 20_000);
+
 const service = async (ns: string, name: string) => (await cp.api('GET', `/api/v1/namespaces/${ns}/services/agw-${name}`)).body;
 
 before(async () => {
@@ -69,10 +75,7 @@ test('a LoadBalancer the platform allows: the Service has the type and annotatio
 
 test('an allowed annotation key the apiserver refuses: Programmed=False ExposureInvalid with its reason, the listener serves, other gateways are exposed; a fixed spec is exposed', async () => {
   await applyYaml(cp, gateway('team-a', 'bad-key', '{annotations: {"lb.example.com/not a key": "x"}}'));
-  const gw = await waitFor('ExposureInvalid', async () => {
-    const g = await getGateway(cp, 'team-a', 'bad-key');
-    return condition(g, 'Programmed')?.reason === 'ExposureInvalid' ? g : undefined;
-  }, 20_000);
+  const gw = await programmedAs('team-a', 'bad-key', 'ExposureInvalid');
   assert.match(condition(gw, 'Programmed').message, /the apiserver refused the Service agw-bad-key the gateway needs: .*not a key/);
   assert.equal(condition(gw, 'Ready').status, 'False');
   assert.equal((await curl(`http://127.0.0.1:${gw.status.listener.port}/api`)).status, 401, 'the listener serves');
@@ -86,10 +89,7 @@ test('an allowed annotation key the apiserver refuses: Programmed=False Exposure
 
 test('a type or annotation the platform does not allow is not created: ClusterIP, ExposureNotPermitted, the listener still serves', async () => {
   await applyYaml(cp, gateway('team-b', 'np', '{type: NodePort}'));
-  const gw = await waitFor('np not permitted', async () => {
-    const g = await getGateway(cp, 'team-b', 'np');
-    return condition(g, 'Programmed')?.reason === 'ExposureNotPermitted' ? g : undefined;
-  }, 20_000);
+  const gw = await programmedAs('team-b', 'np', 'ExposureNotPermitted');
   const port = gw.status.listener.port;
   assert.match(condition(gw, 'Programmed').message, /type NodePort \(allowed: ClusterIP, LoadBalancer; --expose-types\); exposed as a plain ClusterIP Service instead/);
   assert.equal(condition(gw, 'Ready').status, 'False');
