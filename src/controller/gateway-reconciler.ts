@@ -296,8 +296,8 @@ export class GatewayReconciler {
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
     // requeues us); not again before the cache shows our own creates, which would be refused (409)
     if (this.leader() && (was?.want !== want || was.refused || (was.seen && (!cached.service || !cached.slice)))) {
-      const message = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service agw-${gw.metadata.name} the gateway needs`)
-        ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice agw-${gw.metadata.name} the gateway needs`);
+      const message = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service ${e.service.metadata.name} the gateway needs`)
+        ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${e.slice.metadata.name} the gateway needs`);
       if (message !== undefined) {
         const refused = { message, until: now + refusedRetryMs };
         this.exposed.set(key, { want, seen: false, refused });

@@ -64,6 +64,7 @@ export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnecti
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
   if (err.status === 401) h['www-authenticate'] = 'Bearer realm="access-gateway"';
+  if (err.status === 405) h.allow = routeMethods;
   if (err.retryAfterSeconds !== undefined) h['retry-after'] = String(err.retryAfterSeconds);
   return h;
 }
@@ -719,7 +720,7 @@ export class Listener {
   private onConnect(req: IncomingMessage, socket: Duplex): void {
     socket.on('error', () => socket.destroy());
     const err = new MethodNotAllowedError('the gateway does not proxy CONNECT (tunnels)', { step: 'request' });
-    endRaw(socket, err, { allow: routeMethods });
+    endRaw(socket, err);
     const t = this.rules;
     t.noRoute.done(req.method, err.status, 0);
     if (t.plan.accessLog.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
@@ -867,10 +868,10 @@ function connOf(sock: object): Conn {
 }
 
 /** Answers a refusal on a raw socket (an upgrade, a CONNECT) with its Status body, and closes it. */
-function endRaw(socket: Duplex, err: AgwError, extra: Record<string, string> = {}): void {
+function endRaw(socket: Duplex, err: AgwError): void {
   const body = statusBody(err);
   let head = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
-  for (const [k, v] of Object.entries({ ...extra, ...errorHeaders(err, body) })) head += `${k}: ${String(v)}\r\n`;
+  for (const [k, v] of Object.entries(errorHeaders(err, body))) head += `${k}: ${String(v)}\r\n`;
   socket.end(head + '\r\n' + body);
   closeSoon(socket);
 }

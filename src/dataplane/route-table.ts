@@ -273,7 +273,7 @@ export class RouteTable {
   /** First route whose prefix (element-wise) and methods (if any) match the decoded path. */
   match(path: string, method: string): CompiledRoute | undefined {
     for (const r of this.routes) {
-      if (underPrefix(path, r.prefix) && (!r.methods || r.methods.has(method))) return r;
+      if (underPrefix(path, r.prefix) && takes(r, method)) return r;
     }
     return undefined;
   }
@@ -295,12 +295,12 @@ export class RouteTable {
       if ((svc.scheme !== undefined && t.scheme !== svc.scheme) || (svc.port !== undefined && String(t.port) !== svc.port)) continue;
       named = true;
       const upstream = r.rewrite ?? r.prefix;
-      if (!underPrefix(path, upstream) || (r.methods && !r.methods.has(method))) continue;
+      if (!underPrefix(path, upstream) || !takes(r, method)) continue;
       // would the path form (its prefix, then `rest`) come to r? Only the earlier routes that can
       // take a path under r's prefix are asked, and no path is built for them (a request per
       // route asked every route with a path built: routes² long prefixes, ms a request)
       const rest = path.slice(upstream.length);
-      if (this.before[i]!.some((b) => (!b.route.methods || b.route.methods.has(method)) && (b.tail === null || underPrefix(rest, b.tail)))) continue;
+      if (this.before[i]!.some((b) => takes(b.route, method) && (b.tail === null || underPrefix(rest, b.tail)))) continue;
       const pathForm = replacePrefix(path, upstream, r.prefix);
       if (mayUse(r)) return { path: pathForm };
       denied ??= pathForm;
@@ -310,6 +310,11 @@ export class RouteTable {
     if (!named) return { status: 403, message: `no route of gateway ${this.key} names ${service}` };
     return { status: 404, message: `no route of gateway ${this.key} serves ${method} ${path} on ${service}` };
   }
+}
+
+/** Whether a route takes requests of `method` (no methods: all). */
+function takes(r: CompiledRoute, method: string): boolean {
+  return !r.methods || r.methods.has(method);
 }
 
 /** Of `earlier`, those that can take a path under `prefix` (both normalized): a prefix of it (every

@@ -14,8 +14,8 @@ export interface ApiserverConnection {
   /** Requests with no credentials of ours (Passthrough): the apiserver is still verified. */
   anonymousPool: Dispatcher;
   /** The same two for upgrades (node:http agents). */
-  identityAgent: HttpAgent | HttpsAgent;
-  anonymousAgent: HttpAgent | HttpsAgent;
+  identityAgent: HttpAgent;
+  anonymousAgent: HttpAgent;
   /** The gateway's own Authorization header (token credentials), kept fresh by the kube layer. */
   authorization(): string | undefined;
 }

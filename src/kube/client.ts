@@ -90,8 +90,8 @@ export interface ApiserverAccess {
   identityPool: Dispatcher;
   anonymousPool: Dispatcher;
   /** The same for upgrades (node:http agents). */
-  identityAgent: HttpAgent | HttpsAgent;
-  anonymousAgent: HttpAgent | HttpsAgent;
+  identityAgent: HttpAgent;
+  anonymousAgent: HttpAgent;
   /** The operator's Authorization header (token credentials), kept fresh. */
   authorization(): string | undefined;
 }
