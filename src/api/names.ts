@@ -12,6 +12,8 @@ export function isDnsLabel(s: string): boolean {
 export function isGatewayName(s: string): boolean {
   return s.length <= 59 && label.test(s);
 }
+/** What is wrong with a name isGatewayName refuses (the CRD rule's message). */
+export const gatewayNameProblem = "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME";
 
 /** Most object names (service accounts among them): a DNS-1123 subdomain of at most 253 characters. */
 export function isDnsSubdomain(s: string): boolean {

@@ -3,7 +3,7 @@
 // TypeScript twin here; a test fails when one is missing), and checks the apiserver cannot do
 // (regexes compile).
 import { applyDefaults } from './defaults.js';
-import { isDnsLabel, isGatewayName } from './names.js';
+import { gatewayNameProblem, isDnsLabel, isGatewayName } from './names.js';
 import type { AccessGateway } from './types.js';
 import { patternTotals, routePatterns } from './regex.js';
 import { schema } from './schema.js';
@@ -36,8 +36,7 @@ export const celRules: Record<string, (self: any) => string | null> = {
   '!self.matches(r"//+[^/]|/[.][.]?(/|;|$)|[%\\\\\\x00-\\x1f\\x7f]")': (self: string) => (typeof self === 'string' ? decodedPathProblem(self) : null),
   // (oldSelf: an update; validate and serve read objects as made)
   "oldSelf.hasValue() || !has(self.metadata.name) || (size(self.metadata.name) <= 59 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))": (self: Obj) =>
-    typeof self.metadata?.name !== 'string' || isGatewayName(self.metadata.name) ? null
-      : "metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME",
+    typeof self.metadata?.name !== 'string' || isGatewayName(self.metadata.name) ? null : gatewayNameProblem,
   '!has(self.access) || self.access.all(a, !has(a.routes) || a.routes.all(n, self.routes.exists(r, r.name == n)))': (self: Obj) => {
     const names = new Set((self.routes ?? []).map((r: Obj) => r.name));
     const unknown = (self.access ?? []).flatMap((a: Obj) => (a.routes ?? []).filter((n: string) => !names.has(n)));

@@ -1,6 +1,6 @@
 // Pure translation: AccessGateway (defaulted) + cluster snapshot -> plan + conditions.
 // No I/O, no clock: golden-tested.
-import { isDnsSubdomain, isGatewayName, teamPrefix } from '../api/names.js';
+import { gatewayNameProblem, isDnsSubdomain, isGatewayName, teamPrefix } from '../api/names.js';
 import { decodedPathProblem, parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
@@ -170,7 +170,7 @@ export function notAccepted(reason: string, message: string): Translation {
 
 export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   // stored before the CRD refused such names: its Service could not be made
-  if (!isGatewayName(gw.metadata.name)) return notAccepted(Reason.InvalidName, `metadata.name must be a DNS label of at most 59 characters (lower-case letters, digits and -): the gateway's Service is named agw-NAME; make it again under such a name`);
+  if (!isGatewayName(gw.metadata.name)) return notAccepted(Reason.InvalidName, `${gatewayNameProblem}; make it again under such a name`);
   const ns = gw.metadata.namespace;
   const spec = gw.spec;
   const routes: RoutePlan[] = [];
