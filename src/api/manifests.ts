@@ -81,9 +81,18 @@ export function loadManifest(file: string): ManifestFile {
   return { file, problem: null, gateways, misspelt };
 }
 
-/** The problem of a gateway that another file (earlier in order) holds already. */
-export function duplicateProblem(g: ManifestGateway, firstFile: string): Problem {
-  return { field: 'metadata.name', message: `${g.key} is in ${firstFile} already: this one is not used` };
+/** Which file names each gateway first, valid or not: its copy is the one used (validate and serve alike). */
+export class FirstFiles {
+  private readonly first = new Map<string, string>();
+
+  /** The problem of `file`'s copy of `g` when an earlier file names it; else null (and, the first, noted). */
+  claim(file: string, g: ManifestGateway): Problem | null {
+    if (!g.named) return null; // (no copy of anything: its own problem says so)
+    const earlier = this.first.get(g.key);
+    if (earlier === undefined) this.first.set(g.key, file);
+    return earlier === undefined || earlier === file ? null
+      : { field: 'metadata.name', message: `${g.key} is in ${earlier} already: this one is not used` };
+  }
 }
 
 /** A problem as one printable line: FILE: AccessGateway NS/NAME: FIELD: WHY. */

@@ -1,21 +1,20 @@
 // access-gateway validate -f FILE|DIR ...: one line per problem (file, object, field, why).
 import { group, kind, version } from '../api/schema.js';
-import { duplicateProblem, loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
+import { FirstFiles, loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
 
 /** Problems as printable lines; empty when every AccessGateway in the files is valid. */
 export function validateFiles(paths: string[]): { lines: string[]; gateways: number } {
   const lines: string[] = [];
   let gateways = 0;
-  const first = new Map<string, string>(); // NS/NAME: the file that has it first
+  const firsts = new FirstFiles();
   for (const file of manifestFiles(paths)) {
     const m = loadManifest(file);
     if (m.problem) lines.push(`${file}: ${m.problem}`);
     for (const x of m.misspelt) lines.push(`${file}: ${x}`);
     for (const g of m.gateways) {
       gateways++;
-      const earlier = first.get(g.key);
-      if (g.named && earlier !== undefined && earlier !== file) g.problems.push(duplicateProblem(g, earlier));
-      else if (g.named) first.set(g.key, file); // (one without a name is no copy: its own problem says so)
+      const copy = firsts.claim(file, g);
+      if (copy) g.problems.push(copy);
       for (const p of g.problems) lines.push(problemLine(file, g, p));
     }
   }

@@ -4,7 +4,7 @@ import { watch, type FSWatcher, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
-import { duplicateProblem, loadManifest, manifestFiles, problemLine, type ManifestGateway } from '../api/manifests.js';
+import { FirstFiles, loadManifest, manifestFiles, problemLine, type ManifestGateway } from '../api/manifests.js';
 import { keyOf } from '../api/keys.js';
 import { canonical } from '../api/canonical.js';
 import type { GatewayEvents, GatewaySource } from './gateway-controller.js';
@@ -84,17 +84,16 @@ export class FileSource implements GatewaySource {
     // a gateway is the first file's that names it, valid or not (as validate says): a later
     // file's copy is not used
     const next = new Map<string, AccessGateway>();
-    const owner = new Map<string, string>();
+    const firsts = new FirstFiles();
     for (const file of files) {
       for (const [k, g] of this.named.get(file) ?? []) {
-        const first = owner.get(k);
-        if (first === undefined) {
-          owner.set(k, file);
+        const copy = firsts.claim(file, g);
+        if (!copy) {
           const gw = this.byFile.get(file)?.get(k);
           if (gw) next.set(k, gw);
           continue;
         }
-        const line = problemLine(file, g, duplicateProblem(g, first));
+        const line = problemLine(file, g, copy);
         this.problems.set(file, [...(this.problems.get(file) ?? []), line]);
         this.log.error({ file, problems: [line] }, 'gateway file has problems');
       }
