@@ -25,11 +25,11 @@ export function manifestFiles(paths: string[]): string[] {
 export interface ManifestGateway {
   /** How messages name it: "AccessGateway NS/NAME" (NAME without a namespace; "(document N[, item M])" without a name). */
   label: string;
-  /** NS/NAME, a manifest without a namespace (or with "") in "default", as kubectl would put it. */
+  /** NS/NAME (its metadata.namespace is set: "default" when it had none). */
   key: string;
   /** Whether it has a name (without one it is no copy of another). */
   named: boolean;
-  /** The object as written (no defaults). */
+  /** The object as written (no defaults but the namespace). */
   object: Record<string, any>;
   problems: Problem[];
 }
@@ -69,7 +69,9 @@ export function loadManifest(file: string): ManifestFile {
       const ns = obj.metadata?.namespace;
       const name = obj.metadata?.name;
       const label = `${kind} ${ns ? `${ns}/` : ''}${name ?? `(${where})`}`;
-      const key = `${ns || 'default'}/${name}`;
+      // without a namespace (or with "" or null): "default", as kubectl would put it
+      obj.metadata = { ...obj.metadata, namespace: ns || 'default' };
+      const key = `${obj.metadata.namespace}/${name}`;
       const problems = obj.apiVersion !== `${group}/${version}`
         ? [{ field: 'apiVersion', message: `must be ${group}/${version}, got ${JSON.stringify(obj.apiVersion)}` }]
         : validateGateway(obj);

@@ -132,8 +132,6 @@ export class FileSource implements GatewaySource {
     this.named.set(file, named);
     for (const g of m.gateways) {
       const obj = g.object;
-      // a manifest without a namespace (or with "") goes to "default", as kubectl would put it
-      obj.metadata = { ...obj.metadata, namespace: obj.metadata?.namespace || 'default' };
       const key = g.key;
       if (g.problems.length) {
         problems.push(...g.problems.map((p) => problemLine(file, g, p)));
