@@ -220,6 +220,39 @@ test('shared pools are a target\'s own: another port, another Service, a route w
   assert.equal(pools.size, 0);
 });
 
+test('tenancy: another team granted a Service shares its pools, and neither its tables nor a build of its that fails give back the owner\'s references', () => {
+  const pools = new PoolRegistry();
+  const snap = {
+    services: { 'team-a/ledger': { metadata: { name: 'ledger', namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } } },
+    endpointSlices: { 'team-a/ledger': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: ['198.18.0.2'] }, { addresses: ['198.18.0.3'] }] }] },
+    referenceGrants: { 'team-a': [{ spec: { from: [{ group: 'access-gateway.io', kind: 'AccessGateway', namespace: 'team-b' }], to: [{ group: '', kind: 'Service' }] } }] },
+  };
+  const build = (ns: string, routes: unknown[], bad = false) => {
+    const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: ns, generation: 1 },
+      spec: { authentication: { audiences: ['gw'] }, access: [], routes } } as unknown as AccessGateway;
+    const t = translate(applyDefaults(gw), { port: { port: 1 }, ...snap } as never);
+    assert.ok(t.plan, JSON.stringify(t.conditions));
+    if (bad) (t.plan.routes.at(-1)!.target as { acceptPaths: string[] }).acceptPaths = ['(']; // compiling it throws, after the others took pools
+    return RouteTable.build(t.plan, { apiserver: {} as DataplaneDeps['apiserver'], log: silentLogger, pools, metrics: testMetrics(), reviewer: {} as DataplaneDeps['reviewer'] });
+  };
+  const a = build('team-a', [{ name: 'r1', pathPrefix: '/a', service: { name: 'ledger', port: 'http' } }, { name: 'r2', pathPrefix: '/b', service: { name: 'ledger', port: 80 } }]);
+  const owned = a.routes.flatMap((r) => r.backend!.pools);
+  const bRoutes = Array.from({ length: 4 }, (_, j) => ({ name: `b${j}`, pathPrefix: `/p${j}`, service: { name: 'ledger', namespace: 'team-a', port: j % 2 ? 80 : 'http' } }));
+  let prev: RouteTable | undefined;
+  for (let i = 0; i < 3; i++) {
+    const b = build('team-b', bRoutes);
+    assert.equal(b.routes[0]!.backend!.pools[0], owned[0], 'the same pool objects (the registry is process-wide)');
+    prev?.dispose(b);
+    prev = b;
+  }
+  assert.throws(() => build('team-b', [...bRoutes, { name: 'k', pathPrefix: '/k', apiserver: {} }], true));
+  prev!.dispose();
+  assert.ok(owned.every((p) => !p.retired), 'team-a\'s pools are still its own');
+  assert.equal(pools.size, 2);
+  a.dispose();
+  assert.equal(pools.size, 0);
+});
+
 test('the services-proxy form chooses as its plain definition does (every route, the path form built and matched), over generated routes and paths', () => {
   // the definition: the first route to the Service whose upstream paths hold PATH and that the
   // path form, built, would be routed to; the table asks only earlier routes that can take it
