@@ -1,6 +1,7 @@
 // Service routes: Service + EndpointSlices (+ ReferenceGrant, CA bundle) -> endpoints, or why not.
 // Pure: everything comes from the snapshot.
 import { BlockList, isIP } from 'node:net';
+import { caBundleLabel } from '../api/labels.js';
 import { GatewayBundles } from '../api/pem.js';
 import type { Route } from '../api/types.js';
 import { Reason } from '../api/conditions.js';
@@ -140,6 +141,13 @@ export function caBundleText(snap: Pick<ServiceSnapshot, 'caBundles'>, kind: str
   return data && Object.hasOwn(data, key) ? data[key] : undefined;
 }
 
+/** Why a CA bundle reference has no text: its object is not there (nor labelled), or lacks the key. */
+export function caBundleMissing(snap: Pick<ServiceSnapshot, 'caBundles'>, kind: string, ns: string, name: string, key: string): string {
+  return snap.caBundles?.[`${kind}/${ns}/${name}`]
+    ? `the object is there but has no key ${key}`
+    : `not found (the object must exist and be labelled ${caBundleLabel}=true)`;
+}
+
 /** Resolves one service route of gateway namespace `gwNs`. */
 export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bundles: GatewayBundles): { target: ServiceTarget; problem: ServiceProblem | null } {
   const s = r.service!;
@@ -162,14 +170,9 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bu
   if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
   if (s.caRef) {
     const pem = caBundleText(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key);
-    const bundle = pem ? bundles.parse(pem) : { problem: '' };
-    if (!pem || 'problem' in bundle) {
-      // a bundle that is there but over the bound or broken says so; anything else is missing
-      const why = pem?.includes('-----BEGIN CERTIFICATE-----') && 'problem' in bundle ? bundle.problem
-        : 'no PEM CA bundle (the object must exist and be labelled access-gateway.io/ca-bundle=true)';
-      return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: ${why}`, 503);
-    }
-    target.ca = pem;
+    const bundle = pem === undefined ? { problem: caBundleMissing(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key) } : bundles.parse(pem);
+    if ('problem' in bundle) return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: ${bundle.problem}`, 503);
+    target.ca = pem!;
   }
   const ready = readyOnce(snap.endpointSlices?.[`${ns}/${s.name}`] ?? [], sp.name ?? '', ns, snap.pods);
   target.endpoints = [...ready.endpoints];

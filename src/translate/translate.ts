@@ -8,10 +8,10 @@ import { Recent } from '../recent.js';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
 import { describePatternProblem, patternTotals, routePatterns, type PatternTotals } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
-import { accessLogAnnotation, caBundleLabel, listenerTLSLabel } from '../api/labels.js';
+import { accessLogAnnotation, listenerTLSLabel } from '../api/labels.js';
 import { GatewayBundles, keyTypeProblem, textKey } from '../api/pem.js';
 import { cond, type ConditionDraft } from './conditions.js';
-import { caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
+import { caBundleMissing, caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
 
 /** What the controller knows about the cluster that the spec alone does not say. */
@@ -91,7 +91,7 @@ export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap:
   if (!ref) return null;
   const where = `${ref.kind} ${ns}/${ref.name} key ${ref.key}`;
   const pem = caBundleText(snap, ref.kind, ns, ref.name, ref.key);
-  if (pem === undefined) return { problem: `client CA ${where} not found (the object must exist and be labelled ${caBundleLabel}=true)` };
+  if (pem === undefined) return { problem: `client CA ${where}: ${caBundleMissing(snap, ref.kind, ns, ref.name, ref.key)}` };
   const certs = bundles.parse(pem);
   if ('problem' in certs) return { problem: `client CA ${where}: ${certs.problem}` };
   const notAfter = Math.min(...certs.map((c) => c.validToDate.getTime()));

@@ -190,7 +190,7 @@ test('a client CA that cannot be resolved is ResolvedRefs=False InvalidCertifica
     return condition(g, 'ResolvedRefs')?.status === 'False' ? g : undefined;
   }, 20_000);
   assert.equal(condition(gw, 'ResolvedRefs').reason, 'InvalidCertificateRef');
-  assert.match(condition(gw, 'ResolvedRefs').message, /client CA ConfigMap team-b\/a-only-ca key ca.crt not found/);
+  assert.match(condition(gw, 'ResolvedRefs').message, /client CA ConfigMap team-b\/a-only-ca key ca.crt: not found/);
   assert.equal(condition(gw, 'Ready').status, 'False');
   const bAlice = certKubeconfig('b-alice-2', 'team-b', certs.bAlice!);
   assert.equal((await whoami(bAlice)).username, 'team:team-b:alice');

@@ -159,8 +159,9 @@ test('translate: a gateway\'s distinct CA bundles together may hold 512 KiB; a b
 
 test('translate: a missing or unreadable client CA is InvalidCertificateRef and no listener', () => {
   const cases: [Record<string, Record<string, string>>, RegExp][] = [
-    [{}, /client CA ConfigMap team-a\/cas key ca.crt not found \(the object must exist and be labelled access-gateway.io\/ca-bundle=true\)/],
-    [{ 'ConfigMap/team-a/cas': { 'other.crt': ca.cert } }, /not found/],
+    [{}, /client CA ConfigMap team-a\/cas key ca.crt: not found \(the object must exist and be labelled access-gateway.io\/ca-bundle=true\)/],
+    [{ 'ConfigMap/team-a/cas': { 'other.crt': ca.cert } }, /client CA ConfigMap team-a\/cas key ca.crt: the object is there but has no key ca.crt;/],
+    [{ 'ConfigMap/team-a/cas': {} }, /: the object is there but has no key ca.crt;/],
     [{ 'ConfigMap/team-a/cas': { 'ca.crt': 'hello' } }, /client CA ConfigMap team-a\/cas key ca.crt: no PEM certificate in it/],
     [{ 'ConfigMap/team-a/cas': { 'ca.crt': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----' } }, /not a valid PEM certificate/],
   ];
@@ -175,7 +176,7 @@ test('translate: a missing or unreadable client CA is InvalidCertificateRef and 
   // a key named as an object's inherited function is a key the object lacks, not that function
   for (const key of ['constructor', 'toString', '__proto__']) {
     const t = translate(gateway({ kind: 'ConfigMap', name: 'cas', key }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } } });
-    assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, new RegExp(`client CA ConfigMap team-a/cas key ${key} not found`));
+    assert.match(t.conditions.find((c) => c.type === 'ResolvedRefs')!.message, new RegExp(`client CA ConfigMap team-a/cas key ${key}: the object is there but has no key ${key};`));
   }
 });
 
@@ -188,8 +189,18 @@ test('translate: a route\'s caRef key named as an object\'s inherited function i
     const t = translate(gw, { port: { port: 1 }, services: { 'team-a/w': { spec: { ports: [{ port: 443 }] } } }, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': ca.cert } } });
     const resolved = t.conditions.find((c) => c.type === 'ResolvedRefs')!;
     assert.equal(resolved.reason, 'InvalidCertificateRef');
-    assert.match(resolved.message, new RegExp(`route w: ConfigMap team-a/cas key ${key}: no PEM CA bundle`));
+    assert.match(resolved.message, new RegExp(`route w: ConfigMap team-a/cas key ${key}: the object is there but has no key ${key}$`));
   }
+  // a route naming an object that is not there (or not labelled), or a key holding no PEM, says so
+  const gw = (key: string) => applyDefaults({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'svc', namespace: 'team-a', generation: 1 },
+    spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'w', pathPrefix: '/', service: { name: 'w', port: 443, scheme: 'https' as const, caRef: { kind: 'ConfigMap' as const, name: 'cas', key } } }] },
+  });
+  const message = (caBundles: Record<string, Record<string, string>>) => translate(gw('ca.crt'), { port: { port: 1 }, services: { 'team-a/w': { spec: { ports: [{ port: 443 }] } } }, caBundles })
+    .conditions.find((c) => c.type === 'ResolvedRefs')!.message;
+  assert.match(message({}), /route w: ConfigMap team-a\/cas key ca.crt: not found \(the object must exist and be labelled access-gateway.io\/ca-bundle=true\)$/);
+  assert.match(message({ 'ConfigMap/team-a/cas': { 'ca.crt': 'hello' } }), /route w: ConfigMap team-a\/cas key ca.crt: no PEM certificate in it$/);
+  assert.match(message({ 'ConfigMap/team-a/cas': { 'ca.crt': '' } }), /route w: ConfigMap team-a\/cas key ca.crt: no PEM certificate in it$/);
 });
 
 test('certificateIdentity: CN and each O, prefixed, groups once; subjects it cannot forward are refused', () => {

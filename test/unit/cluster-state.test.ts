@@ -244,6 +244,12 @@ test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt 
   Object.defineProperty(kept.data, '__proto__', { value: 'PROTO', enumerable: true });
   const both = state.snapshotFor(two).caBundles!['ConfigMap/a/ca']!;
   assert.deepEqual([Object.hasOwn(both, 'bundle.pem') && both['bundle.pem'], Object.hasOwn(both, '__proto__') && both['__proto__']], ['PEM', 'PROTO']);
+  // an object that is there but lacks the key is told apart from one that is not there (the message says which)
+  const lacking = structuredClone(gw);
+  for (const r of lacking.spec.routes.slice(1)) r.service!.caRef = { kind: 'Secret', name: 'cas', key: 'absent.crt' };
+  lacking.spec.listener!.tls!.clientCA = { kind: 'ConfigMap', name: 'nowhere', key: 'ca.crt' };
+  const told = state.snapshotFor(lacking).caBundles!;
+  assert.deepEqual([told['Secret/a/cas'], Object.hasOwn(told, 'ConfigMap/a/nowhere')], [{}, false]);
   assert.ok(JSON.stringify(snap).length < 1_000, 'nothing of the annotations, managed fields or other keys is kept');
 });
 
