@@ -15,27 +15,43 @@ export class EndpointPool {
   readonly host: string;
   /** The endpoint, as error messages name it. */
   readonly what: string;
-  /** Keep-alive connections for requests. */
-  readonly pool: Pool;
-  /** For upgrades (WebSocket, SPDY), which leave the pool. */
-  readonly agent: HttpAgent | HttpsAgent;
   outstanding = 0;
   served = 0;
   ejectedUntil = 0;
   private ejections = 0;
   refs = 0;
   retired = false;
+  private made?: { pool: Pool; agent: HttpAgent | HttpsAgent };
 
-  constructor(readonly key: string, scheme: 'http' | 'https', ep: Endpoint, ca: string | null, serverName: string, service: string) {
+  constructor(readonly key: string, private readonly scheme: 'http' | 'https', ep: Endpoint,
+    private readonly ca: string | null, private readonly serverName: string, service: string) {
     const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
     this.url = new URL(`${scheme}://${host}:${ep.port}`);
     this.host = this.url.host;
     this.what = `Service ${service} endpoint ${this.host}`;
-    const tls = scheme === 'https' ? { servername: serverName, ...(ca ? { secureContext: secureContextFor(ca) } : {}), rejectUnauthorized: true } : {};
+  }
+
+  /** Keep-alive connections for requests (made at the first request: a Service of 5,000
+   * endpoints took 30 ms a thousand to make them all, and ~18 KiB each, most never used). */
+  get pool(): Pool {
+    return this.connections().pool;
+  }
+
+  /** For upgrades (WebSocket, SPDY), which leave the pool. */
+  get agent(): HttpAgent | HttpsAgent {
+    return this.connections().agent;
+  }
+
+  /** (One retired and closed before a request it was picked for: that request's end closes it again.) */
+  private connections(): { pool: Pool; agent: HttpAgent | HttpsAgent } {
+    if (this.made) return this.made;
+    const tls = this.scheme === 'https'
+      ? { servername: this.serverName, ...(this.ca ? { secureContext: secureContextFor(this.ca) } : {}), rejectUnauthorized: true } : {};
     // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
-    this.pool = new Pool(this.url.origin, { connect: tls, keepAliveTimeout: 60_000, allowH2: false });
+    const pool = new Pool(this.url.origin, { connect: tls, keepAliveTimeout: 60_000, allowH2: false });
     const common = { keepAlive: false };
-    this.agent = scheme === 'https' ? new HttpsAgent({ ...common, ...tls }) : new HttpAgent(common);
+    const agent = this.scheme === 'https' ? new HttpsAgent({ ...common, ...tls }) : new HttpAgent(common);
+    return (this.made = { pool, agent });
   }
 
   /** Takes the endpoint out of rotation, longer each time in a row (1 s .. 30 s). */
@@ -48,8 +64,9 @@ export class EndpointPool {
   }
 
   close(): void {
-    void this.pool.close().catch(() => {});
-    this.agent.destroy();
+    if (!this.made) return;
+    void this.made.pool.close().catch(() => {});
+    this.made.agent.destroy();
   }
 
   /** One request finished. */

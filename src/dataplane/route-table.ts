@@ -19,7 +19,7 @@ import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
 import { RateLimiter } from '../auth/rate-limit.js';
-import { PoolRegistry, ServiceBackend, type EndpointPool } from './endpoints.js';
+import { PoolRegistry, ServiceBackend, secureContextFor, type EndpointPool } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
@@ -160,7 +160,11 @@ export class RouteTable {
       const key = `${t.scheme} ${t.namespace}/${t.name}:${t.port} ${t.serverName} ${t.ca === null ? '-' : textKey(t.ca)}`;
       let pools = byTarget.get(key);
       if (pools) for (const p of pools) deps.pools.hold(p);
-      else byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e))));
+      else {
+        // made here, once: a CA OpenSSL refuses fails the build, not a request (pools connect at their first)
+        if (t.scheme === 'https' && t.ca !== null) secureContextFor(t.ca);
+        byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e))));
+      }
       for (const p of pools) acquired.push(p); // (a spread of 150,000 overflows the stack)
       return pools;
     };

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -55,6 +56,38 @@ test('pools are shared, reference-counted and closed when unused', () => {
   assert.equal(reg.size, 2);
   assert.ok(b.pools[2]!.retired);
   assert.ok(!a.pools[0]!.retired);
+});
+
+test('an endpoint\'s connections are made at its first request, not when a table takes it; one retired before its first request serves it and is closed at its end', async () => {
+  const made = (p: EndpointPool) => (p as unknown as { made?: unknown }).made !== undefined;
+  const reg = new PoolRegistry();
+  const many = target(200);
+  const pools = many.endpoints.map((e) => reg.acquire(many, e));
+  assert.deepEqual(pools.filter(made).length, 0, 'a Service of many endpoints costs no connection pool until one is used');
+  for (const p of pools) reg.release(p); // closing one never used makes none
+  assert.deepEqual(pools.filter(made).length, 0);
+
+  let open = 0;
+  const srv = createHttpServer((_req, res) => res.end('ok'));
+  srv.on('connection', (s) => { open++; s.on('close', () => open--); });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const local: ServiceTarget = { ...target(0), endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+  const p = reg.acquire(local, local.endpoints[0]!);
+  try {
+    reg.release(p); // its table replaced while a request waited for its caller's token
+    assert.ok(p.retired && !made(p));
+    p.outstanding++; // the request goes on with the endpoint it picked
+    const r = await p.pool.request({ path: '/', method: 'GET' });
+    assert.equal(await r.body.text(), 'ok');
+    assert.equal(open, 1);
+    p.release();
+    for (let i = 0; i < 100 && open > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(open, 0, 'the keep-alive connection of a retired endpoint is closed when its last request ends');
+  } finally {
+    p.close();
+    srv.closeAllConnections();
+    srv.close();
+  }
 });
 
 test('rate limiter: burst, refill, per caller, bounded', () => {
