@@ -46,7 +46,8 @@ export function parseUnverified(token: string): UnverifiedJwt {
   if (parts.length !== 3) throw new UnauthenticatedError('invalid bearer token: not a JWT (expected three dot-separated parts)');
   const { alg, kid } = json(parts[0]!, 'header');
   if (typeof alg !== 'string' || !signingAlgs.has(alg)) {
-    throw new UnauthenticatedError(`invalid bearer token: alg ${typeof alg === 'string' ? alg.slice(0, 16) : String(alg)} is not accepted`);
+    // (an object is not stringified: its own toString may be anything, or throw)
+    throw new UnauthenticatedError(`invalid bearer token: alg ${typeof alg === 'string' ? alg.slice(0, 16) : typeof alg === 'object' && alg !== null ? 'of a JSON object' : String(alg)} is not accepted`);
   }
   if (kid !== undefined && typeof kid !== 'string') throw new UnauthenticatedError('invalid bearer token: malformed kid');
   if (!segment.test(parts[2]!)) throw new UnauthenticatedError('invalid bearer token: not a JWT (signature is missing or not base64url)');
