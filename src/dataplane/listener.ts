@@ -167,6 +167,9 @@ export class Listener {
       throw err;
     }
     this.server.maxConnections = limits.maxConnections;
+    // every header read (Node keeps the first 1,000 and drops the rest unsaid: a Content-Length or
+    // an Impersonate-User past them was lost); 16 KiB of them at most (maxHeaderSize)
+    this.server.maxHeadersCount = 0;
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));
     this.server.on('connection', (raw: Socket) => this.onConnection(raw));
     // an Expect other than 100-continue: Node's own 417 would keep the connection, unadmitted, open

@@ -2099,3 +2099,25 @@ test('an upgrade whose endpoint cannot be reached ejects it, as a request does: 
     assert.match((await exchange([c], () => get(alice), (x) => /ok$|\}$/.test(x)))[0]!, /^HTTP\/1\.1 200/, `request ${i}`);
   }
 });
+
+test('every header is read: a body whose length or chunking is named after 1,000 other headers reaches the upstream whole', async (t) => {
+  const { m, held } = managerFor(t);
+  // an upstream that reads every header too
+  const u = createHttpServer({ maxHeaderSize: 64 * 1024 }, (req, res) => {
+    let n = '';
+    req.on('data', (c: Buffer) => { n += c.toString(); });
+    req.on('end', () => res.end(JSON.stringify({ body: n, filler: Object.keys(req.headers).filter((h) => /^x-f\d/.test(h)).length })));
+  });
+  u.maxHeadersCount = 0;
+  await new Promise<void>((r) => u.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { u.closeAllConnections(); u.close(); });
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), (u.address() as { port: number }).port));
+  const filler = Array.from({ length: 1_200 }, (_, i) => `X-F${i}: y\r\n`).join('');
+  for (const framing of ['Content-Length: 5\r\n\r\nhello', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n']) {
+    const s = await silent(port, held);
+    const [text] = await exchange([s], () => `POST /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n${filler}${framing}`, (x) => x.includes('}') || /^HTTP\/1\.1 [^2]/.test(x));
+    assert.match(text!, /^HTTP\/1\.1 200/);
+    assert.deepEqual(JSON.parse(text!.slice(text!.indexOf('{'))), { body: 'hello', filler: 1_200 }, framing);
+  }
+});
