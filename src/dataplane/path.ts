@@ -78,11 +78,16 @@ export interface FilterRefusal { why: string; field: string }
 /** The acceptPaths pattern that let a request through. */
 export interface FilterPass { accepted: { field: string; pattern: string } }
 
+/** Methods whose rejectMethods verdict a filter remembers, at most (Node's parser knows 35). */
+const rememberedMethods = 64;
+
 /** kubectl proxy's filter: reject paths, then reject methods, then accept paths (RE2, unanchored search). */
 export class PathFilter {
   private readonly accept: Regex[];
   private readonly rejectPaths: Regex[];
   private readonly rejectMethods: Regex[];
+  /** The rejectMethods pattern (index, or -1) refusing each method seen: a verdict depends on the method alone. */
+  private readonly methodVerdicts = new Map<string, number>();
   /** RE2 instructions of all its patterns: checking a path costs up to this much per character. */
   readonly size: number;
   /** Its patterns, as one string: two filters with the same key give the same verdicts. */
@@ -103,11 +108,24 @@ export class PathFilter {
   check(method: string, path: string): FilterRefusal | FilterPass {
     let i = this.rejectPaths.findIndex((r) => r.test(path));
     if (i >= 0) return this.refusal(`path ${path} is rejected by`, 'rejectPaths', i);
-    i = this.rejectMethods.findIndex((r) => r.test(method));
+    i = this.methodVerdicts.get(method) ?? this.rejectedMethod(method);
     if (i >= 0) return this.refusal(`method ${method} is rejected by`, 'rejectMethods', i);
     i = this.accept.findIndex((r) => r.test(path));
     if (i < 0) return { why: `path ${path} is not accepted by any of ${this.field}.acceptPaths`, field: `${this.field}.acceptPaths` };
     return { accepted: { field: `${this.field}.acceptPaths[${i}]`, pattern: this.spec.acceptPaths[i]! } };
+  }
+
+  /** The first rejectMethods pattern matching `method` in upper case (as Node gives it) or in lower
+   * case, or -1: RE2 is case-sensitive and the CRD admits "delete", which would never match
+   * DELETE. (A mixed-case pattern, "Delete", still matches neither; compiling the patterns with
+   * (?i) instead would fold their class ranges, work the bounds checked in translate do not count.)
+   * Remembered per method: a route's requests test the patterns once per method, not each time. */
+  private rejectedMethod(method: string): number {
+    const upper = method.toUpperCase();
+    const lower = method.toLowerCase();
+    const i = this.rejectMethods.findIndex((r) => r.test(upper) || r.test(lower));
+    if (this.methodVerdicts.size < rememberedMethods) this.methodVerdicts.set(method, i);
+    return i;
   }
 
   private refusal(what: string, list: 'rejectPaths' | 'rejectMethods', i: number): FilterRefusal {

@@ -83,6 +83,21 @@ test('kubectl proxy filter semantics: reject paths, then methods, then accept pa
   assert.ok('accepted' in g.check('GET', '/api/v1/namespaces/a/configmaps'));
 });
 
+test('rejectMethods match whatever the case of the pattern: "delete" rejects DELETE (Node gives methods in upper case)', () => {
+  const f = new PathFilter({ acceptPaths: ['^/api/'], rejectPaths: [], rejectMethods: ['^delete$', 'pat', '^PO[A-Z]+$'] }, 'team-a', 'spec.routes[0].apiserver');
+  assert.equal(why(f.check('DELETE', '/api/v1/x')).why, 'method DELETE is rejected by spec.routes[0].apiserver.rejectMethods[0] "^delete$"');
+  assert.equal(why(f.check('PATCH', '/api/v1/x')).field, 'spec.routes[0].apiserver.rejectMethods[1]');
+  assert.equal(why(f.check('POST', '/api/v1/x')).field, 'spec.routes[0].apiserver.rejectMethods[2]');
+  assert.equal(why(f.check('delete', '/api/v1/x')).field, 'spec.routes[0].apiserver.rejectMethods[0]');
+  // the verdict is remembered per method, and the same on every request
+  assert.equal(why(f.check('DELETE', '/api/v1/y')).field, 'spec.routes[0].apiserver.rejectMethods[0]');
+  assert.ok('accepted' in f.check('GET', '/api/v1/x'));
+  assert.ok('accepted' in f.check('GET', '/api/v1/x'));
+  assert.ok('accepted' in f.check('DELETEX', '/api/v1/x'));
+  // rejectPaths still come first, and a path the method filter passes is still checked against acceptPaths
+  assert.match(why(f.check('GET', '/version')).why, /acceptPaths/);
+});
+
 test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
   const f = new PathFilter({ acceptPaths: ['^/(a+)+$'], rejectPaths: [], rejectMethods: [] }, 'team-a');
   // with a backtracking engine this is ~2^4000 steps; the test would never end
