@@ -4,6 +4,7 @@
 // Discovery and keys are fetched from the issuer (with its CA), cached, refreshed on an unknown
 // kid at most every 10 s, and an issuer that cannot be reached fails closed (503 for tokens not
 // cached yet).
+import { parse } from '@bufbuild/cel';
 import { decodeJwt, errors as jose, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
 import { Agent, fetch } from 'undici';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
@@ -54,6 +55,36 @@ function compile(source: string, field: string): CelProgram {
   }
 }
 
+/**
+ * The claims an expression reads by a name written in it: `claims.NAME`, `has(claims.NAME)`,
+ * `claims["NAME"]` (and `claims.?NAME`, should the parser take it), wherever they stand. Read from
+ * the parsed expression, not its text: `claims.emailx`, `claims.email_verified`, `'claims.email'` (a
+ * string) and `x.claims.email` do not read claims.email. The apiserver counts selects only;
+ * `claims["email"]` is the same read, so it counts here (a username made so is refused, where the
+ * apiserver would take it), and `claims["email_verified"]` likewise. A name computed when it runs
+ * (`claims['em' + 'ail']`) is not seen, nor by the apiserver. `source` has compiled already.
+ */
+function claimsRead(source: string): Set<string> {
+  const names = new Set<string>();
+  const isClaims = (e: unknown) => {
+    const k = (e as { exprKind?: { case?: string; value?: { name?: string } } } | undefined)?.exprKind;
+    return k?.case === 'identExpr' && k.value?.name === 'claims';
+  };
+  const walk = (node: unknown): void => {
+    if (!node || typeof node !== 'object' || ArrayBuffer.isView(node)) return;
+    const kind = (node as { exprKind?: { case?: string; value?: Record<string, unknown> } }).exprKind;
+    if (kind?.case === 'selectExpr' && isClaims(kind.value?.operand)) names.add(String(kind.value!.field));
+    if (kind?.case === 'callExpr' && ['_[_]', '_?._', '_[?_]'].includes(String(kind.value?.function))) {
+      const [on, key] = kind.value!.args as unknown[];
+      const c = (key as { exprKind?: { case?: string; value?: { constantKind?: { case?: string; value?: unknown } } } } | undefined)?.exprKind;
+      if (isClaims(on) && c?.case === 'constExpr' && c.value?.constantKind?.case === 'stringValue') names.add(String(c.value.constantKind.value));
+    }
+    for (const v of Object.values(node)) walk(v);
+  };
+  walk(parse(source).expr);
+  return names;
+}
+
 export class OidcIssuer {
   readonly url: string;
   private readonly audiences: string[];
@@ -90,6 +121,16 @@ export class OidcIssuer {
     this.claimRules = (cfg.claimValidationRules ?? []).map((r, i) => (r.expression !== undefined
       ? { program: compile(r.expression, `claimValidationRules[${i}].expression`), message: r.message ?? `claimValidationRules[${i}] failed` }
       : { claim: r.claim ?? '', value: r.requiredValue ?? '' }));
+    // the apiserver's rule: a username made from claims.email by an expression (the claim form is
+    // checked per token below) needs the configuration to read claims.email_verified somewhere the
+    // claims are checked or mapped, or an unverified address would be someone's username
+    const usernameReads = 'program' in this.username ? claimsRead(this.username.program.source) : new Set<string>();
+    if (usernameReads.has('email') && !usernameReads.has('email_verified')
+      && ![...this.extra.map((e) => e.program), ...this.claimRules.flatMap((r) => ('program' in r ? [r.program] : []))]
+        .some((p) => claimsRead(p.source).has('email_verified'))) {
+      throw new Error('claimMappings.username.expression: it reads claims.email, so claims.email_verified must be read in claimMappings.username.expression, '
+        + 'claimMappings.extra[*].valueExpression or claimValidationRules[*].expression (as the apiserver requires: else an unverified address is a username)');
+    }
     this.userRules = (cfg.userValidationRules ?? []).map((r, i) => ({
       program: compile(r.expression, `userValidationRules[${i}].expression`), message: r.message ?? `userValidationRules[${i}] failed` }));
     this.dispatcher = new Agent({ connect: cfg.issuer.certificateAuthority ? { ca: cfg.issuer.certificateAuthority } : {}, connections: 4 });

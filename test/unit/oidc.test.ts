@@ -35,6 +35,38 @@ test('configuration is checked as the apiserver checks it, with the compiler mes
   assert.match(all.states()['https://b.example.com']!, /jwt\[2\] \(https:\/\/b.example.com\): claimMappings.username.expression/);
 });
 
+test('a username expression reading claims.email needs claims.email_verified read too (the apiserver refuses it at load), read from the parsed expression', () => {
+  const withMappings = (username: string, more: Partial<JwtAuthenticator['claimMappings']> = {}, rules?: JwtAuthenticator['claimValidationRules']) =>
+    base({ claimMappings: { username: { expression: username }, ...more }, ...(rules ? { claimValidationRules: rules } : {}) });
+  const unverified = /claimMappings.username.expression: it reads claims.email, so claims.email_verified must be read/;
+  // the bypass: an unverified address became a username (claim: email is checked per token)
+  for (const username of ["'idp:' + claims.email", "'idp:' + claims[\"email\"]", "has(claims.email) ? 'idp:' + claims.email : claims.sub",
+    "[claims.sub, claims.email].filter(x, x != '')[0]", "claims.emailx == '' ? claims.email : claims.sub"]) {
+    assert.throws(() => new OidcIssuer(withMappings(username)), unverified, username);
+  }
+  // reading the flag where only groups or uid are mapped does not count, as in the apiserver
+  assert.throws(() => new OidcIssuer(withMappings("'idp:' + claims.email", { groups: { expression: 'claims.email_verified ? claims.groups : []' } })), unverified);
+  assert.throws(() => new OidcIssuer(withMappings("'idp:' + claims.email", { uid: { expression: 'string(claims.email_verified)' } })), unverified);
+  // the claim form of a validation rule does not count either (the apiserver reads only expressions)
+  assert.throws(() => new OidcIssuer(withMappings("'idp:' + claims.email", {}, [{ claim: 'email_verified', requiredValue: 'true' }])), unverified);
+  // the flag read in the username, an extra or a claim rule (select or index) is what the apiserver takes
+  const ok: JwtAuthenticator[] = [
+    withMappings("claims.email_verified ? 'idp:' + claims.email : ''"),
+    withMappings("'idp:' + claims.email", {}, [{ expression: 'claims.email_verified == true', message: 'verified emails only' }]),
+    withMappings("'idp:' + claims.email", {}, [{ expression: "claims['email_verified']" }]),
+    withMappings("'idp:' + claims.email", { extra: [{ key: 'example.com/verified', valueExpression: 'string(claims.email_verified)' }] }),
+    // no claims.email read: another claim, a longer name, a string, another variable's field
+    withMappings("'idp:' + claims.emailx + 'claims.email'"),
+    withMappings("'idp:' + claims.sub", { groups: { expression: '[claims.email]' } }),
+  ];
+  for (const cfg of ok) assert.doesNotThrow(() => new OidcIssuer(cfg), JSON.stringify(cfg));
+  assert.throws(() => new OidcIssuer(ok[1]!).identity({ email: 'ceo@example.com', email_verified: false }), /verified emails only/);
+  assert.equal(new OidcIssuer(ok[1]!).identity({ email: 'a@example.com', email_verified: true }).username, 'idp:a@example.com');
+  // an issuer so configured is a problem of its own (the gateway naming it: Accepted=False, InvalidIssuer)
+  const all = new OidcIssuers({ jwt: [withMappings("'idp:' + claims.email")] });
+  assert.match(all.states()['https://idp.example.com']!, /^jwt\[0\] \(https:\/\/idp.example.com\): claimMappings.username.expression: it reads claims.email/);
+});
+
 test('claims map to the identity; system: names and failed rules are refused', () => {
   const i = new OidcIssuer(base({
     claimValidationRules: [{ claim: 'hd', requiredValue: 'example.com' }],
