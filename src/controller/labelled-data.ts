@@ -69,6 +69,9 @@ export class LabelledData {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   private closed = false;
+  /** A CA Secret's keys decoded, by the object as cached (a new one for each version): once, and
+   * the same string in each plan (a plan an open request holds keeps its own copy otherwise). */
+  private readonly decoded = new WeakMap<Labelled, Map<string, string>>();
 
   constructor(private readonly client: KubeClient, private readonly opts: {
     namespaces: string[]; log: Logger; metrics?: Metrics; maxBytesPerNamespace: number; onChange: (ref: Ref) => void;
@@ -96,8 +99,17 @@ export class LabelledData {
   bundle(kind: 'Secret' | 'ConfigMap', ns: string, name: string, key: string): string | null | 'aside' | undefined {
     const o = this.found(ns, (kind === 'Secret' ? this.caSecrets : this.caConfigMaps).watch.get(ns, name));
     if (o === 'aside' || o === undefined) return o;
-    const v = o.data && Object.hasOwn(o.data, key) ? o.data[key]! : null;
-    return v !== null && kind === 'Secret' ? Buffer.from(v, 'base64').toString('utf8') : v;
+    const read = () => (o.data && Object.hasOwn(o.data, key) ? o.data[key]! : null);
+    if (kind === 'ConfigMap') return read();
+    let keys = this.decoded.get(o);
+    if (!keys) this.decoded.set(o, (keys = new Map()));
+    const known = keys.get(key);
+    if (known !== undefined) return known;
+    const v = read();
+    if (v === null) return null;
+    const text = Buffer.from(v, 'base64').toString('utf8');
+    keys.set(key, text);
+    return text;
   }
 
   /** Why a namespace's labelled objects are not read. */

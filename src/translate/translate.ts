@@ -55,6 +55,17 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
   const s = secrets?.[`${ns}/${name}`];
   if (!s) return { problem: `Secret ${ns}/${name} not found (it must be labelled ${listenerTLSLabel}=true)` };
   if (s.type !== 'kubernetes.io/tls') return { problem: `Secret ${ns}/${name} has type ${s.type ?? 'Opaque'}, not kubernetes.io/tls` };
+  let pair = listenerPairs.get(s);
+  if (!pair) listenerPairs.set(s, (pair = checkPair(ns, name, s)));
+  return pair;
+}
+
+/** A listener Secret's pair by the Secret as cached (a new object for each version it has): decoded
+ * and checked once, the same strings in each plan (a plan an open request holds keeps its own
+ * copy otherwise: 700 KB of PEM each). */
+const listenerPairs = new WeakMap<SecretLike, { cert: string; key: string; notAfter: number } | { problem: string }>();
+
+function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key: string; notAfter: number } | { problem: string } {
   const cert = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
   try {

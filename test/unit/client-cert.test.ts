@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { certificateIdentity, ClientCertAuthenticator, maxSignatureChecks } from '../../src/auth/client-cert.js';
-import { translate } from '../../src/translate/translate.js';
+import { listenerTLS, translate } from '../../src/translate/translate.js';
 import { maxBundleCertificates, maxKeyBits, parseBundle, pemBlocks, textKey } from '../../src/api/pem.js';
 import { makeCA, makeLeaf, makeOddCA, type CertPair } from '../support/certs.js';
 
@@ -45,6 +45,16 @@ test('translate: a team client CA becomes the plan with the team:NS: prefix; def
     port: { port: 1 }, secrets, caBundles: { 'Secret/team-a/cas': { 'ca.crt': ca.cert + otherCA.cert } },
   });
   assert.equal(req.plan?.tls?.clientCA?.required, true);
+});
+
+test('translate: a listener Secret is decoded and checked once per version of it: every plan holds the same pair', () => {
+  const first = listenerTLS('team-a', 'tls', secrets);
+  assert.ok('cert' in first, JSON.stringify(first));
+  assert.equal(listenerTLS('team-a', 'tls', secrets), first, 'decoded again for the same object');
+  // a new version (a new object as cached, the same data) is read again
+  const again = listenerTLS('team-a', 'tls', { 'team-a/tls': { ...secrets['team-a/tls'] } });
+  assert.notEqual(again, first);
+  assert.deepEqual(again, first);
 });
 
 test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundle over 256 certificates are refused; a bundle is parsed once', () => {
