@@ -15,6 +15,7 @@ export type Agent = undici.Agent;
 export const Pool: typeof undici.Pool = load('undici/lib/dispatcher/pool.js');
 export type Pool = undici.Pool;
 export type { Dispatcher } from 'undici';
-if (typeof Agent?.prototype?.request !== 'function' || typeof Pool?.prototype?.dispatch !== 'function') {
+export const buildConnector: typeof undici.buildConnector = load('undici/lib/core/connect.js');
+if (typeof Agent?.prototype?.request !== 'function' || typeof Pool?.prototype?.dispatch !== 'function' || typeof buildConnector !== 'function') {
   throw new Error('undici\'s files are not where src/undici.ts expects them (a new undici version?)');
 }

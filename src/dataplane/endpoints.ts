@@ -4,10 +4,22 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { Pool } from '../undici.js';
+import { Pool, buildConnector } from '../undici.js';
 import { Recent } from '../recent.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 import { textKey } from '../api/pem.js';
+
+/** One pool of an endpoint's connections: `live` while it takes requests; then its last ones close. */
+export interface Generation { live: boolean; sockets: number }
+
+/** Told of each connection an endpoint's pools open and close (`PoolRegistry`). */
+interface SocketCount {
+  opened(p: EndpointPool, g: Generation): void;
+  closed(p: EndpointPool, g: Generation): void;
+}
+
+/** The order requests took endpoints in (`usedAt`). */
+let ticks = 0;
 
 export class EndpointPool {
   readonly url: URL;
@@ -21,37 +33,72 @@ export class EndpointPool {
   private ejections = 0;
   refs = 0;
   retired = false;
-  private made?: { pool: Pool; agent: HttpAgent | HttpsAgent };
+  /** When a request last took it (a count, not a time). */
+  usedAt = 0;
+  private current?: { pool: Pool; gen: Generation };
+  private upgrades?: HttpAgent | HttpsAgent;
 
   constructor(readonly key: string, private readonly scheme: 'http' | 'https', ep: Endpoint,
-    private readonly ca: string | null, private readonly serverName: string, service: string) {
+    private readonly ca: string | null, private readonly serverName: string, service: string,
+    /** The namespace of the gateways using it, whose connections its count as. */
+    readonly namespace = '', private readonly count?: SocketCount) {
     const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
     this.url = new URL(`${scheme}://${host}:${ep.port}`);
     this.host = this.url.host;
     this.what = `Service ${service} endpoint ${this.host}`;
   }
 
-  /** Keep-alive connections for requests (made at the first request: a Service of 5,000
-   * endpoints took 30 ms a thousand to make them all, and ~18 KiB each, most never used). */
+  /** Keep-alive connections for requests, made at the first request (a Service of 5,000
+   * endpoints took 30 ms a thousand to make them all, and ~18 KiB each, most never used) and
+   * again after `recycle`. */
   get pool(): Pool {
-    return this.connections().pool;
+    this.usedAt = ++ticks;
+    return (this.current ??= this.makePool()).pool;
   }
 
   /** For upgrades (WebSocket, SPDY), which leave the pool. */
   get agent(): HttpAgent | HttpsAgent {
-    return this.connections().agent;
+    return (this.upgrades ??= this.scheme === 'https' ? new HttpsAgent({ keepAlive: false, ...this.tls() }) : new HttpAgent({ keepAlive: false }));
+  }
+
+  /** Connections its current pool holds. */
+  get sockets(): number {
+    return this.current?.gen.sockets ?? 0;
+  }
+
+  /** Closes its pool's idle connections (one carrying a request closes when the request ends);
+   * the next request makes a new pool. What the closed pool held, no longer counted as live. */
+  recycle(): number {
+    const c = this.current;
+    if (!c) return 0;
+    this.current = undefined;
+    c.gen.live = false;
+    void c.pool.close().catch(() => {});
+    return c.gen.sockets;
+  }
+
+  private tls(): object {
+    return this.scheme === 'https'
+      ? { servername: this.serverName, ...(this.ca ? { secureContext: secureContextFor(this.ca) } : {}), rejectUnauthorized: true } : {};
   }
 
   /** (One retired and closed before a request it was picked for: that request's end closes it again.) */
-  private connections(): { pool: Pool; agent: HttpAgent | HttpsAgent } {
-    if (this.made) return this.made;
-    const tls = this.scheme === 'https'
-      ? { servername: this.serverName, ...(this.ca ? { secureContext: secureContextFor(this.ca) } : {}), rejectUnauthorized: true } : {};
+  private makePool(): { pool: Pool; gen: Generation } {
+    const gen: Generation = { live: true, sockets: 0 };
     // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
-    const pool = new Pool(this.url.origin, { connect: tls, keepAliveTimeout: 60_000, allowH2: false });
-    const common = { keepAlive: false };
-    const agent = this.scheme === 'https' ? new HttpsAgent({ ...common, ...tls }) : new HttpAgent(common);
-    return (this.made = { pool, agent });
+    const connector = buildConnector({ ...this.tls(), allowH2: false });
+    const count = this.count;
+    const connect: typeof connector = !count ? connector : (opts, done) => connector(opts, (...r) => {
+      const socket = r[1];
+      if (socket) {
+        count.opened(this, gen);
+        socket.once('close', () => count.closed(this, gen));
+      }
+      done(...r);
+    });
+    // a backend's Keep-Alive hint may shorten how long an idle connection is kept, not lengthen it
+    const pool = new Pool(this.url.origin, { connect, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000, allowH2: false });
+    return { pool, gen };
   }
 
   /** Takes the endpoint out of rotation, longer each time in a row (1 s .. 30 s). */
@@ -64,9 +111,8 @@ export class EndpointPool {
   }
 
   close(): void {
-    if (!this.made) return;
-    void this.made.pool.close().catch(() => {});
-    this.made.agent.destroy();
+    void this.current?.pool.close().catch(() => {});
+    this.upgrades?.destroy();
   }
 
   /** One request finished. */
@@ -86,20 +132,41 @@ export function secureContextFor(ca: string): SecureContext {
 }
 const contexts = new Recent<string, SecureContext>(64);
 
-/** Pools by endpoint, reference-counted by the route tables that use them. */
+/**
+ * Pools by endpoint and by the namespace of the gateways using them, reference-counted by the route
+ * tables that use them. A namespace's pools hold at most `maxSocketsPerNamespace` connections (0:
+ * no bound): its requests in flight are bounded by its admitted connections, but its idle
+ * connections were not (each of 64 routes naming its own Service of the same pods kept a round of
+ * 1,024 requests' connections, ~31 KiB each, for a minute). Past it, its pools that took a request
+ * longest ago are recycled, to 7/8 of the bound (`EndpointPool.recycle`).
+ */
 export class PoolRegistry {
   private readonly pools = new Map<string, EndpointPool>();
+  /** By namespace: the connections of its live pools, and the pools that hold them. */
+  private readonly held = new Map<string, { sockets: number; pools: Set<EndpointPool> }>();
+  private readonly count: SocketCount = {
+    opened: (p, g) => this.opened(p, g),
+    closed: (p, g) => this.closed(p, g),
+  };
+
+  constructor(readonly maxSocketsPerNamespace = 0, private readonly onRecycled: (namespace: string, pools: number) => void = () => {}) {}
 
   get size(): number {
     return this.pools.size;
   }
 
-  acquire(t: ServiceTarget, ep: Endpoint): EndpointPool {
+  /** The connections a namespace's live pools hold. */
+  socketsOf(namespace: string): number {
+    return this.held.get(namespace)?.sockets ?? 0;
+  }
+
+  /** `owner`: the namespace of the gateway whose table takes it (pools are not shared between namespaces). */
+  acquire(t: ServiceTarget, ep: Endpoint, owner = t.namespace): EndpointPool {
     // a long CA by its digest: a key is never a copy of a bundle (up to 512 KiB, in each of 64 routes)
-    const key = `${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '-' : textKey(t.ca)}`;
+    const key = `${owner} ${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '-' : textKey(t.ca)}`;
     let p = this.pools.get(key);
     if (!p) {
-      p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName, `${t.namespace}/${t.name}`);
+      p = new EndpointPool(key, t.scheme, ep, t.ca, t.serverName, `${t.namespace}/${t.name}`, owner, this.count);
       this.pools.set(key, p);
     }
     p.refs++;
@@ -117,6 +184,41 @@ export class PoolRegistry {
     this.pools.delete(p.key);
     p.retired = true;
     if (p.outstanding === 0) p.close();
+  }
+
+  private opened(p: EndpointPool, g: Generation): void {
+    g.sockets++;
+    if (!g.live) return;
+    let h = this.held.get(p.namespace);
+    if (!h) this.held.set(p.namespace, (h = { sockets: 0, pools: new Set() }));
+    h.sockets++;
+    h.pools.add(p);
+    const max = this.maxSocketsPerNamespace;
+    if (max > 0 && h.sockets > max) this.trim(p.namespace, h, p, max - (max >> 3));
+  }
+
+  private closed(p: EndpointPool, g: Generation): void {
+    g.sockets--;
+    if (!g.live) return;
+    const h = this.held.get(p.namespace);
+    if (!h) return;
+    h.sockets--;
+    if (g.sockets === 0) h.pools.delete(p);
+    if (h.sockets <= 0) this.held.delete(p.namespace);
+  }
+
+  /** Recycles the namespace's pools that took a request longest ago (not `p`, which is connecting
+   * for a request) until its live pools hold `to` connections. */
+  private trim(ns: string, h: { sockets: number; pools: Set<EndpointPool> }, p: EndpointPool, to: number): void {
+    const oldest = [...h.pools].filter((q) => q !== p).sort((a, b) => a.usedAt - b.usedAt);
+    let recycled = 0;
+    for (const q of oldest) {
+      if (h.sockets <= to) break;
+      h.sockets -= q.recycle();
+      h.pools.delete(q);
+      recycled++;
+    }
+    if (recycled) this.onRecycled(ns, recycled);
   }
 }
 

@@ -163,7 +163,7 @@ export class RouteTable {
       else {
         // made here, once: a CA OpenSSL refuses fails the build, not a request (pools connect at their first)
         if (t.scheme === 'https' && t.ca !== null) secureContextFor(t.ca);
-        byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e))));
+        byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e, plan.namespace))));
       }
       for (const p of pools) acquired.push(p); // (a spread of 150,000 overflows the stack)
       return pools;

@@ -220,7 +220,7 @@ test('shared pools are a target\'s own: another port, another Service, a route w
   assert.equal(pools.size, 0);
 });
 
-test('tenancy: another team granted a Service shares its pools, and neither its tables nor a build of its that fails give back the owner\'s references', () => {
+test('tenancy: another team granted a Service has pools of its own (its connections count against its own bound), and neither its tables nor a build of its that fails give back the owner\'s references', () => {
   const pools = new PoolRegistry();
   const snap = {
     services: { 'team-a/ledger': { metadata: { name: 'ledger', namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } } },
@@ -241,7 +241,10 @@ test('tenancy: another team granted a Service shares its pools, and neither its 
   let prev: RouteTable | undefined;
   for (let i = 0; i < 3; i++) {
     const b = build('team-b', bRoutes);
-    assert.equal(b.routes[0]!.backend!.pools[0], owned[0], 'the same pool objects (the registry is process-wide)');
+    const its = b.routes[0]!.backend!.pools[0]!;
+    assert.ok(!owned.includes(its), 'team-b took one of team-a\'s pools');
+    assert.equal(its.namespace, 'team-b');
+    if (prev) assert.equal(its, prev.routes[0]!.backend!.pools[0], 'its own pools are kept across its rebuilds');
     prev?.dispose(b);
     prev = b;
   }
@@ -249,6 +252,7 @@ test('tenancy: another team granted a Service shares its pools, and neither its 
   prev!.dispose();
   assert.ok(owned.every((p) => !p.retired), 'team-a\'s pools are still its own');
   assert.equal(pools.size, 2);
+  assert.ok(owned.every((p) => p.refs === 2), 'two routes of team-a each hold each of its two pools');
   a.dispose();
   assert.equal(pools.size, 0);
 });

@@ -90,6 +90,48 @@ test('an endpoint\'s connections are made at its first request, not when a table
   }
 });
 
+test('a namespace\'s pools hold at most its bound of upstream connections: past it, those that took a request longest ago are recycled; another namespace\'s are not', async () => {
+  // an upstream that answers once `n` requests wait, so each pool opens `n` connections
+  let waiting: (() => void)[] = [];
+  let n = 0;
+  let open = 0;
+  const srv = createHttpServer((_req, res) => {
+    waiting.push(() => res.end('ok'));
+    if (waiting.length >= n) for (const w of waiting.splice(0)) w();
+  });
+  srv.on('connection', (s) => { open++; s.on('close', () => open--); });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const recycled: [string, number][] = [];
+  const reg = new PoolRegistry(8, (ns, k) => recycled.push([ns, k]));
+  const to = (name: string): ServiceTarget => ({ ...target(0), name, serverName: `${name}.a.svc`, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] });
+  const burst = async (p: EndpointPool, k: number) => {
+    n = k;
+    await Promise.all(Array.from({ length: k }, async () => (await p.pool.request({ path: '/', method: 'GET' })).body.text()));
+  };
+  const [x, y, z] = ['x', 'y', 'z'].map((s) => reg.acquire(to(s), to(s).endpoints[0]!, 'team-a')) as [EndpointPool, EndpointPool, EndpointPool];
+  const other = reg.acquire(to('x'), to('x').endpoints[0]!, 'team-b');
+  try {
+    assert.notEqual(other, x, 'pools are not shared between namespaces');
+    await burst(other, 6);
+    await burst(x, 3);
+    await burst(y, 3);
+    assert.deepEqual([reg.socketsOf('team-a'), reg.socketsOf('team-b'), open], [6, 6, 12]);
+    assert.deepEqual(recycled, []);
+    await burst(x, 1); // on a connection it holds: x took a request after y did
+    await burst(z, 3); // 9 > 8: y, which took a request longest ago, is recycled (to 7 or fewer)
+    assert.deepEqual(recycled, [['team-a', 1]]);
+    assert.deepEqual([x.sockets, y.sockets, z.sockets, reg.socketsOf('team-a'), reg.socketsOf('team-b')], [3, 0, 3, 6, 6]);
+    for (let i = 0; i < 100 && open > 12; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(open, 12, 'the recycled pool\'s idle connections are closed');
+    await burst(y, 1); // made again at its next request
+    assert.deepEqual([y.sockets, reg.socketsOf('team-a')], [1, 7]);
+  } finally {
+    for (const p of [x, y, z, other]) p.close();
+    srv.closeAllConnections();
+    srv.close();
+  }
+});
+
 test('rate limiter: burst, refill, per caller, bounded', () => {
   let now = 0;
   const rl = new RateLimiter(2, 3, 100, () => now);
