@@ -8,19 +8,21 @@ import { ApiError, type KubeClient } from './client.js';
 import type { InformerEvent } from './informer.js';
 import { Watched } from './watched.js';
 
-/** An AccessGateway as the operator's cache keeps it: of its annotations, only those the operator
- * reads (`access-gateway.io/access-log`); a team's others, up to 256 KiB an object, whatever their
- * keys, are never read. */
+/** An AccessGateway as the operator's cache keeps it: of its metadata, what the operator reads
+ * (who and which version it is, and of its annotations `access-gateway.io/access-log`); a team's
+ * labels, other annotations, finalizers and owner references (an object's 1.5 MB, whatever their
+ * keys) are never read. */
 export function gatewayForCache(gw: AccessGateway): AccessGateway {
-  const a = gw.metadata.annotations;
-  if (!a) return gw;
-  const ours = Object.entries(a).filter(([k]) => readAnnotations.has(k));
-  if (ours.length === Object.keys(a).length) return gw;
-  const metadata = { ...gw.metadata };
+  const m = gw.metadata as AccessGateway['metadata'] & Record<string, unknown>;
+  const a = m.annotations;
+  const ours = a ? Object.entries(a).filter(([k]) => readAnnotations.has(k)) : [];
+  if (Object.keys(m).every((k) => readMetadata.has(k)) && ours.length === Object.keys(a ?? {}).length) return gw;
+  const metadata: Record<string, unknown> = {};
+  for (const k of readMetadata) if (k !== 'annotations' && m[k] !== undefined) metadata[k] = m[k];
   if (ours.length) metadata.annotations = Object.fromEntries(ours);
-  else delete metadata.annotations;
-  return { ...gw, metadata };
+  return { ...gw, metadata: metadata as AccessGateway['metadata'] };
 }
+const readMetadata = new Set(['name', 'namespace', 'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'deletionTimestamp', 'annotations']);
 const readAnnotations = new Set([accessLogAnnotation]);
 
 /** The operator's watch of AccessGateways (in `namespaces`; all when empty), each kept as

@@ -22,6 +22,13 @@ test('the cache keeps the annotations the operator reads of an AccessGateway, no
   assert.equal(gatewayForCache(ours), ours, 'nothing to drop: the object as read');
   const none = gw();
   assert.equal(gatewayForCache(none), none);
+  // labels, finalizers, owner references and managed fields are never read either
+  const heavy = gw({ 'access-gateway.io/access-log': 'none' });
+  Object.assign(heavy.metadata, { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', labels: { big: 'x'.repeat(63) }, finalizers: ['a/b'],
+    ownerReferences: [{ uid: 'x'.repeat(100_000) }], managedFields: [{ manager: 'x'.repeat(100_000) }] });
+  assert.deepEqual(gatewayForCache(heavy).metadata, { name: 'g', namespace: 'a', uid: 'u', resourceVersion: '7', generation: 2,
+    creationTimestamp: '2026-01-01T00:00:00Z', annotations: { 'access-gateway.io/access-log': 'none' } });
+  assert.deepEqual(gatewayForCache(heavy).spec, heavy.spec);
 });
 
 test('the operator\'s watch of AccessGateways keeps each as gatewayForCache makes it', async () => {
