@@ -387,3 +387,68 @@ test('identity ServiceAccount: whoever writes the gateway must be allowed to imp
     await agent.close();
   }
 });
+
+test('a client CA makes team:NS:* names: only who may act as the namespace\'s accounts (edit may) sets a gateway\'s clientCA or writes a labelled CA bundle', async () => {
+  const cns = 'team-ca';
+  await applyYaml(cp, namespaceYaml(cns, ['writer', 'editor']));
+  await cp.kubectl(['create', 'role', 'writes', '-n', cns, '--verb=get,list,create,update,patch', '--resource=accessgateways.access-gateway.io', '--resource=configmaps']);
+  await cp.kubectl(['create', 'rolebinding', 'writes', '-n', cns, '--role=writes', `--serviceaccount=${cns}:writer`, `--serviceaccount=${cns}:editor`]);
+  await cp.kubectl(['create', 'rolebinding', 'edit', '-n', cns, '--clusterrole=system:aggregate-to-edit', `--serviceaccount=${cns}:editor`]);
+  const agent = new Agent({ connect: { ca: cp.ca.cert } });
+  const as = async (who: string, method: string, path: string, body: unknown, contentType = 'application/json') => {
+    const token = await cp.token(cns, who, []);
+    const r = await request(cp.url + path, { dispatcher: agent, method: method as any, headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body: JSON.stringify(body) });
+    const parsed: any = await r.body.json().catch(() => ({}));
+    return { status: r.statusCode, message: String(parsed.message ?? '') };
+  };
+  const gateways = `/apis/access-gateway.io/v1alpha1/namespaces/${cns}/accessgateways`;
+  const configmaps = `/api/v1/namespaces/${cns}/configmaps`;
+  const gateway = (name: string, clientCA: boolean) => ({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name, namespace: cns },
+    spec: {
+      listener: { tls: { secretName: 'tls', ...(clientCA ? { clientCA: { kind: 'ConfigMap', name: 'cas', key: 'ca.crt' } } : {}) } },
+      authentication: { audiences: ['gw'] }, access: [{ groups: [`team:${cns}:oncall`] }],
+      routes: [{ name: 'own', pathPrefix: '/', apiserver: {} }],
+    },
+  });
+  const bundle = (name: string, labelled: boolean) => ({ apiVersion: 'v1', kind: 'ConfigMap',
+    metadata: { name, namespace: cns, ...(labelled ? { labels: { 'access-gateway.io/ca-bundle': 'true' } } : {}) }, data: { 'ca.crt': 'PEM' } });
+  try {
+    const refused = await waitFor('the client CA rule in force', async () => {
+      const r = await as('writer', 'POST', `${gateways}?dryRun=All`, gateway('probe', true));
+      return r.status === 403 ? r : undefined;
+    }, 20_000);
+    assert.match(refused.message, new RegExp(`ValidatingAdmissionPolicy '${release}-service-accounts'`));
+    assert.match(refused.message, new RegExp(`listener.tls.clientCA makes every team:${cns}:\\* name a certificate it signed presents; system:serviceaccount:${cns}:writer may not impersonate serviceaccounts in namespace ${cns}`));
+    assert.equal((await as('writer', 'POST', gateways, gateway('plain', false))).status, 201);
+    const added = await as('writer', 'PATCH', `${gateways}/plain`, gateway('plain', true), 'application/merge-patch+json');
+    assert.equal(added.status, 403, added.message);
+    const made = await as('editor', 'POST', gateways, gateway('people', true));
+    assert.equal(made.status, 201, made.message);
+    // a write that leaves the client CA as it was is the writer's to make
+    const widened = await as('writer', 'PATCH', `${gateways}/people`, { spec: { access: [{ groups: [`team:${cns}:oncall`, `team:${cns}:devs`] }] } }, 'application/merge-patch+json');
+    assert.equal(widened.status, 200, widened.message);
+    const moved = await as('writer', 'PATCH', `${gateways}/people`, { spec: { listener: { tls: { clientCA: { name: 'mine' } } } } }, 'application/merge-patch+json');
+    assert.equal(moved.status, 403, moved.message);
+
+    // the labelled CA bundles themselves
+    const cm = await waitFor('the ca-bundles policy in force', async () => {
+      const r = await as('writer', 'POST', `${configmaps}?dryRun=All`, bundle('probe', true));
+      return r.status === 403 ? r : undefined;
+    }, 20_000);
+    assert.match(cm.message, new RegExp(`ValidatingAdmissionPolicy '${release}-ca-bundles'`));
+    assert.match(cm.message, new RegExp(`may be the client CA of a gateway, which makes every team:${cns}:\\* name; system:serviceaccount:${cns}:writer may not impersonate`));
+    assert.equal((await as('editor', 'POST', configmaps, bundle('cas', true))).status, 201);
+    assert.equal((await as('writer', 'POST', configmaps, bundle('notes', false))).status, 201, 'an unlabelled ConfigMap is not checked');
+    const swap = await as('writer', 'PATCH', `${configmaps}/cas`, { data: { 'ca.crt': 'MINE' } }, 'application/merge-patch+json');
+    assert.equal(swap.status, 403, swap.message);
+    const label = await as('writer', 'PATCH', `${configmaps}/notes`, { metadata: { labels: { 'access-gateway.io/ca-bundle': 'true' } } }, 'application/merge-patch+json');
+    assert.equal(label.status, 403, label.message);
+    const note = await as('writer', 'PATCH', `${configmaps}/cas`, { metadata: { annotations: { note: 'x' } } }, 'application/merge-patch+json');
+    assert.equal(note.status, 200, note.message);
+    assert.equal((await as('editor', 'PATCH', `${configmaps}/cas`, { data: { 'ca.crt': 'NEW' } }, 'application/merge-patch+json')).status, 200);
+    assert.equal((await cp.api('GET', `${configmaps}/cas`)).body.data['ca.crt'], 'NEW');
+  } finally {
+    await agent.close();
+  }
+});
