@@ -55,6 +55,10 @@ export interface Hello {
   take(): Buffer;
 }
 
+/** What a TLS listener answers a request sent in clear (as Go's servers, the apiserver's too, do). */
+const plainHTTPAnswer = 'HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n'
+  + 'Client sent an HTTP request to an HTTPS server.\n';
+
 /**
  * Reads `raw`'s (paused) first bytes until its hello is whole, then calls `whole`. Until `take()`
  * it keeps reading, to at most `maxClientHandshakeBytes` in all (a client sends nothing more until the
@@ -78,6 +82,12 @@ export function readHello(raw: Socket, reading: Set<Socket>, whole: (hello: Hell
     }
     if (length !== undefined) { // it waits for its turn
       later.push(chunk);
+      return;
+    }
+    if (!got.length && chunk[0]! >= 0x41 && chunk[0]! <= 0x5a) { // 'A'-'Z': a method, in clear
+      stop();
+      raw.removeListener('data', onData);
+      raw.end(plainHTTPAnswer, () => raw.destroy());
       return;
     }
     got = got.length ? Buffer.concat([got, chunk]) : chunk;

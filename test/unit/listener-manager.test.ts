@@ -2121,3 +2121,20 @@ test('every header is read: a body whose length or chunking is named after 1,000
     assert.deepEqual(JSON.parse(text!.slice(text!.indexOf('{'))), { body: 'hello', filler: 1_200 }, framing);
   }
 });
+
+test('a request sent in clear to a TLS listener is answered 400, as Go\'s servers answer it, and closed; the listener still serves TLS', async (t) => {
+  const { m, held } = managerFor(t);
+  const port = await freePort();
+  await m.apply('team-a/tls', withTLS(planOf('team-a', 'tls', port)));
+  const answer = await new Promise<string>((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    held.push(s);
+    let text = '';
+    s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+    s.on('error', () => {});
+    s.on('close', () => resolve(text));
+    s.once('connect', () => s.write(discoveryRequest));
+  });
+  assert.match(answer, /^HTTP\/1\.0 400 Bad Request\r\n[^]*\r\n\r\nClient sent an HTTP request to an HTTPS server\.\n$/);
+  assert.equal((await ask(port, held, alice, true)).status, 200);
+});
