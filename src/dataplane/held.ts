@@ -50,13 +50,19 @@ export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
   return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && sameJSON(authnKeys(a), authnKeys(b));
 }
 
+/** Replaced route tables whose streams may stay open, per listener (`HeldAccess.swapped`). */
+export const maxOlderTables = 8;
+
 /**
  * What one listener holds open, watched against its current route table; what a replaced listener
  * still holds is adopted by the one that took its place. The timer waits for the table's next
  * window boundary while anything is held (`recheck` re-arms it for a new table).
  */
 export class HeldAccess {
-  private readonly held = new Map<Held, (why: string) => void>();
+  /** Each with how it is ended and the table it was admitted by (its closures keep that alive). */
+  private readonly held = new Map<Held, { end: (why: string) => void; table: RouteTable }>();
+  /** What each table holds, oldest table first. */
+  private readonly byTable = new Map<RouteTable, Set<Held>>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -73,8 +79,8 @@ export class HeldAccess {
    * Watches `h` until the returned function is called; `end` ends it, with why. It is asked at
    * once (a window may have closed, or the spec changed, while it was being opened).
    */
-  hold(h: Held, end: (why: string) => void): () => void {
-    if (this.movedTo) return this.movedTo.hold(h, end); // a replaced listener's late streams
+  hold(h: Held, end: (why: string) => void, table: RouteTable = this.current()): () => void {
+    if (this.movedTo) return this.movedTo.hold(h, end, table); // a replaced listener's late streams
     const none = () => {};
     if (this.stopped) return none; // a drained listener ends what it holds itself
     const why = accessEnded(this.current(), h);
@@ -82,7 +88,8 @@ export class HeldAccess {
       this.ended(h, why, end);
       return none;
     }
-    this.held.set(h, end);
+    this.add(h, end, table);
+    if (table !== this.current()) this.swapped(); // its table was replaced while it was being opened
     if (!this.timer) this.arm();
     return () => this.release(h);
   }
@@ -90,28 +97,64 @@ export class HeldAccess {
   /** Takes over what `from` holds (a listener replaced by this one's): checked against this one's
    * table from now on, at once. */
   adopt(from: HeldAccess): void {
-    for (const [h, end] of from.held) this.held.set(h, end);
+    for (const [h, { end, table }] of from.held) this.add(h, end, table);
     from.held.clear();
+    from.byTable.clear();
     from.movedTo = this;
     from.stop();
     this.recheck();
   }
 
-  private release(h: Held): void {
-    if (!this.held.delete(h)) this.movedTo?.release(h);
+  private add(h: Held, end: (why: string) => void, table: RouteTable): void {
+    this.held.set(h, { end, table });
+    let of = this.byTable.get(table);
+    if (!of) this.byTable.set(table, (of = new Set()));
+    of.add(h);
   }
 
-  /** Ends what the current table no longer admits; then waits for its next window boundary. */
+  private release(h: Held): boolean {
+    const e = this.held.get(h);
+    if (!e) return this.movedTo?.release(h) ?? false;
+    this.held.delete(h);
+    const of = this.byTable.get(e.table)!;
+    of.delete(h);
+    if (!of.size) this.byTable.delete(e.table);
+    return true;
+  }
+
+  /** Ends what the current table no longer admits, and what the oldest of more than
+   * `maxOlderTables` replaced tables hold; then waits for its next window boundary. */
   recheck(): void {
     if (this.stopped) return;
     const t = this.current();
-    for (const [h, end] of this.held) {
+    for (const [h, { end }] of [...this.held]) {
       const why = accessEnded(t, h);
       if (why === null) continue;
-      this.held.delete(h);
+      this.release(h);
       this.ended(h, why, end);
     }
+    this.swapped();
     this.arm();
+  }
+
+  /**
+   * The table was replaced (a spec or an endpoint changed): a stream keeps the table that admitted
+   * it (a 64-route one ~150 KiB), so a team changing its spec and opening a watch after each change
+   * kept one per watch (1,024 connections: ~190 MiB of the heap every team shares). Past
+   * `maxOlderTables` replaced tables holding streams, those of the oldest are ended, to be opened
+   * again under the current one.
+   */
+  swapped(): void {
+    if (this.stopped) return;
+    const current = this.current();
+    const older = [...this.byTable.keys()].filter((x) => x !== current);
+    for (const table of older.slice(0, Math.max(0, older.length - maxOlderTables))) {
+      for (const h of [...this.byTable.get(table)!]) {
+        const { end } = this.held.get(h)!;
+        this.release(h);
+        this.ended(h, `the gateway changed ${maxOlderTables} more times since it was opened; open it again`, end);
+      }
+    }
   }
 
   private ended(h: Held, why: string, end: (why: string) => void): void {

@@ -230,6 +230,7 @@ export class Listener {
     previous.dispose(next);
     // what is open is asked again, and the timer set for the new rules' windows (an endpoint change alone admits the same)
     if (!this.held.size || !sameAdmission(previous.plan, plan)) this.held.recheck();
+    else this.held.swapped();
     return reloaded;
   }
 
@@ -405,13 +406,13 @@ export class Listener {
 
   /** A response that streams (a watch, logs -f; `res`, or the socket of an upgrade answered
    * without 101): ended cleanly on a drain, or when its access ends. */
-  private track(a: RouteAdmitted, req: IncomingMessage, res: { once(event: 'close', f: () => void): unknown }, end: () => void): void {
+  private track(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: { once(event: 'close', f: () => void): unknown }, end: () => void): void {
     if (this.drained) {
       end(); // began after the drain's grace
       return;
     }
     this.streams.add(end);
-    const release = this.held.hold(heldOf(a, req), end);
+    const release = this.held.hold(heldOf(a, req), end, t);
     res.once('close', () => {
       this.streams.delete(end);
       release();
@@ -668,7 +669,7 @@ export class Listener {
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
-    const streaming = (end: () => void) => this.track(a, req, res, end);
+    const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {
       const sent = performance.now();
       seen.upstream = 'apiserver';
@@ -797,7 +798,7 @@ export class Listener {
     // what the apiserver is asked (the canonical path, as routed), not what the client wrote
     const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
     const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
-    const relaying = (end: () => void) => this.track(a, req, socket, end);
+    const relaying = (end: () => void) => this.track(t, a, req, socket, end);
     proxyUpgrade(call, socket, (err, connect) => { settle(); fail(err, connect); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
@@ -823,7 +824,7 @@ export class Listener {
       if (this.drained) session.end(...shutdown);
       // ended when spec.access or the route no longer admits it (asked at once if the spec changed meanwhile)
       if (!session.finished) {
-        release = this.held.hold(heldOf(a, req), (why) => session.end('revoked', 1008, `access ended: ${why}`, 'Forbidden'));
+        release = this.held.hold(heldOf(a, req), (why) => session.end('revoked', 1008, `access ended: ${why}`, 'Forbidden'), t);
       }
     }, relaying);
   }

@@ -25,6 +25,7 @@ import { captureHello } from '../support/client-hello.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { maxOlderTables } from '../../src/dataplane/held.js';
 
 const freePort = () => new Promise<number>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
@@ -2137,4 +2138,51 @@ test('a request sent in clear to a TLS listener is answered 400, as Go\'s server
   });
   assert.match(answer, /^HTTP\/1\.0 400 Bad Request\r\n[^]*\r\n\r\nClient sent an HTTP request to an HTTPS server\.\n$/);
   assert.equal((await ask(port, held, alice, true)).status, 200);
+});
+
+test('tenancy: streams keep at most 8 replaced tables alive: past that, those of the oldest are ended (a spec change or an endpoint change alike)', async (t) => {
+  const { m, held } = managerFor(t);
+  const [up, up2] = [await ticking(t), await ticking(t)];
+  const port = await freePort();
+  const planFor = (i: number, endpoint = up) => withAccess(withService(planOf('team-a', 'gw', port), endpoint), [{ users: ['alice', `other-${i}`] }]);
+  await m.apply('team-a/gw', planFor(0));
+  const streams = [stream(port, held)];
+  assert.equal(await streaming(streams[0]!), true, streams[0]!.text());
+  for (let i = 1; i <= maxOlderTables; i++) { // a spec change each: every stream is asked again, and admitted
+    await m.apply('team-a/gw', planFor(i));
+    streams.push(stream(port, held));
+    assert.equal(await streaming(streams[i]!), true, streams[i]!.text());
+  }
+  await pause(200);
+  assert.ok(streams.every((s) => !s.ended()), 'as many replaced tables as may be are kept');
+  await m.apply('team-a/gw', planFor(maxOlderTables, up2)); // an endpoint change alone: the same admission, a new table
+  assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true, 'the oldest table\'s stream was ended');
+  await pause(200);
+  assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
+});
+
+test('tenancy: streams whose upstream answered after their table was replaced count as that table\'s: past 8 such tables, the oldest\'s are ended', async (t) => {
+  const { m, held } = managerFor(t);
+  const answers: (() => void)[] = [];
+  const up = await upstreamFor(t, (_req, res) => {
+    answers.push(() => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const timer = setInterval(() => res.write('tick\n'), 50);
+      res.on('close', () => clearInterval(timer));
+    });
+  });
+  const port = await freePort();
+  const planFor = (i: number) => withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice', `other-${i}`] }]);
+  await m.apply('team-a/gw', planFor(0));
+  const streams: ReturnType<typeof stream>[] = [];
+  for (let i = 0; i <= maxOlderTables; i++) { // each forwarded by table i, its answer not begun, then the table replaced
+    streams.push(stream(port, held));
+    assert.equal(await waitUntil(async () => { await pause(20); return answers.length === i + 1; }), true);
+    await m.apply('team-a/gw', planFor(i + 1));
+  }
+  for (const a of answers) a();
+  assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true, `the oldest table's stream ended: ${streams[0]!.text()}`);
+  await pause(200);
+  assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
+  assert.ok(streams.every((s) => /^HTTP\/1\.1 200/.test(s.text())));
 });
