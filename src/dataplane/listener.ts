@@ -28,6 +28,9 @@ import { listenerGroups, readHello, type Hello } from './client-hello.js';
 
 let nextId = 0;
 
+/** Answers whose client waits for 100 Continue before it sends its body. */
+const awaitingContinue = new WeakSet<ServerResponse>();
+
 const shutdown = ['shutdown', 1001, 'the gateway is shutting down', 'ServiceUnavailable'] as const;
 
 /** plain HTTP, HTTPS, or HTTPS asking for client certificates. */
@@ -177,6 +180,12 @@ export class Listener {
       res.writeHead(417, { connection: 'close', 'content-length': 0 }).end();
     });
     this.server.on('request', (req, res) => void this.onRequest(req, res));
+    // Expect: 100-continue: the client is told to send its body once the request is admitted and
+    // forwarded, not before (Node's own 100 went out before the token was checked)
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      awaitingContinue.add(res);
+      void this.onRequest(req, res);
+    });
     this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
     // a tunnel is never proxied: answered (without a listener Node drops the connection unanswered)
     this.server.on('connect', (req: IncomingMessage, socket: Duplex) => this.onConnect(req, socket));
@@ -666,6 +675,7 @@ export class Listener {
       else go(again);
       return;
     }
+    if (awaitingContinue.delete(res)) res.writeContinue();
     const rm = a.route.m;
     const backend = a.route.backend;
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));

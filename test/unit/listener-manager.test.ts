@@ -2186,3 +2186,23 @@ test('tenancy: streams whose upstream answered after their table was replaced co
   assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
   assert.ok(streams.every((s) => /^HTTP\/1\.1 200/.test(s.text())));
 });
+
+test('Expect: 100-continue: 100 Continue only once the request is admitted; a refused one gets its refusal, never 100', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (req, res) => {
+    let n = '';
+    req.on('data', (c: Buffer) => { n += c.toString(); });
+    req.on('end', () => res.end(`got ${n}`));
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
+  const head = (token: string) => `POST /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`;
+  const s = await silent(port, held);
+  const [first] = await exchange([s], () => head('not-a-token'), (x) => x.includes('\r\n\r\n'));
+  assert.match(first!, /^HTTP\/1\.1 401 /, 'refused before any 100');
+  const s2 = await silent(port, held);
+  const [cont] = await exchange([s2], () => head(alice), (x) => x.includes('\r\n\r\n'));
+  assert.match(cont!, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+  const [answer] = await exchange([s2], () => 'hello', (x) => x.includes('got hello'));
+  assert.match(answer!, /^HTTP\/1\.1 200 [^]*got hello$/);
+});
