@@ -1,6 +1,7 @@
 // Where the apiserver is and how to prove who we are, found as kubectl finds it: --kubeconfig,
 // else the files in KUBECONFIG (merged, the first to set a value wins), else ~/.kube/config,
-// else the pod's own service account (in-cluster). Credentials: client certificates, a token or
+// else the pod's own service account (in-cluster). A file named with --kubeconfig must exist;
+// KUBECONFIG's entries that do not are skipped (client-go's loader does both). Credentials: client certificates, a token or
 // token file, an exec plugin (client.authentication.k8s.io ExecCredential); a token file and an
 // exec token are read again whenever they may have changed (a projected token rotates).
 import { execFile } from 'node:child_process';
@@ -48,11 +49,13 @@ const tokenTtlMs = 60_000;
 
 export function loadClusterAccess(file: string | undefined, opts: LoadOptions = {}): ClusterAccess {
   const env = opts.env ?? process.env;
-  if (file) return fromFiles(file.split(':').filter(Boolean)); // a list, as in KUBECONFIG
+  // named with --kubeconfig: each file must exist (client-go: a missing explicit path is an error)
+  if (file) return fromFiles(file.split(':').filter(Boolean), true); // a list, as in KUBECONFIG
+  // KUBECONFIG's entries that do not exist are skipped, one entry or several, as client-go does
   const list = (env.KUBECONFIG ?? '').split(':').filter(Boolean);
-  if (list.length) return fromFiles(list);
+  if (list.length) return fromFiles(list, false);
   const home = join(opts.home ?? homedir(), '.kube', 'config');
-  if (existsSync(home)) return fromFiles([home]);
+  if (existsSync(home)) return fromFiles([home], true);
   const sa = opts.serviceAccountDir ?? '/var/run/secrets/kubernetes.io/serviceaccount';
   if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT && existsSync(join(sa, 'token'))) return inCluster(env, sa);
   throw new Error('no Kubernetes configuration: give --kubeconfig, set KUBECONFIG, create ~/.kube/config, or run in a pod');
@@ -76,15 +79,52 @@ function tokenFile(path: string): () => Promise<string | undefined> {
   };
 }
 
-function fromFiles(files: string[]): ClusterAccess {
+/** A kubeconfig file's document; undefined if it does not exist and `explicit` is false. Every
+ * error is one line that names the file. */
+function readKubeconfig(f: string, explicit: boolean): KubeconfigFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(f, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !explicit) return undefined;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a kubeconfig file'
+      : code === 'EACCES' ? 'permission denied' : `cannot read it (${code ?? (err as Error).message})`;
+    throw new Error(`${f}: ${why}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    // the yaml library's message runs over several lines (with an excerpt): keep its first
+    throw new Error(`${f}: not valid YAML: ${String((err as Error).message).split('\n')[0]!.replace(/:\s*$/, '')}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error(`${f}: not a kubeconfig (a mapping of clusters, users and contexts)`);
+  const d = doc as Record<string, unknown>;
+  for (const field of ['clusters', 'users', 'contexts'] as const) {
+    const v = d[field];
+    if (v === null || v === undefined) continue;
+    if (!Array.isArray(v)) throw new Error(`${f}: ${field} is not a list`);
+    v.forEach((e, i) => {
+      if (e === null || typeof e !== 'object' || Array.isArray(e)) throw new Error(`${f}: ${field}[${i}] is not a mapping`);
+    });
+  }
+  const cur = d['current-context'];
+  if (cur !== null && cur !== undefined && typeof cur !== 'string') throw new Error(`${f}: current-context is not a string`);
+  return d as KubeconfigFile;
+}
+
+function fromFiles(files: string[], explicit: boolean): ClusterAccess {
   // merge as kubectl does: the first file to set a key wins; relative paths are relative to their file
   const contexts = new Map<string, { cluster?: string; user?: string }>();
   const clusters = new Map<string, { v: Record<string, any>; dir: string }>();
   const users = new Map<string, { v: Record<string, any>; dir: string }>();
   let current: string | undefined;
+  const missing: string[] = [];
   for (const f of files) {
-    if (!existsSync(f)) continue;
-    const doc = (parse(readFileSync(f, 'utf8')) ?? {}) as KubeconfigFile;
+    const doc = readKubeconfig(f, explicit);
+    if (!doc) { missing.push(f); continue; }
     const dir = dirname(f);
     current ??= doc['current-context'] || undefined;
     for (const c of doc.contexts ?? []) if (!contexts.has(c.name)) contexts.set(c.name, c.context ?? {});
@@ -92,6 +132,10 @@ function fromFiles(files: string[]): ClusterAccess {
     for (const u of doc.users ?? []) if (!users.has(u.name)) users.set(u.name, { v: u.user ?? {}, dir });
   }
   const where = files.join(':');
+  if (missing.length === files.length) {
+    // (still "no current-context", as a kubectl with these files says; the cause after it)
+    throw new Error(`${where}: no current-context (${files.length === 1 ? 'no such file' : 'none of these files exists'}; KUBECONFIG's missing files are skipped)`);
+  }
   if (!current) throw new Error(`${where}: no current-context`);
   const ctx = contexts.get(current);
   if (!ctx) throw new Error(`${where}: context ${current} not found`);

@@ -119,3 +119,45 @@ test('an exec plugin that fails or prints something else: the error names the pl
     assert.ok(!everything.includes('SECRET-TOKEN'), everything);
   }
 });
+
+test('a kubeconfig named with --kubeconfig that is missing is an error naming it; a missing KUBECONFIG entry is skipped, as client-go does', () => {
+  const d = dir();
+  const missing = join(d, 'nonexistent');
+  assert.throws(() => loadClusterAccess(missing), (e: Error) => e.message === `${missing}: no such file`);
+  // every file of a --kubeconfig list is named explicitly
+  const ok = file(d, 'ok', kc({ current: 'c', clusters: [{ name: 'k', cluster: { server: 'https://ok:1' } }], contexts: [{ name: 'c', context: { cluster: 'k' } }] }));
+  assert.throws(() => loadClusterAccess(`${ok}:${missing}`), (e: Error) => e.message === `${missing}: no such file`);
+  // KUBECONFIG: a missing entry is skipped, one entry or several (client-go's Precedence list);
+  // when none exists the error says why there is no current-context
+  assert.equal(loadClusterAccess(undefined, { env: { KUBECONFIG: `${missing}:${ok}` } }).server.host, 'ok:1');
+  assert.throws(() => loadClusterAccess(undefined, { env: { KUBECONFIG: missing } }),
+    (e: Error) => e.message === `${missing}: no current-context (no such file; KUBECONFIG's missing files are skipped)`);
+  assert.throws(() => loadClusterAccess(undefined, { env: { KUBECONFIG: `${missing}:${missing}2` } }),
+    (e: Error) => e.message === `${missing}:${missing}2: no current-context (none of these files exists; KUBECONFIG's missing files are skipped)`);
+});
+
+test('a kubeconfig that cannot be read or parsed, or whose lists are not lists: one line naming the file (and the field)', () => {
+  const d = dir();
+  const oneLine = (want: RegExp) => (e: Error) => { assert.match(e.message, want); assert.ok(!e.message.includes('\n'), e.message); return true; };
+  // a directory: not a bare EISDIR, and not skipped in a KUBECONFIG list either (client-go: read errors are errors)
+  assert.throws(() => loadClusterAccess(d), oneLine(new RegExp(`^${d}: is a directory`)));
+  assert.throws(() => loadClusterAccess(undefined, { env: { KUBECONFIG: d } }), oneLine(new RegExp(`^${d}: is a directory`)));
+  const bad = join(d, 'bad');
+  writeFileSync(bad, 'apiVersion: v1\nclusters:\n  - name: k\n   cluster: {server: "https://x:1"\ncontexts: [\n');
+  assert.throws(() => loadClusterAccess(bad), oneLine(new RegExp(`^${bad}: not valid YAML: \\S`)));
+  for (const field of ['contexts', 'clusters', 'users']) {
+    const f = join(d, `not-a-list-${field}`);
+    writeFileSync(f, `current-context: c\n${field}:\n  c:\n    cluster: k\n`);
+    assert.throws(() => loadClusterAccess(f), oneLine(new RegExp(`^${f}: ${field} is not a list$`)));
+  }
+  const nullEntry = join(d, 'null-entry');
+  writeFileSync(nullEntry, 'current-context: c\ncontexts:\n  - \n');
+  assert.throws(() => loadClusterAccess(nullEntry), oneLine(new RegExp(`^${nullEntry}: contexts\\[0\\] is not a mapping$`)));
+  const scalar = join(d, 'scalar');
+  writeFileSync(scalar, 'just words\n');
+  assert.throws(() => loadClusterAccess(scalar), oneLine(new RegExp(`^${scalar}: not a kubeconfig`)));
+  // an empty file is an empty kubeconfig, as in client-go
+  const empty = join(d, 'empty');
+  writeFileSync(empty, '');
+  assert.throws(() => loadClusterAccess(empty), oneLine(new RegExp(`^${empty}: no current-context$`)));
+});
