@@ -1,6 +1,7 @@
 // The admin port: /healthz (alive), /readyz (caches synced, listeners programmed), /metrics
 // (with `metricsAuth`: only for a bearer token the apiserver authenticates and authorises).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { AdminDecision } from './admin-auth.js';
 import type { Exposition } from './metrics.js';
 
@@ -34,6 +35,7 @@ function send(res: ServerResponse, status: number, type: string, body: string, h
 }
 
 const text = 'text/plain; charset=utf-8';
+const notFound = 'Not Found\n';
 
 function refuse(res: ServerResponse, d: Exclude<AdminDecision, 'allowed'>, path: string): void {
   const [status, msg] = refusals[d];
@@ -79,13 +81,17 @@ async function metrics(opts: AdminOptions, req: IncomingMessage, res: ServerResp
 /** GET (and HEAD) /healthz, /readyz, /metrics and, in `serve` mode, /status; anything else 404. */
 function handle(opts: AdminOptions, req: IncomingMessage, res: ServerResponse): void {
   const path = pathOf(req);
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 404, text, 'Not Found\n');
+  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 404, text, notFound);
   if (path === '/healthz') return send(res, 200, text, 'ok');
   if (path === '/readyz') return opts.ready() ? send(res, 200, text, 'ok') : send(res, 503, text, 'not ready');
   if (path === '/status' && opts.status) return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.status()) ?? 'null');
-  if (path !== '/metrics') return send(res, 404, text, 'Not Found\n');
+  if (path !== '/metrics') return send(res, 404, text, notFound);
   metrics(opts, req, res).catch(() => failed(res)); // (the token check or the exposition failed)
 }
+
+/** The 404 of a CONNECT (no route here tunnels), written on the bare socket. */
+const connectNotFound = `HTTP/1.1 404 Not Found\r\ncontent-type: ${text}\r\n`
+  + `content-length: ${Buffer.byteLength(notFound)}\r\nconnection: close\r\n\r\n${notFound}`;
 
 /** A 500 with nothing of the error in it; cut if the answer had started. */
 function failed(res: ServerResponse): void {
@@ -105,7 +111,17 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
       }
     });
   // an answer the client does not read (a scrape is written as the socket takes it) holds its connection no longer
-  server.setTimeout(opts.stalledMs ?? 30_000);
+  const stalledMs = opts.stalledMs ?? 30_000;
+  server.setTimeout(stalledMs);
+  // CONNECT (node:http hands it here, else drops it unanswered): a 404 like any other path's, and the
+  // connection closed; what the client sends after is dropped, and a client that never closes its
+  // side is cut after the stall time
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    socket.on('error', () => {});
+    socket.setTimeout(stalledMs, () => socket.destroy());
+    socket.resume();
+    socket.end(connectNotFound);
+  });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {

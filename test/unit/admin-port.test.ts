@@ -136,3 +136,27 @@ test('the admin routes: probes, status, metrics refusals with their headers, 404
   broken = false;
   assert.equal((await get('/healthz')).body, 'ok', 'and the port goes on');
 });
+
+/** Everything the server writes on a connection that sends `msg`, until it closes (or 3 s). */
+async function exchange(port: number, msg: string): Promise<{ got: string; closed: boolean }> {
+  const s = connect(port, '127.0.0.1', () => s.write(msg));
+  s.on('error', () => {});
+  let got = '';
+  s.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  const wasClosed = await closed(s);
+  s.destroy();
+  return { got, closed: wasClosed };
+}
+
+test('CONNECT on the admin port: a 404 like any other path\'s, with Connection: close, and the connection closed', async (t) => {
+  const { port } = await admin(t);
+  const { got, closed: wasClosed } = await exchange(port, 'CONNECT host:443 HTTP/1.1\r\nHost: host:443\r\n\r\n');
+  assert.match(got, /^HTTP\/1\.1 404 Not Found\r\n/);
+  const [head, body] = got.split('\r\n\r\n');
+  assert.match(head!, /\r\ncontent-type: text\/plain; charset=utf-8\r\n/i);
+  assert.match(head!, /\r\nconnection: close(\r\n|$)/i);
+  assert.equal(body, 'Not Found\n', 'the body of the server\'s other 404s');
+  assert.equal(wasClosed, true, 'the server closed the connection');
+  // and the port goes on
+  assert.equal(await (await request(`http://127.0.0.1:${port}/healthz`)).body.text(), 'ok');
+});
