@@ -89,6 +89,12 @@ function handle(opts: AdminOptions, req: IncomingMessage, res: ServerResponse): 
   metrics(opts, req, res).catch(() => failed(res)); // (the token check or the exposition failed)
 }
 
+/** Whether `req` says a body follows (no route here reads one). */
+function carriesBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
 /** The 404 of a CONNECT (no route here tunnels), written on the bare socket. */
 const connectNotFound = `HTTP/1.1 404 Not Found\r\ncontent-type: ${text}\r\n`
   + `content-length: ${Buffer.byteLength(notFound)}\r\nconnection: close\r\n\r\n${notFound}`;
@@ -104,6 +110,13 @@ export async function startAdminServer(opts: AdminOptions): Promise<Server> {
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
   const server = createServer({ headersTimeout, requestTimeout: headersTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) },
     (req, res) => {
+      // a body no route reads: the answer closes the connection (else the connection waits for
+      // the rest of the body, and its request timeout later writes an unasked-for 408 on it); what
+      // arrives meanwhile is read and dropped, so the close does not reset the answer away
+      if (carriesBody(req)) {
+        res.setHeader('connection', 'close');
+        req.resume();
+      }
       try {
         handle(opts, req, res);
       } catch {

@@ -160,3 +160,23 @@ test('CONNECT on the admin port: a 404 like any other path\'s, with Connection: 
   // and the port goes on
   assert.equal(await (await request(`http://127.0.0.1:${port}/healthz`)).body.text(), 'ok');
 });
+
+test('a request with a body the admin port does not read: one answer, with Connection: close, and no 408 after it', async (t) => {
+  // a short request timeout: without the close, Node writes "408 Request Timeout" within a second
+  const { port } = await admin(t, { headersTimeoutMs: 300 });
+  for (const msg of [
+    'POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n', // the body never comes
+    'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n', // nor its end
+    'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody', // a body sent whole: answered, then closed
+  ]) {
+    const first = msg.split('\r\n')[0]!;
+    const { got, closed: wasClosed } = await exchange(port, msg);
+    assert.equal(got.split('HTTP/1.1 ').length - 1, 1, `${first}: one answer only: ${JSON.stringify(got)}`);
+    assert.match(got, /^HTTP\/1\.1 (404 Not Found|200 OK)\r\n/, first);
+    assert.match(got.split('\r\n\r\n')[0]!, /\r\nconnection: close(\r\n|$)/i, first);
+    assert.equal(wasClosed, true, `${first}: closed`);
+  }
+  // a request without a body keeps its connection
+  const r = await request(`http://127.0.0.1:${port}/healthz`);
+  assert.deepEqual([r.statusCode, r.headers.connection, await r.body.text()], [200, 'keep-alive', 'ok']);
+});
