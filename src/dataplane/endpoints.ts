@@ -61,6 +61,11 @@ export class EndpointPool {
     return (this.upgrades ??= this.scheme === 'https' ? new HttpsAgent({ keepAlive: false, ...this.tls() }) : new HttpAgent({ keepAlive: false }));
   }
 
+  /** Whether its pool is made (at its first request). */
+  get pooled(): boolean {
+    return this.current !== undefined;
+  }
+
   /** Connections its current pool holds. */
   get sockets(): number {
     return this.current?.gen.sockets ?? 0;

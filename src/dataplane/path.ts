@@ -86,6 +86,8 @@ export class PathFilter {
   private readonly accept: Regex[];
   private readonly rejectPaths: Regex[];
   private readonly rejectMethods: Regex[];
+  /** By rejectMethods pattern: it names no upper-case letter (it is tried on the lower-case method too). */
+  private readonly lowerOnly: boolean[];
   /** The rejectMethods pattern (index, or -1) refusing each method seen: a verdict depends on the method alone. */
   private readonly methodVerdicts = new Map<string, number>();
   /** RE2 instructions of all its patterns: checking a path costs up to this much per character. */
@@ -100,6 +102,7 @@ export class PathFilter {
     this.accept = spec.acceptPaths.map(compile);
     this.rejectPaths = spec.rejectPaths.map(compile);
     this.rejectMethods = spec.rejectMethods.map(compile);
+    this.lowerOnly = spec.rejectMethods.map((p) => !/[A-Z]/.test(p));
     this.size = [...this.accept, ...this.rejectPaths, ...this.rejectMethods].reduce((n, r) => n + r.size, 0);
     this.key = JSON.stringify([spec.acceptPaths, spec.rejectPaths, spec.rejectMethods]);
   }
@@ -115,15 +118,17 @@ export class PathFilter {
     return { accepted: { field: `${this.field}.acceptPaths[${i}]`, pattern: this.spec.acceptPaths[i]! } };
   }
 
-  /** The first rejectMethods pattern matching `method` in upper case (as Node gives it) or in lower
-   * case, or -1: RE2 is case-sensitive and the CRD admits "delete", which would never match
-   * DELETE. (A mixed-case pattern, "Delete", still matches neither; compiling the patterns with
-   * (?i) instead would fold their class ranges, work the bounds checked in translate do not count.)
-   * Remembered per method: a route's requests test the patterns once per method, not each time. */
+  /** The first rejectMethods pattern matching `method` as Node gives it (upper case), or, for a
+   * pattern with no upper-case letter, in lower case; or -1. RE2 is case-sensitive and the CRD
+   * admits "delete", which would never match DELETE; a pattern that names upper-case letters is
+   * taken as written (`^[^G]` rejects all but GET, not "get" too). (A mixed-case pattern,
+   * "Delete", matches neither; compiling the patterns with (?i) instead would fold their class
+   * ranges, work the bounds checked in translate do not count.) Remembered per method: a route's
+   * requests test the patterns once per method, not each time. */
   private rejectedMethod(method: string): number {
     const upper = method.toUpperCase();
     const lower = method.toLowerCase();
-    const i = this.rejectMethods.findIndex((r) => r.test(upper) || r.test(lower));
+    const i = this.rejectMethods.findIndex((r, k) => r.test(upper) || (this.lowerOnly[k]! && r.test(lower)));
     if (this.methodVerdicts.size < rememberedMethods) this.methodVerdicts.set(method, i);
     return i;
   }

@@ -59,7 +59,7 @@ test('pools are shared, reference-counted and closed when unused', () => {
 });
 
 test('an endpoint\'s connections are made at its first request, not when a table takes it; one retired before its first request serves it and is closed at its end', async () => {
-  const made = (p: EndpointPool) => (p as unknown as { made?: unknown }).made !== undefined;
+  const made = (p: EndpointPool) => p.pooled;
   const reg = new PoolRegistry();
   const many = target(200);
   const pools = many.endpoints.map((e) => reg.acquire(many, e));

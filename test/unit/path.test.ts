@@ -83,7 +83,7 @@ test('kubectl proxy filter semantics: reject paths, then methods, then accept pa
   assert.ok('accepted' in g.check('GET', '/api/v1/namespaces/a/configmaps'));
 });
 
-test('rejectMethods match whatever the case of the pattern: "delete" rejects DELETE (Node gives methods in upper case)', () => {
+test('rejectMethods in lower case match: "delete" rejects DELETE (Node gives methods in upper case); a pattern naming upper-case letters is taken as written', () => {
   const f = new PathFilter({ acceptPaths: ['^/api/'], rejectPaths: [], rejectMethods: ['^delete$', 'pat', '^PO[A-Z]+$'] }, 'team-a', 'spec.routes[0].apiserver');
   assert.equal(why(f.check('DELETE', '/api/v1/x')).why, 'method DELETE is rejected by spec.routes[0].apiserver.rejectMethods[0] "^delete$"');
   assert.equal(why(f.check('PATCH', '/api/v1/x')).field, 'spec.routes[0].apiserver.rejectMethods[1]');
@@ -96,6 +96,10 @@ test('rejectMethods match whatever the case of the pattern: "delete" rejects DEL
   assert.ok('accepted' in f.check('DELETEX', '/api/v1/x'));
   // rejectPaths still come first, and a path the method filter passes is still checked against acceptPaths
   assert.match(why(f.check('GET', '/version')).why, /acceptPaths/);
+  // a pattern that names upper-case letters is taken as written: "all but GET" still lets GET through
+  const allBut = new PathFilter({ acceptPaths: ['^/api/'], rejectPaths: [], rejectMethods: ['^[^GH]', '[^A-Z]'] }, 'team-a', 'spec.routes[0].apiserver');
+  for (const m of ['GET', 'HEAD']) assert.ok('accepted' in allBut.check(m, '/api/v1/x'), m);
+  for (const m of ['POST', 'DELETE', 'PATCH']) assert.equal(why(allBut.check(m, '/api/v1/x')).field, 'spec.routes[0].apiserver.rejectMethods[0]', m);
 });
 
 test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
