@@ -50,8 +50,24 @@ export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
   return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && sameJSON(authnKeys(a), authnKeys(b));
 }
 
-/** Replaced route tables whose streams may stay open, per listener (`HeldAccess.swapped`). */
+/** Replaced route tables whose streams may stay open, per listener (`HeldAccess.swapped`): of
+ * different admissions (spec changes), and in all (a Service's endpoints changing alone makes a new
+ * table that shares what the one before compiled, ~100 KiB for 64 routes). */
 export const maxOlderTables = 8;
+export const maxOlderTablesInAll = 32;
+
+/** By route table, the order it was made in (`seq`) and its admission's (`epoch`: the seq of the
+ * first table that admitted the same, endpoints aside). */
+const made = new WeakMap<RouteTable, { seq: number; epoch: number }>();
+let lastSeq = 0;
+function madeOf(t: RouteTable, epoch?: number): { seq: number; epoch: number } {
+  let m = made.get(t);
+  if (!m) {
+    const seq = ++lastSeq;
+    made.set(t, (m = { seq, epoch: epoch ?? seq }));
+  }
+  return m;
+}
 
 /**
  * What one listener holds open, watched against its current route table; what a replaced listener
@@ -59,10 +75,8 @@ export const maxOlderTables = 8;
  * window boundary while anything is held (`recheck` re-arms it for a new table).
  */
 export class HeldAccess {
-  /** Each with how it is ended and the table it was admitted by (its closures keep that alive). */
+  /** Each with how it is ended and the table that admitted it (its closures keep that table alive). */
   private readonly held = new Map<Held, { end: (why: string) => void; table: RouteTable }>();
-  /** What each table holds, oldest table first. */
-  private readonly byTable = new Map<RouteTable, Set<Held>>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -77,7 +91,8 @@ export class HeldAccess {
 
   /**
    * Watches `h` until the returned function is called; `end` ends it, with why. It is asked at
-   * once (a window may have closed, or the spec changed, while it was being opened).
+   * once (a window may have closed, or the spec changed, while it was being opened). `table`: the
+   * one that admitted it.
    */
   hold(h: Held, end: (why: string) => void, table: RouteTable = this.current()): () => void {
     if (this.movedTo) return this.movedTo.hold(h, end, table); // a replaced listener's late streams
@@ -88,7 +103,7 @@ export class HeldAccess {
       this.ended(h, why, end);
       return none;
     }
-    this.add(h, end, table);
+    this.held.set(h, { end, table });
     if (table !== this.current()) this.swapped(); // its table was replaced while it was being opened
     if (!this.timer) this.arm();
     return () => this.release(h);
@@ -97,40 +112,26 @@ export class HeldAccess {
   /** Takes over what `from` holds (a listener replaced by this one's): checked against this one's
    * table from now on, at once. */
   adopt(from: HeldAccess): void {
-    for (const [h, { end, table }] of from.held) this.add(h, end, table);
+    for (const [h, e] of from.held) this.held.set(h, e);
     from.held.clear();
-    from.byTable.clear();
     from.movedTo = this;
     from.stop();
     this.recheck();
   }
 
-  private add(h: Held, end: (why: string) => void, table: RouteTable): void {
-    this.held.set(h, { end, table });
-    let of = this.byTable.get(table);
-    if (!of) this.byTable.set(table, (of = new Set()));
-    of.add(h);
+  private release(h: Held): void {
+    if (!this.held.delete(h)) this.movedTo?.release(h);
   }
 
-  private release(h: Held): boolean {
-    const e = this.held.get(h);
-    if (!e) return this.movedTo?.release(h) ?? false;
-    this.held.delete(h);
-    const of = this.byTable.get(e.table)!;
-    of.delete(h);
-    if (!of.size) this.byTable.delete(e.table);
-    return true;
-  }
-
-  /** Ends what the current table no longer admits, and what the oldest of more than
-   * `maxOlderTables` replaced tables hold; then waits for its next window boundary. */
+  /** Ends what the current table no longer admits, and what too many replaced tables hold (`swapped`);
+   * then waits for its next window boundary. */
   recheck(): void {
     if (this.stopped) return;
     const t = this.current();
     for (const [h, { end }] of [...this.held]) {
       const why = accessEnded(t, h);
       if (why === null) continue;
-      this.release(h);
+      this.held.delete(h);
       this.ended(h, why, end);
     }
     this.swapped();
@@ -138,22 +139,38 @@ export class HeldAccess {
   }
 
   /**
-   * The table was replaced (a spec or an endpoint changed): a stream keeps the table that admitted
-   * it (a 64-route one ~150 KiB), so a team changing its spec and opening a watch after each change
-   * kept one per watch (1,024 connections: ~190 MiB of the heap every team shares). Past
-   * `maxOlderTables` replaced tables holding streams, those of the oldest are ended, to be opened
-   * again under the current one.
+   * The table was replaced by the current one; `sameAdmission`: it admits what `previous` did (a
+   * Service's endpoints changed), and shares what it compiled (RouteTable.build).
    */
-  swapped(): void {
+  replaced(previous: RouteTable, sameAdmission: boolean): void {
+    const before = madeOf(previous); // (numbered as tables are made: the first when it is replaced)
+    madeOf(this.current(), sameAdmission ? before.epoch : undefined);
+    this.swapped();
+  }
+
+  /**
+   * A stream keeps the table that admitted it (a 64-route one ~150 KiB), so a team changing its
+   * spec and opening a watch after each change kept one table per watch (1,024 connections: ~190
+   * MiB of the heap every team shares). Past `maxOlderTables` older admissions, or
+   * `maxOlderTablesInAll` older tables, holding streams, those of the oldest are ended, to be
+   * opened again under the current table.
+   */
+  private swapped(): void {
     if (this.stopped) return;
-    const current = this.current();
-    const older = [...this.byTable.keys()].filter((x) => x !== current);
-    for (const table of older.slice(0, Math.max(0, older.length - maxOlderTables))) {
-      for (const h of [...this.byTable.get(table)!]) {
-        const { end } = this.held.get(h)!;
-        this.release(h);
-        this.ended(h, `the gateway changed ${maxOlderTables} more times since it was opened; open it again`, end);
-      }
+    const now = madeOf(this.current());
+    const tables = new Set<RouteTable>();
+    for (const { table } of this.held.values()) tables.add(table);
+    const older = [...tables].map((t) => ({ t, ...madeOf(t) })).filter((x) => x.seq !== now.seq).sort((a, b) => a.seq - b.seq);
+    const epochs = [...new Set(older.map((x) => x.epoch).filter((e) => e !== now.epoch))];
+    const endEpochs = new Set(epochs.slice(0, Math.max(0, epochs.length - maxOlderTables)));
+    const endTables = new Set(older.slice(0, Math.max(0, older.length - maxOlderTablesInAll)).map((x) => x.t));
+    if (!endEpochs.size && !endTables.size) return;
+    for (const [h, { end, table }] of [...this.held]) {
+      const spec = endEpochs.has(madeOf(table).epoch);
+      if (!spec && !endTables.has(table)) continue;
+      this.held.delete(h);
+      this.ended(h, spec ? `the gateway changed ${maxOlderTables} more times since it was opened; open it again`
+        : `the gateway's endpoints changed ${maxOlderTablesInAll} more times since it was opened; open it again`, end);
     }
   }
 

@@ -238,8 +238,9 @@ export class Listener {
     this.table = next;
     previous.dispose(next);
     // what is open is asked again, and the timer set for the new rules' windows (an endpoint change alone admits the same)
-    if (!this.held.size || !sameAdmission(previous.plan, plan)) this.held.recheck();
-    else this.held.swapped();
+    const same = sameAdmission(previous.plan, plan);
+    this.held.replaced(previous, same);
+    if (!this.held.size || !same) this.held.recheck();
     return reloaded;
   }
 

@@ -15,7 +15,7 @@ import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import { textKey } from '../api/pem.js';
 import type { RequestReviewer } from '../auth/request-info.js';
 import type { EntryBudget } from '../auth/token-cache.js';
-import type { ApiserverTarget, GatewayPlan, RoutePlan, ServiceTarget } from '../translate/plan.js';
+import { same, type ApiserverTarget, type GatewayPlan, type RoutePlan, type ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
 import { RateLimiter } from '../auth/rate-limit.js';
@@ -139,14 +139,17 @@ export class RouteTable {
   readonly clientCerts: ClientCertAuthenticator | null;
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
-    private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null) {
+    private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null, previous?: RouteTable) {
     this.limiter = limiter;
     this.clientCerts = clientCerts;
     this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
     this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
     this.key = `${plan.namespace}/${plan.name}`;
     this.ownAccounts = `system:serviceaccount:${plan.namespace}:`;
-    this.policy = new AccessPolicy(plan.access);
+    // what an unchanged spec.access or route compiled is the previous table's (a stream open on an
+    // older table keeps it: a Service's endpoints changing made a whole new one each time)
+    const kept = previous?.key === this.key ? previous : undefined;
+    this.policy = kept && same(kept.plan.access, plan.access) ? kept.policy : new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
     const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
@@ -169,7 +172,7 @@ export class RouteTable {
       return pools;
     };
     try {
-      this.routes = this.compileRoutes(plan, deps, acquire);
+      this.routes = this.compileRoutes(plan, deps, acquire, kept?.routes);
     } catch (err) {
       for (const p of acquired) deps.pools.release(p);
       throw err;
@@ -181,9 +184,13 @@ export class RouteTable {
    * path; else only one that goes on with `tail` (their prefix is its prefix and more). */
   private readonly before: { route: CompiledRoute; tail: string | null }[][];
 
-  private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[]): CompiledRoute[] {
+  private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[], previous?: CompiledRoute[]): CompiledRoute[] {
     const authn = authnKeys(plan);
     return plan.routes.map((r, i) => {
+      const old = previous?.[i];
+      if (old && same(old.authn, authn) && same(withoutEndpoints(old.plan), withoutEndpoints(r))) {
+        return { ...old, plan: r, backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null };
+      }
       const prefix = normalizePrefix(r.pathPrefix);
       const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
       const filter = r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null;
@@ -225,7 +232,7 @@ export class RouteTable {
       const certs = !ca ? null
         : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
           : new ClientCertAuthenticator(ca);
-      const table = new RouteTable(plan, authn, limiter, deps, certs);
+      const table = new RouteTable(plan, authn, limiter, deps, certs, previous);
       const policy = table.policy;
       authn.setCharged?.((id) => policy.knows(id)); // the namespace's cache budget pays for these only
       return table;
@@ -335,4 +342,9 @@ function earlierMatching(earlier: CompiledRoute[], prefix: string): { route: Com
 /** The decoded path sent upstream: the matched prefix replaced by rewritePrefix, when set. */
 export function upstreamPath(route: CompiledRoute, path: string): string {
   return route.rewrite === null ? path : replacePrefix(path, route.prefix, route.rewrite);
+}
+
+/** A route as planned, its Service's endpoints aside (they change often). */
+function withoutEndpoints(r: RoutePlan): RoutePlan {
+  return r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r;
 }

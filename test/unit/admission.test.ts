@@ -498,3 +498,34 @@ test('accessEnded: a held stream\'s filters are not run again while they are tho
   // the same patterns under another rewrite are another verdict: asked again
   assert.notEqual(route.filtered, table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/k', rewritePrefix: '/', apiserver: { rejectPaths: hostile } }] }).routes[0]!.filtered);
 });
+
+test('a table built for the same spec with other endpoints shares what the previous one compiled (its access policy, each route\'s filter and metrics); a changed route or spec.access is compiled anew', () => {
+  const pools = new PoolRegistry();
+  const deps = { apiserver: {} as DataplaneDeps['apiserver'], log: silentLogger, pools, metrics: testMetrics(), reviewer: {} as DataplaneDeps['reviewer'] };
+  const plan = (ips: string[], accept = '^/api/', users = ['alice']) => {
+    const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: 'team-a', generation: 1 },
+      spec: { authentication: { audiences: ['gw'] }, access: [{ users }], routes: [
+        { name: 'kube', pathPrefix: '/k', apiserver: { acceptPaths: [accept] } },
+        { name: 'web', pathPrefix: '/w', service: { name: 'web', port: 'http' } }] } } as unknown as AccessGateway;
+    const t = translate(applyDefaults(gw), { port: { port: 1 }, services: { 'team-a/web': { spec: { ports: [{ name: 'http', port: 80 }] } } },
+      endpointSlices: { 'team-a/web': [{ ports: [{ name: 'http', port: 8080 }], endpoints: ips.map((ip) => ({ addresses: [ip] })) }] } } as never);
+    assert.ok(t.plan, JSON.stringify(t.conditions));
+    return t.plan;
+  };
+  const first = RouteTable.build(plan(['198.18.0.2']), deps);
+  const moved = RouteTable.build(plan(['198.18.0.3']), deps, first);
+  assert.equal(moved.policy, first.policy);
+  assert.equal(moved.routes[0]!.filter, first.routes[0]!.filter);
+  assert.equal(moved.routes[0]!.m, first.routes[0]!.m);
+  assert.equal(moved.routes[1]!.m, first.routes[1]!.m);
+  assert.deepEqual(moved.routes[1]!.backend!.pools.map((p) => p.host), ['198.18.0.3:8080'], 'its own endpoints');
+  assert.deepEqual(first.routes[1]!.backend!.pools.map((p) => p.host), ['198.18.0.2:8080']);
+  const filtered = RouteTable.build(plan(['198.18.0.3'], '^/apis/'), deps, moved);
+  assert.notEqual(filtered.routes[0]!.filter, moved.routes[0]!.filter);
+  assert.equal(filtered.routes[0]!.filter!.check('GET', '/k/apis/x') && 'accepted' in filtered.routes[0]!.filter!.check('GET', '/apis/x'), true);
+  assert.equal(filtered.routes[1]!.m, moved.routes[1]!.m, 'an unchanged route is shared still');
+  const access = RouteTable.build(plan(['198.18.0.3'], '^/apis/', ['bob']), deps, filtered);
+  assert.notEqual(access.policy, filtered.policy);
+  for (const t of [first, moved, filtered, access]) t.dispose();
+  assert.equal(pools.size, 0);
+});

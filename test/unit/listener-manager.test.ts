@@ -25,7 +25,7 @@ import { captureHello } from '../support/client-hello.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { maxOlderTables } from '../../src/dataplane/held.js';
+import { maxOlderTables, maxOlderTablesInAll } from '../../src/dataplane/held.js';
 
 const freePort = () => new Promise<number>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
@@ -2140,7 +2140,7 @@ test('a request sent in clear to a TLS listener is answered 400, as Go\'s server
   assert.equal((await ask(port, held, alice, true)).status, 200);
 });
 
-test('tenancy: streams keep at most 8 replaced tables alive: past that, those of the oldest are ended (a spec change or an endpoint change alike)', async (t) => {
+test('tenancy: streams keep at most 8 replaced tables alive: past that, those of the oldest are ended; a Service\'s endpoints changing alone ends nothing', async (t) => {
   const { m, held } = managerFor(t);
   const [up, up2] = [await ticking(t), await ticking(t)];
   const port = await freePort();
@@ -2148,6 +2148,14 @@ test('tenancy: streams keep at most 8 replaced tables alive: past that, those of
   await m.apply('team-a/gw', planFor(0));
   const streams = [stream(port, held)];
   assert.equal(await streaming(streams[0]!), true, streams[0]!.text());
+  // endpoint changes alone, a stream opened after each (a rolling update under watches): all go on
+  for (let i = 1; i <= maxOlderTables + 2; i++) {
+    await m.apply('team-a/gw', planFor(0, i % 2 ? up2 : up));
+    const s = stream(port, held);
+    assert.equal(await streaming(s), true, s.text());
+  }
+  await pause(200);
+  assert.equal(streams[0]!.ended(), false, 'ended by a few endpoint changes');
   for (let i = 1; i <= maxOlderTables; i++) { // a spec change each: every stream is asked again, and admitted
     await m.apply('team-a/gw', planFor(i));
     streams.push(stream(port, held));
@@ -2155,8 +2163,8 @@ test('tenancy: streams keep at most 8 replaced tables alive: past that, those of
   }
   await pause(200);
   assert.ok(streams.every((s) => !s.ended()), 'as many replaced tables as may be are kept');
-  await m.apply('team-a/gw', planFor(maxOlderTables, up2)); // an endpoint change alone: the same admission, a new table
-  assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true, 'the oldest table\'s stream was ended');
+  await m.apply('team-a/gw', planFor(maxOlderTables + 1));
+  assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true, 'the oldest table\'s streams were ended');
   await pause(200);
   assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
 });
@@ -2180,7 +2188,7 @@ test('tenancy: streams whose upstream answered after their table was replaced co
     assert.equal(await waitUntil(async () => { await pause(20); return answers.length === i + 1; }), true);
     await m.apply('team-a/gw', planFor(i + 1));
   }
-  for (const a of answers) a();
+  for (const a of answers.reverse()) a(); // the oldest table's stream begins last: it is still the oldest
   assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true, `the oldest table's stream ended: ${streams[0]!.text()}`);
   await pause(200);
   assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
@@ -2205,4 +2213,25 @@ test('Expect: 100-continue: 100 Continue only once the request is admitted; a re
   assert.match(cont!, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
   const [answer] = await exchange([s2], () => 'hello', (x) => x.includes('got hello'));
   assert.match(answer!, /^HTTP\/1\.1 200 [^]*got hello$/);
+});
+
+test('tenancy: a Service\'s endpoints changing alone, a stream opened after each: past 32 replaced tables holding streams, the oldest\'s are ended', async (t) => {
+  const { m, held } = managerFor(t);
+  const [up, up2] = [await ticking(t), await ticking(t)];
+  const port = await freePort();
+  const planFor = (i: number) => withAccess(withService(planOf('team-a', 'gw', port), i % 2 ? up2 : up), [{ users: ['alice'] }]);
+  await m.apply('team-a/gw', planFor(0));
+  const streams = [stream(port, held)];
+  assert.equal(await streaming(streams[0]!), true);
+  for (let i = 1; i <= maxOlderTablesInAll; i++) {
+    await m.apply('team-a/gw', planFor(i));
+    streams.push(stream(port, held));
+    assert.equal(await streaming(streams[i]!), true);
+  }
+  await pause(200);
+  assert.ok(streams.every((s) => !s.ended()));
+  await m.apply('team-a/gw', planFor(maxOlderTablesInAll + 1));
+  assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true);
+  await pause(200);
+  assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
 });
