@@ -324,6 +324,16 @@ spec:
   }
 });
 
+/** A request to the apiserver as service account NS:WHO (a projected token): its status and message. */
+function requestsAs(ns: string, agent: Agent) {
+  return async (who: string, method: string, path: string, body: unknown, contentType = 'application/json') => {
+    const token = await cp.token(ns, who, []);
+    const r = await request(cp.url + path, { dispatcher: agent, method: method as any, headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body: JSON.stringify(body) });
+    const parsed: any = await r.body.json().catch(() => ({}));
+    return { status: r.statusCode, message: String(parsed.message ?? '') };
+  };
+}
+
 test('identity ServiceAccount: whoever writes the gateway must be allowed to impersonate each service account it names (edit may); a write that leaves the spec as it was is not checked', async () => {
   const sns = 'team-sa';
   await applyYaml(cp, namespaceYaml(sns, ['writer', 'editor', 'deployer', 'bot']));
@@ -335,12 +345,7 @@ test('identity ServiceAccount: whoever writes the gateway must be allowed to imp
   await cp.kubectl(['create', 'role', 'as-bot', '-n', sns, '--verb=impersonate', '--resource=serviceaccounts', '--resource-name=bot']);
   await cp.kubectl(['create', 'rolebinding', 'as-bot', '-n', sns, '--role=as-bot', `--serviceaccount=${sns}:writer`]);
   const agent = new Agent({ connect: { ca: cp.ca.cert } });
-  const as = async (who: string, method: string, path: string, body: unknown, contentType = 'application/json') => {
-    const token = await cp.token(sns, who, []);
-    const r = await request(cp.url + path, { dispatcher: agent, method: method as any, headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body: JSON.stringify(body) });
-    const parsed: any = await r.body.json().catch(() => ({}));
-    return { status: r.statusCode, message: String(parsed.message ?? '') };
-  };
+  const as = requestsAs(sns, agent);
   const gateways = `/apis/access-gateway.io/v1alpha1/namespaces/${sns}/accessgateways`;
   const gateway = (name: string, accounts: string[]) => ({
     apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name, namespace: sns },
@@ -395,12 +400,7 @@ test('a client CA makes team:NS:* names: only who may act as the namespace\'s ac
   await cp.kubectl(['create', 'rolebinding', 'writes', '-n', cns, '--role=writes', `--serviceaccount=${cns}:writer`, `--serviceaccount=${cns}:editor`]);
   await cp.kubectl(['create', 'rolebinding', 'edit', '-n', cns, '--clusterrole=system:aggregate-to-edit', `--serviceaccount=${cns}:editor`]);
   const agent = new Agent({ connect: { ca: cp.ca.cert } });
-  const as = async (who: string, method: string, path: string, body: unknown, contentType = 'application/json') => {
-    const token = await cp.token(cns, who, []);
-    const r = await request(cp.url + path, { dispatcher: agent, method: method as any, headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body: JSON.stringify(body) });
-    const parsed: any = await r.body.json().catch(() => ({}));
-    return { status: r.statusCode, message: String(parsed.message ?? '') };
-  };
+  const as = requestsAs(cns, agent);
   const gateways = `/apis/access-gateway.io/v1alpha1/namespaces/${cns}/accessgateways`;
   const configmaps = `/api/v1/namespaces/${cns}/configmaps`;
   const gateway = (name: string, clientCA: boolean) => ({
