@@ -453,12 +453,13 @@ export class Listener {
   }
 
   /** The upstream call for a service route, to one endpoint. */
-  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool): UpstreamCall {
+  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool, upgrade = false): UpstreamCall {
     const headers = forwardRequestHeaders(req.headers, false);
     forwardedFor(headers, req);
     Object.assign(headers, remoteHeaders(a.id));
     return {
-      url: ep.url, pool: ep.pool, agent: ep.agent, what: ep.what,
+      // the one it uses: each is made at its endpoint's first use
+      url: ep.url, pool: upgrade ? undefined : ep.pool, agent: upgrade ? ep.agent : undefined, what: ep.what,
       method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,
     };
   }
@@ -781,7 +782,7 @@ export class Listener {
         if (!ep) throw new NoEndpointsError(`Service ${a.route.backend.target.namespace}/${a.route.backend.target.name} has no ready endpoints`);
         ep.outstanding++;
         ep.served++;
-        call = this.serviceCall(a, req, ep);
+        call = this.serviceCall(a, req, ep, true);
       } else {
         call = this.apiserverCall(t, a, req);
       }

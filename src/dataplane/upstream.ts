@@ -23,9 +23,9 @@ export interface ApiserverConnection {
 export interface UpstreamCall {
   /** Origin of the upstream (scheme, host, port). */
   url: URL;
-  /** Plain requests go through this keep-alive pool; upgrades through `agent`. */
-  pool: Dispatcher;
-  agent: HttpAgent | HttpsAgent;
+  /** Plain requests go through this keep-alive pool; upgrades through `agent` (a call has the one it uses). */
+  pool?: Dispatcher;
+  agent?: HttpAgent | HttpsAgent;
   method: string;
   path: string;
   headers: OutgoingHttpHeaders;
@@ -166,7 +166,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     finish();
     if (!res.writableFinished && ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
   });
-  call.pool.dispatch({
+  call.pool!.dispatch({
     method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
     body: opts.body === 'stream' ? paced(req, opts) : opts.body,
     headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
@@ -286,7 +286,7 @@ function start(call: UpstreamCall) {
     method: call.method,
     path: call.path,
     headers: { ...call.headers, host: call.url.host },
-    agent: call.agent as any,
+    agent: call.agent! as any,
   });
 }
 

@@ -10,7 +10,7 @@ import { createServer as createHttpServer, type RequestListener } from 'node:htt
 import { request } from 'undici';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
-import { PoolRegistry } from '../../src/dataplane/endpoints.js';
+import { PoolRegistry, type EndpointPool } from '../../src/dataplane/endpoints.js';
 import { ListenerManager } from '../../src/dataplane/listener-manager.js';
 import type { DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -2234,4 +2234,24 @@ test('tenancy: a Service\'s endpoints changing alone, a stream opened after each
   assert.equal(await waitUntil(async () => { await pause(50); return streams[0]!.ended(); }), true);
   await pause(200);
   assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
+});
+
+test('an endpoint makes only what is used: an upgrade its upgrade agent, not a request pool; a request its pool', async (t) => {
+  const { m, held, deps } = managerFor(t);
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'), (sock) => {
+    sock.on('data', () => {});
+    sock.write(switched);
+  });
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
+  const pools = () => [...(deps.pools as unknown as { pools: Map<string, EndpointPool> }).pools.values()];
+  const upgraded = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\n');
+  assert.equal(await waitUntil(async () => { await pause(20); return upgraded.text().includes('\r\n\r\n'); }), true);
+  assert.match(upgraded.text(), /^HTTP\/1\.1 101 /);
+  assert.deepEqual(pools().map((p) => p.pooled), [false], 'an upgrade made a request pool');
+  assert.equal((await ask(port, held)).status, 200); // discovery: no upstream
+  const s = await silent(port, held);
+  const [answer] = await exchange([s], () => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (x) => x.includes('ok'));
+  assert.match(answer!, /^HTTP\/1\.1 200 /);
+  assert.deepEqual(pools().map((p) => p.pooled), [true]);
 });
