@@ -56,17 +56,11 @@ export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
 export const maxOlderTables = 8;
 export const maxOlderTablesInAll = 32;
 
-/** By route table, the order it was made in (`seq`) and its admission's (`epoch`: the seq of the
- * first table that admitted the same, endpoints aside). */
-const made = new WeakMap<RouteTable, { seq: number; epoch: number }>();
-let lastSeq = 0;
-function madeOf(t: RouteTable, epoch?: number): { seq: number; epoch: number } {
-  let m = made.get(t);
-  if (!m) {
-    const seq = ++lastSeq;
-    made.set(t, (m = { seq, epoch: epoch ?? seq }));
-  }
-  return m;
+/** By route table, its admission's epoch: the `seq` of the first table that admitted the same
+ * (endpoints aside); a table not replaced yet is its own. */
+const epochs = new WeakMap<RouteTable, number>();
+function madeOf(t: RouteTable): { seq: number; epoch: number } {
+  return { seq: t.seq, epoch: epochs.get(t) ?? t.seq };
 }
 
 /**
@@ -140,12 +134,11 @@ export class HeldAccess {
 
   /**
    * The table was replaced by the current one; `sameAdmission`: it admits what `previous` did (a
-   * Service's endpoints changed), and shares what it compiled (RouteTable.build).
+   * Service's endpoints changed), and shares what it compiled (RouteTable.build): the same epoch.
+   * (Then `recheck`, or `swapped` when nothing need be asked again.)
    */
   replaced(previous: RouteTable, sameAdmission: boolean): void {
-    const before = madeOf(previous); // (numbered as tables are made: the first when it is replaced)
-    madeOf(this.current(), sameAdmission ? before.epoch : undefined);
-    this.swapped();
+    if (sameAdmission) epochs.set(this.current(), madeOf(previous).epoch);
   }
 
   /**
@@ -155,7 +148,7 @@ export class HeldAccess {
    * `maxOlderTablesInAll` older tables, holding streams, those of the oldest are ended, to be
    * opened again under the current table.
    */
-  private swapped(): void {
+  swapped(): void {
     if (this.stopped) return;
     const now = madeOf(this.current());
     const tables = new Set<RouteTable>();
@@ -169,8 +162,8 @@ export class HeldAccess {
       const spec = endEpochs.has(madeOf(table).epoch);
       if (!spec && !endTables.has(table)) continue;
       this.held.delete(h);
-      this.ended(h, spec ? `the gateway changed ${maxOlderTables} more times since it was opened; open it again`
-        : `the gateway's endpoints changed ${maxOlderTablesInAll} more times since it was opened; open it again`, end);
+      this.ended(h, spec ? `the gateway's spec changed more than ${maxOlderTables} times since it was opened; open it again`
+        : `the gateway changed (its Services' endpoints too) more than ${maxOlderTablesInAll} times since it was opened; open it again`, end);
     }
   }
 

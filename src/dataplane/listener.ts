@@ -240,7 +240,8 @@ export class Listener {
     // what is open is asked again, and the timer set for the new rules' windows (an endpoint change alone admits the same)
     const same = sameAdmission(previous.plan, plan);
     this.held.replaced(previous, same);
-    if (!this.held.size || !same) this.held.recheck();
+    if (!this.held.size || !same) this.held.recheck(); // (ends what too many tables hold, after)
+    else this.held.swapped();
     return reloaded;
   }
 
@@ -677,9 +678,10 @@ export class Listener {
       else go(again);
       return;
     }
-    if (awaitingContinue.delete(res)) res.writeContinue();
     const rm = a.route.m;
     const backend = a.route.backend;
+    // (a Service without endpoints answers 503: its client is not asked for its body)
+    if (awaitingContinue.delete(res) && (!backend || backend.pools.length > 0)) res.writeContinue();
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
     const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {

@@ -102,7 +102,8 @@ export class PathFilter {
     this.accept = spec.acceptPaths.map(compile);
     this.rejectPaths = spec.rejectPaths.map(compile);
     this.rejectMethods = spec.rejectMethods.map(compile);
-    this.lowerOnly = spec.rejectMethods.map((p) => !/[A-Z]/.test(p));
+    // (escapes aside: \A, \Q…\E, \S, \pL name no letter of a method)
+    this.lowerOnly = spec.rejectMethods.map((p) => !/[A-Z]/.test(p.replace(/\\[pP]\{[^}]*\}|\\[pP][A-Za-z]|\\./g, '')));
     this.size = [...this.accept, ...this.rejectPaths, ...this.rejectMethods].reduce((n, r) => n + r.size, 0);
     this.key = JSON.stringify([spec.acceptPaths, spec.rejectPaths, spec.rejectMethods]);
   }

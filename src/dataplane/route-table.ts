@@ -122,7 +122,12 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps, cacheBudget?: 
   return new IssuerAuthenticator(sa, issuers, cacheTTLSeconds, Date.now, onCacheLookup, cacheBudget);
 }
 
+/** Route tables made so far (`RouteTable.seq`). */
+let tablesMade = 0;
+
 export class RouteTable {
+  /** The order tables are made in. */
+  readonly seq = ++tablesMade;
   readonly key: string;
   /** The username prefix of this namespace's service accounts (the only ones an Impersonate route impersonates). */
   readonly ownAccounts: string;

@@ -2213,6 +2213,19 @@ test('Expect: 100-continue: 100 Continue only once the request is admitted; a re
   assert.match(cont!, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
   const [answer] = await exchange([s2], () => 'hello', (x) => x.includes('got hello'));
   assert.match(answer!, /^HTTP\/1\.1 200 [^]*got hello$/);
+  // a Service without endpoints: no 100 (its answer will be 503 whatever the body)
+  const none = await freePort();
+  const empty = withService(planOf('team-a', 'gw2', none), up);
+  await m.apply('team-a/gw2', { ...empty, routes: [{ ...empty.routes[0]!, target: { ...(empty.routes[0]!.target as ServiceTarget), endpoints: [] } }] });
+  const s3 = await silent(none, held);
+  let got = '';
+  s3.on('data', (c: Buffer) => { got += c.toString('latin1'); });
+  s3.write(head(alice));
+  await pause(300);
+  assert.doesNotMatch(got, /100 Continue/);
+  s3.write('hello');
+  assert.equal(await waitUntil(async () => { await pause(20); return got.includes('\r\n\r\n'); }), true);
+  assert.match(got, /^HTTP\/1\.1 503 /);
 });
 
 test('tenancy: a Service\'s endpoints changing alone, a stream opened after each: past 32 replaced tables holding streams, the oldest\'s are ended', async (t) => {

@@ -100,6 +100,12 @@ test('rejectMethods in lower case match: "delete" rejects DELETE (Node gives met
   const allBut = new PathFilter({ acceptPaths: ['^/api/'], rejectPaths: [], rejectMethods: ['^[^GH]', '[^A-Z]'] }, 'team-a', 'spec.routes[0].apiserver');
   for (const m of ['GET', 'HEAD']) assert.ok('accepted' in allBut.check(m, '/api/v1/x'), m);
   for (const m of ['POST', 'DELETE', 'PATCH']) assert.equal(why(allBut.check(m, '/api/v1/x')).field, 'spec.routes[0].apiserver.rejectMethods[0]', m);
+  // escapes are no letters of the pattern's own: all lower case still
+  for (const p of ['\\Adelete\\z', '\\Qdelete\\E', '^dele\\Se$', '^\\p{L}elete$']) {
+    const f = new PathFilter({ acceptPaths: ['.*'], rejectPaths: [], rejectMethods: [p] }, 'team-a', 'spec.routes[0].apiserver');
+    assert.equal(why(f.check('DELETE', '/x')).field, 'spec.routes[0].apiserver.rejectMethods[0]', p);
+    assert.ok('accepted' in f.check('GET', '/x'), p);
+  }
 });
 
 test('filters run in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
