@@ -200,7 +200,7 @@ export class Listener {
       }
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      afterAnswers(socket, () => socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`));
     });
   }
 
@@ -482,9 +482,11 @@ export class Listener {
       return;
     }
     conn.pending++;
+    conn.last = req;
     t.m.inFlight.inc();
     res.on('close', () => {
       conn.pending--;
+      if (conn.last === req) conn.last = undefined;
       conn.next.shift()?.(); // the request pipelined after this one, if any, starts now
       // a closing listener serves what it has, never another request on a kept connection
       if (this.closing) setImmediate(() => this.server.closeIdleConnections());
@@ -738,7 +740,7 @@ export class Listener {
   private onConnect(req: IncomingMessage, socket: Duplex): void {
     socket.on('error', () => socket.destroy());
     const err = new MethodNotAllowedError('the gateway does not proxy CONNECT (tunnels)', { step: 'request' });
-    endRaw(socket, err);
+    afterAnswers(socket, () => endRaw(socket, err));
     const t = this.rules;
     t.noRoute.done(req.method, err.status, 0);
     if (t.plan.accessLog.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
@@ -865,7 +867,7 @@ const maxPipelined = 16;
  * request on it was admitted (from then on it counts against its namespace's budget), and how many
  * of its requests are open. */
 /** `next`: requests pipelined behind the open one, started in order as each closes. */
-interface Conn { read: number; written: number; admitted: boolean; pending: number; next: (() => void)[] }
+interface Conn { read: number; written: number; admitted: boolean; pending: number; next: (() => void)[]; last?: IncomingMessage }
 const conns = new WeakMap<object, Conn>();
 
 /** What a handshake's later bytes are charged when they start: nothing, what TLS spends on them is charged as it is spent. */
@@ -886,6 +888,15 @@ function connOf(sock: object): Conn {
 }
 
 /** Answers a refusal on a raw socket (an upgrade, a CONNECT) with its Status body, and closes it. */
+/** Runs `write` (a refusal written raw on the connection) once the answers of the requests
+ * before it on that connection are sent: pipelined behind them, it would be read as the first's. */
+function afterAnswers(socket: Duplex, write: () => void): void {
+  const c = conns.get(socket as Socket);
+  // (the last request's body not whole: the error is its own, a cut body, answered now)
+  if (!c || c.pending === 0 || !c.last?.complete) write();
+  else c.next.push(() => (socket.writable ? write() : socket.destroy())); // (an answer before it closed the connection)
+}
+
 function endRaw(socket: Duplex, err: AgwError): void {
   const body = statusBody(err);
   let head = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;

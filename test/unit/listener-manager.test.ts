@@ -209,7 +209,7 @@ test('CONNECT is answered 405 with Allow and a Status, counted, and the connecti
     s.once(secure ? 'secureConnect' : 'connect', () => s.write(`${before}CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nAuthorization: Bearer ${alice}\r\n\r\n`));
   });
   for (const [port, secure] of [[plain, false], [tls, true]] as const) {
-    for (const before of ['', 'GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\n\r\n']) {
+    for (const before of ['', `GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`]) {
       const r = await connectOn(port, secure, before);
       const at = r.text.lastIndexOf('HTTP/1.1 405');
       assert.ok(at >= 0 && r.closed, r.text);
@@ -2267,4 +2267,25 @@ test('an endpoint makes only what is used: an upgrade its upgrade agent, not a r
   const [answer] = await exchange([s], () => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (x) => x.includes('ok'));
   assert.match(answer!, /^HTTP\/1\.1 200 /);
   assert.deepEqual(pools().map((p) => p.pooled), [true]);
+});
+
+test('a malformed request or a CONNECT pipelined behind valid ones is refused after their answers, not in their place', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await upstreamFor(t, (req, res) => setTimeout(() => res.end(`answer ${req.url}`), 50));
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
+  const get = (n: number) => `GET /r${n} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`;
+  for (const [bad, status] of [['POST /x HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', '400'],
+    ['CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n', '405']] as const) {
+    const s = await silent(port, held);
+    const text = await new Promise<string>((resolve) => {
+      let got = '';
+      s.on('data', (c: Buffer) => { got += c.toString('latin1'); });
+      s.on('close', () => resolve(got));
+      s.write(get(1) + get(2) + get(3) + bad);
+    });
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((x) => x[1]);
+    assert.deepEqual(statuses, ['200', '200', '200', status], text);
+    assert.deepEqual([...text.matchAll(/answer (\/r\d)/g)].map((x) => x[1]), ['/r1', '/r2', '/r3']);
+  }
 });
