@@ -4,7 +4,7 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import { authnKeys, authnOf, upstreamPath, type RouteTable } from './route-table.js';
+import { authnKeys, authnOf, upstreamPath, withoutEndpoints, type RouteTable } from './route-table.js';
 import { same as sameJSON, type GatewayPlan } from '../translate/plan.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
@@ -46,7 +46,7 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
  * aside: they change often, and an open session keeps its endpoint). */
 export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
   // walked (plan.ts's `same`), not written out: a route's CA bundle may be 512 KiB, in 64 routes
-  const routes = (p: GatewayPlan) => p.routes.map((r) => (r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r));
+  const routes = (p: GatewayPlan) => p.routes.map(withoutEndpoints);
   return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && sameJSON(authnKeys(a), authnKeys(b));
 }
 
@@ -88,7 +88,7 @@ export class HeldAccess {
    * once (a window may have closed, or the spec changed, while it was being opened). `table`: the
    * one that admitted it.
    */
-  hold(h: Held, end: (why: string) => void, table: RouteTable = this.current()): () => void {
+  hold(h: Held, end: (why: string) => void, table: RouteTable): () => void {
     if (this.movedTo) return this.movedTo.hold(h, end, table); // a replaced listener's late streams
     const none = () => {};
     if (this.stopped) return none; // a drained listener ends what it holds itself
@@ -154,8 +154,8 @@ export class HeldAccess {
     const tables = new Set<RouteTable>();
     for (const { table } of this.held.values()) tables.add(table);
     const older = [...tables].map((t) => ({ t, ...madeOf(t) })).filter((x) => x.seq !== now.seq).sort((a, b) => a.seq - b.seq);
-    const epochs = [...new Set(older.map((x) => x.epoch).filter((e) => e !== now.epoch))];
-    const endEpochs = new Set(epochs.slice(0, Math.max(0, epochs.length - maxOlderTables)));
+    const olderEpochs = [...new Set(older.map((x) => x.epoch).filter((e) => e !== now.epoch))];
+    const endEpochs = new Set(olderEpochs.slice(0, Math.max(0, olderEpochs.length - maxOlderTables)));
     const endTables = new Set(older.slice(0, Math.max(0, older.length - maxOlderTablesInAll)).map((x) => x.t));
     if (!endEpochs.size && !endTables.size) return;
     for (const [h, { end, table }] of [...this.held]) {

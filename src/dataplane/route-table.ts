@@ -350,6 +350,6 @@ export function upstreamPath(route: CompiledRoute, path: string): string {
 }
 
 /** A route as planned, its Service's endpoints aside (they change often). */
-function withoutEndpoints(r: RoutePlan): RoutePlan {
+export function withoutEndpoints(r: RoutePlan): RoutePlan {
   return r.target.kind === 'service' ? { ...r, target: { ...r.target, endpoints: [] } } : r;
 }
