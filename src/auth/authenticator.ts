@@ -80,7 +80,10 @@ export class TokenReviewAuthenticator implements Authenticator {
       if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal, with its Retry-After
       throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err, retryAfterSeconds: 1 });
     }
-    if (!result.authenticated) throw new UnauthenticatedError(`invalid bearer token: ${result.error || 'not authenticated'}`);
+    // the review's own error (which authenticators the cluster runs, a webhook's address and its
+    // failure) is for the apiserver's log, not for whoever sent the token: the apiserver itself
+    // answers such a client a bare 401
+    if (!result.authenticated) throw new UnauthenticatedError('invalid bearer token: the apiserver did not authenticate it');
     if (!result.audiences.some((a) => this.audiences.includes(a))) {
       throw new UnauthenticatedError(`invalid bearer token: audiences [${result.audiences.join(', ')}] do not include any of the gateway's`);
     }
