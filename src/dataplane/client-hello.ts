@@ -11,9 +11,15 @@ const recordHeader = 5;
 /** The handshake message header: type (1: ClientHello), length (3 bytes). */
 const messageHeader = 4;
 
-/** What a client may send before its TLS handshake is done: its hello (0.3–3 KiB; OpenSSL's
- * bound is 128 KiB), a chain of a few certificates (RSA-4096: ~1.5 KiB each), its signature. */
+/** How long a client's hello may be (0.3–3 KiB; OpenSSL's bound is 128 KiB). */
 export const maxClientHandshakeBytes = 16 * 1024;
+
+/** What a client may send after its hello before its handshake is done: on a listener with
+ * `clientCA`, its certificate chain (a leaf and an intermediate or two: 1–2 KiB each), its
+ * signature and Finished. OpenSSL checks every link's signature on the event loop, with the keys
+ * the client chose: the costliest found, binary-curve (sect571r1) links, cost ~4 ms each in ~370
+ * bytes (~10 ms a KiB), so this bound is what one handshake may hold the loop (~60 ms). */
+export const maxClientChainBytes = 6 * 1024;
 
 /**
  * How many bytes of `data` (a connection's first bytes) make its whole hello: a number once the

@@ -1,14 +1,14 @@
 // A client's TLS handshake, metered. On a listener that asks for client certificates, OpenSSL
 // checks the chain the client sends during the handshake, on the event loop every team shares,
-// and each link may cost ~6 ms (an RSA key with a 3,000-bit exponent): one handshake could hold
-// the loop ~0.5 s. Its bytes pass through here: the client may send at most
-// `maxClientHandshakeBytes` before its handshake is done, what comes after its hello waits for a
-// turn of the handshake share (a client holding back many chains cannot have them checked at
+// and each link may cost ~4–6 ms (a binary-curve key, an RSA key with a 3,000-bit exponent): one
+// handshake could hold the loop ~0.5 s. Its bytes pass through here: the client may send at most
+// `maxClientChainBytes` after its hello before its handshake is done, what comes after the hello
+// waits for a turn of the handshake share (a client holding back many chains cannot have them checked at
 // once), and the time TLS spends on each read is reported (to be charged).
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { maxClientHandshakeBytes } from './client-hello.js';
+import { maxClientChainBytes } from './client-hello.js';
 
 
 export interface MeterHooks {
@@ -16,7 +16,7 @@ export interface MeterHooks {
   spent(ms: number): void;
   /** `feed` gives TLS what the client sent after its hello: call it when the share allows. */
   gate(feed: () => boolean): void;
-  /** The client sent more than `maxClientHandshakeBytes` before its handshake was done (closed). */
+  /** The client sent more than `maxClientChainBytes` after its hello before its handshake was done (closed). */
   tooLarge(): void;
 }
 
@@ -29,6 +29,8 @@ export class HandshakeMeter extends Duplex {
   /** The meter whose bytes TLS is reading now (its handshake may be done by them). */
   static feeding: HandshakeMeter | undefined;
   private fed = 0;
+  /** What the client may send before its handshake is done: its hello and `maxClientChainBytes`. */
+  private readonly bound: number;
   private metering = true;
   /** Client bytes waiting for a turn (after the first read, before the handshake is done). */
   private pending: Buffer[] = [];
@@ -41,6 +43,7 @@ export class HandshakeMeter extends Duplex {
    * handshake's start had its turn): TLS gets it at once, and all that follows waits for a turn. */
   constructor(private readonly raw: Socket, private readonly hooks: MeterHooks, private helloBytes: number) {
     super({ allowHalfOpen: true });
+    this.bound = helloBytes + maxClientChainBytes;
     raw.on('data', (chunk: Buffer) => {
       if (!this.metering) {
         if (!this.push(chunk)) raw.pause();
@@ -108,7 +111,7 @@ export class HandshakeMeter extends Duplex {
         more = this.push(chunk);
         continue;
       }
-      const room = Math.max(0, maxClientHandshakeBytes - this.fed);
+      const room = Math.max(0, this.bound - this.fed);
       this.fed += chunk.length;
       more = this.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
       if (chunk.length <= room) continue;

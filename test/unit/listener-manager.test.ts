@@ -1428,7 +1428,7 @@ test('on a listener with clientCA, what a client sends with its hello waits for 
   assert.deepEqual(costs(), ['handshake', 'rest']);
 });
 
-test('a client certificate chain is checked on the event loop: one over 16 KiB is closed before TLS reads it; one under it waits for its namespace\'s turn, and what it costs is charged there', { timeout: 60_000 }, async (t) => {
+test('a client certificate chain is checked on the event loop: one over 6 KiB is closed before TLS reads it (costly RSA links, binary-curve ones); one under it waits for its namespace\'s turn, and what it costs is charged there', { timeout: 60_000 }, async (t) => {
   const charges = t.mock.method(HandshakeShare.prototype, 'charge');
   const starts = t.mock.method(HandshakeShare.prototype, 'start'); // a spy: the share still decides
   const dir = mkdtempSync(join(tmpdir(), 'agw-lm-'));
@@ -1449,17 +1449,24 @@ test('a client certificate chain is checked on the event loop: one over 16 KiB i
     }) };
   };
   const chargedTo = (ns: string) => charges.mock.calls.filter((c) => c.arguments[0] === ns).reduce((sum, c) => sum + Math.max(0, c.arguments[2] as number), 0);
-  const over = makeCostlyChain(dir, 14); // ~20 KiB: ~80 ms to check
-  assert.ok(over.chain.length > 26_000, 'PEM of over 16 KiB of DER');
+  /** Bytes of DER in a PEM chain. */
+  const der = (pem: string) => [...pem.matchAll(/-----BEGIN CERTIFICATE-----([^-]+)-----END/g)].reduce((n, m) => n + Buffer.from(m[1]!, 'base64').length, 0);
+  const over = makeCostlyChain(dir, 8); // ~11 KiB: ~50 ms to check (served when the bound was 16 KiB)
+  assert.ok(der(over.chain) > 10_000 && der(over.chain) < 16_384, `${der(over.chain)} bytes of DER`);
   assert.equal(await send(over).answer, 'closed');
   assert.match(await exposed(deps), /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="handshake"\} 1\n/);
+  // binary-curve links: ~4 ms to check in ~370 bytes each (24 links: ~9 KiB, ~100 ms)
+  const curve = makeCostlyChain(mkdtempSync(join(tmpdir(), 'agw-lm-')), 24, 'sect571r1');
+  assert.ok(der(curve.chain) > 6_144 + 1_024 && der(curve.chain) < 11_000, `${der(curve.chain)} bytes of DER`);
+  assert.equal(await send(curve).answer, 'closed');
+  assert.match(await exposed(deps), /access_gateway_connections_refused_total\{namespace="team-a",gateway="gw",limit="handshake"\} 2\n/);
 
-  const under = makeCostlyChain(mkdtempSync(join(tmpdir(), 'agw-lm-')), 8); // ~11 KiB: ~50 ms to check
+  const under = makeCostlyChain(mkdtempSync(join(tmpdir(), 'agw-lm-')), 3); // ~4.5 KiB: ~18 ms to check
   const before = chargedTo('team-a');
   const one = send(under);
   assert.equal(await one.answer, 'HTTP/1.1 200 OK', 'served (with the token: the chain is not signed by the CA)');
   const ms = chargedTo('team-a') - before;
-  assert.ok(ms > 5, `8 links of ~6 ms each, past the ~2 ms charged at start: ${ms} ms`);
+  assert.ok(ms > 5, `3 links of ~6 ms each, past the ~2 ms charged at start: ${ms} ms`);
   // charged to the client's address too (its namespace's other addresses go first while it pays)
   assert.deepEqual([...new Set(charges.mock.calls.filter((c) => c.arguments[0] === 'team-a').map((c) => c.arguments[1]))], [addressGroup('127.0.0.1')]);
 
