@@ -41,6 +41,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'max-connections-per-namespace': flag.int(1024, 0, 1_000_000),
   'max-unadmitted-connections': flag.int(4096, 0, 1_000_000),
   'max-cached-callers-per-namespace': flag.int(10_000, 0, 10_000_000),
+  'max-metric-series-per-namespace': flag.int(20_000, 0, 10_000_000),
   'requests-per-turn-per-namespace': flag.int(4, 0, 100_000),
   'tls-handshake-percent': flag.int(50, 1, 100),
   'endpoint-addresses': flag.oneOf(['pods', 'any'], 'pods'),
@@ -71,7 +72,7 @@ export interface Runtime {
 export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   const log = createLogger({ level: f['log-level'], format: f['log-format'] });
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), log);
-  const metrics = createMetrics();
+  const metrics = createMetrics(undefined, { maxSeriesPerNamespace: f['max-metric-series-per-namespace'] });
   const revocation = new KubeRevocation(client, log, metrics);
   const keySet = new JwksKeySet(new KubeKeySource(client), { onRefresh: () => metrics.jwksRefreshes.inc() });
   const reviewLimiter = new FairLimiter({

@@ -86,6 +86,7 @@ export interface Liveness { live: boolean }
  * and the liveness of its own series (null) and of its routes' not forgotten yet. */
 interface Group {
   readonly text: string;
+  readonly namespace: string;
   readonly byFamily: (unknown[] | undefined)[];
   readonly alive: Map<string | null, Liveness>;
 }
@@ -99,6 +100,24 @@ export class FastRegistry {
   private readonly families: Exported[] = [];
   private readonly groups = new Map<string, Group>();
   readonly rests = new RestTexts();
+  /** Series (exposition lines) per namespace: exported, and dropped within `retainMs`. */
+  private readonly held = new Map<string, SeriesHeld>();
+  private readonly maxPerNamespace: number;
+  private readonly retainMs: number;
+  private readonly now: () => number;
+
+  /**
+   * `maxPerNamespace` (0: no bound): the series a namespace's gateways may export, counting those
+   * dropped within `retainMs` (a scraper keeps a series it saw in memory for hours: a team renaming
+   * its routes over and over would make new ones without end). Past it a new series is not made:
+   * its events go to its gateway's overflow series of that family (every label past namespace and
+   * gateway "(overflow)"). A gateway's own series (no label past its name) are always made.
+   */
+  constructor(opts: { maxPerNamespace?: number; retainMs?: number; now?: () => number } = {}) {
+    this.maxPerNamespace = opts.maxPerNamespace ?? 0;
+    this.retainMs = opts.retainMs ?? 3_600_000;
+    this.now = opts.now ?? Date.now;
+  }
 
   /** Registers a family; returns its index. */
   add(f: Exported): number {
@@ -114,9 +133,48 @@ export class FastRegistry {
     let g = this.groups.get(text);
     if (!g) {
       const t = flat(text);
-      this.groups.set(t, (g = { text: t, byFamily: [], alive: new Map() }));
+      this.groups.set(t, (g = { text: t, namespace, byFamily: [], alive: new Map() }));
     }
     return g;
+  }
+
+  /** Whether `namespace` may have `lines` more series (taken if so; always when `always`). */
+  take(namespace: string, lines: number, always: boolean): boolean {
+    let h = this.held.get(namespace);
+    if (!h) this.held.set(namespace, (h = { exported: 0, dropped: [], droppedSum: 0 }));
+    if (!always && this.maxPerNamespace > 0) {
+      const since = this.now() - this.retainMs;
+      while (h.dropped.length && h.dropped[0]!.at < since) h.droppedSum -= h.dropped.shift()!.lines;
+      if (h.exported + h.droppedSum + lines > this.maxPerNamespace) return false;
+    }
+    h.exported += lines;
+    return true;
+  }
+
+  /** `lines` series of `namespace` are dropped: they count for `retainMs` more. */
+  private give(namespace: string, lines: number): void {
+    const h = this.held.get(namespace);
+    if (!h || lines === 0) return;
+    h.exported -= lines;
+    if (this.maxPerNamespace === 0) {
+      if (h.exported === 0) this.held.delete(namespace);
+      return;
+    }
+    const at = this.now();
+    const last = h.dropped.at(-1);
+    if (last && at - last.at < 60_000) last.lines += lines; // a minute's drops together
+    else h.dropped.push({ at, lines });
+    h.droppedSum += lines;
+  }
+
+  /** Series per namespace, exported and dropped within the retention (what its bound counts). */
+  *namespaces(): Generator<{ namespace: string; series: number }> {
+    const since = this.now() - this.retainMs;
+    for (const [namespace, h] of this.held) {
+      while (h.dropped.length && h.dropped[0]!.at < since) h.droppedSum -= h.dropped.shift()!.lines;
+      if (h.exported + h.droppedSum === 0) this.held.delete(namespace);
+      else yield { namespace, series: h.exported + h.droppedSum };
+    }
   }
 
   /**
@@ -154,23 +212,37 @@ export class FastRegistry {
       l.live = false;
       g!.alive.delete(r);
     }
+    if (!g) return;
     if (route === undefined) {
-      for (const series of g?.byFamily ?? []) for (let k = 0; k < (series?.length ?? 0); k += 2) this.rests.drop(series![k] as string);
+      let lines = 0;
+      for (let i = 0; i < this.families.length; i++) {
+        const series = g.byFamily[i];
+        for (let k = 0; k < (series?.length ?? 0); k += 2) {
+          const rest = series![k] as string;
+          this.rests.drop(rest);
+          if (rest !== this.families[i]!.overflowRest) lines += this.families[i]!.linesPerChild;
+        }
+      }
       this.groups.delete(text);
+      this.give(g.namespace, lines);
       return;
     }
-    if (!g) return;
     const p = `,route="${escapeLabel(route)}"`;
     for (let i = 0; i < this.families.length; i++) {
       const series = g.byFamily[i];
       if (!series || this.families[i]!.labelNames[2] !== 'route') continue; // (a reader has none)
       const kept: unknown[] = [];
+      let lines = 0;
       for (let k = 0; k < series.length; k += 2) {
         const rest = series[k] as string;
         if (rest !== p && !rest.startsWith(`${p},`)) kept.push(rest, series[k + 1]);
-        else this.rests.drop(rest);
+        else {
+          this.rests.drop(rest);
+          if (rest !== this.families[i]!.overflowRest) lines += this.families[i]!.linesPerChild;
+        }
       }
       g.byFamily[i] = kept.length ? kept : undefined;
+      this.give(g.namespace, lines);
     }
   }
 }
@@ -179,11 +251,18 @@ function groupText(namespace: string, gateway: string): string {
   return `namespace="${escapeLabel(namespace)}",gateway="${escapeLabel(gateway)}"`;
 }
 
+/** Series (exposition lines) of a namespace: exported, and dropped by minute (oldest first). */
+interface SeriesHeld { exported: number; dropped: { at: number; lines: number }[]; droppedSum: number }
+
 /** What a registry renders: a family's head, then its series. */
 interface Exported {
   readonly name: string;
   readonly head: string;
   readonly labelNames: readonly string[];
+  /** Exposition lines of one child (a histogram's: its buckets, sum and count). */
+  readonly linesPerChild: number;
+  /** The label text (after namespace and gateway) of a gateway's overflow series, if it has any. */
+  readonly overflowRest?: string;
   /** Writes every series into `out`, yielding its full chunks as they fill. */
   write(out: TextBuffer, groups: Iterable<Group>): Generator<Buffer>;
 }
@@ -195,11 +274,16 @@ function headOf(name: string, help: string, type: string): string {
 /** A metric family: its children are kept as label text, escaped once, under their gateway's group. */
 export abstract class Family<C> implements Exported {
   readonly head: string;
+  readonly overflowRest: string | undefined;
+  private readonly overflowValues: string[];
   private readonly index: number;
 
-  constructor(private readonly registry: FastRegistry, readonly name: string, help: string, readonly labelNames: readonly string[], type: string) {
+  constructor(private readonly registry: FastRegistry, readonly name: string, help: string, readonly labelNames: readonly string[], type: string,
+    readonly linesPerChild = 1) {
     this.head = headOf(name, help, type);
     this.index = registry.add(this);
+    this.overflowValues = labelNames.slice(2).map(() => '(overflow)');
+    this.overflowRest = labelNames.length > 2 ? labelNames.slice(2).map((l) => `,${l}="(overflow)"`).join('') : undefined;
   }
 
   *write(out: TextBuffer, groups: Iterable<Group>): Generator<Buffer> {
@@ -227,6 +311,10 @@ export abstract class Family<C> implements Exported {
     for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
     const series = (g.byFamily[this.index] ??= []);
     for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
+    // past its namespace's bound, the gateway's overflow series (made once, not counted: one per
+    // family and gateway); a gateway's own series (no label past its name) are always made
+    const overflow = rest === this.overflowRest;
+    if (!overflow && !this.registry.take(g.namespace, this.linesPerChild, rest === '')) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
     const c = this.make();
     series.push(this.registry.rests.take(rest), c);
     return c;
@@ -292,6 +380,7 @@ export class FastGaugeReader implements Exported {
   readonly head: string;
   readonly labelNames: readonly string[];
   readonly name: string;
+  readonly linesPerChild = 1; // (nothing kept: read at each scrape, bounded by the listeners open)
 
   constructor(registry: FastRegistry, o: FamilyOptions, private readonly read: () => Iterable<{ values: string[]; value: number }>) {
     this.name = o.name;
@@ -337,7 +426,7 @@ export class FastHistogram extends Family<HistogramChild> {
   private readonly sum: string;
   private readonly count: string;
   constructor(registry: FastRegistry, o: FamilyOptions & { buckets: readonly number[] }) {
-    super(registry, o.name, o.help, o.labelNames, 'histogram');
+    super(registry, o.name, o.help, o.labelNames, 'histogram', o.buckets.length + 3); // buckets, +Inf, sum, count
     this.buckets = o.buckets;
     this.bucket = `${o.name}_bucket{`;
     this.sum = `${o.name}_sum`;

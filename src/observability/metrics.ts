@@ -20,13 +20,14 @@ export function codeClass(status: number): string {
   return status >= 100 && status < 600 ? classNames[(status / 100) | 0]! : 'other';
 }
 
-export function createMetrics(registry = new Registry()) {
+/** `maxSeriesPerNamespace`: --max-metric-series-per-namespace (0: no bound; see FastRegistry). */
+export function createMetrics(registry = new Registry(), opts: { maxSeriesPerNamespace?: number; now?: () => number } = {}) {
   collectDefaultMetrics({ register: registry, prefix: 'access_gateway_' });
   let certificates: () => Iterable<CertificateExpiry> = () => [];
   const r = [registry];
   const gw = ['namespace', 'gateway'] as const;
   const route = ['namespace', 'gateway', 'route'] as const;
-  const fast = new FastRegistry();
+  const fast = new FastRegistry({ maxPerNamespace: opts.maxSeriesPerNamespace ?? 0, now: opts.now });
   return {
     registry,
     contentType: registry.contentType,
@@ -85,6 +86,8 @@ export function createMetrics(registry = new Registry()) {
       function* () { for (const c of certificates()) yield { values: [c.namespace, c.gateway, c.certificate], value: c.notAfter }; }),
     /** Where the certificate expiry gauge reads, at each scrape, what is served. */
     servedCertificates: (read: () => Iterable<CertificateExpiry>) => { certificates = read; },
+    namespaceSeries: new Gauge({ name: 'access_gateway_namespace_metric_series', help: 'Data-plane series (exposition lines) of a namespace\'s gateways, and those dropped within the last hour: what --max-metric-series-per-namespace bounds (past it, new series go to their gateway\'s overflow series, every label past namespace and gateway "(overflow)").', labelNames: ['namespace'], registers: r,
+      collect() { this.reset(); for (const { namespace, series } of fast.namespaces()) this.set({ namespace }, series); } }),
     leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),
     // admin port: who may read /metrics (--metrics-auth kubernetes)
     adminAuth: zeroed(new Counter({ name: 'access_gateway_admin_auth_decisions_total', help: 'Admin-port /metrics requests by decision: allowed, unauthenticated (401), forbidden (403), unavailable (503: apiserver did not answer), overloaded (503: too many reviews waiting).', labelNames: ['result'], registers: r }),

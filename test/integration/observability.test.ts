@@ -55,7 +55,8 @@ before(async () => {
   cp = await startControlPlane();
   await installCRD(cp);
   await applyYaml(cp, namespaceYaml(ns, ['ok', 'out']));
-  op = await startOperator(cp);
+  // a bound on series per namespace this file's team-m stays well under; team-big's 64 routes pass it
+  op = await startOperator(cp, { args: ['--max-metric-series-per-namespace', '2000'] });
   await applyYaml(cp, gateway('m'));
   await applyYaml(cp, gateway('limited', 'rateLimit: {requestsPerSecond: 1, burst: 2}'));
   ok = await cp.token(ns, 'ok', ['gw']);
@@ -172,4 +173,38 @@ test('a removed route and a deleted gateway take their series with them; other g
   text = await scrape();
   assert.ok(has(text, 'm', 'kube-api') && has(text, 'limited'), 'other gateways keep their series');
   parsePrometheus(text);
+});
+
+test('--max-metric-series-per-namespace: a team\'s routes past the bound count in its gateway\'s overflow series; its requests are all in the gateway\'s sum; another team\'s series are whole', async () => {
+  const big = 'team-big';
+  await applyYaml(cp, namespaceYaml(big, ['ok']));
+  // 64 routes: ~46 series each at rest, ~3,000 in all
+  const routes = Array.from({ length: 64 }, (_, i) => `    - {name: r${i}, pathPrefix: /r${i}/, apiserver: {acceptPaths: ["^/version$"]}}`).join('\n');
+  await applyYaml(cp, `
+apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: wide, namespace: ${big}}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: ${big}, name: ok}]}]
+  routes:
+${routes}
+`);
+  const port = await gatewayPort(cp, big, 'wide');
+  const token = await cp.token(big, 'ok', ['gw']);
+  assert.equal(await call(port, '/r0/nothing', token), 403); // r0: planned first, under the bound
+  assert.equal(await call(port, '/r63/nothing', token), 403); // r63: past it
+  const text = await scrape();
+  const families = parsePrometheus(text);
+  const held = value(families, 'access_gateway_namespace_metric_series', { namespace: big });
+  assert.ok(held <= 2000 && held > 1900, `team-big holds ${held} series`);
+  assert.match(text, /^access_gateway_responses_total\{namespace="team-big",gateway="wide",route="r0",code="4xx"\} 1$/m);
+  assert.doesNotMatch(text, /route="r63"/);
+  assert.equal(value(families, 'access_gateway_responses_total', { namespace: big, gateway: 'wide', route: '(overflow)', code: '(overflow)' }), 1);
+  const lines = text.split('\n').filter((l) => l.includes(`namespace="${big}"`) && !l.startsWith('access_gateway_namespace_metric_series')).length;
+  assert.ok(lines <= 2000 + 100, `team-big exports ${lines} lines: its bound and its overflow series`);
+  // another team's series are made as before
+  assert.ok(value(families, 'access_gateway_namespace_metric_series', { namespace: ns }) < 2000);
+  assert.equal(await call(await gatewayPort(cp, ns, 'm'), '/nothing', ok), 403);
+  assert.match(await scrape(), /^access_gateway_requests_total\{namespace="team-m",gateway="m",route="kube-api",method="GET",code="4xx"\} \d+$/m);
 });

@@ -168,3 +168,58 @@ test('a gauge read when scraped: what it reads then, as prom-client writes it, i
   assert.match(text, /\nexpiry\{namespace="ns",gateway="gw-2999",certificate="serving"\} 2999\n# HELP b_total/);
   assert.equal(reads, 3);
 });
+
+test('a namespace\'s series are bounded: past the bound, new ones go to the gateway\'s overflow series; a gateway\'s own are always made; other namespaces are unaffected', () => {
+  let now = 1_000_000;
+  const fast = new FastRegistry({ maxPerNamespace: 20, now: () => now });
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames: [...labelNames, 'code'] });
+  const h = new FastHistogram(fast, { name: 'z_seconds', help: 'z', labelNames, buckets }); // 7 lines a child
+  const own = new FastCounter(fast, { name: 'o_total', help: 'o', labelNames: ['namespace', 'gateway'] });
+  const held = () => Object.fromEntries([...fast.namespaces()].map((n) => [n.namespace, n.series]));
+  h.labels('team-a', 'gw', 'r1').observe(0.5); // 7
+  h.labels('team-a', 'gw', 'r2').observe(0.5); // 14
+  for (let i = 0; i < 6; i++) c.labels('team-a', 'gw', 'r1', `${i}xx`).inc(); // 20: the bound
+  assert.deepEqual(held(), { 'team-a': 20 });
+  c.labels('team-a', 'gw', 'r1', '6xx').inc(2); // over: overflow
+  c.labels('team-a', 'gw', 'r3', '2xx').inc(3); // over: the same overflow series
+  h.labels('team-a', 'gw', 'r3').observe(0.05);
+  own.labels('team-a', 'gw').inc(); // a gateway's own: made, counted
+  own.labels('team-a', 'other').inc();
+  c.labels('team-b', 'gw', 'r1', '2xx').inc(); // another namespace: its own bound
+  const text = fast.text();
+  assert.match(text, /^x_total\{namespace="team-a",gateway="gw",route="\(overflow\)",code="\(overflow\)"\} 5$/m);
+  assert.doesNotMatch(text, /code="6xx"|route="r3"/);
+  assert.match(text, /^z_seconds_count\{namespace="team-a",gateway="gw",route="\(overflow\)"\} 1$/m);
+  assert.match(text, /^o_total\{namespace="team-a",gateway="gw"\} 1$/m);
+  assert.match(text, /^o_total\{namespace="team-a",gateway="other"\} 1$/m);
+  assert.match(text, /^x_total\{namespace="team-b",gateway="gw",route="r1",code="2xx"\} 1$/m);
+  assert.deepEqual(held(), { 'team-a': 22, 'team-b': 1 }, 'overflow series are not counted; a gateway\'s own are');
+  // the sum over the gateway's series is every event's
+  const sum = [...text.matchAll(/^x_total\{namespace="team-a",gateway="gw",[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  assert.equal(sum, 6 + 2 + 3);
+
+  // a dropped route's series count for an hour more: renaming routes over and over makes no new ones
+  fast.forget('team-a', 'gw', 'r1'); // 7 + 6
+  assert.deepEqual(held(), { 'team-a': 22, 'team-b': 1 });
+  c.labels('team-a', 'gw', 'r4', '2xx').inc();
+  assert.doesNotMatch(fast.text(), /route="r4"/);
+  now += 3_600_001; // (no scrape in between: the bound itself lets the hour-old ones go)
+  c.labels('team-a', 'gw', 'r5', '2xx').inc();
+  assert.match(fast.text(), /^x_total\{namespace="team-a",gateway="gw",route="r5",code="2xx"\} 1$/m);
+  assert.deepEqual(held(), { 'team-a': 10, 'team-b': 1 });
+  // a forgotten gateway gives back its counted series (its overflow ones were never counted)
+  fast.forget('team-a', 'gw');
+  fast.forget('team-a', 'other');
+  now += 3_600_001;
+  assert.deepEqual(held(), { 'team-b': 1 });
+});
+
+test('without a bound (0) nothing overflows, and nothing is kept for a dropped series', () => {
+  const fast = new FastRegistry();
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
+  for (let i = 0; i < 1000; i++) c.labels('team-a', 'gw', `r${i}`).inc();
+  assert.doesNotMatch(fast.text(), /overflow/);
+  assert.deepEqual([...fast.namespaces()], [{ namespace: 'team-a', series: 1000 }]);
+  fast.forget('team-a', 'gw');
+  assert.deepEqual([...fast.namespaces()], []);
+});

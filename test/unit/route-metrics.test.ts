@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GatewayMetrics, RouteMetrics } from '../../src/dataplane/route-metrics.js';
-import { testMetrics } from '../../src/observability/metrics.js';
+import { Registry } from 'prom-client';
+import { createMetrics, testMetrics } from '../../src/observability/metrics.js';
 
 async function scrape(m: ReturnType<typeof testMetrics>): Promise<string> {
   const e = await m.exposition();
@@ -81,4 +82,28 @@ test('a removed route\'s or gateway\'s series do not come back when what still h
   again.done('GET', 200, 0.1);
   text = await scrape(m);
   assert.doesNotMatch(text, /gateway="gw"/);
+});
+
+test('--max-metric-series-per-namespace: routes planned past the bound count in their gateway\'s overflow series, sums by gateway stay whole; the namespace\'s count is exported; other namespaces are unaffected', async () => {
+  const m = createMetrics(new Registry(), { maxSeriesPerNamespace: 200 });
+  new GatewayMetrics(m, 'team-a', 'gw'); // 13 series
+  const routes = ['', 'a', 'b', 'c', 'd', 'e', 'f'].map((r) => new RouteMetrics(m, 'team-a', 'gw', r)); // 3, then 46 each: 200 at d
+  const other = new RouteMetrics(m, 'team-b', 'gw', 'a');
+  for (const r of routes) r.done('GET', 200, 0.01);
+  routes[1]!.done('POST', 503, 0.01); // a new series past the bound
+  other.done('DELETE', 200, 0.01);
+  const text = await scrape(m);
+  for (const r of ['a', 'b', 'c', 'd']) assert.match(text, new RegExp(`^access_gateway_responses_total\\{namespace="team-a",gateway="gw",route="${r}",code="2xx"\\} 1$`, 'm'), r);
+  assert.doesNotMatch(text, /route="[ef]"/);
+  // e and f were planned past the bound; route a's 5xx is planned (made before), its POST series not
+  assert.match(text, /^access_gateway_responses_total\{namespace="team-a",gateway="gw",route="\(overflow\)",code="\(overflow\)"\} 2$/m);
+  assert.match(text, /^access_gateway_requests_total\{namespace="team-a",gateway="gw",route="\(overflow\)",method="\(overflow\)",code="\(overflow\)"\} 8$/m);
+  // the 2xx latency of e and f, and (made on first use) of route "" and a's 5xx
+  assert.match(text, /^access_gateway_request_duration_seconds_count\{namespace="team-a",gateway="gw",route="\(overflow\)",code="\(overflow\)"\} 4$/m);
+  assert.match(text, /^access_gateway_upstream_duration_seconds_count\{namespace="team-a",gateway="gw",route="\(overflow\)"\} 0$/m);
+  const sum = [...text.matchAll(/^access_gateway_responses_total\{namespace="team-a",gateway="gw",[^}]*\} (\d+)$/gm)].reduce((n, x) => n + Number(x[1]), 0);
+  assert.equal(sum, 8, 'every request of the gateway is in its sum');
+  assert.match(text, /^access_gateway_requests_total\{namespace="team-b",gateway="gw",route="a",method="DELETE",code="2xx"\} 1$/m);
+  assert.match(text, /^access_gateway_namespace_metric_series\{namespace="team-a"\} 200$/m);
+  assert.match(text, /^access_gateway_namespace_metric_series\{namespace="team-b"\} 47$/m);
 });
