@@ -399,3 +399,16 @@ test('a name stored before the CRD refused it (over 59 characters: agw-NAME is n
   assert.deepEqual([accepted.status, accepted.reason], ['False', 'InvalidName']);
   assert.match(accepted.message, /at most 59 characters/);
 });
+
+test('defaults, translate and apply run in turns of their own: what waits for the loop (another team\'s requests) goes between them', async () => {
+  const order: string[] = [];
+  const other = (what: string) => setImmediate(() => order.push(`other after ${what}`));
+  const base = setup([gw('a', '2026-01-01T00:00:00Z')]);
+  const { r } = setup([], {
+    gateways: { get: (ns, n) => { order.push('read'); other('read'); return base.store.get(`${ns}/${n}`); }, values: () => base.store.values(), keys: () => [...base.store.keys()] },
+    cluster: { snapshotFor: () => { order.push('translate'); other('translate'); return {}; }, exposureState: () => ({ service: false, slice: false, foreign: null }) },
+    dataplane: { apply: async (_key, plan) => { order.push('apply'); return plan ? { programmed: true, port: plan.port } : null; } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(order, ['read', 'other after read', 'translate', 'other after translate', 'apply']);
+});
