@@ -82,6 +82,55 @@ export function droppedLogLines(): number {
   return dropped;
 }
 
+/** Bytes waiting to be written to stdout: sonic-boom's and the access lines' batch. */
+function waitingBytes(): number {
+  return (stdout._len ?? 0) + stdoutBatch.waiting;
+}
+
+/**
+ * Which namespace's access lines are shed while stdout is congested (a log reader slower than the
+ * lines): past `congestedBytes` waiting, a namespace that wrote more lines this second than the
+ * mean of this second's namespaces loses its lines (counted), so one team's flood does not fill
+ * the 16 MiB past which every team's lines are dropped: the quieter teams' lines still go out.
+ * Lines are counted from half that on (`watchBytes`); below it nothing is done per line.
+ */
+export class FairShed {
+  readonly watchBytes: number;
+  private readonly second = new Map<string, number>(); // lines per namespace this second
+  private total = 0;
+  private started = -Infinity;
+  readonly shed = new Map<string, number>();
+
+  constructor(private readonly congestedBytes = 4 * 1024 * 1024, private readonly now: () => number = Date.now) {
+    this.watchBytes = congestedBytes / 2;
+  }
+
+  /** Whether a line of `namespace` is written, `waiting` bytes waiting for stdout. */
+  admit(namespace: string, waiting: number): boolean {
+    const t = this.now();
+    if (t - this.started >= 1_000) {
+      this.second.clear();
+      this.total = 0;
+      this.started = t;
+    }
+    const mine = this.second.get(namespace) ?? 0;
+    if (waiting >= this.congestedBytes && mine * this.second.size > this.total) {
+      this.shed.set(namespace, (this.shed.get(namespace) ?? 0) + 1);
+      return false;
+    }
+    this.second.set(namespace, mine + 1);
+    this.total++;
+    return true;
+  }
+}
+
+const fairShed = new FairShed();
+
+/** Access lines shed so far while stdout was congested, by namespace (FairShed). */
+export function shedAccessLines(): ReadonlyMap<string, number> {
+  return fairShed.shed;
+}
+
 function lineCount(data: string | Buffer): number {
   const s = typeof data === 'string' ? data : data.toString('latin1');
   let n = 0;
@@ -115,8 +164,11 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
   }
   const prefix = `{"level":30,"time":`;
   const middle = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"gateway":${JSON.stringify(gateway)},"reqId":"`;
+  const namespace = gateway.slice(0, gateway.indexOf('/'));
   return {
     write(e) {
+      const waiting = waitingBytes();
+      if (waiting >= fairShed.watchBytes && !fairShed.admit(namespace, waiting)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);
@@ -139,6 +191,11 @@ export class LineBatch {
 
   get pending(): boolean {
     return this.parts.length > 0;
+  }
+
+  /** Characters waiting (bytes, for the ASCII lines). */
+  get waiting(): number {
+    return this.size;
   }
 
   /** What waits, taken out of the batch (not written). */

@@ -172,6 +172,61 @@ test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counte
   }
 });
 
+test('a team whose lines flood a congested stdout is shed, counted by namespace; a quiet team\'s lines all go out', async () => {
+  // team-a writes 100,000 lines while stdout is not read, team-b one per 1,000 of them: past 4 MiB
+  // waiting, team-a (over the mean of the namespaces writing) is shed, and never reaches the
+  // 16 MiB past which every line is dropped
+  const metrics = join(dirname(logger), 'metrics.js');
+  const script = `
+    const { writeSync } = await import('node:fs');
+    const { accessLogFor, createLogger, droppedLogLines, drainLogs } = await import(${JSON.stringify(logger)});
+    const { createMetrics } = await import(${JSON.stringify(metrics)});
+    const a = accessLogFor('team-a/gw', { logger: createLogger() });
+    const b = accessLogFor('team-b/gw', { logger: createLogger() });
+    const line = (id) => ({ reqId: id, caller: 'system:serviceaccount:x:' + 'x'.repeat(60), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
+    for (let i = 0; i < 100_000; i++) {
+      a.write(line('a' + i));
+      if (i % 1000 === 0) b.write(line('b' + i));
+    }
+    const text = await createMetrics().registry.metrics();
+    writeSync(2, JSON.stringify({ shedA: Number(/^access_gateway_access_log_lines_shed_total\\{namespace="team-a"\\} (\\d+)$/m.exec(text)?.[1]),
+      shedB: /namespace="team-b"/.test(text) }) + '\\n');
+    process.stdin.once('end', async () => {
+      await drainLogs(30_000);
+      writeSync(2, JSON.stringify({ dropped: droppedLogLines() }) + '\\n');
+      process.exit(0);
+    }).resume();
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const bound = setTimeout(() => child.kill(), 60_000);
+  try {
+    const reports: Array<Record<string, number | boolean>> = [];
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      const lines = err.split('\n');
+      err = lines.pop()!;
+      for (const l of lines) if (l.startsWith('{')) reports.push(JSON.parse(l));
+    });
+    await waitUntil(() => reports.length >= 1, child);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString('latin1'); });
+    const exited = new Promise((r) => child.once('close', r));
+    child.stdin.end();
+    await exited;
+    const all = Object.assign({}, ...reports) as { shedA: number; shedB: boolean; dropped: number };
+    const count = (p: string) => out.split('\n').filter((l) => l.includes(`"reqId":"${p}`)).length;
+    assert.equal(count('b'), 100, 'every line of the quiet team');
+    assert.ok(all.shedA > 10_000, JSON.stringify(all));
+    assert.equal(all.shedB, false, 'none of the quiet team shed');
+    assert.equal(all.dropped, 0, 'nothing reached the 16 MiB');
+    assert.equal(count('a') + all.shedA, 100_000);
+  } finally {
+    clearTimeout(bound);
+    child.kill();
+  }
+});
+
 /** Resolves once `ok()`, checked whenever the child writes to stderr; rejects if it exits first. */
 function waitUntil(ok: () => boolean, child: ReturnType<typeof spawn>): Promise<void> {
   return new Promise((resolve, reject) => {
