@@ -15,11 +15,13 @@ const messageHeader = 4;
 export const maxClientHandshakeBytes = 16 * 1024;
 
 /** What a client may send after its hello before its handshake is done: on a listener with
- * `clientCA`, its certificate chain (a leaf and an intermediate or two: 1–2 KiB each), its
- * signature and Finished. OpenSSL checks every link's signature on the event loop, with the keys
- * the client chose: the costliest found, binary-curve (sect571r1) links, cost ~4 ms each in ~370
- * bytes (~10 ms a KiB), so this bound is what one handshake may hold the loop (~60 ms). */
-export const maxClientChainBytes = 6 * 1024;
+ * `clientCA`, its certificate chain (a leaf, intermediates, maybe the root: RSA-4096 certificates
+ * with the usual extensions are 1.5–1.9 KiB each), its signature and Finished; a second hello if
+ * the listener asked for another key share (HelloRetryRequest). OpenSSL checks every link's
+ * signature on the event loop, with the keys the client chose: the costliest found, binary-curve
+ * (sect571r1) links, cost ~4 ms each in ~370 bytes, so this bound is what one handshake may hold
+ * the loop (~100 ms; a 16 KiB bound let it hold 175–300 ms). */
+export const maxClientChainBytes = 10 * 1024;
 
 /**
  * How many bytes of `data` (a connection's first bytes) make its whole hello: a number once the

@@ -47,6 +47,33 @@ export function makeLeaf(dir: string, ca: CertPair, name: string, opts: {
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
 }
 
+/**
+ * A client chain as an enterprise PKI issues it: RSA-4096 root, policy CA, issuing CA and client
+ * leaf, each with the usual extensions (AIA, CRL distribution point, certificate policies, key
+ * identifiers, a few SANs on the leaf); `chain` is the leaf, both intermediates and the root
+ * (kubeconfigs often carry the whole bundle): ~6.8 KiB of DER.
+ */
+export function makeEnterpriseChain(dir: string): { key: string; chain: string } {
+  const ext = join(dir, 'pki.ext');
+  const common = ['authorityInfoAccess=caIssuers;URI:http://pki.corp.example.com/issuing-ca.crt,OCSP;URI:http://ocsp.corp.example.com',
+    'crlDistributionPoints=URI:http://pki.corp.example.com/crl/issuing-ca.crl', 'certificatePolicies=1.3.6.1.4.1.99999.1.2.3,2.23.140.1.2.1',
+    'subjectKeyIdentifier=hash', 'authorityKeyIdentifier=keyid:always'];
+  writeFileSync(ext, ['[ca]', 'basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign', ...common,
+    '[leaf]', 'basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth', ...common,
+    'subjectAltName=email:alice@corp.example.com,DNS:alice-workstation.corp.example.com,URI:spiffe://corp.example.com/ns/team-a/sa/alice'].join('\n'));
+  const names = ['root', 'policy', 'issuing', 'leaf'];
+  let issuer = '';
+  for (const n of names) {
+    const subj = `/C=US/O=Example Corporation/OU=Platform Engineering/CN=Example ${n}`;
+    openssl(['req', '-newkey', 'rsa:4096', '-nodes', '-keyout', join(dir, `pki-${n}.key`), '-out', join(dir, `pki-${n}.csr`), '-subj', subj], dir);
+    openssl(['x509', '-req', '-in', join(dir, `pki-${n}.csr`), '-out', join(dir, `pki-${n}.crt`), '-days', '2', '-sha256',
+      ...(issuer ? ['-CA', join(dir, `pki-${issuer}.crt`), '-CAkey', join(dir, `pki-${issuer}.key`), '-CAcreateserial'] : ['-key', join(dir, `pki-${n}.key`)]),
+      '-extfile', ext, '-extensions', n === 'leaf' ? 'leaf' : 'ca'], dir);
+    issuer = n;
+  }
+  return { key: readFileSync(join(dir, 'pki-leaf.key'), 'utf8'), chain: [...names].reverse().map((n) => readFileSync(join(dir, `pki-${n}.crt`), 'utf8')).join('') };
+}
+
 /** A self-signed CA whose key openssl genpkey makes with `keyArgs` (e.g. DSA, an unusual RSA exponent). */
 export function makeOddCA(dir: string, name: string, keyArgs: string[]): CertPair {
   const keyFile = join(dir, `${name}.key`);
