@@ -20,7 +20,7 @@ export const maxClientHandshakeBytes = 16 * 1024;
  * the listener asked for another key share (HelloRetryRequest). OpenSSL checks every link's
  * signature on the event loop, with the keys the client chose: the costliest found, binary-curve
  * (sect571r1) links, cost ~4 ms each in ~370 bytes, so this bound is what one handshake may hold
- * the loop (~100 ms; a 16 KiB bound let it hold 175–300 ms). */
+ * the loop (100–150 ms measured; a 16 KiB bound let it hold 175–300 ms). */
 export const maxClientChainBytes = 10 * 1024;
 
 /**
