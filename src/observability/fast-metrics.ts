@@ -5,6 +5,8 @@
 // objects and strings per series per scrape: 300 ms and tens of MiB of heap for 1,000 gateways).
 // Same exposition as prom-client's.
 
+import { SeriesBudget } from './series-budget.js';
+
 /** Text appended into chunks of about 64 KiB, taken as they fill (a scrape is sent as it renders). */
 export class TextBuffer {
   private chunks: Buffer[] = [];
@@ -83,40 +85,46 @@ function flat(s: string): string {
 export interface Liveness { live: boolean }
 
 /** The series of one gateway: its label text, once, and per family its children as [rest, child, …];
- * and the liveness of its own series (null) and of its routes' not forgotten yet. */
+ * and the liveness of its own series (null) and of its routes' not forgotten yet. `spill`: the
+ * namespace's overflow gateway (below). */
 interface Group {
   readonly text: string;
   readonly namespace: string;
   readonly byFamily: (unknown[] | undefined)[];
   readonly alive: Map<string | null, Liveness>;
+  readonly spill: boolean;
 }
+
+/** The gateway label of a namespace's overflow gateway, and the label value of every overflow series. */
+export const overflowValue = '(overflow)';
+
+/** Series a namespace may hold past its bound before its new gateways spill: about what 16
+ * gateways' own and overflow series make (~67 each). */
+const spillMargin = 1_200;
+
+/** A liveness never ended (the series of a namespace's overflow gateway are never forgotten). */
+const alwaysLive: Liveness = { live: true };
 
 /**
  * The families of one registry, rendered in the text exposition format. Every family's first two
  * labels are namespace and gateway: a gateway's series, in all families, hang off one group (one
  * label text, found and forgotten at once), which keeps thousands of gateways small.
+ *
+ * With a bound per namespace (`maxPerNamespace`, SeriesBudget), a series past it is not made: its
+ * events go to its gateway's overflow series of that family (every label past namespace and
+ * gateway "(overflow)"); a gateway's own series (no label past its name) and its overflow series
+ * are always made, and counted. A gateway made while its namespace holds more than the bound and
+ * `spillMargin` has no series of its own: its events go to the namespace's overflow gateway
+ * (gateway "(overflow)"), so renaming gateways over and over makes no new series either.
  */
 export class FastRegistry {
   private readonly families: Exported[] = [];
   private readonly groups = new Map<string, Group>();
   readonly rests = new RestTexts();
-  /** Series (exposition lines) per namespace: exported, and dropped within `retainMs`. */
-  private readonly held = new Map<string, SeriesHeld>();
-  private readonly maxPerNamespace: number;
-  private readonly retainMs: number;
-  private readonly now: () => number;
+  readonly budget: SeriesBudget;
 
-  /**
-   * `maxPerNamespace` (0: no bound): the series a namespace's gateways may export, counting those
-   * dropped within `retainMs` (a scraper keeps a series it saw in memory for hours: a team renaming
-   * its routes over and over would make new ones without end). Past it a new series is not made:
-   * its events go to its gateway's overflow series of that family (every label past namespace and
-   * gateway "(overflow)"). A gateway's own series (no label past its name) are always made.
-   */
   constructor(opts: { maxPerNamespace?: number; retainMs?: number; now?: () => number } = {}) {
-    this.maxPerNamespace = opts.maxPerNamespace ?? 0;
-    this.retainMs = opts.retainMs ?? 3_600_000;
-    this.now = opts.now ?? Date.now;
+    this.budget = new SeriesBudget(opts.maxPerNamespace ?? 0, opts.retainMs, opts.now);
   }
 
   /** Registers a family; returns its index. */
@@ -127,54 +135,20 @@ export class FastRegistry {
     return this.families.push(f) - 1;
   }
 
-  /** The group of a gateway, made on first use. */
+  /** The group of a gateway, made on first use (the namespace's overflow gateway past its bound). */
   group(namespace: string, gateway: string): Group {
     const text = groupText(namespace, gateway);
     let g = this.groups.get(text);
-    if (!g) {
-      const t = flat(text);
-      this.groups.set(t, (g = { text: t, namespace, byFamily: [], alive: new Map() }));
-    }
+    if (g) return g;
+    if (gateway !== overflowValue && this.budget.over(namespace, text, spillMargin)) return this.group(namespace, overflowValue);
+    const t = flat(text);
+    this.groups.set(t, (g = { text: t, namespace, byFamily: [], alive: new Map(), spill: gateway === overflowValue }));
     return g;
   }
 
-  /** Whether `namespace` may have `lines` more series (taken if so; always when `always`). */
-  take(namespace: string, lines: number, always: boolean): boolean {
-    let h = this.held.get(namespace);
-    if (!h) this.held.set(namespace, (h = { exported: 0, dropped: [], droppedSum: 0 }));
-    if (!always && this.maxPerNamespace > 0) {
-      const since = this.now() - this.retainMs;
-      while (h.dropped.length && h.dropped[0]!.at < since) h.droppedSum -= h.dropped.shift()!.lines;
-      if (h.exported + h.droppedSum + lines > this.maxPerNamespace) return false;
-    }
-    h.exported += lines;
-    return true;
-  }
-
-  /** `lines` series of `namespace` are dropped: they count for `retainMs` more. */
-  private give(namespace: string, lines: number): void {
-    const h = this.held.get(namespace);
-    if (!h || lines === 0) return;
-    h.exported -= lines;
-    if (this.maxPerNamespace === 0) {
-      if (h.exported === 0) this.held.delete(namespace);
-      return;
-    }
-    const at = this.now();
-    const last = h.dropped.at(-1);
-    if (last && at - last.at < 60_000) last.lines += lines; // a minute's drops together
-    else h.dropped.push({ at, lines });
-    h.droppedSum += lines;
-  }
-
-  /** Series per namespace, exported and dropped within the retention (what its bound counts). */
-  *namespaces(): Generator<{ namespace: string; series: number }> {
-    const since = this.now() - this.retainMs;
-    for (const [namespace, h] of this.held) {
-      while (h.dropped.length && h.dropped[0]!.at < since) h.droppedSum -= h.dropped.shift()!.lines;
-      if (h.exported + h.droppedSum === 0) this.held.delete(namespace);
-      else yield { namespace, series: h.exported + h.droppedSum };
-    }
+  /** Series per namespace, exported and dropped within the hour (what its bound counts). */
+  namespaces(): Iterable<{ namespace: string; series: number }> {
+    return this.budget.namespaces();
   }
 
   /**
@@ -197,7 +171,8 @@ export class FastRegistry {
 
   /** The liveness of a gateway's (route null) or route's series, live until forgotten. */
   liveness(namespace: string, gateway: string, route: string | null): Liveness {
-    const { alive } = this.group(namespace, gateway);
+    const { alive, spill } = this.group(namespace, gateway);
+    if (spill) return alwaysLive;
     let l = alive.get(route);
     if (!l) alive.set(route, (l = { live: true }));
     return l;
@@ -212,19 +187,18 @@ export class FastRegistry {
       l.live = false;
       g!.alive.delete(r);
     }
-    if (!g) return;
+    if (!g || g.spill) return;
     if (route === undefined) {
       let lines = 0;
       for (let i = 0; i < this.families.length; i++) {
         const series = g.byFamily[i];
         for (let k = 0; k < (series?.length ?? 0); k += 2) {
-          const rest = series![k] as string;
-          this.rests.drop(rest);
-          if (rest !== this.families[i]!.overflowRest) lines += this.families[i]!.linesPerChild;
+          this.rests.drop(series![k] as string);
+          lines += this.families[i]!.linesPerChild;
         }
       }
       this.groups.delete(text);
-      this.give(g.namespace, lines);
+      this.budget.give(g.namespace, g.text, lines);
       return;
     }
     const p = `,route="${escapeLabel(route)}"`;
@@ -238,21 +212,23 @@ export class FastRegistry {
         if (rest !== p && !rest.startsWith(`${p},`)) kept.push(rest, series[k + 1]);
         else {
           this.rests.drop(rest);
-          if (rest !== this.families[i]!.overflowRest) lines += this.families[i]!.linesPerChild;
+          lines += this.families[i]!.linesPerChild;
         }
       }
       g.byFamily[i] = kept.length ? kept : undefined;
-      this.give(g.namespace, lines);
+      this.budget.give(g.namespace, routeKey(g.text, route), lines);
     }
   }
+}
+
+/** What a route's series are dropped under, and taken back from. */
+function routeKey(group: string, route: string): string {
+  return `${group}\u0000${route}`;
 }
 
 function groupText(namespace: string, gateway: string): string {
   return `namespace="${escapeLabel(namespace)}",gateway="${escapeLabel(gateway)}"`;
 }
-
-/** Series (exposition lines) of a namespace: exported, and dropped by minute (oldest first). */
-interface SeriesHeld { exported: number; dropped: { at: number; lines: number }[]; droppedSum: number }
 
 /** What a registry renders: a family's head, then its series. */
 interface Exported {
@@ -282,8 +258,8 @@ export abstract class Family<C> implements Exported {
     readonly linesPerChild = 1) {
     this.head = headOf(name, help, type);
     this.index = registry.add(this);
-    this.overflowValues = labelNames.slice(2).map(() => '(overflow)');
-    this.overflowRest = labelNames.length > 2 ? labelNames.slice(2).map((l) => `,${l}="(overflow)"`).join('') : undefined;
+    this.overflowValues = labelNames.slice(2).map(() => overflowValue);
+    this.overflowRest = labelNames.length > 2 ? labelNames.slice(2).map((l) => `,${l}="${overflowValue}"`).join('') : undefined;
   }
 
   *write(out: TextBuffer, groups: Iterable<Group>): Generator<Buffer> {
@@ -308,13 +284,16 @@ export abstract class Family<C> implements Exported {
   labels(...values: string[]): C {
     const g = this.registry.group(values[0] ?? '', values[1] ?? '');
     let rest = '';
-    for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
+    if (g.spill) rest = this.overflowRest ?? '';
+    else for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
     const series = (g.byFamily[this.index] ??= []);
     for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
-    // past its namespace's bound, the gateway's overflow series (made once, not counted: one per
-    // family and gateway); a gateway's own series (no label past its name) are always made
-    const overflow = rest === this.overflowRest;
-    if (!overflow && !this.registry.take(g.namespace, this.linesPerChild, rest === '')) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
+    // past its namespace's bound, the gateway's overflow series (one per family and gateway); a
+    // gateway's own series (no label past its name) and its overflow series are always made
+    const route = this.labelNames[2] === 'route' ? values[2] ?? '' : undefined;
+    const keys = route === undefined ? [g.text] : [routeKey(g.text, route), g.text];
+    const always = rest === '' || rest === this.overflowRest;
+    if (!this.registry.budget.take(g.namespace, keys, this.linesPerChild, !always)) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
     const c = this.make();
     series.push(this.registry.rests.take(rest), c);
     return c;

@@ -183,7 +183,7 @@ test('a namespace\'s series are bounded: past the bound, new ones go to the gate
   c.labels('team-a', 'gw', 'r1', '6xx').inc(2); // over: overflow
   c.labels('team-a', 'gw', 'r3', '2xx').inc(3); // over: the same overflow series
   h.labels('team-a', 'gw', 'r3').observe(0.05);
-  own.labels('team-a', 'gw').inc(); // a gateway's own: made, counted
+  own.labels('team-a', 'gw').inc(); // a gateway's own: made
   own.labels('team-a', 'other').inc();
   c.labels('team-b', 'gw', 'r1', '2xx').inc(); // another namespace: its own bound
   const text = fast.text();
@@ -193,25 +193,68 @@ test('a namespace\'s series are bounded: past the bound, new ones go to the gate
   assert.match(text, /^o_total\{namespace="team-a",gateway="gw"\} 1$/m);
   assert.match(text, /^o_total\{namespace="team-a",gateway="other"\} 1$/m);
   assert.match(text, /^x_total\{namespace="team-b",gateway="gw",route="r1",code="2xx"\} 1$/m);
-  assert.deepEqual(held(), { 'team-a': 22, 'team-b': 1 }, 'overflow series are not counted; a gateway\'s own are');
+  assert.deepEqual(held(), { 'team-a': 20 + 1 + 7 + 2, 'team-b': 1 }, 'overflow series and a gateway\'s own are counted (never refused)');
   // the sum over the gateway's series is every event's
   const sum = [...text.matchAll(/^x_total\{namespace="team-a",gateway="gw",[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
   assert.equal(sum, 6 + 2 + 3);
 
   // a dropped route's series count for an hour more: renaming routes over and over makes no new ones
   fast.forget('team-a', 'gw', 'r1'); // 7 + 6
-  assert.deepEqual(held(), { 'team-a': 22, 'team-b': 1 });
+  assert.deepEqual(held(), { 'team-a': 30, 'team-b': 1 });
   c.labels('team-a', 'gw', 'r4', '2xx').inc();
   assert.doesNotMatch(fast.text(), /route="r4"/);
+  // ... but the same route made again takes back its own count
+  c.labels('team-a', 'gw', 'r1', '0xx').inc();
+  assert.match(fast.text(), /^x_total\{namespace="team-a",gateway="gw",route="r1",code="0xx"\} 1$/m);
+  assert.deepEqual(held(), { 'team-a': 30, 'team-b': 1 });
   now += 3_600_001; // (no scrape in between: the bound itself lets the hour-old ones go)
   c.labels('team-a', 'gw', 'r5', '2xx').inc();
   assert.match(fast.text(), /^x_total\{namespace="team-a",gateway="gw",route="r5",code="2xx"\} 1$/m);
-  assert.deepEqual(held(), { 'team-a': 10, 'team-b': 1 });
-  // a forgotten gateway gives back its counted series (its overflow ones were never counted)
+  assert.deepEqual(held(), { 'team-a': 30 - 12 + 1, 'team-b': 1 });
   fast.forget('team-a', 'gw');
   fast.forget('team-a', 'other');
   now += 3_600_001;
   assert.deepEqual(held(), { 'team-b': 1 });
+});
+
+test('a gateway made again under its name (deleted and made again, its listener tried again) takes back its own count; gateways renamed past the bound spill into the namespace\'s overflow gateway', () => {
+  let now = 1_000_000;
+  const fast = new FastRegistry({ maxPerNamespace: 100, now: () => now });
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames: [...labelNames, 'code'] });
+  const own = new FastCounter(fast, { name: 'o_total', help: 'o', labelNames: ['namespace', 'gateway'] });
+  const held = () => [...fast.namespaces()].find((n) => n.namespace === 'team-a')?.series;
+  const make = (gw: string) => {
+    own.labels('team-a', gw);
+    for (let r = 0; r < 20; r++) c.labels('team-a', gw, `r${r}`, '2xx');
+  };
+  make('a');
+  make('b'); // 42
+  for (let i = 0; i < 50; i++) { // a listener tried again and again: forgotten and made again
+    fast.forget('team-a', 'a');
+    make('a');
+  }
+  assert.equal(held(), 42);
+  assert.match(fast.text(), /^x_total\{namespace="team-a",gateway="a",route="r19",code="2xx"\} 0$/m);
+  // renamed over and over: past the bound their routes overflow, then (past it and the margin) whole gateways spill
+  for (let i = 0; i < 1_000; i++) { // (past the bound each adds 2: its own series and its overflow one)
+    fast.forget('team-a', i === 0 ? 'b' : `b${i - 1}`);
+    make(`b${i}`);
+  }
+  const text = fast.text();
+  const series = text.split('\n').filter((l) => l.includes('namespace="team-a"')).length;
+  const after = held()!;
+  assert.ok(after <= 100 + 1_200 + 10, `held ${after}`); // the bound, the margin, the overflow gateway's
+  for (let i = 1_000; i < 1_500; i++) {
+    fast.forget('team-a', `b${i - 1}`);
+    make(`b${i}`);
+  }
+  assert.equal(held(), after, 'more renames hold no more');
+  assert.ok(series <= 21 + 2, `${series} series exported`); // a's, the overflow gateway's own and overflow ones
+  assert.match(text, /^o_total\{namespace="team-a",gateway="\(overflow\)"\} 0$/m);
+  assert.match(text, /^x_total\{namespace="team-a",gateway="\(overflow\)",route="\(overflow\)",code="\(overflow\)"\} 0$/m);
+  now += 3_600_001;
+  make('c'); // an hour on: room again
+  assert.match(fast.text(), /^x_total\{namespace="team-a",gateway="c",route="r0",code="2xx"\} 0$/m);
 });
 
 test('without a bound (0) nothing overflows, and nothing is kept for a dropped series', () => {

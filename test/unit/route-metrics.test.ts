@@ -104,6 +104,8 @@ test('--max-metric-series-per-namespace: routes planned past the bound count in 
   const sum = [...text.matchAll(/^access_gateway_responses_total\{namespace="team-a",gateway="gw",[^}]*\} (\d+)$/gm)].reduce((n, x) => n + Number(x[1]), 0);
   assert.equal(sum, 8, 'every request of the gateway is in its sum');
   assert.match(text, /^access_gateway_requests_total\{namespace="team-b",gateway="gw",route="a",method="DELETE",code="2xx"\} 1$/m);
-  assert.match(text, /^access_gateway_namespace_metric_series\{namespace="team-a"\} 200$/m);
+  // the bound, and the gateway's overflow series (counted, never refused): requests, responses, upgraded, errors,
+  // ejections 1 each, the two latency histograms 19 each
+  assert.match(text, /^access_gateway_namespace_metric_series\{namespace="team-a"\} 243$/m);
   assert.match(text, /^access_gateway_namespace_metric_series\{namespace="team-b"\} 47$/m);
 });
