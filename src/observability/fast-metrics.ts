@@ -102,8 +102,6 @@ export const overflowValue = '(overflow)';
  * gateways' own and overflow series make (~67 each). */
 const spillMargin = 1_200;
 
-/** A liveness never ended (the series of a namespace's overflow gateway are never forgotten). */
-const alwaysLive: Liveness = { live: true };
 
 /**
  * The families of one registry, rendered in the text exposition format. Every family's first two
@@ -120,6 +118,8 @@ const alwaysLive: Liveness = { live: true };
 export class FastRegistry {
   private readonly families: Exported[] = [];
   private readonly groups = new Map<string, Group>();
+  /** Gateways whose series go to their namespace's overflow gateway (until forgotten), by label text. */
+  private readonly spilled = new Map<string, Liveness>();
   readonly rests = new RestTexts();
   readonly budget: SeriesBudget;
 
@@ -140,7 +140,11 @@ export class FastRegistry {
     const text = groupText(namespace, gateway);
     let g = this.groups.get(text);
     if (g) return g;
-    if (gateway !== overflowValue && this.budget.over(namespace, text, spillMargin)) return this.group(namespace, overflowValue);
+    if (this.spilled.has(text)) return this.group(namespace, overflowValue);
+    if (gateway !== overflowValue && this.budget.over(namespace, text, spillMargin)) {
+      this.spilled.set(text, { live: true }); // for good: not split between two groups later
+      return this.group(namespace, overflowValue);
+    }
     const t = flat(text);
     this.groups.set(t, (g = { text: t, namespace, byFamily: [], alive: new Map(), spill: gateway === overflowValue }));
     return g;
@@ -172,7 +176,7 @@ export class FastRegistry {
   /** The liveness of a gateway's (route null) or route's series, live until forgotten. */
   liveness(namespace: string, gateway: string, route: string | null): Liveness {
     const { alive, spill } = this.group(namespace, gateway);
-    if (spill) return alwaysLive;
+    if (spill) return this.spilled.get(groupText(namespace, gateway)) ?? { live: true }; // (a gateway's routes share its own)
     let l = alive.get(route);
     if (!l) alive.set(route, (l = { live: true }));
     return l;
@@ -187,18 +191,28 @@ export class FastRegistry {
       l.live = false;
       g!.alive.delete(r);
     }
+    const spilled = this.spilled.get(text);
+    if (spilled && route === undefined) {
+      spilled.live = false; // what still holds its children makes detached ones
+      this.spilled.delete(text);
+    }
     if (!g || g.spill) return;
     if (route === undefined) {
-      let lines = 0;
+      // each route's series are dropped under the route's key (only that route, made again, takes
+      // them back), the gateway's own under its text
+      const byKey = new Map<string, number>();
       for (let i = 0; i < this.families.length; i++) {
         const series = g.byFamily[i];
+        const routed = this.families[i]!.labelNames[2] === 'route';
         for (let k = 0; k < (series?.length ?? 0); k += 2) {
-          this.rests.drop(series![k] as string);
-          lines += this.families[i]!.linesPerChild;
+          const rest = series![k] as string;
+          this.rests.drop(rest);
+          const key = routed ? routeKey(g.text, routeOf(rest)) : g.text;
+          byKey.set(key, (byKey.get(key) ?? 0) + this.families[i]!.linesPerChild);
         }
       }
       this.groups.delete(text);
-      this.budget.give(g.namespace, g.text, lines);
+      for (const [key, lines] of byKey) this.budget.give(g.namespace, key, lines);
       return;
     }
     const p = `,route="${escapeLabel(route)}"`;
@@ -216,14 +230,20 @@ export class FastRegistry {
         }
       }
       g.byFamily[i] = kept.length ? kept : undefined;
-      this.budget.give(g.namespace, routeKey(g.text, route), lines);
+      this.budget.give(g.namespace, routeKey(g.text, escapeLabel(route)), lines);
     }
   }
 }
 
-/** What a route's series are dropped under, and taken back from. */
+/** What a route's series are dropped under, and taken back from (`route`: its label value, escaped). */
 function routeKey(group: string, route: string): string {
   return `${group}\u0000${route}`;
+}
+
+/** The escaped route label value at the start of a child's label text (`,route="…"…`). */
+function routeOf(rest: string): string {
+  const end = /^,route="((?:[^"\\]|\\.)*)"/.exec(rest);
+  return end ? end[1]! : '';
 }
 
 function groupText(namespace: string, gateway: string): string {
@@ -290,8 +310,8 @@ export abstract class Family<C> implements Exported {
     for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
     // past its namespace's bound, the gateway's overflow series (one per family and gateway); a
     // gateway's own series (no label past its name) and its overflow series are always made
-    const route = this.labelNames[2] === 'route' ? values[2] ?? '' : undefined;
-    const keys = route === undefined ? [g.text] : [routeKey(g.text, route), g.text];
+    // a route's series take back only what the same route dropped; the gateway's own, what it dropped
+    const keys = [this.labelNames[2] === 'route' ? routeKey(g.text, escapeLabel(values[2] ?? '')) : g.text];
     const always = rest === '' || rest === this.overflowRest;
     if (!this.registry.budget.take(g.namespace, keys, this.linesPerChild, !always)) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
     const c = this.make();

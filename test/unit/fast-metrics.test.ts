@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { FastCounter, FastGauge, FastGaugeReader, FastHistogram, FastRegistry, TextBuffer } from '../../src/observability/fast-metrics.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { GatewayMetrics, RouteMetrics } from '../../src/dataplane/route-metrics.js';
 
 const labelNames = ['namespace', 'gateway', 'route'];
 const buckets = [0.001, 0.01, 0.1, 1];
@@ -265,4 +267,42 @@ test('without a bound (0) nothing overflows, and nothing is kept for a dropped s
   assert.deepEqual([...fast.namespaces()], [{ namespace: 'team-a', series: 1000 }]);
   fast.forget('team-a', 'gw');
   assert.deepEqual([...fast.namespaces()], []);
+});
+
+test('a gateway made again under its name with other route names gets no credit for them (its routes\' series were dropped under their own names)', () => {
+  let now = 0;
+  const fast = new FastRegistry({ maxPerNamespace: 2_000, now: () => now });
+  const own = new FastCounter(fast, { name: 'own', help: 'h', labelNames: ['namespace', 'gateway'] });
+  const byRoute = new FastCounter(fast, { name: 'req', help: 'h', labelNames: ['namespace', 'gateway', 'route'] });
+  const seen = new Set<string>();
+  for (let cycle = 0; cycle < 20; cycle++) {
+    own.labels('t', 'g').inc();
+    for (let j = 0; j < 1_000; j++) byRoute.labels('t', 'g', `c${cycle}-r${j}`).inc();
+    for (const l of fast.text().split('\n')) { const m = /route="(c[^"]+)"/.exec(l); if (m) seen.add(m[1]!); }
+    fast.forget('t', 'g');
+    now += 60_000; // all within the hour
+  }
+  assert.ok(seen.size <= 2_000, `${seen.size} distinct route series made within the hour`);
+});
+
+test('a gateway that spilled stays with the namespace\'s overflow gateway until forgotten; then what still holds its series makes detached ones', async () => {
+  let now = 0;
+  const m = createMetrics(new Registry(), { maxSeriesPerNamespace: 100, now: () => now });
+  const big = Array.from({ length: 40 }, (_, i) => new RouteMetrics(m, 't', 'big', `r${i}`));
+  for (let i = 0; i < 300; i++) new GatewayMetrics(m, 't', `g${i}`);
+  const gm = new GatewayMetrics(m, 't', 'late'); // spills
+  const rm = new RouteMetrics(m, 't', 'late', 'exec');
+  const text = async () => Buffer.concat([...(await m.exposition()).chunks]).toString();
+  assert.doesNotMatch(await text(), /gateway="late"/);
+  gm.requestDeferred(); // made later, while spilled: the overflow gateway's too
+  assert.doesNotMatch(await text(), /gateway="late"/);
+  assert.match(await text(), /^access_gateway_requests_deferred_total\{namespace="t",gateway="\(overflow\)"\} 1$/m);
+  m.forget('t', 'late');
+  m.forget('t', 'big');
+  for (let i = 0; i < 300; i++) m.forget('t', `g${i}`);
+  now += 2 * 3_600_000;
+  rm.sessionEnded('closed', 30); // a session of the deleted gateway ends
+  gm.sessionRefused();
+  assert.doesNotMatch(await text(), /gateway="late"/, 'a deleted gateway\'s series came back');
+  assert.equal(big.length, 40);
 });
