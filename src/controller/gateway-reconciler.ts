@@ -125,6 +125,7 @@ export class GatewayReconciler {
 
   async reconcile(key: string, log: Logger): Promise<Result> {
     const { namespace, name } = splitKey(key);
+    await turn(); // (another worker's chunk may have just run)
     const gw = this.d.gateways.get(namespace, name);
     if (!gw) return this.forget(key, log);
     const defaulted = performance.now();
@@ -392,7 +393,16 @@ function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void>
   });
 }
 
-/** A later turn of the event loop: what waits (other teams' requests) goes first. */
+/** The last turn handed out: reconciles' chunks take turns one after another (workers run side by side). */
+let lastTurn = Promise.resolve();
+
+/**
+ * A later turn of the event loop, after the previous chunk of any reconcile's: what waits (other
+ * teams' requests) goes first. A chunk runs in the loop's check phase (a `setImmediate`), and the
+ * next one's `setImmediate`, set after it, in the next pass: the loop reads its sockets between.
+ */
 function turn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  const next = lastTurn.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
+  lastTurn = next;
+  return next;
 }

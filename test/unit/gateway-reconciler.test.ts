@@ -10,6 +10,8 @@ import { PortAllocator } from '../../src/controller/ports.js';
 import type { GatewayPlan } from '../../src/translate/plan.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
 
 const gw = (name: string, created: string, extra: Partial<AccessGateway> = {}): AccessGateway => ({
   apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway',
@@ -400,15 +402,39 @@ test('a name stored before the CRD refused it (over 59 characters: agw-NAME is n
   assert.match(accepted.message, /at most 59 characters/);
 });
 
-test('defaults, translate and apply run in turns of their own: what waits for the loop (another team\'s requests) goes between them', async () => {
+test('defaults, translate and apply run in turns of their own, one reconcile\'s chunk at a time over the workers: another team\'s I/O is read between any two', async () => {
   const order: string[] = [];
-  const other = (what: string) => setImmediate(() => order.push(`other after ${what}`));
-  const base = setup([gw('a', '2026-01-01T00:00:00Z')]);
+  let peer!: Socket;
+  const io = () => peer.write('x'); // another team's request arriving while the chunk runs
+  const base = setup([gw('a', '2026-01-01T00:00:00Z'), gw('b', '2026-01-01T00:00:00Z')]);
   const { r } = setup([], {
-    gateways: { get: (ns, n) => { order.push('read'); other('read'); return base.store.get(`${ns}/${n}`); }, values: () => base.store.values(), keys: () => [...base.store.keys()] },
-    cluster: { snapshotFor: () => { order.push('translate'); other('translate'); return {}; }, exposureState: () => ({ service: false, slice: false, foreign: null }) },
-    dataplane: { apply: async (_key, plan) => { order.push('apply'); return plan ? { programmed: true, port: plan.port } : null; } },
+    gateways: { get: (ns, n) => { order.push(`read ${n}`); io(); return base.store.get(`${ns}/${n}`); }, values: () => base.store.values(), keys: () => [...base.store.keys()] },
+    cluster: { snapshotFor: (g) => { order.push(`translate ${g.metadata.name}`); io(); return {}; }, exposureState: () => ({ service: false, slice: false, foreign: null }) },
+    dataplane: { apply: async (key, plan) => { order.push(`apply ${key}`); io(); return plan ? { programmed: true, port: plan.port } : null; } },
   });
-  await r.reconcile('team-a/a', silentLogger);
-  assert.deepEqual(order, ['read', 'other after read', 'translate', 'other after translate', 'apply']);
+  const server = createServer((s) => s.on('data', (d: Buffer) => {
+    if (d.toString() === 'go') { // the reconciles start in an I/O callback, as a watch event starts them
+      void Promise.all([r.reconcile('team-a/a', silentLogger), r.reconcile('team-a/b', silentLogger)]).then(() => s.end());
+    } else for (let i = 0; i < d.length; i++) order.push('io');
+  }));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  const starter = connect(port, '127.0.0.1');
+  peer = connect(port, '127.0.0.1');
+  await Promise.all([once(starter, 'connect'), once(peer, 'connect')]);
+  await pauseMs(20);
+  starter.write('go');
+  await once(starter, 'end');
+  starter.destroy();
+  peer.destroy();
+  server.close();
+  const chunks = order.filter((o) => o !== 'io');
+  assert.equal(chunks.length, 6, order.join(', '));
+  for (let i = 1; i < order.length; i++) {
+    assert.ok(order[i] === 'io' || order[i - 1] === 'io', `two chunks back to back: ${order.join(', ')}`);
+  }
 });
+
+function pauseMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
