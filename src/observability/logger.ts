@@ -2,6 +2,7 @@
 // fixed at start-up.
 import { writeSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -89,38 +90,49 @@ function waitingBytes(): number {
 
 /**
  * Which namespace's access lines are shed while stdout is congested (a log reader slower than the
- * lines): past `congestedBytes` waiting, a namespace that wrote more lines this second than the
- * mean of this second's namespaces loses its lines (counted), so one team's flood does not fill
- * the 16 MiB past which every team's lines are dropped: the quieter teams' lines still go out.
+ * lines): past `congestedBytes` waiting, a namespace that wrote more lines lately than the mean of
+ * the namespaces writing loses its lines (counted), so one team's flood does not fill the 16 MiB
+ * past which every team's lines are dropped: the quieter teams' lines still go out. "Lately": the
+ * counts are halved each second, not cleared (a flood is known before the quiet team's next line).
  * Lines are counted from half that on (`watchBytes`); below it nothing is done per line.
  */
 export class FairShed {
   readonly watchBytes: number;
-  private readonly second = new Map<string, number>(); // lines per namespace this second
+  private readonly lately = new Map<string, number>(); // lines per namespace, halved each second
   private total = 0;
-  private started = -Infinity;
+  private halvedAt = -Infinity;
   readonly shed = new Map<string, number>();
 
-  constructor(private readonly congestedBytes = 4 * 1024 * 1024, private readonly now: () => number = Date.now) {
+  constructor(private readonly congestedBytes = 4 * 1024 * 1024, private readonly now: () => number = () => performance.now()) {
     this.watchBytes = congestedBytes / 2;
   }
 
   /** Whether a line of `namespace` is written, `waiting` bytes waiting for stdout. */
   admit(namespace: string, waiting: number): boolean {
     const t = this.now();
-    if (t - this.started >= 1_000) {
-      this.second.clear();
-      this.total = 0;
-      this.started = t;
-    }
-    const mine = this.second.get(namespace) ?? 0;
-    if (waiting >= this.congestedBytes && mine * this.second.size > this.total) {
+    if (t - this.halvedAt >= 1_000) this.halve(t);
+    const mine = this.lately.get(namespace) ?? 0;
+    if (waiting >= this.congestedBytes && mine * this.lately.size > this.total) {
       this.shed.set(namespace, (this.shed.get(namespace) ?? 0) + 1);
       return false;
     }
-    this.second.set(namespace, mine + 1);
+    this.lately.set(namespace, mine + 1);
     this.total++;
     return true;
+  }
+
+  private halve(t: number): void {
+    const seconds = Math.min(30, Math.floor((t - this.halvedAt) / 1_000));
+    this.halvedAt = t;
+    this.total = 0;
+    for (const [ns, n] of this.lately) {
+      const left = n / 2 ** seconds;
+      if (left < 0.5) this.lately.delete(ns);
+      else {
+        this.lately.set(ns, left);
+        this.total += left;
+      }
+    }
   }
 }
 
@@ -164,7 +176,7 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
   }
   const prefix = `{"level":30,"time":`;
   const middle = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"gateway":${JSON.stringify(gateway)},"reqId":"`;
-  const namespace = gateway.slice(0, gateway.indexOf('/'));
+  const namespace = gateway.includes('/') ? gateway.slice(0, gateway.indexOf('/')) : gateway;
   return {
     write(e) {
       const waiting = waitingBytes();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LineBatch } from '../../src/observability/logger.js';
+import { FairShed, LineBatch } from '../../src/observability/logger.js';
 
 const logger = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'observability', 'logger.js');
 
@@ -236,3 +236,25 @@ function waitUntil(ok: () => boolean, child: ReturnType<typeof spawn>): Promise<
     child.once('exit', (code) => reject(new Error(`exited (${code}) first`)));
   });
 }
+
+test('shedding remembers a flood from one second to the next: the quiet team\'s rare line need not come first', () => {
+  let now = 0;
+  const shed = new FairShed(4 * 1024 * 1024, () => now);
+  const congested = 5 * 1024 * 1024;
+  const admitted = { loud: [0, 0], quiet: [0, 0] };
+  for (let second = 0; second < 2; second++) {
+    for (let ms = 0; ms < 1_000; ms++) {
+      now = second * 1_000 + ms;
+      for (let i = 0; i < 10; i++) if (shed.admit('loud', congested)) admitted.loud[second]!++;
+      if (ms === 900 && shed.admit('quiet', congested)) admitted.quiet[second]!++;
+    }
+  }
+  assert.deepEqual(admitted.quiet, [1, 1]);
+  assert.equal(admitted.loud[0], 9_010, 'the first second: alone until the quiet line (nothing known before)');
+  assert.ok(admitted.loud[1]! < 100, `the next second, shed from its start: ${admitted.loud[1]} admitted`);
+  assert.equal(shed.shed.get('loud'), 20_000 - admitted.loud[0]! - admitted.loud[1]!);
+  // alone, a namespace is never shed (nobody's lines would be saved); below the bound, nothing is
+  const alone = new FairShed(4 * 1024 * 1024, () => now);
+  for (let i = 0; i < 1_000; i++) assert.equal(alone.admit('only', congested), true);
+  assert.equal(shed.admit('loud', 1_024), true);
+});
