@@ -140,17 +140,9 @@ test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counte
       process.exit(0);
     }).resume();
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const { child, reports } = reporting(script);
   const bound = setTimeout(() => child.kill(), 60_000);
   try {
-    const reports: Array<Record<string, number | boolean>> = [];
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-      const lines = err.split('\n');
-      err = lines.pop()!;
-      for (const l of lines) if (l.startsWith('{')) reports.push(JSON.parse(l)); // (not a warning)
-    });
     await waitUntil(() => reports.length >= 2, child);
     let lines = 0, bytes = 0;
     child.stdout.on('data', (d: Buffer) => {
@@ -197,17 +189,9 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
       process.exit(0);
     }).resume();
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const { child, reports } = reporting(script);
   const bound = setTimeout(() => child.kill(), 60_000);
   try {
-    const reports: Array<Record<string, number | boolean>> = [];
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-      const lines = err.split('\n');
-      err = lines.pop()!;
-      for (const l of lines) if (l.startsWith('{')) reports.push(JSON.parse(l));
-    });
     await waitUntil(() => reports.length >= 1, child);
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString('latin1'); });
@@ -226,6 +210,21 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
     child.kill();
   }
 });
+
+/** A child running `script` (an ES module) with its stdin and stdout piped; the JSON lines it writes
+ * to stderr are collected in `reports` (other lines, such as warnings, are not). */
+function reporting(script: string) {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const reports: Array<Record<string, number | boolean>> = [];
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    const lines = err.split('\n');
+    err = lines.pop()!;
+    for (const l of lines) if (l.startsWith('{')) reports.push(JSON.parse(l));
+  });
+  return { child, reports };
+}
 
 /** Resolves once `ok()`, checked whenever the child writes to stderr; rejects if it exits first. */
 function waitUntil(ok: () => boolean, child: ReturnType<typeof spawn>): Promise<void> {
