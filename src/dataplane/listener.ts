@@ -10,6 +10,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { schema } from '../api/schema.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
+import { keepsLine } from '../observability/logger.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, sameAdmission, type Held } from './held.js';
 import { explain } from './explain.js';
@@ -563,7 +564,7 @@ export class Listener {
   private fail(t: RouteTable, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, id: number, err: AgwError): void {
     seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
     if (err.status === 500) t.log.error({ reqId: id.toString(36), err: err.cause ?? err }, err.message);
-    else if (err.status === 502 || err.status === 504) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
+    else if ((err.status === 502 || err.status === 504) && keepsLine(t.plan.namespace)) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
     if (res.headersSent) { res.destroy(); return; }
     const body = statusBody(err);
     const h = errorHeaders(err, body);

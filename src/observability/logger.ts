@@ -138,8 +138,16 @@ export class FairShed {
 
 const fairShed = new FairShed();
 
-/** Access lines shed so far while stdout was congested, by namespace (FairShed). */
-export function shedAccessLines(): ReadonlyMap<string, number> {
+/** Whether a log line a request of `namespace`'s gateways made (its access line, its upstream's
+ * failure) is written: false while stdout is congested and the namespace is among the loudest
+ * (FairShed). Sessions' start and end lines are always written (few, and the audit of an exec). */
+export function keepsLine(namespace: string): boolean {
+  const waiting = waitingBytes();
+  return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting);
+}
+
+/** Gateways' log lines shed so far while stdout was congested, by namespace (FairShed). */
+export function shedLogLines(): ReadonlyMap<string, number> {
   return fairShed.shed;
 }
 
@@ -179,8 +187,7 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
   const namespace = gateway.includes('/') ? gateway.slice(0, gateway.indexOf('/')) : gateway;
   return {
     write(e) {
-      const waiting = waitingBytes();
-      if (waiting >= fairShed.watchBytes && !fairShed.admit(namespace, waiting)) return;
+      if (!keepsLine(namespace)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);

@@ -3,7 +3,7 @@
 // address). See docs/metrics.md.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { FastCounter, FastGauge, FastGaugeReader, FastHistogram, FastRegistry } from './fast-metrics.js';
-import { droppedLogLines, shedAccessLines } from './logger.js';
+import { droppedLogLines, shedLogLines } from './logger.js';
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']);
@@ -82,8 +82,8 @@ export function createMetrics(registry = new Registry(), opts: { maxSeriesPerNam
     informerLastSync: new Gauge({ name: 'access_gateway_informer_last_sync_timestamp_seconds', help: 'When the informer last listed, received a watch event, or had a watch end cleanly at its timeout (Unix time).', labelNames: ['informer'], registers: r }),
     logLinesDropped: new Counter({ name: 'access_gateway_log_lines_dropped_total', help: 'Log lines (access lines and the others) dropped because 16 MiB of lines waited to be written to stdout: whatever reads the operator\'s log stopped reading.', registers: r,
       collect() { this.reset(); this.inc(droppedLogLines()); } }),
-    accessLinesShed: new Counter({ name: 'access_gateway_access_log_lines_shed_total', help: 'Access-log lines not written, by gateway namespace, because over 4 MiB of log lines waited for stdout and the namespace had written more lines lately (counts halved each second) than the mean of the namespaces writing (one team\'s flood is shed first, so the others\' lines still fit before the 16 MiB past which every line is dropped).', labelNames: ['namespace'], registers: r,
-      collect() { this.reset(); for (const [namespace, n] of shedAccessLines()) this.inc({ namespace }, n); } }),
+    logLinesShed: new Counter({ name: 'access_gateway_log_lines_shed_total', help: 'Log lines of a namespace\'s gateways\' requests (access lines, upstream failures) not written, because over 4 MiB of log lines waited for stdout and the namespace had written more of them lately (counts halved each second) than the mean of the namespaces writing (one team\'s flood is shed first, so the others\' lines still fit before the 16 MiB past which every line is dropped).', labelNames: ['namespace'], registers: r,
+      collect() { this.reset(); for (const [namespace, n] of shedLogLines()) this.inc({ namespace }, n); } }),
     certificateExpiry: new FastGaugeReader(fast, { name: 'access_gateway_certificate_expiry_timestamp_seconds', help: 'When a certificate a listener serves with expires (Unix time): certificate serving (the leaf of spec.listener.tls.secretName) or client-ca (the first of spec.listener.tls.clientCA\'s certificates to expire). Read from the listeners open at the scrape.', labelNames: [...gw, 'certificate'] },
       function* () { for (const c of certificates()) yield { values: [c.namespace, c.gateway, c.certificate], value: c.notAfter }; }),
     /** Where the certificate expiry gauge reads, at each scrape, what is served. */
