@@ -123,7 +123,7 @@ export class FairShed {
 
   private halve(t: number): void {
     const seconds = Math.min(30, Math.floor((t - this.halvedAt) / 1_000));
-    this.halvedAt = t;
+    this.halvedAt = seconds >= 30 ? t : this.halvedAt + seconds * 1_000; // (a second's part left counts toward the next)
     this.total = 0;
     for (const [ns, n] of this.lately) {
       const left = n / 2 ** seconds;

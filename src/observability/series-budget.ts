@@ -13,6 +13,8 @@ interface Held {
   exported: number;
   /** By key (a gateway's label text, or it and a route's name), oldest first. */
   dropped: Map<string, Dropped>;
+  /** What `dropped` holds per gateway (its label text), its routes' keys included. */
+  byGateway: Map<string, number>;
   /** Counts of keys forgotten past `maxKeys`, oldest first. */
   unkeyed: Dropped[];
   droppedSum: number;
@@ -41,6 +43,7 @@ export class SeriesBudget {
         const n = Math.min(e.lines, left);
         e.lines -= n;
         left -= n;
+        this.count(h, keys[i]!, -n);
         if (e.lines === 0) h.dropped.delete(keys[i]!);
       }
       h.droppedSum -= credit;
@@ -64,20 +67,23 @@ export class SeriesBudget {
     e.lines += lines;
     h.dropped.set(key, e);
     h.droppedSum += lines;
+    this.count(h, key, lines);
     if (h.dropped.size > maxKeys) {
       const [k, oldest] = h.dropped.entries().next().value!;
       h.dropped.delete(k);
+      this.count(h, k, -oldest.lines);
       h.unkeyed.push(oldest);
     }
   }
 
-  /** Whether `namespace` holds `margin` more than its bound, not counting what `key` dropped. */
-  over(namespace: string, key: string, margin: number): boolean {
+  /** Whether `namespace` holds `margin` more than its bound, not counting what the gateway
+   * `gateway` (its label text) dropped, its routes included: made again, it takes that back. */
+  over(namespace: string, gateway: string, margin: number): boolean {
     if (this.max === 0) return false;
     const h = this.held.get(namespace);
     if (!h) return false;
     this.expire(h);
-    return h.exported + h.droppedSum - (h.dropped.get(key)?.lines ?? 0) >= this.max + margin;
+    return h.exported + h.droppedSum - (h.byGateway.get(gateway) ?? 0) >= this.max + margin;
   }
 
   /** Series per namespace, exported and dropped within the hour (what the bound counts). */
@@ -91,8 +97,17 @@ export class SeriesBudget {
 
   private of(namespace: string): Held {
     let h = this.held.get(namespace);
-    if (!h) this.held.set(namespace, (h = { exported: 0, dropped: new Map(), unkeyed: [], droppedSum: 0 }));
+    if (!h) this.held.set(namespace, (h = { exported: 0, dropped: new Map(), byGateway: new Map(), unkeyed: [], droppedSum: 0 }));
     return h;
+  }
+
+  /** Adds `n` to what `dropped` holds for the gateway of `key`. */
+  private count(h: Held, key: string, n: number): void {
+    const i = key.indexOf('\u0000');
+    const gateway = i < 0 ? key : key.slice(0, i);
+    const left = (h.byGateway.get(gateway) ?? 0) + n;
+    if (left > 0) h.byGateway.set(gateway, left);
+    else h.byGateway.delete(gateway);
   }
 
   private expire(h: Held): void {
@@ -101,6 +116,7 @@ export class SeriesBudget {
       if (e.at >= since) break;
       h.dropped.delete(k);
       h.droppedSum -= e.lines;
+      this.count(h, k, -e.lines);
     }
     while (h.unkeyed.length && h.unkeyed[0]!.at < since) h.droppedSum -= h.unkeyed.shift()!.lines;
   }

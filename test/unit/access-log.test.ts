@@ -260,3 +260,13 @@ test('shedding remembers a flood from one second to the next: the quiet team\'s 
   for (let i = 0; i < 1_000; i++) assert.equal(alone.admit('only', congested), true);
   assert.equal(shed.admit('loud', 1_024), true);
 });
+
+test('shedding halves a namespace\'s count once a second, whatever the calls\' spacing', () => {
+  let now = 0;
+  const shed = new FairShed(4 * 1024 * 1024, () => now);
+  for (let i = 0; i < 64; i++) shed.admit('past', 0); // (not congested: counted, never shed)
+  for (let t = 1_900; t <= 9_500; t += 1_900) { now = t; shed.admit('other', 0); }
+  // 9.5 s on: 64 halved 9 times is below 0.5, so 'past' is forgotten; the mean is 'other's alone
+  now = 9_500;
+  assert.equal(shed.admit('past', 5 * 1024 * 1024), true, 'a flood 9 s ago is not loud now');
+});

@@ -306,3 +306,18 @@ test('a gateway that spilled stays with the namespace\'s overflow gateway until 
   assert.doesNotMatch(await text(), /gateway="late"/, 'a deleted gateway\'s series came back');
   assert.equal(big.length, 40);
 });
+
+test('a gateway made again under its name is not spilled for what it dropped itself (its routes\' series included)', async () => {
+  const m = createMetrics(new Registry(), { maxSeriesPerNamespace: 2_000, now: () => 0 });
+  const text = async () => Buffer.concat([...(await m.exposition()).chunks]).toString();
+  const make = (gw: string, routes: string[]) => {
+    new GatewayMetrics(m, 't', gw);
+    for (const r of routes.map((name) => new RouteMetrics(m, 't', gw, name))) { r.done('GET', 200, 0.01); r.done('POST', 503, 0.01); r.done('GET', 404, 0.01); }
+  };
+  const routes = Array.from({ length: 150 }, (_, i) => `r${i}`);
+  make('big', routes); // past the bound: many of its routes overflow
+  for (let i = 0; i < 24; i++) make(`s${i}`, ['a']);
+  m.forget('t', 'big'); // deleted and made again, or its listener tried again
+  make('big', routes);
+  assert.match(await text(), /gateway="big"/, 'spilled for its own dropped series');
+});
