@@ -15,7 +15,7 @@ interface Held {
   dropped: Map<string, Dropped>;
   /** What `dropped` holds per gateway (its label text), its routes' keys included. */
   byGateway: Map<string, number>;
-  /** Counts of keys forgotten past `maxKeys`, oldest first. */
+  /** Counts of keys forgotten past `maxKeys`, by minute, oldest first. */
   unkeyed: Dropped[];
   droppedSum: number;
 }
@@ -72,7 +72,11 @@ export class SeriesBudget {
       const [k, oldest] = h.dropped.entries().next().value!;
       h.dropped.delete(k);
       this.count(h, k, -oldest.lines);
-      h.unkeyed.push(oldest);
+      const last = h.unkeyed.at(-1);
+      if (last && oldest.at - last.at < 60_000) { // a minute's together (kept the later minute: counted a little longer)
+        last.lines += oldest.lines;
+        last.at = oldest.at;
+      } else h.unkeyed.push(oldest);
     }
   }
 

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { FastCounter, FastGauge, FastGaugeReader, FastHistogram, FastRegistry, TextBuffer } from '../../src/observability/fast-metrics.js';
 import { createMetrics } from '../../src/observability/metrics.js';
+import { SeriesBudget } from '../../src/observability/series-budget.js';
 import { GatewayMetrics, RouteMetrics } from '../../src/dataplane/route-metrics.js';
 
 const labelNames = ['namespace', 'gateway', 'route'];
@@ -320,4 +321,22 @@ test('a gateway made again under its name is not spilled for what it dropped its
   m.forget('t', 'big'); // deleted and made again, or its listener tried again
   make('big', routes);
   assert.match(await text(), /gateway="big"/, 'spilled for its own dropped series');
+});
+
+test('the budget remembers at most 4,096 dropped keys a namespace; past that the oldest count on, by minute, until their hour is over', () => {
+  let now = 0;
+  const b = new SeriesBudget(100_000, 3_600_000, () => now);
+  for (let i = 0; i < 5_000; i++) { now = i * 100; assert.equal(b.take('t', [`g\u0000r${i}`], 2, true), true); }
+  for (let i = 0; i < 5_000; i++) { now = 500_000 + i * 100; b.give('t', `g\u0000r${i}`, 2); }
+  assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 10_000 }]);
+  // the first 904 keys are remembered as counts only: made again, they take nothing back
+  assert.equal(b.take('t', ['g\u0000r0'], 2, true), true);
+  assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 10_002 }]);
+  assert.equal(b.take('t', ['g\u0000r4999'], 2, true), true); // a remembered key: its own back
+  assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 10_002 }]);
+  // what gateway g dropped and still has keys for (4,095 keys × 2) is left out of the spill check; the counts are not
+  assert.equal(b.over('t', 'g', 1_812 - 100_000), true);
+  assert.equal(b.over('t', 'g', 1_813 - 100_000), false);
+  now = 500_000 + 5_000 * 100 + 3_600_001; // every drop's hour is over
+  assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 4 }]);
 });
