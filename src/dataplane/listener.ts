@@ -564,7 +564,7 @@ export class Listener {
   private fail(t: RouteTable, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, id: number, err: AgwError): void {
     seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
     if (err.status === 500) t.log.error({ reqId: id.toString(36), err: err.cause ?? err }, err.message);
-    else if ((err.status === 502 || err.status === 504) && keepsLine(t.plan.namespace)) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
+    else if ((err.status === 502 || err.status === 504) && t.log.isLevelEnabled('warn') && keepsLine(t.plan.namespace)) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
     if (res.headersSent) { res.destroy(); return; }
     const body = statusBody(err);
     const h = errorHeaders(err, body);
@@ -815,6 +815,9 @@ export class Listener {
     // what the apiserver is asked (the canonical path, as routed), not what the client wrote
     const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
     const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
+    // a pod's exec, attach, port-forward: its lines are the audit, never shed (but counted); a
+    // WebSocket to a Service may be opened and closed without end: shed as access lines are
+    const audit = target.kind !== 'upgrade';
     const relaying = (end: () => void) => this.track(t, a, req, socket, end);
     proxyUpgrade(call, socket, (err, connect) => { settle(); fail(err, connect); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
@@ -832,11 +835,11 @@ export class Listener {
         rm.sessionEnded(reason, seconds);
         t.m.bytesIn.inc(s.bytesFromClient);
         t.m.bytesOut.inc(s.bytesToClient);
-        t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
+        if (keepsLine(t.plan.namespace, audit)) t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
       }, this.pace(t));
       this.sessions.add(session);
       rm.upgraded.inc();
-      t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
+      if (keepsLine(t.plan.namespace, audit)) t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
       session.start(head, uhead);
       if (this.drained) session.end(...shutdown);
       // ended when spec.access or the route no longer admits it (asked at once if the spec changed meanwhile)

@@ -89,7 +89,7 @@ function waitingBytes(): number {
 }
 
 /**
- * Which namespace's access lines are shed while stdout is congested (a log reader slower than the
+ * Which namespace's lines (access lines, upstream failures, sessions) are shed while stdout is congested (a log reader slower than the
  * lines): past `congestedBytes` waiting, a namespace that wrote more lines lately than the mean of
  * the namespaces writing loses its lines (counted), so one team's flood does not fill the 16 MiB
  * past which every team's lines are dropped: the quieter teams' lines still go out. "Lately": the
@@ -107,12 +107,13 @@ export class FairShed {
     this.watchBytes = congestedBytes / 2;
   }
 
-  /** Whether a line of `namespace` is written, `waiting` bytes waiting for stdout. */
-  admit(namespace: string, waiting: number): boolean {
+  /** Whether a line of `namespace` is written, `waiting` bytes waiting for stdout (`always`:
+   * written whatever, but counted). */
+  admit(namespace: string, waiting: number, always = false): boolean {
     const t = this.now();
     if (t - this.halvedAt >= 1_000) this.halve(t);
     const mine = this.lately.get(namespace) ?? 0;
-    if (waiting >= this.congestedBytes && mine * this.lately.size > this.total) {
+    if (!always && waiting >= this.congestedBytes && mine * this.lately.size > this.total) {
       this.shed.set(namespace, (this.shed.get(namespace) ?? 0) + 1);
       return false;
     }
@@ -139,11 +140,12 @@ export class FairShed {
 const fairShed = new FairShed();
 
 /** Whether a log line a request of `namespace`'s gateways made (its access line, its upstream's
- * failure) is written: false while stdout is congested and the namespace is among the loudest
- * (FairShed). Sessions' start and end lines are always written (few, and the audit of an exec). */
-export function keepsLine(namespace: string): boolean {
+ * failure, a session's start or end) is written: false while stdout is congested and the
+ * namespace is among the loudest (FairShed). `always` (the audit of a pod's exec, attach,
+ * port-forward): written whatever, but counted, so a namespace making many is seen as loud. */
+export function keepsLine(namespace: string, always = false): boolean {
   const waiting = waitingBytes();
-  return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting);
+  return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting, always);
 }
 
 /** Gateways' log lines shed so far while stdout was congested, by namespace (FairShed). */

@@ -73,7 +73,7 @@ export class SeriesBudget {
       h.dropped.delete(k);
       this.count(h, k, -oldest.lines);
       const last = h.unkeyed.at(-1);
-      if (last && oldest.at - last.at < 60_000) { // a minute's together (kept the later minute: counted a little longer)
+      if (last && minute(last.at) === minute(oldest.at)) { // a minute's together, expiring with its last
         last.lines += oldest.lines;
         last.at = oldest.at;
       } else h.unkeyed.push(oldest);
@@ -124,4 +124,8 @@ export class SeriesBudget {
     }
     while (h.unkeyed.length && h.unkeyed[0]!.at < since) h.droppedSum -= h.unkeyed.shift()!.lines;
   }
+}
+
+function minute(ms: number): number {
+  return Math.floor(ms / 60_000);
 }

@@ -270,3 +270,12 @@ test('shedding halves a namespace\'s count once a second, whatever the calls\' s
   now = 9_500;
   assert.equal(shed.admit('past', 5 * 1024 * 1024), true, 'a flood 9 s ago is not loud now');
 });
+
+test('a line that is always written (a pod session\'s audit) is counted: a namespace making many is the loud one', () => {
+  const shed = new FairShed(4 * 1024 * 1024, () => 0);
+  const congested = 5 * 1024 * 1024;
+  for (let i = 0; i < 1_000; i++) assert.equal(shed.admit('audited', congested, true), true);
+  assert.equal(shed.admit('quiet', congested), true);
+  assert.equal(shed.admit('audited', congested), false, 'its other lines are shed');
+  assert.equal(shed.admit('audited', congested, true), true);
+});

@@ -340,3 +340,15 @@ test('the budget remembers at most 4,096 dropped keys a namespace; past that the
   now = 500_000 + 5_000 * 100 + 3_600_001; // every drop's hour is over
   assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 4 }]);
 });
+
+test('keys churned past the 4,096 remembered for hours on end count one hour\'s worth, not more', () => {
+  let now = 0;
+  const b = new SeriesBudget(1_000_000, 3_600_000, () => now);
+  const held: number[] = [];
+  for (let i = 0; now < 6 * 3_600_000; i++, now += 500) { // a new route's series made and dropped every 500 ms
+    b.take('t', [`g\u0000r${i}`], 1, true);
+    b.give('t', `g\u0000r${i}`, 1);
+    if (now % 3_600_000 === 0 && now > 0) held.push([...b.namespaces()][0]!.series);
+  }
+  for (const n of held) assert.ok(n >= 7_000 && n <= 7_400, `an hour's worth: ${held.join(', ')}`);
+});
