@@ -135,12 +135,12 @@ export class GatewayReconciler {
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
     // the team's share of the loop every team's listeners share (a costly spec waits, not the
-    // others): the time translate and apply held it, not what they awaited; also when they throw
+    // others): the time defaults, translate and apply held it, not what they awaited; also when they throw
     const spent = { ms: performance.now() - defaulted };
     let t: ReturnType<typeof translate>;
     let programmed: Awaited<ReturnType<GatewayReconciler['program']>>;
     try {
-      await turn(); // defaults, translate and apply each in a turn of their own: a costly spec holds the loop a third as long at once
+      await turn(); // defaults, translate and apply each in a turn of their own: a costly spec's pieces one at a time
       const started = performance.now();
       try {
         t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)

@@ -3,8 +3,8 @@
 // and each link may cost ~4–6 ms (a binary-curve key, an RSA key with a 3,000-bit exponent): one
 // handshake could hold the loop ~0.5 s. Its bytes pass through here: the client may send at most
 // `maxClientChainBytes` after its hello before its handshake is done, what comes after the hello
-// waits for a turn of the handshake share (a client holding back many chains cannot have them checked at
-// once), and the time TLS spends on each read is reported (to be charged).
+// waits for a turn of the handshake share (a client holding back many chains cannot have them
+// checked at once), and the time TLS spends on each read is reported (to be charged).
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
