@@ -96,12 +96,11 @@ interface Group {
 }
 
 /** The gateway label of a namespace's overflow gateway, and the label value of every overflow series. */
-export const overflowValue = '(overflow)';
+const overflowValue = '(overflow)';
 
 /** Series a namespace may hold past its bound before its new gateways spill: about what 16
  * gateways' own and overflow series make (~67 each). */
 const spillMargin = 1_200;
-
 
 /**
  * The families of one registry, rendered in the text exposition format. Every family's first two
@@ -257,8 +256,6 @@ interface Exported {
   readonly labelNames: readonly string[];
   /** Exposition lines of one child (a histogram's: its buckets, sum and count). */
   readonly linesPerChild: number;
-  /** The label text (after namespace and gateway) of a gateway's overflow series, if it has any. */
-  readonly overflowRest?: string;
   /** Writes every series into `out`, yielding its full chunks as they fill. */
   write(out: TextBuffer, groups: Iterable<Group>): Generator<Buffer>;
 }
@@ -309,11 +306,11 @@ export abstract class Family<C> implements Exported {
     const series = (g.byFamily[this.index] ??= []);
     for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
     // past its namespace's bound, the gateway's overflow series (one per family and gateway); a
-    // gateway's own series (no label past its name) and its overflow series are always made
-    // a route's series take back only what the same route dropped; the gateway's own, what it dropped
-    const keys = [this.labelNames[2] === 'route' ? routeKey(g.text, escapeLabel(values[2] ?? '')) : g.text];
+    // gateway's own series (no label past its name) and its overflow series are always made. A
+    // route's series take back only what the same route dropped; the gateway's, what it dropped.
+    const key = this.labelNames[2] === 'route' ? routeKey(g.text, escapeLabel(values[2] ?? '')) : g.text;
     const always = rest === '' || rest === this.overflowRest;
-    if (!this.registry.budget.take(g.namespace, keys, this.linesPerChild, !always)) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
+    if (!this.registry.budget.take(g.namespace, key, this.linesPerChild, !always)) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
     const c = this.make();
     series.push(this.registry.rests.take(rest), c);
     return c;

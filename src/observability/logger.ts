@@ -89,8 +89,9 @@ function waitingBytes(): number {
 }
 
 /**
- * Which namespace's lines (access lines, upstream failures, sessions) are shed while stdout is congested (a log reader slower than the
- * lines): past `congestedBytes` waiting, a namespace that wrote more lines lately than the mean of
+ * Which namespace's lines (access lines, upstream failures, sessions) are shed while stdout is
+ * congested (a log reader slower than the lines): past `congestedBytes` waiting, a namespace that
+ * wrote more lines lately than the mean of
  * the namespaces writing loses its lines (counted), so one team's flood does not fill the 16 MiB
  * past which every team's lines are dropped: the quieter teams' lines still go out. "Lately": the
  * counts are halved each second, not cleared (a flood is known before the quiet team's next line).

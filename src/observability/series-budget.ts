@@ -27,26 +27,22 @@ export class SeriesBudget {
   constructor(readonly max: number, private readonly retainMs = 3_600_000, private readonly now: () => number = Date.now) {}
 
   /**
-   * Takes `lines` series for `namespace`, first from what was dropped under `keys` (in order);
-   * false, taking nothing, when that would pass the bound and `mayRefuse`.
+   * Takes `lines` series for `namespace`, first from what was dropped under `key`; false, taking
+   * nothing, when that would pass the bound and `mayRefuse`.
    */
-  take(namespace: string, keys: readonly string[], lines: number, mayRefuse: boolean): boolean {
+  take(namespace: string, key: string, lines: number, mayRefuse: boolean): boolean {
     const h = this.of(namespace);
-    let credit = 0;
     if (this.max > 0) {
       this.expire(h);
-      for (const k of keys) credit += Math.min(h.dropped.get(k)?.lines ?? 0, lines - credit);
+      const e = h.dropped.get(key);
+      const credit = Math.min(e?.lines ?? 0, lines);
       if (mayRefuse && lines > credit && h.exported + h.droppedSum - credit + lines > this.max) return false;
-      for (let i = 0, left = credit; left > 0; i++) {
-        const e = h.dropped.get(keys[i]!);
-        if (!e) continue;
-        const n = Math.min(e.lines, left);
-        e.lines -= n;
-        left -= n;
-        this.count(h, keys[i]!, -n);
-        if (e.lines === 0) h.dropped.delete(keys[i]!);
+      if (e && credit > 0) {
+        e.lines -= credit;
+        if (e.lines === 0) h.dropped.delete(key);
+        h.droppedSum -= credit;
+        this.count(h, key, -credit);
       }
-      h.droppedSum -= credit;
     }
     h.exported += lines;
     return true;

@@ -326,13 +326,13 @@ test('a gateway made again under its name is not spilled for what it dropped its
 test('the budget remembers at most 4,096 dropped keys a namespace; past that the oldest count on, by minute, until their hour is over', () => {
   let now = 0;
   const b = new SeriesBudget(100_000, 3_600_000, () => now);
-  for (let i = 0; i < 5_000; i++) { now = i * 100; assert.equal(b.take('t', [`g\u0000r${i}`], 2, true), true); }
+  for (let i = 0; i < 5_000; i++) { now = i * 100; assert.equal(b.take('t', `g\u0000r${i}`, 2, true), true); }
   for (let i = 0; i < 5_000; i++) { now = 500_000 + i * 100; b.give('t', `g\u0000r${i}`, 2); }
   assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 10_000 }]);
   // the first 904 keys are remembered as counts only: made again, they take nothing back
-  assert.equal(b.take('t', ['g\u0000r0'], 2, true), true);
+  assert.equal(b.take('t', 'g\u0000r0', 2, true), true);
   assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 10_002 }]);
-  assert.equal(b.take('t', ['g\u0000r4999'], 2, true), true); // a remembered key: its own back
+  assert.equal(b.take('t', 'g\u0000r4999', 2, true), true); // a remembered key: its own back
   assert.deepEqual([...b.namespaces()], [{ namespace: 't', series: 10_002 }]);
   // what gateway g dropped and still has keys for (4,095 keys × 2) is left out of the spill check; the counts are not
   assert.equal(b.over('t', 'g', 1_812 - 100_000), true);
@@ -346,7 +346,7 @@ test('keys churned past the 4,096 remembered for hours on end count one hour\'s 
   const b = new SeriesBudget(1_000_000, 3_600_000, () => now);
   const held: number[] = [];
   for (let i = 0; now < 6 * 3_600_000; i++, now += 500) { // a new route's series made and dropped every 500 ms
-    b.take('t', [`g\u0000r${i}`], 1, true);
+    b.take('t', `g\u0000r${i}`, 1, true);
     b.give('t', `g\u0000r${i}`, 1);
     if (now % 3_600_000 === 0 && now > 0) held.push([...b.namespaces()][0]!.series);
   }
