@@ -9,6 +9,14 @@ import { FairShed, LineBatch } from '../../src/observability/logger.js';
 
 const logger = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'observability', 'logger.js');
 
+/** What a reporting child's script starts with: the logger as `logging`, `createMetrics`, and
+ * `report(o)`, which writes `o` to stderr as a JSON line (read by `reporting`). */
+const childPrelude = `
+    const { writeSync } = await import('node:fs');
+    const logging = await import(${JSON.stringify(logger)});
+    const { createMetrics } = await import(${JSON.stringify(join(dirname(logger), 'metrics.js'))});
+    const report = (o) => writeSync(2, JSON.stringify(o) + '\\n');`;
+
 test('access lines are JSON in the shape of the other log lines, escaped, and all written by exit', () => {
   const script = `
     const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
@@ -121,12 +129,8 @@ test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counte
   // the child writes ~30 MiB of access lines while its stdout is not read, says what the metric
   // counts, drains for 200 ms (bounded: lines still wait), then, its stdout read again, drains
   // until all is written and exits: every line was either written or counted
-  const metrics = join(dirname(logger), 'metrics.js');
-  const script = `
-    const { writeSync } = await import('node:fs');
-    const { accessLogFor, createLogger, droppedLogLines, drainLogs, logsPending } = await import(${JSON.stringify(logger)});
-    const { createMetrics } = await import(${JSON.stringify(metrics)});
-    const report = (o) => writeSync(2, JSON.stringify(o) + '\\n');
+  const script = `${childPrelude}
+    const { accessLogFor, createLogger, droppedLogLines, drainLogs, logsPending } = logging;
     const log = accessLogFor('team-a/gw', { logger: createLogger() });
     const total = 100_000; // ~300 bytes each
     for (let i = 0; i < total; i++) log.write({ reqId: i.toString(36), caller: 'system:serviceaccount:team-a:' + 'x'.repeat(60), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
@@ -168,11 +172,8 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
   // team-a writes 100,000 lines while stdout is not read, team-b one per 1,000 of them: past 4 MiB
   // waiting, team-a (over the mean of the namespaces writing) is shed, and never reaches the
   // 16 MiB past which every line is dropped
-  const metrics = join(dirname(logger), 'metrics.js');
-  const script = `
-    const { writeSync } = await import('node:fs');
-    const { accessLogFor, createLogger, droppedLogLines, drainLogs, keepsLine } = await import(${JSON.stringify(logger)});
-    const { createMetrics } = await import(${JSON.stringify(metrics)});
+  const script = `${childPrelude}
+    const { accessLogFor, createLogger, droppedLogLines, drainLogs, keepsLine } = logging;
     const log = createLogger();
     const a = accessLogFor('team-a/gw', { logger: log });
     const b = accessLogFor('team-b/gw', { logger: log });
@@ -184,11 +185,11 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
       if (i % 1000 === 0) b.write(line('b' + i));
     }
     const text = await createMetrics().registry.metrics();
-    writeSync(2, JSON.stringify({ shedA: Number(/^access_gateway_log_lines_shed_total\\{namespace="team-a"\\} (\\d+)$/m.exec(text)?.[1]),
-      shedB: /namespace="team-b"/.test(text) }) + '\\n');
+    report({ shedA: Number(/^access_gateway_log_lines_shed_total\\{namespace="team-a"\\} (\\d+)$/m.exec(text)?.[1]),
+      shedB: /namespace="team-b"/.test(text) });
     process.stdin.once('end', async () => {
       await drainLogs(30_000);
-      writeSync(2, JSON.stringify({ dropped: droppedLogLines() }) + '\\n');
+      report({ dropped: droppedLogLines() });
       process.exit(0);
     }).resume();
   `;
