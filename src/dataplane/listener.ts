@@ -187,7 +187,8 @@ export class Listener {
       awaitingContinue.add(res);
       void this.onRequest(req, res);
     });
-    this.server.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
+    // (after the answers of the requests pipelined before it: its 101 or refusal is written raw)
+    this.server.on('upgrade', (req, socket, head) => afterAnswers(socket, () => void this.onUpgrade(req, socket, head)));
     // a tunnel is never proxied: answered (without a listener Node drops the connection unanswered)
     this.server.on('connect', (req: IncomingMessage, socket: Duplex) => this.onConnect(req, socket));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -891,9 +892,9 @@ function connOf(sock: object): Conn {
   return c;
 }
 
-/** Answers a refusal on a raw socket (an upgrade, a CONNECT) with its Status body, and closes it. */
-/** Runs `write` (a refusal written raw on the connection) once the answers of the requests
- * before it on that connection are sent: pipelined behind them, it would be read as the first's. */
+/** Runs `write` (what is written raw on the connection: a refusal, an upgrade) once the answers of
+ * the requests before it on that connection are sent: pipelined behind them, it would be read as
+ * the first's. */
 function afterAnswers(socket: Duplex, write: () => void): void {
   const c = conns.get(socket as Socket);
   // (the last request's body not whole: the error is its own, a cut body, answered now)
@@ -901,6 +902,7 @@ function afterAnswers(socket: Duplex, write: () => void): void {
   else c.next.push(() => (socket.writable ? write() : socket.destroy())); // (an answer before it closed the connection)
 }
 
+/** Answers a refusal on a raw socket (an upgrade, a CONNECT) with its Status body, and closes it. */
 function endRaw(socket: Duplex, err: AgwError): void {
   const body = statusBody(err);
   let head = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;

@@ -2286,14 +2286,16 @@ test('an endpoint makes only what is used: an upgrade its upgrade agent, not a r
   assert.deepEqual(pools().map((p) => p.pooled), [true]);
 });
 
-test('a malformed request or a CONNECT pipelined behind valid ones is refused after their answers, not in their place', async (t) => {
+test('a malformed request, a CONNECT or an upgrade pipelined behind valid ones is refused after their answers, not in their place', async (t) => {
   const { m, held } = managerFor(t);
   const up = await upstreamFor(t, (req, res) => setTimeout(() => res.end(`answer ${req.url}`), 50));
   const port = await freePort();
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
   const get = (n: number) => `GET /r${n} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`;
   for (const [bad, status] of [['POST /x HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', '400'],
-    ['CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n', '405']] as const) {
+    ['CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n', '405'],
+    // an upgrade without a token: its 401 is written raw on the connection, as the others are
+    ['GET /ws HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', '401']] as const) {
     const s = await silent(port, held);
     const text = await new Promise<string>((resolve) => {
       let got = '';
