@@ -1,6 +1,7 @@
-// Service endpoints: one keep-alive pool per endpoint (shared by every gateway that routes to it
-// and kept across plan changes), passive ejection of endpoints that refuse connections, and
-// power-of-two-choices balancing on outstanding requests.
+// Service endpoints: one keep-alive pool per endpoint and namespace (shared by the namespace's
+// gateways that route to it, never with another namespace's, and kept across plan changes),
+// passive ejection of endpoints that refuse connections, and power-of-two-choices balancing on
+// outstanding requests.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createSecureContext, type SecureContext } from 'node:tls';
@@ -10,7 +11,7 @@ import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 import { textKey } from '../api/pem.js';
 
 /** One pool of an endpoint's connections: `live` while it takes requests; then its last ones close. */
-export interface Generation { live: boolean; sockets: number }
+interface Generation { live: boolean; sockets: number }
 
 /** Told of each connection an endpoint's pools open and close (`PoolRegistry`). */
 interface SocketCount {
@@ -41,7 +42,7 @@ export class EndpointPool {
   constructor(readonly key: string, private readonly scheme: 'http' | 'https', ep: Endpoint,
     private readonly ca: string | null, private readonly serverName: string, service: string,
     /** The namespace of the gateways using it, whose connections its count as. */
-    readonly namespace = '', private readonly count?: SocketCount) {
+    readonly namespace: string, private readonly count: SocketCount) {
     const host = ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip;
     this.url = new URL(`${scheme}://${host}:${ep.port}`);
     this.host = this.url.host;
@@ -93,7 +94,7 @@ export class EndpointPool {
     // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
     const connector = buildConnector({ ...this.tls(), allowH2: false });
     const count = this.count;
-    const connect: typeof connector = !count ? connector : (opts, done) => connector(opts, (...r) => {
+    const connect: typeof connector = (opts, done) => connector(opts, (...r) => {
       const socket = r[1];
       if (socket) {
         count.opened(this, gen);
@@ -166,7 +167,7 @@ export class PoolRegistry {
   }
 
   /** `owner`: the namespace of the gateway whose table takes it (pools are not shared between namespaces). */
-  acquire(t: ServiceTarget, ep: Endpoint, owner = t.namespace): EndpointPool {
+  acquire(t: ServiceTarget, ep: Endpoint, owner: string): EndpointPool {
     // a long CA by its digest: a key is never a copy of a bundle (up to 512 KiB, in each of 64 routes)
     const key = `${owner} ${t.scheme}://${ep.ip}:${ep.port}/${t.serverName}/${t.ca === null ? '-' : textKey(t.ca)}`;
     let p = this.pools.get(key);

@@ -796,7 +796,7 @@ export class Listener {
       call.headers.connection = 'Upgrade';
       call.headers.upgrade = req.headers.upgrade;
       socket.once('close', () => ep?.release());
-      // an endpoint (shared by every gateway routing to it) is ejected only when it could not be
+      // an endpoint (shared by the namespace's gateways routing to it) is ejected only when it could not be
       // reached, as for requests: a reset a caller's own upgrade provoked does not eject it
       this.openSession(t, a, req, call, socket, head, (err, connect) => { if (ep && connect) ep.eject(); fail(err); },
         refused);

@@ -18,7 +18,7 @@ const target = (n: number): ServiceTarget => ({
 
 function backend(reg: PoolRegistry, n: number): ServiceBackend {
   const t = target(n);
-  return new ServiceBackend(t, t.endpoints.map((e) => reg.acquire(t, e)));
+  return new ServiceBackend(t, t.endpoints.map((e) => reg.acquire(t, e, t.namespace)));
 }
 
 test('sequential picks spread evenly (ties go to the endpoint that served less)', () => {
@@ -62,7 +62,7 @@ test('an endpoint\'s connections are made at its first request, not when a table
   const made = (p: EndpointPool) => p.pooled;
   const reg = new PoolRegistry();
   const many = target(200);
-  const pools = many.endpoints.map((e) => reg.acquire(many, e));
+  const pools = many.endpoints.map((e) => reg.acquire(many, e, many.namespace));
   assert.deepEqual(pools.filter(made).length, 0, 'a Service of many endpoints costs no connection pool until one is used');
   for (const p of pools) reg.release(p); // closing one never used makes none
   assert.deepEqual(pools.filter(made).length, 0);
@@ -72,7 +72,7 @@ test('an endpoint\'s connections are made at its first request, not when a table
   srv.on('connection', (s) => { open++; s.on('close', () => open--); });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const local: ServiceTarget = { ...target(0), endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
-  const p = reg.acquire(local, local.endpoints[0]!);
+  const p = reg.acquire(local, local.endpoints[0]!, local.namespace);
   try {
     reg.release(p); // its table replaced while a request waited for its caller's token
     assert.ok(p.retired && !made(p));
@@ -156,7 +156,7 @@ test('https endpoints: one TLS context per CA bundle, made once and shared; the 
   const https = (bundle: string): ServiceTarget => ({ ...target(0), scheme: 'https', serverName: 'web.a.svc', ca: bundle, endpoints: [{ ip: '127.0.0.1', port }] });
   const reg = new PoolRegistry();
   const good = https(`${other.cert}\n${ca.cert}`);
-  const a = reg.acquire(good, good.endpoints[0]!);
+  const a = reg.acquire(good, good.endpoints[0]!, good.namespace);
   assert.equal(secureContextFor(good.ca!), secureContextFor(good.ca!), 'made again for the same bundle');
   // three connections (the server closes each): all verified with the bundle's context
   for (let i = 0; i < 3; i++) {
@@ -164,7 +164,7 @@ test('https endpoints: one TLS context per CA bundle, made once and shared; the 
     assert.equal(await r.body.text(), 'ok');
   }
   const wrong = https(other.cert);
-  const w = reg.acquire(wrong, wrong.endpoints[0]!);
+  const w = reg.acquire(wrong, wrong.endpoints[0]!, wrong.namespace);
   await assert.rejects(w.pool.request({ path: '/', method: 'GET' }), /self-signed|unable to verify|certificate/i);
   // the pool's connections use the shared context itself (not one made from the bundle each
   // time): a CA added to it is trusted by the next connection
