@@ -4,8 +4,7 @@
 import type { CallerIdentity } from '../auth/identity.js';
 import { AgwError } from '../errors.js';
 import { findRoute, routeCheck, targetOf } from './admission.js';
-import { authnKeys, authnOf, upstreamPath, withoutEndpoints, type RouteTable } from './route-table.js';
-import { same as sameJSON, type GatewayPlan } from '../translate/plan.js';
+import { authnOf, upstreamPath, type RouteTable } from './route-table.js';
 
 /** A session or stream admitted earlier (its caller, what it asked, the route that took it, and
  * what that route's filters checked and who it acted as: CompiledRoute.filtered and .acts). */
@@ -42,25 +41,14 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
   return null;
 }
 
-/** Whether two plans admit the same (access rules, routes and their checks; a Service's endpoints
- * aside: they change often, and an open session keeps its endpoint). */
-export function sameAdmission(a: GatewayPlan, b: GatewayPlan): boolean {
-  // walked (plan.ts's `same`), not written out: a route's CA bundle may be 512 KiB, in 64 routes
-  const routes = (p: GatewayPlan) => p.routes.map(withoutEndpoints);
-  return sameJSON(a.access, b.access) && sameJSON(routes(a), routes(b)) && sameJSON(authnKeys(a), authnKeys(b));
-}
-
 /** Replaced route tables whose streams may stay open, per listener (`HeldAccess.swapped`): of
  * different admissions (spec changes), and in all (a Service's endpoints changing alone makes a new
  * table that shares what the one before compiled, ~100 KiB for 64 routes). */
 export const maxOlderTables = 8;
 export const maxOlderTablesInAll = 32;
 
-/** By route table, its admission's epoch: the `seq` of the first table that admitted the same
- * (endpoints aside); a table not replaced yet is its own. */
-const epochs = new WeakMap<RouteTable, number>();
 function madeOf(t: RouteTable): { seq: number; epoch: number } {
-  return { seq: t.seq, epoch: epochs.get(t) ?? t.seq };
+  return { seq: t.seq, epoch: t.epoch };
 }
 
 /**
@@ -130,15 +118,6 @@ export class HeldAccess {
     }
     this.swapped();
     this.arm();
-  }
-
-  /**
-   * The table was replaced by the current one; `sameAdmission`: it admits what `previous` did (a
-   * Service's endpoints changed), and shares what it compiled (RouteTable.build): the same epoch.
-   * (Then `recheck`, or `swapped` when nothing need be asked again.)
-   */
-  replaced(previous: RouteTable, sameAdmission: boolean): void {
-    if (sameAdmission) epochs.set(this.current(), madeOf(previous).epoch);
   }
 
   /**

@@ -12,7 +12,7 @@ import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { keepsLine } from '../observability/logger.js';
 import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
-import { HeldAccess, sameAdmission, type Held } from './held.js';
+import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamCall, type UpstreamFailure } from './upstream.js';
@@ -240,8 +240,7 @@ export class Listener {
     this.table = next;
     previous.dispose(next);
     // what is open is asked again, and the timer set for the new rules' windows (an endpoint change alone admits the same)
-    const same = sameAdmission(previous.plan, plan);
-    this.held.replaced(previous, same);
+    const same = next.epoch === previous.epoch;
     if (!this.held.size || !same) this.held.recheck(); // (ends what too many tables hold, after)
     else this.held.swapped();
     return reloaded;

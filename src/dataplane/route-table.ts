@@ -128,6 +128,10 @@ let tablesMade = 0;
 export class RouteTable {
   /** The order tables are made in. */
   readonly seq = ++tablesMade;
+  /** The `seq` of the first table that admitted the same as this one (a Service's endpoints
+   * aside): its predecessor's epoch when this one kept its access policy and every route it
+   * compiled, else its own `seq`. */
+  readonly epoch: number;
   readonly key: string;
   /** The username prefix of this namespace's service accounts (the only ones an Impersonate route impersonates). */
   readonly ownAccounts: string;
@@ -183,6 +187,9 @@ export class RouteTable {
       throw err;
     }
     this.before = this.routes.map((r, i) => earlierMatching(this.routes.slice(0, i), r.prefix));
+    const reused = kept && this.policy === kept.policy && this.routes.length > 0 && this.routes.length === kept.routes.length
+      && this.routes.every((r, i) => r.m === kept.routes[i]!.m); // (a route compiled anew has metrics of its own)
+    this.epoch = reused ? kept.epoch : this.seq;
   }
 
   /** By route, the earlier routes that can take a path under its prefix: `tail` null, every such

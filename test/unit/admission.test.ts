@@ -9,7 +9,7 @@ import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/da
 import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
-import { accessEnded, sameAdmission } from '../../src/dataplane/held.js';
+import { accessEnded } from '../../src/dataplane/held.js';
 import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { testMetrics } from '../../src/observability/metrics.js';
@@ -429,17 +429,25 @@ test('accessEnded: a session ends when spec.authentication changes (its caller i
   assert.notEqual(authnOf(cert, withCA('A', false)), authnOf(cert, withCA('B', false)));
   assert.notEqual(authnOf(app, withCA('A', true)), authnOf(app, withCA('B', true)));
   assert.notEqual(authnOf(app, withCA('A', false)), authnOf(app, withCA('A', true)), 'a CA made required');
-  // and the listener asks again when it changes
-  assert.equal(sameAdmission(first.plan, at({ audiences: ['gw'] }).plan), true);
-  assert.equal(sameAdmission(first.plan, at({ audiences: ['gw2'] }).plan), false);
-  assert.equal(sameAdmission(first.plan, table({ authentication: { audiences: ['gw'] }, access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['^/x'] } }] }).plan), false);
-  assert.equal(sameAdmission(first.plan, table({ authentication: { audiences: ['gw'] }, access: [{ users: ['bob'] }], routes }).plan), false);
-  // a Service's endpoints aside
+  // and the listener asks again when it changes: a table made from the one before keeps its epoch
+  // only when it admits the same
+  const next = (before: RouteTable, after: RouteTable) => RouteTable.build(after.plan, (before as unknown as { deps: DataplaneDeps }).deps, before);
+  const sameEpoch = (before: RouteTable, after: RouteTable) => next(before, after).epoch === before.epoch;
+  assert.equal(sameEpoch(first, at({ audiences: ['gw'] })), true);
+  assert.equal(sameEpoch(first, at({ audiences: ['gw2'] })), false);
+  assert.equal(sameEpoch(first, table({ authentication: { audiences: ['gw'] }, access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: ['^/x'] } }] })), false);
+  assert.equal(sameEpoch(first, table({ authentication: { audiences: ['gw'] }, access: [{ users: ['bob'] }], routes })), false);
+  assert.equal(sameEpoch(first, table({ authentication: { audiences: ['gw'] }, access: [sa], routes: [...routes, { name: 'more', pathPrefix: '/more/', apiserver: {} }] })), false);
+  // a Service's endpoints aside, over a chain of tables (each made from the one before)
   const svc = (ip: string) => table({ access: [sa], routes: [{ name: 'web', pathPrefix: '/', service: { name: 'ledger', port: 'http' } }] }, {
     services: { 'team-a/ledger': { metadata: { name: 'ledger', namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } } },
     endpointSlices: { 'team-a/ledger': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: [ip] }] }] },
-  }).plan;
-  assert.equal(sameAdmission(svc('198.18.0.2'), svc('198.18.0.3')), true);
+  });
+  const s1 = svc('198.18.0.2');
+  const s2 = next(s1, svc('198.18.0.3'));
+  const s3 = next(s2, svc('198.18.0.4'));
+  assert.equal(s3.epoch, s1.epoch);
+  assert.notEqual(s3.seq, s1.seq);
 });
 
 test('an Impersonate route impersonates only the gateway namespace\'s service accounts: another team\'s token that reached it is refused', async () => {
