@@ -10,7 +10,7 @@ import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { isoSeconds, realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
 import type { GatewayPlan } from '../translate/plan.js';
-import { notAccepted, translate, type Snapshot, type Translation } from '../translate/translate.js';
+import { notAccepted, translateSteps, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
 import { clusterIPOnly, exposure, exposureFor, loadBalancerURL, type ExposurePolicy } from './exposure.js';
 import type { NamespaceLimit } from './namespace-limit.js';
@@ -137,17 +137,13 @@ export class GatewayReconciler {
     // the team's share of the loop every team's listeners share (a costly spec waits, not the
     // others): the time defaults, translate and apply held it, not what they awaited; also when they throw
     const spent = { ms: performance.now() - defaulted };
-    let t: ReturnType<typeof translate>;
+    let t: Translation;
     let programmed: Awaited<ReturnType<GatewayReconciler['program']>>;
     try {
-      await turn(); // defaults, translate and apply each in a turn of their own: a costly spec's pieces one at a time
-      const started = performance.now();
-      try {
-        t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
-          : translate(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} });
-      } finally {
-        spent.ms += performance.now() - started;
-      }
+      // defaults, translate and apply in turns of their own, translate in as many as its routes
+      // need: a costly spec's pieces one at a time
+      t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
+        : await inTurns(() => translateSteps(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} }), spent);
       await turn();
       programmed = await this.program(key, spec, t.plan, spent);
     } finally {
@@ -391,6 +387,31 @@ function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void>
   return write.then(() => undefined, (err) => {
     throw invalid(err) ? new TerminalError(`${what} refused as invalid: ${(err as Error).message}`, { cause: err }) : err;
   });
+}
+
+/** How long a run of translate's steps may hold the loop before the next waits for a turn. */
+const sliceMs = 1;
+
+/** Runs `steps` from a turn of its own, another turn whenever they have held the loop `sliceMs`;
+ * the time they held it is added to `spent` (also when they throw). */
+async function inTurns<T>(steps: () => Generator<void, T, void>, spent: { ms: number }): Promise<T> {
+  await turn();
+  let from = performance.now();
+  try {
+    const run = steps();
+    for (;;) {
+      const step = run.next();
+      if (step.done) return step.value;
+      const now = performance.now();
+      if (now - from >= sliceMs) {
+        spent.ms += now - from;
+        await turn();
+        from = performance.now();
+      }
+    }
+  } finally {
+    spent.ms += performance.now() - from;
+  }
 }
 
 /** The last turn handed out: reconciles' chunks take turns one after another (workers run side by side). */

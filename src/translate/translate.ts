@@ -180,6 +180,19 @@ export function notAccepted(reason: string, message: string): Translation {
 }
 
 export function translate(gw: AccessGateway, snap: Snapshot): Translation {
+  const steps = translateSteps(gw, snap);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * translate() in steps, for a caller that lets other work run between them (the reconciler: the
+ * event loop is every team's): each route is one (compiling its patterns, up to a route's
+ * 2,048 RE2 instructions, is what costs), and the listener's certificates another.
+ */
+export function* translateSteps(gw: AccessGateway, snap: Snapshot): Generator<void, Translation, void> {
   // stored before the CRD refused such names: its Service could not be made
   if (!isGatewayName(gw.metadata.name)) return notAccepted(Reason.InvalidName, `${gatewayNameProblem}; make it again under such a name`);
   const ns = gw.metadata.namespace;
@@ -189,6 +202,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
   const programs = patternTotals();
   const bundles = gatewayBundles(gw, snap);
   for (const [i, r] of spec.routes.entries()) {
+    if (i > 0) yield;
     const p = routePlan(r, i, ns, snap, problems, programs, bundles);
     if ('invalid' in p) return notAccepted(p.reason, p.invalid);
     routes.push(p);
@@ -198,6 +212,7 @@ export function translate(gw: AccessGateway, snap: Snapshot): Translation {
     return { plan: null, routes: routeStatus, conditions: [cond(ConditionType.Accepted, true, Reason.Accepted, 'spec is valid'),
       cond(ConditionType.ResolvedRefs, false, Reason.InvalidCertificateRef, snap.setAside)] };
   }
+  yield;
   let tls: GatewayPlan['tls'] = null;
   let unservable = false; // a reference the listener cannot do without: not served
   if (spec.listener?.tls) {

@@ -438,3 +438,39 @@ test('defaults, translate and apply run in turns of their own, one reconcile\'s 
 function pauseMs(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+test('translate runs in turns as its routes need them: another team\'s I/O is read between costly routes, and all their time is charged', async () => {
+  const order: string[] = [];
+  let peer!: Socket;
+  const busy = (ms: number) => { for (const end = performance.now() + ms; performance.now() < end;); };
+  // each Service route's lookup holds the loop 2 ms (as compiling a route's patterns may)
+  const services = new Proxy({}, { get: (_t, key) => { order.push(`route ${String(key)}`); peer.write('x'); busy(2); return undefined; } });
+  const routes = Array.from({ length: 8 }, (_, i) => ({ name: `r${i}`, pathPrefix: `/r${i}`, service: { name: `s${i}`, port: 80 } }));
+  const charged: number[] = [];
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z', { spec: { authentication: { audiences: ['gw'] }, routes } as never })], {
+    cluster: { snapshotFor: () => ({ services }), exposureState: () => ({ service: false, slice: false, foreign: null }) },
+    charge: (_ns, ms) => charged.push(ms),
+  });
+  const server = createServer((s) => s.on('data', (d: Buffer) => {
+    if (d.toString() === 'go') void r.reconcile('team-a/a', silentLogger).then(() => s.end());
+    else for (let i = 0; i < d.length; i++) order.push('io');
+  }));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  const starter = connect(port, '127.0.0.1');
+  peer = connect(port, '127.0.0.1');
+  await Promise.all([once(starter, 'connect'), once(peer, 'connect')]);
+  await pauseMs(20);
+  starter.write('go');
+  await once(starter, 'end');
+  starter.destroy();
+  peer.destroy();
+  server.close();
+  const looked = order.filter((o) => o !== 'io');
+  assert.deepEqual(looked, routes.map((x) => `route team-a/${x.service.name}`));
+  for (let i = 1; i < order.length; i++) {
+    assert.ok(order[i] === 'io' || order[i - 1] === 'io', `two routes back to back: ${order.join(', ')}`);
+  }
+  assert.equal(charged.length, 1);
+  assert.ok(charged[0]! >= 16, `charged ${charged[0]} ms for 8 routes of 2 ms`);
+});
