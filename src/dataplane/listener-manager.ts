@@ -64,7 +64,7 @@ export class ListenerManager {
     // the series of routes the plan drops go once it is served (a plan that fails leaves them served)
     const kept = new Set(plan.routes.map((r) => r.name));
     const removed = (current?.plan.routes ?? []).map((r) => r.name).filter((n) => !kept.has(n)); // (current.plan is the new one once updated)
-    const dropRemoved = () => { for (const r of removed) this.deps.metrics.forget(plan.namespace, plan.name, r); };
+    const dropRemoved = () => { if (removed.length) this.deps.metrics.forget(plan.namespace, plan.name, removed); };
     if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
       const reloaded = this.orDropSeries(plan, current, () => current.update(plan));
       dropRemoved();
@@ -116,7 +116,7 @@ export class ListenerManager {
       if (!current) this.deps.metrics.forget(plan.namespace, plan.name);
       else {
         const served = new Set(current.plan.routes.map((r) => r.name));
-        for (const r of plan.routes) if (!served.has(r.name)) this.deps.metrics.forget(plan.namespace, plan.name, r.name);
+        this.deps.metrics.forget(plan.namespace, plan.name, plan.routes.map((r) => r.name).filter((n) => !served.has(n)));
       }
       throw err;
     }

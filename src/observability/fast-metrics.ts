@@ -181,56 +181,49 @@ export class FastRegistry {
     return l;
   }
 
-  /** Drops the series of a gateway (namespace, gateway) or of one of its routes (…, route). */
-  forget(namespace: string, gateway: string, route?: string): void {
+  /** Drops the series of a gateway (namespace, gateway) or of some of its routes (…, routes): one
+   * pass over the gateway's series however many routes go (a plan renaming 64 routes walked
+   * them 64 times, ~10 ms). */
+  forget(namespace: string, gateway: string, routes?: readonly string[]): void {
     const text = groupText(namespace, gateway);
     const g = this.groups.get(text);
+    const gone = routes && new Set(routes);
     for (const [r, l] of g?.alive ?? []) {
-      if (route !== undefined && r !== route) continue;
+      if (gone && (r === null || !gone.has(r))) continue;
       l.live = false;
       g!.alive.delete(r);
     }
     const spilled = this.spilled.get(text);
-    if (spilled && route === undefined) {
+    if (spilled && !gone) {
       spilled.live = false; // what still holds its children makes detached ones
       this.spilled.delete(text);
     }
-    if (!g || g.spill) return;
-    if (route === undefined) {
-      // each route's series are dropped under the route's key (only that route, made again, takes
-      // them back), the gateway's own under its text
-      const byKey = new Map<string, number>();
-      for (let i = 0; i < this.families.length; i++) {
-        const series = g.byFamily[i];
-        const routed = this.families[i]!.labelNames[2] === 'route';
-        for (let k = 0; k < (series?.length ?? 0); k += 2) {
-          const rest = series![k] as string;
-          this.rests.drop(rest);
-          const key = routed ? routeKey(g.text, routeOf(rest)) : g.text;
-          byKey.set(key, (byKey.get(key) ?? 0) + this.families[i]!.linesPerChild);
-        }
-      }
-      this.groups.delete(text);
-      for (const [key, lines] of byKey) this.budget.give(g.namespace, key, lines);
-      return;
-    }
-    const p = `,route="${escapeLabel(route)}"`;
+    if (!g || g.spill || gone?.size === 0) return;
+    // each route's series are dropped under the route's key (only that route, made again, takes
+    // them back), the gateway's own under its text
+    const escaped = gone && new Set([...gone].map(escapeLabel));
+    const byKey = new Map<string, number>();
     for (let i = 0; i < this.families.length; i++) {
       const series = g.byFamily[i];
-      if (!series || this.families[i]!.labelNames[2] !== 'route') continue; // (a reader has none)
+      if (!series) continue;
+      const routed = this.families[i]!.labelNames[2] === 'route';
+      if (escaped && !routed) continue; // (a gateway's own series stay with its routes')
       const kept: unknown[] = [];
-      let lines = 0;
       for (let k = 0; k < series.length; k += 2) {
         const rest = series[k] as string;
-        if (rest !== p && !rest.startsWith(`${p},`)) kept.push(rest, series[k + 1]);
-        else {
-          this.rests.drop(rest);
-          lines += this.families[i]!.linesPerChild;
+        const route = routed ? routeOf(rest) : '';
+        if (escaped && !escaped.has(route)) {
+          kept.push(rest, series[k + 1]);
+          continue;
         }
+        this.rests.drop(rest);
+        const key = routed ? routeKey(g.text, route) : g.text;
+        byKey.set(key, (byKey.get(key) ?? 0) + this.families[i]!.linesPerChild);
       }
-      g.byFamily[i] = kept.length ? kept : undefined;
-      this.budget.give(g.namespace, routeKey(g.text, escapeLabel(route)), lines);
+      if (escaped) g.byFamily[i] = kept.length ? kept : undefined;
     }
+    if (!escaped) this.groups.delete(text);
+    for (const [key, lines] of byKey) this.budget.give(g.namespace, key, lines);
   }
 }
 

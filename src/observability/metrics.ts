@@ -33,8 +33,8 @@ export function createMetrics(registry = new Registry(), opts: { maxSeriesPerNam
     contentType: registry.contentType,
     /** The text exposition of every metric: prom-client's (process, controller) whole, then the data plane's chunks as they render. */
     exposition: async (): Promise<Exposition> => ({ head: await registry.metrics(), chunks: fast.stream() }),
-    /** Drops the data-plane series of a deleted gateway (namespace, name) or route (…, route). */
-    forget: (namespace: string, gateway: string, route?: string) => fast.forget(namespace, gateway, route),
+    /** Drops the data-plane series of a deleted gateway (namespace, name) or of routes (…, routes). */
+    forget: (namespace: string, gateway: string, routes?: readonly string[]) => fast.forget(namespace, gateway, routes),
     /** Whether a gateway's (route null) or route's series are still exported (see FastRegistry). */
     liveness: (namespace: string, gateway: string, route: string | null) => fast.liveness(namespace, gateway, route),
     // data plane

@@ -77,18 +77,24 @@ test('a series exists at zero from its first labels() call', async () => {
   assert.equal(normal(m.fast.text()), normal(await m.reg.metrics()));
 });
 
-test('forget drops a gateway, or one of its routes, and nothing else', () => {
+test('forget drops a gateway, or some of its routes, and nothing else', () => {
   const fast = new FastRegistry();
   const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
   c.labels('team-a', 'gw', 'r1').inc();
   c.labels('team-a', 'gw', 'r2').inc();
   c.labels('team-a', 'gw2', 'r1').inc();
   c.labels('team-b', 'gw', 'r1').inc();
-  fast.forget('team-a', 'gw', 'r2');
+  c.labels('team-a', 'gw', 'r3').inc();
+  c.labels('team-a', 'gw', 'r3x').inc();
+  const own = new FastGauge(fast, { name: 'y', help: 'y', labelNames: ['namespace', 'gateway'] });
+  own.labels('team-a', 'gw').set(1);
+  fast.forget('team-a', 'gw', ['r2', 'r3']); // several routes at once; a gateway's own series stay
   assert.deepEqual(fast.text().split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
     'x_total{namespace="team-a",gateway="gw",route="r1"}',
+    'x_total{namespace="team-a",gateway="gw",route="r3x"}',
     'x_total{namespace="team-a",gateway="gw2",route="r1"}',
     'x_total{namespace="team-b",gateway="gw",route="r1"}',
+    'y{namespace="team-a",gateway="gw"}',
   ]);
   fast.forget('team-a', 'gw');
   assert.deepEqual(fast.text().split('\n').filter((l) => !l.startsWith('#') && l).map((l) => l.split(' ')[0]), [
@@ -107,7 +113,7 @@ test('label texts are held once across gateways, and dropped with the last serie
   assert.equal(fast.rests.size, 2, 'one ,route="api" text for 100 gateways');
   for (let i = 0; i < 100; i++) fast.forget('team-a', `gw-${i}`);
   assert.equal(fast.rests.size, 1);
-  fast.forget('team-b', 'gw', 'other');
+  fast.forget('team-b', 'gw', ['other']);
   assert.equal(fast.rests.size, 0);
   c.labels('team-b', 'gw', 'again').inc();
   assert.match(fast.text(), /x_total\{namespace="team-b",gateway="gw",route="again"\} 1\n/);
@@ -202,7 +208,7 @@ test('a namespace\'s series are bounded: past the bound, new ones go to the gate
   assert.equal(sum, 6 + 2 + 3);
 
   // a dropped route's series count for an hour more: renaming routes over and over makes no new ones
-  fast.forget('team-a', 'gw', 'r1'); // 7 + 6
+  fast.forget('team-a', 'gw', ['r1']); // 7 + 6
   assert.deepEqual(held(), { 'team-a': 30, 'team-b': 1 });
   c.labels('team-a', 'gw', 'r4', '2xx').inc();
   assert.doesNotMatch(fast.text(), /route="r4"/);

@@ -63,7 +63,7 @@ test('a removed route\'s or gateway\'s series do not come back when what still h
   const old = new RouteMetrics(m, 'team-a', 'gw', 'r-1');
   const gw = new GatewayMetrics(m, 'team-a', 'gw');
   new RouteMetrics(m, 'team-a', 'gw', 'r-2');
-  m.forget('team-a', 'gw', 'r-1'); // renamed r-1 to r-2; a session on r-1 ends after
+  m.forget('team-a', 'gw', ['r-1']); // renamed r-1 to r-2; a session on r-1 ends after
   old.sessionEnded('revoked', 12);
   old.done('GET', 101, 12);
   old.done('POST', 500, 0.1);
