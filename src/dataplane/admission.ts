@@ -167,6 +167,13 @@ export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, p
   return found;
 }
 
+/** A service account of another namespace than the gateway's: its token may have been replayed
+ * by whoever runs the gateway, so the gateway neither impersonates it nor vouches for it to
+ * another namespace. */
+function foreignAccount(t: RouteTable, id: CallerIdentity): boolean {
+  return hasServiceAccountPrefix(id.username) && !id.username.startsWith(t.ownAccounts);
+}
+
 /** The upstream path of a request a route lets through, or why it refuses it. */
 export type Checked = { upstream: string; accepted?: FilterPass['accepted'] } | AgwError;
 
@@ -187,6 +194,12 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
   if (target.kind === 'service') {
     const p = target.problem;
     if (p) return p.status === 403 ? new ForbiddenError(p.message, { step: 'route', field: `${route.field}.service` }) : new NoEndpointsError(p.message);
+    if (target.namespace !== t.plan.namespace && foreignAccount(t, id)) {
+      // another team's Service trusts X-Remote-User from its granted gateways: a token of another
+      // namespace's account replayed here by whoever runs the gateway would reach it as that account
+      return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} forwards to namespace ${target.namespace}, and only service accounts of namespace ${t.plan.namespace} are forwarded to another namespace's Service (the caller is ${id.username})`,
+        { step: 'route', field: `${route.field}.service` });
+    }
     return { upstream: up };
   }
   if (target.identity === 'Passthrough' && isCertificateIdentity(id)) {
@@ -194,7 +207,7 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
       { step: 'route', field: `${route.field}.apiserver.identity` });
   }
-  if (target.identity === 'Impersonate' && hasServiceAccountPrefix(id.username) && !id.username.startsWith(t.ownAccounts)) {
+  if (target.identity === 'Impersonate' && foreignAccount(t, id)) {
     // a token of another namespace's account that reached this gateway could be replayed here by
     // whoever runs it: impersonating it would turn an audience-bound token into the account itself
     return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} impersonates its callers, and only service accounts of namespace ${t.plan.namespace} are impersonated here (the caller is ${id.username})`,

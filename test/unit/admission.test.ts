@@ -464,6 +464,34 @@ test('an Impersonate route impersonates only the gateway namespace\'s service ac
   assert.equal(await status(t, '/raw/x', 'other'), 'own /raw/x');
 });
 
+test('a Service route to another namespace forwards only the gateway namespace\'s service accounts: another team\'s token that reached it is refused', async () => {
+  // team-c grants team-a's gateways its ledger; team-b's token (for team-a's audience) reached team-a
+  const snap = {
+    services: {
+      'team-c/ledger': { metadata: { name: 'ledger', namespace: 'team-c' }, spec: { ports: [{ name: 'http', port: 80 }] } },
+      'team-a/own': { metadata: { name: 'own', namespace: 'team-a' }, spec: { ports: [{ name: 'http', port: 80 }] } },
+    },
+    endpointSlices: {
+      'team-c/ledger': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: ['198.18.0.2'] }] }],
+      'team-a/own': [{ ports: [{ name: 'http', port: 8080 }], endpoints: [{ addresses: ['198.18.0.3'] }] }],
+    },
+    referenceGrants: { 'team-c': [{ spec: { from: [{ group: 'access-gateway.io', kind: 'AccessGateway', namespace: 'team-a' }], to: [{ group: '', kind: 'Service' }] } }] },
+  };
+  const t = table({ access: [{ groups: ['system:serviceaccounts'] }], routes: [
+    { name: 'ledger', pathPrefix: '/ledger/', service: { name: 'ledger', namespace: 'team-c', port: 'http' } },
+    { name: 'own', pathPrefix: '/own/', service: { name: 'own', port: 'http' } },
+  ] }, snap);
+  assert.equal(await status(t, '/ledger/x', 'app'), 'ledger /ledger/x');
+  await assert.rejects(async () => admit(t, req('/ledger/x', 'other'), { caller: '-' } as Seen),
+    (e: any) => e.status === 403 && /forwards to namespace team-c, and only service accounts of namespace team-a are forwarded to another namespace's Service \(the caller is system:serviceaccount:team-b:x\)/.test(e.message));
+  // the services-proxy URL form is the same request
+  assert.equal(await status(t, '/api/v1/namespaces/team-c/services/ledger:http/proxy/ledger/x', 'app'), 'ledger /ledger/x');
+  assert.equal(await status(t, '/api/v1/namespaces/team-c/services/ledger:http/proxy/ledger/x', 'other'), 403);
+  // the gateway's own Service: team-b's caller reaches what team-a runs, which gives team-a nothing
+  assert.equal(await status(t, '/own/x', 'other'), 'own /own/x');
+  t.dispose();
+});
+
 test('accessEnded: a held stream\'s filters are not run again while they are those that admitted it; changed, they are run if cheap, else it is ended', (t) => {
   const checks = new FilterChecks();
   t.after(() => checks.close());
