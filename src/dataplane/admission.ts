@@ -9,7 +9,7 @@ import { isCertificateIdentity } from '../auth/client-cert.js';
 import { hasServiceAccountPrefix, type CallerIdentity } from '../auth/identity.js';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UriTooLongError, toAgwError,
+  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UnauthenticatedError, UriTooLongError, toAgwError,
 } from '../errors.js';
 import type { FilterClient } from './filter-checks.js';
 import { canonicalPath, encodePath, type FilterPass, type FilterRefusal } from './path.js';
@@ -56,14 +56,15 @@ export function requestTarget(t: RouteTable, url: string): { path: string; query
   return target;
 }
 
-/** The one Authorization header; several are refused (which one would the upstream read?). */
+/** The one Authorization header; several are refused as a malformed one is, 401 (which one
+ * would the upstream read?). */
 export function authorizationHeader(h: RequestHead): string | undefined {
   let n = 0;
   for (let i = 0; i < h.rawHeaders.length; i += 2) {
     const name = h.rawHeaders[i]!;
     if (name.length === 13 && name.toLowerCase() === 'authorization') n++;
   }
-  if (n > 1) throw new BadRequestError('more than one Authorization header', { step: 'request' });
+  if (n > 1) throw new UnauthenticatedError('malformed Authorization: more than one Authorization header', { step: 'authentication' });
   return h.headers.authorization;
 }
 

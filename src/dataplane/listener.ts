@@ -1,11 +1,12 @@
 // One gateway's listener: authenticate -> authorize -> route -> upstream. The route table is
 // swapped on plan changes without touching open connections.
-import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
 import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
+import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import { schema } from '../api/schema.js';
 import type { EntryBudget } from '../auth/token-cache.js';
@@ -17,7 +18,7 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
+  AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
@@ -435,8 +436,12 @@ export class Listener {
   private apiserverCall(t: RouteTable, a: RouteAdmitted, req: IncomingMessage): UpstreamCall {
     const target = a.route.plan.target as ApiserverTarget;
     const conn = this.deps.apiserver;
-    const headers = forwardRequestHeaders(req.headers, target.identity === 'Passthrough');
-    if (target.identity !== 'Passthrough') {
+    const headers = forwardRequestHeaders(req.headers, false);
+    if (target.identity === 'Passthrough') {
+      // the token the gateway authenticated, written as the apiserver reads it (`Bearer  x`, two
+      // spaces, is token x here and no token there: the apiserver would act as someone else)
+      headers.authorization = `Bearer ${bearerToken(req.headers.authorization, req.socket)}`;
+    } else {
       // the operator's credentials go out only with an impersonation of the caller, or of a
       // service account of this gateway's namespace (a plain name: its header builder refuses any other)
       if (a.as) Object.assign(headers, t.impersonationAs(a.id, a.as, a.route));
@@ -764,6 +769,12 @@ export class Listener {
       if (t.plan.accessLog.errors) accessLine(t, ++nextId, seen, req.method, status, (performance.now() - started) / 1000);
     };
     try {
+      // only what Kubernetes clients upgrade to: after a 101 the gateway reads nothing the client
+      // sends, so a protocol a backend answers in HTTP (h2c, its own) would carry requests past the rules
+      const upgrade = req.headers.upgrade?.trim().toLowerCase();
+      if (upgrade !== 'websocket' && upgrade !== 'spdy/3.1') {
+        throw new BadRequestError(`Upgrade ${JSON.stringify(req.headers.upgrade ?? '')} is not relayed: only websocket and SPDY/3.1`, { step: 'request' });
+      }
       const h = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders };
       let a = await admit(t, h, seen, req.socket);
       // an upgrade opens an upstream connection: it takes its namespace's turn as a request does
@@ -904,7 +915,7 @@ function afterAnswers(socket: Duplex, write: () => void): void {
 /** Answers a refusal on a raw socket (an upgrade, a CONNECT) with its Status body, and closes it. */
 function endRaw(socket: Duplex, err: AgwError): void {
   const body = statusBody(err);
-  let head = `HTTP/1.1 ${err.status} ${err.reason}\r\nconnection: close\r\n`;
+  let head = `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? err.reason}\r\nconnection: close\r\n`;
   for (const [k, v] of Object.entries(errorHeaders(err, body))) head += `${k}: ${String(v)}\r\n`;
   socket.end(head + '\r\n' + body);
   closeSoon(socket);

@@ -153,6 +153,11 @@ spec:
   assert.equal(info.username, `system:serviceaccount:${ns}:reporter`);
   assert.ok(!info.groups.includes('system:masters'));
   assert.equal(info.extra?.scopes, undefined);
+  // written loosely (two spaces), the token the gateway read is the one the apiserver reads: it
+  // splits on single spaces, and the raw header would have been no token there (anonymous)
+  const loose = await curl(`http://127.0.0.1:${p}/apis/authentication.k8s.io/v1/selfsubjectreviews`, ['-H', `Authorization: Bearer  ${token}`, ...review]);
+  assert.equal(loose.status, 201, loose.body);
+  assert.equal(JSON.parse(loose.body).status.userInfo.username, `system:serviceaccount:${ns}:reporter`);
 });
 
 test('kubectl works through the gateway: get, apply, and get -w streaming an event made during the watch', async () => {

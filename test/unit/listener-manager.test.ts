@@ -1875,7 +1875,7 @@ test('an upgrade the upstream answers without 101 (a stream) is ended at notAfte
   const up = await ticking(t); // no upgrade handler: Node answers it as a request
   const port = await freePort();
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: Date.now() + 2000 }]));
-  const relayed = stream(port, held, 'Connection: Upgrade\r\nUpgrade: foo\r\n');
+  const relayed = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\n');
   assert.equal(await streaming(relayed), true, relayed.text());
   assert.match(relayed.text(), /^HTTP\/1\.1 200 /);
   assert.equal(relayed.ended(), false);
@@ -1915,7 +1915,7 @@ test('an upgrade answered without 101 after the drain\'s grace is ended at once,
   s.on('error', () => {});
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.on('end', () => { closed = true; }); // (its side stays open: it sees the gateway's FIN, not its close)
-  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n`);
+  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
   await pause(150);
   await m.apply('team-a/gw', null); // deleted: its listener drains for 300 ms
   assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 5_000), true, text);
@@ -2307,4 +2307,25 @@ test('a malformed request, a CONNECT or an upgrade pipelined behind valid ones i
     assert.deepEqual(statuses, ['200', '200', '200', status], text);
     assert.deepEqual([...text.matchAll(/answer (\/r\d)/g)].map((x) => x[1]), ['/r1', '/r2', '/r3']);
   }
+});
+
+test('only websocket and SPDY/3.1 are relayed as upgrades: another protocol (h2c, a backend\'s own) is 400 and never reaches the upstream', async (t) => {
+  const { m, held } = managerFor(t);
+  const asked: string[] = [];
+  const counting = createHttpServer((_req, res) => res.end('ok'));
+  counting.on('upgrade', (req, sock: Socket) => { asked.push(String(req.headers.upgrade)); sock.write(switched); });
+  await new Promise<void>((r) => counting.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { counting.closeAllConnections(); counting.close(); });
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), (counting.address() as { port: number }).port));
+  const upgrade = async (protocol: string) => {
+    const [text] = await exchange([await silent(port, held)], () => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: ${protocol}\r\n\r\n`,
+      (s) => s.includes('\r\n\r\n'));
+    return text!.split('\r\n')[0];
+  };
+  for (const p of ['h2c', 'anything', 'websocket, h2c', 'SPDY/3']) assert.equal(await upgrade(p), 'HTTP/1.1 400 Bad Request', p);
+  assert.deepEqual(asked, []);
+  assert.equal(await upgrade('WebSocket'), 'HTTP/1.1 101 Switching Protocols');
+  assert.equal(await upgrade('SPDY/3.1'), 'HTTP/1.1 101 Switching Protocols');
+  assert.deepEqual(asked, ['WebSocket', 'SPDY/3.1']);
 });
