@@ -166,23 +166,24 @@ export function compileRegex(pattern: string, owner: string): Regex {
   const key = `${owner}\u0000${pattern}`;
   const cached = programs.get(key)?.deref();
   if (cached) return cached;
-  const parsed = fresh.get(pattern); // regexInfo's, when it checked this pattern just now
+  const made = fresh.get(pattern); // regexInfo's, when it checked this pattern just now
   fresh.delete(pattern);
-  const re = bounded(parsed ?? RE2JS.compile(pattern));
+  const re = made ?? bounded(RE2JS.compile(pattern));
   programs.set(key, new WeakRef(re));
   unused.register(re, key);
   return re;
 }
 
 const programs = new Map<string, WeakRef<Regex>>();
-/** Patterns regexInfo compiled, not yet taken by compileRegex (a translate, then its apply): each
- * is parsed once. As many as one gateway may have. */
-const fresh = new Map<string, RE2JS>();
+/** Patterns regexInfo compiled (with their DFA), not yet taken by compileRegex (a translate, then
+ * its apply): each is parsed once, and in the translate's step for its route, not in the apply's
+ * one block. As many as one gateway may have; unshared until taken. */
+const fresh = new Map<string, Regex>();
 
 function compiledFresh(pattern: string): RE2JS {
   const re = RE2JS.compile(pattern);
   if (fresh.size >= maxGatewayPatterns) fresh.delete(fresh.keys().next().value!);
-  fresh.set(pattern, re);
+  fresh.set(pattern, bounded(re));
   return re;
 }
 const unused = new FinalizationRegistry<string>((key) => {
