@@ -508,7 +508,7 @@ export class Listener {
       // the response object starts with
       const status = res.headersSent ? res.statusCode : clientClosed;
       (seen.route?.m ?? t.noRoute).done(req.method, status, seconds);
-      const log = t.plan.accessLog;
+      const log = t.logged;
       if (status >= 400 ? log.errors : log.sample >= 1 || (log.sample > 0 && Math.random() < log.sample)) {
         accessLine(t, id, seen, req.method, status, seconds);
       }
@@ -749,7 +749,7 @@ export class Listener {
     afterAnswers(socket, () => endRaw(socket, err));
     const t = this.rules;
     t.noRoute.done(req.method, err.status, 0);
-    if (t.plan.accessLog.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
+    if (t.logged.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -766,7 +766,7 @@ export class Listener {
     // an upgrade refused by the gateway or answered without 101 by the upstream (a refused exec is
     // worth an audit line) is an access line like any refusal
     const refused = (status: number) => {
-      if (t.plan.accessLog.errors) accessLine(t, ++nextId, seen, req.method, status, (performance.now() - started) / 1000);
+      if (t.logged.errors) accessLine(t, ++nextId, seen, req.method, status, (performance.now() - started) / 1000);
     };
     try {
       // only what Kubernetes clients upgrade to: after a 101 the gateway reads nothing the client

@@ -31,6 +31,9 @@ export interface DataplaneDeps {
   log: Logger;
   /** Makes the access log of a gateway; default: lines through `log`. */
   accessLog?: (gateway: string) => AccessLog;
+  /** The platform's least access log (--min-access-log): a gateway's annotation may ask for more,
+   * never less. Default none. */
+  minAccessLog?: 'none' | 'errors' | 'all';
   pools: PoolRegistry;
   metrics: Metrics;
   /** For authentication.mode JWKS: the shared key set and revocation check. */
@@ -122,6 +125,13 @@ function authenticatorFor(plan: GatewayPlan, deps: DataplaneDeps, cacheBudget?: 
   return new IssuerAuthenticator(sa, issuers, cacheTTLSeconds, Date.now, onCacheLookup, cacheBudget);
 }
 
+/** `asked`, raised to the platform's least access log. */
+function atLeast(asked: GatewayPlan['accessLog'], least: 'none' | 'errors' | 'all'): GatewayPlan['accessLog'] {
+  if (least === 'all') return { errors: true, sample: 1 };
+  if (least === 'errors' && !asked.errors) return { errors: true, sample: asked.sample };
+  return asked;
+}
+
 /** Route tables made so far (`RouteTable.seq`). */
 let tablesMade = 0;
 
@@ -139,6 +149,8 @@ export class RouteTable {
   readonly policy: AccessPolicy;
   readonly log: Logger;
   readonly accessLog: AccessLog;
+  /** What the access log takes: the gateway's annotation, raised to the platform's least. */
+  readonly logged: GatewayPlan['accessLog'];
   readonly limiter: RateLimiter | null;
   readonly m: GatewayMetrics;
   /** Metrics for requests answered before a route was chosen. */
@@ -161,6 +173,7 @@ export class RouteTable {
     this.policy = kept && same(kept.plan.access, plan.access) ? kept.policy : new AccessPolicy(plan.access);
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
+    this.logged = atLeast(plan.accessLog, deps.minAccessLog ?? 'none');
     const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
     // routes to the same Service (port, scheme, CA) share its endpoints' pools: found once, each
     // route holding its own references (a Service of 5,000 endpoints named by 64 routes)

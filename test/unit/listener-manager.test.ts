@@ -2329,3 +2329,26 @@ test('only websocket and SPDY/3.1 are relayed as upgrades: another protocol (h2c
   assert.equal(await upgrade('SPDY/3.1'), 'HTTP/1.1 101 Switching Protocols');
   assert.deepEqual(asked, ['WebSocket', 'SPDY/3.1']);
 });
+
+test('--min-access-log: a gateway\'s annotation may ask for more than the platform\'s least, never less', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const logged = async (least: 'none' | 'errors' | 'all' | undefined, asked: GatewayPlan['accessLog']) => {
+    const lines: { status: number }[] = [];
+    const deps = { ...aliceDeps(), accessLog: () => ({ write: (e: { status: number }) => lines.push(e) }), ...(least ? { minAccessLog: least } : {}) } as unknown as DataplaneDeps;
+    const { m, held } = managerFor(t, { deps });
+    const port = await freePort();
+    await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port), up), accessLog: asked });
+    const s = await silent(port, held);
+    await exchange([s], () => get(alice), (text) => text.endsWith('ok'));
+    await exchange([s], () => get('refused'), (text) => text.endsWith('}'));
+    await pause(20); // (a line is written when its answer is done)
+    await m.closeAll(0);
+    return lines.map((l) => l.status);
+  };
+  const none = { errors: false, sample: 0 };
+  assert.deepEqual(await logged(undefined, none), [], 'the team\'s none, no least');
+  assert.deepEqual(await logged('errors', none), [401]);
+  assert.deepEqual(await logged('errors', { errors: true, sample: 1 }), [200, 401], 'asking for more');
+  assert.deepEqual(await logged('all', none), [200, 401]);
+  assert.deepEqual(await logged('none', { errors: true, sample: 0 }), [401]);
+});
