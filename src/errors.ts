@@ -78,6 +78,8 @@ export class TooManyConnectionsError extends AgwError {
   }
 }
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
+/** The upstream answered an upgrade with a protocol other than the one asked for. */
+export const UpstreamProtocolError = define('UpstreamProtocolError', 'AGW_ERR_UPSTREAM_PROTOCOL', 502, 'BadGateway');
 /** 503, fail closed: authentication cannot answer now (apiserver away, keys or caches not loaded,
  * TokenReview limiter full); `retryAfterSeconds` becomes a Retry-After header. */
 export class AuthUnavailableError extends AgwError {

@@ -64,7 +64,7 @@ export function authorizationHeader(h: RequestHead): string | undefined {
     const name = h.rawHeaders[i]!;
     if (name.length === 13 && name.toLowerCase() === 'authorization') n++;
   }
-  if (n > 1) throw new UnauthenticatedError('malformed Authorization: more than one Authorization header', { step: 'authentication' });
+  if (n > 1) throw new UnauthenticatedError('malformed Authorization: more than one Authorization header');
   return h.headers.authorization;
 }
 
@@ -74,11 +74,17 @@ export function authorizationHeader(h: RequestHead): string | undefined {
  * else when checked. `conn`: the client connection. `counted`: false for a request admitted
  * again (its first admission counted it).
  */
-export function authenticate(t: RouteTable, authorization: string | undefined, conn?: object, counted = true): CallerIdentity | Promise<CallerIdentity> {
+export function authenticate(t: RouteTable, h: RequestHead, conn?: object, counted = true): CallerIdentity | Promise<CallerIdentity> {
   const refused = (err: unknown): never => {
     (err instanceof AuthUnavailableError ? t.m.auth.unavailable : t.m.auth.unauthenticated).inc();
     throw err;
   };
+  let authorization: string | undefined;
+  try {
+    authorization = authorizationHeader(h);
+  } catch (err) {
+    return refused(refusedAt(err, 'authentication', 'spec.authentication'));
+  }
   let id: CallerIdentity | Promise<CallerIdentity> | null = null;
   try {
     if (t.clientCerts && conn) id = t.clientCerts.identify(conn as TLSSocket, authorization !== undefined);
@@ -175,6 +181,31 @@ function foreignAccount(t: RouteTable, id: CallerIdentity): boolean {
   return hasServiceAccountPrefix(id.username) && !id.username.startsWith(t.ownAccounts);
 }
 
+/** Why `route` refuses this caller whatever it asks (also leaving the route out of what discovery
+ * lists), or null. */
+export function callerRefusal(t: RouteTable, id: CallerIdentity, route: CompiledRoute): AgwError | null {
+  const target = route.plan.target;
+  if (target.kind === 'service') {
+    if (target.namespace === t.plan.namespace || !foreignAccount(t, id)) return null;
+    // another team's Service trusts X-Remote-User from its granted gateways: a token of another
+    // namespace's account replayed here by whoever runs the gateway would reach it as that account
+    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} forwards to namespace ${target.namespace}, and only service accounts of namespace ${t.plan.namespace} are forwarded to another namespace's Service (the caller is ${id.username})`,
+      { step: 'route', field: `${route.field}.service` });
+  }
+  if (target.identity === 'Passthrough' && isCertificateIdentity(id)) {
+    // a token sent beside the certificate names someone else: the apiserver would act for them
+    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
+      { step: 'route', field: `${route.field}.apiserver.identity` });
+  }
+  if (target.identity === 'Impersonate' && foreignAccount(t, id)) {
+    // a token of another namespace's account that reached this gateway could be replayed here by
+    // whoever runs it: impersonating it would turn an audience-bound token into the account itself
+    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} impersonates its callers, and only service accounts of namespace ${t.plan.namespace} are impersonated here (the caller is ${id.username})`,
+      { step: 'route', field: `${route.field}.apiserver.identity` });
+  }
+  return null;
+}
+
 /** The upstream path of a request a route lets through, or why it refuses it. */
 export type Checked = { upstream: string; accepted?: FilterPass['accepted'] } | AgwError;
 
@@ -192,28 +223,13 @@ export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRou
 export function routeCheck(t: RouteTable, id: CallerIdentity, route: CompiledRoute, method: string, path: string, filters: FilterMode = 'now', client?: FilterClient): Checked | Promise<Checked> {
   const up = upstreamPath(route, path);
   const target = route.plan.target;
-  if (target.kind === 'service') {
+  if (target.kind === 'service' && target.problem) {
     const p = target.problem;
-    if (p) return p.status === 403 ? new ForbiddenError(p.message, { step: 'route', field: `${route.field}.service` }) : new NoEndpointsError(p.message);
-    if (target.namespace !== t.plan.namespace && foreignAccount(t, id)) {
-      // another team's Service trusts X-Remote-User from its granted gateways: a token of another
-      // namespace's account replayed here by whoever runs the gateway would reach it as that account
-      return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} forwards to namespace ${target.namespace}, and only service accounts of namespace ${t.plan.namespace} are forwarded to another namespace's Service (the caller is ${id.username})`,
-        { step: 'route', field: `${route.field}.service` });
-    }
-    return { upstream: up };
+    return p.status === 403 ? new ForbiddenError(p.message, { step: 'route', field: `${route.field}.service` }) : new NoEndpointsError(p.message);
   }
-  if (target.identity === 'Passthrough' && isCertificateIdentity(id)) {
-    // a token sent beside the certificate names someone else: the apiserver would act for them
-    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} passes the caller's own token to the apiserver; a client-certificate caller has none`,
-      { step: 'route', field: `${route.field}.apiserver.identity` });
-  }
-  if (target.identity === 'Impersonate' && foreignAccount(t, id)) {
-    // a token of another namespace's account that reached this gateway could be replayed here by
-    // whoever runs it: impersonating it would turn an audience-bound token into the account itself
-    return new ForbiddenError(`route ${route.plan.name} of gateway ${t.key} impersonates its callers, and only service accounts of namespace ${t.plan.namespace} are impersonated here (the caller is ${id.username})`,
-      { step: 'route', field: `${route.field}.apiserver.identity` });
-  }
+  const refused = callerRefusal(t, id, route);
+  if (refused) return refused;
+  if (target.kind === 'service') return { upstream: up };
   if (filters === 'skip') return { upstream: up };
   const filter = route.filter!;
   const checks = t.filterChecks;
@@ -244,7 +260,8 @@ export function checkRoute(t: RouteTable, id: CallerIdentity, route: CompiledRou
 function counted(t: RouteTable, route: CompiledRoute, checked: Checked): string {
   if (checked instanceof AgwError) {
     // a Service the route may not reach is the gateway's problem (a condition), not a denial
-    if (checked.status === 403 && route.plan.target.kind === 'apiserver') (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
+    const target = route.plan.target;
+    if (checked.status === 403 && (target.kind === 'apiserver' || !target.problem)) (checked.step === 'filter' ? t.m.denied.filter : t.m.denied.route).inc();
     throw checked;
   }
   return checked.upstream;
@@ -286,7 +303,7 @@ export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHe
  */
 export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterClient, again = false): Admitted | Promise<Admitted> {
   const { path, query } = requestTarget(t, h.url);
-  const id = authenticate(t, authorizationHeader(h), conn, !again);
+  const id = authenticate(t, h, conn, !again);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;
     if (path === canIPath && (h.method === 'GET' || h.method === 'HEAD')) {

@@ -12,7 +12,7 @@ import { schema } from '../api/schema.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { keepsLine } from '../observability/logger.js';
-import { admit, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
+import { admit, callerRefusal, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
@@ -963,13 +963,14 @@ function forwardedFor(headers: OutgoingHttpHeaders, req: IncomingMessage): void 
   if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
 }
 
-function discovery(t: RouteTable, id: CallerIdentity) {
+/** What `/.well-known/access-gateway` answers a caller: the routes it may use. */
+export function discovery(t: RouteTable, id: CallerIdentity) {
   return {
     kind: 'AccessGatewayDiscovery',
     apiVersion: 'access-gateway.io/v1alpha1',
     gateway: { namespace: t.plan.namespace, name: t.plan.name },
     caller: { username: id.username, groups: id.groups },
-    routes: t.routes.filter((r) => t.policy.mayUse(id, r.plan.name)).map((r) => ({
+    routes: t.routes.filter((r) => t.policy.mayUse(id, r.plan.name) && !callerRefusal(t, id, r)).map((r) => ({
       name: r.plan.name,
       pathPrefix: r.plan.pathPrefix,
       methods: r.plan.methods,

@@ -4,7 +4,8 @@ import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeade
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { pipeline, Transform, type Duplex, type Readable, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '../errors.js';
+import { createHash } from 'node:crypto';
+import { UpstreamProtocolError, UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '../errors.js';
 
 /** How the data plane reaches the apiserver; provided by the kube layer. */
 export interface ApiserverConnection {
@@ -317,6 +318,19 @@ export function closeSoon(socket: Duplex): void {
  * `relaying` gets what ends such an answer while it streams (a watch asked with an Upgrade header).
  * `fail`'s `connect`: no connection could be made (else the upstream reset or broke the exchange).
  */
+/** Why a 101 is not the switch the client asked for (another protocol, or a WebSocket accept
+ * that is not its key's), or null. */
+export function switchedWrong(asked: OutgoingHttpHeaders, answer: IncomingHttpHeaders): string | null {
+  const want = String(asked.upgrade ?? '').trim().toLowerCase();
+  const got = String(answer.upgrade ?? '').trim().toLowerCase();
+  if (got !== want) return `switched to ${JSON.stringify(answer.upgrade ?? '')} when asked for ${JSON.stringify(asked.upgrade ?? '')}`;
+  if (want !== 'websocket') return null;
+  const key = asked['sec-websocket-key'];
+  const accept = typeof key === 'string' ? createHash('sha1').update(key.trim() + webSocketGuid).digest('base64') : undefined;
+  return accept !== undefined && answer['sec-websocket-accept'] === accept ? null : 'answered a WebSocket upgrade without the Sec-WebSocket-Accept of its key';
+}
+const webSocketGuid = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
 export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: AgwError, connect: boolean) => void,
   answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void,
   relaying?: (end: () => void) => void): void {
@@ -336,6 +350,12 @@ export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: Agw
       socket.end(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...ures.headers, connection: 'close' }));
       usocket.destroy();
       answered(ures.statusCode ?? 502);
+      return;
+    }
+    const wrong = switchedWrong(call.headers, ures.headers);
+    if (wrong) { // joined, the client's bytes would reach it unread: a protocol it answers in HTTP takes requests past the rules
+      usocket.destroy();
+      fail(new UpstreamProtocolError(`${call.what} ${wrong}`), false);
       return;
     }
     socket.write(rawHead(101, 'Switching Protocols', ures.headers));

@@ -9,6 +9,7 @@ import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/da
 import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
+import { discovery } from '../../src/dataplane/listener.js';
 import { accessEnded } from '../../src/dataplane/held.js';
 import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
@@ -79,9 +80,16 @@ test('requestTarget: refuses non-canonical paths (400) and long ones (414), keep
   assert.throws(() => requestTarget(t, '/' + 'a'.repeat(5000)), (e: any) => e.status === 414);
 });
 
-test('authorizationHeader: one is read, two are refused whatever their case', () => {
+test('authorizationHeader: one is read, two are refused whatever their case', async () => {
   assert.equal(authorizationHeader(req('/', 'app')), `Bearer ${tokens.app}`);
   assert.throws(() => authorizationHeader(req('/', 'app', 'GET', ['AUTHORIZATION', 'Bearer x'])), (e: any) => e.status === 401 && /more than one Authorization header/.test(e.message));
+  // refused as any malformed Authorization: at the authentication step, counted
+  const t = table({ access: [{ groups: ['system:serviceaccounts'] }], routes: [{ name: 'kube', pathPrefix: '/', apiserver: {} }] });
+  assert.throws(() => admit(t, req('/', 'app', 'GET', ['AUTHORIZATION', 'Bearer x']), { caller: '-' } as Seen),
+    (e: any) => e.status === 401 && e.step === 'authentication' && e.field === 'spec.authentication');
+  const e = await (t as unknown as { deps: DataplaneDeps }).deps.metrics.exposition();
+  assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /^access_gateway_authentications_total\{namespace="team-a",gateway="gw",result="unauthenticated"\} 1$/m);
+  t.dispose();
 });
 
 test('the chain answers each refusal with its status, in order', async () => {
@@ -489,6 +497,13 @@ test('a Service route to another namespace forwards only the gateway namespace\'
   assert.equal(await status(t, '/api/v1/namespaces/team-c/services/ledger:http/proxy/ledger/x', 'other'), 403);
   // the gateway's own Service: team-b's caller reaches what team-a runs, which gives team-a nothing
   assert.equal(await status(t, '/own/x', 'other'), 'own /own/x');
+  // discovery lists only the routes that would take the caller; the refusals are denials of the route
+  const listed = (who: string) => discovery(t, { username: users[who]!, uid: '', groups: ['system:serviceaccounts'], extra: {} }).routes.map((r) => r.name);
+  assert.deepEqual(listed('other'), ['own']);
+  assert.deepEqual(listed('app'), ['ledger', 'own']);
+  const deps = (t as unknown as { deps: DataplaneDeps }).deps;
+  const e = await deps.metrics.exposition();
+  assert.match(e.head + Buffer.concat([...e.chunks]).toString(), /^access_gateway_authorization_denials_total\{namespace="team-a",gateway="gw",reason="route"\} 2$/m);
   t.dispose();
 });
 

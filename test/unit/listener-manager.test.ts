@@ -529,7 +529,7 @@ test('requests per turn: another team\'s upgrade on a kept connection holds a te
   assert.match((await exchange([s], () => get(alice), (x) => x.endsWith('ok')))[0]!, /^HTTP\/1\.1 200/); // admitted, kept
   await lapse();
   review.hold = true;
-  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${stranger}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${stranger}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   await asked();
   assert.ok(await burstOf(deps, sockets) >= 2, 'held to one a turn while team-b\'s upgrade is in its token check');
   review.answer();
@@ -613,7 +613,7 @@ test('upgrades take their namespace\'s turns too: one team\'s burst of upgrades 
   const deferredNow = () => counted(deps, 'requests_deferred', 'team-a');
   const before = await deferredNow();
   // five upgrades of team-a, then one of team-b, sent at once: read by the operator in one turn
-  const answers = await send(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+  const answers = await send(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
     (text) => text.includes('\r\n\r\n'));
   for (const text of answers) assert.match(text, /^HTTP\/1\.1 101 /);
   const all = await exposed(deps);
@@ -994,7 +994,7 @@ test('requests per turn: an interactive session\'s pieces take their namespace\'
   const paced = holdTurns(t, waiting); // every request and piece that asks waits, until its `go` is called
   let got = 0;
   s.on('data', (c: Buffer) => { got += c.length; });
-  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
   waiting.shift()!(); // the upgrade's turn
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
@@ -1041,7 +1041,7 @@ test('requests per turn: what a session\'s side sent before it ended its sending
   let got = 0, clientEnded = false;
   s.on('data', (c: Buffer) => { got += c.length; });
   s.on('end', () => { clientEnded = true; });
-  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   for (let i = 0; i < 300 && !waiting.length; i++) await pause(10);
   waiting.shift()!(); // the upgrade's turn
   for (let i = 0; i < 300 && got < switched.length; i++) await pause(10);
@@ -1537,11 +1537,11 @@ test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket rel
   const { m, held } = managerFor(t);
   const up = await upstreamFor(t, undefined, (sock) => {
     sock.on('data', () => {});
-    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n\r\n');
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n\r\n');
   });
   const port = await freePort();
   await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port), up), sessions: { maxConcurrent: 4, idleTimeoutSeconds: 1 } });
-  const { text, ended, socket: s } = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n');
+  const { text, ended, socket: s } = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n');
   assert.equal(await waitUntil(async () => { await pause(20); return text().includes('\r\n\r\n'); }), true, text());
   assert.match(text(), /^HTTP\/1\.1 101 /);
   // a SPDY PING in a masked binary message, every 200 ms for 2.5 s (the idle timeout is 1 s)
@@ -1732,7 +1732,8 @@ function stream(port: number, held: Socket[], headers = ''): { text: () => strin
   return { text: () => text, ended: () => text.endsWith('\r\n0\r\n\r\n') || closed, socket: s };
 }
 
-const switched = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+/** A WebSocket upstream's 101 to the requests below (their Sec-WebSocket-Key, RFC 6455's example). */
+const switched = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n';
 
 /** An upstream whose every answer streams for ever (a watch), a tick every 50 ms. */
 const ticking = (t: TestContext) => upstreamFor(t, (_req, res) => {
@@ -1779,7 +1780,7 @@ test('a session ends when its grant does, with a close frame that says why', asy
   let bytes = Buffer.alloc(0);
   s.on('error', () => {});
   s.on('data', (c: Buffer) => { bytes = Buffer.concat([bytes, c]); });
-  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   assert.equal(await waitUntil(async () => { await pause(50); return bytes.includes('\r\n\r\n'); }), true, bytes.toString('latin1'));
   assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 /);
   let closed = false;
@@ -1829,7 +1830,7 @@ test('what is held is asked at once: a session whose 101 comes after notAfter is
   s.on('error', () => {});
   s.on('data', (c: Buffer) => { bytes = Buffer.concat([bytes, c]); });
   s.once('close', () => { closed = true; });
-  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 6_000), true, bytes.toString('latin1'));
   assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 [^]*\r\n\r\n\x88/, 'the 101, then a close frame');
 });
@@ -1875,7 +1876,7 @@ test('an upgrade the upstream answers without 101 (a stream) is ended at notAfte
   const up = await ticking(t); // no upgrade handler: Node answers it as a request
   const port = await freePort();
   await m.apply('team-a/gw', withAccess(withService(planOf('team-a', 'gw', port), up), [{ users: ['alice'], notAfter: Date.now() + 2000 }]));
-  const relayed = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\n');
+  const relayed = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n');
   assert.equal(await streaming(relayed), true, relayed.text());
   assert.match(relayed.text(), /^HTTP\/1\.1 200 /);
   assert.equal(relayed.ended(), false);
@@ -1892,7 +1893,7 @@ test('an upgrade whose table is swapped during its token check is admitted again
   const s = await silent(port, held);
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
-  s.write(`GET /exec HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /exec HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   assert.equal(await waitUntil(async () => { await pause(20); return review.asked; }), true, 'its token is being checked');
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port, ['bob']), up)); // alice dropped
   review.answer();
@@ -1915,7 +1916,7 @@ test('an upgrade answered without 101 after the drain\'s grace is ended at once,
   s.on('error', () => {});
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
   s.on('end', () => { closed = true; }); // (its side stays open: it sees the gateway's FIN, not its close)
-  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /watch HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   await pause(150);
   await m.apply('team-a/gw', null); // deleted: its listener drains for 300 ms
   assert.equal(await waitUntil(async () => { await pause(50); return closed; }, 5_000), true, text);
@@ -1935,7 +1936,7 @@ test('an upgrade waiting for its token check on a listener replaced meanwhile is
   const s = await silent(p1, held);
   let text = '';
   s.on('data', (c: Buffer) => { text += c.toString('latin1'); });
-  s.write(`GET /exec HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  s.write(`GET /exec HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   assert.equal(await waitUntil(async () => { await pause(20); return review.asked; }), true, 'its token is being checked');
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', p2, ['bob']), up)); // moved, and alice dropped
   review.answer();
@@ -2085,7 +2086,7 @@ test('an upgrade the upstream resets does not eject its endpoint (every gateway 
   const plan = { ...p, routes: [{ ...p.routes[0]!, target }] };
   await m.apply('team-a/gw', plan);
   const s = await silent(port, held);
-  const [upgrade] = await exchange([s], () => `GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+  const [upgrade] = await exchange([s], () => `GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
     (text) => text.includes('\r\n\r\n'));
   assert.match(upgrade!, /^HTTP\/1\.1 502 /);
   for (let i = 0; i < 6; i++) {
@@ -2106,7 +2107,7 @@ test('an upgrade whose endpoint cannot be reached ejects it, as a request does: 
   let refused = false;
   for (let i = 0; i < 4 && !refused; i++) {
     const s = await silent(port, held);
-    const [answer] = await exchange([s], () => `GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+    const [answer] = await exchange([s], () => `GET /ws HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
       (text) => text.includes('\r\n\r\n'));
     refused = /^HTTP\/1\.1 502 /.test(answer!);
     s.destroy();
@@ -2275,7 +2276,7 @@ test('an endpoint makes only what is used: an upgrade its upgrade agent, not a r
   const port = await freePort();
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
   const pools = () => [...(deps.pools as unknown as { pools: Map<string, EndpointPool> }).pools.values()];
-  const upgraded = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\n');
+  const upgraded = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n');
   assert.equal(await waitUntil(async () => { await pause(20); return upgraded.text().includes('\r\n\r\n'); }), true);
   assert.match(upgraded.text(), /^HTTP\/1\.1 101 /);
   assert.deepEqual(pools().map((p) => p.pooled), [false], 'an upgrade made a request pool');
@@ -2309,18 +2310,28 @@ test('a malformed request, a CONNECT or an upgrade pipelined behind valid ones i
   }
 });
 
-test('only websocket and SPDY/3.1 are relayed as upgrades: another protocol (h2c, a backend\'s own) is 400 and never reaches the upstream', async (t) => {
+test('only websocket and SPDY/3.1 are relayed as upgrades: another protocol (h2c, a backend\'s own) is 400 and never reaches the upstream; a 101 to another protocol, or without its key\'s accept, is 502 and not joined', async (t) => {
   const { m, held } = managerFor(t);
   const asked: string[] = [];
+  let answer = (upgrade: string) => `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${upgrade}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n`;
+  const after: string[] = [];
   const counting = createHttpServer((_req, res) => res.end('ok'));
-  counting.on('upgrade', (req, sock: Socket) => { asked.push(String(req.headers.upgrade)); sock.write(switched); });
+  counting.on('upgrade', (req, sock: Socket) => {
+    asked.push(String(req.headers.upgrade));
+    sock.on('data', (d: Buffer) => after.push(d.toString()));
+    sock.on('error', () => {});
+    sock.write(answer(String(req.headers.upgrade)));
+  });
   await new Promise<void>((r) => counting.listen(0, '127.0.0.1', () => r()));
   t.after(() => { counting.closeAllConnections(); counting.close(); });
   const port = await freePort();
   await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), (counting.address() as { port: number }).port));
   const upgrade = async (protocol: string) => {
-    const [text] = await exchange([await silent(port, held)], () => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: ${protocol}\r\n\r\n`,
-      (s) => s.includes('\r\n\r\n'));
+    const s = await silent(port, held);
+    const [text] = await exchange([s], () => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\nConnection: Upgrade\r\nUpgrade: ${protocol}\r\n`
+      + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', (x) => x.includes('\r\n\r\n'));
+    if (!s.destroyed) s.write('DELETE /admin HTTP/1.1\r\nHost: x\r\n\r\n'); // past the rules, were it joined
+    await pause(50);
     return text!.split('\r\n')[0];
   };
   for (const p of ['h2c', 'anything', 'websocket, h2c', 'SPDY/3']) assert.equal(await upgrade(p), 'HTTP/1.1 400 Bad Request', p);
@@ -2328,6 +2339,16 @@ test('only websocket and SPDY/3.1 are relayed as upgrades: another protocol (h2c
   assert.equal(await upgrade('WebSocket'), 'HTTP/1.1 101 Switching Protocols');
   assert.equal(await upgrade('SPDY/3.1'), 'HTTP/1.1 101 Switching Protocols');
   assert.deepEqual(asked, ['WebSocket', 'SPDY/3.1']);
+  assert.equal(after.length, 2, 'joined: the client\'s bytes reach the upstream');
+  // the upstream switches to a protocol other than the one asked for, or answers a WebSocket
+  // upgrade with an accept that is not its key's: not joined
+  answer = () => 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n';
+  assert.equal(await upgrade('websocket'), 'HTTP/1.1 502 Bad Gateway');
+  answer = (u) => `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${u}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n`;
+  assert.equal(await upgrade('websocket'), 'HTTP/1.1 502 Bad Gateway');
+  answer = (u) => `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${u}\r\nConnection: Upgrade\r\n\r\n`;
+  assert.equal(await upgrade('SPDY/3.1'), 'HTTP/1.1 101 Switching Protocols', 'SPDY has no accept');
+  assert.equal(after.length, 3, 'only the SPDY session was joined');
 });
 
 test('--min-access-log: a gateway\'s annotation may ask for more than the platform\'s least, never less', async (t) => {
