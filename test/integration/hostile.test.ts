@@ -172,7 +172,7 @@ const rows: Row[] = [
   // oversize
   { name: 'headers over 16 KiB', status: 431, send: get('/echo/big', ['Authorization: Bearer {app}', `X-Big: ${'a'.repeat(20_000)}`]) },
   // credentials
-  { name: 'two Authorization headers', status: 400, send: get('/echo/t', ['Authorization: Bearer {app}', 'Authorization: Bearer {app}']) },
+  { name: 'two Authorization headers', status: 401, send: get('/echo/t', ['Authorization: Bearer {app}', 'Authorization: Bearer {app}']) },
   { name: 'no Authorization', status: 401, send: get('/echo/t', []) },
   { name: 'Basic', status: 401, send: get('/echo/t', ['Authorization: Basic YWRtaW46YWRtaW4=']) },
   { name: 'token in the query', status: 401, send: get('/echo/t?access_token={app}', []) },

@@ -330,12 +330,13 @@ test('6. pathPrefix matches whole path elements', async () => {
   assert.match(r.json.message, /no route/);
 });
 
-test('7. two Authorization headers are refused', async () => {
+test('7. two Authorization headers are refused (401, a malformed Authorization)', async () => {
   const port = await gatewayPort(cp, 'team-b', 'b-gw');
   const two = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', [`Authorization: Bearer ${appB}`, `Authorization: Bearer ${appA}`]);
-  assert.equal(two.status, 400, two.head);
+  assert.equal(two.status, 401, two.head);
+  assert.match(two.head, /www-authenticate: Bearer/i);
   const bad = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', ['Authorization: Bearer garbage', `Authorization: Bearer ${appB}`]);
-  assert.equal(bad.status, 400, bad.head);
+  assert.equal(bad.status, 401, bad.head);
   // one header is fine (the apiserver answers: team-b's app has no RBAC on configmaps)
   const one = await rawGet(port, '/api/v1/namespaces/team-b/configmaps', [`Authorization: Bearer ${appB}`]);
   assert.equal(one.status, 403, one.head);
