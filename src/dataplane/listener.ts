@@ -16,7 +16,7 @@ import { admit, callerRefusal, type Admitted, type RequestHead, type RouteAdmitt
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
-import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type UpstreamCall, type UpstreamFailure } from './upstream.js';
+import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type RequestCall, type UpgradeCall, type UpstreamFailure } from './upstream.js';
 import {
   AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
@@ -433,7 +433,7 @@ export class Listener {
   }
 
   /** The upstream call for an apiserver route. */
-  private apiserverCall(t: RouteTable, a: RouteAdmitted, req: IncomingMessage): UpstreamCall {
+  private apiserverCall(t: RouteTable, a: RouteAdmitted, req: IncomingMessage): RequestCall & UpgradeCall {
     const target = a.route.plan.target as ApiserverTarget;
     const conn = this.deps.apiserver;
     const headers = forwardRequestHeaders(req.headers, false);
@@ -459,16 +459,16 @@ export class Listener {
     };
   }
 
-  /** The upstream call for a service route, to one endpoint. */
-  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool, upgrade = false): UpstreamCall {
+  /** The upstream call for a service route, to one endpoint (its pool or agent: the one it
+   * uses, each made at the endpoint's first use). */
+  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool, via: 'pool'): RequestCall;
+  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool, via: 'agent'): UpgradeCall;
+  private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool, via: 'pool' | 'agent'): RequestCall | UpgradeCall {
     const headers = forwardRequestHeaders(req.headers, false);
     forwardedFor(headers, req);
     Object.assign(headers, remoteHeaders(a.id));
-    return {
-      // the one it uses: each is made at its endpoint's first use
-      url: ep.url, pool: upgrade ? undefined : ep.pool, agent: upgrade ? ep.agent : undefined, what: ep.what,
-      method: req.method ?? 'GET', path: a.path, headers, timeoutMs: a.route.plan.timeoutSeconds * 1000,
-    };
+    const { url, what } = ep, method = req.method ?? 'GET', path = a.path, timeoutMs = a.route.plan.timeoutSeconds * 1000;
+    return via === 'pool' ? { url, what, method, path, headers, timeoutMs, pool: ep.pool } : { url, what, method, path, headers, timeoutMs, agent: ep.agent };
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -717,7 +717,7 @@ export class Listener {
       ep.served++;
       seen.upstream = ep.host;
       const sent = performance.now();
-      proxyRequest(this.serviceCall(a, req, ep), req, res, {
+      proxyRequest(this.serviceCall(a, req, ep, 'pool'), req, res, {
         body, streaming, stalledMs: this.limits.idleTimeoutMs, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
@@ -791,14 +791,14 @@ export class Listener {
         t.m.sessionRefused();
         throw new TooManySessionsError(`gateway ${t.key} has ${this.sessions.size + this.opening} interactive sessions open, its limit (spec.sessions.maxConcurrent ${limits.maxConcurrent})`, 10);
       }
-      let call: UpstreamCall;
+      let call: UpgradeCall;
       let ep: EndpointPool | undefined;
       if (a.route.backend) {
         ep = a.route.backend.pick(new Set());
         if (!ep) throw new NoEndpointsError(`Service ${a.route.backend.target.namespace}/${a.route.backend.target.name} has no ready endpoints`);
         ep.outstanding++;
         ep.served++;
-        call = this.serviceCall(a, req, ep, true);
+        call = this.serviceCall(a, req, ep, 'agent');
       } else {
         call = this.apiserverCall(t, a, req);
       }
@@ -816,7 +816,7 @@ export class Listener {
   }
 
   /** Relays an admitted upgrade (within the gateway's session limit) as a session, logged at start and end. */
-  private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpstreamCall, socket: Duplex, head: Buffer,
+  private openSession(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, call: UpgradeCall, socket: Duplex, head: Buffer,
     fail: (err: AgwError, connect: boolean) => void, answered: (status: number) => void): void {
     const limits = t.plan.sessions;
     this.opening++;

@@ -21,12 +21,10 @@ export interface ApiserverConnection {
   authorization(): string | undefined;
 }
 
+/** What a request (`pool`) or an upgrade (`agent`) is sent to and with. */
 export interface UpstreamCall {
   /** Origin of the upstream (scheme, host, port). */
   url: URL;
-  /** Plain requests go through this keep-alive pool; upgrades through `agent` (a call has the one it uses). */
-  pool?: Dispatcher;
-  agent?: HttpAgent | HttpsAgent;
   method: string;
   path: string;
   headers: OutgoingHttpHeaders;
@@ -35,6 +33,11 @@ export interface UpstreamCall {
   /** The upstream, as error messages name it. */
   what: string;
 }
+
+/** A plain request goes through a keep-alive pool. */
+export type RequestCall = UpstreamCall & { pool: Dispatcher };
+/** An upgrade goes through an agent (its socket is the session's). */
+export type UpgradeCall = UpstreamCall & { agent: HttpAgent | HttpsAgent };
 
 /** The turns of the event loop a namespace's work takes (`TurnShare`). */
 export interface Turns {
@@ -84,7 +87,7 @@ class ClientGone extends Error {}
  * or retries), later ones reset the client. Response bodies stream through as they arrive, with
  * back-pressure (watches included).
  */
-export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: ServerResponse, opts: {
+export function proxyRequest(call: RequestCall, req: IncomingMessage, res: ServerResponse, opts: {
   body: 'stream' | Buffer | null;
   respond: (status: number, headers: IncomingHttpHeaders) => void;
   onError: (f: UpstreamFailure) => void;
@@ -167,7 +170,7 @@ export function proxyRequest(call: UpstreamCall, req: IncomingMessage, res: Serv
     finish();
     if (!res.writableFinished && ctl && !ctl.aborted) ctl.abort(new ClientGone('the client went away'));
   });
-  call.pool!.dispatch({
+  call.pool.dispatch({
     method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
     body: opts.body === 'stream' ? paced(req, opts) : opts.body,
     headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
@@ -278,7 +281,7 @@ export function paced(req: IncomingMessage, o: Pace): Readable {
 }
 
 /** A request for an upgrade, over a node:http agent (the response is a socket, not a body). */
-function start(call: UpstreamCall) {
+function start(call: UpgradeCall) {
   const req = call.url.protocol === 'https:' ? httpsRequest : httpRequest;
   return req({
     protocol: call.url.protocol,
@@ -287,7 +290,7 @@ function start(call: UpstreamCall) {
     method: call.method,
     path: call.path,
     headers: { ...call.headers, host: call.url.host },
-    agent: call.agent! as any,
+    agent: call.agent as any,
   });
 }
 
@@ -331,7 +334,7 @@ export function switchedWrong(asked: OutgoingHttpHeaders, answer: IncomingHttpHe
 }
 const webSocketGuid = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
-export function proxyUpgrade(call: UpstreamCall, socket: Duplex, fail: (err: AgwError, connect: boolean) => void,
+export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwError, connect: boolean) => void,
   answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void,
   relaying?: (end: () => void) => void): void {
   const up = start(call);
