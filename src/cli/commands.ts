@@ -20,6 +20,7 @@ export const usage = `usage:
                            [--max-metric-series-per-namespace 20000]
                            [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--endpoint-addresses pods|any (default pods)] [--min-access-log none|errors|all (default none)]
+                           [--requestable-ports 1-65535]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
@@ -31,7 +32,7 @@ export const usage = `usage:
                            [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--jwks-clock-skew-seconds 5]
                            [--endpoint-addresses pods|any (default pods)] [--authentication-config FILE]
-                           [--min-access-log none|errors|all (default none)]
+                           [--min-access-log none|errors|all (default none)] [--requestable-ports 1-65535]
   access-gateway validate  -f FILE|DIR ...
   access-gateway kubeconfig --gateway NS/NAME (--service-account SA | --oidc-issuer URL --oidc-client-id ID
                            [--oidc-client-secret S] [--oidc-certificate-authority FILE]) [--server URL]

@@ -31,7 +31,7 @@ export const flag = {
     },
   }),
   hostPort: (fallback: string): Flag<{ host: string; port: number }> => ({ kind: 'string', fallback: hostPort(fallback, 'default'), parse: (t, f) => hostPort(t, `--${f}`) }),
-  portRange: (fallback: string): Flag<[number, number]> => ({ kind: 'string', fallback: portRange(fallback), parse: (t) => portRange(t) }),
+  portRange: (fallback: string, name = 'port-range'): Flag<[number, number]> => ({ kind: 'string', fallback: portRange(fallback, name), parse: (t) => portRange(t, name) }),
 };
 
 export type FlagSpec = Record<string, Flag<unknown>>;
@@ -72,11 +72,11 @@ export function hostPort(v: string, what: string): { host: string; port: number 
   return { host: m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port };
 }
 
-export function portRange(v: string): [number, number] {
+export function portRange(v: string, name = 'port-range'): [number, number] {
   const m = /^(\d+)-(\d+)$/.exec(v);
   const lo = Number(m?.[1]);
   const hi = Number(m?.[2]);
-  if (!m || lo < 1 || hi > 65535 || lo > hi) throw new Error(`--port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(v)}`);
+  if (!m || lo < 1 || hi > 65535 || lo > hi) throw new Error(`--${name}: expected LOW-HIGH within 1-65535, got ${JSON.stringify(v)}`);
   return [lo, hi];
 }
 

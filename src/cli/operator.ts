@@ -71,7 +71,7 @@ export async function runOperator(args: string[]): Promise<void> {
     }),
     exposurePolicy: policy,
     ...(elector ? { isLeader: () => elector.isLeader } : {}),
-    namespaces: f.namespace, portRange: f['port-range'], maxGatewaysPerNamespace: f['max-gateways-per-namespace'],
+    namespaces: f.namespace, portRange: f['port-range'], requestablePorts: f['requestable-ports'], maxGatewaysPerNamespace: f['max-gateways-per-namespace'],
     maxLabelledBytesPerNamespace: f['max-labelled-mib-per-namespace'] * 2 ** 20, advertiseHost: advertise,
     releasedPortHoldMs: f['released-port-hold-seconds'] * 1000,
   });

@@ -36,6 +36,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'metrics-auth': flag.oneOf(['kubernetes', 'none'], defaults.metricsAuth),
   'listen-address': flag.string(defaults.listen),
   'port-range': flag.portRange('20000-20999'),
+  'requestable-ports': flag.portRange('1-65535', 'requestable-ports'),
   'drain-seconds': flag.int(defaults.drain, 0, 3600),
   'max-connections-per-listener': flag.int(4096, 1, 1_000_000),
   'max-connections-per-namespace': flag.int(1024, 0, 1_000_000),

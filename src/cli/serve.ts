@@ -28,7 +28,7 @@ export async function runServe(args: string[]): Promise<void> {
       const ready = status.conditions?.find((c) => c.type === 'Ready');
       log.info({ gateway: keyOf(gw), port: status.listener?.port, ready: ready?.status, reason: ready?.reason, message: ready?.message }, 'gateway status');
     },
-    namespaces: [], portRange: f['port-range'], advertiseHost: f['listen-address'],
+    namespaces: [], portRange: f['port-range'], requestablePorts: f['requestable-ports'], advertiseHost: f['listen-address'],
   });
   rt.metrics.leader.set(1);
   rt.jwksReadiness.onReady(() => controller.resync());

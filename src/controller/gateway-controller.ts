@@ -48,6 +48,8 @@ export interface GatewayControllerOptions {
    * the running pod its endpoint names, in the Service's namespace; `any` does not check. */
   endpointAddresses?: 'pods' | 'any';
   portRange: [number, number];
+  /** The ports a spec may ask for (spec.listener.port); default all. */
+  requestablePorts?: [number, number];
   /** How long a port a gateway gave up stays its namespace's (0: given to anyone at once). */
   releasedPortHoldMs?: number;
   maxGatewaysPerNamespace?: number;
@@ -82,7 +84,7 @@ export class GatewayController {
     const clock = opts.clock ?? realClock;
     // a namespace holds as many ports it gave up as it may have gateways (16 without a limit), or
     // as many as its gateways held at once lately
-    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0, opts.maxGatewaysPerNamespace);
+    this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0, opts.maxGatewaysPerNamespace, opts.requestablePorts);
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old) => this.onGatewayEvent(type, obj, old));
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',

@@ -36,8 +36,12 @@ export class PortAllocator {
    * gateway from port to port cannot hold the range, and one deleting its 40 gateways (its
    * namespace) keeps all 40. 0 or none: 16 (a namespace's gateways are not capped then). */
   constructor(private readonly range: [number, number], private readonly now: () => number = Date.now, private readonly holdMs = 0,
-    maxHeldPerNamespace?: number) {
+    maxHeldPerNamespace?: number, private readonly requestable: [number, number] = [1, 65535]) {
     this.maxHeldPerNamespace = maxHeldPerNamespace || 16;
+  }
+
+  private unrequestable(port: number): boolean {
+    return port < this.requestable[0] || port > this.requestable[1];
   }
 
   portOf(key: string): number | undefined {
@@ -49,7 +53,7 @@ export class PortAllocator {
   seed(held: ClaimRequest[]): void {
     for (const h of [...held].sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0))) {
       const port = h.previous;
-      if (port === undefined || (h.requested !== undefined && h.requested !== port)) continue;
+      if (port === undefined || (h.requested !== undefined && (h.requested !== port || this.unrequestable(port)))) continue;
       if (h.requested === undefined && !this.inRange(port)) continue;
       if (!this.owners.has(port) && !this.byKey.has(h.key)) this.take(h.key, port, h.rank);
     }
@@ -58,6 +62,11 @@ export class PortAllocator {
   claim(req: ClaimRequest): Claim {
     const { key, requested } = req;
     if (requested !== undefined) {
+      if (this.unrequestable(requested)) {
+        const [lo, hi] = this.requestable;
+        // the pod's other ports (a mesh sidecar's, say) are the platform's: a team binding one first breaks them for every team
+        return { conflict: `port ${requested} is not one a gateway may ask for: the platform allows ${lo}-${hi} (--requestable-ports); leave spec.listener.port out to get one from the range` };
+      }
       const holder = this.owners.get(requested);
       if (holder?.key === key) return { port: requested }; // its own (held for another namespace or not)
       if (holder) {

@@ -115,7 +115,7 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   assert.equal(c.image, 'ghcr.io/kube-access-gateway/access-gateway:0.1.0');
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
   assert.deepEqual(c.args, [
-    'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--drain-seconds=10', '--log-level=info',
+    'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--requestable-ports=1-65535', '--drain-seconds=10', '--log-level=info',
     '--log-format=json', '--endpoint-addresses=pods', '--min-access-log=none', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
     '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
     '--expose-types=ClusterIP',

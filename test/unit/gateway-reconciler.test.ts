@@ -474,3 +474,26 @@ test('translate runs in turns as its routes need them: another team\'s I/O is re
   assert.equal(charged.length, 1);
   assert.ok(charged[0]! >= 16, `charged ${charged[0]} ms for 8 routes of 2 ms`);
 });
+
+test('--requestable-ports: a port outside them is PortConflict, saying why; the range still allocates; a restart does not seed it back', async () => {
+  const ports = new PortAllocator([100, 109], Date.now, 0, undefined, [20000, 29999]);
+  const sidecar = gw('sidecar', '2026-01-01T00:00:00Z', { spec: { listener: { port: 15006 }, authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] } });
+  const inside = gw('inside', '2026-01-01T00:00:01Z', { spec: { listener: { port: 20080 }, authentication: { audiences: ['gw'] }, routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] } });
+  const ranged = gw('ranged', '2026-01-01T00:00:02Z');
+  const { r, applied, written } = setup([sidecar, inside, ranged], { ports });
+  assert.deepEqual(await r.reconcile('team-a/sidecar', silentLogger), {});
+  const accepted = written.at(-1)![1].conditions!.find((c) => c.type === 'Accepted')!;
+  assert.deepEqual([accepted.status, accepted.reason], ['False', 'PortConflict']);
+  assert.match(accepted.message, /port 15006 is not one a gateway may ask for: the platform allows 20000-29999 \(--requestable-ports\)/);
+  assert.deepEqual(applied, [['team-a/sidecar', null]]);
+  assert.equal(ports.portOf('team-a/sidecar'), undefined);
+  await r.reconcile('team-a/inside', silentLogger);
+  await r.reconcile('team-a/ranged', silentLogger);
+  assert.equal(ports.portOf('team-a/inside'), 20080);
+  assert.equal(ports.portOf('team-a/ranged'), 100, 'the allocation range is not bound by it');
+  // held before the flag was set (status says so): not given back after a restart
+  const again = new PortAllocator([100, 109], Date.now, 0, undefined, [20000, 29999]);
+  again.seed([{ key: 'team-a/sidecar', requested: 15006, previous: 15006, rank: 'a' }, { key: 'team-a/inside', requested: 20080, previous: 20080, rank: 'b' }]);
+  assert.equal(again.portOf('team-a/sidecar'), undefined);
+  assert.equal(again.portOf('team-a/inside'), 20080);
+});
