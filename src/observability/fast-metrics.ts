@@ -91,6 +91,9 @@ interface Group {
   readonly text: string;
   readonly namespace: string;
   readonly byFamily: (unknown[] | undefined)[];
+  /** By family, its children by label text, once it has more than `indexedPast` (a gateway's 64
+   * routes made one by one scanned a list that grew to hundreds: quadratic, on the loop). */
+  readonly indexes: (Map<string, unknown> | undefined)[];
   readonly alive: Map<string | null, Liveness>;
   readonly spill: boolean;
 }
@@ -145,7 +148,7 @@ export class FastRegistry {
       return this.group(namespace, overflowValue);
     }
     const t = flat(text);
-    this.groups.set(t, (g = { text: t, namespace, byFamily: [], alive: new Map(), spill: gateway === overflowValue }));
+    this.groups.set(t, (g = { text: t, namespace, byFamily: [], indexes: [], alive: new Map(), spill: gateway === overflowValue }));
     return g;
   }
 
@@ -220,7 +223,10 @@ export class FastRegistry {
         const key = routed ? routeKey(g.text, route) : g.text;
         byKey.set(key, (byKey.get(key) ?? 0) + this.families[i]!.linesPerChild);
       }
-      if (escaped) g.byFamily[i] = kept.length ? kept : undefined;
+      if (escaped) {
+        g.byFamily[i] = kept.length ? kept : undefined;
+        g.indexes[i] = undefined; // made again when it is long
+      }
     }
     if (!escaped) this.groups.delete(text);
     for (const [key, lines] of byKey) this.budget.give(g.namespace, key, lines);
@@ -297,7 +303,17 @@ export abstract class Family<C> implements Exported {
     if (g.spill) rest = this.overflowRest ?? '';
     else for (let i = 2; i < this.labelNames.length; i++) rest += `,${this.labelNames[i]}="${escapeLabel(values[i] ?? '')}"`;
     const series = (g.byFamily[this.index] ??= []);
-    for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
+    let index = g.indexes[this.index];
+    if (!index && series.length > 2 * indexedPast) {
+      index = g.indexes[this.index] = new Map();
+      for (let k = 0; k < series.length; k += 2) index.set(series[k] as string, series[k + 1]);
+    }
+    if (index) {
+      const found = index.get(rest);
+      if (found) return found as C;
+    } else {
+      for (let k = 0; k < series.length; k += 2) if (series[k] === rest) return series[k + 1] as C;
+    }
     // past its namespace's bound, the gateway's overflow series (one per family and gateway); a
     // gateway's own series (no label past its name) and its overflow series are always made. A
     // route's series take back only what the same route dropped; the gateway's, what it dropped.
@@ -305,10 +321,15 @@ export abstract class Family<C> implements Exported {
     const always = rest === '' || rest === this.overflowRest;
     if (!this.registry.budget.take(g.namespace, key, this.linesPerChild, !always)) return this.labels(values[0] ?? '', values[1] ?? '', ...this.overflowValues);
     const c = this.make();
-    series.push(this.registry.rests.take(rest), c);
+    const text = this.registry.rests.take(rest);
+    series.push(text, c);
+    index?.set(text, c);
     return c;
   }
 }
+
+/** Children of a family and gateway found by a scan, up to this many; past it, by an index. */
+const indexedPast = 16;
 
 function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');

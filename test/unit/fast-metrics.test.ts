@@ -358,3 +358,20 @@ test('keys churned past the 4,096 remembered for hours on end count one hour\'s 
   }
   for (const n of held) assert.ok(n >= 7_000 && n <= 7_400, `an hour's worth: ${held.join(', ')}`);
 });
+
+test('a family with many children of one gateway finds them by an index that forgetting routes keeps true', () => {
+  const fast = new FastRegistry();
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
+  for (let i = 0; i < 40; i++) c.labels('team-a', 'gw', `r${i}`).inc(i + 1);
+  for (let i = 0; i < 40; i++) assert.equal(c.labels('team-a', 'gw', `r${i}`), c.labels('team-a', 'gw', `r${i}`));
+  c.labels('team-a', 'gw', 'r39').inc(100); // the same child as before: 40 + 100
+  fast.forget('team-a', 'gw', Array.from({ length: 20 }, (_, i) => `r${i}`));
+  c.labels('team-a', 'gw', 'r5').inc(); // made again: from zero, not the forgotten child
+  c.labels('team-a', 'gw', 'r30').inc(); // kept: 31 + 1
+  const value = (r: string) => new RegExp(`^x_total\\{namespace="team-a",gateway="gw",route="${r}"\\} (\\d+)$`, 'm').exec(fast.text())?.[1];
+  assert.equal(value('r39'), '140');
+  assert.equal(value('r5'), '1');
+  assert.equal(value('r30'), '32');
+  assert.equal(value('r6'), undefined);
+  assert.equal(fast.text().split('\n').filter((l) => l.startsWith('x_total{')).length, 21);
+});
