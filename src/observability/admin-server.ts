@@ -78,13 +78,23 @@ async function metrics(opts: AdminOptions, req: IncomingMessage, res: ServerResp
   res.end();
 }
 
+/** `serve`'s /status: every gateway's conditions (names, Secrets, Services, ports), behind the
+ * same check as /metrics, for the non-resource URL /status. */
+async function status(opts: AdminOptions, of: () => unknown, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (opts.metricsAuth) {
+    const d = await opts.metricsAuth.check(req.headersDistinct.authorization, '/status', req.socket.remoteAddress ?? '');
+    if (d !== 'allowed') return refuse(res, d, '/status');
+  }
+  send(res, 200, 'application/json; charset=utf-8', JSON.stringify(of()) ?? 'null');
+}
+
 /** GET (and HEAD) /healthz, /readyz, /metrics and, in `serve` mode, /status; anything else 404. */
 function handle(opts: AdminOptions, req: IncomingMessage, res: ServerResponse): void {
   const path = pathOf(req);
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 404, text, notFound);
   if (path === '/healthz') return send(res, 200, text, 'ok');
   if (path === '/readyz') return opts.ready() ? send(res, 200, text, 'ok') : send(res, 503, text, 'not ready');
-  if (path === '/status' && opts.status) return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.status()) ?? 'null');
+  if (path === '/status' && opts.status) return void status(opts, opts.status, req, res).catch(() => failed(res));
   if (path !== '/metrics') return send(res, 404, text, notFound);
   metrics(opts, req, res).catch(() => failed(res)); // (the token check or the exposition failed)
 }

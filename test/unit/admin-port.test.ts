@@ -85,6 +85,7 @@ test('the admin routes: probes, status, metrics refusals with their headers, 404
   let ready = false, broken = false;
   const decisions = ['unauthenticated', 'forbidden', 'unavailable', 'overloaded', 'allowed'] as const;
   let next = 0;
+  const checked: string[] = [];
   const metrics = { contentType: 'text/plain; version=0.0.4; charset=utf-8', exposition: async () => {
     if (broken) throw new Error('no exposition');
     return { head: '# head\n', chunks: [Buffer.from('m 1\n')] };
@@ -93,7 +94,7 @@ test('the admin routes: probes, status, metrics refusals with their headers, 404
     metrics,
     ready: () => { if (broken) throw new Error('no readiness'); return ready; },
     status: () => ({ gateways: 1 }),
-    metricsAuth: { check: async () => decisions[next++ % decisions.length]! },
+    metricsAuth: { check: async (_h, path) => { checked.push(path); return decisions[next++ % decisions.length]!; } },
   });
   const get = async (path: string, method = 'GET') => {
     const r = await request(`http://127.0.0.1:${port}${path}`, { method: method as 'GET' });
@@ -107,8 +108,15 @@ test('the admin routes: probes, status, metrics refusals with their headers, 404
   assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [503, 'not ready']);
   ready = true;
   assert.deepEqual([(await get('/readyz')).status, (await get('/readyz')).body], [200, 'ok']);
+  // serve's /status names every gateway's Secrets, Services and ports: behind the same check
+  next = 1; // forbidden
+  const s403 = await get('/status');
+  assert.deepEqual([s403.status, s403.body], [403, 'Forbidden: needs get on the non-resource URL /status\n']);
+  next = 4; // allowed
   const s = await get('/status');
   assert.deepEqual([s.status, s.type, JSON.parse(s.body)], [200, 'application/json; charset=utf-8', { gateways: 1 }]);
+  assert.deepEqual(checked, ['/status', '/status']);
+  next = 0;
   const m401 = await get('/metrics');
   assert.deepEqual([m401.status, m401.headers['www-authenticate']], [401, 'Bearer']);
   const m403 = await get('/metrics');
