@@ -8,7 +8,7 @@ import { applyDefaults } from '../api/defaults.js';
 import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { isoSeconds, realClock, type Clock } from '../clock.js';
-import type { ApplyResult } from '../dataplane/listener-manager.js';
+import type { ApplyPace, ApplyResult } from '../dataplane/listener-manager.js';
 import type { GatewayPlan } from '../translate/plan.js';
 import { notAccepted, translateSteps, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
@@ -31,7 +31,8 @@ export interface ClusterView {
 }
 
 export interface Dataplane {
-  apply(key: string, plan: GatewayPlan | null): Promise<ApplyResult | null>;
+  /** `pace`: lets other work run while the plan's route table is made (see ApplyPace). */
+  apply(key: string, plan: GatewayPlan | null, pace?: ApplyPace): Promise<ApplyResult | null>;
 }
 
 /** Where status goes: the /status subresource, or (serve) memory. */
@@ -244,7 +245,8 @@ export class GatewayReconciler {
     const started = performance.now();
     let pending: Promise<ApplyResult | null>;
     try {
-      pending = this.d.dataplane.apply(key, plan); // its synchronous part: building the listener
+      // its synchronous part, and each piece after a turn the route table's steps take
+      pending = this.d.dataplane.apply(key, plan, { turn, held: (ms) => { spent.ms += ms; } });
     } finally {
       spent.ms += performance.now() - started;
     }

@@ -2,7 +2,7 @@
 import { Reason } from '../api/conditions.js';
 import { equal, printPlan, type GatewayPlan } from '../translate/plan.js';
 import { defaultLimits, Listener, listenerShape, type ListenerLimits } from './listener.js';
-import type { DataplaneDeps } from './route-table.js';
+import { RouteTable, type DataplaneDeps } from './route-table.js';
 import { budgetsFor, type Budgets } from './namespace-budget.js';
 import type { CertificateExpiry } from '../observability/metrics.js';
 
@@ -10,6 +10,19 @@ export type ApplyResult =
   /** `reloaded`: the serving certificate or client CA a listener now uses for new connections, said for an Event. */
   | { programmed: true; port: number; reloaded?: string }
   | { programmed: false; reason: string; message: string };
+
+/**
+ * How the caller of `apply` lets other work run while a route table is made (the reconciler: the
+ * event loop is every team's): `turn` resolves when the next step may run; `held` is told the time
+ * each piece after a turn held the loop, up to apply's next await (the caller measures the first).
+ */
+export interface ApplyPace {
+  turn(): Promise<void>;
+  held(ms: number): void;
+}
+
+/** How long a route table's steps may hold the loop before the next waits for a turn. */
+const sliceMs = 1;
 
 export class ListenerManager {
   private readonly listeners = new Map<string, Listener>();
@@ -44,8 +57,9 @@ export class ListenerManager {
     return this.listeners.size;
   }
 
-  /** Makes the data plane serve `plan` for `key` (or nothing, when null). */
-  async apply(key: string, plan: GatewayPlan | null): Promise<ApplyResult | null> {
+  /** Makes the data plane serve `plan` for `key` (or nothing, when null); with `pace`, the route
+   * table is made in steps, other work running between them. */
+  async apply(key: string, plan: GatewayPlan | null, pace?: ApplyPace): Promise<ApplyResult | null> {
     const current = this.listeners.get(key);
     if (plan === null) {
       if (current) {
@@ -65,12 +79,37 @@ export class ListenerManager {
     const kept = new Set(plan.routes.map((r) => r.name));
     const removed = (current?.plan.routes ?? []).map((r) => r.name).filter((n) => !kept.has(n)); // (current.plan is the new one once updated)
     const dropRemoved = () => { if (removed.length) this.deps.metrics.forget(plan.namespace, plan.name, removed); };
-    if (current && current.plan.port === plan.port && current.shape === listenerShape(plan)) {
-      const reloaded = this.orDropSeries(plan, current, () => current.update(plan));
-      dropRemoved();
-      return { programmed: true, port: plan.port, ...(reloaded ? { reloaded } : {}) };
+    const updated = current && current.plan.port === plan.port && current.shape === listenerShape(plan) ? current : undefined;
+    // in steps: what follows the last turn (or the first await), up to the next await, is a piece too
+    let rest: number | undefined;
+    const restHeld = () => {
+      if (rest !== undefined) pace!.held(performance.now() - rest);
+      rest = undefined;
+    };
+    try {
+      let made: RouteTable | undefined;
+      if (pace) {
+        const steps = updated ? updated.tableSteps(plan) : RouteTable.steps(plan, this.deps, undefined, this.budgets.cachedCallers(plan.namespace));
+        const stepped = await this.orDropSeries(plan, current, () => inSteps(steps, pace));
+        made = stepped.table;
+        // (the caller measured up to the first await: the steps' when none turned)
+        rest = stepped.turned ? stepped.from : performance.now();
+      }
+      if (updated) {
+        const reloaded = this.orDropSeries(plan, current, () => updated.update(plan, made));
+        dropRemoved();
+        return { programmed: true, port: plan.port, ...(reloaded ? { reloaded } : {}) };
+      }
+      return await this.open(key, plan, current, made, dropRemoved, restHeld);
+    } finally {
+      restHeld();
     }
-    const next = this.orDropSeries(plan, current, () => new Listener(plan, this.deps, this.limits, this.budgets));
+  }
+
+  /** A new listener for `plan` (its route table `made` already, or made here), in place of `current`. */
+  private async open(key: string, plan: GatewayPlan, current: Listener | undefined, made: RouteTable | undefined,
+    dropRemoved: () => void, beforeAwait: () => void): Promise<ApplyResult> {
+    const next = this.orDropSeries(plan, current, () => new Listener(plan, this.deps, this.limits, this.budgets, made));
     let old = current;
     let replaced: Listener | undefined;
     if (old && old.plan.port === plan.port) {
@@ -82,6 +121,7 @@ export class ListenerManager {
       old = undefined;
     }
     try {
+      beforeAwait();
       await next.listen(plan.port, this.host);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -110,15 +150,19 @@ export class ListenerManager {
   /** Makes a route table; one that cannot be made drops the series its routes made (but those
    * the current listener still serves), and the error goes on. */
   private orDropSeries<T>(plan: GatewayPlan, current: Listener | undefined, make: () => T): T {
-    try {
-      return make();
-    } catch (err) {
+    const drop = (err: unknown): never => {
       if (!current) this.deps.metrics.forget(plan.namespace, plan.name);
       else {
         const served = new Set(current.plan.routes.map((r) => r.name));
         this.deps.metrics.forget(plan.namespace, plan.name, plan.routes.map((r) => r.name).filter((n) => !served.has(n)));
       }
       throw err;
+    };
+    try {
+      const made = make();
+      return (made instanceof Promise ? made.catch(drop) : made) as T;
+    } catch (err) {
+      return drop(err);
     }
   }
 
@@ -141,5 +185,29 @@ export class ListenerManager {
     const all = [...this.listeners.values()];
     this.listeners.clear();
     await Promise.all([...all.map((l) => l.close(graceMs)), ...this.draining]);
+  }
+}
+
+/** Runs a route table's steps, a turn of `pace` whenever they held the loop `sliceMs`; the time
+ * after each turn is told to `pace` but for the last piece's (from `from` on: apply goes on). */
+async function inSteps(steps: Generator<void, RouteTable, void>, pace: ApplyPace): Promise<{ table: RouteTable; turned: boolean; from: number }> {
+  let from = performance.now();
+  let turned = false;
+  for (;;) {
+    let step: IteratorResult<void, RouteTable>;
+    try {
+      step = steps.next();
+    } catch (err) {
+      if (turned) pace.held(performance.now() - from);
+      throw err;
+    }
+    if (step.done) return { table: step.value, turned, from };
+    const now = performance.now();
+    if (now - from >= sliceMs) {
+      if (turned) pace.held(now - from);
+      await pace.turn();
+      turned = true;
+      from = performance.now();
+    }
   }
 }

@@ -122,10 +122,11 @@ export class Listener {
   /** A listener that asks for client certificates: its handshakes are metered (`HandshakeMeter`). */
   private readonly metered: boolean = false;
 
+  /** `made`: the plan's route table, made already (`tableSteps`); else made here. */
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
-    private readonly budgets: Budgets = budgetsFor(limits, deps.log)) {
+    private readonly budgets: Budgets = budgetsFor(limits, deps.log), made?: RouteTable) {
     this.callers = budgets.cachedCallers(plan.namespace);
-    this.table = RouteTable.build(plan, deps, undefined, this.callers);
+    this.table = made ?? RouteTable.build(plan, deps, undefined, this.callers);
     const opts = {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs), maxHeaderSize: 16 * 1024,
@@ -216,11 +217,13 @@ export class Listener {
     return listenerShape(this.table.plan);
   }
 
-  /** Swaps the route table; a renewed certificate or client CA is used for new connections, and
-   * said (for an Event; the same words each time, so repeats bump one Event's count). */
-  update(plan: GatewayPlan): string | null {
+  /** Swaps the route table (`made`: made already from `tableSteps`); a renewed certificate or
+   * client CA is used for new connections, and said (for an Event; the same words each time, so
+   * repeats bump one Event's count). */
+  update(plan: GatewayPlan, made?: RouteTable): string | null {
     const previous = this.table;
-    const next = RouteTable.build(plan, this.deps, previous, this.callers); // first: a table that cannot be built changes nothing
+    // first: a table that cannot be built changes nothing
+    const next = made ?? RouteTable.build(plan, this.deps, previous, this.callers);
     const old = previous.plan.tls;
     let reloaded: string | null = null;
     if (plan.tls && old && (plan.tls.cert !== old.cert || plan.tls.key !== old.key || plan.tls.clientCA?.pem !== old.clientCA?.pem)) {
@@ -245,6 +248,11 @@ export class Listener {
     if (!this.held.size || !same) this.held.recheck(); // (ends what too many tables hold, after)
     else this.held.swapped();
     return reloaded;
+  }
+
+  /** The steps of making `plan`'s route table for `update` (from the current one). */
+  tableSteps(plan: GatewayPlan): Generator<void, RouteTable, void> {
+    return RouteTable.steps(plan, this.deps, this.table, this.callers);
   }
 
   listen(port: number, host: string): Promise<void> {

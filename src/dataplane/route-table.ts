@@ -132,6 +132,72 @@ function atLeast(asked: GatewayPlan['accessLog'], least: 'none' | 'errors' | 'al
   return asked;
 }
 
+/** A table's key: the gateway's namespace/name. */
+function keyOf(plan: GatewayPlan): string {
+  return `${plan.namespace}/${plan.name}`;
+}
+
+/** What takes a route's endpoint pools for a table: routes to the same Service (port, scheme, CA)
+ * share its endpoints' pools, found once, each route holding its own references (a Service of
+ * 5,000 endpoints named by 64 routes); every reference taken is added to `acquired`. */
+function acquirer(plan: GatewayPlan, deps: DataplaneDeps, acquired: EndpointPool[]): (t: ServiceTarget) => EndpointPool[] {
+  const byTarget = new Map<string, EndpointPool[]>();
+  return (t) => {
+    // a target with a problem (a caRef not found) has no endpoints, and may have the key of a
+    // sound one (the same Service without caRef): shared with none
+    if (t.problem !== null || !t.endpoints.length) return [];
+    const key = `${t.scheme} ${t.namespace}/${t.name}:${t.port} ${t.serverName} ${t.ca === null ? '-' : textKey(t.ca)}`;
+    let pools = byTarget.get(key);
+    if (pools) for (const p of pools) deps.pools.hold(p);
+    else {
+      // made here, once: a CA OpenSSL refuses fails the build, not a request (pools connect at their first)
+      if (t.scheme === 'https' && t.ca !== null) secureContextFor(t.ca);
+      byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e, plan.namespace))));
+    }
+    for (const p of pools) acquired.push(p); // (a spread of 150,000 overflows the stack)
+    return pools;
+  };
+}
+
+/** A table's routes, one step each (a route compiled anew makes its metrics and path filters);
+ * a route unchanged but for its endpoints is the previous table's, with its new endpoints. */
+function* compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[], previous?: CompiledRoute[]): Generator<void, CompiledRoute[], void> {
+  const authn = authnKeys(plan);
+  const routes: CompiledRoute[] = [];
+  for (const [i, r] of plan.routes.entries()) {
+    yield;
+    const old = previous?.[i];
+    if (old && same(old.authn, authn) && same(withoutEndpoints(old.plan), withoutEndpoints(r))) {
+      routes.push({ ...old, plan: r, backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null });
+      continue;
+    }
+    const prefix = normalizePrefix(r.pathPrefix);
+    const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
+    const filter = r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null;
+    const extras = { [extraGateway]: keyOf(plan), [extraRoute]: r.name };
+    routes.push({
+      plan: r,
+      field: `spec.routes[${i}]`,
+      prefix,
+      rewrite,
+      filter,
+      filtered: filter ? `${prefix}\n${rewrite}\n${filter.key}` : undefined,
+      acts: r.target.kind === 'apiserver' ? `apiserver ${r.target.identity} ${r.target.serviceAccountName ?? ''}`
+        : `service ${r.target.scheme}://${r.target.namespace}/${r.target.name}:${r.target.port}`,
+      authn,
+      methods: r.methods ? new Set(r.methods) : null,
+      backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
+      m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
+      extras,
+      extraHeaders: extraHeaders(extras),
+      impersonation: r.target.kind !== 'apiserver' || r.target.identity === 'Passthrough' ? null
+        : r.target.identity === 'ServiceAccount' ? serviceAccountHeaders(plan.namespace, r.target.serviceAccountName!, extras)
+          : extraHeaders(extras),
+    });
+  }
+  return routes;
+}
+
 /** Route tables made so far (`RouteTable.seq`). */
 let tablesMade = 0;
 
@@ -160,45 +226,19 @@ export class RouteTable {
   readonly clientCerts: ClientCertAuthenticator | null;
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
-    private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null, previous?: RouteTable) {
+    private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null, kept: RouteTable | undefined,
+    made: { policy: AccessPolicy; routes: CompiledRoute[] }) {
     this.limiter = limiter;
     this.clientCerts = clientCerts;
     this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
     this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
-    this.key = `${plan.namespace}/${plan.name}`;
+    this.key = keyOf(plan);
     this.ownAccounts = `system:serviceaccount:${plan.namespace}:`;
-    // what an unchanged spec.access or route compiled is the previous table's (a stream open on an
-    // older table keeps it: a Service's endpoints changing made a whole new one each time)
-    const kept = previous?.key === this.key ? previous : undefined;
-    this.policy = kept && same(kept.plan.access, plan.access) ? kept.policy : new AccessPolicy(plan.access);
+    this.policy = made.policy;
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
     this.logged = atLeast(plan.accessLog, deps.minAccessLog ?? 'none');
-    const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
-    // routes to the same Service (port, scheme, CA) share its endpoints' pools: found once, each
-    // route holding its own references (a Service of 5,000 endpoints named by 64 routes)
-    const byTarget = new Map<string, EndpointPool[]>();
-    const acquire = (t: ServiceTarget) => {
-      // a target with a problem (a caRef not found) has no endpoints, and may have the key of a
-      // sound one (the same Service without caRef): shared with none
-      if (t.problem !== null || !t.endpoints.length) return [];
-      const key = `${t.scheme} ${t.namespace}/${t.name}:${t.port} ${t.serverName} ${t.ca === null ? '-' : textKey(t.ca)}`;
-      let pools = byTarget.get(key);
-      if (pools) for (const p of pools) deps.pools.hold(p);
-      else {
-        // made here, once: a CA OpenSSL refuses fails the build, not a request (pools connect at their first)
-        if (t.scheme === 'https' && t.ca !== null) secureContextFor(t.ca);
-        byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e, plan.namespace))));
-      }
-      for (const p of pools) acquired.push(p); // (a spread of 150,000 overflows the stack)
-      return pools;
-    };
-    try {
-      this.routes = this.compileRoutes(plan, deps, acquire, kept?.routes);
-    } catch (err) {
-      for (const p of acquired) deps.pools.release(p);
-      throw err;
-    }
+    this.routes = made.routes;
     this.before = this.routes.map((r, i) => earlierMatching(this.routes.slice(0, i), r.prefix));
     const reused = kept && this.policy === kept.policy && this.routes.length > 0 && this.routes.length === kept.routes.length
       && this.routes.every((r, i) => r.m === kept.routes[i]!.m); // (a route compiled anew has metrics of its own)
@@ -209,43 +249,20 @@ export class RouteTable {
    * path; else only one that goes on with `tail` (their prefix is its prefix and more). */
   private readonly before: { route: CompiledRoute; tail: string | null }[][];
 
-  private compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: ServiceTarget) => EndpointPool[], previous?: CompiledRoute[]): CompiledRoute[] {
-    const authn = authnKeys(plan);
-    return plan.routes.map((r, i) => {
-      const old = previous?.[i];
-      if (old && same(old.authn, authn) && same(withoutEndpoints(old.plan), withoutEndpoints(r))) {
-        return { ...old, plan: r, backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null };
-      }
-      const prefix = normalizePrefix(r.pathPrefix);
-      const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
-      const filter = r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null;
-      const extras = { [extraGateway]: this.key, [extraRoute]: r.name };
-      return {
-        plan: r,
-        field: `spec.routes[${i}]`,
-        prefix,
-        rewrite,
-        filter,
-        filtered: filter ? `${prefix}\n${rewrite}\n${filter.key}` : undefined,
-        acts: r.target.kind === 'apiserver' ? `apiserver ${r.target.identity} ${r.target.serviceAccountName ?? ''}`
-          : `service ${r.target.scheme}://${r.target.namespace}/${r.target.name}:${r.target.port}`,
-        authn,
-        methods: r.methods ? new Set(r.methods) : null,
-        backend: r.target.kind === 'service' ? new ServiceBackend(r.target, acquire(r.target)) : null,
-        m: new RouteMetrics(deps.metrics, plan.namespace, plan.name, r.name),
-        extras,
-        extraHeaders: extraHeaders(extras),
-        impersonation: r.target.kind !== 'apiserver' || r.target.identity === 'Passthrough' ? null
-          : r.target.identity === 'ServiceAccount' ? serviceAccountHeaders(plan.namespace, r.target.serviceAccountName!, extras)
-            : extraHeaders(extras),
-      };
-    });
-  }
-
   /** Builds the table for a plan, keeping the previous authenticator (and its cache) and rate
    * limiter (and its buckets) when their settings are unchanged. `cacheBudget`: the namespace's
    * bound on cached callers, shared with its other gateways. */
   static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, cacheBudget?: EntryBudget): RouteTable {
+    const steps = RouteTable.steps(plan, deps, previous, cacheBudget);
+    for (;;) {
+      const step = steps.next();
+      if (step.done) return step.value;
+    }
+  }
+
+  /** build() in steps, for a caller that lets other work run between them (the reconciler: the
+   * event loop is every team's): the access policy, then each route (its metrics, its filters). */
+  static *steps(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, cacheBudget?: EntryBudget): Generator<void, RouteTable, void> {
     const sameAuth = previous && JSON.stringify(previous.plan.auth) === JSON.stringify(plan.auth);
     const authn = sameAuth ? previous.authenticator : authenticatorFor(plan, deps, cacheBudget);
     const rl = plan.rateLimit;
@@ -253,15 +270,21 @@ export class RouteTable {
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
         : new RateLimiter(rl.requestsPerSecond, rl.burst);
     const ca = plan.tls?.clientCA ?? null;
+    const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
     try {
       const certs = !ca ? null
         : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
           : new ClientCertAuthenticator(ca);
-      const table = new RouteTable(plan, authn, limiter, deps, certs, previous);
-      const policy = table.policy;
+      // what an unchanged spec.access or route compiled is the previous table's (a stream open on an
+      // older table keeps it: a Service's endpoints changing made a whole new one each time)
+      const kept = previous?.key === keyOf(plan) ? previous : undefined;
+      const policy = kept && same(kept.plan.access, plan.access) ? kept.policy : new AccessPolicy(plan.access);
+      const routes = yield* compileRoutes(plan, deps, acquirer(plan, deps, acquired), kept?.routes);
+      const table = new RouteTable(plan, authn, limiter, deps, certs, kept, { policy, routes });
       authn.setCharged?.((id) => policy.knows(id)); // the namespace's cache budget pays for these only
       return table;
     } catch (err) {
+      for (const p of acquired) deps.pools.release(p);
       if (!sameAuth) authn.close?.(); // its cache joined the namespace's budget
       throw err;
     }

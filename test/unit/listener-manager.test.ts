@@ -12,7 +12,7 @@ import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry, type EndpointPool } from '../../src/dataplane/endpoints.js';
 import { ListenerManager } from '../../src/dataplane/listener-manager.js';
-import type { DataplaneDeps } from '../../src/dataplane/route-table.js';
+import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
@@ -2372,4 +2372,40 @@ test('--min-access-log: a gateway\'s annotation may ask for more than the platfo
   assert.deepEqual(await logged('errors', { errors: true, sample: 1 }), [200, 401], 'asking for more');
   assert.deepEqual(await logged('all', none), [200, 401]);
   assert.deepEqual(await logged('none', { errors: true, sample: 0 }), [401]);
+});
+
+test('with a pace, a plan\'s route table is made in steps: a turn whenever they held the loop 1 ms, the pieces after a turn told to the pace; the plan is served', async (t) => {
+  const busy = (ms: number) => { for (const end = performance.now() + ms; performance.now() < end;); };
+  // each route's endpoint pools cost the loop 2 ms to take (as a costly route's metrics and filters may)
+  class SlowPools extends PoolRegistry {
+    override acquire(...args: Parameters<PoolRegistry['acquire']>): EndpointPool {
+      busy(2);
+      return super.acquire(...args);
+    }
+  }
+  const deps = { ...aliceDeps(), pools: new SlowPools() } as unknown as DataplaneDeps;
+  const { m, held } = managerFor(t, { deps });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const port = await freePort();
+  const base = withService(planOf('team-a', 'gw', port), up);
+  const route0 = base.routes[0]!;
+  const target = route0.target as ServiceTarget;
+  const routes = Array.from({ length: 8 }, (_, i) => ({ ...route0, name: `r${i}`, pathPrefix: i === 7 ? '/' : `/r${i}`, target: { ...target, name: `echo${i}` } }));
+  let turns = 0;
+  let heldMs = 0;
+  const pace = { turn: () => { turns++; return new Promise<void>((r) => setImmediate(r)); }, held: (ms: number) => { heldMs += ms; } };
+  assert.deepEqual(await m.apply('team-a/gw', { ...base, routes }, pace), { programmed: true, port });
+  assert.ok(turns >= 7, `a turn between routes: ${turns}`);
+  assert.ok(heldMs >= 14, `the pieces after the first turn told: ${heldMs} ms`);
+  const [answer] = await exchange([await silent(port, held)], () => get(alice), (x) => x.endsWith('ok'));
+  assert.match(answer!, /^HTTP\/1\.1 200 /);
+  // an update, in steps too, from the table it replaces (its token cache kept)
+  turns = 0;
+  const authenticator = () => (m.get('team-a/gw') as unknown as { table: RouteTable }).table.authenticator;
+  const before = authenticator();
+  const renamed = routes.map((r, i) => ({ ...r, name: `s${i}`, target: { ...r.target, name: `other${i}` } }));
+  assert.deepEqual(await m.apply('team-a/gw', { ...base, routes: renamed }, pace), { programmed: true, port });
+  assert.ok(turns >= 7, `an update's: ${turns}`);
+  assert.equal(authenticator(), before);
+  assert.deepEqual(m.get('team-a/gw')!.plan.routes.map((r) => r.name), renamed.map((r) => r.name));
 });
