@@ -404,30 +404,15 @@ test('a name stored before the CRD refused it (over 59 characters: agw-NAME is n
 
 test('defaults, translate and apply run in turns of their own, one reconcile\'s chunk at a time over the workers: another team\'s I/O is read between any two', async () => {
   const order: string[] = [];
-  let peer!: Socket;
-  const io = () => peer.write('x'); // another team's request arriving while the chunk runs
+  const other = anotherTeam(order);
+  const io = () => other.io(); // another team's request arriving while the chunk runs
   const base = setup([gw('a', '2026-01-01T00:00:00Z'), gw('b', '2026-01-01T00:00:00Z')]);
   const { r } = setup([], {
     gateways: { get: (ns, n) => { order.push(`read ${n}`); io(); return base.store.get(`${ns}/${n}`); }, values: () => base.store.values(), keys: () => [...base.store.keys()] },
     cluster: { snapshotFor: (g) => { order.push(`translate ${g.metadata.name}`); io(); return {}; }, exposureState: () => ({ service: false, slice: false, foreign: null }) },
     dataplane: { apply: async (key, plan) => { order.push(`apply ${key}`); io(); return plan ? { programmed: true, port: plan.port } : null; } },
   });
-  const server = createServer((s) => s.on('data', (d: Buffer) => {
-    if (d.toString() === 'go') { // the reconciles start in an I/O callback, as a watch event starts them
-      void Promise.all([r.reconcile('team-a/a', silentLogger), r.reconcile('team-a/b', silentLogger)]).then(() => s.end());
-    } else for (let i = 0; i < d.length; i++) order.push('io');
-  }));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  const starter = connect(port, '127.0.0.1');
-  peer = connect(port, '127.0.0.1');
-  await Promise.all([once(starter, 'connect'), once(peer, 'connect')]);
-  await pauseMs(20);
-  starter.write('go');
-  await once(starter, 'end');
-  starter.destroy();
-  peer.destroy();
-  server.close();
+  await other.run(() => Promise.all([r.reconcile('team-a/a', silentLogger), r.reconcile('team-a/b', silentLogger)]));
   const chunks = order.filter((o) => o !== 'io');
   assert.equal(chunks.length, 6, order.join(', '));
   for (let i = 1; i < order.length; i++) {
@@ -435,37 +420,50 @@ test('defaults, translate and apply run in turns of their own, one reconcile\'s 
   }
 });
 
+/** Another team's client, writing to the operator while a reconcile runs (`io`): each byte the
+ * operator reads meanwhile is an 'io' in `order`. `run` starts the reconciles in an I/O callback,
+ * as a watch event starts them. */
+function anotherTeam(order: string[]) {
+  let peer: Socket | undefined;
+  return {
+    io: () => peer!.write('x'),
+    async run(reconciles: () => Promise<unknown>): Promise<void> {
+      const server = createServer((s) => s.on('data', (d: Buffer) => {
+        if (d.toString() === 'go') void reconciles().then(() => s.end());
+        else for (let i = 0; i < d.length; i++) order.push('io');
+      }));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as { port: number }).port;
+      const starter = connect(port, '127.0.0.1');
+      peer = connect(port, '127.0.0.1');
+      await Promise.all([once(starter, 'connect'), once(peer, 'connect')]);
+      await pauseMs(20);
+      starter.write('go');
+      await once(starter, 'end');
+      starter.destroy();
+      peer.destroy();
+      server.close();
+    },
+  };
+}
+
 function pauseMs(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 test('translate runs in turns as its routes need them: another team\'s I/O is read between costly routes, and all their time is charged', async () => {
   const order: string[] = [];
-  let peer!: Socket;
+  const other = anotherTeam(order);
   const busy = (ms: number) => { for (const end = performance.now() + ms; performance.now() < end;); };
   // each Service route's lookup holds the loop 2 ms (as compiling a route's patterns may)
-  const services = new Proxy({}, { get: (_t, key) => { order.push(`route ${String(key)}`); peer.write('x'); busy(2); return undefined; } });
+  const services = new Proxy({}, { get: (_t, key) => { order.push(`route ${String(key)}`); other.io(); busy(2); return undefined; } });
   const routes = Array.from({ length: 8 }, (_, i) => ({ name: `r${i}`, pathPrefix: `/r${i}`, service: { name: `s${i}`, port: 80 } }));
   const charged: number[] = [];
   const { r } = setup([gw('a', '2026-01-01T00:00:00Z', { spec: { authentication: { audiences: ['gw'] }, routes } as never })], {
     cluster: { snapshotFor: () => ({ services }), exposureState: () => ({ service: false, slice: false, foreign: null }) },
     charge: (_ns, ms) => charged.push(ms),
   });
-  const server = createServer((s) => s.on('data', (d: Buffer) => {
-    if (d.toString() === 'go') void r.reconcile('team-a/a', silentLogger).then(() => s.end());
-    else for (let i = 0; i < d.length; i++) order.push('io');
-  }));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  const starter = connect(port, '127.0.0.1');
-  peer = connect(port, '127.0.0.1');
-  await Promise.all([once(starter, 'connect'), once(peer, 'connect')]);
-  await pauseMs(20);
-  starter.write('go');
-  await once(starter, 'end');
-  starter.destroy();
-  peer.destroy();
-  server.close();
+  await other.run(() => r.reconcile('team-a/a', silentLogger));
   const looked = order.filter((o) => o !== 'io');
   assert.deepEqual(looked, routes.map((x) => `route team-a/${x.service.name}`));
   for (let i = 1; i < order.length; i++) {
