@@ -214,7 +214,12 @@ export class GatewayReconciler {
     const before = this.d.ports.portOf(key);
     let result: PortSnapshot;
     const moving = requested === undefined ? recorded !== undefined && !this.d.ports.inRange(recorded) : requested !== recorded;
-    if (recorded === undefined || moving) {
+    const refused = requested === undefined ? null : this.d.ports.refusal(requested);
+    if (refused) { // whatever status says (a leader without the flag recorded it)
+      this.d.ports.release(key);
+      this.waitingForPort.delete(key);
+      result = { conflict: refused, reason: Reason.PortConflict };
+    } else if (recorded === undefined || moving) {
       this.d.ports.release(key);
       this.waitingForPort.add(key);
       result = { conflict: 'not served on this replica until the leader records its port in status.listener.port', reason: Reason.PortConflict };

@@ -44,6 +44,14 @@ export class PortAllocator {
     return port < this.requestable[0] || port > this.requestable[1];
   }
 
+  /** Why a spec may not ask for `port` (--requestable-ports), or null: the pod's other ports (a
+   * mesh sidecar's, say) are the platform's, and a team binding one first breaks them for every team. */
+  refusal(port: number): string | null {
+    if (!this.unrequestable(port)) return null;
+    const [lo, hi] = this.requestable;
+    return `port ${port} is not one a gateway may ask for: the platform allows ${lo}-${hi} (--requestable-ports); leave spec.listener.port out to get one from the range`;
+  }
+
   portOf(key: string): number | undefined {
     return this.byKey.get(key);
   }
@@ -62,11 +70,8 @@ export class PortAllocator {
   claim(req: ClaimRequest): Claim {
     const { key, requested } = req;
     if (requested !== undefined) {
-      if (this.unrequestable(requested)) {
-        const [lo, hi] = this.requestable;
-        // the pod's other ports (a mesh sidecar's, say) are the platform's: a team binding one first breaks them for every team
-        return { conflict: `port ${requested} is not one a gateway may ask for: the platform allows ${lo}-${hi} (--requestable-ports); leave spec.listener.port out to get one from the range` };
-      }
+      const refused = this.refusal(requested);
+      if (refused) return { conflict: refused };
       const holder = this.owners.get(requested);
       if (holder?.key === key) return { port: requested }; // its own (held for another namespace or not)
       if (holder) {

@@ -30,6 +30,9 @@ export class ListenerManager {
   private readonly draining = new Set<Promise<void>>();
   /** What each namespace holds, shared by its listeners (a replaced listener's connections count until they close). */
   private readonly budgets: Budgets;
+  /** Gateways whose plan is being applied (their route table made in steps, their listener opened):
+   * a retired listener of theirs that finishes draining meanwhile leaves their series. */
+  private readonly applying = new Set<string>();
 
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {
@@ -86,6 +89,7 @@ export class ListenerManager {
       if (rest !== undefined) pace!.held(performance.now() - rest);
       rest = undefined;
     };
+    this.applying.add(key);
     try {
       let made: RouteTable | undefined;
       if (pace) {
@@ -102,6 +106,7 @@ export class ListenerManager {
       }
       return await this.open(key, plan, current, made, dropRemoved, restHeld);
     } finally {
+      this.applying.delete(key);
       restHeld();
     }
   }
@@ -175,7 +180,7 @@ export class ListenerManager {
   private retire(key: string, old: Listener): void {
     const closed = old.close(this.closeGraceMs).then(() => {
       this.draining.delete(closed);
-      if (!this.listeners.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
+      if (!this.listeners.has(key) && !this.applying.has(key)) this.deps.metrics.forget(old.plan.namespace, old.plan.name);
       this.deps.log.info({ gateway: key, port: old.plan.port }, 'listener closed');
     });
     this.draining.add(closed);

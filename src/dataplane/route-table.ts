@@ -227,11 +227,11 @@ export class RouteTable {
 
   private constructor(readonly plan: GatewayPlan, readonly authenticator: Authenticator, limiter: RateLimiter | null,
     private readonly deps: DataplaneDeps, clientCerts: ClientCertAuthenticator | null, kept: RouteTable | undefined,
-    made: { policy: AccessPolicy; routes: CompiledRoute[] }) {
+    made: { m: GatewayMetrics; noRoute: RouteMetrics; policy: AccessPolicy; routes: CompiledRoute[] }) {
     this.limiter = limiter;
     this.clientCerts = clientCerts;
-    this.m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
-    this.noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
+    this.m = made.m;
+    this.noRoute = made.noRoute;
     this.key = keyOf(plan);
     this.ownAccounts = `system:serviceaccount:${plan.namespace}:`;
     this.policy = made.policy;
@@ -279,8 +279,11 @@ export class RouteTable {
       // older table keeps it: a Service's endpoints changing made a whole new one each time)
       const kept = previous?.key === keyOf(plan) ? previous : undefined;
       const policy = kept && same(kept.plan.access, plan.access) ? kept.policy : new AccessPolicy(plan.access);
+      // the gateway's own series first: a namespace near its series bound spends it on them before its routes'
+      const m = new GatewayMetrics(deps.metrics, plan.namespace, plan.name);
+      const noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
       const routes = yield* compileRoutes(plan, deps, acquirer(plan, deps, acquired), kept?.routes);
-      const table = new RouteTable(plan, authn, limiter, deps, certs, kept, { policy, routes });
+      const table = new RouteTable(plan, authn, limiter, deps, certs, kept, { m, noRoute, policy, routes });
       authn.setCharged?.((id) => policy.knows(id)); // the namespace's cache budget pays for these only
       return table;
     } catch (err) {

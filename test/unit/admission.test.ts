@@ -13,7 +13,8 @@ import { discovery } from '../../src/dataplane/listener.js';
 import { accessEnded } from '../../src/dataplane/held.js';
 import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
-import { testMetrics } from '../../src/observability/metrics.js';
+import { createMetrics, testMetrics } from '../../src/observability/metrics.js';
+import { Registry } from 'prom-client';
 import { silentLogger } from '../../src/observability/logger.js';
 import type { CallerIdentity } from '../../src/auth/identity.js';
 import { EntryBudget } from '../../src/auth/token-cache.js';
@@ -579,4 +580,16 @@ test('a table built for the same spec with other endpoints shares what the previ
   assert.notEqual(access.policy, filtered.policy);
   for (const t of [first, moved, filtered, access]) t.dispose();
   assert.equal(pools.size, 0);
+});
+
+test('a new gateway\'s own series are made before its routes\': a namespace near its series bound spends it on them first', async () => {
+  const metrics = createMetrics(new Registry(), { maxSeriesPerNamespace: 200 });
+  const routes = Array.from({ length: 30 }, (_, i) => ({ name: `r${i}`, pathPrefix: `/r${i}`, apiserver: {} }));
+  const t = table({ access: [{ groups: ['system:serviceaccounts'] }], routes }, {}, { metrics });
+  const e = await metrics.exposition();
+  const text = e.head + Buffer.concat([...e.chunks]).toString();
+  assert.match(text, /^access_gateway_authentications_total\{namespace="team-a",gateway="gw",result="allowed"\} 0$/m);
+  assert.match(text, /^access_gateway_responses_total\{namespace="team-a",gateway="gw",route="",code="4xx"\} 0$/m);
+  assert.match(text, /route="\(overflow\)"/, 'the bound was reached (by the routes)');
+  t.dispose();
 });

@@ -494,4 +494,11 @@ test('--requestable-ports: a port outside them is PortConflict, saying why; the 
   again.seed([{ key: 'team-a/sidecar', requested: 15006, previous: 15006, rank: 'a' }, { key: 'team-a/inside', requested: 20080, previous: 20080, rank: 'b' }]);
   assert.equal(again.portOf('team-a/sidecar'), undefined);
   assert.equal(again.portOf('team-a/inside'), 20080);
+  // a follower does not bind it either, whatever status records (a leader without the flag wrote it)
+  const recorded = { ...sidecar, status: { listener: { port: 15006 } } } as AccessGateway;
+  const followerPorts = new PortAllocator([100, 109], Date.now, 0, undefined, [20000, 29999]);
+  const follower = setup([recorded], { ports: followerPorts, isLeader: () => false });
+  await follower.r.reconcile('team-a/sidecar', silentLogger);
+  assert.deepEqual(follower.applied, [['team-a/sidecar', null]]);
+  assert.equal(followerPorts.portOf('team-a/sidecar'), undefined);
 });

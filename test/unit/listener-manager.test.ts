@@ -2409,3 +2409,30 @@ test('with a pace, a plan\'s route table is made in steps: a turn whenever they 
   assert.equal(authenticator(), before);
   assert.deepEqual(m.get('team-a/gw')!.plan.routes.map((r) => r.name), renamed.map((r) => r.name));
 });
+
+test('a gateway deleted and made again in steps keeps its routes\' series when its old listener finishes draining meanwhile', async (t) => {
+  let slow = false;
+  class SlowPools extends PoolRegistry {
+    override acquire(...args: Parameters<PoolRegistry['acquire']>): EndpointPool {
+      if (slow) for (const end = performance.now() + 4; performance.now() < end;);
+      return super.acquire(...args);
+    }
+  }
+  const deps = { ...aliceDeps(), pools: new SlowPools() } as unknown as DataplaneDeps;
+  const { m, held } = managerFor(t, { deps, graceMs: 60 });
+  const port = await freePort();
+  const base = withService(planOf('team-a', 'gw', port), 9);
+  const route0 = base.routes[0]!;
+  const routes = (n: number) => Array.from({ length: n }, (_, i) => ({ ...route0, name: `r${i}`, pathPrefix: `/r${i}`, target: { ...(route0.target as ServiceTarget), name: `echo${i}` } }));
+  const pace = { turn: () => new Promise<void>((r) => setTimeout(r, 5)), held: () => {} };
+  await m.apply('team-a/gw', { ...base, routes: routes(8) }, pace);
+  const s = await silent(port, held);
+  s.write('GET /r0 HTTP/1.1\r\nHost: g\r\n'); // half a request: the old listener drains until its grace ends
+  await pause(20);
+  await m.apply('team-a/gw', null);
+  slow = true; // the new table's steps outlast the old listener's drain
+  await m.apply('team-a/gw', { ...base, routes: routes(30) }, pace);
+  await pause(100);
+  const exported = new Set([...(await exposed(deps)).matchAll(/^access_gateway_responses_total\{namespace="team-a",gateway="gw",route="(r\d+)"/gm)].map((x) => x[1]));
+  assert.equal(exported.size, 30, [...exported].join(','));
+});
