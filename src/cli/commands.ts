@@ -35,7 +35,8 @@ export const usage = `usage:
                            [--min-access-log none|errors|all (default none)] [--requestable-ports 1-65535]
   access-gateway validate  -f FILE|DIR ...
   access-gateway kubeconfig --gateway NS/NAME (--service-account SA | --oidc-issuer URL --oidc-client-id ID
-                           [--oidc-client-secret S] [--oidc-certificate-authority FILE]) [--server URL]
+                           [--oidc-client-secret S (or ACCESS_GATEWAY_OIDC_CLIENT_SECRET; needs --output)]
+                           [--oidc-certificate-authority FILE]) [--server URL]
                            [--certificate-authority FILE] [--audience A] [--expiration-seconds 3600]
                            [--kubeconfig F] [--output FILE]
   access-gateway token     --namespace NS --service-account SA --audience A [--kubeconfig F]

@@ -46,6 +46,8 @@ export async function runKubeconfig(args: string[]): Promise<number> {
   if (oidc && f['service-account']) throw new Error('kubeconfig: --service-account and --oidc-issuer are two ways to log in: give one');
   if (oidc && !f['oidc-client-id']) throw new Error('kubeconfig: --oidc-issuer needs --oidc-client-id');
   if (!oidc && !isDnsSubdomain(f['service-account'])) throw new Error('kubeconfig: --service-account NAME (a service account of the gateway\'s namespace) or --oidc-issuer URL is required');
+  // a kubeconfig holding the client secret is a secret: a shell's `> file` would leave it readable by others
+  if (f['oidc-client-secret'] && !f.output) throw new Error('kubeconfig: a kubeconfig holding --oidc-client-secret is written only with --output FILE (mode 0600), never to stdout');
   const client = await KubeClient.create(loadKubeConfig(f.kubeconfig), silentLogger);
   const gw = await client.request<any>('GET', `/apis/access-gateway.io/v1alpha1/namespaces/${encodeURIComponent(ns)}/accessgateways/${encodeURIComponent(name)}`, { what: `AccessGateway ${ns}/${name}` })
     .catch((err) => { throw new Error(`kubeconfig: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });

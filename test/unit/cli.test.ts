@@ -191,6 +191,17 @@ test('--max-token-reviews-in-flight and --jwks-clock-skew-seconds (and their env
   assert.match(help.stdout, /--jwks-clock-skew-seconds 5/);
 });
 
+test('kubeconfig with an OIDC client secret is written only with --output, never to stdout (before any cluster is asked)', () => {
+  const base = ['kubeconfig', '--gateway', 'ns/gw', '--oidc-issuer', 'https://idp.example.com', '--oidc-client-id', 'kubectl', '--kubeconfig', '/nonexistent'];
+  for (const env of [{}, { ACCESS_GATEWAY_OIDC_CLIENT_SECRET: 's3cret-value' }]) {
+    const args = 'ACCESS_GATEWAY_OIDC_CLIENT_SECRET' in env ? base : [...base, '--oidc-client-secret', 's3cret-value'];
+    const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /a kubeconfig holding --oidc-client-secret is written only with --output FILE \(mode 0600\), never to stdout/);
+    assert.doesNotMatch(r.stdout + r.stderr, /s3cret-value/);
+  }
+});
+
 test('can-i without an answer (bad usage, no gateway, no cluster) exits 2, never 1 ("no")', () => {
   const noCluster = { ...process.env, KUBECONFIG: join(mkdtempSync(join(tmpdir(), 'agw-cani-')), 'missing'), HOME: mkdtempSync(join(tmpdir(), 'agw-home-')), KUBERNETES_SERVICE_HOST: '' };
   const r1 = spawnSync(process.execPath, [cli, 'can-i', '--gateway', 'nope', '--as', 'alice', 'get', '/version'], { encoding: 'utf8', env: noCluster });
