@@ -4,7 +4,7 @@
 // (RFC 8628: the person opens a URL, on any device, and enters the code shown on stderr). Tokens
 // are cached in the user's cache directory, readable by the user only; errors never carry a token.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -69,6 +69,8 @@ export async function runOidcToken(args: string[]): Promise<number> {
   if (cached.refresh_token) {
     const r = await post(tokenEndpoint, { grant_type: 'refresh_token', refresh_token: cached.refresh_token });
     if (r.status === 200 && r.body.id_token) return out({ id_token: r.body.id_token, refresh_token: r.body.refresh_token ?? cached.refresh_token });
+    // refused (revoked, expired): not kept, whether or not the login below completes
+    if (r.body.error === 'invalid_grant') rmSync(file, { force: true });
   }
   if (!discovery.device_authorization_endpoint) throw new Error(`oidc-token: ${f.issuer} offers no device authorization grant; log in another way`);
   const d = await post(discovery.device_authorization_endpoint, { scope: f.scopes });
