@@ -375,8 +375,9 @@ export class JwksAuthenticator implements Authenticator {
       if (kid === undefined) throw new UnauthenticatedError(`invalid bearer token: no signing key for alg ${alg}`);
       // Unknown only because the keys predate the token (a rotation we have not fetched yet): not
       // the client's fault, ask it to come back after the next allowed refresh.
+      // (an iat in the future is forged: such a token is 401, not a 503 anyone could ask for)
       const iat = unverified.iat;
-      if (typeof iat === 'number' && this.keySet.loadedAt - this.tolerance * 1000 < iat * 1000) {
+      if (typeof iat === 'number' && this.keySet.loadedAt - this.tolerance * 1000 < iat * 1000 && iat * 1000 <= this.now() + this.tolerance * 1000) {
         throw new AuthUnavailableError(`token verification unavailable: signing key ${kid.slice(0, 64)} is not known yet`,
           { retryAfterSeconds: this.retryAfterSeconds() });
       }

@@ -159,7 +159,8 @@ export class OidcIssuer {
     let iat: unknown;
     try { iat = decodeJwt(token).iat; } catch { /* no iat: the token's fault */ }
     const now = this.now();
-    if (keys.loads === loadsBefore && typeof iat === 'number' && iat * 1000 > keys.loadedAt - 5_000) {
+    // (an iat in the future is forged: such a token is 401, not a 503 anyone could ask for)
+    if (keys.loads === loadsBefore && typeof iat === 'number' && iat * 1000 > keys.loadedAt - 5_000 && iat * 1000 <= now + 5_000) {
       const retryAfterSeconds = Math.min(10, Math.max(1, Math.ceil((keys.attemptedAt + keys.gapMs - now) / 1000)));
       throw new AuthUnavailableError(`issuer ${this.url}: the token's key is not among the keys fetched ${Math.round((now - keys.loadedAt) / 1000)} s ago; fetched again shortly`,
         { retryAfterSeconds });

@@ -179,6 +179,9 @@ test('a flood of unknown kids: at most one fetch per minimum gap, never concurre
   assert.equal(keySet.fetches, 3);
   assert.equal(src.jwksCalls, 3);
   assert.equal(maxInFlight, 1);
+  // issued in the future (beyond the skew): forged, 401 at once, not a 503 anyone could ask for
+  const future = await sign(stranger, { iat: Math.floor(clock / 1000) + 100_000_000 }, { kid: 'kid-future' });
+  await assert.rejects(async () => auth.authenticate(future), (e: unknown) => is401(e) && /unknown signing key kid-future/.test((e as Error).message));
   // keys fetched after the token was issued (beyond the skew): certainly unknown, 401
   clock += 6_000;
   await keySet.refresh();

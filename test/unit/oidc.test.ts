@@ -165,6 +165,9 @@ test('a kid the keys fetched under 10 s ago lack: 503 until they may be fetched 
   // a token issued before the keys were fetched, with a kid they lack, is refused
   const stale = await issuer.authenticate(await sign(k2, now - 3600)).then(() => null, (e: unknown) => e);
   assert.ok(stale instanceof UnauthenticatedError, String(stale));
+  // ...and so is one "issued" in the future: forged, not a 503 anyone could ask for
+  const future = await issuer.authenticate(await sign(k2, now + 100_000_000)).then(() => null, (e: unknown) => e);
+  assert.ok(future instanceof UnauthenticatedError, String(future));
 });
 
 test('an issuer\'s keys are fetched at most every 10 s whether the fetch works or fails (a flood of made-up kids while it is down costs one); a failed fetch keeps the last good keys, also past 10 minutes', async (t) => {
