@@ -259,6 +259,15 @@ export class JwksKeySet {
     return this.current?.byKid.has(kid) ?? false;
   }
 
+  /** Whether a key that verified a token (its kid and alg) is still among the keys: a key the
+   * apiserver removed (rotated out after a compromise, say) no longer vouches for cached tokens.
+   * A key without kid: whether one of its alg without kid remains. */
+  stillHas(key: { kid: string | undefined; alg: string }): boolean {
+    if (!this.current) return false;
+    if (key.kid !== undefined) return this.current.byKid.get(key.kid)?.alg === key.alg;
+    return this.current.all.some((k) => k.kid === undefined && k.alg === key.alg);
+  }
+
   private async load() {
     const discovery = await this.source.fetchDiscovery();
     if (typeof discovery?.issuer !== 'string' || !discovery.issuer) throw new Error('OIDC discovery has no issuer');
@@ -309,7 +318,8 @@ export interface JwksAuthenticatorOptions {
   cacheBudget?: EntryBudget;
 }
 
-type Verified = { identity: CallerIdentity; claims: BoundClaims };
+/** A verified token: who, its bound claims, and the key that verified it (its kid and alg). */
+type Verified = { identity: CallerIdentity; claims: BoundClaims; key: { kid: string | undefined; alg: string } };
 
 export class JwksAuthenticator implements Authenticator {
   /** Signature verifications performed (cache misses that reached a key). */
@@ -353,8 +363,10 @@ export class JwksAuthenticator implements Authenticator {
     this.cache.charged = (v) => named(v.identity);
   }
 
-  /** Revocation is checked on every request, cached or not. */
-  private unrevoked({ identity, claims }: Verified): CallerIdentity {
+  /** Revocation, and that the key that verified it is still the apiserver's, are checked on every
+   * request, cached or not. */
+  private unrevoked({ identity, claims, key }: Verified): CallerIdentity {
+    if (!this.keySet.stillHas(key)) throw new UnauthenticatedError(`invalid bearer token: its signing key ${key.kid?.slice(0, 64) ?? `(${key.alg})`} is no longer among the apiserver's keys`);
     const r = this.revocation?.check(claims) ?? null;
     if (r && 'revoked' in r) throw new UnauthenticatedError(`invalid bearer token: revoked: ${r.revoked}`);
     if (r) throw new AuthUnavailableError(`token verification unavailable: ${r.unknown}`, { retryAfterSeconds: 1 });
@@ -385,6 +397,7 @@ export class JwksAuthenticator implements Authenticator {
     }
     let payload: JWTPayload | undefined;
     let lastErr: unknown;
+    let used: VerificationKey | undefined;
     for (const k of keys) {
       this.verifications++;
       try {
@@ -396,6 +409,7 @@ export class JwksAuthenticator implements Authenticator {
           currentDate: new Date(this.now()),
           requiredClaims: ['exp', 'sub'],
         }));
+        used = k;
         break;
       } catch (err) {
         lastErr = err;
@@ -404,7 +418,7 @@ export class JwksAuthenticator implements Authenticator {
     if (!payload) throw new UnauthenticatedError(`invalid bearer token: ${(lastErr as Error)?.message ?? 'verification failed'}`, { cause: lastErr });
     const claims = boundClaims(payload);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, payload.exp! * 1000 - this.now());
-    return { value: { identity: identityOf(claims), claims }, ttlMs };
+    return { value: { identity: identityOf(claims), claims, key: { kid: used!.kid, alg: used!.alg } }, ttlMs };
   }
 
   /** Seconds until the key set may be refreshed on demand again (at least 1). */

@@ -107,6 +107,20 @@ test('a token without kid is checked against each key of its alg', async () => {
   assert.equal((await auth.authenticate(await sign(ec, { jti: 'x' }, {}))).uid, 'sa-uid');
 });
 
+test('a cached token is refused once the key that verified it leaves the apiserver\'s keys', async () => {
+  const { rsa, src, auth, keySet } = await setup({ ttl: 3600 });
+  const token = await sign(rsa);
+  assert.equal((await auth.authenticate(token)).uid, 'sa-uid');
+  const n = auth.verifications;
+  assert.equal((await auth.authenticate(token)).uid, 'sa-uid');
+  assert.equal(auth.verifications, n, 'a cache hit');
+  // the apiserver rotates k1 out (a compromised key, say)
+  src.keys = [(await keyPair('RS256', 'k2')).jwk];
+  clock += 11_000;
+  await keySet.refresh();
+  await assert.rejects(async () => auth.authenticate(token), (e: unknown) => is401(e) && /signing key k1 is no longer among the apiserver's keys/.test((e as Error).message));
+});
+
 test('invalid tokens are refused with 401', async () => {
   const { rsa, auth, keySet } = await setup();
   await keySet.refresh();
