@@ -186,7 +186,7 @@ export const schema: Record<string, unknown> = {
                 "JWKS"
               ],
               "default": "TokenReview",
-              "description": "How tokens are verified. TokenReview (default) asks the apiserver, which honours revocation of bound tokens (deleted pod or secret). JWKS checks the signature offline against the keys published by the apiserver's OIDC discovery endpoint; it keeps working while the apiserver is unreachable but does not see revocations before the token expires."
+              "description": "How tokens are verified. TokenReview (default) asks the apiserver, which honours revocation of bound tokens (deleted pod or secret) when it is asked (a cached answer holds for cacheTTLSeconds). JWKS checks the signature offline against the keys published by the apiserver's OIDC discovery endpoint, and on every request, cached or not, that the token's service account and bound objects still exist (from the operator's watches) and its key is still published."
             },
             "cacheTTLSeconds": {
               "type": "integer",
@@ -194,7 +194,7 @@ export const schema: Record<string, unknown> = {
               "minimum": 0,
               "maximum": 3600,
               "default": 10,
-              "description": "How long a successful authentication is cached, in seconds; the effective lifetime is the smaller of this and the token's expiry. 0 disables the cache. Failures are never cached."
+              "description": "How long a successful authentication is cached, in seconds; the effective lifetime is the smaller of this and the token's expiry. 0 disables the cache. A refusal (401) is remembered for 5 s; \"unavailable\" (503) never."
             }
           }
         },
