@@ -8,7 +8,8 @@ import { applyDefaults } from '../api/defaults.js';
 import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { isoSeconds, realClock, type Clock } from '../clock.js';
-import type { ApplyPace, ApplyResult } from '../dataplane/listener-manager.js';
+import type { ApplyResult } from '../dataplane/listener-manager.js';
+import { inSteps, type Pace } from '../steps.js';
 import type { GatewayPlan } from '../translate/plan.js';
 import { notAccepted, translateSteps, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
@@ -31,8 +32,8 @@ export interface ClusterView {
 }
 
 export interface Dataplane {
-  /** `pace`: lets other work run while the plan's route table is made (see ApplyPace). */
-  apply(key: string, plan: GatewayPlan | null, pace?: ApplyPace): Promise<ApplyResult | null>;
+  /** `pace`: lets other work run while the plan's route table is made. */
+  apply(key: string, plan: GatewayPlan | null, pace?: Pace): Promise<ApplyResult | null>;
 }
 
 /** Where status goes: the /status subresource, or (serve) memory. */
@@ -144,7 +145,7 @@ export class GatewayReconciler {
       // defaults, translate and apply in turns of their own, translate in as many as its routes
       // need: a costly spec's pieces one at a time
       t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
-        : await inTurns(() => translateSteps(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} }), spent);
+        : await inSteps(() => translateSteps(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} }), paceFor(spent));
       await turn();
       programmed = await this.program(key, spec, t.plan, spent);
     } finally {
@@ -250,8 +251,8 @@ export class GatewayReconciler {
     const started = performance.now();
     let pending: Promise<ApplyResult | null>;
     try {
-      // its synchronous part, and each piece after a turn the route table's steps take
-      pending = this.d.dataplane.apply(key, plan, { turn, held: (ms) => { spent.ms += ms; } });
+      // its synchronous part, and each piece of the route table's steps and what follows them
+      pending = this.d.dataplane.apply(key, plan, paceFor(spent));
     } finally {
       spent.ms += performance.now() - started;
     }
@@ -396,29 +397,9 @@ function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void>
   });
 }
 
-/** How long a run of translate's steps may hold the loop before the next waits for a turn. */
-const sliceMs = 1;
-
-/** Runs `steps` from a turn of its own, another turn whenever they have held the loop `sliceMs`;
- * the time they held it is added to `spent` (also when they throw). */
-async function inTurns<T>(steps: () => Generator<void, T, void>, spent: { ms: number }): Promise<T> {
-  await turn();
-  let from = performance.now();
-  try {
-    const run = steps();
-    for (;;) {
-      const step = run.next();
-      if (step.done) return step.value;
-      const now = performance.now();
-      if (now - from >= sliceMs) {
-        spent.ms += now - from;
-        await turn();
-        from = performance.now();
-      }
-    }
-  } finally {
-    spent.ms += performance.now() - from;
-  }
+/** The reconciler's turns, the time each piece held the loop added to `spent`. */
+function paceFor(spent: { ms: number }): Pace {
+  return { turn, held: (ms) => { spent.ms += ms; } };
 }
 
 /** The last turn handed out: reconciles' chunks take turns one after another (workers run side by side). */

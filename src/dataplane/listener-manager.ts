@@ -3,6 +3,7 @@ import { Reason } from '../api/conditions.js';
 import { equal, printPlan, type GatewayPlan } from '../translate/plan.js';
 import { defaultLimits, Listener, listenerShape, type ListenerLimits } from './listener.js';
 import { RouteTable, type DataplaneDeps } from './route-table.js';
+import { inSteps, type Pace } from '../steps.js';
 import { budgetsFor, type Budgets } from './namespace-budget.js';
 import type { CertificateExpiry } from '../observability/metrics.js';
 
@@ -10,19 +11,6 @@ export type ApplyResult =
   /** `reloaded`: the serving certificate or client CA a listener now uses for new connections, said for an Event. */
   | { programmed: true; port: number; reloaded?: string }
   | { programmed: false; reason: string; message: string };
-
-/**
- * How the caller of `apply` lets other work run while a route table is made (the reconciler: the
- * event loop is every team's): `turn` resolves when the next step may run; `held` is told the time
- * each piece after a turn held the loop, up to apply's next await (the caller measures the first).
- */
-export interface ApplyPace {
-  turn(): Promise<void>;
-  held(ms: number): void;
-}
-
-/** How long a route table's steps may hold the loop before the next waits for a turn. */
-const sliceMs = 1;
 
 export class ListenerManager {
   private readonly listeners = new Map<string, Listener>();
@@ -62,7 +50,7 @@ export class ListenerManager {
 
   /** Makes the data plane serve `plan` for `key` (or nothing, when null); with `pace`, the route
    * table is made in steps, other work running between them. */
-  async apply(key: string, plan: GatewayPlan | null, pace?: ApplyPace): Promise<ApplyResult | null> {
+  async apply(key: string, plan: GatewayPlan | null, pace?: Pace): Promise<ApplyResult | null> {
     const current = this.listeners.get(key);
     if (plan === null) {
       if (current) {
@@ -83,7 +71,7 @@ export class ListenerManager {
     const removed = (current?.plan.routes ?? []).map((r) => r.name).filter((n) => !kept.has(n)); // (current.plan is the new one once updated)
     const dropRemoved = () => { if (removed.length) this.deps.metrics.forget(plan.namespace, plan.name, removed); };
     const updated = current && current.plan.port === plan.port && current.shape === listenerShape(plan) ? current : undefined;
-    // in steps: what follows the last turn (or the first await), up to the next await, is a piece too
+    // in steps: what follows them, up to the next await, is a piece too
     let rest: number | undefined;
     const restHeld = () => {
       if (rest !== undefined) pace!.held(performance.now() - rest);
@@ -93,11 +81,9 @@ export class ListenerManager {
     try {
       let made: RouteTable | undefined;
       if (pace) {
-        const steps = updated ? updated.tableSteps(plan) : RouteTable.steps(plan, this.deps, undefined, this.budgets.cachedCallers(plan.namespace));
-        const stepped = await this.orDropSeries(plan, current, () => inSteps(steps, pace));
-        made = stepped.table;
-        // (the caller measured up to the first await: the steps' when none turned)
-        rest = stepped.turned ? stepped.from : performance.now();
+        const steps = () => updated ? updated.tableSteps(plan) : RouteTable.steps(plan, this.deps, undefined, this.budgets.cachedCallers(plan.namespace));
+        made = await this.orDropSeries(plan, current, () => inSteps(steps, pace));
+        rest = performance.now();
       }
       if (updated) {
         const reloaded = this.orDropSeries(plan, current, () => updated.update(plan, made));
@@ -190,29 +176,5 @@ export class ListenerManager {
     const all = [...this.listeners.values()];
     this.listeners.clear();
     await Promise.all([...all.map((l) => l.close(graceMs)), ...this.draining]);
-  }
-}
-
-/** Runs a route table's steps, a turn of `pace` whenever they held the loop `sliceMs`; the time
- * after each turn is told to `pace` but for the last piece's (from `from` on: apply goes on). */
-async function inSteps(steps: Generator<void, RouteTable, void>, pace: ApplyPace): Promise<{ table: RouteTable; turned: boolean; from: number }> {
-  let from = performance.now();
-  let turned = false;
-  for (;;) {
-    let step: IteratorResult<void, RouteTable>;
-    try {
-      step = steps.next();
-    } catch (err) {
-      if (turned) pace.held(performance.now() - from);
-      throw err;
-    }
-    if (step.done) return { table: step.value, turned, from };
-    const now = performance.now();
-    if (now - from >= sliceMs) {
-      if (turned) pace.held(now - from);
-      await pace.turn();
-      turned = true;
-      from = performance.now();
-    }
   }
 }

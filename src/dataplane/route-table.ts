@@ -23,6 +23,7 @@ import { PoolRegistry, ServiceBackend, secureContextFor, type EndpointPool } fro
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { runSteps } from '../steps.js';
 import { callerImpersonation, escapeExtraKey, extraHeaders, impersonationHeaders, serviceAccountHeaders, wireUsername } from './headers.js';
 
 export interface DataplaneDeps {
@@ -253,11 +254,7 @@ export class RouteTable {
    * limiter (and its buckets) when their settings are unchanged. `cacheBudget`: the namespace's
    * bound on cached callers, shared with its other gateways. */
   static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, cacheBudget?: EntryBudget): RouteTable {
-    const steps = RouteTable.steps(plan, deps, previous, cacheBudget);
-    for (;;) {
-      const step = steps.next();
-      if (step.done) return step.value;
-    }
+    return runSteps(RouteTable.steps(plan, deps, previous, cacheBudget));
   }
 
   /** build() in steps, for a caller that lets other work run between them (the reconciler: the

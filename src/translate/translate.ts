@@ -10,6 +10,7 @@ import { describePatternProblem, patternTotals, routePatterns, type PatternTotal
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, listenerTLSLabel } from '../api/labels.js';
 import { GatewayBundles, keyTypeProblem, textKey } from '../api/pem.js';
+import { runSteps } from '../steps.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { caBundleMissing, caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
 import type { AccessRulePlan, ApiserverTarget, ClientCAPlan, GatewayPlan, RoutePlan } from './plan.js';
@@ -180,11 +181,7 @@ export function notAccepted(reason: string, message: string): Translation {
 }
 
 export function translate(gw: AccessGateway, snap: Snapshot): Translation {
-  const steps = translateSteps(gw, snap);
-  for (;;) {
-    const step = steps.next();
-    if (step.done) return step.value;
-  }
+  return runSteps(translateSteps(gw, snap));
 }
 
 /**
