@@ -113,7 +113,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     },
   });
   const dataplane = new ListenerManager({
-    apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics), reviewLimiter),
+    apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics, undefined, log), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }), minAccessLog: f['min-access-log'],
     pools: new PoolRegistry(f['max-connections-per-namespace'], (namespace, n) => metrics.upstreamPoolsRecycled.inc({ namespace }, n)), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, filterChecks, ...(oidc ? { oidc } : {}),
   }, f['listen-address'], drainMs, {
