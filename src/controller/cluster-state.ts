@@ -6,7 +6,7 @@ import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
 import { objectKey, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
-import { decodeEndpointSlice, decodePod, decodeService } from '../kube/wire-objects.js';
+import { decodeEndpointSlice, decodePod, decodeService, maxPortsRead } from '../kube/wire-objects.js';
 import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
 import type { Snapshot } from '../translate/translate.js';
 import { serviceNameLabel } from '../api/labels.js';
@@ -32,8 +32,10 @@ function trimService(o: Obj<ServiceLike>): Obj<ServiceLike> {
   const ingress = lb?.ingress?.map((i) => ({ ...(i.ip ? { ip: i.ip } : {}), ...(i.hostname ? { hostname: i.hostname } : {}) }));
   const sel = (o.spec as { selector?: Record<string, string> } | undefined)?.selector;
   const selected = sel && Object.keys(sel).length ? { selected: true as const } : {};
-  const ports = o.spec?.ports?.map((p) => ({ ...(p.name ? { name: p.name } : {}), ...(p.protocol ? { protocol: p.protocol } : {}), port: p.port }));
-  return { metadata: identity(o.metadata), spec: { ports, ...selected }, ...(lb ? { status: { loadBalancer: ingress ? { ingress } : {} } } : {}) } as Obj<ServiceLike>;
+  const all = o.spec?.ports;
+  const ports = all?.slice(0, maxPortsRead).map((p) => ({ ...(p.name ? { name: p.name } : {}), ...(p.protocol ? { protocol: p.protocol } : {}), port: p.port }));
+  const more = o.spec?.morePorts || (all?.length ?? 0) > maxPortsRead ? { morePorts: maxPortsRead } : {};
+  return { metadata: identity(o.metadata), spec: { ports, ...selected, ...more }, ...(lb ? { status: { loadBalancer: ingress ? { ingress } : {} } } : {}) } as Obj<ServiceLike>;
 }
 
 function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
@@ -41,7 +43,8 @@ function trimSlice(o: Obj<EndpointSliceLike>): Obj<EndpointSliceLike> {
   return {
     metadata: { ...identity(o.metadata), ...(svc ? { labels: { [serviceNameLabel]: svc } } : {}) },
     addressType: o.addressType,
-    ports: (o.ports ?? []).map((p) => ({ ...(p.name !== undefined ? { name: p.name } : {}), ...(p.protocol !== undefined ? { protocol: p.protocol } : {}), ...(p.port !== undefined ? { port: p.port } : {}) })),
+    ...(o.morePorts || (o.ports?.length ?? 0) > maxPortsRead ? { morePorts: maxPortsRead } : {}),
+    ports: (o.ports ?? []).slice(0, maxPortsRead).map((p) => ({ ...(p.name !== undefined ? { name: p.name } : {}), ...(p.protocol !== undefined ? { protocol: p.protocol } : {}), ...(p.port !== undefined ? { port: p.port } : {}) })),
     endpoints: (o.endpoints ?? []).map((e) => ({ addresses: (e.addresses ?? []).slice(0, 1), conditions: e.conditions, ...(e.targetRef?.kind === 'Pod' ? { targetRef: podRef(e.targetRef) } : {}) })), // the first is read
   } as Obj<EndpointSliceLike>;
 }

@@ -10,13 +10,15 @@ import type { Endpoint, ServiceTarget } from './plan.js';
 export interface ServiceLike {
   metadata?: { name?: string; namespace?: string };
   /** `selected`: the cache's mark of a non-empty selector (kept instead of the selector itself). */
-  spec?: { ports?: { name?: string; port: number; protocol?: string }[]; selected?: true };
+  /** `morePorts`: it has more ports than these, the first ones (kube/wire-objects.ts maxPortsRead). */
+  spec?: { ports?: { name?: string; port: number; protocol?: string }[]; selected?: true; morePorts?: number };
 }
 
 export interface EndpointSliceLike {
   metadata?: { labels?: Record<string, string> };
   addressType?: string;
   ports?: { name?: string; port?: number; protocol?: string }[] | null;
+  morePorts?: number;
   endpoints?: { addresses: string[]; targetRef?: TargetRef; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }[] | null;
 }
 
@@ -167,7 +169,10 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bu
   const svc = snap.services?.[`${ns}/${s.name}`];
   if (!svc) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} not found`, 503);
   const sp = (svc.spec?.ports ?? []).find((p) => (typeof s.port === 'number' ? p.port === s.port : p.name === s.port) && (p.protocol ?? 'TCP') === 'TCP');
-  if (!sp) return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}`, 503);
+  if (!sp) {
+    const more = svc.spec?.morePorts ? ` among the first ${svc.spec.morePorts} of its ports (the operator reads no more)` : '';
+    return fail(Reason.BackendNotFound, `Service ${ns}/${s.name} has no TCP port ${JSON.stringify(s.port)}${more}`, 503);
+  }
   if (s.caRef) {
     const pem = caBundleText(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key);
     const bundle = pem === undefined ? { problem: caBundleMissing(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key) } : bundles.parse(pem);

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { KubeClient } from '../../src/kube/client.js';
 import { decodeList, decodeStatus, decodeWatchEvent, eachField, unwrap, WireError } from '../../src/kube/protobuf.js';
-import { decodeData, decodeEndpointSlice, decodePod, decodeService } from '../../src/kube/wire-objects.js';
+import { decodeData, decodeEndpointSlice, decodePod, decodeService, maxPortsRead } from '../../src/kube/wire-objects.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { ClusterState } from '../../src/controller/cluster-state.js';
 import { KubeRevocation } from '../../src/kube/jwks-source.js';
@@ -48,6 +48,25 @@ test('an int32 is read as JSON has it, a negative one too (10 bytes on the wire)
   assert.deepEqual(slicePorts(-1, -2147483648, 2147483647, 0, 70000, 443), [-1, -2147483648, 2147483647, 0, 70000, 443]);
   assert.deepEqual(decodeService(msg(bytes(2, bytes(1, int32(3, -80))))).spec.ports, [{ port: -80 }]);
   assert.equal(decodeStatus(status(-5, 'X', 'y')).code, -5);
+});
+
+test('a Service or an EndpointSlice is read to its first 256 ports, and says it had more', () => {
+  const ports = (n: number) => Array.from({ length: n }, (_, i) => bytes(1, msg(bytes(1, `p${i}`), bytes(2, 'TCP'), int32(3, 1000 + i))));
+  const svc = decodeService(msg(bytes(2, msg(...ports(300)))));
+  assert.equal(svc.spec.ports?.length, maxPortsRead);
+  assert.deepEqual(svc.spec.ports?.at(-1), { name: 'p255', protocol: 'TCP', port: 1255 });
+  assert.equal(svc.spec.morePorts, maxPortsRead);
+  assert.equal(decodeService(msg(bytes(2, msg(...ports(maxPortsRead))))).spec.morePorts, undefined, 'exactly the bound: nothing more');
+  const slice = decodeEndpointSlice(msg(bytes(1, bytes(1, 's')), ...Array.from({ length: 300 }, (_, i) => bytes(3, int32(3, 1000 + i)))), () => false);
+  assert.equal(slice.ports.length, maxPortsRead);
+  assert.equal(slice.morePorts, maxPortsRead);
+  // what the cache keeps of one read as JSON is bounded alike
+  const kept = ClusterState.trimService({ metadata: { name: 'web', namespace: 'a' }, spec: { ports: Array.from({ length: 300 }, (_, i) => ({ port: 1000 + i })) } } as never);
+  assert.equal(kept.spec?.ports?.length, maxPortsRead);
+  assert.equal(kept.spec?.morePorts, maxPortsRead);
+  const keptSlice = ClusterState.trimSlice({ metadata: { name: 's', namespace: 'a' }, ports: Array.from({ length: 300 }, (_, i) => ({ port: 1000 + i })), endpoints: [] } as never);
+  assert.equal(keptSlice.ports?.length, maxPortsRead);
+  assert.equal(keptSlice.morePorts, maxPortsRead);
 });
 
 test('odd values the apiserver never writes are not a crash: a label key __proto__, a deletion time out of range', () => {

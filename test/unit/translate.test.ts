@@ -138,6 +138,18 @@ spec:
   routes: [{name: web, pathPrefix: /, service: {name: web, port: 80}}]
 `));
 
+test('a route to a port past the first ones read of a Service with more says so', () => {
+  const gw = serviceGateway();
+  const run = (morePorts?: number) => translate(gw, {
+    port: { port: 20000 },
+    services: { 'team-a/web': { spec: { ports: [{ port: 81 }], ...(morePorts ? { morePorts } : {}) } } },
+    endpointSlices: {},
+  }).conditions.find((c) => c.type === 'ResolvedRefs')!;
+  assert.equal(run(256).reason, 'BackendNotFound');
+  assert.match(run(256).message, /Service team-a\/web has no TCP port 80 among the first 256 of its ports \(the operator reads no more\)/);
+  assert.match(run().message, /has no TCP port 80$/);
+});
+
 test('with pods checked, an EndpointSlice address is used only when it is an IP of the live pod its endpoint names, in the Service\'s namespace', () => {
   const gw = serviceGateway();
   const pod = (over: Record<string, unknown> = {}) => ({ metadata: { uid: 'u1' }, status: { phase: 'Running', podIPs: [{ ip: '198.18.0.10' }, { ip: 'fd00::10' }] }, ...over });
