@@ -46,6 +46,13 @@ export function accessEnded(t: RouteTable, h: Held): string | null {
  * table that shares what the one before compiled, ~100 KiB for 64 routes). */
 export const maxOlderTables = 8;
 export const maxOlderTablesInAll = 32;
+/** Older admissions (spec changes) whose tables hold streams, over all of a namespace's listeners:
+ * a table of a spec at the schema's bounds (64 rules of 64 long names) is ~1.7 MiB, and 16
+ * gateways of 8 each held ~220 MiB of the heap every team shares. */
+export const maxOlderTablesPerNamespace = 16;
+
+/** The listeners holding anything, by namespace (`HeldAccess.namespaceSwapped`). */
+const holding = new Map<string, Set<HeldAccess>>();
 
 function madeOf(t: RouteTable): { seq: number; epoch: number } {
   return { seq: t.seq, epoch: t.epoch };
@@ -86,6 +93,7 @@ export class HeldAccess {
       return none;
     }
     this.held.set(h, { end, table });
+    this.register();
     if (table !== this.current()) this.swapped(); // its table was replaced while it was being opened
     if (!this.timer) this.arm();
     return () => this.release(h);
@@ -98,11 +106,28 @@ export class HeldAccess {
     from.held.clear();
     from.movedTo = this;
     from.stop();
+    if (this.held.size) this.register();
     this.recheck();
   }
 
   private release(h: Held): void {
     if (!this.held.delete(h)) this.movedTo?.release(h);
+    else if (!this.held.size) this.unregister();
+  }
+
+  private get namespace(): string {
+    return this.current().plan.namespace;
+  }
+
+  private register(): void {
+    let set = holding.get(this.namespace);
+    if (!set) holding.set(this.namespace, (set = new Set()));
+    set.add(this);
+  }
+
+  private unregister(): void {
+    const set = holding.get(this.namespace);
+    if (set?.delete(this) && !set.size) holding.delete(this.namespace);
   }
 
   /** Ends what the current table no longer admits, and what too many replaced tables hold (`swapped`);
@@ -116,6 +141,7 @@ export class HeldAccess {
       this.held.delete(h);
       this.ended(h, why, end);
     }
+    if (!this.held.size) this.unregister();
     this.swapped();
     this.arm();
   }
@@ -136,13 +162,38 @@ export class HeldAccess {
     const olderEpochs = [...new Set(older.map((x) => x.epoch).filter((e) => e !== now.epoch))];
     const endEpochs = new Set(olderEpochs.slice(0, Math.max(0, olderEpochs.length - maxOlderTables)));
     const endTables = new Set(older.slice(0, Math.max(0, older.length - maxOlderTablesInAll)).map((x) => x.t));
-    if (!endEpochs.size && !endTables.size) return;
-    for (const [h, { end, table }] of [...this.held]) {
-      const spec = endEpochs.has(madeOf(table).epoch);
-      if (!spec && !endTables.has(table)) continue;
-      this.held.delete(h);
-      this.ended(h, spec ? `the gateway's spec changed more than ${maxOlderTables} times since it was opened; open it again`
-        : `the gateway changed (its Services' endpoints too) more than ${maxOlderTablesInAll} times since it was opened; open it again`, end);
+    if (endEpochs.size || endTables.size) {
+      for (const [h, { end, table }] of [...this.held]) {
+        const spec = endEpochs.has(madeOf(table).epoch);
+        if (!spec && !endTables.has(table)) continue;
+        this.held.delete(h);
+        this.ended(h, spec ? `the gateway's spec changed more than ${maxOlderTables} times since it was opened; open it again`
+          : `the gateway changed (its Services' endpoints too) more than ${maxOlderTablesInAll} times since it was opened; open it again`, end);
+      }
+    }
+    if (!this.held.size) this.unregister();
+    // (only a listener holding an older admission adds to its namespace's count)
+    if (olderEpochs.length > endEpochs.size) HeldAccess.namespaceSwapped(this.namespace);
+  }
+
+  /** The older admissions held over all of `ns`'s listeners (epochs are numbered in the process):
+   * past `maxOlderTablesPerNamespace`, those of the oldest are ended. */
+  private static namespaceSwapped(ns: string): void {
+    const listeners = [...(holding.get(ns) ?? [])];
+    const epochs = new Set<number>();
+    for (const l of listeners) {
+      const now = l.current().epoch;
+      for (const { table } of l.held.values()) if (table.epoch !== now) epochs.add(table.epoch);
+    }
+    if (epochs.size <= maxOlderTablesPerNamespace) return;
+    const ending = new Set([...epochs].sort((a, b) => a - b).slice(0, epochs.size - maxOlderTablesPerNamespace));
+    for (const l of listeners) {
+      for (const [h, { end, table }] of [...l.held]) {
+        if (!ending.has(table.epoch)) continue;
+        l.held.delete(h);
+        l.ended(h, `this namespace's gateways changed their specs more than ${maxOlderTablesPerNamespace} times since it was opened; open it again`, end);
+      }
+      if (!l.held.size) l.unregister();
     }
   }
 
@@ -155,6 +206,7 @@ export class HeldAccess {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.unregister();
   }
 
   private arm(): void {

@@ -2187,6 +2187,36 @@ test('tenancy: streams keep at most 8 replaced tables alive: past that, those of
   assert.deepEqual(streams.map((s) => s.ended()), streams.map((_, i) => i === 0));
 });
 
+test('tenancy: over all of a namespace\'s gateways, streams keep at most 16 replaced specs\' tables alive; another namespace\'s are not counted', async (t) => {
+  const { m, held } = managerFor(t);
+  const up = await ticking(t);
+  const ports = { a1: await freePort(), a2: await freePort(), a3: await freePort(), b: await freePort() };
+  const planFor = (ns: string, name: string, port: number, i: number) => withAccess(withService(planOf(ns, name, port), up), [{ users: ['alice', `other-${i}`] }]);
+  const opened: Record<string, ReturnType<typeof stream>[]> = { a1: [], a2: [], a3: [], b: [] };
+  const change = async (gw: 'a1' | 'a2' | 'a3' | 'b', i: number) => {
+    const ns = gw === 'b' ? 'team-b' : 'team-a';
+    await m.apply(`${ns}/${gw}`, planFor(ns, gw, ports[gw], i));
+    const s = stream(ports[gw], held);
+    assert.equal(await streaming(s), true, s.text());
+    opened[gw]!.push(s);
+  };
+  // team-b: a stream under each of 8 specs, then team-a's two gateways 8 older specs each (16)
+  for (let i = 0; i <= maxOlderTables; i++) await change('b', i);
+  for (let i = 0; i <= maxOlderTables; i++) await change('a1', i);
+  for (let i = 0; i <= maxOlderTables; i++) await change('a2', i);
+  await pause(200);
+  assert.ok(Object.values(opened).flat().every((s) => !s.ended()), 'as many older specs as may be are kept');
+  // a third gateway's first spec is no older one; its second makes 17 in team-a: a1's oldest ends
+  await change('a3', 0);
+  await pause(200);
+  assert.equal(opened.a1![0]!.ended(), false);
+  await change('a3', 1);
+  assert.equal(await waitUntil(async () => { await pause(50); return opened.a1![0]!.ended(); }), true, 'the namespace\'s oldest spec\'s streams were ended');
+  await pause(200);
+  assert.deepEqual(opened.a1!.map((s) => s.ended()), opened.a1!.map((_, i) => i === 0));
+  assert.ok([...opened.a2!, ...opened.a3!, ...opened.b!].every((s) => !s.ended()), 'nothing else ended, team-b\'s least');
+});
+
 test('tenancy: streams whose upstream answered after their table was replaced count as that table\'s: past 8 such tables, the oldest\'s are ended', async (t) => {
   const { m, held } = managerFor(t);
   const answers: (() => void)[] = [];
