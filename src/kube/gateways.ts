@@ -28,7 +28,7 @@ const readAnnotations = new Set([accessLogAnnotation]);
 /** The operator's watch of AccessGateways (in `namespaces`; all when empty), each kept as
  * `gatewayForCache` makes it. */
 export function watchGateways(client: KubeClient, o: { namespaces: string[]; log: Logger; metrics?: Metrics;
-  onEvent: (type: InformerEvent, gw: AccessGateway, old: AccessGateway | undefined) => void }): Watched<AccessGateway> {
+  onEvent: (type: InformerEvent, gw: AccessGateway, old: AccessGateway | undefined, decodeMs?: number) => void }): Watched<AccessGateway> {
   return new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: o.namespaces, path: gatewaysPath, trim: gatewayForCache,
     log: o.log, ...(o.metrics ? { metrics: o.metrics } : {}), onEvent: o.onEvent });
 }
@@ -82,17 +82,30 @@ async function dropStale(client: KubeClient, path: string, want: ServiceLike, li
   await client.request('PATCH', `${path}?fieldManager=access-gateway`, { body: patch, contentType: 'application/strategic-merge-patch+json', what: `${what} (stale fields)` });
 }
 
-/** Writes `status`; a gateway deleted meanwhile is not an error (returns false). */
+/** Writes `status`; a gateway deleted (or made again) meanwhile is not an error (returns false). */
 export async function writeStatus(client: KubeClient, gw: AccessGateway, status: AccessGateway['status']): Promise<boolean> {
   const path = `${gatewaysPath(gw.metadata.namespace)}/${gw.metadata.name}/status`;
-  // merge-patch keeps keys it does not mention: remove the ones the new status drops
-  const removed = Object.keys(gw.status ?? {}).filter((k) => !(k in (status ?? {})));
-  const patch = { ...status, ...Object.fromEntries(removed.map((k) => [k, null])) };
+  // the status is replaced whole, and only on the object it was made for: a gateway deleted and
+  // made again under its name since it was read refuses it (422; a merge patch's metadata.uid is
+  // no precondition on the status subresource: it landed on the new one, Ready and all)
+  const uid = gw.metadata.uid;
+  const patch = [...(uid ? [{ op: 'test', path: '/metadata/uid', value: uid }] : []), { op: 'add', path: '/status', value: status ?? {} }];
   try {
-    await client.request('PATCH', path, { body: { status: patch }, contentType: 'application/merge-patch+json', what: `status of ${gw.metadata.namespace}/${gw.metadata.name}` });
+    await client.request('PATCH', path, { body: patch, contentType: 'application/json-patch+json', discard: true, what: `status of ${gw.metadata.namespace}/${gw.metadata.name}` });
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) return false;
+    if (uid && err instanceof ApiError && err.status === 422 && await replaced(client, path.slice(0, -'/status'.length), uid)) return false;
+    throw err;
+  }
+}
+
+/** Whether the gateway at `path` is gone or another object than `uid` (the test's 422 says no more). */
+async function replaced(client: KubeClient, path: string, uid: string): Promise<boolean> {
+  try {
+    return (await client.request<{ metadata?: { uid?: string } }>('GET', path, { what: `read ${path}` }))?.metadata?.uid !== uid;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return true;
     throw err;
   }
 }

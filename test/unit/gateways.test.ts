@@ -1,9 +1,9 @@
-// What the operator's cache keeps of an AccessGateway (pure logic).
+// What the operator's cache keeps of an AccessGateway, and how it writes one's status (pure logic, fake clients).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway } from '../../src/api/types.js';
-import { gatewayForCache, watchGateways } from '../../src/kube/gateways.js';
-import type { KubeClient } from '../../src/kube/client.js';
+import { gatewayForCache, watchGateways, writeStatus } from '../../src/kube/gateways.js';
+import { ApiError, type KubeClient } from '../../src/kube/client.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
 const gw = (annotations?: Record<string, string>) => ({
@@ -50,4 +50,43 @@ test('the operator\'s watch of AccessGateways keeps each as gatewayForCache make
   await w.stop();
   assert.deepEqual(w.get('a', 'g')?.metadata.annotations, { 'access-gateway.io/access-log': 'none' });
   assert.deepEqual(seen[0]?.metadata.annotations, { 'access-gateway.io/access-log': 'none' }, 'the controller gets it trimmed too');
+});
+
+test('a status is written whole, and only on the gateway it was made for: one made again under its name meanwhile refuses it', async () => {
+  const calls: { method: string; path: string; body?: unknown; contentType?: string }[] = [];
+  let live: { uid: string } | null = { uid: 'u1' };
+  const client = {
+    request: async (method: string, path: string, o: { body?: unknown; contentType?: string } = {}) => {
+      calls.push({ method, path, body: o.body, contentType: o.contentType });
+      if (method === 'GET') {
+        if (!live) throw new ApiError(404, { reason: 'NotFound' }, 'read');
+        return { metadata: { uid: live.uid } };
+      }
+      const test = (o.body as { op: string; value?: unknown }[])[0]!;
+      if (!live) throw new ApiError(404, { reason: 'NotFound' }, 'status');
+      if (test.op === 'test' && test.value !== live.uid) throw new ApiError(422, { reason: 'Invalid' }, 'status');
+      return undefined;
+    },
+  } as unknown as KubeClient;
+  const g = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'g', namespace: 'team-a', uid: 'u1' }, spec: {}, status: { listener: { port: 1, url: 'x' } } } as unknown as AccessGateway;
+  const status = { observedGeneration: 2, listener: { port: 2 } } as AccessGateway['status'];
+  assert.equal(await writeStatus(client, g, status), true);
+  assert.deepEqual(calls[0], {
+    method: 'PATCH', path: '/apis/access-gateway.io/v1alpha1/namespaces/team-a/accessgateways/g/status', contentType: 'application/json-patch+json',
+    body: [{ op: 'test', path: '/metadata/uid', value: 'u1' }, { op: 'add', path: '/status', value: status }],
+  });
+  // made again (u2) since it was read: refused, and that is no error
+  live = { uid: 'u2' };
+  calls.length = 0;
+  assert.equal(await writeStatus(client, g, status), false);
+  assert.deepEqual(calls.map((c) => c.method), ['PATCH', 'GET']);
+  live = null;
+  assert.equal(await writeStatus(client, g, status), false, 'deleted');
+  // a 422 for the object it was made for is the status's own fault: thrown
+  live = { uid: 'u1' };
+  const own = { ...client, request: async (method: string, ...rest: unknown[]) => {
+    if (method === 'PATCH') throw new ApiError(422, { reason: 'Invalid', message: 'status.x: bad' }, 'status');
+    return (client.request as (...a: unknown[]) => unknown)(method, ...rest);
+  } } as unknown as KubeClient;
+  await assert.rejects(writeStatus(own, g, status), /status.x: bad/);
 });
