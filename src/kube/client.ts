@@ -37,6 +37,9 @@ export interface RequestOptions {
   /** Asks for protobuf first (JSON second; or as `accept` says): an answer in protobuf is unwrapped
    * from its envelope and decoded by this (a Status, if not 2xx); one in JSON is parsed as JSON. */
   protobuf?: (msg: Buffer) => unknown;
+  /** A 2xx answer is read and dropped, not kept or parsed (undefined is returned): a status
+   * write's answer is the whole object, up to ~1.5 MB of a team's JSON. */
+  discard?: boolean;
 }
 
 /** The Accept header of a call: as given, else protobuf first for one that decodes it, else the
@@ -155,8 +158,12 @@ export class KubeClient {
       headersTimeout: opts.timeoutMs ?? 30_000,
       bodyTimeout: opts.timeoutMs ?? 30_000,
     });
-    const buf = opts.maxBytes === undefined ? Buffer.from(await res.body.arrayBuffer()) : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`, opts.onBytes);
     const ok = res.statusCode >= 200 && res.statusCode <= 299;
+    if (ok && opts.discard) {
+      for await (const _ of res.body) { /* read through, so the connection is kept */ }
+      return undefined as T;
+    }
+    const buf = opts.maxBytes === undefined ? Buffer.from(await res.body.arrayBuffer()) : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`, opts.onBytes);
     const parsed = decodeBody(buf, res.headers['content-type'], ok, opts.protobuf);
     if (res.statusCode === 401) void this.refreshAuth();
     if (!ok) throw new ApiError(res.statusCode, parsed, opts.what ?? `${method} ${path}`);
@@ -167,7 +174,7 @@ export class KubeClient {
    * With `protobuf`, protobuf is asked for first (or as `accept` says): its frames' objects are
    * decoded by it. */
   async watch(path: string, signal: AbortSignal, idleTimeoutMs: number, accept: string | undefined,
-    onEvent: (ev: { type: string; object: any }) => void, protobuf?: (msg: Buffer) => unknown): Promise<void> {
+    onEvent: (ev: { type: string; object: any }, decodeMs: number) => void, protobuf?: (msg: Buffer) => unknown): Promise<void> {
     const url = new URL(path, this.server);
     const res = await this.dispatcher.request({
       origin: url.origin, path: url.pathname + url.search, method: 'GET',
@@ -178,7 +185,13 @@ export class KubeClient {
       const buf = Buffer.from(await res.body.arrayBuffer());
       throw new ApiError(res.statusCode, decodeBody(buf, res.headers['content-type'], false, protobuf), `watch ${path}`);
     }
-    if (protobuf && isProtobuf(res.headers['content-type'])) return readFrames(res.body as AsyncIterable<Buffer>, (frame) => onEvent(decodeWatchEvent(frame, protobuf)));
+    if (protobuf && isProtobuf(res.headers['content-type'])) {
+      return readFrames(res.body as AsyncIterable<Buffer>, (frame) => {
+        const t = performance.now();
+        const ev = decodeWatchEvent(frame, protobuf);
+        onEvent(ev, performance.now() - t);
+      });
+    }
     // a line (an event) may come in thousands of pieces: each piece is searched once, and the
     // line joined once it ends (appending each to the rest and searching it all again took
     // seconds for one 8 MiB event)
@@ -193,7 +206,10 @@ export class KubeClient {
         pieces.length = 0;
         held = 0;
         from = nl + 1;
-        if (line) onEvent(JSON.parse(line));
+        if (!line) continue;
+        const t = performance.now();
+        const ev = JSON.parse(line);
+        onEvent(ev, performance.now() - t);
       }
       if (from < chunk.length) {
         pieces.push(from === 0 ? chunk : chunk.subarray(from));

@@ -23,7 +23,8 @@ export interface InformerOptions<T> {
   labelSelector?: string;
   fieldSelector?: string;
   log: Logger;
-  onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
+  /** `decodeMs`: what reading a watch event's object took (0 for a list's). */
+  onEvent: (type: InformerEvent, obj: T, old: T | undefined, decodeMs?: number) => void;
   /** Server-side watch timeout range in seconds (client-go uses 5-10 minutes). */
   watchTimeoutSeconds?: [number, number];
   maxBackoffMs?: number;
@@ -264,7 +265,7 @@ export class Informer<T extends KubeObject> {
     try {
       // a metadata-only list is a PartialObjectMetadataList, its watch events PartialObjectMetadata
       const accept = this.opts.accept?.replaceAll('as=PartialObjectMetadataList', 'as=PartialObjectMetadata');
-      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev) => {
+      await this.client.watch(path, this.abort.signal, (timeout + 30) * 1000, accept, (ev, decodeMs) => {
         const obj = ev.object as T;
         if (ev.type === 'ERROR') { // not a sync: a watch that fails so each time would look recent
           const status = ev.object as { code?: number; message?: string };
@@ -279,10 +280,10 @@ export class Informer<T extends KubeObject> {
         const old = this.cache.get(key);
         if (ev.type === 'DELETED') {
           this.cache.delete(key);
-          this.opts.onEvent('delete', kept, old);
+          this.opts.onEvent('delete', kept, old, decodeMs);
         } else {
           this.cache.set(key, kept);
-          this.opts.onEvent(old ? 'update' : 'add', kept, old);
+          this.opts.onEvent(old ? 'update' : 'add', kept, old, decodeMs);
         }
       }, this.opts.protobuf);
       // ended by the apiserver at its timeout, every event read: up to date, in a quiet cluster too

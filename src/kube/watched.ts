@@ -30,7 +30,7 @@ export interface WatchedOptions<T> {
   indexBy?: (obj: T) => string | string[] | undefined;
   log: Logger;
   metrics?: Metrics;
-  onEvent: (type: InformerEvent, obj: T, old: T | undefined) => void;
+  onEvent: (type: InformerEvent, obj: T, old: T | undefined, decodeMs?: number) => void;
 }
 
 export class Watched<T extends KubeObject> {
@@ -53,10 +53,10 @@ export class Watched<T extends KubeObject> {
       pageSize: opts.pageSize,
       metrics: opts.metrics,
       log: opts.log,
-      onEvent: (type, obj, old) => {
+      onEvent: (type, obj, old, decodeMs) => {
         if (opts.indexBy) this.reindex(type, obj, old);
         if (opts.quietWhenUnchanged && type === 'update' && old && keptText(old) === keptText(obj)) return;
-        opts.onEvent(type, obj, old);
+        opts.onEvent(type, obj, old, decodeMs);
       },
     }));
   }

@@ -118,3 +118,16 @@ test('a namespace whose reconciles took more than its share of the event loop wa
   assert.equal(got, undefined, 'a\'s pause is seconds long');
   q.shutdown();
 });
+
+test('reading a gateway\'s watch event is charged to its namespace (a team\'s large gateways are read again after each status write), once the start-up reconciles are done', async () => {
+  const { store, emit, internals } = setup();
+  const paused = (ns: string) => (internals.controller.queue as unknown as { isPaused(g: string): boolean }).isPaused(ns);
+  const big = gw('g1', '2026-01-01T00:00:00Z');
+  store.set('a/g1', big);
+  emit('add', big, undefined, 5_000);
+  assert.equal(paused('a'), false, 'not before start-up is done');
+  (internals as unknown as { listed: boolean }).listed = true;
+  emit('update', big, big, 5_000); // more than the namespace's burst of 1 s
+  assert.equal(paused('a'), true);
+  assert.equal(paused('b'), false);
+});

@@ -260,3 +260,22 @@ test('a watch the apiserver ends at its timeout counts as a sync (a quiet cluste
   release();
   await inf.stop();
 });
+
+test('what reading a watch event took reaches the handler through Watched and its informer', async () => {
+  let release!: () => void;
+  const blocked = new Promise<void>((r) => { release = r; });
+  const client = {
+    request: async () => ({ items: [], metadata: { resourceVersion: '1' } }),
+    watch: async (_p: string, _s: AbortSignal, _t: number, _a: string | undefined, onEvent: (ev: { type: string; object: unknown }, ms: number) => void) => {
+      onEvent({ type: 'ADDED', object: { metadata: { name: 'g', namespace: 'a', resourceVersion: '2' } } }, 7.5);
+      await blocked;
+    },
+  } as unknown as KubeClient;
+  const seen: [string, number | undefined][] = [];
+  const w = new Watched<KubeObject>(client, { name: 'gws', namespaces: [], path: () => '/x', log: silentLogger, onEvent: (type, _o, _old, ms) => seen.push([type, ms]) });
+  w.start();
+  for (let i = 0; i < 200 && !seen.length; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(seen, [['add', 7.5]]);
+  release();
+  await w.stop();
+});

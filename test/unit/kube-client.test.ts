@@ -62,9 +62,26 @@ test('watch events come whole however the stream cuts them: one in thousands of 
     writeCut(res, lines); // lines, and the two bytes of é, are cut anywhere
   });
   const got: unknown[] = [];
-  await client.watch('/w', new AbortController().signal, 30_000, undefined, (ev) => got.push(ev));
+  const ms: number[] = [];
+  await client.watch('/w', new AbortController().signal, 30_000, undefined, (ev, decodeMs) => { got.push(ev); ms.push(decodeMs); });
   assert.equal(got.length, 4);
   assert.deepEqual(got, [big, small(3), small(4), big]);
+  // what reading each took is told (charged to the namespace of a gateway read so): the big ones' most
+  assert.ok(ms.every((x) => x >= 0) && ms[0]! > ms[1]! && ms[3]! > ms[2]!, String(ms));
+});
+
+test('a discarded answer is read through and not parsed, its connection kept; an error\'s is read', async (t) => {
+  let sockets = 0;
+  const body = JSON.stringify({ metadata: { name: 'g' }, v: '<'.repeat(300_000) });
+  const client = await serve(t, (p, res, req) => {
+    if (!(req.socket as { counted?: true }).counted) { (req.socket as { counted?: true }).counted = true; sockets++; }
+    req.resume();
+    res.writeHead(p === '/bad' ? 422 : 200, { 'content-type': 'application/json' });
+    res.end(p === '/bad' ? JSON.stringify({ kind: 'Status', reason: 'Invalid', message: 'no' }) : body);
+  });
+  for (let i = 0; i < 6; i++) assert.equal(await client.request('PATCH', '/x', { body: {}, discard: true }), undefined);
+  assert.ok(sockets <= 2, `connections kept: ${sockets} for 6 requests`);
+  await assert.rejects(client.request('PATCH', '/bad', { body: {}, discard: true }), (e: Error) => e instanceof ApiError && e.status === 422 && /no$/.test(e.message));
 });
 
 test('a protobuf watch: frames whole however the stream cuts them; a frame cut off by the stream\'s end is an error', async (t) => {
