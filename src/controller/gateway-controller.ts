@@ -98,7 +98,7 @@ export class GatewayController {
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
       limit: this.limit, advertiseHost: opts.advertiseHost,
-      requeue: (k) => this.controller.enqueue(k), clock,
+      requeue: (k, afterMs) => (afterMs === undefined ? this.controller.enqueue(k) : this.controller.queue.addAfter(k, afterMs)), clock,
       // not before every gateway seen at start was reconciled once: /readyz waits for them all
       charge: (ns, ms) => { if (this.ready) this.controller.queue.charge(ns, ms); },
     });

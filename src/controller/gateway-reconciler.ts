@@ -71,8 +71,9 @@ export interface GatewayReconcilerDeps {
   limit?: NamespaceLimit;
   /** Host named in status.listener.url when the gateway is not exposed. */
   advertiseHost: string;
-  /** Reconciles another key (gateways waiting for a port or a place under the limit). */
-  requeue: (key: string) => void;
+  /** Reconciles another key (gateways waiting for a port or a place under the limit), after
+   * `afterMs` if given. */
+  requeue: (key: string, afterMs?: number) => void;
   /** The event-loop time a reconcile of a gateway of `namespace` took (translate, apply): charged to the namespace. */
   charge?: (namespace: string, ms: number) => void;
   clock?: Clock;
@@ -93,8 +94,9 @@ export class GatewayReconciler {
   /** Exposure objects last written per key (skip writes that change nothing), and whether the
    * cache has shown both since (then one gone was deleted by someone: written again). */
   private readonly exposed = new Map<string, { want: string; seen: boolean; refused?: { message: string; until: number } }>();
-  /** Gateways waiting for a port another gateway holds: retried when one is released. */
-  private readonly waitingForPort = new Set<string>();
+  /** Gateways waiting for a port another gateway holds, and which (undefined: any in the range):
+   * retried when that one is released (`freed`). */
+  private readonly waitingForPort = new Map<string, number | undefined>();
   /** Gateways whose place under the namespace limit a gateway's arrival or departure changed:
    * reconciled once that one has let go of its port (not before, to find the port still held). */
   private readonly after = new Map<string, string[]>();
@@ -167,10 +169,10 @@ export class GatewayReconciler {
   private async forget(key: string, log: Logger): Promise<Result> {
     // stop listening first, so a gateway waiting for this port can bind it
     await this.d.dataplane.apply(key, null);
-    const held = this.d.ports.portOf(key) !== undefined;
+    const held = this.d.ports.portOf(key);
     this.d.ports.release(key);
     this.waitingForPort.delete(key);
-    if (held) for (const k of this.waitingForPort) this.d.requeue(k); // only a port freed helps them
+    if (held !== undefined) this.freed(held); // only a port freed helps them
     this.requeueWaitingOn(key);
     this.written.delete(key);
     this.exposed.delete(key);
@@ -183,16 +185,16 @@ export class GatewayReconciler {
   private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): { port: PortSnapshot; retryInMs?: number } {
     const over = this.overLimit(key, gw);
     if (over) {
-      const had = this.d.ports.portOf(key) !== undefined;
+      const had = this.d.ports.portOf(key);
       this.d.ports.release(key);
       this.waitingForPort.delete(key);
-      if (had) for (const k of this.waitingForPort) this.d.requeue(k); // the port it gave up may be theirs
+      if (had !== undefined) this.freed(had); // the port it gave up may be theirs
       return { port: { conflict: over, reason: Reason.TooManyGateways } };
     }
     if (!this.leader()) return { port: this.followPort(key, gw, spec.spec.listener?.port) };
     const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
     if ('conflict' in claim) {
-      this.waitingForPort.add(key);
+      this.waitingForPort.set(key, spec.spec.listener?.port); // (one --requestable-ports refuses is never given up)
       return { port: { conflict: claim.conflict, reason: Reason.PortConflict }, retryInMs: claim.retryInMs };
     }
     this.waitingForPort.delete(key);
@@ -221,13 +223,14 @@ export class GatewayReconciler {
       this.waitingForPort.delete(key);
       result = { conflict: refused, reason: Reason.PortConflict };
     } else if (recorded === undefined || moving) {
+      // the leader's next status write (an update of this gateway) brings it back, not a release
       this.d.ports.release(key);
-      this.waitingForPort.add(key);
+      this.waitingForPort.delete(key);
       result = { conflict: 'not served on this replica until the leader records its port in status.listener.port', reason: Reason.PortConflict };
     } else {
       const claim = this.d.ports.follow(key, recorded, rankOf(gw));
       if ('conflict' in claim) {
-        this.waitingForPort.add(key);
+        this.waitingForPort.set(key, recorded);
         this.d.requeue(claim.holder);
         result = { conflict: claim.conflict, reason: Reason.PortConflict };
       } else {
@@ -235,8 +238,24 @@ export class GatewayReconciler {
         result = { port: claim.port };
       }
     }
-    if (before !== undefined && before !== this.d.ports.portOf(key)) for (const k of this.waitingForPort) if (k !== key) this.d.requeue(k);
+    if (before !== undefined && before !== this.d.ports.portOf(key)) this.freed(before, key);
     return result;
+  }
+
+  /**
+   * Port `port` was given up: those waiting for it (or for any in the range, if it is) try again;
+   * those of another namespace than the one that gave it up once its hold ends (a team making and
+   * deleting a gateway in a loop woke every waiting gateway of every team each time, their
+   * reconciles charged to them).
+   */
+  private freed(port: number, except?: string): void {
+    const leader = this.leader();
+    for (const [k, want] of this.waitingForPort) {
+      if (k === except || (want === undefined ? !this.d.ports.inRange(port) : want !== port)) continue;
+      const until = leader ? this.d.ports.heldFor(port, k) : undefined; // (a follower serves what the leader recorded)
+      if (until === undefined) this.d.requeue(k);
+      else this.d.requeue(k, Math.max(1, until - this.clock.now()));
+    }
   }
 
   /** Why a gateway is over its namespace's limit (it is not among the oldest N), or null. */

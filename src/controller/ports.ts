@@ -165,6 +165,12 @@ export class PortAllocator {
     return r && namespaceOf(r.key) !== namespaceOf(key) ? r.until : undefined;
   }
 
+  /** Until when `key` must wait for port `p`, given up just now, for another namespace's hold
+   * (undefined: it may take it). */
+  heldFor(p: number, key: string): number | undefined {
+    return this.heldUntil(p, key);
+  }
+
   /** A port some other process holds: not handed out again for a while. */
   block(port: number, forMs = 60_000): void {
     this.blocked.set(port, this.now() + forMs);

@@ -190,6 +190,59 @@ test('a deleted gateway that held no port does not requeue those waiting for one
   assert.deepEqual(requeued, ['team-a/b']);
 });
 
+test('tenancy: a port given up wakes only those waiting for it (or for the range, if in it), another namespace\'s when its hold ends', async () => {
+  const clock = new FakeClock(1_000_000);
+  const ports = new PortAllocator([100, 100], () => clock.now(), 300_000, 16, [1, 9000]);
+  const requeued: [string, number | undefined][] = [];
+  const on = (ns: string, name: string, created: string, port?: number) => {
+    const g = gw(name, created, { spec: { ...gw(name, '').spec, ...(port ? { listener: { port } } : {}) } });
+    g.metadata.namespace = ns;
+    return g;
+  };
+  const { r, store } = setup([
+    on('team-b', 'b8080', '2026-01-01T00:00:00Z', 8080), on('team-b', 'b8081', '2026-01-01T00:00:01Z', 8081),
+    on('team-b', 'brange', '2026-01-01T00:00:02Z'), on('team-b', 'brefused', '2026-01-01T00:00:03Z', 9999),
+    on('team-c', 'c8080', '2026-01-01T00:00:04Z', 8080), on('team-c', 'crange', '2026-01-01T00:00:05Z'),
+  ], { ports, clock, requeue: (k, ms) => requeued.push([k, ms]) });
+  // team-a holds 8081 and the range's one port; team-b's and team-c's wait
+  store.set('team-a/a8081', on('team-a', 'a8081', '2025-01-01T00:00:00Z', 8081));
+  store.set('team-a/arange', on('team-a', 'arange', '2025-01-01T00:00:01Z'));
+  await r.reconcile('team-a/a8081', silentLogger);
+  await r.reconcile('team-a/arange', silentLogger);
+  for (const k of ['team-b/b8080', 'team-c/c8080', 'team-b/b8081', 'team-b/brange', 'team-b/brefused', 'team-c/crange']) await r.reconcile(k, silentLogger);
+  assert.equal(ports.portOf('team-b/b8080'), 8080);
+  assert.deepEqual(['team-c/c8080', 'team-b/b8081', 'team-b/brange', 'team-b/brefused', 'team-c/crange'].map((k) => ports.portOf(k)), [undefined, undefined, undefined, undefined, undefined]);
+  requeued.length = 0;
+  // team-a makes and deletes its gateways in a loop: no one is woken at once, team-b's and
+  // team-c's waiters once its holds end (each timer kept by the queue per key)
+  for (let i = 0; i < 3; i++) {
+    for (const k of ['team-a/a8081', 'team-a/arange']) { const g = store.get(k)!; store.delete(k); await r.reconcile(k, silentLogger); store.set(k, g); }
+    for (const k of ['team-a/a8081', 'team-a/arange']) await r.reconcile(k, silentLogger);
+  }
+  const woken = (k: string) => requeued.filter(([x]) => x === k);
+  assert.deepEqual(woken('team-b/b8080'), [], 'it holds its port');
+  assert.deepEqual(woken('team-c/c8080'), [], '8080 was not given up');
+  assert.deepEqual(woken('team-b/brefused'), [], 'a port --requestable-ports refuses is never given up');
+  for (const k of ['team-b/b8081', 'team-b/brange', 'team-c/crange']) {
+    assert.ok(woken(k).length > 0, k);
+    assert.ok(woken(k).every(([, ms]) => ms === 300_000), `${k}: when the hold ends, not at once: ${JSON.stringify(woken(k))}`);
+  }
+  // the same namespace's waiter is woken at once: team-b's b8080 deleted wakes team-c's c8080 after the hold, ...
+  requeued.length = 0;
+  store.delete('team-b/b8080');
+  await r.reconcile('team-b/b8080', silentLogger);
+  assert.deepEqual(woken('team-c/c8080'), [['team-c/c8080', 300_000]]);
+  // ... and a team-b gateway waiting for 8080 at once
+  requeued.length = 0;
+  store.set('team-b/b8080', on('team-b', 'b8080', '2026-01-01T00:00:00Z', 8080));
+  await r.reconcile('team-b/b8080', silentLogger);
+  store.set('team-b/b2', on('team-b', 'b2', '2026-01-02T00:00:00Z', 8080));
+  await r.reconcile('team-b/b2', silentLogger);
+  store.delete('team-b/b8080');
+  await r.reconcile('team-b/b8080', silentLogger);
+  assert.deepEqual(woken('team-b/b2'), [['team-b/b2', undefined]]);
+});
+
 test('gateways over the namespace limit are TooManyGateways, the oldest keep theirs', async () => {
   const gateways = [gw('old', '2026-01-01T00:00:00Z'), gw('new', '2026-01-02T00:00:00Z')];
   const limit = new NamespaceLimit(1);
