@@ -95,17 +95,17 @@ export async function writeStatus(client: KubeClient, gw: AccessGateway, status:
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) return false;
-    if (uid && err instanceof ApiError && err.status === 422 && await replaced(client, path.slice(0, -'/status'.length), uid)) return false;
+    if (uid && err instanceof ApiError && err.status === 422 && await replaced(client, gw, uid)) return false;
     throw err;
   }
 }
 
-/** Whether the gateway at `path` is gone or another object than `uid` (the test's 422 says no more). */
-async function replaced(client: KubeClient, path: string, uid: string): Promise<boolean> {
-  try {
-    return (await client.request<{ metadata?: { uid?: string } }>('GET', path, { what: `read ${path}` }))?.metadata?.uid !== uid;
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return true;
-    throw err;
-  }
+/** Whether the gateway `gw` names is gone or another object than `uid` (the test's 422 says no
+ * more). Listed by name, its metadata only: the operator may list and watch gateways, not get one. */
+async function replaced(client: KubeClient, gw: AccessGateway, uid: string): Promise<boolean> {
+  const name = encodeURIComponent(`metadata.name=${gw.metadata.name}`);
+  const list = await client.request<{ items?: { metadata?: { uid?: string } }[] }>('GET', `${gatewaysPath(gw.metadata.namespace)}?fieldSelector=${name}`, {
+    accept: 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1', what: `list AccessGateway ${gw.metadata.namespace}/${gw.metadata.name}`,
+  });
+  return list?.items?.[0]?.metadata?.uid !== uid;
 }

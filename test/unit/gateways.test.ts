@@ -59,8 +59,8 @@ test('a status is written whole, and only on the gateway it was made for: one ma
     request: async (method: string, path: string, o: { body?: unknown; contentType?: string } = {}) => {
       calls.push({ method, path, body: o.body, contentType: o.contentType });
       if (method === 'GET') {
-        if (!live) throw new ApiError(404, { reason: 'NotFound' }, 'read');
-        return { metadata: { uid: live.uid } };
+        assert.equal(path, '/apis/access-gateway.io/v1alpha1/namespaces/team-a/accessgateways?fieldSelector=metadata.name%3Dg', 'listed by name (the operator may not get one)');
+        return { items: live ? [{ metadata: { uid: live.uid } }] : [] };
       }
       const test = (o.body as { op: string; value?: unknown }[])[0]!;
       if (!live) throw new ApiError(404, { reason: 'NotFound' }, 'status');

@@ -5,12 +5,12 @@ operator's code uses (src/controller/cluster-state.ts, src/controller/gateway-re
 */}}
 {{- define "access-gateway.namespacedRules" -}}
 # AccessGateways are the operator's input: listed and watched (informers; nothing is read with a
-# single get).
+# single get: whether a gateway whose status write was refused was made again is a list by name).
 - apiGroups: [access-gateway.io]
   resources: [accessgateways]
   verbs: [list, watch]
-# Status (conditions, listener port and URL) is written with a merge-patch of /status; the
-# operator never writes the spec or metadata of a gateway.
+# Status (conditions, listener port and URL) is written with a JSON patch of /status that tests
+# the gateway's uid; the operator never writes the spec or metadata of a gateway.
 - apiGroups: [access-gateway.io]
   resources: [accessgateways/status]
   verbs: [patch]
