@@ -82,6 +82,10 @@ test('every attribute must be allowed; the 403 names the first refused one and t
   await assert.rejects(c.check(caller, { user: 'alice', uid: '', groups: ['system:masters'], extra: {} }, 'team-a'),
     (e: any) => e.status === 403 && /may not impersonate group "system:masters": RBAC: no rule/.test(e.message));
   await assert.rejects(c.check(caller, { user: 'bob', uid: '', groups: [], extra: {} }, 'team-a'), /may not impersonate user "bob"/);
+  // a user it may not impersonate, with 32 groups: one review, not 33
+  rv.calls.length = 0;
+  await assert.rejects(c.check(caller, { user: 'carol', uid: '', groups: Array.from({ length: 32 }, (_, i) => `g${i}`), extra: {} }, 'team-a'), /may not impersonate user "carol"/);
+  assert.deepEqual(rv.calls.map((a) => a.name), ['carol']);
 });
 
 test('a caller\'s cached decisions are remembered by a digest: 64 names of a header\'s 16 KiB hold a few KiB, not 1 MiB', async () => {
