@@ -60,7 +60,7 @@ export async function runOperator(args: string[]): Promise<void> {
   const controller: GatewayController = new GatewayController({
     client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics, jwksReady: rt.jwksReadiness, endpointAddresses: f['endpoint-addresses'],
     source: (onEvent) => watchGateways(client, { namespaces: f.namespace, log, metrics, onEvent }),
-    writeStatus: async (gw, status) => { await writeStatus(client, gw, status); },
+    writeStatus: (gw, status) => writeStatus(client, gw, status),
     events,
     // in a cluster the pods' addresses; outside, the pod's own (POD_IP) or --advertise-address when publishable
     ...(f['no-expose'] ? {} : {

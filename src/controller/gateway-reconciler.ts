@@ -37,7 +37,8 @@ export interface Dataplane {
 }
 
 /** Where status goes: the /status subresource, or (serve) memory. */
-export type StatusWriter = (gw: AccessGateway, status: AccessGatewayStatus) => Promise<void>;
+/** Resolves false when the gateway is gone (or made again) since it was read: nothing written. */
+export type StatusWriter = (gw: AccessGateway, status: AccessGatewayStatus) => Promise<boolean | void>;
 
 /** Kubernetes Events (the operator only). */
 export interface EventSink {
@@ -192,7 +193,9 @@ export class GatewayReconciler {
       return { port: { conflict: over, reason: Reason.TooManyGateways } };
     }
     if (!this.leader()) return { port: this.followPort(key, gw, spec.spec.listener?.port) };
+    const before = this.d.ports.portOf(key);
     const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
+    if (before !== undefined && before !== this.d.ports.portOf(key)) this.freed(before, key); // it moved, or gave its port up
     if ('conflict' in claim) {
       this.waitingForPort.set(key, spec.spec.listener?.port); // (one --requestable-ports refuses is never given up)
       return { port: { conflict: claim.conflict, reason: Reason.PortConflict }, retryInMs: claim.retryInMs };
@@ -368,11 +371,17 @@ export class GatewayReconciler {
     const prev = this.written.get(key);
     if (prev && prev.digest === wanted && rv !== undefined && prev.fromRv === rv) return;
     this.written.set(key, { digest: wanted, fromRv: rv }); // before the write: the watch event of our own write must find it
+    let wrote: boolean | void;
     try {
-      await terminalIfInvalid(this.d.writeStatus(gw, status), `status of AccessGateway ${key}`);
+      wrote = await terminalIfInvalid(this.d.writeStatus(gw, status), `status of AccessGateway ${key}`);
     } catch (err) {
       this.written.delete(key);
       throw err;
+    }
+    if (wrote === false) { // its successor's events reconcile it
+      this.written.delete(key);
+      log.debug('gateway gone or made again since it was read: status not written');
+      return;
     }
     this.recordTransition(gw, status);
     log.info({ ready: status.conditions?.find((c) => c.type === ConditionType.Ready)?.status, port }, 'status written');
@@ -410,8 +419,8 @@ function refusedAsInvalid(write: Promise<unknown>, what: string): Promise<string
 }
 
 /** A refusal as invalid is terminal: not retried. */
-function terminalIfInvalid(write: Promise<unknown>, what: string): Promise<void> {
-  return write.then(() => undefined, (err) => {
+function terminalIfInvalid<T>(write: Promise<T>, what: string): Promise<T> {
+  return write.then((v) => v, (err) => {
     throw invalid(err) ? new TerminalError(`${what} refused as invalid: ${(err as Error).message}`, { cause: err }) : err;
   });
 }

@@ -103,8 +103,9 @@ export class PortAllocator {
         return { port: p };
       }
     }
-    let until: number | undefined; // a port held for another namespace is free at the end of its hold
+    let until: number | undefined; // a port held for another namespace is free at the end of its hold, one another process holds when it is tried again
     for (const [p, r] of this.released) if (this.inRange(p) && !this.owners.has(p) && namespaceOf(r.key) !== namespaceOf(key)) until = Math.min(until ?? r.until, r.until);
+    for (const [p, t] of this.blocked) if (this.inRange(p) && !this.owners.has(p) && t > this.now()) until = Math.min(until ?? t, t);
     return { conflict: `no free port left in the range ${this.range[0]}-${this.range[1]}`, ...(until !== undefined ? { retryInMs: Math.max(1, until - this.now()) } : {}) };
   }
 

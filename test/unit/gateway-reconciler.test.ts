@@ -243,6 +243,60 @@ test('tenancy: a port given up wakes only those waiting for it (or for the range
   assert.deepEqual(woken('team-b/b2'), [['team-b/b2', undefined]]);
 });
 
+test('a gateway moving to another port wakes those waiting for the one it left (a requested one, or the range\'s)', async () => {
+  const on = (name: string, created: string, port?: number) => gw(name, created, { spec: { ...gw(name, '').spec, ...(port ? { listener: { port } } : {}) } });
+  const ports = new PortAllocator([100, 100]);
+  const { r, store, requeued } = setup([on('a', '2026-01-01T00:00:00Z', 8080), on('b', '2026-01-02T00:00:00Z', 8080), on('c', '2026-01-03T00:00:00Z'), on('d', '2026-01-04T00:00:00Z')], { ports });
+  for (const n of ['a', 'b', 'c', 'd']) await r.reconcile(`team-a/${n}`, silentLogger);
+  assert.deepEqual(['a', 'b', 'c', 'd'].map((n) => ports.portOf(`team-a/${n}`)), [8080, undefined, 100, undefined]);
+  requeued.length = 0;
+  store.set('team-a/a', on('a', '2026-01-01T00:00:00Z', 8081));
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(requeued, ['team-a/b'], 'b waits for 8080, which a left');
+  requeued.length = 0;
+  store.set('team-a/c', on('c', '2026-01-03T00:00:00Z', 8082));
+  await r.reconcile('team-a/c', silentLogger);
+  assert.deepEqual(requeued, ['team-a/d'], 'd waits for the range\'s port, which c left');
+});
+
+test('a follower waiting for the leader to record its port is not woken by a release, only by its own update', async () => {
+  const a = gw('a', '2026-01-01T00:00:00Z', { status: { listener: { port: 100 } } });
+  const b = gw('b', '2026-01-01T00:00:01Z'); // not recorded yet
+  const { r, store, requeued } = setup([a, b], { isLeader: () => false });
+  await r.reconcile('team-a/a', silentLogger);
+  await r.reconcile('team-a/b', silentLogger);
+  requeued.length = 0;
+  store.delete('team-a/a');
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(requeued, []);
+});
+
+test('a status write that finds the gateway gone or made again writes no Event and remembers nothing', async () => {
+  const events: string[] = [];
+  let gone = true;
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+    writeStatus: async () => !gone,
+    events: { record: async (_g, type, reason) => { events.push(`${type} ${reason}`); } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(events, []);
+  assert.equal(r.lastWritten('team-a/a'), undefined);
+  gone = false;
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(events.length, 1);
+  assert.notEqual(r.lastWritten('team-a/a'), undefined);
+});
+
+test('no free port in the range: tried again when a port another process holds is tried again, as when a hold ends', () => {
+  let now = 1_000;
+  const ports = new PortAllocator([100, 101], () => now);
+  ports.block(100, 60_000);
+  assert.deepEqual(ports.claim({ key: 'team-a/a', rank: '1' }), { port: 101 });
+  assert.deepEqual(ports.claim({ key: 'team-b/b', rank: '2' }), { conflict: 'no free port left in the range 100-101', retryInMs: 60_000 });
+  now += 60_001;
+  assert.deepEqual(ports.claim({ key: 'team-b/b', rank: '2' }), { port: 100 });
+});
+
 test('gateways over the namespace limit are TooManyGateways, the oldest keep theirs', async () => {
   const gateways = [gw('old', '2026-01-01T00:00:00Z'), gw('new', '2026-01-02T00:00:00Z')];
   const limit = new NamespaceLimit(1);
