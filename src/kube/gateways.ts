@@ -1,4 +1,4 @@
-// AccessGateway access: where they live, and status writes through /status (merge-patch).
+// AccessGateway access: where they live, and status writes through /status (a JSON patch testing the uid).
 import { group, plural, version } from '../api/schema.js';
 import { accessLogAnnotation } from '../api/labels.js';
 import type { AccessGateway } from '../api/types.js';

@@ -179,11 +179,13 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bu
     if ('problem' in bundle) return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: ${bundle.problem}`, 503);
     target.ca = pem!;
   }
-  const ready = readyOnce(snap.endpointSlices?.[`${ns}/${s.name}`] ?? [], sp.name ?? '', ns, snap.pods);
+  const slices = snap.endpointSlices?.[`${ns}/${s.name}`] ?? [];
+  const ready = readyOnce(slices, sp.name ?? '', ns, snap.pods);
   target.endpoints = [...ready.endpoints];
   if (!target.endpoints.length) {
     const n = ready.leftOut === 1 ? '1 ready address' : `${ready.leftOut} ready addresses`;
-    const why = !ready.leftOut ? '' : snap.pods
+    const cut = slices.find((x) => x.morePorts);
+    const why = !ready.leftOut ? (cut ? ` (an EndpointSlice of it has more than ${cut.morePorts} ports: the operator reads the first ${cut.morePorts})` : '') : snap.pods
       ? ` (${n} left out: an address must be an IP of the running pod its endpoint's targetRef names in ${ns}; see --endpoint-addresses)`
       : ` (${n} left out: loopback, link-local, unspecified or multicast)`;
     return fail(Reason.NoReadyEndpoints, `Service ${ns}/${s.name} has no ready endpoints${why}`, 503);

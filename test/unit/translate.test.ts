@@ -148,6 +148,13 @@ test('a route to a port past the first ones read of a Service with more says so'
   assert.equal(run(256).reason, 'BackendNotFound');
   assert.match(run(256).message, /Service team-a\/web has no TCP port 80 among the first 256 of its ports \(the operator reads no more\)/);
   assert.match(run().message, /has no TCP port 80$/);
+  // a slice whose port is past the first ones read gives no endpoints, saying why
+  const sliced = translate(gw, {
+    port: { port: 20000 },
+    services: { 'team-a/web': { spec: { ports: [{ port: 80 }] } } },
+    endpointSlices: { 'team-a/web': [{ addressType: 'IPv4', ports: [{ name: 'other', port: 1 }], morePorts: 256, endpoints: [{ addresses: ['198.18.0.10'] }] }] },
+  }).conditions.find((c) => c.type === 'ResolvedRefs')!;
+  assert.match(sliced.message, /has no ready endpoints \(an EndpointSlice of it has more than 256 ports: the operator reads the first 256\)$/);
 });
 
 test('with pods checked, an EndpointSlice address is used only when it is an IP of the live pod its endpoint names, in the Service\'s namespace', () => {
