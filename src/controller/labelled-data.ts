@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { dataListPage, listPages, type KubeObject } from '../kube/informer.js';
+import { dataListMaxPage, dataListPage, listPages, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { decodeData } from '../kube/wire-objects.js';
 import { caBundleLabel, listenerTLSLabel } from '../api/labels.js';
@@ -134,7 +134,7 @@ export class LabelledData {
     const s = { name, kind, plural, label, trim, decode: decodeData(kind) } as Source;
     s.watch = new Watched<Labelled>(this.client, {
       namespaces: this.opts.namespaces, log: this.opts.log, metrics: this.opts.metrics,
-      name, pageSize: dataListPage, labelSelector: `${label}=true`, protobuf: s.decode,
+      name, pageSize: dataListPage, maxPageSize: dataListMaxPage, labelSelector: `${label}=true`, protobuf: s.decode,
       path: (ns) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`),
       trim: (o) => this.keep(s, o),
       onListStart: (ns) => this.listStarts(s, ns),
@@ -272,7 +272,7 @@ export class LabelledData {
   private async readSource(s: Source, ns: string): Promise<void> {
     if (this.closed || this.budget.over(ns)) return; // over again: its next way under reads again
     const path = (q: URLSearchParams) => { q.set('labelSelector', `${s.label}=true`); return `/api/v1/namespaces/${ns}/${s.plural}?${q}`; };
-    for await (const page of listPages<Labelled>(this.client, path, { pageSize: dataListPage, protobuf: s.decode, what: `list ${s.name} of ${ns}` })) {
+    for await (const page of listPages<Labelled>(this.client, path, { pageSize: dataListPage, maxPageSize: dataListMaxPage, protobuf: s.decode, what: `list ${s.name} of ${ns}` })) {
       for (const o of page.items ?? []) {
         if (this.closed || this.budget.over(ns)) return;
         const kept = s.trim(o);

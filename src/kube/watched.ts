@@ -23,6 +23,8 @@ export interface WatchedOptions<T> {
   onListStart?: (ns: string | undefined) => void;
   /** Objects per list page (informer.ts listPage by default). */
   pageSize?: number;
+  /** How far pages of small objects grow (informer.ts maxPageSize). */
+  maxPageSize?: number;
   /** An update whose kept object is the same but for its resourceVersion (a team's annotations,
    * fields not kept) is cached, but not passed to onEvent: it asks for no reconcile. */
   quietWhenUnchanged?: boolean;
@@ -51,6 +53,7 @@ export class Watched<T extends KubeObject> {
       trim: opts.trim,
       onListStart: opts.onListStart && (() => opts.onListStart!(ns)),
       pageSize: opts.pageSize,
+      maxPageSize: opts.maxPageSize,
       metrics: opts.metrics,
       log: opts.log,
       onEvent: (type, obj, old, decodeMs) => {

@@ -203,6 +203,27 @@ test('a list page past maxPageBytes is asked for again with half as many objects
   await assert.rejects((none as unknown as { list(): Promise<string> }).list(), TooLarge);
 });
 
+test('pages of small objects grow past the first page size up to maxPageSize (a team\'s 50,000 empty labelled ConfigMaps were 5,000 lists of 10)', async () => {
+  const asked: string[] = [];
+  const objects = Array.from({ length: 50 }, (_, i) => ({ metadata: { name: `c${i}`, namespace: 'a', resourceVersion: '1' } }));
+  const client = {
+    request: async (_m: string, path: string, o: { onBytes?: (n: number) => void }) => {
+      const u = new URL(path, 'https://x');
+      const limit = Number(u.searchParams.get('limit'));
+      const from = Number(u.searchParams.get('continue') ?? 0);
+      asked.push(`${from}:${limit}`);
+      const page = objects.slice(from, from + limit);
+      o.onBytes?.(page.length);
+      const next = from + page.length;
+      return { items: page, metadata: { resourceVersion: '9', ...(next < objects.length ? { continue: String(next) } : {}) } };
+    },
+  } as unknown as KubeClient;
+  const inf = new Informer<KubeObject>(client, { name: 'configmaps', path: '/api/v1/configmaps', log: silentLogger, onEvent: () => {}, pageSize: 2, maxPageSize: 16 });
+  await (inf as unknown as { list(): Promise<string> }).list();
+  assert.equal(inf.cache.size, 50);
+  assert.deepEqual(asked, ['0:2', '2:4', '6:8', '14:16', '30:16', '46:16']);
+});
+
 test('an optional resource that stops being served after a sync drops its last-sync series (nothing is stale)', async () => {
   let lists = 0;
   let watches = 0;
