@@ -13,6 +13,10 @@ export type RefusalReason = 'queue_full' | 'source_full' | 'timeout';
 
 export interface FairLimiterOptions {
   maxInFlight: number;
+  /** Calls started per second over all namespaces, bursts of a second's worth (they wait their
+   * namespace's turn as for a slot); default unbounded. Forged tokens with plausible claims each
+   * cost a TokenReview: 16 in flight against a fast apiserver were thousands a second. */
+  perSecond?: number;
   /** Waiting callers per namespace; default 64. */
   maxQueue?: number;
   /** Longest wait for a slot; default 5 s (the TokenReview timeout). */
@@ -51,6 +55,10 @@ export class FairLimiter {
   private readonly maxWaitMs: number;
   private readonly retryAfter: number;
   private readonly clock: Clock;
+  /** The rate's bucket (perSecond): calls that may start now, as of `filledAt`. */
+  private tokens: number;
+  private filledAt: number;
+  private wake: Timer | undefined;
 
   constructor(private readonly opts: FairLimiterOptions) {
     if (!Number.isInteger(opts.maxInFlight) || opts.maxInFlight < 1) throw new Error('maxInFlight must be a positive integer');
@@ -60,6 +68,8 @@ export class FairLimiter {
     this.maxWaitMs = opts.maxWaitMs ?? 5_000;
     this.retryAfter = opts.retryAfterSeconds ?? 1;
     this.clock = opts.clock ?? realClock;
+    this.tokens = opts.perSecond ?? Infinity;
+    this.filledAt = this.clock.now();
   }
 
   get inFlight(): number {
@@ -89,7 +99,7 @@ export class FairLimiter {
       this.opts.onNamespace?.(ns);
     }
     // Nobody waiting: take a free slot at once. Otherwise queue, never cut in line.
-    if (this.active < this.maxInFlight && this.ring.length === 0) {
+    if (this.active < this.maxInFlight && this.ring.length === 0 && this.take()) {
       this.active++;
       this.opts.onInFlight?.(this.active);
       return Promise.resolve();
@@ -111,11 +121,16 @@ export class FairLimiter {
         this.ring.push(ns);
       }
       q.push(w);
+      if (this.opts.perSecond !== undefined && this.active < this.maxInFlight) this.later(); // a slot is free: the rate held it back
     });
   }
 
   private dispatch(): void {
     while (this.active < this.maxInFlight && this.ring.length > 0) {
+      if (!this.take()) {
+        this.later();
+        break;
+      }
       const ns = this.ring.shift()!;
       const q = this.queues.get(ns)!;
       const w = q.shift()!;
@@ -127,6 +142,28 @@ export class FairLimiter {
       w.resolve();
     }
     this.opts.onInFlight?.(this.active);
+  }
+
+  /** One call may start now under the rate (taken if so). */
+  private take(): boolean {
+    const rate = this.opts.perSecond;
+    if (rate === undefined) return true;
+    const now = this.clock.now();
+    this.tokens = Math.min(rate, this.tokens + ((now - this.filledAt) * rate) / 1000);
+    this.filledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  /** Dispatches again when the rate lets the next call start. */
+  private later(): void {
+    if (this.wake) return;
+    const ms = Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.opts.perSecond!));
+    this.wake = this.clock.setTimeout(() => {
+      this.wake = undefined;
+      this.dispatch();
+    }, ms);
   }
 
   private remove(ns: string, w: Waiter): void {

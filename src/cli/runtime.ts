@@ -50,6 +50,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'header-timeout-seconds': flag.int(10, 1, 3600),
   'idle-timeout-seconds': flag.int(65, 1, 3600),
   'max-token-reviews-in-flight': flag.int(16, 1, 1000),
+  'max-token-reviews-per-second': flag.int(500, 1, 100_000),
   'jwks-clock-skew-seconds': flag.int(5, 0, 60),
   'authentication-config': flag.optional(),
   'log-level': flag.oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info'),
@@ -78,7 +79,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   const revocation = new KubeRevocation(client, log, metrics);
   const keySet = new JwksKeySet(new KubeKeySource(client), { onRefresh: () => metrics.jwksRefreshes.inc() });
   const reviewLimiter = new FairLimiter({
-    maxInFlight: f['max-token-reviews-in-flight'],
+    maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'],
     onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
     onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
     onNamespace: (namespace) => { for (const reason of ['queue_full', 'source_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
@@ -86,7 +87,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   metrics.tokenReviewsInFlight.set(0);
   // callers' own impersonation requests (kubectl --as): SubjectAccessReviews, as fairly limited
   const accessReviewLimiter = new FairLimiter({
-    maxInFlight: f['max-token-reviews-in-flight'], what: 'impersonation check',
+    maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'], what: 'impersonation check',
     onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
   });
   const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));

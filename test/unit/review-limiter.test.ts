@@ -179,3 +179,55 @@ test('LimitedReviewer queues by the namespace it is given', opts, async () => {
 test('maxInFlight must be a positive integer', opts, () => {
   for (const bad of [0, -1, 1.5, NaN]) assert.throws(() => new FairLimiter({ maxInFlight: bad }), /positive integer/);
 });
+
+test('perSecond: calls start at most a second\'s worth at once, then as the rate allows, namespaces in turn', opts, async () => {
+  const timers = new FakeClock();
+  const refused: string[] = [];
+  const limiter = new FairLimiter({ maxInFlight: 100, perSecond: 4, clock: timers, onRefused: (ns, r) => refused.push(`${ns}:${r}`) });
+  const started: string[] = [];
+  const run = (ns: string, id: string) => limiter.run(ns, async () => { started.push(id); return id; });
+  // team a floods with 10; team b asks for 2 after it
+  const all = [...Array.from({ length: 10 }, (_, i) => run('a', `a${i}`)), run('b', 'b0'), run('b', 'b1')];
+  await flush();
+  assert.deepEqual(started, ['a0', 'a1', 'a2', 'a3'], 'a second\'s worth at once');
+  timers.advance(250);
+  await flush();
+  assert.deepEqual(started.slice(4), ['a4'], 'then one a quarter second');
+  timers.advance(250);
+  await flush();
+  assert.deepEqual(started.slice(5), ['b0'], 'b\'s turn next, not after a\'s flood');
+  timers.advance(250);
+  await flush();
+  timers.advance(250);
+  await flush();
+  assert.deepEqual(started.slice(6), ['a5', 'b1']);
+  timers.advance(4_000);
+  await flush();
+  assert.equal(started.length, 12);
+  await Promise.all(all);
+  assert.deepEqual(refused, []);
+  // idle for a while: a full second's worth again, never more
+  timers.advance(10_000);
+  const more = Array.from({ length: 6 }, (_, i) => run('c', `c${i}`));
+  await flush();
+  assert.deepEqual(started.slice(12), ['c0', 'c1', 'c2', 'c3']);
+  timers.advance(500);
+  await flush();
+  await Promise.all(more);
+});
+
+test('perSecond: a call held back by the rate starts when it allows, though nothing in flight finishes', opts, async () => {
+  const timers = new FakeClock();
+  const limiter = new FairLimiter({ maxInFlight: 100, perSecond: 1, clock: timers });
+  const started: string[] = [];
+  const held = gate();
+  void limiter.run('a', async () => { started.push('a0'); await held.p; });
+  const second = limiter.run('b', async () => { started.push('b0'); });
+  await flush();
+  assert.deepEqual(started, ['a0']);
+  timers.advance(1_000);
+  await flush();
+  assert.deepEqual(started, ['a0', 'b0']);
+  await second;
+  held.open();
+});
