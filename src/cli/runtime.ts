@@ -136,7 +136,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
       admin = await startAdminServer({
         host: f['admin-address'].host, port: f['admin-address'].port, metrics,
         ready: () => !stopping && ready(), status,
-        ...(f['metrics-auth'] === 'kubernetes' ? { metricsAuth: new AdminAuthorizer(new KubeAdminReviewer(client, metrics), { metrics, log }) } : {}),
+        ...(f['metrics-auth'] === 'kubernetes' ? { metricsAuth: new AdminAuthorizer(new KubeAdminReviewer(client, metrics), { metrics, log, reviewsPerSecond: 20 }) } : {}),
       });
       boundConnections(admin, adminConnections);
       return admin;

@@ -39,6 +39,10 @@ export interface AdminAuthOptions {
   maxWaiting?: number;
   /** Of those, from one client address. Default 8. */
   maxWaitingPerSource?: number;
+  /** Token checks started a second for tokens not cached (renewals aside), bursts of a second's
+   * worth; more are refused at once (503). Default unbounded. Any pod that reaches the admin
+   * port can send tokens that each cost a TokenReview. */
+  reviewsPerSecond?: number;
   metrics?: Metrics;
   log?: Logger;
   now?: () => number;
@@ -81,9 +85,24 @@ export class AdminAuthorizer {
   private readonly waitingBySource = new Map<string, number>();
   private running = 0;
   private readonly o: Required<Omit<AdminAuthOptions, 'metrics' | 'log'>> & Pick<AdminAuthOptions, 'metrics' | 'log'>;
+  /** The rate's bucket (reviewsPerSecond), as of `filledAt`. */
+  private tokens: number;
+  private filledAt: number;
 
   constructor(private readonly reviewer: AdminReviewer, opts: AdminAuthOptions = {}) {
-    this.o = { allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 1024, maxInFlight: 4, maxWaiting: 32, maxWaitingPerSource: 8, now: Date.now, ...opts };
+    this.o = { allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 1024, maxInFlight: 4, maxWaiting: 32, maxWaitingPerSource: 8, now: Date.now, reviewsPerSecond: Infinity, ...opts };
+    this.tokens = this.o.reviewsPerSecond;
+    this.filledAt = this.o.now();
+  }
+
+  /** A new token's check may start now under the rate (taken if so). */
+  private takeRate(): boolean {
+    const now = this.o.now(), rate = this.o.reviewsPerSecond;
+    this.tokens = Math.min(rate, this.tokens + ((now - this.filledAt) * rate) / 1000);
+    this.filledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
   }
 
   /** The decision for a request to `path` with these `Authorization` header values, from the
@@ -124,6 +143,7 @@ export class AdminAuthorizer {
   }
 
   private async review(token: string, path: string, source: string, renewal: boolean): Promise<AdminDecision> {
+    if (!renewal && !this.takeRate()) return 'overloaded';
     if (this.running >= this.o.maxInFlight) {
       const waiting = this.waitingBySource.get(source) ?? 0;
       if (!renewal && (this.waiters.length >= this.o.maxWaiting || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';

@@ -299,3 +299,18 @@ test('one client address holds at most maxWaitingPerSource of the waiting room; 
   assert.equal(await a.check(b('scraper'), '/metrics', 'prom'), 'allowed');
   assert.equal(r.authn, n, 'served from the renewed decision');
 });
+
+test('tokens not cached start at most reviewsPerSecond checks a second (503 past it); a cached scraper is never held back', async () => {
+  let now = 1_000_000_000;
+  const r = new FakeReviewer({ scraper: 'allowed', late: 'allowed' });
+  const a = new AdminAuthorizer(r, { now: () => now, reviewsPerSecond: 5 });
+  assert.equal(await a.check(b('scraper'), '/metrics'), 'allowed');
+  const junk = await Promise.all(Array.from({ length: 10 }, (_, i) => a.check(b(`junk${i}`), '/metrics', `10.0.0.${i}`)));
+  assert.deepEqual(junk.filter((d) => d === 'unauthenticated').length, 4, 'the rest of the second\'s worth');
+  assert.deepEqual(junk.filter((d) => d === 'overloaded').length, 6);
+  assert.equal(r.authn, 5);
+  assert.equal(await a.check(b('scraper'), '/metrics'), 'allowed', 'cached');
+  assert.equal(await a.check(b('late'), '/metrics'), 'overloaded');
+  now += 1_000;
+  assert.equal(await a.check(b('late'), '/metrics'), 'allowed');
+});
