@@ -74,10 +74,47 @@ test('every ci/ values file renders manifests the apiserver accepts (server dry-
   for (const f of files) {
     const text = execFileSync(helm(), ['template', release, join(repoRoot, 'charts', 'access-gateway'), '--namespace', releaseNs, '-f', join(dir, f)], { encoding: 'utf8' });
     const objs = parseAllDocuments(text).map((d) => d.toJS()).filter((o) => o && !['ServiceMonitor', 'PrometheusRule'].includes(o.kind));
-    for (const o of objs) if (o.metadata && !o.metadata.namespace && o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding' && o.kind !== 'ValidatingAdmissionPolicy' && o.kind !== 'ValidatingAdmissionPolicyBinding') o.metadata.namespace ??= releaseNs;
+    for (const o of objs) if (o.metadata && !o.metadata.namespace && o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding' && o.kind !== 'ValidatingAdmissionPolicy' && o.kind !== 'ValidatingAdmissionPolicyBinding' && o.kind !== 'FlowSchema') o.metadata.namespace ??= releaseNs;
     for (const n of new Set(objs.map((o) => o.metadata?.namespace).filter(Boolean))) await applyYaml(cp, namespaceYaml(n, []));
     await cp.kubectl(['apply', '--server-side', '--dry-run=server', '--field-manager', 'chart-test', '-f', '-'], objs.map((o) => stringify(o)).join('---\n'))
       .catch((e) => { throw new Error(`${f}: ${e.stderr ?? e}`); });
+  }
+});
+
+test('the chart ServiceAccount\'s Lease requests are in the leader-election priority level; its other requests are not', async () => {
+  // API Priority and Fairness is off in the shared control plane: one of its own
+  const apf = await startControlPlane({ priorityAndFairness: true });
+  try {
+    const objs = rendered.filter((o) => ['Namespace', 'ServiceAccount', 'FlowSchema'].includes(o.kind));
+    await applyYaml(apf, namespaceYaml(releaseNs, []));
+    await apf.kubectl(['apply', '--server-side', '--field-manager', 'chart-test', '-f', '-'], objs.map((o) => stringify(o)).join('---\n'));
+    const sa = rendered.find((o) => o.kind === 'ServiceAccount');
+    const token = await apf.token(releaseNs, sa.metadata.name, [apf.issuer]);
+    const fs = await apf.api('GET', `/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/${release}-leader-election`);
+    assert.equal(fs.status, 200, JSON.stringify(fs.body));
+    const pl = await apf.api('GET', '/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/leader-election');
+    assert.equal(pl.status, 200, 'the apiserver\'s own level is there');
+    const agent = new Agent({ connect: { ca: apf.ca.cert } });
+    const classified = async (path: string, method = 'GET', body?: unknown) => {
+      const r = await request(apf.url + path, { dispatcher: agent, method: method as 'GET', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      await r.body.dump();
+      return { status: r.statusCode, flowSchema: r.headers['x-kubernetes-pf-flowschema-uid'], level: r.headers['x-kubernetes-pf-prioritylevel-uid'] };
+    };
+    // the apiserver's controller reads a new FlowSchema a moment after it is made
+    let last: unknown;
+    const lease = await waitFor('the Lease request classified by the chart FlowSchema', async () => {
+      const r = await classified(`/apis/coordination.k8s.io/v1/namespaces/${releaseNs}/leases/${release}`);
+      last = r;
+      return r.flowSchema === fs.body.metadata.uid ? r : undefined;
+    }, 30_000).catch((e) => { throw new Error(`${e.message}: last ${JSON.stringify(last)}`); });
+    assert.equal(lease.level, pl.body.metadata.uid);
+    const review = await classified('/apis/authentication.k8s.io/v1/tokenreviews', 'POST', { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: 'x' } });
+    assert.ok(review.flowSchema, 'classified');
+    assert.notEqual(review.flowSchema, fs.body.metadata.uid);
+    assert.notEqual(review.level, pl.body.metadata.uid);
+    await agent.close();
+  } finally {
+    await apf.stop();
   }
 });
 

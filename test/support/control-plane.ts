@@ -49,7 +49,9 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
-export async function startControlPlane(opts: { controllerManager?: boolean } = {}): Promise<ControlPlane> {
+/** `priorityAndFairness`: API Priority and Fairness on (off by default: no test but the chart's
+ * FlowSchema's needs it, and it queues the benchmarks' load). */
+export async function startControlPlane(opts: { controllerManager?: boolean; priorityAndFairness?: boolean } = {}): Promise<ControlPlane> {
   const bins = binDir();
   const dir = mkdtempSync(join(tmpdir(), 'agw-cp-'));
   const certs = join(dir, 'certs');
@@ -89,7 +91,7 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
     '--service-cluster-ip-range', '10.0.0.0/24',
     '--authorization-mode', 'RBAC',
     '--endpoint-reconciler-type', 'none',
-    '--enable-priority-and-fairness=false',
+    `--enable-priority-and-fairness=${opts.priorityAndFairness === true}`,
     '--kubelet-client-certificate', kubeletClient.certFile, '--kubelet-client-key', kubeletClient.keyFile,
     '--kubelet-certificate-authority', ca.certFile, '--kubelet-preferred-address-types', 'InternalIP',
     '--v', '1',

@@ -162,6 +162,17 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   const svc = one(objs, 'Service', 'agw-test-access-gateway');
   assert.deepEqual(svc.spec.ports, [{ name: 'admin', port: 8080, targetPort: 'admin', protocol: 'TCP' }]);
   assert.equal(one(objs, 'PodDisruptionBudget').spec.minAvailable, 1);
+  // the Lease requests in the apiserver's leader-election priority level, the operator's alone
+  const fs = one(objs, 'FlowSchema', 'agw-test-access-gateway-leader-election');
+  assert.deepEqual(fs.spec, {
+    priorityLevelConfiguration: { name: 'leader-election' }, matchingPrecedence: 200, distinguisherMethod: { type: 'ByUser' },
+    rules: [{
+      subjects: [{ kind: 'ServiceAccount', serviceAccount: { name: 'agw-test-access-gateway', namespace: 'agw-system' } }],
+      resourceRules: [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'], namespaces: ['agw-system'] }],
+    }],
+  });
+  assert.equal(find(template(['--set', 'leaderElection.flowSchema=false']), 'FlowSchema').length, 0);
+  assert.deepEqual(one(template(['--set', 'leaderElection.namespace=leases']), 'FlowSchema').spec.rules[0].resourceRules[0].namespaces, ['leases']);
   for (const k of ['ServiceMonitor', 'PrometheusRule', 'NetworkPolicy', 'CustomResourceDefinition', 'ConfigMap']) assert.equal(find(objs, k).length, 0, k);
   // every object carries the app.kubernetes.io labels
   for (const o of objs) assert.equal(o.metadata.labels?.['app.kubernetes.io/instance'], 'agw-test', `${o.kind} ${o.metadata.name}`);
@@ -280,6 +291,7 @@ test('ci/single-replica: no leader election, no Lease Role, no PodDisruptionBudg
   assert.ok(args.includes('--log-format=pretty'));
   assert.equal(find(objs, 'Role', 'agw-test-access-gateway-leader-election').length, 0);
   assert.equal(find(objs, 'PodDisruptionBudget').length, 0);
+  assert.equal(find(objs, 'FlowSchema').length, 0);
 });
 
 test('ci/people: the OIDC issuers become a mounted AuthenticationConfiguration the operator reads; expose types reach flags and the admission policy', () => {
@@ -533,7 +545,7 @@ test('deploy/install.yaml is the rendered chart (render-manifests.sh --check), a
   assert.equal(objs[0]!.kind, 'Namespace');
   assert.equal(objs[0]!.metadata.name, 'access-gateway');
   one(objs, 'CustomResourceDefinition', 'accessgateways.access-gateway.io');
-  for (const o of objs.slice(1)) if (o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster') && !o.kind.startsWith('ValidatingAdmission')) assert.equal(o.metadata.namespace, 'access-gateway', `${o.kind} ${o.metadata.name}`);
+  for (const o of objs.slice(1)) if (o.kind !== 'CustomResourceDefinition' && o.kind !== 'FlowSchema' && !o.kind.startsWith('Cluster') && !o.kind.startsWith('ValidatingAdmission')) assert.equal(o.metadata.namespace, 'access-gateway', `${o.kind} ${o.metadata.name}`);
   // a hand edit to a copy (the repository's file is never touched)
   const dir = mkdtempSync(join(tmpdir(), 'agw-install-'));
   try {
