@@ -149,7 +149,7 @@ export class FairLimiter {
     const rate = this.opts.perSecond;
     if (rate === undefined) return true;
     const now = this.clock.now();
-    this.tokens = Math.min(rate, this.tokens + ((now - this.filledAt) * rate) / 1000);
+    this.tokens = Math.min(rate, this.tokens + (Math.max(0, now - this.filledAt) * rate) / 1000); // (a clock stepped back adds nothing)
     this.filledAt = now;
     if (this.tokens < 1) return false;
     this.tokens--;

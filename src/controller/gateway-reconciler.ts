@@ -135,6 +135,7 @@ export class GatewayReconciler {
     if (!gw) return this.forget(key, log);
     const defaulted = performance.now();
     const spec = applyDefaults(gw); // (a copy: a spec of 64 rules × 192 long names takes ~10 ms)
+    const held = this.d.ports.portOf(key);
     const { port, retryInMs } = this.claimPort(key, gw, spec);
     this.requeueWaitingOn(key); // its port held or given up: those it made way for, or took the place of
     // over the namespace limit: not served, so its references are neither read nor checked (a
@@ -153,6 +154,9 @@ export class GatewayReconciler {
       programmed = await this.program(key, spec, t.plan, spent);
     } finally {
       this.d.charge?.(namespace, spent.ms);
+      // a port it moved off or gave up: those waiting for it try again once its listener has
+      // closed (program: the old one closes when the new one listens), not before (EADDRINUSE)
+      if (held !== undefined && held !== this.d.ports.portOf(key)) this.freed(held, key);
     }
     const { applied, requeueAfterMs } = programmed;
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
@@ -186,16 +190,12 @@ export class GatewayReconciler {
   private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): { port: PortSnapshot; retryInMs?: number } {
     const over = this.overLimit(key, gw);
     if (over) {
-      const had = this.d.ports.portOf(key);
-      this.d.ports.release(key);
+      this.d.ports.release(key); // (reconcile wakes those waiting for it)
       this.waitingForPort.delete(key);
-      if (had !== undefined) this.freed(had); // the port it gave up may be theirs
       return { port: { conflict: over, reason: Reason.TooManyGateways } };
     }
     if (!this.leader()) return { port: this.followPort(key, gw, spec.spec.listener?.port) };
-    const before = this.d.ports.portOf(key);
     const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
-    if (before !== undefined && before !== this.d.ports.portOf(key)) this.freed(before, key); // it moved, or gave its port up
     if ('conflict' in claim) {
       this.waitingForPort.set(key, spec.spec.listener?.port); // (one --requestable-ports refuses is never given up)
       return { port: { conflict: claim.conflict, reason: Reason.PortConflict }, retryInMs: claim.retryInMs };
@@ -217,7 +217,6 @@ export class GatewayReconciler {
    */
   private followPort(key: string, gw: AccessGateway, requested: number | undefined): PortSnapshot {
     const recorded = gw.status?.listener?.port;
-    const before = this.d.ports.portOf(key);
     let result: PortSnapshot;
     const moving = requested === undefined ? recorded !== undefined && !this.d.ports.inRange(recorded) : requested !== recorded;
     const refused = requested === undefined ? null : this.d.ports.refusal(requested);
@@ -241,8 +240,7 @@ export class GatewayReconciler {
         result = { port: claim.port };
       }
     }
-    if (before !== undefined && before !== this.d.ports.portOf(key)) this.freed(before, key);
-    return result;
+    return result; // (reconcile wakes those waiting for a port it gave up)
   }
 
   /**

@@ -15,7 +15,7 @@ import type { Ref } from './ref-index.js';
 /** As cached: `bytes`, what its data counts against the bound; `setAside`, kept without data. */
 export type Labelled = KubeObject & { type?: string; data?: Record<string, string>; setAside?: true; bytes?: number };
 
-/** Namespaces read again at once (each a few pages of 10 objects in memory). */
+/** Namespaces read again at once (each a page of 10 to 32 objects, at most 16 MiB, in memory). */
 const readsAtOnce = 4;
 
 interface Source {

@@ -59,8 +59,10 @@ export const listPage = 100;
 /** Per page for Secrets and ConfigMaps, at first (data up to 1 MiB each, 6 MiB as JSON). */
 export const dataListPage = 10;
 /** How far their pages grow while they are small: a team's 50,000 labelled ConfigMaps without
- * data took 5,000 lists of 10 before every team's listener certificates were read. */
-export const dataListMaxPage = 500;
+ * data took 5,000 lists of 10 before every team's listener certificates were read. Not further:
+ * the apiserver makes a page whole before it is read (32 objects of ~1 MiB that follow small
+ * ones: ~48 MiB there once, then asked for again in halves). */
+export const dataListMaxPage = 32;
 /**
  * The most of a list page read: past it the page is asked for again with half as many objects,
  * down to one. An object is at most ~1.5 MiB in etcd, but the apiserver's JSON may write it six

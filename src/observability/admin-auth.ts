@@ -98,7 +98,7 @@ export class AdminAuthorizer {
   /** A new token's check may start now under the rate (taken if so). */
   private takeRate(): boolean {
     const now = this.o.now(), rate = this.o.reviewsPerSecond;
-    this.tokens = Math.min(rate, this.tokens + ((now - this.filledAt) * rate) / 1000);
+    this.tokens = Math.min(rate, this.tokens + (Math.max(0, now - this.filledAt) * rate) / 1000); // (a clock stepped back adds nothing)
     this.filledAt = now;
     if (this.tokens < 1) return false;
     this.tokens--;
@@ -118,11 +118,17 @@ export class AdminAuthorizer {
     if (!token) return 'unauthenticated';
     const key = `${createHash('sha256').update(token).digest('base64url')} ${path}`;
     const now = this.o.now();
+    let wasAllowed = false;
     for (const cache of [this.allowed, this.refused]) {
       const hit = cache.get(key);
       if (!hit) continue;
       cache.delete(key);
-      if (hit.expires <= now) continue;
+      if (hit.expires <= now) {
+        // a scraper every 30 s or more comes after its decision ended: asked again as a renewal,
+        // past the rate a flood of other tokens uses up (only the apiserver's yes makes an entry here)
+        wasAllowed ||= cache === this.allowed;
+        continue;
+      }
       cache.set(key, hit); // most recently used goes last
       this.o.metrics?.adminAuthCache.inc({ result: 'hit' });
       // the last quarter of an allowed decision's life: asked again in the background, first in line
@@ -130,7 +136,7 @@ export class AdminAuthorizer {
       return hit.decision;
     }
     this.o.metrics?.adminAuthCache.inc({ result: 'miss' });
-    return this.pending.get(key) ?? this.ask(key, token, path, source, false);
+    return this.pending.get(key) ?? this.ask(key, token, path, source, wasAllowed);
   }
 
   private ask(key: string, token: string, path: string, source: string, renewal: boolean): Promise<AdminDecision> {
@@ -143,10 +149,11 @@ export class AdminAuthorizer {
   }
 
   private async review(token: string, path: string, source: string, renewal: boolean): Promise<AdminDecision> {
-    if (!renewal && !this.takeRate()) return 'overloaded';
-    if (this.running >= this.o.maxInFlight) {
-      const waiting = this.waitingBySource.get(source) ?? 0;
-      if (!renewal && (this.waiters.length >= this.o.maxWaiting || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
+    const full = this.running >= this.o.maxInFlight;
+    const waiting = this.waitingBySource.get(source) ?? 0;
+    if (!renewal && full && (this.waiters.length >= this.o.maxWaiting || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
+    if (!renewal && !this.takeRate()) return 'overloaded'; // (after the waiting room: a refusal there spends none)
+    if (full) {
       this.waitingBySource.set(source, waiting + 1);
       await new Promise<void>((go) => (renewal ? this.waiters.unshift({ go, source }) : this.waiters.push({ go, source })));
     } else {

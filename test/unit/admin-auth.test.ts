@@ -314,3 +314,18 @@ test('tokens not cached start at most reviewsPerSecond checks a second (503 past
   now += 1_000;
   assert.equal(await a.check(b('late'), '/metrics'), 'allowed');
 });
+
+test('a scraper whose decision ended (it scrapes every 30 s or more) is asked again past the rate a flood of other tokens uses up', async () => {
+  let now = 1_000_000_000;
+  const r = new FakeReviewer({ scraper: 'allowed' });
+  const a = new AdminAuthorizer(r, { now: () => now, reviewsPerSecond: 5 });
+  assert.equal(await a.check(b('scraper'), '/metrics'), 'allowed');
+  for (let scrape = 0; scrape < 4; scrape++) {
+    now += 60_000;
+    // the flood empties the rate just before each scrape
+    await Promise.all(Array.from({ length: 10 }, (_, i) => a.check(b(`junk${scrape}-${i}`), '/metrics', `10.0.${scrape}.${i}`)));
+    assert.equal(await a.check(b('scraper'), '/metrics'), 'allowed', `scrape ${scrape}`);
+  }
+  // a refusal that ended is no renewal: the rate the flood used up holds it back
+  assert.equal(await a.check(b('junk0-0'), '/metrics'), 'overloaded');
+});

@@ -246,13 +246,18 @@ test('tenancy: a port given up wakes only those waiting for it (or for the range
 test('a gateway moving to another port wakes those waiting for the one it left (a requested one, or the range\'s)', async () => {
   const on = (name: string, created: string, port?: number) => gw(name, created, { spec: { ...gw(name, '').spec, ...(port ? { listener: { port } } : {}) } });
   const ports = new PortAllocator([100, 100]);
-  const { r, store, requeued } = setup([on('a', '2026-01-01T00:00:00Z', 8080), on('b', '2026-01-02T00:00:00Z', 8080), on('c', '2026-01-03T00:00:00Z'), on('d', '2026-01-04T00:00:00Z')], { ports });
+  const requeued: string[] = [];
+  const wokenAfter: [string, number][] = [];
+  const { r, store, applied } = setup([on('a', '2026-01-01T00:00:00Z', 8080), on('b', '2026-01-02T00:00:00Z', 8080), on('c', '2026-01-03T00:00:00Z'), on('d', '2026-01-04T00:00:00Z')],
+    { ports, requeue: (k) => { requeued.push(k); wokenAfter.push([k, applied.length]); } });
   for (const n of ['a', 'b', 'c', 'd']) await r.reconcile(`team-a/${n}`, silentLogger);
   assert.deepEqual(['a', 'b', 'c', 'd'].map((n) => ports.portOf(`team-a/${n}`)), [8080, undefined, 100, undefined]);
   requeued.length = 0;
   store.set('team-a/a', on('a', '2026-01-01T00:00:00Z', 8081));
+  const at = applied.length;
   await r.reconcile('team-a/a', silentLogger);
   assert.deepEqual(requeued, ['team-a/b'], 'b waits for 8080, which a left');
+  assert.deepEqual(wokenAfter, [['team-a/b', at + 1]], 'once a\'s listener moved (programmed), not before: 8080 was still bound');
   requeued.length = 0;
   store.set('team-a/c', on('c', '2026-01-03T00:00:00Z', 8082));
   await r.reconcile('team-a/c', silentLogger);

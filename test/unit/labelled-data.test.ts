@@ -257,3 +257,19 @@ test('a CA reference reads the one key it names of a Secret (decoded) and never 
   assert.equal(data.bundle('Secret', 'a', 's', 'ca.crt'), 'NEW');
   await stop();
 });
+
+test('a namespace\'s many small labelled objects are listed in pages growing from 10 to 32', async () => {
+  const items = Array.from({ length: 100 }, (_, i) => ({ metadata: { name: `c${i}`, namespace: 'a', resourceVersion: String(i + 1) } }));
+  const limits: number[] = [];
+  const { stop, data } = await setup((u) => {
+    if (`${u.pathname}?${u.searchParams.get('labelSelector')}` !== configMaps) return undefined;
+    const limit = Number(u.searchParams.get('limit'));
+    const from = Number(u.searchParams.get('continue') ?? 0);
+    limits.push(limit);
+    const next = from + limit;
+    return { items: items.slice(from, next), metadata: { resourceVersion: '200', ...(next < items.length ? { continue: String(next) } : {}) } };
+  });
+  assert.deepEqual(limits, [10, 20, 32, 32, 32]);
+  assert.ok(data.watches.some((w) => w.get('a', 'c99')), 'all listed');
+  await stop();
+});

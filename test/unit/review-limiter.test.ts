@@ -231,3 +231,17 @@ test('perSecond: a call held back by the rate starts when it allows, though noth
   await second;
   held.open();
 });
+
+test('perSecond: a wall clock stepped back holds nothing back for longer than the rate does', opts, async () => {
+  const timers = new FakeClock();
+  const limiter = new FairLimiter({ maxInFlight: 100, perSecond: 4, clock: timers });
+  const started: string[] = [];
+  const run = (id: string) => limiter.run('a', async () => { started.push(id); });
+  await Promise.all(['a0', 'a1', 'a2', 'a3'].map(run));
+  timers.advance(-3_600_000); // an NTP step back of an hour
+  const late = run('late');
+  timers.advance(250);
+  await flush();
+  assert.deepEqual(started.at(-1), 'late');
+  await late;
+});
