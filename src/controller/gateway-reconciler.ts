@@ -244,16 +244,16 @@ export class GatewayReconciler {
   }
 
   /**
-   * Port `port` was given up: those waiting for it (or for any in the range, if it is) try again;
-   * those of another namespace than the one that gave it up once its hold ends (a team making and
-   * deleting a gateway in a loop woke every waiting gateway of every team each time, their
-   * reconciles charged to them).
+   * Port `port` was given up: those waiting for it (or for any in the range, if it is) try again:
+   * at once those that asked for it (told it is held, if it is); those waiting for the range, of
+   * another namespace than the one that gave it up, once its hold ends (a team making and deleting
+   * a gateway in a loop woke every waiting gateway of every team each time, charged to them).
    */
   private freed(port: number, except?: string): void {
     const leader = this.leader();
     for (const [k, want] of this.waitingForPort) {
       if (k === except || (want === undefined ? !this.d.ports.inRange(port) : want !== port)) continue;
-      const until = leader ? this.d.ports.heldFor(port, k) : undefined; // (a follower serves what the leader recorded)
+      const until = leader && want === undefined ? this.d.ports.heldFor(port, k) : undefined; // (a follower serves what the leader recorded)
       if (until === undefined) this.d.requeue(k);
       else this.d.requeue(k, Math.max(1, until - this.clock.now()));
     }
