@@ -44,6 +44,7 @@ function define(name: string, code: string, status: number, reason: string) {
 export const BadPathError = define('BadPathError', 'AGW_ERR_BAD_PATH', 400, 'BadRequest');
 export const BadRequestError = define('BadRequestError', 'AGW_ERR_BAD_REQUEST', 400, 'BadRequest');
 export const UriTooLongError = define('UriTooLongError', 'AGW_ERR_URI_TOO_LONG', 414, 'RequestURITooLong');
+export const TooManyHeadersError = define('TooManyHeadersError', 'AGW_ERR_TOO_MANY_HEADERS', 431, 'RequestHeaderFieldsTooLarge');
 export const UnauthenticatedError = define('UnauthenticatedError', 'AGW_ERR_UNAUTHENTICATED', 401, 'Unauthorized');
 export const ForbiddenError = define('ForbiddenError', 'AGW_ERR_FORBIDDEN', 403, 'Forbidden');
 export const RouteNotFoundError = define('RouteNotFoundError', 'AGW_ERR_NO_ROUTE', 404, 'NotFound');

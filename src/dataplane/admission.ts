@@ -9,7 +9,7 @@ import { isCertificateIdentity } from '../auth/client-cert.js';
 import { hasServiceAccountPrefix, type CallerIdentity } from '../auth/identity.js';
 import { requestedImpersonation, type RequestedImpersonation } from '../auth/impersonation.js';
 import {
-  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, UnauthenticatedError, UriTooLongError, toAgwError,
+  AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, TooManyHeadersError, UnauthenticatedError, UriTooLongError, toAgwError,
 } from '../errors.js';
 import type { FilterClient } from './filter-checks.js';
 import { canonicalPath, encodePath, type FilterPass, type FilterRefusal } from './path.js';
@@ -47,7 +47,14 @@ export function targetOf(url: string): { path: string; query: string } | AgwErro
 }
 
 /** targetOf, counted and thrown. */
-export function requestTarget(t: RouteTable, url: string): { path: string; query: string } {
+/** Header lines Node reads of a request (listener.ts maxHeadersCount; past them it answers 431
+ * itself): one that has exactly as many may have had more, refused 431 too. */
+export const maxHeaderFields = 257;
+
+export function requestTarget(t: RouteTable, url: string, rawHeaders: string[] = []): { path: string; query: string } {
+  if (rawHeaders.length >= 2 * maxHeaderFields) {
+    throw new TooManyHeadersError(`refused: more than ${maxHeaderFields - 1} header lines`, { step: 'request' });
+  }
   const target = targetOf(url);
   if (target instanceof AgwError) {
     t.m.denied.path.inc();
@@ -302,7 +309,7 @@ export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHe
  * refuse it).
  */
 export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterClient, again = false): Admitted | Promise<Admitted> {
-  const { path, query } = requestTarget(t, h.url);
+  const { path, query } = requestTarget(t, h.url, h.rawHeaders);
   const id = authenticate(t, h, conn, !again);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;

@@ -12,7 +12,7 @@ import { schema } from '../api/schema.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { keepsLine } from '../observability/logger.js';
-import { admit, callerRefusal, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
+import { admit, callerRefusal, maxHeaderFields, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
@@ -173,9 +173,11 @@ export class Listener {
       throw err;
     }
     this.server.maxConnections = limits.maxConnections;
-    // every header read (Node keeps the first 1,000 and drops the rest unsaid: a Content-Length or
-    // an Impersonate-User past them was lost); 16 KiB of them at most (maxHeaderSize)
-    this.server.maxHeadersCount = 0;
+    // header lines: Node answers 431 past this many, and one with exactly as many is refused 431
+    // by admission (whether Node kept them all cannot be told); 16 KiB of them at most
+    // (maxHeaderSize). Unbounded, a client with no token pipelining 16 heads of ~3,900 empty
+    // lines each cost ~8 ms of the loop every team shares, charged to no one
+    this.server.maxHeadersCount = maxHeaderFields;
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));
     this.server.on('connection', (raw: Socket) => this.onConnection(raw));
     // an Expect other than 100-continue: Node's own 417 would keep the connection, unadmitted, open
