@@ -17,7 +17,7 @@ export class RateLimiter {
     let b = this.buckets.get(caller);
     if (b) {
       this.buckets.delete(caller); // re-insert: Map order is least recently used first
-      b.tokens = Math.min(this.burst, b.tokens + ((t - b.at) / 1000) * this.rate);
+      b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, t - b.at) / 1000) * this.rate); // (a clock stepped back adds nothing)
       b.at = t;
     } else {
       if (this.buckets.size >= this.maxCallers) this.buckets.delete(this.buckets.keys().next().value!);

@@ -230,6 +230,7 @@ class GroupBuckets {
   }
 
   private level(b: { tokens: number; at: number }, now: number): number {
+    if (now < b.at) b.at = now; // a clock stepped back: no time passed (not an hour of debt)
     return Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.perSecond);
   }
 }

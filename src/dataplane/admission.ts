@@ -48,7 +48,7 @@ export function targetOf(url: string): { path: string; query: string } | AgwErro
 
 /** targetOf, counted and thrown. */
 /** Header lines Node reads of a request (listener.ts maxHeadersCount; past them it answers 431
- * itself): one that has exactly as many may have had more, refused 431 too. */
+ * itself); one that has exactly as many is refused 431 here: 256 at most, as the message says. */
 export const maxHeaderFields = 257;
 
 export function requestTarget(t: RouteTable, url: string, rawHeaders: string[] = []): { path: string; query: string } {

@@ -173,9 +173,8 @@ export class Listener {
       throw err;
     }
     this.server.maxConnections = limits.maxConnections;
-    // header lines: Node answers 431 past this many, and one with exactly as many is refused 431
-    // by admission (whether Node kept them all cannot be told); 16 KiB of them at most
-    // (maxHeaderSize). Unbounded, a client with no token pipelining 16 heads of ~3,900 empty
+    // header lines: Node answers 431 past this many (HPE_HEADER_OVERFLOW), and admission refuses
+    // exactly as many: 256 at most; 16 KiB of them at most (maxHeaderSize). Unbounded, a client with no token pipelining 16 heads of ~3,900 empty
     // lines each cost ~8 ms of the loop every team shares, charged to no one
     this.server.maxHeadersCount = maxHeaderFields;
     this.server.on('drop', () => this.table.m.connectionRefused('listener'));

@@ -126,7 +126,7 @@ export class AdminAuthorizer {
       if (hit.expires <= now) {
         // a scraper every 30 s or more comes after its decision ended: asked again as a renewal,
         // past the rate a flood of other tokens uses up (only the apiserver's yes makes an entry here)
-        wasAllowed ||= cache === this.allowed;
+        wasAllowed ||= cache === this.allowed && hit.renewable; // (not one that ended with its token's exp)
         continue;
       }
       cache.set(key, hit); // most recently used goes last

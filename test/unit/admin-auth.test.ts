@@ -329,3 +329,14 @@ test('a scraper whose decision ended (it scrapes every 30 s or more) is asked ag
   // a refusal that ended is no renewal: the rate the flood used up holds it back
   assert.equal(await a.check(b('junk0-0'), '/metrics'), 'overloaded');
 });
+
+test('an allowed decision that ended with its token\'s exp is no renewal: the rate holds its check back', async () => {
+  let now = 1_000_000_000;
+  const token = jwt({ exp: now / 1000 + 5 });
+  const r = new FakeReviewer({ [token]: 'allowed' });
+  const a = new AdminAuthorizer(r, { now: () => now, reviewsPerSecond: 2 });
+  assert.equal(await a.check(b(token), '/metrics'), 'allowed');
+  now += 6_000;
+  await Promise.all([a.check(b('junk1'), '/metrics', '10.0.0.1'), a.check(b('junk2'), '/metrics', '10.0.0.2')]);
+  assert.equal(await a.check(b(token), '/metrics'), 'overloaded');
+});

@@ -143,6 +143,13 @@ test('rate limiter: burst, refill, per caller, bounded', () => {
   assert.ok(rl.take('a') > 0);
   for (let i = 0; i < 1000; i++) rl.take(`caller-${i}`);
   assert.equal(rl.callers, 100);
+  // a wall clock stepped back an hour holds a caller back no longer than the rate does
+  const back = new RateLimiter(2, 1, 100, () => now);
+  assert.equal(back.take('c'), 0);
+  now -= 3_600_000;
+  assert.ok(back.take('c') <= 1, 'at most a token\'s wait');
+  now += 500;
+  assert.equal(back.take('c'), 0);
 });
 
 test('https endpoints: one TLS context per CA bundle, made once and shared; the upstream is still verified against it', async () => {

@@ -261,3 +261,15 @@ test('a group past its share of event-loop time waits until it is back; other gr
   assert.equal(await q.get(), 'quiet/d');
   q.shutdown();
 });
+
+test('a wall clock stepped back pauses a group no longer than its debt: not for the hour', () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, groupTime: { msPerSecond: 100, burstMs: 1000 }, clock });
+  q.charge('costly', 1100); // 100 ms past the burst: 1 s at 100 ms a second
+  const paused = (g: string) => (q as unknown as { isPaused(g: string): boolean }).isPaused(g);
+  assert.equal(paused('costly'), true);
+  clock.advance(-3_600_000);
+  assert.equal(paused('costly'), true);
+  clock.advance(1_001);
+  assert.equal(paused('costly'), false);
+});
