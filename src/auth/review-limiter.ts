@@ -6,6 +6,7 @@
 // cannot fill the team's queue); over a bound the answer is 503 with Retry-After (fail closed,
 // never open).
 import { AuthUnavailableError } from '../errors.js';
+import { TokenBucket } from '../bucket.js';
 import { realClock, type Clock, type Timer } from '../clock.js';
 import type { ReviewResult, TokenReviewer } from './identity.js';
 
@@ -55,9 +56,8 @@ export class FairLimiter {
   private readonly maxWaitMs: number;
   private readonly retryAfter: number;
   private readonly clock: Clock;
-  /** The rate's bucket (perSecond): calls that may start now, as of `filledAt`. */
-  private tokens: number;
-  private filledAt: number;
+  /** The rate (perSecond), if any. */
+  private readonly rate: TokenBucket | undefined;
   private wake: Timer | undefined;
 
   constructor(private readonly opts: FairLimiterOptions) {
@@ -68,8 +68,7 @@ export class FairLimiter {
     this.maxWaitMs = opts.maxWaitMs ?? 5_000;
     this.retryAfter = opts.retryAfterSeconds ?? 1;
     this.clock = opts.clock ?? realClock;
-    this.tokens = opts.perSecond ?? Infinity;
-    this.filledAt = this.clock.now();
+    this.rate = opts.perSecond === undefined ? undefined : new TokenBucket(opts.perSecond, this.clock.now());
   }
 
   get inFlight(): number {
@@ -121,7 +120,7 @@ export class FairLimiter {
         this.ring.push(ns);
       }
       q.push(w);
-      if (this.opts.perSecond !== undefined && this.active < this.maxInFlight) this.later(); // a slot is free: the rate held it back
+      if (this.rate && this.active < this.maxInFlight) this.later(); // a slot is free: the rate held it back
     });
   }
 
@@ -146,24 +145,16 @@ export class FairLimiter {
 
   /** One call may start now under the rate (taken if so). */
   private take(): boolean {
-    const rate = this.opts.perSecond;
-    if (rate === undefined) return true;
-    const now = this.clock.now();
-    this.tokens = Math.min(rate, this.tokens + (Math.max(0, now - this.filledAt) * rate) / 1000); // (a clock stepped back adds nothing)
-    this.filledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
+    return this.rate?.take(this.clock.now()) ?? true;
   }
 
   /** Dispatches again when the rate lets the next call start. */
   private later(): void {
     if (this.wake) return;
-    const ms = Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.opts.perSecond!));
     this.wake = this.clock.setTimeout(() => {
       this.wake = undefined;
       this.dispatch();
-    }, ms);
+    }, this.rate!.msUntilOne());
   }
 
   private remove(ns: string, w: Waiter): void {

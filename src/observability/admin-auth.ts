@@ -7,6 +7,7 @@
 // address too; an apiserver that cannot answer gives 503 (fail closed).
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { TokenBucket } from '../bucket.js';
 import type { Metrics } from './metrics.js';
 
 export interface AdminUser {
@@ -85,24 +86,12 @@ export class AdminAuthorizer {
   private readonly waitingBySource = new Map<string, number>();
   private running = 0;
   private readonly o: Required<Omit<AdminAuthOptions, 'metrics' | 'log'>> & Pick<AdminAuthOptions, 'metrics' | 'log'>;
-  /** The rate's bucket (reviewsPerSecond), as of `filledAt`. */
-  private tokens: number;
-  private filledAt: number;
+  /** The rate of checks of tokens not cached (reviewsPerSecond), if any. */
+  private readonly rate: TokenBucket | undefined;
 
   constructor(private readonly reviewer: AdminReviewer, opts: AdminAuthOptions = {}) {
     this.o = { allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 1024, maxInFlight: 4, maxWaiting: 32, maxWaitingPerSource: 8, now: Date.now, reviewsPerSecond: Infinity, ...opts };
-    this.tokens = this.o.reviewsPerSecond;
-    this.filledAt = this.o.now();
-  }
-
-  /** A new token's check may start now under the rate (taken if so). */
-  private takeRate(): boolean {
-    const now = this.o.now(), rate = this.o.reviewsPerSecond;
-    this.tokens = Math.min(rate, this.tokens + (Math.max(0, now - this.filledAt) * rate) / 1000); // (a clock stepped back adds nothing)
-    this.filledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
+    this.rate = Number.isFinite(this.o.reviewsPerSecond) ? new TokenBucket(this.o.reviewsPerSecond, this.o.now()) : undefined;
   }
 
   /** The decision for a request to `path` with these `Authorization` header values, from the
@@ -152,7 +141,7 @@ export class AdminAuthorizer {
     const full = this.running >= this.o.maxInFlight;
     const waiting = this.waitingBySource.get(source) ?? 0;
     if (!renewal && full && (this.waiters.length >= this.o.maxWaiting || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
-    if (!renewal && !this.takeRate()) return 'overloaded'; // (after the waiting room: a refusal there spends none)
+    if (!renewal && this.rate && !this.rate.take(this.o.now())) return 'overloaded'; // (after the waiting room: a refusal there spends none)
     if (full) {
       this.waitingBySource.set(source, waiting + 1);
       await new Promise<void>((go) => (renewal ? this.waiters.unshift({ go, source }) : this.waiters.push({ go, source })));
