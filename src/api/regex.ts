@@ -13,18 +13,45 @@ export interface Regex {
   readonly size: number;
   /** DFA states it keeps now (at most dfaKept between matches). */
   readonly states: number;
+  /** Bytes of DFA states it keeps now (re2js's count), charged to its owner's dfaKeptPerOwner. */
+  readonly keptBytes: number;
+  /** Drops its DFA states (they are built again as a match needs them). */
+  forget(): void;
 }
 
 /** re2js's compiled form, as far as it is read here (re2js is pinned in package-lock; unit
  * tests check these are still there). */
 interface Compiled { re2Input: { prog: { numInst(): number; getInst(i: number): { runes?: ArrayLike<number> | null } }; lazyDFA: DFA | null; dfa: DFA } }
-interface DFA { stateCount: number; clearCache(): void }
+interface DFA { stateCount: number; memBudget: number; clearCache(): void }
 
 /** Bytes of DFA states a pattern may build during one match (re2js: 8 MiB; past it, the DFA
  * starts again or gives way to the NFA). A hostile pattern builds one per character. */
 export const dfaMemory = 32 * 1024;
 /** States a pattern keeps between matches (filters a team means use a handful, most none). */
 export const dfaKept = 64;
+/** Bytes of DFA states all of one owner's patterns keep between matches. Each pattern's 32 KiB
+ * times a team's thousands of patterns was ~128 MiB of the shared heap; a pattern a team means
+ * keeps 0-18 KiB. Past this, the pattern that has just matched drops its states. */
+export const dfaKeptPerOwner = 4 * 1024 * 1024;
+/** Bytes of DFA states kept, by owner (owners keeping none are not here). */
+const keptByOwner = new Map<string, number>();
+
+/** What one compiled pattern keeps and for whom (held apart from the pattern, for its finalizer). */
+interface Account { owner: string | undefined; kept: number }
+
+function charge(acc: Account, bytes: number): void {
+  if (acc.owner !== undefined && bytes !== acc.kept) {
+    const total = (keptByOwner.get(acc.owner) ?? 0) + bytes - acc.kept;
+    if (total > 0) keptByOwner.set(acc.owner, total);
+    else keptByOwner.delete(acc.owner);
+  }
+  acc.kept = bytes;
+}
+
+/** Bytes of DFA states `owner`'s patterns keep now. */
+export function dfaKeptBy(owner: string): number {
+  return keptByOwner.get(owner) ?? 0;
+}
 const DFAClass = ((RE2JS.compile('a') as unknown as Compiled).re2Input.dfa as object).constructor as new (prog: unknown, maxMem: number) => DFA;
 
 /** The RE2 instructions `re` compiled to. */
@@ -137,18 +164,30 @@ export function unicodeClasses(pattern: string): number {
   return n;
 }
 
-/** `re` with its DFA bounded to dfaMemory during a match and dfaKept states after one. */
-function bounded(re: RE2JS): Regex {
+/** `re` with its DFA bounded to dfaMemory during a match, and after one to dfaKept states and
+ * its owner's share of dfaKeptPerOwner (the owner is set when compileRegex takes it). */
+function bounded(re: RE2JS, acc: Account = { owner: undefined, kept: 0 }): Regex & { acc: Account } {
   const inner = (re as unknown as Compiled).re2Input;
   const dfa = (inner.lazyDFA = new DFAClass(inner.prog, dfaMemory));
+  const forget = () => {
+    dfa.clearCache();
+    charge(acc, 0);
+  };
   return {
+    acc,
     size: instructions(re),
     get states() {
       return dfa.stateCount;
     },
+    get keptBytes() {
+      return acc.kept;
+    },
+    forget,
     test(s: string): boolean {
       const found = re.test(s);
-      if (dfa.stateCount > dfaKept) dfa.clearCache();
+      const bytes = dfaMemory - dfa.memBudget;
+      if (dfa.stateCount > dfaKept || (acc.owner !== undefined && dfaKeptBy(acc.owner) - acc.kept + bytes > dfaKeptPerOwner)) forget();
+      else charge(acc, bytes);
       return found;
     },
   };
@@ -168,9 +207,11 @@ export function compileRegex(pattern: string, owner: string): Regex {
   if (cached) return cached;
   const made = fresh.get(pattern); // regexInfo's, when it checked this pattern just now
   fresh.delete(pattern);
+  if (made) made.forget(); // what it kept before it had an owner is not charged
   const re = made ?? bounded(RE2JS.compile(pattern));
+  re.acc.owner = owner;
   programs.set(key, new WeakRef(re));
-  unused.register(re, key);
+  unused.register(re, { key, acc: re.acc });
   return re;
 }
 
@@ -178,7 +219,7 @@ const programs = new Map<string, WeakRef<Regex>>();
 /** Patterns regexInfo compiled (with their DFA), not yet taken by compileRegex (a translate, then
  * its apply): each is parsed once, and in the translate's step for its route, not in the apply's
  * one block. As many as one gateway may have; unshared until taken. */
-const fresh = new Map<string, Regex>();
+const fresh = new Map<string, Regex & { acc: Account }>();
 
 function compiledFresh(pattern: string): RE2JS {
   const re = RE2JS.compile(pattern);
@@ -186,8 +227,9 @@ function compiledFresh(pattern: string): RE2JS {
   fresh.set(pattern, bounded(re));
   return re;
 }
-const unused = new FinalizationRegistry<string>((key) => {
+const unused = new FinalizationRegistry<{ key: string; acc: Account }>(({ key, acc }) => {
   if (programs.get(key)?.deref() === undefined) programs.delete(key);
+  charge(acc, 0); // its states went with it
 });
 
 /** Why `pattern` does not compile, or null. */

@@ -1,5 +1,5 @@
 import { test } from 'node:test';
-import { compileRegex, dfaKept } from '../../src/api/regex.js';
+import { compileRegex, dfaKept, dfaKeptBy, dfaKeptPerOwner } from '../../src/api/regex.js';
 import assert from 'node:assert/strict';
 import { canonicalPath, encodePath, normalizePrefix, PathFilter, replacePrefix, underPrefix, type FilterPass, type FilterRefusal } from '../../src/dataplane/path.js';
 
@@ -149,4 +149,36 @@ test('a hostile pattern\'s DFA keeps a bounded number of states between matches,
   for (let i = 0; i < 50; i++) kind.test(`/api/v1/namespaces/n${i}/pods/p${i}`);
   assert.ok(kind.states <= dfaKept);
   assert.ok(kind.size > 0 && kind.size < 100, String(kind.size));
+});
+
+test('the DFA states one team\'s patterns keep between matches are bounded in bytes for the team, not taken from another team', () => {
+  // each pattern's class of 180 separate characters makes ~360 character classes: a state's table
+  // is ~3 KiB, and one match keeps ~29 KiB of states (10 states: under dfaKept)
+  const chars = Array.from({ length: 180 }, (_, k) => String.fromCodePoint(0x400 + 2 * k)).join('');
+  const wide = (i: number) => compileRegex(`x${i}[${chars}]|[ab]*a[ab]{4}/`, 'team-wide');
+  const calm = compileRegex('^/apis/apps/v1/namespaces/[^/]+/deployments', 'team-calm');
+  for (let i = 0; i < 20; i++) calm.test(`/apis/apps/v1/namespaces/n${i}/deployments/d${i}`);
+  const calmKept = calm.keptBytes;
+  assert.ok(calmKept > 4096 && calmKept === dfaKeptBy('team-calm'), `team-calm keeps ${calmKept} bytes`);
+  const kept: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const re = wide(i);
+    assert.equal(re.test('/abbabaabbbabaabab/'), true, 'a match still finds what it should');
+    assert.equal(re.test('/bbbbbbbb/'), false);
+    kept.push(re.keptBytes);
+  }
+  assert.ok(kept[0]! > 20_000, `a wide pattern keeps ${kept[0]} bytes while its team has room`);
+  const total = kept.reduce((a, b) => a + b, 0);
+  assert.equal(total, dfaKeptBy('team-wide'), 'what each keeps is what the team is charged');
+  assert.ok(total <= dfaKeptPerOwner && total > dfaKeptPerOwner - 64 * 1024, `team-wide keeps ${total} bytes`);
+  assert.ok(kept.filter((k) => k === 0).length > 100, 'past the bound a pattern drops its states after its match');
+  // the other team's states are its own: still kept, and its next match keeps them
+  assert.equal(calm.keptBytes, calmKept);
+  calm.test('/apis/apps/v1/namespaces/n1/deployments/d1');
+  assert.equal(calm.keptBytes, calmKept);
+  // a pattern that drops its states gives its bytes back
+  const first = wide(0);
+  first.forget();
+  assert.equal(first.keptBytes, 0);
+  assert.equal(dfaKeptBy('team-wide'), total - kept[0]!);
 });
