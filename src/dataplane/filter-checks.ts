@@ -24,9 +24,13 @@ export interface FilterLimits {
   /** A check that takes longer on the filter thread is stopped (the thread started again) and
    * answered 503: no namespace's check waits longer than this behind another's. */
   threadCheckMs: number;
+  /** The filter thread's old-generation heap (MiB): past it the thread stops, its check is answered
+   * 503 and a new thread takes the next (it keeps at most 64 compiled filters, ~1 MiB each at the
+   * schema's bounds, and no DFA state between checks). */
+  threadHeapMb: number;
 }
 
-export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250 };
+export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 256 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
  * event-loop time used up), one refused (`busy`: 429, `failed`: 503), a namespace that has just
@@ -188,7 +192,7 @@ export class FilterChecks {
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(new URL('./filter-thread.js', import.meta.url));
+    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb } });
     w.unref();
     this.online = false;
     w.on('message', (a: FilterAnswer) => {

@@ -6,27 +6,59 @@ import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from
 export interface FilterJob { id: number; owner: string; field: string; spec: FilterSpec; method: string; path: string }
 export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass } | { id: number; error: string } | { ready: true };
 
-/** Compiled filters by owner, field and patterns: the last `kept` used. */
-const filters = new Map<string, PathFilter>();
-const kept = 256;
+/** Compiled filters by owner (least recently used first), each owner's by field and patterns
+ * (least recently used first). An owner keeps at most `perOwner`, so a team changing its patterns
+ * evicts only its own; all owners at most `kept` (then the least recent owner's oldest goes). A
+ * filter at the schema's bounds is ~1 MiB compiled; no DFA state is kept between checks. */
+const filters = new Map<string, Map<string, PathFilter>>();
+const perOwner = 8;
+const kept = 64;
+let count = 0;
 
 function filterFor(job: FilterJob): PathFilter {
-  const key = JSON.stringify([job.owner, job.field, job.spec.acceptPaths, job.spec.rejectPaths, job.spec.rejectMethods]);
-  let f = filters.get(key);
+  const key = JSON.stringify([job.field, job.spec.acceptPaths, job.spec.rejectPaths, job.spec.rejectMethods]);
+  let mine = filters.get(job.owner);
+  if (mine) filters.delete(job.owner); // most recently used last
+  else mine = new Map();
+  filters.set(job.owner, mine);
+  let f = mine.get(key);
   if (f) {
-    filters.delete(key); // most recently used last
+    mine.delete(key);
   } else {
     f = new PathFilter(job.spec, job.owner, job.field);
-    if (filters.size >= kept) filters.delete(filters.keys().next().value!);
+    if (mine.size >= perOwner) drop(mine);
+    else if (count >= kept) drop(filters.values().next().value!);
+    count++;
   }
-  filters.set(key, f);
+  mine.set(key, f);
   return f;
+}
+
+/** Drops the least recently used filter of `of` (and `of`, when it has no other). */
+function drop(of: Map<string, PathFilter>): void {
+  of.delete(of.keys().next().value!);
+  count--;
+  if (of.size === 0) for (const [owner, m] of filters) if (m === of) filters.delete(owner);
+}
+
+/** Filters kept now, by owner (for tests). */
+export function keptFilters(): Record<string, number> {
+  return Object.fromEntries([...filters].map(([owner, m]) => [owner, m.size]));
+}
+
+export function check(job: FilterJob): FilterRefusal | FilterPass {
+  const f = filterFor(job);
+  try {
+    return f.check(job.method, job.path);
+  } finally {
+    f.forget(); // a costly filter's states are rebuilt by its next check, not kept (~32 KiB a pattern)
+  }
 }
 
 parentPort?.on('message', (job: FilterJob) => {
   let answer: FilterAnswer;
   try {
-    answer = { id: job.id, refused: filterFor(job).check(job.method, job.path) };
+    answer = { id: job.id, refused: check(job) };
   } catch (err) {
     answer = { id: job.id, error: (err as Error).message };
   }

@@ -126,6 +126,11 @@ export class PathFilter {
    * "Delete", matches neither; compiling the patterns with (?i) instead would fold their class
    * ranges, work the bounds checked in translate do not count.) Remembered per method: a route's
    * requests test the patterns once per method, not each time. */
+  /** Drops its patterns' DFA states (the filter thread keeps none between checks). */
+  forget(): void {
+    for (const r of [...this.accept, ...this.rejectPaths, ...this.rejectMethods]) r.forget();
+  }
+
   private rejectedMethod(method: string): number {
     const upper = method.toUpperCase();
     const lower = method.toLowerCase();

@@ -136,3 +136,19 @@ test('a check whose client left while it waited for the filter thread is not sen
   await assert.rejects(Promise.resolve(left), (err: unknown) => err instanceof FilterUnavailableError && /client left/.test((err as Error).message));
   assert.equal(checks.offThread, 1);
 });
+
+test('a filter thread past its heap bound stops: its check is answered 503, and the next check runs on a new thread', async (t) => {
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadHeapMb: 8, threadCheckMs: 10_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
+  t.after(() => checks.close());
+  // ~1 MiB compiled a filter: 32 patterns, each a class of 180 separate characters
+  const chars = (j: number) => Array.from({ length: 180 }, (_, k) => String.fromCodePoint(0x400 + 2 * k + (j % 2))).join('');
+  const big = (ns: number) => new PathFilter({ acceptPaths: Array.from({ length: 32 }, (_, j) => `q${ns}_${j}[${chars(j)}]|[ab]*a[ab]{4}/`), rejectPaths: [], rejectMethods: [] }, `ns-${ns}`);
+  let failed: unknown;
+  for (let ns = 0; ns < 40 && !failed; ns++) {
+    await Promise.resolve(checks.check(big(ns), 'GET', '/abbabaabbbabaabab/')).catch((err: unknown) => { failed = err; });
+  }
+  assert.ok(failed instanceof FilterUnavailableError && failed.status === 503 && /filter thread stopped/.test(failed.message), String(failed));
+  assert.equal(refused.length, 1);
+  assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/x'));
+});
