@@ -3,6 +3,7 @@
 // outcome into a queue action and counts it:
 //   Result {}                 -> forget the key's back-off           result="success"
 //   Result { requeueAfterMs } -> forget, and add again after it       result="requeue"
+//   Result { gone }           -> forget, and drop a time it was to be added again
 //   TerminalError             -> log, forget, do not retry            result="terminal"
 //   any other error           -> add again with per-key back-off     result="error"
 import type { Logger } from 'pino';
@@ -12,6 +13,8 @@ import { WorkQueue } from './queue.js';
 
 export interface Result {
   requeueAfterMs?: number;
+  /** The object is gone: nothing waits for it (a time it was to be added again is dropped). */
+  gone?: boolean;
 }
 
 /** An error retrying cannot fix (bad input): logged and counted, never retried. */
@@ -90,6 +93,7 @@ export class Controller {
     try {
       const r = await this.opts.reconcile(key, log);
       this.queue.forget(key);
+      if (r.gone) this.queue.cancel(key);
       if (r.requeueAfterMs) {
         result = 'requeue';
         this.queue.addAfter(key, r.requeueAfterMs);

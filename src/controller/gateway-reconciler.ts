@@ -182,7 +182,7 @@ export class GatewayReconciler {
     this.written.delete(key);
     this.exposed.delete(key);
     log.debug('gateway gone; listener closed');
-    return {};
+    return { gone: true };
   }
 
   /** The gateway's port: its own, a requested one, or one from the range; or why not, and when

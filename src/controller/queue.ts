@@ -96,6 +96,15 @@ export class WorkQueue {
     this.failures.delete(key);
   }
 
+  /** Drops the time `key` was to be added again (its object is gone): a team deleting gateways
+   * with a far notAfter does not leave an entry and a timer each for up to an hour. */
+  cancel(key: string): void {
+    const waiting = this.later.get(key);
+    if (!waiting) return;
+    this.clock.clearTimeout(waiting.timer);
+    this.later.delete(key);
+  }
+
   numRequeues(key: string): number {
     return this.failures.get(key) ?? 0;
   }

@@ -45,3 +45,23 @@ test('success forgets, requeueAfter comes back after its delay, errors back off,
   assert.ok(!calls.slice(4).includes('bad') && !calls.slice(4).includes('ok'));
   await c.stop();
 });
+
+test('a reconcile that finds its object gone drops the time the key was to be added again', async () => {
+  const clock = new FakeClock();
+  const calls: string[] = [];
+  let exists = true;
+  const c = new Controller({ name: 'test', log: silentLogger, metrics: testMetrics(), clock, workers: 1,
+    reconcile: async (key) => { calls.push(key); return exists ? { requeueAfterMs: 3_600_000 } : { gone: true }; } });
+  c.start();
+  c.enqueue('team-a/gw');
+  await settle(); await settle();
+  assert.equal(clock.waiting, 1, 'an hour\'s timer (a far notAfter)');
+  exists = false; // deleted: the watch adds the key at once
+  c.enqueue('team-a/gw');
+  await settle(); await settle();
+  assert.equal(clock.waiting, 0, 'no timer, no entry left for an hour');
+  clock.advance(3_600_000);
+  await settle(); await settle();
+  assert.deepEqual(calls, ['team-a/gw', 'team-a/gw']);
+  await c.stop();
+});

@@ -86,6 +86,22 @@ test('a key waits on one timer, the earliest asked for: re-adding it later piles
   assert.equal(clock.waiting, 0);
 });
 
+test('cancel drops a key\'s waiting time and its timer; other keys keep theirs', () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ clock });
+  q.addAfter('gone', 3_600_000);
+  q.addAfter('kept', 3_600_000);
+  q.cancel('gone');
+  q.cancel('never-added');
+  assert.equal(clock.waiting, 1);
+  clock.advance(3_600_000);
+  assert.equal(q.depth, 1, 'only kept');
+  q.addAfter('gone', 10); // a later addAfter for the key works as before
+  clock.advance(10);
+  assert.equal(q.depth, 2);
+  q.shutdown();
+});
+
 test('groups (namespaces) take turns: one team\'s thousands of keys do not make another team\'s key wait behind them', async () => {
   const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]! });
   for (let i = 0; i < 1000; i++) q.add(`team-a/g${i}`);
