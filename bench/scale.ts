@@ -11,7 +11,8 @@ import { silentLogger } from '../src/observability/logger.js';
 import { startControlPlane } from '../test/support/control-plane.js';
 import { startOperator } from '../test/support/operator.js';
 import { chartNodeOptions } from '../test/support/chart-operator.js';
-import { applyYaml, installCRD, namespaceYaml } from '../test/support/cluster.js';
+import { applyYaml, installCRD, namespaceYaml, tokenKubeconfig } from '../test/support/cluster.js';
+import { join } from 'node:path';
 
 const { values: opt } = parseArgs({ options: {
   gateways: { type: 'string', default: '1000,10000' },
@@ -64,7 +65,12 @@ for (const size of sizes) {
       if (type !== 'DELETED' && g.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')) ready.add(key);
       else ready.delete(key);
     });
-    const op = await startOperator(cp, { cpu: 1, portRange: [20000, 20000 + size + 99], nodeArgs,
+    // The operator runs as in a cluster: a service account's token, not the admin certificate
+    // (whose chain the apiserver verifies on every request).
+    await cp.kubectl(['create', 'serviceaccount', 'operator', '-n', 'default']);
+    await cp.kubectl(['create', 'clusterrolebinding', 'bench-operator', '--clusterrole=cluster-admin', '--serviceaccount=default:operator']);
+    const kubeconfig = tokenKubeconfig(join(cp.dir, 'operator.kubeconfig'), cp.url, await cp.token('default', 'operator', [cp.issuer]), { ca: cp.ca.cert });
+    const op = await startOperator({ ...cp, kubeconfig }, { cpu: 1, portRange: [20000, 20000 + size + 99], nodeArgs,
       args: ['--log-level', 'warn', '--metrics-auth', 'none', '--max-gateways-per-namespace', '0'] });
     const pid = op.child.pid!;
     const idle = rssMiB(pid);
