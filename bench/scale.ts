@@ -65,8 +65,9 @@ for (const size of sizes) {
       if (type !== 'DELETED' && g.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')) ready.add(key);
       else ready.delete(key);
     });
-    // The operator runs as in a cluster: a service account's token, not the admin certificate
-    // (whose chain the apiserver verifies on every request).
+    // The operator authenticates as in a cluster: a service account's token (an hour's), not the
+    // admin certificate (whose chain the apiserver verifies on every request); bound to
+    // cluster-admin here, not to the chart's ClusterRole.
     await cp.kubectl(['create', 'serviceaccount', 'operator', '-n', 'default']);
     await cp.kubectl(['create', 'clusterrolebinding', 'bench-operator', '--clusterrole=cluster-admin', '--serviceaccount=default:operator']);
     const kubeconfig = tokenKubeconfig(join(cp.dir, 'operator.kubeconfig'), cp.url, await cp.token('default', 'operator', [cp.issuer]), { ca: cp.ca.cert });

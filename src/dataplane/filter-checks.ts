@@ -25,12 +25,13 @@ export interface FilterLimits {
    * answered 503: no namespace's check waits longer than this behind another's. */
   threadCheckMs: number;
   /** The filter thread's old-generation heap (MiB): past it the thread stops, its check is answered
-   * 503 and a new thread takes the next (it keeps at most 64 compiled filters, ~1 MiB each at the
-   * schema's bounds, and no DFA state between checks). */
+   * 503 and a new thread takes the next. It keeps at most 32 compiled filters (up to ~1 MiB each,
+   * 0.2-0.4 MiB usual) and no DFA state between checks; a check builds at most 96 patterns' 32 KiB.
+   * It comes on top of the main heap in the pod's memory limit. */
   threadHeapMb: number;
 }
 
-export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 256 };
+export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 64 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
  * event-loop time used up), one refused (`busy`: 429, `failed`: 503), a namespace that has just

@@ -119,6 +119,11 @@ export class PathFilter {
     return { accepted: { field: `${this.field}.acceptPaths[${i}]`, pattern: this.spec.acceptPaths[i]! } };
   }
 
+  /** Drops its patterns' DFA states (the filter thread keeps none between checks). */
+  forget(): void {
+    for (const r of [...this.accept, ...this.rejectPaths, ...this.rejectMethods]) r.forget();
+  }
+
   /** The first rejectMethods pattern matching `method` as Node gives it (upper case), or, for a
    * pattern with no upper-case letter, in lower case; or -1. RE2 is case-sensitive and the CRD
    * admits "delete", which would never match DELETE; a pattern that names upper-case letters is
@@ -126,11 +131,6 @@ export class PathFilter {
    * "Delete", matches neither; compiling the patterns with (?i) instead would fold their class
    * ranges, work the bounds checked in translate do not count.) Remembered per method: a route's
    * requests test the patterns once per method, not each time. */
-  /** Drops its patterns' DFA states (the filter thread keeps none between checks). */
-  forget(): void {
-    for (const r of [...this.accept, ...this.rejectPaths, ...this.rejectMethods]) r.forget();
-  }
-
   private rejectedMethod(method: string): number {
     const upper = method.toUpperCase();
     const lower = method.toLowerCase();
