@@ -149,9 +149,19 @@ export function keepsLine(namespace: string, always = false): boolean {
   return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting, always);
 }
 
-/** Gateways' log lines shed so far while stdout was congested, by namespace (FairShed). */
-export function shedLogLines(): ReadonlyMap<string, number> {
-  return fairShed.shed;
+/** The FairShed share of the access lines of `namespace`'s gateways' refused requests (401, or
+ * refused before a route was chosen). */
+export function refusedLines(namespace: string): string {
+  return `${namespace}\u0000refused`;
+}
+
+/** Gateways' log lines shed so far while stdout was congested, by namespace and whether their
+ * requests were refused (FairShed's shares). */
+export function shedLogLines(): { namespace: string; kind: 'admitted' | 'refused'; lines: number }[] {
+  return [...fairShed.shed].map(([share, lines]) => {
+    const i = share.indexOf('\u0000');
+    return i < 0 ? { namespace: share, kind: 'admitted', lines } : { namespace: share.slice(0, i), kind: 'refused', lines };
+  });
 }
 
 function lineCount(data: string | Buffer): number {
@@ -188,9 +198,12 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
   const prefix = `{"level":30,"time":`;
   const middle = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"gateway":${JSON.stringify(gateway)},"reqId":"`;
   const namespace = gateway.includes('/') ? gateway.slice(0, gateway.indexOf('/')) : gateway;
+  const refused = refusedLines(namespace);
   return {
     write(e) {
-      if (!keepsLine(namespace)) return;
+      // requests no access rule admitted (anyone who reaches the listener can make them) are
+      // shed as a share of their own: a flood of them does not take the team's own lines' place
+      if (!keepsLine(e.route === '-' || e.status === 401 ? refused : namespace)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);

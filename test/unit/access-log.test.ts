@@ -168,6 +168,47 @@ test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counte
   }
 });
 
+test('refused requests flooding a team\'s listener are shed as a share of their own: the team\'s own lines still go out', async () => {
+  // anyone who reaches team-b's listener sends 100,000 requests without a token (401, no route)
+  // while stdout is not read; team-b's callers make one request per 1,000 of them, team-a one per 100
+  const script = `${childPrelude}
+    const { accessLogFor, createLogger, drainLogs } = logging;
+    const log = createLogger();
+    const a = accessLogFor('team-a/gw', { logger: log });
+    const b = accessLogFor('team-b/gw', { logger: log });
+    const line = (id, route, status) => ({ reqId: id, caller: route === '-' ? '-' : 'system:serviceaccount:x:' + 'x'.repeat(60), route, method: 'GET', status, durationMs: 1, upstream: route === '-' ? '-' : '198.18.0.2:8080' });
+    for (let i = 0; i < 100_000; i++) {
+      b.write(line('junk' + i, '-', 401));
+      if (i % 1000 === 0) b.write(line('b' + i, 'r', 200));
+      if (i % 100 === 0) a.write(line('a' + i, 'r', 200));
+    }
+    const text = await createMetrics().registry.metrics();
+    report({ shed: text.split('\\n').filter((l) => l.startsWith('access_gateway_log_lines_shed_total{')) });
+    process.stdin.once('end', async () => { await drainLogs(30_000); process.exit(0); }).resume();
+  `;
+  const { child, reports } = reporting(script);
+  const bound = setTimeout(() => child.kill(), 60_000);
+  try {
+    await waitUntil(() => reports.length >= 1, child);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString('latin1'); });
+    const exited = new Promise((r) => child.once('close', r));
+    child.stdin.end();
+    await exited;
+    const { shed } = reports[0] as unknown as { shed: string[] };
+    const count = (p: string) => out.split('\n').filter((l) => l.includes(`"reqId":"${p}`)).length;
+    assert.equal(count('b'), 100, 'every line of team-b\'s own callers');
+    assert.equal(count('a'), 1000, 'every line of team-a');
+    assert.equal(shed.length, 1, shed.join('; '));
+    const [, n] = /^access_gateway_log_lines_shed_total\{namespace="team-b",kind="refused"\} (\d+)$/.exec(shed[0]!) ?? [];
+    assert.ok(Number(n) > 10_000, shed[0]);
+    assert.equal(count('junk') + Number(n), 100_000);
+  } finally {
+    clearTimeout(bound);
+    child.kill();
+  }
+});
+
 test('a team whose lines flood a congested stdout is shed, counted by namespace; a quiet team\'s lines all go out', async () => {
   // team-a writes 100,000 lines while stdout is not read, team-b one per 1,000 of them: past 4 MiB
   // waiting, team-a (over the mean of the namespaces writing) is shed, and never reaches the
@@ -185,7 +226,7 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
       if (i % 1000 === 0) b.write(line('b' + i));
     }
     const text = await createMetrics().registry.metrics();
-    report({ shedA: Number(/^access_gateway_log_lines_shed_total\\{namespace="team-a"\\} (\\d+)$/m.exec(text)?.[1]),
+    report({ shedA: Number(/^access_gateway_log_lines_shed_total\\{namespace="team-a",kind="admitted"\\} (\\d+)$/m.exec(text)?.[1]),
       shedB: /namespace="team-b"/.test(text) });
     process.stdin.once('end', async () => {
       await drainLogs(30_000);
