@@ -186,27 +186,14 @@ test('refused requests flooding a team\'s listener are shed as a share of their 
     report({ shed: text.split('\\n').filter((l) => l.startsWith('access_gateway_log_lines_shed_total{')) });
     process.stdin.once('end', async () => { await drainLogs(30_000); process.exit(0); }).resume();
   `;
-  const { child, reports } = reporting(script);
-  const bound = setTimeout(() => child.kill(), 60_000);
-  try {
-    await waitUntil(() => reports.length >= 1, child);
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString('latin1'); });
-    const exited = new Promise((r) => child.once('close', r));
-    child.stdin.end();
-    await exited;
-    const { shed } = reports[0] as unknown as { shed: string[] };
-    const count = (p: string) => out.split('\n').filter((l) => l.includes(`"reqId":"${p}`)).length;
-    assert.equal(count('b'), 100, 'every line of team-b\'s own callers');
-    assert.equal(count('a'), 1000, 'every line of team-a');
-    assert.equal(shed.length, 1, shed.join('; '));
-    const [, n] = /^access_gateway_log_lines_shed_total\{namespace="team-b",kind="refused"\} (\d+)$/.exec(shed[0]!) ?? [];
-    assert.ok(Number(n) > 10_000, shed[0]);
-    assert.equal(count('junk') + Number(n), 100_000);
-  } finally {
-    clearTimeout(bound);
-    child.kill();
-  }
+  const { reports, count } = await floodedWhileUnread(script);
+  const { shed } = reports[0] as unknown as { shed: string[] };
+  assert.equal(count('b'), 100, 'every line of team-b\'s own callers');
+  assert.equal(count('a'), 1000, 'every line of team-a');
+  assert.equal(shed.length, 1, shed.join('; '));
+  const [, n] = /^access_gateway_log_lines_shed_total\{namespace="team-b",kind="refused"\} (\d+)$/.exec(shed[0]!) ?? [];
+  assert.ok(Number(n) > 10_000, shed[0]);
+  assert.equal(count('junk') + Number(n), 100_000);
 });
 
 test('a team whose lines flood a congested stdout is shed, counted by namespace; a quiet team\'s lines all go out', async () => {
@@ -234,6 +221,21 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
       process.exit(0);
     }).resume();
   `;
+  const { reports, count } = await floodedWhileUnread(script);
+  const all = Object.assign({}, ...reports) as { shedA: number; shedB: boolean; dropped: number };
+  assert.equal(count('b'), 100, 'every line of the quiet team');
+  assert.ok(all.shedA > 10_000, JSON.stringify(all));
+  assert.equal(all.shedB, false, 'none of the quiet team shed');
+  assert.equal(all.dropped, 0, 'nothing reached the 16 MiB');
+  assert.equal(count('a') + all.shedA, 110_000, 'access lines and warnings: written or shed');
+});
+
+/** A child running `script` (an ES module) with its stdin and stdout piped; the JSON lines it writes
+ * to stderr are collected in `reports` (other lines, such as warnings, are not). */
+/** Runs `script` (which writes while its stdout is not read, reports, then ends when its stdin
+ * does), then reads its stdout to the end: its reports, and how many lines have a reqId starting
+ * with a prefix. */
+async function floodedWhileUnread(script: string): Promise<{ reports: Array<Record<string, number | boolean>>; count: (prefix: string) => number }> {
   const { child, reports } = reporting(script);
   const bound = setTimeout(() => child.kill(), 60_000);
   try {
@@ -243,21 +245,13 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
     const exited = new Promise((r) => child.once('close', r));
     child.stdin.end();
     await exited;
-    const all = Object.assign({}, ...reports) as { shedA: number; shedB: boolean; dropped: number };
-    const count = (p: string) => out.split('\n').filter((l) => l.includes(`"reqId":"${p}`)).length;
-    assert.equal(count('b'), 100, 'every line of the quiet team');
-    assert.ok(all.shedA > 10_000, JSON.stringify(all));
-    assert.equal(all.shedB, false, 'none of the quiet team shed');
-    assert.equal(all.dropped, 0, 'nothing reached the 16 MiB');
-    assert.equal(count('a') + all.shedA, 110_000, 'access lines and warnings: written or shed');
+    return { reports, count: (p) => out.split('\n').filter((l) => l.includes(`"reqId":"${p}`)).length };
   } finally {
     clearTimeout(bound);
     child.kill();
   }
-});
+}
 
-/** A child running `script` (an ES module) with its stdin and stdout piped; the JSON lines it writes
- * to stderr are collected in `reports` (other lines, such as warnings, are not). */
 function reporting(script: string) {
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
   const reports: Array<Record<string, number | boolean>> = [];
