@@ -4,7 +4,8 @@
 // outstanding requests.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext, DEFAULT_CIPHERS, type SecureContext } from 'node:tls';
+import { constants } from 'node:crypto';
 import { Pool, buildConnector } from '../undici.js';
 import { Recent } from '../recent.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
@@ -85,7 +86,7 @@ export class EndpointPool {
 
   private tls(): object {
     return this.scheme === 'https'
-      ? { servername: this.serverName, ...(this.ca ? { secureContext: secureContextFor(this.ca) } : {}), rejectUnauthorized: true } : {};
+      ? { servername: this.serverName, ...(this.ca ? { secureContext: secureContextFor(this.ca) } : upstreamTLS), rejectUnauthorized: true } : {};
   }
 
   /** (One retired and closed before a request it was picked for: that request's end closes it again.) */
@@ -134,8 +135,22 @@ export class EndpointPool {
  * 64 bundles used are kept.
  */
 export function secureContextFor(ca: string): SecureContext {
-  return contexts.get(textKey(ca), () => createSecureContext({ ca }));
+  return contexts.get(textKey(ca), () => createSecureContext({ ca, ...upstreamTLS }));
 }
+
+/**
+ * What a connection to a team's backend is made with. A team's backend chooses the handshake:
+ * with finite-field Diffie-Hellman it could send a made-up 8,192-bit modulus (checked only
+ * cheaply, never for primality), ~100 ms of the shared event loop a connection (10,000 bits:
+ * ~200 ms), and with renegotiation it could make the gateway handshake again and again on one
+ * connection. So no DHE suites in TLS 1.2, only elliptic-curve groups in TLS 1.3, and no
+ * renegotiation.
+ */
+export const upstreamTLS = {
+  ciphers: `${DEFAULT_CIPHERS}:!kDHE`,
+  ecdhCurve: 'X25519:P-256:P-384',
+  secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+} as const;
 const contexts = new Recent<string, SecureContext>(64);
 
 /**

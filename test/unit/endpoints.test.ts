@@ -11,6 +11,7 @@ import { makeCA, makeLeaf } from '../support/certs.js';
 import { RateLimiter } from '../../src/auth/rate-limit.js';
 import type { ServiceTarget } from '../../src/translate/plan.js';
 
+const target0 = (): ServiceTarget => target(0);
 const target = (n: number): ServiceTarget => ({
   kind: 'service', namespace: 'a', name: 's', port: 80, scheme: 'http', ca: null, serverName: 's.a.svc', problem: null,
   endpoints: Array.from({ length: n }, (_, i) => ({ ip: `198.18.0.${10 + i}`, port: 80 })),
@@ -180,4 +181,40 @@ test('https endpoints: one TLS context per CA bundle, made once and shared; the 
   assert.equal(await now.body.text(), 'ok');
   for (const p of [a, w]) p.close();
   srv.close();
+});
+
+test('https endpoints: a backend cannot choose finite-field Diffie-Hellman, in TLS 1.2 or 1.3, nor renegotiate', async (t) => {
+  // a team's backend choosing DHE could send a made-up 8,192-bit modulus: ~100 ms of the shared
+  // event loop a handshake
+  const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'], rsa: true });
+  const reg = new PoolRegistry();
+  const serve = async (opts: object, handler: Parameters<typeof createServer>[1] = (_req, res) => res.end('ok')) => {
+    const srv = createServer({ key: leaf.key, cert: leaf.cert, ...opts }, handler);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    t.after(() => srv.close());
+    const target: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: ca.cert, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+    const p = reg.acquire(target, target.endpoints[0]!, target.namespace);
+    t.after(() => p.close());
+    return p;
+  };
+  // the same backend with ECDHE: served
+  const ecdhe = await serve({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-GCM-SHA256' });
+  assert.equal(await (await ecdhe.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
+  const dhe = await serve({ maxVersion: 'TLSv1.2', ciphers: 'DHE-RSA-AES128-GCM-SHA256', dhparam: 'auto' });
+  await assert.rejects(dhe.pool.request({ path: '/', method: 'GET' }), /handshake failure|no shared cipher|alert/i);
+  const ffdhe = await serve({ minVersion: 'TLSv1.3', ecdhCurve: 'ffdhe2048' });
+  await assert.rejects(ffdhe.pool.request({ path: '/', method: 'GET' }), /handshake failure|alert/i);
+  // a backend asking to renegotiate (TLS 1.2) is refused
+  let renegotiated: Error | null | undefined;
+  const reneg = await serve({ maxVersion: 'TLSv1.2' }, (req, res) => {
+    (req.socket as import('node:tls').TLSSocket).renegotiate({}, (err) => {
+      renegotiated = err;
+      res.end('ok');
+    });
+  });
+  const answer = await reneg.pool.request({ path: '/', method: 'GET' }).then((r) => r.body.text(), (err: Error) => err.message);
+  assert.notEqual(answer, 'ok', 'the backend did not get its renegotiation');
+  assert.notEqual(renegotiated, null);
 });
