@@ -247,6 +247,13 @@ export class TurnShare {
     this.count(namespace, n, pieceCost(bytes) - 1, this.share(namespace));
   }
 
+  /** Counts `n` starts of work done for `namespace` without a piece (an upstream's header lines,
+ * its informational answers), whatever the bound: past the share, owed. */
+  chargeStarts(namespace: string, n: number): void {
+    if (this.perTurn === 0 || n <= 0) return;
+    this.count(namespace, this.started.get(namespace) ?? 0, n, this.share(namespace));
+  }
+
   /** What `namespace` may start in this turn: alone, `aloneFactor` times the bound; with some waiting, what the hold lets it; else the bound. */
   private share(namespace: string): number {
     if (this.alone(namespace)) return this.perTurn * TurnShare.aloneFactor;

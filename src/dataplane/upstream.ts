@@ -47,6 +47,8 @@ export interface Turns {
   start(namespace: string, bytes?: number): void;
   /** Counts what a request's one piece of `bytes` costs past the start its request took. */
   charge(namespace: string, bytes: number): void;
+  /** Counts `n` starts of work done without a piece (an answer's header lines). */
+  chargeStarts(namespace: string, n: number): void;
   wait(namespace: string, go: () => boolean | void): void;
 }
 
@@ -75,6 +77,23 @@ function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamF
     return { err: new UpstreamTimeoutError(`${call.what} did not answer within ${call.timeoutMs / 1000} s`), connect: false };
   }
   return { err: new UpstreamUnreachableError(`${call.what} is unreachable: ${(err as Error).message}`, { cause: err }), connect: connectCodes.has(code) };
+}
+
+/** Header fields (or trailer fields) of an upstream's answer: past this, the answer is refused (a
+ * client's request may have 256: listener.ts). */
+const maxUpstreamHeaderFields = 256;
+/** Header or trailer fields parsed per start charged to the namespace (~0.05 ms of undici's parse). */
+const fieldsPerStart = 64;
+/** Informational answers (100, 103) before the answer: past this, the request fails. */
+const maxInformational = 8;
+
+function fieldCount(headers: Record<string, string | string[] | undefined> | null | undefined): number {
+  let n = 0;
+  for (const k in headers) {
+    const v = headers[k];
+    n += Array.isArray(v) ? v.length : 1;
+  }
+  return n;
 }
 
 /** Stops a response in flight when the client has gone (not an error of the upstream's). */
@@ -111,6 +130,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
    * piece or once it waits). */
   let tracked = false;
   let pieces = 0;
+  let informational = 0;
   let stalled: NodeJS.Timeout | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   /** Hands the response to opts.streaming, ended by `close` (cleanly without a length, else cut). */
@@ -181,7 +201,19 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       // reads would hold the connection for ever)
       if (res.destroyed) c.abort(new ClientGone('the client went away'));
     },
-    onResponseStart(_c, status, headers) {
+    onResponseStart(c, status, headers) {
+      // undici has parsed the head: lines past the usual cost the namespace starts, past the
+      // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
+      const fields = fieldCount(headers);
+      if (fields > maxUpstreamHeaderFields) {
+        c.abort(new Error(`it answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
+        return;
+      }
+      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
+      if (status < 200) { // informational (100, 103 Early Hints): not the answer, not relayed
+        if (++informational > maxInformational) c.abort(new Error(`it sent more than ${maxInformational} informational answers`));
+        return;
+      }
       started = true;
       opts.respond(status, headers);
       // a body without a length streams (a watch): send the headers now, not with the first event,
@@ -219,7 +251,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       if (!ok && !tracked) track(() => res.destroy());
       wrote(ok);
     },
-    onResponseEnd() {
+    onResponseEnd(_c, trailers) {
+      opts.turns.chargeStarts(opts.namespace, Math.floor(fieldCount(trailers) / fieldsPerStart));
       if (held) {
         endHeld = true;
         return;

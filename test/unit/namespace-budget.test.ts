@@ -415,3 +415,19 @@ test('requests per turn: a piece counted outside a turn (a drain\'s flush) owes 
   await nextTurn();
   assert.deepEqual([1, 2, 3, 4, 5].map(() => s.tryStart('team-a')), [true, true, true, true, false]);
 });
+
+test('requests per turn: starts charged for work without a piece (an answer\'s header lines) are owed, paid from the namespace\'s next turns', async () => {
+  const { s, run } = turns(4);
+  const ran: string[] = [];
+  s.chargeStarts('team-a', 10); // 4 in this turn, 6 owed: paid by the next two turns
+  s.chargeStarts('team-a', 0);
+  for (let i = 0; i < 8; i++) run('team-a', () => ran.push('a'));
+  run('team-b', () => ran.push('b'));
+  assert.deepEqual(ran, ['b'], 'team-a has used its share; team-b starts at once');
+  await nextTurn();
+  assert.equal(ran.length, 1, 'the next turn pays 4 of what team-a owes');
+  await nextTurn();
+  assert.equal(ran.length, 3, 'then the last 2, and 2 of its requests');
+  await nextTurn();
+  assert.equal(ran.length, 7);
+});
