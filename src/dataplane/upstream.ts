@@ -205,11 +205,11 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       // undici has parsed the head: lines past the usual cost the namespace starts, past the
       // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
       const fields = fieldCount(headers);
+      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
       if (fields > maxUpstreamHeaderFields) {
         c.abort(new Error(`it answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
         return;
       }
-      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
       if (status < 200) { // informational (100, 103 Early Hints): not the answer, not relayed
         if (++informational > maxInformational) c.abort(new Error(`it sent more than ${maxInformational} informational answers`));
         return;

@@ -50,6 +50,7 @@ test('an answer\'s header lines cost its namespace a start per 64; past 256 the 
   const tooMany = await through(t, (_req, res) => res.writeHead(200, fields(300)).end('ok'));
   assert.equal(tooMany.status, 502);
   assert.match(tooMany.body, /30\d header fields \(at most 256\)/);
+  assert.deepEqual(tooMany.charged, [4], 'charged, refused or not');
 });
 
 test('informational answers (103 Early Hints) are not relayed as the answer; each costs a start, and past 8 the request fails', async (t) => {
