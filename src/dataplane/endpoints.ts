@@ -143,14 +143,26 @@ export function secureContextFor(ca: string): SecureContext {
  * with finite-field Diffie-Hellman it could send a made-up 8,192-bit modulus (checked only
  * cheaply, never for primality), ~100 ms of the shared event loop a connection (10,000 bits:
  * ~200 ms), and with renegotiation it could make the gateway handshake again and again on one
- * connection. So no DHE suites in TLS 1.2, only elliptic-curve groups in TLS 1.3, and no
- * renegotiation.
+ * connection. So no DHE suites in TLS 1.2, only elliptic-curve groups (and the hybrid
+ * post-quantum one) in TLS 1.3, and no renegotiation.
  */
 export const upstreamTLS = {
   ciphers: `${DEFAULT_CIPHERS}:!kDHE`,
-  ecdhCurve: 'X25519:P-256:P-384',
+  ecdhCurve: ellipticGroups(),
   secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
 } as const;
+
+/** The elliptic-curve groups OpenSSL offers by default (the hybrid post-quantum X25519MLKEM768
+ * first where this OpenSSL has it: 3.5, Node 24), without the finite-field ones. */
+function ellipticGroups(): string {
+  const groups = 'X25519:P-256:P-384:P-521:X448';
+  try {
+    createSecureContext({ ecdhCurve: `X25519MLKEM768:${groups}` });
+    return `X25519MLKEM768:${groups}`;
+  } catch {
+    return groups;
+  }
+}
 const contexts = new Recent<string, SecureContext>(64);
 
 /**

@@ -18,7 +18,7 @@ import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
 import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type RequestCall, type UpgradeCall, type UpstreamFailure } from './upstream.js';
 import {
-  AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamTimeoutError, statusBody, toAgwError,
+  AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamProtocolError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
@@ -736,7 +736,8 @@ export class Listener {
             ep.eject();
             rm.ejections.inc();
           }
-          const again = body !== 'stream' && (f.connect || retryable) && !(f.err instanceof UpstreamTimeoutError);
+          // (an answer refused for its form would be refused again)
+          const again = body !== 'stream' && (f.connect || retryable) && !(f.err instanceof UpstreamTimeoutError) && !(f.err instanceof UpstreamProtocolError);
           if (again && n < a.route.plan.retries && !res.destroyed) {
             (tried ??= new Set()).add(ep);
             attempt(body, n + 1, f.err);

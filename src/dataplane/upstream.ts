@@ -207,11 +207,11 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       const fields = fieldCount(headers);
       opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
       if (fields > maxUpstreamHeaderFields) {
-        c.abort(new Error(`it answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
+        c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
         return;
       }
       if (status < 200) { // informational (100, 103 Early Hints): not the answer, not relayed
-        if (++informational > maxInformational) c.abort(new Error(`it sent more than ${maxInformational} informational answers`));
+        if (++informational > maxInformational) c.abort(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
         return;
       }
       started = true;
@@ -265,7 +265,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       // the client gone: undici may have failed the request on its own first, from the destroyed body
       if (err instanceof ClientGone || ending || res.destroyed) return;
       if (started) res.destroy();
-      else opts.onError(failure(call, err, false));
+      else opts.onError(err instanceof UpstreamProtocolError ? { err, connect: false } : failure(call, err, false));
     },
   });
 }
@@ -376,12 +376,28 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
   // the client left before the answer: not a failure of the upstream's (no 502, no ejection)
   let clientGone = false;
   socket.once('close', () => { clientGone = true; up.destroy(); });
+  // informational answers (103) before the answer: at most maxInformational, as for requests
+  let informational = 0;
+  up.on('information', () => {
+    if (++informational > maxInformational) up.destroy(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
+  });
+  /** An answer with more header fields than a request may have: refused (true), what it came
+   * with (`other`: its socket or body) destroyed. */
+  let refused = false;
+  const tooMany = (rawHeaders: string[], other: { destroy(): void }): boolean => {
+    if (rawHeaders.length / 2 <= maxUpstreamHeaderFields) return false;
+    refused = true;
+    other.destroy();
+    fail(new UpstreamProtocolError(`${call.what} answered with ${rawHeaders.length / 2} header fields (at most ${maxUpstreamHeaderFields})`), false);
+    return true;
+  };
   up.on('upgrade', (ures, usocket, uhead) => {
     clearTimeout(timer);
     if (socket.destroyed) {
       usocket.destroy();
       return;
     }
+    if (tooMany(ures.rawHeaders, usocket)) return;
     if (ures.statusCode !== 101) {
       socket.end(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...ures.headers, connection: 'close' }));
       usocket.destroy();
@@ -399,6 +415,7 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
   });
   up.on('response', (ures) => {
     clearTimeout(timer);
+    if (tooMany(ures.rawHeaders, ures)) return;
     // Not upgraded: relay the answer as it streams (never buffered), then close the connection.
     answered(ures.statusCode ?? 502);
     const { connection: _c, 'transfer-encoding': _te, 'keep-alive': _ka, ...headers } = ures.headers;
@@ -416,7 +433,8 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
   });
   up.on('error', (err) => {
     clearTimeout(timer);
-    if (clientGone) return;
+    if (clientGone || refused) return;
+    if (err instanceof UpstreamProtocolError) return fail(err, false);
     const f = failure(call, err, timedOut);
     fail(f.err, f.connect);
   });

@@ -6,7 +6,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
-import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import { request } from 'undici';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
@@ -1529,6 +1529,38 @@ test('a client certificate chain is checked on the event loop: one over 10 KiB i
   for (let i = 0; i < 4; i++) await silent(port, held, true);
   await pause(200);
   assert.ok(isOpen(one.s), 'the admitted connection stays open');
+});
+
+test('a backend\'s answer refused for its form is not tried on another endpoint (502 AGW_ERR_UPSTREAM_PROTOCOL); nor an upgrade answered with too many informational answers or header fields', async (t) => {
+  const { m, held } = managerFor(t);
+  let asked = 0;
+  const fields = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`x-h${i}`, 'v']));
+  const many = (_req: IncomingMessage, res: ServerResponse) => { asked++; res.writeHead(200, fields).end('ok'); };
+  const hints = await upstreamFor(t, many, (sock) => {
+    sock.on('data', () => {});
+    sock.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n'.repeat(20));
+  });
+  const wide = await upstreamFor(t, many, (sock) => {
+    sock.on('data', () => {});
+    sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n${'x: y\r\n'.repeat(300)}\r\n`);
+  });
+  const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
+  const plan = withService(planOf('team-a', 'gw', p1), hints);
+  const route = plan.routes[0]!;
+  const target = { ...(route.target as ServiceTarget), endpoints: [{ ip: '127.0.0.1', port: hints }, { ip: '127.0.0.1', port: wide }] };
+  await m.apply('team-a/gw', { ...plan, routes: [{ ...route, retries: 2, target }], sessions: { maxConcurrent: 4, idleTimeoutSeconds: 5 } });
+  await m.apply('team-a/gw2', { ...withService(planOf('team-a', 'gw2', p2), wide), sessions: { maxConcurrent: 4, idleTimeoutSeconds: 5 } });
+  await m.apply('team-a/gw3', { ...withService(planOf('team-a', 'gw3', p3), hints), sessions: { maxConcurrent: 4, idleTimeoutSeconds: 5 } });
+  const [answer] = await exchange([await silent(p1, held)], () => `GET /x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${alice}\r\n\r\n`, (text) => /\r\n\r\n[^]*\}/.test(text));
+  assert.match(answer!, /^HTTP\/1\.1 502[^]*answered with 30\d header fields[^]*AGW_ERR_UPSTREAM_PROTOCOL/);
+  assert.equal(asked, 1, 'asked once: not again on the other endpoint');
+  const upgrade = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+  for (const [port, why] of [[p3, /more than 8 informational answers/], [p2, /answered with 30\d header fields/]] as const) {
+    const { text } = stream(port, held, upgrade);
+    assert.equal(await waitUntil(async () => { await pause(20); return /\r\n\r\n[^]*\}/.test(text()); }), true, text());
+    assert.match(text(), /^HTTP\/1\.1 502/);
+    assert.match(text(), why);
+  }
 });
 
 test('a Service backend that picks a SPDY subprotocol gets a plain WebSocket relay: its messages are not unmasked and parsed as SPDY', async (t) => {

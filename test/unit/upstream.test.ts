@@ -3,7 +3,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, get, type RequestListener } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Pool } from 'undici';
 import { proxyRequest, type Turns } from '../../src/dataplane/upstream.js';
 
@@ -16,8 +16,8 @@ async function listen(t: TestContext, handler: RequestListener): Promise<number>
 
 /** A front proxying to a backend answering with `backend`: what a GET gets (status, 1xx seen, body),
  * and the starts charged to its namespace. */
-async function through(t: TestContext, backend: RequestListener) {
-  const up = await listen(t, backend);
+async function through(t: TestContext, backend: RequestListener | undefined, port?: number) {
+  const up = port ?? await listen(t, backend!);
   const pool = new Pool(`http://127.0.0.1:${up}`);
   t.after(() => pool.close());
   const charged: number[] = [];
@@ -25,7 +25,7 @@ async function through(t: TestContext, backend: RequestListener) {
   const front = await listen(t, (req, res) => proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: {}, timeoutMs: 5_000, what: 'backend', pool }, req, res, {
     body: null, stalledMs: 5_000, turns, namespace: 'team-a', m: { pieceDeferred: () => {} },
     respond: (status) => res.writeHead(status),
-    onError: (f) => res.writeHead(502).end(f.err.message),
+    onError: (f) => res.writeHead(502).end(`${f.err.code} ${f.err.message}`),
   }));
   return new Promise<{ status: number; informational: number; body: string; charged: number[] }>((resolve, reject) => {
     let informational = 0;
@@ -51,6 +51,21 @@ test('an answer\'s header lines cost its namespace a start per 64; past 256 the 
   assert.equal(tooMany.status, 502);
   assert.match(tooMany.body, /30\d header fields \(at most 256\)/);
   assert.deepEqual(tooMany.charged, [4], 'charged, refused or not');
+});
+
+test('the header bound is exact: 256 fields pass, 257 are refused as a protocol error', async (t) => {
+  // a raw backend: exactly `n` header lines and a content-length (no date or connection added)
+  const raw = (n: number) => async () => {
+    const srv = createNetServer((sock) => sock.once('data', () => sock.end(`HTTP/1.1 200 OK\r\n${'x: y\r\n'.repeat(n)}content-length: 2\r\n\r\nok`)));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    t.after(() => srv.close());
+    return (srv.address() as AddressInfo).port;
+  };
+  const ok = await through(t, undefined, await raw(255)());
+  assert.deepEqual([ok.status, ok.body, ok.charged], [200, 'ok', [4]]);
+  const refused = await through(t, undefined, await raw(256)());
+  assert.equal(refused.status, 502);
+  assert.match(refused.body, /^AGW_ERR_UPSTREAM_PROTOCOL backend answered with 257 header fields \(at most 256\)$/);
 });
 
 test('informational answers (103 Early Hints) are not relayed as the answer; each costs a start, and past 8 the request fails', async (t) => {
