@@ -279,6 +279,7 @@ function counted(t: RouteTable, route: CompiledRoute, checked: Checked): string 
  * says the caller may impersonate exactly that. Elsewhere they are stripped, never forwarded.
  */
 export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHead, seen: Seen): RouteAdmitted | Promise<RouteAdmitted> {
+  seen.as = undefined; // (admitted again after a spec change: by this route's rules alone)
   const target = a.route.plan.target;
   if (target.kind !== 'apiserver' || target.identity !== 'Impersonate') return a;
   let as: RequestedImpersonation | null;

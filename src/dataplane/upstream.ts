@@ -84,7 +84,7 @@ function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamF
 const maxUpstreamHeaderFields = 256;
 /** Header or trailer fields parsed per start charged to the namespace (~0.05 ms of undici's parse). */
 const fieldsPerStart = 64;
-/** Informational answers (100, 103) before the answer: past this, the request fails. */
+/** Informational answers (102, 103) before the answer: past this, the request fails. */
 const maxInformational = 8;
 
 function fieldCount(headers: Record<string, string | string[] | undefined> | null | undefined): number {
@@ -210,7 +210,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
         c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
         return;
       }
-      if (status < 200) { // informational (100, 103 Early Hints): not the answer, not relayed
+      if (status < 200) { // informational (102, 103 Early Hints): not the answer, not relayed
         if (++informational > maxInformational) c.abort(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
         return;
       }

@@ -8,7 +8,7 @@ import { translate } from '../../src/translate/translate.js';
 import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
-import { admit, authorizationHeader, requestTarget, type Seen } from '../../src/dataplane/admission.js';
+import { admit, authorizationHeader, checkImpersonation, requestTarget, type RequestHead, type RouteAdmitted, type Seen } from '../../src/dataplane/admission.js';
 import { discovery } from '../../src/dataplane/listener.js';
 import { accessEnded } from '../../src/dataplane/held.js';
 import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
@@ -592,4 +592,11 @@ test('a new gateway\'s own series are made before its routes\': a namespace near
   assert.match(text, /^access_gateway_responses_total\{namespace="team-a",gateway="gw",route="",code="4xx"\} 0$/m);
   assert.match(text, /route="\(overflow\)"/, 'the bound was reached (by the routes)');
   t.dispose();
+});
+
+test('a request admitted again to a route that does not impersonate (a spec change) no longer says in its access line whom it asked to act as', () => {
+  const seen: Seen = { caller: 'alice', as: 'bob' }; // from its first admission, by an Impersonate route
+  const a = { route: { plan: { target: { kind: 'service' } } } } as unknown as RouteAdmitted;
+  assert.equal(checkImpersonation({} as RouteTable, a, {} as RequestHead, seen), a);
+  assert.equal(seen.as, undefined);
 });
