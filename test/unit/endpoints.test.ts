@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
+import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -190,11 +191,11 @@ test('https endpoints: a backend cannot choose finite-field Diffie-Hellman, in T
   const ca = makeCA(dir, 'ca');
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'], rsa: true });
   const reg = new PoolRegistry();
-  const serve = async (opts: object, handler: Parameters<typeof createServer>[1] = (_req, res) => res.end('ok')) => {
+  const serve = async (opts: object, handler: Parameters<typeof createServer>[1] = (_req, res) => res.end('ok'), bundle: string | null = ca.cert) => {
     const srv = createServer({ key: leaf.key, cert: leaf.cert, ...opts }, handler);
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     t.after(() => srv.close());
-    const target: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: ca.cert, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+    const target: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: bundle, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
     const p = reg.acquire(target, target.endpoints[0]!, target.namespace);
     t.after(() => p.close());
     return p;
@@ -217,4 +218,12 @@ test('https endpoints: a backend cannot choose finite-field Diffie-Hellman, in T
   const answer = await reneg.pool.request({ path: '/', method: 'GET' }).then((r) => r.body.text(), (err: Error) => err.message);
   assert.notEqual(answer, 'ok', 'the backend did not get its renegotiation');
   assert.notEqual(renegotiated, null);
+  // without a CA bundle (the system roots, here only the test's CA): the same options
+  const roots = getCACertificates('default');
+  setDefaultCACertificates([ca.cert]);
+  t.after(() => setDefaultCACertificates(roots));
+  const system = await serve({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-GCM-SHA256' }, undefined, null);
+  assert.equal(await (await system.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
+  const systemDhe = await serve({ maxVersion: 'TLSv1.2', ciphers: 'DHE-RSA-AES128-GCM-SHA256', dhparam: 'auto' }, undefined, null);
+  await assert.rejects(systemDhe.pool.request({ path: '/', method: 'GET' }), /handshake failure|no shared cipher|alert/i);
 });
