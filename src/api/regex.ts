@@ -206,8 +206,7 @@ export function compileRegex(pattern: string, owner: string): Regex {
   const cached = programs.get(key)?.deref();
   if (cached) return cached;
   const made = fresh.get(pattern); // regexInfo's, when it checked this pattern just now
-  fresh.delete(pattern);
-  if (made) made.forget(); // what it kept before it had an owner is not charged
+  fresh.delete(pattern); // (never matched before it is taken: it keeps no DFA state)
   const re = made ?? bounded(RE2JS.compile(pattern));
   re.acc.owner = owner;
   programs.set(key, new WeakRef(re));

@@ -79,8 +79,8 @@ function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamF
   return { err: new UpstreamUnreachableError(`${call.what} is unreachable: ${(err as Error).message}`, { cause: err }), connect: connectCodes.has(code) };
 }
 
-/** Header fields (or trailer fields) of an upstream's answer: past this, the answer is refused (a
- * client's request may have 256: listener.ts). */
+/** Header fields of an upstream's answer: past this, the answer is refused (a client's request
+ * may have 256: listener.ts); trailers, which come after the body is relayed, are only charged. */
 const maxUpstreamHeaderFields = 256;
 /** Header or trailer fields parsed per start charged to the namespace (~0.05 ms of undici's parse). */
 const fieldsPerStart = 64;

@@ -99,7 +99,7 @@ function waitingBytes(): number {
  */
 export class FairShed {
   readonly watchBytes: number;
-  private readonly lately = new Map<string, number>(); // lines per namespace, halved each second
+  private readonly lately = new Map<string, number>(); // lines per share, halved each second
   private total = 0;
   private halvedAt = -Infinity;
   readonly shed = new Map<string, number>();
@@ -142,7 +142,7 @@ const fairShed = new FairShed();
 
 /** Whether a log line a request of `namespace`'s gateways made (its access line, its upstream's
  * failure, a session's start or end) is written: false while stdout is congested and the
- * namespace is among the loudest (FairShed). `always` (the audit of a pod's exec, attach,
+ * share (the namespace, or its refused requests: `refusedLines`) is among the loudest (FairShed). `always` (the audit of a pod's exec, attach,
  * port-forward): written whatever, but counted, so a namespace making many is seen as loud. */
 export function keepsLine(namespace: string, always = false): boolean {
   const waiting = waitingBytes();
@@ -150,7 +150,7 @@ export function keepsLine(namespace: string, always = false): boolean {
 }
 
 /** The FairShed share of the access lines of `namespace`'s gateways' refused requests (401, or
- * refused before a route was chosen). */
+ * 403 before a route was chosen). */
 export function refusedLines(namespace: string): string {
   return `${namespace}\u0000refused`;
 }
@@ -201,9 +201,10 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
   const refused = refusedLines(namespace);
   return {
     write(e) {
-      // requests no access rule admitted (anyone who reaches the listener can make them) are
-      // shed as a share of their own: a flood of them does not take the team's own lines' place
-      if (!keepsLine(e.route === '-' || e.status === 401 ? refused : namespace)) return;
+      // requests no access rule admitted (401, or 403 before a route was chosen: anyone who
+      // reaches the listener can make them) are shed as a share of their own, so a flood of them
+      // does not take the place of the lines of the team's admitted callers
+      if (!keepsLine(e.status === 401 || (e.status === 403 && e.route === '-') ? refused : namespace)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);

@@ -178,7 +178,7 @@ test('refused requests flooding a team\'s listener are shed as a share of their 
     const b = accessLogFor('team-b/gw', { logger: log });
     const line = (id, route, status) => ({ reqId: id, caller: route === '-' ? '-' : 'system:serviceaccount:x:' + 'x'.repeat(60), route, method: 'GET', status, durationMs: 1, upstream: route === '-' ? '-' : '198.18.0.2:8080' });
     for (let i = 0; i < 100_000; i++) {
-      b.write(line('junk' + i, '-', 401));
+      b.write(line('junk' + i, '-', i % 2 ? 401 : 403)); // no token, or no access rule for it
       if (i % 1000 === 0) b.write(line('b' + i, 'r', 200));
       if (i % 100 === 0) a.write(line('a' + i, 'r', 200));
     }
