@@ -1,25 +1,30 @@
-// A token bucket: `perSecond` refilled continuously, up to a second's worth.
+// A token bucket: `perSecond` refilled continuously, up to `burst` (a second's worth unless told).
 
 export class TokenBucket {
   private tokens: number;
   private at: number;
 
-  constructor(private readonly perSecond: number, now: number) {
-    this.tokens = perSecond;
+  constructor(private readonly perSecond: number, now: number, private readonly burst = perSecond) {
+    this.tokens = burst;
     this.at = now;
   }
 
   /** Takes one if there is one now. A clock stepped back adds nothing (an hour back was an hour's debt). */
   take(now: number): boolean {
-    this.tokens = Math.min(this.perSecond, this.tokens + (Math.max(0, now - this.at) * this.perSecond) / 1000);
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.at) * this.perSecond) / 1000);
     this.at = now;
     if (this.tokens < 1) return false;
     this.tokens--;
     return true;
   }
 
-  /** The ms until one is there (as of the last take). */
+  /** The seconds until one is there (as of the last take). */
+  secondsUntilOne(): number {
+    return Math.max(0, 1 - this.tokens) / this.perSecond;
+  }
+
+  /** The same in whole ms, at least 1 (for a timer). */
   msUntilOne(): number {
-    return Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.perSecond));
+    return Math.max(1, Math.ceil(this.secondsUntilOne() * 1000));
   }
 }
