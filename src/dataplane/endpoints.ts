@@ -8,6 +8,7 @@ import { createSecureContext, DEFAULT_CIPHERS, type SecureContext } from 'node:t
 import { constants } from 'node:crypto';
 import { Pool, buildConnector } from '../undici.js';
 import { Recent } from '../recent.js';
+import { meterReads } from './wire.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 import { textKey } from '../api/pem.js';
 
@@ -98,13 +99,14 @@ export class EndpointPool {
     const connect: typeof connector = (opts, done) => connector(opts, (...r) => {
       const socket = r[1];
       if (socket) {
+        meterReads(socket, pool, this.what);
         count.opened(this, gen);
         socket.once('close', () => count.closed(this, gen));
       }
       done(...r);
     });
     // a backend's Keep-Alive hint may shorten how long an idle connection is kept, not lengthen it
-    const pool = new Pool(this.url.origin, { connect, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000, allowH2: false });
+    const pool: Pool = new Pool(this.url.origin, { connect, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000, allowH2: false });
     return { pool, gen };
   }
 

@@ -5,6 +5,7 @@ import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { pipeline, Transform, type Duplex, type Readable, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { createHash } from 'node:crypto';
+import { wireOwed } from './wire.js';
 import { UpstreamProtocolError, UpstreamTimeoutError, UpstreamUnreachableError, type AgwError } from '../errors.js';
 
 /** How the data plane reaches the apiserver; provided by the kube layer. */
@@ -205,7 +206,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       // undici has parsed the head: lines past the usual cost the namespace starts, past the
       // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
       const fields = fieldCount(headers);
-      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
+      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0) + wireOwed(call.pool, 0));
       if (fields > maxUpstreamHeaderFields) {
         c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
         return;
@@ -227,6 +228,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
     },
     onResponseData(c, chunk) {
       if (chunk.length === 0) return; // (undici's resume hands over what it has read: maybe nothing)
+      const owed = wireOwed(call.pool, chunk.length); // what the connection read that was not body
+      if (owed) opts.turns.chargeStarts(opts.namespace, owed);
       if (held) { // (undici may hand over data after a pause: it goes behind)
         held.push(chunk);
         return;
@@ -252,7 +255,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       wrote(ok);
     },
     onResponseEnd(_c, trailers) {
-      opts.turns.chargeStarts(opts.namespace, Math.floor(fieldCount(trailers) / fieldsPerStart));
+      opts.turns.chargeStarts(opts.namespace, Math.floor(fieldCount(trailers) / fieldsPerStart) + wireOwed(call.pool, 0, true));
       if (held) {
         endHeld = true;
         return;

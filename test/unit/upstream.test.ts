@@ -6,6 +6,8 @@ import { createServer, get, type RequestListener } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Pool } from 'undici';
 import { proxyRequest, type Turns } from '../../src/dataplane/upstream.js';
+import { PoolRegistry } from '../../src/dataplane/endpoints.js';
+import type { Dispatcher } from 'undici';
 
 async function listen(t: TestContext, handler: RequestListener): Promise<number> {
   const srv = createServer(handler);
@@ -16,9 +18,12 @@ async function listen(t: TestContext, handler: RequestListener): Promise<number>
 
 /** A front proxying to a backend answering with `backend`: what a GET gets (status, 1xx seen, body),
  * and the starts charged to its namespace. */
-async function through(t: TestContext, backend: RequestListener | undefined, port?: number) {
+async function through(t: TestContext, backend: RequestListener | undefined, port?: number, endpoint = false) {
   const up = port ?? await listen(t, backend!);
-  const pool = new Pool(`http://127.0.0.1:${up}`);
+  // a plain undici pool, or the one a Service endpoint has (its connections metered: wire.ts)
+  const pool: Dispatcher = endpoint
+    ? new PoolRegistry().acquire({ kind: 'service', namespace: 'team-a', name: 'b', port: up, scheme: 'http', endpoints: [], ca: null, serverName: 'b.team-a.svc', problem: null }, { ip: '127.0.0.1', port: up }, 'team-a').pool
+    : new Pool(`http://127.0.0.1:${up}`);
   t.after(() => pool.close());
   const charged: number[] = [];
   const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (_ns, n) => { if (n > 0) charged.push(n); } };
@@ -27,15 +32,17 @@ async function through(t: TestContext, backend: RequestListener | undefined, por
     respond: (status) => res.writeHead(status),
     onError: (f) => res.writeHead(502).end(`${f.err.code} ${f.err.message}`),
   }));
-  return new Promise<{ status: number; informational: number; body: string; charged: number[] }>((resolve, reject) => {
-    let informational = 0;
+  return new Promise<{ status: number; informational: number; body: string; charged: number[]; complete: boolean }>((resolve) => {
+    let informational = 0, body = '', answered = false;
     const req = get(`http://127.0.0.1:${front}/`, (res) => {
-      let body = '';
+      answered = true;
       res.on('data', (c: Buffer) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode!, informational, body, charged }));
+      res.on('error', () => {}); // cut: `complete` false
+      res.on('close', () => resolve({ status: res.statusCode!, informational, body, charged, complete: res.complete }));
     });
     req.on('information', () => informational++);
-    req.on('error', reject);
+    // cut before its head was read: no status
+    req.on('error', () => (answered ? undefined : resolve({ status: 0, informational, body, charged, complete: false })));
   });
 }
 
@@ -93,4 +100,53 @@ test('an answer\'s trailer lines cost its namespace a start per 64', async (t) =
   });
   assert.deepEqual([r.status, r.body], [200, 'ok']);
   assert.deepEqual(r.charged, [2]);
+});
+
+/** A raw backend: after each request's head, a chunked answer's head and then `body` as it is. */
+async function chunked(t: TestContext, body: string): Promise<number> {
+  const srv = createNetServer((sock) => sock.on('error', () => {}).once('data', () => sock.end(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${body}`))); // (cut: reset)
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  t.after(() => srv.close());
+  return (srv.address() as AddressInfo).port;
+}
+const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+
+test('what a Service endpoint sends that is not body (chunk extensions, padded sizes, framing) costs its namespace a start per 16 KiB', async (t) => {
+  // 16 chunks of one byte, each with 40 KiB of extension: 640 KiB parsed for 16 bytes of body
+  const ext = `1;e=${'x'.repeat(40 * 1024)}\r\nX\r\n`.repeat(16) + '0\r\n\r\n';
+  const r = await through(t, undefined, await chunked(t, ext), true);
+  assert.deepEqual([r.status, r.body, r.complete], [200, 'X'.repeat(16), true]);
+  assert.ok(sum(r.charged) >= 39 && sum(r.charged) <= 41, `charged ${sum(r.charged)} starts (640 KiB / 16 KiB = 40)`);
+  // the same through a pool that is not an endpoint's (a test's own): not counted
+  const plain = await through(t, undefined, await chunked(t, ext));
+  assert.deepEqual([plain.body, plain.charged], ['X'.repeat(16), []]);
+  // usual framing: 20,000 one-byte chunks (~98 KiB not body) cost ~6 starts
+  const small = await through(t, undefined, await chunked(t, '1\r\nX\r\n'.repeat(20_000) + '0\r\n\r\n'), true);
+  assert.deepEqual([small.status, small.body.length, small.complete], [200, 20_000, true]);
+  assert.ok(sum(small.charged) >= 5 && sum(small.charged) <= 7, `charged ${sum(small.charged)}`);
+});
+
+test('a Service endpoint\'s answer that sends more than 64 KiB without a body piece is cut (chunk extensions, padded sizes, blank lines)', async (t) => {
+  for (const flood of [`1;e=${'x'.repeat(1024 * 1024)}\r\nX\r\n0\r\n\r\n`, `${'0'.repeat(1024 * 1024)}1\r\nX\r\n0\r\n\r\n`]) {
+    const r = await through(t, undefined, await chunked(t, `1\r\nA\r\n${flood}`), true);
+    assert.equal(r.complete, false, 'cut');
+    assert.ok(sum(r.charged) <= 10, `charged ${sum(r.charged)} (at most the 64 KiB and a read)`);
+    // (through a pool that is not an endpoint's, the same answer is whole)
+    const plain = await through(t, undefined, await chunked(t, `1\r\nA\r\n${flood}`));
+    assert.deepEqual([plain.status, plain.body, plain.complete], [200, 'AX', true]);
+  }
+  // blank lines before the head (the parser skips them): a 502 before any answer
+  const port = await (async () => {
+    const srv = createNetServer((sock) => sock.on('error', () => {}).once('data', () => sock.end(`${'\r\n'.repeat(512 * 1024)}HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok`)));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    t.after(() => srv.close());
+    return (srv.address() as AddressInfo).port;
+  })();
+  const blank = await through(t, undefined, port, true);
+  assert.equal(blank.status, 502);
+  assert.match(blank.body, /^AGW_ERR_UPSTREAM_PROTOCOL Service team-a\/b endpoint 127\.0\.0\.1:\d+ sent more than 64 KiB without a head or a body piece/);
+  assert.deepEqual((await through(t, undefined, port)).body, 'ok', 'whole through a pool that is not an endpoint\'s');
+  // 56 KiB of extension before each piece is not cut
+  const r = await through(t, undefined, await chunked(t, `1;e=${'x'.repeat(56 * 1024)}\r\nX\r\n`.repeat(4) + '0\r\n\r\n'), true);
+  assert.deepEqual([r.body, r.complete], ['XXXX', true]);
 });

@@ -1,0 +1,46 @@
+// The count of what a connection's parser reads (wire.ts), on a stream read as undici reads its sockets.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { maxSilentBytes, meterReads, wireOwed } from '../../src/dataplane/wire.js';
+
+const KiB = 1024;
+function metered() {
+  const s = new PassThrough({ readableHighWaterMark: 1024 * KiB });
+  const owner = {};
+  meterReads(s, owner, 'Service team-a/b endpoint 10.0.0.1:80');
+  /** Writes `n` bytes and reads them as undici does (`read()`, no size). */
+  const take = (n: number) => {
+    s.write(Buffer.alloc(n));
+    return s.read() as Buffer | null;
+  };
+  return { s, owner, take };
+}
+
+test('what was read and not handed on as body is owed at a start per 16 KiB; what the parser gives back is not counted', () => {
+  const { s, owner, take } = metered();
+  assert.equal(take(40 * KiB)?.length, 40 * KiB);
+  s.unshift(Buffer.alloc(20 * KiB)); // paused: the rest is read again later
+  assert.equal(wireOwed(owner, 0), 1, '20 KiB taken, no body');
+  assert.equal(wireOwed(owner, 0), 0, 'owed once');
+  assert.equal(s.read()?.length, 20 * KiB);
+  assert.equal(wireOwed(owner, 20 * KiB), 0, 'all body: nothing owed');
+  take(30 * KiB);
+  assert.equal(wireOwed({}, 0), 0, 'another pool\'s answer is not this connection\'s');
+  assert.equal(wireOwed(owner, 2 * KiB), 2, '30 KiB more, 2 of it body: 4 + 28 = 32 KiB → two starts');
+});
+
+test('past 64 KiB read without a head or a body piece the connection fails (a protocol error); an answer\'s end is not progress', async () => {
+  const { s, owner, take } = metered();
+  take(60 * KiB);
+  assert.equal(wireOwed(owner, 0), 3, 'a head: progress');
+  take(maxSilentBytes);
+  assert.ok(take(1), 'at the bound: read');
+  wireOwed(owner, 0, true);
+  const failed = new Promise<Error>((r) => s.once('error', r));
+  assert.equal(take(1), null);
+  const err = await failed as Error & { code: string };
+  assert.equal(err.code, 'AGW_ERR_UPSTREAM_PROTOCOL');
+  assert.match(err.message, /^Service team-a\/b endpoint 10\.0\.0\.1:80 sent more than 64 KiB without a head or a body piece/);
+  assert.ok(s.destroyed);
+});
