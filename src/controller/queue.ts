@@ -15,8 +15,9 @@ export interface QueueOptions {
   /** The group a key takes turns in (default: one group, plain FIFO). */
   groupOf?: (key: string) => string;
   /** Each group's share of the event loop for its work (`charge`): milliseconds per second, and
-   * burst; a group past it waits until it is back (default: no bound). */
-  groupTime?: { msPerSecond: number; burstMs: number };
+   * burst; a group past it waits until it is back (default: no bound), at most `maxPauseMs`
+   * (default 60 s) after its last charge. */
+  groupTime?: { msPerSecond: number; burstMs: number; maxPauseMs?: number };
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
   clock?: Clock;
@@ -43,8 +44,8 @@ export class WorkQueue {
 
   constructor(private readonly opts: QueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
-    this.buckets = new GroupBuckets(opts.qps ?? 10, opts.burst ?? 100);
-    this.time = opts.groupTime && new GroupBuckets(opts.groupTime.msPerSecond, opts.groupTime.burstMs);
+    this.buckets = new GroupBuckets(opts.qps ?? 10, opts.burst ?? 100, opts.maxDelayMs ?? 1_000_000);
+    this.time = opts.groupTime && new GroupBuckets(opts.groupTime.msPerSecond, opts.groupTime.burstMs, opts.groupTime.maxPauseMs ?? 60_000);
   }
 
   get depth(): number {
@@ -198,12 +199,17 @@ export class WorkQueue {
   }
 }
 
-/** Token buckets by group, each refilling `perSecond` up to `burst`; a full one is no entry: only
- * the groups that spent lately are kept (past 1,024, the full ones are dropped). */
+/** Token buckets by group, each refilling `perSecond` up to `burst`, in debt at most `maxWaitMs`'
+ * worth (a team charged faster than it refills, for hours, was paused for as long again after);
+ * a full one is no entry: only the groups that spent lately are kept (past 1,024, the full ones
+ * are dropped). */
 class GroupBuckets {
   private readonly kept = new Map<string, { tokens: number; at: number }>();
+  private readonly floor: number;
 
-  constructor(private readonly perSecond: number, private readonly burst: number) {}
+  constructor(private readonly perSecond: number, private readonly burst: number, maxWaitMs: number) {
+    this.floor = -(perSecond * maxWaitMs) / 1000;
+  }
 
   get size(): number {
     return this.kept.size;
@@ -216,7 +222,7 @@ class GroupBuckets {
       if (this.kept.size >= 1024) for (const [g, x] of this.kept) if (this.level(x, now) >= this.burst) this.kept.delete(g);
       this.kept.set(group, (b = { tokens: this.burst, at: now }));
     }
-    b.tokens = this.level(b, now) - n;
+    b.tokens = Math.max(this.floor, this.level(b, now) - n);
     b.at = now;
     return this.wait(group, now);
   }

@@ -289,3 +289,37 @@ test('a wall clock stepped back pauses a group no longer than its debt: not for 
   clock.advance(1_001);
   assert.equal(paused('costly'), false);
 });
+
+test('a group charged past its share for hours waits at most a minute after its last charge, and a costly minute in full', () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, groupTime: { msPerSecond: 100, burstMs: 1000 }, clock });
+  const paused = (g: string) => (q as unknown as { isPaused(g: string): boolean }).isPaused(g);
+  // three hours of 30 charges of 3.7 ms a second (a large gateway's watch events): 111 ms/s
+  for (let s = 0; s < 3 * 3600; s++) {
+    for (let i = 0; i < 30; i++) q.charge('flood', 3.7);
+    clock.advance(1000);
+  }
+  assert.equal(paused('flood'), true);
+  clock.advance(58_900); // (a second after its last charge already)
+  assert.equal(paused('flood'), true, 'still in debt');
+  clock.advance(101);
+  assert.equal(paused('flood'), false, 'not for the 1,178 s its charges added up to');
+  // a debt within the minute is kept whole: 5 s of work, 4 s past the burst, is 40 s
+  q.charge('costly', 5_000);
+  clock.advance(39_900);
+  assert.equal(paused('costly'), true);
+  clock.advance(101);
+  assert.equal(paused('costly'), false);
+  q.shutdown();
+});
+
+test('a group\'s retries in a row are delayed at most the longest backoff, however many', () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, qps: 10, burst: 100, baseDelayMs: 5, maxDelayMs: 1_000, clock });
+  const later = (q as unknown as { later: Map<string, { at: number }> }).later;
+  const t0 = clock.now();
+  for (let i = 0; i < 100_000; i++) q.addRateLimited(`team/g${i}`); // 10,000 s of the bucket's tokens
+  assert.ok(later.get('team/g99999')!.at - t0 <= 1_000, `${later.get('team/g99999')!.at - t0} ms`);
+  assert.ok(later.get('team/g20000')!.at - t0 >= 990, 'the bucket did delay them');
+  q.shutdown();
+});
