@@ -126,7 +126,7 @@ test('what a Service endpoint sends that is not body (chunk extensions, padded s
   assert.ok(sum(small.charged) >= 5 && sum(small.charged) <= 7, `charged ${sum(small.charged)}`);
 });
 
-test('a Service endpoint\'s answer that sends more than 64 KiB without a body piece is cut (chunk extensions, padded sizes, blank lines)', async (t) => {
+test('a Service endpoint\'s answer that sends more than 64 KiB without a head or a body piece is cut (chunk extensions, padded sizes, blank lines)', async (t) => {
   for (const flood of [`1;e=${'x'.repeat(1024 * 1024)}\r\nX\r\n0\r\n\r\n`, `${'0'.repeat(1024 * 1024)}1\r\nX\r\n0\r\n\r\n`]) {
     const r = await through(t, undefined, await chunked(t, `1\r\nA\r\n${flood}`), true);
     assert.equal(r.complete, false, 'cut');
