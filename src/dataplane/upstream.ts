@@ -206,7 +206,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       // undici has parsed the head: lines past the usual cost the namespace starts, past the
       // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
       const fields = fieldCount(headers);
-      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0) + wireOwed(call.pool, 0));
+      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
+      wireOwed(call.pool, null); // (a head: progress; its bytes are charged with its body's)
       if (fields > maxUpstreamHeaderFields) {
         c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
         return;

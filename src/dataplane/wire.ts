@@ -14,6 +14,9 @@ export const wireBytesPerStart = 16 * 1024;
 /** Bytes a connection may read without its parser handing on a head or a body piece. */
 export const maxSilentBytes = 64 * 1024;
 
+/** By pool: what its closed connections still owed, charged with its next answer. */
+const carried = new WeakMap<object, { bytes: number }>();
+
 class WireMeter {
   /** Bytes the parser took (read, less what it gave back); body handed on; charged as neither. */
   took = 0;
@@ -21,32 +24,34 @@ class WireMeter {
   charged = 0;
   /** `took` when a head or body piece was last handed on. */
   mark = 0;
-  constructor(readonly owner: object) {}
+  constructor(readonly owner: object, readonly carry: { bytes: number }) {}
 
-  /** The starts owed for what was taken and was not body (at most one read early). */
-  owed(): number {
-    const n = Math.floor((this.took - this.body - this.charged) / wireBytesPerStart);
-    if (n <= 0) return 0;
-    this.charged += n * wireBytesPerStart;
-    return n;
+  /** Bytes taken that were not body and are not charged yet (at most one read early). */
+  get due(): number {
+    return this.took - this.body - this.charged;
   }
 }
 
 /** The meter of the connection read last (see above). */
 let parsing: WireMeter | undefined;
 
-/** Counts what undici's parser reads from `socket`, a connection of `owner` (its pool). */
+/** Counts what undici's parser reads from `socket`, a connection of `owner` (its pool). Reads
+ * stop at the bound, not a read past it; what a connection still owes when it closes (cut, or
+ * idle) is charged with its pool's next answer. */
 export function meterReads(socket: Duplex, owner: object, what: string): void {
-  const m = new WireMeter(owner);
+  let carry = carried.get(owner);
+  if (!carry) carried.set(owner, (carry = { bytes: 0 }));
+  const m = new WireMeter(owner, carry);
   const read = socket.read, unshift = socket.unshift;
   socket.read = function (this: Duplex, size?: number) {
     if (size !== undefined) return read.call(this, size); // the stream's own read(0)
     parsing = m;
-    if (m.took - m.mark > maxSilentBytes) {
+    const room = maxSilentBytes - (m.took - m.mark);
+    if (room <= 0) {
       this.destroy(new UpstreamProtocolError(`${what} sent more than ${maxSilentBytes / 1024} KiB without a head or a body piece (chunk extensions, padded chunk sizes, blank lines)`));
       return null;
     }
-    const chunk = read.call(this) as Buffer | null;
+    const chunk = (this.readableLength > room ? read.call(this, room) : read.call(this)) as Buffer | null;
     if (chunk) m.took += chunk.length;
     return chunk;
   };
@@ -54,17 +59,29 @@ export function meterReads(socket: Duplex, owner: object, what: string): void {
     if (chunk) m.took -= chunk.length; // paused: read again later
     return unshift.call(this, chunk, encoding);
   };
+  socket.once('close', () => {
+    if (m.due > 0) m.carry.bytes += m.due;
+    if (parsing === m) parsing = undefined;
+  });
 }
 
 /**
- * What the handler of an answer on `owner`'s connections calls when told of a head (`body` 0) or a
- * body piece: the starts owed for what its connection read that was not body. `end`: the answer
- * ended (charged, not a sign of progress: undici may end an answer without a read).
+ * What the handler of an answer on `owner`'s connections calls: at its head (`body` null: marked,
+ * nothing charged, as the read may hold the body too), each body piece, and its end (`end`:
+ * charged, not a sign of progress, as undici may end an answer without a read). The starts owed
+ * for what its connection read that was not body, and what its pool's closed ones left.
  */
-export function wireOwed(owner: object, body: number, end = false): number {
+export function wireOwed(owner: object, body: number | null, end = false): number {
   const m = parsing;
   if (m?.owner !== owner) return 0; // an apiserver answer, or a test's own pool
-  m.body += body;
   if (!end) m.mark = m.took;
-  return m.owed();
+  if (body === null) return 0;
+  m.body += body;
+  const n = Math.floor((Math.max(0, m.due) + m.carry.bytes) / wireBytesPerStart);
+  if (n <= 0) return 0;
+  // what the pool carried is taken first; the rest from this connection's due
+  const fromCarried = Math.min(m.carry.bytes, n * wireBytesPerStart);
+  m.carry.bytes -= fromCarried;
+  m.charged += n * wireBytesPerStart - fromCarried;
+  return n;
 }

@@ -18,13 +18,14 @@ async function listen(t: TestContext, handler: RequestListener): Promise<number>
 
 /** A front proxying to a backend answering with `backend`: what a GET gets (status, 1xx seen, body),
  * and the starts charged to its namespace. */
-async function through(t: TestContext, backend: RequestListener | undefined, port?: number, endpoint = false) {
+const endpointPool = (port: number): Dispatcher =>
+  new PoolRegistry().acquire({ kind: 'service', namespace: 'team-a', name: 'b', port, scheme: 'http', endpoints: [], ca: null, serverName: 'b.team-a.svc', problem: null }, { ip: '127.0.0.1', port }, 'team-a').pool;
+
+async function through(t: TestContext, backend: RequestListener | undefined, port?: number, endpoint: boolean | Dispatcher = false) {
   const up = port ?? await listen(t, backend!);
   // a plain undici pool, or the one a Service endpoint has (its connections metered: wire.ts)
-  const pool: Dispatcher = endpoint
-    ? new PoolRegistry().acquire({ kind: 'service', namespace: 'team-a', name: 'b', port: up, scheme: 'http', endpoints: [], ca: null, serverName: 'b.team-a.svc', problem: null }, { ip: '127.0.0.1', port: up }, 'team-a').pool
-    : new Pool(`http://127.0.0.1:${up}`);
-  t.after(() => pool.close());
+  const pool: Dispatcher = typeof endpoint === 'object' ? endpoint : endpoint ? endpointPool(up) : new Pool(`http://127.0.0.1:${up}`);
+  if (typeof endpoint !== 'object') t.after(() => pool.close());
   const charged: number[] = [];
   const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (_ns, n) => { if (n > 0) charged.push(n); } };
   const front = await listen(t, (req, res) => proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: {}, timeoutMs: 5_000, what: 'backend', pool }, req, res, {
@@ -120,6 +121,9 @@ test('what a Service endpoint sends that is not body (chunk extensions, padded s
   // the same through a pool that is not an endpoint's (a test's own): not counted
   const plain = await through(t, undefined, await chunked(t, ext));
   assert.deepEqual([plain.body, plain.charged], ['X'.repeat(16), []]);
+  // a body read with its head is body, not charged as framing (its first piece is charged as a body's)
+  const body = await through(t, (_req, res) => res.end('b'.repeat(60 * 1024)), undefined, true);
+  assert.deepEqual([body.body.length, body.charged], [60 * 1024, []]);
   // usual framing: 20,000 one-byte chunks (~98 KiB not body) cost ~6 starts
   const small = await through(t, undefined, await chunked(t, '1\r\nX\r\n'.repeat(20_000) + '0\r\n\r\n'), true);
   assert.deepEqual([small.status, small.body.length, small.complete], [200, 20_000, true]);
@@ -128,9 +132,23 @@ test('what a Service endpoint sends that is not body (chunk extensions, padded s
 
 test('a Service endpoint\'s answer that sends more than 64 KiB without a head or a body piece is cut (chunk extensions, padded sizes, blank lines)', async (t) => {
   for (const flood of [`1;e=${'x'.repeat(1024 * 1024)}\r\nX\r\n0\r\n\r\n`, `${'0'.repeat(1024 * 1024)}1\r\nX\r\n0\r\n\r\n`]) {
-    const r = await through(t, undefined, await chunked(t, `1\r\nA\r\n${flood}`), true);
+    // the flood on the first connection, a plain answer on the next
+    let conns = 0;
+    const srv = createNetServer((sock) => sock.on('error', () => {}).once('data', () => sock.end(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${conns++ ? '1\r\nB\r\n0\r\n\r\n' : `1\r\nA\r\n${flood}`}`)));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    t.after(() => srv.close());
+    const pool = endpointPool((srv.address() as AddressInfo).port);
+    t.after(() => pool.close());
+    const r = await through(t, undefined, (srv.address() as AddressInfo).port, pool);
     assert.equal(r.complete, false, 'cut');
-    assert.ok(sum(r.charged) <= 10, `charged ${sum(r.charged)} (at most the 64 KiB and a read)`);
+    // what the cut connection read (its first read, then 64 KiB) is charged, the rest of it with
+    // the pool's next answer
+    const next = await through(t, undefined, (srv.address() as AddressInfo).port, pool);
+    assert.deepEqual([next.body, next.complete], ['B', true]);
+    const parsed = 64 + 64; // KiB: a read of at most 64 KiB, then the bound
+    assert.ok(sum(r.charged) + sum(next.charged) >= 64 / 16 && sum(r.charged) + sum(next.charged) <= parsed / 16,
+      `charged ${r.charged} then ${next.charged}`);
+    assert.ok(sum(next.charged) >= 1, 'some of it with the next answer');
     // (through a pool that is not an endpoint's, the same answer is whole)
     const plain = await through(t, undefined, await chunked(t, `1\r\nA\r\n${flood}`));
     assert.deepEqual([plain.status, plain.body, plain.complete], [200, 'AX', true]);

@@ -30,17 +30,39 @@ test('what was read and not handed on as body is owed at a start per 16 KiB; wha
   assert.equal(wireOwed(owner, 2 * KiB), 2, '30 KiB more, 2 of it body: 4 + 28 = 32 KiB → two starts');
 });
 
-test('past 64 KiB read without a head or a body piece the connection fails (a protocol error); an answer\'s end is not progress', async () => {
+test('at 64 KiB read without a head or a body piece the connection fails (a protocol error), the read before stopping at the bound; an answer\'s end is not progress', async () => {
   const { s, owner, take } = metered();
   take(60 * KiB);
-  assert.equal(wireOwed(owner, 0), 3, 'a head: progress');
-  take(maxSilentBytes);
-  assert.ok(take(1), 'at the bound: read');
+  assert.equal(wireOwed(owner, null), 0, 'a head: progress, nothing charged yet');
+  s.write(Buffer.alloc(100 * KiB));
+  assert.equal(s.read()?.length, maxSilentBytes, 'a read stops at the bound');
   wireOwed(owner, 0, true);
   const failed = new Promise<Error>((r) => s.once('error', r));
-  assert.equal(take(1), null);
+  assert.equal(s.read(), null);
   const err = await failed as Error & { code: string };
   assert.equal(err.code, 'AGW_ERR_UPSTREAM_PROTOCOL');
   assert.match(err.message, /^Service team-a\/b endpoint 10\.0\.0\.1:80 sent more than 64 KiB without a head or a body piece/);
   assert.ok(s.destroyed);
+});
+
+test('what a connection owed when it closed (cut, or idle) is charged with its pool\'s next answer, on another connection', async () => {
+  const owner = {};
+  const a = new PassThrough({ readableHighWaterMark: 1024 * KiB });
+  meterReads(a, owner, 'x');
+  a.write(Buffer.alloc(40 * KiB));
+  a.read();
+  wireOwed(owner, null);
+  a.on('error', () => {}).destroy();
+  await new Promise((r) => a.once('close', r));
+  const b = new PassThrough();
+  meterReads(b, owner, 'x');
+  b.write(Buffer.alloc(KiB));
+  b.read();
+  assert.equal(wireOwed(owner, KiB), 2, '40 KiB left by the closed one: two starts, 8 KiB carried on');
+  b.write(Buffer.alloc(KiB));
+  b.read();
+  assert.equal(wireOwed(owner, 0, true), 0);
+  b.write(Buffer.alloc(8 * KiB));
+  b.read();
+  assert.equal(wireOwed(owner, 0, true), 1, '8 carried + 1 + 8 read, not body');
 });
