@@ -174,7 +174,9 @@ export class GatewayController {
     if (type === 'update' && old && old.metadata.generation === obj.metadata.generation
       && canonical(old.metadata.annotations) === canonical(obj.metadata.annotations)
       && digest(obj.status) === this.reconciler.lastWritten(key)) return;
-    this.controller.enqueue(key);
+    // gone with nothing made for it: not left waiting (its team's share may be spent for a while)
+    if (type === 'delete' && this.reconciler.holdsNothing(key)) this.controller.queue.drop(key);
+    else this.controller.enqueue(key);
   }
 
   /** Served gateways are found by what they refer to; those over the limit read nothing. */

@@ -169,6 +169,13 @@ export class GatewayReconciler {
     return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
+  /** Nothing was made or is held for the key (no port, so no listener; no status, exposure, or
+   * place waited for): its forget would do nothing. */
+  holdsNothing(key: string): boolean {
+    return this.d.ports.portOf(key) === undefined && !this.written.has(key) && !this.exposed.has(key)
+      && !this.waitingForPort.has(key) && !this.after.has(key);
+  }
+
   /** The gateway is gone: close its listener, free its port, let waiting gateways try again (and
    * the one that takes its place under the namespace limit). */
   private async forget(key: string, log: Logger): Promise<Result> {

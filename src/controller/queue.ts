@@ -15,8 +15,8 @@ export interface QueueOptions {
   /** The group a key takes turns in (default: one group, plain FIFO). */
   groupOf?: (key: string) => string;
   /** Each group's share of the event loop for its work (`charge`): milliseconds per second, and
-   * burst; a group past it waits until it is back (default: no bound), at most `maxPauseMs`
-   * (default 60 s) after its last charge. */
+   * burst; a group past it waits until it is back (default: no bound). Charges while it waits
+   * take it at most `maxPauseMs` (default 60 s) into debt. */
   groupTime?: { msPerSecond: number; burstMs: number; maxPauseMs?: number };
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
@@ -44,7 +44,7 @@ export class WorkQueue {
 
   constructor(private readonly opts: QueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
-    this.buckets = new GroupBuckets(opts.qps ?? 10, opts.burst ?? 100, opts.maxDelayMs ?? 1_000_000);
+    this.buckets = new GroupBuckets(opts.qps ?? 10, opts.burst ?? 100);
     this.time = opts.groupTime && new GroupBuckets(opts.groupTime.msPerSecond, opts.groupTime.burstMs, opts.groupTime.maxPauseMs ?? 60_000);
   }
 
@@ -104,6 +104,27 @@ export class WorkQueue {
     if (!waiting) return;
     this.clock.clearTimeout(waiting.timer);
     this.later.delete(key);
+  }
+
+  /** Takes back a waiting key whose object is gone and had nothing made for it (its reconcile
+   * would do nothing): a team creating and deleting gateways of new names while its group is
+   * paused (its share spent) left one entry each until the pause ended. One being reconciled is
+   * added again instead (the reconcile may have read it before it went). */
+  drop(key: string): void {
+    this.cancel(key);
+    if (this.processing.has(key)) return this.add(key);
+    this.failures.delete(key);
+    if (!this.dirty.delete(key)) return;
+    const g = this.opts.groupOf?.(key) ?? '';
+    const waiting = this.groups.get(g)!;
+    waiting.splice(waiting.indexOf(key), 1);
+    if (!waiting.length) {
+      this.groups.delete(g);
+      this.turns.splice(this.turns.indexOf(g), 1);
+    }
+    this.enqueuedAt.delete(key);
+    this.count--;
+    this.opts.hooks?.depth(this.count);
   }
 
   numRequeues(key: string): number {
@@ -199,15 +220,15 @@ export class WorkQueue {
   }
 }
 
-/** Token buckets by group, each refilling `perSecond` up to `burst`, in debt at most `maxWaitMs`'
- * worth (a team charged faster than it refills, for hours, was paused for as long again after);
- * a full one is no entry: only the groups that spent lately are kept (past 1,024, the full ones
- * are dropped). */
+/** Token buckets by group, each refilling `perSecond` up to `burst`; a full one is no entry: only
+ * the groups that spent lately are kept (past 1,024, the full ones are dropped). A group already
+ * in debt goes at most `maxWaitMs`' worth into it (a team's watch events, charged while it waited,
+ * kept it waiting for as long again as they lasted); a charge made out of debt counts whole. */
 class GroupBuckets {
   private readonly kept = new Map<string, { tokens: number; at: number }>();
   private readonly floor: number;
 
-  constructor(private readonly perSecond: number, private readonly burst: number, maxWaitMs: number) {
+  constructor(private readonly perSecond: number, private readonly burst: number, maxWaitMs = Infinity) {
     this.floor = -(perSecond * maxWaitMs) / 1000;
   }
 
@@ -222,7 +243,8 @@ class GroupBuckets {
       if (this.kept.size >= 1024) for (const [g, x] of this.kept) if (this.level(x, now) >= this.burst) this.kept.delete(g);
       this.kept.set(group, (b = { tokens: this.burst, at: now }));
     }
-    b.tokens = Math.max(this.floor, this.level(b, now) - n);
+    const level = this.level(b, now);
+    b.tokens = level < 0 ? Math.max(Math.min(level, this.floor), level - n) : level - n;
     b.at = now;
     return this.wait(group, now);
   }

@@ -18,11 +18,11 @@ const gw = (name: string, created: string): AccessGateway => ({
 });
 
 /** A controller with limit 1 over an in-memory source, nothing started: its queue is read by hand. */
-function setup() {
+function setup(maxGatewaysPerNamespace = 1) {
   const store = new Map<string, AccessGateway>();
   let emit!: GatewayEvents;
   const c = new GatewayController({
-    client: {} as KubeClient, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace: 1, advertiseHost: '127.0.0.1', log: silentLogger,
+    client: {} as KubeClient, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace, advertiseHost: '127.0.0.1', log: silentLogger,
     dataplane: { apply: async () => null }, writeStatus: async () => {},
     source: (onEvent) => {
       emit = onEvent;
@@ -130,4 +130,41 @@ test('reading a gateway\'s watch event is charged to its namespace (a team\'s la
   emit('update', big, big, 5_000); // more than the namespace's burst of 1 s
   assert.equal(paused('a'), true);
   assert.equal(paused('b'), false);
+});
+
+test('a gateway deleted before anything was made for it leaves no queue entry (its team\'s share may be spent); one reconciled, or being reconciled, is reconciled again', async () => {
+  const { store, emit, internals } = setup(0);
+  const q = internals.controller.queue;
+  const make = (name: string) => {
+    store.set(`a/${name}`, gw(name, '2026-01-01T00:00:00Z'));
+    emit('add', store.get(`a/${name}`)!, undefined);
+  };
+  const remove = (name: string) => {
+    const g = store.get(`a/${name}`)!;
+    store.delete(`a/${name}`);
+    emit('delete', g, g);
+  };
+  q.charge('a', 10_000); // the team's share spent: its keys wait
+  for (let i = 0; i < 100; i++) { make(`churn${i}`); remove(`churn${i}`); }
+  make('kept');
+  assert.equal(q.depth, 1, 'only the live one waits');
+  const fresh = setup(0);
+  fresh.store.set('a/web', gw('web', '2026-01-01T00:00:00Z'));
+  fresh.emit('add', fresh.store.get('a/web')!, undefined);
+  assert.deepEqual(await fresh.taken(), ['a/web']);
+  await fresh.internals.reconciler.reconcile('a/web', silentLogger); // a port and a listener
+  const web = fresh.store.get('a/web')!;
+  fresh.store.delete('a/web');
+  fresh.emit('delete', web, web);
+  assert.deepEqual(await fresh.taken(), ['a/web'], 'reconciled once: its forget closes what was made');
+  // deleted while a worker reconciles it (before it claimed anything): taken again after
+  fresh.store.set('a/busy', gw('busy', '2026-01-01T00:00:00Z'));
+  fresh.emit('add', fresh.store.get('a/busy')!, undefined);
+  const fq = fresh.internals.controller.queue;
+  assert.equal(await fq.get(), 'a/busy');
+  const busy = fresh.store.get('a/busy')!;
+  fresh.store.delete('a/busy');
+  fresh.emit('delete', busy, busy);
+  fq.done('a/busy');
+  assert.deepEqual(await fresh.taken(), ['a/busy']);
 });

@@ -290,7 +290,7 @@ test('a wall clock stepped back pauses a group no longer than its debt: not for 
   assert.equal(paused('costly'), false);
 });
 
-test('a group charged past its share for hours waits at most a minute after its last charge, and a costly minute in full', () => {
+test('a group charged while it waits, for hours, waits at most a minute after its last charge; a charge made out of debt counts whole', () => {
   const clock = new FakeClock();
   const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, groupTime: { msPerSecond: 100, burstMs: 1000 }, clock });
   const paused = (g: string) => (q as unknown as { isPaused(g: string): boolean }).isPaused(g);
@@ -304,22 +304,38 @@ test('a group charged past its share for hours waits at most a minute after its 
   assert.equal(paused('flood'), true, 'still in debt');
   clock.advance(101);
   assert.equal(paused('flood'), false, 'not for the 1,178 s its charges added up to');
-  // a debt within the minute is kept whole: 5 s of work, 4 s past the burst, is 40 s
-  q.charge('costly', 5_000);
-  clock.advance(39_900);
+  // one charge out of debt counts whole: 20 s of work, 19 s past the burst, is 190 s; and a
+  // charge while it waits does not shorten it
+  q.charge('costly', 20_000);
+  clock.advance(100_000);
+  q.charge('costly', 1);
+  clock.advance(89_900);
   assert.equal(paused('costly'), true);
-  clock.advance(101);
+  clock.advance(111);
   assert.equal(paused('costly'), false);
   q.shutdown();
 });
 
-test('a group\'s retries in a row are delayed at most the longest backoff, however many', () => {
+test('drop takes back a waiting key, its timer and its failures; one being processed is added again', async () => {
   const clock = new FakeClock();
-  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, qps: 10, burst: 100, baseDelayMs: 5, maxDelayMs: 1_000, clock });
-  const later = (q as unknown as { later: Map<string, { at: number }> }).later;
-  const t0 = clock.now();
-  for (let i = 0; i < 100_000; i++) q.addRateLimited(`team/g${i}`); // 10,000 s of the bucket's tokens
-  assert.ok(later.get('team/g99999')!.at - t0 <= 1_000, `${later.get('team/g99999')!.at - t0} ms`);
-  assert.ok(later.get('team/g20000')!.at - t0 >= 990, 'the bucket did delay them');
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, clock });
+  for (const k of ['a/1', 'a/2', 'b/1', 'a/3']) q.add(k);
+  q.drop('a/2');
+  q.drop('b/1'); // its group's only key: the group leaves the turns
+  q.drop('a/9'); // not waiting: nothing
+  assert.equal(q.depth, 2);
+  q.addRateLimited('c/1');
+  q.drop('c/1');
+  clock.advance(10_000);
+  assert.equal(q.numRequeues('c/1'), 0);
+  const first = await q.get();
+  assert.equal(first, 'a/1');
+  q.drop('a/1'); // being processed: added again, after its reconcile
+  q.done('a/1');
+  const rest: string[] = [];
+  while (q.depth) { const k = (await q.get())!; rest.push(k); q.done(k); }
+  assert.deepEqual(rest, ['a/3', 'a/1']);
+  q.add('b/1'); // dropped keys come back as any other
+  assert.equal(await q.get(), 'b/1');
   q.shutdown();
 });
