@@ -140,16 +140,29 @@ async function upstreamFor(t: TestContext, handler?: RequestListener, onUpgrade?
   return (u.address() as { port: number }).port;
 }
 
-/** One discovery request on a new connection (kept in `held`): its status (0: none) and whether
- * the server kept the connection open 300 ms later. */
+/** One discovery request on a new connection (kept in `held`): its status (0: none in 5 s) and
+ * whether the server kept the connection open 300 ms after its answer (or closed it). Timed from
+ * the answer, not the request: a loaded machine (a CI run beside) once took longer to answer. */
 const ask = (port: number, held: Socket[], token = alice, secure = false) => new Promise<{ status: number; open: boolean }>((resolve) => {
   const s = open(port, secure);
   held.push(s);
   let head = '';
+  let timer: NodeJS.Timeout | undefined;
+  const done = () => {
+    clearTimeout(timer);
+    resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), open: !s.destroyed && s.readyState === 'open' });
+  };
   s.on('error', () => {});
-  s.on('data', (c: Buffer) => { head += c.toString('latin1'); });
+  s.on('close', done);
+  s.on('data', (c: Buffer) => {
+    head += c.toString('latin1');
+    if (head.includes('\r\n\r\n')) {
+      clearTimeout(timer);
+      timer = setTimeout(done, 300);
+    }
+  });
   s.on(secure ? 'secureConnect' : 'connect', () => s.write(`GET /.well-known/access-gateway HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer ${token}\r\n\r\n`));
-  setTimeout(() => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), open: !s.destroyed && s.readyState === 'open' }), 300);
+  timer = setTimeout(done, 5_000);
 });
 
 for (const cap of [3, 0]) {
