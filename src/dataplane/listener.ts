@@ -867,7 +867,7 @@ export class Listener {
       if (!session.finished) {
         release = this.held.hold(heldOf(a, req), (why) => session.end('revoked', 1008, `access ended: ${why}`, 'Forbidden'), t);
       }
-    }, relaying);
+    }, relaying, this.pace(t));
   }
 }
 

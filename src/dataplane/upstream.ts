@@ -275,7 +275,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
 }
 
 /**
- * A request body (streamed on, or read whole to be buffered) whose pieces after the first take
+ * A request body (streamed on, or read whole to be buffered), or an upgrade's answer that did not
+ * switch, whose pieces after the first take
  * `namespace`'s turns, as a long answer's do (an upload must not fill every team's turns); the
  * first piece, or a body of at most 64 KiB, is charged what it costs past its request's start.
  * `req` itself when it has at most 64 KiB.
@@ -373,7 +374,7 @@ const webSocketGuid = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwError, connect: boolean) => void,
   answered: (status: number) => void, joined: (usocket: Duplex, uhead: Buffer, headers: IncomingHttpHeaders) => void,
-  relaying?: (end: () => void) => void): void {
+  relaying: ((end: () => void) => void) | undefined, pace: Pace): void {
   const up = start(call);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; up.destroy(); }, call.timeoutMs);
@@ -382,13 +383,15 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
   socket.once('close', () => { clientGone = true; up.destroy(); });
   // informational answers (103) before the answer: at most maxInformational, as for requests
   let informational = 0;
-  up.on('information', () => {
+  up.on('information', (info) => {
+    pace.turns.chargeStarts(pace.namespace, 1 + Math.floor(info.rawHeaders.length / 2 / fieldsPerStart));
     if (++informational > maxInformational) up.destroy(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
   });
   /** An answer with more header fields than a request may have: refused (true), what it came
    * with (`other`: its socket or body) destroyed. */
   let refused = false;
   const tooMany = (rawHeaders: string[], other: { destroy(): void }): boolean => {
+    pace.turns.chargeStarts(pace.namespace, Math.floor(rawHeaders.length / 2 / fieldsPerStart)); // as a request's answer
     if (rawHeaders.length / 2 <= maxUpstreamHeaderFields) return false;
     refused = true;
     other.destroy();
@@ -420,16 +423,18 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
   up.on('response', (ures) => {
     clearTimeout(timer);
     if (tooMany(ures.rawHeaders, ures)) return;
-    // Not upgraded: relay the answer as it streams (never buffered), then close the connection.
+    // Not upgraded: relay the answer as it streams (never buffered), its pieces in the namespace's
+    // turns as a request's answer's, then close the connection.
     answered(ures.statusCode ?? 502);
     const { connection: _c, 'transfer-encoding': _te, 'keep-alive': _ka, ...headers } = ures.headers;
     socket.write(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...headers, connection: 'close' }));
-    ures.pipe(socket);
+    const body = paced(ures, pace);
+    body.pipe(socket);
     ures.on('error', () => socket.destroy());
     socket.on('close', () => ures.destroy());
     // (the body ends with the connection: ending it is a clean end)
     relaying?.(() => {
-      ures.unpipe(socket);
+      body.unpipe(socket);
       ures.destroy();
       socket.end();
       closeSoon(socket);

@@ -1928,6 +1928,22 @@ test('an upgrade the upstream answers without 101 (a stream) is ended at notAfte
   assert.equal(await waitUntil(async () => { await pause(50); return relayed.ended(); }, 5_000), true, 'ended at notAfter');
 });
 
+test('an upgrade answered without 101 relays its body in the namespace\'s turns, as a request\'s answer, whole', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const big = Buffer.alloc(4 << 20, 'a');
+  const up = await upstreamFor(t, (_req, res) => res.end(big)); // no upgrade handler: Node answers it as a request
+  const port = await freePort();
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
+  const upgrade = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+  const relays = [stream(port, held, upgrade), stream(port, held, upgrade)];
+  assert.equal(await waitUntil(async () => { await pause(50); return relays.every((r) => r.ended()); }, 10_000), true);
+  for (const r of relays) {
+    assert.match(r.text(), /^HTTP\/1\.1 200 /);
+    assert.equal(r.text().length - r.text().indexOf('\r\n\r\n') - 4, big.length, 'every byte');
+  }
+  assert.ok(await counted(deps, 'body_pieces_deferred', 'team-a') > 0, 'pieces waited for their turns');
+});
+
 test('an upgrade whose table is swapped during its token check is admitted again: a caller dropped meanwhile is refused, nothing reaches the upstream', async (t) => {
   const { deps, held: review } = heldDeps();
   const { m, held } = managerFor(t, { deps });

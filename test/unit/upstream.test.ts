@@ -2,10 +2,10 @@
 // answers, trailers), through proxyRequest against real loopback servers.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, get, type RequestListener } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { Agent as HttpAgent, createServer, get, type RequestListener } from 'node:http';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Pool } from 'undici';
-import { proxyRequest, type Turns } from '../../src/dataplane/upstream.js';
+import { proxyRequest, proxyUpgrade, type Turns } from '../../src/dataplane/upstream.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import type { Dispatcher } from 'undici';
 
@@ -167,4 +167,28 @@ test('a Service endpoint\'s answer that sends more than 64 KiB without a head or
   // 56 KiB of extension before each piece is not cut
   const r = await through(t, undefined, await chunked(t, `1;e=${'x'.repeat(56 * 1024)}\r\nX\r\n`.repeat(4) + '0\r\n\r\n'), true);
   assert.deepEqual([r.body, r.complete], ['XXXX', true]);
+});
+
+test('an upgrade\'s answer costs its namespace as a request\'s does: a start per 64 header lines, one per informational answer', async (t) => {
+  const raw = createNetServer((sock) => sock.on('error', () => {}).once('data', () => sock.end(
+    `HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n${'x: y\r\n'.repeat(200)}content-length: 2\r\nconnection: close\r\n\r\nok`)));
+  await new Promise<void>((r) => raw.listen(0, '127.0.0.1', () => r()));
+  t.after(() => raw.close());
+  const up = (raw.address() as AddressInfo).port;
+  const charged: number[] = [];
+  const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (_ns, n) => { if (n > 0) charged.push(n); } };
+  const front = createServer();
+  front.on('upgrade', (_req, socket) => proxyUpgrade({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: { connection: 'upgrade', upgrade: 'websocket' }, timeoutMs: 5_000, what: 'backend', agent: new HttpAgent() },
+    socket, () => socket.destroy(), () => {}, () => socket.destroy(), undefined, { turns, namespace: 'team-a', m: { pieceDeferred: () => {} } }));
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { front.closeAllConnections(); front.close(); });
+  const text = await new Promise<string>((resolve) => {
+    const s = connect((front.address() as AddressInfo).port, '127.0.0.1');
+    let got = '';
+    s.on('data', (c: Buffer) => { got += c.toString('latin1'); });
+    s.on('close', () => resolve(got));
+    s.write('GET / HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  });
+  assert.match(text, /^HTTP\/1\.1 200 [^]*\r\n\r\nok$/);
+  assert.deepEqual(charged, [1, 3], 'the 103, then 203 header lines');
 });
