@@ -19,6 +19,8 @@ interface Generation { live: boolean; sockets: number }
 interface SocketCount {
   opened(p: EndpointPool, g: Generation): void;
   closed(p: EndpointPool, g: Generation): void;
+  /** What a closed connection's reads still owed, in starts (wire.ts). */
+  owed(p: EndpointPool, starts: number): void;
 }
 
 /** The order requests took endpoints in (`usedAt`). */
@@ -99,7 +101,7 @@ export class EndpointPool {
     const connect: typeof connector = (opts, done) => connector(opts, (...r) => {
       const socket = r[1];
       if (socket) {
-        meterReads(socket, pool, this.what);
+        meterReads(socket, pool, this.what, (n) => count.owed(this, n));
         count.opened(this, gen);
         socket.once('close', () => count.closed(this, gen));
       }
@@ -182,7 +184,11 @@ export class PoolRegistry {
   private readonly count: SocketCount = {
     opened: (p, g) => this.opened(p, g),
     closed: (p, g) => this.closed(p, g),
+    owed: (p, n) => this.charge(p.namespace, n),
   };
+  /** Charges a namespace starts of its turns (the listeners' TurnShare, set by ListenerManager):
+   * what its endpoints' closed connections read and no answer was charged for. */
+  charge: (namespace: string, starts: number) => void = () => {};
 
   constructor(readonly maxSocketsPerNamespace = 0, private readonly onRecycled: (namespace: string, pools: number) => void = () => {}) {}
 

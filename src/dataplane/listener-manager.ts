@@ -25,6 +25,7 @@ export class ListenerManager {
   constructor(private readonly deps: DataplaneDeps, private readonly host: string, private readonly closeGraceMs = 5_000,
     private readonly limits: ListenerLimits = defaultLimits) {
     this.budgets = budgetsFor(limits, deps.log);
+    deps.pools.charge = (ns, n) => this.budgets.turns.chargeStarts(ns, n);
     deps.metrics.servedCertificates(() => this.certificates());
   }
 

@@ -4,7 +4,7 @@
 // its socket's `read()` and parses each read at once, calling the handler only from within (undici
 // asserts one parse at a time); so the connection read last is the one whose answer the handler is
 // told of. The handler (proxyRequest) charges what was read and was not body, a start per 16 KiB as
-// a body's pieces cost; more than 64 KiB read without a head or a body piece fails the connection
+// a body's pieces cost (what a connection owes when it closes is charged then); more than 64 KiB read without a head or a body piece fails the connection
 // (no answer needs it: undici refuses heads past 16 KiB).
 import type { Duplex } from 'node:stream';
 import { UpstreamProtocolError } from '../errors.js';
@@ -14,9 +14,6 @@ export const wireBytesPerStart = 16 * 1024;
 /** Bytes a connection may read without its parser handing on a head or a body piece. */
 export const maxSilentBytes = 64 * 1024;
 
-/** By pool: what its closed connections still owed, charged with its next answer. */
-const carried = new WeakMap<object, { bytes: number }>();
-
 class WireMeter {
   /** Bytes the parser took (read, less what it gave back); body handed on; charged as neither. */
   took = 0;
@@ -24,7 +21,7 @@ class WireMeter {
   charged = 0;
   /** `took` when a head or body piece was last handed on. */
   mark = 0;
-  constructor(readonly owner: object, readonly carry: { bytes: number }) {}
+  constructor(readonly owner: object) {}
 
   /** Bytes taken that were not body and are not charged yet (at most one read early). */
   get due(): number {
@@ -36,12 +33,10 @@ class WireMeter {
 let parsing: WireMeter | undefined;
 
 /** Counts what undici's parser reads from `socket`, a connection of `owner` (its pool). Reads
- * stop at the bound, not a read past it; what a connection still owes when it closes (cut, or
- * idle) is charged with its pool's next answer. */
-export function meterReads(socket: Duplex, owner: object, what: string): void {
-  let carry = carried.get(owner);
-  if (!carry) carried.set(owner, (carry = { bytes: 0 }));
-  const m = new WireMeter(owner, carry);
+ * stop at the bound, not a read past it; what a connection still owes when it closes (cut, failed,
+ * or idle) goes to `closed`, in starts (its answers' handlers may never be called again). */
+export function meterReads(socket: Duplex, owner: object, what: string, closed: (starts: number) => void): void {
+  const m = new WireMeter(owner);
   const read = socket.read, unshift = socket.unshift;
   socket.read = function (this: Duplex, size?: number) {
     if (size !== undefined) return read.call(this, size); // the stream's own read(0)
@@ -60,7 +55,7 @@ export function meterReads(socket: Duplex, owner: object, what: string): void {
     return unshift.call(this, chunk, encoding);
   };
   socket.once('close', () => {
-    if (m.due > 0) m.carry.bytes += m.due;
+    if (m.due > 0) closed(Math.ceil(m.due / wireBytesPerStart));
     if (parsing === m) parsing = undefined;
   });
 }
@@ -69,7 +64,7 @@ export function meterReads(socket: Duplex, owner: object, what: string): void {
  * What the handler of an answer on `owner`'s connections calls: at its head (`body` null: marked,
  * nothing charged, as the read may hold the body too), each body piece, and its end (`end`:
  * charged, not a sign of progress, as undici may end an answer without a read). The starts owed
- * for what its connection read that was not body, and what its pool's closed ones left.
+ * for what its connection read that was not body.
  */
 export function wireOwed(owner: object, body: number | null, end = false): number {
   const m = parsing;
@@ -77,11 +72,8 @@ export function wireOwed(owner: object, body: number | null, end = false): numbe
   if (!end) m.mark = m.took;
   if (body === null) return 0;
   m.body += body;
-  const n = Math.floor((Math.max(0, m.due) + m.carry.bytes) / wireBytesPerStart);
+  const n = Math.floor(m.due / wireBytesPerStart);
   if (n <= 0) return 0;
-  // what the pool carried is taken first; the rest from this connection's due
-  const fromCarried = Math.min(m.carry.bytes, n * wireBytesPerStart);
-  m.carry.bytes -= fromCarried;
-  m.charged += n * wireBytesPerStart - fromCarried;
+  m.charged += n * wireBytesPerStart;
   return n;
 }

@@ -1928,6 +1928,20 @@ test('an upgrade the upstream answers without 101 (a stream) is ended at notAfte
   assert.equal(await waitUntil(async () => { await pause(50); return relayed.ended(); }, 5_000), true, 'ended at notAfter');
 });
 
+test('what a Service endpoint\'s closed connections owed is charged to their namespace\'s turns: its next request waits, another namespace\'s does not', async (t) => {
+  const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
+  const up = await upstreamFor(t, (_req, res) => res.end('ok'));
+  const [a, b] = [await freePort(), await freePort()];
+  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', a), up));
+  await m.apply('team-b/gw', withService(planOf('team-b', 'gw', b), up));
+  const [sa, sb] = await Promise.all([a, b].map((p) => silent(p, held)));
+  deps.pools.charge('team-a', 20); // (what wire.ts reports when a connection closes)
+  const answers = await exchange([sa!, sb!], () => get(alice), (text) => text.endsWith('ok'));
+  assert.deepEqual(answers.map((x) => /^HTTP\/1\.1 200 /.test(x!)), [true, true]);
+  assert.ok(await counted(deps, 'requests_deferred', 'team-a') >= 1, 'team-a waited');
+  assert.equal(await counted(deps, 'requests_deferred', 'team-b'), 0);
+});
+
 test('an upgrade answered without 101 relays its body in the namespace\'s turns, as a request\'s answer, whole', async (t) => {
   const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
   const big = Buffer.alloc(4 << 20, 'a');
