@@ -89,7 +89,7 @@ export class GatewayController {
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old, decodeMs) => {
       // a team's gateways are read again after each status write: a large one's JSON is its time
-      if (decodeMs && this.ready) this.controller.queue.charge(obj.metadata.namespace ?? '', decodeMs);
+      if (decodeMs && this.ready) this.controller.queue.charge(obj.metadata.namespace ?? '', decodeMs, true);
       this.onGatewayEvent(type, obj, old);
     });
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',

@@ -15,8 +15,8 @@ export interface QueueOptions {
   /** The group a key takes turns in (default: one group, plain FIFO). */
   groupOf?: (key: string) => string;
   /** Each group's share of the event loop for its work (`charge`): milliseconds per second, and
-   * burst; a group past it waits until it is back (default: no bound). Charges while it waits
-   * take it at most `maxPauseMs` (default 60 s) into debt. */
+   * burst; a group past it waits until it is back (default: no bound). Reading charges while it
+   * waits take it at most `maxPauseMs` (default 60 s) into debt (`charge`). */
   groupTime?: { msPerSecond: number; burstMs: number; maxPauseMs?: number };
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
@@ -139,9 +139,12 @@ export class WorkQueue {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
-  /** The group's work took `ms` of the event loop (groupTime): past its share, it waits. */
-  charge(group: string, ms: number): void {
-    if (this.time && ms > 0 && this.time.take(group, ms, this.clock.now()) > 0) this.scheduleWake();
+  /** The group's work took `ms` of the event loop (groupTime): past its share, it waits.
+   * `reading`: the time its objects' watch events took to read, which come whether it waits or
+   * not: made while it waits, they take it at most `maxPauseMs` into debt (a reconcile's count
+   * whole, however many run at once). */
+  charge(group: string, ms: number, reading = false): void {
+    if (this.time && ms > 0 && this.time.take(group, ms, this.clock.now(), reading) > 0) this.scheduleWake();
   }
 
   private take(): string | undefined {
@@ -221,9 +224,9 @@ export class WorkQueue {
 }
 
 /** Token buckets by group, each refilling `perSecond` up to `burst`; a full one is no entry: only
- * the groups that spent lately are kept (past 1,024, the full ones are dropped). A group already
- * in debt goes at most `maxWaitMs`' worth into it (a team's watch events, charged while it waited,
- * kept it waiting for as long again as they lasted); a charge made out of debt counts whole. */
+ * the groups that spent lately are kept (past 1,024, the full ones are dropped). A `bounded` take
+ * made in debt goes at most `maxWaitMs`' worth into it (a team's watch events, charged while it
+ * waited, kept it waiting for as long again as they lasted); any other counts whole. */
 class GroupBuckets {
   private readonly kept = new Map<string, { tokens: number; at: number }>();
   private readonly floor: number;
@@ -237,14 +240,14 @@ class GroupBuckets {
   }
 
   /** Takes `n` from the group's bucket; returns the ms until it is out of debt (0: it is not). */
-  take(group: string, n: number, now: number): number {
+  take(group: string, n: number, now: number, bounded = false): number {
     let b = this.kept.get(group);
     if (!b) {
       if (this.kept.size >= 1024) for (const [g, x] of this.kept) if (this.level(x, now) >= this.burst) this.kept.delete(g);
       this.kept.set(group, (b = { tokens: this.burst, at: now }));
     }
     const level = this.level(b, now);
-    b.tokens = level < 0 ? Math.max(Math.min(level, this.floor), level - n) : level - n;
+    b.tokens = bounded && level < 0 ? Math.max(Math.min(level, this.floor), level - n) : level - n;
     b.at = now;
     return this.wait(group, now);
   }

@@ -130,6 +130,10 @@ test('reading a gateway\'s watch event is charged to its namespace (a team\'s la
   emit('update', big, big, 5_000); // more than the namespace's burst of 1 s
   assert.equal(paused('a'), true);
   assert.equal(paused('b'), false);
+  // read while it waits: a minute's debt at most, not 1,000 × 5 s
+  for (let i = 0; i < 1_000; i++) emit('update', big, big, 5_000);
+  const wait = (internals.controller.queue as unknown as { time: { wait(g: string, now: number): number } }).time.wait('a', Date.now());
+  assert.ok(wait > 59_000 && wait <= 60_000, `${wait} ms`);
 });
 
 test('a gateway deleted before anything was made for it leaves no queue entry (its team\'s share may be spent); one reconciled, or being reconciled, is reconciled again', async () => {
@@ -157,6 +161,18 @@ test('a gateway deleted before anything was made for it leaves no queue entry (i
   fresh.store.delete('a/web');
   fresh.emit('delete', web, web);
   assert.deepEqual(await fresh.taken(), ['a/web'], 'reconciled once: its forget closes what was made');
+  // over the namespace limit: no port, but its status was written (TooManyGateways): reconciled
+  const limited = setup(1);
+  for (const [name, created] of [['first', '2026-01-01T00:00:00Z'], ['second', '2026-01-02T00:00:00Z']] as const) {
+    limited.store.set(`a/${name}`, gw(name, created));
+    limited.emit('add', limited.store.get(`a/${name}`)!, undefined);
+  }
+  assert.deepEqual(await limited.taken(), ['a/first', 'a/second']);
+  await limited.internals.reconciler.reconcile('a/second', silentLogger);
+  const second = limited.store.get('a/second')!;
+  limited.store.delete('a/second');
+  limited.emit('delete', second, second);
+  assert.deepEqual(await limited.taken(), ['a/second'], 'its status was written: forgotten by a reconcile');
   // deleted while a worker reconciles it (before it claimed anything): taken again after
   fresh.store.set('a/busy', gw('busy', '2026-01-01T00:00:00Z'));
   fresh.emit('add', fresh.store.get('a/busy')!, undefined);

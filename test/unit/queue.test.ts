@@ -290,13 +290,13 @@ test('a wall clock stepped back pauses a group no longer than its debt: not for 
   assert.equal(paused('costly'), false);
 });
 
-test('a group charged while it waits, for hours, waits at most a minute after its last charge; a charge made out of debt counts whole', () => {
+test('a group\'s reading charges made while it waits, for hours, keep it waiting at most a minute after the last; its reconciles count whole', () => {
   const clock = new FakeClock();
   const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, groupTime: { msPerSecond: 100, burstMs: 1000 }, clock });
   const paused = (g: string) => (q as unknown as { isPaused(g: string): boolean }).isPaused(g);
   // three hours of 30 charges of 3.7 ms a second (a large gateway's watch events): 111 ms/s
   for (let s = 0; s < 3 * 3600; s++) {
-    for (let i = 0; i < 30; i++) q.charge('flood', 3.7);
+    for (let i = 0; i < 30; i++) q.charge('flood', 3.7, true); // (reading)
     clock.advance(1000);
   }
   assert.equal(paused('flood'), true);
@@ -305,14 +305,21 @@ test('a group charged while it waits, for hours, waits at most a minute after it
   clock.advance(101);
   assert.equal(paused('flood'), false, 'not for the 1,178 s its charges added up to');
   // one charge out of debt counts whole: 20 s of work, 19 s past the burst, is 190 s; and a
-  // charge while it waits does not shorten it
+  // reading charge while it waits does not shorten it
   q.charge('costly', 20_000);
   clock.advance(100_000);
-  q.charge('costly', 1);
+  q.charge('costly', 1, true);
   clock.advance(89_900);
   assert.equal(paused('costly'), true);
   clock.advance(111);
   assert.equal(paused('costly'), false);
+  // two reconciles of 6 s at once (two workers), charged one after the other: 120 s, not 60
+  q.charge('pair', 6_000);
+  q.charge('pair', 6_000);
+  clock.advance(109_900);
+  assert.equal(paused('pair'), true);
+  clock.advance(101);
+  assert.equal(paused('pair'), false);
   q.shutdown();
 });
 
