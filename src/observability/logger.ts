@@ -1,5 +1,6 @@
 // pino JSON logs on stdout; `pretty` for people. Token-bearing fields are redacted by paths
 // fixed at start-up.
+import { createHash } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -109,8 +110,9 @@ export class FairShed {
   }
 
   /** Whether a line of `namespace` is written, `waiting` bytes waiting for stdout (`always`:
-   * written whatever, but counted). */
-  admit(namespace: string, waiting: number, always = false): boolean {
+   * written whatever, but counted). `weight`: the line's size in usual lines (a share is loud by
+   * its bytes: a team's long lines were counted as one each). */
+  admit(namespace: string, waiting: number, always = false, weight = 1): boolean {
     const t = this.now();
     if (t - this.halvedAt >= 1_000) this.halve(t);
     const mine = this.lately.get(namespace) ?? 0;
@@ -118,8 +120,8 @@ export class FairShed {
       this.shed.set(namespace, (this.shed.get(namespace) ?? 0) + 1);
       return false;
     }
-    this.lately.set(namespace, mine + 1);
-    this.total++;
+    this.lately.set(namespace, mine + weight);
+    this.total += weight;
     return true;
   }
 
@@ -144,10 +146,21 @@ const fairShed = new FairShed();
  * failure, a session's start or end) is written: false while stdout is congested and the
  * share (the namespace, or its refused requests: `refusedLines`) is among the loudest (FairShed). `always` (the audit of a pod's exec, attach,
  * port-forward): written whatever, but counted, so a namespace making many is seen as loud. */
-export function keepsLine(namespace: string, always = false): boolean {
+export function keepsLine(namespace: string, always = false, weight = 1): boolean {
   const waiting = waitingBytes();
-  return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting, always);
+  return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting, always, weight);
 }
+
+/** A value a client chose (a header's, a token's claim), as a log line holds it: at most `max`
+ * characters, then its length and a digest (an `Impersonate-User` of 15,000 quotes made a 30 KiB
+ * line, refused from a cache as fast as it was sent). */
+export function clipped(s: string, max = 256): string {
+  if (s.length <= max) return s;
+  return `${s.slice(0, max)}…(${s.length} characters, sha256 ${createHash('sha256').update(s).digest('hex').slice(0, 16)})`;
+}
+
+/** What a line's variable fields weigh in usual lines (FairShed counts a share by its bytes). */
+const usualLine = 256;
 
 /** The FairShed share of the access lines of `namespace`'s gateways' refused requests (401, or
  * 403 before a route was chosen). */
@@ -179,6 +192,13 @@ export interface AccessEntry {
   as?: string;
 }
 
+/** The entry with what a client chose clipped (the caller's name, whom it asked to act as, the
+ * error's text, which may quote them). */
+function clippedEntry(e: AccessEntry): AccessEntry {
+  if (e.caller.length <= 256 && (e.as?.length ?? 0) <= 256 && (e.error?.length ?? 0) <= 512) return e;
+  return { ...e, caller: clipped(e.caller), ...(e.as === undefined ? {} : { as: clipped(e.as) }), ...(e.error === undefined ? {} : { error: clipped(e.error, 512) }) };
+}
+
 /** Writes access-log lines for one gateway. */
 export interface AccessLog {
   write(e: AccessEntry): void;
@@ -193,18 +213,20 @@ export interface AccessLog {
 export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'; logger: Logger }): AccessLog {
   if (opts.format === 'pretty' || !opts.logger.isLevelEnabled('info')) {
     const child = opts.logger.child({ gateway });
-    return { write: (e) => child.info(e, 'request') };
+    return { write: (e) => child.info(clippedEntry(e), 'request') };
   }
   const prefix = `{"level":30,"time":`;
   const middle = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"gateway":${JSON.stringify(gateway)},"reqId":"`;
   const namespace = gateway.includes('/') ? gateway.slice(0, gateway.indexOf('/')) : gateway;
   const refused = refusedLines(namespace);
   return {
-    write(e) {
+    write(entry) {
+      const e = clippedEntry(entry);
       // requests no access rule admitted (401, or 403 before a route was chosen: anyone who
       // reaches the listener can make them) are shed as a share of their own, so a flood of them
       // does not take the place of the lines of the team's admitted callers
-      if (!keepsLine(e.status === 401 || (e.status === 403 && e.route === '-') ? refused : namespace)) return;
+      const weight = 1 + Math.floor((e.caller.length + (e.as?.length ?? 0) + (e.error?.length ?? 0)) / usualLine);
+      if (!keepsLine(e.status === 401 || (e.status === 403 && e.route === '-') ? refused : namespace, false, weight)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);

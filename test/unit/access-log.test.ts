@@ -315,3 +315,32 @@ test('a line that is always written (a pod session\'s audit) is counted: a names
   assert.equal(shed.admit('audited', congested), false, 'its other lines are shed');
   assert.equal(shed.admit('audited', congested, true), true);
 });
+
+test('what a client chose is clipped in an access line (an Impersonate-User of 15,000 quotes), with its length and a digest', () => {
+  const script = `
+    const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
+    const a = accessLogFor('team-a/gw', { logger: createLogger() });
+    a.write({ reqId: '1', caller: 'system:serviceaccount:a:lead', as: '"'.repeat(15_000), route: 'r', method: 'GET', status: 403, durationMs: 1, upstream: '-', error: 'AGW_ERR_FORBIDDEN may not impersonate user ' + '"'.repeat(15_000) });
+    a.write({ reqId: '2', caller: 'x'.repeat(300), as: 'y'.repeat(300), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
+    process.exit(0);
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const raw = r.stdout.trim().split('\n');
+  assert.ok(raw[0]!.length < 2_500, `${raw[0]!.length} bytes (was 60 KiB)`);
+  const [long, other] = raw.map((l) => JSON.parse(l));
+  assert.match(long.as, /^"{256}…\(15000 characters, sha256 [0-9a-f]{16}\)$/);
+  assert.match(long.error, /^AGW_ERR_FORBIDDEN may not impersonate user "{469}…\(15043 characters, sha256 [0-9a-f]{16}\)$/);
+  assert.equal(long.caller, 'system:serviceaccount:a:lead', 'short values as they are');
+  assert.match(other.caller, /^x{256}…\(300 characters/);
+  assert.match(other.as, /^y{256}…\(300 characters/);
+});
+
+test('a share is loud by its lines\' weight: a team whose lines are five times as long is shed as five times as many', () => {
+  const shed = new FairShed(4 * 1024 * 1024, () => 0);
+  const congested = 5 * 1024 * 1024;
+  for (let i = 0; i < 100; i++) shed.admit('long', 0, false, 5);
+  for (let i = 0; i < 300; i++) shed.admit('short', 0);
+  assert.equal(shed.admit('short', congested), true, '300 usual lines are quieter than 100 of five');
+  assert.equal(shed.admit('long', congested, false, 5), false);
+});
