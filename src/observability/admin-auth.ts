@@ -4,7 +4,9 @@
 // non-resource URL. Decisions are cached briefly, keyed by the token's SHA-256 (never the token),
 // allowed ones apart from refusals (junk tokens cannot push a scraper's out) and renewed ahead of
 // expiry before anyone else's review; reviews in flight are bounded, waiting ones per client
-// address too; an apiserver that cannot answer gives 503 (fail closed).
+// address too, and a quarter of the rate and a few places in the waiting room are kept for
+// addresses below half the mean (a flood from 8 pods' addresses left a scraper's new token
+// 11 checks in 100); an apiserver that cannot answer gives 503 (fail closed).
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { TokenBucket } from '../bucket.js';
@@ -86,12 +88,18 @@ export class AdminAuthorizer {
   private readonly waitingBySource = new Map<string, number>();
   private running = 0;
   private readonly o: Required<Omit<AdminAuthOptions, 'metrics' | 'log'>> & Pick<AdminAuthOptions, 'metrics' | 'log'>;
-  /** The rate of checks of tokens not cached (reviewsPerSecond), if any. */
+  /** The rate of checks of tokens not cached (reviewsPerSecond), if any; and a quarter more, for
+   * quiet addresses only. */
   private readonly rate: TokenBucket | undefined;
+  private readonly reserve: TokenBucket | undefined;
+  private readonly loud: Loudness;
 
   constructor(private readonly reviewer: AdminReviewer, opts: AdminAuthOptions = {}) {
     this.o = { allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 1024, maxInFlight: 4, maxWaiting: 32, maxWaitingPerSource: 8, now: Date.now, reviewsPerSecond: Infinity, ...opts };
-    this.rate = Number.isFinite(this.o.reviewsPerSecond) ? new TokenBucket(this.o.reviewsPerSecond, this.o.now()) : undefined;
+    const rps = this.o.reviewsPerSecond;
+    this.rate = Number.isFinite(rps) ? new TokenBucket(rps, this.o.now()) : undefined;
+    this.reserve = Number.isFinite(rps) ? new TokenBucket(Math.max(1, rps / 4), this.o.now(), Math.max(2, rps / 4)) : undefined;
+    this.loud = new Loudness(this.o.now);
   }
 
   /** The decision for a request to `path` with these `Authorization` header values, from the
@@ -140,8 +148,15 @@ export class AdminAuthorizer {
   private async review(token: string, path: string, source: string, renewal: boolean): Promise<AdminDecision> {
     const full = this.running >= this.o.maxInFlight;
     const waiting = this.waitingBySource.get(source) ?? 0;
-    if (!renewal && full && (this.waiters.length >= this.o.maxWaiting || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
-    if (!renewal && this.rate && !this.rate.take(this.o.now())) return 'overloaded'; // (after the waiting room: a refusal there spends none)
+    if (!renewal) {
+      // a quiet address (below half the mean lately) has places and a rate of its own past the shared ones
+      const quiet = this.loud.quiet(source);
+      this.loud.count(source); // (tried: refused or not)
+      const room = this.o.maxWaiting + (quiet ? reservedPlaces : 0);
+      if (full && (this.waiters.length >= room || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
+      const now = this.o.now();
+      if (this.rate && !this.rate.take(now) && !(quiet && this.reserve!.take(now))) return 'overloaded'; // (after the waiting room: a refusal there spends none)
+    }
     if (full) {
       this.waitingBySource.set(source, waiting + 1);
       await new Promise<void>((go) => (renewal ? this.waiters.unshift({ go, source }) : this.waiters.push({ go, source })));
@@ -182,5 +197,45 @@ export class AdminAuthorizer {
     const cache = d === 'allowed' ? this.allowed : this.refused;
     while (cache.size >= this.o.maxEntries) cache.delete(cache.keys().next().value!);
     cache.set(key, { decision: d, expires, life, renewable });
+  }
+}
+
+/** Places in the waiting room past `maxWaiting` for quiet addresses. */
+const reservedPlaces = 4;
+
+/** How many checks of new tokens each client address asked for lately (halved each second): quiet ones are
+ * below half the mean (one not seen lately, while others were; not one of a few flooding in turn). */
+class Loudness {
+  private readonly lately = new Map<string, number>();
+  private total = 0;
+  private halvedAt = -Infinity;
+
+  constructor(private readonly now: () => number) {}
+
+  quiet(source: string): boolean {
+    this.halve();
+    return 2 * (this.lately.get(source) ?? 0) * this.lately.size < this.total;
+  }
+
+  count(source: string): void {
+    this.halve();
+    this.lately.set(source, (this.lately.get(source) ?? 0) + 1);
+    this.total++;
+  }
+
+  private halve(): void {
+    const t = this.now();
+    if (t - this.halvedAt < 1_000) return;
+    const seconds = Math.min(30, Math.floor((t - this.halvedAt) / 1_000));
+    this.halvedAt = seconds >= 30 ? t : this.halvedAt + seconds * 1_000;
+    this.total = 0;
+    for (const [s, n] of this.lately) {
+      const left = n / 2 ** seconds;
+      if (left < 0.5) this.lately.delete(s);
+      else {
+        this.lately.set(s, left);
+        this.total += left;
+      }
+    }
   }
 }

@@ -305,14 +305,14 @@ test('tokens not cached start at most reviewsPerSecond checks a second (503 past
   const r = new FakeReviewer({ scraper: 'allowed', late: 'allowed' });
   const a = new AdminAuthorizer(r, { now: () => now, reviewsPerSecond: 5 });
   assert.equal(await a.check(b('scraper'), '/metrics'), 'allowed');
-  const junk = await Promise.all(Array.from({ length: 10 }, (_, i) => a.check(b(`junk${i}`), '/metrics', `10.0.0.${i}`)));
+  const junk = await Promise.all(Array.from({ length: 10 }, (_, i) => a.check(b(`junk${i}`), '/metrics', '10.0.0.1')));
   assert.deepEqual(junk.filter((d) => d === 'unauthenticated').length, 4, 'the rest of the second\'s worth');
   assert.deepEqual(junk.filter((d) => d === 'overloaded').length, 6);
   assert.equal(r.authn, 5);
   assert.equal(await a.check(b('scraper'), '/metrics'), 'allowed', 'cached');
-  assert.equal(await a.check(b('late'), '/metrics'), 'overloaded');
+  assert.equal(await a.check(b('late'), '/metrics', '10.0.0.1'), 'overloaded', 'from the flooding address');
   now += 1_000;
-  assert.equal(await a.check(b('late'), '/metrics'), 'allowed');
+  assert.equal(await a.check(b('late'), '/metrics', '10.0.0.1'), 'allowed');
 });
 
 test('a scraper whose decision ended (it scrapes every 30 s or more) is asked again past the rate a flood of other tokens uses up', async () => {
@@ -337,6 +337,41 @@ test('an allowed decision that ended with its token\'s exp is no renewal: the ra
   const a = new AdminAuthorizer(r, { now: () => now, reviewsPerSecond: 2 });
   assert.equal(await a.check(b(token), '/metrics'), 'allowed');
   now += 6_000;
-  await Promise.all([a.check(b('junk1'), '/metrics', '10.0.0.1'), a.check(b('junk2'), '/metrics', '10.0.0.2')]);
+  await Promise.all([a.check(b('junk1'), '/metrics'), a.check(b('junk2'), '/metrics')]);
   assert.equal(await a.check(b(token), '/metrics'), 'overloaded');
+});
+
+test('a flood of new tokens from a few addresses leaves a quarter of the rate and places in the waiting room to quieter addresses: a scraper\'s new token is checked', async () => {
+  let now = 1_000_000_000;
+  const r = new FakeReviewer({ scraper: 'allowed', rotated: 'allowed' });
+  let open!: () => void;
+  const a = new AdminAuthorizer(r, { now: () => now, reviewsPerSecond: 20, maxInFlight: 2, maxWaiting: 8, maxWaitingPerSource: 2 });
+  r.gate = new Promise((resolve) => { open = resolve; });
+  // 8 pods' addresses, 10 junk tokens each: the rate's second spent, the waiting room full
+  const flood = Array.from({ length: 80 }, (_, i) => a.check(b(`junk${i}`), '/metrics', `10.0.0.${i % 8}`));
+  await new Promise((resolve) => setImmediate(resolve));
+  const scrape = a.check(b('scraper'), '/metrics', '10.1.0.9');
+  const late = await a.check(b('junk-late'), '/metrics', '10.0.0.3');
+  open();
+  assert.equal(await scrape, 'allowed', 'the scraper\'s new token');
+  assert.equal(late, 'overloaded', 'a flooding address gets no more');
+  const floodAnswers = await Promise.all(flood);
+  assert.equal(floodAnswers.filter((d) => d === 'unauthenticated').length, 10, 'the flood: 2 in flight, 8 waiting');
+  // the flood again, a minute on, after the scraper's token was rotated
+  now += 60_000;
+  r.gate = new Promise((resolve) => { open = resolve; });
+  const again = Array.from({ length: 80 }, (_, i) => a.check(b(`junk-again${i}`), '/metrics', `10.0.0.${i % 8}`));
+  await new Promise((resolve) => setImmediate(resolve));
+  const rotated = a.check(b('rotated'), '/metrics', '10.1.0.9');
+  open();
+  assert.equal(await rotated, 'allowed');
+  await Promise.all(again);
+  // the rate spent by the flood (answered at once): a quiet address's check takes the reserve
+  const fast = new AdminAuthorizer(new FakeReviewer({ scraper: 'allowed' }), { now: () => now, reviewsPerSecond: 4 });
+  const second = (k: number) => Promise.all(Array.from({ length: 40 }, (_, i) => fast.check(b(`junk${k}-${i}`), '/metrics', `10.0.0.${i % 8}`)));
+  await second(0); // (its addresses new: the first of them were quiet)
+  now += 1_000;
+  const spent = await second(1);
+  assert.equal(spent.filter((d) => d === 'unauthenticated').length, 4, 'a flood that goes on gets the rate, no more');
+  assert.equal(await fast.check(b('scraper'), '/metrics', '10.1.0.9'), 'allowed');
 });
