@@ -148,6 +148,20 @@ test('a scrape is rendered as it is consumed: a chunk at a time, each fresh, the
   assert.notEqual(text, whole);
 });
 
+test('one gateway\'s many series are rendered a chunk at a time too (a gateway of 64 routes\' histograms was ~1.7 MB at once)', () => {
+  const fast = new FastRegistry();
+  const c = new FastCounter(fast, { name: 'x_total', help: 'x', labelNames });
+  for (let i = 0; i < 5000; i++) c.labels('ns', 'gw', `r-${i}`).inc(i);
+  const it = fast.stream()[Symbol.iterator]();
+  const first = it.next();
+  assert.ok(!first.done && first.value.length <= 1 << 16);
+  c.labels('ns', 'gw', 'r-4999').inc(1); // not rendered yet
+  const rest: Buffer[] = [];
+  for (let r = it.next(); !r.done; r = it.next()) rest.push(r.value);
+  assert.ok(rest.length > 2 && rest.every((b) => b.length <= 1 << 16));
+  assert.match(Buffer.concat([first.value, ...rest]).toString('utf8'), /route="r-4999"\} 5000\n/);
+});
+
 test('a gauge read when scraped: what it reads then, as prom-client writes it, in its place among the families, streamed', async () => {
   const fast = new FastRegistry();
   const reg = new Registry();
