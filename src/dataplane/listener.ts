@@ -11,7 +11,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { schema } from '../api/schema.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
-import { keepsLine } from '../observability/logger.js';
+import { clipped, keepsLine, lineWeight } from '../observability/logger.js';
 import { admit, callerRefusal, maxHeaderFields, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
@@ -835,7 +835,8 @@ export class Listener {
     socket.once('close', settle);
     // what the apiserver is asked (the canonical path, as routed), not what the client wrote
     const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
-    const who = { caller: a.id.username, ...(a.as ? { as: a.as.user } : {}), route: a.route.plan.name };
+    const who = { caller: clipped(a.id.username), ...(a.as ? { as: clipped(a.as.user) } : {}), route: a.route.plan.name };
+    const weight = lineWeight(who.caller, who.as);
     // a pod's exec, attach, port-forward: its lines are the audit, never shed (but counted); a
     // WebSocket to a Service may be opened and closed without end: shed as access lines are
     const audit = target.kind !== 'upgrade';
@@ -856,11 +857,11 @@ export class Listener {
         rm.sessionEnded(reason, seconds);
         t.m.bytesIn.inc(s.bytesFromClient);
         t.m.bytesOut.inc(s.bytesToClient);
-        if (keepsLine(t.plan.namespace, audit)) t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
+        if (keepsLine(t.plan.namespace, audit, weight)) t.log.info({ ...who, ...target, reason, bytesFromClient: s.bytesFromClient, bytesToClient: s.bytesToClient, durationMs: Math.round(seconds * 1000) }, 'session ended');
       }, this.pace(t));
       this.sessions.add(session);
       rm.upgraded.inc();
-      if (keepsLine(t.plan.namespace, audit)) t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
+      if (keepsLine(t.plan.namespace, audit, weight)) t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
       session.start(head, uhead);
       if (this.drained) session.end(...shutdown);
       // ended when spec.access or the route no longer admits it (asked at once if the spec changed meanwhile)

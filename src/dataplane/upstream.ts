@@ -281,11 +281,12 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
  * first piece, or a body of at most 64 KiB, is charged what it costs past its request's start.
  * `req` itself when it has at most 64 KiB.
  */
-export function paced(req: IncomingMessage, o: Pace): Readable {
+export function paced(req: IncomingMessage, o: Pace, answer = false): Readable {
   // no body, or one that comes in one piece or two (at most 64 KiB is read at once): what it
-  // costs past its request's start is counted
+  // costs past its request's start is counted (an answer without a length has a body that ends
+  // with its connection: not one piece)
   const len = Number(req.headers['content-length']);
-  if (req.headers['transfer-encoding'] === undefined && !(len > 64 * 1024)) {
+  if (req.headers['transfer-encoding'] === undefined && !(len > 64 * 1024) && !(answer && !(len >= 0))) {
     if (len > 0) o.turns.charge(o.namespace, len);
     return req;
   }
@@ -428,7 +429,7 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
     answered(ures.statusCode ?? 502);
     const { connection: _c, 'transfer-encoding': _te, 'keep-alive': _ka, ...headers } = ures.headers;
     socket.write(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...headers, connection: 'close' }));
-    const body = paced(ures, pace);
+    const body = paced(ures, pace, true);
     body.pipe(socket);
     ures.on('error', () => socket.destroy());
     socket.on('close', () => ures.destroy());

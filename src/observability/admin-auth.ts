@@ -5,7 +5,7 @@
 // allowed ones apart from refusals (junk tokens cannot push a scraper's out) and renewed ahead of
 // expiry before anyone else's review; reviews in flight are bounded, waiting ones per client
 // address too, and a quarter of the rate and a few places in the waiting room are kept for
-// addresses below half the mean (a flood from 8 pods' addresses left a scraper's new token
+// addresses that asked for none in the last second or two (a flood from 8 pods' addresses left a scraper's new token
 // 11 checks in 100); an apiserver that cannot answer gives 503 (fail closed).
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -149,7 +149,7 @@ export class AdminAuthorizer {
     const full = this.running >= this.o.maxInFlight;
     const waiting = this.waitingBySource.get(source) ?? 0;
     if (!renewal) {
-      // a quiet address (below half the mean lately) has places and a rate of its own past the shared ones
+      // a quiet address (none lately, while others asked) has places and a rate of its own past the shared ones
       const quiet = this.loud.quiet(source);
       this.loud.count(source); // (tried: refused or not)
       const room = this.o.maxWaiting + (quiet ? reservedPlaces : 0);
@@ -203,8 +203,9 @@ export class AdminAuthorizer {
 /** Places in the waiting room past `maxWaiting` for quiet addresses. */
 const reservedPlaces = 4;
 
-/** How many checks of new tokens each client address asked for lately (halved each second): quiet ones are
- * below half the mean (one not seen lately, while others were; not one of a few flooding in turn). */
+/** How many checks of new tokens each client address asked for lately (halved each second; below
+ * half, forgotten): a quiet one asked for none lately (about the last 1–2 s), while others did.
+ * Not relative to the others: a second address of a flooder's, just below their mean, took it all. */
 class Loudness {
   private readonly lately = new Map<string, number>();
   private total = 0;
@@ -214,7 +215,7 @@ class Loudness {
 
   quiet(source: string): boolean {
     this.halve();
-    return 2 * (this.lately.get(source) ?? 0) * this.lately.size < this.total;
+    return this.total > 0 && !this.lately.has(source);
   }
 
   count(source: string): void {

@@ -159,8 +159,13 @@ export function clipped(s: string, max = 256): string {
   return `${s.slice(0, max)}…(${s.length} characters, sha256 ${createHash('sha256').update(s).digest('hex').slice(0, 16)})`;
 }
 
-/** What a line's variable fields weigh in usual lines (FairShed counts a share by its bytes). */
-const usualLine = 256;
+/** What a line weighs in usual lines, by its variable fields (FairShed counts a share by its
+ * bytes): one more per 128 characters, as JSON may write each of them as two. */
+export function lineWeight(...fields: (string | undefined)[]): number {
+  let n = 0;
+  for (const f of fields) n += f?.length ?? 0;
+  return 1 + Math.floor(n / 128);
+}
 
 /** The FairShed share of the access lines of `namespace`'s gateways' refused requests (401, or
  * 403 before a route was chosen). */
@@ -225,7 +230,7 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
       // requests no access rule admitted (401, or 403 before a route was chosen: anyone who
       // reaches the listener can make them) are shed as a share of their own, so a flood of them
       // does not take the place of the lines of the team's admitted callers
-      const weight = 1 + Math.floor((e.caller.length + (e.as?.length ?? 0) + (e.error?.length ?? 0)) / usualLine);
+      const weight = lineWeight(e.caller, e.as, e.error);
       if (!keepsLine(e.status === 401 || (e.status === 403 && e.route === '-') ? refused : namespace, false, weight)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`

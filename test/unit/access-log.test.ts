@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FairShed, LineBatch } from '../../src/observability/logger.js';
+import { FairShed, LineBatch, lineWeight } from '../../src/observability/logger.js';
 
 const logger = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'observability', 'logger.js');
 
@@ -343,4 +343,9 @@ test('a share is loud by its lines\' weight: a team whose lines are five times a
   for (let i = 0; i < 300; i++) shed.admit('short', 0);
   assert.equal(shed.admit('short', congested), true, '300 usual lines are quieter than 100 of five');
   assert.equal(shed.admit('long', congested, false, 5), false);
+});
+
+test('a line\'s weight: one more per 128 characters of its variable fields (JSON may write each as two)', () => {
+  assert.equal(lineWeight('system:serviceaccount:a:lead', undefined, undefined), 1);
+  assert.equal(lineWeight('x'.repeat(256), 'y'.repeat(256), 'z'.repeat(512)), 9);
 });

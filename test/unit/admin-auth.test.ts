@@ -375,3 +375,20 @@ test('a flood of new tokens from a few addresses leaves a quarter of the rate an
   assert.equal(spent.filter((d) => d === 'unauthenticated').length, 4, 'a flood that goes on gets the rate, no more');
   assert.equal(await fast.check(b('scraper'), '/metrics', '10.1.0.9'), 'allowed');
 });
+
+test('the reserve is not taken by a second address of a flooder\'s that asks a little less: a scraper\'s new token every 5 s is checked', async () => {
+  let now = 1_000_000_000;
+  const tokens: Record<string, 'allowed'> = {};
+  for (let i = 0; i < 20; i++) tokens[`scraper${i}`] = 'allowed';
+  // (room enough to wait: the rate decides, as with a slow apiserver's many waiting checks)
+  const a = new AdminAuthorizer(new FakeReviewer(tokens), { now: () => now, reviewsPerSecond: 20, maxInFlight: 1000, maxWaitingPerSource: 1000 });
+  const got: AdminDecision[] = [];
+  for (let second = 0; second < 20; second++) {
+    const flood = Array.from({ length: 500 }, (_, i) => a.check(b(`a${second}-${i}`), '/metrics', '10.0.0.1'));
+    const steady = Array.from({ length: 10 }, (_, i) => a.check(b(`b${second}-${i}`), '/metrics', '10.0.0.2'));
+    if (second % 5 === 0) got.push(await a.check(b(`scraper${second}`), '/metrics', '10.9.9.9'));
+    await Promise.all([...flood, ...steady]);
+    now += 1_000;
+  }
+  assert.deepEqual(got, ['allowed', 'allowed', 'allowed', 'allowed']);
+});

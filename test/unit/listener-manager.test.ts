@@ -1945,17 +1945,25 @@ test('what a Service endpoint\'s closed connections owed is charged to their nam
 test('an upgrade answered without 101 relays its body in the namespace\'s turns, as a request\'s answer, whole', async (t) => {
   const { deps, m, held } = managerFor(t, { limits: { requestsPerTurnPerNamespace: 1 } });
   const big = Buffer.alloc(4 << 20, 'a');
-  const up = await upstreamFor(t, (_req, res) => res.end(big)); // no upgrade handler: Node answers it as a request
-  const port = await freePort();
-  await m.apply('team-a/gw', withService(planOf('team-a', 'gw', port), up));
   const upgrade = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
-  const relays = [stream(port, held, upgrade), stream(port, held, upgrade)];
-  assert.equal(await waitUntil(async () => { await pause(50); return relays.every((r) => r.ended()); }, 10_000), true);
-  for (const r of relays) {
-    assert.match(r.text(), /^HTTP\/1\.1 200 /);
-    assert.equal(r.text().length - r.text().indexOf('\r\n\r\n') - 4, big.length, 'every byte');
+  // a body with a length (Node answers the upgrade as a request), and one that ends with its connection
+  const sized = await upstreamFor(t, (_req, res) => res.end(big));
+  const untilClose = await upstreamFor(t, undefined, (sock) => {
+    sock.on('data', () => {});
+    sock.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n'), big]));
+  });
+  for (const [name, up] of [['sized', sized], ['until-close', untilClose]] as const) {
+    const port = await freePort();
+    await m.apply(`team-a/${name}`, withService(planOf('team-a', name, port), up));
+    const relays = [stream(port, held, upgrade), stream(port, held, upgrade)];
+    assert.equal(await waitUntil(async () => { await pause(50); return relays.every((r) => r.ended()); }, 10_000), true);
+    for (const r of relays) {
+      assert.match(r.text(), /^HTTP\/1\.1 200 /);
+      assert.equal(r.text().length - r.text().indexOf('\r\n\r\n') - 4, big.length, `every byte (${name})`);
+    }
+    const m2 = new RegExp(`^access_gateway_body_pieces_deferred_total\\{namespace="team-a",gateway="${name}"\\} (\\d+)$`, 'm').exec(await exposed(deps));
+    assert.ok(Number(m2?.[1] ?? 0) > 0, `pieces waited for their turns (${name})`);
   }
-  assert.ok(await counted(deps, 'body_pieces_deferred', 'team-a') > 0, 'pieces waited for their turns');
 });
 
 test('an upgrade whose table is swapped during its token check is admitted again: a caller dropped meanwhile is refused, nothing reaches the upstream', async (t) => {
