@@ -155,7 +155,7 @@ export class AdminAuthorizer {
       const room = this.o.maxWaiting + (quiet ? reservedPlaces : 0);
       if (full && (this.waiters.length >= room || waiting >= this.o.maxWaitingPerSource)) return 'overloaded';
       const now = this.o.now();
-      if (this.rate && !this.rate.take(now) && !(quiet && this.reserve!.take(now))) return 'overloaded'; // (after the waiting room: a refusal there spends none)
+      if (this.rate && !this.rate.take(now) && !(quiet && this.loud.mayReserve(source, now) && this.reserve!.take(now))) return 'overloaded'; // (after the waiting room: a refusal there spends none)
     }
     if (full) {
       this.waitingBySource.set(source, waiting + 1);
@@ -200,8 +200,10 @@ export class AdminAuthorizer {
   }
 }
 
-/** Places in the waiting room past `maxWaiting` for quiet addresses. */
+/** Places in the waiting room past `maxWaiting` for quiet addresses; how often one address may
+ * take from the reserved rate. */
 const reservedPlaces = 4;
+const reserveEveryMs = 10_000;
 
 /** How many checks of new tokens each client address asked for lately (halved each second; below
  * half, forgotten): a quiet one asked for none lately (about the last 1–2 s), while others did.
@@ -210,12 +212,25 @@ class Loudness {
   private readonly lately = new Map<string, number>();
   private total = 0;
   private halvedAt = -Infinity;
+  /** When each address last took from the reserved rate (at most 1,024 within reserveEveryMs). */
+  private readonly reserved = new Map<string, number>();
 
   constructor(private readonly now: () => number) {}
 
   quiet(source: string): boolean {
     this.halve();
     return this.total > 0 && !this.lately.has(source);
+  }
+
+  /** Whether `source` may take from the reserved rate now: once in `reserveEveryMs` (many
+   * addresses each asking every few seconds would take it all). */
+  mayReserve(source: string, now: number): boolean {
+    const last = this.reserved.get(source);
+    if (last !== undefined && now - last < reserveEveryMs) return false;
+    if (this.reserved.size >= 1024) for (const [s, t] of this.reserved) if (now - t >= reserveEveryMs) this.reserved.delete(s);
+    if (this.reserved.size >= 1024) return false;
+    this.reserved.set(source, now);
+    return true;
   }
 
   count(source: string): void {
