@@ -279,7 +279,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
  * switch, whose pieces after the first take
  * `namespace`'s turns, as a long answer's do (an upload must not fill every team's turns); the
  * first piece, or a body of at most 64 KiB, is charged what it costs past its request's start.
- * `req` itself when it has at most 64 KiB.
+ * `req` itself when it has at most 64 KiB (a request's without a length: none; an answer's
+ * without a length, `answer`, ends with its connection: paced).
  */
 export function paced(req: IncomingMessage, o: Pace, answer = false): Readable {
   // no body, or one that comes in one piece or two (at most 64 KiB is read at once): what it

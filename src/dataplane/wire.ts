@@ -34,7 +34,7 @@ let parsing: WireMeter | undefined;
 
 /** Counts what undici's parser reads from `socket`, a connection of `owner` (its pool). Reads
  * stop at the bound, not a read past it; what a connection still owes when it closes (cut, failed,
- * or idle) goes to `closed`, in starts (its answers' handlers may never be called again). */
+ * or idle) goes to `closed`, in whole starts (its answers' handlers may never be called again). */
 export function meterReads(socket: Duplex, owner: object, what: string, closed: (starts: number) => void): void {
   const m = new WireMeter(owner);
   const read = socket.read, unshift = socket.unshift;
@@ -51,11 +51,15 @@ export function meterReads(socket: Duplex, owner: object, what: string, closed: 
     return chunk;
   };
   socket.unshift = function (this: Duplex, chunk: Buffer, encoding?: BufferEncoding) {
-    if (chunk) m.took -= chunk.length; // paused: read again later
+    if (chunk) {
+      m.took -= chunk.length; // paused: read again later
+      m.mark = Math.min(m.mark, m.took); // (the bound counts from what was parsed)
+    }
     return unshift.call(this, chunk, encoding);
   };
   socket.once('close', () => {
-    if (m.due > 0) closed(Math.ceil(m.due / wireBytesPerStart));
+    const n = Math.floor(m.due / wireBytesPerStart); // (less than 16 KiB a connection is not charged: a head each on Connection: close would double a request's cost)
+    if (n > 0) closed(n);
     if (parsing === m) parsing = undefined;
   });
 }

@@ -5,8 +5,8 @@
 // allowed ones apart from refusals (junk tokens cannot push a scraper's out) and renewed ahead of
 // expiry before anyone else's review; reviews in flight are bounded, waiting ones per client
 // address too, and a quarter of the rate and a few places in the waiting room are kept for
-// addresses that asked for none in the last second or two (a flood from 8 pods' addresses left a scraper's new token
-// 11 checks in 100); an apiserver that cannot answer gives 503 (fail closed).
+// addresses that asked for none in the last second or two (a flood from 8 pods' addresses left a
+// scraper's new token every 3 s checked 6 times in 10); an apiserver that cannot answer gives 503 (fail closed).
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { TokenBucket } from '../bucket.js';
@@ -149,7 +149,7 @@ export class AdminAuthorizer {
     const full = this.running >= this.o.maxInFlight;
     const waiting = this.waitingBySource.get(source) ?? 0;
     if (!renewal) {
-      // a quiet address (none lately, while others asked) has places and a rate of its own past the shared ones
+      // a quiet address (none lately) has places and a rate of its own past the shared ones
       const quiet = this.loud.quiet(source);
       this.loud.count(source); // (tried: refused or not)
       const room = this.o.maxWaiting + (quiet ? reservedPlaces : 0);
@@ -206,11 +206,10 @@ const reservedPlaces = 4;
 const reserveEveryMs = 10_000;
 
 /** How many checks of new tokens each client address asked for lately (halved each second; below
- * half, forgotten): a quiet one asked for none lately (about the last 1–2 s), while others did.
+ * half, forgotten): a quiet one asked for none lately (about the last 1–2 s).
  * Not relative to the others: a second address of a flooder's, just below their mean, took it all. */
 class Loudness {
   private readonly lately = new Map<string, number>();
-  private total = 0;
   private halvedAt = -Infinity;
   /** When each address last took from the reserved rate (at most 1,024 within reserveEveryMs). */
   private readonly reserved = new Map<string, number>();
@@ -219,14 +218,14 @@ class Loudness {
 
   quiet(source: string): boolean {
     this.halve();
-    return this.total > 0 && !this.lately.has(source);
+    return !this.lately.has(source);
   }
 
   /** Whether `source` may take from the reserved rate now: once in `reserveEveryMs` (many
    * addresses each asking every few seconds would take it all). */
   mayReserve(source: string, now: number): boolean {
     const last = this.reserved.get(source);
-    if (last !== undefined && now - last < reserveEveryMs) return false;
+    if (last !== undefined && now >= last && now - last < reserveEveryMs) return false; // (a clock stepped back: not blocked for the step)
     if (this.reserved.size >= 1024) for (const [s, t] of this.reserved) if (now - t >= reserveEveryMs) this.reserved.delete(s);
     if (this.reserved.size >= 1024) return false;
     this.reserved.set(source, now);
@@ -236,22 +235,18 @@ class Loudness {
   count(source: string): void {
     this.halve();
     this.lately.set(source, (this.lately.get(source) ?? 0) + 1);
-    this.total++;
   }
 
   private halve(): void {
     const t = this.now();
+    if (t < this.halvedAt) this.halvedAt = t; // a clock stepped back: not an hour without halving
     if (t - this.halvedAt < 1_000) return;
     const seconds = Math.min(30, Math.floor((t - this.halvedAt) / 1_000));
     this.halvedAt = seconds >= 30 ? t : this.halvedAt + seconds * 1_000;
-    this.total = 0;
     for (const [s, n] of this.lately) {
       const left = n / 2 ** seconds;
       if (left < 0.5) this.lately.delete(s);
-      else {
-        this.lately.set(s, left);
-        this.total += left;
-      }
+      else this.lately.set(s, left);
     }
   }
 }

@@ -152,11 +152,12 @@ export function keepsLine(namespace: string, always = false, weight = 1): boolea
 }
 
 /** A value a client chose (a header's, a token's claim), as a log line holds it: at most `max`
- * characters, then its length and a digest (an `Impersonate-User` of 15,000 quotes made a 30 KiB
+ * characters (512: a service account's name is at most 339), then its length and a digest (an `Impersonate-User` of 15,000 quotes made a 30 KiB
  * line, refused from a cache as fast as it was sent). */
-export function clipped(s: string, max = 256): string {
+export function clipped(s: string, max = 512): string {
   if (s.length <= max) return s;
-  return `${s.slice(0, max)}…(${s.length} characters, sha256 ${createHash('sha256').update(s).digest('hex').slice(0, 16)})`;
+  const cut = /[\ud800-\udbff]/.test(s[max - 1]!) ? max - 1 : max; // (not half a surrogate pair)
+  return `${s.slice(0, cut)}…(${s.length} characters, sha256 ${createHash('sha256').update(s).digest('hex').slice(0, 16)})`;
 }
 
 /** What a line weighs in usual lines, by its variable fields (FairShed counts a share by its
@@ -200,8 +201,8 @@ export interface AccessEntry {
 /** The entry with what a client chose clipped (the caller's name, whom it asked to act as, the
  * error's text, which may quote them). */
 function clippedEntry(e: AccessEntry): AccessEntry {
-  if (e.caller.length <= 256 && (e.as?.length ?? 0) <= 256 && (e.error?.length ?? 0) <= 512) return e;
-  return { ...e, caller: clipped(e.caller), ...(e.as === undefined ? {} : { as: clipped(e.as) }), ...(e.error === undefined ? {} : { error: clipped(e.error, 512) }) };
+  if (e.caller.length <= 512 && (e.as?.length ?? 0) <= 512 && (e.error?.length ?? 0) <= 512) return e;
+  return { ...e, caller: clipped(e.caller), ...(e.as === undefined ? {} : { as: clipped(e.as) }), ...(e.error === undefined ? {} : { error: clipped(e.error) }) };
 }
 
 /** Writes access-log lines for one gateway. */

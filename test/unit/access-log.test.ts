@@ -321,19 +321,22 @@ test('what a client chose is clipped in an access line (an Impersonate-User of 1
     const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
     const a = accessLogFor('team-a/gw', { logger: createLogger() });
     a.write({ reqId: '1', caller: 'system:serviceaccount:a:lead', as: '"'.repeat(15_000), route: 'r', method: 'GET', status: 403, durationMs: 1, upstream: '-', error: 'AGW_ERR_FORBIDDEN may not impersonate user ' + '"'.repeat(15_000) });
-    a.write({ reqId: '2', caller: 'x'.repeat(300), as: 'y'.repeat(300), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
+    a.write({ reqId: '2', caller: 'x'.repeat(600), as: 'y'.repeat(339), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
+    a.write({ reqId: '3', caller: 'z'.repeat(511) + '\u{1F600}' + 'z', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '-' });
     process.exit(0);
   `;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const raw = r.stdout.trim().split('\n');
-  assert.ok(raw[0]!.length < 2_500, `${raw[0]!.length} bytes (was 60 KiB)`);
-  const [long, other] = raw.map((l) => JSON.parse(l));
-  assert.match(long.as, /^"{256}…\(15000 characters, sha256 [0-9a-f]{16}\)$/);
+  assert.ok(raw[0]!.length < 3_000, `${raw[0]!.length} bytes (was 60 KiB)`);
+  const [long, other, emoji] = raw.map((l) => JSON.parse(l));
+  assert.match(long.as, /^"{512}…\(15000 characters, sha256 [0-9a-f]{16}\)$/);
   assert.match(long.error, /^AGW_ERR_FORBIDDEN may not impersonate user "{469}…\(15043 characters, sha256 [0-9a-f]{16}\)$/);
   assert.equal(long.caller, 'system:serviceaccount:a:lead', 'short values as they are');
-  assert.match(other.caller, /^x{256}…\(300 characters/);
-  assert.match(other.as, /^y{256}…\(300 characters/);
+  assert.match(other.caller, /^x{512}…\(600 characters/);
+  assert.equal(other.as, 'y'.repeat(339), 'a service account\'s longest name is kept whole');
+  assert.match(emoji.caller, /^z{511}…\(514 characters/, 'not half a surrogate pair');
+  assert.doesNotMatch(raw[2]!, /\\ud83d/i);
 });
 
 test('a share is loud by its lines\' weight: a team whose lines are five times as long is shed as five times as many', () => {

@@ -414,3 +414,17 @@ test('one address takes from the reserved rate once in 10 s: twelve addresses ea
   assert.deepEqual(got, [o, y, y, y, y, o, y, y, y, y]);
   assert.equal(reserved, 20, 'the twelve took 5 a second at seconds 0, 1, 10 and 11');
 });
+
+test('a wall clock stepped back neither keeps an address loud nor keeps it from the reserve for the step', async () => {
+  let now = 1_000_000_000;
+  const a = new AdminAuthorizer(new FakeReviewer({}), { now: () => now, reviewsPerSecond: 20 });
+  const loud = (a as unknown as { loud: { quiet(s: string): boolean; mayReserve(s: string, now: number): boolean } }).loud;
+  await a.check(b('junk'), '/metrics', '10.0.0.1');
+  assert.equal(loud.quiet('10.0.0.1'), false);
+  assert.equal(loud.mayReserve('10.0.0.1', now), true);
+  now -= 3_600_000;
+  assert.equal(loud.quiet('10.0.0.1'), false, 'at the step: as it was');
+  now += 3_000;
+  assert.equal(loud.quiet('10.0.0.1'), true, 'halved since, on the stepped clock');
+  assert.equal(loud.mayReserve('10.0.0.1', now), true);
+});

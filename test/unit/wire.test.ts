@@ -45,24 +45,35 @@ test('at 64 KiB read without a head or a body piece the connection fails (a prot
   assert.ok(s.destroyed);
 });
 
-test('what a connection owed when it closed (cut, failed, idle) is charged then, rounded up', async () => {
+test('what a connection owed when it closed (cut, failed, idle) is charged then, in whole starts (a head alone is not)', async () => {
   const owner = {};
   const closed: number[] = [];
-  const a = new PassThrough({ readableHighWaterMark: 1024 * KiB });
-  meterReads(a, owner, 'x', (n) => closed.push(n));
+  const conn = () => {
+    const s = new PassThrough({ readableHighWaterMark: 1024 * KiB });
+    meterReads(s, owner, 'x', (n) => closed.push(n));
+    return s;
+  };
+  const shut = async (s: PassThrough) => { s.on('error', () => {}).destroy(); await new Promise((r) => s.once('close', r)); };
+  const a = conn();
   a.write(Buffer.alloc(40 * KiB));
   a.read();
-  wireOwed(owner, null);
-  assert.equal(wireOwed(owner, KiB), 2, '39 KiB not body: two starts, 7 KiB owed');
-  a.on('error', () => {}).destroy();
-  await new Promise((r) => a.once('close', r));
-  assert.deepEqual(closed, [1], 'the 7 KiB left: a start');
-  const b = new PassThrough();
-  meterReads(b, owner, 'x', (n) => closed.push(n));
+  wireOwed(owner, null); // a head: nothing charged yet
+  await shut(a);
+  assert.deepEqual(closed, [2], '40 KiB: two starts');
+  const b = conn(); // a head and its body, then Connection: close
   b.write(Buffer.alloc(KiB));
   b.read();
-  assert.equal(wireOwed(owner, KiB), 0, 'all body');
-  b.destroy();
-  await new Promise((r) => b.once('close', r));
-  assert.deepEqual(closed, [1], 'nothing owed: nothing charged');
+  wireOwed(owner, null);
+  wireOwed(owner, 900);
+  await shut(b);
+  assert.deepEqual(closed, [2], 'less than 16 KiB left: not charged');
+});
+
+test('what the parser gives back moves the bound\'s mark back too: a read never takes more than 64 KiB past progress', () => {
+  const { s, owner, take } = metered();
+  take(60 * KiB);
+  wireOwed(owner, 0); // progress at 60 KiB taken
+  s.unshift(Buffer.alloc(50 * KiB)); // paused: 50 KiB of it read again later
+  s.write(Buffer.alloc(100 * KiB));
+  assert.equal(s.read()?.length, maxSilentBytes);
 });
