@@ -230,6 +230,31 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
   assert.equal(count('a') + all.shedA, 110_000, 'access lines and warnings: written or shed');
 });
 
+test('a team whose lines are long is shed by their size, not their number: a team writing twice as many short lines is not', async () => {
+  // team-a's callers' names are 512 characters (a line weighs 5), team-b writes twice as many usual lines
+  const script = `${childPrelude}
+    const { accessLogFor, createLogger, drainLogs } = logging;
+    const log = createLogger();
+    const a = accessLogFor('team-a/gw', { logger: log });
+    const b = accessLogFor('team-b/gw', { logger: log });
+    const line = (id, caller) => ({ reqId: id, caller, route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
+    for (let i = 0; i < 20_000; i++) {
+      a.write(line('a' + i, 'system:serviceaccount:x:' + 'x'.repeat(488)));
+      b.write(line('b' + i, 'system:serviceaccount:x:lead'));
+      b.write(line('b' + i + 'x', 'system:serviceaccount:x:lead'));
+    }
+    const text = await createMetrics().registry.metrics();
+    report({ shedA: Number(/^access_gateway_log_lines_shed_total\\{namespace="team-a",kind="admitted"\\} (\\d+)$/m.exec(text)?.[1] ?? 0),
+      shedB: /namespace="team-b"/.test(text) });
+    process.stdin.once('end', async () => { await drainLogs(30_000); process.exit(0); }).resume();
+  `;
+  const { reports, count } = await floodedWhileUnread(script);
+  const all = Object.assign({}, ...reports) as { shedA: number; shedB: boolean };
+  assert.equal(all.shedB, false, JSON.stringify(all));
+  assert.equal(count('b'), 40_000, 'every line of the team with more, shorter lines');
+  assert.ok(all.shedA > 1_000, JSON.stringify(all));
+});
+
 /** A child running `script` (an ES module) with its stdin and stdout piped; the JSON lines it writes
  * to stderr are collected in `reports` (other lines, such as warnings, are not). */
 /** Runs `script` (which writes while its stdout is not read, reports, then ends when its stdin
