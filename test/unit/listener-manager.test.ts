@@ -8,6 +8,8 @@ import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import { request } from 'undici';
+import pino from 'pino';
+import { Writable } from 'node:stream';
 import { applyDefaults } from '../../src/api/defaults.js';
 import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry, type EndpointPool } from '../../src/dataplane/endpoints.js';
@@ -2566,4 +2568,27 @@ test('a gateway deleted and made again in steps keeps its routes\' series when i
   await pause(100);
   const exported = new Set([...(await exposed(deps)).matchAll(/^access_gateway_responses_total\{namespace="team-a",gateway="gw",route="(r\d+)"/gm)].map((x) => x[1]));
   assert.equal(exported.size, 30, [...exported].join(','));
+});
+
+test('a session\'s start and end lines clip a caller\'s name past 512 characters, as access lines do', async (t) => {
+  const long = `system:serviceaccount:team-a:${'x'.repeat(1_000)}`;
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'info' }, new Writable({ write(c: Buffer, _e, done) { lines.push(JSON.parse(c.toString())); done(); } }));
+  const deps = { ...aliceDeps(), log,
+    reviewer: { review: async (token: string) => token === alice
+      ? { authenticated: true, user: { username: long, uid: '', groups: [], extra: {} }, audiences: ['gw'] }
+      : { authenticated: false, error: 'no' } } } as unknown as DataplaneDeps;
+  const { m, held } = managerFor(t, { deps });
+  const up = await upstreamFor(t, undefined, (sock) => { sock.on('data', () => {}); sock.write(switched); });
+  const port = await freePort();
+  await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port, [long]), up), sessions: { maxConcurrent: 4, idleTimeoutSeconds: 1 } });
+  const { text, socket } = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n');
+  assert.equal(await waitUntil(async () => { await pause(20); return text().includes('\r\n\r\n'); }), true, text());
+  assert.match(text(), /^HTTP\/1\.1 101 /);
+  socket.destroy();
+  assert.equal(await waitUntil(async () => { await pause(50); return lines.some((l) => l.msg === 'session ended'); }, 10_000), true);
+  for (const msg of ['session started', 'session ended']) {
+    const l = lines.find((x) => x.msg === msg)!;
+    assert.match(String(l.caller), /^system:serviceaccount:team-a:x{483}…\(1029 characters, sha256 [0-9a-f]{16}\)$/, msg);
+  }
 });
