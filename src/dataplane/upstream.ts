@@ -275,19 +275,19 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
 }
 
 /**
- * A request body (streamed on, or read whole to be buffered), or an upgrade's answer that did not
- * switch, whose pieces after the first take
- * `namespace`'s turns, as a long answer's do (an upload must not fill every team's turns); the
- * first piece, or a body of at most 64 KiB, is charged what it costs past its request's start.
- * `req` itself when it has at most 64 KiB (a request's without a length: none; an answer's
- * without a length, `answer`, ends with its connection: paced).
+ * A request body (streamed on, or read whole to be buffered), or the body of an upgrade's answer
+ * that did not switch (`answer`), whose pieces after the first take `namespace`'s turns, as a long
+ * answer's do (an upload must not fill every team's turns); the first piece, or a body of at most
+ * 64 KiB, is charged what it costs past its request's start. `req` itself when it has at most
+ * 64 KiB.
  */
 export function paced(req: IncomingMessage, o: Pace, answer = false): Readable {
   // no body, or one that comes in one piece or two (at most 64 KiB is read at once): what it
-  // costs past its request's start is counted (an answer without a length has a body that ends
-  // with its connection: not one piece)
+  // costs past its request's start is counted. A request without a length has no body; an answer
+  // without one has a body that ends with its connection, of any length.
   const len = Number(req.headers['content-length']);
-  if (req.headers['transfer-encoding'] === undefined && !(len > 64 * 1024) && !(answer && !(len >= 0))) {
+  const endsWithConnection = answer && !(len >= 0);
+  if (req.headers['transfer-encoding'] === undefined && !(len > 64 * 1024) && !endsWithConnection) {
     if (len > 0) o.turns.charge(o.namespace, len);
     return req;
   }

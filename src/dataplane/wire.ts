@@ -1,11 +1,12 @@
 // What undici's parser reads from a team's backend without calling the answer's handler: chunk
 // extensions, leading zeros of chunk sizes and blank lines before a head (it bounds none: 1 MiB of
-// extension an answer took another team's p50 to 32 ms), chunk framing, and a head's bytes. A connection's parser reads with
-// its socket's `read()` and parses each read at once, calling the handler only from within (undici
-// asserts one parse at a time); so the connection read last is the one whose answer the handler is
-// told of. The handler (proxyRequest) charges what was read and was not body, a start per 16 KiB as
-// a body's pieces cost (what a connection owes when it closes is charged then); more than 64 KiB read without a head or a body piece fails the connection
-// (no answer needs it: undici refuses heads past 16 KiB).
+// extension an answer took another team's p50 to 32 ms), chunk framing, and a head's bytes.
+// A connection's parser reads with its socket's `read()` and parses each read at once, calling the
+// handler only from within (undici asserts one parse at a time); so the connection read last is
+// the one whose answer the handler is told of. The handler (proxyRequest) charges what was read
+// and was not body, a start per 16 KiB as a body's pieces cost; what a connection owes when it
+// closes is charged then. More than 64 KiB read without a head or a body piece fails the
+// connection (no answer needs it: undici refuses heads past 16 KiB).
 import type { Duplex } from 'node:stream';
 import { UpstreamProtocolError } from '../errors.js';
 
@@ -58,7 +59,8 @@ export function meterReads(socket: Duplex, owner: object, what: string, closed: 
     return unshift.call(this, chunk, encoding);
   };
   socket.once('close', () => {
-    const n = Math.floor(m.due / wireBytesPerStart); // (less than 16 KiB a connection is not charged: a head each on Connection: close would double a request's cost)
+    // (less than 16 KiB left is not charged: a head each on Connection: close would double a request's cost)
+    const n = Math.floor(m.due / wireBytesPerStart);
     if (n > 0) closed(n);
     if (parsing === m) parsing = undefined;
   });

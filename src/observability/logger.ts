@@ -152,8 +152,9 @@ export function keepsLine(namespace: string, always = false, weight = 1): boolea
 }
 
 /** A value a client chose (a header's, a token's claim), as a log line holds it: at most `max`
- * characters (512: a service account's name is at most 339), then its length and a digest (an `Impersonate-User` of 15,000 quotes made a 30 KiB
- * line, refused from a cache as fast as it was sent). */
+ * characters (512: a service account's name is at most 339), then its length and a digest (an
+ * `Impersonate-User` of 15,000 quotes made a 30 KiB line, refused from a cache as fast as it was
+ * sent). */
 export function clipped(s: string, max = 512): string {
   if (s.length <= max) return s;
   const cut = /[\ud800-\udbff]/.test(s[max - 1]!) ? max - 1 : max; // (not half a surrogate pair)
