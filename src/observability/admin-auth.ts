@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { TokenBucket } from '../bucket.js';
+import { Lately } from '../lately.js';
 import type { Metrics } from './metrics.js';
 
 export interface AdminUser {
@@ -205,20 +206,20 @@ export class AdminAuthorizer {
 const reservedPlaces = 4;
 const reserveEveryMs = 10_000;
 
-/** How many checks of new tokens each client address asked for lately (halved each second; below
- * half, forgotten): a quiet one asked for none lately (about the last 1–2 s).
- * Not relative to the others: a second address of a flooder's, just below their mean, took it all. */
+/** How many checks of new tokens each client address asked for lately (`Lately`): a quiet one
+ * asked for none in about the last 1–2 s. Not relative to the others: a second address of a
+ * flooder's, just below their mean, took it all. */
 class Loudness {
-  private readonly lately = new Map<string, number>();
-  private halvedAt = -Infinity;
+  private readonly lately: Lately<string>;
   /** When each address last took from the reserved rate (at most 1,024 within reserveEveryMs). */
   private readonly reserved = new Map<string, number>();
 
-  constructor(private readonly now: () => number) {}
+  constructor(now: () => number) {
+    this.lately = new Lately(now);
+  }
 
   quiet(source: string): boolean {
-    this.halve();
-    return !this.lately.has(source);
+    return this.lately.get(source) === 0;
   }
 
   /** Whether `source` may take from the reserved rate now: once in `reserveEveryMs` (many
@@ -233,20 +234,6 @@ class Loudness {
   }
 
   count(source: string): void {
-    this.halve();
-    this.lately.set(source, (this.lately.get(source) ?? 0) + 1);
-  }
-
-  private halve(): void {
-    const t = this.now();
-    if (t < this.halvedAt) this.halvedAt = t; // a clock stepped back: not an hour without halving
-    if (t - this.halvedAt < 1_000) return;
-    const seconds = Math.min(30, Math.floor((t - this.halvedAt) / 1_000));
-    this.halvedAt = seconds >= 30 ? t : this.halvedAt + seconds * 1_000;
-    for (const [s, n] of this.lately) {
-      const left = n / 2 ** seconds;
-      if (left < 0.5) this.lately.delete(s);
-      else this.lately.set(s, left);
-    }
+    this.lately.add(source);
   }
 }

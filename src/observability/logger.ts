@@ -5,6 +5,7 @@ import { writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { pino, type Logger } from 'pino';
+import { Lately } from '../lately.js';
 
 export type { Logger };
 
@@ -100,43 +101,26 @@ function waitingBytes(): number {
  */
 export class FairShed {
   readonly watchBytes: number;
-  private readonly lately = new Map<string, number>(); // lines per share, halved each second
-  private total = 0;
-  private halvedAt = -Infinity;
+  /** Lines per share (weighed by size), halved each second. */
+  private readonly lately: Lately<string>;
   readonly shed = new Map<string, number>();
 
-  constructor(private readonly congestedBytes = 4 * 1024 * 1024, private readonly now: () => number = () => performance.now()) {
+  constructor(private readonly congestedBytes = 4 * 1024 * 1024, now: () => number = () => performance.now()) {
     this.watchBytes = congestedBytes / 2;
+    this.lately = new Lately(now);
   }
 
   /** Whether a line of `namespace` is written, `waiting` bytes waiting for stdout (`always`:
    * written whatever, but counted). `weight`: the line's size in usual lines (a share is loud by
    * its bytes: a team's long lines were counted as one each). */
   admit(namespace: string, waiting: number, always = false, weight = 1): boolean {
-    const t = this.now();
-    if (t - this.halvedAt >= 1_000) this.halve(t);
-    const mine = this.lately.get(namespace) ?? 0;
-    if (!always && waiting >= this.congestedBytes && mine * this.lately.size > this.total) {
+    const mine = this.lately.get(namespace);
+    if (!always && waiting >= this.congestedBytes && mine * this.lately.size > this.lately.total) {
       this.shed.set(namespace, (this.shed.get(namespace) ?? 0) + 1);
       return false;
     }
-    this.lately.set(namespace, mine + weight);
-    this.total += weight;
+    this.lately.add(namespace, weight);
     return true;
-  }
-
-  private halve(t: number): void {
-    const seconds = Math.min(30, Math.floor((t - this.halvedAt) / 1_000));
-    this.halvedAt = seconds >= 30 ? t : this.halvedAt + seconds * 1_000; // (a second's part left counts toward the next)
-    this.total = 0;
-    for (const [ns, n] of this.lately) {
-      const left = n / 2 ** seconds;
-      if (left < 0.5) this.lately.delete(ns);
-      else {
-        this.lately.set(ns, left);
-        this.total += left;
-      }
-    }
   }
 }
 
@@ -163,10 +147,8 @@ export function clipped(s: string, max = 512): string {
 
 /** What a line weighs in usual lines, by its variable fields (FairShed counts a share by its
  * bytes): one more per 128 characters, as JSON may write each of them as two. */
-export function lineWeight(...fields: (string | undefined)[]): number {
-  let n = 0;
-  for (const f of fields) n += f?.length ?? 0;
-  return 1 + Math.floor(n / 128);
+export function lineWeight(a: string, b?: string, c?: string): number {
+  return 1 + Math.floor((a.length + (b?.length ?? 0) + (c?.length ?? 0)) / 128); // (no array: once a request)
 }
 
 /** The FairShed share of the access lines of `namespace`'s gateways' refused requests (401, or
