@@ -85,6 +85,10 @@ function failure(call: UpstreamCall, err: unknown, timedOut: boolean): UpstreamF
 const maxUpstreamHeaderFields = 256;
 /** Header or trailer fields parsed per start charged to the namespace (~0.05 ms of undici's parse). */
 const fieldsPerStart = 64;
+/** What a head (or trailers) of `fields` lines costs in starts; an informational answer one more. */
+function headStarts(fields: number, informational: boolean): number {
+  return Math.floor(fields / fieldsPerStart) + (informational ? 1 : 0);
+}
 /** Informational answers (102, 103) before the answer: past this, the request fails. */
 const maxInformational = 8;
 
@@ -206,7 +210,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       // undici has parsed the head: lines past the usual cost the namespace starts, past the
       // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
       const fields = fieldCount(headers);
-      opts.turns.chargeStarts(opts.namespace, Math.floor(fields / fieldsPerStart) + (status < 200 ? 1 : 0));
+      opts.turns.chargeStarts(opts.namespace, headStarts(fields, status < 200));
       wireOwed(call.pool, null); // (a head: progress; its bytes are charged with its body's)
       if (fields > maxUpstreamHeaderFields) {
         c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
@@ -256,7 +260,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       wrote(ok);
     },
     onResponseEnd(_c, trailers) {
-      opts.turns.chargeStarts(opts.namespace, Math.floor(fieldCount(trailers) / fieldsPerStart) + wireOwed(call.pool, 0, true));
+      opts.turns.chargeStarts(opts.namespace, headStarts(fieldCount(trailers), false) + wireOwed(call.pool, 0, true));
       if (held) {
         endHeld = true;
         return;
@@ -386,14 +390,14 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
   // informational answers (103) before the answer: at most maxInformational, as for requests
   let informational = 0;
   up.on('information', (info) => {
-    pace.turns.chargeStarts(pace.namespace, 1 + Math.floor(info.rawHeaders.length / 2 / fieldsPerStart));
+    pace.turns.chargeStarts(pace.namespace, headStarts(info.rawHeaders.length / 2, true));
     if (++informational > maxInformational) up.destroy(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
   });
   /** An answer with more header fields than a request may have: refused (true), what it came
    * with (`other`: its socket or body) destroyed. */
   let refused = false;
   const tooMany = (rawHeaders: string[], other: { destroy(): void }): boolean => {
-    pace.turns.chargeStarts(pace.namespace, Math.floor(rawHeaders.length / 2 / fieldsPerStart)); // as a request's answer
+    pace.turns.chargeStarts(pace.namespace, headStarts(rawHeaders.length / 2, false)); // as a request's answer
     if (rawHeaders.length / 2 <= maxUpstreamHeaderFields) return false;
     refused = true;
     other.destroy();
