@@ -17,6 +17,12 @@ const childPrelude = `
     const { createMetrics } = await import(${JSON.stringify(join(dirname(logger), 'metrics.js'))});
     const report = (o) => writeSync(2, JSON.stringify(o) + '\\n');`;
 
+/** The prelude, then `log` and the access logs `a` and `b` of team-a's and team-b's gateways. */
+const twoTeamsPrelude = `${childPrelude}
+    const log = logging.createLogger();
+    const a = logging.accessLogFor('team-a/gw', { logger: log });
+    const b = logging.accessLogFor('team-b/gw', { logger: log });`;
+
 test('access lines are JSON in the shape of the other log lines, escaped, and all written by exit', () => {
   const script = `
     const { accessLogFor, createLogger } = await import(${JSON.stringify(logger)});
@@ -171,11 +177,8 @@ test('lines past 16 MiB waiting for a stdout nobody reads are dropped and counte
 test('refused requests flooding a team\'s listener are shed as a share of their own: the team\'s own lines still go out', async () => {
   // anyone who reaches team-b's listener sends 100,000 requests without a token (401, no route)
   // while stdout is not read; team-b's callers make one request per 1,000 of them, team-a one per 100
-  const script = `${childPrelude}
-    const { accessLogFor, createLogger, drainLogs } = logging;
-    const log = createLogger();
-    const a = accessLogFor('team-a/gw', { logger: log });
-    const b = accessLogFor('team-b/gw', { logger: log });
+  const script = `${twoTeamsPrelude}
+    const { drainLogs } = logging;
     const line = (id, route, status) => ({ reqId: id, caller: route === '-' ? '-' : 'system:serviceaccount:x:' + 'x'.repeat(60), route, method: 'GET', status, durationMs: 1, upstream: route === '-' ? '-' : '198.18.0.2:8080' });
     for (let i = 0; i < 100_000; i++) {
       b.write(line('junk' + i, '-', i % 2 ? 401 : 403)); // no token, or no access rule for it
@@ -200,11 +203,8 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
   // team-a writes 100,000 lines while stdout is not read, team-b one per 1,000 of them: past 4 MiB
   // waiting, team-a (over the mean of the namespaces writing) is shed, and never reaches the
   // 16 MiB past which every line is dropped
-  const script = `${childPrelude}
-    const { accessLogFor, createLogger, droppedLogLines, drainLogs, keepsLine } = logging;
-    const log = createLogger();
-    const a = accessLogFor('team-a/gw', { logger: log });
-    const b = accessLogFor('team-b/gw', { logger: log });
+  const script = `${twoTeamsPrelude}
+    const { droppedLogLines, drainLogs, keepsLine } = logging;
     const line = (id) => ({ reqId: id, caller: 'system:serviceaccount:x:' + 'x'.repeat(60), route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
     for (let i = 0; i < 100_000; i++) {
       a.write(line('a' + i));
@@ -232,11 +232,8 @@ test('a team whose lines flood a congested stdout is shed, counted by namespace;
 
 test('a team whose lines are long is shed by their size, not their number: a team writing twice as many short lines is not', async () => {
   // team-a's callers' names are 512 characters (a line weighs 5), team-b writes twice as many usual lines
-  const script = `${childPrelude}
-    const { accessLogFor, createLogger, drainLogs } = logging;
-    const log = createLogger();
-    const a = accessLogFor('team-a/gw', { logger: log });
-    const b = accessLogFor('team-b/gw', { logger: log });
+  const script = `${twoTeamsPrelude}
+    const { drainLogs } = logging;
     const line = (id, caller) => ({ reqId: id, caller, route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: '198.18.0.2:8080' });
     for (let i = 0; i < 20_000; i++) {
       a.write(line('a' + i, 'system:serviceaccount:x:' + 'x'.repeat(488)));

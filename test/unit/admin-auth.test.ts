@@ -376,28 +376,31 @@ test('a flood of new tokens from a few addresses leaves a quarter of the rate an
   assert.equal(await fast.check(b('scraper'), '/metrics', '10.1.0.9'), 'allowed');
 });
 
+/** An authorizer at the chart's rate (20 new tokens a second) with room for every check to wait
+ * (the rate decides, as with a slow apiserver's many waiting checks), its clock moved by hand,
+ * and `n` tokens the reviewer allows: scraper0, scraper1, ... */
+function rateBound(n: number) {
+  const clock = { now: 1_000_000_000 };
+  const tokens = Object.fromEntries(Array.from({ length: n }, (_, i) => [`scraper${i}`, 'allowed' as const]));
+  const a = new AdminAuthorizer(new FakeReviewer(tokens), { now: () => clock.now, reviewsPerSecond: 20, maxInFlight: 1000, maxWaitingPerSource: 1000 });
+  return { a, clock };
+}
+
 test('the reserve is not taken by a second address of a flooder\'s that asks a little less: a scraper\'s new token every 10 s is checked', async () => {
-  let now = 1_000_000_000;
-  const tokens: Record<string, 'allowed'> = {};
-  for (let i = 0; i < 20; i++) tokens[`scraper${i}`] = 'allowed';
-  // (room enough to wait: the rate decides, as with a slow apiserver's many waiting checks)
-  const a = new AdminAuthorizer(new FakeReviewer(tokens), { now: () => now, reviewsPerSecond: 20, maxInFlight: 1000, maxWaitingPerSource: 1000 });
+  const { a, clock } = rateBound(4);
   const got: AdminDecision[] = [];
   for (let second = 0; second < 40; second++) {
     const flood = Array.from({ length: 500 }, (_, i) => a.check(b(`a${second}-${i}`), '/metrics', '10.0.0.1'));
     const steady = Array.from({ length: 10 }, (_, i) => a.check(b(`b${second}-${i}`), '/metrics', '10.0.0.2'));
     if (second % 10 === 0) got.push(await a.check(b(`scraper${second / 10}`), '/metrics', '10.9.9.9'));
     await Promise.all([...flood, ...steady]);
-    now += 1_000;
+    clock.now += 1_000;
   }
   assert.deepEqual(got, ['allowed', 'allowed', 'allowed', 'allowed']);
 });
 
 test('one address takes from the reserved rate once in 10 s: twelve addresses each asking every 2 s do not use it up', async () => {
-  let now = 1_000_000_000;
-  const tokens: Record<string, 'allowed'> = {};
-  for (let i = 0; i < 10; i++) tokens[`scraper${i}`] = 'allowed';
-  const a = new AdminAuthorizer(new FakeReviewer(tokens), { now: () => now, reviewsPerSecond: 20, maxInFlight: 1000, maxWaitingPerSource: 1000 });
+  const { a, clock } = rateBound(10);
   const got: AdminDecision[] = [];
   let reserved = 0;
   for (let second = 0; second < 20; second++) {
@@ -406,7 +409,7 @@ test('one address takes from the reserved rate once in 10 s: twelve addresses ea
     const few = await Promise.all(Array.from({ length: 6 }, (_, i) => a.check(b(`q${second}-${i}`), '/metrics', `10.0.1.${(second % 2) * 6 + i}`)));
     reserved += few.filter((d) => d !== 'overloaded').length;
     if (second % 2 === 0) got.push(await a.check(b(`scraper${second / 2}`), '/metrics', `10.9.9.${second}`));
-    now += 1_000;
+    clock.now += 1_000;
   }
   // the reserve's burst of 5 goes to the twelve at seconds 0-1 and 10-11 (once each per 10 s), the
   // rest of the time to the new addresses' tokens

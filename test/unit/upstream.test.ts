@@ -192,3 +192,21 @@ test('an upgrade\'s answer costs its namespace as a request\'s does: a start per
   assert.match(text, /^HTTP\/1\.1 200 [^]*\r\n\r\nok$/);
   assert.deepEqual(charged, [1, 3], 'the 103, then 203 header lines');
 });
+
+test('a backend\'s unpaid bytes are charged to the namespace whose pool read them: another namespace\'s answers beside them cost it nothing', async (t) => {
+  const reg = new PoolRegistry();
+  const charges: Array<[string, number]> = [];
+  reg.charge = (ns, n) => charges.push([ns, n]);
+  const target = (ns: string, port: number) => reg.acquire({ kind: 'service', namespace: ns, name: 'b', port, scheme: 'http', endpoints: [], ca: null, serverName: `b.${ns}.svc`, problem: null }, { ip: '127.0.0.1', port }, ns).pool;
+  const flood = await chunked(t, `1\r\nA\r\n1;e=${'x'.repeat(1024 * 1024)}\r\nX\r\n0\r\n\r\n`);
+  const plain = await chunked(t, `1;e=${'x'.repeat(8 * 1024)}\r\nB\r\n0\r\n\r\n`);
+  const [a, b] = [target('team-a', flood), target('team-b', plain)];
+  t.after(() => Promise.all([a.close(), b.close()]));
+  // team-a's cut answers and team-b's answers interleaved, on connections of their own pools
+  const runs = await Promise.all(Array.from({ length: 10 }, (_, i) => through(t, undefined, i % 2 ? plain : flood, i % 2 ? b : a)));
+  for (let i = 1; i < 10; i += 2) assert.deepEqual([runs[i]!.body, runs[i]!.complete, runs[i]!.charged], ['B', true, []], 'team-b: whole, nothing charged');
+  for (let i = 0; i < 10; i += 2) assert.equal(runs[i]!.complete, false, 'team-a: cut');
+  for (let i = 0; i < 100 && charges.length < 5; i++) await new Promise((resolve) => setTimeout(resolve, 20)); // (closing)
+  assert.ok(charges.length >= 5, JSON.stringify(charges));
+  assert.deepEqual([...new Set(charges.map(([ns]) => ns))], ['team-a'], 'only the namespace whose pool read the flood');
+});
