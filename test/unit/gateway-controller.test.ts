@@ -79,6 +79,21 @@ test('an object\'s change reconciles only the served gateways that refer to it; 
   assert.deepEqual(await drain(), []);
 });
 
+test('a gateway deleted before its reconcile, whose place another took, is reconciled (its forget wakes that one), not dropped', async () => {
+  const { store, emit, internals, taken } = setup();
+  const make = (name: string, created: string) => { store.set(`a/${name}`, gw(name, created)); emit('add', store.get(`a/${name}`)!, undefined); };
+  const remove = (name: string) => { const g = store.get(`a/${name}`)!; store.delete(`a/${name}`); emit('delete', g, g); };
+  make('old', '2026-01-01T00:00:00Z');
+  make('young', '2026-01-02T00:00:00Z');
+  assert.deepEqual(await taken(), ['a/old', 'a/young']);
+  remove('old'); // young takes its place once old has let go of its port
+  make('old', '2026-01-03T00:00:00Z'); // made again, now over the limit: nothing made for it
+  remove('old'); // it moves nobody now, and holds nothing but the place it owes young
+  assert.deepEqual(await taken(), ['a/old']);
+  await internals.reconciler.reconcile('a/old', silentLogger);
+  assert.deepEqual(await taken(), ['a/young']);
+});
+
 test('a gateway that takes a younger one\'s place is reconciled after it (it frees its port first)', async () => {
   const { store, emit, taken: order } = setup();
   const add = (name: string) => { store.set(`a/${name}`, gw(name, '2026-01-01T00:00:00Z')); emit('add', store.get(`a/${name}`)!, undefined); };
