@@ -7,13 +7,15 @@ import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway } from '../api/types.js';
 import { realClock, type Clock } from '../clock.js';
 import type { KubeClient } from '../kube/client.js';
+import type { GatewayReader } from '../kube/gateways.js';
 import type { InformerEvent } from '../kube/informer.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ClusterState } from './cluster-state.js';
 import type { ExposurePolicy } from './exposure.js';
 import { Controller } from './controller.js';
-import { GatewayReconciler, rankOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
-import { NamespaceLimit } from './namespace-limit.js';
+import { SpecKeeper } from './gateway-specs.js';
+import { GatewayReconciler, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
+import { NamespaceLimit, rankOf } from './namespace-limit.js';
 import { PortAllocator } from './ports.js';
 import { RefIndex, type Ref } from './ref-index.js';
 
@@ -25,6 +27,10 @@ export interface GatewaySource {
   get(ns: string, name: string): AccessGateway | undefined;
   keys(): string[];
   values(): IterableIterator<AccessGateway>;
+  /** Reads a gateway again, whole (a cluster's source; one of files keeps every gateway whole). */
+  read?: GatewayReader;
+  /** Caches `obj` in place of its key's cached object, if `when` holds for that one. */
+  replace?(obj: AccessGateway, when: (cached: AccessGateway) => boolean): boolean;
 }
 
 /** `decodeMs`: what reading the event took (a gateway's JSON: ~3.7 ms for 1.5 MB), charged to its namespace. */
@@ -32,8 +38,9 @@ export type GatewayEvents = (type: InformerEvent, obj: AccessGateway, old: Acces
 
 export interface GatewayControllerOptions {
   client: KubeClient;
-  /** Makes the gateway source, given the handler of its events. */
-  source: (onEvent: GatewayEvents) => GatewaySource;
+  /** Makes the gateway source, given the handler of its events and what to cache of a gateway
+   * read (a source that caches: without its spec over the namespace limit). */
+  source: (onEvent: GatewayEvents, keep: (gw: AccessGateway) => AccessGateway) => GatewaySource;
   dataplane: Dataplane;
   writeStatus: StatusWriter;
   events?: EventSink;
@@ -73,6 +80,7 @@ export class GatewayController {
   private readonly cluster: ClusterState;
   private readonly ports: PortAllocator;
   private readonly limit: NamespaceLimit;
+  private readonly specs: SpecKeeper;
   private readonly refs = new RefIndex();
   private readonly reconciler: GatewayReconciler;
   private readonly controller: Controller;
@@ -87,17 +95,18 @@ export class GatewayController {
     // as many as its gateways held at once lately
     this.ports = new PortAllocator(opts.portRange, () => clock.now(), opts.releasedPortHoldMs ?? 0, opts.maxGatewaysPerNamespace, opts.requestablePorts);
     this.limit = new NamespaceLimit(opts.maxGatewaysPerNamespace ?? 0);
+    this.specs = new SpecKeeper(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old, decodeMs) => {
       // a team's gateways are read again after each status write: a large one's JSON is its time
-      if (decodeMs && this.ready) this.controller.queue.charge(obj.metadata.namespace ?? '', decodeMs, true);
+      if (decodeMs) this.chargeReading(obj.metadata.namespace ?? '', decodeMs);
       this.onGatewayEvent(type, obj, old);
-    });
+    }, (gw) => this.specs.keep(gw));
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',
       maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0 });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
-      limit: this.limit, advertiseHost: opts.advertiseHost,
+      limit: this.limit, advertiseHost: opts.advertiseHost, ...(this.gateways.read ? { readWhole: (gw) => this.readWhole(gw) } : {}),
       requeue: (k, afterMs) => (afterMs === undefined ? this.controller.enqueue(k) : this.controller.queue.addAfter(k, afterMs)), clock,
       // not before every gateway seen at start was reconciled once: /readyz waits for them all
       charge: (ns, ms) => { if (this.ready) this.controller.queue.charge(ns, ms); },
@@ -108,6 +117,22 @@ export class GatewayController {
       groupTime: reconcileTime,
       log: opts.log, metrics: opts.metrics, clock, onReconciled: (key) => this.initial.delete(key),
     });
+  }
+
+  /** Decoding a team's gateway, charged to its namespace once start-up is done. */
+  private chargeReading(namespace: string, ms: number): void {
+    if (this.ready) this.controller.queue.charge(namespace, ms, true);
+  }
+
+  /** A gateway cached without its spec took a place under the limit: read again, cached whole
+   * (and indexed by what it names) if no event has changed the cached object meanwhile. */
+  private async readWhole(gw: AccessGateway): Promise<void> {
+    const { namespace = '', name } = gw.metadata;
+    const read = await this.gateways.read!(namespace, name);
+    this.chargeReading(namespace, read.decodeMs);
+    // gone or made again: its events follow
+    if (!read.gw || read.gw.metadata.uid !== gw.metadata.uid || !this.gateways.replace?.(read.gw, (cached) => cached === gw)) return;
+    this.index(keyOf(read.gw), this.specs.keep(read.gw)); // (kept in place: whole, unless it lost its place meanwhile)
   }
 
   /** Caches synced and every gateway seen at start-up reconciled once (or gone). */
@@ -158,6 +183,7 @@ export class GatewayController {
     const key = keyOf(obj);
     // a gateway that came or went under the namespace limit: those whose place it changed, in the
     // order that frees a port before it is claimed
+    if (type === 'delete') this.specs.gone(key);
     const moved = type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj));
     this.index(key, type === 'delete' ? undefined : obj);
     for (const k of moved) {

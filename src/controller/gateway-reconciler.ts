@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { digest } from '../api/canonical.js';
 import { ConditionType, Reason } from '../api/conditions.js';
 import { applyDefaults } from '../api/defaults.js';
-import { keyOf, splitKey } from '../api/keys.js';
+import { splitKey } from '../api/keys.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { isoSeconds, realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
@@ -14,8 +14,9 @@ import type { GatewayPlan } from '../translate/plan.js';
 import { notAccepted, translateSteps, type Snapshot, type Translation } from '../translate/translate.js';
 import { TerminalError, type Result } from './controller.js';
 import { clusterIPOnly, exposure, exposureFor, loadBalancerURL, type ExposurePolicy } from './exposure.js';
-import type { NamespaceLimit } from './namespace-limit.js';
+import { rankOf, type NamespaceLimit } from './namespace-limit.js';
 import type { PortAllocator } from './ports.js';
+import { specDropped } from './gateway-specs.js';
 import { accessExpiry, desiredStatus } from './status.js';
 
 /** The gateways as the source has them (cluster watch or files). */
@@ -75,14 +76,12 @@ export interface GatewayReconcilerDeps {
   /** Reconciles another key (gateways waiting for a port or a place under the limit), after
    * `afterMs` if given. */
   requeue: (key: string, afterMs?: number) => void;
+  /** Reads a gateway the cache keeps without its spec (over the limit when it was read) again,
+   * and caches it whole if it is still the object cached. */
+  readWhole?: (gw: AccessGateway) => Promise<void>;
   /** The event-loop time a reconcile of a gateway of `namespace` took (translate, apply): charged to the namespace. */
   charge?: (namespace: string, ms: number) => void;
   clock?: Clock;
-}
-
-/** Orders gateways by age (then key): the older wins a tie or a place under the limit. */
-export function rankOf(gw: AccessGateway): string {
-  return `${gw.metadata.creationTimestamp ?? ''}/${keyOf(gw)}`;
 }
 
 type PortSnapshot = Snapshot['port'];
@@ -131,8 +130,15 @@ export class GatewayReconciler {
   async reconcile(key: string, log: Logger): Promise<Result> {
     const { namespace, name } = splitKey(key);
     await turn(); // (another worker's chunk may have just run)
-    const gw = this.d.gateways.get(namespace, name);
+    let gw = this.d.gateways.get(namespace, name);
     if (!gw) return this.forget(key, log);
+    if (specDropped(gw) && this.d.readWhole && (this.d.limit?.served(key) ?? true)) {
+      // it took a place under the limit: its spec is read again (its events may come meanwhile)
+      await this.d.readWhole(gw);
+      gw = this.d.gateways.get(namespace, name);
+      if (!gw) return this.forget(key, log);
+      if (specDropped(gw)) return { requeueAfterMs: 1_000 };
+    }
     const defaulted = performance.now();
     const spec = applyDefaults(gw); // (a copy: a spec of 64 rules × 192 long names takes ~10 ms)
     const held = this.d.ports.portOf(key);

@@ -2,6 +2,14 @@
 // kept as gateways come and go, so a reconcile asks in O(1) and a change names only the
 // gateways whose place it changed (not every gateway of the namespace, nor of the cluster).
 
+import { keyOf } from '../api/keys.js';
+import type { AccessGateway } from '../api/types.js';
+
+/** Orders gateways by age (then key): the older wins a tie or a place under the limit. */
+export function rankOf(gw: AccessGateway): string {
+  return `${gw.metadata.creationTimestamp ?? ''}/${keyOf(gw)}`;
+}
+
 interface Namespace {
   /** Every gateway of the namespace, by key: its rank (age, then key). */
   all: Map<string, string>;

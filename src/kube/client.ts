@@ -40,6 +40,8 @@ export interface RequestOptions {
   /** A 2xx answer is read and dropped, not kept or parsed (undefined is returned): a status
    * write's answer is the whole object, up to ~1.5 MB of a team's JSON. */
   discard?: boolean;
+  /** Told how long decoding the answer took (a team's object: its namespace's time). */
+  onDecodeMs?: (ms: number) => void;
 }
 
 /** The Accept header of a call: as given, else protobuf first for one that decodes it, else the
@@ -164,7 +166,9 @@ export class KubeClient {
       return undefined as T;
     }
     const buf = opts.maxBytes === undefined ? Buffer.from(await res.body.arrayBuffer()) : await readCapped(res.body, opts.maxBytes, opts.what ?? `${method} ${path}`, opts.onBytes);
+    const decoding = performance.now();
     const parsed = decodeBody(buf, res.headers['content-type'], ok, opts.protobuf);
+    opts.onDecodeMs?.(performance.now() - decoding);
     if (res.statusCode === 401) void this.refreshAuth();
     if (!ok) throw new ApiError(res.statusCode, parsed, opts.what ?? `${method} ${path}`);
     return parsed as T;

@@ -26,11 +26,26 @@ const readMetadata = new Set(['name', 'namespace', 'uid', 'resourceVersion', 'ge
 const readAnnotations = new Set([accessLogAnnotation]);
 
 /** The operator's watch of AccessGateways (in `namespaces`; all when empty), each kept as
- * `gatewayForCache` makes it. */
-export function watchGateways(client: KubeClient, o: { namespaces: string[]; log: Logger; metrics?: Metrics;
-  onEvent: (type: InformerEvent, gw: AccessGateway, old: AccessGateway | undefined, decodeMs?: number) => void }): Watched<AccessGateway> {
-  return new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: o.namespaces, path: gatewaysPath, trim: gatewayForCache,
-    log: o.log, ...(o.metrics ? { metrics: o.metrics } : {}), onEvent: o.onEvent });
+ * `gatewayForCache` makes it, then as `keep` does (default: whole). `read` reads one again, whole. */
+export function watchGateways(client: KubeClient, o: { namespaces: string[]; log: Logger; metrics?: Metrics; keep?: (gw: AccessGateway) => AccessGateway;
+  onEvent: (type: InformerEvent, gw: AccessGateway, old: AccessGateway | undefined, decodeMs?: number) => void }): Watched<AccessGateway> & { read: GatewayReader } {
+  const keep = o.keep;
+  const watched = new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: o.namespaces, path: gatewaysPath,
+    trim: keep ? (gw) => keep(gatewayForCache(gw)) : gatewayForCache, log: o.log, ...(o.metrics ? { metrics: o.metrics } : {}), onEvent: o.onEvent });
+  return Object.assign(watched, { read: (ns: string, name: string) => readGateway(client, ns, name) });
+}
+
+/** A gateway read now (`gatewayForCache`'s part), or undefined if there is none; and what decoding it took. */
+export type GatewayReader = (namespace: string, name: string) => Promise<{ gw: AccessGateway | undefined; decodeMs: number }>;
+
+/** Listed by name: the operator may list and watch gateways, not get one. */
+async function readGateway(client: KubeClient, namespace: string, name: string): ReturnType<GatewayReader> {
+  let decodeMs = 0;
+  const list = await client.request<{ items?: AccessGateway[] }>('GET', `${gatewaysPath(namespace)}?fieldSelector=${encodeURIComponent(`metadata.name=${name}`)}`, {
+    what: `list AccessGateway ${namespace}/${name}`, onDecodeMs: (ms) => { decodeMs = ms; },
+  });
+  const gw = list?.items?.[0];
+  return { gw: gw && gatewayForCache(gw), decodeMs };
 }
 
 export function gatewaysPath(namespace?: string): string {
