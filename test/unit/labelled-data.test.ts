@@ -3,7 +3,7 @@
 // bound midway. Fake apiserver answers; the informers, caches and bound are the real ones.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LabelledData } from '../../src/controller/labelled-data.js';
+import { LabelledData, objectBytes } from '../../src/controller/labelled-data.js';
 import { ApiError, type KubeClient } from '../../src/kube/client.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
@@ -14,7 +14,7 @@ const cm = (name: string, rv: string, bytes: number) => ({ metadata: { name, nam
 const isText = (v: string | null | undefined) => typeof v === 'string' && v !== 'aside' && v.startsWith('x');
 
 /** Labelled data over a fake apiserver: `answer` answers each list (by path and call number). */
-async function setup(answer: (path: URL, call: number) => unknown | Promise<unknown>, before?: (d: LabelledData) => void) {
+async function setup(answer: (path: URL, call: number) => unknown | Promise<unknown>, before?: (d: LabelledData) => void, perObject = 0) {
   const watches = new Map<string, { on: On; fail: (err: Error) => void }>();
   const calls = new Map<string, number>();
   const client = {
@@ -32,7 +32,8 @@ async function setup(answer: (path: URL, call: number) => unknown | Promise<unkn
       });
     },
   } as unknown as KubeClient;
-  const data = new LabelledData(client, { namespaces: [], log: silentLogger, maxBytesPerNamespace: 1000, onChange: () => {} });
+  // (objects' data alone counts here; what each object counts besides is tried on its own)
+  const data = new LabelledData(client, { namespaces: [], log: silentLogger, maxBytesPerNamespace: 1000, onChange: () => {}, bytesPerObject: perObject });
   before?.(data);
   for (const w of data.watches) w.start();
   await Promise.all(data.watches.map((w) => w.firstSync()));
@@ -271,5 +272,17 @@ test('a namespace\'s many small labelled objects are listed in pages growing fro
   });
   assert.deepEqual(limits, [10, 20, 32, 32, 32]);
   assert.ok(data.watches.some((w) => w.get('a', 'c99')), 'all listed');
+  await stop();
+});
+
+test('labelled objects without data are not free: each counts what is kept of it, so thousands of them take their namespace over the bound, not read again at each flip', async () => {
+  const empty = (i: number) => ({ metadata: { name: `e${i}`, namespace: 'a', resourceVersion: String(i + 1) } });
+  const { data, watch, stop } = await setup((u, call) => (`${u.pathname}?${u.searchParams.get('labelSelector')}` === configMaps && call === 1
+    ? { items: [0, 1].map(empty), metadata: { resourceVersion: '3' } } : undefined), undefined, objectBytes);
+  assert.equal(total(data), 2 * objectBytes);
+  watch.on({ type: 'ADDED', object: cm('ca', '10', 100) });
+  assert.ok(isText(data.bundle('ConfigMap', 'a', 'ca', 'k')), `${2 * objectBytes + 100 + objectBytes} of 1000 bytes: read`);
+  watch.on({ type: 'ADDED', object: empty(2) }); // a fourth object: past the bound, though it holds nothing
+  assert.equal(data.bundle('ConfigMap', 'a', 'ca', 'k'), 'aside');
   await stop();
 });
