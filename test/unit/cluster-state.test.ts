@@ -10,6 +10,7 @@ import { ApiError, type KubeClient } from '../../src/kube/client.js';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { objectBytes } from '../../src/controller/labelled-data.js';
 
 type On = (ev: { type: string; object: unknown }) => void;
 
@@ -228,8 +229,8 @@ test('labelled Secrets and ConfigMaps are kept as read: a TLS Secret\'s tls.crt 
   assert.deepEqual(asked, [['Secret', 'a', 'cas', 'ca.crt'], ['ConfigMap', 'a', 'ca', 'bundle.pem']]);
   await state.stop();
   const cached = (state as unknown as { labelled: Record<'caSecrets' | 'caConfigMaps', { watch: { get(ns: string, name: string): object } }> }).labelled;
-  assert.deepEqual(cached.caConfigMaps.watch.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3' }, data: { 'bundle.pem': 'PEM' }, bytes: 13 });
-  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN', other: 'T1RIRVI=' }, bytes: 23 });
+  assert.deepEqual(cached.caConfigMaps.watch.get('a', 'ca'), { metadata: { name: 'ca', namespace: 'a', uid: undefined, resourceVersion: '3' }, data: { 'bundle.pem': 'PEM' }, bytes: 13 + objectBytes });
+  assert.deepEqual(cached.caSecrets.watch.get('a', 'cas'), { metadata: { name: 'cas', namespace: 'a', uid: undefined, resourceVersion: '4' }, data: { 'ca.crt': 'UEVN', other: 'T1RIRVI=' }, bytes: 23 + objectBytes });
   const secret = snap.secrets!['a/tls'] as { type?: string; data?: object; metadata?: object };
   assert.equal(secret.type, 'kubernetes.io/tls');
   assert.deepEqual(secret.data, { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5' });
@@ -270,7 +271,7 @@ test('a namespace\'s labelled Secrets and ConfigMaps past the byte bound are all
     },
   } as unknown as KubeClient;
   const refs: string[] = [];
-  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', maxLabelledBytesPerNamespace: 1000,
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', maxLabelledBytesPerNamespace: 1000 + 2 * objectBytes,
     onChange: (r) => refs.push(`${r.kind} ${r.namespace}/${r.name}`) });
   state.start();
   await state.firstSync();
@@ -290,7 +291,7 @@ test('a namespace\'s labelled Secrets and ConfigMaps past the byte bound are all
   cms({ type: 'ADDED', object: cm('a', 'ca', '2', 500) });
   cms({ type: 'ADDED', object: cm('b', 'ca', '3', 500) });
   tls({ type: 'ADDED', object: { metadata: { name: 'tls', namespace: 'a', resourceVersion: '4' }, type: 'kubernetes.io/tls', data: { 'tls.crt': 'Y3J0', 'tls.key': 'a2V5', other: 'x'.repeat(5000) } } });
-  assert.equal(state.snapshotFor(gw('a')).setAside, undefined, '500 + 18 bytes: under the bound (a TLS Secret\'s other keys do not count)');
+  assert.equal(state.snapshotFor(gw('a')).setAside, undefined, '500 + 18 bytes and two objects: under the bound (a TLS Secret\'s other keys do not count)');
   assert.equal(state.snapshotFor(gw('a')).caBundles!['ConfigMap/a/ca']!['ca.crt']!.length, 494);
 
   // past it: every labelled object of namespace a loses its data, and each is re-read
@@ -341,7 +342,7 @@ test('a list read again puts back only the version that was set aside; a newer o
       return new Promise<void>((r) => signal.addEventListener('abort', () => r()));
     },
   } as unknown as KubeClient;
-  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', maxLabelledBytesPerNamespace: 100, onChange: () => {} });
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', maxLabelledBytesPerNamespace: 100 + 2 * objectBytes, onChange: () => {} });
   state.start();
   await state.firstSync();
   const cms = watches.get('/api/v1/configmaps?access-gateway.io/ca-bundle=true')!;
