@@ -59,7 +59,7 @@ export async function runOperator(args: string[]): Promise<void> {
   const events = new EventRecorder(client, log);
   const controller: GatewayController = new GatewayController({
     client, dataplane: rt.dataplane, issuers: rt.issuers, log, metrics, jwksReady: rt.jwksReadiness, endpointAddresses: f['endpoint-addresses'],
-    source: (onEvent, keep) => watchGateways(client, { namespaces: f.namespace, log, metrics, onEvent, keep }),
+    source: (onEvent, keeper) => watchGateways(client, { namespaces: f.namespace, log, metrics, onEvent, keeper }),
     writeStatus: (gw, status) => writeStatus(client, gw, status),
     events,
     // in a cluster the pods' addresses; outside, the pod's own (POD_IP) or --advertise-address when publishable

@@ -7,7 +7,7 @@ import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway } from '../api/types.js';
 import { realClock, type Clock } from '../clock.js';
 import type { KubeClient } from '../kube/client.js';
-import type { GatewayReader } from '../kube/gateways.js';
+import type { GatewayKeeper, GatewayReader } from '../kube/gateways.js';
 import type { InformerEvent } from '../kube/informer.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ClusterState } from './cluster-state.js';
@@ -40,7 +40,7 @@ export interface GatewayControllerOptions {
   client: KubeClient;
   /** Makes the gateway source, given the handler of its events and what to cache of a gateway
    * read (a source that caches: without its spec over the namespace limit). */
-  source: (onEvent: GatewayEvents, keep: (gw: AccessGateway) => AccessGateway) => GatewaySource;
+  source: (onEvent: GatewayEvents, keeper: GatewayKeeper) => GatewaySource;
   dataplane: Dataplane;
   writeStatus: StatusWriter;
   events?: EventSink;
@@ -100,7 +100,7 @@ export class GatewayController {
       // a team's gateways are read again after each status write: a large one's JSON is its time
       if (decodeMs) this.chargeReading(obj.metadata.namespace ?? '', decodeMs);
       this.onGatewayEvent(type, obj, old);
-    }, (gw) => this.specs.keep(gw));
+    }, this.specs);
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',
       maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0 });
     this.reconciler = new GatewayReconciler({
@@ -151,7 +151,8 @@ export class GatewayController {
     this.cluster.start();
     await Promise.all([this.gateways.firstSync(), this.cluster.firstSync()]);
     // ports held before a restart go back to their gateways before anyone else may claim them
-    this.ports.seed([...this.gateways.values()].map((gw) => ({
+    // (not to one over the limit now: it would give its port up at once, held for its namespace)
+    this.ports.seed([...this.gateways.values()].filter((gw) => this.limit.served(keyOf(gw))).map((gw) => ({
       key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw),
     })));
     for (const key of this.gateways.keys()) this.initial.add(key);

@@ -137,7 +137,8 @@ export class GatewayReconciler {
       await this.d.readWhole(gw);
       gw = this.d.gateways.get(namespace, name);
       if (!gw) return this.forget(key, log);
-      if (specDropped(gw)) return { requeueAfterMs: 1_000 };
+      // made again meanwhile, its events not here yet: tried again, backing off
+      if (specDropped(gw)) throw new Error('its spec was read again, but not for the object cached (made again meanwhile?)');
     }
     const defaulted = performance.now();
     const spec = applyDefaults(gw); // (a copy: a spec of 64 rules × 192 long names takes ~10 ms)
@@ -166,7 +167,7 @@ export class GatewayReconciler {
     }
     const { applied, requeueAfterMs } = programmed;
     const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
-    const exposed = await this.expose(key, gw, t.plan, applied, listenPort);
+    const exposed = await this.expose(key, gw, spec, t.plan, applied, listenPort);
     // time-boxed access rules: the data plane stops matching them on its own; the status lists
     // the expired ones, written again when the next one expires
     const expiry = accessExpiry(spec.spec.access, this.clock.now());
@@ -312,13 +313,13 @@ export class GatewayReconciler {
    * The agw-NAME Service and EndpointSlice (leader only), and the URL to publish. An object of that
    * name the gateway does not own is never written: the gateway is ExposureConflict instead.
    */
-  private async expose(key: string, gw: AccessGateway, plan: GatewayPlan | null, applied: ApplyResult | null, port: number | undefined):
+  private async expose(key: string, gw: AccessGateway, spec: AccessGateway, plan: GatewayPlan | null, applied: ApplyResult | null, port: number | undefined):
     Promise<{ applied: ApplyResult | null; url: string | undefined; retryInMs?: number }> {
     if (port === undefined || !applied?.programmed || !plan) return { applied, url: undefined };
     const direct = `${plan.tls ? 'https' : 'http'}://${this.d.advertiseHost}:${port}`;
     const addresses = this.d.exposure?.addresses() ?? [];
     if (!this.d.exposure || !addresses.length || !gw.metadata.uid) return { applied, url: direct };
-    const as = exposureFor(gw, this.d.exposurePolicy ?? clusterIPOnly);
+    const as = exposureFor(spec, this.d.exposurePolicy ?? clusterIPOnly); // (the cached one may have lost its spec meanwhile)
     const e = exposure(gw, port, plan.tls !== null, addresses, as);
     const cached = this.d.cluster.exposureState(gw, e.service.metadata.name);
     if (cached.foreign) {

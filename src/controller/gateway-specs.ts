@@ -38,6 +38,14 @@ export class SpecKeeper {
     return gw;
   }
 
+  /** A list of namespace `ns`'s gateways (every namespace's: undefined) begins: the cache will
+   * hold what it reads, so the order is made again from that (a list that failed midway, or an
+   * object it read that was deleted before the next one, leaves nothing behind). */
+  listStarts(ns: string | undefined): void {
+    this.order.clear(ns);
+    for (const key of [...this.whole.keys()]) if (ns === undefined || key.startsWith(`${ns}/`)) this.whole.delete(key);
+  }
+
   /** The gateway is gone (the one taking its place is read again when reconciled). */
   gone(key: string): void {
     this.order.delete(key);

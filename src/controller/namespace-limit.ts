@@ -60,6 +60,17 @@ export class NamespaceLimit {
     return [next.key];
   }
 
+  /** Forgets the gateways of namespace `ns` (of every namespace: undefined). */
+  clear(ns?: string): void {
+    if (ns === undefined) {
+      this.namespaces.clear();
+      this.servedKeys.clear();
+      return;
+    }
+    for (const s of this.namespaces.get(ns)?.served ?? []) this.servedKeys.delete(s.key);
+    this.namespaces.delete(ns);
+  }
+
   /** Adds a gateway; returns the one it pushed out of the oldest `max`, if any. */
   private insert(key: string, rank: string): string[] {
     const ns = nsOf(key);

@@ -25,13 +25,20 @@ export function gatewayForCache(gw: AccessGateway): AccessGateway {
 const readMetadata = new Set(['name', 'namespace', 'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'deletionTimestamp', 'annotations']);
 const readAnnotations = new Set([accessLogAnnotation]);
 
+/** What the cache keeps of each gateway read (after `gatewayForCache`), told when a list begins. */
+export interface GatewayKeeper {
+  keep(gw: AccessGateway): AccessGateway;
+  listStarts(namespace: string | undefined): void;
+}
+
 /** The operator's watch of AccessGateways (in `namespaces`; all when empty), each kept as
- * `gatewayForCache` makes it, then as `keep` does (default: whole). `read` reads one again, whole. */
-export function watchGateways(client: KubeClient, o: { namespaces: string[]; log: Logger; metrics?: Metrics; keep?: (gw: AccessGateway) => AccessGateway;
+ * `gatewayForCache` makes it, then as `keeper` does (default: whole). `read` reads one again, whole. */
+export function watchGateways(client: KubeClient, o: { namespaces: string[]; log: Logger; metrics?: Metrics; keeper?: GatewayKeeper;
   onEvent: (type: InformerEvent, gw: AccessGateway, old: AccessGateway | undefined, decodeMs?: number) => void }): Watched<AccessGateway> & { read: GatewayReader } {
-  const keep = o.keep;
+  const k = o.keeper;
   const watched = new Watched<AccessGateway>(client, { name: 'accessgateways', namespaces: o.namespaces, path: gatewaysPath,
-    trim: keep ? (gw) => keep(gatewayForCache(gw)) : gatewayForCache, log: o.log, ...(o.metrics ? { metrics: o.metrics } : {}), onEvent: o.onEvent });
+    trim: k ? (gw) => k.keep(gatewayForCache(gw)) : gatewayForCache, ...(k ? { onListStart: (ns: string | undefined) => k.listStarts(ns) } : {}),
+    log: o.log, ...(o.metrics ? { metrics: o.metrics } : {}), onEvent: o.onEvent });
   return Object.assign(watched, { read: (ns: string, name: string) => readGateway(client, ns, name) });
 }
 

@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway } from '../../src/api/types.js';
-import { GatewayController, type GatewayEvents } from '../../src/controller/gateway-controller.js';
+import { GatewayController, type GatewayControllerOptions, type GatewayEvents } from '../../src/controller/gateway-controller.js';
 import { SpecKeeper, specDropped } from '../../src/controller/gateway-specs.js';
 import type { KubeClient } from '../../src/kube/client.js';
+import type { GatewayKeeper } from '../../src/kube/gateways.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import type { WorkQueue } from '../../src/controller/queue.js';
 import type { GatewayPlan } from '../../src/translate/plan.js';
@@ -52,6 +53,17 @@ test('the cache keeps the spec of the oldest N of a namespace only, in whatever 
   one.keep(gw('h', '2026-01-02T00:00:00Z'));
   assert.ok(specDropped(one.keep(gw('g', '2026-01-03T00:00:00Z', { uid: 'new' }))));
   assert.ok(specDropped(first));
+  // a list that read a gateway, then failed; the gateway deleted before the next list: the next
+  // list's order is made from what it reads (the gone one holds no place)
+  const relist = new SpecKeeper(1);
+  relist.keep(gw('x', '2026-01-01T00:00:00Z'));
+  relist.listStarts(undefined);
+  assert.equal((relist as unknown as { whole: Map<string, unknown> }).whole.has('a/x'), false, 'its object is not held');
+  assert.ok(!specDropped(relist.keep(gw('y', '2026-01-02T00:00:00Z'))));
+  // one namespace's list forgets that namespace's order only
+  relist.keep({ ...gw('z', '2026-01-01T00:00:00Z'), metadata: { ...gw('z', '2026-01-01T00:00:00Z').metadata, namespace: 'b' } });
+  relist.listStarts('b');
+  assert.ok(specDropped(relist.keep(gw('w', '2026-01-03T00:00:00Z'))), 'y still holds namespace a\'s place');
   // no limit: every gateway whole
   const none = new SpecKeeper(0);
   for (let i = 0; i < 20; i++) assert.ok(!specDropped(none.keep(gw(`n${i}`, '2026-01-01T00:00:00Z'))));
@@ -59,20 +71,22 @@ test('the cache keeps the spec of the oldest N of a namespace only, in whatever 
 
 /** A controller with limit 1 over an in-memory source that caches what `keep` gives it, as the
  * informer does, and reads gateways again from `live` (the apiserver). */
-function setup() {
+function setup(extra: Partial<GatewayControllerOptions> = {}) {
   const live = new Map<string, AccessGateway>();
   const cache = new Map<string, AccessGateway>();
   const reads: string[] = [];
   const plans: [string, GatewayPlan | null][] = [];
   let emit!: GatewayEvents;
-  let keep!: (g: AccessGateway) => AccessGateway;
+  let keeper!: GatewayKeeper;
   let afterRead: () => void = () => {};
+  let duringApply: (key: string) => void = () => {};
   const c = new GatewayController({
     client: {} as KubeClient, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace: 1, advertiseHost: '127.0.0.1', log: silentLogger,
-    dataplane: { apply: async (key, plan) => { plans.push([key, plan]); return plan ? { programmed: true, port: plan.port } : null; } }, writeStatus: async () => {},
+    dataplane: { apply: async (key, plan) => { plans.push([key, plan]); duringApply(key); return plan ? { programmed: true, port: plan.port } : null; } }, writeStatus: async () => {},
+    ...extra,
     source: (onEvent, k) => {
       emit = onEvent;
-      keep = k;
+      keeper = k;
       return {
         start() {}, firstSync: async () => {}, stop: async () => {}, get: (ns, n) => cache.get(`${ns}/${n}`), keys: () => [...cache.keys()], values: () => cache.values(),
         read: async (ns, n) => {
@@ -97,7 +111,7 @@ function setup() {
     const key = `a/${g.metadata.name}`;
     live.set(key, g);
     const old = cache.get(key);
-    const kept = keep(structuredClone(g));
+    const kept = keeper.keep(structuredClone(g));
     cache.set(key, kept);
     emit(old ? 'update' : 'add', kept, old);
   };
@@ -106,7 +120,7 @@ function setup() {
     const old = cache.get(key)!;
     live.delete(key);
     cache.delete(key);
-    emit('delete', keep(structuredClone(old)), old);
+    emit('delete', keeper.keep(structuredClone(old)), old);
   };
   const internals = c as unknown as {
     controller: { queue: WorkQueue }; onRef(ref: { kind: string; namespace: string; name: string }): void;
@@ -118,7 +132,7 @@ function setup() {
     while (q.depth) { const k = (await q.get())!; keys.push(k); q.done(k); }
     return keys;
   };
-  return { live, cache, reads, plans, put, remove, internals, taken, setAfterRead: (f: () => void) => { afterRead = f; } };
+  return { live, cache, reads, plans, put, remove, internals, taken, setAfterRead: (f: () => void) => { afterRead = f; }, setDuringApply: (f: (key: string) => void) => { duringApply = f; } };
 }
 
 test('a team\'s gateways over the limit hold their metadata in the cache, not their specs; one that takes a place is read again and served whole', async () => {
@@ -160,7 +174,7 @@ test('a gateway read again is not cached if an event changed it meanwhile, or it
   await s.taken();
   // made again under its name while it was read: the read is of another object; not cached
   s.live.set('a/young', gw('young', '2026-01-02T00:00:00Z', { uid: 'other', routes: 5 }));
-  assert.deepEqual(await s.internals.reconciler.reconcile('a/young', silentLogger), { requeueAfterMs: 1_000 });
+  await assert.rejects(s.internals.reconciler.reconcile('a/young', silentLogger), /made again meanwhile/, 'retried, backing off');
   assert.ok(specDropped(s.cache.get('a/young')!));
   // an update arrives while it is read (served now: cached whole by its event): the read's older
   // object does not replace it
@@ -173,4 +187,54 @@ test('a gateway read again is not cached if an event changed it meanwhile, or it
   // the cached object is the one that loses its spec when an older gateway pushes it out
   s.put(gw('elder', '2025-01-01T00:00:00Z'));
   assert.ok(specDropped(s.cache.get('a/young')!));
+});
+
+test('at start-up, a gateway over the limit is given back no port (it would give it up at once, held for its namespace)', async () => {
+  const client = {
+    request: async () => ({ items: [], metadata: { resourceVersion: '1' } }),
+    watch: (_p: string, signal: AbortSignal) => new Promise<void>((r) => signal.addEventListener('abort', () => r())),
+  } as unknown as KubeClient;
+  const cached = new Map<string, AccessGateway>();
+  const withPort = (g: AccessGateway, port: number, ns = 'a') => ({ ...g, metadata: { ...g.metadata, namespace: ns }, status: { listener: { port } } }) as AccessGateway;
+  // a's young one is over the limit; its status still names the port b's gateway records (a stale status)
+  for (const g of [withPort(gw('old', '2026-01-01T00:00:00Z'), 100), withPort(gw('young', '2026-01-02T00:00:00Z'), 105), withPort(gw('bg', '2026-01-03T00:00:00Z'), 105, 'b')]) {
+    cached.set(`${g.metadata.namespace}/${g.metadata.name}`, g);
+  }
+  let emit!: GatewayEvents;
+  const c = new GatewayController({
+    client, namespaces: [], portRange: [100, 109], maxGatewaysPerNamespace: 1, advertiseHost: '127.0.0.1', log: silentLogger, workers: 1,
+    dataplane: { apply: async (_k, plan) => (plan ? { programmed: true, port: plan.port } : null) }, writeStatus: async () => {},
+    source: (onEvent) => {
+      emit = onEvent;
+      return {
+        start() { for (const g of cached.values()) emit('add', g, undefined); }, firstSync: async () => {}, stop: async () => {},
+        get: (ns, n) => cached.get(`${ns}/${n}`), keys: () => [...cached.keys()], values: () => cached.values(),
+      };
+    },
+  });
+  const ports = (c as unknown as { ports: { portOf(k: string): number | undefined } }).ports;
+  await c.start();
+  try {
+    assert.equal(ports.portOf('b/bg'), 105);
+    assert.equal(ports.portOf('a/young'), undefined);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a gateway that loses its place while it is reconciled is exposed as its spec asked (the cached object lost its spec meanwhile)', async () => {
+  const writes: { kind: string; spec?: { type?: string } }[] = [];
+  const s = setup({
+    exposure: { addresses: () => ['10.0.0.1'], write: async (obj) => { writes.push(obj as never); } },
+    exposurePolicy: { types: ['ClusterIP', 'LoadBalancer'], defaultType: 'ClusterIP', annotations: [] },
+  });
+  const lb = gw('lb', '2026-01-02T00:00:00Z');
+  lb.spec.listener = { expose: { type: 'LoadBalancer' } };
+  s.put(lb);
+  await s.taken();
+  // an older gateway arrives while lb's listener is made: lb is pushed out (its cached spec dropped)
+  s.setDuringApply((key) => { if (key === 'a/lb') s.put(gw('elder', '2025-01-01T00:00:00Z')); });
+  await s.internals.reconciler.reconcile('a/lb', silentLogger);
+  assert.ok(specDropped(s.cache.get('a/lb')!));
+  assert.deepEqual(writes.filter((w) => w.kind === 'Service').map((w) => w.spec?.type), ['LoadBalancer']);
 });
