@@ -844,7 +844,7 @@ export class Listener {
     proxyUpgrade(call, socket, (err, connect) => { settle(); fail(err, connect); }, (status) => { settle(); answered(status); }, (usocket, uhead, headers) => {
       settle();
       const negotiated = headers['sec-websocket-protocol'] ?? headers['x-stream-protocol-version'];
-      // SPDY inside WebSocket is read (each byte unmasked) for the apiserver's port-forward only,
+      // SPDY inside WebSocket is read (its frame headers unmasked) for the apiserver's port-forward only,
       // never because a team's own backend chose that subprotocol
       const protocol = frameProtocol(req.headers.upgrade, a.route.backend ? undefined : headers['sec-websocket-protocol']);
       const rm = a.route.m;

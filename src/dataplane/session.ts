@@ -42,9 +42,13 @@ export function sessionTarget(url: string): SessionTarget {
   return t;
 }
 
+/** The key of bytes that are not masked. */
+const unmasked = new Uint8Array(4);
+
 /**
  * Follows frame boundaries in one direction of a relayed connection. `feed` reports whether a
- * chunk carried application data, and can stop at the first boundary it reaches.
+ * chunk carried application data, and can stop at the first boundary it reaches. Payload is
+ * skipped in bulk; header bytes are read one by one.
  */
 export class FrameWatch {
   /** Header bytes read so far (a header can span chunks), and how many this header needs. */
@@ -60,10 +64,12 @@ export class FrameWatch {
   private captured: number[] = [];
   /** SPDY: the stream the peer opened first (client-go opens its error stream first). */
   firstStream: number | undefined;
-  /** websocket-spdy: the tunnelled SPDY, fed the (unmasked) payload of data frames. */
+  /** websocket-spdy: the tunnelled SPDY, fed the payload of data frames (unmasked as it reads). */
   private readonly inner: FrameWatch | undefined;
   private tunnelled = false;
-  private mask: number[] | undefined;
+  /** The mask of the message being read (`unmasked`, or `key`), and where in it its payload is. */
+  private mask = unmasked;
+  private readonly key = new Uint8Array(4);
   private maskAt = 0;
 
   constructor(private readonly protocol: FrameProtocol) {
@@ -84,25 +90,37 @@ export class FrameWatch {
   feed(chunk: Buffer, untilBoundary = false): { used: number; data: boolean } {
     if (this.protocol === 'opaque') return { used: chunk.length, data: chunk.length > 0 };
     this.data = false;
-    let i = 0;
-    while (i < chunk.length) {
+    const used = this.walk(chunk, 0, chunk.length, untilBoundary, unmasked, 0);
+    return { used, data: this.data };
+  }
+
+  /** Reads `chunk` from `i` to `end`, each byte xor `key[(at + k) & 3]` (k: its place from `i`);
+   * the index it stopped at. */
+  private walk(chunk: Buffer, i: number, end: number, untilBoundary: boolean, key: Uint8Array, at: number): number {
+    const shift = at - i;
+    while (i < end) {
       if (this.remaining > 0 && this.capture > 0) {
-        this.captured.push(chunk[i++]!);
+        this.captured.push(chunk[i]! ^ key[(i + shift) & 3]!);
+        i++;
         this.remaining--;
         if (--this.capture === 0) this.firstStream = ((this.captured[0]! & 0x7f) << 24 | this.captured[1]! << 16 | this.captured[2]! << 8 | this.captured[3]!) >>> 0;
       } else if (this.remaining > 0) {
-        const n = Math.min(this.remaining, chunk.length - i);
-        if (this.tunnelled) this.feedInner(chunk.subarray(i, i + n));
+        const n = Math.min(this.remaining, end - i);
+        if (this.tunnelled) this.feedInner(chunk, i, i + n);
         else if (this.dataFrame) this.data = true;
         this.remaining -= n;
         i += n;
       } else {
-        this.head[this.headLen++] = chunk[i++]!;
-        if (this.headLen === this.headNeed) this.parseHead();
+        const h = this.head, need = this.headNeed;
+        let n = this.headLen;
+        if (key === unmasked) for (; n < need && i < end; i++) h[n++] = chunk[i]!;
+        else for (; n < need && i < end; i++) h[n++] = chunk[i]! ^ key[(i + shift) & 3]!;
+        this.headLen = n;
+        if (n === need) this.parseHead();
       }
       if (untilBoundary && this.atBoundary) break;
     }
-    return { used: i, data: this.data };
+    return i;
   }
 
   private parseHead(): void {
@@ -129,7 +147,13 @@ export class FrameWatch {
       this.tunnelled = this.inner !== undefined && opcode <= 0x2;
       this.dataFrame = !this.tunnelled && opcode !== 0x9 && opcode !== 0xa; // ping, pong
       if (this.dataFrame) this.data = true;
-      this.mask = (h[1]! & 0x80) ? [h[need - 4]!, h[need - 3]!, h[need - 2]!, h[need - 1]!] : undefined;
+      if (this.tunnelled && (h[1]! & 0x80)) {
+        const k = this.key;
+        k[0] = h[need - 4]!; k[1] = h[need - 3]!; k[2] = h[need - 2]!; k[3] = h[need - 1]!;
+        this.mask = k;
+      } else {
+        this.mask = unmasked;
+      }
       this.maskAt = 0;
       this.remaining = len;
     }
@@ -137,14 +161,13 @@ export class FrameWatch {
     this.headNeed = this.firstNeed();
   }
 
-  private feedInner(payload: Buffer): void {
-    let bytes = payload;
-    if (this.mask) {
-      bytes = Buffer.allocUnsafe(payload.length);
-      for (let k = 0; k < payload.length; k++) bytes[k] = payload[k]! ^ this.mask[(this.maskAt + k) & 3]!;
-      this.maskAt = (this.maskAt + payload.length) & 3;
-    }
-    if (this.inner!.feed(bytes).data) this.data = true;
+  /** The tunnelled SPDY reads a data message's payload, unmasking only the bytes it reads. */
+  private feedInner(chunk: Buffer, from: number, to: number): void {
+    const inner = this.inner!;
+    inner.data = false;
+    inner.walk(chunk, from, to, false, this.mask, this.maskAt);
+    this.maskAt = (this.maskAt + to - from) & 3;
+    if (inner.data) this.data = true;
   }
 }
 

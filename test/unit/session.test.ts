@@ -83,6 +83,17 @@ test('SPDY tunnelled in WebSocket (port-forward): a message is activity only if 
   assert.equal(frameProtocol('websocket', 'v5.channel.k8s.io'), 'websocket');
 });
 
+test('SPDY tunnelled in masked WebSocket: frames split over messages at odd offsets are read through each message\'s mask', () => {
+  for (const size of [1, 3, 7, 1 << 20]) {
+    const w = new FrameWatch('websocket-spdy');
+    const ping = spdy({ type: 6 }, Buffer.from([0, 0, 0, 1]));
+    const split = (f: Buffer) => Buffer.concat([ws(0x2, f.subarray(0, 3), true), ws(0x2, f.subarray(3, 9), true), ws(0x2, f.subarray(9), true)]);
+    assert.equal(feedIn(w, Buffer.concat([split(ping), split(ping)]), size), false, `pings, pieces of ${size}`);
+    assert.equal(feedIn(w, split(spdy({ stream: 3 }, Buffer.alloc(5))), size), true, `data, pieces of ${size}`);
+    assert.ok(w.atBoundary);
+  }
+});
+
 test('feed can stop at the first frame boundary (where a closing frame may go)', () => {
   const w = new FrameWatch('websocket');
   const a = ws(0x2, Buffer.alloc(10)), b = ws(0x2, Buffer.alloc(10));
