@@ -42,13 +42,19 @@ export function sessionTarget(url: string): SessionTarget {
   return t;
 }
 
+/** Header bytes a frame watch reads one by one per start of its namespace's turns (each frame
+ * counts `frameBytes` more for its own work): a start's worth of relayed body costs the event loop
+ * about as much (docs/performance.md). */
+export const headerBytesPerStart = 4096;
+export const frameBytes = 4;
+
 /** The key of bytes that are not masked. */
 const unmasked = new Uint8Array(4);
 
 /**
  * Follows frame boundaries in one direction of a relayed connection. `feed` reports whether a
  * chunk carried application data, and can stop at the first boundary it reaches. Payload is
- * skipped in bulk; header bytes are read one by one.
+ * skipped in bulk; header bytes are read one by one, and counted (`owed`).
  */
 export class FrameWatch {
   /** Header bytes read so far (a header can span chunks), and how many this header needs. */
@@ -71,6 +77,9 @@ export class FrameWatch {
   private mask = unmasked;
   private readonly key = new Uint8Array(4);
   private maskAt = 0;
+  /** Header bytes of whole frames read (and `frameBytes` a frame), and of those what `owed` counted. */
+  private walked = 0;
+  private charged = 0;
 
   constructor(private readonly protocol: FrameProtocol) {
     if (protocol === 'websocket-spdy') this.inner = new FrameWatch('spdy');
@@ -92,6 +101,16 @@ export class FrameWatch {
     this.data = false;
     const used = this.walk(chunk, 0, chunk.length, untilBoundary, unmasked, 0);
     return { used, data: this.data };
+  }
+
+  /** Starts owed for the header bytes read since last asked (tunnelled ones too): one per
+   * `headerBytesPerStart`, the rest kept for later. */
+  owed(): number {
+    const due = this.walked + (this.inner?.walked ?? 0) - this.charged;
+    if (due < headerBytesPerStart) return 0;
+    const n = Math.floor(due / headerBytesPerStart);
+    this.charged += n * headerBytesPerStart;
+    return n;
   }
 
   /** Reads `chunk` from `i` to `end`, each byte xor `key[(at + k) & 3]` (k: its place from `i`);
@@ -157,6 +176,7 @@ export class FrameWatch {
       this.maskAt = 0;
       this.remaining = len;
     }
+    this.walked += this.headLen + frameBytes;
     this.headLen = 0;
     this.headNeed = this.firstNeed();
   }
@@ -290,10 +310,10 @@ export class Session {
   private readonly fromUpstream: Valve;
 
   /** `remoteCommand`: exec or attach (their SPDY error stream can carry the reason for an end);
-   * `pace`: the namespace's turns, which each piece relayed takes. */
+   * `pace`: the namespace's turns, which each piece relayed takes (and the frame headers read). */
   constructor(private readonly client: Duplex, private readonly upstream: Duplex, private readonly protocol: FrameProtocol,
     private readonly remoteCommand: boolean, private readonly idleMs: number, private readonly onEnd: (s: Session, reason: SessionEnd) => void,
-    pace?: Pace) {
+    private readonly pace?: Pace) {
     this.down = new FrameWatch(protocol);
     this.up = new FrameWatch(protocol);
     this.toUpstream = new Valve(client, pace, (piece) => this.upstream.write(piece), () => this.done);
@@ -310,6 +330,7 @@ export class Session {
     this.client.on('data', (chunk: Buffer) => {
       this.bytesFromClient += chunk.length;
       if (this.up.feed(chunk).data) this.last = performance.now();
+      this.charge(this.up);
       this.toUpstream.pass(chunk);
     });
     this.upstream.on('drain', () => this.toUpstream.drained());
@@ -349,10 +370,17 @@ export class Session {
     } else if (this.down.feed(chunk).data) {
       this.last = performance.now();
     }
+    this.charge(this.down);
     this.bytesToClient += part.length;
     const ok = this.client.write(part);
     if (this.ending && this.down.atBoundary) this.close();
     return ok;
+  }
+
+  /** Charges the namespace for the frame headers `w` read, past what the pieces' bytes cost. */
+  private charge(w: FrameWatch): void {
+    const n = w.owed();
+    if (n > 0 && this.pace) this.pace.turns.chargeStarts(this.pace.namespace, n);
   }
 
   private close(): void {

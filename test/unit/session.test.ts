@@ -1,8 +1,11 @@
 // The session relay's frame reading (pure): WebSocket and SPDY/3.1 frame boundaries across chunks,
-// pings that are not activity, the first SPDY stream, and what a session is about.
+// pings that are not activity, the first SPDY stream, what reading headers costs, and what a
+// session is about.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FrameWatch, closingFrame, frameProtocol, sessionTarget, spdyErrorFrame } from '../../src/dataplane/session.js';
+import { Duplex } from 'node:stream';
+import { FrameWatch, Session, closingFrame, frameProtocol, sessionTarget, spdyErrorFrame } from '../../src/dataplane/session.js';
+import type { Turns } from '../../src/dataplane/upstream.js';
 
 /** A WebSocket frame: FIN, `opcode`, `payload`, masked when from a client. */
 function ws(opcode: number, payload: Buffer, masked = false): Buffer {
@@ -92,6 +95,66 @@ test('SPDY tunnelled in masked WebSocket: frames split over messages at odd offs
     assert.equal(feedIn(w, split(spdy({ stream: 3 }, Buffer.alloc(5))), size), true, `data, pieces of ${size}`);
     assert.ok(w.atBoundary);
   }
+});
+
+/** `count` copies of `frame`. */
+const many = (frame: Buffer, count: number) => Buffer.concat(Array(count).fill(frame));
+
+test('a frame watch owes a start per 4096 header bytes read, each frame counting 4 more; payload costs nothing past its pieces', () => {
+  const w = new FrameWatch('websocket');
+  w.feed(many(ws(0x9, Buffer.alloc(0)), 32768)); // 64 KiB of 2-byte pings: 32768 * (2 + 4)
+  assert.equal(w.owed(), 48);
+  assert.equal(w.owed(), 0, 'counted once');
+  const big = ws(0x2, Buffer.alloc(1 << 20), true);
+  for (let i = 0; i < big.length; i += 65536) w.feed(big.subarray(i, i + 65536));
+  assert.equal(w.owed(), 0, '1 MiB of data in one frame');
+  // less than a start is kept for later: SPDY PINGs of 12 bytes count 12 each
+  const s = new FrameWatch('spdy');
+  const ping = spdy({ type: 6 }, Buffer.from([0, 0, 0, 1]));
+  s.feed(many(ping, 341)); // 4092
+  assert.equal(s.owed(), 0);
+  s.feed(ping.subarray(0, 5));
+  assert.equal(s.owed(), 0, 'half a header');
+  s.feed(ping.subarray(5));
+  assert.equal(s.owed(), 1);
+  s.feed(many(ping, 341)); // 8 left + 4092
+  assert.equal(s.owed(), 1);
+});
+
+test('SPDY tunnelled in WebSocket: the tunnelled headers are owed too', () => {
+  const w = new FrameWatch('websocket-spdy');
+  // 3640 masked messages of one PING each: (6 + 4) + (8 + 4)
+  w.feed(many(ws(0x2, spdy({ type: 6 }, Buffer.from([0, 0, 0, 1])), true), 3640));
+  assert.equal(w.owed(), Math.floor(3640 * 22 / 4096));
+});
+
+/** One side of a relay: what `push`es comes out as its data; what the relay writes is kept. */
+function side(): Duplex & { written: number } {
+  const d = new Duplex({ read() {}, write(chunk: Buffer, _e, cb) { d.written += chunk.length; cb(); } }) as Duplex & { written: number };
+  d.written = 0;
+  return d;
+}
+
+test('a session charges its namespace each way for the frame headers it reads, past its pieces\' bytes; bulk frames cost nothing more', async () => {
+  const charged: number[] = [];
+  const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (ns, n) => { assert.equal(ns, 'team-a'); charged.push(n); } };
+  const client = side(), upstream = side();
+  const s = new Session(client, upstream, 'websocket', false, 60_000, () => {}, { turns, namespace: 'team-a', m: { pieceDeferred: () => {} } });
+  s.start(Buffer.alloc(0), Buffer.alloc(0));
+  const flush = () => new Promise((r) => setImmediate(r));
+  const bulk = ws(0x2, Buffer.alloc(1 << 20), true);
+  for (let i = 0; i < bulk.length; i += 65536) client.push(bulk.subarray(i, i + 65536));
+  upstream.push(ws(0x2, Buffer.alloc(1 << 20)));
+  await flush();
+  assert.deepEqual([charged, upstream.written, client.written], [[], bulk.length, (1 << 20) + 10]);
+  client.push(many(ws(0x9, Buffer.alloc(0), true), 10922)); // 64 KiB of 6-byte masked pings: 10922 * (6 + 4)
+  await flush();
+  assert.deepEqual(charged, [26], 'from the client');
+  upstream.push(many(ws(0x9, Buffer.alloc(0)), 32768)); // 2-byte pings: 32768 * (2 + 4)
+  await flush();
+  assert.deepEqual(charged, [26, 48], 'from the upstream');
+  client.destroy();
+  upstream.destroy();
 });
 
 test('feed can stop at the first frame boundary (where a closing frame may go)', () => {
