@@ -94,8 +94,19 @@ export class AuthUnavailableError extends AgwError {
     this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
-/** 503, fail closed: the thread that runs path filters failed while checking this request. */
-export const FilterUnavailableError = define('FilterUnavailableError', 'AGW_ERR_FILTER_UNAVAILABLE', 503, 'ServiceUnavailable');
+/** 503, fail closed: the thread that runs path filters failed while checking this request, or the
+ * namespace's checks are refused for a while after one ran too long (`retryAfterSeconds` then). */
+export class FilterUnavailableError extends AgwError {
+  override readonly code = 'AGW_ERR_FILTER_UNAVAILABLE';
+  override readonly status = 503;
+  override readonly reason = 'ServiceUnavailable';
+  override readonly retryAfterSeconds: number | undefined;
+  constructor(message: string, options?: AgwErrorOptions & { retryAfterSeconds?: number }) {
+    super(message, options);
+    this.name = 'FilterUnavailableError';
+    this.retryAfterSeconds = options?.retryAfterSeconds;
+  }
+}
 /** 429: a namespace's path-filter checks waiting for the filter thread are at their bound. */
 export class FiltersBusyError extends AgwError {
   override readonly code = 'AGW_ERR_FILTERS_BUSY';

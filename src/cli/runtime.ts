@@ -103,6 +103,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   const drainMs = f['drain-seconds'] * 1000;
   // teams' path filters run on the event loop while cheap, else on a thread of their own
   const overBudgetLogged = new Map<string, number>();
+  const slowLogged = new Map<string, number>();
   const filterChecks = new FilterChecks(defaultFilterLimits, {
     sent: (ns, why) => metrics.filterThreadChecks.inc({ namespace: ns, why }),
     refused: (ns, reason) => metrics.filterRefusals.inc({ namespace: ns, reason }),
@@ -111,6 +112,12 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
       if (now - (overBudgetLogged.get(ns) ?? 0) < 60_000) return;
       overBudgetLogged.set(ns, now);
       log.warn({ namespace: ns, msPerSecond: defaultFilterLimits.msPerSecond }, 'path filters of this namespace used their event-loop time: its checks run on the filter thread until it is refilled');
+    },
+    slow: (ns) => {
+      const now = Date.now();
+      if (now - (slowLogged.get(ns) ?? 0) < 60_000) return;
+      slowLogged.set(ns, now);
+      log.warn({ namespace: ns, slowForSeconds: defaultFilterLimits.slowForMs / 1000 }, 'path filters of this namespace are slow on the filter thread: its checks run on the slow lane, with other slow namespaces\' only');
     },
   });
   const dataplane = new ListenerManager({

@@ -1,9 +1,13 @@
 // Where routes' path filters run. RE2 is linear in the path, but a team's patterns can still cost
 // milliseconds per request, and the event loop is every team's. A check runs on the event loop
 // while it is cheap (its filter's size times the path's length) and its namespace has event-loop
-// time left (a bucket refilled every second); otherwise on the filter thread, where a namespace
+// time left (a bucket refilled every second); otherwise on a filter thread, where a namespace
 // waits behind its own checks and namespaces take turns, so one team's patterns cannot stall the
-// gateways of the others (the tenancy invariant).
+// gateways of the others (the tenancy invariant). Two threads, two lanes: checks run on the quick
+// lane's thread until their namespace's check has run over quickCheckMs there; then that check is
+// stopped when another namespace waits (its thread replaced by a spare already loaded) and the
+// namespace's checks go to the slow lane's thread for a while, where they wait only for other slow
+// namespaces'. A namespace whose check ran over threadCheckMs is refused (503) for a back-off.
 import { Worker } from 'node:worker_threads';
 import { FilterUnavailableError, FiltersBusyError } from '../errors.js';
 import type { FilterAnswer, FilterJob } from './filter-thread.js';
@@ -21,9 +25,21 @@ export interface FilterLimits {
   freeMs: number;
   /** Checks of a namespace waiting for the filter thread; more are answered 429. */
   waitingPerNamespace: number;
-  /** A check that takes longer on the filter thread is stopped (the thread started again) and
-   * answered 503: no namespace's check waits longer than this behind another's. */
+  /** A check that takes longer on a filter thread is stopped (the thread replaced) and answered
+   * 503, and its namespace's checks on the threads are refused (503) for backoffMs, doubled at each
+   * such check while it keeps timing out (at most maxBackoffMs; back to backoffMs after a quiet
+   * back-off). */
   threadCheckMs: number;
+  backoffMs: number;
+  maxBackoffMs: number;
+  /** A check that runs longer on the quick lane, while another namespace waits there, is stopped (a
+   * spare thread takes the lane) and sent again on the slow lane: so a namespace whose checks are
+   * quick waits for another's at most this long. */
+  quickCheckMs: number;
+  /** A namespace goes to the slow lane for slowForMs when a match of its took over slowCheckMs (the
+   * thread's clock), its check ran over threadCheckMs, or it gave way twice within slowForMs. */
+  slowCheckMs: number;
+  slowForMs: number;
   /** The filter thread's old-generation heap (MiB): past it the thread stops, its check is answered
    * 503 and a new thread takes the next. It keeps at most 32 compiled filters (up to ~1 MiB each,
    * 0.2-0.4 MiB usual) and no DFA state between checks; a check builds at most 96 patterns' 32 KiB.
@@ -31,35 +47,63 @@ export interface FilterLimits {
   threadHeapMb: number;
 }
 
-export const defaultFilterLimits: FilterLimits = { onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 64 };
+export const defaultFilterLimits: FilterLimits = {
+  onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 64,
+  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000,
+};
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
- * event-loop time used up), one refused (`busy`: 429, `failed`: 503), a namespace that has just
- * used up its event-loop time. */
+ * event-loop time used up), one refused (`busy`: 429, `failed`: 503, `backoff`: 503 while its
+ * namespace is backed off after a check ran too long), a namespace moved to the slow lane, a
+ * namespace that has just used up its event-loop time. */
 export interface FilterEvents {
   sent?(namespace: string, why: 'cost' | 'budget'): void;
-  refused?(namespace: string, reason: 'busy' | 'failed'): void;
+  refused?(namespace: string, reason: 'busy' | 'failed' | 'backoff'): void;
+  slow?(namespace: string): void;
   overBudget?(namespace: string): void;
 }
 
 /** The client connection of a check: when it is closed before its turn, the check is not sent. */
 export interface FilterClient { readonly destroyed?: boolean }
 
-interface Waiting { job: FilterJob; done: (r: FilterRefusal | FilterPass) => void; fail: (err: Error) => void; client: FilterClient | undefined; timer?: NodeJS.Timeout }
+interface Waiting {
+  job: FilterJob; done: (r: FilterRefusal | FilterPass) => void; fail: (err: Error) => void; client: FilterClient | undefined;
+  timer?: NodeJS.Timeout;
+  /** When its thread started it (online), and whether it has run over quickCheckMs. */
+  at?: number; over?: boolean;
+}
+
+/** A filter thread: whether it has loaded, and the lane it serves (none: the spare). */
+interface Thread { worker: Worker; online: boolean; lane: Lane | undefined }
+
+/** Checks waiting for one thread, namespaces in turn. */
+interface Lane {
+  readonly quick: boolean;
+  thread: Thread | undefined;
+  running: Waiting | undefined;
+  readonly waiting: Map<string, Waiting[]>;
+  readonly turns: string[];
+}
+
+/** A namespace's standing on the threads: on the slow lane until `slowUntil`; refused until
+ * `refusedUntil`, its last back-off `backoff`; its checks waiting on either lane. */
+interface Standing { slowUntil: number; refusedUntil: number; backoff: number; waiting: number; gaveWayAt: number }
 
 export class FilterChecks {
   /** Event-loop time left per namespace (ms), as of `at`. */
   private readonly time = new Map<string, { ms: number; at: number }>();
-  private readonly waiting = new Map<string, Waiting[]>();
-  /** Namespaces with checks waiting, in turn. */
-  private readonly turns: string[] = [];
-  private worker: Worker | undefined;
-  private running: Waiting | undefined;
-  /** Whether the current thread has loaded (checks are timed from then). */
-  private online = false;
+  private readonly standing = new Map<string, Standing>();
+  private readonly quick: Lane = { quick: true, thread: undefined, running: undefined, waiting: new Map(), turns: [] };
+  private readonly slow: Lane = { quick: false, thread: undefined, running: undefined, waiting: new Map(), turns: [] };
+  /** A thread loaded ahead, to take the quick lane's place when its thread is stopped. */
+  private spare: Thread | undefined;
+  private refilling = false;
   private nextId = 0;
-  /** Checks sent to the filter thread so far. */
+  /** Checks sent to the filter threads so far. */
   offThread = 0;
+  /** Threads started so far, and checks sent to a thread still loading (for tests). */
+  threadsStarted = 0;
+  coldSends = 0;
 
   constructor(private readonly limits: FilterLimits = defaultFilterLimits, private readonly events: FilterEvents = {},
     private readonly now: () => number = () => performance.now()) {}
@@ -67,8 +111,8 @@ export class FilterChecks {
   /**
    * Why `filter` refuses `method` `path`, or the pattern that lets it through: at once on the
    * event loop, or a promise of the filter thread's answer. Throws FiltersBusyError when the namespace has too many checks
-   * waiting; rejects with FilterUnavailableError when the thread fails, or the client left
-   * (`client` closed) before its turn.
+   * waiting, FilterUnavailableError while it is backed off; rejects with FilterUnavailableError when the thread fails, its
+   * check runs too long, or the client left (`client` closed) before its turn.
    */
   check(filter: PathFilter, method: string, path: string, client?: FilterClient): FilterRefusal | FilterPass | Promise<FilterRefusal | FilterPass> {
     const ns = filter.owner;
@@ -107,15 +151,27 @@ export class FilterChecks {
     return v;
   }
 
-  /** Stops the filter thread; checks waiting for it fail. */
+  /** Whether `ns`'s checks go to the slow lane now (for tests and metrics). */
+  isSlow(ns: string): boolean {
+    const s = this.standing.get(ns);
+    return !!s && s.slowUntil > this.now();
+  }
+
+  /** Stops the filter threads; checks waiting for them fail. */
   close(): void {
-    const w = this.worker;
-    this.worker = undefined;
-    this.lost('the gateway is stopping');
-    for (const q of this.waiting.values()) for (const x of q) x.fail(new FilterUnavailableError('the gateway is stopping'));
-    this.waiting.clear();
-    this.turns.length = 0;
-    void w?.terminate();
+    for (const lane of [this.quick, this.slow]) {
+      const t = lane.thread;
+      lane.thread = undefined;
+      this.lost(lane, 'the gateway is stopping');
+      for (const q of lane.waiting.values()) for (const x of q) x.fail(new FilterUnavailableError('the gateway is stopping'));
+      lane.waiting.clear();
+      lane.turns.length = 0;
+      if (t) void t.worker.terminate();
+    }
+    this.standing.clear();
+    const s = this.spare;
+    this.spare = undefined;
+    if (s) void s.worker.terminate();
   }
 
   private left(ns: string): { ms: number; at: number } {
@@ -127,106 +183,249 @@ export class FilterChecks {
     return b;
   }
 
+  private standingOf(ns: string): Standing {
+    let s = this.standing.get(ns);
+    if (!s) this.standing.set(ns, (s = { slowUntil: 0, refusedUntil: 0, backoff: 0, waiting: 0, gaveWayAt: -Infinity }));
+    return s;
+  }
+
   private send(filter: PathFilter, method: string, path: string, client: FilterClient | undefined, why: 'cost' | 'budget'): Promise<FilterRefusal | FilterPass> {
     const ns = filter.owner;
-    let q = this.waiting.get(ns);
-    if (q && q.length >= this.limits.waitingPerNamespace) {
+    const s = this.standingOf(ns);
+    const now = this.now();
+    if (s.refusedUntil > now) {
+      this.events.refused?.(ns, 'backoff');
+      throw this.backedOff(ns, filter.field, s, now);
+    }
+    if (s.waiting >= this.limits.waitingPerNamespace) {
       this.events.refused?.(ns, 'busy');
-      throw new FiltersBusyError(`the path filters of namespace ${ns} have ${q.length} checks waiting for the filter thread; try again`, `${filter.field}.acceptPaths`);
+      throw new FiltersBusyError(`the path filters of namespace ${ns} have ${s.waiting} checks waiting for the filter thread; try again`, `${filter.field}.acceptPaths`);
     }
     const { acceptPaths, rejectPaths, rejectMethods } = filter.spec;
     this.events.sent?.(ns, why);
     const job: FilterJob = { id: ++this.nextId, owner: ns, field: filter.field, spec: { acceptPaths, rejectPaths, rejectMethods }, method, path };
     return new Promise((done, fail) => {
-      if (!q) this.waiting.set(ns, (q = []));
-      q.push({ job, done, fail, client });
-      if (q.length === 1) this.turns.push(ns);
-      this.next();
+      const w: Waiting = { job, client, done, fail };
+      const lane = s.slowUntil > now ? this.slow : this.quick;
+      this.enqueue(lane, w);
+      // a quick-lane check that has run over its time gives way to this one (another namespace's)
+      const r = this.quick.running;
+      if (lane === this.quick && r?.over && r.job.owner !== ns && !client?.destroyed) setImmediate(() => this.giveWay(r));
+      this.next(lane);
     });
   }
 
-  /** Sends the next waiting check (namespaces in turn) when the thread is free. */
-  private next(): void {
-    while (!this.running && this.turns.length) {
-      const ns = this.turns.shift()!;
-      const q = this.waiting.get(ns)!;
+  private enqueue(lane: Lane, w: Waiting, first = false): void {
+    const ns = w.job.owner;
+    this.standingOf(ns).waiting++;
+    let q = lane.waiting.get(ns);
+    if (!q) lane.waiting.set(ns, (q = []));
+    if (first) q.unshift(w);
+    else q.push(w);
+    if (q.length === 1) lane.turns.push(ns);
+  }
+
+  /** Sends the lane's next waiting check (namespaces in turn) when its thread is free. */
+  private next(lane: Lane): void {
+    while (!lane.running && lane.turns.length) {
+      const ns = lane.turns.shift()!;
+      const q = lane.waiting.get(ns)!;
       const w = q.shift()!;
-      if (q.length) this.turns.push(ns);
-      else this.waiting.delete(ns);
+      if (q.length) lane.turns.push(ns);
+      else lane.waiting.delete(ns);
+      this.standingOf(ns).waiting--;
       if (w.client?.destroyed) {
         w.fail(new FilterUnavailableError('the client left before its path was checked'));
         continue;
       }
-      this.running = w;
+      lane.running = w;
       this.offThread++;
+      let t: Thread;
       try {
-        this.thread().postMessage(w.job);
+        t = this.thread(lane);
+        t.worker.postMessage(w.job);
       } catch (err) {
-        this.running = undefined;
+        lane.running = undefined;
         this.failed(w, `the filter thread could not start: ${(err as Error).message}`);
         continue;
       }
-      if (this.online) this.timeCheck(w); // (a new thread's start is not counted: timed once it is online)
+      if (t.online) this.timeCheck(lane, w); // (a new thread's start is not counted: timed once it is online)
+      else this.coldSends++;
     }
   }
 
-  private timeCheck(w: Waiting): void {
-    w.timer = setTimeout(() => this.tooLong(w), this.limits.threadCheckMs);
+  /** Times `w` from now: on the quick lane, first to quickCheckMs; then to threadCheckMs. */
+  private timeCheck(lane: Lane, w: Waiting): void {
+    w.at = this.now();
+    if (lane.quick && this.limits.quickCheckMs < this.limits.threadCheckMs) {
+      w.timer = setTimeout(() => setImmediate(() => this.overQuick(w)), this.limits.quickCheckMs);
+    } else {
+      w.timer = setTimeout(() => setImmediate(() => this.tooLong(lane, w)), this.limits.threadCheckMs);
+    }
     w.timer.unref();
   }
 
-  /** The check `w` has run for threadCheckMs: stopped with its thread (a new one takes the next).
-   * Decided after the loop's poll phase: an answer that came meanwhile (the loop was busy) wins. */
-  private tooLong(w: Waiting): void {
-    setImmediate(() => this.stopIfRunning(w));
+  /** `w` has run quickCheckMs on the quick lane (decided after the loop's poll phase: an answer
+   * that came meanwhile wins): it gives way at once if another namespace waits, else when one comes,
+   * else it runs to threadCheckMs. */
+  private overQuick(w: Waiting): void {
+    if (this.quick.running !== w) return;
+    w.over = true;
+    if (this.othersWait(w.job.owner)) return this.giveWay(w);
+    w.timer = setTimeout(() => setImmediate(() => this.tooLong(this.quick, w)), Math.max(0, this.limits.threadCheckMs - this.limits.quickCheckMs));
+    w.timer.unref();
   }
 
-  private stopIfRunning(w: Waiting): void {
-    if (this.running !== w) return;
-    const worker = this.worker;
-    this.worker = undefined;
-    this.running = undefined;
-    this.failed(w, `its path filters took over ${this.limits.threadCheckMs} ms on the filter thread`);
-    void worker?.terminate();
-    this.next();
+  /** Whether a namespace but `ns` has a check waiting on the quick lane (its client still there). */
+  private othersWait(ns: string): boolean {
+    for (const [other, q] of this.quick.waiting) if (other !== ns && q.some((x) => !x.client?.destroyed)) return true;
+    return false;
   }
 
-  private thread(): Worker {
-    if (this.worker) return this.worker;
+  /** Stops the quick lane's thread running `w` (a spare takes its place) and sends `w` again, first
+   * of its namespace's, on the slow lane, with the rest of its namespace's quick-lane checks. A
+   * namespace that gives way twice within slowForMs goes to the slow lane (a check slow once may
+   * only have waited for a CPU: it is judged again on the slow lane, by the time its match took). */
+  private giveWay(w: Waiting): void {
+    if (this.quick.running !== w) return;
+    const s = this.standingOf(w.job.owner);
+    const now = this.now();
+    if (now - s.gaveWayAt < this.limits.slowForMs) this.slowed(w.job.owner);
+    s.gaveWayAt = now;
+    clearTimeout(w.timer);
+    w.timer = undefined;
+    w.over = false;
+    this.quick.running = undefined;
+    this.retire(this.quick);
+    const ns = w.job.owner;
+    const rest = this.quick.waiting.get(ns) ?? [];
+    this.quick.waiting.delete(ns);
+    s.waiting -= rest.length;
+    const i = this.quick.turns.indexOf(ns);
+    if (i >= 0) this.quick.turns.splice(i, 1);
+    for (const x of [...rest].reverse()) this.enqueue(this.slow, x, true);
+    this.enqueue(this.slow, w, true);
+    this.next(this.quick);
+    this.next(this.slow);
+  }
+
+  /** `ns`'s checks go to the slow lane for slowForMs from now. */
+  private slowed(ns: string): void {
+    const s = this.standingOf(ns);
+    if (s.slowUntil <= this.now()) this.events.slow?.(ns);
+    s.slowUntil = this.now() + this.limits.slowForMs;
+  }
+
+  /** The check `w` has run for threadCheckMs: stopped with its thread (a spare takes the next),
+   * answered 503, its namespace backed off. */
+  private tooLong(lane: Lane, w: Waiting): void {
+    if (lane.running !== w) return;
+    lane.running = undefined;
+    this.retire(lane);
+    this.slowed(w.job.owner);
+    const s = this.standingOf(w.job.owner);
+    const now = this.now();
+    s.backoff = s.backoff && now < s.refusedUntil + s.backoff ? Math.min(this.limits.maxBackoffMs, 2 * s.backoff) : this.limits.backoffMs;
+    s.refusedUntil = now + s.backoff;
+    const ns = w.job.owner;
+    this.failed(w, `its path filters took over ${this.limits.threadCheckMs} ms on the filter thread; the namespace's checks there are refused for ${Math.ceil(s.backoff / 1000)} s`);
+    // and so are those it has waiting
+    for (const l of [this.quick, this.slow]) {
+      const q = l.waiting.get(ns);
+      if (!q) continue;
+      l.waiting.delete(ns);
+      l.turns.splice(l.turns.indexOf(ns), 1);
+      s.waiting -= q.length;
+      for (const x of q) {
+        this.events.refused?.(ns, 'backoff');
+        x.fail(this.backedOff(ns, x.job.field, s, now));
+      }
+    }
+    this.next(lane);
+  }
+
+  private backedOff(ns: string, field: string, s: Standing, now: number): Error {
+    const seconds = Math.max(1, Math.ceil(Math.round(s.refusedUntil - now) / 1000)); // (whole ms: now + 1000 - now may be 1000.0000001)
+    return new FilterUnavailableError(`the path filters of namespace ${ns} ran over ${this.limits.threadCheckMs} ms on the filter thread; its checks there are refused for ${seconds} s`,
+      { step: 'filter', field: `${field}.acceptPaths`, retryAfterSeconds: seconds });
+  }
+
+  /** Stops the lane's thread; the next check takes the spare. */
+  private retire(lane: Lane): void {
+    const t = lane.thread;
+    lane.thread = undefined;
+    if (t) {
+      t.lane = undefined;
+      void t.worker.terminate();
+    }
+  }
+
+  /** The lane's thread: its own, else (the quick lane) the spare, another spare started after this
+   * turn, else a new one. The slow lane starts its own: its namespaces' stopped threads do not use
+   * up the spare that a quick namespace's check would then wait for. */
+  private thread(lane: Lane): Thread {
+    if (lane.thread) return lane.thread;
+    let t = lane.quick ? this.spare : undefined;
+    if (t) this.spare = undefined;
+    t ??= this.start();
+    t.lane = lane;
+    lane.thread = t;
+    if (lane.quick && !this.refilling) {
+      // after this turn: the check just sent to `t` is not kept waiting by a thread's start
+      this.refilling = true;
+      setImmediate(() => {
+        this.refilling = false;
+        if (!this.spare && this.quick.thread) this.spare = this.start();
+      });
+    }
+    return t;
+  }
+
+  private start(): Thread {
     const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb } });
     w.unref();
-    this.online = false;
+    this.threadsStarted++;
+    const t: Thread = { worker: w, online: false, lane: undefined };
     w.on('message', (a: FilterAnswer) => {
+      const lane = t.lane;
       if ('ready' in a) {
         // loaded: the check it holds is timed from now (its start is not the check's cost)
-        if (this.worker !== w) return;
-        this.online = true;
-        if (this.running && !this.running.timer) this.timeCheck(this.running);
+        t.online = true;
+        if (lane?.running && !lane.running.timer) this.timeCheck(lane, lane.running);
         return;
       }
-      const r = this.running;
-      if (!r || r.job.id !== a.id) return;
+      const r = lane?.running;
+      if (!lane || !r || r.job.id !== a.id) return;
       clearTimeout(r.timer);
-      this.running = undefined;
-      if ('error' in a) this.failed(r, `the path filters failed: ${a.error}`);
-      else r.done(a.refused);
-      this.next();
+      lane.running = undefined;
+      if ('error' in a) {
+        this.failed(r, `the path filters failed: ${a.error}`);
+      } else {
+        // a match that ran over slowCheckMs (as the thread measured it: not this loop's delay in
+        // reading the answer) keeps or puts its namespace on the slow lane
+        if (a.ms > this.limits.slowCheckMs) this.slowed(r.job.owner);
+        r.done(a.refused);
+      }
+      this.next(lane);
     });
     const stopped = (why: string) => {
-      if (this.worker !== w) return;
-      this.worker = undefined;
-      this.lost(why);
-      this.next();
+      if (this.spare === t) this.spare = undefined;
+      const lane = t.lane;
+      if (!lane || lane.thread !== t) return;
+      lane.thread = undefined;
+      t.lane = undefined;
+      this.lost(lane, why);
+      this.next(lane);
     };
     w.on('error', (err) => stopped(err.message));
     w.on('exit', (code) => stopped(`exit code ${code}`));
-    return (this.worker = w);
+    return t;
   }
 
-  /** The check the thread was running fails: the thread stopped. */
-  private lost(why: string): void {
-    const r = this.running;
-    this.running = undefined;
+  /** The check the lane's thread was running fails: the thread stopped. */
+  private lost(lane: Lane, why: string): void {
+    const r = lane.running;
+    lane.running = undefined;
     clearTimeout(r?.timer);
     if (r) this.failed(r, `the filter thread stopped while checking this path: ${why}`);
   }

@@ -111,7 +111,8 @@ test('the filter thread fails closed: a check it cannot answer is 503, and so is
 });
 
 test('a check that takes too long on the filter thread is stopped and answered 503; the next namespace\'s check runs on a new thread', async (t) => {
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30 }));
+  // (quickCheckMs as long: no lane to give way to before the check is stopped)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000 }));
   t.after(() => checks.close());
   // 16 hostile patterns on a 4 KiB path: far over 30 ms
   const slow = new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 16 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] }, 'team-a');
@@ -151,4 +152,91 @@ test('a filter thread past its heap bound stops: its check is answered 503, and 
   assert.ok(failed instanceof FilterUnavailableError && failed.status === 503 && /filter thread stopped/.test(failed.message), String(failed));
   assert.equal(refused.length, 1);
   assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/x'));
+});
+
+// 16 hostile patterns: on a 4 KiB path, a match of ~150 ms or more (a 14 KiB one ~600 ms)
+const hostile16 = (owner: string) => new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 16 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] },
+  owner, 'spec.routes[0].apiserver');
+const turn = () => new Promise((r) => setImmediate(r));
+async function spareLoaded(checks: FilterChecks): Promise<void> {
+  const s = () => (checks as unknown as { spare?: { online: boolean } }).spare;
+  for (let i = 0; i < 2000 && !s()?.online; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(s()?.online, 'the spare thread loaded');
+}
+
+test('a check that runs long on the filter thread gives way to another namespace\'s: a loaded spare takes the lane, the long one runs again on the slow lane; twice, and its namespace is slow', async (t) => {
+  const slowed: string[] = [];
+  // (slowCheckMs long: only giving way twice makes team-a slow here; threadCheckMs long: nothing is refused)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000 }), { slow: (ns) => slowed.push(ns) });
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
+  await spareLoaded(checks);
+  for (const round of [1, 2]) {
+    const cold = checks.coldSends;
+    const order: string[] = [];
+    const path = longPath();
+    const pa = Promise.resolve(checks.check(a, 'GET', path)).then((v) => { order.push('a'); return v; });
+    await turn(); // team-a's check is on the thread
+    const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+    const answer = await pa;
+    await pb;
+    assert.deepEqual(order, ['b', 'a'], `round ${round}`);
+    assert.deepEqual(answer, a.check('GET', path), 'team-a\'s check answered from the slow lane, not refused');
+    a.forget();
+    // team-b's check went to the spare, loaded before; team-a's waited for the slow lane's thread (round 1) 
+    assert.equal(checks.coldSends, cold + (round === 1 ? 1 : 0), `round ${round}: checks sent to a thread still loading`);
+    assert.deepEqual(slowed, round === 1 ? [] : ['team-a'], `round ${round}`);
+    if (round === 1) await spareLoaded(checks);
+  }
+  assert.ok(checks.isSlow('team-a') && !checks.isSlow('team-b'));
+});
+
+test('a namespace whose match took over slowCheckMs has its checks on the slow lane: another namespace\'s are answered before them, and no thread is stopped', async (t) => {
+  const slowed: string[] = [];
+  // (quickCheckMs long: no check gives way; only the lanes keep team-b from waiting)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 120_000, quickCheckMs: 60_000, slowCheckMs: 20 }), { slow: (ns) => slowed.push(ns) });
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  await checks.check(a, 'GET', longPath());
+  assert.deepEqual(slowed, ['team-a']);
+  assert.ok(checks.isSlow('team-a') && !checks.isSlow('team-b'));
+  await spareLoaded(checks);
+  const started = checks.threadsStarted;
+  const order: string[] = [];
+  const pa = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => order.push('a'));
+  await turn();
+  const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+  await Promise.all([pa, pb]);
+  assert.deepEqual(order, ['b', 'a']);
+  assert.equal(checks.threadsStarted, started + 1, 'the slow lane\'s own thread; none stopped or replaced');
+});
+
+test('a namespace whose check ran over threadCheckMs is refused (503, Retry-After) for a back-off, its waiting checks too, doubled while it keeps timing out; another namespace is not', async (t) => {
+  let skew = 0;
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) }, () => performance.now() + skew);
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
+  const backedOff = (seconds: number) => (err: unknown) => err instanceof FilterUnavailableError && err.status === 503 && err.retryAfterSeconds === seconds && /refused for/.test(err.message);
+  const tookOver = (err: unknown) => err instanceof FilterUnavailableError && /took over 30 ms/.test((err as Error).message);
+  const first = Promise.resolve(checks.check(a, 'GET', longPath()));
+  const waiting = Promise.resolve(checks.check(a, 'GET', longPath()));
+  await assert.rejects(first, tookOver);
+  await assert.rejects(waiting, backedOff(1));
+  assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(1));
+  assert.ok('accepted' in await checks.check(b, 'GET', '/api/v1/pods'), 'team-b is not refused');
+  assert.deepEqual(refused, ['team-a failed', 'team-a backoff', 'team-a backoff']);
+  // after its back-off team-a is checked again; timing out again at once doubles it
+  skew += 1_001;
+  await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())), tookOver);
+  assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(2));
+  // quiet for a back-off after it: back to 1 s
+  skew += 4_001;
+  await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())), tookOver);
+  assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(1));
 });
