@@ -40,6 +40,11 @@ export interface FilterLimits {
    * thread's clock), its check ran over threadCheckMs, or it gave way twice within slowForMs. */
   slowCheckMs: number;
   slowForMs: number;
+  /** The slowest a match runs, µs per unit of filter size × path length (~0.5 at worst: see
+   * onThreadCost). A check whose size × length could not take a time at this rate is not held
+   * against its namespace when it does (its thread waited for a CPU): it is not backed off or
+   * moved to the slow lane for it (it is still stopped and answered 503 past threadCheckMs). */
+  usPerCost: number;
   /** The filter thread's old-generation heap (MiB): past it the thread stops, its check is answered
    * 503 and a new thread takes the next. It keeps at most 32 compiled filters (up to ~1 MiB each,
    * 0.2-0.4 MiB usual) and no DFA state between checks; a check builds at most 96 patterns' 32 KiB.
@@ -49,7 +54,7 @@ export interface FilterLimits {
 
 export const defaultFilterLimits: FilterLimits = {
   onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 64,
-  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000,
+  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000, usPerCost: 0.5,
 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
@@ -69,8 +74,9 @@ export interface FilterClient { readonly destroyed?: boolean }
 interface Waiting {
   job: FilterJob; done: (r: FilterRefusal | FilterPass) => void; fail: (err: Error) => void; client: FilterClient | undefined;
   timer?: NodeJS.Timeout;
-  /** When its thread started it (online), and whether it has run over quickCheckMs. */
-  at?: number; over?: boolean;
+  /** Its filter's size × its path's length; when its thread started it (online), and whether it has
+   * run over quickCheckMs. */
+  cost: number; at?: number; over?: boolean;
 }
 
 /** A filter thread: whether it has loaded, and the lane it serves (none: the spare). */
@@ -205,7 +211,7 @@ export class FilterChecks {
     this.events.sent?.(ns, why);
     const job: FilterJob = { id: ++this.nextId, owner: ns, field: filter.field, spec: { acceptPaths, rejectPaths, rejectMethods }, method, path };
     return new Promise((done, fail) => {
-      const w: Waiting = { job, client, done, fail };
+      const w: Waiting = { job, client, done, fail, cost: filter.size * path.length };
       const lane = s.slowUntil > now ? this.slow : this.quick;
       this.enqueue(lane, w);
       // a quick-lane check that has run over its time gives way to this one (another namespace's)
@@ -290,8 +296,10 @@ export class FilterChecks {
     if (this.quick.running !== w) return;
     const s = this.standingOf(w.job.owner);
     const now = this.now();
-    if (now - s.gaveWayAt < this.limits.slowForMs) this.slowed(w.job.owner);
-    s.gaveWayAt = now;
+    if (this.couldTake(w, this.limits.quickCheckMs)) {
+      if (now - s.gaveWayAt < this.limits.slowForMs) this.slowed(w.job.owner);
+      s.gaveWayAt = now;
+    }
     clearTimeout(w.timer);
     w.timer = undefined;
     w.over = false;
@@ -309,6 +317,11 @@ export class FilterChecks {
     this.next(this.slow);
   }
 
+  /** Whether `w` could take `ms` at the slowest rate of a match (else it is not to blame for it). */
+  private couldTake(w: Waiting, ms: number): boolean {
+    return w.cost * this.limits.usPerCost >= ms * 1000;
+  }
+
   /** `ns`'s checks go to the slow lane for slowForMs from now. */
   private slowed(ns: string): void {
     const s = this.standingOf(ns);
@@ -317,11 +330,16 @@ export class FilterChecks {
   }
 
   /** The check `w` has run for threadCheckMs: stopped with its thread (a spare takes the next),
-   * answered 503, its namespace backed off. */
+   * answered 503, its namespace backed off (unless its size × length could not take so long). */
   private tooLong(lane: Lane, w: Waiting): void {
     if (lane.running !== w) return;
     lane.running = undefined;
     this.retire(lane);
+    if (!this.couldTake(w, this.limits.threadCheckMs)) {
+      // (its thread waited for a CPU: not its namespace's fault)
+      this.failed(w, `the filter thread took over ${this.limits.threadCheckMs} ms to check this path`);
+      return this.next(lane);
+    }
     this.slowed(w.job.owner);
     const s = this.standingOf(w.job.owner);
     const now = this.now();
@@ -370,15 +388,18 @@ export class FilterChecks {
     t ??= this.start();
     t.lane = lane;
     lane.thread = t;
-    if (lane.quick && !this.refilling) {
-      // after this turn: the check just sent to `t` is not kept waiting by a thread's start
-      this.refilling = true;
-      setImmediate(() => {
-        this.refilling = false;
-        if (!this.spare && this.quick.thread) this.spare = this.start();
-      });
-    }
+    if (lane.quick && t.online) this.refill(); // (else once it is: two threads starting at once slow each other)
     return t;
+  }
+
+  /** Starts a spare after this turn (the check just sent is not kept waiting by a thread's start). */
+  private refill(): void {
+    if (this.refilling) return;
+    this.refilling = true;
+    setImmediate(() => {
+      this.refilling = false;
+      if (!this.spare && this.quick.thread) this.spare = this.start();
+    });
   }
 
   private start(): Thread {
@@ -391,6 +412,7 @@ export class FilterChecks {
       if ('ready' in a) {
         // loaded: the check it holds is timed from now (its start is not the check's cost)
         t.online = true;
+        if (lane?.quick) this.refill();
         if (lane?.running && !lane.running.timer) this.timeCheck(lane, lane.running);
         return;
       }
@@ -403,7 +425,7 @@ export class FilterChecks {
       } else {
         // a match that ran over slowCheckMs (as the thread measured it: not this loop's delay in
         // reading the answer) keeps or puts its namespace on the slow lane
-        if (a.ms > this.limits.slowCheckMs) this.slowed(r.job.owner);
+        if (a.ms > this.limits.slowCheckMs && this.couldTake(r, this.limits.slowCheckMs)) this.slowed(r.job.owner);
         r.done(a.refused);
       }
       this.next(lane);

@@ -240,3 +240,21 @@ test('a namespace whose check ran over threadCheckMs is refused (503, Retry-Afte
   await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())), tookOver);
   assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(1));
 });
+
+test('a check whose filter size × path length could not take threadCheckMs (its thread waited for a CPU) is answered 503 when it does, without backing off or slowing its namespace', async (t) => {
+  const refused: string[] = [];
+  const slowed: string[] = [];
+  // (usPerCost tiny: the hostile patterns' real ~150 ms stands for a thread that waited for a CPU)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000, usPerCost: 1e-9 }),
+    { refused: (ns, r) => refused.push(`${ns} ${r}`), slow: (ns) => slowed.push(ns) });
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/x'));
+  for (let i = 0; i < 2; i++) {
+    await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())),
+      (err: unknown) => err instanceof FilterUnavailableError && err.status === 503 && err.retryAfterSeconds === undefined && /took over 30 ms/.test((err as Error).message));
+  }
+  assert.deepEqual(refused, ['team-a failed', 'team-a failed'], 'sent again, not refused');
+  assert.deepEqual(slowed, []);
+  assert.ok(!checks.isSlow('team-a'));
+});
