@@ -248,7 +248,8 @@ export class TurnShare {
   }
 
   /** Counts `n` starts of work done for `namespace` without a piece (an upstream's header lines,
- * its informational answers), whatever the bound: past the share, owed. */
+   * its informational answers, what its Service connections read that is not body, a session's
+   * frame headers), whatever the bound: past the share, owed. */
   chargeStarts(namespace: string, n: number): void {
     if (this.perTurn === 0 || n <= 0) return;
     this.count(namespace, this.started.get(namespace) ?? 0, n, this.share(namespace));

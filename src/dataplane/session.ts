@@ -186,6 +186,7 @@ export class FrameWatch {
     const inner = this.inner!;
     inner.data = false;
     inner.walk(chunk, from, to, false, this.mask, this.maskAt);
+    inner.walked += frameBytes; // (each call's own work: 1-byte messages cost it per byte)
     this.maskAt = (this.maskAt + to - from) & 3;
     if (inner.data) this.data = true;
   }

@@ -8,8 +8,10 @@ import { FrameWatch, Session, closingFrame, frameProtocol, sessionTarget, spdyEr
 import type { Turns } from '../../src/dataplane/upstream.js';
 
 /** A WebSocket frame: FIN, `opcode`, `payload`, masked when from a client. */
+let keys = 0;
 function ws(opcode: number, payload: Buffer, masked = false): Buffer {
-  const key = [1, 2, 3, 4];
+  const k = ++keys; // each frame its own key, as clients do
+  const key = [k & 0xff, (k * 7 + 1) & 0xff, (k * 13 + 2) & 0xff, (k * 31 + 3) & 0xff];
   if (masked) payload = Buffer.from(payload.map((b, i) => b ^ key[i & 3]!));
   const len = payload.length;
   const ext = len < 126 ? Buffer.alloc(0) : len < 65536 ? Buffer.alloc(2) : Buffer.alloc(8);
@@ -123,9 +125,14 @@ test('a frame watch owes a start per 4096 header bytes read, each frame counting
 
 test('SPDY tunnelled in WebSocket: the tunnelled headers are owed too', () => {
   const w = new FrameWatch('websocket-spdy');
-  // 3640 masked messages of one PING each: (6 + 4) + (8 + 4)
+  // 3640 masked messages of one PING each: (6 + 4) + (8 + 4), and 4 for reading the message's payload
   w.feed(many(ws(0x2, spdy({ type: 6 }, Buffer.from([0, 0, 0, 1])), true), 3640));
-  assert.equal(w.owed(), Math.floor(3640 * 22 / 4096));
+  assert.equal(w.owed(), Math.floor(3640 * 26 / 4096));
+  // 1-byte messages: each costs its reading, though it holds no whole SPDY header
+  const bytes = new FrameWatch('websocket-spdy');
+  const ping = spdy({ type: 6 }, Buffer.from([0, 0, 0, 1]));
+  bytes.feed(many(Buffer.concat([...ping].map((b) => ws(0x2, Buffer.from([b]), true))), 300));
+  assert.equal(bytes.owed(), Math.floor(300 * (12 * (6 + 4 + 4) + 8 + 4) / 4096));
 });
 
 /** One side of a relay: what `push`es comes out as its data; what the relay writes is kept. */
