@@ -2,6 +2,7 @@
 // an answer counts only when its audiences intersect the gateway's. Fails closed.
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
+import { teamRoot } from '../api/names.js';
 import { unforwardableIdentity, type CallerIdentity, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
 import { TokenCache, type EntryBudget } from './token-cache.js';
@@ -91,6 +92,11 @@ export class TokenReviewAuthenticator implements Authenticator {
     // would arrive as system:masters once Impersonate-Group is parsed, "a,b" as two to a backend
     const why = unforwardableIdentity(result.user);
     if (why) throw new UnauthenticatedError(`invalid bearer token: the reviewed ${why}`);
+    // team:NS: names come only from a team's client CA (a gateway's rules and a team's backends
+    // trust them as that team's): an authenticator of the cluster that lets users pick their name
+    // (a webhook, a jwt authenticator without a prefix) may not give one
+    const team = [result.user.username, ...result.user.groups].find((n) => n.startsWith(teamRoot));
+    if (team !== undefined) throw new UnauthenticatedError(`invalid bearer token: the reviewed identity names ${JSON.stringify(team)}; ${teamRoot} names come only from a team's client CA`);
     const exp = unverifiedExpiry(token);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, exp === null ? Infinity : exp * 1000 - this.now());
     return { value: result.user, ttlMs };

@@ -241,21 +241,41 @@ export class OidcIssuer {
 
   private async discover(): Promise<IssuerKeys> {
     const where = this.cfg.issuer.discoveryURL ?? `${this.url.replace(/\/$/, '')}/.well-known/openid-configuration`;
-    const res = await fetch(where, { dispatcher: this.dispatcher, signal: AbortSignal.timeout(5_000) });
-    if (!res.ok) throw new Error(`${where}: HTTP ${res.status}`);
-    const doc = await res.json() as { issuer?: string; jwks_uri?: string };
+    const doc = await getJSON(where, this.dispatcher) as { issuer?: string; jwks_uri?: string };
     if (doc.issuer !== this.url) throw new Error(`${where} names issuer ${JSON.stringify(doc.issuer)}, not ${this.url}`);
     if (!doc.jwks_uri?.startsWith('https://')) throw new Error(`${where}: no https jwks_uri`);
     const uri = doc.jwks_uri;
-    return new IssuerKeys(async () => {
-      const r = await fetch(uri, { dispatcher: this.dispatcher, signal: AbortSignal.timeout(5_000) });
-      if (!r.ok) {
-        await r.body?.cancel();
-        throw new Error(`${uri}: HTTP ${r.status}`);
-      }
-      return await r.json() as JSONWebKeySet;
-    }, this.now);
+    return new IssuerKeys(async () => await getJSON(uri, this.dispatcher) as JSONWebKeySet, this.now);
   }
+}
+
+/** The most of an issuer's discovery document or key set read, and of redirects followed. */
+const maxIssuerDocBytes = 1 << 20;
+const maxRedirects = 3;
+
+/** GETs `url`'s JSON: redirects followed only to https (an issuer's answer sends the operator
+ * nowhere else, a plain-http address inside the cluster say), at most `maxIssuerDocBytes` read. */
+export async function getJSON(url: string, dispatcher: Agent, redirects = maxRedirects): Promise<unknown> {
+  const res = await fetch(url, { dispatcher, redirect: 'manual', signal: AbortSignal.timeout(5_000) });
+  if (res.status >= 300 && res.status < 400 && res.headers.has('location')) {
+    await res.body?.cancel();
+    const next = new URL(res.headers.get('location')!, url);
+    if (next.protocol !== 'https:') throw new Error(`${url}: redirected to ${next.protocol} (only https is followed)`);
+    if (redirects <= 0) throw new Error(`${url}: more than ${maxRedirects} redirects`);
+    return getJSON(next.href, dispatcher, redirects - 1);
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`${url}: HTTP ${res.status}`);
+  }
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of res.body ?? []) {
+    n += c.length;
+    if (n > maxIssuerDocBytes) throw new Error(`${url}: longer than ${maxIssuerDocBytes} bytes`);
+    chunks.push(c);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
 }
 
 /** The platform's issuers by URL: each compiled, or why it cannot be used. */

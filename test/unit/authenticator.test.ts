@@ -69,6 +69,17 @@ test('a reviewed identity whose names cannot travel as headers is refused: a gro
   }
 });
 
+test('a reviewed identity that names a team (team:NS:...), as user or group, is refused: those names come only from a team\'s client CA', async () => {
+  for (const id of [{ username: 'team:team-b:admin', groups: [] }, { username: 'webhook:alice', groups: ['ops', 'team:team-b:ops'] }]) {
+    const r = new FakeReviewer(async () => ({ authenticated: true, user: { ...user, ...id }, audiences: ['gw'] }));
+    const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => T0);
+    await assert.rejects(async () => a.authenticate(jwt()), (e: unknown) => is401(e) && /names "team:team-b:(admin|ops)"; team: names come only from a team's client CA/.test((e as Error).message));
+  }
+  // a name that only holds "team" elsewhere is taken
+  const r = new FakeReviewer(async () => ({ authenticated: true, user: { ...user, username: 'webhook:team:x', groups: ['teams'] }, audiences: ['gw'] }));
+  assert.equal((await new TokenReviewAuthenticator(r, ['gw'], 10, () => T0).authenticate(jwt())).username, 'webhook:team:x');
+});
+
 test('an unreachable reviewer fails closed with 503 and Retry-After; that is never cached', async () => {
   let fail = true;
   const r = new FakeReviewer(async () => {

@@ -4,11 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:https';
+import { createServer as createPlainServer } from 'node:http';
+import { Agent } from 'undici';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { OidcIssuer, OidcIssuers, type JwtAuthenticator } from '../../src/auth/oidc.js';
+import { getJSON, OidcIssuer, OidcIssuers, type JwtAuthenticator } from '../../src/auth/oidc.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
 import { makeCA, makeLeaf } from '../support/certs.js';
 
@@ -210,4 +212,36 @@ test('an issuer\'s keys are fetched at most every 10 s whether the fetch works o
   clock += 11_000;
   assert.equal(await outcome(await sign(k2)), 'ok');
   assert.equal(idp.state.fetches, 4);
+});
+
+test('an issuer\'s documents: redirects followed only to https, and not past 3; at most 1 MiB read', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-oidc-'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'idp', { cn: 'idp', ips: ['127.0.0.1'] });
+  let plainHits = 0;
+  const plain = createPlainServer((_req, res) => { plainHits++; res.end('{}'); });
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  t.after(() => plain.close());
+  const plainURL = `http://127.0.0.1:${(plain.address() as AddressInfo).port}/internal`;
+  const server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
+    const go = (to: string) => { res.statusCode = 302; res.setHeader('location', to); res.end(); };
+    if (req.url === '/doc') return res.end(JSON.stringify({ ok: true }));
+    if (req.url === '/to-doc') return go('/doc');
+    if (req.url === '/to-plain') return go(plainURL);
+    if (req.url === '/loop') return go('/loop');
+    if (req.url === '/big') return res.end(JSON.stringify({ pad: 'x'.repeat(1 << 20) }));
+    res.statusCode = 404;
+    res.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const dispatcher = new Agent({ connect: { ca: ca.cert } });
+  t.after(() => dispatcher.close());
+  assert.deepEqual(await getJSON(`${base}/to-doc`, dispatcher), { ok: true });
+  await assert.rejects(getJSON(`${base}/to-plain`, dispatcher), /redirected to http: \(only https is followed\)/);
+  assert.equal(plainHits, 0, 'the plain-http address is never asked');
+  await assert.rejects(getJSON(`${base}/loop`, dispatcher), /more than 3 redirects/);
+  await assert.rejects(getJSON(`${base}/big`, dispatcher), /longer than 1048576 bytes/);
+  await assert.rejects(getJSON(`${base}/nothing`, dispatcher), /HTTP 404/);
 });
