@@ -74,8 +74,10 @@ export interface FilterClient { readonly destroyed?: boolean }
 interface Waiting {
   job: FilterJob; done: (r: FilterRefusal | FilterPass) => void; fail: (err: Error) => void; client: FilterClient | undefined;
   timer?: NodeJS.Timeout;
-  /** Its filter's size × its path's length; when its thread started it (online), and whether it has
-   * run over quickCheckMs. */
+  /** On the quick lane: quickCheckMs from when its match began (its filter compiled). */
+  quickTimer?: NodeJS.Timeout;
+  /** Its filter's size × its path's length; when its thread started it (online), and whether its
+   * match has run over quickCheckMs. */
   cost: number; at?: number; over?: boolean;
 }
 
@@ -221,14 +223,18 @@ export class FilterChecks {
     });
   }
 
-  private enqueue(lane: Lane, w: Waiting, first = false): void {
+  /** `first`: first of its namespace's; `turnFirst`: its namespace's turn first, if it has none. */
+  private enqueue(lane: Lane, w: Waiting, first = false, turnFirst = false): void {
     const ns = w.job.owner;
     this.standingOf(ns).waiting++;
     let q = lane.waiting.get(ns);
     if (!q) lane.waiting.set(ns, (q = []));
     if (first) q.unshift(w);
     else q.push(w);
-    if (q.length === 1) lane.turns.push(ns);
+    if (q.length === 1) {
+      if (turnFirst) lane.turns.unshift(ns);
+      else lane.turns.push(ns);
+    }
   }
 
   /** Sends the lane's next waiting check (namespaces in turn) when its thread is free. */
@@ -260,26 +266,28 @@ export class FilterChecks {
     }
   }
 
-  /** Times `w` from now: on the quick lane, first to quickCheckMs; then to threadCheckMs. */
+  /** Times `w` from now, to threadCheckMs (compiling its filter included). */
   private timeCheck(lane: Lane, w: Waiting): void {
     w.at = this.now();
-    if (lane.quick && this.limits.quickCheckMs < this.limits.threadCheckMs) {
-      w.timer = setTimeout(() => setImmediate(() => this.overQuick(w)), this.limits.quickCheckMs);
-    } else {
-      w.timer = setTimeout(() => setImmediate(() => this.tooLong(lane, w)), this.limits.threadCheckMs);
-    }
+    w.timer = setTimeout(() => setImmediate(() => this.tooLong(lane, w)), this.limits.threadCheckMs);
     w.timer.unref();
   }
 
-  /** `w` has run quickCheckMs on the quick lane (decided after the loop's poll phase: an answer
-   * that came meanwhile wins): it gives way at once if another namespace waits, else when one comes,
-   * else it runs to threadCheckMs. */
+  /** `w`'s match began on the quick lane (its filter compiled: compiling, a fresh thread's cost, is
+   * not held against it): timed to quickCheckMs. */
+  private matching(w: Waiting): void {
+    if (this.limits.quickCheckMs >= this.limits.threadCheckMs) return;
+    w.quickTimer = setTimeout(() => setImmediate(() => this.overQuick(w)), this.limits.quickCheckMs);
+    w.quickTimer.unref();
+  }
+
+  /** `w`'s match has run quickCheckMs on the quick lane (decided after the loop's poll phase: an
+   * answer that came meanwhile wins): it gives way at once if another namespace waits, else when
+   * one comes, else it runs to threadCheckMs. */
   private overQuick(w: Waiting): void {
     if (this.quick.running !== w) return;
     w.over = true;
-    if (this.othersWait(w.job.owner)) return this.giveWay(w);
-    w.timer = setTimeout(() => setImmediate(() => this.tooLong(this.quick, w)), Math.max(0, this.limits.threadCheckMs - this.limits.quickCheckMs));
-    w.timer.unref();
+    if (this.othersWait(w.job.owner)) this.giveWay(w);
   }
 
   /** Whether a namespace but `ns` has a check waiting on the quick lane (its client still there). */
@@ -288,10 +296,12 @@ export class FilterChecks {
     return false;
   }
 
-  /** Stops the quick lane's thread running `w` (a spare takes its place) and sends `w` again, first
-   * of its namespace's, on the slow lane, with the rest of its namespace's quick-lane checks. A
-   * namespace that gives way twice within slowForMs goes to the slow lane (a check slow once may
-   * only have waited for a CPU: it is judged again on the slow lane, by the time its match took). */
+  /** Stops the quick lane's thread running `w` (a spare takes its place) and sends `w` again on the
+   * slow lane, first of its namespace's (and its namespace's turn first there, unless it is slow:
+   * a check slow once waits only for the one running there). A namespace that gives way twice
+   * within slowForMs goes to the slow lane, with its checks waiting on the quick lane (a check slow
+   * once may only have waited for a CPU: it is judged again on the slow lane, by the time its match
+   * took). */
   private giveWay(w: Waiting): void {
     if (this.quick.running !== w) return;
     const s = this.standingOf(w.job.owner);
@@ -301,18 +311,22 @@ export class FilterChecks {
       s.gaveWayAt = now;
     }
     clearTimeout(w.timer);
-    w.timer = undefined;
+    clearTimeout(w.quickTimer);
+    w.timer = w.quickTimer = undefined;
     w.over = false;
     this.quick.running = undefined;
     this.retire(this.quick);
     const ns = w.job.owner;
-    const rest = this.quick.waiting.get(ns) ?? [];
-    this.quick.waiting.delete(ns);
-    s.waiting -= rest.length;
-    const i = this.quick.turns.indexOf(ns);
-    if (i >= 0) this.quick.turns.splice(i, 1);
-    for (const x of [...rest].reverse()) this.enqueue(this.slow, x, true);
-    this.enqueue(this.slow, w, true);
+    const slow = this.isSlow(ns);
+    if (slow) {
+      const rest = this.quick.waiting.get(ns) ?? [];
+      this.quick.waiting.delete(ns);
+      s.waiting -= rest.length;
+      const i = this.quick.turns.indexOf(ns);
+      if (i >= 0) this.quick.turns.splice(i, 1);
+      for (const x of [...rest].reverse()) this.enqueue(this.slow, x, true);
+    }
+    this.enqueue(this.slow, w, true, !slow);
     this.next(this.quick);
     this.next(this.slow);
   }
@@ -333,6 +347,7 @@ export class FilterChecks {
    * answered 503, its namespace backed off (unless its size × length could not take so long). */
   private tooLong(lane: Lane, w: Waiting): void {
     if (lane.running !== w) return;
+    clearTimeout(w.quickTimer);
     lane.running = undefined;
     this.retire(lane);
     if (!this.couldTake(w, this.limits.threadCheckMs)) {
@@ -418,7 +433,12 @@ export class FilterChecks {
       }
       const r = lane?.running;
       if (!lane || !r || r.job.id !== a.id) return;
+      if ('matching' in a) {
+        if (lane.quick) this.matching(r);
+        return;
+      }
       clearTimeout(r.timer);
+      clearTimeout(r.quickTimer);
       lane.running = undefined;
       if ('error' in a) {
         this.failed(r, `the path filters failed: ${a.error}`);
@@ -449,6 +469,7 @@ export class FilterChecks {
     const r = lane.running;
     lane.running = undefined;
     clearTimeout(r?.timer);
+    clearTimeout(r?.quickTimer);
     if (r) this.failed(r, `the filter thread stopped while checking this path: ${why}`);
   }
 

@@ -58,7 +58,8 @@ test('a namespace that used its event-loop time has its checks run on the filter
 });
 
 test('while the filter thread works on one team\'s hostile check, another team\'s cheap checks are answered at once', async (t) => {
-  const checks = new FilterChecks();
+  // (threadCheckMs long: a loaded machine's hostile check is not stopped)
+  const checks = new FilterChecks(limits({ threadCheckMs: 60_000 }));
   t.after(() => checks.close());
   const a = hostile('team-a');
   const b = new PathFilter(kubectlProxy, 'team-b');
@@ -217,7 +218,8 @@ test('a namespace whose match took over slowCheckMs has its checks on the slow l
 test('a namespace whose check ran over threadCheckMs is refused (503, Retry-After) for a back-off, its waiting checks too, doubled while it keeps timing out; another namespace is not', async (t) => {
   let skew = 0;
   const refused: string[] = [];
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) }, () => performance.now() + skew);
+  // (one check of a namespace may wait: a count of waiting checks left behind by a back-off would refuse the next)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000, waitingPerNamespace: 1 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) }, () => performance.now() + skew);
   t.after(() => checks.close());
   const a = hostile16('team-a');
   const b = new PathFilter(kubectlProxy, 'team-b');
@@ -239,6 +241,11 @@ test('a namespace whose check ran over threadCheckMs is refused (503, Retry-Afte
   skew += 4_001;
   await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())), tookOver);
   assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(1));
+  // its back-off over, a check of its and one waiting behind it are taken (nothing left counted)
+  skew += 1_001;
+  const quickA = new PathFilter(kubectlProxy, 'team-a');
+  const both = [checks.check(quickA, 'GET', '/api/v1/pods'), checks.check(quickA, 'GET', '/api/v1/pods')];
+  for (const r of await Promise.all(both)) assert.ok('accepted' in r);
 });
 
 test('a check whose filter size × path length could not take threadCheckMs (its thread waited for a CPU) is answered 503 when it does, without backing off or slowing its namespace', async (t) => {
@@ -257,4 +264,66 @@ test('a check whose filter size × path length could not take threadCheckMs (its
   assert.deepEqual(refused, ['team-a failed', 'team-a failed'], 'sent again, not refused');
   assert.deepEqual(slowed, []);
   assert.ok(!checks.isSlow('team-a'));
+});
+
+test('compiling a filter on a fresh thread is not held against its check: a large filter\'s quick match does not give way to another namespace', async (t) => {
+  // (quickCheckMs 20: compiling these 40 patterns takes 50-100 ms; matching a short path under 3 ms)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 20, slowCheckMs: 60_000 }));
+  t.after(() => checks.close());
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
+  await spareLoaded(checks);
+  const big = new PathFilter({ acceptPaths: Array.from({ length: 40 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/name-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
+    'team-c', 'spec.routes[0].apiserver');
+  for (let round = 0; round < 3; round++) {
+    const order: string[] = [];
+    const path = `/api/v1/namespaces/x/configmaps/name-${round}-ab`;
+    const pc = Promise.resolve(checks.check(big, 'GET', path)).then(() => order.push('c'));
+    await turn();
+    const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+    await Promise.all([pc, pb]);
+    assert.deepEqual(order, ['c', 'b'], `round ${round}: team-c's check ran to its end on the quick lane`);
+    await spareLoaded(checks);
+  }
+  assert.ok(!checks.isSlow('team-c'));
+});
+
+test('a check that gives way moves alone (its namespace\'s other checks stay on the quick lane), ahead of slow namespaces there; the thread it ran on is stopped', async (t) => {
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000 }));
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  const aQuick = new PathFilter(kubectlProxy, 'team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
+  await spareLoaded(checks);
+  const quick = (checks as unknown as { quick: { thread?: { lane?: unknown } } }).quick;
+  const order: string[] = [];
+  const pa = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => order.push('a long'));
+  await turn();
+  const ran = quick.thread!;
+  const pa2 = Promise.resolve(checks.check(aQuick, 'GET', '/api/v1/pods')).then(() => order.push('a quick'));
+  const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+  await Promise.all([pa, pa2, pb]);
+  assert.deepEqual(order, ['a quick', 'b', 'a long']);
+  assert.equal(ran.lane, undefined, 'the thread that ran the long check was stopped');
+  assert.notEqual(quick.thread, ran);
+});
+
+test('a check that gives way, its namespace not slow, waits on the slow lane only for the check running there, not behind a slow namespace\'s waiting ones', async (t) => {
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 50 }));
+  t.after(() => checks.close());
+  const s = hostile16('team-s');
+  const a = hostile16('team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  await checks.check(s, 'GET', longPath()); // a match over 50 ms: team-s is slow
+  assert.ok(checks.isSlow('team-s'));
+  await spareLoaded(checks);
+  const order: string[] = [];
+  const ps = [1, 2].map((i) => Promise.resolve(checks.check(s, 'GET', longPath())).then(() => order.push(`s${i}`)));
+  await turn();
+  const pa = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => order.push('a'));
+  await turn();
+  const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+  await Promise.all([...ps, pa, pb]);
+  assert.deepEqual(order, ['b', 's1', 'a', 's2']);
 });
