@@ -40,6 +40,12 @@ export interface FilterLimits {
    * thread's clock), its check ran over threadCheckMs, or it gave way twice within slowForMs. */
   slowCheckMs: number;
   slowForMs: number;
+  /** A namespace's checks may take this much of the quick lane's thread a second (compiling their
+   * filters and matching, as the thread measures them), in bursts of quickBurstMs: past it, its
+   * checks go to the slow lane (a team churning through more filters than a thread keeps compiled
+   * made every check of its compile, each holding the lane ~25 ms). */
+  quickMsPerSecond: number;
+  quickBurstMs: number;
   /** The slowest a match runs, µs per unit of filter size × path length (~0.5 at worst: see
    * onThreadCost). A check whose size × length could not take a time at this rate is not held
    * against its namespace when it does (its thread waited for a CPU): it is not backed off or
@@ -54,7 +60,7 @@ export interface FilterLimits {
 
 export const defaultFilterLimits: FilterLimits = {
   onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 64,
-  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000, usPerCost: 0.5,
+  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000, usPerCost: 0.5, quickMsPerSecond: 100, quickBurstMs: 250,
 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
@@ -100,6 +106,8 @@ interface Standing { slowUntil: number; refusedUntil: number; backoff: number; w
 export class FilterChecks {
   /** Event-loop time left per namespace (ms), as of `at`. */
   private readonly time = new Map<string, { ms: number; at: number }>();
+  /** Quick-lane thread time left per namespace (ms), as of `at`. */
+  private readonly quickTime = new Map<string, { ms: number; at: number }>();
   private readonly standing = new Map<string, Standing>();
   private readonly quick: Lane = { quick: true, thread: undefined, running: undefined, waiting: new Map(), turns: [] };
   private readonly slow: Lane = { quick: false, thread: undefined, running: undefined, waiting: new Map(), turns: [] };
@@ -183,12 +191,7 @@ export class FilterChecks {
   }
 
   private left(ns: string): { ms: number; at: number } {
-    const now = this.now();
-    let b = this.time.get(ns);
-    if (!b) this.time.set(ns, (b = { ms: this.limits.burstMs, at: now }));
-    b.ms = Math.min(this.limits.burstMs, b.ms + ((now - b.at) / 1000) * this.limits.msPerSecond);
-    b.at = now;
-    return b;
+    return refilled(this.time, ns, this.now(), this.limits.msPerSecond, this.limits.burstMs);
   }
 
   private standingOf(ns: string): Standing {
@@ -446,6 +449,12 @@ export class FilterChecks {
         // a match that ran over slowCheckMs (as the thread measured it: not this loop's delay in
         // reading the answer) keeps or puts its namespace on the slow lane
         if (a.ms > this.limits.slowCheckMs && this.couldTake(r, this.limits.slowCheckMs)) this.slowed(r.job.owner);
+        // as does spending more than its share of the quick lane's thread
+        if (lane.quick) {
+          const b = refilled(this.quickTime, r.job.owner, this.now(), this.limits.quickMsPerSecond, this.limits.quickBurstMs);
+          b.ms -= a.ms + a.compileMs;
+          if (b.ms < 0) this.slowed(r.job.owner);
+        }
         r.done(a.refused);
       }
       this.next(lane);
@@ -477,4 +486,13 @@ export class FilterChecks {
     this.events.refused?.(w.job.owner, 'failed');
     w.fail(new FilterUnavailableError(why));
   }
+}
+
+/** `ns`'s bucket in `of`, refilled to now (`perSecond`, at most `burst`). */
+function refilled(of: Map<string, { ms: number; at: number }>, ns: string, now: number, perSecond: number, burst: number): { ms: number; at: number } {
+  let b = of.get(ns);
+  if (!b) of.set(ns, (b = { ms: burst, at: now }));
+  b.ms = Math.min(burst, b.ms + ((now - b.at) / 1000) * perSecond);
+  b.at = now;
+  return b;
 }

@@ -4,9 +4,9 @@ import { parentPort } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
 export interface FilterJob { id: number; owner: string; field: string; spec: FilterSpec; method: string; path: string }
-/** An answer, with the time its match took (ms, compiling the filter not counted); `matching`: its
- * filter is compiled, its match begins (the quick lane's time counts from then). */
-export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
+/** An answer, with the time its match took (ms) and compiling its filter took (0 if kept); `matching`:
+ * its filter is compiled, its match begins (the quick lane's time counts from then). */
+export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; compileMs: number } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
 
 /** Compiled filters by owner (least recently used first), each owner's by field and patterns
  * (least recently used first). An owner keeps at most `perOwner`, so a team changing its patterns
@@ -48,8 +48,10 @@ export function keptFilters(): Record<string, number> {
   return Object.fromEntries([...filters].map(([owner, m]) => [owner, m.size]));
 }
 
-export function check(job: FilterJob, took?: { ms: number }, matching?: () => void): FilterRefusal | FilterPass {
+export function check(job: FilterJob, took?: { ms: number; compileMs?: number }, matching?: () => void): FilterRefusal | FilterPass {
+  const compiling = performance.now();
   const f = filterFor(job);
+  if (took) took.compileMs = performance.now() - compiling;
   matching?.();
   const start = performance.now();
   try {
@@ -63,8 +65,8 @@ export function check(job: FilterJob, took?: { ms: number }, matching?: () => vo
 parentPort?.on('message', (job: FilterJob) => {
   let answer: FilterAnswer;
   try {
-    const took = { ms: 0 };
-    answer = { id: job.id, refused: check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer)), ms: took.ms };
+    const took = { ms: 0, compileMs: 0 };
+    answer = { id: job.id, refused: check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer)), ms: took.ms, compileMs: took.compileMs };
   } catch (err) {
     answer = { id: job.id, error: (err as Error).message };
   }

@@ -327,3 +327,17 @@ test('a check that gives way, its namespace not slow, waits on the slow lane onl
   await Promise.all([...ps, pa, pb]);
   assert.deepEqual(order, ['b', 's1', 'a', 's2']);
 });
+
+test('a namespace that spends more than its share of the quick lane\'s thread (compiling filters counts) goes to the slow lane; one within it does not', async (t) => {
+  const slowed: string[] = [];
+  // (a share of 40 ms, barely refilled: compiling these 40 patterns takes 50-100 ms)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 1, quickBurstMs: 40 }), { slow: (ns) => slowed.push(ns) });
+  t.after(() => checks.close());
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  for (let i = 0; i < 3; i++) assert.ok('accepted' in await checks.check(b, 'GET', '/api/v1/pods'));
+  const big = new PathFilter({ acceptPaths: Array.from({ length: 40 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/name-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
+    'team-c', 'spec.routes[0].apiserver');
+  await checks.check(big, 'GET', '/api/v1/namespaces/x/configmaps/name-1-ab');
+  assert.deepEqual(slowed, ['team-c']);
+  assert.ok(checks.isSlow('team-c') && !checks.isSlow('team-b'));
+});
