@@ -81,31 +81,27 @@ export class TooManyConnectionsError extends AgwError {
 export const UpstreamUnreachableError = define('UpstreamUnreachableError', 'AGW_ERR_UPSTREAM_UNREACHABLE', 502, 'BadGateway');
 /** The upstream answered an upgrade with a protocol other than the one asked for. */
 export const UpstreamProtocolError = define('UpstreamProtocolError', 'AGW_ERR_UPSTREAM_PROTOCOL', 502, 'BadGateway');
-/** 503, fail closed: authentication cannot answer now (apiserver away, keys or caches not loaded,
- * TokenReview limiter full); `retryAfterSeconds` becomes a Retry-After header. */
-export class AuthUnavailableError extends AgwError {
-  override readonly code = 'AGW_ERR_AUTH_UNAVAILABLE';
+/** 503, fail closed, with when to try again if known (`retryAfterSeconds`: a Retry-After header). */
+abstract class UnavailableError extends AgwError {
   override readonly status = 503;
   override readonly reason = 'ServiceUnavailable';
   override readonly retryAfterSeconds: number | undefined;
   constructor(message: string, options?: AgwErrorOptions & { retryAfterSeconds?: number }) {
     super(message, options);
-    this.name = 'AuthUnavailableError';
     this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
-/** 503, fail closed: the thread that runs path filters failed while checking this request, or the
- * namespace's checks are refused for a while after one ran too long (`retryAfterSeconds` then). */
-export class FilterUnavailableError extends AgwError {
+/** Authentication cannot answer now (apiserver away, keys or caches not loaded, TokenReview
+ * limiter full). */
+export class AuthUnavailableError extends UnavailableError {
+  override readonly code = 'AGW_ERR_AUTH_UNAVAILABLE';
+  override readonly name = 'AuthUnavailableError';
+}
+/** The thread that runs path filters failed while checking this request, or the namespace's checks
+ * are refused for a while after one ran too long (`retryAfterSeconds` then). */
+export class FilterUnavailableError extends UnavailableError {
   override readonly code = 'AGW_ERR_FILTER_UNAVAILABLE';
-  override readonly status = 503;
-  override readonly reason = 'ServiceUnavailable';
-  override readonly retryAfterSeconds: number | undefined;
-  constructor(message: string, options?: AgwErrorOptions & { retryAfterSeconds?: number }) {
-    super(message, options);
-    this.name = 'FilterUnavailableError';
-    this.retryAfterSeconds = options?.retryAfterSeconds;
-  }
+  override readonly name = 'FilterUnavailableError';
 }
 /** 429: a namespace's path-filter checks waiting for the filter thread are at their bound. */
 export class FiltersBusyError extends AgwError {
