@@ -94,11 +94,16 @@ export class TokenReviewAuthenticator implements Authenticator {
     if (why) throw new UnauthenticatedError(`invalid bearer token: the reviewed ${why}`);
     // team:NS: names come only from a team's client CA (a gateway's rules and a team's backends
     // trust them as that team's): an authenticator of the cluster that lets users pick their name
-    // (a webhook, a jwt authenticator without a prefix) may not give one
-    const team = [result.user.username, ...result.user.groups].find((n) => n.startsWith(teamRoot));
-    if (team !== undefined) throw new UnauthenticatedError(`invalid bearer token: the reviewed identity names ${JSON.stringify(team)}; ${teamRoot} names come only from a team's client CA`);
+    // (a webhook, a jwt authenticator without a prefix) may not give one. Such a user is refused;
+    // such groups are left out (fewer groups only ever grant less: an IdP's "team:sre" group of an
+    // org named "team" keeps its user working)
+    const user = result.user;
+    if (user.username.startsWith(teamRoot)) {
+      throw new UnauthenticatedError(`invalid bearer token: the reviewed user ${JSON.stringify(user.username)} is a ${teamRoot} name; those come only from a team's client CA`);
+    }
+    const value = user.groups.some((g) => g.startsWith(teamRoot)) ? { ...user, groups: user.groups.filter((g) => !g.startsWith(teamRoot)) } : user;
     const exp = unverifiedExpiry(token);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, exp === null ? Infinity : exp * 1000 - this.now());
-    return { value: result.user, ttlMs };
+    return { value, ttlMs };
   }
 }

@@ -255,14 +255,14 @@ const maxRedirects = 3;
 
 /** GETs `url`'s JSON: redirects followed only to https (an issuer's answer sends the operator
  * nowhere else, a plain-http address inside the cluster say), at most `maxIssuerDocBytes` read. */
-export async function getJSON(url: string, dispatcher: Agent, redirects = maxRedirects): Promise<unknown> {
-  const res = await fetch(url, { dispatcher, redirect: 'manual', signal: AbortSignal.timeout(5_000) });
+export async function getJSON(url: string, dispatcher: Agent, redirects = maxRedirects, signal = AbortSignal.timeout(5_000)): Promise<unknown> {
+  const res = await fetch(url, { dispatcher, redirect: 'manual', signal });
   if (res.status >= 300 && res.status < 400 && res.headers.has('location')) {
     await res.body?.cancel();
     const next = new URL(res.headers.get('location')!, url);
     if (next.protocol !== 'https:') throw new Error(`${url}: redirected to ${next.protocol} (only https is followed)`);
     if (redirects <= 0) throw new Error(`${url}: more than ${maxRedirects} redirects`);
-    return getJSON(next.href, dispatcher, redirects - 1);
+    return getJSON(next.href, dispatcher, redirects - 1, signal); // (5 s in all)
   }
   if (!res.ok) {
     await res.body?.cancel();

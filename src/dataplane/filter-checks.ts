@@ -40,12 +40,16 @@ export interface FilterLimits {
    * thread's clock), its check ran over threadCheckMs, or it gave way twice within slowForMs. */
   slowCheckMs: number;
   slowForMs: number;
-  /** A namespace's checks may take this much of the quick lane's thread a second (compiling their
-   * filters and matching, as the thread measures them), in bursts of quickBurstMs: past it, its
-   * checks go to the slow lane (a team churning through more filters than a thread keeps compiled
-   * made every check of its compile, each holding the lane ~25 ms). */
+  /** A namespace's checks may take this much of the quick lane's thread a second (matching, and
+   * compiling a filter that pushed out another of the namespace's, as the thread measures them;
+   * giveWayMs for each check that gave way), in bursts of quickBurstMs: past it, its checks go to
+   * the slow lane (a team churning through more filters than a thread keeps compiled made every
+   * check of its compile, each holding the lane ~25 ms). */
   quickMsPerSecond: number;
   quickBurstMs: number;
+  /** What a check giving way costs its namespace's quick-lane share: its thread is replaced, and
+   * every namespace compiles its filters again on the new one. */
+  giveWayMs: number;
   /** The slowest a match runs, µs per unit of filter size × path length (~0.5 at worst: see
    * onThreadCost). A check whose size × length could not take a time at this rate is not held
    * against its namespace when it does (its thread waited for a CPU): it is not backed off or
@@ -60,7 +64,7 @@ export interface FilterLimits {
 
 export const defaultFilterLimits: FilterLimits = {
   onThreadCost: 16_384, msPerSecond: 20, burstMs: 100, freeMs: 0.05, waitingPerNamespace: 64, threadCheckMs: 250, threadHeapMb: 64,
-  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000, usPerCost: 0.5, quickMsPerSecond: 100, quickBurstMs: 250,
+  backoffMs: 1_000, maxBackoffMs: 60_000, quickCheckMs: 10, slowCheckMs: 50, slowForMs: 10_000, usPerCost: 0.5, quickMsPerSecond: 100, quickBurstMs: 250, giveWayMs: 50,
 };
 
 /** What FilterChecks tells: a check sent to the thread (`why`: its cost, or its namespace's
@@ -82,6 +86,8 @@ interface Waiting {
   timer?: NodeJS.Timeout;
   /** On the quick lane: quickCheckMs from when its match began (its filter compiled). */
   quickTimer?: NodeJS.Timeout;
+  /** Whether its match has begun (its filter compiled): a check still compiling is not to blame. */
+  began?: boolean;
   /** Its filter's size × its path's length; when its thread started it (online), and whether its
    * match has run over quickCheckMs. */
   cost: number; at?: number; over?: boolean;
@@ -307,29 +313,22 @@ export class FilterChecks {
    * took). */
   private giveWay(w: Waiting): void {
     if (this.quick.running !== w) return;
-    const s = this.standingOf(w.job.owner);
+    const ns = w.job.owner;
+    const s = this.standingOf(ns);
     const now = this.now();
-    if (this.couldTake(w, this.limits.quickCheckMs)) {
-      if (now - s.gaveWayAt < this.limits.slowForMs) this.slowed(w.job.owner);
+    const blamed = this.couldTake(w, this.limits.quickCheckMs);
+    if (blamed) {
+      if (now - s.gaveWayAt < this.limits.slowForMs) this.slowed(ns);
       s.gaveWayAt = now;
     }
+    this.spendQuick(ns, this.limits.giveWayMs); // (blamed or not: it stops a thread)
     clearTimeout(w.timer);
     clearTimeout(w.quickTimer);
     w.timer = w.quickTimer = undefined;
     w.over = false;
     this.quick.running = undefined;
     this.retire(this.quick);
-    const ns = w.job.owner;
-    const slow = this.isSlow(ns);
-    if (slow) {
-      const rest = this.quick.waiting.get(ns) ?? [];
-      this.quick.waiting.delete(ns);
-      s.waiting -= rest.length;
-      const i = this.quick.turns.indexOf(ns);
-      if (i >= 0) this.quick.turns.splice(i, 1);
-      for (const x of [...rest].reverse()) this.enqueue(this.slow, x, true);
-    }
-    this.enqueue(this.slow, w, true, !slow);
+    this.enqueue(this.slow, w, true, blamed && !this.isSlow(ns));
     this.next(this.quick);
     this.next(this.slow);
   }
@@ -339,11 +338,25 @@ export class FilterChecks {
     return w.cost * this.limits.usPerCost >= ms * 1000;
   }
 
-  /** `ns`'s checks go to the slow lane for slowForMs from now. */
+  /** `ns`'s checks go to the slow lane for slowForMs from now, those waiting on the quick lane too. */
   private slowed(ns: string): void {
     const s = this.standingOf(ns);
     if (s.slowUntil <= this.now()) this.events.slow?.(ns);
     s.slowUntil = this.now() + this.limits.slowForMs;
+    const rest = this.quick.waiting.get(ns);
+    if (!rest) return;
+    this.quick.waiting.delete(ns);
+    this.quick.turns.splice(this.quick.turns.indexOf(ns), 1);
+    s.waiting -= rest.length;
+    for (const x of rest) this.enqueue(this.slow, x);
+    setImmediate(() => this.next(this.slow)); // (after what its caller puts first there)
+  }
+
+  /** Takes `ms` from `ns`'s share of the quick lane's thread; past it, `ns` is slow. */
+  private spendQuick(ns: string, ms: number): void {
+    const b = refilled(this.quickTime, ns, this.now(), this.limits.quickMsPerSecond, this.limits.quickBurstMs);
+    b.ms -= ms;
+    if (b.ms < 0) this.slowed(ns);
   }
 
   /** The check `w` has run for threadCheckMs: stopped with its thread (a spare takes the next),
@@ -353,8 +366,8 @@ export class FilterChecks {
     clearTimeout(w.quickTimer);
     lane.running = undefined;
     this.retire(lane);
-    if (!this.couldTake(w, this.limits.threadCheckMs)) {
-      // (its thread waited for a CPU: not its namespace's fault)
+    if (!w.began || !this.couldTake(w, this.limits.threadCheckMs)) {
+      // (still compiling its filter, or its thread waited for a CPU: not its namespace's fault)
       this.failed(w, `the filter thread took over ${this.limits.threadCheckMs} ms to check this path`);
       return this.next(lane);
     }
@@ -437,6 +450,7 @@ export class FilterChecks {
       const r = lane?.running;
       if (!lane || !r || r.job.id !== a.id) return;
       if ('matching' in a) {
+        r.began = true;
         if (lane.quick) this.matching(r);
         return;
       }
@@ -450,11 +464,7 @@ export class FilterChecks {
         // reading the answer) keeps or puts its namespace on the slow lane
         if (a.ms > this.limits.slowCheckMs && this.couldTake(r, this.limits.slowCheckMs)) this.slowed(r.job.owner);
         // as does spending more than its share of the quick lane's thread
-        if (lane.quick) {
-          const b = refilled(this.quickTime, r.job.owner, this.now(), this.limits.quickMsPerSecond, this.limits.quickBurstMs);
-          b.ms -= a.ms + a.compileMs;
-          if (b.ms < 0) this.slowed(r.job.owner);
-        }
+        if (lane.quick) this.spendQuick(r.job.owner, a.ms + a.churnMs);
         r.done(a.refused);
       }
       this.next(lane);

@@ -4,9 +4,10 @@ import { parentPort } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
 export interface FilterJob { id: number; owner: string; field: string; spec: FilterSpec; method: string; path: string }
-/** An answer, with the time its match took (ms) and compiling its filter took (0 if kept); `matching`:
- * its filter is compiled, its match begins (the quick lane's time counts from then). */
-export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; compileMs: number } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
+/** An answer, with the time its match took (ms) and compiling its filter took when that pushed out
+ * another of its owner's (`churnMs`; 0 otherwise: a fresh thread's compiles are not the owner's
+ * doing); `matching`: its filter is compiled, its match begins (the quick lane's time counts from then). */
+export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; churnMs: number } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
 
 /** Compiled filters by owner (least recently used first), each owner's by field and patterns
  * (least recently used first). An owner keeps at most `perOwner`, so a team changing its patterns
@@ -18,7 +19,8 @@ const perOwner = 8;
 const kept = 32;
 let count = 0;
 
-function filterFor(job: FilterJob): PathFilter {
+/** `churned`: set when compiling it pushed out another of its owner's filters. */
+function filterFor(job: FilterJob, churned?: { yes: boolean }): PathFilter {
   const key = JSON.stringify([job.field, job.spec.acceptPaths, job.spec.rejectPaths, job.spec.rejectMethods]);
   const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
   let f = mine.get(key);
@@ -26,7 +28,10 @@ function filterFor(job: FilterJob): PathFilter {
     mine.delete(key);
   } else {
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
-    if (mine.size >= perOwner) drop(job.owner, mine);
+    if (mine.size >= perOwner) {
+      drop(job.owner, mine);
+      if (churned) churned.yes = true;
+    }
     else if (count >= kept) drop(...filters.entries().next().value!);
     count++;
   }
@@ -48,10 +53,11 @@ export function keptFilters(): Record<string, number> {
   return Object.fromEntries([...filters].map(([owner, m]) => [owner, m.size]));
 }
 
-export function check(job: FilterJob, took?: { ms: number; compileMs?: number }, matching?: () => void): FilterRefusal | FilterPass {
+export function check(job: FilterJob, took?: { ms: number; churnMs?: number }, matching?: () => void): FilterRefusal | FilterPass {
   const compiling = performance.now();
-  const f = filterFor(job);
-  if (took) took.compileMs = performance.now() - compiling;
+  const churned = { yes: false };
+  const f = filterFor(job, churned);
+  if (took) took.churnMs = churned.yes ? performance.now() - compiling : 0;
   matching?.();
   const start = performance.now();
   try {
@@ -65,8 +71,8 @@ export function check(job: FilterJob, took?: { ms: number; compileMs?: number },
 parentPort?.on('message', (job: FilterJob) => {
   let answer: FilterAnswer;
   try {
-    const took = { ms: 0, compileMs: 0 };
-    answer = { id: job.id, refused: check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer)), ms: took.ms, compileMs: took.compileMs };
+    const took = { ms: 0, churnMs: 0 };
+    answer = { id: job.id, refused: check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer)), ms: took.ms, churnMs: took.churnMs };
   } catch (err) {
     answer = { id: job.id, error: (err as Error).message };
   }

@@ -328,16 +328,61 @@ test('a check that gives way, its namespace not slow, waits on the slow lane onl
   assert.deepEqual(order, ['b', 's1', 'a', 's2']);
 });
 
-test('a namespace that spends more than its share of the quick lane\'s thread (compiling filters counts) goes to the slow lane; one within it does not', async (t) => {
+test('a namespace that spends more than its share of the quick lane\'s thread goes to the slow lane: compiling counts when it pushes out another of its own filters, not on a fresh thread', async (t) => {
   const slowed: string[] = [];
-  // (a share of 40 ms, barely refilled: compiling these 40 patterns takes 50-100 ms)
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 1, quickBurstMs: 40 }), { slow: (ns) => slowed.push(ns) });
+  // (a share of 20 ms, barely refilled: compiling one of these filters takes 50-100 ms, matching a short path far less)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 0.001, quickBurstMs: 20 }), { slow: (ns) => slowed.push(ns) });
   t.after(() => checks.close());
   const b = new PathFilter(kubectlProxy, 'team-b');
   for (let i = 0; i < 3; i++) assert.ok('accepted' in await checks.check(b, 'GET', '/api/v1/pods'));
-  const big = new PathFilter({ acceptPaths: Array.from({ length: 40 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/name-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
-    'team-c', 'spec.routes[0].apiserver');
-  await checks.check(big, 'GET', '/api/v1/namespaces/x/configmaps/name-1-ab');
+  const route = (k: number) => new PathFilter({ acceptPaths: Array.from({ length: 40 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/r${k}-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
+    'team-c', `spec.routes[${k}].apiserver`);
+  // eight routes: compiled on this thread for the first time, as on any fresh thread: not counted
+  for (let k = 0; k < 8; k++) await checks.check(route(k), 'GET', `/api/v1/namespaces/x/configmaps/r${k}-1-ab`);
+  assert.deepEqual(slowed, [], 'a thread\'s first compiles');
+  // a ninth: its compile pushes out one of the team's own, and counts; its check waiting on the
+  // quick lane then waits on the slow lane, after team-b's
+  const order: string[] = [];
+  const c8 = Promise.resolve(checks.check(route(8), 'GET', '/api/v1/namespaces/x/configmaps/r8-1-ab')).then(() => order.push('c8'));
+  await turn();
+  const c0 = Promise.resolve(checks.check(route(0), 'GET', '/api/v1/namespaces/x/configmaps/r0-1-ab')).then(() => order.push('c0'));
+  const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+  await Promise.all([c8, c0, pb]);
   assert.deepEqual(slowed, ['team-c']);
+  assert.deepEqual(order, ['c8', 'b', 'c0']);
   assert.ok(checks.isSlow('team-c') && !checks.isSlow('team-b'));
+});
+
+test('a check giving way costs its namespace\'s quick-lane share though its size could not make it slow (its thread is replaced all the same)', async (t) => {
+  // (usPerCost tiny: no give-way is blamed; a share of 120 ms: the third give-way of 50 ms passes it)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, usPerCost: 1e-9, quickMsPerSecond: 0.001, quickBurstMs: 120, giveWayMs: 50 }));
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  const b = new PathFilter(kubectlProxy, 'team-b');
+  assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
+  for (let round = 1; round <= 3; round++) {
+    await spareLoaded(checks);
+    assert.equal(checks.isSlow('team-a'), false, `round ${round}`);
+    const pa = Promise.resolve(checks.check(a, 'GET', longPath()));
+    await turn();
+    const started = checks.threadsStarted;
+    await checks.check(b, 'GET', '/api/v1/pods');
+    await pa;
+    assert.ok(checks.threadsStarted > started, `round ${round}: team-a's check gave way`);
+  }
+  assert.ok(checks.isSlow('team-a'));
+});
+
+test('a check still compiling its filter at threadCheckMs is answered 503, but its namespace is not backed off or slowed (compiling is not its match)', async (t) => {
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) });
+  t.after(() => checks.close());
+  assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/x'));
+  // 120 patterns: compiling takes far over 30 ms; a path long enough that the match could take 30 ms
+  const huge = new PathFilter({ acceptPaths: Array.from({ length: 120 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/h${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
+    'team-c', 'spec.routes[0].apiserver');
+  await assert.rejects(Promise.resolve(checks.check(huge, 'GET', '/' + 'x'.repeat(200))), (err: unknown) => err instanceof FilterUnavailableError && err.retryAfterSeconds === undefined);
+  assert.deepEqual(refused, ['team-c failed']);
+  assert.ok(!checks.isSlow('team-c'));
+  assert.doesNotThrow(() => { void Promise.resolve(checks.check(huge, 'GET', '/x')).catch(() => {}); }, 'not backed off');
 });
