@@ -40,15 +40,16 @@ export interface FilterLimits {
    * thread's clock), its check ran over threadCheckMs, or it gave way twice within slowForMs. */
   slowCheckMs: number;
   slowForMs: number;
-  /** A namespace's checks may take this much of the quick lane's thread a second (matching, and
-   * compiling a filter that pushed out another of the namespace's, as the thread measures them;
+  /** A namespace's checks may take this much of the quick lane's thread a second (matching, at most
+   * what its size could take, and compiling that was its churn, as the thread measures them;
    * giveWayMs for each check that gave way), in bursts of quickBurstMs: past it, its checks go to
    * the slow lane (a team churning through more filters than a thread keeps compiled made every
    * check of its compile, each holding the lane ~25 ms). */
   quickMsPerSecond: number;
   quickBurstMs: number;
-  /** What a check giving way costs its namespace's quick-lane share: its thread is replaced, and
-   * every namespace compiles its filters again on the new one. */
+  /** What a check giving way costs its namespace's quick-lane share when its size could make it
+   * slow: its thread is replaced, and every namespace compiles its filters again on the new one
+   * (one that could not gives way at most once a second for its namespace). */
   giveWayMs: number;
   /** The slowest a match runs, µs per unit of filter size × path length (~0.5 at worst: see
    * onThreadCost). A check whose size × length could not take a time at this rate is not held
@@ -107,7 +108,7 @@ interface Lane {
 
 /** A namespace's standing on the threads: on the slow lane until `slowUntil`; refused until
  * `refusedUntil`, its last back-off `backoff`; its checks waiting on either lane. */
-interface Standing { slowUntil: number; refusedUntil: number; backoff: number; waiting: number; gaveWayAt: number }
+interface Standing { slowUntil: number; refusedUntil: number; backoff: number; waiting: number; gaveWayAt: number; unblamedAt: number }
 
 export class FilterChecks {
   /** Event-loop time left per namespace (ms), as of `at`. */
@@ -202,7 +203,7 @@ export class FilterChecks {
 
   private standingOf(ns: string): Standing {
     let s = this.standing.get(ns);
-    if (!s) this.standing.set(ns, (s = { slowUntil: 0, refusedUntil: 0, backoff: 0, waiting: 0, gaveWayAt: -Infinity }));
+    if (!s) this.standing.set(ns, (s = { slowUntil: 0, refusedUntil: 0, backoff: 0, waiting: 0, gaveWayAt: -Infinity, unblamedAt: -Infinity }));
     return s;
   }
 
@@ -227,7 +228,7 @@ export class FilterChecks {
       this.enqueue(lane, w);
       // a quick-lane check that has run over its time gives way to this one (another namespace's)
       const r = this.quick.running;
-      if (lane === this.quick && r?.over && r.job.owner !== ns && !client?.destroyed) setImmediate(() => this.giveWay(r));
+      if (lane === this.quick && r?.over && r.job.owner !== ns && !client?.destroyed) setImmediate(() => { if (this.othersWait(r.job.owner)) this.giveWay(r); });
       this.next(lane);
     });
   }
@@ -295,6 +296,9 @@ export class FilterChecks {
    * one comes, else it runs to threadCheckMs. */
   private overQuick(w: Waiting): void {
     if (this.quick.running !== w) return;
+    // one whose size could not take so long (its thread waited for a CPU) gives way at most once a
+    // second for its namespace: each stops a thread, and every namespace compiles again
+    if (!this.couldTake(w, this.limits.quickCheckMs) && this.now() - this.standingOf(w.job.owner).unblamedAt < 1_000) return;
     w.over = true;
     if (this.othersWait(w.job.owner)) this.giveWay(w);
   }
@@ -316,19 +320,20 @@ export class FilterChecks {
     const ns = w.job.owner;
     const s = this.standingOf(ns);
     const now = this.now();
-    const blamed = this.couldTake(w, this.limits.quickCheckMs);
-    if (blamed) {
+    if (this.couldTake(w, this.limits.quickCheckMs)) {
       if (now - s.gaveWayAt < this.limits.slowForMs) this.slowed(ns);
       s.gaveWayAt = now;
+      this.spendQuick(ns, this.limits.giveWayMs);
+    } else {
+      s.unblamedAt = now; // (its thread waited for a CPU: not its doing, but it stops a thread)
     }
-    this.spendQuick(ns, this.limits.giveWayMs); // (blamed or not: it stops a thread)
     clearTimeout(w.timer);
     clearTimeout(w.quickTimer);
     w.timer = w.quickTimer = undefined;
     w.over = false;
     this.quick.running = undefined;
     this.retire(this.quick);
-    this.enqueue(this.slow, w, true, blamed && !this.isSlow(ns));
+    this.enqueue(this.slow, w, true, !this.isSlow(ns));
     this.next(this.quick);
     this.next(this.slow);
   }
@@ -346,7 +351,8 @@ export class FilterChecks {
     const rest = this.quick.waiting.get(ns);
     if (!rest) return;
     this.quick.waiting.delete(ns);
-    this.quick.turns.splice(this.quick.turns.indexOf(ns), 1);
+    const turn = this.quick.turns.indexOf(ns);
+    if (turn >= 0) this.quick.turns.splice(turn, 1);
     s.waiting -= rest.length;
     for (const x of rest) this.enqueue(this.slow, x);
     setImmediate(() => this.next(this.slow)); // (after what its caller puts first there)
@@ -383,7 +389,8 @@ export class FilterChecks {
       const q = l.waiting.get(ns);
       if (!q) continue;
       l.waiting.delete(ns);
-      l.turns.splice(l.turns.indexOf(ns), 1);
+      const turn = l.turns.indexOf(ns);
+      if (turn >= 0) l.turns.splice(turn, 1);
       s.waiting -= q.length;
       for (const x of q) {
         this.events.refused?.(ns, 'backoff');
@@ -464,7 +471,11 @@ export class FilterChecks {
         // reading the answer) keeps or puts its namespace on the slow lane
         if (a.ms > this.limits.slowCheckMs && this.couldTake(r, this.limits.slowCheckMs)) this.slowed(r.job.owner);
         // as does spending more than its share of the quick lane's thread
-        if (lane.quick) this.spendQuick(r.job.owner, a.ms + a.churnMs);
+        // (a match's time at most what its size could take: a thread that waited for a CPU is not its doing)
+        if (lane.quick) {
+          this.spendQuick(r.job.owner, Math.min(a.ms, (r.cost * this.limits.usPerCost) / 1000));
+          if (a.churnBy !== undefined) this.spendQuick(a.churnBy, a.churnMs);
+        }
         r.done(a.refused);
       }
       this.next(lane);

@@ -4,10 +4,11 @@ import { parentPort } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
 export interface FilterJob { id: number; owner: string; field: string; spec: FilterSpec; method: string; path: string }
-/** An answer, with the time its match took (ms) and compiling its filter took when that pushed out
- * another of its owner's (`churnMs`; 0 otherwise: a fresh thread's compiles are not the owner's
- * doing); `matching`: its filter is compiled, its match begins (the quick lane's time counts from then). */
-export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; churnMs: number } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
+/** An answer, with the time its match took (ms), and the time compiling its filter took when that
+ * was churn (`churnMs`, charged to `churnBy`): the filter pushed another out of the cache, or was
+ * itself pushed out before by `churnBy` (a fresh thread's compiles are nobody's churn). `matching`:
+ * its filter is compiled, its match begins (the quick lane's time counts from then). */
+export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; churnMs: number; churnBy?: string } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
 
 /** Compiled filters by owner (least recently used first), each owner's by field and patterns
  * (least recently used first). An owner keeps at most `perOwner`, so a team changing its patterns
@@ -19,8 +20,12 @@ const perOwner = 8;
 const kept = 32;
 let count = 0;
 
-/** `churned`: set when compiling it pushed out another of its owner's filters. */
-function filterFor(job: FilterJob, churned?: { yes: boolean }): PathFilter {
+/** Who pushed each filter out (by owner and key; the most recent 256): its owner compiling it again
+ * is that one's churn, not its own (sibling namespaces of one team pushing each other's out too). */
+const pushedOutBy = new Map<string, string>();
+
+/** `churn.by`: set to whose churn compiling it was (see FilterAnswer), if anyone's. */
+function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
   const key = JSON.stringify([job.field, job.spec.acceptPaths, job.spec.rejectPaths, job.spec.rejectMethods]);
   const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
   let f = mine.get(key);
@@ -28,11 +33,12 @@ function filterFor(job: FilterJob, churned?: { yes: boolean }): PathFilter {
     mine.delete(key);
   } else {
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
-    if (mine.size >= perOwner) {
-      drop(job.owner, mine);
-      if (churned) churned.yes = true;
-    }
-    else if (count >= kept) drop(...filters.entries().next().value!);
+    const was = `${job.owner}\0${key}`;
+    let by = pushedOutBy.get(was);
+    pushedOutBy.delete(was);
+    if (mine.size >= perOwner) by = pushOut(job.owner, mine, by ?? job.owner);
+    else if (count >= kept) by = pushOut(...filters.entries().next().value!, by ?? job.owner);
+    if (churn) churn.by = by;
     count++;
   }
   mine.set(key, f);
@@ -41,11 +47,16 @@ function filterFor(job: FilterJob, churned?: { yes: boolean }): PathFilter {
   return f;
 }
 
-/** Drops the least recently used filter of `owner`'s `of` (and `of`, when it has no other). */
-function drop(owner: string, of: Map<string, PathFilter>): void {
-  of.delete(of.keys().next().value!); // (an owner's map is never empty: made when its first filter compiled)
+/** Drops the least recently used filter of `owner`'s `of` (and `of`, when it has no other),
+ * remembered as pushed out by `by`; returns `by`. */
+function pushOut(owner: string, of: Map<string, PathFilter>, by: string): string {
+  const key = of.keys().next().value!; // (an owner's map is never empty: made when its first filter compiled)
+  of.delete(key);
   count--;
   if (of.size === 0) filters.delete(owner);
+  pushedOutBy.set(`${owner}\0${key}`, by);
+  if (pushedOutBy.size > 256) pushedOutBy.delete(pushedOutBy.keys().next().value!);
+  return by;
 }
 
 /** Filters kept now, by owner (for tests). */
@@ -53,11 +64,14 @@ export function keptFilters(): Record<string, number> {
   return Object.fromEntries([...filters].map(([owner, m]) => [owner, m.size]));
 }
 
-export function check(job: FilterJob, took?: { ms: number; churnMs?: number }, matching?: () => void): FilterRefusal | FilterPass {
+export function check(job: FilterJob, took?: { ms: number; churnMs?: number; churnBy?: string }, matching?: () => void): FilterRefusal | FilterPass {
   const compiling = performance.now();
-  const churned = { yes: false };
-  const f = filterFor(job, churned);
-  if (took) took.churnMs = churned.yes ? performance.now() - compiling : 0;
+  const churn: { by?: string } = {};
+  const f = filterFor(job, churn);
+  if (took) {
+    took.churnMs = churn.by === undefined ? 0 : performance.now() - compiling;
+    took.churnBy = churn.by;
+  }
   matching?.();
   const start = performance.now();
   try {
@@ -71,8 +85,9 @@ export function check(job: FilterJob, took?: { ms: number; churnMs?: number }, m
 parentPort?.on('message', (job: FilterJob) => {
   let answer: FilterAnswer;
   try {
-    const took = { ms: 0, churnMs: 0 };
-    answer = { id: job.id, refused: check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer)), ms: took.ms, churnMs: took.churnMs };
+    const took: { ms: number; churnMs: number; churnBy?: string } = { ms: 0, churnMs: 0 };
+    const refused = check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer));
+    answer = { id: job.id, refused, ms: took.ms, churnMs: took.churnMs, ...(took.churnBy === undefined ? {} : { churnBy: took.churnBy }) };
   } catch (err) {
     answer = { id: job.id, error: (err as Error).message };
   }

@@ -353,24 +353,28 @@ test('a namespace that spends more than its share of the quick lane\'s thread go
   assert.ok(checks.isSlow('team-c') && !checks.isSlow('team-b'));
 });
 
-test('a check giving way costs its namespace\'s quick-lane share though its size could not make it slow (its thread is replaced all the same)', async (t) => {
-  // (usPerCost tiny: no give-way is blamed; a share of 120 ms: the third give-way of 50 ms passes it)
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, usPerCost: 1e-9, quickMsPerSecond: 0.001, quickBurstMs: 120, giveWayMs: 50 }));
+test('a check whose size could not make it slow (its thread waited for a CPU) gives way at most once a second for its namespace, and costs it nothing', async (t) => {
+  let skew = 0;
+  // (usPerCost tiny: no give-way is blamed; a share of 1 ms: any charge would make team-a slow)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, usPerCost: 1e-9, quickMsPerSecond: 0.001, quickBurstMs: 1 }), {},
+    () => performance.now() + skew);
   t.after(() => checks.close());
   const a = hostile16('team-a');
   const b = new PathFilter(kubectlProxy, 'team-b');
   assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
-  for (let round = 1; round <= 3; round++) {
+  for (const [round, gives] of [[1, true], [2, false], [3, true]] as const) {
+    if (round === 3) skew += 1_001;
     await spareLoaded(checks);
-    assert.equal(checks.isSlow('team-a'), false, `round ${round}`);
-    const pa = Promise.resolve(checks.check(a, 'GET', longPath()));
+    const order: string[] = [];
+    const pa = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => order.push('a'));
     await turn();
     const started = checks.threadsStarted;
-    await checks.check(b, 'GET', '/api/v1/pods');
-    await pa;
-    assert.ok(checks.threadsStarted > started, `round ${round}: team-a's check gave way`);
+    const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
+    await Promise.all([pa, pb]);
+    assert.deepEqual(order, gives ? ['b', 'a'] : ['a', 'b'], `round ${round}`);
+    assert.equal(checks.threadsStarted > started, gives, `round ${round}: a thread replaced`);
+    assert.equal(checks.isSlow('team-a'), false, `round ${round}`);
   }
-  assert.ok(checks.isSlow('team-a'));
 });
 
 test('a check still compiling its filter at threadCheckMs is answered 503, but its namespace is not backed off or slowed (compiling is not its match)', async (t) => {
@@ -385,4 +389,23 @@ test('a check still compiling its filter at threadCheckMs is answered 503, but i
   assert.deepEqual(refused, ['team-c failed']);
   assert.ok(!checks.isSlow('team-c'));
   assert.doesNotThrow(() => { void Promise.resolve(checks.check(huge, 'GET', '/x')).catch(() => {}); }, 'not backed off');
+});
+
+test('compiling is charged to whoever pushed a filter out of the thread\'s cache: namespaces filling it are slowed, not the one whose filter they pushed out', async (t) => {
+  const slowed: string[] = [];
+  // (a share of 0.5 ms, barely refilled: any compile charged passes it; usPerCost tiny: matches charge nothing)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 0.001, quickBurstMs: 0.5, usPerCost: 1e-9 }),
+    { slow: (ns) => slowed.push(ns) });
+  t.after(() => checks.close());
+  const filter = (ns: string, k: number) => new PathFilter({ acceptPaths: Array.from({ length: 10 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/${ns}-${k}-${i}/[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
+    ns, `spec.routes[${k}].apiserver`);
+  const victim = filter('team-v', 0);
+  await checks.check(victim, 'GET', '/x');
+  // four namespaces of eight filters each: 33 filters, the thread keeps 32: the 33rd compile
+  // pushes out the victim's (the least recently used)
+  for (const ns of ['a0', 'a1', 'a2', 'a3']) for (let k = 0; k < 8; k++) await checks.check(filter(ns, k), 'GET', '/x');
+  assert.deepEqual(slowed, ['a3']);
+  await checks.check(victim, 'GET', '/x'); // compiled again: a3's doing
+  assert.deepEqual(slowed, ['a3']);
+  assert.ok(!checks.isSlow('team-v'));
 });
