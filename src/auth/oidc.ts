@@ -6,7 +6,8 @@
 // cached yet).
 import { parse } from '@bufbuild/cel';
 import { decodeJwt, errors as jose, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
-import { Agent, fetch } from 'undici';
+import { readCapped } from '../capped.js';
+import { Agent } from '../undici.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { teamRoot } from '../api/names.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
@@ -256,26 +257,21 @@ const maxRedirects = 3;
 /** GETs `url`'s JSON: redirects followed only to https (an issuer's answer sends the operator
  * nowhere else, a plain-http address inside the cluster say), at most `maxIssuerDocBytes` read. */
 export async function getJSON(url: string, dispatcher: Agent, redirects = maxRedirects, signal = AbortSignal.timeout(5_000)): Promise<unknown> {
-  const res = await fetch(url, { dispatcher, redirect: 'manual', signal });
-  if (res.status >= 300 && res.status < 400 && res.headers.has('location')) {
-    await res.body?.cancel();
-    const next = new URL(res.headers.get('location')!, url);
+  const u = new URL(url);
+  const res = await dispatcher.request({ origin: u.origin, path: `${u.pathname}${u.search}`, method: 'GET', signal });
+  const location = res.headers.location;
+  if (res.statusCode >= 300 && res.statusCode < 400 && typeof location === 'string') {
+    await res.body.dump();
+    const next = new URL(location, url);
     if (next.protocol !== 'https:') throw new Error(`${url}: redirected to ${next.protocol} (only https is followed)`);
     if (redirects <= 0) throw new Error(`${url}: more than ${maxRedirects} redirects`);
     return getJSON(next.href, dispatcher, redirects - 1, signal); // (5 s in all)
   }
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw new Error(`${url}: HTTP ${res.status}`);
+  if (res.statusCode < 200 || res.statusCode > 299) {
+    await res.body.dump();
+    throw new Error(`${url}: HTTP ${res.statusCode}`);
   }
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  for await (const c of res.body ?? []) {
-    n += c.length;
-    if (n > maxIssuerDocBytes) throw new Error(`${url}: longer than ${maxIssuerDocBytes} bytes`);
-    chunks.push(c);
-  }
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  return JSON.parse((await readCapped(res.body, maxIssuerDocBytes, url)).toString('utf8'));
 }
 
 /** The platform's issuers by URL: each compiled, or why it cannot be used. */

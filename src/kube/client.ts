@@ -9,6 +9,9 @@ import { createSecureContext } from 'node:tls';
 import { Agent, Pool, type Dispatcher } from '../undici.js';
 import type { Logger } from 'pino';
 import { decodeStatus, decodeWatchEvent, isProtobuf, protobufType, unwrap, WireError } from './protobuf.js';
+import { readCapped } from '../capped.js';
+
+export { TooLarge } from '../capped.js';
 
 /** A non-2xx answer of the apiserver: its status, and the reason and message of its Status body. */
 export class ApiError extends Error {
@@ -53,28 +56,7 @@ function acceptOf(accept: string | undefined, protobuf: unknown): { accept: stri
 /** The most of one protobuf watch frame (an object is at most ~1.5 MiB in etcd). */
 const maxFrameBytes = 64 * 2 ** 20;
 
-/** An answer past RequestOptions.maxBytes. */
-export class TooLarge extends Error {
-  constructor(readonly maxBytes: number, what: string) {
-    super(`${what}: the answer is longer than ${maxBytes} bytes`);
-    this.name = 'TooLarge';
-  }
-}
 
-/** A body read whole, or TooLarge past `max` bytes (never more than that is held). */
-async function readCapped(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }, max: number, what: string, onBytes?: (n: number) => void): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of body) {
-    if ((n += chunk.length) > max) {
-      body.destroy();
-      throw new TooLarge(max, what);
-    }
-    parts.push(chunk);
-  }
-  onBytes?.(n);
-  return Buffer.concat(parts, n);
-}
 
 /** An answer as its Content-Type says: protobuf (decoded by `protobuf`, or a Status if not `ok`),
  * else JSON, else its text. */
