@@ -4,10 +4,11 @@
 // time left (a bucket refilled every second); otherwise on a filter thread, where a namespace
 // waits behind its own checks and namespaces take turns, so one team's patterns cannot stall the
 // gateways of the others (the tenancy invariant). Two threads, two lanes: checks run on the quick
-// lane's thread until their namespace's check has run over quickCheckMs there; then that check is
-// stopped when another namespace waits (its thread replaced by a spare already loaded) and the
-// namespace's checks go to the slow lane's thread for a while, where they wait only for other slow
-// namespaces'. A namespace whose check ran over threadCheckMs is refused (503) for a back-off.
+// lane's thread; one whose match has run over quickCheckMs there is stopped when another namespace
+// waits (its thread replaced by a spare already loaded) and runs again on the slow lane's thread.
+// A namespace goes there for a while (a second give-way, a slow match, a timeout, its quick-lane
+// share spent), where its checks wait only for other slow namespaces'. A namespace whose check ran
+// over threadCheckMs is refused (503) for a back-off.
 import { Worker } from 'node:worker_threads';
 import { FilterUnavailableError, FiltersBusyError } from '../errors.js';
 import type { FilterAnswer, FilterJob } from './filter-thread.js';
@@ -89,9 +90,8 @@ interface Waiting {
   quickTimer?: NodeJS.Timeout;
   /** Whether its match has begun (its filter compiled): a check still compiling is not to blame. */
   began?: boolean;
-  /** Its filter's size × its path's length; when its thread started it (online), and whether its
-   * match has run over quickCheckMs. */
-  cost: number; at?: number; over?: boolean;
+  /** Its filter's size × its path's length, and whether its match has run over quickCheckMs. */
+  cost: number; over?: boolean;
 }
 
 /** A filter thread: whether it has loaded, and the lane it serves (none: the spare). */
@@ -107,8 +107,8 @@ interface Lane {
 }
 
 /** A namespace's standing on the threads: on the slow lane until `slowUntil`; refused until
- * `refusedUntil`, its last back-off `backoff`; its checks waiting on either lane. */
-interface Standing { slowUntil: number; refusedUntil: number; backoff: number; waiting: number; gaveWayAt: number; unblamedAt: number }
+ * `refusedUntil`, its last back-off `backoff`; when it last gave way (blamed, and not). */
+interface Standing { slowUntil: number; refusedUntil: number; backoff: number; gaveWayAt: number; unblamedAt: number }
 
 export class FilterChecks {
   /** Event-loop time left per namespace (ms), as of `at`. */
@@ -174,7 +174,7 @@ export class FilterChecks {
     return v;
   }
 
-  /** Whether `ns`'s checks go to the slow lane now (for tests and metrics). */
+  /** Whether `ns`'s checks go to the slow lane now. */
   isSlow(ns: string): boolean {
     const s = this.standing.get(ns);
     return !!s && s.slowUntil > this.now();
@@ -203,7 +203,7 @@ export class FilterChecks {
 
   private standingOf(ns: string): Standing {
     let s = this.standing.get(ns);
-    if (!s) this.standing.set(ns, (s = { slowUntil: 0, refusedUntil: 0, backoff: 0, waiting: 0, gaveWayAt: -Infinity, unblamedAt: -Infinity }));
+    if (!s) this.standing.set(ns, (s = { slowUntil: 0, refusedUntil: 0, backoff: 0, gaveWayAt: -Infinity, unblamedAt: -Infinity }));
     return s;
   }
 
@@ -215,13 +215,14 @@ export class FilterChecks {
       this.events.refused?.(ns, 'backoff');
       throw this.backedOff(ns, filter.field, s, now);
     }
-    if (s.waiting >= this.limits.waitingPerNamespace) {
+    const waiting = (this.quick.waiting.get(ns)?.length ?? 0) + (this.slow.waiting.get(ns)?.length ?? 0);
+    if (waiting >= this.limits.waitingPerNamespace) {
       this.events.refused?.(ns, 'busy');
-      throw new FiltersBusyError(`the path filters of namespace ${ns} have ${s.waiting} checks waiting for the filter thread; try again`, `${filter.field}.acceptPaths`);
+      throw new FiltersBusyError(`the path filters of namespace ${ns} have ${waiting} checks waiting for the filter thread; try again`, `${filter.field}.acceptPaths`);
     }
     const { acceptPaths, rejectPaths, rejectMethods } = filter.spec;
     this.events.sent?.(ns, why);
-    const job: FilterJob = { id: ++this.nextId, owner: ns, field: filter.field, spec: { acceptPaths, rejectPaths, rejectMethods }, method, path };
+    const job: FilterJob = { id: ++this.nextId, owner: ns, field: filter.field, key: filter.key, spec: { acceptPaths, rejectPaths, rejectMethods }, method, path };
     return new Promise((done, fail) => {
       const w: Waiting = { job, client, done, fail, cost: filter.size * path.length };
       const lane = s.slowUntil > now ? this.slow : this.quick;
@@ -236,7 +237,6 @@ export class FilterChecks {
   /** `first`: first of its namespace's; `turnFirst`: its namespace's turn first, if it has none. */
   private enqueue(lane: Lane, w: Waiting, first = false, turnFirst = false): void {
     const ns = w.job.owner;
-    this.standingOf(ns).waiting++;
     let q = lane.waiting.get(ns);
     if (!q) lane.waiting.set(ns, (q = []));
     if (first) q.unshift(w);
@@ -255,7 +255,6 @@ export class FilterChecks {
       const w = q.shift()!;
       if (q.length) lane.turns.push(ns);
       else lane.waiting.delete(ns);
-      this.standingOf(ns).waiting--;
       if (w.client?.destroyed) {
         w.fail(new FilterUnavailableError('the client left before its path was checked'));
         continue;
@@ -278,7 +277,6 @@ export class FilterChecks {
 
   /** Times `w` from now, to threadCheckMs (compiling its filter included). */
   private timeCheck(lane: Lane, w: Waiting): void {
-    w.at = this.now();
     w.timer = setTimeout(() => setImmediate(() => this.tooLong(lane, w)), this.limits.threadCheckMs);
     w.timer.unref();
   }
@@ -348,14 +346,19 @@ export class FilterChecks {
     const s = this.standingOf(ns);
     if (s.slowUntil <= this.now()) this.events.slow?.(ns);
     s.slowUntil = this.now() + this.limits.slowForMs;
-    const rest = this.quick.waiting.get(ns);
-    if (!rest) return;
-    this.quick.waiting.delete(ns);
-    const turn = this.quick.turns.indexOf(ns);
-    if (turn >= 0) this.quick.turns.splice(turn, 1);
-    s.waiting -= rest.length;
+    const rest = this.takeQueue(this.quick, ns);
+    if (!rest.length) return;
     for (const x of rest) this.enqueue(this.slow, x);
     setImmediate(() => this.next(this.slow)); // (after what its caller puts first there)
+  }
+
+  /** Takes `ns`'s waiting checks off `lane` (its turn too). */
+  private takeQueue(lane: Lane, ns: string): Waiting[] {
+    const q = lane.waiting.get(ns);
+    if (!q) return [];
+    lane.waiting.delete(ns);
+    lane.turns.splice(lane.turns.indexOf(ns), 1); // (a namespace has a turn exactly while it has a queue)
+    return q;
   }
 
   /** Takes `ms` from `ns`'s share of the quick lane's thread; past it, `ns` is slow. */
@@ -385,17 +388,9 @@ export class FilterChecks {
     const ns = w.job.owner;
     this.failed(w, `its path filters took over ${this.limits.threadCheckMs} ms on the filter thread; the namespace's checks there are refused for ${Math.ceil(s.backoff / 1000)} s`);
     // and so are those it has waiting
-    for (const l of [this.quick, this.slow]) {
-      const q = l.waiting.get(ns);
-      if (!q) continue;
-      l.waiting.delete(ns);
-      const turn = l.turns.indexOf(ns);
-      if (turn >= 0) l.turns.splice(turn, 1);
-      s.waiting -= q.length;
-      for (const x of q) {
-        this.events.refused?.(ns, 'backoff');
-        x.fail(this.backedOff(ns, x.job.field, s, now));
-      }
+    for (const x of [...this.takeQueue(this.quick, ns), ...this.takeQueue(this.slow, ns)]) {
+      this.events.refused?.(ns, 'backoff');
+      x.fail(this.backedOff(ns, x.job.field, s, now));
     }
     this.next(lane);
   }

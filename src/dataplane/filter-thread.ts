@@ -3,7 +3,8 @@
 import { parentPort } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
-export interface FilterJob { id: number; owner: string; field: string; spec: FilterSpec; method: string; path: string }
+/** `key`: the filter's PathFilter.key (its patterns), made once with the plan. */
+export interface FilterJob { id: number; owner: string; field: string; key: string; spec: FilterSpec; method: string; path: string }
 /** An answer, with the time its match took (ms), and the time compiling its filter took when that
  * was churn (`churnMs`, charged to `churnBy`): the filter pushed another out of the cache, or was
  * itself pushed out before by `churnBy` (a fresh thread's compiles are nobody's churn). `matching`:
@@ -26,7 +27,7 @@ const pushedOutBy = new Map<string, string>();
 
 /** `churn.by`: set to whose churn compiling it was (see FilterAnswer), if anyone's. */
 function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
-  const key = JSON.stringify([job.field, job.spec.acceptPaths, job.spec.rejectPaths, job.spec.rejectMethods]);
+  const key = `${job.field}\0${job.key}`;
   const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
   let f = mine.get(key);
   if (f) {

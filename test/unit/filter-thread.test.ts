@@ -7,7 +7,9 @@ import type { FilterSpec } from '../../src/dataplane/path.js';
 // a pattern whose DFA builds ~10 states of ~3 KiB on a path of a and b
 const chars = Array.from({ length: 180 }, (_, k) => String.fromCodePoint(0x400 + 2 * k)).join('');
 const spec = (n: number): FilterSpec => ({ acceptPaths: [`q${n}[${chars}]|[ab]*a[ab]{4}/`], rejectPaths: [], rejectMethods: [] });
-const job = (owner: string, n: number, id = 0) => ({ id, owner, field: 'spec.routes[0].apiserver', spec: spec(n), method: 'GET', path: '/abbabaabbbabaabab/' });
+const keyOf = (s: FilterSpec) => JSON.stringify([s.acceptPaths, s.rejectPaths, s.rejectMethods]); // (as PathFilter.key)
+const job = (owner: string, n: number, id = 0) => ({ id, owner, field: 'spec.routes[0].apiserver', key: keyOf(spec(n)), spec: spec(n), method: 'GET', path: '/abbabaabbbabaabab/' });
+const bad: FilterSpec = { acceptPaths: ['(?<=a)'], rejectPaths: [], rejectMethods: [] };
 
 test('the filter thread keeps a team\'s filters apart: a team changing its patterns evicts only its own, and no DFA state is kept', () => {
   assert.ok('accepted' in check(job('team-b', 0)));
@@ -19,7 +21,7 @@ test('the filter thread keeps a team\'s filters apart: a team changing its patte
   assert.equal(compileRegex(spec(39).acceptPaths[0]!, 'team-a').states, 0);
   assert.equal(compileRegex(spec(1).acceptPaths[0]!, 'team-b').keptBytes, 0);
   // a filter that does not compile (the thread is sent what translate admitted; defence only) keeps nothing
-  for (let i = 0; i < 5; i++) assert.throws(() => check({ ...job(`bad-${i}`, 0), spec: { acceptPaths: ['(?<=a)'], rejectPaths: [], rejectMethods: [] } }));
+  for (let i = 0; i < 5; i++) assert.throws(() => check({ ...job(`bad-${i}`, 0), key: keyOf(bad), spec: bad }));
   assert.deepEqual(keptFilters(), { 'team-b': 2, 'team-a': 8 });
   // 40 namespaces with one filter each: 32 kept in all, the least recently used namespaces' go first
   for (let i = 0; i < 40; i++) check(job(`ns-${i}`, 0));
