@@ -27,3 +27,8 @@ export function teamPrefix(namespace: string): string {
 }
 /** What every team's prefix starts with: no other source (an OIDC issuer) may name such identities. */
 export const teamRoot = 'team:';
+
+/** Whether `name` is a team's (`team:NS:...`): only a team's client CA gives those. */
+export function isTeamName(name: string): boolean {
+  return name.startsWith(teamRoot);
+}

@@ -2,7 +2,7 @@
 // an answer counts only when its audiences intersect the gateway's. Fails closed.
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
-import { teamRoot } from '../api/names.js';
+import { isTeamName, teamRoot } from '../api/names.js';
 import { unforwardableIdentity, type CallerIdentity, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
 import { TokenCache, type EntryBudget } from './token-cache.js';
@@ -98,10 +98,11 @@ export class TokenReviewAuthenticator implements Authenticator {
     // such groups are left out (fewer groups only ever grant less: an IdP's "team:sre" group of an
     // org named "team" keeps its user working)
     const user = result.user;
-    if (user.username.startsWith(teamRoot)) {
+    if (isTeamName(user.username)) {
       throw new UnauthenticatedError(`invalid bearer token: the reviewed user ${JSON.stringify(user.username)} is a ${teamRoot} name; those come only from a team's client CA`);
     }
-    const value = user.groups.some((g) => g.startsWith(teamRoot)) ? { ...user, groups: user.groups.filter((g) => !g.startsWith(teamRoot)) } : user;
+    const groups = user.groups.filter((g) => !isTeamName(g));
+    const value = groups.length === user.groups.length ? user : { ...user, groups };
     const exp = unverifiedExpiry(token);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, exp === null ? Infinity : exp * 1000 - this.now());
     return { value, ttlMs };

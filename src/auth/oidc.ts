@@ -9,7 +9,7 @@ import { decodeJwt, errors as jose, jwtVerify, type JSONWebKeySet, type JWTPaylo
 import { readCapped } from '../capped.js';
 import { Agent } from '../undici.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
-import { teamRoot } from '../api/names.js';
+import { isTeamName, teamRoot } from '../api/names.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { compileCel, type CelProgram } from './cel.js';
 import { IssuerKeys } from './issuer-keys.js';
@@ -306,5 +306,5 @@ export class OidcIssuers {
 
 /** The prefix of names only the cluster (system:) or a team's client CA (team:) may give. */
 function reservedPrefix(name: string): string | undefined {
-  return name.startsWith('system:') ? 'system:' : name.startsWith(teamRoot) ? teamRoot : undefined;
+  return name.startsWith('system:') ? 'system:' : isTeamName(name) ? teamRoot : undefined;
 }

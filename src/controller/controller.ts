@@ -38,7 +38,7 @@ export interface ControllerOptions {
   /** The group (namespace) a key takes turns in on the queue; default: one group. */
   groupOf?: (key: string) => string;
   /** Each group's share of the event loop for reconciles (WorkQueue groupTime). */
-  groupTime?: { msPerSecond: number; burstMs: number; maxPauseMs?: number };
+  groupTime?: { msPerSecond: number; burstMs: number };
   /** Called after every reconcile of a key, whatever its outcome. */
   onReconciled?: (key: string) => void;
 }

@@ -98,7 +98,7 @@ export class GatewayController {
     this.specs = new SpecKeeper(opts.maxGatewaysPerNamespace ?? 0);
     this.gateways = opts.source((type, obj, old, decodeMs) => {
       // a team's gateways are read again after each status write: a large one's JSON is its time
-      if (decodeMs) this.chargeReading(obj.metadata.namespace ?? '', decodeMs);
+      if (decodeMs) this.charge(obj.metadata.namespace ?? '', decodeMs, true);
       this.onGatewayEvent(type, obj, old);
     }, this.specs);
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',
@@ -109,7 +109,7 @@ export class GatewayController {
       limit: this.limit, advertiseHost: opts.advertiseHost, ...(this.gateways.read ? { readWhole: (gw) => this.readWhole(gw) } : {}),
       requeue: (k, afterMs) => (afterMs === undefined ? this.controller.enqueue(k) : this.controller.queue.addAfter(k, afterMs)), clock,
       // not before every gateway seen at start was reconciled once: /readyz waits for them all
-      charge: (ns, ms) => { if (this.ready) this.controller.queue.charge(ns, ms); },
+      charge: (ns, ms) => this.charge(ns, ms),
     });
     this.controller = new Controller({
       name: 'accessgateway', reconcile: (key, log) => this.reconciler.reconcile(key, log), workers: opts.workers,
@@ -119,9 +119,10 @@ export class GatewayController {
     });
   }
 
-  /** Decoding a team's gateway, charged to its namespace once start-up is done. */
-  private chargeReading(namespace: string, ms: number): void {
-    if (this.ready) this.controller.queue.charge(namespace, ms, true);
+  /** A team's reconcile, or its gateway's decoding (`reading`), charged to its namespace once
+   * start-up is done. */
+  private charge(namespace: string, ms: number, reading = false): void {
+    if (this.ready) this.controller.queue.charge(namespace, ms, reading);
   }
 
   /** A gateway cached without its spec took a place under the limit: read again, cached whole
@@ -129,7 +130,7 @@ export class GatewayController {
   private async readWhole(gw: AccessGateway): Promise<void> {
     const { namespace = '', name } = gw.metadata;
     const read = await this.gateways.read!(namespace, name);
-    this.chargeReading(namespace, read.decodeMs);
+    this.charge(namespace, read.decodeMs, true);
     // gone or made again: its events follow
     if (!read.gw || read.gw.metadata.uid !== gw.metadata.uid || !this.gateways.replace?.(read.gw, (cached) => cached === gw)) return;
     this.index(keyOf(read.gw), this.specs.keep(read.gw)); // (kept in place: whole, unless it lost its place meanwhile)

@@ -80,7 +80,7 @@ export class LabelledData {
 
   constructor(private readonly client: KubeClient, private readonly opts: {
     namespaces: string[]; log: Logger; metrics?: Metrics; maxBytesPerNamespace: number; onChange: (ref: Ref) => void;
-    /** Default `objectBytes`. */
+    /** Default `objectBytes` (tests set 0 to count data alone). */
     bytesPerObject?: number;
   }) {
     this.budget = new DataBudget(opts.maxBytesPerNamespace);

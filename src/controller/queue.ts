@@ -16,8 +16,8 @@ export interface QueueOptions {
   groupOf?: (key: string) => string;
   /** Each group's share of the event loop for its work (`charge`): milliseconds per second, and
    * burst; a group past it waits until it is back (default: no bound). Reading charges while it
-   * waits take it at most `maxPauseMs` (default 60 s) into debt (`charge`). */
-  groupTime?: { msPerSecond: number; burstMs: number; maxPauseMs?: number };
+   * waits take it at most `maxReadingDebtMs` into debt (`charge`). */
+  groupTime?: { msPerSecond: number; burstMs: number };
   /** Metrics: adds, rate-limited re-adds, depth, and time keys wait. */
   hooks?: { add(): void; retry(): void; depth(n: number): void; waited(seconds: number): void };
   clock?: Clock;
@@ -45,7 +45,7 @@ export class WorkQueue {
   constructor(private readonly opts: QueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
     this.buckets = new GroupBuckets(opts.qps ?? 10, opts.burst ?? 100);
-    this.time = opts.groupTime && new GroupBuckets(opts.groupTime.msPerSecond, opts.groupTime.burstMs, opts.groupTime.maxPauseMs ?? 60_000);
+    this.time = opts.groupTime && new GroupBuckets(opts.groupTime.msPerSecond, opts.groupTime.burstMs, maxReadingDebtMs);
   }
 
   get depth(): number {
@@ -141,7 +141,7 @@ export class WorkQueue {
 
   /** The group's work took `ms` of the event loop (groupTime): past its share, it waits.
    * `reading`: the time its objects' watch events took to read, which come whether it waits or
-   * not: made while it waits, they take it at most `maxPauseMs` into debt (a reconcile's count
+   * not: made while it waits, they take it at most `maxReadingDebtMs` into debt (a reconcile's count
    * whole, however many run at once). */
   charge(group: string, ms: number, reading = false): void {
     if (this.time && ms > 0 && this.time.take(group, ms, this.clock.now(), reading) > 0) this.scheduleWake();
@@ -227,6 +227,9 @@ export class WorkQueue {
  * the groups that spent lately are kept (past 1,024, the full ones are dropped). A `bounded` take
  * made in debt goes at most `maxWaitMs`' worth into it (a team's watch events, charged while it
  * waited, kept it waiting for as long again as they lasted); any other counts whole. */
+/** The most reading charges made while a group waits take it into debt (its wait then). */
+const maxReadingDebtMs = 60_000;
+
 class GroupBuckets {
   private readonly kept = new Map<string, { tokens: number; at: number }>();
   private readonly floor: number;

@@ -45,8 +45,8 @@ export function sessionTarget(url: string): SessionTarget {
 /** Header bytes a frame watch reads one by one per start of its namespace's turns (each frame
  * counts `frameBytes` more for its own work): a start's worth of relayed body costs the event loop
  * about as much (docs/performance.md). */
-export const headerBytesPerStart = 4096;
-export const frameBytes = 4;
+const headerBytesPerStart = 4096;
+const frameBytes = 4;
 
 /** The key of bytes that are not masked. */
 const unmasked = new Uint8Array(4);

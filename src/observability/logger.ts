@@ -135,11 +135,14 @@ export function keepsLine(namespace: string, always = false, weight = 1): boolea
   return waiting < fairShed.watchBytes || fairShed.admit(namespace, waiting, always, weight);
 }
 
+/** The most characters of a client's text a line keeps. */
+const maxClientChars = 512;
+
 /** A value a client chose (a header's, a token's claim), as a log line holds it: at most `max`
  * characters (512: a service account's name is at most 339), then its length and a digest (an
  * `Impersonate-User` of 15,000 quotes made a 30 KiB line, refused from a cache as fast as it was
  * sent). */
-export function clipped(s: string, max = 512): string {
+export function clipped(s: string, max = maxClientChars): string {
   if (s.length <= max) return s;
   const cut = /[\ud800-\udbff]/.test(s[max - 1]!) ? max - 1 : max; // (not half a surrogate pair)
   return `${s.slice(0, cut)}…(${s.length} characters, sha256 ${createHash('sha256').update(s).digest('hex').slice(0, 16)})`;
@@ -184,7 +187,8 @@ export interface AccessEntry {
 /** The entry with what a client chose clipped (the caller's name, whom it asked to act as, the
  * error's text, which may quote them). */
 function clippedEntry(e: AccessEntry): AccessEntry {
-  if (e.caller.length <= 512 && (e.as?.length ?? 0) <= 512 && (e.error?.length ?? 0) <= 512) return e;
+  const m = maxClientChars;
+  if (e.caller.length <= m && (e.as?.length ?? 0) <= m && (e.error?.length ?? 0) <= m) return e;
   return { ...e, caller: clipped(e.caller), ...(e.as === undefined ? {} : { as: clipped(e.as) }), ...(e.error === undefined ? {} : { error: clipped(e.error) }) };
 }
 

@@ -330,8 +330,10 @@ test('a check that gives way, its namespace not slow, waits on the slow lane onl
 
 test('a namespace that spends more than its share of the quick lane\'s thread goes to the slow lane: compiling counts when it pushes out another of its own filters, not on a fresh thread', async (t) => {
   const slowed: string[] = [];
-  // (a share of 20 ms, barely refilled: compiling one of these filters takes 50-100 ms, matching a short path far less)
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 0.001, quickBurstMs: 20 }), { slow: (ns) => slowed.push(ns) });
+  // (a share of 1 µs, barely refilled: any compile charged passes it, however fast the machine;
+  // usPerCost tiny: matches charge next to nothing; quickCheckMs long: nothing gives way)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 0.001, quickBurstMs: 0.001, usPerCost: 1e-9 }),
+    { slow: (ns) => slowed.push(ns) });
   t.after(() => checks.close());
   const b = new PathFilter(kubectlProxy, 'team-b');
   for (let i = 0; i < 3; i++) assert.ok('accepted' in await checks.check(b, 'GET', '/api/v1/pods'));
