@@ -39,7 +39,7 @@ export async function startOperator(cp: ControlPlane, opts: { args?: string[]; l
   const readyz = async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode;
   try {
     await waitFor('operator /readyz', async () => {
-      if (proc.child.exitCode !== null) throw new WaitAbort(`operator exited ${proc.child.exitCode}; see ${proc.logFile}`);
+      if (proc.child.exitCode !== null) throw new WaitAbort(`operator exited ${proc.child.exitCode}; the end of ${proc.logFile} (removed with the test's directory):\n${logTail(proc.logFile)}`);
       return (await readyz()) === 200;
     }, 30_000, 100);
   } catch (err) {
@@ -47,6 +47,15 @@ export async function startOperator(cp: ControlPlane, opts: { args?: string[]; l
     throw err;
   }
   return Object.assign(proc, { adminPort, portRange, readyz });
+}
+
+/** The last lines of a log file (a test's directory is removed when it ends: CI keeps only its output). */
+function logTail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).map((l) => l.slice(0, 2000)).join('\n');
+  } catch (err) {
+    return `(unread: ${(err as Error).message})`;
+  }
 }
 
 /** The environment of a person with the kubectl plugin on PATH (what `npm install -g` makes of the
