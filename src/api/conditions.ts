@@ -35,6 +35,7 @@ export const Reason = {
   ExposureConflict: 'ExposureConflict',
   ExposureNotPermitted: 'ExposureNotPermitted',
   ExposureInvalid: 'ExposureInvalid',
+  ExposureForbidden: 'ExposureForbidden',
   Pending: 'Pending',
   Invalid: 'Invalid',
 } as const;

@@ -622,6 +622,12 @@ export const schema: Record<string, unknown> = {
               "maximum": 65535,
               "description": "Port the gateway pods listen on, from spec.listener.port or allocated."
             },
+            "since": {
+              "type": "string",
+              "format": "date-time",
+              "maxLength": 64,
+              "description": "When the operator gave the gateway this port (RFC 3339, in milliseconds). Two gateways whose status records the same port (one whose status could not be written since it moved off it): the one given it last has it."
+            },
             "url": {
               "type": "string",
               "maxLength": 2048,

@@ -130,6 +130,10 @@ export interface ListenerStatus {
    */
   port?: number;
   /**
+   * When the operator gave the gateway this port (RFC 3339, in milliseconds). Two gateways whose status records the same port (one whose status could not be written since it moved off it): the one given it last has it.
+   */
+  since?: string;
+  /**
    * URL of the gateway: the address of its load balancer when spec.listener.expose is LoadBalancer and the load balancer has one, else the stable in-cluster URL served by the Service agw-NAME in this namespace, for example http://agw-payments.team-payments.svc.
    */
   url?: string;

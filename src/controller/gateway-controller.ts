@@ -16,7 +16,7 @@ import { Controller } from './controller.js';
 import { SpecKeeper } from './gateway-specs.js';
 import { GatewayReconciler, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
 import { NamespaceLimit, rankOf } from './namespace-limit.js';
-import { PortAllocator } from './ports.js';
+import { PortAllocator, type ClaimRequest } from './ports.js';
 import { RefIndex, type Ref } from './ref-index.js';
 
 /** Where gateways come from: the cluster (a watch) or files (`serve`). */
@@ -153,9 +153,7 @@ export class GatewayController {
     await Promise.all([this.gateways.firstSync(), this.cluster.firstSync()]);
     // ports held before a restart go back to their gateways before anyone else may claim them
     // (not to one over the limit now: it would give its port up at once, held for its namespace)
-    this.ports.seed([...this.gateways.values()].filter((gw) => this.limit.served(keyOf(gw))).map((gw) => ({
-      key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw),
-    })));
+    this.ports.seed([...this.gateways.values()].filter((gw) => this.limit.served(keyOf(gw))).map(recordOf));
     for (const key of this.gateways.keys()) this.initial.add(key);
     this.listed = true;
     this.controller.start();
@@ -218,4 +216,9 @@ export class GatewayController {
   private onRef(ref: Ref): void {
     for (const k of this.refs.referring(ref)) this.controller.enqueue(k);
   }
+}
+
+/** What a gateway's status records of its port, as the allocator seeds it after a restart. */
+export function recordOf(gw: AccessGateway): ClaimRequest {
+  return { key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw), since: gw.status?.listener?.since };
 }

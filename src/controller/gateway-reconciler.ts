@@ -93,7 +93,7 @@ export class GatewayReconciler {
   private readonly written = new Map<string, { digest: string; fromRv: string | undefined }>();
   /** Exposure objects last written per key (skip writes that change nothing), and whether the
    * cache has shown both since (then one gone was deleted by someone: written again). */
-  private readonly exposed = new Map<string, { want: string; seen: boolean; refused?: { message: string; until: number } }>();
+  private readonly exposed = new Map<string, { want: string; seen: boolean; refused?: Refused }>();
   /** Gateways waiting for a port another gateway holds, and which (undefined: any in the range):
    * retried when that one is released (`freed`). */
   private readonly waitingForPort = new Map<string, number | undefined>();
@@ -244,13 +244,14 @@ export class GatewayReconciler {
       this.waitingForPort.delete(key);
       result = { conflict: 'not served on this replica until the leader records its port in status.listener.port', reason: Reason.PortConflict };
     } else {
-      const claim = this.d.ports.follow(key, recorded, rankOf(gw));
+      const claim = this.d.ports.follow(key, recorded, rankOf(gw), gw.status?.listener?.since);
       if ('conflict' in claim) {
         this.waitingForPort.set(key, recorded);
         this.d.requeue(claim.holder);
         result = { conflict: claim.conflict, reason: Reason.PortConflict };
       } else {
         this.waitingForPort.delete(key);
+        if (claim.moved) this.d.requeue(claim.moved); // (its record is older: it waits for its own)
         result = { port: claim.port };
       }
     }
@@ -332,16 +333,16 @@ export class GatewayReconciler {
     // an admission policy): said in status, written again when the spec asks for something else,
     // or a minute later (what refused it may have changed)
     const now = this.clock.now();
-    const refusal = (r: { message: string; until: number }) => ({ applied: { programmed: false as const, reason: Reason.ExposureInvalid, message: r.message }, url: undefined, retryInMs: r.until - now });
+    const refusal = (r: Refused) => ({ applied: { programmed: false as const, reason: r.reason, message: r.message }, url: undefined, retryInMs: r.until - now });
     if (was?.want === want && was.refused && now < was.refused.until) return refusal(was.refused);
     if (was?.want === want && cached.service && cached.slice) was.seen = true;
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
     // requeues us); not again before the cache shows our own creates, which would be refused (409)
     if (this.leader() && (was?.want !== want || was.refused || (was.seen && (!cached.service || !cached.slice)))) {
-      const message = await refusedAsInvalid(this.d.exposure.write(e.service, cached.service), `Service ${e.service.metadata.name} the gateway needs`)
-        ?? await refusedAsInvalid(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${e.slice.metadata.name} the gateway needs`);
-      if (message !== undefined) {
-        const refused = { message, until: now + refusedRetryMs };
+      const why = await refusedOf(this.d.exposure.write(e.service, cached.service), `Service ${e.service.metadata.name} the gateway needs`)
+        ?? await refusedOf(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${e.slice.metadata.name} the gateway needs`);
+      if (why !== undefined) {
+        const refused = { ...why, until: now + refusedRetryMs };
         this.exposed.set(key, { want, seen: false, refused });
         return refusal(refused);
       }
@@ -366,6 +367,7 @@ export class GatewayReconciler {
       routes: t.routes,
       url,
       now: isoSeconds(this.clock.now()),
+      since: port === undefined ? undefined : this.d.ports.sinceOf(key),
       expiredAccessRules,
     });
     const wanted = digest(status);
@@ -422,11 +424,19 @@ const refusedRetryMs = 60_000;
 /** The apiserver refused an object as invalid (422): it would refuse it again. */
 const invalid = (err: unknown) => (err as { status?: number }).status === 422;
 
-/** The apiserver's refusal of `write` as invalid, said; other errors are thrown. */
-function refusedAsInvalid(write: Promise<unknown>, what: string): Promise<string | undefined> {
+/** An agw-NAME write the apiserver refused, why, and until when it is not tried again. */
+interface Refused { reason: typeof Reason.ExposureInvalid | typeof Reason.ExposureForbidden; message: string; until: number }
+
+/**
+ * The apiserver's refusal of `write` as invalid (422), or forbidden (403: the namespace's
+ * ResourceQuota is full, an admission webhook), said in status; other errors are thrown. (A team
+ * filling its quota kept every status write of its gateway from happening, status.listener too.)
+ */
+function refusedOf(write: Promise<unknown>, what: string): Promise<Omit<Refused, 'until'> | undefined> {
   return write.then(() => undefined, (err) => {
-    if (!invalid(err)) throw err;
-    return `the apiserver refused the ${what}: ${(err as Error).message}`;
+    const status = (err as { status?: number }).status;
+    if (status !== 422 && status !== 403) throw err;
+    return { reason: status === 422 ? Reason.ExposureInvalid : Reason.ExposureForbidden, message: `the apiserver refused the ${what}: ${(err as Error).message}` };
   });
 }
 

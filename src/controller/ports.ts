@@ -4,7 +4,11 @@
 // its namespace's for a while (`holdMs`): a gateway deleted and made again gets it back, and
 // another team's gateway waiting for it cannot take it while the old gateway's clients, Service
 // and kube-proxy rules still send that team's requests there. After a restart the ports recorded
-// in status are claimed again first (seed), the older gateway winning a tie.
+// in status are claimed again first (seed). Two gateways may record one port: a team can keep its
+// gateway's status from being written (a full quota, a spec at etcd's size bound) after it moved
+// off a port that another gateway then got. The one given it last (status.listener.since) has it:
+// the older record is stale (were the older gateway to win, another team's clients would reach
+// its listener on a restarted replica).
 
 import { isoSeconds } from '../clock.js';
 
@@ -16,12 +20,18 @@ export interface ClaimRequest {
   requested?: number;
   /** The port recorded in status (stable across operator restarts). */
   previous?: number;
-  /** Orders claimants when seeding: lower wins a contested port. */
+  /** Orders claimants when seeding: lower wins a contested port (of records given at one time). */
   rank: string;
+  /** When it was given `previous` (status.listener.since): the later record of a port wins it. */
+  since?: string;
 }
 
+/** A port's holder: its gateway, rank, and when it was given the port (ISO, to the ms; null: a
+ * record of before there were times). */
+interface Holder { key: string; rank: string; since: string | null }
+
 export class PortAllocator {
-  private readonly owners = new Map<number, { key: string; rank: string }>();
+  private readonly owners = new Map<number, Holder>();
   private readonly byKey = new Map<string, number>();
   private readonly blocked = new Map<number, number>();
   /** Ports given up, by port: the namespace and gateway that held them, until when. */
@@ -56,14 +66,20 @@ export class PortAllocator {
     return this.byKey.get(key);
   }
 
-  /** Gives back the ports gateways held before a restart (status.listener.port), oldest first;
-   * call once, before any claim. */
+  /** When `key` was given the port it holds (for status.listener.since). */
+  sinceOf(key: string): string | undefined {
+    const p = this.byKey.get(key);
+    return (p === undefined ? undefined : this.owners.get(p)?.since) ?? undefined;
+  }
+
+  /** Gives back the ports gateways held before a restart (status.listener.port): a port two
+   * records name to the one given it last (then the older gateway); call once, before any claim. */
   seed(held: ClaimRequest[]): void {
-    for (const h of [...held].sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0))) {
+    for (const h of [...held].sort((a, b) => later(a.since, b.since) || (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0))) {
       const port = h.previous;
       if (port === undefined || (h.requested !== undefined && (h.requested !== port || this.unrequestable(port)))) continue;
       if (h.requested === undefined && !this.inRange(port)) continue;
-      if (!this.owners.has(port) && !this.byKey.has(h.key)) this.take(h.key, port, h.rank);
+      if (!this.owners.has(port) && !this.byKey.has(h.key)) this.take(h.key, port, h.rank, h.since ?? null);
     }
   }
 
@@ -113,15 +129,21 @@ export class PortAllocator {
    * A follower's claim: exactly the port the leader recorded for `key` (clients reach every
    * replica at that port), never one of its own choosing. Another port `key` holds here is given
    * up at once; a recorded port still held here by another gateway (one the leader has moved off
-   * it) is waited for: `holder` is that gateway.
+   * it) is waited for: `holder` is that gateway. Unless that one's record is older (`since`): it
+   * moved off and its status was not written since; it gives the port up here (`moved`).
    */
-  follow(key: string, port: number, rank: string): { port: number } | { conflict: string; holder: string } {
+  follow(key: string, port: number, rank: string, since?: string): { port: number; moved?: string } | { conflict: string; holder: string } {
     const mine = this.byKey.get(key);
     if (mine === port) return { port };
     if (mine !== undefined) this.release(key);
     const holder = this.owners.get(port);
+    if (holder && later(since, holder.since ?? undefined) < 0) {
+      this.release(holder.key);
+      this.take(key, port, rank, since ?? null);
+      return { port, moved: holder.key };
+    }
     if (holder) return { conflict: `port ${port}, recorded by the leader, is still held on this replica by a gateway that moves off it`, holder: holder.key };
-    this.take(key, port, rank);
+    this.take(key, port, rank, since ?? null);
     return { port };
   }
 
@@ -189,14 +211,22 @@ export class PortAllocator {
     return !this.owners.has(p) && this.heldUntil(p, key) === undefined;
   }
 
-  private take(key: string, port: number, rank: string): void {
+  /** `since`: when the leader gave it, as recorded (null: not recorded); by default now. */
+  private take(key: string, port: number, rank: string, since: string | null = new Date(this.now()).toISOString()): void {
     const prev = this.byKey.get(key);
     if (prev !== undefined && prev !== port) this.release(key);
     if (prev !== port) this.owned.set(namespaceOf(key), (this.owned.get(namespaceOf(key)) ?? 0) + 1);
-    this.owners.set(port, { key, rank });
+    this.owners.set(port, { key, rank, since });
     this.byKey.set(key, port);
     this.released.delete(port); // held no more: taken
   }
+}
+
+/** Negative when record `a` was given after `b` (a record without a time: before any). */
+function later(a: string | undefined, b: string | undefined): number {
+  const t = (s: string | undefined) => (s === undefined ? -Infinity : Date.parse(s) || -Infinity);
+  const d = t(b) - t(a);
+  return Number.isNaN(d) ? 0 : d;
 }
 
 /** The namespace of a gateway key (NS/NAME). */

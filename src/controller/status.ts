@@ -14,6 +14,8 @@ export function desiredStatus(opts: {
   routes: { name: string; endpoints: number }[];
   url: string | undefined;
   now: string;
+  /** When the gateway was given `port` (listener.since). */
+  since?: string;
   /** Access rules past their notAfter. */
   expiredAccessRules?: { index: number; notAfter: string }[];
 }): AccessGatewayStatus {
@@ -38,7 +40,7 @@ export function desiredStatus(opts: {
     conditions: stampConditions(all, opts.previous?.conditions, opts.generation, opts.now),
   };
   if (opts.routes.length) status.routes = opts.routes;
-  if (opts.port !== undefined) status.listener = { port: opts.port, ...(opts.url ? { url: opts.url } : {}) };
+  if (opts.port !== undefined) status.listener = { port: opts.port, ...(opts.since ? { since: opts.since } : {}), ...(opts.url ? { url: opts.url } : {}) };
   if (opts.expiredAccessRules?.length) status.expiredAccessRules = opts.expiredAccessRules;
   return status;
 }

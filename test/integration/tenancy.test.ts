@@ -371,13 +371,16 @@ test('5. a port another gateway holds is never taken from it: the newcomer is Po
     const r = await get(held, '/api', appB);
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.kind, 'APIVersions');
+    // when it was given the port, kept by the apiserver (a record's time decides between two records of a port)
+    assert.match(b.status.listener.since, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    return b.status.listener.since as string;
   };
-  await stillB();
+  const since = await stillB();
   // after a restart the holder gets its port back first, whatever order the gateways are reconciled in
   await op.stop();
   op = await startChartOperator(cp, { args: operatorArgs, portRange: op.portRange });
   await waitObserved(cp, 'team-a', 'squat');
-  await stillB();
+  assert.equal(await stillB(), since, 'not given again: the same time');
   assert.equal(condition(await getGateway(cp, 'team-a', 'squat'), 'Accepted').reason, 'PortConflict');
   assert.equal(condition(await getGateway(cp, 'team-a', 'elder'), 'Accepted').reason, 'PortConflict');
   // team-b deletes its gateway and makes it again (kubectl replace --force, a reinstall): the port

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AccessGateway, AccessGatewayStatus } from '../../src/api/types.js';
 import { TerminalError } from '../../src/controller/controller.js';
+import { recordOf } from '../../src/controller/gateway-controller.js';
 import { GatewayReconciler, type GatewayReconcilerDeps } from '../../src/controller/gateway-reconciler.js';
 import { NamespaceLimit, rankOf } from '../../src/controller/namespace-limit.js';
 import { PortAllocator } from '../../src/controller/ports.js';
@@ -103,6 +104,69 @@ test('a follower that saw two gateways in the other order than the leader serves
   await r.reconcile('team-a/a', silentLogger);
   assert.deepEqual([ports.portOf('team-a/a'), ports.portOf('team-a/b')], [101, 100]);
   assert.equal(applied.at(-1)![1]!.port, 101);
+});
+
+test('a gateway whose status could not record its move does not get its old port back from the gateway given it since: on a replica started again, and on a follower', async () => {
+  // the red team's case: team a keeps its status from being written (a full quota, a spec at
+  // etcd's size bound) once it has recorded 100, moves off it, and team b is given 100
+  const clock = new FakeClock(Date.parse('2026-01-01T00:00:00Z'));
+  const ports = new PortAllocator([100, 109], () => clock.now(), 300_000);
+  const a = gw('a', '2026-01-01T00:00:00Z');
+  const b = gw('b', '2026-01-01T00:00:01Z');
+  b.metadata = { ...b.metadata, namespace: 'team-b' };
+  const frozen = new Set<string>();
+  const written: [string, AccessGatewayStatus][] = [];
+  const { r } = setup([a, b], {
+    ports, clock,
+    writeStatus: async (g, s) => {
+      if (frozen.has(g.metadata.name)) throw Object.assign(new Error('exceeded quota'), { status: 403 });
+      written.push([g.metadata.name, s]);
+      g.status = s;
+    },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(a.status?.listener, { port: 100, since: '2026-01-01T00:00:00.000Z', url: 'http://127.0.0.1:100' });
+  clock.advance(1_000);
+  a.metadata.generation = 2; // a change that keeps the port keeps when it was given
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(written.length, 2);
+  assert.equal(a.status?.listener?.since, '2026-01-01T00:00:00.000Z');
+  frozen.add('a');
+  a.spec = { ...a.spec, listener: { port: 8080 } };
+  await assert.rejects(r.reconcile('team-a/a', silentLogger));
+  clock.advance(300_001); // a's hold on 100 ends
+  await r.reconcile('team-b/b', silentLogger);
+  assert.deepEqual(b.status?.listener, { port: 100, since: '2026-01-01T00:05:01.001Z', url: 'http://127.0.0.1:100' });
+  a.spec = { ...a.spec, listener: {} };
+  await assert.rejects(r.reconcile('team-a/a', silentLogger));
+  assert.deepEqual([ports.portOf('team-a/a'), ports.portOf('team-b/b')], [101, 100], 'the leader');
+  assert.equal(a.status?.listener?.port, 100, 'a\'s status still records 100');
+
+  // a replica started again seeds from status (as GatewayController.start does): b, given 100 last, has it
+  const fresh = new PortAllocator([100, 109]);
+  fresh.seed([a, b].map(recordOf));
+  assert.deepEqual([fresh.portOf('team-a/a'), fresh.portOf('team-b/b')], [undefined, 100], 'seeded');
+  const follower = setup([a, b], { ports: fresh, isLeader: () => false });
+  await follower.r.reconcile('team-a/a', silentLogger);
+  await follower.r.reconcile('team-b/b', silentLogger);
+  assert.deepEqual([fresh.portOf('team-a/a'), fresh.portOf('team-b/b')], [undefined, 100], 'the replica started again');
+  assert.deepEqual(follower.applied.at(-1)![0], 'team-b/b');
+  assert.equal(follower.applied.at(-1)![1]!.port, 100);
+
+  // a follower that served a on 100 (its record) before b's was written: b takes it, a waits
+  const seen = new PortAllocator([100, 109]);
+  const was = b.status;
+  b.status = undefined;
+  const f = setup([a, b], { ports: seen, isLeader: () => false });
+  await f.r.reconcile('team-a/a', silentLogger);
+  assert.equal(seen.portOf('team-a/a'), 100);
+  b.status = was;
+  await f.r.reconcile('team-b/b', silentLogger);
+  assert.equal(seen.portOf('team-b/b'), 100, 'b, given 100 after a was, takes it here');
+  assert.ok(f.requeued.includes('team-a/a'));
+  await f.r.reconcile('team-a/a', silentLogger);
+  assert.equal(seen.portOf('team-a/a'), undefined);
+  assert.deepEqual(f.applied.at(-1), ['team-a/a', null]);
 });
 
 test('a follower does not serve a gateway on its recorded port once its spec asks for another: the leader may have given that port to another team already', async () => {
@@ -477,6 +541,27 @@ test('a Service or EndpointSlice the apiserver refuses as invalid (an allowed an
   assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
   assert.deepEqual(writes, ['Service', 'Service', 'EndpointSlice', 'Service', 'EndpointSlice']);
   assert.equal(programmed().status, 'True');
+});
+
+test('a Service the apiserver forbids (the namespace\'s ResourceQuota is full) is Programmed=False ExposureForbidden in status, with the port it listens on; another error is thrown, nothing written', async () => {
+  let fail: { status: number; message: string } | null = { status: 403, message: 'services "agw-a" is forbidden: exceeded quota: q, requested: services=1, used: services=4, limited: services=4' };
+  const clock = new FakeClock(1_000_000);
+  const g = gw('a', '2026-01-01T00:00:00Z');
+  const { r, written } = setup([g], {
+    clock,
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o) => {
+      if ((o as { kind: string }).kind === 'Service' && fail) throw Object.assign(new Error(fail.message), { status: fail.status });
+    } },
+  });
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 60_000 });
+  const programmed = written.at(-1)![1].conditions!.find((c) => c.type === 'Programmed')!;
+  assert.deepEqual([programmed.status, programmed.reason], ['False', 'ExposureForbidden']);
+  assert.match(programmed.message, /refused the Service agw-a the gateway needs: .*exceeded quota/);
+  assert.equal(written.at(-1)![1].listener?.port, 100);
+  fail = { status: 500, message: 'etcdserver: request timed out' };
+  clock.advance(60_000); // (written again a minute later)
+  await assert.rejects(r.reconcile('team-a/a', silentLogger), /timed out/);
+  assert.equal(written.length, 1);
 });
 
 test('a follower writes no agw-NAME Service or EndpointSlice (the leader does), refused before or not', async () => {

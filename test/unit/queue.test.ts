@@ -236,6 +236,36 @@ test('ports: after a restart, the ports in status go back to their holders befor
   assert.deepEqual(p.claim({ key: 'young', rank: '5', previous: 101 }), { port: 101 });
 });
 
+test('ports: two records of one port (one stale: its gateway moved off and its status was not written): the one given it last has it, after a restart and on a follower', () => {
+  let now = Date.parse('2026-01-01T00:00:00Z');
+  const leader = new PortAllocator([100, 102], () => now);
+  assert.deepEqual(leader.claim({ key: 'team-a/a', rank: '1' }), { port: 100 });
+  assert.equal(leader.sinceOf('team-a/a'), '2026-01-01T00:00:00.000Z', 'given now');
+  now += 5_000;
+  assert.deepEqual(leader.claim({ key: 'team-a/a', rank: '1' }), { port: 100 });
+  assert.equal(leader.sinceOf('team-a/a'), '2026-01-01T00:00:00.000Z', 'kept: not given again');
+  const stale = { key: 'team-a/a', rank: '1', previous: 100, since: '2026-01-01T00:00:00.000Z' };
+  const last = { key: 'team-b/b', rank: '2', previous: 100, since: '2026-01-01T00:06:00.000Z' };
+  const seeded = new PortAllocator([100, 102]);
+  seeded.seed([stale, last]);
+  assert.deepEqual([seeded.portOf('team-a/a'), seeded.portOf('team-b/b')], [undefined, 100]);
+  assert.equal(seeded.sinceOf('team-b/b'), last.since, 'the record, kept');
+  // a record of before there were times loses to one with a time; two of one time: the older gateway
+  const untimed = new PortAllocator([100, 102]);
+  untimed.seed([{ key: 'team-a/a', rank: '1', previous: 100 }, last]);
+  assert.equal(untimed.portOf('team-b/b'), 100);
+  const tie = new PortAllocator([100, 102]);
+  tie.seed([{ ...last, rank: '3' }, { ...stale, since: last.since }]);
+  assert.equal(tie.portOf('team-a/a'), 100);
+  // a follower holding the stale record gives the port up to the later one; not the other way
+  const f = new PortAllocator([100, 102]);
+  assert.deepEqual(f.follow('team-a/a', 100, '1', stale.since), { port: 100 });
+  assert.deepEqual(f.follow('team-b/b', 100, '2', last.since), { port: 100, moved: 'team-a/a' });
+  assert.equal(f.portOf('team-a/a'), undefined);
+  assert.deepEqual(f.follow('team-a/a', 100, '1', stale.since), { conflict: 'port 100, recorded by the leader, is still held on this replica by a gateway that moves off it', holder: 'team-b/b' });
+  assert.ok('conflict' in f.follow('team-c/c', 100, '0'), 'a record without a time takes nothing');
+});
+
 test('a group past its share of event-loop time waits until it is back; other groups go on meanwhile, and a waiting worker gets its key when the pause ends', async () => {
   const clock = new FakeClock();
   const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]!, groupTime: { msPerSecond: 100, burstMs: 1000 }, clock });
