@@ -1,11 +1,10 @@
 // Runs the real `access-gateway operator` binary as a child process against a control plane.
-import { readFile } from 'node:fs/promises';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import type { ControlPlane } from './control-plane.js';
 import { repoRoot } from './control-plane.js';
-import { freePort, startProc, WaitAbort, waitFor, type Proc } from './procs.js';
+import { ephemeralLow, freePort, freePortSpan, startProc, WaitAbort, waitFor, type Proc } from './procs.js';
 
 export interface OperatorProc extends Proc {
   adminPort: number;
@@ -21,8 +20,7 @@ export const cliPath = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
  * connection (to etcd, the apiserver), and the gateway that wanted it would be PortConflict for a pass.
  */
 export async function testPortRange(): Promise<[number, number]> {
-  const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768 60999');
-  const low = Number(text.trim().split(/\s+/)[0]) || 32768;
+  const low = ephemeralLow() - freePortSpan; // (freePort's ports are above)
   const slots = Math.max(1, Math.floor((Math.min(low, 65536) - 10000) / 40) - 1);
   const base = 10000 + Math.floor(Math.random() * slots) * 40;
   return [base, base + 39];

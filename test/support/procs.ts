@@ -1,7 +1,7 @@
 // Child processes for tests that never outlive the test process: each is started under
 // `setpriv --pdeathsig KILL`, so even a test runner killed with SIGKILL leaves no orphan.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 export interface Proc {
@@ -34,15 +34,48 @@ export function startProc(cmd: string, args: string[], logFile: string, env?: No
   };
 }
 
-/** A free TCP port on loopback (bound then released). */
+/**
+ * A free TCP port on loopback (bound then released), below the kernel's ephemeral range and above
+ * the operators' port ranges (`testPortRange`): a port from the ephemeral range can be taken by
+ * any outgoing connection (to etcd, the apiserver) before the child that was given it binds it.
+ * Never the same one twice in a test process.
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+  const low = ephemeralLow();
+  for (let i = 0; i < 100; i++) {
+    const port = low - 1 - Math.floor(Math.random() * freePortSpan);
+    if (given.has(port) || !(await bindable(port, host))) continue;
+    given.add(port);
+    return port;
+  }
+  return new Promise((resolve, reject) => { // (that area full: one the kernel picks)
     const srv = createServer();
     srv.once('error', reject);
     srv.listen(0, host, () => {
       const port = (srv.address() as { port: number }).port;
       srv.close(() => resolve(port));
     });
+  });
+}
+
+/** Ports under the ephemeral range that freePort gives; the operators' ranges are below them. */
+export const freePortSpan = 2_000;
+const given = new Set<number>();
+
+/** The first port of the kernel's ephemeral range. */
+export function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+function bindable(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
 
