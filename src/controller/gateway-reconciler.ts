@@ -143,8 +143,11 @@ export class GatewayReconciler {
     const defaulted = performance.now();
     const spec = applyDefaults(gw); // (a copy: a spec of 64 rules × 192 long names takes ~10 ms)
     const held = this.d.ports.portOf(key);
-    const { port, retryInMs } = this.claimPort(key, gw, spec);
+    const { port, retryInMs, moved } = this.claimPort(key, gw, spec);
     this.requeueWaitingOn(key); // its port held or given up: those it made way for, or took the place of
+    // (a follower: the gateway whose older record it was closes its listener here now, not at its
+    // own reconcile, which its namespace's turns could put off while this one's clients reach it)
+    if (moved) await this.d.dataplane.apply(moved, null);
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
     // the team's share of the loop every team's listeners share (a costly spec waits, not the
@@ -201,15 +204,15 @@ export class GatewayReconciler {
 
   /** The gateway's port: its own, a requested one, or one from the range; or why not, and when
    * to try again (a port held a while for the namespace that gave it up). */
-  private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): { port: PortSnapshot; retryInMs?: number } {
+  private claimPort(key: string, gw: AccessGateway, spec: AccessGateway): { port: PortSnapshot; retryInMs?: number; moved?: string } {
     const over = this.overLimit(key, gw);
     if (over) {
       this.d.ports.release(key); // (reconcile wakes those waiting for it)
       this.waitingForPort.delete(key);
       return { port: { conflict: over, reason: Reason.TooManyGateways } };
     }
-    if (!this.leader()) return { port: this.followPort(key, gw, spec.spec.listener?.port) };
-    const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw) });
+    if (!this.leader()) return this.followPort(key, gw, spec.spec.listener?.port);
+    const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw), since: gw.status?.listener?.since });
     if ('conflict' in claim) {
       this.waitingForPort.set(key, spec.spec.listener?.port); // (one --requestable-ports refuses is never given up)
       return { port: { conflict: claim.conflict, reason: Reason.PortConflict }, retryInMs: claim.retryInMs };
@@ -229,9 +232,10 @@ export class GatewayReconciler {
    * it is not served here on the old one either; nor is one that asks for none while its recorded
    * port is outside the range (it was asked for, then not: the leader moves it into the range).
    */
-  private followPort(key: string, gw: AccessGateway, requested: number | undefined): PortSnapshot {
+  private followPort(key: string, gw: AccessGateway, requested: number | undefined): { port: PortSnapshot; moved?: string } {
     const recorded = gw.status?.listener?.port;
     let result: PortSnapshot;
+    let moved: string | undefined;
     const moving = requested === undefined ? recorded !== undefined && !this.d.ports.inRange(recorded) : requested !== recorded;
     const refused = requested === undefined ? null : this.d.ports.refusal(requested);
     if (refused) { // whatever status says (a leader without the flag recorded it)
@@ -251,11 +255,11 @@ export class GatewayReconciler {
         result = { conflict: claim.conflict, reason: Reason.PortConflict };
       } else {
         this.waitingForPort.delete(key);
-        if (claim.moved) this.d.requeue(claim.moved); // (its record is older: it waits for its own)
+        if (claim.moved) this.d.requeue((moved = claim.moved)); // (its record is older: it waits for its own)
         result = { port: claim.port };
       }
     }
-    return result; // (reconcile wakes those waiting for a port it gave up)
+    return { port: result, ...(moved ? { moved } : {}) }; // (reconcile wakes those waiting for a port it gave up)
   }
 
   /**
@@ -292,6 +296,11 @@ export class GatewayReconciler {
       spent.ms += performance.now() - started;
     }
     let applied = await pending;
+    if (plan && applied?.programmed && this.d.ports.portOf(key) !== plan.port) {
+      // (a follower: its port went meanwhile to a gateway with a later record of it) closed again
+      await this.d.dataplane.apply(key, null);
+      return { applied: { programmed: false, reason: Reason.PortConflict, message: `port ${plan.port} was recorded for another gateway meanwhile` }, requeueAfterMs: 1_000 };
+    }
     if (applied?.programmed && applied.reloaded && this.leader()) void this.d.events?.record(spec, 'Normal', 'CertificateReloaded', applied.reloaded);
     if (applied?.programmed && plan?.auth.mode === 'JWKS' && this.d.jwksReady && !this.d.jwksReady.ready()) {
       // serving already (503 with Retry-After, never 401), but not Ready until tokens can be verified
@@ -367,7 +376,7 @@ export class GatewayReconciler {
       routes: t.routes,
       url,
       now: isoSeconds(this.clock.now()),
-      since: port === undefined ? undefined : this.d.ports.sinceOf(key),
+      since: port === undefined || !this.leader() ? undefined : this.d.ports.sinceOf(key),
       expiredAccessRules,
     });
     const wanted = digest(status);

@@ -32,6 +32,8 @@ interface Holder { key: string; rank: string; since: string | null }
 
 export class PortAllocator {
   private readonly owners = new Map<number, Holder>();
+  /** The latest time a record of each port says it was given (records seen and ports given here). */
+  private readonly recorded = new Map<number, string>();
   private readonly byKey = new Map<string, number>();
   private readonly blocked = new Map<number, number>();
   /** Ports given up, by port: the namespace and gateway that held them, until when. */
@@ -66,15 +68,33 @@ export class PortAllocator {
     return this.byKey.get(key);
   }
 
-  /** When `key` was given the port it holds (for status.listener.since). */
+  /** When `key` was given the port it holds (for status.listener.since): a port held from a record
+   * of before there were times is given one now (this leader holds it: no other record is later). */
   sinceOf(key: string): string | undefined {
     const p = this.byKey.get(key);
-    return (p === undefined ? undefined : this.owners.get(p)?.since) ?? undefined;
+    const h = p === undefined ? undefined : this.owners.get(p);
+    if (h && h.since === null) h.since = this.stamp(p!);
+    return h?.since ?? undefined;
+  }
+
+  /** Now, for port `p`: after every record of it seen (a leader whose clock is behind the one
+   * that gave it before would make the older record look later). */
+  private stamp(p: number): string {
+    const seen = Date.parse(this.recorded.get(p) ?? '') || -Infinity;
+    return new Date(Math.max(this.now(), seen + 1)).toISOString();
+  }
+
+  /** A record of port `p` given at `since`: the latest seen is kept, by port (for `stamp`). */
+  private noteRecord(p: number | undefined, since: string | null | undefined): void {
+    if (p === undefined || !since) return;
+    const had = this.recorded.get(p);
+    if (later(since, had) < 0) this.recorded.set(p, since);
   }
 
   /** Gives back the ports gateways held before a restart (status.listener.port): a port two
    * records name to the one given it last (then the older gateway); call once, before any claim. */
   seed(held: ClaimRequest[]): void {
+    for (const h of held) this.noteRecord(h.previous, h.since);
     for (const h of [...held].sort((a, b) => later(a.since, b.since) || (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0))) {
       const port = h.previous;
       if (port === undefined || (h.requested !== undefined && (h.requested !== port || this.unrequestable(port)))) continue;
@@ -85,6 +105,7 @@ export class PortAllocator {
 
   claim(req: ClaimRequest): Claim {
     const { key, requested } = req;
+    this.noteRecord(req.previous, req.since);
     if (requested !== undefined) {
       const refused = this.refusal(requested);
       if (refused) return { conflict: refused };
@@ -134,7 +155,12 @@ export class PortAllocator {
    */
   follow(key: string, port: number, rank: string, since?: string): { port: number; moved?: string } | { conflict: string; holder: string } {
     const mine = this.byKey.get(key);
-    if (mine === port) return { port };
+    if (mine === port) {
+      // (given it again meanwhile, its updates missed: its record now is what a later one is judged by)
+      const h = this.owners.get(port)!;
+      if (later(since, h.since ?? undefined) < 0) h.since = since!;
+      return { port };
+    }
     if (mine !== undefined) this.release(key);
     const holder = this.owners.get(port);
     if (holder && later(since, holder.since ?? undefined) < 0) {
@@ -212,11 +238,12 @@ export class PortAllocator {
   }
 
   /** `since`: when the leader gave it, as recorded (null: not recorded); by default now. */
-  private take(key: string, port: number, rank: string, since: string | null = new Date(this.now()).toISOString()): void {
+  private take(key: string, port: number, rank: string, since: string | null = this.stamp(port)): void {
     const prev = this.byKey.get(key);
     if (prev !== undefined && prev !== port) this.release(key);
     if (prev !== port) this.owned.set(namespaceOf(key), (this.owned.get(namespaceOf(key)) ?? 0) + 1);
     this.owners.set(port, { key, rank, since });
+    this.noteRecord(port, since);
     this.byKey.set(key, port);
     this.released.delete(port); // held no more: taken
   }

@@ -91,10 +91,12 @@ export function escapeExtraKey(key: string): string {
   return out;
 }
 
-/** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route, caller). */
-export function impersonationHeaders(id: CallerIdentity, extras: Record<string, string>): OutgoingHttpHeaders {
+/** Impersonate-* headers for a caller, with the gateway's own extras (gateway, route, caller).
+ * `asked`: what a caller asked to act as (kubectl --as), its groups sent as asked and checked: a
+ * lone system:authenticated left out would give a service account its own groups instead. */
+export function impersonationHeaders(id: CallerIdentity, extras: Record<string, string>, asked = false): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'impersonate-user': toWire(id.username) };
-  const groups = groupsToSend(id);
+  const groups = asked ? id.groups : groupsToSend(id);
   if (groups.length) h['impersonate-group'] = groups.map(toWire);
   if (id.uid) h['impersonate-uid'] = toWire(id.uid);
   for (const [k, v] of Object.entries(id.extra)) {

@@ -326,7 +326,7 @@ export class RouteTable {
 
   /** The Impersonate-* headers for what a caller asked to act as (checked already), naming the caller in the audit extras. */
   impersonationAs(caller: CallerIdentity, as: RequestedImpersonation, route: CompiledRoute): OutgoingHttpHeaders {
-    return Object.assign(impersonationHeaders(impersonatedIdentity(as), {}), route.extraHeaders, { [callerExtraHeader]: wireUsername(caller) });
+    return Object.assign(impersonationHeaders(impersonatedIdentity(as), {}, true), route.extraHeaders, { [callerExtraHeader]: wireUsername(caller) });
   }
 
   /** First route whose prefix (element-wise) and methods (if any) match the decoded path. */

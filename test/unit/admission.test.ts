@@ -341,6 +341,10 @@ test('identity ServiceAccount impersonates that account of the gateway namespace
   };
   assert.deepEqual(as(), expected);
   assert.deepEqual(as(), expected, 'the same each call');
+  // its groups as asked (and checked): a lone system:authenticated left out, the apiserver would
+  // give the service account its own two groups instead
+  const asSA = t.impersonationAs(b.id, { user: 'system:serviceaccount:team-a:other', uid: '', groups: ['system:authenticated'], extra: {} }, b.route);
+  assert.deepEqual(asSA['impersonate-group'], ['system:authenticated']);
 });
 
 test('a caller\'s Impersonate-* headers are kept once per caller, whatever the routes; the gateway\'s audit extras win over a caller\'s extra of the same key', () => {

@@ -219,28 +219,31 @@ test('a namespace whose check ran over threadCheckMs is refused (503, Retry-Afte
   let skew = 0;
   const refused: string[] = [];
   // (one check of a namespace may wait: a count of waiting checks left behind by a back-off would refuse the next)
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 30, quickCheckMs: 10_000, waitingPerNamespace: 1 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) }, () => performance.now() + skew);
+  // (100 ms: a fresh thread compiling the filter, ~15 ms, may take several times that under load,
+  // and a check still compiling at threadCheckMs is not backed off; a 12,000-character path's match takes ~150-350 ms)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 100, quickCheckMs: 10_000, waitingPerNamespace: 1 }), { refused: (ns, r) => refused.push(`${ns} ${r}`) }, () => performance.now() + skew);
   t.after(() => checks.close());
   const a = hostile16('team-a');
+  const longerPath = () => longPath() + longPath().slice(1) + longPath().slice(1);
   const b = new PathFilter(kubectlProxy, 'team-b');
   assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
   const backedOff = (seconds: number) => (err: unknown) => err instanceof FilterUnavailableError && err.status === 503 && err.retryAfterSeconds === seconds && /refused for/.test(err.message);
-  const tookOver = (err: unknown) => err instanceof FilterUnavailableError && /took over 30 ms/.test((err as Error).message);
-  const first = Promise.resolve(checks.check(a, 'GET', longPath()));
-  const waiting = Promise.resolve(checks.check(a, 'GET', longPath()));
+  const tookOver = (err: unknown) => err instanceof FilterUnavailableError && /took over 100 ms/.test((err as Error).message);
+  const first = Promise.resolve(checks.check(a, 'GET', longerPath()));
+  const waiting = Promise.resolve(checks.check(a, 'GET', longerPath()));
   await assert.rejects(first, tookOver);
   await assert.rejects(waiting, backedOff(1));
-  assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(1));
+  assert.throws(() => checks.check(a, 'GET', longerPath()), backedOff(1));
   assert.ok('accepted' in await checks.check(b, 'GET', '/api/v1/pods'), 'team-b is not refused');
   assert.deepEqual(refused, ['team-a failed', 'team-a backoff', 'team-a backoff']);
   // after its back-off team-a is checked again; timing out again at once doubles it
   skew += 1_001;
-  await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())), tookOver);
-  assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(2));
+  await assert.rejects(Promise.resolve(checks.check(a, 'GET', longerPath())), tookOver);
+  assert.throws(() => checks.check(a, 'GET', longerPath()), backedOff(2));
   // quiet for a back-off after it: back to 1 s
   skew += 4_001;
-  await assert.rejects(Promise.resolve(checks.check(a, 'GET', longPath())), tookOver);
-  assert.throws(() => checks.check(a, 'GET', longPath()), backedOff(1));
+  await assert.rejects(Promise.resolve(checks.check(a, 'GET', longerPath())), tookOver);
+  assert.throws(() => checks.check(a, 'GET', longerPath()), backedOff(1));
   // its back-off over, a check of its and one waiting behind it are taken (nothing left counted)
   skew += 1_001;
   const quickA = new PathFilter(kubectlProxy, 'team-a');

@@ -163,10 +163,50 @@ test('a gateway whose status could not record its move does not get its old port
   b.status = was;
   await f.r.reconcile('team-b/b', silentLogger);
   assert.equal(seen.portOf('team-b/b'), 100, 'b, given 100 after a was, takes it here');
+  assert.deepEqual(f.applied.slice(-2).map(([k, plan]) => [k, plan?.port ?? null]), [['team-a/a', null], ['team-b/b', 100]], 'a\'s listener closed first, not at its own reconcile');
   assert.ok(f.requeued.includes('team-a/a'));
   await f.r.reconcile('team-a/a', silentLogger);
   assert.equal(seen.portOf('team-a/a'), undefined);
   assert.deepEqual(f.applied.at(-1), ['team-a/a', null]);
+});
+
+test('a follower gives no time to a record of before there were times (only the leader, which holds the port, does): a later record takes the port', async () => {
+  const a = gw('a', '2026-01-01T00:00:00Z', { status: { listener: { port: 100 } } });
+  const b = gw('b', '2026-01-01T00:00:01Z');
+  b.metadata = { ...b.metadata, namespace: 'team-b' };
+  const { r, ports } = setup([a, b], { isLeader: () => false });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(ports.portOf('team-a/a'), 100);
+  b.status = { listener: { port: 100, since: '2026-01-01T00:06:00.000Z' } };
+  await r.reconcile('team-b/b', silentLogger);
+  assert.equal(ports.portOf('team-b/b'), 100);
+});
+
+test('a follower whose gateway is being programmed when a later record takes its port closes it again once it listens', async () => {
+  const a = gw('a', '2026-01-01T00:00:00Z', { status: { listener: { port: 100, since: '2026-01-01T00:00:00.000Z' } } });
+  const b = gw('b', '2026-01-01T00:00:01Z');
+  b.metadata = { ...b.metadata, namespace: 'team-b' };
+  let open!: () => void;
+  const listening = new Promise<void>((resolve) => { open = resolve; });
+  let programming = false;
+  const applied: [string, number | null][] = [];
+  const ports = new PortAllocator([100, 109]);
+  const { r } = setup([a, b], {
+    ports, isLeader: () => false,
+    dataplane: { apply: async (key, plan) => {
+      if (key === 'team-a/a' && plan) { programming = true; await listening; } // (its route table's steps take their turns)
+      applied.push([key, plan?.port ?? null]);
+      return plan ? { programmed: true, port: plan.port } : null;
+    } },
+  });
+  const reconciled = r.reconcile('team-a/a', silentLogger);
+  for (let i = 0; i < 100 && !programming; i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(ports.portOf('team-a/a'), 100);
+  b.status = { listener: { port: 100, since: '2026-01-01T00:06:00.000Z' } };
+  await r.reconcile('team-b/b', silentLogger);
+  open();
+  assert.deepEqual(await reconciled, { requeueAfterMs: 1_000 });
+  assert.deepEqual(applied, [['team-a/a', null], ['team-b/b', 100], ['team-a/a', 100], ['team-a/a', null]]);
 });
 
 test('a follower does not serve a gateway on its recorded port once its spec asks for another: the leader may have given that port to another team already', async () => {

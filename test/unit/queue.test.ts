@@ -264,6 +264,21 @@ test('ports: two records of one port (one stale: its gateway moved off and its s
   assert.equal(f.portOf('team-a/a'), undefined);
   assert.deepEqual(f.follow('team-a/a', 100, '1', stale.since), { conflict: 'port 100, recorded by the leader, is still held on this replica by a gateway that moves off it', holder: 'team-b/b' });
   assert.ok('conflict' in f.follow('team-c/c', 100, '0'), 'a record without a time takes nothing');
+  // a's port given to it again meanwhile (updates missed): its new record is what a later one is judged by
+  const g = new PortAllocator([100, 102]);
+  g.follow('team-a/a', 100, '1', stale.since);
+  g.follow('team-a/a', 100, '1', '2026-01-01T00:20:00.000Z');
+  assert.ok('conflict' in g.follow('team-b/b', 100, '2', last.since));
+  // a port held from a record of before there were times is given one by the leader
+  const u = new PortAllocator([100, 102], () => now);
+  u.seed([{ key: 'team-c/c', rank: '1', previous: 101 }]);
+  assert.equal(u.sinceOf('team-c/c'), new Date(now).toISOString());
+  // a leader whose clock is behind the one that gave a port before stamps it after that record
+  const behind = new PortAllocator([100, 102], () => Date.parse('2026-01-01T00:01:00Z'));
+  assert.deepEqual(behind.claim({ key: 'team-b/b', rank: '2', requested: 8080 }), { port: 8080 });
+  behind.claim({ key: 'team-a/a', rank: '1', previous: 100, since: '2026-01-01T00:03:00.000Z', requested: 9090 });
+  assert.deepEqual(behind.claim({ key: 'team-b/c', rank: '3' }), { port: 100 });
+  assert.equal(behind.sinceOf('team-b/c'), '2026-01-01T00:03:00.001Z');
 });
 
 test('a group past its share of event-loop time waits until it is back; other groups go on meanwhile, and a waiting worker gets its key when the pause ends', async () => {
