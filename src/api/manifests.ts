@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { group, kind, version } from './schema.js';
 import { validateGateway, type Problem } from './validate.js';
+import { oneLine } from '../printable.js';
 
 export function manifestFiles(paths: string[]): string[] {
   const files = paths.flatMap((p) => {
@@ -50,12 +51,12 @@ export function loadManifest(file: string): ManifestFile {
   try {
     docs = parseAllDocuments(readFileSync(file, 'utf8'));
   } catch (err) {
-    return { file, problem: `cannot read: ${(err as Error).message}`, gateways: [], misspelt: [] };
+    return { file, problem: oneLine(`cannot read: ${(err as Error).message}`), gateways: [], misspelt: [] };
   }
   const gateways: ManifestGateway[] = [];
   const misspelt: string[] = [];
   for (const [i, doc] of docs.entries()) {
-    if (doc.errors.length) return { file, problem: `document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, gateways: [], misspelt: [] };
+    if (doc.errors.length) return { file, problem: oneLine(`document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`), gateways: [], misspelt: [] };
     const top = doc.toJS();
     // a list (what `kubectl get -o yaml` writes): its items, each as a document
     const list = typeof top?.kind === 'string' && top.kind.endsWith('List') && Array.isArray(top.items);
@@ -63,7 +64,7 @@ export function loadManifest(file: string): ManifestFile {
       const where = `document ${i + 1}${list ? `, item ${j + 1}` : ''}`;
       if (!obj || obj.kind !== kind) {
         // another kind of this API group is a misspelt AccessGateway, not someone else's object
-        if (typeof obj?.apiVersion === 'string' && obj.apiVersion.startsWith(`${group}/`)) misspelt.push(`${where}: kind ${JSON.stringify(obj.kind)} is not ${kind}: not used`);
+        if (typeof obj?.apiVersion === 'string' && obj.apiVersion.startsWith(`${group}/`)) misspelt.push(oneLine(`${where}: kind ${JSON.stringify(obj.kind)} is not ${kind}: not used`));
         continue;
       }
       const ns = obj.metadata?.namespace;
@@ -97,7 +98,7 @@ export class FirstFiles {
   }
 }
 
-/** A problem as one printable line: FILE: AccessGateway NS/NAME: FIELD: WHY. */
+/** A problem as one printable line: FILE: AccessGateway NS/NAME: FIELD: WHY (the name as written, escaped). */
 export function problemLine(file: string, g: ManifestGateway, p: Problem): string {
-  return `${file}: ${g.label}: ${p.field}: ${p.message}`;
+  return oneLine(`${file}: ${g.label}: ${p.field}: ${p.message}`);
 }

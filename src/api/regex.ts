@@ -5,6 +5,7 @@
 // memory too, and filter-checks.ts decides which checks may run on the event loop. The only
 // place such expressions are compiled.
 import { RE2JS } from 're2js';
+import { oneLine } from '../printable.js';
 
 export interface Regex {
   /** Unanchored search, as Go's regexp.MatchString. */
@@ -374,9 +375,9 @@ function sizes(re: RE2JS): { size: number; ranges: number } {
 /** A problem with filter patterns: the field, why, and the pattern when one does not compile. */
 export interface PatternProblem { field: string; why: string; pattern?: string }
 
-/** A PatternProblem in one line. */
+/** A PatternProblem in one line (the parser's `why` repeats the pattern raw: its control characters are escaped). */
 export function describePatternProblem(p: PatternProblem): string {
-  return p.pattern === undefined ? `${p.field}: ${p.why}` : `${p.field} ${JSON.stringify(p.pattern)}: ${p.why}`;
+  return p.pattern === undefined ? `${p.field}: ${p.why}` : `${p.field} ${JSON.stringify(p.pattern)}: ${oneLine(p.why)}`;
 }
 
 /**

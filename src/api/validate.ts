@@ -7,6 +7,7 @@ import { gatewayNameProblem, isDnsLabel, isGatewayName } from './names.js';
 import type { AccessGateway } from './types.js';
 import { patternTotals, routePatterns } from './regex.js';
 import { schema } from './schema.js';
+import { oneLine } from '../printable.js';
 
 export interface Problem {
   field: string;
@@ -182,5 +183,6 @@ export function validateGateway(obj: unknown): Problem[] {
   walk(o, schema as S, '', out);
   // with the schema's defaults, as the cluster has them (a route's default filters are patterns too)
   if (!out.length) regexes(applyDefaults(o as AccessGateway).spec, out);
-  return out;
+  // fields name the object's keys and messages quote its values: no control character printed raw
+  return out.map((p) => ({ field: oneLine(p.field), message: oneLine(p.message) }));
 }

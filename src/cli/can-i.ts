@@ -11,6 +11,7 @@ import { KubeClient, loadKubeConfig } from '../kube/client.js';
 import { subjectAccessReview } from '../kube/access-review.js';
 import { silentLogger } from '../observability/logger.js';
 import { translate } from '../translate/translate.js';
+import { printable } from '../printable.js';
 import { flag, parseCommand } from './flags.js';
 
 const canIFlags = {
@@ -35,7 +36,7 @@ export async function runCanI(argv: string[]): Promise<number> {
   try {
     return await answer(argv);
   } catch (err) {
-    process.stderr.write(`access-gateway: ${(err as Error).message}\n`);
+    process.stderr.write(printable(`access-gateway: ${(err as Error).message}\n`));
     return 2;
   }
 }
@@ -57,13 +58,15 @@ async function answer(argv: string[]): Promise<number> {
     .catch((err) => { throw new Error(`can-i: cannot read AccessGateway ${ns}/${name}: ${(err as Error).message}`); });
   const plan = questionPlan(gw);
   if ('problem' in plan) {
-    process.stderr.write(`can-i: AccessGateway ${ns}/${name} cannot be evaluated: ${plan.problem}\n`);
+    process.stderr.write(printable(`can-i: AccessGateway ${ns}/${name} cannot be evaluated: ${plan.problem}\n`));
     return 2;
   }
   const e = await explain(offlineTable(plan.plan), caller(f.as, f.group), method, url, {
     reviewRequest: (subject, attrs) => subjectAccessReview(client, subject, attrs),
   }, { errorDetail: true });
-  process.stdout.write(f.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : text(e));
+  // escaped, as everything printed here that the gateway's spec or the apiserver wrote (in JSON,
+  // \uXXXX is the same string)
+  process.stdout.write(printable(f.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : text(e)));
   return e.allowed === true ? 0 : e.allowed === false ? 1 : 3;
 }
 

@@ -20,9 +20,11 @@ if (!process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) v8.s
 // (docs/performance.md). `node --allocation-site-pretenuring` restores it.
 if (!process.execArgv.some((a) => /^--(no-)?allocation[-_]site[-_]pretenuring/.test(a))) v8.setFlagsFromString('--no-allocation-site-pretenuring');
 const { main } = await import('./commands.js');
+const { printable } = await import('../printable.js');
 main(process.argv.slice(2)).then((code) => {
   if (code !== undefined) process.exitCode = code;
 }, (err) => {
-  console.error(`access-gateway: ${err instanceof Error ? err.message : String(err)}`);
+  // (a message may quote a server's answer: its control characters are escaped)
+  console.error(`access-gateway: ${printable(err instanceof Error ? err.message : String(err))}`);
   process.exit(1);
 });

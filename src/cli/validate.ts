@@ -1,6 +1,7 @@
 // access-gateway validate -f FILE|DIR ...: one line per problem (file, object, field, why).
 import { group, kind, version } from '../api/schema.js';
 import { FirstFiles, loadManifest, manifestFiles, problemLine } from '../api/manifests.js';
+import { printable } from '../printable.js';
 
 /** Problems as printable lines; empty when every AccessGateway in the files is valid. */
 export function validateFiles(paths: string[]): { lines: string[]; gateways: number } {
@@ -38,7 +39,7 @@ export function runValidate(args: string[]): number {
   if (!paths.length) throw new Error('validate: give at least one -f FILE|DIR');
   const { lines, gateways } = validateFiles(paths);
   if (!gateways) lines.push(`no AccessGateway (apiVersion ${group}/${version}, kind ${kind}) in ${paths.join(', ')}`);
-  for (const l of lines) console.log(l);
+  for (const l of lines) console.log(printable(l)); // (what the files hold, escaped)
   if (lines.length) return 1;
   console.error(`${gateways} AccessGateway(s) valid`);
   return 0;

@@ -1,5 +1,6 @@
 // Gateway-API style conditions (metav1.Condition): reason never empty, observedGeneration set.
 import { ConditionType, Reason } from '../api/conditions.js';
+import { oneLine } from '../printable.js';
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
@@ -18,8 +19,10 @@ export interface Condition extends ConditionDraft {
 
 export const conditionOrder: ConditionType[] = [ConditionType.Accepted, ConditionType.ResolvedRefs, ConditionType.Programmed, ConditionType.Ready];
 
+/** A condition; its message, which may quote a team's spec, with control characters escaped
+ * (kubectl and can-i print it to someone's terminal). */
 export function cond(type: ConditionType, ok: boolean, reason: string, message: string): ConditionDraft {
-  return { type, status: ok ? 'True' : 'False', reason, message };
+  return { type, status: ok ? 'True' : 'False', reason, message: oneLine(message) };
 }
 
 /** Ready summarises the other three. */
