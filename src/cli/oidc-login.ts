@@ -9,6 +9,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { unverifiedExpiry } from '../auth/bearer.js';
+import { oneLine } from '../printable.js';
 import { flag, parseFlags } from './flags.js';
 import { privateDir, writePrivate } from './private-file.js';
 
@@ -74,8 +75,10 @@ export async function runOidcToken(args: string[]): Promise<number> {
   }
   if (!discovery.device_authorization_endpoint) throw new Error(`oidc-token: ${f.issuer} offers no device authorization grant; log in another way`);
   const d = await post(discovery.device_authorization_endpoint, { scope: f.scopes });
-  if (d.status !== 200) throw new Error(`oidc-token: device authorization refused (HTTP ${d.status} ${String(d.body.error ?? '')}: ${String(d.body.error_description ?? '')})`);
-  process.stderr.write(`To log in to ${f.issuer}, open ${d.body.verification_uri_complete ?? d.body.verification_uri} and enter the code ${d.body.user_code}\n`);
+  // the issuer's words are shown escaped: an ESC in them would reach the person's terminal
+  const said = (v: unknown) => oneLine(String(v ?? ''));
+  if (d.status !== 200) throw new Error(`oidc-token: device authorization refused (HTTP ${d.status} ${said(d.body.error)}: ${said(d.body.error_description)})`);
+  process.stderr.write(`To log in to ${said(f.issuer)}, open ${said(d.body.verification_uri_complete ?? d.body.verification_uri)} and enter the code ${said(d.body.user_code)}\n`);
   let interval = Math.max(1, Number(d.body.interval) || 5) * 1000;
   const until = Date.now() + (Number(d.body.expires_in) || 600) * 1000;
   while (Date.now() < until) {
@@ -86,7 +89,7 @@ export async function runOidcToken(args: string[]): Promise<number> {
       return out({ id_token: t.body.id_token, refresh_token: t.body.refresh_token });
     }
     if (t.body.error === 'slow_down') interval += 5_000;
-    else if (t.body.error !== 'authorization_pending') throw new Error(`oidc-token: login failed: ${String(t.body.error)} ${String(t.body.error_description ?? '')}`);
+    else if (t.body.error !== 'authorization_pending') throw new Error(`oidc-token: login failed: ${said(t.body.error)} ${said(t.body.error_description)}`);
   }
   throw new Error('oidc-token: the login was not completed in time');
 }
