@@ -9,6 +9,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { unverifiedExpiry } from '../auth/bearer.js';
+import { readCapped } from '../capped.js';
 import { oneLine } from '../printable.js';
 import { flag, parseFlags } from './flags.js';
 import { privateDir, writePrivate } from './private-file.js';
@@ -26,10 +27,18 @@ interface Cached { id_token?: string; refresh_token?: string }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The most of an issuer's answer read (as src/auth/oidc.ts reads its documents), and how long one
+ * request may take, answer read whole (undici's own timeouts are 300 s). */
+const maxAnswerBytes = 1 << 20;
+const requestTimeoutMs = 5_000;
+/** The longest a device login is waited for, whatever the issuer's expires_in says. */
+const maxLoginSeconds = 3600;
+
 /** When an ID token expires (ms), 0 when it says nothing readable. */
 const expiry = (idToken: string): number => (unverifiedExpiry(idToken) ?? 0) * 1000;
 
-export async function runOidcToken(args: string[]): Promise<number> {
+/** `timeoutMs`: each request's bound (tests shorten it). */
+export async function runOidcToken(args: string[], { timeoutMs = requestTimeoutMs } = {}): Promise<number> {
   const f = parseFlags(args, oidcTokenFlags);
   if (!f.issuer.startsWith('https://') || !f['client-id']) throw new Error('oidc-token: --issuer https://… and --client-id are required');
   const dir = f['cache-dir'] ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'access-gateway', 'oidc');
@@ -49,17 +58,30 @@ export async function runOidcToken(args: string[]): Promise<number> {
 
   const dispatcher = new Agent({ connect: f['certificate-authority'] ? { ca: readFileSync(f['certificate-authority'], 'utf8') } : {} });
   const secret = f['client-secret'];
-  const post = async (url: string, form: Record<string, string>) => {
-    const res = await request(url, {
-      method: 'POST', dispatcher, body: new URLSearchParams({ ...form, ...(secret ? {} : { client_id: f['client-id'] }) }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded',
-        ...(secret ? { authorization: `Basic ${Buffer.from(`${encodeURIComponent(f['client-id'])}:${encodeURIComponent(secret)}`).toString('base64')}` } : {}) },
-    });
-    return { status: res.statusCode, body: await res.body.json().catch(() => ({})) as Record<string, any> };
+  // one request, its answer read whole within timeoutMs and maxAnswerBytes; a body that is not JSON is {}
+  const call = async (url: string, opts: { method?: 'POST'; body?: string; headers?: Record<string, string> } = {}) => {
+    const signal = AbortSignal.timeout(timeoutMs);
+    try {
+      const res = await request(url, { ...opts, dispatcher, signal });
+      const text = (await readCapped(res.body, maxAnswerBytes, `oidc-token: ${url}`)).toString('utf8');
+      let body: Record<string, any> = {};
+      try {
+        body = JSON.parse(text) ?? {};
+      } catch { /* not JSON */ }
+      return { status: res.statusCode, body: typeof body === 'object' ? body : {} };
+    } catch (err) {
+      if (signal.aborted) throw new Error(`oidc-token: ${url} did not answer within ${timeoutMs / 1000} s`);
+      throw err;
+    }
   };
-  const res = await request(`${f.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, { dispatcher });
-  const discovery = await res.body.json() as { issuer?: string; token_endpoint?: string; device_authorization_endpoint?: string };
-  if (res.statusCode !== 200 || discovery.issuer !== f.issuer) throw new Error(`oidc-token: ${f.issuer} has no OpenID discovery document naming it (HTTP ${res.statusCode})`);
+  const post = (url: string, form: Record<string, string>) => call(url, {
+    method: 'POST', body: new URLSearchParams({ ...form, ...(secret ? {} : { client_id: f['client-id'] }) }).toString(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded',
+      ...(secret ? { authorization: `Basic ${Buffer.from(`${encodeURIComponent(f['client-id'])}:${encodeURIComponent(secret)}`).toString('base64')}` } : {}) },
+  });
+  const res = await call(`${f.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`);
+  const discovery = res.body as { issuer?: string; token_endpoint?: string; device_authorization_endpoint?: string };
+  if (res.status !== 200 || discovery.issuer !== f.issuer) throw new Error(`oidc-token: ${f.issuer} has no OpenID discovery document naming it (HTTP ${res.status})`);
   const tokenEndpoint = discovery.token_endpoint;
   const https = (u: string | undefined): u is string => typeof u === 'string' && u.startsWith('https://');
   if (!https(tokenEndpoint)) throw new Error(`oidc-token: ${f.issuer} names no https token_endpoint`);
@@ -79,8 +101,8 @@ export async function runOidcToken(args: string[]): Promise<number> {
   const said = (v: unknown) => oneLine(String(v ?? ''));
   if (d.status !== 200) throw new Error(`oidc-token: device authorization refused (HTTP ${d.status} ${said(d.body.error)}: ${said(d.body.error_description)})`);
   process.stderr.write(`To log in to ${said(f.issuer)}, open ${said(d.body.verification_uri_complete ?? d.body.verification_uri)} and enter the code ${said(d.body.user_code)}\n`);
-  let interval = Math.max(1, Number(d.body.interval) || 5) * 1000;
-  const until = Date.now() + (Number(d.body.expires_in) || 600) * 1000;
+  let interval = Math.min(60, Math.max(1, Number(d.body.interval) || 5)) * 1000;
+  const until = Date.now() + Math.min(maxLoginSeconds, Number(d.body.expires_in) || 600) * 1000;
   while (Date.now() < until) {
     await sleep(interval);
     const t = await post(tokenEndpoint, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: d.body.device_code });

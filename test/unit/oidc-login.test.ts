@@ -105,3 +105,28 @@ test('what the issuer says (the URL and code shown, its errors) reaches the term
   assert.match(message, /^oidc-token: login failed: access_denied\\u009b no \\u001b\]52;c;cm0gLXJm\\u0007$/);
   assert.doesNotMatch(shown.slice(0, -1) + message, raw);
 });
+
+test('an issuer\'s answers are read to at most 1 MiB, each request within its timeout (headers and body)', async (t) => {
+  const big = `{"x":"${'a'.repeat(1 << 20)}"}`;
+  // a discovery document past 1 MiB
+  const huge = await fakeIssuer(t, (_req, res) => res.end(big));
+  huge.answerDiscovery();
+  await assert.rejects(runOidcToken(huge.args), /openid-configuration: the answer is longer than 1048576 bytes/);
+  // a device authorization answer past it (a POST's answer is not taken for "not JSON")
+  const device = await fakeIssuer(t, (_req, res) => res.end(big));
+  await assert.rejects(runOidcToken(device.args), /\/device: the answer is longer than 1048576 bytes/);
+
+  // no answer at all; headers and then nothing: each request gives up after its timeout
+  const silent = await fakeIssuer(t, () => {});
+  silent.answerDiscovery();
+  let started = Date.now();
+  await assert.rejects(runOidcToken(silent.args, { timeoutMs: 300 }), /openid-configuration did not answer within 0\.3 s/);
+  assert.ok(Date.now() - started < 3_000, `${Date.now() - started} ms`);
+  const trickle = await fakeIssuer(t, (_req, res) => {
+    res.writeHead(200);
+    res.write('{"device_code": "d", '); // and never the rest
+  });
+  started = Date.now();
+  await assert.rejects(runOidcToken(trickle.args, { timeoutMs: 300 }), /\/device did not answer within 0\.3 s/);
+  assert.ok(Date.now() - started < 3_000, `${Date.now() - started} ms`);
+});
