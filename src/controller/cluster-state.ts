@@ -123,7 +123,7 @@ export class ClusterState {
         return svc ? [`${s.metadata.namespace}/${svc}`, ...(this.pods ? slicePods(s).map((p) => `pod ${s.metadata.namespace}/${p}`) : [])] : [];
       },
       trim: trimSlice,
-      protobuf: (msg: Buffer) => decodeEndpointSlice(msg, (k) => k === serviceNameLabel),
+      protobuf: (msg: Buffer) => decodeEndpointSlice(msg, serviceNameLabel),
       onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
     });
     if (opts.endpointAddresses === 'pods') {
