@@ -1,16 +1,20 @@
 // Service endpoints: one keep-alive pool per endpoint and namespace (shared by the namespace's
 // gateways that route to it, never with another namespace's, and kept across plan changes),
 // passive ejection of endpoints that refuse connections, and power-of-two-choices balancing on
-// outstanding requests.
+// outstanding requests. Handshakes with a team's HTTPS backend are metered (backend-handshake.ts).
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { createSecureContext, DEFAULT_CIPHERS, getCACertificates, type SecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createSecureContext, DEFAULT_CIPHERS, getCACertificates, type ConnectionOptions, type SecureContext } from 'node:tls';
 import { constants } from 'node:crypto';
 import { Pool, buildConnector } from '../undici.js';
 import { Recent } from '../recent.js';
 import { meterReads } from './wire.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 import { textKey } from '../api/pem.js';
+import { HandshakeShare } from './handshake-share.js';
+import { meteredConnection, meteredTLS, type HandshakeTurns } from './backend-handshake.js';
 
 /** One pool of an endpoint's connections: `live` while it takes requests; then its last ones close. */
 interface Generation { live: boolean; sockets: number }
@@ -21,6 +25,8 @@ interface SocketCount {
   closed(p: EndpointPool, g: Generation): void;
   /** What a closed connection's reads still owed, in starts (wire.ts). */
   owed(p: EndpointPool, starts: number): void;
+  /** The handshakes' share its backend's TLS handshakes wait for and are charged to. */
+  handshakes(): HandshakeTurns;
 }
 
 /** The order requests took endpoints in (`usedAt`). */
@@ -63,7 +69,7 @@ export class EndpointPool {
 
   /** For upgrades (WebSocket, SPDY), which leave the pool. */
   get agent(): HttpAgent | HttpsAgent {
-    return (this.upgrades ??= this.scheme === 'https' ? new HttpsAgent({ keepAlive: false, ...this.tls() }) : new HttpAgent({ keepAlive: false }));
+    return (this.upgrades ??= this.scheme === 'https' ? new MeteredAgent(this.count.handshakes(), this, { keepAlive: false, ...this.tls() }) : new HttpAgent({ keepAlive: false }));
   }
 
   /** Whether its pool is made (at its first request). */
@@ -98,15 +104,20 @@ export class EndpointPool {
     // HTTP/1.1 (undici would join repeated headers such as X-Remote-Group over HTTP/2)
     const connector = buildConnector({ ...this.tls(), allowH2: false });
     const count = this.count;
-    const connect: typeof connector = (opts, done) => connector(opts, (...r) => {
-      const socket = r[1];
-      if (socket) {
-        meterReads(socket, pool, this.what, (n) => count.owed(this, n));
-        count.opened(this, gen);
-        socket.once('close', () => count.closed(this, gen));
-      }
-      done(...r);
-    });
+    const connect: typeof connector = (opts, done) => {
+      // https: over a metered connection (undici makes the TLS socket on it, with its session cache)
+      const meter = this.scheme === 'https' ? meteredConnection(opts.hostname, Number(opts.port), count.handshakes(), this) : undefined;
+      connector(meter ? { ...opts, httpSocket: meter as Duplex as Socket } : opts, (...r) => {
+        meter?.done(); // (undici calls back within TLS's 'secureConnect': the handshake's last bytes)
+        const socket = r[1];
+        if (socket) {
+          meterReads(socket, pool, this.what, (n) => count.owed(this, n));
+          count.opened(this, gen);
+          socket.once('close', () => count.closed(this, gen));
+        }
+        done(...r);
+      });
+    };
     // a backend's Keep-Alive hint may shorten how long an idle connection is kept, not lengthen it
     const pool: Pool = new Pool(this.url.origin, { connect, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000, allowH2: false });
     return { pool, gen };
@@ -130,6 +141,17 @@ export class EndpointPool {
   release(): void {
     this.outstanding--;
     if (this.retired && this.outstanding === 0) this.close();
+  }
+}
+
+/** An agent for upgrades to a team's HTTPS backend: its handshakes metered as the pools' are. */
+class MeteredAgent extends HttpsAgent {
+  constructor(private readonly turns: HandshakeTurns, private readonly backend: EndpointPool, opts: ConstructorParameters<typeof HttpsAgent>[0]) {
+    super(opts);
+  }
+
+  override createConnection(options: ConnectionOptions & { host: string; port: number }): Duplex {
+    return meteredTLS(options, this.turns, this.backend);
   }
 }
 
@@ -197,10 +219,15 @@ export class PoolRegistry {
     opened: (p, g) => this.opened(p, g),
     closed: (p, g) => this.closed(p, g),
     owed: (p, n) => this.charge(p.namespace, n),
+    handshakes: () => this.handshakes,
   };
   /** Charges a namespace starts of its turns (the listeners' TurnShare, set by ListenerManager):
    * what its endpoints' closed connections read and no answer was charged for. */
   charge: (namespace: string, starts: number) => void = () => {};
+  /** The share of the event loop TLS handshakes take (the listeners', set by ListenerManager): a
+   * handshake with a team's backend waits for its namespace's turn there, and is charged what TLS
+   * spent on the backend's bytes. Unbounded until set. */
+  handshakes: HandshakeTurns = new HandshakeShare(1, () => {});
 
   constructor(readonly maxSocketsPerNamespace = 0, private readonly onRecycled: (namespace: string, pools: number) => void = () => {}) {}
 

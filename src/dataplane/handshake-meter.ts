@@ -4,7 +4,8 @@
 // handshake could hold the loop ~0.5 s. Its bytes pass through here: the client may send at most
 // `maxClientChainBytes` after its hello before its handshake is done, what comes after the hello
 // waits for a turn of the handshake share (a client holding back many chains cannot have them
-// checked at once), and the time TLS spends on each read is reported (to be charged).
+// checked at once), and the time TLS spends on each read is reported (to be charged). The
+// gateway's own handshakes with teams' HTTPS backends pass through one too (backend-handshake.ts).
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -29,7 +30,7 @@ export class HandshakeMeter extends Duplex {
   /** The meter whose bytes TLS is reading now (its handshake may be done by them). */
   static feeding: HandshakeMeter | undefined;
   private fed = 0;
-  /** What the client may send before its handshake is done: its hello and `maxClientChainBytes`. */
+  /** What the client may send before its handshake is done: its hello and `maxClientChainBytes` (or the bound given). */
   private readonly bound: number;
   private metering = true;
   /** Client bytes waiting for a turn (after the first read, before the handshake is done). */
@@ -40,10 +41,12 @@ export class HandshakeMeter extends Duplex {
   private doneAt: number | undefined;
 
   /** `helloBytes`: the length of the client's hello, read already and put back in `raw` (its
-   * handshake's start had its turn): TLS gets it at once, and all that follows waits for a turn. */
-  constructor(private readonly raw: Socket, private readonly hooks: MeterHooks, private helloBytes: number) {
+   * handshake's start had its turn): TLS gets it at once, and all that follows waits for a turn.
+   * `bound`: what may follow it before the handshake is done (a backend's whole side, from the
+   * gateway as its client: backend-handshake.ts). */
+  constructor(private readonly raw: Socket, private readonly hooks: MeterHooks, private helloBytes: number, bound = maxClientChainBytes) {
     super({ allowHalfOpen: true });
-    this.bound = helloBytes + maxClientChainBytes;
+    this.bound = helloBytes + bound;
     raw.on('data', (chunk: Buffer) => {
       if (!this.metering) {
         if (!this.push(chunk)) raw.pause();

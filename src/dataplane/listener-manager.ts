@@ -26,6 +26,7 @@ export class ListenerManager {
     private readonly limits: ListenerLimits = defaultLimits) {
     this.budgets = budgetsFor(limits, deps.log);
     deps.pools.charge = (ns, n) => this.budgets.turns.chargeStarts(ns, n);
+    deps.pools.handshakes = this.budgets.handshakes; // (handshakes with teams' HTTPS backends too)
     deps.metrics.servedCertificates(() => this.certificates());
   }
 

@@ -2,13 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:https';
+import { createServer, request as httpsRequest } from 'node:https';
 import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PoolRegistry, ServiceBackend, secureContextFor, systemContext, type EndpointPool } from '../../src/dataplane/endpoints.js';
-import { makeCA, makeLeaf } from '../support/certs.js';
+import { makeCA, makeCostlyChain, makeLeaf } from '../support/certs.js';
+import { HandshakeShare } from '../../src/dataplane/handshake-share.js';
+import type { HandshakeTurns } from '../../src/dataplane/backend-handshake.js';
 import { RateLimiter } from '../../src/auth/rate-limit.js';
 import type { ServiceTarget } from '../../src/translate/plan.js';
 
@@ -251,4 +253,137 @@ test('https endpoints without a CA bundle: their connections share one TLS conte
   for (let i = 0; i < 2; i++) assert.equal(await (await p.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
   setDefaultCACertificates([other.cert]);
   assert.notEqual(systemContext(), system, 'the default roots replaced: a new context');
+});
+
+/** A share of the handshakes on a clock the test moves (`clock.now`; with `real`, the time), and
+ * what it was asked: `charged` by namespace, the order namespaces' waiting bytes were let
+ * through, and each start. */
+function recordedShare(real = false) {
+  const clock = { now: 0 };
+  const share = new HandshakeShare(0.5, (err) => { throw err; }, () => clock.now + (real ? performance.now() : 0));
+  const charged = new Map<string, number>();
+  const order: string[] = [];
+  const asked: string[] = [];
+  const turns: HandshakeTurns = {
+    start: (ns, source, cost, go) => {
+      const now = share.start(ns, source, cost, () => { order.push(ns); return go(); });
+      asked.push(`${ns} ${now ? 'at once' : 'waits'}`);
+      return now;
+    },
+    charge: (ns, source, ms) => {
+      assert.match(source, /^backend 127\.0\.0\.1:\d+$/);
+      charged.set(ns, (charged.get(ns) ?? 0) + ms);
+      share.charge(ns, source, ms);
+    },
+  };
+  return { clock, turns, charged, order, asked };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+async function until(what: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !what(); i++) await tick();
+  assert.ok(what(), 'waited 5 s');
+}
+
+/** `p`, the clock moved on while bytes wait for the share (a handshake's later bytes may), and
+ * only then: what was charged after stays owed. */
+async function moving<T>(s: { clock: { now: number }; asked: string[]; order: string[] }, p: Promise<T>): Promise<T> {
+  let settled = false;
+  void p.finally(() => { settled = true; }).catch(() => {});
+  while (!settled) {
+    if (s.order.length < s.asked.length) s.clock.now += 100;
+    await tick();
+  }
+  return p;
+}
+
+test('https endpoints: the backend\'s handshake waits for its namespace\'s turn of the handshakes\' share and is charged there: a costly chain puts the namespace\'s next handshake behind another\'s', { timeout: 60_000 }, async (t) => {
+  // a team's backend sends a chain whose links cost ~6 ms each to check (RSA-3072, a ~2,400-bit
+  // exponent), its CA bundle the chain's own root; answers close their connection: a handshake each
+  const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
+  const costly = makeCostlyChain(dir, 3);
+  const root = costly.chain.slice(costly.chain.lastIndexOf('-----BEGIN CERTIFICATE-----'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.b.svc', dnsNames: ['web.b.svc'] });
+  const serve = async (key: string, cert: string) => {
+    const srv = createServer({ key, cert }, (req, res) => {
+      const s = req.socket as import('node:tls').TLSSocket;
+      res.setHeader('connection', 'close');
+      res.end(`${s.servername} ${s.alpnProtocol}`);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    t.after(() => srv.close());
+    return (srv.address() as AddressInfo).port;
+  };
+  const [costlyPort, cheapPort] = [await serve(costly.key, costly.chain), await serve(leaf.key, leaf.cert)];
+  const reg = new PoolRegistry();
+  const share = recordedShare();
+  const { turns, charged, order, asked } = share;
+  reg.handshakes = turns;
+  const a = { ...target0(), namespace: 'team-a', scheme: 'https' as const, serverName: 'costly', ca: root, endpoints: [{ ip: '127.0.0.1', port: costlyPort }] };
+  const b = { ...target0(), namespace: 'team-b', scheme: 'https' as const, serverName: 'web.b.svc', ca: ca.cert, endpoints: [{ ip: '127.0.0.1', port: cheapPort }] };
+  const pa = reg.acquire(a, a.endpoints[0]!, 'team-a');
+  const pb = reg.acquire(b, b.endpoints[0]!, 'team-b');
+  t.after(() => { pa.close(); pb.close(); });
+  const get = (p: EndpointPool) => p.pool.request({ path: '/', method: 'GET' }).then((r) => r.body.text());
+  // the share is idle: team-a's handshake goes at once (its later bytes, if any, as the share
+  // allows), and what TLS spent checking the chain (three links: well over the share's 1.5 ms
+  // burst) is team-a's
+  assert.equal(await moving(share, get(pa)), 'costly http/1.1', 'servername and ALPN as before; verified against its bundle');
+  assert.equal(asked[0], 'team-a at once');
+  assert.ok((charged.get('team-a') ?? 0) > 1.5, `team-a charged ${charged.get('team-a')} ms`);
+  assert.equal(charged.get('team-b'), undefined);
+  // the clock stands still: the share is spent. team-a's next handshake waits, and team-b's, asked after it
+  const mark = asked.length, first = order.length;
+  const againA = get(pa);
+  await until(() => asked.length === mark + 1);
+  const firstB = get(pb);
+  await until(() => asked.length === mark + 2);
+  assert.deepEqual(asked.slice(mark), ['team-a waits', 'team-b waits']);
+  // the share refills: team-b's handshake goes first, team-a's waits for what it owes
+  assert.deepEqual(await moving(share, Promise.all([againA, firstB])), ['costly http/1.1', 'web.b.svc http/1.1']);
+  assert.deepEqual(order.slice(first, first + 2), ['team-b', 'team-a']);
+  assert.ok((charged.get('team-b') ?? 0) > 0, 'team-b\'s own handshake is charged to team-b');
+});
+
+test('https endpoints: a backend may send at most 16 KiB before the handshake is done; an upgrade\'s handshake is metered too', { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
+  const serve = async (cert: string) => {
+    const srv = createServer({ key: leaf.key, cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    t.after(() => srv.close());
+    return (srv.address() as AddressInfo).port;
+  };
+  // the leaf and 40 copies of its CA (~20 KiB of DER): a chain OpenSSL would accept
+  const long = await serve(leaf.cert + ca.cert.repeat(40));
+  const short = await serve(`${leaf.cert}${ca.cert}`);
+  const reg = new PoolRegistry();
+  const { turns, charged } = recordedShare(true);
+  reg.handshakes = turns;
+  const to = (port: number): ServiceTarget => ({ ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: ca.cert, endpoints: [{ ip: '127.0.0.1', port }] });
+  const [pl, ps] = [long, short].map((port) => reg.acquire(to(port), to(port).endpoints[0]!, 'team-a')) as [EndpointPool, EndpointPool];
+  t.after(() => { pl.close(); ps.close(); });
+  await assert.rejects(pl.pool.request({ path: '/', method: 'GET' }), /more than 16 KiB before its TLS handshake was done/);
+  assert.equal(await (await ps.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
+  // an upgrade's connection (its own agent): metered and verified as the pool's are
+  const get = (agent: import('node:https').Agent) => new Promise<string>((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port: short, path: '/', agent }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c; });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const before = charged.get('team-a') ?? 0;
+  assert.equal(await get(ps.agent as import('node:https').Agent), 'ok');
+  assert.ok((charged.get('team-a') ?? 0) > before, 'the upgrade\'s handshake is charged to team-a');
+  const wrong = { ...to(short), ca: makeCA(dir, 'other').cert };
+  const pw = reg.acquire(wrong, wrong.endpoints[0]!, 'team-a');
+  t.after(() => pw.close());
+  await assert.rejects(pw.pool.request({ path: '/', method: 'GET' }), /self-signed|unable to verify|certificate/i, 'still verified');
+  await assert.rejects(get(pw.agent as import('node:https').Agent), /self-signed|unable to verify|certificate/i, 'an upgrade\'s too');
 });

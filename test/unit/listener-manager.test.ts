@@ -1153,6 +1153,15 @@ test('TLS handshakes take their share of the event loop, namespaces in turn: one
   assert.ok(deferred >= 7, `team-a's burst waited past the share: ${deferred}`);
 });
 
+test('handshakes with teams\' HTTPS backends wait for and are charged to the listeners\' share of handshakes', (t) => {
+  const { deps } = managerFor(t, { limits: { tlsHandshakePercent: 50 } });
+  // (unset, a registry's share is unbounded: everything starts at once)
+  deps.pools.handshakes.charge('team-a', 'backend 10.0.0.1:443', 100);
+  let started = false;
+  assert.equal(deps.pools.handshakes.start('team-b', 'x', () => 0, () => (started = true)), false, 'past the share: it waits');
+  assert.equal(started, false);
+});
+
 test('a listener that closes while TLS handshakes wait their turn closes those connections: they never start', { timeout: 30_000 }, async (t) => {
   const { deps, m, held } = managerFor(t, { limits: { tlsHandshakePercent: 1 } }); // an RSA-2048 handshake: one every ~125 ms
   const port = await freePort();
