@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext, DEFAULT_CIPHERS, getCACertificates, type ConnectionOptions, type SecureContext } from 'node:tls';
 import { constants } from 'node:crypto';
 import { Pool, buildConnector } from '../undici.js';
-import { Recent } from '../recent.js';
+import { NamespacedRecent } from '../recent.js';
 import { meterReads } from './wire.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 import { textKey } from '../api/pem.js';
@@ -94,8 +94,10 @@ export class EndpointPool {
   }
 
   private tls(): object {
-    return this.scheme === 'https'
-      ? { servername: this.serverName, secureContext: this.ca ? secureContextFor(this.ca) : systemContext(), rejectUnauthorized: true } : {};
+    if (this.scheme !== 'https') return {};
+    // a context made here (the plan's was pushed out) is charged as the handshake it is made for
+    const built = (ms: number) => this.count.handshakes().charge(this.namespace, `backend ${this.host}`, ms);
+    return { servername: this.serverName, secureContext: this.ca ? secureContextFor(this.ca, this.namespace, built) : systemContext(), rejectUnauthorized: true };
   }
 
   /** (One retired and closed before a request it was picked for: that request's end closes it again.) */
@@ -156,12 +158,19 @@ class MeteredAgent extends HttpsAgent {
 }
 
 /**
- * One TLS context per CA bundle, made once: given `ca`, every new upstream connection built its
- * own (a 256-certificate bundle cost ~12.5 ms of the shared event loop per connection). The last
- * 64 bundles used are kept.
+ * One TLS context per CA bundle and namespace, made once: given `ca`, every new upstream
+ * connection built its own (a 256-certificate bundle cost ~12.5 ms of the shared event loop per
+ * connection). The last 64 used are kept, at most 16 of one namespace: whitespace variants of a
+ * bundle are bundles of their own, and one team's pushed every other's out (each made again on a
+ * request's path, ~13–20 ms). `built`: told the ms a context took to make (to be charged).
  */
-export function secureContextFor(ca: string): SecureContext {
-  return contexts.get(textKey(ca), () => createSecureContext({ ca, ...upstreamTLS }));
+export function secureContextFor(ca: string, namespace: string, built?: (ms: number) => void): SecureContext {
+  return contexts.get(namespace, textKey(ca), () => {
+    const t = performance.now();
+    const context = createSecureContext({ ca, ...upstreamTLS });
+    built?.(performance.now() - t);
+    return context;
+  });
 }
 
 /**
@@ -201,7 +210,7 @@ function ellipticGroups(): string {
     return groups;
   }
 }
-const contexts = new Recent<string, SecureContext>(64);
+const contexts = new NamespacedRecent<string, SecureContext>(64, 16);
 
 /**
  * Pools by endpoint and by the namespace of the gateways using them, reference-counted by the route

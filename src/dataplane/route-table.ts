@@ -151,8 +151,9 @@ function acquirer(plan: GatewayPlan, deps: DataplaneDeps, acquired: EndpointPool
     let pools = byTarget.get(key);
     if (pools) for (const p of pools) deps.pools.hold(p);
     else {
-      // made here, once: a CA OpenSSL refuses fails the build, not a request (pools connect at their first)
-      if (t.scheme === 'https' && t.ca !== null) secureContextFor(t.ca);
+      // made here, once: a CA OpenSSL refuses fails the build, not a request (pools connect at
+      // their first); its time is the build's, charged with it
+      if (t.scheme === 'https' && t.ca !== null) secureContextFor(t.ca, plan.namespace);
       byTarget.set(key, (pools = t.endpoints.map((e) => deps.pools.acquire(t, e, plan.namespace))));
     }
     for (const p of pools) acquired.push(p); // (a spread of 150,000 overflows the stack)

@@ -12,6 +12,7 @@ import { makeCA, makeCostlyChain, makeLeaf } from '../support/certs.js';
 import { HandshakeShare } from '../../src/dataplane/handshake-share.js';
 import type { HandshakeTurns } from '../../src/dataplane/backend-handshake.js';
 import { RateLimiter } from '../../src/auth/rate-limit.js';
+import { NamespacedRecent } from '../../src/recent.js';
 import type { ServiceTarget } from '../../src/translate/plan.js';
 
 const target0 = (): ServiceTarget => target(0);
@@ -168,7 +169,7 @@ test('https endpoints: one TLS context per CA bundle, made once and shared; the 
   const reg = new PoolRegistry();
   const good = https(`${other.cert}\n${ca.cert}`);
   const a = reg.acquire(good, good.endpoints[0]!, good.namespace);
-  assert.equal(secureContextFor(good.ca!), secureContextFor(good.ca!), 'made again for the same bundle');
+  assert.equal(secureContextFor(good.ca!, 'a'), secureContextFor(good.ca!, 'a'), 'made again for the same bundle');
   // three connections (the server closes each): all verified with the bundle's context
   for (let i = 0; i < 3; i++) {
     const r = await a.pool.request({ path: '/', method: 'GET' });
@@ -179,7 +180,7 @@ test('https endpoints: one TLS context per CA bundle, made once and shared; the 
   await assert.rejects(w.pool.request({ path: '/', method: 'GET' }), /self-signed|unable to verify|certificate/i);
   // the pool's connections use the shared context itself (not one made from the bundle each
   // time): a CA added to it is trusted by the next connection
-  (secureContextFor(wrong.ca!) as unknown as { context: { addCACert(pem: string): void } }).context.addCACert(ca.cert);
+  (secureContextFor(wrong.ca!, 'a') as unknown as { context: { addCACert(pem: string): void } }).context.addCACert(ca.cert);
   const now = await w.pool.request({ path: '/', method: 'GET' });
   assert.equal(await now.body.text(), 'ok');
   for (const p of [a, w]) p.close();
@@ -386,4 +387,55 @@ test('https endpoints: a backend may send at most 16 KiB before the handshake is
   t.after(() => pw.close());
   await assert.rejects(pw.pool.request({ path: '/', method: 'GET' }), /self-signed|unable to verify|certificate/i, 'still verified');
   await assert.rejects(get(pw.agent as import('node:https').Agent), /self-signed|unable to verify|certificate/i, 'an upgrade\'s too');
+});
+
+test('https endpoints: a CA bundle\'s TLS context made on a request\'s path is charged to the namespace whose pool made it, before its handshake', { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
+  const ca = makeCA(dir, 'ca');
+  const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
+  const srv = createServer({ key: leaf.key, cert: leaf.cert }, (_req, res) => res.end('ok'));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  t.after(() => srv.close());
+  const reg = new PoolRegistry();
+  const events: string[] = [];
+  reg.handshakes = {
+    start: (ns, _source, _cost, go) => { events.push(`${ns} start`); go(); return true; },
+    charge: (ns, _source, ms) => { if (ms > 0) events.push(`${ns} charged`); },
+  };
+  // a bundle no table made a context for (a pushed-out one is made again the same way)
+  const to: ServiceTarget = { ...target0(), namespace: 'team-a', scheme: 'https', serverName: 'web.a.svc', ca: `${ca.cert}\n\n`, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+  const p = reg.acquire(to, to.endpoints[0]!, 'team-a');
+  t.after(() => p.close());
+  assert.equal(await (await p.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
+  assert.deepEqual(events.slice(0, 2), ['team-a charged', 'team-a start'], 'the context\'s making, then its handshake');
+});
+
+test('https endpoints: one namespace\'s CA bundles (whitespace variants of one) push out its own TLS contexts, never another\'s', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
+  const ca = makeCA(dir, 'ca');
+  const theirs = secureContextFor(ca.cert, 'team-b');
+  const first = secureContextFor(`${ca.cert}\n`, 'team-a');
+  for (let i = 2; i <= 100; i++) secureContextFor(`${ca.cert}${'\n'.repeat(i)}`, 'team-a');
+  assert.equal(secureContextFor(ca.cert, 'team-b'), theirs, 'team-b\'s context is still kept');
+  assert.notEqual(secureContextFor(`${ca.cert}\n`, 'team-a'), first, 'team-a\'s first was pushed out by its own');
+});
+
+test('namespaced recent values: a namespace keeps at most its bound; past the whole bound, the namespace keeping the most loses its least recent', () => {
+  const r = new NamespacedRecent<string, string>(6, 3);
+  const made: string[] = [];
+  const get = (ns: string, k: string) => r.get(ns, k, () => (made.push(`${ns}/${k}`), `${ns}/${k}`));
+  for (const k of ['1', '2', '3', '4']) get('a', k); // a's 1 goes: its own bound
+  assert.deepEqual([r.keptBy('a'), made.length], [3, 4]);
+  get('a', '1');
+  assert.equal(made.length, 5, 'made again');
+  for (const k of ['1', '2', '3']) get('b', k); // 6 in all
+  get('c', '1'); // 7: a and b keep 3 each; the first of them with the most loses one
+  assert.deepEqual([r.keptBy('a'), r.keptBy('b'), r.keptBy('c')], [2, 3, 1]);
+  get('c', '2');
+  assert.deepEqual([r.keptBy('a'), r.keptBy('b'), r.keptBy('c')], [2, 2, 2]);
+  get('c', '3'); // a tie: c loses its own
+  assert.deepEqual([r.keptBy('a'), r.keptBy('b'), r.keptBy('c')], [2, 2, 2]);
+  const n = made.length;
+  get('b', '3');
+  assert.equal(made.length, n, 'b\'s most recent is kept');
 });
