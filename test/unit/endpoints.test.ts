@@ -353,7 +353,7 @@ test('https endpoints: a backend may send at most 16 KiB before the handshake is
   const ca = makeCA(dir, 'ca');
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
   const serve = async (cert: string) => {
-    const srv = createServer({ key: leaf.key, cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
+    const srv = createServer({ key: leaf.key, cert }, (req, res) => { res.setHeader('connection', 'close'); res.end(req.url === '/big' ? 'x'.repeat(64 << 10) : 'ok'); });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     t.after(() => srv.close());
     return (srv.address() as AddressInfo).port;
@@ -370,8 +370,8 @@ test('https endpoints: a backend may send at most 16 KiB before the handshake is
   await assert.rejects(pl.pool.request({ path: '/', method: 'GET' }), /more than 16 KiB before its TLS handshake was done/);
   assert.equal(await (await ps.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
   // an upgrade's connection (its own agent): metered and verified as the pool's are
-  const get = (agent: import('node:https').Agent) => new Promise<string>((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port: short, path: '/', agent }, (res) => {
+  const get = (agent: import('node:https').Agent, path = '/') => new Promise<string>((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port: short, path, agent }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => { body += c; });
       res.on('end', () => resolve(body));
@@ -382,6 +382,8 @@ test('https endpoints: a backend may send at most 16 KiB before the handshake is
   const before = charged.get('team-a') ?? 0;
   assert.equal(await get(ps.agent as import('node:https').Agent), 'ok');
   assert.ok((charged.get('team-a') ?? 0) > before, 'the upgrade\'s handshake is charged to team-a');
+  // once its handshake is done, what the backend sends is not bounded or metered (a session's bytes)
+  assert.equal((await get(ps.agent as import('node:https').Agent, '/big')).length, 64 << 10);
   const wrong = { ...to(short), ca: makeCA(dir, 'other').cert };
   const pw = reg.acquire(wrong, wrong.endpoints[0]!, 'team-a');
   t.after(() => pw.close());
