@@ -58,10 +58,14 @@ export interface FilterLimits {
    * moved to the slow lane for it (it is still stopped and answered 503 past threadCheckMs). */
   usPerCost: number;
   /** The filter thread's old-generation heap (MiB): past it the thread stops, its check is answered
-   * 503 and a new thread takes the next. It keeps at most 32 compiled filters (up to ~1 MiB each,
-   * 0.2-0.4 MiB usual) and no DFA state between checks; a check builds at most 96 patterns' 32 KiB.
+   * 503 and a new thread takes the next. It keeps at most 32 compiled filters (up to ~2 MiB each,
+   * 0.2-0.4 MiB usual) within threadKeptMb, and no DFA state between checks; a check builds at most
+   * 96 patterns' 32 KiB.
    * It comes on top of the main heap in the pod's memory limit. */
   threadHeapMb: number;
+  /** What the thread's kept compiled filters may hold (MiB, estimated; default 40% of threadHeapMb):
+   * past it the least recently used go (32 filters at the schema's bounds took it past its heap). */
+  threadKeptMb?: number;
 }
 
 export const defaultFilterLimits: FilterLimits = {
@@ -436,7 +440,8 @@ export class FilterChecks {
   }
 
   private start(): Thread {
-    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb } });
+    const keptBytes = (this.limits.threadKeptMb ?? 0.4 * this.limits.threadHeapMb) * 1024 * 1024;
+    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb }, workerData: { keptBytes } });
     w.unref();
     this.threadsStarted++;
     const t: Thread = { worker: w, online: false, lane: undefined };

@@ -1,6 +1,7 @@
 // The filter thread: checks paths against routes' filters sent by FilterChecks (filter-checks.ts)
 // off the event loop, with the same PathFilter. One check at a time, in the order sent.
-import { parentPort } from 'node:worker_threads';
+import { getHeapStatistics } from 'node:v8';
+import { parentPort, workerData } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
 /** `key`: the filter's PathFilter.key (its patterns), made once with the plan. */
@@ -13,13 +14,28 @@ export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms
 
 /** Compiled filters by owner (least recently used first), each owner's by field and patterns
  * (least recently used first). An owner keeps at most `perOwner`, so a team changing its patterns
- * evicts only its own; all owners at most `kept` (then the least recent owner's oldest goes). A
- * filter at the schema's bounds is up to ~1 MiB compiled (0.2-0.4 MiB is usual); no DFA state is
- * kept between checks. */
+ * evicts only its own; all owners at most `kept`, and at most `keptBytes` (then the least recent
+ * owner's oldest goes). A route's filter at the schema's bounds is ~1.3-2 MiB compiled (0.2-0.4 MiB
+ * is usual): 32 of them were past the thread's heap bound, and a worker stopped by V8 for its
+ * heap can take the whole process with it (nodejs/node#47224). No DFA state is kept between checks. */
 const filters = new Map<string, Map<string, PathFilter>>();
 const perOwner = 8;
 const kept = 32;
 let count = 0;
+/** What the kept filters hold, estimated (`bytesOf`), and the most they may (FilterChecks sends
+ * 40% of the thread's heap bound). */
+let bytes = 0;
+let keptBytes: number = (workerData as { keptBytes?: number } | undefined)?.keptBytes ?? 24 << 20;
+const bytesOf = new WeakMap<PathFilter, number>();
+/** What a compiled filter is taken to hold: a unit of its size ~740 bytes at most as measured (a
+ * route's 1,810: 1.27 MiB), character ranges next to nothing (shared), and a base. */
+const bytesPerUnit = 800;
+const bytesPerFilter = 64 << 10;
+
+/** Sets the bound on what kept filters hold (for tests, which call `check` in their own thread). */
+export function boundKeptBytes(n: number): void {
+  keptBytes = n;
+}
 
 /** Who pushed each filter out (by owner and key; the most recent 256): its owner compiling it again
  * is that one's churn, not its own (sibling namespaces of one team pushing each other's out too). */
@@ -34,13 +50,17 @@ function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
     mine.delete(key);
   } else {
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
+    const size = bytesPerFilter + f.size * bytesPerUnit;
+    bytesOf.set(f, size);
     const was = `${job.owner}\0${key}`;
     let by = pushedOutBy.get(was);
     pushedOutBy.delete(was);
     if (mine.size >= perOwner) by = pushOut(job.owner, mine, by ?? job.owner);
     else if (count >= kept) by = pushOut(...filters.entries().next().value!, by ?? job.owner);
+    while (count > 0 && bytes + size > keptBytes) by = pushOut(...filters.entries().next().value!, by ?? job.owner);
     if (churn) churn.by = by;
     count++;
+    bytes += size;
   }
   mine.set(key, f);
   filters.delete(job.owner); // most recently used last
@@ -51,9 +71,10 @@ function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
 /** Drops the least recently used filter of `owner`'s `of` (and `of`, when it has no other),
  * remembered as pushed out by `by`; returns `by`. */
 function pushOut(owner: string, of: Map<string, PathFilter>, by: string): string {
-  const key = of.keys().next().value!; // (an owner's map is never empty: made when its first filter compiled)
+  const [key, f] = of.entries().next().value!; // (an owner's map is never empty: made when its first filter compiled)
   of.delete(key);
   count--;
+  bytes -= bytesOf.get(f) ?? 0;
   if (of.size === 0) filters.delete(owner);
   pushedOutBy.set(`${owner}\0${key}`, by);
   if (pushedOutBy.size > 256) pushedOutBy.delete(pushedOutBy.keys().next().value!);
@@ -83,7 +104,21 @@ export function check(job: FilterJob, took?: { ms: number; churnMs?: number; chu
   }
 }
 
+/** Past this share of its heap bound (garbage included), the thread drops every kept filter: should
+ * the estimates fall short, V8 stopping it for its heap can take the process with it. */
+const heapShareKept = 0.7;
+
+/** Drops every kept filter when the heap is near its bound (by `heapShareKept`). */
+export function dropWhenHeapFull(stats = getHeapStatistics()): boolean {
+  if (stats.used_heap_size <= heapShareKept * stats.heap_size_limit) return false;
+  filters.clear();
+  count = 0;
+  bytes = 0;
+  return true;
+}
+
 parentPort?.on('message', (job: FilterJob) => {
+  dropWhenHeapFull();
   let answer: FilterAnswer;
   try {
     const took: { ms: number; churnMs: number; churnBy?: string } = { ms: 0, churnMs: 0 };

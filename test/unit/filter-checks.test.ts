@@ -141,7 +141,8 @@ test('a check whose client left while it waited for the filter thread is not sen
 
 test('a filter thread past its heap bound stops: its check is answered 503, and the next check runs on a new thread', async (t) => {
   const refused: string[] = [];
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadHeapMb: 8, threadCheckMs: 10_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
+  // (what kept filters may hold not bounded here: the heap is)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadHeapMb: 8, threadKeptMb: 1_000, threadCheckMs: 10_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
   t.after(() => checks.close());
   // ~1 MiB compiled a filter: 32 patterns, each a class of 180 separate characters
   const chars = (j: number) => Array.from({ length: 180 }, (_, k) => String.fromCodePoint(0x400 + 2 * k + (j % 2))).join('');
@@ -399,8 +400,9 @@ test('a check still compiling its filter at threadCheckMs is answered 503, but i
 
 test('compiling is charged to whoever pushed a filter out of the thread\'s cache: namespaces filling it are slowed, not the one whose filter they pushed out', async (t) => {
   const slowed: string[] = [];
-  // (a share of 0.5 ms, barely refilled: any compile charged passes it; usPerCost tiny: matches charge nothing)
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 0.001, quickBurstMs: 0.5, usPerCost: 1e-9 }),
+  // (a share of 0.5 ms, barely refilled: any compile charged passes it; usPerCost tiny: matches
+  // charge nothing; what kept filters hold not bounded: their count is)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 60_000, quickMsPerSecond: 0.001, quickBurstMs: 0.5, usPerCost: 1e-9, threadKeptMb: 1_000 }),
     { slow: (ns) => slowed.push(ns) });
   t.after(() => checks.close());
   const filter = (ns: string, k: number) => new PathFilter({ acceptPaths: Array.from({ length: 10 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/${ns}-${k}-${i}/[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },

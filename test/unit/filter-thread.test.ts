@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { check, keptFilters } from '../../src/dataplane/filter-thread.js';
+import { boundKeptBytes, check, dropWhenHeapFull, keptFilters } from '../../src/dataplane/filter-thread.js';
 import { compileRegex } from '../../src/api/regex.js';
 import type { FilterSpec } from '../../src/dataplane/path.js';
 
@@ -31,4 +31,37 @@ test('the filter thread keeps a team\'s filters apart: a team changing its patte
   assert.equal(kept['ns-7'], undefined);
   assert.equal(kept['ns-8'], 1);
   assert.equal(kept['ns-39'], 1);
+});
+
+test('the filter thread keeps filters within its bound on what they hold: a route\'s at the schema\'s bounds (~1.3 MiB) are fewer than 32, the least recently used going first', () => {
+  boundKeptBytes(8 << 20);
+  try {
+    // 10 patterns a route, 1,810 instructions (within a route's 2,048): each holds ~1.27 MiB compiled
+    const route = (k: number): FilterSpec => ({ acceptPaths: Array.from({ length: 10 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/r${k}-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] });
+    const big = (owner: string, k: number) => ({ id: 0, owner, field: `spec.routes[${k}].apiserver`, key: keyOf(route(k)), spec: route(k), method: 'GET', path: `/api/v1/namespaces/x/configmaps/r${k}-1-ab` });
+    for (let k = 0; k < 12; k++) assert.ok('accepted' in check(big(`team-${k}`, k)));
+    const kept = keptFilters();
+    const n = Object.values(kept).reduce((a, b) => a + b, 0);
+    assert.ok(n >= 2 && n <= 6, `8 MiB holds 2 to 6 of them: ${JSON.stringify(kept)}`);
+    assert.equal(kept['team-11'], 1, 'the newest kept');
+    assert.equal(kept['team-0'], undefined, 'the least recently used gone');
+    // who pushed a filter out pays for its compile again
+    const took: { ms: number; churnMs?: number; churnBy?: string } = { ms: 0 };
+    check(big('team-0', 0), took);
+    assert.ok(took.churnBy !== undefined && /^team-([1-9]|1[01])$/.test(took.churnBy), `team-0's filter was pushed out by another's: ${took.churnBy}`);
+  } finally {
+    boundKeptBytes(24 << 20);
+  }
+});
+
+test('the filter thread drops its kept filters when its heap is 70% of its bound (should their estimates fall short), not before', () => {
+  check(job('team-h', 0));
+  const stats = (used: number) => ({ used_heap_size: used, heap_size_limit: 100 }) as ReturnType<typeof import('node:v8').getHeapStatistics>;
+  assert.equal(dropWhenHeapFull(stats(69)), false);
+  assert.equal(keptFilters()['team-h'], 1);
+  assert.equal(dropWhenHeapFull(stats(71)), true);
+  assert.deepEqual(keptFilters(), {});
+  // and its count of them starts again from nothing: 32 more are kept
+  for (let i = 0; i < 32; i++) check(job(`again-${i}`, 0));
+  assert.equal(Object.values(keptFilters()).reduce((a, b) => a + b, 0), 32);
 });
