@@ -441,7 +441,10 @@ export class FilterChecks {
 
   private start(): Thread {
     const keptBytes = (this.limits.threadKeptMb ?? 0.4 * this.limits.threadHeapMb) * 1024 * 1024;
-    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb }, workerData: { keptBytes } });
+    const heapBytes = this.limits.threadHeapMb * 1024 * 1024;
+    // (kept filters allowed more than the heap: a test of the heap bound itself, nothing dropped)
+    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb },
+      workerData: { keptBytes, heapBytes: keptBytes >= heapBytes ? Infinity : heapBytes } });
     w.unref();
     this.threadsStarted++;
     const t: Thread = { worker: w, online: false, lane: undefined };

@@ -1,6 +1,6 @@
 // The filter thread: checks paths against routes' filters sent by FilterChecks (filter-checks.ts)
 // off the event loop, with the same PathFilter. One check at a time, in the order sent.
-import { getHeapStatistics } from 'node:v8';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
@@ -25,7 +25,10 @@ let count = 0;
 /** What the kept filters hold, estimated (`bytesOf`), and the most they may (FilterChecks sends
  * 40% of the thread's heap bound). */
 let bytes = 0;
-let keptBytes: number = (workerData as { keptBytes?: number } | undefined)?.keptBytes ?? 24 << 20;
+const sent = workerData as { keptBytes?: number; heapBytes?: number } | undefined;
+let keptBytes: number = sent?.keptBytes ?? 24 << 20;
+/** The thread's old-generation bound (FilterChecks' threadHeapMb). */
+const heapBytes = sent?.heapBytes ?? 64 << 20;
 const bytesOf = new WeakMap<PathFilter, number>();
 /** What a compiled filter is taken to hold: a unit of its size ~740 bytes at most as measured (a
  * route's 1,810: 1.27 MiB), character ranges next to nothing (shared), and a base. */
@@ -104,13 +107,20 @@ export function check(job: FilterJob, took?: { ms: number; churnMs?: number; chu
   }
 }
 
-/** Past this share of its heap bound (garbage included), the thread drops every kept filter: should
- * the estimates fall short, V8 stopping it for its heap can take the process with it. */
+/** Past this share of its old-generation bound (garbage included), the thread drops every kept
+ * filter: should the estimates fall short, V8 stopping it for its heap can take the process with it. */
 const heapShareKept = 0.7;
 
-/** Drops every kept filter when the heap is near its bound (by `heapShareKept`). */
-export function dropWhenHeapFull(stats = getHeapStatistics()): boolean {
-  if (stats.used_heap_size <= heapShareKept * stats.heap_size_limit) return false;
+/** What the old generation holds now (the spaces its bound counts), garbage included. */
+function oldGenerationUsed(): number {
+  let n = 0;
+  for (const s of getHeapSpaceStatistics()) if (!s.space_name.startsWith('new_') && s.space_name !== 'read_only_space') n += s.space_used_size;
+  return n;
+}
+
+/** Drops every kept filter when the old generation is near its bound (by `heapShareKept`). */
+export function dropWhenHeapFull(used = oldGenerationUsed(), bound = heapBytes): boolean {
+  if (used <= heapShareKept * bound) return false;
   filters.clear();
   count = 0;
   bytes = 0;

@@ -156,6 +156,19 @@ test('a filter thread past its heap bound stops: its check is answered 503, and 
   assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/x'));
 });
 
+test('the filter thread keeps what its compiled filters hold under its heap bound: 40 routes at the schema\'s bounds (~1.3 MiB each) do not take a 32 MiB thread past it', { timeout: 120_000 }, async (t) => {
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadHeapMb: 32, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 60_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
+  t.after(() => checks.close());
+  // 10 patterns a route, 1,810 instructions (within a route's 2,048); 8 routes each of 5 namespaces
+  const route = (ns: number, k: number) => new PathFilter({ acceptPaths: Array.from({ length: 10 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/r${k}-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] },
+    `ns-${ns}`, `spec.routes[${k}].apiserver`);
+  for (let ns = 0; ns < 5; ns++) {
+    for (let k = 0; k < 8; k++) assert.ok('accepted' in await checks.check(route(ns, k), 'GET', `/api/v1/namespaces/x/configmaps/r${k}-1-ab`), `ns-${ns} route ${k}`);
+  }
+  assert.deepEqual(refused, []);
+});
+
 // 16 hostile patterns: on a 4 KiB path, a match of ~150 ms or more (a 14 KiB one ~600 ms)
 const hostile16 = (owner: string) => new PathFilter({ acceptPaths: ['^.*'], rejectPaths: Array.from({ length: 16 }, (_, i) => `[ab/]*a[ab/]{${40 + i}}[0-9]`), rejectMethods: [] },
   owner, 'spec.routes[0].apiserver');
