@@ -63,7 +63,7 @@ export interface FilterLimits {
    * 96 patterns' 32 KiB.
    * It comes on top of the main heap in the pod's memory limit. */
   threadHeapMb: number;
-  /** What the thread's kept compiled filters may hold (MiB, estimated; default 40% of threadHeapMb):
+  /** What the thread's kept compiled filters may hold (MiB, estimated; default 30% of threadHeapMb):
    * past it the least recently used go (32 filters at the schema's bounds took it past its heap). */
   threadKeptMb?: number;
 }
@@ -226,7 +226,7 @@ export class FilterChecks {
     }
     const { acceptPaths, rejectPaths, rejectMethods } = filter.spec;
     this.events.sent?.(ns, why);
-    const job: FilterJob = { id: ++this.nextId, owner: ns, field: filter.field, key: filter.key, spec: { acceptPaths, rejectPaths, rejectMethods }, method, path };
+    const job: FilterJob = { id: ++this.nextId, owner: ns, field: filter.field, key: filter.digest, spec: { acceptPaths, rejectPaths, rejectMethods }, method, path };
     return new Promise((done, fail) => {
       const w: Waiting = { job, client, done, fail, cost: filter.size * path.length };
       const lane = s.slowUntil > now ? this.slow : this.quick;
@@ -440,9 +440,9 @@ export class FilterChecks {
   }
 
   private start(): Thread {
-    const keptBytes = (this.limits.threadKeptMb ?? 0.4 * this.limits.threadHeapMb) * 1024 * 1024;
+    const keptBytes = (this.limits.threadKeptMb ?? 0.3 * this.limits.threadHeapMb) * 1024 * 1024;
     const heapBytes = this.limits.threadHeapMb * 1024 * 1024;
-    // (kept filters allowed more than the heap: a test of the heap bound itself, nothing dropped)
+    // (kept filters allowed more than the heap, as only tests do: the heap bound itself tested, nothing dropped)
     const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb },
       workerData: { keptBytes, heapBytes: keptBytes >= heapBytes ? Infinity : heapBytes } });
     w.unref();

@@ -4,7 +4,7 @@ import { getHeapSpaceStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
-/** `key`: the filter's PathFilter.key (its patterns), made once with the plan. */
+/** `key`: the filter's PathFilter.digest (of its patterns), made once with the plan. */
 export interface FilterJob { id: number; owner: string; field: string; key: string; spec: FilterSpec; method: string; path: string }
 /** An answer, with the time its match took (ms), and the time compiling its filter took when that
  * was churn (`churnMs`, charged to `churnBy`): the filter pushed another out of the cache, or was
@@ -23,7 +23,7 @@ const perOwner = 8;
 const kept = 32;
 let count = 0;
 /** What the kept filters hold, estimated (`bytesOf`), and the most they may (FilterChecks sends
- * 40% of the thread's heap bound). */
+ * 30% of the thread's heap bound: garbage between collections was 10-15 MiB). */
 let bytes = 0;
 const sent = workerData as { keptBytes?: number; heapBytes?: number } | undefined;
 let keptBytes: number = sent?.keptBytes ?? 24 << 20;
@@ -31,9 +31,17 @@ let keptBytes: number = sent?.keptBytes ?? 24 << 20;
 const heapBytes = sent?.heapBytes ?? 64 << 20;
 const bytesOf = new WeakMap<PathFilter, number>();
 /** What a compiled filter is taken to hold: a unit of its size ~740 bytes at most as measured (a
- * route's 1,810: 1.27 MiB), character ranges next to nothing (shared), and a base. */
+ * route's 1,810: 1.27 MiB), ~4.3 KiB a pattern whatever its size, its patterns' text twice (the
+ * spec sent, its key: two bytes a character at worst), character ranges next to nothing (shared),
+ * and a base (a review measured 1.84× the first estimate, without the patterns' share). */
 const bytesPerUnit = 800;
+const bytesPerPattern = 5 << 10;
 const bytesPerFilter = 64 << 10;
+
+function estimate(f: PathFilter): number {
+  const { acceptPaths, rejectPaths, rejectMethods } = f.spec;
+  return bytesPerFilter + f.size * bytesPerUnit + (acceptPaths.length + rejectPaths.length + rejectMethods.length) * bytesPerPattern + 4 * f.key.length;
+}
 
 /** Sets the bound on what kept filters hold (for tests, which call `check` in their own thread). */
 export function boundKeptBytes(n: number): void {
@@ -53,7 +61,8 @@ function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
     mine.delete(key);
   } else {
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
-    const size = bytesPerFilter + f.size * bytesPerUnit;
+    dropWhenHeapFull(); // (its compile's garbage counts too)
+    const size = estimate(f);
     bytesOf.set(f, size);
     const was = `${job.owner}\0${key}`;
     let by = pushedOutBy.get(was);
@@ -79,9 +88,15 @@ function pushOut(owner: string, of: Map<string, PathFilter>, by: string): string
   count--;
   bytes -= bytesOf.get(f) ?? 0;
   if (of.size === 0) filters.delete(owner);
-  pushedOutBy.set(`${owner}\0${key}`, by);
-  if (pushedOutBy.size > 256) pushedOutBy.delete(pushedOutBy.keys().next().value!);
+  blame(`${owner}\0${key}`, by);
   return by;
+}
+
+/** Remembers `by` as who pushed out the filter of `ownerKey` (the most recent 256). */
+function blame(ownerKey: string, by: string): void {
+  pushedOutBy.delete(ownerKey);
+  pushedOutBy.set(ownerKey, by);
+  if (pushedOutBy.size > 256) pushedOutBy.delete(pushedOutBy.keys().next().value!);
 }
 
 /** Filters kept now, by owner (for tests). */
@@ -118,9 +133,20 @@ function oldGenerationUsed(): number {
   return n;
 }
 
-/** Drops every kept filter when the old generation is near its bound (by `heapShareKept`). */
+/** Drops every kept filter when the old generation is near its bound (by `heapShareKept`): their
+ * compiling again is the churn of the owner whose kept filters held the most. */
 export function dropWhenHeapFull(used = oldGenerationUsed(), bound = heapBytes): boolean {
   if (used <= heapShareKept * bound) return false;
+  let most: [string, number] | undefined;
+  for (const [owner, of] of filters) {
+    let held = 0;
+    for (const f of of.values()) held += bytesOf.get(f) ?? 0;
+    if (!most || held > most[1]) most = [owner, held];
+  }
+  for (const [owner, of] of filters) {
+    for (const key of of.keys()) blame(`${owner}\0${key}`, most![0]);
+    of.clear(); // (a compile under way holds its owner's map: it starts again empty)
+  }
   filters.clear();
   count = 0;
   bytes = 0;

@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import assert from 'node:assert/strict';
 import { defaultFilterLimits, FilterChecks, type FilterLimits } from '../../src/dataplane/filter-checks.js';
 import { PathFilter, type FilterPass, type FilterRefusal } from '../../src/dataplane/path.js';
@@ -142,7 +143,7 @@ test('a check whose client left while it waited for the filter thread is not sen
 test('a filter thread past its heap bound stops: its check is answered 503, and the next check runs on a new thread', async (t) => {
   const refused: string[] = [];
   // (what kept filters may hold not bounded here: the heap is)
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadHeapMb: 8, threadKeptMb: 1_000, threadCheckMs: 10_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadHeapMb: 16, threadKeptMb: 1_000, threadCheckMs: 10_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
   t.after(() => checks.close());
   // ~1 MiB compiled a filter: 32 patterns, each a class of 180 separate characters
   const chars = (j: number) => Array.from({ length: 180 }, (_, k) => String.fromCodePoint(0x400 + 2 * k + (j % 2))).join('');
@@ -167,6 +168,22 @@ test('the filter thread keeps what its compiled filters hold under its heap boun
     for (let k = 0; k < 8; k++) assert.ok('accepted' in await checks.check(route(ns, k), 'GET', `/api/v1/namespaces/x/configmaps/r${k}-1-ab`), `ns-${ns} route ${k}`);
   }
   assert.deepEqual(refused, []);
+});
+
+test('the filter thread keeps filters by a digest of their patterns, and counts their text: 600 filters of 96 long patterns (~135,000 characters of key each) do not take it past its heap', { timeout: 120_000 }, async (t) => {
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 60_000 }), { refused: (ns, why) => refused.push(`${ns} ${why}`) });
+  t.after(() => checks.close());
+  // each pattern 2 instructions (a class of every character), its text 230 control characters (6 in JSON each)
+  const filler = '\u0001'.repeat(230);
+  const long = (n: number) => new PathFilter({ acceptPaths: Array.from({ length: 96 }, (_, i) => `[^\\x00-\\x{10FFFF}${filler}]|^/${n}-${i}`), rejectPaths: [], rejectMethods: [] }, 'team-a', `spec.routes[${n % 16}].apiserver`);
+  assert.ok(long(0).key.length > 130_000);
+  const sent: number[] = [];
+  const post = Worker.prototype.postMessage;
+  t.mock.method(Worker.prototype, 'postMessage', function (this: Worker, m: { key?: string }) { if (m?.key !== undefined) sent.push(m.key.length); return post.call(this, m); });
+  for (let n = 0; n < 600; n++) assert.ok('accepted' in await checks.check(long(n), 'GET', `/${n}-0`), `filter ${n}`);
+  assert.deepEqual(refused, []);
+  assert.ok(sent.length >= 600 && sent.every((n) => n === 44), 'each sent by its digest (256 long keys remembered were 66 MiB of the thread\'s heap)');
 });
 
 // 16 hostile patterns: on a 4 KiB path, a match of ~150 ms or more (a 14 KiB one ~600 ms)

@@ -45,6 +45,14 @@ test('the filter thread keeps filters within its bound on what they hold: a rout
     assert.ok(n >= 2 && n <= 6, `8 MiB holds 2 to 6 of them: ${JSON.stringify(kept)}`);
     assert.equal(kept['team-11'], 1, 'the newest kept');
     assert.equal(kept['team-0'], undefined, 'the least recently used gone');
+    // a filter's patterns and their text count, whatever its size: 96 patterns of 2 instructions
+    // and 230 control characters each (~135,000 characters of key, ~1.7 MiB estimated)
+    const filler = '\u0001'.repeat(230);
+    const long = (k: number): FilterSpec => ({ acceptPaths: Array.from({ length: 96 }, (_, i) => `[^\\x00-\\x{10FFFF}${filler}]|^/${k}-${i}`), rejectPaths: [], rejectMethods: [] });
+    for (let k = 0; k < 12; k++) check({ id: 0, owner: `long-${k}`, field: 'f', key: `long-${k}`, spec: long(k), method: 'GET', path: `/${k}-0` });
+    const longs = Object.entries(keptFilters()).filter(([o]) => o.startsWith('long-')).length;
+    assert.ok(longs >= 2 && longs <= 5, `8 MiB holds 2 to 5 of them: ${longs}`);
+    for (let k = 0; k < 12; k++) assert.ok('accepted' in check(big(`team-${k}`, k)));
     // who pushed a filter out pays for its compile again
     const took: { ms: number; churnMs?: number; churnBy?: string } = { ms: 0 };
     check(big('team-0', 0), took);
@@ -55,11 +63,19 @@ test('the filter thread keeps filters within its bound on what they hold: a rout
 });
 
 test('the filter thread drops its kept filters when its old generation is at 70% of its bound (should their estimates fall short), not before', () => {
+  dropWhenHeapFull(71, 100); // (other tests' filters gone)
   check(job('team-h', 0));
+  check(job('team-big', 1));
+  check(job('team-big', 2));
   assert.equal(dropWhenHeapFull(69, 100), false);
   assert.equal(keptFilters()['team-h'], 1);
   assert.equal(dropWhenHeapFull(71, 100), true);
   assert.deepEqual(keptFilters(), {});
+  // their compiling again is the churn of the owner whose kept filters held the most
+  const took: { ms: number; churnMs?: number; churnBy?: string } = { ms: 0 };
+  check(job('team-h', 0), took);
+  assert.equal(took.churnBy, 'team-big');
+  dropWhenHeapFull(71, 100);
   // and its count of them starts again from nothing: 32 more are kept
   for (let i = 0; i < 32; i++) check(job(`again-${i}`, 0));
   assert.equal(Object.values(keptFilters()).reduce((a, b) => a + b, 0), 32);
