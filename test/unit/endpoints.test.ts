@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -157,14 +157,20 @@ test('rate limiter: burst, refill, per caller, bounded', () => {
   assert.equal(back.take('c'), 0);
 });
 
-test('https endpoints: one TLS context per CA bundle, made once and shared; the upstream is still verified against it', async () => {
+/** An https backend on loopback serving `cert` (closed after the test): its port. */
+async function httpsBackend(t: TestContext, opts: Parameters<typeof createServer>[0], handler: Parameters<typeof createServer>[1]): Promise<number> {
+  const srv = createServer(opts, handler);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  t.after(() => srv.close());
+  return (srv.address() as AddressInfo).port;
+}
+
+test('https endpoints: one TLS context per CA bundle, made once and shared; the upstream is still verified against it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
   const ca = makeCA(dir, 'ca');
   const other = makeCA(dir, 'other');
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
-  const srv = createServer({ key: leaf.key, cert: leaf.cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as AddressInfo).port;
+  const port = await httpsBackend(t, { key: leaf.key, cert: leaf.cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
   const https = (bundle: string): ServiceTarget => ({ ...target(0), scheme: 'https', serverName: 'web.a.svc', ca: bundle, endpoints: [{ ip: '127.0.0.1', port }] });
   const reg = new PoolRegistry();
   const good = https(`${other.cert}\n${ca.cert}`);
@@ -184,7 +190,6 @@ test('https endpoints: one TLS context per CA bundle, made once and shared; the 
   const now = await w.pool.request({ path: '/', method: 'GET' });
   assert.equal(await now.body.text(), 'ok');
   for (const p of [a, w]) p.close();
-  srv.close();
 });
 
 test('https endpoints: a backend cannot choose finite-field Diffie-Hellman, in TLS 1.2 or 1.3, nor renegotiate', async (t) => {
@@ -195,10 +200,8 @@ test('https endpoints: a backend cannot choose finite-field Diffie-Hellman, in T
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'], rsa: true });
   const reg = new PoolRegistry();
   const serve = async (opts: object, handler: Parameters<typeof createServer>[1] = (_req, res) => res.end('ok'), bundle: string | null = ca.cert) => {
-    const srv = createServer({ key: leaf.key, cert: leaf.cert, ...opts }, handler);
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    t.after(() => srv.close());
-    const target: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: bundle, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+    const port = await httpsBackend(t, { key: leaf.key, cert: leaf.cert, ...opts }, handler);
+    const target: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: bundle, endpoints: [{ ip: '127.0.0.1', port }] };
     const p = reg.acquire(target, target.endpoints[0]!, target.namespace);
     t.after(() => p.close());
     return p;
@@ -237,15 +240,13 @@ test('https endpoints without a CA bundle: their connections share one TLS conte
   const ca = makeCA(dir, 'ca');
   const other = makeCA(dir, 'other');
   const leaf = makeLeaf(dir, other, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
-  const srv = createServer({ key: leaf.key, cert: leaf.cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  t.after(() => srv.close());
+  const port = await httpsBackend(t, { key: leaf.key, cert: leaf.cert }, (_req, res) => { res.setHeader('connection', 'close'); res.end('ok'); });
   const roots = getCACertificates('default');
   setDefaultCACertificates([ca.cert]); // not the backend's CA
   t.after(() => setDefaultCACertificates(roots));
   const system = systemContext();
   assert.equal(systemContext(), system, 'made once');
-  const none: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: null, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+  const none: ServiceTarget = { ...target0(), scheme: 'https', serverName: 'web.a.svc', ca: null, endpoints: [{ ip: '127.0.0.1', port }] };
   const p = new PoolRegistry().acquire(none, none.endpoints[0]!, none.namespace);
   t.after(() => p.close());
   await assert.rejects(p.pool.request({ path: '/', method: 'GET' }), /self-signed|unable to verify|certificate/i);
@@ -307,16 +308,11 @@ test('https endpoints: the backend\'s handshake waits for its namespace\'s turn 
   const root = costly.chain.slice(costly.chain.lastIndexOf('-----BEGIN CERTIFICATE-----'));
   const ca = makeCA(dir, 'ca');
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.b.svc', dnsNames: ['web.b.svc'] });
-  const serve = async (key: string, cert: string) => {
-    const srv = createServer({ key, cert }, (req, res) => {
-      const s = req.socket as import('node:tls').TLSSocket;
-      res.setHeader('connection', 'close');
-      res.end(`${s.servername} ${s.alpnProtocol}`);
-    });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    t.after(() => srv.close());
-    return (srv.address() as AddressInfo).port;
-  };
+  const serve = (key: string, cert: string) => httpsBackend(t, { key, cert }, (req, res) => {
+    const s = req.socket as import('node:tls').TLSSocket;
+    res.setHeader('connection', 'close');
+    res.end(`${s.servername} ${s.alpnProtocol}`);
+  });
   const [costlyPort, cheapPort] = [await serve(costly.key, costly.chain), await serve(leaf.key, leaf.cert)];
   const reg = new PoolRegistry();
   const share = recordedShare();
@@ -352,12 +348,7 @@ test('https endpoints: a backend may send at most 16 KiB before the handshake is
   const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
   const ca = makeCA(dir, 'ca');
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
-  const serve = async (cert: string) => {
-    const srv = createServer({ key: leaf.key, cert }, (req, res) => { res.setHeader('connection', 'close'); res.end(req.url === '/big' ? 'x'.repeat(64 << 10) : 'ok'); });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    t.after(() => srv.close());
-    return (srv.address() as AddressInfo).port;
-  };
+  const serve = (cert: string) => httpsBackend(t, { key: leaf.key, cert }, (req, res) => { res.setHeader('connection', 'close'); res.end(req.url === '/big' ? 'x'.repeat(64 << 10) : 'ok'); });
   // the leaf and 40 copies of its CA (~20 KiB of DER): a chain OpenSSL would accept
   const long = await serve(leaf.cert + ca.cert.repeat(40));
   const short = await serve(`${leaf.cert}${ca.cert}`);
@@ -395,9 +386,7 @@ test('https endpoints: a CA bundle\'s TLS context made on a request\'s path is c
   const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
   const ca = makeCA(dir, 'ca');
   const leaf = makeLeaf(dir, ca, 'web', { cn: 'web.a.svc', dnsNames: ['web.a.svc'] });
-  const srv = createServer({ key: leaf.key, cert: leaf.cert }, (_req, res) => res.end('ok'));
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  t.after(() => srv.close());
+  const port = await httpsBackend(t, { key: leaf.key, cert: leaf.cert }, (_req, res) => res.end('ok'));
   const reg = new PoolRegistry();
   const events: string[] = [];
   reg.handshakes = {
@@ -405,7 +394,7 @@ test('https endpoints: a CA bundle\'s TLS context made on a request\'s path is c
     charge: (ns, _source, ms) => { if (ms > 0) events.push(`${ns} charged`); },
   };
   // a bundle no table made a context for (a pushed-out one is made again the same way)
-  const to: ServiceTarget = { ...target0(), namespace: 'team-a', scheme: 'https', serverName: 'web.a.svc', ca: `${ca.cert}\n\n`, endpoints: [{ ip: '127.0.0.1', port: (srv.address() as AddressInfo).port }] };
+  const to: ServiceTarget = { ...target0(), namespace: 'team-a', scheme: 'https', serverName: 'web.a.svc', ca: `${ca.cert}\n\n`, endpoints: [{ ip: '127.0.0.1', port }] };
   const p = reg.acquire(to, to.endpoints[0]!, 'team-a');
   t.after(() => p.close());
   assert.equal(await (await p.pool.request({ path: '/', method: 'GET' })).body.text(), 'ok');
