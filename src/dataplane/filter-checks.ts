@@ -333,6 +333,7 @@ export class FilterChecks {
     clearTimeout(w.quickTimer);
     w.timer = w.quickTimer = undefined;
     w.over = false;
+    w.began = false; // (the slow lane's thread compiles its filter again: not its match)
     this.quick.running = undefined;
     this.retire(this.quick);
     this.enqueue(this.slow, w, true, !this.isSlow(ns));

@@ -22,14 +22,13 @@ const filters = new Map<string, Map<string, PathFilter>>();
 const perOwner = 8;
 const kept = 32;
 let count = 0;
-/** What the kept filters hold, estimated (`bytesOf`), and the most they may (FilterChecks sends
+/** What the kept filters hold, estimated (`estimate`), and the most they may (FilterChecks sends
  * 30% of the thread's heap bound: garbage between collections was 10-15 MiB). */
 let bytes = 0;
 const sent = workerData as { keptBytes?: number; heapBytes?: number } | undefined;
 let keptBytes: number = sent?.keptBytes ?? 24 << 20;
 /** The thread's old-generation bound (FilterChecks' threadHeapMb). */
 const heapBytes = sent?.heapBytes ?? 64 << 20;
-const bytesOf = new WeakMap<PathFilter, number>();
 /** What a compiled filter is taken to hold: a unit of its size ~740 bytes at most as measured (a
  * route's 1,810: 1.27 MiB), ~4.3 KiB a pattern whatever its size, its patterns' text twice (the
  * spec sent, its key: two bytes a character at worst), character ranges next to nothing (shared),
@@ -63,7 +62,6 @@ function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
     dropWhenHeapFull(); // (its compile's garbage counts too)
     const size = estimate(f);
-    bytesOf.set(f, size);
     const was = `${job.owner}\0${key}`;
     let by = pushedOutBy.get(was);
     pushedOutBy.delete(was);
@@ -86,7 +84,7 @@ function pushOut(owner: string, of: Map<string, PathFilter>, by: string): string
   const [key, f] = of.entries().next().value!; // (an owner's map is never empty: made when its first filter compiled)
   of.delete(key);
   count--;
-  bytes -= bytesOf.get(f) ?? 0;
+  bytes -= estimate(f);
   if (of.size === 0) filters.delete(owner);
   blame(`${owner}\0${key}`, by);
   return by;
@@ -140,7 +138,7 @@ export function dropWhenHeapFull(used = oldGenerationUsed(), bound = heapBytes):
   let most: [string, number] | undefined;
   for (const [owner, of] of filters) {
     let held = 0;
-    for (const f of of.values()) held += bytesOf.get(f) ?? 0;
+    for (const f of of.values()) held += estimate(f);
     if (!most || held > most[1]) most = [owner, held];
   }
   for (const [owner, of] of filters) {

@@ -1,7 +1,7 @@
 // The request path in one canonical form, decoded once as the apiserver decodes it: routing,
 // grants and filters all read that form, and the path sent upstream encodes exactly it. Also
 // element-wise prefixes (Gateway API PathPrefix) and kubectl proxy's path/method filters.
-import { createHash } from 'node:crypto';
+import { textKey } from '../api/pem.js';
 import { compileRegex, type Regex } from '../api/regex.js';
 
 /** Longest request path accepted (414 beyond): bounds the work any one request can cause. */
@@ -95,9 +95,7 @@ export class PathFilter {
   readonly size: number;
   /** Its patterns, as one string: two filters with the same key give the same verdicts. */
   readonly key: string;
-  /** Its key's SHA-256 (base64): what the filter thread keeps it by (a key may be ~135,000
-   * characters of escaped patterns; 256 of them kept were 66 MiB of its heap). */
-  readonly digest: string;
+  private keyDigest: string | undefined;
 
   /** `owner`: the team (gateway namespace) whose routes may share compiled programs; `field`:
    * where the spec holds the patterns (spec.routes[N].apiserver), named in refusals. */
@@ -110,7 +108,13 @@ export class PathFilter {
     this.lowerOnly = spec.rejectMethods.map((p) => !/[A-Z]/.test(p.replace(/\\[pP]\{[^}]*\}|\\[pP][A-Za-z]|\\./g, '')));
     this.size = [...this.accept, ...this.rejectPaths, ...this.rejectMethods].reduce((n, r) => n + r.size, 0);
     this.key = JSON.stringify([spec.acceptPaths, spec.rejectPaths, spec.rejectMethods]);
-    this.digest = createHash('sha256').update(this.key).digest('base64');
+  }
+
+  /** Its key, hashed when long (textKey): what the filter thread keeps it by (a key may be ~135,000
+   * characters of escaped patterns; 256 of them kept were 66 MiB of its heap). Made on first use:
+   * only the event loop's filters are sent. */
+  get digest(): string {
+    return (this.keyDigest ??= textKey(this.key));
   }
 
   /** Why the request is rejected and by which pattern, or the acceptPaths pattern that lets it pass. */
