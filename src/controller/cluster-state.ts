@@ -13,6 +13,9 @@ import { serviceNameLabel } from '../api/labels.js';
 import { LabelledData } from './labelled-data.js';
 import type { Ref } from './ref-index.js';
 
+/** The label an EndpointSlice names its Service by, as the bytes its protobuf holds. */
+const serviceNameBytes = Buffer.from(serviceNameLabel);
+
 type Obj<T> = T & KubeObject;
 
 /** What is read of an object's metadata: who it is, and its controller (agw-NAME objects are the
@@ -123,7 +126,7 @@ export class ClusterState {
         return svc ? [`${s.metadata.namespace}/${svc}`, ...(this.pods ? slicePods(s).map((p) => `pod ${s.metadata.namespace}/${p}`) : [])] : [];
       },
       trim: trimSlice,
-      protobuf: (msg: Buffer) => decodeEndpointSlice(msg, serviceNameLabel),
+      protobuf: (msg: Buffer) => decodeEndpointSlice(msg, serviceNameBytes),
       onEvent: emit('Service', (s) => s.metadata.labels?.[serviceNameLabel]),
     });
     if (opts.endpointAddresses === 'pods') {

@@ -14,9 +14,9 @@ import { ClusterState } from './cluster-state.js';
 import type { ExposurePolicy } from './exposure.js';
 import { Controller } from './controller.js';
 import { SpecKeeper } from './gateway-specs.js';
-import { GatewayReconciler, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
+import { GatewayReconciler, recordOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
 import { NamespaceLimit, rankOf } from './namespace-limit.js';
-import { PortAllocator, type ClaimRequest } from './ports.js';
+import { PortAllocator } from './ports.js';
 import { RefIndex, type Ref } from './ref-index.js';
 
 /** Where gateways come from: the cluster (a watch) or files (`serve`). */
@@ -216,9 +216,4 @@ export class GatewayController {
   private onRef(ref: Ref): void {
     for (const k of this.refs.referring(ref)) this.controller.enqueue(k);
   }
-}
-
-/** What a gateway's status records of its port, as the allocator seeds it after a restart. */
-export function recordOf(gw: AccessGateway): ClaimRequest {
-  return { key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw), since: gw.status?.listener?.since };
 }

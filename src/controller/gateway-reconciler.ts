@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { digest } from '../api/canonical.js';
 import { ConditionType, Reason } from '../api/conditions.js';
 import { applyDefaults } from '../api/defaults.js';
-import { splitKey } from '../api/keys.js';
+import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
 import { isoSeconds, realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
@@ -15,7 +15,7 @@ import { notAccepted, translateSteps, type Snapshot, type Translation } from '..
 import { TerminalError, type Result } from './controller.js';
 import { clusterIPOnly, exposure, exposureFor, loadBalancerURL, type ExposurePolicy } from './exposure.js';
 import { rankOf, type NamespaceLimit } from './namespace-limit.js';
-import type { PortAllocator } from './ports.js';
+import type { ClaimRequest, PortAllocator } from './ports.js';
 import { specDropped } from './gateway-specs.js';
 import { accessExpiry, desiredStatus } from './status.js';
 
@@ -212,7 +212,7 @@ export class GatewayReconciler {
       return { port: { conflict: over, reason: Reason.TooManyGateways } };
     }
     if (!this.leader()) return this.followPort(key, gw, spec.spec.listener?.port);
-    const claim = this.d.ports.claim({ key, requested: spec.spec.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw), since: gw.status?.listener?.since });
+    const claim = this.d.ports.claim({ ...recordOf(gw), requested: spec.spec.listener?.port });
     if ('conflict' in claim) {
       this.waitingForPort.set(key, spec.spec.listener?.port); // (one --requestable-ports refuses is never given up)
       return { port: { conflict: claim.conflict, reason: Reason.PortConflict }, retryInMs: claim.retryInMs };
@@ -425,6 +425,12 @@ export class GatewayReconciler {
   private leader(): boolean {
     return !this.d.isLeader || this.d.isLeader();
   }
+}
+
+/** What a gateway's status records of its port, as the allocator takes it (seeded after a restart,
+ * or claimed). */
+export function recordOf(gw: AccessGateway): ClaimRequest {
+  return { key: keyOf(gw), requested: gw.spec?.listener?.port, previous: gw.status?.listener?.port, rank: rankOf(gw), since: gw.status?.listener?.since };
 }
 
 /** How long an agw-NAME object the apiserver refused as invalid is not written again for the same spec. */

@@ -223,13 +223,13 @@ export class WorkQueue {
   }
 }
 
-/** Token buckets by group, each refilling `perSecond` up to `burst`; a full one is no entry: only
- * the groups that spent lately are kept (past 1,024, the full ones are dropped). A `bounded` take
- * made in debt goes at most `maxWaitMs`' worth into it (a team's watch events, charged while it
- * waited, kept it waiting for as long again as they lasted); any other counts whole. */
 /** The most reading charges made while a group waits take it into debt (its wait then). */
 const maxReadingDebtMs = 60_000;
 
+/** Token buckets by group, each refilling `perSecond` up to `burst`; a full one is no entry: only
+ * the groups that spent lately are kept (past 1,024, the full ones are dropped). A `bounded` take
+ * made in debt goes at most `maxReadingDebtMs`' worth into it (a team's watch events, charged while
+ * it waited, kept it waiting for as long again as they lasted); any other counts whole. */
 class GroupBuckets {
   private readonly kept = new Map<string, { tokens: number; at: number }>();
   private readonly floor: number;

@@ -9,7 +9,7 @@
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { HandshakeMeter } from './handshake-meter.js';
-import type { HandshakeShare } from './handshake-share.js';
+import { noCost, type HandshakeShare } from './handshake-share.js';
 import { UpstreamProtocolError } from '../errors.js';
 
 /** What a backend may send before the gateway's handshake with it is done: its hello, key exchange
@@ -27,13 +27,18 @@ export interface BackendOf {
   what: string;
 }
 
+/** The source a backend's handshakes are charged under in its namespace's turns. */
+export function backendSource(host: string): string {
+  return `backend ${host}`;
+}
+
 /** A raw connection to `host`:`port`, metered for `b`'s handshake: give it to TLS as its `socket`,
  * and call `done()` when the handshake is done (within TLS's 'secureConnect'). */
 export function meteredConnection(host: string, port: number, turns: HandshakeTurns, b: BackendOf): HandshakeMeter {
   const raw = netConnect({ host, port });
   raw.setNoDelay(true);
   raw.setKeepAlive(true, 60_000);
-  const source = `backend ${b.host}`;
+  const source = backendSource(b.host);
   const meter: HandshakeMeter = new HandshakeMeter(raw, {
     spent: (ms) => turns.charge(b.namespace, source, ms),
     gate: (feed) => void turns.start(b.namespace, source, noCost, feed),
@@ -50,6 +55,3 @@ export function meteredTLS(options: ConnectionOptions & { host: string; port: nu
   tls.prependOnceListener('secureConnect', () => meter.done());
   return tls;
 }
-
-/** What a backend's bytes are charged when their turn comes: nothing, what TLS spends on them is charged as it is spent. */
-const noCost = () => 0;

@@ -14,7 +14,7 @@ import { meterReads } from './wire.js';
 import type { Endpoint, ServiceTarget } from '../translate/plan.js';
 import { textKey } from '../api/pem.js';
 import { HandshakeShare } from './handshake-share.js';
-import { meteredConnection, meteredTLS, type HandshakeTurns } from './backend-handshake.js';
+import { backendSource, meteredConnection, meteredTLS, type HandshakeTurns } from './backend-handshake.js';
 
 /** One pool of an endpoint's connections: `live` while it takes requests; then its last ones close. */
 interface Generation { live: boolean; sockets: number }
@@ -96,7 +96,7 @@ export class EndpointPool {
   private tls(): object {
     if (this.scheme !== 'https') return {};
     // a context made here (the plan's was pushed out) is charged as the handshake it is made for
-    const built = (ms: number) => this.count.handshakes().charge(this.namespace, `backend ${this.host}`, ms);
+    const built = (ms: number) => this.count.handshakes().charge(this.namespace, backendSource(this.host), ms);
     return { servername: this.serverName, secureContext: this.ca ? secureContextFor(this.ca, this.namespace, built) : systemContext(), rejectUnauthorized: true };
   }
 

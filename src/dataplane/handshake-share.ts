@@ -20,6 +20,10 @@ export const connectionMs = 0.9;
 /** Client addresses whose charges a namespace remembers at most (the oldest is forgotten first). */
 const maxSourcesOwed = 1024;
 
+/** What a handshake's later bytes are charged when their turn comes: nothing, what TLS spends on
+ * them is charged as it is spent (HandshakeMeter). */
+export const noCost = () => 0;
+
 /** A handshake waiting for its turn: false when there was nothing to do (its client is gone). */
 type Start = () => boolean;
 

@@ -24,7 +24,7 @@ import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
-import { connectionMs, signCost } from './handshake-share.js';
+import { connectionMs, noCost, signCost } from './handshake-share.js';
 import { HandshakeMeter } from './handshake-meter.js';
 import { listenerGroups, readHello, type Hello } from './client-hello.js';
 
@@ -895,9 +895,6 @@ const maxPipelined = 16;
 /** `next`: requests pipelined behind the open one, started in order as each closes. */
 interface Conn { read: number; written: number; admitted: boolean; pending: number; next: (() => void)[]; last?: IncomingMessage }
 const conns = new WeakMap<object, Conn>();
-
-/** What a handshake's later bytes are charged when they start: nothing, what TLS spends on them is charged as it is spent. */
-const noCost = () => 0;
 
 /** The connection's two ends: the same for a TLS socket and the TCP socket under it. (The
  * local address too: a listener on 0.0.0.0 may have two from one client address and port.) */

@@ -170,15 +170,14 @@ export interface WireEndpointSlice {
 }
 
 /**
- * An EndpointSlice (metadata 1, of its labels only `label`; endpoints 2: addresses 1,
+ * An EndpointSlice (metadata 1, of its labels only `label`, its key's bytes made once by the caller; endpoints 2: addresses 1,
  * conditions 2 (ready 1, serving 2, terminating 3), targetRef 4 (kind 1, namespace 2, name 3,
  * uid 4); ports 3: name 1, protocol 2, port 3; addressType 4).
  */
-export function decodeEndpointSlice(msg: Buffer, label: string): WireEndpointSlice {
+export function decodeEndpointSlice(msg: Buffer, label: Buffer): WireEndpointSlice {
   const s: WireEndpointSlice = { metadata: { name: '' }, ports: [], endpoints: [] };
-  const key = Buffer.from(label);
   eachField(msg, 0, msg.length, (f, _v, from, to) => {
-    if (f === 1) s.metadata = meta(msg, from, to, key);
+    if (f === 1) s.metadata = meta(msg, from, to, label);
     else if (f === 4) s.addressType = text(msg, from, to);
     else if (f === 3) {
       if (s.ports.length < maxPortsRead) s.ports.push(port(msg, from, to));

@@ -351,7 +351,8 @@ spec:
   authentication: {audiences: [gw]}
   routes: [{name: kube-api, pathPrefix: /, apiserver: {}}]
 `);
-    const claim = () => cp.api('PATCH', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/st/status`, { status: { listener: { port: 20001 } } }, 'application/merge-patch+json');
+    // (a record of a port given later than anyone's would win that port on a restart: a time far ahead)
+    const claim = () => cp.api('PATCH', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/st/status`, { status: { listener: { port: 20001, since: '2099-01-01T00:00:00.000Z' } } }, 'application/merge-patch+json');
     const refusedClaim = await waitFor('the status policy in force', async () => { const r = await claim(); return r.status === 403 ? r : undefined; }, 20_000);
     assert.match(String(refusedClaim.body.message), new RegExp(`ValidatingAdmissionPolicy '${release}-status'.*only the access-gateway operator writes AccessGateway status`));
     const asOperator = await call('PATCH', `/apis/access-gateway.io/v1alpha1/namespaces/${ns}/accessgateways/st/status`, { status: { listener: { port: 20001 } } }, 'application/merge-patch+json');

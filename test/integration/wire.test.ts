@@ -21,7 +21,7 @@ let client: KubeClient;
 const kinds: Record<string, { path: string; decode: (m: Buffer) => unknown; trim: (o: any) => any }> = {
   pods: { path: '/api/v1/namespaces/w/pods', decode: decodePod, trim: ClusterState.trimPod },
   services: { path: '/api/v1/namespaces/w/services', decode: decodeService, trim: ClusterState.trimService },
-  endpointslices: { path: '/apis/discovery.k8s.io/v1/namespaces/w/endpointslices', decode: (m: Buffer) => decodeEndpointSlice(m, serviceNameLabel), trim: ClusterState.trimSlice },
+  endpointslices: { path: '/apis/discovery.k8s.io/v1/namespaces/w/endpointslices', decode: (m: Buffer) => decodeEndpointSlice(m, Buffer.from(serviceNameLabel)), trim: ClusterState.trimSlice },
   // labelled-data.ts keeps a CA bundle's data, a listener Secret's type, tls.crt and tls.key
   secrets: { path: '/api/v1/namespaces/w/secrets', decode: decodeData('Secret'), trim: dataKept },
   configmaps: { path: '/api/v1/namespaces/w/configmaps', decode: decodeData('ConfigMap'), trim: dataKept },

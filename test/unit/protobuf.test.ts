@@ -44,7 +44,7 @@ test('what is not the wire is refused, not misread: a field past its message, a 
 });
 
 test('an int32 is read as JSON has it, a negative one too (10 bytes on the wire): ports, Status codes', () => {
-  const slicePorts = (...ports: number[]) => decodeEndpointSlice(msg(bytes(1, bytes(1, 's')), ...ports.map((p) => bytes(3, int32(3, p)))), 'kubernetes.io/service-name').ports.map((p) => p.port);
+  const slicePorts = (...ports: number[]) => decodeEndpointSlice(msg(bytes(1, bytes(1, 's')), ...ports.map((p) => bytes(3, int32(3, p)))), Buffer.from('kubernetes.io/service-name')).ports.map((p) => p.port);
   assert.deepEqual(slicePorts(-1, -2147483648, 2147483647, 0, 70000, 443), [-1, -2147483648, 2147483647, 0, 70000, 443]);
   assert.deepEqual(decodeService(msg(bytes(2, bytes(1, int32(3, -80))))).spec.ports, [{ port: -80 }]);
   assert.equal(decodeStatus(status(-5, 'X', 'y')).code, -5);
@@ -57,7 +57,7 @@ test('a Service or an EndpointSlice is read to its first 256 ports, and says it 
   assert.deepEqual(svc.spec.ports?.at(-1), { name: 'p255', protocol: 'TCP', port: 1255 });
   assert.equal(svc.spec.morePorts, maxPortsRead);
   assert.equal(decodeService(msg(bytes(2, msg(...ports(maxPortsRead))))).spec.morePorts, undefined, 'exactly the bound: nothing more');
-  const slice = decodeEndpointSlice(msg(bytes(1, bytes(1, 's')), ...Array.from({ length: 300 }, (_, i) => bytes(3, int32(3, 1000 + i)))), 'kubernetes.io/service-name');
+  const slice = decodeEndpointSlice(msg(bytes(1, bytes(1, 's')), ...Array.from({ length: 300 }, (_, i) => bytes(3, int32(3, 1000 + i)))), Buffer.from('kubernetes.io/service-name'));
   assert.equal(slice.ports.length, maxPortsRead);
   assert.equal(slice.morePorts, maxPortsRead);
   // what the cache keeps of one read as JSON is bounded alike
@@ -74,15 +74,15 @@ test('of an EndpointSlice\'s labels only the Service\'s name is read: among 10,0
   const others = Array.from({ length: 10_000 }, (_, i) => label(`team.example/l${i}`, 'v'.repeat(63)));
   const slice = msg(bytes(1, msg(bytes(1, 's'), ...others.slice(0, 5_000), label('kubernetes.io/service-name-x', 'no'),
     label('Kubernetes.io/service-name', 'no'), label('kubernetes.io/service-name', 'web'), ...others.slice(5_000))));
-  assert.deepEqual(decodeEndpointSlice(slice, 'kubernetes.io/service-name').metadata.labels, { 'kubernetes.io/service-name': 'web' });
-  assert.equal(decodeEndpointSlice(msg(bytes(1, msg(bytes(1, 's'), ...others.slice(0, 10)))), 'kubernetes.io/service-name').metadata.labels, undefined);
+  assert.deepEqual(decodeEndpointSlice(slice, Buffer.from('kubernetes.io/service-name')).metadata.labels, { 'kubernetes.io/service-name': 'web' });
+  assert.equal(decodeEndpointSlice(msg(bytes(1, msg(bytes(1, 's'), ...others.slice(0, 10)))), Buffer.from('kubernetes.io/service-name')).metadata.labels, undefined);
 });
 
 test('odd values the apiserver never writes are not a crash: a label key __proto__, a deletion time out of range', () => {
   const metaWith = (...fields: Buffer[]) => msg(bytes(1, msg(bytes(1, 'p'), ...fields)));
   const labelled = metaWith(bytes(11, msg(bytes(1, '__proto__'), bytes(2, 'x'))), bytes(11, msg(bytes(1, 'k'), bytes(2, 'v'))));
-  assert.deepEqual(decodeEndpointSlice(labelled, 'k').metadata.labels, { k: 'v' });
-  const proto = decodeEndpointSlice(labelled, '__proto__').metadata.labels!;
+  assert.deepEqual(decodeEndpointSlice(labelled, Buffer.from('k')).metadata.labels, { k: 'v' });
+  const proto = decodeEndpointSlice(labelled, Buffer.from('__proto__')).metadata.labels!;
   assert.deepEqual(Object.entries(proto), [['__proto__', 'x']]);
   assert.equal(Object.getPrototypeOf(proto), Object.prototype);
   assert.equal(decodePod(metaWith(bytes(9, num(1, 2 ** 50)))).metadata.deletionTimestamp, String(2 ** 50));
