@@ -1,6 +1,6 @@
 // PEM certificate bundles (CA references), parsed the one way everything here reads them.
 import { createHash, X509Certificate, type AsymmetricKeyDetails } from 'node:crypto';
-import { Recent } from '../recent.js';
+import { NamespacedRecent } from '../recent.js';
 
 /** Certificates a bundle may hold (Mozilla's root store has ~150); parsing an RSA-2048 one takes ~0.05 ms. */
 export const maxBundleCertificates = 256;
@@ -10,12 +10,13 @@ export const maxBundleCertificates = 256;
 export const maxGatewayBundleBytes = 512 * 1024;
 
 /**
- * The certificates of a PEM bundle, or why it cannot be one. Remembered for the last 64
- * bundles used: a team's ConfigMap named by many routes, and asked on every reconcile, is parsed
- * once (a bundle of 1 MiB took ~340 ms, on the event loop every team shares).
+ * The certificates of a PEM bundle a namespace names, or why it cannot be one. Remembered for the
+ * last 64 bundles used, at most 16 a namespace (one team's bundles cannot push out another's): a
+ * team's ConfigMap named by many routes, and asked on every reconcile, is parsed once (a bundle of
+ * 1 MiB took ~340 ms, on the event loop every team shares).
  */
-export function parseBundle(pem: string): X509Certificate[] | { problem: string } {
-  return parsed.get(textKey(pem), () => parse(pem));
+export function parseBundle(namespace: string, pem: string): X509Certificate[] | { problem: string } {
+  return parsed.get(namespace, textKey(pem), () => parse(pem));
 }
 
 /**
@@ -34,7 +35,7 @@ export function textKey(text: string): string {
   return key;
 }
 const lastKeys: [string, string][] = [];
-const parsed = new Recent<string, X509Certificate[] | { problem: string }>(64);
+const parsed = new NamespacedRecent<string, X509Certificate[] | { problem: string }>(64, 16);
 
 /**
  * One gateway's bundles, admitted within maxGatewayBundleBytes in the order given (each distinct
@@ -45,7 +46,7 @@ export class GatewayBundles {
   private readonly admitted = new Set<string>();
   private readonly over = new Map<string, number>();
 
-  constructor(pems: (string | undefined)[] = []) {
+  constructor(private readonly namespace: string, pems: (string | undefined)[] = []) {
     let bytes = 0;
     for (const pem of pems) {
       if (pem === undefined) continue;
@@ -64,7 +65,7 @@ export class GatewayBundles {
     if (over !== undefined) {
       return { problem: `the gateway's distinct CA bundles together are over ${maxGatewayBundleBytes / 1024} KiB (${Math.ceil(over / 1024)} KiB with this one)` };
     }
-    return parseBundle(pem);
+    return parseBundle(this.namespace, pem);
   }
 }
 

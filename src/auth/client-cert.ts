@@ -46,8 +46,8 @@ const seen = new WeakMap<object, Seen>();
 export class ClientCertAuthenticator {
   private readonly roots: X509Certificate[];
 
-  constructor(readonly plan: ClientCAPlan, private readonly now: () => number = Date.now) {
-    const roots = parseBundle(plan.pem);
+  constructor(readonly plan: ClientCAPlan, namespace: string, private readonly now: () => number = Date.now) {
+    const roots = parseBundle(namespace, plan.pem);
     if ('problem' in roots) throw new Error(`client CA ${plan.ref}: ${roots.problem}`);
     this.roots = roots;
   }

@@ -272,7 +272,7 @@ export class RouteTable {
     try {
       const certs = !ca ? null
         : previous?.clientCerts && JSON.stringify(previous.clientCerts.plan) === JSON.stringify(ca) ? previous.clientCerts
-          : new ClientCertAuthenticator(ca);
+          : new ClientCertAuthenticator(ca, plan.namespace);
       // what an unchanged spec.access or route compiled is the previous table's (a stream open on an
       // older table keeps it: a Service's endpoints changing made a whole new one each time)
       const kept = previous?.key === keyOf(plan) ? previous : undefined;

@@ -4,7 +4,7 @@ import { gatewayNameProblem, isDnsSubdomain, isGatewayName, teamPrefix } from '.
 import { decodedPathProblem, parseDateTime } from '../api/validate.js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
-import { Recent } from '../recent.js';
+import { NamespacedRecent } from '../recent.js';
 import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js';
 import { describePatternProblem, patternTotals, routePatterns, type PatternTotals } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
@@ -47,8 +47,9 @@ export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
 export const maxRSABits = 4096;
 export const minRSABits = 2048;
 
-/** Whether OpenSSL refuses a listener's pair (its message), for the last pairs asked about. */
-const openSSLRefuses = new Recent<string, string | null>(64);
+/** Whether OpenSSL refuses a listener's pair (its message), for the last pairs asked about (at most
+ * 16 a namespace: one team's pairs cannot push out another's). */
+const openSSLRefuses = new NamespacedRecent<string, string | null>(64, 16);
 
 /** The PEM pair of a listener TLS Secret, or why it cannot be used. */
 export function listenerTLS(ns: string, name: string, secrets: Record<string, SecretLike> | undefined):
@@ -83,7 +84,7 @@ function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key
     if (!x.checkPrivateKey(k)) return { problem: `Secret ${ns}/${name}: tls.key does not match tls.crt` };
     // what OpenSSL refuses of the chain (a 1024-bit intermediate) is said here, not thrown once
     // the listener is being built
-    const refused = openSSLRefuses.get(`${textKey(cert)}\u0000${textKey(key)}`, () => {
+    const refused = openSSLRefuses.get(ns, `${textKey(cert)}\u0000${textKey(key)}`, () => {
       try {
         createSecureContext({ cert, key });
         return null;
@@ -172,7 +173,7 @@ function routePlan(r: Route, i: number, ns: string, snap: Snapshot, problems: Se
 function gatewayBundles(gw: AccessGateway, snap: Snapshot): GatewayBundles {
   const ns = gw.metadata.namespace;
   const pem = (ref: { kind: string; name: string; key: string } | undefined) => ref && caBundleText(snap, ref.kind, ns, ref.name, ref.key);
-  return new GatewayBundles([pem(gw.spec.listener?.tls?.clientCA), ...gw.spec.routes.map((r) => pem(r.service?.caRef))]);
+  return new GatewayBundles(ns, [pem(gw.spec.listener?.tls?.clientCA), ...gw.spec.routes.map((r) => pem(r.service?.caRef))]);
 }
 
 /** Not accepted, for a reason found before any reference was read: nothing served. */

@@ -87,14 +87,17 @@ test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundl
   const over = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': many } } });
   assert.match(over.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /it holds more than the 256 certificates a bundle may hold/);
   const full = ca.cert.repeat(maxBundleCertificates);
-  const first = parseBundle(full);
+  const first = parseBundle('team-a', full);
   assert.ok(Array.isArray(first) && first.length === maxBundleCertificates);
-  assert.equal(parseBundle(`${full}`), first, 'the same bundle again: not parsed again');
+  assert.equal(parseBundle('team-a', `${full}`), first, 'the same bundle again: not parsed again');
   // kept by use, not by age: a bundle asked for on every reconcile stays while 100 others come and go
   for (let i = 0; i < 100; i++) {
-    parseBundle(`${ca.cert}\n# ${i}`);
-    assert.equal(parseBundle(full), first);
+    parseBundle('team-a', `${ca.cert}\n# ${i}`);
+    assert.equal(parseBundle('team-a', full), first);
   }
+  // and another team's bundles cannot push it out: team-b's 100 variants leave team-a's parsed
+  for (let i = 0; i < 100; i++) parseBundle('team-b', `${ca.cert}\n# b${i}`);
+  assert.equal(parseBundle('team-a', full), first, "team-b's bundles pushed out team-a's");
 });
 
 test('translate: a listener key is judged as a CA key: an RSA exponent over 2^31-1 and an EC key on another curve are refused', () => {
@@ -128,7 +131,7 @@ test('pemBlocks: BEGIN to the next END, at most max, in one pass: a text of BEGI
   assert.deepEqual(pemBlocks(hostile, maxBundleCertificates + 1), []);
   // (parseBundle, what a reconcile calls: each text its own, as a parsed one is remembered)
   let n = 0;
-  const scan = best(() => assert.deepEqual(parseBundle(`${hostile}${n++}`), { problem: 'no PEM certificate in it' }));
+  const scan = best(() => assert.deepEqual(parseBundle('team-a', `${hostile}${n++}`), { problem: 'no PEM certificate in it' }));
   assert.ok(scan < 100 * anchor + 5, `one pass: ${scan.toFixed(2)} ms against ${anchor.toFixed(2)} ms for one scan of the text`);
 });
 
@@ -246,8 +249,8 @@ function socket(cert: CertPair | null, authorized: boolean, chain: CertPair[] = 
 
 test('identify: verified, missing and refused certificates, by mode and by whether a token was sent', () => {
   const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:', notAfter: 0 };
-  const optional = new ClientCertAuthenticator(plan);
-  const required = new ClientCertAuthenticator({ ...plan, required: true });
+  const optional = new ClientCertAuthenticator(plan, 'team-a');
+  const required = new ClientCertAuthenticator({ ...plan, required: true }, 'team-a');
   const ok = socket(alice, true);
   const id = optional.identify(ok, false)!;
   assert.equal(id.username, 'team:team-a:alice');
@@ -266,12 +269,12 @@ test('identify: an expired certificate on an open connection is refused; so is o
   const plan = { ref: 'ConfigMap team-a/cas key ca.crt', pem: ca.cert, required: false, prefix: 'team:team-a:', notAfter: 0 };
   const later = Date.now() + 3 * 86_400_000; // the test certificates live 2 days
   const sock = socket(alice, true);
-  assert.ok(new ClientCertAuthenticator(plan).identify(sock, false));
-  assert.throws(() => new ClientCertAuthenticator(plan, () => later).identify(sock, false), /client certificate refused: it has expired/);
+  assert.ok(new ClientCertAuthenticator(plan, 'team-a').identify(sock, false));
+  assert.throws(() => new ClientCertAuthenticator(plan, 'team-a', () => later).identify(sock, false), /client certificate refused: it has expired/);
   // the bundle was rotated after the handshake: checked against the new one
-  const rotated = new ClientCertAuthenticator({ ...plan, pem: otherCA.cert });
+  const rotated = new ClientCertAuthenticator({ ...plan, pem: otherCA.cert }, 'team-a');
   assert.throws(() => rotated.identify(sock, false), /not signed by the current client CA/);
-  const both = new ClientCertAuthenticator({ ...plan, pem: otherCA.cert + ca.cert });
+  const both = new ClientCertAuthenticator({ ...plan, pem: otherCA.cert + ca.cert }, 'team-a');
   assert.equal(both.identify(sock, false)?.username, 'team:team-a:alice');
   // through an intermediate the client sent (root -> intermediate -> leaf)
   const root = makeCA(dir, 'root');
@@ -279,8 +282,8 @@ test('identify: an expired certificate on an open connection is refused; so is o
   const carol = makeLeaf(dir, inter, 'carol', { cn: 'carol', client: true });
   const chained = socket(carol, true, [inter, root]);
   assert.throws(() => rotated.identify(chained, false), /not signed by the current client CA/);
-  assert.equal(new ClientCertAuthenticator({ ...plan, pem: root.cert }).identify(chained, false)?.username, 'team:team-a:carol');
-  assert.equal(new ClientCertAuthenticator({ ...plan, pem: inter.cert }).identify(chained, false)?.username, 'team:team-a:carol');
+  assert.equal(new ClientCertAuthenticator({ ...plan, pem: root.cert }, 'team-a').identify(chained, false)?.username, 'team:team-a:carol');
+  assert.equal(new ClientCertAuthenticator({ ...plan, pem: inter.cert }, 'team-a').identify(chained, false)?.username, 'team:team-a:carol');
 });
 
 test('identify: one connection\'s chain check verifies at most 8 signatures, whatever roots share the signer\'s name', () => {
@@ -296,10 +299,10 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
   X509Certificate.prototype.verify = function (this: X509Certificate, key) { checks++; return verify.call(this, key); };
   try {
     // a rotation (two roots of one name, the old first) is within the bound
-    assert.equal(new ClientCertAuthenticator({ ...plan, pem: decoys[0]!.cert + real.cert }).identify(socket(dave, true), false)?.username, 'team:team-a:dave');
+    assert.equal(new ClientCertAuthenticator({ ...plan, pem: decoys[0]!.cert + real.cert }, 'team-a').identify(socket(dave, true), false)?.username, 'team:team-a:dave');
     assert.equal(checks, 2);
     checks = 0;
-    const flooded = new ClientCertAuthenticator({ ...plan, pem: decoys.map((d) => d.cert).join('') + real.cert });
+    const flooded = new ClientCertAuthenticator({ ...plan, pem: decoys.map((d) => d.cert).join('') + real.cert }, 'team-a');
     assert.throws(() => flooded.identify(socket(dave, true), false), /not signed by the current client CA/);
     assert.equal(checks, maxSignatureChecks);
     // an intermediate the client sends with a key over 8192 bits is not checked at all (the leaf
@@ -309,7 +312,7 @@ test('identify: one connection\'s chain check verifies at most 8 signatures, wha
     const namesBig = makeCA(dir, 'names-big', { cn: 'big-ca', skid: 'C0041DA10B201548199FD5EE12817CBCDE7D4670', rsa: true });
     const erin = makeLeaf(dir, namesBig, 'erin', { cn: 'erin', client: true });
     assert.ok(new X509Certificate(erin.cert).checkIssued(new X509Certificate(big.cert)), 'the leaf names the big intermediate as its issuer');
-    assert.throws(() => new ClientCertAuthenticator(plan).identify(socket(erin, true, [big]), false), /not signed by the current client CA/);
+    assert.throws(() => new ClientCertAuthenticator(plan, 'team-a').identify(socket(erin, true, [big]), false), /not signed by the current client CA/);
     assert.equal(checks, 0);
   } finally {
     X509Certificate.prototype.verify = verify;
@@ -326,13 +329,13 @@ test('a CA bundle with a key over 8192 bits, a DSA key or an RSA exponent over 2
     ['rsa-e', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-pkeyopt', 'rsa_keygen_pubexp:4294967297'], /certificate 2 has an RSA public exponent over 2\^31-1/],
   ];
   for (const [name, args, why] of odd) {
-    const p = parseBundle(ca.cert + makeOddCA(dir, name, args).cert);
+    const p = parseBundle('team-a', ca.cert + makeOddCA(dir, name, args).cert);
     assert.ok('problem' in p && why.test(p.problem), `${name}: ${JSON.stringify(p)}`);
   }
-  assert.ok(Array.isArray(parseBundle(ca.cert + makeOddCA(dir, 'ed', ['-algorithm', 'ED25519']).cert)), 'Ed25519 is fine');
-  assert.ok(Array.isArray(parseBundle(ca.cert + makeCA(dir, 'rsa-ok', { rsa: true }).cert)), 'RSA-2048, e = 65537 is fine');
-  assert.deepEqual(parseBundle(ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
-  assert.ok(Array.isArray(parseBundle(ca.cert)));
+  assert.ok(Array.isArray(parseBundle('team-a', ca.cert + makeOddCA(dir, 'ed', ['-algorithm', 'ED25519']).cert)), 'Ed25519 is fine');
+  assert.ok(Array.isArray(parseBundle('team-a', ca.cert + makeCA(dir, 'rsa-ok', { rsa: true }).cert)), 'RSA-2048, e = 65537 is fine');
+  assert.deepEqual(parseBundle('team-a', ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
+  assert.ok(Array.isArray(parseBundle('team-a', ca.cert)));
 });
 
 test('a bundle is looked up by its text when short, by its sha256 when long (V8 hashes long strings by length only: same-length bundles would share a bucket); a text never passes for a digest', () => {
