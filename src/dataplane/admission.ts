@@ -12,7 +12,7 @@ import {
   AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, TooManyHeadersError, UnauthenticatedError, UriTooLongError, toAgwError,
 } from '../errors.js';
 import type { FilterClient } from './filter-checks.js';
-import { canonicalPath, encodePath, type FilterPass, type FilterRefusal } from './path.js';
+import { canonicalPath, encodePath, withoutParams, type FilterPass, type FilterRefusal } from './path.js';
 import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
 
 export const wellKnownPath = '/.well-known/access-gateway';
@@ -166,6 +166,10 @@ export function findRoute(t: RouteTable, id: CallerIdentity, method: string, pat
     path = found.path;
   }
   const route = t.match(path, method);
+  // a team's backend may drop `;` parameters: the route (and so the grant) must be the one it serves
+  if (path.includes(';') && t.match(withoutParams(path), method) !== route) {
+    return new BadPathError(`refused: ${path} chooses another route of gateway ${t.key} than its form without ';' parameters (which Tomcat, Jetty and Spring serve)`, { step: 'route', field: 'spec.routes' });
+  }
   if (!route) return new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`, { step: 'route', field: 'spec.routes' });
   if (!t.policy.mayUse(id, route.plan.name)) return routeRefusal(t, id, route);
   return { route, path };
@@ -176,6 +180,7 @@ export function selectRoute(t: RouteTable, id: CallerIdentity, method: string, p
   const found = findRoute(t, id, method, path);
   if (found instanceof AgwError) {
     if (found.status === 403) t.m.denied.route.inc();
+    else if (found.status === 400) t.m.denied.path.inc();
     throw found;
   }
   return found;

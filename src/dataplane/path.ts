@@ -16,10 +16,12 @@ const unsafe = /%(2f|5c|00|25)/i;
 const dotOrEmpty = /\/\/|\/\.\.?(\/|;|$)/;
 // eslint-disable-next-line no-control-regex
 const control = /[\x00-\x1f\x7f\\]/;
+// a segment's `;` parameters, which Tomcat, Jetty, Spring and Undertow drop before routing
+const params = /;[^/]*/g;
 
 /**
  * The path decoded once, and its canonical encoding to forward; or why it is refused: `.`/`..`
- * segments (also with `;` parameters), empty segments (`//`), backslashes and control characters, also percent-encoded;
+ * segments (also with `;` parameters), empty segments (`//`, also once `;` parameters are dropped), backslashes and control characters, also percent-encoded;
  * encoded slashes; an encoded `%` (double encoding, which other hops may decode again); malformed
  * percent-encoding or UTF-8. What passes reads the same to the gateway and the apiserver.
  */
@@ -28,6 +30,7 @@ export function canonicalPath(raw: string): CanonicalPath {
   if (raw.length > maxPathLength) return { problem: `path longer than ${maxPathLength} characters`, tooLong: true };
   if (plain.test(raw)) {
     if (dotOrEmpty.test(raw)) return { problem: "'//', '.' or '..' segment in path" };
+    if (emptyWithoutParams(raw)) return { problem: "'//' in path once its ';' parameters are dropped" };
     return { path: raw, encoded: raw };
   }
   if (/[^\x21-\x7e]/.test(raw)) return { problem: 'space or non-ASCII character in path (percent-encode it)' };
@@ -40,7 +43,18 @@ export function canonicalPath(raw: string): CanonicalPath {
   }
   if (control.test(path)) return { problem: 'backslash or control character in path' };
   if (dotOrEmpty.test(path)) return { problem: "'//', '.' or '..' segment in path (after decoding)" };
+  if (emptyWithoutParams(path)) return { problem: "'//' in path once its ';' parameters are dropped (after decoding)" };
   return { path, encoded: encodePath(path) };
+}
+
+/** `path` as servers that drop `;` parameters read it (`/admin;x/users` is their `/admin/users`):
+ * routing must choose the same route for both forms. */
+export function withoutParams(path: string): string {
+  return path.replace(params, '');
+}
+
+function emptyWithoutParams(path: string): boolean {
+  return path.includes(';') && withoutParams(path).includes('//');
 }
 
 /** Percent-encodes what a path may not carry plainly (UTF-8), keeping every pchar and "/". */

@@ -161,6 +161,27 @@ test('routes match whole path elements; no route is 404', async () => {
   assert.equal(await status(t, '/api/v1/namespaces/team-a-prod/configmaps', 'app'), 404);
 });
 
+test('a path whose `;` parameters, dropped (as Tomcat, Jetty and Spring do), would choose another route is refused 400: a caller granted only one route cannot reach another\'s', async () => {
+  const t = table({
+    access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }, { serviceAccounts: [{ namespace: 'team-a', name: 'limited' }], routes: ['public'] }],
+    routes: [
+      { name: 'admin', pathPrefix: '/admin', service: { name: 'ledger', port: 'http' } },
+      { name: 'public', pathPrefix: '/', service: { name: 'ledger', port: 'http' } },
+    ],
+  }, ledger);
+  assert.equal(await status(t, '/admin/users', 'limited'), 403);
+  for (const p of ['/admin;x/users', '/admin;jsessionid=1', '/admin%3Bx/users', '/admin;/users']) assert.equal(await status(t, p, 'limited'), 400, p);
+  // also for a caller who may use both: the route is the one the backend serves, or none
+  assert.equal(await status(t, '/admin;x/users', 'app'), 400);
+  // empty segments once parameters are dropped (`/;x/admin` is `//admin`, which servers merge)
+  assert.equal(await status(t, '/;x/admin/users', 'limited'), 400);
+  assert.equal(await status(t, '/a/;x/admin', 'limited'), 400);
+  // parameters that leave the route as it is pass, as sent
+  assert.equal(await status(t, '/admin/users;jsessionid=1', 'app'), 'admin /admin/users;jsessionid=1');
+  assert.equal(await status(t, '/public;v=1/x', 'limited'), 'public /public;v=1/x');
+  assert.equal(await status(t, '/a;b', 'limited'), 'public /a;b');
+});
+
 test('the services-proxy form is its path form: methods, prefix, rewrite, grants and route order apply', async () => {
   const t = table({
     access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }], routes: ['admin', 'read'] }, { serviceAccounts: [{ namespace: 'team-a', name: 'limited' }], routes: ['read'] }],
