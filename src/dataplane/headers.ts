@@ -26,16 +26,21 @@ function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
  * other teams' gateways to the same endpoint share. */
 function notForwarded(name: string): boolean {
   const n = name.includes('_') ? name.replace(/_/g, '-') : name;
-  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n)) return true;
+  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || n.startsWith('x-auth-request-') || addressHeaders.has(n) || claimHeaders.has(n)) return true;
   return n !== name && (hopByHop.has(n) || n === 'content-length');
 }
 /** Other headers that claim the client's address, scheme or host (RFC 7239 and common ones). */
 const addressHeaders = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
+/** Headers common backends read as the caller (auth proxies' conventions: oauth2-proxy's
+ * X-Auth-Request-*, Grafana's X-WEBAUTH-USER, Remote-User) or as the method (a route's `methods`
+ * would not hold against X-HTTP-Method-Override: DELETE on a POST). */
+const claimHeaders = new Set(['remote-user', 'remote-group', 'remote-email', 'x-webauth-user', 'x-webauth-groups', 'x-webauth-email',
+  'x-http-method-override', 'x-http-method', 'x-method-override']);
 
 /**
  * Request headers to forward: drops hop-by-hop headers, headers named in Connection, names with
  * "_" that read as a hop-by-hop header or Content-Length, every Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
- * X-Client-IP, True-Client-IP), and Authorization unless kept; a WebSocket's bearer-token
+ * X-Client-IP, True-Client-IP), other auth proxies' identity headers and method overrides, and Authorization unless kept; a WebSocket's bearer-token
  * subprotocol is taken out of Sec-WebSocket-Protocol.
  */
 export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthorization: boolean): OutgoingHttpHeaders {

@@ -10,6 +10,8 @@ test('identity, hop-by-hop and Connection-named headers never cross', () => {
     'transfer-encoding': 'chunked', upgrade: 'websocket', 'proxy-authorization': 'p', 'x-forwarded-for': '1.2.3.4',
     forwarded: 'for=127.0.0.1;proto=https;host=admin.internal', 'x-real-ip': '127.0.0.1', 'x-client-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', x_real_ip: '127.0.0.1',
     host: 'evil', accept: 'application/json', 'content-type': 'application/json',
+    'remote-user': 'admin', 'x-webauth-user': 'admin', 'x-auth-request-user': 'admin', 'x-auth-request-groups': 'admins', x_auth_request_email: 'a@b',
+    'x-http-method-override': 'DELETE', 'x-http-method': 'DELETE', 'x-method-override': 'DELETE', x_http_method_override: 'DELETE',
   }, false);
   assert.deepEqual(out, { accept: 'application/json', 'content-type': 'application/json' });
 });
