@@ -578,7 +578,10 @@ export class Listener {
   private fail(t: RouteTable, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, id: number, err: AgwError): void {
     seen.error = err.code; // in the access line; a line of its own only for what an operator must look at
     if (err.status === 500) t.log.error({ reqId: id.toString(36), err: err.cause ?? err }, err.message);
-    else if ((err.status === 502 || err.status === 504) && t.log.isLevelEnabled('warn') && keepsLine(t.plan.namespace)) t.log.warn({ reqId: id.toString(36), cause: String(err.cause ?? '') }, err.message);
+    else if ((err.status === 502 || err.status === 504) && t.log.isLevelEnabled('warn')) {
+      const line = failureLine(err);
+      if (keepsLine(t.plan.namespace, false, line.weight)) t.log.warn({ reqId: id.toString(36), cause: line.cause }, line.msg);
+    }
     if (res.headersSent) { res.destroy(); return; }
     const body = statusBody(err);
     const h = errorHeaders(err, body);
@@ -861,7 +864,9 @@ export class Listener {
       }, this.pace(t));
       this.sessions.add(session);
       rm.upgraded.inc();
-      if (keepsLine(t.plan.namespace, audit, weight)) t.log.info({ ...who, ...target, protocol: negotiated ?? req.headers.upgrade }, 'session started');
+      // the protocol the client asked and the upstream chose: up to 16 KiB of a team's text
+      const shown = clipped(String(negotiated ?? req.headers.upgrade ?? ''));
+      if (keepsLine(t.plan.namespace, audit, lineWeight(who.caller, who.as, shown))) t.log.info({ ...who, ...target, protocol: shown }, 'session started');
       session.start(head, uhead);
       if (this.drained) session.end(...shutdown);
       // ended when spec.access or the route no longer admits it (asked at once if the spec changed meanwhile)
@@ -870,6 +875,14 @@ export class Listener {
       }
     }, relaying, this.pace(t));
   }
+}
+
+/** An upstream failure's warn line: its message and cause clipped (Node's message for a team
+ * backend's certificate quotes all its names: 30 KB), weighed by what they hold. */
+export function failureLine(err: AgwError): { msg: string; cause: string; weight: number } {
+  const msg = clipped(err.message);
+  const cause = clipped(String(err.cause ?? ''));
+  return { msg, cause, weight: lineWeight(msg, cause) };
 }
 
 function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {

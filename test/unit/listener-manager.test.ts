@@ -15,11 +15,11 @@ import type { AccessGateway } from '../../src/api/types.js';
 import { PoolRegistry, type EndpointPool } from '../../src/dataplane/endpoints.js';
 import { ListenerManager } from '../../src/dataplane/listener-manager.js';
 import { RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
-import { silentLogger } from '../../src/observability/logger.js';
+import { lineWeight, silentLogger } from '../../src/observability/logger.js';
 import { testMetrics } from '../../src/observability/metrics.js';
 import { translate } from '../../src/translate/translate.js';
 import type { ApiserverTarget, GatewayPlan, ServiceTarget } from '../../src/translate/plan.js';
-import { defaultLimits, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
+import { defaultLimits, failureLine, Listener, type ListenerLimits } from '../../src/dataplane/listener.js';
 import { connectionMs, HandshakeShare } from '../../src/dataplane/handshake-share.js';
 import { addressGroup, TurnShare } from '../../src/dataplane/namespace-budget.js';
 import { makeCA, makeCostlyChain, makeEnterpriseChain, makeLeaf, type CertPair } from '../support/certs.js';
@@ -28,6 +28,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { maxOlderTables, maxOlderTablesInAll } from '../../src/dataplane/held.js';
+import { UpstreamUnreachableError } from '../../src/errors.js';
 
 const freePort = () => new Promise<number>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
@@ -2581,8 +2582,9 @@ test('a gateway deleted and made again in steps keeps its routes\' series when i
   assert.equal(exported.size, 30, [...exported].join(','));
 });
 
-test('a session\'s start and end lines clip a caller\'s name past 512 characters, as access lines do', async (t) => {
+test('a session\'s start and end lines clip a caller\'s name past 512 characters, as access lines do; and the protocol a backend chose', async (t) => {
   const long = `system:serviceaccount:team-a:${'x'.repeat(1_000)}`;
+  const protocol = `p${'y'.repeat(1_000)}`;
   const lines: Array<Record<string, unknown>> = [];
   const log = pino({ level: 'info' }, new Writable({ write(c: Buffer, _e, done) { lines.push(JSON.parse(c.toString())); done(); } }));
   const deps = { ...aliceDeps(), log,
@@ -2590,10 +2592,10 @@ test('a session\'s start and end lines clip a caller\'s name past 512 characters
       ? { authenticated: true, user: { username: long, uid: '', groups: [], extra: {} }, audiences: ['gw'] }
       : { authenticated: false, error: 'no' } } } as unknown as DataplaneDeps;
   const { m, held } = managerFor(t, { deps });
-  const up = await upstreamFor(t, undefined, (sock) => { sock.on('data', () => {}); sock.write(switched); });
+  const up = await upstreamFor(t, undefined, (sock) => { sock.on('data', () => {}); sock.write(switched.replace('\r\n\r\n', `\r\nSec-WebSocket-Protocol: ${protocol}\r\n\r\n`)); });
   const port = await freePort();
   await m.apply('team-a/gw', { ...withService(planOf('team-a', 'gw', port, [long]), up), sessions: { maxConcurrent: 4, idleTimeoutSeconds: 1 } });
-  const { text, socket } = stream(port, held, 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n');
+  const { text, socket } = stream(port, held, `Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: ${protocol}\r\n`);
   assert.equal(await waitUntil(async () => { await pause(20); return text().includes('\r\n\r\n'); }), true, text());
   assert.match(text(), /^HTTP\/1\.1 101 /);
   socket.destroy();
@@ -2602,4 +2604,20 @@ test('a session\'s start and end lines clip a caller\'s name past 512 characters
     const l = lines.find((x) => x.msg === msg)!;
     assert.match(String(l.caller), /^system:serviceaccount:team-a:x{483}…\(1029 characters, sha256 [0-9a-f]{16}\)$/, msg);
   }
+  assert.match(String(lines.find((x) => x.msg === 'session started')!.protocol), /^py{511}…\(1001 characters, sha256 [0-9a-f]{16}\)$/);
+});
+
+test('an upstream failure\'s warn line clips its message and cause (a backend\'s certificate names in Node\'s message), and weighs what it keeps', () => {
+  const names = Array.from({ length: 300 }, (_, i) => `DNS:${'n'.repeat(90)}${i}.example`).join(', ');
+  const err = new UpstreamUnreachableError(`upstream failed: Hostname/IP does not match certificate's altnames: Host: w.team-a.svc. is not in the cert's altnames: ${names}`,
+    { cause: new Error(`ERR_TLS_CERT_ALTNAME_INVALID: ${names}`) });
+  const line = failureLine(err);
+  assert.ok(err.message.length > 28_000);
+  assert.match(line.msg, /…\(\d+ characters, sha256 [0-9a-f]{16}\)$/);
+  assert.match(line.cause, /^Error: ERR_TLS_CERT_ALTNAME_INVALID: .*…\(\d+ characters, sha256 [0-9a-f]{16}\)$/);
+  assert.ok(line.msg.length < 600 && line.cause.length < 600);
+  assert.equal(line.weight, lineWeight(line.msg, line.cause));
+  assert.ok(line.weight >= 8);
+  // a short one is as it was
+  assert.deepEqual(failureLine(new UpstreamUnreachableError('connect ECONNREFUSED')), { msg: 'connect ECONNREFUSED', cause: '', weight: 1 });
 });
