@@ -100,6 +100,20 @@ test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundl
   assert.equal(parseBundle('team-a', full), first, "team-b's bundles pushed out team-a's");
 });
 
+test('translate: a listener tls.crt of more than 10 certificates or 32 KiB is refused: each handshake sends it, each connection in its handshake holds it', () => {
+  const withChain = (crt: string) => {
+    const t = translate(gateway(undefined as never), { port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(crt), 'tls.key': b64(server.key) } } } });
+    return t.plan ? 'served' : t.conditions.find((c) => c.type === 'ResolvedRefs')!.message;
+  };
+  // the leaf and 9 more (a chain with its root, padded): served; one more certificate: refused
+  assert.equal(withChain(server.cert + ca.cert.repeat(9)), 'served');
+  assert.match(withChain(server.cert + ca.cert.repeat(10)), /^Secret team-a\/tls: tls\.crt holds more than 10 certificates \(each TLS handshake sends them\)/);
+  // few certificates but long text: refused by its size
+  const padded = server.cert + ca.cert + '#'.repeat(32 * 1024 - server.cert.length - ca.cert.length + 1);
+  assert.match(withChain(padded), /^Secret team-a\/tls: tls\.crt is 33 KiB; at most 32 KiB/);
+  assert.equal(withChain(padded.slice(0, -1)), 'served');
+});
+
 test('translate: a listener key is judged as a CA key: an RSA exponent over 2^31-1 and an EC key on another curve are refused', () => {
   // a huge exponent makes each signature cost more than the share charges (it is measured per key, but every
   // handshake of the team's then waits longer for nothing a client needs); no TLS client takes the others
