@@ -1,7 +1,7 @@
 // AccessGateway manifests from files: the one loader behind `validate` and `serve`. Files as
 // given, directories' *.yaml/*.yml/*.json; each AccessGateway document with its problems (the
 // CRD schema, its CEL rules' twins, the regexes), and what is wrong with a file as a whole.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { group, kind, version } from './schema.js';
@@ -21,6 +21,30 @@ export function manifestFiles(paths: string[]): string[] {
     const at = resolve(f);
     return !seen.has(at) && seen.add(at);
   });
+}
+
+/** Largest manifest file read (a gateway at the schema's bounds is ~1.5 MB). */
+export const maxManifestBytes = 16 << 20;
+
+/** A manifest file's text: a regular file of at most maxManifestBytes (a FIFO would block the
+ * process on its read for ever; opened without blocking, it is refused). */
+function readManifestText(file: string): string {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error('not a regular file');
+    if (st.size > maxManifestBytes) throw new Error(`${st.size} bytes; at most ${maxManifestBytes}`);
+    const buf = Buffer.alloc(st.size);
+    let got = 0;
+    while (got < st.size) {
+      const n = readSync(fd, buf, got, st.size - got, null);
+      if (n === 0) break; // (shortened meanwhile)
+      got += n;
+    }
+    return buf.toString('utf8', 0, got);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export interface ManifestGateway {
@@ -49,7 +73,7 @@ export interface ManifestFile {
 export function loadManifest(file: string): ManifestFile {
   let docs;
   try {
-    docs = parseAllDocuments(readFileSync(file, 'utf8'));
+    docs = parseAllDocuments(readManifestText(file));
   } catch (err) {
     return { file, problem: oneLine(`cannot read: ${(err as Error).message}`), gateways: [], misspelt: [] };
   }
@@ -57,7 +81,12 @@ export function loadManifest(file: string): ManifestFile {
   const misspelt: string[] = [];
   for (const [i, doc] of docs.entries()) {
     if (doc.errors.length) return { file, problem: oneLine(`document ${i + 1}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`), gateways: [], misspelt: [] };
-    const top = doc.toJS();
+    let top;
+    try {
+      top = doc.toJS(); // (throws for an alias bomb: "Excessive alias count")
+    } catch (err) {
+      return { file, problem: oneLine(`document ${i + 1}: invalid YAML: ${(err as Error).message.split('\n')[0]}`), gateways: [], misspelt: [] };
+    }
     // a list (what `kubectl get -o yaml` writes): its items, each as a document
     const list = typeof top?.kind === 'string' && top.kind.endsWith('List') && Array.isArray(top.items);
     for (const [j, obj] of (list ? top.items : [top]).entries()) {

@@ -2,7 +2,8 @@
 // copy of a gateway, a namespace "", or is named twice.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { FileSource } from '../../src/controller/file-source.js';
@@ -52,6 +53,29 @@ test('a gateway is the first file\'s that names it, valid or not, as validate sa
     writeFileSync(a, gw('gw', 'team', '^/a$'));
     (src as unknown as { reload(): void }).reload();
     assert.deepEqual(acceptOf(src, 'team', 'gw'), ['^/a$']);
+  } finally {
+    await src.stop();
+  }
+});
+
+test('a file that cannot be one does not stop the others: an alias bomb, a FIFO, a file over 16 MiB are each reported, the good file served', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'agw-files-'));
+  writeFileSync(join(dir, 'a.yaml'), gw('good', 'team-a', '^/v1$'));
+  // parses without an error; turning it into objects throws (yaml's alias count)
+  const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
+  for (let i = 1; i < 9; i++) levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+  writeFileSync(join(dir, 'b.yaml'), levels.join('\n'));
+  execFileSync('mkfifo', [join(dir, 'c.yaml')]); // read, it would block the process for ever
+  writeFileSync(join(dir, 'd.yaml'), '');
+  truncateSync(join(dir, 'd.yaml'), (16 << 20) + 1);
+  const src = new FileSource([dir], () => {}, silentLogger);
+  src.start();
+  try {
+    assert.deepEqual(acceptOf(src, 'team-a', 'good'), ['^/v1$']);
+    const said = (f: string) => src.problems.get(join(dir, f))?.join('\n') ?? '';
+    assert.match(said('b.yaml'), /document 1: invalid YAML: .*alias/i);
+    assert.match(said('c.yaml'), /cannot read: not a regular file/);
+    assert.match(said('d.yaml'), /cannot read: 16777217 bytes; at most 16777216/);
   } finally {
     await src.stop();
   }
