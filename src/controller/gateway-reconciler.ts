@@ -7,6 +7,7 @@ import { ConditionType, Reason } from '../api/conditions.js';
 import { applyDefaults } from '../api/defaults.js';
 import { keyOf, splitKey } from '../api/keys.js';
 import type { AccessGateway, AccessGatewayStatus } from '../api/types.js';
+import { TokenBucket } from '../bucket.js';
 import { isoSeconds, realClock, type Clock } from '../clock.js';
 import type { ApplyResult } from '../dataplane/listener-manager.js';
 import { inSteps, type Pace } from '../steps.js';
@@ -86,6 +87,10 @@ export interface GatewayReconcilerDeps {
 
 type PortSnapshot = Snapshot['port'];
 
+/** A gateway's status writes: a second's worth each 2 s, 5 at once (a new gateway takes 1–3). */
+export const statusWritesPerSecond = 0.5;
+export const statusWritesBurst = 5;
+
 export class GatewayReconciler {
   /** Status last written per key (its digest), and the resourceVersion the write was based on:
    * the watch event of our own write triggers nothing, and a cache that has not caught up yet
@@ -100,6 +105,10 @@ export class GatewayReconciler {
   /** Gateways whose place under the namespace limit a gateway's arrival or departure changed:
    * reconciled once that one has let go of its port (not before, to find the port still held). */
   private readonly after = new Map<string, string[]>();
+  /** Each gateway's status writes (`statusWritesPerSecond`): a Service's endpoints flapping
+   * changed each routing gateway's status.routes on every EndpointSlice event, and all of them
+   * are written by the one operator client whose APF flow also carries every team's TokenReviews. */
+  private readonly statusWrites = new Map<string, TokenBucket>();
   private readonly clock: Clock;
 
   constructor(private readonly d: GatewayReconcilerDeps) {
@@ -174,8 +183,8 @@ export class GatewayReconciler {
     // time-boxed access rules: the data plane stops matching them on its own; the status lists
     // the expired ones, written again when the next one expires
     const expiry = accessExpiry(spec.spec.access, this.clock.now());
-    await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log);
-    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity, exposed.retryInMs ?? Infinity);
+    const writeInMs = await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log);
+    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity, exposed.retryInMs ?? Infinity, writeInMs ?? Infinity);
     return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
@@ -197,6 +206,7 @@ export class GatewayReconciler {
     if (held !== undefined) this.freed(held); // only a port freed helps them
     this.requeueWaitingOn(key);
     this.written.delete(key);
+    this.statusWrites.delete(key);
     this.exposed.delete(key);
     log.debug('gateway gone; listener closed');
     return { gone: true };
@@ -364,9 +374,10 @@ export class GatewayReconciler {
     return { applied, url };
   }
 
-  /** Writes the status once when it changed (leader only), with an Event when Ready changed. */
+  /** Writes the status once when it changed (leader only), with an Event when Ready changed; or,
+   * past the gateway's status writes, returns when to try again. */
   private async report(key: string, gw: AccessGateway, t: Translation, applied: ApplyResult | null, port: number | undefined,
-    url: string | undefined, expiredAccessRules: { index: number; notAfter: string }[], log: Logger): Promise<void> {
+    url: string | undefined, expiredAccessRules: { index: number; notAfter: string }[], log: Logger): Promise<number | undefined> {
     const status = desiredStatus({
       generation: gw.metadata.generation ?? 0,
       previous: gw.status,
@@ -393,6 +404,12 @@ export class GatewayReconciler {
     // nor a second Event (a status changed by someone else comes with a newer resourceVersion)
     const prev = this.written.get(key);
     if (prev && prev.digest === wanted && rv !== undefined && prev.fromRv === rv) return;
+    let bucket = this.statusWrites.get(key);
+    if (!bucket) this.statusWrites.set(key, (bucket = new TokenBucket(statusWritesPerSecond, this.clock.now(), statusWritesBurst)));
+    if (!bucket.take(this.clock.now())) {
+      log.debug('status writes of this gateway over their rate: written later');
+      return bucket.msUntilOne();
+    }
     this.written.set(key, { digest: wanted, fromRv: rv }); // before the write: the watch event of our own write must find it
     let wrote: boolean | void;
     try {

@@ -740,3 +740,26 @@ test('--requestable-ports: a port outside them is PortConflict, saying why; the 
   assert.deepEqual(follower.applied, [['team-a/sidecar', null]]);
   assert.equal(followerPorts.portOf('team-a/sidecar'), undefined);
 });
+
+test('a gateway\'s status is written at most 5 times at once, then once each 2 s: the last status is written when its turn comes; another gateway\'s writes are its own', async () => {
+  const clock = new FakeClock(1_000_000);
+  const a = gw('a', '2026-01-01T00:00:00Z');
+  const b = gw('b', '2026-01-01T00:00:01Z');
+  const { r, written } = setup([a, b], { clock });
+  const results = [];
+  // each reconcile brings a status that changed (a new generation: as endpoints flapping would)
+  for (let g = 1; g <= 8; g++) {
+    a.metadata.generation = g;
+    results.push(await r.reconcile('team-a/a', silentLogger));
+  }
+  assert.equal(written.filter(([n]) => n === 'a').length, 5);
+  assert.deepEqual(results.slice(5), [{ requeueAfterMs: 2_000 }, { requeueAfterMs: 2_000 }, { requeueAfterMs: 2_000 }]);
+  assert.equal(written.at(-1)![1].observedGeneration, 5);
+  // b is not held back by a's writes
+  assert.deepEqual(await r.reconcile('team-a/b', silentLogger), {});
+  assert.equal(written.at(-1)![0], 'b');
+  clock.advance(2_000);
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), {});
+  assert.equal(written.at(-1)![0], 'a');
+  assert.equal(written.at(-1)![1].observedGeneration, 8, 'the status of now, once its turn came');
+});
