@@ -9,7 +9,7 @@ import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js'
 import { describePatternProblem, patternTotals, routePatterns, type PatternTotals } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, listenerTLSLabel } from '../api/labels.js';
-import { GatewayBundles, keyTypeProblem, pemBlocks, textKey } from '../api/pem.js';
+import { GatewayBundles, keyTypeProblem, textKey } from '../api/pem.js';
 import { runSteps } from '../steps.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { caBundleMissing, caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
@@ -47,11 +47,41 @@ export function accessLog(v: string | undefined): GatewayPlan['accessLog'] {
 export const maxRSABits = 4096;
 export const minRSABits = 2048;
 
-/** What a listener's tls.crt may hold: every handshake sends it, and each connection waiting on
- * its handshake holds a copy (600 certificates: +0.9 MiB a connection, and 2.4× the loop time
- * a handshake was charged). A chain of leaf, intermediates and root is ~2–10 KiB. */
+/** What a listener's tls.crt may hold (certificates, their DER bytes): every handshake sends them,
+ * and each connection waiting on its handshake holds a copy (600 certificates: +0.9 MiB a
+ * connection, and 2.4× the loop time a handshake was charged). A chain of leaf, intermediates and
+ * root is ~2–10 KiB. */
 export const maxListenerChainCertificates = 10;
 export const maxListenerChainBytes = 32 * 1024;
+
+/** The certificate blocks of a PEM text OpenSSL would send as a chain (CERTIFICATE, and the old
+ * X509 and TRUSTED labels it reads too), and their DER bytes; one pass (comments and text
+ * between blocks are not counted). */
+export function chainSize(pem: string): { certificates: number; bytes: number } {
+  let certificates = 0, bytes = 0;
+  for (let at = 0; ;) {
+    const b = pem.indexOf('-----BEGIN ', at);
+    if (b < 0) break;
+    const labelEnd = pem.indexOf('-----', b + 11);
+    if (labelEnd < 0) break;
+    const label = pem.slice(b + 11, labelEnd);
+    const endLine = `-----END ${label}-----`;
+    const e = pem.indexOf(endLine, labelEnd + 5);
+    if (e < 0) break;
+    if (label === 'CERTIFICATE' || label === 'X509 CERTIFICATE' || label === 'TRUSTED CERTIFICATE') {
+      certificates++;
+      let base64 = 0, pad = 0;
+      for (let i = labelEnd + 5; i < e; i++) {
+        const c = pem.charCodeAt(i);
+        if (c === 61 /* = */) pad++;
+        else if (c > 32) base64++;
+      }
+      bytes += Math.floor(((base64 + pad) * 3) / 4) - pad;
+    }
+    at = e + endLine.length;
+  }
+  return { certificates, bytes };
+}
 
 /** Whether OpenSSL refuses a listener's pair (its message), for the last pairs asked about (at most
  * 16 a namespace: one team's pairs cannot push out another's). */
@@ -76,9 +106,12 @@ const listenerPairs = new WeakMap<SecretLike, { cert: string; key: string; notAf
 function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key: string; notAfter: number } | { problem: string } {
   const cert = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
-  if (cert.length > maxListenerChainBytes) return { problem: `Secret ${ns}/${name}: tls.crt is ${Math.ceil(cert.length / 1024)} KiB; at most ${maxListenerChainBytes / 1024} KiB (each TLS handshake sends it)` };
-  if (pemBlocks(cert, maxListenerChainCertificates + 1).length > maxListenerChainCertificates) {
-    return { problem: `Secret ${ns}/${name}: tls.crt holds more than ${maxListenerChainCertificates} certificates (each TLS handshake sends them)` };
+  const chain = chainSize(cert);
+  if (chain.certificates > maxListenerChainCertificates) {
+    return { problem: `Secret ${ns}/${name}: tls.crt holds ${chain.certificates} certificates; at most ${maxListenerChainCertificates} (each TLS handshake sends them)` };
+  }
+  if (chain.bytes > maxListenerChainBytes) {
+    return { problem: `Secret ${ns}/${name}: tls.crt's certificates are ${Math.ceil(chain.bytes / 1024)} KiB; at most ${maxListenerChainBytes / 1024} KiB (each TLS handshake sends them)` };
   }
   try {
     const x = new X509Certificate(cert);
