@@ -4,7 +4,9 @@
 // Each queue is bounded in length and waiting time, and one client address may hold an eighth of
 // it (anyone who reaches a listener can send tokens that each need a review: from one address they
 // cannot fill the team's queue); over a bound the answer is 503 with Retry-After (fail closed,
-// never open).
+// never open). Anyone reaching a listener from eight addresses could still fill its namespace's
+// queue with forged tokens: addresses whose last review there authenticated (`vouch`) wait in a
+// lane of their own, served first in the namespace's turns.
 import { AuthUnavailableError } from '../errors.js';
 import { TokenBucket } from '../bucket.js';
 import { realClock, type Clock, type Timer } from '../clock.js';
@@ -33,6 +35,13 @@ export interface FairLimiterOptions {
   onNamespace?: (namespace: string) => void;
 }
 
+/** A namespace's waiting callers: those from addresses whose last review there authenticated
+ * first, then the rest; each lane holds at most maxQueue. */
+interface Lanes { known: Waiter[]; rest: Waiter[] }
+
+/** Addresses a namespace remembers as having authenticated, at most (the least recent go). */
+export const knownAddressesPerNamespace = 1024;
+
 interface Waiter {
   resolve: () => void;
   timer: Timer | undefined;
@@ -43,7 +52,9 @@ interface Waiter {
 export class FairLimiter {
   private active = 0;
   /** Waiting callers per namespace (only non-empty queues are kept). */
-  private readonly queues = new Map<string, Waiter[]>();
+  private readonly queues = new Map<string, Lanes>();
+  /** By namespace, the addresses whose last review there authenticated (least recent first). */
+  private readonly known = new Map<string, Set<string>>();
   /** Namespaces with waiters, in the order they are served next. */
   private readonly ring: string[] = [];
   private readonly seen = new Set<string>();
@@ -77,7 +88,22 @@ export class FairLimiter {
 
   /** Callers waiting for a slot, per namespace. */
   waiting(namespace: string): number {
-    return this.queues.get(namespace)?.length ?? 0;
+    const q = this.queues.get(namespace);
+    return q ? q.known.length + q.rest.length : 0;
+  }
+
+  /** Whether `address`'s last review for `namespace` authenticated (a forged token's refusal ends
+   * it): its callers then wait in the namespace's first lane. */
+  vouch(namespace: string, address: string, authenticated: boolean): void {
+    let mine = this.known.get(namespace);
+    if (!authenticated) {
+      if (mine?.delete(address) && mine.size === 0) this.known.delete(namespace);
+      return;
+    }
+    if (!mine) this.known.set(namespace, (mine = new Set()));
+    mine.delete(address);
+    mine.add(address);
+    if (mine.size > knownAddressesPerNamespace) mine.delete(mine.values().next().value!);
   }
 
   /** Runs `fn` in a slot (waiting for one in `namespace`'s queue if needed); `source`: the
@@ -104,7 +130,8 @@ export class FairLimiter {
       return Promise.resolve();
     }
     let q = this.queues.get(ns);
-    if ((q?.length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
+    const lane = address !== undefined && this.known.get(ns)?.has(address) ? 'known' : 'rest';
+    if ((q?.[lane].length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
     const source = address === undefined ? undefined : `${ns}\u0000${address}`;
     const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
     if (held >= this.maxPerSource) return Promise.reject(this.refuse(ns, 'source_full'));
@@ -116,10 +143,10 @@ export class FairLimiter {
         reject(this.refuse(ns, 'timeout'));
       }, this.maxWaitMs);
       if (!q) {
-        this.queues.set(ns, (q = []));
+        this.queues.set(ns, (q = { known: [], rest: [] }));
         this.ring.push(ns);
       }
-      q.push(w);
+      q[lane].push(w);
       if (this.rate && this.active < this.maxInFlight) this.later(); // a slot is free: the rate held it back
     });
   }
@@ -132,8 +159,8 @@ export class FairLimiter {
       }
       const ns = this.ring.shift()!;
       const q = this.queues.get(ns)!;
-      const w = q.shift()!;
-      if (q.length > 0) this.ring.push(ns);
+      const w = (q.known.length > 0 ? q.known : q.rest).shift()!;
+      if (q.known.length + q.rest.length > 0) this.ring.push(ns);
       else this.queues.delete(ns);
       if (w.timer) this.clock.clearTimeout(w.timer);
       this.left(w);
@@ -160,12 +187,14 @@ export class FairLimiter {
   private remove(ns: string, w: Waiter): void {
     const q = this.queues.get(ns);
     if (!q) return;
-    const i = q.indexOf(w);
-    if (i >= 0) {
-      q.splice(i, 1);
-      this.left(w);
+    for (const lane of [q.known, q.rest]) {
+      const i = lane.indexOf(w);
+      if (i >= 0) {
+        lane.splice(i, 1);
+        this.left(w);
+      }
     }
-    if (q.length === 0) {
+    if (q.known.length + q.rest.length === 0) {
       this.queues.delete(ns);
       const r = this.ring.indexOf(ns);
       if (r >= 0) this.ring.splice(r, 1);
@@ -194,7 +223,9 @@ export class FairLimiter {
 export class LimitedReviewer implements TokenReviewer {
   constructor(private readonly inner: TokenReviewer, readonly limiter: FairLimiter) {}
 
-  review(token: string, audiences: string[], namespace = '', source?: string): Promise<ReviewResult> {
-    return this.limiter.run(namespace, () => this.inner.review(token, audiences), source);
+  async review(token: string, audiences: string[], namespace = '', source?: string): Promise<ReviewResult> {
+    const result = await this.limiter.run(namespace, () => this.inner.review(token, audiences), source);
+    if (source !== undefined) this.limiter.vouch(namespace, source, result.authenticated);
+    return result;
   }
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FairLimiter, LimitedReviewer } from '../../src/auth/review-limiter.js';
+import { FairLimiter, knownAddressesPerNamespace, LimitedReviewer } from '../../src/auth/review-limiter.js';
 import { FakeClock } from '../support/fake-clock.js';
 import type { ReviewResult } from '../../src/auth/identity.js';
 import { AuthUnavailableError } from '../../src/errors.js';
@@ -134,6 +134,68 @@ test('one client address holds at most an eighth of a namespace\'s queue: a floo
   assert.equal(limiter.waiting('b'), 2);
   for (const id of ['x0', 'f4', 'f5']) await finish(id);
   assert.deepEqual(await Promise.all([busy, ...again]), ['x0', 'f4', 'f5']);
+});
+
+test('forged tokens from many addresses fill a namespace\'s queue, not the lane of addresses whose last review there authenticated: those go first; a refusal ends it', opts, async () => {
+  const timers = new FakeClock();
+  const limiter = new FairLimiter({ maxInFlight: 1, maxQueue: 16, clock: timers });
+  const results = new Map<string, ReviewResult>([['good', { authenticated: true, user: { username: 'u', uid: '', groups: [], extra: {} }, audiences: ['gw'] }]]);
+  const order: string[] = [];
+  const gates: ReturnType<typeof gate>[] = [];
+  const r = new LimitedReviewer({ review: async (token: string) => {
+    order.push(token);
+    const g = gate();
+    gates.push(g);
+    await g.p;
+    return results.get(token.split('#')[0]!) ?? { authenticated: false, error: 'forged' };
+  } }, limiter);
+  const next = async () => { gates.shift()!.open(); await flush(); };
+  // the team's caller at 10.1.0.5 authenticates once
+  const first = r.review('good#1', ['gw'], 'team-b', '10.1.0.5');
+  await flush();
+  await next();
+  assert.equal((await first).authenticated, true);
+  // a review in flight; 8 addresses fill team-b's queue with forged tokens (2 each)
+  const busy = r.review('x#0', ['gw'], 'team-b', '10.9.0.99');
+  await flush();
+  const flood = Array.from({ length: 16 }, (_, i) => r.review(`forged#${i}`, ['gw'], 'team-b', `10.9.0.${i % 8}`));
+  await flush();
+  const refused = await outcome(r.review('forged#x', ['gw'], 'team-b', '10.9.0.50'));
+  assert.ok(isRefusal(refused), String(refused));
+  // the known address still queues, and is served before the flood
+  const mine = r.review('good#2', ['gw'], 'team-b', '10.1.0.5');
+  await flush();
+  assert.equal(limiter.waiting('team-b'), 17);
+  await next(); // x#0 ends
+  assert.equal(order.at(-1), 'good#2');
+  await next();
+  assert.equal((await mine).authenticated, true);
+  // a forged token from the known address: served first once more, then it is known no longer
+  const forged = r.review('forged#k', ['gw'], 'team-b', '10.1.0.5');
+  await flush();
+  assert.equal(order.at(-1), 'forged#0');
+  await next(); // forged#0 ends: the known lane goes next
+  assert.equal(order.at(-1), 'forged#k');
+  await next();
+  assert.equal((await forged).authenticated, false);
+  // the rest's lane full again (forged#0 and forged#1 have left it)
+  flood.push(r.review('forged#y', ['gw'], 'team-b', '10.9.0.60'), r.review('forged#z', ['gw'], 'team-b', '10.9.0.61'));
+  await flush();
+  const after = await outcome(r.review('good#3', ['gw'], 'team-b', '10.1.0.5'));
+  assert.ok(isRefusal(after), 'the address waits with the rest now, whose lane is full');
+  while (gates.length) await next();
+  await Promise.all([busy, ...flood]);
+  assert.equal(timers.waiting, 0);
+});
+
+test('a namespace remembers at most 1024 addresses as having authenticated, the least recent going first', () => {
+  const limiter = new FairLimiter({ maxInFlight: 1 });
+  for (let i = 0; i < 1_025; i++) limiter.vouch('team-a', `10.0.${i >> 8}.${i & 255}`, true);
+  limiter.vouch('team-a', '10.0.0.1', true); // used again: the most recent
+  limiter.vouch('team-a', 'x', true);
+  const known = (limiter as unknown as { known: Map<string, Set<string>> }).known.get('team-a')!;
+  assert.equal(known.size, knownAddressesPerNamespace);
+  assert.ok(!known.has('10.0.0.0') && !known.has('10.0.0.2') && known.has('10.0.0.1') && known.has('x'));
 });
 
 test('a caller waiting longer than maxWaitMs gets 503 with Retry-After and leaves the queue', opts, async () => {
