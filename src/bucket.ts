@@ -18,6 +18,11 @@ export class TokenBucket {
     return true;
   }
 
+  /** Whether it is full at `now` (as a new one would be). */
+  fullAt(now: number): boolean {
+    return this.tokens + (Math.max(0, now - this.at) * this.perSecond) / 1000 >= this.burst;
+  }
+
   /** The seconds until one is there (as of the last take). */
   secondsUntilOne(): number {
     return Math.max(0, 1 - this.tokens) / this.perSecond;

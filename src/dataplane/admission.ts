@@ -320,8 +320,9 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterCl
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;
     if (path === canIPath && (h.method === 'GET' || h.method === 'HEAD')) {
-      // answered whether or not spec.access admits the caller: it says no more than a 403 would
-      rateLimit(t, caller);
+      // answered whether or not spec.access admits the caller: it says no more than a 403 would;
+      // a caller it does not admit gets no place in the gateway's rate limiter (10,000 callers)
+      if (t.policy.allowed(caller) !== null) rateLimit(t, caller);
       const wait = t.canILimiter.take(caller.username);
       if (wait > 0) throw new RateLimitedError('can-i questions to this gateway are limited to one a second per caller', Math.ceil(wait));
       return canIQuestion(caller, query);

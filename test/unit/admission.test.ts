@@ -63,7 +63,7 @@ const req = (url: string, who: string | null, method = 'GET', extra: string[] = 
 async function status(t: RouteTable, url: string, who: string | null, method = 'GET', extra: string[] = []): Promise<number | string> {
   try {
     const a = await admit(t, req(url, who, method, extra), { caller: '-' } as Seen);
-    return a.kind === 'route' ? `${a.route.plan.name} ${a.path}` : 'discovery';
+    return a.kind === 'route' ? `${a.route.plan.name} ${a.path}` : a.kind === 'can-i' ? 'discovery-or-can-i' : 'discovery';
   } catch (err) {
     return (err as { status: number }).status;
   }
@@ -180,6 +180,15 @@ test('a path whose `;` parameters, dropped (as Tomcat, Jetty and Spring do), wou
   assert.equal(await status(t, '/admin/users;jsessionid=1', 'app'), 'admin /admin/users;jsessionid=1');
   assert.equal(await status(t, '/public;v=1/x', 'limited'), 'public /public;v=1/x');
   assert.equal(await status(t, '/a;b', 'limited'), 'public /a;b');
+});
+
+test('can-i: a caller spec.access does not admit is answered, but gets no place in the gateway\'s rate limiter; one it admits is limited', async () => {
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }],
+    rateLimit: { requestsPerSecond: 1, burst: 1 } });
+  assert.equal(await status(t, '/.well-known/access-gateway/can-i?path=/version', 'other'), 'discovery-or-can-i');
+  assert.equal(t.limiter!.callers, 0);
+  assert.equal(await status(t, '/.well-known/access-gateway/can-i?path=/version', 'app'), 'discovery-or-can-i');
+  assert.equal(t.limiter!.callers, 1);
 });
 
 test('the services-proxy form is its path form: methods, prefix, rewrite, grants and route order apply', async () => {

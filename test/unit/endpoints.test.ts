@@ -148,6 +148,22 @@ test('rate limiter: burst, refill, per caller, bounded', () => {
   assert.ok(rl.take('a') > 0);
   for (let i = 0; i < 1000; i++) rl.take(`caller-${i}`);
   assert.equal(rl.callers, 100);
+  // buckets full again (each took 1 of 3: full again 0.5 s later at 2/s) are forgotten as new callers come: two each
+  now += 499;
+  rl.take('new-1');
+  assert.equal(rl.callers, 100, 'not full yet: only the table\'s bound forgets');
+  now += 1;
+  rl.take('new-2');
+  assert.equal(rl.callers, 98, 'one for the bound, two full ones');
+  for (let i = 3; i < 60; i++) rl.take(`new-${i}`);
+  assert.equal(rl.callers, 59, 'every full one gone (two for each new caller), the new ones kept');
+  // a caller still holding back is not forgotten for it
+  const held = new RateLimiter(2, 3, 100, () => now);
+  for (let i = 0; i < 4; i++) held.take('busy');
+  now += 1_000;
+  held.take('someone');
+  assert.equal(held.callers, 2);
+  assert.ok(held.take('busy') === 0 && held.take('busy') === 0 && held.take('busy') > 0, 'its bucket kept: 2 tokens back, not 3');
   // a wall clock stepped back an hour holds a caller back no longer than the rate does
   const back = new RateLimiter(2, 1, 100, () => now);
   assert.equal(back.take('c'), 0);
