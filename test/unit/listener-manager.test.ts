@@ -2326,7 +2326,7 @@ test('tenancy: over all of a namespace\'s gateways, streams keep at most 16 repl
   await pause(200);
   assert.equal(opened.a1![0]!.ended(), false);
   await change('a3', 1);
-  assert.equal(await waitUntil(async () => { await pause(50); return opened.a1![0]!.ended(); }), true, 'the namespace\'s oldest spec\'s streams were ended');
+  assert.equal(await waitUntil(async () => { await pause(50); return opened.a1![0]!.ended(); }, 10_000), true, 'the namespace\'s oldest spec\'s streams were ended');
   await pause(200);
   assert.deepEqual(opened.a1!.map((s) => s.ended()), opened.a1!.map((_, i) => i === 0));
   assert.ok([...opened.a2!, ...opened.a3!, ...opened.b!].every((s) => !s.ended()), 'nothing else ended, team-b\'s least');
