@@ -12,7 +12,8 @@ import {
   AgwError, AuthUnavailableError, BadPathError, refusedAt, BadRequestError, ForbiddenError, NoEndpointsError, RateLimitedError, RouteNotFoundError, TooManyHeadersError, UnauthenticatedError, UriTooLongError, toAgwError,
 } from '../errors.js';
 import type { FilterClient } from './filter-checks.js';
-import { canonicalPath, encodePath, withoutParams, type FilterPass, type FilterRefusal } from './path.js';
+import { overrideHeader } from './headers.js';
+import { canonicalPath, encodePath, type FilterPass, type FilterRefusal } from './path.js';
 import { upstreamPath, type CompiledRoute, type RouteTable } from './route-table.js';
 
 export const wellKnownPath = '/.well-known/access-gateway';
@@ -167,7 +168,7 @@ export function findRoute(t: RouteTable, id: CallerIdentity, method: string, pat
   }
   const route = t.match(path, method);
   // a team's backend may drop `;` parameters: the route (and so the grant) must be the one it serves
-  if (path.includes(';') && t.match(withoutParams(path), method) !== route) {
+  if (path.includes(';') && t.matchWithoutParams(path, method) !== route) {
     return new BadPathError(`refused: ${path} chooses another route of gateway ${t.key} than its form without ';' parameters (which Tomcat, Jetty and Spring serve)`, { step: 'route', field: 'spec.routes' });
   }
   if (!route) return new RouteNotFoundError(`no route of gateway ${t.key} matches ${method} ${path}`, { step: 'route', field: 'spec.routes' });
@@ -316,6 +317,11 @@ export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHe
  */
 export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterClient, again = false): Admitted | Promise<Admitted> {
   const { path, query } = requestTarget(t, h.url, h.rawHeaders);
+  const override = overrideHeader(h.headers);
+  if (override !== undefined) {
+    t.m.denied.path.inc();
+    throw new BadRequestError(`refused: ${override} would make some upstreams read another method or path than the request's; send those themselves`, { step: 'request' });
+  }
   const id = authenticate(t, h, conn, !again);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;

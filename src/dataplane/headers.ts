@@ -26,21 +26,34 @@ function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
  * other teams' gateways to the same endpoint share. */
 function notForwarded(name: string): boolean {
   const n = name.includes('_') ? name.replace(/_/g, '-') : name;
-  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || n.startsWith('x-auth-request-') || addressHeaders.has(n) || claimHeaders.has(n)) return true;
+  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n) || claimHeaders.has(n)) return true;
   return n !== name && (hopByHop.has(n) || n === 'content-length');
 }
 /** Other headers that claim the client's address, scheme or host (RFC 7239 and common ones). */
 const addressHeaders = new Set(['forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
 /** Headers common backends read as the caller (auth proxies' conventions: oauth2-proxy's
- * X-Auth-Request-*, Grafana's X-WEBAUTH-USER, Remote-User) or as the method (a route's `methods`
- * would not hold against X-HTTP-Method-Override: DELETE on a POST). */
+ * X-Auth-Request-*, Grafana's X-WEBAUTH-USER, Remote-User). */
 const claimHeaders = new Set(['remote-user', 'remote-group', 'remote-email', 'x-webauth-user', 'x-webauth-groups', 'x-webauth-email',
-  'x-http-method-override', 'x-http-method', 'x-method-override']);
+  'x-auth-request-user', 'x-auth-request-email', 'x-auth-request-groups', 'x-auth-request-preferred-username', 'x-auth-request-access-token']);
+
+/** Headers some backends read as the request's method or path instead of the request line's: a
+ * route's `methods` and prefix would not hold against them (X-HTTP-Method-Override: DELETE on a
+ * POST), and dropping one would change what the request does: refused. */
+const overrideHeaders = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url']);
+
+/** The first header of `headers` (also spelt with "_") that overrides the method or path, if any. */
+export function overrideHeader(headers: IncomingHttpHeaders): string | undefined {
+  for (const name in headers) {
+    if (name.charCodeAt(0) !== 120 /* x */) continue;
+    if (overrideHeaders.has(name.includes('_') ? name.replace(/_/g, '-') : name)) return name;
+  }
+  return undefined;
+}
 
 /**
  * Request headers to forward: drops hop-by-hop headers, headers named in Connection, names with
  * "_" that read as a hop-by-hop header or Content-Length, every Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
- * X-Client-IP, True-Client-IP), other auth proxies' identity headers and method overrides, and Authorization unless kept; a WebSocket's bearer-token
+ * X-Client-IP, True-Client-IP), other auth proxies' identity headers, and Authorization unless kept; a WebSocket's bearer-token
  * subprotocol is taken out of Sec-WebSocket-Protocol.
  */
 export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthorization: boolean): OutgoingHttpHeaders {

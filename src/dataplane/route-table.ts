@@ -17,7 +17,7 @@ import type { RequestReviewer } from '../auth/request-info.js';
 import type { EntryBudget } from '../auth/token-cache.js';
 import { same, type ApiserverTarget, type GatewayPlan, type RoutePlan, type ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
-import { normalizePrefix, PathFilter, replacePrefix, underPrefix } from './path.js';
+import { normalizePrefix, PathFilter, replacePrefix, underPrefix, withoutParams } from './path.js';
 import { RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend, secureContextFor, type EndpointPool } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -334,6 +334,16 @@ export class RouteTable {
   match(path: string, method: string): CompiledRoute | undefined {
     for (const r of this.routes) {
       if (underPrefix(path, r.prefix) && takes(r, method)) return r;
+    }
+    return undefined;
+  }
+
+  /** As match, for the path as servers that drop `;` parameters read it: the routes' prefixes
+   * read so too (a prefix /app;v=2 is their /app). */
+  matchWithoutParams(path: string, method: string): CompiledRoute | undefined {
+    const plain = withoutParams(path);
+    for (const r of this.routes) {
+      if (underPrefix(plain, r.prefix.includes(';') ? withoutParams(r.prefix) : r.prefix) && takes(r, method)) return r;
     }
     return undefined;
   }

@@ -180,6 +180,13 @@ test('a path whose `;` parameters, dropped (as Tomcat, Jetty and Spring do), wou
   assert.equal(await status(t, '/admin/users;jsessionid=1', 'app'), 'admin /admin/users;jsessionid=1');
   assert.equal(await status(t, '/public;v=1/x', 'limited'), 'public /public;v=1/x');
   assert.equal(await status(t, '/a;b', 'limited'), 'public /a;b');
+  // a route whose prefix holds parameters is reached by them, and only by them
+  const v2 = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }],
+    routes: [{ name: 'v2', pathPrefix: '/app;v=2', service: { name: 'ledger', port: 'http' } }, { name: 'public', pathPrefix: '/', service: { name: 'ledger', port: 'http' } }] }, ledger);
+  assert.equal(await status(v2, '/app;v=2/x', 'app'), 'v2 /app;v=2/x');
+  assert.equal(await status(v2, '/app;v=2', 'app'), 'v2 /app;v=2');
+  assert.equal(await status(v2, '/app;v=3/x', 'app'), 400);
+  assert.equal(await status(v2, '/app/x', 'app'), 'public /app/x');
 });
 
 test('can-i: a caller spec.access does not admit is answered, but gets no place in the gateway\'s rate limiter; one it admits is limited', async () => {
@@ -189,6 +196,14 @@ test('can-i: a caller spec.access does not admit is answered, but gets no place 
   assert.equal(t.limiter!.callers, 0);
   assert.equal(await status(t, '/.well-known/access-gateway/can-i?path=/version', 'app'), 'discovery-or-can-i');
   assert.equal(t.limiter!.callers, 1);
+});
+
+test('a request carrying a method or path override is refused 400 before its token is checked: a route\'s methods would not hold against a backend honouring it', async () => {
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }],
+    routes: [{ name: 'read', pathPrefix: '/', methods: ['POST'], service: { name: 'ledger', port: 'http' } }] }, ledger);
+  assert.equal(await status(t, '/x', 'app', 'POST'), 'read /x');
+  assert.equal(await status(t, '/x', 'app', 'POST', ['X-HTTP-Method-Override', 'DELETE']), 400);
+  assert.equal(await status(t, '/x', null, 'POST', ['X-Original-URL', '/admin']), 400);
 });
 
 test('the services-proxy form is its path form: methods, prefix, rewrite, grants and route order apply', async () => {

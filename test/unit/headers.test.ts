@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeExtraKey, forwardRequestHeaders, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
+import { escapeExtraKey, forwardRequestHeaders, overrideHeader, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
 
 test('identity, hop-by-hop and Connection-named headers never cross', () => {
   const out = forwardRequestHeaders({
@@ -11,9 +11,17 @@ test('identity, hop-by-hop and Connection-named headers never cross', () => {
     forwarded: 'for=127.0.0.1;proto=https;host=admin.internal', 'x-real-ip': '127.0.0.1', 'x-client-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', x_real_ip: '127.0.0.1',
     host: 'evil', accept: 'application/json', 'content-type': 'application/json',
     'remote-user': 'admin', 'x-webauth-user': 'admin', 'x-auth-request-user': 'admin', 'x-auth-request-groups': 'admins', x_auth_request_email: 'a@b',
-    'x-http-method-override': 'DELETE', 'x-http-method': 'DELETE', 'x-method-override': 'DELETE', x_http_method_override: 'DELETE',
+    // where oauth2-proxy (a route's backend) sends the browser after its login: not an identity
+    'x-auth-request-redirect': '/app',
   }, false);
-  assert.deepEqual(out, { accept: 'application/json', 'content-type': 'application/json' });
+  assert.deepEqual(out, { accept: 'application/json', 'content-type': 'application/json', 'x-auth-request-redirect': '/app' });
+});
+
+test('a header that overrides the method or path (some backends read it instead of the request line) is found, also spelt with "_"', () => {
+  for (const h of ['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url', 'x_http_method_override', 'x_original_url']) {
+    assert.equal(overrideHeader({ accept: 'a', [h]: 'DELETE' }), h);
+  }
+  assert.equal(overrideHeader({ accept: 'a', 'x-request-id': 'r', 'x-forwarded-for': '1.2.3.4' }), undefined);
 });
 
 test('names with "_" that an upstream may read as framing or hop-by-hop headers never cross; other "_" names do', () => {
