@@ -16,7 +16,7 @@ import { admit, callerRefusal, maxHeaderFields, type Admitted, type RequestHead,
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
-import { closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type RequestCall, type UpgradeCall, type UpstreamFailure } from './upstream.js';
+import { apiserverConnectStarts, closeSoon, paced, proxyRequest, proxyUpgrade, type Pace, type RequestCall, type UpgradeCall, type UpstreamFailure } from './upstream.js';
 import {
   AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamProtocolError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
@@ -460,7 +460,7 @@ export class Listener {
     }
     forwardedFor(headers, req);
     return {
-      url: conn.url, what: 'the apiserver',
+      url: conn.url, what: 'the apiserver', connectStarts: conn.url.protocol === 'https:' ? apiserverConnectStarts : 0,
       method: req.method ?? 'GET', path: a.path, headers,
       pool: target.identity === 'Passthrough' ? conn.anonymousPool : conn.identityPool,
       agent: target.identity === 'Passthrough' ? conn.anonymousAgent : conn.identityAgent,

@@ -210,3 +210,44 @@ test('a backend\'s unpaid bytes are charged to the namespace whose pool read the
   assert.ok(charges.length >= 5, JSON.stringify(charges));
   assert.deepEqual([...new Set(charges.map(([ns]) => ns))], ['team-a'], 'only the namespace whose pool read the flood');
 });
+
+test('a call whose new connections are costly (the apiserver\'s TLS) charges them: when its client leaves mid-answer (the pool\'s connection ends), and for each upgrade; not for an answer read whole', async (t) => {
+  const up = await listen(t, (req, res) => {
+    if (req.url === '/watch') { res.writeHead(200); res.write('event\n'); return; } // streams for ever
+    res.writeHead(200, { 'content-length': '2' }).end('ok');
+  });
+  const pool = new Pool(`http://127.0.0.1:${up}`);
+  t.after(() => pool.close());
+  const charged: number[] = [];
+  const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (_ns, n) => { if (n > 0) charged.push(n); } };
+  const front = await listen(t, (req, res) => proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: req.url!, headers: {}, timeoutMs: 5_000, what: 'the apiserver', pool, connectStarts: 3 }, req, res, {
+    body: null, stalledMs: 5_000, turns, namespace: 'team-a', m: { pieceDeferred: () => {} },
+    respond: (status) => res.writeHead(status),
+    onError: (f) => res.writeHead(502).end(f.err.message),
+  }));
+  const body = await new Promise<string>((resolve) => get(`http://127.0.0.1:${front}/whole`, (res) => { let b = ''; res.on('data', (c: Buffer) => { b += c; }); res.on('end', () => resolve(b)); }));
+  assert.equal(body, 'ok');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(charged, [], 'an answer read whole: its connection is kept');
+  await new Promise<void>((resolve) => {
+    const req = get(`http://127.0.0.1:${front}/watch`, (res) => res.once('data', () => { req.destroy(); resolve(); }));
+    req.on('error', () => {});
+  });
+  for (let i = 0; i < 50 && charged.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(charged, [3], 'a watch its client left: the connection it ended');
+  // an upgrade makes a connection each time
+  const upgraded: number[] = [];
+  const uturns: Turns = { ...turns, chargeStarts: (_ns, n) => { if (n > 0) upgraded.push(n); } };
+  const ufront = createServer();
+  ufront.on('upgrade', (_req, socket) => proxyUpgrade({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/whole', headers: { connection: 'upgrade', upgrade: 'websocket' }, timeoutMs: 5_000, what: 'the apiserver', agent: new HttpAgent(), connectStarts: 3 },
+    socket, () => socket.destroy(), () => {}, () => socket.destroy(), undefined, { turns: uturns, namespace: 'team-a', m: { pieceDeferred: () => {} } }));
+  await new Promise<void>((r) => ufront.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { ufront.closeAllConnections(); ufront.close(); });
+  await new Promise<void>((resolve) => {
+    const s = connect((ufront.address() as AddressInfo).port, '127.0.0.1');
+    s.on('data', () => {});
+    s.on('close', () => resolve());
+    s.write('GET / HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  });
+  assert.equal(upgraded[0], 3);
+});
