@@ -708,7 +708,7 @@ export class Listener {
       const sent = performance.now();
       seen.upstream = 'apiserver';
       proxyRequest(this.apiserverCall(t, a, req), req, res, {
-        body: 'stream', streaming, stalledMs: this.limits.idleTimeoutMs, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
+        body: 'stream', streaming, stalledMs: this.limits.idleTimeoutMs, paused: this.budgets.paused, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
@@ -730,7 +730,7 @@ export class Listener {
       seen.upstream = ep.host;
       const sent = performance.now();
       proxyRequest(this.serviceCall(a, req, ep, 'pool'), req, res, {
-        body, streaming, stalledMs: this.limits.idleTimeoutMs, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
+        body, streaming, stalledMs: this.limits.idleTimeoutMs, paused: this.budgets.paused, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
         onError: (f) => {

@@ -360,6 +360,47 @@ function pieceCost(bytes: number): number {
 }
 
 /** A namespace's budgets, shared by all of its listeners. */
+/**
+ * Answers waiting for their clients to read (their upstream paused), per namespace. Each holds
+ * the kernel's socket buffers, which no budget of the process counts: toward a client that reads
+ * slowly, autotuned up to ~4 MiB, and ~1 MiB from the upstream (a red team: 100 watches read 16 KiB
+ * every 2 s held ~460 MiB of the operator's pod). Past `limit`, the namespace's longest waiting is cut.
+ */
+export class PausedAnswers {
+  private readonly paused = new Map<string, Set<() => void>>();
+
+  /** `limit` 0: no limit. */
+  constructor(readonly limit: number) {}
+
+  /** An answer of `namespace` waits for its client; `cut` ends it if it must make room. Returns
+   * what to call once it goes on (its client drained) or ends. */
+  pause(namespace: string, cut: () => void): () => void {
+    if (this.limit === 0) return noop;
+    let mine = this.paused.get(namespace);
+    if (!mine) this.paused.set(namespace, (mine = new Set()));
+    const entry = () => cut(); // (one of its own: the same `cut` may pause twice)
+    mine.add(entry);
+    if (mine.size > this.limit) {
+      const oldest = mine.values().next().value!;
+      mine.delete(oldest);
+      oldest();
+    }
+    const set = mine;
+    return () => {
+      if (set.delete(entry) && set.size === 0 && this.paused.get(namespace) === set) this.paused.delete(namespace);
+    };
+  }
+
+  /** How many of `namespace`'s answers wait. */
+  waiting(namespace: string): number {
+    return this.paused.get(namespace)?.size ?? 0;
+  }
+}
+const noop = () => {};
+
+/** Answers of one namespace that may wait for their clients at once (PausedAnswers). */
+export const maxPausedAnswersPerNamespace = 32;
+
 export interface Budgets {
   /** Admitted connections. */
   connections: NamespaceBudget;
@@ -371,6 +412,8 @@ export interface Budgets {
   turns: TurnShare;
   /** TLS handshakes' share of the event loop, namespaces in turn. */
   handshakes: HandshakeShare;
+  /** Answers waiting for slow clients (each holds kernel socket buffers). */
+  paused: PausedAnswers;
   /** Callers held in the token caches of a namespace's gateways (~1 KiB each). */
   cachedCallers(namespace: string): EntryBudget;
 }
@@ -384,6 +427,7 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnad
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
     handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100, (err) => log.error({ err }, 'a TLS handshake failed to start')),
+    paused: new PausedAnswers(maxPausedAnswersPerNamespace),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));

@@ -128,6 +128,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   /** Called once the response streams (no length; or one with a length that waits for its
    * client): `end` finishes it (cleanly when it has no length; else the connection is cut). */
   streaming?: (end: () => void) => void;
+  /** Where an answer waiting for its client is counted (its namespace's longest waiting is cut past a bound). */
+  paused?: { pause(namespace: string, cut: () => void): () => void };
 } & Pace): void {
   // the client left before this (during its token check, or a failed first attempt): nothing to send
   if (res.destroyed) {
@@ -159,9 +161,13 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   let held: Buffer[] | undefined;
   /** The answer ended while pieces were held: ended once they are written. */
   let endHeld = false;
+  /** Counted among the namespace's answers waiting for their clients, while it waits. */
+  let unpause: (() => void) | undefined;
   const resume = () => {
     clearTimeout(stalled);
     stalled = undefined;
+    unpause?.();
+    unpause = undefined;
     if (!held) ctl?.resume();
   };
   /** What the client took: none past its buffer, then wait for it to drain. */
@@ -170,6 +176,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
     ctl?.pause();
     res.once('drain', resume);
     stalled = setTimeout(() => res.destroy(), opts.stalledMs);
+    unpause = opts.paused?.pause(opts.namespace, () => res.destroy());
   };
   /** Writes what is held, counted in this turn (past the share, owed); false: the client is full. */
   const flushHeld = (): boolean => {
@@ -199,6 +206,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   };
   res.once('close', () => {
     clearTimeout(stalled);
+    unpause?.();
     finish();
     if (!res.writableFinished && ctl && !ctl.aborted) {
       ctl.abort(new ClientGone('the client went away'));

@@ -7,6 +7,7 @@ import { connect, createServer as createNetServer, type AddressInfo } from 'node
 import { Pool } from 'undici';
 import { proxyRequest, proxyUpgrade, type Turns } from '../../src/dataplane/upstream.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
+import { PausedAnswers } from '../../src/dataplane/namespace-budget.js';
 import type { Dispatcher } from 'undici';
 
 async function listen(t: TestContext, handler: RequestListener): Promise<number> {
@@ -250,4 +251,47 @@ test('a call whose new connections are costly (the apiserver\'s TLS) charges the
     s.write('GET / HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
   });
   assert.equal(upgraded[0], 3);
+});
+
+test('answers waiting for clients that do not read are bounded per namespace: past it the longest waiting is cut; another namespace\'s are not', async (t) => {
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  const up = await listen(t, (_req, res) => {
+    res.writeHead(200);
+    const pump = () => { while (res.write(chunk)); res.once('drain', pump); };
+    pump();
+  });
+  const pool = new Pool(`http://127.0.0.1:${up}`);
+  t.after(() => pool.destroy()); // (its answers never end)
+  const paused = new PausedAnswers(2);
+  const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: () => {} };
+  const answers: { destroyed: boolean }[] = []; // the gateway's side of each, in order
+  const front = await listen(t, (req, res) => answers.push(res) && proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: {}, timeoutMs: 5_000, what: 'backend', pool }, req, res, {
+    body: null, stalledMs: 60_000, turns, namespace: req.url!.slice(1), m: { pieceDeferred: () => {} }, paused,
+    respond: (status) => res.writeHead(status),
+    onError: (f) => res.writeHead(502).end(f.err.message),
+  }));
+  const reader = (ns: string) => {
+    const s = connect(front, '127.0.0.1');
+    const i = answers.length;
+    s.on('error', () => {});
+    s.write(`GET /${ns} HTTP/1.1\r\nHost: g\r\n\r\n`);
+    s.once('data', () => s.pause()); // the head, then nothing more read
+    t.after(() => s.destroy());
+    return { closed: () => answers[i]?.destroyed === true, leave: () => s.destroy() };
+  };
+  const until = async (f: () => boolean) => { for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 20)); return f(); };
+  const a1 = reader('team-a');
+  assert.ok(await until(() => paused.waiting('team-a') === 1));
+  const a2 = reader('team-a');
+  assert.ok(await until(() => paused.waiting('team-a') === 2));
+  const b1 = reader('team-b');
+  assert.ok(await until(() => paused.waiting('team-b') === 1));
+  assert.equal(a1.closed(), false);
+  const a3 = reader('team-a');
+  assert.ok(await until(() => a1.closed()), 'team-a\'s longest waiting answer was cut');
+  assert.ok(await until(() => paused.waiting('team-a') === 2));
+  assert.deepEqual([a2.closed(), a3.closed(), b1.closed()], [false, false, false]);
+  // a client that leaves gives its place back
+  a2.leave();
+  assert.ok(await until(() => paused.waiting('team-a') === 1));
 });
