@@ -36,6 +36,26 @@ const tokenErrors = [jose.JWTExpired, jose.JWTClaimValidationFailed, jose.JWTInv
   jose.JOSEAlgNotAllowed, jose.JOSENotSupported, jose.JWKSMultipleMatchingKeys];
 const algorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
 
+/** Keys tried for a token that names none (or a kid several keys share), at most. */
+export const maxKeysTried = 4;
+
+/** A token no one key is chosen for (no kid, and several of the issuer's keys of its alg; or a
+ * kid they share) checked against each, as the apiserver does: the first whose signature holds
+ * decides (its claims too); none: the last refusal. */
+async function verifyEach(token: string, err: InstanceType<typeof jose.JWKSMultipleMatchingKeys>, checks: Parameters<typeof jwtVerify>[2]): Promise<JWTPayload> {
+  let last: unknown = err, n = 0;
+  for await (const key of err as unknown as AsyncIterable<Parameters<typeof jwtVerify>[1] & object>) {
+    if (++n > maxKeysTried) break;
+    try {
+      return (await jwtVerify(token, key, checks)).payload;
+    } catch (e) {
+      if (!(e instanceof jose.JWSSignatureVerificationFailed)) throw e;
+      last = e;
+    }
+  }
+  throw last;
+}
+
 /** Compiles a mapping: a claim (with its prefix, which must be given, as the apiserver requires) or a CEL expression. */
 function mapping(m: { claim?: string; prefix?: string; expression?: string } | undefined, field: string, prefixRequired: boolean): Mapping {
   if (!m || (m.claim === undefined && m.expression === undefined)) return null;
@@ -142,8 +162,14 @@ export class OidcIssuer {
     const keys = await this.keySet();
     const loads = keys.loads;
     let payload: JWTPayload;
+    const checks = { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] };
     try {
-      ({ payload } = await jwtVerify(token, keys.getKey, { issuer: this.url, audience: this.audiences, algorithms, clockTolerance: 5, requiredClaims: ['exp'] }));
+      try {
+        ({ payload } = await jwtVerify(token, keys.getKey, checks));
+      } catch (err) {
+        if (!(err instanceof jose.JWKSMultipleMatchingKeys)) throw err;
+        payload = await verifyEach(token, err, checks);
+      }
     } catch (err) {
       if (err instanceof jose.JWKSNoMatchingKey) this.unknownKey(token, keys, loads);
       if (tokenErrors.some((E) => err instanceof E)) throw new UnauthenticatedError(`invalid bearer token: ${(err as Error).message}`);

@@ -245,3 +245,29 @@ test('an issuer\'s documents: redirects followed only to https, and not past 3; 
   await assert.rejects(getJSON(`${base}/big`, dispatcher), /longer than 1048576 bytes/);
   await assert.rejects(getJSON(`${base}/nothing`, dispatcher), /HTTP 404/);
 });
+
+test('a token without a kid, or with a kid several keys share, is checked against each of them (as the apiserver does): the one that signed it passes; a key not published is refused', async (t) => {
+  const k1 = await signingKey('shared');
+  const k2 = await signingKey('shared');
+  const { kid: _a, ...noKid1 } = k1.jwk;
+  const { kid: _b, ...noKid2 } = k2.jwk;
+  const idp = await testIdP(t, { ...k1, jwk: noKid1 as typeof k1.jwk });
+  idp.state.published.push({ ...k2, jwk: noKid2 as typeof k2.jwk });
+  const { url } = idp.state;
+  const issuer = new OidcIssuer({ ...base(), issuer: { url, audiences: ['kubernetes'], certificateAuthority: idp.ca.cert } });
+  const now = Math.floor(Date.now() / 1000);
+  const sign = (k: Awaited<ReturnType<typeof signingKey>>, kid?: string, exp = now + 600) => new SignJWT({ email: 'alice@example.com', groups: ['devs'] })
+    .setProtectedHeader({ alg: 'ES256', ...(kid ? { kid } : {}) }).setIssuer(url).setAudience('kubernetes').setIssuedAt(now).setExpirationTime(exp)
+    .sign(k.privateKey);
+  assert.equal((await issuer.authenticate(await sign(k2))).id.username, 'idp:alice@example.com', 'signed by the second key');
+  assert.equal((await issuer.authenticate(await sign(k1))).id.username, 'idp:alice@example.com', 'signed by the first');
+  const other = await signingKey('other');
+  assert.ok((await issuer.authenticate(await sign(other)).then(() => null, (e: unknown) => e)) instanceof UnauthenticatedError);
+  // a key that signed it decides its claims too: expired is refused, not tried on
+  const expired = await issuer.authenticate(await sign(k2, undefined, now - 60)).then(() => null, (e: unknown) => e);
+  assert.ok(expired instanceof UnauthenticatedError && /exp/.test(expired.message), String(expired));
+  // a kid two keys share
+  idp.state.published = [k1, k2];
+  const shared = new OidcIssuer({ ...base(), issuer: { url, audiences: ['kubernetes'], certificateAuthority: idp.ca.cert } });
+  assert.equal((await shared.authenticate(await sign(k2, 'shared'))).id.username, 'idp:alice@example.com');
+});
