@@ -56,10 +56,17 @@ export function requestAttributes(method: string, path: string, query = ''): Req
     namespace = parts[1];
     if (parts.length > 2 && !namespaceSubresources.has(parts[2]!)) parts = parts.slice(2);
   }
-  const [resource, name, subresource] = parts as [string, string?, string?];
+  let [resource, name, subresource] = parts as [string, string?, string?];
   const params = new URLSearchParams(query.startsWith('?') ? query.slice(1) : query);
   if (name === undefined) {
-    if (verb === 'get') verb = params.get('watch') === 'true' || params.get('watch') === '1' ? 'watch' : 'list';
+    if (verb === 'get') {
+      // as the apiserver converts ?watch= to a bool: anything but "0" and "false" (any case) is true
+      const watch = params.get('watch');
+      verb = watch !== null && watch !== '0' && watch.toLowerCase() !== 'false' ? 'watch' : 'list';
+      // and a field selector requiring metadata.name names the object asked about
+      const selected = nameSelected(params.get('fieldSelector'));
+      if (selected !== undefined) name = selected;
+    }
     if (verb === 'delete') verb = 'deletecollection';
   }
   return {
@@ -70,6 +77,19 @@ export function requestAttributes(method: string, path: string, query = ''): Req
       ...(name !== undefined ? { name } : {}),
     },
   };
+}
+
+/** The name a field selector requires exactly (`metadata.name=X` or `==X`, any of its terms), when
+ * it may be a path segment: as the apiserver's RequestInfo sets it for a list or watch. */
+function nameSelected(selector: string | null): string | undefined {
+  if (!selector) return undefined;
+  for (const term of selector.split(',')) {
+    const m = /^\s*metadata\.name\s*==?\s*(.*?)\s*$/.exec(term);
+    if (!m || m[1]!.startsWith('=')) continue;
+    const name = m[1]!;
+    return name !== '' && name !== '.' && name !== '..' && !/[/%]/.test(name) ? name : undefined;
+  }
+  return undefined;
 }
 
 /** "list pods in team-a", "get /healthz": the question in words. */

@@ -25,6 +25,16 @@ test('requestAttributes reads a request as the apiserver RequestInfo factory doe
   assert.deepEqual(r('GET', '/version'), { path: '/version', verb: 'get' });
   assert.deepEqual(r('GET', '/apis/apps/v1'), { path: '/apis/apps/v1', verb: 'get' });
   assert.equal(describeAttributes(requestAttributes('GET', '/apis/apps/v1/namespaces/a/deployments/d')), 'get deployments.apps d in namespace a');
+  // ?watch= as the apiserver reads a bool: anything but 0 and false (any case) is true, also empty
+  const pods = { group: '', version: 'v1', resource: 'pods', namespace: 'a' };
+  for (const w of ['yes', 'TRUE', '', '2', 'on']) assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods', `?watch=${w}`), { verb: 'watch', ...pods }, w);
+  for (const w of ['0', 'false', 'FALSE', 'False']) assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods', `?watch=${w}`), { verb: 'list', ...pods }, w);
+  // a field selector requiring metadata.name names the object (resourceNames rules apply)
+  assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods', '?fieldSelector=metadata.name%3Dp1'), { verb: 'list', ...pods, name: 'p1' });
+  assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods', '?watch=1&fieldSelector=status.phase%3DRunning,metadata.name%3D%3Dp2'), { verb: 'watch', ...pods, name: 'p2' });
+  for (const f of ['metadata.name!%3Dp1', 'metadata.namespace%3Dp1', 'metadata.name%3D..', 'metadata.name%3Da%2Fb', 'metadata.name%3D']) {
+    assert.deepEqual(r('GET', '/api/v1/namespaces/a/pods', `?fieldSelector=${f}`), { verb: 'list', ...pods }, f);
+  }
 });
 
 const gw = applyDefaults({
