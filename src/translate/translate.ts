@@ -53,22 +53,31 @@ export const minRSABits = 2048;
  * root is ~2–10 KiB. */
 export const maxListenerChainCertificates = 10;
 export const maxListenerChainBytes = 32 * 1024;
+/** And its text whatever it holds (comments, `openssl x509 -text` output: ~8 KiB a certificate). */
+export const maxListenerCertText = 256 * 1024;
 
 /** The certificate blocks of a PEM text OpenSSL would send as a chain (CERTIFICATE, and the old
- * X509 and TRUSTED labels it reads too), and their DER bytes; one pass (comments and text
- * between blocks are not counted). */
+ * X509 and TRUSTED labels it reads too), and their DER bytes; one pass. As OpenSSL, only lines
+ * that begin with BEGIN or END count (`# -----BEGIN X-----` is text); a block not ended counts the
+ * rest of the text as its bytes. Text between blocks is not counted. */
 export function chainSize(pem: string): { certificates: number; bytes: number } {
   let certificates = 0, bytes = 0;
   for (let at = 0; ;) {
-    const b = pem.indexOf('-----BEGIN ', at);
+    const b = lineStarting(pem, '-----BEGIN ', at);
     if (b < 0) break;
     const labelEnd = pem.indexOf('-----', b + 11);
-    if (labelEnd < 0) break;
+    const lineEnd = pem.indexOf('\n', b);
+    if (labelEnd < 0 || (lineEnd >= 0 && labelEnd > lineEnd)) { at = b + 11; continue; } // not a BEGIN line
     const label = pem.slice(b + 11, labelEnd);
     const endLine = `-----END ${label}-----`;
-    const e = pem.indexOf(endLine, labelEnd + 5);
-    if (e < 0) break;
-    if (label === 'CERTIFICATE' || label === 'X509 CERTIFICATE' || label === 'TRUSTED CERTIFICATE') {
+    const e = lineStarting(pem, endLine, labelEnd + 5);
+    const cert = label === 'CERTIFICATE' || label === 'X509 CERTIFICATE' || label === 'TRUSTED CERTIFICATE';
+    if (e < 0) {
+      if (cert) certificates++;
+      bytes += pem.length - b;
+      break;
+    }
+    if (cert) {
       certificates++;
       let base64 = 0, pad = 0;
       for (let i = labelEnd + 5; i < e; i++) {
@@ -81,6 +90,14 @@ export function chainSize(pem: string): { certificates: number; bytes: number } 
     at = e + endLine.length;
   }
   return { certificates, bytes };
+}
+
+/** Where `text` next begins a line of `s`, from `from`; -1 if nowhere. */
+function lineStarting(s: string, text: string, from: number): number {
+  for (let i = s.indexOf(text, from); i >= 0; i = s.indexOf(text, i + 1)) {
+    if (i === 0 || s.charCodeAt(i - 1) === 10 /* \n */) return i;
+  }
+  return -1;
 }
 
 /** Whether OpenSSL refuses a listener's pair (its message), for the last pairs asked about (at most
@@ -106,6 +123,7 @@ const listenerPairs = new WeakMap<SecretLike, { cert: string; key: string; notAf
 function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key: string; notAfter: number } | { problem: string } {
   const cert = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
+  if (cert.length > maxListenerCertText) return { problem: `Secret ${ns}/${name}: tls.crt is ${Math.ceil(cert.length / 1024)} KiB of text; at most ${maxListenerCertText / 1024} KiB` };
   const chain = chainSize(cert);
   if (chain.certificates > maxListenerChainCertificates) {
     return { problem: `Secret ${ns}/${name}: tls.crt holds ${chain.certificates} certificates; at most ${maxListenerChainCertificates} (each TLS handshake sends them)` };

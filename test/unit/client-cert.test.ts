@@ -122,6 +122,18 @@ test('translate: a listener tls.crt of more than 10 certificates or 32 KiB of th
   assert.ok(der(big.cert) > 16 * 1024 && der(big.cert) < 32 * 1024, String(der(big.cert)));
   assert.equal(withChain(server.cert + big.cert), 'served');
   assert.match(withChain(server.cert + big.cert + big.cert), /^Secret team-a\/tls: tls\.crt's certificates are \d+ KiB; at most 32 KiB/);
+  // BEGIN and END count only where a line begins, as OpenSSL reads them (a review: a comment line
+  // holding a BEGIN without END stopped the count; a fake block around the certificates hid them)
+  const chain41 = server.cert + ca.cert.repeat(40);
+  assert.equal(chainSize(chain41).certificates, 41);
+  assert.equal(chainSize(`#-----BEGIN X-----\n${chain41}`).certificates, 41);
+  assert.equal(chainSize(`# -----BEGIN X-----\n${chain41}# -----END X-----\n`).certificates, 41);
+  assert.match(withChain(`#-----BEGIN X-----\n${chain41}`), /holds 41 certificates/);
+  // a block never ended counts the rest of the text
+  assert.deepEqual(chainSize(`${server.cert}-----BEGIN X-----\n${'A'.repeat(40_000)}`), { certificates: 1, bytes: der(server.cert) + 18 + 40_000 });
+  assert.match(withChain(`${server.cert}-----BEGIN X-----\n${'A'.repeat(40_000)}`), /at most 32 KiB/);
+  // and the text as a whole is bounded whatever it holds
+  assert.match(withChain(`${'#'.repeat(256 * 1024)}\n${server.cert}`), /tls\.crt is 257 KiB of text; at most 256 KiB/);
 });
 
 test('translate: a listener key is judged as a CA key: an RSA exponent over 2^31-1 and an EC key on another curve are refused', () => {
