@@ -3,7 +3,7 @@
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
 import { isTeamName, teamRoot } from '../api/names.js';
-import { unforwardableIdentity, type CallerIdentity, type TokenReviewer } from './identity.js';
+import { unforwardableIdentity, type CallerIdentity, type ReviewResult, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
 import { TokenCache, type EntryBudget } from './token-cache.js';
 import { tokenKey } from './token-key.js';
@@ -72,7 +72,8 @@ export class TokenReviewAuthenticator implements Authenticator {
     precheckClaims(payload, { audiences: this.audiences, nowMs: this.now(), leewaySeconds: this.leewaySeconds, required: false });
   }
 
-  /** `source`: the client's address (one address may hold only part of the namespace's queue). */
+  /** `source`: the client's address (one address may hold only part of the namespace's queue);
+   * what its review came to is told the reviewer (a caller spec.access names, or not). */
   private async review(token: string, source: string | undefined): Promise<{ value: CallerIdentity; ttlMs: number }> {
     let result;
     try {
@@ -81,6 +82,18 @@ export class TokenReviewAuthenticator implements Authenticator {
       if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal, with its Retry-After
       throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err, retryAfterSeconds: 1 });
     }
+    let admitted = false; // (told only once the apiserver has answered)
+    try {
+      const r = this.judge(token, result);
+      admitted = this.cache.charged(r.value);
+      return r;
+    } finally {
+      if (source !== undefined) this.reviewer.vouch?.(this.namespace, source, admitted);
+    }
+  }
+
+  /** The caller a review's answer names, for how long; or why it is refused. */
+  private judge(token: string, result: ReviewResult): { value: CallerIdentity; ttlMs: number } {
     // the review's own error (which authenticators the cluster runs, a webhook's address and its
     // failure) is for the apiserver's log, not for whoever sent the token: the apiserver itself
     // answers such a client a bare 401

@@ -16,6 +16,9 @@ export type ReviewResult =
 export interface TokenReviewer {
   /** `namespace`: the gateway's (the limiter's fairness key); `source`: the client's address. */
   review(token: string, audiences: string[], namespace?: string, source?: string): Promise<ReviewResult>;
+  /** What a review from `address` for `namespace`'s gateway came to: a caller its spec.access
+   * names (`admitted`), or not (refused, or another team's): its queue's first lane is for the former. */
+  vouch?(namespace: string, address: string, admitted: boolean): void;
 }
 
 const saPrefix = 'system:serviceaccount:';

@@ -5,8 +5,8 @@
 // it (anyone who reaches a listener can send tokens that each need a review: from one address they
 // cannot fill the team's queue); over a bound the answer is 503 with Retry-After (fail closed,
 // never open). Anyone reaching a listener from eight addresses could still fill its namespace's
-// queue with forged tokens: addresses whose last review there authenticated (`vouch`) wait in a
-// lane of their own, served first in the namespace's turns.
+// queue with forged tokens: addresses whose last review there named a caller the gateway admits
+// (`vouch`) wait in a lane of their own, served first in the namespace's turns.
 import { AuthUnavailableError } from '../errors.js';
 import { TokenBucket } from '../bucket.js';
 import { realClock, type Clock, type Timer } from '../clock.js';
@@ -92,11 +92,11 @@ export class FairLimiter {
     return q ? q.known.length + q.rest.length : 0;
   }
 
-  /** Whether `address`'s last review for `namespace` authenticated (a forged token's refusal ends
-   * it): its callers then wait in the namespace's first lane. */
-  vouch(namespace: string, address: string, authenticated: boolean): void {
+  /** Whether `address`'s last review for `namespace` named a caller its gateway admits (a forged
+   * token's, or another team's, ends it): its callers then wait in the namespace's first lane. */
+  vouch(namespace: string, address: string, admitted: boolean): void {
     let mine = this.known.get(namespace);
-    if (!authenticated) {
+    if (!admitted) {
       if (mine?.delete(address) && mine.size === 0) this.known.delete(namespace);
       return;
     }
@@ -130,7 +130,8 @@ export class FairLimiter {
       return Promise.resolve();
     }
     let q = this.queues.get(ns);
-    const lane = address !== undefined && this.known.get(ns)?.has(address) ? 'known' : 'rest';
+    // (a full first lane spills into the other)
+    let lane: 'known' | 'rest' = address !== undefined && this.known.get(ns)?.has(address) && (q?.known.length ?? 0) < this.maxQueue ? 'known' : 'rest';
     if ((q?.[lane].length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
     const source = address === undefined ? undefined : `${ns}\u0000${address}`;
     const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
@@ -223,9 +224,11 @@ export class FairLimiter {
 export class LimitedReviewer implements TokenReviewer {
   constructor(private readonly inner: TokenReviewer, readonly limiter: FairLimiter) {}
 
-  async review(token: string, audiences: string[], namespace = '', source?: string): Promise<ReviewResult> {
-    const result = await this.limiter.run(namespace, () => this.inner.review(token, audiences), source);
-    if (source !== undefined) this.limiter.vouch(namespace, source, result.authenticated);
-    return result;
+  review(token: string, audiences: string[], namespace = '', source?: string): Promise<ReviewResult> {
+    return this.limiter.run(namespace, () => this.inner.review(token, audiences), source);
+  }
+
+  vouch(namespace: string, address: string, admitted: boolean): void {
+    this.limiter.vouch(namespace, address, admitted);
   }
 }

@@ -210,3 +210,22 @@ test('a connection gone takes its remembered token with it (the memo does not ho
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'true');
 });
+
+test('what a review came to is told the reviewer for the address: a caller spec.access names vouches; another team\'s valid token, a refused one do not; a limiter\'s 503 tells nothing', async () => {
+  const told: [string, string, boolean][] = [];
+  let answer: () => Promise<ReviewResult> = async () => ({ authenticated: true, user, audiences: ['gw'] });
+  const r: TokenReviewer = { review: () => answer(), vouch: (ns, address, admitted) => told.push([ns, address, admitted]) };
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => T0, undefined, { namespace: 'team-b' });
+  a.setCharged((id) => id.username === user.username);
+  await a.authenticate(jwt({ n: 1 }), { remoteAddress: '10.1.0.5' });
+  const other = { ...user, username: 'system:serviceaccount:team-a:x' };
+  answer = async () => ({ authenticated: true, user: other, audiences: ['gw'] });
+  await a.authenticate(jwt({ n: 2 }), { remoteAddress: '10.9.0.1' });
+  answer = async () => ({ authenticated: false, error: 'forged' });
+  await assert.rejects(Promise.resolve(a.authenticate(jwt({ n: 3 }), { remoteAddress: '10.9.0.2' })), is401);
+  answer = async () => ({ authenticated: true, user, audiences: ['elsewhere'] });
+  await assert.rejects(Promise.resolve(a.authenticate(jwt({ n: 4 }), { remoteAddress: '10.9.0.3' })), is401);
+  answer = async () => { throw new AuthUnavailableError('token review unavailable: queue full', { retryAfterSeconds: 1 }); };
+  await assert.rejects(Promise.resolve(a.authenticate(jwt({ n: 5 }), { remoteAddress: '10.1.0.5' })), (e: unknown) => e instanceof AuthUnavailableError);
+  assert.deepEqual(told, [['team-b', '10.1.0.5', true], ['team-b', '10.9.0.1', false], ['team-b', '10.9.0.2', false], ['team-b', '10.9.0.3', false]]);
+});

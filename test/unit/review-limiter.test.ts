@@ -136,19 +136,25 @@ test('one client address holds at most an eighth of a namespace\'s queue: a floo
   assert.deepEqual(await Promise.all([busy, ...again]), ['x0', 'f4', 'f5']);
 });
 
-test('forged tokens from many addresses fill a namespace\'s queue, not the lane of addresses whose last review there authenticated: those go first; a refusal ends it', opts, async () => {
+test('forged tokens from many addresses fill a namespace\'s queue, not the lane of addresses whose last review there named an admitted caller: those go first; a refusal ends it; a full first lane spills over', opts, async () => {
   const timers = new FakeClock();
   const limiter = new FairLimiter({ maxInFlight: 1, maxQueue: 16, clock: timers });
   const results = new Map<string, ReviewResult>([['good', { authenticated: true, user: { username: 'u', uid: '', groups: [], extra: {} }, audiences: ['gw'] }]]);
   const order: string[] = [];
   const gates: ReturnType<typeof gate>[] = [];
-  const r = new LimitedReviewer({ review: async (token: string) => {
+  const limited = new LimitedReviewer({ review: async (token: string) => {
     order.push(token);
     const g = gate();
     gates.push(g);
     await g.p;
     return results.get(token.split('#')[0]!) ?? { authenticated: false, error: 'forged' };
   } }, limiter);
+  // as the authenticator tells it: a caller spec.access names (here: good) vouches for its address
+  const r = { review: async (token: string, aud: string[], ns: string, address: string) => {
+    const res = await limited.review(token, aud, ns, address);
+    limited.vouch(ns, address, res.authenticated && token.startsWith('good'));
+    return res;
+  } };
   const next = async () => { gates.shift()!.open(); await flush(); };
   // the team's caller at 10.1.0.5 authenticates once
   const first = r.review('good#1', ['gw'], 'team-b', '10.1.0.5');
@@ -186,6 +192,17 @@ test('forged tokens from many addresses fill a namespace\'s queue, not the lane 
   while (gates.length) await next();
   await Promise.all([busy, ...flood]);
   assert.equal(timers.waiting, 0);
+  // a first lane that is full spills into the other (not refused while that has room)
+  const spill = new FairLimiter({ maxInFlight: 1, maxQueue: 2, clock: timers });
+  for (const a of ['10.1.0.1', '10.1.0.2', '10.1.0.3']) spill.vouch('team-b', a, true);
+  const hold = gate();
+  const running = spill.run('team-b', () => hold.p, '10.9.9.9');
+  const waiting = ['10.1.0.1', '10.1.0.2', '10.1.0.3'].map((a) => spill.run('team-b', async () => a, a));
+  await flush();
+  assert.equal(spill.waiting('team-b'), 3, 'two in the first lane, the third in the other');
+  hold.open();
+  assert.deepEqual(await Promise.all(waiting), ['10.1.0.1', '10.1.0.2', '10.1.0.3']);
+  await running;
 });
 
 test('a namespace remembers at most 1024 addresses as having authenticated, the least recent going first', () => {
