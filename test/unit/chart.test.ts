@@ -144,7 +144,8 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   assert.equal(pod.automountServiceAccountToken, false);
   const api = pod.volumes.find((v: any) => v.projected);
   assert.deepEqual(api.projected.sources, [
-    { serviceAccountToken: { path: 'token', expirationSeconds: 3607 } },
+    // 3600, not 3607: the apiserver extends a pod's token of 3607 s to a year (--service-account-extend-token-expiration)
+    { serviceAccountToken: { path: 'token', expirationSeconds: 3600 } },
     { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
     { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
   ]);
@@ -241,8 +242,12 @@ test('metrics: the reader role bound to metrics.reader.subjects; admin.metricsAu
   const g = grants(one(neither, 'ClusterRole', 'agw-test-access-gateway').rules);
   assert.ok(!g.some((x) => x.includes('subjectaccessreviews')), g.join(' '));
   assert.ok(g.includes('authentication.k8s.io|tokenreviews|create'), 'callers are still authenticated');
-  // no RBAC at all: neither role
-  assert.equal(find(template(['--set', 'rbac.create=false']), 'ClusterRole').length, 0);
+  // no RBAC at all: neither role; the admission policies stay (roles made by hand need them as much)
+  const handmade = template(['--set', 'rbac.create=false']);
+  assert.equal(find(handmade, 'ClusterRole').length, 0);
+  assert.equal(find(handmade, 'ValidatingAdmissionPolicy').length, find(template([]), 'ValidatingAdmissionPolicy').length);
+  assert.ok(find(handmade, 'ValidatingAdmissionPolicy').length >= 5);
+  assert.equal(find(template(['--set', 'rbac.create=false', '--set', 'rbac.validatingAdmissionPolicy=false']), 'ValidatingAdmissionPolicy').length, 0);
 });
 
 test('every RBAC rule in the rendered manifests carries a comment saying why', () => {
