@@ -56,6 +56,8 @@ export interface ListenerLimits {
   cachedCallersPerNamespace: number;
   /** Requests a namespace starts forwarding per turn of the event loop (0: no limit); more wait for the next turns. */
   requestsPerTurnPerNamespace: number;
+  /** Answers of a namespace that may wait for clients that do not read (PausedAnswers); 0: no limit. */
+  pausedAnswersPerNamespace?: number;
   /** Percent of the event loop's time TLS handshakes may take (100: no bound); more wait, namespaces in turn. */
   tlsHandshakePercent: number;
   /** Time to receive a request's headers (slow clients are cut). */
@@ -64,7 +66,7 @@ export interface ListenerLimits {
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, maxUnadmittedConnections: 4096, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, maxUnadmittedConnections: 4096, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, pausedAnswersPerNamespace: 64, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };

@@ -398,8 +398,8 @@ export class PausedAnswers {
 }
 const noop = () => {};
 
-/** Answers of one namespace that may wait for their clients at once (PausedAnswers). */
-export const maxPausedAnswersPerNamespace = 32;
+/** Answers of one namespace that may wait for their clients at once (PausedAnswers), by default. */
+export const maxPausedAnswersPerNamespace = 64;
 
 export interface Budgets {
   /** Admitted connections. */
@@ -418,7 +418,7 @@ export interface Budgets {
   cachedCallers(namespace: string): EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnadmittedConnections?: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; tlsHandshakePercent: number },
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnadmittedConnections?: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; pausedAnswersPerNamespace?: number; tlsHandshakePercent: number },
   log: { error(obj: object, msg: string): void }): Budgets {
   const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
   return {
@@ -427,7 +427,7 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnad
     bodies: new NamespaceBudget(limits.bufferedBodyBytesPerNamespace),
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
     handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100, (err) => log.error({ err }, 'a TLS handshake failed to start')),
-    paused: new PausedAnswers(maxPausedAnswersPerNamespace),
+    paused: new PausedAnswers(limits.pausedAnswersPerNamespace ?? maxPausedAnswersPerNamespace),
     cachedCallers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));
