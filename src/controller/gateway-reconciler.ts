@@ -192,7 +192,7 @@ export class GatewayReconciler {
    * place waited for): its forget would do nothing. */
   holdsNothing(key: string): boolean {
     return this.d.ports.portOf(key) === undefined && !this.written.has(key) && !this.exposed.has(key)
-      && !this.waitingForPort.has(key) && !this.after.has(key);
+      && !this.waitingForPort.has(key) && !this.after.has(key) && !this.statusWrites.has(key);
   }
 
   /** The gateway is gone: close its listener, free its port, let waiting gateways try again (and

@@ -140,6 +140,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   let started = false;
   let ending = false;
   let done = false;
+  /** The upstream's answer has ended (its connection goes back to the pool). */
+  let upstreamEnded = false;
   /** Handed to opts.streaming (a body without a length at once, one with a length from its second
    * piece or once it waits). */
   let tracked = false;
@@ -208,7 +210,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
     clearTimeout(stalled);
     unpause?.();
     finish();
-    if (!res.writableFinished && ctl && !ctl.aborted) {
+    if (!res.writableFinished && ctl && !ctl.aborted && !upstreamEnded) {
       ctl.abort(new ClientGone('the client went away'));
       // (undici ends the connection: a watch cut by its client costs the next request a handshake)
       if (call.connectStarts) opts.turns.chargeStarts(opts.namespace, call.connectStarts);
@@ -279,6 +281,7 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       wrote(ok);
     },
     onResponseEnd(_c, trailers) {
+      upstreamEnded = true;
       opts.turns.chargeStarts(opts.namespace, headStarts(fieldCount(trailers), false) + wireOwed(call.pool, 0, true));
       if (held) {
         endHeld = true;
