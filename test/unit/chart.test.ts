@@ -356,6 +356,10 @@ test('ci/monitoring: ServiceMonitor, PrometheusRule with the six alerts, Network
   const np = one(objs, 'NetworkPolicy');
   assert.deepEqual(np.spec.ingress, [{ ports: [{ port: 9090, protocol: 'TCP' }, { port: 30000, endPort: 30099, protocol: 'TCP' }] }]);
   assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+  // the ports gateways may ask for are admitted too (a gateway given one is Ready: it must be reachable)
+  const asked = (v: string) => one(template(['-f', join(ciDir, 'monitoring-values.yaml'), '--set', `operator.requestablePorts=${v}`]), 'NetworkPolicy').spec.ingress[0].ports;
+  assert.deepEqual(asked('8443-8443'), [{ port: 9090, protocol: 'TCP' }, { port: 30000, endPort: 30099, protocol: 'TCP' }, { port: 8443, protocol: 'TCP' }]);
+  assert.deepEqual(asked('1-65535').at(-1), { port: 1, endPort: 65535, protocol: 'TCP' });
   const d = one(objs, 'Deployment');
   assert.equal(d.spec.template.metadata.labels.team, 'platform');
   assert.equal(d.spec.template.metadata.annotations['example.com/owner'], 'platform');
