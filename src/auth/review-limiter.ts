@@ -35,11 +35,11 @@ export interface FairLimiterOptions {
   onNamespace?: (namespace: string) => void;
 }
 
-/** A namespace's waiting callers: those from addresses whose last review there authenticated
- * first, then the rest; each lane holds at most maxQueue. */
+/** A namespace's waiting callers: those from addresses whose last review there named a caller its
+ * gateway admits first, then the rest; each lane holds at most maxQueue. */
 interface Lanes { known: Waiter[]; rest: Waiter[] }
 
-/** Addresses a namespace remembers as having authenticated, at most (the least recent go). */
+/** Addresses a namespace remembers as vouched for, at most (the least recent go). */
 export const knownAddressesPerNamespace = 1024;
 
 interface Waiter {
@@ -53,7 +53,7 @@ export class FairLimiter {
   private active = 0;
   /** Waiting callers per namespace (only non-empty queues are kept). */
   private readonly queues = new Map<string, Lanes>();
-  /** By namespace, the addresses whose last review there authenticated (least recent first). */
+  /** By namespace, the addresses whose last review there named a caller its gateway admits (least recent first). */
   private readonly known = new Map<string, Set<string>>();
   /** Namespaces with waiters, in the order they are served next. */
   private readonly ring: string[] = [];
@@ -131,7 +131,7 @@ export class FairLimiter {
     }
     let q = this.queues.get(ns);
     // (a full first lane spills into the other)
-    let lane: 'known' | 'rest' = address !== undefined && this.known.get(ns)?.has(address) && (q?.known.length ?? 0) < this.maxQueue ? 'known' : 'rest';
+    const lane: 'known' | 'rest' = address !== undefined && this.known.get(ns)?.has(address) && (q?.known.length ?? 0) < this.maxQueue ? 'known' : 'rest';
     if ((q?.[lane].length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
     const source = address === undefined ? undefined : `${ns}\u0000${address}`;
     const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
