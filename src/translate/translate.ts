@@ -56,12 +56,14 @@ export const maxListenerChainBytes = 32 * 1024;
 /** And its text whatever it holds (comments, `openssl x509 -text` output: ~8 KiB a certificate). */
 export const maxListenerCertText = 256 * 1024;
 
-/** The certificate blocks of a PEM text OpenSSL would send as a chain (CERTIFICATE, and the old
- * X509 and TRUSTED labels it reads too), and their DER bytes; one pass. As OpenSSL, only lines
- * that begin with BEGIN or END count (`# -----BEGIN X-----` is text); a block not ended counts the
- * rest of the text as its bytes. Text between blocks is not counted. */
-export function chainSize(pem: string): { certificates: number; bytes: number } {
-  let certificates = 0, bytes = 0;
+/** The certificate blocks of a PEM text (CERTIFICATE, and the old X509 and TRUSTED labels OpenSSL
+ * reads too), their DER bytes, and `pem`: those blocks alone, written anew, which is what the
+ * listener serves (OpenSSL's own reading finds blocks this does not: after a BOM, past 254 bytes
+ * of a line; served as written, a review's 13 certificates counted as 1). One pass; only lines
+ * that begin with BEGIN or END count; a block not ended counts the rest of the text as its bytes
+ * and is not served. */
+export function chainSize(pem: string): { certificates: number; bytes: number; pem: string } {
+  let certificates = 0, bytes = 0, out = '';
   for (let at = 0; ;) {
     const b = lineStarting(pem, '-----BEGIN ', at);
     if (b < 0) break;
@@ -79,17 +81,19 @@ export function chainSize(pem: string): { certificates: number; bytes: number } 
     }
     if (cert) {
       certificates++;
-      let base64 = 0, pad = 0;
+      let base64 = 0, pad = 0, text = '';
       for (let i = labelEnd + 5; i < e; i++) {
         const c = pem.charCodeAt(i);
         if (c === 61 /* = */) pad++;
         else if (c > 32) base64++;
+        if (c > 32) text += pem[i];
       }
       bytes += Math.floor(((base64 + pad) * 3) / 4) - pad;
+      out += `-----BEGIN ${label}-----\n${text.replace(/.{64}/g, '$&\n').replace(/\n$/, '')}\n${endLine}\n`;
     }
     at = e + endLine.length;
   }
-  return { certificates, bytes };
+  return { certificates, bytes, pem: out };
 }
 
 /** Where `text` next begins a line of `s`, from `from`; -1 if nowhere. */
@@ -121,10 +125,11 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
 const listenerPairs = new WeakMap<SecretLike, { cert: string; key: string; notAfter: number } | { problem: string }>();
 
 function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key: string; notAfter: number } | { problem: string } {
-  const cert = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
+  const written = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
-  if (cert.length > maxListenerCertText) return { problem: `Secret ${ns}/${name}: tls.crt is ${Math.ceil(cert.length / 1024)} KiB of text; at most ${maxListenerCertText / 1024} KiB` };
-  const chain = chainSize(cert);
+  if (written.length > maxListenerCertText) return { problem: `Secret ${ns}/${name}: tls.crt is ${Math.ceil(written.length / 1024)} KiB of text; at most ${maxListenerCertText / 1024} KiB` };
+  const chain = chainSize(written);
+  const cert = chain.pem; // what is served: the blocks counted, nothing else
   if (chain.certificates > maxListenerChainCertificates) {
     return { problem: `Secret ${ns}/${name}: tls.crt holds ${chain.certificates} certificates; at most ${maxListenerChainCertificates} (each TLS handshake sends them)` };
   }

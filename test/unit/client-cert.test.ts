@@ -115,7 +115,10 @@ test('translate: a listener tls.crt of more than 10 certificates or 32 KiB of th
   // text beside them (openssl x509 -text) is not counted; their DER bytes are
   assert.equal(withChain(`${'# '.repeat(20_000)}\n${server.cert}${'Certificate:\n    Data: ...\n'.repeat(2_000)}${ca.cert}`), 'served');
   const der = (pem: string) => new X509Certificate(pem).raw.length;
-  assert.deepEqual(chainSize(server.cert + ca.cert), { certificates: 2, bytes: der(server.cert) + der(ca.cert) });
+  const two = chainSize(server.cert + ca.cert);
+  assert.deepEqual([two.certificates, two.bytes], [2, der(server.cert) + der(ca.cert)]);
+  // what is served is those blocks written anew: the same certificates
+  assert.deepEqual(pemBlocks(two.pem, 10).map((b) => new X509Certificate(b).raw.length), [der(server.cert), der(ca.cert)]);
   assert.ok(chainSize(server.cert + ca.cert).bytes < 2 * 1024);
   // a certificate with 400 long names: 2 of them are over 32 KiB
   const big = makeLeaf(dir, ca, 'many-names', { cn: 'gw', dnsNames: Array.from({ length: 400 }, (_, i) => `${'n'.repeat(40)}${i}.example`) });
@@ -130,8 +133,23 @@ test('translate: a listener tls.crt of more than 10 certificates or 32 KiB of th
   assert.equal(chainSize(`# -----BEGIN X-----\n${chain41}# -----END X-----\n`).certificates, 41);
   assert.match(withChain(`#-----BEGIN X-----\n${chain41}`), /holds 41 certificates/);
   // a block never ended counts the rest of the text
-  assert.deepEqual(chainSize(`${server.cert}-----BEGIN X-----\n${'A'.repeat(40_000)}`), { certificates: 1, bytes: der(server.cert) + 18 + 40_000 });
+  const open = chainSize(`${server.cert}-----BEGIN X-----\n${'A'.repeat(40_000)}`);
+  assert.deepEqual([open.certificates, open.bytes], [1, der(server.cert) + 18 + 40_000]);
   assert.match(withChain(`${server.cert}-----BEGIN X-----\n${'A'.repeat(40_000)}`), /at most 32 KiB/);
+  // what OpenSSL's own reading would find beside them (after a BOM, past 254 bytes of a line: a
+  // review's 13 certificates counted as 1, 201 sent) is not served: the listener serves the blocks
+  // counted, written anew
+  const served = (crt: string) => {
+    const t = translate(gateway(undefined as never), { port: { port: 1 }, secrets: { 'team-a/tls': { type: 'kubernetes.io/tls', data: { 'tls.crt': b64(crt), 'tls.key': b64(server.key) } } } });
+    return t.plan?.tls?.cert;
+  };
+  for (const hidden of [server.cert + `\uFEFF${ca.cert}`.repeat(12), server.cert + `${'#'.repeat(254)}${ca.cert}`.repeat(12), server.cert + `${'#'.repeat(508)}${ca.cert}`.repeat(12)]) {
+    const cert = served(hidden);
+    assert.ok(cert, 'served');
+    assert.equal(chainSize(hidden).certificates, 1);
+    assert.equal(cert.split('-----BEGIN ').length - 1, 1, 'only the certificate counted is served');
+    assert.equal(cert, chainSize(server.cert).pem);
+  }
   // and the text as a whole is bounded whatever it holds
   assert.match(withChain(`${'#'.repeat(256 * 1024)}\n${server.cert}`), /tls\.crt is 257 KiB of text; at most 256 KiB/);
 });
