@@ -44,7 +44,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'max-cached-callers-per-namespace': flag.int(10_000, 0, 10_000_000),
   'max-metric-series-per-namespace': flag.int(20_000, 0, 10_000_000),
   'requests-per-turn-per-namespace': flag.int(4, 0, 100_000),
-  'max-paused-answers-per-namespace': flag.int(64, 0, 1_000_000),
+  'max-paused-answers-per-namespace': flag.int(32, 0, 1_000_000),
   'tls-handshake-percent': flag.int(50, 1, 100),
   'endpoint-addresses': flag.oneOf(['pods', 'any'], 'pods'),
   'min-access-log': flag.oneOf(['none', 'errors', 'all'], 'none'),

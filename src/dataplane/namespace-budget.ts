@@ -364,13 +364,15 @@ function pieceCost(bytes: number): number {
  * Answers waiting for their clients to read (their upstream paused), per namespace. Each holds
  * the kernel's socket buffers, which no budget of the process counts: toward a client that reads
  * slowly, autotuned up to ~4 MiB, and ~1 MiB from the upstream (a red team: 100 watches read 16 KiB
- * every 2 s held ~460 MiB of the operator's pod). Past `limit`, the namespace's longest waiting is cut.
+ * every 2 s held ~460 MiB of the operator's pod). Past `limit`, the namespace's longest waiting is
+ * cut; past `total` over all namespaces, that of the namespace holding the most.
  */
 export class PausedAnswers {
   private readonly paused = new Map<string, Set<() => void>>();
+  private count = 0;
 
-  /** `limit` 0: no limit. */
-  constructor(readonly limit: number) {}
+  /** `limit` 0: no limit; `total`: over all namespaces (default three namespaces' worth). */
+  constructor(readonly limit: number, readonly total = limit * 3) {}
 
   /** An answer of `namespace` waits for its client; `cut` ends it if it must make room. Returns
    * what to call once it goes on (its client drained) or ends. */
@@ -380,15 +382,27 @@ export class PausedAnswers {
     if (!mine) this.paused.set(namespace, (mine = new Set()));
     const entry = () => cut(); // (one of its own: the same `cut` may pause twice)
     mine.add(entry);
-    if (mine.size > this.limit) {
-      const oldest = mine.values().next().value!;
-      mine.delete(oldest);
-      oldest();
+    this.count++;
+    if (mine.size > this.limit) this.cutOldest(namespace, mine);
+    else if (this.count > this.total) {
+      let most: [string, Set<() => void>] = [namespace, mine];
+      for (const e of this.paused) if (e[1].size > most[1].size) most = e;
+      this.cutOldest(...most);
     }
     const set = mine;
     return () => {
-      if (set.delete(entry) && set.size === 0 && this.paused.get(namespace) === set) this.paused.delete(namespace);
+      if (!set.delete(entry)) return;
+      this.count--;
+      if (set.size === 0 && this.paused.get(namespace) === set) this.paused.delete(namespace);
     };
+  }
+
+  private cutOldest(namespace: string, set: Set<() => void>): void {
+    const oldest = set.values().next().value!;
+    set.delete(oldest);
+    this.count--;
+    if (set.size === 0 && this.paused.get(namespace) === set) this.paused.delete(namespace);
+    oldest();
   }
 
   /** How many of `namespace`'s answers wait. */
@@ -399,7 +413,7 @@ export class PausedAnswers {
 const noop = () => {};
 
 /** Answers of one namespace that may wait for their clients at once (PausedAnswers), by default. */
-export const maxPausedAnswersPerNamespace = 64;
+export const maxPausedAnswersPerNamespace = 32;
 
 export interface Budgets {
   /** Admitted connections. */

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { addressGroup, TurnShare, UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
+import { addressGroup, PausedAnswers, TurnShare, UnadmittedConnections, type Unadmitted } from '../../src/dataplane/namespace-budget.js';
 
 /** Connections that record their own eviction, and a way to add them. */
 function setup(limit: number, total = 0) {
@@ -430,4 +430,27 @@ test('requests per turn: starts charged for work without a piece (an answer\'s h
   assert.equal(ran.length, 3, 'then the last 2, and 2 of its requests');
   await nextTurn();
   assert.equal(ran.length, 7);
+});
+
+test('answers waiting for their clients: past a namespace\'s bound its longest waiting is cut; past the total, that of the namespace holding the most; a release gives the place back', () => {
+  const paused = new PausedAnswers(2); // total 6
+  const cut: string[] = [];
+  const pause = (ns: string, id: string) => paused.pause(ns, () => cut.push(id));
+  const a1 = pause('team-a', 'a1');
+  pause('team-a', 'a2');
+  pause('team-a', 'a3');
+  assert.deepEqual(cut, ['a1'], 'team-a\'s own longest waiting');
+  a1(); // (released after its cut: nothing)
+  assert.equal(paused.waiting('team-a'), 2);
+  pause('team-b', 'b1');
+  pause('team-b', 'b2');
+  const c1 = pause('team-c', 'c1');
+  pause('team-c', 'c2');
+  assert.deepEqual(cut, ['a1']);
+  pause('team-d', 'd1'); // 7 of 6: team-a holds the most (first of the ties)
+  assert.deepEqual(cut, ['a1', 'a2']);
+  c1(); // a release makes room
+  pause('team-d', 'd2');
+  assert.deepEqual(cut, ['a1', 'a2']);
+  assert.deepEqual(['team-a', 'team-b', 'team-c', 'team-d'].map((n) => paused.waiting(n)), [1, 2, 1, 2]);
 });
