@@ -81,19 +81,21 @@ export function chainSize(pem: string): { certificates: number; bytes: number; p
     }
     if (cert) {
       certificates++;
-      let base64 = 0, pad = 0, text = '';
-      for (let i = labelEnd + 5; i < e; i++) {
-        const c = pem.charCodeAt(i);
-        if (c === 61 /* = */) pad++;
-        else if (c > 32) base64++;
-        if (c > 32) text += pem[i];
-      }
-      bytes += Math.floor(((base64 + pad) * 3) / 4) - pad;
+      // only base64's letters are kept and counted, their padding made anew: what is served is what
+      // is counted (OpenSSL stops at a `-`: `=`s after one lowered a count that subtracted them)
+      let text = '';
+      for (let i = labelEnd + 5; i < e; i++) if (base64Letter(pem.charCodeAt(i))) text += pem[i];
+      bytes += Math.floor((text.length * 3) / 4);
+      text += '='.repeat((4 - (text.length % 4)) % 4);
       out += `-----BEGIN ${label}-----\n${text.replace(/.{64}/g, '$&\n').replace(/\n$/, '')}\n${endLine}\n`;
     }
     at = e + endLine.length;
   }
   return { certificates, bytes, pem: out };
+}
+
+function base64Letter(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47;
 }
 
 /** Where `text` next begins a line of `s`, from `from`; -1 if nowhere. */
@@ -125,7 +127,8 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
 const listenerPairs = new WeakMap<SecretLike, { cert: string; key: string; notAfter: number } | { problem: string }>();
 
 function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key: string; notAfter: number } | { problem: string } {
-  const written = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
+  // (a byte-order mark at the start, as some editors write, OpenSSL skips too)
+  const written = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8').replace(/^\uFEFF/, '');
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
   if (written.length > maxListenerCertText) return { problem: `Secret ${ns}/${name}: tls.crt is ${Math.ceil(written.length / 1024)} KiB of text; at most ${maxListenerCertText / 1024} KiB` };
   const chain = chainSize(written);
