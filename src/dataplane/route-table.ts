@@ -57,6 +57,8 @@ export interface CompiledRoute {
   field: string;
   /** pathPrefix and rewritePrefix, normalized for element-wise matching ("/" is ""). */
   prefix: string;
+  /** prefix as servers that drop `;` parameters read it (the same string when it has none). */
+  plainPrefix: string;
   rewrite: string | null;
   filter: PathFilter | null;
   /** What decides its filter's verdict on a path (prefix, rewrite, patterns), made at plan time:
@@ -181,6 +183,7 @@ function* compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: Ser
       plan: r,
       field: `spec.routes[${i}]`,
       prefix,
+      plainPrefix: withoutParams(prefix),
       rewrite,
       filter,
       filtered: filter ? `${prefix}\n${rewrite}\n${filter.key}` : undefined,
@@ -343,7 +346,7 @@ export class RouteTable {
   matchWithoutParams(path: string, method: string): CompiledRoute | undefined {
     const plain = withoutParams(path);
     for (const r of this.routes) {
-      if (underPrefix(plain, r.prefix.includes(';') ? withoutParams(r.prefix) : r.prefix) && takes(r, method)) return r;
+      if (underPrefix(plain, r.plainPrefix) && takes(r, method)) return r;
     }
     return undefined;
   }
