@@ -17,35 +17,41 @@ export class Recent<K, V> {
 }
 
 /**
- * As `Recent`, with each namespace's values apart, so that one cannot push out another's: a
- * namespace keeps at most `perNamespace` (past it, its own least recent goes), and past `max` in
- * all, the least recent of the namespace keeping the most goes (the one adding, on a tie).
+ * Values kept per namespace, oldest first, so that one namespace cannot push out another's: a
+ * namespace keeps at most `perNamespace` (past it, its own oldest goes), and past `max` in all, the
+ * oldest of the namespace keeping the most goes (the one adding, on a tie).
  */
-export class NamespacedRecent<K, V> {
+export class NamespacedBound<K, V> {
   private readonly kept = new Map<string, Map<K, V>>();
   private size = 0;
 
-  constructor(private readonly max: number, private readonly perNamespace: number) {}
+  constructor(readonly max: number, readonly perNamespace: number) {}
 
-  get(namespace: string, key: K, make: (key: K) => V): V {
+  get(namespace: string, key: K): V | undefined {
+    return this.kept.get(namespace)?.get(key);
+  }
+
+  /** Keeps `value` for `key` as the newest of `namespace`; returns what that pushed out, if anything. */
+  set(namespace: string, key: K, value: V): [K, V] | undefined {
     let mine = this.kept.get(namespace);
-    let v = mine?.get(key);
-    if (v !== undefined) {
-      mine!.delete(key);
-      mine!.set(key, v);
-      return v;
-    }
-    v = make(key);
     if (!mine) this.kept.set(namespace, (mine = new Map()));
-    mine.set(key, v);
+    if (mine.delete(key)) this.size--;
+    mine.set(key, value);
     this.size++;
-    if (mine.size > this.perNamespace) this.drop(namespace, mine);
-    else if (this.size > this.max) {
-      let most: [string, Map<K, V>] = [namespace, mine];
-      for (const e of this.kept) if (e[1].size > most[1].size) most = e;
-      this.drop(...most);
-    }
-    return v;
+    if (mine.size > this.perNamespace) return this.dropOldest(namespace, mine);
+    if (this.size <= this.max) return undefined;
+    let most: [string, Map<K, V>] = [namespace, mine];
+    for (const e of this.kept) if (e[1].size > most[1].size) most = e;
+    return this.dropOldest(...most);
+  }
+
+  /** Forgets `key`; false when it was not kept. */
+  delete(namespace: string, key: K): boolean {
+    const mine = this.kept.get(namespace);
+    if (!mine?.delete(key)) return false;
+    this.size--;
+    if (mine.size === 0) this.kept.delete(namespace);
+    return true;
   }
 
   /** How many `namespace` keeps. */
@@ -53,9 +59,29 @@ export class NamespacedRecent<K, V> {
     return this.kept.get(namespace)?.size ?? 0;
   }
 
-  private drop(namespace: string, m: Map<K, V>): void {
-    m.delete(m.keys().next().value!);
-    this.size--;
-    if (m.size === 0) this.kept.delete(namespace);
+  private dropOldest(namespace: string, m: Map<K, V>): [K, V] {
+    const oldest = m.entries().next().value!;
+    this.delete(namespace, oldest[0]);
+    return oldest;
+  }
+}
+
+/** As `Recent`, with each namespace's values apart (`NamespacedBound`). */
+export class NamespacedRecent<K, V> {
+  private readonly kept: NamespacedBound<K, V>;
+
+  constructor(max: number, perNamespace: number) {
+    this.kept = new NamespacedBound(max, perNamespace);
+  }
+
+  get(namespace: string, key: K, make: (key: K) => V): V {
+    const v = this.kept.get(namespace, key) ?? make(key);
+    this.kept.set(namespace, key, v); // the most recent now
+    return v;
+  }
+
+  /** How many `namespace` keeps. */
+  keptBy(namespace: string): number {
+    return this.kept.keptBy(namespace);
   }
 }

@@ -5,6 +5,7 @@
 import type { Server as NetServer, Socket } from 'node:net';
 import { EntryBudget } from '../auth/token-cache.js';
 import { HandshakeShare } from './handshake-share.js';
+import { NamespacedBound } from '../recent.js';
 
 export class NamespaceBudget {
   private readonly held = new Map<string, number>();
@@ -368,46 +369,25 @@ function pieceCost(bytes: number): number {
  * cut; past `total` over all namespaces, that of the namespace holding the most.
  */
 export class PausedAnswers {
-  private readonly paused = new Map<string, Set<() => void>>();
-  private count = 0;
+  private readonly paused: NamespacedBound<object, () => void>;
 
   /** `limit` 0: no limit; `total`: over all namespaces (default three namespaces' worth). */
-  constructor(readonly limit: number, readonly total = limit * 3) {}
+  constructor(readonly limit: number, readonly total = limit * 3) {
+    this.paused = new NamespacedBound(total, limit);
+  }
 
   /** An answer of `namespace` waits for its client; `cut` ends it if it must make room. Returns
    * what to call once it goes on (its client drained) or ends. */
   pause(namespace: string, cut: () => void): () => void {
     if (this.limit === 0) return noop;
-    let mine = this.paused.get(namespace);
-    if (!mine) this.paused.set(namespace, (mine = new Set()));
-    const entry = () => cut(); // (one of its own: the same `cut` may pause twice)
-    mine.add(entry);
-    this.count++;
-    if (mine.size > this.limit) this.cutOldest(namespace, mine);
-    else if (this.count > this.total) {
-      let most: [string, Set<() => void>] = [namespace, mine];
-      for (const e of this.paused) if (e[1].size > most[1].size) most = e;
-      this.cutOldest(...most);
-    }
-    const set = mine;
-    return () => {
-      if (!set.delete(entry)) return;
-      this.count--;
-      if (set.size === 0 && this.paused.get(namespace) === set) this.paused.delete(namespace);
-    };
-  }
-
-  private cutOldest(namespace: string, set: Set<() => void>): void {
-    const oldest = set.values().next().value!;
-    set.delete(oldest);
-    this.count--;
-    if (set.size === 0 && this.paused.get(namespace) === set) this.paused.delete(namespace);
-    oldest();
+    const entry = {}; // (one of its own: the same `cut` may pause twice)
+    this.paused.set(namespace, entry, cut)?.[1]();
+    return () => void this.paused.delete(namespace, entry);
   }
 
   /** How many of `namespace`'s answers wait. */
   waiting(namespace: string): number {
-    return this.paused.get(namespace)?.size ?? 0;
+    return this.paused.keptBy(namespace);
   }
 }
 const noop = () => {};

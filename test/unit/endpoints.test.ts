@@ -445,4 +445,6 @@ test('namespaced recent values: a namespace keeps at most its bound; past the wh
   const n = made.length;
   get('b', '3');
   assert.equal(made.length, n, 'b\'s most recent is kept');
+  for (let i = 0; i < 10; i++) get('a', '4'); // hits are counted once
+  assert.deepEqual([r.keptBy('a'), r.keptBy('b'), r.keptBy('c'), made.length], [2, 2, 2, n]);
 });
