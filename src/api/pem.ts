@@ -15,7 +15,7 @@ export const maxGatewayBundleBytes = 512 * 1024;
  * team's ConfigMap named by many routes, and asked on every reconcile, is parsed once (a bundle of
  * 1 MiB took ~340 ms, on the event loop every team shares).
  */
-export function parseBundle(namespace: string, pem: string): X509Certificate[] | { problem: string } {
+export function parseBundle(namespace: string, pem: string): Bundle | { problem: string } {
   return parsed.get(namespace, textKey(pem), () => parse(pem));
 }
 
@@ -35,7 +35,13 @@ export function textKey(text: string): string {
   return key;
 }
 const lastKeys: [string, string][] = [];
-const parsed = new NamespacedRecent<string, X509Certificate[] | { problem: string }>(64, 16);
+const parsed = new NamespacedRecent<string, Bundle | { problem: string }>(64, 16);
+
+/** A bundle's certificates, and `pem`: their blocks written anew, what is given to OpenSSL to trust. */
+export interface Bundle {
+  certificates: X509Certificate[];
+  pem: string;
+}
 
 /**
  * One gateway's bundles, admitted within maxGatewayBundleBytes in the order given (each distinct
@@ -60,7 +66,7 @@ export class GatewayBundles {
     }
   }
 
-  parse(pem: string): X509Certificate[] | { problem: string } {
+  parse(pem: string): Bundle | { problem: string } {
     const over = this.over.get(textKey(pem));
     if (over !== undefined) {
       return { problem: `the gateway's distinct CA bundles together are over ${maxGatewayBundleBytes / 1024} KiB (${Math.ceil(over / 1024)} KiB with this one)` };
@@ -69,42 +75,80 @@ export class GatewayBundles {
   }
 }
 
-function parse(pem: string): X509Certificate[] | { problem: string } {
-  const blocks = pemBlocks(pem, maxBundleCertificates + 1);
+function parse(pem: string): Bundle | { problem: string } {
+  const { blocks } = certificateBlocks(pem, maxBundleCertificates + 1);
   if (!blocks.length) return { problem: 'no PEM certificate in it' };
   if (blocks.length > maxBundleCertificates) return { problem: `it holds more than the ${maxBundleCertificates} certificates a bundle may hold` };
-  let certs: X509Certificate[];
+  let certificates: X509Certificate[];
   try {
-    certs = blocks.map((b) => new X509Certificate(b));
+    certificates = blocks.map((b) => new X509Certificate(b));
   } catch (err) {
     return { problem: `not a valid PEM certificate: ${(err as Error).message}` };
   }
-  for (const [i, c] of certs.entries()) {
+  for (const [i, c] of certificates.entries()) {
     const why = keyProblem(c);
     if (why) return { problem: `certificate ${i + 1} ${why}` };
   }
-  return certs;
+  return { certificates, pem: blocks.join('') };
 }
 
-const begin = '-----BEGIN CERTIFICATE-----';
-const end = '-----END CERTIFICATE-----';
+/** The labels OpenSSL reads a certificate under (the last two, old ones, it still takes). */
+const certificateLabels = new Set(['CERTIFICATE', 'X509 CERTIFICATE', 'TRUSTED CERTIFICATE']);
+
+export interface CertificateBlocks {
+  /** The certificate blocks, each written anew: its BEGIN line, only base64's letters of its body
+   * (64 a line, the padding made anew), its END line. */
+  blocks: string[];
+  /** Their DER bytes; and a block of any label never ended counts the rest of the text. */
+  bytes: number;
+  /** A certificate block begun and never ended (not in `blocks`). */
+  unended: boolean;
+}
 
 /**
- * The certificate blocks of a bundle, BEGIN to the next END, at most `max`: one pass over the text
- * (a lazy pattern looked from every BEGIN to the end of a text without END: a team's 512 KiB of
- * BEGIN lines held the event loop every team shares for 4 s).
+ * The certificate blocks of a PEM text, at most `max`: what is served or trusted is these blocks
+ * written anew, never the text. OpenSSL's own reading of a text finds blocks a count of it does
+ * not (old labels, after a byte-order mark, past 254 bytes of a line) and decodes less than it
+ * (it stops at a `-`): a bundle counted and checked as 1 certificate had OpenSSL trust a second
+ * one whose key was never checked; a listener chain counted as 1 sent 201. One pass: BEGIN and END
+ * count only where a line begins (a leading byte-order mark skipped); a BEGIN line without its END
+ * stops the reading (a text of BEGIN lines costs one search, not one each).
  */
-export function pemBlocks(pem: string, max: number): string[] {
+export function certificateBlocks(text: string, max = Infinity): CertificateBlocks {
   const blocks: string[] = [];
+  let bytes = 0;
   for (let at = 0; blocks.length < max;) {
-    const b = pem.indexOf(begin, at);
+    const b = lineStarting(text, '-----BEGIN ', at);
     if (b < 0) break;
-    const e = pem.indexOf(end, b + begin.length + 1);
-    if (e < 0) break;
-    blocks.push(pem.slice(b, e + end.length));
-    at = e + end.length;
+    const labelEnd = text.indexOf('-----', b + 11);
+    const lineEnd = text.indexOf('\n', b);
+    if (labelEnd < 0 || (lineEnd >= 0 && labelEnd > lineEnd)) { at = b + 11; continue; } // not a BEGIN line
+    const label = text.slice(b + 11, labelEnd);
+    const endLine = `-----END ${label}-----`;
+    const e = lineStarting(text, endLine, labelEnd + 5);
+    const certificate = certificateLabels.has(label);
+    if (e < 0) {
+      bytes += text.length - b;
+      return { blocks, bytes, unended: certificate };
+    }
+    if (certificate) {
+      const letters = text.slice(labelEnd + 5, e).replace(/[^A-Za-z0-9+/]+/g, '');
+      bytes += Math.floor((letters.length * 3) / 4);
+      const padded = letters + '='.repeat((4 - (letters.length % 4)) % 4);
+      blocks.push(`-----BEGIN ${label}-----\n${padded.replace(/.{64}/g, '$&\n').replace(/\n$/, '')}\n${endLine}\n`);
+    }
+    at = e + endLine.length;
   }
-  return blocks;
+  return { blocks, bytes, unended: false };
+}
+
+/** Where `text` next begins a line of `s` (the first after a byte-order mark too), from `from`; -1 if nowhere. */
+function lineStarting(s: string, text: string, from: number): number {
+  for (let i = s.indexOf(text, from); i >= 0; i = s.indexOf(text, i + 1)) {
+    const before = i === 0 ? 10 : s.charCodeAt(i - 1);
+    if (before === 10 /* \n */ || (i === 1 && before === 0xfeff)) return i;
+  }
+  return -1;
 }
 
 /**

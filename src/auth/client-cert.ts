@@ -49,7 +49,7 @@ export class ClientCertAuthenticator {
   constructor(readonly plan: ClientCAPlan, namespace: string, private readonly now: () => number = Date.now) {
     const roots = parseBundle(namespace, plan.pem);
     if ('problem' in roots) throw new Error(`client CA ${plan.ref}: ${roots.problem}`);
-    this.roots = roots;
+    this.roots = roots.certificates;
   }
 
   /**

@@ -177,7 +177,7 @@ export function resolveService(gwNs: string, r: Route, snap: ServiceSnapshot, bu
     const pem = caBundleText(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key);
     const bundle = pem === undefined ? { problem: caBundleMissing(snap, s.caRef.kind, gwNs, s.caRef.name, s.caRef.key) } : bundles.parse(pem);
     if ('problem' in bundle) return fail(Reason.InvalidCertificateRef, `${s.caRef.kind} ${gwNs}/${s.caRef.name} key ${s.caRef.key}: ${bundle.problem}`, 503);
-    target.ca = pem!;
+    target.ca = bundle.pem; // the blocks checked, written anew: not the text
   }
   const slices = snap.endpointSlices?.[`${ns}/${s.name}`] ?? [];
   const ready = readyOnce(slices, sp.name ?? '', ns, snap.pods);

@@ -9,7 +9,7 @@ import type { AccessGateway, ListenerTLSClientCA, Route } from '../api/types.js'
 import { describePatternProblem, patternTotals, routePatterns, type PatternTotals } from '../api/regex.js';
 import { ConditionType, mergeReasons, Reason } from '../api/conditions.js';
 import { accessLogAnnotation, listenerTLSLabel } from '../api/labels.js';
-import { GatewayBundles, keyTypeProblem, textKey } from '../api/pem.js';
+import { certificateBlocks, GatewayBundles, keyTypeProblem, textKey } from '../api/pem.js';
 import { runSteps } from '../steps.js';
 import { cond, type ConditionDraft } from './conditions.js';
 import { caBundleMissing, caBundleText, resolveService, type ServiceProblem, type ServiceSnapshot } from './services.js';
@@ -56,56 +56,6 @@ export const maxListenerChainBytes = 32 * 1024;
 /** And its text whatever it holds (comments, `openssl x509 -text` output: ~8 KiB a certificate). */
 export const maxListenerCertText = 256 * 1024;
 
-/** The certificate blocks of a PEM text (CERTIFICATE, and the old X509 and TRUSTED labels OpenSSL
- * reads too), their DER bytes, and `pem`: those blocks alone, written anew, which is what the
- * listener serves (OpenSSL's own reading finds blocks this does not: after a BOM, past 254 bytes
- * of a line; served as written, a review's 13 certificates counted as 1). One pass; only lines
- * that begin with BEGIN or END count; a block not ended counts the rest of the text as its bytes
- * and is not served. */
-export function chainSize(pem: string): { certificates: number; bytes: number; pem: string } {
-  let certificates = 0, bytes = 0, out = '';
-  for (let at = 0; ;) {
-    const b = lineStarting(pem, '-----BEGIN ', at);
-    if (b < 0) break;
-    const labelEnd = pem.indexOf('-----', b + 11);
-    const lineEnd = pem.indexOf('\n', b);
-    if (labelEnd < 0 || (lineEnd >= 0 && labelEnd > lineEnd)) { at = b + 11; continue; } // not a BEGIN line
-    const label = pem.slice(b + 11, labelEnd);
-    const endLine = `-----END ${label}-----`;
-    const e = lineStarting(pem, endLine, labelEnd + 5);
-    const cert = label === 'CERTIFICATE' || label === 'X509 CERTIFICATE' || label === 'TRUSTED CERTIFICATE';
-    if (e < 0) {
-      if (cert) certificates++;
-      bytes += pem.length - b;
-      break;
-    }
-    if (cert) {
-      certificates++;
-      // only base64's letters are kept and counted, their padding made anew: what is served is what
-      // is counted (OpenSSL stops at a `-`: `=`s after one lowered a count that subtracted them)
-      let text = '';
-      for (let i = labelEnd + 5; i < e; i++) if (base64Letter(pem.charCodeAt(i))) text += pem[i];
-      bytes += Math.floor((text.length * 3) / 4);
-      text += '='.repeat((4 - (text.length % 4)) % 4);
-      out += `-----BEGIN ${label}-----\n${text.replace(/.{64}/g, '$&\n').replace(/\n$/, '')}\n${endLine}\n`;
-    }
-    at = e + endLine.length;
-  }
-  return { certificates, bytes, pem: out };
-}
-
-function base64Letter(c: number): boolean {
-  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47;
-}
-
-/** Where `text` next begins a line of `s`, from `from`; -1 if nowhere. */
-function lineStarting(s: string, text: string, from: number): number {
-  for (let i = s.indexOf(text, from); i >= 0; i = s.indexOf(text, i + 1)) {
-    if (i === 0 || s.charCodeAt(i - 1) === 10 /* \n */) return i;
-  }
-  return -1;
-}
-
 /** Whether OpenSSL refuses a listener's pair (its message), for the last pairs asked about (at most
  * 16 a namespace: one team's pairs cannot push out another's). */
 const openSSLRefuses = new NamespacedRecent<string, string | null>(64, 16);
@@ -127,14 +77,14 @@ export function listenerTLS(ns: string, name: string, secrets: Record<string, Se
 const listenerPairs = new WeakMap<SecretLike, { cert: string; key: string; notAfter: number } | { problem: string }>();
 
 function checkPair(ns: string, name: string, s: SecretLike): { cert: string; key: string; notAfter: number } | { problem: string } {
-  // (a byte-order mark at the start, as some editors write, OpenSSL skips too)
-  const written = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8').replace(/^\uFEFF/, '');
+  const written = Buffer.from(s.data?.['tls.crt'] ?? '', 'base64').toString('utf8');
   const key = Buffer.from(s.data?.['tls.key'] ?? '', 'base64').toString('utf8');
   if (written.length > maxListenerCertText) return { problem: `Secret ${ns}/${name}: tls.crt is ${Math.ceil(written.length / 1024)} KiB of text; at most ${maxListenerCertText / 1024} KiB` };
-  const chain = chainSize(written);
-  const cert = chain.pem; // what is served: the blocks counted, nothing else
-  if (chain.certificates > maxListenerChainCertificates) {
-    return { problem: `Secret ${ns}/${name}: tls.crt holds ${chain.certificates} certificates; at most ${maxListenerChainCertificates} (each TLS handshake sends them)` };
+  const chain = certificateBlocks(written);
+  const cert = chain.blocks.join(''); // what is served: the blocks counted, nothing else
+  const certificates = chain.blocks.length + (chain.unended ? 1 : 0);
+  if (certificates > maxListenerChainCertificates) {
+    return { problem: `Secret ${ns}/${name}: tls.crt holds ${certificates} certificates; at most ${maxListenerChainCertificates} (each TLS handshake sends them)` };
   }
   if (chain.bytes > maxListenerChainBytes) {
     return { problem: `Secret ${ns}/${name}: tls.crt's certificates are ${Math.ceil(chain.bytes / 1024)} KiB; at most ${maxListenerChainBytes / 1024} KiB (each TLS handshake sends them)` };
@@ -174,10 +124,10 @@ export function clientCA(ns: string, ref: ListenerTLSClientCA | undefined, snap:
   const where = `${ref.kind} ${ns}/${ref.name} key ${ref.key}`;
   const pem = caBundleText(snap, ref.kind, ns, ref.name, ref.key);
   if (pem === undefined) return { problem: `client CA ${where}: ${caBundleMissing(snap, ref.kind, ns, ref.name, ref.key)}` };
-  const certs = bundles.parse(pem);
-  if ('problem' in certs) return { problem: `client CA ${where}: ${certs.problem}` };
-  const notAfter = Math.min(...certs.map((c) => c.validToDate.getTime()));
-  return { ref: where, pem, required: ref.mode === 'Required', prefix: teamPrefix(ns), notAfter };
+  const bundle = bundles.parse(pem);
+  if ('problem' in bundle) return { problem: `client CA ${where}: ${bundle.problem}` };
+  const notAfter = Math.min(...bundle.certificates.map((c) => c.validToDate.getTime()));
+  return { ref: where, pem: bundle.pem, required: ref.mode === 'Required', prefix: teamPrefix(ns), notAfter };
 }
 
 export interface Translation {

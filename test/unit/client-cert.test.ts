@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { certificateIdentity, ClientCertAuthenticator, maxSignatureChecks } from '../../src/auth/client-cert.js';
-import { chainSize, listenerTLS, translate } from '../../src/translate/translate.js';
-import { maxBundleCertificates, maxKeyBits, parseBundle, pemBlocks, textKey } from '../../src/api/pem.js';
+import { listenerTLS, translate } from '../../src/translate/translate.js';
+import { certificateBlocks, maxBundleCertificates, maxKeyBits, parseBundle, textKey } from '../../src/api/pem.js';
 import { makeCA, makeLeaf, makeOddCA, type CertPair } from '../support/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agw-client-cert-'));
@@ -88,7 +88,7 @@ test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundl
   assert.match(over.conditions.find((c) => c.type === 'ResolvedRefs')!.message, /it holds more than the 256 certificates a bundle may hold/);
   const full = ca.cert.repeat(maxBundleCertificates);
   const first = parseBundle('team-a', full);
-  assert.ok(Array.isArray(first) && first.length === maxBundleCertificates);
+  assert.ok(!('problem' in first) && first.certificates.length === maxBundleCertificates);
   assert.equal(parseBundle('team-a', `${full}`), first, 'the same bundle again: not parsed again');
   // kept by use, not by age: a bundle asked for on every reconcile stays while 100 others come and go
   for (let i = 0; i < 100; i++) {
@@ -99,6 +99,12 @@ test('translate: a listener key over 4096 RSA bits or under 2048, and a CA bundl
   for (let i = 0; i < 100; i++) parseBundle('team-b', `${ca.cert}\n# b${i}`);
   assert.equal(parseBundle('team-a', full), first, "team-b's bundles pushed out team-a's");
 });
+
+/** A listener chain as checkPair counts it: its blocks, and one more for a certificate never ended. */
+function chainSize(text: string): { certificates: number; bytes: number; pem: string } {
+  const c = certificateBlocks(text);
+  return { certificates: c.blocks.length + (c.unended ? 1 : 0), bytes: c.bytes, pem: c.blocks.join('') };
+}
 
 test('translate: a listener tls.crt of more than 10 certificates or 32 KiB of them is refused: each handshake sends it, each connection in its handshake holds it', () => {
   const withChain = (crt: string) => {
@@ -118,7 +124,7 @@ test('translate: a listener tls.crt of more than 10 certificates or 32 KiB of th
   const two = chainSize(server.cert + ca.cert);
   assert.deepEqual([two.certificates, two.bytes], [2, der(server.cert) + der(ca.cert)]);
   // what is served is those blocks written anew: the same certificates
-  assert.deepEqual(pemBlocks(two.pem, 10).map((b) => new X509Certificate(b).raw.length), [der(server.cert), der(ca.cert)]);
+  assert.deepEqual(certificateBlocks(two.pem).blocks.map((b) => new X509Certificate(b).raw.length), [der(server.cert), der(ca.cert)]);
   assert.ok(chainSize(server.cert + ca.cert).bytes < 2 * 1024);
   // a certificate with 400 long names: 2 of them are over 32 KiB
   const big = makeLeaf(dir, ca, 'many-names', { cn: 'gw', dnsNames: Array.from({ length: 400 }, (_, i) => `${'n'.repeat(40)}${i}.example`) });
@@ -182,19 +188,52 @@ test('translate: a listener key is judged as a CA key: an RSA exponent over 2^31
 // machine (it grew with the square of the text; 512 KiB, a gateway's bundles' bound, ~4.7 s on the
 // event loop every team shares). Checked as a ratio to an anchor from the same run (scanning the
 // text once for a string it lacks), not as a time: a pass costs a few anchors, the old way ~10^4.
-test('pemBlocks: BEGIN to the next END, at most max, in one pass: a text of BEGIN lines without END holds none', () => {
+test('certificateBlocks: BEGIN to its END where lines begin, at most max, in one pass: a text of BEGIN lines without END holds none', () => {
   const pem = ca.cert;
-  assert.deepEqual(pemBlocks(`junk\n${pem}between\n${pem}`, 10).map((b) => new X509Certificate(b).subject), [new X509Certificate(pem).subject, new X509Certificate(pem).subject]);
-  assert.equal(pemBlocks(pem.repeat(5), 3).length, 3);
-  assert.deepEqual(pemBlocks('-----BEGIN CERTIFICATE----------END CERTIFICATE-----', 5), [], 'nothing between: no block (as the pattern it replaced)');
+  assert.deepEqual(certificateBlocks(`junk\n${pem}between\n${pem}`, 10).blocks.map((b) => new X509Certificate(b).subject), [new X509Certificate(pem).subject, new X509Certificate(pem).subject]);
+  assert.equal(certificateBlocks(pem.repeat(5), 3).blocks.length, 3);
+  assert.deepEqual(certificateBlocks('-----BEGIN CERTIFICATE----------END CERTIFICATE-----', 5).blocks, [], 'END not where a line begins: no block');
   const hostile = '-----BEGIN CERTIFICATE-----\n'.repeat(512 * 1024 / 28);
   const best = (f: () => unknown) => Math.min(...Array.from({ length: 5 }, () => { const t = performance.now(); f(); return performance.now() - t; }));
   const anchor = best(() => hostile.indexOf('-----END CERTIFICATE-----'));
-  assert.deepEqual(pemBlocks(hostile, maxBundleCertificates + 1), []);
+  assert.deepEqual(certificateBlocks(hostile, maxBundleCertificates + 1).blocks, []);
   // (parseBundle, what a reconcile calls: each text its own, as a parsed one is remembered)
   let n = 0;
   const scan = best(() => assert.deepEqual(parseBundle('team-a', `${hostile}${n++}`), { problem: 'no PEM certificate in it' }));
   assert.ok(scan < 100 * anchor + 5, `one pass: ${scan.toFixed(2)} ms against ${anchor.toFixed(2)} ms for one scan of the text`);
+});
+
+// OpenSSL trusts what it reads in a bundle's text: blocks under the old labels too (and after a
+// byte-order mark, past 254 bytes of a line). Given the text, a bundle counted and checked as one
+// certificate had OpenSSL trust a second one whose key was never checked.
+test('CA bundles: the old labels are counted and checked too; what is trusted is the blocks checked, written anew', async () => {
+  const other = makeCA(dir, 'second-root');
+  const old = other.cert.replace(/CERTIFICATE/g, 'X509 CERTIFICATE');
+  const both = parseBundle('team-a', ca.cert + old);
+  assert.ok(!('problem' in both));
+  assert.deepEqual(both.certificates.map((c) => c.subject), [new X509Certificate(ca.cert).subject, new X509Certificate(other.cert).subject]);
+  // the old label's key is judged as any other's
+  const big = rsa8200.replace(/CERTIFICATE/g, 'X509 CERTIFICATE');
+  assert.deepEqual(parseBundle('team-a', ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
+  // and counted: 256 and one more under the old label are too many
+  assert.match((parseBundle('team-a', ca.cert.repeat(maxBundleCertificates) + old) as { problem: string }).problem, /more than the 256 certificates/);
+  // what a route's backend is trusted with is the blocks counted, not the text: comments, a
+  // byte-order mark before a block and a long line before one are gone
+  const hidden = `# comment\n${ca.cert}\uFEFF${other.cert}${'#'.repeat(300)}${other.cert}`;
+  const parsed = parseBundle('team-a', hidden);
+  assert.ok(!('problem' in parsed));
+  assert.equal(parsed.certificates.length, 1);
+  assert.equal(parsed.pem, certificateBlocks(ca.cert).blocks[0]);
+  const gw = applyDefaults({
+    apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'svc', namespace: 'team-a', generation: 1 },
+    spec: { authentication: { audiences: ['gw'] }, routes: [{ name: 'w', pathPrefix: '/', service: { name: 'w', port: 443, scheme: 'https' as const, caRef: { kind: 'ConfigMap' as const, name: 'cas', key: 'ca.crt' } } }] },
+  });
+  const t = translate(gw, { port: { port: 1 }, services: { 'team-a/w': { spec: { ports: [{ port: 443 }] } } }, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': hidden } } });
+  const target = t.plan?.routes[0]?.target;
+  assert.equal(target?.kind === 'service' && target.ca, parsed.pem);
+  // and a listener's client CA
+  const listener = translate(gateway({ kind: 'ConfigMap', name: 'cas', key: 'ca.crt' }), { port: { port: 1 }, secrets, caBundles: { 'ConfigMap/team-a/cas': { 'ca.crt': hidden } } });
+  assert.equal(listener.plan?.tls?.clientCA?.pem, parsed.pem);
 });
 
 test('translate: a gateway\'s distinct CA bundles together may hold 512 KiB; a bundle named by many routes counts once', () => {
@@ -394,10 +433,10 @@ test('a CA bundle with a key over 8192 bits, a DSA key or an RSA exponent over 2
     const p = parseBundle('team-a', ca.cert + makeOddCA(dir, name, args).cert);
     assert.ok('problem' in p && why.test(p.problem), `${name}: ${JSON.stringify(p)}`);
   }
-  assert.ok(Array.isArray(parseBundle('team-a', ca.cert + makeOddCA(dir, 'ed', ['-algorithm', 'ED25519']).cert)), 'Ed25519 is fine');
-  assert.ok(Array.isArray(parseBundle('team-a', ca.cert + makeCA(dir, 'rsa-ok', { rsa: true }).cert)), 'RSA-2048, e = 65537 is fine');
+  assert.ok(!('problem' in parseBundle('team-a', ca.cert + makeOddCA(dir, 'ed', ['-algorithm', 'ED25519']).cert)), 'Ed25519 is fine');
+  assert.ok(!('problem' in parseBundle('team-a', ca.cert + makeCA(dir, 'rsa-ok', { rsa: true }).cert)), 'RSA-2048, e = 65537 is fine');
   assert.deepEqual(parseBundle('team-a', ca.cert + big), { problem: `certificate 2 has a 8200-bit key, more than the ${maxKeyBits} bits a CA key may have` });
-  assert.ok(Array.isArray(parseBundle('team-a', ca.cert)));
+  assert.ok(!('problem' in parseBundle('team-a', ca.cert)));
 });
 
 test('a bundle is looked up by its text when short, by its sha256 when long (V8 hashes long strings by length only: same-length bundles would share a bucket); a text never passes for a digest', () => {
