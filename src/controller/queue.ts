@@ -24,8 +24,9 @@ export interface QueueOptions {
 }
 
 export class WorkQueue {
-  /** Waiting keys per group, FIFO; the groups with keys, in turn order. */
-  private readonly groups = new Map<string, string[]>();
+  /** Waiting keys per group, FIFO (a Set: a key dropped is found without a scan); the groups with
+   * keys, in turn order. */
+  private readonly groups = new Map<string, Set<string>>();
   private turns: string[] = [];
   private count = 0;
   private readonly dirty = new Set<string>();
@@ -117,8 +118,8 @@ export class WorkQueue {
     if (!this.dirty.delete(key)) return;
     const g = this.opts.groupOf?.(key) ?? '';
     const waiting = this.groups.get(g)!;
-    waiting.splice(waiting.indexOf(key), 1);
-    if (!waiting.length) {
+    waiting.delete(key);
+    if (!waiting.size) {
       this.groups.delete(g);
       this.turns.splice(this.turns.indexOf(g), 1);
     }
@@ -201,9 +202,9 @@ export class WorkQueue {
   private push(key: string): void {
     const g = this.opts.groupOf?.(key) ?? '';
     const waiting = this.groups.get(g);
-    if (waiting) waiting.push(key);
+    if (waiting) waiting.add(key);
     else {
-      this.groups.set(g, [key]);
+      this.groups.set(g, new Set([key]));
       this.turns.push(g);
     }
     this.count++;
@@ -215,8 +216,9 @@ export class WorkQueue {
     if (at < 0 || !this.turns.length) return undefined;
     const g = this.turns.splice(at, 1)[0]!;
     const waiting = this.groups.get(g)!;
-    const key = waiting.shift()!;
-    if (waiting.length) this.turns.push(g);
+    const key = waiting.values().next().value!;
+    waiting.delete(key);
+    if (waiting.size) this.turns.push(g);
     else this.groups.delete(g);
     this.count--;
     return key;
