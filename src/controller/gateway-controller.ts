@@ -102,7 +102,7 @@ export class GatewayController {
       this.onGatewayEvent(type, obj, old);
     }, this.specs);
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',
-      maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0 });
+      maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, charge: (ns, ms) => this.charge(ns, ms, true) });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
