@@ -160,32 +160,37 @@ export class GatewayReconciler {
     // over the namespace limit: not served, so its references are neither read nor checked (a
     // namespace's thousands of waiting gateways cost a reconcile next to nothing)
     // the team's share of the loop every team's listeners share (a costly spec waits, not the
-    // others): the time defaults, translate and apply held it, not what they awaited; also when they throw
+    // others): the time defaults, translate, apply, exposure and status held it, not what they
+    // awaited; also when they throw
     const spent = { ms: performance.now() - defaulted };
-    let t: Translation;
-    let programmed: Awaited<ReturnType<GatewayReconciler['program']>>;
     try {
-      // defaults, translate and apply in turns of their own, translate in as many as its routes
-      // need: a costly spec's pieces one at a time
-      t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
-        : await inSteps(() => translateSteps(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} }), paceFor(spent));
-      await turn();
-      programmed = await this.program(key, spec, t.plan, spent);
+      let t: Translation;
+      let programmed: Awaited<ReturnType<GatewayReconciler['program']>>;
+      try {
+        // defaults, translate and apply in turns of their own, translate in as many as its routes
+        // need: a costly spec's pieces one at a time
+        t = 'conflict' in port && port.reason === Reason.TooManyGateways ? notAccepted(port.reason, port.conflict)
+          : await inSteps(() => translateSteps(spec, { port, ...this.d.cluster.snapshotFor(spec), issuers: this.d.issuers ?? {} }), paceFor(spent));
+        await turn();
+        programmed = await this.program(key, spec, t.plan, spent);
+      } finally {
+        // a port it moved off or gave up: those waiting for it try again once its listener has
+        // closed (program: the old one closes when the new one listens), not before (EADDRINUSE)
+        if (held !== undefined && held !== this.d.ports.portOf(key)) this.freed(held, key);
+      }
+      const { applied, requeueAfterMs } = programmed;
+      const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
+      const exposed = await untilItWaits(spent, () => this.expose(key, gw, spec, t.plan, applied, listenPort));
+      // time-boxed access rules: the data plane stops matching them on its own; the status lists
+      // the expired ones, written again when the next one expires
+      const expiry = accessExpiry(spec.spec.access, this.clock.now());
+      // (a status of many conditions and routes: its digests and its patch's JSON)
+      const writeInMs = await untilItWaits(spent, () => this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log));
+      const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity, exposed.retryInMs ?? Infinity, writeInMs ?? Infinity);
+      return wait < Infinity ? { requeueAfterMs: wait } : {};
     } finally {
       this.d.charge?.(namespace, spent.ms);
-      // a port it moved off or gave up: those waiting for it try again once its listener has
-      // closed (program: the old one closes when the new one listens), not before (EADDRINUSE)
-      if (held !== undefined && held !== this.d.ports.portOf(key)) this.freed(held, key);
     }
-    const { applied, requeueAfterMs } = programmed;
-    const listenPort = 'port' in port ? this.d.ports.portOf(key) : undefined;
-    const exposed = await this.expose(key, gw, spec, t.plan, applied, listenPort);
-    // time-boxed access rules: the data plane stops matching them on its own; the status lists
-    // the expired ones, written again when the next one expires
-    const expiry = accessExpiry(spec.spec.access, this.clock.now());
-    const writeInMs = await this.report(key, gw, t, exposed.applied, listenPort, exposed.url, expiry.expired, log);
-    const wait = Math.min(requeueAfterMs ?? Infinity, expiry.nextMs ?? Infinity, retryInMs ?? Infinity, exposed.retryInMs ?? Infinity, writeInMs ?? Infinity);
-    return wait < Infinity ? { requeueAfterMs: wait } : {};
   }
 
   /** Nothing was made or is held for the key (no port, so no listener; no status, exposure, or
@@ -480,6 +485,16 @@ function terminalIfInvalid<T>(write: Promise<T>, what: string): Promise<T> {
 }
 
 /** The reconciler's turns, the time each piece held the loop added to `spent`. */
+/** Calls `f`, adding to `spent` the time it held the loop before its first await. */
+function untilItWaits<T>(spent: { ms: number }, f: () => Promise<T>): Promise<T> {
+  const t = performance.now();
+  try {
+    return f();
+  } finally {
+    spent.ms += performance.now() - t;
+  }
+}
+
 function paceFor(spent: { ms: number }): Pace {
   return { turn, held: (ms) => { spent.ms += ms; } };
 }
