@@ -44,6 +44,7 @@ export const knownAddressesPerNamespace = 1024;
 
 interface Waiter {
   resolve: () => void;
+  reject: (err: Error) => void;
   timer: Timer | undefined;
   /** namespace and client address, when the caller named one */
   source: string | undefined;
@@ -132,13 +133,15 @@ export class FairLimiter {
     let q = this.queues.get(ns);
     // (a full first lane spills into the other)
     const lane: 'known' | 'rest' = address !== undefined && this.known.get(ns)?.has(address) && (q?.known.length ?? 0) < this.maxQueue ? 'known' : 'rest';
-    if ((q?.[lane].length ?? 0) >= this.maxQueue) return Promise.reject(this.refuse(ns, 'queue_full'));
     const source = address === undefined ? undefined : `${ns}\u0000${address}`;
+    if ((q?.[lane].length ?? 0) >= this.maxQueue && !(lane === 'rest' && this.makeRoom(ns, q!.rest, source))) {
+      return Promise.reject(this.refuse(ns, 'queue_full'));
+    }
     const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
     if (held >= this.maxPerSource) return Promise.reject(this.refuse(ns, 'source_full'));
     if (source !== undefined) this.bySource.set(source, held + 1);
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, timer: undefined, source };
+      const w: Waiter = { resolve, reject, timer: undefined, source };
       w.timer = this.clock.setTimeout(() => {
         this.remove(ns, w);
         reject(this.refuse(ns, 'timeout'));
@@ -200,6 +203,31 @@ export class FairLimiter {
       const r = this.ring.indexOf(ns);
       if (r >= 0) this.ring.splice(r, 1);
     }
+  }
+
+  /**
+   * The full `lane` (the other callers') makes room for a caller from `source`: its oldest waiter
+   * of the address holding the most there goes (refused), when that holds at least two and more
+   * than `source` would. A flood of forged tokens from a few addresses then gives way to a new
+   * address (a team's new pod) instead of keeping it out for as long as it lasts; one spread over as
+   * many addresses as the lane holds still fills it.
+   */
+  private makeRoom(ns: string, lane: Waiter[], source: string | undefined): boolean {
+    const count = new Map<string | undefined, number>();
+    let heaviest: string | undefined, most = 0;
+    for (const w of lane) {
+      if (w.source === undefined) continue;
+      const n = (count.get(w.source) ?? 0) + 1;
+      count.set(w.source, n);
+      if (n > most) [heaviest, most] = [w.source, n];
+    }
+    if (most <= (source === undefined ? 0 : count.get(source) ?? 0) + 1) return false; // (so it holds two or more)
+    const i = lane.findIndex((w) => w.source === heaviest);
+    const [w] = lane.splice(i, 1);
+    if (w!.timer) this.clock.clearTimeout(w!.timer);
+    this.left(w!);
+    w!.reject(this.refuse(ns, 'queue_full'));
+    return true;
   }
 
   /** A waiter no longer waits: its address holds one fewer. */

@@ -285,7 +285,10 @@ export class RouteTable {
       const noRoute = new RouteMetrics(deps.metrics, plan.namespace, plan.name, '');
       const routes = yield* compileRoutes(plan, deps, acquirer(plan, deps, acquired), kept?.routes);
       const table = new RouteTable(plan, authn, limiter, deps, certs, kept, { m, noRoute, policy, routes });
-      authn.setCharged?.((id) => policy.knows(id)); // the namespace's cache budget pays for these only
+      // the namespace's cache budget pays for callers spec.access admits now, and only those vouch
+      // for their address (a rule whose window closed, or is still to open, admits no one: a red
+      // team's ended rule naming every service account had another team's tokens fill both)
+      authn.setCharged?.((id) => policy.allowed(id) !== null);
       return table;
     } catch (err) {
       for (const p of acquired) deps.pools.release(p);

@@ -446,6 +446,46 @@ test('accessEnded: why a held session or stream may not go on under a changed sp
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: {} }] }), held), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
 });
 
+// A review vouches for its address (its callers then wait in the namespace's first lane) and is
+// charged to the namespace's cache budget only when spec.access admits its caller now: a red team's
+// ended rule naming every service account (kept until someone cleans it up) had another team's
+// tokens fill the first lane and push out the team's cached callers.
+test('a review vouches for its address only when spec.access admits its caller now: not by a rule whose window ended or is to come', async () => {
+  const told: [string, boolean][] = [];
+  const hour = 3_600_000;
+  const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+  const routes = [{ name: 'r', pathPrefix: '/', apiserver: {} }];
+  const t = table({
+    access: [
+      { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] },
+      { groups: ['system:serviceaccounts'], notAfter: iso(Date.now() - hour) }, // ended
+      { serviceAccounts: [{ namespace: 'team-b', name: '*' }], notBefore: iso(Date.now() + hour) }, // to come
+    ],
+    routes,
+  }, {}, {
+    reviewer: {
+      async review(tok: string) {
+        const username = byToken.get(tok)!;
+        const ns = username.split(':')[2]!;
+        return { authenticated: true as const, user: { username, uid: 'u', groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`], extra: {} }, audiences: ['gw'] };
+      },
+      vouch: (_ns: string, address: string, admitted: boolean) => told.push([address, admitted]),
+    },
+  });
+  const ask = async (who: string, address: string) => {
+    try {
+      await admit(t, req('/api', who), { caller: '-' } as Seen, { remoteAddress: address } as never);
+      return 200;
+    } catch (err) {
+      return (err as { status: number }).status;
+    }
+  };
+  assert.equal(await ask('app', '10.1.0.1'), 200);
+  assert.equal(await ask('other', '10.2.0.1'), 403);
+  assert.equal(await ask('limited', '10.1.0.2'), 403, 'named by the ended rule only');
+  assert.deepEqual(told, [['10.1.0.1', true], ['10.2.0.1', false], ['10.1.0.2', false]]);
+});
+
 test('accessEnded: a session ends when its route acts as another identity or reaches another Service', () => {
   const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
   const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };

@@ -161,10 +161,10 @@ test('forged tokens from many addresses fill a namespace\'s queue, not the lane 
   await flush();
   await next();
   assert.equal((await first).authenticated, true);
-  // a review in flight; 8 addresses fill team-b's queue with forged tokens (2 each)
+  // a review in flight; 16 addresses fill team-b's queue with forged tokens (one each)
   const busy = r.review('x#0', ['gw'], 'team-b', '10.9.0.99');
   await flush();
-  const flood = Array.from({ length: 16 }, (_, i) => r.review(`forged#${i}`, ['gw'], 'team-b', `10.9.0.${i % 8}`));
+  const flood = Array.from({ length: 16 }, (_, i) => r.review(`forged#${i}`, ['gw'], 'team-b', `10.9.0.${i}`));
   await flush();
   const refused = await outcome(r.review('forged#x', ['gw'], 'team-b', '10.9.0.50'));
   assert.ok(isRefusal(refused), String(refused));
@@ -203,6 +203,45 @@ test('forged tokens from many addresses fill a namespace\'s queue, not the lane 
   hold.open();
   assert.deepEqual(await Promise.all(waiting), ['10.1.0.1', '10.1.0.2', '10.1.0.3']);
   await running;
+});
+
+// A red team: 8 addresses keeping the other callers' lane full held a team's new pods (new
+// addresses, not vouched for yet) out for as long as the flood lasted.
+test('a full lane of the other callers makes room for a new address: the oldest waiter of the address holding the most is refused, when it holds two or more and more than the newcomer would', opts, async () => {
+  const { run, events, limiter } = setup({ maxInFlight: 1, maxQueue: 16 });
+  const busy = run('b', 'busy', '10.9.9.9');
+  await flush();
+  const flood = new Map<string, Promise<unknown>>();
+  for (let i = 0; i < 16; i++) {
+    const p = run('b', `f${i}`, `10.9.0.${i % 8}`);
+    p.catch(() => {});
+    flood.set(`f${i}`, p);
+  }
+  await flush();
+  assert.equal(limiter.waiting('b'), 16);
+  // a new address: f0, the oldest of the first address holding the most (2), makes room
+  const pod = run('b', 'pod', '10.1.0.1');
+  await flush();
+  assert.ok(isRefusal(await outcome(flood.get('f0')!)), 'f0 refused');
+  assert.equal(await outcome(flood.get('f8')!), 'pending', 'the same address\'s other waits on');
+  assert.equal(limiter.waiting('b'), 16);
+  assert.deepEqual(events.refused, ['b:queue_full']);
+  // an address already holding one: the others hold 2, not more than it would: refused
+  const refused = await outcome(run('b', 'again', '10.9.0.0'));
+  assert.ok(isRefusal(refused));
+  // a second new address: the next address holding 2 (10.9.0.1) gives its oldest
+  const pod2 = run('b', 'pod2', '10.1.0.2');
+  await flush();
+  assert.ok(isRefusal(await outcome(flood.get('f1')!)), 'f1 refused');
+  // once every address holds one, no one makes room
+  const spread = setup({ maxInFlight: 1, maxQueue: 4 });
+  const held = spread.run('c', 'held', '10.8.0.9');
+  await flush();
+  const four = ['10.8.0.1', '10.8.0.2', '10.8.0.3', '10.8.0.4'].map((a, i) => spread.run('c', `s${i}`, a));
+  await flush();
+  assert.ok(isRefusal(await outcome(spread.run('c', 'late', '10.8.0.5'))));
+  assert.equal(spread.limiter.waiting('c'), 4);
+  void busy; void pod; void pod2; void held; void four;
 });
 
 test('a namespace remembers at most 1024 addresses as having authenticated, the least recent going first', () => {
