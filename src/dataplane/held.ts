@@ -51,6 +51,9 @@ export const maxOlderTablesInAll = 32;
  * gateways of 8 each held ~220 MiB of the heap every team shares. */
 export const maxOlderTablesPerNamespace = 16;
 
+/** A recheck goes on in a later turn once a slice has taken `ms` and checked at least `least`. */
+export const recheckSlice = { ms: 5, least: 8 };
+
 /** The listeners holding anything, by namespace (`HeldAccess.namespaceSwapped`). */
 const holding = new Map<string, Set<HeldAccess>>();
 
@@ -68,6 +71,8 @@ export class HeldAccess {
   private readonly held = new Map<Held, { end: (why: string) => void; table: RouteTable }>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Each recheck's number: a slice of an older one stops. */
+  private rechecks = 0;
 
   /** Where this one's entries went (`adopt`): a release finds them there. */
   private movedTo: HeldAccess | undefined;
@@ -134,16 +139,34 @@ export class HeldAccess {
    * then waits for its next window boundary. */
   recheck(): void {
     if (this.stopped) return;
-    const t = this.current();
-    for (const [h, { end }] of [...this.held]) {
-      const why = accessEnded(t, h);
-      if (why === null) continue;
-      this.held.delete(h);
-      this.ended(h, why, end);
-    }
-    if (!this.held.size) this.unregister();
-    this.swapped();
-    this.arm();
+    const run = ++this.rechecks;
+    const pending = [...this.held.keys()];
+    let at = 0;
+    // in slices of the event loop, others' work between: streams whose filters changed are
+    // checked again on it, as their namespace's time allows (a red team's 100 watches under a
+    // costly filter held the loop ~100 ms at each spec change)
+    const slice = () => {
+      if (this.stopped || run !== this.rechecks) return; // stopped, or a newer table asks anew
+      const t = this.current();
+      const start = performance.now();
+      for (let done = 0; at < pending.length; done++) {
+        if (done >= recheckSlice.least && performance.now() - start >= recheckSlice.ms) {
+          setImmediate(slice);
+          return;
+        }
+        const h = pending[at++]!;
+        const e = this.held.get(h);
+        if (!e) continue; // released meanwhile
+        const why = accessEnded(t, h);
+        if (why === null) continue;
+        this.held.delete(h);
+        this.ended(h, why, e.end);
+      }
+      if (!this.held.size) this.unregister();
+      this.swapped();
+      this.arm();
+    };
+    slice();
   }
 
   /**

@@ -10,7 +10,7 @@ import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, checkImpersonation, requestTarget, type RequestHead, type RouteAdmitted, type Seen } from '../../src/dataplane/admission.js';
 import { discovery } from '../../src/dataplane/listener.js';
-import { accessEnded } from '../../src/dataplane/held.js';
+import { accessEnded, HeldAccess, recheckSlice } from '../../src/dataplane/held.js';
 import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
 import { createMetrics, testMetrics } from '../../src/observability/metrics.js';
@@ -444,6 +444,37 @@ test('accessEnded: why a held session or stream may not go on under a changed sp
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'renamed', pathPrefix: '/', apiserver: { rejectPaths: [] } }] }), held), 'route kube no longer serves it');
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/apis/', apiserver: {} }] }), held), 'no route serves it now');
   assert.equal(accessEnded(table({ access: [sa], routes: [{ name: 'kube', pathPrefix: '/', apiserver: {} }] }), held), 'spec.routes[0].apiserver.rejectPaths[0] refuses it now');
+});
+
+// A spec change asks every held stream again on the event loop (a red team: 100 watches under a
+// costly filter held it ~100 ms at once): in slices, other work between; a newer table's recheck
+// takes over from an older one's.
+test('HeldAccess: a recheck goes on in slices of the event loop; each slice checks at least a few; a newer recheck takes over', async () => {
+  const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
+  const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };
+  const routes = [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: [] } }];
+  let current = table({ access: [sa], routes });
+  const h = new HeldAccess(() => current);
+  const ended: number[] = [];
+  for (let i = 0; i < 20; i++) h.hold({ id: app, method: 'GET', url: `/api/v1/namespaces/team-a/pods?watch=1&i=${i}`, route: 'kube' }, () => ended.push(i), current);
+  const was = { ...recheckSlice };
+  Object.assign(recheckSlice, { ms: 0, least: 8 }); // every slice as long as it may be
+  try {
+    current = table({ access: [{ users: ['bob'] }], routes }); // the caller is named no more
+    h.recheck();
+    assert.equal(ended.length, 8, 'the first slice');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(ended.length, 16, 'the next, in a later turn');
+    // a newer table while the rest wait: its recheck goes on from the start; the older one stops
+    current = table({ access: [{ users: ['carol'] }], routes });
+    h.recheck();
+    assert.equal(ended.length, 20);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual([ended.length, h.size], [20, 0], 'each ended once');
+  } finally {
+    Object.assign(recheckSlice, was);
+    h.stop();
+  }
 });
 
 // A review vouches for its address (its callers then wait in the namespace's first lane) and is
