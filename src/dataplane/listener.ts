@@ -650,7 +650,7 @@ export class Listener {
   }
   /** `t`'s namespace's turns, for the pieces of a body or session. */
   private pace(t: RouteTable): Pace {
-    return { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m };
+    return { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs };
   }
 
   /** The request body, buffered when it is small, of known length and fits the namespace's budget
@@ -710,7 +710,7 @@ export class Listener {
       const sent = performance.now();
       seen.upstream = 'apiserver';
       proxyRequest(this.apiserverCall(t, a, req), req, res, {
-        body: 'stream', streaming, stalledMs: this.limits.idleTimeoutMs, paused: this.budgets.paused, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
+        body: 'stream', streaming, ...this.pace(t),
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
@@ -732,7 +732,7 @@ export class Listener {
       seen.upstream = ep.host;
       const sent = performance.now();
       proxyRequest(this.serviceCall(a, req, ep, 'pool'), req, res, {
-        body, streaming, stalledMs: this.limits.idleTimeoutMs, paused: this.budgets.paused, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m,
+        body, streaming, ...this.pace(t),
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
         onError: (f) => {

@@ -4,7 +4,7 @@
 // (a WebSocket close frame; for SPDY exec and attach a Status on the error stream) at a frame
 // boundary, not a cut in the middle of a frame.
 import type { Duplex } from 'node:stream';
-import type { Pace } from './upstream.js';
+import { ReaderWait, type Pace } from './upstream.js';
 
 /** `websocket-spdy`: SPDY tunnelled in WebSocket binary messages (kubectl port-forward's WebSocket protocol). */
 export type FrameProtocol = 'websocket' | 'websocket-spdy' | 'spdy' | 'opaque';
@@ -230,10 +230,15 @@ class Valve {
   private held: Buffer[] | undefined;
   /** What waits for the held pieces to be sent (the source ended or closed meanwhile). */
   private then: Array<() => void> | undefined;
+  /** While the sink is full: counted, and cut when it stays full (`ReaderWait`). */
+  readonly stalled: ReaderWait | undefined;
 
-  /** `send`: writes a piece to the sink (false: it is full); `over`: the relay has ended. */
+  /** `send`: writes a piece to the sink (false: it is full); `over`: the relay has ended; `cut`:
+   * ends it (its sink full too long, or past its namespace's bound of those waiting). */
   constructor(private readonly source: Duplex, private readonly pace: Pace | undefined,
-    private readonly send: (piece: Buffer) => boolean, private readonly over: () => boolean) {}
+    private readonly send: (piece: Buffer) => boolean, private readonly over: () => boolean, cut: () => void) {
+    this.stalled = pace && new ReaderWait(pace, cut);
+  }
 
   /** A piece read from the source. */
   pass(piece: Buffer): void {
@@ -261,6 +266,7 @@ class Valve {
   /** The sink took what it had. */
   drained(): void {
     this.full = false;
+    this.stalled?.stop();
     if (!this.held) this.source.resume();
   }
 
@@ -268,6 +274,7 @@ class Valve {
     if (ok || this.full) return;
     this.full = true;
     this.source.pause();
+    this.stalled?.start();
   }
 
   private readonly turn = (): boolean => {
@@ -317,8 +324,12 @@ export class Session {
     private readonly pace?: Pace) {
     this.down = new FrameWatch(protocol);
     this.up = new FrameWatch(protocol);
-    this.toUpstream = new Valve(client, pace, (piece) => this.upstream.write(piece), () => this.done);
-    this.fromUpstream = new Valve(upstream, pace, (piece) => this.toClient(piece), () => this.done);
+    // a side that reads nothing for the idle time, or past the namespace's bound of streams waiting
+    // for their readers, ends the session
+    const stalled = pace && { ...pace, stalledMs: idleMs };
+    const cut = () => this.finish('idle', 'destroy');
+    this.toUpstream = new Valve(client, stalled, (piece) => this.upstream.write(piece), () => this.done, cut);
+    this.fromUpstream = new Valve(upstream, stalled, (piece) => this.toClient(piece), () => this.done, cut);
   }
 
   /** The relay has ended (both sides closed or closing). */
@@ -407,6 +418,8 @@ export class Session {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.timer);
+    this.toUpstream.stalled?.stop();
+    this.fromUpstream.stalled?.stop();
     this.upstream.destroy();
     if (client === 'destroy') {
       this.client.destroy();

@@ -68,6 +68,48 @@ export interface Pace {
   turns: Turns;
   namespace: string;
   m: { pieceDeferred(): void };
+  /** Where a stream waiting for its reader is counted (its namespace's longest waiting is cut past a
+   * bound), and how long it may wait (`ReaderWait`). */
+  paused?: { pause(namespace: string, cut: () => void): () => void };
+  stalledMs?: number;
+}
+
+/**
+ * A reader (a client, or a session's upstream) that took no more: its buffers full, its source
+ * paused. Each such stream holds the kernel's socket buffers, which no budget of the process counts
+ * (toward a reader that reads slowly, autotuned up to ~4 MiB; a red team: 100 watches read 16 KiB
+ * every 2 s held ~460 MiB of the operator's pod). So while it waits it is counted among its
+ * namespace's paused streams (`Pace.paused`: past their bound the longest waiting is cut), and one
+ * that waits `Pace.stalledMs` is cut.
+ */
+export class ReaderWait {
+  private timer: NodeJS.Timeout | undefined;
+  private unpause: (() => void) | undefined;
+  private on = false;
+
+  constructor(private readonly pace: Pace, private readonly cut: () => void) {}
+
+  get waiting(): boolean {
+    return this.on;
+  }
+
+  /** The reader is full (again: nothing new). */
+  start(): void {
+    if (this.on) return;
+    this.on = true;
+    if (this.pace.stalledMs !== undefined) this.timer = setTimeout(this.cut, this.pace.stalledMs);
+    this.unpause = this.pace.paused?.pause(this.pace.namespace, this.cut);
+  }
+
+  /** It drained, or the stream ended. */
+  stop(): void {
+    if (!this.on) return;
+    this.on = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.unpause?.();
+    this.unpause = undefined;
+  }
 }
 
 /** A failure before the response started; `connect`: no connection could be made. */
@@ -123,13 +165,9 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   respond: (status: number, headers: IncomingHttpHeaders) => void;
   onError: (f: UpstreamFailure) => void;
   onEnd?: () => void;
-  /** A client that reads none of the answer for this long is cut (it would hold the upstream connection). */
-  stalledMs: number;
   /** Called once the response streams (no length; or one with a length that waits for its
    * client): `end` finishes it (cleanly when it has no length; else the connection is cut). */
   streaming?: (end: () => void) => void;
-  /** Where an answer waiting for its client is counted (its namespace's longest waiting is cut past a bound). */
-  paused?: { pause(namespace: string, cut: () => void): () => void };
 } & Pace): void {
   // the client left before this (during its token check, or a failed first attempt): nothing to send
   if (res.destroyed) {
@@ -147,7 +185,8 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   let tracked = false;
   let pieces = 0;
   let informational = 0;
-  let stalled: NodeJS.Timeout | undefined;
+  /** A client that reads none of the answer for opts.stalledMs is cut (it would hold the upstream connection). */
+  const stalled = new ReaderWait(opts, () => res.destroy());
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   /** Hands the response to opts.streaming, ended by `close` (cleanly without a length, else cut). */
   const track = (close: () => void) => {
@@ -163,22 +202,16 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   let held: Buffer[] | undefined;
   /** The answer ended while pieces were held: ended once they are written. */
   let endHeld = false;
-  /** Counted among the namespace's answers waiting for their clients, while it waits. */
-  let unpause: (() => void) | undefined;
   const resume = () => {
-    clearTimeout(stalled);
-    stalled = undefined;
-    unpause?.();
-    unpause = undefined;
+    stalled.stop();
     if (!held) ctl?.resume();
   };
   /** What the client took: none past its buffer, then wait for it to drain. */
   const wrote = (ok: boolean) => {
-    if (ok || stalled !== undefined) return;
+    if (ok || stalled.waiting) return;
     ctl?.pause();
     res.once('drain', resume);
-    stalled = setTimeout(() => res.destroy(), opts.stalledMs);
-    unpause = opts.paused?.pause(opts.namespace, () => res.destroy());
+    stalled.start();
   };
   /** Writes what is held, counted in this turn (past the share, owed); false: the client is full. */
   const flushHeld = (): boolean => {
@@ -203,12 +236,11 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       return true;
     }
     wrote(ok);
-    if (stalled === undefined) ctl?.resume(); // (else when the client drains)
+    if (!stalled.waiting) ctl?.resume(); // (else when the client drains)
     return true;
   };
   res.once('close', () => {
-    clearTimeout(stalled);
-    unpause?.();
+    stalled.stop();
     finish();
     if (!res.writableFinished && ctl && !ctl.aborted && !upstreamEnded) {
       ctl.abort(new ClientGone('the client went away'));
@@ -459,12 +491,26 @@ export function proxyUpgrade(call: UpgradeCall, socket: Duplex, fail: (err: AgwE
     const { connection: _c, 'transfer-encoding': _te, 'keep-alive': _ka, ...headers } = ures.headers;
     socket.write(rawHead(ures.statusCode ?? 502, ures.statusMessage ?? '', { ...headers, connection: 'close' }));
     const body = paced(ures, pace, true);
-    body.pipe(socket);
+    // as an answer's: a client full past its buffer pauses the body, and is counted and cut as
+    // one waiting (`ReaderWait`)
+    const stalled = new ReaderWait(pace, () => socket.destroy());
+    const resume = () => {
+      stalled.stop();
+      body.resume();
+    };
+    body.on('data', (piece: Buffer) => {
+      if (socket.write(piece) || stalled.waiting) return;
+      body.pause();
+      socket.once('drain', resume);
+      stalled.start();
+    });
+    body.on('end', () => socket.end());
     ures.on('error', () => socket.destroy());
-    socket.on('close', () => ures.destroy());
+    socket.on('close', () => { stalled.stop(); ures.destroy(); });
     // (the body ends with the connection: ending it is a clean end)
     relaying?.(() => {
-      body.unpipe(socket);
+      body.removeAllListeners('data');
+      body.pause();
       ures.destroy();
       socket.end();
       closeSoon(socket);

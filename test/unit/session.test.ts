@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { Duplex } from 'node:stream';
 import { FrameWatch, Session, closingFrame, frameProtocol, sessionTarget, spdyErrorFrame } from '../../src/dataplane/session.js';
 import type { Turns } from '../../src/dataplane/upstream.js';
+import { PausedAnswers } from '../../src/dataplane/namespace-budget.js';
 
 /** A WebSocket frame: FIN, `opcode`, `payload`, masked when from a client. */
 let keys = 0;
@@ -199,4 +200,56 @@ test('what a session is about: pod subresources from the path and query, anythin
   assert.equal(frameProtocol('WebSocket'), 'websocket');
   assert.equal(frameProtocol('SPDY/3.1'), 'spdy');
   assert.equal(frameProtocol('h2c'), 'opaque');
+});
+
+// A session whose reader takes nothing holds the kernel's socket buffers as a paused answer does:
+// counted among its namespace's paused streams while it is full, cut past their bound, and cut
+// when it stays full for the idle time (data flowing the other way kept it from being idle).
+test('a session whose reader is full is counted among its namespace\'s paused streams: past the bound the longest waiting ends; it drains and gives its place back; it ends when full for the idle time', async () => {
+  const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: () => {} };
+  const paused = new PausedAnswers(1);
+  /** A client that takes what is written only when `drainAll` is called. */
+  const slow = () => {
+    const waiting: Array<() => void> = [];
+    const d = new Duplex({ read() {}, write(_c: Buffer, _e, cb) { waiting.push(cb); } }) as Duplex & { drainAll(): void };
+    d.drainAll = () => { for (const cb of waiting.splice(0)) cb(); };
+    return d;
+  };
+  const ended: string[] = [];
+  const open = (name: string, idleMs = 60_000) => {
+    const client = slow(), upstream = side();
+    const s = new Session(client, upstream, 'websocket', false, idleMs, (_s, reason) => ended.push(`${name} ${reason}`), { turns, namespace: 'team-a', m: { pieceDeferred: () => {} }, paused });
+    s.start(Buffer.alloc(0), Buffer.alloc(0));
+    return { client, upstream, s };
+  };
+  const flush = () => new Promise((r) => setImmediate(r));
+  const a = open('a');
+  a.upstream.push(ws(0x2, Buffer.alloc(64 * 1024)));
+  await flush();
+  assert.equal(paused.waiting('team-a'), 1, 'its client is full');
+  a.client.drainAll();
+  await flush();
+  assert.equal(paused.waiting('team-a'), 0, 'drained: its place given back');
+  a.upstream.push(ws(0x2, Buffer.alloc(64 * 1024)));
+  await flush();
+  const b = open('b');
+  b.upstream.push(ws(0x2, Buffer.alloc(64 * 1024)));
+  await flush();
+  assert.deepEqual([ended, paused.waiting('team-a'), a.s.finished, b.s.finished], [['a idle'], 1, true, false], 'past the bound of 1: the longest waiting ended');
+  b.s.end('shutdown', 1001, 'bye', 'ServiceUnavailable');
+  b.client.drainAll();
+  await flush();
+  // full for its idle time (data flowing the other way all along): ended
+  const c = open('c', 200);
+  c.upstream.push(ws(0x2, Buffer.alloc(64 * 1024)));
+  await flush();
+  assert.equal(paused.waiting('team-a'), 1);
+  const keepBusy = setInterval(() => c.client.push(ws(0x2, Buffer.alloc(16), true)), 20);
+  try {
+    for (let i = 0; i < 100 && !c.s.finished; i++) await new Promise((r) => setTimeout(r, 20));
+  } finally {
+    clearInterval(keepBusy);
+  }
+  assert.ok(c.s.finished, 'ended once full for its idle time');
+  assert.equal(paused.waiting('team-a'), 0);
 });

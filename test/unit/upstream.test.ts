@@ -295,3 +295,52 @@ test('answers waiting for clients that do not read are bounded per namespace: pa
   a2.leave();
   assert.ok(await until(() => paused.waiting('team-a') === 1));
 });
+
+// An upgrade the upstream answers without switching (a team's backend answering 200 and a body
+// without end): relayed as an answer, its client that reads nothing is counted and cut as one.
+test('an upgrade answered without switching: a client that reads nothing is counted among the paused, cut past the bound and when it stalls', async (t) => {
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  const raw = createNetServer((sock) => sock.on('error', () => {}).once('data', () => {
+    sock.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n');
+    const pump = () => { while (sock.write(chunk)); sock.once('drain', pump); };
+    pump();
+  }));
+  await new Promise<void>((r) => raw.listen(0, '127.0.0.1', () => r()));
+  t.after(() => raw.close());
+  const up = (raw.address() as AddressInfo).port;
+  const paused = new PausedAnswers(1);
+  const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: () => {} };
+  const sockets: { destroyed: boolean }[] = [];
+  const front = createServer();
+  front.on('upgrade', (req, socket) => {
+    sockets.push(socket);
+    const [, ns, stall] = req.url!.split('/');
+    proxyUpgrade({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: { connection: 'upgrade', upgrade: 'websocket' }, timeoutMs: 5_000, what: 'backend', agent: new HttpAgent() },
+      socket, () => socket.destroy(), () => {}, () => socket.destroy(), undefined, { turns, namespace: ns!, m: { pieceDeferred: () => {} }, paused, stalledMs: Number(stall) });
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', () => r()));
+  t.after(() => { front.closeAllConnections(); front.close(); });
+  const reader = (path: string) => {
+    const s = connect((front.address() as AddressInfo).port, '127.0.0.1');
+    const i = sockets.length;
+    s.on('error', () => {});
+    s.write(`GET ${path} HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    s.once('data', () => s.pause()); // the head, then nothing more read
+    t.after(() => s.destroy());
+    return { closed: () => sockets[i]?.destroyed === true };
+  };
+  const until = async (f: () => boolean) => { for (let i = 0; i < 250 && !f(); i++) await new Promise((r) => setTimeout(r, 20)); return f(); };
+  const a1 = reader('/team-a/60000');
+  assert.ok(await until(() => paused.waiting('team-a') === 1), 'counted while its client reads nothing');
+  const b1 = reader('/team-b/60000');
+  assert.ok(await until(() => paused.waiting('team-b') === 1));
+  const a2 = reader('/team-a/60000');
+  assert.ok(await until(() => a1.closed()), 'team-a\'s longest waiting was cut');
+  assert.ok(await until(() => paused.waiting('team-a') === 1));
+  assert.deepEqual([a2.closed(), b1.closed()], [false, false]);
+  // one that waits its stalledMs is cut, and its place given back
+  const c1 = reader('/team-c/300');
+  assert.ok(await until(() => paused.waiting('team-c') === 1));
+  assert.ok(await until(() => c1.closed()), 'cut once stalled');
+  assert.equal(paused.waiting('team-c'), 0);
+});
