@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AccessGateway } from '../api/types.js';
 import type { KubeClient } from '../kube/client.js';
 import type { Metrics } from '../observability/metrics.js';
-import { objectKey, type KubeObject } from '../kube/informer.js';
+import { objectKey, type InformerEvent, type KubeObject } from '../kube/informer.js';
 import { Watched } from '../kube/watched.js';
 import { decodeEndpointSlice, decodePod, decodeService, maxPortsRead } from '../kube/wire-objects.js';
 import type { EndpointSliceLike, PodLike, ReferenceGrantLike, ServiceLike, TargetRef } from '../translate/services.js';
@@ -100,16 +100,26 @@ export class ClusterState {
     /** What reading a watch event's object took, charged to its namespace (a ReferenceGrant is
      * JSON: 2.8 MB of annotations and labels took ~17 ms of the shared event loop an update). */
     charge?: (namespace: string, ms: number) => void;
+    /** A Service or EndpointSlice with a controller (its uid) was deleted: told before the
+     * reconciles it asks for. */
+    onOwnedGone?: (namespace: string, name: string, ownerUid: string) => void;
   }) {
     // an update that changes nothing kept asks for no reconcile: a team patching its Service's
     // annotations in a loop re-reads no gateway, another team's routed to it included
     const base = { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics };
-    const quiet = { ...base, quietWhenUnchanged: true };
+    // what reading an event took is charged to its object's namespace, whether it asks for a
+    // reconcile or not (a team's annotations patched in a loop ask for none)
+    const quiet = { ...base, quietWhenUnchanged: true, onDecode: (o: KubeObject, ms: number) => opts.charge?.(o.metadata.namespace ?? '', ms) };
     const core = (plural: string) => (ns?: string) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`);
     // an object names what it refers to; one that changed whom it names (a slice moved to another
     // Service) also re-reads the one it named
-    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (_t: unknown, o: KubeObject, old?: KubeObject, decodeMs?: number) => {
-      if (decodeMs) opts.charge?.(o.metadata.namespace ?? '', decodeMs);
+    const emit = (kind: Ref['kind'], name: (o: any) => string | undefined = (o) => o.metadata.name) => (t: InformerEvent, o: KubeObject, old?: KubeObject) => {
+      // the cache may never have shown it (created and deleted before a reconcile read it): its
+      // gateway is told, so that it writes it again
+      if (t === 'delete' && kind === 'Service') { // (a Service's or an EndpointSlice's)
+        const owner = (o.metadata.ownerReferences as { uid?: string; controller?: boolean }[] | undefined)?.find((r) => r.controller === true);
+        if (owner?.uid) opts.onOwnedGone?.(o.metadata.namespace ?? '', o.metadata.name, owner.uid);
+      }
       for (const n of new Set([name(o), old && name(old)])) if (n) opts.onChange({ kind, namespace: o.metadata.namespace ?? '', name: n });
     };
     // Pods, Services and EndpointSlices, which every team writes, are read in protobuf, of which only
@@ -140,8 +150,7 @@ export class ClusterState {
         // pods that can never be a route's endpoint are not sent (a pod that finishes leaves as deleted)
         fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false',
         forbidden: 'the operator may not list and watch pods: service routes get no endpoints (--endpoint-addresses pods); grant list/watch on pods, or run with --endpoint-addresses any',
-        onEvent: (_type, p, _old, decodeMs) => {
-          if (decodeMs) opts.charge?.(p.metadata.namespace ?? '', decodeMs);
+        onEvent: (_type, p) => {
           const services = new Set(this.slices.byIndex(`pod ${objectKey(p)}`).map((s) => s.metadata.labels![serviceNameLabel]!));
           for (const name of services) opts.onChange({ kind: 'Service', namespace: p.metadata.namespace ?? '', name });
         },
@@ -154,7 +163,7 @@ export class ClusterState {
       trim: trimGrant,
       onEvent: emit('ReferenceGrant'),
     });
-    this.labelled = new LabelledData(client, { ...base, maxBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, onChange: opts.onChange });
+    this.labelled = new LabelledData(client, { ...base, maxBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, onChange: opts.onChange, charge: opts.charge });
     this.all = [this.services, this.slices, this.grants, ...this.labelled.watches, ...(this.pods ? [this.pods] : [])];
   }
 

@@ -10,8 +10,10 @@ import {
   endpointSliceManagedByLabel, endpointSliceManagedByValue, gatewayLabel, managedByLabel, managedByValue, serviceNameLabel,
 } from '../api/labels.js';
 
+export const exposedPrefix = 'agw-';
+
 export function exposedName(gw: AccessGateway): string {
-  return `agw-${gw.metadata.name}`;
+  return `${exposedPrefix}${gw.metadata.name}`;
 }
 
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';

@@ -11,7 +11,7 @@ import type { GatewayKeeper, GatewayReader } from '../kube/gateways.js';
 import type { InformerEvent } from '../kube/informer.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ClusterState } from './cluster-state.js';
-import type { ExposurePolicy } from './exposure.js';
+import { exposedPrefix, type ExposurePolicy } from './exposure.js';
 import { Controller } from './controller.js';
 import { SpecKeeper } from './gateway-specs.js';
 import { GatewayReconciler, recordOf, type Dataplane, type EventSink, type ExposureWriter, type StatusWriter } from './gateway-reconciler.js';
@@ -102,7 +102,8 @@ export class GatewayController {
       this.onGatewayEvent(type, obj, old);
     }, this.specs);
     this.cluster = new ClusterState(opts.client, { namespaces: opts.namespaces, log: opts.log, metrics: opts.metrics, onChange: (ref) => this.onRef(ref), endpointAddresses: opts.endpointAddresses ?? 'pods',
-      maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, charge: (ns, ms) => this.charge(ns, ms, true) });
+      maxLabelledBytesPerNamespace: opts.maxLabelledBytesPerNamespace ?? 0, charge: (ns, ms) => this.charge(ns, ms, true),
+      onOwnedGone: (ns, name, uid) => this.ownedGone(ns, name, uid) });
     this.reconciler = new GatewayReconciler({
       gateways: this.gateways, cluster: this.cluster, dataplane: opts.dataplane, ports: this.ports,
       writeStatus: opts.writeStatus, events: opts.events, exposure: opts.exposure, exposurePolicy: opts.exposurePolicy, issuers: opts.issuers, isLeader: opts.isLeader, jwksReady: opts.jwksReady,
@@ -123,6 +124,14 @@ export class GatewayController {
    * start-up is done. */
   private charge(namespace: string, ms: number, reading = false): void {
     if (this.ready) this.controller.queue.charge(namespace, ms, reading);
+  }
+
+  /** A gateway's agw-NAME Service or EndpointSlice was deleted (`name`, its controller's `uid`):
+   * written again at its reconcile, though the cache may never have shown it (created and
+   * deleted before a reconcile read it). */
+  private ownedGone(namespace: string, name: string, uid: string): void {
+    const gw = name.startsWith(exposedPrefix) ? this.gateways.get(namespace, name.slice(exposedPrefix.length)) : undefined;
+    if (gw?.metadata.uid === uid) this.reconciler.exposureGone(keyOf(gw));
   }
 
   /** A gateway cached without its spec took a place under the limit: read again, cached whole

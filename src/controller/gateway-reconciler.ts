@@ -131,6 +131,14 @@ export class GatewayReconciler {
   }
 
   /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
+  /** The gateway's agw-NAME Service or EndpointSlice was deleted: its next reconcile writes it
+   * again, whether or not the cache ever showed it (`seen`: else it waits for the cache to show
+   * its own creates, which would be refused). */
+  exposureGone(key: string): void {
+    const e = this.exposed.get(key);
+    if (e) e.seen = true;
+  }
+
   forgetWrites(): void {
     this.exposed.clear();
     this.written.clear();

@@ -82,6 +82,8 @@ export class LabelledData {
     namespaces: string[]; log: Logger; metrics?: Metrics; maxBytesPerNamespace: number; onChange: (ref: Ref) => void;
     /** Default `objectBytes` (tests set 0 to count data alone). */
     bytesPerObject?: number;
+    /** What reading a watch event's object took, charged to its namespace. */
+    charge?: (namespace: string, ms: number) => void;
   }) {
     this.budget = new DataBudget(opts.maxBytesPerNamespace);
     this.tls = this.source('secrets(listener-tls)', 'Secret', listenerTLSLabel, trimTLSSecret);
@@ -145,6 +147,7 @@ export class LabelledData {
       path: (ns) => (ns ? `/api/v1/namespaces/${ns}/${plural}` : `/api/v1/${plural}`),
       trim: (o) => this.keep(s, o),
       onListStart: (ns) => this.listStarts(s, ns),
+      onDecode: (o, ms) => this.opts.charge?.(o.metadata.namespace ?? '', ms),
       // counted as the cache changes (a list that failed midway counts nothing it read)
       onEvent: (type, o) => {
         const ns = o.metadata.namespace ?? '';

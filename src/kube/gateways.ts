@@ -74,7 +74,13 @@ export async function applyOwned(client: KubeClient, obj: { apiVersion: string; 
     const live = await client.request<any>('PATCH', `${path}?fieldManager=access-gateway&force=true`, { body: obj, contentType: 'application/apply-patch+yaml', what });
     if (obj.kind === 'Service') await dropStale(client, path, obj as unknown as ServiceLike, live, what);
   } else {
-    await client.request('POST', `${collection}?fieldManager=access-gateway`, { body: obj, what });
+    try {
+      await client.request('POST', `${collection}?fieldManager=access-gateway`, { body: obj, what });
+    } catch (err) {
+      // there already (the cache had not shown it yet): its watch event reconciles the gateway again,
+      // which applies it if it is the gateway's, or says whose it is
+      if ((err as { status?: number }).status !== 409) throw err;
+    }
   }
 }
 

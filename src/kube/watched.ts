@@ -33,6 +33,8 @@ export interface WatchedOptions<T> {
   log: Logger;
   metrics?: Metrics;
   onEvent: (type: InformerEvent, obj: T, old: T | undefined, decodeMs?: number) => void;
+  /** What reading each watch event's object took (ms), quiet ones too (`quietWhenUnchanged`). */
+  onDecode?: (obj: T, decodeMs: number) => void;
 }
 
 export class Watched<T extends KubeObject> {
@@ -57,6 +59,7 @@ export class Watched<T extends KubeObject> {
       metrics: opts.metrics,
       log: opts.log,
       onEvent: (type, obj, old, decodeMs) => {
+        if (decodeMs) opts.onDecode?.(obj, decodeMs);
         if (opts.indexBy) this.reindex(type, obj, old);
         if (opts.quietWhenUnchanged && type === 'update' && old && keptText(old) === keptText(obj)) return;
         opts.onEvent(type, obj, old, decodeMs);

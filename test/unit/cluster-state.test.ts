@@ -373,12 +373,43 @@ test('what reading a watch event took is charged to the object\'s namespace: gra
   state.start();
   await state.firstSync();
   const grantsPath = '/apis/gateway.networking.k8s.io/v1beta1/referencegrants';
-  while (!watches.has(grantsPath) || !watches.has('/api/v1/pods')) await new Promise((r) => setImmediate(r));
+  while (!watches.has(grantsPath) || !watches.has('/api/v1/pods') || ![...watches.keys()].some((k) => k.startsWith('/api/v1/configmaps?'))) await new Promise((r) => setImmediate(r));
   const send = (path: string, object: unknown, ms: number) => (watches.get(path) as unknown as (ev: unknown, ms: number) => void)({ type: 'ADDED', object }, ms);
   send(grantsPath, { metadata: { name: 'g', namespace: 'team-a', resourceVersion: '1' }, spec: { from: [], to: [] } }, 17);
   send('/api/v1/services', { metadata: { name: 'web', namespace: 'team-b', resourceVersion: '2' }, spec: { ports: [] } }, 2);
   send('/apis/discovery.k8s.io/v1/endpointslices', slice('web-1', 'web', ['p1'], '3'), 3);
   send('/api/v1/pods', pod('p1', '4'), 4);
-  assert.deepEqual(charged, ['team-a 17', 'team-b 2', 'a 3', 'a 4']);
+  // updates of fields not kept ask for no reconcile, and are charged all the same (a review)
+  const modified = (path: string, object: unknown, ms: number) => (watches.get(path) as unknown as (ev: unknown, ms: number) => void)({ type: 'MODIFIED', object }, ms);
+  modified(grantsPath, { metadata: { name: 'g', namespace: 'team-a', resourceVersion: '5', annotations: { big: 'x' } }, spec: { from: [], to: [] } }, 18);
+  modified('/api/v1/services', { metadata: { name: 'web', namespace: 'team-b', resourceVersion: '6', annotations: { big: 'x' } }, spec: { ports: [] } }, 5);
+  // and labelled Secrets and ConfigMaps
+  const labelled = [...watches.keys()].find((k) => k.startsWith('/api/v1/configmaps?'))!;
+  send(labelled, { metadata: { name: 'ca', namespace: 'team-c', resourceVersion: '7', labels: { 'access-gateway.io/ca-bundle': 'true' } }, data: { 'ca.crt': 'x' } }, 6);
+  assert.deepEqual(charged, ['team-a 17', 'team-b 2', 'a 3', 'a 4', 'team-a 18', 'team-b 5', 'team-c 6']);
+  await state.stop();
+});
+
+test('a deleted Service or EndpointSlice with a controller is told (its name and its controller\'s uid) before the reconciles it asks for', async () => {
+  const { client, watches } = fakeClient();
+  const told: string[] = [];
+  const state = new ClusterState(client, { namespaces: [], log: silentLogger, endpointAddresses: 'any', onChange: (r) => told.push(`change ${r.kind} ${r.name}`),
+    onOwnedGone: (ns, name, uid) => told.push(`gone ${ns}/${name} ${uid}`) });
+  state.start();
+  await state.firstSync();
+  while (!watches.has('/api/v1/services') || !watches.has('/apis/discovery.k8s.io/v1/endpointslices')) await new Promise((r) => setImmediate(r));
+  const owned = (rv: string) => ({ metadata: { name: 'agw-x', namespace: 'team-a', resourceVersion: rv, ownerReferences: [{ kind: 'AccessGateway', name: 'x', uid: 'gw-uid', controller: true }] }, spec: { ports: [] } });
+  const services = watches.get('/api/v1/services')!;
+  services({ type: 'ADDED', object: owned('1') });
+  services({ type: 'DELETED', object: owned('2') });
+  services({ type: 'ADDED', object: { metadata: { name: 'plain', namespace: 'team-a', resourceVersion: '3' }, spec: { ports: [] } } });
+  services({ type: 'DELETED', object: { metadata: { name: 'plain', namespace: 'team-a', resourceVersion: '4' }, spec: { ports: [] } } });
+  const slices = watches.get('/apis/discovery.k8s.io/v1/endpointslices')!;
+  const base = slice('agw-x', 'agw-x', [], '5');
+  const ownedSlice = (rv: string) => ({ ...base, metadata: { ...base.metadata, namespace: 'team-a', resourceVersion: rv, ownerReferences: [{ kind: 'AccessGateway', name: 'x', uid: 'gw-uid', controller: true }] } });
+  slices({ type: 'ADDED', object: ownedSlice('5') });
+  slices({ type: 'DELETED', object: ownedSlice('6') });
+  assert.deepEqual(told, ['change Service agw-x', 'gone team-a/agw-x gw-uid', 'change Service agw-x', 'change Service plain', 'change Service plain',
+    'change Service agw-x', 'gone team-a/agw-x gw-uid', 'change Service agw-x']);
   await state.stop();
 });

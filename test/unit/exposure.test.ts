@@ -43,3 +43,16 @@ test('the policy from flags: ClusterIP only by default; a default outside the al
     /--default-expose-type LoadBalancer is not among --expose-types \(ClusterIP\)/);
   assert.throws(() => exposurePolicy({ 'expose-types': ['ExternalName'], 'default-expose-type': 'ClusterIP', 'expose-annotations': [] }), /--expose-types: ExternalName/);
 });
+
+test('applyOwned: a create the apiserver refuses as already there (409: the cache had not shown it yet) is not an error; any other refusal is', async () => {
+  const { applyOwned } = await import('../../src/kube/gateways.js');
+  const { ApiError } = await import('../../src/kube/client.js');
+  const svc = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'agw-x', namespace: 'team-a' } };
+  let status = 409;
+  const asked: string[] = [];
+  const client = { request: async (method: string, path: string) => { asked.push(`${method} ${path}`); throw new ApiError(status, { message: 'no' }, 'create'); } } as never;
+  await applyOwned(client, svc, false);
+  status = 403;
+  await assert.rejects(applyOwned(client, svc, false), (e: unknown) => (e as { status: number }).status === 403);
+  assert.deepEqual(asked, ['POST /api/v1/namespaces/team-a/services?fieldManager=access-gateway', 'POST /api/v1/namespaces/team-a/services?fieldManager=access-gateway']);
+});

@@ -199,3 +199,17 @@ test('a gateway deleted before anything was made for it leaves no queue entry (i
   fq.done('a/busy');
   assert.deepEqual(await fresh.taken(), ['a/busy']);
 });
+
+test('a deleted agw-NAME Service or EndpointSlice is told to its gateway\'s reconciler when its controller is that gateway (its uid)', () => {
+  const { store, internals } = setup();
+  const x = { ...gw('x', '2026-01-01T00:00:00Z'), metadata: { ...gw('x', '2026-01-01T00:00:00Z').metadata, uid: 'uid-x' } };
+  store.set('a/x', x);
+  const told: string[] = [];
+  const r = internals as unknown as { reconciler: { exposureGone(key: string): void }; ownedGone(ns: string, name: string, uid: string): void };
+  r.reconciler.exposureGone = (key) => told.push(key);
+  r.ownedGone('a', 'agw-x', 'uid-x');
+  r.ownedGone('a', 'agw-x', 'uid-other'); // another owner (the gateway made again meanwhile)
+  r.ownedGone('a', 'x', 'uid-x'); // not an agw-NAME object
+  r.ownedGone('b', 'agw-x', 'uid-x'); // another namespace's
+  assert.deepEqual(told, ['a/x']);
+});

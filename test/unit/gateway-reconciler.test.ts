@@ -517,6 +517,26 @@ test('the agw-NAME objects rewritten where the cache shows them (a new expose ty
   assert.deepEqual(writes.slice(4), [['Service', false], ['EndpointSlice', true]]);
 });
 
+// The flake of resilience's "written again": the cache showed the objects' creation and their
+// deletion before any reconcile read it (a team's queue paused, or the events in one batch); the
+// reconcile then took them for creates not seen yet, and they were never written again.
+test('the agw-NAME objects created and deleted before a reconcile read the cache: the deletion told (exposureGone), they are written again', async () => {
+  const cached = { service: false, slice: false, foreign: null };
+  const writes: [string, boolean][] = [];
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); } },
+  });
+  await r.reconcile('team-a/a', silentLogger);
+  assert.equal(writes.length, 2);
+  await r.reconcile('team-a/a', silentLogger); // not in the cache yet: not written again (a create would be refused)
+  assert.equal(writes.length, 2);
+  r.exposureGone('team-a/a');
+  r.exposureGone('team-a/other'); // (another gateway's: nothing held for it)
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes.slice(2), [['Service', false], ['EndpointSlice', false]]);
+});
+
 test('a reconcile charges its namespace the event-loop time its translate, apply and status write held the loop (not what they awaited), also when apply throws', async () => {
   const charged: [string, number][] = [];
   let fail = false;
