@@ -24,9 +24,10 @@ export interface QueueOptions {
 }
 
 export class WorkQueue {
-  /** Waiting keys per group, FIFO (a Set: a key dropped is found without a scan); the groups with
-   * keys, in turn order. */
-  private readonly groups = new Map<string, Set<string>>();
+  /** Waiting keys per group, FIFO (a Set: a key dropped is found without a scan), each read by one
+   * iterator (a new one skips every slot deleted before it: draining a group of 50,000 took
+   * ~0.4 s); the groups with keys, in turn order. */
+  private readonly groups = new Map<string, { keys: Set<string>; order: Iterator<string> }>();
   private turns: string[] = [];
   private count = 0;
   private readonly dirty = new Set<string>();
@@ -118,8 +119,8 @@ export class WorkQueue {
     if (!this.dirty.delete(key)) return;
     const g = this.opts.groupOf?.(key) ?? '';
     const waiting = this.groups.get(g)!;
-    waiting.delete(key);
-    if (!waiting.size) {
+    waiting.keys.delete(key);
+    if (!waiting.keys.size) {
       this.groups.delete(g);
       this.turns.splice(this.turns.indexOf(g), 1);
     }
@@ -202,9 +203,10 @@ export class WorkQueue {
   private push(key: string): void {
     const g = this.opts.groupOf?.(key) ?? '';
     const waiting = this.groups.get(g);
-    if (waiting) waiting.add(key);
+    if (waiting) waiting.keys.add(key);
     else {
-      this.groups.set(g, new Set([key]));
+      const keys = new Set([key]);
+      this.groups.set(g, { keys, order: keys.values() }); // (sees keys added later; never done while any is left)
       this.turns.push(g);
     }
     this.count++;
@@ -216,9 +218,9 @@ export class WorkQueue {
     if (at < 0 || !this.turns.length) return undefined;
     const g = this.turns.splice(at, 1)[0]!;
     const waiting = this.groups.get(g)!;
-    const key = waiting.values().next().value!;
-    waiting.delete(key);
-    if (waiting.size) this.turns.push(g);
+    const key = waiting.order.next().value!;
+    waiting.keys.delete(key);
+    if (waiting.keys.size) this.turns.push(g);
     else this.groups.delete(g);
     this.count--;
     return key;

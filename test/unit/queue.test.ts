@@ -391,3 +391,23 @@ test('drop takes back a waiting key, its timer and its failures; one being proce
   assert.equal(await q.get(), 'b/1');
   q.shutdown();
 });
+
+test('within a group, keys go first in, first out: a dropped key added again goes last; keys added while the group drains come after', async () => {
+  const q = new WorkQueue({ groupOf: (k) => k.split('/')[0]! });
+  for (const k of ['a/1', 'a/2', 'a/3', 'a/4']) q.add(k);
+  q.drop('a/2');
+  q.add('a/2');
+  const order: string[] = [];
+  const next = async () => { const k = (await q.get())!; order.push(k); q.done(k); };
+  await next(); // a/1
+  q.add('a/5');
+  q.drop('a/3');
+  await next(); // a/4
+  q.add('a/1'); // taken already: added again, last
+  while (q.depth) await next();
+  assert.deepEqual(order, ['a/1', 'a/4', 'a/2', 'a/5', 'a/1']);
+  assert.equal(q.depth, 0);
+  q.add('a/9'); // the group made anew once it emptied
+  await next();
+  assert.deepEqual(order.at(-1), 'a/9');
+});
