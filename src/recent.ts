@@ -75,7 +75,8 @@ export class NamespacedRecent<K, V> {
   }
 
   get(namespace: string, key: K, make: (key: K) => V): V {
-    const v = this.kept.get(namespace, key) ?? make(key);
+    let v = this.kept.get(namespace, key);
+    if (v === undefined) v = make(key); // (a null kept is a value: OpenSSL's verdict "accepted")
     this.kept.set(namespace, key, v); // the most recent now
     return v;
   }

@@ -447,4 +447,9 @@ test('namespaced recent values: a namespace keeps at most its bound; past the wh
   assert.equal(made.length, n, 'b\'s most recent is kept');
   for (let i = 0; i < 10; i++) get('a', '4'); // hits are counted once
   assert.deepEqual([r.keptBy('a'), r.keptBy('b'), r.keptBy('c'), made.length], [2, 2, 2, n]);
+  // a null is a value kept, not a miss (OpenSSL's verdict on a pair it accepts)
+  const verdicts = new NamespacedRecent<string, string | null>(6, 3);
+  let asked = 0;
+  for (let i = 0; i < 3; i++) assert.equal(verdicts.get('a', 'pair', () => (asked++, null)), null);
+  assert.equal(asked, 1);
 });
