@@ -222,6 +222,9 @@ test('CA bundles: the old labels are counted and checked too; what is trusted is
   const hidden = `# comment\n${ca.cert}\uFEFF${other.cert}${'#'.repeat(300)}${other.cert}`;
   const parsed = parseBundle('team-a', hidden);
   assert.ok(!('problem' in parsed));
+  const fresh = parseBundle('team-a', `# a comment\n${makeCA(dir, 'fresh-root').cert}`);
+  assert.ok(!('problem' in fresh));
+  assert.equal(parseBundle('team-a', fresh.pem), fresh, 'the blocks written anew: the same, not parsed again');
   assert.equal(parsed.certificates.length, 1);
   assert.equal(parsed.pem, certificateBlocks(ca.cert).blocks[0]);
   const gw = applyDefaults({
