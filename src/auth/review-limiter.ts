@@ -48,6 +48,7 @@ interface Waiter {
   timer: Timer | undefined;
   /** namespace and client address, when the caller named one */
   source: string | undefined;
+  address: string | undefined;
 }
 
 export class FairLimiter {
@@ -56,6 +57,9 @@ export class FairLimiter {
   private readonly queues = new Map<string, Lanes>();
   /** By namespace, the addresses whose last review there named a caller its gateway admits (least recent first). */
   private readonly known = new Map<string, Set<string>>();
+  /** By namespace, the addresses whose last review there named none (least recent first): their
+   * waiters make room for others' (`makeRoom`). */
+  private readonly refused = new Map<string, Set<string>>();
   /** Namespaces with waiters, in the order they are served next. */
   private readonly ring: string[] = [];
   private readonly seen = new Set<string>();
@@ -96,12 +100,11 @@ export class FairLimiter {
   /** Whether `address`'s last review for `namespace` named a caller its gateway admits (a forged
    * token's, or another team's, ends it): its callers then wait in the namespace's first lane. */
   vouch(namespace: string, address: string, admitted: boolean): void {
-    let mine = this.known.get(namespace);
-    if (!admitted) {
-      if (mine?.delete(address) && mine.size === 0) this.known.delete(namespace);
-      return;
-    }
-    if (!mine) this.known.set(namespace, (mine = new Set()));
+    const [to, from] = admitted ? [this.known, this.refused] : [this.refused, this.known];
+    const was = from.get(namespace);
+    if (was?.delete(address) && was.size === 0) from.delete(namespace);
+    let mine = to.get(namespace);
+    if (!mine) to.set(namespace, (mine = new Set()));
     mine.delete(address);
     mine.add(address);
     if (mine.size > knownAddressesPerNamespace) mine.delete(mine.values().next().value!);
@@ -134,14 +137,14 @@ export class FairLimiter {
     // (a full first lane spills into the other)
     const lane: 'known' | 'rest' = address !== undefined && this.known.get(ns)?.has(address) && (q?.known.length ?? 0) < this.maxQueue ? 'known' : 'rest';
     const source = address === undefined ? undefined : `${ns}\u0000${address}`;
-    if ((q?.[lane].length ?? 0) >= this.maxQueue && !(lane === 'rest' && this.makeRoom(ns, q!.rest, source))) {
-      return Promise.reject(this.refuse(ns, 'queue_full'));
-    }
     const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
     if (held >= this.maxPerSource) return Promise.reject(this.refuse(ns, 'source_full'));
+    if ((q?.[lane].length ?? 0) >= this.maxQueue && !(lane === 'rest' && this.makeRoom(ns, q!.rest, address))) {
+      return Promise.reject(this.refuse(ns, 'queue_full'));
+    }
     if (source !== undefined) this.bySource.set(source, held + 1);
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, reject, timer: undefined, source };
+      const w: Waiter = { resolve, reject, timer: undefined, source, address };
       w.timer = this.clock.setTimeout(() => {
         this.remove(ns, w);
         reject(this.refuse(ns, 'timeout'));
@@ -206,23 +209,18 @@ export class FairLimiter {
   }
 
   /**
-   * The full `lane` (the other callers') makes room for a caller from `source`: its oldest waiter
-   * of the address holding the most there goes (refused), when that holds at least two and more
-   * than `source` would. A flood of forged tokens from a few addresses then gives way to a new
-   * address (a team's new pod) instead of keeping it out for as long as it lasts; one spread over as
-   * many addresses as the lane holds still fills it.
+   * The full `lane` (the other callers') makes room for a caller from `address`, not itself one
+   * whose last review here named no one the gateway admits: the oldest waiter of such an address
+   * goes (refused). A flood of forged tokens then gives way to a new address (a team's new pod)
+   * once its first reviews are done, instead of keeping it out for as long as it lasts; an
+   * address with no such review (a new pod's first requests, callers behind one address) is
+   * never made to give way. Fresh addresses for each token (an IPv6 prefix) still fill it.
    */
-  private makeRoom(ns: string, lane: Waiter[], source: string | undefined): boolean {
-    const count = new Map<string | undefined, number>();
-    let heaviest: string | undefined, most = 0;
-    for (const w of lane) {
-      if (w.source === undefined) continue;
-      const n = (count.get(w.source) ?? 0) + 1;
-      count.set(w.source, n);
-      if (n > most) [heaviest, most] = [w.source, n];
-    }
-    if (most <= (source === undefined ? 0 : count.get(source) ?? 0) + 1) return false; // (so it holds two or more)
-    const i = lane.findIndex((w) => w.source === heaviest);
+  private makeRoom(ns: string, lane: Waiter[], address: string | undefined): boolean {
+    const refused = this.refused.get(ns);
+    if (!refused || (address !== undefined && refused.has(address))) return false;
+    const i = lane.findIndex((w) => w.address !== undefined && refused.has(w.address));
+    if (i < 0) return false;
     const [w] = lane.splice(i, 1);
     if (w!.timer) this.clock.clearTimeout(w!.timer);
     this.left(w!);

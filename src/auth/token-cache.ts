@@ -90,7 +90,7 @@ class ExpiringMap<V> {
     this.entries.clear();
   }
 
-  private delete(key: string): void {
+  delete(key: string): void {
     if (this.entries.delete(key)) this.budget?.give();
   }
 
@@ -234,12 +234,12 @@ export class TokenCache<V> {
   }
 
   get(key: string): V | undefined {
-    return this.positive.get(key) ?? this.outsiders.get(key);
+    return this.lookup(key);
   }
 
   /** A positive entry, counted as a hit; undefined (not counted) otherwise: then call getOrLoad. */
   hit(key: string): V | undefined {
-    const v = this.positive.get(key) ?? this.outsiders.get(key);
+    const v = this.lookup(key);
     if (v !== undefined) this.onLookup?.(true);
     return v;
   }
@@ -248,7 +248,7 @@ export class TokenCache<V> {
    * concurrent callers). `precheck` runs only on a miss, before joining or starting a load; what
    * it throws is not cached. */
   async getOrLoad(key: string, load: () => Promise<{ value: V; ttlMs: number }>, precheck?: () => void): Promise<V> {
-    const hit = this.positive.get(key) ?? this.outsiders.get(key);
+    const hit = this.lookup(key);
     this.onLookup?.(hit !== undefined);
     if (hit !== undefined) return hit;
     const refused = this.negative.get(key);
@@ -267,6 +267,17 @@ export class TokenCache<V> {
 
   set(key: string, value: V, ttlMs: number): void {
     (this.charged(value) ? this.positive : this.outsiders).set(key, value, ttlMs);
+  }
+
+  /** A positive entry; an outsider the gateway admits now (a rule's window opened since its
+   * review) is not one: it is loaded again, to be charged (and its address vouched for). */
+  private lookup(key: string): V | undefined {
+    const v = this.positive.get(key);
+    if (v !== undefined) return v;
+    const o = this.outsiders.get(key);
+    if (o === undefined || !this.charged(o)) return o;
+    this.outsiders.delete(key);
+    return undefined;
   }
 
   /** Drops every entry for good, giving them back to the budget; later loads are not cached. */

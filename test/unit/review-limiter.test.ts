@@ -206,42 +206,46 @@ test('forged tokens from many addresses fill a namespace\'s queue, not the lane 
 });
 
 // A red team: 8 addresses keeping the other callers' lane full held a team's new pods (new
-// addresses, not vouched for yet) out for as long as the flood lasted.
-test('a full lane of the other callers makes room for a new address: the oldest waiter of the address holding the most is refused, when it holds two or more and more than the newcomer would', opts, async () => {
-  const { run, events, limiter } = setup({ maxInFlight: 1, maxQueue: 16 });
+// addresses, not vouched for yet) out for as long as the flood lasted. A review: making room by
+// the address holding the most let another team's fresh addresses refuse the team's own waiters.
+test('a full lane of the other callers makes room by refusing the oldest waiter of an address whose last review named no one admitted; never one without such a review', opts, async () => {
+  const { run, events, limiter } = setup({ maxInFlight: 1, maxQueue: 64 }); // (8 an address)
   const busy = run('b', 'busy', '10.9.9.9');
   await flush();
-  const flood = new Map<string, Promise<unknown>>();
-  for (let i = 0; i < 16; i++) {
-    const p = run('b', `f${i}`, `10.9.0.${i % 8}`);
+  const waiting = new Map<string, Promise<unknown>>();
+  const wait = (id: string, address: string) => {
+    const p = run('b', id, address);
     p.catch(() => {});
-    flood.set(`f${i}`, p);
-  }
+    waiting.set(id, p);
+  };
+  // 8 addresses whose last review was refused (forged tokens), and a new pod's 8 first requests
+  for (let i = 0; i < 8; i++) limiter.vouch('b', `10.9.0.${i}`, false);
+  for (let i = 0; i < 56; i++) wait(`f${i}`, `10.9.0.${i % 8}`);
+  for (let i = 0; i < 8; i++) wait(`p${i}`, '10.1.0.1');
   await flush();
-  assert.equal(limiter.waiting('b'), 16);
-  // a new address: f0, the oldest of the first address holding the most (2), makes room
-  const pod = run('b', 'pod', '10.1.0.1');
+  assert.equal(limiter.waiting('b'), 64);
+  // a new address: f0, the oldest waiter of a refused address, makes room
+  wait('pod2', '10.1.0.2');
   await flush();
-  assert.ok(isRefusal(await outcome(flood.get('f0')!)), 'f0 refused');
-  assert.equal(await outcome(flood.get('f8')!), 'pending', 'the same address\'s other waits on');
-  assert.equal(limiter.waiting('b'), 16);
+  assert.ok(isRefusal(await outcome(waiting.get('f0')!)), 'f0 refused');
   assert.deepEqual(events.refused, ['b:queue_full']);
-  // an address already holding one: the others hold 2, not more than it would: refused
-  const refused = await outcome(run('b', 'again', '10.9.0.0'));
-  assert.ok(isRefusal(refused));
-  // a second new address: the next address holding 2 (10.9.0.1) gives its oldest
-  const pod2 = run('b', 'pod2', '10.1.0.2');
+  // a refused address makes no room for itself
+  assert.ok(isRefusal(await outcome(run('b', 'again', '10.9.0.3'))));
+  // fresh addresses refuse only the refused ones' waiters: the new pod's stay
+  for (let i = 0; i < 10; i++) wait(`x${i}`, `10.7.0.${i}`);
   await flush();
-  assert.ok(isRefusal(await outcome(flood.get('f1')!)), 'f1 refused');
-  // once every address holds one, no one makes room
-  const spread = setup({ maxInFlight: 1, maxQueue: 4 });
-  const held = spread.run('c', 'held', '10.8.0.9');
-  await flush();
-  const four = ['10.8.0.1', '10.8.0.2', '10.8.0.3', '10.8.0.4'].map((a, i) => spread.run('c', `s${i}`, a));
-  await flush();
-  assert.ok(isRefusal(await outcome(spread.run('c', 'late', '10.8.0.5'))));
-  assert.equal(spread.limiter.waiting('c'), 4);
-  void busy; void pod; void pod2; void held; void four;
+  for (let i = 1; i <= 10; i++) assert.ok(isRefusal(await outcome(waiting.get(`f${i}`)!)), `f${i} refused`);
+  assert.equal(await outcome(waiting.get('f11')!), 'pending');
+  for (let i = 0; i < 8; i++) assert.equal(await outcome(waiting.get(`p${i}`)!), 'pending', `p${i} waits on`);
+  assert.equal(limiter.waiting('b'), 64);
+  // an address at its share of the queue is refused as such, before any room is made
+  const before = limiter.waiting('b');
+  assert.ok(isRefusal(await outcome(run('b', 'p9', '10.1.0.1'))));
+  assert.equal(events.refused.at(-1), 'b:source_full');
+  assert.equal(limiter.waiting('b'), before);
+  // an admitted review clears the address's refusal: its waiters stay
+  limiter.vouch('b', '10.9.0.5', true);
+  void busy;
 });
 
 test('a namespace remembers at most 1024 addresses as having authenticated, the least recent going first', () => {

@@ -137,3 +137,20 @@ test('a budget of 0 is no limit', async () => {
   for (let i = 0; i < 100; i++) await cache.getOrLoad(`k${i}`, async () => ({ value: 'v', ttlMs: 10_000 }));
   assert.equal(cache.size, 100);
 });
+
+// Whether a caller is charged (and vouches for its address) is decided when it is cached: one
+// reviewed before its rule's window opened sat among the outsiders, uncharged, after it opened.
+test('an outsider the gateway admits now (a window opened since its review) is loaded again, then cached as charged', async () => {
+  const cache = new TokenCache<string>({ maxEntries: 10, maxOutsiders: 10 });
+  let open = false;
+  cache.charged = () => open;
+  let loads = 0;
+  const load = async () => ({ value: `v${++loads}`, ttlMs: 60_000 });
+  assert.equal(await cache.getOrLoad('k', load), 'v1');
+  assert.equal(cache.size, 0, 'an outsider');
+  assert.equal(cache.hit('k'), 'v1', 'still refused: served from the outsiders');
+  open = true;
+  assert.equal(cache.hit('k'), undefined, 'admitted now: a miss');
+  assert.equal(await cache.getOrLoad('k', load), 'v2');
+  assert.deepEqual([cache.size, cache.hit('k')], [1, 'v2']);
+});
