@@ -73,6 +73,9 @@ export class HeldAccess {
   private stopped = false;
   /** Each recheck's number: a slice of an older one stops. */
   private rechecks = 0;
+  /** The streams the recheck under way asks, and how far it has come. */
+  private pending: Held[] = [];
+  private at = 0;
 
   /** Where this one's entries went (`adopt`): a release finds them there. */
   private movedTo: HeldAccess | undefined;
@@ -140,8 +143,14 @@ export class HeldAccess {
   recheck(): void {
     if (this.stopped) return;
     const run = ++this.rechecks;
-    const pending = [...this.held.keys()];
-    let at = 0;
+    const begun = this.current().policy.now();
+    this.swapped(); // (cheap: what too many tables hold goes at once, not after the slices)
+    // what a recheck this one takes over had not checked goes first: tables that come faster
+    // than a recheck ends cannot leave the last streams never asked
+    const left = this.pending.slice(this.at);
+    const first = new Set(left);
+    this.pending = [...left, ...[...this.held.keys()].filter((h) => !first.has(h))];
+    this.at = 0;
     // in slices of the event loop, others' work between: streams whose filters changed are
     // checked again on it, as their namespace's time allows (a red team's 100 watches under a
     // costly filter held the loop ~100 ms at each spec change)
@@ -149,12 +158,12 @@ export class HeldAccess {
       if (this.stopped || run !== this.rechecks) return; // stopped, or a newer table asks anew
       const t = this.current();
       const start = performance.now();
-      for (let done = 0; at < pending.length; done++) {
+      for (let done = 0; this.at < this.pending.length; done++) {
         if (done >= recheckSlice.least && performance.now() - start >= recheckSlice.ms) {
           setImmediate(slice);
           return;
         }
-        const h = pending[at++]!;
+        const h = this.pending[this.at++]!;
         const e = this.held.get(h);
         if (!e) continue; // released meanwhile
         const why = accessEnded(t, h);
@@ -162,9 +171,11 @@ export class HeldAccess {
         this.held.delete(h);
         this.ended(h, why, e.end);
       }
+      this.pending = [];
+      this.at = 0;
       if (!this.held.size) this.unregister();
       this.swapped();
-      this.arm();
+      this.arm(begun); // (a boundary passed while it ran: at once)
     };
     slice();
   }
@@ -232,15 +243,16 @@ export class HeldAccess {
     this.unregister();
   }
 
-  private arm(): void {
+  /** Waits for the table's next window boundary after `from` (default now). */
+  private arm(from?: number): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (!this.held.size || this.stopped) return;
     const policy = this.current().policy, now = policy.now();
-    const next = policy.nextBoundary(now);
+    const next = policy.nextBoundary(from ?? now);
     if (next === Infinity) return;
     // (timers overflow past 2^31 ms: a far boundary is waited for in steps)
-    this.timer = setTimeout(() => { this.timer = undefined; this.recheck(); }, Math.min(next - now + 5, 2 ** 31 - 1));
+    this.timer = setTimeout(() => { this.timer = undefined; this.recheck(); }, Math.min(Math.max(0, next - now) + 5, 2 ** 31 - 1));
     this.timer.unref();
   }
 }

@@ -242,6 +242,7 @@ class Valve {
 
   /** A piece read from the source. */
   pass(piece: Buffer): void {
+    if (this.over()) return; // (the client may send for a while once the upstream is gone)
     if (this.held) { // (a paused socket may still hand over what it had read: it goes behind)
       this.held.push(piece);
       return;

@@ -97,7 +97,7 @@ export class ReaderWait {
   start(): void {
     if (this.on) return;
     this.on = true;
-    if (this.pace.stalledMs !== undefined) this.timer = setTimeout(this.cut, this.pace.stalledMs);
+    if (this.pace.stalledMs !== undefined) this.timer = setTimeout(() => { this.stop(); this.cut(); }, this.pace.stalledMs);
     this.unpause = this.pace.paused?.pause(this.pace.namespace, this.cut);
   }
 

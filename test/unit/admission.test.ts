@@ -477,6 +477,51 @@ test('HeldAccess: a recheck goes on in slices of the event loop; each slice chec
   }
 });
 
+// Two reviews: a newer table's recheck started again from the first stream (tables coming faster
+// than a recheck ends left the last ones never asked); a window boundary that passed while a
+// recheck ran was skipped (its timer armed from the end, not the start).
+test('HeldAccess: a recheck taken over asks what the older one had not first; a window boundary passed while it ran is not missed', async () => {
+  const app = { username: users.app!, uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a'], extra: {} };
+  const sa = { serviceAccounts: [{ namespace: 'team-a', name: 'app' }] };
+  const routes = [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: [] } }];
+  const was = { ...recheckSlice };
+  Object.assign(recheckSlice, { ms: 0, least: 8 });
+  const open = (current: () => RouteTable, n: number) => {
+    const h = new HeldAccess(current);
+    const ended: number[] = [];
+    for (let i = 0; i < n; i++) h.hold({ id: app, method: 'GET', url: `/api/v1/namespaces/team-a/pods?watch=1&i=${i}`, route: 'kube' }, () => ended.push(i), current());
+    return { h, ended };
+  };
+  try {
+    let current = table({ access: [sa], routes });
+    const a = open(() => current, 20);
+    current = table({ access: [sa], routes: [...routes, { name: 'x', pathPrefix: '/x', apiserver: {} }] }); // still admitted
+    a.h.recheck(); // 0-7 asked
+    current = table({ access: [{ users: ['bob'] }], routes }); // admitted no more
+    a.h.recheck();
+    assert.deepEqual(a.ended, [8, 9, 10, 11, 12, 13, 14, 15], 'what the older recheck had not asked, first');
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(a.ended.length, 20);
+    a.h.stop();
+    // a notAfter that passes while the recheck runs (between its slices)
+    const edge = Math.ceil((Date.now() + 300) / 1000) * 1000;
+    let now = table({ access: [sa], routes });
+    const b = open(() => now, 16);
+    now = table({ access: [{ ...sa, notAfter: new Date(edge).toISOString().replace(/\.\d+Z$/, 'Z') }], routes });
+    b.h.recheck(); // 0-7: in their window
+    assert.equal(b.ended.length, 0);
+    while (Date.now() < edge + 20); // (the loop held past the boundary before the next slice)
+    await new Promise((r) => setImmediate(r)); // 8-15: past it
+    assert.equal(b.ended.length, 8);
+    for (let i = 0; i < 50 && b.ended.length < 16; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(b.ended.length, 16, 'those asked before the boundary are asked again');
+    b.h.stop();
+  } finally {
+    Object.assign(recheckSlice, was);
+  }
+});
+
 // A review vouches for its address (its callers then wait in the namespace's first lane) and is
 // charged to the namespace's cache budget only when spec.access admits its caller now: a red team's
 // ended rule naming every service account (kept until someone cleans it up) had another team's

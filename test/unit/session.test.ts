@@ -252,4 +252,14 @@ test('a session whose reader is full is counted among its namespace\'s paused st
   }
   assert.ok(c.s.finished, 'ended once full for its idle time');
   assert.equal(paused.waiting('team-a'), 0);
+  // a review: the client sending once the upstream has gone (its side is open 2 s more) took a
+  // place that was never given back
+  const d = open('d');
+  d.upstream.destroy();
+  await flush();
+  assert.ok(d.s.finished);
+  for (let i = 0; i < 4; i++) d.client.push(ws(0x2, Buffer.alloc(32 * 1024), true));
+  await flush();
+  assert.equal(paused.waiting('team-a'), 0);
+  d.client.destroy();
 });
