@@ -11,11 +11,16 @@ export class TokenBucket {
 
   /** Takes one if there is one now. A clock stepped back adds nothing (an hour back was an hour's debt). */
   take(now: number): boolean {
-    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.at) * this.perSecond) / 1000);
-    this.at = now;
-    if (this.tokens < 1) return false;
+    if (!this.has(now)) return false;
     this.tokens--;
     return true;
+  }
+
+  /** Whether there is one now (none taken). */
+  has(now: number): boolean {
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.at) * this.perSecond) / 1000);
+    this.at = now;
+    return this.tokens >= 1;
   }
 
   /** Whether it is full at `now` (as a new one would be). */

@@ -90,6 +90,11 @@ type PortSnapshot = Snapshot['port'];
 /** A gateway's status writes: a second's worth each 2 s, 5 at once (a new gateway takes 1–3). */
 export const statusWritesPerSecond = 0.5;
 export const statusWritesBurst = 5;
+/** A namespace's status writes, all its gateways together: 20 a second, 200 at once (500 new
+ * gateways of one namespace are written in ~15 s; a red team's namespace wrote ~2,000 a second,
+ * each creating or editing a gateway, on the operator's one flow). */
+export const namespaceStatusWritesPerSecond = 20;
+export const namespaceStatusWritesBurst = 200;
 
 export class GatewayReconciler {
   /** Status last written per key (its digest), and the resourceVersion the write was based on:
@@ -109,6 +114,8 @@ export class GatewayReconciler {
    * changed each routing gateway's status.routes on every EndpointSlice event, and all of them
    * are written by the one operator client whose APF flow also carries every team's TokenReviews. */
   private readonly statusWrites = new Map<string, TokenBucket>();
+  /** Each namespace's, together (`namespaceStatusWritesPerSecond`); full ones are forgotten past 1,024. */
+  private readonly namespaceStatusWrites = new Map<string, TokenBucket>();
   private readonly clock: Clock;
 
   constructor(private readonly d: GatewayReconcilerDeps) {
@@ -199,6 +206,14 @@ export class GatewayReconciler {
     } finally {
       this.d.charge?.(namespace, spent.ms);
     }
+  }
+
+  private namespaceBucket(namespace: string, now: number): TokenBucket {
+    let b = this.namespaceStatusWrites.get(namespace);
+    if (b) return b;
+    if (this.namespaceStatusWrites.size >= 1024) for (const [ns, x] of this.namespaceStatusWrites) if (x.fullAt(now)) this.namespaceStatusWrites.delete(ns);
+    this.namespaceStatusWrites.set(namespace, (b = new TokenBucket(namespaceStatusWritesPerSecond, now, namespaceStatusWritesBurst)));
+    return b;
   }
 
   /** Nothing was made or is held for the key (no port, so no listener; no status, exposure, or
@@ -417,12 +432,19 @@ export class GatewayReconciler {
     // nor a second Event (a status changed by someone else comes with a newer resourceVersion)
     const prev = this.written.get(key);
     if (prev && prev.digest === wanted && rv !== undefined && prev.fromRv === rv) return;
+    const now = this.clock.now();
     let bucket = this.statusWrites.get(key);
-    if (!bucket) this.statusWrites.set(key, (bucket = new TokenBucket(statusWritesPerSecond, this.clock.now(), statusWritesBurst)));
-    if (!bucket.take(this.clock.now())) {
+    if (!bucket) this.statusWrites.set(key, (bucket = new TokenBucket(statusWritesPerSecond, now, statusWritesBurst)));
+    if (!bucket.has(now)) {
       log.debug('status writes of this gateway over their rate: written later');
       return bucket.msUntilOne();
     }
+    const ns = this.namespaceBucket(splitKey(key).namespace, now);
+    if (!ns.take(now)) {
+      log.debug('status writes of this namespace over their rate: written later');
+      return ns.msUntilOne();
+    }
+    bucket.take(now);
     this.written.set(key, { digest: wanted, fromRv: rv }); // before the write: the watch event of our own write must find it
     let wrote: boolean | void;
     try {

@@ -791,3 +791,26 @@ test('a gateway\'s status is written at most 5 times at once, then once each 2 s
   assert.equal(written.at(-1)![0], 'a');
   assert.equal(written.at(-1)![1].observedGeneration, 8, 'the status of now, once its turn came');
 });
+
+test('a namespace\'s gateways write at most 200 statuses at once, then 20 a second, together; another namespace\'s are its own', async () => {
+  const clock = new FakeClock(1_000_000);
+  const many = Array.from({ length: 202 }, (_, i) => gw(`g${i}`, '2026-01-01T00:00:00Z'));
+  const other = { ...gw('b', '2026-01-01T00:00:00Z'), metadata: { ...gw('b', '2026-01-01T00:00:00Z').metadata, namespace: 'team-b' } };
+  const { r, written } = setup([...many, other], { clock, ports: new PortAllocator([100, 1000]) });
+  const results = [];
+  for (let i = 0; i < 202; i++) results.push(await r.reconcile(`team-a/g${i}`, silentLogger));
+  assert.equal(written.length, 200);
+  assert.deepEqual(results.slice(200), [{ requeueAfterMs: 50 }, { requeueAfterMs: 50 }]);
+  assert.deepEqual(await r.reconcile('team-b/b', silentLogger), {});
+  assert.equal(written.at(-1)![0], 'b');
+  clock.advance(50);
+  assert.deepEqual(await r.reconcile('team-a/g200', silentLogger), {});
+  assert.equal(written.at(-1)![0], 'g200');
+  // a gateway held back by its namespace spent none of its own writes
+  clock.advance(50);
+  for (let g = 2; g <= 6; g++) {
+    many[201]!.metadata.generation = g;
+    assert.deepEqual(await r.reconcile('team-a/g201', silentLogger), {}, `write ${g}`);
+    clock.advance(50);
+  }
+});
