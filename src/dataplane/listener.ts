@@ -710,7 +710,7 @@ export class Listener {
       const sent = performance.now();
       seen.upstream = 'apiserver';
       proxyRequest(this.apiserverCall(t, a, req), req, res, {
-        body: 'stream', streaming, ...this.pace(t),
+        body: 'stream', streaming, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs, // (pace's fields: one object fewer a request)
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
@@ -732,7 +732,7 @@ export class Listener {
       seen.upstream = ep.host;
       const sent = performance.now();
       proxyRequest(this.serviceCall(a, req, ep, 'pool'), req, res, {
-        body, streaming, ...this.pace(t),
+        body, streaming, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs, // (pace's fields: one object fewer a request)
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
         onError: (f) => {

@@ -185,8 +185,9 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   let tracked = false;
   let pieces = 0;
   let informational = 0;
-  /** A client that reads none of the answer for opts.stalledMs is cut (it would hold the upstream connection). */
-  const stalled = new ReaderWait(opts, () => res.destroy());
+  /** A client that reads none of the answer for opts.stalledMs is cut (it would hold the upstream
+   * connection); made when it first waits (most answers never do). */
+  let stalled: ReaderWait | undefined;
   const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
   /** Hands the response to opts.streaming, ended by `close` (cleanly without a length, else cut). */
   const track = (close: () => void) => {
@@ -203,15 +204,15 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   /** The answer ended while pieces were held: ended once they are written. */
   let endHeld = false;
   const resume = () => {
-    stalled.stop();
+    stalled?.stop();
     if (!held) ctl?.resume();
   };
   /** What the client took: none past its buffer, then wait for it to drain. */
   const wrote = (ok: boolean) => {
-    if (ok || stalled.waiting) return;
+    if (ok || stalled?.waiting) return;
     ctl?.pause();
     res.once('drain', resume);
-    stalled.start();
+    (stalled ??= new ReaderWait(opts, () => res.destroy())).start();
   };
   /** Writes what is held, counted in this turn (past the share, owed); false: the client is full. */
   const flushHeld = (): boolean => {
@@ -236,11 +237,11 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
       return true;
     }
     wrote(ok);
-    if (!stalled.waiting) ctl?.resume(); // (else when the client drains)
+    if (!stalled?.waiting) ctl?.resume(); // (else when the client drains)
     return true;
   };
   res.once('close', () => {
-    stalled.stop();
+    stalled?.stop();
     finish();
     if (!res.writableFinished && ctl && !ctl.aborted && !upstreamEnded) {
       ctl.abort(new ClientGone('the client went away'));
