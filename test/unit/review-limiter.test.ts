@@ -220,8 +220,8 @@ test('a full lane of the other callers makes room by refusing the oldest waiter 
   };
   // 8 addresses whose last review was refused (forged tokens), and a new pod's 8 first requests
   for (let i = 0; i < 8; i++) limiter.vouch('b', `10.9.0.${i}`, false);
+  for (let i = 0; i < 8; i++) wait(`p${i}`, '10.1.0.1'); // (the oldest)
   for (let i = 0; i < 56; i++) wait(`f${i}`, `10.9.0.${i % 8}`);
-  for (let i = 0; i < 8; i++) wait(`p${i}`, '10.1.0.1');
   await flush();
   assert.equal(limiter.waiting('b'), 64);
   // a new address: f0, the oldest waiter of a refused address, makes room
