@@ -16,7 +16,7 @@ export const usage = `usage:
                            [--default-expose-type ClusterIP] [--expose-annotations KEY|PREFIX*]...
                            [--authentication-config FILE (apiserver AuthenticationConfiguration: OIDC issuers)]
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
-                           [--max-unadmitted-connections 4096] [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
+                           [--max-unadmitted-connections 2048] [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
                            [--max-metric-series-per-namespace 20000] [--max-paused-answers-per-namespace 32]
                            [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--endpoint-addresses pods|any (default pods)] [--min-access-log none|errors|all (default none)]
@@ -28,7 +28,7 @@ export const usage = `usage:
                            [--metrics-auth kubernetes|none (default none)]
                            [--listen-address HOST] [--port-range 20000-20999]
                            [--max-connections-per-listener 4096] [--max-connections-per-namespace 1024]
-                           [--max-unadmitted-connections 4096] [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
+                           [--max-unadmitted-connections 2048] [--max-cached-callers-per-namespace 10000] [--requests-per-turn-per-namespace 4]
                            [--max-metric-series-per-namespace 20000] [--max-paused-answers-per-namespace 32]
                            [--tls-handshake-percent 50] [--header-timeout-seconds 10] [--idle-timeout-seconds 65]
                            [--max-token-reviews-in-flight 16] [--max-token-reviews-per-second 500]

@@ -40,7 +40,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'drain-seconds': flag.int(defaults.drain, 0, 3600),
   'max-connections-per-listener': flag.int(4096, 1, 1_000_000),
   'max-connections-per-namespace': flag.int(1024, 0, 1_000_000),
-  'max-unadmitted-connections': flag.int(4096, 0, 1_000_000),
+  'max-unadmitted-connections': flag.int(2048, 0, 1_000_000),
   'max-cached-callers-per-namespace': flag.int(10_000, 0, 10_000_000),
   'max-metric-series-per-namespace': flag.int(20_000, 0, 10_000_000),
   'requests-per-turn-per-namespace': flag.int(4, 0, 100_000),

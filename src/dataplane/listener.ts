@@ -66,7 +66,7 @@ export interface ListenerLimits {
   idleTimeoutMs: number;
 }
 
-export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, maxUnadmittedConnections: 4096, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, pausedAnswersPerNamespace: 32, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
+export const defaultLimits: ListenerLimits = { maxConnections: 4096, maxConnectionsPerNamespace: 1024, maxUnadmittedConnections: 2048, bufferedBodyBytesPerNamespace: 16 << 20, cachedCallersPerNamespace: 10_000, requestsPerTurnPerNamespace: 4, pausedAnswersPerNamespace: 32, tlsHandshakePercent: 50, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000 };
 
 function errorHeaders(err: AgwError, body: string): OutgoingHttpHeaders {
   const h: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };

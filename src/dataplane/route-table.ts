@@ -269,7 +269,7 @@ export class RouteTable {
     const rl = plan.rateLimit;
     const limiter = !rl ? null
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
-        : new RateLimiter(rl.requestsPerSecond, rl.burst);
+        : new RateLimiter(rl.requestsPerSecond, rl.burst, undefined, undefined, cacheBudget);
     const ca = plan.tls?.clientCA ?? null;
     const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
     try {
@@ -303,11 +303,13 @@ export class RouteTable {
     return (this.canI ??= new RateLimiter(1, 5, 1_000));
   }
 
-  /** Releases the endpoint pools this table holds, and its authenticator's caches unless `next`
-   * (the table that took over) keeps it. */
+  /** Releases the endpoint pools this table holds, its rate limits' buckets, and its
+   * authenticator's caches and its rate limiter unless `next` (the table that took over) keeps them. */
   dispose(next?: RouteTable): void {
     for (const r of this.routes) for (const p of r.backend?.pools ?? []) this.deps.pools.release(p);
     if (next?.authenticator !== this.authenticator) this.authenticator.close?.();
+    if (next?.limiter !== this.limiter) this.limiter?.close();
+    this.canI?.close();
   }
 
   /** Adds to `headers` the Impersonate-* headers of an apiserver route for this caller: the

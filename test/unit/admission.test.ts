@@ -522,6 +522,22 @@ test('HeldAccess: a recheck taken over asks what the older one had not first; a 
   }
 });
 
+test('a replaced table\'s rate limiter gives back its buckets, unless the table that took over keeps it', () => {
+  const routes = [{ name: 'r', pathPrefix: '/', apiserver: {} }];
+  const budget = new EntryBudget(3); // (the namespace's cached callers)
+  const old = table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, budget);
+  for (const c of ['a', 'b', 'c']) old.limiter!.take(c);
+  assert.equal(old.limiter!.callers, 3);
+  const same = table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, budget);
+  const shared = Object.create(same, { limiter: { value: old.limiter } }) as RouteTable; // (as steps() keeps an unchanged one)
+  old.dispose(shared);
+  assert.equal(old.limiter!.callers, 3, 'kept by the table that took over');
+  assert.ok(same.limiter!.take('d') > 0, 'the namespace\'s budget spent by the older table\'s buckets');
+  old.dispose(same);
+  assert.equal(old.limiter!.callers, 0, 'given back');
+  assert.equal(same.limiter!.take('d'), 0);
+});
+
 // A review vouches for its address (its callers then wait in the namespace's first lane) and is
 // charged to the namespace's cache budget only when spec.access admits its caller now: a red team's
 // ended rule naming every service account (kept until someone cleans it up) had another team's

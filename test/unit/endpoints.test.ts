@@ -12,6 +12,7 @@ import { makeCA, makeCostlyChain, makeLeaf } from '../support/certs.js';
 import { HandshakeShare } from '../../src/dataplane/handshake-share.js';
 import type { HandshakeTurns } from '../../src/dataplane/backend-handshake.js';
 import { RateLimiter } from '../../src/auth/rate-limit.js';
+import { EntryBudget } from '../../src/auth/token-cache.js';
 import { NamespacedRecent } from '../../src/recent.js';
 import type { ServiceTarget } from '../../src/translate/plan.js';
 
@@ -180,6 +181,30 @@ async function httpsBackend(t: TestContext, opts: Parameters<typeof createServer
   t.after(() => srv.close());
   return (srv.address() as AddressInfo).port;
 }
+
+// A red team: 16 gateways' 10,000 buckets each, and as many again in replaced tables' limiters,
+// held ~142 MiB counted against no namespace.
+test('rate limiter buckets are the namespace\'s cached callers: past its budget a limiter forgets its own least recent, one with none refuses; full buckets are swept; close gives all back', () => {
+  let now = 0;
+  const budget = new EntryBudget(4, () => now);
+  const a = new RateLimiter(1, 5, 100, () => now, budget);
+  const b = new RateLimiter(1, 5, 100, () => now, budget);
+  for (const c of ['a1', 'a2', 'a3', 'a4']) assert.equal(a.take(c), 0);
+  assert.equal(a.callers, 4);
+  assert.equal(a.take('a5'), 0, 'its own least recent forgotten');
+  assert.equal(a.callers, 4);
+  assert.ok(b.take('b1') > 0, 'none of its own to forget: refused, not let through unlimited');
+  assert.equal(b.callers, 0);
+  // buckets full again are swept when the budget is asked (at most once a second)
+  now += 10_000;
+  assert.equal(b.take('b1'), 0);
+  assert.deepEqual([a.callers, b.callers], [0, 1]);
+  for (const c of ['a1', 'a2', 'a3']) a.take(c);
+  a.close(); // its table replaced
+  assert.equal(a.callers, 0);
+  for (const c of ['b2', 'b3', 'b4']) assert.equal(b.take(c), 0, `${c}: the closed limiter's places given back`);
+  assert.equal(b.callers, 4);
+});
 
 test('https endpoints: one TLS context per CA bundle, made once and shared; the upstream is still verified against it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'agw-ep-'));
