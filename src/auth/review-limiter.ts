@@ -209,17 +209,32 @@ export class FairLimiter {
   }
 
   /**
-   * The full `lane` (the other callers') makes room for a caller from `address`, not itself one
-   * whose last review here named no one the gateway admits: the oldest waiter of such an address
-   * goes (refused). A flood of forged tokens then gives way to a new address (a team's new pod)
-   * once its first reviews are done, instead of keeping it out for as long as it lasts; an
-   * address with no such review (a new pod's first requests, callers behind one address) is
-   * never made to give way. Fresh addresses for each token (an IPv6 prefix) still fill it.
+   * The full `lane` (the other callers') makes room for a caller from `address`: the oldest waiter
+   * of an address whose last review here named no one the gateway admits goes (refused). A flood of
+   * forged tokens then gives way to a new address (a team's new pod) once its first reviews are
+   * done, instead of keeping it out for as long as it lasts; an address with no such review (a new
+   * pod's first requests) is never made to give way. A caller from such an address itself (one
+   * forged token sent from behind its SNAT address, a review said, locked it out) takes the place
+   * of the oldest waiter of the one holding the most, when that holds more than it would. Fresh
+   * addresses for each token (an IPv6 prefix) still fill it.
    */
   private makeRoom(ns: string, lane: Waiter[], address: string | undefined): boolean {
     const refused = this.refused.get(ns);
-    if (!refused || (address !== undefined && refused.has(address))) return false;
-    const i = lane.findIndex((w) => w.address !== undefined && refused.has(w.address));
+    if (!refused) return false;
+    const from = (w: Waiter) => w.address !== undefined && refused.has(w.address);
+    let i: number;
+    if (address === undefined || !refused.has(address)) i = lane.findIndex(from);
+    else {
+      const count = new Map<string, number>();
+      let heaviest: string | undefined, most = 0;
+      for (const w of lane) {
+        if (!from(w)) continue;
+        const n = (count.get(w.address!) ?? 0) + 1;
+        count.set(w.address!, n);
+        if (n > most) [heaviest, most] = [w.address!, n];
+      }
+      i = most > (count.get(address) ?? 0) + 1 ? lane.findIndex((w) => w.address === heaviest) : -1;
+    }
     if (i < 0) return false;
     const [w] = lane.splice(i, 1);
     if (w!.timer) this.clock.clearTimeout(w!.timer);

@@ -229,7 +229,8 @@ test('a full lane of the other callers makes room by refusing the oldest waiter 
   await flush();
   assert.ok(isRefusal(await outcome(waiting.get('f0')!)), 'f0 refused');
   assert.deepEqual(events.refused, ['b:queue_full']);
-  // a refused address makes no room for itself
+  // a refused address takes room only from an address holding more than it would: here 7 each
+  // against its 8 (7 waiting and itself), none
   assert.ok(isRefusal(await outcome(run('b', 'again', '10.9.0.3'))));
   // fresh addresses refuse only the refused ones' waiters: the new pod's stay
   for (let i = 0; i < 10; i++) wait(`x${i}`, `10.7.0.${i}`);
@@ -243,9 +244,23 @@ test('a full lane of the other callers makes room by refusing the oldest waiter 
   assert.ok(isRefusal(await outcome(run('b', 'p9', '10.1.0.1'))));
   assert.equal(events.refused.at(-1), 'b:source_full');
   assert.equal(limiter.waiting('b'), before);
-  // an admitted review clears the address's refusal: its waiters stay
-  limiter.vouch('b', '10.9.0.5', true);
   void busy;
+  // a review: one forged token sent from a team's address (its SNAT neighbour) made it refused,
+  // and a flood from 8 addresses then kept its callers out for as long as it lasted
+  const s2 = setup({ maxInFlight: 1, maxQueue: 64 });
+  const busy2 = s2.run('b', 'busy', '10.9.9.9');
+  await flush();
+  for (let i = 0; i < 8; i++) s2.limiter.vouch('b', `10.9.0.${i}`, false);
+  s2.limiter.vouch('b', '10.1.0.9', false); // the team's address, after the neighbour's forged token
+  const flood = Array.from({ length: 64 }, (_, i) => { const p = s2.run('b', `g${i}`, `10.9.0.${i % 8}`); p.catch(() => {}); return p; });
+  await flush();
+  assert.equal(s2.limiter.waiting('b'), 64);
+  const mine = s2.run('b', 'mine', '10.1.0.9');
+  mine.catch(() => {});
+  await flush();
+  assert.ok(isRefusal(await outcome(flood[0]!)), 'the oldest of an address holding 8 gave way');
+  assert.equal(await outcome(mine), 'pending');
+  void busy2;
 });
 
 test('a namespace remembers at most 1024 addresses as having authenticated, the least recent going first', () => {
