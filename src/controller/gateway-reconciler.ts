@@ -51,7 +51,8 @@ export interface EventSink {
 export interface ExposureWriter {
   /** Addresses of the ready replicas; none: nothing is exposed. */
   addresses(): string[];
-  write(obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, exists: boolean): Promise<void>;
+  /** false: a create found one there already (the cache had not shown it). */
+  write(obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, exists: boolean): Promise<boolean | void>;
 }
 
 export interface GatewayReconcilerDeps {
@@ -386,8 +387,12 @@ export class GatewayReconciler {
     // written when changed, or when one the cache had shown is gone (deleted by hand: that
     // requeues us); not again before the cache shows our own creates, which would be refused (409)
     if (this.leader() && (was?.want !== want || was.refused || (was.seen && (!cached.service || !cached.slice)))) {
-      const why = await refusedOf(this.d.exposure.write(e.service, cached.service), `Service ${e.service.metadata.name} the gateway needs`)
-        ?? await refusedOf(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${e.slice.metadata.name} the gateway needs`);
+      let there = false; // a Service of that name there already: whose, its watch event tells
+      const why = await refusedOf(this.d.exposure.write(e.service, cached.service).then((r) => { there = r === false; }), `Service ${e.service.metadata.name} the gateway needs`)
+        ?? (there ? undefined : await refusedOf(this.d.exposure.write(e.slice, cached.slice), `EndpointSlice ${e.slice.metadata.name} the gateway needs`));
+      // not the slice: another's Service would get the gateway's endpoints (a review); written
+      // whole at the next reconcile, its event's, or in a second
+      if (there) return { applied, url: undefined, retryInMs: 1_000 };
       if (why !== undefined) {
         const refused = { ...why, until: now + refusedRetryMs };
         this.exposed.set(key, { want, seen: false, refused });

@@ -61,10 +61,10 @@ export function gatewaysPath(namespace?: string): string {
 
 /**
  * Writes an object the gateway owns (Service, EndpointSlice), as field manager access-gateway:
- * created when it does not exist (a create never replaces anyone's object: 409 if one appeared
+ * created when it does not exist (a create never replaces anyone's object: false if one appeared
  * meanwhile), else server-side applied — the caller has checked that the existing one is ours.
  */
-export async function applyOwned(client: KubeClient, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, exists: boolean): Promise<void> {
+export async function applyOwned(client: KubeClient, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, exists: boolean): Promise<boolean> {
   const plural = obj.kind === 'Service' ? 'services' : 'endpointslices';
   const base = obj.apiVersion === 'v1' ? '/api/v1' : `/apis/${obj.apiVersion}`;
   const collection = `${base}/namespaces/${obj.metadata.namespace}/${plural}`;
@@ -77,11 +77,13 @@ export async function applyOwned(client: KubeClient, obj: { apiVersion: string; 
     try {
       await client.request('POST', `${collection}?fieldManager=access-gateway`, { body: obj, what });
     } catch (err) {
-      // there already (the cache had not shown it yet): its watch event reconciles the gateway again,
-      // which applies it if it is the gateway's, or says whose it is
+      // there already (the cache had not shown it yet): false; its watch event reconciles the
+      // gateway again, which applies it if it is the gateway's, or says whose it is
       if ((err as { status?: number }).status !== 409) throw err;
+      return false;
     }
   }
+  return true;
 }
 
 interface ServiceLike { metadata: { annotations?: Record<string, string> }; spec: { ports: { port: number; protocol: string }[] } }

@@ -51,7 +51,7 @@ test('applyOwned: a create the apiserver refuses as already there (409: the cach
   let status = 409;
   const asked: string[] = [];
   const client = { request: async (method: string, path: string) => { asked.push(`${method} ${path}`); throw new ApiError(status, { message: 'no' }, 'create'); } } as never;
-  await applyOwned(client, svc, false);
+  assert.equal(await applyOwned(client, svc, false), false);
   status = 403;
   await assert.rejects(applyOwned(client, svc, false), (e: unknown) => (e as { status: number }).status === 403);
   assert.deepEqual(asked, ['POST /api/v1/namespaces/team-a/services?fieldManager=access-gateway', 'POST /api/v1/namespaces/team-a/services?fieldManager=access-gateway']);

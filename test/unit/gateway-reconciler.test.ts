@@ -537,6 +537,29 @@ test('the agw-NAME objects created and deleted before a reconcile read the cache
   assert.deepEqual(writes.slice(2), [['Service', false], ['EndpointSlice', false]]);
 });
 
+// A review: with a create answered 409 taken as done, the gateway's EndpointSlice was written for
+// a Service someone else had made of that name (its endpoints the gateway's).
+test('a Service create that finds one there already writes no EndpointSlice: written whole at the next reconcile, once the cache says whose it is', async () => {
+  const cached = { service: false, slice: false, foreign: null as string | null };
+  const writes: [string, boolean][] = [];
+  let there = true;
+  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+    cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
+    exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); return !(there && (o as { kind: string }).kind === 'Service'); } },
+  });
+  assert.deepEqual(await r.reconcile('team-a/a', silentLogger), { requeueAfterMs: 1_000 });
+  assert.deepEqual(writes, [['Service', false]]);
+  // someone else's: said, nothing written
+  cached.foreign = 'Service team-a/agw-a exists and is not owned by this AccessGateway';
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes, [['Service', false]]);
+  // ours after all (the cache had lagged): both written
+  Object.assign(cached, { foreign: null, service: true });
+  there = false;
+  await r.reconcile('team-a/a', silentLogger);
+  assert.deepEqual(writes.slice(1), [['Service', true], ['EndpointSlice', false]]);
+});
+
 test('a reconcile charges its namespace the event-loop time its translate, apply and status write held the loop (not what they awaited), also when apply throws', async () => {
   const charged: [string, number][] = [];
   let fail = false;
