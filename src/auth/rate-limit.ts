@@ -1,19 +1,33 @@
 // spec.rateLimit: a token bucket per caller identity, bounded in memory (oldest callers are
 // forgotten first when the table is full; a forgotten caller starts with a full bucket), and a
 // bucket full again (unused for burst / rate seconds) is forgotten when a new caller comes: it
-// holds nothing a new one would not. With a namespace's budget of callers, each bucket is one of
-// them (a red team: 16 gateways' 10,000 buckets each, and as many in replaced tables, held
-// ~142 MiB counted against no namespace).
+// holds nothing a new one would not. With a namespace's budget of buckets (`bucketBudget`), each
+// is one of it (a red team: 16 gateways' 10,000 buckets each, and as many in replaced tables,
+// held ~142 MiB counted against no namespace).
 import { TokenBucket } from '../bucket.js';
-import type { EntryBudget } from './token-cache.js';
+import { EntryBudget } from './token-cache.js';
+
+/**
+ * Each namespace's budget of rate-limit buckets, by its budget of cached callers: as many, apart
+ * from them (a review: sharing one, the token caches took the slots the limiters' sweeps freed,
+ * and a limiter left with none refused every caller). A token cached can be fetched again; a
+ * bucket lost lets its caller past the limit.
+ */
+export function bucketBudget(callers: EntryBudget): EntryBudget {
+  let b = bucketBudgets.get(callers);
+  if (!b) bucketBudgets.set(callers, (b = new EntryBudget(callers.limit)));
+  return b;
+}
+const bucketBudgets = new WeakMap<EntryBudget, EntryBudget>();
 
 export class RateLimiter {
   private readonly buckets = new Map<string, TokenBucket>();
-
-  private closed = false;
+  /** Given back on close (its table replaced): what it counts afterwards is counted apart. */
+  private budget: EntryBudget | undefined;
 
   constructor(readonly rate: number, readonly burst: number, private readonly maxCallers = 10_000,
-    private readonly now: () => number = Date.now, private readonly budget?: EntryBudget) {
+    private readonly now: () => number = Date.now, budget?: EntryBudget) {
+    this.budget = budget;
     budget?.join(this);
   }
 
@@ -35,15 +49,13 @@ export class RateLimiter {
         if (!oldest || !oldest[1].fullAt(t)) break;
         this.drop(oldest[0]);
       }
-      // the namespace's budget spent: this limiter's least recently used goes; with none, the
-      // caller waits a token's time (refused, never let through unlimited)
-      if (this.budget && !this.closed && !this.budget.take()) {
-        if (this.buckets.size === 0) return 1 / this.rate;
-        this.buckets.delete(this.buckets.keys().next().value!); // (its place in the budget is the new one's)
-      }
+      // the namespace's buckets spent (none of them full again: swept when it is asked): the new
+      // caller waits a token's time; a bucket still counting is never forgotten for it (its
+      // caller would pass the limit, a review: two identities taking turns passed 999 of 1,000)
+      if (this.budget && !this.budget.take()) return 1 / this.rate;
       b = new TokenBucket(this.rate, t, this.burst);
     }
-    if (!this.closed) this.buckets.set(caller, b);
+    this.buckets.set(caller, b);
     return b.take(t) ? 0 : b.secondsUntilOne();
   }
 
@@ -53,12 +65,13 @@ export class RateLimiter {
     for (const [caller, b] of this.buckets) if (b.fullAt(t)) this.drop(caller);
   }
 
-  /** Forgets every bucket for good, giving them back to the budget (its table was replaced: the
-   * streams it still holds take no tokens). */
+  /** Gives every bucket back to the budget (its table was replaced: the streams it still holds
+   * take no tokens); a request admitted by that table meanwhile is still limited, counted apart. */
   close(): void {
-    this.closed = true;
-    this.budget?.give(this.buckets.size);
-    this.budget?.leave(this);
+    const b = this.budget;
+    this.budget = undefined;
+    b?.give(this.buckets.size);
+    b?.leave(this);
     this.buckets.clear();
   }
 

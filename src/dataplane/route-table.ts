@@ -18,7 +18,7 @@ import type { EntryBudget } from '../auth/token-cache.js';
 import { same, type ApiserverTarget, type GatewayPlan, type RoutePlan, type ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix, withoutParams } from './path.js';
-import { RateLimiter } from '../auth/rate-limit.js';
+import { bucketBudget, RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend, secureContextFor, type EndpointPool } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
@@ -269,7 +269,7 @@ export class RouteTable {
     const rl = plan.rateLimit;
     const limiter = !rl ? null
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
-        : new RateLimiter(rl.requestsPerSecond, rl.burst, undefined, undefined, cacheBudget);
+        : new RateLimiter(rl.requestsPerSecond, rl.burst, undefined, undefined, cacheBudget && bucketBudget(cacheBudget));
     const ca = plan.tls?.clientCA ?? null;
     const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
     try {
@@ -293,6 +293,7 @@ export class RouteTable {
     } catch (err) {
       for (const p of acquired) deps.pools.release(p);
       if (!sameAuth) authn.close?.(); // its cache joined the namespace's budget
+      if (limiter && limiter !== previous?.limiter) limiter.close(); // and its limiter
       throw err;
     }
   }

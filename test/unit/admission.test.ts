@@ -536,6 +536,10 @@ test('a replaced table\'s rate limiter gives back its buckets, unless the table 
   old.dispose(same);
   assert.equal(old.limiter!.callers, 0, 'given back');
   assert.equal(same.limiter!.take('d'), 0);
+  // apart from the token caches' share (a review: they took what the limiters' sweeps freed)
+  const callers = new EntryBudget(2);
+  while (callers.take()); // (the namespace's token caches hold it all)
+  assert.equal(table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, callers).limiter!.take('e'), 0);
 });
 
 // A review vouches for its address (its callers then wait in the namespace's first lane) and is
