@@ -475,13 +475,21 @@ test('expired access rules are listed in status, and the reconcile comes back wh
   assert.equal(written.at(-1)![1].expiredAccessRules, undefined, 'nothing expired: the field is dropped');
 });
 
-test('the agw-NAME Service and EndpointSlice: written once, not again before the cache shows them, again when one is deleted', async () => {
-  const cached = { service: false, slice: false, foreign: null };
+/** A reconciler of gateway `g` whose agw-NAME objects the cache shows as `cached` says; what it
+ * writes, in order (kind, and whether the cache showed it). */
+function exposing(over: Partial<GatewayReconcilerDeps> = {}, g = gw('a', '2026-01-01T00:00:00Z')) {
+  const cached = { service: false, slice: false, foreign: null as string | null };
   const writes: [string, boolean][] = [];
-  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
+  const { r } = setup([g], {
     cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
     exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); } },
+    ...over,
   });
+  return { r, cached, writes };
+}
+
+test('the agw-NAME Service and EndpointSlice: written once, not again before the cache shows them, again when one is deleted', async () => {
+  const { r, cached, writes } = exposing();
   await r.reconcile('team-a/a', silentLogger);
   assert.deepEqual(writes, [['Service', false], ['EndpointSlice', false]]);
   await r.reconcile('team-a/a', silentLogger); // the watch has not brought them yet: no second create
@@ -498,14 +506,8 @@ test('the agw-NAME Service and EndpointSlice: written once, not again before the
 test('the agw-NAME objects rewritten where the cache shows them (a new expose type): one deleted later is written again, though the rewrite brought no reconcile', async () => {
   // a rewrite that changes nothing the cache keeps (the Service's type) makes no watch event
   // reconcile the gateway; a deletion after it must still be repaired
-  const cached = { service: false, slice: false, foreign: null };
-  const writes: [string, boolean][] = [];
   const g = gw('a', '2026-01-01T00:00:00Z');
-  const { r } = setup([g], {
-    cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
-    exposurePolicy: { types: ['ClusterIP', 'NodePort'], defaultType: 'ClusterIP', annotations: [] },
-    exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); } },
-  });
+  const { r, cached, writes } = exposing({ exposurePolicy: { types: ['ClusterIP', 'NodePort'], defaultType: 'ClusterIP', annotations: [] } }, g);
   await r.reconcile('team-a/a', silentLogger);
   Object.assign(cached, { service: true, slice: true });
   g.spec.listener = { expose: { type: 'NodePort' } } as never;
@@ -521,12 +523,7 @@ test('the agw-NAME objects rewritten where the cache shows them (a new expose ty
 // deletion before any reconcile read it (a team's queue paused, or the events in one batch); the
 // reconcile then took them for creates not seen yet, and they were never written again.
 test('the agw-NAME objects created and deleted before a reconcile read the cache: the deletion told (exposureGone), they are written again', async () => {
-  const cached = { service: false, slice: false, foreign: null };
-  const writes: [string, boolean][] = [];
-  const { r } = setup([gw('a', '2026-01-01T00:00:00Z')], {
-    cluster: { snapshotFor: () => ({}), exposureState: () => ({ ...cached }) },
-    exposure: { addresses: () => ['198.18.0.1'], write: async (o, exists) => { writes.push([(o as { kind: string }).kind, exists]); } },
-  });
+  const { r, writes } = exposing();
   await r.reconcile('team-a/a', silentLogger);
   assert.equal(writes.length, 2);
   await r.reconcile('team-a/a', silentLogger); // not in the cache yet: not written again (a create would be refused)
