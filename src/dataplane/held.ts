@@ -240,6 +240,7 @@ export class HeldAccess {
   /** No more checks (a drained listener has ended what it held; or gave it away). */
   stop(): void {
     this.stopped = true;
+    this.pending = []; // (a recheck under way stops: what it was to ask is not kept)
     clearTimeout(this.timer);
     this.unregister();
   }

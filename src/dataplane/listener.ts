@@ -648,10 +648,14 @@ export class Listener {
       return true;
     });
   }
-  /** `t`'s namespace's turns, for the pieces of a body or session. */
+  /** `t`'s namespace's turns, for the pieces of a body, an answer or a session: made once a table,
+   * not on each request. */
   private pace(t: RouteTable): Pace {
-    return { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs };
+    let p = this.paces.get(t);
+    if (!p) this.paces.set(t, (p = { turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs }));
+    return p;
   }
+  private readonly paces = new WeakMap<RouteTable, Pace>();
 
   /** The request body, buffered when it is small, of known length and fits the namespace's budget
    * (given back when the response closes); else 'stream'. Read in the namespace's turns, as a
@@ -710,7 +714,7 @@ export class Listener {
       const sent = performance.now();
       seen.upstream = 'apiserver';
       proxyRequest(this.apiserverCall(t, a, req), req, res, {
-        body: 'stream', streaming, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs, // (pace's fields: one object fewer a request)
+        body: 'stream', streaming, ...this.pace(t),
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
@@ -732,7 +736,7 @@ export class Listener {
       seen.upstream = ep.host;
       const sent = performance.now();
       proxyRequest(this.serviceCall(a, req, ep, 'pool'), req, res, {
-        body, streaming, turns: this.budgets.turns, namespace: t.plan.namespace, m: t.m, paused: this.budgets.paused, stalledMs: this.limits.idleTimeoutMs, // (pace's fields: one object fewer a request)
+        body, streaming, ...this.pace(t),
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
         onError: (f) => {
