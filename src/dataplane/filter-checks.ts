@@ -61,7 +61,8 @@ export interface FilterLimits {
    * 503 and a new thread takes the next. It keeps at most 32 compiled filters (up to ~2 MiB each,
    * 0.2-0.4 MiB usual) within threadKeptMb, and no DFA state between checks; a check builds at most
    * 96 patterns' 32 KiB.
-   * It comes on top of the main heap in the pod's memory limit. */
+   * Its young generation is a quarter of this. Both come on top of the main heap in the pod's
+   * memory limit. */
   threadHeapMb: number;
   /** What the thread's kept compiled filters may hold (MiB, estimated; default 30% of threadHeapMb):
    * past it the least recently used go (32 filters at the schema's bounds took it past its heap). */
@@ -444,7 +445,10 @@ export class FilterChecks {
     const keptBytes = (this.limits.threadKeptMb ?? 0.3 * this.limits.threadHeapMb) * 1024 * 1024;
     const heapBytes = this.limits.threadHeapMb * 1024 * 1024;
     // (kept filters allowed more than the heap, as only tests do: the heap bound itself tested, nothing dropped)
-    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: this.limits.threadHeapMb },
+    // (its young generation a quarter of that: V8's default, up to 192 MiB, made a 32 MiB thread
+    // keeping 30% stop for its heap now and then, and a 24 MiB one each time)
+    const resourceLimits = { maxOldGenerationSizeMb: this.limits.threadHeapMb, maxYoungGenerationSizeMb: Math.max(2, Math.floor(this.limits.threadHeapMb / 4)) };
+    const w = new Worker(new URL('./filter-thread.js', import.meta.url), { resourceLimits,
       workerData: { keptBytes, heapBytes: keptBytes >= heapBytes ? Infinity : heapBytes } });
     w.unref();
     this.threadsStarted++;
