@@ -1,24 +1,11 @@
 // spec.rateLimit: a token bucket per caller identity, bounded in memory (oldest callers are
 // forgotten first when the table is full; a forgotten caller starts with a full bucket), and a
 // bucket full again (unused for burst / rate seconds) is forgotten when a new caller comes: it
-// holds nothing a new one would not. With a namespace's budget of buckets (`bucketBudget`), each
+// holds nothing a new one would not. With a namespace's budget of buckets (CallerBudgets.buckets), each
 // is one of it (a red team: 16 gateways' 10,000 buckets each, and as many in replaced tables,
 // held ~142 MiB counted against no namespace).
 import { TokenBucket } from '../bucket.js';
-import { EntryBudget } from './token-cache.js';
-
-/**
- * Each namespace's budget of rate-limit buckets, by its budget of cached callers: as many, apart
- * from them (a review: sharing one, the token caches took the slots the limiters' sweeps freed,
- * and a limiter left with none refused every caller). A token cached can be fetched again; a
- * bucket lost lets its caller past the limit.
- */
-export function bucketBudget(callers: EntryBudget): EntryBudget {
-  let b = bucketBudgets.get(callers);
-  if (!b) bucketBudgets.set(callers, (b = new EntryBudget(callers.limit)));
-  return b;
-}
-const bucketBudgets = new WeakMap<EntryBudget, EntryBudget>();
+import type { EntryBudget } from './token-cache.js';
 
 export class RateLimiter {
   private readonly buckets = new Map<string, TokenBucket>();

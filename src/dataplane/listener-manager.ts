@@ -83,7 +83,7 @@ export class ListenerManager {
     try {
       let made: RouteTable | undefined;
       if (pace) {
-        const steps = () => updated ? updated.tableSteps(plan) : RouteTable.steps(plan, this.deps, undefined, this.budgets.cachedCallers(plan.namespace));
+        const steps = () => updated ? updated.tableSteps(plan) : RouteTable.steps(plan, this.deps, undefined, this.budgets.callers(plan.namespace));
         made = await this.orDropSeries(plan, current, () => inSteps(steps, pace));
         rest = performance.now();
       }

@@ -9,7 +9,6 @@ import type { Duplex } from 'node:stream';
 import { bearerToken } from '../auth/bearer.js';
 import type { CallerIdentity } from '../auth/identity.js';
 import { schema } from '../api/schema.js';
-import type { EntryBudget } from '../auth/token-cache.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { clipped, keepsLine, lineWeight } from '../observability/logger.js';
 import { admit, callerRefusal, maxHeaderFields, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
@@ -22,7 +21,7 @@ import {
 } from '../errors.js';
 import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
-import { addressGroup, budgetsFor, type Budgets, type Unadmitted } from './namespace-budget.js';
+import { addressGroup, budgetsFor, type Budgets, type CallerBudgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
 import { connectionMs, noCost, signCost } from './handshake-share.js';
 import { HandshakeMeter } from './handshake-meter.js';
@@ -105,8 +104,8 @@ export class Listener {
   private readonly held = new HeldAccess(() => this.table);
   /** The listener that took this one's place (`handOver`), whose rules decide from then on. */
   private successor: Listener | undefined;
-  /** The namespace's share of cached callers, for this listener's token caches. */
-  private readonly callers: EntryBudget;
+  /** The namespace's bounds on cached callers and rate-limit buckets, for this listener's tables. */
+  private readonly callers: CallerBudgets;
   private closing: Promise<void> | undefined;
   /** Connections not admitted yet, by their two ends (`peerKey`): a TLS socket has the same as
    * the TCP socket under it, which is the one 'connection' gives. With TLS, what the handshake
@@ -127,7 +126,7 @@ export class Listener {
   /** `made`: the plan's route table, made already (`tableSteps`); else made here. */
   constructor(plan: GatewayPlan, private readonly deps: DataplaneDeps, private readonly limits: ListenerLimits = defaultLimits,
     private readonly budgets: Budgets = budgetsFor(limits, deps.log), made?: RouteTable) {
-    this.callers = budgets.cachedCallers(plan.namespace);
+    this.callers = budgets.callers(plan.namespace);
     this.table = made ?? RouteTable.build(plan, deps, undefined, this.callers);
     const opts = {
       noDelay: true, requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs,

@@ -408,13 +408,25 @@ export interface Budgets {
   handshakes: HandshakeShare;
   /** Answers waiting for slow clients (each holds kernel socket buffers). */
   paused: PausedAnswers;
-  /** Callers held in the token caches of a namespace's gateways (~1 KiB each). */
-  cachedCallers(namespace: string): EntryBudget;
+  /** What a namespace's gateways keep per caller. */
+  callers(namespace: string): CallerBudgets;
+}
+
+/** A namespace's bounds on what its gateways keep per caller, each `--max-cached-callers-per-namespace`
+ * and apart (a review: sharing one, the token caches took the slots the limiters' sweeps freed, and
+ * a limiter left with none refused every caller; a token cached can be fetched again, a bucket lost
+ * lets its caller past the limit). */
+export interface CallerBudgets {
+  /** Callers held in the token caches (~1 KiB each). */
+  tokens: EntryBudget;
+  /** Callers' rate-limit buckets (~470 B each; a red team: 16 gateways' 10,000 each, and as many
+   * in replaced tables, held ~142 MiB). */
+  buckets: EntryBudget;
 }
 
 export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnadmittedConnections?: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; pausedAnswersPerNamespace?: number; tlsHandshakePercent: number },
   log: { error(obj: object, msg: string): void }): Budgets {
-  const callers = new Map<string, EntryBudget>(); // one small object per namespace that ever had a gateway
+  const callers = new Map<string, CallerBudgets>(); // one small object per namespace that ever had a gateway
   return {
     connections: new NamespaceBudget(limits.maxConnectionsPerNamespace),
     unadmitted: new UnadmittedConnections(limits.maxConnectionsPerNamespace, limits.maxUnadmittedConnections ?? 0),
@@ -422,9 +434,9 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnad
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
     handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100, (err) => log.error({ err }, 'a TLS handshake failed to start')),
     paused: new PausedAnswers(limits.pausedAnswersPerNamespace ?? maxPausedAnswersPerNamespace),
-    cachedCallers: (ns) => {
+    callers: (ns) => {
       let b = callers.get(ns);
-      if (!b) callers.set(ns, (b = new EntryBudget(limits.cachedCallersPerNamespace)));
+      if (!b) callers.set(ns, (b = { tokens: new EntryBudget(limits.cachedCallersPerNamespace), buckets: new EntryBudget(limits.cachedCallersPerNamespace) }));
       return b;
     },
   };

@@ -15,10 +15,11 @@ import type { CallerIdentity, TokenReviewer } from '../auth/identity.js';
 import { textKey } from '../api/pem.js';
 import type { RequestReviewer } from '../auth/request-info.js';
 import type { EntryBudget } from '../auth/token-cache.js';
+import type { CallerBudgets } from './namespace-budget.js';
 import { same, type ApiserverTarget, type GatewayPlan, type RoutePlan, type ServiceTarget } from '../translate/plan.js';
 import type { ApiserverConnection } from './upstream.js';
 import { normalizePrefix, PathFilter, replacePrefix, underPrefix, withoutParams } from './path.js';
-import { bucketBudget, RateLimiter } from '../auth/rate-limit.js';
+import { RateLimiter } from '../auth/rate-limit.js';
 import { PoolRegistry, ServiceBackend, secureContextFor, type EndpointPool } from './endpoints.js';
 import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
@@ -255,21 +256,21 @@ export class RouteTable {
   private readonly before: { route: CompiledRoute; tail: string | null }[][];
 
   /** Builds the table for a plan, keeping the previous authenticator (and its cache) and rate
-   * limiter (and its buckets) when their settings are unchanged. `cacheBudget`: the namespace's
-   * bound on cached callers, shared with its other gateways. */
-  static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, cacheBudget?: EntryBudget): RouteTable {
-    return runSteps(RouteTable.steps(plan, deps, previous, cacheBudget));
+   * limiter (and its buckets) when their settings are unchanged. `callers`: the namespace's bounds
+   * on cached callers and rate-limit buckets, shared with its other gateways. */
+  static build(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, callers?: CallerBudgets): RouteTable {
+    return runSteps(RouteTable.steps(plan, deps, previous, callers));
   }
 
   /** build() in steps, for a caller that lets other work run between them (the reconciler: the
    * event loop is every team's): the access policy, then each route (its metrics, its filters). */
-  static *steps(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, cacheBudget?: EntryBudget): Generator<void, RouteTable, void> {
+  static *steps(plan: GatewayPlan, deps: DataplaneDeps, previous?: RouteTable, callers?: CallerBudgets): Generator<void, RouteTable, void> {
     const sameAuth = previous && JSON.stringify(previous.plan.auth) === JSON.stringify(plan.auth);
-    const authn = sameAuth ? previous.authenticator : authenticatorFor(plan, deps, cacheBudget);
+    const authn = sameAuth ? previous.authenticator : authenticatorFor(plan, deps, callers?.tokens);
     const rl = plan.rateLimit;
     const limiter = !rl ? null
       : previous?.limiter && previous.limiter.rate === rl.requestsPerSecond && previous.limiter.burst === rl.burst ? previous.limiter
-        : new RateLimiter(rl.requestsPerSecond, rl.burst, undefined, undefined, cacheBudget && bucketBudget(cacheBudget));
+        : new RateLimiter(rl.requestsPerSecond, rl.burst, undefined, undefined, callers?.buckets);
     const ca = plan.tls?.clientCA ?? null;
     const acquired: EndpointPool[] = []; // given back if a later route cannot be compiled
     try {

@@ -9,7 +9,8 @@ import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/da
 import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, checkImpersonation, requestTarget, type RequestHead, type RouteAdmitted, type Seen } from '../../src/dataplane/admission.js';
-import { discovery } from '../../src/dataplane/listener.js';
+import { defaultLimits, discovery } from '../../src/dataplane/listener.js';
+import { budgetsFor, type CallerBudgets } from '../../src/dataplane/namespace-budget.js';
 import { accessEnded, HeldAccess, recheckSlice } from '../../src/dataplane/held.js';
 import { callerImpersonation, remoteHeaders } from '../../src/dataplane/headers.js';
 import { FilterChecks } from '../../src/dataplane/filter-checks.js';
@@ -32,7 +33,7 @@ const users: Record<string, string> = {
 const tokens = Object.fromEntries(Object.entries(users).map(([k, u]) => [k, token(u)]));
 const byToken = new Map(Object.entries(users).map(([k, u]) => [tokens[k]!, u]));
 
-function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}, budget?: EntryBudget): RouteTable {
+function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}, callers?: CallerBudgets): RouteTable {
   const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: 'team-a', generation: 1 },
     spec: { authentication: { audiences: ['gw'] }, ...spec } } as unknown as AccessGateway;
   const t = translate(applyDefaults(gw), { port: { port: 1 }, ...snapshot });
@@ -50,7 +51,7 @@ function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> 
     },
     ...extra,
   };
-  return RouteTable.build(t.plan, deps, undefined, budget);
+  return RouteTable.build(t.plan, deps, undefined, callers);
 }
 
 const req = (url: string, who: string | null, method = 'GET', extra: string[] = []) => {
@@ -115,6 +116,7 @@ test('the chain answers each refusal with its status, in order', async () => {
 
 test('callers spec.access does not name are cached apart: another team\'s valid tokens for this audience evict none of the namespace\'s budget', async () => {
   const budget = new EntryBudget(2);
+  const callers = { tokens: budget, buckets: new EntryBudget(2) };
   // made once: a token made again in a later second has another exp, and the reviewer knows it not
   const outsiderTokens = Array.from({ length: 300 }, (_, i) => token(`system:serviceaccount:team-b:o${i}`));
   const outsider = (i: number) => outsiderTokens[i]!;
@@ -129,7 +131,7 @@ test('callers spec.access does not name are cached apart: another team\'s valid 
     },
   };
   const spec = { access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }] };
-  const t = table(spec, {}, { reviewer }, budget);
+  const t = table(spec, {}, { reviewer }, callers);
   const admitted = async (tok: string) => {
     try {
       await admit(t, { method: 'GET', url: '/api', headers: { authorization: `Bearer ${tok}` }, rawHeaders: ['Authorization', `Bearer ${tok}`] }, { caller: '-' } as Seen);
@@ -147,7 +149,7 @@ test('callers spec.access does not name are cached apart: another team\'s valid 
   assert.equal(await admitted(outsider(299)), 403);
   assert.equal(reviews, 301, 'a refused caller is still cached (apart): its next request costs no review');
   // a second gateway of the namespace still caches its callers: the budget holds app's only
-  const t2 = table(spec, {}, { reviewer }, budget);
+  const t2 = table(spec, {}, { reviewer }, callers);
   await admit(t2, { method: 'GET', url: '/api', headers: { authorization: `Bearer ${tokens.app}` }, rawHeaders: ['Authorization', `Bearer ${tokens.app}`] }, { caller: '-' } as Seen);
   await admit(t2, { method: 'GET', url: '/api', headers: { authorization: `Bearer ${tokens.app}` }, rawHeaders: ['Authorization', `Bearer ${tokens.app}`] }, { caller: '-' } as Seen);
   assert.equal(reviews, 302);
@@ -524,11 +526,11 @@ test('HeldAccess: a recheck taken over asks what the older one had not first; a 
 
 test('a replaced table\'s rate limiter gives back its buckets, unless the table that took over keeps it', () => {
   const routes = [{ name: 'r', pathPrefix: '/', apiserver: {} }];
-  const budget = new EntryBudget(3); // (the namespace's cached callers)
-  const old = table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, budget);
+  const callers = { tokens: new EntryBudget(3), buckets: new EntryBudget(3) }; // (the namespace's)
+  const old = table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, callers);
   for (const c of ['a', 'b', 'c']) old.limiter!.take(c);
   assert.equal(old.limiter!.callers, 3);
-  const same = table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, budget);
+  const same = table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, callers);
   const shared = Object.create(same, { limiter: { value: old.limiter } }) as RouteTable; // (as steps() keeps an unchanged one)
   old.dispose(shared);
   assert.equal(old.limiter!.callers, 3, 'kept by the table that took over');
@@ -536,10 +538,21 @@ test('a replaced table\'s rate limiter gives back its buckets, unless the table 
   old.dispose(same);
   assert.equal(old.limiter!.callers, 0, 'given back');
   assert.equal(same.limiter!.take('d'), 0);
-  // apart from the token caches' share (a review: they took what the limiters' sweeps freed)
-  const callers = new EntryBudget(2);
-  while (callers.take()); // (the namespace's token caches hold it all)
-  assert.equal(table({ access: [], routes, rateLimit: { requestsPerSecond: 1, burst: 5 } }, {}, {}, callers).limiter!.take('e'), 0);
+});
+
+test('a namespace\'s rate-limit buckets have a budget of their own: apart from its token caches\' (a review: they took what the limiters\' sweeps freed) and from another namespace\'s', () => {
+  const budgets = budgetsFor({ ...defaultLimits, cachedCallersPerNamespace: 2 }, silentLogger);
+  const a = budgets.callers('team-a');
+  assert.equal(budgets.callers('team-a'), a, 'one per namespace, shared by its gateways');
+  while (a.tokens.take()); // (the namespace's token caches hold all theirs)
+  const spec = { access: [], routes: [{ name: 'r', pathPrefix: '/', apiserver: {} }], rateLimit: { requestsPerSecond: 1, burst: 5 } };
+  const limiter = table(spec, {}, {}, a).limiter!;
+  assert.equal(limiter.take('e'), 0);
+  assert.equal(limiter.take('f'), 0);
+  assert.ok(limiter.take('g') > 0, 'past the namespace\'s 2 buckets, a new caller waits');
+  const other = table(spec, {}, {}, budgets.callers('team-b')).limiter!;
+  assert.equal(other.take('e'), 0, 'team-a\'s buckets spent take nothing of team-b\'s');
+  assert.equal(other.take('f'), 0);
 });
 
 // A review vouches for its address (its callers then wait in the namespace's first lane) and is
