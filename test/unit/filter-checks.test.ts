@@ -243,6 +243,70 @@ test('a check that runs long on the filter thread gives way to another namespace
   assert.ok(checks.isSlow('team-a') && !checks.isSlow('team-b'));
 });
 
+test('a namespace\'s checks on the slow lane take at most its share of that thread: past it they wait for its time again, and another slow namespace\'s go first', { timeout: 60_000 }, async (t) => {
+  let clock = 0; // (stands still unless moved: a namespace's share refills only then)
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 20, slowMsPerSecond: 500, slowBurstMs: 50 }), {}, () => clock);
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  await checks.check(a, 'GET', longPath());
+  await checks.check(hostile16('team-b'), 'GET', longPath());
+  assert.ok(checks.isSlow('team-a') && checks.isSlow('team-b'));
+  const order: string[] = [];
+  const as = [1, 2, 3].map((i) => Promise.resolve(checks.check(a, 'GET', longPath())).then(() => order.push(`a${i}`)));
+  await as[0]; // (~150 ms of the slow lane's thread: team-a's 50 spent)
+  await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/api/v1/pods');
+  order.push('b');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(order, ['a1', 'b'], 'team-a\'s others wait while its share is spent');
+  while (order.length < 4) {
+    clock += 1_000;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await Promise.all(as);
+  assert.deepEqual(order, ['a1', 'b', 'a2', 'a3']);
+});
+
+test('the slow lane wakes at the first namespace\'s refill: another\'s longer debt, waited for first, does not hold its turn', { timeout: 60_000 }, async (t) => {
+  let clock = 0;
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 1, slowMsPerSecond: 100, slowBurstMs: 1 }), {}, () => clock);
+  t.after(() => checks.close());
+  const seen = checks as unknown as { slowWakeAt: number; slowTime: Map<string, { ms: number }> };
+  const a = hostile16('team-a');
+  const b = hostile('team-b'); // (a quarter of team-a's patterns: a shorter debt)
+  await checks.check(a, 'GET', longPath());
+  await checks.check(b, 'GET', longPath());
+  assert.ok(checks.isSlow('team-a') && checks.isSlow('team-b'));
+  const as = [1, 2].map(() => Promise.resolve(checks.check(a, 'GET', longPath())));
+  await as[0];
+  const refillOf = (ns: string) => (-seen.slowTime.get(ns)!.ms / 100) * 1000;
+  assert.equal(seen.slowWakeAt, refillOf('team-a'), 'woken at team-a\'s refill, the only one waiting');
+  const bs = [1, 2].map(() => Promise.resolve(checks.check(b, 'GET', longPath())));
+  await bs[0];
+  assert.ok(refillOf('team-b') < refillOf('team-a'), `team-b's debt the shorter (${refillOf('team-b')} ms, ${refillOf('team-a')} ms)`);
+  assert.equal(seen.slowWakeAt, refillOf('team-b'), 'brought forward to team-b\'s');
+  clock += 60_000;
+  await Promise.all([...as, ...bs]);
+});
+
+test('a check that has waited maxWaitMs on the slow lane for its namespace\'s time is answered 429 (Retry-After: 1); another slow namespace\'s is answered', { timeout: 60_000 }, async (t) => {
+  let clock = 0;
+  const refused: string[] = [];
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 20, slowMsPerSecond: 1, slowBurstMs: 50, maxWaitMs: 1_000 }),
+    { refused: (ns, why) => refused.push(`${ns} ${why}`) }, () => clock);
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  await checks.check(a, 'GET', longPath());
+  await checks.check(hostile16('team-b'), 'GET', longPath());
+  const a1 = Promise.resolve(checks.check(a, 'GET', longPath()));
+  const a2 = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => null, (err: unknown) => err);
+  await a1; // (team-a's share spent: 150 s of debt at 1 ms a second)
+  clock += 1_001;
+  assert.ok('accepted' in await checks.check(new PathFilter(kubectlProxy, 'team-b'), 'GET', '/api/v1/pods'));
+  const err = await a2;
+  assert.ok(err instanceof FiltersBusyError && err.status === 429 && err.retryAfterSeconds === 1 && /waited 1001 ms/.test(err.message), String(err));
+  assert.deepEqual(refused, ['team-a busy']);
+});
+
 test('a namespace whose match took over slowCheckMs has its checks on the slow lane: another namespace\'s are answered before them, and no thread is stopped', async (t) => {
   const slowed: string[] = [];
   // (quickCheckMs long: no check gives way; only the lanes keep team-b from waiting)
