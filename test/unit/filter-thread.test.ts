@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { boundKeptBytes, check, dropWhenHeapFull, keptFilters } from '../../src/dataplane/filter-thread.js';
 import { compileRegex } from '../../src/api/regex.js';
 import type { FilterSpec } from '../../src/dataplane/path.js';
@@ -62,21 +64,51 @@ test('the filter thread keeps filters within its bound on what they hold: a rout
   }
 });
 
-test('the filter thread drops its kept filters when its old generation is at 70% of its bound (should their estimates fall short), not before', () => {
-  dropWhenHeapFull(71, 100); // (other tests' filters gone)
+test('the filter thread drops its least recently used filters when its old generation is past 70% of its bound (should their estimates fall short), as much as it is past, and not before', () => {
+  dropWhenHeapFull(Infinity, 100); // (other tests' filters gone)
   check(job('team-h', 0));
   check(job('team-big', 1));
   check(job('team-big', 2));
-  assert.equal(dropWhenHeapFull(69, 100), false);
-  assert.equal(keptFilters()['team-h'], 1);
+  assert.equal(dropWhenHeapFull(70, 100), false);
+  assert.deepEqual(keptFilters(), { 'team-h': 1, 'team-big': 2 });
   assert.equal(dropWhenHeapFull(71, 100), true);
+  assert.deepEqual(keptFilters(), { 'team-big': 2 }, 'the least recently used, as much as it is past by their estimates');
+  assert.equal(dropWhenHeapFull(0.7 * (1 << 20) + (100 << 10), 1 << 20), true); // (100 KiB past: more than one's estimate, ~64 KiB)
   assert.deepEqual(keptFilters(), {});
-  // their compiling again is the churn of the owner whose kept filters held the most
+  // their compiling again is no one's churn
   const took: { ms: number; churnMs?: number; churnBy?: string } = { ms: 0 };
   check(job('team-h', 0), took);
-  assert.equal(took.churnBy, 'team-big');
-  dropWhenHeapFull(71, 100);
+  assert.equal(took.churnBy, undefined);
+  dropWhenHeapFull(Infinity, 100);
   // and its count of them starts again from nothing: 32 more are kept
   for (let i = 0; i < 32; i++) check(job(`again-${i}`, 0));
   assert.equal(Object.values(keptFilters()).reduce((a, b) => a + b, 0), 32);
+  dropWhenHeapFull(Infinity, 100);
 });
+
+test('the filter thread counts what its old generation held after the last major GC, not the garbage since: 32 MiB of it drops nothing', () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  check(job('team-g', 0));
+  gc();
+  const live = oldGeneration();
+  let junk: number[] | undefined = new Array(4 << 20).fill(1.5); // (32 MiB in the large-object space)
+  junk = undefined;
+  const bound = (live + (16 << 20)) / 0.7; // (live well under 70% of it; live and the garbage over)
+  assert.ok(oldGeneration() > 0.7 * bound && junk === undefined, 'the garbage is there');
+  assert.equal(dropWhenHeapFull(undefined, bound), false);
+  assert.deepEqual(keptFilters(), { 'team-g': 1 });
+  // held, and a major GC after it: counted
+  const held = new Array(4 << 20).fill(2.5);
+  gc();
+  assert.equal(dropWhenHeapFull(undefined, bound), true);
+  assert.deepEqual(keptFilters(), {});
+  assert.equal(dropWhenHeapFull(undefined, bound), false, 'once for each major GC');
+  assert.equal(held.length, 4 << 20);
+});
+
+function oldGeneration(): number {
+  let n = 0;
+  for (const s of getHeapSpaceStatistics()) if (!s.space_name.startsWith('new_') && s.space_name !== 'read_only_space') n += s.space_used_size;
+  return n;
+}
