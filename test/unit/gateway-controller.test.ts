@@ -213,3 +213,19 @@ test('a deleted agw-NAME Service or EndpointSlice is told to its gateway\'s reco
   r.ownedGone('b', 'agw-x', 'uid-x'); // another namespace's
   assert.deepEqual(told, ['a/x']);
 });
+
+test('the cluster state is wired to the controller: a deleted agw-NAME Service goes to its gateway\'s reconciler, and reading a Service\'s event is charged to its namespace', () => {
+  const { store, internals } = setup();
+  store.set('a/x', { ...gw('x', '2026-01-01T00:00:00Z'), metadata: { ...gw('x', '2026-01-01T00:00:00Z').metadata, uid: 'uid-x' } });
+  const told: string[] = [];
+  const r = internals as unknown as { reconciler: { exposureGone(key: string): void }; listed: boolean; cluster: { services: { opts: { onEvent(t: string, o: object): void; onDecode(o: object, ms: number): void } } } };
+  r.reconciler.exposureGone = (key) => told.push(key);
+  const services = r.cluster.services.opts;
+  services.onEvent('delete', { metadata: { name: 'agw-x', namespace: 'a', ownerReferences: [{ kind: 'AccessGateway', controller: true, uid: 'uid-x' }] } });
+  assert.deepEqual(told, ['a/x']);
+  const paused = (ns: string) => (internals.controller.queue as unknown as { isPaused(g: string): boolean }).isPaused(ns);
+  r.listed = true;
+  services.onDecode({ metadata: { name: 'web', namespace: 'a' } }, 5_000); // (more than the namespace's burst of 1 s)
+  assert.equal(paused('a'), true);
+  assert.equal(paused('b'), false);
+});
