@@ -313,9 +313,10 @@ export class FilterChecks {
       const b = refilled(this.slowTime, ns, now, this.limits.slowMsPerSecond, this.limits.slowBurstMs);
       if (b.ms > 0) return turns.splice(i, 1)[0];
       if (this.expire(ns, now)) i--; // (its last check gone: so is its turn)
-      else soonest = Math.min(soonest, (-b.ms / this.limits.slowMsPerSecond) * 1000);
+      else soonest = Math.min(soonest, (-b.ms / this.limits.slowMsPerSecond) * 1000, this.slow.waiting.get(ns)![0]!.since + this.limits.maxWaitMs - now);
     }
-    // (a wake set for a later refill is brought forward: one namespace's debt does not hold another's turn)
+    // (woken at the first refill or expiry; a wake set later is brought forward: one namespace's
+    // debt does not hold another's turn)
     if (soonest < Infinity && now + soonest < this.slowWakeAt) {
       clearTimeout(this.slowWake);
       this.slowWakeAt = now + soonest;

@@ -1,6 +1,6 @@
 // The filter thread: checks paths against routes' filters sent by FilterChecks (filter-checks.ts)
 // off the event loop, with the same PathFilter. One check at a time, in the order sent.
-import { GCProfiler, type HeapSpaceStatistics } from 'node:v8';
+import { GCProfiler, getHeapSpaceStatistics, type HeapSpaceStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from './path.js';
 
@@ -28,7 +28,7 @@ let bytes = 0;
 const sent = workerData as { keptBytes?: number; heapBytes?: number } | undefined;
 let keptBytes: number = sent?.keptBytes ?? 24 << 20;
 /** The thread's old-generation bound (FilterChecks' threadHeapMb). */
-const heapBytes = sent?.heapBytes ?? 64 << 20;
+let heapBytes = sent?.heapBytes ?? 64 << 20;
 /** What a compiled filter is taken to hold: a unit of its size ~740 bytes at most as measured (a
  * route's 1,810: 1.27 MiB), ~4.3 KiB a pattern whatever its size, its patterns' text twice (the
  * spec sent, its key: two bytes a character at worst), character ranges next to nothing (shared),
@@ -42,32 +42,48 @@ function estimate(f: PathFilter): number {
   return bytesPerFilter + f.size * bytesPerUnit + (acceptPaths.length + rejectPaths.length + rejectMethods.length) * bytesPerPattern + 4 * f.key.length;
 }
 
-/** Sets the bound on what kept filters hold (for tests, which call `check` in their own thread). */
-export function boundKeptBytes(n: number): void {
+/** Sets the bounds on what kept filters hold and on the heap (for tests, which call `check` in
+ * their own thread). */
+export function boundKeptBytes(n: number, heap = heapBytes): void {
   keptBytes = n;
+  heapBytes = heap;
 }
 
-/** Who pushed each filter out (by owner and key; the most recent 256): its owner compiling it again
- * is that one's churn, not its own (sibling namespaces of one team pushing each other's out too). */
-const pushedOutBy = new Map<string, string>();
+/** Who pushed each filter out, and what the compile that did took (ms), by owner and key (the most
+ * recent 256): its owner compiling it again is that one's churn, not its own (sibling namespaces
+ * of one team pushing each other's out too), for at most that long. */
+const pushedOutBy = new Map<string, Blame>();
+interface Blame { by: string; ms: number }
 
-/** `churn.by`: set to whose churn compiling it was (see FilterAnswer), if anyone's. */
-function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
+/** `churn`: set to whose churn compiling it was and for how long (see FilterAnswer), if anyone's. A
+ * compile that pushes filters out is its owner's churn, and what it pushes out is blamed on its
+ * owner alone (a review: passed on from an earlier blame, one team's own churn was charged to
+ * another for as long as it went on). A filter pushed out by another compiled again is that one's
+ * churn for at most what its compile took (a team's small filters pushing out another's large
+ * ones is not that team's cost many times over). */
+function filterFor(job: FilterJob, churn?: { by?: string; ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
   let f = mine.get(key);
   if (f) {
     mine.delete(key);
   } else {
+    const compiling = performance.now();
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
+    const ms = performance.now() - compiling;
+    lastResort();
     const size = estimate(f);
     const was = `${job.owner}\0${key}`;
-    let by = pushedOutBy.get(was);
+    const earlier = pushedOutBy.get(was);
     pushedOutBy.delete(was);
-    if (mine.size >= perOwner) by = pushOut(job.owner, mine, by ?? job.owner);
-    else if (count >= kept) by = pushOut(...filters.entries().next().value!, by ?? job.owner);
-    while (count > 0 && bytes + size > keptBytes) by = pushOut(...filters.entries().next().value!, by ?? job.owner);
-    if (churn) churn.by = by;
+    const blame = { by: job.owner, ms };
+    const before = count;
+    if (mine.size >= perOwner) pushOut(job.owner, mine, blame);
+    else if (count >= kept) pushOut(...filters.entries().next().value!, blame);
+    while (count > 0 && bytes + size > keptBytes) pushOut(...filters.entries().next().value!, blame);
+    const pushed = count < before;
+    if (churn && earlier) Object.assign(churn, { by: earlier.by, ms: Math.min(ms, earlier.ms) });
+    else if (churn && pushed) Object.assign(churn, { by: job.owner, ms });
     count++;
     bytes += size;
   }
@@ -78,19 +94,18 @@ function filterFor(job: FilterJob, churn?: { by?: string }): PathFilter {
 }
 
 /** Drops the least recently used filter of `owner`'s `of` (and `of`, when it has no other),
- * remembered as pushed out by `by` (if anyone); returns `by`. */
-function pushOut<B extends string | undefined>(owner: string, of: Map<string, PathFilter>, by: B): B {
+ * remembered as pushed out by `by` (if anyone). */
+function pushOut(owner: string, of: Map<string, PathFilter>, by: Blame | undefined): void {
   const [key, f] = of.entries().next().value!; // (an owner's map is never empty: made when its first filter compiled)
   of.delete(key);
   count--;
   bytes -= estimate(f);
   if (of.size === 0) filters.delete(owner);
   if (by !== undefined) blame(`${owner}\0${key}`, by);
-  return by;
 }
 
 /** Remembers `by` as who pushed out the filter of `ownerKey` (the most recent 256). */
-function blame(ownerKey: string, by: string): void {
+function blame(ownerKey: string, by: Blame): void {
   pushedOutBy.delete(ownerKey);
   pushedOutBy.set(ownerKey, by);
   if (pushedOutBy.size > 256) pushedOutBy.delete(pushedOutBy.keys().next().value!);
@@ -102,11 +117,10 @@ export function keptFilters(): Record<string, number> {
 }
 
 export function check(job: FilterJob, took?: { ms: number; churnMs?: number; churnBy?: string }, matching?: () => void): FilterRefusal | FilterPass {
-  const compiling = performance.now();
-  const churn: { by?: string } = {};
+  const churn: { by?: string; ms?: number } = {};
   const f = filterFor(job, churn);
   if (took) {
-    took.churnMs = churn.by === undefined ? 0 : performance.now() - compiling;
+    took.churnMs = churn.ms ?? 0;
     took.churnBy = churn.by;
   }
   matching?.();
@@ -142,6 +156,17 @@ function oldGeneration(spaces: HeapSpaceStatistics[]): number {
   let n = 0;
   for (const s of spaces) if (!s.spaceName.startsWith('new_') && s.spaceName !== 'read_only_space') n += s.spaceUsedSize;
   return n;
+}
+
+/** Past this share of its bound after a compile, garbage included, the thread drops filters as
+ * it would after a major GC: a last resort (a thread's live set growing within one job, or
+ * estimates far short, are read by no major GC before the next job). */
+const heapShareLast = 0.9;
+
+function lastResort(): void {
+  let used = 0;
+  for (const s of getHeapSpaceStatistics()) if (!s.space_name.startsWith('new_') && s.space_name !== 'read_only_space') used += s.space_used_size;
+  if (used > heapShareLast * heapBytes) dropWhenHeapFull(used);
 }
 
 /** Drops the least recently used kept filters (owners least recently used first) by their

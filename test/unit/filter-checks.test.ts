@@ -307,6 +307,19 @@ test('a check that has waited maxWaitMs on the slow lane for its namespace\'s ti
   assert.deepEqual(refused, ['team-a busy']);
 });
 
+test('the slow lane wakes when a check has waited maxWaitMs, with nothing else sent: answered 429 then, not at its namespace\'s refill', { timeout: 60_000 }, async (t) => {
+  let clock = 0;
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 20, slowMsPerSecond: 1, slowBurstMs: 50, maxWaitMs: 1_000 }), {}, () => clock);
+  t.after(() => checks.close());
+  const a = hostile16('team-a');
+  await checks.check(a, 'GET', longPath());
+  const a1 = Promise.resolve(checks.check(a, 'GET', longPath()));
+  const a2 = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => null, (err: unknown) => err);
+  await a1; // (team-a's share spent: its refill ~150 s away)
+  clock += 1_001;
+  assert.ok(await a2 instanceof FiltersBusyError);
+});
+
 test('a namespace whose match took over slowCheckMs has its checks on the slow lane: another namespace\'s are answered before them, and no thread is stopped', async (t) => {
   const slowed: string[] = [];
   // (quickCheckMs long: no check gives way; only the lanes keep team-b from waiting)
