@@ -193,12 +193,16 @@ export class GatewayController {
     // a gateway that came or went under the namespace limit: those whose place it changed, in the
     // order that frees a port before it is claimed
     if (type === 'delete') this.specs.gone(key);
+    // charged to the namespace as reading its event is (a served gateway's delete scans those
+    // waiting: ~1.5 ms among 50,000)
+    const started = performance.now();
     const moved = type === 'delete' ? this.limit.delete(key) : this.limit.set(key, rankOf(obj));
     this.index(key, type === 'delete' ? undefined : obj);
     for (const k of moved) {
       const { namespace, name } = splitKey(k);
       this.index(k, this.gateways.get(namespace, name));
     }
+    this.charge(obj.metadata.namespace ?? '', performance.now() - started, true);
     if (moved.length) {
       // it left or lost its place: it lets go of its port first; it took others' places: they do
       if (type === 'delete' || !this.limit.served(key)) this.reconciler.requeueAfter(key, moved);

@@ -229,3 +229,20 @@ test('the cluster state is wired to the controller: a deleted agw-NAME Service g
   assert.equal(paused('a'), true);
   assert.equal(paused('b'), false);
 });
+
+test('placing a gateway under the namespace limit is charged to its namespace, as reading its event is (a served gateway\'s delete scans those waiting)', () => {
+  const { store, emit, internals } = setup();
+  const charged: [string, number][] = [];
+  const queue = internals.controller.queue as unknown as { charge(ns: string, ms: number, reading: boolean): void };
+  queue.charge = (ns, ms) => void charged.push([ns, ms]);
+  (internals as unknown as { listed: boolean }).listed = true;
+  const limit = (internals as unknown as { limit: { delete(key: string): string[] } }).limit;
+  const del = limit.delete.bind(limit);
+  limit.delete = (key) => { const until = performance.now() + 20; while (performance.now() < until); return del(key); };
+  const g = gw('g1', '2026-01-01T00:00:00Z');
+  store.set('a/g1', g);
+  emit('add', g, undefined);
+  store.delete('a/g1');
+  emit('delete', g, g);
+  assert.ok(charged.some(([ns, ms]) => ns === 'a' && ms >= 20), JSON.stringify(charged));
+});
