@@ -49,18 +49,31 @@ export function boundKeptBytes(n: number, heap = heapBytes): void {
   heapBytes = heap;
 }
 
-/** Who pushed each filter out, and what the compile that did took (ms), by owner and key (the most
- * recent 256): its owner compiling it again is that one's churn, not its own (sibling namespaces
- * of one team pushing each other's out too), for at most that long. */
-const pushedOutBy = new Map<string, Blame>();
-interface Blame { by: string; ms: number }
+/** Who pushed each filter out, by owner, then key (an owner's most recent 32, of the 1,024 owners
+ * pushed out most recently: a review flushed one map of 256 with a team's own cheap churn): its
+ * owner compiling it again is that one's churn, not its own (sibling namespaces of one team
+ * pushing each other's out too). */
+const pushedOutBy = new Map<string, Map<string, Blame>>();
+/** A compile that pushed filters out: its namespace, and how much more of others' compiling again
+ * it may be charged (what it took, shared by all it pushed out and by what their compiles push out
+ * in turn). `self`: what it pushed out of its own namespace (all of it its own churn). */
+interface Blame { by: string; left: number; self?: true }
+/** What a compile that pushes filters out may be charged for their compiling again beyond what it
+ * took itself (ms; about two routes at the schema's bounds): capped at what it took, one team's
+ * cheap compiles pushing out its sibling namespace's large filters had those compiled again
+ * charged to no one, 6-10 times the quick lane's share (a review). Tests set it. */
+export const pushedOutAllowance = { ms: 50 };
 
-/** `churn`: set to whose churn compiling it was and for how long (see FilterAnswer), if anyone's. A
- * compile that pushes filters out is its owner's churn, and what it pushes out is blamed on its
- * owner alone (a review: passed on from an earlier blame, one team's own churn was charged to
- * another for as long as it went on). A filter pushed out by another compiled again is that one's
- * churn for at most what its compile took (a team's small filters pushing out another's large
- * ones is not that team's cost many times over). */
+/** `churn`: set to whose churn compiling it was and for how long (see FilterAnswer), if anyone's.
+ * - A compile that pushes filters out, or of a filter its own namespace pushed out, is its
+ *   namespace's churn, all of it.
+ * - A filter another namespace pushed out is that one's churn, for as long as that one's compile
+ *   has left (what it took and pushedOutAllowance), and the rest is no one's: not the namespace
+ *   whose filter was pushed out (a review: one team's cheap compiles made another pay its large
+ *   recompiles).
+ * - What that compile pushes out of other namespaces is the same pusher's, out of what it has
+ *   left: one compile is charged at most that, however far its pushing out goes (a review: passed
+ *   on whole, one team's own churn was charged to another for as long as it went on). */
 function filterFor(job: FilterJob, churn?: { by?: string; ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
@@ -73,17 +86,22 @@ function filterFor(job: FilterJob, churn?: { by?: string; ms?: number }): PathFi
     const ms = performance.now() - compiling;
     lastResort();
     const size = estimate(f);
-    const was = `${job.owner}\0${key}`;
-    const earlier = pushedOutBy.get(was);
-    pushedOutBy.delete(was);
-    const blame = { by: job.owner, ms };
+    const earlier = pushedOutBy.get(job.owner)?.get(key);
+    pushedOutBy.get(job.owner)?.delete(key);
+    const own: Blame = { by: job.owner, left: ms + pushedOutAllowance.ms };
+    const self: Blame = { by: job.owner, left: 0, self: true };
+    // (a blame that came back to the namespace whose compile set it off is that compile's budget,
+    // not its own churn: a review's chain charged a team 2.4× its compile)
+    const another = earlier && !earlier.self ? earlier : undefined;
+    const charged = another ? Math.min(ms, another.left) : 0;
+    if (another) another.left -= charged;
     const before = count;
-    if (mine.size >= perOwner) pushOut(job.owner, mine, blame);
-    else if (count >= kept) pushOut(...filters.entries().next().value!, blame);
-    while (count > 0 && bytes + size > keptBytes) pushOut(...filters.entries().next().value!, blame);
-    const pushed = count < before;
-    if (churn && earlier) Object.assign(churn, { by: earlier.by, ms: Math.min(ms, earlier.ms) });
-    else if (churn && pushed) Object.assign(churn, { by: job.owner, ms });
+    const out = (owner: string, of: Map<string, PathFilter>) => pushOut(owner, of, owner === job.owner ? self : another ?? own);
+    if (mine.size >= perOwner) out(job.owner, mine);
+    else if (count >= kept) out(...filters.entries().next().value!);
+    while (count > 0 && bytes + size > keptBytes) out(...filters.entries().next().value!);
+    if (churn && another) Object.assign(churn, charged > 0 ? { by: another.by, ms: charged } : {});
+    else if (churn && (earlier || count < before)) Object.assign(churn, { by: job.owner, ms });
     count++;
     bytes += size;
   }
@@ -101,14 +119,18 @@ function pushOut(owner: string, of: Map<string, PathFilter>, by: Blame | undefin
   count--;
   bytes -= estimate(f);
   if (of.size === 0) filters.delete(owner);
-  if (by !== undefined) blame(`${owner}\0${key}`, by);
+  if (by !== undefined) blame(owner, key, by);
 }
 
-/** Remembers `by` as who pushed out the filter of `ownerKey` (the most recent 256). */
-function blame(ownerKey: string, by: Blame): void {
-  pushedOutBy.delete(ownerKey);
-  pushedOutBy.set(ownerKey, by);
-  if (pushedOutBy.size > 256) pushedOutBy.delete(pushedOutBy.keys().next().value!);
+/** Remembers `by` as who pushed out `owner`'s filter `key` (see pushedOutBy). */
+function blame(owner: string, key: string, by: Blame): void {
+  const of = pushedOutBy.get(owner) ?? new Map<string, Blame>();
+  pushedOutBy.delete(owner);
+  pushedOutBy.set(owner, of);
+  of.delete(key);
+  of.set(key, by);
+  if (of.size > 32) of.delete(of.keys().next().value!);
+  if (pushedOutBy.size > 1_024) pushedOutBy.delete(pushedOutBy.keys().next().value!);
 }
 
 /** Filters kept now, by owner (for tests). */

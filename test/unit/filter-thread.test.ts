@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { boundKeptBytes, check, dropWhenHeapFull, keptFilters } from '../../src/dataplane/filter-thread.js';
+import { boundKeptBytes, check, dropWhenHeapFull, keptFilters, pushedOutAllowance } from '../../src/dataplane/filter-thread.js';
 import { compileRegex } from '../../src/api/regex.js';
 import type { FilterSpec } from '../../src/dataplane/path.js';
 
@@ -119,27 +119,111 @@ function oldGeneration(): number {
 const route = (k: number): FilterSpec => ({ acceptPaths: Array.from({ length: 10 }, (_, i) => `^/api/v1/namespaces/[a-z0-9-]{1,63}/configmaps/r${k}-${i}-[a-z]{2,9}$`), rejectPaths: [], rejectMethods: [] });
 const big = (owner: string, k: number) => ({ id: 0, owner, field: `spec.routes[${k}].apiserver`, key: keyOf(route(k)), spec: route(k), method: 'GET', path: `/api/v1/namespaces/x/configmaps/r${k}-1-ab` });
 
-test('a filter pushed out by another namespace\'s compile is that one\'s churn once, for at most what its compile took; what compiling it again pushes out is blamed on its own namespace, not passed on', async () => {
+test('a filter pushed out by another namespace\'s compile is that one\'s churn for at most what its compile took, in all (what compiling it again pushes out of others too), the rest no one\'s; one pushed out by its own namespace is its own, all of it', async (t) => {
   dropWhenHeapFull(Infinity, 100);
+  pushedOutAllowance.ms = 0; // (what a compile took, no more)
+  t.after(() => { pushedOutAllowance.ms = 50; });
   const took = () => ({ ms: 0 } as { ms: number; churnMs?: number; churnBy?: string });
   for (let k = 0; k < 8; k++) check(big('team-a', k)); // (team-a's large filters: the least recently used)
   for (const ns of ['team-c', 'team-d', 'team-e']) for (let n = 0; n < 8; n++) check(job(ns, n));
   assert.equal(Object.values(keptFilters()).reduce((a, b) => a + b, 0), 32);
-  const b = took();
-  check(job('team-f', 0), b); // pushes out team-a's oldest
-  assert.equal(b.churnBy, 'team-f');
+  const f = took();
+  check(job('team-f', 0), f); // pushes out team-a's oldest
+  assert.equal(f.churnBy, 'team-f');
   assert.equal(keptFilters()['team-a'], 7);
   check(big('team-a', 1)); // (team-a used last: team-c's are the least recently used)
   await new Promise((r) => setImmediate(r));
   gc(); // (its programs are not shared by a kept filter: compiled again from nothing)
   const a = took();
   check(big('team-a', 0), a); // compiled again: team-f's churn, at most team-f's compile; pushes out team-c's oldest
-  assert.equal(a.churnBy, 'team-f');
-  assert.ok(a.churnMs! <= b.churnMs!, `charged ${a.churnMs} ms, team-f's compile took ${b.churnMs} ms`);
+  assert.ok(a.churnBy === 'team-f' && a.churnMs! <= f.churnMs!, `charged ${a.churnBy} ${a.churnMs} ms, team-f's compile took ${f.churnMs} ms`);
   const c = took();
   check(job('team-c', 0), c);
-  assert.equal(c.churnBy, 'team-a', 'pushed out by team-a\'s compile: team-a\'s churn, not team-f\'s');
+  assert.ok(c.churnBy === undefined || (c.churnBy === 'team-f' && c.churnMs! + a.churnMs! <= f.churnMs! + 1e-9),
+    `pushed out by the compile team-f caused: team-f's, out of what its compile has left (${c.churnBy} ${c.churnMs})`);
+  // team-a's filter pushed out by team-a's own compile: all of its compiling again is team-a's
   dropWhenHeapFull(Infinity, 100);
+  for (let k = 0; k < 8; k++) check(big('team-a', k));
+  check(job('team-a', 0)); // (its 9th: pushes out its own oldest, large one)
+  await new Promise((r) => setImmediate(r));
+  gc();
+  const own = took();
+  const start = performance.now();
+  check(big('team-a', 0), own);
+  const real = performance.now() - start;
+  assert.equal(own.churnBy, 'team-a');
+  assert.ok(own.churnMs! > 0.5 * (real - own.ms), `charged ${own.churnMs} ms of ${real - own.ms} ms compiling`);
+  dropWhenHeapFull(Infinity, 100);
+});
+
+test('a team\'s cheap compile pushing out its sibling namespace\'s large filter is charged that filter\'s compiling again (up to 50 ms more than its own), not no one; a blame come back to the namespace that set it off is that compile\'s, not its own again', async () => {
+  dropWhenHeapFull(Infinity, 100);
+  boundKeptBytes(2 ** 40);
+  try {
+    const took = () => ({ ms: 0 } as { ms: number; churnMs?: number; churnBy?: string });
+    check(big('sib-1', 0));
+    for (const ns of ['sib-f1', 'sib-f2', 'sib-f3']) for (let n = 0; n < 8; n++) check(job(ns, n));
+    for (let n = 0; n < 7; n++) check(job('sib-2', n)); // 32 kept: sib-1's large one the least recently used
+    check(job('sib-2', 100)); // cheap: pushes out sib-1's
+    assert.equal(keptFilters()['sib-1'], undefined);
+    for (const ns of ['sib-f1', 'sib-f2', 'sib-f3', 'sib-2']) check(job(ns, ns === 'sib-2' ? 100 : 0));
+    await new Promise((r) => setImmediate(r));
+    gc();
+    const again = took();
+    const start = performance.now();
+    check(big('sib-1', 0), again);
+    const compiling = performance.now() - start - again.ms;
+    assert.equal(again.churnBy, 'sib-2');
+    assert.ok(again.churnMs! > 0.5 * compiling, `charged ${again.churnMs} ms of ${compiling} ms`);
+    // team-b's compile pushes out ch-1's; ch-1's compiling again pushes out team-b's own: team-b is
+    // charged its compile and, in all, what that compile had left (none here), not each again
+    pushedOutAllowance.ms = 0;
+    dropWhenHeapFull(Infinity, 100);
+    check(big('ch-1', 0));
+    check(big('ch-b', 1));
+    check(big('ch-b', 2));
+    for (const ns of ['ch-f1', 'ch-f2', 'ch-f3']) for (let n = 0; n < 8; n++) check(job(ns, n));
+    for (let n = 0; n < 5; n++) check(job('ch-f4', n)); // 32: ch-1's the least recently used, then ch-b's
+    const charged: Record<string, number> = {};
+    const run = async (j: ReturnType<typeof big>) => {
+      await new Promise((r) => setImmediate(r));
+      gc();
+      const t = took();
+      check(j, t);
+      if (t.churnBy) charged[t.churnBy] = (charged[t.churnBy] ?? 0) + t.churnMs!;
+      return t;
+    };
+    const z = await run(big('ch-b', 3)); // pushes out ch-1's
+    assert.equal(z.churnBy, 'ch-b');
+    for (const ns of ['ch-f1', 'ch-f2', 'ch-f3', 'ch-f4']) check(job(ns, 0));
+    await run(big('ch-1', 0)); // pushes out ch-b's oldest
+    assert.equal(keptFilters()['ch-b'], 2);
+    await run(big('ch-b', 1));
+    assert.ok(charged['ch-b']! <= 2 * z.churnMs! + 1e-9, `charged ${charged['ch-b']} ms for a compile of ${z.churnMs} ms`);
+  } finally {
+    pushedOutAllowance.ms = 50;
+    boundKeptBytes(24 << 20);
+    dropWhenHeapFull(Infinity, 100);
+  }
+});
+
+test('who pushed a filter out is kept per namespace: a team\'s own churn (300 cheap compiles) does not make the thread forget that it pushed out another\'s', () => {
+  dropWhenHeapFull(Infinity, 100);
+  boundKeptBytes(2 ** 40);
+  try {
+    check(job('fl-b', 0));
+    for (const ns of ['fl-f1', 'fl-f2', 'fl-f3']) for (let n = 0; n < 8; n++) check(job(ns, n));
+    for (let n = 0; n < 7; n++) check(job('fl-a', n)); // 32: fl-b's the least recently used
+    check(job('fl-a', 7)); // pushes out fl-b's
+    assert.equal(keptFilters()['fl-b'], undefined);
+    for (let n = 8; n < 308; n++) check(job('fl-a', n)); // its own churn: each pushes out its own oldest
+    const took = { ms: 0 } as { ms: number; churnMs?: number; churnBy?: string };
+    check(job('fl-b', 0), took);
+    assert.equal(took.churnBy, 'fl-a');
+  } finally {
+    boundKeptBytes(24 << 20);
+    dropWhenHeapFull(Infinity, 100);
+  }
 });
 
 test('past 90% of its heap bound after a compile, garbage included, the thread drops its least recently used filters then (a last resort between major GCs)', () => {
