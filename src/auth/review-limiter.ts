@@ -42,12 +42,16 @@ interface Lanes { known: Waiter[]; rest: Waiter[] }
 /** Addresses a namespace remembers as vouched for, at most (the least recent go). */
 export const knownAddressesPerNamespace = 1024;
 
+/** The key of a namespace's client address in `bySource`. */
+function sourceOf(ns: string, address: string): string {
+  return `${ns}\u0000${address}`;
+}
+
 interface Waiter {
   resolve: () => void;
   reject: (err: Error) => void;
   timer: Timer | undefined;
-  /** namespace and client address, when the caller named one */
-  source: string | undefined;
+  /** the client address, when the caller named one */
   address: string | undefined;
 }
 
@@ -136,7 +140,7 @@ export class FairLimiter {
     let q = this.queues.get(ns);
     // (a full first lane spills into the other)
     const lane: 'known' | 'rest' = address !== undefined && this.known.get(ns)?.has(address) && (q?.known.length ?? 0) < this.maxQueue ? 'known' : 'rest';
-    const source = address === undefined ? undefined : `${ns}\u0000${address}`;
+    const source = address === undefined ? undefined : sourceOf(ns, address);
     const held = source === undefined ? 0 : this.bySource.get(source) ?? 0;
     if (held >= this.maxPerSource) return Promise.reject(this.refuse(ns, 'source_full'));
     if ((q?.[lane].length ?? 0) >= this.maxQueue && !(lane === 'rest' && this.makeRoom(ns, q!.rest, address))) {
@@ -144,7 +148,7 @@ export class FairLimiter {
     }
     if (source !== undefined) this.bySource.set(source, held + 1);
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, reject, timer: undefined, source, address };
+      const w: Waiter = { resolve, reject, timer: undefined, address };
       w.timer = this.clock.setTimeout(() => {
         this.remove(ns, w);
         reject(this.refuse(ns, 'timeout'));
@@ -170,7 +174,7 @@ export class FairLimiter {
       if (q.known.length + q.rest.length > 0) this.ring.push(ns);
       else this.queues.delete(ns);
       if (w.timer) this.clock.clearTimeout(w.timer);
-      this.left(w);
+      this.left(ns, w);
       this.active++;
       w.resolve();
     }
@@ -198,7 +202,7 @@ export class FairLimiter {
       const i = lane.indexOf(w);
       if (i >= 0) {
         lane.splice(i, 1);
-        this.left(w);
+        this.left(ns, w);
       }
     }
     if (q.known.length + q.rest.length === 0) {
@@ -238,17 +242,18 @@ export class FairLimiter {
     if (i < 0) return false;
     const [w] = lane.splice(i, 1);
     if (w!.timer) this.clock.clearTimeout(w!.timer);
-    this.left(w!);
+    this.left(ns, w!);
     w!.reject(this.refuse(ns, 'queue_full'));
     return true;
   }
 
   /** A waiter no longer waits: its address holds one fewer. */
-  private left(w: Waiter): void {
-    if (w.source === undefined) return;
-    const n = (this.bySource.get(w.source) ?? 1) - 1;
-    if (n > 0) this.bySource.set(w.source, n);
-    else this.bySource.delete(w.source);
+  private left(ns: string, w: Waiter): void {
+    if (w.address === undefined) return;
+    const source = sourceOf(ns, w.address);
+    const n = (this.bySource.get(source) ?? 1) - 1;
+    if (n > 0) this.bySource.set(source, n);
+    else this.bySource.delete(source);
   }
 
   private refuse(ns: string, reason: RefusalReason): AuthUnavailableError {

@@ -138,7 +138,6 @@ export class GatewayReconciler {
     this.after.delete(key);
   }
 
-  /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
   /** The gateway's agw-NAME Service or EndpointSlice was deleted: its next reconcile writes it
    * again, whether or not the cache ever showed it (`seen`: else it waits for the cache to show
    * its own creates, which would be refused). */
@@ -147,6 +146,7 @@ export class GatewayReconciler {
     if (e) e.seen = true;
   }
 
+  /** Leadership changed hands: write status and exposure objects again even if this replica wrote them before. */
   forgetWrites(): void {
     this.exposed.clear();
     this.written.clear();

@@ -74,7 +74,8 @@ export const pushedOutAllowance = { ms: 50 };
  *   recompiles).
  * - What that compile pushes out of other namespaces is the same pusher's, out of what it has
  *   left: one compile is charged at most that, however far its pushing out goes (a review: passed
- *   on whole, one team's own churn was charged to another for as long as it went on). */
+ *   on whole, one team's own churn was charged to another for as long as it went on). Once that
+ *   is spent, what it pushes out is its own namespace's, out of a budget of its own. */
 function filterFor(job: FilterJob, churn?: { by?: string; ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
