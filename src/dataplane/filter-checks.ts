@@ -555,8 +555,7 @@ export class FilterChecks {
         // past the slow lane's, it waits there); a match's time at most what its size could take
         // (a thread that waited for a CPU is not its doing)
         const spend = lane.quick ? (n: string, ms: number) => this.spendQuick(n, ms) : (n: string, ms: number) => this.spendSlow(n, ms);
-        spend(r.job.owner, Math.min(a.ms, (r.cost * this.limits.usPerCost) / 1000));
-        if (a.churnBy !== undefined) spend(a.churnBy, a.churnMs);
+        spend(r.job.owner, Math.min(a.ms, (r.cost * this.limits.usPerCost) / 1000) + a.churnMs);
         r.done(a.refused);
       }
       this.next(lane);

@@ -8,18 +8,24 @@ import { PathFilter, type FilterPass, type FilterRefusal, type FilterSpec } from
 /** `key`: the filter's PathFilter.digest (of its patterns), made once with the plan. */
 export interface FilterJob { id: number; owner: string; field: string; key: string; spec: FilterSpec; method: string; path: string }
 /** An answer, with the time its match took (ms), and the time compiling its filter took when that
- * was churn (`churnMs`, charged to `churnBy`): the filter pushed another out of the cache, or was
- * itself pushed out before by `churnBy` (a fresh thread's compiles are nobody's churn). `matching`:
- * its filter is compiled, its match begins (the quick lane's time counts from then). */
-export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; churnMs: number; churnBy?: string } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
+ * was its namespace's churn (`churnMs`: see filterFor). `matching`: its filter is compiled, its
+ * match begins (the quick lane's time counts from then). */
+export type FilterAnswer = { id: number; refused: FilterRefusal | FilterPass; ms: number; churnMs: number } | { id: number; error: string } | { id: number; matching: true } | { ready: true };
 
-/** Compiled filters by owner (least recently used first), each owner's by field and patterns
- * (least recently used first). An owner keeps at most `perOwner`, so a team changing its patterns
- * evicts only its own; all owners at most `kept`, and at most `keptBytes` (then the least recent
- * owner's oldest goes). A route's filter at the schema's bounds is ~1.3-2 MiB compiled (0.2-0.4 MiB
- * is usual): 32 of them were past the thread's heap bound, and a worker stopped by V8 for its
- * heap can take the whole process with it (nodejs/node#47224). No DFA state is kept between checks. */
-const filters = new Map<string, Map<string, PathFilter>>();
+/** An owner's compiled filters by field and patterns (least recently used first), what they hold
+ * (estimated) and when it last checked. */
+interface Held { filters: Map<string, PathFilter>; bytes: number; at: number }
+
+/** Compiled filters by owner (least recently used first). An owner keeps at most `perOwner`; all
+ * owners at most `kept`, and at most `keptBytes`. Past those, a share each: the filter that goes
+ * is an idle owner's (see idleness), else the oldest of the owner holding the largest share (see
+ * `share`; the least recently used of those holding as much), the new filter's own owner's first
+ * when it would hold as much (a team filling the cache from four namespaces made another team
+ * compile its one filter again at each check). A route's filter at the schema's bounds is ~1.3-2
+ * MiB compiled (0.2-0.4 MiB is usual): 32 of them were past the thread's heap bound, and a worker
+ * stopped by V8 for its heap can take the whole process with it (nodejs/node#47224). No DFA state
+ * is kept between checks. */
+const filters = new Map<string, Held>();
 const perOwner = 8;
 const kept = 32;
 let count = 0;
@@ -50,111 +56,111 @@ export function boundKeptBytes(n: number, heap = heapBytes): void {
   heapBytes = heap;
 }
 
-/** Who pushed each filter out, by owner, then key (an owner's most recent 32, of the 1,024 owners
- * pushed out most recently: a review flushed one map of 256 with a team's own cheap churn): its
- * owner compiling it again is that one's churn, not its own (sibling namespaces of one team
- * pushing each other's out too). */
-const pushedOutBy = new Map<string, Map<string, Blame>>();
-/** A compile that pushed filters out: its namespace, and how much more of others' compiling again
- * it may be charged (what it took, shared by all it pushed out and by what their compiles push out
- * in turn). `self`: what it pushed out of its own namespace (all of it its own churn). */
-interface Blame { by: string; left: number; self?: true }
-/** What a compile that pushes filters out may be charged for their compiling again beyond what it
- * took itself (ms; about two routes at the schema's bounds): capped at what it took, one team's
- * cheap compiles pushing out its sibling namespace's large filters had those compiled again
- * charged to no one, 6-10 times the quick lane's share (a review). Tests set it. */
-export const pushedOutAllowance = { ms: 50 };
+/** An owner none of whose checks came for this long (ms) is idle: its filters go first, and are
+ * no one's churn compiled again. Tests set it. */
+export const idleness = { ms: 30_000 };
 
-/** `churn`: set to whose churn compiling it was and for how long (see FilterAnswer), if anyone's.
- * - A compile that pushes filters out, or of a filter its own namespace pushed out, is its
- *   namespace's churn, all of it.
- * - A filter another namespace pushed out is that one's churn, for as long as that one's compile
- *   has left (what it took and pushedOutAllowance), and the rest is no one's: not the namespace
- *   whose filter was pushed out (a review: one team's cheap compiles made another pay its large
- *   recompiles).
- * - What that compile pushes out of other namespaces is the same pusher's, out of what it has
- *   left: one compile is charged at most that, however far its pushing out goes (a review: passed
- *   on whole, one team's own churn was charged to another for as long as it went on). Once that
- *   is spent, what it pushes out is its own namespace's, out of a budget of its own. */
-function filterFor(job: FilterJob, churn?: { by?: string; ms?: number }): PathFilter {
+/** The filters pushed out of each owner for its share (its most recent 32, of the 1,024 owners
+ * pushed out most recently), by a short key: compiling one again is its owner's churn. */
+const pushedOut = new Map<string, Set<string>>();
+
+/** `churn.ms`: set to how long compiling took when that was its namespace's churn: it pushed out a
+ * filter of its own (it held the largest share), or compiled one again that was pushed out for its
+ * share. Compiling that pushed out another's is not churn: that one held more (it pays for
+ * compiling it again). A first compile, and one again after its owner was idle or the heap's
+ * bound dropped it, is no one's churn. */
+function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
-  const mine = filters.get(job.owner) ?? new Map<string, PathFilter>();
-  let f = mine.get(key);
+  const now = performance.now();
+  const mine = filters.get(job.owner) ?? { filters: new Map<string, PathFilter>(), bytes: 0, at: now };
+  let f = mine.filters.get(key);
   if (f) {
-    mine.delete(key);
+    mine.filters.delete(key);
   } else {
-    const compiling = performance.now();
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
-    const ms = performance.now() - compiling;
+    const ms = performance.now() - now;
     lastResort();
     const size = estimate(f);
-    const earlier = pushedOutBy.get(job.owner)?.get(short(key));
-    pushedOutBy.get(job.owner)?.delete(short(key));
-    const own: Blame = { by: job.owner, left: ms + pushedOutAllowance.ms };
-    const self: Blame = { by: job.owner, left: 0, self: true };
-    // (a blame that came back to the namespace whose compile set it off is that compile's budget,
-    // not its own churn: a review's chain charged a team 2.4× its compile)
-    const another = earlier && !earlier.self ? earlier : undefined;
-    const charged = another ? Math.min(ms, another.left) : 0;
-    if (another) another.left -= charged;
-    const before = count;
-    // (a budget spent is not passed on: two namespaces pushing each other's out after one cheap
-    // compile went on charged to no one, a review's 950 ms a second)
-    const out = (owner: string, of: Map<string, PathFilter>) => pushOut(owner, of, owner === job.owner ? self : another && another.left > 0 ? another : own);
-    if (mine.size >= perOwner) out(job.owner, mine);
-    else if (count >= kept) out(...filters.entries().next().value!);
-    while (count > 0 && bytes + size > keptBytes) out(...filters.entries().next().value!);
-    if (churn && another) Object.assign(churn, charged > 0 ? { by: another.by, ms: charged } : {});
-    else if (churn && (earlier || count < before)) Object.assign(churn, { by: job.owner, ms });
+    const again = pushedOut.get(job.owner)?.delete(short(key)) ?? false;
+    let own = false;
+    for (; mine.filters.size >= perOwner; own = true) pushOut(job.owner, mine, 'share');
+    while (count > 0 && (count >= kept || bytes + size > keptBytes)) {
+      const [owner, held] = victim(job.owner, mine, size, now);
+      const why = now - held.at >= idleness.ms ? 'idle' : 'share';
+      pushOut(owner, held, why);
+      if (owner === job.owner && why === 'share') own = true;
+    }
+    if (churn && (again || own)) churn.ms = ms;
     count++;
+    mine.bytes += size;
     bytes += size;
   }
-  mine.set(key, f);
+  mine.filters.set(key, f);
+  mine.at = now;
   filters.delete(job.owner); // most recently used last
   filters.set(job.owner, mine);
   return f;
 }
 
-/** Drops the least recently used filter of `owner`'s `of` (and `of`, when it has no other),
- * remembered as pushed out by `by` (if anyone). */
-function pushOut(owner: string, of: Map<string, PathFilter>, by: Blame | undefined): void {
-  const [key, f] = of.entries().next().value!; // (an owner's map is never empty: made when its first filter compiled)
-  of.delete(key);
-  count--;
-  bytes -= estimate(f);
-  if (of.size === 0) filters.delete(owner);
-  if (by !== undefined) blame(owner, short(key), by);
+/** The owner whose filter goes for `owner`'s new one of `size` (see filters): with no owner, for
+ * the heap's bound. */
+function victim(owner: string | undefined, mine: Held | undefined, size: number, now: number): [string, Held] {
+  const [oldest, idle] = filters.entries().next().value!;
+  if (now - idle.at >= idleness.ms) return [oldest, idle];
+  let most: [string, Held] | undefined;
+  let largest = -1;
+  for (const [o, held] of filters) {
+    const s = share(held.filters.size, held.bytes);
+    if (o !== owner && s > largest) [most, largest] = [[o, held], s];
+  }
+  if (owner && mine && mine.filters.size > 0 && (!most || share(mine.filters.size + 1, mine.bytes + size) >= largest)) return [owner, mine];
+  return most!;
 }
 
-/** A filter's key as pushedOutBy keeps it: hashed when long (a review: 32,768 keys of ~1 KiB were
+/** What `n` filters holding `b` bytes take of the cache, in its 32 places (each 1/32 of keptBytes:
+ * the more of the two; whole places, so that owners alike tie and the least recently used goes). */
+function share(n: number, b: number): number {
+  return Math.max(n, Math.ceil((b * kept) / keptBytes));
+}
+
+/** Drops the least recently used filter of `owner`'s (and `owner`, when it has no other); one that
+ * went for its share is remembered (see pushedOut). */
+function pushOut(owner: string, held: Held, why: 'share' | 'idle' | 'heap'): void {
+  const [key, f] = held.filters.entries().next().value!; // (an owner kept is never empty: made when its first filter compiled)
+  held.filters.delete(key);
+  const size = estimate(f);
+  count--;
+  bytes -= size;
+  held.bytes -= size;
+  if (held.filters.size === 0) filters.delete(owner);
+  if (why === 'share') remember(owner, short(key));
+}
+
+/** A filter's key as pushedOut keeps it: hashed when long (a review: 32,768 keys of ~1 KiB were
  * 36-68 MiB of the thread's heap that no bound counted). */
 function short(key: string): string {
   return key.length <= 64 ? key : createHash('sha256').update(key).digest('base64url');
 }
 
-/** Remembers `by` as who pushed out `owner`'s filter `key` (see pushedOutBy). */
-function blame(owner: string, key: string, by: Blame): void {
-  const of = pushedOutBy.get(owner) ?? new Map<string, Blame>();
-  pushedOutBy.delete(owner);
-  pushedOutBy.set(owner, of);
+function remember(owner: string, key: string): void {
+  const of = pushedOut.get(owner) ?? new Set<string>();
+  pushedOut.delete(owner);
+  pushedOut.set(owner, of);
   of.delete(key);
-  of.set(key, by);
-  if (of.size > 32) of.delete(of.keys().next().value!);
-  if (pushedOutBy.size > 1_024) pushedOutBy.delete(pushedOutBy.keys().next().value!);
+  of.add(key);
+  if (of.size > 32) of.delete(of.values().next().value!);
+  if (pushedOut.size > 1_024) pushedOut.delete(pushedOut.keys().next().value!);
 }
 
 /** Filters kept now, by owner (for tests). */
 export function keptFilters(): Record<string, number> {
-  return Object.fromEntries([...filters].map(([owner, m]) => [owner, m.size]));
+  return Object.fromEntries([...filters].map(([owner, held]) => [owner, held.filters.size]));
 }
 
-export function check(job: FilterJob, took?: { ms: number; churnMs?: number; churnBy?: string }, matching?: () => void): FilterRefusal | FilterPass {
-  const churn: { by?: string; ms?: number } = {};
+export function check(job: FilterJob, took?: { ms: number; churnMs?: number }, matching?: () => void): FilterRefusal | FilterPass {
+  const churn: { ms?: number } = {};
   const f = filterFor(job, churn);
-  if (took) {
-    took.churnMs = churn.ms ?? 0;
-    took.churnBy = churn.by;
-  }
+  if (took) took.churnMs = churn.ms ?? 0;
   matching?.();
   const start = performance.now();
   try {
@@ -201,15 +207,15 @@ function lastResort(): void {
   if (used > heapShareLast * heapBytes) dropWhenHeapFull(used);
 }
 
-/** Drops the least recently used kept filters (owners least recently used first) by their
- * estimates until what `used` holds past `heapShareKept` of `bound` is freed. Nobody's churn: what
+/** Drops kept filters (as for a new filter: an idle owner's, else the largest share's oldest) by
+ * their estimates until what `used` holds past `heapShareKept` of `bound` is freed. Nobody's churn: what
  * the estimates missed is no one owner's doing. */
 export function dropWhenHeapFull(used = liveAfterMajorGc(), bound = heapBytes): boolean {
   const over = used - heapShareKept * bound;
   if (over <= 0) return false;
   for (let freed = 0; count > 0 && freed < over;) {
     const was = bytes;
-    pushOut(...filters.entries().next().value!, undefined);
+    pushOut(...victim(undefined, undefined, 0, performance.now()), 'heap');
     freed += was - bytes;
   }
   return true;
@@ -219,9 +225,9 @@ parentPort?.on('message', (job: FilterJob) => {
   dropWhenHeapFull();
   let answer: FilterAnswer;
   try {
-    const took: { ms: number; churnMs: number; churnBy?: string } = { ms: 0, churnMs: 0 };
+    const took = { ms: 0, churnMs: 0 };
     const refused = check(job, took, () => parentPort!.postMessage({ id: job.id, matching: true } satisfies FilterAnswer));
-    answer = { id: job.id, refused, ms: took.ms, churnMs: took.churnMs, ...(took.churnBy === undefined ? {} : { churnBy: took.churnBy }) };
+    answer = { id: job.id, refused, ms: took.ms, churnMs: took.churnMs };
   } catch (err) {
     answer = { id: job.id, error: (err as Error).message };
   }
