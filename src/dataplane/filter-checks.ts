@@ -312,8 +312,9 @@ export class FilterChecks {
       const ns = turns[i]!;
       const b = refilled(this.slowTime, ns, now, this.limits.slowMsPerSecond, this.limits.slowBurstMs);
       if (b.ms > 0) return turns.splice(i, 1)[0];
-      if (this.expire(ns, now)) i--; // (its last check gone: so is its turn)
-      else soonest = Math.min(soonest, (-b.ms / this.limits.slowMsPerSecond) * 1000, this.slow.waiting.get(ns)![0]!.since + this.limits.maxWaitMs - now);
+      const since = this.expire(ns, now);
+      if (since === undefined) i--; // (its last check gone: so is its turn)
+      else soonest = Math.min(soonest, (-b.ms / this.limits.slowMsPerSecond) * 1000, since + this.limits.maxWaitMs - now);
     }
     // (woken at the first refill or expiry; a wake set later is brought forward: one namespace's
     // debt does not hold another's turn)
@@ -330,21 +331,28 @@ export class FilterChecks {
     return undefined;
   }
 
-  /** Fails `ns`'s first checks waiting on the slow lane whose clients left or that have waited
-   * maxWaitMs (429); true when none is left (its turn taken too). */
-  private expire(ns: string, now: number): boolean {
+  /** Fails `ns`'s checks waiting on the slow lane whose clients left or that have waited maxWaitMs
+   * (429), wherever they wait (one that gave way goes first, and may be the newer); the earliest
+   * time one left was sent, or undefined when none is left (its turn taken too). */
+  private expire(ns: string, now: number): number | undefined {
     const q = this.slow.waiting.get(ns)!;
-    while (q.length && (q[0]!.client?.destroyed || now - q[0]!.since > this.limits.maxWaitMs)) {
-      const w = q.shift()!;
+    let earliest = Infinity;
+    for (let i = 0; i < q.length; i++) {
+      const w = q[i]!;
+      if (!w.client?.destroyed && now - w.since <= this.limits.maxWaitMs) {
+        earliest = Math.min(earliest, w.since);
+        continue;
+      }
+      q.splice(i--, 1);
       if (w.client?.destroyed) w.fail(new FilterUnavailableError('the client left before its path was checked'));
       else {
         this.events.refused?.(ns, 'busy');
         w.fail(new FiltersBusyError(`the path filters of namespace ${ns} have used their time on the filter thread; this check waited ${Math.round(now - w.since)} ms; try again`, `${w.job.field}.acceptPaths`));
       }
     }
-    if (q.length) return false;
+    if (q.length) return earliest;
     this.takeQueue(this.slow, ns);
-    return true;
+    return undefined;
   }
 
   /** Takes `ms` from `ns`'s share of the slow lane's thread. */
