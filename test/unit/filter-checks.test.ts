@@ -307,29 +307,29 @@ test('a check that has waited maxWaitMs on the slow lane for its namespace\'s ti
   assert.deepEqual(refused, ['team-a busy']);
 });
 
-test('the slow lane wakes when a check has waited maxWaitMs, with nothing else sent: answered 429 then, not at its namespace\'s refill', { timeout: 60_000 }, async (t) => {
-  let clock = 0;
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 20, slowMsPerSecond: 1, slowBurstMs: 50, maxWaitMs: 1_000 }), {}, () => clock);
+/** FilterChecks on a clock of the test's (maxWaitMs 1 s), and team-a's second check waiting on the
+ * slow lane, sent at 0: its first spent its share there (its refill ~150 s away). */
+async function teamAWaiting(t: { after(f: () => void): void }) {
+  const clock = { now: 0 };
+  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 20, slowMsPerSecond: 1, slowBurstMs: 50, maxWaitMs: 1_000 }), {}, () => clock.now);
   t.after(() => checks.close());
   const a = hostile16('team-a');
   await checks.check(a, 'GET', longPath());
   const a1 = Promise.resolve(checks.check(a, 'GET', longPath()));
   const a2 = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => null, (err: unknown) => err);
-  await a1; // (team-a's share spent: its refill ~150 s away)
-  clock += 1_001;
+  await a1;
+  return { clock, checks, a2 };
+}
+
+test('the slow lane wakes when a check has waited maxWaitMs, with nothing else sent: answered 429 then, not at its namespace\'s refill', { timeout: 60_000 }, async (t) => {
+  const { clock, a2 } = await teamAWaiting(t);
+  clock.now += 1_001;
   assert.ok(await a2 instanceof FiltersBusyError);
 });
 
 test('a check waiting on the slow lane behind a newer one (a check that gave way goes first) is answered 429 at its own limit', { timeout: 60_000 }, async (t) => {
-  let clock = 0;
-  const checks = new FilterChecks(limits({ onThreadCost: 0, threadCheckMs: 60_000, quickCheckMs: 60_000, slowCheckMs: 20, slowMsPerSecond: 1, slowBurstMs: 50, maxWaitMs: 1_000 }), {}, () => clock);
-  t.after(() => checks.close());
-  const a = hostile16('team-a');
-  await checks.check(a, 'GET', longPath());
-  const a1 = Promise.resolve(checks.check(a, 'GET', longPath()));
-  const a2 = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => null, (err: unknown) => err);
-  await a1; // (team-a's share spent: its refill ~150 s away; a2 waits, sent at 0)
-  clock = 500;
+  const { clock, checks, a2 } = await teamAWaiting(t);
+  clock.now = 500;
   // team-a's check sent at 500 gives way on the quick lane: first on the slow lane, ahead of a2
   const f = new PathFilter(kubectlProxy, 'team-a');
   const gave = { job: { id: 1, owner: 'team-a', field: f.field, key: f.digest, spec: f.spec, method: 'GET', path: '/x' }, cost: 1, began: true, over: true, since: 500,
@@ -337,7 +337,7 @@ test('a check waiting on the slow lane behind a newer one (a check that gave way
   const inner = checks as unknown as { quick: { running: unknown }; giveWay(w: unknown): void };
   inner.quick.running = gave;
   inner.giveWay(gave);
-  clock = 1_001; // (a2's limit passed, not the newer one's: woken for a2's)
+  clock.now = 1_001; // (a2's limit passed, not the newer one's: woken for a2's)
   const err = await a2;
   assert.ok(err instanceof FiltersBusyError && /waited 1001 ms/.test(err.message), String(err));
 });
