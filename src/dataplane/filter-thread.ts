@@ -64,11 +64,16 @@ export const idleness = { ms: 30_000 };
  * pushed out most recently), by a short key: compiling one again is its owner's churn. */
 const pushedOut = new Map<string, Set<string>>();
 
-/** `churn.ms`: set to how long compiling took when that was its namespace's churn: it pushed out a
- * filter of its own (it held the largest share), or compiled one again that was pushed out for its
- * share. Compiling that pushed out another's is not churn: that one held more (it pays for
- * compiling it again). A first compile, and one again after its owner was idle or the heap's
- * bound dropped it, is no one's churn. */
+/** Filters compiled and not kept, by owner (as pushedOut): one is kept when compiled again. */
+const tried = new Map<string, Set<string>>();
+
+/** `churn.ms`: set to how long compiling took when that was its namespace's churn: its own filters
+ * were in the way (it held the largest share, or its 8), or it compiled one again that was pushed
+ * out for its share. Compiling that pushed out another's is not churn: that one held more (it
+ * pays for compiling it again). A first compile, and one again after its owner was idle or the
+ * heap's bound dropped it, is no one's churn. When its own filters are in the way, a filter is kept
+ * only when compiled a second time (its owner's oldest goes then): a namespace cycling through one
+ * filter more than it has room for missed at every check (a review), now at one in its count. */
 function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const now = performance.now();
@@ -76,6 +81,7 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
   let f = mine.filters.get(key);
   if (f) {
     mine.filters.delete(key);
+    mine.filters.set(key, f);
   } else {
     f = new PathFilter(job.spec, job.owner, job.field); // (a filter that does not compile keeps nothing)
     const ms = performance.now() - now;
@@ -83,44 +89,57 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
     const size = estimate(f);
     const again = pushedOut.get(job.owner)?.delete(short(key)) ?? false;
     let own = false;
-    for (; mine.filters.size >= perOwner; own = true) pushOut(job.owner, mine, 'share');
-    while (count > 0 && (count >= kept || bytes + size > keptBytes)) {
-      const [owner, held] = victim(job.owner, mine, size, now);
+    let keep: boolean | undefined; // (whether to keep it when its own filters are in the way)
+    const ownInTheWay = () => {
+      own = true;
+      keep ??= tried.get(job.owner)?.delete(short(key)) ?? false;
+      if (!keep) remember(tried, job.owner, short(key));
+      return keep;
+    };
+    while (mine.filters.size >= perOwner && ownInTheWay()) pushOut(job.owner, mine, 'share');
+    while (keep !== false && count > 0 && (count >= kept || bytes + size > keptBytes)) {
+      const [owner, held] = victim(job.owner, mine, size, now, { count: count >= kept, bytes: bytes + size > keptBytes });
       const why = now - held.at >= idleness.ms ? 'idle' : 'share';
+      if (owner === job.owner && why === 'share' && !ownInTheWay()) break;
       pushOut(owner, held, why);
-      if (owner === job.owner && why === 'share') own = true;
     }
     if (churn && (again || own)) churn.ms = ms;
-    count++;
-    mine.bytes += size;
-    bytes += size;
+    if (keep !== false) {
+      count++;
+      mine.bytes += size;
+      bytes += size;
+      mine.filters.set(key, f);
+    }
   }
-  mine.filters.set(key, f);
   mine.at = now;
-  filters.delete(job.owner); // most recently used last
-  filters.set(job.owner, mine);
+  if (mine.filters.size > 0) {
+    filters.delete(job.owner); // most recently used last
+    filters.set(job.owner, mine);
+  }
   return f;
 }
 
-/** The owner whose filter goes for `owner`'s new one of `size` (see filters): with no owner, for
- * the heap's bound. */
-function victim(owner: string | undefined, mine: Held | undefined, size: number, now: number): [string, Held] {
+/** The owner whose filter goes for `owner`'s new one of `size` (see filters), by the bounds that
+ * are `full`: with no owner, for the heap's bound. */
+function victim(owner: string | undefined, mine: Held | undefined, size: number, now: number, full: { count: boolean; bytes: boolean }): [string, Held] {
   const [oldest, idle] = filters.entries().next().value!;
   if (now - idle.at >= idleness.ms) return [oldest, idle];
   let most: [string, Held] | undefined;
   let largest = -1;
   for (const [o, held] of filters) {
-    const s = share(held.filters.size, held.bytes);
+    const s = share(held.filters.size, held.bytes, full);
     if (o !== owner && s > largest) [most, largest] = [[o, held], s];
   }
-  if (owner && mine && mine.filters.size > 0 && (!most || share(mine.filters.size + 1, mine.bytes + size) >= largest)) return [owner, mine];
+  if (owner && mine && mine.filters.size > 0 && (!most || share(mine.filters.size + 1, mine.bytes + size, full) >= largest)) return [owner, mine];
   return most!;
 }
 
-/** What `n` filters holding `b` bytes take of the cache, in its 32 places (each 1/32 of keptBytes:
- * the more of the two; whole places, so that owners alike tie and the least recently used goes). */
-function share(n: number, b: number): number {
-  return Math.max(n, Math.ceil((b * kept) / keptBytes));
+/** What `n` filters holding `b` bytes take of the cache's bounds that are `full`, in its 32 places
+ * (each 1/32 of keptBytes; the more of the two when both are: a review's four namespaces filling
+ * the count with small filters made another's 3 large ones, 3 filters but 8 places of bytes, the
+ * largest share; whole places, so that owners alike tie and the least recently used goes). */
+function share(n: number, b: number, full: { count: boolean; bytes: boolean }): number {
+  return Math.max(full.count ? n : 0, full.bytes ? Math.ceil((b * kept) / keptBytes) : 0);
 }
 
 /** Drops the least recently used filter of `owner`'s (and `owner`, when it has no other); one that
@@ -133,7 +152,7 @@ function pushOut(owner: string, held: Held, why: 'share' | 'idle' | 'heap'): voi
   bytes -= size;
   held.bytes -= size;
   if (held.filters.size === 0) filters.delete(owner);
-  if (why === 'share') remember(owner, short(key));
+  if (why === 'share') remember(pushedOut, owner, short(key));
 }
 
 /** A filter's key as pushedOut keeps it: hashed when long (a review: 32,768 keys of ~1 KiB were
@@ -142,14 +161,15 @@ function short(key: string): string {
   return key.length <= 64 ? key : createHash('sha256').update(key).digest('base64url');
 }
 
-function remember(owner: string, key: string): void {
-  const of = pushedOut.get(owner) ?? new Set<string>();
-  pushedOut.delete(owner);
-  pushedOut.set(owner, of);
-  of.delete(key);
-  of.add(key);
-  if (of.size > 32) of.delete(of.values().next().value!);
-  if (pushedOut.size > 1_024) pushedOut.delete(pushedOut.keys().next().value!);
+/** Adds `key` to `owner`'s in `of` (its most recent 32, of the 1,024 owners added to most recently). */
+function remember(of: Map<string, Set<string>>, owner: string, key: string): void {
+  const keys = of.get(owner) ?? new Set<string>();
+  of.delete(owner);
+  of.set(owner, keys);
+  keys.delete(key);
+  keys.add(key);
+  if (keys.size > 32) keys.delete(keys.values().next().value!);
+  if (of.size > 1_024) of.delete(of.keys().next().value!);
 }
 
 /** Filters kept now, by owner (for tests). */
@@ -215,7 +235,7 @@ export function dropWhenHeapFull(used = liveAfterMajorGc(), bound = heapBytes): 
   if (over <= 0) return false;
   for (let freed = 0; count > 0 && freed < over;) {
     const was = bytes;
-    pushOut(...victim(undefined, undefined, 0, performance.now()), 'heap');
+    pushOut(...victim(undefined, undefined, 0, performance.now(), { count: true, bytes: true }), 'heap');
     freed += was - bytes;
   }
   return true;

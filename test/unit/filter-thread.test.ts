@@ -140,11 +140,54 @@ test('a team filling the cache from four namespaces does not push out another te
     assert.equal(keptFilters()['fill-b'], 1);
     assert.equal(b.churnMs, 0, 'never compiled again');
   }
-  // a filler holding 8 compiling a ninth pushes out its own: its own churn
+  // a filler holding 8 compiling a ninth (its own filters in the way): its own churn
   const [full] = Object.entries(keptFilters()).find(([, n]) => n === 8)!;
   const own = took();
   check(job(full, 900), own);
   assert.ok(own.churnMs! > 0, `${full}'s ninth`);
+  dropWhenHeapFull(Infinity, 100);
+});
+
+test('shares are counted by the bound that is full: four namespaces filling the count with small filters do not push out another\'s 3 large ones (8 places of bytes, 3 filters)', async () => {
+  dropWhenHeapFull(Infinity, 100);
+  boundKeptBytes(0.3 * (64 << 20)); // (as a thread of 64 MiB: a place is 0.6 MiB)
+  try {
+    for (let k = 0; k < 3; k++) check(big('cnt-v', k)); // (~1.5 MiB each estimated: 8 places of bytes)
+    for (const ns of ['cnt-1', 'cnt-2', 'cnt-3']) for (let n = 0; n < 8; n++) check(job(ns, n));
+    for (let n = 0; n < 5; n++) check(job('cnt-4', n));
+    assert.equal(total(), 32);
+    for (const ns of ['cnt-1', 'cnt-2', 'cnt-3']) for (let n = 0; n < 8; n++) check(job(ns, n)); // (cnt-v the least recently used)
+    check(job('cnt-4', 100)); // the count full, not the bytes: the largest count's oldest goes
+    assert.equal(keptFilters()['cnt-v'], 3);
+    for (let round = 0; round < 5; round++) {
+      for (let k = 0; k < 3; k++) {
+        const t = took();
+        check(big('cnt-v', k), t);
+        assert.equal(t.churnMs, 0);
+      }
+    }
+  } finally {
+    boundKeptBytes(24 << 20);
+    dropWhenHeapFull(Infinity, 100);
+  }
+});
+
+test('a namespace cycling through one filter more than it has room for compiles one or two in a cycle again, not each: a filter its own filters are in the way of is kept when compiled a second time', () => {
+  dropWhenHeapFull(Infinity, 100);
+  let churned = 0;
+  for (let pass = 0; pass < 6; pass++) {
+    for (let n = 0; n < 9; n++) {
+      const t = took();
+      check(job('cyc', n), t);
+      if (t.churnMs! > 0) churned++;
+    }
+  }
+  assert.equal(keptFilters()['cyc'], 8);
+  assert.ok(churned <= 12, `compiled again ${churned} times in 6 passes of 9 (each, every pass after the first: 46)`);
+  // a new filter, hot: kept when compiled a second time (the oldest goes), then not compiled again
+  const hot = [took(), took(), took()];
+  for (const t of hot) check(job('cyc', 50), t);
+  assert.deepEqual(hot.map((t) => t.churnMs! > 0), [true, true, false]);
   dropWhenHeapFull(Infinity, 100);
 });
 
