@@ -20,11 +20,12 @@ interface Held { filters: Map<string, PathFilter>; bytes: number; at: number }
  * owners at most `kept`, and at most `keptBytes`. Past those, a share each: the filter that goes
  * is an idle owner's (see idleness), else the oldest of the owner holding the largest share (see
  * `share`; the least recently used of those holding as much), the new filter's own owner's first
- * when it would hold as much (a team filling the cache from four namespaces made another team
- * compile its one filter again at each check). A route's filter at the schema's bounds is ~1.3-2
- * MiB compiled (0.2-0.4 MiB is usual): 32 of them were past the thread's heap bound, and a worker
- * stopped by V8 for its heap can take the whole process with it (nodejs/node#47224). No DFA state
- * is kept between checks. */
+ * when it would hold more (a team filling the cache from four namespaces made another team compile
+ * its one filter again at each check; with as much, a namespace holding as much as each of a
+ * team's four namespaces compiled its filters again and paid for it, a review). A route's filter
+ * at the schema's bounds is ~1.3-2 MiB compiled (0.2-0.4 MiB is usual): 32 of them were past the
+ * thread's heap bound, and a worker stopped by V8 for its heap can take the whole process with it
+ * (nodejs/node#47224). No DFA state is kept between checks. */
 const filters = new Map<string, Held>();
 const perOwner = 8;
 const kept = 32;
@@ -67,13 +68,15 @@ const pushedOut = new Map<string, Set<string>>();
 /** Filters compiled and not kept, by owner (as pushedOut): one is kept when compiled again. */
 const tried = new Map<string, Set<string>>();
 
-/** `churn.ms`: set to how long compiling took when that was its namespace's churn: its own filters
- * were in the way (it held the largest share, or its 8), or it compiled one again that was pushed
- * out for its share. Compiling that pushed out another's is not churn: that one held more (it
- * pays for compiling it again). A first compile, and one again after its owner was idle or the
- * heap's bound dropped it, is no one's churn. When its own filters are in the way, a filter is kept
- * only when compiled a second time (its owner's oldest goes then): a namespace cycling through one
- * filter more than it has room for missed at every check (a review), now at one in its count. */
+/** `churn.ms`: set to how long compiling took when that was its namespace's churn: it pushed a
+ * filter out for its share (another's, that held more, which pays for compiling it again: a
+ * review's team compiling fresh filters from whichever of its namespaces held the least was
+ * charged nothing), its own filters were in the way (it held its 8, or would hold more than any
+ * other), or it compiled one again that was pushed out for its share. A compile with room (a fresh
+ * thread's, or after its owner was idle or the heap's bound dropped filters) is no one's churn.
+ * When its own filters are in the way, a filter is kept only when compiled a second time (its
+ * owner's oldest goes then): a namespace cycling through one filter more than it has room for
+ * missed at every check (a review), now one or two a cycle. */
 function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const now = performance.now();
@@ -89,6 +92,7 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
     const size = estimate(f);
     const again = pushedOut.get(job.owner)?.delete(short(key)) ?? false;
     let own = false;
+    let pushed = false;
     let keep: boolean | undefined; // (whether to keep it when its own filters are in the way)
     const ownInTheWay = () => {
       own = true;
@@ -102,8 +106,9 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
       const why = now - held.at >= idleness.ms ? 'idle' : 'share';
       if (owner === job.owner && why === 'share' && !ownInTheWay()) break;
       pushOut(owner, held, why);
+      if (why === 'share') pushed = true;
     }
-    if (churn && (again || own)) churn.ms = ms;
+    if (churn && (again || own || pushed)) churn.ms = ms;
     if (keep !== false) {
       count++;
       mine.bytes += size;
@@ -130,7 +135,7 @@ function victim(owner: string | undefined, mine: Held | undefined, size: number,
     const s = share(held.filters.size, held.bytes, full);
     if (o !== owner && s > largest) [most, largest] = [[o, held], s];
   }
-  if (owner && mine && mine.filters.size > 0 && (!most || share(mine.filters.size + 1, mine.bytes + size, full) >= largest)) return [owner, mine];
+  if (owner && mine && mine.filters.size > 0 && (!most || share(mine.filters.size + 1, mine.bytes + size, full) > largest)) return [owner, mine];
   return most!;
 }
 
