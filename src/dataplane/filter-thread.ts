@@ -45,7 +45,8 @@ const bytesPerUnit = 800;
 const bytesPerPattern = 5 << 10;
 const bytesPerFilter = 64 << 10;
 
-function estimate(f: PathFilter): number {
+/** What `f` is taken to hold compiled (exported for tests). */
+export function estimate(f: PathFilter): number {
   const { acceptPaths, rejectPaths, rejectMethods } = f.spec;
   return bytesPerFilter + f.size * bytesPerUnit + (acceptPaths.length + rejectPaths.length + rejectMethods.length) * bytesPerPattern + 4 * f.key.length;
 }
@@ -81,6 +82,8 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const now = performance.now();
   const mine = filters.get(job.owner) ?? { filters: new Map<string, PathFilter>(), bytes: 0, at: now };
+  // (not idle: one back from idleness pushed out its own, then paid for compiling it again, a review)
+  mine.at = now;
   let f = mine.filters.get(key);
   if (f) {
     mine.filters.delete(key);
@@ -104,7 +107,11 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
     while (keep !== false && count > 0 && (count >= kept || bytes + size > keptBytes)) {
       const [owner, held] = victim(job.owner, mine, size, now, { count: count >= kept, bytes: bytes + size > keptBytes });
       const why = now - held.at >= idleness.ms ? 'idle' : 'share';
-      if (owner === job.owner && why === 'share' && !ownInTheWay()) break;
+      // (once others' filters went for it, it is kept: a review saw them pushed out, then nothing kept)
+      if (owner === job.owner && why === 'share') {
+        if (pushed) own = true;
+        else if (!ownInTheWay()) break;
+      }
       pushOut(owner, held, why);
       if (why === 'share') pushed = true;
     }
@@ -116,7 +123,6 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
       mine.filters.set(key, f);
     }
   }
-  mine.at = now;
   if (mine.filters.size > 0) {
     filters.delete(job.owner); // most recently used last
     filters.set(job.owner, mine);

@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { boundKeptBytes, check, dropWhenHeapFull, idleness, keptFilters } from '../../src/dataplane/filter-thread.js';
+import { boundKeptBytes, check, dropWhenHeapFull, estimate, idleness, keptFilters } from '../../src/dataplane/filter-thread.js';
 import { compileRegex } from '../../src/api/regex.js';
-import type { FilterSpec } from '../../src/dataplane/path.js';
+import { PathFilter, type FilterSpec } from '../../src/dataplane/path.js';
 
 // a pattern whose DFA builds ~10 states of ~3 KiB on a path of a and b
 const chars = Array.from({ length: 180 }, (_, k) => String.fromCodePoint(0x400 + 2 * k)).join('');
@@ -193,6 +193,36 @@ test('a namespace holding as much as each of a team\'s four namespaces keeps its
   }
 });
 
+test('a filter that others\' filters went for is kept, even when its own namespace\'s are in the way after them', () => {
+  dropWhenHeapFull(Infinity, 100);
+  const r = estimate(new PathFilter(route(0), 'x', 'f'));
+  const sm = estimate(new PathFilter(spec(0), 'x', 'f'));
+  // bytes such that ow-l (a small filter, oldest, and 2 routes) and ow-x with its new route (a
+  // route and a small one) hold as many places; once ow-l's small one went, ow-x would hold more,
+  // and the bytes are still past: its own are in the way then
+  const places = (b: number, k: number) => Math.ceil((b * 32) / k);
+  let k = 3 * r + 2 * sm;
+  while (k < 4 * r + sm && places(2 * r + sm, k) <= places(2 * r, k)) k += 1024;
+  assert.ok(k < 4 * r + sm && 3 * r + sm + r > k, 'such bytes exist');
+  boundKeptBytes(k);
+  try {
+    check(job('ow-l', 0));
+    check(big('ow-l', 1));
+    check(big('ow-l', 2));
+    check(big('ow-x', 3));
+    check(job('ow-x', 4));
+    assert.deepEqual(keptFilters(), { 'ow-l': 3, 'ow-x': 2 });
+    check(big('ow-x', 5)); // ow-l's small one goes, then ow-x's own route: its new one kept
+    assert.deepEqual(keptFilters(), { 'ow-l': 2, 'ow-x': 2 });
+    const again = took();
+    check(big('ow-x', 5), again);
+    assert.equal(again.churnMs, 0, 'kept');
+  } finally {
+    boundKeptBytes(24 << 20);
+    dropWhenHeapFull(Infinity, 100);
+  }
+});
+
 test('a namespace cycling through one filter more than it has room for compiles one or two in a cycle again, not each: a filter its own filters are in the way of is kept when compiled a second time', () => {
   dropWhenHeapFull(Infinity, 100);
   const again = churned(Array.from({ length: 54 }, (_, i) => job('cyc', i % 9)));
@@ -273,7 +303,7 @@ test('two namespaces pushing each other\'s large filter out (sibling namespaces 
   }
 });
 
-test('an idle namespace\'s filters go first, before a larger share\'s, and the compile they made room for is no one\'s churn', async (t) => {
+test('an idle namespace\'s filters go first, before a larger share\'s, and the compile they made room for is no one\'s churn; one back from idleness does not push out its own', async (t) => {
   dropWhenHeapFull(Infinity, 100);
   t.after(() => { idleness.ms = 30_000; dropWhenHeapFull(Infinity, 100); });
   idleness.ms = 50;
@@ -287,6 +317,16 @@ test('an idle namespace\'s filters go first, before a larger share\'s, and the c
   assert.equal(keptFilters()['id-quiet'], undefined);
   assert.equal(keptFilters()['id-1'], 8);
   assert.equal(four.churnMs, 0);
+  // one back from idleness, the least recently used: its compile does not push out its own
+  dropWhenHeapFull(Infinity, 100);
+  check(job('id-back', 0));
+  check(job('id-back', 1));
+  for (const ns of ['id-1', 'id-2', 'id-3', 'id-4']) for (let n = 0; n < (ns === 'id-4' ? 6 : 8); n++) check(job(ns, n));
+  assert.equal(total(), 32);
+  await new Promise((r) => setTimeout(r, 60));
+  for (const ns of ['id-1', 'id-2', 'id-3', 'id-4']) for (let n = 0; n < (ns === 'id-4' ? 6 : 8); n++) check(job(ns, n)); // (kept: the others not idle)
+  check(job('id-back', 2));
+  assert.equal(keptFilters()['id-back'], 3);
 });
 
 test('which filters went for their share is kept per namespace: a team\'s own churn (300 cheap compiles) does not make the thread forget another\'s', () => {
