@@ -70,20 +70,23 @@ const pushedOut = new Map<string, Set<string>>();
 const tried = new Map<string, Set<string>>();
 
 /** `churn.ms`: set to how long compiling took when that was its namespace's churn: it pushed a
- * filter out for its share (another's, that held more, which pays for compiling it again: a
- * review's team compiling fresh filters from whichever of its namespaces held the least was
- * charged nothing), its own filters were in the way (it held its 8, or would hold more than any
- * other), or it compiled one again that was pushed out for its share. A compile with room (a fresh
- * thread's, or after its owner was idle or the heap's bound dropped filters) is no one's churn.
- * When its own filters are in the way, a filter is kept only when compiled a second time (its
- * owner's oldest goes then): a namespace cycling through one filter more than it has room for
- * missed at every check (a review), now one or two a cycle. */
+ * filter out for its share (another's, that held as much or more, which pays for compiling it
+ * again: a review's team compiling fresh filters from whichever of its namespaces held the least
+ * was charged nothing), its own filters were in the way (it held its 8, or would hold more than
+ * any other), or it compiled one again that was pushed out for its share. Any other compile with
+ * room (a fresh thread's, or in room an idle namespace's filters or the heap's bound made) is no
+ * one's churn. When its own filters are in the way, a filter is kept only when compiled a second
+ * time (its owner's oldest goes then), or when others' filters went for it already: a namespace
+ * cycling through one filter more than it has room for missed at every check (a review), now one
+ * or two a cycle. */
 function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
   const key = `${job.field}\0${job.key}`;
   const now = performance.now();
   const mine = filters.get(job.owner) ?? { filters: new Map<string, PathFilter>(), bytes: 0, at: now };
-  // (not idle: one back from idleness pushed out its own, then paid for compiling it again, a review)
+  // (not idle, and most recently used: one back from idleness pushed out its own, then paid for
+  // compiling it again, and hid other idle namespaces behind it, two reviews)
   mine.at = now;
+  if (filters.delete(job.owner)) filters.set(job.owner, mine);
   let f = mine.filters.get(key);
   if (f) {
     mine.filters.delete(key);

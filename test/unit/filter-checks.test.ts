@@ -327,7 +327,7 @@ test('the slow lane wakes when a check has waited maxWaitMs, with nothing else s
   assert.ok(await a2 instanceof FiltersBusyError);
 });
 
-test('a check waiting on the slow lane behind a newer one (a check that gave way goes first) is answered 429 at its own limit', { timeout: 60_000 }, async (t) => {
+test('a check waiting on the slow lane behind a newer one (a check that gave way goes first) is answered 429 at its own limit', { timeout: 10_000 }, async (t) => {
   const { clock, checks, a2 } = await teamAWaiting(t);
   clock.now = 500;
   // team-a's check sent at 500 gives way on the quick lane: first on the slow lane, ahead of a2

@@ -327,9 +327,19 @@ test('an idle namespace\'s filters go first, before a larger share\'s, and the c
   for (const ns of ['id-1', 'id-2', 'id-3', 'id-4']) for (let n = 0; n < (ns === 'id-4' ? 6 : 8); n++) check(job(ns, n)); // (kept: the others not idle)
   check(job('id-back', 2));
   assert.equal(keptFilters()['id-back'], 3);
+  // one back from idleness does not hide the other idle namespaces: theirs go first
+  dropWhenHeapFull(Infinity, 100);
+  for (const ns of ['hid-a', 'hid-b']) for (let n = 0; n < 2; n++) check(job(ns, n));
+  await new Promise((r) => setTimeout(r, 60));
+  for (const ns of ['hid-c', 'hid-d', 'hid-e']) for (let n = 0; n < 8; n++) check(job(ns, n));
+  for (let n = 0; n < 4; n++) check(job('hid-f', n));
+  assert.equal(total(), 32);
+  check(job('hid-a', 2)); // hid-a the least recently used, back: hid-b's go (idle), not hid-c's
+  assert.equal(keptFilters()['hid-c'], 8);
+  assert.equal(keptFilters()['hid-b'], 1);
 });
 
-test('which filters went for their share is kept per namespace: a team\'s own churn (300 cheap compiles) does not make the thread forget another\'s', () => {
+test('a filter that went for its share is its namespace\'s churn compiled again, even in room; which went is kept per namespace: a team\'s own churn (300 cheap compiles) does not make the thread forget another\'s', () => {
   dropWhenHeapFull(Infinity, 100);
   boundKeptBytes(2 ** 40);
   try {
@@ -337,11 +347,14 @@ test('which filters went for their share is kept per namespace: a team\'s own ch
     for (let i = 0; i < 31; i++) check(job(`fl-${i}`, 0)); // 32 of one place each: fl-b's the least recently used
     check(job('fl-a', 0)); // pushes out fl-b's
     assert.equal(keptFilters()['fl-b'], undefined);
-    for (let n = 1; n < 301; n++) check(job('fl-a', n)); // its own churn: each pushes out its own oldest
+    for (let n = 1; n < 301; n++) check(job('fl-a', n)); // its own churn: its own in the way
+    dropWhenHeapFull(Infinity, 100); // (room: only its going before makes compiling it again churn)
     const t = took();
-    check(job('fl-b', 0), t); // pushes out fl-0's (the least recently used of one place each): not churn but for its own filter's going before
-    assert.equal(keptFilters()['fl-0'], undefined);
-    assert.ok(t.churnMs! > 0);
+    check(job('fl-b', 0), t);
+    assert.ok(t.churnMs! > 0, 'compiled again, in room');
+    const never = took();
+    check(job('fl-1', 0), never); // (dropped for the heap: not for its share)
+    assert.equal(never.churnMs, 0);
   } finally {
     boundKeptBytes(24 << 20);
     dropWhenHeapFull(Infinity, 100);

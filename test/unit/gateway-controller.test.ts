@@ -107,7 +107,10 @@ test('a gateway that takes a younger one\'s place is reconciled after it (it fre
 test('the controller benchmark runs (a small flood): team-b keeps its place in a resync', () => {
   const bench = fileURLToPath(new URL('../../bench/controller.js', import.meta.url));
   const out = execFileSync(process.execPath, [bench, '--flood', '300'], { encoding: 'utf8', timeout: 60_000 });
-  assert.match(out, /\| team-b's place in the resync \| 4\.0 {2}\| 4\.0 {2}\| 1\.00× \|/);
+  // 4th, alone and beside 300 (a reconcile's piece that held the loop 1 ms takes another turn: 5th
+  // once in CI); without turns, 17th and 303rd
+  const [, alone, crowd] = /\| team-b's place in the resync \| (\d+)\.0 {2}\| (\d+)\.0 {2}\|/.exec(out) ?? [];
+  assert.ok(Number(alone) <= 6 && Number(crowd) <= 6, out);
   assert.match(out, /\| a Service event \(index lookup and enqueue\) \| [\d.]+ µs \| [\d.]+ µs \|/);
 });
 
