@@ -58,8 +58,8 @@ export function boundKeptBytes(n: number, heap = heapBytes): void {
   heapBytes = heap;
 }
 
-/** An owner none of whose checks came for this long (ms) is idle: its filters go first, and are
- * no one's churn compiled again. Tests set it. */
+/** An owner none of whose checks came for this long (ms) is idle: its filters go first, not for
+ * its share (compiling one again is churn only as any compile in a full cache is). Tests set it. */
 export const idleness = { ms: 30_000 };
 
 /** The filters pushed out of each owner for its share (its most recent 32, of the 1,024 owners
