@@ -1,8 +1,8 @@
 // spec.rateLimit: a token bucket per caller identity, bounded in memory (oldest callers are
 // forgotten first when the table is full; a forgotten caller starts with a full bucket), and a
 // bucket full again (unused for burst / rate seconds) is forgotten when a new caller comes: it
-// holds nothing a new one would not. With a namespace's budget of buckets (CallerBudgets.buckets), each
-// is one of it (a red team: 16 gateways' 10,000 buckets each, and as many in replaced tables,
+// holds nothing a new one would not. With a namespace's budget of buckets (CallerBudgets.buckets),
+// each is one of it (a red team: 16 gateways' 10,000 buckets each, and as many in replaced tables,
 // held ~142 MiB counted against no namespace).
 import { TokenBucket } from '../bucket.js';
 import type { EntryBudget } from './token-cache.js';

@@ -562,8 +562,9 @@ export class FilterChecks {
         // its time is taken from its share of the lane's thread (past the quick lane's, it is slow;
         // past the slow lane's, it waits there); a match's time at most what its size could take
         // (a thread that waited for a CPU is not its doing)
-        const spend = lane.quick ? (n: string, ms: number) => this.spendQuick(n, ms) : (n: string, ms: number) => this.spendSlow(n, ms);
-        spend(r.job.owner, Math.min(a.ms, (r.cost * this.limits.usPerCost) / 1000) + a.churnMs);
+        const took = Math.min(a.ms, (r.cost * this.limits.usPerCost) / 1000) + a.churnMs;
+        if (lane.quick) this.spendQuick(r.job.owner, took);
+        else this.spendSlow(r.job.owner, took);
         r.done(a.refused);
       }
       this.next(lane);

@@ -97,11 +97,10 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
     lastResort();
     const size = estimate(f);
     const again = pushedOut.get(job.owner)?.delete(short(key)) ?? false;
-    let own = false;
-    let pushed = false;
+    let full = false; // (a filter went for a share, or its own were in the way: its churn)
     let keep: boolean | undefined; // (whether to keep it when its own filters are in the way)
     const ownInTheWay = () => {
-      own = true;
+      full = true;
       keep ??= tried.get(job.owner)?.delete(short(key)) ?? false;
       if (!keep) remember(tried, job.owner, short(key));
       return keep;
@@ -109,16 +108,14 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
     while (mine.filters.size >= perOwner && ownInTheWay()) pushOut(job.owner, mine, 'share');
     while (keep !== false && count > 0 && (count >= kept || bytes + size > keptBytes)) {
       const [owner, held] = victim(job.owner, mine, size, now, { count: count >= kept, bytes: bytes + size > keptBytes });
+      // (its own are never idle; once others' filters went for it, it is kept: a review saw them
+      // pushed out, then nothing kept)
+      if (owner === job.owner && !full && !ownInTheWay()) break;
       const why = now - held.at >= idleness.ms ? 'idle' : 'share';
-      // (once others' filters went for it, it is kept: a review saw them pushed out, then nothing kept)
-      if (owner === job.owner && why === 'share') {
-        if (pushed) own = true;
-        else if (!ownInTheWay()) break;
-      }
       pushOut(owner, held, why);
-      if (why === 'share') pushed = true;
+      if (why === 'share') full = true;
     }
-    if (churn && (again || own || pushed)) churn.ms = ms;
+    if (churn && (again || full)) churn.ms = ms;
     if (keep !== false) {
       count++;
       mine.bytes += size;
@@ -126,10 +123,8 @@ function filterFor(job: FilterJob, churn?: { ms?: number }): PathFilter {
       mine.filters.set(key, f);
     }
   }
-  if (mine.filters.size > 0) {
-    filters.delete(job.owner); // most recently used last
-    filters.set(job.owner, mine);
-  }
+  // (a new owner, or one emptied and kept again: most recently used last, as it is moved above)
+  if (mine.filters.size > 0) filters.set(job.owner, mine);
   return f;
 }
 
