@@ -6,7 +6,7 @@
 // proxy under test alone on CPU 1. Absolute numbers on a noisy machine are not targets: ratios
 // from the same run are.
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
-//                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS]
+//                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS] [--operator-role chart]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
 // while the first team floods its own gateway with requests (admitted, or refused), downloads or
 // uploads long bodies, or opens new TLS connections; the first team's connections alone and beside
@@ -19,7 +19,8 @@ import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { startControlPlane, repoRoot, type ControlPlane } from '../test/support/control-plane.js';
 import { startOperator, type OperatorProc } from '../test/support/operator.js';
-import { chartNodeOptions } from '../test/support/chart-operator.js';
+import { chartNodeOptions, chartRelease, renderChart } from '../test/support/chart-operator.js';
+import { stringify } from 'yaml';
 import { applyYaml, gatewayPort, installCRD, namespaceYaml, applyService, tokenKubeconfig } from '../test/support/cluster.js';
 import { createTestNet, type TestNet } from '../test/support/netns.js';
 import { freePort, startProc, waitFor, type Proc } from '../test/support/procs.js';
@@ -35,6 +36,8 @@ const { values: opt } = parseArgs({
     profile: { type: 'string' },
     /** Node/V8 flags for the operator (space-separated); default: the chart's operator.nodeOptions; '' for none */
     'node-args': { type: 'string' },
+    /** The operator's ClusterRole: cluster-admin, or the chart's own (`chart`, least privilege). */
+    'operator-role': { type: 'string', default: 'cluster-admin' },
     /** More operator flags (space-separated), e.g. '--requests-per-turn-per-namespace 0'. */
     'operator-args': { type: 'string', default: '' },
     /** Measure only the cases whose names contain one of these (comma-separated). */
@@ -125,12 +128,16 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     // The operator runs as it does in a cluster: as a service account with a token (the admin
     // client certificate would cost the apiserver an ECDSA chain verification on every request).
     // kubectl proxy runs both ways: with the admin certificate, and with a token of its own.
-    const saKubeconfig = async (name: string) => {
+    const saKubeconfig = async (name: string, role = 'cluster-admin') => {
       await cp.kubectl(['create', 'serviceaccount', name, '-n', ns]);
-      await cp.kubectl(['create', 'clusterrolebinding', `bench-${name}`, '--clusterrole=cluster-admin', `--serviceaccount=${ns}:${name}`]);
+      await cp.kubectl(['create', 'clusterrolebinding', `bench-${name}`, `--clusterrole=${role}`, `--serviceaccount=${ns}:${name}`]);
       return tokenKubeconfig(join(dir, `${name}.kubeconfig`), cp.url, await cp.token(ns, name, [cp.issuer]), { ca: cp.ca.cert });
     };
-    const operatorKubeconfig = await saKubeconfig('operator');
+    if (opt['operator-role'] === 'chart') {
+      const role = renderChart().find((o) => o.kind === 'ClusterRole' && o.metadata.name === chartRelease);
+      await cp.kubectl(['apply', '-f', '-'], stringify(role));
+    }
+    const operatorKubeconfig = await saKubeconfig('operator', opt['operator-role'] === 'chart' ? chartRelease : 'cluster-admin');
     const kubectlPort = await freePort();
     const kubectlProxy = pinned(1, 'kubectl', ['--kubeconfig', cp.kubeconfig, 'proxy', '--port', String(kubectlPort), '--address', '127.0.0.1'], join(dir, 'kubectl-proxy.log'));
     procs.push(kubectlProxy);

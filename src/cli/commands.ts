@@ -23,7 +23,7 @@ export const usage = `usage:
                            [--requestable-ports 1-65535]
                            [--drain-seconds N] [--log-level info] [--log-format json|pretty]
                            [--max-token-reviews-in-flight 16] [--max-token-reviews-per-second 500]
-                           [--jwks-clock-skew-seconds 5]
+                           [--jwks-clock-skew-seconds 5] [--audit-extras all|none (default all)]
   access-gateway serve     --gateways FILE|DIR [--kubeconfig F] [--admin-address HOST:PORT]
                            [--metrics-auth kubernetes|none (default none)]
                            [--listen-address HOST] [--port-range 20000-20999]
@@ -35,6 +35,7 @@ export const usage = `usage:
                            [--jwks-clock-skew-seconds 5]
                            [--endpoint-addresses pods|any (default pods)] [--authentication-config FILE]
                            [--min-access-log none|errors|all (default none)] [--requestable-ports 1-65535]
+                           [--audit-extras all|none (default all)]
   access-gateway validate  -f FILE|DIR ...
   access-gateway kubeconfig --gateway NS/NAME (--service-account SA | --oidc-issuer URL --oidc-client-id ID
                            [--oidc-client-secret S (or ACCESS_GATEWAY_OIDC_CLIENT_SECRET; needs --output)]

@@ -48,6 +48,7 @@ export const commonFlags = (defaults: { admin: string; listen: string; drain: nu
   'tls-handshake-percent': flag.int(50, 1, 100),
   'endpoint-addresses': flag.oneOf(['pods', 'any'], 'pods'),
   'min-access-log': flag.oneOf(['none', 'errors', 'all'], 'none'),
+  'audit-extras': flag.oneOf(['all', 'none'], 'all'),
   'header-timeout-seconds': flag.int(10, 1, 3600),
   'idle-timeout-seconds': flag.int(65, 1, 3600),
   'max-token-reviews-in-flight': flag.int(16, 1, 1000),
@@ -124,7 +125,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   const dataplane = new ListenerManager({
     apiserver: client.apiserverConnection(), reviewer: new LimitedReviewer(new KubeTokenReviewer(client, metrics, undefined, log), reviewLimiter),
     log, accessLog: (gateway) => accessLogFor(gateway, { format: f['log-format'], logger: log }), minAccessLog: f['min-access-log'],
-    pools: new PoolRegistry(f['max-connections-per-namespace'], (namespace, n) => metrics.upstreamPoolsRecycled.inc({ namespace }, n)), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], impersonation, accessReviewer, filterChecks, ...(oidc ? { oidc } : {}),
+    pools: new PoolRegistry(f['max-connections-per-namespace'], (namespace, n) => metrics.upstreamPoolsRecycled.inc({ namespace }, n)), metrics, jwks: { keySet, revocation }, clockSkewSeconds: f['jwks-clock-skew-seconds'], auditExtras: f['audit-extras'] === 'all', impersonation, accessReviewer, filterChecks, ...(oidc ? { oidc } : {}),
   }, f['listen-address'], drainMs, {
     maxConnections: f['max-connections-per-listener'],
     maxConnectionsPerNamespace: f['max-connections-per-namespace'],

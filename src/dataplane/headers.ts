@@ -20,13 +20,14 @@ function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
 }
 
 /** What a client may not send, whatever the upstream: identity headers the gateway alone sets,
- * and, spelt with "_", names that read as a hop-by-hop header or Content-Length. Some upstream
+ * Audit-ID (the apiserver would take it as its audit event's ID: the access log records the ID the
+ * apiserver gave, which a client must not be able to choose or repeat), and, spelt with "_", names that read as a hop-by-hop header or Content-Length. Some upstream
  * frameworks read "_" as "-" (CGI, WSGI): X_Remote_User is X-Remote-User there, and
  * Transfer_Encoding beside a Content-Length smuggles a request on a keep-alive connection that
  * other teams' gateways to the same endpoint share. */
 function notForwarded(name: string): boolean {
   const n = name.includes('_') ? name.replace(/_/g, '-') : name;
-  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n) || claimHeaders.has(n)) return true;
+  if (n.startsWith('impersonate-') || n.startsWith('x-remote-') || n.startsWith('x-forwarded-') || addressHeaders.has(n) || claimHeaders.has(n) || n === 'audit-id') return true;
   return n !== name && (hopByHop.has(n) || n === 'content-length');
 }
 /** Other headers that claim the client's address, scheme or host (RFC 7239 and common ones). */
@@ -53,7 +54,7 @@ export function overrideHeader(headers: IncomingHttpHeaders): string | undefined
 /**
  * Request headers to forward: drops hop-by-hop headers, headers named in Connection, names with
  * "_" that read as a hop-by-hop header or Content-Length, every Impersonate-* and X-Remote-* header, client X-Forwarded-* (and Forwarded, X-Real-IP,
- * X-Client-IP, True-Client-IP), other auth proxies' identity headers, and Authorization unless kept; a WebSocket's bearer-token
+ * X-Client-IP, True-Client-IP), other auth proxies' identity headers, Audit-ID, and Authorization unless kept; a WebSocket's bearer-token
  * subprotocol is taken out of Sec-WebSocket-Protocol.
  */
 export function forwardRequestHeaders(headers: IncomingHttpHeaders, keepAuthorization: boolean): OutgoingHttpHeaders {
@@ -157,7 +158,7 @@ export function serviceAccountHeaders(namespace: string, name: string, extras: R
 
 /** What a caller's headers are, made once per cached identity (not per request, nor per route or
  * gateway: a namespace's 10,000 callers on 64 routes would hold 27 KiB each). */
-interface CallerMemo { impersonate?: OutgoingHttpHeaders; remote?: OutgoingHttpHeaders }
+interface CallerMemo { impersonate?: OutgoingHttpHeaders; lean?: OutgoingHttpHeaders; remote?: OutgoingHttpHeaders }
 const callers = new WeakMap<CallerIdentity, CallerMemo>();
 function memo(id: CallerIdentity): CallerMemo {
   let m = callers.get(id);
@@ -169,6 +170,15 @@ function memo(id: CallerIdentity): CallerMemo {
 export function callerImpersonation(id: CallerIdentity): OutgoingHttpHeaders {
   const m = memo(id);
   return (m.impersonate ??= impersonationHeaders(id, {}));
+}
+
+/** As callerImpersonation, but a service account with exactly its own groups is named alone: the
+ * apiserver adds those groups itself, and UID and token extras are only what its audit log
+ * would show (--audit-extras none). */
+export function leanImpersonation(id: CallerIdentity): OutgoingHttpHeaders {
+  const m = memo(id);
+  return (m.lean ??= serviceAccountOf(id.username) && groupsToSend(id).length === 0
+    ? { 'impersonate-user': toWire(id.username) } : callerImpersonation(id));
 }
 
 /** X-Remote-User and -Group (Service routes). */

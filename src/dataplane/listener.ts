@@ -714,7 +714,12 @@ export class Listener {
       seen.upstream = 'apiserver';
       proxyRequest(this.apiserverCall(t, a, req), req, res, {
         body: 'stream', streaming, ...this.pace(t),
-        respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
+        respond: (status, headers) => {
+          rm.upstream.observe((performance.now() - sent) / 1000);
+          const audit = headers['audit-id'];
+          if (typeof audit === 'string') seen.auditId = audit;
+          respond(status, headers);
+        },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
       return;
@@ -898,7 +903,7 @@ function heldOf(a: RouteAdmitted, req: IncomingMessage): Held {
 function accessLine(t: RouteTable, id: number, seen: Seen, method: string | undefined, status: number, seconds: number): void {
   // (no spreads: one object of one shape per line)
   t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, as: seen.as || undefined, route: seen.route?.plan.name ?? '-', method, status,
-    durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', error: seen.error || undefined });
+    durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', error: seen.error || undefined, auditId: seen.auditId });
 }
 
 /** The status logged and counted for a request whose client left before any answer. */

@@ -25,7 +25,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { GatewayMetrics, RouteMetrics } from './route-metrics.js';
 import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 import { runSteps } from '../steps.js';
-import { callerImpersonation, escapeExtraKey, extraHeaders, impersonationHeaders, serviceAccountHeaders, wireUsername } from './headers.js';
+import { callerImpersonation, leanImpersonation, escapeExtraKey, extraHeaders, impersonationHeaders, serviceAccountHeaders, wireUsername } from './headers.js';
 
 export interface DataplaneDeps {
   apiserver: ApiserverConnection;
@@ -42,6 +42,11 @@ export interface DataplaneDeps {
   jwks?: { keySet: JwksKeySet; revocation: RevocationCheck };
   /** Clock skew tolerated on token exp/nbf (--jwks-clock-skew-seconds). */
   clockSkewSeconds?: number;
+  /** false (--audit-extras none): apiserver routes send no audit extras, and a service-account
+   * caller the apiserver would see as its token says is impersonated by its name alone (the
+   * apiserver adds its groups; no UID or token extras): one authorization check a request, which
+   * the apiserver may cache, instead of one per attribute. Default true. */
+  auditExtras?: boolean;
   /** Checks a caller's own Impersonate-* headers (kubectl --as) on Impersonate routes; absent: refused. */
   impersonation?: ImpersonationChecker;
   /** Asks the apiserver's RBAC about a request, for can-i; absent: that step is not asked. */
@@ -179,7 +184,7 @@ function* compileRoutes(plan: GatewayPlan, deps: DataplaneDeps, acquire: (t: Ser
     const prefix = normalizePrefix(r.pathPrefix);
     const rewrite = r.rewritePrefix === null ? null : normalizePrefix(r.rewritePrefix);
     const filter = r.target.kind === 'apiserver' ? new PathFilter(r.target, plan.namespace, `spec.routes[${i}].apiserver`) : null;
-    const extras = { [extraGateway]: keyOf(plan), [extraRoute]: r.name };
+    const extras: Record<string, string> = deps.auditExtras === false ? {} : { [extraGateway]: keyOf(plan), [extraRoute]: r.name };
     routes.push({
       plan: r,
       field: `spec.routes[${i}]`,
@@ -318,11 +323,12 @@ export class RouteTable {
    * caller itself, or the route's service account of this gateway's namespace; never anyone else.
    * The gateway's audit extras come last: a caller's extra of the same key does not replace them. */
   impersonate(headers: OutgoingHttpHeaders, id: CallerIdentity, route: CompiledRoute): void {
+    const lean = this.deps.auditExtras === false;
     if ((route.plan.target as ApiserverTarget).identity !== 'ServiceAccount') {
-      Object.assign(headers, callerImpersonation(id));
+      Object.assign(headers, lean ? leanImpersonation(id) : callerImpersonation(id));
     }
     Object.assign(headers, route.impersonation);
-    headers[callerExtraHeader] = wireUsername(id);
+    if (!lean) headers[callerExtraHeader] = wireUsername(id);
   }
 
   /** Where this table's path filters run, if the process decides (else on the event loop). */
@@ -337,7 +343,9 @@ export class RouteTable {
 
   /** The Impersonate-* headers for what a caller asked to act as (checked already), naming the caller in the audit extras. */
   impersonationAs(caller: CallerIdentity, as: RequestedImpersonation, route: CompiledRoute): OutgoingHttpHeaders {
-    return Object.assign(impersonationHeaders(impersonatedIdentity(as), {}, true), route.extraHeaders, { [callerExtraHeader]: wireUsername(caller) });
+    const h = Object.assign(impersonationHeaders(impersonatedIdentity(as), {}, true), route.extraHeaders);
+    if (this.deps.auditExtras !== false) h[callerExtraHeader] = wireUsername(caller);
+    return h;
   }
 
   /** First route whose prefix (element-wise) and methods (if any) match the decoded path. */

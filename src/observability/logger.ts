@@ -182,6 +182,8 @@ export interface AccessEntry {
   durationMs: number; upstream: string; error?: string;
   /** Whom the caller acted as (kubectl --as), when it asked to. */
   as?: string;
+  /** The apiserver's audit event for it (its Audit-Id answer header), on apiserver routes. */
+  auditId?: string;
 }
 
 /** The entry with what a client chose clipped (the caller's name, whom it asked to act as, the
@@ -222,6 +224,7 @@ export function accessLogFor(gateway: string, opts: { format?: 'json' | 'pretty'
       if (!keepsLine(e.status === 401 || (e.status === 403 && e.route === '-') ? refused : namespace, false, weight)) return;
       stdoutBatch.write(`${prefix}${Date.now()}${middle}${e.reqId}","caller":${JSON.stringify(e.caller)}${e.as === undefined ? '' : `,"as":${JSON.stringify(e.as)}`},"route":${JSON.stringify(e.route)},`
         + `"method":${JSON.stringify(e.method ?? '')},"status":${e.status},"durationMs":${e.durationMs},"upstream":${JSON.stringify(e.upstream)}`
+        + `${e.auditId === undefined ? '' : `,"auditId":${JSON.stringify(e.auditId)}`}`
         + `${e.error ? `,"error":${JSON.stringify(e.error)}` : ''},"msg":"request"}\n`);
     },
   };

@@ -29,7 +29,7 @@ test('access lines are JSON in the shape of the other log lines, escaped, and al
     const a = accessLogFor('team-a/gw', { logger: createLogger() });
     a.write({ reqId: '1a', caller: 'weird "name"\\\\n\\u2028', route: 'r', method: 'GET', status: 200, durationMs: 1.25, upstream: '198.18.0.2:8080' });
     a.write({ reqId: '1b', caller: '-', route: '-', method: undefined, status: 401, durationMs: 0.5, upstream: '-', error: 'AGW_ERR_UNAUTHENTICATED' });
-    a.write({ reqId: '1c', caller: 'system:serviceaccount:a:lead', as: 'alice "x"', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: 'apiserver' });
+    a.write({ reqId: '1c', caller: 'system:serviceaccount:a:lead', as: 'alice "x"', route: 'r', method: 'GET', status: 200, durationMs: 1, upstream: 'apiserver', auditId: '7c9f"x' });
     process.exit(0); // before the end of the turn: the lines must still be written
   `;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
@@ -48,6 +48,8 @@ test('access lines are JSON in the shape of the other log lines, escaped, and al
   assert.equal(lines[1].as, undefined);
   assert.equal(lines[2].as, 'alice "x"');
   assert.equal(lines[2].caller, 'system:serviceaccount:a:lead');
+  assert.equal(lines[2].auditId, '7c9f"x');
+  assert.equal('auditId' in lines[0], false);
 });
 
 test('lines go out together, in one write, 20 ms after the first of them', (t) => {

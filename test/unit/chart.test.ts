@@ -116,7 +116,7 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
   assert.deepEqual(c.args, [
     'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--requestable-ports=1-65535', '--drain-seconds=10', '--log-level=info',
-    '--log-format=json', '--endpoint-addresses=pods', '--min-access-log=none', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
+    '--log-format=json', '--endpoint-addresses=pods', '--min-access-log=none', '--audit-extras=all', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
     '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
     '--expose-types=ClusterIP',
     '--default-expose-type=ClusterIP',

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeExtraKey, forwardRequestHeaders, overrideHeader, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
+import { callerImpersonation, escapeExtraKey, forwardRequestHeaders, leanImpersonation, overrideHeader, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
 
 test('identity, hop-by-hop and Connection-named headers never cross', () => {
   const out = forwardRequestHeaders({
@@ -30,6 +30,26 @@ test('names with "_" that an upstream may read as framing or hop-by-hop headers 
     'content-length': '5', x_request_id: 'r1', accept: 'a',
   }, false);
   assert.deepEqual(out, { 'content-length': '5', x_request_id: 'r1', accept: 'a' });
+});
+
+test('a client\'s Audit-ID never crosses (the apiserver would take it as its audit event\'s ID), also spelt with "_"', () => {
+  assert.deepEqual(forwardRequestHeaders({ 'audit-id': 'chosen', audit_id: 'chosen', accept: 'a' }, true), { accept: 'a' });
+});
+
+test('lean impersonation (--audit-extras none): a service account with exactly its own groups by its name alone; anyone else as in full', () => {
+  const sa = { username: 'system:serviceaccount:team-a:app', uid: 'u1', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated'],
+    extra: { 'authentication.kubernetes.io/credential-id': ['JTI=1'], 'authentication.kubernetes.io/pod-name': ['p'] } };
+  assert.deepEqual(leanImpersonation(sa), { 'impersonate-user': 'system:serviceaccount:team-a:app' });
+  assert.equal(callerImpersonation(sa)['impersonate-uid'], 'u1', 'full impersonation of the same caller is unchanged');
+  // another group (or another namespace's): the apiserver would not add it, so it is sent, with the rest
+  const more = { ...sa, groups: [...sa.groups, 'team-a:leads'] };
+  assert.deepEqual(leanImpersonation(more), callerImpersonation(more));
+  assert.deepEqual(leanImpersonation(more)['impersonate-group'], ['system:serviceaccounts', 'system:serviceaccounts:team-a', 'team-a:leads']);
+  const other = { ...sa, groups: ['system:serviceaccounts', 'system:serviceaccounts:team-b'] };
+  assert.equal(leanImpersonation(other)['impersonate-uid'], 'u1');
+  const person = { username: 'corp:alice', uid: '', groups: ['corp:dev'], extra: { 'corp/team': ['a'] } };
+  assert.deepEqual(leanImpersonation(person), callerImpersonation(person));
+  assert.deepEqual(leanImpersonation(person)['impersonate-group'], ['corp:dev']);
 });
 
 test('Passthrough keeps Authorization but still strips impersonation', () => {
