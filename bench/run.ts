@@ -133,6 +133,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       await cp.kubectl(['create', 'clusterrolebinding', `bench-${name}`, `--clusterrole=${role}`, `--serviceaccount=${ns}:${name}`]);
       return tokenKubeconfig(join(dir, `${name}.kubeconfig`), cp.url, await cp.token(ns, name, [cp.issuer]), { ca: cp.ca.cert });
     };
+    if (!['chart', 'cluster-admin'].includes(opt['operator-role'])) throw new Error(`--operator-role: chart or cluster-admin, not ${opt['operator-role']}`);
     if (opt['operator-role'] === 'chart') {
       const role = renderChart().find((o) => o.kind === 'ClusterRole' && o.metadata.name === chartRelease);
       await cp.kubectl(['apply', '-f', '-'], stringify(role));

@@ -2,6 +2,7 @@
 import { isDnsSubdomain } from '../api/names.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { serviceAccountOf, toWire, type CallerIdentity } from '../auth/identity.js';
+import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
 
 const hopByHop = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
@@ -20,8 +21,9 @@ function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
 }
 
 /** What a client may not send, whatever the upstream: identity headers the gateway alone sets,
- * Audit-ID (the apiserver would take it as its audit event's ID: the access log records the ID the
- * apiserver gave, which a client must not be able to choose or repeat), and, spelt with "_", names that read as a hop-by-hop header or Content-Length. Some upstream
+ * Audit-ID (the apiserver would make it its audit event's ID: the access log records the one
+ * the apiserver gave, which a client must not choose or repeat), and, spelt with "_", names that
+ * read as a hop-by-hop header or Content-Length. Some upstream
  * frameworks read "_" as "-" (CGI, WSGI): X_Remote_User is X-Remote-User there, and
  * Transfer_Encoding beside a Content-Length smuggles a request on a keep-alive connection that
  * other teams' gateways to the same endpoint share. */
@@ -119,10 +121,13 @@ export function impersonationHeaders(id: CallerIdentity, extras: Record<string, 
   if (groups.length) h['impersonate-group'] = groups.map(toWire);
   if (id.uid) h['impersonate-uid'] = toWire(id.uid);
   for (const [k, v] of Object.entries(id.extra)) {
-    if (v.length) h[`impersonate-extra-${escapeExtraKey(k)}`] = v.map(toWire);
+    // (the gateway's own keys are its to say: an authenticator's answer naming them is not sent)
+    if (v.length && !gatewayExtras.has(k.toLowerCase())) h[`impersonate-extra-${escapeExtraKey(k)}`] = v.map(toWire);
   }
   return Object.assign(h, extraHeaders(extras));
 }
+
+const gatewayExtras = new Set([extraGateway, extraRoute, extraCaller]);
 
 /** Impersonate-Extra-* headers for `extras` (one value each). */
 export function extraHeaders(extras: Record<string, string>): OutgoingHttpHeaders {
@@ -134,13 +139,15 @@ export function extraHeaders(extras: Record<string, string>): OutgoingHttpHeader
 /**
  * The Impersonate-Group values that say something the apiserver would not add by itself. It adds
  * system:authenticated to every impersonated user, and a service account's own two groups when
- * none are sent; each group sent costs it one authorization check per request.
+ * none are sent; each group sent costs it one authorization check per request. A service-account
+ * name without those groups (an authenticator may answer so) sends system:authenticated alone,
+ * so the apiserver adds none.
  */
 export function groupsToSend(id: CallerIdentity): string[] {
   const groups = id.groups.filter((g) => g !== 'system:authenticated');
   const sa = serviceAccountOf(id.username);
   if (sa && groups.length === 2 && groups.includes('system:serviceaccounts') && groups.includes(`system:serviceaccounts:${sa.namespace}`)) return [];
-  return groups;
+  return sa && groups.length === 0 ? ['system:authenticated'] : groups;
 }
 
 

@@ -2,7 +2,7 @@
 // swapped on plan changes without touching open connections.
 import { createServer, STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTLSServer, type Server as TLSServer } from 'node:https';
-import { constants } from 'node:crypto';
+import { constants, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -486,7 +486,7 @@ export class Listener {
     const started = performance.now();
     this.budgets.turns.arrived(t.plan.namespace);
     const id = ++nextId;
-    const seen: Seen = { caller: '-' };
+    const seen: Seen = { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined }; // (one shape)
     const sock = req.socket;
     const conn = connOf(sock);
     // Node reads pipelined requests whether or not the earlier ones are answered: a client could
@@ -716,8 +716,7 @@ export class Listener {
         body: 'stream', streaming, ...this.pace(t),
         respond: (status, headers) => {
           rm.upstream.observe((performance.now() - sent) / 1000);
-          const audit = headers['audit-id'];
-          if (typeof audit === 'string') seen.auditId = audit;
+          seen.auditId = auditIdOf(headers['audit-id']);
           respond(status, headers);
         },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
@@ -779,7 +778,7 @@ export class Listener {
     let t = this.rules;
     const started = performance.now();
     this.budgets.turns.arrived(t.plan.namespace);
-    const seen: Seen = { caller: '-' };
+    const seen: Seen = { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined }; // (one shape)
     socket.on('error', () => socket.destroy());
     const fail = (err: AgwError) => {
       endRaw(socket, err);
@@ -824,6 +823,9 @@ export class Listener {
         call = this.serviceCall(a, req, ep, 'agent');
       } else {
         call = this.apiserverCall(t, a, req);
+        // the apiserver's audit event's ID, chosen here: an upgrade's answer is the kubelet's,
+        // without the apiserver's Audit-Id (the session's lines name it, as access lines do)
+        call.headers['audit-id'] = randomUUID();
       }
       seen.upstream = ep ? ep.host : 'apiserver';
       call.headers.connection = 'Upgrade';
@@ -848,7 +850,8 @@ export class Listener {
     socket.once('close', settle);
     // what the apiserver is asked (the canonical path, as routed), not what the client wrote
     const target = a.route.backend ? { kind: 'upgrade' as const } : sessionTarget(a.path);
-    const who = { caller: clipped(a.id.username), ...(a.as ? { as: clipped(a.as.user) } : {}), route: a.route.plan.name };
+    const who = { caller: clipped(a.id.username), ...(a.as ? { as: clipped(a.as.user) } : {}), route: a.route.plan.name,
+      ...(call.headers['audit-id'] ? { auditId: call.headers['audit-id'] as string } : {}) };
     const weight = lineWeight(who.caller, who.as);
     // a pod's exec, attach, port-forward: its lines are the audit, never shed (but counted); a
     // WebSocket to a Service may be opened and closed without end: shed as access lines are
@@ -904,6 +907,13 @@ function accessLine(t: RouteTable, id: number, seen: Seen, method: string | unde
   // (no spreads: one object of one shape per line)
   t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, as: seen.as || undefined, route: seen.route?.plan.name ?? '-', method, status,
     durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', error: seen.error || undefined, auditId: seen.auditId });
+}
+
+/** The apiserver's Audit-Id of an answer: the first (a pod behind a proxy subresource may add
+ * its own after), if it reads as one. */
+export function auditIdOf(v: string | string[] | undefined): string | undefined {
+  const id = Array.isArray(v) ? v[0] : v;
+  return id !== undefined && /^[0-9A-Za-z-]{1,64}$/.test(id) ? id : undefined;
 }
 
 /** The status logged and counted for a request whose client left before any answer. */

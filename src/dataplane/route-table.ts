@@ -222,6 +222,8 @@ export class RouteTable {
   readonly key: string;
   /** The username prefix of this namespace's service accounts (the only ones an Impersonate route impersonates). */
   readonly ownAccounts: string;
+  /** --audit-extras none (DataplaneDeps.auditExtras). */
+  private readonly lean: boolean;
   readonly routes: CompiledRoute[];
   readonly policy: AccessPolicy;
   readonly log: Logger;
@@ -249,6 +251,7 @@ export class RouteTable {
     this.log = deps.log.child({ gateway: this.key });
     this.accessLog = deps.accessLog ? deps.accessLog(this.key) : { write: (e) => this.log.info(e, 'request') };
     this.logged = atLeast(plan.accessLog, deps.minAccessLog ?? 'none');
+    this.lean = deps.auditExtras === false;
     this.routes = made.routes;
     this.before = this.routes.map((r, i) => earlierMatching(this.routes.slice(0, i), r.prefix));
     const reused = kept && this.policy === kept.policy && this.routes.length > 0 && this.routes.length === kept.routes.length
@@ -323,12 +326,11 @@ export class RouteTable {
    * caller itself, or the route's service account of this gateway's namespace; never anyone else.
    * The gateway's audit extras come last: a caller's extra of the same key does not replace them. */
   impersonate(headers: OutgoingHttpHeaders, id: CallerIdentity, route: CompiledRoute): void {
-    const lean = this.deps.auditExtras === false;
     if ((route.plan.target as ApiserverTarget).identity !== 'ServiceAccount') {
-      Object.assign(headers, lean ? leanImpersonation(id) : callerImpersonation(id));
+      Object.assign(headers, this.lean ? leanImpersonation(id) : callerImpersonation(id));
     }
     Object.assign(headers, route.impersonation);
-    if (!lean) headers[callerExtraHeader] = wireUsername(id);
+    if (!this.lean) headers[callerExtraHeader] = wireUsername(id);
   }
 
   /** Where this table's path filters run, if the process decides (else on the event loop). */
@@ -341,10 +343,11 @@ export class RouteTable {
     return this.deps.impersonation;
   }
 
-  /** The Impersonate-* headers for what a caller asked to act as (checked already), naming the caller in the audit extras. */
+  /** The Impersonate-* headers for what a caller asked to act as (checked already), with the
+   * route's audit extras and the caller (unless --audit-extras none). */
   impersonationAs(caller: CallerIdentity, as: RequestedImpersonation, route: CompiledRoute): OutgoingHttpHeaders {
     const h = Object.assign(impersonationHeaders(impersonatedIdentity(as), {}, true), route.extraHeaders);
-    if (this.deps.auditExtras !== false) h[callerExtraHeader] = wireUsername(caller);
+    if (!this.lean) h[callerExtraHeader] = wireUsername(caller);
     return h;
   }
 

@@ -5,10 +5,19 @@
 // apiserver's audit event (auditId), which a client cannot choose.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { chartArgs, startChartOperator } from '../support/chart-operator.js';
 import { waitForLogLines } from '../support/operator.js';
 import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
+import { waitFor } from '../support/procs.js';
+
+/** The apiserver's audit events (stage ResponseComplete) with this ID. */
+const auditEvents = (id: string) => waitFor(`audit event ${id}`, async () => {
+  const events = readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .filter((e) => e.auditID === id && e.stage === 'ResponseComplete');
+  return events.length ? events : undefined;
+}, 10_000);
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -19,7 +28,7 @@ const whoami = (path = '', more: string[] = []) => curl(`${base}${path}/apis/aut
   '-H', 'Content-Type: application/json', '-d', JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' })]);
 
 before(async () => {
-  cp = await startControlPlane();
+  cp = await startControlPlane({ audit: true });
   await installCRD(cp);
   await applyYaml(cp, namespaceYaml('team-a', ['app', 'robot']));
   await applyYaml(cp, namespaceYaml('team-b', ['app']));
@@ -104,4 +113,9 @@ test('each access line names the apiserver\'s audit event (auditId); a client\'s
   assert.equal(lines.length, 1, 'the line of that request carries its auditId');
   assert.equal(lines[0].caller, 'system:serviceaccount:team-a:app');
   assert.equal(lines[0].status, 200);
+  // the apiserver's event of that ID: the operator impersonating the caller, that request
+  const [event] = await auditEvents(given);
+  assert.equal(event.user.username, `system:serviceaccount:access-gateway:access-gateway`);
+  assert.equal(event.impersonatedUser.username, 'system:serviceaccount:team-a:app');
+  assert.equal(event.requestURI, '/api/v1/namespaces/team-a/configmaps?limit=7');
 });

@@ -16,6 +16,7 @@ import { logLines, waitForLogLines } from '../support/operator.js';
 import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
 import { startNode, type TestNode } from '../support/node.js';
+import { waitFor } from '../support/procs.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -59,7 +60,7 @@ const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
 const protocols = [['WebSocket', false], ['SPDY', true]] as const;
 
 before(async () => {
-  cp = await startControlPlane();
+  cp = await startControlPlane({ audit: true });
   await installCRD(cp);
   await applyYaml(cp, namespaceYaml('team-a', ['dev', 'viewer']));
   await applyYaml(cp, namespaceYaml('team-b', ['intruder']));
@@ -141,8 +142,16 @@ for (const [protocol, spdy] of protocols) {
     // the session's two lines: who, where, what, the protocol kubectl and the apiserver agreed on
     await waitForLines(from, 2);
     const [start, end] = sessionLines(from);
-    assert.deepEqual({ ...start, time: 0, pid: 0, hostname: '' }, {
-      level: 30, time: 0, pid: 0, hostname: '', gateway: 'team-a/shell', caller: 'system:serviceaccount:team-a:dev', route: 'kube-api',
+    // the apiserver's audit event of the session, in both lines: the ID the gateway gave it (an
+    // upgrade's answer is the kubelet's, without the apiserver's Audit-Id)
+    assert.match(start.auditId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    assert.equal(end.auditId, start.auditId);
+    const event = await waitFor('the session\'s audit event', async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
+      .map((l) => JSON.parse(l)).find((e) => e.auditID === start.auditId && e.stage !== 'RequestReceived'), 10_000);
+    assert.equal(event.objectRef.subresource, 'exec');
+    assert.equal(event.impersonatedUser?.username, 'system:serviceaccount:team-a:dev', JSON.stringify(event));
+    assert.deepEqual({ ...start, time: 0, pid: 0, hostname: '', auditId: '' }, {
+      level: 30, time: 0, pid: 0, hostname: '', auditId: '', gateway: 'team-a/shell', caller: 'system:serviceaccount:team-a:dev', route: 'kube-api',
       kind: 'exec', pod: 'team-a/app', container: 'main', command: ['sh', '-c', 'echo out; echo err >&2; exit 3'],
       protocol: spdy ? 'v4.channel.k8s.io' : 'v5.channel.k8s.io', msg: 'session started',
     });

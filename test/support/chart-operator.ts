@@ -8,6 +8,7 @@ import { parse, parseAllDocuments, stringify } from 'yaml';
 import { repoRoot, type ControlPlane } from './control-plane.js';
 import { applyYaml, namespaceYaml, tokenKubeconfig } from './cluster.js';
 import { startOperator, type OperatorProc } from './operator.js';
+import { waitFor } from './procs.js';
 
 export const chartRelease = 'access-gateway';
 export const chartNamespace = 'access-gateway';
@@ -52,7 +53,15 @@ export async function installChart(cp: ControlPlane, rendered: any[], name = 'ch
   const objs = rendered.filter((o) => o.kind !== 'Deployment' && !['ServiceMonitor', 'PrometheusRule'].includes(o.kind));
   await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], objs.map((o) => stringify(o)).join('---\n'));
   const sa = rendered.find((o) => o.kind === 'ServiceAccount');
-  const token = await cp.token(sa.metadata.namespace ?? chartNamespace, sa.metadata.name, [cp.issuer]);
+  const saNs = sa.metadata.namespace ?? chartNamespace;
+  // the apiserver's authorizer reads new bindings a moment after they are written: an operator
+  // started before would have its first TokenReviews refused
+  await waitFor('the chart\'s ClusterRoleBinding in effect', async () => (await cp.api('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
+    apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
+    spec: { user: `system:serviceaccount:${saNs}:${sa.metadata.name}`, groups: ['system:serviceaccounts', `system:serviceaccounts:${saNs}`, 'system:authenticated'],
+      resourceAttributes: { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' } },
+  })).body.status?.allowed === true, 20_000);
+  const token = await cp.token(saNs, sa.metadata.name, [cp.issuer]);
   return tokenKubeconfig(join(cp.dir, `${name}.kubeconfig`), cp.url, token, { ca: cp.ca.cert });
 }
 

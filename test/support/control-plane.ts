@@ -31,6 +31,8 @@ export interface ControlPlane {
   /** PEM of the service-account signing key (tests forge expired tokens with it). */
   saSigningKey: string;
   issuer: string;
+  /** With `audit`: the apiserver's audit log (JSON lines, level Metadata for every request). */
+  auditLog?: string;
   kubectl(args: string[], input?: string): Promise<string>;
   /** An admin request; body is JSON-encoded; resolves with status and parsed JSON. */
   api(method: string, path: string, body?: unknown, contentType?: string): Promise<{ status: number; body: any }>;
@@ -50,8 +52,8 @@ export interface ControlPlane {
 }
 
 /** `priorityAndFairness`: API Priority and Fairness on (off by default: no test but the chart's
- * FlowSchema's needs it, and it queues the benchmarks' load). */
-export async function startControlPlane(opts: { controllerManager?: boolean; priorityAndFairness?: boolean } = {}): Promise<ControlPlane> {
+ * FlowSchema's needs it, and it queues the benchmarks' load). `audit`: an audit log (auditLog). */
+export async function startControlPlane(opts: { controllerManager?: boolean; priorityAndFairness?: boolean; audit?: boolean } = {}): Promise<ControlPlane> {
   const bins = binDir();
   const dir = mkdtempSync(join(tmpdir(), 'agw-cp-'));
   const certs = join(dir, 'certs');
@@ -96,6 +98,11 @@ export async function startControlPlane(opts: { controllerManager?: boolean; pri
     '--kubelet-certificate-authority', ca.certFile, '--kubelet-preferred-address-types', 'InternalIP',
     '--v', '1',
   ];
+  const auditLog = opts.audit ? join(dir, 'audit.log') : undefined;
+  if (auditLog) {
+    writeFileSync(join(dir, 'audit-policy.yaml'), 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n');
+    apiArgs.push('--audit-policy-file', join(dir, 'audit-policy.yaml'), '--audit-log-path', auditLog, '--audit-log-mode', 'blocking');
+  }
   const agent = new Agent({ connect: { ca: ca.cert, cert: admin.cert, key: admin.key } });
   let apiserver: Proc = startProc(join(bins, 'kube-apiserver'), apiArgs, join(dir, 'apiserver.log'));
 
@@ -125,7 +132,7 @@ export async function startControlPlane(opts: { controllerManager?: boolean; pri
 
   let kcm: Proc | undefined;
   const cp: ControlPlane = {
-    url, dir, kubeconfig, ca, admin, saSigningKey: saKey, issuer,
+    url, dir, kubeconfig, ca, admin, saSigningKey: saKey, issuer, auditLog,
     api,
     async kubectl(args, input) {
       const p = execFileP('kubectl', ['--kubeconfig', kubeconfig, ...args], { maxBuffer: 16 << 20 });

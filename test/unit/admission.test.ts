@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { translate } from '../../src/translate/translate.js';
-import { authnKeys, authnOf, RouteTable, type DataplaneDeps } from '../../src/dataplane/route-table.js';
+import { authnKeys, authnOf, RouteTable, type CompiledRoute, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
 import { admit, authorizationHeader, checkImpersonation, requestTarget, type RequestHead, type RouteAdmitted, type Seen } from '../../src/dataplane/admission.js';
@@ -403,7 +403,8 @@ test('a caller\'s Impersonate-* headers are kept once per caller, whatever the r
     const h: OutgoingHttpHeaders = {};
     t.impersonate(h, id, r);
     assert.deepEqual(h, {
-      'impersonate-user': 'system:serviceaccount:team-a:app', 'impersonate-uid': 'u',
+      // a service-account name without its groups: system:authenticated alone, so the apiserver adds none
+      'impersonate-user': 'system:serviceaccount:team-a:app', 'impersonate-group': ['system:authenticated'], 'impersonate-uid': 'u',
       'impersonate-extra-authentication.kubernetes.io%2Fcredential-id': ['c'],
       'impersonate-extra-access-gateway.io%2Fgateway': 'team-a/gw',
       'impersonate-extra-access-gateway.io%2Froute': r.plan.name,
@@ -414,6 +415,28 @@ test('a caller\'s Impersonate-* headers are kept once per caller, whatever the r
   assert.equal(callerImpersonation(id), kept, 'made once per caller, not per call');
   assert.equal(remoteHeaders(id), remoteHeaders(id));
   assert.equal(kept['impersonate-extra-access-gateway.io%2Fgateway'], undefined, 'the caller\'s own headers hold nothing of a route');
+});
+
+test('--audit-extras none: no audit extras on any route; a service account with its own groups by its name alone; an authenticator\'s extra of a gateway key is never sent', async () => {
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }],
+    routes: [
+      { name: 'as-reader', pathPrefix: '/r', rewritePrefix: '/', apiserver: { identity: 'ServiceAccount', serviceAccountName: 'reader' } },
+      { name: 'as-caller', pathPrefix: '/', apiserver: {} },
+    ] }, {}, { auditExtras: false });
+  const headers = (id: CallerIdentity, route: CompiledRoute) => {
+    const h: OutgoingHttpHeaders = {};
+    t.impersonate(h, id, route);
+    return h;
+  };
+  const [reader, caller] = t.routes as [CompiledRoute, CompiledRoute];
+  const app = { username: 'system:serviceaccount:team-a:app', uid: 'u', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated'],
+    extra: { 'authentication.kubernetes.io/credential-id': ['c'] } };
+  assert.deepEqual(headers(app, reader), { 'impersonate-user': 'system:serviceaccount:team-a:reader' });
+  assert.deepEqual(headers(app, caller), { 'impersonate-user': 'system:serviceaccount:team-a:app' });
+  // anyone else as with all, less the gateway's extras; an authenticator's answer naming them is dropped
+  const person = { username: 'corp:alice', uid: 'p1', groups: ['system:authenticated'], extra: { 'corp/team': ['a'], 'access-gateway.io/gateway': ['team-b/prod'] } };
+  assert.deepEqual(headers(person, caller), { 'impersonate-user': 'corp:alice', 'impersonate-uid': 'p1', 'impersonate-extra-corp%2Fteam': ['a'] });
+  assert.deepEqual(t.impersonationAs(app, { user: 'bob', uid: '', groups: ['dev'], extra: {} }, caller), { 'impersonate-user': 'bob', 'impersonate-group': ['dev'] });
 });
 
 test('translate refuses a stored identity Gateway, and a serviceAccountName that is not a plain name', () => {
