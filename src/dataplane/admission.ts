@@ -35,7 +35,12 @@ export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: Compiled
 export type Admitted = { kind: 'discovery'; id: CallerIdentity } | { kind: 'can-i'; id: CallerIdentity; method: string; url: string } | RouteAdmitted;
 
 /** What admission learnt, for the access log (filled as the steps pass). */
-export interface Seen { caller: string; as?: string; route?: CompiledRoute; upstream?: string; error?: string; /** The apiserver's Audit-Id of its answer. */ auditId?: string }
+export interface Seen { caller: string; as?: string; route?: CompiledRoute; upstream?: string; error?: string; /** The apiserver's audit event's ID. */ auditId?: string }
+
+/** A request's Seen, every field in place (one object shape for every line). */
+export function newSeen(): Seen {
+  return { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined };
+}
 
 /** The target's path decoded once (canonical) and its query, untouched; or the refusal. */
 export function targetOf(url: string): { path: string; query: string } | AgwError {

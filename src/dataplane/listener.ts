@@ -11,7 +11,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { schema } from '../api/schema.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { clipped, keepsLine, lineWeight } from '../observability/logger.js';
-import { admit, callerRefusal, maxHeaderFields, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
+import { admit, callerRefusal, maxHeaderFields, newSeen, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
@@ -486,7 +486,7 @@ export class Listener {
     const started = performance.now();
     this.budgets.turns.arrived(t.plan.namespace);
     const id = ++nextId;
-    const seen: Seen = { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined }; // (one shape)
+    const seen = newSeen();
     const sock = req.socket;
     const conn = connOf(sock);
     // Node reads pipelined requests whether or not the earlier ones are answered: a client could
@@ -771,14 +771,14 @@ export class Listener {
     afterAnswers(socket, () => endRaw(socket, err));
     const t = this.rules;
     t.noRoute.done(req.method, err.status, 0);
-    if (t.logged.errors) accessLine(t, ++nextId, { caller: '-', error: err.code }, req.method, err.status, 0);
+    if (t.logged.errors) accessLine(t, ++nextId, Object.assign(newSeen(), { error: err.code }), req.method, err.status, 0);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     let t = this.rules;
     const started = performance.now();
     this.budgets.turns.arrived(t.plan.namespace);
-    const seen: Seen = { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined }; // (one shape)
+    const seen = newSeen();
     socket.on('error', () => socket.destroy());
     const fail = (err: AgwError) => {
       endRaw(socket, err);
@@ -825,7 +825,7 @@ export class Listener {
         call = this.apiserverCall(t, a, req);
         // the apiserver's audit event's ID, chosen here: an upgrade's answer is the kubelet's,
         // without the apiserver's Audit-Id (the session's lines name it, as access lines do)
-        call.headers['audit-id'] = randomUUID();
+        seen.auditId = call.headers['audit-id'] = randomUUID(); // (a refusal's access line names it too)
       }
       seen.upstream = ep ? ep.host : 'apiserver';
       call.headers.connection = 'Upgrade';

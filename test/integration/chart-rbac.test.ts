@@ -14,6 +14,7 @@ import { Agent, request } from 'undici';
 import { parseAllDocuments, stringify } from 'yaml';
 import { startControlPlane, repoRoot, type ControlPlane } from '../support/control-plane.js';
 import { startOperator, type OperatorProc } from '../support/operator.js';
+import { grantsInEffect, grantsOf } from '../support/chart-operator.js';
 import { applyYaml, condition, getGateway, installCRD, namespaceYaml, applyService, tokenKubeconfig } from '../support/cluster.js';
 import { createTestNet, startServer, type TestNet } from '../support/netns.js';
 import { waitFor } from '../support/procs.js';
@@ -156,42 +157,12 @@ function scraperToken(): Promise<string> {
   return scraper;
 }
 
-/** Each (apiGroup, resource, verb) the chart's ClusterRole grants on resources. */
-function grants(role: any): string[] {
-  return role.rules.flatMap((r: any) => (r.resources ?? []).flatMap((res: string) =>
-    (r.apiGroups ?? []).flatMap((g: string) => (r.verbs ?? []).map((v: string) => `${g}|${res}|${v}`))));
-}
-
-/**
- * Waits until the apiserver's authorizer answers as `role` says for the chart's ServiceAccount: each
- * grant of the chart's role is allowed when `role` has it and denied when not. The authorizer reads
- * an updated ClusterRole a moment after it is written; an operator started before that meets the
- * previous test's role (a TokenReview refused, 503).
- */
+/** Waits until the apiserver's authorizer answers as `role` says for the chart's ServiceAccount:
+ * each grant of the chart's role allowed when `role` has it, denied when not. */
 async function roleInEffect(role: any): Promise<void> {
   const sa = rendered.find((o) => o.kind === 'ServiceAccount');
-  const saNs = sa.metadata.namespace ?? releaseNs;
-  const has = new Set(grants(role));
-  const all = [...new Set(grants(chartRole()))];
-  let wrong: string[] = [];
-  await waitFor('the ClusterRole in effect', async () => {
-    const answers = await Promise.all(all.map(async (g) => {
-      const [group, res, verb] = g.split('|') as [string, string, string];
-      const slash = res.indexOf('/');
-      const r = await cp.api('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
-        apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
-        spec: {
-          user: `system:serviceaccount:${saNs}:${sa.metadata.name}`,
-          groups: ['system:serviceaccounts', `system:serviceaccounts:${saNs}`, 'system:authenticated'],
-          resourceAttributes: { group, verb, resource: slash < 0 ? res : res.slice(0, slash), subresource: slash < 0 ? undefined : res.slice(slash + 1) },
-        },
-      });
-      assert.equal(r.status, 201, JSON.stringify(r.body));
-      return r.body.status?.allowed === true;
-    }));
-    wrong = all.filter((g, i) => answers[i] !== has.has(g));
-    return wrong.length === 0;
-  }, 20_000).catch((e) => { throw new Error(`${e.message}: answered otherwise for ${wrong.join(', ')}`); });
+  const has = grantsOf(role);
+  await grantsInEffect(cp, { namespace: sa.metadata.namespace ?? releaseNs, name: sa.metadata.name }, has, grantsOf(chartRole()).filter((g) => !has.includes(g)));
 }
 
 /** Runs the core scenarios as the chart's ServiceAccount with the given ClusterRole; resolves with what worked. */

@@ -365,6 +365,12 @@ test("the caller's own RBAC decides: a viewer may not exec, another team may not
   // the apiserver's refusals of the upgrades: access lines with its status, no session
   const refused = await accessLines('team-a/shell', from, 2, (l) => l.caller === 'system:serviceaccount:team-a:viewer' && l.status === 403);
   assert.ok(refused.length >= 2 && refused.every((l) => l.upstream === 'apiserver'), JSON.stringify(refused));
+  // each names the apiserver's audit event of the refusal
+  for (const l of refused) {
+    const event = await waitFor('the refusal\'s audit event', async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
+      .map((e) => JSON.parse(e)).find((e) => e.auditID === l.auditId && e.stage === 'ResponseComplete'), 10_000);
+    assert.equal(event.responseStatus.code, 403, JSON.stringify(event));
+  }
   assert.equal(sessionLines(from).length, 0);
 });
 

@@ -46,6 +46,43 @@ export function chartArgs(rendered: any[]): string[] {
   return args.filter((a) => a !== 'operator' && !local.test(a));
 }
 
+/** Each `apiGroup|resource|verb` a ClusterRole grants on resources (non-resource URLs aside). */
+export function grantsOf(role: any): string[] {
+  return [...new Set<string>(role.rules.flatMap((r: any) => (r.resources ?? []).flatMap((res: string) =>
+    (r.apiGroups ?? []).flatMap((g: string) => (r.verbs ?? []).map((v: string) => `${g}|${res}|${v}`)))))];
+}
+
+/** The grants of the chart's ClusterRole last installed, per control plane. */
+const installedGrants = new WeakMap<ControlPlane, string[]>();
+
+/**
+ * Waits until the apiserver's authorizer allows service account `sa` each of `allowed` and denies
+ * each of `denied` (grantsOf's form; SubjectAccessReviews, cluster-wide): it reads a written
+ * ClusterRole or binding a moment after the write.
+ */
+export async function grantsInEffect(cp: ControlPlane, sa: { namespace: string; name: string }, allowed: string[], denied: string[]): Promise<void> {
+  const all = [...allowed, ...denied];
+  let wrong: string[] = [];
+  await waitFor('the ClusterRole in effect', async () => {
+    const answers = await Promise.all(all.map(async (g) => {
+      const [group, res, verb] = g.split('|') as [string, string, string];
+      const slash = res.indexOf('/');
+      const r = await cp.api('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
+        apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
+        spec: {
+          user: `system:serviceaccount:${sa.namespace}:${sa.name}`,
+          groups: ['system:serviceaccounts', `system:serviceaccounts:${sa.namespace}`, 'system:authenticated'],
+          resourceAttributes: { group, verb, resource: slash < 0 ? res : res.slice(0, slash), subresource: slash < 0 ? undefined : res.slice(slash + 1) },
+        },
+      });
+      if (r.status !== 201) throw new Error(`SubjectAccessReview: ${r.status} ${JSON.stringify(r.body)}`);
+      return r.body.status?.allowed === true;
+    }));
+    wrong = all.filter((g, i) => answers[i] !== allowed.includes(g));
+    return wrong.length === 0;
+  }, 20_000).catch((e) => { throw new Error(`${e.message}: answered otherwise for ${wrong.join(', ')}`); });
+}
+
 /** Applies the chart's objects (no Deployment: the test runs the operator itself) and returns
  * a kubeconfig authenticated only as the chart's ServiceAccount. */
 export async function installChart(cp: ControlPlane, rendered: any[], name = 'chart'): Promise<string> {
@@ -54,13 +91,11 @@ export async function installChart(cp: ControlPlane, rendered: any[], name = 'ch
   await cp.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager', 'chart-test', '-f', '-'], objs.map((o) => stringify(o)).join('---\n'));
   const sa = rendered.find((o) => o.kind === 'ServiceAccount');
   const saNs = sa.metadata.namespace ?? chartNamespace;
-  // the apiserver's authorizer reads new bindings a moment after they are written: an operator
-  // started before would have its first TokenReviews refused
-  await waitFor('the chart\'s ClusterRoleBinding in effect', async () => (await cp.api('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
-    apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
-    spec: { user: `system:serviceaccount:${saNs}:${sa.metadata.name}`, groups: ['system:serviceaccounts', `system:serviceaccounts:${saNs}`, 'system:authenticated'],
-      resourceAttributes: { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' } },
-  })).body.status?.allowed === true, 20_000);
+  // an operator started before the authorizer reads the role would meet the previous one
+  const want = grantsOf(rendered.find((o) => o.kind === 'ClusterRole' && o.metadata.name === chartRelease));
+  const before = installedGrants.get(cp) ?? [];
+  await grantsInEffect(cp, { namespace: saNs, name: sa.metadata.name }, want, before.filter((g) => !want.includes(g)));
+  installedGrants.set(cp, want);
   const token = await cp.token(saNs, sa.metadata.name, [cp.issuer]);
   return tokenKubeconfig(join(cp.dir, `${name}.kubeconfig`), cp.url, token, { ca: cp.ca.cert });
 }

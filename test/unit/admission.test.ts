@@ -434,7 +434,8 @@ test('--audit-extras none: no audit extras on any route; a service account with 
   assert.deepEqual(headers(app, reader), { 'impersonate-user': 'system:serviceaccount:team-a:reader' });
   assert.deepEqual(headers(app, caller), { 'impersonate-user': 'system:serviceaccount:team-a:app' });
   // anyone else as with all, less the gateway's extras; an authenticator's answer naming them is dropped
-  const person = { username: 'corp:alice', uid: 'p1', groups: ['system:authenticated'], extra: { 'corp/team': ['a'], 'access-gateway.io/gateway': ['team-b/prod'] } };
+  const person = { username: 'corp:alice', uid: 'p1', groups: ['system:authenticated'],
+    extra: { 'corp/team': ['a'], 'access-gateway.io/gateway': ['team-b/prod'], 'access-gateway.io/route': ['r'], 'Access-Gateway.io/Caller': ['corp:bob'] } };
   assert.deepEqual(headers(person, caller), { 'impersonate-user': 'corp:alice', 'impersonate-uid': 'p1', 'impersonate-extra-corp%2Fteam': ['a'] });
   assert.deepEqual(t.impersonationAs(app, { user: 'bob', uid: '', groups: ['dev'], extra: {} }, caller), { 'impersonate-user': 'bob', 'impersonate-group': ['dev'] });
 });
