@@ -823,9 +823,9 @@ export class Listener {
         call = this.serviceCall(a, req, ep, 'agent');
       } else {
         call = this.apiserverCall(t, a, req);
-        // the apiserver's audit event's ID, chosen here: an upgrade's answer is the kubelet's,
-        // without the apiserver's Audit-Id (the session's lines name it, as access lines do)
-        seen.auditId = call.headers['audit-id'] = randomUUID(); // (a refusal's access line names it too)
+        // the apiserver's audit event's ID, chosen here (an upgrade's answer is the kubelet's,
+        // without the apiserver's Audit-Id): a refusal's access line and the session's lines name it
+        seen.auditId = call.headers['audit-id'] = randomUUID();
       }
       seen.upstream = ep ? ep.host : 'apiserver';
       call.headers.connection = 'Upgrade';

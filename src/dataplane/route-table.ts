@@ -43,9 +43,9 @@ export interface DataplaneDeps {
   /** Clock skew tolerated on token exp/nbf (--jwks-clock-skew-seconds). */
   clockSkewSeconds?: number;
   /** false (--audit-extras none): apiserver routes send no audit extras, and a service-account
-   * caller the apiserver would see as its token says is impersonated by its name alone (the
-   * apiserver adds its groups; no UID or token extras): one authorization check a request, which
-   * the apiserver may cache, instead of one per attribute. Default true. */
+   * caller with its account's own groups is impersonated by its name alone (the apiserver adds
+   * those groups; no UID or token extras): one authorization check a request in the apiserver
+   * instead of one per attribute. Default true. */
   auditExtras?: boolean;
   /** Checks a caller's own Impersonate-* headers (kubectl --as) on Impersonate routes; absent: refused. */
   impersonation?: ImpersonationChecker;

@@ -182,7 +182,7 @@ export interface AccessEntry {
   durationMs: number; upstream: string; error?: string;
   /** Whom the caller acted as (kubectl --as), when it asked to. */
   as?: string;
-  /** The apiserver's audit event for it (its Audit-Id answer header), on apiserver routes. */
+  /** The ID of the apiserver's audit event of it, on apiserver routes. */
   auditId?: string;
 }
 
