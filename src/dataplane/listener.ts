@@ -19,7 +19,7 @@ import { apiserverConnectStarts, closeSoon, paced, proxyRequest, proxyUpgrade, t
 import {
   AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamProtocolError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
-import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
+import { auditIdOf, forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type CallerBudgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
@@ -907,13 +907,6 @@ function accessLine(t: RouteTable, id: number, seen: Seen, method: string | unde
   // (no spreads: one object of one shape per line)
   t.accessLog.write({ reqId: id.toString(36), caller: seen.caller, as: seen.as || undefined, route: seen.route?.plan.name ?? '-', method, status,
     durationMs: Math.round(seconds * 1e6) / 1000, upstream: seen.upstream ?? '-', error: seen.error || undefined, auditId: seen.auditId });
-}
-
-/** The apiserver's Audit-Id of an answer: the first (a pod behind a proxy subresource may add
- * its own after), if it reads as one. */
-export function auditIdOf(v: string | string[] | undefined): string | undefined {
-  const id = Array.isArray(v) ? v[0] : v;
-  return id !== undefined && /^[0-9A-Za-z-]{1,64}$/.test(id) ? id : undefined;
 }
 
 /** The status logged and counted for a request whose client left before any answer. */

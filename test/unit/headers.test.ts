@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { auditIdOf } from '../../src/dataplane/listener.js';
-import { callerImpersonation, escapeExtraKey, forwardRequestHeaders, leanImpersonation, overrideHeader, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
+import { auditIdOf, callerImpersonation, escapeExtraKey, forwardRequestHeaders, leanImpersonation, overrideHeader, forwardResponseHeaders, groupsToSend, impersonationHeaders, serviceAccountHeaders } from '../../src/dataplane/headers.js';
 
 test('identity, hop-by-hop and Connection-named headers never cross', () => {
   const out = forwardRequestHeaders({
