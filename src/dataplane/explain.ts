@@ -3,10 +3,10 @@
 // routes, the question the apiserver's RBAC will be asked (a SubjectAccessReview). Served on
 // the listener for the caller itself (/.well-known/access-gateway/can-i) and by `access-gateway
 // can-i` offline; both run the same functions as admission.
-import type { CallerIdentity } from '../auth/identity.js';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { fromWire, serviceAccountOf, type CallerIdentity } from '../auth/identity.js';
 import { describeAttributes, requestAttributes, type RequestAttributes, type RequestReviewer } from '../auth/request-info.js';
 import { AgwError, type Step } from '../errors.js';
-import type { ApiserverTarget } from '../translate/plan.js';
 import { accessRefusal, findRoute, routeCheck, targetOf, type Checked } from './admission.js';
 import type { FilterClient } from './filter-checks.js';
 import { PoolRegistry } from './endpoints.js';
@@ -75,7 +75,7 @@ export function explainGateway(t: RouteTable, id: CallerIdentity, method: string
     steps.push({ step: 'filter', allowed: true, field: accepted.field,
       message: `${checked.upstream} is accepted by ${accepted.field} ${JSON.stringify(accepted.pattern)}; no rejectPaths or rejectMethods match` });
     e.allowed = true;
-    return { explanation: e, rbac: { subject: apiserverSubject(t, id, t2), attrs: requestAttributes(method, checked.upstream, target.query) } };
+    return { explanation: e, rbac: { subject: apiserverSubject(t, id, route), attrs: requestAttributes(method, checked.upstream, target.query) } };
   };
   const checked = routeCheck(t, id, route, method, found.path, later ? 'later' : 'now', client);
   return checked instanceof Promise ? checked.then(rest) : rest(checked);
@@ -112,23 +112,39 @@ function describeRoute(r: CompiledRoute): string {
     : `${r.field}: Service ${t.namespace}/${t.name} port ${t.port}`;
 }
 
-/** Who the apiserver will see for this caller on an apiserver route. */
-function apiserverSubject(t: RouteTable, id: CallerIdentity, target: ApiserverTarget): CallerIdentity {
-  if (target.identity === 'ServiceAccount') {
-    const ns = t.plan.namespace;
-    return { username: `system:serviceaccount:${ns}:${target.serviceAccountName}`, uid: '', groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`, 'system:authenticated'], extra: {} };
+/** Who the apiserver will see for this caller on an apiserver route: what the gateway's
+ * Impersonate-* headers for it say (the table's own, so --audit-extras is taken as it is), read
+ * as the apiserver reads them. */
+function apiserverSubject(t: RouteTable, id: CallerIdentity, route: CompiledRoute): CallerIdentity {
+  const h: OutgoingHttpHeaders = {};
+  t.impersonate(h, id, route);
+  return impersonatedSubject(h);
+}
+
+const values = (v: OutgoingHttpHeaders[string]): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [String(v)]).map((s) => fromWire(s) ?? s);
+
+/** The user the apiserver's impersonation filter makes of these headers: a service account named
+ * without groups gets its account's two; everyone but system:anonymous gets system:authenticated
+ * (unless it has system:unauthenticated). */
+export function impersonatedSubject(h: OutgoingHttpHeaders): CallerIdentity {
+  const username = values(h['impersonate-user'])[0] ?? '';
+  let groups = values(h['impersonate-group']);
+  const sa = serviceAccountOf(username);
+  if (sa && !groups.length) groups = ['system:serviceaccounts', `system:serviceaccounts:${sa.namespace}`];
+  const wanted = username === 'system:anonymous' ? 'system:unauthenticated' : groups.includes('system:unauthenticated') ? '' : 'system:authenticated';
+  if (wanted && !groups.includes(wanted)) groups = [...groups, wanted];
+  const extra: Record<string, string[]> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (k.startsWith('impersonate-extra-')) extra[decodeURIComponent(k.slice('impersonate-extra-'.length))] = values(v);
   }
-  if (target.identity === 'Impersonate' && !id.groups.includes('system:authenticated')) {
-    // the apiserver adds it to every impersonated user
-    return { ...id, groups: [...id.groups, 'system:authenticated'] };
-  }
-  return id;
+  return { username, uid: values(h['impersonate-uid'])[0] ?? '', groups, extra };
 }
 
 /** A gateway's route table for questions only (`access-gateway can-i`): it serves nothing, so its
  * metrics, pools and token reviewer are throwaway; authentication is not part of the question. */
-export function offlineTable(plan: GatewayPlan): RouteTable {
+export function offlineTable(plan: GatewayPlan, auditExtras = true): RouteTable {
   return RouteTable.build({ ...plan, auth: { ...plan.auth, mode: 'TokenReview' } }, {
+    auditExtras,
     apiserver: undefined as never, // never called: nothing is forwarded
     reviewer: { review: () => Promise.reject(new Error('offline: no token reviews')) },
     log: silentLogger, accessLog: () => ({ write: () => {} }), pools: new PoolRegistry(), metrics: createMetrics(),

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { applyDefaults } from '../../src/api/defaults.js';
 import { CachingRequestReviewer, requestAttributes, describeAttributes } from '../../src/auth/request-info.js';
-import { explain, explainGateway, offlineTable } from '../../src/dataplane/explain.js';
+import { explain, explainGateway, impersonatedSubject, offlineTable } from '../../src/dataplane/explain.js';
 import { statusBody, ForbiddenError } from '../../src/errors.js';
 import { translate } from '../../src/translate/translate.js';
 
@@ -71,6 +71,27 @@ test('explainGateway: each step with the rule that decided; the apiserver subjec
   const later = explainGateway(table, { ...reader, username: 'later' }, 'GET', '/x').explanation;
   assert.match(later.steps[0]!.message, /spec.access\[1\] names it, but its notBefore 2999-01-01T00:00:00.000Z has not come/);
   assert.deepEqual(explainGateway(table, reader, 'GET', '/a/%2e%2e/b').explanation.steps.map((s) => s.step), ['request']);
+});
+
+test('the RBAC subject is what the gateway sends, in either --audit-extras mode', () => {
+  const spec = { ...gw.spec, access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'reader' }] }],
+    routes: [{ name: 'own', pathPrefix: '/', apiserver: { identity: 'Impersonate' } }] };
+  const plan = translate(applyDefaults({ ...gw, spec } as typeof gw), { port: { port: 1 } }).plan!;
+  const pod = { username: 'system:serviceaccount:team-a:reader', uid: 'u-1', groups: ['system:serviceaccounts', 'system:serviceaccounts:team-a', 'system:authenticated'],
+    extra: { 'authentication.kubernetes.io/pod-name': ['p-1'], 'Access-Gateway.io/gateway': ['team-b/other'] } };
+  const subject = (auditExtras: boolean) => explainGateway(offlineTable(plan, auditExtras), pod, 'GET', '/api/v1/namespaces/team-a/pods').rbac!.subject;
+  // none: the account's name alone; the apiserver adds its groups and there is no UID or extra
+  assert.deepEqual(subject(false), { username: pod.username, uid: '', groups: pod.groups, extra: {} });
+  // all: UID, the token's extra and the gateway's own three (a caller's value under a gateway key is not sent)
+  assert.deepEqual(subject(true), { username: pod.username, uid: 'u-1', groups: pod.groups, extra: {
+    'authentication.kubernetes.io/pod-name': ['p-1'], 'access-gateway.io/gateway': ['team-a/api'], 'access-gateway.io/route': ['own'],
+    'access-gateway.io/caller': [pod.username] } });
+  // a person: its groups as sent, system:authenticated added; an extra key's case kept
+  const ana = { username: 'ana', uid: '', groups: ['devs'], extra: { Team: ['a'] } };
+  const t = offlineTable(translate(applyDefaults({ ...gw, spec: { ...spec, access: [{ users: ['ana'] }] } } as typeof gw), { port: { port: 1 } }).plan!, false);
+  assert.deepEqual(explainGateway(t, ana, 'GET', '/version').rbac!.subject, { username: 'ana', uid: '', groups: ['devs', 'system:authenticated'], extra: { Team: ['a'] } });
+  assert.deepEqual(impersonatedSubject({ 'impersonate-user': 'system:anonymous' }).groups, ['system:unauthenticated']);
+  assert.deepEqual(impersonatedSubject({ 'impersonate-user': 'x', 'impersonate-group': ['system:unauthenticated'] }).groups, ['system:unauthenticated']);
 });
 
 test('explain: RBAC not asked without a reviewer is unknown, not yes', async () => {
