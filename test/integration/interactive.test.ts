@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
@@ -171,17 +171,24 @@ for (const [protocol, spdy] of protocols) {
 }
 
 test('kubectl exec -it: a terminal of the size of kubectl\'s, resized during the session', async () => {
-  // kubectl in a terminal of its own (script(1)); the terminal is resized 2 s into the session
+  // kubectl in a terminal of its own (script(1)); the terminal is resized once the container has
+  // printed its first size, and the container waits (up to 20 s) to see the new one
   for (const [protocol, spdy] of protocols) {
     const env = { ...process.env, ...(spdy ? { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } : {}) };
-    const line = `stty cols 101 rows 33; (sleep 2; stty -F /dev/tty cols 120 rows 40) & `
-      + `kubectl --kubeconfig ${kubeconfigs['dev@shell']} exec -it app -- sh -c 'tty; stty size; sleep 4; stty size; exit 7'`;
+    const flag = join(cp.dir, `resize-${protocol}`);
+    const line = `stty cols 101 rows 33; (j=0; while [ ! -e ${flag} ] && [ $j -lt 600 ]; do sleep 0.05; j=$((j+1)); done; stty -F /dev/tty cols 120 rows 40) & `
+      + `kubectl --kubeconfig ${kubeconfigs['dev@shell']} exec -it app -- sh -c '`
+      + `tty; stty size; i=0; while [ "$(stty size)" = "33 101" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 7'`;
     const from = Date.now();
     const child = spawn('script', ['-qec', line, '/dev/null'], { env });
     let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('33 101') && !existsSync(flag)) writeFileSync(flag, '');
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     clearTimeout(timer);
     const lines = out.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
