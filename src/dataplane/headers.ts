@@ -88,13 +88,6 @@ export function withoutBearerProtocols(value: string): string {
   return value.split(',').map((p) => p.trim()).filter((p) => p && !p.toLowerCase().startsWith(bearerProtocol)).join(', ');
 }
 
-/** The apiserver's Audit-Id of an answer: the first (a pod behind a proxy subresource may add
- * its own after), if it reads as one. */
-export function auditIdOf(v: string | string[] | undefined): string | undefined {
-  const id = Array.isArray(v) ? v[0] : v;
-  return id !== undefined && /^[0-9A-Za-z-]{1,64}$/.test(id) ? id : undefined;
-}
-
 export function forwardResponseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   const named = connectionTokens(headers);
   const out: OutgoingHttpHeaders = {};

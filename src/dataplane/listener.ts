@@ -19,7 +19,7 @@ import { apiserverConnectStarts, closeSoon, paced, proxyRequest, proxyUpgrade, t
 import {
   AgwError, BadPathError, BadRequestError, MethodNotAllowedError, NoEndpointsError, RouteNotFoundError, TooManyConnectionsError, TooManySessionsError, UpstreamProtocolError, UpstreamTimeoutError, statusBody, toAgwError,
 } from '../errors.js';
-import { auditIdOf, forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
+import { forwardRequestHeaders, forwardResponseHeaders, remoteHeaders } from './headers.js';
 import { authnOf, RouteTable, type DataplaneDeps } from './route-table.js';
 import { addressGroup, budgetsFor, type Budgets, type CallerBudgets, type Unadmitted } from './namespace-budget.js';
 import { Session, frameProtocol, sessionTarget } from './session.js';
@@ -460,6 +460,9 @@ export class Listener {
       if (auth) headers.authorization = auth;
     }
     forwardedFor(headers, req);
+    // the apiserver's audit event's ID, chosen here: the access line names it also when the
+    // apiserver did not answer (a timeout), and for an upgrade, whose answer is the kubelet's
+    headers['audit-id'] = randomUUID();
     return {
       url: conn.url, what: 'the apiserver', connectStarts: conn.url.protocol === 'https:' ? apiserverConnectStarts : 0,
       method: req.method ?? 'GET', path: a.path, headers,
@@ -712,13 +715,11 @@ export class Listener {
     if (!backend) {
       const sent = performance.now();
       seen.upstream = 'apiserver';
-      proxyRequest(this.apiserverCall(t, a, req), req, res, {
+      const call = this.apiserverCall(t, a, req);
+      seen.auditId = call.headers['audit-id'] as string;
+      proxyRequest(call, req, res, {
         body: 'stream', streaming, ...this.pace(t),
-        respond: (status, headers) => {
-          rm.upstream.observe((performance.now() - sent) / 1000);
-          seen.auditId = auditIdOf(headers['audit-id']);
-          respond(status, headers);
-        },
+        respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
         onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
       });
       return;
@@ -823,9 +824,8 @@ export class Listener {
         call = this.serviceCall(a, req, ep, 'agent');
       } else {
         call = this.apiserverCall(t, a, req);
-        // the apiserver's audit event's ID, chosen here (an upgrade's answer is the kubelet's,
-        // without the apiserver's Audit-Id): a refusal's access line and the session's lines name it
-        seen.auditId = call.headers['audit-id'] = randomUUID();
+        // (a refusal's access line and the session's lines name its audit event)
+        seen.auditId = call.headers['audit-id'] as string;
       }
       seen.upstream = ep ? ep.host : 'apiserver';
       call.headers.connection = 'Upgrade';

@@ -49,6 +49,7 @@ spec:
   access: [{serviceAccounts: [{namespace: team-a, name: app}]}]
   routes:
     - {name: robot, pathPrefix: /robot/, rewritePrefix: /, apiserver: {identity: ServiceAccount, serviceAccountName: robot}}
+    - {name: slow, pathPrefix: /slow/, rewritePrefix: /, timeoutSeconds: 1, apiserver: {identity: Impersonate}}
     - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate}}
 `);
   base = `http://127.0.0.1:${await gatewayPort(cp, 'team-a', 'api')}`;
@@ -100,6 +101,26 @@ test('a caller\'s own Impersonate-* headers (kubectl --as): the user and groups 
   const lines = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.as === 'alice' && l.status === 201);
   assert.equal(lines[0]?.caller, 'system:serviceaccount:team-a:app');
   assert.ok(lines[0]?.auditId, 'with its auditId');
+});
+
+test('a request the apiserver did not answer in time (504) still names its audit event', async () => {
+  assert.equal((await curl(`${base}/slow/api/v1/namespaces/team-a/configmaps`, bearer(app))).status, 200, 'the token is known');
+  await cp.pauseApiserver();
+  let r;
+  try {
+    r = await curl(`${base}/slow/api/v1/namespaces/team-a/configmaps?limit=3`, bearer(app));
+  } finally {
+    cp.resumeApiserver();
+  }
+  assert.equal(r.status, 504, r.body);
+  const [line] = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.route === 'slow' && l.status === 504);
+  assert.match(line.auditId ?? '', /^[0-9a-f-]{36}$/);
+  // the apiserver, going on, read the request and recorded it under that ID
+  const event = await waitFor(`audit event ${line.auditId}`, async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
+    .map((l) => JSON.parse(l)).find((e) => e.auditID === line.auditId), 10_000);
+  // (its first stage, RequestReceived, is written before impersonation is read)
+  assert.equal(event.user.username, 'system:serviceaccount:access-gateway:access-gateway');
+  assert.equal(event.requestURI, '/api/v1/namespaces/team-a/configmaps?limit=3');
 });
 
 test('each access line names the apiserver\'s audit event (auditId); a client\'s Audit-ID is not forwarded', async () => {
