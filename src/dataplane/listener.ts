@@ -55,6 +55,8 @@ export interface ListenerLimits {
   cachedCallersPerNamespace: number;
   /** Requests a namespace starts forwarding per turn of the event loop (0: no limit); more wait for the next turns. */
   requestsPerTurnPerNamespace: number;
+  /** Requests per namespace waiting for the apiserver's answer at once (0 or absent: no limit); more wait in order. */
+  apiserverRequestsPerNamespace?: number;
   /** Answers of a namespace that may wait for clients that do not read (PausedAnswers); 0: no limit. */
   pausedAnswersPerNamespace?: number;
   /** Percent of the event loop's time TLS handshakes may take (100: no bound); more wait, namespaces in turn. */
@@ -472,6 +474,41 @@ export class Listener {
     };
   }
 
+  /** Sends an apiserver request in a slot of its namespace (--max-apiserver-requests-per-namespace),
+   * now or in order; the time it waits counts toward its route's timeout (504), and a client that
+   * leaves meanwhile takes it out of the line. The slot is given back at the answer's headers, a
+   * failure, or the client leaving. */
+  private inApiserverSlot(t: RouteTable, call: RequestCall, res: ServerResponse, send: (release: () => void) => void, fail: (err: AgwError) => void): void {
+    const arrived = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    let leave: (() => void) | undefined;
+    const out = this.budgets.apiserver.take(t.plan.namespace, (release) => {
+      if (timer) clearTimeout(timer);
+      if (leave) res.off('close', leave);
+      if (res.destroyed) return release();
+      res.once('close', release);
+      call.timeoutMs = Math.max(1, Math.round(call.timeoutMs - (performance.now() - arrived)));
+      try {
+        send(release);
+      } catch (err) {
+        release();
+        fail(toAgwError(err));
+      }
+    });
+    if (!out) return;
+    t.m.apiserverWaited();
+    leave = () => {
+      out();
+      clearTimeout(timer);
+    };
+    res.once('close', leave);
+    timer = setTimeout(() => {
+      res.off('close', leave!);
+      out();
+      fail(new UpstreamTimeoutError(`the apiserver did not answer within ${call.timeoutMs / 1000} s (waited for one of the namespace's ${this.budgets.apiserver.limit} requests to it to be answered)`));
+    }, call.timeoutMs);
+  }
+
   /** The upstream call for a service route, to one endpoint (its pool or agent: the one it
    * uses, each made at the endpoint's first use). */
   private serviceCall(a: RouteAdmitted, req: IncomingMessage, ep: EndpointPool, via: 'pool'): RequestCall;
@@ -713,15 +750,19 @@ export class Listener {
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
     const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {
-      const sent = performance.now();
       seen.upstream = 'apiserver';
       const call = this.apiserverCall(t, a, req);
       seen.auditId = call.headers['audit-id'] as string;
-      proxyRequest(call, req, res, {
-        body: 'stream', streaming, ...this.pace(t),
-        respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
-        onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); },
-      });
+      const send = (release?: () => void) => {
+        const sent = performance.now();
+        proxyRequest(call, req, res, {
+          body: 'stream', streaming, ...this.pace(t),
+          respond: (status, headers) => { release?.(); rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
+          onError: (f) => { release?.(); rm.errors[errorKind(f)].inc(); fail(f.err); },
+        });
+      };
+      if (this.budgets.apiserver.limit) this.inApiserverSlot(t, call, res, send, fail);
+      else send();
       return;
     }
     // Service route. A small body is buffered so the request can be retried: on another

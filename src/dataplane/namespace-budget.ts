@@ -5,6 +5,7 @@
 import type { Server as NetServer, Socket } from 'node:net';
 import { EntryBudget } from '../auth/token-cache.js';
 import { HandshakeShare } from './handshake-share.js';
+import { ApiserverSlots } from './apiserver-slots.js';
 import { NamespacedBound } from '../recent.js';
 
 export class NamespaceBudget {
@@ -410,6 +411,8 @@ export interface Budgets {
   paused: PausedAnswers;
   /** What a namespace's gateways keep per caller. */
   callers(namespace: string): CallerBudgets;
+  /** Requests waiting for the apiserver's answer. */
+  apiserver: ApiserverSlots;
 }
 
 /** A namespace's bounds on what its gateways keep per caller, each `--max-cached-callers-per-namespace`
@@ -424,7 +427,7 @@ export interface CallerBudgets {
   buckets: EntryBudget;
 }
 
-export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnadmittedConnections?: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; pausedAnswersPerNamespace?: number; tlsHandshakePercent: number },
+export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnadmittedConnections?: number; bufferedBodyBytesPerNamespace: number; cachedCallersPerNamespace: number; requestsPerTurnPerNamespace: number; pausedAnswersPerNamespace?: number; tlsHandshakePercent: number; apiserverRequestsPerNamespace?: number },
   log: { error(obj: object, msg: string): void }): Budgets {
   const callers = new Map<string, CallerBudgets>(); // one small object per namespace that ever had a gateway
   return {
@@ -434,6 +437,7 @@ export function budgetsFor(limits: { maxConnectionsPerNamespace: number; maxUnad
     turns: new TurnShare(limits.requestsPerTurnPerNamespace, (err) => log.error({ err }, 'a request failed in its turn')),
     handshakes: new HandshakeShare(limits.tlsHandshakePercent / 100, (err) => log.error({ err }, 'a TLS handshake failed to start')),
     paused: new PausedAnswers(limits.pausedAnswersPerNamespace ?? maxPausedAnswersPerNamespace),
+    apiserver: new ApiserverSlots(limits.apiserverRequestsPerNamespace ?? 0),
     callers: (ns) => {
       let b = callers.get(ns);
       if (!b) callers.set(ns, (b = { tokens: new EntryBudget(limits.cachedCallersPerNamespace), buckets: new EntryBudget(limits.cachedCallersPerNamespace) }));

@@ -29,6 +29,7 @@ export class GatewayMetrics {
   readonly rateLimited: CounterChild;
   private refused: CounterChild | undefined;
   private deferred: CounterChild | undefined;
+  private apiserverWaits: CounterChild | undefined;
   private piecesDeferred: CounterChild | undefined;
   private handshakesDeferred: CounterChild | undefined;
   private readonly connectionsRefused: Partial<Record<ConnectionLimit, CounterChild>> = {};
@@ -55,6 +56,11 @@ export class GatewayMetrics {
   /** A request that waits for a later turn of the event loop (the series is made on first use). */
   requestDeferred(): void {
     (this.deferred ??= child(this.live, this.m.requestsDeferred, this.ns, this.gw)).inc();
+  }
+
+  /** A request to the apiserver that waits for its namespace's slot (the series is made on first use). */
+  apiserverWaited(): void {
+    (this.apiserverWaits ??= child(this.live, this.m.apiserverWaits, this.ns, this.gw)).inc();
   }
 
   /** A piece of a long answer that waits for a later turn (the series is made on first use). */

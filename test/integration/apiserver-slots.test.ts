@@ -1,0 +1,110 @@
+// --max-apiserver-requests-per-namespace with the chart's least-privilege operator, two teams and
+// curl: past the limit a team's apiserver requests wait in order behind its own (another team's do
+// not), a client that leaves gives its place back (held or waited for), and the wait counts toward
+// the route's timeout. The apiserver is paused (SIGSTOP) so requests stay unanswered.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { startChartOperator } from '../support/chart-operator.js';
+import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml, type CurlResult } from '../support/cluster.js';
+import { scrapeMetrics } from '../support/metrics.js';
+
+let cp: ControlPlane;
+let op: Awaited<ReturnType<typeof startChartOperator>>;
+const base: Record<string, string> = {};
+const token: Record<string, string> = {};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const gateway = (ns: string) => `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: api, namespace: ${ns}}
+spec:
+  authentication: {audiences: [gw]}
+  access: [{serviceAccounts: [{namespace: ${ns}, name: app}]}]
+  routes:
+    - {name: quick, pathPrefix: /quick/, rewritePrefix: /, timeoutSeconds: 1, apiserver: {identity: Impersonate}}
+    - {name: kube-api, pathPrefix: /, timeoutSeconds: 8, apiserver: {identity: Impersonate}}
+`;
+
+/** A request from `ns`'s app, started now (curl gives up after `maxTime` s). */
+const call = (ns: string, path: string, maxTime = 20): Promise<CurlResult | Error> =>
+  curl(`${base[ns]}${path}`, [...bearer(token[ns]!), '--max-time', String(maxTime)]).catch((e: Error) => e);
+
+async function waited(ns: string): Promise<number> {
+  const line = (await scrapeMetrics(cp, op.adminPort)).split('\n').find((l) => l.startsWith('access_gateway_apiserver_requests_waited_total{') && l.includes(`namespace="${ns}"`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+/** Runs `f` with the apiserver stopped, resumed after `f` (or at its failure). */
+async function paused<T>(f: () => Promise<T>): Promise<T> {
+  await cp.pauseApiserver();
+  try {
+    return await f();
+  } finally {
+    cp.resumeApiserver();
+  }
+}
+
+before(async () => {
+  cp = await startControlPlane();
+  await installCRD(cp);
+  for (const ns of ['team-a', 'team-b']) {
+    await applyYaml(cp, namespaceYaml(ns, ['app']));
+    await cp.kubectl(['create', 'role', 'cm-reader', '-n', ns, '--verb=get,list', '--resource=configmaps']);
+    await cp.kubectl(['create', 'rolebinding', 'app-cm', '-n', ns, '--role=cm-reader', `--serviceaccount=${ns}:app`]);
+  }
+  op = await startChartOperator(cp, { args: ['--max-apiserver-requests-per-namespace', '1'] });
+  for (const ns of ['team-a', 'team-b']) {
+    await applyYaml(cp, gateway(ns));
+    base[ns] = `http://127.0.0.1:${await gatewayPort(cp, ns, 'api')}`;
+    token[ns] = await cp.token(ns, 'app', ['gw']);
+    // the token known: no review while the apiserver is stopped
+    const r = await call(ns, `/api/v1/namespaces/${ns}/configmaps`);
+    assert.equal((r as CurlResult).status, 200, String((r as CurlResult).body ?? r));
+  }
+}, { timeout: 240_000 });
+
+after(async () => {
+  await op?.stop();
+  await cp?.stop();
+});
+
+test('past the limit a team\'s requests wait behind its own; another team\'s do not wait', async () => {
+  const before = { a: await waited('team-a'), b: await waited('team-b') };
+  const answers = await paused(async () => {
+    const first = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=1');
+    await sleep(300);
+    const second = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=2');
+    const other = call('team-b', '/api/v1/namespaces/team-b/configmaps?limit=3');
+    await sleep(700);
+    return [first, second, other];
+  });
+  for (const r of await Promise.all(answers)) assert.equal((r as CurlResult).status, 200, String((r as CurlResult).body ?? r));
+  assert.equal(await waited('team-a'), before.a + 1, 'team-a\'s second request waited');
+  assert.equal(await waited('team-b'), before.b, 'team-b\'s did not');
+});
+
+test('a client that leaves gives its place back, held or waited for', async () => {
+  await paused(async () => {
+    const holding = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=4', 1);
+    await sleep(300);
+    const waiting = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=5', 1);
+    for (const r of await Promise.all([holding, waiting])) assert.match(String(r), /exit 28/, 'curl gave up');
+    await sleep(300);
+  });
+  // a place still held would keep this waiting until its 8 s timeout
+  const r = await call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=6', 4);
+  assert.equal((r as CurlResult).status, 200, String(r));
+});
+
+test('the wait counts toward the route\'s timeout: 504 naming the wait', async () => {
+  const [held, quick] = await paused(async () => {
+    const first = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=7');
+    await sleep(300);
+    const r = await call('team-a', '/quick/api/v1/namespaces/team-a/configmaps?limit=8');
+    return [first, r] as const;
+  });
+  assert.equal((quick as CurlResult).status, 504, String(quick));
+  assert.match((quick as CurlResult).body, /waited for one of the namespace's 1 requests/);
+  assert.equal(((await held) as CurlResult).status, 200);
+});
