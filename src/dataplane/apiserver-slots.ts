@@ -7,8 +7,9 @@
 /** `state`: waiting, taken out (gone) or given a slot (ran). */
 interface Waiter { go: (release: () => void) => void; state: 'waiting' | 'gone' | 'ran' }
 
-/** `gone`: taken-out requests still in `waiting` (dropped when they are half of it). */
-interface Held { n: number; waiting: Waiter[]; head: number; gone: number }
+/** `gone`: taken-out requests still in `waiting` (dropped when they are half of it); `serving`:
+ * `next` is giving slots (a release meanwhile, by a waiter whose client left, leaves it to that loop). */
+interface Held { n: number; waiting: Waiter[]; head: number; gone: number; serving: boolean }
 
 export class ApiserverSlots {
   private readonly held = new Map<string, Held>();
@@ -27,7 +28,7 @@ export class ApiserverSlots {
       return undefined;
     }
     let h = this.held.get(namespace);
-    if (!h) this.held.set(namespace, (h = { n: 0, waiting: [], head: 0, gone: 0 }));
+    if (!h) this.held.set(namespace, (h = { n: 0, waiting: [], head: 0, gone: 0, serving: false }));
     if (h.n < this.limit) {
       h.n++;
       go(this.releaser(namespace, h));
@@ -64,16 +65,22 @@ export class ApiserverSlots {
 
   /** Gives free slots to the first waiting requests still there. */
   private next(namespace: string, h: Held): void {
-    while (h.n < this.limit && h.head < h.waiting.length) {
-      const w = h.waiting[h.head]!;
-      h.waiting[h.head++] = undefined as never;
-      if (w.state === 'gone') {
-        h.gone--;
-        continue;
+    if (h.serving) return;
+    h.serving = true;
+    try {
+      while (h.n < this.limit && h.head < h.waiting.length) {
+        const w = h.waiting[h.head]!;
+        h.waiting[h.head++] = undefined as never;
+        if (w.state === 'gone') {
+          h.gone--;
+          continue;
+        }
+        w.state = 'ran';
+        h.n++;
+        w.go(this.releaser(namespace, h));
       }
-      w.state = 'ran';
-      h.n++;
-      w.go(this.releaser(namespace, h));
+    } finally {
+      h.serving = false;
     }
     if (h.head === h.waiting.length || (h.head > 1024 && h.head * 2 > h.waiting.length)) {
       h.waiting = h.waiting.slice(h.head);

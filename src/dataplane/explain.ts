@@ -13,7 +13,7 @@ import { PoolRegistry } from './endpoints.js';
 import { RouteTable, type CompiledRoute } from './route-table.js';
 import { createMetrics } from '../observability/metrics.js';
 import { silentLogger } from '../observability/logger.js';
-import type { GatewayPlan } from '../translate/plan.js';
+import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 
 export interface StepVerdict {
   step: Step | 'rbac';
@@ -112,10 +112,12 @@ function describeRoute(r: CompiledRoute): string {
     : `${r.field}: Service ${t.namespace}/${t.name} port ${t.port}`;
 }
 
-/** Who the apiserver will see for this caller on an apiserver route: what the gateway's
- * Impersonate-* headers for it say (the table's own, so --audit-extras is taken as it is), read
+/** Who the apiserver will see for this caller on an apiserver route: the caller itself on a
+ * Passthrough route, else what the gateway's Impersonate-* headers for it say (the table's own, so --audit-extras is taken as it is), read
  * as the apiserver reads them. */
 function apiserverSubject(t: RouteTable, id: CallerIdentity, route: CompiledRoute): CallerIdentity {
+  // (Passthrough sends the caller's own token: the apiserver sees whom it names)
+  if ((route.plan.target as ApiserverTarget).identity === 'Passthrough') return id;
   const h: OutgoingHttpHeaders = {};
   t.impersonate(h, id, route);
   return impersonatedSubject(h);

@@ -32,6 +32,9 @@ let nextId = 0;
 /** Answers whose client waits for 100 Continue before it sends its body. */
 const awaitingContinue = new WeakSet<ServerResponse>();
 
+/** A slot of the namespace's apiserver requests a request holds (ApiserverSlots), and when its route's timeout ends. */
+interface Slot { release: () => void; deadline: number }
+
 const shutdown = ['shutdown', 1001, 'the gateway is shutting down', 'ServiceUnavailable'] as const;
 
 /** plain HTTP, HTTPS, or HTTPS asking for client certificates. */
@@ -474,28 +477,44 @@ export class Listener {
     };
   }
 
-  /** Sends an apiserver request in a slot of its namespace (--max-apiserver-requests-per-namespace),
-   * now or in order; the time it waits counts toward its route's timeout (504), and a client that
-   * leaves meanwhile takes it out of the line. The slot is given back at the answer's headers, a
-   * failure, or the client leaving. */
-  private inApiserverSlot(t: RouteTable, call: RequestCall, res: ServerResponse, send: (release: () => void) => void, fail: (err: AgwError) => void): void {
-    const arrived = performance.now();
+  /** Takes a slot of the namespace's apiserver requests (--max-apiserver-requests-per-namespace)
+   * for this request: now, it is sent at once; later, in order, it is admitted again (the rules
+   * may have changed meanwhile, or a window closed) and forwarded in the slot. The wait counts
+   * toward its route's timeout (504), and a client that leaves meanwhile takes it out of the line.
+   * The slot is given back at the answer's headers, a failure, or the client leaving. */
+  private inApiserverSlot(t: RouteTable, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void,
+    timeoutMs: number, send: (slot: Slot) => void): void {
+    const deadline = performance.now() + timeoutMs;
+    let waited = false;
     let timer: NodeJS.Timeout | undefined;
     let leave: (() => void) | undefined;
     const out = this.budgets.apiserver.take(t.plan.namespace, (release) => {
-      if (timer) clearTimeout(timer);
-      if (leave) res.off('close', leave);
-      if (res.destroyed) return release();
-      res.once('close', release);
-      call.timeoutMs = Math.max(1, Math.round(call.timeoutMs - (performance.now() - arrived)));
-      try {
-        send(release);
-      } catch (err) {
+      const slot = { release, deadline };
+      if (waited) {
+        clearTimeout(timer);
+        res.off('close', leave!);
+        if (res.destroyed) return release();
+      }
+      res.once('close', release); // (a client that leaves mid-request: proxyRequest says nothing)
+      if (!waited) return send(slot);
+      const lost = (err: unknown) => {
         release();
         fail(toAgwError(err));
+      };
+      const go = (x: Readmitted) => {
+        if (x.a.kind === 'route') this.forward(x.t, x.a, req, res, seen, fail, slot);
+        else lost(new RouteNotFoundError(`${x.a.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
+      };
+      try {
+        const again = this.readmit({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
+        if (again instanceof Promise) again.then(go, lost).catch(lost);
+        else go(again);
+      } catch (err) {
+        lost(err);
       }
     });
     if (!out) return;
+    waited = true;
     t.m.apiserverWaited();
     leave = () => {
       out();
@@ -505,8 +524,8 @@ export class Listener {
     timer = setTimeout(() => {
       res.off('close', leave!);
       out();
-      fail(new UpstreamTimeoutError(`the apiserver did not answer within ${call.timeoutMs / 1000} s (waited for one of the namespace's ${this.budgets.apiserver.limit} requests to it to be answered)`));
-    }, call.timeoutMs);
+      fail(new UpstreamTimeoutError(`the apiserver did not answer within ${timeoutMs / 1000} s (waited for one of the namespace's ${this.budgets.apiserver.limit} requests to it to be answered)`));
+    }, timeoutMs);
   }
 
   /** The upstream call for a service route, to one endpoint (its pool or agent: the one it
@@ -728,18 +747,22 @@ export class Listener {
   }
 
   /** A request admitted to a route, to its upstream. */
-  private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void): void {
+  private forward(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void, slot?: Slot): void {
     if (t !== this.rules) {
       // the table was swapped while the request waited (its turn, its token check), or the
       // listener was replaced: the old one's endpoint pools may be closed, and its access rules
       // are no longer the gateway's, so the request is admitted again by the current table (its
       // caller is cached: at once)
+      const lost = (err: unknown) => {
+        slot?.release();
+        fail(toAgwError(err));
+      };
       const go = (x: Readmitted) => {
-        if (x.a.kind === 'route') this.forward(x.t, x.a, req, res, seen, fail);
-        else fail(new RouteNotFoundError(`${x.a.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
+        if (x.a.kind === 'route') this.forward(x.t, x.a, req, res, seen, fail, slot);
+        else lost(new RouteNotFoundError(`${x.a.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
       };
       const again = this.readmit({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
-      if (again instanceof Promise) again.then(go, (err) => fail(toAgwError(err))).catch((err) => fail(toAgwError(err)));
+      if (again instanceof Promise) again.then(go, lost).catch(lost);
       else go(again);
       return;
     }
@@ -751,20 +774,23 @@ export class Listener {
     const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {
       seen.upstream = 'apiserver';
-      const call = this.apiserverCall(t, a, req);
-      seen.auditId = call.headers['audit-id'] as string;
-      const send = (release?: () => void) => {
+      const send = (slot?: Slot) => {
+        const call = this.apiserverCall(t, a, req);
+        if (slot) call.timeoutMs = Math.max(1, Math.round(slot.deadline - performance.now()));
+        seen.auditId = call.headers['audit-id'] as string;
         const sent = performance.now();
         proxyRequest(call, req, res, {
           body: 'stream', streaming, ...this.pace(t),
-          respond: (status, headers) => { release?.(); rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
-          onError: (f) => { release?.(); rm.errors[errorKind(f)].inc(); fail(f.err); },
+          respond: (status, headers) => { slot?.release(); rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
+          onError: (f) => { slot?.release(); rm.errors[errorKind(f)].inc(); fail(f.err); },
         });
       };
-      if (this.budgets.apiserver.limit) this.inApiserverSlot(t, call, res, send, fail);
+      if (slot) send(slot);
+      else if (this.budgets.apiserver.limit) this.inApiserverSlot(t, req, res, seen, fail, a.route.plan.timeoutSeconds * 1000, send);
       else send();
       return;
     }
+    slot?.release(); // (admitted again after its wait, to a Service route)
     // Service route. A small body is buffered so the request can be retried: on another
     // endpoint when the connection fails (nothing was sent), and for idempotent methods also
     // when it is reset before any answer; never after a timeout.

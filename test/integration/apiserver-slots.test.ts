@@ -8,6 +8,7 @@ import { startControlPlane, type ControlPlane } from '../support/control-plane.j
 import { startChartOperator } from '../support/chart-operator.js';
 import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml, type CurlResult } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
+import { waitFor } from '../support/procs.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -15,20 +16,22 @@ const base: Record<string, string> = {};
 const token: Record<string, string> = {};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const gateway = (ns: string) => `apiVersion: access-gateway.io/v1alpha1
+const gateway = (ns: string, tempUntil = '2000-01-01T00:00:00Z') => `apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: api, namespace: ${ns}}
 spec:
-  authentication: {audiences: [gw]}
-  access: [{serviceAccounts: [{namespace: ${ns}, name: app}]}]
+  authentication: {audiences: [gw], cacheTTLSeconds: 300}
+  access:
+    - {serviceAccounts: [{namespace: ${ns}, name: app}]}
+    - {serviceAccounts: [{namespace: ${ns}, name: temp}], notAfter: "${tempUntil}"}
   routes:
     - {name: quick, pathPrefix: /quick/, rewritePrefix: /, timeoutSeconds: 1, apiserver: {identity: Impersonate}}
     - {name: kube-api, pathPrefix: /, timeoutSeconds: 8, apiserver: {identity: Impersonate}}
 `;
 
 /** A request from `ns`'s app, started now (curl gives up after `maxTime` s). */
-const call = (ns: string, path: string, maxTime = 20): Promise<CurlResult | Error> =>
-  curl(`${base[ns]}${path}`, [...bearer(token[ns]!), '--max-time', String(maxTime)]).catch((e: Error) => e);
+const call = (ns: string, path: string, maxTime = 20, who = token[ns]!): Promise<CurlResult | Error> =>
+  curl(`${base[ns]}${path}`, [...bearer(who), '--max-time', String(maxTime)]).catch((e: Error) => e);
 
 async function waited(ns: string): Promise<number> {
   const line = (await scrapeMetrics(cp, op.adminPort)).split('\n').find((l) => l.startsWith('access_gateway_apiserver_requests_waited_total{') && l.includes(`namespace="${ns}"`));
@@ -49,9 +52,9 @@ before(async () => {
   cp = await startControlPlane();
   await installCRD(cp);
   for (const ns of ['team-a', 'team-b']) {
-    await applyYaml(cp, namespaceYaml(ns, ['app']));
+    await applyYaml(cp, namespaceYaml(ns, ['app', 'temp']));
     await cp.kubectl(['create', 'role', 'cm-reader', '-n', ns, '--verb=get,list', '--resource=configmaps']);
-    await cp.kubectl(['create', 'rolebinding', 'app-cm', '-n', ns, '--role=cm-reader', `--serviceaccount=${ns}:app`]);
+    await cp.kubectl(['create', 'rolebinding', 'app-cm', '-n', ns, '--role=cm-reader', `--serviceaccount=${ns}:app`, `--serviceaccount=${ns}:temp`]);
   }
   op = await startChartOperator(cp, { args: ['--max-apiserver-requests-per-namespace', '1'] });
   for (const ns of ['team-a', 'team-b']) {
@@ -107,4 +110,29 @@ test('the wait counts toward the route\'s timeout: 504 naming the wait', async (
   assert.equal((quick as CurlResult).status, 504, String(quick));
   assert.match((quick as CurlResult).body, /waited for one of the namespace's 1 requests/);
   assert.equal(((await held) as CurlResult).status, 200);
+});
+
+test('a request that waited is admitted again when its turn comes: a window that closed meanwhile refuses it (403)', async () => {
+  const temp = await cp.token('team-a', 'temp', ['gw']);
+  let until = 0;
+  // a window that ends 4 s from now, seen by the gateway with more than 1.5 s of it left
+  await waitFor('temp admitted with time left', async () => {
+    if (until - Date.now() < 1_500) {
+      until = Date.now() + 4_000;
+      await applyYaml(cp, gateway('team-a', new Date(until).toISOString()));
+    }
+    const r = await call('team-a', '/api/v1/namespaces/team-a/configmaps', 5, temp);
+    return (r as CurlResult).status === 200 && until - Date.now() > 1_500;
+  }, 30_000, 200);
+  const [held, late] = await paused(async () => {
+    const first = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=9');
+    await sleep(300);
+    const waiting = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=10', 20, temp);
+    await sleep(until - Date.now() + 500);
+    return [first, waiting];
+  });
+  assert.equal(((await held) as CurlResult).status, 200);
+  const r = (await late) as CurlResult;
+  assert.equal(r.status, 403, String(r.body ?? r));
+  assert.match(r.body, /notAfter/);
 });

@@ -86,3 +86,17 @@ test('no limit: every request runs at once, nothing is counted', () => {
   assert.equal(r.ran.length, 5);
   assert.deepEqual(s.size('a'), { held: 0, waiting: 0 });
 });
+
+test('waiters whose clients left, each giving its slot back at once, are passed over without recursion', () => {
+  const s = new ApiserverSlots(1);
+  const r = recorder();
+  s.take('a', r.go('first'));
+  let ran = 0;
+  for (let i = 0; i < 20_000; i++) s.take('a', (release) => { ran++; release(); });
+  s.take('a', r.go('last'));
+  r.releases.get('first')!();
+  assert.equal(ran, 20_000);
+  assert.deepEqual(r.ran, ['first', 'last']);
+  r.releases.get('last')!();
+  assert.deepEqual(s.size('a'), { held: 0, waiting: 0 });
+});
