@@ -116,8 +116,11 @@ function describeRoute(r: CompiledRoute): string {
  * Passthrough route, else what the gateway's Impersonate-* headers for it say (the table's own, so --audit-extras is taken as it is), read
  * as the apiserver reads them. */
 function apiserverSubject(t: RouteTable, id: CallerIdentity, route: CompiledRoute): CallerIdentity {
-  // (Passthrough sends the caller's own token: the apiserver sees whom it names)
-  if ((route.plan.target as ApiserverTarget).identity === 'Passthrough') return id;
+  // (Passthrough sends the caller's own token: the apiserver sees whom it names, in
+  // system:authenticated, which an OIDC issuer's claims do not name)
+  if ((route.plan.target as ApiserverTarget).identity === 'Passthrough') {
+    return id.groups.includes('system:authenticated') ? id : { ...id, groups: [...id.groups, 'system:authenticated'] };
+  }
   const h: OutgoingHttpHeaders = {};
   t.impersonate(h, id, route);
   return impersonatedSubject(h);

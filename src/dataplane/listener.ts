@@ -477,6 +477,36 @@ export class Listener {
     };
   }
 
+  /** Forwards a request to the apiserver (in `slot`, if it holds one: sent only within its deadline). */
+  private toApiserver(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void,
+    respond: (status: number, headers: IncomingMessage['headers']) => void, streaming: (end: () => void) => void, slot?: Slot): void {
+    const call = this.apiserverCall(t, a, req);
+    if (slot) {
+      // (its admission again, after the wait, may have taken a token or impersonation check)
+      const left = Math.round(slot.deadline - performance.now());
+      if (left <= 0) {
+        slot.release();
+        fail(this.waitedTooLong(call.timeoutMs));
+        return;
+      }
+      call.timeoutMs = left;
+    }
+    seen.upstream = 'apiserver';
+    seen.auditId = call.headers['audit-id'] as string;
+    const sent = performance.now();
+    const rm = a.route.m;
+    proxyRequest(call, req, res, {
+      body: 'stream', streaming, ...this.pace(t),
+      // (answered first: the next waiter is admitted and sent after, not in this answer's time)
+      respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); slot?.release(); },
+      onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); slot?.release(); },
+    });
+  }
+
+  private waitedTooLong(timeoutMs: number): AgwError {
+    return new UpstreamTimeoutError(`the apiserver did not answer within ${timeoutMs / 1000} s (waited for one of the namespace's ${this.budgets.apiserver.limit} requests to it to be answered)`);
+  }
+
   /** Takes a slot of the namespace's apiserver requests (--max-apiserver-requests-per-namespace)
    * for this request: now, it is sent at once; later, in order, it is admitted again (the rules
    * may have changed meanwhile, or a window closed) and forwarded in the slot. The wait counts
@@ -524,7 +554,7 @@ export class Listener {
     timer = setTimeout(() => {
       res.off('close', leave!);
       out();
-      fail(new UpstreamTimeoutError(`the apiserver did not answer within ${timeoutMs / 1000} s (waited for one of the namespace's ${this.budgets.apiserver.limit} requests to it to be answered)`));
+      fail(this.waitedTooLong(timeoutMs));
     }, timeoutMs);
   }
 
@@ -773,21 +803,8 @@ export class Listener {
     const respond = (status: number, headers: IncomingMessage['headers']) => this.head(res).writeHead(status, forwardResponseHeaders(headers));
     const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {
-      seen.upstream = 'apiserver';
-      const send = (slot?: Slot) => {
-        const call = this.apiserverCall(t, a, req);
-        if (slot) call.timeoutMs = Math.max(1, Math.round(slot.deadline - performance.now()));
-        seen.auditId = call.headers['audit-id'] as string;
-        const sent = performance.now();
-        proxyRequest(call, req, res, {
-          body: 'stream', streaming, ...this.pace(t),
-          respond: (status, headers) => { slot?.release(); rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); },
-          onError: (f) => { slot?.release(); rm.errors[errorKind(f)].inc(); fail(f.err); },
-        });
-      };
-      if (slot) send(slot);
-      else if (this.budgets.apiserver.limit) this.inApiserverSlot(t, req, res, seen, fail, a.route.plan.timeoutSeconds * 1000, send);
-      else send();
+      if (slot || this.budgets.apiserver.limit === 0) this.toApiserver(t, a, req, res, seen, fail, respond, streaming, slot);
+      else this.inApiserverSlot(t, req, res, seen, fail, a.route.plan.timeoutSeconds * 1000, (s) => this.toApiserver(t, a, req, res, seen, fail, respond, streaming, s));
       return;
     }
     slot?.release(); // (admitted again after its wait, to a Service route)

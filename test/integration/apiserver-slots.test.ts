@@ -1,11 +1,12 @@
-// --max-apiserver-requests-per-namespace with the chart's least-privilege operator, two teams and
-// curl: past the limit a team's apiserver requests wait in order behind its own (another team's do
-// not), a client that leaves gives its place back (held or waited for), and the wait counts toward
-// the route's timeout. The apiserver is paused (SIGSTOP) so requests stay unanswered.
+// --max-apiserver-requests-per-namespace (the chart's operator.maxApiserverRequestsPerNamespace)
+// with the chart's least-privilege operator, two teams and curl: past the limit a team's apiserver
+// requests wait in order behind its own (another team's do not), a client that leaves gives its
+// place back (held or waited for), the wait counts toward the route's timeout, and a request is
+// admitted again when its turn comes. The apiserver is paused (SIGSTOP) so requests stay unanswered.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
-import { startChartOperator } from '../support/chart-operator.js';
+import { chartArgs, startChartOperator } from '../support/chart-operator.js';
 import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml, type CurlResult } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
 import { waitFor } from '../support/procs.js';
@@ -56,7 +57,8 @@ before(async () => {
     await cp.kubectl(['create', 'role', 'cm-reader', '-n', ns, '--verb=get,list', '--resource=configmaps']);
     await cp.kubectl(['create', 'rolebinding', 'app-cm', '-n', ns, '--role=cm-reader', `--serviceaccount=${ns}:app`, `--serviceaccount=${ns}:temp`]);
   }
-  op = await startChartOperator(cp, { args: ['--max-apiserver-requests-per-namespace', '1'] });
+  op = await startChartOperator(cp, { set: ['operator.maxApiserverRequestsPerNamespace=1'] });
+  assert.ok(chartArgs(op.rendered).includes('--max-apiserver-requests-per-namespace=1'), 'the chart passes the value on');
   for (const ns of ['team-a', 'team-b']) {
     await applyYaml(cp, gateway(ns));
     base[ns] = `http://127.0.0.1:${await gatewayPort(cp, ns, 'api')}`;
@@ -124,6 +126,7 @@ test('a request that waited is admitted again when its turn comes: a window that
     const r = await call('team-a', '/api/v1/namespaces/team-a/configmaps', 5, temp);
     return (r as CurlResult).status === 200 && until - Date.now() > 1_500;
   }, 30_000, 200);
+  const before = await waited('team-a');
   const [held, late] = await paused(async () => {
     const first = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=9');
     await sleep(300);
@@ -135,4 +138,5 @@ test('a request that waited is admitted again when its turn comes: a window that
   const r = (await late) as CurlResult;
   assert.equal(r.status, 403, String(r.body ?? r));
   assert.match(r.body, /notAfter/);
+  assert.equal(await waited('team-a'), before + 1, 'refused after its wait, not at its arrival');
 });

@@ -116,7 +116,7 @@ test('defaults: a hardened Deployment that runs the operator with the chart flag
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
   assert.deepEqual(c.args, [
     'operator', '--admin-address=0.0.0.0:8080', '--metrics-auth=kubernetes', '--port-range=20000-20999', '--requestable-ports=1-65535', '--drain-seconds=10', '--log-level=info',
-    '--log-format=json', '--endpoint-addresses=pods', '--min-access-log=none', '--audit-extras=all', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
+    '--log-format=json', '--endpoint-addresses=pods', '--min-access-log=none', '--audit-extras=all', '--max-apiserver-requests-per-namespace=0', '--leader-elect', '--leader-election-namespace=agw-system', '--leader-election-id=agw-test-access-gateway',
     '--replica-selector=app.kubernetes.io/instance=agw-test,app.kubernetes.io/name=access-gateway',
     '--expose-types=ClusterIP',
     '--default-expose-type=ClusterIP',
@@ -396,6 +396,8 @@ test('the values schema refuses wrong types and unknown keys', () => {
       'log-format': 'operator:\n  logFormat: xml\n',
       'port-range': 'operator:\n  portRange: 20000\n',
       'drain-negative': 'operator:\n  drainSeconds: -1\n',
+      'apiserver-requests-negative': 'operator:\n  maxApiserverRequestsPerNamespace: -1\n',
+      'apiserver-requests-string': 'operator:\n  maxApiserverRequestsPerNamespace: "16"\n',
       'admin-port': 'admin:\n  port: 70000\n',
       'annotations-not-strings': 'podAnnotations:\n  a: {b: c}\n',
       'service-monitor-unknown': 'metrics:\n  serviceMonitor:\n    enable: true\n',

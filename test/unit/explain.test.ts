@@ -91,9 +91,11 @@ test('the RBAC subject is what the gateway sends, in either --audit-extras mode'
   const t = offlineTable(translate(applyDefaults({ ...gw, spec: { ...spec, access: [{ users: ['ana'] }] } } as typeof gw), { port: { port: 1 } }).plan!, false);
   assert.deepEqual(explainGateway(t, ana, 'GET', '/version').rbac!.subject, { username: 'ana', uid: '', groups: ['devs', 'system:authenticated'], extra: { Team: ['a'] } });
   // Passthrough: the caller's own token, so the caller as it is
-  const through = { ...spec, routes: [{ name: 'own', pathPrefix: '/', apiserver: { identity: 'Passthrough' } }] };
+  const through = { ...spec, access: [...spec.access, { users: ['oidc:ana'] }], routes: [{ name: 'own', pathPrefix: '/', apiserver: { identity: 'Passthrough' } }] };
   const pt = offlineTable(translate(applyDefaults({ ...gw, spec: through } as typeof gw), { port: { port: 1 } }).plan!, false);
   assert.deepEqual(explainGateway(pt, pod, 'GET', '/api/v1/namespaces/team-a/pods').rbac!.subject, pod);
+  const oidc = { username: 'oidc:ana', uid: '', groups: ['oidc:devs'], extra: {} };
+  assert.deepEqual(explainGateway(pt, oidc, 'GET', '/version').rbac!.subject.groups, ['oidc:devs', 'system:authenticated']);
   assert.deepEqual(impersonatedSubject({ 'impersonate-user': 'system:anonymous' }).groups, ['system:unauthenticated']);
   assert.deepEqual(impersonatedSubject({ 'impersonate-user': 'x', 'impersonate-group': ['system:unauthenticated'] }).groups, ['system:unauthenticated']);
 });
