@@ -480,24 +480,25 @@ export class Listener {
   /** Forwards a request to the apiserver (in `slot`, if it holds one: sent only within its deadline). */
   private toApiserver(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void,
     respond: (status: number, headers: IncomingMessage['headers']) => void, streaming: (end: () => void) => void, slot?: Slot): void {
-    const call = this.apiserverCall(t, a, req);
+    let left = 0;
     if (slot) {
       // (its admission again, after the wait, may have taken a token or impersonation check)
-      const left = Math.round(slot.deadline - performance.now());
+      left = Math.round(slot.deadline - performance.now());
       if (left <= 0) {
+        fail(this.waitedTooLong(a.route.plan.timeoutSeconds * 1000));
         slot.release();
-        fail(this.waitedTooLong(call.timeoutMs));
         return;
       }
-      call.timeoutMs = left;
     }
     seen.upstream = 'apiserver';
-    seen.auditId = call.headers['audit-id'] as string;
+    const call = this.apiserverCall(t, a, req);
+    if (slot) call.timeoutMs = left;
+    // (a client gone already: nothing is sent, so no audit event is named)
+    if (!res.destroyed) seen.auditId = call.headers['audit-id'] as string;
     const sent = performance.now();
     const rm = a.route.m;
     proxyRequest(call, req, res, {
       body: 'stream', streaming, ...this.pace(t),
-      // (answered first: the next waiter is admitted and sent after, not in this answer's time)
       respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); slot?.release(); },
       onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); slot?.release(); },
     });
