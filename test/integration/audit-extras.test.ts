@@ -5,19 +5,10 @@
 // apiserver's audit event (auditId), which a client cannot choose.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { auditEvent, startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { chartArgs, startChartOperator } from '../support/chart-operator.js';
 import { waitForLogLines } from '../support/operator.js';
 import { applyYaml, bearer, curl, gatewayPort, installCRD, namespaceYaml } from '../support/cluster.js';
-import { waitFor } from '../support/procs.js';
-
-/** The apiserver's audit events (stage ResponseComplete) with this ID. */
-const auditEvents = (id: string) => waitFor(`audit event ${id}`, async () => {
-  const events = readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
-    .filter((e) => e.auditID === id && e.stage === 'ResponseComplete');
-  return events.length ? events : undefined;
-}, 10_000);
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -116,8 +107,7 @@ test('a request the apiserver did not answer in time (504) still names its audit
   const [line] = await waitForLogLines(op, 1, (l) => l.msg === 'request' && l.route === 'slow' && l.status === 504);
   assert.match(line.auditId ?? '', /^[0-9a-f-]{36}$/);
   // the apiserver, going on, read the request and recorded it under that ID
-  const event = await waitFor(`audit event ${line.auditId}`, async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
-    .map((l) => JSON.parse(l)).find((e) => e.auditID === line.auditId), 10_000);
+  const event = await auditEvent(cp, line.auditId);
   // (its first stage, RequestReceived, is written before impersonation is read)
   assert.equal(event.user.username, 'system:serviceaccount:access-gateway:access-gateway');
   assert.equal(event.requestURI, '/api/v1/namespaces/team-a/configmaps?limit=3');
@@ -135,7 +125,7 @@ test('each access line names the apiserver\'s audit event (auditId); a client\'s
   assert.equal(lines[0].caller, 'system:serviceaccount:team-a:app');
   assert.equal(lines[0].status, 200);
   // the apiserver's event of that ID: the operator impersonating the caller, that request
-  const [event] = await auditEvents(given);
+  const event = await auditEvent(cp, given, (s) => s === 'ResponseComplete');
   assert.equal(event.user.username, `system:serviceaccount:access-gateway:access-gateway`);
   assert.equal(event.impersonatedUser.username, 'system:serviceaccount:team-a:app');
   assert.equal(event.requestURI, '/api/v1/namespaces/team-a/configmaps?limit=7');

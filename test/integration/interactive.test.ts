@@ -10,13 +10,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
-import { startControlPlane, type ControlPlane } from '../support/control-plane.js';
+import { auditEvent, startControlPlane, type ControlPlane } from '../support/control-plane.js';
 import { startChartOperator } from '../support/chart-operator.js';
 import { logLines, waitForLogLines } from '../support/operator.js';
 import { applyYaml, createListenerTLS, gatewayPort, installCRD, namespaceYaml, tokenKubeconfig } from '../support/cluster.js';
 import { scrapeMetrics } from '../support/metrics.js';
 import { startNode, type TestNode } from '../support/node.js';
-import { waitFor } from '../support/procs.js';
 
 let cp: ControlPlane;
 let op: Awaited<ReturnType<typeof startChartOperator>>;
@@ -146,8 +145,7 @@ for (const [protocol, spdy] of protocols) {
     // upgrade's answer is the kubelet's, without the apiserver's Audit-Id)
     assert.match(start.auditId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     assert.equal(end.auditId, start.auditId);
-    const event = await waitFor('the session\'s audit event', async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
-      .map((l) => JSON.parse(l)).find((e) => e.auditID === start.auditId && e.stage !== 'RequestReceived'), 10_000);
+    const event = await auditEvent(cp, start.auditId, (s) => s !== 'RequestReceived');
     assert.equal(event.objectRef.subresource, 'exec');
     assert.equal(event.impersonatedUser?.username, 'system:serviceaccount:team-a:dev', JSON.stringify(event));
     assert.deepEqual({ ...start, time: 0, pid: 0, hostname: '', auditId: '' }, {
@@ -374,8 +372,7 @@ test("the caller's own RBAC decides: a viewer may not exec, another team may not
   assert.ok(refused.length >= 2 && refused.every((l) => l.upstream === 'apiserver'), JSON.stringify(refused));
   // each names the apiserver's audit event of the refusal
   for (const l of refused) {
-    const event = await waitFor('the refusal\'s audit event', async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
-      .map((e) => JSON.parse(e)).find((e) => e.auditID === l.auditId && e.stage === 'ResponseComplete'), 10_000);
+    const event = await auditEvent(cp, l.auditId, (s) => s === 'ResponseComplete');
     assert.equal(event.responseStatus.code, 403, JSON.stringify(event));
   }
   assert.equal(sessionLines(from).length, 0);

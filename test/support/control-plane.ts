@@ -211,3 +211,10 @@ export function referenceGrantCRD(version = 'v1.6.3'): string {
   });
   return join(JSON.parse(out).Dir, 'config', 'crd', 'standard', 'gateway.networking.k8s.io_referencegrants.yaml');
 }
+
+/** The first of the apiserver's audit events (`startControlPlane({ audit: true })`) with this ID at
+ * a stage `at` accepts, once written (10 s). */
+export function auditEvent(cp: ControlPlane, id: string, at: (stage: string) => boolean = () => true): Promise<any> {
+  return waitFor(`audit event ${id}`, async () => readFileSync(cp.auditLog!, 'utf8').split('\n').filter(Boolean)
+    .map((l) => JSON.parse(l)).find((e) => e.auditID === id && at(e.stage)), 10_000);
+}
