@@ -21,3 +21,5 @@ export const endpointSliceManagedByValue = 'operator.access-gateway.io';
 export const extraGateway = 'access-gateway.io/gateway';
 export const extraRoute = 'access-gateway.io/route';
 export const extraCaller = 'access-gateway.io/caller';
+/** The three, which no caller, authenticator or issuer may set (lower case: keys are compared so). */
+export const gatewayExtraKeys: ReadonlySet<string> = new Set([extraGateway, extraRoute, extraCaller]);

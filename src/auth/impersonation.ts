@@ -4,7 +4,7 @@
 // uids, userextras/KEY). Decisions are cached per caller identity for a few seconds and
 // concurrent identical checks share one; errors are never cached (fail closed: 503).
 import { createHash } from 'node:crypto';
-import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { gatewayExtraKeys } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
 import { fromWire, hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
@@ -34,7 +34,6 @@ export interface AccessReviewer {
   review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string): Promise<Verdict>;
 }
 
-const reserved = new Set([extraGateway, extraRoute, extraCaller]);
 /** Most groups and extra values one request may ask for: each costs a SubjectAccessReview. */
 export const maxImpersonatedAttributes = 32;
 /**
@@ -81,7 +80,7 @@ export function requestedImpersonation(rawHeaders: string[]): RequestedImpersona
     else if (n.startsWith('impersonate-extra-')) {
       // as the apiserver: the header name lowercased, then unescaped (%43 stays an upper-case C)
       const key = unescapeExtraKey(n.slice('impersonate-extra-'.length));
-      if (reserved.has(key.toLowerCase())) throw new BadRequestError(`Impersonate-Extra-${key}: the gateway sets this extra itself`);
+      if (gatewayExtraKeys.has(key.toLowerCase())) throw new BadRequestError(`Impersonate-Extra-${key}: the gateway sets this extra itself`);
       (r.extra[key] ??= []).push(v);
       attributes++;
     } else throw new BadRequestError(`${name}: not an impersonation header the apiserver knows`);

@@ -8,7 +8,7 @@ import { parse } from '@bufbuild/cel';
 import { decodeJwt, errors as jose, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
 import { readCapped } from '../capped.js';
 import { Agent } from '../undici.js';
-import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { gatewayExtraKeys } from '../api/labels.js';
 import { isTeamName, teamRoot } from '../api/names.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { compileCel, type CelProgram } from './cel.js';
@@ -30,7 +30,6 @@ export interface JwtAuthenticator {
 
 type Mapping = { claim: string; prefix: string } | { program: CelProgram } | null;
 
-const reservedExtras = new Set([extraGateway, extraRoute, extraCaller]);
 /** What jose says about the token itself (a 401); every other failure is the issuer's (503). */
 const tokenErrors = [jose.JWTExpired, jose.JWTClaimValidationFailed, jose.JWTInvalid, jose.JWSInvalid, jose.JWSSignatureVerificationFailed,
   jose.JOSEAlgNotAllowed, jose.JOSENotSupported, jose.JWKSMultipleMatchingKeys];
@@ -135,7 +134,7 @@ export class OidcIssuer {
     this.uid = mapping(cfg.claimMappings.uid, 'claimMappings.uid', false);
     this.extra = (cfg.claimMappings.extra ?? []).map((e, i) => {
       if (!/^[a-z0-9.-]+\/[a-z0-9._/-]+$/.test(e.key ?? '')) throw new Error(`claimMappings.extra[${i}].key: a domain-prefixed lower-case path is required`);
-      if (reservedExtras.has(e.key)) throw new Error(`claimMappings.extra[${i}].key: ${e.key} is the gateway's own`);
+      if (gatewayExtraKeys.has(e.key.toLowerCase())) throw new Error(`claimMappings.extra[${i}].key: ${e.key} is the gateway's own`);
       if (/^([^/]*\.)?(kubernetes\.io|k8s\.io)\//.test(e.key)) throw new Error(`claimMappings.extra[${i}].key: the kubernetes.io and k8s.io domains are reserved`);
       return { key: e.key, program: compile(e.valueExpression, `claimMappings.extra[${i}].valueExpression`) };
     });

@@ -2,7 +2,7 @@
 import { isDnsSubdomain } from '../api/names.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { serviceAccountOf, toWire, type CallerIdentity } from '../auth/identity.js';
-import { extraCaller, extraGateway, extraRoute } from '../api/labels.js';
+import { gatewayExtraKeys } from '../api/labels.js';
 
 const hopByHop = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
@@ -122,12 +122,10 @@ export function impersonationHeaders(id: CallerIdentity, extras: Record<string, 
   if (id.uid) h['impersonate-uid'] = toWire(id.uid);
   for (const [k, v] of Object.entries(id.extra)) {
     // (the gateway's own keys are its to say: an authenticator's answer naming them is not sent)
-    if (v.length && !gatewayExtras.has(k.toLowerCase())) h[`impersonate-extra-${escapeExtraKey(k)}`] = v.map(toWire);
+    if (v.length && !gatewayExtraKeys.has(k.toLowerCase())) h[`impersonate-extra-${escapeExtraKey(k)}`] = v.map(toWire);
   }
   return Object.assign(h, extraHeaders(extras));
 }
-
-const gatewayExtras = new Set([extraGateway, extraRoute, extraCaller]);
 
 /** Impersonate-Extra-* headers for `extras` (one value each). */
 export function extraHeaders(extras: Record<string, string>): OutgoingHttpHeaders {
