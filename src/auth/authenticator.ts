@@ -5,7 +5,7 @@ import { unverifiedExpiry } from './bearer.js';
 import { isTeamName, teamRoot } from '../api/names.js';
 import { unforwardableIdentity, type CallerIdentity, type ReviewResult, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
-import { TokenCache, type EntryBudget } from './token-cache.js';
+import { TokenCache, type EntryBudget, type Loaded } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
 export interface Authenticator {
@@ -20,6 +20,11 @@ export interface Authenticator {
 
 /** How long a definite "not authenticated" is remembered, by token hash. */
 export const negativeCacheTtlMs = 5_000;
+
+/** A cached caller still in use is reviewed again after this share of cacheTTLSeconds, in the
+ * background: its requests do not wait for the review at expiry, and a revoked token is still
+ * refused within cacheTTLSeconds (sooner, if the review says so). */
+export const renewAfter = 0.8;
 
 export interface TokenReviewAuthenticatorOptions {
   /** The gateway's namespace: the TokenReview limiter's fairness key. */
@@ -54,7 +59,10 @@ export class TokenReviewAuthenticator implements Authenticator {
 
   authenticate(token: string, conn?: object): CallerIdentity | Promise<CallerIdentity> {
     const key = tokenKey(token, conn);
-    return this.cache.hit(key) ?? this.cache.getOrLoad(key, () => this.review(token, (conn as { remoteAddress?: string } | undefined)?.remoteAddress), () => this.precheck(token));
+    const hit = this.cache.hit(key);
+    if (hit === undefined) return this.cache.getOrLoad(key, () => this.review(token, sourceOf(conn)), () => this.precheck(token));
+    if (this.cache.renewalDue(key)) this.cache.renew(key, () => this.review(token, sourceOf(conn)));
+    return hit;
   }
 
   close(): void {
@@ -74,7 +82,7 @@ export class TokenReviewAuthenticator implements Authenticator {
 
   /** `source`: the client's address (one address may hold only part of the namespace's queue);
    * what its review came to is told the reviewer (a caller spec.access names, or not). */
-  private async review(token: string, source: string | undefined): Promise<{ value: CallerIdentity; ttlMs: number }> {
+  private async review(token: string, source: string | undefined): Promise<Loaded<CallerIdentity>> {
     let result;
     try {
       result = await this.reviewer.review(token, this.audiences, this.namespace, source);
@@ -93,7 +101,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   }
 
   /** The caller a review's answer names, for how long; or why it is refused. */
-  private judge(token: string, result: ReviewResult): { value: CallerIdentity; ttlMs: number } {
+  private judge(token: string, result: ReviewResult): Loaded<CallerIdentity> {
     // the review's own error (which authenticators the cluster runs, a webhook's address and its
     // failure) is for the apiserver's log, not for whoever sent the token: the apiserver itself
     // answers such a client a bare 401
@@ -118,6 +126,11 @@ export class TokenReviewAuthenticator implements Authenticator {
     const value = groups.length === user.groups.length ? user : { ...user, groups };
     const exp = unverifiedExpiry(token);
     const ttlMs = Math.min(this.cacheTTLSeconds * 1000, exp === null ? Infinity : exp * 1000 - this.now());
-    return { value, ttlMs };
+    // (a token that expires first is not renewed: a review could not make it last longer)
+    return { value, ttlMs, renewInMs: ttlMs < this.cacheTTLSeconds * 1000 ? undefined : ttlMs * renewAfter };
   }
+}
+
+function sourceOf(conn: object | undefined): string | undefined {
+  return (conn as { remoteAddress?: string } | undefined)?.remoteAddress;
 }

@@ -1,5 +1,5 @@
 // Authentication results by token hash, with expiry and a size bound; concurrent misses for the
-// same key share one lookup. Positive results live for the ttl the loader gives (callers the
+// same key share one lookup; an entry in use is renewed before it expires (no request waits for it). Positive results live for the ttl the loader gives (callers the
 // gateway refuses apart from those it admits); failures the
 // loader marks as definite ("not authenticated") live briefly apart, in the process's
 // `Refusals`; every other failure (unavailable) is never cached.
@@ -42,7 +42,7 @@ export class EntryBudget {
 }
 
 class ExpiringMap<V> {
-  private readonly entries = new Map<string, { value: V; expiresAt: number }>();
+  private readonly entries = new Map<string, { value: V; expiresAt: number; renewAt: number }>();
   private closed = false;
 
   constructor(private readonly maxEntries: number, private readonly now: () => number, private readonly budget?: EntryBudget) {
@@ -63,7 +63,16 @@ class ExpiringMap<V> {
     return e.value;
   }
 
-  set(key: string, value: V, ttlMs: number): void {
+  /** True once for an entry past its renewal time and not expired (later calls: false). */
+  claimRenewal(key: string): boolean {
+    const e = this.entries.get(key);
+    if (!e || e.renewAt > this.now()) return false;
+    e.renewAt = Infinity;
+    return e.expiresAt > this.now();
+  }
+
+  /** `renewInMs`: when claimRenewal first says true (never by default). */
+  set(key: string, value: V, ttlMs: number, renewInMs = Infinity): void {
     if (ttlMs <= 0 || this.maxEntries <= 0 || this.closed) return;
     this.delete(key);
     if (this.entries.size >= this.maxEntries) this.evictOldest();
@@ -73,7 +82,8 @@ class ExpiringMap<V> {
       this.evictOldest();
       if (!this.budget.take()) return;
     }
-    this.entries.set(key, { value, expiresAt: this.now() + ttlMs });
+    const t = this.now();
+    this.entries.set(key, { value, expiresAt: t + ttlMs, renewAt: t + renewInMs });
   }
 
   /** Drops the expired entries. */
@@ -200,13 +210,21 @@ export class RefusalShelf {
 /** The process's refusals: 16,384 (~6 MiB). */
 export const refusals = new Refusals(16_384);
 
+/** What a load gives: the value, for how long, and when to load it again if still in use (never
+ * when absent: say, its token expires first). */
+export interface Loaded<V> {
+  value: V;
+  ttlMs: number;
+  renewInMs?: number;
+}
+
 export class TokenCache<V> {
   private readonly positive: ExpiringMap<V>;
   /** Positive results the budget does not pay for: callers the gateway will refuse. */
   private readonly outsiders: ExpiringMap<V>;
   /** This cache's refusals, kept in the process's `Refusals` (oldest first). */
   private readonly negative: RefusalShelf;
-  private readonly pending = new Map<string, Promise<{ value: V; ttlMs: number }>>();
+  private readonly pending = new Map<string, Promise<Loaded<V>>>();
   private readonly onLookup: ((hit: boolean) => void) | undefined;
   private readonly negativeTtlMs: number;
   private readonly isDefinite: (err: unknown) => boolean;
@@ -247,7 +265,7 @@ export class TokenCache<V> {
   /** The cached value, or the remembered refusal (thrown), or the one `load` gives (shared by
    * concurrent callers). `precheck` runs only on a miss, before joining or starting a load; what
    * it throws is not cached. */
-  async getOrLoad(key: string, load: () => Promise<{ value: V; ttlMs: number }>, precheck?: () => void): Promise<V> {
+  async getOrLoad(key: string, load: () => Promise<Loaded<V>>, precheck?: () => void): Promise<V> {
     const hit = this.lookup(key);
     this.onLookup?.(hit !== undefined);
     if (hit !== undefined) return hit;
@@ -258,15 +276,34 @@ export class TokenCache<V> {
     if (!p) {
       p = load().finally(() => this.pending.delete(key));
       this.pending.set(key, p);
-      p.then(({ value, ttlMs }) => this.set(key, value, ttlMs), (err) => {
+      p.then(({ value, ttlMs, renewInMs }) => this.set(key, value, ttlMs, renewInMs), (err) => {
         if (err instanceof Error && this.isDefinite(err)) this.negative.set(key, err, this.negativeTtlMs);
       });
     }
     return (await p).value;
   }
 
-  set(key: string, value: V, ttlMs: number): void {
-    (this.charged(value) ? this.positive : this.outsiders).set(key, value, ttlMs);
+  /** True once for a positive entry whose renewal time has come (then call `renew`). */
+  renewalDue(key: string): boolean {
+    return this.positive.claimRenewal(key);
+  }
+
+  /** Loads a positive entry again in the background while it still serves: what the load gives
+   * replaces it; a definite refusal drops it (and is remembered); a failure leaves it to expire,
+   * then a request loads it as any miss. A miss meanwhile joins this load. */
+  renew(key: string, load: () => Promise<Loaded<V>>): void {
+    if (this.pending.has(key)) return;
+    const p = load().finally(() => this.pending.delete(key));
+    this.pending.set(key, p);
+    p.then(({ value, ttlMs, renewInMs }) => this.set(key, value, ttlMs, renewInMs), (err) => {
+      if (!(err instanceof Error && this.isDefinite(err))) return;
+      this.positive.delete(key);
+      this.negative.set(key, err, this.negativeTtlMs);
+    });
+  }
+
+  set(key: string, value: V, ttlMs: number, renewInMs?: number): void {
+    (this.charged(value) ? this.positive : this.outsiders).set(key, value, ttlMs, renewInMs);
   }
 
   /** A positive entry; an outsider the gateway admits now (a rule's window opened since its

@@ -18,12 +18,12 @@ let portA: number;
 let portB: number;
 const agent = new Agent({ connections: 256 });
 
-const gateway = (ns: string, audience: string) => `
+const gateway = (ns: string, audience: string, cacheTTLSeconds = 10) => `
 apiVersion: access-gateway.io/v1alpha1
 kind: AccessGateway
 metadata: {name: gw, namespace: ${ns}}
 spec:
-  authentication: {audiences: [${audience}]}
+  authentication: {audiences: [${audience}], cacheTTLSeconds: ${cacheTTLSeconds}}
   access: [{groups: [system:serviceaccounts:${ns}]}]
   routes: [{name: kube-api, pathPrefix: /, apiserver: {acceptPaths: ["^/version$"]}}]
 `;
@@ -167,4 +167,36 @@ test("a flood of forged tokens at team A's gateway does not stop team B's valid 
   // one address never filled team-a's queue
   assert.equal(series(text, 'access_gateway_token_review_limiter_refusals_total', 'namespace="team-a",reason="queue_full"'), 0);
   assert.equal(series(text, 'access_gateway_token_reviews_in_flight', ''), 0);
+});
+
+test('a caller in use is reviewed again before its cached answer expires: over three cache lifetimes only its first request waits for a review; once its account is deleted it is refused', async () => {
+  await applyYaml(cp, namespaceYaml('team-c', ['c']));
+  await applyYaml(cp, gateway('team-c', 'gw-c', 4));
+  const port = await gatewayPort(cp, 'team-c', 'gw');
+  const token = await cp.token('team-c', 'c', ['gw-c']);
+  const lookups = async (): Promise<[number, number]> => {
+    const text = await scrape();
+    const n = (r: string) => series(text, 'access_gateway_token_cache_requests_total', `namespace="team-c",gateway="gw",result="${r}"`);
+    return [n('hit'), n('miss')];
+  };
+  const reviewedBefore = series(await scrape(), 'access_gateway_token_reviews_total', 'result="authenticated"');
+  const statuses = new Set<number>();
+  const t0 = Date.now();
+  while (Date.now() - t0 < 12_500) {
+    statuses.add((await get(port, token)).status);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  assert.deepEqual([...statuses], [200]);
+  const [hits, misses] = await lookups();
+  assert.equal(misses, 1, `${hits} hits`);
+  assert.ok(hits > 50, `${hits} hits`);
+  // reviewed again at least twice in 12.5 s (every 3.2 s while in use), in the background
+  const reviewed = series(await scrape(), 'access_gateway_token_reviews_total', 'result="authenticated"') - reviewedBefore;
+  assert.ok(reviewed >= 3, `${reviewed} reviews`);
+  // the account deleted: a renewal's review refuses the token (once), within the cache's lifetime
+  const rejected = async () => series(await scrape(), 'access_gateway_token_reviews_total', 'result="rejected"');
+  const rejectedBefore = await rejected();
+  await cp.kubectl(['delete', 'serviceaccount', 'c', '-n', 'team-c']);
+  await waitFor('the deleted account refused', async () => (await get(port, token)).status === 401, 10_000);
+  assert.equal(await rejected() - rejectedBefore, 1);
 });

@@ -229,3 +229,58 @@ test('what a review came to is told the reviewer for the address: a caller spec.
   await assert.rejects(Promise.resolve(a.authenticate(jwt({ n: 5 }), { remoteAddress: '10.1.0.5' })), (e: unknown) => e instanceof AuthUnavailableError);
   assert.deepEqual(told, [['team-b', '10.1.0.5', true], ['team-b', '10.9.0.1', false], ['team-b', '10.9.0.2', false], ['team-b', '10.9.0.3', false]]);
 });
+
+test('a cached caller in use is reviewed again in the background after 80% of cacheTTLSeconds: no request waits, one review however many requests, and the new answer replaces the old', async () => {
+  let now = T0;
+  let groups = ['g'];
+  const r = new FakeReviewer(async () => ({ authenticated: true, user: { ...user, groups }, audiences: ['gw'] }));
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
+  const token = jwt();
+  await a.authenticate(token);
+  now += 7_999;
+  assert.ok(!(a.authenticate(token) instanceof Promise));
+  assert.equal(r.calls, 1);
+  groups = ['g2'];
+  now += 2;
+  for (let i = 0; i < 100; i++) assert.deepEqual((a.authenticate(token) as { groups: string[] }).groups, ['g'], 'the old answer serves meanwhile, at once');
+  assert.equal(r.calls, 2);
+  await new Promise((res) => setImmediate(res));
+  now = T0 + 10_500; // past the first answer's expiry
+  const id = a.authenticate(token);
+  assert.ok(!(id instanceof Promise), 'renewed: no wait at the old expiry');
+  assert.deepEqual((id as { groups: string[] }).groups, ['g2']);
+  assert.equal(r.calls, 2);
+  now = T0 + 8_001 + 8_001; // 80% of the renewed answer's life
+  a.authenticate(token);
+  assert.equal(r.calls, 3);
+});
+
+test('a renewal the apiserver refuses drops the caller at once; one that fails leaves the answer to expire, and it is not tried again before', async () => {
+  let now = T0;
+  let answer: () => Promise<ReviewResult> = async () => ({ authenticated: true, user, audiences: ['gw'] });
+  const r = new FakeReviewer(() => answer());
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
+  const revoked = jwt({ jti: 'revoked' });
+  await a.authenticate(revoked);
+  answer = async () => ({ authenticated: false, error: 'token revoked' });
+  now += 8_001;
+  assert.equal((a.authenticate(revoked) as { username: string }).username, user.username);
+  await new Promise((res) => setImmediate(res));
+  await assert.rejects(async () => a.authenticate(revoked), is401, 'refused before the old answer would have expired');
+  assert.equal(r.calls, 2);
+
+  now = T0;
+  answer = async () => ({ authenticated: true, user, audiences: ['gw'] });
+  const token = jwt({ jti: 'down' });
+  await a.authenticate(token);
+  answer = async () => { throw new Error('ECONNREFUSED'); };
+  now += 8_001;
+  a.authenticate(token);
+  await new Promise((res) => setImmediate(res));
+  now += 1_000;
+  assert.ok(!(a.authenticate(token) instanceof Promise), 'still within its ttl: served');
+  assert.equal(r.calls, 4, 'one renewal an answer');
+  now = T0 + 10_000;
+  await assert.rejects(async () => a.authenticate(token), (e: unknown) => e instanceof AuthUnavailableError, 'expired: reviewed again, and fails closed');
+  assert.equal(r.calls, 5);
+});

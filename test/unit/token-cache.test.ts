@@ -154,3 +154,31 @@ test('an outsider the gateway admits now (a window opened since its review) is l
   assert.equal(await cache.getOrLoad('k', load), 'v2');
   assert.deepEqual([cache.size, cache.hit('k')], [1, 'v2']);
 });
+
+test('an entry due for renewal is loaded again once, in the background; a miss after it expired joins that load; an entry without a renewal time is never renewed', async () => {
+  const { cache, tick } = setup();
+  let release: (v: { value: string; ttlMs: number; renewInMs: number }) => void = () => {};
+  let loads = 0;
+  const load = () => { loads++; return new Promise<{ value: string; ttlMs: number; renewInMs: number }>((res) => { release = res; }); };
+  const first = cache.getOrLoad('k', load);
+  release({ value: 'v1', ttlMs: 1_000, renewInMs: 800 });
+  assert.equal(await first, 'v1');
+  tick(799);
+  assert.equal(cache.renewalDue('k'), false);
+  tick(1);
+  assert.equal(cache.renewalDue('k'), true);
+  assert.equal(cache.renewalDue('k'), false, 'claimed once');
+  cache.renew('k', load);
+  cache.renew('k', load);
+  assert.equal(loads, 2);
+  tick(200); // expired while the renewal runs
+  assert.equal(cache.hit('k'), undefined);
+  const joined = cache.getOrLoad('k', load);
+  assert.equal(loads, 2, 'the miss joined the renewal');
+  release({ value: 'v2', ttlMs: 1_000, renewInMs: 800 });
+  assert.equal(await joined, 'v2');
+  assert.equal(cache.hit('k'), 'v2');
+  await cache.getOrLoad('n', async () => ({ value: 'x', ttlMs: 1_000 }));
+  tick(999);
+  assert.equal(cache.renewalDue('n'), false);
+});
