@@ -251,6 +251,20 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       const get = (what: string, kind: string) => Number(new RegExp(`^access_gateway_nodejs_gc_duration_seconds_${what}\\{kind="${kind}"\\} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
       return { full: get('count', 'major'), fullS: get('sum', 'major'), minorS: get('sum', 'minor') };
     };
+    // where a gateway case's tail is: its requests' durations, and the upstream's part (time to the
+    // answer's headers), from the operator's histograms (every route's; one case runs at a time)
+    const tailNow = async () => {
+      const text = await metrics();
+      const sum = (name: string, le: string) => {
+        let n = 0;
+        for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{[^}]*le="${le.replace('+', '\\+')}"\\} (\\S+)`, 'gm'))) n += Number(m[1]);
+        return n;
+      };
+      const lag = (what: string) => 1000 * Number(new RegExp(`^access_gateway_nodejs_eventloop_lag_${what}_seconds (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
+      // (the event loop's delay since the last scrape: prom-client resets it on each)
+      return { buckets: ['0.025', '0.05', '+Inf'].flatMap((le) => ['access_gateway_request_duration_seconds', 'access_gateway_upstream_duration_seconds'].map((h) => sum(h, le))), lagP99: lag('p99'), lagMax: lag('max') };
+    };
+    const tails = new Map<string, { buckets: number[]; lagP99: number[]; lagMax: number }>();
     const gc = { full: 0, fullS: 0, minorS: 0, requests: 0 };
     const results = new Map<string, WrkResult[]>();
     const chosen = opt.only ? cases.filter((c) => opt.only!.split(',').some((o) => c.name.includes(o))) : cases;
@@ -258,6 +272,7 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
       for (const c of chosen) {
         const pids = c.pid?.() ?? [];
         const gc0 = c.pid === gwPid ? await gcNow() : undefined;
+        const tail0 = c.pid === gwPid ? await tailNow() : undefined;
         const cpu0 = cpuMs(pids);
         const res = await wrk(c.url, { seconds, connections, cpu: 0, headers: c.headers });
         // the proxy's CPU first: the GC figures below cost the operator a /metrics answer
@@ -265,6 +280,13 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
         // (a round with no answer at all would make its ratios Infinity or NaN, not a failure)
         if (res.non2xx > 0 || res.errors > 0 || !(res.requests > 0)) {
           throw new Error(`${c.name} (round ${r + 1}): ${res.requests} answers, ${res.non2xx} non-2xx, ${res.errors} socket errors`);
+        }
+        if (tail0) {
+          const now = await tailNow();
+          const t = tails.get(c.name) ?? tails.set(c.name, { buckets: now.buckets.map(() => 0), lagP99: [], lagMax: 0 }).get(c.name)!;
+          now.buckets.forEach((x, i) => { t.buckets[i]! += x - tail0.buckets[i]!; });
+          t.lagP99.push(now.lagP99);
+          t.lagMax = Math.max(t.lagMax, now.lagMax);
         }
         if (gc0) {
           const gc1 = await gcNow();
@@ -448,6 +470,15 @@ end
         + `alone ${show(all((x) => x.alone))}; while team ${ns} floods its gateway (${floodConnections} connections) ${show(all((x) => x.flooded))}`);
     }
     console.log(`\none token, 1,000 concurrent first requests: ${firstRequests} TokenReview(s) (target 1)`);
+    if (tails.size) {
+      console.log('\nwhere the gateway cases\' tails are (the operator\'s histograms): requests over 25 and 50 ms, and those whose upstream alone took that long');
+      console.log('(event loop delay: its p99 in each round, and its longest, from the operator\'s nodejs_eventloop_lag)');
+      console.log('| case | requests | over 25 ms | upstream over 25 ms | over 50 ms | upstream over 50 ms | event loop delay p99, max ms |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |');
+      for (const [name, { buckets: [r25, u25, r50, u50, r, u], lagP99, lagMax }] of tails) {
+        const pct = (x: number, of: number) => (of ? `${((100 * (of - x)) / of).toFixed(2)}%` : '—');
+        console.log(`| ${name} | ${r} | ${pct(r25!, r!)} | ${pct(u25!, u!)} | ${pct(r50!, r!)} | ${pct(u50!, u!)} | ${lagP99.map((x) => x.toFixed(1)).join(', ')}; ${lagMax.toFixed(1)} |`);
+      }
+    }
     if (gc.requests) {
       const per = (x: number) => ((x * 1e6) / gc.requests).toFixed(1);
       console.log(`operator GC while it proxied: ${gc.full} full GCs (${per(gc.fullS)} µs per request), young generation ${per(gc.minorS)} µs per request`);
