@@ -50,7 +50,12 @@ export class ApiserverSlots {
   /** Requests of `namespace` holding a slot, and waiting for one (taken-out ones not counted). */
   size(namespace: string): { held: number; waiting: number } {
     const h = this.held.get(namespace);
-    return { held: h?.n ?? 0, waiting: h ? h.waiting.slice(h.head).filter((w) => w.state === 'waiting').length : 0 };
+    return { held: h?.n ?? 0, waiting: h ? h.waiting.length - h.head - h.gone : 0 };
+  }
+
+  /** Every namespace with requests holding or waiting for a slot (the gauge, at a scrape). */
+  *namespaces(): Iterable<{ namespace: string; held: number; waiting: number }> {
+    for (const namespace of [...this.held.keys()]) yield { namespace, ...this.size(namespace) };
   }
 
   private releaser(namespace: string, h: Held): () => void {

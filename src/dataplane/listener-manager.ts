@@ -28,6 +28,7 @@ export class ListenerManager {
     deps.pools.charge = (ns, n) => this.budgets.turns.chargeStarts(ns, n);
     deps.pools.handshakes = this.budgets.handshakes; // (handshakes with teams' HTTPS backends too)
     deps.metrics.servedCertificates(() => this.certificates());
+    deps.metrics.servedSlots(() => this.budgets.apiserver.namespaces());
   }
 
   /** The certificates the open listeners serve with, for the expiry gauge. */

@@ -24,6 +24,7 @@ export function codeClass(status: number): string {
 export function createMetrics(registry = new Registry(), opts: { maxSeriesPerNamespace?: number; now?: () => number } = {}) {
   collectDefaultMetrics({ register: registry, prefix: 'access_gateway_' });
   let certificates: () => Iterable<CertificateExpiry> = () => [];
+  let slots: () => Iterable<{ namespace: string; held: number; waiting: number }> = () => [];
   const r = [registry];
   const gw = ['namespace', 'gateway'] as const;
   const route = ['namespace', 'gateway', 'route'] as const;
@@ -89,6 +90,10 @@ export function createMetrics(registry = new Registry(), opts: { maxSeriesPerNam
       function* () { for (const c of certificates()) yield { values: [c.namespace, c.gateway, c.certificate], value: c.notAfter }; }),
     /** Where the certificate expiry gauge reads, at each scrape, what is served. */
     servedCertificates: (read: () => Iterable<CertificateExpiry>) => { certificates = read; },
+    apiserverSlots: new Gauge({ name: 'access_gateway_apiserver_requests', help: 'Requests of a namespace\'s gateways to the apiserver under --max-apiserver-requests-per-namespace, by state: held (waiting for the apiserver\'s answer, in one of the namespace\'s slots) or waiting (for a slot, in the gateway). Read at the scrape; only namespaces with either.', labelNames: ['namespace', 'state'], registers: r,
+      collect() { this.reset(); for (const x of slots()) { this.set({ namespace: x.namespace, state: 'held' }, x.held); this.set({ namespace: x.namespace, state: 'waiting' }, x.waiting); } } }),
+    /** Where the apiserver-slots gauge reads, at each scrape. */
+    servedSlots: (read: () => Iterable<{ namespace: string; held: number; waiting: number }>) => { slots = read; },
     namespaceSeries: new Gauge({ name: 'access_gateway_namespace_metric_series', help: 'Data-plane series (exposition lines) of a namespace\'s gateways, and those dropped within the last hour: what --max-metric-series-per-namespace bounds (past it, new series go to their gateway\'s overflow series, every label past namespace and gateway "(overflow)"; past it and 1,200 more, a new gateway\'s to the namespace\'s overflow gateway, gateway "(overflow)").', labelNames: ['namespace'], registers: r,
       collect() { this.reset(); for (const { namespace, series } of fast.namespaces()) this.set({ namespace }, series); } }),
     leader: new Gauge({ name: 'access_gateway_leader', help: '1 when this replica holds the leader Lease.', registers: r }),

@@ -39,6 +39,13 @@ async function waited(ns: string): Promise<number> {
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
 
+/** The gauge: `ns`'s requests holding a slot, and waiting for one (no series: none). */
+async function slots(ns: string): Promise<{ held: number; waiting: number }> {
+  const lines = (await scrapeMetrics(cp, op.adminPort)).split('\n');
+  const value = (state: string) => Number(lines.find((l) => l.startsWith(`access_gateway_apiserver_requests{namespace="${ns}",state="${state}"} `))?.split(' ').at(-1) ?? 0);
+  return { held: value('held'), waiting: value('waiting') };
+}
+
 /** Runs `f` with the apiserver stopped, resumed after `f` (or at its failure). */
 async function paused<T>(f: () => Promise<T>): Promise<T> {
   await cp.pauseApiserver();
@@ -82,11 +89,14 @@ test('past the limit a team\'s requests wait behind its own; another team\'s do 
     const second = call('team-a', '/api/v1/namespaces/team-a/configmaps?limit=2');
     const other = call('team-b', '/api/v1/namespaces/team-b/configmaps?limit=3');
     await sleep(700);
+    assert.deepEqual(await slots('team-a'), { held: 1, waiting: 1 });
+    assert.deepEqual(await slots('team-b'), { held: 1, waiting: 0 });
     return [first, second, other];
   });
   for (const r of await Promise.all(answers)) assert.equal((r as CurlResult).status, 200, String((r as CurlResult).body ?? r));
   assert.equal(await waited('team-a'), before.a + 1, 'team-a\'s second request waited');
   assert.equal(await waited('team-b'), before.b, 'team-b\'s did not');
+  assert.deepEqual(await slots('team-a'), { held: 0, waiting: 0 });
 });
 
 test('a client that leaves gives its place back, held or waited for', async () => {
