@@ -3,9 +3,9 @@
 import { AuthUnavailableError, UnauthenticatedError } from '../errors.js';
 import { unverifiedExpiry } from './bearer.js';
 import { isTeamName, teamRoot } from '../api/names.js';
-import { unforwardableIdentity, type CallerIdentity, type ReviewResult, type TokenReviewer } from './identity.js';
+import { sameIdentity, unforwardableIdentity, type CallerIdentity, type ReviewResult, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
-import { TokenCache, type EntryBudget, type Loaded } from './token-cache.js';
+import { renewAfter, TokenCache, type EntryBudget, type Loaded } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
 export interface Authenticator {
@@ -20,11 +20,6 @@ export interface Authenticator {
 
 /** How long a definite "not authenticated" is remembered, by token hash. */
 export const negativeCacheTtlMs = 5_000;
-
-/** A cached caller still in use is reviewed again after this share of cacheTTLSeconds, in the
- * background: its requests do not wait for the review at expiry, and a revoked token is still
- * refused within cacheTTLSeconds (sooner, if the review says so). */
-export const renewAfter = 0.8;
 
 export interface TokenReviewAuthenticatorOptions {
   /** The gateway's namespace: the TokenReview limiter's fairness key. */
@@ -61,8 +56,15 @@ export class TokenReviewAuthenticator implements Authenticator {
     const key = tokenKey(token, conn);
     const hit = this.cache.hit(key);
     if (hit === undefined) return this.cache.getOrLoad(key, () => this.review(token, sourceOf(conn)), () => this.precheck(token));
-    if (this.cache.renewalDue(key)) this.cache.renew(key, () => this.review(token, sourceOf(conn)));
+    if (this.cache.renewalDue(key)) this.cache.renew(key, () => this.renewal(hit, token, sourceOf(conn)));
     return hit;
+  }
+
+  /** A review again of a cached caller: the same caller keeps its object (what is kept by caller,
+   * such as `kubectl --as` verdicts and its headers, stays with it). */
+  private async renewal(was: CallerIdentity, token: string, source: string | undefined): Promise<Loaded<CallerIdentity>> {
+    const r = await this.review(token, source, true);
+    return sameIdentity(was, r.value) ? { ...r, value: was } : r;
   }
 
   close(): void {
@@ -82,10 +84,10 @@ export class TokenReviewAuthenticator implements Authenticator {
 
   /** `source`: the client's address (one address may hold only part of the namespace's queue);
    * what its review came to is told the reviewer (a caller spec.access names, or not). */
-  private async review(token: string, source: string | undefined): Promise<Loaded<CallerIdentity>> {
+  private async review(token: string, source: string | undefined, background = false): Promise<Loaded<CallerIdentity>> {
     let result;
     try {
-      result = await this.reviewer.review(token, this.audiences, this.namespace, source);
+      result = await this.reviewer.review(token, this.audiences, this.namespace, source, background);
     } catch (err) {
       if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal, with its Retry-After
       throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err, retryAfterSeconds: 1 });

@@ -14,14 +14,27 @@ export type ReviewResult =
 /** Implemented by the kube layer; throws when the apiserver cannot answer. `namespace` is the
  * gateway's (the TokenReview limiter queues callers by it). */
 export interface TokenReviewer {
-  /** `namespace`: the gateway's (the limiter's fairness key); `source`: the client's address. */
-  review(token: string, audiences: string[], namespace?: string, source?: string): Promise<ReviewResult>;
+  /** `namespace`: the gateway's (the limiter's fairness key); `source`: the client's address;
+   * `background`: no request waits for it (made only if the limiter has a slot free now). */
+  review(token: string, audiences: string[], namespace?: string, source?: string, background?: boolean): Promise<ReviewResult>;
   /** What a review from `address` for `namespace`'s gateway came to: a caller its spec.access
    * names (`admitted`), or not (refused, or another team's): its queue's first lane is for the former. */
   vouch?(namespace: string, address: string, admitted: boolean): void;
 }
 
 const saPrefix = 'system:serviceaccount:';
+
+/** The same caller: name, UID, groups and extras (in order) equal. */
+export function sameIdentity(a: CallerIdentity, b: CallerIdentity): boolean {
+  if (a === b) return true;
+  if (a.username !== b.username || a.uid !== b.uid || !sameList(a.groups, b.groups)) return false;
+  const ka = Object.keys(a.extra), kb = Object.keys(b.extra);
+  return sameList(ka, kb) && ka.every((k) => sameList(a.extra[k]!, b.extra[k] ?? []));
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
 
 export function hasServiceAccountPrefix(username: string): boolean {
   return username.startsWith(saPrefix);

@@ -8,6 +8,7 @@ import { gatewayExtraKeys } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
 import { fromWire, hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
+import { renewAfter } from './token-cache.js';
 
 /** What the caller asks to act as. */
 export interface RequestedImpersonation {
@@ -31,7 +32,8 @@ export interface Verdict { allowed: boolean; reason: string }
 
 /** Asks the apiserver whether `caller` may do `attrs` (a SubjectAccessReview); `namespace` is the gateway's (fair queueing). */
 export interface AccessReviewer {
-  review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string): Promise<Verdict>;
+  /** `background`: no request waits for it (made only if the limiter has a slot free now). */
+  review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string, background?: boolean): Promise<Verdict>;
 }
 
 /** Most groups and extra values one request may ask for: each costs a SubjectAccessReview. */
@@ -122,7 +124,8 @@ export function impersonatedIdentity(r: RequestedImpersonation): CallerIdentity 
   return { username: r.user, uid: r.uid, groups: r.groups, extra: r.extra };
 }
 
-interface Entry { until: number; verdict: Promise<Verdict> }
+/** `renewAt`: when a request that finds it asks again in the background (once it is decided). */
+interface Entry { until: number; renewAt: number; verdict: Promise<Verdict> }
 
 export class ImpersonationChecker {
   private readonly cache = new WeakMap<CallerIdentity, Map<string, Entry>>();
@@ -152,13 +155,32 @@ export class ImpersonationChecker {
     const key = createHash('sha256').update(`${a.group}\u0000${a.resource}\u0000${a.subresource ?? ''}\u0000${a.namespace ?? ''}\u0000${a.name}`).digest('base64');
     const now = this.clock.now();
     const hit = byKey.get(key);
-    if (hit && hit.until > now) return hit.verdict;
+    if (hit && hit.until > now) {
+      if (hit.renewAt <= now) this.renew(byKey, key, hit, caller, a, namespace);
+      return hit.verdict;
+    }
     if (byKey.size >= this.maxPerCaller) byKey.delete(byKey.keys().next().value!);
     const verdict = this.reviewer.review(caller, a, namespace);
-    const entry = { until: now + this.ttlMs, verdict };
+    const entry = this.entry(now, verdict);
     byKey.set(key, entry);
     // an error is not a decision: the next request asks again
     verdict.catch(() => { if (byKey.get(key) === entry) byKey.delete(key); });
     return verdict;
+  }
+
+  /** A decision asked at `asked`, renewable once it is made. */
+  private entry(asked: number, verdict: Promise<Verdict>): Entry {
+    const e = { until: asked + this.ttlMs, renewAt: Infinity, verdict };
+    verdict.then(() => { e.renewAt = asked + this.ttlMs * renewAfter; }, () => {});
+    return e;
+  }
+
+  /** A decision still in use near the end of its TTL is asked again in the background (its
+   * requests do not wait for that at its expiry); the new one replaces it when made; an error
+   * leaves it to expire. */
+  private renew(byKey: Map<string, Entry>, key: string, was: Entry, caller: CallerIdentity, a: ImpersonateAttributes, namespace: string): void {
+    was.renewAt = Infinity;
+    const next = this.entry(this.clock.now(), this.reviewer.review(caller, a, namespace, true));
+    next.verdict.then(() => { if (byKey.get(key) === was) byKey.set(key, next); }, () => {});
   }
 }

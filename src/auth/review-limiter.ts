@@ -126,6 +126,23 @@ export class FairLimiter {
     }
   }
 
+  /** Runs `fn` only when a slot is free now and nobody waits, else refuses at once (uncounted): a
+   * background review (a cached answer's renewal) never queues, so it never takes a place a
+   * waiting caller, or its client address, would need. */
+  async tryRun<T>(namespace: string, fn: () => Promise<T>): Promise<T> {
+    if (!(this.active < this.maxInFlight && this.ring.length === 0 && this.take())) {
+      throw new AuthUnavailableError(`${this.opts.what ?? 'token review'} not made in the background: no slot free now`);
+    }
+    this.active++;
+    this.opts.onInFlight?.(this.active);
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.dispatch();
+    }
+  }
+
   private acquire(ns: string, address: string | undefined): Promise<void> {
     if (!this.seen.has(ns)) {
       this.seen.add(ns);
@@ -270,8 +287,9 @@ export class FairLimiter {
 export class LimitedReviewer implements TokenReviewer {
   constructor(private readonly inner: TokenReviewer, readonly limiter: FairLimiter) {}
 
-  review(token: string, audiences: string[], namespace = '', source?: string): Promise<ReviewResult> {
-    return this.limiter.run(namespace, () => this.inner.review(token, audiences), source);
+  review(token: string, audiences: string[], namespace = '', source?: string, background = false): Promise<ReviewResult> {
+    const call = () => this.inner.review(token, audiences);
+    return background ? this.limiter.tryRun(namespace, call) : this.limiter.run(namespace, call, source);
   }
 
   vouch(namespace: string, address: string, admitted: boolean): void {

@@ -210,6 +210,11 @@ export class RefusalShelf {
 /** The process's refusals: 16,384 (~6 MiB). */
 export const refusals = new Refusals(16_384);
 
+/** A cached answer still in use is asked again after this share of its life, in the background:
+ * its requests do not wait for that at its expiry, and what it allows still ends within its life
+ * (sooner, if the new answer says so). */
+export const renewAfter = 0.8;
+
 /** What a load gives: the value, for how long, and when to load it again if still in use (never
  * when absent: say, its token expires first). */
 export interface Loaded<V> {
@@ -303,7 +308,9 @@ export class TokenCache<V> {
   }
 
   set(key: string, value: V, ttlMs: number, renewInMs?: number): void {
-    (this.charged(value) ? this.positive : this.outsiders).set(key, value, ttlMs, renewInMs);
+    const charged = this.charged(value);
+    (charged ? this.outsiders : this.positive).delete(key); // (a renewal may move it)
+    (charged ? this.positive : this.outsiders).set(key, value, ttlMs, renewInMs);
   }
 
   /** A positive entry; an outsider the gateway admits now (a rule's window opened since its

@@ -16,10 +16,10 @@ export class KubeAccessReviewer implements AccessReviewer, RequestReviewer {
     for (const result of ['allowed', 'denied', 'error', 'refused']) metrics.impersonationReviews.inc({ result }, 0);
   }
 
-  async review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string): Promise<Verdict> {
+  async review(caller: CallerIdentity, attrs: ImpersonateAttributes, namespace: string, background = false): Promise<Verdict> {
     let v: Verdict;
     try {
-      v = await this.ask(caller, { resourceAttributes: attrs }, namespace);
+      v = await this.ask(caller, { resourceAttributes: attrs }, namespace, background);
     } catch (err) {
       if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal (counted as refused)
       this.metrics.impersonationReviews.inc({ result: 'error' });
@@ -35,8 +35,9 @@ export class KubeAccessReviewer implements AccessReviewer, RequestReviewer {
     return this.ask(subject, attrs, namespace);
   }
 
-  private ask(subject: CallerIdentity, attrs: RequestAttributes | { resourceAttributes: ImpersonateAttributes }, namespace: string): Promise<Verdict> {
-    return this.limiter.run(namespace, () => subjectAccessReview(this.client, subject, attrs, this.timeoutMs));
+  private ask(subject: CallerIdentity, attrs: RequestAttributes | { resourceAttributes: ImpersonateAttributes }, namespace: string, background = false): Promise<Verdict> {
+    const call = () => subjectAccessReview(this.client, subject, attrs, this.timeoutMs);
+    return background ? this.limiter.tryRun(namespace, call) : this.limiter.run(namespace, call);
   }
 }
 

@@ -152,3 +152,29 @@ test('malformed or forged impersonation headers: 400, never forwarded', async ()
   assert.equal(forged.status, 400, forged.body);
   assert.match(forged.body, /the gateway sets this extra itself/);
 });
+
+test('a caller\'s --as decisions outlive its token\'s cached answers: reviewed again every 1.6 s (cacheTTLSeconds 2), the caller keeps them, so 12 s of requests ask about impersonating alice at most twice', async () => {
+  await applyYaml(cp, `apiVersion: access-gateway.io/v1alpha1
+kind: AccessGateway
+metadata: {name: brief, namespace: team-a}
+spec:
+  authentication: {audiences: [brief], cacheTTLSeconds: 2}
+  access: [{serviceAccounts: [{namespace: team-a, name: lead}]}]
+  routes:
+    - {name: kube-api, pathPrefix: /, apiserver: {identity: Impersonate}}
+`);
+  const base = `http://127.0.0.1:${await gatewayPort(cp, 'team-a', 'brief')}`;
+  const token = await cp.token('team-a', 'lead', ['brief']);
+  const allowed = async () => Number((await scrapeMetrics(cp, op.adminPort)).split('\n')
+    .find((l) => l.startsWith('access_gateway_impersonation_reviews_total{result="allowed"} '))?.split(' ').at(-1) ?? 0);
+  const before = await allowed();
+  const statuses = new Set<number>();
+  const t0 = Date.now();
+  while (Date.now() - t0 < 12_000) {
+    statuses.add((await curl(`${base}/api/v1/namespaces/team-a/configmaps`, [...bearer(token), '-H', 'Impersonate-User: alice'])).status);
+    await new Promise((res) => setTimeout(res, 150));
+  }
+  assert.deepEqual([...statuses], [200]);
+  const asked = (await allowed()) - before;
+  assert.ok(asked >= 1 && asked <= 2, `${asked} SubjectAccessReviews for one --as in 12 s`);
+});

@@ -2,8 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { TokenReviewAuthenticator } from '../../src/auth/authenticator.js';
+import { sameIdentity } from '../../src/auth/identity.js';
 import { bearerToken } from '../../src/auth/bearer.js';
-import type { ReviewResult, TokenReviewer } from '../../src/auth/identity.js';
+import type { CallerIdentity, ReviewResult, TokenReviewer } from '../../src/auth/identity.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
 
 const user = { username: 'system:serviceaccount:a:b', uid: 'u', groups: ['g'], extra: {} };
@@ -18,9 +19,11 @@ class FakeReviewer implements TokenReviewer {
   calls = 0;
   namespaces: (string | undefined)[] = [];
   sources: (string | undefined)[] = [];
+  backgrounds: boolean[] = [];
   constructor(public answer: () => Promise<ReviewResult>) {}
-  review(_token: string, _aud: string[], namespace?: string, source?: string): Promise<ReviewResult> {
+  review(_token: string, _aud: string[], namespace?: string, source?: string, background = false): Promise<ReviewResult> {
     this.calls++;
+    this.backgrounds.push(background);
     this.namespaces.push(namespace);
     this.sources.push(source);
     return this.answer();
@@ -253,6 +256,7 @@ test('a cached caller in use is reviewed again in the background after 80% of ca
   now = T0 + 8_001 + 8_001; // 80% of the renewed answer's life
   a.authenticate(token);
   assert.equal(r.calls, 3);
+  assert.deepEqual(r.backgrounds, [false, true, true], 'renewals are background reviews: they never queue in the limiter');
 });
 
 test('a renewal the apiserver refuses drops the caller at once; one that fails leaves the answer to expire, and it is not tried again before', async () => {
@@ -283,4 +287,39 @@ test('a renewal the apiserver refuses drops the caller at once; one that fails l
   now = T0 + 10_000;
   await assert.rejects(async () => a.authenticate(token), (e: unknown) => e instanceof AuthUnavailableError, 'expired: reviewed again, and fails closed');
   assert.equal(r.calls, 5);
+});
+
+test('a renewal that names the same caller keeps its object (what is kept by caller stays); a changed one is new', async () => {
+  let now = T0;
+  let groups = ['g'];
+  const r = new FakeReviewer(async () => ({ authenticated: true, user: { ...user, groups: [...groups], extra: { k: ['v'] } }, audiences: ['gw'] }));
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
+  const token = jwt();
+  const first = await a.authenticate(token);
+  now += 8_001;
+  a.authenticate(token);
+  await new Promise((res) => setImmediate(res));
+  now += 8_001;
+  assert.equal(r.calls, 2);
+  assert.equal(a.authenticate(token), first, 'the same caller: the same object');
+  assert.equal(r.calls, 3);
+  await new Promise((res) => setImmediate(res));
+  groups = ['g', 'h'];
+  now += 8_001;
+  assert.equal(a.authenticate(token), first, 'served meanwhile');
+  await new Promise((res) => setImmediate(res));
+  const changed = a.authenticate(token) as { groups: string[] };
+  assert.notEqual(changed, first);
+  assert.deepEqual(changed.groups, ['g', 'h']);
+});
+
+test('sameIdentity: name, UID, groups and extras, in order', () => {
+  const base = { username: 'u', uid: '1', groups: ['a', 'b'], extra: { k: ['x', 'y'], l: [] as string[] } };
+  assert.ok(sameIdentity(base, structuredClone(base)));
+  const others: CallerIdentity[] = [
+    { ...base, username: 'v' }, { ...base, uid: '2' }, { ...base, groups: ['b', 'a'] }, { ...base, groups: ['a'] },
+    { ...base, extra: { k: ['x', 'z'], l: [] } }, { ...base, extra: { k: ['x', 'y'] } }, { ...base, extra: { k: ['x', 'y'], m: [] } },
+    { ...base, extra: { l: [], k: ['x', 'y'] } },
+  ];
+  for (const other of others) assert.equal(sameIdentity(base, other), false, JSON.stringify(other));
 });

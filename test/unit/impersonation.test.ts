@@ -118,3 +118,56 @@ test('decisions are cached per caller for the TTL, shared by concurrent checks; 
   await c.check(caller, as, 'team-a');
   assert.equal(rv.calls.length, 4, 'asked again after the TTL');
 });
+
+test('a decision still in use is asked again in the background after 80% of its TTL: no check waits; the new one replaces it; an error leaves it to expire', async () => {
+  const clock = new FakeClock(0);
+  const calls: string[] = [];
+  let answer: () => Promise<Verdict> = async () => ({ allowed: true, reason: '' });
+  const backgrounds: boolean[] = [];
+  const c = new ImpersonationChecker({ review: (_c: unknown, a: ImpersonateAttributes, _ns: string, background = false) => { calls.push(a.name); backgrounds.push(background); return answer(); } }, 10_000, clock);
+  const as = { user: 'alice', uid: '', groups: [], extra: {} };
+  const served = (p: Promise<void>) => Promise.race([p.then(() => 'served', (e: Error) => e.message), new Promise((res) => setTimeout(() => res('waited'), 100))]);
+  await c.check(caller, as, 'team-a');
+  clock.advance(7_999);
+  assert.equal(await served(c.check(caller, as, 'team-a')), 'served');
+  assert.equal(calls.length, 1);
+  let decide: (v: Verdict) => void = () => {};
+  answer = () => new Promise((res) => { decide = res; });
+  clock.advance(2);
+  assert.equal(await served(c.check(caller, as, 'team-a')), 'served', 'the old decision serves while the new one is asked');
+  assert.equal(await served(c.check(caller, as, 'team-a')), 'served');
+  assert.equal(calls.length, 2, 'asked again once');
+  assert.deepEqual(backgrounds, [false, true], 'in the background: never queued in the limiter');
+  decide({ allowed: false, reason: 'RBAC: no rule' });
+  await new Promise((res) => setImmediate(res));
+  assert.match(String(await served(c.check(caller, as, 'team-a'))), /may not impersonate user "alice": RBAC: no rule/);
+  assert.equal(calls.length, 2);
+
+  const bob = { user: 'bob', uid: '', groups: [], extra: {} };
+  answer = async () => ({ allowed: true, reason: '' });
+  await c.check(caller, bob, 'team-a');
+  answer = async () => { throw new Error('down'); };
+  clock.advance(8_001);
+  assert.equal(await served(c.check(caller, bob, 'team-a')), 'served');
+  await new Promise((res) => setImmediate(res));
+  clock.advance(1_000);
+  assert.equal(await served(c.check(caller, bob, 'team-a')), 'served', 'the error left the decision in place');
+  assert.equal(calls.length, 4, 'asked again once a decision');
+  clock.advance(1_000);
+  assert.equal(await served(c.check(caller, bob, 'team-a')), 'down', 'expired: asked again, and the error is the answer');
+  assert.equal(calls.length, 5);
+});
+
+test('a decision still being asked is not asked again, however long it takes', async () => {
+  const clock = new FakeClock(0);
+  let calls = 0;
+  let decide: (v: Verdict) => void = () => {};
+  const c = new ImpersonationChecker({ review: () => { calls++; return new Promise<Verdict>((res) => { decide = res; }); } }, 10_000, clock);
+  const as = { user: 'alice', uid: '', groups: [], extra: {} };
+  const first = c.check(caller, as, 'team-a');
+  clock.advance(9_000);
+  const second = c.check(caller, as, 'team-a');
+  assert.equal(calls, 1);
+  decide({ allowed: true, reason: '' });
+  await Promise.all([first, second]);
+});

@@ -382,3 +382,39 @@ test('perSecond: a wall clock stepped back holds nothing back for longer than th
   assert.deepEqual(started.at(-1), 'late');
   await late;
 });
+
+test('a background review (tryRun) runs only in a slot free now with nobody waiting, else is refused at once: it never queues, never counts as a refusal, and frees its slot for the waiters', opts, async () => {
+  const { limiter, events, order, run, finish } = setup({ maxInFlight: 2 });
+  const background = gate();
+  const ran = limiter.tryRun('a', async () => { await background.p; return 'renewed'; });
+  assert.equal(limiter.inFlight, 1);
+  const a1 = run('a', 'a1');
+  await flush();
+  assert.equal(limiter.inFlight, 2);
+  await assert.rejects(limiter.tryRun('a', async () => 'x'), /not made in the background: no slot free now/);
+  const a2 = run('a', 'a2'); // waits
+  await flush();
+  assert.equal(limiter.waiting('a'), 1);
+  await finish('a1');
+  await assert.rejects(limiter.tryRun('b', async () => 'x'), /no slot free now/, 'a2 took the freed slot');
+  background.open();
+  assert.equal(await ran, 'renewed');
+  await finish('a2');
+  assert.deepEqual(await Promise.all([a1, a2]), ['a1', 'a2']);
+  assert.deepEqual(order, ['a1', 'a2']);
+  assert.deepEqual(events.refused, []);
+  assert.equal(limiter.inFlight, 0);
+});
+
+test('LimitedReviewer: a background review goes through tryRun, a request\'s through the queue', opts, async () => {
+  const limiter = new FairLimiter({ maxInFlight: 1 });
+  const g = gate();
+  const inner = { review: async (): Promise<ReviewResult> => { await g.p; return { authenticated: false, error: 'x' }; } };
+  const r = new LimitedReviewer(inner, limiter);
+  const first = r.review('t', ['gw'], 'a');
+  await assert.rejects(r.review('t', ['gw'], 'a', undefined, true), /no slot free now/);
+  const queued = r.review('t', ['gw'], 'a');
+  assert.equal(limiter.waiting('a'), 1);
+  g.open();
+  await Promise.all([first, queued]);
+});

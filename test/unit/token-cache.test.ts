@@ -182,3 +182,15 @@ test('an entry due for renewal is loaded again once, in the background; a miss a
   tick(999);
   assert.equal(cache.renewalDue('n'), false);
 });
+
+test('a renewal whose answer the gateway no longer admits moves it to the outsiders: the old admitted answer does not serve on', async () => {
+  const { cache, tick } = setup();
+  cache.charged = (v) => v === 'admitted';
+  await cache.getOrLoad('k', async () => ({ value: 'admitted', ttlMs: 1_000, renewInMs: 800 }));
+  tick(800);
+  assert.equal(cache.renewalDue('k'), true);
+  cache.renew('k', async () => ({ value: 'refused now', ttlMs: 1_000, renewInMs: 800 }));
+  await new Promise((res) => setImmediate(res));
+  assert.equal(cache.hit('k'), 'refused now');
+  assert.equal(cache.size, 0, 'no admitted entry left');
+});
