@@ -5,6 +5,7 @@ import { unverifiedExpiry } from './bearer.js';
 import { isTeamName, teamRoot } from '../api/names.js';
 import { sameIdentity, unforwardableIdentity, type CallerIdentity, type ReviewResult, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
+import { NoSlotNowError, retryRenewalMs } from './review-limiter.js';
 import { renewAfter, TokenCache, type EntryBudget, type Loaded } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
@@ -49,6 +50,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     this.cache = new TokenCache({
       now, onLookup: onCacheLookup, negativeTtlMs: negativeCacheTtlMs, budget: options.cacheBudget,
       isDefinite: (err) => err instanceof UnauthenticatedError,
+      renewAgain: (err) => err instanceof NoSlotNowError, renewAgainMs: retryRenewalMs,
     });
   }
 

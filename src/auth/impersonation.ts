@@ -8,6 +8,7 @@ import { gatewayExtraKeys } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
 import { fromWire, hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
+import { NoSlotNowError, retryRenewalMs } from './review-limiter.js';
 import { renewAfter } from './token-cache.js';
 
 /** What the caller asks to act as. */
@@ -181,6 +182,9 @@ export class ImpersonationChecker {
   private renew(byKey: Map<string, Entry>, key: string, was: Entry, caller: CallerIdentity, a: ImpersonateAttributes, namespace: string): void {
     was.renewAt = Infinity;
     const next = this.entry(this.clock.now(), this.reviewer.review(caller, a, namespace, true));
-    next.verdict.then(() => { if (byKey.get(key) === was) byKey.set(key, next); }, () => {});
+    next.verdict.then(() => { if (byKey.get(key) === was) byKey.set(key, next); }, (err) => {
+      // (the limiter had no slot free: soon again, while it still serves)
+      if (err instanceof NoSlotNowError && byKey.get(key) === was) was.renewAt = this.clock.now() + retryRenewalMs;
+    });
   }
 }

@@ -55,6 +55,12 @@ interface Waiter {
   address: string | undefined;
 }
 
+/** A background review refused: no slot was free, or someone waited (its cached answer asks again soon). */
+export class NoSlotNowError extends AuthUnavailableError {}
+
+/** How soon a background review the limiter refused is tried again. */
+export const retryRenewalMs = 250;
+
 export class FairLimiter {
   private active = 0;
   /** Waiting callers per namespace (only non-empty queues are kept). */
@@ -131,7 +137,7 @@ export class FairLimiter {
    * waiting caller, or its client address, would need. */
   async tryRun<T>(namespace: string, fn: () => Promise<T>): Promise<T> {
     if (!(this.active < this.maxInFlight && this.ring.length === 0 && this.take())) {
-      throw new AuthUnavailableError(`${this.opts.what ?? 'token review'} not made in the background: no slot free now`);
+      throw new NoSlotNowError(`${this.opts.what ?? 'token review'} not made in the background: no slot free now`);
     }
     this.active++;
     this.opts.onInFlight?.(this.active);

@@ -63,6 +63,13 @@ class ExpiringMap<V> {
     return e.value;
   }
 
+  /** The renewal of `key` is due again in `ms`, if that is before it expires. */
+  rearm(key: string, ms: number): void {
+    const e = this.entries.get(key);
+    const t = this.now() + ms;
+    if (e && t < e.expiresAt) e.renewAt = t;
+  }
+
   /** True once for an entry past its renewal time and not expired (later calls: false). */
   claimRenewal(key: string): boolean {
     const e = this.entries.get(key);
@@ -127,6 +134,10 @@ export interface TokenCacheOptions {
   isDefinite?: (err: unknown) => boolean;
   /** Bound on the positive entries the budget does not pay for (see `charged`). */
   maxOutsiders?: number;
+  /** Renewal failures after which it is tried again `renewAgainMs` later (the limiter had no slot
+   * free); after any other, the entry is left to expire. */
+  renewAgain?: (err: unknown) => boolean;
+  renewAgainMs?: number;
 }
 
 /**
@@ -233,6 +244,8 @@ export class TokenCache<V> {
   private readonly onLookup: ((hit: boolean) => void) | undefined;
   private readonly negativeTtlMs: number;
   private readonly isDefinite: (err: unknown) => boolean;
+  private readonly renewAgain: (err: unknown) => boolean;
+  private readonly renewAgainMs: number;
   /** Which positive results the budget pays for; the others are held apart, in a small bound of
    * their own, so callers the gateway refuses (anyone may get a token for its audience) evict
    * only each other, never the callers it admits. */
@@ -246,6 +259,8 @@ export class TokenCache<V> {
     this.onLookup = opts.onLookup;
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.isDefinite = opts.isDefinite ?? (() => false);
+    this.renewAgain = opts.renewAgain ?? (() => false);
+    this.renewAgainMs = opts.renewAgainMs ?? 250;
   }
 
   get size(): number {
@@ -301,6 +316,7 @@ export class TokenCache<V> {
     const p = load().finally(() => this.pending.delete(key));
     this.pending.set(key, p);
     p.then(({ value, ttlMs, renewInMs }) => this.set(key, value, ttlMs, renewInMs), (err) => {
+      if (this.renewAgain(err)) this.positive.rearm(key, this.renewAgainMs);
       if (!(err instanceof Error && this.isDefinite(err))) return;
       this.positive.delete(key);
       this.negative.set(key, err, this.negativeTtlMs);

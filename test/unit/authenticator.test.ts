@@ -6,6 +6,7 @@ import { sameIdentity } from '../../src/auth/identity.js';
 import { bearerToken } from '../../src/auth/bearer.js';
 import type { CallerIdentity, ReviewResult, TokenReviewer } from '../../src/auth/identity.js';
 import { AuthUnavailableError, UnauthenticatedError } from '../../src/errors.js';
+import { NoSlotNowError } from '../../src/auth/review-limiter.js';
 
 const user = { username: 'system:serviceaccount:a:b', uid: 'u', groups: ['g'], extra: {} };
 const T0 = 1_000_000_000_000;
@@ -322,4 +323,28 @@ test('sameIdentity: name, UID, groups and extras, in order', () => {
     { ...base, extra: { l: [], k: ['x', 'y'] } },
   ];
   for (const other of others) assert.equal(sameIdentity(base, other), false, JSON.stringify(other));
+});
+
+test('a renewal the limiter had no slot for is tried again 250 ms later while the answer serves; one that failed otherwise is not', async () => {
+  let now = T0;
+  let answer: () => Promise<ReviewResult> = async () => ({ authenticated: true, user, audiences: ['gw'] });
+  const r = new FakeReviewer(() => answer());
+  const a = new TokenReviewAuthenticator(r, ['gw'], 10, () => now);
+  const token = jwt();
+  const first = await a.authenticate(token);
+  answer = async () => { throw new NoSlotNowError('no slot free now'); };
+  now += 8_001;
+  a.authenticate(token);
+  await new Promise((res) => setImmediate(res));
+  now += 249;
+  a.authenticate(token);
+  assert.equal(r.calls, 2);
+  answer = async () => ({ authenticated: true, user, audiences: ['gw'] });
+  now += 1;
+  a.authenticate(token);
+  assert.equal(r.calls, 3, 'tried again');
+  await new Promise((res) => setImmediate(res));
+  now = T0 + 12_000; // past the first answer's expiry: the renewal's answer serves, the same object
+  assert.equal(a.authenticate(token), first);
+  assert.equal(r.calls, 3);
 });

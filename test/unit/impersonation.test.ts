@@ -6,6 +6,7 @@ import {
   ImpersonationChecker, impersonateAttributes, requestedImpersonation, type ImpersonateAttributes, type Verdict,
 } from '../../src/auth/impersonation.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { NoSlotNowError } from '../../src/auth/review-limiter.js';
 
 const caller = { username: 'system:serviceaccount:team-a:lead', uid: 'u1', groups: ['system:serviceaccounts'], extra: {} };
 
@@ -170,4 +171,55 @@ test('a decision still being asked is not asked again, however long it takes', a
   assert.equal(calls, 1);
   decide({ allowed: true, reason: '' });
   await Promise.all([first, second]);
+});
+
+test('a renewal the limiter had no slot for is tried again 250 ms later; a renewed decision lasts 10 s from its own ask; a late renewal never overwrites a newer decision', async () => {
+  const clock = new FakeClock(0);
+  const asked: ((v: Verdict) => void)[] = [];
+  const kinds: string[] = [];
+  let busy = false;
+  const c = new ImpersonationChecker({
+    review: (_c: unknown, _a: ImpersonateAttributes, _ns: string, background = false) => {
+      kinds.push(background ? 'background' : 'foreground');
+      if (busy) return Promise.reject(new NoSlotNowError('no slot free now'));
+      return new Promise<Verdict>((res) => asked.push(res));
+    },
+  }, 10_000, clock);
+  const as = { user: 'alice', uid: '', groups: [], extra: {} };
+  const p0 = c.check(caller, as, 'team-a');
+  asked[0]!({ allowed: true, reason: '' });
+  await p0;
+  busy = true;
+  clock.advance(8_001);
+  await c.check(caller, as, 'team-a');
+  await new Promise((res) => setImmediate(res));
+  clock.advance(249);
+  await c.check(caller, as, 'team-a');
+  assert.deepEqual(kinds, ['foreground', 'background'], 'not before 250 ms');
+  busy = false;
+  clock.advance(1); // 8,251 ms: asked again in the background
+  await c.check(caller, as, 'team-a');
+  assert.deepEqual(kinds, ['foreground', 'background', 'background']);
+  asked[1]!({ allowed: true, reason: '' });
+  await new Promise((res) => setImmediate(res));
+  clock.advance(10_000); // 18,251: the renewal asked at 8,251 expired at 18,251
+  const p3 = c.check(caller, as, 'team-a').then(() => 'allowed', (e: Error) => e.message);
+  assert.equal(kinds.at(-1), 'foreground', 'expired 10 s after its own ask');
+  asked[2]!({ allowed: false, reason: 'revoked' });
+  assert.match(await p3, /revoked/);
+
+  // a renewal asked before a newer foreground decision lands after it: ignored
+  const bob = { user: 'bob', uid: '', groups: [], extra: {} };
+  const b0 = c.check(caller, bob, 'team-a');
+  asked[3]!({ allowed: true, reason: '' });
+  await b0;
+  clock.advance(8_001);
+  await c.check(caller, bob, 'team-a'); // renewal asked: asked[4], slow
+  clock.advance(2_000); // the first decision expired
+  const b2 = c.check(caller, bob, 'team-a').then(() => 'allowed', (e: Error) => e.message);
+  asked[5]!({ allowed: false, reason: 'revoked' });
+  assert.match(await b2, /revoked/);
+  asked[4]!({ allowed: true, reason: '' });
+  await new Promise((res) => setImmediate(res));
+  assert.match(await c.check(caller, bob, 'team-a').then(() => 'allowed', (e: Error) => e.message), /revoked/);
 });

@@ -418,3 +418,38 @@ test('LimitedReviewer: a background review goes through tryRun, a request\'s thr
   g.open();
   await Promise.all([first, queued]);
 });
+
+test('with a rate: a background review refused takes no rate token, and never the token a waiter is owed (its timer late)', opts, async () => {
+  {
+    const clock = new FakeClock(0);
+    const l = new FairLimiter({ maxInFlight: 1, perSecond: 1, clock });
+    const g = gate();
+    const a1 = l.run('a', () => g.p);
+    await flush();
+    clock.advance(1000); // the bucket refills while a1 holds the only slot
+    await assert.rejects(l.tryRun('b', async () => 'x'), /no slot free now/);
+    g.open();
+    await a1;
+    let started = false;
+    const a2 = l.run('a', async () => { started = true; });
+    await flush();
+    assert.equal(started, true, 'the refused background review took no token');
+    await a2;
+  }
+  {
+    const clock = new FakeClock(0);
+    const l = new FairLimiter({ maxInFlight: 2, perSecond: 1, clock });
+    const g = gate();
+    const a1 = l.run('a', () => g.p);
+    let a2started = false;
+    const a2 = l.run('a', async () => { a2started = true; });
+    await flush();
+    clock.skip(1000); // refilled; the waiter's dispatch timer has not fired yet
+    await assert.rejects(l.tryRun('b', async () => 'ran'), /no slot free now/);
+    clock.advance(0);
+    await flush();
+    assert.equal(a2started, true, 'the waiter got the token');
+    g.open();
+    await Promise.all([a1, a2]);
+  }
+});
