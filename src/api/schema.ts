@@ -194,7 +194,7 @@ export const schema: Record<string, unknown> = {
               "minimum": 0,
               "maximum": 3600,
               "default": 10,
-              "description": "How long a successful authentication is cached, in seconds; the effective lifetime is the smaller of this and the token's expiry. A token still in use after 80% of it is reviewed again in the background (its requests do not wait). 0 disables the cache. A refusal (401) is remembered for 5 s; \"unavailable\" (503) never."
+              "description": "How long a successful authentication is cached, in seconds; the effective lifetime is the smaller of this and the token's expiry. In TokenReview mode, a token still in use after 80% of it is reviewed again in the background (its requests do not wait), unless it expires first. 0 disables the cache. A refusal (401) is remembered for 5 s; \"unavailable\" (503) never."
             }
           }
         },

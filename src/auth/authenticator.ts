@@ -5,7 +5,7 @@ import { unverifiedExpiry } from './bearer.js';
 import { isTeamName, teamRoot } from '../api/names.js';
 import { sameIdentity, unforwardableIdentity, type CallerIdentity, type ReviewResult, type TokenReviewer } from './identity.js';
 import { apiserverLeewaySeconds, defaultClockSkewSeconds, parseUnverified, precheckClaims } from './jwt-precheck.js';
-import { NoSlotNowError, retryRenewalMs } from './review-limiter.js';
+import { NoSlotNowError } from './review-limiter.js';
 import { renewAfter, TokenCache, type EntryBudget, type Loaded } from './token-cache.js';
 import { tokenKey } from './token-key.js';
 
@@ -50,7 +50,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     this.cache = new TokenCache({
       now, onLookup: onCacheLookup, negativeTtlMs: negativeCacheTtlMs, budget: options.cacheBudget,
       isDefinite: (err) => err instanceof UnauthenticatedError,
-      renewAgain: (err) => err instanceof NoSlotNowError, renewAgainMs: retryRenewalMs,
+      renewAgain: (err) => err instanceof NoSlotNowError,
     });
   }
 
@@ -91,7 +91,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     try {
       result = await this.reviewer.review(token, this.audiences, this.namespace, source, background);
     } catch (err) {
-      if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal, with its Retry-After
+      if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal (a request's has a Retry-After)
       throw new AuthUnavailableError('token review unavailable: the apiserver did not answer', { cause: err, retryAfterSeconds: 1 });
     }
     let admitted = false; // (told only once the apiserver has answered)

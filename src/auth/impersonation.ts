@@ -8,8 +8,8 @@ import { gatewayExtraKeys } from '../api/labels.js';
 import { BadRequestError, ForbiddenError } from '../errors.js';
 import { realClock, type Clock } from '../clock.js';
 import { fromWire, hasServiceAccountPrefix, serviceAccountOf, type CallerIdentity } from './identity.js';
-import { NoSlotNowError, retryRenewalMs } from './review-limiter.js';
-import { renewAfter } from './token-cache.js';
+import { NoSlotNowError } from './review-limiter.js';
+import { renewAfter, retryRenewalMs } from './token-cache.js';
 
 /** What the caller asks to act as. */
 export interface RequestedImpersonation {
@@ -177,14 +177,16 @@ export class ImpersonationChecker {
   }
 
   /** A decision still in use near the end of its TTL is asked again in the background (its
-   * requests do not wait for that at its expiry); the new one replaces it when made; an error
-   * leaves it to expire. */
+   * requests do not wait for that at its expiry); the new one replaces it when made; a refusal for
+   * want of a limiter slot is tried again by the first check `retryRenewalMs` later, before it
+   * expires; another error leaves it to expire. */
   private renew(byKey: Map<string, Entry>, key: string, was: Entry, caller: CallerIdentity, a: ImpersonateAttributes, namespace: string): void {
     was.renewAt = Infinity;
     const next = this.entry(this.clock.now(), this.reviewer.review(caller, a, namespace, true));
     next.verdict.then(() => { if (byKey.get(key) === was) byKey.set(key, next); }, (err) => {
       // (the limiter had no slot free: soon again, while it still serves)
-      if (err instanceof NoSlotNowError && byKey.get(key) === was) was.renewAt = this.clock.now() + retryRenewalMs;
+      const t = this.clock.now() + retryRenewalMs;
+      if (err instanceof NoSlotNowError && byKey.get(key) === was && t < was.until) was.renewAt = t;
     });
   }
 }

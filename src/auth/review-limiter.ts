@@ -55,11 +55,9 @@ interface Waiter {
   address: string | undefined;
 }
 
-/** A background review refused: no slot was free, or someone waited (its cached answer asks again soon). */
+/** A background review refused: no slot was free, someone waited, or the rate was spent (its
+ * cached answer asks again soon). */
 export class NoSlotNowError extends AuthUnavailableError {}
-
-/** How soon a background review the limiter refused is tried again. */
-export const retryRenewalMs = 250;
 
 export class FairLimiter {
   private active = 0;

@@ -70,7 +70,7 @@ class ExpiringMap<V> {
     if (e && t < e.expiresAt) e.renewAt = t;
   }
 
-  /** True once for an entry past its renewal time and not expired (later calls: false). */
+  /** True once for an entry past its renewal time and not expired (then false until rearmed or replaced). */
   claimRenewal(key: string): boolean {
     const e = this.entries.get(key);
     if (!e || e.renewAt > this.now()) return false;
@@ -134,10 +134,9 @@ export interface TokenCacheOptions {
   isDefinite?: (err: unknown) => boolean;
   /** Bound on the positive entries the budget does not pay for (see `charged`). */
   maxOutsiders?: number;
-  /** Renewal failures after which it is tried again `renewAgainMs` later (the limiter had no slot
+  /** Renewal failures after which it is tried again `retryRenewalMs` later (the limiter had no slot
    * free); after any other, the entry is left to expire. */
   renewAgain?: (err: unknown) => boolean;
-  renewAgainMs?: number;
 }
 
 /**
@@ -221,6 +220,9 @@ export class RefusalShelf {
 /** The process's refusals: 16,384 (~6 MiB). */
 export const refusals = new Refusals(16_384);
 
+/** How soon a renewal the review limiter had no slot for is tried again. */
+export const retryRenewalMs = 250;
+
 /** A cached answer still in use is asked again after this share of its life, in the background:
  * its requests do not wait for that at its expiry, and what it allows still ends within its life
  * (sooner, if the new answer says so). */
@@ -245,7 +247,6 @@ export class TokenCache<V> {
   private readonly negativeTtlMs: number;
   private readonly isDefinite: (err: unknown) => boolean;
   private readonly renewAgain: (err: unknown) => boolean;
-  private readonly renewAgainMs: number;
   /** Which positive results the budget pays for; the others are held apart, in a small bound of
    * their own, so callers the gateway refuses (anyone may get a token for its audience) evict
    * only each other, never the callers it admits. */
@@ -260,7 +261,6 @@ export class TokenCache<V> {
     this.negativeTtlMs = opts.negativeTtlMs ?? 0;
     this.isDefinite = opts.isDefinite ?? (() => false);
     this.renewAgain = opts.renewAgain ?? (() => false);
-    this.renewAgainMs = opts.renewAgainMs ?? 250;
   }
 
   get size(): number {
@@ -300,7 +300,14 @@ export class TokenCache<V> {
         if (err instanceof Error && this.isDefinite(err)) this.negative.set(key, err, this.negativeTtlMs);
       });
     }
-    return (await p).value;
+    try {
+      return (await p).value;
+    } catch (err) {
+      // a renewal it joined that the limiter had no slot for is not this request's answer: it
+      // loads in the foreground (the renewal's load is no longer pending)
+      if (!this.renewAgain(err)) throw err;
+      return this.getOrLoad(key, load, precheck);
+    }
   }
 
   /** True once for a positive entry whose renewal time has come (then call `renew`). */
@@ -309,14 +316,16 @@ export class TokenCache<V> {
   }
 
   /** Loads a positive entry again in the background while it still serves: what the load gives
-   * replaces it; a definite refusal drops it (and is remembered); a failure leaves it to expire,
-   * then a request loads it as any miss. A miss meanwhile joins this load. */
+   * replaces it; a definite refusal drops it (and is remembered); a refusal for want of a slot
+   * (`renewAgain`) is tried again by the first request `retryRenewalMs` later, before it expires;
+   * another failure leaves it to expire, then a request loads it as any miss. A miss meanwhile
+   * joins this load. */
   renew(key: string, load: () => Promise<Loaded<V>>): void {
     if (this.pending.has(key)) return;
     const p = load().finally(() => this.pending.delete(key));
     this.pending.set(key, p);
     p.then(({ value, ttlMs, renewInMs }) => this.set(key, value, ttlMs, renewInMs), (err) => {
-      if (this.renewAgain(err)) this.positive.rearm(key, this.renewAgainMs);
+      if (this.renewAgain(err)) this.positive.rearm(key, retryRenewalMs);
       if (!(err instanceof Error && this.isDefinite(err))) return;
       this.positive.delete(key);
       this.negative.set(key, err, this.negativeTtlMs);

@@ -194,3 +194,22 @@ test('a renewal whose answer the gateway no longer admits moves it to the outsid
   assert.equal(cache.hit('k'), 'refused now');
   assert.equal(cache.size, 0, 'no admitted entry left');
 });
+
+test('a miss that joined a renewal the limiter had no slot for loads in the foreground: the refusal is not its answer', async () => {
+  let now = 0;
+  class NoSlot extends Error {}
+  const cache = new TokenCache<string>({ now: () => now, renewAgain: (e) => e instanceof NoSlot });
+  await cache.getOrLoad('k', async () => ({ value: 'v1', ttlMs: 1_000, renewInMs: 800 }));
+  now = 999;
+  assert.equal(cache.renewalDue('k'), true);
+  let refuse!: (e: Error) => void;
+  cache.renew('k', () => new Promise((_, reject) => { refuse = reject; }));
+  now = 1_000; // expired in the same turn: the miss joins the renewal
+  let foreground = 0;
+  const joined = cache.getOrLoad('k', async () => { foreground++; return { value: 'v2', ttlMs: 1_000 }; });
+  refuse(new NoSlot('no slot free now'));
+  assert.equal(await joined, 'v2');
+  assert.equal(foreground, 1);
+  const other = cache.getOrLoad('x', () => Promise.reject(new Error('down')));
+  await assert.rejects(other, /down/, 'any other failure is the answer');
+});
