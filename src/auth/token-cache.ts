@@ -1,8 +1,8 @@
 // Authentication results by token hash, with expiry and a size bound; concurrent misses for the
-// same key share one lookup; an entry in use is renewed before it expires (no request waits for it). Positive results live for the ttl the loader gives (callers the
-// gateway refuses apart from those it admits); failures the
-// loader marks as definite ("not authenticated") live briefly apart, in the process's
-// `Refusals`; every other failure (unavailable) is never cached.
+// same key share one lookup; an entry in use is renewed before it expires (no request waits for
+// it). Positive results live for the ttl the loader gives (callers the gateway refuses apart from
+// those it admits); failures the loader marks as definite ("not authenticated") live briefly
+// apart, in the process's `Refusals`; every other failure (unavailable) is never cached.
 
 /** A bound on the positive entries of several caches together (one namespace's gateways). When it has run
  * out, the caches first drop their expired entries (at most once a second), then the cache adding

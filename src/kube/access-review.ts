@@ -21,7 +21,8 @@ export class KubeAccessReviewer implements AccessReviewer, RequestReviewer {
     try {
       v = await this.ask(caller, { resourceAttributes: attrs }, namespace, background);
     } catch (err) {
-      if (err instanceof AuthUnavailableError) throw err; // the limiter's refusal (a request's counted as refused; a background one, NoSlotNowError, not)
+      // the limiter's refusal (a request's is counted as refused; a background one, NoSlotNowError, is not)
+      if (err instanceof AuthUnavailableError) throw err;
       this.metrics.impersonationReviews.inc({ result: 'error' });
       throw new AuthUnavailableError('impersonation check unavailable: the apiserver did not answer a SubjectAccessReview; retry later',
         { cause: err, retryAfterSeconds: 1 });
