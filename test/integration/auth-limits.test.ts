@@ -200,3 +200,50 @@ test('a caller in use is reviewed again before its cached answer expires: over t
   await waitFor('the deleted account refused', async () => (await get(port, token)).status === 401, 10_000);
   assert.equal(await rejected() - rejectedBefore, 1);
 });
+
+test("team D's 16 busy tokens renewed every 0.8 s (cacheTTLSeconds 1) beside team B's new callers (cap 2): team B's reviews are never refused and its callers get in; team D's renewals never refuse its own requests", async () => {
+  const names = Array.from({ length: 16 }, (_, i) => `d${i}`);
+  await applyYaml(cp, namespaceYaml('team-d', names));
+  await applyYaml(cp, gateway('team-d', 'gw-d', 1));
+  const port = await gatewayPort(cp, 'team-d', 'gw');
+  const tokens = await Promise.all(names.map((n) => cp.token('team-d', n, ['gw-d'])));
+  // each token known first, one at a time: 16 first requests at once from one address are more
+  // than its eighth of the queue (8; the others 503), which is not what this test is about
+  for (const token of tokens) assert.equal((await get(port, token)).status, 200);
+  const text0 = await scrape();
+  const reviewed0 = series(text0, 'access_gateway_token_reviews_total', 'result="authenticated"');
+  // (team B's series exist once it has asked for a review: the run alone, it has not yet)
+  const refusedB = (text: string) => ['queue_full', 'source_full', 'timeout'].map((r) => {
+    try { return series(text, 'access_gateway_token_review_limiter_refusals_total', `namespace="team-b",reason="${r}"`); } catch { return 0; }
+  });
+  const refusedB0 = refusedB(text0);
+  let stop = false;
+  const teamD = new Map<number, number>();
+  const busy = tokens.map(async (token) => {
+    while (!stop) {
+      const s = (await get(port, token)).status;
+      teamD.set(s, (teamD.get(s) ?? 0) + 1);
+    }
+  });
+  const teamB: number[] = [];
+  const t0 = Date.now();
+  try {
+    await new Promise((res) => setTimeout(res, 1_500));
+    for (let i = 0; i < 5; i++) {
+      teamB.push((await get(portB, await cp.token('team-b', 'b', ['gw-b']))).status); // fresh: a review each
+      await new Promise((res) => setTimeout(res, 700));
+    }
+  } finally {
+    stop = true;
+    await Promise.all(busy);
+  }
+  const elapsed = Date.now() - t0;
+  assert.deepEqual(teamB, [200, 200, 200, 200, 200]);
+  assert.deepEqual([...teamD.keys()], [200], JSON.stringify([...teamD]));
+  const text = await scrape();
+  assert.deepEqual(refusedB(text), refusedB0);
+  // team D's tokens were renewed meanwhile, about once each every 0.8 s: over and over, but not
+  // at its request rate (thousands a second); team B's 5 besides
+  const reviewed = series(text, 'access_gateway_token_reviews_total', 'result="authenticated"') - reviewed0;
+  assert.ok(reviewed >= 16 * 4 && reviewed <= 16 * (elapsed / 800 + 2) + 5, `${reviewed} reviews in ${elapsed} ms`);
+});

@@ -40,7 +40,7 @@ export class FakeClock implements Clock {
   }
 
   /** Moves time forward without firing timers (a timer that is late: the event loop was busy). */
-  skip(ms: number): void {
+  advanceLate(ms: number): void {
     this.t += ms;
   }
 

@@ -444,7 +444,7 @@ test('with a rate: a background review refused takes no rate token, and never th
     let a2started = false;
     const a2 = l.run('a', async () => { a2started = true; });
     await flush();
-    clock.skip(1000); // refilled; the waiter's dispatch timer has not fired yet
+    clock.advanceLate(1000); // refilled; the waiter's dispatch timer has not fired yet
     await assert.rejects(l.tryRun('b', async () => 'ran'), /no slot free now/);
     clock.advance(0);
     await flush();
