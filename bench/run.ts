@@ -7,7 +7,7 @@
 // from the same run are.
 //   scripts/bench [--rounds 3] [--seconds 5] [--connections 64] [--smoke] [--only CASES]
 //                 [--profile CASE] [--apiserver-pprof CASE] [--node-args=FLAGS] [--operator-args=FLAGS] [--operator-role chart]
-//                 [--cache-ttl 600]
+//                 [--cache-ttl 600] [--warmup 3]
 // The neighbour cases (always, or with --only neighbour): another team's 4 connections, alone and
 // while the first team floods its own gateway with requests (admitted, or refused), downloads or
 // uploads long bodies, or opens new TLS connections; the first team's connections alone and beside
@@ -45,6 +45,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     /** The gateways' cacheTTLSeconds (600: a review's cost stays out of the cases; 10: the default). */
     'cache-ttl': { type: 'string', default: '600' },
+    /** Seconds of each case run once before the rounds, not measured: the JIT, pools and caches warm. */
+    warmup: { type: 'string', default: '3' },
     /** The apiserver's own CPU profile (pprof) under this case only; prints `go tool pprof -top` when Go is there. */
     'apiserver-pprof': { type: 'string' },
   },
@@ -52,6 +54,7 @@ const { values: opt } = parseArgs({
 const rounds = opt.smoke ? 1 : Number(opt.rounds);
 const seconds = opt.smoke ? 1 : Number(opt.seconds);
 const connections = Number(opt.connections);
+const warmup = opt.smoke ? 0 : Number(opt.warmup);
 // half of --max-connections-per-namespace's default (the smoke run only checks that it runs)
 const floodConnections = opt.smoke ? 32 : 512;
 const ns = 'bench';
@@ -268,6 +271,9 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const gc = { full: 0, fullS: 0, minorS: 0, requests: 0 };
     const results = new Map<string, WrkResult[]>();
     const chosen = opt.only ? cases.filter((c) => opt.only!.split(',').some((o) => c.name.includes(o))) : cases;
+    // (a process's first seconds under load are not its steady state: the gateway's code is not
+    // yet optimised, and its first requests open the pools' connections; kubectl proxy has no JIT)
+    if (warmup > 0) for (const c of chosen) await wrk(c.url, { seconds: warmup, connections, cpu: 0, headers: c.headers });
     for (let r = 0; r < rounds; r++) {
       for (const c of chosen) {
         const pids = c.pid?.() ?? [];
@@ -414,7 +420,7 @@ end
       const rs = results.get(name)!;
       return { rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)), cpu: median(rs.map((x) => x.cpuUsPerReq ?? NaN)) };
     };
-    console.log(`\n${rounds} round(s) of ${seconds} s per case, wrk 1 thread, ${connections} connections, 1 KiB answers; medians`);
+    console.log(`\n${rounds} round(s) of ${seconds} s per case${warmup > 0 ? ` after ${warmup} s of each not measured` : ''}, wrk 1 thread, ${connections} connections, 1 KiB answers; medians`);
     console.log('| path | req/s | p50 ms | p99 ms | CPU µs/req (proxy) |\n| --- | ---: | ---: | ---: | ---: |');
     for (const c of chosen) {
       const x = row(c.name);
