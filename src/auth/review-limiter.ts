@@ -32,6 +32,8 @@ export interface FairLimiterOptions {
   /** Metrics: in flight after each change; a refusal; a namespace seen for the first time. */
   onInFlight?: (n: number) => void;
   onRefused?: (namespace: string, reason: RefusalReason) => void;
+  /** A background review not made (tryRun refused it). */
+  onPostponed?: () => void;
   onNamespace?: (namespace: string) => void;
 }
 
@@ -130,11 +132,12 @@ export class FairLimiter {
     }
   }
 
-  /** Runs `fn` only when a slot is free now and nobody waits, else refuses at once (uncounted): a
+  /** Runs `fn` only when a slot is free now and nobody waits, else refuses at once (not a caller's refusal: onPostponed, not onRefused): a
    * background review (a cached answer's renewal) never queues, so it never takes a place a
    * waiting caller, or its client address, would need. */
   async tryRun<T>(namespace: string, fn: () => Promise<T>): Promise<T> {
     if (!(this.active < this.maxInFlight && this.ring.length === 0 && this.take())) {
+      this.opts.onPostponed?.();
       throw new NoSlotNowError(`${this.opts.what ?? 'token review'} not made in the background: no slot free now`);
     }
     this.active++;

@@ -85,6 +85,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'],
     onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
     onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
+    onPostponed: () => metrics.reviewRenewalsPostponed.inc({ review: 'TokenReview' }),
     onNamespace: (namespace) => { for (const reason of ['queue_full', 'source_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
   });
   metrics.tokenReviewsInFlight.set(0);
@@ -92,6 +93,7 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
   const accessReviewLimiter = new FairLimiter({
     maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'], what: 'impersonation check',
     onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
+    onPostponed: () => metrics.reviewRenewalsPostponed.inc({ review: 'SubjectAccessReview' }),
   });
   const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));
   // can-i questions on the listeners: a limiter of their own (two at a time, fair by namespace),

@@ -24,12 +24,13 @@ const opts = { timeout: 10_000 };
 
 function setup(opts: { maxInFlight?: number; maxQueue?: number; maxWaitMs?: number } = {}) {
   const timers = new FakeClock();
-  const events = { inFlight: [] as number[], refused: [] as string[], namespaces: [] as string[] };
+  const events = { inFlight: [] as number[], refused: [] as string[], namespaces: [] as string[], postponed: 0 };
   const limiter = new FairLimiter({
     maxInFlight: opts.maxInFlight ?? 2, maxQueue: opts.maxQueue ?? 64, maxWaitMs: opts.maxWaitMs ?? 5_000, clock: timers,
     onInFlight: (n) => events.inFlight.push(n),
     onRefused: (ns, reason) => events.refused.push(`${ns}:${reason}`),
     onNamespace: (ns) => events.namespaces.push(ns),
+    onPostponed: () => { events.postponed++; },
   });
   const order: string[] = [];
   const gates = new Map<string, ReturnType<typeof gate>>();
@@ -383,11 +384,12 @@ test('perSecond: a wall clock stepped back holds nothing back for longer than th
   await late;
 });
 
-test('a background review (tryRun) runs only in a slot free now with nobody waiting, else is refused at once: it never queues, never counts as a refusal, and frees its slot for the waiters', opts, async () => {
+test('a background review (tryRun) runs only in a slot free now with nobody waiting, else is refused at once: it never queues, never counts as a refusal (it counts as postponed), and frees its slot for the waiters', opts, async () => {
   const { limiter, events, order, run, finish } = setup({ maxInFlight: 2 });
   const background = gate();
   const ran = limiter.tryRun('a', async () => { await background.p; return 'renewed'; });
   assert.equal(limiter.inFlight, 1);
+  assert.equal(events.postponed, 0, 'one that runs is not postponed');
   const a1 = run('a', 'a1');
   await flush();
   assert.equal(limiter.inFlight, 2);
@@ -397,6 +399,7 @@ test('a background review (tryRun) runs only in a slot free now with nobody wait
   assert.equal(limiter.waiting('a'), 1);
   await finish('a1');
   await assert.rejects(limiter.tryRun('b', async () => 'x'), /no slot free now/, 'a2 took the freed slot');
+  assert.equal(events.postponed, 2);
   background.open();
   assert.equal(await ran, 'renewed');
   await finish('a2');
