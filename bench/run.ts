@@ -45,8 +45,9 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     /** The gateways' cacheTTLSeconds (600: a review's cost stays out of the cases; 10: the default). */
     'cache-ttl': { type: 'string', default: '600' },
-    /** Seconds of each case run once before the rounds, not measured: the JIT, pools and caches warm. */
-    warmup: { type: 'string', default: '3' },
+    /** Seconds of each case run once before the rounds, not measured: the JIT, pools and caches
+     * warm (default 3; 0 with --smoke). */
+    warmup: { type: 'string' },
     /** The apiserver's own CPU profile (pprof) under this case only; prints `go tool pprof -top` when Go is there. */
     'apiserver-pprof': { type: 'string' },
   },
@@ -54,7 +55,7 @@ const { values: opt } = parseArgs({
 const rounds = opt.smoke ? 1 : Number(opt.rounds);
 const seconds = opt.smoke ? 1 : Number(opt.seconds);
 const connections = Number(opt.connections);
-const warmup = opt.smoke ? 0 : Number(opt.warmup);
+const warmup = opt.warmup !== undefined ? Number(opt.warmup) : opt.smoke ? 0 : 3;
 // half of --max-connections-per-namespace's default (the smoke run only checks that it runs)
 const floodConnections = opt.smoke ? 32 : 512;
 const ns = 'bench';

@@ -11,7 +11,7 @@ import { repoRoot } from '../support/control-plane.js';
 import { parseWrk } from '../../bench/wrk.js';
 
 test('the benchmark runs end to end and prints every case, ratio and RSS figure', async () => {
-  const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'bench', 'run.js'), '--smoke'], { maxBuffer: 1 << 22, timeout: 300_000 });
+  const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'bench', 'run.js'), '--smoke', '--warmup', '1'], { maxBuffer: 1 << 22, timeout: 300_000 });
   for (const name of ['direct (nginx upstream)', 'nginx reverse proxy (1 worker)', 'lean Node proxy', 'lean Node proxy + Authorization',
     'gateway Service route (TokenReview, log none)', 'gateway Service route (TokenReview, log all)',
     'lean Node proxy, 1 MiB answers', 'gateway Service route (TokenReview, log none), 1 MiB answers', 'gateway Service route (JWKS, log none)',
@@ -43,6 +43,7 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
   assert.match(stdout, /^bench meanwhile \/ alone: [\d.]+× req\/s, p99 [\d.]+×$/m);
   // and another team's quiet caller (a new TLS connection each time), alone and beside the flood
   assert.match(stdout, /^another team's quiet caller \(a new TLS connection and one request every 1\.2 s, 2 requests\): alone median [\d.]+ ms, max [\d.]+ ms; while team bench floods its gateway \(32 connections\) median [\d.]+ ms, max [\d.]+ ms$/m);
+  assert.match(stdout, /^1 round\(s\) of 1 s per case after 1 s of each not measured, wrk 1 thread/m);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
   assert.match(stdout, /^operator GC while it proxied: \d+ full GCs \([\d.]+ µs per request\), young generation [\d.]+ µs per request$/m);
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 7 gateways, \d+ MiB after the run$/m);
