@@ -56,6 +56,7 @@ const rounds = opt.smoke ? 1 : Number(opt.rounds);
 const seconds = opt.smoke ? 1 : Number(opt.seconds);
 const connections = Number(opt.connections);
 const warmup = opt.warmup !== undefined ? Number(opt.warmup) : opt.smoke ? 0 : 3;
+if (!(warmup >= 0)) throw new Error(`--warmup: a number of seconds (got ${opt.warmup})`);
 // half of --max-connections-per-namespace's default (the smoke run only checks that it runs)
 const floodConnections = opt.smoke ? 32 : 512;
 const ns = 'bench';
@@ -274,7 +275,9 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const chosen = opt.only ? cases.filter((c) => opt.only!.split(',').some((o) => c.name.includes(o))) : cases;
     // (a process's first seconds under load are not its steady state: the gateway's code is not
     // yet optimised, and its first requests open the pools' connections; kubectl proxy has no JIT)
-    if (warmup > 0) for (const c of chosen) await wrk(c.url, { seconds: warmup, connections, cpu: 0, headers: c.headers });
+    // (their figures are printed apart: a cold start's cost stays visible, out of the medians)
+    const warm = new Map<string, WrkResult>();
+    if (warmup > 0) for (const c of chosen) warm.set(c.name, await wrk(c.url, { seconds: warmup, connections, cpu: 0, headers: c.headers }));
     for (let r = 0; r < rounds; r++) {
       for (const c of chosen) {
         const pids = c.pid?.() ?? [];
@@ -426,6 +429,13 @@ end
     for (const c of chosen) {
       const x = row(c.name);
       console.log(`| ${c.name} | ${Math.round(x.rps)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} | ${Number.isNaN(x.cpu) ? '—' : Math.round(x.cpu)} |`);
+    }
+    if (warm.size) {
+      console.log(`\nthe first ${warmup} s of each case (not measured above): req/s, p99 ms, answers not 2xx and socket errors`);
+      console.log(chosen.map((c) => {
+        const w = warm.get(c.name)!;
+        return `${c.name}: ${Math.round(w.rps)}, ${w.p99.toFixed(2)}${w.non2xx || w.errors ? `, ${w.non2xx} not 2xx, ${w.errors} errors` : ''}`;
+      }).join('; '));
     }
     // Each round's two cases ran minutes apart at most, while this machine's speed drifts by tens
     // of percent over a run: the ratio is the median of the rounds' own ratios (and their range).

@@ -44,6 +44,9 @@ test('the benchmark runs end to end and prints every case, ratio and RSS figure'
   // and another team's quiet caller (a new TLS connection each time), alone and beside the flood
   assert.match(stdout, /^another team's quiet caller \(a new TLS connection and one request every 1\.2 s, 2 requests\): alone median [\d.]+ ms, max [\d.]+ ms; while team bench floods its gateway \(32 connections\) median [\d.]+ ms, max [\d.]+ ms$/m);
   assert.match(stdout, /^1 round\(s\) of 1 s per case after 1 s of each not measured, wrk 1 thread/m);
+  // the warm-up's own figures, each case's (a cold start's cost stays visible)
+  const warm = /^the first 1 s of each case \(not measured above\)[^\n]*\n(.*)$/m.exec(stdout)?.[1] ?? '';
+  assert.equal(warm.split('; ').filter((x) => / [1-9]\d*, [\d.]+(, \d+ not 2xx, \d+ errors)?$/.test(x)).length, 12, warm);
   assert.match(stdout, /^one token, 1,000 concurrent first requests: 1 TokenReview\(s\)/m);
   assert.match(stdout, /^operator GC while it proxied: \d+ full GCs \([\d.]+ µs per request\), young generation [\d.]+ µs per request$/m);
   assert.match(stdout, /^operator RSS: \d+ MiB idle, \d+ MiB with the 7 gateways, \d+ MiB after the run$/m);
