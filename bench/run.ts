@@ -274,8 +274,8 @@ http { access_log off; keepalive_requests 1000000; upstream u { server ${host.ip
     const results = new Map<string, WrkResult[]>();
     const chosen = opt.only ? cases.filter((c) => opt.only!.split(',').some((o) => c.name.includes(o))) : cases;
     // (a process's first seconds under load are not its steady state: the gateway's code is not
-    // yet optimised, and its first requests open the pools' connections; kubectl proxy has no JIT)
-    // (their figures are printed apart: a cold start's cost stays visible, out of the medians)
+    // yet optimised, and its first requests open the pools' connections; kubectl proxy has no JIT.
+    // Their figures are printed apart: a cold start's cost stays visible, out of the medians.)
     const warm = new Map<string, WrkResult>();
     if (warmup > 0) for (const c of chosen) warm.set(c.name, await wrk(c.url, { seconds: warmup, connections, cpu: 0, headers: c.headers }));
     for (let r = 0; r < rounds; r++) {

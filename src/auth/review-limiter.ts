@@ -132,9 +132,10 @@ export class FairLimiter {
     }
   }
 
-  /** Runs `fn` only when a slot is free now and nobody waits, else refuses at once (not a caller's refusal: onPostponed, not onRefused): a
-   * background review (a cached answer's renewal) never queues, so it never takes a place a
-   * waiting caller, or its client address, would need. */
+  /** Runs `fn` only when a slot is free now and nobody waits, else refuses at once (counted by
+   * onPostponed, not onRefused: no caller is refused): a background review (a cached answer's
+   * renewal) never queues, so it never takes a place a waiting caller, or its client address,
+   * would need. */
   async tryRun<T>(namespace: string, fn: () => Promise<T>): Promise<T> {
     if (!(this.active < this.maxInFlight && this.ring.length === 0 && this.take())) {
       this.opts.onPostponed?.();
