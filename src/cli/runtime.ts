@@ -89,9 +89,11 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     onNamespace: (namespace) => { for (const reason of ['queue_full', 'source_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
   });
   metrics.tokenReviewsInFlight.set(0);
+  metrics.impersonationReviewsInFlight.set(0);
   // callers' own impersonation requests (kubectl --as): SubjectAccessReviews, as fairly limited
   const accessReviewLimiter = new FairLimiter({
     maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'], what: 'impersonation check',
+    onInFlight: (n) => metrics.impersonationReviewsInFlight.set(n),
     onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
     onPostponed: () => metrics.reviewRenewalsPostponed.inc({ review: 'SubjectAccessReview' }),
   });

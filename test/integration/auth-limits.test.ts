@@ -273,3 +273,36 @@ test('a renewal the review limiter has no slot for is not sent but counted as po
   assert.deepEqual((await Promise.all(pending)).map((r) => r.status), [200, 200, 200]);
   assert.equal(reviews(await scrape()) - reviewed, 2, 'the two new callers\' reviews only: the renewal was not sent');
 });
+
+test('a kubectl --as decision whose renewal the impersonation limiter has no slot for is counted as postponed, and the decision still answers: two new --as checks hold both slots (cap 2) while the apiserver is stopped', async () => {
+  const token = await cp.token('team-b', 'b', ['gw-b']);
+  const as = async (user: string) => {
+    const r = await request(`http://127.0.0.1:${portB}/version`, { dispatcher: agent, headers: { authorization: `Bearer ${token}`, 'impersonate-user': user } });
+    return { status: r.statusCode, body: await r.body.text() };
+  };
+  const postponed = (text: string) => series(text, 'access_gateway_review_renewals_postponed_total', 'review="SubjectAccessReview"');
+  const checks = (text: string) => ['allowed', 'denied', 'error', 'refused'].reduce((n, r) => n + series(text, 'access_gateway_impersonation_reviews_total', `result="${r}"`), 0);
+  // b may impersonate no one: a denial is a decision, cached 10 s and renewed after 8 like any
+  const first = await as('alice');
+  assert.equal(first.status, 403, first.body);
+  assert.match(first.body, /may not impersonate/);
+  const t0 = Date.now();
+  await new Promise((res) => setTimeout(res, 8_300 - (Date.now() - t0)));
+  const text1 = await scrape();
+  const before = postponed(text1);
+  const asked = checks(text1);
+  assert.equal(series(text1, 'access_gateway_impersonation_reviews_in_flight', ''), 0);
+  await cp.pauseApiserver();
+  const pending: Promise<{ status: number; body: string }>[] = [];
+  try {
+    pending.push(as('u1'), as('u2')); // two checks not made yet: they take both slots, and wait
+    await waitFor('both slots held', async () => series(await scrape(), 'access_gateway_impersonation_reviews_in_flight', '') === 2, 1_500);
+    pending.push(as('alice')); // its renewal is due: no slot free
+    await waitFor('the renewal postponed', async () => postponed(await scrape()) > before, 1_500);
+  } finally {
+    cp.resumeApiserver();
+  }
+  const answers = await Promise.all(pending);
+  assert.deepEqual(answers.map((r) => r.status), [403, 403, 403], JSON.stringify(answers));
+  assert.equal(checks(await scrape()) - asked, 2, 'u1\'s and u2\'s checks only: the renewal was not sent');
+});
