@@ -498,7 +498,7 @@ export class Listener {
     const sent = performance.now();
     const rm = a.route.m;
     proxyRequest(call, req, res, {
-      body: 'stream', streaming, ...this.pace(t),
+      body: 'stream', streaming, pace: this.pace(t),
       respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); respond(status, headers); slot?.release(); },
       onError: (f) => { rm.errors[errorKind(f)].inc(); fail(f.err); slot?.release(); },
     });
@@ -654,15 +654,17 @@ export class Listener {
       return;
     }
     // a cached caller is served at once; a first request waits for its token check
-    const serve = (x: Admitted) => {
-      try {
-        this.serve(t, x, req, res, conn, seen, fail, started);
-      } catch (err) {
-        fail(toAgwError(err)); // a 500 for this request, never a crash of every gateway
-      }
-    };
-    if (a instanceof Promise) a.then(serve, (err) => fail(toAgwError(err)));
-    else serve(a);
+    if (a instanceof Promise) a.then((x) => this.serveOrFail(t, x, req, res, conn, seen, fail, started), (err) => fail(toAgwError(err)));
+    else this.serveOrFail(t, a, req, res, conn, seen, fail, started);
+  }
+
+  /** `serve`, whose throw is a 500 for this request, never a crash of every gateway. */
+  private serveOrFail(t: RouteTable, a: Admitted, req: IncomingMessage, res: ServerResponse, conn: Conn, seen: Seen, fail: (err: AgwError) => void, started: boolean): void {
+    try {
+      this.serve(t, a, req, res, conn, seen, fail, started);
+    } catch (err) {
+      fail(toAgwError(err));
+    }
   }
 
   /** Answers a refusal or an upstream failure (a Status body), once. */
@@ -825,7 +827,7 @@ export class Listener {
       seen.upstream = ep.host;
       const sent = performance.now();
       proxyRequest(this.serviceCall(a, req, ep, 'pool'), req, res, {
-        body, streaming, ...this.pace(t),
+        body, streaming, pace: this.pace(t),
         respond: (status, headers) => { rm.upstream.observe((performance.now() - sent) / 1000); ep.succeeded(); respond(status, headers); },
         onEnd: () => ep.release(),
         onError: (f) => {

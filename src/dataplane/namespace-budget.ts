@@ -328,7 +328,7 @@ export class TurnShare {
     }
     // only what each queue held when the turn began: what a `go` waits for again goes behind, to a
     // later turn; each `go` counts its own start (a piece's at its cost)
-    const queues = [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
+    const queues = this.waiting.size === 0 ? noQueues : [...this.waiting].map(([ns, q]) => [ns, q, q.length] as const);
     for (const [ns, q, had] of queues) {
       const cap = this.perTurn === 0 ? Infinity : this.share(ns); // (it waits: alone, or the hold)
       let i = 0, n = 0;
@@ -350,6 +350,9 @@ export class TurnShare {
     if (this.waiting.size > 0 || this.started.size > 0) this.schedule();
   };
 }
+
+/** (most turns have nothing waiting) */
+const noQueues: ReadonlyArray<readonly [string, Array<() => boolean | void>, number]> = [];
 
 /** `m` holds nothing, or only `key`. */
 function only(m: Map<string, unknown>, key: string): boolean {

@@ -160,7 +160,22 @@ class ClientGone extends Error {}
  * or retries), later ones reset the client. Response bodies stream through as they arrive, with
  * back-pressure (watches included).
  */
-export function proxyRequest(call: RequestCall, req: IncomingMessage, res: ServerResponse, opts: {
+export function proxyRequest(call: RequestCall, req: IncomingMessage, res: ServerResponse, opts: ProxyOptions): void {
+  // the client left before this (during its token check, or a failed first attempt): nothing to send
+  if (res.destroyed) {
+    opts.onEnd?.();
+    return;
+  }
+  const answer = new Answer(call, res, opts);
+  res.on('close', () => answer.closed()); // ('close' comes once)
+  call.pool.dispatch({
+    method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
+    body: opts.body === 'stream' ? paced(req, opts.pace) : opts.body,
+    headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
+  }, answer);
+}
+
+export type ProxyOptions = {
   body: 'stream' | Buffer | null;
   respond: (status: number, headers: IncomingHttpHeaders) => void;
   onError: (f: UpstreamFailure) => void;
@@ -168,169 +183,191 @@ export function proxyRequest(call: RequestCall, req: IncomingMessage, res: Serve
   /** Called once the response streams (no length; or one with a length that waits for its
    * client): `end` finishes it (cleanly when it has no length; else the connection is cut). */
   streaming?: (end: () => void) => void;
-} & Pace): void {
-  // the client left before this (during its token check, or a failed first attempt): nothing to send
-  if (res.destroyed) {
-    opts.onEnd?.();
-    return;
-  }
-  let ctl: Dispatcher.DispatchController | undefined;
-  let started = false;
-  let ending = false;
-  let done = false;
+  /** Its namespace's turns (made once per table, not per request). */
+  pace: Pace;
+};
+
+/** One request's answer, relayed to its client (undici's handler; its state in fields, not in a
+ * dozen closures made for every request). */
+class Answer implements Dispatcher.DispatchHandler {
+  private ctl: Dispatcher.DispatchController | undefined;
+  private started = false;
+  private ending = false;
+  private done = false;
   /** The upstream's answer has ended (its connection goes back to the pool). */
-  let upstreamEnded = false;
+  private upstreamEnded = false;
   /** Handed to opts.streaming (a body without a length at once, one with a length from its second
    * piece or once it waits). */
-  let tracked = false;
-  let pieces = 0;
-  let informational = 0;
-  /** A client that reads none of the answer for opts.stalledMs is cut (it would hold the upstream
+  private tracked = false;
+  private pieces = 0;
+  private informational = 0;
+  /** A client that reads none of the answer for pace.stalledMs is cut (it would hold the upstream
    * connection); made when it first waits (most answers never do). */
-  let stalled: ReaderWait | undefined;
-  const finish = () => { if (!done) { done = true; opts.onEnd?.(); } };
+  private stalled: ReaderWait | undefined;
+  /** Pieces waiting for a later turn (the namespace's share of this one was used): written then. */
+  private held: Buffer[] | undefined;
+  /** The answer ended while pieces were held: ended once they are written. */
+  private endHeld = false;
+
+  private readonly pace: Pace;
+
+  constructor(private readonly call: RequestCall, private readonly res: ServerResponse, private readonly opts: ProxyOptions) {
+    this.pace = opts.pace;
+  }
+
+  private finish(): void {
+    if (!this.done) {
+      this.done = true;
+      this.opts.onEnd?.();
+    }
+  }
+
   /** Hands the response to opts.streaming, ended by `close` (cleanly without a length, else cut). */
-  const track = (close: () => void) => {
-    tracked = true;
-    opts.streaming?.(() => {
-      ending = true;
-      ctl?.abort(new ClientGone('the listener is draining, or its access ended'));
-      finish();
+  private track(close: () => void): void {
+    this.tracked = true;
+    this.opts.streaming?.(() => {
+      this.ending = true;
+      this.ctl?.abort(new ClientGone('the listener is draining, or its access ended'));
+      this.finish();
       close();
     });
-  };
-  /** Pieces waiting for a later turn (the namespace's share of this one was used): written then. */
-  let held: Buffer[] | undefined;
-  /** The answer ended while pieces were held: ended once they are written. */
-  let endHeld = false;
-  const resume = () => {
-    stalled?.stop();
-    if (!held) ctl?.resume();
-  };
+  }
+
+  private resume(): void {
+    this.stalled?.stop();
+    if (!this.held) this.ctl?.resume();
+  }
+
   /** What the client took: none past its buffer, then wait for it to drain. */
-  const wrote = (ok: boolean) => {
-    if (ok || stalled?.waiting) return;
-    ctl?.pause();
-    res.once('drain', resume);
-    (stalled ??= new ReaderWait(opts, () => res.destroy())).start();
-  };
+  private wrote(ok: boolean): void {
+    if (ok || this.stalled?.waiting) return;
+    this.ctl?.pause();
+    this.res.once('drain', () => this.resume());
+    (this.stalled ??= new ReaderWait(this.pace, () => this.res.destroy())).start();
+  }
+
   /** Writes what is held, counted in this turn (past the share, owed); false: the client is full. */
-  const flushHeld = (): boolean => {
+  private flushHeld(): boolean {
     let ok = true, bytes = 0;
-    for (const piece of held ?? []) {
-      ok = res.write(piece);
+    for (const piece of this.held ?? []) {
+      ok = this.res.write(piece);
       bytes += piece.length;
     }
-    held = undefined;
-    if (bytes) opts.turns.start(opts.namespace, bytes);
+    this.held = undefined;
+    if (bytes) this.pace.turns.start(this.pace.namespace, bytes);
     return ok;
-  };
-  const nextTurn = () => {
-    if (!held || done || res.destroyed) {
-      held = undefined;
+  }
+
+  private nextTurn(): boolean {
+    if (!this.held || this.done || this.res.destroyed) {
+      this.held = undefined;
       return false; // takes no place in the turn
     }
-    const ok = flushHeld();
-    if (endHeld) {
-      res.end();
-      finish();
+    const ok = this.flushHeld();
+    if (this.endHeld) {
+      this.res.end();
+      this.finish();
       return true;
     }
-    wrote(ok);
-    if (!stalled?.waiting) ctl?.resume(); // (else when the client drains)
+    this.wrote(ok);
+    if (!this.stalled?.waiting) this.ctl?.resume(); // (else when the client drains)
     return true;
-  };
-  res.once('close', () => {
-    stalled?.stop();
-    finish();
-    if (!res.writableFinished && ctl && !ctl.aborted && !upstreamEnded) {
+  }
+
+  /** The client's response closed (answered, or its client gone). */
+  closed(): void {
+    this.stalled?.stop();
+    this.finish();
+    const ctl = this.ctl;
+    if (!this.res.writableFinished && ctl && !ctl.aborted && !this.upstreamEnded) {
       ctl.abort(new ClientGone('the client went away'));
       // (undici ends the connection: a watch cut by its client costs the next request a handshake)
-      if (call.connectStarts) opts.turns.chargeStarts(opts.namespace, call.connectStarts);
+      if (this.call.connectStarts) this.pace.turns.chargeStarts(this.pace.namespace, this.call.connectStarts);
     }
-  });
-  call.pool.dispatch({
-    method: call.method as Dispatcher.HttpMethod, path: call.path, headers: call.headers as Record<string, string | string[]>,
-    body: opts.body === 'stream' ? paced(req, opts) : opts.body,
-    headersTimeout: call.timeoutMs, bodyTimeout: 0, // once the headers are in, streams (watches) may idle
-  }, {
-    onRequestStart(c) {
-      ctl = c;
-      // the client left while the request waited for a connection: not sent (an answer nobody
-      // reads would hold the connection for ever)
-      if (res.destroyed) c.abort(new ClientGone('the client went away'));
-    },
-    onResponseStart(c, status, headers) {
-      // undici has parsed the head: lines past the usual cost the namespace starts, past the
-      // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
-      const fields = fieldCount(headers);
-      opts.turns.chargeStarts(opts.namespace, headStarts(fields, status < 200));
-      wireOwed(call.pool, null); // (a head: progress; its bytes are charged with its body's)
-      if (fields > maxUpstreamHeaderFields) {
-        c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
+  }
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.ctl = c;
+    // the client left while the request waited for a connection: not sent (an answer nobody
+    // reads would hold the connection for ever)
+    if (this.res.destroyed) c.abort(new ClientGone('the client went away'));
+  }
+
+  onResponseStart(c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    const { opts, call, pace } = this;
+    // undici has parsed the head: lines past the usual cost the namespace starts, past the
+    // client side's bound the answer is refused (a team's backend could send ~3,000 a head)
+    const fields = fieldCount(headers);
+    pace.turns.chargeStarts(pace.namespace, headStarts(fields, status < 200));
+    wireOwed(call.pool, null); // (a head: progress; its bytes are charged with its body's)
+    if (fields > maxUpstreamHeaderFields) {
+      c.abort(new UpstreamProtocolError(`${call.what} answered with ${fields} header fields (at most ${maxUpstreamHeaderFields})`));
+      return;
+    }
+    if (status < 200) { // informational (102, 103 Early Hints): not the answer, not relayed
+      if (++this.informational > maxInformational) c.abort(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
+      return;
+    }
+    this.started = true;
+    opts.respond(status, headers);
+    // a body without a length streams (a watch): send the headers now, not with the first event,
+    // and let a draining listener end it cleanly
+    if (headers['content-length'] !== undefined) return;
+    this.res.flushHeaders();
+    this.track(() => {
+      this.flushHeld(); // what waits for its turn came before the end: it goes first
+      this.res.end();
+    });
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (chunk.length === 0) return; // (undici's resume hands over what it has read: maybe nothing)
+    const { pace } = this;
+    const owed = wireOwed(this.call.pool, chunk.length); // what the connection read that was not body
+    if (owed) pace.turns.chargeStarts(pace.namespace, owed);
+    if (this.held) { // (undici may hand over data after a pause: it goes behind)
+      this.held.push(chunk);
+      return;
+    }
+    // a body with a length that comes in more than one piece or waits for its client (a
+    // download, a trickle): from now on it may outlive its access (notAfter, a spec change) or
+    // the drain, and is cut then (one piece, the usual small answer, costs nothing here)
+    if (++this.pieces === 1) {
+      pace.turns.charge(pace.namespace, chunk.length); // a long first piece costs more than its request's start
+    } else {
+      if (!this.tracked) this.track(() => this.res.destroy());
+      // each later piece takes a turn: past the namespace's share, it waits for a later one
+      if (!pace.turns.tryStart(pace.namespace, chunk.length)) {
+        this.held = [chunk];
+        pace.m.pieceDeferred();
+        c.pause();
+        pace.turns.wait(pace.namespace, () => this.nextTurn());
         return;
       }
-      if (status < 200) { // informational (102, 103 Early Hints): not the answer, not relayed
-        if (++informational > maxInformational) c.abort(new UpstreamProtocolError(`${call.what} sent more than ${maxInformational} informational answers`));
-        return;
-      }
-      started = true;
-      opts.respond(status, headers);
-      // a body without a length streams (a watch): send the headers now, not with the first event,
-      // and let a draining listener end it cleanly
-      if (headers['content-length'] !== undefined) return;
-      res.flushHeaders();
-      track(() => {
-        flushHeld(); // what waits for its turn came before the end: it goes first
-        res.end();
-      });
-    },
-    onResponseData(c, chunk) {
-      if (chunk.length === 0) return; // (undici's resume hands over what it has read: maybe nothing)
-      const owed = wireOwed(call.pool, chunk.length); // what the connection read that was not body
-      if (owed) opts.turns.chargeStarts(opts.namespace, owed);
-      if (held) { // (undici may hand over data after a pause: it goes behind)
-        held.push(chunk);
-        return;
-      }
-      // a body with a length that comes in more than one piece or waits for its client (a
-      // download, a trickle): from now on it may outlive its access (notAfter, a spec change) or
-      // the drain, and is cut then (one piece, the usual small answer, costs nothing here)
-      if (++pieces === 1) {
-        opts.turns.charge(opts.namespace, chunk.length); // a long first piece costs more than its request's start
-      } else {
-        if (!tracked) track(() => res.destroy());
-        // each later piece takes a turn: past the namespace's share, it waits for a later one
-        if (!opts.turns.tryStart(opts.namespace, chunk.length)) {
-          held = [chunk];
-          opts.m.pieceDeferred();
-          c.pause();
-          opts.turns.wait(opts.namespace, nextTurn);
-          return;
-        }
-      }
-      const ok = res.write(chunk);
-      if (!ok && !tracked) track(() => res.destroy());
-      wrote(ok);
-    },
-    onResponseEnd(_c, trailers) {
-      upstreamEnded = true;
-      opts.turns.chargeStarts(opts.namespace, headStarts(fieldCount(trailers), false) + wireOwed(call.pool, 0, true));
-      if (held) {
-        endHeld = true;
-        return;
-      }
-      res.end();
-      finish();
-    },
-    onResponseError(_c, err) {
-      finish();
-      // the client gone: undici may have failed the request on its own first, from the destroyed body
-      if (err instanceof ClientGone || ending || res.destroyed) return;
-      if (started) res.destroy();
-      else opts.onError(err instanceof UpstreamProtocolError ? { err, connect: false } : failure(call, err, false));
-    },
-  });
+    }
+    const ok = this.res.write(chunk);
+    if (!ok && !this.tracked) this.track(() => this.res.destroy());
+    this.wrote(ok);
+  }
+
+  onResponseEnd(_c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    this.upstreamEnded = true;
+    this.pace.turns.chargeStarts(this.pace.namespace, headStarts(fieldCount(trailers), false) + wireOwed(this.call.pool, 0, true));
+    if (this.held) {
+      this.endHeld = true;
+      return;
+    }
+    this.res.end();
+    this.finish();
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.finish();
+    // the client gone: undici may have failed the request on its own first, from the destroyed body
+    if (err instanceof ClientGone || this.ending || this.res.destroyed) return;
+    if (this.started) this.res.destroy();
+    else this.opts.onError(err instanceof UpstreamProtocolError ? { err, connect: false } : failure(this.call, err, false));
+  }
 }
 
 /**

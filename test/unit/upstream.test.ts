@@ -34,7 +34,7 @@ async function through(t: TestContext, backend: RequestListener | undefined, por
   const charged: number[] = [];
   const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (_ns, n) => { if (n > 0) charged.push(n); } };
   const front = await listen(t, (req, res) => proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: {}, timeoutMs: 5_000, what: 'backend', pool }, req, res, {
-    body: null, stalledMs: 5_000, turns, namespace: 'team-a', m: { pieceDeferred: () => {} },
+    body: null, pace: { stalledMs: 5_000, turns, namespace: 'team-a', m: { pieceDeferred: () => {} } },
     respond: (status) => res.writeHead(status),
     onError: (f) => res.writeHead(502).end(`${f.err.code} ${f.err.message}`),
   }));
@@ -222,7 +222,7 @@ test('a call whose new connections are costly (the apiserver\'s TLS) charges the
   const charged: number[] = [];
   const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: (_ns, n) => { if (n > 0) charged.push(n); } };
   const front = await listen(t, (req, res) => proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: req.url!, headers: {}, timeoutMs: 5_000, what: 'the apiserver', pool, connectStarts: 3 }, req, res, {
-    body: null, stalledMs: 5_000, turns, namespace: 'team-a', m: { pieceDeferred: () => {} },
+    body: null, pace: { stalledMs: 5_000, turns, namespace: 'team-a', m: { pieceDeferred: () => {} } },
     respond: (status) => res.writeHead(status),
     onError: (f) => res.writeHead(502).end(f.err.message),
   }));
@@ -266,7 +266,7 @@ test('answers waiting for clients that do not read are bounded per namespace: pa
   const turns: Turns = { tryStart: () => true, start: () => {}, charge: () => {}, wait: () => {}, chargeStarts: () => {} };
   const answers: { destroyed: boolean }[] = []; // the gateway's side of each, in order
   const front = await listen(t, (req, res) => answers.push(res) && proxyRequest({ url: new URL(`http://127.0.0.1:${up}`), method: 'GET', path: '/', headers: {}, timeoutMs: 5_000, what: 'backend', pool }, req, res, {
-    body: null, stalledMs: 60_000, turns, namespace: req.url!.slice(1), m: { pieceDeferred: () => {} }, paused,
+    body: null, pace: { stalledMs: 60_000, turns, namespace: req.url!.slice(1), m: { pieceDeferred: () => {} }, paused },
     respond: (status) => res.writeHead(status),
     onError: (f) => res.writeHead(502).end(f.err.message),
   }));
