@@ -3,6 +3,7 @@
 // authentication -> access rules -> rate limit -> route -> route checks. Each step throws the
 // AgwError it answers with; none touches a socket.
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Allowed } from '../auth/access.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { TLSSocket } from 'node:tls';
 import { isCertificateIdentity } from '../auth/client-cert.js';
@@ -35,11 +36,18 @@ export type RouteAdmitted = { kind: 'route'; id: CallerIdentity; route: Compiled
 export type Admitted = { kind: 'discovery'; id: CallerIdentity } | { kind: 'can-i'; id: CallerIdentity; method: string; url: string } | RouteAdmitted;
 
 /** What admission learnt, for the access log (filled as the steps pass). */
-export interface Seen { caller: string; as?: string; route?: CompiledRoute; upstream?: string; error?: string; /** The apiserver's audit event's ID. */ auditId?: string }
+export interface Seen {
+  caller: string; as?: string; route?: CompiledRoute; upstream?: string; error?: string;
+  /** The apiserver's audit event's ID. */
+  auditId?: string;
+  /** What spec.access allowed the caller when it was admitted (the policy's decision object: the
+   * same one while no window boundary has passed). */
+  allowed?: Allowed;
+}
 
 /** A request's Seen, every field in place (one object shape for every line). */
 export function newSeen(): Seen {
-  return { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined };
+  return { caller: '-', as: undefined, route: undefined, upstream: undefined, error: undefined, auditId: undefined, allowed: undefined };
 }
 
 /** The target's path decoded once (canonical) and its query, untouched; or the refusal. */
@@ -130,12 +138,12 @@ export function accessRefusal(t: RouteTable, id: CallerIdentity): AgwError | nul
 }
 
 /** spec.access: some rule must match the caller. */
-export function authorize(t: RouteTable, id: CallerIdentity): void {
-  const refusal = accessRefusal(t, id);
-  if (refusal) {
-    t.m.denied.access.inc();
-    throw refusal;
-  }
+/** spec.access's decision for the caller, or its refusal counted and thrown. */
+export function authorize(t: RouteTable, id: CallerIdentity): Allowed {
+  const allowed = t.policy.allowed(id);
+  if (allowed !== null) return allowed;
+  t.m.denied.access.inc();
+  throw accessRefusal(t, id)!;
 }
 
 export function rateLimit(t: RouteTable, id: CallerIdentity): void {
@@ -320,14 +328,22 @@ export function checkImpersonation(t: RouteTable, a: RouteAdmitted, h: RequestHe
  * counted twice, nor a second rate-limit token taken (a limiter kept across the swap would
  * refuse it).
  */
-export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterClient, again = false): Admitted | Promise<Admitted> {
+export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterClient, again = false, before?: Before): Admitted | Promise<Admitted> {
+  let id: CallerIdentity | Promise<CallerIdentity> | undefined;
+  if (before && before.t === t && before.a.as === undefined && seen.allowed !== undefined) {
+    // admitted by this table before: the same caller object (its token's cached answer), with
+    // spec.access's decision for it unchanged (no window boundary passed), is admitted to the same
+    // route and path (every other step depends on the table and the request alone)
+    id = authenticate(t, h, conn, false);
+    if (id === before.a.id && t.policy.allowed(id) === seen.allowed) return before.a;
+  }
   const { path, query } = requestTarget(t, h.url, h.rawHeaders);
   const override = overrideHeader(h.headers);
   if (override !== undefined) {
     t.m.denied.path.inc();
     throw new BadRequestError(`refused: ${override} would make some upstreams read another method or path than the request's; send those themselves`, { step: 'request' });
   }
-  const id = authenticate(t, h, conn, !again);
+  id ??= authenticate(t, h, conn, !again);
   const rest = (caller: CallerIdentity): Admitted | Promise<Admitted> => {
     seen.caller = caller.username;
     if (path === canIPath && (h.method === 'GET' || h.method === 'HEAD')) {
@@ -338,7 +354,7 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterCl
       if (wait > 0) throw new RateLimitedError('can-i questions to this gateway are limited to one a second per caller', Math.ceil(wait));
       return canIQuestion(caller, query);
     }
-    authorize(t, caller);
+    seen.allowed = authorize(t, caller);
     if (!again) rateLimit(t, caller);
     if (path === wellKnownPath && (h.method === 'GET' || h.method === 'HEAD')) return { kind: 'discovery', id: caller };
     const selected = selectRoute(t, caller, h.method, path);
@@ -349,6 +365,9 @@ export function admit(t: RouteTable, h: RequestHead, seen: Seen, conn?: FilterCl
   };
   return id instanceof Promise ? id.then(rest) : rest(id);
 }
+
+/** A request's admission by `t` (`admit`'s `before`), asked again after a wait. */
+export interface Before { t: RouteTable; a: RouteAdmitted }
 
 const methods = /^[A-Z]{1,16}$/;
 

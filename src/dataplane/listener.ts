@@ -11,7 +11,7 @@ import type { CallerIdentity } from '../auth/identity.js';
 import { schema } from '../api/schema.js';
 import type { ApiserverTarget, GatewayPlan } from '../translate/plan.js';
 import { clipped, keepsLine, lineWeight } from '../observability/logger.js';
-import { admit, callerRefusal, maxHeaderFields, newSeen, type Admitted, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
+import { admit, callerRefusal, maxHeaderFields, newSeen, type Admitted, type Before, type RequestHead, type RouteAdmitted, type Seen } from './admission.js';
 import { HeldAccess, type Held } from './held.js';
 import { explain } from './explain.js';
 import type { EndpointPool } from './endpoints.js';
@@ -513,7 +513,7 @@ export class Listener {
    * may have changed meanwhile, or a window closed) and forwarded in the slot. The wait counts
    * toward its route's timeout (504), and a client that leaves meanwhile takes it out of the line.
    * The slot is given back at the answer's headers, a failure, or the client leaving. */
-  private inApiserverSlot(t: RouteTable, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void,
+  private inApiserverSlot(t: RouteTable, a: RouteAdmitted, req: IncomingMessage, res: ServerResponse, seen: Seen, fail: (err: AgwError) => void,
     timeoutMs: number, send: (slot: Slot) => void): void {
     const deadline = performance.now() + timeoutMs;
     let waited = false;
@@ -537,7 +537,7 @@ export class Listener {
         else lost(new RouteNotFoundError(`${x.a.kind} is not a route`, { step: 'route', field: 'spec.routes' }));
       };
       try {
-        const again = this.readmit({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket);
+        const again = this.readmit({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders }, seen, req.socket, { t, a });
         if (again instanceof Promise) again.then(go, lost).catch(lost);
         else go(again);
       } catch (err) {
@@ -770,12 +770,13 @@ export class Listener {
   /**
    * Admits a request again by the rules that decide now, until they stop changing under it (a
    * swap during an asynchronous token check). Counted once: no second rate-limit token and no
-   * second authentication count; the access rules and the route are asked again.
+   * second authentication count; the access rules and the route are asked again. `before`: its
+   * admission by the table of then, kept when nothing it depends on has changed (`admit`).
    */
-  private readmit(h: RequestHead, seen: Seen, socket: Socket): Readmitted | Promise<Readmitted> {
+  private readmit(h: RequestHead, seen: Seen, socket: Socket, before?: Before): Readmitted | Promise<Readmitted> {
     const t = this.rules;
     const settle = (a: Admitted): Readmitted | Promise<Readmitted> => t === this.rules ? { t, a } : this.readmit(h, seen, socket);
-    const a = admit(t, h, seen, socket, true);
+    const a = admit(t, h, seen, socket, true, before);
     return a instanceof Promise ? a.then(settle) : settle(a);
   }
 
@@ -807,7 +808,7 @@ export class Listener {
     const streaming = (end: () => void) => this.track(t, a, req, res, end);
     if (!backend) {
       if (slot || this.budgets.apiserver.limit === 0) this.toApiserver(t, a, req, res, seen, fail, respond, streaming, slot);
-      else this.inApiserverSlot(t, req, res, seen, fail, a.route.plan.timeoutSeconds * 1000, (s) => this.toApiserver(t, a, req, res, seen, fail, respond, streaming, s));
+      else this.inApiserverSlot(t, a, req, res, seen, fail, a.route.plan.timeoutSeconds * 1000, (s) => this.toApiserver(t, a, req, res, seen, fail, respond, streaming, s));
       return;
     }
     slot?.release(); // (admitted again after its wait, to a Service route)

@@ -8,7 +8,7 @@ import { translate } from '../../src/translate/translate.js';
 import { authnKeys, authnOf, RouteTable, type CompiledRoute, type DataplaneDeps } from '../../src/dataplane/route-table.js';
 import { replacePrefix, underPrefix } from '../../src/dataplane/path.js';
 import { PoolRegistry } from '../../src/dataplane/endpoints.js';
-import { admit, authorizationHeader, checkImpersonation, requestTarget, type RequestHead, type RouteAdmitted, type Seen } from '../../src/dataplane/admission.js';
+import { admit, authorizationHeader, checkImpersonation, newSeen, requestTarget, type RequestHead, type RouteAdmitted, type Seen } from '../../src/dataplane/admission.js';
 import { defaultLimits, discovery } from '../../src/dataplane/listener.js';
 import { budgetsFor, type CallerBudgets } from '../../src/dataplane/namespace-budget.js';
 import { accessEnded, HeldAccess, recheckSlice } from '../../src/dataplane/held.js';
@@ -33,7 +33,7 @@ const users: Record<string, string> = {
 const tokens = Object.fromEntries(Object.entries(users).map(([k, u]) => [k, token(u)]));
 const byToken = new Map(Object.entries(users).map(([k, u]) => [tokens[k]!, u]));
 
-function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}, callers?: CallerBudgets): RouteTable {
+function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> = {}, extra: Partial<DataplaneDeps> = {}, callers?: CallerBudgets, previous?: RouteTable): RouteTable {
   const gw = { apiVersion: 'access-gateway.io/v1alpha1', kind: 'AccessGateway', metadata: { name: 'gw', namespace: 'team-a', generation: 1 },
     spec: { authentication: { audiences: ['gw'] }, ...spec } } as unknown as AccessGateway;
   const t = translate(applyDefaults(gw), { port: { port: 1 }, ...snapshot });
@@ -51,7 +51,7 @@ function table(spec: Record<string, unknown>, snapshot: Record<string, unknown> 
     },
     ...extra,
   };
-  return RouteTable.build(t.plan, deps, undefined, callers);
+  return RouteTable.build(t.plan, deps, previous, callers);
 }
 
 const req = (url: string, who: string | null, method = 'GET', extra: string[] = []) => {
@@ -821,4 +821,47 @@ test('a request admitted again to a route that does not impersonate (a spec chan
   const a = { route: { plan: { target: { kind: 'service' } } } } as unknown as RouteAdmitted;
   assert.equal(checkImpersonation({} as RouteTable, a, {} as RequestHead, seen), a);
   assert.equal(seen.as, undefined);
+});
+
+// After a wait for an apiserver slot a request is admitted again (`before`): its admission is kept
+// when nothing it depends on has changed, and asked again in full when something has.
+test('admitted again after a wait: the same admission is kept while the table, the caller and its access decision are unchanged', async () => {
+  const routes = [{ name: 'kube', pathPrefix: '/api/', apiserver: { rejectPaths: [] } }, { name: 'other', pathPrefix: '/', apiserver: { rejectPaths: [] } }];
+  const access = [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }] }, { serviceAccounts: [{ namespace: 'team-a', name: 'limited' }] }];
+  const t = table({ access, routes });
+  const h = req('/api/v1/namespaces/team-a/pods', 'app');
+  const seen = newSeen();
+  const a = await admit(t, h, seen) as RouteAdmitted;
+  assert.equal(a.kind, 'route');
+  assert.equal(admit(t, h, seen, undefined, true, { t, a }), a, 'kept: no new admission');
+  // another table (a spec change that keeps the authenticator and the access policy, so the same
+  // caller object and decision): asked in full, refused by its route's new filter
+  const t2 = table({ access, routes: [{ ...routes[0], apiserver: { rejectPaths: ['^/api/v1/namespaces/team-a/pods'] } }, routes[1]] }, {}, {}, undefined, t);
+  assert.throws(() => admit(t2, h, seen, undefined, true, { t, a }), { status: 403 });
+  // another caller, allowed every route too (a token's cached answer replaced): asked in full, as itself
+  const h2 = req('/api/v1/namespaces/team-a/pods', 'limited');
+  await admit(t, h2, newSeen()); // (its review cached)
+  const other = admit(t, h2, seen, undefined, true, { t, a }) as RouteAdmitted;
+  assert.equal(other.id.username, users.limited);
+  // a request that asked to act as someone (kubectl --as): its decision is asked again
+  const withAs = { ...a, as: { user: 'bob', groups: [], extra: {} } } as unknown as RouteAdmitted;
+  const s3 = newSeen();
+  await admit(t, h, s3);
+  const fresh = admit(t, h, s3, undefined, true, { t, a: withAs }) as RouteAdmitted;
+  assert.notEqual(fresh, withAs);
+  assert.equal(fresh.as, undefined);
+  t2.dispose();
+});
+
+test('admitted again after a wait: a window that closed meanwhile refuses the request (403), though the table and caller are the same', async () => {
+  const routes = [{ name: 'kube', pathPrefix: '/', apiserver: { rejectPaths: [] } }];
+  const until = Date.now() + 300;
+  const t = table({ access: [{ serviceAccounts: [{ namespace: 'team-a', name: 'app' }], notAfter: new Date(until).toISOString() }], routes });
+  const h = req('/api/v1/namespaces/team-a/pods', 'app');
+  const seen = newSeen();
+  const a = await admit(t, h, seen) as RouteAdmitted;
+  assert.equal(a.kind, 'route');
+  await new Promise((r) => setTimeout(r, until - Date.now() + 20));
+  assert.throws(() => admit(t, h, seen, undefined, true, { t, a }), (err: { status: number; message: string }) => err.status === 403 && /notAfter/.test(err.message));
+  t.dispose();
 });
