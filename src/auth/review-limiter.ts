@@ -32,8 +32,8 @@ export interface FairLimiterOptions {
   /** Metrics: in flight after each change; a refusal; a namespace seen for the first time. */
   onInFlight?: (n: number) => void;
   onRefused?: (namespace: string, reason: RefusalReason) => void;
-  /** A background review not made (tryRun refused it). */
-  onPostponed?: () => void;
+  /** A background review for `namespace`'s gateways not made (tryRun refused it). */
+  onPostponed?: (namespace: string) => void;
   onNamespace?: (namespace: string) => void;
 }
 
@@ -138,7 +138,7 @@ export class FairLimiter {
    * would need. */
   async tryRun<T>(namespace: string, fn: () => Promise<T>): Promise<T> {
     if (!(this.active < this.maxInFlight && this.ring.length === 0 && this.take())) {
-      this.opts.onPostponed?.();
+      this.opts.onPostponed?.(namespace);
       throw new NoSlotNowError(`${this.opts.what ?? 'token review'} not made in the background: no slot free now`);
     }
     this.active++;

@@ -85,8 +85,11 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'],
     onInFlight: (n) => metrics.tokenReviewsInFlight.set(n),
     onRefused: (namespace, reason) => metrics.tokenReviewRefusals.inc({ namespace, reason }),
-    onPostponed: () => metrics.reviewRenewalsPostponed.inc({ review: 'TokenReview' }),
-    onNamespace: (namespace) => { for (const reason of ['queue_full', 'source_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0); },
+    onPostponed: (namespace) => metrics.reviewRenewalsPostponed.inc({ namespace, review: 'TokenReview' }),
+    onNamespace: (namespace) => {
+      for (const reason of ['queue_full', 'source_full', 'timeout']) metrics.tokenReviewRefusals.inc({ namespace, reason }, 0);
+      metrics.reviewRenewalsPostponed.inc({ namespace, review: 'TokenReview' }, 0);
+    },
   });
   metrics.tokenReviewsInFlight.set(0);
   metrics.impersonationReviewsInFlight.set(0);
@@ -95,7 +98,8 @@ export async function startRuntime(f: CommonFlags): Promise<Runtime> {
     maxInFlight: f['max-token-reviews-in-flight'], perSecond: f['max-token-reviews-per-second'], what: 'impersonation check',
     onInFlight: (n) => metrics.impersonationReviewsInFlight.set(n),
     onRefused: () => metrics.impersonationReviews.inc({ result: 'refused' }),
-    onPostponed: () => metrics.reviewRenewalsPostponed.inc({ review: 'SubjectAccessReview' }),
+    onPostponed: (namespace) => metrics.reviewRenewalsPostponed.inc({ namespace, review: 'SubjectAccessReview' }),
+    onNamespace: (namespace) => metrics.reviewRenewalsPostponed.inc({ namespace, review: 'SubjectAccessReview' }, 0),
   });
   const impersonation = new ImpersonationChecker(new KubeAccessReviewer(client, accessReviewLimiter, metrics));
   // can-i questions on the listeners: a limiter of their own (two at a time, fair by namespace),

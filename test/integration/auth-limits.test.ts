@@ -249,15 +249,15 @@ test("team D's 16 busy tokens renewed every 0.8 s (cacheTTLSeconds 1) beside tea
 });
 
 test('a renewal the review limiter has no slot for is not sent but counted as postponed, and the cached answer still admits its caller: two new callers\' reviews hold both slots (cap 2) while the apiserver is stopped', async () => {
-  const postponed = (text: string) => series(text, 'access_gateway_review_renewals_postponed_total', 'review="TokenReview"');
-  const text0 = await scrape();
-  assert.equal(series(text0, 'access_gateway_review_renewals_postponed_total', 'review="SubjectAccessReview"'), 0, 'the series exists');
+  const postponed = (text: string, ns = 'team-b') => series(text, 'access_gateway_review_renewals_postponed_total', `namespace="${ns}",review="TokenReview"`);
+  assert.equal((await get(portA, await cp.token('team-a', 'a', ['gw-a']))).status, 200); // (team-a's series made: its first review)
   const [cached, ...fresh] = await Promise.all([0, 1, 2].map(() => cp.token('team-b', 'b', ['gw-b'])));
   assert.equal((await get(portB, cached!)).status, 200);
   const t0 = Date.now(); // (its answer cached by now: its renewal is due in 8 s, it expires in 10; cacheTTLSeconds 10)
   await new Promise((res) => setTimeout(res, 8_300 - (Date.now() - t0)));
   const text1 = await scrape(); // (the scraper's own review, cached through the pause)
   const before = postponed(text1);
+  const otherTeam = postponed(text1, 'team-a');
   const reviewed = reviews(text1);
   await cp.pauseApiserver();
   const pending: Promise<{ status: number }>[] = [];
@@ -271,7 +271,9 @@ test('a renewal the review limiter has no slot for is not sent but counted as po
   }
   // forwarded on its cached answer (answered once the apiserver runs again)
   assert.deepEqual((await Promise.all(pending)).map((r) => r.status), [200, 200, 200]);
-  assert.equal(reviews(await scrape()) - reviewed, 2, 'the two new callers\' reviews only: the renewal was not sent');
+  const text2 = await scrape();
+  assert.equal(reviews(text2) - reviewed, 2, 'the two new callers\' reviews only: the renewal was not sent');
+  assert.equal(postponed(text2, 'team-a'), otherTeam, 'counted under the namespace whose renewal it was');
 });
 
 test('a kubectl --as decision whose renewal the impersonation limiter has no slot for is counted as postponed, and the decision answers at once meanwhile: two new --as checks hold both slots (cap 2) while the apiserver is stopped', async () => {
@@ -280,7 +282,7 @@ test('a kubectl --as decision whose renewal the impersonation limiter has no slo
     const r = await request(`http://127.0.0.1:${portB}/version`, { dispatcher: agent, headers: { authorization: `Bearer ${token}`, 'impersonate-user': user } });
     return { status: r.statusCode, body: await r.body.text() };
   };
-  const postponed = (text: string) => series(text, 'access_gateway_review_renewals_postponed_total', 'review="SubjectAccessReview"');
+  const postponed = (text: string) => series(text, 'access_gateway_review_renewals_postponed_total', 'namespace="team-b",review="SubjectAccessReview"');
   const checks = (text: string) => ['allowed', 'denied', 'error', 'refused'].reduce((n, r) => n + series(text, 'access_gateway_impersonation_reviews_total', `result="${r}"`), 0);
   // b may impersonate no one: a denial is a decision, cached 10 s and renewed after 8 like any
   const first = await as('alice');

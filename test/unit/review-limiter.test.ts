@@ -24,13 +24,13 @@ const opts = { timeout: 10_000 };
 
 function setup(opts: { maxInFlight?: number; maxQueue?: number; maxWaitMs?: number } = {}) {
   const timers = new FakeClock();
-  const events = { inFlight: [] as number[], refused: [] as string[], namespaces: [] as string[], postponed: 0 };
+  const events = { inFlight: [] as number[], refused: [] as string[], namespaces: [] as string[], postponed: 0, postponedFor: [] as string[] };
   const limiter = new FairLimiter({
     maxInFlight: opts.maxInFlight ?? 2, maxQueue: opts.maxQueue ?? 64, maxWaitMs: opts.maxWaitMs ?? 5_000, clock: timers,
     onInFlight: (n) => events.inFlight.push(n),
     onRefused: (ns, reason) => events.refused.push(`${ns}:${reason}`),
     onNamespace: (ns) => events.namespaces.push(ns),
-    onPostponed: () => { events.postponed++; },
+    onPostponed: (ns) => { events.postponed++; events.postponedFor.push(ns); },
   });
   const order: string[] = [];
   const gates = new Map<string, ReturnType<typeof gate>>();
@@ -400,6 +400,7 @@ test('a background review (tryRun) runs only in a slot free now with nobody wait
   await finish('a1');
   await assert.rejects(limiter.tryRun('b', async () => 'x'), /no slot free now/, 'a2 took the freed slot');
   assert.equal(events.postponed, 2);
+  assert.deepEqual(events.postponedFor, ['a', 'b'], 'each counted under its namespace');
   background.open();
   assert.equal(await ran, 'renewed');
   await finish('a2');
