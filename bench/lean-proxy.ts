@@ -6,7 +6,9 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 
 const { values } = parseArgs({ options: { port: { type: 'string' }, upstream: { type: 'string' } } });
-const pool = new Pool(values.upstream!, { connections: 128, pipelining: 1 });
+// (keep-alive as the gateway's endpoint pools: undici's default 4 s closed the warm-up's connections
+// before the first measured round)
+const pool = new Pool(values.upstream!, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
 const noop = (): void => {};
 const hop = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host']);
 
