@@ -447,7 +447,20 @@ test('a check that gives way moves alone (its namespace\'s other checks stay on 
   const b = new PathFilter(kubectlProxy, 'team-b');
   assert.ok('accepted' in await checks.check(b, 'GET', '/x'));
   await spareLoaded(checks);
-  const quick = (checks as unknown as { quick: { thread?: { lane?: unknown } } }).quick;
+  type W = { job: { owner: string; path: string } };
+  type L = { thread?: { lane?: unknown }; running?: W; waiting: Map<string, W[]> };
+  const inner = checks as unknown as { quick: L; slow: L; giveWay(w: W): void };
+  const quick = inner.quick;
+  // each give-way, and the lanes as it leaves them
+  const name = (w: W | undefined) => w && (w.job.owner === 'team-b' ? 'b' : w.job.path === '/api/v1/pods' ? 'a quick' : 'a long');
+  const waiting = (l: L) => [...l.waiting.values()].flat().map(name);
+  const gave: { gave: string | undefined; quick: string | undefined; quickWaiting: unknown[]; slow: string | undefined; slowWaiting: unknown[] }[] = [];
+  const giveWay = inner.giveWay.bind(checks);
+  inner.giveWay = (w) => {
+    const was = quick.running;
+    giveWay(w);
+    if (was === w) gave.push({ gave: name(w), quick: name(quick.running), quickWaiting: waiting(quick), slow: name(inner.slow.running), slowWaiting: waiting(inner.slow) });
+  };
   const order: string[] = [];
   const pa = Promise.resolve(checks.check(a, 'GET', longPath())).then(() => order.push('a long'));
   await turn();
@@ -455,7 +468,17 @@ test('a check that gives way moves alone (its namespace\'s other checks stay on 
   const pa2 = Promise.resolve(checks.check(aQuick, 'GET', '/api/v1/pods')).then(() => order.push('a quick'));
   const pb = Promise.resolve(checks.check(b, 'GET', '/api/v1/pods')).then(() => order.push('b'));
   await Promise.all([pa, pa2, pb]);
-  assert.deepEqual(order, ['a quick', 'b', 'a long']);
+  // as it gave way: team-a's quick check had the quick lane (its turn first there), team-b's waited
+  // there, and the slow lane had the long check alone
+  assert.deepEqual(gave[0], { gave: 'a long', quick: 'a quick', quickWaiting: ['b'], slow: 'a long', slowWaiting: [] });
+  if (gave.length === 1) assert.deepEqual(order, ['a quick', 'b', 'a long']);
+  else {
+    // (the quick check's thread waited for a CPU past quickCheckMs, team-b waiting: it gave way too,
+    // not held against team-a, and waited on the slow lane for the long one: a loaded machine)
+    assert.deepEqual(gave.map((g) => g.gave), ['a long', 'a quick']);
+    assert.ok(order.indexOf('a long') < order.indexOf('a quick'));
+  }
+  assert.ok(!checks.isSlow('team-a'), 'one give-way does not make team-a slow');
   assert.equal(ran.lane, undefined, 'the thread that ran the long check was stopped');
   assert.notEqual(quick.thread, ran);
 });
