@@ -125,7 +125,11 @@ export function authenticate(t: RouteTable, h: RequestHead, conn?: object, count
 /** spec.access: why no rule lets the caller use the gateway (naming a rule that would but for
  * its time window), or null. */
 export function accessRefusal(t: RouteTable, id: CallerIdentity): AgwError | null {
-  if (t.policy.allowed(id) !== null) return null;
+  return t.policy.allowed(id) !== null ? null : accessDenial(t, id);
+}
+
+/** The refusal of a caller spec.access does not allow (the decision is the caller's to have made). */
+function accessDenial(t: RouteTable, id: CallerIdentity): AgwError {
   const out = t.policy.explain(id).outsideWindow[0];
   if (out) {
     const r = t.policy.rule(out.index)!;
@@ -137,15 +141,12 @@ export function accessRefusal(t: RouteTable, id: CallerIdentity): AgwError | nul
   return new ForbiddenError(`${id.username} is not allowed to use this gateway: no rule of spec.access names it`, { step: 'access', field: 'spec.access' });
 }
 
-/** spec.access: some rule must match the caller. */
-/** spec.access's decision for the caller, or its refusal counted and thrown. */
+/** spec.access's decision for the caller (read once), or its refusal counted and thrown. */
 export function authorize(t: RouteTable, id: CallerIdentity): Allowed {
   const allowed = t.policy.allowed(id);
   if (allowed !== null) return allowed;
-  const refusal = accessRefusal(t, id);
-  if (!refusal) return t.policy.allowed(id)!; // (a window opened between the two reads)
   t.m.denied.access.inc();
-  throw refusal;
+  throw accessDenial(t, id);
 }
 
 export function rateLimit(t: RouteTable, id: CallerIdentity): void {

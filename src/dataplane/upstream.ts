@@ -209,10 +209,10 @@ class Answer implements Dispatcher.DispatchHandler {
   /** The answer ended while pieces were held: ended once they are written. */
   private endHeld = false;
 
-  private readonly pace: Pace;
+  constructor(private readonly call: RequestCall, private readonly res: ServerResponse, private readonly opts: ProxyOptions) {}
 
-  constructor(private readonly call: RequestCall, private readonly res: ServerResponse, private readonly opts: ProxyOptions) {
-    this.pace = opts.pace;
+  private get pace(): Pace {
+    return this.opts.pace;
   }
 
   private finish(): void {
